@@ -1,0 +1,66 @@
+import { Command, Option } from 'commander';
+import { runCommand } from './run.ts';
+import { validateCommand } from './validate.ts';
+import { schemaCommand } from './schema.ts';
+import { historyCommand } from './history.ts';
+import { VERSION } from './version.ts';
+
+const program = new Command('ferry')
+  .description('Edge/IoT messaging gateway: MQTT in, durable local buffer, Kafka and PostgreSQL out.')
+  .version(VERSION)
+  .showHelpAfterError('(run with --help for usage)');
+
+const configOption = () =>
+  new Option('-c, --config <file>', 'gateway config file').default('config/gateway.yaml');
+
+program
+  .command('run')
+  .description('start the gateway: embedded MQTT broker, bridges and admin HTTP server')
+  .addOption(configOption())
+  .option('--mqtt-port <port>', 'MQTT listener port (overrides mqtt.port)', parsePort)
+  .option('--admin-port <port>', 'admin HTTP port (overrides admin.port)', parsePort)
+  .option('--data-dir <dir>', 'data directory (overrides gateway.dataDir)')
+  .option('--log-level <level>', 'log level (overrides log.level): fatal, error, warn, info, debug, trace')
+  .addHelpText('after', '\nSIGINT or SIGTERM drains in-flight messages and exits 0; a second signal exits at once.\nExample:\n  ferry run --config config/gateway.yaml --mqtt-port 11883')
+  .action(runCommand);
+
+program
+  .command('validate')
+  .description('check a gateway config and every bridge and device file it references')
+  .addOption(configOption())
+  .addHelpText('after', '\nExits 0 when valid; 1 with every problem as file:line:column: path: reason.')
+  .action(validateCommand);
+
+program
+  .command('config')
+  .description('config tooling')
+  .command('schema')
+  .description('print the JSON Schema of a config file kind, for editor completion')
+  .addOption(new Option('--kind <kind>', 'which file').choices(['gateway', 'bridge', 'device']).default('gateway'))
+  .action(schemaCommand);
+
+program
+  .command('history')
+  .description('show the latest messages kept in the gateway\'s local history')
+  .addOption(configOption())
+  .option('--data-dir <dir>', 'data directory (overrides gateway.dataDir)')
+  .option('--bridge <name>', 'only this bridge')
+  .option('--topic <prefix>', 'only topics starting with this prefix')
+  .option('-n, --limit <count>', 'how many messages', parseCount, 20)
+  .option('-f, --follow', 'keep printing new messages as they arrive')
+  .option('--json', 'one JSON object per line')
+  .action(historyCommand);
+
+function parsePort(value: string): number {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`not a port number: ${value}`);
+  return port;
+}
+
+function parseCount(value: string): number {
+  const count = Number(value);
+  if (!Number.isInteger(count) || count < 1) throw new Error(`not a positive whole number: ${value}`);
+  return count;
+}
+
+await program.parseAsync();

@@ -1,0 +1,130 @@
+import { readdirSync, statSync } from 'node:fs';
+import { dirname, extname, join, relative, resolve } from 'node:path';
+import type { z } from 'zod';
+import { ConfigError, type ConfigIssue } from './issues.ts';
+import type { Env } from './interpolate.ts';
+import { type BridgeConfig, type ComponentKinds, type DeviceProfile, type GatewaySection, bridgeSchema, deviceSchema, gatewaySchema } from './schema.ts';
+import { type YamlFile, loadYamlFile } from './yaml-file.ts';
+import { issuesFromZod } from './zod-issues.ts';
+
+export interface GatewayConfig extends GatewaySection {
+  /** Absolute path of the gateway config file. */
+  readonly file: string;
+  /** dataDir resolved against the config file's directory. */
+  readonly dataDirPath: string;
+  readonly bridgeConfigs: readonly BridgeConfig[];
+  readonly deviceProfiles: readonly DeviceProfile[];
+}
+
+export interface LoadOptions {
+  readonly kinds: ComponentKinds;
+  /** Variables for `${VAR}`; process.env by default. */
+  readonly env?: Env;
+  /** Directory that file names in messages are relative to; the working directory by default. */
+  readonly cwd?: string;
+}
+
+/**
+ * Loads config/gateway.yaml and every bridge and device file it references, validating all
+ * of them. Throws a ConfigError listing every problem in every file at once.
+ */
+export function loadConfig(configPath: string, options: LoadOptions): GatewayConfig {
+  const env = options.env ?? process.env;
+  const cwd = options.cwd ?? process.cwd();
+  const file = resolve(cwd, configPath);
+  const display = (p: string) => {
+    const rel = relative(cwd, p);
+    return rel === '' || rel.startsWith('..') ? p : rel;
+  };
+  const issues: ConfigIssue[] = [];
+
+  const gateway = parseFile(file, display(file), gatewaySchema, env, issues);
+  if (gateway.yaml === undefined) throw new ConfigError(issues);
+  const base = dirname(file);
+  // Referenced files are checked even when the gateway file has problems elsewhere, so that
+  // one run reports everything; a broken list falls back to its default.
+  const raw = (gateway.yaml.value ?? {}) as Record<string, unknown>;
+  const lists = {
+    bridges: gateway.value?.bridges ?? listOr(raw['bridges'], gatewaySchema.shape.bridges),
+    devices: gateway.value?.devices ?? listOr(raw['devices'], gatewaySchema.shape.devices),
+  };
+
+  const bridges: BridgeConfig[] = [];
+  const names = new Map<string, string>();
+  const schema = bridgeSchema(options.kinds);
+  for (const path of expand(lists.bridges, base, 'bridges', gateway.yaml, issues)) {
+    const parsed = parseFile(path, display(path), schema, env, issues);
+    if (parsed.value === undefined || parsed.yaml === undefined) continue;
+    const bridge = { ...(parsed.value as Omit<BridgeConfig, 'file'>), file: display(path) };
+    const first = names.get(bridge.name);
+    if (first !== undefined) {
+      issues.push({ file: bridge.file, ...parsed.yaml.locate(['name']), path: 'name', message: `bridge name '${bridge.name}' is already used in ${first}` });
+      continue;
+    }
+    names.set(bridge.name, bridge.file);
+    bridges.push(bridge);
+  }
+
+  const devices: DeviceProfile[] = [];
+  for (const path of expand(lists.devices, base, 'devices', gateway.yaml, issues)) {
+    const parsed = parseFile(path, display(path), deviceSchema, env, issues);
+    if (parsed.value !== undefined) devices.push({ ...parsed.value, file: display(path) });
+  }
+
+  if (issues.length > 0 || gateway.value === undefined) throw new ConfigError(issues);
+  return {
+    ...gateway.value,
+    file,
+    dataDirPath: resolve(base, gateway.value.gateway.dataDir),
+    bridgeConfigs: bridges,
+    deviceProfiles: devices,
+  };
+}
+
+function parseFile<S extends z.ZodType>(
+  path: string,
+  displayPath: string,
+  schema: S,
+  env: Env,
+  issues: ConfigIssue[],
+): { value?: z.output<S>; yaml?: YamlFile } {
+  const loaded = loadYamlFile(path, displayPath, env);
+  issues.push(...loaded.issues);
+  if (loaded.file === undefined) return {};
+  const result = schema.safeParse(loaded.file.value ?? {});
+  if (!result.success) {
+    issues.push(...issuesFromZod(result.error.issues, loaded.file));
+    return { yaml: loaded.file };
+  }
+  if (loaded.issues.length > 0) return { yaml: loaded.file };
+  return { value: result.data, yaml: loaded.file };
+}
+
+function listOr(value: unknown, schema: z.ZodType<string[]>): string[] {
+  const parsed = schema.safeParse(value);
+  return parsed.success ? parsed.data : (schema.parse(undefined) as string[]);
+}
+
+/** Each entry is a YAML file or a directory of them (sorted, so load order is stable). */
+function expand(entries: readonly string[], base: string, key: string, yaml: YamlFile, issues: ConfigIssue[]): string[] {
+  const out: string[] = [];
+  entries.forEach((entry, index) => {
+    const path = resolve(base, entry);
+    let isDir: boolean;
+    try {
+      isDir = statSync(path).isDirectory();
+    } catch {
+      issues.push({ file: yaml.path, ...yaml.locate([key, index]), path: `${key}[${index}]`, message: `no such file or directory: ${path}` });
+      return;
+    }
+    if (!isDir) {
+      out.push(path);
+      return;
+    }
+    const files = readdirSync(path)
+      .filter((name) => ['.yaml', '.yml'].includes(extname(name)))
+      .sort();
+    out.push(...files.map((name) => join(path, name)));
+  });
+  return out;
+}

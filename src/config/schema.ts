@@ -1,0 +1,143 @@
+import { z } from 'zod';
+import type { SinkComponent, SourceComponent } from '../core/component.ts';
+
+/** The component kinds a config may name; the runtime's registry supplies them. */
+export interface ComponentKinds {
+  readonly sources: readonly SourceComponent[];
+  readonly sinks: readonly SinkComponent[];
+}
+
+export const port = z.int().min(0).max(65535);
+
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+/**
+ * `enabled` takes true or false; empty (as `${VAR:+true}` leaves it when VAR is unset)
+ * means false, so a bridge can be switched on by the presence of a variable.
+ */
+const enabled = z
+  .preprocess((v) => (v === null ? false : v), z.boolean())
+  .default(true)
+  .meta({
+    description: 'Whether the bridge runs. Empty means false, so `${KAFKA_BROKERS:+true}` enables it only when KAFKA_BROKERS is set.',
+    examples: [true, '${KAFKA_BROKERS:+true}'],
+  });
+
+export const gatewaySchema = z
+  .strictObject({
+    gateway: z
+      .strictObject({
+        name: z.string().min(1).default('ferry').meta({ description: 'Name of this gateway in logs and status.', examples: ['site-7-gw1'] }),
+        dataDir: z.string().min(1).default('./data').meta({
+          description: 'Directory for Ferry\'s local state (history, buffers). Relative paths are relative to the config file.',
+          examples: ['/var/lib/ferry'],
+        }),
+      })
+      .prefault({})
+      .meta({ description: 'Identity and local state of this gateway.' }),
+    mqtt: z
+      .strictObject({
+        host: z.string().min(1).default('0.0.0.0').meta({ description: 'Address the embedded MQTT broker listens on.', examples: ['127.0.0.1'] }),
+        port: port.default(1883).meta({ description: 'TCP port of the embedded MQTT broker (0 picks a free one).', examples: [1883] }),
+      })
+      .prefault({})
+      .meta({ description: 'The embedded MQTT broker devices connect to.' }),
+    admin: z
+      .strictObject({
+        enabled: z.boolean().default(true).meta({ description: 'Serve the admin HTTP API.', examples: [true] }),
+        host: z.string().min(1).default('127.0.0.1').meta({ description: 'Address of the admin HTTP server.', examples: ['127.0.0.1'] }),
+        port: port.default(9180).meta({ description: 'Port of the admin HTTP server (/healthz, /readyz, /api/status).', examples: [9180] }),
+      })
+      .prefault({})
+      .meta({ description: 'Admin HTTP server: health, readiness and status.' }),
+    log: z
+      .strictObject({
+        level: logLevel.default('info').meta({ description: 'Lowest level logged.', examples: ['debug'] }),
+        pretty: z.enum(['auto', 'always', 'never']).default('auto').meta({
+          description: 'Human-readable logs: `auto` when standard output is a terminal, JSON lines otherwise.',
+          examples: ['never'],
+        }),
+      })
+      .prefault({})
+      .meta({ description: 'Logging (pino).' }),
+    shutdown: z
+      .strictObject({
+        drainTimeoutMs: z.int().min(0).default(10_000).meta({
+          description: 'On SIGINT/SIGTERM, how long in-flight messages may take to settle before the gateway exits anyway.',
+          examples: [5000],
+        }),
+      })
+      .prefault({})
+      .meta({ description: 'Graceful shutdown.' }),
+    bridges: z.array(z.string().min(1)).default(['../bridges']).meta({
+      description: 'Bridge files or directories of *.yaml bridge files, relative to this file.',
+      examples: [['../bridges'], ['bridges/telemetry.yaml']],
+    }),
+    devices: z.array(z.string().min(1)).default(['../devices']).meta({
+      description: 'Device profile files or directories of *.yaml profiles, relative to this file.',
+      examples: [['../devices']],
+    }),
+  })
+  .meta({ title: 'Ferry gateway config', description: 'config/gateway.yaml' });
+
+export type GatewaySection = z.output<typeof gatewaySchema>;
+
+const bridgeName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'use letters, digits, ".", "_" and "-", starting with a letter or digit')
+  .meta({ description: 'Unique name of the bridge, used in logs, metrics and the data directory.', examples: ['telemetry-to-kafka'] });
+
+/** Each `from` and `to` entry is a one-key map: the component kind, then its config. */
+function oneOf(components: readonly (SourceComponent | SinkComponent)[]) {
+  const options = components.map((c) =>
+    z.strictObject({ [c.kind]: c.schema }).meta({ description: c.description }),
+  );
+  if (options.length === 0) throw new Error('no component kinds registered');
+  return z.union(options as unknown as [z.ZodType, ...z.ZodType[]]);
+}
+
+export function bridgeSchema(kinds: ComponentKinds) {
+  return z
+    .strictObject({
+      name: bridgeName,
+      description: z.string().optional().meta({ description: 'What the bridge is for.' }),
+      enabled,
+      from: oneOf(kinds.sources).meta({ description: 'Where messages come from: one source.' }),
+      to: z.array(oneOf(kinds.sinks)).min(1).meta({ description: 'Where messages go: one or more sinks; a message is acknowledged when all of them confirmed it.' }),
+    })
+    .meta({ title: 'Ferry bridge', description: 'bridges/*.yaml' });
+}
+
+export interface BridgeConfig {
+  readonly name: string;
+  readonly description?: string;
+  readonly enabled: boolean;
+  readonly from: Readonly<Record<string, unknown>>;
+  readonly to: readonly Readonly<Record<string, unknown>>[];
+  /** The file it was loaded from, for messages. */
+  readonly file: string;
+}
+
+export const deviceSchema = z
+  .strictObject({
+    name: z.string().min(1).meta({ description: 'Name of the device profile.', examples: ['temperature-sensor'] }),
+    description: z.string().optional().meta({ description: 'What kind of device this is.' }),
+    clientId: z.string().min(1).default('*').meta({
+      description: 'Glob pattern of MQTT client ids this profile applies to.',
+      examples: ['sensor-*'],
+    }),
+    telemetry: z
+      .strictObject({
+        topic: z.string().min(1).meta({ description: 'Topic the device publishes telemetry to; %c is the client id.', examples: ['devices/%c/telemetry/temperature'] }),
+        intervalMs: z.int().min(1).default(1000).meta({ description: 'How often the device reports.', examples: [1000] }),
+        fields: z
+          .record(z.string(), z.strictObject({ min: z.number(), max: z.number() }))
+          .default({})
+          .meta({ description: 'Numeric payload fields and their ranges, for simulation.', examples: [{ celsius: { min: -10, max: 40 } }] }),
+      })
+      .optional()
+      .meta({ description: 'What the device publishes.' }),
+  })
+  .meta({ title: 'Ferry device profile', description: 'devices/*.yaml' });
+
+export type DeviceProfile = z.output<typeof deviceSchema> & { readonly file: string };

@@ -1,0 +1,66 @@
+import { Kafka, logLevel, type Producer } from 'kafkajs';
+import type { Logger } from 'pino';
+
+/** One record for Kafka; headers are bytes or strings, as on the wire. */
+export interface KafkaRecord {
+  readonly key: string | null;
+  readonly value: Uint8Array;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly timestamp: number;
+}
+
+/**
+ * The slice of a Kafka producer that Ferry calls, so that another client can replace
+ * kafkajs behind it. `send` resolves only when the broker acknowledged every record.
+ */
+export interface KafkaProducer {
+  connect(): Promise<void>;
+  send(topic: string, records: readonly KafkaRecord[]): Promise<void>;
+  disconnect(): Promise<void>;
+}
+
+export interface KafkaProducerOptions {
+  readonly brokers: readonly string[];
+  readonly clientId: string;
+  readonly acks: 'all' | 'leader';
+  readonly compression: 'none' | 'gzip';
+  readonly connectionTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly logger: Logger;
+}
+
+export function createKafkaProducer(options: KafkaProducerOptions): KafkaProducer {
+  const kafka = new Kafka({
+    clientId: options.clientId,
+    brokers: [...options.brokers],
+    connectionTimeout: options.connectionTimeoutMs,
+    requestTimeout: options.requestTimeoutMs,
+    logLevel: logLevel.WARN,
+    logCreator: () => ({ namespace, level, log }) => {
+      const { message, ...extra } = log;
+      const line = { kafkajs: namespace, ...extra };
+      if (level <= logLevel.ERROR) options.logger.error(line, message);
+      else options.logger.warn(line, message);
+    },
+  });
+  const producer: Producer = kafka.producer({ allowAutoTopicCreation: true });
+  // kafkajs: 1 = gzip; other codecs need a registered package.
+  const compression = options.compression === 'gzip' ? 1 : 0;
+  return {
+    connect: () => producer.connect(),
+    disconnect: () => producer.disconnect(),
+    send: async (topic, records) => {
+      await producer.send({
+        topic,
+        acks: options.acks === 'all' ? -1 : 1,
+        compression,
+        messages: records.map((r) => ({
+          key: r.key,
+          value: Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength),
+          headers: { ...r.headers },
+          timestamp: String(r.timestamp),
+        })),
+      });
+    },
+  };
+}

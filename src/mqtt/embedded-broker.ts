@@ -1,0 +1,196 @@
+import { type Server, createServer } from 'node:net';
+import { once } from 'node:events';
+import { Aedes, type Client, type PublishPacket } from 'aedes';
+import { Observable, type Subscriber } from 'rxjs';
+import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
+import { createDelivery, fanOut, type Delivery } from '../core/delivery.ts';
+import { createEnvelope } from '../core/envelope.ts';
+import { FerryError, wrapError } from '../core/errors.ts';
+import type { Source } from '../core/stream.ts';
+import { topicMatches } from '../core/topic.ts';
+
+export interface EmbeddedBrokerOptions {
+  readonly host: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  readonly logger: Logger;
+  readonly counters: Counters;
+  /** Runs after the broker exists and before it listens: the moment to tap it. */
+  readonly beforeListen?: (broker: EmbeddedBroker) => void;
+}
+
+interface Tap {
+  readonly name: string;
+  readonly filters: readonly string[];
+  readonly subscriber: Subscriber<Delivery>;
+}
+
+/**
+ * The MQTT broker devices connect to (aedes on a TCP listener). Bridges tap it with topic
+ * filters: each device PUBLISH that matches a tap becomes a Delivery, and the device's
+ * PUBACK (QoS 1) or PUBREC (QoS 2) is sent only when every matching tap acked it. A nack
+ * closes the device's connection without acknowledging, so the device sends it again.
+ * QoS 0 messages go the same way but the device is never told about the outcome.
+ */
+export class EmbeddedBroker {
+  readonly #aedes: Aedes;
+  readonly #server: Server;
+  readonly #options: EmbeddedBrokerOptions;
+  readonly #taps = new Set<Tap>();
+  #inFlight = 0;
+  #drained: (() => void) | undefined;
+
+  private constructor(aedes: Aedes, server: Server, options: EmbeddedBrokerOptions) {
+    this.#aedes = aedes;
+    this.#server = server;
+    this.#options = options;
+  }
+
+  static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
+    let broker: EmbeddedBroker | undefined;
+    const aedes = await Aedes.createBroker({
+      authorizePublish: (client, packet, callback) => {
+        (broker as EmbeddedBroker).#onPublish(client, packet, callback);
+      },
+    });
+    const server = createServer(aedes.handle);
+    broker = new EmbeddedBroker(aedes, server, options);
+    broker.#watch();
+    try {
+      options.beforeListen?.(broker);
+      server.listen(options.port, options.host);
+      await once(server, 'listening');
+    } catch (error) {
+      await new Promise<void>((done) => aedes.close(() => done()));
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE') {
+        throw new FerryError('PORT_IN_USE', `MQTT port ${options.port} on ${options.host} is already in use`, {
+          component: 'mqtt broker',
+          cause: error,
+        });
+      }
+      throw wrapError('LISTEN_FAILED', `MQTT broker cannot listen on ${options.host}:${options.port}`, error, { component: 'mqtt broker' });
+    }
+    return broker;
+  }
+
+  get port(): number {
+    const address = this.#server.address();
+    return typeof address === 'object' && address !== null ? address.port : this.#options.port;
+  }
+
+  get host(): string {
+    return this.#options.host;
+  }
+
+  get connectedClients(): number {
+    return this.#aedes.connectedClients;
+  }
+
+  /** Deliveries not yet settled (their devices are waiting for an acknowledgement). */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** A source of the device messages whose topics match any of `filters`. */
+  tap(name: string, filters: readonly string[]): Source {
+    return new Observable<Delivery>((subscriber) => {
+      const tap: Tap = { name, filters, subscriber };
+      this.#taps.add(tap);
+      return () => {
+        this.#taps.delete(tap);
+      };
+    });
+  }
+
+  /** Stops accepting connections; resolves when in-flight deliveries settled or `timeoutMs` passed. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    this.#server.close();
+    if (this.#inFlight === 0) return true;
+    return new Promise<boolean>((done) => {
+      const timer = setTimeout(() => {
+        this.#drained = undefined;
+        done(false);
+      }, timeoutMs);
+      this.#drained = () => {
+        clearTimeout(timer);
+        done(true);
+      };
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#server.close();
+    for (const tap of this.#taps) tap.subscriber.complete();
+    await new Promise<void>((done) => this.#aedes.close(() => done()));
+  }
+
+  #onPublish(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
+    const { counters } = this.#options;
+    if (client !== null && packet.topic.startsWith('$')) {
+      counters.count('mqtt.publish.refused', { reason: 'reserved_topic' });
+      callback(new Error(`publishing to ${packet.topic} is not allowed`));
+      return;
+    }
+    counters.count('mqtt.messages.received', { qos: String(packet.qos) });
+    const matching: Tap[] = [];
+    for (const tap of this.#taps) {
+      if (tap.filters.some((filter) => topicMatches(filter, packet.topic))) matching.push(tap);
+    }
+    if (matching.length === 0) {
+      callback(null);
+      return;
+    }
+    const envelope = createEnvelope({
+      topic: packet.topic,
+      payload: typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload,
+      origin: {
+        source: 'mqtt',
+        qos: packet.qos,
+        retain: packet.retain,
+        ...(client?.id === undefined ? {} : { clientId: client.id }),
+      },
+    });
+    this.#inFlight += 1;
+    const upstream = createDelivery(envelope, {
+      onAck: () => {
+        this.#settled();
+        callback(null);
+      },
+      onNack: (error) => {
+        this.#settled();
+        counters.count('mqtt.publish.nacked');
+        this.#options.logger.warn({ topic: packet.topic, clientId: client?.id, err: error }, 'message not taken; closing the device connection unacknowledged so it is sent again');
+        callback(error);
+      },
+    });
+    const deliveries = fanOut(upstream, matching.length);
+    matching.forEach((tap, i) => tap.subscriber.next(deliveries[i] as Delivery));
+  }
+
+  #settled(): void {
+    this.#inFlight -= 1;
+    if (this.#inFlight === 0) this.#drained?.();
+  }
+
+  #watch(): void {
+    const { logger, counters } = this.#options;
+    this.#aedes.on('client', (client) => {
+      counters.count('mqtt.connections.opened');
+      logger.debug({ clientId: client.id }, 'device connected');
+    });
+    this.#aedes.on('clientDisconnect', (client) => {
+      counters.count('mqtt.connections.closed');
+      logger.debug({ clientId: client.id }, 'device disconnected');
+    });
+    this.#aedes.on('clientError', (client, error) => {
+      counters.count('mqtt.connections.errors');
+      logger.debug({ clientId: client.id, err: error }, 'device connection error');
+    });
+    this.#aedes.on('connectionError', (_client, error) => {
+      counters.count('mqtt.connections.errors');
+      logger.debug({ err: error }, 'connection error before CONNECT');
+    });
+  }
+}

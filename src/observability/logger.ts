@@ -1,0 +1,17 @@
+import { pino, type Logger, type LevelWithSilent } from 'pino';
+import pretty from 'pino-pretty';
+
+export interface LoggerOptions {
+  readonly level: LevelWithSilent;
+  /** 'auto' pretty-prints when standard output is a terminal. */
+  readonly pretty: 'auto' | 'always' | 'never';
+  readonly name?: string;
+}
+
+/** pino JSON lines on stdout, or pretty lines in a terminal (synchronous, no worker thread). */
+export function createLogger(options: LoggerOptions): Logger {
+  const usePretty = options.pretty === 'always' || (options.pretty === 'auto' && process.stdout.isTTY === true);
+  const base = { level: options.level, ...(options.name === undefined ? {} : { name: options.name }) };
+  if (!usePretty) return pino(base, pino.destination({ fd: 1, sync: false }));
+  return pino(base, pretty({ sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }));
+}

@@ -1,0 +1,59 @@
+import { type Server, createServer } from 'node:http';
+import { once } from 'node:events';
+import { FerryError, wrapError } from '../core/errors.ts';
+
+export interface AdminHandlers {
+  /** True once the gateway accepts device traffic, false while starting or draining. */
+  ready(): boolean;
+  status(): unknown;
+}
+
+/** GET /healthz (process alive), GET /readyz (accepting traffic), GET /api/status (JSON). */
+export class AdminServer {
+  readonly #server: Server;
+
+  private constructor(server: Server) {
+    this.#server = server;
+  }
+
+  static async start(host: string, port: number, handlers: AdminHandlers): Promise<AdminServer> {
+    const server = createServer((req, res) => {
+      const send = (code: number, body: unknown) => {
+        res.writeHead(code, { 'content-type': 'application/json' });
+        res.end(`${JSON.stringify(body)}\n`);
+      };
+      const path = (req.url ?? '/').split('?')[0];
+      if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { error: 'method not allowed' });
+      switch (path) {
+        case '/healthz':
+          return send(200, { status: 'ok' });
+        case '/readyz':
+          return handlers.ready() ? send(200, { status: 'ready' }) : send(503, { status: 'not ready' });
+        case '/api/status':
+          return send(200, handlers.status());
+        default:
+          return send(404, { error: 'not found', paths: ['/healthz', '/readyz', '/api/status'] });
+      }
+    });
+    try {
+      server.listen(port, host);
+      await once(server, 'listening');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+        throw new FerryError('PORT_IN_USE', `admin port ${port} on ${host} is already in use`, { component: 'admin server', cause: error });
+      }
+      throw wrapError('LISTEN_FAILED', `admin server cannot listen on ${host}:${port}`, error, { component: 'admin server' });
+    }
+    return new AdminServer(server);
+  }
+
+  get port(): number {
+    const address = this.#server.address();
+    return typeof address === 'object' && address !== null ? address.port : 0;
+  }
+
+  async close(): Promise<void> {
+    this.#server.closeAllConnections();
+    await new Promise<void>((done) => this.#server.close(() => done()));
+  }
+}

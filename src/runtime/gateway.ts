@@ -1,0 +1,140 @@
+import { mkdirSync } from 'node:fs';
+import type { Logger } from 'pino';
+import type { GatewayConfig } from '../config/load.ts';
+import { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
+import { CounterRegistry } from '../observability/counters.ts';
+import { AdminServer } from './admin-server.ts';
+import { RunningBridge } from './bridge.ts';
+
+export interface GatewayStatus {
+  readonly gateway: string;
+  readonly version: string;
+  readonly state: 'running' | 'draining' | 'stopped';
+  readonly uptimeSeconds: number;
+  readonly startupMs: number;
+  readonly dataDir: string;
+  readonly listeners: readonly { protocol: string; host: string; port: number; clients?: number }[];
+  readonly bridges: readonly ReturnType<RunningBridge['status']>[];
+  readonly inFlight: number;
+  readonly counters: Record<string, number>;
+}
+
+/**
+ * The running gateway: the embedded broker, the bridges of the config and the admin server.
+ * `start` resolves once devices can connect; `stop` drains in-flight messages first.
+ */
+export class Gateway {
+  readonly config: GatewayConfig;
+  readonly counters = new CounterRegistry();
+  readonly #logger: Logger;
+  readonly #version: string;
+  readonly #startedAt = Date.now();
+  #broker: EmbeddedBroker | undefined;
+  #admin: AdminServer | undefined;
+  #bridges: RunningBridge[] = [];
+  #state: GatewayStatus['state'] = 'running';
+  #startupMs = 0;
+
+  constructor(config: GatewayConfig, logger: Logger, version: string) {
+    this.config = config;
+    this.#logger = logger;
+    this.#version = version;
+  }
+
+  get mqttPort(): number {
+    return this.#broker?.port ?? 0;
+  }
+
+  get adminPort(): number {
+    return this.#admin?.port ?? 0;
+  }
+
+  /** Starts everything; `since` is the moment startup began (performance.now() scale). */
+  async start(since = performance.now()): Promise<void> {
+    const { config } = this;
+    mkdirSync(config.dataDirPath, { recursive: true });
+    try {
+      if (config.admin.enabled) {
+        this.#admin = await AdminServer.start(config.admin.host, config.admin.port, {
+          ready: () => this.#state === 'running' && this.#broker !== undefined,
+          status: () => this.status(),
+        });
+      }
+      // The broker listens only after the bridges tapped it, so no early message goes untapped.
+      this.#broker = await EmbeddedBroker.start({
+        host: config.mqtt.host,
+        port: config.mqtt.port,
+        logger: this.#logger.child({ component: 'mqtt' }),
+        counters: this.counters,
+        beforeListen: (broker) => this.#startBridges(broker),
+      });
+    } catch (error) {
+      await this.#closeAll();
+      throw error;
+    }
+    this.#startupMs = Math.round(performance.now() - since);
+    this.#logger.info(
+      {
+        mqtt: `${config.mqtt.host}:${this.mqttPort}`,
+        admin: this.#admin === undefined ? 'off' : `http://${config.admin.host}:${this.adminPort}`,
+        bridges: this.#bridges.map((b) => b.config.name),
+        startupMs: this.#startupMs,
+      },
+      `accepting MQTT connections on ${config.mqtt.host}:${this.mqttPort} (ready in ${this.#startupMs} ms)`,
+    );
+  }
+
+  /** Stops taking connections, waits up to the drain timeout for in-flight messages, then closes. */
+  async stop(): Promise<boolean> {
+    if (this.#state !== 'running') return true;
+    this.#state = 'draining';
+    const timeout = this.config.shutdown.drainTimeoutMs;
+    this.#logger.info({ inFlight: this.#broker?.inFlight ?? 0, timeoutMs: timeout }, 'draining');
+    const drained = (await this.#broker?.drain(timeout)) ?? true;
+    if (!drained) this.#logger.warn({ inFlight: this.#broker?.inFlight }, 'drain timed out; unacknowledged messages will be sent again by their devices');
+    await this.#closeAll();
+    this.#state = 'stopped';
+    this.#logger.info('stopped');
+    return drained;
+  }
+
+  status(): GatewayStatus {
+    const listeners: GatewayStatus['listeners'][number][] = [];
+    if (this.#broker !== undefined) {
+      listeners.push({ protocol: 'mqtt', host: this.config.mqtt.host, port: this.#broker.port, clients: this.#broker.connectedClients });
+    }
+    if (this.#admin !== undefined) listeners.push({ protocol: 'http', host: this.config.admin.host, port: this.#admin.port });
+    return {
+      gateway: this.config.gateway.name,
+      version: this.#version,
+      state: this.#state,
+      uptimeSeconds: Math.round((Date.now() - this.#startedAt) / 1000),
+      startupMs: this.#startupMs,
+      dataDir: this.config.dataDirPath,
+      listeners,
+      bridges: this.#bridges.map((b) => b.status()),
+      inFlight: this.#broker?.inFlight ?? 0,
+      counters: this.counters.snapshot(),
+    };
+  }
+
+  #startBridges(broker: EmbeddedBroker): void {
+    for (const bridge of this.config.bridgeConfigs) {
+      if (!bridge.enabled) {
+        this.#logger.info({ bridge: bridge.name, file: bridge.file }, 'bridge disabled');
+        continue;
+      }
+      this.#bridges.push(
+        new RunningBridge(bridge, { broker, logger: this.#logger, counters: this.counters, dataDir: this.config.dataDirPath }),
+      );
+    }
+  }
+
+  async #closeAll(): Promise<void> {
+    const bridges = this.#bridges;
+    await Promise.all(bridges.map((b) => b.stop()));
+    for (const bridge of bridges) bridge.abort();
+    await this.#broker?.close();
+    await this.#admin?.close();
+  }
+}

@@ -1,0 +1,116 @@
+import { join } from 'node:path';
+import type Database from 'better-sqlite3';
+import type { Envelope } from '../core/envelope.ts';
+import { openSqlite, type Synchronous } from './connection.ts';
+
+export const HISTORY_FILE = 'history.db';
+
+export interface HistoryRow {
+  readonly seq: number;
+  readonly id: string;
+  readonly bridge: string;
+  readonly topic: string;
+  readonly clientId: string | null;
+  readonly qos: number | null;
+  readonly payload: Buffer;
+  readonly receivedAt: number;
+}
+
+export function historyPath(dataDir: string): string {
+  return join(dataDir, HISTORY_FILE);
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS history (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  bridge TEXT NOT NULL,
+  topic TEXT NOT NULL,
+  client_id TEXT,
+  qos INTEGER,
+  payload BLOB NOT NULL,
+  received_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_bridge_seq ON history (bridge, seq);
+`;
+
+/**
+ * The gateway's local message history: the latest messages of each bridge that writes to
+ * it, kept on disk so that `ferry history` and operators can see what devices sent.
+ */
+export class HistoryWriter {
+  readonly #db: Database.Database;
+  readonly #insert: Database.Statement;
+  readonly #trim: Database.Statement;
+  readonly #append: (bridge: string, envelopes: readonly Envelope[], keep: number) => void;
+
+  constructor(dataDir: string, synchronous: Synchronous) {
+    this.#db = openSqlite(historyPath(dataDir), { synchronous });
+    this.#db.exec(schema);
+    this.#insert = this.#db.prepare(
+      'INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    );
+    // Keeps the newest `keep` rows of the bridge; the seq range makes it an index range delete.
+    this.#trim = this.#db.prepare(
+      'DELETE FROM history WHERE bridge = ? AND seq <= (SELECT seq FROM history WHERE bridge = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)',
+    );
+    this.#append = this.#db.transaction((bridge: string, envelopes: readonly Envelope[], keep: number) => {
+      for (const e of envelopes) {
+        this.#insert.run(e.id, bridge, e.topic, e.origin.clientId ?? null, e.origin.qos ?? null, e.payload, e.timestamp);
+      }
+      this.#trim.run(bridge, bridge, keep);
+    });
+  }
+
+  /** Appends in one transaction; returns after the commit (and its fsync). */
+  append(bridge: string, envelopes: readonly Envelope[], keep: number): void {
+    this.#append(bridge, envelopes, keep);
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+}
+
+export interface HistoryQuery {
+  readonly bridge?: string;
+  /** SQL LIKE pattern over the topic, built from an MQTT filter by the caller. */
+  readonly topicPrefix?: string;
+  readonly limit: number;
+  /** Only rows with a larger seq (for following). */
+  readonly afterSeq?: number;
+}
+
+/** Reads the history while a gateway writes to it (WAL readers do not block the writer). */
+export class HistoryReader {
+  readonly #db: Database.Database;
+
+  constructor(dataDir: string) {
+    this.#db = openSqlite(historyPath(dataDir), { readonly: true });
+  }
+
+  /** The newest `limit` rows matching, oldest first. */
+  latest(query: HistoryQuery): HistoryRow[] {
+    const where: string[] = ['seq > ?'];
+    const params: unknown[] = [query.afterSeq ?? 0];
+    if (query.bridge !== undefined) {
+      where.push('bridge = ?');
+      params.push(query.bridge);
+    }
+    if (query.topicPrefix !== undefined) {
+      where.push("topic LIKE ? ESCAPE '\\'");
+      params.push(`${query.topicPrefix.replace(/[\\%_]/g, (c) => `\\${c}`)}%`);
+    }
+    const rows = this.#db
+      .prepare(
+        `SELECT seq, id, bridge, topic, client_id AS clientId, qos, payload, received_at AS receivedAt
+         FROM history WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT ?`,
+      )
+      .all(...params, query.limit) as HistoryRow[];
+    return rows.reverse();
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+}
