@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx's loader (no build step).
-import { register } from 'tsx/esm/api';
-
-register();
+// Ferry's CLI is TypeScript run without a build step: through Node's own type stripping
+// where it is on (Node >= 22.18, outside node_modules), else through tsx's loader.
+if (!process.features.typescript || import.meta.url.includes('/node_modules/')) {
+  const { register } = await import('tsx/esm/api');
+  register();
+}
 await import('../src/cli/main.ts');

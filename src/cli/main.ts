@@ -1,10 +1,7 @@
 import { Command, Option } from 'commander';
-import { runCommand } from './run.ts';
-import { validateCommand } from './validate.ts';
-import { schemaCommand } from './schema.ts';
-import { historyCommand } from './history.ts';
 import { VERSION } from './version.ts';
 
+// Each command loads its own modules, so `ferry --help` and `ferry validate` start fast.
 const program = new Command('ferry')
   .description('Edge/IoT messaging gateway: MQTT in, durable local buffer, Kafka and PostgreSQL out.')
   .version(VERSION)
@@ -22,14 +19,14 @@ program
   .option('--data-dir <dir>', 'data directory (overrides gateway.dataDir)')
   .option('--log-level <level>', 'log level (overrides log.level): fatal, error, warn, info, debug, trace')
   .addHelpText('after', '\nSIGINT or SIGTERM drains in-flight messages and exits 0; a second signal exits at once.\nExample:\n  ferry run --config config/gateway.yaml --mqtt-port 11883')
-  .action(runCommand);
+  .action(async (options) => (await import('./run.ts')).runCommand(options));
 
 program
   .command('validate')
   .description('check a gateway config and every bridge and device file it references')
   .addOption(configOption())
   .addHelpText('after', '\nExits 0 when valid; 1 with every problem as file:line:column: path: reason.')
-  .action(validateCommand);
+  .action(async (options) => (await import('./validate.ts')).validateCommand(options));
 
 program
   .command('config')
@@ -37,7 +34,7 @@ program
   .command('schema')
   .description('print the JSON Schema of a config file kind, for editor completion')
   .addOption(new Option('--kind <kind>', 'which file').choices(['gateway', 'bridge', 'device']).default('gateway'))
-  .action(schemaCommand);
+  .action(async (options) => (await import('./schema.ts')).schemaCommand(options));
 
 program
   .command('history')
@@ -49,7 +46,7 @@ program
   .option('-n, --limit <count>', 'how many messages', parseCount, 20)
   .option('-f, --follow', 'keep printing new messages as they arrive')
   .option('--json', 'one JSON object per line')
-  .action(historyCommand);
+  .action(async (options) => (await import('./history.ts')).historyCommand(options));
 
 function parsePort(value: string): number {
   const port = Number(value);

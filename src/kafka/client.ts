@@ -1,4 +1,4 @@
-import { Kafka, logLevel, type Producer } from 'kafkajs';
+import type { Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 
 /** One record for Kafka; headers are bytes or strings, as on the wire. */
@@ -29,27 +29,24 @@ export interface KafkaProducerOptions {
   readonly logger: Logger;
 }
 
+/**
+ * A kafkajs producer. kafkajs is loaded on first connect, so a gateway without Kafka
+ * bridges does not pay for it at startup.
+ */
 export function createKafkaProducer(options: KafkaProducerOptions): KafkaProducer {
-  const kafka = new Kafka({
-    clientId: options.clientId,
-    brokers: [...options.brokers],
-    connectionTimeout: options.connectionTimeoutMs,
-    requestTimeout: options.requestTimeoutMs,
-    logLevel: logLevel.WARN,
-    logCreator: () => ({ namespace, level, log }) => {
-      const { message, ...extra } = log;
-      const line = { kafkajs: namespace, ...extra };
-      if (level <= logLevel.ERROR) options.logger.error(line, message);
-      else options.logger.warn(line, message);
-    },
-  });
-  const producer: Producer = kafka.producer({ allowAutoTopicCreation: true });
+  let producer: Producer | undefined;
   // kafkajs: 1 = gzip; other codecs need a registered package.
   const compression = options.compression === 'gzip' ? 1 : 0;
   return {
-    connect: () => producer.connect(),
-    disconnect: () => producer.disconnect(),
+    connect: async () => {
+      producer ??= await openProducer(options);
+      await producer.connect();
+    },
+    disconnect: async () => {
+      await producer?.disconnect();
+    },
     send: async (topic, records) => {
+      if (producer === undefined) throw new Error('producer is not connected');
       await producer.send({
         topic,
         acks: options.acks === 'all' ? -1 : 1,
@@ -63,4 +60,22 @@ export function createKafkaProducer(options: KafkaProducerOptions): KafkaProduce
       });
     },
   };
+}
+
+async function openProducer(options: KafkaProducerOptions): Promise<Producer> {
+  const { Kafka, logLevel } = await import('kafkajs');
+  const kafka = new Kafka({
+    clientId: options.clientId,
+    brokers: [...options.brokers],
+    connectionTimeout: options.connectionTimeoutMs,
+    requestTimeout: options.requestTimeoutMs,
+    logLevel: logLevel.WARN,
+    logCreator: () => ({ namespace, level, log }) => {
+      const { message, ...extra } = log;
+      const line = { kafkajs: namespace, ...extra };
+      if (level <= logLevel.ERROR) options.logger.error(line, message);
+      else options.logger.warn(line, message);
+    },
+  });
+  return kafka.producer({ allowAutoTopicCreation: true });
 }
