@@ -93,7 +93,9 @@ function parseFile<S extends z.ZodType>(
   if (loaded.file === undefined) return {};
   const result = schema.safeParse(loaded.file.value ?? {});
   if (!result.success) {
-    issues.push(...issuesFromZod(result.error.issues, loaded.file));
+    // A value whose variable is unset was already reported; its schema error would repeat it.
+    const reported = new Set(loaded.issues.map((issue) => issue.path));
+    issues.push(...issuesFromZod(result.error.issues, loaded.file).filter((issue) => !reported.has(issue.path)));
     return { yaml: loaded.file };
   }
   if (loaded.issues.length > 0) return { yaml: loaded.file };

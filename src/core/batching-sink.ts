@@ -46,17 +46,38 @@ export function batchingSink(
 }
 
 /**
- * A sink that owns a resource (a connection, a database handle): opened when the sink is
- * subscribed, closed when it completes, errors or is unsubscribed.
+ * A batching sink that writes through a resource it owns (a connection, a database handle).
+ * The resource is opened by the first write and, after a failed write, closed and opened
+ * again by the next one, so a destination that comes back is used again. It is closed
+ * when the sink completes, errors or is unsubscribed. `close` must not throw.
  */
-export function resourceSink<R>(open: () => R, close: (resource: R) => void, build: (resource: R) => Sink): Sink {
+export function resourceSink<R>(
+  options: BatchOptions,
+  open: () => R | Promise<R>,
+  close: (resource: R) => void,
+  write: (resource: R, batch: readonly Delivery[]) => Promise<void> | void,
+): Sink {
   return (input) =>
     new Observable<SinkEvent>((subscriber) => {
-      const resource = open();
-      const subscription = build(resource)(input).subscribe(subscriber);
+      let resource: Promise<R> | undefined;
+      const release = () => {
+        const held = resource;
+        resource = undefined;
+        held?.then(close, () => {});
+      };
+      const sink = batchingSink(options, async (batch) => {
+        try {
+          resource ??= Promise.resolve().then(open);
+          await write(await resource, batch);
+        } catch (error) {
+          release();
+          throw error;
+        }
+      });
+      const subscription = sink(input).subscribe(subscriber);
       return () => {
         subscription.unsubscribe();
-        close(resource);
+        release();
       };
     });
 }

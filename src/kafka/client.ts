@@ -26,6 +26,7 @@ export interface KafkaProducerOptions {
   readonly compression: 'none' | 'gzip';
   readonly connectionTimeoutMs: number;
   readonly requestTimeoutMs: number;
+  readonly retries: number;
   readonly logger: Logger;
 }
 
@@ -69,6 +70,7 @@ async function openProducer(options: KafkaProducerOptions): Promise<Producer> {
     brokers: [...options.brokers],
     connectionTimeout: options.connectionTimeoutMs,
     requestTimeout: options.requestTimeoutMs,
+    retry: { retries: options.retries },
     logLevel: logLevel.WARN,
     logCreator: () => ({ namespace, level, log }) => {
       const { message, ...extra } = log;

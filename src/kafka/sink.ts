@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { batchingSink, resourceSink } from '../core/batching-sink.ts';
+import { resourceSink } from '../core/batching-sink.ts';
 import type { SinkComponent } from '../core/component.ts';
 import { wrapError } from '../core/errors.ts';
 import type { Envelope } from '../core/envelope.ts';
@@ -22,6 +22,7 @@ const schema = z.strictObject({
   batchSize: z.int().min(1).default(500).meta({ description: 'Most messages in one produce request.', examples: [500] }),
   batchTimeMs: z.int().min(0).default(10).meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
   connectionTimeoutMs: z.int().min(1).default(3000).meta({ description: 'TCP connect timeout to a broker.', examples: [3000] }),
+  retries: z.int().min(0).default(5).meta({ description: 'Retries of one produce or connect attempt (with backoff) before the batch is reported failed and not acknowledged.', examples: [5] }),
   requestTimeoutMs: z.int().min(1).default(30000).meta({ description: 'Produce request timeout.', examples: [30000] }),
 });
 
@@ -39,26 +40,36 @@ export const kafkaSink: SinkComponent<typeof schema> = {
   create: (config, ctx) => {
     const component = `kafka sink of bridge '${ctx.bridge}'`;
     return resourceSink(
-      () => ({ producer: createKafkaProducer({ ...config, logger: ctx.logger }), connected: undefined as Promise<void> | undefined }),
-      ({ producer }) => {
+      config,
+      async () => {
+        const producer = createKafkaProducer({ ...config, logger: ctx.logger });
+        try {
+          await producer.connect();
+          return producer;
+        } catch (error) {
+          await producer.disconnect().catch(() => {});
+          throw wrapError('UPSTREAM_UNAVAILABLE', `${component}: cannot connect to ${config.brokers.join(',')}`, error, {
+            component,
+            bridge: ctx.bridge,
+            retryable: true,
+          });
+        }
+      },
+      (producer) => {
         producer.disconnect().catch((error: unknown) => ctx.logger.warn({ err: error }, `${component}: disconnect failed`));
       },
-      (state) =>
-        batchingSink(config, async (batch) => {
-          try {
-            state.connected ??= state.producer.connect();
-            await state.connected;
-            await state.producer.send(config.topic, batch.map(({ envelope }) => toRecord(envelope)));
-          } catch (error) {
-            state.connected = undefined;
-            throw wrapError('SINK_WRITE_FAILED', `${component}: produce to ${config.topic} failed`, error, {
-              component,
-              bridge: ctx.bridge,
-              topic: config.topic,
-              retryable: true,
-            });
-          }
-        }),
+      async (producer, batch) => {
+        try {
+          await producer.send(config.topic, batch.map(({ envelope }) => toRecord(envelope)));
+        } catch (error) {
+          throw wrapError('SINK_WRITE_FAILED', `${component}: produce to ${config.topic} failed`, error, {
+            component,
+            bridge: ctx.bridge,
+            topic: config.topic,
+            retryable: true,
+          });
+        }
+      },
     );
   },
 };

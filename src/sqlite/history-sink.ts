@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { batchingSink, resourceSink } from '../core/batching-sink.ts';
+import { resourceSink } from '../core/batching-sink.ts';
 import type { SinkComponent } from '../core/component.ts';
 import { wrapError } from '../core/errors.ts';
 import { HistoryWriter } from './history-store.ts';
@@ -21,19 +21,19 @@ export const historySink: SinkComponent<typeof schema> = {
   schema,
   create: (config, ctx) =>
     resourceSink(
+      config,
       () => new HistoryWriter(ctx.dataDir, config.synchronous),
       (writer) => writer.close(),
-      (writer) =>
-        batchingSink(config, (batch) => {
-          try {
-            writer.append(ctx.bridge, batch.map((d) => d.envelope), config.keep);
-          } catch (error) {
-            throw wrapError('STORAGE_FAILED', `history sink of bridge '${ctx.bridge}': write failed`, error, {
-              component: 'history sink',
-              bridge: ctx.bridge,
-              retryable: true,
-            });
-          }
-        }),
+      (writer, batch) => {
+        try {
+          writer.append(ctx.bridge, batch.map((d) => d.envelope), config.keep);
+        } catch (error) {
+          throw wrapError('STORAGE_FAILED', `history sink of bridge '${ctx.bridge}': write failed`, error, {
+            component: 'history sink',
+            bridge: ctx.bridge,
+            retryable: true,
+          });
+        }
+      },
     ),
 };

@@ -1,0 +1,47 @@
+import { createDelivery, type Delivery } from '../../src/core/delivery.ts';
+import { createEnvelope } from '../../src/core/envelope.ts';
+
+/** Deliveries that record how they were settled, and any second settle (a bug). */
+export interface Tracked {
+  readonly deliveries: Delivery[];
+  readonly acked: string[];
+  readonly nacked: Map<string, Error>;
+  readonly doubleSettles: string[];
+  /** Resolves when every delivery is settled. */
+  settled(): Promise<void>;
+}
+
+export function trackedDeliveries(count: number, topic = 'devices/d1/telemetry/t', clientId = 'd1'): Tracked {
+  const acked: string[] = [];
+  const nacked = new Map<string, Error>();
+  const doubleSettles: string[] = [];
+  let remaining = count;
+  let resolve: () => void = () => {};
+  const allSettled = new Promise<void>((r) => {
+    resolve = r;
+    if (count === 0) r();
+  });
+  const done = () => {
+    remaining -= 1;
+    if (remaining === 0) resolve();
+  };
+  const deliveries = Array.from({ length: count }, (_, seq) => {
+    const envelope = createEnvelope({
+      topic,
+      payload: JSON.stringify({ seq, value: Math.round(Math.random() * 1000) }),
+      origin: { source: 'test', clientId, qos: 1 },
+    });
+    return createDelivery(envelope, {
+      onAck: () => {
+        acked.push(envelope.id);
+        done();
+      },
+      onNack: (error) => {
+        nacked.set(envelope.id, error);
+        done();
+      },
+      onDoubleSettle: () => doubleSettles.push(envelope.id),
+    });
+  });
+  return { deliveries, acked, nacked, doubleSettles, settled: () => allSettled };
+}

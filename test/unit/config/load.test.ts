@@ -1,0 +1,111 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, test } from 'node:test';
+import { z } from 'zod';
+import { ConfigError, formatIssue } from '../../../src/config/issues.ts';
+import { loadConfig } from '../../../src/config/load.ts';
+import { bridgeSchema, gatewaySchema } from '../../../src/config/schema.ts';
+import { componentKinds } from '../../../src/runtime/registry.ts';
+
+const roots: string[] = [];
+after(() => roots.forEach((r) => rmSync(r, { recursive: true, force: true })));
+
+/** Writes files (path → text) into a fresh directory and returns it. */
+function tree(files: Record<string, string>): string {
+  const root = mkdtempSync(join(tmpdir(), 'ferry-config-'));
+  roots.push(root);
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(root, path)), { recursive: true });
+    writeFileSync(join(root, path), text);
+  }
+  return root;
+}
+
+function problems(root: string, env: Record<string, string> = {}): string[] {
+  try {
+    loadConfig(join(root, 'config/gateway.yaml'), { kinds: componentKinds, env, cwd: root });
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    assert.equal(error.code, 'CONFIG_INVALID');
+    return error.issues.map(formatIssue);
+  }
+  assert.fail('expected the config to be refused');
+}
+
+const history = 'name: h\nfrom:\n  mqtt:\n    topics: [devices/+/telemetry/#]\nto:\n  - history: {}\n';
+
+test('the shipped example config validates, with and without KAFKA_BROKERS', () => {
+  const plain = loadConfig('config/gateway.yaml', { kinds: componentKinds, env: {} });
+  assert.deepEqual(plain.bridgeConfigs.map((b) => [b.name, b.enabled]), [['telemetry-history', true], ['telemetry-to-kafka', false]]);
+  assert.ok(plain.deviceProfiles.length >= 1);
+  assert.equal(plain.mqtt.port, 1883);
+
+  const withKafka = loadConfig('config/gateway.yaml', { kinds: componentKinds, env: { KAFKA_BROKERS: 'k1:9092, k2:9093' } });
+  const kafka = withKafka.bridgeConfigs.find((b) => b.name === 'telemetry-to-kafka');
+  assert.equal(kafka?.enabled, true);
+  assert.deepEqual((kafka?.to[0] as { kafka: { brokers: string[] } }).kafka.brokers, ['k1:9092', 'k2:9093']);
+});
+
+test('three mistakes in two files are all reported with file, line, column and path', () => {
+  const root = tree({
+    'config/gateway.yaml': 'mqtt:\n  port: 70000\nbridges: [../bridges]\ndevices: []\n',
+    'bridges/telemetry.yaml': 'name: telemetry\nfrom:\n  mqtt:\n    topics: [devices/+/telemetry/#]\nto:\n  - kafka:\n      brokers: localhost:9092\n      topic: iot.telemetry\n      lingr: 5\n  - history:\n      keep: 0\n',
+  });
+  assert.deepEqual(problems(root), [
+    'config/gateway.yaml:2:9: mqtt.port: Too big: expected number to be <=65535',
+    "bridges/telemetry.yaml:9:7: to[0].kafka.lingr: unknown key 'lingr'",
+    'bridges/telemetry.yaml:11:13: to[1].history.keep: Too small: expected number to be >=1',
+  ]);
+});
+
+test('unknown kinds, missing keys, bad filters, duplicate names and unset variables are explained', () => {
+  const root = tree({
+    'config/gateway.yaml': 'bridges: [../bridges]\ndevices: []\n',
+    'bridges/a.yaml': history,
+    'bridges/b.yaml': history,
+    'bridges/c.yaml': 'name: c\nfrom:\n  mqtt:\n    topics: ["a/#/b"]\nto:\n  - histroy: {}\n',
+    'bridges/d.yaml': 'name: d\nfrom: {mqtt: {topics: [x]}}\nto:\n  - kafka:\n      brokers: ${BROKERS}\n',
+  });
+  assert.deepEqual(problems(root), [
+    "bridges/b.yaml:1:7: name: bridge name 'h' is already used in bridges/a.yaml",
+    "bridges/c.yaml:4:14: from.mqtt.topics[0]: invalid topic filter 'a/#/b': '#' must be a whole level and the last one",
+    "bridges/c.yaml:6:5: to[0]: unknown kind 'histroy' (expected exactly one of: history, kafka)",
+    'bridges/d.yaml:5:16: to[0].kafka.brokers: environment variable BROKERS is not set (give a default with ${BROKERS:-value})',
+    'bridges/d.yaml:5:7: to[0].kafka.topic: missing required key (expected string, received undefined)',
+  ]);
+});
+
+test('YAML syntax errors and missing files point at the place', () => {
+  const root = tree({
+    'config/gateway.yaml': 'bridges: [../bridges, ../nowhere]\ndevices: []\n',
+    'bridges/bad.yaml': 'name: x\nfrom: [unclosed\n',
+  });
+  const found = problems(root);
+  assert.equal(found.length, 2);
+  assert.match(found[0] ?? '', /^config\/gateway\.yaml:1:23: bridges\[1\]: no such file or directory/);
+  assert.match(found[1] ?? '', /^bridges\/bad\.yaml:\d+:\d+: YAML: /);
+});
+
+test('defaults fill what is left out; interpolated plain scalars are typed, quoted ones stay strings', () => {
+  const root = tree({
+    'config/gateway.yaml': 'gateway:\n  name: "${NAME}"\nmqtt:\n  port: ${PORT:-1884}\nbridges: [../bridges]\ndevices: []\n',
+    'bridges/h.yaml': history,
+  });
+  const config = loadConfig(join(root, 'config/gateway.yaml'), { kinds: componentKinds, env: { NAME: '007' } });
+  assert.equal(config.gateway.name, '007');
+  assert.equal(config.mqtt.port, 1884);
+  assert.equal(config.mqtt.host, '0.0.0.0');
+  assert.equal(config.admin.port, 9180);
+  assert.equal(config.dataDirPath, join(root, 'config', 'data'));
+  assert.deepEqual(config.bridgeConfigs[0]?.to, [{ history: { keep: 100000, synchronous: 'full', batchSize: 1000, batchTimeMs: 2 } }]);
+});
+
+test('the JSON Schema carries descriptions and every component kind', () => {
+  const gateway = JSON.stringify(z.toJSONSchema(gatewaySchema, { io: 'input', unrepresentable: 'any' }));
+  assert.match(gateway, /TCP port of the embedded MQTT broker/);
+  const bridge = JSON.stringify(z.toJSONSchema(bridgeSchema(componentKinds), { io: 'input', unrepresentable: 'any' }));
+  for (const kind of ['mqtt', 'history', 'kafka']) assert.match(bridge, new RegExp(`"${kind}"`));
+  assert.match(bridge, /"additionalProperties":false/);
+});

@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { createDelivery, fanOut } from '../../../src/core/delivery.ts';
+import { createEnvelope } from '../../../src/core/envelope.ts';
+
+const envelope = () => createEnvelope({ topic: 't', payload: 'x', origin: { source: 'test' } });
+
+test('a delivery settles once; a second ack or nack is ignored and reported', () => {
+  const calls: string[] = [];
+  const d = createDelivery(envelope(), {
+    onAck: () => calls.push('ack'),
+    onNack: (e) => calls.push(`nack:${e.message}`),
+    onDoubleSettle: (attempt, state) => calls.push(`double:${attempt}:${state}`),
+  });
+  assert.equal(d.state, 'pending');
+  d.ack();
+  d.ack();
+  d.nack(new Error('late'));
+  assert.equal(d.state, 'acked');
+  assert.deepEqual(calls, ['ack', 'double:ack:acked', 'double:nack:acked']);
+});
+
+test('envelopes get time-ordered UUIDv7 ids', () => {
+  const a = envelope();
+  const b = envelope();
+  assert.match(a.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.ok(a.id < b.id);
+  assert.deepEqual(Buffer.from(a.payload).toString(), 'x');
+});
+
+test('fanOut acks upstream when all parts acked, nacks on the first nack only', () => {
+  const events: string[] = [];
+  const upstream = () =>
+    createDelivery(envelope(), { onAck: () => events.push('ack'), onNack: (e) => events.push(`nack:${e.message}`), onDoubleSettle: () => events.push('double') });
+
+  const [a, b, c] = fanOut(upstream(), 3);
+  a?.ack();
+  b?.ack();
+  assert.deepEqual(events, []);
+  c?.ack();
+  assert.deepEqual(events, ['ack']);
+
+  events.length = 0;
+  const [x, y] = fanOut(upstream(), 2);
+  x?.nack(new Error('down'));
+  y?.ack();
+  y?.nack(new Error('again'));
+  assert.deepEqual(events, ['nack:down']);
+
+  events.length = 0;
+  assert.deepEqual(fanOut(upstream(), 0), []);
+  assert.deepEqual(events, ['ack']);
+});
