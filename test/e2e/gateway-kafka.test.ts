@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { type Socket, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, test } from 'node:test';
+import { startFerry } from '../harness/ferry-process.ts';
+import { kcatConsume } from '../harness/kcat.ts';
+import { mosquittoPub } from '../harness/mosquitto.ts';
+import { randomName, requireService } from '../harness/services.ts';
+
+const dirs: string[] = [];
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+function dataDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-e2e-kafka-'));
+  dirs.push(dir);
+  return dir;
+}
+
+test('with KAFKA_BROKERS set, device telemetry reaches Kafka keyed by device, with its id and MQTT topic as headers', async () => {
+  const brokers = await requireService('kafka');
+  const topic = randomName('ferry-e2e-telemetry-');
+  const gw = await startFerry(['--config', 'config/gateway.yaml', '--data-dir', dataDir()], { KAFKA_BROKERS: brokers.join(','), FERRY_KAFKA_TOPIC: topic });
+  try {
+    const sent = ['{"celsius":20}', '{"celsius":21}', '{"celsius":22}'];
+    for (const [i, payload] of sent.entries()) {
+      const pub = await mosquittoPub(gw.mqttUrl, `devices/sensor-${i % 2}/telemetry/climate`, payload, { clientId: `sensor-${i % 2}` });
+      assert.equal(pub.code, 0, pub.stderr);
+    }
+    // The PUBACK came after Kafka's ack, so the messages are there now.
+    const messages = await kcatConsume(brokers, topic);
+    assert.deepEqual(
+      messages.map((m) => [m.key, m.payload, m.headers['mqtt-topic']]),
+      sent.map((payload, i) => [`sensor-${i % 2}`, payload, `devices/sensor-${i % 2}/telemetry/climate`]),
+    );
+    for (const m of messages) assert.match(m.headers['ferry-id'] ?? '', /^[0-9a-f-]{36}$/);
+  } finally {
+    gw.child.kill('SIGTERM');
+  }
+  assert.equal(await gw.exited, 0);
+});
+
+/** A TCP server that accepts connections and never answers: an upstream that hangs. */
+async function blackHole(): Promise<{ address: string; close(): void }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => sockets.add(socket));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    address: `127.0.0.1:${(server.address() as { port: number }).port}`,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+test('SIGTERM waits for in-flight messages until the drain timeout, a second signal exits at once, and nothing unacknowledged is claimed', async () => {
+  const hole = await blackHole();
+  const gw = await startFerry(['--config', 'config/gateway.yaml', '--data-dir', dataDir()], { KAFKA_BROKERS: hole.address });
+  try {
+    // The device waits for its PUBACK while the Kafka sink waits for a broker that never answers.
+    const pub = mosquittoPub(gw.mqttUrl, 'devices/sensor-1/telemetry/climate', '{"celsius":1}', { clientId: 'sensor-1' });
+    for (let i = 0; i < 100; i++) {
+      const status = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { inFlight: number };
+      if (status.inFlight === 1) break;
+      await sleep(50);
+    }
+    gw.child.kill('SIGTERM');
+    await sleep(500);
+    assert.equal(gw.child.exitCode, null, 'exited before the drain timeout with a message in flight');
+    assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 503);
+    gw.child.kill('SIGTERM');
+    assert.equal(await gw.exited, 130);
+    const result = await pub;
+    assert.notEqual(result.code, 0, 'the device must not get a PUBACK for a message that was not delivered');
+  } finally {
+    gw.child.kill('SIGKILL');
+    hole.close();
+  }
+});
