@@ -3,7 +3,7 @@ import { VERSION } from './version.ts';
 
 // Each command loads its own modules, so `ferry --help` and `ferry validate` start fast.
 const program = new Command('ferry')
-  .description('Edge/IoT messaging gateway: MQTT in, durable local buffer, Kafka and PostgreSQL out.')
+  .description('Edge/IoT messaging gateway: devices publish MQTT to it, bridges carry the messages to a local history and to Kafka.')
   .version(VERSION)
   .showHelpAfterError('(run with --help for usage)');
 

@@ -16,8 +16,10 @@ const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'si
  * means false, so a bridge can be switched on by the presence of a variable.
  */
 const enabled = z
-  .preprocess((v) => (v === null ? false : v), z.boolean())
+  .boolean()
+  .nullable()
   .default(true)
+  .transform((v) => v ?? false)
   .meta({
     description: 'Whether the bridge runs. Empty means false, so `${KAFKA_BROKERS:+true}` enables it only when KAFKA_BROKERS is set.',
     examples: [true, '${KAFKA_BROKERS:+true}'],
