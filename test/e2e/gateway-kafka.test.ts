@@ -1,23 +1,15 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { type Socket, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { startFerry } from '../harness/ferry-process.ts';
 import { kcatConsume } from '../harness/kcat.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
+import { tempDirs } from '../harness/temp.ts';
 import { randomName, requireService } from '../harness/services.ts';
 
-const dirs: string[] = [];
-after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-function dataDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-e2e-kafka-'));
-  dirs.push(dir);
-  return dir;
-}
+const dataDir = tempDirs('ferry-e2e-kafka-');
 
 test('with KAFKA_BROKERS set, device telemetry reaches Kafka keyed by device, with its id and MQTT topic as headers', async () => {
   const brokers = await requireService('kafka');

@@ -1,20 +1,12 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { ferry, startFerry } from '../harness/ferry-process.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
+import { tempDirs } from '../harness/temp.ts';
 
-const dirs: string[] = [];
-after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-function dataDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-e2e-'));
-  dirs.push(dir);
-  return dir;
-}
+const dataDir = tempDirs('ferry-e2e-');
 
 test('the embedded default: a QoS 1 mosquitto_pub is acknowledged, kept in history, counted; SIGTERM exits 0', async () => {
   const dir = dataDir();
