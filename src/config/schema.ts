@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { SinkComponent, SourceComponent } from '../core/component.ts';
+import { type BufferPolicy, bufferPolicySchema, bufferSettingsSchema } from '../buffer/config.ts';
 
 /** The component kinds a config may name; the runtime's registry supplies them. */
 export interface ComponentKinds {
@@ -62,6 +63,7 @@ export const gatewaySchema = z
       })
       .prefault({})
       .meta({ description: 'Logging (pino).' }),
+    buffer: bufferSettingsSchema.prefault({}),
     shutdown: z
       .strictObject({
         drainTimeoutMs: z.int().min(0).default(10_000).meta({
@@ -105,7 +107,11 @@ export function bridgeSchema(kinds: ComponentKinds) {
       description: z.string().optional().meta({ description: 'What the bridge is for.' }),
       enabled,
       from: oneOf(kinds.sources).meta({ description: 'Where messages come from: one source.' }),
-      to: z.array(oneOf(kinds.sinks)).min(1).meta({ description: 'Where messages go: one or more sinks; a message is acknowledged when all of them confirmed it.' }),
+      to: z.array(oneOf(kinds.sinks)).min(1).meta({
+        description:
+          'Where messages go: one or more sinks, each reading the bridge\'s buffer at its own pace. A sink kind used twice in one bridge is named kind#index in stats.',
+      }),
+      buffer: bufferPolicySchema.prefault({}),
     })
     .meta({ title: 'Ferry bridge', description: 'bridges/*.yaml' });
 }
@@ -116,6 +122,7 @@ export interface BridgeConfig {
   readonly enabled: boolean;
   readonly from: Readonly<Record<string, unknown>>;
   readonly to: readonly Readonly<Record<string, unknown>>[];
+  readonly buffer: BufferPolicy;
   /** The file it was loaded from, for messages. */
   readonly file: string;
 }

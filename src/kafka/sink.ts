@@ -66,7 +66,7 @@ export const kafkaSink: SinkComponent<typeof schema> = {
             component,
             bridge: ctx.bridge,
             topic: config.topic,
-            retryable: true,
+            retryable: !isPermanent(error),
           });
         }
       },
@@ -81,4 +81,23 @@ function toRecord(envelope: Envelope): KafkaRecord {
     headers: { ...envelope.headers, 'ferry-id': envelope.id, 'mqtt-topic': envelope.topic },
     timestamp: envelope.timestamp,
   };
+}
+
+/** Kafka errors that no retry can fix: the message or topic itself is refused. */
+const PERMANENT = new Set([
+  'MESSAGE_TOO_LARGE',
+  'INVALID_TOPIC_EXCEPTION',
+  'CORRUPT_MESSAGE',
+  'INVALID_RECORD',
+  'RECORD_LIST_TOO_LARGE',
+  'UNSUPPORTED_FOR_MESSAGE_FORMAT',
+]);
+
+function isPermanent(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {
+    const type = (e as { type?: unknown }).type;
+    if (typeof type === 'string' && PERMANENT.has(type)) return true;
+    e = (e as { originalError?: unknown; cause?: unknown }).originalError ?? (e as { cause?: unknown }).cause;
+  }
+  return false;
 }

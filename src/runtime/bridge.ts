@@ -1,10 +1,12 @@
-import { Subject, type Subscription } from 'rxjs';
+import type { Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { BridgeConfig } from '../config/schema.ts';
 import type { ComponentContext, Counters } from '../core/component.ts';
-import { type Delivery, fanOut } from '../core/delivery.ts';
 import { FerryError } from '../core/errors.ts';
-import type { Sink, SinkEvent, Source } from '../core/stream.ts';
+import type { SinkEvent, Source } from '../core/stream.ts';
+import { type CursorSource, cursorSource } from '../buffer/reader.ts';
+import type { BufferStore } from '../buffer/store.ts';
+import type { BufferWriter } from '../buffer/writer.ts';
 import type { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
 import { mqttSource } from '../mqtt/source.ts';
 import { findSink } from './registry.ts';
@@ -13,90 +15,122 @@ export interface BridgeStatus {
   readonly name: string;
   readonly file: string;
   readonly state: 'running' | 'stopped' | 'failed';
-  readonly sinks: readonly { kind: string; written: number; failed: number; lastError?: string }[];
+  readonly sinks: readonly { name: string; kind: string; written: number; failed: number; lastError?: string }[];
+}
+
+export interface BridgeDeps {
+  readonly broker: EmbeddedBroker;
+  readonly store: BufferStore;
+  readonly writer: BufferWriter;
+  readonly logger: Logger;
+  readonly counters: Counters;
+  readonly dataDir: string;
 }
 
 interface SinkState {
+  readonly name: string;
   readonly kind: string;
-  readonly input: Subject<Delivery>;
+  readonly reader: CursorSource;
   written: number;
   failed: number;
   lastError?: string;
 }
 
+/** Names of a bridge's sinks in the buffer's cursors: the kind, or kind#index when a kind repeats. */
+export function sinkNames(config: Pick<BridgeConfig, 'to'>): string[] {
+  const kinds = config.to.map((entry) => Object.keys(entry)[0] as string);
+  return kinds.map((kind, i) => (kinds.filter((k) => k === kind).length > 1 ? `${kind}#${i}` : kind));
+}
+
 /**
- * A running bridge: its source feeds every sink, and a message is acked to the source once
- * all sinks acked it. Stopping completes the sinks' inputs so they write what they hold.
+ * A running bridge: its source appends to the durable buffer (the device is acknowledged
+ * after that commit), and each sink reads the bridge's log through its own cursor. Stopping
+ * lets each sink finish the window it holds; what is left stays buffered for the next start.
  */
 export class RunningBridge {
   readonly config: BridgeConfig;
   readonly #sinks: SinkState[] = [];
   readonly #subscriptions: Subscription[] = [];
   readonly #logger: Logger;
+  readonly #expiry: NodeJS.Timeout | undefined;
   #state: BridgeStatus['state'] = 'running';
   #pendingSinks = 0;
   #allDone: (() => void) | undefined;
 
-  constructor(config: BridgeConfig, deps: { broker: EmbeddedBroker; logger: Logger; counters: Counters; dataDir: string }) {
+  constructor(config: BridgeConfig, deps: BridgeDeps) {
     this.config = config;
+    const { store, writer, counters } = deps;
     this.#logger = deps.logger.child({ bridge: config.name });
-    const ctx: ComponentContext = { logger: this.#logger, counters: deps.counters, dataDir: deps.dataDir, bridge: config.name };
-    const counters = deps.counters;
+    const ctx: ComponentContext = { logger: this.#logger, counters, dataDir: deps.dataDir, bridge: config.name };
+    const names = sinkNames(config);
+    store.registerBridge(config.name, names);
+    writer.setPolicy(config.name, config.buffer);
 
-    for (const entry of config.to) {
+    config.to.forEach((entry, i) => {
       const [kind, sinkConfig] = Object.entries(entry)[0] as [string, unknown];
       const component = findSink(kind);
       if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown sink kind '${kind}'`);
-      const state: SinkState = { kind, input: new Subject<Delivery>(), written: 0, failed: 0 };
-      const sink: Sink = component.create(sinkConfig, { ...ctx, logger: this.#logger.child({ sink: kind }) });
+      const name = names[i] as string;
+      const logger = this.#logger.child({ sink: name });
+      const reader = cursorSource({ store, writer, bridge: config.name, sink: name, policy: config.buffer, logger, counters });
+      const state: SinkState = { name, kind, reader, written: 0, failed: 0 };
+      const sink = component.create(sinkConfig, { ...ctx, logger });
       this.#pendingSinks += 1;
       this.#subscriptions.push(
-        sink(state.input).subscribe({
+        sink(reader.deliveries).subscribe({
           next: (event) => this.#onEvent(state, event, counters),
           error: (error: unknown) => {
             this.#state = 'failed';
             state.lastError = String(error);
-            this.#logger.error({ err: error, sink: kind }, 'sink stopped with an error');
+            this.#logger.error({ err: error, sink: name }, 'sink stopped with an error; its messages stay buffered');
             this.#sinkDone();
           },
           complete: () => this.#sinkDone(),
         }),
       );
       this.#sinks.push(state);
-    }
+    });
 
     const [sourceKind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
     if (sourceKind !== mqttSource.kind) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
     const source: Source = mqttSource.create(sourceConfig as never, ctx, { broker: deps.broker });
-    this.#subscriptions.push(
-      source.subscribe({
-        next: (delivery) => {
-          counters.count('bridge.messages.in', { bridge: config.name });
-          const parts = fanOut(delivery, this.#sinks.length);
-          this.#sinks.forEach((s, i) => s.input.next(parts[i] as Delivery));
-        },
-        complete: () => this.stop(),
-        error: (error: unknown) => {
-          this.#logger.error({ err: error }, 'source failed');
-          this.stop();
-        },
+    this.#subscriptions.unshift(
+      source.subscribe((delivery) => {
+        counters.count('bridge.messages.in', { bridge: config.name });
+        writer.enqueue(config.name, delivery);
       }),
     );
+
+    const { maxAgeMs } = config.buffer;
+    if (maxAgeMs > 0) {
+      this.#expiry = setInterval(() => {
+        const removed = store.expire(config.name, Date.now() - maxAgeMs);
+        if (removed.messages > 0) {
+          counters.count('buffer.expired', { bridge: config.name }, removed.messages);
+          this.#logger.warn({ expired: removed.messages, maxAgeMs }, 'removed messages older than maxAgeMs before they were delivered');
+          writer.released();
+        }
+      }, Math.min(60_000, Math.max(100, Math.floor(maxAgeMs / 10))));
+      this.#expiry.unref();
+    }
   }
 
-  /** Completes the sinks' inputs; resolves when every sink wrote what it held. */
+  /** Stops taking messages; resolves when every sink settled the window it held. */
   stop(): Promise<void> {
     if (this.#state === 'running') this.#state = 'stopped';
+    clearInterval(this.#expiry);
+    this.#subscriptions[0]?.unsubscribe();
     const done = new Promise<void>((resolve) => {
       if (this.#pendingSinks === 0) resolve();
       else this.#allDone = resolve;
     });
-    for (const sink of this.#sinks) sink.input.complete();
+    for (const sink of this.#sinks) sink.reader.stop();
     return done;
   }
 
   /** Tears everything down at once, without waiting for writes. */
   abort(): void {
+    clearInterval(this.#expiry);
     for (const subscription of this.#subscriptions) subscription.unsubscribe();
   }
 
@@ -105,12 +139,18 @@ export class RunningBridge {
       name: this.config.name,
       file: this.config.file,
       state: this.#state,
-      sinks: this.#sinks.map((s) => ({ kind: s.kind, written: s.written, failed: s.failed, ...(s.lastError === undefined ? {} : { lastError: s.lastError }) })),
+      sinks: this.#sinks.map((s) => ({
+        name: s.name,
+        kind: s.kind,
+        written: s.written,
+        failed: s.failed,
+        ...(s.lastError === undefined ? {} : { lastError: s.lastError }),
+      })),
     };
   }
 
   #onEvent(state: SinkState, event: SinkEvent, counters: Counters): void {
-    const labels = { bridge: this.config.name, sink: state.kind };
+    const labels = { bridge: this.config.name, sink: state.name };
     if (event.type === 'written') {
       state.written += event.count;
       counters.count('sink.messages.written', labels, event.count);
@@ -119,7 +159,6 @@ export class RunningBridge {
     state.failed += event.count;
     state.lastError = event.error.message;
     counters.count('sink.messages.failed', labels, event.count);
-    this.#logger.warn({ err: event.error, sink: state.kind, count: event.count }, 'sink write failed; messages not acknowledged');
   }
 
   #sinkDone(): void {

@@ -1,6 +1,9 @@
 import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { GatewayConfig } from '../config/load.ts';
+import { openBuffer } from '../buffer/open.ts';
+import type { BridgeStats, BufferStore } from '../buffer/store.ts';
+import { BufferWriter, type WriterState } from '../buffer/writer.ts';
 import { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { AdminServer } from './admin-server.ts';
@@ -16,6 +19,14 @@ export interface GatewayStatus {
   readonly listeners: readonly { protocol: string; host: string; port: number; clients?: number }[];
   readonly bridges: readonly ReturnType<RunningBridge['status']>[];
   readonly inFlight: number;
+  readonly buffer: {
+    readonly state: WriterState;
+    /** Deliveries held unacknowledged (bridge full under `refuse`, or disk full). */
+    readonly held: number;
+    /** Set when a corrupt buffer database was moved aside at startup. */
+    readonly movedAside?: string;
+    readonly bridges: readonly BridgeStats[];
+  };
   readonly counters: Record<string, number>;
 }
 
@@ -30,6 +41,9 @@ export class Gateway {
   readonly #version: string;
   readonly #startedAt = Date.now();
   #broker: EmbeddedBroker | undefined;
+  #store: BufferStore | undefined;
+  #writer: BufferWriter | undefined;
+  #movedAside: string | undefined;
   #admin: AdminServer | undefined;
   #bridges: RunningBridge[] = [];
   #state: GatewayStatus['state'] = 'running';
@@ -54,9 +68,14 @@ export class Gateway {
     const { config } = this;
     mkdirSync(config.dataDirPath, { recursive: true });
     try {
+      const opened = openBuffer(config.dataDirPath, config.buffer.synchronous, this.#logger);
+      this.#store = opened.store;
+      this.#movedAside = opened.movedAside;
+      if (opened.movedAside !== undefined) this.counters.count('buffer.recovered_from_corruption');
+      this.#writer = new BufferWriter(opened.store, config.buffer, this.#logger.child({ component: 'buffer' }), this.counters);
       if (config.admin.enabled) {
         this.#admin = await AdminServer.start(config.admin.host, config.admin.port, {
-          ready: () => this.#state === 'running' && this.#broker !== undefined,
+          ready: () => this.#state === 'running' && this.#broker !== undefined && this.#writer?.state !== 'disk-full',
           status: () => this.status(),
         });
       }
@@ -90,9 +109,11 @@ export class Gateway {
     this.#state = 'draining';
     const timeout = this.config.shutdown.drainTimeoutMs;
     this.#logger.info({ inFlight: this.#broker?.inFlight ?? 0, timeoutMs: timeout }, 'draining');
+    const deadline = Date.now() + timeout;
     const drained = (await this.#broker?.drain(timeout)) ?? true;
     if (!drained) this.#logger.warn({ inFlight: this.#broker?.inFlight }, 'drain timed out; unacknowledged messages will be sent again by their devices');
-    await this.#closeAll();
+    // Sinks finish the windows they hold; what they did not confirm stays buffered for the next start.
+    await this.#closeAll(Math.max(0, deadline - Date.now()));
     this.#state = 'stopped';
     this.#logger.info('stopped');
     return drained;
@@ -114,6 +135,12 @@ export class Gateway {
       listeners,
       bridges: this.#bridges.map((b) => b.status()),
       inFlight: this.#broker?.inFlight ?? 0,
+      buffer: {
+        state: this.#writer?.state ?? 'ok',
+        held: this.#writer?.held ?? 0,
+        ...(this.#movedAside === undefined ? {} : { movedAside: this.#movedAside }),
+        bridges: this.#bridges.map((b) => (this.#store as BufferStore).stats(b.config.name)),
+      },
       counters: this.counters.snapshot(),
     };
   }
@@ -125,16 +152,33 @@ export class Gateway {
         continue;
       }
       this.#bridges.push(
-        new RunningBridge(bridge, { broker, logger: this.#logger, counters: this.counters, dataDir: this.config.dataDirPath }),
+        new RunningBridge(bridge, {
+          broker,
+          store: this.#store as BufferStore,
+          writer: this.#writer as BufferWriter,
+          logger: this.#logger,
+          counters: this.counters,
+          dataDir: this.config.dataDirPath,
+        }),
       );
     }
   }
 
-  async #closeAll(): Promise<void> {
+  async #closeAll(sinkTimeoutMs = 0): Promise<void> {
+    this.#writer?.flushNow();
     const bridges = this.#bridges;
-    await Promise.all(bridges.map((b) => b.stop()));
+    const stopped = Promise.all(bridges.map((b) => b.stop()));
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      stopped.then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), sinkTimeoutMs))),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) this.#logger.warn('sinks did not finish in time; their unconfirmed messages stay buffered');
     for (const bridge of bridges) bridge.abort();
+    this.#writer?.close();
     await this.#broker?.close();
     await this.#admin?.close();
+    this.#store?.close();
   }
 }

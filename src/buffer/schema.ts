@@ -1,0 +1,41 @@
+/** The buffer's tables. `seq` orders everything: per bridge, a message's place in the log. */
+export const BUFFER_SCHEMA = `
+CREATE TABLE IF NOT EXISTS messages (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  bridge TEXT NOT NULL,
+  id TEXT NOT NULL,
+  topic TEXT NOT NULL,
+  key TEXT,
+  headers TEXT NOT NULL,
+  origin TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_bridge_seq ON messages (bridge, seq);
+CREATE INDEX IF NOT EXISTS messages_bridge_created ON messages (bridge, created_at);
+
+CREATE TABLE IF NOT EXISTS cursors (
+  bridge TEXT NOT NULL,
+  sink TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  PRIMARY KEY (bridge, sink)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+  dl_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  bridge TEXT NOT NULL,
+  sink TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  dead_at INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  id TEXT NOT NULL,
+  topic TEXT NOT NULL,
+  key TEXT,
+  headers TEXT NOT NULL,
+  origin TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_bridge ON dead_letters (bridge, dl_seq);
+`;

@@ -1,0 +1,265 @@
+import type Database from 'better-sqlite3';
+import type { Envelope, Origin } from '../core/envelope.ts';
+import { BUFFER_SCHEMA } from './schema.ts';
+
+/** A message as the buffer holds it. */
+export interface StoredMessage {
+  readonly seq: number;
+  readonly bridge: string;
+  readonly envelope: Envelope;
+}
+
+export interface DeadLetter extends StoredMessage {
+  readonly dlSeq: number;
+  readonly sink: string;
+  readonly reason: string;
+  readonly attempts: number;
+  readonly deadAt: number;
+}
+
+export interface BridgeUsage {
+  readonly messages: number;
+  readonly bytes: number;
+}
+
+export interface SinkStats {
+  readonly sink: string;
+  readonly cursor: number;
+  readonly pending: number;
+  readonly pendingBytes: number;
+  readonly oldestPendingAt: number | null;
+  readonly deadLetters: number;
+}
+
+export interface BridgeStats extends BridgeUsage {
+  readonly bridge: string;
+  readonly oldestAt: number | null;
+  readonly lastSeq: number;
+  readonly sinks: readonly SinkStats[];
+  readonly deadLetters: number;
+}
+
+interface MessageRow {
+  seq: number;
+  bridge: string;
+  id: string;
+  topic: string;
+  key: string | null;
+  headers: string;
+  origin: string;
+  payload: Buffer;
+  created_at: number;
+}
+
+const toStored = (row: MessageRow): StoredMessage => ({
+  seq: row.seq,
+  bridge: row.bridge,
+  envelope: {
+    id: row.id,
+    topic: row.topic,
+    payload: row.payload,
+    headers: JSON.parse(row.headers) as Record<string, string>,
+    timestamp: row.created_at,
+    origin: JSON.parse(row.origin) as Origin,
+    ...(row.key === null ? {} : { key: row.key }),
+  },
+});
+
+/**
+ * The store-and-forward log on SQLite. Every call is synchronous and runs in the one thread
+ * that owns the connection; each public write is one transaction. A bridge's messages are
+ * read by each of its sinks through a cursor (the last seq that sink confirmed), and a
+ * message is deleted once every sink of its bridge is past it.
+ */
+export class BufferStore {
+  readonly db: Database.Database;
+  readonly #insert: Database.Statement;
+  readonly #read: Database.Statement;
+  readonly #setCursor: Database.Statement;
+  readonly #minCursor: Database.Statement;
+  readonly #usage = new Map<string, { messages: number; bytes: number }>();
+
+  constructor(db: Database.Database) {
+    this.db = db;
+    db.exec(BUFFER_SCHEMA);
+    this.#insert = db.prepare(
+      'INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    );
+    this.#read = db.prepare('SELECT * FROM messages WHERE bridge = ? AND seq > ? ORDER BY seq LIMIT ?');
+    this.#setCursor = db.prepare('UPDATE cursors SET seq = ? WHERE bridge = ? AND sink = ? AND seq < ?');
+    this.#minCursor = db.prepare('SELECT min(seq) AS seq FROM cursors WHERE bridge = ?');
+  }
+
+  /**
+   * Declares the sinks of a bridge. A new sink starts at the bridge's oldest buffered
+   * message; cursors of sinks no longer listed are removed so they hold nothing back.
+   */
+  registerBridge(bridge: string, sinks: readonly string[]): void {
+    this.db.transaction(() => {
+      const start = (this.db.prepare('SELECT min(seq) AS seq FROM messages WHERE bridge = ?').get(bridge) as { seq: number | null }).seq;
+      const from = start === null ? this.#lastSeq() : start - 1;
+      const insert = this.db.prepare('INSERT OR IGNORE INTO cursors (bridge, sink, seq) VALUES (?, ?, ?)');
+      for (const sink of sinks) insert.run(bridge, sink, from);
+      const placeholders = sinks.map(() => '?').join(', ');
+      this.db.prepare(`DELETE FROM cursors WHERE bridge = ? AND sink NOT IN (${placeholders})`).run(bridge, ...sinks);
+      this.#releaseBridge(bridge);
+    })();
+  }
+
+  /**
+   * Appends in one transaction (one fsync under synchronous=FULL), after running `before`
+   * inside it (to make room); returns the seqs.
+   */
+  append(entries: readonly { bridge: string; envelope: Envelope }[], before?: () => void): number[] {
+    const seqs = this.db.transaction(() => {
+      before?.();
+      return entries.map(({ bridge, envelope: e }) =>
+        Number(
+          this.#insert.run(bridge, e.id, e.topic, e.key ?? null, JSON.stringify(e.headers), JSON.stringify(e.origin), e.payload, e.timestamp)
+            .lastInsertRowid,
+        ),
+      );
+    })();
+    for (const { bridge, envelope } of entries) {
+      const usage = this.usage(bridge);
+      this.#usage.set(bridge, { messages: usage.messages + 1, bytes: usage.bytes + envelope.payload.byteLength });
+    }
+    return seqs;
+  }
+
+  /** Up to `limit` messages of the bridge after `afterSeq`, in order. */
+  read(bridge: string, afterSeq: number, limit: number): StoredMessage[] {
+    return (this.#read.all(bridge, afterSeq, limit) as MessageRow[]).map(toStored);
+  }
+
+  cursor(bridge: string, sink: string): number {
+    const row = this.db.prepare('SELECT seq FROM cursors WHERE bridge = ? AND sink = ?').get(bridge, sink) as { seq: number } | undefined;
+    if (row === undefined) throw new Error(`no cursor for sink '${sink}' of bridge '${bridge}'`);
+    return row.seq;
+  }
+
+  /** Moves a sink's cursor forward (never back) and releases what every sink is past. */
+  commit(bridge: string, sink: string, seq: number): void {
+    this.db.transaction(() => {
+      this.#setCursor.run(seq, bridge, sink, seq);
+      this.#releaseBridge(bridge);
+    })();
+  }
+
+  /** Records a message a sink rejected for good, and moves that sink's cursor past it. */
+  deadLetter(sink: string, message: StoredMessage, reason: string, attempts: number): void {
+    const e = message.envelope;
+    this.db.transaction(() => {
+      this.db
+        .prepare(
+          `INSERT INTO dead_letters (bridge, sink, reason, attempts, dead_at, seq, id, topic, key, headers, origin, payload, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(message.bridge, sink, reason, attempts, Date.now(), message.seq, e.id, e.topic, e.key ?? null, JSON.stringify(e.headers), JSON.stringify(e.origin), e.payload, e.timestamp);
+      this.#setCursor.run(message.seq, message.bridge, sink, message.seq);
+      this.#releaseBridge(message.bridge);
+    })();
+  }
+
+  /** Messages and payload bytes a bridge holds; kept in memory, counted from disk once. */
+  usage(bridge: string): BridgeUsage {
+    let usage = this.#usage.get(bridge);
+    if (usage === undefined) {
+      usage = this.db.prepare('SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE bridge = ?').get(bridge) as { messages: number; bytes: number };
+      this.#usage.set(bridge, usage);
+    }
+    return usage;
+  }
+
+  /** Counts usage from disk again (another process, such as `ferry buffer purge`, may have changed it). */
+  recount(): void {
+    this.#usage.clear();
+  }
+
+  /** Deletes the `count` oldest messages of a bridge, whatever the cursors; returns what it removed. */
+  dropOldest(bridge: string, count: number): BridgeUsage {
+    return this.#delete(bridge, 'seq IN (SELECT seq FROM messages WHERE bridge = ? ORDER BY seq LIMIT ?)', [bridge, count]);
+  }
+
+  /** Deletes messages of a bridge created before `before` (ms); returns what it removed. */
+  expire(bridge: string, before: number): BridgeUsage {
+    return this.#delete(bridge, 'bridge = ? AND created_at < ?', [bridge, before]);
+  }
+
+  #delete(bridge: string, where: string, params: readonly unknown[]): BridgeUsage {
+    const removed = this.db
+      .prepare(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE ${where}`)
+      .get(...params) as BridgeUsage;
+    if (removed.messages === 0) return removed;
+    this.db.prepare(`DELETE FROM messages WHERE ${where}`).run(...params);
+    const usage = this.usage(bridge);
+    this.#usage.set(bridge, { messages: usage.messages - removed.messages, bytes: usage.bytes - removed.bytes });
+    return removed;
+  }
+
+  bridges(): string[] {
+    const rows = this.db
+      .prepare('SELECT bridge FROM cursors UNION SELECT DISTINCT bridge FROM messages UNION SELECT DISTINCT bridge FROM dead_letters ORDER BY 1')
+      .all() as { bridge: string }[];
+    return rows.map((r) => r.bridge);
+  }
+
+  stats(bridge: string): BridgeStats {
+    const totals = this.db
+      .prepare('SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes, min(created_at) AS oldestAt FROM messages WHERE bridge = ?')
+      .get(bridge) as { messages: number; bytes: number; oldestAt: number | null };
+    const cursors = this.db.prepare('SELECT sink, seq FROM cursors WHERE bridge = ? ORDER BY sink').all(bridge) as { sink: string; seq: number }[];
+    const pending = this.db.prepare(
+      'SELECT count(*) AS n, coalesce(sum(length(payload)), 0) AS bytes, min(created_at) AS oldest FROM messages WHERE bridge = ? AND seq > ?',
+    );
+    const dead = this.db.prepare('SELECT count(*) AS n FROM dead_letters WHERE bridge = ? AND sink = ?');
+    const sinks = cursors.map(({ sink, seq }) => {
+      const p = pending.get(bridge, seq) as { n: number; bytes: number; oldest: number | null };
+      return { sink, cursor: seq, pending: p.n, pendingBytes: p.bytes, oldestPendingAt: p.oldest, deadLetters: (dead.get(bridge, sink) as { n: number }).n };
+    });
+    const deadLetters = (this.db.prepare('SELECT count(*) AS n FROM dead_letters WHERE bridge = ?').get(bridge) as { n: number }).n;
+    return { bridge, ...totals, lastSeq: this.#lastSeq(), sinks, deadLetters };
+  }
+
+  deadLetters(bridge: string | undefined, limit: number): DeadLetter[] {
+    const rows = (
+      bridge === undefined
+        ? this.db.prepare('SELECT * FROM dead_letters ORDER BY dl_seq LIMIT ?').all(limit)
+        : this.db.prepare('SELECT * FROM dead_letters WHERE bridge = ? ORDER BY dl_seq LIMIT ?').all(bridge, limit)
+    ) as (MessageRow & { dl_seq: number; sink: string; reason: string; attempts: number; dead_at: number })[];
+    return rows.map((row) => ({ ...toStored(row), dlSeq: row.dl_seq, sink: row.sink, reason: row.reason, attempts: row.attempts, deadAt: row.dead_at }));
+  }
+
+  /** Puts a bridge's dead letters back at the end of its log (as new messages); returns how many. */
+  redrive(bridge: string): number {
+    return this.db.transaction(() => {
+      const letters = this.deadLetters(bridge, Number.MAX_SAFE_INTEGER);
+      this.append(letters.map((l) => ({ bridge, envelope: l.envelope })));
+      this.db.prepare('DELETE FROM dead_letters WHERE bridge = ?').run(bridge);
+      return letters.length;
+    })();
+  }
+
+  /** Deletes a bridge's buffered messages (and dead letters when asked); returns how many. */
+  purge(bridge: string, deadLettersToo: boolean): number {
+    return this.db.transaction(() => {
+      const removed = this.#delete(bridge, 'bridge = ?', [bridge]).messages;
+      if (deadLettersToo) this.db.prepare('DELETE FROM dead_letters WHERE bridge = ?').run(bridge);
+      return removed;
+    })();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  #lastSeq(): number {
+    const row = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").get() as { seq: number } | undefined;
+    return row?.seq ?? 0;
+  }
+
+  #releaseBridge(bridge: string): void {
+    const { seq } = this.#minCursor.get(bridge) as { seq: number | null };
+    if (seq !== null) this.#delete(bridge, 'bridge = ? AND seq <= ?', [bridge, seq]);
+  }
+}

@@ -1,0 +1,212 @@
+import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
+import type { Delivery } from '../core/delivery.ts';
+import { wrapError } from '../core/errors.ts';
+import type { BufferPolicy, BufferSettings } from './config.ts';
+import { Signal } from './signal.ts';
+import type { BufferStore } from './store.ts';
+
+interface Pending {
+  readonly bridge: string;
+  readonly delivery: Delivery;
+}
+
+export type WriterState = 'ok' | 'disk-full' | 'refusing';
+
+const RETRY_HELD_MS = 1000;
+
+/**
+ * Ingress of the durable buffer. Deliveries arriving in one event-loop turn are committed in
+ * one transaction (bounded by count and bytes) and acked after that commit, so a device's
+ * PUBACK means the message is on disk. Deliveries that cannot be stored now (the bridge is
+ * full under `refuse`, or the disk is full) are held unacknowledged and tried again, which
+ * keeps them on the devices; their number is bounded by what devices have in flight.
+ */
+export class BufferWriter {
+  readonly #store: BufferStore;
+  readonly #settings: BufferSettings;
+  readonly #logger: Logger;
+  readonly #counters: Counters;
+  readonly #policies = new Map<string, BufferPolicy>();
+  readonly #appended = new Map<string, Signal>();
+  #pending: Pending[] = [];
+  #pendingBytes = 0;
+  #held: Pending[] = [];
+  #scheduled = false;
+  #heldTimer: NodeJS.Timeout | undefined;
+  #state: WriterState = 'ok';
+
+  constructor(store: BufferStore, settings: BufferSettings, logger: Logger, counters: Counters) {
+    this.#store = store;
+    this.#settings = settings;
+    this.#logger = logger;
+    this.#counters = counters;
+  }
+
+  get state(): WriterState {
+    return this.#state;
+  }
+
+  /** Deliveries held unacknowledged because the buffer cannot take them now. */
+  get held(): number {
+    return this.#held.length;
+  }
+
+  setPolicy(bridge: string, policy: BufferPolicy): void {
+    this.#policies.set(bridge, policy);
+  }
+
+  /** Resolves at the next commit that appended messages of `bridge`. */
+  appended(bridge: string): Promise<void> {
+    let signal = this.#appended.get(bridge);
+    if (signal === undefined) {
+      signal = new Signal();
+      this.#appended.set(bridge, signal);
+    }
+    return signal.wait();
+  }
+
+  enqueue(bridge: string, delivery: Delivery): void {
+    this.#pending.push({ bridge, delivery });
+    this.#pendingBytes += delivery.envelope.payload.byteLength;
+    if (this.#pending.length >= this.#settings.maxBatch || this.#pendingBytes >= this.#settings.maxBatchBytes) {
+      this.#flush();
+    } else if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => this.#flush());
+    }
+  }
+
+  /** Space may have been freed (a sink confirmed messages): try the held deliveries now. */
+  released(): void {
+    if (this.#held.length > 0 && this.#state === 'refusing') this.#retryHeld();
+  }
+
+  /** Commits what is pending now; held deliveries stay unacknowledged. */
+  flushNow(): void {
+    this.#flush();
+  }
+
+  close(): void {
+    clearTimeout(this.#heldTimer);
+    this.#flush();
+    const held = this.#held;
+    this.#held = [];
+    for (const { delivery } of held) delivery.nack(new Error('gateway stopping: message not stored'));
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    const batch = this.#pending;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    if (batch.length === 0) return;
+    this.#commit(batch, false);
+  }
+
+  /**
+   * While anything is held for a bridge (or the disk is full), newer messages are held
+   * behind it, so that a device's messages are stored in the order it sent them.
+   */
+  #commit(batch: readonly Pending[], retrying: boolean): void {
+    const heldBridges = retrying ? new Set<string>() : new Set(this.#held.map((h) => h.bridge));
+    const accepted: Pending[] = [];
+    const toDrop = new Map<string, number>();
+    const incoming = new Map<string, { messages: number; bytes: number }>();
+    let refused = 0;
+    for (const entry of batch) {
+      const { bridge } = entry;
+      if (heldBridges.has(bridge) || (!retrying && this.#state === 'disk-full')) {
+        this.#held.push(entry);
+        continue;
+      }
+      const policy = this.#policies.get(bridge);
+      const bytes = entry.delivery.envelope.payload.byteLength;
+      const usage = this.#store.usage(bridge);
+      const add = incoming.get(bridge) ?? { messages: 0, bytes: 0 };
+      const dropping = toDrop.get(bridge) ?? 0;
+      const fits = policy === undefined || (usage.messages - dropping + add.messages + 1 <= policy.maxMessages && usage.bytes + add.bytes + bytes <= policy.maxBytes);
+      if (!fits && policy !== undefined) {
+        if (policy.overflow === 'refuse') {
+          this.#held.push(entry);
+          heldBridges.add(bridge);
+          refused += 1;
+          continue;
+        }
+        if (policy.overflow === 'drop-newest') {
+          this.#counters.count('buffer.dropped', { bridge, reason: 'drop-newest' });
+          this.#logger.warn({ bridge, id: entry.delivery.envelope.id, topic: entry.delivery.envelope.topic }, 'buffer full: dropped the new message (overflow: drop-newest)');
+          entry.delivery.ack();
+          continue;
+        }
+        toDrop.set(bridge, dropping + 1);
+      }
+      incoming.set(bridge, { messages: add.messages + 1, bytes: add.bytes + bytes });
+      accepted.push(entry);
+    }
+    if (refused > 0) {
+      this.#counters.count('buffer.refused', {}, refused);
+      this.#setState('refusing');
+    }
+    if (accepted.length === 0) return;
+
+    try {
+      this.#store.append(
+        accepted.map(({ bridge, delivery }) => ({ bridge, envelope: delivery.envelope })),
+        () => {
+          for (const [bridge, count] of toDrop) {
+            const removed = this.#store.dropOldest(bridge, count);
+            this.#counters.count('buffer.dropped', { bridge, reason: 'drop-oldest' }, removed.messages);
+            this.#logger.warn({ bridge, dropped: removed.messages }, 'buffer full: dropped the oldest messages (overflow: drop-oldest)');
+          }
+        },
+      );
+    } catch (error) {
+      if ((error as { code?: unknown }).code === 'SQLITE_FULL') {
+        this.#held.push(...accepted);
+        this.#counters.count('buffer.errors', { reason: 'disk_full' });
+        if (this.#state !== 'disk-full') this.#logger.error({ err: error, held: this.#held.length }, 'disk full: not acknowledging new messages until space returns');
+        this.#setState('disk-full');
+        return;
+      }
+      const wrapped = wrapError('STORAGE_FAILED', 'buffer: append failed', error, { component: 'buffer', retryable: true });
+      this.#counters.count('buffer.errors', { reason: 'append_failed' });
+      this.#logger.error({ err: wrapped, count: accepted.length }, 'buffer append failed: messages not acknowledged');
+      for (const { delivery } of accepted) delivery.nack(wrapped);
+      return;
+    }
+    const bridges = new Set<string>();
+    for (const { bridge, delivery } of accepted) {
+      bridges.add(bridge);
+      delivery.ack();
+    }
+    this.#counters.count('buffer.appended', {}, accepted.length);
+    for (const bridge of bridges) this.#appended.get(bridge)?.notify();
+    if (this.#held.length === 0 && this.#state !== 'ok') this.#setState('ok');
+  }
+
+  #setState(state: WriterState): void {
+    if (state === this.#state) return;
+    if (state === 'ok') this.#logger.info({ previous: this.#state }, 'buffer accepts messages again');
+    this.#state = state;
+    if (state !== 'ok' && this.#heldTimer === undefined) {
+      this.#heldTimer = setTimeout(() => {
+        this.#heldTimer = undefined;
+        this.#retryHeld();
+      }, RETRY_HELD_MS);
+    }
+  }
+
+  #retryHeld(): void {
+    const held = this.#held;
+    this.#held = [];
+    if (held.length > 0) this.#commit(held, true);
+    if (this.#held.length === 0) this.#setState('ok');
+    else if (this.#heldTimer === undefined) {
+      this.#heldTimer = setTimeout(() => {
+        this.#heldTimer = undefined;
+        this.#retryHeld();
+      }, RETRY_HELD_MS);
+    }
+  }
+}
