@@ -25,6 +25,8 @@ export interface CursorSource {
 
 type Outcome = { ok: true } | { ok: false; error: Error };
 
+const POLL_MS = 1000;
+
 /**
  * Hands a sink the bridge's buffered messages in order, a window at a time, from the sink's
  * cursor. When the window is settled the cursor moves past every message acked before the
@@ -53,11 +55,12 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
       while (!stopping && !closed) {
         const window = store.read(bridge, cursor, policy.windowSize);
         if (window.length === 0) {
-          await Promise.race([writer.appended(bridge), new Promise<void>((resolve) => (wake = resolve))]);
+          // Woken by this process's commits; the poll finds rows another process added (`ferry buffer redrive`).
+          await Promise.race([writer.appended(bridge), pause(POLL_MS)]);
           continue;
         }
         const outcomes = await Promise.all(window.map((message) => emit(message)));
-        if (closed) return;
+        if (closed || !store.db.open) return;
         let last = cursor;
         let failure: { message: StoredMessage; error: Error } | undefined;
         for (let i = 0; i < window.length; i++) {

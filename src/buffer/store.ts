@@ -107,24 +107,32 @@ export class BufferStore {
   }
 
   /**
-   * Appends in one transaction (one fsync under synchronous=FULL), after running `before`
-   * inside it (to make room); returns the seqs.
+   * Appends in one transaction (one fsync under synchronous=FULL), then runs `after` inside
+   * it (to trim back to a limit); returns the seqs.
    */
-  append(entries: readonly { bridge: string; envelope: Envelope }[], before?: () => void): number[] {
-    const seqs = this.db.transaction(() => {
-      before?.();
-      return entries.map(({ bridge, envelope: e }) =>
-        Number(
-          this.#insert.run(bridge, e.id, e.topic, e.key ?? null, JSON.stringify(e.headers), JSON.stringify(e.origin), e.payload, e.timestamp)
-            .lastInsertRowid,
-        ),
-      );
-    })();
-    for (const { bridge, envelope } of entries) {
-      const usage = this.usage(bridge);
-      this.#usage.set(bridge, { messages: usage.messages + 1, bytes: usage.bytes + envelope.payload.byteLength });
+  append(entries: readonly { bridge: string; envelope: Envelope }[], after?: () => void): number[] {
+    // Count from disk (once per bridge) before the insert, so the rows are not counted twice.
+    for (const { bridge } of entries) this.usage(bridge);
+    const before = new Map([...this.#usage].map(([bridge, usage]) => [bridge, usage]));
+    try {
+      return this.db.transaction(() => {
+        const seqs = entries.map(({ bridge, envelope: e }) => {
+          const usage = this.usage(bridge);
+          this.#usage.set(bridge, { messages: usage.messages + 1, bytes: usage.bytes + e.payload.byteLength });
+          return Number(
+            this.#insert.run(bridge, e.id, e.topic, e.key ?? null, JSON.stringify(e.headers), JSON.stringify(e.origin), e.payload, e.timestamp)
+              .lastInsertRowid,
+          );
+        });
+        after?.();
+        return seqs;
+      })();
+    } catch (error) {
+      // Rolled back: so are the counts.
+      this.#usage.clear();
+      for (const [bridge, usage] of before) this.#usage.set(bridge, usage);
+      throw error;
     }
-    return seqs;
   }
 
   /** Up to `limit` messages of the bridge after `afterSeq`, in order. */
@@ -191,8 +199,8 @@ export class BufferStore {
       .prepare(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE ${where}`)
       .get(...params) as BridgeUsage;
     if (removed.messages === 0) return removed;
-    this.db.prepare(`DELETE FROM messages WHERE ${where}`).run(...params);
     const usage = this.usage(bridge);
+    this.db.prepare(`DELETE FROM messages WHERE ${where}`).run(...params);
     this.#usage.set(bridge, { messages: usage.messages - removed.messages, bytes: usage.bytes - removed.bytes });
     return removed;
   }

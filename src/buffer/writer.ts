@@ -118,6 +118,7 @@ export class BufferWriter {
       const { bridge } = entry;
       if (heldBridges.has(bridge) || (!retrying && this.#state === 'disk-full')) {
         this.#held.push(entry);
+        if (this.#state !== 'disk-full') refused += 1;
         continue;
       }
       const policy = this.#policies.get(bridge);

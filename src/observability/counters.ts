@@ -5,7 +5,7 @@ export class CounterRegistry implements Counters {
   readonly #values = new Map<string, number>();
 
   count(name: string, labels?: Readonly<Record<string, string>>, by = 1): void {
-    const key = labels === undefined ? name : `${name}{${Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(',')}}`;
+    const key = labels === undefined || Object.keys(labels).length === 0 ? name : `${name}{${Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(',')}}`;
     this.#values.set(key, (this.#values.get(key) ?? 0) + by);
   }
 
