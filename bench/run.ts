@@ -1,0 +1,21 @@
+// `npm run bench`: runs every benchmark in one process, prints a table of ratios measured
+// in this run, and writes bench/results.json. Absolute rates depend on the machine; the
+// ratios against a baseline measured alongside are what to compare.
+import { writeFileSync } from 'node:fs';
+import { benchBuffer } from './buffer.ts';
+
+const messages = Number(process.env['FERRY_BENCH_MESSAGES'] ?? 100_000);
+process.stderr.write(`durable buffer: ${messages} messages of 200 bytes, synchronous=FULL...\n`);
+const buffer = await benchBuffer(messages);
+
+const rows = [
+  ['durable enqueue (group commit, FULL), msgs/s', buffer.enqueue.ferry, 'raw better-sqlite3 insert, 1,000 rows/txn', buffer.enqueue.raw, buffer.enqueue.ratio],
+  ['drain to a null sink (cursor, commit, delete), msgs/s', buffer.drain.ferry, 'raw select batch + delete', buffer.drain.raw, buffer.drain.ratio],
+];
+const table = [
+  '| measure | Ferry | baseline | baseline rate | ratio |',
+  '|---|---:|---|---:|---:|',
+  ...rows.map(([what, ferry, base, baseRate, ratio]) => `| ${what} | ${Number(ferry).toLocaleString('en')} | ${base} | ${Number(baseRate).toLocaleString('en')} | ${ratio} |`),
+].join('\n');
+process.stdout.write(`${table}\n`);
+writeFileSync(new URL('./results.json', import.meta.url), `${JSON.stringify({ at: new Date().toISOString(), node: process.version, buffer }, null, 2)}\n`);
