@@ -14,6 +14,15 @@ export const bufferPolicySchema = z
         'When full: `refuse` stops acknowledging new messages so devices keep them (no loss); `drop-oldest` deletes the oldest buffered messages; `drop-newest` acknowledges and drops the new message. Every drop is counted and logged.',
       examples: ['drop-oldest'],
     }),
+    replay: z.enum(['fifo', 'live-first']).default('fifo').meta({
+      description:
+        '`fifo`: each sink gets messages in arrival order. `live-first`: when a sink is more than one window behind (after an outage), new messages go first and the backlog drains behind them at backlogRatePerSec; per-device order then holds within each of the two streams, not across them.',
+      examples: ['live-first'],
+    }),
+    backlogRatePerSec: z.int().min(1).default(1000).meta({
+      description: 'Under live-first replay, the most backlog messages per second a sink is handed.',
+      examples: [500],
+    }),
     windowSize: z.int().min(1).default(1000).meta({ description: 'Most messages a sink is handed before its cursor moves.', examples: [1000] }),
     retryInitialMs: z.int().min(1).default(200).meta({ description: 'First wait before a failed write is tried again; doubles up to retryMaxMs.', examples: [200] }),
     retryMaxMs: z.int().min(1).default(30_000).meta({ description: 'Longest wait between retries of a failed write; retries go on for ever.', examples: [30000] }),

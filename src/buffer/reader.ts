@@ -25,13 +25,18 @@ export interface CursorSource {
 
 type Outcome = { ok: true } | { ok: false; error: Error };
 
+/** How long an idle reader waits before looking for rows another process added. */
 const POLL_MS = 1000;
 
 /**
  * Hands a sink the bridge's buffered messages in order, a window at a time, from the sink's
- * cursor. When the window is settled the cursor moves past every message acked before the
+ * cursor. When a window is settled the cursor moves past every message acked before the
  * first failure. A retryable failure is tried again from there after a backoff that doubles
  * up to `retryMaxMs`, for ever; a permanent one dead-letters that message and moves on.
+ *
+ * Under `replay: live-first`, a sink found more than a window behind splits its log at the
+ * tail: messages after the split (live) are handed first, and the backlog before it follows
+ * at most `backlogRatePerSec`, until it is delivered and the two cursors merge again.
  */
 export function cursorSource(options: CursorSourceOptions): CursorSource {
   const { store, writer, bridge, sink, policy, logger, counters } = options;
@@ -49,56 +54,8 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
 
   const deliveries = new Observable<Delivery>((subscriber) => {
     let closed = false;
-    const run = async () => {
-      let cursor = store.cursor(bridge, sink);
-      let attempts = 0;
-      while (!stopping && !closed) {
-        const window = store.read(bridge, cursor, policy.windowSize);
-        if (window.length === 0) {
-          // Woken by this process's commits; the poll finds rows another process added (`ferry buffer redrive`).
-          await Promise.race([writer.appended(bridge), pause(POLL_MS)]);
-          continue;
-        }
-        const outcomes = await Promise.all(window.map((message) => emit(message)));
-        if (closed || !store.db.open) return;
-        let last = cursor;
-        let failure: { message: StoredMessage; error: Error } | undefined;
-        for (let i = 0; i < window.length; i++) {
-          const outcome = outcomes[i] as Outcome;
-          if (!outcome.ok) {
-            failure = { message: window[i] as StoredMessage, error: outcome.error };
-            break;
-          }
-          last = (window[i] as StoredMessage).seq;
-        }
-        if (last > cursor) {
-          store.commit(bridge, sink, last);
-          counters.count('buffer.delivered', { bridge, sink }, window.findIndex((m) => m.seq === last) + 1);
-          cursor = last;
-          writer.released();
-        }
-        if (failure === undefined) {
-          attempts = 0;
-          continue;
-        }
-        attempts += 1;
-        if (!retryable(failure.error)) {
-          store.deadLetter(sink, failure.message, failure.error.message, attempts);
-          counters.count('buffer.dead_letters', { bridge, sink });
-          logger.error({ err: failure.error, id: failure.message.envelope.id, topic: failure.message.envelope.topic, sink }, 'rejected for good: moved to dead letters');
-          cursor = failure.message.seq;
-          attempts = 0;
-          writer.released();
-          continue;
-        }
-        const delay = Math.min(policy.retryMaxMs, policy.retryInitialMs * 2 ** Math.min(attempts - 1, 20));
-        const jittered = Math.round(delay * (0.8 + Math.random() * 0.4));
-        counters.count('buffer.retries', { bridge, sink });
-        logger.warn({ err: failure.error, sink, attempt: attempts, retryInMs: jittered }, 'write failed; will retry');
-        await pause(jittered);
-      }
-      subscriber.complete();
-    };
+    const live = () => !stopping && !closed;
+
     const emit = (message: StoredMessage) =>
       new Promise<Outcome>((resolve) => {
         subscriber.next(
@@ -112,6 +69,116 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
           }),
         );
       });
+
+    /**
+     * Hands over one window and waits for it to settle. Returns the last seq confirmed in
+     * order (or undefined) and the first failure, already dead-lettered when permanent.
+     */
+    let attempts = 0;
+    const deliver = async (window: readonly StoredMessage[], inLive: boolean) => {
+      const outcomes = await Promise.all(window.map(emit));
+      if (closed || !store.db.open) return { done: false as const };
+      let confirmed: number | undefined;
+      let index = 0;
+      for (; index < window.length; index++) {
+        if (!(outcomes[index] as Outcome).ok) break;
+        confirmed = (window[index] as StoredMessage).seq;
+      }
+      if (index > 0) counters.count('buffer.delivered', { bridge, sink }, index);
+      if (index === window.length) {
+        attempts = 0;
+        return { done: true as const, confirmed, failed: false };
+      }
+      const message = window[index] as StoredMessage;
+      const { error } = outcomes[index] as { ok: false; error: Error };
+      attempts += 1;
+      if (!(isFerryError(error) ? error.retryable : true)) {
+        store.deadLetter(sink, message, error.message, attempts, inLive);
+        counters.count('buffer.dead_letters', { bridge, sink });
+        logger.error({ err: error, id: message.envelope.id, topic: message.envelope.topic, sink }, 'rejected for good: moved to dead letters');
+        attempts = 0;
+        return { done: true as const, confirmed: message.seq, failed: false };
+      }
+      const delay = Math.min(policy.retryMaxMs, policy.retryInitialMs * 2 ** Math.min(attempts - 1, 20));
+      const jittered = Math.round(delay * (0.8 + Math.random() * 0.4));
+      counters.count('buffer.retries', { bridge, sink });
+      logger.warn({ err: error, sink, attempt: attempts, retryInMs: jittered }, 'write failed; will retry');
+      return { done: true as const, confirmed, failed: true, retryInMs: jittered };
+    };
+
+    const run = async () => {
+      let state = store.cursorState(bridge, sink);
+      let tokens = 0;
+      let refilled = performance.now();
+      while (live()) {
+        if (state.liveMark === null) {
+          const window = store.read(bridge, state.seq, policy.windowSize);
+          if (window.length === 0) {
+            // Woken by this process's commits; the poll finds rows another process added (`ferry buffer redrive`).
+            await Promise.race([writer.appended(bridge), pause(POLL_MS)]);
+            continue;
+          }
+          if (policy.replay === 'live-first' && window.length === policy.windowSize && store.tail(bridge) > (window.at(-1) as StoredMessage).seq) {
+            const mark = store.tail(bridge);
+            store.startLive(bridge, sink, mark);
+            state = store.cursorState(bridge, sink);
+            counters.count('buffer.live_first.started', { bridge, sink });
+            logger.info({ sink, backlog: store.stats(bridge).sinks.find((s) => s.sink === sink)?.pending, ratePerSec: policy.backlogRatePerSec }, 'sink is behind: new messages first, backlog behind them');
+            continue;
+          }
+          const result = await deliver(window, false);
+          if (!result.done) return;
+          if (result.confirmed !== undefined) {
+            store.commit(bridge, sink, result.confirmed);
+            writer.released();
+          }
+          state = store.cursorState(bridge, sink);
+          if (result.failed) await pause(result.retryInMs ?? 0);
+          continue;
+        }
+
+        // Live-first: new messages first, then as much backlog as the rate allows.
+        const mark = state.liveMark;
+        const fresh = store.read(bridge, state.liveSeq ?? mark, policy.windowSize);
+        if (fresh.length > 0) {
+          const result = await deliver(fresh, true);
+          if (!result.done) return;
+          if (result.confirmed !== undefined) store.commitLive(bridge, sink, result.confirmed);
+          state = store.cursorState(bridge, sink);
+          if (result.failed) {
+            await pause(result.retryInMs ?? 0);
+            continue;
+          }
+        }
+        const now = performance.now();
+        tokens = Math.min(policy.windowSize, tokens + ((now - refilled) / 1000) * policy.backlogRatePerSec);
+        refilled = now;
+        const take = Math.floor(tokens);
+        if (take === 0) {
+          if (fresh.length === 0) await Promise.race([writer.appended(bridge), pause(Math.ceil(((1 - tokens) / policy.backlogRatePerSec) * 1000))]);
+          continue;
+        }
+        const backlog = store.read(bridge, state.seq, take).filter((m) => m.seq <= mark);
+        if (backlog.length === 0) {
+          store.endLive(bridge, sink);
+          writer.released();
+          state = store.cursorState(bridge, sink);
+          counters.count('buffer.live_first.caught_up', { bridge, sink });
+          logger.info({ sink }, 'backlog delivered: back to arrival order');
+          continue;
+        }
+        tokens -= backlog.length;
+        const result = await deliver(backlog, false);
+        if (!result.done) return;
+        if (result.confirmed !== undefined) {
+          store.commit(bridge, sink, result.confirmed);
+          writer.released();
+        }
+        state = store.cursorState(bridge, sink);
+        if (result.failed) await pause(result.retryInMs ?? 0);
+      }
+      subscriber.complete();
+    };
     run().catch((error: unknown) => subscriber.error(error));
     return () => {
       closed = true;
@@ -126,9 +193,4 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
       interrupt();
     },
   };
-}
-
-/** Permanent unless the error says otherwise: a FerryError decides by `retryable`. */
-function retryable(error: Error): boolean {
-  return isFerryError(error) ? error.retryable : true;
 }

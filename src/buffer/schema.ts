@@ -14,10 +14,14 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_bridge_seq ON messages (bridge, seq);
 CREATE INDEX IF NOT EXISTS messages_bridge_created ON messages (bridge, created_at);
 
+-- seq: everything up to it is confirmed. Under live-first replay, live_mark splits the log:
+-- (seq, live_mark] is the backlog, and everything in (live_mark, live_seq] is confirmed too.
 CREATE TABLE IF NOT EXISTS cursors (
   bridge TEXT NOT NULL,
   sink TEXT NOT NULL,
   seq INTEGER NOT NULL,
+  live_mark INTEGER,
+  live_seq INTEGER,
   PRIMARY KEY (bridge, sink)
 ) WITHOUT ROWID;
 

@@ -22,9 +22,18 @@ export interface BridgeUsage {
   readonly bytes: number;
 }
 
+/** Where a sink stands in its bridge's log; see the cursors table. */
+export interface CursorState {
+  readonly seq: number;
+  readonly liveMark: number | null;
+  readonly liveSeq: number | null;
+}
+
 export interface SinkStats {
   readonly sink: string;
   readonly cursor: number;
+  /** Set while the sink replays live-first: messages after it are delivered first. */
+  readonly liveMark: number | null;
   readonly pending: number;
   readonly pendingBytes: number;
   readonly oldestPendingAt: number | null;
@@ -141,9 +150,38 @@ export class BufferStore {
   }
 
   cursor(bridge: string, sink: string): number {
-    const row = this.db.prepare('SELECT seq FROM cursors WHERE bridge = ? AND sink = ?').get(bridge, sink) as { seq: number } | undefined;
+    return this.cursorState(bridge, sink).seq;
+  }
+
+  cursorState(bridge: string, sink: string): CursorState {
+    const row = this.db.prepare('SELECT seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? AND sink = ?').get(bridge, sink) as
+      | CursorState
+      | undefined;
     if (row === undefined) throw new Error(`no cursor for sink '${sink}' of bridge '${bridge}'`);
-    return row.seq;
+    return row;
+  }
+
+  /** The newest seq of a bridge's log, or 0. */
+  tail(bridge: string): number {
+    return (this.db.prepare('SELECT max(seq) AS seq FROM messages WHERE bridge = ?').get(bridge) as { seq: number | null }).seq ?? 0;
+  }
+
+  /** Splits a sink's log at `mark` for live-first replay: later messages go first. */
+  startLive(bridge: string, sink: string, mark: number): void {
+    this.db.prepare('UPDATE cursors SET live_mark = ?, live_seq = ? WHERE bridge = ? AND sink = ?').run(mark, mark, bridge, sink);
+  }
+
+  /** Confirms live messages up to `seq`. */
+  commitLive(bridge: string, sink: string, seq: number): void {
+    this.db.prepare('UPDATE cursors SET live_seq = ? WHERE bridge = ? AND sink = ? AND live_seq < ?').run(seq, bridge, sink, seq);
+  }
+
+  /** The backlog is delivered: the sink's cursor jumps to its live position. */
+  endLive(bridge: string, sink: string): void {
+    this.db.transaction(() => {
+      this.db.prepare('UPDATE cursors SET seq = max(seq, live_seq), live_mark = NULL, live_seq = NULL WHERE bridge = ? AND sink = ?').run(bridge, sink);
+      this.#releaseBridge(bridge);
+    })();
   }
 
   /** Moves a sink's cursor forward (never back) and releases what every sink is past. */
@@ -154,8 +192,11 @@ export class BufferStore {
     })();
   }
 
-  /** Records a message a sink rejected for good, and moves that sink's cursor past it. */
-  deadLetter(sink: string, message: StoredMessage, reason: string, attempts: number): void {
+  /**
+   * Records a message a sink rejected for good, and moves that sink past it: its cursor, or
+   * its live position when the message is in the live part of a live-first replay.
+   */
+  deadLetter(sink: string, message: StoredMessage, reason: string, attempts: number, live = false): void {
     const e = message.envelope;
     this.db.transaction(() => {
       this.db
@@ -164,7 +205,8 @@ export class BufferStore {
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(message.bridge, sink, reason, attempts, Date.now(), message.seq, e.id, e.topic, e.key ?? null, JSON.stringify(e.headers), JSON.stringify(e.origin), e.payload, e.timestamp);
-      this.#setCursor.run(message.seq, message.bridge, sink, message.seq);
+      if (live) this.commitLive(message.bridge, sink, message.seq);
+      else this.#setCursor.run(message.seq, message.bridge, sink, message.seq);
       this.#releaseBridge(message.bridge);
     })();
   }
@@ -216,14 +258,18 @@ export class BufferStore {
     const totals = this.db
       .prepare('SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes, min(created_at) AS oldestAt FROM messages WHERE bridge = ?')
       .get(bridge) as { messages: number; bytes: number; oldestAt: number | null };
-    const cursors = this.db.prepare('SELECT sink, seq FROM cursors WHERE bridge = ? ORDER BY sink').all(bridge) as { sink: string; seq: number }[];
+    const cursors = this.db.prepare('SELECT sink, seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? ORDER BY sink').all(bridge) as (CursorState & {
+      sink: string;
+    })[];
+    // Pending: after the cursor, less what live-first replay already confirmed.
     const pending = this.db.prepare(
-      'SELECT count(*) AS n, coalesce(sum(length(payload)), 0) AS bytes, min(created_at) AS oldest FROM messages WHERE bridge = ? AND seq > ?',
+      `SELECT count(*) AS n, coalesce(sum(length(payload)), 0) AS bytes, min(created_at) AS oldest FROM messages
+       WHERE bridge = ? AND seq > ? AND NOT (seq > ? AND seq <= ?)`,
     );
     const dead = this.db.prepare('SELECT count(*) AS n FROM dead_letters WHERE bridge = ? AND sink = ?');
-    const sinks = cursors.map(({ sink, seq }) => {
-      const p = pending.get(bridge, seq) as { n: number; bytes: number; oldest: number | null };
-      return { sink, cursor: seq, pending: p.n, pendingBytes: p.bytes, oldestPendingAt: p.oldest, deadLetters: (dead.get(bridge, sink) as { n: number }).n };
+    const sinks = cursors.map(({ sink, seq, liveMark, liveSeq }) => {
+      const p = pending.get(bridge, seq, liveMark ?? 0, liveSeq ?? 0) as { n: number; bytes: number; oldest: number | null };
+      return { sink, cursor: seq, liveMark, pending: p.n, pendingBytes: p.bytes, oldestPendingAt: p.oldest, deadLetters: (dead.get(bridge, sink) as { n: number }).n };
     });
     const deadLetters = (this.db.prepare('SELECT count(*) AS n FROM dead_letters WHERE bridge = ?').get(bridge) as { n: number }).n;
     return { bridge, ...totals, lastSeq: this.#lastSeq(), sinks, deadLetters };

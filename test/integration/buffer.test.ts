@@ -219,6 +219,37 @@ test('a corrupt buffer is moved aside and a fresh one opened', () => {
   }
 });
 
+test('live-first replay: after an outage new messages go first and the backlog drains behind them at its rate', async () => {
+  const { store, writer, counters, drain, cleanup } = setup({ replay: 'live-first', windowSize: 10, backlogRatePerSec: 100 });
+  try {
+    const backlog = trackedDeliveries(60, 'devices/d1/telemetry/t', 'd1');
+    for (const d of backlog.deliveries) writer.enqueue('b', d);
+    await backlog.settled();
+    const out = drain('out');
+    await until(() => counters.get('buffer.live_first.started{bridge=b,sink=out}') === 1, 'live-first to start');
+    await until(() => out.seen.length >= 10, 'some backlog');
+    const fresh = trackedDeliveries(5, 'devices/d2/telemetry/t', 'd2');
+    for (const d of fresh.deliveries) writer.enqueue('b', d);
+    await fresh.settled();
+    await until(() => store.stats('b').sinks[0]?.pending === 0 && store.cursorState('b', 'out').liveMark === null, 'the backlog to drain', 10_000);
+    const all = [...payloads(backlog.deliveries), ...payloads(fresh.deliveries)];
+    assert.deepEqual([...out.seen].sort(), [...all].sort(), 'every message exactly once');
+    const lastBacklog = out.seen.indexOf(payloads(backlog.deliveries).at(-1) as string);
+    for (const p of payloads(fresh.deliveries)) assert.ok(out.seen.indexOf(p) < lastBacklog, 'a new message waited for the backlog');
+    assert.deepEqual(out.seen.filter((p) => payloads(backlog.deliveries).includes(p)), payloads(backlog.deliveries), 'the backlog kept its order');
+    assert.deepEqual(out.seen.filter((p) => payloads(fresh.deliveries).includes(p)), payloads(fresh.deliveries), 'the live stream kept its order');
+    assert.equal(counters.get('buffer.live_first.caught_up{bridge=b,sink=out}'), 1);
+    assert.equal(store.usage('b').messages, 0);
+
+    const after = trackedDeliveries(3, 'devices/d3/telemetry/t', 'd3');
+    for (const d of after.deliveries) writer.enqueue('b', d);
+    await until(() => out.seen.length === 68, 'arrival order again');
+    assert.deepEqual(out.seen.slice(-3), payloads(after.deliveries));
+  } finally {
+    cleanup();
+  }
+});
+
 test('after a restart each sink resumes from its cursor', async () => {
   const { dir, writer, drain, cleanup, store: store0 } = setup();
   const tracked = trackedDeliveries(20);
