@@ -1,78 +1,20 @@
 import type Database from 'better-sqlite3';
-import type { Envelope, Origin } from '../core/envelope.ts';
+import type { Envelope } from '../core/envelope.ts';
+import {
+  type BridgeStats,
+  type BridgeUsage,
+  type CursorState,
+  type DeadLetter,
+  type DeadLetterRow,
+  type MessageRow,
+  type SinkCursor,
+  type StoredMessage,
+  toDeadLetter,
+  toStored,
+} from './rows.ts';
 import { BUFFER_SCHEMA } from './schema.ts';
 
-/** A message as the buffer holds it. */
-export interface StoredMessage {
-  readonly seq: number;
-  readonly bridge: string;
-  readonly envelope: Envelope;
-}
-
-export interface DeadLetter extends StoredMessage {
-  readonly dlSeq: number;
-  readonly sink: string;
-  readonly reason: string;
-  readonly attempts: number;
-  readonly deadAt: number;
-}
-
-export interface BridgeUsage {
-  readonly messages: number;
-  readonly bytes: number;
-}
-
-/** Where a sink stands in its bridge's log; see the cursors table. */
-export interface CursorState {
-  readonly seq: number;
-  readonly liveMark: number | null;
-  readonly liveSeq: number | null;
-}
-
-export interface SinkStats {
-  readonly sink: string;
-  readonly cursor: number;
-  /** Set while the sink replays live-first: messages after it are delivered first. */
-  readonly liveMark: number | null;
-  readonly pending: number;
-  readonly pendingBytes: number;
-  readonly oldestPendingAt: number | null;
-  readonly deadLetters: number;
-}
-
-export interface BridgeStats extends BridgeUsage {
-  readonly bridge: string;
-  readonly oldestAt: number | null;
-  readonly lastSeq: number;
-  readonly sinks: readonly SinkStats[];
-  readonly deadLetters: number;
-}
-
-interface MessageRow {
-  seq: number;
-  bridge: string;
-  id: string;
-  topic: string;
-  key: string | null;
-  headers: string;
-  origin: string;
-  payload: Buffer;
-  created_at: number;
-}
-
-const toStored = (row: MessageRow): StoredMessage => ({
-  seq: row.seq,
-  bridge: row.bridge,
-  envelope: {
-    id: row.id,
-    topic: row.topic,
-    payload: row.payload,
-    headers: JSON.parse(row.headers) as Record<string, string>,
-    timestamp: row.created_at,
-    origin: JSON.parse(row.origin) as Origin,
-    ...(row.key === null ? {} : { key: row.key }),
-  },
-});
+export type { BridgeStats, BridgeUsage, CursorState, DeadLetter, SinkCursor, SinkStats, StoredMessage } from './rows.ts';
 
 /**
  * The store-and-forward log on SQLite. Every call is synchronous and runs in the one thread
@@ -91,6 +33,7 @@ export class BufferStore {
   constructor(db: Database.Database) {
     this.db = db;
     db.exec(BUFFER_SCHEMA);
+    migrate(db);
     this.#insert = db.prepare(
       'INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     );
@@ -275,32 +218,78 @@ export class BufferStore {
     return { bridge, ...totals, lastSeq: this.#lastSeq(), sinks, deadLetters };
   }
 
-  deadLetters(bridge: string | undefined, limit: number): DeadLetter[] {
-    const rows = (
+  /** Every sink's cursor (of one bridge, or of all), in bridge and sink order. */
+  cursors(bridge?: string): SinkCursor[] {
+    const sql = 'SELECT bridge, sink, seq FROM cursors';
+    return (
+      bridge === undefined ? this.db.prepare(`${sql} ORDER BY bridge, sink`).all() : this.db.prepare(`${sql} WHERE bridge = ? ORDER BY sink`).all(bridge)
+    ) as SinkCursor[];
+  }
+
+  /**
+   * Every buffered message (of one bridge, or of all) in seq order, read a row at a time from
+   * one snapshot. The connection can run nothing else until the iteration ends.
+   */
+  *iterateMessages(bridge?: string): Generator<StoredMessage> {
+    const rows =
       bridge === undefined
-        ? this.db.prepare('SELECT * FROM dead_letters ORDER BY dl_seq LIMIT ?').all(limit)
-        : this.db.prepare('SELECT * FROM dead_letters WHERE bridge = ? ORDER BY dl_seq LIMIT ?').all(bridge, limit)
-    ) as (MessageRow & { dl_seq: number; sink: string; reason: string; attempts: number; dead_at: number })[];
-    return rows.map((row) => ({ ...toStored(row), dlSeq: row.dl_seq, sink: row.sink, reason: row.reason, attempts: row.attempts, deadAt: row.dead_at }));
+        ? this.db.prepare('SELECT * FROM messages ORDER BY seq').iterate()
+        : this.db.prepare('SELECT * FROM messages WHERE bridge = ? ORDER BY seq').iterate(bridge);
+    for (const row of rows) yield toStored(row as MessageRow);
   }
 
-  /** Puts a bridge's dead letters back at the end of its log (as new messages); returns how many. */
-  redrive(bridge: string): number {
+  /** Every dead letter (of one bridge, or of all) in the order they were recorded, like `iterateMessages`. */
+  *iterateDeadLetters(bridge?: string): Generator<DeadLetter> {
+    const rows =
+      bridge === undefined
+        ? this.db.prepare('SELECT * FROM dead_letters ORDER BY dl_seq').iterate()
+        : this.db.prepare('SELECT * FROM dead_letters WHERE bridge = ? ORDER BY dl_seq').iterate(bridge);
+    for (const row of rows) yield toDeadLetter(row as DeadLetterRow);
+  }
+
+  /** The newest dead letter's dl_seq of a bridge, or 0. */
+  lastDeadLetter(bridge: string): number {
+    return (this.db.prepare('SELECT max(dl_seq) AS n FROM dead_letters WHERE bridge = ?').get(bridge) as { n: number | null }).n ?? 0;
+  }
+
+  /**
+   * Deletes up to `limit` of a bridge's oldest messages with seq <= `throughSeq`, whatever the
+   * cursors; returns what it removed. In a loop, deletes a large backlog in short transactions.
+   */
+  purgeSome(bridge: string, throughSeq: number, limit: number): BridgeUsage {
+    return this.#delete(bridge, 'seq IN (SELECT seq FROM messages WHERE bridge = ? AND seq <= ? ORDER BY seq LIMIT ?)', [bridge, throughSeq, limit]);
+  }
+
+  /** Deletes up to `limit` of a bridge's oldest dead letters with dl_seq <= `throughDlSeq`; returns how many. */
+  purgeDeadLetters(bridge: string, throughDlSeq: number, limit: number): number {
+    return this.db
+      .prepare('DELETE FROM dead_letters WHERE dl_seq IN (SELECT dl_seq FROM dead_letters WHERE bridge = ? AND dl_seq <= ? ORDER BY dl_seq LIMIT ?)')
+      .run(bridge, throughDlSeq, limit).changes;
+  }
+
+  /**
+   * `redrive` in bounded steps: moves up to `limit` of a bridge's oldest dead letters with
+   * dl_seq <= `throughDlSeq` to the end of its log, in one transaction; returns how many.
+   */
+  redriveSome(bridge: string, throughDlSeq: number, limit: number): number {
     return this.db.transaction(() => {
-      const letters = this.deadLetters(bridge, Number.MAX_SAFE_INTEGER);
-      this.append(letters.map((l) => ({ bridge, envelope: l.envelope })));
-      this.db.prepare('DELETE FROM dead_letters WHERE bridge = ?').run(bridge);
-      return letters.length;
+      const rows = this.db.prepare('SELECT * FROM dead_letters WHERE bridge = ? AND dl_seq <= ? ORDER BY dl_seq LIMIT ?').all(bridge, throughDlSeq, limit) as DeadLetterRow[];
+      const last = rows.at(-1);
+      if (last === undefined) return 0;
+      this.append(rows.map((row) => ({ bridge, envelope: toStored(row).envelope })));
+      this.db.prepare('DELETE FROM dead_letters WHERE bridge = ? AND dl_seq <= ?').run(bridge, last.dl_seq);
+      return rows.length;
     })();
   }
 
-  /** Deletes a bridge's buffered messages (and dead letters when asked); returns how many. */
-  purge(bridge: string, deadLettersToo: boolean): number {
-    return this.db.transaction(() => {
-      const removed = this.#delete(bridge, 'bridge = ?', [bridge]).messages;
-      if (deadLettersToo) this.db.prepare('DELETE FROM dead_letters WHERE bridge = ?').run(bridge);
-      return removed;
-    })();
+  /**
+   * Runs `fn` in one transaction that takes the write lock first (BEGIN IMMEDIATE), waiting
+   * up to busy_timeout for it. For writers in another process than the gateway: a deferred
+   * transaction that reads before it writes fails at once with SQLITE_BUSY when the gateway
+   * commits in between, whatever the busy timeout.
+   */
+  writeTransaction<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
   }
 
   close(): void {
@@ -315,5 +304,13 @@ export class BufferStore {
   #releaseBridge(bridge: string): void {
     const { seq } = this.#minCursor.get(bridge) as { seq: number | null };
     if (seq !== null) this.#delete(bridge, 'bridge = ? AND seq <= ?', [bridge, seq]);
+  }
+}
+
+/** Brings a buffer made by an earlier version up to the current schema. */
+function migrate(db: Database.Database): void {
+  const columns = (db.pragma('table_info(cursors)') as { name: string }[]).map((c) => c.name);
+  if (!columns.includes('live_mark')) {
+    db.exec('ALTER TABLE cursors ADD COLUMN live_mark INTEGER; ALTER TABLE cursors ADD COLUMN live_seq INTEGER;');
   }
 }

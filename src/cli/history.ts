@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HistoryReader, historyPath, type HistoryRow } from '../sqlite/history-store.ts';
-import { loadForCommand } from './load.ts';
+import { resolveDataDir } from './load.ts';
+import { payloadForLine, payloadText } from './payload.ts';
 
 export interface HistoryOptions {
   readonly config: string;
@@ -15,15 +15,10 @@ export interface HistoryOptions {
 }
 
 export async function historyCommand(options: HistoryOptions): Promise<void> {
-  let dataDir: string;
-  if (options.dataDir !== undefined) dataDir = resolve(options.dataDir);
-  else {
-    const config = loadForCommand(options.config);
-    if (config === undefined) {
-      process.exitCode = 1;
-      return;
-    }
-    dataDir = config.dataDirPath;
+  const dataDir = resolveDataDir(options);
+  if (dataDir === undefined) {
+    process.exitCode = 1;
+    return;
   }
   if (!existsSync(historyPath(dataDir))) {
     process.stderr.write(`ferry: no history yet at ${historyPath(dataDir)} (start the gateway with \`ferry run\` and publish to devices/<id>/telemetry/...)\n`);
@@ -54,16 +49,8 @@ export async function historyCommand(options: HistoryOptions): Promise<void> {
   }
 }
 
-function payloadText(payload: Buffer): { text: string; encoding: 'utf8' | 'base64' } {
-  const text = payload.toString('utf8');
-  const printable = !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(text);
-  return printable ? { text, encoding: 'utf8' } : { text: payload.toString('base64'), encoding: 'base64' };
-}
-
 function toLine(row: HistoryRow): string {
-  const { text, encoding } = payloadText(row.payload);
-  const time = new Date(row.receivedAt).toISOString();
-  return `${time}  ${row.clientId ?? '-'}  ${row.topic}  ${encoding === 'utf8' ? text : `base64:${text}`}`;
+  return `${new Date(row.receivedAt).toISOString()}  ${row.clientId ?? '-'}  ${row.topic}  ${payloadForLine(row.payload)}`;
 }
 
 function toJson(row: HistoryRow) {

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { ConfigError, formatIssue } from '../config/issues.ts';
 import { type GatewayConfig, loadConfig } from '../config/load.ts';
 import { componentKinds } from '../runtime/registry.ts';
@@ -20,4 +21,18 @@ export function loadForCommand(file: string): GatewayConfig | undefined {
     }
     throw error;
   }
+}
+
+export interface DataDirOptions {
+  readonly config: string;
+  readonly dataDir?: string;
+}
+
+/**
+ * The data directory a command works on: --data-dir when given, else the config's
+ * gateway.dataDir. Undefined (with the config's problems printed) when the config does not load.
+ */
+export function resolveDataDir(options: DataDirOptions): string | undefined {
+  if (options.dataDir !== undefined) return resolve(options.dataDir);
+  return loadForCommand(options.config)?.dataDirPath;
 }

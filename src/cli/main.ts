@@ -9,6 +9,7 @@ const program = new Command('ferry')
 
 const configOption = () =>
   new Option('-c, --config <file>', 'gateway config file').default('config/gateway.yaml');
+const dataDirOption = () => new Option('--data-dir <dir>', 'data directory (overrides gateway.dataDir)');
 
 program
   .command('run')
@@ -16,7 +17,7 @@ program
   .addOption(configOption())
   .option('--mqtt-port <port>', 'MQTT listener port (overrides mqtt.port)', parsePort)
   .option('--admin-port <port>', 'admin HTTP port (overrides admin.port)', parsePort)
-  .option('--data-dir <dir>', 'data directory (overrides gateway.dataDir)')
+  .addOption(dataDirOption())
   .option('--log-level <level>', 'log level (overrides log.level): fatal, error, warn, info, debug, trace')
   .addHelpText('after', '\nSIGINT or SIGTERM drains in-flight messages and exits 0; a second signal exits at once.\nExample:\n  ferry run --config config/gateway.yaml --mqtt-port 11883')
   .action(async (options) => (await import('./run.ts')).runCommand(options));
@@ -40,13 +41,65 @@ program
   .command('history')
   .description('show the latest messages kept in the gateway\'s local history')
   .addOption(configOption())
-  .option('--data-dir <dir>', 'data directory (overrides gateway.dataDir)')
+  .addOption(dataDirOption())
   .option('--bridge <name>', 'only this bridge')
   .option('--topic <prefix>', 'only topics starting with this prefix')
   .option('-n, --limit <count>', 'how many messages', parseCount, 20)
   .option('-f, --follow', 'keep printing new messages as they arrive')
   .option('--json', 'one JSON object per line')
   .action(async (options) => (await import('./history.ts')).historyCommand(options));
+
+const buffer = program
+  .command('buffer')
+  .description("inspect and repair the durable buffer in a gateway's data directory; safe while the gateway runs");
+
+buffer
+  .command('stats')
+  .description('pending messages, bytes and oldest age per bridge and sink, dead letters, totals')
+  .addOption(configOption())
+  .addOption(dataDirOption())
+  .option('--json', 'one JSON document (ages in ms)')
+  .action(async (options) => (await import('./buffer/stats.ts')).statsCommand(options));
+
+buffer
+  .command('peek')
+  .description('the next messages a sink (or a bridge) would deliver, oldest first')
+  .addOption(configOption())
+  .addOption(dataDirOption())
+  .option('--bridge <name>', 'only this bridge')
+  .option('--sink <name>', "from this sink's cursor")
+  .option('-n, --limit <count>', 'how many messages', parseCount, 10)
+  .option('--json', 'one JSON object per line')
+  .action(async (options) => (await import('./buffer/peek.ts')).peekCommand(options));
+
+buffer
+  .command('export')
+  .description('every buffered message (or dead letter) as JSON lines, payloads in base64')
+  .addOption(configOption())
+  .addOption(dataDirOption())
+  .option('--format <format>', 'output format: jsonl', 'jsonl')
+  .option('--bridge <name>', 'only this bridge')
+  .option('--dead-letters', 'the dead letters instead of the buffered messages')
+  .option('-o, --output <file>', 'write to this file instead of standard output')
+  .action(async (options) => (await import('./buffer/export.ts')).exportCommand(options));
+
+buffer
+  .command('purge')
+  .description("delete a bridge's buffered messages (and its dead letters with --dead-letters)")
+  .addOption(configOption())
+  .addOption(dataDirOption())
+  .requiredOption('--bridge <name>', 'the bridge')
+  .option('--dead-letters', 'also delete its dead letters')
+  .option('--yes', 'delete; without it, says what would be deleted and exits 1')
+  .action(async (options) => (await import('./buffer/purge.ts')).purgeCommand(options));
+
+buffer
+  .command('redrive')
+  .description("move a bridge's dead letters back into its log as new messages")
+  .addOption(configOption())
+  .addOption(dataDirOption())
+  .requiredOption('--bridge <name>', 'the bridge')
+  .action(async (options) => (await import('./buffer/redrive.ts')).redriveCommand(options));
 
 function parsePort(value: string): number {
   const port = Number(value);

@@ -30,6 +30,8 @@ export interface GatewayStatus {
   readonly counters: Record<string, number>;
 }
 
+const RECOUNT_MS = 10_000;
+
 /**
  * The running gateway: the embedded broker, the bridges of the config and the admin server.
  * `start` resolves once devices can connect; `stop` drains in-flight messages first.
@@ -44,6 +46,7 @@ export class Gateway {
   #store: BufferStore | undefined;
   #writer: BufferWriter | undefined;
   #movedAside: string | undefined;
+  #recount: NodeJS.Timeout | undefined;
   #admin: AdminServer | undefined;
   #bridges: RunningBridge[] = [];
   #state: GatewayStatus['state'] = 'running';
@@ -73,6 +76,13 @@ export class Gateway {
       this.#movedAside = opened.movedAside;
       if (opened.movedAside !== undefined) this.counters.count('buffer.recovered_from_corruption');
       this.#writer = new BufferWriter(opened.store, config.buffer, this.#logger.child({ component: 'buffer' }), this.counters);
+      // `ferry buffer purge` and `redrive` change the buffer from another process: count again
+      // now and then, so the limits see it (and a bridge refusing for being full takes messages again).
+      this.#recount = setInterval(() => {
+        this.#store?.recount();
+        this.#writer?.released();
+      }, RECOUNT_MS);
+      this.#recount.unref();
       if (config.admin.enabled) {
         this.#admin = await AdminServer.start(config.admin.host, config.admin.port, {
           ready: () => this.#state === 'running' && this.#broker !== undefined && this.#writer?.state !== 'disk-full',
@@ -165,6 +175,7 @@ export class Gateway {
   }
 
   async #closeAll(sinkTimeoutMs = 0): Promise<void> {
+    clearInterval(this.#recount);
     this.#writer?.flushNow();
     const bridges = this.#bridges;
     const stopped = Promise.all(bridges.map((b) => b.stop()));

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { type Socket, createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
+import { blackHole } from '../harness/black-hole.ts';
 import { startFerry } from '../harness/ferry-process.ts';
 import { kcatConsume } from '../harness/kcat.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
@@ -33,21 +32,6 @@ test('with KAFKA_BROKERS set, device telemetry reaches Kafka keyed by device, wi
   }
   assert.equal(await gw.exited, 0);
 });
-
-/** A TCP server that accepts connections and never answers: an upstream that hangs. */
-async function blackHole(): Promise<{ address: string; close(): void }> {
-  const sockets = new Set<Socket>();
-  const server = createServer((socket) => sockets.add(socket));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    address: `127.0.0.1:${(server.address() as { port: number }).port}`,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
 
 test('a message acknowledged while Kafka hangs survives a forced shutdown and is delivered after restart', async () => {
   const brokers = await requireService('kafka');

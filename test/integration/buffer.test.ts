@@ -174,13 +174,13 @@ test('a message rejected for good is dead-lettered with its reason and the sink 
     const bad = tracked.deliveries[2]?.envelope.id;
     const out = drain('out', (d) => (d.envelope.id === bad ? new FerryError('MESSAGE_REJECTED', 'payload is not JSON', { retryable: false }) : undefined));
     await until(() => store.stats('b').sinks[0]?.pending === 0, 'the sink to pass the bad message');
-    const letters = store.deadLetters('b', 10);
+    const letters = [...store.iterateDeadLetters('b')];
     assert.deepEqual(letters.map((l) => [l.envelope.id, l.sink, l.reason, l.attempts]), [[bad, 'out', 'payload is not JSON', 1]]);
     assert.equal(counters.get('buffer.dead_letters{bridge=b,sink=out}'), 1);
     const good = payloads(tracked.deliveries.filter((d) => d.envelope.id !== bad));
     assert.deepEqual([...new Set(out.seen)].filter((p) => good.includes(p)), good);
-    assert.equal(store.redrive('b'), 1);
-    await until(() => store.stats('b').sinks[0]?.pending === 0 && store.deadLetters('b', 10).length === 1, 'the redriven message to be rejected again');
+    assert.equal(store.redriveSome('b', store.lastDeadLetter('b'), 100), 1);
+    await until(() => store.stats('b').sinks[0]?.pending === 0 && [...store.iterateDeadLetters('b')].length === 1, 'the redriven message to be rejected again');
   } finally {
     cleanup();
   }

@@ -1,0 +1,54 @@
+import { existsSync } from 'node:fs';
+import { bufferPath } from '../../buffer/open.ts';
+import { BufferStore } from '../../buffer/store.ts';
+import { describeError } from '../../core/errors.ts';
+import { openSqlite } from '../../sqlite/connection.ts';
+import { type DataDirOptions, resolveDataDir } from '../load.ts';
+
+/** A failure the command describes itself (an unknown bridge, an unwritable output file): printed as is. */
+export class CommandError extends Error {}
+
+/**
+ * `read` never blocks the gateway (a WAL reader); `write` takes the write lock only for its
+ * transactions (waiting up to the busy timeout) and commits with synchronous=FULL.
+ */
+export type Access = 'read' | 'write';
+
+/**
+ * Runs `use` on the buffer of the data directory the options name, then closes it. Every
+ * failure (no buffer there, a bad request, a SQLite error) is printed as one line and sets
+ * exit code 1.
+ */
+export async function withBuffer(options: DataDirOptions, access: Access, use: (store: BufferStore, path: string) => void | Promise<void>): Promise<void> {
+  const dataDir = resolveDataDir(options);
+  if (dataDir === undefined) {
+    process.exitCode = 1;
+    return;
+  }
+  const path = bufferPath(dataDir);
+  if (!existsSync(path)) {
+    fail(`no buffer at ${path} (is it the gateway's data directory? \`ferry run\` creates it)`);
+    return;
+  }
+  let store: BufferStore | undefined;
+  try {
+    store = new BufferStore(openSqlite(path, access === 'read' ? { readonly: true } : { synchronous: 'full' }));
+    await use(store, path);
+  } catch (error) {
+    fail(error instanceof CommandError ? error.message : `${path}: ${describeError(error)}`);
+  } finally {
+    store?.close();
+  }
+}
+
+/** Throws a CommandError naming the bridges there when the buffer has no bridge of that name. */
+export function requireBridge(store: BufferStore, bridge: string, path: string): void {
+  const bridges = store.bridges();
+  if (bridges.includes(bridge)) return;
+  throw new CommandError(`no bridge '${bridge}' in ${path} (${bridges.length === 0 ? 'it has none' : `it has ${bridges.join(', ')}`})`);
+}
+
+export function fail(message: string): void {
+  process.stderr.write(`ferry: ${message}\n`);
+  process.exitCode = 1;
+}

@@ -1,0 +1,77 @@
+import type { BufferStore, StoredMessage } from '../../buffer/store.ts';
+import type { DataDirOptions } from '../load.ts';
+import { payloadForLine, payloadText } from '../payload.ts';
+import { CommandError, requireBridge, withBuffer } from './open.ts';
+
+export interface PeekOptions extends DataDirOptions {
+  readonly bridge?: string;
+  readonly sink?: string;
+  readonly limit: number;
+  readonly json?: boolean;
+}
+
+export function peekCommand(options: PeekOptions): Promise<void> {
+  return withBuffer(options, 'read', (store, path) => {
+    const { bridge, sink, limit } = options;
+    if (bridge !== undefined) requireBridge(store, bridge, path);
+    let messages: StoredMessage[];
+    let bridges = 1;
+    if (sink !== undefined) messages = sinkNext(store, findBridge(store, path, bridge, sink), sink, limit);
+    else {
+      const names = bridge === undefined ? store.bridges() : [bridge];
+      bridges = names.length;
+      // seq orders the whole log, so the messages of several bridges merge by it.
+      messages = names
+        .flatMap((b) => store.read(b, 0, limit))
+        .sort((a, b) => a.seq - b.seq)
+        .slice(0, limit);
+    }
+    for (const message of messages) process.stdout.write(`${options.json === true ? JSON.stringify(toJson(message)) : toLine(message, bridges > 1)}\n`);
+  });
+}
+
+/** The bridge of the sink: the one given, or the only one that has a sink of that name. */
+function findBridge(store: BufferStore, path: string, bridge: string | undefined, sink: string): string {
+  const cursors = store.cursors(bridge).filter((c) => c.sink === sink);
+  const [cursor] = cursors;
+  if (cursor === undefined) {
+    const sinks = store.cursors(bridge).map((c) => (bridge === undefined ? `${c.bridge}/${c.sink}` : c.sink));
+    throw new CommandError(`no sink '${sink}' ${bridge === undefined ? `in ${path}` : `in bridge '${bridge}'`} (sinks: ${sinks.join(', ') || 'none'})`);
+  }
+  if (cursors.length > 1) throw new CommandError(`sink '${sink}' is in several bridges (${cursors.map((c) => c.bridge).join(', ')}): pass --bridge NAME`);
+  return cursor.bridge;
+}
+
+/**
+ * What the sink has not confirmed, in the order it is handed over: from its cursor; or,
+ * while it replays live-first, the live part first and then the backlog (the reader
+ * interleaves the backlog at its rate, so this order is the one it tends to).
+ */
+function sinkNext(store: BufferStore, bridge: string, sink: string, limit: number): StoredMessage[] {
+  const { seq, liveMark, liveSeq } = store.cursorState(bridge, sink);
+  if (liveMark === null || liveSeq === null) return store.read(bridge, seq, limit);
+  const live = store.read(bridge, liveSeq, limit);
+  const backlog = store.read(bridge, seq, limit - live.length).filter((m) => m.seq <= liveMark);
+  return [...live, ...backlog];
+}
+
+function toLine(message: StoredMessage, withBridge: boolean): string {
+  const { envelope: e } = message;
+  const fields = [String(message.seq), new Date(e.timestamp).toISOString(), ...(withBridge ? [message.bridge] : []), e.origin.clientId ?? '-', e.topic, payloadForLine(e.payload)];
+  return fields.join('  ');
+}
+
+function toJson(message: StoredMessage) {
+  const { envelope: e } = message;
+  const { text, encoding } = payloadText(e.payload);
+  return {
+    seq: message.seq,
+    bridge: message.bridge,
+    id: e.id,
+    createdAt: new Date(e.timestamp).toISOString(),
+    clientId: e.origin.clientId ?? null,
+    topic: e.topic,
+    payload: text,
+    payloadEncoding: encoding,
+  };
+}
