@@ -8,17 +8,37 @@ export interface SqliteOptions {
   /** 'full' survives power loss (one fsync per commit); 'normal' survives process crashes only. */
   readonly synchronous?: Synchronous;
   readonly readonly?: boolean;
+  /** How long a statement waits for another connection's write lock. */
   readonly busyTimeoutMs?: number;
+  /** Page cache per connection. */
+  readonly cacheKiB?: number;
+  /**
+   * Memory-mapped I/O. Off by default: an I/O error on a mapped page (a failing SD card)
+   * kills the process with SIGBUS instead of returning an error.
+   */
+  readonly mmapBytes?: number;
+  /** WAL pages after which a commit checkpoints the WAL into the database. */
+  readonly walAutocheckpointPages?: number;
+  /** Size the WAL file is truncated back to after a checkpoint, so it cannot keep a burst's size. */
+  readonly walLimitBytes?: number;
 }
 
-/** Opens a SQLite database the way every Ferry store uses it: WAL, a busy timeout, fsync policy. */
+/**
+ * Opens a SQLite database the way every Ferry store uses it: WAL (readers never block the
+ * writer), a busy timeout, a bounded page cache and WAL file, and the caller's fsync policy.
+ */
 export function openSqlite(path: string, options: SqliteOptions = {}): Database.Database {
-  if (options.readonly !== true) mkdirSync(dirname(path), { recursive: true });
-  const db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
+  const readonly = options.readonly ?? false;
+  if (!readonly) mkdirSync(dirname(path), { recursive: true });
+  const db = new Database(path, { readonly, fileMustExist: readonly });
   db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
-  if (options.readonly !== true) {
+  db.pragma(`cache_size = -${options.cacheKiB ?? 8192}`);
+  db.pragma(`mmap_size = ${options.mmapBytes ?? 0}`);
+  if (!readonly) {
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${(options.synchronous ?? 'full').toUpperCase()}`);
+    db.pragma(`wal_autocheckpoint = ${options.walAutocheckpointPages ?? 1000}`);
+    db.pragma(`journal_size_limit = ${options.walLimitBytes ?? 64 * 1024 * 1024}`);
   }
   return db;
 }
