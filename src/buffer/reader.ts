@@ -75,9 +75,13 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
      * order (or undefined) and the first failure, already dead-lettered when permanent.
      */
     let attempts = 0;
+    /** While positive, messages are handed over one at a time (isolating a permanent failure). */
+    let isolate = 0;
+    const windowSize = () => (isolate > 0 ? 1 : policy.windowSize);
     const deliver = async (window: readonly StoredMessage[], inLive: boolean) => {
       const outcomes = await Promise.all(window.map(emit));
       if (closed || !store.db.open) return { done: false as const };
+      if (isolate > 0 && (outcomes[0] as Outcome).ok) isolate -= 1;
       let confirmed: number | undefined;
       let index = 0;
       for (; index < window.length; index++) {
@@ -93,10 +97,18 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
       const { error } = outcomes[index] as { ok: false; error: Error };
       attempts += 1;
       if (!(isFerryError(error) ? error.retryable : true)) {
+        if (window.length > 1) {
+          // A sink fails a whole batch for one bad message: find it by sending the rest alone.
+          isolate = window.length - index;
+          attempts = 0;
+          return { done: true as const, confirmed, failed: false };
+        }
         store.deadLetter(sink, message, error.message, attempts, inLive);
         counters.count('buffer.dead_letters', { bridge, sink });
         logger.error({ err: error, id: message.envelope.id, topic: message.envelope.topic, sink }, 'rejected for good: moved to dead letters');
         attempts = 0;
+        // Found it: back to whole windows (another bad message starts a new search).
+        isolate = 0;
         return { done: true as const, confirmed: message.seq, failed: false };
       }
       const delay = Math.min(policy.retryMaxMs, policy.retryInitialMs * 2 ** Math.min(attempts - 1, 20));
@@ -112,13 +124,13 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
       let refilled = performance.now();
       while (live()) {
         if (state.liveMark === null) {
-          const window = store.read(bridge, state.seq, policy.windowSize);
+          const window = store.read(bridge, state.seq, windowSize());
           if (window.length === 0) {
             // Woken by this process's commits; the poll finds rows another process added (`ferry buffer redrive`).
             await Promise.race([writer.appended(bridge), pause(POLL_MS)]);
             continue;
           }
-          if (policy.replay === 'live-first' && window.length === policy.windowSize && store.tail(bridge) > (window.at(-1) as StoredMessage).seq) {
+          if (policy.replay === 'live-first' && isolate === 0 && window.length === policy.windowSize && store.tail(bridge) > (window.at(-1) as StoredMessage).seq) {
             const mark = store.tail(bridge);
             store.startLive(bridge, sink, mark);
             state = store.cursorState(bridge, sink);
@@ -139,7 +151,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
 
         // Live-first: new messages first, then as much backlog as the rate allows.
         const mark = state.liveMark;
-        const fresh = store.read(bridge, state.liveSeq ?? mark, policy.windowSize);
+        const fresh = store.read(bridge, state.liveSeq ?? mark, windowSize());
         if (fresh.length > 0) {
           const result = await deliver(fresh, true);
           if (!result.done) return;
@@ -153,7 +165,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
         const now = performance.now();
         tokens = Math.min(policy.windowSize, tokens + ((now - refilled) / 1000) * policy.backlogRatePerSec);
         refilled = now;
-        const take = Math.floor(tokens);
+        const take = Math.min(Math.floor(tokens), windowSize());
         if (take === 0) {
           if (fresh.length === 0) await Promise.race([writer.appended(bridge), pause(Math.ceil(((1 - tokens) / policy.backlogRatePerSec) * 1000))]);
           continue;

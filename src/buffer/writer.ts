@@ -11,7 +11,12 @@ interface Pending {
   readonly delivery: Delivery;
 }
 
-export type WriterState = 'ok' | 'disk-full' | 'refusing';
+/**
+ * `refusing`: a bridge under `overflow: refuse` is full. `disk-full` and `write-failed`: the
+ * database refused the append (SQLITE_FULL, or another error such as an I/O error); the
+ * messages are held and the append is tried again every second.
+ */
+export type WriterState = 'ok' | 'disk-full' | 'write-failed' | 'refusing';
 
 const RETRY_HELD_MS = 1000;
 
@@ -116,9 +121,9 @@ export class BufferWriter {
     let refused = 0;
     for (const entry of batch) {
       const { bridge } = entry;
-      if (heldBridges.has(bridge) || (!retrying && this.#state === 'disk-full')) {
+      if (heldBridges.has(bridge) || (!retrying && this.#storageDown())) {
         this.#held.push(entry);
-        if (this.#state !== 'disk-full') refused += 1;
+        if (!this.#storageDown()) refused += 1;
         continue;
       }
       const policy = this.#policies.get(bridge);
@@ -163,17 +168,17 @@ export class BufferWriter {
         },
       );
     } catch (error) {
-      if ((error as { code?: unknown }).code === 'SQLITE_FULL') {
-        this.#held.push(...accepted);
-        this.#counters.count('buffer.errors', { reason: 'disk_full' });
-        if (this.#state !== 'disk-full') this.#logger.error({ err: error, held: this.#held.length }, 'disk full: not acknowledging new messages until space returns');
-        this.#setState('disk-full');
-        return;
+      // Held, not nacked: nacking would close the devices' connections while their later
+      // messages, already received, could still be stored ahead of these.
+      this.#held.push(...accepted);
+      const full = (error as { code?: unknown }).code === 'SQLITE_FULL';
+      this.#counters.count('buffer.errors', { reason: full ? 'disk_full' : 'append_failed' });
+      const state: WriterState = full ? 'disk-full' : 'write-failed';
+      if (this.#state !== state) {
+        const err = wrapError('STORAGE_FAILED', 'buffer: append failed', error, { component: 'buffer', retryable: true });
+        this.#logger.error({ err, held: this.#held.length }, full ? 'disk full: not acknowledging new messages until space returns' : 'cannot write the buffer: not acknowledging new messages; retrying every second');
       }
-      const wrapped = wrapError('STORAGE_FAILED', 'buffer: append failed', error, { component: 'buffer', retryable: true });
-      this.#counters.count('buffer.errors', { reason: 'append_failed' });
-      this.#logger.error({ err: wrapped, count: accepted.length }, 'buffer append failed: messages not acknowledged');
-      for (const { delivery } of accepted) delivery.nack(wrapped);
+      this.#setState(state);
       return;
     }
     const bridges = new Set<string>();
@@ -184,6 +189,10 @@ export class BufferWriter {
     this.#counters.count('buffer.appended', {}, accepted.length);
     for (const bridge of bridges) this.#appended.get(bridge)?.notify();
     if (this.#held.length === 0 && this.#state !== 'ok') this.#setState('ok');
+  }
+
+  #storageDown(): boolean {
+    return this.#state === 'disk-full' || this.#state === 'write-failed';
   }
 
   #setState(state: WriterState): void {

@@ -1,7 +1,7 @@
 import { Observable, bufferTime, concatMap, defer, filter, map, catchError, of } from 'rxjs';
 import type { Delivery } from './delivery.ts';
 import type { Sink, SinkEvent } from './stream.ts';
-import { isFerryError } from './errors.ts';
+import { FerryError, isFerryError } from './errors.ts';
 
 export interface BatchOptions {
   /** Most deliveries in one write. */
@@ -13,17 +13,33 @@ export interface BatchOptions {
 /**
  * Builds a sink from a batch writer. Deliveries are grouped by count and time, written one
  * batch at a time in arrival order, acked after `write` resolves and nacked with its error
- * when it rejects. Completion of the input flushes the last batch before completing.
+ * when it rejects. A failed batch also fails, unwritten, every batch formed from deliveries
+ * that had arrived by then, so the destination never gets a message after an earlier one it
+ * refused (the source sends them again, in order). Completion of the input flushes the last
+ * batch before completing.
  */
 export function batchingSink(
   options: BatchOptions,
   write: (batch: readonly Delivery[]) => Promise<void> | void,
 ): Sink {
-  return (input: Observable<Delivery>) =>
-    input.pipe(
+  return (input: Observable<Delivery>) => {
+    let arrived = 0;
+    let failedThrough = 0;
+    let lastError: Error | undefined;
+    return input.pipe(
+      map((delivery) => ({ delivery, n: ++arrived })),
       bufferTime(options.batchTimeMs, null, options.batchSize),
-      filter((batch) => batch.length > 0),
-      concatMap((batch) => {
+      filter((tagged) => tagged.length > 0),
+      concatMap((tagged) => {
+        const batch = tagged.map((t) => t.delivery);
+        const fail = (error: Error) => {
+          for (const delivery of batch) delivery.nack(error);
+          const retryable = isFerryError(error) ? error.retryable : true;
+          return of<SinkEvent>({ type: 'failed', count: batch.length, error, retryable });
+        };
+        if ((tagged[0] as { n: number }).n <= failedThrough && lastError !== undefined) {
+          return fail(new FerryError('SINK_WRITE_FAILED', `not written: an earlier batch failed (${lastError.message})`, { retryable: true, cause: lastError }));
+        }
         const started = performance.now();
         return defer(async () => write(batch)).pipe(
           map((): SinkEvent => {
@@ -36,13 +52,14 @@ export function batchingSink(
           }),
           catchError((cause: unknown) => {
             const error = cause instanceof Error ? cause : new Error(String(cause));
-            for (const delivery of batch) delivery.nack(error);
-            const retryable = isFerryError(error) ? error.retryable : true;
-            return of<SinkEvent>({ type: 'failed', count: batch.length, error, retryable });
+            failedThrough = arrived;
+            lastError = error;
+            return fail(error);
           }),
         );
       }),
     );
+  };
 }
 
 /**

@@ -85,7 +85,7 @@ export class Gateway {
       this.#recount.unref();
       if (config.admin.enabled) {
         this.#admin = await AdminServer.start(config.admin.host, config.admin.port, {
-          ready: () => this.#state === 'running' && this.#broker !== undefined && this.#writer?.state !== 'disk-full',
+          ready: () => this.#state === 'running' && this.#broker !== undefined && this.#writer?.state !== 'disk-full' && this.#writer?.state !== 'write-failed',
           status: () => this.status(),
         });
       }

@@ -13,6 +13,7 @@ import { BufferWriter } from '../../src/buffer/writer.ts';
 import type { Delivery } from '../../src/core/delivery.ts';
 import { FerryError } from '../../src/core/errors.ts';
 import type { SinkEvent } from '../../src/core/stream.ts';
+import { batchingSink } from '../../src/core/batching-sink.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -203,6 +204,81 @@ test('disk full: new messages are held unacknowledged and stored once space retu
     assert.equal(writer.state, 'ok');
     assert.equal(store.usage('b').messages, 200);
   } finally {
+    cleanup();
+  }
+});
+
+test('a write error other than disk full holds messages unacknowledged, in order, until writes work again', async () => {
+  const { store, writer, counters, drain, cleanup } = setup();
+  try {
+    store.db.pragma('query_only = 1');
+    const first = trackedDeliveries(5);
+    for (const d of first.deliveries) writer.enqueue('b', d);
+    await until(() => writer.state === 'write-failed', 'write-failed');
+    const second = trackedDeliveries(5);
+    for (const d of second.deliveries) writer.enqueue('b', d);
+    await sleep(20);
+    assert.equal(first.acked.length + first.nacked.size + second.acked.length + second.nacked.size, 0);
+    assert.equal(counters.get('buffer.errors{reason=append_failed}'), 1);
+    store.db.pragma('query_only = 0');
+    await first.settled();
+    await second.settled();
+    assert.equal(writer.state, 'ok');
+    const out = drain('out');
+    await until(() => out.seen.length === 10, 'delivery');
+    assert.deepEqual(out.seen, [...payloads(first.deliveries), ...payloads(second.deliveries)]);
+  } finally {
+    cleanup();
+  }
+});
+
+/** A sink writing batches of 10 to `destination`, failing a batch when `refuse` says so. */
+function batchSink(destination: string[], refuse: (batch: readonly Delivery[]) => Error | undefined) {
+  return batchingSink({ batchSize: 10, batchTimeMs: 5 }, async (batch) => {
+    await sleep(2);
+    const error = refuse(batch);
+    if (error !== undefined) throw error;
+    destination.push(...payloads(batch));
+  });
+}
+
+test('a batch that fails once does not let the later batches of its window overtake it', async () => {
+  const { store, writer, counters, cleanup } = setup({ retryInitialMs: 10 });
+  const tracked = trackedDeliveries(30);
+  for (const d of tracked.deliveries) writer.enqueue('b', d);
+  await tracked.settled();
+  const destination: string[] = [];
+  let calls = 0;
+  const sink = batchSink(destination, () => (++calls === 1 ? new FerryError('SINK_WRITE_FAILED', 'transient', { retryable: true }) : undefined));
+  const reader = cursorSource({ store, writer, bridge: 'b', sink: 'out', policy: bufferPolicySchema.parse({ retryInitialMs: 10 }), logger, counters });
+  const subscription = sink(reader.deliveries).subscribe();
+  try {
+    await until(() => store.stats('b').sinks[0]?.pending === 0, 'delivery');
+    assert.deepEqual(destination, payloads(tracked.deliveries));
+  } finally {
+    subscription.unsubscribe();
+    cleanup();
+  }
+});
+
+test('a permanent failure of a batch dead-letters only the message that caused it', async () => {
+  const { store, writer, counters, cleanup } = setup();
+  const tracked = trackedDeliveries(30);
+  for (const d of tracked.deliveries) writer.enqueue('b', d);
+  await tracked.settled();
+  const bad = payloads(tracked.deliveries)[5] as string;
+  const destination: string[] = [];
+  const sink = batchSink(destination, (batch) =>
+    payloads(batch).includes(bad) ? new FerryError('MESSAGE_REJECTED', 'refused for good', { retryable: false }) : undefined,
+  );
+  const reader = cursorSource({ store, writer, bridge: 'b', sink: 'out', policy: bufferPolicySchema.parse({}), logger, counters });
+  const subscription = sink(reader.deliveries).subscribe();
+  try {
+    await until(() => store.stats('b').sinks[0]?.pending === 0, 'delivery');
+    assert.deepEqual([...store.iterateDeadLetters('b')].map((l) => Buffer.from(l.envelope.payload).toString()), [bad]);
+    assert.deepEqual(destination, payloads(tracked.deliveries).filter((p) => p !== bad));
+  } finally {
+    subscription.unsubscribe();
     cleanup();
   }
 });
