@@ -118,8 +118,21 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
       return { done: true as const, confirmed, failed: true, retryInMs: jittered };
     };
 
+    let state = store.cursorState(bridge, sink);
+    /** Delivers a window at the sink's cursor and moves the cursor; false once unsubscribed. */
+    const deliverInOrder = async (window: readonly StoredMessage[]): Promise<boolean> => {
+      const result = await deliver(window, false);
+      if (!result.done) return false;
+      if (result.confirmed !== undefined) {
+        store.commit(bridge, sink, result.confirmed);
+        writer.released();
+      }
+      state = store.cursorState(bridge, sink);
+      if (result.failed) await pause(result.retryInMs ?? 0);
+      return true;
+    };
+
     const run = async () => {
-      let state = store.cursorState(bridge, sink);
       let tokens = 0;
       let refilled = performance.now();
       while (live()) {
@@ -138,14 +151,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
             logger.info({ sink, backlog: store.stats(bridge).sinks.find((s) => s.sink === sink)?.pending, ratePerSec: policy.backlogRatePerSec }, 'sink is behind: new messages first, backlog behind them');
             continue;
           }
-          const result = await deliver(window, false);
-          if (!result.done) return;
-          if (result.confirmed !== undefined) {
-            store.commit(bridge, sink, result.confirmed);
-            writer.released();
-          }
-          state = store.cursorState(bridge, sink);
-          if (result.failed) await pause(result.retryInMs ?? 0);
+          if (!(await deliverInOrder(window))) return;
           continue;
         }
 
@@ -180,14 +186,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
           continue;
         }
         tokens -= backlog.length;
-        const result = await deliver(backlog, false);
-        if (!result.done) return;
-        if (result.confirmed !== undefined) {
-          store.commit(bridge, sink, result.confirmed);
-          writer.released();
-        }
-        state = store.cursorState(bridge, sink);
-        if (result.failed) await pause(result.retryInMs ?? 0);
+        if (!(await deliverInOrder(backlog))) return;
       }
       subscriber.complete();
     };
