@@ -64,7 +64,7 @@ export function createKafkaProducer(options: KafkaProducerOptions): KafkaProduce
 }
 
 async function openProducer(options: KafkaProducerOptions): Promise<Producer> {
-  const { Kafka, logLevel } = await import('kafkajs');
+  const { Kafka, Partitioners, logLevel } = await import('kafkajs');
   const kafka = new Kafka({
     clientId: options.clientId,
     brokers: [...options.brokers],
@@ -79,5 +79,6 @@ async function openProducer(options: KafkaProducerOptions): Promise<Producer> {
       else options.logger.warn(line, message);
     },
   });
-  return kafka.producer({ allowAutoTopicCreation: true });
+  // The default (murmur2) partitioner, named so kafkajs does not warn about its v2 change.
+  return kafka.producer({ allowAutoTopicCreation: true, createPartitioner: Partitioners.DefaultPartitioner });
 }
