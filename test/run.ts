@@ -40,7 +40,7 @@ if (!env['FERRY_TEST_KAFKA']) {
 
 const runner = spawn(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=2', '--test-timeout=120000', ...flags, ...files],
+  ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=2', '--test-timeout=300000', ...flags, ...files],
   { stdio: 'inherit', env },
 );
 forward = (signal) => runner.kill(signal);

@@ -101,6 +101,14 @@ buffer
   .requiredOption('--bridge <name>', 'the bridge')
   .action(async (options) => (await import('./buffer/redrive.ts')).redriveCommand(options));
 
+program
+  .command('device')
+  .description('device tooling')
+  .command('hash-password')
+  .description('print the scrypt hash of a device password, for `credentials` in devices/*.yaml')
+  .addHelpText('after', '\nReads the password from standard input (typed twice, hidden, in a terminal).\nExample:\n  printf %s "$DEVICE_PASSWORD" | ferry device hash-password')
+  .action(async () => (await import('./device/hash-password.ts')).hashPasswordCommand());
+
 function parsePort(value: string): number {
   const port = Number(value);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`not a port number: ${value}`);

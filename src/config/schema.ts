@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import type { SinkComponent, SourceComponent } from '../core/component.ts';
 import { type BufferPolicy, bufferPolicySchema, bufferSettingsSchema } from '../buffer/config.ts';
+import { invalidFilterReason } from '../core/topic.ts';
+import { PASSWORD_HASH_PATTERN } from '../mqtt/password.ts';
 
 /** The component kinds a config may name; the runtime's registry supplies them. */
 export interface ComponentKinds {
@@ -42,6 +44,24 @@ export const gatewaySchema = z
       .strictObject({
         host: z.string().min(1).default('0.0.0.0').meta({ description: 'Address the embedded MQTT broker listens on.', examples: ['127.0.0.1'] }),
         port: port.default(1883).meta({ description: 'TCP port of the embedded MQTT broker (0 picks a free one).', examples: [1883] }),
+        allowAnonymous: z
+          .union([z.boolean(), z.literal('loopback')])
+          .default(false)
+          .meta({
+            description: 'Let clients connect without a username: `false` (default), `loopback` (only from 127.0.0.0/8 and ::1), or `true`. Anonymous clients get the `anonymousAcl`.',
+            examples: ['loopback'],
+          }),
+        anonymousAcl: aclSchema('#', '#').meta({ description: 'What anonymous clients may publish and subscribe to.' }),
+        connectTimeoutMs: z.int().min(100).default(10_000).meta({ description: 'A socket that has not sent CONNECT within this time is closed.', examples: [10000] }),
+        maxConnectionsPerAddress: z.int().min(1).default(1000).meta({
+          description:
+            'Most connection attempts one source address may make in 10 seconds; more are refused and counted. Leave room for a whole site behind one NAT address reconnecting after a restart.',
+          examples: [1000],
+        }),
+        maxAuthFailures: z.int().min(1).default(10).meta({
+          description: 'Failed logins of one username from one address within a minute before that pair is refused for 5 minutes.',
+          examples: [10],
+        }),
       })
       .prefault({})
       .meta({ description: 'The embedded MQTT broker devices connect to.' }),
@@ -127,6 +147,20 @@ export interface BridgeConfig {
   readonly file: string;
 }
 
+function aclSchema(publish: string, subscribe: string) {
+  const patterns = (what: string, fallback: string) =>
+    z
+      .array(
+        z.string().superRefine((pattern, ctx) => {
+          const reason = invalidFilterReason(pattern.replace(/%[cu]/g, 'x'));
+          if (reason !== undefined) ctx.addIssue({ code: 'custom', message: `invalid ACL pattern '${pattern}': ${reason}` });
+        }),
+      )
+      .default([fallback])
+      .meta({ description: `Topic filters the client may ${what}; %c is its client id, %u its username. \`$\` topics need a pattern starting with \`$\`.`, examples: [[fallback]] });
+  return z.strictObject({ publish: patterns('publish to', publish), subscribe: patterns('subscribe to', subscribe) }).prefault({});
+}
+
 export const deviceSchema = z
   .strictObject({
     name: z.string().min(1).meta({ description: 'Name of the device profile.', examples: ['temperature-sensor'] }),
@@ -135,6 +169,23 @@ export const deviceSchema = z
       description: 'Glob pattern of MQTT client ids this profile applies to.',
       examples: ['sensor-*'],
     }),
+    credentials: z
+      .array(
+        z.strictObject({
+          username: z.string().min(1).meta({ description: 'Username, or a glob pattern of usernames sharing this password.', examples: ['sensor-17'] }),
+          passwordHash: z.string().regex(PASSWORD_HASH_PATTERN, 'expected a hash from `ferry device hash-password` (scrypt$...)').meta({
+            description: 'Salted scrypt hash of the password, made by `ferry device hash-password`; never the password itself.',
+            examples: ['scrypt$16384$8$1$...'],
+          }),
+          clientId: z.string().min(1).default('%u').meta({
+            description: 'Glob of the client ids this login may use; %u is the username, so by default a device connects under its own name only.',
+            examples: ['%u'],
+          }),
+        }),
+      )
+      .default([])
+      .meta({ description: 'Who may connect as this kind of device.' }),
+    acl: aclSchema('devices/%c/#', 'devices/%c/commands/#').meta({ description: 'What devices of this profile may publish and subscribe to.' }),
     telemetry: z
       .strictObject({
         topic: z.string().min(1).meta({ description: 'Topic the device publishes telemetry to; %c is the client id.', examples: ['devices/%c/telemetry/temperature'] }),

@@ -1,4 +1,4 @@
-import { type Server, createServer } from 'node:net';
+import { type Server, type Socket, createServer } from 'node:net';
 import { once } from 'node:events';
 import { Aedes, type Client, type PublishPacket } from 'aedes';
 import { Observable, type Subscriber } from 'rxjs';
@@ -9,6 +9,8 @@ import { createEnvelope } from '../core/envelope.ts';
 import { FerryError, wrapError } from '../core/errors.ts';
 import type { Source } from '../core/stream.ts';
 import { topicMatches } from '../core/topic.ts';
+import { type Identity, mayPublish, maySubscribe } from './acl.ts';
+import type { DeviceAuthenticator, Refusal } from './auth.ts';
 
 export interface EmbeddedBrokerOptions {
   readonly host: string;
@@ -16,6 +18,10 @@ export interface EmbeddedBrokerOptions {
   readonly port: number;
   readonly logger: Logger;
   readonly counters: Counters;
+  /** Who may connect and what they may do; without it every client is let in with no limits. */
+  readonly auth?: DeviceAuthenticator;
+  /** A socket that has not sent CONNECT within this time is closed. */
+  readonly connectTimeoutMs?: number;
   /** Runs after the broker exists and before it listens: the moment to tap it. */
   readonly beforeListen?: (broker: EmbeddedBroker) => void;
 }
@@ -38,6 +44,7 @@ export class EmbeddedBroker {
   readonly #server: Server;
   readonly #options: EmbeddedBrokerOptions;
   readonly #taps = new Set<Tap>();
+  readonly #identities = new WeakMap<Client, Identity>();
   #inFlight = 0;
   #drained: (() => void) | undefined;
 
@@ -49,9 +56,21 @@ export class EmbeddedBroker {
 
   static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
     let broker: EmbeddedBroker | undefined;
+    const self = () => broker as EmbeddedBroker;
     const aedes = await Aedes.createBroker({
+      connectTimeout: options.connectTimeoutMs ?? 10_000,
+      preConnect: (client, _packet, callback) => callback(null, self().#admit(client)),
+      authenticate: (client, username, password, done) => {
+        self().#authenticate(client, username, password).then(
+          (refusal) => done(refusal ?? null, refusal === undefined),
+          (error: unknown) => done(Object.assign(error instanceof Error ? error : new Error(String(error)), { returnCode: 3 as const }), false),
+        );
+      },
+      authorizeSubscribe: (client, subscription, callback) => {
+        callback(null, self().#maySubscribe(client, subscription.topic) ? subscription : null);
+      },
       authorizePublish: (client, packet, callback) => {
-        (broker as EmbeddedBroker).#onPublish(client, packet, callback);
+        self().#onPublish(client, packet, callback);
       },
     });
     const server = createServer(aedes.handle);
@@ -126,12 +145,64 @@ export class EmbeddedBroker {
     await new Promise<void>((done) => this.#aedes.close(() => done()));
   }
 
+  #admit(client: Client): boolean {
+    const auth = this.#options.auth;
+    if (auth === undefined || auth.admitConnection(address(client))) return true;
+    this.#refuse(client, 'too_many_connections');
+    return false;
+  }
+
+  /** Resolves with nothing when the client may connect, else with the error aedes sends back. */
+  async #authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<(Error & { returnCode: 2 | 4 | 5 }) | undefined> {
+    const auth = this.#options.auth;
+    if (auth === undefined) return undefined;
+    const result = await auth.authenticate(client.id, username, password, address(client));
+    if (result.ok) {
+      // A client id already connected under another login is refused rather than taken over.
+      // aedes keeps connected clients by id; its types do not declare the map.
+      const holder = (this.#aedes as unknown as { clients: Record<string, Client | undefined> }).clients[client.id];
+      const held = holder === undefined || holder === client ? undefined : this.#identities.get(holder);
+      if (held !== undefined && held.username !== username) {
+        this.#refuse(client, 'client_id_in_use', username);
+        return Object.assign(new Error('client id in use by another login'), { returnCode: 2 as const });
+      }
+      this.#identities.set(client, result.identity);
+      return undefined;
+    }
+    this.#refuse(client, result.refusal, username);
+    const returnCode = result.refusal === 'invalid_client_id' ? 2 : result.refusal === 'bad_credentials' || result.refusal === 'invalid_username' ? 4 : 5;
+    return Object.assign(new Error(`connection refused: ${result.refusal}`), { returnCode: returnCode as 2 | 4 | 5 });
+  }
+
+  #refuse(client: Client, reason: Refusal, username?: string): void {
+    this.#options.counters.count('mqtt.connections.refused', { reason });
+    // The password is never logged.
+    this.#options.logger.warn({ clientId: client.id, username, address: address(client), reason }, 'connection refused');
+  }
+
+  #maySubscribe(client: Client, filter: string): boolean {
+    const identity = this.#identities.get(client);
+    if (this.#options.auth === undefined || (identity !== undefined && maySubscribe(identity, filter))) return true;
+    this.#options.counters.count('mqtt.subscribe.refused', { reason: 'acl' });
+    this.#options.logger.warn({ clientId: client.id, filter }, 'subscription refused by the ACL');
+    return false;
+  }
+
   #onPublish(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
     const { counters } = this.#options;
-    if (client !== null && packet.topic.startsWith('$')) {
+    if (client !== null && packet.topic.startsWith('$') && this.#options.auth === undefined) {
       counters.count('mqtt.publish.refused', { reason: 'reserved_topic' });
       callback(new Error(`publishing to ${packet.topic} is not allowed`));
       return;
+    }
+    if (client !== null && this.#options.auth !== undefined) {
+      const identity = this.#identities.get(client);
+      if (identity === undefined || !mayPublish(identity, packet.topic)) {
+        counters.count('mqtt.publish.refused', { reason: 'acl' });
+        this.#options.logger.warn({ clientId: client.id, topic: packet.topic }, 'publish refused by the ACL; closing the connection');
+        callback(new Error(`publishing to ${packet.topic} is not allowed`));
+        return;
+      }
     }
     counters.count('mqtt.messages.received', { qos: String(packet.qos) });
     const matching: Tap[] = [];
@@ -193,4 +264,8 @@ export class EmbeddedBroker {
       logger.debug({ err: error }, 'connection error before CONNECT');
     });
   }
+}
+
+function address(client: Client): string {
+  return (client.conn as Socket).remoteAddress ?? '';
 }

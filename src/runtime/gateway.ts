@@ -4,6 +4,7 @@ import type { GatewayConfig } from '../config/load.ts';
 import { openBuffer } from '../buffer/open.ts';
 import type { BridgeStats, BufferStore } from '../buffer/store.ts';
 import { BufferWriter, type WriterState } from '../buffer/writer.ts';
+import { DeviceAuthenticator } from '../mqtt/auth.ts';
 import { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { AdminServer } from './admin-server.ts';
@@ -93,6 +94,15 @@ export class Gateway {
       this.#broker = await EmbeddedBroker.start({
         host: config.mqtt.host,
         port: config.mqtt.port,
+        connectTimeoutMs: config.mqtt.connectTimeoutMs,
+        auth: new DeviceAuthenticator({
+          profiles: config.deviceProfiles,
+          allowAnonymous: config.mqtt.allowAnonymous,
+          anonymousAcl: config.mqtt.anonymousAcl,
+          maxConnectionsPerAddress: config.mqtt.maxConnectionsPerAddress,
+          maxAuthFailures: config.mqtt.maxAuthFailures,
+          counters: this.counters,
+        }),
         logger: this.#logger.child({ component: 'mqtt' }),
         counters: this.counters,
         beforeListen: (broker) => this.#startBridges(broker),

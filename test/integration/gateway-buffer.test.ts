@@ -17,7 +17,7 @@ const tempDir = tempDirs('ferry-gateway-buffer-');
 async function gatewayWith(bridges: Record<string, string>): Promise<Gateway> {
   const root = tempDir();
   mkdirSync(join(root, 'bridges'));
-  writeFileSync(join(root, 'gateway.yaml'), 'mqtt: {host: 127.0.0.1, port: 0}\nadmin: {enabled: false}\nshutdown: {drainTimeoutMs: 500}\ndevices: []\nbridges: [bridges]\ngateway: {dataDir: data}\n');
+  writeFileSync(join(root, 'gateway.yaml'), 'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {enabled: false}\nshutdown: {drainTimeoutMs: 500}\ndevices: []\nbridges: [bridges]\ngateway: {dataDir: data}\n');
   for (const [name, text] of Object.entries(bridges)) writeFileSync(join(root, 'bridges', name), text);
   const gateway = new Gateway(loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} }), pino({ level: 'silent' }), 'test');
   await gateway.start();

@@ -1,0 +1,95 @@
+import { isIP } from 'node:net';
+import type { Counters } from '../core/component.ts';
+import { type Identity, globMatches } from './acl.ts';
+import { verifyPassword } from './password.ts';
+import { WindowLimiter } from './rate-limit.ts';
+
+/** The part of a device profile that decides who may connect and what they may do. */
+export interface DeviceAccess {
+  readonly name: string;
+  readonly clientId: string;
+  readonly credentials: readonly { readonly username: string; readonly passwordHash: string; readonly clientId: string }[];
+  readonly acl: { readonly publish: readonly string[]; readonly subscribe: readonly string[] };
+}
+
+export interface AuthOptions {
+  readonly profiles: readonly DeviceAccess[];
+  readonly allowAnonymous: boolean | 'loopback';
+  readonly anonymousAcl: { readonly publish: readonly string[]; readonly subscribe: readonly string[] };
+  readonly maxConnectionsPerAddress: number;
+  readonly maxAuthFailures: number;
+  readonly counters: Counters;
+}
+
+/** Why a connection was refused; also the counter label. */
+export type Refusal =
+  | 'invalid_client_id'
+  | 'invalid_username'
+  | 'anonymous_not_allowed'
+  | 'bad_credentials'
+  | 'too_many_failures'
+  | 'too_many_connections'
+  | 'client_id_in_use';
+
+export type AuthResult = { ok: true; identity: Identity } | { ok: false; refusal: Refusal };
+
+/** Characters that would let an id or name act as a topic filter or cut a string short. */
+const FORBIDDEN = /[+#/\u0000]/;
+
+/**
+ * Decides who may connect: anonymous clients where allowed, else a device whose profile
+ * lists its username with a scrypt hash that its password matches and a client id its login
+ * may use. Failed logins are limited per (address, username), connection attempts per address.
+ */
+export class DeviceAuthenticator {
+  readonly #options: AuthOptions;
+  readonly #failures: WindowLimiter;
+  readonly #connects: WindowLimiter;
+
+  constructor(options: AuthOptions) {
+    this.#options = options;
+    this.#failures = new WindowLimiter({ max: options.maxAuthFailures, windowMs: 60_000, blockMs: 300_000 });
+    this.#connects = new WindowLimiter({ max: options.maxConnectionsPerAddress, windowMs: 10_000, blockMs: 10_000 });
+  }
+
+  /** Called for every new connection, before CONNECT is read. */
+  admitConnection(address: string): boolean {
+    if (this.#connects.blocked(address)) return false;
+    // This attempt is within the limit even when it reaches it; the next one is refused.
+    this.#connects.record(address);
+    return true;
+  }
+
+  async authenticate(clientId: string, username: string | undefined, password: Buffer | undefined, address: string): Promise<AuthResult> {
+    if (clientId === '' || FORBIDDEN.test(clientId)) return { ok: false, refusal: 'invalid_client_id' };
+    if (username === undefined) {
+      const { allowAnonymous, anonymousAcl } = this.#options;
+      const allowed = allowAnonymous === true || (allowAnonymous === 'loopback' && isLoopback(address));
+      if (!allowed) return { ok: false, refusal: 'anonymous_not_allowed' };
+      return { ok: true, identity: { clientId, username, profile: undefined, ...anonymousAcl } };
+    }
+    if (username === '' || FORBIDDEN.test(username)) return { ok: false, refusal: 'invalid_username' };
+    const key = `${address}\u0000${username}`;
+    if (this.#failures.blocked(key)) return { ok: false, refusal: 'too_many_failures' };
+
+    const secret = password?.toString('utf8') ?? '';
+    for (const profile of this.#options.profiles) {
+      if (!globMatches(profile.clientId, clientId)) continue;
+      for (const credential of profile.credentials) {
+        if (!globMatches(credential.username, username)) continue;
+        if (!globMatches(credential.clientId, clientId, { clientId, username })) continue;
+        if (await verifyPassword(secret, credential.passwordHash)) {
+          return { ok: true, identity: { clientId, username, profile: profile.name, ...profile.acl } };
+        }
+      }
+    }
+    this.#failures.record(key);
+    return { ok: false, refusal: 'bad_credentials' };
+  }
+}
+
+function isLoopback(address: string): boolean {
+  const plain = address.startsWith('::ffff:') ? address.slice(7) : address;
+  if (isIP(plain) === 4) return plain.startsWith('127.');
+  return plain === '::1';
+}

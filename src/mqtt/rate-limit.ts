@@ -1,0 +1,45 @@
+/**
+ * Counts events per key in a sliding window and blocks a key for `blockMs` once it reached
+ * `max`. Keys are forgotten when their window is over, so memory stays bounded by the keys
+ * active in one window.
+ */
+export class WindowLimiter {
+  readonly #max: number;
+  readonly #windowMs: number;
+  readonly #blockMs: number;
+  readonly #events = new Map<string, number[]>();
+  readonly #blocked = new Map<string, number>();
+
+  constructor(options: { max: number; windowMs: number; blockMs: number }) {
+    this.#max = options.max;
+    this.#windowMs = options.windowMs;
+    this.#blockMs = options.blockMs;
+  }
+
+  blocked(key: string, now = Date.now()): boolean {
+    const until = this.#blocked.get(key);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.#blocked.delete(key);
+    return false;
+  }
+
+  /** Records one event; true when that made the key reach the limit (it is now blocked). */
+  record(key: string, now = Date.now()): boolean {
+    const recent = (this.#events.get(key) ?? []).filter((t) => t > now - this.#windowMs);
+    recent.push(now);
+    if (recent.length >= this.#max) {
+      this.#events.delete(key);
+      this.#blocked.set(key, now + this.#blockMs);
+      return true;
+    }
+    this.#events.set(key, recent);
+    if (this.#events.size > 10_000) this.#sweep(now);
+    return false;
+  }
+
+  #sweep(now: number): void {
+    for (const [key, times] of this.#events) if ((times.at(-1) ?? 0) <= now - this.#windowMs) this.#events.delete(key);
+    for (const [key, until] of this.#blocked) if (until <= now) this.#blocked.delete(key);
+  }
+}
