@@ -3,14 +3,18 @@
 // ratios against a baseline measured alongside are what to compare.
 import { writeFileSync } from 'node:fs';
 import { benchBuffer } from './buffer.ts';
+import { benchPacketGuard } from './packet-guard.ts';
 
 const messages = Number(process.env['FERRY_BENCH_MESSAGES'] ?? 100_000);
 process.stderr.write(`durable buffer: ${messages} messages of 200 bytes, synchronous=FULL...\n`);
 const buffer = await benchBuffer(messages);
+process.stderr.write('packet-size guard: QoS 0 through aedes with and without it...\n');
+const guard = await benchPacketGuard();
 
 const rows = [
   ['durable enqueue (group commit, FULL), msgs/s', buffer.enqueue.ferry, 'raw better-sqlite3 insert, 1,000 rows/txn', buffer.enqueue.raw, buffer.enqueue.ratio],
   ['drain to a null sink (cursor, commit, delete), msgs/s', buffer.drain.ferry, 'raw select batch + delete', buffer.drain.raw, buffer.drain.ratio],
+  ['MQTT QoS 0 through aedes with the packet-size guard, msgs/s', Math.round(guard.guarded), 'the same without the guard', Math.round(guard.plain), Math.round(guard.ratio * 100) / 100],
 ];
 const table = [
   '| measure | Ferry | baseline | baseline rate | ratio |',
@@ -18,4 +22,4 @@ const table = [
   ...rows.map(([what, ferry, base, baseRate, ratio]) => `| ${what} | ${Number(ferry).toLocaleString('en')} | ${base} | ${Number(baseRate).toLocaleString('en')} | ${ratio} |`),
 ].join('\n');
 process.stdout.write(`${table}\n`);
-writeFileSync(new URL('./results.json', import.meta.url), `${JSON.stringify({ at: new Date().toISOString(), node: process.version, buffer }, null, 2)}\n`);
+writeFileSync(new URL('./results.json', import.meta.url), `${JSON.stringify({ at: new Date().toISOString(), node: process.version, buffer, packetGuard: guard }, null, 2)}\n`);

@@ -52,6 +52,10 @@ export const gatewaySchema = z
             examples: ['loopback'],
           }),
         anonymousAcl: aclSchema('#', '#').meta({ description: 'What anonymous clients may publish and subscribe to.' }),
+        maxPacketBytes: z.int().min(64).max(268_435_460).default(256 * 1024).meta({
+          description: 'Largest MQTT packet a client may send (header included); a larger one closes the connection before its body is read.',
+          examples: [262144],
+        }),
         connectTimeoutMs: z.int().min(100).default(10_000).meta({ description: 'A socket that has not sent CONNECT within this time is closed.', examples: [10000] }),
         maxConnectionsPerAddress: z.int().min(1).default(1000).meta({
           description:

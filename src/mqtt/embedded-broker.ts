@@ -11,6 +11,9 @@ import type { Source } from '../core/stream.ts';
 import { topicMatches } from '../core/topic.ts';
 import { type Identity, mayPublish, maySubscribe } from './acl.ts';
 import type { DeviceAuthenticator, Refusal } from './auth.ts';
+import { guardConnection } from './packet-guard.ts';
+
+const DEFAULT_MAX_PACKET_BYTES = 256 * 1024;
 
 export interface EmbeddedBrokerOptions {
   readonly host: string;
@@ -22,6 +25,8 @@ export interface EmbeddedBrokerOptions {
   readonly auth?: DeviceAuthenticator;
   /** A socket that has not sent CONNECT within this time is closed. */
   readonly connectTimeoutMs?: number;
+  /** Largest MQTT packet a client may send; a larger one closes its connection before it is read. */
+  readonly maxPacketBytes?: number;
   /** Runs after the broker exists and before it listens: the moment to tap it. */
   readonly beforeListen?: (broker: EmbeddedBroker) => void;
 }
@@ -73,7 +78,17 @@ export class EmbeddedBroker {
         self().#onPublish(client, packet, callback);
       },
     });
-    const server = createServer(aedes.handle);
+    const server = createServer((socket) =>
+      aedes.handle(
+        guardConnection(socket, {
+          maxPacketBytes: options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
+          onRefuse: (reason, detail) => {
+            options.counters.count('mqtt.connections.refused', { reason });
+            options.logger.warn({ address: socket.remoteAddress, reason, detail }, 'MQTT packet refused; connection closed');
+          },
+        }),
+      ),
+    );
     broker = new EmbeddedBroker(aedes, server, options);
     broker.#watch();
     try {

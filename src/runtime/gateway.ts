@@ -95,6 +95,7 @@ export class Gateway {
         host: config.mqtt.host,
         port: config.mqtt.port,
         connectTimeoutMs: config.mqtt.connectTimeoutMs,
+        maxPacketBytes: config.mqtt.maxPacketBytes,
         auth: new DeviceAuthenticator({
           profiles: config.deviceProfiles,
           allowAnonymous: config.mqtt.allowAnonymous,

@@ -161,3 +161,14 @@ test('100 wrong passwords in a minute: refused, counted, the login blocked; othe
   const b = await connect('sensor-b', 'sensor-b');
   await b.publishAsync('devices/sensor-b/telemetry/t', 'fine', { qos: 1 });
 });
+
+test('a packet larger than mqtt.maxPacketBytes closes the connection before its body is read, and is counted', async () => {
+  const { createConnection } = await import('node:net');
+  const url = new URL(gw.mqttUrl);
+  const socket = createConnection({ host: url.hostname, port: Number(url.port) });
+  await new Promise((resolve) => socket.once('connect', resolve));
+  // A CONNECT announcing 268,435,455 bytes (the protocol's largest remaining length).
+  socket.write(Buffer.from([0x10, 0xff, 0xff, 0xff, 0x7f, 0x00, 0x04]));
+  await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  assert.equal((await counters())['mqtt.connections.refused{reason=packet_too_large}'], 1);
+});

@@ -1,0 +1,44 @@
+// Hand-built MQTT 3.1.1 packets for tests that speak to a broker over a raw socket,
+// including packets no client library would send.
+
+/** The variable-length "remaining length" encoding: 7 bits a byte, low group first. */
+export function remainingLength(length: number): Buffer {
+  const bytes: number[] = [];
+  do {
+    let byte = length % 128;
+    length = Math.floor(length / 128);
+    if (length > 0) byte |= 0x80;
+    bytes.push(byte);
+  } while (length > 0);
+  return Buffer.from(bytes);
+}
+
+/** A whole packet: the first byte (type and flags), the remaining length, the body. */
+export function packet(first: number, body: Uint8Array = Buffer.alloc(0)): Buffer {
+  return Buffer.concat([Buffer.from([first]), remainingLength(body.length), body]);
+}
+
+function utf8(text: string): Buffer {
+  const bytes = Buffer.from(text);
+  return Buffer.concat([Buffer.from([bytes.length >> 8, bytes.length & 0xff]), bytes]);
+}
+
+export function connectPacket(clientId: string, keepaliveSeconds = 60): Buffer {
+  const header = Buffer.from([0x04, 0x02, keepaliveSeconds >> 8, keepaliveSeconds & 0xff]); // level 4, clean session
+  return packet(0x10, Buffer.concat([utf8('MQTT'), header, utf8(clientId)]));
+}
+
+/** A PUBLISH; `id` is the packet identifier, written only when given. */
+export function publishPacket(topic: string, payload: Uint8Array, options: { qos?: 0 | 1; id?: number } = {}): Buffer {
+  const id = options.id === undefined ? Buffer.alloc(0) : Buffer.from([options.id >> 8, options.id & 0xff]);
+  return packet(0x30 | ((options.qos ?? 0) << 1), Buffer.concat([utf8(topic), id, payload]));
+}
+
+/** Size of the payload that makes a QoS 0 PUBLISH to `topic` exactly `total` bytes long. */
+export function payloadForTotal(topic: string, total: number): number {
+  const variable = 2 + Buffer.byteLength(topic);
+  for (let payload = total - 1 - 1 - variable; payload > 0; payload -= 1) {
+    if (1 + remainingLength(variable + payload).length + variable + payload === total) return payload;
+  }
+  throw new Error(`no QoS 0 PUBLISH to ${topic} is exactly ${total} bytes`);
+}
