@@ -30,3 +30,29 @@ export function invalidFilterReason(filter: string): string | undefined {
   }
   return undefined;
 }
+
+export interface TopicLimits {
+  /** Most UTF-8 bytes in a topic or filter. */
+  readonly maxLength: number;
+  /** Most levels (parts between slashes). */
+  readonly maxLevels: number;
+}
+
+/** Why a PUBLISH topic is invalid, or undefined when it is valid. */
+export function invalidTopicReason(topic: string, limits: TopicLimits): string | undefined {
+  if (topic.length === 0) return 'a topic must not be empty';
+  if (topic.includes('+') || topic.includes('#')) return 'a topic must not contain wildcards';
+  return invalidCommon(topic, limits);
+}
+
+/** Why a SUBSCRIBE filter is invalid under the limits, or undefined when it is valid. */
+export function invalidFilterWithin(filter: string, limits: TopicLimits): string | undefined {
+  return invalidFilterReason(filter) ?? invalidCommon(filter, limits);
+}
+
+function invalidCommon(topic: string, limits: TopicLimits): string | undefined {
+  if (topic.includes('\u0000')) return 'NUL is not allowed';
+  if (Buffer.byteLength(topic) > limits.maxLength) return `longer than ${limits.maxLength} bytes`;
+  if (topic.split('/').length > limits.maxLevels) return `deeper than ${limits.maxLevels} levels`;
+  return undefined;
+}

@@ -8,12 +8,13 @@ import { createDelivery, fanOut, type Delivery } from '../core/delivery.ts';
 import { createEnvelope } from '../core/envelope.ts';
 import { FerryError, wrapError } from '../core/errors.ts';
 import type { Source } from '../core/stream.ts';
-import { topicMatches } from '../core/topic.ts';
+import { type TopicLimits, invalidFilterWithin, invalidTopicReason, topicMatches } from '../core/topic.ts';
 import { type Identity, mayPublish, maySubscribe } from './acl.ts';
 import type { DeviceAuthenticator, Refusal } from './auth.ts';
 import { guardConnection } from './packet-guard.ts';
 
 const DEFAULT_MAX_PACKET_BYTES = 256 * 1024;
+const DEFAULT_TOPIC_LIMITS: TopicLimits = { maxLength: 1024, maxLevels: 32 };
 
 export interface EmbeddedBrokerOptions {
   readonly host: string;
@@ -27,6 +28,8 @@ export interface EmbeddedBrokerOptions {
   readonly connectTimeoutMs?: number;
   /** Largest MQTT packet a client may send; a larger one closes its connection before it is read. */
   readonly maxPacketBytes?: number;
+  /** Longest and deepest topic or filter a client may use. */
+  readonly topicLimits?: TopicLimits;
   /** Runs after the broker exists and before it listens: the moment to tap it. */
   readonly beforeListen?: (broker: EmbeddedBroker) => void;
 }
@@ -196,6 +199,12 @@ export class EmbeddedBroker {
   }
 
   #maySubscribe(client: Client, filter: string): boolean {
+    const invalid = invalidFilterWithin(filter, this.#topicLimits());
+    if (invalid !== undefined) {
+      this.#options.counters.count('mqtt.subscribe.refused', { reason: 'invalid_filter' });
+      this.#options.logger.warn({ clientId: client.id, filter, reason: invalid }, 'subscription refused: invalid filter');
+      return false;
+    }
     const identity = this.#identities.get(client);
     if (this.#options.auth === undefined || (identity !== undefined && maySubscribe(identity, filter))) return true;
     this.#options.counters.count('mqtt.subscribe.refused', { reason: 'acl' });
@@ -203,8 +212,19 @@ export class EmbeddedBroker {
     return false;
   }
 
+  #topicLimits(): TopicLimits {
+    return this.#options.topicLimits ?? DEFAULT_TOPIC_LIMITS;
+  }
+
   #onPublish(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
     const { counters } = this.#options;
+    const invalid = invalidTopicReason(packet.topic, this.#topicLimits());
+    if (invalid !== undefined) {
+      counters.count('mqtt.publish.refused', { reason: 'invalid_topic' });
+      this.#options.logger.warn({ clientId: client?.id, topic: packet.topic.slice(0, 200), reason: invalid }, 'publish refused: invalid topic; closing the connection');
+      callback(new Error(`invalid topic: ${invalid}`));
+      return;
+    }
     if (client !== null && packet.topic.startsWith('$') && this.#options.auth === undefined) {
       counters.count('mqtt.publish.refused', { reason: 'reserved_topic' });
       callback(new Error(`publishing to ${packet.topic} is not allowed`));

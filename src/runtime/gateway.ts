@@ -96,6 +96,7 @@ export class Gateway {
         port: config.mqtt.port,
         connectTimeoutMs: config.mqtt.connectTimeoutMs,
         maxPacketBytes: config.mqtt.maxPacketBytes,
+        topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
         auth: new DeviceAuthenticator({
           profiles: config.deviceProfiles,
           allowAnonymous: config.mqtt.allowAnonymous,

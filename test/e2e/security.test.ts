@@ -172,3 +172,22 @@ test('a packet larger than mqtt.maxPacketBytes closes the connection before its 
   await new Promise<void>((resolve) => socket.once('close', () => resolve()));
   assert.equal((await counters())['mqtt.connections.refused{reason=packet_too_large}'], 1);
 });
+
+// sensor-b: the wrong-password test above has blocked sensor-a's login from this address.
+test('over-deep, over-long and NUL topics are refused and counted; so are invalid filters', async () => {
+  const before = await counters();
+  for (const topic of [`devices/sensor-b/${'x/'.repeat(40)}y`, `devices/sensor-b/${'x'.repeat(2000)}`, 'devices/sensor-b/a\u0000b']) {
+    const a = await connect('sensor-b', 'sensor-b');
+    const closed = new Promise<void>((resolve) => a.once('close', () => resolve()));
+    a.publish(topic, 'bad topic', { qos: 1 });
+    await closed;
+  }
+  const a = await connect('sensor-b', 'sensor-b');
+  const granted = await new Promise<number[]>((resolve) =>
+    a.subscribe(`devices/sensor-b/commands/${'x/'.repeat(40)}#`, { qos: 1 }, (error) => resolve((error as unknown as { packet: { granted: number[] } }).packet.granted)),
+  );
+  assert.deepEqual(granted, [128]);
+  const after = await counters();
+  assert.equal((after['mqtt.publish.refused{reason=invalid_topic}'] ?? 0) - (before['mqtt.publish.refused{reason=invalid_topic}'] ?? 0), 3);
+  assert.equal((after['mqtt.subscribe.refused{reason=invalid_filter}'] ?? 0) - (before['mqtt.subscribe.refused{reason=invalid_filter}'] ?? 0), 1);
+});

@@ -28,3 +28,18 @@ test('invalid filters are named with a reason', () => {
   assert.match(invalidFilterReason('') ?? '', /empty/);
   assert.match(invalidFilterReason('a\u0000b') ?? '', /NUL/);
 });
+
+test('publish topics and filters are checked for NUL, length and depth', async () => {
+  const { invalidTopicReason, invalidFilterWithin } = await import('../../../src/core/topic.ts');
+  const limits = { maxLength: 20, maxLevels: 3 };
+  assert.equal(invalidTopicReason('a/b/c', limits), undefined);
+  assert.match(invalidTopicReason('a/b/c/d', limits) ?? '', /deeper than 3/);
+  assert.match(invalidTopicReason('a'.repeat(21), limits) ?? '', /longer than 20/);
+  assert.match(invalidTopicReason('é'.repeat(11), limits) ?? '', /longer than 20 bytes/);
+  assert.match(invalidTopicReason('a\u0000b', limits) ?? '', /NUL/);
+  assert.match(invalidTopicReason('a/+', limits) ?? '', /wildcards/);
+  assert.match(invalidTopicReason('', limits) ?? '', /empty/);
+  assert.equal(invalidFilterWithin('a/+/#', limits), undefined);
+  assert.match(invalidFilterWithin('a+/b', limits) ?? '', /whole level/);
+  assert.match(invalidFilterWithin('a/b/c/#', limits) ?? '', /deeper/);
+});
