@@ -109,6 +109,23 @@ program
   .addHelpText('after', '\nReads the password from standard input (typed twice, hidden, in a terminal).\nExample:\n  printf %s "$DEVICE_PASSWORD" | ferry device hash-password')
   .action(async () => (await import('./device/hash-password.ts')).hashPasswordCommand());
 
+program
+  .command('simulate')
+  .description('connect simulated devices of a profile and publish its telemetry: a load test with a summary')
+  .requiredOption('--profile <file>', 'device profile (devices/*.yaml) with a telemetry section')
+  .option('--url <url>', 'MQTT broker', 'mqtt://127.0.0.1:1883')
+  .option('--devices <n>', 'how many devices; client ids from the profile clientId, * numbered from 1', '10')
+  .option('--rate <r>', 'messages per second over all devices; 0: as fast as the window allows', '0')
+  .option('--qos <qos>', 'QoS of the publishes: 0, 1 or 2', '1')
+  .option('--window <n>', 'most unacknowledged messages per device', '20')
+  .option('--duration <time>', 'how long to publish: 30s, 2m, 500ms (default 30s)')
+  .option('--count <m>', 'publish this many messages in all instead of for a duration')
+  .option('--username <name>', 'every device logs in with this username (else anonymous)')
+  .option('--password-env <var>', 'environment variable holding the password for --username')
+  .option('--json', 'print the summary as one JSON object on standard output')
+  .addHelpText('after', '\nExits 0 when every message was acknowledged, 1 otherwise. Ctrl-C stops publishing, waits up to 5 s for acknowledgements, then reports.\nExample:\n  ferry simulate --profile devices/temperature-sensor.yaml --devices 50 --rate 500 --duration 1m')
+  .action(async (options) => (await import('./simulate/command.ts')).simulateCommand(options));
+
 function parsePort(value: string): number {
   const port = Number(value);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`not a port number: ${value}`);

@@ -1,0 +1,105 @@
+// The brokers the ingest benchmark publishes to, each in a child process of its own:
+// the Ferry gateway (`ferry run`), plain aedes, and Mosquitto.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+export interface Target {
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** `ferry run` with the history bridge on devices/+/telemetry/#, synchronous=full, anonymous on loopback. */
+export async function startFerryTarget(): Promise<Target> {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
+  writeFileSync(
+    join(dir, 'gateway.yaml'),
+    ['gateway: { name: bench, dataDir: ./data }', 'mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback }', 'admin: { port: 0 }', 'log: { level: info, pretty: never }', 'buffer: { synchronous: full }', 'bridges: [bridge.yaml]', 'devices: []', ''].join('\n'),
+  );
+  writeFileSync(join(dir, 'bridge.yaml'), ['name: bench-history', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', 'to: [{ history: { keep: 1000000 } }]', ''].join('\n'));
+  const child = spawn(process.execPath, [join(ROOT, 'bin/ferry.js'), 'run', '--config', join(dir, 'gateway.yaml')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await readPort(child, (line) => {
+    if (!line.includes('accepting MQTT connections')) return undefined;
+    return Number(String((JSON.parse(line) as { mqtt: unknown }).mqtt).split(':').pop());
+  });
+  return { url: `mqtt://127.0.0.1:${port}`, stop: () => stopChild(child, () => rmSync(dir, { recursive: true, force: true })) };
+}
+
+export async function startAedesTarget(): Promise<Target> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/aedes-broker.ts'), '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await readPort(child, (line) => (line.startsWith('port ') ? Number(line.slice(5)) : undefined));
+  return { url: `mqtt://127.0.0.1:${port}`, stop: () => stopChild(child, () => {}) };
+}
+
+/** `mosquitto -c` on a free loopback port; undefined when mosquitto is not installed. */
+export async function startMosquittoTarget(): Promise<Target | undefined> {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-mosquitto-'));
+  const port = await freePort();
+  const conf = join(dir, 'mosquitto.conf');
+  writeFileSync(
+    conf,
+    [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_queued_messages 100000', 'max_inflight_messages 0', 'set_tcp_nodelay true', 'log_dest stderr', 'log_type error', ''].join('\n'),
+  );
+  const child = spawn('mosquitto', ['-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const missing = new Promise<boolean>((resolve) => child.once('error', () => resolve(true)));
+  for (let i = 0; i < 50; i++) {
+    if (await Promise.race([missing, sleep(100).then(() => false)])) {
+      rmSync(dir, { recursive: true, force: true });
+      return undefined;
+    }
+    if (await canConnect(port)) return { url: `mqtt://127.0.0.1:${port}`, stop: () => stopChild(child, () => rmSync(dir, { recursive: true, force: true })) };
+  }
+  await stopChild(child, () => rmSync(dir, { recursive: true, force: true }));
+  throw new Error(`mosquitto did not listen on ${port} within 5 s`);
+}
+
+function readPort(child: ChildProcess, parse: (line: string) => number | undefined): Promise<number> {
+  let pending = '';
+  return new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`broker exited with ${code} before it was ready`)));
+    child.stdout?.on('data', (chunk: Buffer) => {
+      pending += chunk.toString();
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) {
+        const port = parse(line);
+        if (port !== undefined) resolve(port);
+      }
+    });
+  });
+}
+
+async function stopChild(child: ChildProcess, cleanup: () => void): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = once(child, 'exit');
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  cleanup();
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : 0;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
+}
