@@ -80,7 +80,12 @@ function withOverrides(config: GatewayConfig, options: RunOptions): GatewayConfi
 
 function hintFor(error: unknown): string {
   if (isFerryError(error, 'PORT_IN_USE')) {
-    const flag = error.component === 'admin server' ? '--admin-port (or admin.port)' : '--mqtt-port (or mqtt.port)';
+    const flags: Record<string, string> = {
+      'admin server': '--admin-port (or admin.port)',
+      'mqtt tls listener': 'mqtt.tls.port',
+      'mqtt websocket listener': 'mqtt.websocket.port',
+    };
+    const flag = flags[error.component ?? ''] ?? '--mqtt-port (or mqtt.port)';
     return `${error.message}: another program holds it; choose a free port with ${flag}`;
   }
   return `cannot start: ${describeError(error)}`;

@@ -1,4 +1,4 @@
-import { readdirSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, extname, join, relative, resolve } from 'node:path';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './issues.ts';
@@ -14,6 +14,14 @@ export interface GatewayConfig extends GatewaySection {
   readonly dataDirPath: string;
   readonly bridgeConfigs: readonly BridgeConfig[];
   readonly deviceProfiles: readonly DeviceProfile[];
+  /** Contents of the `mqtt.tls` PEM files, read relative to the config file; set when `mqtt.tls` is. */
+  readonly tlsPem?: TlsPem;
+}
+
+export interface TlsPem {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly ca?: Buffer;
 }
 
 export interface LoadOptions {
@@ -71,14 +79,43 @@ export function loadConfig(configPath: string, options: LoadOptions): GatewayCon
     if (parsed.value !== undefined) devices.push({ ...parsed.value, file: display(path) });
   }
 
+  // Checked from the raw file too, so a missing certificate is reported along with schema problems.
+  const tls = gateway.value === undefined ? (raw['mqtt'] as { tls?: unknown } | null | undefined)?.tls : gateway.value.mqtt.tls;
+  const tlsPem = typeof tls === 'object' && tls !== null ? readTlsPem(tls as Record<string, unknown>, base, gateway.yaml, issues) : undefined;
+
   if (issues.length > 0 || gateway.value === undefined) throw new ConfigError(issues);
   return {
     ...gateway.value,
+    ...(tlsPem === undefined ? {} : { tlsPem }),
     file,
     dataDirPath: resolve(base, gateway.value.gateway.dataDir),
     bridgeConfigs: bridges,
     deviceProfiles: devices,
   };
+}
+
+function readTlsPem(tls: Record<string, unknown>, base: string, yaml: YamlFile, issues: ConfigIssue[]): TlsPem | undefined {
+  const read = (key: 'cert' | 'key' | 'ca'): Buffer | undefined => {
+    const file = tls[key];
+    if (typeof file !== 'string' || file === '') return undefined;
+    const path = resolve(base, file);
+    let message: string;
+    try {
+      const pem = readFileSync(path);
+      if (pem.includes('-----BEGIN ')) return pem;
+      message = `not a PEM file: ${path}`;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      message = code === 'ENOENT' ? `no such file: ${path}` : `cannot read ${path}: ${code ?? String(error)}`;
+    }
+    issues.push({ file: yaml.path, ...yaml.locate(['mqtt', 'tls', key]), path: `mqtt.tls.${key}`, message });
+    return undefined;
+  };
+  const cert = read('cert');
+  const key = read('key');
+  const ca = read('ca');
+  if (cert === undefined || key === undefined) return undefined;
+  return { cert, key, ...(ca === undefined ? {} : { ca }) };
 }
 
 function parseFile<S extends z.ZodType>(

@@ -28,6 +28,48 @@ const enabled = z
     examples: [true, '${KAFKA_BROKERS:+true}'],
   });
 
+const maxConnections = (listener: string) =>
+  z.int().min(1).optional().meta({
+    description: `Most open sockets on the ${listener} at once; more are closed as they arrive and counted as \`mqtt.connections.refused{reason=listener_full}\`. No limit when absent.`,
+    examples: [10000],
+  });
+
+const listenerHost = z.string().min(1).optional().meta({ description: 'Address this listener binds; `mqtt.host` when absent.', examples: ['0.0.0.0'] });
+
+const pemFile = (what: string, example: string) =>
+  z.string().min(1).meta({ description: `PEM file (relative to the config file) of ${what}.`, examples: [example] });
+
+const tlsSchema = z
+  .strictObject({
+    port: port.default(8883).meta({ description: 'Port of the MQTT-over-TLS listener (0 picks a free one). The listener is off when `mqtt.tls` is absent.', examples: [8883] }),
+    host: listenerHost,
+    cert: pemFile('the server certificate (with its intermediates)', 'certs/server.crt'),
+    key: pemFile('the server certificate\'s private key', 'certs/server.key'),
+    ca: pemFile('the CAs that sign client certificates; needed by `requireClientCert` and `identityFromCert`', 'certs/ca.crt').optional(),
+    requireClientCert: z.boolean().default(false).meta({
+      description: 'Refuse, at the TLS handshake, clients without a certificate signed by `ca`.',
+      examples: [true],
+    }),
+    identityFromCert: z.boolean().default(false).meta({
+      description:
+        'A client with a certificate signed by `ca` logs in, without a password, as the device credential whose username is the certificate\'s subject CN (client id rules as for passwords). Clients without a certificate still log in with a password unless `requireClientCert`.',
+      examples: [true],
+    }),
+    maxConnections: maxConnections('TLS port'),
+  })
+  .superRefine((tls, ctx) => {
+    if (tls.ca === undefined && (tls.requireClientCert || tls.identityFromCert)) {
+      ctx.addIssue({ code: 'custom', path: ['ca'], message: 'requireClientCert and identityFromCert need `ca`, the CA that signs client certificates' });
+    }
+  });
+
+const websocketSchema = z.strictObject({
+  port: port.default(8083).meta({ description: 'Port of the MQTT-over-WebSocket listener (0 picks a free one). The listener is off when `mqtt.websocket` is absent.', examples: [8083] }),
+  host: listenerHost,
+  path: z.string().regex(/^\//, 'must start with /').default('/mqtt').meta({ description: 'HTTP path clients open the WebSocket on.', examples: ['/mqtt'] }),
+  maxConnections: maxConnections('WebSocket port'),
+});
+
 export const gatewaySchema = z
   .strictObject({
     gateway: z
@@ -68,6 +110,9 @@ export const gatewaySchema = z
           description: 'Failed logins of one username from one address within a minute before that pair is refused for 5 minutes.',
           examples: [10],
         }),
+        maxConnections: maxConnections('TCP port (`mqtt.port`)'),
+        tls: tlsSchema.optional().meta({ description: 'MQTT over TLS (mqtts) on its own port; off when absent.' }),
+        websocket: websocketSchema.optional().meta({ description: 'MQTT over WebSocket (ws) on its own port; off when absent.' }),
       })
       .prefault({})
       .meta({ description: 'The embedded MQTT broker devices connect to.' }),
@@ -179,10 +224,15 @@ export const deviceSchema = z
       .array(
         z.strictObject({
           username: z.string().min(1).meta({ description: 'Username, or a glob pattern of usernames sharing this password.', examples: ['sensor-17'] }),
-          passwordHash: z.string().regex(PASSWORD_HASH_PATTERN, 'expected a hash from `ferry device hash-password` (scrypt$...)').meta({
-            description: 'Salted scrypt hash of the password, made by `ferry device hash-password`; never the password itself.',
-            examples: ['scrypt$16384$8$1$...'],
-          }),
+          passwordHash: z
+            .string()
+            .regex(PASSWORD_HASH_PATTERN, 'expected a hash from `ferry device hash-password` (scrypt$...)')
+            .optional()
+            .meta({
+              description:
+                'Salted scrypt hash of the password, made by `ferry device hash-password`; never the password itself. Without it, this login connects only with a client certificate whose CN is the username (`mqtt.tls.identityFromCert`).',
+              examples: ['scrypt$16384$8$1$...'],
+            }),
           clientId: z.string().min(1).default('%u').meta({
             description: 'Glob of the client ids this login may use; %u is the username, so by default a device connects under its own name only.',
             examples: ['%u'],

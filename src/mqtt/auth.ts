@@ -8,7 +8,7 @@ import { WindowLimiter } from './rate-limit.ts';
 export interface DeviceAccess {
   readonly name: string;
   readonly clientId: string;
-  readonly credentials: readonly { readonly username: string; readonly passwordHash: string; readonly clientId: string }[];
+  readonly credentials: readonly { readonly username: string; readonly passwordHash?: string | undefined; readonly clientId: string }[];
   readonly acl: { readonly publish: readonly string[]; readonly subscribe: readonly string[] };
 }
 
@@ -29,7 +29,13 @@ export type Refusal =
   | 'bad_credentials'
   | 'too_many_failures'
   | 'too_many_connections'
-  | 'client_id_in_use';
+  | 'client_id_in_use'
+  /** More sockets than the listener's maxConnections. */
+  | 'listener_full'
+  /** A client certificate not signed by the listener's CA (or expired). */
+  | 'bad_certificate'
+  /** A verified certificate whose CN is no credential's username. */
+  | 'unknown_certificate';
 
 export type AuthResult = { ok: true; identity: Identity } | { ok: false; refusal: Refusal };
 
@@ -78,6 +84,8 @@ export class DeviceAuthenticator {
       for (const credential of profile.credentials) {
         if (!globMatches(credential.username, username)) continue;
         if (!globMatches(credential.clientId, clientId, { clientId, username })) continue;
+        // A login without a password hash connects only with a client certificate.
+        if (credential.passwordHash === undefined) continue;
         if (await verifyPassword(secret, credential.passwordHash)) {
           return { ok: true, identity: { clientId, username, profile: profile.name, ...profile.acl } };
         }
@@ -85,6 +93,28 @@ export class DeviceAuthenticator {
     }
     this.#failures.record(key);
     return { ok: false, refusal: 'bad_credentials' };
+  }
+
+  /**
+   * A client whose certificate the TLS listener verified: it is the login whose username is
+   * the certificate's CN, without a password, under the same client id rules. A username
+   * sent along must be that CN.
+   */
+  authenticateCertificate(clientId: string, commonName: string, username: string | undefined): AuthResult {
+    if (clientId === '' || FORBIDDEN.test(clientId)) return { ok: false, refusal: 'invalid_client_id' };
+    if (commonName === '' || FORBIDDEN.test(commonName)) return { ok: false, refusal: 'invalid_username' };
+    if (username !== undefined && username !== commonName) return { ok: false, refusal: 'bad_credentials' };
+    let known = false;
+    for (const profile of this.#options.profiles) {
+      for (const credential of profile.credentials) {
+        if (!globMatches(credential.username, commonName)) continue;
+        known = true;
+        if (!globMatches(profile.clientId, clientId)) continue;
+        if (!globMatches(credential.clientId, clientId, { clientId, username: commonName })) continue;
+        return { ok: true, identity: { clientId, username: commonName, profile: profile.name, ...profile.acl } };
+      }
+    }
+    return { ok: false, refusal: known ? 'invalid_client_id' : 'unknown_certificate' };
   }
 }
 

@@ -1,25 +1,31 @@
-import { type Server, type Socket, createServer } from 'node:net';
-import { once } from 'node:events';
+import type { Socket } from 'node:net';
 import { Aedes, type Client, type PublishPacket } from 'aedes';
 import { Observable, type Subscriber } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { createDelivery, fanOut, type Delivery } from '../core/delivery.ts';
 import { createEnvelope } from '../core/envelope.ts';
-import { FerryError, wrapError } from '../core/errors.ts';
 import type { Source } from '../core/stream.ts';
 import { type TopicLimits, invalidFilterWithin, invalidTopicReason, topicMatches } from '../core/topic.ts';
 import { type Identity, mayPublish, maySubscribe } from './acl.ts';
 import type { DeviceAuthenticator, Refusal } from './auth.ts';
+import { type Connection, type Listener, type ListenerOptions, type TlsSettings, listenerSpecs, openListeners } from './listeners.ts';
 import { guardConnection } from './packet-guard.ts';
+import { watchConnections } from './connection-events.ts';
 
 const DEFAULT_MAX_PACKET_BYTES = 256 * 1024;
 const DEFAULT_TOPIC_LIMITS: TopicLimits = { maxLength: 1024, maxLevels: 32 };
 
 export interface EmbeddedBrokerOptions {
   readonly host: string;
-  /** 0 picks a free port. */
+  /** Plain TCP port; 0 picks a free port. */
   readonly port: number;
+  /** Most open sockets on the TCP port; no limit when absent. */
+  readonly maxConnections?: number;
+  /** A TLS listener (mqtts), off when absent. */
+  readonly tls?: ListenerOptions & TlsSettings;
+  /** A WebSocket listener (ws), off when absent. */
+  readonly websocket?: ListenerOptions & { readonly path: string };
   readonly logger: Logger;
   readonly counters: Counters;
   /** Who may connect and what they may do; without it every client is let in with no limits. */
@@ -41,24 +47,25 @@ interface Tap {
 }
 
 /**
- * The MQTT broker devices connect to (aedes on a TCP listener). Bridges tap it with topic
- * filters: each device PUBLISH that matches a tap becomes a Delivery, and the device's
+ * The MQTT broker devices connect to (aedes on a TCP listener, and optionally TLS and
+ * WebSocket ones, see listeners.ts). Bridges tap it with topic filters: each device PUBLISH that matches a tap becomes a Delivery, and the device's
  * PUBACK (QoS 1) or PUBREC (QoS 2) is sent only when every matching tap acked it. A nack
  * closes the device's connection without acknowledging, so the device sends it again.
  * QoS 0 messages go the same way but the device is never told about the outcome.
  */
 export class EmbeddedBroker {
   readonly #aedes: Aedes;
-  readonly #server: Server;
+  #listeners: readonly Listener[] = [];
   readonly #options: EmbeddedBrokerOptions;
   readonly #taps = new Set<Tap>();
   readonly #identities = new WeakMap<Client, Identity>();
+  /** Verified certificate names by connection stream (client.conn). */
+  readonly #certNames = new WeakMap<object, string>();
   #inFlight = 0;
   #drained: (() => void) | undefined;
 
-  private constructor(aedes: Aedes, server: Server, options: EmbeddedBrokerOptions) {
+  private constructor(aedes: Aedes, options: EmbeddedBrokerOptions) {
     this.#aedes = aedes;
-    this.#server = server;
     this.#options = options;
   }
 
@@ -81,40 +88,30 @@ export class EmbeddedBroker {
         self().#onPublish(client, packet, callback);
       },
     });
-    const server = createServer((socket) =>
-      aedes.handle(
-        guardConnection(socket, {
-          maxPacketBytes: options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
-          onRefuse: (reason, detail) => {
-            options.counters.count('mqtt.connections.refused', { reason });
-            options.logger.warn({ address: socket.remoteAddress, reason, detail }, 'MQTT packet refused; connection closed');
-          },
-        }),
-      ),
-    );
-    broker = new EmbeddedBroker(aedes, server, options);
-    broker.#watch();
+    broker = new EmbeddedBroker(aedes, options);
+    watchConnections(aedes, options.logger, options.counters);
     try {
       options.beforeListen?.(broker);
-      server.listen(options.port, options.host);
-      await once(server, 'listening');
+      const specs = listenerSpecs(options, options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES);
+      broker.#listeners = await openListeners(specs, (protocol) => ({
+        onConnection: (connection) => self().#handle(connection),
+        onRefuse: (reason, address) => self().#refuseSocket(protocol, reason, address),
+      }));
+      for (const l of broker.#listeners) options.logger.info({ protocol: l.protocol, host: l.host, port: l.port }, `${l.protocol} listener on ${l.host}:${l.port}`);
     } catch (error) {
       await new Promise<void>((done) => aedes.close(() => done()));
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE') {
-        throw new FerryError('PORT_IN_USE', `MQTT port ${options.port} on ${options.host} is already in use`, {
-          component: 'mqtt broker',
-          cause: error,
-        });
-      }
-      throw wrapError('LISTEN_FAILED', `MQTT broker cannot listen on ${options.host}:${options.port}`, error, { component: 'mqtt broker' });
+      throw error;
     }
     return broker;
   }
 
+  /** Port of the plain TCP listener. */
   get port(): number {
-    const address = this.#server.address();
-    return typeof address === 'object' && address !== null ? address.port : this.#options.port;
+    return this.#listeners[0]?.port ?? this.#options.port;
+  }
+
+  get listeners(): readonly { readonly protocol: string; readonly host: string; readonly port: number; readonly connections: number }[] {
+    return this.#listeners.map((l) => ({ protocol: l.protocol, host: l.host, port: l.port, connections: l.connections }));
   }
 
   get host(): string {
@@ -143,7 +140,7 @@ export class EmbeddedBroker {
 
   /** Stops accepting connections; resolves when in-flight deliveries settled or `timeoutMs` passed. */
   async drain(timeoutMs: number): Promise<boolean> {
-    this.#server.close();
+    for (const listener of this.#listeners) listener.close();
     if (this.#inFlight === 0) return true;
     return new Promise<boolean>((done) => {
       const timer = setTimeout(() => {
@@ -158,9 +155,27 @@ export class EmbeddedBroker {
   }
 
   async close(): Promise<void> {
-    this.#server.close();
+    for (const listener of this.#listeners) listener.close();
     for (const tap of this.#taps) tap.subscriber.complete();
     await new Promise<void>((done) => this.#aedes.close(() => done()));
+  }
+
+  #handle(connection: Connection): void {
+    const { stream, address: from } = connection;
+    if (connection.certName !== undefined) this.#certNames.set(stream, connection.certName);
+    const guarded = guardConnection(stream, {
+      maxPacketBytes: this.#options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
+      onRefuse: (reason, detail) => {
+        this.#options.counters.count('mqtt.connections.refused', { reason });
+        this.#options.logger.warn({ address: from, reason, detail }, 'MQTT packet refused; connection closed');
+      },
+    });
+    this.#aedes.handle(guarded, connection.request);
+  }
+
+  #refuseSocket(protocol: string, reason: Refusal, address: string): void {
+    this.#options.counters.count('mqtt.connections.refused', { reason });
+    this.#options.logger.warn({ protocol, address, reason }, 'connection refused');
   }
 
   #admit(client: Client): boolean {
@@ -174,13 +189,17 @@ export class EmbeddedBroker {
   async #authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<(Error & { returnCode: 2 | 4 | 5 }) | undefined> {
     const auth = this.#options.auth;
     if (auth === undefined) return undefined;
-    const result = await auth.authenticate(client.id, username, password, address(client));
+    const certName = this.#certNames.get(client.conn);
+    const result =
+      certName === undefined
+        ? await auth.authenticate(client.id, username, password, address(client))
+        : auth.authenticateCertificate(client.id, certName, username);
     if (result.ok) {
       // A client id already connected under another login is refused rather than taken over.
       // aedes keeps connected clients by id; its types do not declare the map.
       const holder = (this.#aedes as unknown as { clients: Record<string, Client | undefined> }).clients[client.id];
       const held = holder === undefined || holder === client ? undefined : this.#identities.get(holder);
-      if (held !== undefined && held.username !== username) {
+      if (held !== undefined && held.username !== result.identity.username) {
         this.#refuse(client, 'client_id_in_use', username);
         return Object.assign(new Error('client id in use by another login'), { returnCode: 2 as const });
       }
@@ -189,6 +208,7 @@ export class EmbeddedBroker {
     }
     this.#refuse(client, result.refusal, username);
     const returnCode = result.refusal === 'invalid_client_id' ? 2 : result.refusal === 'bad_credentials' || result.refusal === 'invalid_username' ? 4 : 5;
+    // unknown_certificate and the rate limits: 5, not authorized.
     return Object.assign(new Error(`connection refused: ${result.refusal}`), { returnCode: returnCode as 2 | 4 | 5 });
   }
 
@@ -279,28 +299,9 @@ export class EmbeddedBroker {
     this.#inFlight -= 1;
     if (this.#inFlight === 0) this.#drained?.();
   }
-
-  #watch(): void {
-    const { logger, counters } = this.#options;
-    this.#aedes.on('client', (client) => {
-      counters.count('mqtt.connections.opened');
-      logger.debug({ clientId: client.id }, 'device connected');
-    });
-    this.#aedes.on('clientDisconnect', (client) => {
-      counters.count('mqtt.connections.closed');
-      logger.debug({ clientId: client.id }, 'device disconnected');
-    });
-    this.#aedes.on('clientError', (client, error) => {
-      counters.count('mqtt.connections.errors');
-      logger.debug({ clientId: client.id, err: error }, 'device connection error');
-    });
-    this.#aedes.on('connectionError', (_client, error) => {
-      counters.count('mqtt.connections.errors');
-      logger.debug({ err: error }, 'connection error before CONNECT');
-    });
-  }
 }
 
+/** The peer's address: the socket's for TCP and TLS, the HTTP upgrade request's for WebSocket. */
 function address(client: Client): string {
-  return (client.conn as Socket).remoteAddress ?? '';
+  return (client.conn as Partial<Socket>).remoteAddress ?? client.req?.socket.remoteAddress ?? '';
 }

@@ -5,7 +5,7 @@ import { openBuffer } from '../buffer/open.ts';
 import type { BridgeStats, BufferStore } from '../buffer/store.ts';
 import { BufferWriter, type WriterState } from '../buffer/writer.ts';
 import { DeviceAuthenticator } from '../mqtt/auth.ts';
-import { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
+import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { AdminServer } from './admin-server.ts';
 import { RunningBridge } from './bridge.ts';
@@ -17,6 +17,7 @@ export interface GatewayStatus {
   readonly uptimeSeconds: number;
   readonly startupMs: number;
   readonly dataDir: string;
+  /** Broker listeners (mqtt, mqtts, ws; `clients` counts their open sockets) and the admin server (http). */
   readonly listeners: readonly { protocol: string; host: string; port: number; clients?: number }[];
   readonly bridges: readonly ReturnType<RunningBridge['status']>[];
   readonly inFlight: number;
@@ -94,6 +95,7 @@ export class Gateway {
       this.#broker = await EmbeddedBroker.start({
         host: config.mqtt.host,
         port: config.mqtt.port,
+        ...brokerListeners(config),
         connectTimeoutMs: config.mqtt.connectTimeoutMs,
         maxPacketBytes: config.mqtt.maxPacketBytes,
         topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
@@ -118,6 +120,7 @@ export class Gateway {
       {
         mqtt: `${config.mqtt.host}:${this.mqttPort}`,
         admin: this.#admin === undefined ? 'off' : `http://${config.admin.host}:${this.adminPort}`,
+        listeners: this.#broker?.listeners.map((l) => `${l.protocol}://${l.host}:${l.port}`),
         bridges: this.#bridges.map((b) => b.config.name),
         startupMs: this.#startupMs,
       },
@@ -143,9 +146,7 @@ export class Gateway {
 
   status(): GatewayStatus {
     const listeners: GatewayStatus['listeners'][number][] = [];
-    if (this.#broker !== undefined) {
-      listeners.push({ protocol: 'mqtt', host: this.config.mqtt.host, port: this.#broker.port, clients: this.#broker.connectedClients });
-    }
+    for (const l of this.#broker?.listeners ?? []) listeners.push({ protocol: l.protocol, host: l.host, port: l.port, clients: l.connections });
     if (this.#admin !== undefined) listeners.push({ protocol: 'http', host: this.config.admin.host, port: this.#admin.port });
     return {
       gateway: this.config.gateway.name,
@@ -204,4 +205,20 @@ export class Gateway {
     await this.#admin?.close();
     this.#store?.close();
   }
+}
+
+/** The optional parts of the broker's listener options, from `mqtt.maxConnections`, `mqtt.tls` and `mqtt.websocket`. */
+function brokerListeners(config: GatewayConfig): Pick<EmbeddedBrokerOptions, 'maxConnections' | 'tls' | 'websocket'> {
+  const { mqtt, tlsPem } = config;
+  const limit = (max: number | undefined) => (max === undefined ? {} : { maxConnections: max });
+  const out: { -readonly [K in 'maxConnections' | 'tls' | 'websocket']?: EmbeddedBrokerOptions[K] } = limit(mqtt.maxConnections);
+  if (mqtt.tls !== undefined && tlsPem !== undefined) {
+    const { port, host, requireClientCert, identityFromCert } = mqtt.tls;
+    out.tls = { port, host: host ?? mqtt.host, requireClientCert, identityFromCert, ...tlsPem, ...limit(mqtt.tls.maxConnections) };
+  }
+  if (mqtt.websocket !== undefined) {
+    const { port, host, path } = mqtt.websocket;
+    out.websocket = { port, host: host ?? mqtt.host, path, ...limit(mqtt.websocket.maxConnections) };
+  }
+  return out;
 }

@@ -13,13 +13,14 @@ export async function mosquittoPub(
   brokerUrl: string,
   topic: string,
   message: string,
-  options: { qos?: 0 | 1 | 2; clientId?: string; protocol?: 'mqttv311' | 'mqttv5' } = {},
+  options: { qos?: 0 | 1 | 2; clientId?: string; protocol?: 'mqttv311' | 'mqttv5'; /** Connect over TLS, trusting this CA file. */ cafile?: string } = {},
 ): Promise<PubResult> {
   const url = new URL(brokerUrl);
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1';
   const args = ['-h', host, '-p', url.port || '1883', '-q', String(options.qos ?? 1), '-t', topic, '-m', message];
   if (options.clientId !== undefined) args.push('-i', options.clientId);
   if (options.protocol !== undefined) args.push('-V', options.protocol);
+  if (options.cafile !== undefined) args.push('--cafile', options.cafile);
   if (url.username) args.push('-u', decodeURIComponent(url.username));
   if (url.password) args.push('-P', decodeURIComponent(url.password));
   const child = spawn('mosquitto_pub', args, { stdio: ['ignore', 'ignore', 'pipe'] });

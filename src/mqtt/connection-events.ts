@@ -1,0 +1,23 @@
+import type { Aedes } from 'aedes';
+import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
+
+/** Counts and logs (at debug) device connections opening, closing and failing. */
+export function watchConnections(aedes: Aedes, logger: Logger, counters: Counters): void {
+  aedes.on('client', (client) => {
+    counters.count('mqtt.connections.opened');
+    logger.debug({ clientId: client.id }, 'device connected');
+  });
+  aedes.on('clientDisconnect', (client) => {
+    counters.count('mqtt.connections.closed');
+    logger.debug({ clientId: client.id }, 'device disconnected');
+  });
+  aedes.on('clientError', (client, error) => {
+    counters.count('mqtt.connections.errors');
+    logger.debug({ clientId: client.id, err: error }, 'device connection error');
+  });
+  aedes.on('connectionError', (_client, error) => {
+    counters.count('mqtt.connections.errors');
+    logger.debug({ err: error }, 'connection error before CONNECT');
+  });
+}

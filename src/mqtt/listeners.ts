@@ -1,0 +1,203 @@
+import { type IncomingMessage, createServer as createHttpServer } from 'node:http';
+import { type Server, type Socket, createServer as createTcpServer } from 'node:net';
+import { once } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { type TLSSocket, createServer as createTlsServer } from 'node:tls';
+import { WebSocketServer, createWebSocketStream } from 'ws';
+import { FerryError, wrapError } from '../core/errors.ts';
+
+export type ListenerProtocol = 'mqtt' | 'mqtts' | 'ws';
+
+export interface ListenerOptions {
+  readonly host: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  /** Most open sockets at once; more are destroyed as they arrive. No limit when absent. */
+  readonly maxConnections?: number;
+}
+
+export interface TlsSettings {
+  /** PEM contents. */
+  readonly cert: string | Buffer;
+  readonly key: string | Buffer;
+  /** PEM of the CAs client certificates must be signed by. */
+  readonly ca?: string | Buffer;
+  /** Refuse, at the handshake, clients without a certificate signed by `ca`. */
+  readonly requireClientCert: boolean;
+  /** A verified client certificate's subject CN is the client's username. */
+  readonly identityFromCert: boolean;
+}
+
+export type ListenerSpec =
+  | (ListenerOptions & { readonly protocol: 'mqtt' })
+  | (ListenerOptions & { readonly protocol: 'mqtts'; readonly tls: TlsSettings })
+  | (ListenerOptions & { readonly protocol: 'ws'; readonly path: string; readonly maxPayloadBytes: number });
+
+/** A new connection for the broker: the stream aedes reads and what is known about its peer. */
+export interface Connection {
+  readonly stream: Duplex;
+  readonly address: string;
+  /** The HTTP upgrade request of a WebSocket connection. */
+  readonly request?: IncomingMessage;
+  /** Subject CN of a client certificate verified against the listener's CA, when the listener takes identities from certificates. */
+  readonly certName?: string;
+}
+
+export type ListenerRefusal = 'listener_full' | 'bad_certificate';
+
+export interface ListenerEvents {
+  /**
+   * Called synchronously as a connection opens, before its stream has been read, so the
+   * stream can still be wrapped (guardConnection).
+   */
+  onConnection(connection: Connection): void;
+  onRefuse(reason: ListenerRefusal, address: string): void;
+}
+
+const COMPONENT: Record<ListenerProtocol, string> = { mqtt: 'mqtt broker', mqtts: 'mqtt tls listener', ws: 'mqtt websocket listener' };
+const LABEL: Record<ListenerProtocol, string> = { mqtt: 'MQTT', mqtts: 'MQTT TLS', ws: 'MQTT WebSocket' };
+
+/** One port of the broker: plain TCP, TLS or WebSocket. */
+export class Listener {
+  readonly protocol: ListenerProtocol;
+  readonly host: string;
+  readonly #server: Server;
+  readonly #wss: WebSocketServer | undefined;
+  readonly #requestedPort: number;
+  #open = 0;
+
+  private constructor(spec: ListenerSpec, server: Server, wss: WebSocketServer | undefined) {
+    this.protocol = spec.protocol;
+    this.host = spec.host;
+    this.#requestedPort = spec.port;
+    this.#server = server;
+    this.#wss = wss;
+  }
+
+  /** Opens the listener; throws PORT_IN_USE or LISTEN_FAILED with the component named after the protocol. */
+  static async open(spec: ListenerSpec, events: ListenerEvents): Promise<Listener> {
+    const { server, wss } = createListenerServer(spec, events);
+    const listener = new Listener(spec, server, wss);
+    server.on('connection', (socket: Socket) => {
+      listener.#open += 1;
+      socket.once('close', () => (listener.#open -= 1));
+    });
+    if (spec.maxConnections !== undefined) {
+      // net.Server drops sockets beyond maxConnections before 'connection' and says so with 'drop'.
+      server.maxConnections = spec.maxConnections;
+      server.on('drop', (data) => events.onRefuse('listener_full', data?.remoteAddress ?? ''));
+    }
+    try {
+      server.listen(spec.port, spec.host);
+      await once(server, 'listening');
+    } catch (error) {
+      wss?.close();
+      const component = COMPONENT[spec.protocol];
+      if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+        throw new FerryError('PORT_IN_USE', `${LABEL[spec.protocol]} port ${spec.port} on ${spec.host} is already in use`, { component, cause: error });
+      }
+      throw wrapError('LISTEN_FAILED', `${LABEL[spec.protocol]} listener cannot listen on ${spec.host}:${spec.port}`, error, { component });
+    }
+    return listener;
+  }
+
+  get port(): number {
+    const address = this.#server.address();
+    return typeof address === 'object' && address !== null ? address.port : this.#requestedPort;
+  }
+
+  /** Open sockets, including those that have not sent CONNECT yet. */
+  get connections(): number {
+    return this.#open;
+  }
+
+  /** Stops accepting connections; open ones stay until the broker closes them. */
+  close(): void {
+    this.#wss?.close();
+    this.#server.close();
+  }
+}
+
+/** The listeners of a broker: TCP, then TLS and WebSocket when configured. */
+export function listenerSpecs(
+  options: ListenerOptions & { readonly tls?: ListenerOptions & TlsSettings; readonly websocket?: ListenerOptions & { readonly path: string } },
+  maxPacketBytes: number,
+): ListenerSpec[] {
+  const { host, port, maxConnections, tls, websocket } = options;
+  const specs: ListenerSpec[] = [{ protocol: 'mqtt', host, port, ...(maxConnections === undefined ? {} : { maxConnections }) }];
+  if (tls !== undefined) specs.push({ ...tls, protocol: 'mqtts', tls });
+  if (websocket !== undefined) specs.push({ ...websocket, protocol: 'ws', maxPayloadBytes: maxPacketBytes });
+  return specs;
+}
+
+/** Opens the listeners in order; when one fails, closes those already open and throws its error. */
+export async function openListeners(specs: readonly ListenerSpec[], events: (protocol: ListenerProtocol) => ListenerEvents): Promise<Listener[]> {
+  const open: Listener[] = [];
+  try {
+    for (const spec of specs) open.push(await Listener.open(spec, events(spec.protocol)));
+  } catch (error) {
+    for (const listener of open) listener.close();
+    throw error;
+  }
+  return open;
+}
+
+function createListenerServer(spec: ListenerSpec, events: ListenerEvents): { server: Server; wss?: WebSocketServer } {
+  switch (spec.protocol) {
+    case 'mqtt':
+      return { server: createTcpServer((socket) => events.onConnection({ stream: socket, address: socket.remoteAddress ?? '' })) };
+    case 'mqtts':
+      return { server: createTls(spec.tls, events) };
+    case 'ws':
+      return createWebSocket(spec.path, spec.maxPayloadBytes, events);
+  }
+}
+
+function createTls(settings: TlsSettings, events: ListenerEvents): Server {
+  const requestCert = settings.requireClientCert || settings.identityFromCert;
+  const server = createTlsServer({
+    cert: settings.cert,
+    key: settings.key,
+    ...(settings.ca === undefined ? {} : { ca: settings.ca }),
+    requestCert,
+    // Without requireClientCert a client may come without a certificate; one with an
+    // invalid certificate is refused below instead of at the handshake.
+    rejectUnauthorized: settings.requireClientCert,
+  });
+  // 'secureConnection' comes from the handshake-done callback, before any application data is pushed.
+  server.on('secureConnection', (socket: TLSSocket) => {
+    const address = socket.remoteAddress ?? '';
+    let certName: string | undefined;
+    if (requestCert) {
+      const peer = socket.getPeerCertificate();
+      const presented = peer !== null && Object.keys(peer).length > 0;
+      if (presented && !socket.authorized) {
+        events.onRefuse('bad_certificate', address);
+        socket.destroy();
+        return;
+      }
+      const cn = presented && settings.identityFromCert ? peer.subject?.CN : undefined;
+      certName = Array.isArray(cn) ? undefined : cn;
+    }
+    events.onConnection({ stream: socket, address, ...(certName === undefined ? {} : { certName }) });
+  });
+  // Failed handshakes (no or untrusted certificate, plain MQTT on the TLS port) just close the socket.
+  server.on('tlsClientError', (_error, socket) => socket.destroy());
+  return server;
+}
+
+function createWebSocket(path: string, maxPayloadBytes: number, events: ListenerEvents): { server: Server; wss: WebSocketServer } {
+  const server = createHttpServer((_request, response) => {
+    response.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' }).end(`MQTT over WebSocket: connect to ${path}\n`);
+  });
+  // maxPayload bounds what ws buffers for one frame before the packet guard sees it.
+  const wss = new WebSocketServer({ server, path, maxPayload: maxPayloadBytes });
+  wss.on('connection', (ws, request) => {
+    const stream = createWebSocketStream(ws);
+    // Errors reach aedes through the stream; this only keeps the socket's own from being unhandled.
+    ws.on('error', () => {});
+    events.onConnection({ stream, address: request.socket.remoteAddress ?? '', request });
+  });
+  wss.on('error', () => {});
+  return { server, wss };
+}

@@ -1,0 +1,240 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, test } from 'node:test';
+import { type IClientOptions, type MqttClient, connectAsync } from 'mqtt';
+import { hashPassword } from '../../src/mqtt/password.ts';
+import { type RunningFerry, ferry, startFerry } from '../harness/ferry-process.ts';
+import { mosquittoPub } from '../harness/mosquitto.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const tempDir = tempDirs('ferry-listeners-');
+const PASSWORDS = { 'sensor-a': 'alpha-pass', 'sensor-b': 'bravo-pass', watcher: 'watch-pass' };
+const clients: MqttClient[] = [];
+let certs: string;
+/** identityFromCert, client certificates optional; WebSocket with maxConnections 2. */
+let open: RunningFerry & { root: string; dataDir: string; ports: Record<string, number> };
+/** requireClientCert with maxConnections 1 on TLS. */
+let strict: RunningFerry & { root: string; dataDir: string; ports: Record<string, number> };
+
+function openssl(dir: string, ...args: string[]): void {
+  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** A CA, a server certificate for 127.0.0.1 and localhost, and client certificates for sensor-a and sensor-z. */
+function makeCertificates(dir: string): void {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+  } catch {
+    throw new Error('the openssl CLI is needed to make test certificates: install it with `apt-get install -y openssl`');
+  }
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  openssl(dir, 'req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=ferry-test-ca');
+  writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  writeFileSync(join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\n');
+  const sign = (name: string, cn: string, ext: string) => {
+    openssl(dir, 'req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
+    openssl(dir, 'x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', ext);
+  };
+  sign('server', '127.0.0.1', 'server.ext');
+  sign('sensor-a', 'sensor-a', 'client.ext');
+  sign('sensor-z', 'sensor-z', 'client.ext');
+}
+
+async function startGateway(mqtt: string): Promise<RunningFerry & { root: string; dataDir: string; ports: Record<string, number> }> {
+  const root = tempDir();
+  for (const dir of ['bridges', 'devices']) mkdirSync(join(root, dir));
+  const hash = (user: keyof typeof PASSWORDS) => hashPassword(PASSWORDS[user]);
+  writeFileSync(join(root, 'gateway.yaml'), `mqtt: ${mqtt}\nbridges: [bridges]\ndevices: [devices]\n`);
+  writeFileSync(join(root, 'bridges', 'history.yaml'), 'name: history\nfrom: {mqtt: {topics: ["devices/+/telemetry/#"]}}\nto: [{history: {}}]\n');
+  writeFileSync(
+    join(root, 'devices', 'sensor.yaml'),
+    `name: sensor\nclientId: sensor-*\ncredentials:\n  - {username: sensor-a, passwordHash: "${await hash('sensor-a')}"}\n  - {username: sensor-b, passwordHash: "${await hash('sensor-b')}"}\n`,
+  );
+  writeFileSync(
+    join(root, 'devices', 'staff.yaml'),
+    `name: staff\ncredentials:\n  - {username: watcher, passwordHash: "${await hash('watcher')}"}\nacl: {publish: [], subscribe: ["#"]}\n`,
+  );
+  const dataDir = join(root, 'data');
+  const gw = await startFerry(['--config', join(root, 'gateway.yaml'), '--data-dir', dataDir]);
+  const status = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { listeners: { protocol: string; port: number }[] };
+  const ports = Object.fromEntries(status.listeners.map((l) => [l.protocol, l.port]));
+  return Object.assign(gw, { root, dataDir, ports });
+}
+
+const tlsFiles = () => `cert: ${join(certs, 'server.crt')}, key: ${join(certs, 'server.key')}, ca: ${join(certs, 'ca.crt')}`;
+
+before(async () => {
+  certs = tempDir();
+  makeCertificates(certs);
+  open = await startGateway(`{allowAnonymous: false, tls: {port: 0, ${tlsFiles()}, identityFromCert: true}, websocket: {port: 0, maxConnections: 2}}`);
+  strict = await startGateway(`{allowAnonymous: false, tls: {port: 0, ${tlsFiles()}, requireClientCert: true, identityFromCert: true, maxConnections: 1}}`);
+});
+
+after(async () => {
+  await Promise.all(clients.map((c) => c.endAsync(true)));
+  for (const gw of [open, strict]) {
+    if (gw === undefined) continue;
+    gw.child.kill('SIGTERM');
+    assert.equal(await gw.exited, 0);
+  }
+});
+
+async function connect(url: string, options: IClientOptions): Promise<MqttClient> {
+  const client = await connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options });
+  clients.push(client);
+  return client;
+}
+
+const tlsClient = (name?: string): IClientOptions => ({
+  ca: readFileSync(join(certs, 'ca.crt')),
+  ...(name === undefined ? {} : { cert: readFileSync(join(certs, `${name}.crt`)), key: readFileSync(join(certs, `${name}.key`)) }),
+});
+
+async function refusal(url: string, options: IClientOptions): Promise<string> {
+  try {
+    const client = await connect(url, options);
+    // A refused TLS 1.3 client certificate shows only after the handshake: wait for the close.
+    await Promise.race([new Promise<void>((resolve) => client.once('close', () => resolve())), sleep(1000)]);
+    if (client.connected) return 'connected';
+    return 'closed';
+  } catch (error) {
+    return (error as Error).message || 'refused';
+  }
+}
+
+async function counters(gw: RunningFerry): Promise<Record<string, number>> {
+  return ((await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { counters: Record<string, number> }).counters;
+}
+
+async function watch(gw: RunningFerry): Promise<{ seen: string[] }> {
+  const client = await connect(gw.mqttUrl, { clientId: 'watcher', username: 'watcher', password: PASSWORDS.watcher });
+  const seen: string[] = [];
+  client.on('message', (topic, payload) => seen.push(`${topic} ${payload.toString()}`));
+  await client.subscribeAsync('#', { qos: 1 });
+  return { seen };
+}
+
+/** Waits for the sockets of earlier tests on that listener to be closed on the gateway's side too. */
+async function idle(gw: RunningFerry, protocol: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const status = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { listeners: { protocol: string; clients: number }[] };
+    if (status.listeners.find((l) => l.protocol === protocol)?.clients === 0) return;
+    await sleep(50);
+  }
+  assert.fail(`${protocol} sockets still open`);
+}
+
+async function until(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 100 && !check(); i++) await sleep(50);
+}
+
+test('status lists every listener with the port it is bound to', async () => {
+  const status = (await (await fetch(`${open.adminUrl}/api/status`)).json()) as { listeners: { protocol: string; port: number }[] };
+  assert.deepEqual(status.listeners.map((l) => l.protocol), ['mqtt', 'mqtts', 'ws', 'http']);
+  for (const l of status.listeners) assert.ok(l.port > 0, `${l.protocol} port ${l.port}`);
+  assert.ok(open.logs.some((l) => l['msg'] === `mqtts listener on 0.0.0.0:${open.ports['mqtts']}`));
+});
+
+test('mosquitto_pub over TLS with a password: acknowledged, delivered, kept in history', async () => {
+  const seen = await watch(open);
+  const pub = await mosquittoPub(`mqtts://sensor-a:${PASSWORDS['sensor-a']}@127.0.0.1:${open.ports['mqtts']}`, 'devices/sensor-a/telemetry/t', 'over-tls', {
+    clientId: 'sensor-a',
+    qos: 1,
+    cafile: join(certs, 'ca.crt'),
+  });
+  assert.equal(pub.code, 0, pub.stderr);
+  await until(() => seen.seen.includes('devices/sensor-a/telemetry/t over-tls'));
+  assert.ok(seen.seen.includes('devices/sensor-a/telemetry/t over-tls'));
+  const history = await ferry(['history', '--data-dir', open.dataDir, '--json']);
+  assert.equal(history.code, 0, history.stderr);
+  assert.ok(history.stdout.includes('"payload":"over-tls"'), history.stdout);
+});
+
+test('a client certificate is the login: sensor-a without a password, under its ACL', async () => {
+  const seen = await watch(open);
+  const url = `mqtts://127.0.0.1:${open.ports['mqtts']}`;
+  const a = await connect(url, { clientId: 'sensor-a', ...tlsClient('sensor-a') });
+  await a.publishAsync('devices/sensor-a/telemetry/t', 'by-cert', { qos: 1 });
+  await until(() => seen.seen.includes('devices/sensor-a/telemetry/t by-cert'));
+  assert.ok(seen.seen.includes('devices/sensor-a/telemetry/t by-cert'));
+
+  const closed = new Promise<void>((resolve) => a.once('close', () => resolve()));
+  a.publish('devices/sensor-b/telemetry/t', 'forbidden', { qos: 1 });
+  await closed;
+  await sleep(100);
+  assert.deepEqual(seen.seen.filter((m) => m.includes('forbidden')), []);
+
+  // The certificate names sensor-a: another client id, another username or an unknown CN is refused.
+  assert.match(await refusal(url, { clientId: 'sensor-b', ...tlsClient('sensor-a') }), /Identifier rejected/);
+  assert.match(await refusal(url, { clientId: 'sensor-a', username: 'sensor-b', password: PASSWORDS['sensor-b'], ...tlsClient('sensor-a') }), /Bad username or password/);
+  assert.match(await refusal(url, { clientId: 'sensor-z', ...tlsClient('sensor-z') }), /Not authorized/);
+  // Without a certificate and without a password there is no login.
+  assert.match(await refusal(url, { clientId: 'sensor-a', ...tlsClient() }), /Not authorized/);
+  const counted = await counters(open);
+  assert.equal(counted['mqtt.publish.refused{reason=acl}'], 1);
+  assert.equal(counted['mqtt.connections.refused{reason=invalid_client_id}'], 1);
+  assert.equal(counted['mqtt.connections.refused{reason=unknown_certificate}'], 1);
+});
+
+test('requireClientCert refuses a client without a certificate at the handshake', async () => {
+  const url = `mqtts://127.0.0.1:${strict.ports['mqtts']}`;
+  assert.notEqual(await refusal(url, { clientId: 'sensor-a', username: 'sensor-a', password: PASSWORDS['sensor-a'], ...tlsClient() }), 'connected');
+  const a = await connect(url, { clientId: 'sensor-a', ...tlsClient('sensor-a') });
+  await a.publishAsync('devices/sensor-a/telemetry/t', 'strict', { qos: 1 });
+  await a.endAsync();
+});
+
+test('MQTT over WebSocket: publish and subscribe on /mqtt', async () => {
+  const url = `ws://127.0.0.1:${open.ports['ws']}/mqtt`;
+  await idle(open, 'ws');
+  const watcher = await connect(url, { clientId: 'watcher', username: 'watcher', password: PASSWORDS.watcher });
+  const seen: string[] = [];
+  watcher.on('message', (topic, payload) => seen.push(`${topic} ${payload.toString()}`));
+  await watcher.subscribeAsync('devices/#', { qos: 1 });
+  const b = await connect(url, { clientId: 'sensor-b', username: 'sensor-b', password: PASSWORDS['sensor-b'] });
+  await b.publishAsync('devices/sensor-b/telemetry/t', 'over-ws', { qos: 1 });
+  await until(() => seen.includes('devices/sensor-b/telemetry/t over-ws'));
+  assert.deepEqual(seen, ['devices/sensor-b/telemetry/t over-ws']);
+
+  // Two sockets are open on the WebSocket port, its maxConnections: a third is refused and counted.
+  assert.notEqual(await refusal(url, { clientId: 'sensor-a', username: 'sensor-a', password: PASSWORDS['sensor-a'] }), 'connected');
+  assert.equal((await counters(open))['mqtt.connections.refused{reason=listener_full}'], 1);
+  await Promise.all([watcher.endAsync(), b.endAsync()]);
+});
+
+test('maxConnections on the TLS port refuses the extra connection and counts it', async () => {
+  const url = `mqtts://127.0.0.1:${strict.ports['mqtts']}`;
+  await idle(strict, 'mqtts');
+  const a = await connect(url, { clientId: 'sensor-a', ...tlsClient('sensor-a') });
+  assert.notEqual(await refusal(url, { clientId: 'sensor-a', ...tlsClient('sensor-a') }), 'connected');
+  assert.equal((await counters(strict))['mqtt.connections.refused{reason=listener_full}'], 1);
+  assert.ok(a.connected);
+  await a.endAsync();
+});
+
+test('a taken TLS port is refused with a message naming mqtt.tls.port; a missing cert file is a positioned config error', async () => {
+  const blocker = createServer();
+  blocker.listen(0, '127.0.0.1');
+  await once(blocker, 'listening');
+  const port = (blocker.address() as { port: number }).port;
+  const root = tempDir();
+  try {
+    writeFileSync(join(root, 'gateway.yaml'), `mqtt:\n  host: 127.0.0.1\n  tls: {port: ${port}, ${tlsFiles()}}\nbridges: []\ndevices: []\n`);
+    const result = await ferry(['run', '--config', join(root, 'gateway.yaml'), '--data-dir', join(root, 'data'), '--mqtt-port', '0', '--admin-port', '0']);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, new RegExp(`MQTT TLS port ${port} .* already in use.*mqtt\\.tls\\.port`));
+  } finally {
+    blocker.close();
+  }
+  writeFileSync(join(root, 'gateway.yaml'), 'mqtt:\n  tls:\n    cert: nope.crt\n    key: nope.key\n    requireClientCert: true\nbridges: []\ndevices: []\n');
+  const invalid = await ferry(['validate', '--config', join(root, 'gateway.yaml')]);
+  assert.equal(invalid.code, 1);
+  assert.match(invalid.stderr, /gateway\.yaml:3:11: mqtt\.tls\.cert: no such file: .*nope\.crt/);
+  assert.match(invalid.stderr, /gateway\.yaml:4:10: mqtt\.tls\.key: no such file/);
+  assert.match(invalid.stderr, /mqtt\.tls\.ca: requireClientCert and identityFromCert need `ca`/);
+});
