@@ -14,6 +14,8 @@ import {
 } from './rows.ts';
 import { BUFFER_SCHEMA } from './schema.ts';
 
+const EMPTY: Readonly<Record<string, string>> = {};
+
 export type { BridgeStats, BridgeUsage, CursorState, DeadLetter, SinkCursor, SinkStats, StoredMessage } from './rows.ts';
 
 /**
@@ -30,6 +32,8 @@ export class BufferStore {
   readonly #minCursor: Database.Statement;
   readonly #usage = new Map<string, { messages: number; bytes: number }>();
 
+  readonly #appendRows: (entries: readonly { bridge: string; envelope: Envelope }[], after?: () => void) => number[];
+
   constructor(db: Database.Database) {
     this.db = db;
     db.exec(BUFFER_SCHEMA);
@@ -37,6 +41,16 @@ export class BufferStore {
     this.#insert = db.prepare(
       'INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     );
+    this.#appendRows = db.transaction((entries: readonly { bridge: string; envelope: Envelope }[], after?: () => void) => {
+      const seqs = new Array<number>(entries.length);
+      for (let i = 0; i < entries.length; i++) {
+        const { bridge, envelope: e } = entries[i] as { bridge: string; envelope: Envelope };
+        const headers = e.headers === EMPTY || Object.keys(e.headers).length === 0 ? '{}' : JSON.stringify(e.headers);
+        seqs[i] = Number(this.#insert.run(bridge, e.id, e.topic, e.key ?? null, headers, JSON.stringify(e.origin), e.payload, e.timestamp).lastInsertRowid);
+      }
+      after?.();
+      return seqs;
+    });
     this.#read = db.prepare('SELECT * FROM messages WHERE bridge = ? AND seq > ? ORDER BY seq LIMIT ?');
     this.#setCursor = db.prepare('UPDATE cursors SET seq = ? WHERE bridge = ? AND sink = ? AND seq < ?');
     this.#minCursor = db.prepare('SELECT min(seq) AS seq FROM cursors WHERE bridge = ?');
@@ -64,28 +78,33 @@ export class BufferStore {
    */
   append(entries: readonly { bridge: string; envelope: Envelope }[], after?: () => void): number[] {
     // Count from disk (once per bridge) before the insert, so the rows are not counted twice.
-    for (const { bridge } of entries) this.usage(bridge);
-    const before = new Map([...this.#usage].map(([bridge, usage]) => [bridge, usage]));
+    const added = new Map<string, { messages: number; bytes: number }>();
+    for (const { bridge, envelope } of entries) {
+      let delta = added.get(bridge);
+      if (delta === undefined) {
+        this.usage(bridge);
+        delta = { messages: 0, bytes: 0 };
+        added.set(bridge, delta);
+      }
+      delta.messages += 1;
+      delta.bytes += envelope.payload.byteLength;
+    }
+    const before = new Map(this.#usage);
     try {
-      return this.db.transaction(() => {
-        const seqs = entries.map(({ bridge, envelope: e }) => {
-          const usage = this.usage(bridge);
-          this.#usage.set(bridge, { messages: usage.messages + 1, bytes: usage.bytes + e.payload.byteLength });
-          return Number(
-            this.#insert.run(bridge, e.id, e.topic, e.key ?? null, JSON.stringify(e.headers), JSON.stringify(e.origin), e.payload, e.timestamp)
-              .lastInsertRowid,
-          );
-        });
-        after?.();
-        return seqs;
-      })();
+      const seqs = this.#appendRows(entries, after);
+      for (const [bridge, delta] of added) {
+        const usage = this.usage(bridge);
+        this.#usage.set(bridge, { messages: usage.messages + delta.messages, bytes: usage.bytes + delta.bytes });
+      }
+      return seqs;
     } catch (error) {
-      // Rolled back: so are the counts.
+      // Rolled back: so are the counts (`after` may have changed them).
       this.#usage.clear();
       for (const [bridge, usage] of before) this.#usage.set(bridge, usage);
       throw error;
     }
   }
+
 
   /** Up to `limit` messages of the bridge after `afterSeq`, in order. */
   read(bridge: string, afterSeq: number, limit: number): StoredMessage[] {

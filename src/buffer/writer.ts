@@ -129,7 +129,11 @@ export class BufferWriter {
       const policy = this.#policies.get(bridge);
       const bytes = entry.delivery.envelope.payload.byteLength;
       const usage = this.#store.usage(bridge);
-      const add = incoming.get(bridge) ?? { messages: 0, bytes: 0 };
+      let add = incoming.get(bridge);
+      if (add === undefined) {
+        add = { messages: 0, bytes: 0 };
+        incoming.set(bridge, add);
+      }
       const dropping = toDrop.get(bridge) ?? 0;
       const fits = policy === undefined || (usage.messages - dropping + add.messages + 1 <= policy.maxMessages && usage.bytes + add.bytes + bytes <= policy.maxBytes);
       if (!fits && policy !== undefined) {
@@ -147,7 +151,8 @@ export class BufferWriter {
         }
         toDrop.set(bridge, dropping + 1);
       }
-      incoming.set(bridge, { messages: add.messages + 1, bytes: add.bytes + bytes });
+      add.messages += 1;
+      add.bytes += bytes;
       accepted.push(entry);
     }
     if (refused > 0) {
