@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import { type IClientOptions, type MqttClient, connectAsync } from 'mqtt';
-import { hashPassword } from '../../src/mqtt/password.ts';
 import { type RunningFerry, ferry, startFerry } from '../harness/ferry-process.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
+import { credential, writeGatewayTree } from '../harness/gateway-tree.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-listeners-');
@@ -47,20 +47,12 @@ function makeCertificates(dir: string): void {
 
 async function startGateway(mqtt: string): Promise<RunningFerry & { root: string; dataDir: string; ports: Record<string, number> }> {
   const root = tempDir();
-  for (const dir of ['bridges', 'devices']) mkdirSync(join(root, dir));
-  const hash = (user: keyof typeof PASSWORDS) => hashPassword(PASSWORDS[user]);
-  writeFileSync(join(root, 'gateway.yaml'), `mqtt: ${mqtt}\nbridges: [bridges]\ndevices: [devices]\n`);
-  writeFileSync(join(root, 'bridges', 'history.yaml'), 'name: history\nfrom: {mqtt: {topics: ["devices/+/telemetry/#"]}}\nto: [{history: {}}]\n');
-  writeFileSync(
-    join(root, 'devices', 'sensor.yaml'),
-    `name: sensor\nclientId: sensor-*\ncredentials:\n  - {username: sensor-a, passwordHash: "${await hash('sensor-a')}"}\n  - {username: sensor-b, passwordHash: "${await hash('sensor-b')}"}\n`,
-  );
-  writeFileSync(
-    join(root, 'devices', 'staff.yaml'),
-    `name: staff\ncredentials:\n  - {username: watcher, passwordHash: "${await hash('watcher')}"}\nacl: {publish: [], subscribe: ["#"]}\n`,
-  );
+  const config = writeGatewayTree(root, mqtt, {
+    'sensor.yaml': `name: sensor\nclientId: sensor-*\ncredentials:\n${await credential('sensor-a', PASSWORDS['sensor-a'])}${await credential('sensor-b', PASSWORDS['sensor-b'])}`,
+    'staff.yaml': `name: staff\ncredentials:\n${await credential('watcher', PASSWORDS.watcher)}acl: {publish: [], subscribe: ["#"]}\n`,
+  });
   const dataDir = join(root, 'data');
-  const gw = await startFerry(['--config', join(root, 'gateway.yaml'), '--data-dir', dataDir]);
+  const gw = await startFerry(['--config', config, '--data-dir', dataDir]);
   const status = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { listeners: { protocol: string; port: number }[] };
   const ports = Object.fromEntries(status.listeners.map((l) => [l.protocol, l.port]));
   return Object.assign(gw, { root, dataDir, ports });

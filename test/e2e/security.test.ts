@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import { type IClientOptions, type MqttClient, connectAsync } from 'mqtt';
-import { hashPassword } from '../../src/mqtt/password.ts';
 import { type RunningFerry, startFerry } from '../harness/ferry-process.ts';
+import { credential, writeGatewayTree } from '../harness/gateway-tree.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-security-');
@@ -15,20 +14,11 @@ const clients: MqttClient[] = [];
 
 before(async () => {
   const root = tempDir();
-  mkdirSync(join(root, 'bridges'));
-  mkdirSync(join(root, 'devices'));
-  const hash = (user: keyof typeof PASSWORDS) => hashPassword(PASSWORDS[user]);
-  writeFileSync(join(root, 'gateway.yaml'), 'mqtt: {allowAnonymous: false, maxAuthFailures: 10, maxConnectionsPerAddress: 1000}\nbridges: [bridges]\ndevices: [devices]\n');
-  writeFileSync(join(root, 'bridges', 'history.yaml'), 'name: history\nfrom: {mqtt: {topics: ["devices/+/telemetry/#"]}}\nto: [{history: {}}]\n');
-  writeFileSync(
-    join(root, 'devices', 'sensor.yaml'),
-    `name: sensor\nclientId: sensor-*\ncredentials:\n  - {username: sensor-a, passwordHash: "${await hash('sensor-a')}"}\n  - {username: sensor-b, passwordHash: "${await hash('sensor-b')}"}\n`,
-  );
-  writeFileSync(
-    join(root, 'devices', 'staff.yaml'),
-    `name: staff\ncredentials:\n  - {username: watcher, passwordHash: "${await hash('watcher')}"}\n  - {username: tech, passwordHash: "${await hash('tech')}", clientId: "*"}\nacl: {publish: [], subscribe: ["#", "$SYS/#"]}\n`,
-  );
-  gw = await startFerry(['--config', join(root, 'gateway.yaml'), '--data-dir', join(root, 'data')]);
+  const config = writeGatewayTree(root, '{allowAnonymous: false, maxAuthFailures: 10, maxConnectionsPerAddress: 1000}', {
+    'sensor.yaml': `name: sensor\nclientId: sensor-*\ncredentials:\n${await credential('sensor-a', PASSWORDS['sensor-a'])}${await credential('sensor-b', PASSWORDS['sensor-b'])}`,
+    'staff.yaml': `name: staff\ncredentials:\n${await credential('watcher', PASSWORDS.watcher)}${await credential('tech', PASSWORDS.tech, ', clientId: "*"')}acl: {publish: [], subscribe: ["#", "$SYS/#"]}\n`,
+  });
+  gw = await startFerry(['--config', config, '--data-dir', join(root, 'data')]);
 });
 
 after(async () => {
