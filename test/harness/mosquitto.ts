@@ -13,11 +13,20 @@ export async function mosquittoPub(
   brokerUrl: string,
   topic: string,
   message: string,
-  options: { qos?: 0 | 1 | 2; clientId?: string; protocol?: 'mqttv311' | 'mqttv5'; /** Connect over TLS, trusting this CA file. */ cafile?: string } = {},
+  options: {
+    qos?: 0 | 1 | 2;
+    clientId?: string;
+    protocol?: 'mqttv311' | 'mqttv5';
+    /** Connect over TLS, trusting this CA file. */
+    cafile?: string;
+    /** Retained; an empty message then clears the topic's retained message. */
+    retain?: boolean;
+  } = {},
 ): Promise<PubResult> {
   const url = new URL(brokerUrl);
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1';
-  const args = ['-h', host, '-p', url.port || '1883', '-q', String(options.qos ?? 1), '-t', topic, '-m', message];
+  const args = ['-h', host, '-p', url.port || '1883', '-q', String(options.qos ?? 1), '-t', topic, ...(message === '' ? ['-n'] : ['-m', message])];
+  if (options.retain === true) args.push('-r');
   if (options.clientId !== undefined) args.push('-i', options.clientId);
   if (options.protocol !== undefined) args.push('-V', options.protocol);
   if (options.cafile !== undefined) args.push('--cafile', options.cafile);
@@ -33,4 +42,34 @@ export async function mosquittoPub(
     child.once('close', resolve);
   });
   return { code, stderr: stderr.trim() };
+}
+
+/**
+ * Subscribes with Mosquitto's own `mosquitto_sub` and resolves with the first `count`
+ * messages as "topic payload" lines (-v), or with what arrived when `timeoutS` ran out.
+ * `ready` resolves once the subscription is in place (mosquitto_sub has no signal for it,
+ * so it is a short wait after the process started).
+ */
+export function mosquittoSub(
+  brokerUrl: string,
+  filters: readonly string[],
+  count: number,
+  options: { timeoutS?: number; qos?: 0 | 1 | 2; protocol?: 'mqttv311' | 'mqttv5'; clientId?: string; cleanSession?: boolean } = {},
+): { ready: Promise<void>; messages: Promise<string[]> } {
+  const url = new URL(brokerUrl);
+  const args = ['-h', url.hostname || '127.0.0.1', '-p', url.port || '1883', '-v', '-C', String(count), '-W', String(options.timeoutS ?? 5), '-q', String(options.qos ?? 1)];
+  for (const filter of filters) args.push('-t', filter);
+  if (options.protocol !== undefined) args.push('-V', options.protocol);
+  if (options.clientId !== undefined) args.push('-i', options.clientId);
+  if (options.cleanSession === false) args.push('-c');
+  const child = spawn('mosquitto_sub', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  const messages = new Promise<string[]>((resolve, reject) => {
+    child.once('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'ENOENT' ? new Error('mosquitto_sub is not on PATH: install it with `apt-get install -y mosquitto-clients`') : err),
+    );
+    child.once('close', () => resolve(stdout.split('\n').filter((line) => line !== '')));
+  });
+  return { ready: new Promise((resolve) => setTimeout(resolve, 300)), messages };
 }
