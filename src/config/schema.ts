@@ -100,6 +100,11 @@ export const gatewaySchema = z
         }),
         maxTopicLength: z.int().min(1).max(65535).default(1024).meta({ description: 'Longest topic or filter a client may use, in UTF-8 bytes.', examples: [1024] }),
         maxTopicLevels: z.int().min(1).max(100).default(32).meta({ description: 'Deepest topic or filter a client may use, in levels.', examples: [32] }),
+        slowSubscriberTimeoutMs: z.int().min(100).default(10_000).meta({
+          description:
+            'A subscriber that stops reading is disconnected once its socket has stayed full this long (meanwhile delivery of the same messages to others waits). Counted as mqtt.connections.closed_slow.',
+          examples: [10000],
+        }),
         connectTimeoutMs: z.int().min(100).default(10_000).meta({ description: 'A socket that has not sent CONNECT within this time is closed.', examples: [10000] }),
         maxConnectionsPerAddress: z.int().min(1).default(1000).meta({
           description:

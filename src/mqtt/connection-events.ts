@@ -4,6 +4,8 @@ import type { Counters } from '../core/component.ts';
 
 /** Counts and logs (at debug) device connections opening, closing and failing. */
 export function watchConnections(aedes: Aedes, logger: Logger, counters: Counters): void {
+  // aedes reports a drain timeout once per write that was waiting: count each client once.
+  const slow = new WeakSet<object>();
   aedes.on('client', (client) => {
     counters.count('mqtt.connections.opened');
     logger.debug({ clientId: client.id }, 'device connected');
@@ -13,6 +15,14 @@ export function watchConnections(aedes: Aedes, logger: Logger, counters: Counter
     logger.debug({ clientId: client.id }, 'device disconnected');
   });
   aedes.on('clientError', (client, error) => {
+    // aedes' drainTimeout: the client stopped reading what it subscribed to.
+    if (error.message === 'drain timeout') {
+      if (slow.has(client)) return;
+      slow.add(client);
+      counters.count('mqtt.connections.closed_slow');
+      logger.warn({ clientId: client.id }, 'subscriber stopped reading: disconnected so it does not hold up delivery to others');
+      return;
+    }
     counters.count('mqtt.connections.errors');
     logger.debug({ clientId: client.id, err: error }, 'device connection error');
   });

@@ -32,6 +32,8 @@ export interface EmbeddedBrokerOptions {
   readonly auth?: DeviceAuthenticator;
   /** A socket that has not sent CONNECT within this time is closed. */
   readonly connectTimeoutMs?: number;
+  /** A subscriber that does not read its messages for this long is disconnected. */
+  readonly drainTimeoutMs?: number;
   /** Largest MQTT packet a client may send; a larger one closes its connection before it is read. */
   readonly maxPacketBytes?: number;
   /** Longest and deepest topic or filter a client may use. */
@@ -74,6 +76,9 @@ export class EmbeddedBroker {
     const self = () => broker as EmbeddedBroker;
     const aedes = await Aedes.createBroker({
       connectTimeout: options.connectTimeoutMs ?? 10_000,
+      // A subscriber whose socket stays full this long is disconnected: while aedes waits for
+      // it to drain, delivery to every other subscriber of the same messages waits too.
+      drainTimeout: options.drainTimeoutMs ?? 10_000,
       preConnect: (client, _packet, callback) => callback(null, self().#admit(client)),
       authenticate: (client, username, password, done) => {
         self().#authenticate(client, username, password).then(

@@ -97,6 +97,7 @@ export class Gateway {
         port: config.mqtt.port,
         ...brokerListeners(config),
         connectTimeoutMs: config.mqtt.connectTimeoutMs,
+        drainTimeoutMs: config.mqtt.slowSubscriberTimeoutMs,
         maxPacketBytes: config.mqtt.maxPacketBytes,
         topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
         auth: new DeviceAuthenticator({

@@ -42,3 +42,8 @@ export function payloadForTotal(topic: string, total: number): number {
   }
   throw new Error(`no QoS 0 PUBLISH to ${topic} is exactly ${total} bytes`);
 }
+
+/** A SUBSCRIBE of one filter at `qos`, packet identifier `id`. */
+export function subscribePacket(filter: string, qos: 0 | 1 = 0, id = 1): Buffer {
+  return packet(0x82, Buffer.concat([Buffer.from([id >> 8, id & 0xff]), utf8(filter), Buffer.from([qos])]));
+}
