@@ -3,7 +3,7 @@ import { type Server, type Socket, createServer as createTcpServer } from 'node:
 import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { type TLSSocket, createServer as createTlsServer } from 'node:tls';
-import { WebSocketServer, createWebSocketStream } from 'ws';
+import type { WebSocketServer } from 'ws';
 import { FerryError, wrapError } from '../core/errors.ts';
 
 export type ListenerProtocol = 'mqtt' | 'mqtts' | 'ws';
@@ -76,7 +76,7 @@ export class Listener {
 
   /** Opens the listener; throws PORT_IN_USE or LISTEN_FAILED with the component named after the protocol. */
   static async open(spec: ListenerSpec, events: ListenerEvents): Promise<Listener> {
-    const { server, wss } = createListenerServer(spec, events);
+    const { server, wss } = await createListenerServer(spec, events);
     const listener = new Listener(spec, server, wss);
     server.on('connection', (socket: Socket) => {
       listener.#open += 1;
@@ -142,7 +142,7 @@ export async function openListeners(specs: readonly ListenerSpec[], events: (pro
   return open;
 }
 
-function createListenerServer(spec: ListenerSpec, events: ListenerEvents): { server: Server; wss?: WebSocketServer } {
+async function createListenerServer(spec: ListenerSpec, events: ListenerEvents): Promise<{ server: Server; wss?: WebSocketServer }> {
   switch (spec.protocol) {
     case 'mqtt':
       return { server: createTcpServer((socket) => events.onConnection({ stream: socket, address: socket.remoteAddress ?? '' })) };
@@ -186,7 +186,9 @@ function createTls(settings: TlsSettings, events: ListenerEvents): Server {
   return server;
 }
 
-function createWebSocket(path: string, maxPayloadBytes: number, events: ListenerEvents): { server: Server; wss: WebSocketServer } {
+/** ws is loaded only when a WebSocket listener is configured: it costs a quarter second of startup. */
+async function createWebSocket(path: string, maxPayloadBytes: number, events: ListenerEvents): Promise<{ server: Server; wss: WebSocketServer }> {
+  const { WebSocketServer, createWebSocketStream } = await import('ws');
   const server = createHttpServer((_request, response) => {
     response.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' }).end(`MQTT over WebSocket: connect to ${path}\n`);
   });
