@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
-import { connectAsync } from 'mqtt';
+import { connect, connectAsync } from 'mqtt';
 import { type RunningFerry, startFerry } from '../harness/ferry-process.ts';
 import { mosquittoPub, mosquittoSub } from '../harness/mosquitto.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -25,7 +25,7 @@ async function pub(topic: string, message: string, options: Parameters<typeof mo
   assert.equal(result.code, 0, result.stderr);
 }
 
-test('QoS 0, 1 and 2 from mosquitto_pub reach mosquitto_sub, with + and # filters', async () => {
+test('QoS 0, 1 and 2 from mosquitto_pub reach mosquitto_sub, with + and # filters', { timeout: 20_000 }, async () => {
   const sub = mosquittoSub(gw.mqttUrl, ['interop/+/qos', 'interop/deep/#'], 4, { qos: 2 });
   await sub.ready;
   for (const qos of [0, 1, 2] as const) await pub(`interop/q${qos}/qos`, `qos ${qos}`, { qos });
@@ -33,7 +33,7 @@ test('QoS 0, 1 and 2 from mosquitto_pub reach mosquitto_sub, with + and # filter
   assert.deepEqual((await sub.messages).sort(), ['interop/deep/a/b/c deep', 'interop/q0/qos qos 0', 'interop/q1/qos qos 1', 'interop/q2/qos qos 2']);
 });
 
-test('a retained message is given to later subscribers until an empty retained message clears it', async () => {
+test('a retained message is given to later subscribers until an empty retained message clears it', { timeout: 20_000 }, async () => {
   await pub('interop/retained/state', 'on', { retain: true });
   const first = mosquittoSub(gw.mqttUrl, ['interop/retained/#'], 1, { timeoutS: 3 });
   assert.deepEqual(await first.messages, ['interop/retained/state on']);
@@ -42,7 +42,7 @@ test('a retained message is given to later subscribers until an empty retained m
   assert.deepEqual(await second.messages, []);
 });
 
-test("a client's will is published when its connection dies, not when it disconnects cleanly", async () => {
+test("a client's will is published when its connection dies, not when it disconnects cleanly", { timeout: 20_000 }, async () => {
   const sub = mosquittoSub(gw.mqttUrl, ['interop/will/#'], 1, { timeoutS: 4 });
   await sub.ready;
   const clean = await connectAsync(gw.mqttUrl, { clientId: 'interop-clean', reconnectPeriod: 0, will: { topic: 'interop/will/clean', payload: Buffer.from('gone'), qos: 1, retain: false } });
@@ -52,19 +52,20 @@ test("a client's will is published when its connection dies, not when it disconn
   assert.deepEqual(await sub.messages, ['interop/will/dying gone']);
 });
 
-test('a persistent session keeps QoS 1 messages for its client while it is offline', async () => {
+test('a persistent session keeps QoS 1 messages for its client while it is offline', { timeout: 20_000 }, async () => {
   const options = { clientId: 'interop-persistent', clean: false, reconnectPeriod: 0 } as const;
   const first = await connectAsync(gw.mqttUrl, options);
   await first.subscribeAsync('interop/session/#', { qos: 1 });
   await first.endAsync();
   await pub('interop/session/x', 'while away');
-  const second = await connectAsync(gw.mqttUrl, options, false);
+  // The broker sends the kept message right after CONNACK: listen before connecting.
+  const second = connect(gw.mqttUrl, options);
   const received = await new Promise<string>((resolve) => second.on('message', (topic, payload) => resolve(`${topic} ${payload.toString()}`)));
   assert.equal(received, 'interop/session/x while away');
   await second.endAsync();
 });
 
-test('after UNSUBSCRIBE nothing more arrives on that filter; other subscriptions go on', async () => {
+test('after UNSUBSCRIBE nothing more arrives on that filter; other subscriptions go on', { timeout: 20_000 }, async () => {
   const client = await connectAsync(gw.mqttUrl, { clientId: 'interop-unsub', reconnectPeriod: 0 });
   const seen: string[] = [];
   client.on('message', (topic) => seen.push(topic));
