@@ -31,6 +31,7 @@ export class BufferStore {
   readonly #setCursor: Database.Statement;
   readonly #minCursor: Database.Statement;
   readonly #usage = new Map<string, { messages: number; bytes: number }>();
+  readonly #statements = new Map<string, Database.Statement>();
 
   readonly #appendRows: (entries: readonly { bridge: string; envelope: Envelope }[], after?: () => void) => number[];
 
@@ -198,13 +199,23 @@ export class BufferStore {
     return this.#delete(bridge, 'bridge = ? AND created_at < ?', [bridge, before]);
   }
 
+  /** A prepared statement, kept: #delete runs on every cursor commit, a hot path. */
+  #statement(sql: string): Database.Statement {
+    let statement = this.#statements.get(sql);
+    if (statement === undefined) {
+      statement = this.db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
+  }
+
   #delete(bridge: string, where: string, params: readonly unknown[]): BridgeUsage {
-    const removed = this.db
-      .prepare(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE ${where}`)
-      .get(...params) as BridgeUsage;
+    const removed = this.#statement(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE ${where}`).get(
+      ...params,
+    ) as BridgeUsage;
     if (removed.messages === 0) return removed;
     const usage = this.usage(bridge);
-    this.db.prepare(`DELETE FROM messages WHERE ${where}`).run(...params);
+    this.#statement(`DELETE FROM messages WHERE ${where}`).run(...params);
     this.#usage.set(bridge, { messages: usage.messages - removed.messages, bytes: usage.bytes - removed.bytes });
     return removed;
   }
