@@ -6,8 +6,8 @@ import { PASSWORD_HASH_PATTERN } from '../mqtt/password.ts';
 
 /** The component kinds a config may name; the runtime's registry supplies them. */
 export interface ComponentKinds {
-  readonly sources: readonly SourceComponent[];
-  readonly sinks: readonly SinkComponent[];
+  readonly sources: readonly SourceComponent<z.ZodType, never>[];
+  readonly sinks: readonly SinkComponent<z.ZodType, never>[];
 }
 
 export const port = z.int().min(0).max(65535);

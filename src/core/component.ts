@@ -21,17 +21,26 @@ export interface ComponentContext {
  * A sink kind: its registry key, its config schema (with defaults and descriptions) and a
  * factory. The kind is declared once here so that config and registry cannot drift.
  */
-export interface SinkComponent<S extends z.ZodType = z.ZodType> {
+export interface SinkComponent<S extends z.ZodType = z.ZodType, D = void> {
   readonly kind: string;
   readonly description: string;
   readonly schema: S;
-  create(config: z.output<S>, ctx: ComponentContext): Sink;
+  /** `deps` carries shared runtime objects, such as the embedded broker a device sink publishes on. */
+  create(config: z.output<S>, ctx: ComponentContext, deps: D): Sink;
 }
 
-export interface SourceComponent<S extends z.ZodType = z.ZodType, D = unknown> {
+export interface SourceComponent<S extends z.ZodType = z.ZodType, D = void> {
   readonly kind: string;
   readonly description: string;
   readonly schema: S;
+  /**
+   * True when the source keeps each message itself until it is acked (a Kafka topic with
+   * committed offsets, a broker's persistent session): its bridge then hands deliveries to
+   * the sinks directly instead of copying them into the local buffer first, and the source's
+   * ack waits for every sink. False (the default) for devices, whose messages exist nowhere
+   * else once acknowledged.
+   */
+  readonly keepsMessages?: boolean;
   /** `deps` carries shared runtime objects the source taps, such as the embedded broker. */
   create(config: z.output<S>, ctx: ComponentContext, deps: D): Source;
 }

@@ -1,15 +1,15 @@
-import type { Subscription } from 'rxjs';
+import { Subject, type Observable, type Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { BridgeConfig } from '../config/schema.ts';
 import type { ComponentContext, Counters } from '../core/component.ts';
 import { FerryError } from '../core/errors.ts';
-import type { SinkEvent, Source } from '../core/stream.ts';
+import { type Delivery, fanOut } from '../core/delivery.ts';
+import type { SinkEvent } from '../core/stream.ts';
 import { type CursorSource, cursorSource } from '../buffer/reader.ts';
 import type { BufferStore } from '../buffer/store.ts';
 import type { BufferWriter } from '../buffer/writer.ts';
 import type { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
-import { mqttSource } from '../mqtt/source.ts';
-import { findSink } from './registry.ts';
+import { findSink, findSource } from './registry.ts';
 
 export interface BridgeStatus {
   readonly name: string;
@@ -30,7 +30,8 @@ export interface BridgeDeps {
 interface SinkState {
   readonly name: string;
   readonly kind: string;
-  readonly reader: CursorSource;
+  /** Where the sink's deliveries come from: its cursor on the buffer, or the source directly. */
+  readonly input: CursorSource | Subject<Delivery>;
   written: number;
   failed: number;
   lastError?: string;
@@ -46,6 +47,10 @@ export function sinkNames(config: Pick<BridgeConfig, 'to'>): string[] {
  * A running bridge: its source appends to the durable buffer (the device is acknowledged
  * after that commit), and each sink reads the bridge's log through its own cursor. Stopping
  * lets each sink finish the window it holds; what is left stays buffered for the next start.
+ *
+ * A source that keeps its messages itself until they are acked (`keepsMessages`, e.g. a Kafka
+ * consumer committing offsets) skips the buffer: each delivery goes to every sink at once and
+ * is acked upstream when all of them confirmed it.
  */
 export class RunningBridge {
   readonly config: BridgeConfig;
@@ -62,9 +67,18 @@ export class RunningBridge {
     const { store, writer, counters } = deps;
     this.#logger = deps.logger.child({ bridge: config.name });
     const ctx: ComponentContext = { logger: this.#logger, counters, dataDir: deps.dataDir, bridge: config.name };
+    const runtime = { broker: deps.broker };
+
+    const [sourceKind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
+    const sourceComponent = findSource(sourceKind);
+    if (sourceComponent === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
+    const buffered = sourceComponent.keepsMessages !== true;
+
     const names = sinkNames(config);
-    store.registerBridge(config.name, names);
-    writer.setPolicy(config.name, config.buffer);
+    if (buffered) {
+      store.registerBridge(config.name, names);
+      writer.setPolicy(config.name, config.buffer);
+    }
 
     config.to.forEach((entry, i) => {
       const [kind, sinkConfig] = Object.entries(entry)[0] as [string, unknown];
@@ -72,17 +86,20 @@ export class RunningBridge {
       if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown sink kind '${kind}'`);
       const name = names[i] as string;
       const logger = this.#logger.child({ sink: name });
-      const reader = cursorSource({ store, writer, bridge: config.name, sink: name, policy: config.buffer, logger, counters });
-      const state: SinkState = { name, kind, reader, written: 0, failed: 0 };
-      const sink = component.create(sinkConfig, { ...ctx, logger });
+      const input = buffered
+        ? cursorSource({ store, writer, bridge: config.name, sink: name, policy: config.buffer, logger, counters })
+        : new Subject<Delivery>();
+      const state: SinkState = { name, kind, input, written: 0, failed: 0 };
+      const sink = component.create(sinkConfig as never, { ...ctx, logger }, runtime);
+      const deliveries: Observable<Delivery> = input instanceof Subject ? input.asObservable() : input.deliveries;
       this.#pendingSinks += 1;
       this.#subscriptions.push(
-        sink(reader.deliveries).subscribe({
+        sink(deliveries).subscribe({
           next: (event) => this.#onEvent(state, event, counters),
           error: (error: unknown) => {
             this.#state = 'failed';
             state.lastError = String(error);
-            this.#logger.error({ err: error, sink: name }, 'sink stopped with an error; its messages stay buffered');
+            this.#logger.error({ err: error, sink: name }, buffered ? 'sink stopped with an error; its messages stay buffered' : 'sink stopped with an error');
             this.#sinkDone();
           },
           complete: () => this.#sinkDone(),
@@ -91,18 +108,22 @@ export class RunningBridge {
       this.#sinks.push(state);
     });
 
-    const [sourceKind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
-    if (sourceKind !== mqttSource.kind) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
-    const source: Source = mqttSource.create(sourceConfig as never, ctx, { broker: deps.broker });
+    const source = sourceComponent.create(sourceConfig as never, ctx, runtime);
+    const direct = this.#sinks.map((s) => s.input).filter((input): input is Subject<Delivery> => input instanceof Subject);
     this.#subscriptions.unshift(
       source.subscribe((delivery) => {
         counters.count('bridge.messages.in', { bridge: config.name });
-        writer.enqueue(config.name, delivery);
+        if (buffered) {
+          writer.enqueue(config.name, delivery);
+          return;
+        }
+        const copies = fanOut(delivery, direct.length);
+        direct.forEach((subject, i) => subject.next(copies[i] as Delivery));
       }),
     );
 
     const { maxAgeMs } = config.buffer;
-    if (maxAgeMs > 0) {
+    if (buffered && maxAgeMs > 0) {
       this.#expiry = setInterval(() => {
         const removed = store.expire(config.name, Date.now() - maxAgeMs);
         if (removed.messages > 0) {
@@ -124,7 +145,10 @@ export class RunningBridge {
       if (this.#pendingSinks === 0) resolve();
       else this.#allDone = resolve;
     });
-    for (const sink of this.#sinks) sink.reader.stop();
+    for (const sink of this.#sinks) {
+      if (sink.input instanceof Subject) sink.input.complete();
+      else sink.input.stop();
+    }
     return done;
   }
 
