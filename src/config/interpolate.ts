@@ -1,8 +1,10 @@
 /**
  * `${VAR}`, `${VAR:-default}` (default when unset or empty) and `${VAR:+word}` (word when
  * set and non-empty, else empty) inside config strings; `$${` stands for a literal `${`.
+ * Variable names are upper case (A-Z, 0-9, _): other `${...}`, such as `${1}` or `${topic}`,
+ * are message templates and are left for the component that renders them.
  */
-const pattern = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\+)([^}]*))?\}/g;
+const pattern = /\$\$\{|\$\{([A-Z_][A-Z0-9_]*)(?:(:-|:\+)([^}]*))?\}/g;
 
 export type Env = Readonly<Record<string, string | undefined>>;
 

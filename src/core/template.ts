@@ -1,0 +1,243 @@
+import type { Envelope } from './envelope.ts';
+import { FerryError } from './errors.ts';
+
+/**
+ * Message templates: text with `${...}` fields rendered per message, for Kafka topics, keys
+ * and headers and for MQTT topics of commands.
+ *
+ * | field | value |
+ * |---|---|
+ * | `${1}`, `${2}`, ... | the level matched by the 1st, 2nd, ... `+` of the source's topic filter |
+ * | `${#}` | the levels matched by the filter's trailing `#`, joined by `/` |
+ * | `${topic}` | the whole MQTT topic |
+ * | `${clientId}`, `${username}` | the publishing device's identity |
+ * | `${key}` | the message key (a Kafka record's key) |
+ * | `${header.NAME}` | a header (Kafka header, MQTT 5 user property) |
+ * | `${payload.a.b}` | a field of the JSON payload (`a.b` is a path; `0` indexes arrays) |
+ *
+ * `$${` is a literal `${`. Environment variables (upper-case names) are replaced when the
+ * config is loaded, before templates are compiled.
+ */
+export type TemplateField =
+  | { readonly kind: 'capture'; readonly index: number }
+  | { readonly kind: 'rest' }
+  | { readonly kind: 'topic' | 'clientId' | 'username' | 'key' }
+  | { readonly kind: 'header'; readonly name: string }
+  | { readonly kind: 'payload'; readonly path: readonly string[] };
+
+type Part = string | TemplateField;
+
+export interface Template {
+  readonly source: string;
+  readonly fields: readonly TemplateField[];
+  /** True when the template has no fields: it renders the same text for every message. */
+  readonly constant: boolean;
+  /** Renders the template for one message; throws a TemplateError when a field has no value. */
+  render(message: TemplateInput): string;
+}
+
+/** What a template reads from a message: its envelope and the source's topic filters. */
+export interface TemplateInput {
+  readonly envelope: Envelope;
+  /** The filters of the source; captures come from the first one matching the topic. */
+  readonly filters: readonly string[];
+}
+
+export class TemplateError extends Error {
+  override readonly name = 'TemplateError';
+}
+
+const decoder = new TextDecoder();
+const FIELD = /\$\$\{|\$\{([^}]*)\}/g;
+
+/** Compiles a template; throws a FerryError (CONFIG_INVALID) naming the bad field. */
+export function compileTemplate(source: string): Template {
+  const parts: Part[] = [];
+  let last = 0;
+  for (const match of source.matchAll(FIELD)) {
+    const text = source.slice(last, match.index);
+    last = match.index + match[0].length;
+    if (match[0] === '$${') {
+      parts.push(`${text}\${`);
+      continue;
+    }
+    if (text !== '') parts.push(text);
+    parts.push(parseField(match[1] as string, source));
+  }
+  if (source.includes('${', last)) throw invalid(source, 'a `${` is not closed by `}`');
+  if (last < source.length) parts.push(source.slice(last));
+  const merged = mergeText(parts);
+  const fields = merged.filter((p): p is TemplateField => typeof p !== 'string');
+  return {
+    source,
+    fields,
+    constant: fields.length === 0,
+    render: (message) => {
+      if (fields.length === 0) return merged.length === 0 ? '' : (merged[0] as string);
+      const context = new RenderContext(message);
+      let out = '';
+      for (const part of merged) out += typeof part === 'string' ? part : context.value(part, source);
+      return out;
+    },
+  };
+}
+
+/**
+ * Why `template` cannot be rendered for messages of the topic filters `filters`, or
+ * undefined when it can: `${2}` needs a second `+` in every filter, `${#}` a trailing `#`.
+ */
+export function templateFilterProblem(template: Template, filters: readonly string[]): string | undefined {
+  for (const field of template.fields) {
+    for (const filter of filters) {
+      const levels = filter.split('/');
+      if (field.kind === 'capture') {
+        const pluses = levels.filter((l) => l === '+').length;
+        if (field.index > pluses) {
+          return `\${${field.index}} needs a ${ordinal(field.index)} '+' wildcard, but the filter '${filter}' has ${pluses === 0 ? 'none' : pluses}`;
+        }
+      }
+      if (field.kind === 'rest' && levels.at(-1) !== '#') return `\${#} needs a filter ending in '#', but '${filter}' does not`;
+    }
+  }
+  return undefined;
+}
+
+/** Names a field as written, for messages. */
+export function describeField(field: TemplateField): string {
+  switch (field.kind) {
+    case 'capture':
+      return `\${${field.index}}`;
+    case 'rest':
+      return '${#}';
+    case 'header':
+      return `\${header.${field.name}}`;
+    case 'payload':
+      return `\${payload.${field.path.join('.')}}`;
+    default:
+      return `\${${field.kind}}`;
+  }
+}
+
+function parseField(body: string, source: string): TemplateField {
+  const name = body.trim();
+  if (/^[1-9][0-9]*$/.test(name)) return { kind: 'capture', index: Number(name) };
+  if (name === '#') return { kind: 'rest' };
+  if (name === 'topic' || name === 'clientId' || name === 'username' || name === 'key') return { kind: name };
+  if (name.startsWith('header.') && name.length > 'header.'.length) return { kind: 'header', name: name.slice('header.'.length) };
+  if (name.startsWith('payload.')) {
+    const path = name.slice('payload.'.length).split('.');
+    if (path.every((p) => p !== '')) return { kind: 'payload', path };
+  }
+  throw invalid(
+    source,
+    `unknown field \${${body}}: use \${1}..\${n} (the filter's + wildcards), \${#}, \${topic}, \${clientId}, \${username}, \${key}, \${header.NAME} or \${payload.FIELD}` +
+      (/^[A-Z_][A-Z0-9_]*$/.test(name) ? ` (an environment variable \${${name}} is replaced at load time, so this one was not set)` : ''),
+  );
+}
+
+function invalid(source: string, reason: string): FerryError {
+  return new FerryError('CONFIG_INVALID', `template '${source}': ${reason}`);
+}
+
+function mergeText(parts: readonly Part[]): Part[] {
+  const out: Part[] = [];
+  for (const part of parts) {
+    const prev = out.at(-1);
+    if (typeof part === 'string' && typeof prev === 'string') out[out.length - 1] = prev + part;
+    else out.push(part);
+  }
+  return out;
+}
+
+function ordinal(n: number): string {
+  const suffix = n % 100 >= 11 && n % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th');
+  return `${n}${suffix}`;
+}
+
+/** Per-message lazily computed values: wildcard captures and the parsed payload. */
+class RenderContext {
+  readonly #input: TemplateInput;
+  #levels: { captures: string[]; rest: string | undefined } | undefined;
+  #json: { value: unknown } | undefined;
+
+  constructor(input: TemplateInput) {
+    this.#input = input;
+  }
+
+  value(field: TemplateField, source: string): string {
+    const { envelope } = this.#input;
+    const missing = (what: string) => new TemplateError(`template '${source}': ${describeField(field)} has no value: ${what}`);
+    switch (field.kind) {
+      case 'topic':
+        return envelope.topic;
+      case 'clientId':
+      case 'username': {
+        const value = envelope.origin[field.kind];
+        if (value === undefined) throw missing(`the message has no ${field.kind}`);
+        return value;
+      }
+      case 'key':
+        if (envelope.key === undefined) throw missing('the message has no key');
+        return envelope.key;
+      case 'header': {
+        const value = envelope.headers[field.name];
+        if (value === undefined) throw missing(`the message has no header '${field.name}'`);
+        return value;
+      }
+      case 'capture': {
+        const value = this.#captures().captures[field.index - 1];
+        if (value === undefined) throw missing(`topic '${envelope.topic}' matches no filter with ${field.index} '+' wildcards`);
+        return value;
+      }
+      case 'rest': {
+        const value = this.#captures().rest;
+        if (value === undefined) throw missing(`topic '${envelope.topic}' matches no filter ending in '#'`);
+        return value;
+      }
+      case 'payload': {
+        let value = this.#payload();
+        for (const step of field.path) {
+          if (value === null || typeof value !== 'object') throw missing(`the payload has no field '${field.path.join('.')}'`);
+          value = (value as Record<string, unknown>)[step];
+        }
+        if (value === undefined || value === null || typeof value === 'object') {
+          throw missing(`the payload field '${field.path.join('.')}' is ${value === undefined ? 'absent' : 'not a string, number or boolean'}`);
+        }
+        return String(value);
+      }
+    }
+  }
+
+  #payload(): unknown {
+    if (this.#json === undefined) {
+      try {
+        this.#json = { value: JSON.parse(decoder.decode(this.#input.envelope.payload)) as unknown };
+      } catch (error) {
+        throw new TemplateError(`the payload is not JSON (${(error as Error).message}), so payload fields cannot be rendered`);
+      }
+    }
+    return this.#json.value;
+  }
+
+  #captures(): { captures: string[]; rest: string | undefined } {
+    if (this.#levels !== undefined) return this.#levels;
+    const topic = this.#input.envelope.topic.split('/');
+    for (const filter of this.#input.filters) {
+      const found = capture(filter.split('/'), topic);
+      if (found !== undefined) return (this.#levels = found);
+    }
+    return (this.#levels = { captures: [], rest: undefined });
+  }
+}
+
+function capture(filter: readonly string[], topic: readonly string[]): { captures: string[]; rest: string | undefined } | undefined {
+  const captures: string[] = [];
+  for (let i = 0; i < filter.length; i++) {
+    const level = filter[i];
+    if (level === '#') return { captures, rest: topic.slice(i).join('/') };
+    if (i >= topic.length) return undefined;
+    if (level === '+') captures.push(topic[i] as string);
+    else if (level !== topic[i]) return undefined;
+  }
+  return filter.length === topic.length ? { captures, rest: undefined } : undefined;
+}

@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { createEnvelope } from '../../../src/core/envelope.ts';
+import { FerryError } from '../../../src/core/errors.ts';
+import { TemplateError, compileTemplate, templateFilterProblem } from '../../../src/core/template.ts';
+import { interpolate } from '../../../src/config/interpolate.ts';
+
+const filters = ['devices/+/telemetry/#'];
+const envelope = createEnvelope({
+  topic: 'devices/sensor-1/telemetry/temp/room',
+  payload: '{"site":{"id":"s7"},"celsius":21.5,"ok":true}',
+  origin: { source: 'mqtt', clientId: 'sensor-1', username: 'u1' },
+  key: 'k1',
+  headers: { region: 'eu' },
+});
+
+test('renders wildcard captures, identity, key, headers and payload fields', () => {
+  const t = compileTemplate('iot.${1}.${#}|${topic}|${clientId}/${username}|${key}|${header.region}|${payload.site.id}|${payload.celsius}|${payload.ok}');
+  assert.equal(t.render({ envelope, filters }), 'iot.sensor-1.temp/room|devices/sensor-1/telemetry/temp/room|sensor-1/u1|k1|eu|s7|21.5|true');
+  assert.equal(t.constant, false);
+});
+
+test('a template without fields is constant; $${ is a literal', () => {
+  const t = compileTemplate('plain.topic');
+  assert.equal(t.constant, true);
+  assert.equal(t.render({ envelope, filters }), 'plain.topic');
+  assert.equal(compileTemplate('a$${b}').render({ envelope, filters }), 'a${b}');
+});
+
+test('captures come from the first filter that matches the topic', () => {
+  const t = compileTemplate('${1}');
+  assert.equal(t.render({ envelope, filters: ['other/+', 'devices/+/telemetry/+/+'] }), 'sensor-1');
+});
+
+test('unknown fields and unclosed braces are config errors naming the field', () => {
+  assert.throws(() => compileTemplate('x.${nope}'), (e: unknown) => e instanceof FerryError && /unknown field \$\{nope\}/.test(e.message));
+  assert.throws(() => compileTemplate('x.${1'), /not closed/);
+  assert.throws(() => compileTemplate('${payload.}'), /unknown field/);
+  assert.throws(() => compileTemplate('${KAFKA_TOPIC}'), /environment variable/);
+});
+
+test('templateFilterProblem checks captures against every filter', () => {
+  assert.equal(templateFilterProblem(compileTemplate('${1}.${#}'), filters), undefined);
+  assert.match(templateFilterProblem(compileTemplate('${2}'), filters) ?? '', /2nd '\+' wildcard, but the filter 'devices\/\+\/telemetry\/#' has 1/);
+  assert.match(templateFilterProblem(compileTemplate('${#}'), ['a/+']) ?? '', /ending in '#'/);
+  assert.match(templateFilterProblem(compileTemplate('${1}'), ['a/+', 'b']) ?? '', /'b' has none/);
+});
+
+test('a field without a value throws a TemplateError at render time', () => {
+  const bare = createEnvelope({ topic: 'x/y', payload: 'not json', origin: { source: 'mqtt' } });
+  for (const source of ['${clientId}', '${key}', '${header.h}', '${payload.a}', '${1}']) {
+    assert.throws(() => compileTemplate(source).render({ envelope: bare, filters: ['x/z'] }), TemplateError, source);
+  }
+  assert.throws(() => compileTemplate('${payload.site}').render({ envelope, filters }), /not a string, number or boolean/);
+});
+
+test('environment interpolation leaves lower-case and numeric fields for templates', () => {
+  assert.deepEqual(interpolate('${ENV}.${1}.${topic}.${clientId}', { ENV: 'prod' }), { value: 'prod.${1}.${topic}.${clientId}', missing: [] });
+});
