@@ -68,6 +68,11 @@ const websocketSchema = z.strictObject({
   host: listenerHost,
   path: z.string().regex(/^\//, 'must start with /').default('/mqtt').meta({ description: 'HTTP path clients open the WebSocket on.', examples: ['/mqtt'] }),
   maxConnections: maxConnections('WebSocket port'),
+  trustedProxies: z.array(z.string().min(1)).default([]).meta({
+    description:
+      'Addresses of reverse proxies in front of this port. For connections from them, the client address (used by the per-address limits and in logs) is the right-most X-Forwarded-For entry that is not itself a trusted proxy; other clients\' X-Forwarded-For is ignored.',
+    examples: [['127.0.0.1']],
+  }),
 });
 
 export const gatewaySchema = z
