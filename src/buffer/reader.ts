@@ -26,11 +26,11 @@ export interface CursorSource {
 type Outcome = { ok: true } | { ok: false; error: Error };
 
 /**
- * A sink's verdict on one message alone (MESSAGE_REJECTED, not retryable: say, a Kafka topic
+ * A sink's verdict on one message alone (MESSAGE_INVALID, not retryable: say, a Kafka topic
  * rendered from it is invalid); other failures may be about the whole batch.
  */
 function isRejection(error: Error): boolean {
-  return isFerryError(error, 'MESSAGE_REJECTED') && !error.retryable;
+  return isFerryError(error, 'MESSAGE_INVALID') && !error.retryable;
 }
 
 /** How long an idle reader waits before looking for rows another process added. */
@@ -41,7 +41,7 @@ const POLL_MS = 1000;
  * cursor. When a window is settled the cursor moves past every message acked before the
  * first failure. A retryable failure is tried again from there after a backoff that doubles
  * up to `retryMaxMs`, for ever; a permanent one dead-letters that message and moves on (found
- * by handing the rest over one at a time, unless the sink named it with MESSAGE_REJECTED).
+ * by handing the rest over one at a time, unless the sink named it with MESSAGE_INVALID).
  *
  * Under `replay: live-first`, a sink found more than a window behind splits its log at the
  * tail: messages after the split (live) are handed first, and the backlog before it follows

@@ -42,7 +42,7 @@ export interface RenderedRecord {
  * message's own headers (MQTT 5 user properties, `traceparent`/`tracestate`) pass through;
  * the envelope id travels as `ferry-id` and the MQTT topic as `mqtt-topic`. A message whose
  * template field has no value, or whose topic renders to an invalid Kafka topic name, throws
- * a non-retryable MESSAGE_REJECTED FerryError saying why: no retry can write it.
+ * a non-retryable MESSAGE_INVALID FerryError saying why: no retry can write it.
  */
 export function recordRenderer(templates: RecordTemplates, filters: readonly string[], component: string): (envelope: Envelope) => RenderedRecord {
   const topic = compileTemplate(templates.topic);
@@ -51,7 +51,7 @@ export function recordRenderer(templates: RecordTemplates, filters: readonly str
   return (envelope) => {
     const input = { envelope, filters };
     const reject = (reason: string, cause?: unknown) =>
-      new FerryError('MESSAGE_REJECTED', `${component}: message ${envelope.id} (MQTT topic '${envelope.topic}') cannot be written: ${reason}`, {
+      new FerryError('MESSAGE_INVALID', `${component}: message ${envelope.id} (MQTT topic '${envelope.topic}') cannot be written: ${reason}`, {
         component,
         retryable: false,
         cause,

@@ -95,7 +95,7 @@ export type KafkaSinkConfig = z.output<typeof schema>;
  * and headers from theirs. Records of one batch are grouped by topic and sent in one
  * request per broker; a delivery is acked after Kafka acknowledged its batch. A message that
  * can never be written (invalid rendered topic, template field without a value) is nacked
- * alone as MESSAGE_REJECTED, and the rest of its batch is written.
+ * alone as MESSAGE_INVALID, and the rest of its batch is written.
  */
 export const kafkaSink: SinkComponent<typeof schema> = {
   kind: 'kafka',
@@ -141,7 +141,7 @@ export const kafkaSink: SinkComponent<typeof schema> = {
           try {
             rendered = render(delivery.envelope);
           } catch (error) {
-            if (!isFerryError(error, 'MESSAGE_REJECTED')) throw error;
+            if (!isFerryError(error, 'MESSAGE_INVALID')) throw error;
             rejected.set(delivery, error);
             ctx.counters.count('kafka.messages.rejected', { bridge: ctx.bridge });
             continue;
