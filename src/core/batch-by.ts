@@ -1,4 +1,4 @@
-import { Observable, type OperatorFunction } from 'rxjs';
+import { Observable, type OperatorFunction, type Subscription, asyncScheduler } from 'rxjs';
 
 export interface BatchLimits<T> {
   /** Most items in one batch. */
@@ -24,9 +24,9 @@ export function batchBy<T>(limits: BatchLimits<T>): OperatorFunction<T, T[]> {
     new Observable<T[]>((subscriber) => {
       let batch: T[] = [];
       let bytes = 0;
-      let timer: NodeJS.Timeout | undefined;
+      let timer: Subscription | undefined;
       const flush = () => {
-        clearTimeout(timer);
+        timer?.unsubscribe();
         timer = undefined;
         if (batch.length === 0) return;
         const out = batch;
@@ -41,10 +41,10 @@ export function batchBy<T>(limits: BatchLimits<T>): OperatorFunction<T, T[]> {
           batch.push(item);
           bytes += size;
           if (batch.length >= limits.count || bytes >= maxBytes) flush();
-          else if (timer === undefined) timer = setTimeout(flush, limits.timeMs);
+          else if (timer === undefined) timer = asyncScheduler.schedule(flush, limits.timeMs);
         },
         error: (error: unknown) => {
-          clearTimeout(timer);
+          timer?.unsubscribe();
           subscriber.error(error);
         },
         complete: () => {
@@ -53,7 +53,7 @@ export function batchBy<T>(limits: BatchLimits<T>): OperatorFunction<T, T[]> {
         },
       });
       return () => {
-        clearTimeout(timer);
+        timer?.unsubscribe();
         subscription.unsubscribe();
       };
     });

@@ -78,7 +78,8 @@ export function createKafkaProducer(options: KafkaProducerOptions): KafkaProduce
 async function openProducer(options: KafkaProducerOptions): Promise<{ producer: Producer; compression: number }> {
   const kafkajs = await import('kafkajs');
   const { Kafka, Partitioners, logLevel } = kafkajs;
-  const compression = useCompression(options.compression, kafkajs);
+  // CompressionCodecs is not among the names Node finds in kafkajs' CommonJS exports.
+  const compression = useCompression(options.compression, { CompressionTypes: kafkajs.CompressionTypes, CompressionCodecs: kafkajs.default.CompressionCodecs });
   const kafka = new Kafka({
     clientId: options.clientId,
     brokers: [...options.brokers],

@@ -55,7 +55,11 @@ export function useCompression(
     default: {
       const type = { snappy: types.Snappy, lz4: types.LZ4, zstd: types.ZSTD }[compression];
       if (!registered.has(compression)) {
-        codecs[type] = loaders[compression]();
+        try {
+          codecs[type] = loaders[compression]();
+        } catch (error) {
+          throw new Error(`compression '${compression}': its codec cannot be loaded (${(error as Error).message}); install Ferry's dependencies again or choose another compression`, { cause: error });
+        }
         registered.add(compression);
       }
       return type;

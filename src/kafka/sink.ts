@@ -48,10 +48,12 @@ const schema = z
       examples: ['${1}', '${payload.site}-${clientId}'],
     }),
     headers: z
-      .record(
-        z.string().min(1).refine((name) => !RESERVED_HEADERS.includes(name), `${RESERVED_HEADERS.join(' and ')} are set by Ferry`),
-        template,
-      )
+      .record(z.string().min(1), template)
+      .superRefine((headers, ctx) => {
+        for (const name of Object.keys(headers).filter((n) => RESERVED_HEADERS.includes(n))) {
+          ctx.addIssue({ code: 'custom', path: [name], message: `${name} is set by Ferry (${RESERVED_HEADERS.join(' and ')} are always sent); name this header otherwise` });
+        }
+      })
       .default({})
       .meta({
         description: 'Extra record headers: name to message template. `ferry-id` (the message id), `mqtt-topic` and the message\'s own headers (such as `traceparent`) are always sent.',
