@@ -3,6 +3,7 @@ import type { SinkComponent, SourceComponent } from '../core/component.ts';
 import { type BufferPolicy, bufferPolicySchema, bufferSettingsSchema } from '../buffer/config.ts';
 import { invalidFilterReason } from '../core/topic.ts';
 import { PASSWORD_HASH_PATTERN } from '../mqtt/password.ts';
+import { bridgeTemplateIssues } from './template-check.ts';
 
 /** The component kinds a config may name; the runtime's registry supplies them. */
 export interface ComponentKinds {
@@ -193,6 +194,9 @@ export function bridgeSchema(kinds: ComponentKinds) {
           'Where messages go: one or more sinks, each reading the bridge\'s buffer at its own pace. A sink kind used twice in one bridge is named kind#index in stats.',
       }),
       buffer: bufferPolicySchema.prefault({}),
+    })
+    .superRefine((bridge, ctx) => {
+      for (const issue of bridgeTemplateIssues(bridge, kinds)) ctx.addIssue({ code: 'custom', path: [...issue.path], message: issue.message });
     })
     .meta({ title: 'Ferry bridge', description: 'bridges/*.yaml' });
 }

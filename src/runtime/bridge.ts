@@ -66,12 +66,13 @@ export class RunningBridge {
     this.config = config;
     const { store, writer, counters } = deps;
     this.#logger = deps.logger.child({ bridge: config.name });
-    const ctx: ComponentContext = { logger: this.#logger, counters, dataDir: deps.dataDir, bridge: config.name };
     const runtime = { broker: deps.broker };
 
     const [sourceKind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
     const sourceComponent = findSource(sourceKind);
     if (sourceComponent === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
+    const sourceFilters = sourceComponent.filters?.(sourceConfig as never) ?? [];
+    const ctx: ComponentContext = { logger: this.#logger, counters, dataDir: deps.dataDir, bridge: config.name, sourceFilters };
     const buffered = sourceComponent.keepsMessages !== true;
 
     const names = sinkNames(config);
