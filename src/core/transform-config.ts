@@ -27,7 +27,13 @@ const validateSchema = z
 /** One step of a bridge's `transform` list: a one-key map naming the step. */
 export const transformStepSchema = z.union([
   z
-    .strictObject({ decode: z.literal('json').meta({ description: 'The payload format: `json` (UTF-8).', examples: ['json'] }) })
+    .strictObject({
+      // A string refined to 'json' rather than a literal, so that a misspelt step is reported as an unknown kind.
+      decode: z
+        .string()
+        .refine((format) => format === 'json', 'the only payload format is `json`')
+        .meta({ description: 'The payload format: `json` (UTF-8).', examples: ['json'] }),
+    })
     .meta({ description: '`decode: json`: the payload must be JSON in UTF-8; a message that is not is rejected.' }),
   z
     .strictObject({ keep: fields('Fields to keep; the others are removed.') })
