@@ -16,26 +16,29 @@ export interface Loaded<T> {
 
 /**
  * Reads the JSON Schemas that device profiles (`payloadSchema`) and bridges' `validate` steps
- * name, checks that each one compiles, and puts them in place: a profile's `payloadSchema`
- * becomes the schema object, a `validate` step gets `resolved`. Problems are added to `issues`
- * at the key that names the schema. A schema is checked here, once per file, so a bridge that
- * names a broken profile is not reported a second time.
+ * name and puts them in place: a profile's `payloadSchema` becomes the schema object, a
+ * `validate` step gets `resolved`. A schema is compiled (to check it) only when a bridge
+ * validates against it, so a gateway whose bridges validate nothing never loads ajv; a
+ * profile's schema is compiled once however many bridges name it, and its problems are
+ * reported at the profile's `payloadSchema`, not at each bridge.
  */
 export function resolvePayloadSchemas(
   bridges: readonly Loaded<BridgeConfig>[],
   devices: readonly Loaded<DeviceProfile>[],
   issues: ConfigIssue[],
 ): { bridges: BridgeConfig[]; devices: DeviceProfile[] } {
-  const profiles = new Map<string, { profile: DeviceProfile; broken: boolean }>();
+  const profiles = new Map<string, ProfileSchema>();
   const resolvedDevices = devices.map(({ value: profile, yaml, path }) => {
-    if (profile.payloadSchema === undefined) {
-      profiles.set(profile.name, { profile, broken: false });
+    const entry: ProfileSchema = { profile, yaml, at: ['payloadSchema'] };
+    profiles.set(profile.name, entry);
+    if (profile.payloadSchema === undefined) return profile;
+    const jsonSchema = readSchema(profile.payloadSchema, dirname(path), yaml, entry.at, issues);
+    if (jsonSchema === undefined) {
+      entry.state = 'broken';
       return profile;
     }
-    const jsonSchema = loadSchema(profile.payloadSchema, dirname(path), yaml, ['payloadSchema'], issues);
-    const resolved = jsonSchema === undefined ? profile : { ...profile, payloadSchema: jsonSchema as Record<string, unknown> };
-    profiles.set(profile.name, { profile: resolved, broken: jsonSchema === undefined });
-    return resolved;
+    entry.profile = { ...profile, payloadSchema: jsonSchema as Record<string, unknown> };
+    return entry.profile;
   });
 
   const resolvedBridges = bridges.map(({ value: bridge, yaml, path }) => {
@@ -51,9 +54,17 @@ export function resolvePayloadSchemas(
   return { bridges: resolvedBridges, devices: resolvedDevices };
 }
 
+interface ProfileSchema {
+  profile: DeviceProfile;
+  readonly yaml: YamlFile;
+  readonly at: readonly PropertyKey[];
+  /** Unset until a bridge names the profile and its schema is compiled. */
+  state?: 'ok' | 'broken';
+}
+
 function resolveValidate(
   step: ResolvedValidate,
-  profiles: ReadonlyMap<string, { profile: DeviceProfile; broken: boolean }>,
+  profiles: ReadonlyMap<string, ProfileSchema>,
   base: string,
   yaml: YamlFile,
   at: readonly PropertyKey[],
@@ -61,8 +72,9 @@ function resolveValidate(
 ): ResolvedValidate['resolved'] {
   const issue = (key: string, message: string) => issues.push({ file: yaml.path, ...yaml.locate([...at, key]), path: formatPath([...at, key]), message });
   if (step.schema !== undefined) {
-    const jsonSchema = loadSchema(step.schema, base, yaml, [...at, 'schema'], issues);
-    return jsonSchema === undefined ? undefined : { jsonSchema, label: `schema ${step.schema}` };
+    const jsonSchema = readSchema(step.schema, base, yaml, [...at, 'schema'], issues);
+    if (jsonSchema === undefined || !compiles(jsonSchema, step.schema, yaml, [...at, 'schema'], issues)) return undefined;
+    return { jsonSchema, label: `schema ${step.schema}` };
   }
   const name = step.profile as string;
   const found = profiles.get(name);
@@ -71,40 +83,44 @@ function resolveValidate(
     issue('profile', `no device profile named '${name}' (profiles: ${known.length === 0 ? 'none' : known.join(', ')})`);
     return undefined;
   }
-  if (found.broken) return undefined;
-  if (found.profile.payloadSchema === undefined) {
+  const jsonSchema = found.profile.payloadSchema;
+  if (jsonSchema === undefined) {
     issue('profile', `device profile '${name}' (${found.profile.file}) has no payloadSchema to validate against: add one to it, or use \`schema: FILE\``);
     return undefined;
   }
-  return { jsonSchema: found.profile.payloadSchema, label: `schema of profile ${name}` };
+  found.state ??= compiles(jsonSchema, undefined, found.yaml, found.at, issues) ? 'ok' : 'broken';
+  return found.state === 'ok' ? { jsonSchema, label: `schema of profile ${name}` } : undefined;
 }
 
-/** The schema (an object inline, or a .json file's contents), checked to compile; undefined after adding an issue. */
-function loadSchema(value: unknown, base: string, yaml: YamlFile, at: readonly PropertyKey[], issues: ConfigIssue[]): unknown {
+/** The schema: an object inline, or a .json file's contents; undefined after adding an issue. */
+function readSchema(value: unknown, base: string, yaml: YamlFile, at: readonly PropertyKey[], issues: ConfigIssue[]): unknown {
   const issue = (message: string) => {
     issues.push({ file: yaml.path, ...yaml.locate(at), path: formatPath(at), message });
     return undefined;
   };
-  let schema = value;
-  if (typeof value === 'string') {
-    const file = resolve(base, value);
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      return issue(code === 'ENOENT' ? `no such file: ${file}` : `cannot read ${file}: ${code ?? String(error)}`);
-    }
-    try {
-      schema = JSON.parse(text) as unknown;
-    } catch (error) {
-      return issue(`${file} is not JSON: ${(error as Error).message}`);
-    }
+  if (typeof value !== 'string') return value;
+  const file = resolve(base, value);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return issue(code === 'ENOENT' ? `no such file: ${file}` : `cannot read ${file}: ${code ?? String(error)}`);
   }
   try {
-    compileJsonSchema(schema);
+    return JSON.parse(text) as unknown;
   } catch (error) {
-    return issue(`invalid JSON Schema${typeof value === 'string' ? ` in ${value}` : ''}: ${(error as Error).message}`);
+    return issue(`${file} is not JSON: ${(error as Error).message}`);
   }
-  return schema;
+}
+
+/** Whether the schema compiles; adds an issue when not. */
+function compiles(schema: unknown, file: string | undefined, yaml: YamlFile, at: readonly PropertyKey[], issues: ConfigIssue[]): boolean {
+  try {
+    compileJsonSchema(schema);
+    return true;
+  } catch (error) {
+    issues.push({ file: yaml.path, ...yaml.locate(at), path: formatPath(at), message: `invalid JSON Schema${file === undefined ? '' : ` in ${file}`}: ${(error as Error).message}` });
+    return false;
+  }
 }
