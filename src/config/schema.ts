@@ -4,6 +4,8 @@ import { type BufferPolicy, bufferPolicySchema, bufferSettingsSchema } from '../
 import { invalidFilterReason } from '../core/topic.ts';
 import { PASSWORD_HASH_PATTERN } from '../mqtt/password.ts';
 import { bridgeTemplateIssues } from './template-check.ts';
+import { type TransformStep, transformSchema } from '../core/transform-config.ts';
+import { type RateLimitConfig, rateLimitSchema } from '../redis/rate-limit-config.ts';
 
 /** The component kinds a config may name; the runtime's registry supplies them. */
 export interface ComponentKinds {
@@ -194,6 +196,8 @@ export function bridgeSchema(kinds: ComponentKinds) {
           'Where messages go: one or more sinks, each reading the bridge\'s buffer at its own pace. A sink kind used twice in one bridge is named kind#index in stats.',
       }),
       buffer: bufferPolicySchema.prefault({}),
+      rateLimit: rateLimitSchema.optional(),
+      transform: transformSchema,
     })
     .superRefine((bridge, ctx) => {
       for (const issue of bridgeTemplateIssues(bridge, kinds)) ctx.addIssue({ code: 'custom', path: [...issue.path], message: issue.message });
@@ -208,6 +212,9 @@ export interface BridgeConfig {
   readonly from: Readonly<Record<string, unknown>>;
   readonly to: readonly Readonly<Record<string, unknown>>[];
   readonly buffer: BufferPolicy;
+  /** Applied in order before the buffer; none when absent. */
+  readonly transform?: readonly TransformStep[];
+  readonly rateLimit?: RateLimitConfig;
   /** The file it was loaded from, for messages. */
   readonly file: string;
 }
@@ -267,6 +274,14 @@ export const deviceSchema = z
       })
       .optional()
       .meta({ description: 'What the device publishes.' }),
+    payloadSchema: z
+      .union([z.string().min(1), z.record(z.string(), z.unknown())])
+      .optional()
+      .meta({
+        description:
+          'JSON Schema of the device\'s JSON payloads, inline or as a .json file relative to this file; bridges check payloads against it with `transform: [{validate: {profile: NAME}}]`.',
+        examples: ['schemas/temperature-sensor.json', { type: 'object', required: ['celsius'], properties: { celsius: { type: 'number' } } }],
+      }),
   })
   .meta({ title: 'Ferry device profile', description: 'devices/*.yaml' });
 

@@ -9,6 +9,7 @@ import { type CursorSource, cursorSource } from '../buffer/reader.ts';
 import type { BufferStore } from '../buffer/store.ts';
 import type { BufferWriter } from '../buffer/writer.ts';
 import type { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
+import { ingressOperators } from './ingress.ts';
 import { findSink, findSource } from './registry.ts';
 
 export interface BridgeStatus {
@@ -111,8 +112,10 @@ export class RunningBridge {
 
     const source = sourceComponent.create(sourceConfig as never, ctx, runtime);
     const direct = this.#sinks.map((s) => s.input).filter((input): input is Subject<Delivery> => input instanceof Subject);
+    // Rate limit and transform steps; a message they refuse is dead-lettered and acked there.
+    const ingress = ingressOperators(config, { deadLetters: writer, logger: this.#logger, counters });
     this.#subscriptions.unshift(
-      source.subscribe((delivery) => {
+      source.pipe(ingress).subscribe((delivery) => {
         counters.count('bridge.messages.in', { bridge: config.name });
         if (buffered) {
           writer.enqueue(config.name, delivery);
