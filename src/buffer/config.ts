@@ -23,6 +23,11 @@ export const bufferPolicySchema = z
       description: 'Under live-first replay, the most backlog messages per second a sink is handed.',
       examples: [500],
     }),
+    maxDeadLetters: z.int().min(0).default(100_000).meta({
+      description:
+        'Most dead letters the bridge keeps; beyond it the oldest are deleted (checked every 10 seconds), counted as buffer.dead_letters.dropped and logged, so a flood of bad messages cannot fill the disk.',
+      examples: [100000],
+    }),
     windowSize: z.int().min(1).default(1000).meta({ description: 'Most messages a sink is handed before its cursor moves.', examples: [1000] }),
     retryInitialMs: z.int().min(1).default(200).meta({ description: 'First wait before a failed write is tried again; doubles up to retryMaxMs.', examples: [200] }),
     retryMaxMs: z.int().min(1).default(30_000).meta({ description: 'Longest wait between retries of a failed write; retries go on for ever.', examples: [30000] }),

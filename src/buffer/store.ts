@@ -319,6 +319,16 @@ export class BufferStore {
   }
 
   /**
+   * Deletes a bridge's oldest dead letters beyond the newest `keep`, at most `limit` at a
+   * time; returns how many.
+   */
+  trimDeadLetters(bridge: string, keep: number, limit = 10_000): number {
+    const total = (this.#statement('SELECT count(*) AS n FROM dead_letters WHERE bridge = ?').get(bridge) as { n: number }).n;
+    if (total <= keep) return 0;
+    return this.#statement('DELETE FROM dead_letters WHERE dl_seq IN (SELECT dl_seq FROM dead_letters WHERE bridge = ? ORDER BY dl_seq LIMIT ?)').run(bridge, Math.min(limit, total - keep)).changes;
+  }
+
+  /**
    * `redrive` in bounded steps: moves up to `limit` of a bridge's oldest dead letters with
    * dl_seq <= `throughDlSeq` to the end of its log, in one transaction; returns how many.
    */

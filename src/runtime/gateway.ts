@@ -83,6 +83,7 @@ export class Gateway {
       this.#recount = setInterval(() => {
         this.#store?.recount();
         this.#writer?.released();
+        this.#trimDeadLetters();
       }, RECOUNT_MS);
       this.#recount.unref();
       if (config.admin.enabled) {
@@ -185,6 +186,22 @@ export class Gateway {
           dataDir: this.config.dataDirPath,
         }),
       );
+    }
+  }
+
+  /** Keeps each bridge's dead letters within its `buffer.maxDeadLetters`. */
+  #trimDeadLetters(): void {
+    const store = this.#store;
+    if (store === undefined) return;
+    for (const { config: bridge } of this.#bridges) {
+      try {
+        const dropped = store.trimDeadLetters(bridge.name, bridge.buffer.maxDeadLetters);
+        if (dropped === 0) continue;
+        this.counters.count('buffer.dead_letters.dropped', { bridge: bridge.name }, dropped);
+        this.#logger.warn({ bridge: bridge.name, dropped, maxDeadLetters: bridge.buffer.maxDeadLetters }, 'deleted the oldest dead letters beyond buffer.maxDeadLetters');
+      } catch (error) {
+        this.#logger.warn({ err: error, bridge: bridge.name }, 'could not trim dead letters');
+      }
     }
   }
 

@@ -376,3 +376,21 @@ test('a message its sink names alone as invalid is dead-lettered at once; the re
     cleanup();
   }
 });
+
+test('trimDeadLetters keeps the newest dead letters of a bridge up to the limit', async () => {
+  const { store, writer, drain, cleanup } = setup();
+  try {
+    const tracked = trackedDeliveries(6);
+    for (const d of tracked.deliveries) writer.enqueue('b', d);
+    await tracked.settled();
+    drain('out', () => new FerryError('MESSAGE_REJECTED', 'refused', { retryable: false }));
+    await until(() => [...store.iterateDeadLetters('b')].length === 6, 'every message to be dead-lettered');
+    assert.equal(store.trimDeadLetters('b', 10), 0);
+    assert.equal(store.trimDeadLetters('b', 2), 4);
+    const kept = [...store.iterateDeadLetters('b')].map((l) => l.envelope.id);
+    assert.deepEqual(kept, tracked.deliveries.slice(4).map((d) => d.envelope.id));
+    assert.equal(store.trimDeadLetters('b', 0, 1), 1, 'at most `limit` at a time');
+  } finally {
+    cleanup();
+  }
+});
