@@ -4,6 +4,8 @@ import type { SinkComponent, SourceComponent } from '../core/component.ts';
 import type { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
 import { kafkaSink } from '../kafka/sink.ts';
 import { mqttSource } from '../mqtt/source.ts';
+import { mqttClientSource } from '../mqtt/client-source.ts';
+import { mqttClientSink } from '../mqtt/client-sink.ts';
 import { historySink } from '../sqlite/history-sink.ts';
 
 /** Shared runtime objects a component may use, handed to every `create`. */
@@ -12,8 +14,8 @@ export interface RuntimeDeps {
 }
 
 /** Every component kind a bridge can name. A new technology adds its line here. */
-export const sources: readonly SourceComponent<z.ZodType, RuntimeDeps | void>[] = [mqttSource];
-export const sinks: readonly SinkComponent<z.ZodType, RuntimeDeps | void>[] = [historySink, kafkaSink];
+export const sources: readonly SourceComponent<z.ZodType, RuntimeDeps | void>[] = [mqttSource, mqttClientSource];
+export const sinks: readonly SinkComponent<z.ZodType, RuntimeDeps | void>[] = [historySink, kafkaSink, mqttClientSink];
 
 export const componentKinds: ComponentKinds = { sources, sinks };
 

@@ -1,0 +1,95 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { IClientOptions, MqttClient } from 'mqtt';
+import { z } from 'zod';
+import { wrapError } from '../core/errors.ts';
+
+/**
+ * Connection settings shared by the `mqttClient` source and sink: Ferry as a client of an
+ * external broker (Mosquitto, EMQX, HiveMQ, ...) through mqtt.js.
+ */
+export const connectionFields = {
+  url: z
+    .string()
+    .regex(/^(mqtts?|wss?):\/\/[^/\s]+/, 'expected mqtt://host:port, mqtts://host:port, ws://host:port/path or wss://host:port/path')
+    .meta({ description: 'The broker: mqtt://, mqtts:// (TLS), ws:// or wss:// (WebSocket, with its path).', examples: ['mqtt://broker.example.com:1883', 'mqtts://broker:8883'] }),
+  clientId: z.string().min(1).max(65535).meta({
+    description: 'MQTT client id. It names the persistent session on the broker, so it must be stable and unique per gateway (two clients with one id disconnect each other).',
+    examples: ['ferry-site-7'],
+  }),
+  username: z.string().min(1).optional().meta({ description: 'Username for the broker.', examples: ['ferry'] }),
+  password: z.string().optional().meta({ description: 'Password for the broker; take it from the environment.', examples: ['${MQTT_PASSWORD}'] }),
+  protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4).meta({ description: 'MQTT protocol: 4 is MQTT 3.1.1, 5 is MQTT 5.0.', examples: [5] }),
+  keepaliveSec: z.int().min(0).max(65535).default(30).meta({ description: 'Keep-alive interval in seconds (0 turns it off).', examples: [30] }),
+  connectTimeoutMs: z.int().min(100).default(10_000).meta({ description: 'Longest wait for the broker\'s CONNACK.', examples: [10000] }),
+  tls: z
+    .strictObject({
+      ca: z.string().min(1).optional().meta({ description: 'PEM file of the CAs that sign the broker\'s certificate (the system\'s CAs when absent).', examples: ['/etc/ferry/broker-ca.crt'] }),
+      cert: z.string().min(1).optional().meta({ description: 'PEM file of Ferry\'s client certificate, for brokers that require one.', examples: ['/etc/ferry/client.crt'] }),
+      key: z.string().min(1).optional().meta({ description: 'PEM file of the client certificate\'s private key.', examples: ['/etc/ferry/client.key'] }),
+      rejectUnauthorized: z.boolean().default(true).meta({ description: 'Refuse a broker whose certificate does not verify. Turn off only for tests.', examples: [true] }),
+    })
+    .superRefine((tls, ctx) => {
+      if ((tls.cert === undefined) !== (tls.key === undefined)) ctx.addIssue({ code: 'custom', message: 'give both `cert` and `key`, or neither' });
+    })
+    .optional()
+    .meta({ description: 'TLS files for mqtts:// and wss://, relative to the directory Ferry runs in (absolute paths are safest).' }),
+};
+
+const connection = z.strictObject(connectionFields);
+export type ConnectionConfig = z.output<typeof connection>;
+
+/** mqtt.js, loaded on first use so that a gateway without external-broker bridges does not pay for it. */
+export async function loadMqtt(): Promise<typeof import('mqtt')> {
+  return import('mqtt');
+}
+
+/**
+ * mqtt.js options for a connection. mqtt.js never reconnects by itself (`reconnectPeriod: 0`):
+ * the source reconnects with its own backoff, the sink opens a fresh client per attempt.
+ */
+export function clientOptions(config: ConnectionConfig, component: string): IClientOptions {
+  const options: IClientOptions = {
+    clientId: config.clientId,
+    protocolVersion: config.protocolVersion,
+    keepalive: config.keepaliveSec,
+    connectTimeout: config.connectTimeoutMs,
+    reconnectPeriod: 0,
+    resubscribe: false,
+    queueQoSZero: false,
+  };
+  if (config.username !== undefined) options.username = config.username;
+  if (config.password !== undefined) options.password = config.password;
+  if (config.tls !== undefined) {
+    const read = (what: string, file: string | undefined) => {
+      if (file === undefined) return undefined;
+      try {
+        return readFileSync(resolve(file));
+      } catch (error) {
+        throw wrapError('CONFIG_INVALID', `${component}: cannot read the TLS ${what} file '${file}'`, error, { component });
+      }
+    };
+    const ca = read('ca', config.tls.ca);
+    const cert = read('cert', config.tls.cert);
+    const key = read('key', config.tls.key);
+    if (ca !== undefined) options.ca = ca;
+    if (cert !== undefined) options.cert = cert;
+    if (key !== undefined) options.key = key;
+    options.rejectUnauthorized = config.tls.rejectUnauthorized;
+  }
+  return options;
+}
+
+/** The broker's address without credentials, for logs. */
+export function describeUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    parsed.username = '';
+    parsed.password = '';
+    return parsed.toString().replace(/\/$/, '');
+  } catch {
+    return url;
+  }
+}
+
+export type { MqttClient };

@@ -1,0 +1,180 @@
+import type { IClientPublishOptions, MqttClient } from 'mqtt';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { resourceSink } from '../core/batching-sink.ts';
+import type { SinkComponent } from '../core/component.ts';
+import type { Delivery } from '../core/delivery.ts';
+import { FerryError, describeError, isFerryError, wrapError } from '../core/errors.ts';
+import { type Template, compileTemplate, describeField } from '../core/template.ts';
+import { clientOptions, connectionFields, describeUrl, loadMqtt } from './client-connection.ts';
+
+const topicTemplate = z
+  .string()
+  .min(1)
+  .default('${topic}')
+  .superRefine((source, ctx) => {
+    let template: Template;
+    try {
+      template = compileTemplate(source);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: describeError(error) });
+      return;
+    }
+    const capture = template.fields.find((f) => f.kind === 'capture' || f.kind === 'rest');
+    if (capture !== undefined) {
+      ctx.addIssue({ code: 'custom', message: `template '${source}': ${describeField(capture)} is not available in the mqttClient sink; use \${topic}, \${clientId}, \${header.NAME} or \${payload.FIELD}` });
+    }
+    if (template.constant && /[+#]/.test(source)) ctx.addIssue({ code: 'custom', message: `'${source}' contains a wildcard: a PUBLISH topic cannot` });
+  })
+  .meta({
+    description: 'Topic each message is published to: a template (`${topic}` keeps the message\'s own topic; also `${clientId}`, `${username}`, `${key}`, `${header.NAME}`, `${payload.a.b}`).',
+    examples: ['${topic}', 'site-7/${clientId}/telemetry'],
+  });
+
+const schema = z
+  .strictObject({
+    ...connectionFields,
+    topic: topicTemplate,
+    qos: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(1).meta({
+      description: 'QoS of the published messages. At 1 and 2 a message leaves Ferry\'s buffer only after the broker acknowledged it; at 0 once it was written to the socket.',
+      examples: [1],
+    }),
+    retain: z.boolean().default(false).meta({ description: 'Publish as retained messages.', examples: [false] }),
+    messageExpiryIntervalSec: z.int().min(1).max(0xffffffff).optional().meta({
+      description: 'MQTT 5: the broker discards a message not delivered within this many seconds.',
+      examples: [3600],
+    }),
+    batchSize: z.int().min(1).default(100).meta({ description: 'Most messages taken from the buffer at once.', examples: [100] }),
+    batchTimeMs: z.int().min(0).default(5).meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [5] }),
+    maxInFlight: z.int().min(1).max(65535).default(20).meta({
+      description: 'Most publishes awaiting the broker\'s acknowledgement at once (lowered to the broker\'s Receive Maximum under MQTT 5).',
+      examples: [20],
+    }),
+  })
+  .superRefine((config, ctx) => {
+    if (config.messageExpiryIntervalSec !== undefined && config.protocolVersion !== 5) {
+      ctx.addIssue({ code: 'custom', path: ['messageExpiryIntervalSec'], message: 'messageExpiryIntervalSec is an MQTT 5 setting: set protocolVersion 5 or remove it' });
+    }
+  });
+
+export type MqttClientSinkConfig = z.output<typeof schema>;
+
+interface Connection {
+  readonly client: MqttClient;
+  /** The broker's Receive Maximum (MQTT 5), or undefined. */
+  readonly receiveMaximum: number | undefined;
+}
+
+/**
+ * Publishes each message to an external broker. A delivery is acked after the broker's PUBACK
+ * (PUBCOMP at QoS 2) and nacked when the publish fails or the connection drops first, so the
+ * buffer sends it again on a fresh connection. Under MQTT 5 the message's headers travel as
+ * user properties, with its id as `ferry-id`.
+ */
+export const mqttClientSink: SinkComponent<typeof schema> = {
+  kind: 'mqttClient',
+  description: 'Publishes messages to an external MQTT broker as a client (mqtt.js; MQTT 3.1.1 or 5).',
+  schema,
+  create: (config, ctx) => {
+    const component = `mqttClient sink of bridge '${ctx.bridge}'`;
+    const broker = describeUrl(config.url);
+    const template = compileTemplate(config.topic);
+    return resourceSink(
+      config,
+      () => connect(config, component, broker, ctx.logger),
+      ({ client }) => {
+        client.end(true);
+      },
+      async ({ client, receiveMaximum }, batch) => {
+        const topics = batch.map((delivery) => {
+          try {
+            return template.render({ envelope: delivery.envelope, filters: [] });
+          } catch (error) {
+            throw wrapError('MESSAGE_REJECTED', `${component}: no topic for message ${delivery.envelope.id}`, error, { component, bridge: ctx.bridge, retryable: false });
+          }
+        });
+        if (!client.connected) throw new FerryError('UPSTREAM_UNAVAILABLE', `${component}: not connected to ${broker}`, { component, bridge: ctx.bridge, retryable: true });
+        const limit = Math.min(config.maxInFlight, receiveMaximum ?? Infinity);
+        try {
+          await publishAll(client, batch, topics, limit, (delivery) => publishOptions(config, delivery));
+        } catch (error) {
+          if (isFerryError(error)) throw error;
+          throw wrapError('SINK_WRITE_FAILED', `${component}: publish to ${broker} failed`, error, { component, bridge: ctx.bridge, retryable: true });
+        }
+      },
+    );
+  },
+};
+
+async function connect(config: MqttClientSinkConfig, component: string, broker: string, logger: Logger): Promise<Connection> {
+  const mqtt = await loadMqtt();
+  const client = mqtt.connect(config.url, { ...clientOptions(config, component), clean: true });
+  client.on('error', (error) => logger.warn({ err: error, broker }, `${component}: ${describeError(error)}`));
+  try {
+    const connack = await new Promise<{ properties?: { receiveMaximum?: number } }>((resolve, reject) => {
+      client.once('connect', resolve);
+      client.once('error', reject);
+      client.once('close', () => reject(new Error('connection closed before CONNACK')));
+    });
+    logger.info({ broker, clientId: config.clientId }, `${component}: connected`);
+    return { client, receiveMaximum: connack.properties?.receiveMaximum };
+  } catch (error) {
+    client.end(true);
+    throw wrapError('UPSTREAM_UNAVAILABLE', `${component}: cannot connect to ${broker}`, error, { component, retryable: true });
+  }
+}
+
+function publishOptions(config: MqttClientSinkConfig, delivery: Delivery): IClientPublishOptions {
+  const options: IClientPublishOptions = { qos: config.qos, retain: config.retain };
+  if (config.protocolVersion === 5) {
+    options.properties = { userProperties: { ...delivery.envelope.headers, 'ferry-id': delivery.envelope.id } };
+    if (config.messageExpiryIntervalSec !== undefined) options.properties.messageExpiryInterval = config.messageExpiryIntervalSec;
+  }
+  return options;
+}
+
+/**
+ * Publishes a batch with at most `limit` unacknowledged at once. Rejects on the first failed
+ * publish, or when the connection closes before every acknowledgement arrived (mqtt.js would
+ * keep those publishes for a reconnect that this sink never makes: it opens a new client).
+ */
+function publishAll(
+  client: MqttClient,
+  batch: readonly Delivery[],
+  topics: readonly string[],
+  limit: number,
+  options: (delivery: Delivery) => IClientPublishOptions,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let next = 0;
+    let inFlight = 0;
+    let done = false;
+    const finish = (error?: Error) => {
+      if (done) return;
+      done = true;
+      client.off('close', onClose);
+      if (error === undefined) resolve();
+      else reject(error);
+    };
+    const onClose = () => finish(new Error('connection closed before the broker acknowledged every message'));
+    client.on('close', onClose);
+    const pump = () => {
+      if (done) return;
+      if (next === batch.length && inFlight === 0) {
+        finish();
+        return;
+      }
+      while (inFlight < limit && next < batch.length) {
+        const i = next++;
+        inFlight += 1;
+        const { payload } = (batch[i] as Delivery).envelope;
+        client.publish(topics[i] as string, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), options(batch[i] as Delivery), (error) => {
+          inFlight -= 1;
+          if (error !== undefined && error !== null) finish(error);
+          else pump();
+        });
+      }
+    };
+    pump();
+  });
+}

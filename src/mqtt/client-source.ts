@@ -1,0 +1,269 @@
+import { Observable } from 'rxjs';
+import type { IClientSubscribeOptions, IPublishPacket, MqttClient } from 'mqtt';
+import { z } from 'zod';
+import type { ComponentContext, SourceComponent } from '../core/component.ts';
+import { createDelivery } from '../core/delivery.ts';
+import { createEnvelope } from '../core/envelope.ts';
+import { describeError } from '../core/errors.ts';
+import { invalidFilterReason } from '../core/topic.ts';
+import { clientOptions, connectionFields, describeUrl, loadMqtt } from './client-connection.ts';
+import { type PendingPuback, type PubackStream, PubackWindow } from './puback-window.ts';
+
+/** Why a subscription filter is invalid, shared subscriptions (`$share/<group>/<filter>`) included. */
+export function subscriptionFilterReason(filter: string): string | undefined {
+  if (!filter.startsWith('$share/')) return invalidFilterReason(filter);
+  const [, group, ...rest] = filter.split('/');
+  if (group === undefined || group === '' || /[+#]/.test(group)) return 'a shared subscription is $share/<group>/<filter> with a group name without + or #';
+  if (rest.length === 0) return 'a shared subscription needs a filter after $share/<group>/';
+  return invalidFilterReason(rest.join('/'));
+}
+
+const DEFAULT_SESSION_EXPIRY_SEC = 7 * 24 * 3600;
+
+const schema = z
+  .strictObject({
+    ...connectionFields,
+    topics: z
+      .array(
+        z.string().superRefine((filter, ctx) => {
+          const reason = subscriptionFilterReason(filter);
+          if (reason !== undefined) ctx.addIssue({ code: 'custom', message: `invalid topic filter '${filter}': ${reason}` });
+        }),
+      )
+      .min(1)
+      .meta({
+        description: 'Topic filters to subscribe to. `$share/<group>/<filter>` is a shared subscription: gateways subscribing with the same group split the stream between them.',
+        examples: [['sensors/#'], ['$share/ferry/sensors/+/telemetry']],
+      }),
+    qos: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(1).meta({
+      description: 'Subscription QoS. At 1 and 2 the broker gets its acknowledgement only after the message is in Ferry\'s buffer; 2 needs protocolVersion 5.',
+      examples: [1],
+    }),
+    cleanSession: z.boolean().default(false).meta({
+      description: 'Start a fresh session on every connect. False (the default) keeps a persistent session, so the broker holds messages while Ferry is disconnected.',
+      examples: [false],
+    }),
+    sessionExpiryIntervalSec: z.int().min(0).max(0xffffffff).optional().meta({
+      description: `MQTT 5: how long the broker keeps the session after a disconnect (default ${DEFAULT_SESSION_EXPIRY_SEC} s, 7 days; 0 ends it at disconnect). MQTT 3.1.1 sessions last as long as the broker is configured to keep them.`,
+      examples: [86400],
+    }),
+    maxInFlight: z.int().min(1).max(65535).default(100).meta({
+      description: 'Most messages taken and not yet stored at once; past it Ferry stops reading from the broker until the buffer catches up. Advertised to MQTT 5 brokers as Receive Maximum.',
+      examples: [100],
+    }),
+    reconnectMinMs: z.int().min(10).default(500).meta({ description: 'First delay before reconnecting; it doubles per failed attempt, with ±20% jitter.', examples: [500] }),
+    reconnectMaxMs: z.int().min(10).default(30_000).meta({ description: 'Longest delay between reconnect attempts.', examples: [30000] }),
+  })
+  .superRefine((config, ctx) => {
+    if (config.qos === 2 && config.protocolVersion !== 5) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['qos'],
+        message: 'qos 2 needs protocolVersion 5: under MQTT 3.1.1 the client acknowledges (PUBREC) a QoS 2 message before Ferry has stored it. Use qos 1, or protocolVersion 5',
+      });
+    }
+    if (config.sessionExpiryIntervalSec !== undefined && config.protocolVersion !== 5) {
+      ctx.addIssue({ code: 'custom', path: ['sessionExpiryIntervalSec'], message: 'sessionExpiryIntervalSec is an MQTT 5 setting: set protocolVersion 5 or remove it' });
+    }
+    if (config.reconnectMinMs > config.reconnectMaxMs) {
+      ctx.addIssue({ code: 'custom', path: ['reconnectMinMs'], message: `reconnectMinMs (${config.reconnectMinMs}) must not exceed reconnectMaxMs (${config.reconnectMaxMs})` });
+    }
+  });
+
+export type MqttClientSourceConfig = z.output<typeof schema>;
+
+/**
+ * Passed to mqtt.js' handleMessage callback for a QoS 1 message: an error there makes mqtt.js
+ * go on reading without sending the PUBACK itself (handlers/publish.js, mqtt.js 5), which the
+ * PubackWindow sends once the message is stored.
+ */
+const ACKED_BY_FERRY = new Error('the PUBACK is sent by Ferry once the message is stored');
+
+/**
+ * Messages of an external broker, taken as an MQTT client. They go to the bridge's buffer like
+ * device messages; the broker gets each PUBACK (PUBREC at QoS 2) only after the buffer
+ * committed the message, on the connection it came from, in order.
+ */
+export const mqttClientSource: SourceComponent<typeof schema> = {
+  kind: 'mqttClient',
+  description: 'Messages from an external MQTT broker, subscribed to as a client (mqtt.js; MQTT 3.1.1 or 5).',
+  schema,
+  create: (config, ctx) =>
+    new Observable((subscriber) => {
+      let client: MqttClient | undefined;
+      let stop: (() => void) | undefined;
+      let closed = false;
+      loadMqtt().then(
+        (mqtt) => {
+          if (closed) return;
+          try {
+            client = mqtt.connect(config.url, sourceOptions(config, ctx));
+          } catch (error) {
+            subscriber.error(error);
+            return;
+          }
+          stop = wire(client, config, ctx, (delivery) => subscriber.next(delivery), () => closed);
+        },
+        (error: unknown) => subscriber.error(error),
+      );
+      return () => {
+        closed = true;
+        stop?.();
+        client?.end(true);
+      };
+    }),
+};
+
+function sourceOptions(config: MqttClientSourceConfig, ctx: ComponentContext) {
+  const options = clientOptions(config, `mqttClient source of bridge '${ctx.bridge}'`);
+  options.clean = config.cleanSession;
+  if (config.protocolVersion === 5) {
+    options.properties = {
+      sessionExpiryInterval: config.cleanSession ? 0 : (config.sessionExpiryIntervalSec ?? DEFAULT_SESSION_EXPIRY_SEC),
+      receiveMaximum: config.maxInFlight,
+    };
+  }
+  return options;
+}
+
+type Emit = (delivery: ReturnType<typeof createDelivery>) => void;
+
+/** Hooks the source onto a client; returns what stops its reconnecting. */
+function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: ComponentContext, emit: Emit, isClosed: () => boolean): () => void {
+  const labels = { bridge: ctx.bridge };
+  const broker = describeUrl(config.url);
+  const window = new PubackWindow();
+  let held: (() => void) | undefined;
+  let firstConnect = true;
+  let attempts = 0;
+  let reconnectTimer: NodeJS.Timeout | undefined;
+
+  const resume = () => {
+    if (held === undefined || window.pending >= config.maxInFlight) return;
+    const next = held;
+    held = undefined;
+    next();
+  };
+  /** Drops the connection so the broker delivers what was not acked again on the next one. */
+  const redeliver = (stream: PubackStream) => {
+    if (client.stream === stream && !stream.destroyed) client.stream.destroy();
+  };
+  const envelope = (packet: IPublishPacket) =>
+    createEnvelope({
+      topic: packet.topic,
+      payload: packet.payload,
+      headers: userProperties(packet),
+      origin: { source: 'mqttClient', qos: packet.qos, retain: packet.retain },
+    });
+
+  client.handleMessage = (packet, callback) => {
+    if (packet.qos === 2) {
+      callback(); // taken at its PUBLISH (customHandleAcks below); this is its PUBREL
+      return;
+    }
+    if (packet.qos === 0) {
+      emit(createDelivery(envelope(packet), { onAck: () => {}, onNack: () => ctx.counters.count('mqtt.client.qos0_not_stored', labels) }));
+      callback();
+      return;
+    }
+    const stream = client.stream as unknown as PubackStream;
+    const pending: PendingPuback | undefined = window.add(stream, packet.messageId as number);
+    if (pending === undefined) {
+      callback(ACKED_BY_FERRY); // its connection closed; the broker delivers it again
+      return;
+    }
+    emit(
+      createDelivery(envelope(packet), {
+        onAck: () => {
+          window.ack(pending);
+          resume();
+        },
+        onNack: (error) => {
+          window.drop(pending);
+          ctx.counters.count('mqtt.client.not_stored', labels);
+          ctx.logger.warn({ err: error, topic: packet.topic }, `message from ${broker} not stored; reconnecting so that the broker delivers it again`);
+          redeliver(stream);
+        },
+      }),
+    );
+    if (window.pending >= config.maxInFlight) held = () => callback(ACKED_BY_FERRY);
+    else callback(ACKED_BY_FERRY);
+  };
+
+  if (config.protocolVersion === 5) {
+    // QoS 2 (MQTT 5 only): the PUBREC waits for the commit. mqtt.js reads on only after it,
+    // so QoS 2 messages are taken one at a time.
+    client.options.customHandleAcks = (_topic, _message, packet, done) => {
+      if (packet.qos !== 2) {
+        done(0);
+        return;
+      }
+      const stream = client.stream;
+      emit(
+        createDelivery(envelope(packet), {
+          onAck: () => {
+            if (client.stream === stream && !stream.destroyed) done(0);
+          },
+          onNack: (error) => {
+            ctx.counters.count('mqtt.client.not_stored', labels);
+            ctx.logger.warn({ err: error, topic: packet.topic }, `message from ${broker} not stored; reconnecting so that the broker delivers it again`);
+            redeliver(stream as unknown as PubackStream);
+          },
+        }),
+      );
+    };
+  }
+
+  client.on('connect', (connack) => {
+    attempts = 0;
+    ctx.counters.count('mqtt.client.connected', labels);
+    ctx.logger.info({ broker, clientId: config.clientId, sessionPresent: connack.sessionPresent }, 'connected to the external broker');
+    // A resumed session keeps its subscriptions; subscribing again would resend retained
+    // messages. The first connect of a run subscribes anyway, in case `topics` changed.
+    if (connack.sessionPresent && !firstConnect) return;
+    firstConnect = false;
+    const options: IClientSubscribeOptions = { qos: config.qos };
+    if (config.protocolVersion === 5) options.rh = 1;
+    client.subscribe(config.topics, options, (error, granted) => {
+      if (error !== null && error !== undefined) {
+        if (!isClosed()) ctx.logger.warn({ err: error, broker }, 'subscribe failed; trying again on the next connection');
+        return;
+      }
+      for (const grant of granted ?? []) {
+        if (grant.qos >= 0x80) {
+          ctx.counters.count('mqtt.client.subscribe_refused', labels);
+          ctx.logger.error({ broker, topic: grant.topic, reasonCode: grant.qos }, `the broker refused the subscription to '${grant.topic}' (check its ACL)`);
+        } else if (grant.qos < config.qos) {
+          ctx.logger.warn({ broker, topic: grant.topic, granted: grant.qos, asked: config.qos }, `the broker granted QoS ${grant.qos} for '${grant.topic}'`);
+        }
+      }
+    });
+  });
+
+  client.on('error', (error) => {
+    if (!isClosed()) ctx.logger.warn({ err: error, broker }, `external broker: ${describeError(error)}`);
+  });
+
+  client.on('close', () => {
+    window.closed(client.stream as unknown as PubackStream);
+    held = undefined;
+    if (isClosed() || reconnectTimer !== undefined) return;
+    ctx.counters.count('mqtt.client.disconnected', labels);
+    const base = Math.min(config.reconnectMaxMs, config.reconnectMinMs * 2 ** Math.min(attempts, 20));
+    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    attempts += 1;
+    ctx.logger.warn({ broker, retryInMs: delay, attempt: attempts }, 'disconnected from the external broker; reconnecting');
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = undefined;
+      if (!isClosed()) client.reconnect();
+    }, delay);
+  });
+
+  return () => clearTimeout(reconnectTimer);
+}
+
+function userProperties(packet: IPublishPacket): Record<string, string> {
+  const props = packet.properties?.userProperties;
+  if (props === undefined) return {};
+  return Object.fromEntries(Object.entries(props).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : String(v)]));
+}

@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Subject, lastValueFrom, tap, toArray } from 'rxjs';
+import { connectAsync, type MqttClient } from 'mqtt';
+import pino from 'pino';
+import type { Delivery } from '../../src/core/delivery.ts';
+import { createDelivery } from '../../src/core/delivery.ts';
+import { createEnvelope } from '../../src/core/envelope.ts';
+import { mqttClientSink } from '../../src/mqtt/client-sink.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { sinkConformance } from '../conformance/sink-suite.ts';
+import { freePorts } from '../harness/net.ts';
+import { type PrivateMosquitto, startPrivateMosquitto } from '../harness/private-mosquitto.ts';
+import { randomName } from '../harness/services.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const tempDir = tempDirs('ferry-mqtt-sink-');
+let broker: PrivateMosquitto | undefined;
+const privateBroker = async () => (broker ??= await startPrivateMosquitto(tempDir()));
+before(privateBroker);
+after(() => broker?.stop());
+
+const ctx = () => ({ logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: tempDir(), bridge: 'test' });
+
+/** A subscriber (MQTT 5, so user properties show) collecting every message of `filter`. */
+interface Received {
+  readonly topic: string;
+  readonly payload: string;
+  readonly props: Record<string, unknown>;
+}
+
+async function collector(url: string, filter: string): Promise<{ client: MqttClient; messages: Received[] }> {
+  const client = await connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
+  const messages: Received[] = [];
+  client.on('message', (topic, payload, packet) => {
+    messages.push({ topic, payload: payload.toString(), props: { ...packet.properties?.userProperties } });
+  });
+  await client.subscribeAsync(filter, { qos: 1 });
+  return { client, messages };
+}
+
+for (const protocolVersion of [4, 5] as const) {
+  sinkConformance(`mqttClient sink (Mosquitto, MQTT ${protocolVersion === 4 ? '3.1.1' : '5'})`, {
+    batchSize: 20,
+    working: async () => {
+      const mosquitto = await privateBroker();
+      const prefix = randomName('ext/sink/');
+      const { client, messages } = await collector(mosquitto.url, `${prefix}/#`);
+      const config = mqttClientSink.schema.parse({ url: mosquitto.url, clientId: randomName('ferry-sink-'), protocolVersion, topic: `${prefix}/\${clientId}`, batchSize: 20, batchTimeMs: 2 });
+      // MQTT 3.1.1 carries no ids: the test notes each payload's envelope id on its way in.
+      const idOf = new Map<string, string>();
+      const sink = mqttClientSink.create(config, ctx());
+      return {
+        sink: (input) => sink(input.pipe(tap((d) => idOf.set(Buffer.from(d.envelope.payload).toString(), d.envelope.id)))),
+        // The broker forwards a message after acknowledging it: give the subscriber a moment.
+        readBack: async () => {
+          for (let i = 0; i < 100 && messages.length < idOf.size; i++) await new Promise((r) => setTimeout(r, 50));
+          return messages.map((m) => idOf.get(m.payload) ?? 'unknown');
+        },
+        cleanup: async () => {
+          await client.endAsync(true);
+        },
+      };
+    },
+    failing: async () => {
+      const [port] = (await freePorts(1)) as [number];
+      const config = mqttClientSink.schema.parse({ url: `mqtt://127.0.0.1:${port}`, clientId: randomName('ferry-sink-'), protocolVersion, batchSize: 20, connectTimeoutMs: 1000 });
+      return { sink: mqttClientSink.create(config, ctx()), cleanup: async () => {} };
+    },
+  });
+}
+
+describe('mqttClient sink', () => {
+  test('MQTT 5: headers become user properties with the envelope id as ferry-id; retain is kept', async () => {
+    const mosquitto = await privateBroker();
+    const topic = randomName('ext/props/');
+    const { client, messages } = await collector(mosquitto.url, `${topic}/#`);
+    const config = mqttClientSink.schema.parse({ url: mosquitto.url, clientId: randomName('ferry-sink-'), protocolVersion: 5, topic: `${topic}/\${header.site}`, retain: true, messageExpiryIntervalSec: 60 });
+    const envelope = createEnvelope({ topic: 'devices/d1/t', payload: 'x', headers: { site: 'north', trace: 't1' }, origin: { source: 'test' } });
+    let acked = false;
+    const input = new Subject<Delivery>();
+    const done = lastValueFrom(mqttClientSink.create(config, ctx())(input).pipe(toArray()));
+    input.next(createDelivery(envelope, { onAck: () => (acked = true), onNack: (e) => assert.fail(e) }));
+    input.complete();
+    await done;
+    try {
+      assert.equal(acked, true);
+      for (let i = 0; i < 100 && messages.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(messages[0]?.topic, `${topic}/north`);
+      assert.deepEqual(messages[0]?.props, { site: 'north', trace: 't1', 'ferry-id': envelope.id });
+    } finally {
+      await client.publishAsync(`${topic}/north`, '', { retain: true, qos: 1 });
+      await client.endAsync(true);
+    }
+  });
+
+  test('a message whose topic template has no value is rejected for good (dead-lettered), not retried', async () => {
+    const mosquitto = await privateBroker();
+    const config = mqttClientSink.schema.parse({ url: mosquitto.url, clientId: randomName('ferry-sink-'), topic: 'out/${header.missing}' });
+    const errors: Error[] = [];
+    const input = new Subject<Delivery>();
+    const done = lastValueFrom(mqttClientSink.create(config, ctx())(input).pipe(toArray()));
+    input.next(createDelivery(createEnvelope({ topic: 't', payload: 'x', origin: { source: 'test' } }), { onAck: () => assert.fail('acked'), onNack: (e) => errors.push(e) }));
+    input.complete();
+    await done;
+    assert.equal(errors.length, 1);
+    assert.match(String(errors[0]?.message), /no value/);
+    assert.equal((errors[0] as { retryable?: boolean }).retryable, false);
+  });
+
+  test('config: wildcard captures and wildcard topics are refused with a reason', () => {
+    const parse = (topic: string) => mqttClientSink.schema.safeParse({ url: 'mqtt://b:1883', clientId: 'c', topic });
+    assert.match(String(parse('out/${1}').error?.issues[0]?.message), /not available in the mqttClient sink/);
+    assert.match(String(parse('out/#').error?.issues[0]?.message), /wildcard/);
+    assert.equal(parse('site/${clientId}/${topic}').success, true);
+  });
+});
