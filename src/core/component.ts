@@ -15,6 +15,8 @@ export interface ComponentContext {
   readonly dataDir: string;
   /** The bridge this component belongs to. */
   readonly bridge: string;
+  /** Directory of the bridge's file: relative paths in a component's config (TLS files) are relative to it. */
+  readonly configDir?: string;
   /**
    * The topic filters of the bridge's source (its `filters`), from which a sink's message
    * templates take their `${1}` and `${#}` captures; empty when the source has none.

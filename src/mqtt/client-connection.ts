@@ -24,9 +24,9 @@ export const connectionFields = {
   connectTimeoutMs: z.int().min(100).default(10_000).meta({ description: 'Longest wait for the broker\'s CONNACK.', examples: [10000] }),
   tls: z
     .strictObject({
-      ca: z.string().min(1).optional().meta({ description: 'PEM file of the CAs that sign the broker\'s certificate (the system\'s CAs when absent).', examples: ['/etc/ferry/broker-ca.crt'] }),
-      cert: z.string().min(1).optional().meta({ description: 'PEM file of Ferry\'s client certificate, for brokers that require one.', examples: ['/etc/ferry/client.crt'] }),
-      key: z.string().min(1).optional().meta({ description: 'PEM file of the client certificate\'s private key.', examples: ['/etc/ferry/client.key'] }),
+      ca: z.string().min(1).optional().meta({ description: 'PEM file (relative to the bridge file) of the CAs that sign the broker\'s certificate (the system\'s CAs when absent).', examples: ['/etc/ferry/broker-ca.crt'] }),
+      cert: z.string().min(1).optional().meta({ description: 'PEM file (relative to the bridge file) of Ferry\'s client certificate, for brokers that require one.', examples: ['/etc/ferry/client.crt'] }),
+      key: z.string().min(1).optional().meta({ description: 'PEM file (relative to the bridge file) of the client certificate\'s private key.', examples: ['/etc/ferry/client.key'] }),
       rejectUnauthorized: z.boolean().default(true).meta({ description: 'Refuse a broker whose certificate does not verify. Turn off only for tests.', examples: [true] }),
     })
     .superRefine((tls, ctx) => {
@@ -48,7 +48,7 @@ export async function loadMqtt(): Promise<typeof import('mqtt')> {
  * mqtt.js options for a connection. mqtt.js never reconnects by itself (`reconnectPeriod: 0`):
  * the source reconnects with its own backoff, the sink opens a fresh client per attempt.
  */
-export function clientOptions(config: ConnectionConfig, component: string): IClientOptions {
+export function clientOptions(config: ConnectionConfig, component: string, configDir = '.'): IClientOptions {
   const options: IClientOptions = {
     clientId: config.clientId,
     protocolVersion: config.protocolVersion,
@@ -64,7 +64,7 @@ export function clientOptions(config: ConnectionConfig, component: string): ICli
     const read = (what: string, file: string | undefined) => {
       if (file === undefined) return undefined;
       try {
-        return readFileSync(resolve(file));
+        return readFileSync(resolve(configDir, file));
       } catch (error) {
         throw wrapError('CONFIG_INVALID', `${component}: cannot read the TLS ${what} file '${file}'`, error, { component });
       }

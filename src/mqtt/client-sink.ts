@@ -81,7 +81,7 @@ export const mqttClientSink: SinkComponent<typeof schema> = {
     const template = compileTemplate(config.topic);
     return resourceSink(
       config,
-      () => connect(config, component, broker, ctx.logger),
+      () => connect(config, component, broker, ctx.logger, ctx.configDir),
       ({ client }) => {
         client.end(true);
       },
@@ -106,9 +106,9 @@ export const mqttClientSink: SinkComponent<typeof schema> = {
   },
 };
 
-async function connect(config: MqttClientSinkConfig, component: string, broker: string, logger: Logger): Promise<Connection> {
+async function connect(config: MqttClientSinkConfig, component: string, broker: string, logger: Logger, configDir: string | undefined): Promise<Connection> {
   const mqtt = await loadMqtt();
-  const client = mqtt.connect(config.url, { ...clientOptions(config, component), clean: true });
+  const client = mqtt.connect(config.url, { ...clientOptions(config, component, configDir), clean: true });
   client.on('error', (error) => logger.warn({ err: error, broker }, `${component}: ${describeError(error)}`));
   try {
     const connack = await new Promise<{ properties?: { receiveMaximum?: number } }>((resolve, reject) => {

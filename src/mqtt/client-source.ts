@@ -115,7 +115,7 @@ export const mqttClientSource: SourceComponent<typeof schema> = {
 };
 
 function sourceOptions(config: MqttClientSourceConfig, ctx: ComponentContext) {
-  const options = clientOptions(config, `mqttClient source of bridge '${ctx.bridge}'`);
+  const options = clientOptions(config, `mqttClient source of bridge '${ctx.bridge}'`, ctx.configDir);
   options.clean = config.cleanSession;
   if (config.protocolVersion === 5) {
     options.properties = {

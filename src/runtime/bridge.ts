@@ -1,3 +1,4 @@
+import { dirname, resolve } from 'node:path';
 import { Subject, type Observable, type Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { BridgeConfig } from '../config/schema.ts';
@@ -73,7 +74,7 @@ export class RunningBridge {
     const sourceComponent = findSource(sourceKind);
     if (sourceComponent === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
     const sourceFilters = sourceComponent.filters?.(sourceConfig as never) ?? [];
-    const ctx: ComponentContext = { logger: this.#logger, counters, dataDir: deps.dataDir, bridge: config.name, sourceFilters };
+    const ctx: ComponentContext = { logger: this.#logger, counters, dataDir: deps.dataDir, bridge: config.name, sourceFilters, configDir: dirname(resolve(config.file)) };
     const buffered = sourceComponent.keepsMessages !== true;
 
     const names = sinkNames(config);
