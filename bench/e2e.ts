@@ -39,6 +39,11 @@ export interface PathResult {
   readonly ackedPerSec: number;
   /** VmHWM of the process that carried the messages, MB. */
   readonly peakRssMb: number;
+  /**
+   * CPU time (user + system) of that process per 1,000 messages of the measured phase, ms:
+   * steadier than rates on a machine shared with other work, since waiting for a core is not counted.
+   */
+  readonly cpuMsPer1k: number;
 }
 
 export interface E2eBenchResult {
@@ -109,13 +114,19 @@ async function waitForRecords(brokers: readonly string[], topic: string, total: 
   }
 }
 
+/** CPU time a process used so far, ms (utime + stime of /proc/<pid>/stat, in clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 /** Peak resident set of a process (VmHWM), MB. */
 function peakRssMb(pid: number): number {
   const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return match === null ? Number.NaN : Math.round(Number(match[1]) / 1024);
 }
 
-function analyse(records: readonly TopicRecord[], expected: number): Omit<PathResult, 'ackedPerSec' | 'peakRssMb'> {
+function analyse(records: readonly TopicRecord[], expected: number): Omit<PathResult, 'ackedPerSec' | 'peakRssMb' | 'cpuMsPer1k'> {
   const seen = new Set<number>();
   const latencies: number[] = [];
   let duplicates = 0;
@@ -157,11 +168,14 @@ async function measureFerry(kafka: BenchKafka, topic: string, options: E2eOption
   const gateway = await startFerryTarget({ bridge, nodeArgs });
   try {
     await publish(gateway.url, WARMUP, 0, 'e2e-');
+    await waitForRecords(kafka.brokers, topic, WARMUP);
+    const cpuBefore = cpuMs(gateway.pid);
     const ackedPerSec = await publish(gateway.url, options.messages, 1, 'e2e-');
     await waitForRecords(kafka.brokers, topic, WARMUP + options.messages);
+    const cpuMsPer1k = round1(((cpuMs(gateway.pid) - cpuBefore) * 1000) / options.messages);
     const peakRss = peakRssMb(gateway.pid);
     await gateway.stop();
-    return { ...analyse(await readRecords(kafka.brokers, topic), options.messages), ackedPerSec, peakRssMb: peakRss };
+    return { ...analyse(await readRecords(kafka.brokers, topic), options.messages), ackedPerSec, peakRssMb: peakRss, cpuMsPer1k };
   } finally {
     await gateway.stop();
   }
@@ -175,10 +189,12 @@ async function measureNaive(kafka: BenchKafka, topic: string, messages: number):
     try {
       await publish(aedes.url, warmup, 0, 'naive-');
       await waitForRecords(kafka.brokers, topic, warmup);
+      const cpuBefore = cpuMs(bridge.pid) + cpuMs(aedes.pid);
       const ackedPerSec = await publish(aedes.url, messages, 1, 'naive-');
       await waitForRecords(kafka.brokers, topic, warmup + messages);
+      const cpuMsPer1k = round1(((cpuMs(bridge.pid) + cpuMs(aedes.pid) - cpuBefore) * 1000) / messages);
       const peakRss = peakRssMb(bridge.pid);
-      return { ...analyse(await readRecords(kafka.brokers, topic), messages), ackedPerSec, peakRssMb: peakRss };
+      return { ...analyse(await readRecords(kafka.brokers, topic), messages), ackedPerSec, peakRssMb: peakRss, cpuMsPer1k };
     } finally {
       await bridge.stop();
     }

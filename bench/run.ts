@@ -78,16 +78,16 @@ const table = [
 process.stdout.write(`${table}\n`);
 if (results.e2e !== undefined) {
   const { ferry, naive, kafkaCeiling } = results.e2e;
-  const line = (name: string, p: { perSec: number; latencyMs: { p50: number; p99: number } }, rss: string, extra: string) =>
-    `| ${name} | ${number(p.perSec)} | ${p.latencyMs.p50} | ${p.latencyMs.p99} | ${rss} | ${extra} |`;
+  const line = (name: string, p: { perSec: number; latencyMs: { p50: number; p99: number } }, rss: string, cpu: string, extra: string) =>
+    `| ${name} | ${number(p.perSec)} | ${p.latencyMs.p50} | ${p.latencyMs.p99} | ${rss} | ${cpu} | ${extra} |`;
   process.stdout.write(
     [
       '',
-      '| end to end | msgs/s in Kafka | p50 ms | p99 ms | peak RSS MB | delivered / missing / duplicates |',
-      '|---|---:|---:|---:|---:|---|',
-      line('Ferry gateway (FULL buffer)', ferry, String(ferry.peakRssMb), `${number(ferry.delivered)} / ${ferry.missing} / ${ferry.duplicates}`),
-      line('naive bridge', naive, `${naive.peakRssMb} (bridge only)`, `${number(naive.delivered)} / ${naive.missing} / ${naive.duplicates}`),
-      line('Kafka ProducerPerformance', { perSec: kafkaCeiling.perSec, latencyMs: { p50: kafkaCeiling.p50Ms, p99: kafkaCeiling.p99Ms } }, '-', `${number(kafkaCeiling.records)} sent`),
+      '| end to end | msgs/s in Kafka | p50 ms | p99 ms | peak RSS MB | CPU ms / 1,000 msgs | delivered / missing / duplicates |',
+      '|---|---:|---:|---:|---:|---:|---|',
+      line('Ferry gateway (FULL buffer)', ferry, String(ferry.peakRssMb), String(ferry.cpuMsPer1k), `${number(ferry.delivered)} / ${ferry.missing} / ${ferry.duplicates}`),
+      line('naive bridge', naive, `${naive.peakRssMb} (bridge)`, `${naive.cpuMsPer1k} (aedes + bridge)`, `${number(naive.delivered)} / ${naive.missing} / ${naive.duplicates}`),
+      line('Kafka ProducerPerformance', { perSec: kafkaCeiling.perSec, latencyMs: { p50: kafkaCeiling.p50Ms, p99: kafkaCeiling.p99Ms } }, '-', '-', `${number(kafkaCeiling.records)} sent`),
       '',
     ].join('\n'),
   );

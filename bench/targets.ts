@@ -48,10 +48,10 @@ export async function startScript(script: string, args: readonly string[]): Prom
   return { pid: child.pid as number, stop: () => stopChild(child, () => {}) };
 }
 
-export async function startAedesTarget(): Promise<Target> {
+export async function startAedesTarget(): Promise<Target & { readonly pid: number }> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/aedes-broker.ts'), '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await readPort(child, (line) => (line.startsWith('port ') ? Number(line.slice(5)) : undefined));
-  return { url: `mqtt://127.0.0.1:${port}`, stop: () => stopChild(child, () => {}) };
+  return { url: `mqtt://127.0.0.1:${port}`, pid: child.pid as number, stop: () => stopChild(child, () => {}) };
 }
 
 /** `mosquitto -c` on a free loopback port; undefined when mosquitto is not installed. */

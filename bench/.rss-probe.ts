@@ -1,0 +1,17 @@
+import { readFileSync } from 'node:fs';
+import { Fleet } from '../src/cli/simulate/fleet.ts';
+import { startFerryTarget } from './targets.ts';
+const mem = (pid: number) => readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').filter((l) => /VmRSS|VmHWM|RssAnon|RssFile/.test(l)).map((l) => l.replace(/\s+/g, ' ')).join(' | ');
+const topic = `rss-probe-${Date.now()}`;
+const bridge = process.argv[2] === 'history' ? undefined : `name: k\nfrom: { mqtt: { topics: ["devices/+/telemetry/#"] } }\nto: [{ kafka: { brokers: "${process.env['FERRY_TEST_KAFKA']}", topic: ${topic} } }]\n`;
+const g = await startFerryTarget({ ...(bridge === undefined ? {} : { bridge }), nodeArgs: (process.env['GW_NODE_ARGS'] ?? '').split(' ').filter(Boolean) });
+console.log('idle     ', mem(g.pid));
+const timer = setInterval(() => console.log('running  ', mem(g.pid)), 1000);
+const fleet = new Fleet({ url: g.url, clientIds: Array.from({ length: 50 }, (_, i) => `p${i}`), qos: 1, ratePerSec: 0, window: 20, count: Number(process.argv[3] ?? 60000), topic: (c) => `devices/${c}/telemetry/x`, payload: () => Buffer.alloc(200, 'x'), drainTimeoutMs: 60000 });
+await fleet.connect();
+const r = await fleet.run();
+clearInterval(timer);
+console.log('acked', r.acked, Math.round(r.acked * 1000 / r.elapsedMs), '/s');
+await new Promise((res) => setTimeout(res, 2000));
+console.log('after    ', mem(g.pid));
+await g.stop();
