@@ -1,32 +1,98 @@
-// `npm run bench`: runs every benchmark in one process, prints a table of ratios measured
-// in this run, and writes bench/results.json. Absolute rates depend on the machine; the
-// ratios against a baseline measured alongside are what to compare.
-import { writeFileSync } from 'node:fs';
-import { benchBuffer } from './buffer.ts';
-import { benchIngest } from './ingest.ts';
+// `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
+// (all, or the scenarios named: buffer, guard, ingest, e2e) in one process, prints a table of
+// ratios measured in this run, and writes the results as JSON (bench/results.json unless
+// --out). Absolute rates depend on the machine; the ratios against a baseline measured
+// alongside are what to compare. --profile writes a CPU profile of the gateway under the
+// end-to-end load to <dir> (node --cpu-prof).
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { type BufferBenchResult, benchBuffer } from './buffer.ts';
+import { type E2eBenchResult, benchE2e } from './e2e.ts';
+import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
 
-const messages = Number(process.env['FERRY_BENCH_MESSAGES'] ?? 100_000);
-process.stderr.write(`durable buffer: ${messages} messages of 200 bytes, synchronous=FULL...\n`);
-const buffer = await benchBuffer(messages);
-process.stderr.write('packet-size guard: QoS 0 through aedes with and without it...\n');
-const guard = await benchPacketGuard();
-const ingestMessages = Number(process.env['FERRY_BENCH_INGEST_MESSAGES'] ?? 50_000);
-process.stderr.write(`MQTT ingest: ${ingestMessages} messages of 200 bytes from 50 devices into Ferry, aedes and Mosquitto...\n`);
-const ingest = await benchIngest(ingestMessages);
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e'] as const;
+type Scenario = (typeof SCENARIOS)[number];
 
-const rows = [
-  ['durable enqueue (group commit, FULL), msgs/s', buffer.enqueue.ferry, 'raw better-sqlite3 insert, 1,000 rows/txn', buffer.enqueue.raw, buffer.enqueue.ratio],
-  ['drain to a null sink (cursor, commit, delete), msgs/s', buffer.drain.ferry, 'raw select batch + delete', buffer.drain.raw, buffer.drain.ratio],
-  ['MQTT QoS 0 through aedes with the packet-size guard, msgs/s', Math.round(guard.guarded), 'the same without the guard', Math.round(guard.plain), Math.round(guard.ratio * 100) / 100],
-  ['QoS 1 ingest, 50 devices, acked at the publishers, msgs/s', ingest.qos1.ferry, 'plain aedes, no hooks', ingest.qos1.aedes, ingest.qos1.ferryVsAedes],
-  ...(ingest.qos1.mosquitto === null ? [] : [['QoS 1 ingest, 50 devices, acked at the publishers, msgs/s', ingest.qos1.ferry, 'Mosquitto 2 (in memory)', ingest.qos1.mosquitto, ingest.qos1.ferryVsMosquitto]]),
-  ['QoS 0 ingest, 50 devices, handled (QoS 1 fence), msgs/s', ingest.qos0.ferry, 'plain aedes, no hooks', ingest.qos0.aedes, ingest.qos0.ferryVsAedes],
-];
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { only: { type: 'string', multiple: true }, out: { type: 'string' }, profile: { type: 'string' } },
+});
+const named = [...positionals, ...(values.only ?? []).flatMap((s) => s.split(','))];
+const unknown = named.filter((s) => !(SCENARIOS as readonly string[]).includes(s));
+if (unknown.length > 0) {
+  process.stderr.write(`unknown scenario ${unknown.join(', ')}: choose from ${SCENARIOS.join(', ')}\n`);
+  process.exit(2);
+}
+const selected = new Set<Scenario>(named.length === 0 ? SCENARIOS : (named as Scenario[]));
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+type Row = readonly [what: string, ferry: number, baseline: string, baselineRate: number, ratio: number];
+const rows: Row[] = [];
+const results: { buffer?: BufferBenchResult; packetGuard?: { plain: number; guarded: number; ratio: number }; ingest?: IngestBenchResult; e2e?: E2eBenchResult } = {};
+
+if (selected.has('buffer')) {
+  const messages = Number(process.env['FERRY_BENCH_MESSAGES'] ?? 100_000);
+  log(`durable buffer: ${messages} messages of 200 bytes, synchronous=FULL...`);
+  const buffer = (results.buffer = await benchBuffer(messages));
+  rows.push(
+    ['durable enqueue (group commit, FULL), msgs/s', buffer.enqueue.ferry, 'raw better-sqlite3 insert, 1,000 rows/txn', buffer.enqueue.raw, buffer.enqueue.ratio],
+    ['drain to a null sink (cursor, commit, delete), msgs/s', buffer.drain.ferry, 'raw select batch + delete', buffer.drain.raw, buffer.drain.ratio],
+  );
+}
+if (selected.has('guard')) {
+  log('packet-size guard: QoS 0 through aedes with and without it...');
+  const guard = (results.packetGuard = await benchPacketGuard());
+  rows.push(['MQTT QoS 0 through aedes with the packet-size guard, msgs/s', Math.round(guard.guarded), 'the same without the guard', Math.round(guard.plain), Math.round(guard.ratio * 100) / 100]);
+}
+if (selected.has('ingest')) {
+  const messages = Number(process.env['FERRY_BENCH_INGEST_MESSAGES'] ?? 50_000);
+  log(`MQTT ingest: ${messages} messages of 200 bytes from 50 devices into Ferry, aedes and Mosquitto...`);
+  const ingest = (results.ingest = await benchIngest(messages));
+  rows.push(['QoS 1 ingest, 50 devices, acked at the publishers, msgs/s', ingest.qos1.ferry, 'plain aedes, no hooks', ingest.qos1.aedes, ingest.qos1.ferryVsAedes]);
+  if (ingest.qos1.mosquitto !== null && ingest.qos1.ferryVsMosquitto !== null) {
+    rows.push(['QoS 1 ingest, 50 devices, acked at the publishers, msgs/s', ingest.qos1.ferry, 'Mosquitto 2 (in memory)', ingest.qos1.mosquitto, ingest.qos1.ferryVsMosquitto]);
+  }
+  rows.push(['QoS 0 ingest, 50 devices, handled (QoS 1 fence), msgs/s', ingest.qos0.ferry, 'plain aedes, no hooks', ingest.qos0.aedes, ingest.qos0.ferryVsAedes]);
+}
+if (selected.has('e2e')) {
+  const messages = Number(process.env['FERRY_BENCH_E2E_MESSAGES'] ?? 100_000);
+  const naiveMessages = Number(process.env['FERRY_BENCH_NAIVE_MESSAGES'] ?? Math.min(messages, 10_000));
+  log(`end to end: ${messages} QoS 1 messages of 200 bytes from 50 devices through the gateway to Kafka...`);
+  const e2e = (results.e2e = await benchE2e({ messages, naiveMessages, log, ...(values.profile === undefined ? {} : { profileDir: resolve(values.profile) }) }));
+  const what = 'QoS 1 devices to Kafka (acks=all), in Kafka, msgs/s';
+  rows.push(
+    [what, e2e.ferry.perSec, 'naive bridge: aedes + one awaited kafkajs send per message', e2e.naive.perSec, e2e.ratios.vsNaive],
+    [what, e2e.ferry.perSec, 'plain aedes QoS 1 ingest (nothing stored or forwarded)', e2e.aedesIngest.perSec, e2e.ratios.vsAedesIngest],
+    [what, e2e.ferry.perSec, 'Kafka ProducerPerformance, acks=all', e2e.kafkaCeiling.perSec, e2e.ratios.vsKafkaCeiling],
+  );
+}
+
+const number = (n: number) => n.toLocaleString('en');
 const table = [
   '| measure | Ferry | baseline | baseline rate | ratio |',
   '|---|---:|---|---:|---:|',
-  ...rows.map(([what, ferry, base, baseRate, ratio]) => `| ${what} | ${Number(ferry).toLocaleString('en')} | ${base} | ${Number(baseRate).toLocaleString('en')} | ${ratio} |`),
+  ...rows.map(([what, ferry, base, baseRate, ratio]) => `| ${what} | ${number(ferry)} | ${base} | ${number(baseRate)} | ${ratio} |`),
 ].join('\n');
 process.stdout.write(`${table}\n`);
-writeFileSync(new URL('./results.json', import.meta.url), `${JSON.stringify({ at: new Date().toISOString(), node: process.version, buffer, packetGuard: guard, ingest }, null, 2)}\n`);
+if (results.e2e !== undefined) {
+  const { ferry, naive, kafkaCeiling } = results.e2e;
+  const line = (name: string, p: { perSec: number; latencyMs: { p50: number; p99: number } }, rss: string, cpu: string, extra: string) =>
+    `| ${name} | ${number(p.perSec)} | ${p.latencyMs.p50} | ${p.latencyMs.p99} | ${rss} | ${cpu} | ${extra} |`;
+  process.stdout.write(
+    [
+      '',
+      '| end to end | msgs/s in Kafka | p50 ms | p99 ms | peak RSS MB | CPU ms / 1,000 msgs | delivered / missing / duplicates |',
+      '|---|---:|---:|---:|---:|---:|---|',
+      line('Ferry gateway (FULL buffer)', ferry, String(ferry.peakRssMb), String(ferry.cpuMsPer1k), `${number(ferry.delivered)} / ${ferry.missing} / ${ferry.duplicates}`),
+      line('naive bridge', naive, `${naive.peakRssMb} (bridge)`, `${naive.cpuMsPer1k} (aedes + bridge)`, `${number(naive.delivered)} / ${naive.missing} / ${naive.duplicates}`),
+      line('Kafka ProducerPerformance', { perSec: kafkaCeiling.perSec, latencyMs: { p50: kafkaCeiling.p50Ms, p99: kafkaCeiling.p99Ms } }, '-', '-', `${number(kafkaCeiling.records)} sent`),
+      '',
+    ].join('\n'),
+  );
+}
+const out = resolve(values.out ?? new URL('./results.json', import.meta.url).pathname);
+mkdirSync(dirname(out), { recursive: true });
+writeFileSync(out, `${JSON.stringify({ at: new Date().toISOString(), node: process.version, ...results }, null, 2)}\n`);
+log(`results written to ${out}`);

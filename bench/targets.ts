@@ -16,26 +16,42 @@ export interface Target {
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-/** `ferry run` with the history bridge on devices/+/telemetry/#, synchronous=full, anonymous on loopback. */
-export async function startFerryTarget(): Promise<Target> {
+export interface FerryTargetOptions {
+  /** The one bridge file's text; the history bridge on devices/+/telemetry/# when absent. */
+  readonly bridge?: string;
+  /** Options for the gateway's node, before the script (e.g. --cpu-prof). */
+  readonly nodeArgs?: readonly string[];
+}
+
+/** `ferry run` with one bridge (the history bridge by default), synchronous=full, anonymous on loopback. */
+export async function startFerryTarget(options: FerryTargetOptions = {}): Promise<Target & { readonly pid: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
   writeFileSync(
     join(dir, 'gateway.yaml'),
     ['gateway: { name: bench, dataDir: ./data }', 'mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback }', 'admin: { port: 0 }', 'log: { level: info, pretty: never }', 'buffer: { synchronous: full }', 'bridges: [bridge.yaml]', 'devices: []', ''].join('\n'),
   );
-  writeFileSync(join(dir, 'bridge.yaml'), ['name: bench-history', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', 'to: [{ history: { keep: 1000000 } }]', ''].join('\n'));
-  const child = spawn(process.execPath, [join(ROOT, 'bin/ferry.js'), 'run', '--config', join(dir, 'gateway.yaml')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const history = ['name: bench-history', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', 'to: [{ history: { keep: 1000000 } }]', ''].join('\n');
+  writeFileSync(join(dir, 'bridge.yaml'), options.bridge ?? history);
+  const args = [...(options.nodeArgs ?? []), join(ROOT, 'bin/ferry.js'), 'run', '--config', join(dir, 'gateway.yaml')];
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await readPort(child, (line) => {
     if (!line.includes('accepting MQTT connections')) return undefined;
     return Number(String((JSON.parse(line) as { mqtt: unknown }).mqtt).split(':').pop());
   });
-  return { url: `mqtt://127.0.0.1:${port}`, stop: () => stopChild(child, () => rmSync(dir, { recursive: true, force: true })) };
+  return { url: `mqtt://127.0.0.1:${port}`, pid: child.pid as number, stop: () => stopChild(child, () => rmSync(dir, { recursive: true, force: true })) };
 }
 
-export async function startAedesTarget(): Promise<Target> {
+/** A TypeScript script of bench/ in its own process, ready when it prints `ready`. */
+export async function startScript(script: string, args: readonly string[]): Promise<{ readonly pid: number; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', script), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  await readPort(child, (line) => (line === 'ready' ? 0 : undefined));
+  return { pid: child.pid as number, stop: () => stopChild(child, () => {}) };
+}
+
+export async function startAedesTarget(): Promise<Target & { readonly pid: number }> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/aedes-broker.ts'), '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await readPort(child, (line) => (line.startsWith('port ') ? Number(line.slice(5)) : undefined));
-  return { url: `mqtt://127.0.0.1:${port}`, stop: () => stopChild(child, () => {}) };
+  return { url: `mqtt://127.0.0.1:${port}`, pid: child.pid as number, stop: () => stopChild(child, () => {}) };
 }
 
 /** `mosquitto -c` on a free loopback port; undefined when mosquitto is not installed. */

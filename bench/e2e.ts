@@ -1,0 +1,248 @@
+// End to end: simulated devices publish QoS 1 into the Ferry gateway (`ferry run` as a child
+// process, one bridge to Kafka, every message committed with synchronous=FULL before its
+// PUBACK) and Kafka takes them, against three references measured in the same run:
+//   - a naive bridge (bench/naive-bridge.ts): plain aedes in its own process and an mqtt.js
+//     subscriber awaiting one kafkajs send per message, the same devices and payloads;
+//   - Kafka's own ProducerPerformance on the same broker, same record size, acks=all (Kafka's ceiling);
+//   - plain aedes QoS 1 ingest, nothing stored, nothing forwarded (the MQTT ceiling).
+// Each payload carries its publish time, device and sequence number; the Kafka topics stamp
+// each record with the broker's append time (LogAppendTime), so latency is append time minus
+// publish time, read back from Kafka after the run, and throughput is the records in Kafka
+// over the span from the first publish to the last append.
+import { readFileSync } from 'node:fs';
+import { Kafka, logLevel } from 'kafkajs';
+import { Fleet } from '../src/cli/simulate/fleet.ts';
+import { type BenchKafka, type ProducerPerfResult, benchKafka, benchTopic, createAppendTimeTopic, deleteTopics, producerPerformance, readRecords, type TopicRecord } from './kafka.ts';
+import { startAedesTarget, startFerryTarget, startScript } from './targets.ts';
+
+const DEVICES = 50;
+const WINDOW = 20;
+const PAYLOAD_BYTES = 200;
+const WARMUP = 5_000;
+/** No new record in Kafka for this long while waiting for the last ones is a failure. */
+const STALL_MS = 60_000;
+
+/** Payload bytes: publish time (epoch ms, float64), device, seq, phase (0 warm-up, 1 measured), then padding. */
+const PHASE_AT = 16;
+
+export interface PathResult {
+  /** Records of the measured phase in Kafka, each (device, seq) once. */
+  readonly delivered: number;
+  /** Records of the measured phase that were published and acknowledged. */
+  readonly expected: number;
+  readonly missing: number;
+  readonly duplicates: number;
+  /** delivered / (last append − first publish). */
+  readonly perSec: number;
+  readonly latencyMs: { readonly p50: number; readonly p99: number; readonly max: number };
+  /** PUBACKs the devices got per second (from the gateway or broker they publish to). */
+  readonly ackedPerSec: number;
+  /** VmHWM of the process that carried the messages, MB. */
+  readonly peakRssMb: number;
+  /**
+   * CPU time (user + system) of that process per 1,000 messages of the measured phase, ms:
+   * steadier than rates on a machine shared with other work, since waiting for a core is not counted.
+   */
+  readonly cpuMsPer1k: number;
+}
+
+export interface E2eBenchResult {
+  readonly devices: number;
+  readonly window: number;
+  readonly payloadBytes: number;
+  readonly kafka: { readonly brokers: readonly string[]; readonly startedForRun: boolean };
+  readonly ferry: PathResult;
+  readonly naive: PathResult;
+  readonly kafkaCeiling: ProducerPerfResult;
+  readonly aedesIngest: { readonly messages: number; readonly perSec: number };
+  readonly ratios: { readonly vsNaive: number; readonly vsAedesIngest: number; readonly vsKafkaCeiling: number };
+}
+
+export interface E2eOptions {
+  readonly messages: number;
+  readonly naiveMessages: number;
+  /** Directory for a CPU profile of the gateway (node --cpu-prof), none when absent. */
+  readonly profileDir?: string;
+  readonly log: (line: string) => void;
+}
+
+function payloadFor(phase: number): (device: number, seq: number) => Buffer {
+  return (device, seq) => {
+    const payload = Buffer.alloc(PAYLOAD_BYTES, 'x');
+    payload.writeDoubleLE(performance.timeOrigin + performance.now(), 0);
+    payload.writeUInt32LE(device, 8);
+    payload.writeUInt32LE(seq, 12);
+    payload[PHASE_AT] = phase;
+    return payload;
+  };
+}
+
+/** Publishes `count` QoS 1 messages from the devices as fast as PUBACKs come; returns PUBACKs per second. */
+async function publish(url: string, count: number, phase: number, prefix: string): Promise<number> {
+  const fleet = new Fleet({
+    url,
+    clientIds: Array.from({ length: DEVICES }, (_, i) => `${prefix}${i + 1}`),
+    qos: 1,
+    ratePerSec: 0,
+    window: WINDOW,
+    count,
+    topic: (clientId) => `devices/${clientId}/telemetry/bench`,
+    payload: payloadFor(phase),
+    drainTimeoutMs: 120_000,
+  });
+  await fleet.connect();
+  const result = await fleet.run();
+  if (result.acked !== count) throw new Error(`${url}: ${result.acked} of ${count} acknowledged (${result.errors.join('; ')})`);
+  return Math.round((result.acked * 1000) / result.elapsedMs);
+}
+
+async function waitForRecords(brokers: readonly string[], topic: string, total: number): Promise<void> {
+  const admin = new Kafka({ clientId: benchTopic('ferry-bench-watch-'), brokers: [...brokers], logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    let last = -1;
+    let progressAt = performance.now();
+    for (;;) {
+      const high = (await admin.fetchTopicOffsets(topic)).reduce((n, o) => n + Number(o.high), 0);
+      if (high >= total) return;
+      if (high > last) [last, progressAt] = [high, performance.now()];
+      else if (performance.now() - progressAt > STALL_MS) throw new Error(`${topic}: ${high} of ${total} records in Kafka, none for ${STALL_MS / 1000} s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** CPU time a process used so far, ms (utime + stime of /proc/<pid>/stat, in clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** Peak resident set of a process (VmHWM), MB. */
+function peakRssMb(pid: number): number {
+  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return match === null ? Number.NaN : Math.round(Number(match[1]) / 1024);
+}
+
+function analyse(records: readonly TopicRecord[], expected: number): Omit<PathResult, 'ackedPerSec' | 'peakRssMb' | 'cpuMsPer1k'> {
+  const seen = new Set<number>();
+  const latencies: number[] = [];
+  let duplicates = 0;
+  let firstPublish = Number.POSITIVE_INFINITY;
+  let lastAppend = 0;
+  for (const { appendedAt, value } of records) {
+    if (value.length < PHASE_AT + 1 || value[PHASE_AT] !== 1) continue;
+    const key = value.readUInt32LE(8) * 2 ** 24 + value.readUInt32LE(12);
+    if (seen.has(key)) {
+      duplicates += 1;
+      continue;
+    }
+    seen.add(key);
+    const publishedAt = value.readDoubleLE(0);
+    firstPublish = Math.min(firstPublish, publishedAt);
+    lastAppend = Math.max(lastAppend, appendedAt);
+    latencies.push(appendedAt - publishedAt);
+  }
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => round1(Math.max(0, latencies[Math.min(latencies.length - 1, Math.ceil(q * latencies.length) - 1)] ?? Number.NaN));
+  return {
+    delivered: seen.size,
+    expected,
+    missing: expected - seen.size,
+    duplicates,
+    perSec: Math.round((seen.size * 1000) / (lastAppend - firstPublish)),
+    latencyMs: { p50: at(0.5), p99: at(0.99), max: round1(latencies.at(-1) ?? Number.NaN) },
+  };
+}
+
+async function measureFerry(kafka: BenchKafka, topic: string, options: E2eOptions): Promise<PathResult> {
+  const bridge = [
+    'name: bench-kafka',
+    'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }',
+    `to: [{ kafka: { brokers: "${kafka.brokers.join(',')}", topic: ${topic}, acks: all } }]`,
+    '',
+  ].join('\n');
+  const nodeArgs = options.profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`];
+  const gateway = await startFerryTarget({ bridge, nodeArgs });
+  try {
+    await publish(gateway.url, WARMUP, 0, 'e2e-');
+    await waitForRecords(kafka.brokers, topic, WARMUP);
+    const cpuBefore = cpuMs(gateway.pid);
+    const ackedPerSec = await publish(gateway.url, options.messages, 1, 'e2e-');
+    await waitForRecords(kafka.brokers, topic, WARMUP + options.messages);
+    const cpuMsPer1k = round1(((cpuMs(gateway.pid) - cpuBefore) * 1000) / options.messages);
+    const peakRss = peakRssMb(gateway.pid);
+    await gateway.stop();
+    return { ...analyse(await readRecords(kafka.brokers, topic), options.messages), ackedPerSec, peakRssMb: peakRss, cpuMsPer1k };
+  } finally {
+    await gateway.stop();
+  }
+}
+
+async function measureNaive(kafka: BenchKafka, topic: string, messages: number): Promise<PathResult> {
+  const warmup = Math.min(1_000, messages);
+  const aedes = await startAedesTarget();
+  try {
+    const bridge = await startScript('naive-bridge.ts', [aedes.url, 'devices/+/telemetry/#', kafka.brokers.join(','), topic]);
+    try {
+      await publish(aedes.url, warmup, 0, 'naive-');
+      await waitForRecords(kafka.brokers, topic, warmup);
+      const cpuBefore = cpuMs(bridge.pid) + cpuMs(aedes.pid);
+      const ackedPerSec = await publish(aedes.url, messages, 1, 'naive-');
+      await waitForRecords(kafka.brokers, topic, warmup + messages);
+      const cpuMsPer1k = round1(((cpuMs(bridge.pid) + cpuMs(aedes.pid) - cpuBefore) * 1000) / messages);
+      const peakRss = peakRssMb(bridge.pid);
+      return { ...analyse(await readRecords(kafka.brokers, topic), messages), ackedPerSec, peakRssMb: peakRss, cpuMsPer1k };
+    } finally {
+      await bridge.stop();
+    }
+  } finally {
+    await aedes.stop();
+  }
+}
+
+async function measureAedesIngest(messages: number): Promise<number> {
+  const aedes = await startAedesTarget();
+  try {
+    await publish(aedes.url, WARMUP, 0, 'aedes-');
+    return await publish(aedes.url, messages, 1, 'aedes-');
+  } finally {
+    await aedes.stop();
+  }
+}
+
+export async function benchE2e(options: E2eOptions): Promise<E2eBenchResult> {
+  const { log } = options;
+  const kafka = await benchKafka(log);
+  const topics = { ferry: benchTopic('ferry-bench-e2e-'), naive: benchTopic('ferry-bench-naive-'), perf: benchTopic('ferry-bench-perf-') };
+  try {
+    for (const topic of Object.values(topics)) await createAppendTimeTopic(kafka.brokers, topic);
+    log(`  plain aedes QoS 1 ingest, ${options.messages} messages...`);
+    const aedesIngest = await measureAedesIngest(options.messages);
+    log(`  Ferry gateway to Kafka, ${options.messages} messages...`);
+    const ferry = await measureFerry(kafka, topics.ferry, options);
+    log(`  naive bridge (aedes + one awaited kafkajs send per message), ${options.naiveMessages} messages...`);
+    const naive = await measureNaive(kafka, topics.naive, options.naiveMessages);
+    log(`  Kafka ProducerPerformance, ${options.messages} records of ${PAYLOAD_BYTES} bytes, acks=all...`);
+    const kafkaCeiling = await producerPerformance(kafka.brokers, topics.perf, options.messages, PAYLOAD_BYTES);
+    return {
+      devices: DEVICES,
+      window: WINDOW,
+      payloadBytes: PAYLOAD_BYTES,
+      kafka: { brokers: kafka.brokers, startedForRun: kafka.started },
+      ferry,
+      naive,
+      kafkaCeiling,
+      aedesIngest: { messages: options.messages, perSec: aedesIngest },
+      ratios: { vsNaive: ratio(ferry.perSec, naive.perSec), vsAedesIngest: ratio(ferry.perSec, aedesIngest), vsKafkaCeiling: ratio(ferry.perSec, kafkaCeiling.perSec) },
+    };
+  } finally {
+    await deleteTopics(kafka.brokers, Object.values(topics)).catch((error: unknown) => log(`  could not delete the bench topics: ${String(error)}`));
+    await kafka.stop();
+  }
+}
+
+const round1 = (n: number) => Math.round(n * 10) / 10;
+const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;

@@ -1,0 +1,29 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { validate, version } from 'uuid';
+import { createEnvelope, newId } from '../../../src/core/envelope.ts';
+
+test('ids are valid UUIDv7, unique, and increase within a process (across the random pool refills)', () => {
+  const ids = Array.from({ length: 10_000 }, () => newId());
+  for (const id of ids) {
+    assert.ok(validate(id), id);
+    assert.equal(version(id), 7);
+  }
+  assert.equal(new Set(ids).size, ids.length);
+  for (let i = 1; i < ids.length; i++) assert.ok((ids[i] as string) > (ids[i - 1] as string), `${ids[i]} after ${ids[i - 1]}`);
+});
+
+test('an id carries the time it was made', () => {
+  const before = Date.now();
+  const id = newId();
+  const msecs = Number.parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+  assert.ok(msecs >= before && msecs <= Date.now() + 1, `${msecs} not in [${before}, now]`);
+});
+
+test('an envelope gets a new id unless it has one', () => {
+  const origin = { source: 'mqtt' };
+  const a = createEnvelope({ topic: 't', payload: 'x', origin });
+  const b = createEnvelope({ topic: 't', payload: 'x', origin });
+  assert.notEqual(a.id, b.id);
+  assert.equal(createEnvelope({ topic: 't', payload: 'x', origin, id: a.id }).id, a.id);
+});
