@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -11,6 +10,7 @@ import { type RunningFerry, ferry, startFerry } from '../harness/ferry-process.t
 import { mosquittoPub } from '../harness/mosquitto.ts';
 import { credential, writeGatewayTree } from '../harness/gateway-tree.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { makeCertificates } from '../harness/certs.ts';
 
 const tempDir = tempDirs('ferry-listeners-');
 const PASSWORDS = { 'sensor-a': 'alpha-pass', 'sensor-b': 'bravo-pass', watcher: 'watch-pass' };
@@ -20,30 +20,6 @@ let certs: string;
 let open: RunningFerry & { root: string; dataDir: string; ports: Record<string, number> };
 /** requireClientCert with maxConnections 1 on TLS. */
 let strict: RunningFerry & { root: string; dataDir: string; ports: Record<string, number> };
-
-function openssl(dir: string, ...args: string[]): void {
-  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-/** A CA, a server certificate for 127.0.0.1 and localhost, and client certificates for sensor-a and sensor-z. */
-function makeCertificates(dir: string): void {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-  } catch {
-    throw new Error('the openssl CLI is needed to make test certificates: install it with `apt-get install -y openssl`');
-  }
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl(dir, 'req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=ferry-test-ca');
-  writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
-  writeFileSync(join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\n');
-  const sign = (name: string, cn: string, ext: string) => {
-    openssl(dir, 'req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
-    openssl(dir, 'x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', ext);
-  };
-  sign('server', '127.0.0.1', 'server.ext');
-  sign('sensor-a', 'sensor-a', 'client.ext');
-  sign('sensor-z', 'sensor-z', 'client.ext');
-}
 
 async function startGateway(mqtt: string): Promise<RunningFerry & { root: string; dataDir: string; ports: Record<string, number> }> {
   const root = tempDir();
@@ -62,7 +38,7 @@ const tlsFiles = () => `cert: ${join(certs, 'server.crt')}, key: ${join(certs, '
 
 before(async () => {
   certs = tempDir();
-  makeCertificates(certs);
+  makeCertificates(certs, ['sensor-a', 'sensor-z']);
   open = await startGateway(`{allowAnonymous: false, tls: {port: 0, ${tlsFiles()}, identityFromCert: true}, websocket: {port: 0, maxConnections: 2}}`);
   strict = await startGateway(`{allowAnonymous: false, tls: {port: 0, ${tlsFiles()}, requireClientCert: true, identityFromCert: true, maxConnections: 1}}`);
 });
