@@ -52,9 +52,9 @@ test('bridges are compared by name and effective config: added, removed, changed
   });
   const plan = planBridges(before.bridgeConfigs, after.bridgeConfigs);
   assert.deepEqual(plan.added.map((b) => b.name), ['new']);
-  assert.deepEqual(plan.removed.sort(), ['gone', 'off']);
+  assert.deepEqual([...plan.removed].sort(), ['gone', 'off']);
   assert.deepEqual(plan.changed.map((b) => b.name), ['edit']);
-  assert.deepEqual(plan.unchanged.sort(), ['defaults', 'keep']);
+  assert.deepEqual([...plan.unchanged].sort(), ['defaults', 'keep']);
 });
 
 test('a disabled bridge that is enabled again is added', () => {
