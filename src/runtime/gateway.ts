@@ -216,6 +216,7 @@ export class Gateway {
       const result: ReloadResult = { ok: false, notRunning: true, errors: [{ file: this.#config.file, line: 0, column: 0, path: '', message: `the gateway is ${this.#state === 'running' ? 'starting' : this.#state}` }] };
       return this.#refused(result);
     }
+    const began = performance.now();
     let next: GatewayConfig;
     try {
       next = this.#load();
@@ -226,6 +227,7 @@ export class Gateway {
     }
     const running = this.#config;
     const plan = planBridges(running.bridgeConfigs, next.bridgeConfigs);
+    const loadedMs = Math.round(performance.now() - began);
     let retired: Retired[];
     try {
       retired = this.#swapBridges(plan);
@@ -256,7 +258,7 @@ export class Gateway {
     this.counters.count('config.reloads', { result: 'applied' });
     const summary = (['added', 'removed', 'changed'] as const).map((k) => `${k} ${applied[k].length === 0 ? '-' : applied[k].join(', ')}`).join('; ');
     this.#logger[warnings.length === 0 ? 'info' : 'warn'](
-      { reload: 'applied', ...applied, warnings },
+      { reload: 'applied', ...applied, warnings, loadMs: loadedMs, ms: Math.round(performance.now() - began) },
       `config reloaded: ${summary}; ${applied.unchanged.length} unchanged${devices ? '; device profiles changed (for new logins)' : ''}${warnings.length === 0 ? '' : `; ${warnings.length} setting(s) need a restart`}`,
     );
     return { ok: true, applied, warnings };
