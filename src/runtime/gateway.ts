@@ -13,7 +13,8 @@ import { CounterRegistry } from '../observability/counters.ts';
 import { AdminServer } from './admin-server.ts';
 import { type BridgeStatus, type GatewayBridge, RunningBridge } from './bridge.ts';
 import { componentKinds } from './registry.ts';
-import { type BridgePlan, type ReloadResult, devicesChanged, planBridges, restartNeeded } from './reload-plan.ts';
+import { retire, settlesWithin, swapBridges } from './bridge-swap.ts';
+import { type ReloadResult, devicesChanged, planBridges, restartNeeded } from './reload-plan.ts';
 
 export interface GatewayStatus {
   readonly gateway: string;
@@ -228,13 +229,14 @@ export class Gateway {
     const running = this.#config;
     const plan = planBridges(running.bridgeConfigs, next.bridgeConfigs);
     const loadedMs = Math.round(performance.now() - began);
-    let retired: Retired[];
-    try {
-      retired = this.#swapBridges(plan);
-    } catch (error) {
-      const { config, cause } = error as BridgeStartError;
+    const broker = this.#broker;
+    const swap = swapBridges(this.#bridges, plan, (config, startAfter) => this.#createBridge(config, broker, startAfter));
+    if ('cause' in swap) {
+      const { config, cause } = swap;
       return this.#refused({ ok: false, errors: [{ file: config.file, line: 0, column: 0, path: '', message: `bridge '${config.name}' could not start: ${describeError(cause)}` }] });
     }
+    this.#bridges = swap.bridges;
+    for (const { bridge, stopped } of swap.retired) this.#retiring.set(bridge, stopped);
     const devices = devicesChanged(running, next);
     if (devices) this.#auth?.updateAccess({ profiles: next.deviceProfiles, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl });
     this.#config = {
@@ -254,7 +256,8 @@ export class Gateway {
       devices,
     };
     // Answer once the old bridges finished, so that a second reload sees a settled gateway.
-    await Promise.all(retired.map((r) => this.#retire(r)));
+    const timeoutMs = this.#config.shutdown.drainTimeoutMs;
+    await Promise.all(swap.retired.map((r) => retire(r, timeoutMs, this.#logger).then(() => this.#retiring.delete(r.bridge))));
     this.counters.count('config.reloads', { result: 'applied' });
     const summary = (['added', 'removed', 'changed'] as const).map((k) => `${k} ${applied[k].length === 0 ? '-' : applied[k].join(', ')}`).join('; ');
     this.#logger[warnings.length === 0 ? 'info' : 'warn'](
@@ -269,58 +272,6 @@ export class Gateway {
     const errors = result.errors.map(formatIssue);
     this.#logger.error({ reload: 'refused', errors }, `config reload refused (${errors.length === 1 ? '1 problem' : `${errors.length} problems`}); the running config is unchanged: ${errors.join('; ')}`);
     return result;
-  }
-
-  /**
-   * Starts the added bridges and the new versions of the changed ones, then stops the
-   * replaced and removed ones, in one synchronous run: the broker hands device messages to
-   * its taps only from its own callbacks on later turns of the event loop, so a message on a
-   * topic both an old and a new bridge cover reaches exactly one of them, and no message
-   * finds the topic untapped. A changed bridge keeps its name, so the new version appends to
-   * the same log; its sinks start reading their cursors only once the old version's sinks
-   * finished their windows. Returns the bridges to retire.
-   */
-  #swapBridges(plan: BridgePlan): Retired[] {
-    const broker = this.#broker as EmbeddedBroker;
-    const started: GatewayBridge[] = [];
-    const gates = new Map<string, () => void>();
-    for (const config of [...plan.added, ...plan.changed]) {
-      const replacing = plan.changed.includes(config);
-      const gate = replacing ? new Promise<void>((open) => gates.set(config.name, open)) : undefined;
-      try {
-        started.push(this.#createBridge(config, broker, gate));
-      } catch (cause) {
-        for (const bridge of started) bridge.abort();
-        throw { config, cause } satisfies BridgeStartError;
-      }
-    }
-    const leaving = new Set([...plan.removed, ...gates.keys()]);
-    const replacements = new Map(started.map((b) => [b.config.name, b]));
-    const retired: Retired[] = [];
-    for (const bridge of this.#bridges.filter((b) => leaving.has(b.config.name))) {
-      const stopped = bridge.stop();
-      this.#retiring.set(bridge, stopped);
-      retired.push({ bridge, stopped, ...(gates.has(bridge.config.name) ? { open: gates.get(bridge.config.name) as () => void } : {}) });
-    }
-    this.#bridges = [
-      ...this.#bridges.filter((b) => !plan.removed.includes(b.config.name)).map((b) => replacements.get(b.config.name) ?? b),
-      ...started.filter((b) => !gates.has(b.config.name)),
-    ];
-    return retired;
-  }
-
-  /**
-   * Waits for a replaced or removed bridge's sinks, up to the drain timeout, else tears it
-   * down (what they did not confirm stays buffered); then its successor's sinks may read.
-   */
-  async #retire({ bridge, stopped, open }: Retired): Promise<void> {
-    const timeoutMs = this.#config.shutdown.drainTimeoutMs;
-    if (!(await settlesWithin(stopped, timeoutMs))) {
-      this.#logger.warn({ bridge: bridge.config.name, timeoutMs }, 'sinks of the replaced bridge did not finish in time; their unconfirmed messages stay buffered');
-      bridge.abort();
-    }
-    this.#retiring.delete(bridge);
-    open?.();
   }
 
   #startBridges(broker: EmbeddedBroker): void {
@@ -359,32 +310,6 @@ export class Gateway {
     await this.#admin?.close();
     this.#store?.close();
   }
-}
-
-/** A bridge leaving in a reload: its stop, and the gate of the bridge replacing it. */
-interface Retired {
-  readonly bridge: GatewayBridge;
-  readonly stopped: Promise<void>;
-  readonly open?: () => void;
-}
-
-interface BridgeStartError {
-  readonly config: BridgeConfig;
-  readonly cause: unknown;
-}
-
-/** True when `promise` settles within `ms`. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const settled = await Promise.race([
-    promise.then(
-      () => true,
-      () => true,
-    ),
-    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
-  ]);
-  clearTimeout(timer);
-  return settled;
 }
 
 /** The optional parts of the broker's listener options, from `mqtt.maxConnections`, `mqtt.tls` and `mqtt.websocket`. */
