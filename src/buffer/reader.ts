@@ -25,6 +25,14 @@ export interface CursorSource {
 
 type Outcome = { ok: true } | { ok: false; error: Error };
 
+/**
+ * A sink's verdict on one message alone (MESSAGE_INVALID, not retryable: say, a Kafka topic
+ * rendered from it is invalid); other failures may be about the whole batch.
+ */
+function isRejection(error: Error): boolean {
+  return isFerryError(error, 'MESSAGE_INVALID') && !error.retryable;
+}
+
 /** How long an idle reader waits before looking for rows another process added. */
 const POLL_MS = 1000;
 
@@ -32,7 +40,8 @@ const POLL_MS = 1000;
  * Hands a sink the bridge's buffered messages in order, a window at a time, from the sink's
  * cursor. When a window is settled the cursor moves past every message acked before the
  * first failure. A retryable failure is tried again from there after a backoff that doubles
- * up to `retryMaxMs`, for ever; a permanent one dead-letters that message and moves on.
+ * up to `retryMaxMs`, for ever; a permanent one dead-letters that message and moves on (found
+ * by handing the rest over one at a time, unless the sink named it with MESSAGE_INVALID).
  *
  * Under `replay: live-first`, a sink found more than a window behind splits its log at the
  * tail: messages after the split (live) are handed first, and the backlog before it follows
@@ -70,6 +79,11 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
         );
       });
 
+    const deadLetter = (message: StoredMessage, error: Error, tries: number, inLive: boolean) => {
+      store.deadLetter(sink, message, error.message, tries, inLive);
+      counters.count('buffer.dead_letters', { bridge, sink });
+      logger.error({ err: error, id: message.envelope.id, topic: message.envelope.topic, sink }, 'rejected for good: moved to dead letters');
+    };
     /**
      * Hands over one window and waits for it to settle. Returns the last seq confirmed in
      * order (or undefined) and the first failure, already dead-lettered when permanent.
@@ -84,11 +98,20 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
       if (isolate > 0 && (outcomes[0] as Outcome).ok) isolate -= 1;
       let confirmed: number | undefined;
       let index = 0;
+      let rejected = 0;
       for (; index < window.length; index++) {
-        if (!(outcomes[index] as Outcome).ok) break;
-        confirmed = (window[index] as StoredMessage).seq;
+        const outcome = outcomes[index] as Outcome;
+        const message = window[index] as StoredMessage;
+        if (!outcome.ok) {
+          if (!isRejection(outcome.error)) break;
+          // The sink refused this message alone and wrote the rest: no search needed.
+          deadLetter(message, outcome.error, 1, inLive);
+          rejected += 1;
+          isolate = 0;
+        }
+        confirmed = message.seq;
       }
-      if (index > 0) counters.count('buffer.delivered', { bridge, sink }, index);
+      if (index > rejected) counters.count('buffer.delivered', { bridge, sink }, index - rejected);
       if (index === window.length) {
         attempts = 0;
         return { done: true as const, confirmed, failed: false };
@@ -103,9 +126,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
           attempts = 0;
           return { done: true as const, confirmed, failed: false };
         }
-        store.deadLetter(sink, message, error.message, attempts, inLive);
-        counters.count('buffer.dead_letters', { bridge, sink });
-        logger.error({ err: error, id: message.envelope.id, topic: message.envelope.topic, sink }, 'rejected for good: moved to dead letters');
+        deadLetter(message, error, attempts, inLive);
         attempts = 0;
         // Found it: back to whole windows (another bad message starts a new search).
         isolate = 0;

@@ -16,6 +16,16 @@ import { BUFFER_SCHEMA } from './schema.ts';
 
 const EMPTY: Readonly<Record<string, string>> = {};
 
+/**
+ * A message to append to a bridge's log, or, with `deadLetter`, straight to its dead letters
+ * (a message refused at ingress: it never enters the log and gets seq 0 there).
+ */
+export interface AppendEntry {
+  readonly bridge: string;
+  readonly envelope: Envelope;
+  readonly deadLetter?: { readonly sink: string; readonly reason: string };
+}
+
 export type { BridgeStats, BridgeUsage, CursorState, DeadLetter, SinkCursor, SinkStats, StoredMessage } from './rows.ts';
 
 /**
@@ -27,13 +37,14 @@ export type { BridgeStats, BridgeUsage, CursorState, DeadLetter, SinkCursor, Sin
 export class BufferStore {
   readonly db: Database.Database;
   readonly #insert: Database.Statement;
+  readonly #insertDead: Database.Statement;
   readonly #read: Database.Statement;
   readonly #setCursor: Database.Statement;
   readonly #minCursor: Database.Statement;
   readonly #usage = new Map<string, { messages: number; bytes: number }>();
   readonly #statements = new Map<string, Database.Statement>();
 
-  readonly #appendRows: (entries: readonly { bridge: string; envelope: Envelope }[], after?: () => void) => number[];
+  readonly #appendRows: (entries: readonly AppendEntry[], after?: () => void) => number[];
 
   constructor(db: Database.Database) {
     this.db = db;
@@ -42,11 +53,20 @@ export class BufferStore {
     this.#insert = db.prepare(
       'INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     );
-    this.#appendRows = db.transaction((entries: readonly { bridge: string; envelope: Envelope }[], after?: () => void) => {
+    this.#insertDead = db.prepare(
+      `INSERT INTO dead_letters (bridge, sink, reason, attempts, dead_at, seq, id, topic, key, headers, origin, payload, created_at)
+       VALUES (?, ?, ?, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.#appendRows = db.transaction((entries: readonly AppendEntry[], after?: () => void) => {
       const seqs = new Array<number>(entries.length);
       for (let i = 0; i < entries.length; i++) {
-        const { bridge, envelope: e } = entries[i] as { bridge: string; envelope: Envelope };
+        const { bridge, envelope: e, deadLetter } = entries[i] as AppendEntry;
         const headers = e.headers === EMPTY || Object.keys(e.headers).length === 0 ? '{}' : JSON.stringify(e.headers);
+        if (deadLetter !== undefined) {
+          this.#insertDead.run(bridge, deadLetter.sink, deadLetter.reason, Date.now(), e.id, e.topic, e.key ?? null, headers, JSON.stringify(e.origin), e.payload, e.timestamp);
+          seqs[i] = 0;
+          continue;
+        }
         seqs[i] = Number(this.#insert.run(bridge, e.id, e.topic, e.key ?? null, headers, JSON.stringify(e.origin), e.payload, e.timestamp).lastInsertRowid);
       }
       after?.();
@@ -75,12 +95,13 @@ export class BufferStore {
 
   /**
    * Appends in one transaction (one fsync under synchronous=FULL), then runs `after` inside
-   * it (to trim back to a limit); returns the seqs.
+   * it (to trim back to a limit); returns the seqs (0 for dead letters).
    */
-  append(entries: readonly { bridge: string; envelope: Envelope }[], after?: () => void): number[] {
+  append(entries: readonly AppendEntry[], after?: () => void): number[] {
     // Count from disk (once per bridge) before the insert, so the rows are not counted twice.
     const added = new Map<string, { messages: number; bytes: number }>();
-    for (const { bridge, envelope } of entries) {
+    for (const { bridge, envelope, deadLetter } of entries) {
+      if (deadLetter !== undefined) continue;
       let delta = added.get(bridge);
       if (delta === undefined) {
         this.usage(bridge);

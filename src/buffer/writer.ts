@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
+import type { Envelope } from '../core/envelope.ts';
 import { wrapError } from '../core/errors.ts';
 import type { BufferPolicy, BufferSettings } from './config.ts';
 import { Signal } from './signal.ts';
@@ -9,6 +10,8 @@ import type { BufferStore } from './store.ts';
 interface Pending {
   readonly bridge: string;
   readonly delivery: Delivery;
+  /** Set for a message refused at ingress: what to record in the dead letters instead. */
+  readonly deadLetter?: { readonly envelope: Envelope; readonly sink: string; readonly reason: string };
 }
 
 /**
@@ -72,8 +75,21 @@ export class BufferWriter {
   }
 
   enqueue(bridge: string, delivery: Delivery): void {
-    this.#pending.push({ bridge, delivery });
-    this.#pendingBytes += delivery.envelope.payload.byteLength;
+    this.#push({ bridge, delivery });
+  }
+
+  /**
+   * Records `envelope` (the message as it arrived) in the bridge's dead letters, refused at
+   * ingress by `sink` (the part that refused it, e.g. "transform"), in the same group commit
+   * as the messages around it, and acks `delivery` after that commit.
+   */
+  deadLetter(bridge: string, delivery: Delivery, envelope: Envelope, sink: string, reason: string): void {
+    this.#push({ bridge, delivery, deadLetter: { envelope, sink, reason } });
+  }
+
+  #push(entry: Pending): void {
+    this.#pending.push(entry);
+    this.#pendingBytes += (entry.deadLetter?.envelope ?? entry.delivery.envelope).payload.byteLength;
     if (this.#pending.length >= this.#settings.maxBatch || this.#pendingBytes >= this.#settings.maxBatchBytes) {
       this.#flush();
     } else if (!this.#scheduled) {
@@ -126,6 +142,11 @@ export class BufferWriter {
         if (!this.#storageDown()) refused += 1;
         continue;
       }
+      if (entry.deadLetter !== undefined) {
+        // Not in the log: the bridge's limits do not apply.
+        accepted.push(entry);
+        continue;
+      }
       const policy = this.#policies.get(bridge);
       const bytes = entry.delivery.envelope.payload.byteLength;
       const usage = this.#store.usage(bridge);
@@ -163,7 +184,9 @@ export class BufferWriter {
 
     try {
       this.#store.append(
-        accepted.map(({ bridge, delivery }) => ({ bridge, envelope: delivery.envelope })),
+        accepted.map(({ bridge, delivery, deadLetter }) =>
+          deadLetter === undefined ? { bridge, envelope: delivery.envelope } : { bridge, envelope: deadLetter.envelope, deadLetter: { sink: deadLetter.sink, reason: deadLetter.reason } },
+        ),
         () => {
           for (const [bridge, count] of toDrop) {
             const removed = this.#store.dropOldest(bridge, count);
@@ -187,11 +210,15 @@ export class BufferWriter {
       return;
     }
     const bridges = new Set<string>();
-    for (const { bridge, delivery } of accepted) {
-      bridges.add(bridge);
+    let appended = 0;
+    for (const { bridge, delivery, deadLetter } of accepted) {
+      if (deadLetter === undefined) {
+        bridges.add(bridge);
+        appended += 1;
+      }
       delivery.ack();
     }
-    this.#counters.count('buffer.appended', {}, accepted.length);
+    if (appended > 0) this.#counters.count('buffer.appended', {}, appended);
     for (const bridge of bridges) this.#appended.get(bridge)?.notify();
     if (this.#held.length === 0 && this.#state !== 'ok') this.#setState('ok');
   }

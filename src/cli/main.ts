@@ -79,6 +79,7 @@ buffer
   .option('--sink <name>', "from this sink's cursor")
   .option('-n, --limit <count>', 'how many messages', parseCount, 10)
   .option('--json', 'one JSON object per line')
+  .option('--dead', 'the oldest dead letters instead, with their reasons (--sink: of that sink, or `transform` / `rateLimit` for messages refused at ingress)')
   .action(async (options) => (await import('./buffer/peek.ts')).peekCommand(options));
 
 buffer

@@ -2,6 +2,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, extname, join, relative, resolve } from 'node:path';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './issues.ts';
+import { type Loaded, resolvePayloadSchemas } from './payload-schemas.ts';
 import type { Env } from './interpolate.ts';
 import { type BridgeConfig, type ComponentKinds, type DeviceProfile, type GatewaySection, bridgeSchema, deviceSchema, gatewaySchema } from './schema.ts';
 import { type YamlFile, loadYamlFile } from './yaml-file.ts';
@@ -57,7 +58,7 @@ export function loadConfig(configPath: string, options: LoadOptions): GatewayCon
     devices: gateway.value?.devices ?? listOr(raw['devices'], gatewaySchema.shape.devices),
   };
 
-  const bridges: BridgeConfig[] = [];
+  const bridges: Loaded<BridgeConfig>[] = [];
   const names = new Map<string, string>();
   const schema = bridgeSchema(options.kinds);
   for (const path of expand(lists.bridges, base, 'bridges', gateway.yaml, issues)) {
@@ -70,14 +71,15 @@ export function loadConfig(configPath: string, options: LoadOptions): GatewayCon
       continue;
     }
     names.set(bridge.name, bridge.file);
-    bridges.push(bridge);
+    bridges.push({ value: bridge, yaml: parsed.yaml, path });
   }
 
-  const devices: DeviceProfile[] = [];
+  const devices: Loaded<DeviceProfile>[] = [];
   for (const path of expand(lists.devices, base, 'devices', gateway.yaml, issues)) {
     const parsed = parseFile(path, display(path), deviceSchema, env, issues);
-    if (parsed.value !== undefined) devices.push({ ...parsed.value, file: display(path) });
+    if (parsed.value !== undefined && parsed.yaml !== undefined) devices.push({ value: { ...parsed.value, file: display(path) }, yaml: parsed.yaml, path });
   }
+  const resolved = resolvePayloadSchemas(bridges, devices, issues);
 
   // Checked from the raw file too, so a missing certificate is reported along with schema problems.
   const tls = gateway.value === undefined ? (raw['mqtt'] as { tls?: unknown } | null | undefined)?.tls : gateway.value.mqtt.tls;
@@ -89,8 +91,8 @@ export function loadConfig(configPath: string, options: LoadOptions): GatewayCon
     ...(tlsPem === undefined ? {} : { tlsPem }),
     file,
     dataDirPath: resolve(base, gateway.value.gateway.dataDir),
-    bridgeConfigs: bridges,
-    deviceProfiles: devices,
+    bridgeConfigs: resolved.bridges,
+    deviceProfiles: resolved.devices,
   };
 }
 

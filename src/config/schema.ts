@@ -3,6 +3,9 @@ import type { SinkComponent, SourceComponent } from '../core/component.ts';
 import { type BufferPolicy, bufferPolicySchema, bufferSettingsSchema } from '../buffer/config.ts';
 import { invalidFilterReason } from '../core/topic.ts';
 import { PASSWORD_HASH_PATTERN } from '../mqtt/password.ts';
+import { bridgeTemplateIssues } from './template-check.ts';
+import { type TransformStep, transformSchema } from '../core/transform-config.ts';
+import { type RateLimitConfig, rateLimitSchema } from '../redis/rate-limit-config.ts';
 
 /** The component kinds a config may name; the runtime's registry supplies them. */
 export interface ComponentKinds {
@@ -68,6 +71,11 @@ const websocketSchema = z.strictObject({
   host: listenerHost,
   path: z.string().regex(/^\//, 'must start with /').default('/mqtt').meta({ description: 'HTTP path clients open the WebSocket on.', examples: ['/mqtt'] }),
   maxConnections: maxConnections('WebSocket port'),
+  trustedProxies: z.array(z.string().min(1)).default([]).meta({
+    description:
+      'Addresses of reverse proxies in front of this port. For connections from them, the client address (used by the per-address limits and in logs) is the right-most X-Forwarded-For entry that is not itself a trusted proxy; other clients\' X-Forwarded-For is ignored.',
+    examples: [['127.0.0.1']],
+  }),
 });
 
 export const gatewaySchema = z
@@ -188,6 +196,11 @@ export function bridgeSchema(kinds: ComponentKinds) {
           'Where messages go: one or more sinks, each reading the bridge\'s buffer at its own pace. A sink kind used twice in one bridge is named kind#index in stats.',
       }),
       buffer: bufferPolicySchema.prefault({}),
+      rateLimit: rateLimitSchema.optional(),
+      transform: transformSchema,
+    })
+    .superRefine((bridge, ctx) => {
+      for (const issue of bridgeTemplateIssues(bridge, kinds)) ctx.addIssue({ code: 'custom', path: [...issue.path], message: issue.message });
     })
     .meta({ title: 'Ferry bridge', description: 'bridges/*.yaml' });
 }
@@ -199,6 +212,9 @@ export interface BridgeConfig {
   readonly from: Readonly<Record<string, unknown>>;
   readonly to: readonly Readonly<Record<string, unknown>>[];
   readonly buffer: BufferPolicy;
+  /** Applied in order before the buffer; none when absent. */
+  readonly transform?: readonly TransformStep[];
+  readonly rateLimit?: RateLimitConfig;
   /** The file it was loaded from, for messages. */
   readonly file: string;
 }
@@ -258,6 +274,14 @@ export const deviceSchema = z
       })
       .optional()
       .meta({ description: 'What the device publishes.' }),
+    payloadSchema: z
+      .union([z.string().min(1), z.record(z.string(), z.unknown())])
+      .optional()
+      .meta({
+        description:
+          'JSON Schema of the device\'s JSON payloads, inline or as a .json file relative to this file; bridges check payloads against it with `transform: [{validate: {profile: NAME}}]`.',
+        examples: ['schemas/temperature-sensor.json', { type: 'object', required: ['celsius'], properties: { celsius: { type: 'number' } } }],
+      }),
   })
   .meta({ title: 'Ferry device profile', description: 'devices/*.yaml' });
 

@@ -1,4 +1,5 @@
-import { Observable, bufferTime, concatMap, defer, filter, map, catchError, of } from 'rxjs';
+import { Observable, concatMap, defer, map, mergeMap, catchError, from, of } from 'rxjs';
+import { batchBy } from './batch-by.ts';
 import type { Delivery } from './delivery.ts';
 import type { Sink, SinkEvent } from './stream.ts';
 import { FerryError, isFerryError } from './errors.ts';
@@ -8,10 +9,21 @@ export interface BatchOptions {
   readonly batchSize: number;
   /** Longest a delivery waits for its batch to fill, in milliseconds. */
   readonly batchTimeMs: number;
+  /** Most payload bytes in one write (a larger message goes alone); no limit when absent. */
+  readonly batchBytes?: number;
 }
 
 /**
- * Builds a sink from a batch writer. Deliveries are grouped by count and time, written one
+ * What a write may report besides success: the deliveries it refused one by one because the
+ * message itself can never be written (it is nacked with that error; the others of the batch
+ * were written and are acked). Throwing instead fails the whole batch.
+ */
+export interface BatchResult {
+  readonly rejected: ReadonlyMap<Delivery, Error>;
+}
+
+/**
+ * Builds a sink from a batch writer. Deliveries are grouped by count, bytes and time, written one
  * batch at a time in arrival order, acked after `write` resolves and nacked with its error
  * when it rejects. A failed batch also fails, unwritten, every batch formed from deliveries
  * that had arrived by then, so the destination never gets a message after an earlier one it
@@ -20,7 +32,7 @@ export interface BatchOptions {
  */
 export function batchingSink(
   options: BatchOptions,
-  write: (batch: readonly Delivery[]) => Promise<void> | void,
+  write: (batch: readonly Delivery[]) => Promise<BatchResult | void> | BatchResult | void,
 ): Sink {
   return (input: Observable<Delivery>) => {
     let arrived = 0;
@@ -28,8 +40,7 @@ export function batchingSink(
     let lastError: Error | undefined;
     return input.pipe(
       map((delivery) => ({ delivery, n: ++arrived })),
-      bufferTime(options.batchTimeMs, null, options.batchSize),
-      filter((tagged) => tagged.length > 0),
+      batchBy({ count: options.batchSize, timeMs: options.batchTimeMs, bytes: options.batchBytes, sizeOf: (t) => t.delivery.envelope.payload.byteLength }),
       concatMap((tagged) => {
         const batch = tagged.map((t) => t.delivery);
         const fail = (error: Error) => {
@@ -42,13 +53,25 @@ export function batchingSink(
         }
         const started = performance.now();
         return defer(async () => write(batch)).pipe(
-          map((): SinkEvent => {
+          mergeMap((result) => {
+            const rejected = result?.rejected ?? new Map<Delivery, Error>();
             let bytes = 0;
+            let written = 0;
             for (const delivery of batch) {
+              const error = rejected.get(delivery);
+              if (error !== undefined) {
+                delivery.nack(error);
+                continue;
+              }
               bytes += delivery.envelope.payload.byteLength;
+              written += 1;
               delivery.ack();
             }
-            return { type: 'written', count: batch.length, bytes, durationMs: performance.now() - started };
+            const events: SinkEvent[] = [];
+            if (written > 0) events.push({ type: 'written', count: written, bytes, durationMs: performance.now() - started });
+            const first = rejected.values().next();
+            if (!first.done) events.push({ type: 'failed', count: rejected.size, error: first.value, retryable: false });
+            return from(events);
           }),
           catchError((cause: unknown) => {
             const error = cause instanceof Error ? cause : new Error(String(cause));
@@ -72,7 +95,7 @@ export function resourceSink<R>(
   options: BatchOptions,
   open: () => R | Promise<R>,
   close: (resource: R) => void,
-  write: (resource: R, batch: readonly Delivery[]) => Promise<void> | void,
+  write: (resource: R, batch: readonly Delivery[]) => Promise<BatchResult | void> | BatchResult | void,
 ): Sink {
   return (input) =>
     new Observable<SinkEvent>((subscriber) => {
@@ -85,7 +108,7 @@ export function resourceSink<R>(
       const sink = batchingSink(options, async (batch) => {
         try {
           resource ??= Promise.resolve().then(open);
-          await write(await resource, batch);
+          return await write(await resource, batch);
         } catch (error) {
           release();
           throw error;

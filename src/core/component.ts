@@ -15,6 +15,17 @@ export interface ComponentContext {
   readonly dataDir: string;
   /** The bridge this component belongs to. */
   readonly bridge: string;
+  /**
+   * The topic filters of the bridge's source (its `filters`), from which a sink's message
+   * templates take their `${1}` and `${#}` captures; empty when the source has none.
+   */
+  readonly sourceFilters?: readonly string[];
+}
+
+/** A message template in a component's config, and where it is (relative to the config). */
+export interface TemplateAt {
+  readonly path: readonly (string | number)[];
+  readonly template: string;
 }
 
 /**
@@ -25,6 +36,12 @@ export interface SinkComponent<S extends z.ZodType = z.ZodType, D = void> {
   readonly kind: string;
   readonly description: string;
   readonly schema: S;
+  /**
+   * The message templates in a config (`${1}`, `${payload.x}`...): config loading checks each
+   * against the source's `filters`, so that `${2}` under a filter with one `+` is reported
+   * at its line instead of failing every message.
+   */
+  templates?(config: z.output<S>): readonly TemplateAt[];
   /** `deps` carries shared runtime objects, such as the embedded broker a device sink publishes on. */
   create(config: z.output<S>, ctx: ComponentContext, deps: D): Sink;
 }
@@ -41,6 +58,11 @@ export interface SourceComponent<S extends z.ZodType = z.ZodType, D = void> {
    * else once acknowledged.
    */
   readonly keepsMessages?: boolean;
+  /**
+   * The MQTT topic filters the source's messages match, for the `${1}`/`${#}` captures of
+   * its bridge's templates. A source without filters (undefined) allows no captures.
+   */
+  filters?(config: z.output<S>): readonly string[];
   /** `deps` carries shared runtime objects the source taps, such as the embedded broker. */
   create(config: z.output<S>, ctx: ComponentContext, deps: D): Source;
 }

@@ -15,6 +15,9 @@ export const ErrorCodes = [
   'STORAGE_FAILED',
   'UPSTREAM_UNAVAILABLE',
   'MESSAGE_REJECTED',
+  // One message that no retry can write (a template renders an invalid Kafka topic for it), named
+  // alone by its sink while the rest of its batch is written: dead-lettered without a search.
+  'MESSAGE_INVALID',
   'SHUTDOWN',
   'INTERNAL',
 ] as const;

@@ -1,7 +1,8 @@
 import type { Producer } from 'kafkajs';
 import type { Logger } from 'pino';
+import { type Compression, useCompression } from './codecs.ts';
 
-/** One record for Kafka; headers are bytes or strings, as on the wire. */
+/** One record for Kafka; headers are strings, as Ferry keeps them. */
 export interface KafkaRecord {
   readonly key: string | null;
   readonly value: Uint8Array;
@@ -9,13 +10,20 @@ export interface KafkaRecord {
   readonly timestamp: number;
 }
 
+/** The records of one batch that go to one topic. */
+export interface TopicRecords {
+  readonly topic: string;
+  readonly records: readonly KafkaRecord[];
+}
+
 /**
  * The slice of a Kafka producer that Ferry calls, so that another client can replace
- * kafkajs behind it. `send` resolves only when the broker acknowledged every record.
+ * kafkajs behind it. `send` writes every topic's records in one request per broker and
+ * resolves only when the brokers acknowledged all of them.
  */
 export interface KafkaProducer {
   connect(): Promise<void>;
-  send(topic: string, records: readonly KafkaRecord[]): Promise<void>;
+  send(batch: readonly TopicRecords[]): Promise<void>;
   disconnect(): Promise<void>;
 }
 
@@ -23,7 +31,11 @@ export interface KafkaProducerOptions {
   readonly brokers: readonly string[];
   readonly clientId: string;
   readonly acks: 'all' | 'leader';
-  readonly compression: 'none' | 'gzip';
+  readonly compression: Compression;
+  /** kafkajs' idempotent producer: the broker drops a retried batch it already has. */
+  readonly idempotent: boolean;
+  /** Produce requests in flight per broker connection; unlimited when absent. */
+  readonly maxInFlightRequests?: number | undefined;
   readonly connectionTimeoutMs: number;
   readonly requestTimeoutMs: number;
   readonly retries: number;
@@ -31,40 +43,43 @@ export interface KafkaProducerOptions {
 }
 
 /**
- * A kafkajs producer. kafkajs is loaded on first connect, so a gateway without Kafka
- * bridges does not pay for it at startup.
+ * A kafkajs producer. kafkajs (and a compression codec) is loaded on first connect, so a
+ * gateway without Kafka bridges does not pay for it at startup.
  */
 export function createKafkaProducer(options: KafkaProducerOptions): KafkaProducer {
-  let producer: Producer | undefined;
-  // kafkajs: 1 = gzip; other codecs need a registered package.
-  const compression = options.compression === 'gzip' ? 1 : 0;
+  let opened: { producer: Producer; compression: number } | undefined;
   return {
     connect: async () => {
-      producer ??= await openProducer(options);
-      await producer.connect();
+      opened ??= await openProducer(options);
+      await opened.producer.connect();
     },
     disconnect: async () => {
-      await producer?.disconnect();
+      await opened?.producer.disconnect();
     },
-    send: async (topic, records) => {
-      if (producer === undefined) throw new Error('producer is not connected');
-      await producer.send({
-        topic,
+    send: async (batch) => {
+      if (opened === undefined) throw new Error('producer is not connected');
+      await opened.producer.sendBatch({
         acks: options.acks === 'all' ? -1 : 1,
-        compression,
-        messages: records.map((r) => ({
-          key: r.key,
-          value: Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength),
-          headers: { ...r.headers },
-          timestamp: String(r.timestamp),
+        compression: opened.compression,
+        topicMessages: batch.map(({ topic, records }) => ({
+          topic,
+          messages: records.map((r) => ({
+            key: r.key,
+            value: Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength),
+            headers: { ...r.headers },
+            timestamp: String(r.timestamp),
+          })),
         })),
       });
     },
   };
 }
 
-async function openProducer(options: KafkaProducerOptions): Promise<Producer> {
-  const { Kafka, Partitioners, logLevel } = await import('kafkajs');
+async function openProducer(options: KafkaProducerOptions): Promise<{ producer: Producer; compression: number }> {
+  const kafkajs = await import('kafkajs');
+  const { Kafka, Partitioners, logLevel } = kafkajs;
+  // CompressionCodecs is not among the names Node finds in kafkajs' CommonJS exports.
+  const compression = useCompression(options.compression, { CompressionTypes: kafkajs.CompressionTypes, CompressionCodecs: kafkajs.default.CompressionCodecs });
   const kafka = new Kafka({
     clientId: options.clientId,
     brokers: [...options.brokers],
@@ -80,5 +95,11 @@ async function openProducer(options: KafkaProducerOptions): Promise<Producer> {
     },
   });
   // The default (murmur2) partitioner, named so kafkajs does not warn about its v2 change.
-  return kafka.producer({ allowAutoTopicCreation: true, createPartitioner: Partitioners.DefaultPartitioner });
+  const producer = kafka.producer({
+    allowAutoTopicCreation: true,
+    createPartitioner: Partitioners.DefaultPartitioner,
+    idempotent: options.idempotent,
+    ...(options.maxInFlightRequests === undefined ? {} : { maxInFlightRequests: options.maxInFlightRequests }),
+  });
+  return { producer, compression };
 }

@@ -1,48 +1,125 @@
 import { z } from 'zod';
 import { resourceSink } from '../core/batching-sink.ts';
 import type { SinkComponent } from '../core/component.ts';
-import { wrapError } from '../core/errors.ts';
-import type { Envelope } from '../core/envelope.ts';
+import type { Delivery } from '../core/delivery.ts';
+import { type FerryError, isFerryError, wrapError } from '../core/errors.ts';
+import { compileTemplate } from '../core/template.ts';
 import { type KafkaRecord, createKafkaProducer } from './client.ts';
+import { COMPRESSIONS } from './codecs.ts';
+import { recordRenderer, topicTemplateProblem } from './records.ts';
 
 const brokers = z
   .union([z.array(z.string().min(1)).min(1), z.string().min(1).transform((s) => s.split(',').map((b) => b.trim()).filter((b) => b !== ''))])
   .pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, 'expected host:port')).min(1))
   .meta({ description: 'Bootstrap brokers: a list or a comma-separated string of host:port.', examples: ['${KAFKA_BROKERS}', ['kafka-1:9092', 'kafka-2:9092']] });
 
-const schema = z.strictObject({
-  brokers,
-  topic: z
-    .string()
-    .regex(/^[A-Za-z0-9._-]{1,249}$/, 'a Kafka topic is 1 to 249 letters, digits, ".", "_" or "-"')
-    .meta({ description: 'Kafka topic the messages are written to.', examples: ['iot.telemetry'] }),
-  clientId: z.string().min(1).default('ferry').meta({ description: 'Kafka client id.', examples: ['ferry-site-7'] }),
-  acks: z.enum(['all', 'leader']).default('all').meta({ description: '`all`: acknowledged by every in-sync replica; `leader`: by the partition leader only.', examples: ['all'] }),
-  compression: z.enum(['none', 'gzip']).default('none').meta({ description: 'Batch compression.', examples: ['gzip'] }),
-  batchSize: z.int().min(1).default(500).meta({ description: 'Most messages in one produce request.', examples: [500] }),
-  batchTimeMs: z.int().min(0).default(10).meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
-  connectionTimeoutMs: z.int().min(1).default(3000).meta({ description: 'TCP connect timeout to a broker.', examples: [3000] }),
-  retries: z.int().min(0).default(5).meta({ description: 'Retries of one produce or connect attempt (with backoff) before the batch is reported failed and not acknowledged.', examples: [5] }),
-  requestTimeoutMs: z.int().min(1).default(30000).meta({ description: 'Produce request timeout.', examples: [30000] }),
+/** A message template: its syntax is checked here, its captures against the source at the bridge. */
+const template = z.string().superRefine((source, ctx) => {
+  try {
+    compileTemplate(source);
+  } catch (error) {
+    if (!isFerryError(error)) throw error;
+    ctx.addIssue({ code: 'custom', message: error.message });
+  }
 });
+
+const RESERVED_HEADERS = ['ferry-id', 'mqtt-topic'];
+
+const schema = z
+  .strictObject({
+    brokers,
+    topic: template
+      .superRefine((source, ctx) => {
+        let problem: string | undefined;
+        try {
+          problem = topicTemplateProblem(compileTemplate(source));
+        } catch {
+          return; // reported by `template`
+        }
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `topic '${source}': ${problem}` });
+      })
+      .meta({
+        description:
+          'Kafka topic the messages are written to: a name or a message template (`${1}`, `${clientId}`, `${payload.site}`...). A message whose topic renders to an invalid name, or whose field has no value, goes to the dead letters.',
+        examples: ['iot.telemetry', 'iot.${1}.telemetry'],
+      }),
+    key: template.optional().meta({
+      description: 'Record key template; records of one key go to one partition, in order. The message\'s key, else the device\'s client id, when absent.',
+      examples: ['${1}', '${payload.site}-${clientId}'],
+    }),
+    headers: z
+      .record(z.string().min(1), template)
+      .superRefine((headers, ctx) => {
+        for (const name of Object.keys(headers).filter((n) => RESERVED_HEADERS.includes(n))) {
+          ctx.addIssue({ code: 'custom', path: [name], message: `${name} is set by Ferry (${RESERVED_HEADERS.join(' and ')} are always sent); name this header otherwise` });
+        }
+      })
+      .default({})
+      .meta({
+        description: 'Extra record headers: name to message template. `ferry-id` (the message id), `mqtt-topic` and the message\'s own headers (such as `traceparent`) are always sent.',
+        examples: [{ site: '${payload.site}', device: '${clientId}' }],
+      }),
+    clientId: z.string().min(1).default('ferry').meta({ description: 'Kafka client id.', examples: ['ferry-site-7'] }),
+    acks: z.enum(['all', 'leader']).default('all').meta({ description: '`all`: acknowledged by every in-sync replica; `leader`: by the partition leader only.', examples: ['all'] }),
+    idempotent: z.boolean().default(false).meta({
+      description: 'Idempotent producer: the broker drops a batch kafkajs retries after a lost response (fewer duplicates). Needs `acks: all` and at most 1 request in flight; experimental in kafkajs.',
+      examples: [true],
+    }),
+    maxInFlightRequests: z.int().min(1).optional().meta({
+      description: 'Most produce requests in flight per broker; unlimited when absent, 1 with `idempotent`.',
+      examples: [1],
+    }),
+    compression: z.enum(COMPRESSIONS).default('none').meta({ description: 'Batch compression; the codec is loaded only when used.', examples: ['zstd'] }),
+    batchSize: z.int().min(1).default(500).meta({ description: 'Most messages in one produce request.', examples: [500] }),
+    batchBytes: z.int().min(1).default(1024 * 1024).meta({ description: 'Most payload bytes in one produce request (a larger message goes alone).', examples: [1048576] }),
+    batchTimeMs: z.int().min(0).default(10).meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
+    connectionTimeoutMs: z.int().min(1).default(3000).meta({ description: 'TCP connect timeout to a broker.', examples: [3000] }),
+    retries: z.int().min(0).default(5).meta({
+      description: 'Retries of one produce or connect attempt (with backoff) before the batch is reported failed; the buffer then tries it again, for ever, after its own backoff.',
+      examples: [5],
+    }),
+    requestTimeoutMs: z.int().min(1).default(30000).meta({ description: 'Produce request timeout.', examples: [30000] }),
+  })
+  .superRefine((config, ctx) => {
+    if (!config.idempotent) return;
+    if (config.acks !== 'all') {
+      ctx.addIssue({ code: 'custom', path: ['acks'], message: 'idempotent: true needs acks: all (an idempotent producer is only safe when every in-sync replica has the batch)' });
+    }
+    if (config.maxInFlightRequests !== undefined && config.maxInFlightRequests !== 1) {
+      ctx.addIssue({ code: 'custom', path: ['maxInFlightRequests'], message: 'idempotent: true needs maxInFlightRequests: 1 (kafkajs keeps sequence numbers in order only with one request in flight); remove it or set 1' });
+    }
+  });
 
 export type KafkaSinkConfig = z.output<typeof schema>;
 
 /**
- * Writes messages to one Kafka topic. The key is the device's client id (so one device's
- * messages stay in one partition, in order); the envelope id and the MQTT topic travel as
- * headers `ferry-id` and `mqtt-topic`. A delivery is acked after Kafka acknowledged its batch.
+ * Writes messages to Kafka topics rendered per message from the `topic` template, with key
+ * and headers from theirs. Records of one batch are grouped by topic and sent in one
+ * request per broker; a delivery is acked after Kafka acknowledged its batch. A message that
+ * can never be written (invalid rendered topic, template field without a value) is nacked
+ * alone as MESSAGE_INVALID, and the rest of its batch is written.
  */
 export const kafkaSink: SinkComponent<typeof schema> = {
   kind: 'kafka',
-  description: 'Writes messages to a Kafka topic.',
+  description: 'Writes messages to Kafka topics.',
   schema,
+  templates: (config) => [
+    { path: ['topic'], template: config.topic },
+    ...(config.key === undefined ? [] : [{ path: ['key'], template: config.key }]),
+    ...Object.entries(config.headers).map(([name, source]) => ({ path: ['headers', name], template: source })),
+  ],
   create: (config, ctx) => {
     const component = `kafka sink of bridge '${ctx.bridge}'`;
+    const render = recordRenderer(config, ctx.sourceFilters ?? [], component);
+    const producerOptions = {
+      ...config,
+      maxInFlightRequests: config.idempotent ? 1 : config.maxInFlightRequests,
+      logger: ctx.logger,
+    };
     return resourceSink(
       config,
       async () => {
-        const producer = createKafkaProducer({ ...config, logger: ctx.logger });
+        const producer = createKafkaProducer(producerOptions);
         try {
           await producer.connect();
           return producer;
@@ -59,29 +136,39 @@ export const kafkaSink: SinkComponent<typeof schema> = {
         producer.disconnect().catch((error: unknown) => ctx.logger.warn({ err: error }, `${component}: disconnect failed`));
       },
       async (producer, batch) => {
+        const rejected = new Map<Delivery, FerryError>();
+        const topics = new Map<string, KafkaRecord[]>();
+        for (const delivery of batch) {
+          let rendered;
+          try {
+            rendered = render(delivery.envelope);
+          } catch (error) {
+            if (!isFerryError(error, 'MESSAGE_INVALID')) throw error;
+            rejected.set(delivery, error);
+            ctx.counters.count('kafka.messages.rejected', { bridge: ctx.bridge });
+            continue;
+          }
+          let records = topics.get(rendered.topic);
+          if (records === undefined) topics.set(rendered.topic, (records = []));
+          records.push(rendered.record);
+        }
+        if (topics.size === 0) return { rejected };
+        const names = [...topics.keys()].join(',');
         try {
-          await producer.send(config.topic, batch.map(({ envelope }) => toRecord(envelope)));
+          await producer.send([...topics].map(([topic, records]) => ({ topic, records })));
         } catch (error) {
-          throw wrapError('SINK_WRITE_FAILED', `${component}: produce to ${config.topic} failed`, error, {
+          throw wrapError('SINK_WRITE_FAILED', `${component}: produce to ${names} failed`, error, {
             component,
             bridge: ctx.bridge,
-            topic: config.topic,
+            topic: names,
             retryable: !isPermanent(error),
           });
         }
+        return { rejected };
       },
     );
   },
 };
-
-function toRecord(envelope: Envelope): KafkaRecord {
-  return {
-    key: envelope.key ?? envelope.origin.clientId ?? null,
-    value: envelope.payload,
-    headers: { ...envelope.headers, 'ferry-id': envelope.id, 'mqtt-topic': envelope.topic },
-    timestamp: envelope.timestamp,
-  };
-}
 
 /** Kafka errors that no retry can fix: the message or topic itself is refused. */
 const PERMANENT = new Set([

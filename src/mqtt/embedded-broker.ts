@@ -9,7 +9,7 @@ import type { Source } from '../core/stream.ts';
 import { type TopicLimits, invalidFilterWithin, invalidTopicReason, topicMatches } from '../core/topic.ts';
 import { type Identity, mayPublish, maySubscribe } from './acl.ts';
 import type { DeviceAuthenticator, Refusal } from './auth.ts';
-import { type Connection, type Listener, type ListenerOptions, type TlsSettings, listenerSpecs, openListeners } from './listeners.ts';
+import { type Connection, type Listener, type ListenerOptions, type TlsSettings, type WebSocketListenerOptions, listenerSpecs, openListeners } from './listeners.ts';
 import { guardConnection } from './packet-guard.ts';
 import { watchConnections } from './connection-events.ts';
 
@@ -25,7 +25,7 @@ export interface EmbeddedBrokerOptions {
   /** A TLS listener (mqtts), off when absent. */
   readonly tls?: ListenerOptions & TlsSettings;
   /** A WebSocket listener (ws), off when absent. */
-  readonly websocket?: ListenerOptions & { readonly path: string };
+  readonly websocket?: WebSocketListenerOptions;
   readonly logger: Logger;
   readonly counters: Counters;
   /** Who may connect and what they may do; without it every client is let in with no limits. */
@@ -63,6 +63,8 @@ export class EmbeddedBroker {
   readonly #identities = new WeakMap<Client, Identity>();
   /** Verified certificate names by connection stream (client.conn). */
   readonly #certNames = new WeakMap<object, string>();
+  /** Each connection's client address, as its listener determined it (X-Forwarded-For from a trusted proxy). */
+  readonly #addresses = new WeakMap<object, string>();
   #inFlight = 0;
   #drained: (() => void) | undefined;
 
@@ -168,6 +170,7 @@ export class EmbeddedBroker {
   #handle(connection: Connection): void {
     const { stream, address: from } = connection;
     if (connection.certName !== undefined) this.#certNames.set(stream, connection.certName);
+    this.#addresses.set(stream, from);
     const guarded = guardConnection(stream, {
       maxPacketBytes: this.#options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
       onRefuse: (reason, detail) => {
@@ -178,6 +181,11 @@ export class EmbeddedBroker {
     this.#aedes.handle(guarded, connection.request);
   }
 
+  /** The client's address as its listener saw it: the socket's peer, or the client behind a trusted proxy. */
+  #address(client: Client): string {
+    return this.#addresses.get(client.conn) ?? (client.conn as Partial<Socket>).remoteAddress ?? client.req?.socket.remoteAddress ?? '';
+  }
+
   #refuseSocket(protocol: string, reason: Refusal, address: string): void {
     this.#options.counters.count('mqtt.connections.refused', { reason });
     this.#options.logger.warn({ protocol, address, reason }, 'connection refused');
@@ -185,7 +193,7 @@ export class EmbeddedBroker {
 
   #admit(client: Client): boolean {
     const auth = this.#options.auth;
-    if (auth === undefined || auth.admitConnection(address(client))) return true;
+    if (auth === undefined || auth.admitConnection(this.#address(client))) return true;
     this.#refuse(client, 'too_many_connections');
     return false;
   }
@@ -197,7 +205,7 @@ export class EmbeddedBroker {
     const certName = this.#certNames.get(client.conn);
     const result =
       certName === undefined
-        ? await auth.authenticate(client.id, username, password, address(client))
+        ? await auth.authenticate(client.id, username, password, this.#address(client))
         : auth.authenticateCertificate(client.id, certName, username);
     if (result.ok) {
       // A client id already connected under another login is refused rather than taken over.
@@ -220,7 +228,7 @@ export class EmbeddedBroker {
   #refuse(client: Client, reason: Refusal, username?: string): void {
     this.#options.counters.count('mqtt.connections.refused', { reason });
     // The password is never logged.
-    this.#options.logger.warn({ clientId: client.id, username, address: address(client), reason }, 'connection refused');
+    this.#options.logger.warn({ clientId: client.id, username, address: this.#address(client), reason }, 'connection refused');
   }
 
   #maySubscribe(client: Client, filter: string): boolean {
@@ -306,7 +314,3 @@ export class EmbeddedBroker {
   }
 }
 
-/** The peer's address: the socket's for TCP and TLS, the HTTP upgrade request's for WebSocket. */
-function address(client: Client): string {
-  return (client.conn as Partial<Socket>).remoteAddress ?? client.req?.socket.remoteAddress ?? '';
-}

@@ -31,7 +31,7 @@ export interface TlsSettings {
 export type ListenerSpec =
   | (ListenerOptions & { readonly protocol: 'mqtt' })
   | (ListenerOptions & { readonly protocol: 'mqtts'; readonly tls: TlsSettings })
-  | (ListenerOptions & { readonly protocol: 'ws'; readonly path: string; readonly maxPayloadBytes: number });
+  | (ListenerOptions & { readonly protocol: 'ws'; readonly path: string; readonly maxPayloadBytes: number; readonly trustedProxies?: readonly string[] });
 
 /** A new connection for the broker: the stream aedes reads and what is known about its peer. */
 export interface Connection {
@@ -56,6 +56,32 @@ export interface ListenerEvents {
 
 const COMPONENT: Record<ListenerProtocol, string> = { mqtt: 'mqtt broker', mqtts: 'mqtt tls listener', ws: 'mqtt websocket listener' };
 const LABEL: Record<ListenerProtocol, string> = { mqtt: 'MQTT', mqtts: 'MQTT TLS', ws: 'MQTT WebSocket' };
+
+export interface WebSocketListenerOptions extends ListenerOptions {
+  readonly path: string;
+  /** Reverse proxies whose X-Forwarded-For names the client (exact addresses). */
+  readonly trustedProxies?: readonly string[];
+}
+
+/**
+ * The client's address of a WebSocket upgrade: the peer's, unless the peer is a trusted
+ * proxy; then the right-most address of X-Forwarded-For that is not a trusted proxy itself
+ * (addresses left of it could have been written by the client).
+ */
+export function clientAddress(request: IncomingMessage, trustedProxies: readonly string[]): string {
+  const peer = plainAddress(request.socket.remoteAddress ?? '');
+  const trusted = new Set(trustedProxies.map(plainAddress));
+  if (!trusted.has(peer)) return peer;
+  const header = request.headers['x-forwarded-for'];
+  const hops = (Array.isArray(header) ? header.join(',') : (header ?? '')).split(',').map((h) => plainAddress(h.trim())).filter((h) => h !== '');
+  for (let i = hops.length - 1; i >= 0; i--) if (!trusted.has(hops[i] as string)) return hops[i] as string;
+  return hops[0] ?? peer;
+}
+
+/** 192.0.2.1 for ::ffff:192.0.2.1, so one client has one address whichever way it came. */
+function plainAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
 
 /** One port of the broker: plain TCP, TLS or WebSocket. */
 export class Listener {
@@ -120,7 +146,7 @@ export class Listener {
 
 /** The listeners of a broker: TCP, then TLS and WebSocket when configured. */
 export function listenerSpecs(
-  options: ListenerOptions & { readonly tls?: ListenerOptions & TlsSettings; readonly websocket?: ListenerOptions & { readonly path: string } },
+  options: ListenerOptions & { readonly tls?: ListenerOptions & TlsSettings; readonly websocket?: WebSocketListenerOptions },
   maxPacketBytes: number,
 ): ListenerSpec[] {
   const { host, port, maxConnections, tls, websocket } = options;
@@ -149,7 +175,7 @@ async function createListenerServer(spec: ListenerSpec, events: ListenerEvents):
     case 'mqtts':
       return { server: createTls(spec.tls, events) };
     case 'ws':
-      return createWebSocket(spec.path, spec.maxPayloadBytes, events);
+      return createWebSocket(spec.path, spec.maxPayloadBytes, spec.trustedProxies ?? [], events);
   }
 }
 
@@ -187,7 +213,7 @@ function createTls(settings: TlsSettings, events: ListenerEvents): Server {
 }
 
 /** ws is loaded only when a WebSocket listener is configured: it costs a quarter second of startup. */
-async function createWebSocket(path: string, maxPayloadBytes: number, events: ListenerEvents): Promise<{ server: Server; wss: WebSocketServer }> {
+async function createWebSocket(path: string, maxPayloadBytes: number, trustedProxies: readonly string[], events: ListenerEvents): Promise<{ server: Server; wss: WebSocketServer }> {
   const { WebSocketServer, createWebSocketStream } = await import('ws');
   const server = createHttpServer((_request, response) => {
     response.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' }).end(`MQTT over WebSocket: connect to ${path}\n`);
@@ -198,7 +224,7 @@ async function createWebSocket(path: string, maxPayloadBytes: number, events: Li
     const stream = createWebSocketStream(ws);
     // Errors reach aedes through the stream; this only keeps the socket's own from being unhandled.
     ws.on('error', () => {});
-    events.onConnection({ stream, address: request.socket.remoteAddress ?? '', request });
+    events.onConnection({ stream, address: clientAddress(request, trustedProxies), request });
   });
   wss.on('error', () => {});
   return { server, wss };

@@ -24,5 +24,6 @@ export const mqttSource: SourceComponent<typeof schema, MqttSourceDeps> = {
   kind: 'mqtt',
   description: 'Messages devices publish to the embedded MQTT broker.',
   schema,
+  filters: (config) => config.topics,
   create: (config, ctx, deps) => deps.broker.tap(ctx.bridge, config.topics),
 };

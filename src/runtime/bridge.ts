@@ -9,6 +9,7 @@ import { type CursorSource, cursorSource } from '../buffer/reader.ts';
 import type { BufferStore } from '../buffer/store.ts';
 import type { BufferWriter } from '../buffer/writer.ts';
 import type { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
+import { ingressOperators } from './ingress.ts';
 import { findSink, findSource } from './registry.ts';
 
 export interface BridgeStatus {
@@ -85,12 +86,13 @@ export class RunningBridge implements GatewayBridge {
     this.config = config;
     const { store, writer, counters } = deps;
     this.#logger = deps.logger.child({ bridge: config.name });
-    const ctx: ComponentContext = { logger: this.#logger, counters, dataDir: deps.dataDir, bridge: config.name };
     const runtime = { broker: deps.broker };
 
     const [sourceKind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
     const sourceComponent = findSource(sourceKind);
     if (sourceComponent === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
+    const sourceFilters = sourceComponent.filters?.(sourceConfig as never) ?? [];
+    const ctx: ComponentContext = { logger: this.#logger, counters, dataDir: deps.dataDir, bridge: config.name, sourceFilters };
     const buffered = sourceComponent.keepsMessages !== true;
 
     const names = sinkNames(config);
@@ -134,8 +136,10 @@ export class RunningBridge implements GatewayBridge {
 
     const source = sourceComponent.create(sourceConfig as never, ctx, runtime);
     const direct = this.#sinks.map((s) => s.input).filter((input): input is Subject<Delivery> => input instanceof Subject);
+    // Rate limit and transform steps; a message they refuse is dead-lettered and acked there.
+    const ingress = ingressOperators(config, { deadLetters: writer, logger: this.#logger, counters });
     this.#subscriptions.unshift(
-      source.subscribe((delivery) => {
+      source.pipe(ingress).subscribe((delivery) => {
         counters.count('bridge.messages.in', { bridge: config.name });
         if (buffered) {
           writer.enqueue(config.name, delivery);

@@ -322,8 +322,8 @@ function brokerListeners(config: GatewayConfig): Pick<EmbeddedBrokerOptions, 'ma
     out.tls = { port, host: host ?? mqtt.host, requireClientCert, identityFromCert, ...tlsPem, ...limit(mqtt.tls.maxConnections) };
   }
   if (mqtt.websocket !== undefined) {
-    const { port, host, path } = mqtt.websocket;
-    out.websocket = { port, host: host ?? mqtt.host, path, ...limit(mqtt.websocket.maxConnections) };
+    const { port, host, path, trustedProxies } = mqtt.websocket;
+    out.websocket = { port, host: host ?? mqtt.host, path, trustedProxies, ...limit(mqtt.websocket.maxConnections) };
   }
   return out;
 }

@@ -8,11 +8,12 @@ import { tempDirs } from '../harness/temp.ts';
 
 const dataDir = tempDirs('ferry-e2e-');
 
-test('the embedded default: a QoS 1 mosquitto_pub is acknowledged, kept in history, counted; SIGTERM exits 0', async () => {
+test('the embedded default: a QoS 1 mosquitto_pub is acknowledged, kept in history, counted; SIGTERM exits 0', async (t) => {
   const dir = dataDir();
   const gw = await startFerry(['--config', 'config/gateway.yaml', '--data-dir', dir], { KAFKA_BROKERS: '' });
   try {
-    assert.ok(gw.readyAfterMs < 3000, `ready after ${gw.readyAfterMs} ms`);
+    // Startup time is measured by `npm run bench`, not asserted here (the machine's load decides it).
+    t.diagnostic(`ready after ${Math.round(gw.readyAfterMs)} ms`);
     assert.equal((await fetch(`${gw.adminUrl}/healthz`)).status, 200);
     assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200);
 

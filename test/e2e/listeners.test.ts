@@ -230,3 +230,42 @@ test('a taken TLS port is refused with a message naming mqtt.tls.port; a missing
   assert.match(invalid.stderr, /gateway\.yaml:4:10: mqtt\.tls\.key: no such file/);
   assert.match(invalid.stderr, /mqtt\.tls\.ca: requireClientCert and identityFromCert need `ca`/);
 });
+
+test('behind a trusted proxy the per-address limit counts the X-Forwarded-For client; other peers\' header is ignored', async () => {
+  const proxied = await startGateway('{allowAnonymous: false, maxConnectionsPerAddress: 3, websocket: {port: 0, trustedProxies: ["127.0.0.1"]}}');
+  const plain = await startGateway('{allowAnonymous: false, maxConnectionsPerAddress: 3, websocket: {port: 0}}');
+  try {
+    const login = { clientId: 'watcher', username: 'watcher', password: PASSWORDS.watcher };
+    // The proxy appends the peer it saw to what the client sent (198.51.100.9, spoofable).
+    const via = (gw: typeof proxied, forwardedFor: string) => ({
+      wsOptions: { headers: { 'x-forwarded-for': `198.51.100.9, ${forwardedFor}` } },
+      url: `ws://127.0.0.1:${gw.ports['ws']}/mqtt`,
+    });
+    // The login's client-id rule is %u, so every connection uses the client id 'watcher' and
+    // replaces the previous one: what is counted is each address's connection attempts.
+    for (const gw of [proxied, plain]) {
+      for (let i = 0; i < 3; i++) {
+        const { url, wsOptions } = via(gw, '203.0.113.7');
+        const c = await connect(url, { ...login, wsOptions });
+        await c.endAsync();
+      }
+    }
+    // The fourth attempt of 203.0.113.7 is refused; 203.0.113.8 behind the same proxy is a client of its own.
+    const seven = via(proxied, '203.0.113.7');
+    assert.notEqual(await refusal(seven.url, { ...login, wsOptions: seven.wsOptions }), 'connected');
+    const eight = via(proxied, '203.0.113.8');
+    const c8 = await connect(eight.url, { ...login, wsOptions: eight.wsOptions });
+    await c8.endAsync();
+    assert.equal((await counters(proxied))['mqtt.connections.refused{reason=too_many_connections}'], 1);
+    // Without trustedProxies the header is the client's word: every attempt is 127.0.0.1's, the fourth is refused.
+    const spoofed = via(plain, '203.0.113.8');
+    assert.notEqual(await refusal(spoofed.url, { ...login, wsOptions: spoofed.wsOptions }), 'connected');
+    assert.equal((await counters(plain))['mqtt.connections.refused{reason=too_many_connections}'], 1);
+    assert.ok(proxied.logs.some((l) => l['address'] === '203.0.113.7' && l['reason'] === 'too_many_connections'), 'the refusal is logged with the forwarded address');
+  } finally {
+    for (const gw of [proxied, plain]) {
+      gw.child.kill('SIGTERM');
+      await gw.exited;
+    }
+  }
+});

@@ -21,8 +21,15 @@ export interface KafkaHarness {
   bootstrap: string;
   /** SIGTERM, SIGKILL after 15 s, then deletes the data dir. Idempotent. */
   stop(): Promise<void>;
-  /** Settles with the exit code (or signal name) when the broker process ends for any reason. */
-  exited: Promise<number | string | null>;
+  /**
+   * Stops the broker process (SIGTERM, a clean shutdown) and keeps its data dir and ports, so
+   * that `start` brings the same broker back with its topics and records: an outage.
+   */
+  halt(): Promise<void>;
+  /** Starts the halted broker again on the same ports and data; resolves when it answers. */
+  start(): Promise<void>;
+  /** Settles with the exit code (or signal name) when the current broker process ends for any reason. */
+  readonly exited: Promise<number | string | null>;
 }
 
 const READY_TIMEOUT_MS = 90_000;
@@ -70,20 +77,44 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaHar
       throw new Error(`Kafka storage format failed (exit ${format.code}):\n${lastLines(format.output, TAIL_LINES)}`);
     }
 
-    log(`starting Kafka ${KAFKA_VERSION} on ${bootstrap} (controller 127.0.0.1:${controllerPort})...`);
-    const child = spawn(java, [...JVM_BROKER, log4j, '-cp', classpath, 'kafka.Kafka', configFile], {
-      cwd: dir,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const broker = superviseBroker(child, cleanUp);
-    try {
-      await waitUntilReady(bootstrap, port, broker);
-    } catch (err) {
-      await broker.stop();
-      throw err;
-    }
+    const launch = async (): Promise<SupervisedBroker> => {
+      log(`starting Kafka ${KAFKA_VERSION} on ${bootstrap} (controller 127.0.0.1:${controllerPort})...`);
+      const child = spawn(java, [...JVM_BROKER, log4j, '-cp', classpath, 'kafka.Kafka', configFile], {
+        cwd: dir,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const supervised = superviseBroker(child);
+      try {
+        await waitUntilReady(bootstrap, port, supervised);
+      } catch (err) {
+        await supervised.stop();
+        throw err;
+      }
+      return supervised;
+    };
+    let broker: SupervisedBroker | undefined = await launch();
     log(`Kafka ready at ${bootstrap} in ${((performance.now() - startedAt) / 1000).toFixed(1)} s`);
-    return { bootstrap, stop: broker.stop, exited: broker.exited };
+    let stopping: Promise<void> | undefined;
+    return {
+      bootstrap,
+      stop: () =>
+        (stopping ??= (async () => {
+          await broker?.stop();
+          broker = undefined;
+          cleanUp();
+        })()),
+      halt: async () => {
+        await broker?.stop();
+        broker = undefined;
+      },
+      start: async () => {
+        if (stopping !== undefined) throw new Error('this Kafka was stopped for good');
+        broker ??= await launch();
+      },
+      get exited() {
+        return broker?.exited ?? Promise.resolve(null);
+      },
+    };
   } catch (err) {
     cleanUp();
     throw err;
@@ -97,7 +128,7 @@ interface SupervisedBroker {
   tail(): string;
 }
 
-function superviseBroker(child: ChildProcess, afterStop: () => void): SupervisedBroker {
+function superviseBroker(child: ChildProcess): SupervisedBroker {
   const lines: string[] = [];
   for (const stream of [child.stdout, child.stderr]) {
     if (!stream) continue;
@@ -136,7 +167,6 @@ function superviseBroker(child: ChildProcess, afterStop: () => void): Supervised
         clearTimeout(escalate);
       }
       process.off('exit', killOnExit);
-      afterStop();
     })());
 
   return { stop, exited, isRunning: () => running, tail: () => lines.join('\n') };

@@ -346,3 +346,33 @@ test('after a restart each sink resumes from its cursor', async () => {
 
 // Keeps the imported types in use for the compiler's noUnusedLocals in type-only positions.
 export type Unused = Observable<SinkEvent> | BufferStore | ReturnType<typeof map>;
+
+test('a message its sink names alone as invalid is dead-lettered at once; the rest of its batch is written once', async () => {
+  const { store, writer, counters, cleanup } = setup();
+  const tracked = trackedDeliveries(30);
+  for (const d of tracked.deliveries) writer.enqueue('b', d);
+  await tracked.settled();
+  const bad = payloads(tracked.deliveries)[15] as string;
+  const destination: string[] = [];
+  const sink = batchingSink({ batchSize: 10, batchTimeMs: 5 }, async (batch) => {
+    await sleep(2);
+    const rejected = new Map(batch.filter((d) => payloads([d])[0] === bad).map((d) => [d, new FerryError('MESSAGE_INVALID', 'no Kafka topic for it', { retryable: false })]));
+    destination.push(...payloads(batch.filter((d) => !rejected.has(d))));
+    return { rejected };
+  });
+  const events: SinkEvent[] = [];
+  const reader = cursorSource({ store, writer, bridge: 'b', sink: 'out', policy: bufferPolicySchema.parse({}), logger, counters });
+  const subscription = sink(reader.deliveries).subscribe((e) => events.push(e));
+  try {
+    await until(() => store.stats('b').sinks[0]?.pending === 0, 'delivery');
+    const letters = [...store.iterateDeadLetters('b')];
+    assert.deepEqual(letters.map((l) => [Buffer.from(l.envelope.payload).toString(), l.reason]), [[bad, 'no Kafka topic for it']]);
+    // Written exactly once each, in order: no search re-sent the messages after the bad one.
+    assert.deepEqual(destination, payloads(tracked.deliveries).filter((p) => p !== bad));
+    assert.deepEqual(events.filter((e) => e.type === 'failed').map((e) => [e.count, e.type === 'failed' && e.retryable]), [[1, false]]);
+    assert.equal(counters.get('buffer.dead_letters{bridge=b,sink=out}'), 1);
+  } finally {
+    subscription.unsubscribe();
+    cleanup();
+  }
+});

@@ -1,4 +1,4 @@
-import type { BufferStore, StoredMessage } from '../../buffer/store.ts';
+import type { BufferStore, DeadLetter, StoredMessage } from '../../buffer/store.ts';
 import type { DataDirOptions } from '../load.ts';
 import { payloadForLine, payloadText } from '../payload.ts';
 import { CommandError, requireBridge, withBuffer } from './open.ts';
@@ -8,12 +8,20 @@ export interface PeekOptions extends DataDirOptions {
   readonly sink?: string;
   readonly limit: number;
   readonly json?: boolean;
+  /** The dead letters instead: messages a sink gave up on, or the bridge refused at ingress. */
+  readonly dead?: boolean;
 }
 
 export function peekCommand(options: PeekOptions): Promise<void> {
   return withBuffer(options, 'read', (store, path) => {
     const { bridge, sink, limit } = options;
     if (bridge !== undefined) requireBridge(store, bridge, path);
+    if (options.dead === true) {
+      for (const letter of deadLetters(store, bridge, sink, limit)) {
+        process.stdout.write(`${options.json === true ? JSON.stringify(deadJson(letter)) : deadLine(letter, bridge === undefined)}\n`);
+      }
+      return;
+    }
     let messages: StoredMessage[];
     let bridges = 1;
     if (sink !== undefined) messages = sinkNext(store, findBridge(store, path, bridge, sink), sink, limit);
@@ -74,4 +82,25 @@ function toJson(message: StoredMessage) {
     payload: text,
     payloadEncoding: encoding,
   };
+}
+
+/** The oldest `limit` dead letters (of a bridge, of one sink or ingress part, or of all), in the order they were recorded. */
+function deadLetters(store: BufferStore, bridge: string | undefined, sink: string | undefined, limit: number): DeadLetter[] {
+  const out: DeadLetter[] = [];
+  for (const letter of store.iterateDeadLetters(bridge)) {
+    if (sink !== undefined && letter.sink !== sink) continue;
+    out.push(letter);
+    if (out.length === limit) break;
+  }
+  return out;
+}
+
+function deadLine(letter: DeadLetter, withBridge: boolean): string {
+  const { envelope: e } = letter;
+  const fields = [String(letter.dlSeq), new Date(letter.deadAt).toISOString(), ...(withBridge ? [letter.bridge] : []), letter.sink, e.origin.clientId ?? '-', e.topic, letter.reason, payloadForLine(e.payload)];
+  return fields.join('  ');
+}
+
+function deadJson(letter: DeadLetter) {
+  return { ...toJson(letter), deadLetter: letter.dlSeq, sink: letter.sink, reason: letter.reason, attempts: letter.attempts, deadAt: new Date(letter.deadAt).toISOString() };
 }

@@ -1,0 +1,81 @@
+import type { Envelope } from '../core/envelope.ts';
+import { FerryError } from '../core/errors.ts';
+import { type Template, TemplateError, compileTemplate } from '../core/template.ts';
+import type { KafkaRecord } from './client.ts';
+
+/** Kafka's own rule for topic names (and '.' and '..' are refused). */
+const TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
+export const TOPIC_RULE = 'a Kafka topic is 1 to 249 letters, digits, ".", "_" or "-", and not "." or ".."';
+
+/** Why `name` is not a valid Kafka topic, or undefined when it is. */
+export function kafkaTopicProblem(name: string): string | undefined {
+  if (TOPIC.test(name) && name !== '.' && name !== '..') return undefined;
+  const bad = [...new Set(name.replace(/[A-Za-z0-9._-]/g, ''))].map((c) => JSON.stringify(c)).join(' ');
+  return bad === '' ? TOPIC_RULE : `${TOPIC_RULE}; it has ${bad}`;
+}
+
+/** Why the fixed text of a topic template already makes every rendered topic invalid, or undefined. */
+export function topicTemplateProblem(template: Template): string | undefined {
+  // The template's fixed text: fields removed, `$${` unescaped.
+  const text = template.source.replace(/\$\$\{|\$\{[^}]*\}/g, (m) => (m === '$${' ? '${' : ''));
+  if (template.constant) return kafkaTopicProblem(text);
+  const bad = [...new Set(text.replace(/[A-Za-z0-9._-]/g, ''))];
+  if (bad.length > 0) return `${TOPIC_RULE}; the template's text has ${bad.map((c) => JSON.stringify(c)).join(' ')}`;
+  return undefined;
+}
+
+export interface RecordTemplates {
+  readonly topic: string;
+  /** The record key; the message's key, else the device's client id, when absent. */
+  readonly key?: string | undefined;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** A record and the topic it goes to, rendered from one message. */
+export interface RenderedRecord {
+  readonly topic: string;
+  readonly record: KafkaRecord;
+}
+
+/**
+ * Renders messages into Kafka records: topic, key and headers from their templates. The
+ * message's own headers (MQTT 5 user properties, `traceparent`/`tracestate`) pass through;
+ * the envelope id travels as `ferry-id` and the MQTT topic as `mqtt-topic`. A message whose
+ * template field has no value, or whose topic renders to an invalid Kafka topic name, throws
+ * a non-retryable MESSAGE_INVALID FerryError saying why: no retry can write it.
+ */
+export function recordRenderer(templates: RecordTemplates, filters: readonly string[], component: string): (envelope: Envelope) => RenderedRecord {
+  const topic = compileTemplate(templates.topic);
+  const key = templates.key === undefined ? undefined : compileTemplate(templates.key);
+  const headers = Object.entries(templates.headers).map(([name, source]) => [name, compileTemplate(source)] as const);
+  return (envelope) => {
+    const input = { envelope, filters };
+    const reject = (reason: string, cause?: unknown) =>
+      new FerryError('MESSAGE_INVALID', `${component}: message ${envelope.id} (MQTT topic '${envelope.topic}') cannot be written: ${reason}`, {
+        component,
+        retryable: false,
+        cause,
+      });
+    try {
+      const name = topic.render(input);
+      const problem = kafkaTopicProblem(name);
+      if (problem !== undefined) throw reject(`topic '${name}' (from '${templates.topic}') is invalid: ${problem}`);
+      const rendered: Record<string, string> = { ...envelope.headers };
+      for (const [header, template] of headers) rendered[header] = template.render(input);
+      rendered['ferry-id'] = envelope.id;
+      rendered['mqtt-topic'] = envelope.topic;
+      return {
+        topic: name,
+        record: {
+          key: key === undefined ? (envelope.key ?? envelope.origin.clientId ?? null) : key.render(input),
+          value: envelope.payload,
+          headers: rendered,
+          timestamp: envelope.timestamp,
+        },
+      };
+    } catch (error) {
+      if (error instanceof TemplateError) throw reject(error.message, error);
+      throw error;
+    }
+  };
+}

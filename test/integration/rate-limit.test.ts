@@ -1,0 +1,164 @@
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { Subject } from 'rxjs';
+import { type Delivery, createDelivery } from '../../src/core/delivery.ts';
+import { createEnvelope } from '../../src/core/envelope.ts';
+import { compileTemplate } from '../../src/core/template.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { rateLimit } from '../../src/redis/rate-limit.ts';
+import { type RateLimitConfig, rateLimitSchema } from '../../src/redis/rate-limit-config.ts';
+import { randomName, requireService } from '../harness/services.ts';
+
+const prefixes: string[] = [];
+after(async () => {
+  const redis = new Redis(await requireService('redis'), { maxRetriesPerRequest: 1 });
+  for (const prefix of prefixes) {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+  }
+  await redis.quit();
+});
+
+async function waitFor(what: string, condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 300 && !condition(); i++) await sleep(50);
+  assert.ok(condition(), `timed out waiting for ${what}`);
+}
+
+/** One gateway's limiter over a Subject: what passed, what it refused, and how each delivery was settled. */
+function limiter(config: Partial<RateLimitConfig> & { messagesPerSecond: number }) {
+  const parsed = rateLimitSchema.parse(config);
+  const counters = new CounterRegistry();
+  const logs: { level: number; msg: string }[] = [];
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        logs.push(JSON.parse(chunk.toString()) as { level: number; msg: string });
+        done();
+      },
+    }),
+  );
+  const template = compileTemplate(parsed.key);
+  const input = new Subject<Delivery>();
+  const passed: string[] = [];
+  const rejected: { id: string; reason: string }[] = [];
+  const settled = new Map<string, string>();
+  const subscription = input
+    .pipe(
+      rateLimit({
+        bridge: 'test',
+        config: parsed,
+        keyOf: (d) => template.render({ envelope: d.envelope, filters: [] }),
+        reject: (d, reason) => {
+          rejected.push({ id: Buffer.from(d.envelope.payload).toString(), reason });
+          d.ack();
+        },
+        logger,
+        counters,
+      }),
+    )
+    .subscribe((d) => passed.push(Buffer.from(d.envelope.payload).toString()));
+  return {
+    passed,
+    rejected,
+    settled,
+    counters,
+    logs,
+    send(clientId: string, payload: string) {
+      const envelope = createEnvelope({ topic: `devices/${clientId}/telemetry`, payload, origin: { source: 'test', clientId } });
+      input.next(createDelivery(envelope, { onAck: () => settled.set(payload, 'ack'), onNack: (e) => settled.set(payload, `nack: ${e.message}`) }));
+    },
+    stop: () => subscription.unsubscribe(),
+  };
+}
+
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+test('two gateways sharing a limit through Redis pass its burst between them and reject the rest', { timeout: 60_000 }, async () => {
+  const redis = await requireService('redis');
+  const keyPrefix = randomName('ferry:test:rl:');
+  prefixes.push(keyPrefix);
+  // A rate this low refills nothing during the test: exactly `burst` messages pass in all.
+  const shared = { redis, keyPrefix, key: 'all', messagesPerSecond: 0.001, burst: 5 };
+  const a = limiter(shared);
+  const b = limiter(shared);
+  for (let i = 0; i < 4; i++) {
+    a.send('sensor-1', `a${i}`);
+    b.send('sensor-2', `b${i}`);
+  }
+  await waitFor('every message decided', () => a.passed.length + a.rejected.length === 4 && b.passed.length + b.rejected.length === 4);
+  assert.equal(a.passed.length + b.passed.length, 5, `passed: ${[...a.passed, ...b.passed].join(' ')}`);
+  const rejected = [...a.rejected, ...b.rejected];
+  assert.equal(rejected.length, 3);
+  for (const r of rejected) assert.equal(r.reason, "rate limited: over 0.001 messages/s for key 'all'");
+  // Each gateway passes a prefix of its own messages, in order: what is over the limit is the newest.
+  for (const [side, l] of [['a', a], ['b', b]] as const) assert.deepEqual(l.passed, l.passed.map((_, i) => `${side}${i}`));
+  a.stop();
+  b.stop();
+});
+
+test('the default key limits each device on its own', { timeout: 60_000 }, async () => {
+  const redis = await requireService('redis');
+  const keyPrefix = randomName('ferry:test:rl:');
+  prefixes.push(keyPrefix);
+  const l = limiter({ redis, keyPrefix, messagesPerSecond: 0.001, burst: 2 });
+  for (let i = 0; i < 3; i++) for (const device of ['d1', 'd2', 'd3']) l.send(device, `${device}-${i}`);
+  await waitFor('every message decided', () => l.passed.length + l.rejected.length === 9);
+  assert.deepEqual([...l.passed].sort(), ['d1-0', 'd1-1', 'd2-0', 'd2-1', 'd3-0', 'd3-1']);
+  assert.deepEqual(l.rejected.map((r) => r.id).sort(), ['d1-2', 'd2-2', 'd3-2']);
+  l.stop();
+});
+
+test('onExceed: delay holds messages unacknowledged and lets them through in order as tokens come', { timeout: 60_000 }, async () => {
+  const redis = await requireService('redis');
+  const keyPrefix = randomName('ferry:test:rl:');
+  prefixes.push(keyPrefix);
+  const l = limiter({ redis, keyPrefix, messagesPerSecond: 20, burst: 1, onExceed: 'delay' });
+  const sent = Array.from({ length: 8 }, (_, i) => `m${i}`);
+  for (const m of sent) l.send('sensor-1', m);
+  await waitFor('the first message', () => l.passed.length >= 1);
+  await waitFor('every message', () => l.passed.length === sent.length);
+  assert.deepEqual(l.passed, sent);
+  assert.equal(l.rejected.length, 0);
+  assert.equal(l.settled.size, 0, 'the limiter itself acks nothing: the buffer does, later');
+  l.stop();
+});
+
+test('Redis unreachable: failOpen lets messages through, counted, with one warning', { timeout: 60_000 }, async () => {
+  const l = limiter({ redis: `redis://127.0.0.1:${await closedPort()}`, messagesPerSecond: 0.001, burst: 1, timeoutMs: 200 });
+  l.send('sensor-1', 'x0');
+  await waitFor('the first message', () => l.passed.length === 1);
+  for (let i = 1; i < 5; i++) l.send('sensor-1', `x${i}`);
+  await waitFor('every message', () => l.passed.length === 5);
+  assert.equal(l.counters.get('ratelimit.unavailable{bridge=test}'), 5);
+  const warnings = l.logs.filter((e) => e.level === 40);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]?.msg ?? '', /Redis unreachable; letting messages through without a limit \(failOpen\)/);
+  l.stop();
+});
+
+test('Redis unreachable with failOpen: false holds messages, refuses past maxWaiting, and nacks the held ones on stop', { timeout: 60_000 }, async () => {
+  const l = limiter({ redis: `redis://127.0.0.1:${await closedPort()}`, messagesPerSecond: 10, failOpen: false, maxWaiting: 2, timeoutMs: 200 });
+  l.send('sensor-1', 'h0');
+  l.send('sensor-1', 'h1');
+  l.send('sensor-1', 'h2');
+  assert.match(l.settled.get('h2') ?? '', /^nack: rate limit of bridge 'test': 2 messages already waiting \(maxWaiting\)$/);
+  await waitFor('the outage warning', () => l.logs.some((e) => e.level === 40));
+  assert.match(l.logs.find((e) => e.level === 40)?.msg ?? '', /holding messages unacknowledged until it is back/);
+  assert.deepEqual(l.passed, []);
+  assert.equal(l.settled.has('h0'), false);
+  l.stop();
+  assert.equal(l.settled.get('h0'), 'nack: gateway stopping: message not stored');
+  assert.equal(l.settled.get('h1'), 'nack: gateway stopping: message not stored');
+});
