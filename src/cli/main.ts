@@ -19,8 +19,17 @@ program
   .option('--admin-port <port>', 'admin HTTP port (overrides admin.port)', parsePort)
   .addOption(dataDirOption())
   .option('--log-level <level>', 'log level (overrides log.level): fatal, error, warn, info, debug, trace')
-  .addHelpText('after', '\nSIGINT or SIGTERM drains in-flight messages and exits 0; a second signal exits at once.\nExample:\n  ferry run --config config/gateway.yaml --mqtt-port 11883')
+  .addHelpText('after', '\nSIGINT or SIGTERM drains in-flight messages and exits 0; a second signal exits at once. SIGHUP reloads the config (see `ferry reload`).\nExample:\n  ferry run --config config/gateway.yaml --mqtt-port 11883')
   .action(async (options) => (await import('./run.ts')).runCommand(options));
+
+program
+  .command('reload')
+  .description('make a running gateway apply its changed bridges and device profiles, without dropping connections')
+  .option('--admin <url>', 'admin server of the gateway (default http://127.0.0.1:9180, or the address in --config)')
+  .option('-c, --config <file>', 'gateway config file to read the admin address from')
+  .option('--json', 'print the admin server\'s JSON answer')
+  .addHelpText('after', '\nExits 0 when the config was applied; 1 when it was refused (its problems are printed as file:line:column: path: reason and the gateway keeps its current config) or the gateway cannot be reached.\nSending SIGHUP to `ferry run` does the same.\nExample:\n  ferry reload --admin http://127.0.0.1:9180')
+  .action(async (options) => (await import('./reload.ts')).reloadCommand(options));
 
 program
   .command('validate')

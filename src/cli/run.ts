@@ -1,8 +1,9 @@
 import { resolve } from 'node:path';
 import { isFerryError, describeError } from '../core/errors.ts';
-import type { GatewayConfig } from '../config/load.ts';
+import { type GatewayConfig, loadConfig } from '../config/load.ts';
 import { createLogger } from '../observability/logger.ts';
 import { Gateway } from '../runtime/gateway.ts';
+import { componentKinds } from '../runtime/registry.ts';
 import { loadForCommand } from './load.ts';
 import { VERSION } from './version.ts';
 
@@ -29,7 +30,16 @@ export async function runCommand(options: RunOptions): Promise<void> {
   }
   const config = withOverrides(loaded, options);
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, name: config.gateway.name });
-  const gateway = new Gateway(config, logger, VERSION);
+  // A reload reads the same files with the same command-line overrides.
+  const gateway = new Gateway(config, logger, VERSION, { load: () => withOverrides(loadConfig(options.config, { kinds: componentKinds }), options) });
+  let stopping = false;
+  // Installed before the start, so that an early SIGHUP is refused (logged) rather than ending
+  // the process. The gateway logs the outcome: what changed, or every problem of the config.
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    logger.info({ signal: 'SIGHUP' }, 'reloading the config');
+    gateway.reload().catch((error: unknown) => logger.error({ err: error }, 'reload failed'));
+  });
 
   try {
     // performance.now() counts from process start, so this is the whole startup time.
@@ -43,7 +53,6 @@ export async function runCommand(options: RunOptions): Promise<void> {
     return;
   }
 
-  let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) {
       logger.warn({ signal }, 'second signal: exiting now');

@@ -48,7 +48,7 @@ const FORBIDDEN = /[+#/\u0000]/;
  * may use. Failed logins are limited per (address, username), connection attempts per address.
  */
 export class DeviceAuthenticator {
-  readonly #options: AuthOptions;
+  #options: AuthOptions;
   readonly #failures: WindowLimiter;
   readonly #connects: WindowLimiter;
 
@@ -56,6 +56,15 @@ export class DeviceAuthenticator {
     this.#options = options;
     this.#failures = new WindowLimiter({ max: options.maxAuthFailures, windowMs: 60_000, blockMs: 300_000 });
     this.#connects = new WindowLimiter({ max: options.maxConnectionsPerAddress, windowMs: 10_000, blockMs: 10_000 });
+  }
+
+  /**
+   * Replaces the device profiles and the anonymous access (a config reload). Only logins from
+   * now on see them: a connected client keeps the identity and ACL it logged in with until it
+   * reconnects.
+   */
+  updateAccess(access: Pick<AuthOptions, 'profiles' | 'allowAnonymous' | 'anonymousAcl'>): void {
+    this.#options = { ...this.#options, ...access };
   }
 
   /** Called for every new connection, before CONNECT is read. */

@@ -1,14 +1,23 @@
 import { type Server, createServer } from 'node:http';
 import { once } from 'node:events';
-import { FerryError, wrapError } from '../core/errors.ts';
+import { FerryError, describeError, wrapError } from '../core/errors.ts';
+import type { ReloadResult } from './reload-plan.ts';
 
 export interface AdminHandlers {
   /** True once the gateway accepts device traffic, false while starting or draining. */
   ready(): boolean;
   status(): unknown;
+  /** Reads the config again and applies it (POST /api/reload). */
+  reload?(): Promise<ReloadResult>;
 }
 
-/** GET /healthz (process alive), GET /readyz (accepting traffic), GET /api/status (JSON). */
+const PATHS = ['/healthz', '/readyz', '/api/status', 'POST /api/reload'];
+
+/**
+ * GET /healthz (process alive), GET /readyz (accepting traffic), GET /api/status (JSON),
+ * POST /api/reload (apply the changed config: 200 with what changed, 422 with its problems,
+ * 409 while the gateway starts or stops).
+ */
 export class AdminServer {
   readonly #server: Server;
 
@@ -23,6 +32,18 @@ export class AdminServer {
         res.end(`${JSON.stringify(body)}\n`);
       };
       const path = (req.url ?? '/').split('?')[0];
+      if (path === '/api/reload' && handlers.reload !== undefined) {
+        if (req.method !== 'POST') return send(405, { error: 'use POST' });
+        req.resume();
+        handlers.reload().then(
+          (result) => {
+            if (result.ok) send(200, { applied: result.applied, warnings: result.warnings });
+            else send(result.notRunning === true ? 409 : 422, { errors: result.errors });
+          },
+          (error: unknown) => send(500, { error: describeError(error) }),
+        );
+        return;
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { error: 'method not allowed' });
       switch (path) {
         case '/healthz':
@@ -32,7 +53,7 @@ export class AdminServer {
         case '/api/status':
           return send(200, handlers.status());
         default:
-          return send(404, { error: 'not found', paths: ['/healthz', '/readyz', '/api/status'] });
+          return send(404, { error: 'not found', paths: PATHS });
       }
     });
     try {

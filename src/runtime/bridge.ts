@@ -1,5 +1,5 @@
 import { dirname, resolve } from 'node:path';
-import { Subject, type Observable, type Subscription } from 'rxjs';
+import { Subject, concat, from, ignoreElements, type Observable, type Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { BridgeConfig } from '../config/schema.ts';
 import type { ComponentContext, Counters } from '../core/component.ts';
@@ -27,6 +27,25 @@ export interface BridgeDeps {
   readonly logger: Logger;
   readonly counters: Counters;
   readonly dataDir: string;
+  /**
+   * When set, the sinks start reading the buffer only once this settles: a reload replacing a
+   * bridge of the same name passes the old bridge's end, so that the two never read the same
+   * cursors at once. The source taps at once. Must not reject.
+   */
+  readonly startAfter?: Promise<void>;
+}
+
+/**
+ * What the gateway needs of a running bridge, whatever builds it: its name (and file, for
+ * messages), a graceful stop, an immediate teardown and its status.
+ */
+export interface GatewayBridge {
+  readonly config: { readonly name: string; readonly file: string };
+  /** Stops taking messages; resolves when every sink settled the window it held. */
+  stop(): Promise<void>;
+  /** Tears everything down at once, without waiting for writes. */
+  abort(): void;
+  status(): BridgeStatus;
 }
 
 interface SinkState {
@@ -54,7 +73,7 @@ export function sinkNames(config: Pick<BridgeConfig, 'to'>): string[] {
  * consumer committing offsets) skips the buffer: each delivery goes to every sink at once and
  * is acked upstream when all of them confirmed it.
  */
-export class RunningBridge {
+export class RunningBridge implements GatewayBridge {
   readonly config: BridgeConfig;
   readonly #sinks: SinkState[] = [];
   readonly #subscriptions: Subscription[] = [];
@@ -94,7 +113,12 @@ export class RunningBridge {
         : new Subject<Delivery>();
       const state: SinkState = { name, kind, input, written: 0, failed: 0 };
       const sink = component.create(sinkConfig as never, { ...ctx, logger }, runtime);
-      const deliveries: Observable<Delivery> = input instanceof Subject ? input.asObservable() : input.deliveries;
+      const deliveries: Observable<Delivery> =
+        input instanceof Subject
+          ? input.asObservable()
+          : deps.startAfter === undefined
+            ? input.deliveries
+            : concat(from(deps.startAfter).pipe(ignoreElements()), input.deliveries);
       this.#pendingSinks += 1;
       this.#subscriptions.push(
         sink(deliveries).subscribe({

@@ -1,14 +1,20 @@
 import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
-import type { GatewayConfig } from '../config/load.ts';
+import { type GatewayConfig, loadConfig } from '../config/load.ts';
+import { ConfigError, type ConfigIssue, formatIssue } from '../config/issues.ts';
+import type { BridgeConfig } from '../config/schema.ts';
 import { openBuffer } from '../buffer/open.ts';
+import { describeError } from '../core/errors.ts';
 import type { BridgeStats, BufferStore } from '../buffer/store.ts';
 import { BufferWriter, type WriterState } from '../buffer/writer.ts';
 import { DeviceAuthenticator } from '../mqtt/auth.ts';
 import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { AdminServer } from './admin-server.ts';
-import { RunningBridge } from './bridge.ts';
+import { type BridgeStatus, type GatewayBridge, RunningBridge } from './bridge.ts';
+import { componentKinds } from './registry.ts';
+import { retire, settlesWithin, swapBridges } from './bridge-swap.ts';
+import { type ReloadResult, devicesChanged, planBridges, restartNeeded } from './reload-plan.ts';
 
 export interface GatewayStatus {
   readonly gateway: string;
@@ -19,7 +25,7 @@ export interface GatewayStatus {
   readonly dataDir: string;
   /** Broker listeners (mqtt, mqtts, ws; `clients` counts their open sockets) and the admin server (http). */
   readonly listeners: readonly { protocol: string; host: string; port: number; clients?: number }[];
-  readonly bridges: readonly ReturnType<RunningBridge['status']>[];
+  readonly bridges: readonly BridgeStatus[];
   readonly inFlight: number;
   readonly buffer: {
     readonly state: WriterState;
@@ -34,30 +40,49 @@ export interface GatewayStatus {
 
 const RECOUNT_MS = 10_000;
 
+export interface GatewayOptions {
+  /** Reads the config again for a reload; throws a ConfigError. By default loadConfig on the same file. */
+  readonly load?: () => GatewayConfig;
+}
+
 /**
  * The running gateway: the embedded broker, the bridges of the config and the admin server.
  * `start` resolves once devices can connect; `stop` drains in-flight messages first.
  */
 export class Gateway {
-  readonly config: GatewayConfig;
   readonly counters = new CounterRegistry();
   readonly #logger: Logger;
   readonly #version: string;
   readonly #startedAt = Date.now();
+  readonly #load: () => GatewayConfig;
+  #config: GatewayConfig;
   #broker: EmbeddedBroker | undefined;
+  #auth: DeviceAuthenticator | undefined;
   #store: BufferStore | undefined;
   #writer: BufferWriter | undefined;
   #movedAside: string | undefined;
   #recount: NodeJS.Timeout | undefined;
   #admin: AdminServer | undefined;
-  #bridges: RunningBridge[] = [];
+  #bridges: GatewayBridge[] = [];
+  /** Bridges a reload replaced or removed, until their sinks finished. */
+  readonly #retiring = new Map<GatewayBridge, Promise<void>>();
+  /** The reload running (or done); the next one starts after it. */
+  #reloading: Promise<unknown> = Promise.resolve();
+  /** A reload waiting for the running one: later requests share it. */
+  #queuedReload: Promise<ReloadResult> | undefined;
   #state: GatewayStatus['state'] = 'running';
   #startupMs = 0;
 
-  constructor(config: GatewayConfig, logger: Logger, version: string) {
-    this.config = config;
+  constructor(config: GatewayConfig, logger: Logger, version: string, options: GatewayOptions = {}) {
+    this.#config = config;
     this.#logger = logger;
     this.#version = version;
+    this.#load = options.load ?? (() => loadConfig(config.file, { kinds: componentKinds }));
+  }
+
+  /** The config running: the one started with, with the bridges and devices of the last reload. */
+  get config(): GatewayConfig {
+    return this.#config;
   }
 
   get mqttPort(): number {
@@ -90,6 +115,7 @@ export class Gateway {
         this.#admin = await AdminServer.start(config.admin.host, config.admin.port, {
           ready: () => this.#state === 'running' && this.#broker !== undefined && this.#writer?.state !== 'disk-full' && this.#writer?.state !== 'write-failed',
           status: () => this.status(),
+          reload: () => this.reload(),
         });
       }
       // The broker listens only after the bridges tapped it, so no early message goes untapped.
@@ -101,14 +127,14 @@ export class Gateway {
         drainTimeoutMs: config.mqtt.slowSubscriberTimeoutMs,
         maxPacketBytes: config.mqtt.maxPacketBytes,
         topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
-        auth: new DeviceAuthenticator({
+        auth: (this.#auth = new DeviceAuthenticator({
           profiles: config.deviceProfiles,
           allowAnonymous: config.mqtt.allowAnonymous,
           anonymousAcl: config.mqtt.anonymousAcl,
           maxConnectionsPerAddress: config.mqtt.maxConnectionsPerAddress,
           maxAuthFailures: config.mqtt.maxAuthFailures,
           counters: this.counters,
-        }),
+        })),
         logger: this.#logger.child({ component: 'mqtt' }),
         counters: this.counters,
         beforeListen: (broker) => this.#startBridges(broker),
@@ -170,23 +196,106 @@ export class Gateway {
     };
   }
 
+  /**
+   * Reads the config files again and applies the bridges and device profiles that changed,
+   * without closing any device connection. A config with problems is refused with all of
+   * them and nothing changes. Gateway settings that need a restart are reported as warnings.
+   * Reloads run one at a time; requests made while one runs share the next one.
+   */
+  reload(): Promise<ReloadResult> {
+    if (this.#queuedReload !== undefined) return this.#queuedReload;
+    const next = this.#reloading.then(() => {
+      this.#queuedReload = undefined;
+      return this.#reloadNow();
+    });
+    this.#queuedReload = next;
+    this.#reloading = next.catch(() => {});
+    return next;
+  }
+
+  async #reloadNow(): Promise<ReloadResult> {
+    if (this.#state !== 'running' || this.#broker === undefined) {
+      const result: ReloadResult = { ok: false, notRunning: true, errors: [{ file: this.#config.file, line: 0, column: 0, path: '', message: `the gateway is ${this.#state === 'running' ? 'starting' : this.#state}` }] };
+      return this.#refused(result);
+    }
+    const began = performance.now();
+    let next: GatewayConfig;
+    try {
+      next = this.#load();
+    } catch (error) {
+      const errors: readonly ConfigIssue[] =
+        error instanceof ConfigError ? error.issues : [{ file: this.#config.file, line: 0, column: 0, path: '', message: String(error) }];
+      return this.#refused({ ok: false, errors });
+    }
+    const running = this.#config;
+    const plan = planBridges(running.bridgeConfigs, next.bridgeConfigs);
+    const loadedMs = Math.round(performance.now() - began);
+    const broker = this.#broker;
+    const swap = swapBridges(this.#bridges, plan, (config, startAfter) => this.#createBridge(config, broker, startAfter));
+    if ('cause' in swap) {
+      const { config, cause } = swap;
+      return this.#refused({ ok: false, errors: [{ file: config.file, line: 0, column: 0, path: '', message: `bridge '${config.name}' could not start: ${describeError(cause)}` }] });
+    }
+    this.#bridges = swap.bridges;
+    for (const { bridge, stopped } of swap.retired) this.#retiring.set(bridge, stopped);
+    const devices = devicesChanged(running, next);
+    if (devices) this.#auth?.updateAccess({ profiles: next.deviceProfiles, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl });
+    this.#config = {
+      ...running,
+      bridges: next.bridges,
+      devices: next.devices,
+      bridgeConfigs: next.bridgeConfigs,
+      deviceProfiles: next.deviceProfiles,
+      mqtt: { ...running.mqtt, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl },
+    };
+    const warnings = restartNeeded(running, next);
+    const applied = {
+      added: plan.added.map((b) => b.name),
+      removed: [...plan.removed],
+      changed: plan.changed.map((b) => b.name),
+      unchanged: [...plan.unchanged],
+      devices,
+    };
+    // Answer once the old bridges finished, so that a second reload sees a settled gateway.
+    const timeoutMs = this.#config.shutdown.drainTimeoutMs;
+    await Promise.all(swap.retired.map((r) => retire(r, timeoutMs, this.#logger).then(() => this.#retiring.delete(r.bridge))));
+    this.counters.count('config.reloads', { result: 'applied' });
+    const summary = (['added', 'removed', 'changed'] as const).map((k) => `${k} ${applied[k].length === 0 ? '-' : applied[k].join(', ')}`).join('; ');
+    this.#logger[warnings.length === 0 ? 'info' : 'warn'](
+      { reload: 'applied', ...applied, warnings, loadMs: loadedMs, ms: Math.round(performance.now() - began) },
+      `config reloaded: ${summary}; ${applied.unchanged.length} unchanged${devices ? '; device profiles changed (for new logins)' : ''}${warnings.length === 0 ? '' : `; ${warnings.length} setting(s) need a restart`}`,
+    );
+    return { ok: true, applied, warnings };
+  }
+
+  #refused(result: ReloadResult & { ok: false }): ReloadResult {
+    this.counters.count('config.reloads', { result: result.notRunning === true ? 'not_running' : 'refused' });
+    const errors = result.errors.map(formatIssue);
+    this.#logger.error({ reload: 'refused', errors }, `config reload refused (${errors.length === 1 ? '1 problem' : `${errors.length} problems`}); the running config is unchanged: ${errors.join('; ')}`);
+    return result;
+  }
+
   #startBridges(broker: EmbeddedBroker): void {
-    for (const bridge of this.config.bridgeConfigs) {
+    for (const bridge of this.#config.bridgeConfigs) {
       if (!bridge.enabled) {
         this.#logger.info({ bridge: bridge.name, file: bridge.file }, 'bridge disabled');
         continue;
       }
-      this.#bridges.push(
-        new RunningBridge(bridge, {
-          broker,
-          store: this.#store as BufferStore,
-          writer: this.#writer as BufferWriter,
-          logger: this.#logger,
-          counters: this.counters,
-          dataDir: this.config.dataDirPath,
-        }),
-      );
+      this.#bridges.push(this.#createBridge(bridge, broker));
     }
+  }
+
+  /** A running bridge; with `startAfter`, its sinks read the buffer once that settles. */
+  #createBridge(config: BridgeConfig, broker: EmbeddedBroker, startAfter?: Promise<void>): GatewayBridge {
+    return new RunningBridge(config, {
+      broker,
+      store: this.#store as BufferStore,
+      writer: this.#writer as BufferWriter,
+      logger: this.#logger,
+      counters: this.counters,
+      dataDir: this.#config.dataDirPath,
+      ...(startAfter === undefined ? {} : { startAfter }),
+    });
   }
 
   /** Keeps each bridge's dead letters within its `buffer.maxDeadLetters`. */
@@ -208,14 +317,9 @@ export class Gateway {
   async #closeAll(sinkTimeoutMs = 0): Promise<void> {
     clearInterval(this.#recount);
     this.#writer?.flushNow();
-    const bridges = this.#bridges;
-    const stopped = Promise.all(bridges.map((b) => b.stop()));
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = await Promise.race([
-      stopped.then(() => false),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), sinkTimeoutMs))),
-    ]);
-    clearTimeout(timer);
+    const bridges = [...this.#bridges, ...this.#retiring.keys()];
+    const stopping = [...this.#bridges.map((b) => b.stop()), ...this.#retiring.values()];
+    const timedOut = !(await settlesWithin(Promise.all(stopping), sinkTimeoutMs));
     if (timedOut) this.#logger.warn('sinks did not finish in time; their unconfirmed messages stay buffered');
     for (const bridge of bridges) bridge.abort();
     this.#writer?.close();

@@ -1,0 +1,89 @@
+import { type ConfigIssue, formatIssue } from '../config/issues.ts';
+import { loadForCommand } from './load.ts';
+
+export interface ReloadOptions {
+  /** Base URL of the gateway's admin server. */
+  readonly admin?: string;
+  /** Config whose `admin` section gives the address, when --admin is not given. */
+  readonly config?: string;
+  readonly json?: boolean;
+}
+
+const DEFAULT_ADMIN = 'http://127.0.0.1:9180';
+
+interface Applied {
+  readonly applied: { added: string[]; removed: string[]; changed: string[]; unchanged: string[]; devices: boolean };
+  readonly warnings: string[];
+}
+
+/** Asks a running gateway to apply its changed config (POST /api/reload) and prints the outcome. */
+export async function reloadCommand(options: ReloadOptions): Promise<void> {
+  const base = adminUrl(options);
+  if (base === undefined) {
+    process.exitCode = 1;
+    return;
+  }
+  const url = new URL('/api/reload', base);
+  let response: Response;
+  try {
+    response = await fetch(url, { method: 'POST' });
+  } catch (error) {
+    const reason = (error as { cause?: { code?: string } }).cause?.code ?? String(error);
+    process.stderr.write(`ferry: cannot reach the gateway's admin server at ${base} (${reason}); is \`ferry run\` running? Pass --admin URL or --config FILE\n`);
+    process.exitCode = 1;
+    return;
+  }
+  const text = await response.text();
+  if (options.json === true) process.stdout.write(text);
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    process.stderr.write(`ferry: unexpected answer from ${url} (HTTP ${response.status}): ${text.slice(0, 200)}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  if (response.status === 200) {
+    if (options.json !== true) printApplied(body as Applied);
+    return;
+  }
+  process.exitCode = 1;
+  if (response.status === 422 || response.status === 409) {
+    const { errors } = body as { errors: ConfigIssue[] };
+    for (const issue of errors) process.stderr.write(`${formatIssue(issue)}\n`);
+    const count = errors.length === 1 ? '1 problem' : `${errors.length} problems`;
+    process.stderr.write(`ferry: reload refused (${count}); the gateway keeps running its current config\n`);
+    return;
+  }
+  process.stderr.write(`ferry: reload failed (HTTP ${response.status}): ${text.trim()}\n`);
+}
+
+function printApplied({ applied, warnings }: Applied): void {
+  const list = (names: string[]) => (names.length === 0 ? '-' : names.join(', '));
+  const lines = [
+    'reloaded',
+    `  added:     ${list(applied.added)}`,
+    `  removed:   ${list(applied.removed)}`,
+    `  changed:   ${list(applied.changed)}`,
+    `  unchanged: ${list(applied.unchanged)}`,
+    `  device profiles: ${applied.devices ? 'changed (for new logins)' : 'unchanged'}`,
+    ...warnings.map((w) => `warning: ${w}`),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+function adminUrl(options: ReloadOptions): string | undefined {
+  if (options.admin !== undefined) return options.admin;
+  if (options.config === undefined) return DEFAULT_ADMIN;
+  const config = loadForCommand(options.config);
+  if (config === undefined) {
+    process.stderr.write('ferry: cannot read the admin address from a config with problems; pass --admin URL\n');
+    return undefined;
+  }
+  if (!config.admin.enabled) {
+    process.stderr.write(`ferry: admin.enabled is false in ${options.config}: the gateway has no admin server to ask; send it SIGHUP instead\n`);
+    return undefined;
+  }
+  const host = config.admin.host === '0.0.0.0' ? '127.0.0.1' : config.admin.host === '::' ? '::1' : config.admin.host;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${config.admin.port}`;
+}

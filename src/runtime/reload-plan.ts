@@ -1,0 +1,117 @@
+import { isDeepStrictEqual } from 'node:util';
+import type { GatewayConfig } from '../config/load.ts';
+import type { ConfigIssue } from '../config/issues.ts';
+import type { BridgeConfig } from '../config/schema.ts';
+
+/** What a reload does to the bridges, by name. */
+export interface BridgePlan {
+  readonly added: readonly BridgeConfig[];
+  readonly removed: readonly string[];
+  /** New configs of bridges whose name stays and whose config differs. */
+  readonly changed: readonly BridgeConfig[];
+  readonly unchanged: readonly string[];
+}
+
+export interface ReloadApplied {
+  readonly ok: true;
+  readonly applied: {
+    readonly added: readonly string[];
+    readonly removed: readonly string[];
+    readonly changed: readonly string[];
+    readonly unchanged: readonly string[];
+    /** True when the device profiles or the anonymous access changed (they apply to new logins). */
+    readonly devices: boolean;
+  };
+  /** Changed settings that only a restart applies. */
+  readonly warnings: readonly string[];
+}
+
+export interface ReloadRefused {
+  readonly ok: false;
+  /** Every problem found, with its file and line; nothing was changed. */
+  readonly errors: readonly ConfigIssue[];
+  /** The gateway is starting or stopping, not a problem of the config. */
+  readonly notRunning?: true;
+}
+
+export type ReloadResult = ReloadApplied | ReloadRefused;
+
+/**
+ * Compares the enabled bridges of the running config and of the new one by name. A bridge
+ * whose effective config (defaults filled in) is equal is unchanged, even when it moved to
+ * another file.
+ */
+export function planBridges(running: readonly BridgeConfig[], next: readonly BridgeConfig[]): BridgePlan {
+  const before = new Map(running.filter((b) => b.enabled).map((b) => [b.name, b]));
+  const after = next.filter((b) => b.enabled);
+  const names = new Set(after.map((b) => b.name));
+  const added: BridgeConfig[] = [];
+  const changed: BridgeConfig[] = [];
+  const unchanged: string[] = [];
+  for (const bridge of after) {
+    const old = before.get(bridge.name);
+    if (old === undefined) added.push(bridge);
+    else if (isDeepStrictEqual(withoutFile(old), withoutFile(bridge))) unchanged.push(bridge.name);
+    else changed.push(bridge);
+  }
+  const removed = [...before.keys()].filter((name) => !names.has(name));
+  return { added, removed, changed, unchanged };
+}
+
+/** True when the device profiles or the anonymous access differ. */
+export function devicesChanged(running: GatewayConfig, next: GatewayConfig): boolean {
+  const access = (c: GatewayConfig) => [c.deviceProfiles.map(withoutFile), c.mqtt.allowAnonymous, c.mqtt.anonymousAcl];
+  return !isDeepStrictEqual(access(running), access(next));
+}
+
+/** Settings a reload applies; every other difference needs a restart. */
+const APPLIED = new Set(['bridges', 'devices', 'bridgeConfigs', 'deviceProfiles', 'file', 'mqtt.allowAnonymous', 'mqtt.anonymousAcl', 'gateway.dataDir']);
+
+/**
+ * The changed gateway settings a reload cannot apply (listeners, ports, the buffer database,
+ * the admin server, logging...), one message each, naming the setting. `gateway.dataDir` is
+ * compared as the resolved path, so that a `--data-dir` override does not count as a change.
+ */
+export function restartNeeded(running: GatewayConfig, next: GatewayConfig): string[] {
+  const warnings: string[] = [];
+  const note = (path: string, from: unknown, to: unknown) => warnings.push(`${path} changed (${show(from)} → ${show(to)}): not applied; restart needed`);
+  const sections = new Set([...Object.keys(running), ...Object.keys(next)]);
+  for (const key of sections) {
+    if (APPLIED.has(key)) continue;
+    const from = (running as unknown as Record<string, unknown>)[key];
+    const to = (next as unknown as Record<string, unknown>)[key];
+    if (isDeepStrictEqual(from, to)) continue;
+    if (key === 'dataDirPath') {
+      note('gateway.dataDir', from, to);
+      continue;
+    }
+    if (key === 'tlsPem') {
+      warnings.push('mqtt.tls certificate files changed: not applied; restart needed');
+      continue;
+    }
+    if (!isPlainObject(from) || !isPlainObject(to)) {
+      note(key, from, to);
+      continue;
+    }
+    for (const field of new Set([...Object.keys(from), ...Object.keys(to)])) {
+      const path = `${key}.${field}`;
+      if (!APPLIED.has(path) && !isDeepStrictEqual(from[field], to[field])) note(path, from[field], to[field]);
+    }
+  }
+  return warnings;
+}
+
+function withoutFile<T extends { readonly file: string }>(config: T): Omit<T, 'file'> {
+  const { file: _file, ...rest } = config;
+  return rest;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
+}
+
+function show(value: unknown): string {
+  if (value === undefined) return 'unset';
+  const text = JSON.stringify(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}

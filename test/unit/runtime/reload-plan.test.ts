@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, test } from 'node:test';
+import { type GatewayConfig, loadConfig } from '../../../src/config/load.ts';
+import { hashPassword } from '../../../src/mqtt/password.ts';
+import { componentKinds } from '../../../src/runtime/registry.ts';
+import { devicesChanged, planBridges, restartNeeded } from '../../../src/runtime/reload-plan.ts';
+
+const roots: string[] = [];
+after(() => roots.forEach((r) => rmSync(r, { recursive: true, force: true })));
+
+/** Writes a config tree (path → text), into `root` when given, and loads it the way the gateway does. */
+function load(files: Record<string, string>, root = newRoot()): GatewayConfig {
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(root, path)), { recursive: true });
+    writeFileSync(join(root, path), text);
+  }
+  return loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {}, cwd: root });
+}
+
+function newRoot(): string {
+  const root = mkdtempSync(join(tmpdir(), 'ferry-reload-'));
+  roots.push(root);
+  mkdirSync(join(root, 'bridges'));
+  mkdirSync(join(root, 'devices'));
+  return root;
+}
+
+const GATEWAY = 'bridges: [bridges]\ndevices: [devices]\n';
+const bridge = (name: string, topics = 'devices/#', to = '[{history: {}}]', extra = '') => `name: ${name}\nfrom: {mqtt: {topics: ["${topics}"]}}\nto: ${to}\n${extra}`;
+
+test('bridges are compared by name and effective config: added, removed, changed, unchanged', () => {
+  const before = load({
+    'gateway.yaml': GATEWAY,
+    'bridges/keep.yaml': bridge('keep'),
+    'bridges/gone.yaml': bridge('gone'),
+    'bridges/edit.yaml': bridge('edit'),
+    'bridges/defaults.yaml': bridge('defaults'),
+    'bridges/off.yaml': bridge('off'),
+  });
+  const after = load({
+    'gateway.yaml': GATEWAY,
+    // Moved to another file: the same bridge.
+    'bridges/renamed.yaml': bridge('keep'),
+    'bridges/edit.yaml': bridge('edit', 'devices/+/telemetry/#'),
+    // Spelling out a default changes nothing.
+    'bridges/defaults.yaml': bridge('defaults', 'devices/#', '[{history: {keep: 100000}}]'),
+    'bridges/off.yaml': bridge('off', 'devices/#', '[{history: {}}]', 'enabled: false\n'),
+    'bridges/new.yaml': bridge('new'),
+  });
+  const plan = planBridges(before.bridgeConfigs, after.bridgeConfigs);
+  assert.deepEqual(plan.added.map((b) => b.name), ['new']);
+  assert.deepEqual([...plan.removed].sort(), ['gone', 'off']);
+  assert.deepEqual(plan.changed.map((b) => b.name), ['edit']);
+  assert.deepEqual([...plan.unchanged].sort(), ['defaults', 'keep']);
+});
+
+test('a disabled bridge that is enabled again is added', () => {
+  const before = load({ 'gateway.yaml': GATEWAY, 'bridges/b.yaml': bridge('b', 'devices/#', '[{history: {}}]', 'enabled: false\n') });
+  const after = load({ 'gateway.yaml': GATEWAY, 'bridges/b.yaml': bridge('b') });
+  assert.deepEqual(planBridges(before.bridgeConfigs, after.bridgeConfigs).added.map((b) => b.name), ['b']);
+});
+
+test('gateway settings a reload cannot apply are named, with their old and new values', () => {
+  const root = newRoot();
+  const before = load({ 'gateway.yaml': `${GATEWAY}mqtt: {port: 1883, allowAnonymous: false}\nadmin: {port: 9180}\n` }, root);
+  const after = load({ 'gateway.yaml': `${GATEWAY}mqtt: {port: 1884, allowAnonymous: true}\nadmin: {port: 9181}\nbuffer: {synchronous: normal}\n` }, root);
+  assert.deepEqual(restartNeeded(before, after), [
+    'mqtt.port changed (1883 → 1884): not applied; restart needed',
+    'admin.port changed (9180 → 9181): not applied; restart needed',
+    'buffer.synchronous changed ("full" → "normal"): not applied; restart needed',
+  ]);
+  // Anonymous access is applied (to new logins), so it is no warning but a device change.
+  assert.equal(devicesChanged(before, after), true);
+  assert.deepEqual(restartNeeded(before, before), []);
+});
+
+test('a changed device profile is a device change; the same profile in another file is not', async () => {
+  const hash = await hashPassword('secret');
+  const profile = (user: string) => `name: sensors\nclientId: "sensor-*"\ncredentials:\n  - {username: ${user}, passwordHash: "${hash}"}\n`;
+  const before = load({ 'gateway.yaml': GATEWAY, 'devices/a.yaml': profile('sensor') });
+  assert.equal(devicesChanged(before, load({ 'gateway.yaml': GATEWAY, 'devices/b.yaml': profile('sensor') })), false);
+  assert.equal(devicesChanged(before, load({ 'gateway.yaml': GATEWAY, 'devices/a.yaml': profile('probe') })), true);
+});
