@@ -302,7 +302,7 @@ export class Gateway {
   #trimDeadLetters(): void {
     const store = this.#store;
     if (store === undefined) return;
-    for (const { config: bridge } of this.#bridges) {
+    for (const bridge of this.#config.bridgeConfigs) {
       try {
         const dropped = store.trimDeadLetters(bridge.name, bridge.buffer.maxDeadLetters);
         if (dropped === 0) continue;
