@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
@@ -10,6 +11,8 @@ import { sourceConformance } from '../conformance/source-suite.ts';
 import { type PrivateMosquitto, startPrivateMosquitto } from '../harness/private-mosquitto.ts';
 import { randomName } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { makeCertificates } from '../harness/certs.ts';
+import { freePorts } from '../harness/net.ts';
 
 const tempDir = tempDirs('ferry-mqtt-client-');
 let broker: PrivateMosquitto | undefined;
@@ -165,6 +168,36 @@ describe('mqttClient source', () => {
       await publisher.endAsync(true);
     }
   });
+});
+
+test('over TLS with a client certificate, the files named relative to the bridge file', async () => {
+  const certs = tempDir();
+  makeCertificates(certs, ['ferry']);
+  const [tlsPort] = (await freePorts(1)) as [number];
+  const secure = await startPrivateMosquitto(
+    tempDir(),
+    [`listener ${tlsPort} 127.0.0.1`, `cafile ${join(certs, 'ca.crt')}`, `certfile ${join(certs, 'server.crt')}`, `keyfile ${join(certs, 'server.key')}`, 'require_certificate true'].join('\n'),
+  );
+  const topic = randomName('ext/tls/');
+  const received: Delivery[] = [];
+  const tls = { ca: 'ca.crt', cert: 'ferry.crt', key: 'ferry.key' };
+  const config = mqttClientSource.schema.parse({ url: `mqtts://127.0.0.1:${tlsPort}`, clientId: randomName('ferry-tls-'), topics: [topic], tls });
+  // The bridge file lives in the certificate directory: its relative TLS paths resolve there, not in the working directory.
+  const subscription = mqttClientSource.create(config, { ...ctx(), configDir: certs }).subscribe((d) => {
+    received.push(d);
+    d.ack();
+  });
+  const publisher = await connectAsync(secure.url, { reconnectPeriod: 0 });
+  try {
+    await waitFor(() => secure.log().includes(`${topic}`), 'the source subscribed over TLS');
+    await publisher.publishAsync(topic, 'sealed', { qos: 1 });
+    await waitFor(() => received.length === 1, 'the message arrived');
+    assert.equal(Buffer.from((received[0] as Delivery).envelope.payload).toString(), 'sealed');
+  } finally {
+    subscription.unsubscribe();
+    await publisher.endAsync(true);
+    await secure.stop();
+  }
 });
 
 async function waitFor(condition: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
