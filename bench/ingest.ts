@@ -17,6 +17,12 @@ export interface IngestBenchResult {
   readonly payloadBytes: number;
   readonly qos1: { ferry: number; aedes: number; mosquitto: number | null; ferryVsAedes: number; ferryVsMosquitto: number | null };
   readonly qos0: { ferry: number; aedes: number; ferryVsAedes: number };
+  /**
+   * The broker's hardening alone: `ferry run` with no bridge (nothing stored, every message
+   * acknowledged once the checks passed: packet-size guard, login, ACL, topic limits,
+   * connection limits) against plain aedes.
+   */
+  readonly hardening: { qos1: number; qos0: number; qos1VsAedes: number; qos0VsAedes: number };
 }
 
 async function ackedRate(url: string, qos: 0 | 1, messages: number): Promise<number> {
@@ -53,6 +59,7 @@ const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 
 export async function benchIngest(messages = 50_000): Promise<IngestBenchResult> {
   const ferry = await measure(startFerryTarget, messages, true);
+  const hooks = await measure(() => startFerryTarget({ bridge: null }), messages, true);
   const aedes = await measure(startAedesTarget, messages, true);
   const mosquitto = await startMosquittoTarget().then((t) => (t === undefined ? undefined : measure(async () => t, messages, false)));
   return {
@@ -67,5 +74,6 @@ export async function benchIngest(messages = 50_000): Promise<IngestBenchResult>
       ferryVsMosquitto: mosquitto === undefined ? null : ratio(ferry.qos1, mosquitto.qos1),
     },
     qos0: { ferry: ferry.qos0, aedes: aedes.qos0, ferryVsAedes: ratio(ferry.qos0, aedes.qos0) },
+    hardening: { qos1: hooks.qos1, qos0: hooks.qos0, qos1VsAedes: ratio(hooks.qos1, aedes.qos1), qos0VsAedes: ratio(hooks.qos0, aedes.qos0) },
   };
 }

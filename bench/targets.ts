@@ -17,8 +17,8 @@ export interface Target {
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 export interface FerryTargetOptions {
-  /** The one bridge file's text; the history bridge on devices/+/telemetry/# when absent. */
-  readonly bridge?: string;
+  /** The one bridge file's text; the history bridge on devices/+/telemetry/# when absent; `null` for no bridge at all. */
+  readonly bridge?: string | null;
   /** Options for the gateway's node, before the script (e.g. --cpu-prof). */
   readonly nodeArgs?: readonly string[];
 }
@@ -28,10 +28,10 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
   writeFileSync(
     join(dir, 'gateway.yaml'),
-    ['gateway: { name: bench, dataDir: ./data }', 'mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback }', 'admin: { port: 0 }', 'log: { level: info, pretty: never }', 'buffer: { synchronous: full }', 'bridges: [bridge.yaml]', 'devices: []', ''].join('\n'),
+    ['gateway: { name: bench, dataDir: ./data }', 'mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback }', 'admin: { port: 0 }', 'log: { level: info, pretty: never }', 'buffer: { synchronous: full }', `bridges: [${options.bridge === null ? '' : 'bridge.yaml'}]`, 'devices: []', ''].join('\n'),
   );
   const history = ['name: bench-history', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', 'to: [{ history: { keep: 1000000 } }]', ''].join('\n');
-  writeFileSync(join(dir, 'bridge.yaml'), options.bridge ?? history);
+  if (options.bridge !== null) writeFileSync(join(dir, 'bridge.yaml'), options.bridge ?? history);
   const args = [...(options.nodeArgs ?? []), join(ROOT, 'bin/ferry.js'), 'run', '--config', join(dir, 'gateway.yaml')];
   const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await readPort(child, (line) => {

@@ -281,6 +281,7 @@ export class EmbeddedBroker {
       callback(null);
       return;
     }
+    const username = client === null ? undefined : this.#identities.get(client)?.username;
     const envelope = createEnvelope({
       topic: packet.topic,
       payload: typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload,
@@ -289,6 +290,7 @@ export class EmbeddedBroker {
         qos: packet.qos,
         retain: packet.retain,
         ...(client?.id === undefined ? {} : { clientId: client.id }),
+        ...(username === undefined ? {} : { username }),
       },
     });
     this.#inFlight += 1;

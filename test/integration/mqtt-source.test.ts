@@ -1,6 +1,12 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
 import pino from 'pino';
+import { deviceSchema } from '../../src/config/schema.ts';
+import type { Delivery } from '../../src/core/delivery.ts';
+import { DeviceAuthenticator } from '../../src/mqtt/auth.ts';
 import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
+import { hashPassword } from '../../src/mqtt/password.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { sourceConformance } from '../conformance/source-suite.ts';
 
@@ -24,4 +30,33 @@ sourceConformance('mqtt (embedded broker)', {
       },
     };
   },
+});
+
+test('a delivery names the client id and the username its device logged in with', async () => {
+  const counters = new CounterRegistry();
+  const profile = deviceSchema.parse({ name: 'sensor', credentials: [{ username: 'sensor-7', passwordHash: await hashPassword('secret-7') }] });
+  const auth = new DeviceAuthenticator({
+    profiles: [profile],
+    allowAnonymous: false,
+    anonymousAcl: { publish: [], subscribe: [] },
+    maxConnectionsPerAddress: 100,
+    maxAuthFailures: 10,
+    counters,
+  });
+  const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }), counters, auth });
+  const seen: Delivery[] = [];
+  const subscription = broker.tap('test', ['devices/#']).subscribe((d) => {
+    seen.push(d);
+    d.ack();
+  });
+  const client = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'sensor-7', username: 'sensor-7', password: 'secret-7', reconnectPeriod: 0 });
+  try {
+    await client.publishAsync('devices/sensor-7/telemetry/t', 'x', { qos: 1 });
+    assert.equal(seen.length, 1);
+    assert.deepEqual(seen[0]?.envelope.origin, { source: 'mqtt', qos: 1, retain: false, clientId: 'sensor-7', username: 'sensor-7' });
+  } finally {
+    subscription.unsubscribe();
+    await client.endAsync(true);
+    await broker.close();
+  }
 });
