@@ -17,7 +17,7 @@ export interface RunOptions {
 const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export async function runCommand(options: RunOptions): Promise<void> {
-  const loaded = loadForCommand(options.config);
+  const loaded = await loadForCommand(options.config);
   if (loaded === undefined) {
     process.exitCode = 1;
     return;

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { GatewayConfig } from '../config/load.ts';
+import { FerryError } from '../core/errors.ts';
 import { openBuffer } from '../buffer/open.ts';
 import type { BridgeStats, BufferStore } from '../buffer/store.ts';
 import { BufferWriter, type WriterState } from '../buffer/writer.ts';
@@ -8,7 +9,8 @@ import { DeviceAuthenticator } from '../mqtt/auth.ts';
 import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { AdminServer } from './admin-server.ts';
-import { RunningBridge } from './bridge.ts';
+import type { BridgeStatus } from './bridge.ts';
+import { type Bridge, createBridge } from './create-bridge.ts';
 
 export interface GatewayStatus {
   readonly gateway: string;
@@ -19,7 +21,7 @@ export interface GatewayStatus {
   readonly dataDir: string;
   /** Broker listeners (mqtt, mqtts, ws; `clients` counts their open sockets) and the admin server (http). */
   readonly listeners: readonly { protocol: string; host: string; port: number; clients?: number }[];
-  readonly bridges: readonly ReturnType<RunningBridge['status']>[];
+  readonly bridges: readonly BridgeStatus[];
   readonly inFlight: number;
   readonly buffer: {
     readonly state: WriterState;
@@ -50,7 +52,7 @@ export class Gateway {
   #movedAside: string | undefined;
   #recount: NodeJS.Timeout | undefined;
   #admin: AdminServer | undefined;
-  #bridges: RunningBridge[] = [];
+  #bridges: Bridge[] = [];
   #state: GatewayStatus['state'] = 'running';
   #startupMs = 0;
 
@@ -170,13 +172,14 @@ export class Gateway {
   }
 
   #startBridges(broker: EmbeddedBroker): void {
+    if (this.config.bridgeModules.length > 0) throw new FerryError('CONFIG_INVALID', `TypeScript bridges not loaded (${this.config.bridgeModules.join(', ')}): load the config with loadGatewayConfig`);
     for (const bridge of this.config.bridgeConfigs) {
       if (!bridge.enabled) {
         this.#logger.info({ bridge: bridge.name, file: bridge.file }, 'bridge disabled');
         continue;
       }
       this.#bridges.push(
-        new RunningBridge(bridge, {
+        createBridge(bridge, {
           broker,
           store: this.#store as BufferStore,
           writer: this.#writer as BufferWriter,
