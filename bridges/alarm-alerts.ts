@@ -10,7 +10,7 @@ interface Alarm {
 }
 
 /** Alarms at or above this severity are alerts. */
-const ALERT_SEVERITY = Number(process.env.FERRY_ALERT_SEVERITY ?? 7);
+const ALERT_SEVERITY = Number(process.env.FERRY_ALERT_SEVERITY || 7);
 
 /** Where each device is installed (in practice: your asset register). */
 const SITES: Readonly<Record<string, string>> = {
@@ -28,14 +28,15 @@ function alarm(message: Message<Alarm>): Alarm | undefined {
   }
 }
 
-const kafka = process.env.KAFKA_BROKERS;
+// Empty counts as unset, as `${KAFKA_BROKERS:+true}` does in YAML.
+const kafka = process.env.KAFKA_BROKERS || undefined;
 
 export default defineBridge<Alarm>({
   name: 'alarm-alerts',
   description: 'Severe device alarms, with the device site, to the alerts topic; the other alarms to the local history.',
   from: { mqtt: { topics: ['devices/+/alarms/#'] } },
   to: {
-    alerts: kafka === undefined ? { history: {} } : { kafka: { brokers: kafka, topic: process.env.FERRY_ALERTS_TOPIC ?? 'ferry.alerts' } },
+    alerts: kafka === undefined ? { history: {} } : { kafka: { brokers: kafka, topic: process.env.FERRY_ALERTS_TOPIC || 'ferry.alerts' } },
     history: { history: {} },
   },
   handle: (messages, tools) =>

@@ -7,7 +7,7 @@ interface Reading {
   readonly celsius?: unknown;
 }
 
-const WINDOW_MS = Number(process.env.FERRY_ROLLUP_WINDOW_MS ?? 10_000);
+const WINDOW_MS = Number(process.env.FERRY_ROLLUP_WINDOW_MS || 10_000);
 
 /** The reading's temperature, or undefined when the payload has none (or is not JSON). */
 function celsius(message: Message<Reading>): number | undefined {
@@ -22,10 +22,11 @@ function celsius(message: Message<Reading>): number | undefined {
 export default defineBridge<Reading>({
   name: 'temperature-rollups',
   description: 'Per-device temperature average, min and max over 10 s windows, to Kafka; on when KAFKA_BROKERS is set.',
+  // Empty counts as unset, as `${KAFKA_BROKERS:+true}` does in YAML.
   enabled: Boolean(process.env.KAFKA_BROKERS),
   from: { mqtt: { topics: ['devices/+/telemetry/#'] } },
   to: {
-    rollups: { kafka: { brokers: process.env.KAFKA_BROKERS ?? 'localhost:9092', topic: process.env.FERRY_ROLLUPS_TOPIC ?? 'ferry.temperature-rollups' } },
+    rollups: { kafka: { brokers: process.env.KAFKA_BROKERS || 'localhost:9092', topic: process.env.FERRY_ROLLUPS_TOPIC || 'ferry.temperature-rollups' } },
   },
   // A window holds every reading of its 10 s: room for 1,000 readings a second.
   buffer: { windowSize: 10_000 },
