@@ -150,7 +150,7 @@ export const gatewaySchema = z
       .prefault({})
       .meta({ description: 'Graceful shutdown.' }),
     bridges: z.array(z.string().min(1)).default(['../bridges']).meta({
-      description: 'Bridge files or directories of *.yaml bridge files, relative to this file.',
+      description: 'Bridge files or directories of bridge files (*.yaml, and *.ts custom handlers), relative to this file.',
       examples: [['../bridges'], ['bridges/telemetry.yaml']],
     }),
     devices: z.array(z.string().min(1)).default(['../devices']).meta({
