@@ -28,8 +28,6 @@ export default defineBridge<Reading>({
   to: {
     rollups: { kafka: { brokers: process.env.KAFKA_BROKERS || 'localhost:9092', topic: process.env.FERRY_ROLLUPS_TOPIC || 'ferry.temperature-rollups' } },
   },
-  // A window holds every reading of its 10 s: room for 1,000 readings a second.
-  buffer: { windowSize: 10_000 },
   handle: (messages, tools) =>
     messages.pipe(
       // Readings without a temperature are not part of a rollup: dropped here, acked as handled.

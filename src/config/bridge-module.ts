@@ -26,6 +26,9 @@ export function isHandlerBridge(config: AnyBridgeConfig): config is HandlerBridg
   return typeof (config as Partial<HandlerBridgeConfig>).handle === 'function';
 }
 
+/** Default `buffer.windowSize` of a TypeScript bridge: the most messages its handler holds unacknowledged. */
+export const HANDLER_WINDOW = 10_000;
+
 /** The checks a YAML bridge gets, on what `defineBridge` was given. */
 export function handlerBridgeSchema(kinds: ComponentKinds) {
   return z.strictObject({
@@ -36,9 +39,12 @@ export function handlerBridgeSchema(kinds: ComponentKinds) {
     to: z
       .record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a sink name uses letters, digits, ".", "_" and "-", starting with a letter or digit'), oneOf(kinds.sinks))
       .refine((to) => Object.keys(to).length > 0, 'name at least one sink: to: { name: { kind: {...} } }'),
-    buffer: bufferPolicySchema
-      .refine((policy) => policy.replay === 'fifo', { path: ['replay'], message: 'a TypeScript bridge reads its buffer in arrival order: use replay: fifo' })
-      .prefault({}),
+    // A handler holds messages until the garbage collector finds them released: a deeper
+    // window than a YAML bridge's keeps it from waiting on each collection.
+    buffer: z.preprocess(
+      (value) => (value === undefined || (typeof value === 'object' && value !== null && !Array.isArray(value)) ? { windowSize: HANDLER_WINDOW, ...value } : value),
+      bufferPolicySchema.refine((policy) => policy.replay === 'fifo', { path: ['replay'], message: 'a TypeScript bridge reads its buffer in arrival order: use replay: fifo' }),
+    ),
     handle: z.custom<BridgeDefinition['handle']>((value) => typeof value === 'function', 'expected a function: handle(messages, tools) { return ... }'),
   });
 }

@@ -119,7 +119,8 @@ export interface BridgeDefinition<T = unknown, S extends string = string> {
   readonly to: Readonly<Record<S, ComponentSpec>>;
   /**
    * The bridge's durable buffer, as in YAML. `windowSize` is the most messages the handler
-   * may hold unacknowledged at once (1000 by default): raise it when a time window holds more.
+   * may hold unacknowledged at once (10,000 by default): raise it when a time window holds
+   * more (a 10 s window of 2,000 messages a second holds 20,000). `replay` must be `fifo`.
    */
   readonly buffer?: Partial<BufferPolicy>;
   /**

@@ -34,13 +34,16 @@ export interface GcNudgeOptions {
 const TICK_MS = 50;
 const STARVED_MS = 50;
 const MAX_BACKOFF = 64;
+/** A collection that took t ms is followed by none for COST_RATIO * t ms: forced collections take at most ~1/COST_RATIO of the time. */
+const COST_RATIO = 4;
 
 /**
  * Acks of a handler's inputs wait for the garbage collector to find the messages the handler
  * dropped, and an idle process may not collect for a long time. This runs a full collection
  * when inputs are held and nothing was released for a while; a collection that released
  * nothing doubles the wait (a handler holding a 10 s window is left alone), and any release
- * or confirmed output brings it back.
+ * or confirmed output brings it back. A full collection costs time in proportion to the heap,
+ * so forced ones are spaced by four times what the last one took.
  */
 export class GcNudge {
   readonly #options: GcNudgeOptions;
@@ -50,6 +53,8 @@ export class GcNudge {
   #last = performance.now();
   #backoff = 1;
   #collections = 0;
+  /** How long the last forced collection took, in ms. */
+  #cost = 0;
 
   constructor(options: GcNudgeOptions) {
     this.#options = options;
@@ -80,12 +85,13 @@ export class GcNudge {
       return;
     }
     const now = performance.now();
-    const wait = (this.#options.starved() ? STARVED_MS : this.#idleMs) * this.#backoff;
+    const wait = Math.max((this.#options.starved() ? STARVED_MS : this.#idleMs) * this.#backoff, this.#cost * COST_RATIO);
     if (now - this.#last < wait) return;
-    this.#last = now;
     // Doubled now; the releases this collection finds (reported after it) reset it.
     this.#backoff = Math.min(this.#backoff * 2, MAX_BACKOFF);
     this.#collections += 1;
     this.#gc();
+    this.#last = performance.now();
+    this.#cost = this.#last - now;
   }
 }
