@@ -1,6 +1,5 @@
-// Device alarms: severe ones, enriched with the device's site, go to an alerts topic in Kafka
-// (or, without KAFKA_BROKERS, to the local history as alerts); every other alarm goes to the
-// local history as it came.
+// Device alarms: severe ones, enriched with the device's site, go to an alerts topic in Kafka;
+// every other alarm goes to the local history as it came. On when KAFKA_BROKERS is set.
 import { map } from 'rxjs';
 import { defineBridge, type Message } from 'ferry';
 
@@ -33,10 +32,11 @@ const kafka = process.env.KAFKA_BROKERS || undefined;
 
 export default defineBridge<Alarm>({
   name: 'alarm-alerts',
-  description: 'Severe device alarms, with the device site, to the alerts topic; the other alarms to the local history.',
+  description: 'Severe device alarms, with the device site, to the alerts topic in Kafka; the other alarms to the local history. On when KAFKA_BROKERS is set.',
+  enabled: kafka !== undefined,
   from: { mqtt: { topics: ['devices/+/alarms/#'] } },
   to: {
-    alerts: kafka === undefined ? { history: {} } : { kafka: { brokers: kafka, topic: process.env.FERRY_ALERTS_TOPIC || 'ferry.alerts' } },
+    alerts: { kafka: { brokers: kafka ?? 'localhost:9092', topic: process.env.FERRY_ALERTS_TOPIC || 'ferry.alerts' } },
     history: { history: {} },
   },
   handle: (messages, tools) =>
