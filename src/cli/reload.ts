@@ -1,5 +1,5 @@
 import { type ConfigIssue, formatIssue } from '../config/issues.ts';
-import { loadForCommand } from './load.ts';
+import { loadSettings } from './load.ts';
 
 export interface ReloadOptions {
   /** Base URL of the gateway's admin server. */
@@ -75,7 +75,7 @@ function printApplied({ applied, warnings }: Applied): void {
 function adminUrl(options: ReloadOptions): string | undefined {
   if (options.admin !== undefined) return options.admin;
   if (options.config === undefined) return DEFAULT_ADMIN;
-  const config = loadForCommand(options.config);
+  const config = loadSettings(options.config);
   if (config === undefined) {
     process.stderr.write('ferry: cannot read the admin address from a config with problems; pass --admin URL\n');
     return undefined;

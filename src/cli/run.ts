@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { isFerryError, describeError } from '../core/errors.ts';
-import { type GatewayConfig, loadConfig } from '../config/load.ts';
+import { type GatewayConfig, loadGatewayConfig } from '../config/load.ts';
 import { createLogger } from '../observability/logger.ts';
 import { Gateway } from '../runtime/gateway.ts';
 import { componentKinds } from '../runtime/registry.ts';
@@ -18,7 +18,7 @@ export interface RunOptions {
 const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export async function runCommand(options: RunOptions): Promise<void> {
-  const loaded = loadForCommand(options.config);
+  const loaded = await loadForCommand(options.config);
   if (loaded === undefined) {
     process.exitCode = 1;
     return;
@@ -31,7 +31,7 @@ export async function runCommand(options: RunOptions): Promise<void> {
   const config = withOverrides(loaded, options);
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, name: config.gateway.name });
   // A reload reads the same files with the same command-line overrides.
-  const gateway = new Gateway(config, logger, VERSION, { load: () => withOverrides(loadConfig(options.config, { kinds: componentKinds }), options) });
+  const gateway = new Gateway(config, logger, VERSION, { load: async () => withOverrides(await loadGatewayConfig(options.config, { kinds: componentKinds }), options) });
   let stopping = false;
   // Installed before the start, so that an early SIGHUP is refused (logged) rather than ending
   // the process. The gateway logs the outcome: what changed, or every problem of the config.

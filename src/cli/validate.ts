@@ -1,7 +1,7 @@
 import { loadForCommand } from './load.ts';
 
-export function validateCommand(options: { config: string }): void {
-  const config = loadForCommand(options.config);
+export async function validateCommand(options: { config: string }): Promise<void> {
+  const config = await loadForCommand(options.config);
   if (config === undefined) {
     process.exitCode = 1;
     return;

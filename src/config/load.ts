@@ -1,6 +1,7 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, extname, join, relative, resolve } from 'node:path';
 import type { z } from 'zod';
+import { type AnyBridgeConfig, loadBridgeModule } from './bridge-module.ts';
 import { ConfigError, type ConfigIssue } from './issues.ts';
 import { type Loaded, resolvePayloadSchemas } from './payload-schemas.ts';
 import type { Env } from './interpolate.ts';
@@ -13,7 +14,12 @@ export interface GatewayConfig extends GatewaySection {
   readonly file: string;
   /** dataDir resolved against the config file's directory. */
   readonly dataDirPath: string;
-  readonly bridgeConfigs: readonly BridgeConfig[];
+  readonly bridgeConfigs: readonly AnyBridgeConfig[];
+  /**
+   * TypeScript bridges (`*.ts`) found but not loaded: set by the synchronous `loadConfig`,
+   * empty from `loadGatewayConfig`, which imports them into `bridgeConfigs`.
+   */
+  readonly bridgeModules: readonly string[];
   readonly deviceProfiles: readonly DeviceProfile[];
   /** Contents of the `mqtt.tls` PEM files, read relative to the config file; set when `mqtt.tls` is. */
   readonly tlsPem?: TlsPem;
@@ -35,9 +41,51 @@ export interface LoadOptions {
 
 /**
  * Loads config/gateway.yaml and every bridge and device file it references, validating all
- * of them. Throws a ConfigError listing every problem in every file at once.
+ * of them. Throws a ConfigError listing every problem in every file at once. TypeScript
+ * bridges are only listed (in `bridgeModules`): `loadGatewayConfig` loads them too.
  */
 export function loadConfig(configPath: string, options: LoadOptions): GatewayConfig {
+  const read = readConfig(configPath, options);
+  if (read.issues.length > 0 || read.config === undefined) throw new ConfigError(read.issues);
+  return read.config;
+}
+
+/**
+ * `loadConfig`, and the TypeScript bridges (`bridges/*.ts`) imported and checked as well: a
+ * module that fails to import or whose definition is invalid is a problem of its file,
+ * reported with all the others.
+ */
+export async function loadGatewayConfig(configPath: string, options: LoadOptions): Promise<GatewayConfig> {
+  const read = readConfig(configPath, options);
+  const issues = [...read.issues];
+  const handlers: AnyBridgeConfig[] = [];
+  for (const path of read.modules) {
+    const bridge = await loadBridgeModule(path, read.display(path), options.kinds, issues);
+    if (bridge === undefined) continue;
+    const first = read.names.get(bridge.name);
+    if (first !== undefined) {
+      issues.push({ file: bridge.file, line: 0, column: 0, path: 'name', message: `bridge name '${bridge.name}' is already used in ${first}` });
+      continue;
+    }
+    read.names.set(bridge.name, bridge.file);
+    handlers.push(bridge);
+  }
+  if (issues.length > 0 || read.config === undefined) throw new ConfigError(issues);
+  return { ...read.config, bridgeConfigs: [...read.config.bridgeConfigs, ...handlers], bridgeModules: [] };
+}
+
+interface ReadConfig {
+  /** Set when there are no issues. */
+  readonly config?: GatewayConfig;
+  readonly issues: readonly ConfigIssue[];
+  /** TypeScript bridge files, not loaded. */
+  readonly modules: readonly string[];
+  /** Bridge names taken, and by which file. */
+  readonly names: Map<string, string>;
+  readonly display: (path: string) => string;
+}
+
+function readConfig(configPath: string, options: LoadOptions): ReadConfig {
   const env = options.env ?? process.env;
   const cwd = options.cwd ?? process.cwd();
   const file = resolve(cwd, configPath);
@@ -48,7 +96,8 @@ export function loadConfig(configPath: string, options: LoadOptions): GatewayCon
   const issues: ConfigIssue[] = [];
 
   const gateway = parseFile(file, display(file), gatewaySchema, env, issues);
-  if (gateway.yaml === undefined) throw new ConfigError(issues);
+  const names = new Map<string, string>();
+  if (gateway.yaml === undefined) return { issues, modules: [], names, display };
   const base = dirname(file);
   // Referenced files are checked even when the gateway file has problems elsewhere, so that
   // one run reports everything; a broken list falls back to its default.
@@ -59,9 +108,13 @@ export function loadConfig(configPath: string, options: LoadOptions): GatewayCon
   };
 
   const bridges: Loaded<BridgeConfig>[] = [];
-  const names = new Map<string, string>();
+  const modules: string[] = [];
   const schema = bridgeSchema(options.kinds);
-  for (const path of expand(lists.bridges, base, 'bridges', gateway.yaml, issues)) {
+  for (const path of expand(lists.bridges, base, 'bridges', gateway.yaml, issues, ['.yaml', '.yml', '.ts'])) {
+    if (extname(path) === '.ts') {
+      modules.push(path);
+      continue;
+    }
     const parsed = parseFile(path, display(path), schema, env, issues);
     if (parsed.value === undefined || parsed.yaml === undefined) continue;
     const bridge = { ...(parsed.value as Omit<BridgeConfig, 'file'>), file: display(path) };
@@ -75,7 +128,7 @@ export function loadConfig(configPath: string, options: LoadOptions): GatewayCon
   }
 
   const devices: Loaded<DeviceProfile>[] = [];
-  for (const path of expand(lists.devices, base, 'devices', gateway.yaml, issues)) {
+  for (const path of expand(lists.devices, base, 'devices', gateway.yaml, issues, ['.yaml', '.yml'])) {
     const parsed = parseFile(path, display(path), deviceSchema, env, issues);
     if (parsed.value !== undefined && parsed.yaml !== undefined) devices.push({ value: { ...parsed.value, file: display(path) }, yaml: parsed.yaml, path });
   }
@@ -85,15 +138,17 @@ export function loadConfig(configPath: string, options: LoadOptions): GatewayCon
   const tls = gateway.value === undefined ? (raw['mqtt'] as { tls?: unknown } | null | undefined)?.tls : gateway.value.mqtt.tls;
   const tlsPem = typeof tls === 'object' && tls !== null ? readTlsPem(tls as Record<string, unknown>, base, gateway.yaml, issues) : undefined;
 
-  if (issues.length > 0 || gateway.value === undefined) throw new ConfigError(issues);
-  return {
+  if (issues.length > 0 || gateway.value === undefined) return { issues, modules, names, display };
+  const config: GatewayConfig = {
     ...gateway.value,
     ...(tlsPem === undefined ? {} : { tlsPem }),
     file,
     dataDirPath: resolve(base, gateway.value.gateway.dataDir),
     bridgeConfigs: resolved.bridges,
+    bridgeModules: modules,
     deviceProfiles: resolved.devices,
   };
+  return { config, issues, modules, names, display };
 }
 
 function readTlsPem(tls: Record<string, unknown>, base: string, yaml: YamlFile, issues: ConfigIssue[]): TlsPem | undefined {
@@ -146,8 +201,8 @@ function listOr(value: unknown, schema: z.ZodType<string[]>): string[] {
   return parsed.success ? parsed.data : (schema.parse(undefined) as string[]);
 }
 
-/** Each entry is a YAML file or a directory of them (sorted, so load order is stable). */
-function expand(entries: readonly string[], base: string, key: string, yaml: YamlFile, issues: ConfigIssue[]): string[] {
+/** Each entry is a file or a directory of files with one of `extensions` (sorted, so load order is stable). */
+function expand(entries: readonly string[], base: string, key: string, yaml: YamlFile, issues: ConfigIssue[], extensions: readonly string[]): string[] {
   const out: string[] = [];
   entries.forEach((entry, index) => {
     const path = resolve(base, entry);
@@ -163,7 +218,7 @@ function expand(entries: readonly string[], base: string, key: string, yaml: Yam
       return;
     }
     const files = readdirSync(path)
-      .filter((name) => ['.yaml', '.yml'].includes(extname(name)))
+      .filter((name) => extensions.includes(extname(name)) && !name.endsWith('.d.ts'))
       .sort();
     out.push(...files.map((name) => join(path, name)));
   });

@@ -158,7 +158,7 @@ export const gatewaySchema = z
       .prefault({})
       .meta({ description: 'Graceful shutdown.' }),
     bridges: z.array(z.string().min(1)).default(['../bridges']).meta({
-      description: 'Bridge files or directories of *.yaml bridge files, relative to this file.',
+      description: 'Bridge files or directories of bridge files (*.yaml, and *.ts custom handlers), relative to this file.',
       examples: [['../bridges'], ['bridges/telemetry.yaml']],
     }),
     devices: z.array(z.string().min(1)).default(['../devices']).meta({
@@ -170,13 +170,13 @@ export const gatewaySchema = z
 
 export type GatewaySection = z.output<typeof gatewaySchema>;
 
-const bridgeName = z
+export const bridgeName = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'use letters, digits, ".", "_" and "-", starting with a letter or digit')
   .meta({ description: 'Unique name of the bridge, used in logs, metrics and the data directory.', examples: ['telemetry-to-kafka'] });
 
 /** Each `from` and `to` entry is a one-key map: the component kind, then its config. */
-function oneOf(components: readonly (SourceComponent | SinkComponent)[]) {
+export function oneOf(components: readonly (SourceComponent | SinkComponent)[]) {
   const options = components.map((c) =>
     z.strictObject({ [c.kind]: c.schema }).meta({ description: c.description }),
   );

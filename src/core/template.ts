@@ -220,14 +220,21 @@ class RenderContext {
   }
 
   #captures(): { captures: string[]; rest: string | undefined } {
-    if (this.#levels !== undefined) return this.#levels;
-    const topic = this.#input.envelope.topic.split('/');
-    for (const filter of this.#input.filters) {
-      const found = capture(filter.split('/'), topic);
-      if (found !== undefined) return (this.#levels = found);
-    }
-    return (this.#levels = { captures: [], rest: undefined });
+    return (this.#levels ??= topicCaptures(this.#input.filters, this.#input.envelope.topic));
   }
+}
+
+/**
+ * The levels of `topic` matched by the wildcards of the first of `filters` that matches it:
+ * `captures[0]` is `${1}`, `rest` is `${#}`. Empty when no filter matches.
+ */
+export function topicCaptures(filters: readonly string[], topic: string): { captures: string[]; rest: string | undefined } {
+  const levels = topic.split('/');
+  for (const filter of filters) {
+    const found = capture(filter.split('/'), levels);
+    if (found !== undefined) return found;
+  }
+  return { captures: [], rest: undefined };
 }
 
 function capture(filter: readonly string[], topic: readonly string[]): { captures: string[]; rest: string | undefined } | undefined {

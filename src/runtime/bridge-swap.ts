@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
-import type { BridgeConfig } from '../config/schema.ts';
+import type { AnyBridgeConfig } from '../config/bridge-module.ts';
 import type { GatewayBridge } from './bridge.ts';
 import type { BridgePlan } from './reload-plan.ts';
 
 /** Builds and starts a bridge; with `startAfter`, its sinks read the buffer once that settles. */
-export type BridgeFactory = (config: BridgeConfig, startAfter?: Promise<void>) => GatewayBridge;
+export type BridgeFactory = (config: AnyBridgeConfig, startAfter?: Promise<void>) => GatewayBridge;
 
 /** A bridge leaving in a reload: its stop, and the gate of the bridge replacing it. */
 export interface Retired {
@@ -14,7 +14,7 @@ export interface Retired {
 }
 
 export interface BridgeStartError {
-  readonly config: BridgeConfig;
+  readonly config: AnyBridgeConfig;
   readonly cause: unknown;
 }
 

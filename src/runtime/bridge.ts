@@ -18,6 +18,15 @@ export interface BridgeStatus {
   readonly file: string;
   readonly state: 'running' | 'stopped' | 'failed';
   readonly sinks: readonly { name: string; kind: string; written: number; failed: number; lastError?: string }[];
+  /** TypeScript bridges: what the handler holds and how often it was restarted. */
+  readonly handler?: HandlerStatus;
+}
+
+export interface HandlerStatus {
+  /** Input messages not acknowledged yet (held by the handler, or waiting for their outputs). */
+  readonly unacked: number;
+  readonly restarts: number;
+  readonly lastError?: string;
 }
 
 export interface BridgeDeps {

@@ -1,8 +1,9 @@
 import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { type GatewayConfig, loadConfig } from '../config/load.ts';
+import type { AnyBridgeConfig } from '../config/bridge-module.ts';
+import { type GatewayConfig, loadGatewayConfig } from '../config/load.ts';
 import { ConfigError, type ConfigIssue, formatIssue } from '../config/issues.ts';
-import type { BridgeConfig } from '../config/schema.ts';
+import { FerryError } from '../core/errors.ts';
 import { openBuffer } from '../buffer/open.ts';
 import { describeError } from '../core/errors.ts';
 import type { BridgeStats, BufferStore } from '../buffer/store.ts';
@@ -11,7 +12,8 @@ import { DeviceAuthenticator } from '../mqtt/auth.ts';
 import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { AdminServer } from './admin-server.ts';
-import { type BridgeStatus, type GatewayBridge, RunningBridge } from './bridge.ts';
+import type { BridgeStatus, GatewayBridge } from './bridge.ts';
+import { createBridge } from './create-bridge.ts';
 import { componentKinds } from './registry.ts';
 import { retire, settlesWithin, swapBridges } from './bridge-swap.ts';
 import { type ReloadResult, devicesChanged, planBridges, restartNeeded } from './reload-plan.ts';
@@ -41,8 +43,8 @@ export interface GatewayStatus {
 const RECOUNT_MS = 10_000;
 
 export interface GatewayOptions {
-  /** Reads the config again for a reload; throws a ConfigError. By default loadConfig on the same file. */
-  readonly load?: () => GatewayConfig;
+  /** Reads the config again for a reload; throws a ConfigError. By default loadGatewayConfig on the same file. */
+  readonly load?: () => Promise<GatewayConfig>;
 }
 
 /**
@@ -54,7 +56,7 @@ export class Gateway {
   readonly #logger: Logger;
   readonly #version: string;
   readonly #startedAt = Date.now();
-  readonly #load: () => GatewayConfig;
+  readonly #load: () => Promise<GatewayConfig>;
   #config: GatewayConfig;
   #broker: EmbeddedBroker | undefined;
   #auth: DeviceAuthenticator | undefined;
@@ -77,7 +79,7 @@ export class Gateway {
     this.#config = config;
     this.#logger = logger;
     this.#version = version;
-    this.#load = options.load ?? (() => loadConfig(config.file, { kinds: componentKinds }));
+    this.#load = options.load ?? (() => loadGatewayConfig(config.file, { kinds: componentKinds }));
   }
 
   /** The config running: the one started with, with the bridges and devices of the last reload. */
@@ -221,7 +223,7 @@ export class Gateway {
     const began = performance.now();
     let next: GatewayConfig;
     try {
-      next = this.#load();
+      next = await this.#load();
     } catch (error) {
       const errors: readonly ConfigIssue[] =
         error instanceof ConfigError ? error.issues : [{ file: this.#config.file, line: 0, column: 0, path: '', message: String(error) }];
@@ -276,6 +278,7 @@ export class Gateway {
   }
 
   #startBridges(broker: EmbeddedBroker): void {
+    if (this.#config.bridgeModules.length > 0) throw new FerryError('CONFIG_INVALID', `TypeScript bridges not loaded (${this.#config.bridgeModules.join(', ')}): load the config with loadGatewayConfig`);
     for (const bridge of this.#config.bridgeConfigs) {
       if (!bridge.enabled) {
         this.#logger.info({ bridge: bridge.name, file: bridge.file }, 'bridge disabled');
@@ -286,8 +289,8 @@ export class Gateway {
   }
 
   /** A running bridge; with `startAfter`, its sinks read the buffer once that settles. */
-  #createBridge(config: BridgeConfig, broker: EmbeddedBroker, startAfter?: Promise<void>): GatewayBridge {
-    return new RunningBridge(config, {
+  #createBridge(config: AnyBridgeConfig, broker: EmbeddedBroker, startAfter?: Promise<void>): GatewayBridge {
+    return createBridge(config, {
       broker,
       store: this.#store as BufferStore,
       writer: this.#writer as BufferWriter,

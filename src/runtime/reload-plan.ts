@@ -1,14 +1,14 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { GatewayConfig } from '../config/load.ts';
 import type { ConfigIssue } from '../config/issues.ts';
-import type { BridgeConfig } from '../config/schema.ts';
+import type { AnyBridgeConfig } from '../config/bridge-module.ts';
 
 /** What a reload does to the bridges, by name. */
 export interface BridgePlan {
-  readonly added: readonly BridgeConfig[];
+  readonly added: readonly AnyBridgeConfig[];
   readonly removed: readonly string[];
   /** New configs of bridges whose name stays and whose config differs. */
-  readonly changed: readonly BridgeConfig[];
+  readonly changed: readonly AnyBridgeConfig[];
   readonly unchanged: readonly string[];
 }
 
@@ -41,12 +41,12 @@ export type ReloadResult = ReloadApplied | ReloadRefused;
  * whose effective config (defaults filled in) is equal is unchanged, even when it moved to
  * another file.
  */
-export function planBridges(running: readonly BridgeConfig[], next: readonly BridgeConfig[]): BridgePlan {
+export function planBridges(running: readonly AnyBridgeConfig[], next: readonly AnyBridgeConfig[]): BridgePlan {
   const before = new Map(running.filter((b) => b.enabled).map((b) => [b.name, b]));
   const after = next.filter((b) => b.enabled);
   const names = new Set(after.map((b) => b.name));
-  const added: BridgeConfig[] = [];
-  const changed: BridgeConfig[] = [];
+  const added: AnyBridgeConfig[] = [];
+  const changed: AnyBridgeConfig[] = [];
   const unchanged: string[] = [];
   for (const bridge of after) {
     const old = before.get(bridge.name);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
@@ -9,13 +9,22 @@ import { CHUNK_ROWS } from '../../src/cli/buffer/chunks.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { openSqlite } from '../../src/sqlite/connection.ts';
 import { type BlackHole, blackHole } from '../harness/black-hole.ts';
-import { type RunningFerry, ferry, startFerry } from '../harness/ferry-process.ts';
+import { REPO_ROOT, type RunningFerry, ferry, startFerry } from '../harness/ferry-process.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const dataDir = tempDirs('ferry-e2e-buffer-');
 const KAFKA = 'telemetry-to-kafka';
 const HISTORY = 'telemetry-history';
+
+/** The shipped config with its two YAML bridges only (the TypeScript examples also run when KAFKA_BROKERS is set). */
+const CONFIG = join(dataDir(), 'gateway.yaml');
+writeFileSync(
+  CONFIG,
+  readFileSync(join(REPO_ROOT, 'config/gateway.yaml'), 'utf8')
+    .replace('  - ../bridges\n', `  - ${join(REPO_ROOT, 'bridges', `${HISTORY}.yaml`)}\n  - ${join(REPO_ROOT, 'bridges', `${KAFKA}.yaml`)}\n`)
+    .replace('  - ../devices\n', `  - ${join(REPO_ROOT, 'devices')}\n`),
+);
 
 const sent = [
   { clientId: 'sensor-1', topic: 'devices/sensor-1/telemetry/climate', payload: '{"celsius":20}' },
@@ -49,7 +58,7 @@ const sinkOf = (s: Stats, name: string) => bridgeOf(s, name)?.sinks[0];
  * while the history bridge delivers its copy.
  */
 async function gatewayWithPending(dir: string, hole: BlackHole, messages: typeof sent): Promise<RunningFerry> {
-  const gw = await startFerry(['--config', 'config/gateway.yaml', '--data-dir', dir], { KAFKA_BROKERS: hole.address });
+  const gw = await startFerry(['--config', CONFIG, '--data-dir', dir], { KAFKA_BROKERS: hole.address });
   for (const m of messages) {
     const pub = await mosquittoPub(gw.mqttUrl, m.topic, m.payload, { clientId: m.clientId });
     assert.equal(pub.code, 0, pub.stderr);
@@ -90,7 +99,7 @@ describe('ferry buffer on a running gateway whose Kafka hangs', () => {
     assert.deepEqual({ ...s.totals, oldestPendingAgeMs: typeof s.totals.oldestPendingAgeMs }, { pending: 3, pendingBytes: bytes, oldestPendingAgeMs: 'number', deadLetters: 0 });
 
     // Without --data-dir, the data directory comes from the config (gateway.dataDir: ${FERRY_DATA_DIR:-../data}).
-    const viaConfig = await ferry(['buffer', 'stats', '--config', 'config/gateway.yaml', '--json'], { FERRY_DATA_DIR: dir });
+    const viaConfig = await ferry(['buffer', 'stats', '--config', CONFIG, '--json'], { FERRY_DATA_DIR: dir });
     assert.equal(viaConfig.code, 0, viaConfig.stderr);
     assert.equal((JSON.parse(viaConfig.stdout) as Stats).totals.pending, 3);
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { after, test } from 'node:test';
 import { z } from 'zod';
 import { ConfigError, formatIssue } from '../../../src/config/issues.ts';
@@ -39,13 +39,15 @@ const history = 'name: h\nfrom:\n  mqtt:\n    topics: [devices/+/telemetry/#]\nt
 test('the shipped example config validates, with and without KAFKA_BROKERS', () => {
   const plain = loadConfig('config/gateway.yaml', { kinds: componentKinds, env: {} });
   assert.deepEqual(plain.bridgeConfigs.map((b) => [b.name, b.enabled]), [['telemetry-history', true], ['telemetry-to-kafka', false]]);
+  // TypeScript bridges are listed, not loaded, by the synchronous loader (`ferry validate` checks them: test/e2e/handlers.test.ts).
+  assert.deepEqual(plain.bridgeModules.map((path) => relative('bridges', path.slice(path.indexOf('bridges')))), ['alarm-alerts.ts', 'temperature-rollups.ts']);
   assert.ok(plain.deviceProfiles.length >= 1);
   assert.equal(plain.mqtt.port, 1883);
 
   const withKafka = loadConfig('config/gateway.yaml', { kinds: componentKinds, env: { KAFKA_BROKERS: 'k1:9092, k2:9093' } });
   const kafka = withKafka.bridgeConfigs.find((b) => b.name === 'telemetry-to-kafka');
   assert.equal(kafka?.enabled, true);
-  assert.deepEqual((kafka?.to[0] as { kafka: { brokers: string[] } }).kafka.brokers, ['k1:9092', 'k2:9093']);
+  assert.deepEqual((kafka?.to as readonly { kafka: { brokers: string[] } }[])[0]?.kafka.brokers, ['k1:9092', 'k2:9093']);
 });
 
 test('three mistakes in two files are all reported with file, line, column and path', () => {

@@ -6,6 +6,7 @@ import { after, test } from 'node:test';
 import { TelemetryPayloads } from '../../../src/cli/simulate/payload.ts';
 import { ConfigError, formatIssue } from '../../../src/config/issues.ts';
 import { loadConfig } from '../../../src/config/load.ts';
+import type { BridgeConfig } from '../../../src/config/schema.ts';
 import { compileJsonSchema } from '../../../src/core/json-schema.ts';
 import { componentKinds } from '../../../src/runtime/registry.ts';
 
@@ -47,7 +48,7 @@ test('validate steps get the JSON Schema of the profile they name, or of the fil
     'bridges/climate.json': '{"type":"object"}',
   });
   const config = load(root);
-  const [b] = config.bridgeConfigs;
+  const [b] = config.bridgeConfigs as BridgeConfig[];
   assert.deepEqual(b?.transform, [
     { decode: 'json' },
     { validate: { profile: 'sensor', resolved: { jsonSchema: { type: 'object', required: ['celsius'] }, label: 'schema of profile sensor' } } },

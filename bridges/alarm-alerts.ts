@@ -1,0 +1,57 @@
+// Device alarms: severe ones, enriched with the device's site, go to an alerts topic in Kafka;
+// every other alarm goes to the local history as it came. On when KAFKA_BROKERS is set.
+import { map } from 'rxjs';
+import { defineBridge, type Message } from 'ferry';
+
+interface Alarm {
+  readonly severity?: unknown;
+  readonly message?: unknown;
+}
+
+/** Alarms at or above this severity are alerts. */
+const ALERT_SEVERITY = Number(process.env.FERRY_ALERT_SEVERITY || 7);
+
+/** Where each device is installed (in practice: your asset register). */
+const SITES: Readonly<Record<string, string>> = {
+  'sensor-1': 'plant-north/line-1',
+  'sensor-2': 'plant-north/line-2',
+  'pump-7': 'plant-south/pumphouse',
+};
+
+function alarm(message: Message<Alarm>): Alarm | undefined {
+  try {
+    const value = message.json();
+    return typeof value === 'object' && value !== null ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// Empty counts as unset, as `${KAFKA_BROKERS:+true}` does in YAML.
+const kafka = process.env.KAFKA_BROKERS || undefined;
+
+export default defineBridge<Alarm>({
+  name: 'alarm-alerts',
+  description: 'Severe device alarms, with the device site, to the alerts topic in Kafka; the other alarms to the local history. On when KAFKA_BROKERS is set.',
+  enabled: kafka !== undefined,
+  from: { mqtt: { topics: ['devices/+/alarms/#'] } },
+  to: {
+    alerts: { kafka: { brokers: kafka ?? 'localhost:9092', topic: process.env.FERRY_ALERTS_TOPIC || 'ferry.alerts' } },
+    history: { history: {} },
+  },
+  handle: (messages, tools) =>
+    messages.pipe(
+      map((m) => {
+        const body = alarm(m);
+        const severity = typeof body?.severity === 'number' ? body.severity : undefined;
+        if (body === undefined || severity === undefined || severity < ALERT_SEVERITY) return tools.to('history', m);
+        const device = m.captures[0] ?? m.clientId ?? 'unknown';
+        return tools.to('alerts', m, {
+          key: device,
+          // One alert per alarm: its id lets Kafka consumers drop a copy delivered twice.
+          id: m.id,
+          json: { ...body, device, site: SITES[device] ?? 'unknown', raisedAt: new Date(m.timestamp).toISOString() },
+        });
+      }),
+    ),
+});

@@ -1,0 +1,166 @@
+import type { Observable } from 'rxjs';
+import type { BufferPolicy } from '../buffer/config.ts';
+
+/**
+ * One device message, as a handler sees it: a read-only view of a message in the bridge's
+ * durable buffer.
+ *
+ * Ferry acks a message when your pipeline lets go of it and every output built from it is
+ * confirmed. "Lets go" means the object is no longer reachable from your code: a message
+ * dropped by `filter` is acked as handled, one collected in a `bufferTime` window is acked
+ * once the window was emitted and the outputs built from it were confirmed. Keep messages
+ * only as long as you need them; a message you keep for ever (in a module-level array, say)
+ * is never acked and holds the buffer back.
+ */
+export interface Message<T = unknown> {
+  /** Stable id (UUIDv7) given at ingress; the same when the message is delivered again. */
+  readonly id: string;
+  /** The MQTT topic it was published to. */
+  readonly topic: string;
+  /** Client id of the publishing device. */
+  readonly clientId: string | undefined;
+  /** Username the device logged in with. */
+  readonly username: string | undefined;
+  /** Milliseconds since the epoch, when Ferry received it. */
+  readonly timestamp: number;
+  readonly key: string | undefined;
+  /** MQTT 5 user properties, trace context. */
+  readonly headers: Readonly<Record<string, string>>;
+  /**
+   * The topic levels matched by the `+` wildcards of the first `from` filter that matches
+   * the topic: `captures[0]` is what YAML templates call `${1}`. For `devices/+/telemetry/#`
+   * and topic `devices/s-1/telemetry/climate`, `captures` is `['s-1']`.
+   */
+  readonly captures: readonly string[];
+  /** The levels matched by the filter's trailing `#`, joined by `/` (`${#}`); undefined without one. */
+  readonly rest: string | undefined;
+  /** The payload bytes. Treat them as read-only: they are the buffer's copy. */
+  readonly payload: Uint8Array;
+  /** The payload as UTF-8 text. */
+  text(): string;
+  /**
+   * The payload parsed as JSON (parsed once, then cached; the same object is returned each
+   * time, so do not change it). A payload that is not JSON throws an error that fails the
+   * pipeline; Ferry then moves this message to the dead letters and restarts the pipeline.
+   */
+  json<U = T>(): U;
+  /** Shorthand for `tools.to(sink, this, init)`. */
+  to(sink: string, init?: OutputInit): Output;
+  /**
+   * Refuses the message for good: it is moved to the bridge's dead letters with `reason`
+   * (see `ferry buffer export --dead-letters`) and counted, whatever outputs were built from it.
+   */
+  reject(reason: string): void;
+}
+
+/** What one output carries. Everything but `payload`/`json` defaults from a single `from` message. */
+export interface OutputInit {
+  /** Bytes or text; with neither `payload` nor `json`, the `from` message's payload (one message only). */
+  readonly payload?: Uint8Array | string;
+  /** A value written as JSON text, instead of `payload`. */
+  readonly json?: unknown;
+  /** Message key (the Kafka record key); by default the `from` message's key, else the device's client id (see `Output.clientId`). */
+  readonly key?: string;
+  /** Topic the output carries (the `mqtt-topic` header in Kafka, the topic in the history); by default the first `from` message's topic. */
+  readonly topic?: string;
+  /** Headers (Kafka headers); by default the `from` message's. */
+  readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * Id of the output (the `ferry-id` Kafka header, for de-duplication upstream). A message
+   * passed on unchanged keeps its id; any other output gets a new one unless you give one.
+   */
+  readonly id?: string;
+  /** Milliseconds since the epoch; now by default. */
+  readonly timestamp?: number;
+}
+
+/**
+ * A message for one of the bridge's sinks (a `to` entry), built by `tools.to` or
+ * `message.to`. It keeps its `from` messages alive until Ferry takes it; their acks then
+ * wait for the sink to confirm it.
+ */
+export interface Output<S extends string = string> {
+  readonly sink: S;
+  readonly from: readonly Message[];
+  readonly id: string;
+  readonly topic: string;
+  readonly payload: Uint8Array;
+  readonly key: string | undefined;
+  /** The device the output is about: the client id the `from` messages share, if they share one. */
+  readonly clientId: string | undefined;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly timestamp: number;
+}
+
+/** Helpers handed to `handle`. */
+export interface BridgeTools<S extends string = string> {
+  /** The bridge's name. */
+  readonly bridge: string;
+  /**
+   * Builds an output for the sink named `sink` (a key of `to`) from one message or many
+   * (an aggregate), or from none (`[]`: nothing to acknowledge when it is written). Throws
+   * for a sink name that is not in `to`.
+   */
+  to(sink: S, from: Message | readonly Message[], init?: OutputInit): Output<S>;
+}
+
+/** A source or sink as in a YAML bridge: a one-key map of the component kind to its config. */
+export type ComponentSpec = Readonly<Record<string, unknown>>;
+
+export interface BridgeDefinition<T = unknown, S extends string = string> {
+  /** Unique name, used in logs, metrics and the buffer. */
+  readonly name: string;
+  readonly description?: string;
+  /** Whether the bridge runs (true by default); e.g. `Boolean(process.env.KAFKA_BROKERS)`. */
+  readonly enabled?: boolean;
+  /** One source, as in YAML: `{ mqtt: { topics: ['devices/+/telemetry/#'] } }`. */
+  readonly from: ComponentSpec;
+  /** Named sinks, as in YAML: `{ alerts: { kafka: { brokers, topic } }, rest: { history: {} } }`. */
+  readonly to: Readonly<Record<S, ComponentSpec>>;
+  /**
+   * The bridge's durable buffer, as in YAML. `windowSize` is the most messages the handler
+   * may hold unacknowledged at once (10,000 by default): raise it when a time window holds
+   * more (a 10 s window of 2,000 messages a second holds 20,000). `replay` must be `fifo`.
+   */
+  readonly buffer?: Partial<BufferPolicy>;
+  /**
+   * Called each time the pipeline starts (at gateway start, and again after the pipeline
+   * failed). Returns the outputs; each goes to the sink it names once it is emitted.
+   */
+  handle(messages: Observable<Message<T>>, tools: BridgeTools<S>): Observable<Output<S>>;
+}
+
+/** Marks what `defineBridge` returned, across copies of this module. */
+const BRIDGE = Symbol.for('ferry.bridge-definition');
+
+/**
+ * Declares a custom bridge: the default export of a `bridges/*.ts` module.
+ *
+ * ```ts
+ * import { filter, map } from 'rxjs';
+ * import { defineBridge } from 'ferry';
+ *
+ * export default defineBridge({
+ *   name: 'hot-rooms',
+ *   from: { mqtt: { topics: ['devices/+/telemetry/#'] } },
+ *   to: { hot: { history: {} } },
+ *   handle: (messages, tools) => messages.pipe(
+ *     filter((m) => m.json<{ celsius: number }>().celsius > 30),
+ *     map((m) => tools.to('hot', m)),
+ *   ),
+ * });
+ * ```
+ *
+ * Ferry acks a message when your pipeline lets go of it and every output built from it is
+ * confirmed by its sink (see `Message`). An output that fails sends its messages back to
+ * the buffer to be delivered again; an error in the pipeline is logged, the messages it
+ * held are delivered again, and `handle` is called anew after a backoff.
+ */
+export function defineBridge<T = unknown, S extends string = string>(definition: BridgeDefinition<T, S>): BridgeDefinition<T, S> {
+  Object.defineProperty(definition, BRIDGE, { value: true, enumerable: false });
+  return definition;
+}
+
+export function isBridgeDefinition(value: unknown): value is BridgeDefinition {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRIDGE] === true;
+}

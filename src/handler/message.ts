@@ -1,0 +1,191 @@
+import { v7 as uuidv7 } from 'uuid';
+import type { Envelope } from '../core/envelope.ts';
+import { FerryError } from '../core/errors.ts';
+import { topicCaptures } from '../core/template.ts';
+import type { BridgeTools, Message, Output, OutputInit } from './define.ts';
+import type { Ticket } from './input-tracker.ts';
+
+const decoder = new TextDecoder('utf-8');
+
+/** What every message of one bridge shares: how to build outputs and to reject. */
+export interface MessageContext {
+  readonly bridge: string;
+  /** The `from` topic filters, for `captures` and `rest`. */
+  readonly filters: readonly string[];
+  readonly tools: BridgeTools;
+  reject(ticket: Ticket, error: FerryError): void;
+}
+
+/** Tickets of messages, by message: weak, so it never keeps a message alive. */
+const tickets = new WeakMap<object, Ticket>();
+
+/** Errors thrown by `json()`, with the message whose payload caused them. */
+const culprits = new WeakMap<Error, Ticket>();
+
+/** The ticket of a message built here, or undefined for anything else. */
+export function ticketOf(message: Message): Ticket | undefined {
+  return tickets.get(message);
+}
+
+/** The message whose payload made `error` (or an error it wraps as `cause`), if any. */
+export function culpritOf(error: unknown): Ticket | undefined {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 5; depth++, e = e.cause) {
+    const ticket = culprits.get(e);
+    if (ticket !== undefined) return ticket;
+  }
+  return undefined;
+}
+
+class BufferedMessage implements Message {
+  readonly #envelope: Envelope;
+  readonly #context: MessageContext;
+  #levels: { captures: string[]; rest: string | undefined } | undefined;
+  #json: { value: unknown } | undefined;
+
+  constructor(envelope: Envelope, context: MessageContext) {
+    this.#envelope = envelope;
+    this.#context = context;
+  }
+
+  get id(): string {
+    return this.#envelope.id;
+  }
+  get topic(): string {
+    return this.#envelope.topic;
+  }
+  get clientId(): string | undefined {
+    return this.#envelope.origin.clientId;
+  }
+  get username(): string | undefined {
+    return this.#envelope.origin.username;
+  }
+  get timestamp(): number {
+    return this.#envelope.timestamp;
+  }
+  get key(): string | undefined {
+    return this.#envelope.key;
+  }
+  get headers(): Readonly<Record<string, string>> {
+    return this.#envelope.headers;
+  }
+  get payload(): Uint8Array {
+    return this.#envelope.payload;
+  }
+  get captures(): readonly string[] {
+    return this.#captured().captures;
+  }
+  get rest(): string | undefined {
+    return this.#captured().rest;
+  }
+
+  text(): string {
+    return decoder.decode(this.#envelope.payload);
+  }
+
+  json<U>(): U {
+    if (this.#json === undefined) {
+      try {
+        this.#json = { value: JSON.parse(this.text()) as unknown };
+      } catch (cause) {
+        const error = new FerryError('MESSAGE_REJECTED', `bridge '${this.#context.bridge}': the payload of message ${this.id} on '${this.topic}' is not JSON (${(cause as Error).message})`, {
+          bridge: this.#context.bridge,
+          topic: this.topic,
+          retryable: false,
+          cause,
+        });
+        const ticket = tickets.get(this);
+        if (ticket !== undefined) culprits.set(error, ticket);
+        throw error;
+      }
+    }
+    return this.#json.value as U;
+  }
+
+  to(sink: string, init?: OutputInit): Output {
+    return this.#context.tools.to(sink, this, init);
+  }
+
+  reject(reason: string): void {
+    const ticket = tickets.get(this);
+    if (ticket === undefined) return;
+    this.#context.reject(ticket, new FerryError('MESSAGE_REJECTED', `rejected by the handler of bridge '${this.#context.bridge}': ${reason}`, { bridge: this.#context.bridge, topic: this.topic, retryable: false }));
+  }
+
+  /** Envelope of the message, for outputs passing it on. */
+  get envelope(): Envelope {
+    return this.#envelope;
+  }
+
+  #captured(): { captures: string[]; rest: string | undefined } {
+    return (this.#levels ??= topicCaptures(this.#context.filters, this.#envelope.topic));
+  }
+
+  toJSON(): unknown {
+    return { id: this.id, topic: this.topic, clientId: this.clientId, timestamp: this.timestamp, payload: this.text() };
+  }
+}
+
+/** The message the handler sees for an envelope, tied to its ticket. */
+export function createMessage(envelope: Envelope, context: MessageContext, track: (message: Message) => Ticket): Message {
+  const message = new BufferedMessage(envelope, context);
+  tickets.set(message, track(message));
+  return message;
+}
+
+const OUTPUT = Symbol.for('ferry.output');
+
+interface BuiltOutput extends Output {
+  readonly [OUTPUT]: true;
+}
+
+export function isOutput(value: unknown): value is Output {
+  return typeof value === 'object' && value !== null && (value as Partial<BuiltOutput>)[OUTPUT] === true;
+}
+
+/** The `tools` of a bridge whose sinks are `sinks`. */
+export function createTools(bridge: string, sinks: readonly string[]): BridgeTools {
+  return {
+    bridge,
+    to: (sink, from, init = {}) => {
+      if (!sinks.includes(sink)) {
+        throw new FerryError('INTERNAL', `bridge '${bridge}': tools.to('${sink}', ...) names no sink of the bridge; its sinks (the keys of \`to\`) are: ${sinks.join(', ')}`, { bridge });
+      }
+      return buildOutput(bridge, sink, Array.isArray(from) ? [...(from as readonly Message[])] : [from as Message], init);
+    },
+  };
+}
+
+function buildOutput(bridge: string, sink: string, from: readonly Message[], init: OutputInit): Output {
+  const first = from[0];
+  const single = from.length === 1 ? first : undefined;
+  if (init.payload !== undefined && init.json !== undefined) {
+    throw new FerryError('INTERNAL', `bridge '${bridge}': an output to '${sink}' has both payload and json; give one`, { bridge });
+  }
+  let payload: Uint8Array;
+  let passedOn = false;
+  if (init.json !== undefined) payload = Buffer.from(JSON.stringify(init.json));
+  else if (typeof init.payload === 'string') payload = Buffer.from(init.payload);
+  else if (init.payload !== undefined) payload = init.payload;
+  else if (single !== undefined) {
+    payload = single.payload;
+    passedOn = true;
+  } else {
+    throw new FerryError('INTERNAL', `bridge '${bridge}': an output to '${sink}' built from ${from.length} messages needs a payload or json`, { bridge });
+  }
+  const topic = init.topic ?? first?.topic;
+  if (topic === undefined) throw new FerryError('INTERNAL', `bridge '${bridge}': an output to '${sink}' built from no message needs a topic`, { bridge });
+  const clientId = from.every((m) => m.clientId === first?.clientId) ? first?.clientId : undefined;
+  const output: BuiltOutput = {
+    [OUTPUT]: true,
+    sink,
+    from,
+    id: init.id ?? (passedOn && init.topic === undefined && init.headers === undefined && init.key === undefined ? (single as Message).id : uuidv7()),
+    topic,
+    payload,
+    key: init.key ?? single?.key,
+    clientId,
+    headers: init.headers ?? single?.headers ?? {},
+    timestamp: init.timestamp ?? (passedOn ? (single as Message).timestamp : Date.now()),
+  };
+  return output;
+}

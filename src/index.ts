@@ -1,0 +1,14 @@
+/**
+ * Ferry's public API for custom handlers: TypeScript bridges in `bridges/*.ts`.
+ *
+ * ```ts
+ * import { defineBridge, type Message } from 'ferry';
+ * ```
+ */
+
+// Defining a bridge
+export { defineBridge } from './handler/define.ts';
+export type { BridgeDefinition, BridgeTools, ComponentSpec } from './handler/define.ts';
+
+// What a handler receives and emits
+export type { Message, Output, OutputInit } from './handler/define.ts';

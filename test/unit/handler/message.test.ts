@@ -1,0 +1,148 @@
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import { locateKey } from '../../../src/config/bridge-module.ts';
+import { createDelivery } from '../../../src/core/delivery.ts';
+import { createEnvelope } from '../../../src/core/envelope.ts';
+import { FerryError } from '../../../src/core/errors.ts';
+import { garbageCollector } from '../../../src/handler/gc-nudge.ts';
+import { InputTracker, type Ticket } from '../../../src/handler/input-tracker.ts';
+import { type MessageContext, createMessage, createTools, culpritOf, ticketOf } from '../../../src/handler/message.ts';
+import type { Message } from '../../../src/index.ts';
+
+function setup(filters = ['devices/+/telemetry/#']) {
+  const settled: string[] = [];
+  const rejected: Ticket[] = [];
+  const tracker = new InputTracker({ onSettle: (ticket, outcome) => settled.push(`${ticket.delivery.envelope.id}:${outcome}`), onRelease: () => {} });
+  const context: MessageContext = { bridge: 'b', filters, tools: createTools('b', ['out', 'alerts']), reject: (ticket, error) => (rejected.push(ticket), tracker.reject(ticket, error)) };
+  const message = (topic: string, payload: string, clientId = 'dev-1'): Message => {
+    const envelope = createEnvelope({ topic, payload, origin: { source: 'mqtt', clientId }, headers: { trace: 't1' } });
+    const delivery = createDelivery(envelope, { onAck: () => {}, onNack: () => {} });
+    return createMessage(envelope, context, (m) => tracker.track(delivery, m));
+  };
+  return { tracker, context, message, settled, rejected };
+}
+
+test('a message shows its envelope, the wildcard captures of its filter, its text and its JSON (parsed once)', () => {
+  const { message } = setup(['sites/+/+/alarms', 'devices/+/telemetry/#']);
+  const m = message('devices/s-1/telemetry/climate/room-2', '{"celsius":21.5}');
+  assert.equal(m.topic, 'devices/s-1/telemetry/climate/room-2');
+  assert.equal(m.clientId, 'dev-1');
+  assert.deepEqual(m.captures, ['s-1']);
+  assert.equal(m.rest, 'climate/room-2');
+  assert.equal(m.text(), '{"celsius":21.5}');
+  assert.deepEqual(m.json(), { celsius: 21.5 });
+  assert.equal(m.json(), m.json());
+  assert.deepEqual(message('sites/north/7/alarms', '{}').captures, ['north', '7']);
+  assert.deepEqual(message('other/topic', '{}').captures, []);
+});
+
+test('json() of a payload that is not JSON throws an error that names the message, and Ferry knows which message it was', () => {
+  const { message } = setup();
+  const m = message('devices/s-1/telemetry/x', 'not json');
+  let thrown: unknown;
+  try {
+    m.json();
+  } catch (error) {
+    thrown = error;
+  }
+  assert.ok(thrown instanceof FerryError);
+  assert.equal(thrown.code, 'MESSAGE_REJECTED');
+  assert.equal(thrown.retryable, false);
+  assert.match(thrown.message, new RegExp(`the payload of message ${m.id} on 'devices/s-1/telemetry/x' is not JSON`));
+  assert.equal(culpritOf(new Error('wrapped', { cause: thrown })), ticketOf(m));
+  assert.equal(culpritOf(new Error('other')), undefined);
+});
+
+test('an output passed on unchanged keeps the message; a changed one gets a new id and its own fields', () => {
+  const { message, context } = setup();
+  const m = message('devices/s-1/telemetry/x', '{"celsius":30}');
+  const same = m.to('out');
+  assert.deepEqual([same.sink, same.id, same.topic, Buffer.from(same.payload).toString(), same.timestamp, same.clientId, same.headers], ['out', m.id, m.topic, '{"celsius":30}', m.timestamp, 'dev-1', { trace: 't1' }]);
+  assert.deepEqual(same.from, [m]);
+
+  const enriched = context.tools.to('alerts', m, { json: { celsius: 30, site: 'north' }, key: 's-1', topic: 'alerts/s-1' });
+  assert.notEqual(enriched.id, m.id);
+  assert.equal(Buffer.from(enriched.payload).toString(), '{"celsius":30,"site":"north"}');
+  assert.deepEqual([enriched.key, enriched.topic], ['s-1', 'alerts/s-1']);
+  assert.equal(context.tools.to('alerts', m, { json: 1, id: m.id }).id, m.id);
+});
+
+test('an aggregate needs a payload; it is about a device only when all its messages are', () => {
+  const { message, context } = setup();
+  const a = message('devices/s-1/telemetry/x', '1', 'dev-1');
+  const b = message('devices/s-1/telemetry/x', '2', 'dev-1');
+  const c = message('devices/s-2/telemetry/x', '3', 'dev-2');
+  assert.throws(() => context.tools.to('out', [a, b]), /built from 2 messages needs a payload or json/);
+  assert.equal(context.tools.to('out', [a, b], { payload: 'sum=3' }).clientId, 'dev-1');
+  assert.equal(context.tools.to('out', [a, c], { payload: 'sum=4' }).clientId, undefined);
+  assert.throws(() => context.tools.to('out', [], { payload: 'tick' }), /built from no message needs a topic/);
+  assert.equal(context.tools.to('out', [], { payload: 'tick', topic: 'ticks' }).from.length, 0);
+  assert.throws(() => context.tools.to('nowhere' as 'out', a), /tools.to\('nowhere', \.\.\.\) names no sink of the bridge; its sinks \(the keys of `to`\) are: out, alerts/);
+  assert.throws(() => context.tools.to('out', a, { payload: 'x', json: 1 }), /has both payload and json/);
+});
+
+test('the ack rule: acked once released and every output confirmed; nacked at the first failure; settled once', () => {
+  const { tracker, message, settled } = setup();
+  const m = message('devices/s-1/telemetry/x', '1');
+  const ticket = ticketOf(m) as Ticket;
+  tracker.hold([ticket]);
+  tracker.hold([ticket]);
+  tracker.confirm([ticket]);
+  tracker.releaseAll();
+  assert.deepEqual(settled, [], 'one output not confirmed yet');
+  tracker.confirm([ticket]);
+  assert.deepEqual(settled, [`${m.id}:acked`]);
+  assert.equal(tracker.open, 0);
+
+  const n = message('devices/s-1/telemetry/x', '2');
+  const other = ticketOf(n) as Ticket;
+  tracker.hold([other]);
+  tracker.fail([other], new Error('sink down'));
+  tracker.confirm([other]);
+  tracker.releaseAll();
+  assert.deepEqual(settled.slice(1), [`${n.id}:nacked`]);
+});
+
+test('message.reject settles the message as a permanent failure', () => {
+  const { message, rejected, settled } = setup();
+  const m = message('devices/s-1/telemetry/x', '1');
+  m.reject('negative reading');
+  assert.equal(rejected[0], ticketOf(m));
+  assert.deepEqual(settled, [`${m.id}:nacked`]);
+});
+
+test('a key path of a TypeScript definition is found in its text', () => {
+  const text = [
+    "import { defineBridge } from 'ferry';",
+    'const from = 1;',
+    'export default defineBridge<Reading>({',
+    "  name: 'x',",
+    "  from: { mqtt: { topics: ['a/#'] } },",
+    '  to: {',
+    "    'alerts': { kafka: { topic: 'bad topic' } },",
+    '  },',
+    '  handle(messages) {',
+    '    return messages;',
+    '  },',
+    '});',
+  ].join('\n');
+  assert.deepEqual(locateKey(text, ['from', 'mqtt', 'topics', 0]), { line: 5, column: 19 });
+  assert.deepEqual(locateKey(text, ['to', 'alerts', 'kafka', 'topic']), { line: 7, column: 26 });
+  assert.deepEqual(locateKey(text, ['handle']), { line: 9, column: 3 });
+  assert.deepEqual(locateKey(text, ['buffer', 'windowSize']), { line: 0, column: 0 });
+});
+
+test('reachability: a message nothing holds is found by the garbage collector and acked; one still held is not', async () => {
+  const { tracker, message, settled } = setup();
+  const kept = message('devices/s-1/telemetry/x', 'kept');
+  const droppedId = ((): string => message('devices/s-1/telemetry/x', 'dropped').id)();
+  assert.equal(tracker.held, 2);
+  for (let i = 0; i < 3 && settled.length === 0; i++) {
+    garbageCollector()();
+    await sleep(20);
+  }
+  assert.deepEqual(settled, [`${droppedId}:acked`]);
+  assert.equal(tracker.held, 1);
+  assert.equal(kept.text(), 'kept');
+});
