@@ -3,7 +3,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, test } from 'node:test';
-import { type GatewayConfig, loadConfig } from '../../../src/config/load.ts';
+import { pathToFileURL } from 'node:url';
+import { type GatewayConfig, loadConfig, loadGatewayConfig } from '../../../src/config/load.ts';
 import { hashPassword } from '../../../src/mqtt/password.ts';
 import { componentKinds } from '../../../src/runtime/registry.ts';
 import { devicesChanged, planBridges, restartNeeded } from '../../../src/runtime/reload-plan.ts';
@@ -83,4 +84,21 @@ test('a changed device profile is a device change; the same profile in another f
   const before = load({ 'gateway.yaml': GATEWAY, 'devices/a.yaml': profile('sensor') });
   assert.equal(devicesChanged(before, load({ 'gateway.yaml': GATEWAY, 'devices/b.yaml': profile('sensor') })), false);
   assert.equal(devicesChanged(before, load({ 'gateway.yaml': GATEWAY, 'devices/a.yaml': profile('probe') })), true);
+});
+
+test('a TypeScript bridge is unchanged while its file is, and changed once the file is edited', async () => {
+  const root = newRoot();
+  const api = pathToFileURL(join(process.cwd(), 'src/index.ts')).href;
+  const handler = (topic: string) =>
+    `import { defineBridge } from '${api}';\nexport default defineBridge({ name: 'ts', from: { mqtt: { topics: ['${topic}'] } }, to: { out: { history: {} } }, handle: (m) => m.pipe() });\n`;
+  const loadTs = (files: Record<string, string>) => {
+    for (const [path, text] of Object.entries(files)) writeFileSync(join(root, path), text);
+    return loadGatewayConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {}, cwd: root });
+  };
+  const first = await loadTs({ 'gateway.yaml': GATEWAY, 'bridges/ts.ts': handler('a/#') });
+  const same = await loadTs({});
+  assert.deepEqual(planBridges(first.bridgeConfigs, same.bridgeConfigs), { added: [], removed: [], changed: [], unchanged: ['ts'] });
+  const edited = await loadTs({ 'bridges/ts.ts': handler('b/#') });
+  const plan = planBridges(same.bridgeConfigs, edited.bridgeConfigs);
+  assert.deepEqual(plan.changed.map((b) => [b.name, (b.from['mqtt'] as { topics: string[] }).topics]), [['ts', ['b/#']]]);
 });
