@@ -173,6 +173,7 @@ class Consumption {
 
   #onAssignment(assignment: Readonly<Record<string, readonly number[]>>): void {
     const owned = new Set(Object.entries(assignment).flatMap(([topic, partitions]) => partitions.map((p) => key(topic, p))));
+    this.#ctx.logger.info({ assignment }, `${this.#component}: joined the group`);
     for (const [k, p] of this.#partitions) {
       if (owned.has(k)) {
         // A new consumer or generation fetches from the committed offset, and does not know our pauses.
