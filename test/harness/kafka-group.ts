@@ -11,6 +11,8 @@ export interface KafkaTestClient {
   committed(groupId: string, topic: string): Promise<Record<number, string>>;
   /** Polls `committed` until `check` holds; rejects with the last value after `timeoutMs`. */
   waitForCommitted(groupId: string, topic: string, check: (offsets: Record<number, string>) => boolean, timeoutMs?: number): Promise<Record<number, string>>;
+  /** The group's state as the coordinator sees it ("Stable", "Empty", "Dead", ...). */
+  groupState(groupId: string): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -45,6 +47,10 @@ export async function kafkaTestClient(brokers: string[]): Promise<KafkaTestClien
         last = await committed(groupId, topic);
       }
       return last;
+    },
+    groupState: async (groupId) => {
+      const { groups } = await admin.describeGroups([groupId]);
+      return groups[0]?.state ?? 'Unknown';
     },
     close: async () => {
       await Promise.all([admin.disconnect(), producer.disconnect()]);
