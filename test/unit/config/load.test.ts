@@ -38,7 +38,11 @@ const history = 'name: h\nfrom:\n  mqtt:\n    topics: [devices/+/telemetry/#]\nt
 
 test('the shipped example config validates, with and without KAFKA_BROKERS', () => {
   const plain = loadConfig('config/gateway.yaml', { kinds: componentKinds, env: {} });
-  assert.deepEqual(plain.bridgeConfigs.map((b) => [b.name, b.enabled]), [['telemetry-history', true], ['telemetry-to-kafka', false]]);
+  assert.deepEqual(plain.bridgeConfigs.map((b) => [b.name, b.enabled]), [
+    ['commands-to-devices', false],
+    ['telemetry-history', true],
+    ['telemetry-to-kafka', false],
+  ]);
   assert.ok(plain.deviceProfiles.length >= 1);
   assert.equal(plain.mqtt.port, 1883);
 
@@ -46,6 +50,10 @@ test('the shipped example config validates, with and without KAFKA_BROKERS', () 
   const kafka = withKafka.bridgeConfigs.find((b) => b.name === 'telemetry-to-kafka');
   assert.equal(kafka?.enabled, true);
   assert.deepEqual((kafka?.to[0] as { kafka: { brokers: string[] } }).kafka.brokers, ['k1:9092', 'k2:9093']);
+  const commands = withKafka.bridgeConfigs.find((b) => b.name === 'commands-to-devices');
+  assert.equal(commands?.enabled, true);
+  assert.deepEqual((commands?.from as { kafka: { topics: string[]; fromBeginning: boolean } }).kafka.topics, ['ferry.commands']);
+  assert.deepEqual(commands?.to[0], { devices: { topic: 'devices/${key}/commands', qos: 1, retain: false, expiryMs: 3_600_000, stopTimeoutMs: 2000 } });
 });
 
 test('three mistakes in two files are all reported with file, line, column and path', () => {
@@ -71,7 +79,7 @@ test('unknown kinds, missing keys, bad filters, duplicate names and unset variab
   assert.deepEqual(problems(root), [
     "bridges/b.yaml:1:7: name: bridge name 'h' is already used in bridges/a.yaml",
     "bridges/c.yaml:4:14: from.mqtt.topics[0]: invalid topic filter 'a/#/b': '#' must be a whole level and the last one",
-    "bridges/c.yaml:6:5: to[0]: unknown kind 'histroy' (expected exactly one of: history, kafka)",
+    "bridges/c.yaml:6:5: to[0]: unknown kind 'histroy' (expected exactly one of: history, kafka, devices)",
     'bridges/d.yaml:5:16: to[0].kafka.brokers: environment variable BROKERS is not set (give a default with ${BROKERS:-value})',
     'bridges/d.yaml:5:7: to[0].kafka.topic: missing required key (expected string, received undefined)',
   ]);
