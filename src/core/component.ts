@@ -15,6 +15,12 @@ export interface ComponentContext {
   readonly dataDir: string;
   /** The bridge this component belongs to. */
   readonly bridge: string;
+  /**
+   * Hands the bridge work a component still does after it was unsubscribed (a source's last
+   * offset commit, leaving its consumer group): the bridge's stop waits for it. Absent when
+   * nothing waits.
+   */
+  readonly afterStop?: (work: Promise<void>) => void;
 }
 
 /**

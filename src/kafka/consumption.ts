@@ -94,14 +94,16 @@ class Consumption {
     this.#timers.clear();
     const consumer = this.#consumer;
     for (const p of this.#partitions.values()) if (!p.paused) consumer?.pause(p.topic, p.partition);
-    this.#settle()
+    const stopped = this.#settle()
       .then(() => this.#commit())
       .catch((error: unknown) => this.#ctx.logger.warn({ err: error }, `${this.#component}: last commit failed`))
-      .finally(() => {
+      .then(async () => {
         const unacked = [...this.#partitions.values()].reduce((n, p) => n + p.window.size, 0);
         if (unacked > 0) this.#ctx.logger.warn({ unacked }, `${this.#component}: stopped with messages not acked; they are read again on the next start`);
-        consumer?.disconnect().catch((error: unknown) => this.#ctx.logger.warn({ err: error }, `${this.#component}: disconnect failed`));
+        // Leaving the group hands its partitions over now rather than after sessionTimeoutMs.
+        await consumer?.disconnect().catch((error: unknown) => this.#ctx.logger.warn({ err: error }, `${this.#component}: disconnect failed`));
       });
+    this.#ctx.afterStop?.(stopped);
   }
 
   #restart(failed: KafkaConsumer): void {

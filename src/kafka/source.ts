@@ -21,7 +21,7 @@ const schema = z.strictObject({
     examples: [1000],
   }),
   retryBackoffMs: z.int().min(1).default(1000).meta({ description: 'Wait before a message a sink refused (retryably) is delivered again; doubles per attempt up to 60 s.', examples: [1000] }),
-  stopTimeoutMs: z.int().min(0).default(5000).meta({ description: 'On stop, how long to wait for messages in flight to be acked before the last commit; the rest is read again on the next start.', examples: [5000] }),
+  stopTimeoutMs: z.int().min(0).default(2000).meta({ description: 'On stop, how long to wait for messages in flight to be acked before the last commit; the rest is read again on the next start.', examples: [2000] }),
   sessionTimeoutMs: z.int().min(1000).default(30000).meta({ description: 'Group session timeout: a member silent this long loses its partitions.', examples: [30000] }),
   heartbeatIntervalMs: z.int().min(100).default(3000).meta({ description: 'Group heartbeat interval (well below sessionTimeoutMs).', examples: [3000] }),
   connectionTimeoutMs: z.int().min(1).default(3000).meta({ description: 'TCP connect timeout to a broker.', examples: [3000] }),

@@ -61,12 +61,19 @@ export class RunningBridge {
   #state: BridgeStatus['state'] = 'running';
   #pendingSinks = 0;
   #allDone: (() => void) | undefined;
+  readonly #afterStop: Promise<void>[] = [];
 
   constructor(config: BridgeConfig, deps: BridgeDeps) {
     this.config = config;
     const { store, writer, counters } = deps;
     this.#logger = deps.logger.child({ bridge: config.name });
-    const ctx: ComponentContext = { logger: this.#logger, counters, dataDir: deps.dataDir, bridge: config.name };
+    const ctx: ComponentContext = {
+      logger: this.#logger,
+      counters,
+      dataDir: deps.dataDir,
+      bridge: config.name,
+      afterStop: (work) => this.#afterStop.push(work.catch(() => {})),
+    };
     const runtime = { broker: deps.broker };
 
     const [sourceKind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
@@ -136,7 +143,7 @@ export class RunningBridge {
     }
   }
 
-  /** Stops taking messages; resolves when every sink settled the window it held. */
+  /** Stops taking messages; resolves when every sink settled the window it held and the source finished stopping. */
   stop(): Promise<void> {
     if (this.#state === 'running') this.#state = 'stopped';
     clearInterval(this.#expiry);
@@ -149,7 +156,7 @@ export class RunningBridge {
       if (sink.input instanceof Subject) sink.input.complete();
       else sink.input.stop();
     }
-    return done;
+    return done.then(() => Promise.all(this.#afterStop)).then(() => {});
   }
 
   /** Tears everything down at once, without waiting for writes. */

@@ -36,10 +36,15 @@ async function start(extraEnv: Record<string, string> = {}): Promise<Setup> {
   return { gw, kafka, topic, group };
 }
 
-async function stop({ gw, kafka }: Setup): Promise<void> {
+/** SIGTERM; the gateway must leave its consumer group on the way out, not after the session timeout. */
+async function stop({ gw, kafka, group }: Setup): Promise<void> {
   gw.child.kill('SIGTERM');
-  await kafka.close();
-  assert.equal(await gw.exited, 0);
+  try {
+    assert.equal(await gw.exited, 0);
+    assert.equal(await kafka.groupState(group), 'Empty', 'the gateway exited without leaving its consumer group');
+  } finally {
+    await kafka.close();
+  }
 }
 
 async function counter(gw: RunningFerry, name: string): Promise<number> {

@@ -1,4 +1,4 @@
-import { connectAsync, type MqttClient } from 'mqtt';
+import { connect, type MqttClient } from 'mqtt';
 
 /** A command a device received. */
 export interface ReceivedCommand {
@@ -37,13 +37,21 @@ export async function connectCommandDevice(url: string, options: CommandDeviceOp
   const held: (() => void)[] = [];
   let holding = options.holdAcks ?? false;
   let wake: (() => void) | undefined;
-  const client = await connectAsync(url, { clientId: options.clientId, clean: options.clean ?? true, reconnectPeriod: 0 });
+  // The handler is in place before CONNACK: a persistent session's queued messages follow it at once.
+  const client = connect(url, { clientId: options.clientId, clean: options.clean ?? true, reconnectPeriod: 0 });
   client.handleMessage = (packet, callback) => {
     received.push({ topic: packet.topic, payload: Buffer.from(packet.payload), qos: packet.qos });
     wake?.();
     if (holding) held.push(() => callback());
     else callback();
   };
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve());
+    client.once('error', (error) => {
+      client.end(true);
+      reject(error);
+    });
+  });
   if (options.subscribe ?? true) await client.subscribeAsync(options.filter, { qos: 1 });
   return {
     client,
