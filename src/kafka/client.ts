@@ -222,6 +222,7 @@ async function openConsumer(options: KafkaConsumerOptions): Promise<Consumer> {
     groupId: options.groupId,
     sessionTimeout: options.sessionTimeoutMs,
     heartbeatInterval: options.heartbeatIntervalMs,
-    allowAutoTopicCreation: false,
+    // Like the producer: a topic named in a bridge is created on first use when the cluster allows it.
+    allowAutoTopicCreation: true,
   });
 }

@@ -177,11 +177,10 @@ class Consumption {
     const owned = new Set(Object.entries(assignment).flatMap(([topic, partitions]) => partitions.map((p) => key(topic, p))));
     this.#ctx.logger.info({ assignment }, `${this.#component}: joined the group`);
     for (const [k, p] of this.#partitions) {
-      if (owned.has(k)) {
-        // A new consumer or generation fetches from the committed offset, and does not know our pauses.
-        p.paused = false;
-        continue;
-      }
+      // Kept: its window. A partition paused here is resumed on the next ack (harmless if a
+      // new consumer never paused it); the new generation fetches from the committed offset
+      // and #onBatch skips what the window took already.
+      if (owned.has(k)) continue;
       this.#partitions.delete(k);
       if (p.window.size > 0) this.#ctx.logger.info({ topic: p.topic, partition: p.partition, unacked: p.window.size }, `${this.#component}: partition reassigned; its unacked messages are read again by its new owner`);
     }

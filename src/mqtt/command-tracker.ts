@@ -35,6 +35,8 @@ interface Pending {
   /** Clients that were sent or will be sent the message with a packet id, for the no-subscriber check. */
   forwarded: number;
   deliveredQos0: boolean;
+  /** Where this command's packet ids are recorded, to forget them once it is settled. */
+  readonly copies: { readonly sent: Map<number, Pending>; readonly id: number }[];
   readonly settle: (outcome: CommandOutcome) => void;
 }
 
@@ -99,10 +101,12 @@ export class CommandTracker {
     const pending: Pending = {
       forwarded: 0,
       deliveredQos0: false,
+      copies: [],
       settle: (result) => {
         if (this.#pending.get(counter) !== pending) return;
         this.#pending.delete(counter);
         clearTimeout(timer);
+        for (const { sent, id } of pending.copies) if (sent.get(id) === pending) sent.delete(id);
         settle(result);
       },
     };
@@ -150,6 +154,7 @@ export class CommandTracker {
       this.#sent.set(client, sent);
     }
     sent.set(packet.messageId, pending);
+    pending.copies.push({ sent, id: packet.messageId });
     return packet;
   }
 
@@ -159,7 +164,6 @@ export class CommandTracker {
       const sent = this.#sent.get(client);
       const pending = sent?.get(packet.messageId);
       if (pending === undefined) return;
-      sent?.delete(packet.messageId);
       pending.settle({ status: 'acked', clientId: client.id });
     });
   }

@@ -145,7 +145,8 @@ test('a command its device never takes expires after expiryMs: counted, and its 
     await kafka.produce(topic, [{ key: 'lamp-3', value: 'off' }]);
     const received = await back.waitFor(1);
     await back.end();
-    assert.deepEqual(received.map((c) => c.payload.toString()), ['off']);
+    // QoS 1 is at least once: a command published while the session is being resumed may come twice.
+    assert.deepEqual([...new Set(received.map((c) => c.payload.toString()))], ['off']);
   } finally {
     await stop(setup);
   }
