@@ -140,6 +140,7 @@ export interface KafkaConsumerOptions {
   readonly fromBeginning: boolean;
   readonly sessionTimeoutMs: number;
   readonly heartbeatIntervalMs: number;
+  readonly maxWaitTimeMs: number;
   readonly connectionTimeoutMs: number;
   readonly requestTimeoutMs: number;
   readonly logger: Logger;
@@ -222,6 +223,8 @@ async function openConsumer(options: KafkaConsumerOptions): Promise<Consumer> {
     groupId: options.groupId,
     sessionTimeout: options.sessionTimeoutMs,
     heartbeatInterval: options.heartbeatIntervalMs,
+    // Also how long kafkajs sleeps when every partition is paused: a resume waits for it.
+    maxWaitTimeInMs: options.maxWaitTimeMs,
     // Like the producer: a topic named in a bridge is created on first use when the cluster allows it.
     allowAutoTopicCreation: true,
   });

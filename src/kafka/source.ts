@@ -24,6 +24,10 @@ const schema = z.strictObject({
   stopTimeoutMs: z.int().min(0).default(2000).meta({ description: 'On stop, how long to wait for messages in flight to be acked before the last commit; the rest is read again on the next start.', examples: [2000] }),
   sessionTimeoutMs: z.int().min(1000).default(30000).meta({ description: 'Group session timeout: a member silent this long loses its partitions.', examples: [30000] }),
   heartbeatIntervalMs: z.int().min(100).default(3000).meta({ description: 'Group heartbeat interval (well below sessionTimeoutMs).', examples: [3000] }),
+  maxWaitTimeMs: z.int().min(10).default(500).meta({
+    description: 'Longest a fetch waits for new messages; also how soon a partition paused for a full window is read again.',
+    examples: [500],
+  }),
   connectionTimeoutMs: z.int().min(1).default(3000).meta({ description: 'TCP connect timeout to a broker.', examples: [3000] }),
   requestTimeoutMs: z.int().min(1).default(30000).meta({ description: 'Request timeout.', examples: [30000] }),
 }).refine((c) => c.heartbeatIntervalMs < c.sessionTimeoutMs, {
