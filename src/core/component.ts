@@ -22,6 +22,12 @@ export interface ComponentContext {
    * templates take their `${1}` and `${#}` captures; empty when the source has none.
    */
   readonly sourceFilters?: readonly string[];
+  /**
+   * Hands the bridge work a component still does after it was unsubscribed (a source's last
+   * offset commit, leaving its consumer group): the bridge's stop waits for it. Absent when
+   * nothing waits.
+   */
+  readonly afterStop?: (work: Promise<void>) => void;
 }
 
 /** A message template in a component's config, and where it is (relative to the config). */

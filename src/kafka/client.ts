@@ -1,4 +1,5 @@
 import type { Producer } from 'kafkajs';
+import type { Consumer, IHeaders } from 'kafkajs';
 import type { Logger } from 'pino';
 import { type Compression, useCompression } from './codecs.ts';
 
@@ -102,4 +103,150 @@ async function openProducer(options: KafkaProducerOptions): Promise<{ producer: 
     ...(options.maxInFlightRequests === undefined ? {} : { maxInFlightRequests: options.maxInFlightRequests }),
   });
   return { producer, compression };
+}
+
+// ---------------------------------------------------------------------------------------
+// Consumer: reads topics in a consumer group; offsets are committed by the caller only.
+
+/** One record read from Kafka. */
+export interface KafkaInboundRecord {
+  readonly offset: string;
+  readonly key: string | undefined;
+  readonly value: Uint8Array;
+  /** Header values as UTF-8 text; a repeated header keeps its last value. */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly timestamp: number;
+}
+
+/** What a batch handler may do while it holds a batch. */
+export interface KafkaBatchControl {
+  /** Marks the records up to `offset` as taken, so the next fetch starts after it. It commits nothing. */
+  resolve(offset: string): void;
+  /** False once the consumer is stopping or the partition was reassigned: leave the batch. */
+  active(): boolean;
+  heartbeat(): Promise<void>;
+}
+
+export interface KafkaConsumerHandlers {
+  /**
+   * One fetched batch of one partition. Records not resolved when the returned promise
+   * settles are fetched again (after a `resume` if the partition was paused).
+   */
+  onBatch(topic: string, partition: number, records: readonly KafkaInboundRecord[], control: KafkaBatchControl): Promise<void>;
+  /** After every group join: the partitions this member owns now, by topic. */
+  onAssignment(assignment: Readonly<Record<string, readonly number[]>>): void;
+  /** The client failed; `restarting` tells whether it reconnects by itself. */
+  onCrash(error: Error, restarting: boolean): void;
+}
+
+/**
+ * The slice of a Kafka group consumer that Ferry calls. Nothing is committed automatically:
+ * `commit` writes the offsets it is given (the next offset to read, per partition).
+ */
+export interface KafkaConsumer {
+  connect(): Promise<void>;
+  /** Subscribes to the topics and starts fetching; resolves once running. */
+  run(handlers: KafkaConsumerHandlers): Promise<void>;
+  pause(topic: string, partition: number): void;
+  resume(topic: string, partition: number): void;
+  commit(offsets: readonly { readonly topic: string; readonly partition: number; readonly offset: string }[]): Promise<void>;
+  disconnect(): Promise<void>;
+}
+
+export interface KafkaConsumerOptions {
+  readonly brokers: readonly string[];
+  readonly clientId: string;
+  readonly groupId: string;
+  readonly topics: readonly string[];
+  readonly fromBeginning: boolean;
+  readonly sessionTimeoutMs: number;
+  readonly heartbeatIntervalMs: number;
+  readonly maxWaitTimeMs: number;
+  readonly connectionTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly logger: Logger;
+}
+
+/** A kafkajs group consumer, loaded on first connect like the producer. */
+export function createKafkaConsumer(options: KafkaConsumerOptions): KafkaConsumer {
+  let consumer: Consumer | undefined;
+  const opened = (): Consumer => {
+    if (consumer === undefined) throw new Error('consumer is not connected');
+    return consumer;
+  };
+  return {
+    connect: async () => {
+      consumer ??= await openConsumer(options);
+      await consumer.connect();
+    },
+    disconnect: async () => {
+      await consumer?.disconnect();
+    },
+    run: async (handlers) => {
+      const c = opened();
+      c.on(c.events.GROUP_JOIN, (event) => handlers.onAssignment(event.payload.memberAssignment));
+      c.on(c.events.CRASH, (event) => handlers.onCrash(event.payload.error, event.payload.restart));
+      await c.subscribe({ topics: [...options.topics], fromBeginning: options.fromBeginning });
+      await c.run({
+        autoCommit: false,
+        eachBatchAutoResolve: false,
+        eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+          const records = batch.messages.map(
+            (m): KafkaInboundRecord => ({
+              offset: m.offset,
+              key: m.key === null || m.key === undefined ? undefined : m.key.toString('utf8'),
+              value: m.value ?? Buffer.alloc(0),
+              headers: headerText(m.headers),
+              timestamp: Number(m.timestamp),
+            }),
+          );
+          await handlers.onBatch(batch.topic, batch.partition, records, {
+            resolve: (offset) => resolveOffset(offset),
+            active: () => isRunning() && !isStale(),
+            heartbeat,
+          });
+        },
+      });
+    },
+    pause: (topic, partition) => opened().pause([{ topic, partitions: [partition] }]),
+    resume: (topic, partition) => opened().resume([{ topic, partitions: [partition] }]),
+    commit: async (offsets) => {
+      await opened().commitOffsets(offsets.map((o) => ({ topic: o.topic, partition: o.partition, offset: o.offset })));
+    },
+  };
+}
+
+function headerText(headers: IHeaders | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    const last = Array.isArray(value) ? value.at(-1) : value;
+    if (last !== undefined) out[name] = last.toString();
+  }
+  return out;
+}
+
+async function openConsumer(options: KafkaConsumerOptions): Promise<Consumer> {
+  const { Kafka, logLevel } = await import('kafkajs');
+  const kafka = new Kafka({
+    clientId: options.clientId,
+    brokers: [...options.brokers],
+    connectionTimeout: options.connectionTimeoutMs,
+    requestTimeout: options.requestTimeoutMs,
+    logLevel: logLevel.WARN,
+    logCreator: () => ({ namespace, level, log }) => {
+      const { message, ...extra } = log;
+      const line = { kafkajs: namespace, ...extra };
+      if (level <= logLevel.ERROR) options.logger.error(line, message);
+      else options.logger.warn(line, message);
+    },
+  });
+  return kafka.consumer({
+    groupId: options.groupId,
+    sessionTimeout: options.sessionTimeoutMs,
+    heartbeatInterval: options.heartbeatIntervalMs,
+    // Also how long kafkajs sleeps when every partition is paused: a resume waits for it.
+    maxWaitTimeInMs: options.maxWaitTimeMs,
+    // Like the producer: a topic named in a bridge is created on first use when the cluster allows it.
+    allowAutoTopicCreation: true,
+  });
 }

@@ -12,6 +12,7 @@ import type { DeviceAuthenticator, Refusal } from './auth.ts';
 import { type Connection, type Listener, type ListenerOptions, type TlsSettings, type WebSocketListenerOptions, listenerSpecs, openListeners } from './listeners.ts';
 import { guardConnection } from './packet-guard.ts';
 import { watchConnections } from './connection-events.ts';
+import { type Command, CommandTracker, type PublishedCommand } from './command-tracker.ts';
 
 const DEFAULT_MAX_PACKET_BYTES = 256 * 1024;
 const DEFAULT_TOPIC_LIMITS: TopicLimits = { maxLength: 1024, maxLevels: 32 };
@@ -67,10 +68,12 @@ export class EmbeddedBroker {
   readonly #addresses = new WeakMap<object, string>();
   #inFlight = 0;
   #drained: (() => void) | undefined;
+  readonly #commands: CommandTracker;
 
   private constructor(aedes: Aedes, options: EmbeddedBrokerOptions) {
     this.#aedes = aedes;
     this.#options = options;
+    this.#commands = new CommandTracker(aedes);
   }
 
   static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
@@ -94,6 +97,8 @@ export class EmbeddedBroker {
       authorizePublish: (client, packet, callback) => {
         self().#onPublish(client, packet, callback);
       },
+      // Before the broker object exists only aedes' own $SYS messages go out.
+      authorizeForward: (client, packet) => (broker === undefined ? packet : broker.#commands.forward(client, packet)),
     });
     broker = new EmbeddedBroker(aedes, options);
     watchConnections(aedes, options.logger, options.counters);
@@ -143,6 +148,14 @@ export class EmbeddedBroker {
         this.#taps.delete(tap);
       };
     });
+  }
+
+  /**
+   * Publishes a message to the devices subscribed to its topic (no ACL: it comes from the
+   * gateway's operator); the outcome tells when a device acknowledged it. See CommandTracker.
+   */
+  publishCommand(command: Command): PublishedCommand {
+    return this.#commands.publish(command);
   }
 
   /** Stops accepting connections; resolves when in-flight deliveries settled or `timeoutMs` passed. */

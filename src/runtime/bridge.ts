@@ -91,6 +91,7 @@ export class RunningBridge implements GatewayBridge {
   #state: BridgeStatus['state'] = 'running';
   #pendingSinks = 0;
   #allDone: (() => void) | undefined;
+  readonly #afterStop: Promise<void>[] = [];
 
   constructor(config: BridgeConfig, deps: BridgeDeps) {
     this.config = config;
@@ -102,7 +103,15 @@ export class RunningBridge implements GatewayBridge {
     const sourceComponent = findSource(sourceKind);
     if (sourceComponent === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
     const sourceFilters = sourceComponent.filters?.(sourceConfig as never) ?? [];
-    const ctx: ComponentContext = { logger: this.#logger, counters, dataDir: deps.dataDir, bridge: config.name, sourceFilters, configDir: dirname(resolve(config.file)) };
+    const ctx: ComponentContext = {
+      logger: this.#logger,
+      counters,
+      dataDir: deps.dataDir,
+      bridge: config.name,
+      sourceFilters,
+      configDir: dirname(resolve(config.file)),
+      afterStop: (work) => this.#afterStop.push(work.catch(() => {})),
+    };
     const buffered = sourceComponent.keepsMessages !== true;
 
     const names = sinkNames(config);
@@ -174,7 +183,7 @@ export class RunningBridge implements GatewayBridge {
     }
   }
 
-  /** Stops taking messages; resolves when every sink settled the window it held. */
+  /** Stops taking messages; resolves when every sink settled the window it held and the source finished stopping. */
   stop(): Promise<void> {
     if (this.#state === 'running') this.#state = 'stopped';
     clearInterval(this.#expiry);
@@ -187,7 +196,7 @@ export class RunningBridge implements GatewayBridge {
       if (sink.input instanceof Subject) sink.input.complete();
       else sink.input.stop();
     }
-    return done;
+    return done.then(() => Promise.all(this.#afterStop)).then(() => {});
   }
 
   /** Tears everything down at once, without waiting for writes. */

@@ -3,6 +3,8 @@ import type { ComponentKinds } from '../config/schema.ts';
 import type { SinkComponent, SourceComponent } from '../core/component.ts';
 import type { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
 import { kafkaSink } from '../kafka/sink.ts';
+import { kafkaSource } from '../kafka/source.ts';
+import { deviceSink } from '../mqtt/device-sink.ts';
 import { mqttSource } from '../mqtt/source.ts';
 import { mqttClientSource } from '../mqtt/client-source.ts';
 import { mqttClientSink } from '../mqtt/client-sink.ts';
@@ -14,8 +16,8 @@ export interface RuntimeDeps {
 }
 
 /** Every component kind a bridge can name. A new technology adds its line here. */
-export const sources: readonly SourceComponent<z.ZodType, RuntimeDeps | void>[] = [mqttSource, mqttClientSource];
-export const sinks: readonly SinkComponent<z.ZodType, RuntimeDeps | void>[] = [historySink, kafkaSink, mqttClientSink];
+export const sources: readonly SourceComponent<z.ZodType, RuntimeDeps | void>[] = [mqttSource, mqttClientSource, kafkaSource];
+export const sinks: readonly SinkComponent<z.ZodType, RuntimeDeps | void>[] = [historySink, kafkaSink, mqttClientSink, deviceSink];
 
 export const componentKinds: ComponentKinds = { sources, sinks };
 

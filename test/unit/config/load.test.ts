@@ -38,7 +38,11 @@ const history = 'name: h\nfrom:\n  mqtt:\n    topics: [devices/+/telemetry/#]\nt
 
 test('the shipped example config validates, with and without KAFKA_BROKERS', () => {
   const plain = loadConfig('config/gateway.yaml', { kinds: componentKinds, env: {} });
-  assert.deepEqual(plain.bridgeConfigs.map((b) => [b.name, b.enabled]), [['telemetry-history', true], ['telemetry-to-kafka', false]]);
+  assert.deepEqual(plain.bridgeConfigs.map((b) => [b.name, b.enabled]), [
+    ['commands-to-devices', false],
+    ['telemetry-history', true],
+    ['telemetry-to-kafka', false],
+  ]);
   // TypeScript bridges are listed, not loaded, by the synchronous loader (`ferry validate` checks them: test/e2e/handlers.test.ts).
   assert.deepEqual(plain.bridgeModules.map((path) => relative('bridges', path.slice(path.indexOf('bridges')))), ['alarm-alerts.ts', 'temperature-rollups.ts']);
   assert.ok(plain.deviceProfiles.length >= 1);
@@ -48,6 +52,10 @@ test('the shipped example config validates, with and without KAFKA_BROKERS', () 
   const kafka = withKafka.bridgeConfigs.find((b) => b.name === 'telemetry-to-kafka');
   assert.equal(kafka?.enabled, true);
   assert.deepEqual((kafka?.to as readonly { kafka: { brokers: string[] } }[])[0]?.kafka.brokers, ['k1:9092', 'k2:9093']);
+  const commands = withKafka.bridgeConfigs.find((b) => b.name === 'commands-to-devices');
+  assert.equal(commands?.enabled, true);
+  assert.deepEqual((commands?.from as { kafka: { topics: string[]; fromBeginning: boolean } }).kafka.topics, ['ferry.commands']);
+  assert.deepEqual((commands?.to as readonly Record<string, unknown>[])[0], { devices: { topic: 'devices/${key}/commands', qos: 1, retain: false, expiryMs: 3_600_000, stopTimeoutMs: 2000 } });
 });
 
 test('three mistakes in two files are all reported with file, line, column and path', () => {
@@ -73,7 +81,7 @@ test('unknown kinds, missing keys, bad filters, duplicate names and unset variab
   assert.deepEqual(problems(root), [
     "bridges/b.yaml:1:7: name: bridge name 'h' is already used in bridges/a.yaml",
     "bridges/c.yaml:4:14: from.mqtt.topics[0]: invalid topic filter 'a/#/b': '#' must be a whole level and the last one",
-    "bridges/c.yaml:6:5: to[0]: unknown kind 'histroy' (expected exactly one of: history, kafka, mqttClient)",
+    "bridges/c.yaml:6:5: to[0]: unknown kind 'histroy' (expected exactly one of: history, kafka, mqttClient, devices)",
     'bridges/d.yaml:5:16: to[0].kafka.brokers: environment variable BROKERS is not set (give a default with ${BROKERS:-value})',
     'bridges/d.yaml:5:7: to[0].kafka.topic: missing required key (expected string, received undefined)',
   ]);

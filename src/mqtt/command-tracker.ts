@@ -1,0 +1,190 @@
+import type { EventEmitter } from 'node:events';
+import type { Aedes, AedesPublishPacket, Client } from 'aedes';
+import { topicMatches } from '../core/topic.ts';
+
+/** A message the gateway publishes to devices. */
+export interface Command {
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly qos: 0 | 1;
+  readonly retain: boolean;
+  /** Epoch ms after which the command is no longer sent to a device that comes back. */
+  readonly expiresAt: number;
+}
+
+export type CommandOutcome =
+  /** A subscriber's PUBACK for this very message arrived. */
+  | { readonly status: 'acked'; readonly clientId: string }
+  /** Handed to the broker at QoS 0, or only QoS 0 subscribers took it: no acknowledgement will come. */
+  | { readonly status: 'sent' }
+  /** Nobody, connected or with a persistent session, is subscribed to the topic. */
+  | { readonly status: 'no_subscriber' }
+  /** `expiresAt` passed without a PUBACK; a persistent session still holding it drops it. */
+  | { readonly status: 'expired' }
+  /** The caller stopped waiting (its bridge stopped). */
+  | { readonly status: 'cancelled' }
+  | { readonly status: 'failed'; readonly error: Error };
+
+export interface PublishedCommand {
+  readonly outcome: Promise<CommandOutcome>;
+  /** Stops waiting: the outcome becomes `cancelled` unless it was settled already. */
+  cancel(): void;
+}
+
+interface Pending {
+  /** Clients that were sent or will be sent the message with a packet id, for the no-subscriber check. */
+  forwarded: number;
+  deliveredQos0: boolean;
+  /** Where this command's packet ids are recorded, to forget them once it is settled. */
+  readonly copies: { readonly sent: Map<number, Pending>; readonly id: number }[];
+  readonly settle: (outcome: CommandOutcome) => void;
+}
+
+/*
+ * aedes 1.2 internals this file relies on, named here so an upgrade that changes them shows up
+ * in one place. aedes' `ack` event carries no packet for clean sessions
+ * (https://github.com/moscajs/aedes/issues/257), so PUBACKs are matched by the packet id
+ * this file assigns to each client's copy of a command.
+ */
+interface AedesInternals {
+  readonly id: string;
+  /** Source of `brokerCounter`, which identifies a message across its copies to each client. */
+  counter: number;
+  readonly persistence: { subscriptionsByTopic(topic: string): Promise<readonly unknown[]> };
+}
+interface ClientInternals {
+  /** The next packet id aedes gives an outgoing QoS 1/2 message of this client. */
+  _nextId: number;
+  readonly _parser: EventEmitter;
+  readonly subscriptions: Readonly<Record<string, { readonly qos: number } | undefined>>;
+}
+type TrackedPacket = AedesPublishPacket & { messageExpiry?: number; brokerId?: string; brokerCounter?: number };
+
+/**
+ * Publishes commands through aedes and tells when the device acknowledged each one. A QoS 1
+ * command resolves `acked` on the first PUBACK of that message from any subscriber of its
+ * topic, including a device with a persistent session that was offline at publish time and
+ * acks after it reconnects.
+ */
+export class CommandTracker {
+  readonly #aedes: Aedes;
+  /** Unsettled commands by brokerCounter. */
+  readonly #pending = new Map<number, Pending>();
+  /** Per connected client: packet id of each command copy sent to it. */
+  readonly #sent = new WeakMap<Client, Map<number, Pending>>();
+
+  constructor(aedes: Aedes) {
+    this.#aedes = aedes;
+    aedes.on('client', (client: Client) => this.#watch(client));
+  }
+
+  publish(command: Command): PublishedCommand {
+    const aedes = this.#aedes as unknown as AedesInternals;
+    let settle: (outcome: CommandOutcome) => void = () => {};
+    const outcome = new Promise<CommandOutcome>((resolve) => {
+      settle = resolve;
+    });
+    const counter = ++aedes.counter;
+    const packet: TrackedPacket = {
+      cmd: 'publish',
+      topic: command.topic,
+      payload: command.payload,
+      qos: command.qos,
+      retain: command.retain,
+      dup: false,
+      brokerId: aedes.id,
+      brokerCounter: counter,
+      // aedes-packet carries this field with each queued copy; forward() reads it.
+      messageExpiry: command.expiresAt,
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const pending: Pending = {
+      forwarded: 0,
+      deliveredQos0: false,
+      copies: [],
+      settle: (result) => {
+        if (this.#pending.get(counter) !== pending) return;
+        this.#pending.delete(counter);
+        clearTimeout(timer);
+        for (const { sent, id } of pending.copies) if (sent.get(id) === pending) sent.delete(id);
+        settle(result);
+      },
+    };
+    this.#pending.set(counter, pending);
+    timer = setTimeout(() => pending.settle({ status: 'expired' }), Math.max(0, command.expiresAt - Date.now()));
+    timer.unref();
+    this.#aedes.publish(packet, (error) => {
+      if (error) pending.settle({ status: 'failed', error });
+      else if (command.qos === 0) pending.settle({ status: 'sent' });
+      else if (pending.forwarded === 0) this.#checkSubscribers(command.topic, pending);
+    });
+    return { outcome, cancel: () => pending.settle({ status: 'cancelled' }) };
+  }
+
+  /**
+   * aedes' authorizeForward hook: runs for each client a message is about to be sent to. A
+   * command past its expiry is not sent (aedes then drops it from the client's session); a
+   * pending one gets its packet id here so that the client's PUBACK can be matched to it.
+   */
+  forward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
+    const tracked = packet as TrackedPacket;
+    if (tracked.brokerId !== (this.#aedes as unknown as AedesInternals).id || tracked.brokerCounter === undefined) return packet;
+    if (tracked.messageExpiry !== undefined && tracked.messageExpiry <= Date.now()) return null;
+    const pending = this.#pending.get(tracked.brokerCounter);
+    if (pending === undefined) return packet;
+    const internals = client as unknown as ClientInternals;
+    if (packet.qos === 0) {
+      pending.deliveredQos0 = true;
+      return packet;
+    }
+    if (packet.messageId === undefined) {
+      // Live delivery: aedes numbers the copy after this hook, from the same counter.
+      if (grantedQos(internals, packet.topic) === 0) {
+        pending.deliveredQos0 = true;
+        return packet;
+      }
+      packet.messageId = internals._nextId;
+      internals._nextId = internals._nextId >= 65535 ? 1 : internals._nextId + 1;
+    }
+    // Otherwise a copy queued in a persistent session, numbered already, sent on reconnect.
+    pending.forwarded += 1;
+    let sent = this.#sent.get(client);
+    if (sent === undefined) {
+      sent = new Map();
+      this.#sent.set(client, sent);
+    }
+    sent.set(packet.messageId, pending);
+    pending.copies.push({ sent, id: packet.messageId });
+    return packet;
+  }
+
+  #watch(client: Client): void {
+    (client as unknown as ClientInternals)._parser.on('packet', (packet: { cmd: string; messageId?: number }) => {
+      if (packet.cmd !== 'puback' || packet.messageId === undefined) return;
+      const sent = this.#sent.get(client);
+      const pending = sent?.get(packet.messageId);
+      if (pending === undefined) return;
+      pending.settle({ status: 'acked', clientId: client.id });
+    });
+  }
+
+  #checkSubscribers(topic: string, pending: Pending): void {
+    // aedes queued a copy for every persistent session subscribed at QoS 1 or 2, connected or not.
+    (this.#aedes as unknown as AedesInternals).persistence.subscriptionsByTopic(topic).then(
+      (subscriptions) => {
+        if (pending.forwarded > 0 || subscriptions.length > 0) return;
+        pending.settle(pending.deliveredQos0 ? { status: 'sent' } : { status: 'no_subscriber' });
+      },
+      (error: unknown) => pending.settle({ status: 'failed', error: error instanceof Error ? error : new Error(String(error)) }),
+    );
+  }
+}
+
+/** The highest QoS among the client's subscriptions that match `topic`. */
+function grantedQos(client: ClientInternals, topic: string): number {
+  let qos = 0;
+  for (const [filter, subscription] of Object.entries(client.subscriptions)) {
+    if (subscription !== undefined && subscription.qos > qos && topicMatches(filter, topic)) qos = subscription.qos;
+  }
+  return qos;
+}

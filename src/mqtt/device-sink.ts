@@ -1,0 +1,166 @@
+import { Observable } from 'rxjs';
+import { z } from 'zod';
+import type { SinkComponent } from '../core/component.ts';
+import type { Delivery } from '../core/delivery.ts';
+import { FerryError, describeError } from '../core/errors.ts';
+import type { SinkEvent } from '../core/stream.ts';
+import { compileTemplate } from '../core/template.ts';
+import { invalidTopicReason } from '../core/topic.ts';
+import type { CommandOutcome, PublishedCommand } from './command-tracker.ts';
+import type { EmbeddedBroker } from './embedded-broker.ts';
+
+/** MQTT's own limits (65,535 bytes) and aedes' (100 levels): the device side checks the rest. */
+const TOPIC_LIMITS = { maxLength: 65_535, maxLevels: 100 };
+
+const schema = z.strictObject({
+  topic: z
+    .string()
+    .min(1)
+    .superRefine((source, ctx) => {
+      try {
+        compileTemplate(source);
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: describeError(error) });
+      }
+    })
+    .meta({
+      description: 'MQTT topic of each command, a message template: `${key}` is the Kafka record key, `${header.NAME}` a header, `${payload.a.b}` a JSON field.',
+      examples: ['devices/${key}/commands', 'devices/${header.device}/commands/${header.name}'],
+    }),
+  qos: z.union([z.literal(0), z.literal(1)]).default(1).meta({
+    description: '1: a command is acknowledged upstream only after the device\'s PUBACK; 0: right after it was handed to the broker (nothing waits for offline devices).',
+    examples: [1],
+  }),
+  retain: z.boolean().default(false).meta({ description: 'Publish commands as retained messages.', examples: [false] }),
+  expiryMs: z.int().min(100).default(3_600_000).meta({
+    description: 'How long a QoS 1 command waits for its device (one with a persistent session gets it when it reconnects). Past it the command is dropped, counted as `commands.expired` and logged, and acknowledged upstream.',
+    examples: [3_600_000],
+  }),
+  stopTimeoutMs: z.int().min(0).default(2000).meta({
+    description: 'On stop, how long to wait for PUBACKs of commands in flight; commands still unacknowledged then are not acknowledged upstream (Kafka delivers them again).',
+    examples: [2000],
+  }),
+});
+
+export type DeviceSinkConfig = z.output<typeof schema>;
+
+export interface DeviceSinkDeps {
+  readonly broker: EmbeddedBroker;
+}
+
+/**
+ * Publishes each message as a command to the devices on the embedded broker. A delivery is
+ * acked when a device's PUBACK for that very message arrives, also when the device was
+ * offline with a persistent session and acks after it reconnects. A command nobody is
+ * subscribed to, or not acknowledged within `expiryMs`, is counted as `commands.expired`,
+ * logged and acked (so its source moves on). A topic that cannot be rendered, or renders to
+ * an invalid topic, is refused for good (nacked, not retryable).
+ */
+export const deviceSink: SinkComponent<typeof schema, DeviceSinkDeps> = {
+  kind: 'devices',
+  description: 'Publishes messages as commands to devices on the embedded MQTT broker; acked on the device\'s PUBACK.',
+  schema,
+  create: (config, ctx, deps) => {
+    const template = compileTemplate(config.topic);
+    const component = `devices sink of bridge '${ctx.bridge}'`;
+    const labels = { bridge: ctx.bridge };
+
+    return (input) =>
+      new Observable<SinkEvent>((subscriber) => {
+        const waiting = new Set<PublishedCommand>();
+        let inputDone = false;
+        let stopTimer: NodeJS.Timeout | undefined;
+        const completeWhenIdle = () => {
+          if (inputDone && waiting.size === 0) subscriber.complete();
+        };
+
+        const refuse = (delivery: Delivery, reason: string) => {
+          const error = new FerryError('MESSAGE_REJECTED', `${component}: ${reason}`, { component, bridge: ctx.bridge, retryable: false });
+          ctx.counters.count('commands.invalid', labels);
+          ctx.logger.warn({ id: delivery.envelope.id, key: delivery.envelope.key }, error.message);
+          delivery.nack(error);
+          subscriber.next({ type: 'failed', count: 1, error, retryable: false });
+        };
+
+        const settle = (delivery: Delivery, topic: string, outcome: CommandOutcome, started: number) => {
+          const { envelope } = delivery;
+          switch (outcome.status) {
+            case 'acked':
+            case 'sent':
+              delivery.ack();
+              ctx.counters.count('commands.delivered', { ...labels, qos: outcome.status === 'acked' ? '1' : '0' });
+              subscriber.next({ type: 'written', count: 1, bytes: envelope.payload.byteLength, durationMs: performance.now() - started });
+              return;
+            case 'no_subscriber':
+            case 'expired': {
+              const reason = outcome.status === 'expired' ? `not acknowledged by a device within ${config.expiryMs} ms` : 'no device is subscribed to its topic';
+              ctx.counters.count('commands.expired', { ...labels, reason: outcome.status });
+              ctx.logger.warn({ id: envelope.id, topic, key: envelope.key, reason: outcome.status }, `${component}: command dropped: ${reason}`);
+              delivery.ack();
+              subscriber.next({ type: 'failed', count: 1, error: new FerryError('MESSAGE_REJECTED', `${component}: command to ${topic} dropped: ${reason}`, { component, bridge: ctx.bridge, topic }), retryable: false });
+              return;
+            }
+            case 'cancelled':
+              // Left unsettled on purpose: a source that keeps its messages delivers it again.
+              ctx.logger.debug({ id: envelope.id, topic }, `${component}: stopped waiting for the device`);
+              return;
+            case 'failed': {
+              const error = new FerryError('SINK_WRITE_FAILED', `${component}: publish to ${topic} failed: ${outcome.error.message}`, { component, bridge: ctx.bridge, topic, retryable: true, cause: outcome.error });
+              delivery.nack(error);
+              subscriber.next({ type: 'failed', count: 1, error, retryable: true });
+            }
+          }
+        };
+
+        const publish = (delivery: Delivery) => {
+          const { envelope } = delivery;
+          let topic: string;
+          try {
+            topic = template.render({ envelope, filters: [] });
+          } catch (error) {
+            refuse(delivery, `cannot render the topic '${config.topic}': ${describeError(error)}`);
+            return;
+          }
+          const invalid = invalidTopicReason(topic, TOPIC_LIMITS) ?? (topic.startsWith('$') ? "topics starting with '$' are reserved" : undefined);
+          if (invalid !== undefined) {
+            refuse(delivery, `the topic '${config.topic}' rendered to an invalid MQTT topic '${topic.slice(0, 200)}': ${invalid}`);
+            return;
+          }
+          const started = performance.now();
+          const { payload } = envelope;
+          const published = deps.broker.publishCommand({
+            topic,
+            payload: Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength),
+            qos: config.qos,
+            retain: config.retain,
+            expiresAt: Date.now() + config.expiryMs,
+          });
+          waiting.add(published);
+          void published.outcome.then((outcome) => {
+            waiting.delete(published);
+            settle(delivery, topic, outcome, started);
+            completeWhenIdle();
+          });
+        };
+
+        const subscription = input.subscribe({
+          next: publish,
+          error: (error: unknown) => subscriber.error(error),
+          complete: () => {
+            inputDone = true;
+            if (waiting.size > 0) {
+              stopTimer = setTimeout(() => {
+                for (const published of waiting) published.cancel();
+              }, config.stopTimeoutMs);
+            }
+            completeWhenIdle();
+          },
+        });
+        return () => {
+          subscription.unsubscribe();
+          clearTimeout(stopTimer);
+          for (const published of waiting) published.cancel();
+        };
+      });
+  },
+};

@@ -1,0 +1,159 @@
+import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, test } from 'node:test';
+import pino from 'pino';
+import { Subject } from 'rxjs';
+import { createDelivery, type Delivery } from '../../src/core/delivery.ts';
+import { createEnvelope } from '../../src/core/envelope.ts';
+import { isFerryError } from '../../src/core/errors.ts';
+import type { SinkEvent } from '../../src/core/stream.ts';
+import { deviceSink } from '../../src/mqtt/device-sink.ts';
+import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { connectCommandDevice } from '../harness/command-device.ts';
+import { connectPacket, packet, subscribePacket } from '../harness/mqtt-wire.ts';
+
+const counters = new CounterRegistry();
+const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }), counters });
+after(() => broker.close());
+const url = `mqtt://127.0.0.1:${broker.port}`;
+
+interface Command {
+  readonly delivery: Delivery;
+  /** 'pending', 'acked' or the nack's error. */
+  outcome(): 'pending' | 'acked' | Error;
+}
+
+function sinkOf(config: Record<string, unknown>) {
+  const input = new Subject<Delivery>();
+  const events: SinkEvent[] = [];
+  const sink = deviceSink.create(deviceSink.schema.parse(config), { logger: pino({ level: 'silent' }), counters, dataDir: '/nonexistent', bridge: 'it-devices' }, { broker });
+  let completed = false;
+  const subscription = sink(input).subscribe({ next: (e) => events.push(e), complete: () => (completed = true) });
+  const send = (payload: string, fields: { key?: string; headers?: Record<string, string> } = {}): Command => {
+    let outcome: 'pending' | 'acked' | Error = 'pending';
+    const delivery = createDelivery(createEnvelope({ topic: 'ferry.commands', payload, origin: { source: 'kafka' }, ...fields }), {
+      onAck: () => (outcome = 'acked'),
+      onNack: (error) => (outcome = error),
+    });
+    input.next(delivery);
+    return { delivery, outcome: () => outcome };
+  };
+  return { input, events, send, subscription, completed: () => completed };
+}
+
+async function until(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 300 && !check(); i++) await sleep(50);
+  assert.ok(check(), what);
+}
+
+/** A device over a raw socket: it sees each PUBLISH's packet id and sends PUBACKs when told. */
+async function rawDevice(clientId: string, filter: string) {
+  const socket: Socket = connect(broker.port, '127.0.0.1');
+  await once(socket, 'connect');
+  const publishes: { id: number; topic: string; payload: string }[] = [];
+  let subscribed = false;
+  let buffered = Buffer.alloc(0);
+  socket.on('data', (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    for (;;) {
+      let length = 0;
+      let multiplier = 1;
+      let i = 1;
+      for (; i < buffered.length; i++) {
+        length += ((buffered[i] as number) & 0x7f) * multiplier;
+        multiplier *= 128;
+        if (((buffered[i] as number) & 0x80) === 0) break;
+      }
+      if (i >= buffered.length || buffered.length < i + 1 + length) return;
+      const type = (buffered[0] as number) >> 4;
+      const body = buffered.subarray(i + 1, i + 1 + length);
+      buffered = buffered.subarray(i + 1 + length);
+      if (type === 9) subscribed = true;
+      if (type !== 3) continue;
+      const topicLength = body.readUInt16BE(0);
+      publishes.push({ topic: body.subarray(2, 2 + topicLength).toString(), id: body.readUInt16BE(2 + topicLength), payload: body.subarray(4 + topicLength).toString() });
+    }
+  });
+  socket.write(connectPacket(clientId));
+  socket.write(subscribePacket(filter, 1));
+  await until(() => subscribed, 'SUBACK received');
+  return {
+    publishes,
+    puback: (id: number) => socket.write(packet(0x40, Buffer.from([id >> 8, id & 0xff]))),
+    close: () => socket.destroy(),
+  };
+}
+
+test('PUBACKs in reverse order settle the commands they belong to, not the oldest ones', async () => {
+  const device = await rawDevice('ro-1', 'devices/ro-1/commands/#');
+  const { send, events } = sinkOf({ topic: 'devices/${key}/commands/${header.name}' });
+  try {
+    const reboot = send('now', { key: 'ro-1', headers: { name: 'reboot' } });
+    const blink = send('3', { key: 'ro-1', headers: { name: 'blink' } });
+    await until(() => device.publishes.length === 2, 'both commands reached the device');
+    const [first, second] = device.publishes;
+    assert.deepEqual([first?.topic, first?.payload, second?.topic, second?.payload], ['devices/ro-1/commands/reboot', 'now', 'devices/ro-1/commands/blink', '3']);
+    assert.notEqual(first?.id, second?.id);
+
+    device.puback(second?.id as number);
+    await until(() => blink.outcome() === 'acked', 'the second command is acked by its PUBACK');
+    await sleep(300);
+    assert.equal(reboot.outcome(), 'pending', 'the first command was acked by the PUBACK of the second');
+    device.puback(first?.id as number);
+    await until(() => reboot.outcome() === 'acked', 'the first command is acked by its PUBACK');
+    assert.deepEqual(events.map((e) => e.type), ['written', 'written']);
+  } finally {
+    device.close();
+  }
+});
+
+test('a topic that cannot be rendered or is not a valid MQTT topic is refused for good', async () => {
+  const { send, events } = sinkOf({ topic: 'devices/${key}/commands' });
+  const noKey = send('x');
+  const wildcard = send('x', { key: 'a/+' });
+  const nul = send('x', { key: 'a\u0000b' });
+  for (const command of [noKey, wildcard, nul]) {
+    const outcome = command.outcome();
+    assert.ok(isFerryError(outcome, 'MESSAGE_REJECTED'), String(outcome));
+    assert.equal(outcome.retryable, false);
+  }
+  assert.match(String((noKey.outcome() as Error).message), /cannot render the topic 'devices\/\$\{key\}\/commands'/);
+  assert.match(String((wildcard.outcome() as Error).message), /wildcards/);
+  assert.equal(events.filter((e) => e.type === 'failed' && !e.retryable).length, 3);
+  assert.equal(counters.get('commands.invalid{bridge=it-devices}'), 3);
+});
+
+test('QoS 0 commands are acked once handed to the broker; a device subscribed at QoS 0 only does not hold a QoS 1 command', async () => {
+  const device = await connectCommandDevice(url, { clientId: 'q0-1', filter: 'devices/q0-1/commands/#' });
+  await device.client.subscribeAsync('devices/q0-1/commands/#', { qos: 0 });
+  try {
+    const qos0 = sinkOf({ topic: 'devices/${key}/commands', qos: 0 });
+    const fire = qos0.send('fire-and-forget', { key: 'q0-1' });
+    await until(() => fire.outcome() === 'acked', 'acked after publish');
+    const qos1 = sinkOf({ topic: 'devices/${key}/commands' });
+    const took = qos1.send('at-most-once', { key: 'q0-1' });
+    await until(() => took.outcome() === 'acked', 'acked: the device asked for QoS 0');
+    const received = await device.waitFor(2);
+    assert.deepEqual(received.map((c) => [c.payload.toString(), c.qos]), [['fire-and-forget', 0], ['at-most-once', 0]]);
+  } finally {
+    await device.end();
+  }
+});
+
+test('on input completion the sink waits stopTimeoutMs for PUBACKs, then completes and leaves the rest unsettled', async () => {
+  const device = await connectCommandDevice(url, { clientId: 'stop-1', filter: 'devices/stop-1/commands/#', holdAcks: true });
+  try {
+    const { send, input, completed } = sinkOf({ topic: 'devices/${key}/commands', stopTimeoutMs: 300 });
+    const held = send('held', { key: 'stop-1' });
+    await device.waitFor(1);
+    input.complete();
+    await until(completed, 'the sink completed after stopTimeoutMs');
+    assert.equal(held.outcome(), 'pending', 'a command without PUBACK was settled on stop');
+  } finally {
+    device.releaseAcks();
+    await device.end();
+  }
+});

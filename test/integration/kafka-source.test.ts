@@ -1,0 +1,155 @@
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import pino from 'pino';
+import type { Subscription } from 'rxjs';
+import type { Delivery } from '../../src/core/delivery.ts';
+import { FerryError } from '../../src/core/errors.ts';
+import { kafkaSource } from '../../src/kafka/source.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { kafkaTestClient, type KafkaTestClient } from '../harness/kafka-group.ts';
+import { randomName, requireService } from '../harness/services.ts';
+
+interface Running {
+  readonly kafka: KafkaTestClient;
+  readonly topic: string;
+  readonly group: string;
+  readonly received: Delivery[];
+  readonly counters: CounterRegistry;
+  readonly subscription: Subscription;
+  /** Resolves when `count` deliveries arrived in all. */
+  waitFor(count: number): Promise<Delivery[]>;
+  close(): Promise<void>;
+}
+
+async function consume(options: { maxInFlight?: number; retryBackoffMs?: number; stopTimeoutMs?: number } = {}): Promise<Running> {
+  const brokers = await requireService('kafka');
+  const kafka = await kafkaTestClient(brokers);
+  const topic = randomName('ferry-it-source-');
+  const group = randomName('ferry-it-source-group-');
+  await kafka.createTopic(topic);
+  const counters = new CounterRegistry();
+  const config = kafkaSource.schema.parse({ brokers, groupId: group, topics: [topic], fromBeginning: true, ...options });
+  const source = kafkaSource.create(config, { logger: pino({ level: 'silent' }), counters, dataDir: '/nonexistent', bridge: 'it' });
+  const received: Delivery[] = [];
+  const subscription = source.subscribe((d) => received.push(d));
+  return {
+    kafka,
+    topic,
+    group,
+    received,
+    counters,
+    subscription,
+    waitFor: async (count) => {
+      for (let i = 0; i < 600 && received.length < count; i++) await sleep(50);
+      assert.ok(received.length >= count, `received ${received.length} of ${count}`);
+      return received;
+    },
+    close: async () => {
+      subscription.unsubscribe();
+      await kafka.close();
+    },
+  };
+}
+
+const text = (d: Delivery | undefined) => Buffer.from(d?.envelope.payload ?? []).toString();
+
+test('acks out of order: the committed offset moves only past messages that are acked with every one before them', async () => {
+  const run = await consume();
+  try {
+    await run.kafka.produce(run.topic, ['m0', 'm1', 'm2', 'm3', 'm4'].map((value, i) => ({ key: `k${i}`, value, headers: { n: String(i) } })));
+    const [m0, m1, m2, m3, m4] = await run.waitFor(5);
+    assert.deepEqual(run.received.map(text), ['m0', 'm1', 'm2', 'm3', 'm4']);
+    assert.equal(m2?.envelope.key, 'k2');
+    assert.deepEqual(m2?.envelope.headers, { n: '2' });
+    assert.equal(m2?.envelope.topic, run.topic);
+    assert.equal(m2?.envelope.origin.source, 'kafka');
+
+    m2?.ack();
+    m4?.ack();
+    m1?.ack();
+    await sleep(1000);
+    assert.deepEqual(await run.kafka.committed(run.group, run.topic), { 0: '-1' }, 'committed past the unacked m0');
+    m0?.ack();
+    await run.kafka.waitForCommitted(run.group, run.topic, (o) => o[0] === '3');
+    m3?.ack();
+    await run.kafka.waitForCommitted(run.group, run.topic, (o) => o[0] === '5');
+  } finally {
+    await run.close();
+  }
+});
+
+test('a nacked message is delivered again (same envelope), and the offset waits for it', async () => {
+  const run = await consume({ retryBackoffMs: 100 });
+  try {
+    await run.kafka.produce(run.topic, [{ value: 'flaky' }, { value: 'fine' }]);
+    const [flaky, fine] = await run.waitFor(2);
+    fine?.ack();
+    flaky?.nack(new Error('device link down'));
+    const [, , again] = await run.waitFor(3);
+    assert.equal(again?.envelope.id, flaky?.envelope.id);
+    assert.equal(text(again), 'flaky');
+    assert.deepEqual(await run.kafka.committed(run.group, run.topic), { 0: '-1' });
+    assert.equal(run.counters.get(`kafka.messages.redelivered{bridge=it,topic=${run.topic}}`), 1);
+    again?.ack();
+    await run.kafka.waitForCommitted(run.group, run.topic, (o) => o[0] === '2');
+  } finally {
+    await run.close();
+  }
+});
+
+test('a message refused for good is counted and committed past, so its partition does not stall', async () => {
+  const run = await consume();
+  try {
+    await run.kafka.produce(run.topic, [{ value: 'bad' }, { value: 'good' }]);
+    const [bad, good] = await run.waitFor(2);
+    bad?.nack(new FerryError('MESSAGE_REJECTED', 'no key to render the topic', { retryable: false }));
+    good?.ack();
+    await run.kafka.waitForCommitted(run.group, run.topic, (o) => o[0] === '2');
+    assert.equal(run.counters.get(`kafka.messages.invalid{bridge=it,topic=${run.topic}}`), 1);
+    assert.equal(run.received.length, 2, 'not delivered again');
+  } finally {
+    await run.close();
+  }
+});
+
+test('a partition takes at most maxInFlight messages past its oldest unacked one, and resumes when it is acked', async () => {
+  const run = await consume({ maxInFlight: 2 });
+  try {
+    await run.kafka.produce(run.topic, ['a', 'b', 'c', 'd'].map((value) => ({ value })));
+    const [a, b] = await run.waitFor(2);
+    b?.ack();
+    await sleep(1000);
+    assert.deepEqual(run.received.map(text), ['a', 'b'], 'took more than maxInFlight');
+    a?.ack();
+    const all = await run.waitFor(4);
+    assert.deepEqual(all.map(text), ['a', 'b', 'c', 'd']);
+    for (const d of all.slice(2)) d.ack();
+    await run.kafka.waitForCommitted(run.group, run.topic, (o) => o[0] === '4');
+  } finally {
+    await run.close();
+  }
+});
+
+test('unsubscribing stops taking messages, commits what is acked within stopTimeoutMs, and leaves the group', async () => {
+  const run = await consume({ stopTimeoutMs: 10_000 });
+  try {
+    await run.kafka.produce(run.topic, [{ value: 'x' }]);
+    const [x] = await run.waitFor(1);
+    run.subscription.unsubscribe();
+    // Acked after the unsubscribe, while the source waits for its messages in flight.
+    x?.ack();
+    await run.kafka.waitForCommitted(run.group, run.topic, (o) => o[0] === '1');
+    await run.kafka.produce(run.topic, [{ value: 'after' }]);
+    await sleep(1000);
+    assert.deepEqual(run.received.map(text), ['x']);
+    let state = '';
+    for (let i = 0; i < 100 && state !== 'Empty'; i++) {
+      state = await run.kafka.groupState(run.group);
+      if (state !== 'Empty') await sleep(100);
+    }
+    assert.equal(state, 'Empty', 'the consumer is still a member of its group');
+  } finally {
+    await run.close();
+  }
+});
