@@ -150,10 +150,10 @@ test('the default gateway without Kafka starts with the TypeScript bridges prese
 test('ferry validate checks TypeScript bridges: the examples with and without KAFKA_BROKERS, and a broken one by file, line and key path', async () => {
   const off = await ferry(['validate'], { KAFKA_BROKERS: '' });
   assert.equal(off.code, 0, off.stderr);
-  assert.match(off.stdout, /ok \(4 bridges, 1 enabled;/);
+  assert.match(off.stdout, /ok \(5 bridges, 1 enabled;/);
   const on = await ferry(['validate'], { KAFKA_BROKERS: 'k1:9092' });
   assert.equal(on.code, 0, on.stderr);
-  assert.match(on.stdout, /ok \(4 bridges, 4 enabled;/);
+  assert.match(on.stdout, /ok \(5 bridges, 5 enabled;/);
 
   const root = tempDir();
   mkdirSync(join(root, 'bridges'));
