@@ -78,7 +78,7 @@ test('the example TypeScript bridges with Kafka: per-device rollups reach Kafka,
   try {
     assert.deepEqual(
       (await status(gw.adminUrl)).bridges.map((b) => [b.name, b.state]).sort(),
-      [['alarm-alerts', 'running'], ['telemetry-history', 'running'], ['telemetry-to-kafka', 'running'], ['temperature-rollups', 'running']],
+      [['alarm-alerts', 'running'], ['commands-to-devices', 'running'], ['telemetry-history', 'running'], ['telemetry-to-kafka', 'running'], ['temperature-rollups', 'running']],
     );
     for (const celsius of [20, 22, 24]) await pub(gw.mqttUrl, 'devices/sensor-1/telemetry/climate', JSON.stringify({ celsius }), 'sensor-1');
     for (const celsius of [30.5, 31.5]) await pub(gw.mqttUrl, 'devices/pump-7/telemetry/climate', JSON.stringify({ celsius }), 'pump-7');
