@@ -133,7 +133,7 @@ export const gatewaySchema = z
       .strictObject({
         enabled: z.boolean().default(true).meta({ description: 'Serve the admin HTTP API.', examples: [true] }),
         host: z.string().min(1).default('127.0.0.1').meta({ description: 'Address of the admin HTTP server.', examples: ['127.0.0.1'] }),
-        port: port.default(9180).meta({ description: 'Port of the admin HTTP server (/healthz, /readyz, /api/status).', examples: [9180] }),
+        port: port.default(9180).meta({ description: 'Port of the admin HTTP server (/healthz, /readyz, /api/status, /metrics).', examples: [9180] }),
       })
       .prefault({})
       .meta({ description: 'Admin HTTP server: health, readiness and status.' }),

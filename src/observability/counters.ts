@@ -3,10 +3,26 @@ import type { Counters } from '../core/component.ts';
 /** In-process counters, read by /api/status. Keyed by name and sorted labels. */
 export class CounterRegistry implements Counters {
   readonly #values = new Map<string, number>();
+  /** Each key's name and labels, for exporters. */
+  readonly #series = new Map<string, { readonly name: string; readonly labels: Readonly<Record<string, string>> }>();
 
   count(name: string, labels?: Readonly<Record<string, string>>, by = 1): void {
     const key = labels === undefined || Object.keys(labels).length === 0 ? name : `${name}{${Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(',')}}`;
-    this.#values.set(key, (this.#values.get(key) ?? 0) + by);
+    const value = this.#values.get(key);
+    if (value === undefined) this.#series.set(key, { name, labels: { ...labels } });
+    this.#values.set(key, (value ?? 0) + by);
+  }
+
+  /** Every counter by name, each with its labelled values. */
+  families(): Map<string, { labels: Readonly<Record<string, string>>; value: number }[]> {
+    const out = new Map<string, { labels: Readonly<Record<string, string>>; value: number }[]>();
+    for (const [key, value] of [...this.#values].sort(([a], [b]) => a.localeCompare(b))) {
+      const { name, labels } = this.#series.get(key) as { name: string; labels: Readonly<Record<string, string>> };
+      const list = out.get(name) ?? [];
+      list.push({ labels, value });
+      out.set(name, list);
+    }
+    return out;
   }
 
   get(key: string): number {

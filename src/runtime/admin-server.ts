@@ -9,13 +9,15 @@ export interface AdminHandlers {
   status(): unknown;
   /** Reads the config again and applies it (POST /api/reload). */
   reload?(): Promise<ReloadResult>;
+  /** Metrics in the Prometheus text format (GET /metrics). */
+  metrics?(): string;
 }
 
-const PATHS = ['/healthz', '/readyz', '/api/status', 'POST /api/reload'];
+const PATHS = ['/healthz', '/readyz', '/api/status', '/metrics', 'POST /api/reload'];
 
 /**
  * GET /healthz (process alive), GET /readyz (accepting traffic), GET /api/status (JSON),
- * POST /api/reload (apply the changed config: 200 with what changed, 422 with its problems,
+ * GET /metrics (Prometheus text format), POST /api/reload (apply the changed config: 200 with what changed, 422 with its problems,
  * 409 while the gateway starts or stops).
  */
 export class AdminServer {
@@ -52,9 +54,14 @@ export class AdminServer {
           return handlers.ready() ? send(200, { status: 'ready' }) : send(503, { status: 'not ready' });
         case '/api/status':
           return send(200, handlers.status());
+        case '/metrics':
+          if (handlers.metrics === undefined) break;
+          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+          res.end(handlers.metrics());
+          return;
         default:
-          return send(404, { error: 'not found', paths: PATHS });
       }
+      return send(404, { error: 'not found', paths: PATHS });
     });
     try {
       server.listen(port, host);

@@ -47,6 +47,21 @@ test('the embedded default: a QoS 1 mosquitto_pub is acknowledged, kept in histo
     assert.deepEqual(status.bridges.map((b) => [b.name, b.sinks[0]?.written]), [['telemetry-history', 2]]);
     assert.equal(status.counters['mqtt.messages.received{qos=1}'], 2);
     assert.equal(status.counters['mqtt.messages.received{qos=0}'], 1);
+
+    const metrics = await fetch(`${gw.adminUrl}/metrics`);
+    assert.equal(metrics.status, 200);
+    assert.match(metrics.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+    const text = await metrics.text();
+    for (const line of [
+      'ferry_up 1',
+      'ferry_mqtt_messages_received_total{qos="1"} 2',
+      'ferry_mqtt_messages_received_total{qos="0"} 1',
+      'ferry_buffer_pending{bridge="telemetry-history",sink="history"} 0',
+      'ferry_buffer_state{state="ok"} 1',
+    ]) {
+      assert.ok(text.split('\n').includes(line), `${line} in\n${text}`);
+    }
+    assert.match(text, /^# TYPE ferry_mqtt_messages_received_total counter$/m);
   } finally {
     gw.child.kill('SIGTERM');
   }
