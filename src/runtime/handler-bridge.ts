@@ -1,3 +1,4 @@
+import { dirname, resolve } from 'node:path';
 import { Subject, concat, defer, from, ignoreElements, isObservable, type Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { HandlerBridgeConfig } from '../config/bridge-module.ts';
@@ -64,6 +65,8 @@ export class HandlerBridge {
   #lastError: string | undefined;
   #state: BridgeStatus['state'] = 'running';
   #stopping = false;
+  /** Work components still do after they were unsubscribed (a Kafka source's last commit); stop waits for it. */
+  readonly #afterStop: Promise<void>[] = [];
   #pendingSinks = 0;
   #allDone: (() => void) | undefined;
 
@@ -72,12 +75,20 @@ export class HandlerBridge {
     const { store, writer, counters } = deps;
     this.#counters = counters;
     this.#logger = deps.logger.child({ bridge: config.name });
-    const ctx: ComponentContext = { logger: this.#logger, counters, dataDir: deps.dataDir, bridge: config.name };
     const runtime = { broker: deps.broker };
 
     const [sourceKind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
     const sourceComponent = findSource(sourceKind);
     if (sourceComponent === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
+    const ctx: ComponentContext = {
+      logger: this.#logger,
+      counters,
+      dataDir: deps.dataDir,
+      bridge: config.name,
+      sourceFilters: sourceComponent.filters?.(sourceConfig as never) ?? [],
+      configDir: dirname(resolve(config.file)),
+      afterStop: (work) => this.#afterStop.push(work.catch(() => {})),
+    };
     store.registerBridge(config.name, [HANDLER_CURSOR]);
     writer.setPolicy(config.name, config.buffer);
 
@@ -139,7 +150,10 @@ export class HandlerBridge {
       else this.#allDone = resolve;
     });
     this.#cursor.stop();
-    return done.finally(() => this.#nudge.stop());
+    return done.then(() => Promise.all(this.#afterStop)).then(
+      () => this.#nudge.stop(),
+      () => this.#nudge.stop(),
+    );
   }
 
   /** Tears everything down at once, acknowledging nothing more. */
