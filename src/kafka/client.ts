@@ -1,6 +1,7 @@
 import type { Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import { type Compression, useCompression } from './codecs.ts';
+import { patchKafkajs } from './kafkajs-patches.ts';
 
 /** One record for Kafka; headers are strings, as Ferry keeps them. */
 export interface KafkaRecord {
@@ -76,6 +77,7 @@ export function createKafkaProducer(options: KafkaProducerOptions): KafkaProduce
 }
 
 async function openProducer(options: KafkaProducerOptions): Promise<{ producer: Producer; compression: number }> {
+  patchKafkajs();
   const kafkajs = await import('kafkajs');
   const { Kafka, Partitioners, logLevel } = kafkajs;
   // CompressionCodecs is not among the names Node finds in kafkajs' CommonJS exports.
