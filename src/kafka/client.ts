@@ -2,6 +2,7 @@ import type { Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import { type Compression, useCompression } from './codecs.ts';
 import { patchKafkajs } from './kafkajs-patches.ts';
+import { memoizedDefaultPartitioner } from './partitioner.ts';
 
 /** One record for Kafka; headers are strings, as Ferry keeps them. */
 export interface KafkaRecord {
@@ -99,7 +100,7 @@ async function openProducer(options: KafkaProducerOptions): Promise<{ producer: 
   // The default (murmur2) partitioner, named so kafkajs does not warn about its v2 change.
   const producer = kafka.producer({
     allowAutoTopicCreation: true,
-    createPartitioner: Partitioners.DefaultPartitioner,
+    createPartitioner: memoizedDefaultPartitioner(Partitioners.DefaultPartitioner),
     idempotent: options.idempotent,
     ...(options.maxInFlightRequests === undefined ? {} : { maxInFlightRequests: options.maxInFlightRequests }),
   });
