@@ -276,7 +276,12 @@ export class EmbeddedBroker {
     counters.count('mqtt.messages.received', { qos: String(packet.qos) });
     const matching: Tap[] = [];
     for (const tap of this.#taps) {
-      if (tap.filters.some((filter) => topicMatches(filter, packet.topic))) matching.push(tap);
+      for (const filter of tap.filters) {
+        if (topicMatches(filter, packet.topic)) {
+          matching.push(tap);
+          break;
+        }
+      }
     }
     if (matching.length === 0) {
       callback(null);
