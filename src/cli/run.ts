@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
 import { isFerryError, describeError } from '../core/errors.ts';
 import type { GatewayConfig } from '../config/load.ts';
 import { createLogger } from '../observability/logger.ts';
@@ -16,7 +17,25 @@ export interface RunOptions {
 
 const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
+/**
+ * How far V8 lets the old generation grow past what survived the last full GC, in percent.
+ * Left to itself V8 grows it up to 4x while allocation is fast: under 20,000 messages/s the
+ * gateway's heap reached ~150 MB (peak RSS ~290 MB) although less than 50 MB of it was live,
+ * and the young-generation collections that dominate its GC time got slower with the large
+ * old generation. At 50%: peak RSS ~196 MB and less CPU (end-to-end benchmark, 60,000
+ * messages: young GC 350-460 ms against 675-720 ms, CPU ms per 1,000 messages 37.7-46.8
+ * against 46.8-50.2). A flag the GC reads as it runs, so it can be set here rather than on
+ * node's command line; one given there wins.
+ */
+const HEAP_GROWING_PERCENT = 50;
+
+function limitHeapGrowth(): void {
+  const given = process.execArgv.some((arg) => /heap[-_]growing[-_]percent/.test(arg));
+  if (!given) setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+}
+
 export async function runCommand(options: RunOptions): Promise<void> {
+  limitHeapGrowth();
   const loaded = loadForCommand(options.config);
   if (loaded === undefined) {
     process.exitCode = 1;
