@@ -22,12 +22,13 @@ const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as
  * Left to itself V8 grows it up to 4x while allocation is fast: under 20,000 messages/s the
  * gateway's heap reached ~150 MB (peak RSS ~290 MB) although less than 50 MB of it was live,
  * and the young-generation collections that dominate its GC time got slower with the large
- * old generation. At 50%: peak RSS ~196 MB and less CPU (end-to-end benchmark, 60,000
- * messages: young GC 350-460 ms against 675-720 ms, CPU ms per 1,000 messages 37.7-46.8
- * against 46.8-50.2). A flag the GC reads as it runs, so it can be set here rather than on
- * node's command line; one given there wins.
+ * old generation. End-to-end benchmark, 100,000 messages, 3 alternating rounds: at 40%,
+ * peak RSS 188-199 MB and 34.9-40.8 CPU ms per 1,000 messages; at 50%, 197-207 MB and
+ * 40.7-43.9 ms; at 30%, 189-196 MB and 43.5-49.1 ms (more full GCs); V8's default,
+ * 278-290 MB and 43.7-47.3 ms. A flag the GC reads as it runs, so it can be set here rather
+ * than on node's command line; one given there wins.
  */
-const HEAP_GROWING_PERCENT = 50;
+const HEAP_GROWING_PERCENT = 40;
 
 function limitHeapGrowth(): void {
   const given = process.execArgv.some((arg) => /heap[-_]growing[-_]percent/.test(arg));
