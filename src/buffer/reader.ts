@@ -1,7 +1,7 @@
 import { Observable } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
-import { createDelivery, type Delivery } from '../core/delivery.ts';
+import { createDeliveries, type Delivery } from '../core/delivery.ts';
 import { isFerryError } from '../core/errors.ts';
 import type { BufferPolicy } from './config.ts';
 import type { BufferStore, StoredMessage } from './store.ts';
@@ -23,7 +23,8 @@ export interface CursorSource {
   stop(): void;
 }
 
-type Outcome = { ok: true } | { ok: false; error: Error };
+type Outcome = { readonly ok: true } | { readonly ok: false; readonly error: Error };
+const OK: Outcome = { ok: true };
 
 /**
  * A sink's verdict on one message alone (MESSAGE_INVALID, not retryable: say, a Kafka topic
@@ -65,18 +66,28 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
     let closed = false;
     const live = () => !stopping && !closed;
 
-    const emit = (message: StoredMessage) =>
-      new Promise<Outcome>((resolve) => {
-        subscriber.next(
-          createDelivery(message.envelope, {
-            onAck: () => resolve({ ok: true }),
-            onNack: (error) => resolve({ ok: false, error }),
-            onDoubleSettle: (attempted) => {
+    /** Hands over a window; resolves with each message's outcome once all are settled. */
+    const handOver = (window: readonly StoredMessage[]) =>
+      new Promise<Outcome[]>((resolve) => {
+        const outcomes = new Array<Outcome>(window.length);
+        let remaining = window.length;
+        const settled = (index: number, outcome: Outcome) => {
+          outcomes[index] = outcome;
+          remaining -= 1;
+          if (remaining === 0) resolve(outcomes);
+        };
+        const deliveries = createDeliveries(
+          window.map((m) => m.envelope),
+          {
+            onAck: (index) => settled(index, OK),
+            onNack: (index, error) => settled(index, { ok: false, error }),
+            onDoubleSettle: (index, attempted) => {
               counters.count('delivery.double_settle', { bridge, sink });
-              logger.error({ id: message.envelope.id, attempted, sink }, 'bug: a delivery was settled twice');
+              logger.error({ id: (window[index] as StoredMessage).envelope.id, attempted, sink }, 'bug: a delivery was settled twice');
             },
-          }),
+          },
         );
+        for (const delivery of deliveries) subscriber.next(delivery);
       });
 
     const deadLetter = (message: StoredMessage, error: Error, tries: number, inLive: boolean) => {
@@ -93,7 +104,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
     let isolate = 0;
     const windowSize = () => (isolate > 0 ? 1 : policy.windowSize);
     const deliver = async (window: readonly StoredMessage[], inLive: boolean) => {
-      const outcomes = await Promise.all(window.map(emit));
+      const outcomes = await handOver(window);
       if (closed || !store.db.open) return { done: false as const };
       if (isolate > 0 && (outcomes[0] as Outcome).ok) isolate -= 1;
       let confirmed: number | undefined;

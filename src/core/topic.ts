@@ -4,16 +4,36 @@
  * filters that start with the same `$` level.
  */
 export function topicMatches(filter: string, topic: string): boolean {
-  const f = filter.split('/');
-  const t = topic.split('/');
   if (topic.startsWith('$') && !filter.startsWith('$')) return false;
-  for (let i = 0; i < f.length; i++) {
-    const level = f[i];
-    if (level === '#') return true;
-    if (i >= t.length) return false;
-    if (level !== '+' && level !== t[i]) return false;
+  // Level by level without splitting: this runs for every message and every tap.
+  let f = 0;
+  let t = 0;
+  for (;;) {
+    const fEnd = levelEnd(filter, f);
+    if (fEnd - f === 1 && filter.charCodeAt(f) === HASH) return true;
+    if (t > topic.length) return false;
+    const tEnd = levelEnd(topic, t);
+    const plus = fEnd - f === 1 && filter.charCodeAt(f) === PLUS;
+    if (!plus && !sameLevel(filter, f, fEnd, topic, t, tEnd)) return false;
+    f = fEnd + 1;
+    t = tEnd + 1;
+    if (f > filter.length) return t > topic.length;
   }
-  return f.length === t.length;
+}
+
+const HASH = 0x23;
+const PLUS = 0x2b;
+
+function sameLevel(a: string, aFrom: number, aEnd: number, b: string, bFrom: number, bEnd: number): boolean {
+  if (aEnd - aFrom !== bEnd - bFrom) return false;
+  for (let i = 0; i < aEnd - aFrom; i++) if (a.charCodeAt(aFrom + i) !== b.charCodeAt(bFrom + i)) return false;
+  return true;
+}
+
+/** Index of the '/' ending the level that starts at `from`, or the string's length. */
+function levelEnd(s: string, from: number): number {
+  const at = s.indexOf('/', from);
+  return at === -1 ? s.length : at;
 }
 
 /** Why a topic filter is invalid, or undefined when it is valid. */
@@ -53,6 +73,12 @@ export function invalidFilterWithin(filter: string, limits: TopicLimits): string
 function invalidCommon(topic: string, limits: TopicLimits): string | undefined {
   if (topic.includes('\u0000')) return 'NUL is not allowed';
   if (Buffer.byteLength(topic) > limits.maxLength) return `longer than ${limits.maxLength} bytes`;
-  if (topic.split('/').length > limits.maxLevels) return `deeper than ${limits.maxLevels} levels`;
+  if (levelCount(topic) > limits.maxLevels) return `deeper than ${limits.maxLevels} levels`;
   return undefined;
+}
+
+function levelCount(topic: string): number {
+  let count = 1;
+  for (let at = topic.indexOf('/'); at !== -1; at = topic.indexOf('/', at + 1)) count += 1;
+  return count;
 }

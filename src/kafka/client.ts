@@ -1,7 +1,8 @@
-import type { Producer } from 'kafkajs';
-import type { Consumer, IHeaders } from 'kafkajs';
+import type { Consumer, IHeaders, Producer, logCreator } from 'kafkajs';
 import type { Logger } from 'pino';
 import { type Compression, useCompression } from './codecs.ts';
+import { patchKafkajs } from './kafkajs-patches.ts';
+import { memoizedDefaultPartitioner } from './partitioner.ts';
 
 /** One record for Kafka; headers are strings, as Ferry keeps them. */
 export interface KafkaRecord {
@@ -77,6 +78,7 @@ export function createKafkaProducer(options: KafkaProducerOptions): KafkaProduce
 }
 
 async function openProducer(options: KafkaProducerOptions): Promise<{ producer: Producer; compression: number }> {
+  patchKafkajs();
   const kafkajs = await import('kafkajs');
   const { Kafka, Partitioners, logLevel } = kafkajs;
   // CompressionCodecs is not among the names Node finds in kafkajs' CommonJS exports.
@@ -88,17 +90,12 @@ async function openProducer(options: KafkaProducerOptions): Promise<{ producer: 
     requestTimeout: options.requestTimeoutMs,
     retry: { retries: options.retries },
     logLevel: logLevel.WARN,
-    logCreator: () => ({ namespace, level, log }) => {
-      const { message, ...extra } = log;
-      const line = { kafkajs: namespace, ...extra };
-      if (level <= logLevel.ERROR) options.logger.error(line, message);
-      else options.logger.warn(line, message);
-    },
+    logCreator: logTo(options.logger, logLevel),
   });
   // The default (murmur2) partitioner, named so kafkajs does not warn about its v2 change.
   const producer = kafka.producer({
     allowAutoTopicCreation: true,
-    createPartitioner: Partitioners.DefaultPartitioner,
+    createPartitioner: memoizedDefaultPartitioner(Partitioners.DefaultPartitioner),
     idempotent: options.idempotent,
     ...(options.maxInFlightRequests === undefined ? {} : { maxInFlightRequests: options.maxInFlightRequests }),
   });
@@ -226,6 +223,8 @@ function headerText(headers: IHeaders | undefined): Record<string, string> {
 }
 
 async function openConsumer(options: KafkaConsumerOptions): Promise<Consumer> {
+  // The producer's encoding fixes apply to the whole kafkajs module: patch it before any load.
+  patchKafkajs();
   const { Kafka, logLevel } = await import('kafkajs');
   const kafka = new Kafka({
     clientId: options.clientId,
@@ -233,12 +232,7 @@ async function openConsumer(options: KafkaConsumerOptions): Promise<Consumer> {
     connectionTimeout: options.connectionTimeoutMs,
     requestTimeout: options.requestTimeoutMs,
     logLevel: logLevel.WARN,
-    logCreator: () => ({ namespace, level, log }) => {
-      const { message, ...extra } = log;
-      const line = { kafkajs: namespace, ...extra };
-      if (level <= logLevel.ERROR) options.logger.error(line, message);
-      else options.logger.warn(line, message);
-    },
+    logCreator: logTo(options.logger, logLevel),
   });
   return kafka.consumer({
     groupId: options.groupId,
@@ -249,4 +243,14 @@ async function openConsumer(options: KafkaConsumerOptions): Promise<Consumer> {
     // Like the producer: a topic named in a bridge is created on first use when the cluster allows it.
     allowAutoTopicCreation: true,
   });
+}
+
+/** kafkajs' log lines into pino: errors as errors, the rest (WARN and up only) as warnings. */
+function logTo(logger: Logger, levels: typeof import('kafkajs').logLevel): logCreator {
+  return () => ({ namespace, level, log }) => {
+    const { message, ...extra } = log;
+    const line = { kafkajs: namespace, ...extra };
+    if (level <= levels.ERROR) logger.error(line, message);
+    else logger.warn(line, message);
+  };
 }

@@ -12,6 +12,7 @@ export interface Identity {
 
 /** Replaces %c (client id) and %u (username) in an ACL pattern. */
 export function expandPattern(pattern: string, identity: Pick<Identity, 'clientId' | 'username'>): string {
+  if (!pattern.includes('%')) return pattern;
   return pattern.replace(/%[cu]/g, (p) => (p === '%c' ? identity.clientId : (identity.username ?? '')));
 }
 

@@ -7,7 +7,7 @@ export class CounterRegistry implements Counters {
   readonly #series = new Map<string, { readonly name: string; readonly labels: Readonly<Record<string, string>> }>();
 
   count(name: string, labels?: Readonly<Record<string, string>>, by = 1): void {
-    const key = labels === undefined || Object.keys(labels).length === 0 ? name : `${name}{${Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(',')}}`;
+    const key = labels === undefined ? name : keyOf(name, labels);
     const value = this.#values.get(key);
     if (value === undefined) this.#series.set(key, { name, labels: { ...labels } });
     this.#values.set(key, (value ?? 0) + by);
@@ -32,4 +32,12 @@ export class CounterRegistry implements Counters {
   snapshot(): Record<string, number> {
     return Object.fromEntries([...this.#values].sort(([a], [b]) => a.localeCompare(b)));
   }
+}
+
+/** `name{a=1,b=2}`, labels sorted; a single label (most counts, some per message) without sorting. */
+function keyOf(name: string, labels: Readonly<Record<string, string>>): string {
+  const names = Object.keys(labels);
+  if (names.length === 0) return name;
+  if (names.length === 1) return `${name}{${names[0] as string}=${labels[names[0] as string] as string}}`;
+  return `${name}{${Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(',')}}`;
 }

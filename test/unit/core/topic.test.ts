@@ -43,3 +43,32 @@ test('publish topics and filters are checked for NUL, length and depth', async (
   assert.match(invalidFilterWithin('a+/b', limits) ?? '', /whole level/);
   assert.match(invalidFilterWithin('a/b/c/#', limits) ?? '', /deeper/);
 });
+
+test('topicMatches agrees with matching split levels, on generated filters and topics', () => {
+  const reference = (filter: string, topic: string): boolean => {
+    const f = filter.split('/');
+    const t = topic.split('/');
+    if (topic.startsWith('$') && !filter.startsWith('$')) return false;
+    for (let i = 0; i < f.length; i++) {
+      if (f[i] === '#') return true;
+      if (i >= t.length) return false;
+      if (f[i] !== '+' && f[i] !== t[i]) return false;
+    }
+    return f.length === t.length;
+  };
+  const levels = ['', 'a', 'b', 'ab', '$SYS', 'é'];
+  const join = (n: number, pick: (i: number) => string) => Array.from({ length: n }, (_, i) => pick(i)).join('/');
+  let seed = 7;
+  const random = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  for (let i = 0; i < 5000; i++) {
+    const topic = join(1 + random(4), () => levels[random(levels.length)] as string);
+    const depth = 1 + random(4);
+    const filter = join(depth, (j) => {
+      const r = random(8);
+      if (r === 0) return '+';
+      if (r === 1 && j === depth - 1) return '#';
+      return levels[random(levels.length)] as string;
+    });
+    assert.equal(topicMatches(filter, topic), reference(filter, topic), `${filter} ~ ${topic}`);
+  }
+});
