@@ -9,6 +9,11 @@ import type { StoredMessage } from './store.ts';
 export interface StreamCursor extends CursorSource {
   /** True while reading waits because `windowSize` messages are handed over and not settled in order. */
   readonly full: boolean;
+  /**
+   * Stops reading and ignores every settle from now on, so that the cursor does not move:
+   * what is handed over and not confirmed stays in the buffer for the next reader.
+   */
+  detach(): void;
   /** Messages handed over and not yet behind the cursor. */
   readonly inFlight: number;
 }
@@ -43,6 +48,8 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
   let stopping = false;
   let full = false;
   let inFlight = 0;
+  /** Set by detach: no settle of any run moves the cursor any more. */
+  let abandoned = false;
   const wake = new Signal();
 
   const deliveries = new Observable<Delivery>((subscriber) => {
@@ -71,7 +78,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
 
     const sweep = () => {
       sweepQueued = false;
-      if (detached || !store.db.open) return;
+      if (detached || abandoned || !store.db.open) return;
       let confirmed: number | undefined;
       let delivered = 0;
       while (head < entries.length) {
@@ -113,12 +120,12 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
       subscriber.next(
         createDelivery(entry.message.envelope, {
           onAck: () => {
-            if (detached) return;
+            if (detached || abandoned) return;
             entry.outcome = 'acked';
             scheduleSweep();
           },
           onNack: (error) => {
-            if (detached) return;
+            if (detached || abandoned) return;
             entry.attempts += 1;
             if (isFerryError(error) && !error.retryable) {
               entry.outcome = 'dead';
@@ -196,6 +203,11 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
   return {
     deliveries,
     stop: () => {
+      stopping = true;
+      wake.notify();
+    },
+    detach: () => {
+      abandoned = true;
       stopping = true;
       wake.notify();
     },

@@ -36,10 +36,13 @@ export class InputTracker {
   readonly #events: TrackerEvents;
   readonly #registry: FinalizationRegistry<Ticket>;
   #releasedInTurn = 0;
+  /** Set by close: nothing is settled any more. */
+  #closed = false;
 
   constructor(events: TrackerEvents) {
     this.#events = events;
     this.#registry = new FinalizationRegistry((ticket) => {
+      if (this.#closed) return;
       // Callbacks come in bursts after a collection: report each burst once.
       if (this.#releasedInTurn === 0) queueMicrotask(() => this.#reportReleases());
       this.#releasedInTurn += 1;
@@ -104,8 +107,19 @@ export class InputTracker {
     for (const ticket of [...this.#open]) this.#nack(ticket, error);
   }
 
+  /**
+   * The bridge was torn down (abort): inputs not settled yet are left as they are, neither
+   * acked nor nacked, whatever happens to them later. Their rows stay in the buffer for the
+   * bridge that reads the cursor next.
+   */
+  close(): void {
+    this.#closed = true;
+    for (const ticket of this.#open) ticket.settled = true;
+    this.#open.clear();
+  }
+
   #check(ticket: Ticket): void {
-    if (ticket.settled || !ticket.released || ticket.pending > 0) return;
+    if (this.#closed || ticket.settled || !ticket.released || ticket.pending > 0) return;
     ticket.settled = true;
     this.#open.delete(ticket);
     ticket.delivery.ack();
@@ -113,7 +127,7 @@ export class InputTracker {
   }
 
   #nack(ticket: Ticket, error: Error): void {
-    if (ticket.settled) return;
+    if (this.#closed || ticket.settled) return;
     ticket.settled = true;
     this.#open.delete(ticket);
     ticket.delivery.nack(error);

@@ -3,7 +3,7 @@ import { Subject, concat, from, ignoreElements, type Observable, type Subscripti
 import type { Logger } from 'pino';
 import type { BridgeConfig } from '../config/schema.ts';
 import type { ComponentContext, Counters } from '../core/component.ts';
-import { FerryError } from '../core/errors.ts';
+import { FerryError, describeError } from '../core/errors.ts';
 import { type Delivery, fanOut } from '../core/delivery.ts';
 import type { SinkEvent } from '../core/stream.ts';
 import { type CursorSource, cursorSource } from '../buffer/reader.ts';
@@ -18,6 +18,8 @@ export interface BridgeStatus {
   readonly file: string;
   readonly state: 'running' | 'stopped' | 'failed';
   readonly sinks: readonly { name: string; kind: string; written: number; failed: number; lastError?: string }[];
+  /** Why the bridge's source stopped, when it failed (the sinks go on delivering what is buffered). */
+  readonly sourceError?: string;
   /** TypeScript bridges: what the handler holds and how often it was restarted. */
   readonly handler?: HandlerStatus;
 }
@@ -89,6 +91,7 @@ export class RunningBridge implements GatewayBridge {
   readonly #logger: Logger;
   readonly #expiry: NodeJS.Timeout | undefined;
   #state: BridgeStatus['state'] = 'running';
+  #sourceError: string | undefined;
   #pendingSinks = 0;
   #allDone: (() => void) | undefined;
   readonly #afterStop: Promise<void>[] = [];
@@ -158,14 +161,17 @@ export class RunningBridge implements GatewayBridge {
     // Rate limit and transform steps; a message they refuse is dead-lettered and acked there.
     const ingress = ingressOperators(config, { deadLetters: writer, logger: this.#logger, counters });
     this.#subscriptions.unshift(
-      source.pipe(ingress).subscribe((delivery) => {
-        counters.count('bridge.messages.in', { bridge: config.name });
-        if (buffered) {
-          writer.enqueue(config.name, delivery);
-          return;
-        }
-        const copies = fanOut(delivery, direct.length);
-        direct.forEach((subject, i) => subject.next(copies[i] as Delivery));
+      source.pipe(ingress).subscribe({
+        next: (delivery) => {
+          counters.count('bridge.messages.in', { bridge: config.name });
+          if (buffered) {
+            writer.enqueue(config.name, delivery);
+            return;
+          }
+          const copies = fanOut(delivery, direct.length);
+          direct.forEach((subject, i) => subject.next(copies[i] as Delivery));
+        },
+        error: (error: unknown) => this.#sourceFailed(error, counters),
       }),
     );
 
@@ -217,7 +223,16 @@ export class RunningBridge implements GatewayBridge {
         failed: s.failed,
         ...(s.lastError === undefined ? {} : { lastError: s.lastError }),
       })),
+      ...(this.#sourceError === undefined ? {} : { sourceError: this.#sourceError }),
     };
+  }
+
+  /** The source gave up (e.g. a TLS file it cannot read): the bridge takes no more messages, the gateway goes on. */
+  #sourceFailed(error: unknown, counters: Counters): void {
+    this.#state = 'failed';
+    this.#sourceError = describeError(error);
+    counters.count('bridge.source.failed', { bridge: this.config.name });
+    this.#logger.error({ err: error }, 'the bridge\'s source failed and takes no more messages; fix the config and reload (what is buffered is still delivered)');
   }
 
   #onEvent(state: SinkState, event: SinkEvent, counters: Counters): void {

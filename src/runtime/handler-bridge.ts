@@ -128,9 +128,18 @@ export class HandlerBridge {
     );
     const source = sourceComponent.create(sourceConfig as never, ctx, runtime);
     this.#subscriptions.unshift(
-      source.subscribe((delivery) => {
-        counters.count('bridge.messages.in', { bridge: config.name });
-        writer.enqueue(config.name, delivery);
+      source.subscribe({
+        next: (delivery) => {
+          counters.count('bridge.messages.in', { bridge: config.name });
+          writer.enqueue(config.name, delivery);
+        },
+        // The source gave up (e.g. a TLS file it cannot read): no more messages; the gateway goes on.
+        error: (error: unknown) => {
+          this.#state = 'failed';
+          this.#lastError = describeError(error);
+          counters.count('bridge.source.failed', { bridge: config.name });
+          this.#logger.error({ err: error }, 'the bridge\'s source failed and takes no more messages; fix the config and reload (what is buffered is still delivered)');
+        },
       }),
     );
   }
@@ -159,6 +168,10 @@ export class HandlerBridge {
   /** Tears everything down at once, acknowledging nothing more. */
   abort(): void {
     this.#stopping = true;
+    // First of all: nothing this bridge still holds may move the cursor now, since a bridge of
+    // the same name may read it next (a reload) and the rows must stay for it.
+    this.#tracker.close();
+    this.#cursor.detach();
     clearTimeout(this.#restartTimer);
     this.#nudge.stop();
     this.#run?.subscription?.unsubscribe();

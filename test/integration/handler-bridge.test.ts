@@ -8,6 +8,7 @@ import pino from 'pino';
 import { NEVER, Subject, buffer, filter, map, merge, mergeMap, tap } from 'rxjs';
 import { type HandlerBridgeConfig, handlerBridgeSchema } from '../../src/config/bridge-module.ts';
 import { loadConfig } from '../../src/config/load.ts';
+import { openBuffer } from '../../src/buffer/open.ts';
 import { garbageCollector } from '../../src/handler/gc-nudge.ts';
 import type { BridgeDefinition, Message } from '../../src/index.ts';
 import { Gateway } from '../../src/runtime/gateway.ts';
@@ -279,4 +280,53 @@ test('stopped without its acks (the pipeline never ends), the gateway delivers t
   } finally {
     await second.stop();
   }
+});
+
+test('a handler bridge removed by a reload and torn down while holding messages acks none of them later, even once they are collected', async () => {
+  const root = tempDir();
+  writeFileSync(
+    join(root, 'gateway.yaml'),
+    'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {enabled: false}\nshutdown: {drainTimeoutMs: 300}\ndevices: []\nbridges: []\ngateway: {dataDir: data}\n',
+  );
+  const config = loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} });
+  let seen = 0;
+  let kept: Message | undefined;
+  const definition = handlerBridgeSchema(componentKinds).parse({
+    name: 'h',
+    from: { mqtt: { topics: ['devices/+/telemetry/#'] } },
+    to: { out: { history: {} } },
+    // Holds every message for ever (as a stuck lookup would), and keeps the last one reachable.
+    handle: ((messages, tools) =>
+      messages.pipe(
+        tap((m) => {
+          seen += 1;
+          kept = m;
+        }),
+        mergeMap((m) => NEVER.pipe(map(() => tools.to('out', m)))),
+      )) satisfies BridgeDefinition['handle'],
+  });
+  const bridge = { ...definition, file: 'h.ts' } as HandlerBridgeConfig;
+  const gateway = new Gateway({ ...config, bridgeConfigs: [bridge] }, pino({ level: 'silent' }), 'test', { load: async () => ({ ...config, bridgeConfigs: [] }) });
+  await gateway.start();
+  try {
+    await publish(gateway, Array.from({ length: 10 }, (_, i) => String(i)));
+    await waitFor('the handler to get every message', () => seen === 10);
+    const result = await gateway.reload();
+    assert.equal(result.ok, true);
+    // The stop timed out (the pipeline never ends) and the bridge was torn down, which let go
+    // of what it held; one message still reachable keeps the old bridge alive. Nothing of it
+    // may move the cursor now.
+    await settleGarbage();
+    await sleep(200);
+    await settleGarbage();
+  } finally {
+    await gateway.stop();
+  }
+  const { store } = openBuffer(join(root, 'data'), 'full', pino({ level: 'silent' }));
+  try {
+    assert.equal(store.stats('h').messages, 10, 'every acknowledged message is still buffered for the next reader');
+  } finally {
+    store.close();
+  }
+  assert.ok(kept !== undefined);
 });
