@@ -144,8 +144,10 @@ export interface KafkaConsumer {
   connect(): Promise<void>;
   /** Subscribes to the topics and starts fetching; resolves once running. */
   run(handlers: KafkaConsumerHandlers): Promise<void>;
-  pause(topic: string, partition: number): void;
-  resume(topic: string, partition: number): void;
+  /** Best effort: false when the consumer cannot take it now (kafkajs between a crash and its restart). */
+  pause(topic: string, partition: number): boolean;
+  /** Best effort: false when the consumer cannot take it now (kafkajs between a crash and its restart). */
+  resume(topic: string, partition: number): boolean;
   commit(offsets: readonly { readonly topic: string; readonly partition: number; readonly offset: string }[]): Promise<void>;
   disconnect(): Promise<void>;
 }
@@ -205,8 +207,9 @@ export function createKafkaConsumer(options: KafkaConsumerOptions): KafkaConsume
         },
       });
     },
-    pause: (topic, partition) => opened().pause([{ topic, partitions: [partition] }]),
-    resume: (topic, partition) => opened().resume([{ topic, partitions: [partition] }]),
+    // kafkajs throws ("Consumer group was not initialized") while it restarts after a crash.
+    pause: (topic, partition) => bestEffort(() => opened().pause([{ topic, partitions: [partition] }])),
+    resume: (topic, partition) => bestEffort(() => opened().resume([{ topic, partitions: [partition] }])),
     commit: async (offsets) => {
       await opened().commitOffsets(offsets.map((o) => ({ topic: o.topic, partition: o.partition, offset: o.offset })));
     },
@@ -253,4 +256,13 @@ function logTo(logger: Logger, levels: typeof import('kafkajs').logLevel): logCr
     if (level <= levels.ERROR) logger.error(line, message);
     else logger.warn(line, message);
   };
+}
+
+function bestEffort(action: () => void): boolean {
+  try {
+    action();
+    return true;
+  } catch {
+    return false;
+  }
 }

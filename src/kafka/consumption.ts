@@ -93,7 +93,7 @@ class Consumption {
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
     const consumer = this.#consumer;
-    for (const p of this.#partitions.values()) if (!p.paused) consumer?.pause(p.topic, p.partition);
+    for (const p of this.#partitions.values()) if (!p.paused) this.#tryConsumer((c) => c.pause(p.topic, p.partition));
     const stopped = this.#settle()
       .then(() => this.#commit())
       .catch((error: unknown) => this.#ctx.logger.warn({ err: error }, `${this.#component}: last commit failed`))
@@ -125,7 +125,7 @@ class Consumption {
         continue;
       }
       if (state.window.size >= this.#options.maxInFlight) {
-        this.#consumer?.pause(topic, partition);
+        this.#tryConsumer((c) => c.pause(topic, partition));
         state.paused = true;
         this.#ctx.counters.count('kafka.partitions.paused', { bridge: this.#ctx.bridge });
         return;
@@ -164,11 +164,25 @@ class Consumption {
     );
   }
 
+  /**
+   * Pauses or resumes through the consumer, best effort: kafkajs refuses both while it restarts
+   * after a crash, and an ack or a stop must not fail for that. True when it was taken.
+   */
+  #tryConsumer(action: (consumer: KafkaConsumer) => boolean | void): boolean {
+    const consumer = this.#consumer;
+    if (consumer === undefined) return true;
+    try {
+      return action(consumer) !== false;
+    } catch {
+      return false;
+    }
+  }
+
   #settled(state: Partition, offset: bigint): void {
     if (state.window.ack(offset)) this.#scheduleCommit();
-    if (state.paused && state.window.size < this.#options.maxInFlight && !this.#stopping) {
+    // A resume the consumer cannot take now (restarting after a crash) is tried again at the next settle.
+    if (state.paused && state.window.size < this.#options.maxInFlight && !this.#stopping && this.#tryConsumer((c) => c.resume(state.topic, state.partition))) {
       state.paused = false;
-      this.#consumer?.resume(state.topic, state.partition);
     }
     this.#onProgress?.();
   }
