@@ -63,6 +63,10 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
     });
 
   const deliveries = new Observable<Delivery>((subscriber) => {
+    // One pending wait for an append at a time, however often an idle reader polls: a new
+    // wait per poll would pile up in the writer until the bridge got a message again.
+    let appended: Promise<void> | undefined;
+    const nextAppend = () => (appended ??= writer.appended(bridge).then(() => void (appended = undefined)));
     let closed = false;
     const live = () => !stopping && !closed;
 
@@ -172,7 +176,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
           const window = store.read(bridge, state.seq, windowSize());
           if (window.length === 0) {
             // Woken by this process's commits; the poll finds rows another process added (`ferry buffer redrive`).
-            await Promise.race([writer.appended(bridge), pause(POLL_MS)]);
+            await Promise.race([nextAppend(), pause(POLL_MS)]);
             continue;
           }
           if (policy.replay === 'live-first' && isolate === 0 && window.length === policy.windowSize && store.tail(bridge) > (window.at(-1) as StoredMessage).seq) {
@@ -205,7 +209,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
         refilled = now;
         const take = Math.min(Math.floor(tokens), windowSize());
         if (take === 0) {
-          if (fresh.length === 0) await Promise.race([writer.appended(bridge), pause(Math.ceil(((1 - tokens) / policy.backlogRatePerSec) * 1000))]);
+          if (fresh.length === 0) await Promise.race([nextAppend(), pause(Math.ceil(((1 - tokens) / policy.backlogRatePerSec) * 1000))]);
           continue;
         }
         const backlog = store.read(bridge, state.seq, take).filter((m) => m.seq <= mark);

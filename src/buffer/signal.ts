@@ -2,6 +2,11 @@
 export class Signal {
   #waiters: (() => void)[] = [];
 
+  /** Waits not yet woken. */
+  get waiting(): number {
+    return this.#waiters.length;
+  }
+
   wait(): Promise<void> {
     return new Promise((resolve) => this.#waiters.push(resolve));
   }

@@ -67,6 +67,11 @@ export class BufferWriter {
   }
 
   /** Resolves at the next commit that appended messages of `bridge`. */
+  /** Readers waiting for the next append to `bridge` (one per reader at most). */
+  appendWaiters(bridge: string): number {
+    return this.#appended.get(bridge)?.waiting ?? 0;
+  }
+
   appended(bridge: string): Promise<void> {
     let signal = this.#appended.get(bridge);
     if (signal === undefined) {

@@ -394,3 +394,15 @@ test('trimDeadLetters keeps the newest dead letters of a bridge up to the limit'
     cleanup();
   }
 });
+
+test('an idle reader keeps one wait for the next append, however many times it polls', async () => {
+  const { writer, drain, cleanup } = setup();
+  try {
+    drain('out');
+    // The reader polls every second while nothing arrives.
+    await sleep(3500);
+    assert.equal(writer.appendWaiters('b'), 1);
+  } finally {
+    cleanup();
+  }
+});
