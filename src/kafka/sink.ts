@@ -71,7 +71,7 @@ const schema = z
     }),
     compression: z.enum(COMPRESSIONS).default('none').meta({ description: 'Batch compression; the codec is loaded only when used.', examples: ['zstd'] }),
     batchSize: z.int().min(1).default(500).meta({ description: 'Most messages in one produce request.', examples: [500] }),
-    batchBytes: z.int().min(1).default(1024 * 1024).meta({ description: 'Most payload bytes in one produce request (a larger message goes alone).', examples: [1048576] }),
+    batchBytes: z.int().min(1).default(512 * 1024).meta({ description: 'Most payload bytes in one produce request (a larger message goes alone); keep it well below the broker\'s message.max.bytes (1 MiB by default), since keys, headers and record overhead come on top.', examples: [1048576] }),
     batchTimeMs: z.int().min(0).default(10).meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
     connectionTimeoutMs: z.int().min(1).default(3000).meta({ description: 'TCP connect timeout to a broker.', examples: [3000] }),
     retries: z.int().min(0).default(5).meta({
@@ -87,6 +87,9 @@ const schema = z
     }
     if (config.maxInFlightRequests !== undefined && config.maxInFlightRequests !== 1) {
       ctx.addIssue({ code: 'custom', path: ['maxInFlightRequests'], message: 'idempotent: true needs maxInFlightRequests: 1 (kafkajs keeps sequence numbers in order only with one request in flight); remove it or set 1' });
+    }
+    if (config.retries < 1) {
+      ctx.addIssue({ code: 'custom', path: ['retries'], message: 'idempotent: true needs retries of at least 1 (kafkajs refuses an idempotent producer that may not retry)' });
     }
   });
 

@@ -179,10 +179,12 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
           resume();
         },
         onNack: (error) => {
-          window.drop(pending);
           ctx.counters.count('mqtt.client.not_stored', labels);
           ctx.logger.warn({ err: error, topic: packet.topic }, `message from ${broker} not stored; reconnecting so that the broker delivers it again`);
+          // The connection goes first: dropping the entry would flush the PUBACKs of later
+          // messages already stored, and the broker would redeliver this one after them.
           redeliver(stream);
+          window.drop(pending);
         },
       }),
     );

@@ -60,6 +60,8 @@ export const deviceSink: SinkComponent<typeof schema, DeviceSinkDeps> = {
   kind: 'devices',
   description: 'Publishes messages as commands to devices on the embedded MQTT broker; acked on the device\'s PUBACK.',
   schema,
+  // Checked against the source at load time: a ${1} under a Kafka source can never render.
+  templates: (config) => [{ path: ['topic'], template: config.topic }],
   create: (config, ctx, deps) => {
     const template = compileTemplate(config.topic);
     const component = `devices sink of bridge '${ctx.bridge}'`;

@@ -265,6 +265,10 @@ export class Gateway {
         error instanceof ConfigError ? error.issues : [{ file: this.#config.file, line: 0, column: 0, path: '', message: String(error) }];
       return this.#refused({ ok: false, errors });
     }
+    // Loading takes a while (TypeScript bridges are imported): the gateway may have begun to stop meanwhile.
+    if (this.#state !== 'running') {
+      return this.#refused({ ok: false, notRunning: true, errors: [{ file: this.#config.file, line: 0, column: 0, path: '', message: `the gateway is ${this.#state}` }] });
+    }
     const running = this.#config;
     const plan = planBridges(running.bridgeConfigs, next.bridgeConfigs);
     const loadedMs = Math.round(performance.now() - began);

@@ -69,3 +69,11 @@ test('idempotent needs acks all and one request in flight; Ferry\'s own headers 
   ]);
   assert.deepEqual(load(bridge('      topic: t\n      idempotent: true\n      compression: zstd\n')), []);
 });
+
+test('a command topic is checked against its Kafka source: no MQTT captures there, but the key and headers', () => {
+  const commands = (topic: string) => `name: b\nfrom:\n  kafka:\n    brokers: localhost:9092\n    groupId: g\n    topics: [cmds]\nto:\n  - devices:\n      topic: ${topic}\n`;
+  assert.deepEqual(load(commands('devices/${key}/commands/${header.name}')), []);
+  assert.deepEqual(load(commands('devices/${1}/commands')), [
+    "bridges/b.yaml:9:14: to[0].devices.topic: template 'devices/${1}/commands': ${1} takes a level of the MQTT topic filter, but the 'kafka' source has no topic filters",
+  ]);
+});
