@@ -69,6 +69,11 @@ interface SinkState {
   lastError?: string;
 }
 
+/** A sink's line in a bridge's status. */
+export function sinkStatus(s: { readonly name: string; readonly kind: string; readonly written: number; readonly failed: number; readonly lastError?: string | undefined }): BridgeStatus['sinks'][number] {
+  return { name: s.name, kind: s.kind, written: s.written, failed: s.failed, ...(s.lastError === undefined ? {} : { lastError: s.lastError }) };
+}
+
 /** Names of a bridge's sinks in the buffer's cursors: the kind, or kind#index when a kind repeats. */
 export function sinkNames(config: Pick<BridgeConfig, 'to'>): string[] {
   const kinds = config.to.map((entry) => Object.keys(entry)[0] as string);
@@ -216,13 +221,7 @@ export class RunningBridge implements GatewayBridge {
       name: this.config.name,
       file: this.config.file,
       state: this.#state,
-      sinks: this.#sinks.map((s) => ({
-        name: s.name,
-        kind: s.kind,
-        written: s.written,
-        failed: s.failed,
-        ...(s.lastError === undefined ? {} : { lastError: s.lastError }),
-      })),
+      sinks: this.#sinks.map(sinkStatus),
       ...(this.#sourceError === undefined ? {} : { sourceError: this.#sourceError }),
     };
   }

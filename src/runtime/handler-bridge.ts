@@ -12,7 +12,7 @@ import type { Message, Output } from '../handler/define.ts';
 import { GcNudge } from '../handler/gc-nudge.ts';
 import { InputTracker, type Ticket } from '../handler/input-tracker.ts';
 import { type MessageContext, createMessage, createTools, culpritOf, isOutput, ticketOf } from '../handler/message.ts';
-import type { BridgeDeps, BridgeStatus } from './bridge.ts';
+import { type BridgeDeps, type BridgeStatus, sinkStatus } from './bridge.ts';
 import { findSink, findSource } from './registry.ts';
 
 /** The cursor name of a TypeScript bridge's handler in the buffer. */
@@ -184,13 +184,7 @@ export class HandlerBridge {
       name: this.config.name,
       file: this.config.file,
       state: this.#state,
-      sinks: [...this.#sinks.values()].map((s) => ({
-        name: s.name,
-        kind: s.kind,
-        written: s.written,
-        failed: s.failed,
-        ...(s.lastError === undefined ? {} : { lastError: s.lastError }),
-      })),
+      sinks: [...this.#sinks.values()].map(sinkStatus),
       handler: {
         unacked: this.#tracker.open + this.#queue.length,
         restarts: this.#restarts,
