@@ -66,12 +66,12 @@ export class BufferWriter {
     this.#policies.set(bridge, policy);
   }
 
-  /** Resolves at the next commit that appended messages of `bridge`. */
   /** Readers waiting for the next append to `bridge` (one per reader at most). */
   appendWaiters(bridge: string): number {
     return this.#appended.get(bridge)?.waiting ?? 0;
   }
 
+  /** Resolves at the next commit that appended messages of `bridge`. */
   appended(bridge: string): Promise<void> {
     let signal = this.#appended.get(bridge);
     if (signal === undefined) {
