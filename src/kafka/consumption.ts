@@ -38,6 +38,14 @@ interface Partition {
   /** The offset last committed by this member, if any. */
   committed: bigint | undefined;
   paused: boolean;
+  /**
+   * Messages a sink refused for now, waiting for the partition's next retry round; while any
+   * wait, newly fetched messages are held back (`held`), so that the partition's order holds
+   * through retries: the round hands over the refused ones in offset order, then the held ones.
+   */
+  readonly retry: Map<bigint, { readonly envelope: Envelope; readonly attempt: number }>;
+  held: { readonly offset: bigint; readonly envelope: Envelope }[];
+  retryRound: boolean;
 }
 
 class Consumption {
@@ -132,7 +140,8 @@ class Consumption {
       }
       state.window.take(offset);
       control.resolve(record.offset);
-      this.#deliver(state, offset, toEnvelope(topic, record), 1);
+      if (state.retryRound) state.held.push({ offset, envelope: toEnvelope(topic, record) });
+      else this.#deliver(state, offset, toEnvelope(topic, record), 1);
     }
     await control.heartbeat();
   }
@@ -158,7 +167,11 @@ class Consumption {
           const delayMs = Math.min(MAX_RETRY_BACKOFF_MS, this.#options.retryBackoffMs * 2 ** (attempt - 1));
           this.#ctx.counters.count('kafka.messages.redelivered', { bridge: this.#ctx.bridge, topic: state.topic });
           this.#ctx.logger.warn({ ...where, attempt, delayMs }, `${this.#component}: message not taken; delivering it again`);
-          if (!this.#stopping) this.#later(delayMs, () => this.#deliver(state, offset, envelope, attempt + 1));
+          state.retry.set(offset, { envelope, attempt });
+          if (!state.retryRound && !this.#stopping) {
+            state.retryRound = true;
+            this.#later(delayMs, () => this.#retry(state));
+          }
         },
       }),
     );
@@ -201,11 +214,30 @@ class Consumption {
     this.#onProgress?.();
   }
 
+  /**
+   * A partition's retry round: the refused messages again, in offset order (a batching sink
+   * refuses the later messages of a failed batch too, so they are all here), then the messages
+   * fetched meanwhile. Refusals during the round start the next one.
+   */
+  #retry(state: Partition): void {
+    state.retryRound = false;
+    if (this.#stopping || this.#partitions.get(key(state.topic, state.partition)) !== state) return;
+    const again = [...state.retry].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    state.retry.clear();
+    const held = state.held;
+    state.held = [];
+    for (const [offset, { envelope, attempt }] of again) this.#deliver(state, offset, envelope, attempt + 1);
+    for (const { offset, envelope } of held) {
+      if (state.retryRound) state.held.push({ offset, envelope });
+      else this.#deliver(state, offset, envelope, 1);
+    }
+  }
+
   #partition(topic: string, partition: number): Partition {
     const k = key(topic, partition);
     let state = this.#partitions.get(k);
     if (state === undefined) {
-      state = { topic, partition, window: new OffsetWindow(), committed: undefined, paused: false };
+      state = { topic, partition, window: new OffsetWindow(), committed: undefined, paused: false, retry: new Map(), held: [], retryRound: false };
       this.#partitions.set(k, state);
     }
     return state;

@@ -98,6 +98,26 @@ test('a nacked message is delivered again (same envelope), and the offset waits 
   }
 });
 
+test('retries keep the partition in order: refused messages come again in offset order, before those fetched meanwhile', async () => {
+  const run = await consume({ retryBackoffMs: 1500 });
+  try {
+    await run.kafka.produce(run.topic, ['m0', 'm1', 'm2'].map((value) => ({ key: 'device-1', value })));
+    const [m0, m1, m2] = await run.waitFor(3);
+    m0?.ack();
+    // A sink whose batch [m1, m2] failed refuses both, the later one second.
+    m1?.nack(new Error('upstream down'));
+    m2?.nack(new Error('upstream down'));
+    // Fetched while the partition waits for its retry: held back behind m1 and m2.
+    await run.kafka.produce(run.topic, [{ key: 'device-1', value: 'm3' }]);
+    const all = await run.waitFor(6);
+    assert.deepEqual(all.slice(3).map(text), ['m1', 'm2', 'm3']);
+    for (const d of all.slice(3)) d.ack();
+    await run.kafka.waitForCommitted(run.group, run.topic, (o) => o[0] === '4');
+  } finally {
+    await run.close();
+  }
+});
+
 test('a message refused for good is counted and committed past, so its partition does not stall', async () => {
   const run = await consume();
   try {
