@@ -3,7 +3,7 @@ import { VERSION } from './version.ts';
 
 // Each command loads its own modules, so `ferry --help` and `ferry validate` start fast.
 const program = new Command('ferry')
-  .description('Edge/IoT messaging gateway: devices publish MQTT to it, bridges carry the messages to a local history and to Kafka.')
+  .description('Edge/IoT messaging gateway: devices publish MQTT to it, every message is kept in a durable local buffer, and bridges carry it to Kafka, a local history or another MQTT broker (and commands from Kafka back to the devices).')
   .version(VERSION)
   .showHelpAfterError('(run with --help for usage)');
 
