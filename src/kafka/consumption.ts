@@ -43,10 +43,19 @@ interface Partition {
    * wait, newly fetched messages are held back (`held`), so that the partition's order holds
    * through retries: the round hands over the refused ones in offset order, then the held ones.
    */
-  readonly retry: Map<bigint, { readonly envelope: Envelope; readonly attempt: number }>;
+  readonly retry: Map<bigint, Refused>;
   held: { readonly offset: bigint; readonly envelope: Envelope }[];
   retryRound: boolean;
 }
+
+/** A message a sink refused; `alone` once it must be delivered by itself (it was refused for good with others). */
+interface Refused {
+  readonly envelope: Envelope;
+  readonly attempt: number;
+  readonly alone: boolean;
+}
+
+type Settled = 'done' | 'retry';
 
 class Consumption {
   readonly #options: ConsumptionOptions;
@@ -146,35 +155,57 @@ class Consumption {
     await control.heartbeat();
   }
 
-  #deliver(state: Partition, offset: bigint, envelope: Envelope, attempt: number): void {
+  /**
+   * Hands one message to the sinks. `alone` marks a delivery made by itself (nothing else of
+   * its partition in flight), so that a refusal for good is its own and not its batch's;
+   * `settled` hears how it ended.
+   */
+  #deliver(state: Partition, offset: bigint, envelope: Envelope, attempt: number, alone = false, settled?: (outcome: Settled) => void): void {
     // Acks of a partition this member lost, or of an earlier generation of it, are not ours to commit.
     const current = () => this.#partitions.get(key(state.topic, state.partition)) === state;
     this.#subscriber.next(
       createDelivery(envelope, {
         onAck: () => {
-          if (current()) this.#settled(state, offset);
+          if (!current()) return;
+          this.#settled(state, offset);
+          settled?.('done');
         },
         onNack: (error) => {
           if (!current()) return;
           const where = { id: envelope.id, topic: state.topic, partition: state.partition, offset: String(offset), err: error };
           if (isFerryError(error) && !error.retryable) {
-            // No local dead-letter table for a bridge that skips the buffer: the log line is the record.
-            this.#ctx.counters.count('kafka.messages.invalid', { bridge: this.#ctx.bridge, topic: state.topic });
-            this.#ctx.logger.error(where, `${this.#component}: message refused for good; committing past it: ${error.message}`);
-            this.#settled(state, offset);
+            if (alone) {
+              // No local dead-letter table for a bridge that skips the buffer: the log line is the record.
+              this.#ctx.counters.count('kafka.messages.invalid', { bridge: this.#ctx.bridge, topic: state.topic });
+              this.#ctx.logger.error(where, `${this.#component}: message refused for good; committing past it: ${error.message}`);
+              this.#settled(state, offset);
+              settled?.('done');
+              return;
+            }
+            // Refused for good, maybe for another message of its batch: delivered again by itself
+            // (with every other refused one, one at a time) to find out.
+            this.#ctx.logger.warn(where, `${this.#component}: message refused for good with its batch; delivering it again by itself`);
+            this.#refused(state, offset, { envelope, attempt, alone: true }, this.#options.retryBackoffMs);
+            settled?.('retry');
             return;
           }
           const delayMs = Math.min(MAX_RETRY_BACKOFF_MS, this.#options.retryBackoffMs * 2 ** (attempt - 1));
           this.#ctx.counters.count('kafka.messages.redelivered', { bridge: this.#ctx.bridge, topic: state.topic });
           this.#ctx.logger.warn({ ...where, attempt, delayMs }, `${this.#component}: message not taken; delivering it again`);
-          state.retry.set(offset, { envelope, attempt });
-          if (!state.retryRound && !this.#stopping) {
-            state.retryRound = true;
-            this.#later(delayMs, () => this.#retry(state));
-          }
+          this.#refused(state, offset, { envelope, attempt, alone }, delayMs);
+          settled?.('retry');
         },
       }),
     );
+  }
+
+  /** Keeps a refused message for the partition's next retry round, which starts after `delayMs` unless one is due already. */
+  #refused(state: Partition, offset: bigint, refused: Refused, delayMs: number): void {
+    state.retry.set(offset, refused);
+    if (!state.retryRound && !this.#stopping) {
+      state.retryRound = true;
+      this.#later(delayMs, () => this.#retry(state));
+    }
   }
 
   /**
@@ -220,13 +251,42 @@ class Consumption {
    * fetched meanwhile. Refusals during the round start the next one.
    */
   #retry(state: Partition): void {
-    state.retryRound = false;
     if (this.#stopping || this.#partitions.get(key(state.topic, state.partition)) !== state) return;
     const again = [...state.retry].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     state.retry.clear();
+    if (!again.some(([, refused]) => refused.alone)) {
+      state.retryRound = false;
+      for (const [offset, { envelope, attempt }] of again) this.#deliver(state, offset, envelope, attempt + 1);
+      this.#releaseHeld(state);
+      return;
+    }
+    // A batch was refused for good: its messages go one at a time, each waiting for the one
+    // before, so that the one at fault is refused alone and committed past, and the others are
+    // written. A retryable refusal on the way puts the rest back for the next round.
+    const next = (index: number): void => {
+      const entry = again[index];
+      if (entry === undefined) {
+        state.retryRound = false;
+        this.#releaseHeld(state);
+        return;
+      }
+      const [offset, { envelope, attempt }] = entry;
+      this.#deliver(state, offset, envelope, attempt + 1, true, (outcome) => {
+        if (outcome === 'done') {
+          next(index + 1);
+          return;
+        }
+        for (const [o, refused] of again.slice(index + 1)) state.retry.set(o, { ...refused, alone: true });
+        if (!this.#stopping) this.#later(this.#options.retryBackoffMs, () => this.#retry(state));
+      });
+    };
+    next(0);
+  }
+
+  /** Hands over, in order, the messages fetched while the partition waited for a retry round. */
+  #releaseHeld(state: Partition): void {
     const held = state.held;
     state.held = [];
-    for (const [offset, { envelope, attempt }] of again) this.#deliver(state, offset, envelope, attempt + 1);
     for (const { offset, envelope } of held) {
       if (state.retryRound) state.held.push({ offset, envelope });
       else this.#deliver(state, offset, envelope, 1);

@@ -118,16 +118,46 @@ test('retries keep the partition in order: refused messages come again in offset
   }
 });
 
-test('a message refused for good is counted and committed past, so its partition does not stall', async () => {
-  const run = await consume();
+test('a message refused for good is delivered again by itself; refused alone, it is counted and committed past, so its partition does not stall', async () => {
+  const run = await consume({ retryBackoffMs: 100 });
   try {
     await run.kafka.produce(run.topic, [{ value: 'bad' }, { value: 'good' }]);
     const [bad, good] = await run.waitFor(2);
-    bad?.nack(new FerryError('MESSAGE_REJECTED', 'no key to render the topic', { retryable: false }));
+    const refuse = () => new FerryError('MESSAGE_REJECTED', 'no key to render the topic', { retryable: false });
+    bad?.nack(refuse());
     good?.ack();
+    const [, , alone] = await run.waitFor(3);
+    assert.equal(alone?.envelope.id, bad?.envelope.id);
+    alone?.nack(refuse());
     await run.kafka.waitForCommitted(run.group, run.topic, (o) => o[0] === '2');
     assert.equal(run.counters.get(`kafka.messages.invalid{bridge=it,topic=${run.topic}}`), 1);
-    assert.equal(run.received.length, 2, 'not delivered again');
+    await sleep(300);
+    assert.equal(run.received.length, 3, 'not delivered a third time');
+  } finally {
+    await run.close();
+  }
+});
+
+test('a batch refused for good is delivered again one message at a time: the one at fault is committed past, the others are written', async () => {
+  const run = await consume({ retryBackoffMs: 100 });
+  try {
+    await run.kafka.produce(run.topic, ['a', 'b', 'c'].map((value) => ({ key: 'k', value })));
+    const batch = await run.waitFor(3);
+    // A sink refuses the whole batch because of b (a record too large for the broker, say).
+    for (const d of batch) d.nack(new FerryError('SINK_WRITE_FAILED', 'batch refused', { retryable: false }));
+    const [a] = (await run.waitFor(4)).slice(3);
+    assert.equal(text(a), 'a');
+    await sleep(300);
+    assert.equal(run.received.length, 4, 'b waits until a is settled');
+    a?.ack();
+    const [b] = (await run.waitFor(5)).slice(4);
+    assert.equal(text(b), 'b');
+    b?.nack(new FerryError('SINK_WRITE_FAILED', 'record too large', { retryable: false }));
+    const [c] = (await run.waitFor(6)).slice(5);
+    assert.equal(text(c), 'c');
+    c?.ack();
+    await run.kafka.waitForCommitted(run.group, run.topic, (o) => o[0] === '3');
+    assert.equal(run.counters.get(`kafka.messages.invalid{bridge=it,topic=${run.topic}}`), 1);
   } finally {
     await run.close();
   }
