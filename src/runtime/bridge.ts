@@ -69,6 +69,35 @@ interface SinkState {
   lastError?: string;
 }
 
+/**
+ * What a bridge hands its components: its logger and counters, its source's topic filters, the
+ * directory of its file, and `afterStop`, which collects the work its stop must wait for.
+ */
+export function bridgeContext(
+  config: { readonly name: string; readonly file: string },
+  deps: Pick<BridgeDeps, 'dataDir' | 'counters'>,
+  logger: Logger,
+  sourceFilters: readonly string[],
+  afterStop: Promise<void>[],
+): ComponentContext {
+  return {
+    logger,
+    counters: deps.counters,
+    dataDir: deps.dataDir,
+    bridge: config.name,
+    sourceFilters,
+    configDir: dirname(resolve(config.file)),
+    afterStop: (work) => afterStop.push(work.catch(() => {})),
+  };
+}
+
+/** A bridge's source gave up (e.g. a TLS file it cannot read): counted and logged; returns the reason for its status. */
+export function sourceFailed(bridge: string, error: unknown, logger: Logger, counters: Counters): string {
+  counters.count('bridge.source.failed', { bridge });
+  logger.error({ err: error }, 'the bridge\'s source failed and takes no more messages; fix the config and reload (what is buffered is still delivered)');
+  return describeError(error);
+}
+
 /** A sink's line in a bridge's status. */
 export function sinkStatus(s: { readonly name: string; readonly kind: string; readonly written: number; readonly failed: number; readonly lastError?: string | undefined }): BridgeStatus['sinks'][number] {
   return { name: s.name, kind: s.kind, written: s.written, failed: s.failed, ...(s.lastError === undefined ? {} : { lastError: s.lastError }) };
@@ -111,15 +140,7 @@ export class RunningBridge implements GatewayBridge {
     const sourceComponent = findSource(sourceKind);
     if (sourceComponent === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
     const sourceFilters = sourceComponent.filters?.(sourceConfig as never) ?? [];
-    const ctx: ComponentContext = {
-      logger: this.#logger,
-      counters,
-      dataDir: deps.dataDir,
-      bridge: config.name,
-      sourceFilters,
-      configDir: dirname(resolve(config.file)),
-      afterStop: (work) => this.#afterStop.push(work.catch(() => {})),
-    };
+    const ctx = bridgeContext(config, deps, this.#logger, sourceFilters, this.#afterStop);
     const buffered = sourceComponent.keepsMessages !== true;
 
     const names = sinkNames(config);
@@ -229,9 +250,7 @@ export class RunningBridge implements GatewayBridge {
   /** The source gave up (e.g. a TLS file it cannot read): the bridge takes no more messages, the gateway goes on. */
   #sourceFailed(error: unknown, counters: Counters): void {
     this.#state = 'failed';
-    this.#sourceError = describeError(error);
-    counters.count('bridge.source.failed', { bridge: this.config.name });
-    this.#logger.error({ err: error }, 'the bridge\'s source failed and takes no more messages; fix the config and reload (what is buffered is still delivered)');
+    this.#sourceError = sourceFailed(this.config.name, error, this.#logger, counters);
   }
 
   #onEvent(state: SinkState, event: SinkEvent, counters: Counters): void {

@@ -1,4 +1,3 @@
-import { dirname, resolve } from 'node:path';
 import { Subject, concat, defer, from, ignoreElements, isObservable, type Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { HandlerBridgeConfig } from '../config/bridge-module.ts';
@@ -12,7 +11,7 @@ import type { Message, Output } from '../handler/define.ts';
 import { GcNudge } from '../handler/gc-nudge.ts';
 import { InputTracker, type Ticket } from '../handler/input-tracker.ts';
 import { type MessageContext, createMessage, createTools, culpritOf, isOutput, ticketOf } from '../handler/message.ts';
-import { type BridgeDeps, type BridgeStatus, sinkStatus } from './bridge.ts';
+import { type BridgeDeps, type BridgeStatus, bridgeContext, sinkStatus, sourceFailed } from './bridge.ts';
 import { findSink, findSource } from './registry.ts';
 
 /** The cursor name of a TypeScript bridge's handler in the buffer. */
@@ -80,15 +79,7 @@ export class HandlerBridge {
     const [sourceKind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
     const sourceComponent = findSource(sourceKind);
     if (sourceComponent === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
-    const ctx: ComponentContext = {
-      logger: this.#logger,
-      counters,
-      dataDir: deps.dataDir,
-      bridge: config.name,
-      sourceFilters: sourceComponent.filters?.(sourceConfig as never) ?? [],
-      configDir: dirname(resolve(config.file)),
-      afterStop: (work) => this.#afterStop.push(work.catch(() => {})),
-    };
+    const ctx = bridgeContext(config, deps, this.#logger, sourceComponent.filters?.(sourceConfig as never) ?? [], this.#afterStop);
     store.registerBridge(config.name, [HANDLER_CURSOR]);
     writer.setPolicy(config.name, config.buffer);
 
@@ -136,9 +127,7 @@ export class HandlerBridge {
         // The source gave up (e.g. a TLS file it cannot read): no more messages; the gateway goes on.
         error: (error: unknown) => {
           this.#state = 'failed';
-          this.#lastError = describeError(error);
-          counters.count('bridge.source.failed', { bridge: config.name });
-          this.#logger.error({ err: error }, 'the bridge\'s source failed and takes no more messages; fix the config and reload (what is buffered is still delivered)');
+          this.#lastError = sourceFailed(config.name, error, this.#logger, counters);
         },
       }),
     );
