@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
 import { kafkaClasspath } from '../test/harness/kafka-classpath.ts';
 import { startKafka } from '../test/harness/kafka.ts';
+import { readTopic } from '../test/harness/kafka-read.ts';
 import { requireJava } from '../test/harness/java.ts';
 
 export interface BenchKafka {
@@ -63,44 +64,10 @@ export interface TopicRecord {
   readonly value: Buffer;
 }
 
-/** Every record of a one-partition topic, from the start up to the high watermark. */
+/** Every record of a topic, from the start up to the high watermark. */
 export async function readRecords(brokers: readonly string[], topic: string, timeoutMs = 120_000): Promise<TopicRecord[]> {
-  const kafka = client(brokers);
-  const admin = kafka.admin();
-  await admin.connect();
-  let total = 0;
-  try {
-    total = (await admin.fetchTopicOffsets(topic)).reduce((n, o) => n + Number(o.high) - Number(o.low), 0);
-  } finally {
-    await admin.disconnect();
-  }
   const records: TopicRecord[] = [];
-  if (total === 0) return records;
-  const consumer = kafka.consumer({ groupId: benchTopic('ferry-bench-reader-'), maxBytesPerPartition: 8 * 1024 * 1024 });
-  try {
-    await consumer.connect();
-    await consumer.subscribe({ topics: [topic], fromBeginning: true });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`read ${records.length} of ${total} records of ${topic} in ${timeoutMs} ms`)), timeoutMs);
-      consumer.on(consumer.events.CRASH, ({ payload }) => {
-        if (!payload.restart) reject(payload.error);
-      });
-      consumer
-        .run({
-          autoCommit: false,
-          eachBatch: async ({ batch }) => {
-            for (const m of batch.messages) if (m.value !== null) records.push({ appendedAt: Number(m.timestamp), value: m.value });
-            if (records.length >= total) {
-              clearTimeout(timer);
-              resolve();
-            }
-          },
-        })
-        .catch(reject);
-    });
-  } finally {
-    await consumer.disconnect();
-  }
+  for (const m of await readTopic(brokers, topic, timeoutMs)) if (m.value !== null) records.push({ appendedAt: m.timestamp, value: m.value });
   return records;
 }
 

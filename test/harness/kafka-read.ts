@@ -7,11 +7,13 @@ export interface ReadMessage {
   readonly headers: Record<string, string>;
   readonly partition: number;
   readonly offset: string;
+  /** The record's timestamp, ms since the epoch (the broker's append time on a LogAppendTime topic). */
+  readonly timestamp: number;
 }
 
 /** Every message now in `topic`, read from the beginning up to the high watermarks. */
-export async function readTopic(brokers: string[], topic: string, timeoutMs = 30_000): Promise<ReadMessage[]> {
-  const kafka = new Kafka({ clientId: randomName('ferry-test-reader-'), brokers, logLevel: logLevel.NOTHING });
+export async function readTopic(brokers: readonly string[], topic: string, timeoutMs = 30_000): Promise<ReadMessage[]> {
+  const kafka = new Kafka({ clientId: randomName('ferry-test-reader-'), brokers: [...brokers], logLevel: logLevel.NOTHING });
   const admin = kafka.admin();
   await admin.connect();
   let total = 0;
@@ -22,7 +24,7 @@ export async function readTopic(brokers: string[], topic: string, timeoutMs = 30
     await admin.disconnect();
   }
   if (total === 0) return [];
-  const consumer = kafka.consumer({ groupId: randomName('ferry-test-reader-group-') });
+  const consumer = kafka.consumer({ groupId: randomName('ferry-test-reader-group-'), maxBytesPerPartition: 8 * 1024 * 1024 });
   const messages: ReadMessage[] = [];
   try {
     await consumer.connect();
@@ -37,7 +39,7 @@ export async function readTopic(brokers: string[], topic: string, timeoutMs = 30
           eachMessage: async ({ partition, message }) => {
             const headers: Record<string, string> = {};
             for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
-            messages.push({ key: message.key?.toString(), value: message.value, headers, partition, offset: message.offset });
+            messages.push({ key: message.key?.toString(), value: message.value, headers, partition, offset: message.offset, timestamp: Number(message.timestamp) });
             if (messages.length >= total) {
               clearTimeout(timer);
               resolve();
