@@ -123,6 +123,16 @@ export const gatewaySchema = z
           description: 'Failed logins of one username from one address within a minute before that pair is refused for 5 minutes.',
           examples: [10],
         }),
+        topicAliasMaximum: z.int().min(0).max(65535).default(16).meta({
+          description:
+            'MQTT 5: how many topic aliases a client may set up on its connection (a device then sends a long topic once and a 2-byte number after). Advertised in CONNACK; 0 turns aliases off.',
+          examples: [16],
+        }),
+        maxSessionExpirySeconds: z.int().min(1).max(0xffff_fffe).optional().meta({
+          description:
+            'MQTT 5: the longest session expiry a client may ask for; a longer one (or "never") is cut to this and the client told so in CONNACK. No limit when absent, as for MQTT 3.1.1 persistent sessions, which never expire.',
+          examples: [604800],
+        }),
         maxConnections: maxConnections('TCP port (`mqtt.port`)'),
         tls: tlsSchema.optional().meta({ description: 'MQTT over TLS (mqtts) on its own port; off when absent.' }),
         websocket: websocketSchema.optional().meta({ description: 'MQTT over WebSocket (ws) on its own port; off when absent.' }),

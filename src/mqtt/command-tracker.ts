@@ -10,6 +10,8 @@ export interface Command {
   readonly retain: boolean;
   /** Epoch ms after which the command is no longer sent to a device that comes back. */
   readonly expiresAt: number;
+  /** Sent to MQTT 5 devices as user properties (MQTT 3.1.1 has nowhere to carry them). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 export type CommandOutcome =
@@ -94,8 +96,14 @@ export class CommandTracker {
       dup: false,
       brokerId: aedes.id,
       brokerCounter: counter,
-      // aedes-packet carries this field with each queued copy; forward() reads it.
+      // aedes-packet carries this field with each queued copy; forward() reads it, and aedes
+      // turns it into the remaining Message Expiry Interval of a copy sent to an MQTT 5 device later.
       messageExpiry: command.expiresAt,
+      // Written only to MQTT 5 devices.
+      properties: {
+        messageExpiryInterval: Math.max(1, Math.ceil((command.expiresAt - Date.now()) / 1000)),
+        ...(command.headers === undefined ? {} : { userProperties: { ...command.headers } }),
+      },
     };
     let timer: NodeJS.Timeout | undefined;
     const pending: Pending = {

@@ -136,6 +136,9 @@ export const deviceSink: SinkComponent<typeof schema, DeviceSinkDeps> = {
             qos: config.qos,
             retain: config.retain,
             expiresAt: Date.now() + config.expiryMs,
+            // To MQTT 5 devices: the message's headers and its id, by which a device can tell a
+            // command it is sent again (delivery is at least once) from a new one.
+            headers: { ...envelope.headers, 'ferry-id': envelope.id },
           });
           waiting.add(published);
           void published.outcome.then((outcome) => {

@@ -3,6 +3,7 @@ import { Aedes, type Client, type PublishPacket } from 'aedes';
 import { Observable, type Subscriber } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
+import { isFerryError } from '../core/errors.ts';
 import { createDelivery, fanOut, type Delivery } from '../core/delivery.ts';
 import { type Origin, createEnvelope } from '../core/envelope.ts';
 import type { Source } from '../core/stream.ts';
@@ -37,6 +38,10 @@ export interface EmbeddedBrokerOptions {
   readonly drainTimeoutMs?: number;
   /** Largest MQTT packet a client may send; a larger one closes its connection before it is read. */
   readonly maxPacketBytes?: number;
+  /** MQTT 5: topic aliases a client may set up per connection; 0 (the default here) turns them off. */
+  readonly topicAliasMaximum?: number;
+  /** MQTT 5: longest session expiry a client may ask for; no limit when absent. */
+  readonly maxSessionExpirySeconds?: number;
   /** Longest and deepest topic or filter a client may use. */
   readonly topicLimits?: TopicLimits;
   /** Runs after the broker exists and before it listens: the moment to tap it. */
@@ -47,6 +52,30 @@ interface Tap {
   readonly name: string;
   readonly filters: readonly string[];
   readonly subscriber: Subscriber<Delivery>;
+}
+
+/** MQTT 5 DISCONNECT reason codes for a message the gateway could not take. */
+const SERVER_BUSY = 0x89;
+const QUOTA_EXCEEDED = 0x97;
+
+/** What happens to a client whose publish is refused (for the log line). */
+function refusalOutcome(client: Client | null): string {
+  // MQTT 3.1.1 has no negative PUBACK; aedes closes the connection. MQTT 5 has one.
+  return client !== null && client.version === 5 ? 'answered with reason code 0x87 (not authorized)' : 'closing the connection';
+}
+
+/**
+ * Message headers from an MQTT 5 PUBLISH: its user properties (a name given more than once
+ * keeps its values joined with ","), and its content type as `content-type` unless a user
+ * property already has that name.
+ */
+function propertyHeaders(properties: NonNullable<PublishPacket['properties']>): Record<string, string> {
+  // fromEntries defines own properties, so a property named __proto__ stays a header.
+  const headers: Record<string, string> = Object.fromEntries(
+    Object.entries(properties.userProperties ?? {}).map(([name, value]) => [name, Array.isArray(value) ? value.join(',') : String(value)]),
+  );
+  if (properties.contentType !== undefined && !Object.hasOwn(headers, 'content-type')) headers['content-type'] = properties.contentType;
+  return headers;
 }
 
 /**
@@ -85,6 +114,11 @@ export class EmbeddedBroker {
       // A subscriber whose socket stays full this long is disconnected: while aedes waits for
       // it to drain, delivery to every other subscriber of the same messages waits too.
       drainTimeout: options.drainTimeoutMs ?? 10_000,
+      // MQTT 5 clients are told the limits in CONNACK. The packet guard enforces the size
+      // before aedes sees the packet; aedes' own check is a second line.
+      maximumPacketSize: options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
+      topicAliasMaximum: options.topicAliasMaximum ?? 0,
+      sessionExpiryIntervalLimit: options.maxSessionExpirySeconds ?? 0,
       preConnect: (client, _packet, callback) => callback(null, self().#admit(client)),
       authenticate: (client, username, password, done) => {
         self().#authenticate(client, username, password).then(
@@ -268,7 +302,7 @@ export class EmbeddedBroker {
     const invalid = invalidTopicReason(packet.topic, this.#topicLimits());
     if (invalid !== undefined) {
       counters.count('mqtt.publish.refused', { reason: 'invalid_topic' });
-      this.#options.logger.warn({ clientId: client?.id, topic: packet.topic.slice(0, 200), reason: invalid }, 'publish refused: invalid topic; closing the connection');
+      this.#options.logger.warn({ clientId: client?.id, topic: packet.topic.slice(0, 200), reason: invalid }, `publish refused: invalid topic; ${refusalOutcome(client)}`);
       callback(new Error(`invalid topic: ${invalid}`));
       return;
     }
@@ -281,7 +315,7 @@ export class EmbeddedBroker {
       const identity = this.#identities.get(client);
       if (identity === undefined || !mayPublish(identity, packet.topic)) {
         counters.count('mqtt.publish.refused', { reason: 'acl' });
-        this.#options.logger.warn({ clientId: client.id, topic: packet.topic }, 'publish refused by the ACL; closing the connection');
+        this.#options.logger.warn({ clientId: client.id, topic: packet.topic }, `publish refused by the ACL; ${refusalOutcome(client)}`);
         callback(new Error(`publishing to ${packet.topic} is not allowed`));
         return;
       }
@@ -300,10 +334,12 @@ export class EmbeddedBroker {
       callback(null);
       return;
     }
+    const { properties } = packet;
     const envelope = createEnvelope({
       topic: packet.topic,
       payload: typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload,
       origin: this.#origin(client, packet.qos, packet.retain),
+      ...(properties === undefined ? {} : { headers: propertyHeaders(properties) }),
     });
     this.#inFlight += 1;
     const upstream = createDelivery(envelope, {
@@ -315,7 +351,16 @@ export class EmbeddedBroker {
         this.#settled();
         counters.count('mqtt.publish.nacked');
         this.#options.logger.warn({ topic: packet.topic, clientId: client?.id, err: error }, 'message not taken; closing the device connection unacknowledged so it is sent again');
-        callback(error);
+        if (client === null || client.version !== 5) {
+          callback(error);
+          return;
+        }
+        // aedes answers a refused MQTT 5 publish with PUBACK/PUBREC 0x87 and keeps the
+        // connection: the device would take that as final and drop a message Ferry did not
+        // store. So the connection goes first, with a DISCONNECT saying why; the refusal
+        // reaches aedes once it is closed and nothing more can be written to the device.
+        const reasonCode = isFerryError(error, 'MESSAGE_REJECTED') && error.retryable ? QUOTA_EXCEEDED : SERVER_BUSY;
+        client.disconnect({ reasonCode, properties: { reasonString: 'message not stored; send it again' } }, () => callback(error));
       },
     });
     const deliveries = fanOut(upstream, matching.length);

@@ -130,6 +130,8 @@ export class Gateway {
         connectTimeoutMs: config.mqtt.connectTimeoutMs,
         drainTimeoutMs: config.mqtt.slowSubscriberTimeoutMs,
         maxPacketBytes: config.mqtt.maxPacketBytes,
+        topicAliasMaximum: config.mqtt.topicAliasMaximum,
+        ...(config.mqtt.maxSessionExpirySeconds === undefined ? {} : { maxSessionExpirySeconds: config.mqtt.maxSessionExpirySeconds }),
         topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
         auth: (this.#auth = new DeviceAuthenticator({
           profiles: config.deviceProfiles,

@@ -29,7 +29,7 @@ export function connectPacket(clientId: string, keepaliveSeconds = 60): Buffer {
 }
 
 /** A PUBLISH; `id` is the packet identifier, written only when given. */
-export function publishPacket(topic: string, payload: Uint8Array, options: { qos?: 0 | 1; id?: number } = {}): Buffer {
+export function publishPacket(topic: string, payload: Uint8Array, options: { qos?: 0 | 1 | 2; id?: number } = {}): Buffer {
   const id = options.id === undefined ? Buffer.alloc(0) : Buffer.from([options.id >> 8, options.id & 0xff]);
   return packet(0x30 | ((options.qos ?? 0) << 1), Buffer.concat([utf8(topic), id, payload]));
 }

@@ -3,6 +3,7 @@ import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, test } from 'node:test';
+import { connect as connectMqtt, connectAsync } from 'mqtt';
 import pino from 'pino';
 import { Subject } from 'rxjs';
 import { createDelivery, type Delivery } from '../../src/core/delivery.ts';
@@ -155,5 +156,36 @@ test('on input completion the sink waits stopTimeoutMs for PUBACKs, then complet
   } finally {
     device.releaseAcks();
     await device.end();
+  }
+});
+
+test('an MQTT 5 device gets the command with its headers and id as user properties and its expiry; offline, from its session', async () => {
+  const { send, subscription } = sinkOf({ topic: 'v5/${key}/cmd', expiryMs: 60_000 });
+  const seen: { topic: string; properties: Record<string, unknown> | undefined }[] = [];
+  const options = { clientId: 'v5-device', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 300 }, reconnectPeriod: 0 };
+  let device = await connectAsync(url, options);
+  device.on('message', (topic, _payload, p) => seen.push({ topic, properties: p.properties as Record<string, unknown> | undefined }));
+  await device.subscribeAsync('v5/+/cmd', { qos: 1 });
+  try {
+    const live = send('open', { key: 'v5-device', headers: { 'correlation-id': 'c-1' } });
+    await until(() => live.outcome() === 'acked', 'acked on the PUBACK of the MQTT 5 device');
+    assert.deepEqual({ ...(seen[0]?.properties?.['userProperties'] as object) }, { 'correlation-id': 'c-1', 'ferry-id': live.delivery.envelope.id });
+    const expiry = seen[0]?.properties?.['messageExpiryInterval'] as number;
+    assert.ok(expiry > 55 && expiry <= 60, `message expiry ${expiry} s`);
+
+    // Away, within its session expiry: the command waits in the session and comes on reconnect.
+    await device.endAsync();
+    const queued = send('close', { key: 'v5-device' });
+    await sleep(1100);
+    device = connectMqtt(url, options);
+    device.on('message', (topic, _payload, p) => seen.push({ topic, properties: p.properties as Record<string, unknown> | undefined }));
+    await until(() => queued.outcome() === 'acked', 'acked after the device came back');
+    assert.equal(seen[1]?.topic, 'v5/v5-device/cmd');
+    assert.deepEqual({ ...(seen[1]?.properties?.['userProperties'] as object) }, { 'ferry-id': queued.delivery.envelope.id });
+    const remaining = seen[1]?.properties?.['messageExpiryInterval'] as number;
+    assert.ok(remaining < 60 && remaining > 50, `remaining expiry ${remaining} s`);
+  } finally {
+    subscription.unsubscribe();
+    await device.endAsync(true);
   }
 });

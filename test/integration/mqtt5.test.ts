@@ -1,0 +1,223 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { type Socket, connect as connectSocket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import { type IDisconnectPacket, type MqttClient, type Packet, connectAsync } from 'mqtt';
+import pino from 'pino';
+import type { Delivery } from '../../src/core/delivery.ts';
+import { FerryError } from '../../src/core/errors.ts';
+import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { sourceConformance } from '../conformance/source-suite.ts';
+import { connectPacket, packet, publishPacket } from '../harness/mqtt-wire.ts';
+
+// The embedded broker (aedes 2.0.0-beta.1 with aedes 1.2.0's security fixes backported by
+// patches/aedes+2.0.0-beta.1.patch) with MQTT 5 clients, and the regressions of those fixes.
+
+sourceConformance('mqtt (embedded broker, MQTT 5 clients)', {
+  start: async () => {
+    const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }), counters: new CounterRegistry() });
+    const clients: MqttClient[] = [];
+    let next = 0;
+    const source = broker.tap('test', ['devices/+/telemetry/#']);
+    return {
+      source,
+      produce: async (payload) => {
+        const client = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: `dev5-${next++}`, protocolVersion: 5, reconnectPeriod: 0 });
+        clients.push(client);
+        await client.publishAsync('devices/dev/telemetry/t', payload, { qos: 1 });
+      },
+      cleanup: async () => {
+        await Promise.all(clients.map((c) => c.endAsync(true)));
+        await broker.close();
+      },
+    };
+  },
+});
+
+async function withBroker(run: (broker: EmbeddedBroker, url: string, counters: CounterRegistry) => Promise<void>): Promise<void> {
+  const counters = new CounterRegistry();
+  const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }), counters });
+  try {
+    await run(broker, `mqtt://127.0.0.1:${broker.port}`, counters);
+  } finally {
+    await broker.close();
+  }
+}
+
+/** The packets a client receives, by command, kept from before it connects. */
+function received(client: MqttClient): Packet[] {
+  const packets: Packet[] = [];
+  client.on('packetreceive', (p) => packets.push(p));
+  return packets;
+}
+
+for (const [label, error, reasonCode] of [
+  ['a message the gateway could not store', new Error('disk full'), 0x89],
+  ['a message refused by a rate limit', new FerryError('MESSAGE_REJECTED', 'rate limit', { retryable: true }), 0x97],
+] as const) {
+  test(`${label}: an MQTT 5 device gets DISCONNECT 0x${reasonCode.toString(16)}, never a PUBACK, and sends it again`, { timeout: 20_000 }, async () => {
+    await withBroker(async (broker, url, counters) => {
+      let refuse = true;
+      const seen: string[] = [];
+      const subscription = broker.tap('test', ['devices/#']).subscribe((d) => {
+        seen.push(d.envelope.payload.toString());
+        if (refuse) d.nack(error);
+        else d.ack();
+      });
+      // A device as mqtt.js is by default: it reconnects by itself and sends again what was not acknowledged.
+      const client = await connectAsync(url, { clientId: 'dev-refused', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 60 }, reconnectPeriod: 100 });
+      const packets = received(client);
+      const disconnected = new Promise<IDisconnectPacket>((resolve) =>
+        client.once('disconnect', (p) => {
+          refuse = false;
+          resolve(p);
+        }),
+      );
+      const publish = client.publishAsync('devices/d/telemetry', 'm-1', { qos: 1 }).then(
+        () => 'acknowledged',
+        (e: Error) => `failed: ${e.message}`,
+      );
+      const disconnect = await disconnected;
+      assert.equal(disconnect.reasonCode, reasonCode);
+      assert.match(disconnect.properties?.reasonString ?? '', /send it again/);
+      assert.deepEqual(
+        packets.map((p) => p.cmd),
+        ['disconnect'],
+        'no PUBACK (which would tell the device the message is done with) came before the DISCONNECT',
+      );
+      assert.equal(counters.snapshot()['mqtt.publish.nacked'], 1);
+      // The device reconnected and sent the unacknowledged message again.
+      assert.equal(await publish, 'acknowledged');
+      assert.deepEqual(seen, ['m-1', 'm-1']);
+      subscription.unsubscribe();
+      await client.endAsync(true);
+    });
+  });
+}
+
+test('an MQTT 5 device refused by the ACL or for an invalid topic gets PUBACK 0x87 and stays connected', async () => {
+  await withBroker(async (broker, url) => {
+    const subscription = broker.tap('test', ['#']).subscribe((d) => d.ack());
+    const client = await connectAsync(url, { clientId: 'dev-reserved', protocolVersion: 5, reconnectPeriod: 0 });
+    try {
+      // Without device profiles, publishing to a '$' topic is refused (the ACL of the anonymous default).
+      await assert.rejects(client.publishAsync('$SYS/x', 'no', { qos: 1 }), /Not authorized/);
+      assert.ok(client.connected);
+      await client.publishAsync('devices/d/telemetry', 'yes', { qos: 1 });
+    } finally {
+      subscription.unsubscribe();
+      await client.endAsync(true);
+    }
+  });
+});
+
+test("an MQTT 5 publish's user properties and content type become the message's headers", async () => {
+  await withBroker(async (broker, url) => {
+    const seen: Delivery[] = [];
+    const subscription = broker.tap('test', ['devices/#']).subscribe((d) => {
+      seen.push(d);
+      d.ack();
+    });
+    const client = await connectAsync(url, { clientId: 'dev-props', protocolVersion: 5, reconnectPeriod: 0 });
+    try {
+      const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+      await client.publishAsync('devices/d/telemetry', '{}', { qos: 1, properties: { contentType: 'application/json', userProperties: { traceparent, site: ['a', 'b'], ['__proto__']: 'kept' } } });
+      await client.publishAsync('devices/d/telemetry', 'plain', { qos: 1 });
+      assert.deepEqual({ ...seen[0]?.envelope.headers }, { traceparent, site: 'a,b', ['__proto__']: 'kept', 'content-type': 'application/json' });
+      assert.ok(Object.hasOwn(seen[0]?.envelope.headers ?? {}, '__proto__'));
+      assert.deepEqual(seen[1]?.envelope.headers, {});
+    } finally {
+      subscription.unsubscribe();
+      await client.endAsync(true);
+    }
+  });
+});
+
+test('client ids and filters named like Object.prototype members are ordinary (GHSA-52qw-whmv-87c5)', async () => {
+  await withBroker(async (broker, url) => {
+    const seen: string[] = [];
+    const subscription = broker.tap('test', ['+/t']).subscribe((d) => {
+      seen.push(d.envelope.topic);
+      d.ack();
+    });
+    try {
+      for (const protocolVersion of [4, 5] as const) {
+        for (const clientId of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+          // Unpatched, the broker took `clients.constructor` (Object) for a connected client and crashed.
+          const client = await connectAsync(url, { clientId, protocolVersion, reconnectPeriod: 0 });
+          await client.subscribeAsync(['toString', 'constructor'], { qos: 1 });
+          await client.unsubscribeAsync(['toString', 'valueOf', '__proto__']);
+          await client.publishAsync(`${clientId}/t`, 'x', { qos: 1 });
+          await client.endAsync();
+        }
+      }
+      assert.equal(seen.length, 8);
+      assert.equal(broker.connectedClients, 0);
+    } finally {
+      subscription.unsubscribe();
+    }
+  });
+});
+
+/** A raw MQTT 3.1.1 connection, to withhold a PUBREL as no client library would. */
+async function rawClient(port: number, clientId: string): Promise<{ socket: Socket; bytes: () => Buffer }> {
+  const socket = connectSocket(port, '127.0.0.1');
+  let data = Buffer.alloc(0);
+  socket.on('data', (chunk: Buffer) => (data = Buffer.concat([data, chunk])));
+  await once(socket, 'connect');
+  socket.write(connectPacket(clientId));
+  for (let i = 0; i < 100 && data.length < 4; i++) await sleep(20);
+  assert.equal(data[0], 0x20, 'CONNACK');
+  assert.equal(data[3], 0, 'connection accepted');
+  data = Buffer.alloc(0);
+  return { socket, bytes: () => data };
+}
+
+test('a QoS 2 packet id reused after a clean-session reconnect is a new message (GHSA-p8r9-qf8w-p73r)', { timeout: 20_000 }, async () => {
+  await withBroker(async (broker, url) => {
+    const subscription = broker.tap('test', ['qos2/#']).subscribe((d) => d.ack());
+    const watcher = await connectAsync(url, { clientId: 'qos2-watcher', reconnectPeriod: 0 });
+    const seen: string[] = [];
+    watcher.on('message', (_topic, payload) => seen.push(payload.toString()));
+    await watcher.subscribeAsync('qos2/#', { qos: 2 });
+    try {
+      const first = await rawClient(broker.port, 'qos2-device');
+      first.socket.write(publishPacket('qos2/x', Buffer.from('first'), { qos: 2, id: 7 }));
+      for (let i = 0; i < 100 && first.bytes().length < 4; i++) await sleep(20);
+      assert.equal(first.bytes()[0], 0x50, 'PUBREC');
+      // No PUBREL: the connection (a clean session) ends mid-handshake.
+      first.socket.destroy();
+      for (let i = 0; i < 100 && broker.connectedClients > 1; i++) await sleep(20);
+
+      const second = await rawClient(broker.port, 'qos2-device');
+      second.socket.write(publishPacket('qos2/x', Buffer.from('second'), { qos: 2, id: 7 }));
+      for (let i = 0; i < 100 && second.bytes().length < 4; i++) await sleep(20);
+      second.socket.write(packet(0x62, Buffer.from([0, 7]))); // PUBREL
+      for (let i = 0; i < 100 && !seen.includes('second'); i++) await sleep(20);
+      assert.deepEqual(seen, ['first', 'second'], 'the second message was taken for a duplicate of the first');
+      second.socket.destroy();
+    } finally {
+      subscription.unsubscribe();
+      await watcher.endAsync(true);
+    }
+  });
+});
+
+test('a client holding 1,000 QoS 2 messages without PUBREL is disconnected at the next one (GHSA-p8r9-qf8w-p73r)', { timeout: 20_000 }, async () => {
+  await withBroker(async (broker) => {
+    const device = await rawClient(broker.port, 'qos2-hoarder');
+    const closed = once(device.socket, 'close');
+    let open = true;
+    void closed.then(() => (open = false));
+    const publishes = Array.from({ length: 1000 }, (_, i) => publishPacket('hoard/x', Buffer.from('x'), { qos: 2, id: i + 1 }));
+    device.socket.write(Buffer.concat(publishes));
+    for (let i = 0; i < 200 && device.bytes().length < 4000; i++) await sleep(20);
+    assert.equal(device.bytes().length, 4000, '1,000 PUBRECs');
+    assert.ok(open, 'still connected at the limit');
+    device.socket.write(publishPacket('hoard/x', Buffer.from('x'), { qos: 2, id: 1001 }));
+    // Well before its keepalive (60 s) would end the connection.
+    assert.equal(await Promise.race([closed.then(() => 'closed'), sleep(5000, 'still open')]), 'closed');
+  });
+});
