@@ -181,3 +181,50 @@ test('over-deep, over-long and NUL topics are refused and counted; so are invali
   assert.equal((after['mqtt.publish.refused{reason=invalid_topic}'] ?? 0) - (before['mqtt.publish.refused{reason=invalid_topic}'] ?? 0), 3);
   assert.equal((after['mqtt.subscribe.refused{reason=invalid_filter}'] ?? 0) - (before['mqtt.subscribe.refused{reason=invalid_filter}'] ?? 0), 1);
 });
+
+// sensor-b: the wrong-password test above has blocked sensor-a's login from this address.
+test('MQTT 5 devices meet the same refusals, told with MQTT 5 reason codes; a refused publish leaves the connection up', async () => {
+  const watch = await watcher();
+  const before = await counters();
+  const v5 = { protocolVersion: 5 } as const;
+  const b = await connect('sensor-b', 'sensor-b', undefined, v5);
+  const subscribe = (filters: string | string[]) =>
+    new Promise<number[]>((resolve) => b.subscribe(filters, { qos: 1 }, (error, granted) => resolve(error ? (error as unknown as { packet: { granted: number[] } }).packet.granted : (granted ?? []).map((g) => g.qos))));
+  for (const filter of ['#', '+/#', '$SYS/#', 'devices/sensor-a/#']) assert.deepEqual(await subscribe(filter), [0x87], filter);
+  assert.deepEqual(await subscribe(['devices/sensor-b/commands/#', 'devices/sensor-a/commands/#']), [1, 0x87]);
+
+  for (const topic of ['devices/sensor-a/telemetry/t', '$SYS/broker/x']) {
+    await assert.rejects(b.publishAsync(topic, 'forbidden v5', { qos: 1 }), /Publish error: Not authorized/, topic);
+  }
+  assert.equal(b.connected, true);
+  await b.publishAsync('devices/sensor-b/telemetry/t', 'allowed v5', { qos: 1 });
+
+  // Same login, same client id: takes b's session over (b is done with).
+  const willing = await connect('sensor-b', 'sensor-b', undefined, { ...v5, will: { topic: 'devices/sensor-a/status', payload: Buffer.from('will v5'), qos: 1, retain: false } });
+  willing.stream.destroy();
+
+  assert.match(await refusalV5('sensor-a', 'sensor-b', PASSWORDS['sensor-b']), /Bad User Name or Password/);
+  assert.match(await refusalV5('a+b', 'sensor-b', PASSWORDS['sensor-b']), /Client Identifier not valid/);
+  assert.match(await refusalV5('sensor-anon5'), /Not authorized/);
+
+  for (let i = 0; i < 100 && !watch.seen.includes('devices/sensor-b/telemetry/t allowed v5'); i++) await sleep(50);
+  await sleep(300);
+  assert.deepEqual(watch.seen.filter((m) => m.includes('forbidden') || m.endsWith(' will v5')), []);
+  assert.ok(watch.seen.includes('devices/sensor-b/telemetry/t allowed v5'));
+  const after = await counters();
+  const delta = (key: string) => (after[key] ?? 0) - (before[key] ?? 0);
+  assert.equal(delta('mqtt.subscribe.refused{reason=acl}'), 5);
+  assert.equal(delta('mqtt.publish.refused{reason=acl}'), 3, 'two publishes and the will');
+  assert.equal(delta('mqtt.connections.refused{reason=invalid_client_id}'), 1);
+  assert.equal(delta('mqtt.connections.refused{reason=anonymous_not_allowed}'), 1);
+});
+
+async function refusalV5(clientId: string, username?: string, password?: string): Promise<string> {
+  try {
+    const client = await connect(clientId, username, password, { protocolVersion: 5 });
+    await client.endAsync(true);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return 'connected';
+}
