@@ -15,6 +15,7 @@ import { randomName, requireService } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const dirs = tempDirs('ferry-e2e-bridge-kafka-');
+const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
 const BRIDGE = `name: telemetry
 from:
@@ -57,11 +58,13 @@ test('a templated Kafka bridge: rendered topics, keys and headers, exact payload
     { device: 'pump-2', topic: 'devices/pump-2/telemetry/flow/in', payload: '{"site":"south","lpm":12}' },
     { device: 'bad@pump', topic: 'devices/bad@pump/telemetry/pressure', payload: '{"site":"north","bar":1}' },
     { device: 'pump-1', topic: 'devices/pump-1/telemetry/pressure', payload: '{"site":"north","bar":2.75}' },
-    { device: 'pump-2', topic: 'devices/pump-2/telemetry/flow/out', payload: '{"site":"south","lpm":11.5}' },
+    // An MQTT 5 device: its user properties travel as Kafka headers (here a W3C trace context).
+    { device: 'pump-2', topic: 'devices/pump-2/telemetry/flow/out', payload: '{"site":"south","lpm":11.5}', userProperties: { traceparent: TRACEPARENT } },
   ];
   try {
     for (const m of sent) {
-      const pub = await mosquittoPub(gw.mqttUrl, m.topic, m.payload, { qos: 1, clientId: m.device });
+      const v5 = m.userProperties === undefined ? {} : { protocol: 'mqttv5' as const, userProperties: m.userProperties };
+      const pub = await mosquittoPub(gw.mqttUrl, m.topic, m.payload, { qos: 1, clientId: m.device, ...v5 });
       assert.equal(pub.code, 0, pub.stderr);
     }
     await untilDrained(gw.adminUrl, 'telemetry');
@@ -82,6 +85,7 @@ test('a templated Kafka bridge: rendered topics, keys and headers, exact payload
       records.map((r) => ({ key: r.key, payload: r.payload, site: r.headers['site'], reading: r.headers['reading'], mqttTopic: r.headers['mqtt-topic'] }));
     assert.deepEqual(seen(one), [expected(0), expected(3)]);
     assert.deepEqual(seen(two), [expected(1), expected(4)]);
+    assert.deepEqual([...one, ...two].map((r) => r.headers['traceparent']), [undefined, undefined, undefined, TRACEPARENT]);
     const ids = [...one, ...two].map((r) => r.headers['ferry-id']);
     for (const id of ids) assert.match(id ?? '', /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/);
     assert.equal(new Set(ids).size, 4);

@@ -21,6 +21,8 @@ export async function mosquittoPub(
     cafile?: string;
     /** Retained; an empty message then clears the topic's retained message. */
     retain?: boolean;
+    /** MQTT 5 user properties of the PUBLISH (with protocol mqttv5). */
+    userProperties?: Readonly<Record<string, string>>;
   } = {},
 ): Promise<PubResult> {
   const url = new URL(brokerUrl);
@@ -30,6 +32,7 @@ export async function mosquittoPub(
   if (options.clientId !== undefined) args.push('-i', options.clientId);
   if (options.protocol !== undefined) args.push('-V', options.protocol);
   if (options.cafile !== undefined) args.push('--cafile', options.cafile);
+  for (const [name, value] of Object.entries(options.userProperties ?? {})) args.push('-D', 'publish', 'user-property', name, value);
   if (url.username) args.push('-u', decodeURIComponent(url.username));
   if (url.password) args.push('-P', decodeURIComponent(url.password));
   const child = spawn('mosquitto_pub', args, { stdio: ['ignore', 'ignore', 'pipe'] });
