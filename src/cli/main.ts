@@ -127,6 +127,7 @@ program
   .option('--devices <n>', 'how many devices; client ids from the profile clientId, * numbered from 1', '10')
   .option('--rate <r>', 'messages per second over all devices; 0: as fast as the window allows', '0')
   .option('--qos <qos>', 'QoS of the publishes: 0, 1 or 2', '1')
+  .option('--mqtt <version>', 'MQTT version the devices speak: 3.1.1 or 5', '3.1.1')
   .option('--window <n>', 'most unacknowledged messages per device', '20')
   .option('--duration <time>', 'how long to publish: 30s, 2m, 500ms (default 30s)')
   .option('--count <m>', 'publish this many messages in all instead of for a duration')

@@ -50,6 +50,12 @@ test('simulate: 5 devices publish 200 QoS 1 messages, all acknowledged and kept 
       assert.ok(payload['celsius']! >= -10 && payload['celsius']! <= 40, row.payload);
       assert.ok(payload['humidity']! >= 10 && payload['humidity']! <= 95, row.payload);
     }
+
+    // The same as MQTT 5 devices, at QoS 2.
+    const v5 = await ferry(['simulate', '--profile', PROFILE, '--url', gw.mqttUrl, '--devices', '3', '--count', '90', '--qos', '2', '--mqtt', '5', '--json']);
+    assert.equal(v5.code, 0, v5.stderr);
+    const v5Summary = JSON.parse(v5.stdout) as Summary;
+    assert.deepEqual([v5Summary.connected, v5Summary.acked, v5Summary.failed], [3, 90, 0]);
   } finally {
     gw.child.kill('SIGTERM');
     await gw.exited;
@@ -81,4 +87,8 @@ test('simulate: a missing profile, an invalid profile and a bad option value eac
   const badQos = await ferry(['simulate', '--profile', PROFILE, '--qos', '3']);
   assert.equal(badQos.code, 1);
   assert.match(badQos.stderr, /--qos: expected 0, 1 or 2, got '3'/);
+
+  const badVersion = await ferry(['simulate', '--profile', PROFILE, '--mqtt', '4']);
+  assert.equal(badVersion.code, 1);
+  assert.match(badVersion.stderr, /--mqtt: expected 3\.1\.1 or 5, got '4'/);
 });

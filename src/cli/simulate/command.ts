@@ -33,6 +33,7 @@ async function simulate(options: SimulateOptions): Promise<void> {
     clientIds: clientIdsOf(profile.clientId, settings.devices),
     login,
     qos: settings.qos,
+    protocolVersion: settings.protocolVersion,
     ratePerSec: settings.ratePerSec,
     window: settings.window,
     ...(settings.count === undefined ? {} : { count: settings.count }),

@@ -10,6 +10,8 @@ export interface DeviceEvents {
 export interface DeviceLogin {
   readonly username?: string;
   readonly password?: string;
+  /** mqtt.js' protocolVersion: 4 (MQTT 3.1.1, the default) or 5. */
+  readonly protocolVersion?: 4 | 5;
 }
 
 /** One simulated device: its own MQTT connection, no reconnects, its own sequence numbers. */
@@ -36,7 +38,7 @@ export class SimDevice {
 
   /** Resolves when the CONNACK arrived; rejects with the broker's or the socket's error. */
   static connect(url: string, index: number, clientId: string, login: DeviceLogin, events: DeviceEvents, timeoutMs: number): Promise<SimDevice> {
-    const options: IClientOptions = { clientId, protocolVersion: 4, clean: true, reconnectPeriod: 0, connectTimeout: timeoutMs, keepalive: 60 };
+    const options: IClientOptions = { clientId, protocolVersion: login.protocolVersion ?? 4, clean: true, reconnectPeriod: 0, connectTimeout: timeoutMs, keepalive: 60 };
     if (login.username !== undefined) options.username = login.username;
     if (login.password !== undefined) options.password = login.password;
     const client = connect(url, options);

@@ -8,6 +8,8 @@ export interface FleetOptions {
   readonly clientIds: readonly string[];
   readonly login?: DeviceLogin;
   readonly qos: 0 | 1 | 2;
+  /** mqtt.js' protocolVersion (4 is MQTT 3.1.1, the default). */
+  readonly protocolVersion?: 4 | 5;
   /** Messages per second over all devices; 0: as fast as each device's window allows. */
   readonly ratePerSec: number;
   /** Most unsettled messages one device has in flight. */
@@ -96,8 +98,8 @@ export class Fleet implements DeviceEvents {
 
   /** Connects every device; throws BrokerUnreachableError when none could. */
   async connect(): Promise<void> {
-    const { url, login = {}, connectTimeoutMs = 10_000 } = this.#options;
-    const attempts = await Promise.allSettled(this.#options.clientIds.map((id, i) => SimDevice.connect(url, i, id, login, this, connectTimeoutMs)));
+    const { url, login = {}, connectTimeoutMs = 10_000, protocolVersion = 4 } = this.#options;
+    const attempts = await Promise.allSettled(this.#options.clientIds.map((id, i) => SimDevice.connect(url, i, id, { ...login, protocolVersion }, this, connectTimeoutMs)));
     let firstError: Error | undefined;
     for (const attempt of attempts) {
       if (attempt.status === 'fulfilled') this.#devices.push(attempt.value);

@@ -7,6 +7,7 @@ export interface SimulateOptions {
   readonly devices: string;
   readonly rate: string;
   readonly qos: string;
+  readonly mqtt: string;
   readonly window: string;
   readonly duration?: string;
   readonly count?: string;
@@ -21,6 +22,8 @@ export interface SimulateSettings {
   readonly devices: number;
   readonly ratePerSec: number;
   readonly qos: 0 | 1 | 2;
+  /** mqtt.js' protocolVersion: 4 is MQTT 3.1.1. */
+  readonly protocolVersion: 4 | 5;
   readonly window: number;
   /** Exactly one of the two ends the run. */
   readonly durationMs?: number;
@@ -36,12 +39,15 @@ export function parseSettings(options: SimulateOptions, env: NodeJS.ProcessEnv):
   if (options.duration !== undefined && options.count !== undefined) throw new UsageError('give --duration or --count, not both');
   const qos = Number(options.qos);
   if (qos !== 0 && qos !== 1 && qos !== 2) throw new UsageError(`--qos: expected 0, 1 or 2, got '${options.qos}'`);
+  const protocolVersion = ({ '3.1.1': 4, '5': 5, '5.0': 5 } as const)[options.mqtt as '3.1.1' | '5' | '5.0'];
+  if (protocolVersion === undefined) throw new UsageError(`--mqtt: expected 3.1.1 or 5, got '${options.mqtt}'`);
   const settings: SimulateSettings = {
     profile: options.profile,
     url: parseUrl(options.url),
     devices: wholeNumber('--devices', options.devices, 1),
     ratePerSec: rate(options.rate),
     qos,
+    protocolVersion,
     window: wholeNumber('--window', options.window, 1),
     json: options.json === true,
     ...(options.count === undefined ? { durationMs: parseDuration(options.duration ?? DEFAULT_DURATION) } : { count: wholeNumber('--count', options.count, 1) }),
