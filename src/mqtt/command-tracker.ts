@@ -17,6 +17,8 @@ export interface Command {
 export type CommandOutcome =
   /** A subscriber's PUBACK for this very message arrived. */
   | { readonly status: 'acked'; readonly clientId: string }
+  /** An MQTT 5 subscriber answered with a PUBACK reason code of 0x80 or more: it will not take it. */
+  | { readonly status: 'refused'; readonly clientId: string; readonly reasonCode: number }
   /** Handed to the broker at QoS 0, or only QoS 0 subscribers took it: no acknowledgement will come. */
   | { readonly status: 'sent' }
   /** Nobody, connected or with a persistent session, is subscribed to the topic. */
@@ -167,12 +169,13 @@ export class CommandTracker {
   }
 
   #watch(client: Client): void {
-    (client as unknown as ClientInternals)._parser.on('packet', (packet: { cmd: string; messageId?: number }) => {
+    (client as unknown as ClientInternals)._parser.on('packet', (packet: { cmd: string; messageId?: number; reasonCode?: number }) => {
       if (packet.cmd !== 'puback' || packet.messageId === undefined) return;
       const sent = this.#sent.get(client);
       const pending = sent?.get(packet.messageId);
       if (pending === undefined) return;
-      pending.settle({ status: 'acked', clientId: client.id });
+      const { reasonCode = 0 } = packet;
+      pending.settle(reasonCode >= 0x80 ? { status: 'refused', clientId: client.id, reasonCode } : { status: 'acked', clientId: client.id });
     });
   }
 

@@ -102,6 +102,15 @@ export const deviceSink: SinkComponent<typeof schema, DeviceSinkDeps> = {
               subscriber.next({ type: 'failed', count: 1, error: new FerryError('MESSAGE_REJECTED', `${component}: command to ${topic} dropped: ${reason}`, { component, bridge: ctx.bridge, topic }), retryable: false });
               return;
             }
+            case 'refused': {
+              // The device's final word (MQTT 5): sending it again would get the same answer.
+              const reason = `refused by device '${outcome.clientId}' with PUBACK reason code 0x${outcome.reasonCode.toString(16)}`;
+              ctx.counters.count('commands.refused', { ...labels, reason: `0x${outcome.reasonCode.toString(16)}` });
+              ctx.logger.warn({ id: envelope.id, topic, key: envelope.key, clientId: outcome.clientId, reasonCode: outcome.reasonCode }, `${component}: command dropped: ${reason}`);
+              delivery.ack();
+              subscriber.next({ type: 'failed', count: 1, error: new FerryError('MESSAGE_REJECTED', `${component}: command to ${topic} ${reason}`, { component, bridge: ctx.bridge, topic }), retryable: false });
+              return;
+            }
             case 'cancelled':
               // Left unsettled on purpose: a source that keeps its messages delivers it again.
               ctx.logger.debug({ id: envelope.id, topic }, `${component}: stopped waiting for the device`);

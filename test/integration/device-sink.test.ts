@@ -189,3 +189,33 @@ test('an MQTT 5 device gets the command with its headers and id as user properti
     await device.endAsync(true);
   }
 });
+
+test('an MQTT 5 device that answers a command with PUBACK 0x80 or more refuses it: counted, logged, acked upstream, not sent again', async () => {
+  const { send, events, subscription } = sinkOf({ topic: 'v5r/${key}/cmd' });
+  const seen: string[] = [];
+  const device = await connectAsync(url, {
+    clientId: 'v5-refuser',
+    protocolVersion: 5,
+    reconnectPeriod: 0,
+    // The device's answer: 0x83 (implementation specific error) for "reboot", success otherwise.
+    customHandleAcks: (_topic, message, _packet, done) => {
+      seen.push(message.toString());
+      done(message.toString() === 'reboot' ? 0x83 : 0);
+    },
+  });
+  await device.subscribeAsync('v5r/+/cmd', { qos: 1 });
+  try {
+    const refused = send('reboot', { key: 'v5-refuser' });
+    const taken = send('blink', { key: 'v5-refuser' });
+    await until(() => refused.outcome() === 'acked' && taken.outcome() === 'acked', 'both settled upstream');
+    assert.equal(counters.snapshot()['commands.refused{bridge=it-devices,reason=0x83}'], 1);
+    const failed = events.filter((e) => e.type === 'failed');
+    assert.equal(failed.length, 1);
+    assert.match(failed[0]?.type === 'failed' ? failed[0].error.message : '', /refused by device 'v5-refuser' with PUBACK reason code 0x83/);
+    await sleep(300);
+    assert.deepEqual(seen, ['reboot', 'blink']);
+  } finally {
+    subscription.unsubscribe();
+    await device.endAsync(true);
+  }
+});
