@@ -4,16 +4,25 @@
 // every QoS 1 message committed with synchronous=FULL before its PUBACK), plain aedes (the
 // broker inside Ferry, no hooks, nothing stored) and Mosquitto (in-memory). QoS 0 is measured
 // up to a QoS 1 fence per device, so it counts messages the broker handled, not just wrote.
+// Each rate is the median of three rounds taken in turn over the brokers (ferry, hooks, aedes,
+// mosquitto, then again), so a slow moment of the machine does not land on one broker only; a
+// QoS 0 round sends four times the messages of a QoS 1 round, or it would last a fraction of a
+// second on plain aedes.
 import { Fleet } from '../src/cli/simulate/fleet.ts';
 import { type Target, startAedesTarget, startFerryTarget, startMosquittoTarget } from './targets.ts';
 
 const DEVICES = 50;
 const WINDOW = 20;
 const PAYLOAD = Buffer.alloc(200, 'x');
+const ROUNDS = 3;
+const QOS0_FACTOR = 4;
 
 export interface IngestBenchResult {
   readonly devices: number;
+  /** Per QoS 1 round; a QoS 0 round sends `qos0Messages`. */
   readonly messages: number;
+  readonly qos0Messages: number;
+  readonly rounds: number;
   readonly payloadBytes: number;
   readonly qos1: { ferry: number; aedes: number; mosquitto: number | null; ferryVsAedes: number; ferryVsMosquitto: number | null };
   readonly qos0: { ferry: number; aedes: number; ferryVsAedes: number };
@@ -44,12 +53,16 @@ async function ackedRate(url: string, qos: 0 | 1, messages: number): Promise<num
   return Math.round((result.acked * 1000) / result.elapsedMs);
 }
 
-async function measure(start: () => Promise<Target>, messages: number, qos0: boolean): Promise<{ qos1: number; qos0: number }> {
-  const target = await start();
+interface Rates {
+  qos1: number;
+  qos0: number;
+}
+
+async function measure(target: Target, messages: number, qos0: boolean): Promise<Rates> {
   try {
     await ackedRate(target.url, 1, Math.min(5_000, messages));
     const qos1 = await ackedRate(target.url, 1, messages);
-    return { qos1, qos0: qos0 ? await ackedRate(target.url, 0, messages) : 0 };
+    return { qos1, qos0: qos0 ? await ackedRate(target.url, 0, messages * QOS0_FACTOR) : 0 };
   } finally {
     await target.stop();
   }
@@ -57,14 +70,28 @@ async function measure(start: () => Promise<Target>, messages: number, qos0: boo
 
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
+}
+
 export async function benchIngest(messages = 50_000): Promise<IngestBenchResult> {
-  const ferry = await measure(startFerryTarget, messages, true);
-  const hooks = await measure(() => startFerryTarget({ bridge: null }), messages, true);
-  const aedes = await measure(startAedesTarget, messages, true);
-  const mosquitto = await startMosquittoTarget().then((t) => (t === undefined ? undefined : measure(async () => t, messages, false)));
+  const rounds: Record<'ferry' | 'hooks' | 'aedes' | 'mosquitto', Rates[]> = { ferry: [], hooks: [], aedes: [], mosquitto: [] };
+  for (let round = 0; round < ROUNDS; round++) {
+    rounds.ferry.push(await measure(await startFerryTarget(), messages, true));
+    rounds.hooks.push(await measure(await startFerryTarget({ bridge: null }), messages, true));
+    rounds.aedes.push(await measure(await startAedesTarget(), messages, true));
+    const mosquittoTarget = await startMosquittoTarget();
+    if (mosquittoTarget !== undefined) rounds.mosquitto.push(await measure(mosquittoTarget, messages, false));
+  }
+  const middle = (runs: Rates[]): Rates => ({ qos1: median(runs.map((r) => r.qos1)), qos0: median(runs.map((r) => r.qos0)) });
+  const [ferry, hooks, aedes] = [middle(rounds.ferry), middle(rounds.hooks), middle(rounds.aedes)];
+  const mosquitto = rounds.mosquitto.length === 0 ? undefined : middle(rounds.mosquitto);
   return {
     devices: DEVICES,
     messages,
+    qos0Messages: messages * QOS0_FACTOR,
+    rounds: ROUNDS,
     payloadBytes: PAYLOAD.length,
     qos1: {
       ferry: ferry.qos1,
