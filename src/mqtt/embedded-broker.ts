@@ -59,9 +59,10 @@ const SERVER_BUSY = 0x89;
 const QUOTA_EXCEEDED = 0x97;
 
 /** What happens to a client whose publish is refused (for the log line). */
-function refusalOutcome(client: Client | null): string {
+function refusalOutcome(client: Client | null, qos: number): string {
   // MQTT 3.1.1 has no negative PUBACK; aedes closes the connection. MQTT 5 has one.
-  return client !== null && client.version === 5 ? 'answered with reason code 0x87 (not authorized)' : 'closing the connection';
+  if (client === null || client.version !== 5) return 'closing the connection';
+  return qos === 0 ? 'dropped (QoS 0)' : 'answered with reason code 0x87 (not authorized)';
 }
 
 /**
@@ -302,7 +303,7 @@ export class EmbeddedBroker {
     const invalid = invalidTopicReason(packet.topic, this.#topicLimits());
     if (invalid !== undefined) {
       counters.count('mqtt.publish.refused', { reason: 'invalid_topic' });
-      this.#options.logger.warn({ clientId: client?.id, topic: packet.topic.slice(0, 200), reason: invalid }, `publish refused: invalid topic; ${refusalOutcome(client)}`);
+      this.#options.logger.warn({ clientId: client?.id, topic: packet.topic.slice(0, 200), reason: invalid }, `publish refused: invalid topic; ${refusalOutcome(client, packet.qos)}`);
       callback(new Error(`invalid topic: ${invalid}`));
       return;
     }
@@ -315,7 +316,7 @@ export class EmbeddedBroker {
       const identity = this.#identities.get(client);
       if (identity === undefined || !mayPublish(identity, packet.topic)) {
         counters.count('mqtt.publish.refused', { reason: 'acl' });
-        this.#options.logger.warn({ clientId: client.id, topic: packet.topic }, `publish refused by the ACL; ${refusalOutcome(client)}`);
+        this.#options.logger.warn({ clientId: client.id, topic: packet.topic }, `publish refused by the ACL; ${refusalOutcome(client, packet.qos)}`);
         callback(new Error(`publishing to ${packet.topic} is not allowed`));
         return;
       }

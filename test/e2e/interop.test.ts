@@ -98,7 +98,7 @@ for (const { name, protocol, protocolVersion } of [
 describe('MQTT 5 only', () => {
   const v5 = (clientId: string, options: IClientOptions = {}): IClientOptions => ({ clientId, protocolVersion: 5, reconnectPeriod: 0, ...options });
 
-  test('CONNACK tells the limits; a device may use topic aliases', { timeout: 20_000 }, async () => {
+  test('CONNACK tells the limits; a device may use topic aliases; shared subscriptions are refused with 0x9E', { timeout: 20_000 }, async () => {
     const subscriber = await connectAsync(gw.mqttUrl, v5('v5-alias-sub'));
     await subscriber.subscribeAsync('v5/alias/#', { qos: 1 });
     const seen: string[] = [];
@@ -111,6 +111,8 @@ describe('MQTT 5 only', () => {
     await device.publishAsync('', 'second', { qos: 1, properties: { topicAlias: 1 } });
     for (let i = 0; i < 40 && seen.length < 2; i++) await sleep(50);
     assert.deepEqual(seen, ['v5/alias/a-long-topic-name first', 'v5/alias/a-long-topic-name second']);
+    assert.equal(connack.properties?.sharedSubscriptionAvailable, false);
+    await assert.rejects(device.subscribeAsync('$share/group/v5/alias/#', { qos: 1 }), /Shared Subscriptions not supported/);
     await Promise.all([device.endAsync(), subscriber.endAsync()]);
   });
 
