@@ -28,6 +28,18 @@ export function connectPacket(clientId: string, keepaliveSeconds = 60): Buffer {
   return packet(0x10, Buffer.concat([utf8('MQTT'), header, utf8(clientId)]));
 }
 
+/** An MQTT 5 CONNECT (clean start) whose properties section is `properties` as given, length included. */
+export function connectPacketV5(clientId: string, properties: Uint8Array = Buffer.from([0]), keepaliveSeconds = 60): Buffer {
+  const header = Buffer.from([0x05, 0x02, keepaliveSeconds >> 8, keepaliveSeconds & 0xff]); // level 5, clean start
+  return packet(0x10, Buffer.concat([utf8('MQTT'), header, properties, utf8(clientId)]));
+}
+
+/** An MQTT 5 PUBLISH whose properties section is `properties` as given, length included. */
+export function publishPacketV5(topic: string, payload: Uint8Array, properties: Uint8Array, options: { qos?: 0 | 1 | 2; id?: number } = {}): Buffer {
+  const id = options.id === undefined ? Buffer.alloc(0) : Buffer.from([options.id >> 8, options.id & 0xff]);
+  return packet(0x30 | ((options.qos ?? 0) << 1), Buffer.concat([utf8(topic), id, properties, payload]));
+}
+
 /** A PUBLISH; `id` is the packet identifier, written only when given. */
 export function publishPacket(topic: string, payload: Uint8Array, options: { qos?: 0 | 1 | 2; id?: number } = {}): Buffer {
   const id = options.id === undefined ? Buffer.alloc(0) : Buffer.from([options.id >> 8, options.id & 0xff]);

@@ -7,7 +7,7 @@ import { Aedes } from 'aedes';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { guardConnection } from '../../src/mqtt/packet-guard.ts';
 import type { PacketRefusalReason } from '../../src/mqtt/packet-scanner.ts';
-import { connectPacket, packet, payloadForTotal, publishPacket } from '../harness/mqtt-wire.ts';
+import { connectPacket, connectPacketV5, packet, payloadForTotal, publishPacket, publishPacketV5 } from '../harness/mqtt-wire.ts';
 
 const LIMIT = 64 * 1024;
 /** The largest remaining length MQTT can express: a 256 MB CONNECT. */
@@ -342,9 +342,26 @@ const abuses: ((socket: Socket, n: number) => Promise<void> | void)[] = [
     socket.write(connectPacket(`abuser-${n}`));
     socket.end(publishPacket('abuse/t', Buffer.alloc(10_000), { qos: 1, id: 1 }).subarray(0, 5_000));
   },
+  // MQTT 5: properties that lie about their length, unknown or forbidden ones, bad topic aliases.
+  (socket, n) => void socket.write(connectPacketV5(`abuser-${n}`, Buffer.from([0x7f, 0x11, 0, 0]))),
+  (socket, n) => void socket.write(connectPacketV5(`abuser-${n}`, Buffer.from([2, 0xff, 0x01]))),
+  (socket, n) => void socket.write(connectPacketV5(`abuser-${n}`, Buffer.from([3, 0x21, 0, 0]))), // Receive Maximum 0
+  (socket, n) => {
+    socket.write(connectPacketV5(`abuser-${n}`));
+    socket.write(publishPacketV5('abuse/t', Buffer.from('alias 0'), Buffer.from([3, 0x23, 0, 0]), { qos: 1, id: 1 }));
+  },
+  (socket, n) => {
+    socket.write(connectPacketV5(`abuser-${n}`));
+    socket.write(publishPacketV5('', Buffer.from('unknown alias'), Buffer.from([3, 0x23, 0, 5]), { qos: 1, id: 1 }));
+  },
+  (socket, n) => {
+    socket.write(connectPacketV5(`abuser-${n}`));
+    // A user property whose name claims 300 bytes inside a 10-byte properties section.
+    socket.write(publishPacketV5('abuse/t', Buffer.from('x'), Buffer.from([10, 0x26, 0x01, 0x2c, 0x61, 0x61, 0x61, 0x61, 0x61, 0x61, 0x61]), { qos: 1, id: 1 }));
+  },
 ];
 
-test('over 30 misbehaving sockets do not disturb a well-behaved client: nothing lost, broker up', { timeout: 60_000 }, async (t) => {
+test('over 40 misbehaving sockets (MQTT 3.1.1 and 5) do not disturb a well-behaved client: nothing lost, broker up', { timeout: 60_000 }, async (t) => {
   const broker = await startBroker();
   t.after(broker.close);
   const good = await connectAsync(broker.url, { clientId: 'good', reconnectPeriod: 0 });
@@ -365,7 +382,7 @@ test('over 30 misbehaving sockets do not disturb a well-behaved client: nothing 
       await sleep(2);
     }
   })();
-  const abusers = 40;
+  const abusers = abuses.length * 3;
   for (let wave = 0; wave < abusers; wave += 10) {
     await Promise.all(
       Array.from({ length: 10 }, async (_, i) => {
