@@ -54,6 +54,11 @@ interface Tap {
   readonly subscriber: Subscriber<Delivery>;
 }
 
+/** aedes internals used here; its types do not declare them. */
+interface AedesInternals {
+  readonly persistence: { incomingGetPacket(client: Client, packet: { messageId?: number }): Promise<unknown> };
+}
+
 /** MQTT 5 DISCONNECT reason codes for a message the gateway could not take. */
 const SERVER_BUSY = 0x89;
 const QUOTA_EXCEEDED = 0x97;
@@ -321,6 +326,25 @@ export class EmbeddedBroker {
         return;
       }
     }
+    if (client !== null && packet.qos === 2 && packet.dup) {
+      // A QoS 2 message sent again because its PUBREC was lost: aedes keeps the ones it
+      // answered until PUBREL, and answers a repeat with PUBREC alone. The taps saw it already
+      // (this hook runs before that check), so it goes past them: exactly once, as QoS 2 says.
+      (this.#aedes as unknown as AedesInternals).persistence.incomingGetPacket(client, packet).then(
+        () => {
+          counters.count('mqtt.publish.duplicates', { qos: '2' });
+          callback(null);
+        },
+        () => this.#take(client, packet, callback),
+      );
+      return;
+    }
+    this.#take(client, packet, callback);
+  }
+
+  /** Hands an accepted publish to the taps whose filters match it. */
+  #take(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
+    const { counters } = this.#options;
     counters.count('mqtt.messages.received', { qos: String(packet.qos) });
     const matching: Tap[] = [];
     for (const tap of this.#taps) {

@@ -221,3 +221,40 @@ test('a client holding 1,000 QoS 2 messages without PUBREL is disconnected at th
     assert.equal(await Promise.race([closed.then(() => 'closed'), sleep(5000, 'still open')]), 'closed');
   });
 });
+
+test('a QoS 2 message sent again after its PUBREC was lost is answered, not taken twice', { timeout: 20_000 }, async () => {
+  await withBroker(async (broker, url, counters) => {
+    const taken: string[] = [];
+    const subscription = broker.tap('test', ['qos2dup/#']).subscribe((d) => {
+      taken.push(d.envelope.payload.toString());
+      d.ack();
+    });
+    const watcher = await connectAsync(url, { clientId: 'qos2dup-watcher', reconnectPeriod: 0 });
+    const seen: string[] = [];
+    watcher.on('message', (_topic, payload) => seen.push(payload.toString()));
+    await watcher.subscribeAsync('qos2dup/#', { qos: 2 });
+    const device = await rawClient(broker.port, 'qos2dup-device');
+    try {
+      const first = publishPacket('qos2dup/x', Buffer.from('once'), { qos: 2, id: 9 });
+      device.socket.write(first);
+      for (let i = 0; i < 100 && device.bytes().length < 4; i++) await sleep(20);
+      // The same packet with DUP set, as a device sends it when it missed the PUBREC.
+      const again = Buffer.from(first);
+      again[0] = (again[0] as number) | 0x08;
+      device.socket.write(again);
+      for (let i = 0; i < 100 && device.bytes().length < 8; i++) await sleep(20);
+      assert.deepEqual([...device.bytes()], [0x50, 2, 0, 9, 0x50, 2, 0, 9], 'a PUBREC for each');
+      device.socket.write(packet(0x62, Buffer.from([0, 9]))); // PUBREL
+      for (let i = 0; i < 100 && device.bytes().length < 12; i++) await sleep(20);
+      assert.deepEqual([...device.bytes().subarray(8)], [0x70, 2, 0, 9], 'PUBCOMP');
+      await sleep(200);
+      assert.deepEqual(taken, ['once']);
+      assert.deepEqual(seen, ['once']);
+      assert.equal(counters.snapshot()['mqtt.publish.duplicates{qos=2}'], 1);
+    } finally {
+      device.socket.destroy();
+      subscription.unsubscribe();
+      await watcher.endAsync(true);
+    }
+  });
+});
