@@ -45,10 +45,10 @@ interface Pending {
 }
 
 /*
- * aedes internals (2.0.0-beta.1, as 1.2) this file relies on, named here so an upgrade that changes them shows up
- * in one place. aedes' `ack` event carries no packet for clean sessions
- * (https://github.com/moscajs/aedes/issues/257), so PUBACKs are matched by the packet id
- * this file assigns to each client's copy of a command.
+ * aedes internals this file relies on (the same in 1.2 and 2.0.0-beta.1), named here so an
+ * upgrade that changes them shows up in one place. aedes' `ack` event carries no packet for
+ * clean sessions (https://github.com/moscajs/aedes/issues/257), so PUBACKs are matched by the
+ * packet id this file assigns to each client's copy of a command.
  */
 interface AedesInternals {
   readonly id: string;
