@@ -1,8 +1,9 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, extname, join, relative, resolve } from 'node:path';
 import type { z } from 'zod';
+import type { SinkComponent, SourceComponent } from '../core/component.ts';
 import { type AnyBridgeConfig, loadBridgeModule } from './bridge-module.ts';
-import { ConfigError, type ConfigIssue } from './issues.ts';
+import { ConfigError, type ConfigIssue, formatPath } from './issues.ts';
 import { type Loaded, resolvePayloadSchemas } from './payload-schemas.ts';
 import type { Env } from './interpolate.ts';
 import { type BridgeConfig, type ComponentKinds, type DeviceProfile, type GatewaySection, bridgeSchema, deviceSchema, gatewaySchema } from './schema.ts';
@@ -124,6 +125,7 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
       continue;
     }
     names.set(bridge.name, bridge.file);
+    checkComponentFiles(bridge, dirname(path), parsed.yaml, options.kinds, issues);
     bridges.push({ value: bridge, yaml: parsed.yaml, path });
   }
 
@@ -151,21 +153,42 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
   return { config, issues, modules, names, display };
 }
 
+/** A PEM file's contents, or why it cannot be used. */
+function readPem(path: string): { pem: Buffer } | { problem: string } {
+  try {
+    const pem = readFileSync(path);
+    return pem.includes('-----BEGIN ') ? { pem } : { problem: `not a PEM file: ${path}` };
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return { problem: code === 'ENOENT' ? `no such file: ${path}` : `cannot read ${path}: ${code ?? String(error)}` };
+  }
+}
+
+/** The files a bridge's source and sinks name (`files`), each read now and reported at its line. */
+function checkComponentFiles(bridge: BridgeConfig, base: string, yaml: YamlFile, kinds: ComponentKinds, issues: ConfigIssue[]): void {
+  const entries: { at: (string | number)[]; entry: Readonly<Record<string, unknown>>; components: readonly (SourceComponent | SinkComponent)[] }[] = [
+    { at: ['from'], entry: bridge.from, components: kinds.sources },
+    ...bridge.to.map((entry, index) => ({ at: ['to', index], entry, components: kinds.sinks })),
+  ];
+  for (const { at, entry, components } of entries) {
+    const [kind, config] = Object.entries(entry)[0] ?? [];
+    const component = components.find((c) => c.kind === kind);
+    for (const { path, file } of component?.files?.(config as never) ?? []) {
+      const read = readPem(resolve(base, file));
+      if (!('problem' in read)) continue;
+      const keyPath = [...at, kind as string, ...path];
+      issues.push({ file: bridge.file, ...yaml.locate(keyPath), path: formatPath(keyPath), message: read.problem });
+    }
+  }
+}
+
 function readTlsPem(tls: Record<string, unknown>, base: string, yaml: YamlFile, issues: ConfigIssue[]): TlsPem | undefined {
   const read = (key: 'cert' | 'key' | 'ca'): Buffer | undefined => {
     const file = tls[key];
     if (typeof file !== 'string' || file === '') return undefined;
-    const path = resolve(base, file);
-    let message: string;
-    try {
-      const pem = readFileSync(path);
-      if (pem.includes('-----BEGIN ')) return pem;
-      message = `not a PEM file: ${path}`;
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      message = code === 'ENOENT' ? `no such file: ${path}` : `cannot read ${path}: ${code ?? String(error)}`;
-    }
-    issues.push({ file: yaml.path, ...yaml.locate(['mqtt', 'tls', key]), path: `mqtt.tls.${key}`, message });
+    const read = readPem(resolve(base, file));
+    if ('pem' in read) return read.pem;
+    issues.push({ file: yaml.path, ...yaml.locate(['mqtt', 'tls', key]), path: `mqtt.tls.${key}`, message: read.problem });
     return undefined;
   };
   const cert = read('cert');

@@ -36,6 +36,13 @@ export interface TemplateAt {
   readonly template: string;
 }
 
+/** A file a component's config names (a TLS certificate), and where (relative to the config). */
+export interface FileAt {
+  readonly path: readonly (string | number)[];
+  /** As written: relative paths are relative to the bridge file's directory. */
+  readonly file: string;
+}
+
 /**
  * A sink kind: its registry key, its config schema (with defaults and descriptions) and a
  * factory. The kind is declared once here so that config and registry cannot drift.
@@ -50,6 +57,8 @@ export interface SinkComponent<S extends z.ZodType = z.ZodType, D = void> {
    * at its line instead of failing every message.
    */
   templates?(config: z.output<S>): readonly TemplateAt[];
+  /** The PEM files a config names: config loading checks each can be read, at its line. */
+  files?(config: z.output<S>): readonly FileAt[];
   /** `deps` carries shared runtime objects, such as the embedded broker a device sink publishes on. */
   create(config: z.output<S>, ctx: ComponentContext, deps: D): Sink;
 }
@@ -71,6 +80,8 @@ export interface SourceComponent<S extends z.ZodType = z.ZodType, D = void> {
    * its bridge's templates. A source without filters (undefined) allows no captures.
    */
   filters?(config: z.output<S>): readonly string[];
+  /** The PEM files a config names: config loading checks each can be read, at its line. */
+  files?(config: z.output<S>): readonly FileAt[];
   /** `deps` carries shared runtime objects the source taps, such as the embedded broker. */
   create(config: z.output<S>, ctx: ComponentContext, deps: D): Source;
 }

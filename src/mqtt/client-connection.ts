@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { z } from 'zod';
+import type { FileAt } from '../core/component.ts';
 import { wrapError } from '../core/errors.ts';
 
 /**
@@ -33,11 +34,18 @@ export const connectionFields = {
       if ((tls.cert === undefined) !== (tls.key === undefined)) ctx.addIssue({ code: 'custom', message: 'give both `cert` and `key`, or neither' });
     })
     .optional()
-    .meta({ description: 'TLS files for mqtts:// and wss://, relative to the directory Ferry runs in (absolute paths are safest).' }),
+    .meta({ description: 'TLS files for mqtts:// and wss://, relative to the bridge file; `ferry validate` checks they can be read.' }),
 };
 
 const connection = z.strictObject(connectionFields);
 export type ConnectionConfig = z.output<typeof connection>;
+
+/** The TLS files of a connection, for the check at config loading. */
+export function tlsFiles(config: ConnectionConfig): FileAt[] {
+  const tls = config.tls;
+  if (tls === undefined) return [];
+  return (['ca', 'cert', 'key'] as const).flatMap((key) => (tls[key] === undefined ? [] : [{ path: ['tls', key], file: tls[key] }]));
+}
 
 /** mqtt.js, loaded on first use so that a gateway without external-broker bridges does not pay for it. */
 export async function loadMqtt(): Promise<typeof import('mqtt')> {

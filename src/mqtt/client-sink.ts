@@ -6,7 +6,7 @@ import type { SinkComponent } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError, isFerryError, wrapError } from '../core/errors.ts';
 import { type Template, compileTemplate, describeField } from '../core/template.ts';
-import { clientOptions, connectionFields, describeUrl, loadMqtt } from './client-connection.ts';
+import { clientOptions, connectionFields, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
 
 const topicTemplate = z
   .string()
@@ -73,6 +73,7 @@ interface Connection {
  */
 export const mqttClientSink: SinkComponent<typeof schema> = {
   kind: 'mqttClient',
+  files: tlsFiles,
   description: 'Publishes messages to an external MQTT broker as a client (mqtt.js; MQTT 3.1.1 or 5).',
   schema,
   create: (config, ctx) => {

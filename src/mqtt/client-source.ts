@@ -6,7 +6,7 @@ import { createDelivery } from '../core/delivery.ts';
 import { createEnvelope } from '../core/envelope.ts';
 import { describeError } from '../core/errors.ts';
 import { invalidFilterReason } from '../core/topic.ts';
-import { clientOptions, connectionFields, describeUrl, loadMqtt } from './client-connection.ts';
+import { clientOptions, connectionFields, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
 import { type PendingPuback, type PubackStream, PubackWindow } from './puback-window.ts';
 
 /** Why a subscription filter is invalid, shared subscriptions (`$share/<group>/<filter>`) included. */
@@ -86,6 +86,7 @@ const ACKED_BY_FERRY = new Error('the PUBACK is sent by Ferry once the message i
  */
 export const mqttClientSource: SourceComponent<typeof schema> = {
   kind: 'mqttClient',
+  files: tlsFiles,
   description: 'Messages from an external MQTT broker, subscribed to as a client (mqtt.js; MQTT 3.1.1 or 5).',
   schema,
   create: (config, ctx) =>

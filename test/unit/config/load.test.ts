@@ -119,3 +119,23 @@ test('the JSON Schema carries descriptions and every component kind', () => {
   for (const kind of ['mqtt', 'history', 'kafka']) assert.match(bridge, new RegExp(`"${kind}"`));
   assert.match(bridge, /"additionalProperties":false/);
 });
+
+test("an mqttClient bridge's TLS files are read at load: missing or not PEM is reported at its line, relative to the bridge file", () => {
+  const client = (tls: string) =>
+    `name: plant\nfrom:\n  mqttClient:\n    url: mqtts://broker:8883\n    clientId: ferry-1\n    topics: [plant/#]\n    tls: ${tls}\nto:\n  - history: {}\n`;
+  const root = tree({
+    'config/gateway.yaml': 'bridges: [../bridges]\ndevices: []\n',
+    'bridges/certs/ca.pem': '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n',
+    'bridges/certs/notes.txt': 'not a certificate\n',
+    'bridges/ok.yaml': client('{ca: certs/ca.pem}'),
+    'bridges/bad.yaml': client('{ca: certs/missing.pem, cert: certs/notes.txt, key: certs/ca.pem}').replace('name: plant', 'name: plant-2'),
+  });
+  const found = problems(root);
+  assert.deepEqual(
+    found.map((p) => p.replace(root, '<root>')),
+    [
+      'bridges/bad.yaml:7:15: from.mqttClient.tls.ca: no such file: <root>/bridges/certs/missing.pem',
+      'bridges/bad.yaml:7:40: from.mqttClient.tls.cert: not a PEM file: <root>/bridges/certs/notes.txt',
+    ],
+  );
+});
