@@ -24,8 +24,27 @@ export function topicTemplateProblem(template: Template): string | undefined {
   return undefined;
 }
 
+/**
+ * The topics an `allowedTopics` list lets through: `*` stands for one or more topic
+ * characters other than "." (so `iot.*.telemetry` takes `iot.pump-7.telemetry`, not
+ * `iot.a.b.telemetry`); everything else is literal.
+ */
+export function topicAllowList(patterns: readonly string[]): (topic: string) => boolean {
+  const regexes = patterns.map((p) => new RegExp(`^${p.split('*').map((part) => part.replace(/[.]/g, '\\.')).join('[A-Za-z0-9_-]+')}$`));
+  return (topic) => regexes.some((r) => r.test(topic));
+}
+
+/** Why `pattern` cannot be an `allowedTopics` entry, or undefined. */
+export function allowedTopicProblem(pattern: string): string | undefined {
+  if (!/^[A-Za-z0-9._*-]{1,249}$/.test(pattern)) return `${TOPIC_RULE}, with "*" for any run of them but "."`;
+  if (pattern.includes('**')) return '"**" is one "*"';
+  return undefined;
+}
+
 export interface RecordTemplates {
   readonly topic: string;
+  /** Patterns the rendered topic must match (topicAllowList); any topic when absent. */
+  readonly allowedTopics?: readonly string[] | undefined;
   /** The record key; the message's key, else the device's client id, when absent. */
   readonly key?: string | undefined;
   readonly headers: Readonly<Record<string, string>>;
@@ -46,6 +65,7 @@ export interface RenderedRecord {
  */
 export function recordRenderer(templates: RecordTemplates, filters: readonly string[], component: string): (envelope: Envelope) => RenderedRecord {
   const topic = compileTemplate(templates.topic);
+  const allowed = templates.allowedTopics === undefined ? undefined : topicAllowList(templates.allowedTopics);
   const key = templates.key === undefined ? undefined : compileTemplate(templates.key);
   const headers = Object.entries(templates.headers).map(([name, source]) => [name, compileTemplate(source)] as const);
   return (envelope) => {
@@ -60,6 +80,7 @@ export function recordRenderer(templates: RecordTemplates, filters: readonly str
       const name = topic.render(input);
       const problem = kafkaTopicProblem(name);
       if (problem !== undefined) throw reject(`topic '${name}' (from '${templates.topic}') is invalid: ${problem}`);
+      if (allowed !== undefined && !allowed(name)) throw reject(`topic '${name}' (from '${templates.topic}') is not in allowedTopics (${templates.allowedTopics?.join(', ')})`);
       const rendered: Record<string, string> = { ...envelope.headers };
       for (const [header, template] of headers) rendered[header] = template.render(input);
       rendered['ferry-id'] = envelope.id;

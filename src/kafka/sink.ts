@@ -6,7 +6,7 @@ import { type FerryError, isFerryError, wrapError } from '../core/errors.ts';
 import { compileTemplate } from '../core/template.ts';
 import { type KafkaRecord, createKafkaProducer } from './client.ts';
 import { COMPRESSIONS } from './codecs.ts';
-import { recordRenderer, topicTemplateProblem } from './records.ts';
+import { allowedTopicProblem, recordRenderer, topicAllowList, topicTemplateProblem } from './records.ts';
 
 const brokers = z
   .union([z.array(z.string().min(1)).min(1), z.string().min(1).transform((s) => s.split(',').map((b) => b.trim()).filter((b) => b !== ''))])
@@ -42,6 +42,20 @@ const schema = z
         description:
           'Kafka topic the messages are written to: a name or a message template (`${1}`, `${clientId}`, `${payload.site}`...). A message whose topic renders to an invalid name, or whose field has no value, goes to the dead letters.',
         examples: ['iot.telemetry', 'iot.${1}.telemetry'],
+      }),
+    allowedTopics: z
+      .array(
+        z.string().superRefine((pattern, ctx) => {
+          const problem = allowedTopicProblem(pattern);
+          if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `allowed topic '${pattern}': ${problem}` });
+        }),
+      )
+      .min(1)
+      .optional()
+      .meta({
+        description:
+          'The only topics this sink writes, as patterns where `*` stands for any run of topic characters but "." (`iot.*.telemetry`). A message whose topic renders to another goes to the dead letters. Set it when the topic template takes device data (`${1}`, `${clientId}`, `${payload.x}`), so that devices cannot make Ferry write to, or the broker auto-create, other topics. Any valid topic when absent.',
+        examples: [['iot.*.telemetry']],
       }),
     key: template.optional().meta({
       description: 'Record key template; records of one key go to one partition, in order. The message\'s key, else the device\'s client id, when absent.',
@@ -81,6 +95,9 @@ const schema = z
     requestTimeoutMs: z.int().min(1).default(30000).meta({ description: 'Produce request timeout.', examples: [30000] }),
   })
   .superRefine((config, ctx) => {
+    if (config.allowedTopics !== undefined && !config.topic.includes('${') && allowedTopicProblem(config.topic) === undefined && !topicAllowList(config.allowedTopics)(config.topic)) {
+      ctx.addIssue({ code: 'custom', path: ['topic'], message: `topic '${config.topic}' is not in allowedTopics (${config.allowedTopics.join(', ')}): no message could be written` });
+    }
     if (!config.idempotent) return;
     if (config.acks !== 'all') {
       ctx.addIssue({ code: 'custom', path: ['acks'], message: 'idempotent: true needs acks: all (an idempotent producer is only safe when every in-sync replica has the batch)' });

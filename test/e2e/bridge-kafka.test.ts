@@ -1,7 +1,7 @@
 // A declarative MQTT-to-Kafka bridge run by the real CLI: topic, key and headers rendered from
 // each message, checked with independent clients on both sides (mosquitto_pub, kcat); a
-// message whose topic renders to an invalid Kafka topic ends in the dead letters with the
-// reason while the others arrive.
+// message whose topic renders to an invalid Kafka topic, or one outside allowedTopics, ends in
+// the dead letters with the reason while the others arrive.
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,6 +25,7 @@ to:
   - kafka:
       brokers: \${KAFKA_BROKERS}
       topic: \${TOPIC_PREFIX}.\${1}.telemetry
+      allowedTopics: ["\${TOPIC_PREFIX}.pump-*.telemetry"]
       key: \${1}
       headers:
         site: \${payload.site}
@@ -57,6 +58,8 @@ test('a templated Kafka bridge: rendered topics, keys and headers, exact payload
     { device: 'pump-1', topic: 'devices/pump-1/telemetry/pressure', payload: '{"site":"north","bar":2.5}' },
     { device: 'pump-2', topic: 'devices/pump-2/telemetry/flow/in', payload: '{"site":"south","lpm":12}' },
     { device: 'bad@pump', topic: 'devices/bad@pump/telemetry/pressure', payload: '{"site":"north","bar":1}' },
+    // A valid topic, but not one the bridge allows.
+    { device: 'valve-1', topic: 'devices/valve-1/telemetry/pressure', payload: '{"site":"north","bar":3}' },
     { device: 'pump-1', topic: 'devices/pump-1/telemetry/pressure', payload: '{"site":"north","bar":2.75}' },
     // An MQTT 5 device: its user properties travel as Kafka headers (here a W3C trace context).
     { device: 'pump-2', topic: 'devices/pump-2/telemetry/flow/out', payload: '{"site":"south","lpm":11.5}', userProperties: { traceparent: TRACEPARENT } },
@@ -83,16 +86,16 @@ test('a templated Kafka bridge: rendered topics, keys and headers, exact payload
     };
     const seen = (records: typeof one) =>
       records.map((r) => ({ key: r.key, payload: r.payload, site: r.headers['site'], reading: r.headers['reading'], mqttTopic: r.headers['mqtt-topic'] }));
-    assert.deepEqual(seen(one), [expected(0), expected(3)]);
-    assert.deepEqual(seen(two), [expected(1), expected(4)]);
+    assert.deepEqual(seen(one), [expected(0), expected(4)]);
+    assert.deepEqual(seen(two), [expected(1), expected(5)]);
     assert.deepEqual([...one, ...two].map((r) => r.headers['traceparent']), [undefined, undefined, undefined, TRACEPARENT]);
     const ids = [...one, ...two].map((r) => r.headers['ferry-id']);
     for (const id of ids) assert.match(id ?? '', /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/);
     assert.equal(new Set(ids).size, 4);
 
     const status = await fetchStatus(gw.adminUrl);
-    assert.equal(status.buffer.bridges.find((b) => b.bridge === 'telemetry')?.deadLetters, 1);
-    assert.equal(status.counters['kafka.messages.rejected{bridge=telemetry}'], 1);
+    assert.equal(status.buffer.bridges.find((b) => b.bridge === 'telemetry')?.deadLetters, 2);
+    assert.equal(status.counters['kafka.messages.rejected{bridge=telemetry}'], 2);
   } finally {
     gw.child.kill('SIGTERM');
   }
@@ -101,6 +104,10 @@ test('a templated Kafka bridge: rendered topics, keys and headers, exact payload
   const letters = await ferry(['buffer', 'export', '--data-dir', dataDir, '--dead-letters', '--bridge', 'telemetry']);
   assert.equal(letters.code, 0, letters.stderr);
   const dead = letters.stdout.trim().split('\n').map((line) => JSON.parse(line) as { topic: string; reason: string; sink: string });
-  assert.deepEqual(dead.map((d) => [d.topic, d.sink]), [['devices/bad@pump/telemetry/pressure', 'kafka']]);
+  assert.deepEqual(dead.map((d) => [d.topic, d.sink]), [
+    ['devices/bad@pump/telemetry/pressure', 'kafka'],
+    ['devices/valve-1/telemetry/pressure', 'kafka'],
+  ]);
   assert.match(dead[0]?.reason ?? '', new RegExp(`topic '${prefix}\\.bad@pump\\.telemetry' .*is invalid: .*it has "@"`));
+  assert.match(dead[1]?.reason ?? '', new RegExp(`topic '${prefix}\\.valve-1\\.telemetry' .*is not in allowedTopics`));
 });
