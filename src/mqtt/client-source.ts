@@ -87,6 +87,8 @@ const ACKED_BY_FERRY = new Error('the PUBACK is sent by Ferry once the message i
 export const mqttClientSource: SourceComponent<typeof schema> = {
   kind: 'mqttClient',
   files: tlsFiles,
+  // The topics messages arrive with: a shared subscription's filter without `$share/<group>/`.
+  filters: (config) => config.topics.map((filter) => (filter.startsWith('$share/') ? filter.split('/').slice(2).join('/') : filter)),
   description: 'Messages from an external MQTT broker, subscribed to as a client (mqtt.js; MQTT 3.1.1 or 5).',
   schema,
   create: (config, ctx) =>

@@ -185,7 +185,7 @@ export class RunningBridge implements GatewayBridge {
     const source = sourceComponent.create(sourceConfig as never, ctx, runtime);
     const direct = this.#sinks.map((s) => s.input).filter((input): input is Subject<Delivery> => input instanceof Subject);
     // Rate limit and transform steps; a message they refuse is dead-lettered and acked there.
-    const ingress = ingressOperators(config, { deadLetters: writer, logger: this.#logger, counters });
+    const ingress = ingressOperators(config, { deadLetters: writer, logger: this.#logger, counters, sourceFilters });
     this.#subscriptions.unshift(
       source.pipe(ingress).subscribe({
         next: (delivery) => {

@@ -17,6 +17,8 @@ export interface IngressDeps {
   readonly deadLetters: { deadLetter(bridge: string, delivery: Delivery, envelope: Envelope, sink: string, reason: string): void };
   readonly logger: Logger;
   readonly counters: Counters;
+  /** The source's topic filters (its `filters`), for `${1}` in the rate limit key. */
+  readonly sourceFilters: readonly string[];
 }
 
 /** At most one warning per this interval per kind of refusal; the counters have every one. */
@@ -50,7 +52,7 @@ export function ingressOperators(config: BridgeConfig, deps: IngressDeps): Deliv
   const operators: DeliveryOperator[] = [];
   if (config.rateLimit !== undefined) {
     const template = compileTemplate(config.rateLimit.key);
-    const filters = sourceFilters(config);
+    const filters = deps.sourceFilters;
     operators.push(
       rateLimit({
         bridge: config.name,
@@ -85,8 +87,3 @@ function stepOperator(step: TransformStep, context: TransformContext, config: Br
   return validateStep(resolved.label, compileJsonSchema(resolved.jsonSchema), context);
 }
 
-/** The topic filters of the bridge's source, for `${1}` in the rate limit key; none when it has none. */
-function sourceFilters(config: BridgeConfig): string[] {
-  const source = Object.values(config.from)[0] as { topics?: unknown } | undefined;
-  return Array.isArray(source?.topics) ? source.topics.filter((t): t is string => typeof t === 'string') : [];
-}

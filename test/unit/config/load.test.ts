@@ -139,3 +139,14 @@ test("an mqttClient bridge's TLS files are read at load: missing or not PEM is r
     ],
   );
 });
+
+test("an mqttClient source's filters (shared subscriptions without $share/<group>/) give its sinks' templates their ${1}", () => {
+  const bridge = (topic: string) =>
+    `name: plant\nfrom:\n  mqttClient:\n    url: mqtt://broker:1883\n    clientId: ferry-1\n    topics: ["$share/ferry/plant/+/telemetry/#", "lab/+/x"]\nto:\n  - kafka: {brokers: "k:9092", topic: "${topic}"}\n`;
+  const ok = tree({ 'config/gateway.yaml': 'bridges: [../bridges]\ndevices: []\n', 'bridges/plant.yaml': bridge('plant.${1}.telemetry') });
+  const loaded = loadConfig(join(ok, 'config/gateway.yaml'), { kinds: componentKinds, env: {}, cwd: ok });
+  const source = componentKinds.sources.find((s) => s.kind === 'mqttClient');
+  assert.deepEqual(source?.filters?.((loaded.bridgeConfigs[0]?.from as { mqttClient: never }).mqttClient), ['plant/+/telemetry/#', 'lab/+/x']);
+  const bad = tree({ 'config/gateway.yaml': 'bridges: [../bridges]\ndevices: []\n', 'bridges/plant.yaml': bridge('plant.${2}.telemetry') });
+  assert.match(problems(bad)[0] ?? '', /to\[0\]\.kafka\.topic: template 'plant\.\$\{2\}\.telemetry': \$\{2\} needs a 2nd '\+' wildcard/);
+});
