@@ -135,12 +135,36 @@ export class BufferStore {
    */
   registerBridge(bridge: string, sinks: readonly string[]): void {
     this.db.transaction(() => {
+      this.addSinks(bridge, sinks);
+      this.retainSinks(bridge, sinks);
+    })();
+  }
+
+  /** Adds a cursor, at the bridge's oldest buffered message, for each sink that has none; returns those added. */
+  addSinks(bridge: string, sinks: readonly string[]): string[] {
+    return this.db.transaction(() => {
       const start = (this.db.prepare('SELECT min(seq) AS seq FROM messages WHERE bridge = ?').get(bridge) as { seq: number | null }).seq;
       const from = start === null ? this.#lastSeq() : start - 1;
       const insert = this.db.prepare('INSERT OR IGNORE INTO cursors (bridge, sink, seq) VALUES (?, ?, ?)');
-      for (const sink of sinks) insert.run(bridge, sink, from);
+      return sinks.filter((sink) => insert.run(bridge, sink, from).changes > 0);
+    })();
+  }
+
+  /** Removes the cursors of the bridge's sinks not in `sinks`, so they hold nothing back. */
+  retainSinks(bridge: string, sinks: readonly string[]): void {
+    this.db.transaction(() => {
       const placeholders = sinks.map(() => '?').join(', ');
       this.db.prepare(`DELETE FROM cursors WHERE bridge = ? AND sink NOT IN (${placeholders})`).run(bridge, ...sinks);
+      this.#releaseBridge(bridge);
+    })();
+  }
+
+  /** Removes these sinks' cursors (added for a bridge version that never ran). */
+  removeSinks(bridge: string, sinks: readonly string[]): void {
+    if (sinks.length === 0) return;
+    this.db.transaction(() => {
+      const placeholders = sinks.map(() => '?').join(', ');
+      this.db.prepare(`DELETE FROM cursors WHERE bridge = ? AND sink IN (${placeholders})`).run(bridge, ...sinks);
       this.#releaseBridge(bridge);
     })();
   }

@@ -66,6 +66,14 @@ export class BufferWriter {
     this.#policies.set(bridge, policy);
   }
 
+  policy(bridge: string): BufferPolicy | undefined {
+    return this.#policies.get(bridge);
+  }
+
+  removePolicy(bridge: string): void {
+    this.#policies.delete(bridge);
+  }
+
   /** Readers waiting for the next append to `bridge` (one per reader at most). */
   appendWaiters(bridge: string): number {
     return this.#appended.get(bridge)?.waiting ?? 0;

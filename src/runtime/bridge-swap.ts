@@ -43,7 +43,8 @@ export function swapBridges(
     try {
       started.push(create(config, gate));
     } catch (cause) {
-      for (const bridge of started) bridge.abort();
+      // The bridges built so far never take over: they go, with what they registered.
+      for (const bridge of started) bridge.discard();
       return { config, cause };
     }
   }

@@ -10,6 +10,7 @@ import { type CursorSource, cursorSource } from '../buffer/reader.ts';
 import type { BufferStore } from '../buffer/store.ts';
 import type { BufferWriter } from '../buffer/writer.ts';
 import type { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
+import { BufferRegistration } from './buffer-registration.ts';
 import { ingressOperators } from './ingress.ts';
 import { findSink, findSource } from './registry.ts';
 
@@ -56,6 +57,12 @@ export interface GatewayBridge {
   stop(): Promise<void>;
   /** Tears everything down at once, without waiting for writes. */
   abort(): void;
+  /**
+   * Tears down a bridge that never took over from its previous version or started for good (a
+   * reload refused because another bridge could not be built): it aborts and takes back what it
+   * registered in the buffer, which the running version still uses.
+   */
+  discard(): void;
   status(): BridgeStatus;
 }
 
@@ -129,6 +136,7 @@ export class RunningBridge implements GatewayBridge {
   #pendingSinks = 0;
   #allDone: (() => void) | undefined;
   readonly #afterStop: Promise<void>[] = [];
+  readonly #registration: BufferRegistration | undefined;
 
   constructor(config: BridgeConfig, deps: BridgeDeps) {
     this.config = config;
@@ -144,74 +152,81 @@ export class RunningBridge implements GatewayBridge {
     const buffered = sourceComponent.keepsMessages !== true;
 
     const names = sinkNames(config);
-    if (buffered) {
-      store.registerBridge(config.name, names);
-      writer.setPolicy(config.name, config.buffer);
-    }
+    const registration = buffered ? new BufferRegistration(store, writer, config.name, names, config.buffer) : undefined;
+    this.#registration = registration;
+    try {
+      config.to.forEach((entry, i) => {
+        const [kind, sinkConfig] = Object.entries(entry)[0] as [string, unknown];
+        const component = findSink(kind);
+        if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown sink kind '${kind}'`);
+        const name = names[i] as string;
+        const logger = this.#logger.child({ sink: name });
+        const input = buffered
+          ? cursorSource({ store, writer, bridge: config.name, sink: name, policy: config.buffer, logger, counters })
+          : new Subject<Delivery>();
+        const state: SinkState = { name, kind, input, written: 0, failed: 0 };
+        const sink = component.create(sinkConfig as never, { ...ctx, logger }, runtime);
+        const deliveries: Observable<Delivery> =
+          input instanceof Subject
+            ? input.asObservable()
+            : deps.startAfter === undefined
+              ? input.deliveries
+              : concat(from(deps.startAfter).pipe(ignoreElements()), input.deliveries);
+        this.#pendingSinks += 1;
+        this.#subscriptions.push(
+          sink(deliveries).subscribe({
+            next: (event) => this.#onEvent(state, event, counters),
+            error: (error: unknown) => {
+              this.#state = 'failed';
+              state.lastError = String(error);
+              this.#logger.error({ err: error, sink: name }, buffered ? 'sink stopped with an error; its messages stay buffered' : 'sink stopped with an error');
+              this.#sinkDone();
+            },
+            complete: () => this.#sinkDone(),
+          }),
+        );
+        this.#sinks.push(state);
+      });
 
-    config.to.forEach((entry, i) => {
-      const [kind, sinkConfig] = Object.entries(entry)[0] as [string, unknown];
-      const component = findSink(kind);
-      if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown sink kind '${kind}'`);
-      const name = names[i] as string;
-      const logger = this.#logger.child({ sink: name });
-      const input = buffered
-        ? cursorSource({ store, writer, bridge: config.name, sink: name, policy: config.buffer, logger, counters })
-        : new Subject<Delivery>();
-      const state: SinkState = { name, kind, input, written: 0, failed: 0 };
-      const sink = component.create(sinkConfig as never, { ...ctx, logger }, runtime);
-      const deliveries: Observable<Delivery> =
-        input instanceof Subject
-          ? input.asObservable()
-          : deps.startAfter === undefined
-            ? input.deliveries
-            : concat(from(deps.startAfter).pipe(ignoreElements()), input.deliveries);
-      this.#pendingSinks += 1;
-      this.#subscriptions.push(
-        sink(deliveries).subscribe({
-          next: (event) => this.#onEvent(state, event, counters),
-          error: (error: unknown) => {
-            this.#state = 'failed';
-            state.lastError = String(error);
-            this.#logger.error({ err: error, sink: name }, buffered ? 'sink stopped with an error; its messages stay buffered' : 'sink stopped with an error');
-            this.#sinkDone();
+      const source = sourceComponent.create(sourceConfig as never, ctx, runtime);
+      const direct = this.#sinks.map((s) => s.input).filter((input): input is Subject<Delivery> => input instanceof Subject);
+      // Rate limit and transform steps; a message they refuse is dead-lettered and acked there.
+      const ingress = ingressOperators(config, { deadLetters: writer, logger: this.#logger, counters, sourceFilters });
+      this.#subscriptions.unshift(
+        source.pipe(ingress).subscribe({
+          next: (delivery) => {
+            counters.count('bridge.messages.in', { bridge: config.name });
+            if (buffered) {
+              writer.enqueue(config.name, delivery);
+              return;
+            }
+            const copies = fanOut(delivery, direct.length);
+            direct.forEach((subject, i) => subject.next(copies[i] as Delivery));
           },
-          complete: () => this.#sinkDone(),
+          error: (error: unknown) => this.#sourceFailed(error, counters),
         }),
       );
-      this.#sinks.push(state);
-    });
 
-    const source = sourceComponent.create(sourceConfig as never, ctx, runtime);
-    const direct = this.#sinks.map((s) => s.input).filter((input): input is Subject<Delivery> => input instanceof Subject);
-    // Rate limit and transform steps; a message they refuse is dead-lettered and acked there.
-    const ingress = ingressOperators(config, { deadLetters: writer, logger: this.#logger, counters, sourceFilters });
-    this.#subscriptions.unshift(
-      source.pipe(ingress).subscribe({
-        next: (delivery) => {
-          counters.count('bridge.messages.in', { bridge: config.name });
-          if (buffered) {
-            writer.enqueue(config.name, delivery);
-            return;
+      const { maxAgeMs } = config.buffer;
+      if (buffered && maxAgeMs > 0) {
+        this.#expiry = setInterval(() => {
+          const removed = store.expire(config.name, Date.now() - maxAgeMs);
+          if (removed.messages > 0) {
+            counters.count('buffer.expired', { bridge: config.name }, removed.messages);
+            this.#logger.warn({ expired: removed.messages, maxAgeMs }, 'removed messages older than maxAgeMs before they were delivered');
+            writer.released();
           }
-          const copies = fanOut(delivery, direct.length);
-          direct.forEach((subject, i) => subject.next(copies[i] as Delivery));
-        },
-        error: (error: unknown) => this.#sourceFailed(error, counters),
-      }),
-    );
-
-    const { maxAgeMs } = config.buffer;
-    if (buffered && maxAgeMs > 0) {
-      this.#expiry = setInterval(() => {
-        const removed = store.expire(config.name, Date.now() - maxAgeMs);
-        if (removed.messages > 0) {
-          counters.count('buffer.expired', { bridge: config.name }, removed.messages);
-          this.#logger.warn({ expired: removed.messages, maxAgeMs }, 'removed messages older than maxAgeMs before they were delivered');
-          writer.released();
-        }
-      }, Math.min(60_000, Math.max(100, Math.floor(maxAgeMs / 10))));
-      this.#expiry.unref();
+        }, Math.min(60_000, Math.max(100, Math.floor(maxAgeMs / 10))));
+        this.#expiry.unref();
+      }
+    } catch (error) {
+      this.discard();
+      throw error;
+    }
+    // A new version of a running bridge takes over its cursors once the old one is retired.
+    if (registration !== undefined) {
+      if (deps.startAfter === undefined) registration.commit();
+      else void deps.startAfter.then(() => registration.commit());
     }
   }
 
@@ -235,6 +250,12 @@ export class RunningBridge implements GatewayBridge {
   abort(): void {
     clearInterval(this.#expiry);
     for (const subscription of this.#subscriptions) subscription.unsubscribe();
+  }
+
+  /** Tears down a version that never took over (a refused reload) and takes back its buffer registration. */
+  discard(): void {
+    this.abort();
+    this.#registration?.discard();
   }
 
   status(): BridgeStatus {

@@ -12,6 +12,7 @@ import { GcNudge } from '../handler/gc-nudge.ts';
 import { InputTracker, type Ticket } from '../handler/input-tracker.ts';
 import { type MessageContext, createMessage, createTools, culpritOf, isOutput, ticketOf } from '../handler/message.ts';
 import { type BridgeDeps, type BridgeStatus, bridgeContext, sinkStatus, sourceFailed } from './bridge.ts';
+import { BufferRegistration } from './buffer-registration.ts';
 import { findSink, findSource } from './registry.ts';
 
 /** The cursor name of a TypeScript bridge's handler in the buffer. */
@@ -66,6 +67,7 @@ export class HandlerBridge {
   #stopping = false;
   /** Work components still do after they were unsubscribed (a Kafka source's last commit); stop waits for it. */
   readonly #afterStop: Promise<void>[] = [];
+  readonly #registration: BufferRegistration;
   #pendingSinks = 0;
   #allDone: (() => void) | undefined;
 
@@ -80,57 +82,65 @@ export class HandlerBridge {
     const sourceComponent = findSource(sourceKind);
     if (sourceComponent === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
     const ctx = bridgeContext(config, deps, this.#logger, sourceComponent.filters?.(sourceConfig as never) ?? [], this.#afterStop);
-    store.registerBridge(config.name, [HANDLER_CURSOR]);
-    writer.setPolicy(config.name, config.buffer);
+    const registration = new BufferRegistration(store, writer, config.name, [HANDLER_CURSOR], config.buffer);
+    this.#registration = registration;
+    try {
+      for (const [name, entry] of Object.entries(config.to)) this.#startSink(name, entry, ctx, runtime);
 
-    for (const [name, entry] of Object.entries(config.to)) this.#startSink(name, entry, ctx, runtime);
+      this.#cursor = streamCursor({ store, writer, bridge: config.name, sink: HANDLER_CURSOR, policy: config.buffer, logger: this.#logger, counters });
+      this.#nudge = new GcNudge({ held: () => this.#tracker.held, starved: () => this.#cursor.full });
+      this.#tracker = new InputTracker({
+        onSettle: (_ticket, outcome) => {
+          this.#nudge.progress();
+          if (outcome === 'acked') this.#failures = 0;
+        },
+        onRelease: () => this.#nudge.progress(),
+      });
+      this.#context = {
+        bridge: config.name,
+        filters: ctx.sourceFilters ?? [],
+        tools: createTools(config.name, [...this.#sinks.keys()]),
+        reject: (ticket, error) => this.#reject(ticket, error),
+      };
 
-    this.#cursor = streamCursor({ store, writer, bridge: config.name, sink: HANDLER_CURSOR, policy: config.buffer, logger: this.#logger, counters });
-    this.#nudge = new GcNudge({ held: () => this.#tracker.held, starved: () => this.#cursor.full });
-    this.#tracker = new InputTracker({
-      onSettle: (_ticket, outcome) => {
-        this.#nudge.progress();
-        if (outcome === 'acked') this.#failures = 0;
-      },
-      onRelease: () => this.#nudge.progress(),
-    });
-    const topics = (sourceConfig as { topics?: unknown } | null)?.topics;
-    this.#context = {
-      bridge: config.name,
-      filters: Array.isArray(topics) ? topics.filter((t): t is string => typeof t === 'string') : [],
-      tools: createTools(config.name, [...this.#sinks.keys()]),
-      reject: (ticket, error) => this.#reject(ticket, error),
-    };
-
-    this.#startRun();
-    // A bridge replacing one of the same name (a reload) reads the buffer once the old one let go of its cursor.
-    const input = deps.startAfter === undefined ? this.#cursor.deliveries : concat(from(deps.startAfter).pipe(ignoreElements()), this.#cursor.deliveries);
-    this.#subscriptions.push(
-      input.subscribe({
-        next: (delivery) => this.#accept(delivery),
-        error: (error: unknown) => {
-          this.#state = 'failed';
-          this.#lastError = describeError(error);
-          this.#logger.error({ err: error }, 'reading the buffer failed; the handler gets no more messages until restart');
-          this.#inputDone();
-        },
-        complete: () => this.#inputDone(),
-      }),
-    );
-    const source = sourceComponent.create(sourceConfig as never, ctx, runtime);
-    this.#subscriptions.unshift(
-      source.subscribe({
-        next: (delivery) => {
-          counters.count('bridge.messages.in', { bridge: config.name });
-          writer.enqueue(config.name, delivery);
-        },
-        // The source gave up (e.g. a TLS file it cannot read): no more messages; the gateway goes on.
-        error: (error: unknown) => {
-          this.#state = 'failed';
-          this.#lastError = sourceFailed(config.name, error, this.#logger, counters);
-        },
-      }),
-    );
+      this.#startRun();
+      // A bridge replacing one of the same name (a reload) reads the buffer once the old one let go of its cursor.
+      const input = deps.startAfter === undefined ? this.#cursor.deliveries : concat(from(deps.startAfter).pipe(ignoreElements()), this.#cursor.deliveries);
+      this.#subscriptions.push(
+        input.subscribe({
+          next: (delivery) => this.#accept(delivery),
+          error: (error: unknown) => {
+            this.#state = 'failed';
+            this.#lastError = describeError(error);
+            this.#logger.error({ err: error }, 'reading the buffer failed; the handler gets no more messages until restart');
+            this.#inputDone();
+          },
+          complete: () => this.#inputDone(),
+        }),
+      );
+      const source = sourceComponent.create(sourceConfig as never, ctx, runtime);
+      this.#subscriptions.unshift(
+        source.subscribe({
+          next: (delivery) => {
+            counters.count('bridge.messages.in', { bridge: config.name });
+            writer.enqueue(config.name, delivery);
+          },
+          // The source gave up (e.g. a TLS file it cannot read): no more messages; the gateway goes on.
+          error: (error: unknown) => {
+            this.#state = 'failed';
+            this.#lastError = sourceFailed(config.name, error, this.#logger, counters);
+          },
+        }),
+      );
+    } catch (error) {
+      // Built only in part: what started stops, and the buffer is left as it was found.
+      for (const subscription of this.#subscriptions) subscription.unsubscribe();
+      registration.discard();
+      throw error;
+    }
+    // A new version of a running bridge takes over its cursors once the old one is retired.
+    if (deps.startAfter === undefined) registration.commit();
+    else void deps.startAfter.then(() => registration.commit());
   }
 
   /**
@@ -152,6 +162,12 @@ export class HandlerBridge {
       () => this.#nudge.stop(),
       () => this.#nudge.stop(),
     );
+  }
+
+  /** Tears down a version that never took over (a refused reload) and takes back its buffer registration. */
+  discard(): void {
+    this.abort();
+    this.#registration.discard();
   }
 
   /** Tears everything down at once, acknowledging nothing more. */
