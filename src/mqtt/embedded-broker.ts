@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Aedes, type Client, type PublishPacket } from 'aedes';
 import { Observable, type Subscriber } from 'rxjs';
 import type { Logger } from 'pino';
@@ -62,6 +63,13 @@ interface AedesInternals {
 /** MQTT 5 DISCONNECT reason codes for a message the gateway could not take. */
 const SERVER_BUSY = 0x89;
 const QUOTA_EXCEEDED = 0x97;
+const SERVER_SHUTTING_DOWN = 0x8b;
+
+function samePayload(a: unknown, b: unknown): boolean {
+  const bytes = (x: unknown) => (typeof x === 'string' ? Buffer.from(x) : x instanceof Uint8Array ? x : undefined);
+  const [x, y] = [bytes(a), bytes(b)];
+  return x !== undefined && y !== undefined && Buffer.compare(x, y) === 0;
+}
 
 /** What happens to a client whose publish is refused (for the log line). */
 function refusalOutcome(client: Client | null, qos: number): string {
@@ -104,6 +112,12 @@ export class EmbeddedBroker {
   readonly #addresses = new WeakMap<object, string>();
   #inFlight = 0;
   #drained: (() => void) | undefined;
+  /** Set by drain: publishes at QoS 1 and 2 are refused from then on. */
+  #draining = false;
+  /** Per client, the last of its publishes waiting behind a QoS 2 repeat lookup. */
+  readonly #behind = new WeakMap<Client, Promise<void>>();
+  /** MQTT 5 clients sent a DISCONNECT by #refuseUnstored (aedes marks them closed only after it is written). */
+  readonly #disconnecting = new WeakSet<Client>();
   readonly #commands: CommandTracker;
 
   private constructor(aedes: Aedes, options: EmbeddedBrokerOptions) {
@@ -199,8 +213,12 @@ export class EmbeddedBroker {
     return this.#commands.publish(command);
   }
 
-  /** Stops accepting connections; resolves when in-flight deliveries settled or `timeoutMs` passed. */
+  /**
+   * Stops accepting connections and refuses QoS 1 and 2 publishes (their devices send them again
+   * to the next start); resolves when in-flight deliveries settled or `timeoutMs` passed.
+   */
   async drain(timeoutMs: number): Promise<boolean> {
+    this.#draining = true;
     for (const listener of this.#listeners) listener.close();
     if (this.#inFlight === 0) return true;
     return new Promise<boolean>((done) => {
@@ -326,20 +344,81 @@ export class EmbeddedBroker {
         return;
       }
     }
-    if (client !== null && packet.qos === 2 && packet.dup) {
-      // A QoS 2 message sent again because its PUBREC was lost: aedes keeps the ones it
-      // answered until PUBREL, and answers a repeat with PUBREC alone. The taps saw it already
-      // (this hook runs before that check), so it goes past them: exactly once, as QoS 2 says.
-      (this.#aedes as unknown as AedesInternals).persistence.incomingGetPacket(client, packet).then(
-        () => {
-          counters.count('mqtt.publish.duplicates', { qos: '2' });
-          callback(null);
-        },
-        () => this.#take(client, packet, callback),
-      );
+    if (client === null) {
+      this.#take(client, packet, callback);
+      return;
+    }
+    if (this.#draining && packet.qos > 0) {
+      // The bridges are about to stop: a message taken now could be acknowledged unstored.
+      counters.count('mqtt.publish.refused', { reason: 'shutting_down' });
+      this.#refuseUnstored(client, new Error('gateway shutting down: message not stored'), SERVER_SHUTTING_DOWN, callback);
+      return;
+    }
+    const behind = this.#behind.get(client);
+    const repeat = packet.qos === 2 && packet.dup;
+    if (behind === undefined && !repeat) {
+      this.#take(client, packet, callback);
+      return;
+    }
+    // A QoS 2 repeat is looked up before it is taken; the client's later publishes wait behind
+    // it, so that the bridges get one device's messages in the order it sent them.
+    const run = async () => {
+      try {
+        if (repeat) await this.#takeUnlessRepeat(client, packet, callback);
+        else this.#take(client, packet, callback);
+      } catch (error) {
+        callback(error instanceof Error ? error : new Error(String(error)));
+      }
+    };
+    const step = (behind ?? Promise.resolve()).then(run);
+    this.#behind.set(client, step);
+    void step.then(() => {
+      if (this.#behind.get(client) === step) this.#behind.delete(client);
+    });
+  }
+
+  /**
+   * A QoS 2 message sent again because its PUBREC was lost: aedes keeps the ones it answered
+   * until PUBREL, and answers a repeat with PUBREC alone. The taps saw it already (they sit in
+   * the hook that runs before that check), so it goes past them, exactly once as QoS 2 says;
+   * but only when the stored one is the same message: a packet id can be left over from a
+   * session the device lost, and a new message under it must be taken.
+   */
+  async #takeUnlessRepeat(client: Client, packet: PublishPacket, callback: (error?: Error | null) => void): Promise<void> {
+    let stored: { topic?: string; payload?: unknown } | undefined;
+    try {
+      stored = (await (this.#aedes as unknown as AedesInternals).persistence.incomingGetPacket(client, packet)) as typeof stored;
+    } catch {
+      stored = undefined; // not stored: a message whose first copy never got this far
+    }
+    if (stored !== undefined && stored.topic === packet.topic && samePayload(stored.payload, packet.payload)) {
+      this.#options.counters.count('mqtt.publish.duplicates', { qos: '2' });
+      callback(null);
       return;
     }
     this.#take(client, packet, callback);
+  }
+
+  /**
+   * Answers a message Ferry did not store so that its device sends it again. MQTT 3.1.1 has no
+   * negative acknowledgement: aedes closes the connection. For MQTT 5 aedes would answer with
+   * PUBACK/PUBREC 0x87 and keep the connection, which a device takes as final: so the
+   * connection goes first, with a DISCONNECT saying why, and the refusal reaches aedes only
+   * once the connection is down, when nothing it writes reaches the device any more (another
+   * refusal of the same connection waits for the same close).
+   */
+  #refuseUnstored(client: Client, error: Error, reasonCode: number, callback: (error?: Error | null) => void): void {
+    if (client.version !== 5) {
+      callback(error);
+      return;
+    }
+    if (!client.closed && !this.#disconnecting.has(client)) {
+      this.#disconnecting.add(client);
+      client.disconnect({ reasonCode, properties: { reasonString: 'message not stored; send it again' } }, () => {});
+    }
+    const conn = client.conn as unknown as Duplex;
+    if (conn.destroyed) callback(error);
+    else conn.once('close', () => callback(error));
   }
 
   /** Hands an accepted publish to the taps whose filters match it. */
@@ -376,16 +455,8 @@ export class EmbeddedBroker {
         this.#settled();
         counters.count('mqtt.publish.nacked');
         this.#options.logger.warn({ topic: packet.topic, clientId: client?.id, err: error }, 'message not taken; closing the device connection unacknowledged so it is sent again');
-        if (client === null || client.version !== 5) {
-          callback(error);
-          return;
-        }
-        // aedes answers a refused MQTT 5 publish with PUBACK/PUBREC 0x87 and keeps the
-        // connection: the device would take that as final and drop a message Ferry did not
-        // store. So the connection goes first, with a DISCONNECT saying why; the refusal
-        // reaches aedes once it is closed and nothing more can be written to the device.
-        const reasonCode = isFerryError(error, 'MESSAGE_REJECTED') && error.retryable ? QUOTA_EXCEEDED : SERVER_BUSY;
-        client.disconnect({ reasonCode, properties: { reasonString: 'message not stored; send it again' } }, () => callback(error));
+        if (client === null) callback(error);
+        else this.#refuseUnstored(client, error, isFerryError(error, 'MESSAGE_REJECTED') && error.retryable ? QUOTA_EXCEEDED : SERVER_BUSY, callback);
       },
     });
     const deliveries = fanOut(upstream, matching.length);

@@ -23,8 +23,8 @@ function utf8(text: string): Buffer {
   return Buffer.concat([Buffer.from([bytes.length >> 8, bytes.length & 0xff]), bytes]);
 }
 
-export function connectPacket(clientId: string, keepaliveSeconds = 60): Buffer {
-  const header = Buffer.from([0x04, 0x02, keepaliveSeconds >> 8, keepaliveSeconds & 0xff]); // level 4, clean session
+export function connectPacket(clientId: string, keepaliveSeconds = 60, clean = true): Buffer {
+  const header = Buffer.from([0x04, clean ? 0x02 : 0x00, keepaliveSeconds >> 8, keepaliveSeconds & 0xff]); // level 4, clean session or not
   return packet(0x10, Buffer.concat([utf8('MQTT'), header, utf8(clientId)]));
 }
 

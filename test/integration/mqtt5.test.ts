@@ -162,12 +162,12 @@ test('client ids and filters named like Object.prototype members are ordinary (G
 });
 
 /** A raw MQTT 3.1.1 connection, to withhold a PUBREL as no client library would. */
-async function rawClient(port: number, clientId: string): Promise<{ socket: Socket; bytes: () => Buffer }> {
+async function rawClient(port: number, clientId: string, clean = true): Promise<{ socket: Socket; bytes: () => Buffer }> {
   const socket = connectSocket(port, '127.0.0.1');
   let data = Buffer.alloc(0);
   socket.on('data', (chunk: Buffer) => (data = Buffer.concat([data, chunk])));
   await once(socket, 'connect');
-  socket.write(connectPacket(clientId));
+  socket.write(connectPacket(clientId, 60, clean));
   for (let i = 0; i < 100 && data.length < 4; i++) await sleep(20);
   assert.equal(data[0], 0x20, 'CONNACK');
   assert.equal(data[3], 0, 'connection accepted');
@@ -255,6 +255,102 @@ test('a QoS 2 message sent again after its PUBREC was lost is answered, not take
       device.socket.destroy();
       subscription.unsubscribe();
       await watcher.endAsync(true);
+    }
+  });
+});
+
+test('two messages refused together on one MQTT 5 connection: one DISCONNECT, no PUBACK for either', { timeout: 20_000 }, async () => {
+  await withBroker(async (broker, url) => {
+    const pending: Delivery[] = [];
+    const subscription = broker.tap('test', ['devices/#']).subscribe((d) => {
+      pending.push(d);
+      if (pending.length === 2) for (const p of pending) p.nack(new Error('disk full'));
+    });
+    const client = await connectAsync(url, { clientId: 'dev-two-refused', protocolVersion: 5, reconnectPeriod: 0 });
+    // A subscription makes aedes' close take an extra turn, the window a second refusal fell into.
+    await client.subscribeAsync('cmd/dev-two-refused', { qos: 1 });
+    const packets = received(client);
+    const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+    void client.publishAsync('devices/a', 'm1', { qos: 1 }).catch(() => {});
+    void client.publishAsync('devices/a', 'm2', { qos: 1 }).catch(() => {});
+    await closed;
+    await sleep(200);
+    assert.deepEqual(packets.map((p) => `${p.cmd}:${(p as { reasonCode?: number }).reasonCode}`), ['disconnect:137']);
+    subscription.unsubscribe();
+    await client.endAsync(true);
+  });
+});
+
+test('a QoS 2 repeat whose packet id holds another message (a session the device lost) is taken', { timeout: 20_000 }, async () => {
+  await withBroker(async (broker) => {
+    const taken: string[] = [];
+    const subscription = broker.tap('test', ['stale/#']).subscribe((d) => {
+      taken.push(d.envelope.payload.toString());
+      d.ack();
+    });
+    try {
+      const first = await rawClient(broker.port, 'stale-device', false);
+      first.socket.write(publishPacket('stale/x', Buffer.from('A'), { qos: 2, id: 7 }));
+      for (let i = 0; i < 100 && first.bytes().length < 4; i++) await sleep(20);
+      first.socket.destroy(); // rebooted before PUBREL, its state gone
+      for (let i = 0; i < 100 && broker.connectedClients > 0; i++) await sleep(20);
+      const second = await rawClient(broker.port, 'stale-device', false);
+      const b = publishPacket('stale/x', Buffer.from('B'), { qos: 2, id: 7 });
+      b[0] = (b[0] as number) | 0x08; // DUP: its first attempt was refused
+      second.socket.write(b);
+      for (let i = 0; i < 100 && taken.length < 2; i++) await sleep(20);
+      assert.deepEqual(taken, ['A', 'B']);
+      second.socket.destroy();
+    } finally {
+      subscription.unsubscribe();
+    }
+  });
+});
+
+test("publishes behind a QoS 2 repeat lookup keep the device's order", { timeout: 20_000 }, async () => {
+  await withBroker(async (broker) => {
+    const taken: string[] = [];
+    const subscription = broker.tap('test', ['order/#']).subscribe((d) => {
+      taken.push(d.envelope.payload.toString());
+      d.ack();
+    });
+    try {
+      const device = await rawClient(broker.port, 'order-device');
+      const repeat = publishPacket('order/x', Buffer.from('1 (a repeat never seen)'), { qos: 2, id: 3 });
+      repeat[0] = (repeat[0] as number) | 0x08;
+      device.socket.write(Buffer.concat([repeat, publishPacket('order/x', Buffer.from('2'), { qos: 1, id: 4 }), publishPacket('order/x', Buffer.from('3'), { qos: 0 })]));
+      for (let i = 0; i < 100 && taken.length < 3; i++) await sleep(20);
+      assert.deepEqual(taken, ['1 (a repeat never seen)', '2', '3']);
+      device.socket.destroy();
+    } finally {
+      subscription.unsubscribe();
+    }
+  });
+});
+
+test('once the broker drains, QoS 1 publishes are refused unstored: MQTT 3.1.1 closed, MQTT 5 told 0x8B', { timeout: 20_000 }, async () => {
+  await withBroker(async (broker, url, counters) => {
+    const taken: string[] = [];
+    const subscription = broker.tap('test', ['drain/#']).subscribe((d) => {
+      taken.push(d.envelope.payload.toString());
+      d.ack();
+    });
+    const v4 = await connectAsync(url, { clientId: 'drain-v4', reconnectPeriod: 0 });
+    const v5 = await connectAsync(url, { clientId: 'drain-v5', protocolVersion: 5, reconnectPeriod: 0 });
+    const v5Packets = received(v5);
+    try {
+      assert.equal(await broker.drain(1000), true);
+      const closed4 = new Promise<void>((resolve) => v4.once('close', () => resolve()));
+      const closed5 = new Promise<void>((resolve) => v5.once('close', () => resolve()));
+      void v4.publishAsync('drain/x', 'late v4', { qos: 1 }).catch(() => {});
+      void v5.publishAsync('drain/x', 'late v5', { qos: 1 }).catch(() => {});
+      await Promise.all([closed4, closed5]);
+      assert.deepEqual(v5Packets.map((p) => `${p.cmd}:${(p as { reasonCode?: number }).reasonCode}`), ['disconnect:139']);
+      assert.deepEqual(taken, []);
+      assert.equal(counters.snapshot()['mqtt.publish.refused{reason=shutting_down}'], 2);
+    } finally {
+      subscription.unsubscribe();
+      await Promise.all([v4.endAsync(true), v5.endAsync(true)]);
     }
   });
 });
