@@ -41,6 +41,9 @@ interface Pending {
   deliveredQos0: boolean;
   /** Where this command's packet ids are recorded, to forget them once it is settled. */
   readonly copies: { readonly sent: Map<number, Pending>; readonly id: number }[];
+  readonly topic: string;
+  /** MQTT 5 subscribers that answered with a PUBACK reason code of 0x80 or more, and the code. */
+  readonly refusals: Map<string, number>;
   readonly settle: (outcome: CommandOutcome) => void;
 }
 
@@ -54,7 +57,10 @@ interface AedesInternals {
   readonly id: string;
   /** Source of `brokerCounter`, which identifies a message across its copies to each client. */
   counter: number;
-  readonly persistence: { subscriptionsByTopic(topic: string): Promise<readonly unknown[]> };
+  /** Persistent sessions' subscriptions at QoS 1 and 2 (clean sessions' are not kept here). */
+  readonly persistence: { subscriptionsByTopic(topic: string): Promise<readonly { readonly clientId: string }[]> };
+  /** Connected clients by id. */
+  readonly clients: Readonly<Record<string, Client | undefined>>;
 }
 interface ClientInternals {
   /** The next packet id aedes gives an outgoing QoS 1/2 message of this client. */
@@ -112,6 +118,8 @@ export class CommandTracker {
       forwarded: 0,
       deliveredQos0: false,
       copies: [],
+      topic: command.topic,
+      refusals: new Map(),
       settle: (result) => {
         if (this.#pending.get(counter) !== pending) return;
         this.#pending.delete(counter);
@@ -175,8 +183,34 @@ export class CommandTracker {
       const pending = sent?.get(packet.messageId);
       if (pending === undefined) return;
       const { reasonCode = 0 } = packet;
-      pending.settle(reasonCode >= 0x80 ? { status: 'refused', clientId: client.id, reasonCode } : { status: 'acked', clientId: client.id });
+      if (reasonCode < 0x80) {
+        pending.settle({ status: 'acked', clientId: client.id });
+        return;
+      }
+      pending.refusals.set(client.id, reasonCode);
+      this.#checkRefused(pending);
     });
+  }
+
+  /**
+   * A refusal is the command's outcome only when every subscriber that could acknowledge it
+   * (a persistent session, connected or not, or a connected client, subscribed at QoS 1 or 2)
+   * refused it: a monitoring client answering 0x80 does not speak for the device.
+   */
+  #checkRefused(pending: Pending): void {
+    const aedes = this.#aedes as unknown as AedesInternals;
+    aedes.persistence.subscriptionsByTopic(pending.topic).then(
+      (subscriptions) => {
+        const candidates = new Set(subscriptions.map((s) => s.clientId));
+        for (const client of Object.values(aedes.clients)) {
+          if (client !== undefined && grantedQos(client as unknown as ClientInternals, pending.topic) > 0) candidates.add(client.id);
+        }
+        if (![...candidates].every((id) => pending.refusals.has(id))) return;
+        const [clientId, reasonCode] = pending.refusals.entries().next().value as [string, number];
+        pending.settle({ status: 'refused', clientId, reasonCode });
+      },
+      () => {}, // the expiry settles it
+    );
   }
 
   #checkSubscribers(topic: string, pending: Pending): void {

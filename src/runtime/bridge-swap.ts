@@ -3,8 +3,11 @@ import type { AnyBridgeConfig } from '../config/bridge-module.ts';
 import type { GatewayBridge } from './bridge.ts';
 import type { BridgePlan } from './reload-plan.ts';
 
-/** Builds and starts a bridge; with `startAfter`, its sinks read the buffer once that settles. */
-export type BridgeFactory = (config: AnyBridgeConfig, startAfter?: Promise<void>) => GatewayBridge;
+/**
+ * Builds and starts a bridge; with `startAfter`, its sinks read the buffer once that settles;
+ * with `commitAfter`, it removes cursors of sinks it does not have only once that settles.
+ */
+export type BridgeFactory = (config: AnyBridgeConfig, startAfter?: Promise<void>, commitAfter?: Promise<void>) => GatewayBridge;
 
 /** A bridge leaving in a reload: its stop, and the gate of the bridge replacing it. */
 export interface Retired {
@@ -38,16 +41,21 @@ export function swapBridges(
 ): { bridges: GatewayBridge[]; retired: Retired[] } | BridgeStartError {
   const started: GatewayBridge[] = [];
   const gates = new Map<string, () => void>();
+  // An added bridge may have been removed before, its old cursors still in the buffer: it
+  // prunes them only once the whole reload was built (a changed one once its old version retired).
+  let built = () => {};
+  const allBuilt = new Promise<void>((resolve) => (built = resolve));
   for (const config of [...plan.added, ...plan.changed]) {
     const gate = plan.changed.includes(config) ? new Promise<void>((open) => gates.set(config.name, open)) : undefined;
     try {
-      started.push(create(config, gate));
+      started.push(create(config, gate, gate ?? allBuilt));
     } catch (cause) {
       // The bridges built so far never take over: they go, with what they registered.
       for (const bridge of started) bridge.discard();
       return { config, cause };
     }
   }
+  built();
   const leaving = new Set([...plan.removed, ...gates.keys()]);
   const retired = running
     .filter((b) => leaving.has(b.config.name))

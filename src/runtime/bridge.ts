@@ -45,6 +45,12 @@ export interface BridgeDeps {
    * cursors at once. The source taps at once. Must not reject.
    */
   readonly startAfter?: Promise<void>;
+  /**
+   * When set, the bridge removes the cursors of sinks it does not have only once this settles
+   * (else once `startAfter` does, else at once): a reload passes the moment every new bridge
+   * was built, so that a refused reload finds the buffer as it was. Must not reject.
+   */
+  readonly commitAfter?: Promise<void>;
 }
 
 /**
@@ -224,10 +230,7 @@ export class RunningBridge implements GatewayBridge {
       throw error;
     }
     // A new version of a running bridge takes over its cursors once the old one is retired.
-    if (registration !== undefined) {
-      if (deps.startAfter === undefined) registration.commit();
-      else void deps.startAfter.then(() => registration.commit());
-    }
+    registration?.commitAfter(deps.commitAfter ?? deps.startAfter, this.#logger);
   }
 
   /** Stops taking messages; resolves when every sink settled the window it held and the source finished stopping. */

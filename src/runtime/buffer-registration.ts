@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import type { BufferPolicy } from '../buffer/config.ts';
 import type { BufferStore } from '../buffer/store.ts';
 import type { BufferWriter } from '../buffer/writer.ts';
@@ -29,6 +30,20 @@ export class BufferRegistration {
     this.#previousPolicy = writer.policy(bridge);
     this.#added = store.addSinks(bridge, sinks);
     writer.setPolicy(bridge, policy);
+  }
+
+  /**
+   * Commits once `after` settles (the old version retired, or every bridge of the reload was
+   * built), or now without it. A failure later on is logged: the next start prunes anyway.
+   */
+  commitAfter(after: Promise<void> | undefined, logger: Logger): void {
+    if (after === undefined) {
+      this.commit();
+      return;
+    }
+    void after
+      .then(() => this.commit())
+      .catch((error: unknown) => logger.warn({ err: error }, 'could not remove the cursors of sinks this bridge no longer has; the next start does'));
   }
 
   /** This version runs alone now: cursors of sinks it does not have go. */

@@ -275,7 +275,7 @@ export class Gateway {
     const plan = planBridges(running.bridgeConfigs, next.bridgeConfigs);
     const loadedMs = Math.round(performance.now() - began);
     const broker = this.#broker;
-    const swap = swapBridges(this.#bridges, plan, (config, startAfter) => this.#createBridge(config, broker, startAfter));
+    const swap = swapBridges(this.#bridges, plan, (config, startAfter, commitAfter) => this.#createBridge(config, broker, startAfter, commitAfter));
     if ('cause' in swap) {
       const { config, cause } = swap;
       return this.#refused({ ok: false, errors: [{ file: config.file, line: 0, column: 0, path: '', message: `bridge '${config.name}' could not start: ${describeError(cause)}` }] });
@@ -331,7 +331,7 @@ export class Gateway {
   }
 
   /** A running bridge; with `startAfter`, its sinks read the buffer once that settles. */
-  #createBridge(config: AnyBridgeConfig, broker: EmbeddedBroker, startAfter?: Promise<void>): GatewayBridge {
+  #createBridge(config: AnyBridgeConfig, broker: EmbeddedBroker, startAfter?: Promise<void>, commitAfter?: Promise<void>): GatewayBridge {
     return createBridge(config, {
       broker,
       store: this.#store as BufferStore,
@@ -340,6 +340,7 @@ export class Gateway {
       counters: this.counters,
       dataDir: this.#config.dataDirPath,
       ...(startAfter === undefined ? {} : { startAfter }),
+      ...(commitAfter === undefined ? {} : { commitAfter }),
     });
   }
 

@@ -82,20 +82,19 @@ export class HandlerBridge {
     const sourceComponent = findSource(sourceKind);
     if (sourceComponent === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
     const ctx = bridgeContext(config, deps, this.#logger, sourceComponent.filters?.(sourceConfig as never) ?? [], this.#afterStop);
+    this.#cursor = streamCursor({ store, writer, bridge: config.name, sink: HANDLER_CURSOR, policy: config.buffer, logger: this.#logger, counters });
+    this.#nudge = new GcNudge({ held: () => this.#tracker.held, starved: () => this.#cursor.full });
+    this.#tracker = new InputTracker({
+      onSettle: (_ticket, outcome) => {
+        this.#nudge.progress();
+        if (outcome === 'acked') this.#failures = 0;
+      },
+      onRelease: () => this.#nudge.progress(),
+    });
     const registration = new BufferRegistration(store, writer, config.name, [HANDLER_CURSOR], config.buffer);
     this.#registration = registration;
     try {
       for (const [name, entry] of Object.entries(config.to)) this.#startSink(name, entry, ctx, runtime);
-
-      this.#cursor = streamCursor({ store, writer, bridge: config.name, sink: HANDLER_CURSOR, policy: config.buffer, logger: this.#logger, counters });
-      this.#nudge = new GcNudge({ held: () => this.#tracker.held, starved: () => this.#cursor.full });
-      this.#tracker = new InputTracker({
-        onSettle: (_ticket, outcome) => {
-          this.#nudge.progress();
-          if (outcome === 'acked') this.#failures = 0;
-        },
-        onRelease: () => this.#nudge.progress(),
-      });
       this.#context = {
         bridge: config.name,
         filters: ctx.sourceFilters ?? [],
@@ -134,13 +133,11 @@ export class HandlerBridge {
       );
     } catch (error) {
       // Built only in part: what started stops, and the buffer is left as it was found.
-      for (const subscription of this.#subscriptions) subscription.unsubscribe();
-      registration.discard();
+      this.discard();
       throw error;
     }
     // A new version of a running bridge takes over its cursors once the old one is retired.
-    if (deps.startAfter === undefined) registration.commit();
-    else void deps.startAfter.then(() => registration.commit());
+    registration.commitAfter(deps.commitAfter ?? deps.startAfter, this.#logger);
   }
 
   /**

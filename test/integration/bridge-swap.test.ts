@@ -36,8 +36,8 @@ async function setup() {
   const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger, counters });
   const deps = { broker, store, writer, logger, counters, dataDir: dir };
   const built: GatewayBridge[] = [];
-  const create = (config: AnyBridgeConfig, startAfter?: Promise<void>) => {
-    const created = createBridge(config, { ...deps, ...(startAfter === undefined ? {} : { startAfter }) });
+  const create = (config: AnyBridgeConfig, startAfter?: Promise<void>, commitAfter?: Promise<void>) => {
+    const created = createBridge(config, { ...deps, ...(startAfter === undefined ? {} : { startAfter }), ...(commitAfter === undefined ? {} : { commitAfter }) });
     built.push(created);
     return created;
   };
@@ -95,6 +95,27 @@ test('a reload that drops a sink removes its cursor only once the new version to
     await sleep(10);
     assert.deepEqual(store.cursors('b').map((c) => c.sink), ['history']);
     await Promise.all(result.bridges.map((b) => b.stop()));
+  } finally {
+    await close();
+  }
+});
+
+test("a bridge added back after a removal prunes its old sinks' cursors only when the reload goes through", async () => {
+  const { store, create, close } = await setup();
+  try {
+    // Left by an earlier version of 'r', removed by a reload before this one: its backlog waits.
+    store.registerBridge('r', ['history', 'kafka']);
+    const broken = { ...bridge('b', [{ history: {} }]), to: [{ nosuch: {} }] };
+    const refused = swapBridges([], { added: [bridge('r', [{ history: {} }]), broken], changed: [], removed: [], unchanged: [] }, create);
+    assert.ok('cause' in refused);
+    await sleep(10);
+    assert.deepEqual(store.cursors('r').map((c) => c.sink), ['history', 'kafka'], 'a refused reload left them alone');
+
+    const applied = swapBridges([], { added: [bridge('r', [{ history: {} }])], changed: [], removed: [], unchanged: [] }, create);
+    assert.ok(!('cause' in applied));
+    await sleep(10);
+    assert.deepEqual(store.cursors('r').map((c) => c.sink), ['history']);
+    await Promise.all(applied.bridges.map((b) => b.stop()));
   } finally {
     await close();
   }

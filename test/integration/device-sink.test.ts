@@ -219,3 +219,24 @@ test('an MQTT 5 device that answers a command with PUBACK 0x80 or more refuses i
     await device.endAsync(true);
   }
 });
+
+test("a refusal by a monitoring client does not speak for the device: the device's PUBACK settles the command", async () => {
+  const { send, subscription } = sinkOf({ topic: 'v5m/${key}/cmd' });
+  const monitor = await connectAsync(url, { clientId: 'v5-monitor', protocolVersion: 5, reconnectPeriod: 0, customHandleAcks: (_t, _m, _p, done) => done(0x80) });
+  await monitor.subscribeAsync('v5m/#', { qos: 1 });
+  const device = await connectAsync(url, { clientId: 'v5m-device', protocolVersion: 5, reconnectPeriod: 0 });
+  await device.subscribeAsync('v5m/v5m-device/cmd', { qos: 1 });
+  const before = counters.snapshot()['commands.refused{bridge=it-devices,reason=0x80}'] ?? 0;
+  try {
+    const command = send('on', { key: 'v5m-device' });
+    await until(() => command.outcome() === 'acked', 'acked by the device');
+    assert.equal(counters.snapshot()['commands.refused{bridge=it-devices,reason=0x80}'] ?? 0, before);
+    // Alone, the monitor's refusal is the answer.
+    const lonely = send('on', { key: 'nobody-but-the-monitor' });
+    await until(() => lonely.outcome() === 'acked', 'settled by the refusal');
+    assert.equal(counters.snapshot()['commands.refused{bridge=it-devices,reason=0x80}'], before + 1);
+  } finally {
+    subscription.unsubscribe();
+    await Promise.all([monitor.endAsync(true), device.endAsync(true)]);
+  }
+});
