@@ -166,6 +166,7 @@ function readPem(path: string): { pem: Buffer } | { problem: string } {
 
 /** The files a bridge's source and sinks name (`files`), each read now and reported at its line. */
 function checkComponentFiles(bridge: BridgeConfig, base: string, yaml: YamlFile, kinds: ComponentKinds, issues: ConfigIssue[]): void {
+  if (!bridge.enabled) return; // its files may be put in place when it is turned on
   const entries: { at: (string | number)[]; entry: Readonly<Record<string, unknown>>; components: readonly (SourceComponent | SinkComponent)[] }[] = [
     { at: ['from'], entry: bridge.from, components: kinds.sources },
     ...bridge.to.map((entry, index) => ({ at: ['to', index], entry, components: kinds.sinks })),

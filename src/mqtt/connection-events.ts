@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import type { Aedes } from 'aedes';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
@@ -25,6 +26,12 @@ export function watchConnections(aedes: Aedes, logger: Logger, counters: Counter
     }
     counters.count('mqtt.connections.errors');
     logger.debug({ clientId: client.id, err: error }, 'device connection error');
+  });
+  // Session expiry and delayed wills (MQTT 5) report persistence failures here.
+  // (aedes' types do not declare the event.)
+  (aedes as unknown as EventEmitter).on('error', (error: Error) => {
+    counters.count('mqtt.broker.errors');
+    logger.warn({ err: error }, 'broker error');
   });
   aedes.on('connectionError', (_client, error) => {
     counters.count('mqtt.connections.errors');

@@ -4,7 +4,7 @@ import { Aedes, type Client, type PublishPacket } from 'aedes';
 import { Observable, type Subscriber } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
-import { isFerryError } from '../core/errors.ts';
+import { FerryError, isFerryError } from '../core/errors.ts';
 import { createDelivery, fanOut, type Delivery } from '../core/delivery.ts';
 import { type Origin, createEnvelope } from '../core/envelope.ts';
 import type { Source } from '../core/stream.ts';
@@ -64,6 +64,20 @@ interface AedesInternals {
 const SERVER_BUSY = 0x89;
 const QUOTA_EXCEEDED = 0x97;
 const SERVER_SHUTTING_DOWN = 0x8b;
+
+/**
+ * aedes 2.0.0-beta.1 runs with patches/aedes+2.0.0-beta.1.patch (aedes 1.2.0's security
+ * fixes), which `npm install` applies. An install that skipped scripts has the bare beta:
+ * the broker then does not start rather than run without them.
+ */
+function assertPatched(aedes: Aedes): void {
+  const internals = aedes as unknown as { clients: object; maxInflightInbound?: unknown };
+  if (Object.getPrototypeOf(internals.clients) === null && typeof internals.maxInflightInbound === 'number') return;
+  throw new FerryError(
+    'INTERNAL',
+    'the installed aedes lacks the security fixes of patches/aedes+2.0.0-beta.1.patch (was it installed with --ignore-scripts?): run `npx patch-package` in the Ferry directory, or `npm ci` without --ignore-scripts',
+  );
+}
 
 function samePayload(a: unknown, b: unknown): boolean {
   const bytes = (x: unknown) => (typeof x === 'string' ? Buffer.from(x) : x instanceof Uint8Array ? x : undefined);
@@ -155,6 +169,12 @@ export class EmbeddedBroker {
       // Before the broker object exists only aedes' own $SYS messages go out.
       authorizeForward: (client, packet) => (broker === undefined ? packet : broker.#commands.forward(client, packet)),
     });
+    try {
+      assertPatched(aedes);
+    } catch (error) {
+      await new Promise<void>((done) => aedes.close(() => done()));
+      throw error;
+    }
     broker = new EmbeddedBroker(aedes, options);
     watchConnections(aedes, options.logger, options.counters);
     try {
