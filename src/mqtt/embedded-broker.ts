@@ -368,12 +368,6 @@ export class EmbeddedBroker {
       this.#take(client, packet, callback);
       return;
     }
-    if (this.#draining && packet.qos > 0) {
-      // The bridges are about to stop: a message taken now could be acknowledged unstored.
-      counters.count('mqtt.publish.refused', { reason: 'shutting_down' });
-      this.#refuseUnstored(client, new Error('gateway shutting down: message not stored'), SERVER_SHUTTING_DOWN, callback);
-      return;
-    }
     const behind = this.#behind.get(client);
     const repeat = packet.qos === 2 && packet.dup;
     if (behind === undefined && !repeat) {
@@ -444,6 +438,12 @@ export class EmbeddedBroker {
   /** Hands an accepted publish to the taps whose filters match it. */
   #take(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
     const { counters } = this.#options;
+    if (this.#draining && packet.qos > 0 && client !== null) {
+      // The bridges are about to stop: a message taken now could be acknowledged unstored.
+      counters.count('mqtt.publish.refused', { reason: 'shutting_down' });
+      this.#refuseUnstored(client, new Error('gateway shutting down: message not stored'), SERVER_SHUTTING_DOWN, callback);
+      return;
+    }
     counters.count('mqtt.messages.received', { qos: String(packet.qos) });
     const matching: Tap[] = [];
     for (const tap of this.#taps) {
