@@ -23,9 +23,11 @@ function utf8(text: string): Buffer {
   return Buffer.concat([Buffer.from([bytes.length >> 8, bytes.length & 0xff]), bytes]);
 }
 
-export function connectPacket(clientId: string, keepaliveSeconds = 60, clean = true): Buffer {
-  const header = Buffer.from([0x04, clean ? 0x02 : 0x00, keepaliveSeconds >> 8, keepaliveSeconds & 0xff]); // level 4, clean session or not
-  return packet(0x10, Buffer.concat([utf8('MQTT'), header, utf8(clientId)]));
+export function connectPacket(clientId: string, keepaliveSeconds = 60, clean = true, login?: { username: string; password: string }): Buffer {
+  const flags = (clean ? 0x02 : 0x00) | (login === undefined ? 0 : 0xc0); // clean session or not; username and password
+  const header = Buffer.from([0x04, flags, keepaliveSeconds >> 8, keepaliveSeconds & 0xff]); // level 4
+  const credentials = login === undefined ? [] : [utf8(login.username), utf8(login.password)];
+  return packet(0x10, Buffer.concat([utf8('MQTT'), header, utf8(clientId), ...credentials]));
 }
 
 /** An MQTT 5 CONNECT (clean start) whose properties section is `properties` as given, length included. */

@@ -7,7 +7,10 @@ import { type IDisconnectPacket, type MqttClient, type Packet, connectAsync } fr
 import pino from 'pino';
 import type { Delivery } from '../../src/core/delivery.ts';
 import { FerryError } from '../../src/core/errors.ts';
+import { deviceSchema } from '../../src/config/schema.ts';
+import { DeviceAuthenticator } from '../../src/mqtt/auth.ts';
 import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
+import { hashPassword } from '../../src/mqtt/password.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { sourceConformance } from '../conformance/source-suite.ts';
 import { connectPacket, packet, publishPacket } from '../harness/mqtt-wire.ts';
@@ -162,12 +165,12 @@ test('client ids and filters named like Object.prototype members are ordinary (G
 });
 
 /** A raw MQTT 3.1.1 connection, to withhold a PUBREL as no client library would. */
-async function rawClient(port: number, clientId: string, clean = true): Promise<{ socket: Socket; bytes: () => Buffer }> {
+async function rawClient(port: number, clientId: string, clean = true, login?: { username: string; password: string }): Promise<{ socket: Socket; bytes: () => Buffer }> {
   const socket = connectSocket(port, '127.0.0.1');
   let data = Buffer.alloc(0);
   socket.on('data', (chunk: Buffer) => (data = Buffer.concat([data, chunk])));
   await once(socket, 'connect');
-  socket.write(connectPacket(clientId, 60, clean));
+  socket.write(connectPacket(clientId, 60, clean, login));
   for (let i = 0; i < 100 && data.length < 4; i++) await sleep(20);
   assert.equal(data[0], 0x20, 'CONNACK');
   assert.equal(data[3], 0, 'connection accepted');
@@ -353,4 +356,34 @@ test('once the broker drains, QoS 1 publishes are refused unstored: MQTT 3.1.1 c
       await Promise.all([v4.endAsync(true), v5.endAsync(true)]);
     }
   });
+});
+
+test("a refused login under a device's client id leaves that device's QoS 2 messages awaiting PUBREL alone", { timeout: 20_000 }, async () => {
+  const counters = new CounterRegistry();
+  const profile = deviceSchema.parse({ name: 'sensor', credentials: [{ username: 'sensor-7', passwordHash: await hashPassword('secret-7') }] });
+  const auth = new DeviceAuthenticator({ profiles: [profile], allowAnonymous: false, anonymousAcl: { publish: [], subscribe: [] }, maxConnectionsPerAddress: 100, maxAuthFailures: 10, counters });
+  const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }), counters, auth });
+  const taken: string[] = [];
+  const subscription = broker.tap('test', ['devices/#']).subscribe((d) => {
+    taken.push(d.envelope.payload.toString());
+    d.ack();
+  });
+  try {
+    const device = await rawClient(broker.port, 'sensor-7', true, { username: 'sensor-7', password: 'secret-7' });
+    const message = publishPacket('devices/sensor-7/telemetry', Buffer.from('once'), { qos: 2, id: 5 });
+    device.socket.write(message);
+    for (let i = 0; i < 100 && device.bytes().length < 4; i++) await sleep(20);
+    await assert.rejects(connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'sensor-7', username: 'sensor-7', password: 'guess', reconnectPeriod: 0 }), /Bad username or password/);
+    await sleep(100);
+    const again = Buffer.from(message);
+    again[0] = (again[0] as number) | 0x08;
+    device.socket.write(again);
+    for (let i = 0; i < 100 && device.bytes().length < 8; i++) await sleep(20);
+    await sleep(100);
+    assert.deepEqual(taken, ['once'], 'the repeat was recognised: the refused login did not wipe the store');
+    device.socket.destroy();
+  } finally {
+    subscription.unsubscribe();
+    await broker.close();
+  }
 });
