@@ -8,6 +8,7 @@ import { describeError } from '../core/errors.ts';
 import { invalidFilterReason } from '../core/topic.ts';
 import { clientOptions, connectionFields, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
 import { type PendingPuback, type PubackStream, PubackWindow } from './puback-window.ts';
+import { userPropertyHeaders } from './user-properties.ts';
 
 /** Why a subscription filter is invalid, shared subscriptions (`$share/<group>/<filter>`) included. */
 export function subscriptionFilterReason(filter: string): string | undefined {
@@ -155,7 +156,7 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
     createEnvelope({
       topic: packet.topic,
       payload: packet.payload,
-      headers: userProperties(packet),
+      headers: userPropertyHeaders(packet.properties?.userProperties),
       origin: { source: 'mqttClient', qos: packet.qos, retain: packet.retain },
     });
 
@@ -265,10 +266,4 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
   });
 
   return () => clearTimeout(reconnectTimer);
-}
-
-function userProperties(packet: IPublishPacket): Record<string, string> {
-  const props = packet.properties?.userProperties;
-  if (props === undefined) return {};
-  return Object.fromEntries(Object.entries(props).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : String(v)]));
 }

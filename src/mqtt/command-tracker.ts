@@ -1,6 +1,6 @@
-import type { EventEmitter } from 'node:events';
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import { topicMatches } from '../core/topic.ts';
+import { type ClientInternals, aedesInternals } from './aedes-internals.ts';
 
 /** A message the gateway publishes to devices. */
 export interface Command {
@@ -48,26 +48,10 @@ interface Pending {
 }
 
 /*
- * aedes internals this file relies on (the same in 1.2 and 2.0.0-beta.1), named here so an
- * upgrade that changes them shows up in one place. aedes' `ack` event carries no packet for
- * clean sessions (https://github.com/moscajs/aedes/issues/257), so PUBACKs are matched by the
- * packet id this file assigns to each client's copy of a command.
+ * aedes' `ack` event carries no packet for clean sessions
+ * (https://github.com/moscajs/aedes/issues/257), so PUBACKs are matched by the packet id this
+ * file assigns to each client's copy of a command (aedes internals: aedes-internals.ts).
  */
-interface AedesInternals {
-  readonly id: string;
-  /** Source of `brokerCounter`, which identifies a message across its copies to each client. */
-  counter: number;
-  /** Persistent sessions' subscriptions at QoS 1 and 2 (clean sessions' are not kept here). */
-  readonly persistence: { subscriptionsByTopic(topic: string): Promise<readonly { readonly clientId: string }[]> };
-  /** Connected clients by id. */
-  readonly clients: Readonly<Record<string, Client | undefined>>;
-}
-interface ClientInternals {
-  /** The next packet id aedes gives an outgoing QoS 1/2 message of this client. */
-  _nextId: number;
-  readonly _parser: EventEmitter;
-  readonly subscriptions: Readonly<Record<string, { readonly qos: number } | undefined>>;
-}
 type TrackedPacket = AedesPublishPacket & { messageExpiry?: number; brokerId?: string; brokerCounter?: number };
 
 /**
@@ -89,7 +73,7 @@ export class CommandTracker {
   }
 
   publish(command: Command): PublishedCommand {
-    const aedes = this.#aedes as unknown as AedesInternals;
+    const aedes = aedesInternals(this.#aedes);
     let settle: (outcome: CommandOutcome) => void = () => {};
     const outcome = new Promise<CommandOutcome>((resolve) => {
       settle = resolve;
@@ -146,7 +130,7 @@ export class CommandTracker {
    */
   forward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
     const tracked = packet as TrackedPacket;
-    if (tracked.brokerId !== (this.#aedes as unknown as AedesInternals).id || tracked.brokerCounter === undefined) return packet;
+    if (tracked.brokerId !== aedesInternals(this.#aedes).id || tracked.brokerCounter === undefined) return packet;
     if (tracked.messageExpiry !== undefined && tracked.messageExpiry <= Date.now()) return null;
     const pending = this.#pending.get(tracked.brokerCounter);
     if (pending === undefined) return packet;
@@ -198,7 +182,7 @@ export class CommandTracker {
    * refused it: a monitoring client answering 0x80 does not speak for the device.
    */
   #checkRefused(pending: Pending): void {
-    const aedes = this.#aedes as unknown as AedesInternals;
+    const aedes = aedesInternals(this.#aedes);
     aedes.persistence.subscriptionsByTopic(pending.topic).then(
       (subscriptions) => {
         const candidates = new Set(subscriptions.map((s) => s.clientId));
@@ -215,7 +199,7 @@ export class CommandTracker {
 
   #checkSubscribers(topic: string, pending: Pending): void {
     // aedes queued a copy for every persistent session subscribed at QoS 1 or 2, connected or not.
-    (this.#aedes as unknown as AedesInternals).persistence.subscriptionsByTopic(topic).then(
+    aedesInternals(this.#aedes).persistence.subscriptionsByTopic(topic).then(
       (subscriptions) => {
         if (pending.forwarded > 0 || subscriptions.length > 0) return;
         pending.settle(pending.deliveredQos0 ? { status: 'sent' } : { status: 'no_subscriber' });

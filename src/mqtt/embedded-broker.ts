@@ -15,6 +15,8 @@ import { type Connection, type Listener, type ListenerOptions, type TlsSettings,
 import { guardConnection } from './packet-guard.ts';
 import { watchConnections } from './connection-events.ts';
 import { type Command, CommandTracker, type PublishedCommand } from './command-tracker.ts';
+import { aedesInternals } from './aedes-internals.ts';
+import { userPropertyHeaders } from './user-properties.ts';
 
 const DEFAULT_MAX_PACKET_BYTES = 256 * 1024;
 const DEFAULT_TOPIC_LIMITS: TopicLimits = { maxLength: 1024, maxLevels: 32 };
@@ -55,11 +57,6 @@ interface Tap {
   readonly subscriber: Subscriber<Delivery>;
 }
 
-/** aedes internals used here; its types do not declare them. */
-interface AedesInternals {
-  readonly persistence: { incomingGetPacket(client: Client, packet: { messageId?: number }): Promise<unknown> };
-}
-
 /** MQTT 5 DISCONNECT reason codes for a message the gateway could not take. */
 const SERVER_BUSY = 0x89;
 const QUOTA_EXCEEDED = 0x97;
@@ -71,7 +68,7 @@ const SERVER_SHUTTING_DOWN = 0x8b;
  * the broker then does not start rather than run without them.
  */
 function assertPatched(aedes: Aedes): void {
-  const internals = aedes as unknown as { clients: object; maxInflightInbound?: unknown };
+  const internals = aedesInternals(aedes);
   if (Object.getPrototypeOf(internals.clients) === null && typeof internals.maxInflightInbound === 'number') return;
   throw new FerryError(
     'INTERNAL',
@@ -93,15 +90,11 @@ function refusalOutcome(client: Client | null, qos: number): string {
 }
 
 /**
- * Message headers from an MQTT 5 PUBLISH: its user properties (a name given more than once
- * keeps its values joined with ","), and its content type as `content-type` unless a user
- * property already has that name.
+ * Message headers from an MQTT 5 PUBLISH: its user properties, and its content type as
+ * `content-type` unless a user property already has that name.
  */
 function propertyHeaders(properties: NonNullable<PublishPacket['properties']>): Record<string, string> {
-  // fromEntries defines own properties, so a property named __proto__ stays a header.
-  const headers: Record<string, string> = Object.fromEntries(
-    Object.entries(properties.userProperties ?? {}).map(([name, value]) => [name, Array.isArray(value) ? value.join(',') : String(value)]),
-  );
+  const headers = userPropertyHeaders(properties.userProperties);
   if (properties.contentType !== undefined && !Object.hasOwn(headers, 'content-type')) headers['content-type'] = properties.contentType;
   return headers;
 }
@@ -301,8 +294,7 @@ export class EmbeddedBroker {
         : auth.authenticateCertificate(client.id, certName, username);
     if (result.ok) {
       // A client id already connected under another login is refused rather than taken over.
-      // aedes keeps connected clients by id; its types do not declare the map.
-      const holder = (this.#aedes as unknown as { clients: Record<string, Client | undefined> }).clients[client.id];
+      const holder = aedesInternals(this.#aedes).clients[client.id];
       const held = holder === undefined || holder === client ? undefined : this.#identities.get(holder);
       if (held !== undefined && held.username !== result.identity.username) {
         this.#refuse(client, 'client_id_in_use', username);
@@ -401,7 +393,7 @@ export class EmbeddedBroker {
   async #takeUnlessRepeat(client: Client, packet: PublishPacket, callback: (error?: Error | null) => void): Promise<void> {
     let stored: { topic?: string; payload?: unknown } | undefined;
     try {
-      stored = (await (this.#aedes as unknown as AedesInternals).persistence.incomingGetPacket(client, packet)) as typeof stored;
+      stored = (await aedesInternals(this.#aedes).persistence.incomingGetPacket(client, packet)) as typeof stored;
     } catch {
       stored = undefined; // not stored: a message whose first copy never got this far
     }
