@@ -12,32 +12,11 @@ import { DeviceAuthenticator } from '../../src/mqtt/auth.ts';
 import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { hashPassword } from '../../src/mqtt/password.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
-import { sourceConformance } from '../conformance/source-suite.ts';
 import { connectPacket, packet, publishPacket } from '../harness/mqtt-wire.ts';
 
 // The embedded broker (aedes 2.0.0-beta.1 with aedes 1.2.0's security fixes backported by
 // patches/aedes+2.0.0-beta.1.patch) with MQTT 5 clients, and the regressions of those fixes.
-
-sourceConformance('mqtt (embedded broker, MQTT 5 clients)', {
-  start: async () => {
-    const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }), counters: new CounterRegistry() });
-    const clients: MqttClient[] = [];
-    let next = 0;
-    const source = broker.tap('test', ['devices/+/telemetry/#']);
-    return {
-      source,
-      produce: async (payload) => {
-        const client = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: `dev5-${next++}`, protocolVersion: 5, reconnectPeriod: 0 });
-        clients.push(client);
-        await client.publishAsync('devices/dev/telemetry/t', payload, { qos: 1 });
-      },
-      cleanup: async () => {
-        await Promise.all(clients.map((c) => c.endAsync(true)));
-        await broker.close();
-      },
-    };
-  },
-});
+// (The source conformance suite runs with MQTT 5 clients in mqtt-source.test.ts.)
 
 async function withBroker(run: (broker: EmbeddedBroker, url: string, counters: CounterRegistry) => Promise<void>): Promise<void> {
   const counters = new CounterRegistry();
