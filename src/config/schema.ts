@@ -120,9 +120,30 @@ export const gatewaySchema = z
           examples: [1000],
         }),
         maxAuthFailures: z.int().min(1).default(10).meta({
-          description: 'Failed logins of one username from one address within a minute before that pair is refused for 5 minutes.',
+          description: 'Failed logins of one username from one address within a minute before that pair is refused for 5 minutes. A check counts as failed from the moment it starts until its password proves right, so parallel guesses get no more tries than sequential ones.',
           examples: [10],
         }),
+        loginChecks: z
+          .strictObject({
+            concurrent: z.int().min(1).max(64).default(2).meta({
+              description: 'Password checks (scrypt, about 16 MiB and tens of milliseconds each) running at once in the whole gateway.',
+              examples: [2],
+            }),
+            queued: z.int().min(0).default(256).meta({
+              description: 'Password checks waiting for a turn; a login past it is refused with "server unavailable" and tries again later. Waiting checks take turns by address.',
+              examples: [256],
+            }),
+            perAddress: z.int().min(1).default(32).meta({
+              description: 'Password checks from one address running or waiting at once; more are refused with "server unavailable". Leave room for a site behind one NAT address.',
+              examples: [32],
+            }),
+            perUsername: z.int().min(1).default(4).meta({
+              description: 'Password checks for one username running or waiting at once, from all addresses together; more are refused with "server unavailable".',
+              examples: [4],
+            }),
+          })
+          .prefault({})
+          .meta({ description: 'Bounds on the password checking that connecting clients can cause, so that a flood of logins cannot guess in parallel or slow down everyone else\'s login.' }),
         topicAliasMaximum: z.int().min(0).max(65535).default(16).meta({
           description:
             'MQTT 5: how many topic aliases a client may set up on its connection (a device then sends a long topic once and a 2-byte number after). Advertised in CONNACK; 0 turns aliases off.',

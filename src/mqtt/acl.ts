@@ -26,6 +26,24 @@ export function maySubscribe(identity: Identity, filter: string): boolean {
   return identity.subscribe.some((pattern) => filterWithin(filter, expandPattern(pattern, identity)));
 }
 
+/** Each identity's subscribe patterns with %c and %u filled in, for mayReceive. */
+const receivePatterns = new WeakMap<Identity, readonly string[]>();
+
+/**
+ * May a message on `topic` be sent to this client: does one of its subscribe patterns match
+ * the topic? Checked for every message sent, so a subscription made or saved under an older
+ * ACL cannot carry messages the current one refuses.
+ */
+export function mayReceive(identity: Identity, topic: string): boolean {
+  let patterns = receivePatterns.get(identity);
+  if (patterns === undefined) {
+    patterns = identity.subscribe.map((pattern) => expandPattern(pattern, identity));
+    receivePatterns.set(identity, patterns);
+  }
+  for (const pattern of patterns) if (topicMatches(pattern, topic)) return true;
+  return false;
+}
+
 /** True when every topic `filter` matches is also matched by `pattern`. */
 export function filterWithin(filter: string, pattern: string): boolean {
   if (filter.startsWith('$') !== pattern.startsWith('$')) return false;

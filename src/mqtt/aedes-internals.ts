@@ -14,6 +14,8 @@ export interface AedesInternals {
     subscriptionsByTopic(topic: string): Promise<readonly { readonly clientId: string }[]>;
     /** The inbound QoS 2 message stored under this packet id, awaiting PUBREL; rejects when none is. */
     incomingGetPacket(client: Client, packet: { messageId?: number }): Promise<unknown>;
+    /** Removes subscriptions from a client's saved session. */
+    removeSubscriptions(client: Client, topics: readonly string[]): Promise<unknown>;
   };
   /** Connected clients by id (prototype-free with patches/aedes+2.0.0-beta.1.patch). */
   readonly clients: Readonly<Record<string, Client | undefined>>;
@@ -26,6 +28,13 @@ export interface ClientInternals {
   _nextId: number;
   readonly _parser: EventEmitter;
   readonly subscriptions: Readonly<Record<string, { readonly qos: number } | undefined>>;
+  /** True from CONNECT until the connect sequence (session restore included) finished. */
+  readonly connecting: boolean;
+  /**
+   * Clean Start of the CONNECT, read after authentication to drop the saved session's queued
+   * messages; with the CONNECT's own `clean` it makes a connection start a clean session.
+   */
+  _cleanStart: boolean;
 }
 
 export function aedesInternals(aedes: Aedes): AedesInternals {

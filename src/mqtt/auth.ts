@@ -1,7 +1,8 @@
 import { isIP } from 'node:net';
 import type { Counters } from '../core/component.ts';
 import { type Identity, globMatches } from './acl.ts';
-import { verifyPassword } from './password.ts';
+import { type LoginGateLimits, DEFAULT_LOGIN_GATE_LIMITS, LoginGate } from './login-gate.ts';
+import { verifyPassword, verifyNothing } from './password.ts';
 import { WindowLimiter } from './rate-limit.ts';
 
 /** The part of a device profile that decides who may connect and what they may do. */
@@ -18,6 +19,8 @@ export interface AuthOptions {
   readonly anonymousAcl: { readonly publish: readonly string[]; readonly subscribe: readonly string[] };
   readonly maxConnectionsPerAddress: number;
   readonly maxAuthFailures: number;
+  /** How many password checks may run and wait at once; DEFAULT_LOGIN_GATE_LIMITS when absent. */
+  readonly loginChecks?: LoginGateLimits;
   readonly counters: Counters;
 }
 
@@ -28,8 +31,14 @@ export type Refusal =
   | 'anonymous_not_allowed'
   | 'bad_credentials'
   | 'too_many_failures'
+  /** As many password checks for this username, or from this address, are under way as may be. */
+  | 'too_many_attempts'
+  /** Every password check slot is busy and the queue for them is full. */
+  | 'server_busy'
   | 'too_many_connections'
   | 'client_id_in_use'
+  /** An anonymous client using a client id whose saved session a login owns. */
+  | 'session_of_another_login'
   /** More sockets than the listener's maxConnections. */
   | 'listener_full'
   /** A client certificate not signed by the listener's CA (or expired). */
@@ -45,15 +54,18 @@ const FORBIDDEN = /[+#/\u0000]/;
 /**
  * Decides who may connect: anonymous clients where allowed, else a device whose profile
  * lists its username with a scrypt hash that its password matches and a client id its login
- * may use. Failed logins are limited per (address, username), connection attempts per address.
+ * may use. Failed logins are limited per (address, username), connection attempts per address,
+ * and password checks under way per address, per username and in all (see LoginGate).
  */
 export class DeviceAuthenticator {
   #options: AuthOptions;
   readonly #failures: WindowLimiter;
   readonly #connects: WindowLimiter;
+  readonly #gate: LoginGate;
 
   constructor(options: AuthOptions) {
     this.#options = options;
+    this.#gate = new LoginGate(options.loginChecks ?? DEFAULT_LOGIN_GATE_LIMITS);
     this.#failures = new WindowLimiter({ max: options.maxAuthFailures, windowMs: 60_000, blockMs: 300_000 });
     this.#connects = new WindowLimiter({ max: options.maxConnectionsPerAddress, windowMs: 10_000, blockMs: 10_000 });
   }
@@ -86,8 +98,21 @@ export class DeviceAuthenticator {
     if (username === '' || FORBIDDEN.test(username)) return { ok: false, refusal: 'invalid_username' };
     const key = `${address}\u0000${username}`;
     if (this.#failures.blocked(key)) return { ok: false, refusal: 'too_many_failures' };
-
+    const admission = this.#gate.admit(address, username);
+    if (!admission.ok) return { ok: false, refusal: admission.refusal };
+    // A check counts as a failure from the moment it starts, and is taken back if the password
+    // was right: parallel guesses cannot all pass the block above before the first one fails.
+    this.#failures.record(key);
     const secret = password?.toString('utf8') ?? '';
+    const identity = await admission.run(() => this.#check(clientId, username, secret));
+    if (identity === undefined) return { ok: false, refusal: 'bad_credentials' };
+    this.#failures.release(key);
+    return { ok: true, identity };
+  }
+
+  /** The identity whose credential the password opens, checking each candidate in turn. */
+  async #check(clientId: string, username: string, secret: string): Promise<Identity | undefined> {
+    let checked = false;
     for (const profile of this.#options.profiles) {
       if (!globMatches(profile.clientId, clientId)) continue;
       for (const credential of profile.credentials) {
@@ -95,13 +120,16 @@ export class DeviceAuthenticator {
         if (!globMatches(credential.clientId, clientId, { clientId, username })) continue;
         // A login without a password hash connects only with a client certificate.
         if (credential.passwordHash === undefined) continue;
+        checked = true;
         if (await verifyPassword(secret, credential.passwordHash)) {
-          return { ok: true, identity: { clientId, username, profile: profile.name, ...profile.acl } };
+          return { clientId, username, profile: profile.name, ...profile.acl };
         }
       }
     }
-    this.#failures.record(key);
-    return { ok: false, refusal: 'bad_credentials' };
+    // An unknown username takes as long to refuse as a wrong password: the answer's timing
+    // does not tell which usernames exist.
+    if (!checked) await verifyNothing(secret);
+    return undefined;
   }
 
   /**

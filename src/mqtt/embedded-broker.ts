@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Aedes, type Client, type PublishPacket } from 'aedes';
+import { Aedes, type AedesPublishPacket, type Client, type ConnectPacket, type PublishPacket } from 'aedes';
 import { Observable, type Subscriber } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
@@ -17,6 +17,7 @@ import { watchConnections } from './connection-events.ts';
 import { type Command, CommandTracker, type PublishedCommand } from './command-tracker.ts';
 import { aedesInternals } from './aedes-internals.ts';
 import { userPropertyHeaders } from './user-properties.ts';
+import { SessionGuard } from './session-guard.ts';
 
 const DEFAULT_MAX_PACKET_BYTES = 256 * 1024;
 const DEFAULT_TOPIC_LIMITS: TopicLimits = { maxLength: 1024, maxLevels: 32 };
@@ -76,6 +77,24 @@ function assertPatched(aedes: Aedes): void {
   );
 }
 
+/** The MQTT 3.1.1 CONNACK return code for a refused login (aedes maps it to MQTT 5's reason code). */
+function connackReturnCode(refusal: Refusal): 2 | 3 | 4 | 5 {
+  switch (refusal) {
+    case 'invalid_client_id':
+    case 'client_id_in_use':
+    case 'session_of_another_login':
+      return 2; // identifier rejected
+    case 'bad_credentials':
+    case 'invalid_username':
+      return 4; // bad user name or password
+    case 'too_many_attempts':
+    case 'server_busy':
+      return 3; // server unavailable: a device tries again later
+    default:
+      return 5; // not authorized: unknown certificates, anonymous, the failure limits
+  }
+}
+
 function samePayload(a: unknown, b: unknown): boolean {
   const bytes = (x: unknown) => (typeof x === 'string' ? Buffer.from(x) : x instanceof Uint8Array ? x : undefined);
   const [x, y] = [bytes(a), bytes(b)];
@@ -126,11 +145,13 @@ export class EmbeddedBroker {
   /** MQTT 5 clients sent a DISCONNECT by #refuseUnstored (aedes marks them closed only after it is written). */
   readonly #disconnecting = new WeakSet<Client>();
   readonly #commands: CommandTracker;
+  readonly #sessions: SessionGuard;
 
   private constructor(aedes: Aedes, options: EmbeddedBrokerOptions) {
     this.#aedes = aedes;
     this.#options = options;
     this.#commands = new CommandTracker(aedes);
+    this.#sessions = new SessionGuard(aedes, options.logger, options.counters);
   }
 
   static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
@@ -146,7 +167,7 @@ export class EmbeddedBroker {
       maximumPacketSize: options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
       topicAliasMaximum: options.topicAliasMaximum ?? 0,
       sessionExpiryIntervalLimit: options.maxSessionExpirySeconds ?? 0,
-      preConnect: (client, _packet, callback) => callback(null, self().#admit(client)),
+      preConnect: (client, packet, callback) => callback(null, self().#admit(client, packet)),
       authenticate: (client, username, password, done) => {
         self().#authenticate(client, username, password).then(
           (refusal) => done(refusal ?? null, refusal === undefined),
@@ -160,7 +181,7 @@ export class EmbeddedBroker {
         self().#onPublish(client, packet, callback);
       },
       // Before the broker object exists only aedes' own $SYS messages go out.
-      authorizeForward: (client, packet) => (broker === undefined ? packet : broker.#commands.forward(client, packet)),
+      authorizeForward: (client, packet) => (broker === undefined ? packet : broker.#forward(client, packet)),
     });
     try {
       assertPatched(aedes);
@@ -276,15 +297,19 @@ export class EmbeddedBroker {
     this.#options.logger.warn({ protocol, address, reason }, 'connection refused');
   }
 
-  #admit(client: Client): boolean {
+  #admit(client: Client, packet: ConnectPacket): boolean {
     const auth = this.#options.auth;
-    if (auth === undefined || auth.admitConnection(this.#address(client))) return true;
+    if (auth === undefined) return true;
+    if (auth.admitConnection(this.#address(client))) {
+      this.#sessions.connecting(client, packet);
+      return true;
+    }
     this.#refuse(client, 'too_many_connections');
     return false;
   }
 
   /** Resolves with nothing when the client may connect, else with the error aedes sends back. */
-  async #authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<(Error & { returnCode: 2 | 4 | 5 }) | undefined> {
+  async #authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<(Error & { returnCode: 2 | 3 | 4 | 5 }) | undefined> {
     const auth = this.#options.auth;
     if (auth === undefined) return undefined;
     const certName = this.#certNames.get(client.conn);
@@ -300,13 +325,21 @@ export class EmbeddedBroker {
         this.#refuse(client, 'client_id_in_use', username);
         return Object.assign(new Error('client id in use by another login'), { returnCode: 2 as const });
       }
+      if (!this.#sessions.admit(client, result.identity)) {
+        this.#refuse(client, 'session_of_another_login', username);
+        return Object.assign(new Error("client id holds another login's session"), { returnCode: 2 as const });
+      }
       this.#identities.set(client, result.identity);
       return undefined;
     }
     this.#refuse(client, result.refusal, username);
-    const returnCode = result.refusal === 'invalid_client_id' ? 2 : result.refusal === 'bad_credentials' || result.refusal === 'invalid_username' ? 4 : 5;
-    // unknown_certificate and the rate limits: 5, not authorized.
-    return Object.assign(new Error(`connection refused: ${result.refusal}`), { returnCode: returnCode as 2 | 4 | 5 });
+    return Object.assign(new Error(`connection refused: ${result.refusal}`), { returnCode: connackReturnCode(result.refusal) });
+  }
+
+  /** aedes' authorizeForward: the client's ACL first, then the command tracker. */
+  #forward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
+    if (this.#options.auth !== undefined && !this.#sessions.mayForward(client, this.#identities.get(client), packet)) return null;
+    return this.#commands.forward(client, packet);
   }
 
   #refuse(client: Client, reason: Refusal, username?: string): void {
@@ -326,6 +359,7 @@ export class EmbeddedBroker {
     if (this.#options.auth === undefined || (identity !== undefined && maySubscribe(identity, filter))) return true;
     this.#options.counters.count('mqtt.subscribe.refused', { reason: 'acl' });
     this.#options.logger.warn({ clientId: client.id, filter }, 'subscription refused by the ACL');
+    this.#sessions.refusedSubscription(client, filter);
     return false;
   }
 

@@ -38,6 +38,17 @@ export class WindowLimiter {
     return false;
   }
 
+  /**
+   * Takes back the latest event of `key`: an attempt recorded when it started that turned out
+   * not to count (a login whose password was right). A block already set stays.
+   */
+  release(key: string): void {
+    const recent = this.#events.get(key);
+    if (recent === undefined) return;
+    recent.pop();
+    if (recent.length === 0) this.#events.delete(key);
+  }
+
   #sweep(now: number): void {
     for (const [key, times] of this.#events) if ((times.at(-1) ?? 0) <= now - this.#windowMs) this.#events.delete(key);
     for (const [key, until] of this.#blocked) if (until <= now) this.#blocked.delete(key);

@@ -139,6 +139,7 @@ export class Gateway {
           anonymousAcl: config.mqtt.anonymousAcl,
           maxConnectionsPerAddress: config.mqtt.maxConnectionsPerAddress,
           maxAuthFailures: config.mqtt.maxAuthFailures,
+          loginChecks: config.mqtt.loginChecks,
           counters: this.counters,
         })),
         logger: this.#logger.child({ component: 'mqtt' }),

@@ -1,0 +1,92 @@
+import type { EventEmitter } from 'node:events';
+import type { Aedes, AedesPublishPacket, Client, ConnectPacket } from 'aedes';
+import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
+import { type Identity, mayReceive } from './acl.ts';
+import { type ClientInternals, aedesInternals } from './aedes-internals.ts';
+import { SessionOwners } from './session-owners.ts';
+
+/**
+ * Keeps saved sessions with the logins that made them and their contents within the ACL of
+ * whoever is connected (issue 16):
+ * - a login connecting with another login's client id starts clean (the old session is
+ *   discarded, counted and logged); an anonymous client is refused instead;
+ * - a subscription restored from a session that the login's ACL no longer allows is dropped
+ *   from the session;
+ * - no message reaches a client outside its ACL's subscribe patterns, whether it was queued
+ *   while the client was away or matched a subscription made under an older ACL.
+ */
+export class SessionGuard {
+  readonly #aedes: Aedes;
+  readonly #logger: Logger;
+  readonly #counters: Counters;
+  readonly #owners = new SessionOwners();
+  /** Each connecting client's CONNECT, between preConnect and the end of authentication. */
+  readonly #connects = new WeakMap<Client, ConnectPacket>();
+  /** Clients told about a refused delivery already (logged once per client). */
+  readonly #toldRefused = new WeakSet<Client>();
+
+  constructor(aedes: Aedes, logger: Logger, counters: Counters) {
+    this.#aedes = aedes;
+    this.#logger = logger;
+    this.#counters = counters;
+    aedes.on('clientDisconnect', (client) => {
+      if (client.clean) this.#owners.release(client.id, client);
+    });
+    // MQTT 5 sessions that outlived their connection and then expired (not in aedes' types).
+    (aedes as unknown as EventEmitter).on('sessionExpired', (client: Client) => this.#owners.release(client.id, client));
+  }
+
+  /** aedes' preConnect: the CONNECT is kept for authentication to read. */
+  connecting(client: Client, packet: ConnectPacket): void {
+    this.#connects.set(client, packet);
+  }
+
+  /**
+   * After the login is verified: may it have the session saved under its client id? False
+   * when it may not connect at all; a login that may connect but not resume starts clean.
+   */
+  admit(client: Client, identity: Identity): boolean {
+    const packet = this.#connects.get(client);
+    this.#connects.delete(client);
+    const claim = this.#owners.claim(client.id, identity, client);
+    if (claim === 'refuse') return false;
+    if (claim === 'fresh') {
+      this.#counters.count('mqtt.sessions.discarded', { reason: 'owner_changed' });
+      this.#logger.warn(
+        { clientId: client.id, username: identity.username },
+        'client id saved a session of another login: this login starts a clean session and the saved one is discarded',
+      );
+      // aedes reads Clean Start from the CONNECT (session lookup, QoS 2 store) and from the
+      // client (queued messages) after authentication: both say "clean" now.
+      if (packet !== undefined) packet.clean = true;
+      (client as unknown as ClientInternals)._cleanStart = true;
+    }
+    return true;
+  }
+
+  /**
+   * A subscription the ACL refused. One being restored from the client's saved session is
+   * also removed from that session, so that nothing is queued for it any more.
+   */
+  refusedSubscription(client: Client, filter: string): void {
+    const internals = client as unknown as ClientInternals;
+    if (!internals.connecting || client.clean) return;
+    this.#counters.count('mqtt.sessions.subscriptions_dropped', { reason: 'acl' });
+    this.#logger.warn({ clientId: client.id, filter }, "saved subscription no longer allowed by the client's ACL: dropped from its session");
+    aedesInternals(this.#aedes)
+      .persistence.removeSubscriptions(client, [filter])
+      .catch((error: unknown) => this.#logger.warn({ clientId: client.id, filter, err: error }, 'could not drop a saved subscription'));
+  }
+
+  /** aedes' authorizeForward, first check: false for a message outside the client's ACL. */
+  mayForward(client: Client, identity: Identity | undefined, packet: AedesPublishPacket): boolean {
+    if (identity !== undefined && mayReceive(identity, packet.topic)) return true;
+    this.#counters.count('mqtt.deliveries.refused', { reason: 'acl' });
+    if (!this.#toldRefused.has(client)) {
+      this.#toldRefused.add(client);
+      this.#logger.warn({ clientId: client.id, topic: packet.topic }, "message not sent to a client whose ACL does not allow its topic (further ones for this connection are counted only)");
+    }
+    return false;
+  }
+}

@@ -1,0 +1,51 @@
+import type { Identity } from './acl.ts';
+
+/** What a login may do with the session saved under the client id it connects with. */
+export type SessionClaim =
+  /** No session, or the login's own: it connects as it asked. */
+  | 'own'
+  /** Another login's session: this one starts clean and the saved one is discarded. */
+  | 'fresh'
+  /** A login's session wanted by an anonymous client: refused, the session kept for its owner. */
+  | 'refuse';
+
+/**
+ * Who each saved session belongs to (issue 16: an anonymous client connecting with an offline
+ * device's client id took its session, its queued commands and its subscriptions). A session
+ * belongs to the username that created it; anonymous clients share one owner. Another login
+ * allowed that client id by its profile gets a clean session; an anonymous client never
+ * touches a login's session, not even to clean it.
+ */
+export class SessionOwners {
+  /** By client id: the owner, and the connection that claimed the session last. */
+  readonly #owners = new Map<string, { readonly owner: string; readonly holder: object }>();
+
+  /**
+   * Decides the claim of a login connecting on `holder` and, unless refused, records it as the
+   * session's owner and latest holder.
+   */
+  claim(clientId: string, identity: Pick<Identity, 'username'>, holder: object): SessionClaim {
+    const owner = ownerOf(identity);
+    const saved = this.#owners.get(clientId)?.owner;
+    if (saved !== undefined && saved !== owner && identity.username === undefined) return 'refuse';
+    this.#owners.set(clientId, { owner, holder });
+    return saved === undefined || saved === owner ? 'own' : 'fresh';
+  }
+
+  /**
+   * The session that `holder` claimed ended (a clean session closed, or a saved one expired):
+   * nobody owns the client id now, unless a newer connection claimed it meanwhile.
+   */
+  release(clientId: string, holder: object): void {
+    if (this.#owners.get(clientId)?.holder === holder) this.#owners.delete(clientId);
+  }
+
+  get size(): number {
+    return this.#owners.size;
+  }
+}
+
+/** The owner key: a username, or the empty string for every anonymous client (no username is empty). */
+function ownerOf(identity: Pick<Identity, 'username'>): string {
+  return identity.username ?? '';
+}
