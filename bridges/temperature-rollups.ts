@@ -1,7 +1,7 @@
 // Per-device average, minimum and maximum temperature over 10-second windows, to Kafka.
 // On when KAFKA_BROKERS is set, like telemetry-to-kafka.yaml.
 import { bufferTime, filter, groupBy, map, mergeMap } from 'rxjs';
-import { defineBridge, type Message } from 'ferry';
+import { defineBridge, filterMessages, type Message } from 'ferry';
 
 interface Reading {
   readonly celsius?: unknown;
@@ -30,15 +30,16 @@ export default defineBridge<Reading>({
   },
   handle: (messages, tools) =>
     messages.pipe(
-      // Readings without a temperature are not part of a rollup: dropped here, acked as handled.
-      filter((m) => celsius(m) !== undefined),
+      // Readings without a temperature are not part of a rollup: dropped here, acked as handled
+      // at once (filterMessages settles what it drops).
+      filterMessages((m) => celsius(m) !== undefined),
       // One group per device: the `+` of the topic filter.
       groupBy((m) => m.captures[0] ?? 'unknown'),
       mergeMap((device) =>
         device.pipe(
           bufferTime(WINDOW_MS),
           filter((window) => window.length > 0),
-          // The rollup is built from every reading of the window: they are acked once Kafka has it.
+          // The rollup is built from every reading of the window: they are acked once Kafka confirms it.
           map((window) => {
             const values = window.map((m) => celsius(m) as number);
             return tools.to('rollups', window, {

@@ -9,6 +9,10 @@
 // Defining a bridge
 export { defineBridge } from './handler/define.ts';
 export type { BridgeDefinition, BridgeTools, ComponentSpec } from './handler/define.ts';
+export type { SinkConfigs, SinkSpec, SourceConfigs, SourceSpec } from './handler/specs.ts';
 
 // What a handler receives and emits
 export type { Message, Output, OutputInit } from './handler/define.ts';
+
+// Operators that settle what they drop
+export { filterMessages } from './handler/operators.ts';

@@ -2,6 +2,7 @@ import { Observable } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { createDeliveries, type Delivery } from '../core/delivery.ts';
+import { backoffDelay } from '../core/backoff.ts';
 import { isFerryError } from '../core/errors.ts';
 import type { BufferPolicy } from './config.ts';
 import type { BufferStore, StoredMessage } from './store.ts';
@@ -109,7 +110,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
     const windowSize = () => (isolate > 0 ? 1 : policy.windowSize);
     const deliver = async (window: readonly StoredMessage[], inLive: boolean) => {
       const outcomes = await handOver(window);
-      if (closed || !store.db.open) return { done: false as const };
+      if (closed || !store.isOpen) return { done: false as const };
       if (isolate > 0 && (outcomes[0] as Outcome).ok) isolate -= 1;
       let confirmed: number | undefined;
       let index = 0;
@@ -147,8 +148,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
         isolate = 0;
         return { done: true as const, confirmed: message.seq, failed: false };
       }
-      const delay = Math.min(policy.retryMaxMs, policy.retryInitialMs * 2 ** Math.min(attempts - 1, 20));
-      const jittered = Math.round(delay * (0.8 + Math.random() * 0.4));
+      const jittered = backoffDelay({ initialMs: policy.retryInitialMs, maxMs: policy.retryMaxMs, jitter: 0.2 }, attempts);
       counters.count('buffer.retries', { bridge, sink });
       logger.warn({ err: error, sink, attempt: attempts, retryInMs: jittered }, 'write failed; will retry');
       return { done: true as const, confirmed, failed: true, retryInMs: jittered };
@@ -161,7 +161,6 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
       if (!result.done) return false;
       if (result.confirmed !== undefined) {
         store.commit(bridge, sink, result.confirmed);
-        writer.released();
       }
       state = store.cursorState(bridge, sink);
       if (result.failed) await pause(result.retryInMs ?? 0);
@@ -215,7 +214,6 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
         const backlog = store.read(bridge, state.seq, take).filter((m) => m.seq <= mark);
         if (backlog.length === 0) {
           store.endLive(bridge, sink);
-          writer.released();
           state = store.cursorState(bridge, sink);
           counters.count('buffer.live_first.caught_up', { bridge, sink });
           logger.info({ sink }, 'backlog delivered: back to arrival order');

@@ -69,6 +69,8 @@ export class BufferStore {
   readonly #minCursor: Database.Statement;
   readonly #usage = new Map<string, { messages: number; bytes: number }>();
   readonly #statements = new Map<string, Database.Statement>();
+  readonly #released = new Set<() => void>();
+  #releaseQueued = false;
 
   readonly #appendRows: (entries: readonly AppendEntry[], after?: () => void) => number[];
 
@@ -257,17 +259,28 @@ export class BufferStore {
    * its live position when the message is in the live part of a live-first replay.
    */
   deadLetter(sink: string, message: StoredMessage, reason: string, attempts: number, live = false): void {
-    const e = message.envelope;
     this.db.transaction(() => {
-      this.db
-        .prepare(
-          `INSERT INTO dead_letters (bridge, sink, reason, attempts, dead_at, seq, id, topic, key, headers, origin, payload, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(message.bridge, sink, reason, attempts, Date.now(), message.seq, e.id, e.topic, e.key ?? null, JSON.stringify(e.headers), JSON.stringify(e.origin), e.payload, e.timestamp);
+      this.#recordDeadLetter(sink, message, reason, attempts);
       if (live) this.commitLive(message.bridge, sink, message.seq);
       else this.#setCursor.run(message.seq, message.bridge, sink, message.seq);
       this.#releaseBridge(message.bridge);
+    })();
+  }
+
+  /**
+   * Settles messages ahead of the cursor of a bridge's only sink, while an older one is still
+   * out (a handler holding it): the acked ones leave the log, the rejected ones move to the
+   * dead letters. The cursor stays where it is; a reader started from it later does not see
+   * them again. Throws for a bridge with other sinks, whose cursors may still need the rows.
+   */
+  settleAhead(bridge: string, sink: string, acked: readonly StoredMessage[], rejected: readonly { message: StoredMessage; reason: string; attempts: number }[]): void {
+    if (acked.length === 0 && rejected.length === 0) return;
+    this.db.transaction(() => {
+      const sinks = this.#statement('SELECT sink FROM cursors WHERE bridge = ?').all(bridge) as { sink: string }[];
+      if (sinks.length !== 1 || sinks[0]?.sink !== sink) throw new Error(`settleAhead: bridge '${bridge}' has other readers than '${sink}'`);
+      for (const { message, reason, attempts } of rejected) this.#recordDeadLetter(sink, message, reason, attempts);
+      const seqs = [...acked, ...rejected.map((r) => r.message)].map((m) => m.seq);
+      this.#delete(bridge, 'bridge = ? AND seq IN (SELECT value FROM json_each(?))', [bridge, JSON.stringify(seqs)]);
     })();
   }
 
@@ -284,6 +297,22 @@ export class BufferStore {
   /** Counts usage from disk again (another process, such as `ferry buffer purge`, may have changed it). */
   recount(): void {
     this.#usage.clear();
+    this.#signalReleased();
+  }
+
+  /**
+   * Calls `listener` after messages left the log (a cursor moved, a message expired or was
+   * purged) or usage was counted again: space may be free. Called once per event-loop turn at
+   * most, after the transaction that removed them, never inside it. Returns the unsubscribe.
+   */
+  onReleased(listener: () => void): () => void {
+    this.#released.add(listener);
+    return () => this.#released.delete(listener);
+  }
+
+  /** False once closed. */
+  get isOpen(): boolean {
+    return this.db.open;
   }
 
   /** Deletes the `count` oldest messages of a bridge, whatever the cursors; returns what it removed. */
@@ -314,7 +343,17 @@ export class BufferStore {
     const usage = this.usage(bridge);
     this.#statement(`DELETE FROM messages WHERE ${where}`).run(...params);
     this.#usage.set(bridge, { messages: usage.messages - removed.messages, bytes: usage.bytes - removed.bytes });
+    this.#signalReleased();
     return removed;
+  }
+
+  #signalReleased(): void {
+    if (this.#releaseQueued || this.#released.size === 0) return;
+    this.#releaseQueued = true;
+    queueMicrotask(() => {
+      this.#releaseQueued = false;
+      for (const listener of this.#released) listener();
+    });
   }
 
   bridges(): string[] {
@@ -431,6 +470,15 @@ export class BufferStore {
 
   close(): void {
     this.db.close();
+  }
+
+  /** The one place a dead letter of a message from the log is written. */
+  #recordDeadLetter(sink: string, message: StoredMessage, reason: string, attempts: number): void {
+    const e = message.envelope;
+    this.#statement(
+      `INSERT INTO dead_letters (bridge, sink, reason, attempts, dead_at, seq, id, topic, key, headers, origin, payload, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(message.bridge, sink, reason, attempts, Date.now(), message.seq, e.id, e.topic, e.key ?? null, JSON.stringify(e.headers), JSON.stringify(e.origin), e.payload, e.timestamp);
   }
 
   #lastSeq(): number {

@@ -1,5 +1,6 @@
 import { Observable } from 'rxjs';
 import { createDelivery, type Delivery } from '../core/delivery.ts';
+import { backoffDelay } from '../core/backoff.ts';
 import { isFerryError } from '../core/errors.ts';
 import type { CursorSource, CursorSourceOptions } from './reader.ts';
 import { Signal } from './signal.ts';
@@ -7,14 +8,14 @@ import type { StoredMessage } from './store.ts';
 
 /** A cursor handing messages over continuously. */
 export interface StreamCursor extends CursorSource {
-  /** True while reading waits because `windowSize` messages are handed over and not settled in order. */
+  /** True while reading waits because `windowSize` messages are out and not settled. */
   readonly full: boolean;
   /**
    * Stops reading and ignores every settle from now on, so that the cursor does not move:
    * what is handed over and not confirmed stays in the buffer for the next reader.
    */
   detach(): void;
-  /** Messages handed over and not yet behind the cursor. */
+  /** Messages handed over and not settled yet (waiting for a retry included). */
   readonly inFlight: number;
 }
 
@@ -32,19 +33,22 @@ const POLL_MS = 1000;
 
 /**
  * Hands a consumer the bridge's buffered messages one by one, in order, without waiting for
- * earlier ones to settle: up to `windowSize` messages are out at once. This suits a consumer
- * that holds messages for a while (a handler aggregating over a time window), which the
- * window-at-a-time `cursorSource` would starve.
+ * earlier ones to settle: up to `windowSize` unsettled messages are out at once. This suits a
+ * consumer that holds messages for a while (a handler aggregating over a time window, or
+ * keeping a device's last reading), which the window-at-a-time `cursorSource` would starve.
  *
- * Messages settle in any order; the cursor moves over the settled prefix. A retryable nack
- * sends that message again after a backoff doubling from `retryInitialMs` up to `retryMaxMs`
- * (reading pauses meanwhile), so it may come after messages that arrived later; a permanent
- * nack dead-letters it. `stop` ends the stream at once; what is settled afterwards still
- * moves the cursor, and what is not is delivered again at the next start. Live-first replay
- * is not applied: messages come in arrival order.
+ * Messages settle in any order, each on its own: one the consumer holds for a long time does
+ * not hold back the ones after it (issue 18). The cursor stays just before the oldest
+ * unsettled message; messages settled ahead of it leave the log at once (acked) or go to the
+ * dead letters (rejected for good), so that a restart delivers only what is unsettled. This
+ * needs the cursor to be the bridge's only one. A retryable nack sends that message again
+ * after a backoff doubling from `retryInitialMs` up to `retryMaxMs` (reading pauses
+ * meanwhile), so it may come after messages that arrived later. `stop` ends the stream at
+ * once; what is settled afterwards still counts, and what is not is delivered again at the
+ * next start. Live-first replay is not applied: messages come in arrival order.
  */
 export function streamCursor(options: CursorSourceOptions): StreamCursor {
-  const { store, writer, bridge, sink, policy, logger, counters } = options;
+  const { store, bridge, sink, policy, logger, counters } = options;
   let stopping = false;
   let full = false;
   let inFlight = 0;
@@ -56,16 +60,20 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
     /** Set when unsubscribed before completing: settles of this run are ignored from then on. */
     let detached = false;
     let completed = false;
-    const entries: Entry[] = [];
-    let head = 0;
+    /** Unsettled messages by seq, oldest first (handed in seq order; Map keeps insertion order). */
+    const unsettled = new Map<number, Entry>();
+    /** Settled since the last sweep. */
+    let acked: StoredMessage[] = [];
+    let rejected: Entry[] = [];
     let readSeq = store.cursor(bridge, sink);
+    let committed = readSeq;
     const retries: Entry[] = [];
     let retryAt = 0;
     let sweepQueued = false;
     // One pending wait on each signal at a time, however often the loop goes round.
     let appended: Promise<void> | undefined;
     let woken: Promise<void> | undefined;
-    const nextAppend = () => (appended ??= writer.appended(bridge).then(() => void (appended = undefined)));
+    const nextAppend = () => (appended ??= options.writer.appended(bridge).then(() => void (appended = undefined)));
     const nextWake = () => (woken ??= wake.wait().then(() => void (woken = undefined)));
 
     const pause = (ms: number) => {
@@ -78,37 +86,37 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
 
     const sweep = () => {
       sweepQueued = false;
-      if (detached || abandoned || !store.db.open) return;
-      let confirmed: number | undefined;
-      let delivered = 0;
-      while (head < entries.length) {
-        const entry = entries[head] as Entry;
-        if (entry.outcome === 'acked') {
-          delivered += 1;
-        } else if (entry.outcome === 'dead') {
-          const error = entry.error as Error;
-          // Everything before it is settled: this also moves the cursor over them.
-          store.deadLetter(sink, entry.message, error.message, entry.attempts);
-          counters.count('buffer.dead_letters', { bridge, sink });
-          logger.error({ err: error, id: entry.message.envelope.id, topic: entry.message.envelope.topic, sink }, 'rejected for good: moved to dead letters');
-        } else {
-          break;
-        }
-        confirmed = entry.message.seq;
-        head += 1;
+      if (detached || abandoned || !store.isOpen) return;
+      const settledAcked = acked;
+      const settledRejected = rejected;
+      acked = [];
+      rejected = [];
+      // Just before the oldest unsettled message, or everything read when none is.
+      const oldest = unsettled.keys().next();
+      const cursor = oldest.done === true ? readSeq : oldest.value - 1;
+      const ahead: StoredMessage[] = [];
+      const deadAhead: { message: StoredMessage; reason: string; attempts: number }[] = [];
+      for (const entry of settledRejected) {
+        const error = entry.error as Error;
+        counters.count('buffer.dead_letters', { bridge, sink });
+        logger.error({ err: error, id: entry.message.envelope.id, topic: entry.message.envelope.topic, sink }, 'rejected for good: moved to dead letters');
+        if (entry.message.seq <= cursor) store.deadLetter(sink, entry.message, error.message, entry.attempts);
+        else deadAhead.push({ message: entry.message, reason: error.message, attempts: entry.attempts });
       }
-      if (head > 1024 && head * 2 > entries.length) {
-        entries.splice(0, head);
-        head = 0;
+      for (const message of settledAcked) if (message.seq > cursor) ahead.push(message);
+      if (ahead.length > 0 || deadAhead.length > 0) store.settleAhead(bridge, sink, ahead, deadAhead);
+      if (settledAcked.length > 0) counters.count('buffer.delivered', { bridge, sink }, settledAcked.length);
+      if (cursor > committed) {
+        store.commit(bridge, sink, cursor);
+        committed = cursor;
       }
-      inFlight = entries.length - head;
-      if (delivered > 0) counters.count('buffer.delivered', { bridge, sink }, delivered);
-      if (confirmed === undefined) return;
-      store.commit(bridge, sink, confirmed);
-      writer.released();
       wake.notify();
     };
-    const scheduleSweep = () => {
+    const settle = (entry: Entry) => {
+      unsettled.delete(entry.message.seq);
+      inFlight = unsettled.size;
+      if (entry.outcome === 'dead') rejected.push(entry);
+      else acked.push(entry.message);
       if (sweepQueued) return;
       sweepQueued = true;
       // A sink acks its batch in one loop: one commit for all of them.
@@ -122,7 +130,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
           onAck: () => {
             if (detached || abandoned) return;
             entry.outcome = 'acked';
-            scheduleSweep();
+            settle(entry);
           },
           onNack: (error) => {
             if (detached || abandoned) return;
@@ -130,12 +138,11 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
             if (isFerryError(error) && !error.retryable) {
               entry.outcome = 'dead';
               entry.error = error;
-              scheduleSweep();
+              settle(entry);
               return;
             }
             entry.outcome = 'retry';
-            const delay = Math.min(policy.retryMaxMs, policy.retryInitialMs * 2 ** Math.min(entry.attempts - 1, 20));
-            const jittered = Math.round(delay * (0.8 + Math.random() * 0.4));
+            const jittered = backoffDelay({ initialMs: policy.retryInitialMs, maxMs: policy.retryMaxMs, jitter: 0.2 }, entry.attempts);
             if (retries.length === 0) logger.warn({ err: error, sink, attempt: entry.attempts, retryInMs: jittered }, 'not handled; will deliver again');
             retries.push(entry);
             retryAt = Math.max(retryAt, Date.now() + jittered);
@@ -165,7 +172,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
           for (const entry of retries.splice(0)) hand(entry);
           continue;
         }
-        const room = policy.windowSize - (entries.length - head);
+        const room = policy.windowSize - unsettled.size;
         full = room <= 0;
         if (!full) {
           const rows = store.read(bridge, readSeq, Math.min(room, READ_CHUNK));
@@ -173,8 +180,8 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
             readSeq = (rows.at(-1) as StoredMessage).seq;
             for (const message of rows) {
               const entry: Entry = { message, outcome: 'pending', attempts: 0 };
-              entries.push(entry);
-              inFlight = entries.length - head;
+              unsettled.set(message.seq, entry);
+              inFlight = unsettled.size;
               hand(entry);
               if (stopping || detached) break;
             }

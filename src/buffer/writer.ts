@@ -6,6 +6,7 @@ import { wrapError } from '../core/errors.ts';
 import type { BufferPolicy, BufferSettings } from './config.ts';
 import { Signal } from './signal.ts';
 import type { AppendEntry, BufferStore } from './store.ts';
+import { BufferUpkeep } from './upkeep.ts';
 
 /**
  * A delivery waiting for the group commit, in the shape the store appends (no copy per
@@ -45,12 +46,18 @@ export class BufferWriter {
   #scheduled = false;
   #heldTimer: NodeJS.Timeout | undefined;
   #state: WriterState = 'ok';
+  readonly #upkeep: BufferUpkeep;
+  readonly #unsubscribe: () => void;
 
   constructor(store: BufferStore, settings: BufferSettings, logger: Logger, counters: Counters) {
     this.#store = store;
     this.#settings = settings;
     this.#logger = logger;
     this.#counters = counters;
+    this.#upkeep = new BufferUpkeep(store, logger, counters);
+    // Space freed (a sink confirmed messages, old ones expired, another process purged): held
+    // deliveries of a bridge that was full may fit now.
+    this.#unsubscribe = store.onReleased(() => this.#released());
   }
 
   get state(): WriterState {
@@ -62,8 +69,10 @@ export class BufferWriter {
     return this.#held.length;
   }
 
+  /** The bridge's limits and overflow policy; its upkeep (expiry, dead-letter trimming) follows it. */
   setPolicy(bridge: string, policy: BufferPolicy): void {
     this.#policies.set(bridge, policy);
+    this.#upkeep.watch(bridge, policy);
   }
 
   policy(bridge: string): BufferPolicy | undefined {
@@ -72,6 +81,7 @@ export class BufferWriter {
 
   removePolicy(bridge: string): void {
     this.#policies.delete(bridge);
+    this.#upkeep.unwatch(bridge);
   }
 
   /** Readers waiting for the next append to `bridge` (one per reader at most). */
@@ -113,8 +123,8 @@ export class BufferWriter {
     }
   }
 
-  /** Space may have been freed (a sink confirmed messages): try the held deliveries now. */
-  released(): void {
+  /** Space may have been freed: try the held deliveries now. */
+  #released(): void {
     if (this.#held.length > 0 && this.#state === 'refusing') this.#retryHeld();
   }
 
@@ -124,6 +134,8 @@ export class BufferWriter {
   }
 
   close(): void {
+    this.#upkeep.close();
+    this.#unsubscribe();
     clearTimeout(this.#heldTimer);
     this.#flush();
     const held = this.#held;

@@ -4,6 +4,7 @@ import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { type BufferPolicy, bufferPolicySchema } from '../buffer/config.ts';
 import { type BridgeDefinition, isBridgeDefinition } from '../handler/define.ts';
+import { resolveBridgeImportsFromFerry } from './bridge-resolve.ts';
 import type { ConfigIssue } from './issues.ts';
 import { type BridgeConfig, type ComponentKinds, bridgeName, oneOf } from './schema.ts';
 import { issuesFromZod } from './zod-issues.ts';
@@ -17,6 +18,9 @@ export interface HandlerBridgeConfig {
   /** Sinks by the name the handler routes outputs to. */
   readonly to: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
   readonly buffer: BufferPolicy;
+  /** How long the handler may hold a message before `onHoldTimeout` applies. */
+  readonly maxHoldMs: number;
+  readonly onHoldTimeout: 'warn' | 'ack' | 'deadLetter';
   readonly file: string;
   readonly handle: BridgeDefinition['handle'];
 }
@@ -30,6 +34,9 @@ export function isHandlerBridge(config: AnyBridgeConfig): config is HandlerBridg
 /** Default `buffer.windowSize` of a TypeScript bridge: the most messages its handler holds unacknowledged. */
 export const HANDLER_WINDOW = 10_000;
 
+/** Default `maxHoldMs` of a TypeScript bridge. */
+export const DEFAULT_MAX_HOLD_MS = 60_000;
+
 /** The checks a YAML bridge gets, on what `defineBridge` was given. */
 export function handlerBridgeSchema(kinds: ComponentKinds) {
   return z.strictObject({
@@ -40,12 +47,14 @@ export function handlerBridgeSchema(kinds: ComponentKinds) {
     to: z
       .record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a sink name uses letters, digits, ".", "_" and "-", starting with a letter or digit'), oneOf(kinds.sinks))
       .refine((to) => Object.keys(to).length > 0, 'name at least one sink: to: { name: { kind: {...} } }'),
-    // A handler holds messages until the garbage collector finds them released: a deeper
-    // window than a YAML bridge's keeps it from waiting on each collection.
+    // A handler holds messages for a while (windows, caches): the window counts only the
+    // messages it holds, and a deeper one than a YAML bridge's leaves room for windows.
     buffer: z.preprocess(
       (value) => (value === undefined || (typeof value === 'object' && value !== null && !Array.isArray(value)) ? { windowSize: HANDLER_WINDOW, ...value } : value),
       bufferPolicySchema.refine((policy) => policy.replay === 'fifo', { path: ['replay'], message: 'a TypeScript bridge reads its buffer in arrival order: use replay: fifo' }),
     ),
+    maxHoldMs: z.int().min(100).default(DEFAULT_MAX_HOLD_MS),
+    onHoldTimeout: z.enum(['warn', 'ack', 'deadLetter']).default('warn'),
     handle: z.custom<BridgeDefinition['handle']>((value) => typeof value === 'function', 'expected a function: handle(messages, tools) { return ... }'),
   });
 }
@@ -56,15 +65,16 @@ export function handlerBridgeSchema(kinds: ComponentKinds) {
  * can be found in the text, its line; returns undefined when there are any.
  */
 export async function loadBridgeModule(path: string, displayPath: string, kinds: ComponentKinds, issues: ConfigIssue[]): Promise<HandlerBridgeConfig | undefined> {
-  const issue = (message: string, keyPath = '') => issues.push({ file: displayPath, line: 0, column: 0, path: keyPath, message });
+  const issue = (message: string, keyPath = '', at = { line: 0, column: 0 }) => issues.push({ file: displayPath, ...at, path: keyPath, message });
   let module: { default?: unknown };
+  resolveBridgeImportsFromFerry();
   try {
     // The URL names the file's contents: an unchanged file is the module already loaded (a
     // reload keeps its bridge running), an edited one is imported afresh.
     const version = createHash('sha256').update(readFileSync(path)).digest('hex').slice(0, 16);
     module = (await import(`${pathToFileURL(path).href}?v=${version}`)) as { default?: unknown };
   } catch (error) {
-    issue(`cannot load this TypeScript bridge: ${describeImportError(error)}`);
+    issue(`cannot load this TypeScript bridge: ${describeImportError(error)}`, '', importErrorPlace(error, path));
     return undefined;
   }
   const definition = module.default;
@@ -84,7 +94,12 @@ export async function loadBridgeModule(path: string, displayPath: string, kinds:
     issues.push(...issuesFromZod(result.error.issues, file));
     return undefined;
   }
-  const { name, description, enabled, from, to, buffer, handle } = result.data;
+  const { name, description, enabled, from, to, buffer, maxHoldMs, onHoldTimeout, handle } = result.data;
+  const unknownSinks = unknownSinkLiterals(readText(path), Object.keys(to));
+  for (const { sink, line, column } of unknownSinks) {
+    issue(`'${sink}' names no sink of this bridge (a key of \`to\`): its sinks are ${Object.keys(to).join(', ')}`, 'handle', { line, column });
+  }
+  if (unknownSinks.length > 0) return undefined;
   return {
     name,
     ...(description === undefined ? {} : { description }),
@@ -92,6 +107,8 @@ export async function loadBridgeModule(path: string, displayPath: string, kinds:
     from: from as HandlerBridgeConfig['from'],
     to: to as HandlerBridgeConfig['to'],
     buffer,
+    maxHoldMs,
+    onHoldTimeout,
     handle,
     file: displayPath,
   };
@@ -121,9 +138,63 @@ export function locateKey(text: string, keys: readonly PropertyKey[]): { line: n
   return { line: before.length, column: (before.at(-1) as string).length + 1 };
 }
 
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Sink names written as string literals in `tools.to('x', ...)` or `message.to('x')` that are
+ * not sinks of the bridge, with their place: such a typo would otherwise fail only when the
+ * first message reaches that line (issue 18). Names built at run time are not checked here.
+ */
+export function unknownSinkLiterals(text: string, sinks: readonly string[]): { sink: string; line: number; column: number }[] {
+  const found: { sink: string; line: number; column: number }[] = [];
+  for (const match of text.matchAll(/\.to\(\s*(['"`])([^'"`$\n]*)\1/g)) {
+    const sink = match[2] as string;
+    if (sinks.includes(sink)) continue;
+    const at = (match.index ?? 0) + match[0].indexOf(match[1] as string);
+    const before = text.slice(0, at).split('\n');
+    found.push({ sink, line: before.length, column: (before.at(-1) as string).length + 1 });
+  }
+  return found;
+}
+
+/** Names `ferry` exports as types only: importing one as a value fails when the module links. */
+const TYPE_EXPORTS = ['BridgeDefinition', 'BridgeTools', 'ComponentSpec', 'Message', 'Output', 'OutputInit'];
+
 function describeImportError(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
-  // Where in the file a syntax error is, when the loader says.
-  const where = /\.ts:(\d+)(?::(\d+))?/.exec(error.stack ?? '');
-  return where === null || error.name !== 'SyntaxError' ? `${error.name}: ${error.message}` : `${error.name}: ${error.message} (line ${where[1]})`;
+  const missing = /does not provide an export named '([^']+)'/.exec(error.message)?.[1];
+  const hint = missing !== undefined && TYPE_EXPORTS.includes(missing) ? ` (${missing} is a type: import it with \`import type { ${missing} }\` or \`import { type ${missing} }\`)` : '';
+  return `${error.name}: ${error.message}${hint}`;
+}
+
+/**
+ * Where in the bridge's own file an import failed, when the loader says (Node puts the file,
+ * line and a caret under the place first in a SyntaxError's stack); line 0 otherwise, never
+ * a line of Ferry's own code (issue 18).
+ */
+export function importErrorPlace(error: unknown, path: string): { line: number; column: number } {
+  const stack = error instanceof Error ? (error.stack ?? '') : '';
+  const lines = stack.split('\n');
+  const url = pathToFileURL(path).href;
+  for (let i = 0; i < lines.length; i++) {
+    const text = lines[i] as string;
+    for (const name of [url, path]) {
+      const at = text.indexOf(name);
+      if (at < 0) continue;
+      // The module was imported with a ?v=<content hash> query (see above).
+      const match = /^(?:\?[^:\s]*)?:(\d+)(?::(\d+))?/.exec(text.slice(at + name.length));
+      if (match === null) continue;
+      // A caret line two below the file line marks the column.
+      const caret = text === lines[0] ? (lines[i + 2] ?? '').indexOf('^') : -1;
+      const column = match[2] !== undefined ? Number(match[2]) : caret >= 0 ? caret + 1 : 0;
+      return { line: Number(match[1]), column };
+    }
+  }
+  return { line: 0, column: 0 };
 }

@@ -130,7 +130,10 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
   }
 
   const devices: Loaded<DeviceProfile>[] = [];
-  for (const path of expand(lists.devices, base, 'devices', gateway.yaml, issues, ['.yaml', '.yml'])) {
+  // Without a `devices:` key, a missing default directory means no profiles (issue 18): a
+  // gateway of anonymous devices needs none.
+  const devicesGiven = raw['devices'] !== undefined;
+  for (const path of expand(lists.devices, base, 'devices', gateway.yaml, issues, ['.yaml', '.yml'], !devicesGiven)) {
     const parsed = parseFile(path, display(path), deviceSchema, env, issues);
     if (parsed.value !== undefined && parsed.yaml !== undefined) devices.push({ value: { ...parsed.value, file: display(path) }, yaml: parsed.yaml, path });
   }
@@ -226,7 +229,8 @@ function listOr(value: unknown, schema: z.ZodType<string[]>): string[] {
 }
 
 /** Each entry is a file or a directory of files with one of `extensions` (sorted, so load order is stable). */
-function expand(entries: readonly string[], base: string, key: string, yaml: YamlFile, issues: ConfigIssue[], extensions: readonly string[]): string[] {
+/** The files of a list of files and directories; with `missingOk`, an entry that does not exist is no problem. */
+function expand(entries: readonly string[], base: string, key: string, yaml: YamlFile, issues: ConfigIssue[], extensions: readonly string[], missingOk = false): string[] {
   const out: string[] = [];
   entries.forEach((entry, index) => {
     const path = resolve(base, entry);
@@ -234,6 +238,7 @@ function expand(entries: readonly string[], base: string, key: string, yaml: Yam
     try {
       isDir = statSync(path).isDirectory();
     } catch {
+      if (missingOk) return;
       issues.push({ file: yaml.path, ...yaml.locate([key, index]), path: `${key}[${index}]`, message: `no such file or directory: ${path}` });
       return;
     }

@@ -1,16 +1,18 @@
 import type { Observable } from 'rxjs';
 import type { BufferPolicy } from '../buffer/config.ts';
+import type { SinkSpec, SourceSpec } from './specs.ts';
 
 /**
  * One device message, as a handler sees it: a read-only view of a message in the bridge's
  * durable buffer.
  *
- * Ferry acks a message when your pipeline lets go of it and every output built from it is
- * confirmed. "Lets go" means the object is no longer reachable from your code: a message
- * dropped by `filter` is acked as handled, one collected in a `bufferTime` window is acked
- * once the window was emitted and the outputs built from it were confirmed. Keep messages
- * only as long as you need them; a message you keep for ever (in a module-level array, say)
- * is never acked and holds the buffer back.
+ * Ferry acks (settles) a message once every output built from it is confirmed by its sink
+ * and either an output built from it was confirmed (a mapped or enriched message, a window's
+ * aggregate) and you did not `keep()` it, or you are done with it: you called `done()`, dropped it with `filterMessages`,
+ * or, as a last resort, your code no longer references it at all (the garbage collector
+ * finds it). A message settles on its own: one you keep (the last reading of a quiet device)
+ * holds back nothing but itself, shows in the bridge's status as held with its age, and is
+ * handled by the bridge's `maxHoldMs` policy once it is held too long.
  */
 export interface Message<T = unknown> {
   /** Stable id (UUIDv7) given at ingress; the same when the message is delivered again. */
@@ -46,6 +48,20 @@ export interface Message<T = unknown> {
   json<U = T>(): U;
   /** Shorthand for `tools.to(sink, this, init)`. */
   to(sink: string, init?: OutputInit): Output;
+  /**
+   * You are done with this message and will build no more outputs from it: it is acked once
+   * the outputs already built from it are confirmed, at once when there are none. Call it
+   * for a message you drop, or one you replace in a cache (the previous reading of a device).
+   */
+  done(): void;
+  /**
+   * You keep this message to build more outputs from it later (the previous reading of a
+   * device, a sliding window): a confirmed output built from it no longer settles it; call
+   * `done()` when you let it go. Without `keep()`, a later output built from a message that
+   * has settled is still sent, but counted (`handler.outputs.after_settle`) and warned about:
+   * a crash before it is written would lose it. Returns the message.
+   */
+  keep(): this;
   /**
    * Refuses the message for good: it is moved to the bridge's dead letters with `reason`
    * (see `ferry buffer export --dead-letters`) and counted, whatever outputs were built from it.
@@ -102,10 +118,12 @@ export interface BridgeTools<S extends string = string> {
    * for a sink name that is not in `to`.
    */
   to(sink: S, from: Message | readonly Message[], init?: OutputInit): Output<S>;
+  /** `message.done()` for one message or many. */
+  done(messages: Message | readonly Message[]): void;
 }
 
 /** A source or sink as in a YAML bridge: a one-key map of the component kind to its config. */
-export type ComponentSpec = Readonly<Record<string, unknown>>;
+export type ComponentSpec = SourceSpec | SinkSpec;
 
 export interface BridgeDefinition<T = unknown, S extends string = string> {
   /** Unique name, used in logs, metrics and the buffer. */
@@ -114,15 +132,26 @@ export interface BridgeDefinition<T = unknown, S extends string = string> {
   /** Whether the bridge runs (true by default); e.g. `Boolean(process.env.KAFKA_BROKERS)`. */
   readonly enabled?: boolean;
   /** One source, as in YAML: `{ mqtt: { topics: ['devices/+/telemetry/#'] } }`. */
-  readonly from: ComponentSpec;
+  readonly from: SourceSpec;
   /** Named sinks, as in YAML: `{ alerts: { kafka: { brokers, topic } }, rest: { history: {} } }`. */
-  readonly to: Readonly<Record<S, ComponentSpec>>;
+  readonly to: Readonly<Record<S, SinkSpec>>;
   /**
    * The bridge's durable buffer, as in YAML. `windowSize` is the most messages the handler
    * may hold unacknowledged at once (10,000 by default): raise it when a time window holds
    * more (a 10 s window of 2,000 messages a second holds 20,000). `replay` must be `fifo`.
    */
   readonly buffer?: Partial<BufferPolicy>;
+  /**
+   * How long the handler may hold a message before `onHoldTimeout` applies (60 s by default).
+   * Held messages are shown per bridge in `/api/status` (count and oldest age) and as
+   * `ferry_handler_held_oldest_age_seconds`; past this, the bridge's state is `degraded`.
+   */
+  readonly maxHoldMs?: number;
+  /**
+   * What happens to a message held longer than `maxHoldMs`: `warn` (default) logs it once and
+   * keeps it; `ack` settles it as handled; `deadLetter` moves it to the dead letters.
+   */
+  readonly onHoldTimeout?: 'warn' | 'ack' | 'deadLetter';
   /**
    * Called each time the pipeline starts (at gateway start, and again after the pipeline
    * failed). Returns the outputs; each goes to the sink it names once it is emitted.
@@ -151,10 +180,12 @@ const BRIDGE = Symbol.for('ferry.bridge-definition');
  * });
  * ```
  *
- * Ferry acks a message when your pipeline lets go of it and every output built from it is
- * confirmed by its sink (see `Message`). An output that fails sends its messages back to
- * the buffer to be delivered again; an error in the pipeline is logged, the messages it
- * held are delivered again, and `handle` is called anew after a backoff.
+ * Ferry acks a message when the outputs built from it are confirmed by their sinks, or when
+ * you are done with it (see `Message`). An output that fails sends its messages back to the
+ * buffer to be delivered again. An error thrown in the pipeline is pinned on the message
+ * being handled when it was thrown (or found by handing the held messages over again one at
+ * a time): that message is dead-lettered with the error, and `handle` is called anew at once
+ * with the messages it held; outputs already sent for them are not sent again.
  */
 export function defineBridge<T = unknown, S extends string = string>(definition: BridgeDefinition<T, S>): BridgeDefinition<T, S> {
   Object.defineProperty(definition, BRIDGE, { value: true, enumerable: false });

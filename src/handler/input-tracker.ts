@@ -2,16 +2,33 @@ import type { Delivery } from '../core/delivery.ts';
 
 /**
  * Ferry's bookkeeping for one input message of a handler. It holds the buffer's delivery,
- * never the `Message` object the handler sees: the tracker learns that the handler let go
- * of a message when that object is garbage collected.
+ * never the `Message` object the handler sees: that object may be collected once the
+ * handler lets go of it, which is the last-resort way of learning it is done with it.
  */
 export interface Ticket {
   readonly delivery: Delivery;
   /** Outputs built from the message that the sinks have not confirmed yet. */
   pending: number;
-  /** The handler no longer holds the message (it was collected, or the pipeline ended). */
+  /** An output built from the message was confirmed. */
+  confirmed: boolean;
+  /** The handler keeps the message for later outputs: a confirmed output does not settle it, only `done`. */
+  kept: boolean;
+  /** The handler is done with the message: it said so, its object was collected, or the pipeline ended. */
   released: boolean;
   settled: boolean;
+  /** When the message was handed to the handler (Date.now()). */
+  readonly since: number;
+  /** The Message object the message was last handed as; collections of earlier ones are ignored. */
+  generation: number;
+  /** Outputs built from the message alone, per sink, in the current and earlier runs of the pipeline. */
+  readonly routed: Map<string, number>;
+  /**
+   * Per sink, how many outputs a restarted pipeline builds from the message again without
+   * their being sent again: they were sent by an earlier run (issue 18).
+   */
+  skip: Map<string, number> | undefined;
+  /** Set once the held-too-long warning was given for it. */
+  warned: boolean;
 }
 
 export interface TrackerEvents {
@@ -22,27 +39,32 @@ export interface TrackerEvents {
 }
 
 /**
- * The ack rule of handler bridges: an input is acked once (1) every output built from it was
- * confirmed by its sink and (2) the handler no longer holds it — it was filtered out, or the
- * window holding it was emitted and dropped. (2) is reachability: each `Message` object is
- * registered with a FinalizationRegistry whose held value is its ticket, and nothing here
- * keeps a strong reference to the message itself.
+ * The ack rule of handler bridges (issue 18): an input is acked once every output built from
+ * it was confirmed by its sink and either
+ * - at least one output built from it was confirmed (an output carries what the handler made
+ *   of the message: a map, an enrichment, a window's aggregate) and the handler did not say it
+ *   keeps the message for later outputs (`message.keep()`), or
+ * - the handler is done with it: it called `message.done()` (or dropped it with a Ferry-aware
+ *   filter), the pipeline ended, or, as a last resort, the `Message` object became
+ *   unreachable (a FinalizationRegistry whose held value names the ticket; nothing here keeps
+ *   a strong reference to the message itself).
  *
  * Any output that fails nacks the inputs it came from; an input is settled once, so what
  * happens to it afterwards (another output confirmed, the object collected) is ignored.
  */
 export class InputTracker {
+  /** Open tickets in the order they were handed (a Set keeps insertion order): the first is the oldest. */
   readonly #open = new Set<Ticket>();
   readonly #events: TrackerEvents;
-  readonly #registry: FinalizationRegistry<Ticket>;
+  readonly #registry: FinalizationRegistry<{ readonly ticket: Ticket; readonly generation: number }>;
   #releasedInTurn = 0;
   /** Set by close: nothing is settled any more. */
   #closed = false;
 
   constructor(events: TrackerEvents) {
     this.#events = events;
-    this.#registry = new FinalizationRegistry((ticket) => {
-      if (this.#closed) return;
+    this.#registry = new FinalizationRegistry(({ ticket, generation }) => {
+      if (this.#closed || ticket.generation !== generation) return;
       // Callbacks come in bursts after a collection: report each burst once.
       if (this.#releasedInTurn === 0) queueMicrotask(() => this.#reportReleases());
       this.#releasedInTurn += 1;
@@ -56,18 +78,48 @@ export class InputTracker {
     return this.#open.size;
   }
 
-  /** Inputs the handler may still hold (not collected yet). */
+  /** Inputs the handler may still hold (not done with, not collected). */
   get held(): number {
     let n = 0;
     for (const ticket of this.#open) if (!ticket.released) n += 1;
     return n;
   }
 
+  /** Inputs whose ack waits only for the garbage collector to find them released. */
+  get awaitingRelease(): number {
+    let n = 0;
+    for (const ticket of this.#open) if (!ticket.released && (!ticket.confirmed || ticket.kept) && ticket.pending === 0) n += 1;
+    return n;
+  }
+
+  /** The open tickets, oldest first. */
+  tickets(): IterableIterator<Ticket> {
+    return this.#open.values();
+  }
+
+  /** The oldest open ticket, if any. */
+  oldest(): Ticket | undefined {
+    const first = this.#open.values().next();
+    return first.done === true ? undefined : first.value;
+  }
+
   /** Starts tracking `delivery`; `message` is the object the handler gets for it. */
   track(delivery: Delivery, message: object): Ticket {
-    const ticket: Ticket = { delivery, pending: 0, released: false, settled: false };
+    const ticket: Ticket = { delivery, pending: 0, confirmed: false, kept: false, released: false, settled: false, since: Date.now(), generation: 0, routed: new Map(), skip: undefined, warned: false };
     this.#open.add(ticket);
-    this.#registry.register(message, ticket);
+    this.#registry.register(message, { ticket, generation: 0 });
+    return ticket;
+  }
+
+  /**
+   * Hands an open ticket's message again as a new object (a restarted pipeline): the outputs
+   * the earlier runs built from it alone are not sent again when the new run builds them.
+   */
+  retrack(ticket: Ticket, message: object): Ticket {
+    ticket.generation += 1;
+    ticket.released = false;
+    ticket.skip = new Map(ticket.routed);
+    this.#registry.register(message, { ticket, generation: ticket.generation });
     return ticket;
   }
 
@@ -80,8 +132,30 @@ export class InputTracker {
   confirm(tickets: readonly Ticket[]): void {
     for (const ticket of tickets) {
       ticket.pending -= 1;
+      ticket.confirmed = true;
       this.#check(ticket);
     }
+  }
+
+  /** The handler is done with this input: acked once its outputs are confirmed (at the end of the turn when there are none). */
+  done(ticket: Ticket): void {
+    ticket.released = true;
+    // At the end of the turn: an output built from it in the same step (`done()` then
+    // `return tools.to(...)`) reaches its sink first and is waited for.
+    queueMicrotask(() => this.#check(ticket));
+  }
+
+  /** The handler keeps this input for later outputs: only `done` (or collection) settles it. */
+  keep(ticket: Ticket): void {
+    ticket.kept = true;
+  }
+
+  /** Acks an input now, whatever its outputs (held past maxHoldMs under `ack`). */
+  ack(ticket: Ticket): void {
+    if (this.#closed || ticket.settled) return;
+    ticket.pending = 0;
+    ticket.released = true;
+    this.#check(ticket);
   }
 
   /** An output built from these inputs failed: they are nacked with its error (retried or dead-lettered). */
@@ -89,7 +163,7 @@ export class InputTracker {
     for (const ticket of tickets) this.#nack(ticket, error);
   }
 
-  /** Nacks one input (the handler rejected it, or its payload broke the handler). */
+  /** Nacks one input (the handler rejected it, or it broke the handler). */
   reject(ticket: Ticket, error: Error): void {
     this.#nack(ticket, error);
   }
@@ -102,7 +176,7 @@ export class InputTracker {
     }
   }
 
-  /** The pipeline failed: every input not settled yet is nacked, to be delivered again. */
+  /** Every input not settled yet is nacked, to be delivered again. */
   failAll(error: Error): void {
     for (const ticket of [...this.#open]) this.#nack(ticket, error);
   }
@@ -119,7 +193,7 @@ export class InputTracker {
   }
 
   #check(ticket: Ticket): void {
-    if (this.#closed || ticket.settled || !ticket.released || ticket.pending > 0) return;
+    if (this.#closed || ticket.settled || ticket.pending > 0 || !(ticket.released || (ticket.confirmed && !ticket.kept))) return;
     ticket.settled = true;
     this.#open.delete(ticket);
     ticket.delivery.ack();

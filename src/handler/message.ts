@@ -14,6 +14,10 @@ export interface MessageContext {
   readonly filters: readonly string[];
   readonly tools: BridgeTools;
   reject(ticket: Ticket, error: FerryError): void;
+  /** The handler is done with the message (see Message.done). */
+  done(ticket: Ticket): void;
+  /** The handler keeps the message for later outputs (see Message.keep). */
+  keep(ticket: Ticket): void;
 }
 
 /** Tickets of messages, by message: weak, so it never keeps a message alive. */
@@ -105,6 +109,17 @@ class BufferedMessage implements Message {
     return this.#context.tools.to(sink, this, init);
   }
 
+  done(): void {
+    const ticket = tickets.get(this);
+    if (ticket !== undefined) this.#context.done(ticket);
+  }
+
+  keep(): this {
+    const ticket = tickets.get(this);
+    if (ticket !== undefined) this.#context.keep(ticket);
+    return this;
+  }
+
   reject(reason: string): void {
     const ticket = tickets.get(this);
     if (ticket === undefined) return;
@@ -146,6 +161,9 @@ export function isOutput(value: unknown): value is Output {
 export function createTools(bridge: string, sinks: readonly string[]): BridgeTools {
   return {
     bridge,
+    done: (messages) => {
+      for (const message of Array.isArray(messages) ? (messages as readonly Message[]) : [messages as Message]) message.done();
+    },
     to: (sink, from, init = {}) => {
       if (!sinks.includes(sink)) {
         throw new FerryError('INTERNAL', `bridge '${bridge}': tools.to('${sink}', ...) names no sink of the bridge; its sinks (the keys of \`to\`) are: ${sinks.join(', ')}`, { bridge });

@@ -41,8 +41,6 @@ export interface GatewayStatus {
   readonly counters: Record<string, number>;
 }
 
-const RECOUNT_MS = 10_000;
-
 export interface GatewayOptions {
   /** Reads the config again for a reload; throws a ConfigError. By default loadGatewayConfig on the same file. */
   readonly load?: () => Promise<GatewayConfig>;
@@ -64,7 +62,6 @@ export class Gateway {
   #store: BufferStore | undefined;
   #writer: BufferWriter | undefined;
   #movedAside: string | undefined;
-  #recount: NodeJS.Timeout | undefined;
   #admin: AdminServer | undefined;
   #bridges: GatewayBridge[] = [];
   /** Bridges a reload replaced or removed, until their sinks finished. */
@@ -106,14 +103,6 @@ export class Gateway {
       this.#movedAside = opened.movedAside;
       if (opened.movedAside !== undefined) this.counters.count('buffer.recovered_from_corruption');
       this.#writer = new BufferWriter(opened.store, config.buffer, this.#logger.child({ component: 'buffer' }), this.counters);
-      // `ferry buffer purge` and `redrive` change the buffer from another process: count again
-      // now and then, so the limits see it (and a bridge refusing for being full takes messages again).
-      this.#recount = setInterval(() => {
-        this.#store?.recount();
-        this.#writer?.released();
-        this.#trimDeadLetters();
-      }, RECOUNT_MS);
-      this.#recount.unref();
       if (config.admin.enabled) {
         this.#admin = await AdminServer.start(config.admin.host, config.admin.port, {
           ready: () => this.#state === 'running' && this.#broker !== undefined && this.#writer?.state !== 'disk-full' && this.#writer?.state !== 'write-failed',
@@ -345,24 +334,7 @@ export class Gateway {
     });
   }
 
-  /** Keeps each bridge's dead letters within its `buffer.maxDeadLetters`. */
-  #trimDeadLetters(): void {
-    const store = this.#store;
-    if (store === undefined) return;
-    for (const bridge of this.#config.bridgeConfigs) {
-      try {
-        const dropped = store.trimDeadLetters(bridge.name, bridge.buffer.maxDeadLetters);
-        if (dropped === 0) continue;
-        this.counters.count('buffer.dead_letters.dropped', { bridge: bridge.name }, dropped);
-        this.#logger.warn({ bridge: bridge.name, dropped, maxDeadLetters: bridge.buffer.maxDeadLetters }, 'deleted the oldest dead letters beyond buffer.maxDeadLetters');
-      } catch (error) {
-        this.#logger.warn({ err: error, bridge: bridge.name }, 'could not trim dead letters');
-      }
-    }
-  }
-
   async #closeAll(sinkTimeoutMs = 0): Promise<void> {
-    clearInterval(this.#recount);
     this.#writer?.flushNow();
     const bridges = [...this.#bridges, ...this.#retiring.keys()];
     const stopping = [...this.#bridges.map((b) => b.stop()), ...this.#retiring.values()];

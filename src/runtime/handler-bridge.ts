@@ -1,75 +1,82 @@
 import { Subject, concat, defer, from, ignoreElements, isObservable, type Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { HandlerBridgeConfig } from '../config/bridge-module.ts';
-import type { ComponentContext, Counters } from '../core/component.ts';
+import type { Counters } from '../core/component.ts';
+import { backoffDelay } from '../core/backoff.ts';
 import { createDelivery, type Delivery } from '../core/delivery.ts';
 import type { Envelope } from '../core/envelope.ts';
 import { FerryError, describeError } from '../core/errors.ts';
-import type { SinkEvent } from '../core/stream.ts';
 import { type StreamCursor, streamCursor } from '../buffer/stream-reader.ts';
 import type { Message, Output } from '../handler/define.ts';
 import { GcNudge } from '../handler/gc-nudge.ts';
 import { InputTracker, type Ticket } from '../handler/input-tracker.ts';
 import { type MessageContext, createMessage, createTools, culpritOf, isOutput, ticketOf } from '../handler/message.ts';
-import { type BridgeDeps, type BridgeStatus, bridgeContext, sinkStatus, sourceFailed } from './bridge.ts';
+import type { BridgeDeps, BridgeStatus } from './bridge.ts';
+import { SinkSet, resolveSource, sourceFailed } from './bridge-parts.ts';
 import { BufferRegistration } from './buffer-registration.ts';
-import { findSink, findSource } from './registry.ts';
+import { HoldWatch } from './hold-watch.ts';
 
 /** The cursor name of a TypeScript bridge's handler in the buffer. */
 export const HANDLER_CURSOR = 'handler';
-
-interface SinkState {
-  readonly name: string;
-  readonly kind: string;
-  readonly input: Subject<Delivery>;
-  written: number;
-  failed: number;
-  lastError?: string;
-}
 
 /** One run of the handler's pipeline: `handle` was called once and its outputs are subscribed. */
 interface Run {
   readonly input: Subject<Message>;
   subscription?: Subscription;
+  /**
+   * Set after a failure that could not be pinned on a message: the held messages are handed
+   * to this run one per event-loop turn, so that an error is pinned on the one handed last.
+   */
+  isolating: boolean;
 }
 
 /**
  * A TypeScript bridge at work. Its source appends to the durable buffer as in a YAML bridge
  * (the device is acknowledged after the commit). Behind the buffer, one cursor hands the
  * messages to the handler's pipeline as `Message` objects; each output it emits goes to the
- * named sink. An input is acked when the pipeline let go of it (its object was garbage
- * collected, see InputTracker) and the sinks confirmed every output built from it.
+ * named sink. When an input is acked is InputTracker's rule: its outputs are confirmed, or the
+ * handler is done with it. Each input settles on its own, so a held one holds back nothing else.
  *
  * A failed output nacks its inputs, which the buffer delivers again after a backoff (or
- * dead-letters, when the sink says no retry can help). When the pipeline errors, the
- * inputs it held are nacked and `handle` is called again after a backoff; an input whose
- * payload made `json()` throw is dead-lettered instead, so one bad message cannot stop the
- * bridge.
+ * dead-letters, when the sink says no retry can help). When the pipeline errors, the error is
+ * pinned on the message being handed to it when it was thrown (or whose payload broke
+ * `json()`): that message is dead-lettered with the error, and `handle` is called again at
+ * once with the messages the old run held, in order; outputs the old run sent are not sent
+ * again. An error that cannot be pinned that way restarts the pipeline handing the held
+ * messages one per event-loop turn; a failure with no progress since the last one waits a
+ * backoff first, and the bridge reports `failing` meanwhile.
  */
 export class HandlerBridge {
   readonly config: HandlerBridgeConfig;
   readonly #logger: Logger;
   readonly #counters: Counters;
-  readonly #sinks = new Map<string, SinkState>();
-  readonly #subscriptions: Subscription[] = [];
+  readonly #sinks: SinkSet;
+  readonly #inputs = new Map<string, Subject<Delivery>>();
+  #source: Subscription | undefined;
+  #reading: Subscription | undefined;
   readonly #cursor: StreamCursor;
   readonly #tracker: InputTracker;
   readonly #nudge: GcNudge;
+  readonly #hold: HoldWatch;
   readonly #context: MessageContext;
   #run: Run | undefined;
-  /** Deliveries that came while no run was up (between a failure and its restart). */
+  /** Deliveries that came while no run was up, or while one isolates, in order. */
   #queue: Delivery[] = [];
+  /** The ticket being handed to the pipeline right now: an error thrown meanwhile is its. */
+  #current: Ticket | undefined;
   #restartTimer: NodeJS.Timeout | undefined;
+  /** Failures since the last acked input. */
   #failures = 0;
   #restarts = 0;
   #lastError: string | undefined;
-  #state: BridgeStatus['state'] = 'running';
+  #sourceError: string | undefined;
+  #readError: string | undefined;
   #stopping = false;
+  /** Set once an output was built from an input that had settled: warned once per bridge. */
+  #toldLate = false;
   /** Work components still do after they were unsubscribed (a Kafka source's last commit); stop waits for it. */
   readonly #afterStop: Promise<void>[] = [];
   readonly #registration: BufferRegistration;
-  #pendingSinks = 0;
-  #allDone: (() => void) | undefined;
 
   constructor(config: HandlerBridgeConfig, deps: BridgeDeps) {
     this.config = config;
@@ -77,13 +84,9 @@ export class HandlerBridge {
     this.#counters = counters;
     this.#logger = deps.logger.child({ bridge: config.name });
     const runtime = { broker: deps.broker };
-
-    const [sourceKind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
-    const sourceComponent = findSource(sourceKind);
-    if (sourceComponent === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${sourceKind}'`);
-    const ctx = bridgeContext(config, deps, this.#logger, sourceComponent.filters?.(sourceConfig as never) ?? [], this.#afterStop);
+    const source = resolveSource(config, deps, this.#logger, this.#afterStop, runtime);
+    this.#sinks = new SinkSet(config.name, this.#logger, counters);
     this.#cursor = streamCursor({ store, writer, bridge: config.name, sink: HANDLER_CURSOR, policy: config.buffer, logger: this.#logger, counters });
-    this.#nudge = new GcNudge({ held: () => this.#tracker.held, starved: () => this.#cursor.full });
     this.#tracker = new InputTracker({
       onSettle: (_ticket, outcome) => {
         this.#nudge.progress();
@@ -91,46 +94,48 @@ export class HandlerBridge {
       },
       onRelease: () => this.#nudge.progress(),
     });
+    // The last resort: only messages nothing settles but reachability wait for a collection.
+    this.#nudge = new GcNudge({ held: () => this.#tracker.awaitingRelease, starved: () => this.#cursor.full });
+    this.#hold = new HoldWatch(config, this.#tracker, this.#logger, counters);
     const registration = new BufferRegistration(store, writer, config.name, [HANDLER_CURSOR], config.buffer);
     this.#registration = registration;
     try {
-      for (const [name, entry] of Object.entries(config.to)) this.#startSink(name, entry, ctx, runtime);
+      for (const [name, entry] of Object.entries(config.to)) {
+        const input = new Subject<Delivery>();
+        this.#inputs.set(name, input);
+        this.#sinks.add(name, entry, input.asObservable(), source.context, runtime, 'the messages of its outputs stay buffered');
+      }
       this.#context = {
         bridge: config.name,
-        filters: ctx.sourceFilters ?? [],
-        tools: createTools(config.name, [...this.#sinks.keys()]),
+        filters: source.context.sourceFilters ?? [],
+        tools: createTools(config.name, this.#sinks.names),
         reject: (ticket, error) => this.#reject(ticket, error),
+        done: (ticket) => this.#tracker.done(ticket),
+        keep: (ticket) => this.#tracker.keep(ticket),
       };
 
-      this.#startRun();
+      this.#startRun(false);
       // A bridge replacing one of the same name (a reload) reads the buffer once the old one let go of its cursor.
       const input = deps.startAfter === undefined ? this.#cursor.deliveries : concat(from(deps.startAfter).pipe(ignoreElements()), this.#cursor.deliveries);
-      this.#subscriptions.push(
-        input.subscribe({
-          next: (delivery) => this.#accept(delivery),
-          error: (error: unknown) => {
-            this.#state = 'failed';
-            this.#lastError = describeError(error);
-            this.#logger.error({ err: error }, 'reading the buffer failed; the handler gets no more messages until restart');
-            this.#inputDone();
-          },
-          complete: () => this.#inputDone(),
-        }),
-      );
-      const source = sourceComponent.create(sourceConfig as never, ctx, runtime);
-      this.#subscriptions.unshift(
-        source.subscribe({
-          next: (delivery) => {
-            counters.count('bridge.messages.in', { bridge: config.name });
-            writer.enqueue(config.name, delivery);
-          },
-          // The source gave up (e.g. a TLS file it cannot read): no more messages; the gateway goes on.
-          error: (error: unknown) => {
-            this.#state = 'failed';
-            this.#lastError = sourceFailed(config.name, error, this.#logger, counters);
-          },
-        }),
-      );
+      this.#reading = input.subscribe({
+        next: (delivery) => this.#accept(delivery),
+        error: (error: unknown) => {
+          this.#readError = describeError(error);
+          this.#logger.error({ err: error }, 'reading the buffer failed; the handler gets no more messages until restart');
+          this.#inputDone();
+        },
+        complete: () => this.#inputDone(),
+      });
+      this.#source = source.create().subscribe({
+        next: (delivery) => {
+          counters.count('bridge.messages.in', { bridge: config.name });
+          writer.enqueue(config.name, delivery);
+        },
+        // The source gave up (e.g. a TLS file it cannot read): no more messages; the gateway goes on.
+        error: (error: unknown) => {
+          this.#sourceError = sourceFailed(config.name, error, this.#logger, counters);
+        },
+      });
     } catch (error) {
       // Built only in part: what started stops, and the buffer is left as it was found.
       this.discard();
@@ -146,19 +151,16 @@ export class HandlerBridge {
    * stay buffered for the next start.
    */
   stop(): Promise<void> {
-    if (this.#state === 'running') this.#state = 'stopped';
     this.#stopping = true;
     clearTimeout(this.#restartTimer);
-    this.#subscriptions[0]?.unsubscribe();
-    const done = new Promise<void>((resolve) => {
-      if (this.#pendingSinks === 0) resolve();
-      else this.#allDone = resolve;
-    });
+    this.#source?.unsubscribe();
+    const done = this.#sinks.done();
     this.#cursor.stop();
-    return done.then(() => Promise.all(this.#afterStop)).then(
-      () => this.#nudge.stop(),
-      () => this.#nudge.stop(),
-    );
+    const finish = () => {
+      this.#nudge.stop();
+      this.#hold.stop();
+    };
+    return done.then(() => Promise.all(this.#afterStop)).then(finish, finish);
   }
 
   /** Tears down a version that never took over (a refused reload) and takes back its buffer registration. */
@@ -176,50 +178,45 @@ export class HandlerBridge {
     this.#cursor.detach();
     clearTimeout(this.#restartTimer);
     this.#nudge.stop();
+    this.#hold.stop();
     this.#run?.subscription?.unsubscribe();
     this.#run = undefined;
-    for (const subscription of this.#subscriptions) subscription.unsubscribe();
+    this.#source?.unsubscribe();
+    this.#reading?.unsubscribe();
+    this.#sinks.abort();
   }
 
   status(): BridgeStatus {
+    const held = this.#hold.status();
+    const failed = this.#sinks.failed || this.#sourceError !== undefined || this.#readError !== undefined;
+    const state: BridgeStatus['state'] = failed
+      ? 'failed'
+      : this.#stopping
+        ? 'stopped'
+        : this.#failures > 0
+          ? 'failing'
+          : held.overdue > 0
+            ? 'degraded'
+            : 'running';
+    const lastError = this.#readError ?? this.#lastError;
     return {
       name: this.config.name,
       file: this.config.file,
-      state: this.#state,
-      sinks: [...this.#sinks.values()].map(sinkStatus),
+      state,
+      sinks: this.#sinks.status(),
+      ...(this.#sourceError === undefined ? {} : { sourceError: this.#sourceError }),
       handler: {
         unacked: this.#tracker.open + this.#queue.length,
+        held: held.count,
+        oldestHeldAgeMs: held.oldestAgeMs,
         restarts: this.#restarts,
-        ...(this.#lastError === undefined ? {} : { lastError: this.#lastError }),
+        ...(lastError === undefined ? {} : { lastError }),
       },
     };
   }
 
-  #startSink(name: string, entry: Readonly<Record<string, unknown>>, ctx: ComponentContext, runtime: { broker: BridgeDeps['broker'] }): void {
-    const [kind, sinkConfig] = Object.entries(entry)[0] as [string, unknown];
-    const component = findSink(kind);
-    if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${this.config.name}': unknown sink kind '${kind}'`);
-    const logger = this.#logger.child({ sink: name });
-    const state: SinkState = { name, kind, input: new Subject<Delivery>(), written: 0, failed: 0 };
-    const sink = component.create(sinkConfig as never, { ...ctx, logger }, runtime);
-    this.#pendingSinks += 1;
-    this.#subscriptions.push(
-      sink(state.input.asObservable()).subscribe({
-        next: (event) => this.#onEvent(state, event),
-        error: (error: unknown) => {
-          this.#state = 'failed';
-          state.lastError = String(error);
-          this.#logger.error({ err: error, sink: name }, 'sink stopped with an error; the messages of its outputs stay buffered');
-          this.#sinkDone();
-        },
-        complete: () => this.#sinkDone(),
-      }),
-    );
-    this.#sinks.set(name, state);
-  }
-
-  #startRun(): void {
-    const run: Run = { input: new Subject<Message>() };
+  #startRun(isolating: boolean): void {
+    const run: Run = { input: new Subject<Message>(), isolating };
     this.#run = run;
     const { handle } = this.config;
     const tools = this.#context.tools;
@@ -233,39 +230,102 @@ export class HandlerBridge {
       error: (error: unknown) => this.#failed(run, error),
       complete: () => this.#completed(run),
     });
-    // Messages that came while the pipeline was down, in order.
-    while (this.#run === run && this.#queue.length > 0) run.input.next(this.#message(this.#queue.shift() as Delivery));
+    // The messages the previous run held, then those that came while no run was up, in order.
+    const replay = [...this.#tracker.tickets()].filter((ticket) => !ticket.settled);
+    if (isolating) {
+      this.#isolate(run, replay);
+      return;
+    }
+    for (const ticket of replay) {
+      if (this.#run !== run) return;
+      this.#hand(run, ticket.delivery.envelope, (message) => this.#tracker.retrack(ticket, message));
+    }
+    this.#drainQueue(run);
+  }
+
+  /** Hands `tickets` to `run` one per event-loop turn, then what queued meanwhile. */
+  #isolate(run: Run, tickets: Ticket[]): void {
+    const next = (index: number): void => {
+      if (this.#run !== run || this.#stopping) return;
+      const ticket = tickets[index];
+      if (ticket === undefined) {
+        run.isolating = false;
+        this.#current = undefined;
+        this.#drainQueue(run);
+        return;
+      }
+      if (!ticket.settled) {
+        this.#hand(run, ticket.delivery.envelope, (message) => this.#tracker.retrack(ticket, message));
+        // Until the next turn, an error is this message's: what it started in this turn failed.
+        if (this.#run === run) this.#current = ticket;
+      }
+      setImmediate(() => next(index + 1));
+    };
+    next(0);
+  }
+
+  #drainQueue(run: Run): void {
+    while (this.#run === run && !run.isolating && this.#queue.length > 0) this.#handNew(run, this.#queue.shift() as Delivery);
   }
 
   #accept(delivery: Delivery): void {
-    if (this.#run === undefined) this.#queue.push(delivery);
-    else this.#run.input.next(this.#message(delivery));
+    const run = this.#run;
+    if (run === undefined || run.isolating) this.#queue.push(delivery);
+    else this.#handNew(run, delivery);
   }
 
-  /** A new Message for the handler; only the tracker's registry knows it (weakly). */
-  #message(delivery: Delivery): Message {
-    return createMessage(delivery.envelope, this.#context, (message) => this.#tracker.track(delivery, message));
+  #handNew(run: Run, delivery: Delivery): void {
+    this.#hand(run, delivery.envelope, (message) => this.#tracker.track(delivery, message));
+  }
+
+  /** Hands one message to the pipeline; an error thrown while it is handed is pinned on it. */
+  #hand(run: Run, envelope: Envelope, track: (message: Message) => Ticket): void {
+    const message = createMessage(envelope, this.#context, track);
+    const previous = this.#current;
+    this.#current = ticketOf(message);
+    try {
+      run.input.next(message);
+    } finally {
+      if (!run.isolating) this.#current = previous;
+    }
   }
 
   #route(run: Run, output: unknown): void {
     if (this.#run !== run) return;
-    const sink = isOutput(output) ? this.#sinks.get(output.sink) : undefined;
+    const sink = isOutput(output) ? this.#inputs.get(output.sink) : undefined;
     if (!isOutput(output) || sink === undefined) {
       run.subscription?.unsubscribe();
       const what = isOutput(output) ? `an output for '${output.sink}', which is not a sink of this bridge` : describeValue(output);
       this.#failed(run, new FerryError('INTERNAL', `bridge '${this.config.name}': the handler emitted ${what}; emit outputs built with tools.to(sink, from, ...)`));
       return;
     }
+    const { sink: name, from } = output;
     const tickets: Ticket[] = [];
-    for (const message of output.from) {
+    let late = 0;
+    for (const message of from) {
       const ticket = ticketOf(message);
-      if (ticket !== undefined && !ticket.settled) tickets.push(ticket);
+      if (ticket === undefined) continue;
+      if (ticket.settled) late += 1;
+      else tickets.push(ticket);
+    }
+    if (late > 0) this.#lateOutput(name, late);
+    const single = from.length === 1 ? tickets[0] : undefined;
+    if (single !== undefined) {
+      // Sent by an earlier run of the pipeline already: a restart does not send it twice.
+      const skip = single.skip?.get(name) ?? 0;
+      if (skip > 0) {
+        single.skip?.set(name, skip - 1);
+        this.#counters.count('handler.outputs.skipped', { bridge: this.config.name, sink: name });
+        this.#tracker.hold([single]);
+        this.#tracker.confirm([single]);
+        return;
+      }
+      single.routed.set(name, (single.routed.get(name) ?? 0) + 1);
     }
     this.#tracker.hold(tickets);
     // The delivery keeps the tickets, not the output: its messages can be collected meanwhile.
-    const { sink: name, from } = output;
     const fromNothing = from.length === 0;
-    sink.input.next(
+    sink.next(
       createDelivery(toEnvelope(output, this.config.name), {
         onAck: () => this.#tracker.confirm(tickets),
         onNack: (error) => {
@@ -279,32 +339,56 @@ export class HandlerBridge {
     );
   }
 
+  /** An output built from messages already settled: sent, but nothing waits for it. */
+  #lateOutput(sink: string, count: number): void {
+    this.#counters.count('handler.outputs.after_settle', { bridge: this.config.name, sink }, count);
+    if (this.#toldLate) return;
+    this.#toldLate = true;
+    this.#logger.warn(
+      { sink },
+      'an output was built from a message that had settled already (an earlier output from it was confirmed, or it was done): it is sent, but a crash before it is written loses it. Build every output from a message before its first one is confirmed',
+    );
+  }
+
   #failed(run: Run, error: unknown): void {
     if (this.#run !== run) return;
     this.#run = undefined;
+    run.subscription?.unsubscribe();
     this.#lastError = describeError(error);
     this.#counters.count('handler.errors', { bridge: this.config.name });
-    const culprit = culpritOf(error);
-    if (culprit !== undefined) {
-      this.#counters.count('handler.rejected', { bridge: this.config.name });
-      this.#tracker.reject(culprit, error as FerryError);
-    }
-    this.#tracker.failAll(new FerryError('INTERNAL', `the handler of bridge '${this.config.name}' failed: ${describeError(error)}`, { bridge: this.config.name, retryable: true, cause: error }));
+    const culprit = culpritOf(error) ?? this.#current;
+    this.#current = undefined;
     if (this.#stopping) {
       this.#logger.error({ err: error }, 'the handler failed while stopping; its messages stay buffered');
+      this.#tracker.failAll(new FerryError('INTERNAL', `the handler of bridge '${this.config.name}' failed: ${describeError(error)}`, { bridge: this.config.name, retryable: true, cause: error }));
       this.#closeSinks();
       return;
     }
+    if (culprit !== undefined && !culprit.settled) {
+      this.#counters.count('handler.rejected', { bridge: this.config.name });
+      this.#tracker.reject(culprit, culpritError(this.config.name, culprit, error));
+      this.#logger.error({ err: error, id: culprit.delivery.envelope.id, topic: culprit.delivery.envelope.topic }, 'the handler failed on a message: moved it to the dead letters; restarting the handler at once with the messages it held');
+      this.#restart(false, 0);
+      return;
+    }
     this.#failures += 1;
-    const { retryInitialMs, retryMaxMs } = this.config.buffer;
-    const delay = Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(this.#failures - 1, 20));
-    this.#logger.error({ err: error, restartInMs: delay, restarts: this.#restarts }, 'the handler failed; the messages it held will be delivered again when it restarts');
-    this.#restartTimer = setTimeout(() => {
+    // A failure right after progress restarts at once; repeated ones without progress back off.
+    const delay = this.#failures <= 1 ? 0 : backoffDelay({ initialMs: this.config.buffer.retryInitialMs, maxMs: this.config.buffer.retryMaxMs }, this.#failures - 1);
+    this.#logger.error(
+      { err: error, restartInMs: delay, restarts: this.#restarts, held: this.#tracker.open },
+      'the handler failed and the error names no message: restarting it, handing the messages it held one at a time to find the one that fails',
+    );
+    this.#restart(true, delay);
+  }
+
+  #restart(isolating: boolean, delay: number): void {
+    const start = () => {
       if (this.#stopping) return;
       this.#restarts += 1;
       this.#counters.count('handler.restarts', { bridge: this.config.name });
-      this.#startRun();
-    }, delay);
+      this.#startRun(isolating);
+    };
+    this.#restartTimer = setTimeout(start, delay);
   }
 
   #completed(run: Run): void {
@@ -331,25 +415,21 @@ export class HandlerBridge {
   }
 
   #closeSinks(): void {
-    for (const sink of this.#sinks.values()) sink.input.complete();
+    for (const input of this.#inputs.values()) input.complete();
   }
+}
 
-  #onEvent(state: SinkState, event: SinkEvent): void {
-    const labels = { bridge: this.config.name, sink: state.name };
-    if (event.type === 'written') {
-      state.written += event.count;
-      this.#counters.count('sink.messages.written', labels, event.count);
-      return;
-    }
-    state.failed += event.count;
-    state.lastError = event.error.message;
-    this.#counters.count('sink.messages.failed', labels, event.count);
-  }
-
-  #sinkDone(): void {
-    this.#pendingSinks -= 1;
-    if (this.#pendingSinks === 0) this.#allDone?.();
-  }
+/** The dead letter's reason for a message the handler failed on: the error and where it was thrown. */
+function culpritError(bridge: string, ticket: Ticket, error: unknown): FerryError {
+  if (error instanceof FerryError && error.code === 'MESSAGE_REJECTED' && !error.retryable) return error;
+  const stack = error instanceof Error && error.stack !== undefined ? `\n${error.stack.split('\n').slice(1, 6).join('\n')}` : '';
+  const { envelope } = ticket.delivery;
+  return new FerryError('MESSAGE_REJECTED', `the handler of bridge '${bridge}' failed on message ${envelope.id} on '${envelope.topic}': ${describeError(error)}${stack}`, {
+    bridge,
+    topic: envelope.topic,
+    retryable: false,
+    cause: error,
+  });
 }
 
 function toEnvelope(output: Output, bridge: string): Envelope {

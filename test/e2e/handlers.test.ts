@@ -171,7 +171,8 @@ test('ferry validate checks TypeScript bridges: the examples with and without KA
   assert.equal(out.code, 1);
   const lines = out.stderr.trim().split('\n');
   assert.match(lines[0] ?? '', /bridges\/bad-config\.ts:8:40: to\.out\.kafka\.topic: topic 'bad topic!': a Kafka topic is 1 to 249 letters/);
-  assert.match(lines[1] ?? '', /bridges\/does-not-load\.ts: cannot load this TypeScript bridge: Error: sites file missing$/);
+  // At the line of the bridge that threw (issue 18), not a line of Ferry's loader.
+  assert.match(lines[1] ?? '', /bridges\/does-not-load\.ts:2:7: cannot load this TypeScript bridge: Error: sites file missing$/);
   assert.match(lines[2] ?? '', /bridges\/no-default\.ts: the default export is not a bridge/);
   assert.equal(lines[3], 'ferry: 3 problems in the config');
 });

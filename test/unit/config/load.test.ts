@@ -150,3 +150,11 @@ test("an mqttClient source's filters (shared subscriptions without $share/<group
   const bad = tree({ 'config/gateway.yaml': 'bridges: [../bridges]\ndevices: []\n', 'bridges/plant.yaml': bridge('plant.${2}.telemetry') });
   assert.match(problems(bad)[0] ?? '', /to\[0\]\.kafka\.topic: template 'plant\.\$\{2\}\.telemetry': \$\{2\} needs a 2nd '\+' wildcard/);
 });
+
+test('devices: is optional: without it, a missing default directory means no profiles; a listed one that is missing is still an error (issue 18)', () => {
+  const root = tree({ 'config/gateway.yaml': 'bridges: [../bridges]\n', 'bridges/h.yaml': history });
+  const config = loadConfig(join(root, 'config/gateway.yaml'), { kinds: componentKinds, env: {}, cwd: root });
+  assert.deepEqual(config.deviceProfiles, []);
+  const listed = tree({ 'config/gateway.yaml': 'bridges: [../bridges]\ndevices: [../devices]\n', 'bridges/h.yaml': history });
+  assert.match(problems(listed)[0] ?? '', /devices\[0\]: no such file or directory/);
+});

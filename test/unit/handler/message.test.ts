@@ -14,7 +14,7 @@ function setup(filters = ['devices/+/telemetry/#']) {
   const settled: string[] = [];
   const rejected: Ticket[] = [];
   const tracker = new InputTracker({ onSettle: (ticket, outcome) => settled.push(`${ticket.delivery.envelope.id}:${outcome}`), onRelease: () => {} });
-  const context: MessageContext = { bridge: 'b', filters, tools: createTools('b', ['out', 'alerts']), reject: (ticket, error) => (rejected.push(ticket), tracker.reject(ticket, error)) };
+  const context: MessageContext = { bridge: 'b', filters, tools: createTools('b', ['out', 'alerts']), reject: (ticket, error) => (rejected.push(ticket), tracker.reject(ticket, error)), done: (ticket) => tracker.done(ticket), keep: (ticket) => tracker.keep(ticket) };
   const message = (topic: string, payload: string, clientId = 'dev-1'): Message => {
     const envelope = createEnvelope({ topic, payload, origin: { source: 'mqtt', clientId }, headers: { trace: 't1' } });
     const delivery = createDelivery(envelope, { onAck: () => {}, onNack: () => {} });
@@ -145,4 +145,44 @@ test('reachability: a message nothing holds is found by the garbage collector an
   assert.deepEqual(settled, [`${droppedId}:acked`]);
   assert.equal(tracker.held, 1);
   assert.equal(kept.text(), 'kept');
+});
+
+test('settlement without the collector (issue 18): a confirmed output settles its message, keep() holds it until done(), done() settles at the end of the turn', async () => {
+  const { tracker, message, settled } = setup();
+  const mapped = message('devices/s-1/telemetry/x', '1');
+  const mappedTicket = ticketOf(mapped) as Ticket;
+  tracker.hold([mappedTicket]);
+  tracker.confirm([mappedTicket]);
+  assert.deepEqual(settled, [`${mapped.id}:acked`], 'still referenced here, yet settled by its confirmed output');
+
+  const cached = message('devices/s-1/telemetry/x', '2').keep();
+  const cachedTicket = ticketOf(cached) as Ticket;
+  tracker.hold([cachedTicket]);
+  tracker.confirm([cachedTicket]);
+  assert.equal(settled.length, 1, 'kept: its confirmed output does not settle it');
+  cached.done();
+  assert.equal(settled.length, 1, 'done() waits for the end of the turn');
+  await Promise.resolve();
+  assert.deepEqual(settled.slice(1), [`${cached.id}:acked`]);
+
+  const last = message('devices/s-1/telemetry/x', '3');
+  const lastTicket = ticketOf(last) as Ticket;
+  last.done();
+  // An output built in the same step as done() is waited for.
+  tracker.hold([lastTicket]);
+  await Promise.resolve();
+  assert.equal(settled.length, 2);
+  tracker.confirm([lastTicket]);
+  assert.deepEqual(settled.slice(2), [`${last.id}:acked`]);
+});
+
+test('filterMessages settles what it drops at once', async () => {
+  const { message, settled } = setup();
+  const { from, lastValueFrom, toArray } = await import('rxjs');
+  const { filterMessages } = await import('../../../src/index.ts');
+  const inputs = ['1', '2', '3'].map((p) => message('devices/s-1/telemetry/x', p));
+  const kept = await lastValueFrom(from(inputs).pipe(filterMessages((m) => m.text() !== '2'), toArray()));
+  await Promise.resolve();
+  assert.deepEqual(kept.map((m) => m.text()), ['1', '3']);
+  assert.deepEqual(settled, [`${inputs[1]?.id}:acked`]);
 });

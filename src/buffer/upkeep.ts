@@ -1,0 +1,84 @@
+import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
+import type { BufferPolicy } from './config.ts';
+import type { BufferStore } from './store.ts';
+
+/** How often usage is counted again from disk and dead letters are trimmed. */
+const RECOUNT_MS = 10_000;
+
+/**
+ * The buffer's own housekeeping, driven by the policies of the bridges it holds: messages
+ * past a bridge's `maxAgeMs` are expired, dead letters beyond `maxDeadLetters` are trimmed,
+ * and usage is counted from disk again now and then, because `ferry buffer purge` and
+ * `redrive` change the buffer from another process (so a bridge refusing for being full takes
+ * messages again). Every timer is unref'd: upkeep never keeps the process alive.
+ */
+export class BufferUpkeep {
+  readonly #store: BufferStore;
+  readonly #logger: Logger;
+  readonly #counters: Counters;
+  readonly #policies = new Map<string, BufferPolicy>();
+  readonly #expiry = new Map<string, NodeJS.Timeout>();
+  readonly #recount: NodeJS.Timeout;
+
+  constructor(store: BufferStore, logger: Logger, counters: Counters) {
+    this.#store = store;
+    this.#logger = logger;
+    this.#counters = counters;
+    this.#recount = setInterval(() => {
+      store.recount();
+      this.#trimDeadLetters();
+    }, RECOUNT_MS);
+    this.#recount.unref();
+  }
+
+  /** Keeps `bridge` by `policy` from now on (replacing an earlier policy). */
+  watch(bridge: string, policy: BufferPolicy): void {
+    const previous = this.#policies.get(bridge);
+    this.#policies.set(bridge, policy);
+    if (previous?.maxAgeMs === policy.maxAgeMs && this.#expiry.has(bridge)) return;
+    clearInterval(this.#expiry.get(bridge));
+    this.#expiry.delete(bridge);
+    const { maxAgeMs } = policy;
+    if (maxAgeMs === 0) return;
+    const timer = setInterval(() => this.#expire(bridge, maxAgeMs), Math.min(60_000, Math.max(100, Math.floor(maxAgeMs / 10))));
+    timer.unref();
+    this.#expiry.set(bridge, timer);
+  }
+
+  unwatch(bridge: string): void {
+    this.#policies.delete(bridge);
+    clearInterval(this.#expiry.get(bridge));
+    this.#expiry.delete(bridge);
+  }
+
+  close(): void {
+    clearInterval(this.#recount);
+    for (const timer of this.#expiry.values()) clearInterval(timer);
+    this.#expiry.clear();
+  }
+
+  #expire(bridge: string, maxAgeMs: number): void {
+    try {
+      const removed = this.#store.expire(bridge, Date.now() - maxAgeMs);
+      if (removed.messages === 0) return;
+      this.#counters.count('buffer.expired', { bridge }, removed.messages);
+      this.#logger.warn({ bridge, expired: removed.messages, maxAgeMs }, 'removed messages older than maxAgeMs before they were delivered');
+    } catch (error) {
+      this.#logger.warn({ err: error, bridge }, 'could not expire old messages');
+    }
+  }
+
+  #trimDeadLetters(): void {
+    for (const [bridge, { maxDeadLetters }] of this.#policies) {
+      try {
+        const dropped = this.#store.trimDeadLetters(bridge, maxDeadLetters);
+        if (dropped === 0) continue;
+        this.#counters.count('buffer.dead_letters.dropped', { bridge }, dropped);
+        this.#logger.warn({ bridge, dropped, maxDeadLetters }, 'deleted the oldest dead letters beyond buffer.maxDeadLetters');
+      } catch (error) {
+        this.#logger.warn({ err: error, bridge }, 'could not trim dead letters');
+      }
+    }
+  }
+}

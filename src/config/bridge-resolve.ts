@@ -1,0 +1,48 @@
+import module from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/** Ferry's own package.json: bare imports a bridge cannot resolve from its own place resolve from here. */
+const FERRY_PACKAGE = new URL('../../package.json', import.meta.url);
+const FERRY_API = new URL('../index.ts', import.meta.url);
+
+let registered = false;
+
+/**
+ * Lets TypeScript bridges anywhere on disk import `ferry` (Ferry's public API) and Ferry's own
+ * dependencies (`rxjs`) without a node_modules of their own (issue 18): a bare specifier that
+ * does not resolve from the bridge's directory is resolved again from Ferry's installation.
+ * What a bridge's own node_modules provides still wins. Registered once, before the first
+ * bridge is imported; needs Node's module.registerHooks (22.15 and later).
+ */
+export function resolveBridgeImportsFromFerry(): void {
+  if (registered) return;
+  registered = true;
+  const register = (module as { registerHooks?: (hooks: { resolve: ResolveHook }) => unknown }).registerHooks;
+  if (register === undefined) return;
+  register({
+    resolve(specifier, context, nextResolve) {
+      if (specifier === 'ferry') return { url: FERRY_API.href, shortCircuit: true };
+      try {
+        return nextResolve(specifier, context);
+      } catch (error) {
+        if (!isBare(specifier) || (error as { code?: unknown }).code !== 'ERR_MODULE_NOT_FOUND') throw error;
+        return nextResolve(specifier, { ...context, parentURL: FERRY_PACKAGE.href });
+      }
+    },
+  });
+}
+
+type ResolveHook = (
+  specifier: string,
+  context: { parentURL?: string | undefined; conditions?: readonly string[]; importAttributes?: Record<string, string> },
+  nextResolve: (specifier: string, context?: object) => { url: string; format?: string | null; shortCircuit?: boolean },
+) => { url: string; format?: string | null; shortCircuit?: boolean };
+
+function isBare(specifier: string): boolean {
+  return !specifier.startsWith('.') && !specifier.startsWith('/') && !specifier.includes(':');
+}
+
+/** Ferry's installation directory (where its node_modules are). */
+export function ferryRoot(): string {
+  return fileURLToPath(new URL('.', FERRY_PACKAGE));
+}

@@ -1,0 +1,171 @@
+import { dirname, resolve } from 'node:path';
+import type { Observable, Subscription } from 'rxjs';
+import type { Logger } from 'pino';
+import type { ComponentContext, Counters } from '../core/component.ts';
+import type { Delivery } from '../core/delivery.ts';
+import { FerryError, describeError } from '../core/errors.ts';
+import type { SinkEvent, Source } from '../core/stream.ts';
+import { type RuntimeDeps, findSink, findSource } from './registry.ts';
+
+/** A sink's line in a bridge's status. */
+export interface SinkStatus {
+  readonly name: string;
+  readonly kind: string;
+  readonly written: number;
+  readonly failed: number;
+  readonly lastError?: string;
+}
+
+/** What the skeleton needs of a bridge's config: its name and file (for messages and paths). */
+export interface BridgeIdentity {
+  readonly name: string;
+  readonly file: string;
+}
+
+/**
+ * What a bridge hands its components: its logger and counters, its source's topic filters, the
+ * directory of its file, and `afterStop`, which collects the work its stop must wait for.
+ */
+export function bridgeContext(
+  config: BridgeIdentity,
+  deps: { readonly dataDir: string; readonly counters: Counters },
+  logger: Logger,
+  sourceFilters: readonly string[],
+  afterStop: Promise<void>[],
+): ComponentContext {
+  return {
+    logger,
+    counters: deps.counters,
+    dataDir: deps.dataDir,
+    bridge: config.name,
+    sourceFilters,
+    configDir: dirname(resolve(config.file)),
+    afterStop: (work) => afterStop.push(work.catch(() => {})),
+  };
+}
+
+/** A bridge's source component, resolved from its `from` entry, and the context its parts share. */
+export interface ResolvedSource {
+  /** Whether the source keeps its messages until acked (a Kafka consumer): it then skips the buffer. */
+  readonly keepsMessages: boolean;
+  readonly context: ComponentContext;
+  /** Creates the source (call once the sinks are in place). */
+  create(): Source;
+}
+
+/** Looks up a bridge's source kind and builds the context of its components; throws for an unknown kind. */
+export function resolveSource(
+  config: BridgeIdentity & { readonly from: Readonly<Record<string, unknown>> },
+  deps: { readonly dataDir: string; readonly counters: Counters },
+  logger: Logger,
+  afterStop: Promise<void>[],
+  runtime: RuntimeDeps,
+): ResolvedSource {
+  const [kind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
+  const component = findSource(kind);
+  if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${kind}'`);
+  const context = bridgeContext(config, deps, logger, component.filters?.(sourceConfig as never) ?? [], afterStop);
+  return { keepsMessages: component.keepsMessages === true, context, create: () => component.create(sourceConfig as never, context, runtime) };
+}
+
+/** A bridge's source gave up (e.g. a TLS file it cannot read): counted and logged; returns the reason for its status. */
+export function sourceFailed(bridge: string, error: unknown, logger: Logger, counters: Counters): string {
+  counters.count('bridge.source.failed', { bridge });
+  logger.error({ err: error }, "the bridge's source failed and takes no more messages; fix the config and reload (what is buffered is still delivered)");
+  return describeError(error);
+}
+
+interface SinkState {
+  readonly name: string;
+  readonly kind: string;
+  written: number;
+  failed: number;
+  lastError?: string;
+}
+
+/**
+ * The sinks of a bridge, whatever feeds them: each is created from its `{ kind: config }`
+ * entry, subscribed to its input, and its events counted (`sink.messages.written` and
+ * `.failed`) and kept for the status. `done` resolves once every sink completed or failed.
+ */
+export class SinkSet {
+  readonly #bridge: string;
+  readonly #logger: Logger;
+  readonly #counters: Counters;
+  readonly #states: SinkState[] = [];
+  readonly #subscriptions: Subscription[] = [];
+  #pending = 0;
+  #allDone: (() => void) | undefined;
+  /** Set when a sink stopped with an error: the bridge reports `failed`. */
+  failed = false;
+
+  constructor(bridge: string, logger: Logger, counters: Counters) {
+    this.#bridge = bridge;
+    this.#logger = logger;
+    this.#counters = counters;
+  }
+
+  /**
+   * Creates the sink `name` from its entry and subscribes it to `input`. `onError` says what
+   * happens to the messages of a sink that stopped with an error (for the log line).
+   */
+  add(name: string, entry: Readonly<Record<string, unknown>>, input: Observable<Delivery>, context: ComponentContext, runtime: RuntimeDeps, onError: string): void {
+    const [kind, sinkConfig] = Object.entries(entry)[0] as [string, unknown];
+    const component = findSink(kind);
+    if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${this.#bridge}': unknown sink kind '${kind}'`);
+    const state: SinkState = { name, kind, written: 0, failed: 0 };
+    const sink = component.create(sinkConfig as never, { ...context, logger: this.#logger.child({ sink: name }) }, runtime);
+    this.#pending += 1;
+    this.#states.push(state);
+    this.#subscriptions.push(
+      sink(input).subscribe({
+        next: (event) => this.#onEvent(state, event),
+        error: (error: unknown) => {
+          this.failed = true;
+          state.lastError = String(error);
+          this.#logger.error({ err: error, sink: name }, `sink stopped with an error; ${onError}`);
+          this.#sinkDone();
+        },
+        complete: () => this.#sinkDone(),
+      }),
+    );
+  }
+
+  get names(): string[] {
+    return this.#states.map((s) => s.name);
+  }
+
+  /** Resolves once every sink completed or failed. */
+  done(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      if (this.#pending === 0) resolve();
+      else this.#allDone = resolve;
+    });
+  }
+
+  /** Unsubscribes every sink at once, without waiting for writes. */
+  abort(): void {
+    for (const subscription of this.#subscriptions) subscription.unsubscribe();
+  }
+
+  status(): SinkStatus[] {
+    return this.#states.map((s) => ({ name: s.name, kind: s.kind, written: s.written, failed: s.failed, ...(s.lastError === undefined ? {} : { lastError: s.lastError }) }));
+  }
+
+  #onEvent(state: SinkState, event: SinkEvent): void {
+    const labels = { bridge: this.#bridge, sink: state.name };
+    if (event.type === 'written') {
+      state.written += event.count;
+      this.#counters.count('sink.messages.written', labels, event.count);
+      return;
+    }
+    state.failed += event.count;
+    state.lastError = event.error.message;
+    this.#counters.count('sink.messages.failed', labels, event.count);
+  }
+
+  #sinkDone(): void {
+    this.#pending -= 1;
+    if (this.#pending === 0) this.#allDone?.();
+  }
+}

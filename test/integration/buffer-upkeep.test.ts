@@ -1,0 +1,80 @@
+// The buffer keeps itself: freed space, expiry and recounts are driven inside src/buffer,
+// with no caller having to remember to tell the writer.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import pino from 'pino';
+import { bufferPolicySchema, bufferSettingsSchema } from '../../src/buffer/config.ts';
+import { openBuffer } from '../../src/buffer/open.ts';
+import { BufferWriter } from '../../src/buffer/writer.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { trackedDeliveries } from '../conformance/deliveries.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const logger = pino({ level: 'silent' });
+const tempDir = tempDirs('ferry-upkeep-');
+
+function setup(policy: Record<string, unknown>) {
+  const counters = new CounterRegistry();
+  const { store } = openBuffer(tempDir(), 'full', logger);
+  const writer = new BufferWriter(store, bufferSettingsSchema.parse({}), logger, counters);
+  store.registerBridge('b', ['out']);
+  writer.setPolicy('b', bufferPolicySchema.parse(policy));
+  return { store, writer, counters, cleanup: () => (writer.close(), store.close()) };
+}
+
+test('a bridge full under refuse takes its held messages as soon as a cursor moves, with nobody telling the writer', async () => {
+  const { store, writer, cleanup } = setup({ maxMessages: 2, overflow: 'refuse' });
+  try {
+    const first = trackedDeliveries(2);
+    for (const d of first.deliveries) writer.enqueue('b', d);
+    await first.settled();
+    const third = trackedDeliveries(1);
+    writer.enqueue('b', third.deliveries[0] as (typeof third.deliveries)[number]);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(writer.state, 'refusing');
+    assert.equal(writer.held, 1);
+    // Only the store is told: the sink confirmed both messages.
+    store.commit('b', 'out', store.tail('b'));
+    // Within the same turn of the event loop, not at the writer's once-a-second retry.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(third.acked.length, 1);
+    assert.equal(writer.state, 'ok');
+    assert.equal(store.usage('b').messages, 1);
+  } finally {
+    cleanup();
+  }
+});
+
+test("a bridge's maxAgeMs expires its old messages once its policy is set; counted", async () => {
+  const { store, counters, cleanup } = setup({ maxAgeMs: 200 });
+  try {
+    const old = trackedDeliveries(3);
+    store.append(old.deliveries.map((d) => ({ bridge: 'b', envelope: { ...d.envelope, timestamp: Date.now() - 10_000 } })));
+    assert.equal(store.usage('b').messages, 3);
+    // The expiry runs every maxAgeMs / 10 (at least 100 ms): waiting for it is the point here.
+    for (const end = Date.now() + 5000; store.usage('b').messages > 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(store.usage('b').messages, 0);
+    assert.equal(counters.get('buffer.expired{bridge=b}'), 3);
+  } finally {
+    cleanup();
+  }
+});
+
+test('removing a policy stops its expiry', async () => {
+  const { store, writer, cleanup } = setup({ maxAgeMs: 200 });
+  try {
+    writer.removePolicy('b');
+    const old = trackedDeliveries(2);
+    store.append(old.deliveries.map((d) => ({ bridge: 'b', envelope: { ...d.envelope, timestamp: Date.now() - 10_000 } })));
+    // A positive marker instead of a sleep: a second bridge's expiry runs on the same cadence.
+    store.registerBridge('c', ['out']);
+    writer.setPolicy('c', bufferPolicySchema.parse({ maxAgeMs: 200 }));
+    const marker = trackedDeliveries(1);
+    store.append(marker.deliveries.map((d) => ({ bridge: 'c', envelope: { ...d.envelope, timestamp: Date.now() - 10_000 } })));
+    for (const end = Date.now() + 5000; store.usage('c').messages > 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(store.usage('c').messages, 0);
+    assert.equal(store.usage('b').messages, 2);
+  } finally {
+    cleanup();
+  }
+});
