@@ -1,4 +1,5 @@
 import { Observable, type Subscriber } from 'rxjs';
+import { backoffDelay } from '../core/backoff.ts';
 import type { ComponentContext } from '../core/component.ts';
 import { createDelivery, type Delivery } from '../core/delivery.ts';
 import { createEnvelope, type Envelope } from '../core/envelope.ts';
@@ -189,7 +190,7 @@ class Consumption {
             settled?.('retry');
             return;
           }
-          const delayMs = Math.min(MAX_RETRY_BACKOFF_MS, this.#options.retryBackoffMs * 2 ** (attempt - 1));
+          const delayMs = backoffDelay({ initialMs: this.#options.retryBackoffMs, maxMs: MAX_RETRY_BACKOFF_MS }, attempt);
           this.#ctx.counters.count('kafka.messages.redelivered', { bridge: this.#ctx.bridge, topic: state.topic });
           this.#ctx.logger.warn({ ...where, attempt, delayMs }, `${this.#component}: message not taken; delivering it again`);
           this.#refused(state, offset, { envelope, attempt, alone }, delayMs);
