@@ -82,6 +82,27 @@ export function compileTemplate(source: string): Template {
   };
 }
 
+/** The part of a zod refinement context that `refineTemplate` reports to. */
+export interface TemplateIssues {
+  addIssue(issue: { code: 'custom'; message: string }): void;
+}
+
+/**
+ * Compiles a template inside a zod `superRefine` of a sink's schema: a template that does not
+ * compile becomes an issue at the field's path and the result is undefined, so the caller can
+ * check more of a template that compiled. Only FerryErrors are config problems; anything
+ * else is a bug and is thrown.
+ */
+export function refineTemplate(source: string, ctx: TemplateIssues): Template | undefined {
+  try {
+    return compileTemplate(source);
+  } catch (error) {
+    if (!(error instanceof FerryError)) throw error;
+    ctx.addIssue({ code: 'custom', message: error.message });
+    return undefined;
+  }
+}
+
 /**
  * Why `template` cannot be rendered for messages of the topic filters `filters`, or
  * undefined when it can: `${2}` needs a second `+` in every filter, `${#}` a trailing `#`.

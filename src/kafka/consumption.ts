@@ -1,11 +1,11 @@
 import { Observable, type Subscriber } from 'rxjs';
 import type { ComponentContext } from '../core/component.ts';
-import { createDelivery, type Delivery } from '../core/delivery.ts';
+import type { Delivery } from '../core/delivery.ts';
 import { createEnvelope, type Envelope } from '../core/envelope.ts';
-import { describeError, isFerryError } from '../core/errors.ts';
+import { describeError } from '../core/errors.ts';
 import type { Source } from '../core/stream.ts';
+import { AssignedPartition, type PartitionOwner } from './assigned-partition.ts';
 import type { KafkaBatchControl, KafkaConsumer, KafkaInboundRecord } from './client.ts';
-import { OffsetWindow } from './offset-window.ts';
 
 export interface ConsumptionOptions {
   readonly topics: readonly string[];
@@ -14,7 +14,6 @@ export interface ConsumptionOptions {
   readonly stopTimeoutMs: number;
 }
 
-const MAX_RETRY_BACKOFF_MS = 60_000;
 const RECONNECT_BACKOFF_MS = 5_000;
 const COMMIT_RETRY_MS = 1_000;
 
@@ -31,39 +30,17 @@ export function consumeKafka(options: ConsumptionOptions, ctx: ComponentContext,
   });
 }
 
-interface Partition {
-  readonly topic: string;
-  readonly partition: number;
-  readonly window: OffsetWindow;
-  /** The offset last committed by this member, if any. */
-  committed: bigint | undefined;
-  paused: boolean;
-  /**
-   * Messages a sink refused for now, waiting for the partition's next retry round; while any
-   * wait, newly fetched messages are held back (`held`), so that the partition's order holds
-   * through retries: the round hands over the refused ones in offset order, then the held ones.
-   */
-  readonly retry: Map<bigint, Refused>;
-  held: { readonly offset: bigint; readonly envelope: Envelope }[];
-  retryRound: boolean;
-}
-
-/** A message a sink refused; `alone` once it must be delivered by itself (it was refused for good with others). */
-interface Refused {
-  readonly envelope: Envelope;
-  readonly attempt: number;
-  readonly alone: boolean;
-}
-
-type Settled = 'done' | 'retry';
-
+/**
+ * One subscription's consumer: connecting and reconnecting, pausing a partition whose window
+ * is full, committing and stopping. Each assigned partition's deliveries and retry rounds
+ * are its AssignedPartition's.
+ */
 class Consumption {
   readonly #options: ConsumptionOptions;
   readonly #ctx: ComponentContext;
   readonly #open: () => KafkaConsumer;
-  readonly #subscriber: Subscriber<Delivery>;
   readonly #component: string;
-  readonly #partitions = new Map<string, Partition>();
+  readonly #partitions = new Map<string, AssignedPartition>();
   readonly #timers = new Set<NodeJS.Timeout>();
   #consumer: KafkaConsumer | undefined;
   #stopping = false;
@@ -71,13 +48,23 @@ class Consumption {
   #commitScheduled = false;
   /** Called whenever a window moved, while stop() waits for the windows to settle. */
   #onProgress: (() => void) | undefined;
+  readonly #owner: PartitionOwner;
 
   constructor(options: ConsumptionOptions, ctx: ComponentContext, open: () => KafkaConsumer, subscriber: Subscriber<Delivery>) {
     this.#options = options;
     this.#ctx = ctx;
     this.#open = open;
-    this.#subscriber = subscriber;
     this.#component = `kafka source of bridge '${ctx.bridge}'`;
+    this.#owner = {
+      subscriber,
+      ctx,
+      component: this.#component,
+      retryBackoffMs: options.retryBackoffMs,
+      stopping: () => this.#stopping,
+      owns: (partition) => this.#partitions.get(key(partition.topic, partition.partition)) === partition,
+      settled: (partition, offset) => this.#settled(partition, offset),
+      later: (ms, run) => this.#later(ms, run),
+    };
   }
 
   start(): void {
@@ -149,63 +136,9 @@ class Consumption {
       }
       state.window.take(offset);
       control.resolve(record.offset);
-      if (state.retryRound) state.held.push({ offset, envelope: toEnvelope(topic, record) });
-      else this.#deliver(state, offset, toEnvelope(topic, record), 1);
+      state.take(offset, toEnvelope(topic, record));
     }
     await control.heartbeat();
-  }
-
-  /**
-   * Hands one message to the sinks. `alone` marks a delivery made by itself (nothing else of
-   * its partition in flight), so that a refusal for good is its own and not its batch's;
-   * `settled` hears how it ended.
-   */
-  #deliver(state: Partition, offset: bigint, envelope: Envelope, attempt: number, alone = false, settled?: (outcome: Settled) => void): void {
-    // Acks of a partition this member lost, or of an earlier generation of it, are not ours to commit.
-    const current = () => this.#partitions.get(key(state.topic, state.partition)) === state;
-    this.#subscriber.next(
-      createDelivery(envelope, {
-        onAck: () => {
-          if (!current()) return;
-          this.#settled(state, offset);
-          settled?.('done');
-        },
-        onNack: (error) => {
-          if (!current()) return;
-          const where = { id: envelope.id, topic: state.topic, partition: state.partition, offset: String(offset), err: error };
-          if (isFerryError(error) && !error.retryable) {
-            if (alone) {
-              // No local dead-letter table for a bridge that skips the buffer: the log line is the record.
-              this.#ctx.counters.count('kafka.messages.invalid', { bridge: this.#ctx.bridge, topic: state.topic });
-              this.#ctx.logger.error(where, `${this.#component}: message refused for good; committing past it: ${error.message}`);
-              this.#settled(state, offset);
-              settled?.('done');
-              return;
-            }
-            // Refused for good, maybe for another message of its batch: delivered again by itself
-            // (with every other refused one, one at a time) to find out.
-            this.#ctx.logger.warn(where, `${this.#component}: message refused for good with its batch; delivering it again by itself`);
-            this.#refused(state, offset, { envelope, attempt, alone: true }, this.#options.retryBackoffMs);
-            settled?.('retry');
-            return;
-          }
-          const delayMs = Math.min(MAX_RETRY_BACKOFF_MS, this.#options.retryBackoffMs * 2 ** (attempt - 1));
-          this.#ctx.counters.count('kafka.messages.redelivered', { bridge: this.#ctx.bridge, topic: state.topic });
-          this.#ctx.logger.warn({ ...where, attempt, delayMs }, `${this.#component}: message not taken; delivering it again`);
-          this.#refused(state, offset, { envelope, attempt, alone }, delayMs);
-          settled?.('retry');
-        },
-      }),
-    );
-  }
-
-  /** Keeps a refused message for the partition's next retry round, which starts after `delayMs` unless one is due already. */
-  #refused(state: Partition, offset: bigint, refused: Refused, delayMs: number): void {
-    state.retry.set(offset, refused);
-    if (!state.retryRound && !this.#stopping) {
-      state.retryRound = true;
-      this.#later(delayMs, () => this.#retry(state));
-    }
   }
 
   /**
@@ -222,7 +155,7 @@ class Consumption {
     }
   }
 
-  #settled(state: Partition, offset: bigint): void {
+  #settled(state: AssignedPartition, offset: bigint): void {
     if (state.window.ack(offset)) this.#scheduleCommit();
     // A resume the consumer cannot take now (restarting after a crash) is tried again at the next settle.
     if (state.paused && state.window.size < this.#options.maxInFlight && !this.#stopping && this.#tryConsumer((c) => c.resume(state.topic, state.partition))) {
@@ -245,59 +178,11 @@ class Consumption {
     this.#onProgress?.();
   }
 
-  /**
-   * A partition's retry round: the refused messages again, in offset order (a batching sink
-   * refuses the later messages of a failed batch too, so they are all here), then the messages
-   * fetched meanwhile. Refusals during the round start the next one.
-   */
-  #retry(state: Partition): void {
-    if (this.#stopping || this.#partitions.get(key(state.topic, state.partition)) !== state) return;
-    const again = [...state.retry].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    state.retry.clear();
-    if (!again.some(([, refused]) => refused.alone)) {
-      state.retryRound = false;
-      for (const [offset, { envelope, attempt }] of again) this.#deliver(state, offset, envelope, attempt + 1);
-      this.#releaseHeld(state);
-      return;
-    }
-    // A batch was refused for good: its messages go one at a time, each waiting for the one
-    // before, so that the one at fault is refused alone and committed past, and the others are
-    // written. A retryable refusal on the way puts the rest back for the next round.
-    const next = (index: number): void => {
-      const entry = again[index];
-      if (entry === undefined) {
-        state.retryRound = false;
-        this.#releaseHeld(state);
-        return;
-      }
-      const [offset, { envelope, attempt }] = entry;
-      this.#deliver(state, offset, envelope, attempt + 1, true, (outcome) => {
-        if (outcome === 'done') {
-          next(index + 1);
-          return;
-        }
-        for (const [o, refused] of again.slice(index + 1)) state.retry.set(o, { ...refused, alone: true });
-        if (!this.#stopping) this.#later(this.#options.retryBackoffMs, () => this.#retry(state));
-      });
-    };
-    next(0);
-  }
-
-  /** Hands over, in order, the messages fetched while the partition waited for a retry round. */
-  #releaseHeld(state: Partition): void {
-    const held = state.held;
-    state.held = [];
-    for (const { offset, envelope } of held) {
-      if (state.retryRound) state.held.push({ offset, envelope });
-      else this.#deliver(state, offset, envelope, 1);
-    }
-  }
-
-  #partition(topic: string, partition: number): Partition {
+  #partition(topic: string, partition: number): AssignedPartition {
     const k = key(topic, partition);
     let state = this.#partitions.get(k);
     if (state === undefined) {
-      state = { topic, partition, window: new OffsetWindow(), committed: undefined, paused: false, retry: new Map(), held: [], retryRound: false };
+      state = new AssignedPartition(topic, partition, this.#owner);
       this.#partitions.set(k, state);
     }
     return state;

@@ -3,31 +3,24 @@ import { resourceSink } from '../core/batching-sink.ts';
 import type { SinkComponent } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { type FerryError, isFerryError, wrapError } from '../core/errors.ts';
-import { compileTemplate } from '../core/template.ts';
+import { compileTemplate, refineTemplate } from '../core/template.ts';
 import { type KafkaRecord, createKafkaProducer } from './client.ts';
 import { COMPRESSIONS } from './codecs.ts';
+import { kafkaConnectionFields } from './connection-fields.ts';
 import { allowedTopicProblem, recordRenderer, topicAllowList, topicTemplateProblem } from './records.ts';
 
-const brokers = z
-  .union([z.array(z.string().min(1)).min(1), z.string().min(1).transform((s) => s.split(',').map((b) => b.trim()).filter((b) => b !== ''))])
-  .pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, 'expected host:port')).min(1))
-  .meta({ description: 'Bootstrap brokers: a list or a comma-separated string of host:port.', examples: ['${KAFKA_BROKERS}', ['kafka-1:9092', 'kafka-2:9092']] });
+const connection = kafkaConnectionFields('Produce request timeout.');
 
 /** A message template: its syntax is checked here, its captures against the source at the bridge. */
 const template = z.string().superRefine((source, ctx) => {
-  try {
-    compileTemplate(source);
-  } catch (error) {
-    if (!isFerryError(error)) throw error;
-    ctx.addIssue({ code: 'custom', message: error.message });
-  }
+  refineTemplate(source, ctx);
 });
 
 const RESERVED_HEADERS = ['ferry-id', 'mqtt-topic'];
 
 const schema = z
   .strictObject({
-    brokers,
+    brokers: connection.brokers,
     topic: template
       .superRefine((source, ctx) => {
         let problem: string | undefined;
@@ -87,12 +80,12 @@ const schema = z
     batchSize: z.int().min(1).default(500).meta({ description: 'Most messages in one produce request.', examples: [500] }),
     batchBytes: z.int().min(1).default(512 * 1024).meta({ description: 'Most payload bytes in one produce request (a larger message goes alone); keep it well below the broker\'s message.max.bytes (1 MiB by default), since keys, headers and record overhead come on top.', examples: [1048576] }),
     batchTimeMs: z.int().min(0).default(10).meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
-    connectionTimeoutMs: z.int().min(1).default(3000).meta({ description: 'TCP connect timeout to a broker.', examples: [3000] }),
+    connectionTimeoutMs: connection.connectionTimeoutMs,
     retries: z.int().min(0).default(5).meta({
       description: 'Retries of one produce or connect attempt (with backoff) before the batch is reported failed; the buffer then tries it again, for ever, after its own backoff.',
       examples: [5],
     }),
-    requestTimeoutMs: z.int().min(1).default(30000).meta({ description: 'Produce request timeout.', examples: [30000] }),
+    requestTimeoutMs: connection.requestTimeoutMs,
   })
   .superRefine((config, ctx) => {
     if (config.allowedTopics !== undefined && !config.topic.includes('${') && allowedTopicProblem(config.topic) === undefined && !topicAllowList(config.allowedTopics)(config.topic)) {

@@ -1,17 +1,15 @@
 import { z } from 'zod';
 import type { SourceComponent } from '../core/component.ts';
 import { createKafkaConsumer } from './client.ts';
+import { kafkaConnectionFields } from './connection-fields.ts';
 import { consumeKafka } from './consumption.ts';
 
-const brokers = z
-  .union([z.array(z.string().min(1)).min(1), z.string().min(1).transform((s) => s.split(',').map((b) => b.trim()).filter((b) => b !== ''))])
-  .pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, 'expected host:port')).min(1))
-  .meta({ description: 'Bootstrap brokers: a list or a comma-separated string of host:port.', examples: ['${KAFKA_BROKERS}', ['kafka-1:9092', 'kafka-2:9092']] });
+const connection = kafkaConnectionFields('Request timeout.');
 
 const topic = z.string().regex(/^[A-Za-z0-9._-]{1,249}$/, 'a Kafka topic is 1 to 249 letters, digits, ".", "_" or "-"');
 
 const schema = z.strictObject({
-  brokers,
+  brokers: connection.brokers,
   groupId: z.string().min(1).meta({ description: 'Consumer group: its committed offsets say where reading resumes.', examples: ['ferry-site-7-commands'] }),
   topics: z.array(topic).min(1).meta({ description: 'Kafka topics to read.', examples: [['ferry.commands']] }),
   clientId: z.string().min(1).default('ferry').meta({ description: 'Kafka client id.', examples: ['ferry-site-7'] }),
@@ -28,8 +26,8 @@ const schema = z.strictObject({
     description: 'Longest a fetch waits for new messages; also how soon a partition paused for a full window is read again.',
     examples: [500],
   }),
-  connectionTimeoutMs: z.int().min(1).default(3000).meta({ description: 'TCP connect timeout to a broker.', examples: [3000] }),
-  requestTimeoutMs: z.int().min(1).default(30000).meta({ description: 'Request timeout.', examples: [30000] }),
+  connectionTimeoutMs: connection.connectionTimeoutMs,
+  requestTimeoutMs: connection.requestTimeoutMs,
 }).refine((c) => c.heartbeatIntervalMs < c.sessionTimeoutMs, {
   message: '`heartbeatIntervalMs` must be below `sessionTimeoutMs`: a member must heartbeat within its session',
   path: ['heartbeatIntervalMs'],

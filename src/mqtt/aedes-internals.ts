@@ -3,7 +3,9 @@ import type { Aedes, Client } from 'aedes';
 
 /*
  * aedes internals Ferry relies on (the same in 1.2 and 2.0.0-beta.1 as patched), named here so
- * an upgrade that changes them shows up in one place. aedes' types do not declare them.
+ * an upgrade that changes them shows up in one place: no other file reaches past aedes'
+ * types, and test/unit/mqtt/aedes-internals.test.ts fails when one of them is missing or
+ * behaves otherwise. aedes' types do not declare them, or do not say when they hold.
  */
 export interface AedesInternals {
   readonly id: string;
@@ -37,6 +39,35 @@ export interface ClientInternals {
   _cleanStart: boolean;
 }
 
+/** A packet a client sent, as aedes' parser (mqtt-packet) emits it. */
+export interface ClientPacket {
+  readonly cmd: string;
+  readonly messageId?: number;
+  /** MQTT 5 reason code (PUBACK and others); absent under MQTT 3.1.1. */
+  readonly reasonCode?: number;
+}
+
 export function aedesInternals(aedes: Aedes): AedesInternals {
   return aedes as unknown as AedesInternals;
+}
+
+export function clientInternals(client: Client): ClientInternals {
+  return client as unknown as ClientInternals;
+}
+
+/**
+ * Takes the packet id aedes would give the client's next outgoing QoS 1/2 message and moves
+ * aedes' counter past it, wrapping as aedes does (lib/qos-packet.js): a copy whose
+ * `messageId` is set before aedes numbers it keeps that id, so its PUBACK can be matched.
+ */
+export function reservePacketId(client: Client): number {
+  const internals = clientInternals(client);
+  const id = internals._nextId;
+  internals._nextId = id >= 65535 ? 1 : id + 1;
+  return id;
+}
+
+/** Calls `listener` with every packet the client sends, as soon as it is parsed (before aedes handles it). */
+export function onClientPacket(client: Client, listener: (packet: ClientPacket) => void): void {
+  clientInternals(client)._parser.on('packet', listener);
 }

@@ -5,7 +5,7 @@ import { resourceSink } from '../core/batching-sink.ts';
 import type { SinkComponent } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError, isFerryError, wrapError } from '../core/errors.ts';
-import { type Template, compileTemplate, describeField } from '../core/template.ts';
+import { compileTemplate, describeField, refineTemplate } from '../core/template.ts';
 import { clientOptions, connectionFields, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
 
 const topicTemplate = z
@@ -13,13 +13,8 @@ const topicTemplate = z
   .min(1)
   .default('${topic}')
   .superRefine((source, ctx) => {
-    let template: Template;
-    try {
-      template = compileTemplate(source);
-    } catch (error) {
-      ctx.addIssue({ code: 'custom', message: describeError(error) });
-      return;
-    }
+    const template = refineTemplate(source, ctx);
+    if (template === undefined) return;
     const capture = template.fields.find((f) => f.kind === 'capture' || f.kind === 'rest');
     if (capture !== undefined) {
       ctx.addIssue({ code: 'custom', message: `template '${source}': ${describeField(capture)} is not available in the mqttClient sink; use \${topic}, \${clientId}, \${header.NAME} or \${payload.FIELD}` });

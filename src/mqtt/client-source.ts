@@ -1,6 +1,7 @@
 import { Observable } from 'rxjs';
 import type { IClientSubscribeOptions, IPublishPacket, MqttClient } from 'mqtt';
 import { z } from 'zod';
+import { type Backoff, backoffDelay } from '../core/backoff.ts';
 import type { ComponentContext, SourceComponent } from '../core/component.ts';
 import { createDelivery } from '../core/delivery.ts';
 import { createEnvelope } from '../core/envelope.ts';
@@ -139,7 +140,10 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
   const window = new PubackWindow();
   let held: (() => void) | undefined;
   let firstConnect = true;
+  /** Connections lost since the last CONNACK; the reconnect delay doubles with each. */
   let attempts = 0;
+  // ±20% jitter; the delay stops doubling after 20 failed attempts even where reconnectMaxMs is larger.
+  const reconnect: Backoff = { initialMs: config.reconnectMinMs, maxMs: Math.min(config.reconnectMaxMs, config.reconnectMinMs * 2 ** 20), jitter: 0.2 };
   let reconnectTimer: NodeJS.Timeout | undefined;
 
   const resume = () => {
@@ -255,9 +259,8 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
     held = undefined;
     if (isClosed() || reconnectTimer !== undefined) return;
     ctx.counters.count('mqtt.client.disconnected', labels);
-    const base = Math.min(config.reconnectMaxMs, config.reconnectMinMs * 2 ** Math.min(attempts, 20));
-    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
     attempts += 1;
+    const delay = backoffDelay(reconnect, attempts);
     ctx.logger.warn({ broker, retryInMs: delay, attempt: attempts }, 'disconnected from the external broker; reconnecting');
     reconnectTimer = setTimeout(() => {
       reconnectTimer = undefined;

@@ -1,6 +1,6 @@
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import { topicMatches } from '../core/topic.ts';
-import { type ClientInternals, aedesInternals } from './aedes-internals.ts';
+import { type ClientInternals, aedesInternals, clientInternals, onClientPacket, reservePacketId } from './aedes-internals.ts';
 
 /** A message the gateway publishes to devices. */
 export interface Command {
@@ -51,6 +51,10 @@ interface Pending {
  * aedes' `ack` event carries no packet for clean sessions
  * (https://github.com/moscajs/aedes/issues/257), so PUBACKs are matched by the packet id this
  * file assigns to each client's copy of a command (aedes internals: aedes-internals.ts).
+ * The event cannot replace them: it gives the copy aedes stored for the session, and a clean
+ * session's or a retained copy is never stored; it carries no reason code, so an MQTT 5
+ * refusal (0x80 and up) would look like an ack; and aedes numbers a live copy only after
+ * authorizeForward, with nothing public telling which id it got.
  */
 type TrackedPacket = AedesPublishPacket & { messageExpiry?: number; brokerId?: string; brokerCounter?: number };
 
@@ -134,19 +138,17 @@ export class CommandTracker {
     if (tracked.messageExpiry !== undefined && tracked.messageExpiry <= Date.now()) return null;
     const pending = this.#pending.get(tracked.brokerCounter);
     if (pending === undefined) return packet;
-    const internals = client as unknown as ClientInternals;
     if (packet.qos === 0) {
       pending.deliveredQos0 = true;
       return packet;
     }
     if (packet.messageId === undefined) {
       // Live delivery: aedes numbers the copy after this hook, from the same counter.
-      if (grantedQos(internals, packet.topic) === 0) {
+      if (grantedQos(clientInternals(client), packet.topic) === 0) {
         pending.deliveredQos0 = true;
         return packet;
       }
-      packet.messageId = internals._nextId;
-      internals._nextId = internals._nextId >= 65535 ? 1 : internals._nextId + 1;
+      packet.messageId = reservePacketId(client);
     }
     // Otherwise a copy queued in a persistent session, numbered already, sent on reconnect.
     pending.forwarded += 1;
@@ -161,7 +163,7 @@ export class CommandTracker {
   }
 
   #watch(client: Client): void {
-    (client as unknown as ClientInternals)._parser.on('packet', (packet: { cmd: string; messageId?: number; reasonCode?: number }) => {
+    onClientPacket(client, (packet) => {
       if (packet.cmd !== 'puback' || packet.messageId === undefined) return;
       const sent = this.#sent.get(client);
       const pending = sent?.get(packet.messageId);
@@ -187,7 +189,7 @@ export class CommandTracker {
       (subscriptions) => {
         const candidates = new Set(subscriptions.map((s) => s.clientId));
         for (const client of Object.values(aedes.clients)) {
-          if (client !== undefined && grantedQos(client as unknown as ClientInternals, pending.topic) > 0) candidates.add(client.id);
+          if (client !== undefined && grantedQos(clientInternals(client), pending.topic) > 0) candidates.add(client.id);
         }
         if (![...candidates].every((id) => pending.refusals.has(id))) return;
         const [clientId, reasonCode] = pending.refusals.entries().next().value as [string, number];

@@ -28,8 +28,9 @@ export function watchConnections(aedes: Aedes, logger: Logger, counters: Counter
     logger.debug({ clientId: client.id, err: error }, 'device connection error');
   });
   // Session expiry and delayed wills (MQTT 5) report persistence failures here.
-  // (aedes' types do not declare the event.)
-  (aedes as unknown as EventEmitter).on('error', (error: Error) => {
+  // (aedes' types do not declare the event: it is heard through the EventEmitter aedes is.)
+  const events: EventEmitter = aedes;
+  events.on('error', (error: Error) => {
     counters.count('mqtt.broker.errors');
     logger.warn({ err: error }, 'broker error');
   });

@@ -4,7 +4,7 @@ import type { SinkComponent } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import type { SinkEvent } from '../core/stream.ts';
-import { compileTemplate } from '../core/template.ts';
+import { compileTemplate, refineTemplate } from '../core/template.ts';
 import { invalidTopicReason } from '../core/topic.ts';
 import type { CommandOutcome, PublishedCommand } from './command-tracker.ts';
 import type { EmbeddedBroker } from './embedded-broker.ts';
@@ -17,11 +17,7 @@ const schema = z.strictObject({
     .string()
     .min(1)
     .superRefine((source, ctx) => {
-      try {
-        compileTemplate(source);
-      } catch (error) {
-        ctx.addIssue({ code: 'custom', message: describeError(error) });
-      }
+      refineTemplate(source, ctx);
     })
     .meta({
       description: 'MQTT topic of each command, a message template: `${key}` is the Kafka record key, `${header.NAME}` a header, `${payload.a.b}` a JSON field.',

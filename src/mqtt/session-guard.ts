@@ -1,9 +1,8 @@
-import type { EventEmitter } from 'node:events';
 import type { Aedes, AedesPublishPacket, Client, ConnectPacket } from 'aedes';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { type Identity, mayReceive } from './acl.ts';
-import { type ClientInternals, aedesInternals } from './aedes-internals.ts';
+import { aedesInternals, clientInternals } from './aedes-internals.ts';
 import { SessionOwners } from './session-owners.ts';
 
 /**
@@ -33,8 +32,8 @@ export class SessionGuard {
     aedes.on('clientDisconnect', (client) => {
       if (client.clean) this.#owners.release(client.id, client);
     });
-    // MQTT 5 sessions that outlived their connection and then expired (not in aedes' types).
-    (aedes as unknown as EventEmitter).on('sessionExpired', (client: Client) => this.#owners.release(client.id, client));
+    // MQTT 5 sessions that outlived their connection and then expired.
+    aedes.on('sessionExpired', (client) => this.#owners.release(client.id, client));
   }
 
   /** aedes' preConnect: the CONNECT is kept for authentication to read. */
@@ -60,7 +59,7 @@ export class SessionGuard {
       // aedes reads Clean Start from the CONNECT (session lookup, QoS 2 store) and from the
       // client (queued messages) after authentication: both say "clean" now.
       if (packet !== undefined) packet.clean = true;
-      (client as unknown as ClientInternals)._cleanStart = true;
+      clientInternals(client)._cleanStart = true;
     }
     return true;
   }
@@ -70,8 +69,7 @@ export class SessionGuard {
    * also removed from that session, so that nothing is queued for it any more.
    */
   refusedSubscription(client: Client, filter: string): void {
-    const internals = client as unknown as ClientInternals;
-    if (!internals.connecting || client.clean) return;
+    if (!clientInternals(client).connecting || client.clean) return;
     this.#counters.count('mqtt.sessions.subscriptions_dropped', { reason: 'acl' });
     this.#logger.warn({ clientId: client.id, filter }, "saved subscription no longer allowed by the client's ACL: dropped from its session");
     aedesInternals(this.#aedes)

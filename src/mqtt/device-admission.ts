@@ -1,0 +1,143 @@
+import type { Socket } from 'node:net';
+import type { Aedes, AedesPublishPacket, Client, ConnectPacket } from 'aedes';
+import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
+import { type TopicLimits, invalidFilterWithin } from '../core/topic.ts';
+import { type Identity, maySubscribe } from './acl.ts';
+import { aedesInternals } from './aedes-internals.ts';
+import type { DeviceAuthenticator, Refusal } from './auth.ts';
+import type { Connection } from './listeners.ts';
+import { SessionGuard } from './session-guard.ts';
+
+export interface DeviceAdmissionOptions {
+  readonly logger: Logger;
+  readonly counters: Counters;
+  /** Who may connect and what they may do; without it every client is let in with no limits. */
+  readonly auth: DeviceAuthenticator | undefined;
+  /** Longest and deepest filter a client may subscribe to. */
+  readonly topicLimits: TopicLimits;
+}
+
+/** The MQTT 3.1.1 CONNACK return code for a refused login (aedes maps it to MQTT 5's reason code). */
+function connackReturnCode(refusal: Refusal): 2 | 3 | 4 | 5 {
+  switch (refusal) {
+    case 'invalid_client_id':
+    case 'client_id_in_use':
+    case 'session_of_another_login':
+      return 2; // identifier rejected
+    case 'bad_credentials':
+    case 'invalid_username':
+      return 4; // bad user name or password
+    case 'too_many_attempts':
+    case 'server_busy':
+      return 3; // server unavailable: a device tries again later
+    default:
+      return 5; // not authorized: unknown certificates, anonymous, the failure limits
+  }
+}
+
+/**
+ * Who gets into the embedded broker and what they may receive: the embedded broker's aedes
+ * hooks for connecting (preConnect, authenticate), subscribing and forwarding call it. It
+ * keeps each client's identity, for the ACL and for the origin of its messages, and leaves
+ * saved sessions to the SessionGuard (issue 16).
+ */
+export class DeviceAdmission {
+  readonly #aedes: Aedes;
+  readonly #options: DeviceAdmissionOptions;
+  readonly #identities = new WeakMap<Client, Identity>();
+  /** Verified certificate names by connection stream (client.conn). */
+  readonly #certNames = new WeakMap<object, string>();
+  /** Each connection's client address, as its listener determined it (X-Forwarded-For from a trusted proxy). */
+  readonly #addresses = new WeakMap<object, string>();
+  readonly #sessions: SessionGuard;
+
+  constructor(aedes: Aedes, options: DeviceAdmissionOptions) {
+    this.#aedes = aedes;
+    this.#options = options;
+    this.#sessions = new SessionGuard(aedes, options.logger, options.counters);
+  }
+
+  /** A new connection from a listener, before aedes reads it: what the listener knows of its peer. */
+  opened(connection: Connection): void {
+    if (connection.certName !== undefined) this.#certNames.set(connection.stream, connection.certName);
+    this.#addresses.set(connection.stream, connection.address);
+  }
+
+  /** The identity the client logged in with; undefined without a DeviceAuthenticator or before login. */
+  identity(client: Client): Identity | undefined {
+    return this.#identities.get(client);
+  }
+
+  /** aedes' preConnect: false refuses the connection (too many from its address). */
+  admit(client: Client, packet: ConnectPacket): boolean {
+    const auth = this.#options.auth;
+    if (auth === undefined) return true;
+    if (auth.admitConnection(this.#address(client))) {
+      this.#sessions.connecting(client, packet);
+      return true;
+    }
+    this.#refuse(client, 'too_many_connections');
+    return false;
+  }
+
+  /** Resolves with nothing when the client may connect, else with the error aedes sends back. */
+  async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<(Error & { returnCode: 2 | 3 | 4 | 5 }) | undefined> {
+    const auth = this.#options.auth;
+    if (auth === undefined) return undefined;
+    const certName = this.#certNames.get(client.conn);
+    const result =
+      certName === undefined
+        ? await auth.authenticate(client.id, username, password, this.#address(client))
+        : auth.authenticateCertificate(client.id, certName, username);
+    if (result.ok) {
+      // A client id already connected under another login is refused rather than taken over.
+      const holder = aedesInternals(this.#aedes).clients[client.id];
+      const held = holder === undefined || holder === client ? undefined : this.#identities.get(holder);
+      if (held !== undefined && held.username !== result.identity.username) {
+        this.#refuse(client, 'client_id_in_use', username);
+        return Object.assign(new Error('client id in use by another login'), { returnCode: 2 as const });
+      }
+      if (!this.#sessions.admit(client, result.identity)) {
+        this.#refuse(client, 'session_of_another_login', username);
+        return Object.assign(new Error("client id holds another login's session"), { returnCode: 2 as const });
+      }
+      this.#identities.set(client, result.identity);
+      return undefined;
+    }
+    this.#refuse(client, result.refusal, username);
+    return Object.assign(new Error(`connection refused: ${result.refusal}`), { returnCode: connackReturnCode(result.refusal) });
+  }
+
+  /** aedes' authorizeSubscribe: a valid filter within the client's ACL. */
+  maySubscribe(client: Client, filter: string): boolean {
+    const invalid = invalidFilterWithin(filter, this.#options.topicLimits);
+    if (invalid !== undefined) {
+      this.#options.counters.count('mqtt.subscribe.refused', { reason: 'invalid_filter' });
+      this.#options.logger.warn({ clientId: client.id, filter, reason: invalid }, 'subscription refused: invalid filter');
+      return false;
+    }
+    const identity = this.#identities.get(client);
+    if (this.#options.auth === undefined || (identity !== undefined && maySubscribe(identity, filter))) return true;
+    this.#options.counters.count('mqtt.subscribe.refused', { reason: 'acl' });
+    this.#options.logger.warn({ clientId: client.id, filter }, 'subscription refused by the ACL');
+    this.#sessions.refusedSubscription(client, filter);
+    return false;
+  }
+
+  /** aedes' authorizeForward, first check: false for a message outside the client's ACL. */
+  mayForward(client: Client, packet: AedesPublishPacket): boolean {
+    return this.#options.auth === undefined || this.#sessions.mayForward(client, this.#identities.get(client), packet);
+  }
+
+  /** The client's address as its listener saw it: the socket's peer, or the client behind a trusted proxy. */
+  #address(client: Client): string {
+    return this.#addresses.get(client.conn) ?? (client.conn as Partial<Socket>).remoteAddress ?? client.req?.socket.remoteAddress ?? '';
+  }
+
+  #refuse(client: Client, reason: Refusal, username?: string): void {
+    this.#options.counters.count('mqtt.connections.refused', { reason });
+    // The password is never logged.
+    this.#options.logger.warn({ clientId: client.id, username, address: this.#address(client), reason }, 'connection refused');
+  }
+}

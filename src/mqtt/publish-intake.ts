@@ -1,0 +1,291 @@
+import type { Duplex } from 'node:stream';
+import type { Aedes, Client, PublishPacket } from 'aedes';
+import { Observable, type Subscriber } from 'rxjs';
+import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
+import { isFerryError } from '../core/errors.ts';
+import { createDelivery, fanOut, type Delivery } from '../core/delivery.ts';
+import { type Origin, createEnvelope } from '../core/envelope.ts';
+import type { Source } from '../core/stream.ts';
+import { type TopicLimits, invalidTopicReason, topicMatches } from '../core/topic.ts';
+import { type Identity, mayPublish } from './acl.ts';
+import { aedesInternals } from './aedes-internals.ts';
+import { userPropertyHeaders } from './user-properties.ts';
+
+export interface PublishIntakeOptions {
+  readonly logger: Logger;
+  readonly counters: Counters;
+  /** Longest and deepest topic a client may publish to. */
+  readonly topicLimits: TopicLimits;
+  /** True when devices log in and publish within their ACL; false leaves every topic but `$` ones open. */
+  readonly acl: boolean;
+  /** The identity a client logged in with, if any. */
+  identity(client: Client): Identity | undefined;
+}
+
+interface Tap {
+  readonly name: string;
+  readonly filters: readonly string[];
+  readonly subscriber: Subscriber<Delivery>;
+}
+
+/** MQTT 5 DISCONNECT reason codes for a message the gateway could not take. */
+const SERVER_BUSY = 0x89;
+const QUOTA_EXCEEDED = 0x97;
+const SERVER_SHUTTING_DOWN = 0x8b;
+
+function samePayload(a: unknown, b: unknown): boolean {
+  const bytes = (x: unknown) => (typeof x === 'string' ? Buffer.from(x) : x instanceof Uint8Array ? x : undefined);
+  const [x, y] = [bytes(a), bytes(b)];
+  return x !== undefined && y !== undefined && Buffer.compare(x, y) === 0;
+}
+
+/** What happens to a client whose publish is refused (for the log line). */
+function refusalOutcome(client: Client | null, qos: number): string {
+  // MQTT 3.1.1 has no negative PUBACK; aedes closes the connection. MQTT 5 has one.
+  if (client === null || client.version !== 5) return 'closing the connection';
+  return qos === 0 ? 'dropped (QoS 0)' : 'answered with reason code 0x87 (not authorized)';
+}
+
+/**
+ * Message headers from an MQTT 5 PUBLISH: its user properties, and its content type as
+ * `content-type` unless a user property already has that name.
+ */
+function propertyHeaders(properties: NonNullable<PublishPacket['properties']>): Record<string, string> {
+  const headers = userPropertyHeaders(properties.userProperties);
+  if (properties.contentType !== undefined && !Object.hasOwn(headers, 'content-type')) headers['content-type'] = properties.contentType;
+  return headers;
+}
+
+/**
+ * The device publishes of the embedded broker on their way to the bridges' taps (aedes'
+ * authorizePublish hook calls `authorize`): topic and ACL checks, one device's messages kept
+ * in order around QoS 2 repeats, the refusal of messages that were not stored, and the count
+ * of deliveries in flight that a drain waits for.
+ */
+export class PublishIntake {
+  readonly #aedes: Aedes;
+  readonly #options: PublishIntakeOptions;
+  readonly #taps = new Set<Tap>();
+  readonly #origins = new WeakMap<Client, Origin[]>();
+  #inFlight = 0;
+  #drained: (() => void) | undefined;
+  /** Set by drain: publishes at QoS 1 and 2 are refused from then on. */
+  #draining = false;
+  /** Per client, the last of its publishes waiting behind a QoS 2 repeat lookup. */
+  readonly #behind = new WeakMap<Client, Promise<void>>();
+  /** MQTT 5 clients sent a DISCONNECT by #refuseUnstored (aedes marks them closed only after it is written). */
+  readonly #disconnecting = new WeakSet<Client>();
+
+  constructor(aedes: Aedes, options: PublishIntakeOptions) {
+    this.#aedes = aedes;
+    this.#options = options;
+  }
+
+  /** Deliveries not yet settled (their devices are waiting for an acknowledgement). */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** A source of the device messages whose topics match any of `filters`. */
+  tap(name: string, filters: readonly string[]): Source {
+    return new Observable<Delivery>((subscriber) => {
+      const tap: Tap = { name, filters, subscriber };
+      this.#taps.add(tap);
+      return () => {
+        this.#taps.delete(tap);
+      };
+    });
+  }
+
+  /**
+   * Refuses QoS 1 and 2 publishes from now on; resolves when in-flight deliveries settled (true)
+   * or `timeoutMs` passed (false).
+   */
+  drain(timeoutMs: number): Promise<boolean> {
+    this.#draining = true;
+    if (this.#inFlight === 0) return Promise.resolve(true);
+    return new Promise<boolean>((done) => {
+      const timer = setTimeout(() => {
+        this.#drained = undefined;
+        done(false);
+      }, timeoutMs);
+      this.#drained = () => {
+        clearTimeout(timer);
+        done(true);
+      };
+    });
+  }
+
+  /** Completes every tap: the broker is closing. */
+  close(): void {
+    for (const tap of this.#taps) tap.subscriber.complete();
+  }
+
+  /** aedes' authorizePublish. */
+  authorize(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
+    const { counters } = this.#options;
+    const invalid = invalidTopicReason(packet.topic, this.#options.topicLimits);
+    if (invalid !== undefined) {
+      counters.count('mqtt.publish.refused', { reason: 'invalid_topic' });
+      this.#options.logger.warn({ clientId: client?.id, topic: packet.topic.slice(0, 200), reason: invalid }, `publish refused: invalid topic; ${refusalOutcome(client, packet.qos)}`);
+      callback(new Error(`invalid topic: ${invalid}`));
+      return;
+    }
+    if (client !== null && packet.topic.startsWith('$') && !this.#options.acl) {
+      counters.count('mqtt.publish.refused', { reason: 'reserved_topic' });
+      callback(new Error(`publishing to ${packet.topic} is not allowed`));
+      return;
+    }
+    if (client !== null && this.#options.acl) {
+      const identity = this.#options.identity(client);
+      if (identity === undefined || !mayPublish(identity, packet.topic)) {
+        counters.count('mqtt.publish.refused', { reason: 'acl' });
+        this.#options.logger.warn({ clientId: client.id, topic: packet.topic }, `publish refused by the ACL; ${refusalOutcome(client, packet.qos)}`);
+        callback(new Error(`publishing to ${packet.topic} is not allowed`));
+        return;
+      }
+    }
+    if (client === null) {
+      this.#take(client, packet, callback);
+      return;
+    }
+    const behind = this.#behind.get(client);
+    const repeat = packet.qos === 2 && packet.dup;
+    if (behind === undefined && !repeat) {
+      this.#take(client, packet, callback);
+      return;
+    }
+    // A QoS 2 repeat is looked up before it is taken; the client's later publishes wait behind
+    // it, so that the bridges get one device's messages in the order it sent them.
+    const run = async () => {
+      try {
+        if (repeat) await this.#takeUnlessRepeat(client, packet, callback);
+        else this.#take(client, packet, callback);
+      } catch (error) {
+        callback(error instanceof Error ? error : new Error(String(error)));
+      }
+    };
+    const step = (behind ?? Promise.resolve()).then(run);
+    this.#behind.set(client, step);
+    void step.then(() => {
+      if (this.#behind.get(client) === step) this.#behind.delete(client);
+    });
+  }
+
+  /**
+   * A QoS 2 message sent again because its PUBREC was lost: aedes keeps the ones it answered
+   * until PUBREL, and answers a repeat with PUBREC alone. The taps saw it already (they sit in
+   * the hook that runs before that check), so it goes past them, exactly once as QoS 2 says;
+   * but only when the stored one is the same message: a packet id can be left over from a
+   * session the device lost, and a new message under it must be taken.
+   */
+  async #takeUnlessRepeat(client: Client, packet: PublishPacket, callback: (error?: Error | null) => void): Promise<void> {
+    let stored: { topic?: string; payload?: unknown } | undefined;
+    try {
+      stored = (await aedesInternals(this.#aedes).persistence.incomingGetPacket(client, packet)) as typeof stored;
+    } catch {
+      stored = undefined; // not stored: a message whose first copy never got this far
+    }
+    if (stored !== undefined && stored.topic === packet.topic && samePayload(stored.payload, packet.payload)) {
+      this.#options.counters.count('mqtt.publish.duplicates', { qos: '2' });
+      callback(null);
+      return;
+    }
+    this.#take(client, packet, callback);
+  }
+
+  /**
+   * Answers a message Ferry did not store so that its device sends it again. MQTT 3.1.1 has no
+   * negative acknowledgement: aedes closes the connection. For MQTT 5 aedes would answer with
+   * PUBACK/PUBREC 0x87 and keep the connection, which a device takes as final: so the
+   * connection goes first, with a DISCONNECT saying why, and the refusal reaches aedes only
+   * once the connection is down, when nothing it writes reaches the device any more (another
+   * refusal of the same connection waits for the same close).
+   */
+  #refuseUnstored(client: Client, error: Error, reasonCode: number, callback: (error?: Error | null) => void): void {
+    if (client.version !== 5) {
+      callback(error);
+      return;
+    }
+    if (!client.closed && !this.#disconnecting.has(client)) {
+      this.#disconnecting.add(client);
+      client.disconnect({ reasonCode, properties: { reasonString: 'message not stored; send it again' } }, () => {});
+    }
+    const conn: Duplex = client.conn;
+    if (conn.destroyed) callback(error);
+    else conn.once('close', () => callback(error));
+  }
+
+  /** Hands an accepted publish to the taps whose filters match it. */
+  #take(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
+    const { counters } = this.#options;
+    if (this.#draining && packet.qos > 0 && client !== null) {
+      // The bridges are about to stop: a message taken now could be acknowledged unstored.
+      counters.count('mqtt.publish.refused', { reason: 'shutting_down' });
+      this.#refuseUnstored(client, new Error('gateway shutting down: message not stored'), SERVER_SHUTTING_DOWN, callback);
+      return;
+    }
+    counters.count('mqtt.messages.received', { qos: String(packet.qos) });
+    const matching: Tap[] = [];
+    for (const tap of this.#taps) {
+      for (const filter of tap.filters) {
+        if (topicMatches(filter, packet.topic)) {
+          matching.push(tap);
+          break;
+        }
+      }
+    }
+    if (matching.length === 0) {
+      callback(null);
+      return;
+    }
+    const { properties } = packet;
+    const envelope = createEnvelope({
+      topic: packet.topic,
+      payload: typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload,
+      origin: this.#origin(client, packet.qos, packet.retain),
+      ...(properties === undefined ? {} : { headers: propertyHeaders(properties) }),
+    });
+    this.#inFlight += 1;
+    const upstream = createDelivery(envelope, {
+      onAck: () => {
+        this.#settled();
+        callback(null);
+      },
+      onNack: (error) => {
+        this.#settled();
+        counters.count('mqtt.publish.nacked');
+        this.#options.logger.warn({ topic: packet.topic, clientId: client?.id, err: error }, 'message not taken; closing the device connection unacknowledged so it is sent again');
+        if (client === null) callback(error);
+        else this.#refuseUnstored(client, error, isFerryError(error, 'MESSAGE_REJECTED') && error.retryable ? QUOTA_EXCEEDED : SERVER_BUSY, callback);
+      },
+    });
+    const deliveries = fanOut(upstream, matching.length);
+    matching.forEach((tap, i) => tap.subscriber.next(deliveries[i] as Delivery));
+  }
+
+  /**
+   * The origin of a client's messages: one object per client, QoS and retain flag, shared by
+   * its messages (fewer objects per message, and the buffer keeps its JSON).
+   */
+  #origin(client: Client | null, qos: 0 | 1 | 2, retain: boolean): Origin {
+    if (client === null) return { source: 'mqtt', qos, retain };
+    let origins = this.#origins.get(client);
+    if (origins === undefined) {
+      origins = [];
+      this.#origins.set(client, origins);
+    }
+    const at = qos * 2 + (retain ? 1 : 0);
+    if (origins[at] === undefined) {
+      const username = this.#options.identity(client)?.username;
+      origins[at] = Object.freeze({ source: 'mqtt', qos, retain, clientId: client.id, ...(username === undefined ? {} : { username }) });
+    }
+    return origins[at];
+  }
+
+  #settled(): void {
+    this.#inFlight -= 1;
+    if (this.#inFlight === 0) this.#drained?.();
+  }
+}
