@@ -15,6 +15,15 @@ export type { LabelSpec, MetricSpec } from './metrics/spec.ts';
  */
 export const catalogue = [...gaugeMetrics, ...mqttMetrics, ...bufferMetrics, ...bridgeMetrics, ...kafkaMetrics] as const;
 
+/** The catalogue in the groups the metrics reference shows. */
+export const metricGroups: readonly { readonly title: string; readonly metrics: readonly MetricSpec[] }[] = [
+  { title: 'Gateway state (gauges)', metrics: gaugeMetrics },
+  { title: 'MQTT: the embedded broker and external brokers', metrics: mqttMetrics },
+  { title: 'Durable buffer', metrics: bufferMetrics },
+  { title: 'Bridges, rate limits, handlers and reloads', metrics: bridgeMetrics },
+  { title: 'Kafka and commands to devices', metrics: kafkaMetrics },
+];
+
 export type GaugeName = (typeof gaugeMetrics)[number]['name'];
 
 // Keyed by the exposed name: a counter and a gauge may share a dotted name
