@@ -12,7 +12,7 @@ const GUIDES: Readonly<Record<string, string>> = {
   'sources/mqttClient': '../../external-brokers.md',
   'sources/kafka': '../../commands.md',
   'sinks/history': '../../configuration.md',
-  'sinks/kafka': '../../kafka.md',
+  'sinks/kafka': '../../bridges.md#kafka-bridges',
   'sinks/mqttClient': '../../external-brokers.md',
   'sinks/devices': '../../commands.md',
   'transforms/decode': '../../bridges.md#transforms',
