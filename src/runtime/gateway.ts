@@ -11,7 +11,7 @@ import { BufferWriter, type WriterState } from '../buffer/writer.ts';
 import { DeviceAuthenticator } from '../mqtt/auth.ts';
 import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../observability/counters.ts';
-import { type Metric, renderPrometheus } from '../observability/prometheus.ts';
+import { renderGatewayMetrics } from '../observability/gateway-metrics.ts';
 import { AdminServer } from './admin-server.ts';
 import type { BridgeStatus, GatewayBridge } from './bridge.ts';
 import { createBridge } from './create-bridge.ts';
@@ -197,33 +197,7 @@ export class Gateway {
    * connected, messages awaiting their acknowledgement) in the Prometheus text format.
    */
   metrics(): string {
-    const status = this.status();
-    const buffered = status.buffer.bridges;
-    const gauges: Metric[] = [
-      { name: 'up', type: 'gauge', help: '1 while the gateway runs, 0 while it starts or drains.', samples: [{ value: status.state === 'running' ? 1 : 0 }] },
-      { name: 'uptime_seconds', type: 'gauge', help: 'Seconds since the gateway started.', samples: [{ value: status.uptimeSeconds }] },
-      { name: 'mqtt_clients', type: 'gauge', help: 'Open sockets per listener.', samples: status.listeners.filter((l) => l.clients !== undefined).map((l) => ({ labels: { listener: l.protocol }, value: l.clients as number })) },
-      { name: 'mqtt_in_flight', type: 'gauge', help: 'Device messages received and not yet acknowledged to their device.', samples: [{ value: status.inFlight }] },
-      { name: 'buffer_held', type: 'gauge', help: 'Messages held unacknowledged by the buffer (full under refuse, disk full, write failing).', samples: [{ value: status.buffer.held }] },
-      { name: 'buffer_state', type: 'gauge', help: '1 for the buffer writer\'s current state.', samples: [{ labels: { state: status.buffer.state }, value: 1 }] },
-      { name: 'buffer_messages', type: 'gauge', help: 'Messages a bridge holds on disk.', samples: buffered.map((b) => ({ labels: { bridge: b.bridge }, value: b.messages })) },
-      { name: 'buffer_bytes', type: 'gauge', help: 'Payload bytes a bridge holds on disk.', samples: buffered.map((b) => ({ labels: { bridge: b.bridge }, value: b.bytes })) },
-      {
-        name: 'buffer_pending',
-        type: 'gauge',
-        help: 'Messages a sink has not confirmed yet.',
-        samples: buffered.flatMap((b) => b.sinks.map((s) => ({ labels: { bridge: b.bridge, sink: s.sink }, value: s.pending }))),
-      },
-      {
-        name: 'buffer_oldest_pending_age_seconds',
-        type: 'gauge',
-        help: 'Age of the oldest message a sink has not confirmed (0 when none).',
-        samples: buffered.flatMap((b) => b.sinks.map((s) => ({ labels: { bridge: b.bridge, sink: s.sink }, value: s.oldestPendingAt === null ? 0 : Math.max(0, (Date.now() - s.oldestPendingAt) / 1000) }))),
-      },
-      { name: 'buffer_dead_letters', type: 'gauge', help: 'Dead letters a bridge keeps.', samples: buffered.map((b) => ({ labels: { bridge: b.bridge }, value: b.deadLetters })) },
-    ];
-    const counters: Metric[] = [...this.counters.families()].map(([name, samples]) => ({ name, type: 'counter', help: `Ferry counter ${name}.`, samples }));
-    return renderPrometheus([...gauges, ...counters]);
+    return renderGatewayMetrics(this.status(), this.counters);
   }
 
   /**

@@ -1,20 +1,39 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { configReference } from '../../../src/config/reference.ts';
+import { fileReferences, kindReferences } from '../../../src/config/reference.ts';
 import { componentKinds } from '../../../src/runtime/registry.ts';
 
-test('the README config reference is the one made from the schemas (npm run docs:config)', () => {
-  const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
-  const start = readme.indexOf('<!-- config-reference:start');
-  const end = readme.indexOf('<!-- config-reference:end -->');
-  assert.ok(start >= 0 && end > start, 'README.md lacks the config reference markers');
-  const section = readme.slice(readme.indexOf('\n', start) + 1, end);
-  assert.equal(section, configReference(componentKinds));
-});
+const tables = (): [string, string][] => {
+  const { sources, sinks, transforms } = kindReferences(componentKinds);
+  return [
+    ...fileReferences(componentKinds).map((f): [string, string] => [f.file, f.table]),
+    ...[...sources, ...sinks, ...transforms].map((k): [string, string] => [k.kind, k.table]),
+  ];
+};
 
 test('every key of every schema has a description', () => {
-  const reference = configReference(componentKinds);
-  const undocumented = reference.split('\n').filter((line) => line.startsWith('| `') && line.trimEnd().endsWith('|  |'));
+  const undocumented = tables().flatMap(([page, table]) =>
+    table
+      .split('\n')
+      .filter((line) => line.startsWith('| `') && line.trimEnd().endsWith('|  |'))
+      .map((line) => `${page}: ${line}`),
+  );
   assert.deepEqual(undocumented, []);
+});
+
+test('the bridge file reference links each source, sink and transform step to its page instead of repeating it', () => {
+  const bridge = fileReferences(componentKinds, (list, kind) => `${list}/${kind}.md`).find((f) => f.file === 'bridge')?.table ?? '';
+  for (const source of componentKinds.sources) assert.match(bridge, new RegExp(`^\\| \`from\\.${source.kind}\` \\|.*\\(from/${source.kind}\\.md\\)`, 'm'));
+  for (const sink of componentKinds.sinks) assert.match(bridge, new RegExp(`^\\| \`to\\[\\]\\.${sink.kind}\` \\|.*\\(to/${sink.kind}\\.md\\)`, 'm'));
+  assert.match(bridge, /\| `transform\[\]\.validate` \|.*\(transform\/validate\.md\)/);
+  assert.doesNotMatch(bridge, /`to\[\]\.kafka\.topic`/);
+  assert.match(bridge, /`rateLimit\.messagesPerSecond`/);
+});
+
+test('each kind has an example with its required settings', () => {
+  const { sources, sinks, transforms } = kindReferences(componentKinds);
+  assert.deepEqual(sources.find((s) => s.kind === 'mqtt')?.example, { topics: ['devices/+/telemetry/#'] });
+  assert.deepEqual(sinks.find((s) => s.kind === 'devices')?.example, { topic: 'devices/${key}/commands' });
+  assert.deepEqual(transforms.find((t) => t.kind === 'decode')?.example, { decode: 'json' });
+  assert.deepEqual(transforms.map((t) => t.kind), ['decode', 'keep', 'drop', 'validate']);
 });

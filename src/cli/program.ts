@@ -1,0 +1,159 @@
+import { Command, Option } from 'commander';
+import { VERSION } from './version.ts';
+
+/**
+ * The `ferry` command: its subcommands, options and help text. src/cli/main.ts runs it;
+ * scripts/docs.ts reads it for docs/reference/cli.md. Each command loads its own modules in
+ * its action, so `ferry --help` and `ferry validate` start fast.
+ */
+export function createProgram(): Command {
+  const program = new Command('ferry')
+    .description('Edge/IoT messaging gateway: devices publish MQTT to it, every message is kept in a durable local buffer, and bridges carry it to Kafka, a local history or another MQTT broker (and commands from Kafka back to the devices).')
+    .version(VERSION)
+    .showHelpAfterError('(run with --help for usage)');
+
+  const configOption = () =>
+    new Option('-c, --config <file>', 'gateway config file').default('config/gateway.yaml');
+  const dataDirOption = () => new Option('--data-dir <dir>', 'data directory (overrides gateway.dataDir)');
+
+  program
+    .command('run')
+    .description('start the gateway: embedded MQTT broker, bridges and admin HTTP server')
+    .addOption(configOption())
+    .option('--mqtt-port <port>', 'MQTT listener port (overrides mqtt.port)', parsePort)
+    .option('--admin-port <port>', 'admin HTTP port (overrides admin.port)', parsePort)
+    .addOption(dataDirOption())
+    .option('--log-level <level>', 'log level (overrides log.level): fatal, error, warn, info, debug, trace')
+    .addHelpText('after', '\nSIGINT or SIGTERM drains in-flight messages and exits 0; a second signal exits at once. SIGHUP reloads the config (see `ferry reload`).\nExample:\n  ferry run --config config/gateway.yaml --mqtt-port 11883')
+    .action(async (options) => (await import('./run.ts')).runCommand(options));
+
+  program
+    .command('reload')
+    .description('make a running gateway apply its changed bridges and device profiles, without dropping connections')
+    .option('--admin <url>', 'admin server of the gateway (default http://127.0.0.1:9180, or the address in --config)')
+    .option('-c, --config <file>', 'gateway config file to read the admin address from')
+    .option('--json', 'print the admin server\'s JSON answer')
+    .addHelpText('after', '\nExits 0 when the config was applied; 1 when it was refused (its problems are printed as file:line:column: path: reason and the gateway keeps its current config) or the gateway cannot be reached.\nSending SIGHUP to `ferry run` does the same.\nExample:\n  ferry reload --admin http://127.0.0.1:9180')
+    .action(async (options) => (await import('./reload.ts')).reloadCommand(options));
+
+  program
+    .command('validate')
+    .description('check a gateway config and every bridge and device file it references')
+    .addOption(configOption())
+    .addHelpText('after', '\nExits 0 when valid; 1 with every problem as file:line:column: path: reason.')
+    .action(async (options) => (await import('./validate.ts')).validateCommand(options));
+
+  program
+    .command('config')
+    .description('config tooling')
+    .command('schema')
+    .description('print the JSON Schema of a config file kind, for editor completion')
+    .addOption(new Option('--kind <kind>', 'which file').choices(['gateway', 'bridge', 'device']).default('gateway'))
+    .action(async (options) => (await import('./schema.ts')).schemaCommand(options));
+
+  program
+    .command('history')
+    .description('show the latest messages kept in the gateway\'s local history')
+    .addOption(configOption())
+    .addOption(dataDirOption())
+    .option('--bridge <name>', 'only this bridge')
+    .option('--topic <prefix>', 'only topics starting with this prefix')
+    .option('-n, --limit <count>', 'how many messages', parseCount, 20)
+    .option('-f, --follow', 'keep printing new messages as they arrive')
+    .option('--json', 'one JSON object per line')
+    .action(async (options) => (await import('./history.ts')).historyCommand(options));
+
+  const buffer = program
+    .command('buffer')
+    .description("inspect and repair the durable buffer in a gateway's data directory; safe while the gateway runs");
+
+  buffer
+    .command('stats')
+    .description('pending messages, bytes and oldest age per bridge and sink, dead letters, totals')
+    .addOption(configOption())
+    .addOption(dataDirOption())
+    .option('--json', 'one JSON document (ages in ms)')
+    .action(async (options) => (await import('./buffer/stats.ts')).statsCommand(options));
+
+  buffer
+    .command('peek')
+    .description('the next messages a sink (or a bridge) would deliver, oldest first')
+    .addOption(configOption())
+    .addOption(dataDirOption())
+    .option('--bridge <name>', 'only this bridge')
+    .option('--sink <name>', "from this sink's cursor")
+    .option('-n, --limit <count>', 'how many messages', parseCount, 10)
+    .option('--json', 'one JSON object per line')
+    .option('--dead', 'the oldest dead letters instead, with their reasons (--sink: of that sink, or `transform` / `rateLimit` for messages refused at ingress)')
+    .action(async (options) => (await import('./buffer/peek.ts')).peekCommand(options));
+
+  buffer
+    .command('export')
+    .description('every buffered message (or dead letter) as JSON lines, payloads in base64')
+    .addOption(configOption())
+    .addOption(dataDirOption())
+    .option('--format <format>', 'output format: jsonl', 'jsonl')
+    .option('--bridge <name>', 'only this bridge')
+    .option('--dead-letters', 'the dead letters instead of the buffered messages')
+    .option('-o, --output <file>', 'write to this file instead of standard output')
+    .action(async (options) => (await import('./buffer/export.ts')).exportCommand(options));
+
+  buffer
+    .command('purge')
+    .description("delete a bridge's buffered messages (and its dead letters with --dead-letters)")
+    .addOption(configOption())
+    .addOption(dataDirOption())
+    .requiredOption('--bridge <name>', 'the bridge')
+    .option('--dead-letters', 'also delete its dead letters')
+    .option('--yes', 'delete; without it, says what would be deleted and exits 1')
+    .action(async (options) => (await import('./buffer/purge.ts')).purgeCommand(options));
+
+  buffer
+    .command('redrive')
+    .description("move a bridge's dead letters back into its log as new messages")
+    .addOption(configOption())
+    .addOption(dataDirOption())
+    .requiredOption('--bridge <name>', 'the bridge')
+    .action(async (options) => (await import('./buffer/redrive.ts')).redriveCommand(options));
+
+  program
+    .command('device')
+    .description('device tooling')
+    .command('hash-password')
+    .description('print the scrypt hash of a device password, for `credentials` in devices/*.yaml')
+    .addHelpText('after', '\nReads the password from standard input (typed twice, hidden, in a terminal).\nExample:\n  printf %s "$DEVICE_PASSWORD" | ferry device hash-password')
+    .action(async () => (await import('./device/hash-password.ts')).hashPasswordCommand());
+
+  program
+    .command('simulate')
+    .description('connect simulated devices of a profile and publish its telemetry: a load test with a summary')
+    .requiredOption('--profile <file>', 'device profile (devices/*.yaml) with a telemetry section')
+    .option('--url <url>', 'MQTT broker', 'mqtt://127.0.0.1:1883')
+    .option('--devices <n>', 'how many devices; client ids from the profile clientId, * numbered from 1', '10')
+    .option('--rate <r>', 'messages per second over all devices; 0: as fast as the window allows', '0')
+    .option('--qos <qos>', 'QoS of the publishes: 0, 1 or 2', '1')
+    .option('--mqtt <version>', 'MQTT version the devices speak: 3.1.1 or 5', '3.1.1')
+    .option('--window <n>', 'most unacknowledged messages per device', '20')
+    .option('--duration <time>', 'how long to publish: 30s, 2m, 500ms (default 30s)')
+    .option('--count <m>', 'publish this many messages in all instead of for a duration')
+    .option('--username <name>', 'every device logs in with this username (else anonymous)')
+    .option('--password-env <var>', 'environment variable holding the password for --username')
+    .option('--json', 'print the summary as one JSON object on standard output')
+    .addHelpText('after', '\nExits 0 when every message was acknowledged, 1 otherwise. Ctrl-C stops publishing, waits up to 5 s for acknowledgements, then reports.\nExample:\n  ferry simulate --profile devices/temperature-sensor.yaml --devices 50 --rate 500 --duration 1m')
+    .action(async (options) => (await import('./simulate/command.ts')).simulateCommand(options));
+
+  return program;
+}
+
+function parsePort(value: string): number {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`not a port number: ${value}`);
+  return port;
+}
+
+function parseCount(value: string): number {
+  const count = Number(value);
+  if (!Number.isInteger(count) || count < 1) throw new Error(`not a positive whole number: ${value}`);
+  return count;
+}
+

@@ -1,0 +1,60 @@
+import { BRIDGE, type MetricSpec, SINK } from './spec.ts';
+
+/** The durable buffer: what is stored, delivered, retried, dropped and dead-lettered. */
+export const bufferMetrics = [
+  { name: 'buffer.appended', type: 'counter', unit: 'messages', labels: {}, help: 'Messages committed to the buffer (each is acknowledged to its device after the commit).' },
+  {
+    name: 'buffer.refused',
+    type: 'counter',
+    unit: 'messages',
+    labels: {},
+    help: 'Messages held unacknowledged because their bridge\'s buffer was full under `overflow: refuse` (counted at each attempt to store them).',
+  },
+  {
+    name: 'buffer.dropped',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE, reason: { meaning: 'the overflow policy that dropped them', values: ['drop-newest', 'drop-oldest'] } },
+    help: 'Messages dropped because their bridge\'s buffer was full: the new one (`drop-newest`) or the oldest ones (`drop-oldest`).',
+  },
+  {
+    name: 'buffer.errors',
+    type: 'counter',
+    unit: 'errors',
+    labels: { reason: { meaning: 'why the commit failed', values: ['disk_full', 'append_failed'] } },
+    help: 'Failed buffer commits; their messages are held unacknowledged and stored once the disk takes them again.',
+  },
+  { name: 'buffer.expired', type: 'counter', unit: 'messages', labels: { bridge: BRIDGE }, help: 'Messages removed undelivered because they were older than the bridge\'s `buffer.maxAgeMs`.' },
+  { name: 'buffer.delivered', type: 'counter', unit: 'messages', labels: { bridge: BRIDGE, sink: SINK }, help: 'Buffered messages a sink confirmed, moving its cursor past them.' },
+  { name: 'buffer.retries', type: 'counter', unit: 'attempts', labels: { bridge: BRIDGE, sink: SINK }, help: 'Failed sink writes that will be tried again after the backoff (`buffer.retryInitialMs` to `buffer.retryMaxMs`).' },
+  {
+    name: 'buffer.dead_letters',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE, sink: SINK },
+    help: 'Messages a sink refused for good (too large, an invalid topic), moved to the bridge\'s dead letters.',
+  },
+  {
+    name: 'buffer.dead_letters.dropped',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE },
+    help: 'The oldest dead letters deleted to keep a bridge within `buffer.maxDeadLetters`.',
+  },
+  {
+    name: 'buffer.live_first.started',
+    type: 'counter',
+    unit: 'events',
+    labels: { bridge: BRIDGE, sink: SINK },
+    help: 'Times a sink fell a window behind under `replay: live-first` and began taking new messages before its backlog.',
+  },
+  { name: 'buffer.live_first.caught_up', type: 'counter', unit: 'events', labels: { bridge: BRIDGE, sink: SINK }, help: 'Times a sink replaying `live-first` delivered its backlog and went back to arrival order.' },
+  {
+    name: 'buffer.recovered_from_corruption',
+    type: 'counter',
+    unit: 'events',
+    labels: {},
+    help: 'A corrupt `buffer.db` found at startup, moved aside (`buffer.db.corrupt-<time>`) and replaced by a fresh one.',
+  },
+  { name: 'delivery.double_settle', type: 'counter', unit: 'events', labels: { bridge: BRIDGE, sink: SINK }, help: 'Deliveries acknowledged or refused a second time, which the first settlement wins (a bug to report).' },
+] as const satisfies readonly MetricSpec[];

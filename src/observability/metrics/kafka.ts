@@ -1,0 +1,57 @@
+import { BRIDGE, type MetricSpec } from './spec.ts';
+
+/** The Kafka sink and source, and the commands the devices sink carries to devices. */
+export const kafkaMetrics = [
+  {
+    name: 'kafka.messages.rejected',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE },
+    help: 'Messages the Kafka sink cannot write (its topic renders to an invalid name or one outside `allowedTopics`, or a template field has no value), sent to the dead letters.',
+  },
+  {
+    name: 'kafka.messages.invalid',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE, topic: { meaning: 'the Kafka topic the record came from' } },
+    help: 'Records of a `kafka` source that its sinks refused for good; the offset is committed past them and the log line names each.',
+  },
+  {
+    name: 'kafka.messages.redelivered',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE, topic: { meaning: 'the Kafka topic the record came from' } },
+    help: 'Records of a `kafka` source delivered again after a sink refused them for now (with a backoff from `retryBackoffMs`).',
+  },
+  { name: 'kafka.partitions.paused', type: 'counter', unit: 'events', labels: { bridge: BRIDGE }, help: 'Times a `kafka` source paused a partition because `maxInFlight` of its records were waiting for acknowledgement.' },
+  { name: 'kafka.commit.failed', type: 'counter', unit: 'errors', labels: { bridge: BRIDGE }, help: 'Failed offset commits of a `kafka` source; the commit is tried again.' },
+  { name: 'kafka.consumer.errors', type: 'counter', unit: 'errors', labels: { bridge: BRIDGE }, help: 'Failures of a `kafka` source\'s consumer (a crash, or no connection at start); it reconnects.' },
+  {
+    name: 'commands.delivered',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE, qos: { meaning: '1 when a device\'s PUBACK confirmed it, 0 when it counted as delivered once sent', values: ['0', '1'] } },
+    help: 'Commands the `devices` sink delivered to a device.',
+  },
+  {
+    name: 'commands.expired',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE, reason: { meaning: 'why it was dropped', values: ['no_subscriber', 'expired'] } },
+    help: 'Commands dropped and committed past: nobody was subscribed to their topic, or no device acknowledged them within `expiryMs`.',
+  },
+  {
+    name: 'commands.refused',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE, reason: { meaning: 'the PUBACK reason code, in hex (`0x80`, `0x87`...)' } },
+    help: 'Commands every MQTT 5 client that could take them refused with a PUBACK reason code of 0x80 or more; committed past, not sent again.',
+  },
+  {
+    name: 'commands.invalid',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE },
+    help: 'Commands whose topic template cannot be rendered (no key, a missing header) or renders to an invalid MQTT topic; committed past.',
+  },
+] as const satisfies readonly MetricSpec[];
