@@ -9,6 +9,8 @@ export interface MetricsStatus {
   /** `clients` is set for broker listeners (open sockets), absent for the admin server. */
   readonly listeners: readonly { readonly protocol: string; readonly clients?: number }[];
   readonly inFlight: number;
+  /** TypeScript bridges carry `handler`. */
+  readonly bridges: readonly { readonly name: string; readonly handler?: { readonly held: number; readonly oldestHeldAgeMs: number } }[];
   readonly buffer: {
     readonly state: string;
     readonly held: number;
@@ -29,6 +31,7 @@ export interface MetricsStatus {
  */
 export function renderGatewayMetrics(status: MetricsStatus, counters: CounterRegistry, now = Date.now()): string {
   const buffered = status.buffer.bridges;
+  const handlers = status.bridges.flatMap((b) => (b.handler === undefined ? [] : [{ name: b.name, handler: b.handler }]));
   const perSink = (value: (sink: MetricsStatus['buffer']['bridges'][number]['sinks'][number]) => number): Sample[] =>
     buffered.flatMap((b) => b.sinks.map((s) => ({ labels: { bridge: b.bridge, sink: s.sink }, value: value(s) })));
   const samples: Record<GaugeName, Sample[]> = {
@@ -43,6 +46,8 @@ export function renderGatewayMetrics(status: MetricsStatus, counters: CounterReg
     'buffer.pending': perSink((s) => s.pending),
     'buffer.oldest_pending_age_seconds': perSink((s) => (s.oldestPendingAt === null ? 0 : Math.max(0, (now - s.oldestPendingAt) / 1000))),
     'buffer.dead_letters': buffered.map((b) => ({ labels: { bridge: b.bridge }, value: b.deadLetters })),
+    'handler.held': handlers.map((b) => ({ labels: { bridge: b.name }, value: b.handler.held })),
+    'handler.held_oldest_age_seconds': handlers.map((b) => ({ labels: { bridge: b.name }, value: b.handler.oldestHeldAgeMs / 1000 })),
   };
   const gauges: Metric[] = Object.entries(samples).map(([name, values]) => ({ name, type: 'gauge', help: helpOf(name, 'gauge'), samples: values }));
   const counted: Metric[] = [...counters.families()].map(([name, values]) => ({ name, type: 'counter', help: helpOf(name, 'counter'), samples: values }));

@@ -28,4 +28,12 @@ export const gaugeMetrics = [
     help: 'Age of the oldest message a sink has not confirmed (0 when none).',
   },
   { name: 'buffer.dead_letters', type: 'gauge', unit: 'messages', labels: { bridge: BRIDGE }, help: 'Dead letters a bridge keeps.' },
+  { name: 'handler.held', type: 'gauge', unit: 'messages', labels: { bridge: BRIDGE }, help: 'Messages a TypeScript bridge\'s handler holds or whose outputs are not confirmed yet.' },
+  {
+    name: 'handler.held_oldest_age_seconds',
+    type: 'gauge',
+    unit: 'seconds',
+    labels: { bridge: BRIDGE },
+    help: 'Age of the oldest message a TypeScript bridge\'s handler holds (0 when none); past its `maxHoldMs` the bridge is degraded.',
+  },
 ] as const satisfies readonly MetricSpec[];

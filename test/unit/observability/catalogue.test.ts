@@ -73,6 +73,7 @@ test('every gauge in the catalogue is shown by /metrics, with its HELP text', ()
       uptimeSeconds: 5,
       listeners: [{ protocol: 'mqtt', clients: 2 }, { protocol: 'http' }],
       inFlight: 0,
+      bridges: [{ name: 'b' }, { name: 'h', handler: { held: 2, oldestHeldAgeMs: 1500 } }],
       buffer: { state: 'ok', held: 0, bridges: [{ bridge: 'b', messages: 1, bytes: 3, deadLetters: 0, sinks: [{ sink: 'history', pending: 1, oldestPendingAt: 1_000 }] }] },
     },
     counters,
@@ -86,6 +87,7 @@ test('every gauge in the catalogue is shown by /metrics, with its HELP text', ()
   }
   assert.match(text, /^ferry_buffer_oldest_pending_age_seconds\{bridge="b",sink="history"\} 2$/m);
   assert.match(text, /^ferry_mqtt_clients\{listener="mqtt"\} 2$/m);
+  assert.match(text, /^ferry_handler_held_oldest_age_seconds\{bridge="h"\} 1\.5$/m);
   assert.match(text, /^# HELP ferry_mqtt_connections_refused_total Connections refused at the socket/m);
   assert.match(text, /^ferry_mqtt_connections_refused_total\{reason="bad_credentials"\} 1$/m);
 });
