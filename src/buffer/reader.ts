@@ -22,6 +22,11 @@ export interface CursorSourceOptions {
 export interface CursorSource {
   readonly deliveries: Observable<Delivery>;
   stop(): void;
+  /**
+   * Since when (Date.now()) the sink has held a window without settling all of it; undefined
+   * while it holds none. A value long past means the upstream does not answer.
+   */
+  readonly waitingSince: number | undefined;
 }
 
 type Outcome = { readonly ok: true } | { readonly ok: false; readonly error: Error };
@@ -52,6 +57,7 @@ const POLL_MS = 1000;
 export function cursorSource(options: CursorSourceOptions): CursorSource {
   const { store, writer, bridge, sink, policy, logger, counters } = options;
   let stopping = false;
+  let waitingSince: number | undefined;
   let wake: (() => void) | undefined;
   const interrupt = () => wake?.();
   const pause = (ms: number) =>
@@ -79,8 +85,11 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
         const settled = (index: number, outcome: Outcome) => {
           outcomes[index] = outcome;
           remaining -= 1;
-          if (remaining === 0) resolve(outcomes);
+          if (remaining > 0) return;
+          waitingSince = undefined;
+          resolve(outcomes);
         };
+        waitingSince = Date.now();
         const deliveries = createDeliveries(
           window.map((m) => m.envelope),
           {
@@ -236,6 +245,9 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
     stop: () => {
       stopping = true;
       interrupt();
+    },
+    get waitingSince() {
+      return waitingSince;
     },
   };
 }

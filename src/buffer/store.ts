@@ -223,6 +223,14 @@ export class BufferStore {
     return row;
   }
 
+  /** When the oldest message after a sink's cursor was created (ms), or null when there is none; cheap (one index lookup). */
+  oldestPendingAt(bridge: string, sink: string): number | null {
+    const row = this.#statement(
+      'SELECT m.created_at AS at FROM messages m, cursors c WHERE c.bridge = ? AND c.sink = ? AND m.bridge = c.bridge AND m.seq > c.seq ORDER BY m.seq LIMIT 1',
+    ).get(bridge, sink) as { at: number } | undefined;
+    return row?.at ?? null;
+  }
+
   /** The newest seq of a bridge's log, or 0. */
   tail(bridge: string): number {
     return (this.db.prepare('SELECT max(seq) AS seq FROM messages WHERE bridge = ?').get(bridge) as { seq: number | null }).seq ?? 0;

@@ -7,7 +7,7 @@ import { Signal } from './signal.ts';
 import type { StoredMessage } from './store.ts';
 
 /** A cursor handing messages over continuously. */
-export interface StreamCursor extends CursorSource {
+export interface StreamCursor extends Omit<CursorSource, 'waitingSince'> {
   /** True while reading waits because `windowSize` messages are out and not settled. */
   readonly full: boolean;
   /**

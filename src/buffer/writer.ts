@@ -46,6 +46,8 @@ export class BufferWriter {
   #scheduled = false;
   #heldTimer: NodeJS.Timeout | undefined;
   #state: WriterState = 'ok';
+  /** When the current refusal or storage episode began. */
+  #episodeSince = 0;
   readonly #upkeep: BufferUpkeep;
   readonly #unsubscribe: () => void;
 
@@ -69,10 +71,17 @@ export class BufferWriter {
     return this.#held.length;
   }
 
+  /** The bridges whose messages are held now (full under `refuse`, or the disk). */
+  heldBridges(): string[] {
+    return [...new Set(this.#held.map((h) => h.bridge))].sort();
+  }
+
   /** The bridge's limits and overflow policy; its upkeep (expiry, dead-letter trimming) follows it. */
   setPolicy(bridge: string, policy: BufferPolicy): void {
     this.#policies.set(bridge, policy);
     this.#upkeep.watch(bridge, policy);
+    // Raised limits (a reload) may let held deliveries in.
+    queueMicrotask(() => this.#released());
   }
 
   policy(bridge: string): BufferPolicy | undefined {
@@ -254,7 +263,22 @@ export class BufferWriter {
 
   #setState(state: WriterState): void {
     if (state === this.#state) return;
-    if (state === 'ok') this.#logger.info({ previous: this.#state }, 'buffer accepts messages again');
+    const now = Date.now();
+    if (state === 'ok') {
+      this.#logger.info({ previous: this.#state, refusedForMs: now - this.#episodeSince }, 'buffer accepts messages again');
+    } else if (state === 'refusing') {
+      // Once per episode: the start of refusing is as much news as its end (issue 16).
+      this.#episodeSince = now;
+      const bridges = this.heldBridges();
+      const limits = bridges.map((b) => {
+        const policy = this.#policies.get(b);
+        const usage = this.#store.usage(b);
+        return policy === undefined ? b : `${b} (${usage.messages}/${policy.maxMessages} messages, ${usage.bytes}/${policy.maxBytes} bytes)`;
+      });
+      this.#logger.warn({ bridges }, `buffer full: ${limits.join(', ')} under overflow: refuse; new device messages for it are not acknowledged (devices keep them) until its sinks catch up`);
+    } else if (this.#state === 'ok') {
+      this.#episodeSince = now;
+    }
     this.#state = state;
     if (state !== 'ok' && this.#heldTimer === undefined) {
       this.#heldTimer = setTimeout(() => {

@@ -188,6 +188,23 @@ export const gatewaySchema = z
       })
       .prefault({})
       .meta({ description: 'Graceful shutdown.' }),
+    health: z
+      .strictObject({
+        stalledAfterMs: z.int().min(100).default(10_000).meta({
+          description:
+            'A sink that has held messages this long without an answer (a hung Kafka, say) is reported as stalled: logged once, and listed as degraded in /readyz and /api/status. Well below the Kafka request timeout, so a hang shows before the first retry.',
+          examples: [10000],
+        }),
+        maxBacklogAgeMs: z.int().min(0).default(300_000).meta({
+          description: "A sink whose oldest undelivered message is older than this is reported as degraded (backlog); 0 turns the check off.",
+          examples: [300000],
+        }),
+      })
+      .prefault({})
+      .meta({
+        description:
+          'When the gateway reports trouble upstream. Degraded is not unready: /readyz answers 503 only while device traffic is refused (a full bridge under refuse, a full or failing disk, a drain).',
+      }),
     bridges: z.array(z.string().min(1)).default(['../bridges']).meta({
       description: 'Bridge files or directories of bridge files (*.yaml, and *.ts custom handlers), relative to this file.',
       examples: [['../bridges'], ['bridges/telemetry.yaml']],

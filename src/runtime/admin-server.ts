@@ -3,9 +3,16 @@ import { once } from 'node:events';
 import { FerryError, describeError, wrapError } from '../core/errors.ts';
 import type { ReloadResult } from './reload-plan.ts';
 
+/** What GET /readyz answers: ready (200) or not (503), and why, with the trouble upstream either way. */
+export interface Readiness {
+  readonly ready: boolean;
+  readonly reason?: string;
+  readonly degraded?: readonly unknown[];
+}
+
 export interface AdminHandlers {
-  /** True once the gateway accepts device traffic, false while starting or draining. */
-  ready(): boolean;
+  /** Ready once the gateway accepts device traffic; not while starting, draining, or refusing device messages. */
+  ready(): Readiness;
   status(): unknown;
   /** Reads the config again and applies it (POST /api/reload). */
   reload?(): Promise<ReloadResult>;
@@ -51,7 +58,11 @@ export class AdminServer {
         case '/healthz':
           return send(200, { status: 'ok' });
         case '/readyz':
-          return handlers.ready() ? send(200, { status: 'ready' }) : send(503, { status: 'not ready' });
+        {
+          const { ready, reason, degraded = [] } = handlers.ready();
+          const body = { status: ready ? (degraded.length > 0 ? 'degraded' : 'ready') : 'not ready', ...(reason === undefined ? {} : { reason }), degraded };
+          return send(ready ? 200 : 503, body);
+        }
         case '/api/status':
           return send(200, handlers.status());
         case '/metrics':

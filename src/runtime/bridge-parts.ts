@@ -81,6 +81,26 @@ interface SinkState {
   written: number;
   failed: number;
   lastError?: string;
+  /** Set from a failed batch until a batch is written again: the upstream is down. */
+  down?: { readonly since: number; attempts: number };
+  /** Since when the sink holds messages without an answer, when its input can tell. */
+  readonly waitingSince: () => number | undefined;
+}
+
+/** Something that keeps a bridge from delivering, for readiness and status. */
+export interface BridgeProblem {
+  readonly bridge: string;
+  readonly sink?: string;
+  /**
+   * `down`: the sink's last write failed; `stalled`: it holds messages without an answer
+   * (a hung upstream); `backlog`: its oldest undelivered message is older than allowed;
+   * `held`: the handler holds messages past maxHoldMs; `failing`: the handler fails again and
+   * again; `source_failed`: the source stopped.
+   */
+  readonly problem: 'down' | 'stalled' | 'backlog' | 'held' | 'failing' | 'source_failed';
+  readonly detail: string;
+  /** Since when (ms since the epoch), where known. */
+  readonly since?: number;
 }
 
 /**
@@ -109,11 +129,19 @@ export class SinkSet {
    * Creates the sink `name` from its entry and subscribes it to `input`. `onError` says what
    * happens to the messages of a sink that stopped with an error (for the log line).
    */
-  add(name: string, entry: Readonly<Record<string, unknown>>, input: Observable<Delivery>, context: ComponentContext, runtime: RuntimeDeps, onError: string): void {
+  add(
+    name: string,
+    entry: Readonly<Record<string, unknown>>,
+    input: Observable<Delivery>,
+    context: ComponentContext,
+    runtime: RuntimeDeps,
+    onError: string,
+    waitingSince: () => number | undefined = () => undefined,
+  ): void {
     const [kind, sinkConfig] = Object.entries(entry)[0] as [string, unknown];
     const component = findSink(kind);
     if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${this.#bridge}': unknown sink kind '${kind}'`);
-    const state: SinkState = { name, kind, written: 0, failed: 0 };
+    const state: SinkState = { name, kind, written: 0, failed: 0, waitingSince };
     const sink = component.create(sinkConfig as never, { ...context, logger: this.#logger.child({ sink: name }) }, runtime);
     this.#pending += 1;
     this.#states.push(state);
@@ -148,6 +176,22 @@ export class SinkSet {
     for (const subscription of this.#subscriptions) subscription.unsubscribe();
   }
 
+  /** Sinks that are down, or that have held messages without an answer for `stalledAfterMs`. */
+  problems(now: number, stalledAfterMs: number): BridgeProblem[] {
+    const out: BridgeProblem[] = [];
+    for (const s of this.#states) {
+      if (s.down !== undefined) {
+        out.push({ bridge: this.#bridge, sink: s.name, problem: 'down', detail: `${s.down.attempts} failed attempt(s): ${s.lastError ?? 'unknown error'}`, since: s.down.since });
+        continue;
+      }
+      const waiting = s.waitingSince();
+      if (waiting !== undefined && now - waiting >= stalledAfterMs) {
+        out.push({ bridge: this.#bridge, sink: s.name, problem: 'stalled', detail: `no answer from ${s.kind} for ${Math.round((now - waiting) / 1000)} s`, since: waiting });
+      }
+    }
+    return out;
+  }
+
   status(): SinkStatus[] {
     return this.#states.map((s) => ({ name: s.name, kind: s.kind, written: s.written, failed: s.failed, ...(s.lastError === undefined ? {} : { lastError: s.lastError }) }));
   }
@@ -157,11 +201,26 @@ export class SinkSet {
     if (event.type === 'written') {
       state.written += event.count;
       this.#counters.count('sink.messages.written', labels, event.count);
+      if (state.down !== undefined) {
+        this.#logger.info(
+          { sink: state.name, downForMs: Date.now() - state.down.since, attempts: state.down.attempts },
+          `sink '${state.name}' writes again after ${Math.round((Date.now() - state.down.since) / 1000)} s down`,
+        );
+        delete state.down;
+      }
       return;
     }
     state.failed += event.count;
     state.lastError = event.error.message;
     this.#counters.count('sink.messages.failed', labels, event.count);
+    if (state.down !== undefined) {
+      state.down.attempts += 1;
+      return;
+    }
+    // Logged once per outage (the reader logs its retries at most once per failure streak too).
+    state.down = { since: Date.now(), attempts: 1 };
+    this.#counters.count('sink.outages', labels);
+    this.#logger.warn({ sink: state.name, err: event.error }, `sink '${state.name}' is down (${event.error.message}): its messages stay buffered and are retried with backoff`);
   }
 
   #sinkDone(): void {

@@ -7,7 +7,7 @@ import { type CursorSource, cursorSource } from '../buffer/reader.ts';
 import type { BufferStore } from '../buffer/store.ts';
 import type { BufferWriter } from '../buffer/writer.ts';
 import type { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
-import { type SinkStatus, SinkSet, resolveSource, sourceFailed } from './bridge-parts.ts';
+import { type BridgeProblem, type SinkStatus, SinkSet, resolveSource, sourceFailed } from './bridge-parts.ts';
 import { BufferRegistration } from './buffer-registration.ts';
 import { ingressOperators } from './ingress.ts';
 
@@ -75,6 +75,8 @@ export interface GatewayBridge {
    */
   discard(): void;
   status(): BridgeStatus;
+  /** What keeps the bridge from delivering now (see BridgeProblem); empty when nothing does. */
+  problems(now: number, stalledAfterMs: number): BridgeProblem[];
 }
 
 /** Names of a bridge's sinks in the buffer's cursors: the kind, or kind#index when a kind repeats. */
@@ -95,21 +97,24 @@ interface Feed {
   take(delivery: Delivery): void;
   /** No more messages: each sink finishes what it was handed, then its input completes. */
   stop(): void;
+  /** Since when the sink `sink` has held messages without settling them, when this feed can tell. */
+  waitingSince(sink: string): number | undefined;
 }
 
 function bufferedFeed(config: BridgeConfig, deps: BridgeDeps, logger: Logger): Feed {
-  const readers: CursorSource[] = [];
+  const readers = new Map<string, CursorSource>();
   return {
     input: (sink) => {
       const reader = cursorSource({ store: deps.store, writer: deps.writer, bridge: config.name, sink, policy: config.buffer, logger: logger.child({ sink }), counters: deps.counters });
-      readers.push(reader);
+      readers.set(sink, reader);
       // A bridge replacing one of the same name reads once the old one let go of the cursors.
       return deps.startAfter === undefined ? reader.deliveries : concat(from(deps.startAfter).pipe(ignoreElements()), reader.deliveries);
     },
     take: (delivery) => deps.writer.enqueue(config.name, delivery),
     stop: () => {
-      for (const reader of readers) reader.stop();
+      for (const reader of readers.values()) reader.stop();
     },
+    waitingSince: (sink) => readers.get(sink)?.waitingSince,
   };
 }
 
@@ -128,6 +133,8 @@ function directFeed(): Feed {
     stop: () => {
       for (const subject of subjects) subject.complete();
     },
+    // Messages go straight to the sinks and are acked upstream as they settle: the source's own lag shows it.
+    waitingSince: () => undefined,
   };
 }
 
@@ -169,7 +176,9 @@ export class RunningBridge implements GatewayBridge {
     try {
       config.to.forEach((entry, i) => {
         const name = names[i] as string;
-        this.#sinks.add(name, entry, this.#feed.input(name), source.context, runtime, buffered ? 'its messages stay buffered' : 'its messages are not acknowledged upstream');
+        this.#sinks.add(name, entry, this.#feed.input(name), source.context, runtime, buffered ? 'its messages stay buffered' : 'its messages are not acknowledged upstream', () =>
+          this.#feed.waitingSince(name),
+        );
       });
       // Rate limit and transform steps; a message they refuse is dead-lettered and acked there.
       const ingress = ingressOperators(config, { deadLetters: writer, logger: this.#logger, counters, sourceFilters: source.context.sourceFilters ?? [] });
@@ -213,6 +222,12 @@ export class RunningBridge implements GatewayBridge {
   discard(): void {
     this.abort();
     this.#registration.discard();
+  }
+
+  problems(now: number, stalledAfterMs: number): BridgeProblem[] {
+    const problems = this.#sinks.problems(now, stalledAfterMs);
+    if (this.#sourceError !== undefined) problems.push({ bridge: this.config.name, problem: 'source_failed', detail: this.#sourceError });
+    return problems;
   }
 
   status(): BridgeStatus {

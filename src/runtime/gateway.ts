@@ -13,6 +13,7 @@ import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../mqtt/embedded-bro
 import { CounterRegistry } from '../observability/counters.ts';
 import { renderGatewayMetrics } from '../observability/gateway-metrics.ts';
 import { AdminServer } from './admin-server.ts';
+import { type Health, HealthWatch } from './health.ts';
 import type { BridgeStatus, GatewayBridge } from './bridge.ts';
 import { createBridge } from './create-bridge.ts';
 import { componentKinds } from './registry.ts';
@@ -38,6 +39,8 @@ export interface GatewayStatus {
     readonly movedAside?: string;
     readonly bridges: readonly BridgeStats[];
   };
+  /** Readiness and trouble upstream, as GET /readyz tells them. */
+  readonly health: Health;
   readonly counters: Record<string, number>;
 }
 
@@ -61,6 +64,7 @@ export class Gateway {
   #auth: DeviceAuthenticator | undefined;
   #store: BufferStore | undefined;
   #writer: BufferWriter | undefined;
+  #health: HealthWatch | undefined;
   #movedAside: string | undefined;
   #admin: AdminServer | undefined;
   #bridges: GatewayBridge[] = [];
@@ -103,9 +107,16 @@ export class Gateway {
       this.#movedAside = opened.movedAside;
       if (opened.movedAside !== undefined) this.counters.count('buffer.recovered_from_corruption');
       this.#writer = new BufferWriter(opened.store, config.buffer, this.#logger.child({ component: 'buffer' }), this.counters);
+      this.#health = new HealthWatch({
+        bridges: () => this.#bridges,
+        store: () => this.#store,
+        settings: () => this.#config.health,
+        logger: this.#logger.child({ component: 'health' }),
+        counters: this.counters,
+      });
       if (config.admin.enabled) {
         this.#admin = await AdminServer.start(config.admin.host, config.admin.port, {
-          ready: () => this.#state === 'running' && this.#broker !== undefined && this.#writer?.state !== 'disk-full' && this.#writer?.state !== 'write-failed',
+          ready: () => this.health(),
           status: () => this.status(),
           reload: () => this.reload(),
           metrics: () => this.metrics(),
@@ -168,6 +179,28 @@ export class Gateway {
     return drained;
   }
 
+  /**
+   * Ready while the gateway takes device traffic: not while it starts or drains, nor while the
+   * buffer refuses device messages (a bridge full under `refuse`, a full or failing disk). Trouble
+   * upstream (a sink down or hung, an old backlog, a handler holding or failing) is listed as
+   * degraded without making the gateway unready: devices are still acknowledged.
+   */
+  health(): Health {
+    const degraded = this.#health?.check() ?? [];
+    const refusing = (): string | undefined => {
+      if (this.#state !== 'running') return `the gateway is ${this.#state}`;
+      if (this.#broker === undefined) return 'the gateway is starting';
+      const writer = this.#writer;
+      if (writer === undefined) return undefined;
+      if (writer.state === 'disk-full') return 'the disk is full: device messages are not acknowledged until space returns';
+      if (writer.state === 'write-failed') return 'the buffer cannot be written: device messages are not acknowledged';
+      if (writer.state === 'refusing') return `bridge(s) ${writer.heldBridges().join(', ')} full under overflow: refuse: their device messages are not acknowledged`;
+      return undefined;
+    };
+    const reason = refusing();
+    return { ready: reason === undefined, ...(reason === undefined ? {} : { reason }), degraded };
+  }
+
   status(): GatewayStatus {
     const listeners: GatewayStatus['listeners'][number][] = [];
     for (const l of this.#broker?.listeners ?? []) listeners.push({ protocol: l.protocol, host: l.host, port: l.port, clients: l.connections });
@@ -188,6 +221,7 @@ export class Gateway {
         ...(this.#movedAside === undefined ? {} : { movedAside: this.#movedAside }),
         bridges: this.#bridges.map((b) => (this.#store as BufferStore).stats(b.config.name)),
       },
+      health: this.health(),
       counters: this.counters.snapshot(),
     };
   }
@@ -309,6 +343,7 @@ export class Gateway {
   }
 
   async #closeAll(sinkTimeoutMs = 0): Promise<void> {
+    this.#health?.stop();
     this.#writer?.flushNow();
     const bridges = [...this.#bridges, ...this.#retiring.keys()];
     const stopping = [...this.#bridges.map((b) => b.stop()), ...this.#retiring.values()];

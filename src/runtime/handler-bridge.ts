@@ -12,7 +12,7 @@ import { GcNudge } from '../handler/gc-nudge.ts';
 import { InputTracker, type Ticket } from '../handler/input-tracker.ts';
 import { type MessageContext, createMessage, createTools, culpritOf, isOutput, ticketOf } from '../handler/message.ts';
 import type { BridgeDeps, BridgeStatus } from './bridge.ts';
-import { SinkSet, resolveSource, sourceFailed } from './bridge-parts.ts';
+import { type BridgeProblem, SinkSet, resolveSource, sourceFailed } from './bridge-parts.ts';
 import { BufferRegistration } from './buffer-registration.ts';
 import { HoldWatch } from './hold-watch.ts';
 
@@ -184,6 +184,16 @@ export class HandlerBridge {
     this.#source?.unsubscribe();
     this.#reading?.unsubscribe();
     this.#sinks.abort();
+  }
+
+  problems(now: number, stalledAfterMs: number): BridgeProblem[] {
+    const problems = this.#sinks.problems(now, stalledAfterMs);
+    const { name } = this.config;
+    if (this.#sourceError !== undefined) problems.push({ bridge: name, problem: 'source_failed', detail: this.#sourceError });
+    if (this.#failures > 0) problems.push({ bridge: name, problem: 'failing', detail: `the handler failed ${this.#failures} time(s) without progress: ${this.#lastError ?? ''}` });
+    const held = this.#hold.status();
+    if (held.overdue > 0) problems.push({ bridge: name, problem: 'held', detail: `${held.overdue} message(s) held longer than maxHoldMs (${this.config.maxHoldMs} ms)`, since: now - held.oldestAgeMs });
+    return problems;
   }
 
   status(): BridgeStatus {

@@ -40,6 +40,20 @@ export const bridgeMetrics = [
     help: 'Messages of a TypeScript bridge dead-lettered: by `message.reject(reason)`, or as the cause of a pipeline failure (an error thrown while the message was handled, `json()` on a payload that is not JSON).',
   },
   {
+    name: 'sink.outages',
+    type: 'counter',
+    unit: 'events',
+    labels: { bridge: BRIDGE, sink: SINK },
+    help: 'Times a sink went down (a write failed after it had written, or at its first write); logged once each, with the time it was down when it writes again.',
+  },
+  {
+    name: 'health.problems',
+    type: 'counter',
+    unit: 'events',
+    labels: { problem: { meaning: 'what degraded the gateway', values: ['down', 'stalled', 'backlog', 'held', 'failing', 'source_failed'] } },
+    help: 'Times trouble upstream began (a sink down or stalled, an old backlog, a handler holding or failing, a source failed); listed in /readyz and /api/status while it lasts.',
+  },
+  {
     name: 'handler.outputs.skipped',
     type: 'counter',
     unit: 'messages',

@@ -1,0 +1,99 @@
+import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
+import type { BufferStore } from '../buffer/store.ts';
+import type { BridgeProblem } from './bridge-parts.ts';
+import type { GatewayBridge } from './bridge.ts';
+
+export interface HealthSettings {
+  readonly stalledAfterMs: number;
+  readonly maxBacklogAgeMs: number;
+}
+
+/** What /readyz and /api/status say of the gateway. */
+export interface Health {
+  /** False while device traffic is refused (then /readyz answers 503 with `reason`). */
+  readonly ready: boolean;
+  readonly reason?: string;
+  /** Trouble upstream that does not stop the gateway taking traffic. */
+  readonly degraded: readonly BridgeProblem[];
+}
+
+const CHECK_MS = 2000;
+
+/**
+ * Watches the bridges for trouble upstream (issue 16: a sink down or hung, or a backlog growing
+ * old, went unreported): every check lists each bridge's problems and the buffer's backlog ages,
+ * and logs each problem once when it starts and once when it ends.
+ */
+export class HealthWatch {
+  readonly #bridges: () => readonly GatewayBridge[];
+  readonly #store: () => BufferStore | undefined;
+  readonly #settings: () => HealthSettings;
+  readonly #logger: Logger;
+  readonly #counters: Counters;
+  readonly #timer: NodeJS.Timeout;
+  #current = new Map<string, BridgeProblem>();
+
+  constructor(deps: { bridges: () => readonly GatewayBridge[]; store: () => BufferStore | undefined; settings: () => HealthSettings; logger: Logger; counters: Counters }) {
+    this.#bridges = deps.bridges;
+    this.#store = deps.store;
+    this.#settings = deps.settings;
+    this.#logger = deps.logger;
+    this.#counters = deps.counters;
+    this.#timer = setInterval(() => this.check(), CHECK_MS);
+    this.#timer.unref();
+  }
+
+  /** The problems now; logs those that started or ended since the last check. */
+  check(now = Date.now()): BridgeProblem[] {
+    const { stalledAfterMs, maxBacklogAgeMs } = this.#settings();
+    const found: BridgeProblem[] = [];
+    const store = this.#store();
+    for (const bridge of this.#bridges()) {
+      found.push(...bridge.problems(now, stalledAfterMs));
+      if (store === undefined || !store.isOpen || maxBacklogAgeMs === 0) continue;
+      for (const { sink } of store.cursors(bridge.config.name)) {
+        const oldest = store.oldestPendingAt(bridge.config.name, sink);
+        if (oldest !== null && now - oldest > maxBacklogAgeMs) {
+          found.push({ bridge: bridge.config.name, sink, problem: 'backlog', detail: `oldest undelivered message is ${Math.round((now - oldest) / 1000)} s old`, since: oldest });
+        }
+      }
+    }
+    const next = new Map(found.map((p) => [keyOf(p), p]));
+    for (const [key, problem] of next) {
+      if (this.#current.has(key)) continue;
+      this.#counters.count('health.problems', { problem: problem.problem });
+      this.#logger.warn({ bridge: problem.bridge, sink: problem.sink, problem: problem.problem, detail: problem.detail }, `degraded: ${describe(problem)}`);
+    }
+    for (const [key, problem] of this.#current) {
+      if (!next.has(key)) this.#logger.info({ bridge: problem.bridge, sink: problem.sink, problem: problem.problem }, `no longer degraded: ${where(problem)} ${problem.problem} cleared`);
+    }
+    this.#current = next;
+    return found;
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+}
+
+function keyOf(p: BridgeProblem): string {
+  return `${p.bridge}\u0000${p.sink ?? ''}\u0000${p.problem}`;
+}
+
+function where(p: BridgeProblem): string {
+  return p.sink === undefined ? `bridge '${p.bridge}'` : `sink '${p.sink}' of bridge '${p.bridge}'`;
+}
+
+function describe(p: BridgeProblem): string {
+  switch (p.problem) {
+    case 'stalled':
+      return `${where(p)} is stalled: ${p.detail} (is the upstream hung?); its messages stay buffered`;
+    case 'down':
+      return `${where(p)} is down: ${p.detail}`;
+    case 'backlog':
+      return `${where(p)} is behind: ${p.detail}`;
+    default:
+      return `${where(p)}: ${p.detail}`;
+  }
+}
