@@ -76,6 +76,9 @@ export class BufferStore {
 
   constructor(db: Database.Database) {
     this.db = db;
+    // A new buffer gives freed pages back to the file system bit by bit (reclaimSpace); the
+    // mode can only be chosen before the first table exists.
+    if (!db.readonly && (db.pragma('page_count', { simple: true }) as number) === 0) db.pragma('auto_vacuum = INCREMENTAL');
     db.exec(BUFFER_SCHEMA);
     migrate(db);
     this.#insert = db.prepare(
@@ -474,6 +477,35 @@ export class BufferStore {
    */
   writeTransaction<T>(fn: () => T): T {
     return this.db.transaction(fn).immediate();
+  }
+
+  /**
+   * Gives free pages back to the file system once more than `minBytes` are free (after a
+   * backlog drained, say), at most `maxPages` at a time, and truncates the WAL: the buffer file
+   * does not keep the size of its largest backlog (issue 16). A buffer made before incremental
+   * vacuum is converted by one VACUUM the first time its log is empty. Returns the bytes freed.
+   */
+  reclaimSpace(minBytes = 1024 * 1024, maxPages = 4096): number {
+    const pageSize = this.db.pragma('page_size', { simple: true }) as number;
+    const free = this.db.pragma('freelist_count', { simple: true }) as number;
+    if (free * pageSize < minBytes) return 0;
+    if ((this.db.pragma('auto_vacuum', { simple: true }) as number) !== 2) {
+      if (this.#statement('SELECT 1 FROM messages LIMIT 1').get() !== undefined) return 0;
+      this.db.pragma('auto_vacuum = INCREMENTAL');
+      this.db.exec('VACUUM');
+    } else {
+      this.db.pragma(`incremental_vacuum(${maxPages})`);
+    }
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+    return (free - (this.db.pragma('freelist_count', { simple: true }) as number)) * pageSize;
+  }
+
+  /**
+   * Runs `fn`'s reads on one snapshot of the database (a read transaction): a report made of
+   * several queries is consistent even while the gateway commits meanwhile (issue 16).
+   */
+  snapshot<T>(fn: () => T): T {
+    return this.db.transaction(fn).deferred();
   }
 
   close(): void {

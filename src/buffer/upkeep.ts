@@ -28,6 +28,7 @@ export class BufferUpkeep {
     this.#recount = setInterval(() => {
       store.recount();
       this.#trimDeadLetters();
+      this.reclaim();
     }, RECOUNT_MS);
     this.#recount.unref();
   }
@@ -50,6 +51,16 @@ export class BufferUpkeep {
     this.#policies.delete(bridge);
     clearInterval(this.#expiry.get(bridge));
     this.#expiry.delete(bridge);
+  }
+
+  /** Gives free space back to the file system (see BufferStore.reclaimSpace); runs with the recount, public for tests. */
+  reclaim(): void {
+    try {
+      const freed = this.#store.reclaimSpace();
+      if (freed > 0) this.#logger.info({ freedBytes: freed }, `buffer file shrunk by ${(freed / 1024 / 1024).toFixed(1)} MiB of free space`);
+    } catch (error) {
+      this.#logger.warn({ err: error }, 'could not give free buffer space back to the file system');
+    }
   }
 
   close(): void {

@@ -248,12 +248,24 @@ async function openConsumer(options: KafkaConsumerOptions): Promise<Consumer> {
   });
 }
 
-/** kafkajs' log lines into pino: errors as errors, the rest (WARN and up only) as warnings. */
-function logTo(logger: Logger, levels: typeof import('kafkajs').logLevel): logCreator {
+/**
+ * What kafkajs says, routinely, while a broker is unreachable, restarting or moving leaders:
+ * Ferry reports the outage itself once (a sink down or stalled, a consumer retrying), so these
+ * go to debug instead of filling the log at error level twice a second per bridge (issue 16).
+ */
+const ROUTINE =
+  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|Connection (error|timeout|closed)|Failed to connect|timed out|does not host this topic-partition|no leader for this topic-partition|Not (the )?(coordinator|leader)|group is rebalancing|rebalance in progress|NumberOfRetriesExceeded|Restarting the consumer|Response (Metadata|Produce|Fetch)|disconnected|Closed connection/i;
+
+/**
+ * kafkajs' log lines into pino (it logs WARN and up): routine connection trouble at debug,
+ * the rest as warnings. Errors are Ferry's to log, once, where they are handled.
+ */
+export function logTo(logger: Pick<Logger, 'warn' | 'debug'>, levels: typeof import('kafkajs').logLevel): logCreator {
   return () => ({ namespace, level, log }) => {
     const { message, ...extra } = log;
-    const line = { kafkajs: namespace, ...extra };
-    if (level <= levels.ERROR) logger.error(line, message);
+    const line = { kafkajs: namespace, kafkajsLevel: level <= levels.ERROR ? 'error' : 'warn', ...extra };
+    const text = `${String(message)} ${typeof extra['error'] === 'string' ? extra['error'] : ''}`;
+    if (ROUTINE.test(text)) logger.debug(line, message);
     else logger.warn(line, message);
   };
 }

@@ -173,6 +173,13 @@ export class Gateway {
     const drained = (await this.#broker?.drain(timeout)) ?? true;
     if (!drained) this.#logger.warn({ inFlight: this.#broker?.inFlight }, 'drain timed out; unacknowledged messages will be sent again by their devices');
     // Sinks finish the windows they hold; what they did not confirm stays buffered for the next start.
+    const stuck = (this.#health?.check() ?? []).filter((p) => p.problem === 'down' || p.problem === 'stalled');
+    if (stuck.length > 0) {
+      this.#logger.warn(
+        { waitMs: Math.max(0, deadline - Date.now()), sinks: stuck.map((p) => `${p.bridge}/${p.sink ?? ''}`) },
+        `draining waits up to the drain timeout for sinks that cannot finish now: ${stuck.map((p) => `sink '${p.sink ?? ''}' of bridge '${p.bridge}' is ${p.problem} (${p.detail})`).join('; ')}; what they hold stays buffered for the next start`,
+      );
+    }
     await this.#closeAll(Math.max(0, deadline - Date.now()));
     this.#state = 'stopped';
     this.#logger.info('stopped');

@@ -1,10 +1,11 @@
 // The buffer keeps itself: freed space, expiry and recounts are driven inside src/buffer,
 // with no caller having to remember to tell the writer.
 import assert from 'node:assert/strict';
+import { existsSync, statSync } from 'node:fs';
 import { test } from 'node:test';
 import pino from 'pino';
 import { bufferPolicySchema, bufferSettingsSchema } from '../../src/buffer/config.ts';
-import { openBuffer } from '../../src/buffer/open.ts';
+import { bufferPath, openBuffer } from '../../src/buffer/open.ts';
 import { BufferWriter } from '../../src/buffer/writer.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
@@ -76,5 +77,46 @@ test('removing a policy stops its expiry', async () => {
     assert.equal(store.usage('b').messages, 2);
   } finally {
     cleanup();
+  }
+});
+
+test('after a backlog drained, the buffer file gives its free space back to the file system (issue 16)', () => {
+  const dir = tempDir();
+  const { store } = openBuffer(dir, 'normal', logger);
+  try {
+    store.registerBridge('b', ['out']);
+    const payload = Buffer.alloc(1024, 7);
+    for (let batch = 0; batch < 20; batch++) {
+      store.append(Array.from({ length: 1000 }, (_, i) => ({ bridge: 'b', envelope: { ...trackedDeliveries(1).deliveries[0]!.envelope, id: `${batch}-${i}`, payload } })));
+    }
+    store.commit('b', 'out', store.tail('b'));
+    const size = () => ['', '-wal'].reduce((sum, suffix) => sum + (existsSync(bufferPath(dir) + suffix) ? statSync(bufferPath(dir) + suffix).size : 0), 0);
+    const before = size();
+    assert.ok(before > 20 * 1024 * 1024, `${before} bytes before`);
+    let freed = 0;
+    for (let step = 0; step < 10; step++) freed += store.reclaimSpace();
+    assert.ok(freed > 18 * 1024 * 1024, `freed ${freed}`);
+    assert.ok(size() < 2 * 1024 * 1024, `${size()} bytes after`);
+  } finally {
+    store.close();
+  }
+});
+
+test('a snapshot reads one state of the buffer while another connection commits between its queries (issue 16)', () => {
+  const dir = tempDir();
+  const { store } = openBuffer(dir, 'normal', logger);
+  const other = openBuffer(dir, 'normal', logger).store;
+  try {
+    store.registerBridge('b', ['out']);
+    const seen = store.snapshot(() => {
+      const first = store.stats('b').messages;
+      other.append(trackedDeliveries(3).deliveries.map((d) => ({ bridge: 'b', envelope: d.envelope })));
+      return [first, store.stats('b').messages];
+    });
+    assert.deepEqual(seen, [0, 0]);
+    assert.equal(store.stats('b').messages, 3);
+  } finally {
+    other.close();
+    store.close();
   }
 });

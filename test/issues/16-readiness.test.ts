@@ -37,7 +37,7 @@ async function eventually<T>(what: string, probe: () => Promise<T | undefined>, 
 function gatewayTree(hole: BlackHole, buffer: string): string {
   const root = tempDir();
   mkdirSync(join(root, 'bridges'));
-  writeFileSync(join(root, 'gateway.yaml'), 'mqtt: {allowAnonymous: loopback}\nbridges: [bridges]\nhealth: {stalledAfterMs: 1000}\n');
+  writeFileSync(join(root, 'gateway.yaml'), 'mqtt: {allowAnonymous: loopback}\nbridges: [bridges]\nhealth: {stalledAfterMs: 1000}\nshutdown: {drainTimeoutMs: 2000}\n');
   writeFileSync(
     join(root, 'bridges/up.yaml'),
     `name: up\nfrom: {mqtt: {topics: ["devices/+/telemetry"]}}\nto: [{kafka: {brokers: "${hole.address}", topic: t, requestTimeoutMs: 30000}}]\nbuffer: ${buffer}\n`,
@@ -66,6 +66,10 @@ test('a hung Kafka is reported as stalled within stalledAfterMs, long before its
     assert.equal(status.health.degraded[0]?.problem, 'stalled');
     await sleep(2500); // two more health checks: the problem is logged once, not per check
     assert.equal(logged(gw, /^degraded: sink 'kafka' of bridge 'up' is stalled/).length, 1);
+    // A drain now waits its whole timeout, and says why.
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+    assert.equal(logged(gw, /^draining waits up to the drain timeout for sinks that cannot finish now: sink 'kafka' of bridge 'up' is stalled/).length, 1);
   } finally {
     gw.child.kill('SIGKILL');
     hole.close();

@@ -23,7 +23,8 @@ interface Report {
 
 export function statsCommand(options: StatsOptions): Promise<void> {
   return withBuffer(options, 'read', (store, path) => {
-    const report = collect(store, path, Date.now());
+    // One snapshot: a sink's pending count never exceeds what its bridge holds in the report.
+    const report = store.snapshot(() => collect(store, path, Date.now()));
     process.stdout.write(options.json === true ? `${JSON.stringify(report, null, 2)}\n` : `${table(report)}\n`);
   });
 }
