@@ -3,18 +3,19 @@ import type { Logger } from 'pino';
 import type { HandlerBridgeConfig } from '../config/bridge-module.ts';
 import type { Counters } from '../core/component.ts';
 import { backoffDelay } from '../core/backoff.ts';
-import { createDelivery, type Delivery } from '../core/delivery.ts';
+import type { Delivery } from '../core/delivery.ts';
 import type { Envelope } from '../core/envelope.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import { type StreamCursor, streamCursor } from '../buffer/stream-reader.ts';
-import type { Message, Output } from '../handler/define.ts';
+import type { Message } from '../handler/define.ts';
 import { GcNudge } from '../handler/gc-nudge.ts';
 import { InputTracker, type Ticket } from '../handler/input-tracker.ts';
-import { type MessageContext, createMessage, createTools, culpritOf, isOutput, ticketOf } from '../handler/message.ts';
+import { type MessageContext, createMessage, createTools, culpritOf, ticketOf } from '../handler/message.ts';
 import type { BridgeDeps, BridgeStatus } from './bridge.ts';
 import { type BridgeProblem, SinkSet, resolveSource, sourceFailed } from './bridge-parts.ts';
 import { BufferRegistration } from './buffer-registration.ts';
 import { HoldWatch } from './hold-watch.ts';
+import { OutputRouter, culpritError, describeValue } from './output-router.ts';
 
 /** The cursor name of a TypeScript bridge's handler in the buffer. */
 export const HANDLER_CURSOR = 'handler';
@@ -58,6 +59,7 @@ export class HandlerBridge {
   readonly #tracker: InputTracker;
   readonly #nudge: GcNudge;
   readonly #hold: HoldWatch;
+  readonly #router: OutputRouter;
   readonly #context: MessageContext;
   #run: Run | undefined;
   /** Deliveries that came while no run was up, or while one isolates, in order. */
@@ -72,8 +74,6 @@ export class HandlerBridge {
   #sourceError: string | undefined;
   #readError: string | undefined;
   #stopping = false;
-  /** Set once an output was built from an input that had settled: warned once per bridge. */
-  #toldLate = false;
   /** Work components still do after they were unsubscribed (a Kafka source's last commit); stop waits for it. */
   readonly #afterStop: Promise<void>[] = [];
   readonly #registration: BufferRegistration;
@@ -97,6 +97,7 @@ export class HandlerBridge {
     // The last resort: only messages nothing settles but reachability wait for a collection.
     this.#nudge = new GcNudge({ held: () => this.#tracker.awaitingRelease, starved: () => this.#cursor.full });
     this.#hold = new HoldWatch(config, this.#tracker, this.#logger, counters);
+    this.#router = new OutputRouter(config.name, this.#inputs, this.#tracker, this.#logger, counters);
     const registration = new BufferRegistration(store, writer, config.name, [HANDLER_CURSOR], config.buffer);
     this.#registration = registration;
     try {
@@ -302,62 +303,10 @@ export class HandlerBridge {
 
   #route(run: Run, output: unknown): void {
     if (this.#run !== run) return;
-    const sink = isOutput(output) ? this.#inputs.get(output.sink) : undefined;
-    if (!isOutput(output) || sink === undefined) {
-      run.subscription?.unsubscribe();
-      const what = isOutput(output) ? `an output for '${output.sink}', which is not a sink of this bridge` : describeValue(output);
-      this.#failed(run, new FerryError('INTERNAL', `bridge '${this.config.name}': the handler emitted ${what}; emit outputs built with tools.to(sink, from, ...)`));
-      return;
-    }
-    const { sink: name, from } = output;
-    const tickets: Ticket[] = [];
-    let late = 0;
-    for (const message of from) {
-      const ticket = ticketOf(message);
-      if (ticket === undefined) continue;
-      if (ticket.settled) late += 1;
-      else tickets.push(ticket);
-    }
-    if (late > 0) this.#lateOutput(name, late);
-    const single = from.length === 1 ? tickets[0] : undefined;
-    if (single !== undefined) {
-      // Sent by an earlier run of the pipeline already: a restart does not send it twice.
-      const skip = single.skip?.get(name) ?? 0;
-      if (skip > 0) {
-        single.skip?.set(name, skip - 1);
-        this.#counters.count('handler.outputs.skipped', { bridge: this.config.name, sink: name });
-        this.#tracker.hold([single]);
-        this.#tracker.confirm([single]);
-        return;
-      }
-      single.routed.set(name, (single.routed.get(name) ?? 0) + 1);
-    }
-    this.#tracker.hold(tickets);
-    // The delivery keeps the tickets, not the output: its messages can be collected meanwhile.
-    const fromNothing = from.length === 0;
-    sink.next(
-      createDelivery(toEnvelope(output, this.config.name), {
-        onAck: () => this.#tracker.confirm(tickets),
-        onNack: (error) => {
-          if (fromNothing) {
-            this.#counters.count('handler.outputs.lost', { bridge: this.config.name, sink: name });
-            this.#logger.warn({ err: error, sink: name }, 'an output built from no message failed; it has no input to deliver again');
-          }
-          this.#tracker.fail(tickets, error);
-        },
-      }),
-    );
-  }
-
-  /** An output built from messages already settled: sent, but nothing waits for it. */
-  #lateOutput(sink: string, count: number): void {
-    this.#counters.count('handler.outputs.after_settle', { bridge: this.config.name, sink }, count);
-    if (this.#toldLate) return;
-    this.#toldLate = true;
-    this.#logger.warn(
-      { sink },
-      'an output was built from a message that had settled already (an earlier output from it was confirmed, or it was done): it is sent, but a crash before it is written loses it. Build every output from a message before its first one is confirmed',
-    );
+    const refused = this.#router.route(output);
+    if (refused === undefined) return;
+    run.subscription?.unsubscribe();
+    this.#failed(run, refused);
   }
 
   #failed(run: Run, error: unknown): void {
@@ -427,35 +376,4 @@ export class HandlerBridge {
   #closeSinks(): void {
     for (const input of this.#inputs.values()) input.complete();
   }
-}
-
-/** The dead letter's reason for a message the handler failed on: the error and where it was thrown. */
-function culpritError(bridge: string, ticket: Ticket, error: unknown): FerryError {
-  if (error instanceof FerryError && error.code === 'MESSAGE_REJECTED' && !error.retryable) return error;
-  const stack = error instanceof Error && error.stack !== undefined ? `\n${error.stack.split('\n').slice(1, 6).join('\n')}` : '';
-  const { envelope } = ticket.delivery;
-  return new FerryError('MESSAGE_REJECTED', `the handler of bridge '${bridge}' failed on message ${envelope.id} on '${envelope.topic}': ${describeError(error)}${stack}`, {
-    bridge,
-    topic: envelope.topic,
-    retryable: false,
-    cause: error,
-  });
-}
-
-function toEnvelope(output: Output, bridge: string): Envelope {
-  return {
-    id: output.id,
-    topic: output.topic,
-    payload: output.payload,
-    headers: output.headers,
-    timestamp: output.timestamp,
-    origin: { source: `handler:${bridge}`, ...(output.clientId === undefined ? {} : { clientId: output.clientId }) },
-    ...(output.key === undefined ? {} : { key: output.key }),
-  };
-}
-
-function describeValue(value: unknown): string {
-  if (value === null || value === undefined) return String(value);
-  if (typeof value === 'object') return `an object (${Object.keys(value).slice(0, 5).join(', ') || 'no keys'})`;
-  return `a ${typeof value}`;
 }

@@ -190,15 +190,15 @@ test('a message rejected for good is dead-lettered with its reason and the sink 
 test('disk full: new messages are held unacknowledged and stored once space returns', async () => {
   const { store, writer, counters, cleanup } = setup();
   try {
-    const pages = (store.db.pragma('page_count', { simple: true }) as number) + 1;
-    store.db.pragma(`max_page_count = ${pages}`);
+    const pages = (store.pragma('page_count', { simple: true }) as number) + 1;
+    store.pragma(`max_page_count = ${pages}`);
     const tracked = trackedDeliveries(200);
     for (const d of tracked.deliveries) writer.enqueue('b', { ...d, envelope: { ...d.envelope, payload: Buffer.alloc(2000, 1) } } as Delivery);
     await until(() => writer.state === 'disk-full', 'disk-full');
     assert.equal(tracked.acked.length, 0);
     assert.equal(tracked.nacked.size, 0);
     assert.ok((counters.get('buffer.errors{reason=disk_full}') ?? 0) >= 1);
-    store.db.pragma('max_page_count = 1073741823');
+    store.pragma('max_page_count = 1073741823');
     await tracked.settled();
     assert.equal(tracked.acked.length, 200);
     assert.equal(writer.state, 'ok');
@@ -211,7 +211,7 @@ test('disk full: new messages are held unacknowledged and stored once space retu
 test('a write error other than disk full holds messages unacknowledged, in order, until writes work again', async () => {
   const { store, writer, counters, drain, cleanup } = setup();
   try {
-    store.db.pragma('query_only = 1');
+    store.pragma('query_only = 1');
     const first = trackedDeliveries(5);
     for (const d of first.deliveries) writer.enqueue('b', d);
     await until(() => writer.state === 'write-failed', 'write-failed');
@@ -220,7 +220,7 @@ test('a write error other than disk full holds messages unacknowledged, in order
     await sleep(20);
     assert.equal(first.acked.length + first.nacked.size + second.acked.length + second.nacked.size, 0);
     assert.equal(counters.get('buffer.errors{reason=append_failed}'), 1);
-    store.db.pragma('query_only = 0');
+    store.pragma('query_only = 0');
     await first.settled();
     await second.settled();
     assert.equal(writer.state, 'ok');

@@ -1,0 +1,139 @@
+import type Database from 'better-sqlite3';
+import { type CursorState, type StoredMessage } from './rows.ts';
+import { BufferLog } from './log.ts';
+
+/**
+ * Each sink's cursor on its bridge's log (the last seq it confirmed), live-first replay, and
+ * settling messages: a message is deleted once every sink of its bridge is past it.
+ */
+export class BufferCursors extends BufferLog {
+  readonly #setCursor: Database.Statement;
+  readonly #minCursor: Database.Statement;
+
+  /**
+   * Declares the sinks of a bridge. A new sink starts at the bridge's oldest buffered
+   * message; cursors of sinks no longer listed are removed so they hold nothing back.
+   */
+  registerBridge(bridge: string, sinks: readonly string[]): void {
+    this.db.transaction(() => {
+      this.addSinks(bridge, sinks);
+      this.retainSinks(bridge, sinks);
+    })();
+  }
+
+  /** Adds a cursor, at the bridge's oldest buffered message, for each sink that has none; returns those added. */
+  addSinks(bridge: string, sinks: readonly string[]): string[] {
+    return this.db.transaction(() => {
+      const start = (this.db.prepare('SELECT min(seq) AS seq FROM messages WHERE bridge = ?').get(bridge) as { seq: number | null }).seq;
+      const from = start === null ? this.lastSeq() : start - 1;
+      const insert = this.db.prepare('INSERT OR IGNORE INTO cursors (bridge, sink, seq) VALUES (?, ?, ?)');
+      return sinks.filter((sink) => insert.run(bridge, sink, from).changes > 0);
+    })();
+  }
+
+  /** Removes the cursors of the bridge's sinks not in `sinks`, so they hold nothing back. */
+  retainSinks(bridge: string, sinks: readonly string[]): void {
+    this.db.transaction(() => {
+      const placeholders = sinks.map(() => '?').join(', ');
+      this.db.prepare(`DELETE FROM cursors WHERE bridge = ? AND sink NOT IN (${placeholders})`).run(bridge, ...sinks);
+      this.releaseBridge(bridge);
+    })();
+  }
+
+  /** Removes these sinks' cursors (added for a bridge version that never ran). */
+  removeSinks(bridge: string, sinks: readonly string[]): void {
+    if (sinks.length === 0) return;
+    this.db.transaction(() => {
+      const placeholders = sinks.map(() => '?').join(', ');
+      this.db.prepare(`DELETE FROM cursors WHERE bridge = ? AND sink IN (${placeholders})`).run(bridge, ...sinks);
+      this.releaseBridge(bridge);
+    })();
+  }
+
+  cursor(bridge: string, sink: string): number {
+    return this.cursorState(bridge, sink).seq;
+  }
+
+  cursorState(bridge: string, sink: string): CursorState {
+    const row = this.db.prepare('SELECT seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? AND sink = ?').get(bridge, sink) as
+      | CursorState
+      | undefined;
+    if (row === undefined) throw new Error(`no cursor for sink '${sink}' of bridge '${bridge}'`);
+    return row;
+  }
+
+  /** When the oldest message after a sink's cursor was created (ms), or null when there is none; cheap (one index lookup). */
+  oldestPendingAt(bridge: string, sink: string): number | null {
+    const row = this.statement(
+      'SELECT m.created_at AS at FROM messages m, cursors c WHERE c.bridge = ? AND c.sink = ? AND m.bridge = c.bridge AND m.seq > c.seq ORDER BY m.seq LIMIT 1',
+    ).get(bridge, sink) as { at: number } | undefined;
+    return row?.at ?? null;
+  }
+
+  /** Splits a sink's log at `mark` for live-first replay: later messages go first. */
+  startLive(bridge: string, sink: string, mark: number): void {
+    this.db.prepare('UPDATE cursors SET live_mark = ?, live_seq = ? WHERE bridge = ? AND sink = ?').run(mark, mark, bridge, sink);
+  }
+
+  /** Confirms live messages up to `seq`. */
+  commitLive(bridge: string, sink: string, seq: number): void {
+    this.db.prepare('UPDATE cursors SET live_seq = ? WHERE bridge = ? AND sink = ? AND live_seq < ?').run(seq, bridge, sink, seq);
+  }
+
+  /** The backlog is delivered: the sink's cursor jumps to its live position. */
+  endLive(bridge: string, sink: string): void {
+    this.db.transaction(() => {
+      this.db.prepare('UPDATE cursors SET seq = max(seq, live_seq), live_mark = NULL, live_seq = NULL WHERE bridge = ? AND sink = ?').run(bridge, sink);
+      this.releaseBridge(bridge);
+    })();
+  }
+
+  /** Moves a sink's cursor forward (never back) and releases what every sink is past. */
+  commit(bridge: string, sink: string, seq: number): void {
+    this.db.transaction(() => {
+      this.#setCursor.run(seq, bridge, sink, seq);
+      this.releaseBridge(bridge);
+    })();
+  }
+
+  /**
+   * Records a message a sink rejected for good, and moves that sink past it: its cursor, or
+   * its live position when the message is in the live part of a live-first replay.
+   */
+  deadLetter(sink: string, message: StoredMessage, reason: string, attempts: number, live = false): void {
+    this.db.transaction(() => {
+      this.recordDeadLetter(message.bridge, sink, reason, attempts, message.seq, message.envelope);
+      if (live) this.commitLive(message.bridge, sink, message.seq);
+      else this.#setCursor.run(message.seq, message.bridge, sink, message.seq);
+      this.releaseBridge(message.bridge);
+    })();
+  }
+
+  /**
+   * Settles messages ahead of the cursor of a bridge's only sink, while an older one is still
+   * out (a handler holding it): the acked ones leave the log, the rejected ones move to the
+   * dead letters. The cursor stays where it is; a reader started from it later does not see
+   * them again. Throws for a bridge with other sinks, whose cursors may still need the rows.
+   */
+  settleAhead(bridge: string, sink: string, acked: readonly StoredMessage[], rejected: readonly { message: StoredMessage; reason: string; attempts: number }[]): void {
+    if (acked.length === 0 && rejected.length === 0) return;
+    this.db.transaction(() => {
+      const sinks = this.statement('SELECT sink FROM cursors WHERE bridge = ?').all(bridge) as { sink: string }[];
+      if (sinks.length !== 1 || sinks[0]?.sink !== sink) throw new Error(`settleAhead: bridge '${bridge}' has other readers than '${sink}'`);
+      for (const { message, reason, attempts } of rejected) this.recordDeadLetter(message.bridge, sink, reason, attempts, message.seq, message.envelope);
+      const seqs = [...acked, ...rejected.map((r) => r.message)].map((m) => m.seq);
+      this.deleteWhere(bridge, 'bridge = ? AND seq IN (SELECT value FROM json_each(?))', [bridge, JSON.stringify(seqs)]);
+    })();
+  }
+
+  protected releaseBridge(bridge: string): void {
+    const { seq } = this.#minCursor.get(bridge) as { seq: number | null };
+    if (seq !== null) this.deleteWhere(bridge, 'bridge = ? AND seq <= ?', [bridge, seq]);
+  }
+
+  constructor(db: Database.Database) {
+    super(db);
+    this.#setCursor = db.prepare('UPDATE cursors SET seq = ? WHERE bridge = ? AND sink = ? AND seq < ?');
+    this.#minCursor = db.prepare('SELECT min(seq) AS seq FROM cursors WHERE bridge = ?');
+  }
+}

@@ -1,0 +1,123 @@
+import type { Subject } from 'rxjs';
+import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
+import { createDelivery, type Delivery } from '../core/delivery.ts';
+import type { Envelope } from '../core/envelope.ts';
+import { FerryError, describeError } from '../core/errors.ts';
+import type { Output } from '../handler/define.ts';
+import type { InputTracker, Ticket } from '../handler/input-tracker.ts';
+import { isOutput, ticketOf } from '../handler/message.ts';
+
+/**
+ * Routes a TypeScript bridge's outputs to its sinks: each output becomes a delivery for the
+ * sink it names, and its confirmation or failure settles the inputs it was built from (see
+ * InputTracker). An output a restarted pipeline builds again for an input whose earlier run
+ * sent it already is not sent twice.
+ */
+export class OutputRouter {
+  readonly #bridge: string;
+  readonly #sinks: ReadonlyMap<string, Subject<Delivery>>;
+  readonly #tracker: InputTracker;
+  readonly #logger: Logger;
+  readonly #counters: Counters;
+  /** Set once an output was built from an input that had settled: warned once per bridge. */
+  #toldLate = false;
+
+  constructor(bridge: string, sinks: ReadonlyMap<string, Subject<Delivery>>, tracker: InputTracker, logger: Logger, counters: Counters) {
+    this.#bridge = bridge;
+    this.#sinks = sinks;
+    this.#tracker = tracker;
+    this.#logger = logger;
+    this.#counters = counters;
+  }
+
+  /** Sends one emitted value on; returns the error for a value that is no output of this bridge. */
+  route(output: unknown): FerryError | undefined {
+    const sink = isOutput(output) ? this.#sinks.get(output.sink) : undefined;
+    if (!isOutput(output) || sink === undefined) {
+      const what = isOutput(output) ? `an output for '${output.sink}', which is not a sink of this bridge` : describeValue(output);
+      return new FerryError('INTERNAL', `bridge '${this.#bridge}': the handler emitted ${what}; emit outputs built with tools.to(sink, from, ...)`);
+    }
+    const { sink: name, from } = output;
+    const tickets: Ticket[] = [];
+    let late = 0;
+    for (const message of from) {
+      const ticket = ticketOf(message);
+      if (ticket === undefined) continue;
+      if (ticket.settled) late += 1;
+      else tickets.push(ticket);
+    }
+    if (late > 0) this.#lateOutput(name, late);
+    const single = from.length === 1 ? tickets[0] : undefined;
+    if (single !== undefined) {
+      // Sent by an earlier run of the pipeline already: a restart does not send it twice.
+      const skip = single.skip?.get(name) ?? 0;
+      if (skip > 0) {
+        single.skip?.set(name, skip - 1);
+        this.#counters.count('handler.outputs.skipped', { bridge: this.#bridge, sink: name });
+        this.#tracker.hold([single]);
+        this.#tracker.confirm([single]);
+        return undefined;
+      }
+      single.routed.set(name, (single.routed.get(name) ?? 0) + 1);
+    }
+    this.#tracker.hold(tickets);
+    // The delivery keeps the tickets, not the output: its messages can be collected meanwhile.
+    const fromNothing = from.length === 0;
+    sink.next(
+      createDelivery(toEnvelope(output, this.#bridge), {
+        onAck: () => this.#tracker.confirm(tickets),
+        onNack: (error) => {
+          if (fromNothing) {
+            this.#counters.count('handler.outputs.lost', { bridge: this.#bridge, sink: name });
+            this.#logger.warn({ err: error, sink: name }, 'an output built from no message failed; it has no input to deliver again');
+          }
+          this.#tracker.fail(tickets, error);
+        },
+      }),
+    );
+    return undefined;
+  }
+
+  /** An output built from messages already settled: sent, but nothing waits for it. */
+  #lateOutput(sink: string, count: number): void {
+    this.#counters.count('handler.outputs.after_settle', { bridge: this.#bridge, sink }, count);
+    if (this.#toldLate) return;
+    this.#toldLate = true;
+    this.#logger.warn(
+      { sink },
+      'an output was built from a message that had settled already (an earlier output from it was confirmed, or it was done): it is sent, but a crash before it is written loses it. Call keep() on a message you build later outputs from',
+    );
+  }
+}
+
+/** The dead letter's reason for a message the handler failed on: the error and where it was thrown. */
+export function culpritError(bridge: string, ticket: Ticket, error: unknown): FerryError {
+  if (error instanceof FerryError && error.code === 'MESSAGE_REJECTED' && !error.retryable) return error;
+  const stack = error instanceof Error && error.stack !== undefined ? `\n${error.stack.split('\n').slice(1, 6).join('\n')}` : '';
+  const { envelope } = ticket.delivery;
+  return new FerryError('MESSAGE_REJECTED', `the handler of bridge '${bridge}' failed on message ${envelope.id} on '${envelope.topic}': ${describeError(error)}${stack}`, {
+    bridge,
+    topic: envelope.topic,
+    retryable: false,
+    cause: error,
+  });
+}
+
+function toEnvelope(output: Output, bridge: string): Envelope {
+  return {
+    id: output.id,
+    topic: output.topic,
+    payload: output.payload,
+    headers: output.headers,
+    timestamp: output.timestamp,
+    origin: { source: `handler:${bridge}`, ...(output.clientId === undefined ? {} : { clientId: output.clientId }) },
+    ...(output.key === undefined ? {} : { key: output.key }),
+  };
+}
+
+export function describeValue(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (typeof value === 'object') return `an object (${Object.keys(value).slice(0, 5).join(', ') || 'no keys'})`;
+  return `a ${typeof value}`;
+}
