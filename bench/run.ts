@@ -9,10 +9,11 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BufferBenchResult, benchBuffer } from './buffer.ts';
 import { type E2eBenchResult, benchE2e } from './e2e.ts';
+import { type HandlerBenchResult, benchHandler } from './handler.ts';
 import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -30,7 +31,13 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 
 type Row = readonly [what: string, ferry: number, baseline: string, baselineRate: number, ratio: number];
 const rows: Row[] = [];
-const results: { buffer?: BufferBenchResult; packetGuard?: { plain: number; guarded: number; ratio: number }; ingest?: IngestBenchResult; e2e?: E2eBenchResult } = {};
+const results: {
+  buffer?: BufferBenchResult;
+  packetGuard?: { plain: number; guarded: number; ratio: number };
+  ingest?: IngestBenchResult;
+  e2e?: E2eBenchResult;
+  handler?: HandlerBenchResult;
+} = {};
 
 if (selected.has('buffer')) {
   const messages = Number(process.env['FERRY_BENCH_MESSAGES'] ?? 100_000);
@@ -70,6 +77,16 @@ if (selected.has('e2e')) {
     [what, e2e.ferry.perSec, 'naive bridge: aedes + one awaited kafkajs send per message', e2e.naive.perSec, e2e.ratios.vsNaive],
     [what, e2e.ferry.perSec, 'plain aedes QoS 1 ingest (nothing stored or forwarded)', e2e.aedesIngest.perSec, e2e.ratios.vsAedesIngest],
     [what, e2e.ferry.perSec, 'Kafka ProducerPerformance, acks=all', e2e.kafkaCeiling.perSec, e2e.ratios.vsKafkaCeiling],
+  );
+}
+if (selected.has('handler')) {
+  const messages = Number(process.env['FERRY_BENCH_HANDLER_MESSAGES'] ?? 50_000);
+  log(`custom handler vs YAML bridge: ${messages} QoS 1 messages from 20 devices to Kafka, each through a gateway of its own...`);
+  const handler = (results.handler = await benchHandler(messages, log));
+  rows.push(['TypeScript bridge (map to Kafka): gateway CPU ms per 1,000 messages (goal ≤ 1.3× YAML)', handler.handler.cpuMsPer1k, 'the equivalent YAML bridge', handler.yaml.cpuMsPer1k, handler.cpuRatio]);
+  log(
+    `  forced full GCs per second under load: handler ${handler.handler.gc.forcedPerSec} (goal ≤ 0.1), YAML ${handler.yaml.gc.forcedPerSec}; ` +
+      `GC pause p99 / max: handler ${handler.handler.gc.pauseP99Ms} / ${handler.handler.gc.pauseMaxMs} ms, YAML ${handler.yaml.gc.pauseP99Ms} / ${handler.yaml.gc.pauseMaxMs} ms`,
   );
 }
 

@@ -21,6 +21,10 @@ export interface FerryTargetOptions {
   readonly bridge?: string | null;
   /** Options for the gateway's node, before the script (e.g. --cpu-prof). */
   readonly nodeArgs?: readonly string[];
+  /** The bridge file's name in the bridges directory: `bridge.ts` for a TypeScript bridge. */
+  readonly bridgeFile?: string;
+  /** Every line the gateway writes to stdout (its log, and --trace-gc lines). */
+  readonly onLine?: (line: string) => void;
 }
 
 /** `ferry run` with one bridge (the history bridge by default), synchronous=full, anonymous on loopback. */
@@ -28,13 +32,14 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
   writeFileSync(
     join(dir, 'gateway.yaml'),
-    ['gateway: { name: bench, dataDir: ./data }', 'mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback }', 'admin: { port: 0 }', 'log: { level: info, pretty: never }', 'buffer: { synchronous: full }', `bridges: [${options.bridge === null ? '' : 'bridge.yaml'}]`, 'devices: []', ''].join('\n'),
+    ['gateway: { name: bench, dataDir: ./data }', 'mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback }', 'admin: { port: 0 }', 'log: { level: info, pretty: never }', 'buffer: { synchronous: full }', `bridges: [${options.bridge === null ? '' : (options.bridgeFile ?? 'bridge.yaml')}]`, 'devices: []', ''].join('\n'),
   );
   const history = ['name: bench-history', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', 'to: [{ history: { keep: 1000000 } }]', ''].join('\n');
-  if (options.bridge !== null) writeFileSync(join(dir, 'bridge.yaml'), options.bridge ?? history);
+  if (options.bridge !== null) writeFileSync(join(dir, options.bridgeFile ?? 'bridge.yaml'), options.bridge ?? history);
   const args = [...(options.nodeArgs ?? []), join(ROOT, 'bin/ferry.js'), 'run', '--config', join(dir, 'gateway.yaml')];
   const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await readPort(child, (line) => {
+    options.onLine?.(line);
     if (!line.includes('accepting MQTT connections')) return undefined;
     return Number(String((JSON.parse(line) as { mqtt: unknown }).mqtt).split(':').pop());
   });

@@ -21,7 +21,7 @@ export interface Ticket {
   /** The Message object the message was last handed as; collections of earlier ones are ignored. */
   generation: number;
   /** Outputs built from the message alone, per sink, in the current and earlier runs of the pipeline. */
-  readonly routed: Map<string, number>;
+  routed: Map<string, number> | undefined;
   /**
    * Per sink, how many outputs a restarted pipeline builds from the message again without
    * their being sent again: they were sent by an earlier run (issue 18).
@@ -105,7 +105,7 @@ export class InputTracker {
 
   /** Starts tracking `delivery`; `message` is the object the handler gets for it. */
   track(delivery: Delivery, message: object): Ticket {
-    const ticket: Ticket = { delivery, pending: 0, confirmed: false, kept: false, released: false, settled: false, since: Date.now(), generation: 0, routed: new Map(), skip: undefined, warned: false };
+    const ticket: Ticket = { delivery, pending: 0, confirmed: false, kept: false, released: false, settled: false, since: Date.now(), generation: 0, routed: undefined, skip: undefined, warned: false };
     this.#open.add(ticket);
     this.#registry.register(message, { ticket, generation: 0 });
     return ticket;
@@ -118,7 +118,7 @@ export class InputTracker {
   retrack(ticket: Ticket, message: object): Ticket {
     ticket.generation += 1;
     ticket.released = false;
-    ticket.skip = new Map(ticket.routed);
+    ticket.skip = ticket.routed === undefined ? undefined : new Map(ticket.routed);
     this.#registry.register(message, { ticket, generation: ticket.generation });
     return ticket;
   }

@@ -59,6 +59,7 @@ export class OutputRouter {
         this.#tracker.confirm([single]);
         return undefined;
       }
+      single.routed ??= new Map();
       single.routed.set(name, (single.routed.get(name) ?? 0) + 1);
     }
     this.#tracker.hold(tickets);

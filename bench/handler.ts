@@ -1,0 +1,161 @@
+// Custom handlers against YAML bridges: devices publish QoS 1 into two gateways in turn, one
+// with a YAML bridge to Kafka, one with the equivalent TypeScript bridge (map each message to
+// the same sink), and the bench compares the gateway's CPU per 1,000 messages, and counts the
+// garbage collections the handler's gateway forced and their pauses (node --trace-gc), in one run.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Kafka, logLevel } from 'kafkajs';
+import { Fleet } from '../src/cli/simulate/fleet.ts';
+import { benchKafka, benchTopic, deleteTopics } from './kafka.ts';
+import { startFerryTarget } from './targets.ts';
+
+const DEVICES = 20;
+const WINDOW = 20;
+const WARMUP = 5_000;
+
+export interface GcStats {
+  /** Collections forced by the process (gc() calls), per second of the measured phase. */
+  readonly forcedPerSec: number;
+  /** Pause of each collection of the measured phase, ms. */
+  readonly pauseP99Ms: number;
+  readonly pauseMaxMs: number;
+  readonly collections: number;
+}
+
+export interface HandlerPathResult {
+  readonly cpuMsPer1k: number;
+  readonly ackedPerSec: number;
+  readonly gc: GcStats;
+}
+
+export interface HandlerBenchResult {
+  readonly messages: number;
+  readonly yaml: HandlerPathResult;
+  readonly handler: HandlerPathResult;
+  /** Handler CPU per message over the YAML bridge's (goal ≤ 1.3). */
+  readonly cpuRatio: number;
+}
+
+const API = fileURLToPath(new URL('../src/index.ts', import.meta.url));
+
+async function publish(url: string, count: number, prefix: string): Promise<number> {
+  const fleet = new Fleet({
+    url,
+    clientIds: Array.from({ length: DEVICES }, (_, i) => `${prefix}${i + 1}`),
+    qos: 1,
+    ratePerSec: 0,
+    window: WINDOW,
+    count,
+    topic: (clientId) => `devices/${clientId}/telemetry/bench`,
+    payload: (device, seq) => Buffer.from(JSON.stringify({ device, seq, celsius: 20 + (seq % 10) })),
+    drainTimeoutMs: 120_000,
+  });
+  await fleet.connect();
+  const result = await fleet.run();
+  if (result.acked !== count) throw new Error(`${url}: ${result.acked} of ${count} acknowledged`);
+  return Math.round((result.acked * 1000) / result.elapsedMs);
+}
+
+async function waitForRecords(brokers: readonly string[], topic: string, total: number): Promise<void> {
+  const admin = new Kafka({ clientId: benchTopic('ferry-bench-watch-'), brokers: [...brokers], logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    const deadline = performance.now() + 180_000;
+    while ((await admin.fetchTopicOffsets(topic)).reduce((n, o) => n + Number(o.high), 0) < total) {
+      if (performance.now() > deadline) throw new Error(`${topic}: fewer than ${total} records after 3 minutes`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** A --trace-gc line: its pause in ms, and whether gc() forced it ("testing"). */
+function gcLine(line: string): { pauseMs: number; forced: boolean } | undefined {
+  const match = /MB, (?:pooled: [\d.]+ MB, )?([\d.]+) \/ [\d.]+ ms/.exec(line);
+  return match === null ? undefined : { pauseMs: Number(match[1]), forced: line.includes('testing') };
+}
+
+async function measure(bridgeFile: string, bridge: string, brokers: readonly string[], topic: string, messages: number): Promise<HandlerPathResult> {
+  const collections: { pauseMs: number; forced: boolean }[] = [];
+  let measuring = false;
+  const gateway = await startFerryTarget({
+    bridge,
+    bridgeFile,
+    nodeArgs: ['--trace-gc'],
+    onLine: (line) => {
+      const gc = measuring ? gcLine(line) : undefined;
+      if (gc !== undefined) collections.push(gc);
+    },
+  });
+  try {
+    await publish(gateway.url, WARMUP, 'w-');
+    await waitForRecords(brokers, topic, WARMUP);
+    const cpuBefore = cpuMs(gateway.pid);
+    const started = performance.now();
+    measuring = true;
+    const ackedPerSec = await publish(gateway.url, messages, 'm-');
+    await waitForRecords(brokers, topic, WARMUP + messages);
+    measuring = false;
+    const seconds = (performance.now() - started) / 1000;
+    const pauses = collections.map((c) => c.pauseMs).sort((a, b) => a - b);
+    return {
+      cpuMsPer1k: round1(((cpuMs(gateway.pid) - cpuBefore) * 1000) / messages),
+      ackedPerSec,
+      gc: {
+        forcedPerSec: round2(collections.filter((c) => c.forced).length / seconds),
+        pauseP99Ms: round1(pauses[Math.max(0, Math.ceil(pauses.length * 0.99) - 1)] ?? 0),
+        pauseMaxMs: round1(pauses.at(-1) ?? 0),
+        collections: collections.length,
+      },
+    };
+  } finally {
+    await gateway.stop();
+  }
+}
+
+export async function benchHandler(messages: number, log: (line: string) => void): Promise<HandlerBenchResult> {
+  const kafka = await benchKafka(log);
+  const topics = { yaml: benchTopic('ferry-bench-yaml-'), handler: benchTopic('ferry-bench-handler-') };
+  const brokers = kafka.brokers.join(',');
+  try {
+    log(`  YAML bridge to Kafka, ${messages} messages...`);
+    const yaml = await measure(
+      'bridge.yaml',
+      ['name: bench-yaml', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', `to: [{ kafka: { brokers: "${brokers}", topic: ${topics.yaml}, acks: all } }]`, ''].join('\n'),
+      kafka.brokers,
+      topics.yaml,
+      messages,
+    );
+    log(`  the same as a TypeScript bridge (map each message to the sink), ${messages} messages...`);
+    const handler = await measure(
+      'bridge.ts',
+      [
+        "import { map } from 'rxjs';",
+        `import { defineBridge } from '${API}';`,
+        'export default defineBridge({',
+        "  name: 'bench-handler',",
+        "  from: { mqtt: { topics: ['devices/+/telemetry/#'] } },",
+        `  to: { out: { kafka: { brokers: '${brokers}', topic: '${topics.handler}', acks: 'all' } } },`,
+        "  handle: (messages, tools) => messages.pipe(map((m) => tools.to('out', m))),",
+        '});',
+        '',
+      ].join('\n'),
+      kafka.brokers,
+      topics.handler,
+      messages,
+    );
+    return { messages, yaml, handler, cpuRatio: round2(handler.cpuMsPer1k / yaml.cpuMsPer1k) };
+  } finally {
+    await deleteTopics(kafka.brokers, Object.values(topics)).catch(() => {});
+    await kafka.stop();
+  }
+}
+
+const round1 = (n: number) => Math.round(n * 10) / 10;
+const round2 = (n: number) => Math.round(n * 100) / 100;
