@@ -33,7 +33,7 @@ export function createProgram(): Command {
     .option('--admin <url>', 'admin server of the gateway (default http://127.0.0.1:9180, or the address in --config)')
     .option('-c, --config <file>', 'gateway config file to read the admin address from')
     .option('--json', 'print the admin server\'s JSON answer')
-    .addHelpText('after', '\nExits 0 when the config was applied; 1 when it was refused (its problems are printed as file:line:column: path: reason and the gateway keeps its current config) or the gateway cannot be reached.\nSending SIGHUP to `ferry run` does the same.\nExample:\n  ferry reload --admin http://127.0.0.1:9180')
+    .addHelpText('after', '\nExits 0 when the config was applied; 1 when it was refused (its problems are printed as file:line:column: path: reason and the gateway keeps its current config) or the gateway cannot be reached.\nSending SIGHUP to `ferry run` does the same. An admin server with a token gets it from FERRY_ADMIN_TOKEN, else from the config of --config.\nExample:\n  ferry reload --admin http://127.0.0.1:9180')
     .action(async (options) => (await import('./reload.ts')).reloadCommand(options));
 
   program

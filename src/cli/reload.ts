@@ -19,6 +19,7 @@ interface Applied {
 /** Asks a running gateway to apply its changed config (POST /api/reload) and prints the outcome. */
 export async function reloadCommand(options: ReloadOptions): Promise<void> {
   const base = adminUrl(options);
+  const token = adminToken(options);
   if (base === undefined) {
     process.exitCode = 1;
     return;
@@ -26,7 +27,7 @@ export async function reloadCommand(options: ReloadOptions): Promise<void> {
   const url = new URL('/api/reload', base);
   let response: Response;
   try {
-    response = await fetch(url, { method: 'POST' });
+    response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) }, body: '{}' });
   } catch (error) {
     const reason = (error as { cause?: { code?: string } }).cause?.code ?? String(error);
     process.stderr.write(`ferry: cannot reach the gateway's admin server at ${base} (${reason}); is \`ferry run\` running? Pass --admin URL or --config FILE\n`);
@@ -70,6 +71,13 @@ function printApplied({ applied, warnings }: Applied): void {
     ...warnings.map((w) => `warning: ${w}`),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+/** The token to send: FERRY_ADMIN_TOKEN, else the config's admin token (never a flag: command lines are visible to every user). */
+function adminToken(options: ReloadOptions): string | undefined {
+  const fromEnv = process.env['FERRY_ADMIN_TOKEN'];
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  return options.config === undefined ? undefined : loadSettings(options.config)?.adminToken;
 }
 
 function adminUrl(options: ReloadOptions): string | undefined {

@@ -24,6 +24,8 @@ export interface GatewayConfig extends GatewaySection {
   readonly deviceProfiles: readonly DeviceProfile[];
   /** Contents of the `mqtt.tls` PEM files, read relative to the config file; set when `mqtt.tls` is. */
   readonly tlsPem?: TlsPem;
+  /** The admin token, from `admin.token` or read from `admin.tokenFile`. */
+  readonly adminToken?: string;
 }
 
 export interface TlsPem {
@@ -143,10 +145,13 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
   const tls = gateway.value === undefined ? (raw['mqtt'] as { tls?: unknown } | null | undefined)?.tls : gateway.value.mqtt.tls;
   const tlsPem = typeof tls === 'object' && tls !== null ? readTlsPem(tls as Record<string, unknown>, base, gateway.yaml, issues) : undefined;
 
+  const adminToken = gateway.value === undefined ? undefined : readAdminToken(gateway.value.admin, base, gateway.yaml, issues);
+
   if (issues.length > 0 || gateway.value === undefined) return { issues, modules, names, display };
   const config: GatewayConfig = {
     ...gateway.value,
     ...(tlsPem === undefined ? {} : { tlsPem }),
+    ...(adminToken === undefined ? {} : { adminToken }),
     file,
     dataDirPath: resolve(base, gateway.value.gateway.dataDir),
     bridgeConfigs: resolved.bridges,
@@ -154,6 +159,24 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
     deviceProfiles: resolved.devices,
   };
   return { config, issues, modules, names, display };
+}
+
+/** The admin token: `admin.token`, or the first line of `admin.tokenFile` (at least 16 characters). */
+function readAdminToken(admin: { readonly token?: string | undefined; readonly tokenFile?: string | undefined }, base: string, yaml: YamlFile, issues: ConfigIssue[]): string | undefined {
+  if (admin.tokenFile === undefined) return admin.token;
+  const problem = (message: string) => void issues.push({ file: yaml.path, ...yaml.locate(['admin', 'tokenFile']), path: 'admin.tokenFile', message });
+  let token: string;
+  try {
+    token = (readFileSync(resolve(base, admin.tokenFile), 'utf8').split('\n')[0] ?? '').trim();
+  } catch (error) {
+    problem(`cannot read the admin token file: ${(error as Error).message}`);
+    return undefined;
+  }
+  if (token.length < 16) {
+    problem('the admin token file must hold a token of at least 16 characters on its first line');
+    return undefined;
+  }
+  return token;
 }
 
 /** A PEM file's contents, or why it cannot be used. */

@@ -165,9 +165,29 @@ export const gatewaySchema = z
         enabled: z.boolean().default(true).meta({ description: 'Serve the admin HTTP API.', examples: [true] }),
         host: z.string().min(1).default('127.0.0.1').meta({ description: 'Address of the admin HTTP server.', examples: ['127.0.0.1'] }),
         port: port.default(9180).meta({ description: 'Port of the admin HTTP server (/healthz, /readyz, /api/status, /metrics).', examples: [9180] }),
+        token: z.string().min(16, 'an admin token needs at least 16 characters').optional().meta({
+          description:
+            'Bearer token callers of /api/* and /metrics must send (`Authorization: Bearer <token>`); required when `host` is not a loopback address. Write it as ${ADMIN_TOKEN} to keep it out of the file.',
+          examples: ['${FERRY_ADMIN_TOKEN}'],
+        }),
+        tokenFile: z.string().min(1).optional().meta({ description: 'File holding the admin token (its first line), instead of `token`; relative to this file.', examples: ['/etc/ferry/admin-token'] }),
+        openMetrics: z.boolean().default(false).meta({
+          description: 'Serve /metrics without the token (for a Prometheus that cannot send one); /healthz and /readyz are always open.',
+          examples: [true],
+        }),
+      })
+      .superRefine((admin, ctx) => {
+        if (admin.token !== undefined && admin.tokenFile !== undefined) ctx.addIssue({ code: 'custom', path: ['tokenFile'], message: 'give token or tokenFile, not both' });
+        if (admin.enabled && admin.token === undefined && admin.tokenFile === undefined && !isLoopbackHost(admin.host)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['host'],
+            message: `the admin server on ${admin.host} is reachable from other machines: set admin.token (or admin.tokenFile) so that only callers with it may reload or read status, or bind it to 127.0.0.1`,
+          });
+        }
       })
       .prefault({})
-      .meta({ description: 'Admin HTTP server: health, readiness and status.' }),
+      .meta({ description: 'Admin HTTP server: health, readiness, status, metrics and reload. Open on loopback; elsewhere it needs a token.' }),
     log: z
       .strictObject({
         level: logLevel.default('info').meta({ description: 'Lowest level logged.', examples: ['debug'] }),
@@ -265,6 +285,11 @@ export interface BridgeConfig {
   readonly rateLimit?: RateLimitConfig;
   /** The file it was loaded from, for messages. */
   readonly file: string;
+}
+
+/** Whether an address is loopback only (127.0.0.0/8, ::1, localhost): reachable from this machine alone. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 function aclSchema(publish: string, subscribe: string) {

@@ -1,4 +1,5 @@
 import { type Server, createServer } from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { FerryError, describeError, wrapError } from '../core/errors.ts';
 import type { ReloadResult } from './reload-plan.ts';
@@ -8,6 +9,14 @@ export interface Readiness {
   readonly ready: boolean;
   readonly reason?: string;
   readonly degraded?: readonly unknown[];
+}
+
+/** Who may call the admin server: without a token, everyone who can reach it (loopback by default). */
+export interface AdminAccess {
+  /** Bearer token required for /api/* and /metrics. */
+  readonly token?: string;
+  /** /metrics without the token. */
+  readonly openMetrics?: boolean;
 }
 
 export interface AdminHandlers {
@@ -26,6 +35,11 @@ const PATHS = ['/healthz', '/readyz', '/api/status', '/metrics', 'POST /api/relo
  * GET /healthz (process alive), GET /readyz (accepting traffic), GET /api/status (JSON),
  * GET /metrics (Prometheus text format), POST /api/reload (apply the changed config: 200 with what changed, 422 with its problems,
  * 409 while the gateway starts or stops).
+ *
+ * With a token (required off loopback, see the config schema), /api/* and /metrics answer 401
+ * without `Authorization: Bearer <token>`; /healthz and /readyz stay open. POST /api/reload
+ * takes only `Content-Type: application/json` (415 otherwise): a form on some web page cannot
+ * send that without the browser asking first, so it cannot reload a gateway (no CSRF).
  */
 export class AdminServer {
   readonly #server: Server;
@@ -34,15 +48,30 @@ export class AdminServer {
     this.#server = server;
   }
 
-  static async start(host: string, port: number, handlers: AdminHandlers): Promise<AdminServer> {
+  static async start(host: string, port: number, handlers: AdminHandlers, access: AdminAccess = {}): Promise<AdminServer> {
+    const expected = access.token === undefined ? undefined : Buffer.from(`Bearer ${access.token}`);
+    const authorized = (header: string | undefined) => {
+      if (expected === undefined) return true;
+      const given = Buffer.from(header ?? '');
+      return given.length === expected.length && timingSafeEqual(given, expected);
+    };
     const server = createServer((req, res) => {
-      const send = (code: number, body: unknown) => {
-        res.writeHead(code, { 'content-type': 'application/json' });
+      const send = (code: number, body: unknown, headers: Record<string, string> = {}) => {
+        res.writeHead(code, { 'content-type': 'application/json', ...headers });
         res.end(`${JSON.stringify(body)}\n`);
       };
-      const path = (req.url ?? '/').split('?')[0];
+      const path = (req.url ?? '/').split('?')[0] ?? '/';
+      const open = path === '/healthz' || path === '/readyz' || (path === '/metrics' && access.openMetrics === true);
+      if (!open && !authorized(req.headers.authorization)) {
+        req.resume();
+        return send(401, { error: 'send the admin token: Authorization: Bearer <admin.token>' }, { 'www-authenticate': 'Bearer realm="ferry"' });
+      }
       if (path === '/api/reload' && handlers.reload !== undefined) {
         if (req.method !== 'POST') return send(405, { error: 'use POST' });
+        if (!/^application\/json\s*(;|$)/i.test(req.headers['content-type'] ?? '')) {
+          req.resume();
+          return send(415, { error: 'send Content-Type: application/json (a plain form post could come from any web page)' });
+        }
         req.resume();
         handlers.reload().then(
           (result) => {

@@ -120,7 +120,7 @@ export class Gateway {
           status: () => this.status(),
           reload: () => this.reload(),
           metrics: () => this.metrics(),
-        });
+        }, { ...(config.adminToken === undefined ? {} : { token: config.adminToken }), openMetrics: config.admin.openMetrics });
       }
       // The broker listens only after the bridges tapped it, so no early message goes untapped.
       this.#broker = await EmbeddedBroker.start({

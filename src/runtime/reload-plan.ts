@@ -89,13 +89,20 @@ export function restartNeeded(running: GatewayConfig, next: GatewayConfig): stri
       warnings.push('mqtt.tls certificate files changed: not applied; restart needed');
       continue;
     }
+    // Secrets are named, never shown.
+    if (key === 'adminToken') {
+      warnings.push('the admin token changed: not applied; restart needed');
+      continue;
+    }
     if (!isPlainObject(from) || !isPlainObject(to)) {
       note(key, from, to);
       continue;
     }
     for (const field of new Set([...Object.keys(from), ...Object.keys(to)])) {
       const path = `${key}.${field}`;
-      if (!APPLIED.has(path) && !isDeepStrictEqual(from[field], to[field])) note(path, from[field], to[field]);
+      if (APPLIED.has(path) || isDeepStrictEqual(from[field], to[field])) continue;
+      if (path === 'admin.token') warnings.push('admin.token changed: not applied; restart needed');
+      else note(path, from[field], to[field]);
     }
   }
   return warnings;

@@ -137,7 +137,7 @@ test(
       // 2. Remove the bridge whose sink cannot deliver, reload with POST /api/reload.
       assert.ok(((await bufferStats(dataDir)).get('doomed')?.pending ?? 0) > 0, 'the failing bridge holds messages');
       rmSync(file('doomed'));
-      const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST' });
+      const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
       const removed = (await response.json()) as { applied: Record<string, unknown>; warnings: string[] };
       assert.equal(response.status, 200, JSON.stringify(removed));
       assert.deepEqual(removed.applied, { added: [], removed: ['doomed'], changed: [], unchanged: ['added', 'changing', 'kept'].sort(), devices: false });
@@ -231,7 +231,7 @@ test('a config with problems is refused by every trigger with each problem\'s fi
     assert.match(logErrors, /bridges\/extra\.yaml:4:1: bogus: unknown key 'bogus'/);
     assert.match(logErrors, /bridges\/broken\.yaml:\d+:\d+: YAML/);
 
-    const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST' });
+    const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
     assert.equal(response.status, 422);
     const { errors } = (await response.json()) as { errors: { file: string; line: number; path: string; message: string }[] };
     assert.ok(errors.some((e) => e.file.endsWith('bridges/extra.yaml') && e.line === 4 && e.path === 'bogus'), JSON.stringify(errors));
@@ -286,7 +286,7 @@ test('a device profile added by a reload lets its devices log in; a connected de
     assert.notEqual(before.code, 0, 'unknown login refused before the reload');
 
     writeFileSync(join(root, 'devices/second.yaml'), `name: second\ncredentials:\n${await credential('second', 'second-secret')}`);
-    const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST' });
+    const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
     const body = (await response.json()) as { applied: { devices: boolean; unchanged: string[] } };
     assert.equal(response.status, 200);
     assert.equal(body.applied.devices, true);

@@ -230,7 +230,7 @@ describe('saved sessions belong to the login that made them (issue 16, items 2 a
     await sensor.endAsync();
 
     writeFileSync(join(root, 'devices/sensor.yaml'), await sensorProfile(false));
-    const reload = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST' });
+    const reload = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
     assert.equal(reload.status, 200, await reload.text());
     await publish('devices/sensor-3/commands/unlock', 'queued');
 

@@ -95,7 +95,7 @@ test('a bridge full under refuse makes /readyz answer 503 with the reason; the s
 
     // Room again (a reload raises the limit): the held message is stored and acknowledged.
     writeFileSync(join(config, '../bridges/up.yaml'), (await import('node:fs')).readFileSync(join(config, '../bridges/up.yaml'), 'utf8').replace('maxMessages: 3', 'maxMessages: 100'));
-    assert.equal((await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST' })).status, 200);
+    assert.equal((await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } })).status, 200);
     await fourth;
     await client.endAsync();
     const back = await eventually('readiness back', async () => {
