@@ -76,6 +76,11 @@ export interface SourceComponent<S extends z.ZodType = z.ZodType, D = void> {
    */
   readonly keepsMessages?: boolean;
   /**
+   * What `overflow: refuse` does to this source's messages when that is not "they wait at the
+   * sender": logged as a warning when a bridge of this source is configured so (issue 19).
+   */
+  readonly refuseCaveat?: string;
+  /**
    * The MQTT topic filters the source's messages match, for the `${1}`/`${#}` captures of
    * its bridge's templates. A source without filters (undefined) allows no captures.
    */

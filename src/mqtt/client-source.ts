@@ -54,7 +54,10 @@ const schema = z
       examples: [100],
     }),
     reconnectMinMs: z.int().min(10).default(500).meta({ description: 'First delay before reconnecting; it doubles per failed attempt, with ±20% jitter.', examples: [500] }),
-    reconnectMaxMs: z.int().min(10).default(30_000).meta({ description: 'Longest delay between reconnect attempts.', examples: [30000] }),
+    reconnectMaxMs: z.int().min(10).default(5_000).meta({
+      description: 'Longest delay between reconnect attempts: after a broker restart, Ferry is back within this long of the broker (messages published before it resubscribes are lost unless the broker keeps its session).',
+      examples: [5000],
+    }),
   })
   .superRefine((config, ctx) => {
     if (config.qos === 2 && config.protocolVersion !== 5) {
@@ -92,6 +95,8 @@ export const mqttClientSource: SourceComponent<typeof schema> = {
   // The topics messages arrive with: a shared subscription's filter without `$share/<group>/`.
   filters: (config) => config.topics.map((filter) => (filter.startsWith('$share/') ? filter.split('/').slice(2).join('/') : filter)),
   description: 'Messages from an external MQTT broker, subscribed to as a client (mqtt.js; MQTT 3.1.1 or 5).',
+  refuseCaveat:
+    "when the buffer is full, Ferry stops acknowledging to the external broker, whose own queue then decides what happens: Mosquitto drops what exceeds max_queued_messages (1,000 by default) although it acknowledged those messages to their publishers. Prefer drop-oldest or drop-newest (counted and logged), or raise the broker's queue limits (max_queued_messages, max_queued_bytes)",
   schema,
   create: (config, ctx) =>
     new Observable((subscriber) => {
@@ -228,6 +233,15 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
     attempts = 0;
     ctx.counters.count('mqtt.client.connected', labels);
     ctx.logger.info({ broker, clientId: config.clientId, sessionPresent: connack.sessionPresent }, 'connected to the external broker');
+    if (!firstConnect && !config.cleanSession && !connack.sessionPresent) {
+      // The broker restarted without persistence, or the session expired: what it received for
+      // this client meanwhile is gone (issue 19).
+      ctx.counters.count('mqtt.client.session_lost', labels);
+      ctx.logger.warn(
+        { broker, clientId: config.clientId },
+        `the external broker lost this client's session (restarted without persistence, or the session expired): messages published while Ferry was away were not kept for it`,
+      );
+    }
     // A resumed session keeps its subscriptions; subscribing again would resend retained
     // messages. The first connect of a run subscribes anyway, in case `topics` changed.
     if (connack.sessionPresent && !firstConnect) return;

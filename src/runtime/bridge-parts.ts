@@ -48,6 +48,8 @@ export function bridgeContext(
 export interface ResolvedSource {
   /** Whether the source keeps its messages until acked (a Kafka consumer): it then skips the buffer. */
   readonly keepsMessages: boolean;
+  /** What `overflow: refuse` means for this source, when more than "its messages wait at the sender". */
+  readonly refuseCaveat?: string;
   readonly context: ComponentContext;
   /** Creates the source (call once the sinks are in place). */
   create(): Source;
@@ -65,7 +67,12 @@ export function resolveSource(
   const component = findSource(kind);
   if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${kind}'`);
   const context = bridgeContext(config, deps, logger, component.filters?.(sourceConfig as never) ?? [], afterStop);
-  return { keepsMessages: component.keepsMessages === true, context, create: () => component.create(sourceConfig as never, context, runtime) };
+  return {
+    keepsMessages: component.keepsMessages === true,
+    ...(component.refuseCaveat === undefined ? {} : { refuseCaveat: component.refuseCaveat }),
+    context,
+    create: () => component.create(sourceConfig as never, context, runtime),
+  };
 }
 
 /** A bridge's source gave up (e.g. a TLS file it cannot read): counted and logged; returns the reason for its status. */

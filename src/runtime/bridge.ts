@@ -165,6 +165,9 @@ export class RunningBridge implements GatewayBridge {
     const runtime = { broker: deps.broker };
     const source = resolveSource(config, deps, this.#logger, this.#afterStop, runtime);
     const buffered = !source.keepsMessages;
+    if (config.buffer.overflow === 'refuse' && source.refuseCaveat !== undefined) {
+      this.#logger.warn({ overflow: 'refuse' }, `buffer.overflow: refuse on a ${Object.keys(config.from)[0] ?? ''} source: ${source.refuseCaveat}`);
+    }
     this.#feed = buffered ? bufferedFeed(config, deps, this.#logger) : directFeed();
     this.#sinks = new SinkSet(config.name, this.#logger, counters);
 

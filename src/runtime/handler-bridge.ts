@@ -85,6 +85,9 @@ export class HandlerBridge {
     this.#logger = deps.logger.child({ bridge: config.name });
     const runtime = { broker: deps.broker };
     const source = resolveSource(config, deps, this.#logger, this.#afterStop, runtime);
+    if (config.buffer.overflow === 'refuse' && source.refuseCaveat !== undefined) {
+      this.#logger.warn({ overflow: 'refuse' }, `buffer.overflow: refuse on a ${Object.keys(config.from)[0] ?? ''} source: ${source.refuseCaveat}`);
+    }
     this.#sinks = new SinkSet(config.name, this.#logger, counters);
     this.#cursor = streamCursor({ store, writer, bridge: config.name, sink: HANDLER_CURSOR, policy: config.buffer, logger: this.#logger, counters });
     this.#tracker = new InputTracker({

@@ -101,6 +101,13 @@ export const mqttMetrics = [
   { name: 'mqtt.client.connected', type: 'counter', unit: 'connections', labels: { bridge: BRIDGE }, help: 'Connections of an `mqttClient` source to its external broker (the first one and every reconnection).' },
   { name: 'mqtt.client.disconnected', type: 'counter', unit: 'connections', labels: { bridge: BRIDGE }, help: 'Lost connections of an `mqttClient` source to its external broker; it reconnects with a backoff.' },
   {
+    name: 'mqtt.client.session_lost',
+    type: 'counter',
+    unit: 'sessions',
+    labels: { bridge: BRIDGE },
+    help: 'Reconnections of an `mqttClient` source whose persistent session the external broker no longer had (restarted without persistence, or expired): what was published meanwhile is gone.',
+  },
+  {
     name: 'mqtt.client.subscribe_refused',
     type: 'counter',
     unit: 'subscriptions',
