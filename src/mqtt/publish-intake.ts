@@ -248,6 +248,23 @@ export class PublishIntake {
       ...(properties === undefined ? {} : { headers: propertyHeaders(properties) }),
     });
     this.#inFlight += 1;
+    if (packet.qos === 0 && client !== null) {
+      // QoS 0 has no acknowledgement to hold back (issue 11): aedes forwards it and reads on at
+      // once, and the message goes into the next group commit of the bridges that take it. At
+      // most once: one the buffer refuses, or that a crash catches before that commit, is gone.
+      callback(null);
+      const qos0 = createDelivery(envelope, {
+        onAck: () => this.#settled(),
+        onNack: (error) => {
+          this.#settled();
+          counters.count('mqtt.publish.qos0_not_stored');
+          this.#options.logger.debug({ topic: packet.topic, clientId: client.id, err: error }, 'QoS 0 message not stored');
+        },
+      });
+      const copies = fanOut(qos0, matching.length);
+      matching.forEach((tap, i) => tap.subscriber.next(copies[i] as Delivery));
+      return;
+    }
     const upstream = createDelivery(envelope, {
       onAck: () => {
         this.#settled();

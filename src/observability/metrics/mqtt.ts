@@ -63,6 +63,13 @@ export const mqttMetrics = [
     help: 'Device messages the bridges did not take (the buffer refused them): the device\'s connection is closed unacknowledged so that it sends them again.',
   },
   {
+    name: 'mqtt.publish.qos0_not_stored',
+    type: 'counter',
+    unit: 'messages',
+    labels: {},
+    help: 'QoS 0 device messages the buffer did not take (full under refuse, disk full): QoS 0 is at most once, so they are gone.',
+  },
+  {
     name: 'mqtt.publish.duplicates',
     type: 'counter',
     unit: 'messages',
