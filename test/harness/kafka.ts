@@ -48,7 +48,7 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaHar
   const startedAt = performance.now();
   const java = await requireJava();
   const classpath = await kafkaClasspath(log);
-  const [port, controllerPort] = await freePorts(2);
+  const [port = 0, controllerPort = 0] = await freePorts(2);
   const bootstrap = `127.0.0.1:${port}`;
 
   const dir = mkdtempSync(join(tmpdir(), 'ferry-kafka-'));
