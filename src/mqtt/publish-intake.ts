@@ -220,6 +220,10 @@ export class PublishIntake {
   /** Hands an accepted publish to the taps whose filters match it. */
   #take(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
     const { counters } = this.#options;
+    // A will carries its CONNECT properties; the Will Delay Interval is valid only in CONNECT,
+    // and a strict MQTT 5 subscriber drops a PUBLISH that carries it (issue 12).
+    const willProperties = packet.properties as { willDelayInterval?: number } | undefined;
+    if (willProperties?.willDelayInterval !== undefined) delete willProperties.willDelayInterval;
     if (this.#draining && packet.qos > 0 && client !== null) {
       // The bridges are about to stop: a message taken now could be acknowledged unstored.
       counters.count('mqtt.publish.refused', { reason: 'shutting_down' });
