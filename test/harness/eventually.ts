@@ -28,14 +28,16 @@ export async function eventually<T>(assertion: () => T | Promise<T>, options: Ev
     attempts += 1;
     let timer: NodeJS.Timeout | undefined;
     try {
-      const attempt = Promise.resolve().then(assertion);
-      const remaining = deadline - performance.now();
+      const result = assertion();
+      // A sync check runs with no timer of this helper alive (a check may count open handles).
+      if (!isThenable(result)) return result;
+      const attempt = Promise.resolve(result);
       // Swallowed when the attempt loses the race: its rejection would otherwise be unhandled.
       attempt.catch(() => {});
       return await Promise.race([
         attempt,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new StillRunning()), Math.max(remaining, 0));
+          timer = setTimeout(() => reject(new StillRunning()), Math.max(deadline - performance.now(), 0));
         }),
       ]);
     } catch (error) {
@@ -47,6 +49,10 @@ export async function eventually<T>(assertion: () => T | Promise<T>, options: Ev
     }
     await sleep(intervalMs);
   }
+}
+
+function isThenable<T>(value: T | Promise<T>): value is Promise<T> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function';
 }
 
 class StillRunning extends Error {
