@@ -43,7 +43,7 @@ async function consume(options: { maxInFlight?: number; retryBackoffMs?: number;
     counters,
     subscription,
     waitFor: async (count) => {
-      for (let i = 0; i < 600 && received.length < count; i++) await sleep(50);
+      await eventually(() => assert.ok(!(received.length < count), 'still: received.length < count'), { timeoutMs: 30000 });
       assert.ok(received.length >= count, `received ${received.length} of ${count}`);
       return received;
     },
