@@ -1,5 +1,5 @@
 import { createDelivery, type Delivery } from '../../src/core/delivery.ts';
-import { createEnvelope } from '../../src/core/envelope.ts';
+import { createEnvelope, type Envelope } from '../../src/core/envelope.ts';
 
 /** Deliveries that record how they were settled, and any second settle (a bug). */
 export interface Tracked {
@@ -12,36 +12,48 @@ export interface Tracked {
 }
 
 export function trackedDeliveries(count: number, topic = 'devices/d1/telemetry/t', clientId = 'd1'): Tracked {
+  return trackedEnvelopes(
+    Array.from({ length: count }, (_, seq) =>
+      createEnvelope({
+        topic,
+        payload: JSON.stringify({ seq, value: Math.round(Math.random() * 1000) }),
+        origin: { source: 'test', clientId, qos: 1 },
+      }),
+    ),
+  );
+}
+
+/**
+ * A tracked delivery for each envelope, as a source hands them (again, after a nack, with the
+ * same envelopes). `onNack` sees each nack as it happens, before `settled()` resolves.
+ */
+export function trackedEnvelopes(envelopes: readonly Envelope[], onNack: (envelope: Envelope, error: Error) => void = () => {}): Tracked {
   const acked: string[] = [];
   const nacked = new Map<string, Error>();
   const doubleSettles: string[] = [];
-  let remaining = count;
+  let remaining = envelopes.length;
   let resolve: () => void = () => {};
   const allSettled = new Promise<void>((r) => {
     resolve = r;
-    if (count === 0) r();
+    if (remaining === 0) r();
   });
   const done = () => {
     remaining -= 1;
     if (remaining === 0) resolve();
   };
-  const deliveries = Array.from({ length: count }, (_, seq) => {
-    const envelope = createEnvelope({
-      topic,
-      payload: JSON.stringify({ seq, value: Math.round(Math.random() * 1000) }),
-      origin: { source: 'test', clientId, qos: 1 },
-    });
-    return createDelivery(envelope, {
+  const deliveries = envelopes.map((envelope) =>
+    createDelivery(envelope, {
       onAck: () => {
         acked.push(envelope.id);
         done();
       },
       onNack: (error) => {
         nacked.set(envelope.id, error);
+        onNack(envelope, error);
         done();
       },
       onDoubleSettle: () => doubleSettles.push(envelope.id),
-    });
-  });
+    }),
+  );
   return { deliveries, acked, nacked, doubleSettles, settled: () => allSettled };
 }

@@ -9,6 +9,7 @@ import { startFerry } from '../harness/ferry-process.ts';
 import { startPrivateMosquitto } from '../harness/private-mosquitto.ts';
 import { randomName } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { eventually } from '../harness/eventually.ts';
 
 const tempDir = tempDirs('ferry-ext-restart-');
 
@@ -65,7 +66,7 @@ test('mqttClient source: every message Mosquitto acknowledged reaches the histor
   try {
     // The source's first connection creates its persistent session; publish after it subscribed.
     const subscribed = () => mosquitto.log().includes(`${clientId} 1 ext/+/seq`);
-    for (let i = 0; i < 200 && !subscribed(); i++) await sleep(50);
+    await eventually(() => assert.ok(subscribed(), 'waiting for: subscribed()'), { timeoutMs: 10000 });
     assert.ok(subscribed(), 'the source did not subscribe');
 
     for (let p = 0; p < PUBLISHERS; p++) {

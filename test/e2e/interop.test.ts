@@ -5,6 +5,7 @@ import { type IClientOptions, type IConnackPacket, type MqttClient, connect, con
 import { type RunningFerry, startFerry } from '../harness/ferry-process.ts';
 import { mosquittoPub, mosquittoSub } from '../harness/mosquitto.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { eventually } from '../harness/eventually.ts';
 
 // Mosquitto's own clients and mqtt.js against the embedded broker of the embedded default
 // (anonymous clients allowed from loopback), under MQTT 3.1.1 and MQTT 5.
@@ -87,8 +88,8 @@ for (const { name, protocol, protocolVersion } of [
       await client.unsubscribeAsync(`${t}/unsub/a`);
       await pub(`${t}/unsub/a`, 'x');
       await pub(`${t}/unsub/b`, 'y');
-      for (let i = 0; i < 40 && seen.length === 0; i++) await sleep(50);
-      await sleep(200);
+      // The marker: b was published after a by the same client, so a would have come first.
+      await eventually(() => assert.notEqual(seen.length, 0), { timeoutMs: 5000 });
       assert.deepEqual(seen, [`${t}/unsub/b`]);
       await client.endAsync();
     });
@@ -109,7 +110,7 @@ describe('MQTT 5 only', () => {
     assert.equal(connack.properties?.maximumPacketSize, 256 * 1024);
     await device.publishAsync('v5/alias/a-long-topic-name', 'first', { qos: 1, properties: { topicAlias: 1 } });
     await device.publishAsync('', 'second', { qos: 1, properties: { topicAlias: 1 } });
-    for (let i = 0; i < 40 && seen.length < 2; i++) await sleep(50);
+    await eventually(() => assert.ok(!(seen.length < 2), 'still: seen.length < 2'), { timeoutMs: 5000 });
     assert.deepEqual(seen, ['v5/alias/a-long-topic-name first', 'v5/alias/a-long-topic-name second']);
     assert.equal(connack.properties?.sharedSubscriptionAvailable, false);
     await assert.rejects(device.subscribeAsync('$share/group/v5/alias/#', { qos: 1 }), /Shared Subscriptions not supported/);

@@ -11,6 +11,7 @@ import { mosquittoPub } from '../harness/mosquitto.ts';
 import { credential, writeGatewayTree } from '../harness/gateway-tree.ts';
 import { tempDirs } from '../harness/temp.ts';
 import { makeCertificates } from '../harness/certs.ts';
+import { eventually } from '../harness/eventually.ts';
 
 const tempDir = tempDirs('ferry-listeners-');
 const PASSWORDS = { 'sensor-a': 'alpha-pass', 'sensor-b': 'bravo-pass', watcher: 'watch-pass' };
@@ -98,7 +99,7 @@ async function idle(gw: RunningFerry, protocol: string): Promise<void> {
 }
 
 async function until(check: () => boolean): Promise<void> {
-  for (let i = 0; i < 100 && !check(); i++) await sleep(50);
+  await eventually(() => assert.ok(check(), 'waiting for: check()'), { timeoutMs: 5000 });
 }
 
 test('status lists every listener with the port it is bound to', async () => {

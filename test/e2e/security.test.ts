@@ -6,6 +6,7 @@ import { type IClientOptions, type MqttClient, connectAsync } from 'mqtt';
 import { type RunningFerry, startFerry } from '../harness/ferry-process.ts';
 import { credential, writeGatewayTree } from '../harness/gateway-tree.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { eventually } from '../harness/eventually.ts';
 
 const tempDir = tempDirs('ferry-security-');
 const PASSWORDS = { 'sensor-a': 'alpha-pass', 'sensor-b': 'bravo-pass', watcher: 'watch-pass', tech: 'tech-pass' };
@@ -67,7 +68,7 @@ test('a device publishes to its own topics and is unaffected by everything below
   const watch = await watcher();
   const a = await connect('sensor-a', 'sensor-a');
   await a.publishAsync('devices/sensor-a/telemetry/t', 'ok', { qos: 1 });
-  for (let i = 0; i < 100 && !watch.seen.includes('devices/sensor-a/telemetry/t ok'); i++) await sleep(50);
+  await eventually(() => assert.ok(watch.seen.includes('devices/sensor-a/telemetry/t ok'), 'waiting for: watch.seen.includes(devices/sensor-a/telemetry/t ok)'), { timeoutMs: 5000 });
   assert.ok(watch.seen.includes('devices/sensor-a/telemetry/t ok'));
 });
 
@@ -207,7 +208,7 @@ test('MQTT 5 devices meet the same refusals, told with MQTT 5 reason codes; a re
   assert.match(await refusalV5('a+b', 'sensor-b', PASSWORDS['sensor-b']), /Client Identifier not valid/);
   assert.match(await refusalV5('sensor-anon5'), /Not authorized/);
 
-  for (let i = 0; i < 100 && !watch.seen.includes('devices/sensor-b/telemetry/t allowed v5'); i++) await sleep(50);
+  await eventually(() => assert.ok(watch.seen.includes('devices/sensor-b/telemetry/t allowed v5'), 'waiting for: watch.seen.includes(devices/sensor-b/telemetry/t allowed v5)'), { timeoutMs: 5000 });
   await sleep(300);
   assert.deepEqual(watch.seen.filter((m) => m.includes('forbidden') || m.endsWith(' will v5')), []);
   assert.ok(watch.seen.includes('devices/sensor-b/telemetry/t allowed v5'));

@@ -15,6 +15,7 @@ import { createBridge } from '../../src/runtime/create-bridge.ts';
 import type { AnyBridgeConfig } from '../../src/config/bridge-module.ts';
 import { componentKinds } from '../../src/runtime/registry.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { eventually } from '../harness/eventually.ts';
 
 // A reload builds the new version of a changed bridge while the old one runs. The new version
 // must not take the old one's cursors away before it takes over: if the reload is refused
@@ -75,7 +76,7 @@ test('a refused reload leaves the running bridge its cursors and policy; bridges
     const device = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'swap-device', reconnectPeriod: 0 });
     await device.publishAsync('swap/x', 'after the refused reload', { qos: 1 });
     await device.endAsync();
-    for (let i = 0; i < 100 && store.cursors('b').some((c) => c.seq === 0 || c.seq === cursorsBefore[0]?.seq); i++) await sleep(20);
+    await eventually(() => assert.ok(!(store.cursors('b').some((c) => c.seq === 0 || c.seq === cursorsBefore[0]?.seq)), 'still: store.cursors(b).some((c) => c.seq === 0 || c.seq === cursorsBefore[0]?.seq)'), { timeoutMs: 5000 });
     assert.ok(store.cursors('b').every((c, i) => c.seq > (cursorsBefore[i]?.seq ?? 0)), JSON.stringify(store.cursors('b')));
     await old.stop();
   } finally {

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { connectAsync } from 'mqtt';
 import pino from 'pino';
@@ -10,6 +9,7 @@ import { Gateway } from '../../src/runtime/gateway.ts';
 import { componentKinds } from '../../src/runtime/registry.ts';
 import { blackHole } from '../harness/black-hole.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { eventually } from '../harness/eventually.ts';
 
 const tempDir = tempDirs('ferry-gateway-buffer-');
 
@@ -45,7 +45,7 @@ test('through the running gateway: TTL expiry and drop-newest are applied and co
   try {
     await publish(gateway, 'a/x', 5);
     await publish(gateway, 'b/x', 5);
-    for (let i = 0; i < 100 && gateway.counters.get('buffer.expired{bridge=expiring}') < 5; i++) await sleep(50);
+    await eventually(() => assert.ok(!(gateway.counters.get('buffer.expired{bridge=expiring}') < 5), 'still: gateway.counters.get(buffer.expired{bridge=expiring}) < 5'), { timeoutMs: 5000 });
     const status = gateway.status();
     assert.equal(gateway.counters.get('buffer.expired{bridge=expiring}'), 5);
     assert.equal(status.buffer.bridges.find((b) => b.bridge === 'expiring')?.messages, 0);

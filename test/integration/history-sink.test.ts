@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -10,31 +10,47 @@ import { sinkConformance } from '../conformance/sink-suite.ts';
 const ctx = (dataDir: string) => ({ logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir, bridge: 'test' });
 const config = historySink.schema.parse({ batchSize: 50, batchTimeMs: 2 });
 
+/** A database file that is not SQLite: opening it fails with SQLITE_NOTADB. */
+function corruptDatabase(dir: string): void {
+  writeFileSync(historyPath(dir), 'this is not a database'.repeat(100));
+  chmodSync(historyPath(dir), 0o444);
+}
+
+function destination(dir: string) {
+  return {
+    sink: historySink.create(config, ctx(dir)),
+    readBack: async () => {
+      const reader = new HistoryReader(dir);
+      try {
+        return reader.latest({ limit: 1_000_000 }).map((row) => row.id);
+      } finally {
+        reader.close();
+      }
+    },
+    cleanup: async () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+// No `unwritable` case: the history takes any topic and any bytes, so no message is refused for good.
 sinkConformance('history (SQLite)', {
   batchSize: 50,
-  working: async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'ferry-history-'));
+  knownGaps: {
+    retryable:
+      'a database that cannot be opened fails in the sink\'s open step, outside the write\'s wrapError: the nack carries the bare SqliteError, not a STORAGE_FAILED FerryError (retryable only by the batching sink\'s default)',
+  },
+  working: async () => destination(mkdtempSync(join(tmpdir(), 'ferry-history-'))),
+  failing: async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-history-bad-'));
+    corruptDatabase(dir);
     return {
       sink: historySink.create(config, ctx(dir)),
-      readBack: async () => {
-        const reader = new HistoryReader(dir);
-        try {
-          return reader.latest({ limit: 1_000_000 }).map((row) => row.id);
-        } finally {
-          reader.close();
-        }
-      },
       cleanup: async () => rmSync(dir, { recursive: true, force: true }),
     };
   },
-  failing: async () => {
-    // A database file that is not SQLite: every write fails with SQLITE_NOTADB.
-    const dir = mkdtempSync(join(tmpdir(), 'ferry-history-bad-'));
-    writeFileSync(historyPath(dir), 'this is not a database'.repeat(100));
-    chmodSync(historyPath(dir), 0o444);
-    return {
-      sink: historySink.create(config, ctx(dir)),
-      cleanup: async () => rmSync(dir, { recursive: true, force: true }),
-    };
+  flaky: async () => {
+    // The operator replaces a damaged database file: the next open creates a fresh one.
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-history-flaky-'));
+    corruptDatabase(dir);
+    return { ...destination(dir), recover: () => unlinkSync(historyPath(dir)) };
   },
 });

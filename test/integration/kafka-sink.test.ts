@@ -13,6 +13,7 @@ import { trackedDeliveries } from '../conformance/deliveries.ts';
 import { readTopic } from '../harness/kafka-read.ts';
 import { kcatConsume } from '../harness/kcat.ts';
 import { randomName, requireService } from '../harness/services.ts';
+import { tcpProxy } from '../harness/tcp-proxy.ts';
 
 const ctx = { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: 'test' };
 
@@ -20,22 +21,42 @@ function sinkFor(brokers: string[], topic: string, extra: Record<string, unknown
   return kafkaSink.create(kafkaSink.schema.parse({ brokers, topic, batchSize: 40, batchTimeMs: 5, ...extra }), ctx);
 }
 
+async function destination(brokers: string[], topic: string, extra: Record<string, unknown> = {}) {
+  return {
+    sink: sinkFor(brokers, topic, extra),
+    readBack: async () => (await readTopic(brokers, topic)).map((m) => m.headers['ferry-id'] ?? ''),
+    cleanup: async () => {},
+  };
+}
+
 sinkConformance('kafka', {
   batchSize: 40,
-  working: async () => {
-    const brokers = await requireService('kafka');
-    const topic = randomName('ferry-sink-');
-    return {
-      sink: sinkFor(brokers, topic),
-      readBack: async () => (await readTopic(brokers, topic)).map((m) => m.headers['ferry-id'] ?? ''),
-      cleanup: async () => {},
-    };
-  },
+  working: async () => destination(await requireService('kafka'), randomName('ferry-sink-')),
   failing: async () => ({
     // Nothing listens on port 1 of loopback: connecting is refused at once.
     sink: sinkFor(['127.0.0.1:1'], 'ferry-unreachable', { retries: 0, connectionTimeoutMs: 500 }),
     cleanup: async () => {},
   }),
+  unwritable: async () => {
+    // A header from `${clientId}`: a message without a client id can never be written.
+    const poison = createEnvelope({ topic: 'devices/x/telemetry/t', payload: 'no client id', origin: { source: 'test' } });
+    return { ...(await destination(await requireService('kafka'), randomName('ferry-sink-poison-'), { headers: { device: '${clientId}' } })), poison };
+  },
+  flaky: async () => {
+    // The broker is real; the way to it is down until recover(). Only the bootstrap connection
+    // goes through the relay (the broker then advertises its own address), which is enough:
+    // the sink opens a new producer for each write after a failure.
+    const brokers = await requireService('kafka');
+    const [host, port] = (brokers[0] as string).split(':') as [string, string];
+    const proxy = await tcpProxy({ host, port: Number(port) }, { refusing: true });
+    const topic = randomName('ferry-sink-flaky-');
+    return {
+      sink: sinkFor([`127.0.0.1:${proxy.port}`], topic, { retries: 0, connectionTimeoutMs: 1000 }),
+      readBack: async () => (await readTopic(brokers, topic)).map((m) => m.headers['ferry-id'] ?? ''),
+      recover: () => proxy.forward(),
+      cleanup: () => proxy.close(),
+    };
+  },
 });
 
 test('kafka sink: key is the client id; envelope id and MQTT topic travel as headers; bytes intact', async () => {

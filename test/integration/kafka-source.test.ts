@@ -7,6 +7,8 @@ import type { Delivery } from '../../src/core/delivery.ts';
 import { FerryError } from '../../src/core/errors.ts';
 import { kafkaSource } from '../../src/kafka/source.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { sourceConformance } from '../conformance/source-suite.ts';
+import { eventually } from '../harness/eventually.ts';
 import { kafkaTestClient, type KafkaTestClient } from '../harness/kafka-group.ts';
 import { randomName, requireService } from '../harness/services.ts';
 
@@ -41,7 +43,7 @@ async function consume(options: { maxInFlight?: number; retryBackoffMs?: number;
     counters,
     subscription,
     waitFor: async (count) => {
-      for (let i = 0; i < 600 && received.length < count; i++) await sleep(50);
+      await eventually(() => assert.ok(!(received.length < count), 'still: received.length < count'), { timeoutMs: 30000 });
       assert.ok(received.length >= count, `received ${received.length} of ${count}`);
       return received;
     },
@@ -51,6 +53,43 @@ async function consume(options: { maxInFlight?: number; retryBackoffMs?: number;
     },
   };
 }
+
+sourceConformance('kafka (consumer group)', {
+  start: async () => {
+    const brokers = await requireService('kafka');
+    const kafka = await kafkaTestClient(brokers);
+    const topic = randomName('ferry-conformance-');
+    const group = randomName('ferry-conformance-group-');
+    await kafka.createTopic(topic);
+    const config = kafkaSource.schema.parse({ brokers, groupId: group, topics: [topic], fromBeginning: true, retryBackoffMs: 100, maxWaitTimeMs: 100, stopTimeoutMs: 500 });
+    let cleaned = false;
+    // One partition, written in the order of the calls.
+    let previous: Promise<unknown> = Promise.resolve();
+    return {
+      source: kafkaSource.create(config, { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: 'conformance' }),
+      // The producer's acknowledgement, for a source that reads Kafka: the group's committed
+      // offset moved past the message.
+      produce: async (payload) => {
+        const sent = previous.then(() => kafka.produce(topic, [{ value: payload }]));
+        previous = sent.catch(() => {});
+        const [offset] = await sent;
+        await eventually(
+          async () => {
+            // Nobody waits for it after cleanup, and the admin client is gone.
+            if (cleaned) return;
+            const committed = (await kafka.committed(group, topic))[0] ?? '-1';
+            assert.ok(BigInt(committed) > BigInt(offset as string), `committed ${committed}, message at ${offset}`);
+          },
+          { timeoutMs: 60_000, intervalMs: 100 },
+        );
+      },
+      cleanup: async () => {
+        cleaned = true;
+        await kafka.close();
+      },
+    };
+  },
+});
 
 const text = (d: Delivery | undefined) => Buffer.from(d?.envelope.payload ?? []).toString();
 

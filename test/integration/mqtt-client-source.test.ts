@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
 import pino from 'pino';
@@ -12,6 +11,7 @@ import { type PrivateMosquitto, startPrivateMosquitto } from '../harness/private
 import { randomName } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
 import { makeCertificates } from '../harness/certs.ts';
+import { eventually } from '../harness/eventually.ts';
 import { freePorts } from '../harness/net.ts';
 
 const tempDir = tempDirs('ferry-mqtt-client-');
@@ -53,10 +53,14 @@ function suite(name: string, protocolVersion: 4 | 5, qos: 1): void {
         produce: async (payload) => {
           const index = ++produced;
           await publisher.publishAsync(topic, payload, { qos });
-          while (acksLogged(mosquitto, clientId, 'PUBACK') < index) {
-            if (cleaned) throw new Error('not acknowledged');
-            await sleep(20);
-          }
+          await eventually(
+            () => {
+              // Nobody waits for it after cleanup; the broker stopped logging for this topic.
+              if (cleaned) return;
+              assert.ok(acksLogged(mosquitto, clientId, 'PUBACK') >= index, `no PUBACK from ${clientId} for message ${index}`);
+            },
+            { timeoutMs: 60_000 },
+          );
         },
         cleanup: async () => {
           cleaned = true;
@@ -94,18 +98,21 @@ describe('mqttClient source', () => {
     const subscription = mqttClientSource.create(config, ctx()).subscribe((d) => received.push(d));
     const publisher = await connectAsync(mosquitto.url, { reconnectPeriod: 0 });
     try {
-      await waitFor(() => mosquitto.log().includes(`${clientId} 2 ${topic}`), 'the source subscribed');
+      await eventually(() => assert.ok(mosquitto.log().includes(`${clientId} 2 ${topic}`), 'the source subscribed'), { timeoutMs: 20_000 });
       for (const payload of ['q2-a', 'q2-b']) await publisher.publishAsync(topic, payload, { qos: 2 });
-      await waitFor(() => received.length === 1, 'the first message arrived');
-      await sleep(300);
+      await eventually(() => assert.ok(received.length === 1, 'the first message arrived'), { timeoutMs: 20_000 });
+      // The marker: the broker has sent the second message too, so a source that read on
+      // before the first ack would have it.
+      const sent = () => mosquitto.log().split('\n').filter((l) => l.includes(`Sending PUBLISH to ${clientId} `)).length;
+      await eventually(() => assert.ok(sent() >= 2, 'the broker sent both messages'), { timeoutMs: 20_000 });
       assert.equal(acksLogged(mosquitto, clientId, 'PUBREC'), 0, 'PUBREC before the delivery was acked');
       assert.equal(received.length, 1, 'the second QoS 2 message came before the first was acked');
       (received[0] as Delivery).ack();
-      await waitFor(() => received.length === 2, 'the second message arrived');
-      await waitFor(() => acksLogged(mosquitto, clientId, 'PUBREC') === 1, 'the first PUBREC');
+      await eventually(() => assert.ok(received.length === 2, 'the second message arrived'), { timeoutMs: 20_000 });
+      await eventually(() => assert.ok(acksLogged(mosquitto, clientId, 'PUBREC') === 1, 'the first PUBREC'), { timeoutMs: 20_000 });
       (received[1] as Delivery).ack();
-      await waitFor(() => acksLogged(mosquitto, clientId, 'PUBREC') === 2, 'the second PUBREC');
-      await waitFor(() => mosquitto.log().split('\n').filter((l) => l.includes(`Received PUBCOMP from ${clientId} `)).length === 2, 'both exchanges completed');
+      await eventually(() => assert.ok(acksLogged(mosquitto, clientId, 'PUBREC') === 2, 'the second PUBREC'), { timeoutMs: 20_000 });
+      await eventually(() => assert.ok(mosquitto.log().split('\n').filter((l) => l.includes(`Received PUBCOMP from ${clientId} `)).length === 2, 'both exchanges completed'), { timeoutMs: 20_000 });
       assert.deepEqual(received.map((d) => Buffer.from(d.envelope.payload).toString()), ['q2-a', 'q2-b']);
     } finally {
       subscription.unsubscribe();
@@ -124,9 +131,9 @@ describe('mqttClient source', () => {
     });
     const publisher = await connectAsync(mosquitto.url, { protocolVersion: 5, reconnectPeriod: 0 });
     try {
-      await waitFor(() => mosquitto.log().includes(`${topic}/#`), 'the source subscribed');
+      await eventually(() => assert.ok(mosquitto.log().includes(`${topic}/#`), 'the source subscribed'), { timeoutMs: 20_000 });
       await publisher.publishAsync(`${topic}/a`, 'x', { qos: 1, properties: { userProperties: { site: 'north', trace: 'abc' } } });
-      await waitFor(() => received.length === 1, 'the message arrived');
+      await eventually(() => assert.ok(received.length === 1, 'the message arrived'), { timeoutMs: 20_000 });
       const [d] = received as [Delivery];
       assert.deepEqual(d.envelope.headers, { site: 'north', trace: 'abc' });
       assert.equal(d.envelope.topic, `${topic}/a`);
@@ -144,9 +151,10 @@ describe('mqttClient source', () => {
     const group = randomName('g');
     const counts = [0, 0];
     const seen = new Map<string, number>();
+    const clientIds = [randomName('ferry-share0-'), randomName('ferry-share1-')];
     const subscriptions = [0, 1].map((i) =>
       mqttClientSource
-        .create(mqttClientSource.schema.parse({ url: mosquitto.url, clientId: randomName(`ferry-share${i}-`), topics: [`$share/${group}/${topic}/#`] }), ctx())
+        .create(mqttClientSource.schema.parse({ url: mosquitto.url, clientId: clientIds[i], topics: [`$share/${group}/${topic}/#`] }), ctx())
         .subscribe((d) => {
           counts[i] = (counts[i] as number) + 1;
           const payload = Buffer.from(d.envelope.payload).toString();
@@ -156,11 +164,13 @@ describe('mqttClient source', () => {
     );
     const publisher: MqttClient = await connectAsync(mosquitto.url, { reconnectPeriod: 0 });
     try {
-      await waitFor(() => mosquitto.log().split('\n').filter((l) => l.includes(`$share/${group}/${topic}/#`)).length >= 2, 'both sources subscribed');
+      await eventually(() => assert.ok(mosquitto.log().split('\n').filter((l) => l.includes(`$share/${group}/${topic}/#`)).length >= 2, 'both sources subscribed'), { timeoutMs: 20_000 });
       const total = 200;
       for (let i = 0; i < total; i++) await publisher.publishAsync(`${topic}/d${i % 7}`, `m${i}`, { qos: 1 });
-      await waitFor(() => seen.size === total, `all ${total} messages arrived`);
-      await sleep(200);
+      await eventually(() => assert.ok(seen.size === total, `all ${total} messages arrived`), { timeoutMs: 20_000 });
+      // The marker: the broker got a PUBACK for every message, so none is in flight to either source.
+      const pubacks = () => clientIds.reduce((n, id) => n + acksLogged(mosquitto, id as string, 'PUBACK'), 0);
+      await eventually(() => assert.ok(pubacks() >= total, `${pubacks()} of ${total} PUBACKs`), { timeoutMs: 20_000 });
       assert.equal([...seen.values()].filter((n) => n > 1).length, 0, 'a message went to both members of the group');
       assert.ok((counts[0] as number) > 0 && (counts[1] as number) > 0, `the stream was not split: ${counts.join(' / ')}`);
     } finally {
@@ -189,9 +199,9 @@ test('over TLS with a client certificate, the files named relative to the bridge
   });
   const publisher = await connectAsync(secure.url, { reconnectPeriod: 0 });
   try {
-    await waitFor(() => secure.log().includes(`${topic}`), 'the source subscribed over TLS');
+    await eventually(() => assert.ok(secure.log().includes(`${topic}`), 'the source subscribed over TLS'), { timeoutMs: 20_000 });
     await publisher.publishAsync(topic, 'sealed', { qos: 1 });
-    await waitFor(() => received.length === 1, 'the message arrived');
+    await eventually(() => assert.ok(received.length === 1, 'the message arrived'), { timeoutMs: 20_000 });
     assert.equal(Buffer.from((received[0] as Delivery).envelope.payload).toString(), 'sealed');
   } finally {
     subscription.unsubscribe();
@@ -199,11 +209,3 @@ test('over TLS with a client certificate, the files named relative to the bridge
     await secure.stop();
   }
 });
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await sleep(20);
-  }
-}

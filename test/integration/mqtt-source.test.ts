@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { connectAsync, type MqttClient } from 'mqtt';
+import { connectAsync } from 'mqtt';
 import pino from 'pino';
 import { deviceSchema } from '../../src/config/schema.ts';
 import type { Delivery } from '../../src/core/delivery.ts';
@@ -14,19 +14,17 @@ for (const [label, protocolVersion] of [['MQTT 3.1.1', 4], ['MQTT 5', 5]] as con
   sourceConformance(`mqtt (embedded broker, ${label} clients)`, {
     start: async () => {
       const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }), counters: new CounterRegistry() });
-      const clients: MqttClient[] = [];
-      let next = 0;
       const source = broker.tap('test', ['devices/+/telemetry/#']);
+      // One device for all messages. A nack closes its connection unacknowledged; it comes back
+      // at once and, as MQTT asks, sends again every QoS 1 message not yet acknowledged, in order.
+      const device = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: `dev${protocolVersion}`, protocolVersion, clean: false, reconnectPeriod: 20 });
       return {
         source,
         produce: async (payload) => {
-          // A fresh client per message, without reconnect: a nack closes its connection.
-          const client = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: `dev${protocolVersion}-${next++}`, protocolVersion, reconnectPeriod: 0 });
-          clients.push(client);
-          await client.publishAsync('devices/dev/telemetry/t', payload, { qos: 1 });
+          await device.publishAsync('devices/dev/telemetry/t', payload, { qos: 1 });
         },
         cleanup: async () => {
-          await Promise.all(clients.map((c) => c.endAsync(true)));
+          await device.endAsync(true);
           await broker.close();
         },
       };

@@ -13,6 +13,7 @@ import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { hashPassword } from '../../src/mqtt/password.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { connectPacket, packet, publishPacket } from '../harness/mqtt-wire.ts';
+import { eventually } from '../harness/eventually.ts';
 
 // The embedded broker (aedes 2.0.0-beta.1 with aedes 1.2.0's security fixes backported by
 // patches/aedes+2.0.0-beta.1.patch) with MQTT 5 clients, and the regressions of those fixes.
@@ -150,7 +151,7 @@ async function rawClient(port: number, clientId: string, clean = true, login?: {
   socket.on('data', (chunk: Buffer) => (data = Buffer.concat([data, chunk])));
   await once(socket, 'connect');
   socket.write(connectPacket(clientId, 60, clean, login));
-  for (let i = 0; i < 100 && data.length < 4; i++) await sleep(20);
+  await eventually(() => assert.ok(!(data.length < 4), 'still: data.length < 4'), { timeoutMs: 5000 });
   assert.equal(data[0], 0x20, 'CONNACK');
   assert.equal(data[3], 0, 'connection accepted');
   data = Buffer.alloc(0);
@@ -167,17 +168,17 @@ test('a QoS 2 packet id reused after a clean-session reconnect is a new message 
     try {
       const first = await rawClient(broker.port, 'qos2-device');
       first.socket.write(publishPacket('qos2/x', Buffer.from('first'), { qos: 2, id: 7 }));
-      for (let i = 0; i < 100 && first.bytes().length < 4; i++) await sleep(20);
+      await eventually(() => assert.ok(!(first.bytes().length < 4), 'still: first.bytes().length < 4'), { timeoutMs: 5000 });
       assert.equal(first.bytes()[0], 0x50, 'PUBREC');
       // No PUBREL: the connection (a clean session) ends mid-handshake.
       first.socket.destroy();
-      for (let i = 0; i < 100 && broker.connectedClients > 1; i++) await sleep(20);
+      await eventually(() => assert.ok(!(broker.connectedClients > 1), 'still: broker.connectedClients > 1'), { timeoutMs: 5000 });
 
       const second = await rawClient(broker.port, 'qos2-device');
       second.socket.write(publishPacket('qos2/x', Buffer.from('second'), { qos: 2, id: 7 }));
-      for (let i = 0; i < 100 && second.bytes().length < 4; i++) await sleep(20);
+      await eventually(() => assert.ok(!(second.bytes().length < 4), 'still: second.bytes().length < 4'), { timeoutMs: 5000 });
       second.socket.write(packet(0x62, Buffer.from([0, 7]))); // PUBREL
-      for (let i = 0; i < 100 && !seen.includes('second'); i++) await sleep(20);
+      await eventually(() => assert.ok(seen.includes('second'), 'waiting for: seen.includes(second)'), { timeoutMs: 5000 });
       assert.deepEqual(seen, ['first', 'second'], 'the second message was taken for a duplicate of the first');
       second.socket.destroy();
     } finally {
@@ -195,7 +196,7 @@ test('a client holding 1,000 QoS 2 messages without PUBREL is disconnected at th
     void closed.then(() => (open = false));
     const publishes = Array.from({ length: 1000 }, (_, i) => publishPacket('hoard/x', Buffer.from('x'), { qos: 2, id: i + 1 }));
     device.socket.write(Buffer.concat(publishes));
-    for (let i = 0; i < 200 && device.bytes().length < 4000; i++) await sleep(20);
+    await eventually(() => assert.ok(!(device.bytes().length < 4000), 'still: device.bytes().length < 4000'), { timeoutMs: 5000 });
     assert.equal(device.bytes().length, 4000, '1,000 PUBRECs');
     assert.ok(open, 'still connected at the limit');
     device.socket.write(publishPacket('hoard/x', Buffer.from('x'), { qos: 2, id: 1001 }));
@@ -219,15 +220,15 @@ test('a QoS 2 message sent again after its PUBREC was lost is answered, not take
     try {
       const first = publishPacket('qos2dup/x', Buffer.from('once'), { qos: 2, id: 9 });
       device.socket.write(first);
-      for (let i = 0; i < 100 && device.bytes().length < 4; i++) await sleep(20);
+      await eventually(() => assert.ok(!(device.bytes().length < 4), 'still: device.bytes().length < 4'), { timeoutMs: 5000 });
       // The same packet with DUP set, as a device sends it when it missed the PUBREC.
       const again = Buffer.from(first);
       again[0] = (again[0] as number) | 0x08;
       device.socket.write(again);
-      for (let i = 0; i < 100 && device.bytes().length < 8; i++) await sleep(20);
+      await eventually(() => assert.ok(!(device.bytes().length < 8), 'still: device.bytes().length < 8'), { timeoutMs: 5000 });
       assert.deepEqual([...device.bytes()], [0x50, 2, 0, 9, 0x50, 2, 0, 9], 'a PUBREC for each');
       device.socket.write(packet(0x62, Buffer.from([0, 9]))); // PUBREL
-      for (let i = 0; i < 100 && device.bytes().length < 12; i++) await sleep(20);
+      await eventually(() => assert.ok(!(device.bytes().length < 12), 'still: device.bytes().length < 12'), { timeoutMs: 5000 });
       assert.deepEqual([...device.bytes().subarray(8)], [0x70, 2, 0, 9], 'PUBCOMP');
       await sleep(200);
       assert.deepEqual(taken, ['once']);
@@ -273,14 +274,14 @@ test('a QoS 2 repeat whose packet id holds another message (a session the device
     try {
       const first = await rawClient(broker.port, 'stale-device', false);
       first.socket.write(publishPacket('stale/x', Buffer.from('A'), { qos: 2, id: 7 }));
-      for (let i = 0; i < 100 && first.bytes().length < 4; i++) await sleep(20);
+      await eventually(() => assert.ok(!(first.bytes().length < 4), 'still: first.bytes().length < 4'), { timeoutMs: 5000 });
       first.socket.destroy(); // rebooted before PUBREL, its state gone
-      for (let i = 0; i < 100 && broker.connectedClients > 0; i++) await sleep(20);
+      await eventually(() => assert.ok(!(broker.connectedClients > 0), 'still: broker.connectedClients > 0'), { timeoutMs: 5000 });
       const second = await rawClient(broker.port, 'stale-device', false);
       const b = publishPacket('stale/x', Buffer.from('B'), { qos: 2, id: 7 });
       b[0] = (b[0] as number) | 0x08; // DUP: its first attempt was refused
       second.socket.write(b);
-      for (let i = 0; i < 100 && taken.length < 2; i++) await sleep(20);
+      await eventually(() => assert.ok(!(taken.length < 2), 'still: taken.length < 2'), { timeoutMs: 5000 });
       assert.deepEqual(taken, ['A', 'B']);
       second.socket.destroy();
     } finally {
@@ -301,7 +302,7 @@ test("publishes behind a QoS 2 repeat lookup keep the device's order", { timeout
       const repeat = publishPacket('order/x', Buffer.from('1 (a repeat never seen)'), { qos: 2, id: 3 });
       repeat[0] = (repeat[0] as number) | 0x08;
       device.socket.write(Buffer.concat([repeat, publishPacket('order/x', Buffer.from('2'), { qos: 1, id: 4 }), publishPacket('order/x', Buffer.from('3'), { qos: 0 })]));
-      for (let i = 0; i < 100 && taken.length < 3; i++) await sleep(20);
+      await eventually(() => assert.ok(!(taken.length < 3), 'still: taken.length < 3'), { timeoutMs: 5000 });
       assert.deepEqual(taken, ['1 (a repeat never seen)', '2', '3']);
       device.socket.destroy();
     } finally {
@@ -351,13 +352,13 @@ test("a refused login under a device's client id leaves that device's QoS 2 mess
     const device = await rawClient(broker.port, 'sensor-7', true, { username: 'sensor-7', password: 'secret-7' });
     const message = publishPacket('devices/sensor-7/telemetry', Buffer.from('once'), { qos: 2, id: 5 });
     device.socket.write(message);
-    for (let i = 0; i < 100 && device.bytes().length < 4; i++) await sleep(20);
+    await eventually(() => assert.ok(!(device.bytes().length < 4), 'still: device.bytes().length < 4'), { timeoutMs: 5000 });
     await assert.rejects(connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'sensor-7', username: 'sensor-7', password: 'guess', reconnectPeriod: 0 }), /Bad username or password/);
     await sleep(100);
     const again = Buffer.from(message);
     again[0] = (again[0] as number) | 0x08;
     device.socket.write(again);
-    for (let i = 0; i < 100 && device.bytes().length < 8; i++) await sleep(20);
+    await eventually(() => assert.ok(!(device.bytes().length < 8), 'still: device.bytes().length < 8'), { timeoutMs: 5000 });
     await sleep(100);
     assert.deepEqual(taken, ['once'], 'the repeat was recognised: the refused login did not wipe the store');
     device.socket.destroy();

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { Writable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -13,6 +12,7 @@ import { CounterRegistry } from '../../src/observability/counters.ts';
 import { rateLimit } from '../../src/redis/rate-limit.ts';
 import { type RateLimitConfig, rateLimitSchema } from '../../src/redis/rate-limit-config.ts';
 import { randomName, requireService } from '../harness/services.ts';
+import { eventually } from '../harness/eventually.ts';
 
 const prefixes: string[] = [];
 after(async () => {
@@ -25,7 +25,7 @@ after(async () => {
 });
 
 async function waitFor(what: string, condition: () => boolean): Promise<void> {
-  for (let i = 0; i < 300 && !condition(); i++) await sleep(50);
+  await eventually(() => assert.ok(condition(), 'waiting for: condition()'), { timeoutMs: 15000 });
   assert.ok(condition(), `timed out waiting for ${what}`);
 }
 

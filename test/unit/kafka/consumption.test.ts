@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import pino from 'pino';
 import type { Delivery } from '../../../src/core/delivery.ts';
 import type { KafkaConsumer, KafkaConsumerHandlers } from '../../../src/kafka/client.ts';
 import { consumeKafka } from '../../../src/kafka/consumption.ts';
 import { CounterRegistry } from '../../../src/observability/counters.ts';
+import { eventually } from '../../harness/eventually.ts';
 
 // A fake consumer, because the fault is in the client, not the broker: between a crash and
 // its restart kafkajs refuses pause() and resume() ("Consumer group was not initialized"), a
@@ -36,10 +36,10 @@ test('an ack or a stop while the consumer restarts after a crash neither throws 
   const ctx = { bridge: 'b', dataDir: '.', logger: pino({ level: 'silent' }), counters: new CounterRegistry(), afterStop: (work: Promise<void>) => (stopped = work) };
   const got: Delivery[] = [];
   const subscription = consumeKafka({ topics: ['t'], maxInFlight: 2, retryBackoffMs: 10, stopTimeoutMs: 50 }, ctx, () => consumer).subscribe((d) => got.push(d));
-  for (let i = 0; i < 50 && handlers === undefined; i++) await sleep(5);
+  await eventually(() => assert.ok(!(handlers === undefined), 'still: handlers === undefined'), { timeoutMs: 5000 });
   const record = (offset: number) => ({ offset: String(offset), key: 'k', value: Buffer.from('x'), headers: {}, timestamp: Date.now() });
   void handlers?.onBatch('t', 0, [record(0), record(1), record(2)], { resolve: () => {}, active: () => true, heartbeat: async () => {} });
-  for (let i = 0; i < 50 && got.length < 2; i++) await sleep(5);
+  await eventually(() => assert.ok(!(got.length < 2), 'still: got.length < 2'), { timeoutMs: 5000 });
   assert.equal(got.length, 2, 'the window of 2 is full: the partition is paused');
   assert.ok(calls.includes('pause'));
 
