@@ -72,6 +72,12 @@ class Consumption {
     this.#consumer = consumer;
     const run = async () => {
       await consumer.connect();
+      // Unsubscribed while connecting: stop() disconnected already; joining the group now would
+      // hold its partitions with nobody to ack, and keep the process alive.
+      if (this.#stopping || this.#consumer !== consumer) {
+        await consumer.disconnect().catch(() => {});
+        return;
+      }
       await consumer.run({
         onBatch: (topic, partition, records, control) => this.#onBatch(topic, partition, records, control),
         onAssignment: (assignment) => this.#onAssignment(assignment),

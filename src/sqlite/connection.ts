@@ -31,14 +31,20 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database.
   const readonly = options.readonly ?? false;
   if (!readonly) mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path, { readonly, fileMustExist: readonly });
-  db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
-  db.pragma(`cache_size = -${options.cacheKiB ?? 8192}`);
-  db.pragma(`mmap_size = ${options.mmapBytes ?? 0}`);
-  if (!readonly) {
-    db.pragma('journal_mode = WAL');
-    db.pragma(`synchronous = ${(options.synchronous ?? 'full').toUpperCase()}`);
-    db.pragma(`wal_autocheckpoint = ${options.walAutocheckpointPages ?? 1000}`);
-    db.pragma(`journal_size_limit = ${options.walLimitBytes ?? 64 * 1024 * 1024}`);
+  try {
+    db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+    db.pragma(`cache_size = -${options.cacheKiB ?? 8192}`);
+    db.pragma(`mmap_size = ${options.mmapBytes ?? 0}`);
+    if (!readonly) {
+      db.pragma('journal_mode = WAL');
+      db.pragma(`synchronous = ${(options.synchronous ?? 'full').toUpperCase()}`);
+      db.pragma(`wal_autocheckpoint = ${options.walAutocheckpointPages ?? 1000}`);
+      db.pragma(`journal_size_limit = ${options.walLimitBytes ?? 64 * 1024 * 1024}`);
+    }
+  } catch (error) {
+    // A file that is no database fails at its first pragma: do not leak the connection.
+    db.close();
+    throw error;
   }
   return db;
 }

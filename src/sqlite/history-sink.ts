@@ -22,7 +22,18 @@ export const historySink: SinkComponent<typeof schema> = {
   create: (config, ctx) =>
     resourceSink(
       config,
-      () => new HistoryWriter(ctx.dataDir, config.synchronous),
+      () => {
+        // Opening can fail too (a damaged file, a full disk): the same retryable error as a write.
+        try {
+          return new HistoryWriter(ctx.dataDir, config.synchronous);
+        } catch (error) {
+          throw wrapError('STORAGE_FAILED', `history sink of bridge '${ctx.bridge}': cannot open the history database`, error, {
+            component: 'history sink',
+            bridge: ctx.bridge,
+            retryable: true,
+          });
+        }
+      },
       (writer) => writer.close(),
       (writer, batch) => {
         try {

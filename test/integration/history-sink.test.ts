@@ -34,10 +34,6 @@ function destination(dir: string) {
 // No `unwritable` case: the history takes any topic and any bytes, so no message is refused for good.
 sinkConformance('history (SQLite)', {
   batchSize: 50,
-  knownGaps: {
-    retryable:
-      'a database that cannot be opened fails in the sink\'s open step, outside the write\'s wrapError: the nack carries the bare SqliteError, not a STORAGE_FAILED FerryError (retryable only by the batching sink\'s default)',
-  },
   working: async () => destination(mkdtempSync(join(tmpdir(), 'ferry-history-'))),
   failing: async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ferry-history-bad-'));
