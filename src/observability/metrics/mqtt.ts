@@ -115,6 +115,13 @@ export const mqttMetrics = [
     help: 'QoS 1 and 2 messages from an external broker that the buffer did not take: the source reconnects so that the broker delivers them again.',
   },
   {
+    name: 'mqtt.client.messages.rejected',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE },
+    help: 'Messages an `mqttClient` sink refused for good, moved to the dead letters: no topic could be rendered, a field value would leave its topic level, or the topic is invalid or outside `allowedTopics`.',
+  },
+  {
     name: 'mqtt.client.qos0_not_stored',
     type: 'counter',
     unit: 'messages',
