@@ -2,13 +2,15 @@
 // unchecked, and a device's resend stored twice. Each test runs against `ferry run` and fails
 // on the code before the fix.
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { type Socket, createConnection } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import { type RunningFerry, startFerry } from '../harness/ferry-process.ts';
+import { type RunningFerry, ferry, startFerry } from '../harness/ferry-process.ts';
 import { credential, writeGatewayTree } from '../harness/gateway-tree.ts';
+import { connectPacket, publishPacket, subscribePacket } from '../harness/mqtt-wire.ts';
 import { randomName, requireService } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
 
@@ -126,5 +128,130 @@ describe('device data cannot steer the devices and mqttClient sinks (issue 16, i
     const c = await counters(gw);
     assert.equal(c['mqtt.client.messages.rejected{bridge=upstream}'], 1, JSON.stringify(c));
     assert.equal(c['buffer.dead_letters{bridge=upstream,sink=mqttClient}'], 1, JSON.stringify(c));
+  });
+});
+
+/** A raw MQTT 3.1.1 connection: what it received, and whether the gateway closed it. */
+interface RawClient {
+  readonly socket: Socket;
+  /** Every byte received so far. */
+  received(): Buffer;
+  readonly closed: Promise<void>;
+  isClosed(): boolean;
+}
+
+async function rawClient(gw: RunningFerry, clientId: string, login?: { username: string; password: string }, keepaliveSeconds = 60): Promise<RawClient> {
+  const url = new URL(gw.mqttUrl);
+  const socket = createConnection({ host: url.hostname, port: Number(url.port) });
+  socket.on('error', () => {});
+  let got = Buffer.alloc(0);
+  let closed = false;
+  socket.on('data', (chunk: Buffer) => (got = Buffer.concat([got, chunk])));
+  const closedPromise = new Promise<void>((resolve) => socket.once('close', () => ((closed = true), resolve())));
+  socket.write(connectPacket(clientId, keepaliveSeconds, true, login));
+  await until(() => got.length >= 4 || closed, 'CONNACK');
+  assert.equal(got[0], 0x20, 'CONNACK');
+  assert.equal(got[3], 0, 'connection accepted');
+  return { socket, received: () => got, closed: closedPromise, isClosed: () => closed };
+}
+
+describe('topics, filters and output the gateway took unchecked (issue 16, item 8)', () => {
+  let gw: RunningFerry;
+  let root: string;
+  const clients: MqttClient[] = [];
+
+  before(async () => {
+    root = tempDir();
+    const config = writeGatewayTree(root, '{allowAnonymous: loopback}', {
+      'sensor.yaml': `name: sensor\nclientId: sensor-*\ncredentials:\n${await credential('sensor-1', 'one-pass')}acl: {publish: ["devices/%c/#"], subscribe: ["devices/%c/commands/#"]}\n`,
+    });
+    gw = await startFerry(['--config', config, '--data-dir', join(root, 'data')]);
+  });
+
+  after(async () => {
+    await Promise.all(clients.map((c) => c.endAsync(true)));
+    gw?.child.kill('SIGTERM');
+    await gw?.exited;
+  });
+
+  test('a PUBLISH whose topic has a newline or ill-formed UTF-8 closes the connection and is not stored', async () => {
+    const topics: [string, Buffer][] = [
+      ['newline', Buffer.from('devices/raw-1/telemetry/a\n2026-01-01T00:00:00.000Z  sensor-9  devices/sensor-9/telemetry/x')],
+      ['escape sequence', Buffer.from('devices/raw-1/telemetry/\u001b[2J')],
+      ['overlong "/"', Buffer.concat([Buffer.from('devices/raw-1/telemetry/a'), Buffer.from([0xc0, 0xaf]), Buffer.from('b')])],
+      ['encoded surrogate', Buffer.concat([Buffer.from('devices/raw-1/telemetry/'), Buffer.from([0xed, 0xa0, 0x80])])],
+    ];
+    for (const [what, topic] of topics) {
+      const raw = await rawClient(gw, 'raw-1');
+      raw.socket.write(publishPacket(topic, Buffer.from(what), { qos: 1, id: 7 }));
+      await Promise.race([raw.closed, sleep(3000)]);
+      assert.equal(raw.isClosed(), true, `${what}: the connection stays open`);
+      assert.equal(raw.received().length, 4, `${what}: something besides the CONNACK came back (a PUBACK?)`);
+    }
+    const c = await counters(gw);
+    assert.equal(c['mqtt.publish.refused{reason=invalid_topic}'], topics.length, JSON.stringify(c));
+    const history = await ferry(['history', '--data-dir', join(root, 'data'), '--json']);
+    assert.equal(history.stdout.includes('raw-1'), false, history.stdout);
+  });
+
+  test("an ACL pattern ending in /# lets the device subscribe to the parent level, which MQTT's # matches", async () => {
+    const device = await listener(gw.mqttUrl, { clientId: 'sensor-1', username: 'sensor-1', password: 'one-pass' });
+    clients.push(device);
+    const granted = await device.subscribeAsync('devices/sensor-1/commands', { qos: 1 });
+    assert.deepEqual(granted.map((g) => g.qos), [1]);
+    await assert.rejects(device.subscribeAsync('devices/sensor-1', { qos: 1 }), (error: { packet?: { granted?: number[] } }) => error.packet?.granted?.[0] === 128);
+    const operator = await listener(gw.mqttUrl, { clientId: randomName('op-') });
+    clients.push(operator);
+    await operator.publishAsync('devices/sensor-1/commands', 'led on', { qos: 1 });
+    await until(() => device.seen.length > 0, 'the command');
+    assert.deepEqual(device.seen, ['devices/sensor-1/commands led on']);
+  });
+
+  test('a SUBSCRIBE with a misplaced wildcard closes the connection, as MQTT requires; one with a control character gets SUBACK 0x80', async () => {
+    const malformed = await rawClient(gw, 'raw-2');
+    malformed.socket.write(subscribePacket('devices/a+/b', 1, 3));
+    await Promise.race([malformed.closed, sleep(3000)]);
+    assert.equal(malformed.isClosed(), true);
+    const control = await rawClient(gw, 'raw-3');
+    control.socket.write(subscribePacket('devices/\n/#', 1, 4));
+    await until(() => control.received().length >= 9, 'SUBACK');
+    assert.deepEqual([...control.received().subarray(4, 9)], [0x90, 3, 0, 4, 0x80]);
+    control.socket.destroy();
+  });
+
+  test('ferry history escapes the control characters of what devices sent: one line per message, no escape sequence', async () => {
+    const device = await listener(gw.mqttUrl, { clientId: 'sensor-1', username: 'sensor-1', password: 'one-pass' });
+    clients.push(device);
+    const forged = 'ok\n2026-01-01T00:00:00.000Z  sensor-9  devices/sensor-9/telemetry/door  {"open":true}';
+    await device.publishAsync('devices/sensor-1/telemetry/forge', forged, { qos: 1 });
+    await device.publishAsync('devices/sensor-1/telemetry/csi', 'a\u009b31mred', { qos: 1 });
+    let lines: string[] = [];
+    await until(async () => {
+      const out = await ferry(['history', '--data-dir', join(root, 'data'), '--topic', 'devices/sensor-1/telemetry/']);
+      lines = out.stdout.split('\n').filter((l) => l !== '');
+      return lines.length >= 2;
+    }, 'both messages in the history');
+    assert.equal(lines.length, 2, lines.join('\n'));
+    assert.ok(lines[0]?.endsWith('devices/sensor-1/telemetry/forge  ok\\n2026-01-01T00:00:00.000Z  sensor-9  devices/sensor-9/telemetry/door  {"open":true}'), lines[0]);
+    assert.ok(lines[1]?.endsWith('devices/sensor-1/telemetry/csi  a\\u009b31mred'), lines[1]);
+    const json = await ferry(['history', '--data-dir', join(root, 'data'), '--topic', 'devices/sensor-1/telemetry/csi', '--json']);
+    assert.equal(/[\u007f-\u009f]/.test(json.stdout), false, json.stdout);
+    assert.equal((JSON.parse(json.stdout) as { payload: string }).payload, 'a\u009b31mred');
+  });
+
+  test('ferry validate reports a YAML alias bomb and an oversized file as config errors, without a stack trace', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'bridges'));
+    writeFileSync(join(dir, 'gateway.yaml'), 'bridges: [bridges]\ndevices: []\n');
+    const bomb = ['name: bomb', 'from: {mqtt: {topics: ["a/#"]}}', 'to: [{history: {}}]', 'x0: &x0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'];
+    for (let i = 1; i < 9; i++) bomb.push(`x${i}: &x${i} [${Array.from({ length: 9 }, () => `*x${i - 1}`).join(',')}]`);
+    writeFileSync(join(dir, 'bridges', 'bomb.yaml'), `${bomb.join('\n')}\n`);
+    writeFileSync(join(dir, 'bridges', 'huge.yaml'), `name: huge\n#${'x'.repeat(5 * 1024 * 1024)}\n`);
+    const result = await ferry(['validate', '--config', join(dir, 'gateway.yaml')]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /bomb\.yaml: YAML: aliases expand too far/);
+    assert.match(result.stderr, /huge\.yaml: the file is \d+ bytes; a config file may have at most 4194304/);
+    assert.match(result.stderr, /ferry: 2 problems in the config/);
+    assert.doesNotMatch(result.stderr, /^\s+at /m);
   });
 });
