@@ -5,12 +5,17 @@ import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Socket, createConnection } from 'node:net';
+import { type Server, type Socket, connect as tcpConnect, createConnection, createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { fetchStatus, pendingOf } from '../harness/crashing-gateway.ts';
+import { payloadOf, topicOf } from '../harness/devices.ts';
 import { type RunningFerry, ferry, startFerry } from '../harness/ferry-process.ts';
 import { credential, writeGatewayTree } from '../harness/gateway-tree.ts';
+import { readTopic } from '../harness/kafka-read.ts';
 import { connectPacket, publishPacket, subscribePacket } from '../harness/mqtt-wire.ts';
+import { ResendingDevice } from '../harness/resending-device.ts';
+import { checkStreams } from '../harness/sequence-check.ts';
 import { randomName, requireService } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
 
@@ -253,5 +258,181 @@ describe('topics, filters and output the gateway took unchecked (issue 16, item 
     assert.match(result.stderr, /huge\.yaml: the file is \d+ bytes; a config file may have at most 4194304/);
     assert.match(result.stderr, /ferry: 2 problems in the config/);
     assert.doesNotMatch(result.stderr, /^\s+at /m);
+  });
+});
+
+/**
+ * A TCP gate in front of Kafka: closed, it accepts and drops every connection (Kafka is
+ * "down"); opened, it forwards. Clients reach the broker through it only for their first
+ * metadata request (the broker advertises its own address), which is all a closed gate needs
+ * to stop.
+ */
+async function kafkaGate(kafka: string): Promise<{ address: string; open(): void; close(): void }> {
+  const [host, port] = [kafka.slice(0, kafka.lastIndexOf(':')), Number(kafka.slice(kafka.lastIndexOf(':') + 1))];
+  let open = false;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+    if (!open) {
+      socket.destroy();
+      return;
+    }
+    const upstream = tcpConnect({ host, port });
+    upstream.on('error', () => socket.destroy());
+    socket.on('close', () => upstream.destroy());
+    socket.pipe(upstream).pipe(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    address: `127.0.0.1:${(server.address() as { port: number }).port}`,
+    open: () => {
+      open = true;
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
+
+/** A gateway whose only bridge takes device telemetry into `topic` through `brokers`. */
+async function kafkaGateway(brokers: string, topic: string, bridgeExtra = '', sourceExtra = ''): Promise<{ gw: RunningFerry; root: string }> {
+  const root = tempDir();
+  mkdirSync(join(root, 'bridges'));
+  writeFileSync(join(root, 'gateway.yaml'), 'mqtt: {allowAnonymous: loopback}\nbridges: [bridges]\ndevices: []\n');
+  writeFileSync(
+    join(root, 'bridges', 'telemetry.yaml'),
+    `name: telemetry\nfrom: {mqtt: {topics: ["devices/+/telemetry/#"]${sourceExtra}}}\n` +
+      `to:\n  - kafka: {brokers: "${brokers}", topic: ${topic}, retries: 1, connectionTimeoutMs: 1000, requestTimeoutMs: 5000}\n${bridgeExtra}`,
+  );
+  return { gw: await startFerry(['--config', join(root, 'gateway.yaml'), '--data-dir', join(root, 'data')]), root };
+}
+
+async function drained(gw: RunningFerry, bridge: string): Promise<void> {
+  await until(async () => pendingOf(await fetchStatus(gw.adminUrl), bridge) === 0, `the buffer of '${bridge}' to drain`, 60_000);
+}
+
+describe("a device's resend is stored once (issue 16, item 9)", () => {
+  test('buffer full under overflow: refuse while devices reconnect: held messages of closed connections are dropped, none is stored twice', { timeout: 120_000 }, async (t) => {
+    const [kafka] = await requireService('kafka');
+    const gate = await kafkaGate(kafka as string);
+    t.after(() => gate.close());
+    const topic = randomName('ferry-issue16-overflow-');
+    const { gw } = await kafkaGateway(gate.address, topic, 'buffer: {maxMessages: 60, overflow: refuse, retryMaxMs: 500}\n');
+    t.after(async () => {
+      gw.child.kill('SIGKILL');
+      await gw.exited;
+    });
+    // mqtt.js devices, whose connections the test breaks: on a new connection mqtt.js publishes
+    // again what has no PUBACK (one at a time, without DUP). And devices that give a connection
+    // up themselves when no PUBACK comes for 1.5 s, and resend all of it with DUP.
+    const PER_DEVICE = 50;
+    const devices = await Promise.all(Array.from({ length: 2 }, (_, i) => listener(gw.mqttUrl, { clientId: `overflow-${i}`, reconnectPeriod: 100, clean: true })));
+    t.after(() => Promise.all(devices.map((d) => d.endAsync(true))));
+    const url = new URL(gw.mqttUrl);
+    const resending = Array.from(
+      { length: 2 },
+      (_, i) => new ResendingDevice({ host: url.hostname, port: Number(url.port), clientId: `overflow-dup-${i}`, quota: PER_DEVICE, window: PER_DEVICE, intervalMs: 5, ackTimeoutMs: 1500 }),
+    );
+    t.after(() => resending.forEach((d) => d.close()));
+    const acked = devices.flatMap((device) =>
+      Array.from({ length: PER_DEVICE }, (_, seq) => device.publishAsync(topicOf(device.options.clientId as string), payloadOf(device.options.clientId as string, seq), { qos: 1 })),
+    );
+    const total = (devices.length + resending.length) * PER_DEVICE;
+    const unacked = total - 60;
+    await until(async () => (await fetchStatus(gw.adminUrl)).buffer.held >= unacked, `${unacked} messages held`);
+    const heldAfter: number[] = [];
+    for (let cycle = 0; cycle < 3; cycle++) {
+      // The connection dies under the device; it reconnects and publishes its unacknowledged messages again.
+      for (const device of devices) device.stream.destroy();
+      await sleep(300);
+      await until(() => devices.every((d) => d.connected), 'the devices reconnected');
+      await sleep(1500); // the buffer tries its held messages every second
+      heldAfter.push((await fetchStatus(gw.adminUrl)).buffer.held);
+    }
+    t.diagnostic(`held after each reconnect cycle: ${heldAfter.join(', ')}; connections given up by the resending devices: ${resending.map((d) => d.givenUp).join('/')}`);
+    assert.ok(resending.every((d) => d.givenUp >= 2), 'the resending devices did not reconnect');
+    // Before the fix the held count grew by the resent copies with each cycle.
+    for (const held of heldAfter) assert.ok(held <= unacked, `held ${held} > ${unacked} unacknowledged messages: ${heldAfter.join(', ')}`);
+    gate.open();
+    await Promise.all([...acked, ...resending.map((d) => d.done)]);
+    await drained(gw, 'telemetry');
+    const records = await readTopic([kafka as string], topic, 60_000);
+    const counts = new Map<string, number>();
+    for (const r of records) counts.set(r.value?.toString() ?? '', (counts.get(r.value?.toString() ?? '') ?? 0) + 1);
+    const twice = [...counts].filter(([, n]) => n > 1);
+    assert.deepEqual(twice, [], `${twice.length} messages in Kafka more than once`);
+    assert.equal(counts.size, total);
+    const c = (await fetchStatus(gw.adminUrl)).counters;
+    assert.ok((c['buffer.abandoned{bridge=telemetry}'] ?? 0) > 0, JSON.stringify(c));
+  });
+
+  test('the gateway frozen (SIGSTOP) under QoS 1 load: devices give up, resend with DUP on a new connection, and nothing is stored twice', { timeout: 180_000 }, async (t) => {
+    const [kafka] = await requireService('kafka');
+    const topic = randomName('ferry-issue16-freeze-');
+    const { gw } = await kafkaGateway(kafka as string, topic, 'buffer: {retryMaxMs: 500}\n');
+    t.after(async () => {
+      gw.child.kill('SIGCONT');
+      gw.child.kill('SIGKILL');
+      await gw.exited;
+    });
+    const url = new URL(gw.mqttUrl);
+    const devices = Array.from(
+      { length: 3 },
+      (_, i) => new ResendingDevice({ host: url.hostname, port: Number(url.port), clientId: `freeze-${i}`, quota: 600, window: 40, intervalMs: 10, ackTimeoutMs: 1000 }),
+    );
+    t.after(() => devices.forEach((d) => d.close()));
+    const acked = () => devices.reduce((n, d) => n + d.acked.size, 0);
+    for (const at of [200, 900]) {
+      await until(() => acked() >= at, `${at} messages acknowledged`, 30_000);
+      gw.child.kill('SIGSTOP');
+      await sleep(3000);
+      gw.child.kill('SIGCONT');
+    }
+    await Promise.race([Promise.all(devices.map((d) => d.done)), sleep(60_000).then(() => Promise.reject(new Error(`devices not done: ${acked()} acknowledged`)))]);
+    await drained(gw, 'telemetry');
+    const report = checkStreams(await readTopic([kafka as string], topic, 60_000), devices);
+    const c = (await fetchStatus(gw.adminUrl)).counters;
+    t.diagnostic(
+      `given up ${devices.map((d) => d.givenUp).join('/')} connections; republished ${devices.reduce((n, d) => n + d.republished, 0)}; ` +
+        `${report.records} records, ${report.duplicates} duplicates (${report.republished} stored twice); duplicates recognised: ${c['mqtt.publish.duplicates{qos=1}'] ?? 0}`,
+    );
+    assert.ok(devices.every((d) => d.givenUp > 0), 'a device never gave its connection up: the freeze was not felt');
+    assert.ok((c['mqtt.publish.duplicates{qos=1}'] ?? 0) > 0, 'no resend was recognised');
+    assert.deepEqual(report.missing, []);
+    assert.deepEqual(report.malformed, []);
+    assert.deepEqual(report.violations, []);
+    assert.equal(report.duplicates, 0, `${report.republished} stored twice, ${report.redelivered} redelivered`);
+  });
+
+  test("messageId: a bridge derives each message's ferry-id from the device's own sequence number", async (t) => {
+    const [kafka] = await requireService('kafka');
+    const topic = randomName('ferry-issue16-id-');
+    const { gw } = await kafkaGateway(kafka as string, topic, '', ', messageId: "${clientId}:${payload.seq}"');
+    t.after(async () => {
+      gw.child.kill('SIGTERM');
+      await gw.exited;
+    });
+    const device = await listener(gw.mqttUrl, { clientId: 'seq-dev' });
+    t.after(() => device.endAsync(true));
+    await device.publishAsync(topicOf('seq-dev'), payloadOf('seq-dev', 41), { qos: 1 });
+    await device.publishAsync(topicOf('seq-dev'), payloadOf('seq-dev', 41), { qos: 1 }); // the device's own resend, as a new publish
+    await device.publishAsync(topicOf('seq-dev'), '{"no":"seq"}', { qos: 1 });
+    await drained(gw, 'telemetry');
+    const records = await readTopic([kafka as string], topic, 30_000);
+    const ids = records.map((r) => r.headers['ferry-id']);
+    assert.deepEqual(ids.slice(0, 2), ['seq-dev:41', 'seq-dev:41'], 'upstream can drop the second by its ferry-id');
+    assert.match(ids[2] ?? '', /^[0-9a-f-]{36}$/, 'no seq: a generated id');
+    assert.equal((await fetchStatus(gw.adminUrl)).counters['mqtt.messages.id_not_derived{bridge=telemetry}'], 1);
+
+    const dir = tempDir();
+    mkdirSync(join(dir, 'bridges'));
+    writeFileSync(join(dir, 'gateway.yaml'), 'bridges: [bridges]\ndevices: []\n');
+    writeFileSync(join(dir, 'bridges', 'b.yaml'), 'name: b\nfrom: {mqtt: {topics: ["devices/+/telemetry/#"], messageId: "${payload.seq}"}}\nto: [{history: {}}]\n');
+    const result = await ferry(['validate', '--config', join(dir, 'gateway.yaml')]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /from\.mqtt\.messageId: template '\$\{payload\.seq\}' takes neither \$\{clientId\} nor \$\{username\}/);
   });
 });
