@@ -223,7 +223,7 @@ export class PublishIntake {
     if (earlier !== undefined) {
       let timer: NodeJS.Timeout | undefined;
       const stored = await Promise.race([
-        earlier.outcome(),
+        this.#resends.outcome(earlier),
         new Promise<false>((resolve) => {
           timer = setTimeout(() => resolve(false), RESEND_WAIT_MS);
         }),
@@ -298,12 +298,12 @@ export class PublishIntake {
     const upstream = createDelivery(envelope, {
       onAck: () => {
         this.#settled();
-        noted?.stored();
+        if (noted !== undefined) this.#resends.stored(noted);
         callback(null);
       },
       onNack: (error) => {
         this.#settled();
-        noted?.notStored();
+        if (noted !== undefined) this.#resends.notStored(noted);
         if (client !== null && client.closed) {
           // Abandoned (the buffer counted and logged it): nobody is left to tell, the device sends it again.
           callback(error);

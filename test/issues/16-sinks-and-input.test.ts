@@ -397,7 +397,7 @@ describe("a device's resend is stored once (issue 16, item 9)", () => {
     const c = (await fetchStatus(gw.adminUrl)).counters;
     t.diagnostic(
       `given up ${devices.map((d) => d.givenUp).join('/')} connections; republished ${devices.reduce((n, d) => n + d.republished, 0)}; ` +
-        `${report.records} records, ${report.duplicates} duplicates (${report.republished} stored twice); duplicates recognised: ${c['mqtt.publish.duplicates{qos=1}'] ?? 0}`,
+        `${report.records} records, ${report.duplicates} duplicates (${report.republished} stored twice); duplicates recognised: ${c['mqtt.publish.duplicates{qos=1}'] ?? 0}; abandoned: ${c['buffer.abandoned{bridge=telemetry}'] ?? 0}`,
     );
     assert.ok(devices.every((d) => d.givenUp > 0), 'a device never gave its connection up: the freeze was not felt');
     assert.ok((c['mqtt.publish.duplicates{qos=1}'] ?? 0) > 0, 'no resend was recognised');
