@@ -294,6 +294,10 @@ export class PublishIntake {
     // What a resend of this message would repeat: a device resends QoS 1 and 2 only.
     const noted: NotedMessage | undefined =
       client === null || packet.qos === 0 || packet.messageId === undefined ? undefined : this.#resends.note(client.id, envelope.origin.username, packet.messageId, packet.topic, payload);
+    // A QoS 1 or 2 message from a live connection is abandoned once that connection closes
+    // before its PUBACK: the device still has it. Not a will (aedes publishes it through this
+    // hook once the connection is closed): nobody sends that again.
+    const abandonable = client !== null && packet.qos > 0 && !client.closed;
     this.#inFlight += 1;
     const upstream = createDelivery(envelope, {
       onAck: () => {
@@ -304,7 +308,7 @@ export class PublishIntake {
       onNack: (error) => {
         this.#settled();
         if (noted !== undefined) this.#resends.notStored(noted);
-        if (client !== null && client.closed) {
+        if (abandonable && client.closed) {
           // Abandoned (the buffer counted and logged it): nobody is left to tell, the device sends it again.
           callback(error);
           return;
@@ -314,8 +318,7 @@ export class PublishIntake {
         if (client === null) callback(error);
         else this.#refuseUnstored(client, error, isFerryError(error, 'MESSAGE_REJECTED') && error.retryable ? QUOTA_EXCEEDED : SERVER_BUSY, callback);
       },
-      // A QoS 1 or 2 message whose connection closed before its PUBACK: the device still has it.
-      isAbandoned: () => client !== null && packet.qos > 0 && client.closed,
+      isAbandoned: () => abandonable && client.closed,
     });
     const deliveries = fanOut(upstream, matching.length);
     matching.forEach((tap, i) => tap.subscriber.next(deliveries[i] as Delivery));

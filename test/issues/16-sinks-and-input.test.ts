@@ -407,6 +407,19 @@ describe("a device's resend is stored once (issue 16, item 9)", () => {
     assert.equal(report.duplicates, 0, `${report.republished} stored twice, ${report.redelivered} redelivered`);
   });
 
+  test('a QoS 1 will, published once its connection died, is stored: it is no resend anybody will send', async (t) => {
+    const root = tempDir();
+    const gw = await startFerry(['--config', writeGatewayTree(root, '{allowAnonymous: loopback}', {}), '--data-dir', join(root, 'data')]);
+    t.after(async () => {
+      gw.child.kill('SIGTERM');
+      await gw.exited;
+    });
+    const dying = await listener(gw.mqttUrl, { clientId: 'will-dev', will: { topic: 'devices/will-dev/telemetry/status', payload: Buffer.from('offline'), qos: 1, retain: false } });
+    dying.stream.destroy();
+    await until(async () => (await ferry(['history', '--data-dir', join(root, 'data'), '--json'])).stdout.includes('"payload":"offline"'), 'the will in the history');
+    await dying.endAsync(true);
+  });
+
   test("messageId: a bridge derives each message's ferry-id from the device's own sequence number", async (t) => {
     const [kafka] = await requireService('kafka');
     const topic = randomName('ferry-issue16-id-');
