@@ -23,7 +23,6 @@ const topicTemplate = z
     if (capture !== undefined) {
       ctx.addIssue({ code: 'custom', message: `template '${source}': ${describeField(capture)} is not available in the mqttClient sink; use \${topic}, \${clientId}, \${header.NAME} or \${payload.FIELD}` });
     }
-    if (template.constant && /[+#]/.test(source)) ctx.addIssue({ code: 'custom', message: `'${source}' contains a wildcard: a PUBLISH topic cannot` });
   })
   .meta({
     description:

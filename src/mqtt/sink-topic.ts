@@ -38,10 +38,24 @@ export interface SinkTopicConfig {
 }
 
 /**
- * Why a config's constant topic can never be published: it is not within its own
- * `allowedTopics` (a config error, like the Kafka sink's). Undefined otherwise.
+ * Why every topic a template renders would be invalid because of its own text (fields taken
+ * out): a wildcard, NUL or a control character there. Undefined when the text is fine.
+ */
+export function topicTextProblem(source: string): string | undefined {
+  const text = source.replace(/\$\$\{|\$\{[^}]*\}/g, (m) => (m === '$${' ? '${' : ''));
+  const bad = /[+#\u0000-\u001f\u007f-\u009f]/.exec(text);
+  if (bad === null) return undefined;
+  return `topic '${source}' has ${JSON.stringify(bad[0])} in its own text: a PUBLISH topic has no wildcards, NUL or control characters`;
+}
+
+/**
+ * Why a config's topic can never be published: its own text makes it invalid, or it is
+ * constant and not within its own `allowedTopics` (a config error, like the Kafka sink's).
+ * Undefined otherwise.
  */
 export function constantTopicProblem(config: SinkTopicConfig): string | undefined {
+  const text = topicTextProblem(config.topic);
+  if (text !== undefined) return text;
   if (config.allowedTopics === undefined || config.topic.includes('${')) return undefined;
   if (config.allowedTopics.some((filter) => topicMatches(filter, config.topic))) return undefined;
   return `topic '${config.topic}' is not in allowedTopics (${config.allowedTopics.join(', ')}): no message could be published`;
