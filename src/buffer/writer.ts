@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import type { Envelope } from '../core/envelope.ts';
-import { wrapError } from '../core/errors.ts';
+import { FerryError, wrapError } from '../core/errors.ts';
 import type { BufferPolicy, BufferSettings } from './config.ts';
 import { Signal } from './signal.ts';
 import type { AppendEntry, BufferStore } from './store.ts';
@@ -25,6 +25,10 @@ interface Pending extends AppendEntry {
 export type WriterState = 'ok' | 'disk-full' | 'write-failed' | 'refusing';
 
 const RETRY_HELD_MS = 1000;
+/** At most one log line per this interval about abandoned messages; the counter has each one. */
+const ABANDONED_LOG_MS = 60_000;
+
+const ABANDONED = new FerryError('MESSAGE_REJECTED', "not stored: its device's connection closed before it was, so the device sends it again", { component: 'buffer', retryable: true });
 
 /**
  * Ingress of the durable buffer. Deliveries arriving in one event-loop turn are committed in
@@ -32,6 +36,11 @@ const RETRY_HELD_MS = 1000;
  * PUBACK means the message is on disk. Deliveries that cannot be stored now (the bridge is
  * full under `refuse`, or the disk is full) are held unacknowledged and tried again, which
  * keeps them on the devices; their number is bounded by what devices have in flight.
+ *
+ * A delivery abandoned before it was stored (its device's connection closed without a PUBACK,
+ * so the device still has the message and sends it again) is nacked instead of stored, held or
+ * not (issue 16, item 9): stored, it would be there twice, and held ones used to pile up with
+ * each reconnect of a device while the buffer was full.
  */
 export class BufferWriter {
   readonly #store: BufferStore;
@@ -48,6 +57,8 @@ export class BufferWriter {
   #state: WriterState = 'ok';
   /** When the current refusal or storage episode began. */
   #episodeSince = 0;
+  #abandonedSinceLog = 0;
+  #abandonedLoggedAt = Number.NEGATIVE_INFINITY;
   readonly #upkeep: BufferUpkeep;
   readonly #unsubscribe: () => void;
 
@@ -171,8 +182,15 @@ export class BufferWriter {
     const toDrop = new Map<string, number>();
     const incoming = new Map<string, { messages: number; bytes: number }>();
     let refused = 0;
+    let abandoned: Map<string, number> | undefined;
     for (const entry of batch) {
       const { bridge } = entry;
+      if (entry.delivery.abandoned?.() === true) {
+        abandoned ??= new Map();
+        abandoned.set(bridge, (abandoned.get(bridge) ?? 0) + 1);
+        entry.delivery.nack(ABANDONED);
+        continue;
+      }
       if (heldBridges.has(bridge) || (!retrying && this.#storageDown())) {
         this.#held.push(entry);
         if (!this.#storageDown()) refused += 1;
@@ -212,6 +230,7 @@ export class BufferWriter {
       add.bytes += bytes;
       accepted.push(entry);
     }
+    if (abandoned !== undefined) this.#abandoned(abandoned);
     if (refused > 0) {
       this.#counters.count('buffer.refused', {}, refused);
       this.#setState('refusing');
@@ -255,6 +274,24 @@ export class BufferWriter {
     if (appended > 0) this.#counters.count('buffer.appended', {}, appended);
     for (const bridge of bridges) this.#appended.get(bridge)?.notify();
     if (this.#held.length === 0 && this.#state !== 'ok') this.#setState('ok');
+  }
+
+  /** Counts the abandoned deliveries of one commit, and logs them at most once a minute. */
+  #abandoned(byBridge: ReadonlyMap<string, number>): void {
+    let total = 0;
+    for (const [bridge, count] of byBridge) {
+      this.#counters.count('buffer.abandoned', { bridge }, count);
+      total += count;
+    }
+    this.#abandonedSinceLog += total;
+    const now = Date.now();
+    if (now - this.#abandonedLoggedAt < ABANDONED_LOG_MS) return;
+    this.#logger.info(
+      { abandoned: this.#abandonedSinceLog, bridges: [...byBridge.keys()], held: this.#held.length },
+      "not storing messages whose device's connection closed before they were stored: the devices send them again",
+    );
+    this.#abandonedSinceLog = 0;
+    this.#abandonedLoggedAt = now;
   }
 
   #storageDown(): boolean {

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HistoryReader, historyPath, type HistoryRow } from '../sqlite/history-store.ts';
 import { resolveDataDir } from './load.ts';
-import { payloadForLine, payloadText } from './payload.ts';
+import { jsonLine, lineText, payloadForLine, payloadText } from './payload.ts';
 
 export interface HistoryOptions {
   readonly config: string;
@@ -34,7 +34,7 @@ export async function historyCommand(options: HistoryOptions): Promise<void> {
   let last = 0;
   const print = (rows: HistoryRow[]) => {
     for (const row of rows) {
-      process.stdout.write(`${options.json === true ? JSON.stringify(toJson(row)) : toLine(row)}\n`);
+      process.stdout.write(`${options.json === true ? jsonLine(toJson(row)) : toLine(row)}\n`);
       last = row.seq;
     }
   };
@@ -49,8 +49,9 @@ export async function historyCommand(options: HistoryOptions): Promise<void> {
   }
 }
 
+/** One line per message: the topic, client id and payload come from devices, so their control characters are escaped. */
 function toLine(row: HistoryRow): string {
-  return `${new Date(row.receivedAt).toISOString()}  ${row.clientId ?? '-'}  ${row.topic}  ${payloadForLine(row.payload)}`;
+  return `${new Date(row.receivedAt).toISOString()}  ${lineText(row.clientId ?? '-')}  ${lineText(row.topic)}  ${payloadForLine(row.payload)}`;
 }
 
 function toJson(row: HistoryRow) {

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { Document, LineCounter, Scalar, isMap, isPair, isScalar, isSeq, parse, parseDocument, visit } from 'yaml';
 import type { Node } from 'yaml';
 import { type Env, hasInterpolation, interpolate } from './interpolate.ts';
@@ -18,19 +18,31 @@ export interface YamlLoadResult {
   readonly issues: readonly ConfigIssue[];
 }
 
+/** The largest config file (gateway, bridge, device profile) read: a larger one is a config error, not a parse that takes the gateway's memory. */
+export const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+
+/**
+ * yaml's `maxAliasCount` (its default, set here so it cannot change unnoticed): an alias bomb
+ * (anchors of lists of aliases of anchors...) is refused as a config error instead of expanding.
+ */
+const MAX_ALIAS_COUNT = 100;
+
 /**
  * Reads and parses a YAML file, interpolating `${VAR}` in values (not keys). A plain
  * (unquoted) scalar that is interpolated is typed again as if its result had been written
  * there (so `port: ${PORT:-1883}` is a number); a quoted one stays a string.
  */
 export function loadYamlFile(path: string, displayPath: string, env: Env): YamlLoadResult {
+  const whole = (message: string): YamlLoadResult => ({ issues: [{ file: displayPath, line: 0, column: 0, path: '', message }] });
   let text: string;
   try {
+    const size = statSync(path).size;
+    if (size > MAX_CONFIG_BYTES) return whole(`the file is ${size} bytes; a config file may have at most ${MAX_CONFIG_BYTES} (4 MiB)`);
     text = readFileSync(path, 'utf8');
   } catch (error) {
-    const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : String(error);
-    return { issues: [{ file: displayPath, line: 0, column: 0, path: '', message: reason }] };
+    return whole((error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : String(error));
   }
+  if (Buffer.byteLength(text) > MAX_CONFIG_BYTES) return whole(`the file has more than ${MAX_CONFIG_BYTES} bytes (4 MiB), the most a config file may have`);
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const issues: ConfigIssue[] = [];
@@ -61,9 +73,18 @@ export function loadYamlFile(path: string, displayPath: string, env: Env): YamlL
     },
   });
 
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (error) {
+    // yaml throws a ReferenceError for an alias bomb ("Excessive alias count...") or an alias
+    // that cannot be resolved; either is a problem of the file, reported like a syntax error.
+    if (!(error instanceof ReferenceError)) throw error;
+    return whole(`YAML: aliases expand too far (${error.message})`);
+  }
   const file: YamlFile = {
     path: displayPath,
-    value: doc.toJS(),
+    value,
     locate: (keyPath, atKey = false) => position(offsetOf(doc, keyPath, atKey)),
   };
   return { file, issues };

@@ -12,6 +12,13 @@ export interface Delivery {
   nack(error: Error): void;
   /** 'pending' until the first ack or nack. */
   readonly state: DeliveryState;
+  /**
+   * True once nobody waits for this delivery's settlement any more and its sender still has
+   * the message: a device's connection closed before the PUBACK, so the device sends it again
+   * on its next connection. Whoever has not stored the message yet may then nack it instead
+   * of storing it (issue 16, item 9: stored, it would be there twice). Absent: never abandoned.
+   */
+  abandoned?(): boolean;
 }
 
 export type DeliveryState = 'pending' | 'acked' | 'nacked';
@@ -21,6 +28,8 @@ export interface DeliveryHandlers {
   onNack(error: Error): void;
   /** Called when ack or nack is called after the delivery was already settled. */
   onDoubleSettle?(attempted: 'ack' | 'nack', state: DeliveryState): void;
+  /** The delivery's `abandoned()`; never abandoned when absent. */
+  isAbandoned?(): boolean;
 }
 
 export function createDelivery(envelope: Envelope, handlers: DeliveryHandlers): Delivery {
@@ -59,6 +68,16 @@ class SingleDelivery implements Delivery {
     this.state = 'nacked';
     this.#handlers.onNack(error);
   };
+
+  readonly abandoned = (): boolean => this.state === 'pending' && this.#handlers.isAbandoned?.() === true;
+}
+
+/**
+ * The handlers of a delivery that stands for `upstream` (another envelope, one of several
+ * copies): settling it settles the upstream one, and it is abandoned when that one is.
+ */
+export function settlesUpstream(upstream: Delivery): DeliveryHandlers {
+  return { onAck: () => upstream.ack(), onNack: (error) => upstream.nack(error), isAbandoned: () => upstream.abandoned?.() === true };
 }
 
 /** Like DeliveryHandlers, for deliveries made together: each call names the delivery by its index. */
@@ -136,6 +155,7 @@ export function fanOut(upstream: Delivery, count: number): Delivery[] {
           failed = true;
           upstream.nack(error);
         },
+        isAbandoned: () => upstream.abandoned?.() === true,
       }),
     );
   }

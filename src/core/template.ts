@@ -17,6 +17,10 @@ import { FerryError } from './errors.ts';
  *
  * `$${` is a literal `${`. Environment variables (upper-case names) are replaced when the
  * config is loaded, before templates are compiled.
+ *
+ * Rendered as an MQTT topic (`renderTopic`), a field's value stays within the topic level it
+ * stands in: device data (a payload field, a header, a key) must not add levels, wildcards or
+ * control characters to the topic an MQTT sink publishes to (issue 16, item 4).
  */
 export type TemplateField =
   | { readonly kind: 'capture'; readonly index: number }
@@ -34,7 +38,17 @@ export interface Template {
   readonly constant: boolean;
   /** Renders the template for one message; throws a TemplateError when a field has no value. */
   render(message: TemplateInput): string;
+  /**
+   * Renders the template as an MQTT topic. Each field's value must stay one topic level: a `/`,
+   * `+`, `#`, NUL or control character (U+0001-U+001F, U+007F-U+009F) in it is refused with a
+   * TemplateError, or with `escape` percent-encoded (as is `%`, so the encoding can be undone).
+   * `${topic}` and `${#}` are MQTT topic levels already and keep their `/`; the rest applies.
+   */
+  renderTopic(message: TemplateInput, unsafe: UnsafeTopicValues): string;
 }
+
+/** What an MQTT sink does with a field value that would not stay within its topic level. */
+export type UnsafeTopicValues = 'refuse' | 'escape';
 
 /** What a template reads from a message: its envelope and the source's topic filters. */
 export interface TemplateInput {
@@ -68,18 +82,46 @@ export function compileTemplate(source: string): Template {
   if (last < source.length) parts.push(source.slice(last));
   const merged = mergeText(parts);
   const fields = merged.filter((p): p is TemplateField => typeof p !== 'string');
+  const render = (message: TemplateInput, unsafe?: UnsafeTopicValues) => {
+    if (fields.length === 0) return merged.length === 0 ? '' : (merged[0] as string);
+    const context = new RenderContext(message);
+    let out = '';
+    for (const part of merged) {
+      if (typeof part === 'string') out += part;
+      else if (unsafe === undefined) out += context.value(part, source);
+      else out += topicValue(part, context.value(part, source), unsafe, source);
+    }
+    return out;
+  };
   return {
     source,
     fields,
     constant: fields.length === 0,
-    render: (message) => {
-      if (fields.length === 0) return merged.length === 0 ? '' : (merged[0] as string);
-      const context = new RenderContext(message);
-      let out = '';
-      for (const part of merged) out += typeof part === 'string' ? part : context.value(part, source);
-      return out;
-    },
+    render: (message) => render(message),
+    renderTopic: (message, unsafe) => render(message, unsafe),
   };
+}
+
+/** Characters a field value may not bring into a topic level: separators, wildcards, NUL and control characters. */
+const NOT_IN_LEVEL = /[/+#\u0000-\u001f\u007f-\u009f]/;
+/** The same, without `/`, for `${topic}` and `${#}`, which span levels. */
+const NOT_IN_LEVELS = /[+#\u0000-\u001f\u007f-\u009f]/;
+const ESCAPE_LEVEL = /[%/+#\u0000-\u001f\u007f-\u009f]/g;
+const ESCAPE_LEVELS = /[+#\u0000-\u001f\u007f-\u009f]/g;
+
+function topicValue(field: TemplateField, value: string, unsafe: UnsafeTopicValues, source: string): string {
+  const levels = field.kind === 'topic' || field.kind === 'rest';
+  if (unsafe === 'escape') return value.replace(levels ? ESCAPE_LEVELS : ESCAPE_LEVEL, (c) => encodeURIComponent(c));
+  const bad = (levels ? NOT_IN_LEVELS : NOT_IN_LEVEL).exec(value);
+  if (bad === null) return value;
+  throw new TemplateError(`template '${source}': ${describeField(field)} is ${JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}...` : value)}, which has ${describeCharacter(bad[0])}: a value from the message must stay within its topic level`);
+}
+
+function describeCharacter(c: string): string {
+  if (c === '/') return "'/' (it would add topic levels)";
+  if (c === '+' || c === '#') return `'${c}' (a wildcard)`;
+  if (c === '\u0000') return 'NUL';
+  return `a control character (U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')})`;
 }
 
 /** The part of a zod refinement context that `refineTemplate` reports to. */

@@ -70,8 +70,23 @@ export function invalidFilterWithin(filter: string, limits: TopicLimits): string
   return invalidFilterReason(filter) ?? invalidCommon(filter, limits);
 }
 
+/**
+ * NUL, control characters (U+0001-U+001F, U+007F-U+009F) and U+FFFD. MQTT requires closing the
+ * connection on ill-formed UTF-8 (overlong encodings, surrogates) and on NUL, and allows it on
+ * control characters; a newline in a topic would also forge lines in logs and `ferry history`.
+ * The packet parser decodes ill-formed UTF-8 to U+FFFD, so a topic with it is refused, also the
+ * rare one that held a well-formed U+FFFD.
+ */
+const UNWANTED = /[\u0000-\u001f\u007f-\u009f\ufffd]/;
+
 function invalidCommon(topic: string, limits: TopicLimits): string | undefined {
-  if (topic.includes('\u0000')) return 'NUL is not allowed';
+  const unwanted = UNWANTED.exec(topic);
+  if (unwanted !== null) {
+    const c = unwanted[0];
+    if (c === '\u0000') return 'NUL is not allowed';
+    if (c === '\ufffd') return 'not well-formed UTF-8 (or U+FFFD, which marks bytes that were not)';
+    return `control characters are not allowed (U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')})`;
+  }
   if (Buffer.byteLength(topic) > limits.maxLength) return `longer than ${limits.maxLength} bytes`;
   if (levelCount(topic) > limits.maxLevels) return `deeper than ${limits.maxLevels} levels`;
   return undefined;

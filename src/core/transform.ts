@@ -1,5 +1,5 @@
 import { filter, map } from 'rxjs';
-import { type Delivery, createDelivery } from './delivery.ts';
+import { type Delivery, createDelivery, settlesUpstream } from './delivery.ts';
 import { type Envelope, createEnvelope } from './envelope.ts';
 import { dropFields, isJsonObject, keepFields, splitPath } from './json-fields.ts';
 import type { JsonValidator } from './json-schema.ts';
@@ -35,7 +35,7 @@ export function createTransformContext(onReject: RejectHandler): TransformContex
   const utf8 = new TextDecoder('utf-8', { fatal: true });
   return {
     derive(delivery, envelope, json) {
-      const derived = createDelivery(envelope, { onAck: () => delivery.ack(), onNack: (error) => delivery.nack(error) });
+      const derived = createDelivery(envelope, settlesUpstream(delivery));
       originals.set(derived, originals.get(delivery) ?? delivery.envelope);
       if (json !== undefined) decoded.set(envelope, { value: json });
       return derived;

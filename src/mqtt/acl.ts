@@ -44,7 +44,10 @@ export function mayReceive(identity: Identity, topic: string): boolean {
   return false;
 }
 
-/** True when every topic `filter` matches is also matched by `pattern`. */
+/**
+ * True when every topic `filter` matches is also matched by `pattern`. A trailing `#` matches
+ * its parent level too (MQTT 3.1.1 §4.7.1.2), so `a/#` allows the filters `a` and `a/#`.
+ */
 export function filterWithin(filter: string, pattern: string): boolean {
   if (filter.startsWith('$') !== pattern.startsWith('$')) return false;
   const f = filter.split('/');
@@ -57,7 +60,7 @@ export function filterWithin(filter: string, pattern: string): boolean {
     if (pl === '+') continue;
     if (fl === '+' || fl !== pl) return false;
   }
-  return f.length === p.length;
+  return f.length === p.length || (p.length === f.length + 1 && p[f.length] === '#');
 }
 
 /**

@@ -5,8 +5,12 @@ import { resourceSink } from '../core/batching-sink.ts';
 import type { SinkComponent } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError, isFerryError, wrapError } from '../core/errors.ts';
-import { compileTemplate, describeField, refineTemplate } from '../core/template.ts';
+import { TemplateError, describeField, refineTemplate } from '../core/template.ts';
 import { clientOptions, connectionFields, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
+import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
+
+/** MQTT's own limit on a topic (65,535 bytes); the external broker applies its own. */
+const TOPIC_LIMITS = { maxLength: 65_535, maxLevels: Number.POSITIVE_INFINITY };
 
 const topicTemplate = z
   .string()
@@ -19,10 +23,10 @@ const topicTemplate = z
     if (capture !== undefined) {
       ctx.addIssue({ code: 'custom', message: `template '${source}': ${describeField(capture)} is not available in the mqttClient sink; use \${topic}, \${clientId}, \${header.NAME} or \${payload.FIELD}` });
     }
-    if (template.constant && /[+#]/.test(source)) ctx.addIssue({ code: 'custom', message: `'${source}' contains a wildcard: a PUBLISH topic cannot` });
   })
   .meta({
-    description: 'Topic each message is published to: a template (`${topic}` keeps the message\'s own topic; also `${clientId}`, `${username}`, `${key}`, `${header.NAME}`, `${payload.a.b}`).',
+    description:
+      'Topic each message is published to: a template (`${topic}` keeps the message\'s own topic; also `${clientId}`, `${username}`, `${key}`, `${header.NAME}`, `${payload.a.b}`). Each field\'s value must stay one topic level (see `onUnsafeTopicValue`).',
     examples: ['${topic}', 'site-7/${clientId}/telemetry'],
   });
 
@@ -30,6 +34,7 @@ const schema = z
   .strictObject({
     ...connectionFields,
     topic: topicTemplate,
+    ...sinkTopicFields,
     qos: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(1).meta({
       description: 'QoS of the published messages. At 1 and 2 a message leaves Ferry\'s buffer only after the broker acknowledged it; at 0 once it was written to the socket.',
       examples: [1],
@@ -47,6 +52,8 @@ const schema = z
     }),
   })
   .superRefine((config, ctx) => {
+    const problem = constantTopicProblem(config);
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', path: ['topic'], message: problem });
     if (config.messageExpiryIntervalSec !== undefined && config.protocolVersion !== 5) {
       ctx.addIssue({ code: 'custom', path: ['messageExpiryIntervalSec'], message: 'messageExpiryIntervalSec is an MQTT 5 setting: set protocolVersion 5 or remove it' });
     }
@@ -64,7 +71,9 @@ interface Connection {
  * Publishes each message to an external broker. A delivery is acked after the broker's PUBACK
  * (PUBCOMP at QoS 2) and nacked when the publish fails or the connection drops first, so the
  * buffer sends it again on a fresh connection. Under MQTT 5 the message's headers travel as
- * user properties, with its id as `ferry-id`.
+ * user properties, with its id as `ferry-id`. A message without a topic it may be published to
+ * (a field without a value, a value that would leave its topic level, an invalid topic, one
+ * outside `allowedTopics`) is refused alone, for good, and the rest of its batch is published.
  */
 export const mqttClientSink: SinkComponent<typeof schema> = {
   kind: 'mqttClient',
@@ -74,7 +83,7 @@ export const mqttClientSink: SinkComponent<typeof schema> = {
   create: (config, ctx) => {
     const component = `mqttClient sink of bridge '${ctx.bridge}'`;
     const broker = describeUrl(config.url);
-    const template = compileTemplate(config.topic);
+    const renderTopic = sinkTopicRenderer(config, [], TOPIC_LIMITS, true);
     return resourceSink(
       config,
       () => connect(config, component, broker, ctx.logger, ctx.configDir),
@@ -82,21 +91,29 @@ export const mqttClientSink: SinkComponent<typeof schema> = {
         client.end(true);
       },
       async ({ client, receiveMaximum }, batch) => {
-        const topics = batch.map((delivery) => {
+        const rejected = new Map<Delivery, FerryError>();
+        const publishable: Delivery[] = [];
+        const topics: string[] = [];
+        for (const delivery of batch) {
           try {
-            return template.render({ envelope: delivery.envelope, filters: [] });
+            topics.push(renderTopic(delivery.envelope));
+            publishable.push(delivery);
           } catch (error) {
-            throw wrapError('MESSAGE_REJECTED', `${component}: no topic for message ${delivery.envelope.id}`, error, { component, bridge: ctx.bridge, retryable: false });
+            if (!(error instanceof TemplateError)) throw error;
+            rejected.set(delivery, wrapError('MESSAGE_INVALID', `${component}: no topic for message ${delivery.envelope.id}`, error, { component, bridge: ctx.bridge, retryable: false }));
+            ctx.counters.count('mqtt.client.messages.rejected', { bridge: ctx.bridge });
           }
-        });
+        }
+        if (publishable.length === 0) return { rejected };
         if (!client.connected) throw new FerryError('UPSTREAM_UNAVAILABLE', `${component}: not connected to ${broker}`, { component, bridge: ctx.bridge, retryable: true });
         const limit = Math.min(config.maxInFlight, receiveMaximum ?? Infinity);
         try {
-          await publishAll(client, batch, topics, limit, (delivery) => publishOptions(config, delivery));
+          await publishAll(client, publishable, topics, limit, (delivery) => publishOptions(config, delivery));
         } catch (error) {
           if (isFerryError(error)) throw error;
           throw wrapError('SINK_WRITE_FAILED', `${component}: publish to ${broker} failed`, error, { component, bridge: ctx.bridge, retryable: true });
         }
+        return { rejected };
       },
     );
   },

@@ -4,39 +4,46 @@ import type { SinkComponent } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import type { SinkEvent } from '../core/stream.ts';
-import { compileTemplate, refineTemplate } from '../core/template.ts';
-import { invalidTopicReason } from '../core/topic.ts';
+import { refineTemplate } from '../core/template.ts';
 import type { CommandOutcome, PublishedCommand } from './command-tracker.ts';
 import type { EmbeddedBroker } from './embedded-broker.ts';
+import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
 
 /** MQTT's own limits (65,535 bytes) and aedes' (100 levels): the device side checks the rest. */
 const TOPIC_LIMITS = { maxLength: 65_535, maxLevels: 100 };
 
-const schema = z.strictObject({
-  topic: z
-    .string()
-    .min(1)
-    .superRefine((source, ctx) => {
-      refineTemplate(source, ctx);
-    })
-    .meta({
-      description: 'MQTT topic of each command, a message template: `${key}` is the Kafka record key, `${header.NAME}` a header, `${payload.a.b}` a JSON field.',
-      examples: ['devices/${key}/commands', 'devices/${header.device}/commands/${header.name}'],
+const schema = z
+  .strictObject({
+    topic: z
+      .string()
+      .min(1)
+      .superRefine((source, ctx) => {
+        refineTemplate(source, ctx);
+      })
+      .meta({
+        description:
+          'MQTT topic of each command, a message template: `${key}` is the Kafka record key, `${header.NAME}` a header, `${payload.a.b}` a JSON field. Each field\'s value must stay one topic level (see `onUnsafeTopicValue`).',
+        examples: ['devices/${key}/commands', 'devices/${header.device}/commands/${header.name}'],
+      }),
+    ...sinkTopicFields,
+    qos: z.union([z.literal(0), z.literal(1)]).default(1).meta({
+      description: '1: a command is acknowledged upstream only after the device\'s PUBACK; 0: right after it was handed to the broker (nothing waits for offline devices).',
+      examples: [1],
     }),
-  qos: z.union([z.literal(0), z.literal(1)]).default(1).meta({
-    description: '1: a command is acknowledged upstream only after the device\'s PUBACK; 0: right after it was handed to the broker (nothing waits for offline devices).',
-    examples: [1],
-  }),
-  retain: z.boolean().default(false).meta({ description: 'Publish commands as retained messages.', examples: [false] }),
-  expiryMs: z.int().min(100).default(3_600_000).meta({
-    description: 'How long a QoS 1 command waits for its device (one with a persistent session gets it when it reconnects). Past it the command is dropped, counted as `commands.expired` and logged, and acknowledged upstream.',
-    examples: [3_600_000],
-  }),
-  stopTimeoutMs: z.int().min(0).default(2000).meta({
-    description: 'On stop, how long to wait for PUBACKs of commands in flight; commands still unacknowledged then are not acknowledged upstream (Kafka delivers them again).',
-    examples: [2000],
-  }),
-});
+    retain: z.boolean().default(false).meta({ description: 'Publish commands as retained messages.', examples: [false] }),
+    expiryMs: z.int().min(100).default(3_600_000).meta({
+      description: 'How long a QoS 1 command waits for its device (one with a persistent session gets it when it reconnects). Past it the command is dropped, counted as `commands.expired` and logged, and acknowledged upstream.',
+      examples: [3_600_000],
+    }),
+    stopTimeoutMs: z.int().min(0).default(2000).meta({
+      description: 'On stop, how long to wait for PUBACKs of commands in flight; commands still unacknowledged then are not acknowledged upstream (Kafka delivers them again).',
+      examples: [2000],
+    }),
+  })
+  .superRefine((config, ctx) => {
+    const problem = constantTopicProblem(config);
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', path: ['topic'], message: problem });
+  });
 
 export type DeviceSinkConfig = z.output<typeof schema>;
 
@@ -49,8 +56,9 @@ export interface DeviceSinkDeps {
  * acked when a device's PUBACK for that very message arrives, also when the device was
  * offline with a persistent session and acks after it reconnects. A command nobody is
  * subscribed to, or not acknowledged within `expiryMs`, is counted as `commands.expired`,
- * logged and acked (so its source moves on). A topic that cannot be rendered, or renders to
- * an invalid topic, is refused for good (nacked, not retryable).
+ * logged and acked (so its source moves on). A topic that cannot be rendered, renders to an
+ * invalid topic or outside `allowedTopics`, or takes a field value that would leave its topic
+ * level (under `onUnsafeTopicValue: refuse`), is refused for good (nacked, not retryable).
  */
 export const deviceSink: SinkComponent<typeof schema, DeviceSinkDeps> = {
   kind: 'devices',
@@ -59,7 +67,7 @@ export const deviceSink: SinkComponent<typeof schema, DeviceSinkDeps> = {
   // Checked against the source at load time: a ${1} under a Kafka source can never render.
   templates: (config) => [{ path: ['topic'], template: config.topic }],
   create: (config, ctx, deps) => {
-    const template = compileTemplate(config.topic);
+    const renderTopic = sinkTopicRenderer(config, ctx.sourceFilters ?? [], TOPIC_LIMITS, false);
     const component = `devices sink of bridge '${ctx.bridge}'`;
     const labels = { bridge: ctx.bridge };
 
@@ -123,14 +131,9 @@ export const deviceSink: SinkComponent<typeof schema, DeviceSinkDeps> = {
           const { envelope } = delivery;
           let topic: string;
           try {
-            topic = template.render({ envelope, filters: [] });
+            topic = renderTopic(envelope);
           } catch (error) {
-            refuse(delivery, `cannot render the topic '${config.topic}': ${describeError(error)}`);
-            return;
-          }
-          const invalid = invalidTopicReason(topic, TOPIC_LIMITS) ?? (topic.startsWith('$') ? "topics starting with '$' are reserved" : undefined);
-          if (invalid !== undefined) {
-            refuse(delivery, `the topic '${config.topic}' rendered to an invalid MQTT topic '${topic.slice(0, 200)}': ${invalid}`);
+            refuse(delivery, describeError(error));
             return;
           }
           const started = performance.now();

@@ -10,6 +10,7 @@ import type { Source } from '../core/stream.ts';
 import { type TopicLimits, invalidTopicReason, topicMatches } from '../core/topic.ts';
 import { type Identity, mayPublish } from './acl.ts';
 import { aedesInternals } from './aedes-internals.ts';
+import { type NotedMessage, ResendMemory } from './resend-memory.ts';
 import { userPropertyHeaders } from './user-properties.ts';
 
 export interface PublishIntakeOptions {
@@ -33,6 +34,19 @@ interface Tap {
 const SERVER_BUSY = 0x89;
 const QUOTA_EXCEEDED = 0x97;
 const SERVER_SHUTTING_DOWN = 0x8b;
+
+/**
+ * How long, and for how many messages in all, a stored message is remembered so that a resend
+ * of it (DUP set) is not stored again; a resend arriving later is stored as a new message.
+ */
+const RESEND_WINDOW_MS = 5 * 60_000;
+const RESEND_MEMORY_ENTRIES = 100_000;
+/** Longest a resend waits for its original to be settled before it is taken anyway (the original may be held by a handler). */
+const RESEND_WAIT_MS = 5_000;
+
+function payloadBytes(packet: PublishPacket): Buffer {
+  return typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+}
 
 function samePayload(a: unknown, b: unknown): boolean {
   const bytes = (x: unknown) => (typeof x === 'string' ? Buffer.from(x) : x instanceof Uint8Array ? x : undefined);
@@ -76,6 +90,8 @@ export class PublishIntake {
   readonly #behind = new WeakMap<Client, Promise<void>>();
   /** MQTT 5 clients sent a DISCONNECT by #refuseUnstored (aedes marks them closed only after it is written). */
   readonly #disconnecting = new WeakSet<Client>();
+  /** Devices' recent QoS 1 and 2 messages, to recognise a resend of one already stored. */
+  readonly #resends = new ResendMemory({ windowMs: RESEND_WINDOW_MS, maxEntries: RESEND_MEMORY_ENTRIES });
 
   constructor(aedes: Aedes, options: PublishIntakeOptions) {
     this.#aedes = aedes;
@@ -151,13 +167,13 @@ export class PublishIntake {
       return;
     }
     const behind = this.#behind.get(client);
-    const repeat = packet.qos === 2 && packet.dup;
+    const repeat = packet.qos > 0 && packet.dup;
     if (behind === undefined && !repeat) {
       this.#take(client, packet, callback);
       return;
     }
-    // A QoS 2 repeat is looked up before it is taken; the client's later publishes wait behind
-    // it, so that the bridges get one device's messages in the order it sent them.
+    // A resend is looked up before it is taken; the client's later publishes wait behind it, so
+    // that the bridges get one device's messages in the order it sent them.
     const run = async () => {
       try {
         if (repeat) await this.#takeUnlessRepeat(client, packet, callback);
@@ -174,23 +190,50 @@ export class PublishIntake {
   }
 
   /**
-   * A QoS 2 message sent again because its PUBREC was lost: aedes keeps the ones it answered
-   * until PUBREL, and answers a repeat with PUBREC alone. The taps saw it already (they sit in
-   * the hook that runs before that check), so it goes past them, exactly once as QoS 2 says;
-   * but only when the stored one is the same message: a packet id can be left over from a
-   * session the device lost, and a new message under it must be taken.
+   * A message sent again (DUP set), taken only when its first copy was not stored:
+   *
+   * - QoS 2 whose PUBREC was lost: aedes keeps the ones it answered until PUBREL, and answers a
+   *   repeat with PUBREC alone. The taps saw it already (they sit in the hook that runs before
+   *   that check), so it goes past them, exactly once as QoS 2 says.
+   * - QoS 1 or 2 sent again on a new connection because the PUBACK (PUBREC) never reached the
+   *   device, typically when its connection died as the gateway answered (issue 16, item 9): the
+   *   resend memory has the first copy, stored, and the resend is answered without being stored
+   *   a second time. A first copy not settled yet is waited for (at most RESEND_WAIT_MS): a
+   *   held one whose connection closed is dropped, and then the resend is taken.
+   *
+   * Only the same message counts: a packet id can be left over from a session the device
+   * lost, and a new message under it must be taken.
    */
   async #takeUnlessRepeat(client: Client, packet: PublishPacket, callback: (error?: Error | null) => void): Promise<void> {
-    let stored: { topic?: string; payload?: unknown } | undefined;
-    try {
-      stored = (await aedesInternals(this.#aedes).persistence.incomingGetPacket(client, packet)) as typeof stored;
-    } catch {
-      stored = undefined; // not stored: a message whose first copy never got this far
+    const { counters } = this.#options;
+    if (packet.qos === 2) {
+      let stored: { topic?: string; payload?: unknown } | undefined;
+      try {
+        stored = (await aedesInternals(this.#aedes).persistence.incomingGetPacket(client, packet)) as typeof stored;
+      } catch {
+        stored = undefined; // not stored: a message whose first copy never got this far
+      }
+      if (stored !== undefined && stored.topic === packet.topic && samePayload(stored.payload, packet.payload)) {
+        counters.count('mqtt.publish.duplicates', { qos: '2' });
+        callback(null);
+        return;
+      }
     }
-    if (stored !== undefined && stored.topic === packet.topic && samePayload(stored.payload, packet.payload)) {
-      this.#options.counters.count('mqtt.publish.duplicates', { qos: '2' });
-      callback(null);
-      return;
+    const earlier = packet.messageId === undefined ? undefined : this.#resends.lookup(client.id, this.#options.identity(client)?.username, packet.messageId, packet.topic, payloadBytes(packet));
+    if (earlier !== undefined) {
+      let timer: NodeJS.Timeout | undefined;
+      const stored = await Promise.race([
+        this.#resends.outcome(earlier),
+        new Promise<false>((resolve) => {
+          timer = setTimeout(() => resolve(false), RESEND_WAIT_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (stored) {
+        counters.count('mqtt.publish.duplicates', { qos: String(packet.qos) });
+        callback(null);
+        return;
+      }
     }
     this.#take(client, packet, callback);
   }
@@ -245,12 +288,20 @@ export class PublishIntake {
       return;
     }
     const { properties } = packet;
+    const payload = payloadBytes(packet);
     const envelope = createEnvelope({
       topic: packet.topic,
-      payload: typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload,
+      payload,
       origin: this.#origin(client, packet.qos, packet.retain),
       ...(properties === undefined ? {} : { headers: propertyHeaders(properties) }),
     });
+    // What a resend of this message would repeat: a device resends QoS 1 and 2 only.
+    const noted: NotedMessage | undefined =
+      client === null || packet.qos === 0 || packet.messageId === undefined ? undefined : this.#resends.note(client.id, envelope.origin.username, packet.messageId, packet.topic, payload);
+    // A QoS 1 or 2 message from a live connection is abandoned once that connection closes
+    // before its PUBACK: the device still has it. Not a will (aedes publishes it through this
+    // hook once the connection is closed): nobody sends that again.
+    const abandonable = client !== null && packet.qos > 0 && !client.closed;
     this.#inFlight += 1;
     if (packet.qos === 0 && client !== null) {
       // QoS 0 has no acknowledgement to hold back (issue 11): aedes forwards it and reads on at
@@ -272,15 +323,23 @@ export class PublishIntake {
     const upstream = createDelivery(envelope, {
       onAck: () => {
         this.#settled();
+        if (noted !== undefined) this.#resends.stored(noted);
         callback(null);
       },
       onNack: (error) => {
         this.#settled();
+        if (noted !== undefined) this.#resends.notStored(noted);
+        if (abandonable && client.closed) {
+          // Abandoned (the buffer counted and logged it): nobody is left to tell, the device sends it again.
+          callback(error);
+          return;
+        }
         counters.count('mqtt.publish.nacked');
         this.#options.logger.warn({ topic: packet.topic, clientId: client?.id, err: error }, 'message not taken; closing the device connection unacknowledged so it is sent again');
         if (client === null) callback(error);
         else this.#refuseUnstored(client, error, isFerryError(error, 'MESSAGE_REJECTED') && error.retryable ? QUOTA_EXCEEDED : SERVER_BUSY, callback);
       },
+      isAbandoned: () => abandonable && client.closed,
     });
     const deliveries = fanOut(upstream, matching.length);
     matching.forEach((tap, i) => tap.subscriber.next(deliveries[i] as Delivery));

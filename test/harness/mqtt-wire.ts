@@ -18,8 +18,9 @@ export function packet(first: number, body: Uint8Array = Buffer.alloc(0)): Buffe
   return Buffer.concat([Buffer.from([first]), remainingLength(body.length), body]);
 }
 
-function utf8(text: string): Buffer {
-  const bytes = Buffer.from(text);
+/** A length-prefixed string: `text` encoded as UTF-8, or bytes as given (ill-formed UTF-8 included). */
+function utf8(text: string | Uint8Array): Buffer {
+  const bytes = typeof text === 'string' ? Buffer.from(text) : Buffer.from(text);
   return Buffer.concat([Buffer.from([bytes.length >> 8, bytes.length & 0xff]), bytes]);
 }
 
@@ -42,10 +43,13 @@ export function publishPacketV5(topic: string, payload: Uint8Array, properties: 
   return packet(0x30 | ((options.qos ?? 0) << 1), Buffer.concat([utf8(topic), id, properties, payload]));
 }
 
-/** A PUBLISH; `id` is the packet identifier, written only when given. */
-export function publishPacket(topic: string, payload: Uint8Array, options: { qos?: 0 | 1 | 2; id?: number } = {}): Buffer {
+/**
+ * A PUBLISH; `id` is the packet identifier, written only when given; `dup` sets the DUP flag
+ * (a resend). A topic given as bytes is written as it is.
+ */
+export function publishPacket(topic: string | Uint8Array, payload: Uint8Array, options: { qos?: 0 | 1 | 2; id?: number; dup?: boolean } = {}): Buffer {
   const id = options.id === undefined ? Buffer.alloc(0) : Buffer.from([options.id >> 8, options.id & 0xff]);
-  return packet(0x30 | ((options.qos ?? 0) << 1), Buffer.concat([utf8(topic), id, payload]));
+  return packet(0x30 | (options.dup === true ? 0x08 : 0) | ((options.qos ?? 0) << 1), Buffer.concat([utf8(topic), id, payload]));
 }
 
 /** Size of the payload that makes a QoS 0 PUBLISH to `topic` exactly `total` bytes long. */

@@ -130,6 +130,36 @@ test('overflow refuse: holds what does not fit unacknowledged, stores it in orde
   }
 });
 
+test('held messages whose sender left are dropped, not stored; later ones are stored in their place (issue 16, item 9)', async () => {
+  const { writer, counters, drain, cleanup } = setup({ maxMessages: 10, overflow: 'refuse' });
+  try {
+    let gone = false;
+    const tracked = trackedDeliveries(15);
+    const abandonable = (d: Delivery): Delivery => ({ envelope: d.envelope, ack: d.ack, nack: d.nack, get state() { return d.state; }, abandoned: () => gone });
+    for (const d of tracked.deliveries) writer.enqueue('b', abandonable(d));
+    await until(() => writer.held === 5, '5 held');
+    // The device's connection closes: it resends the 5 under new deliveries, which wait behind.
+    gone = true;
+    const resent = trackedDeliveries(5);
+    for (const d of resent.deliveries) writer.enqueue('b', d);
+    await until(() => tracked.nacked.size === 5, 'the abandoned 5 nacked', 3000);
+    assert.equal(counters.get('buffer.abandoned{bridge=b}'), 5);
+    assert.equal(writer.held, 5, 'only the resent copies are held');
+    const out = drain('out');
+    await resent.settled();
+    await until(() => out.seen.length === 15, '15 delivered');
+    assert.deepEqual(out.seen, [...payloads(tracked.deliveries.slice(0, 10)), ...payloads(resent.deliveries)]);
+    // A delivery abandoned before its commit is not stored either.
+    const late = trackedDeliveries(1);
+    writer.enqueue('b', abandonable(late.deliveries[0] as Delivery));
+    await late.settled();
+    assert.equal(late.nacked.size, 1);
+    assert.equal(counters.get('buffer.abandoned{bridge=b}'), 6);
+  } finally {
+    cleanup();
+  }
+});
+
 test('overflow drop-oldest and drop-newest keep the limit and count every drop', async () => {
   for (const overflow of ['drop-oldest', 'drop-newest'] as const) {
     const { store, writer, counters, drain, cleanup } = setup({ maxMessages: 10, overflow });

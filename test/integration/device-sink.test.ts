@@ -174,7 +174,8 @@ test('a topic that cannot be rendered or is not a valid MQTT topic is refused fo
     assert.equal(outcome.retryable, false);
   }
   assert.match(String((noKey.outcome() as Error).message), /cannot render the topic 'devices\/\$\{key\}\/commands'/);
-  assert.match(String((wildcard.outcome() as Error).message), /wildcards/);
+  // A key is one topic level: its '/' and '+' may not choose another topic (issue 16, item 4).
+  assert.match(String((wildcard.outcome() as Error).message), /\$\{key\} is "a\/\+", which has '\/'.*must stay within its topic level/);
   assert.equal(events.filter((e) => e.type === 'failed' && !e.retryable).length, 3);
   assert.equal(counters.get('commands.invalid{bridge=it-devices}'), 3);
 });

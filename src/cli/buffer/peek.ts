@@ -1,6 +1,6 @@
 import type { BufferStore, DeadLetter, StoredMessage } from '../../buffer/store.ts';
 import type { DataDirOptions } from '../load.ts';
-import { payloadForLine, payloadText } from '../payload.ts';
+import { jsonLine, lineText, payloadForLine, payloadText } from '../payload.ts';
 import { CommandError, requireBridge, withBuffer } from './open.ts';
 
 export interface PeekOptions extends DataDirOptions {
@@ -18,7 +18,7 @@ export function peekCommand(options: PeekOptions): Promise<void> {
     if (bridge !== undefined) requireBridge(store, bridge, path);
     if (options.dead === true) {
       for (const letter of deadLetters(store, bridge, sink, limit)) {
-        process.stdout.write(`${options.json === true ? JSON.stringify(deadJson(letter)) : deadLine(letter, bridge === undefined)}\n`);
+        process.stdout.write(`${options.json === true ? jsonLine(deadJson(letter)) : deadLine(letter, bridge === undefined)}\n`);
       }
       return;
     }
@@ -34,7 +34,7 @@ export function peekCommand(options: PeekOptions): Promise<void> {
         .sort((a, b) => a.seq - b.seq)
         .slice(0, limit);
     }
-    for (const message of messages) process.stdout.write(`${options.json === true ? JSON.stringify(toJson(message)) : toLine(message, bridges > 1)}\n`);
+    for (const message of messages) process.stdout.write(`${options.json === true ? jsonLine(toJson(message)) : toLine(message, bridges > 1)}\n`);
   });
 }
 
@@ -65,7 +65,7 @@ function sinkNext(store: BufferStore, bridge: string, sink: string, limit: numbe
 
 function toLine(message: StoredMessage, withBridge: boolean): string {
   const { envelope: e } = message;
-  const fields = [String(message.seq), new Date(e.timestamp).toISOString(), ...(withBridge ? [message.bridge] : []), e.origin.clientId ?? '-', e.topic, payloadForLine(e.payload)];
+  const fields = [String(message.seq), new Date(e.timestamp).toISOString(), ...(withBridge ? [message.bridge] : []), lineText(e.origin.clientId ?? '-'), lineText(e.topic), payloadForLine(e.payload)];
   return fields.join('  ');
 }
 
@@ -97,7 +97,7 @@ function deadLetters(store: BufferStore, bridge: string | undefined, sink: strin
 
 function deadLine(letter: DeadLetter, withBridge: boolean): string {
   const { envelope: e } = letter;
-  const fields = [String(letter.dlSeq), new Date(letter.deadAt).toISOString(), ...(withBridge ? [letter.bridge] : []), letter.sink, e.origin.clientId ?? '-', e.topic, letter.reason, payloadForLine(e.payload)];
+  const fields = [String(letter.dlSeq), new Date(letter.deadAt).toISOString(), ...(withBridge ? [letter.bridge] : []), letter.sink, lineText(e.origin.clientId ?? '-'), lineText(e.topic), lineText(letter.reason), payloadForLine(e.payload)];
   return fields.join('  ');
 }
 

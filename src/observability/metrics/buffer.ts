@@ -24,6 +24,13 @@ export const bufferMetrics = [
     labels: { reason: { meaning: 'why the commit failed', values: ['disk_full', 'append_failed'] } },
     help: 'Failed buffer commits; their messages are held unacknowledged and stored once the disk takes them again.',
   },
+  {
+    name: 'buffer.abandoned',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE },
+    help: 'QoS 1 and 2 device messages not stored because their device\'s connection closed before they were (held while the buffer was full, or waiting for the commit): the device never got a PUBACK and sends them again.',
+  },
   { name: 'buffer.expired', type: 'counter', unit: 'messages', labels: { bridge: BRIDGE }, help: 'Messages removed undelivered because they were older than the bridge\'s `buffer.maxAgeMs`.' },
   { name: 'buffer.delivered', type: 'counter', unit: 'messages', labels: { bridge: BRIDGE, sink: SINK }, help: 'Buffered messages a sink confirmed, moving its cursor past them.' },
   { name: 'buffer.retries', type: 'counter', unit: 'attempts', labels: { bridge: BRIDGE, sink: SINK }, help: 'Failed sink writes that will be tried again after the backoff (`buffer.retryInitialMs` to `buffer.retryMaxMs`).' },

@@ -73,8 +73,15 @@ export const mqttMetrics = [
     name: 'mqtt.publish.duplicates',
     type: 'counter',
     unit: 'messages',
-    labels: { qos: { meaning: 'always 2', values: ['2'] } },
-    help: 'QoS 2 messages a device sent again because it missed the PUBREC, answered without being taken a second time.',
+    labels: { qos: { meaning: 'the message\'s QoS', values: ['1', '2'] } },
+    help: 'QoS 1 and 2 messages a device sent again (DUP set) because it missed the PUBACK or PUBREC, recognised as a message already stored and answered without being stored a second time.',
+  },
+  {
+    name: 'mqtt.messages.id_not_derived',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE },
+    help: 'Device messages of a bridge with `messageId` whose id template could not be rendered (a field without a value, too long, control characters): they keep a generated id.',
   },
   {
     name: 'mqtt.subscribe.refused',
@@ -127,6 +134,13 @@ export const mqttMetrics = [
     unit: 'messages',
     labels: { bridge: BRIDGE },
     help: 'QoS 1 and 2 messages from an external broker that the buffer did not take: the source reconnects so that the broker delivers them again.',
+  },
+  {
+    name: 'mqtt.client.messages.rejected',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE },
+    help: 'Messages an `mqttClient` sink refused for good, moved to the dead letters: no topic could be rendered, a field value would leave its topic level, or the topic is invalid or outside `allowedTopics`.',
   },
   {
     name: 'mqtt.client.qos0_not_stored',

@@ -55,7 +55,9 @@ test('the shipped example config validates, with and without KAFKA_BROKERS', () 
   const commands = withKafka.bridgeConfigs.find((b) => b.name === 'commands-to-devices');
   assert.equal(commands?.enabled, true);
   assert.deepEqual((commands?.from as { kafka: { topics: string[]; fromBeginning: boolean } }).kafka.topics, ['ferry.commands']);
-  assert.deepEqual((commands?.to as readonly Record<string, unknown>[])[0], { devices: { topic: 'devices/${key}/commands', qos: 1, retain: false, expiryMs: 3_600_000, stopTimeoutMs: 2000 } });
+  assert.deepEqual((commands?.to as readonly Record<string, unknown>[])[0], {
+    devices: { topic: 'devices/${key}/commands', allowedTopics: ['devices/+/commands'], onUnsafeTopicValue: 'refuse', qos: 1, retain: false, expiryMs: 3_600_000, stopTimeoutMs: 2000 },
+  });
 });
 
 test('three mistakes in two files are all reported with file, line, column and path', () => {

@@ -57,3 +57,32 @@ test('a field without a value throws a TemplateError at render time', () => {
 test('environment interpolation leaves lower-case and numeric fields for templates', () => {
   assert.deepEqual(interpolate('${ENV}.${1}.${topic}.${clientId}', { ENV: 'prod' }), { value: 'prod.${1}.${topic}.${clientId}', missing: [] });
 });
+
+test('rendered as an MQTT topic, a value from the message stays one topic level: refused, or escaped (issue 16, item 4)', () => {
+  const steering = createEnvelope({
+    topic: 'devices/sensor-1/telemetry/display',
+    payload: JSON.stringify({ display: 'sensor-2/commands/unlock', wild: 'a+#', line: 'x\ny', c1: 'a\u009bb', pct: '50%', fine: 'sensor-2' }),
+    origin: { source: 'mqtt', clientId: 'sensor-1' },
+    headers: { site: 'north/../../evil/\nx' },
+  });
+  const input = { envelope: steering, filters: ['devices/+/telemetry/#'] };
+  const refused = (source: string) => assert.throws(() => compileTemplate(source).renderTopic(input, 'refuse'), TemplateError, source);
+  assert.equal(compileTemplate('devices/${payload.fine}/display').renderTopic(input, 'refuse'), 'devices/sensor-2/display');
+  assert.throws(() => compileTemplate('devices/${payload.display}/display').renderTopic(input, 'refuse'), /\$\{payload\.display\} is "sensor-2\/commands\/unlock", which has '\/' \(it would add topic levels\)/);
+  refused('devices/${payload.wild}');
+  refused('devices/${payload.line}');
+  refused('devices/${payload.c1}');
+  assert.throws(() => compileTemplate('sites/${header.site}').renderTopic(input, 'refuse'), /\$\{header\.site\} is "north\/\.\.\/\.\.\/evil\/\\nx"/);
+  // `%` is fine when refusing; escaping encodes it too, so that escaped values can be decoded.
+  assert.equal(compileTemplate('p/${payload.pct}').renderTopic(input, 'refuse'), 'p/50%');
+  const escaped = (source: string) => compileTemplate(source).renderTopic(input, 'escape');
+  assert.equal(escaped('devices/${payload.display}/display'), 'devices/sensor-2%2Fcommands%2Funlock/display');
+  assert.equal(escaped('sites/${header.site}'), 'sites/north%2F..%2F..%2Fevil%2F%0Ax');
+  assert.equal(escaped('w/${payload.wild}/${payload.c1}/${payload.pct}'), 'w/a%2B%23/a%C2%9Bb/50%25');
+  assert.equal(decodeURIComponent('sensor-2%2Fcommands%2Funlock'), 'sensor-2/commands/unlock');
+  // ${topic} and ${#} span levels: their '/' stays.
+  assert.equal(compileTemplate('up/${topic}').renderTopic(input, 'refuse'), 'up/devices/sensor-1/telemetry/display');
+  assert.equal(compileTemplate('up/${1}/${#}').renderTopic(input, 'escape'), 'up/sensor-1/display');
+  // render() is unchanged: Kafka topics, keys and headers have their own rules.
+  assert.equal(compileTemplate('${payload.display}').render(input), 'sensor-2/commands/unlock');
+});

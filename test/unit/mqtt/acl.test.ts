@@ -12,13 +12,19 @@ test('ACL patterns expand %c and %u and never let a filter reach beyond them', (
   assert.equal(mayPublish(device, '$SYS/x'), false);
   assert.equal(maySubscribe(device, 'devices/sensor-1/commands/#'), true);
   assert.equal(maySubscribe(device, 'devices/sensor-1/commands/reboot'), true);
-  for (const filter of ['#', '+/#', 'devices/+/commands/#', 'devices/sensor-1/#', '$SYS/#', 'devices/sensor-1/commands']) {
+  // `a/#` matches `a` itself (MQTT 3.1.1 §4.7.1.2), so the parent level is within the pattern (issue 16, item 8).
+  assert.equal(maySubscribe(device, 'devices/sensor-1/commands'), true);
+  for (const filter of ['#', '+/#', 'devices/+/commands/#', 'devices/sensor-1/#', '$SYS/#', 'devices/sensor-1', 'devices/sensor-1/command', 'devices/+/commands']) {
     assert.equal(maySubscribe(device, filter), false, filter);
   }
   assert.equal(filterWithin('a/+/c', 'a/+/+'), true);
   assert.equal(filterWithin('a/+/c', 'a/b/c'), false);
   assert.equal(filterWithin('$SYS/#', '$SYS/#'), true);
   assert.equal(filterWithin('$SYS/#', '#'), false);
+  assert.equal(filterWithin('a/b', 'a/b/#'), true);
+  assert.equal(filterWithin('a/+', 'a/+/#'), true);
+  assert.equal(filterWithin('a', 'a/b/#'), false);
+  assert.equal(filterWithin('a/b', 'a/b/+'), false);
 });
 
 test('globs match whole strings; %c and %u are literal, never wildcards', () => {

@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { type NotedMessage, ResendMemory } from '../../../src/mqtt/resend-memory.ts';
+
+const payload = (text: string) => Buffer.from(text);
+
+test('a resend repeats a stored message of the same client, login, packet id, topic and payload, within the window', async () => {
+  let now = 1_000;
+  const memory = new ResendMemory({ windowMs: 60_000, maxEntries: 100, now: () => now });
+  memory.stored(memory.note('dev-1', 'u1', 7, 'devices/dev-1/t', payload('{"seq":1}')));
+  const found = memory.lookup('dev-1', 'u1', 7, 'devices/dev-1/t', payload('{"seq":1}'));
+  assert.ok(found);
+  assert.equal(await memory.outcome(found), true);
+  for (const [clientId, username, id, topic, body] of [
+    ['dev-2', 'u1', 7, 'devices/dev-1/t', '{"seq":1}'],
+    ['dev-1', 'u2', 7, 'devices/dev-1/t', '{"seq":1}'],
+    ['dev-1', 'u1', 8, 'devices/dev-1/t', '{"seq":1}'],
+    ['dev-1', 'u1', 7, 'devices/dev-1/x', '{"seq":1}'],
+    ['dev-1', 'u1', 7, 'devices/dev-1/t', '{"seq":2}'],
+    ['dev-1', 'u1', 7, 'devices/dev-1/t', '{"seq":1} '],
+  ] as const) {
+    assert.equal(memory.lookup(clientId, username, id, topic, payload(body)), undefined, `${clientId} ${username} ${id} ${topic} ${body}`);
+  }
+  now += 60_001;
+  assert.equal(memory.lookup('dev-1', 'u1', 7, 'devices/dev-1/t', payload('{"seq":1}')), undefined, 'past the window');
+});
+
+test('a message not settled yet is found, and its outcome waited for; one not stored is not a match', async () => {
+  const memory = new ResendMemory({ windowMs: 60_000, maxEntries: 100 });
+  const first = memory.note('dev-1', undefined, 1, 't', payload('a'));
+  const pending = memory.lookup('dev-1', undefined, 1, 't', payload('a'));
+  assert.ok(pending);
+  const outcome = memory.outcome(pending);
+  memory.notStored(first);
+  assert.equal(await outcome, false);
+  assert.equal(memory.lookup('dev-1', undefined, 1, 't', payload('a')), undefined, 'not stored: a resend must be taken');
+  // A later copy under the same id replaces the first; the first settling late does not remove it.
+  const older = memory.note('dev-1', undefined, 2, 't', payload('b'));
+  const newer = memory.note('dev-1', undefined, 2, 't', payload('b'));
+  memory.notStored(older);
+  assert.equal(memory.lookup('dev-1', undefined, 2, 't', payload('b')), newer);
+  memory.stored(newer);
+  assert.equal(await memory.outcome(memory.lookup('dev-1', undefined, 2, 't', payload('b')) as NotedMessage), true);
+});
+
+test('large payloads are compared by hash too; memory stays within maxEntries', () => {
+  const memory = new ResendMemory({ windowMs: 60_000, maxEntries: 10 });
+  const big = Buffer.alloc(100_000, 1);
+  memory.stored(memory.note('dev-1', undefined, 1, 't', big));
+  const other = Buffer.from(big);
+  other[50_000] = 2;
+  assert.ok(memory.lookup('dev-1', undefined, 1, 't', Buffer.from(big)));
+  assert.equal(memory.lookup('dev-1', undefined, 1, 't', other), undefined);
+  for (let id = 2; id < 1000; id++) memory.stored(memory.note('dev-1', undefined, id, 't', payload(String(id))));
+  assert.ok(memory.size <= 10, String(memory.size));
+  assert.ok(memory.lookup('dev-1', undefined, 999, 't', payload('999')), 'the newest are kept');
+  assert.equal(memory.lookup('dev-1', undefined, 1, 't', big), undefined, 'the oldest are forgotten');
+});
