@@ -12,6 +12,7 @@ import { DeviceAuthenticator } from '../mqtt/auth.ts';
 import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { renderGatewayMetrics } from '../observability/gateway-metrics.ts';
+import { Vitals, type VitalsReading } from '../observability/vitals.ts';
 import { AdminServer } from './admin-server.ts';
 import { type Health, HealthWatch } from './health.ts';
 import type { BridgeStatus, GatewayBridge } from './bridge.ts';
@@ -42,6 +43,9 @@ export interface GatewayStatus {
   /** Readiness and trouble upstream, as GET /readyz tells them. */
   readonly health: Health;
   readonly counters: Record<string, number>;
+  /** Host, process and event loop at the latest reading (every 2 s); null before the first. */
+  readonly host: VitalsReading['host'];
+  readonly eventLoop: VitalsReading['eventLoop'];
 }
 
 export interface GatewayOptions {
@@ -67,6 +71,7 @@ export class Gateway {
   #health: HealthWatch | undefined;
   #movedAside: string | undefined;
   #admin: AdminServer | undefined;
+  #vitals: Vitals | undefined;
   #bridges: GatewayBridge[] = [];
   /** Bridges a reload replaced or removed, until their sinks finished. */
   readonly #retiring = new Map<GatewayBridge, Promise<void>>();
@@ -101,6 +106,7 @@ export class Gateway {
   async start(since = performance.now()): Promise<void> {
     const { config } = this;
     mkdirSync(config.dataDirPath, { recursive: true });
+    this.#vitals = new Vitals({ dataDir: config.dataDirPath, logger: this.#logger.child({ component: 'host' }), counters: this.counters });
     try {
       const opened = openBuffer(config.dataDirPath, config.buffer.synchronous, this.#logger);
       this.#store = opened.store;
@@ -230,6 +236,7 @@ export class Gateway {
       },
       health: this.health(),
       counters: this.counters.snapshot(),
+      ...(this.#vitals?.latest() ?? { host: null, eventLoop: null }),
     };
   }
 
@@ -351,6 +358,7 @@ export class Gateway {
 
   async #closeAll(sinkTimeoutMs = 0): Promise<void> {
     this.#health?.stop();
+    this.#vitals?.stop();
     this.#writer?.flushNow();
     const bridges = [...this.#bridges, ...this.#retiring.keys()];
     const stopping = [...this.#bridges.map((b) => b.stop()), ...this.#retiring.values()];
