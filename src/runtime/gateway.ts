@@ -13,6 +13,7 @@ import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../mqtt/embedded-bro
 import { CounterRegistry } from '../observability/counters.ts';
 import { renderGatewayMetrics } from '../observability/gateway-metrics.ts';
 import { Vitals, type VitalsReading } from '../observability/vitals.ts';
+import { StatusSeries } from './status-page/series.ts';
 import { AdminServer } from './admin-server.ts';
 import { type Health, HealthWatch } from './health.ts';
 import type { BridgeStatus, GatewayBridge } from './bridge.ts';
@@ -72,6 +73,7 @@ export class Gateway {
   #movedAside: string | undefined;
   #admin: AdminServer | undefined;
   #vitals: Vitals | undefined;
+  #series: StatusSeries | undefined;
   #bridges: GatewayBridge[] = [];
   /** Bridges a reload replaced or removed, until their sinks finished. */
   readonly #retiring = new Map<GatewayBridge, Promise<void>>();
@@ -107,6 +109,8 @@ export class Gateway {
     const { config } = this;
     mkdirSync(config.dataDirPath, { recursive: true });
     this.#vitals = new Vitals({ dataDir: config.dataDirPath, logger: this.#logger.child({ component: 'host' }), counters: this.counters });
+    const vitals = this.#vitals;
+    this.#series = new StatusSeries({ counters: this.counters, devices: () => this.#broker?.connectedClients ?? 0, vitals: () => vitals.latest() });
     try {
       const opened = openBuffer(config.dataDirPath, config.buffer.synchronous, this.#logger);
       this.#store = opened.store;
@@ -126,6 +130,7 @@ export class Gateway {
           status: () => this.status(),
           reload: () => this.reload(),
           metrics: () => this.metrics(),
+          series: (after) => this.#series?.since(after),
         }, { ...(config.adminToken === undefined ? {} : { token: config.adminToken }), openMetrics: config.admin.openMetrics });
       }
       // The broker listens only after the bridges tapped it, so no early message goes untapped.
@@ -358,6 +363,7 @@ export class Gateway {
 
   async #closeAll(sinkTimeoutMs = 0): Promise<void> {
     this.#health?.stop();
+    this.#series?.stop();
     this.#vitals?.stop();
     this.#writer?.flushNow();
     const bridges = [...this.#bridges, ...this.#retiring.keys()];
