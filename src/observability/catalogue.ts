@@ -1,6 +1,7 @@
 import { bridgeMetrics } from './metrics/bridges.ts';
 import { bufferMetrics } from './metrics/buffer.ts';
 import { gaugeMetrics } from './metrics/gauges.ts';
+import { hostMetrics } from './metrics/host.ts';
 import { kafkaMetrics } from './metrics/kafka.ts';
 import { mqttMetrics } from './metrics/mqtt.ts';
 import type { MetricSpec } from './metrics/spec.ts';
@@ -13,11 +14,12 @@ export type { LabelSpec, MetricSpec } from './metrics/spec.ts';
  * takes its HELP text from here and docs/reference/metrics.md is made from it. A name counted
  * in src/ that is missing here fails test/unit/observability/catalogue.test.ts.
  */
-export const catalogue = [...gaugeMetrics, ...mqttMetrics, ...bufferMetrics, ...bridgeMetrics, ...kafkaMetrics] as const;
+export const catalogue = [...gaugeMetrics, ...hostMetrics, ...mqttMetrics, ...bufferMetrics, ...bridgeMetrics, ...kafkaMetrics] as const;
 
 /** The catalogue in the groups the metrics reference shows. */
 export const metricGroups: readonly { readonly title: string; readonly metrics: readonly MetricSpec[] }[] = [
   { title: 'Gateway state (gauges)', metrics: gaugeMetrics },
+  { title: 'Host, process and event loop', metrics: hostMetrics },
   { title: 'MQTT: the embedded broker and external brokers', metrics: mqttMetrics },
   { title: 'Durable buffer', metrics: bufferMetrics },
   { title: 'Bridges, rate limits, handlers and reloads', metrics: bridgeMetrics },
@@ -25,6 +27,7 @@ export const metricGroups: readonly { readonly title: string; readonly metrics: 
 ];
 
 export type GaugeName = (typeof gaugeMetrics)[number]['name'];
+export type HostGaugeName = Extract<(typeof hostMetrics)[number], { type: 'gauge' }>['name'];
 
 // Keyed by the exposed name: a counter and a gauge may share a dotted name
 // (`buffer.dead_letters`: dead-lettered so far, and kept now), not a Prometheus one.

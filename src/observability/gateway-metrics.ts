@@ -1,5 +1,7 @@
-import { type GaugeName, metricSpec } from './catalogue.ts';
+import { type GaugeName, type HostGaugeName, metricSpec } from './catalogue.ts';
 import type { CounterRegistry } from './counters.ts';
+import type { EventLoopWindow } from './event-loop.ts';
+import type { HostReading } from './host-metrics.ts';
 import { type Metric, type Sample, renderPrometheus } from './prometheus.ts';
 
 /** The part of the gateway's status its metrics show; the runtime's `GatewayStatus` fits. */
@@ -22,11 +24,14 @@ export interface MetricsStatus {
       readonly sinks: readonly { readonly sink: string; readonly pending: number; readonly oldestPendingAt: number | null }[];
     }[];
   };
+  /** The latest host reading and event-loop window (Vitals); absent or null before the first one. */
+  readonly host?: HostReading | null;
+  readonly eventLoop?: EventLoopWindow | null;
 }
 
 /**
  * /metrics: gauges of the gateway's state (buffer depth per bridge and sink, dead letters,
- * sockets, messages awaiting their acknowledgement), then every counter, in the Prometheus
+ * sockets, messages awaiting their acknowledgement), of the host and the event loop, then every counter, in the Prometheus
  * text format, with HELP text from the catalogue.
  */
 export function renderGatewayMetrics(status: MetricsStatus, counters: CounterRegistry, now = Date.now()): string {
@@ -49,9 +54,33 @@ export function renderGatewayMetrics(status: MetricsStatus, counters: CounterReg
     'handler.held': handlers.map((b) => ({ labels: { bridge: b.name }, value: b.handler.held })),
     'handler.held_oldest_age_seconds': handlers.map((b) => ({ labels: { bridge: b.name }, value: b.handler.oldestHeldAgeMs / 1000 })),
   };
-  const gauges: Metric[] = Object.entries(samples).map(([name, values]) => ({ name, type: 'gauge', help: helpOf(name, 'gauge'), samples: values }));
+  const all = { ...samples, ...hostSamples(status.host ?? null, status.eventLoop ?? null) };
+  const gauges: Metric[] = Object.entries(all).map(([name, values]) => ({ name, type: 'gauge', help: helpOf(name, 'gauge'), samples: values }));
   const counted: Metric[] = [...counters.families()].map(([name, values]) => ({ name, type: 'counter', help: helpOf(name, 'counter'), samples: values }));
   return renderPrometheus([...gauges, ...counted]);
+}
+
+/** The host and event-loop gauges; a figure the platform does not give has no sample. */
+function hostSamples(host: HostReading | null, loop: EventLoopWindow | null): Record<HostGaugeName, Sample[]> {
+  const one = (value: number | null | undefined): Sample[] => (value === null || value === undefined ? [] : [{ value }]);
+  const seconds = (ms: number | undefined) => one(ms === undefined ? undefined : ms / 1000);
+  const interfaces = host?.network?.interfaces ?? [];
+  return {
+    'host.cpu.utilisation': one(host?.hostCpu),
+    'process.cpu.utilisation': one(host?.processCpu),
+    'host.memory.total_bytes': one(host?.memory.totalBytes),
+    'host.memory.available_bytes': one(host?.memory.availableBytes),
+    'process.memory.rss_bytes': one(host?.memory.processRssBytes),
+    'process.memory.heap_used_bytes': one(host?.memory.processHeapUsedBytes),
+    'host.disk.free_bytes': one(host?.disk?.freeBytes),
+    'host.disk.total_bytes': one(host?.disk?.totalBytes),
+    'host.network.received_bytes': interfaces.map((i) => ({ labels: { interface: i.name }, value: i.receivedBytes })),
+    'host.network.sent_bytes': interfaces.map((i) => ({ labels: { interface: i.name }, value: i.sentBytes })),
+    'eventloop.delay.p50_seconds': seconds(loop?.delayP50Ms),
+    'eventloop.delay.p99_seconds': seconds(loop?.delayP99Ms),
+    'eventloop.delay.max_seconds': seconds(loop?.delayMaxMs),
+    'eventloop.utilisation': one(loop?.utilisation),
+  };
 }
 
 function helpOf(name: string, type: Metric['type']): string {

@@ -3,6 +3,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { FerryError, describeError, wrapError } from '../core/errors.ts';
 import type { ReloadResult } from './reload-plan.ts';
+import { PAGE_HEADERS, loadStatusPage } from './status-page/assets.ts';
 
 /** What GET /readyz answers: ready (200) or not (503), and why, with the trouble upstream either way. */
 export interface Readiness {
@@ -27,17 +28,22 @@ export interface AdminHandlers {
   reload?(): Promise<ReloadResult>;
   /** Metrics in the Prometheus text format (GET /metrics). */
   metrics?(): string;
+  /** The status page's chart data after a time (ms since the epoch; GET /api/series?after=). */
+  series?(after: number): unknown;
 }
 
-const PATHS = ['/healthz', '/readyz', '/api/status', '/metrics', 'POST /api/reload'];
+const PATHS = ['/', '/healthz', '/readyz', '/api/status', '/api/series', '/metrics', 'POST /api/reload'];
 
 /**
- * GET /healthz (process alive), GET /readyz (accepting traffic), GET /api/status (JSON),
- * GET /metrics (Prometheus text format), POST /api/reload (apply the changed config: 200 with what changed, 422 with its problems,
- * 409 while the gateway starts or stops).
+ * GET / (the status page, its files under /ui/), GET /healthz (process alive), GET /readyz
+ * (accepting traffic), GET /api/status (JSON), GET /api/series (the page's charts), GET /metrics
+ * (Prometheus text format), POST /api/reload (apply the changed config: 200 with what changed,
+ * 422 with its problems, 409 while the gateway starts or stops).
  *
- * With a token (required off loopback, see the config schema), /api/* and /metrics answer 401
- * without `Authorization: Bearer <token>`; /healthz and /readyz stay open. POST /api/reload
+ * With a token (required off loopback, see the config schema), everything but /healthz and
+ * /readyz answers 401 without `Authorization: Bearer <token>`, or HTTP Basic with the token as
+ * the password (any user name): the 401 offers Basic beside Bearer, as a browser opening the page
+ * can only send Basic, and it sends it on for the page's own requests. POST /api/reload
  * takes only `Content-Type: application/json` (415 otherwise): a form on some web page cannot
  * send that without the browser asking first, so it cannot reload a gateway (no CSRF).
  */
@@ -49,12 +55,8 @@ export class AdminServer {
   }
 
   static async start(host: string, port: number, handlers: AdminHandlers, access: AdminAccess = {}): Promise<AdminServer> {
-    const expected = access.token === undefined ? undefined : Buffer.from(`Bearer ${access.token}`);
-    const authorized = (header: string | undefined) => {
-      if (expected === undefined) return true;
-      const given = Buffer.from(header ?? '');
-      return given.length === expected.length && timingSafeEqual(given, expected);
-    };
+    const authorized = tokenCheck(access.token);
+    const page = loadStatusPage();
     const server = createServer((req, res) => {
       const send = (code: number, body: unknown, headers: Record<string, string> = {}) => {
         res.writeHead(code, { 'content-type': 'application/json', ...headers });
@@ -64,7 +66,10 @@ export class AdminServer {
       const open = path === '/healthz' || path === '/readyz' || (path === '/metrics' && access.openMetrics === true);
       if (!open && !authorized(req.headers.authorization)) {
         req.resume();
-        return send(401, { error: 'send the admin token: Authorization: Bearer <admin.token>' }, { 'www-authenticate': 'Bearer realm="ferry"' });
+        // Two challenges: Bearer for programs, Basic for a browser, which then asks for a user name and
+        // password and sends them on with the page's own requests (same realm everywhere).
+        res.setHeader('www-authenticate', ['Bearer realm="ferry"', 'Basic realm="ferry admin: any user name, admin.token as the password", charset="UTF-8"']);
+        return send(401, { error: 'send the admin token: Authorization: Bearer <admin.token> (or Basic, with the token as the password)' });
       }
       if (path === '/api/reload' && handlers.reload !== undefined) {
         if (req.method !== 'POST') return send(405, { error: 'use POST' });
@@ -83,6 +88,12 @@ export class AdminServer {
         return;
       }
       if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { error: 'method not allowed' });
+      const asset = page.get(path);
+      if (asset !== undefined) {
+        res.writeHead(200, { 'content-type': asset.type, ...PAGE_HEADERS });
+        res.end(asset.body);
+        return;
+      }
       switch (path) {
         case '/healthz':
           return send(200, { status: 'ok' });
@@ -94,6 +105,12 @@ export class AdminServer {
         }
         case '/api/status':
           return send(200, handlers.status());
+        case '/api/series':
+        {
+          if (handlers.series === undefined) break;
+          const after = Number(new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('after') ?? 0);
+          return send(200, handlers.series(Number.isFinite(after) ? after : 0));
+        }
         case '/metrics':
           if (handlers.metrics === undefined) break;
           res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
@@ -124,4 +141,25 @@ export class AdminServer {
     this.#server.closeAllConnections();
     await new Promise<void>((done) => this.#server.close(() => done()));
   }
+}
+
+/**
+ * Whether an Authorization header carries the token: `Bearer <token>`, or `Basic` with the token
+ * as the password. Compared in constant time. Without a token, everyone passes.
+ */
+function tokenCheck(token: string | undefined): (header: string | undefined) => boolean {
+  if (token === undefined) return () => true;
+  const expected = Buffer.from(token);
+  const same = (given: string) => {
+    const bytes = Buffer.from(given);
+    return bytes.length === expected.length && timingSafeEqual(bytes, expected);
+  };
+  return (header) => {
+    const [scheme = '', value = ''] = (header ?? '').trim().split(/\s+/, 2);
+    if (/^bearer$/i.test(scheme)) return same(value);
+    if (!/^basic$/i.test(scheme)) return false;
+    const decoded = Buffer.from(value, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    return colon >= 0 && same(decoded.slice(colon + 1));
+  };
 }

@@ -12,6 +12,8 @@ import { DeviceAuthenticator } from '../mqtt/auth.ts';
 import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { renderGatewayMetrics } from '../observability/gateway-metrics.ts';
+import { Vitals, type VitalsReading } from '../observability/vitals.ts';
+import { StatusSeries } from './status-page/series.ts';
 import { AdminServer } from './admin-server.ts';
 import { type Health, HealthWatch } from './health.ts';
 import type { BridgeStatus, GatewayBridge } from './bridge.ts';
@@ -42,6 +44,9 @@ export interface GatewayStatus {
   /** Readiness and trouble upstream, as GET /readyz tells them. */
   readonly health: Health;
   readonly counters: Record<string, number>;
+  /** Host, process and event loop at the latest reading (every 2 s); null before the first. */
+  readonly host: VitalsReading['host'];
+  readonly eventLoop: VitalsReading['eventLoop'];
 }
 
 export interface GatewayOptions {
@@ -67,6 +72,8 @@ export class Gateway {
   #health: HealthWatch | undefined;
   #movedAside: string | undefined;
   #admin: AdminServer | undefined;
+  #vitals: Vitals | undefined;
+  #series: StatusSeries | undefined;
   #bridges: GatewayBridge[] = [];
   /** Bridges a reload replaced or removed, until their sinks finished. */
   readonly #retiring = new Map<GatewayBridge, Promise<void>>();
@@ -101,6 +108,9 @@ export class Gateway {
   async start(since = performance.now()): Promise<void> {
     const { config } = this;
     mkdirSync(config.dataDirPath, { recursive: true });
+    this.#vitals = new Vitals({ dataDir: config.dataDirPath, logger: this.#logger.child({ component: 'host' }), counters: this.counters });
+    const vitals = this.#vitals;
+    this.#series = new StatusSeries({ counters: this.counters, devices: () => this.#broker?.connectedClients ?? 0, vitals: () => vitals.latest() });
     try {
       const opened = openBuffer(config.dataDirPath, config.buffer.synchronous, this.#logger);
       this.#store = opened.store;
@@ -120,6 +130,7 @@ export class Gateway {
           status: () => this.status(),
           reload: () => this.reload(),
           metrics: () => this.metrics(),
+          series: (after) => this.#series?.since(after),
         }, { ...(config.adminToken === undefined ? {} : { token: config.adminToken }), openMetrics: config.admin.openMetrics });
       }
       // The broker listens only after the bridges tapped it, so no early message goes untapped.
@@ -230,6 +241,7 @@ export class Gateway {
       },
       health: this.health(),
       counters: this.counters.snapshot(),
+      ...(this.#vitals?.latest() ?? { host: null, eventLoop: null }),
     };
   }
 
@@ -351,6 +363,8 @@ export class Gateway {
 
   async #closeAll(sinkTimeoutMs = 0): Promise<void> {
     this.#health?.stop();
+    this.#series?.stop();
+    this.#vitals?.stop();
     this.#writer?.flushNow();
     const bridges = [...this.#bridges, ...this.#retiring.keys()];
     const stopping = [...this.#bridges.map((b) => b.stop()), ...this.#retiring.values()];

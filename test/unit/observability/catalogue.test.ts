@@ -75,6 +75,16 @@ test('every gauge in the catalogue is shown by /metrics, with its HELP text', ()
       inFlight: 0,
       bridges: [{ name: 'b' }, { name: 'h', handler: { held: 2, oldestHeldAgeMs: 1500 } }],
       buffer: { state: 'ok', held: 0, bridges: [{ bridge: 'b', messages: 1, bytes: 3, deadLetters: 0, sinks: [{ sink: 'history', pending: 1, oldestPendingAt: 1_000 }] }] },
+      host: {
+        at: 3_000,
+        cpus: 2,
+        hostCpu: 0.25,
+        processCpu: 0.1,
+        memory: { totalBytes: 8e9, availableBytes: 6e9, processRssBytes: 9e7, processHeapUsedBytes: 3e7 },
+        disk: { path: '/data', freeBytes: 5e10, totalBytes: 1e11 },
+        network: { receivedBytes: 10, sentBytes: 20, receivedBytesPerSecond: 1, sentBytesPerSecond: 2, interfaces: [{ name: 'eth0', receivedBytes: 10, sentBytes: 20 }] },
+      },
+      eventLoop: { windowMs: 2000, delayP50Ms: 0.5, delayP99Ms: 12, delayMaxMs: 40, utilisation: 0.2 },
     },
     counters,
     3_000,
@@ -88,6 +98,8 @@ test('every gauge in the catalogue is shown by /metrics, with its HELP text', ()
   assert.match(text, /^ferry_buffer_oldest_pending_age_seconds\{bridge="b",sink="history"\} 2$/m);
   assert.match(text, /^ferry_mqtt_clients\{listener="mqtt"\} 2$/m);
   assert.match(text, /^ferry_handler_held_oldest_age_seconds\{bridge="h"\} 1\.5$/m);
+  assert.match(text, /^ferry_eventloop_delay_p99_seconds 0\.012$/m);
+  assert.match(text, /^ferry_host_network_received_bytes\{interface="eth0"\} 10$/m);
   assert.match(text, /^# HELP ferry_mqtt_connections_refused_total Connections refused at the socket/m);
   assert.match(text, /^ferry_mqtt_connections_refused_total\{reason="bad_credentials"\} 1$/m);
 });

@@ -1,0 +1,41 @@
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/** A file of the status page, as the admin server sends it. */
+export interface PageAsset {
+  readonly type: string;
+  readonly body: Buffer;
+}
+
+const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
+const dependency = (file: string) => createRequire(import.meta.url).resolve(file);
+
+/**
+ * The status page's files by URL path: its own HTML, script and style beside this module, and
+ * uPlot (the charts) from its npm package, served by the gateway itself so that the page works
+ * without a network. Plain files, no build step.
+ */
+const FILES: Readonly<Record<string, { readonly file: () => string; readonly type: string }>> = {
+  '/': { file: () => here('index.html'), type: 'text/html; charset=utf-8' },
+  '/ui/status.js': { file: () => here('status.js'), type: 'text/javascript; charset=utf-8' },
+  '/ui/status.css': { file: () => here('status.css'), type: 'text/css; charset=utf-8' },
+  '/ui/uplot.js': { file: () => dependency('uplot/dist/uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8' },
+  '/ui/uplot.css': { file: () => dependency('uplot/dist/uPlot.min.css'), type: 'text/css; charset=utf-8' },
+};
+
+/** Every file of the page by URL path, read once when the admin server starts (about 60 KB in all). */
+export function loadStatusPage(): ReadonlyMap<string, PageAsset> {
+  return new Map(Object.entries(FILES).map(([path, spec]) => [path, { type: spec.type, body: readFileSync(spec.file()) }]));
+}
+
+/**
+ * Sent with every file of the page: scripts and styles only from the gateway, data only from
+ * it, no framing. uPlot styles its elements through the DOM (`element.style`), which this allows.
+ */
+export const PAGE_HEADERS: Readonly<Record<string, string>> = {
+  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-cache',
+};
