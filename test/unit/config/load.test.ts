@@ -81,7 +81,7 @@ test('unknown kinds, missing keys, bad filters, duplicate names and unset variab
   assert.deepEqual(problems(root), [
     "bridges/b.yaml:1:7: name: bridge name 'h' is already used in bridges/a.yaml",
     "bridges/c.yaml:4:14: from.mqtt.topics[0]: invalid topic filter 'a/#/b': '#' must be a whole level and the last one",
-    "bridges/c.yaml:6:5: to[0]: unknown kind 'histroy' (expected exactly one of: history, kafka, mqttClient, devices)",
+    "bridges/c.yaml:6:5: to[0]: unknown kind 'histroy' (expected exactly one of: history, kafka, mqttClient, devices, postgres)",
     'bridges/d.yaml:5:16: to[0].kafka.brokers: environment variable BROKERS is not set (give a default with ${BROKERS:-value})',
     'bridges/d.yaml:5:7: to[0].kafka.topic: missing required key (expected string, received undefined)',
   ]);
