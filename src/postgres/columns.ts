@@ -46,7 +46,7 @@ export function converterFor(column: ColumnInfo): Converter {
   const convert = byType(column);
   return (value) => {
     if (value === undefined || value === null) {
-      if (column.notNull) throw new ValueError('has no value, and the column is NOT NULL');
+      if (column.notNull) throw new ValueError('is missing (the message has none), and the column is NOT NULL');
       return null;
     }
     return convert(value);

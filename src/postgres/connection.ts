@@ -121,7 +121,9 @@ export function endpointOf(config: ConnectionConfig): Endpoint {
 function parseUrl(text: string): { endpoint: Endpoint } | { problem: string } {
   let url: URL;
   try {
-    url = new URL(text);
+    // `postgres://user@/db?host=/socket/dir` names no host before the path, which a WHATWG URL
+    // with credentials does not allow: a placeholder stands in, and `host` must then be given.
+    url = new URL(text.replace(/^(postgres(?:ql)?:\/\/[^@/]*@)\//, '$1-/'));
   } catch {
     return { problem: 'not a URL (expected postgres://user@host:port/database)' };
   }
@@ -133,7 +135,7 @@ function parseUrl(text: string): { endpoint: Endpoint } | { problem: string } {
   if (user === '') return { problem: 'the URL names no user (postgres://user@host/database)' };
   const socket = url.searchParams.get('host');
   const host = socket ?? url.hostname.replace(/^\[(.*)\]$/, '$1');
-  if (host === '') return { problem: 'the URL names no host' };
+  if (host === '' || host === '-') return { problem: 'the URL names no host' };
   const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
   const password = url.password === '' ? undefined : decodeURIComponent(url.password);
   return {
