@@ -15,6 +15,7 @@ const GUIDES: Readonly<Record<string, string>> = {
   'sinks/kafka': '../../bridges.md#kafka-bridges',
   'sinks/mqttClient': '../../external-brokers.md',
   'sinks/devices': '../../commands.md',
+  'sinks/postgres': '../../bridges.md#postgresql',
   'transforms/decode': '../../bridges.md#transforms',
   'transforms/keep': '../../bridges.md#transforms',
   'transforms/drop': '../../bridges.md#transforms',

@@ -3,7 +3,7 @@ import { FerryError } from './errors.ts';
 
 /**
  * Message templates: text with `${...}` fields rendered per message, for Kafka topics, keys
- * and headers and for MQTT topics of commands.
+ * and headers, for MQTT topics of commands and for the column values of Postgres rows.
  *
  * | field | value |
  * |---|---|
@@ -14,6 +14,9 @@ import { FerryError } from './errors.ts';
  * | `${key}` | the message key (a Kafka record's key) |
  * | `${header.NAME}` | a header (Kafka header, MQTT 5 user property) |
  * | `${payload.a.b}` | a field of the JSON payload (`a.b` is a path; `0` indexes arrays) |
+ * | `${payload}` | the whole payload (as UTF-8 text when rendered into text) |
+ * | `${id}` | the message's id (its UUIDv7, assigned at ingress) |
+ * | `${timestamp}` | when the message arrived, in milliseconds since the epoch |
  *
  * `$${` is a literal `${`. Environment variables (upper-case names) are replaced when the
  * config is loaded, before templates are compiled.
@@ -25,8 +28,9 @@ import { FerryError } from './errors.ts';
 export type TemplateField =
   | { readonly kind: 'capture'; readonly index: number }
   | { readonly kind: 'rest' }
-  | { readonly kind: 'topic' | 'clientId' | 'username' | 'key' }
+  | { readonly kind: 'topic' | 'clientId' | 'username' | 'key' | 'id' | 'timestamp' }
   | { readonly kind: 'header'; readonly name: string }
+  /** A field of the JSON payload; an empty path is the whole payload, as it arrived. */
   | { readonly kind: 'payload'; readonly path: readonly string[] };
 
 type Part = string | TemplateField;
@@ -36,15 +40,24 @@ export interface Template {
   readonly fields: readonly TemplateField[];
   /** True when the template has no fields: it renders the same text for every message. */
   readonly constant: boolean;
-  /** Renders the template for one message; throws a TemplateError when a field has no value. */
-  render(message: TemplateInput): string;
+  /**
+   * The field when the template is that one field and no text (`${payload.celsius}`), so that
+   * a caller can take the field's value with its type (MessageFields.raw) instead of text.
+   */
+  readonly single: TemplateField | undefined;
+  /**
+   * Renders the template for one message; throws a TemplateError when a field has no value.
+   * Templates rendered for the same message can share a MessageFields, which parses the
+   * payload once.
+   */
+  render(message: TemplateInput | MessageFields): string;
   /**
    * Renders the template as an MQTT topic. Each field's value must stay one topic level: a `/`,
    * `+`, `#`, NUL or control character (U+0001-U+001F, U+007F-U+009F) in it is refused with a
    * TemplateError, or with `escape` percent-encoded (as is `%`, so the encoding can be undone).
    * `${topic}` and `${#}` are MQTT topic levels already and keep their `/`; the rest applies.
    */
-  renderTopic(message: TemplateInput, unsafe: UnsafeTopicValues): string;
+  renderTopic(message: TemplateInput | MessageFields, unsafe: UnsafeTopicValues): string;
 }
 
 /** What an MQTT sink does with a field value that would not stay within its topic level. */
@@ -82,14 +95,14 @@ export function compileTemplate(source: string): Template {
   if (last < source.length) parts.push(source.slice(last));
   const merged = mergeText(parts);
   const fields = merged.filter((p): p is TemplateField => typeof p !== 'string');
-  const render = (message: TemplateInput, unsafe?: UnsafeTopicValues) => {
+  const render = (message: TemplateInput | MessageFields, unsafe?: UnsafeTopicValues) => {
     if (fields.length === 0) return merged.length === 0 ? '' : (merged[0] as string);
-    const context = new RenderContext(message);
+    const context = message instanceof MessageFields ? message : new MessageFields(message);
     let out = '';
     for (const part of merged) {
       if (typeof part === 'string') out += part;
-      else if (unsafe === undefined) out += context.value(part, source);
-      else out += topicValue(part, context.value(part, source), unsafe, source);
+      else if (unsafe === undefined) out += context.text(part, source);
+      else out += topicValue(part, context.text(part, source), unsafe, source);
     }
     return out;
   };
@@ -97,6 +110,7 @@ export function compileTemplate(source: string): Template {
     source,
     fields,
     constant: fields.length === 0,
+    single: merged.length === 1 && typeof merged[0] !== 'string' ? merged[0] : undefined,
     render: (message) => render(message),
     renderTopic: (message, unsafe) => render(message, unsafe),
   };
@@ -175,7 +189,7 @@ export function describeField(field: TemplateField): string {
     case 'header':
       return `\${header.${field.name}}`;
     case 'payload':
-      return `\${payload.${field.path.join('.')}}`;
+      return field.path.length === 0 ? '${payload}' : `\${payload.${field.path.join('.')}}`;
     default:
       return `\${${field.kind}}`;
   }
@@ -185,7 +199,8 @@ function parseField(body: string, source: string): TemplateField {
   const name = body.trim();
   if (/^[1-9][0-9]*$/.test(name)) return { kind: 'capture', index: Number(name) };
   if (name === '#') return { kind: 'rest' };
-  if (name === 'topic' || name === 'clientId' || name === 'username' || name === 'key') return { kind: name };
+  if (name === 'topic' || name === 'clientId' || name === 'username' || name === 'key' || name === 'id' || name === 'timestamp') return { kind: name };
+  if (name === 'payload') return { kind: 'payload', path: [] };
   if (name.startsWith('header.') && name.length > 'header.'.length) return { kind: 'header', name: name.slice('header.'.length) };
   if (name.startsWith('payload.')) {
     const path = name.slice('payload.'.length).split('.');
@@ -193,7 +208,7 @@ function parseField(body: string, source: string): TemplateField {
   }
   throw invalid(
     source,
-    `unknown field \${${body}}: use \${1}..\${n} (the filter's + wildcards), \${#}, \${topic}, \${clientId}, \${username}, \${key}, \${header.NAME} or \${payload.FIELD}` +
+    `unknown field \${${body}}: use \${1}..\${n} (the filter's + wildcards), \${#}, \${topic}, \${clientId}, \${username}, \${key}, \${header.NAME}, \${payload.FIELD}, \${payload}, \${id} or \${timestamp}` +
       (/^[A-Z_][A-Z0-9_]*$/.test(name) ? ` (an environment variable \${${name}} is replaced at load time, so this one was not set)` : ''),
   );
 }
@@ -217,8 +232,17 @@ function ordinal(n: number): string {
   return `${n}${suffix}`;
 }
 
-/** Per-message lazily computed values: wildcard captures and the parsed payload. */
-class RenderContext {
+/** A JSON value as JSON.parse makes it. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** A field's value with its type kept (MessageFields.raw); undefined when the message has none. */
+export type RawFieldValue = string | number | Uint8Array | JsonValue | undefined;
+
+/**
+ * One message's field values for templates, computed when first asked and kept: wildcard
+ * captures and the parsed payload. Templates rendered for the same message share one.
+ */
+export class MessageFields {
   readonly #input: TemplateInput;
   #levels: { captures: string[]; rest: string | undefined } | undefined;
   #json: { value: unknown } | undefined;
@@ -227,12 +251,54 @@ class RenderContext {
     this.#input = input;
   }
 
-  value(field: TemplateField, source: string): string {
+  /**
+   * A field's value with its type: the timestamp as a number, the whole payload as its bytes,
+   * a payload field as its JSON value (any JSON type), the others as strings. Undefined when
+   * the message has no value for it (no client id, no such header or payload field). Throws
+   * a TemplateError when a payload field is asked of a payload that is not JSON.
+   */
+  raw(field: TemplateField): RawFieldValue {
+    const { envelope } = this.#input;
+    switch (field.kind) {
+      case 'topic':
+        return envelope.topic;
+      case 'id':
+        return envelope.id;
+      case 'timestamp':
+        return envelope.timestamp;
+      case 'clientId':
+      case 'username':
+        return envelope.origin[field.kind];
+      case 'key':
+        return envelope.key;
+      case 'header':
+        return envelope.headers[field.name];
+      case 'capture':
+        return this.#captures().captures[field.index - 1];
+      case 'rest':
+        return this.#captures().rest;
+      case 'payload': {
+        if (field.path.length === 0) return envelope.payload;
+        let value = this.#payload();
+        for (const step of field.path) {
+          if (value === null || typeof value !== 'object') return undefined;
+          value = (value as Record<string, unknown>)[step];
+        }
+        return value as JsonValue | undefined;
+      }
+    }
+  }
+
+  /** A field as text in a template's output; throws a TemplateError when it has no value. */
+  text(field: TemplateField, source: string): string {
     const { envelope } = this.#input;
     const missing = (what: string) => new TemplateError(`template '${source}': ${describeField(field)} has no value: ${what}`);
     switch (field.kind) {
       case 'topic':
-        return envelope.topic;
+      case 'id':
+        return envelope[field.kind];
+      case 'timestamp':
+        return String(envelope.timestamp);
       case 'clientId':
       case 'username': {
         const value = envelope.origin[field.kind];
@@ -258,11 +324,8 @@ class RenderContext {
         return value;
       }
       case 'payload': {
-        let value = this.#payload();
-        for (const step of field.path) {
-          if (value === null || typeof value !== 'object') throw missing(`the payload has no field '${field.path.join('.')}'`);
-          value = (value as Record<string, unknown>)[step];
-        }
+        if (field.path.length === 0) return decoder.decode(envelope.payload);
+        const value = this.raw(field);
         if (value === undefined || value === null || typeof value === 'object') {
           throw missing(`the payload field '${field.path.join('.')}' is ${value === undefined ? 'absent' : 'not a string, number or boolean'}`);
         }

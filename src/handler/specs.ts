@@ -9,6 +9,7 @@ import type { mqttClientSink } from '../mqtt/client-sink.ts';
 import type { mqttClientSource } from '../mqtt/client-source.ts';
 import type { deviceSink } from '../mqtt/device-sink.ts';
 import type { mqttSource } from '../mqtt/source.ts';
+import type { postgresSink } from '../postgres/sink.ts';
 import type { historySink } from '../sqlite/history-sink.ts';
 
 type ConfigOf<C> = C extends { readonly schema: infer S extends z.ZodType } ? z.input<S> : never;
@@ -29,6 +30,7 @@ export interface SinkConfigs {
   readonly kafka: ConfigOf<typeof kafkaSink>;
   readonly mqttClient: ConfigOf<typeof mqttClientSink>;
   readonly devices: ConfigOf<typeof deviceSink>;
+  readonly postgres: ConfigOf<typeof postgresSink>;
 }
 
 /** A bridge's source, as in YAML: `{ mqtt: { topics: ['devices/+/telemetry/#'] } }`. */

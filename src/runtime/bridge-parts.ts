@@ -220,6 +220,8 @@ export class SinkSet {
     state.failed += event.count;
     state.lastError = event.error.message;
     this.#counters.count('sink.messages.failed', labels, event.count);
+    // A message refused for good (dead-lettered) says nothing of the upstream: it is up.
+    if (!event.retryable) return;
     if (state.down !== undefined) {
       state.down.attempts += 1;
       return;

@@ -42,6 +42,7 @@ test('the shipped example config validates, with and without KAFKA_BROKERS', () 
     ['commands-to-devices', false],
     ['telemetry-history', true],
     ['telemetry-to-kafka', false],
+    ['telemetry-to-postgres', false],
   ]);
   // TypeScript bridges are listed, not loaded, by the synchronous loader (`ferry validate` checks them: test/e2e/handlers.test.ts).
   assert.deepEqual(plain.bridgeModules.map((path) => relative('bridges', path.slice(path.indexOf('bridges')))), ['alarm-alerts.ts', 'temperature-rollups.ts']);
@@ -52,6 +53,10 @@ test('the shipped example config validates, with and without KAFKA_BROKERS', () 
   const kafka = withKafka.bridgeConfigs.find((b) => b.name === 'telemetry-to-kafka');
   assert.equal(kafka?.enabled, true);
   assert.deepEqual((kafka?.to as readonly { kafka: { brokers: string[] } }[])[0]?.kafka.brokers, ['k1:9092', 'k2:9093']);
+  const withPostgres = loadConfig('config/gateway.yaml', { kinds: componentKinds, env: { POSTGRES_URL: 'postgres://ferry@db:5432/telemetry' } });
+  const postgres = withPostgres.bridgeConfigs.find((b) => b.name === 'telemetry-to-postgres');
+  assert.equal(postgres?.enabled, true);
+  assert.equal((postgres?.to as readonly { postgres: { url: string } }[])[0]?.postgres.url, 'postgres://ferry@db:5432/telemetry');
   const commands = withKafka.bridgeConfigs.find((b) => b.name === 'commands-to-devices');
   assert.equal(commands?.enabled, true);
   assert.deepEqual((commands?.from as { kafka: { topics: string[]; fromBeginning: boolean } }).kafka.topics, ['ferry.commands']);
@@ -83,7 +88,7 @@ test('unknown kinds, missing keys, bad filters, duplicate names and unset variab
   assert.deepEqual(problems(root), [
     "bridges/b.yaml:1:7: name: bridge name 'h' is already used in bridges/a.yaml",
     "bridges/c.yaml:4:14: from.mqtt.topics[0]: invalid topic filter 'a/#/b': '#' must be a whole level and the last one",
-    "bridges/c.yaml:6:5: to[0]: unknown kind 'histroy' (expected exactly one of: history, kafka, mqttClient, devices)",
+    "bridges/c.yaml:6:5: to[0]: unknown kind 'histroy' (expected exactly one of: history, kafka, mqttClient, devices, postgres)",
     'bridges/d.yaml:5:16: to[0].kafka.brokers: environment variable BROKERS is not set (give a default with ${BROKERS:-value})',
     'bridges/d.yaml:5:7: to[0].kafka.topic: missing required key (expected string, received undefined)',
   ]);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createEnvelope } from '../../../src/core/envelope.ts';
 import { FerryError } from '../../../src/core/errors.ts';
-import { TemplateError, compileTemplate, templateFilterProblem } from '../../../src/core/template.ts';
+import { MessageFields, TemplateError, compileTemplate, templateFilterProblem } from '../../../src/core/template.ts';
 import { interpolate } from '../../../src/config/interpolate.ts';
 
 const filters = ['devices/+/telemetry/#'];
@@ -18,6 +18,31 @@ test('renders wildcard captures, identity, key, headers and payload fields', () 
   const t = compileTemplate('iot.${1}.${#}|${topic}|${clientId}/${username}|${key}|${header.region}|${payload.site.id}|${payload.celsius}|${payload.ok}');
   assert.equal(t.render({ envelope, filters }), 'iot.sensor-1.temp/room|devices/sensor-1/telemetry/temp/room|sensor-1/u1|k1|eu|s7|21.5|true');
   assert.equal(t.constant, false);
+});
+
+test('${id}, ${timestamp} and the whole ${payload} render as text', () => {
+  const t = compileTemplate('${id}|${timestamp}|${payload}');
+  assert.equal(t.render({ envelope, filters }), `${envelope.id}|${envelope.timestamp}|{"site":{"id":"s7"},"celsius":21.5,"ok":true}`);
+  assert.equal(t.single, undefined);
+  assert.deepEqual(compileTemplate('${payload}').single, { kind: 'payload', path: [] });
+});
+
+test('MessageFields.raw keeps each field\'s type; a missing value is undefined', () => {
+  const fields = new MessageFields({ envelope, filters });
+  const raw = (source: string) => fields.raw(compileTemplate(source).single as never);
+  assert.equal(raw('${id}'), envelope.id);
+  assert.equal(raw('${timestamp}'), envelope.timestamp);
+  assert.equal(raw('${payload}'), envelope.payload);
+  assert.equal(raw('${payload.celsius}'), 21.5);
+  assert.equal(raw('${payload.ok}'), true);
+  assert.deepEqual(raw('${payload.site}'), { id: 's7' });
+  assert.equal(raw('${payload.nope.deeper}'), undefined);
+  assert.equal(raw('${1}'), 'sensor-1');
+  assert.equal(raw('${header.none}'), undefined);
+  // One parse per message, however many templates read it.
+  assert.equal(compileTemplate('${payload.site.id}-${1}').render(fields), 's7-sensor-1');
+  const notJson = new MessageFields({ envelope: createEnvelope({ topic: 'a', payload: 'x', origin: { source: 'mqtt' } }), filters: [] });
+  assert.throws(() => notJson.raw({ kind: 'payload', path: ['a'] }), TemplateError);
 });
 
 test('a template without fields is constant; $${ is a literal', () => {

@@ -1,0 +1,33 @@
+import { BRIDGE, type MetricSpec } from './spec.ts';
+
+/** The Postgres sink. */
+export const postgresMetrics = [
+  {
+    name: 'postgres.messages.rejected',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE },
+    help: 'Messages the Postgres sink cannot write (a value that does not fit its column, a template field without a value, a row the server refused for a data error: SQLSTATE class 22 or 23), sent to the dead letters.',
+  },
+  {
+    name: 'postgres.rows.skipped',
+    type: 'counter',
+    unit: 'rows',
+    labels: { bridge: BRIDGE },
+    help: 'Rows not inserted because a row with their conflict key was already there (`onConflict: ignore`): mostly messages delivered again after a crash or a failed batch.',
+  },
+  {
+    name: 'postgres.batches.split',
+    type: 'counter',
+    unit: 'batches',
+    labels: { bridge: BRIDGE },
+    help: 'Batches the server refused for a data error, written again in parts to find the rows at fault.',
+  },
+  {
+    name: 'postgres.pool.errors',
+    type: 'counter',
+    unit: 'errors',
+    labels: { bridge: BRIDGE },
+    help: 'Idle pool connections that failed (the server restarted, the network dropped); the pool opens new ones when needed.',
+  },
+] as const satisfies readonly MetricSpec[];

@@ -1,0 +1,154 @@
+import type { Logger } from 'pino';
+import type { BatchResult } from '../core/batching-sink.ts';
+import type { Counters } from '../core/component.ts';
+import type { Delivery } from '../core/delivery.ts';
+import { FerryError } from '../core/errors.ts';
+import { MessageFields, type Template, TemplateError } from '../core/template.ts';
+import { ValueError } from './columns.ts';
+import { describePgError, failureKind, statementError } from './errors.ts';
+import type { PgQueryable } from './pools.ts';
+import type { InsertPlan } from './table.ts';
+
+/** What the writer of one sink knows besides the plan. */
+export interface BatchWriterOptions {
+  /** "postgres sink of bridge 'x'", for messages. */
+  readonly component: string;
+  readonly bridge: string;
+  /** The table as configured, for messages. */
+  readonly table: string;
+  readonly onConflict: 'ignore' | 'update';
+  /** Each configured column's template, in the plan's column order. */
+  readonly templates: readonly Template[];
+  readonly sourceFilters: readonly string[];
+  readonly counters: Counters;
+  readonly logger: Logger;
+}
+
+interface Row {
+  readonly delivery: Delivery;
+  readonly values: (string | null)[];
+}
+
+/** Attempts of a statement that hit a serialization failure or a deadlock before the batch is failed (and retried by the buffer). */
+const CONFLICT_ATTEMPTS = 3;
+
+/**
+ * Writes batches of messages as rows, one statement per batch. A message whose value does
+ * not fit its column is refused alone before the statement (MESSAGE_INVALID). When the server
+ * refuses the statement for a data error (class 22 or 23), the batch is written again in
+ * halves, and those in halves, until the refused rows are alone: each is refused with its
+ * SQLSTATE and message, and the rest is written. Rows written before a later failure are
+ * committed; the messages are sent again and `ON CONFLICT` makes that add nothing.
+ */
+export function batchWriter(options: BatchWriterOptions): (db: PgQueryable, plan: InsertPlan, batch: readonly Delivery[]) => Promise<BatchResult> {
+  const { component, bridge, table, counters } = options;
+  const context = { component, bridge };
+  const reject = (delivery: Delivery, reason: string, cause?: unknown) => {
+    counters.count('postgres.messages.rejected', { bridge });
+    const { id, topic } = delivery.envelope;
+    return new FerryError('MESSAGE_INVALID', `${component}: message ${id} (MQTT topic '${topic}') cannot be written to ${table}: ${reason}`, { ...context, retryable: false, cause });
+  };
+
+  const render = (plan: InsertPlan, delivery: Delivery): (string | null)[] => {
+    const fields = new MessageFields({ envelope: delivery.envelope, filters: options.sourceFilters });
+    return plan.columns.map(({ info, convert }, i) => {
+      const template = options.templates[i] as Template;
+      try {
+        return convert(template.single === undefined ? template.render(fields) : fields.raw(template.single));
+      } catch (error) {
+        if (error instanceof ValueError) throw new ValueError(`column ${info.name} (${info.declaredType}) from '${template.source}': ${template.single === undefined ? 'the value' : 'its value'} ${error.message}`);
+        if (error instanceof TemplateError) throw new ValueError(`column ${info.name}: ${error.message}`);
+        throw error;
+      }
+    });
+  };
+
+  return async (db, plan, batch) => {
+    const rejected = new Map<Delivery, Error>();
+    const rows: Row[] = [];
+    for (const delivery of batch) {
+      try {
+        rows.push({ delivery, values: render(plan, delivery) });
+      } catch (error) {
+        if (!(error instanceof ValueError)) throw error;
+        rejected.set(delivery, reject(delivery, error.message));
+      }
+    }
+
+    let inserted = 0;
+    let attempted = 0;
+    let split = false;
+    const insert = async (part: readonly Row[], attempt = 1): Promise<void> => {
+      try {
+        const params = plan.columns.map((_, i) => part.map((row) => row.values[i]));
+        const result = await db.query(plan.statement, params);
+        inserted += result.rowCount ?? 0;
+        attempted += part.length;
+      } catch (error) {
+        const kind = failureKind(error);
+        if (kind === 'row') {
+          if (part.length === 1) {
+            const only = part[0] as Row;
+            rejected.set(only.delivery, reject(only.delivery, `PostgreSQL refused the row: ${describePgError(error)}`, error));
+            return;
+          }
+          if (!split) {
+            split = true;
+            counters.count('postgres.batches.split', { bridge });
+            options.logger.debug({ err: error, rows: part.length }, `${component}: the batch was refused for a data error (${describePgError(error)}); writing it in parts to find the rows at fault`);
+          }
+          const half = Math.ceil(part.length / 2);
+          await insert(part.slice(0, half));
+          await insert(part.slice(half));
+          return;
+        }
+        if (kind === 'conflict' && attempt < CONFLICT_ATTEMPTS) {
+          await insert(part, attempt + 1);
+          return;
+        }
+        throw statementError(`${component}: insert into ${table} failed`, error, context);
+      }
+    };
+
+    // With `update`, one statement may not touch a row twice: of the messages with the same
+    // conflict key, the last is written; if it is refused, the ones it replaced are written instead.
+    let pending = rows;
+    while (pending.length > 0) {
+      const { kept, replaced } = options.onConflict === 'update' ? latestPerKey(pending, plan.conflictIndexes) : { kept: pending, replaced: new Map<Row, Row[]>() };
+      if (kept.length > 0) await insert(kept);
+      pending = kept.filter((row) => rejected.has(row.delivery)).flatMap((row) => replaced.get(row) ?? []);
+    }
+    if (options.onConflict === 'ignore' && attempted > inserted) counters.count('postgres.rows.skipped', { bridge }, attempted - inserted);
+    return { rejected };
+  };
+}
+
+/**
+ * The last row of each conflict key, in their order, and for each the rows it replaced. Rows
+ * with a NULL in their key never conflict (a unique index takes any number of them).
+ */
+function latestPerKey(rows: readonly Row[], keyIndexes: readonly number[]): { kept: Row[]; replaced: Map<Row, Row[]> } {
+  const last = new Map<string, Row>();
+  const keyOf = (row: Row) => {
+    const values = keyIndexes.map((i) => row.values[i]);
+    return values.includes(null) ? undefined : JSON.stringify(values);
+  };
+  for (const row of rows) {
+    const key = keyOf(row);
+    if (key !== undefined) last.set(key, row);
+  }
+  const kept: Row[] = [];
+  const replaced = new Map<Row, Row[]>();
+  for (const row of rows) {
+    const key = keyOf(row);
+    const latest = key === undefined ? row : (last.get(key) as Row);
+    if (latest === row) {
+      kept.push(row);
+      continue;
+    }
+    const list = replaced.get(latest);
+    if (list === undefined) replaced.set(latest, [row]);
+    else list.push(row);
+  }
+  return { kept, replaced };
+}

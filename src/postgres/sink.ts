@@ -1,0 +1,196 @@
+import { Observable } from 'rxjs';
+import { z } from 'zod';
+import { batchingSink } from '../core/batching-sink.ts';
+import type { ComponentContext, SinkComponent } from '../core/component.ts';
+import { FerryError, isFerryError } from '../core/errors.ts';
+import type { Sink, SinkEvent } from '../core/stream.ts';
+import { compileTemplate, refineTemplate } from '../core/template.ts';
+import { batchWriter } from './batch-writer.ts';
+import { type PoolSettings, connectionFields, poolSettings, refineConnection, sslFiles } from './connection.ts';
+import { statementError } from './errors.ts';
+import { type TableName, describeTable, identifierProblem, parseTableName } from './identifiers.ts';
+import { type PostgresPools, processPools } from './pools.ts';
+import { type InsertPlan, MappingError, type TableMapping, checkInsert, planInsert } from './table.ts';
+
+const identifier = z.string().superRefine((name, ctx) => {
+  const problem = identifierProblem(name);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `'${name}': ${problem}` });
+});
+
+const schema = z
+  .strictObject({
+    ...connectionFields,
+    table: z
+      .string()
+      .superRefine((text, ctx) => {
+        const parsed = parseTableName(text);
+        if ('problem' in parsed) ctx.addIssue({ code: 'custom', message: `table ${parsed.problem}` });
+      })
+      .meta({
+        description: 'The table the rows go to: `table` (found through the search path) or `schema.table`. Names are letters, digits and `_`, matched exactly (they are quoted). Its columns and their types are read when the sink starts.',
+        examples: ['public.readings'],
+      }),
+    columns: z
+      .record(
+        identifier,
+        z.string().superRefine((source, ctx) => {
+          refineTemplate(source, ctx);
+        }),
+        // A key's own issue would be reported as "Invalid key in record"; say why instead.
+        { error: (issue) => (issue.code === 'invalid_key' ? `column '${String(issue.input)}': ${identifierProblem(String(issue.input)) ?? 'invalid name'}` : undefined) },
+      )
+      .refine((columns) => Object.keys(columns).length > 0, 'map at least one column')
+      .meta({
+        description:
+          'Column name to message template. A template that is one field gives its value with its type: `${id}` (the message\'s UUIDv7), `${timestamp}` (arrival, in ms: a time for timestamptz), `${payload}` (the payload: jsonb, json, bytea or text), `${payload.a.b}` (a JSON value: numbers for integer and numeric columns, booleans, objects for jsonb), or NULL when the message has none; anything else renders as text. The value is converted to the column\'s type; a message whose value does not fit goes to the dead letters.',
+        examples: [{ id: '${id}', device: '${1}', received_at: '${timestamp}', body: '${payload}' }],
+      }),
+    onConflict: z.enum(['ignore', 'update']).default('ignore').meta({
+      description: 'When a row with the same conflict key is already there (a message delivered again): `ignore` adds nothing; `update` sets the other mapped columns to the new values.',
+      examples: ['update'],
+    }),
+    conflictColumns: z.array(identifier).min(1).optional().meta({
+      description: 'The conflict key: mapped columns with a unique index or constraint over exactly them. The column mapped to `${id}` when absent.',
+      examples: [['device']],
+    }),
+    batchSize: z.int().min(1).default(500).meta({ description: 'Most messages in one insert.', examples: [500] }),
+    batchBytes: z.int().min(1).default(1024 * 1024).meta({ description: 'Most payload bytes in one insert (a larger message goes alone).', examples: [1048576] }),
+    batchTimeMs: z.int().min(0).default(10).meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
+  })
+  .superRefine((config, ctx) => {
+    refineConnection(config, ctx);
+    const columns = Object.keys(config.columns);
+    if (config.conflictColumns === undefined) {
+      if (idColumn(config.columns) === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['columns'],
+          message: 'map a column to ${id} (the message\'s id, with a unique index) or list conflictColumns: a message delivered again must find the row it already wrote',
+        });
+      }
+    } else {
+      config.conflictColumns.forEach((column, i) => {
+        if (!columns.includes(column)) ctx.addIssue({ code: 'custom', path: ['conflictColumns', i], message: `'${column}' is not one of the mapped columns (${columns.join(', ')})` });
+      });
+    }
+    const target = conflictTarget(config);
+    if (config.onConflict === 'update' && target.length > 0 && columns.every((c) => target.includes(c))) {
+      ctx.addIssue({ code: 'custom', path: ['onConflict'], message: 'update sets the mapped columns besides the conflict key, and there are none: use ignore, or map more columns' });
+    }
+  });
+
+export type PostgresSinkConfig = z.output<typeof schema>;
+
+/** The first column mapped to exactly `${id}`. */
+function idColumn(columns: Readonly<Record<string, string>>): string | undefined {
+  for (const [column, source] of Object.entries(columns)) {
+    try {
+      if (compileTemplate(source).single?.kind === 'id') return column;
+    } catch {
+      // reported by the column's own check
+    }
+  }
+  return undefined;
+}
+
+function conflictTarget(config: Pick<PostgresSinkConfig, 'columns' | 'conflictColumns'>): string[] {
+  if (config.conflictColumns !== undefined) return [...config.conflictColumns];
+  const id = idColumn(config.columns);
+  return id === undefined ? [] : [id];
+}
+
+/**
+ * Writes messages as rows of a table: one `INSERT ... SELECT FROM unnest(...) ON CONFLICT`
+ * per batch, acked once it committed. The table's columns are read when the sink starts; a
+ * mapping that cannot fit (no such table or column, no privilege, no unique index for the
+ * conflict key) stops the sink with an error naming the bridge, and its messages stay
+ * buffered. A message whose value does not fit its column is nacked alone as MESSAGE_INVALID
+ * (dead-lettered), and the rest of its batch is written.
+ */
+export const postgresSink: SinkComponent<typeof schema> = {
+  kind: 'postgres',
+  description: 'Writes messages as rows of a PostgreSQL table.',
+  schema,
+  templates: (config) => Object.entries(config.columns).map(([column, template]) => ({ path: ['columns', column], template })),
+  files: (config) => sslFiles(config),
+  create: (config, ctx) => createPostgresSink(config, ctx),
+};
+
+/** The sink, with the pools it takes its connections from (the process's, unless a test gives its own). */
+export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentContext, pools: PostgresPools = processPools): Sink {
+  const component = `postgres sink of bridge '${ctx.bridge}'`;
+  const errorContext = { component, bridge: ctx.bridge };
+  const table = (parseTableName(config.table) as { table: TableName }).table;
+  const mapping: TableMapping = { table, columns: Object.keys(config.columns), conflictColumns: conflictTarget(config), onConflict: config.onConflict };
+  const write = batchWriter({
+    component,
+    bridge: ctx.bridge,
+    table: describeTable(table),
+    onConflict: config.onConflict,
+    templates: Object.values(config.columns).map((source) => compileTemplate(source)),
+    sourceFilters: ctx.sourceFilters ?? [],
+    counters: ctx.counters,
+    logger: ctx.logger,
+  });
+
+  return (input) =>
+    new Observable<SinkEvent>((subscriber) => {
+      let settings: PoolSettings;
+      try {
+        settings = poolSettings(config, applicationName(ctx), ctx.configDir ?? '.', component);
+      } catch (error) {
+        subscriber.error(error);
+        return undefined;
+      }
+      const lease = pools.acquire(settings, (error) => {
+        ctx.counters.count('postgres.pool.errors', { bridge: ctx.bridge });
+        ctx.logger.warn({ err: error }, `${component}: an idle connection to ${settings.description} failed; the pool opens a new one when needed`);
+      });
+
+      let plan: Promise<InsertPlan> | undefined;
+      const prepare = (): Promise<InsertPlan> =>
+        (plan ??= (async () => {
+          const pool = await lease.pool;
+          const made = await planInsert(pool, mapping);
+          await checkInsert(pool, made, mapping);
+          ctx.logger.info({ table: config.table, server: settings.description }, `${component}: writing to ${config.table} (${mapping.columns.join(', ')})`);
+          return made;
+        })().catch((error: unknown) => {
+          plan = undefined;
+          if (error instanceof MappingError) {
+            // The configuration is wrong: stop, leaving the messages buffered. Stopping also
+            // drops the batch waiting for this, unsettled, so none is nacked for it.
+            const stopped = new FerryError('CONFIG_INVALID', `${component}: ${error.message}`, { ...errorContext, retryable: false });
+            subscriber.error(stopped);
+            throw new FerryError('SINK_WRITE_FAILED', stopped.message, { ...errorContext, retryable: true, cause: stopped });
+          }
+          throw statementError(`${component}: cannot read table ${config.table} on ${settings.description}`, error, errorContext);
+        }));
+      // At once, so that a mapping that cannot fit is reported at startup; a server that is
+      // down is tried again by the first batch.
+      prepare().catch((error: unknown) => ctx.logger.debug({ err: error }, `${component}: not ready yet`));
+
+      const sink = batchingSink(config, async (batch) => {
+        const made = await prepare();
+        try {
+          return await write(await lease.pool, made, batch);
+        } catch (error) {
+          // The table changed under the sink: read it again before the next attempt.
+          if (isFerryError(error, 'CONFIG_INVALID')) plan = undefined;
+          throw error;
+        }
+      });
+      const subscription = sink(input).subscribe(subscriber);
+      return () => {
+        subscription.unsubscribe();
+        const released = lease.release();
+        ctx.afterStop?.(released);
+      };
+    });
+}
+
+/** `application_name` of the connections: the gateway's name (the logger's `name`), else "ferry". */
+function applicationName(ctx: ComponentContext): string {
+  const name = (ctx.logger.bindings() as { name?: unknown }).name;
+  return typeof name === 'string' && name !== '' ? name : 'ferry';
+}
