@@ -135,6 +135,9 @@ export class SessionRecords {
       }
       return { sessions, expiring, wills: wills.length };
     });
+    // Sessions that expired while the gateway was down end before any client can resume them;
+    // wills wait for the timer, when the broker is ready to publish them.
+    this.#expireSessions(now);
     this.#arm(now);
     return counts;
   }
@@ -147,6 +150,25 @@ export class SessionRecords {
   #forget(clientId: string): void {
     if (this.#statements.exists.get(clientId) === undefined) return;
     this.#commit.eager(() => this.#statements.delete.run(clientId));
+  }
+
+  /** Ends the carried-over sessions whose expiry passed, all of them (at startup there may be many). */
+  #expireSessions(now: number): void {
+    for (;;) {
+      const rows = this.#statements.expired.all(now, BATCH) as { client_id: string }[];
+      let ended = 0;
+      for (const { client_id: clientId } of rows) {
+        // A resumed session has no expiry any more; this one is gone unless the client is back.
+        if (this.#hooks.connected(clientId)) continue;
+        this.#commit.eager(() => {
+          this.#hooks.wipe(clientId);
+          this.#statements.delete.run(clientId);
+        });
+        this.#hooks.sessionExpired(clientId);
+        ended += 1;
+      }
+      if (rows.length < BATCH || ended === 0) return;
+    }
   }
 
   /** Sets the timer for the next carried-over deadline, if any is left, `atLeastMs` from now at the soonest. */
@@ -185,15 +207,7 @@ export class SessionRecords {
       };
       this.#hooks.publishWill(will).then(() => done(undefined), (error: unknown) => done(error instanceof Error ? error : new Error(String(error))));
     }
-    for (const { client_id: clientId } of this.#statements.expired.all(now, BATCH) as { client_id: string }[]) {
-      // A resumed session has no expiry any more; this one is gone unless the client is back.
-      if (this.#hooks.connected(clientId)) continue;
-      this.#commit.eager(() => {
-        this.#hooks.wipe(clientId);
-        this.#statements.delete.run(clientId);
-      });
-      this.#hooks.sessionExpired(clientId);
-    }
+    this.#expireSessions(now);
     this.#arm(now, this.#publishing.size > 0 ? PUBLISHING_MS : 0);
   }
 }
