@@ -118,3 +118,31 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     });
   });
 }
+
+test('the will of a device connected when the gateway was killed is published after the restart: its connection ended without a DISCONNECT', { timeout: 60_000 }, async () => {
+  const root = tempDir();
+  const config = writeGatewayTree(root, '{allowAnonymous: true}', {});
+  const dataDir = join(root, 'data');
+  let gw = await start(config, dataDir);
+  const watcher = { clientId: 'watcher', protocolVersion: 4, clean: false } as const;
+  const w = connect(gw.mqttUrl, { ...watcher, reconnectPeriod: 0 });
+  clients.push(w);
+  await w.subscribeAsync('status/#', { qos: 1 });
+  w.end(true);
+  const dev = connect(gw.mqttUrl, { clientId: 'dev-will', reconnectPeriod: 0, will: { topic: 'status/dev-will', payload: Buffer.from('offline'), qos: 1, retain: false } });
+  clients.push(dev);
+  await new Promise((resolve) => dev.once('connect', resolve));
+
+  await stop(gw, 'SIGKILL');
+  dev.end(true);
+  gw = await start(config, dataDir);
+  const back = connect(gw.mqttUrl, { ...watcher, reconnectPeriod: 0 });
+  clients.push(back);
+  const seen: string[] = [];
+  back.on('message', (topic, payload) => seen.push(`${topic} ${payload.toString()}`));
+  await until(() => seen.length > 0, 'the will');
+  await sleep(300);
+  assert.deepEqual(seen, ['status/dev-will offline']);
+  back.end(true);
+  await stop(gw, 'SIGTERM');
+});
