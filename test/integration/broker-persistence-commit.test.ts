@@ -20,7 +20,7 @@ function setup(): { db: Database.Database; path: string; lost: Error[]; commit: 
   const reader = new Database(path, { readonly: true });
   readers.push(reader);
   const count = () => (reader.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n;
-  return { db, path, lost, commit: new GroupCommit(db, (error) => lost.push(error)), count };
+  return { db, path, lost, commit: new GroupCommit(db, 'full', (error) => lost.push(error)), count };
 }
 
 test("a turn's writes share one commit; their promises resolve after it, and another connection sees them only then", async () => {
@@ -81,5 +81,19 @@ test('after close, writes throw and nothing is left open', async () => {
   await pending;
   assert.equal(db.inTransaction, false);
   await assert.rejects(commit.durable(() => insert.run('late')), /closed/);
+  db.close();
+});
+
+test('writes nothing waits for are committed soon after, or with the next durable write, before it resolves', async () => {
+  const { db, commit, count } = setup();
+  const insert = db.prepare('INSERT INTO t (v) VALUES (?)');
+  commit.eager(() => insert.run('eager'));
+  assert.equal(count(), 0);
+  for (let i = 0; i < 100 && count() === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(count(), 1);
+  commit.eager(() => insert.run('eager again'));
+  await commit.durable(() => insert.run('durable'));
+  assert.equal(count(), 3);
+  commit.close();
   db.close();
 });

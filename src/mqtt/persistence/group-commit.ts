@@ -1,10 +1,13 @@
 import type Database from 'better-sqlite3';
+import type { Synchronous } from '../../sqlite/connection.ts';
 
 /** The part of better-sqlite3's Database that group commit uses. */
-export type GroupCommitDatabase = Pick<Database.Database, 'exec' | 'inTransaction' | 'transaction'>;
+export type GroupCommitDatabase = Pick<Database.Database, 'exec' | 'inTransaction' | 'transaction' | 'pragma'>;
 
 /** Writes in one transaction at most; a turn with more commits early. */
 const MAX_WRITES = 2000;
+/** How long writes nothing waits for may stay uncommitted, gathering more (when no durable write comes first). */
+const EAGER_COMMIT_MS = 10;
 
 interface Waiter {
   readonly resolve: () => void;
@@ -20,7 +23,12 @@ interface Waiter {
  * A write is applied at once, inside the open transaction, so that reads on the same connection
  * see it (aedes reads its subscriptions and queues right after writing them). Who must not
  * answer a client before the write is on disk (a SUBACK, a PUBACK) waits for `durable`'s
- * promise, which resolves after the commit; a write nothing waits for goes through `eager`.
+ * promise, which resolves after the commit at the end of the turn. A write nothing waits for
+ * goes through `eager` and is committed with the next durable one, or EAGER_COMMIT_MS later; a
+ * transaction of eager writes only commits with synchronous=NORMAL (no fsync): a client's queue
+ * sent one message per turn would otherwise cost an fsync per message. A process crash loses
+ * none of them, a power cut may lose those since the last durable commit (whose fsync covers
+ * every earlier commit in the WAL), which QoS 1 and 2 allow: a message is sent again.
  *
  * Each write runs in a savepoint: one that throws is undone alone. When SQLite undoes the whole
  * transaction (a full disk, an I/O error) or the commit fails, every write of the turn is lost:
@@ -30,15 +38,22 @@ export class GroupCommit {
   readonly #db: GroupCommitDatabase;
   readonly #onLost: (error: Error) => void;
   readonly #inSavepoint: (write: () => unknown) => unknown;
+  readonly #synchronous: Synchronous;
   #waiters: Waiter[] = [];
   #open = false;
+  /** The synchronous level of the connection now (set only between transactions). */
+  #level: Synchronous;
   #writes = 0;
-  #scheduled = false;
+  #soon: NodeJS.Immediate | undefined;
+  #later: NodeJS.Timeout | undefined;
   #closed = false;
   #commits = 0;
 
-  constructor(db: GroupCommitDatabase, onLost: (error: Error) => void) {
+  /** `synchronous`: the connection's level, the one durable writes are committed with. */
+  constructor(db: GroupCommitDatabase, synchronous: Synchronous, onLost: (error: Error) => void) {
     this.#db = db;
+    this.#synchronous = synchronous;
+    this.#level = synchronous;
     this.#onLost = onLost;
     // Called inside the open transaction, better-sqlite3 makes this a savepoint.
     this.#inSavepoint = db.transaction((write: () => unknown) => write());
@@ -53,20 +68,24 @@ export class GroupCommit {
   durable<T>(write: () => T): Promise<T> {
     let result: T;
     try {
-      result = this.#apply(write);
+      result = this.#apply(write, true);
     } catch (error) {
       return Promise.reject(asError(error));
     }
     return new Promise<T>((resolve, reject) => this.#waiters.push({ resolve: () => resolve(result), reject }));
   }
 
-  /** Applies `write` now and returns its result; the commit follows at the end of the turn. Throws what the write throws. */
+  /** Applies `write` now and returns its result; it is committed with the next durable write, or soon after. Throws what the write throws. */
   eager<T>(write: () => T): T {
-    return this.#apply(write);
+    return this.#apply(write, false);
   }
 
   /** Commits the open transaction now. */
   flush(): void {
+    clearImmediate(this.#soon);
+    clearTimeout(this.#later);
+    this.#soon = undefined;
+    this.#later = undefined;
     if (!this.#open) return;
     const waiters = this.#waiters;
     this.#waiters = [];
@@ -88,20 +107,20 @@ export class GroupCommit {
     this.#closed = true;
   }
 
-  #apply<T>(write: () => T): T {
+  /** Applies `write` in the open transaction (opening one) and schedules its commit: at the end of this turn when `soon`. */
+  #apply<T>(write: () => T, soon: boolean): T {
     if (this.#closed) throw new Error('the broker state is closed');
     if (this.#writes >= MAX_WRITES) this.flush();
+    // A durable write cannot join a transaction that will commit without fsync: that one is
+    // committed first (cheaply), and a new one begins.
+    if (this.#open && soon && this.#level !== this.#synchronous) this.flush();
     if (!this.#open) {
+      this.#setLevel(soon ? this.#synchronous : 'normal');
       this.#db.exec('BEGIN IMMEDIATE');
       this.#open = true;
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        setImmediate(() => {
-          this.#scheduled = false;
-          this.flush();
-        });
-      }
     }
+    if (soon) this.#soon ??= setImmediate(() => this.flush());
+    else if (this.#soon === undefined) this.#later ??= setTimeout(() => this.flush(), EAGER_COMMIT_MS);
     try {
       const result = this.#inSavepoint(write) as T;
       this.#writes += 1;
@@ -117,6 +136,12 @@ export class GroupCommit {
       }
       throw error;
     }
+  }
+
+  #setLevel(level: Synchronous): void {
+    if (level === this.#level) return;
+    this.#db.pragma(`synchronous = ${level.toUpperCase()}`);
+    this.#level = level;
   }
 
   #abandon(error: Error, waiters: readonly Waiter[]): void {

@@ -3,6 +3,7 @@ import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { Counters } from '../../core/component.ts';
+import type { Synchronous } from '../../sqlite/connection.ts';
 import { aedesInternals } from '../aedes-internals.ts';
 import { GroupCommit } from './group-commit.ts';
 import { type ClientRef, type SubscriptionIndex, type SubscriptionRecord, type TopicSubscription, createSubscriptionIndex, normalizedPacket } from './memory-parts.ts';
@@ -78,7 +79,7 @@ export class SqlitePersistence {
     this.#db = db;
     this.#options = options;
     db.exec(BROKER_STATE_SCHEMA);
-    this.#commit = new GroupCommit(db, (error) => this.#lost(error));
+    this.#commit = new GroupCommit(db, synchronousOf(db), (error) => this.#lost(error));
     this.#retained = new RetainedStore(db, this.#commit);
     this.#outgoing = new OutgoingQueue(db, this.#commit);
     this.#sessions = new SessionRecords(db, this.#commit, {
@@ -389,6 +390,11 @@ export class SqlitePersistence {
     this.#options.counters.count('mqtt.broker.errors');
     this.#options.logger.warn({ err: error }, `broker state: ${what}`);
   }
+}
+
+/** The connection's synchronous level, as openSqlite set it (FULL is 2, NORMAL 1). */
+function synchronousOf(db: Database.Database): Synchronous {
+  return (db.pragma('synchronous', { simple: true }) as number) >= 2 ? 'full' : 'normal';
 }
 
 function flag(value: boolean | undefined): number | null {
