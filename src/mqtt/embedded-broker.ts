@@ -137,6 +137,9 @@ export class EmbeddedBroker {
       },
       // Before the broker object exists only aedes' own $SYS messages go out.
       authorizeForward: (client, packet) => (broker === undefined ? packet : broker.#forward(client, packet)),
+    }).catch(async (error: unknown) => {
+      await state?.destroy();
+      throw error;
     });
     try {
       assertPatched(aedes);

@@ -350,7 +350,7 @@ export class SqlitePersistence {
     if (aedes === undefined) return Promise.reject(new Error('broker not started'));
     const packet = will as unknown as AedesPublishPacket;
     return new Promise<void>((resolve, reject) => {
-      aedes.authorizePublish(null as unknown as Client, packet, (refused) => {
+      aedes.authorizePublish(null, packet, (refused) => {
         if (refused) reject(refused);
         else aedes.publish(packet, (error) => (error ? reject(error) : resolve()));
       });
