@@ -3,6 +3,7 @@
 // the broker is closed and started again on the same file. (Crashes: test/issues/17-broker-state.test.ts.)
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { type Socket, createConnection } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -344,4 +345,18 @@ test('QoS 2: a message answered with PUBREC before a restart is not taken again 
   assert.deepEqual(committed(path, 'SELECT * FROM incoming'), []);
   back.socket.destroy();
   await stop(second);
+});
+
+test('a corrupt broker.db is moved aside and the broker starts with an empty state', async () => {
+  const dir = dirs();
+  const path = join(dir, 'broker.db');
+  writeFileSync(path, Buffer.alloc(8192, 0x5a));
+  const running = await start(path);
+  assert.equal(running.counters.snapshot()['mqtt.state.recovered_from_corruption'], 1);
+  assert.equal(readdirSync(dir).filter((f) => f.startsWith('broker.db.corrupt-')).length, 1);
+  await publish(running.url, 'site/door', 'open', { retain: true });
+  await stop(running);
+  const again = await start(path);
+  assert.equal(again.counters.snapshot()['mqtt.state.recovered_from_corruption'], undefined);
+  await stop(again);
 });
