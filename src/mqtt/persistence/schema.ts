@@ -1,9 +1,11 @@
 /**
  * The embedded broker's state (broker.db). A packet is stored as its payload (BLOB, or TEXT
  * when it was a string) and `meta`, the rest of it as JSON (packet-codec.ts); the columns
- * beside them are what the queries look things up by.
+ * beside them are what the queries look things up by. user_version numbers the schema, for the
+ * migrations of later versions.
  */
 export const BROKER_STATE_SCHEMA = `
+PRAGMA user_version = 1;
 CREATE TABLE IF NOT EXISTS retained (
   topic TEXT PRIMARY KEY,
   payload BLOB,
@@ -36,9 +38,12 @@ CREATE TABLE IF NOT EXISTS outgoing (
   payload BLOB,
   meta TEXT NOT NULL
 );
+-- A message queued for many sessions is as many rows with the same broker counter: keyed by the
+-- counter first, they sit side by side in that index. Only numbered copies (sent, awaiting their
+-- PUBACK) are in the packet id index. Both keep a commit's pages few.
 CREATE INDEX IF NOT EXISTS outgoing_client ON outgoing (client_id, seq);
-CREATE INDEX IF NOT EXISTS outgoing_counter ON outgoing (client_id, broker_counter);
-CREATE INDEX IF NOT EXISTS outgoing_message ON outgoing (client_id, message_id);
+CREATE INDEX IF NOT EXISTS outgoing_counter ON outgoing (broker_counter, client_id);
+CREATE INDEX IF NOT EXISTS outgoing_message ON outgoing (client_id, message_id) WHERE message_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS outgoing_expiry ON outgoing (expires_at) WHERE expires_at IS NOT NULL;
 
 -- QoS 2 messages received and answered with PUBREC, until their PUBREL.
