@@ -360,3 +360,27 @@ test('a corrupt broker.db is moved aside and the broker starts with an empty sta
   assert.equal(again.counters.snapshot()['mqtt.state.recovered_from_corruption'], undefined);
   await stop(again);
 });
+
+test('the Session Expiry Interval a DISCONNECT sets is the one that counts after a restart', async () => {
+  const path = join(dirs(), 'broker.db');
+  const first = await start(path);
+  const v5 = { protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } } as const;
+  for (const [id, atDisconnect] of [
+    ['ends-now', 0],
+    ['shortened', 1],
+  ] as const) {
+    const device = await connectClient(first.url, { clientId: id, ...v5 });
+    await device.client.subscribeAsync(`cmd/${id}`, { qos: 1 });
+    await device.client.endAsync(false, { properties: { sessionExpiryInterval: atDisconnect } });
+  }
+  await sleep(100);
+  await stop(first);
+  await sleep(1200);
+  const second = await start(path);
+  for (const id of ['ends-now', 'shortened']) {
+    const back = await connectClient(second.url, { clientId: id, ...v5 });
+    assert.equal(back.sessionPresent, false, id);
+    await back.client.endAsync();
+  }
+  await stop(second);
+});

@@ -71,7 +71,7 @@ export class SessionRecords {
         `INSERT INTO sessions (client_id, expiry_seconds) VALUES (?, ?)
          ON CONFLICT (client_id) DO UPDATE SET expiry_seconds = excluded.expiry_seconds, disconnected_at = NULL, expires_at = NULL`,
       ),
-      closed: db.prepare('UPDATE sessions SET disconnected_at = ? WHERE client_id = ?'),
+      closed: db.prepare('UPDATE sessions SET disconnected_at = ?, expiry_seconds = ? WHERE client_id = ?'),
       delete: db.prepare('DELETE FROM sessions WHERE client_id = ?'),
       dueWills: db.prepare('SELECT client_id, payload, meta FROM wills WHERE due_at <= ? ORDER BY due_at LIMIT ?'),
       dropDueWill: db.prepare('DELETE FROM wills WHERE client_id = ? AND due_at IS NOT NULL'),
@@ -97,14 +97,16 @@ export class SessionRecords {
       this.#forget(client.id);
       return;
     }
-    const expiry = client.sessionExpiryInterval >= NEVER_EXPIRES ? null : client.sessionExpiryInterval;
-    this.#commit.eager(() => this.#statements.opened.run(client.id, expiry));
+    this.#commit.eager(() => this.#statements.opened.run(client.id, expirySeconds(client)));
   }
 
-  /** aedes' `clientDisconnect`: a persistent session now waits for its client. */
+  /**
+   * aedes' `clientDisconnect`: a persistent session now waits for its client, for the Session
+   * Expiry Interval the client has now (an MQTT 5 DISCONNECT may change it; 0 ends the session).
+   */
   closed(client: SessionClient, now: number): void {
-    if (client.clean) this.#forget(client.id);
-    else this.#commit.eager(() => this.#statements.closed.run(now, client.id));
+    if (client.clean || client.sessionExpiryInterval === 0) this.#forget(client.id);
+    else this.#commit.eager(() => this.#statements.closed.run(now, expirySeconds(client), client.id));
   }
 
   /** aedes' `sessionExpired`, or a carried-over session's expiry: the record goes. */
@@ -210,6 +212,11 @@ export class SessionRecords {
     this.#expireSessions(now);
     this.#arm(now, this.#publishing.size > 0 ? PUBLISHING_MS : 0);
   }
+}
+
+/** The session's expiry as stored: seconds, or null for never. */
+function expirySeconds(client: SessionClient): number | null {
+  return client.sessionExpiryInterval >= NEVER_EXPIRES ? null : client.sessionExpiryInterval;
 }
 
 /** The Will Delay Interval of a stored will, 0 when it has none (MQTT 3.1.1). */
