@@ -6,12 +6,14 @@ import type { Counters } from '../../core/component.ts';
 import type { Synchronous } from '../../sqlite/connection.ts';
 import { aedesInternals } from '../aedes-internals.ts';
 import { GroupCommit } from './group-commit.ts';
-import { type ClientRef, type SubscriptionIndex, type SubscriptionRecord, type TopicSubscription, createSubscriptionIndex, normalizedPacket } from './memory-parts.ts';
+import type { ClientRef, SubscriptionRecord, TopicSubscription } from './memory-parts.ts';
 import { OutgoingQueue } from './outgoing-queue.ts';
-import { type StoredPacket, decodePacket, encodePacket } from './packet-codec.ts';
+import type { StoredPacket } from './packet-codec.ts';
 import { RetainedStore } from './retained-store.ts';
 import { BROKER_STATE_SCHEMA } from './schema.ts';
+import { SessionPackets } from './session-packets.ts';
 import { SessionRecords } from './session-records.ts';
+import { SubscriptionStore } from './subscription-store.ts';
 
 /** How often messages past their MQTT 5 Message Expiry Interval are removed from disk. */
 const EXPIRY_SWEEP_MS = 60_000;
@@ -29,21 +31,6 @@ export interface SqlitePersistenceOptions {
    * only to publish the wills of an earlier run, which would be refused then too.
    */
   readonly willAllowed?: (client: Client, will: StoredPacket) => boolean;
-}
-
-interface SubscriptionRow {
-  readonly client_id: string;
-  readonly topic: string;
-  readonly qos: number;
-  readonly rh: number | null;
-  readonly rap: number | null;
-  readonly nl: number | null;
-  readonly subscription_id: number | null;
-}
-
-interface PacketRow {
-  readonly payload: Buffer | string | null;
-  readonly meta: string;
 }
 
 /**
@@ -64,12 +51,8 @@ export class SqlitePersistence {
   readonly #retained: RetainedStore;
   readonly #outgoing: OutgoingQueue;
   readonly #sessions: SessionRecords;
-  readonly #statements: Record<
-    | 'upsertSub' | 'deleteSub' | 'clientHasSubs' | 'deleteClientSubs' | 'upsertIncoming' | 'getIncoming' | 'deleteIncoming' | 'clientHasIncoming'
-    | 'deleteClientIncoming' | 'upsertWill' | 'getWill' | 'deleteWill' | 'willsPage',
-    Database.Statement
-  >;
-  #index: SubscriptionIndex = createSubscriptionIndex();
+  readonly #subscriptions: SubscriptionStore;
+  readonly #packets: SessionPackets;
   #broker: PersistenceBroker | undefined;
   #aedes: Aedes | undefined;
   #sweep: NodeJS.Timeout | undefined;
@@ -82,6 +65,8 @@ export class SqlitePersistence {
     this.#commit = new GroupCommit(db, synchronousOf(db), (error) => this.#lost(error));
     this.#retained = new RetainedStore(db, this.#commit);
     this.#outgoing = new OutgoingQueue(db, this.#commit);
+    this.#subscriptions = new SubscriptionStore(db, this.#commit);
+    this.#packets = new SessionPackets(db, this.#commit);
     this.#sessions = new SessionRecords(db, this.#commit, {
       connected: (clientId) => this.#connected(clientId),
       publishWill: (will) => this.#publishWill(will),
@@ -93,25 +78,6 @@ export class SqlitePersistence {
       },
       failed: (error) => this.#failed(error, 'acting on saved sessions and wills of the previous run failed; trying again'),
     });
-    const s = (sql: string) => db.prepare(sql);
-    this.#statements = {
-      upsertSub: s(
-        `INSERT INTO subscriptions (client_id, topic, qos, rh, rap, nl, subscription_id) VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (client_id, topic) DO UPDATE SET qos = excluded.qos, rh = excluded.rh, rap = excluded.rap, nl = excluded.nl, subscription_id = excluded.subscription_id`,
-      ),
-      deleteSub: s('DELETE FROM subscriptions WHERE client_id = ? AND topic = ?'),
-      clientHasSubs: s('SELECT 1 FROM subscriptions WHERE client_id = ? LIMIT 1'),
-      deleteClientSubs: s('DELETE FROM subscriptions WHERE client_id = ?'),
-      upsertIncoming: s('INSERT OR REPLACE INTO incoming (client_id, message_id, payload, meta) VALUES (?, ?, ?, ?)'),
-      getIncoming: s('SELECT payload, meta FROM incoming WHERE client_id = ? AND message_id = ?'),
-      deleteIncoming: s('DELETE FROM incoming WHERE client_id = ? AND message_id = ?'),
-      clientHasIncoming: s('SELECT 1 FROM incoming WHERE client_id = ? LIMIT 1'),
-      deleteClientIncoming: s('DELETE FROM incoming WHERE client_id = ?'),
-      upsertWill: s('INSERT OR REPLACE INTO wills (client_id, broker_id, payload, meta, due_at) VALUES (?, ?, ?, ?, NULL)'),
-      getWill: s('SELECT payload, meta FROM wills WHERE client_id = ?'),
-      deleteWill: s('DELETE FROM wills WHERE client_id = ?'),
-      willsPage: s('SELECT client_id, broker_id, payload, meta FROM wills WHERE client_id > ? AND due_at IS NULL ORDER BY client_id LIMIT 100'),
-    };
   }
 
   /** The broker given to `setup`. */
@@ -127,7 +93,7 @@ export class SqlitePersistence {
   /** Called by aedes when it starts: loads the subscriptions into memory. */
   async setup(broker: PersistenceBroker): Promise<void> {
     this.#broker = broker;
-    this.#loadIndex();
+    this.#subscriptions.load();
   }
 
   /**
@@ -151,7 +117,7 @@ export class SqlitePersistence {
       guarded('expiry', () => this.#sessions.ended(client.id));
     });
     const carried = await this.#sessions.carryOver(aedes.id, Date.now());
-    const { subsCount } = await this.#index.countOffline();
+    const { subsCount } = await this.#subscriptions.count();
     this.#options.logger.info(
       { sessions: carried.sessions, expiring: carried.expiring, wills: carried.wills, subscriptions: subsCount },
       `broker state loaded: ${carried.sessions} saved session(s), ${carried.wills} will(s) to publish`,
@@ -173,39 +139,27 @@ export class SqlitePersistence {
   }
 
   addSubscriptions(client: ClientRef, subs: readonly SubscriptionRecord[]): Promise<void> {
-    return this.#commit.durable(() => {
-      for (const sub of subs) {
-        this.#statements.upsertSub.run(client.id, sub.topic, sub.qos, sub.rh ?? null, flag(sub.rap), flag(sub.nl), sub.subscriptionIdentifier ?? null);
-      }
-      void this.#index.addSubscriptions(client, subs);
-    });
+    return this.#subscriptions.add(client, subs);
   }
 
   removeSubscriptions(client: ClientRef, topics: readonly string[]): Promise<void> {
-    return this.#commit.durable(() => {
-      for (const topic of topics) this.#statements.deleteSub.run(client.id, topic);
-      void this.#index.removeSubscriptions(client, topics);
-    });
+    return this.#subscriptions.remove(client, topics);
   }
 
   subscriptionsByClient(client: ClientRef): Promise<SubscriptionRecord[]> {
-    return this.#index.subscriptionsByClient(client);
+    return this.#subscriptions.byClient(client);
   }
 
   countOffline(): Promise<{ subsCount: number; clientsCount: number }> {
-    return this.#index.countOffline();
+    return this.#subscriptions.count();
   }
 
   subscriptionsByTopic(topic: string): Promise<TopicSubscription[]> {
-    return this.#index.subscriptionsByTopic(topic);
+    return this.#subscriptions.byTopic(topic);
   }
 
   cleanSubscriptions(client: ClientRef): Promise<void> {
-    if (this.#statements.clientHasSubs.get(client.id) === undefined) return this.#index.cleanSubscriptions(client);
-    return this.#commit.durable(() => {
-      this.#statements.deleteClientSubs.run(client.id);
-      void this.#index.cleanSubscriptions(client);
-    });
+    return this.#subscriptions.clean(client);
   }
 
   outgoingEnqueue(sub: { readonly clientId: string }, packet: StoredPacket): Promise<void> {
@@ -232,31 +186,19 @@ export class SqlitePersistence {
   }
 
   incomingStorePacket(client: ClientRef, packet: StoredPacket): Promise<void> {
-    const stored = normalizedPacket(packet);
-    stored.messageId = packet.messageId;
-    const { payload, meta } = encodePacket(stored);
-    return this.#commit.durable(() => {
-      this.#statements.upsertIncoming.run(client.id, packet.messageId, payload, meta);
-    });
+    return this.#packets.storeIncoming(client, packet);
   }
 
   async incomingGetPacket(client: ClientRef, packet: { readonly messageId?: number | undefined }): Promise<StoredPacket> {
-    const row = packet.messageId === undefined ? undefined : (this.#statements.getIncoming.get(client.id, packet.messageId) as PacketRow | undefined);
-    if (row === undefined) throw new Error('no such packet');
-    return decodePacket(row.payload, row.meta);
+    return this.#packets.incoming(client, packet.messageId);
   }
 
   incomingDelPacket(client: ClientRef, packet: { readonly messageId?: number | undefined }): Promise<void> {
-    return this.#commit.durable(() => {
-      if (packet.messageId === undefined || this.#statements.deleteIncoming.run(client.id, packet.messageId).changes === 0) throw new Error('no such packet');
-    });
+    return this.#packets.deleteIncoming(client, packet.messageId);
   }
 
   cleanIncoming(client: ClientRef): Promise<void> {
-    if (this.#statements.clientHasIncoming.get(client.id) === undefined) return Promise.resolve();
-    return this.#commit.durable(() => {
-      this.#statements.deleteClientIncoming.run(client.id);
-    });
+    return this.#packets.cleanIncoming(client);
   }
 
   putWill(client: ClientRef, packet: StoredPacket): Promise<void> {
@@ -264,40 +206,24 @@ export class SqlitePersistence {
     packet.clientId = client.id;
     // aedes passes the connecting client.
     if (this.#options.willAllowed !== undefined && !this.#options.willAllowed(client as Client, packet)) return Promise.resolve();
-    const { payload, meta } = encodePacket(packet);
-    return this.#commit.durable(() => {
-      this.#statements.upsertWill.run(client.id, packet.brokerId ?? '', payload, meta);
-    });
+    return this.#packets.putWill(client, packet);
   }
 
   async getWill(client: ClientRef): Promise<StoredPacket | undefined> {
-    const row = this.#statements.getWill.get(client.id) as PacketRow | undefined;
-    return row === undefined ? undefined : decodePacket(row.payload, row.meta);
+    return this.#packets.will(client);
   }
 
-  async delWill(client: ClientRef): Promise<StoredPacket | undefined> {
-    const will = await this.getWill(client);
-    if (will !== undefined) this.#commit.eager(() => this.#statements.deleteWill.run(client.id));
-    return will;
+  delWill(client: ClientRef): Promise<StoredPacket | undefined> {
+    return this.#packets.deleteWill(client);
   }
 
   /** Stored wills of brokers not in `brokers` (aedes publishes those of brokers gone quiet); a will carried over from the previous run is published by this persistence instead. */
   streamWill(brokers: Readonly<Record<string, unknown>> = {}): Readable {
-    const page = this.#statements.willsPage;
-    function* wills(): Generator<StoredPacket> {
-      let after = '';
-      for (;;) {
-        const rows = page.all(after) as (PacketRow & { client_id: string; broker_id: string })[];
-        for (const row of rows) if (!brokers[row.broker_id]) yield decodePacket(row.payload, row.meta);
-        if (rows.length < 100) return;
-        after = (rows[rows.length - 1] as { client_id: string }).client_id;
-      }
-    }
-    return Readable.from(wills());
+    return this.#packets.streamWills(brokers);
   }
 
   getClientList(topic: string): Readable {
-    return this.#index.getClientList(topic);
+    return this.#subscriptions.clientList(topic);
   }
 
   /** Commits what is pending and closes the database. aedes does not call it: the embedded broker does, after aedes closed. */
@@ -312,36 +238,15 @@ export class SqlitePersistence {
     this.#db.close();
   }
 
-  #loadIndex(): void {
-    const index = createSubscriptionIndex();
-    let clientId: string | undefined;
-    let subs: SubscriptionRecord[] = [];
-    const flush = () => {
-      if (clientId !== undefined) void index.addSubscriptions({ id: clientId }, subs);
-    };
-    for (const row of this.#db.prepare('SELECT * FROM subscriptions ORDER BY client_id').iterate() as IterableIterator<SubscriptionRow>) {
-      if (row.client_id !== clientId) {
-        flush();
-        clientId = row.client_id;
-        subs = [];
-      }
-      const sub = { topic: row.topic, qos: row.qos, rh: row.rh ?? undefined, rap: bool(row.rap), nl: bool(row.nl) };
-      subs.push(row.subscription_id === null ? sub : { ...sub, subscriptionIdentifier: row.subscription_id });
-    }
-    flush();
-    this.#index = index;
-  }
-
   #connected(clientId: string): boolean {
     return this.#aedes !== undefined && aedesInternals(this.#aedes).clients[clientId] !== undefined;
   }
 
   /** Removes a session's subscriptions, queue and QoS 2 state, inside the caller's transaction. */
   #wipe(clientId: string): void {
-    this.#statements.deleteClientSubs.run(clientId);
+    this.#subscriptions.dropClient(clientId);
     this.#outgoing.dropClient(clientId);
-    this.#statements.deleteClientIncoming.run(clientId);
-    void this.#index.cleanSubscriptions({ id: clientId });
+    this.#packets.dropIncoming(clientId);
   }
 
   /** A will of the previous run, published as aedes publishes the wills of a broker that is gone. */
@@ -380,7 +285,7 @@ export class SqlitePersistence {
     this.#options.counters.count('mqtt.state.write_failures');
     this.#options.logger.error({ err: error }, 'broker state: a transaction failed and was rolled back; the clients waiting for it get errors');
     try {
-      this.#loadIndex();
+      this.#subscriptions.load();
     } catch (reload) {
       this.#options.logger.error({ err: reload }, 'broker state: reading the subscriptions again failed');
     }
@@ -395,12 +300,4 @@ export class SqlitePersistence {
 /** The connection's synchronous level, as openSqlite set it (FULL is 2, NORMAL 1). */
 function synchronousOf(db: Database.Database): Synchronous {
   return (db.pragma('synchronous', { simple: true }) as number) >= 2 ? 'full' : 'normal';
-}
-
-function flag(value: boolean | undefined): number | null {
-  return value === undefined ? null : value ? 1 : 0;
-}
-
-function bool(value: number | null): boolean | undefined {
-  return value === null ? undefined : value === 1;
 }
