@@ -30,7 +30,7 @@ export interface SessionHooks {
   publishWill(will: StoredPacket): Promise<void>;
   /** Removes a session's subscriptions, queued messages and QoS 2 state (its record goes separately). */
   wipe(clientId: string): void;
-  /** A carried-over will was published (true) or refused or failed (false, with the error). */
+  /** A carried-over will was published (no error), or refused or not published (the error). */
   willDone(clientId: string, error: Error | undefined): void;
   /** A carried-over session reached its expiry and was removed. */
   sessionExpired(clientId: string): void;
@@ -56,6 +56,8 @@ export class SessionRecords {
   >;
   readonly #db: Database.Database;
   readonly #publishing = new Set<string>();
+  /** Carried-over wills handled already, whose removal from disk failed: not published twice. */
+  readonly #handled = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -154,6 +156,15 @@ export class SessionRecords {
     this.#commit.eager(() => this.#statements.delete.run(clientId));
   }
 
+  #dropWill(clientId: string): void {
+    try {
+      this.#commit.eager(() => this.#statements.dropDueWill.run(clientId));
+      this.#handled.delete(clientId);
+    } catch (error) {
+      this.#hooks.failed(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
   /** Ends the carried-over sessions whose expiry passed, all of them (at startup there may be many). */
   #expireSessions(now: number): void {
     for (;;) {
@@ -199,18 +210,23 @@ export class SessionRecords {
     const now = Date.now();
     for (const row of this.#statements.dueWills.all(now, BATCH) as { client_id: string; payload: Buffer | string | null; meta: string }[]) {
       if (this.#publishing.has(row.client_id)) continue;
+      if (this.#handled.has(row.client_id)) {
+        this.#dropWill(row.client_id);
+        continue;
+      }
       this.#publishing.add(row.client_id);
       const will = decodePacket(row.payload, row.meta);
       const done = (error: Error | undefined) => {
         this.#publishing.delete(row.client_id);
-        // Published or refused, the will is done with (aedes drops a refused will too).
-        if (!this.#closed) this.#commit.eager(() => this.#statements.dropDueWill.run(row.client_id));
         this.#hooks.willDone(row.client_id, error);
+        // Published or refused, the will is done with (aedes drops a refused will too).
+        this.#handled.add(row.client_id);
+        if (!this.#closed) this.#dropWill(row.client_id);
       };
       this.#hooks.publishWill(will).then(() => done(undefined), (error: unknown) => done(error instanceof Error ? error : new Error(String(error))));
     }
     this.#expireSessions(now);
-    this.#arm(now, this.#publishing.size > 0 ? PUBLISHING_MS : 0);
+    this.#arm(now, this.#handled.size > 0 ? RETRY_MS : this.#publishing.size > 0 ? PUBLISHING_MS : 0);
   }
 }
 
