@@ -26,9 +26,10 @@ interface Waiter {
  * promise, which resolves after the commit at the end of the turn. A write nothing waits for
  * goes through `eager` and is committed with the next durable one, or EAGER_COMMIT_MS later; a
  * transaction of eager writes only commits with synchronous=NORMAL (no fsync): a client's queue
- * sent one message per turn would otherwise cost an fsync per message. A process crash loses
- * none of them, a power cut may lose those since the last durable commit (whose fsync covers
- * every earlier commit in the WAL), which QoS 1 and 2 allow: a message is sent again.
+ * sent one message per turn would otherwise cost an fsync per message. A crash may lose eager
+ * writes not yet committed, a power cut those since the last durable commit (whose fsync covers
+ * every earlier commit in the WAL); callers use `eager` only where that is allowed (a QoS 1
+ * packet id or PUBACK lost means the message is sent again).
  *
  * Each write runs in a savepoint: one that throws is undone alone. When SQLite undoes the whole
  * transaction (a full disk, an I/O error) or the commit fails, every write of the turn is lost:
