@@ -1,5 +1,5 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, state) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes a CPU profile of the gateway under the
@@ -7,13 +7,14 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { type BrokerStateBenchResult, benchBrokerState } from './broker-state.ts';
 import { type BufferBenchResult, benchBuffer } from './buffer.ts';
 import { type E2eBenchResult, benchE2e } from './e2e.ts';
 import { type HandlerBenchResult, benchHandler } from './handler.ts';
 import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -37,6 +38,7 @@ const results: {
   ingest?: IngestBenchResult;
   e2e?: E2eBenchResult;
   handler?: HandlerBenchResult;
+  brokerState?: BrokerStateBenchResult;
 } = {};
 
 if (selected.has('buffer')) {
@@ -89,6 +91,14 @@ if (selected.has('handler')) {
       `GC pause p99 / max: handler ${handler.handler.gc.pauseP99Ms} / ${handler.handler.gc.pauseMaxMs} ms, YAML ${handler.yaml.gc.pauseP99Ms} / ${handler.yaml.gc.pauseMaxMs} ms`,
   );
 }
+if (selected.has('state')) {
+  log('broker state: QoS 1 publishes queued for 100 offline sessions, a 3,000-message queue sent on reconnect (SQLite, FULL, against memory; median of 3), startup with 10,000 saved sessions...');
+  const state = (results.brokerState = await benchBrokerState());
+  rows.push(
+    ['QoS 1 publishes each queued for 100 offline persistent sessions, msgs/s', state.fanOut.sqlite, 'the same broker, state in memory', state.fanOut.memory, state.fanOut.ratio],
+    ['a reconnecting session\'s queue of 3,000 QoS 1 messages sent, msgs/s', state.drain.sqlite, 'the same broker, state in memory', state.drain.memory, state.drain.ratio],
+  );
+}
 
 const number = (n: number) => n.toLocaleString('en');
 const table = [
@@ -112,6 +122,10 @@ if (results.e2e !== undefined) {
       '',
     ].join('\n'),
   );
+}
+if (results.brokerState !== undefined) {
+  const { startup } = results.brokerState;
+  process.stdout.write(`\nbroker startup with ${number(startup.savedSessions)} saved sessions (2 subscriptions and 1 queued message each): ${number(startup.ms)} ms (empty, state in memory: ${number(startup.emptyMs)} ms)\n`);
 }
 const out = resolve(values.out ?? new URL('./results.json', import.meta.url).pathname);
 mkdirSync(dirname(out), { recursive: true });

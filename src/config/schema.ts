@@ -154,6 +154,11 @@ export const gatewaySchema = z
             'MQTT 5: the longest session expiry a client may ask for; a longer one (or "never") is cut to this and the client told so in CONNACK. No limit when absent, as for MQTT 3.1.1 persistent sessions, which never expire.',
           examples: [604800],
         }),
+        persistence: z.enum(['sqlite', 'memory']).default('sqlite').meta({
+          description:
+            'Where the broker keeps retained messages and saved sessions (subscriptions, queued QoS 1 and 2 messages, QoS 2 state, wills): `sqlite`, in broker.db in the data directory, synced as `buffer.synchronous` says, so that they survive a restart or a crash; or `memory`, lost when the gateway stops.',
+          examples: ['sqlite'],
+        }),
         maxConnections: maxConnections('TCP port (`mqtt.port`)'),
         tls: tlsSchema.optional().meta({ description: 'MQTT over TLS (mqtts) on its own port; off when absent.' }),
         websocket: websocketSchema.optional().meta({ description: 'MQTT over WebSocket (ws) on its own port; off when absent.' }),

@@ -8,6 +8,7 @@ import { aedesInternals } from './aedes-internals.ts';
 import type { DeviceAuthenticator, Refusal } from './auth.ts';
 import type { Connection } from './listeners.ts';
 import { SessionGuard } from './session-guard.ts';
+import type { SavedOwners } from './session-owners.ts';
 
 export interface DeviceAdmissionOptions {
   readonly logger: Logger;
@@ -16,6 +17,8 @@ export interface DeviceAdmissionOptions {
   readonly auth: DeviceAuthenticator | undefined;
   /** Longest and deepest filter a client may subscribe to. */
   readonly topicLimits: TopicLimits;
+  /** Where sessions' owners are kept across restarts; in memory only when absent. */
+  readonly savedOwners?: SavedOwners | undefined;
 }
 
 /** The MQTT 3.1.1 CONNACK return code for a refused login (aedes maps it to MQTT 5's reason code). */
@@ -55,7 +58,7 @@ export class DeviceAdmission {
   constructor(aedes: Aedes, options: DeviceAdmissionOptions) {
     this.#aedes = aedes;
     this.#options = options;
-    this.#sessions = new SessionGuard(aedes, options.logger, options.counters);
+    this.#sessions = new SessionGuard(aedes, options.logger, options.counters, options.savedOwners);
   }
 
   /** A new connection from a listener, before aedes reads it: what the listener knows of its peer. */

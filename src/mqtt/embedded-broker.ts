@@ -12,6 +12,9 @@ import { type Command, CommandTracker, type PublishedCommand } from './command-t
 import { aedesInternals } from './aedes-internals.ts';
 import { DeviceAdmission } from './device-admission.ts';
 import { PublishIntake } from './publish-intake.ts';
+import { mayPublish } from './acl.ts';
+import { type BrokerStateSettings, openBrokerState } from './persistence/open.ts';
+import type { SqlitePersistence } from './persistence/sqlite-persistence.ts';
 
 const DEFAULT_MAX_PACKET_BYTES = 256 * 1024;
 const DEFAULT_TOPIC_LIMITS: TopicLimits = { maxLength: 1024, maxLevels: 32 };
@@ -44,6 +47,8 @@ export interface EmbeddedBrokerOptions {
   readonly topicLimits?: TopicLimits;
   /** Runs after the broker exists and before it listens: the moment to tap it. */
   readonly beforeListen?: (broker: EmbeddedBroker) => void;
+  /** Where retained messages and saved sessions are kept (SQLite), so that they survive a restart; in memory when absent. */
+  readonly state?: BrokerStateSettings;
 }
 
 /**
@@ -79,13 +84,15 @@ export class EmbeddedBroker {
   readonly #commands: CommandTracker;
   readonly #admission: DeviceAdmission;
   readonly #intake: PublishIntake;
+  readonly #state: SqlitePersistence | undefined;
 
-  private constructor(aedes: Aedes, options: EmbeddedBrokerOptions) {
+  private constructor(aedes: Aedes, options: EmbeddedBrokerOptions, state: SqlitePersistence | undefined) {
     this.#aedes = aedes;
     this.#options = options;
+    this.#state = state;
     this.#commands = new CommandTracker(aedes);
     const topicLimits = options.topicLimits ?? DEFAULT_TOPIC_LIMITS;
-    const admission = new DeviceAdmission(aedes, { logger: options.logger, counters: options.counters, auth: options.auth, topicLimits });
+    const admission = new DeviceAdmission(aedes, { logger: options.logger, counters: options.counters, auth: options.auth, topicLimits, savedOwners: state?.owners });
     this.#admission = admission;
     this.#intake = new PublishIntake(aedes, {
       logger: options.logger,
@@ -99,7 +106,13 @@ export class EmbeddedBroker {
   static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
     let broker: EmbeddedBroker | undefined;
     const self = () => broker as EmbeddedBroker;
+    const state = options.state === undefined ? undefined : openBrokerState(options.state, {
+      logger: options.logger,
+      counters: options.counters,
+      willAllowed: (client, will) => self().#mayPublishWill(client, will.topic ?? ''),
+    });
     const aedes = await Aedes.createBroker({
+      ...(state === undefined ? {} : { persistence: state }),
       connectTimeout: options.connectTimeoutMs ?? 10_000,
       // A subscriber whose socket stays full this long is disconnected: while aedes waits for
       // it to drain, delivery to every other subscriber of the same messages waits too.
@@ -124,16 +137,21 @@ export class EmbeddedBroker {
       },
       // Before the broker object exists only aedes' own $SYS messages go out.
       authorizeForward: (client, packet) => (broker === undefined ? packet : broker.#forward(client, packet)),
+    }).catch(async (error: unknown) => {
+      await state?.destroy();
+      throw error;
     });
     try {
       assertPatched(aedes);
     } catch (error) {
       await new Promise<void>((done) => aedes.close(() => done()));
+      await state?.destroy();
       throw error;
     }
-    broker = new EmbeddedBroker(aedes, options);
+    broker = new EmbeddedBroker(aedes, options, state);
     watchConnections(aedes, options.logger, options.counters);
     try {
+      await state?.watch(aedes);
       options.beforeListen?.(broker);
       const specs = listenerSpecs(options, options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES);
       broker.#listeners = await openListeners(specs, (protocol) => ({
@@ -143,6 +161,7 @@ export class EmbeddedBroker {
       for (const l of broker.#listeners) options.logger.info({ protocol: l.protocol, host: l.host, port: l.port }, `${l.protocol} listener on ${l.host}:${l.port}`);
     } catch (error) {
       await new Promise<void>((done) => aedes.close(() => done()));
+      await state?.destroy();
       throw error;
     }
     return broker;
@@ -197,6 +216,7 @@ export class EmbeddedBroker {
     for (const listener of this.#listeners) listener.close();
     this.#intake.close();
     await new Promise<void>((done) => this.#aedes.close(() => done()));
+    await this.#state?.destroy();
   }
 
   #handle(connection: Connection): void {
@@ -215,6 +235,13 @@ export class EmbeddedBroker {
   #refuseSocket(protocol: string, reason: Refusal, address: string): void {
     this.#options.counters.count('mqtt.connections.refused', { reason });
     this.#options.logger.warn({ protocol, address, reason }, 'connection refused');
+  }
+
+  /** Whether the client may publish its will (one it may not is not kept in the broker's state). */
+  #mayPublishWill(client: Client, topic: string): boolean {
+    if (this.#options.auth === undefined) return !topic.startsWith('$');
+    const identity = this.#admission.identity(client);
+    return identity !== undefined && mayPublish(identity, topic);
   }
 
   /** aedes' authorizeForward: the client's ACL first, then the command tracker. */

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { type Identity, mayReceive } from './acl.ts';
 import { aedesInternals, clientInternals } from './aedes-internals.ts';
-import { SessionOwners } from './session-owners.ts';
+import { type SavedOwners, SessionOwners } from './session-owners.ts';
 
 /**
  * Keeps saved sessions with the logins that made them and their contents within the ACL of
@@ -19,16 +19,27 @@ export class SessionGuard {
   readonly #aedes: Aedes;
   readonly #logger: Logger;
   readonly #counters: Counters;
-  readonly #owners = new SessionOwners();
+  readonly #owners: SessionOwners;
   /** Each connecting client's CONNECT, between preConnect and the end of authentication. */
   readonly #connects = new WeakMap<Client, ConnectPacket>();
   /** Clients told about a refused delivery already (logged once per client). */
   readonly #toldRefused = new WeakSet<Client>();
 
-  constructor(aedes: Aedes, logger: Logger, counters: Counters) {
+  /** With `savedOwners`, sessions keep their owners across restarts. */
+  constructor(aedes: Aedes, logger: Logger, counters: Counters, savedOwners?: SavedOwners) {
     this.#aedes = aedes;
     this.#logger = logger;
     this.#counters = counters;
+    this.#owners = new SessionOwners(savedOwners);
+    aedes.on('client', (client) => {
+      if (client.clean) return;
+      try {
+        this.#owners.persisted(client.id, client);
+      } catch (error) {
+        this.#counters.count('mqtt.broker.errors');
+        this.#logger.warn({ clientId: client.id, err: error }, "could not save the owner of the client's session");
+      }
+    });
     aedes.on('clientDisconnect', (client) => {
       if (client.clean) this.#owners.release(client.id, client);
     });

@@ -10,15 +10,35 @@ export type SessionClaim =
   | 'refuse';
 
 /**
+ * The owners kept with persistent sessions on disk (the broker's state, see
+ * persistence/session-records.ts), so that a session still belongs to its login after a
+ * restart.
+ */
+export interface SavedOwners {
+  /** The owner saved with the client id's session; undefined when none is saved. */
+  savedOwner(clientId: string): string | undefined;
+  /** Saves `owner` with the client id's persistent session. */
+  saveOwner(clientId: string, owner: string): void;
+}
+
+/**
  * Who each saved session belongs to (issue 16: an anonymous client connecting with an offline
  * device's client id took its session, its queued commands and its subscriptions). A session
  * belongs to the username that created it; anonymous clients share one owner. Another login
  * allowed that client id by its profile gets a clean session; an anonymous client never
  * touches a login's session, not even to clean it.
+ *
+ * Claims of this run are in memory; with `saved`, the owner of a session made by an earlier run
+ * is read from disk, and each persistent session's owner is written there (issue 17).
  */
 export class SessionOwners {
   /** By client id: the owner, and the connection that claimed the session last. */
   readonly #owners = new Map<string, { readonly owner: string; readonly holder: object }>();
+  readonly #saved: SavedOwners | undefined;
+
+  constructor(saved?: SavedOwners) {
+    this.#saved = saved;
+  }
 
   /**
    * Decides the claim of a login connecting on `holder` and, unless refused, records it as the
@@ -26,10 +46,19 @@ export class SessionOwners {
    */
   claim(clientId: string, identity: Pick<Identity, 'username'>, holder: object): SessionClaim {
     const owner = ownerOf(identity);
-    const saved = this.#owners.get(clientId)?.owner;
+    const saved = this.#owners.get(clientId)?.owner ?? this.#saved?.savedOwner(clientId);
     if (saved !== undefined && saved !== owner && identity.username === undefined) return 'refuse';
     this.#owners.set(clientId, { owner, holder });
     return saved === undefined || saved === owner ? 'own' : 'fresh';
+  }
+
+  /**
+   * The connection `holder` claimed the client id with now holds a persistent session (resumed
+   * or new): its owner is saved with it.
+   */
+  persisted(clientId: string, holder: object): void {
+    const claim = this.#owners.get(clientId);
+    if (claim !== undefined && claim.holder === holder) this.#saved?.saveOwner(clientId, claim.owner);
   }
 
   /**

@@ -10,6 +10,7 @@ import type { BridgeStats, BufferStore } from '../buffer/store.ts';
 import { BufferWriter, type WriterState } from '../buffer/writer.ts';
 import { DeviceAuthenticator } from '../mqtt/auth.ts';
 import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../mqtt/embedded-broker.ts';
+import { brokerStatePath } from '../mqtt/persistence/open.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { renderGatewayMetrics } from '../observability/gateway-metrics.ts';
 import { Vitals, type VitalsReading } from '../observability/vitals.ts';
@@ -144,6 +145,7 @@ export class Gateway {
         topicAliasMaximum: config.mqtt.topicAliasMaximum,
         ...(config.mqtt.maxSessionExpirySeconds === undefined ? {} : { maxSessionExpirySeconds: config.mqtt.maxSessionExpirySeconds }),
         topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
+        ...(config.mqtt.persistence === 'sqlite' ? { state: { path: brokerStatePath(config.dataDirPath), synchronous: config.buffer.synchronous } } : {}),
         auth: (this.#auth = new DeviceAuthenticator({
           profiles: config.deviceProfiles,
           allowAnonymous: config.mqtt.allowAnonymous,

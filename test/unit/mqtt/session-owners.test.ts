@@ -30,3 +30,17 @@ test('a session is released only by the connection that claimed it last', () => 
   assert.equal(owners.size, 0);
   assert.equal(owners.claim('sensor-1', { username: undefined }, {}), 'own');
 });
+
+test('with saved owners, a session made before a restart still belongs to its login, and a persistent one is saved with its owner', () => {
+  const disk = new Map<string, string>([['sensor-1', 'sensor-1']]);
+  const saved = { savedOwner: (id: string) => disk.get(id), saveOwner: (id: string, owner: string) => void disk.set(id, owner) };
+  const owners = new SessionOwners(saved);
+  assert.equal(owners.claim('sensor-1', { username: undefined }, {}), 'refuse');
+  const tech = {};
+  assert.equal(owners.claim('sensor-1', { username: 'tech' }, tech), 'fresh');
+  assert.equal(disk.get('sensor-1'), 'sensor-1', 'nothing is saved until the session is persistent');
+  owners.persisted('sensor-1', tech);
+  assert.equal(disk.get('sensor-1'), 'tech');
+  owners.persisted('sensor-1', {}); // not the connection that claimed it
+  assert.equal(disk.get('sensor-1'), 'tech');
+});

@@ -1,0 +1,98 @@
+import { Readable } from 'node:stream';
+import type Database from 'better-sqlite3';
+import { topicMatches } from '../../core/topic.ts';
+import type { GroupCommit } from './group-commit.ts';
+import { type StoredPacket, decodePacket, encodePacket } from './packet-codec.ts';
+
+/** Rows read per query while a stream of retained messages is consumed. */
+const PAGE = 128;
+
+/** Compares above every TEXT value in SQLite (a BLOB sorts after all text): "no upper bound". */
+const ABOVE_ALL_TEXT = Buffer.from([0xff]);
+
+interface RetainedRow {
+  readonly topic: string;
+  readonly payload: Buffer | string | null;
+  readonly meta: string;
+}
+
+/**
+ * Retained messages, on disk only: a SUBSCRIBE reads the ones its filters match from an index
+ * range (the filter's levels before its first wildcard), so nothing is loaded at startup.
+ */
+export class RetainedStore {
+  readonly #commit: GroupCommit;
+  readonly #upsert: Database.Statement;
+  readonly #delete: Database.Statement;
+  readonly #first: Database.Statement;
+  readonly #next: Database.Statement;
+  readonly #expired: Database.Statement;
+
+  constructor(db: Database.Database, commit: GroupCommit) {
+    this.#commit = commit;
+    this.#upsert = db.prepare(
+      `INSERT INTO retained (topic, payload, meta, expires_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload, meta = excluded.meta, expires_at = excluded.expires_at`,
+    );
+    this.#delete = db.prepare('DELETE FROM retained WHERE topic = ?');
+    this.#first = db.prepare('SELECT topic, payload, meta FROM retained WHERE topic >= ? AND topic < ? ORDER BY topic LIMIT ?');
+    this.#next = db.prepare('SELECT topic, payload, meta FROM retained WHERE topic > ? AND topic < ? ORDER BY topic LIMIT ?');
+    this.#expired = db.prepare('DELETE FROM retained WHERE expires_at <= ?');
+  }
+
+  /** Keeps the message as its topic's retained one, or removes that when the payload is empty; resolves once on disk. */
+  store(packet: StoredPacket): Promise<void> {
+    const topic = packet.topic ?? '';
+    const payload = packet.payload as { length?: number } | undefined;
+    if (payload === undefined || payload.length === 0) {
+      return this.#commit.durable(() => {
+        this.#delete.run(topic);
+      });
+    }
+    const { payload: bytes, meta } = encodePacket(packet);
+    return this.#commit.durable(() => {
+      this.#upsert.run(topic, bytes, meta, packet.messageExpiry ?? null);
+    });
+  }
+
+  /** The retained messages matching any of the filters, each once, read a page at a time. */
+  stream(filters: readonly string[]): Readable {
+    return Readable.from(this.#matching(filters));
+  }
+
+  /** Deletes retained messages past their MQTT 5 Message Expiry Interval; returns how many. */
+  expire(now: number): number {
+    return this.#commit.eager(() => this.#expired.run(now).changes);
+  }
+
+  *#matching(filters: readonly string[]): Generator<StoredPacket> {
+    const seen = filters.length > 1 ? new Set<string>() : undefined;
+    for (const filter of filters) {
+      const [from, below] = candidateRange(filter);
+      let rows = this.#first.all(from, below, PAGE) as RetainedRow[];
+      while (rows.length > 0) {
+        for (const row of rows) {
+          if (!topicMatches(filter, row.topic) || seen?.has(row.topic)) continue;
+          seen?.add(row.topic);
+          yield decodePacket(row.payload, row.meta);
+        }
+        if (rows.length < PAGE) break;
+        rows = this.#next.all((rows[rows.length - 1] as RetainedRow).topic, below, PAGE) as RetainedRow[];
+      }
+    }
+  }
+}
+
+/**
+ * The topics a filter can match lie in [from, below): the filter's levels before its first
+ * wildcard, and every topic extending them by '/' ('0' is the character after '/'). A filter
+ * that starts with a wildcard reads every topic.
+ */
+function candidateRange(filter: string): [string, string | Buffer] {
+  const levels = filter.split('/');
+  const wildcard = levels.findIndex((level) => level === '+' || level === '#');
+  if (wildcard === -1) return [filter, `${filter}\u0000`];
+  if (wildcard === 0) return ['', ABOVE_ALL_TEXT];
+  const prefix = levels.slice(0, wildcard).join('/');
+  return [prefix, `${prefix}0`];
+}
