@@ -23,13 +23,13 @@ function commandSection(command: Command, path: string[]): string {
   const subs = subcommands(command);
   if (subs.length > 0) {
     lines.push('| command | what it does |', '|---|---|');
-    for (const sub of subs) lines.push(`| [${[...path, sub.name()].join(' ')}](#${[...path, sub.name()].join('-')}) | ${escape(sentence(sub.description()))} |`);
+    for (const sub of subs) lines.push(`| [${[...path, sub.name()].join(' ')}](#${[...path, sub.name()].join('-')}) | ${escapePipes(sentence(sub.description()))} |`);
     lines.push('');
   }
   const options = help.visibleOptions(command);
   if (options.length > 0) {
     lines.push('| option | description | default |', '|---|---|---|');
-    for (const option of options) lines.push(`| \`${help.optionTerm(option)}\` | ${escape(optionText(option))} | ${defaultOf(option)} |`);
+    for (const option of options) lines.push(`| \`${help.optionTerm(option)}\` | ${escapePipes(optionText(option))} | ${defaultOf(option)} |`);
     lines.push('');
   }
   const after = afterHelp(command);
@@ -65,6 +65,6 @@ function sentence(text: string): string {
   return /[.!?]$/.test(capital) ? capital : `${capital}.`;
 }
 
-function escape(text: string): string {
+function escapePipes(text: string): string {
   return text.replace(/\|/g, '\\|');
 }

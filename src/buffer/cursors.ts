@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import { type CursorState, type StoredMessage } from './rows.ts';
+import type { CursorState, StoredMessage } from './rows.ts';
 import { BufferLog } from './log.ts';
 
 /**

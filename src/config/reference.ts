@@ -94,7 +94,7 @@ function collect(schema: JsonSchema, prefix: string, kindLink?: KindLink): Row[]
     const path = prefix === '' ? key : `${prefix}.${key}`;
     const isRequired = (schema.required ?? []).includes(key) && child.default === undefined;
     const variants = child.anyOf ?? child.items?.anyOf;
-    if (variants !== undefined && variants.every((v) => v.properties !== undefined && Object.keys(v.properties).length === 1)) {
+    if (variants?.every((v) => v.properties !== undefined && Object.keys(v.properties).length === 1)) {
       const list = child.items !== undefined ? '[]' : '';
       rows.push({ path, type: list === '' ? 'one of the kinds below' : 'list of the kinds below', fallback: isRequired ? 'required' : '', description: child.description ?? '' });
       for (const variant of variants) {

@@ -26,7 +26,7 @@ export function bridgeTemplateIssues(
     const sink = kinds.sinks.find((s) => s.kind === kind);
     for (const { path, template } of sink?.templates?.(config as never) ?? []) {
       const at = ['to', index, kind as string, ...path];
-      let compiled;
+      let compiled: ReturnType<typeof compileTemplate>;
       try {
         compiled = compileTemplate(template);
       } catch (error) {

@@ -1,5 +1,5 @@
 import { readFileSync, statSync } from 'node:fs';
-import { Document, LineCounter, Scalar, isMap, isPair, isScalar, isSeq, parse, parseDocument, visit } from 'yaml';
+import { type Document, LineCounter, Scalar, isMap, isPair, isScalar, isSeq, parse, parseDocument, visit } from 'yaml';
 import type { Node } from 'yaml';
 import { type Env, hasInterpolation, interpolate } from './interpolate.ts';
 import type { ConfigIssue } from './issues.ts';

@@ -152,7 +152,7 @@ export const kafkaSink: SinkComponent<typeof schema> = {
         const rejected = new Map<Delivery, FerryError>();
         const topics = new Map<string, KafkaRecord[]>();
         for (const delivery of batch) {
-          let rendered;
+          let rendered: ReturnType<typeof render>;
           try {
             rendered = render(delivery.envelope);
           } catch (error) {

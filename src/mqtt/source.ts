@@ -37,7 +37,7 @@ const schema = z
   })
   .superRefine((config, ctx) => {
     if (config.messageId === undefined) return;
-    let template;
+    let template: ReturnType<typeof compileTemplate>;
     try {
       template = compileTemplate(config.messageId);
     } catch {

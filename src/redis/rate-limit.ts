@@ -136,10 +136,14 @@ class Limiter {
       keys.push(key);
       requests.push({ key: this.#prefix + key, count: queue.length });
     }
-    if (requests.length === 0) return this.#schedule();
+    if (requests.length === 0) {
+      this.#schedule();
+      return;
+    }
     if (now < this.#redisBlockedUntil) {
       this.#unavailable(keys, requests);
-      return this.#schedule();
+      this.#schedule();
+      return;
     }
     this.#busy = true;
     this.#take(requests).then(

@@ -31,7 +31,7 @@ export async function startPrivateMosquitto(dir: string, extraConfig = ''): Prom
   const logFile = join(dir, 'mosquitto.log');
   writeFileSync(
     conf,
-    [
+    `${[
       `listener ${port} 127.0.0.1`,
       'allow_anonymous true',
       // Running as root, Mosquitto would switch to the `mosquitto` user, who cannot write here.
@@ -43,7 +43,7 @@ export async function startPrivateMosquitto(dir: string, extraConfig = ''): Prom
       'log_type all',
       'log_timestamp_format %H:%M:%S',
       extraConfig,
-    ].join('\n') + '\n',
+    ].join('\n')}\n`,
   );
   let child: ChildProcess | undefined;
   const kill = () => child?.kill('SIGKILL');

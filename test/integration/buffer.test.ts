@@ -3,7 +3,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { type Observable, map } from 'rxjs';
+import type { Observable, map } from 'rxjs';
 import pino from 'pino';
 import { bufferPolicySchema, bufferSettingsSchema, type BufferPolicy } from '../../src/buffer/config.ts';
 import { bufferPath, openBuffer } from '../../src/buffer/open.ts';

@@ -60,7 +60,7 @@ async function drained(adminUrl: string, bridge: string, count: number): Promise
     s = await status(adminUrl);
     const b = s.buffer.bridges.find((x) => x.bridge === bridge);
     const settled = (sink: string) => (s?.counters[`sink.messages.written{bridge=${bridge},sink=${sink}}`] ?? 0) + (b?.sinks.find((x) => x.sink === sink)?.deadLetters ?? 0);
-    if (b !== undefined && b.sinks.every((sink) => sink.pending === 0 && settled(sink.sink) >= count)) return s;
+    if (b?.sinks.every((sink) => sink.pending === 0 && settled(sink.sink) >= count)) return s;
     await sleep(100);
   }
   assert.fail(`bridge '${bridge}' has not settled ${count} messages after 30 s: ${JSON.stringify(s)}`);

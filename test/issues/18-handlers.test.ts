@@ -142,7 +142,7 @@ test('0.4% of messages break the handler (a thrown error, or not JSON): each is 
     const s = await eventually('the backlog to drain', async () => {
       const current = await status(gw);
       const bridge = current.buffer.bridges.find((b) => b.bridge === 'h');
-      return bridge !== undefined && bridge.sinks.every((k) => k.pending === 0) ? current : undefined;
+      return bridge?.sinks.every((k) => k.pending === 0) ? current : undefined;
     });
     assert.equal(s.buffer.bridges.find((b) => b.bridge === 'h')?.deadLetters, 8);
     assert.equal(s.counters['handler.rejected{bridge=h}'], 8);

@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';

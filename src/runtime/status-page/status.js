@@ -71,7 +71,7 @@ const labelText = (labels) => Object.entries(labels).map(([k, v]) => `${k}=${v}`
  */
 function chart(key, container, title, series, format, floor = 1) {
   const labels = series.map(([label]) => label).join('\u0000');
-  const data = [points.map((p) => p.t / 1000), ...series.map(([, valueOf]) => points.map((p) => valueOf(p) ?? null))];
+  const data = [points.map((p) => p.t / 1000), ...series.map(([, value]) => points.map((p) => value(p) ?? null))];
   const existing = charts.get(key);
   if (existing !== undefined && existing.labels === labels && existing.container === container) {
     existing.plot.setData(data);

@@ -66,6 +66,6 @@ test('values that cannot fit are refused with the reason, before any statement',
   refused('timestamptz', 1e17, /is not a time in milliseconds/);
   refused('timestamptz', { at: 1 }, /is not a time/);
   assert.throws(() => convert('text', undefined, true), /is missing \(the message has none\), and the column is NOT NULL/);
-  refused('text', 'x'.repeat(100) + '\u0000', /NUL/);
+  refused('text', `${'x'.repeat(100)}\u0000`, /NUL/);
   refused('int4', 'y'.repeat(100), /^"y{56}\.\.\. is not an integer$/);
 });
