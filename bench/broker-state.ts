@@ -85,8 +85,18 @@ async function startup(dir: string): Promise<{ ms: number; emptyMs: number }> {
   const writes: Promise<unknown>[] = [];
   for (let i = 0; i < SAVED_SESSIONS; i++) {
     const id = `dev-${i}`;
-    writes.push(state.addSubscriptions({ id }, [{ topic: `devices/${id}/commands/#`, qos: 1 }, { topic: `devices/${id}/config/#`, qos: 1 }]));
-    writes.push(state.outgoingEnqueue({ clientId: id }, { cmd: 'publish', topic: `devices/${id}/commands/x`, payload: PAYLOAD, qos: 1, retain: false, dup: false, brokerId: 'earlier-run', brokerCounter: i + 1 }));
+    writes.push(
+      state.addSubscriptions({ id }, [
+        { topic: `devices/${id}/commands/#`, qos: 1 },
+        { topic: `devices/${id}/config/#`, qos: 1 },
+      ]),
+    );
+    writes.push(
+      state.outgoingEnqueue(
+        { clientId: id },
+        { cmd: 'publish', topic: `devices/${id}/commands/x`, payload: PAYLOAD, qos: 1, retain: false, dup: false, brokerId: 'earlier-run', brokerCounter: i + 1 },
+      ),
+    );
     state.owners.saveOwner(id, id);
   }
   await Promise.all(writes);

@@ -69,7 +69,12 @@ async function ferryEnqueueAndDrain(dir: string, rows: readonly Envelope[]): Pro
   let acked = 0;
   const started = performance.now();
   await new Promise<void>((resolve) => {
-    const handlers = { onAck: () => ++acked === rows.length && resolve(), onNack: (e: Error) => { throw e; } };
+    const handlers = {
+      onAck: () => ++acked === rows.length && resolve(),
+      onNack: (e: Error) => {
+        throw e;
+      },
+    };
     let i = 0;
     const turn = () => {
       for (const end = Math.min(i + TURN, rows.length); i < end; i++) writer.enqueue('b', createDelivery(rows[i] as Envelope, handlers));

@@ -12,7 +12,17 @@
 import { readFileSync } from 'node:fs';
 import { Kafka, logLevel } from 'kafkajs';
 import { Fleet } from '../src/cli/simulate/fleet.ts';
-import { type BenchKafka, type ProducerPerfResult, benchKafka, benchTopic, createAppendTimeTopic, deleteTopics, producerPerformance, readRecords, type TopicRecord } from './kafka.ts';
+import {
+  type BenchKafka,
+  type ProducerPerfResult,
+  benchKafka,
+  benchTopic,
+  createAppendTimeTopic,
+  deleteTopics,
+  producerPerformance,
+  readRecords,
+  type TopicRecord,
+} from './kafka.ts';
 import { startAedesTarget, startFerryTarget, startScript } from './targets.ts';
 
 const DEVICES = 50;

@@ -18,7 +18,10 @@ export interface BenchKafka {
 
 /** The broker in FERRY_TEST_KAFKA, else a single-node KRaft broker started for this run. */
 export async function benchKafka(log: (line: string) => void): Promise<BenchKafka> {
-  const configured = (process.env['FERRY_TEST_KAFKA'] ?? '').split(',').map((b) => b.trim()).filter((b) => b !== '');
+  const configured = (process.env['FERRY_TEST_KAFKA'] ?? '')
+    .split(',')
+    .map((b) => b.trim())
+    .filter((b) => b !== '');
   if (configured.length > 0) return { brokers: configured, started: false, stop: async () => {} };
   const harness = await startKafka({ log });
   return { brokers: [harness.bootstrap], started: true, stop: () => harness.stop() };
@@ -114,7 +117,9 @@ export async function producerPerformance(brokers: readonly string[], topic: str
     child.once('close', resolve);
   });
   // "100000 records sent, 48473.1 records/sec (9.25 MB/sec), 814.85 ms avg latency, 1128.00 ms max latency, 936 ms 50th, 1111 ms 95th, 1125 ms 99th, 1128 ms 99.9th."
-  const summary = /(\d+) records sent, ([\d.]+) records\/sec \([\d.]+ MB\/sec\), ([\d.]+) ms avg latency, [\d.]+ ms max latency, (\d+) ms 50th, \d+ ms 95th, (\d+) ms 99th/.exec(output);
+  const summary = /(\d+) records sent, ([\d.]+) records\/sec \([\d.]+ MB\/sec\), ([\d.]+) ms avg latency, [\d.]+ ms max latency, (\d+) ms 50th, \d+ ms 95th, (\d+) ms 99th/.exec(
+    output,
+  );
   if (code !== 0 || summary === null) throw new Error(`ProducerPerformance failed (exit ${code}):\n${output.split('\n').slice(-20).join('\n')}`);
   const [, sent, perSec, avg, p50, p99] = summary.map(Number) as [number, number, number, number, number, number];
   return { records: sent, perSec: Math.round(perSec), avgLatencyMs: avg, p50Ms: p50, p99Ms: p99 };

@@ -53,7 +53,13 @@ if (selected.has('buffer')) {
 if (selected.has('guard')) {
   log('packet-size guard: QoS 0 through aedes with and without it...');
   const guard = (results.packetGuard = await benchPacketGuard());
-  rows.push(['MQTT QoS 0 through aedes with the packet-size guard, msgs/s', Math.round(guard.guarded), 'the same without the guard', Math.round(guard.plain), Math.round(guard.ratio * 100) / 100]);
+  rows.push([
+    'MQTT QoS 0 through aedes with the packet-size guard, msgs/s',
+    Math.round(guard.guarded),
+    'the same without the guard',
+    Math.round(guard.plain),
+    Math.round(guard.ratio * 100) / 100,
+  ]);
 }
 if (selected.has('ingest')) {
   const messages = Number(process.env['FERRY_BENCH_INGEST_MESSAGES'] ?? 50_000);
@@ -85,18 +91,26 @@ if (selected.has('handler')) {
   const messages = Number(process.env['FERRY_BENCH_HANDLER_MESSAGES'] ?? 50_000);
   log(`custom handler vs YAML bridge: ${messages} QoS 1 messages from 20 devices to Kafka, each through a gateway of its own...`);
   const handler = (results.handler = await benchHandler(messages, log));
-  rows.push(['TypeScript bridge (map to Kafka): gateway CPU ms per 1,000 messages (goal ≤ 1.3× YAML)', handler.handler.cpuMsPer1k, 'the equivalent YAML bridge', handler.yaml.cpuMsPer1k, handler.cpuRatio]);
+  rows.push([
+    'TypeScript bridge (map to Kafka): gateway CPU ms per 1,000 messages (goal ≤ 1.3× YAML)',
+    handler.handler.cpuMsPer1k,
+    'the equivalent YAML bridge',
+    handler.yaml.cpuMsPer1k,
+    handler.cpuRatio,
+  ]);
   log(
     `  forced full GCs per second under load: handler ${handler.handler.gc.forcedPerSec} (goal ≤ 0.1), YAML ${handler.yaml.gc.forcedPerSec}; ` +
       `GC pause p99 / max: handler ${handler.handler.gc.pauseP99Ms} / ${handler.handler.gc.pauseMaxMs} ms, YAML ${handler.yaml.gc.pauseP99Ms} / ${handler.yaml.gc.pauseMaxMs} ms`,
   );
 }
 if (selected.has('state')) {
-  log('broker state: QoS 1 publishes queued for 100 offline sessions, a 3,000-message queue sent on reconnect (SQLite, FULL, against memory; median of 3), startup with 10,000 saved sessions...');
+  log(
+    'broker state: QoS 1 publishes queued for 100 offline sessions, a 3,000-message queue sent on reconnect (SQLite, FULL, against memory; median of 3), startup with 10,000 saved sessions...',
+  );
   const state = (results.brokerState = await benchBrokerState());
   rows.push(
     ['QoS 1 publishes each queued for 100 offline persistent sessions, msgs/s', state.fanOut.sqlite, 'the same broker, state in memory', state.fanOut.memory, state.fanOut.ratio],
-    ['a reconnecting session\'s queue of 3,000 QoS 1 messages sent, msgs/s', state.drain.sqlite, 'the same broker, state in memory', state.drain.memory, state.drain.ratio],
+    ["a reconnecting session's queue of 3,000 QoS 1 messages sent, msgs/s", state.drain.sqlite, 'the same broker, state in memory', state.drain.memory, state.drain.ratio],
   );
 }
 
@@ -118,14 +132,22 @@ if (results.e2e !== undefined) {
       '|---|---:|---:|---:|---:|---:|---|',
       line('Ferry gateway (FULL buffer)', ferry, String(ferry.peakRssMb), String(ferry.cpuMsPer1k), `${number(ferry.delivered)} / ${ferry.missing} / ${ferry.duplicates}`),
       line('naive bridge', naive, `${naive.peakRssMb} (bridge)`, `${naive.cpuMsPer1k} (aedes + bridge)`, `${number(naive.delivered)} / ${naive.missing} / ${naive.duplicates}`),
-      line('Kafka ProducerPerformance', { perSec: kafkaCeiling.perSec, latencyMs: { p50: kafkaCeiling.p50Ms, p99: kafkaCeiling.p99Ms } }, '-', '-', `${number(kafkaCeiling.records)} sent`),
+      line(
+        'Kafka ProducerPerformance',
+        { perSec: kafkaCeiling.perSec, latencyMs: { p50: kafkaCeiling.p50Ms, p99: kafkaCeiling.p99Ms } },
+        '-',
+        '-',
+        `${number(kafkaCeiling.records)} sent`,
+      ),
       '',
     ].join('\n'),
   );
 }
 if (results.brokerState !== undefined) {
   const { startup } = results.brokerState;
-  process.stdout.write(`\nbroker startup with ${number(startup.savedSessions)} saved sessions (2 subscriptions and 1 queued message each): ${number(startup.ms)} ms (empty, state in memory: ${number(startup.emptyMs)} ms)\n`);
+  process.stdout.write(
+    `\nbroker startup with ${number(startup.savedSessions)} saved sessions (2 subscriptions and 1 queued message each): ${number(startup.ms)} ms (empty, state in memory: ${number(startup.emptyMs)} ms)\n`,
+  );
 }
 const out = resolve(values.out ?? new URL('./results.json', import.meta.url).pathname);
 mkdirSync(dirname(out), { recursive: true });

@@ -32,7 +32,16 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
   writeFileSync(
     join(dir, 'gateway.yaml'),
-    ['gateway: { name: bench, dataDir: ./data }', 'mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback }', 'admin: { port: 0 }', 'log: { level: info, pretty: never }', 'buffer: { synchronous: full }', `bridges: [${options.bridge === null ? '' : (options.bridgeFile ?? 'bridge.yaml')}]`, 'devices: []', ''].join('\n'),
+    [
+      'gateway: { name: bench, dataDir: ./data }',
+      'mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback }',
+      'admin: { port: 0 }',
+      'log: { level: info, pretty: never }',
+      'buffer: { synchronous: full }',
+      `bridges: [${options.bridge === null ? '' : (options.bridgeFile ?? 'bridge.yaml')}]`,
+      'devices: []',
+      '',
+    ].join('\n'),
   );
   const history = ['name: bench-history', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', 'to: [{ history: { keep: 1000000 } }]', ''].join('\n');
   if (options.bridge !== null) writeFileSync(join(dir, options.bridgeFile ?? 'bridge.yaml'), options.bridge ?? history);
@@ -41,7 +50,11 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
   const port = await readPort(child, (line) => {
     options.onLine?.(line);
     if (!line.includes('accepting MQTT connections')) return undefined;
-    return Number(String((JSON.parse(line) as { mqtt: unknown }).mqtt).split(':').pop());
+    return Number(
+      String((JSON.parse(line) as { mqtt: unknown }).mqtt)
+        .split(':')
+        .pop(),
+    );
   });
   return { url: `mqtt://127.0.0.1:${port}`, pid: child.pid as number, stop: () => stopChild(child, () => rmSync(dir, { recursive: true, force: true })) };
 }
@@ -66,7 +79,17 @@ export async function startMosquittoTarget(): Promise<Target | undefined> {
   const conf = join(dir, 'mosquitto.conf');
   writeFileSync(
     conf,
-    [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_queued_messages 100000', 'max_inflight_messages 0', 'set_tcp_nodelay true', 'log_dest stderr', 'log_type error', ''].join('\n'),
+    [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'persistence false',
+      'max_queued_messages 100000',
+      'max_inflight_messages 0',
+      'set_tcp_nodelay true',
+      'log_dest stderr',
+      'log_type error',
+      '',
+    ].join('\n'),
   );
   const child = spawn('mosquitto', ['-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] });
   const missing = new Promise<boolean>((resolve) => child.once('error', () => resolve(true)));

@@ -10,7 +10,9 @@ const ROOT = fileURLToPath(new URL('../docs/reference/', import.meta.url));
 const check = process.argv.includes('--check');
 const pages = referencePages();
 mkdirSync(ROOT, { recursive: true });
-const existing = readdirSync(ROOT, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.md')).map((f) => f.split('\\').join('/'));
+const existing = readdirSync(ROOT, { recursive: true, encoding: 'utf8' })
+  .filter((f) => f.endsWith('.md'))
+  .map((f) => f.split('\\').join('/'));
 const stale = [...pages].filter(([path, text]) => read(join(ROOT, path)) !== text).map(([path]) => path);
 const extra = existing.filter((path) => !pages.has(path));
 

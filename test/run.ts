@@ -38,11 +38,10 @@ if (!env['FERRY_TEST_KAFKA']) {
   env['FERRY_TEST_KAFKA'] = kafka.bootstrap;
 }
 
-const runner = spawn(
-  process.execPath,
-  ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=2', '--test-timeout=300000', ...flags, ...files],
-  { stdio: 'inherit', env },
-);
+const runner = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=2', '--test-timeout=300000', ...flags, ...files], {
+  stdio: 'inherit',
+  env,
+});
 forward = (signal) => runner.kill(signal);
 const exitCode = await new Promise<number>((resolve) => {
   runner.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0)));

@@ -10,7 +10,14 @@ export function cliPage(program: Command): string {
     for (const sub of subcommands(command)) visit(sub, [...path, sub.name()]);
   };
   visit(program, [program.name()]);
-  return [generatedHeader('the command definitions (src/cli/program.ts)'), '# CLI reference', '', 'Every command also prints this with `--help`. Run it as `./bin/ferry.js ...` in a checkout, or `npm link` once to have `ferry` on your PATH.', '', sections.join('\n')].join('\n');
+  return [
+    generatedHeader('the command definitions (src/cli/program.ts)'),
+    '# CLI reference',
+    '',
+    'Every command also prints this with `--help`. Run it as `./bin/ferry.js ...` in a checkout, or `npm link` once to have `ferry` on your PATH.',
+    '',
+    sections.join('\n'),
+  ].join('\n');
 }
 
 function subcommands(command: Command): Command[] {

@@ -23,10 +23,12 @@ const GUIDES: Readonly<Record<string, string>> = {
 };
 
 const FILE_INTROS = {
-  gateway: 'One file configures a gateway: its broker and listeners, admin server, logs, buffer and shutdown, and where its bridges and device profiles are. See [Configuration](../configuration.md).',
+  gateway:
+    'One file configures a gateway: its broker and listeners, admin server, logs, buffer and shutdown, and where its bridges and device profiles are. See [Configuration](../configuration.md).',
   bridge:
     'Each file in a bridge directory is one bridge: one source (`from`), one or more sinks (`to`), and optionally a buffer policy, a rate limit and transform steps. Sources, sinks and transform steps have their settings on their own pages. See [Configuration](../configuration.md) and [Bridges](../bridges.md).',
-  device: 'A device profile says who may connect as a kind of device, what it may publish and subscribe to, and what its payloads look like. See [Devices and security](../devices-and-security.md).',
+  device:
+    'A device profile says who may connect as a kind of device, what it may publish and subscribe to, and what its payloads look like. See [Devices and security](../devices-and-security.md).',
 } as const;
 
 /** docs/reference pages of the config files and of every source, sink and transform step, by path. */
@@ -47,14 +49,9 @@ export function configPages(kinds: ComponentKinds): Map<string, string> {
 export function kindIndex(kinds: ComponentKinds): string {
   const { sources, sinks, transforms } = kindReferences(kinds);
   const list = (folder: string, refs: readonly KindReference[]) => refs.map((r) => `- [\`${r.kind}\`](${folder}/${r.kind}.md): ${r.description}`).join('\n');
-  return [
-    '## Sources (`from`)',
-    list('sources', sources),
-    '## Sinks (`to`)',
-    list('sinks', sinks),
-    '## Transform steps (`transform`)',
-    list('transforms', transforms),
-  ].join('\n\n');
+  return ['## Sources (`from`)', list('sources', sources), '## Sinks (`to`)', list('sinks', sinks), '## Transform steps (`transform`)', list('transforms', transforms)].join(
+    '\n\n',
+  );
 }
 
 function kindPage(ref: KindReference, what: string, usage: unknown, folder: string): string {
@@ -65,13 +62,13 @@ function kindPage(ref: KindReference, what: string, usage: unknown, folder: stri
     '',
     ref.description,
     '',
-    'In a bridge file, with its required settings (values from the schema\'s examples, `...` where it has none):',
+    "In a bridge file, with its required settings (values from the schema's examples, `...` where it has none):",
     '',
     '```yaml',
     stringify(usage).trimEnd(),
     '```',
     '',
-    `Its settings (keys below \`${ref.kind}\`${what === 'transform step' ? ', the step\'s own key included' : ''}):`,
+    `Its settings (keys below \`${ref.kind}\`${what === 'transform step' ? ", the step's own key included" : ''}):`,
     '',
     ref.table.trimEnd(),
     '',

@@ -5,7 +5,9 @@ import { generatedHeader } from './header.ts';
 
 /** docs/reference/metrics.md: every metric of the catalogue with its type, unit, labels and meaning. */
 export function metricsPage(): string {
-  const sections = metricGroups.map(({ title, metrics }) => [`## ${title}`, '', '| metric | type | unit | labels | meaning |', '|---|---|---|---|---|', ...metrics.map(row)].join('\n'));
+  const sections = metricGroups.map(({ title, metrics }) =>
+    [`## ${title}`, '', '| metric | type | unit | labels | meaning |', '|---|---|---|---|---|', ...metrics.map(row)].join('\n'),
+  );
   return [
     generatedHeader('the metrics catalogue (src/observability/metrics/)'),
     '# Metrics',
@@ -19,7 +21,9 @@ export function metricsPage(): string {
 function row(spec: MetricSpec): string {
   const exposed = `\`${metricName(spec.name, spec.type)}\``;
   const name = spec.type === 'counter' ? `${exposed}<br>\`${spec.name}\`` : exposed;
-  const labels = Object.entries(spec.labels).map(([label, about]) => labelText(label, about)).join('<br>');
+  const labels = Object.entries(spec.labels)
+    .map(([label, about]) => labelText(label, about))
+    .join('<br>');
   return `| ${name} | ${spec.type} | ${spec.unit} | ${labels} | ${spec.help.replace(/\|/g, '\\|')} |`;
 }
 

@@ -55,9 +55,7 @@ export class BufferCursors extends BufferLog {
   }
 
   cursorState(bridge: string, sink: string): CursorState {
-    const row = this.db.prepare('SELECT seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? AND sink = ?').get(bridge, sink) as
-      | CursorState
-      | undefined;
+    const row = this.db.prepare('SELECT seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? AND sink = ?').get(bridge, sink) as CursorState | undefined;
     if (row === undefined) throw new Error(`no cursor for sink '${sink}' of bridge '${bridge}'`);
     return row;
   }

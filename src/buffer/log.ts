@@ -66,9 +66,7 @@ export class BufferLog {
     if (!db.readonly && (db.pragma('page_count', { simple: true }) as number) === 0) db.pragma('auto_vacuum = INCREMENTAL');
     db.exec(BUFFER_SCHEMA);
     migrate(db);
-    this.#insert = db.prepare(
-      'INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-    );
+    this.#insert = db.prepare('INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
     this.#insertDead = db.prepare(
       `INSERT INTO dead_letters (bridge, sink, reason, attempts, dead_at, seq, id, topic, key, headers, origin, payload, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -151,7 +149,6 @@ export class BufferLog {
     }
   }
 
-
   /** Up to `limit` messages of the bridge after `afterSeq`, in order. */
   read(bridge: string, afterSeq: number, limit: number): StoredMessage[] {
     return (this.#read.all(bridge, afterSeq, limit) as MessageRow[]).map(toStored);
@@ -166,7 +163,10 @@ export class BufferLog {
   usage(bridge: string): BridgeUsage {
     let usage = this.#usage.get(bridge);
     if (usage === undefined) {
-      usage = this.db.prepare('SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE bridge = ?').get(bridge) as { messages: number; bytes: number };
+      usage = this.db.prepare('SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE bridge = ?').get(bridge) as {
+        messages: number;
+        bytes: number;
+      };
       this.#usage.set(bridge, usage);
     }
     return usage;
@@ -214,9 +214,7 @@ export class BufferLog {
   }
 
   protected deleteWhere(bridge: string, where: string, params: readonly unknown[]): BridgeUsage {
-    const removed = this.statement(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE ${where}`).get(
-      ...params,
-    ) as BridgeUsage;
+    const removed = this.statement(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE ${where}`).get(...params) as BridgeUsage;
     if (removed.messages === 0) return removed;
     const usage = this.usage(bridge);
     this.statement(`DELETE FROM messages WHERE ${where}`).run(...params);

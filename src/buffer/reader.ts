@@ -192,7 +192,10 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
             store.startLive(bridge, sink, mark);
             state = store.cursorState(bridge, sink);
             counters.count('buffer.live_first.started', { bridge, sink });
-            logger.info({ sink, backlog: store.stats(bridge).sinks.find((s) => s.sink === sink)?.pending, ratePerSec: policy.backlogRatePerSec }, 'sink is behind: new messages first, backlog behind them');
+            logger.info(
+              { sink, backlog: store.stats(bridge).sinks.find((s) => s.sink === sink)?.pending, ratePerSec: policy.backlogRatePerSec },
+              'sink is behind: new messages first, backlog behind them',
+            );
             continue;
           }
           if (!(await deliverInOrder(window))) return;

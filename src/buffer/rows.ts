@@ -106,4 +106,3 @@ export const toDeadLetter = (row: DeadLetterRow): DeadLetter => ({
   attempts: row.attempts,
   deadAt: row.dead_at,
 });
-

@@ -26,9 +26,9 @@ export type { BridgeStats, BridgeUsage, CursorState, DeadLetter, SinkCursor, Sin
  */
 export class BufferStore extends BufferCursors {
   bridges(): string[] {
-    const rows = this.db
-      .prepare('SELECT bridge FROM cursors UNION SELECT DISTINCT bridge FROM messages UNION SELECT DISTINCT bridge FROM dead_letters ORDER BY 1')
-      .all() as { bridge: string }[];
+    const rows = this.db.prepare('SELECT bridge FROM cursors UNION SELECT DISTINCT bridge FROM messages UNION SELECT DISTINCT bridge FROM dead_letters ORDER BY 1').all() as {
+      bridge: string;
+    }[];
     return rows.map((r) => r.bridge);
   }
 
@@ -56,9 +56,7 @@ export class BufferStore extends BufferCursors {
   /** Every sink's cursor (of one bridge, or of all), in bridge and sink order. */
   cursors(bridge?: string): SinkCursor[] {
     const sql = 'SELECT bridge, sink, seq FROM cursors';
-    return (
-      bridge === undefined ? this.db.prepare(`${sql} ORDER BY bridge, sink`).all() : this.db.prepare(`${sql} WHERE bridge = ? ORDER BY sink`).all(bridge)
-    ) as SinkCursor[];
+    return (bridge === undefined ? this.db.prepare(`${sql} ORDER BY bridge, sink`).all() : this.db.prepare(`${sql} WHERE bridge = ? ORDER BY sink`).all(bridge)) as SinkCursor[];
   }
 
   /**
@@ -109,7 +107,10 @@ export class BufferStore extends BufferCursors {
   trimDeadLetters(bridge: string, keep: number, limit = 10_000): number {
     const total = (this.statement('SELECT count(*) AS n FROM dead_letters WHERE bridge = ?').get(bridge) as { n: number }).n;
     if (total <= keep) return 0;
-    return this.statement('DELETE FROM dead_letters WHERE dl_seq IN (SELECT dl_seq FROM dead_letters WHERE bridge = ? ORDER BY dl_seq LIMIT ?)').run(bridge, Math.min(limit, total - keep)).changes;
+    return this.statement('DELETE FROM dead_letters WHERE dl_seq IN (SELECT dl_seq FROM dead_letters WHERE bridge = ? ORDER BY dl_seq LIMIT ?)').run(
+      bridge,
+      Math.min(limit, total - keep),
+    ).changes;
   }
 
   /**

@@ -28,7 +28,10 @@ const RETRY_HELD_MS = 1000;
 /** At most one log line per this interval about abandoned messages; the counter has each one. */
 const ABANDONED_LOG_MS = 60_000;
 
-const ABANDONED = new FerryError('MESSAGE_REJECTED', "not stored: its device's connection closed before it was, so the device sends it again", { component: 'buffer', retryable: true });
+const ABANDONED = new FerryError('MESSAGE_REJECTED', "not stored: its device's connection closed before it was, so the device sends it again", {
+  component: 'buffer',
+  retryable: true,
+});
 
 /**
  * Ingress of the durable buffer. Deliveries arriving in one event-loop turn are committed in
@@ -238,16 +241,13 @@ export class BufferWriter {
     if (accepted.length === 0) return;
 
     try {
-      this.#store.append(
-        accepted,
-        () => {
-          for (const [bridge, count] of toDrop) {
-            const removed = this.#store.dropOldest(bridge, count);
-            this.#counters.count('buffer.dropped', { bridge, reason: 'drop-oldest' }, removed.messages);
-            this.#logger.warn({ bridge, dropped: removed.messages }, 'buffer full: dropped the oldest messages (overflow: drop-oldest)');
-          }
-        },
-      );
+      this.#store.append(accepted, () => {
+        for (const [bridge, count] of toDrop) {
+          const removed = this.#store.dropOldest(bridge, count);
+          this.#counters.count('buffer.dropped', { bridge, reason: 'drop-oldest' }, removed.messages);
+          this.#logger.warn({ bridge, dropped: removed.messages }, 'buffer full: dropped the oldest messages (overflow: drop-oldest)');
+        }
+      });
     } catch (error) {
       // Held, not nacked: nacking would close the devices' connections while their later
       // messages, already received, could still be stored ahead of these.
@@ -257,7 +257,10 @@ export class BufferWriter {
       const state: WriterState = full ? 'disk-full' : 'write-failed';
       if (this.#state !== state) {
         const err = wrapError('STORAGE_FAILED', 'buffer: append failed', error, { component: 'buffer', retryable: true });
-        this.#logger.error({ err, held: this.#held.length }, full ? 'disk full: not acknowledging new messages until space returns' : 'cannot write the buffer: not acknowledging new messages; retrying every second');
+        this.#logger.error(
+          { err, held: this.#held.length },
+          full ? 'disk full: not acknowledging new messages until space returns' : 'cannot write the buffer: not acknowledging new messages; retrying every second',
+        );
       }
       this.#setState(state);
       return;
@@ -312,7 +315,10 @@ export class BufferWriter {
         const usage = this.#store.usage(b);
         return policy === undefined ? b : `${b} (${usage.messages}/${policy.maxMessages} messages, ${usage.bytes}/${policy.maxBytes} bytes)`;
       });
-      this.#logger.warn({ bridges }, `buffer full: ${limits.join(', ')} under overflow: refuse; new device messages for it are not acknowledged (devices keep them) until its sinks catch up`);
+      this.#logger.warn(
+        { bridges },
+        `buffer full: ${limits.join(', ')} under overflow: refuse; new device messages for it are not acknowledged (devices keep them) until its sinks catch up`,
+      );
     } else if (this.#state === 'ok') {
       this.#episodeSince = now;
     }

@@ -8,12 +8,13 @@ import { VERSION } from './version.ts';
  */
 export function createProgram(): Command {
   const program = new Command('ferry')
-    .description('Edge/IoT messaging gateway: devices publish MQTT to it, every message is kept in a durable local buffer, and bridges carry it to Kafka, a local history or another MQTT broker (and commands from Kafka back to the devices).')
+    .description(
+      'Edge/IoT messaging gateway: devices publish MQTT to it, every message is kept in a durable local buffer, and bridges carry it to Kafka, a local history or another MQTT broker (and commands from Kafka back to the devices).',
+    )
     .version(VERSION)
     .showHelpAfterError('(run with --help for usage)');
 
-  const configOption = () =>
-    new Option('-c, --config <file>', 'gateway config file').default('config/gateway.yaml');
+  const configOption = () => new Option('-c, --config <file>', 'gateway config file').default('config/gateway.yaml');
   const dataDirOption = () => new Option('--data-dir <dir>', 'data directory (overrides gateway.dataDir)');
 
   program
@@ -24,7 +25,10 @@ export function createProgram(): Command {
     .option('--admin-port <port>', 'admin HTTP port (overrides admin.port)', parsePort)
     .addOption(dataDirOption())
     .option('--log-level <level>', 'log level (overrides log.level): fatal, error, warn, info, debug, trace')
-    .addHelpText('after', '\nSIGINT or SIGTERM drains in-flight messages and exits 0; a second signal exits at once. SIGHUP reloads the config (see `ferry reload`).\nExample:\n  ferry run --config config/gateway.yaml --mqtt-port 11883')
+    .addHelpText(
+      'after',
+      '\nSIGINT or SIGTERM drains in-flight messages and exits 0; a second signal exits at once. SIGHUP reloads the config (see `ferry reload`).\nExample:\n  ferry run --config config/gateway.yaml --mqtt-port 11883',
+    )
     .action(async (options) => (await import('./run.ts')).runCommand(options));
 
   program
@@ -32,8 +36,11 @@ export function createProgram(): Command {
     .description('make a running gateway apply its changed bridges and device profiles, without dropping connections')
     .option('--admin <url>', 'admin server of the gateway (default http://127.0.0.1:9180, or the address in --config)')
     .option('-c, --config <file>', 'gateway config file to read the admin address from')
-    .option('--json', 'print the admin server\'s JSON answer')
-    .addHelpText('after', '\nExits 0 when the config was applied; 1 when it was refused (its problems are printed as file:line:column: path: reason and the gateway keeps its current config) or the gateway cannot be reached.\nSending SIGHUP to `ferry run` does the same. An admin server with a token gets it from FERRY_ADMIN_TOKEN, else from the config of --config.\nExample:\n  ferry reload --admin http://127.0.0.1:9180')
+    .option('--json', "print the admin server's JSON answer")
+    .addHelpText(
+      'after',
+      '\nExits 0 when the config was applied; 1 when it was refused (its problems are printed as file:line:column: path: reason and the gateway keeps its current config) or the gateway cannot be reached.\nSending SIGHUP to `ferry run` does the same. An admin server with a token gets it from FERRY_ADMIN_TOKEN, else from the config of --config.\nExample:\n  ferry reload --admin http://127.0.0.1:9180',
+    )
     .action(async (options) => (await import('./reload.ts')).reloadCommand(options));
 
   program
@@ -53,7 +60,7 @@ export function createProgram(): Command {
 
   program
     .command('history')
-    .description('show the latest messages kept in the gateway\'s local history')
+    .description("show the latest messages kept in the gateway's local history")
     .addOption(configOption())
     .addOption(dataDirOption())
     .option('--bridge <name>', 'only this bridge')
@@ -63,9 +70,7 @@ export function createProgram(): Command {
     .option('--json', 'one JSON object per line')
     .action(async (options) => (await import('./history.ts')).historyCommand(options));
 
-  const buffer = program
-    .command('buffer')
-    .description("inspect and repair the durable buffer in a gateway's data directory; safe while the gateway runs");
+  const buffer = program.command('buffer').description("inspect and repair the durable buffer in a gateway's data directory; safe while the gateway runs");
 
   buffer
     .command('stats')
@@ -139,7 +144,10 @@ export function createProgram(): Command {
     .option('--username <name>', 'every device logs in with this username (else anonymous)')
     .option('--password-env <var>', 'environment variable holding the password for --username')
     .option('--json', 'print the summary as one JSON object on standard output')
-    .addHelpText('after', '\nExits 0 when every message was acknowledged, 1 otherwise. Ctrl-C stops publishing, waits up to 5 s for acknowledgements, then reports.\nExample:\n  ferry simulate --profile devices/temperature-sensor.yaml --devices 50 --rate 500 --duration 1m')
+    .addHelpText(
+      'after',
+      '\nExits 0 when every message was acknowledged, 1 otherwise. Ctrl-C stops publishing, waits up to 5 s for acknowledgements, then reports.\nExample:\n  ferry simulate --profile devices/temperature-sensor.yaml --devices 50 --rate 500 --duration 1m',
+    )
     .action(async (options) => (await import('./simulate/command.ts')).simulateCommand(options));
 
   return program;
@@ -156,4 +164,3 @@ function parseCount(value: string): number {
   if (!Number.isInteger(count) || count < 1) throw new Error(`not a positive whole number: ${value}`);
   return count;
 }
-

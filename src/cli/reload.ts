@@ -27,7 +27,11 @@ export async function reloadCommand(options: ReloadOptions): Promise<void> {
   const url = new URL('/api/reload', base);
   let response: Response;
   try {
-    response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) }, body: '{}' });
+    response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
+      body: '{}',
+    });
   } catch (error) {
     const reason = (error as { cause?: { code?: string } }).cause?.code ?? String(error);
     process.stderr.write(`ferry: cannot reach the gateway's admin server at ${base} (${reason}); is \`ferry run\` running? Pass --admin URL or --config FILE\n`);

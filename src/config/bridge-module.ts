@@ -169,7 +169,8 @@ const TYPE_EXPORTS = ['BridgeDefinition', 'BridgeTools', 'ComponentSpec', 'Messa
 function describeImportError(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const missing = /does not provide an export named '([^']+)'/.exec(error.message)?.[1];
-  const hint = missing !== undefined && TYPE_EXPORTS.includes(missing) ? ` (${missing} is a type: import it with \`import type { ${missing} }\` or \`import { type ${missing} }\`)` : '';
+  const hint =
+    missing !== undefined && TYPE_EXPORTS.includes(missing) ? ` (${missing} is a type: import it with \`import type { ${missing} }\` or \`import { type ${missing} }\`)` : '';
   return `${error.name}: ${error.message}${hint}`;
 }
 

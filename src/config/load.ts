@@ -162,7 +162,12 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
 }
 
 /** The admin token: `admin.token`, or the first line of `admin.tokenFile` (at least 16 characters). */
-function readAdminToken(admin: { readonly token?: string | undefined; readonly tokenFile?: string | undefined }, base: string, yaml: YamlFile, issues: ConfigIssue[]): string | undefined {
+function readAdminToken(
+  admin: { readonly token?: string | undefined; readonly tokenFile?: string | undefined },
+  base: string,
+  yaml: YamlFile,
+  issues: ConfigIssue[],
+): string | undefined {
   if (admin.tokenFile === undefined) return admin.token;
   const problem = (message: string) => void issues.push({ file: yaml.path, ...yaml.locate(['admin', 'tokenFile']), path: 'admin.tokenFile', message });
   let token: string;
@@ -225,13 +230,7 @@ function readTlsPem(tls: Record<string, unknown>, base: string, yaml: YamlFile, 
   return { cert, key, ...(ca === undefined ? {} : { ca }) };
 }
 
-function parseFile<S extends z.ZodType>(
-  path: string,
-  displayPath: string,
-  schema: S,
-  env: Env,
-  issues: ConfigIssue[],
-): { value?: z.output<S>; yaml?: YamlFile } {
+function parseFile<S extends z.ZodType>(path: string, displayPath: string, schema: S, env: Env, issues: ConfigIssue[]): { value?: z.output<S>; yaml?: YamlFile } {
   const loaded = loadYamlFile(path, displayPath, env);
   issues.push(...loaded.issues);
   if (loaded.file === undefined) return {};

@@ -120,7 +120,12 @@ function compiles(schema: unknown, file: string | undefined, yaml: YamlFile, at:
     compileJsonSchema(schema);
     return true;
   } catch (error) {
-    issues.push({ file: yaml.path, ...yaml.locate(at), path: formatPath(at), message: `invalid JSON Schema${file === undefined ? '' : ` in ${file}`}: ${(error as Error).message}` });
+    issues.push({
+      file: yaml.path,
+      ...yaml.locate(at),
+      path: formatPath(at),
+      message: `invalid JSON Schema${file === undefined ? '' : ` in ${file}`}: ${(error as Error).message}`,
+    });
     return false;
   }
 }

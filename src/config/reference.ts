@@ -115,7 +115,12 @@ function collect(schema: JsonSchema, prefix: string, kindLink?: KindLink): Row[]
     }
     if (child.type === 'array' && child.items?.properties !== undefined) {
       // A list of maps (a device profile's credentials): the list, then each entry's keys.
-      rows.push({ path, type: 'list of maps', fallback: child.default !== undefined ? `\`${JSON.stringify(child.default)}\`` : isRequired ? 'required' : '', description: child.description ?? '' });
+      rows.push({
+        path,
+        type: 'list of maps',
+        fallback: child.default !== undefined ? `\`${JSON.stringify(child.default)}\`` : isRequired ? 'required' : '',
+        description: child.description ?? '',
+      });
       rows.push(...collect(child.items, `${path}[]`));
       continue;
     }

@@ -12,10 +12,7 @@ export interface TemplateIssue {
  * filters its source declares (`filters`): a `${2}` under a filter with one `+`, or a `${#}`
  * under a filter without `#`, can never render, so it is a config error at its own line.
  */
-export function bridgeTemplateIssues(
-  bridge: { readonly from: unknown; readonly to: readonly unknown[] },
-  kinds: ComponentKinds,
-): TemplateIssue[] {
+export function bridgeTemplateIssues(bridge: { readonly from: unknown; readonly to: readonly unknown[] }, kinds: ComponentKinds): TemplateIssue[] {
   // Each entry is a one-key map, kind to config (the schema's union has checked that).
   const [sourceKind, sourceConfig] = Object.entries(bridge.from as object)[0] ?? [];
   const source = kinds.sources.find((s) => s.kind === sourceKind);
@@ -37,7 +34,10 @@ export function bridgeTemplateIssues(
       if (filters === undefined) {
         const capture = compiled.fields.find((f) => f.kind === 'capture' || f.kind === 'rest');
         if (capture !== undefined) {
-          issues.push({ path: at, message: `template '${template}': ${describeField(capture)} takes a level of the MQTT topic filter, but the '${sourceKind}' source has no topic filters` });
+          issues.push({
+            path: at,
+            message: `template '${template}': ${describeField(capture)} takes a level of the MQTT topic filter, but the '${sourceKind}' source has no topic filters`,
+          });
         }
         continue;
       }

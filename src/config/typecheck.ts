@@ -6,9 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { ferryRoot } from './bridge-resolve.ts';
 import type { ConfigIssue } from './issues.ts';
 
-export type TypecheckResult =
-  | { readonly checked: true; readonly issues: readonly ConfigIssue[] }
-  | { readonly checked: false; readonly reason: string };
+export type TypecheckResult = { readonly checked: true; readonly issues: readonly ConfigIssue[] } | { readonly checked: false; readonly reason: string };
 
 /** How long a type check may take before it is given up (with a note, not an error). */
 const TIMEOUT_MS = 120_000;

@@ -31,13 +31,15 @@ function collect(issue: Issue, prefix: readonly PropertyKey[], file: YamlFile, o
     const value = valueAt(file.value, path);
     const named = typeof value === 'object' && value !== null && !Array.isArray(value) ? Object.keys(value) : [];
     const expected = `expected exactly one of: ${kinds.join(', ')}`;
-    const message =
-      kinds.length === 0 ? issue.message : named.length === 1 ? `unknown kind '${named[0]}' (${expected})` : expected;
+    const message = kinds.length === 0 ? issue.message : named.length === 1 ? `unknown kind '${named[0]}' (${expected})` : expected;
     out.push({ file: file.path, ...file.locate(path), path: formatPath(path), message });
     return;
   }
   const value = valueAt(file.value, path);
-  const message = issue.code === 'invalid_type' && value === undefined ? `missing required key (${issue.message.replace(/^Invalid input: /, '')})` : issue.message.replace(/^Invalid input: /, '');
+  const message =
+    issue.code === 'invalid_type' && value === undefined
+      ? `missing required key (${issue.message.replace(/^Invalid input: /, '')})`
+      : issue.message.replace(/^Invalid input: /, '');
   out.push({ file: file.path, ...file.locate(path), path: formatPath(path), message });
 }
 

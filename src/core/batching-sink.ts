@@ -30,10 +30,7 @@ export interface BatchResult {
  * refused (the source sends them again, in order). Completion of the input flushes the last
  * batch before completing.
  */
-export function batchingSink(
-  options: BatchOptions,
-  write: (batch: readonly Delivery[]) => Promise<BatchResult | void> | BatchResult | void,
-): Sink {
+export function batchingSink(options: BatchOptions, write: (batch: readonly Delivery[]) => Promise<BatchResult | void> | BatchResult | void): Sink {
   return (input: Observable<Delivery>) => {
     let arrived = 0;
     let failedThrough = 0;

@@ -56,12 +56,7 @@ export function isFerryError(value: unknown, code?: ErrorCode): value is FerryEr
 }
 
 /** Wraps any thrown value, keeping it as the cause: "kafka sink 'x': produce failed: <cause>". */
-export function wrapError(
-  code: ErrorCode,
-  message: string,
-  cause: unknown,
-  context: ErrorContext = {},
-): FerryError {
+export function wrapError(code: ErrorCode, message: string, cause: unknown, context: ErrorContext = {}): FerryError {
   const reason = cause instanceof Error ? cause.message : String(cause);
   return new FerryError(code, `${message}: ${reason}`, { ...context, cause });
 }

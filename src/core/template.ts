@@ -128,7 +128,9 @@ function topicValue(field: TemplateField, value: string, unsafe: UnsafeTopicValu
   if (unsafe === 'escape') return value.replace(levels ? ESCAPE_LEVELS : ESCAPE_LEVEL, (c) => encodeURIComponent(c));
   const bad = (levels ? NOT_IN_LEVELS : NOT_IN_LEVEL).exec(value);
   if (bad === null) return value;
-  throw new TemplateError(`template '${source}': ${describeField(field)} is ${JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}...` : value)}, which has ${describeCharacter(bad[0])}: a value from the message must stay within its topic level`);
+  throw new TemplateError(
+    `template '${source}': ${describeField(field)} is ${JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}...` : value)}, which has ${describeCharacter(bad[0])}: a value from the message must stay within its topic level`,
+  );
 }
 
 function describeCharacter(c: string): string {

@@ -5,18 +5,30 @@ const fieldPath = z
   .regex(/^[^.\s]+(\.[^.\s]+)*$/, 'a field name or a dotted path such as meta.debug')
   .meta({ description: 'A field of the JSON payload; a dotted path (`meta.debug`) reaches into nested objects.', examples: ['meta.debug'] });
 
-const fields = (what: string) => z.array(fieldPath).min(1).meta({ description: what, examples: [['device', 'celsius']] });
+const fields = (what: string) =>
+  z
+    .array(fieldPath)
+    .min(1)
+    .meta({ description: what, examples: [['device', 'celsius']] });
 
 const validateSchema = z
   .strictObject({
-    profile: z.string().min(1).optional().meta({
-      description: 'Name of a device profile (devices/*.yaml) whose `payloadSchema` the payload must match.',
-      examples: ['temperature-sensor'],
-    }),
-    schema: z.string().min(1).optional().meta({
-      description: 'A JSON Schema file (relative to the bridge file) the payload must match; instead of `profile`.',
-      examples: ['schemas/climate.json'],
-    }),
+    profile: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({
+        description: 'Name of a device profile (devices/*.yaml) whose `payloadSchema` the payload must match.',
+        examples: ['temperature-sensor'],
+      }),
+    schema: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({
+        description: 'A JSON Schema file (relative to the bridge file) the payload must match; instead of `profile`.',
+        examples: ['schemas/climate.json'],
+      }),
   })
   .superRefine((value, ctx) => {
     if ((value.profile === undefined) === (value.schema === undefined)) {
@@ -51,7 +63,7 @@ export const transformSchema = z
   .default([])
   .meta({
     description:
-      'Steps applied in order to every message before it is buffered. A message a step rejects (not JSON, fails the schema) is acknowledged to the device and kept in the bridge\'s dead letters with the reason (`ferry buffer peek --dead`).',
+      "Steps applied in order to every message before it is buffered. A message a step rejects (not JSON, fails the schema) is acknowledged to the device and kept in the bridge's dead letters with the reason (`ferry buffer peek --dead`).",
     examples: [[{ decode: 'json' }, { validate: { profile: 'temperature-sensor' } }, { drop: ['debug'] }]],
   });
 
@@ -63,8 +75,4 @@ export interface ResolvedValidate {
   readonly resolved?: { readonly jsonSchema: unknown; readonly label: string };
 }
 
-export type TransformStep =
-  | { readonly decode: 'json' }
-  | { readonly keep: readonly string[] }
-  | { readonly drop: readonly string[] }
-  | { readonly validate: ResolvedValidate };
+export type TransformStep = { readonly decode: 'json' } | { readonly keep: readonly string[] } | { readonly drop: readonly string[] } | { readonly validate: ResolvedValidate };

@@ -109,7 +109,11 @@ export function selectFieldsStep(mode: 'keep' | 'drop', paths: readonly string[]
     }
     const { value } = decoded;
     if (!isJsonObject(value)) {
-      context.reject(delivery, `${mode} needs a JSON object payload, not ${Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'null' : `a ${typeof value}`}`, 'not_object');
+      context.reject(
+        delivery,
+        `${mode} needs a JSON object payload, not ${Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'null' : `a ${typeof value}`}`,
+        'not_object',
+      );
       return undefined;
     }
     const selected = mode === 'keep' ? keepFields(value, split) : dropFields(value, split);

@@ -105,7 +105,19 @@ export class InputTracker {
 
   /** Starts tracking `delivery`; `message` is the object the handler gets for it. */
   track(delivery: Delivery, message: object): Ticket {
-    const ticket: Ticket = { delivery, pending: 0, confirmed: false, kept: false, released: false, settled: false, since: Date.now(), generation: 0, routed: undefined, skip: undefined, warned: false };
+    const ticket: Ticket = {
+      delivery,
+      pending: 0,
+      confirmed: false,
+      kept: false,
+      released: false,
+      settled: false,
+      since: Date.now(),
+      generation: 0,
+      routed: undefined,
+      skip: undefined,
+      warned: false,
+    };
     this.#open.add(ticket);
     this.#registry.register(message, { ticket, generation: 0 });
     return ticket;

@@ -91,12 +91,16 @@ class BufferedMessage implements Message {
       try {
         this.#json = { value: JSON.parse(this.text()) as unknown };
       } catch (cause) {
-        const error = new FerryError('MESSAGE_REJECTED', `bridge '${this.#context.bridge}': the payload of message ${this.id} on '${this.topic}' is not JSON (${(cause as Error).message})`, {
-          bridge: this.#context.bridge,
-          topic: this.topic,
-          retryable: false,
-          cause,
-        });
+        const error = new FerryError(
+          'MESSAGE_REJECTED',
+          `bridge '${this.#context.bridge}': the payload of message ${this.id} on '${this.topic}' is not JSON (${(cause as Error).message})`,
+          {
+            bridge: this.#context.bridge,
+            topic: this.topic,
+            retryable: false,
+            cause,
+          },
+        );
         const ticket = tickets.get(this);
         if (ticket !== undefined) culprits.set(error, ticket);
         throw error;
@@ -123,7 +127,14 @@ class BufferedMessage implements Message {
   reject(reason: string): void {
     const ticket = tickets.get(this);
     if (ticket === undefined) return;
-    this.#context.reject(ticket, new FerryError('MESSAGE_REJECTED', `rejected by the handler of bridge '${this.#context.bridge}': ${reason}`, { bridge: this.#context.bridge, topic: this.topic, retryable: false }));
+    this.#context.reject(
+      ticket,
+      new FerryError('MESSAGE_REJECTED', `rejected by the handler of bridge '${this.#context.bridge}': ${reason}`, {
+        bridge: this.#context.bridge,
+        topic: this.topic,
+        retryable: false,
+      }),
+    );
   }
 
   /** Envelope of the message, for outputs passing it on. */
@@ -166,7 +177,9 @@ export function createTools(bridge: string, sinks: readonly string[]): BridgeToo
     },
     to: (sink, from, init = {}) => {
       if (!sinks.includes(sink)) {
-        throw new FerryError('INTERNAL', `bridge '${bridge}': tools.to('${sink}', ...) names no sink of the bridge; its sinks (the keys of \`to\`) are: ${sinks.join(', ')}`, { bridge });
+        throw new FerryError('INTERNAL', `bridge '${bridge}': tools.to('${sink}', ...) names no sink of the bridge; its sinks (the keys of \`to\`) are: ${sinks.join(', ')}`, {
+          bridge,
+        });
       }
       return buildOutput(bridge, sink, Array.isArray(from) ? [...(from as readonly Message[])] : [from as Message], init);
     },

@@ -261,13 +261,14 @@ const ROUTINE =
  * the rest as warnings. Errors are Ferry's to log, once, where they are handled.
  */
 export function logTo(logger: Pick<Logger, 'warn' | 'debug'>, levels: typeof import('kafkajs').logLevel): logCreator {
-  return () => ({ namespace, level, log }) => {
-    const { message, ...extra } = log;
-    const line = { kafkajs: namespace, kafkajsLevel: level <= levels.ERROR ? 'error' : 'warn', ...extra };
-    const text = `${String(message)} ${typeof extra['error'] === 'string' ? extra['error'] : ''}`;
-    if (ROUTINE.test(text)) logger.debug(line, message);
-    else logger.warn(line, message);
-  };
+  return () =>
+    ({ namespace, level, log }) => {
+      const { message, ...extra } = log;
+      const line = { kafkajs: namespace, kafkajsLevel: level <= levels.ERROR ? 'error' : 'warn', ...extra };
+      const text = `${String(message)} ${typeof extra['error'] === 'string' ? extra['error'] : ''}`;
+      if (ROUTINE.test(text)) logger.debug(line, message);
+      else logger.warn(line, message);
+    };
 }
 
 function bestEffort(action: () => void): boolean {

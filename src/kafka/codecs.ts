@@ -58,7 +58,10 @@ export function useCompression(
         try {
           codecs[type] = loaders[compression]();
         } catch (error) {
-          throw new Error(`compression '${compression}': its codec cannot be loaded (${(error as Error).message}); install Ferry's dependencies again or choose another compression`, { cause: error });
+          throw new Error(
+            `compression '${compression}': its codec cannot be loaded (${(error as Error).message}); install Ferry's dependencies again or choose another compression`,
+            { cause: error },
+          );
         }
         registered.add(compression);
       }

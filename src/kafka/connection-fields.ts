@@ -9,10 +9,29 @@ import { z } from 'zod';
 export function kafkaConnectionFields(requestTimeout: string) {
   return {
     brokers: z
-      .union([z.array(z.string().min(1)).min(1), z.string().min(1).transform((s) => s.split(',').map((b) => b.trim()).filter((b) => b !== ''))])
+      .union([
+        z.array(z.string().min(1)).min(1),
+        z
+          .string()
+          .min(1)
+          .transform((s) =>
+            s
+              .split(',')
+              .map((b) => b.trim())
+              .filter((b) => b !== ''),
+          ),
+      ])
       .pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, 'expected host:port')).min(1))
       .meta({ description: 'Bootstrap brokers: a list or a comma-separated string of host:port.', examples: ['${KAFKA_BROKERS}', ['kafka-1:9092', 'kafka-2:9092']] }),
-    connectionTimeoutMs: z.int().min(1).default(3000).meta({ description: 'TCP connect timeout to a broker.', examples: [3000] }),
-    requestTimeoutMs: z.int().min(1).default(30000).meta({ description: requestTimeout, examples: [30000] }),
+    connectionTimeoutMs: z
+      .int()
+      .min(1)
+      .default(3000)
+      .meta({ description: 'TCP connect timeout to a broker.', examples: [3000] }),
+    requestTimeoutMs: z
+      .int()
+      .min(1)
+      .default(30000)
+      .meta({ description: requestTimeout, examples: [30000] }),
   };
 }

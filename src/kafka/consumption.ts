@@ -91,7 +91,10 @@ class Consumption {
     };
     run().catch((error: unknown) => {
       this.#ctx.counters.count('kafka.consumer.errors', { bridge: this.#ctx.bridge });
-      this.#ctx.logger.error({ err: error }, `${this.#component}: cannot consume ${this.#options.topics.join(',')}: ${describeError(error)}; retrying in ${RECONNECT_BACKOFF_MS} ms`);
+      this.#ctx.logger.error(
+        { err: error },
+        `${this.#component}: cannot consume ${this.#options.topics.join(',')}: ${describeError(error)}; retrying in ${RECONNECT_BACKOFF_MS} ms`,
+      );
       this.#restart(consumer);
     });
   }
@@ -179,7 +182,11 @@ class Consumption {
       // and #onBatch skips what the window took already.
       if (owned.has(k)) continue;
       this.#partitions.delete(k);
-      if (p.window.size > 0) this.#ctx.logger.info({ topic: p.topic, partition: p.partition, unacked: p.window.size }, `${this.#component}: partition reassigned; its unacked messages are read again by its new owner`);
+      if (p.window.size > 0)
+        this.#ctx.logger.info(
+          { topic: p.topic, partition: p.partition, unacked: p.window.size },
+          `${this.#component}: partition reassigned; its unacked messages are read again by its new owner`,
+        );
     }
     this.#onProgress?.();
   }

@@ -30,7 +30,15 @@ export function topicTemplateProblem(template: Template): string | undefined {
  * `iot.a.b.telemetry`); everything else is literal.
  */
 export function topicAllowList(patterns: readonly string[]): (topic: string) => boolean {
-  const regexes = patterns.map((p) => new RegExp(`^${p.split('*').map((part) => part.replace(/[.]/g, '\\.')).join('[A-Za-z0-9_-]+')}$`));
+  const regexes = patterns.map(
+    (p) =>
+      new RegExp(
+        `^${p
+          .split('*')
+          .map((part) => part.replace(/[.]/g, '\\.'))
+          .join('[A-Za-z0-9_-]+')}$`,
+      ),
+  );
   return (topic) => regexes.some((r) => r.test(topic));
 }
 

@@ -51,7 +51,7 @@ const schema = z
         examples: [['iot.*.telemetry']],
       }),
     key: template.optional().meta({
-      description: 'Record key template; records of one key go to one partition, in order. The message\'s key, else the device\'s client id, when absent.',
+      description: "Record key template; records of one key go to one partition, in order. The message's key, else the device's client id, when absent.",
       examples: ['${1}', '${payload.site}-${clientId}'],
     }),
     headers: z
@@ -63,40 +63,93 @@ const schema = z
       })
       .default({})
       .meta({
-        description: 'Extra record headers: name to message template. `ferry-id` (the message id), `mqtt-topic` and the message\'s own headers (such as `traceparent`) are always sent.',
+        description:
+          "Extra record headers: name to message template. `ferry-id` (the message id), `mqtt-topic` and the message's own headers (such as `traceparent`) are always sent.",
         examples: [{ site: '${payload.site}', device: '${clientId}' }],
       }),
-    clientId: z.string().min(1).default('ferry').meta({ description: 'Kafka client id.', examples: ['ferry-site-7'] }),
-    acks: z.enum(['all', 'leader']).default('all').meta({ description: '`all`: acknowledged by every in-sync replica; `leader`: by the partition leader only.', examples: ['all'] }),
-    idempotent: z.boolean().default(false).meta({
-      description: 'Idempotent producer: the broker drops a batch kafkajs retries after a lost response (fewer duplicates). Needs `acks: all` and at most 1 request in flight; experimental in kafkajs.',
-      examples: [true],
-    }),
-    maxInFlightRequests: z.int().min(1).optional().meta({
-      description: 'Most produce requests in flight per broker; unlimited when absent, 1 with `idempotent`.',
-      examples: [1],
-    }),
-    compression: z.enum(COMPRESSIONS).default('none').meta({ description: 'Batch compression; the codec is loaded only when used.', examples: ['zstd'] }),
-    batchSize: z.int().min(1).default(500).meta({ description: 'Most messages in one produce request.', examples: [500] }),
-    batchBytes: z.int().min(1).default(512 * 1024).meta({ description: 'Most payload bytes in one produce request (a larger message goes alone); keep it well below the broker\'s message.max.bytes (1 MiB by default), since keys, headers and record overhead come on top.', examples: [1048576] }),
-    batchTimeMs: z.int().min(0).default(10).meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
+    clientId: z
+      .string()
+      .min(1)
+      .default('ferry')
+      .meta({ description: 'Kafka client id.', examples: ['ferry-site-7'] }),
+    acks: z
+      .enum(['all', 'leader'])
+      .default('all')
+      .meta({ description: '`all`: acknowledged by every in-sync replica; `leader`: by the partition leader only.', examples: ['all'] }),
+    idempotent: z
+      .boolean()
+      .default(false)
+      .meta({
+        description:
+          'Idempotent producer: the broker drops a batch kafkajs retries after a lost response (fewer duplicates). Needs `acks: all` and at most 1 request in flight; experimental in kafkajs.',
+        examples: [true],
+      }),
+    maxInFlightRequests: z
+      .int()
+      .min(1)
+      .optional()
+      .meta({
+        description: 'Most produce requests in flight per broker; unlimited when absent, 1 with `idempotent`.',
+        examples: [1],
+      }),
+    compression: z
+      .enum(COMPRESSIONS)
+      .default('none')
+      .meta({ description: 'Batch compression; the codec is loaded only when used.', examples: ['zstd'] }),
+    batchSize: z
+      .int()
+      .min(1)
+      .default(500)
+      .meta({ description: 'Most messages in one produce request.', examples: [500] }),
+    batchBytes: z
+      .int()
+      .min(1)
+      .default(512 * 1024)
+      .meta({
+        description:
+          "Most payload bytes in one produce request (a larger message goes alone); keep it well below the broker's message.max.bytes (1 MiB by default), since keys, headers and record overhead come on top.",
+        examples: [1048576],
+      }),
+    batchTimeMs: z
+      .int()
+      .min(0)
+      .default(10)
+      .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
     connectionTimeoutMs: connection.connectionTimeoutMs,
-    retries: z.int().min(0).default(5).meta({
-      description: 'Retries of one produce or connect attempt (with backoff) before the batch is reported failed; the buffer then tries it again, for ever, after its own backoff.',
-      examples: [5],
-    }),
+    retries: z
+      .int()
+      .min(0)
+      .default(5)
+      .meta({
+        description:
+          'Retries of one produce or connect attempt (with backoff) before the batch is reported failed; the buffer then tries it again, for ever, after its own backoff.',
+        examples: [5],
+      }),
     requestTimeoutMs: connection.requestTimeoutMs,
   })
   .superRefine((config, ctx) => {
-    if (config.allowedTopics !== undefined && !config.topic.includes('${') && allowedTopicProblem(config.topic) === undefined && !topicAllowList(config.allowedTopics)(config.topic)) {
-      ctx.addIssue({ code: 'custom', path: ['topic'], message: `topic '${config.topic}' is not in allowedTopics (${config.allowedTopics.join(', ')}): no message could be written` });
+    if (
+      config.allowedTopics !== undefined &&
+      !config.topic.includes('${') &&
+      allowedTopicProblem(config.topic) === undefined &&
+      !topicAllowList(config.allowedTopics)(config.topic)
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['topic'],
+        message: `topic '${config.topic}' is not in allowedTopics (${config.allowedTopics.join(', ')}): no message could be written`,
+      });
     }
     if (!config.idempotent) return;
     if (config.acks !== 'all') {
       ctx.addIssue({ code: 'custom', path: ['acks'], message: 'idempotent: true needs acks: all (an idempotent producer is only safe when every in-sync replica has the batch)' });
     }
     if (config.maxInFlightRequests !== undefined && config.maxInFlightRequests !== 1) {
-      ctx.addIssue({ code: 'custom', path: ['maxInFlightRequests'], message: 'idempotent: true needs maxInFlightRequests: 1 (kafkajs keeps sequence numbers in order only with one request in flight); remove it or set 1' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['maxInFlightRequests'],
+        message: 'idempotent: true needs maxInFlightRequests: 1 (kafkajs keeps sequence numbers in order only with one request in flight); remove it or set 1',
+      });
     }
     if (config.retries < 1) {
       ctx.addIssue({ code: 'custom', path: ['retries'], message: 'idempotent: true needs retries of at least 1 (kafkajs refuses an idempotent producer that may not retry)' });
@@ -184,14 +237,7 @@ export const kafkaSink: SinkComponent<typeof schema> = {
 };
 
 /** Kafka errors that no retry can fix: the message or topic itself is refused. */
-const PERMANENT = new Set([
-  'MESSAGE_TOO_LARGE',
-  'INVALID_TOPIC_EXCEPTION',
-  'CORRUPT_MESSAGE',
-  'INVALID_RECORD',
-  'RECORD_LIST_TOO_LARGE',
-  'UNSUPPORTED_FOR_MESSAGE_FORMAT',
-]);
+const PERMANENT = new Set(['MESSAGE_TOO_LARGE', 'INVALID_TOPIC_EXCEPTION', 'CORRUPT_MESSAGE', 'INVALID_RECORD', 'RECORD_LIST_TOO_LARGE', 'UNSUPPORTED_FOR_MESSAGE_FORMAT']);
 
 function isPermanent(error: unknown): boolean {
   for (let e: unknown = error, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {

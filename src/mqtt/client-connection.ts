@@ -14,21 +14,62 @@ export const connectionFields = {
     .string()
     .regex(/^(mqtts?|wss?):\/\/[^/\s]+/, 'expected mqtt://host:port, mqtts://host:port, ws://host:port/path or wss://host:port/path')
     .meta({ description: 'The broker: mqtt://, mqtts:// (TLS), ws:// or wss:// (WebSocket, with its path).', examples: ['mqtt://broker.example.com:1883', 'mqtts://broker:8883'] }),
-  clientId: z.string().min(1).max(65535).meta({
-    description: 'MQTT client id. It names the persistent session on the broker, so it must be stable and unique per gateway (two clients with one id disconnect each other).',
-    examples: ['ferry-site-7'],
-  }),
-  username: z.string().min(1).optional().meta({ description: 'Username for the broker.', examples: ['ferry'] }),
-  password: z.string().optional().meta({ description: 'Password for the broker; take it from the environment.', examples: ['${MQTT_PASSWORD}'] }),
-  protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4).meta({ description: 'MQTT protocol: 4 is MQTT 3.1.1, 5 is MQTT 5.0.', examples: [5] }),
-  keepaliveSec: z.int().min(0).max(65535).default(30).meta({ description: 'Keep-alive interval in seconds (0 turns it off).', examples: [30] }),
-  connectTimeoutMs: z.int().min(100).default(10_000).meta({ description: 'Longest wait for the broker\'s CONNACK.', examples: [10000] }),
+  clientId: z
+    .string()
+    .min(1)
+    .max(65535)
+    .meta({
+      description: 'MQTT client id. It names the persistent session on the broker, so it must be stable and unique per gateway (two clients with one id disconnect each other).',
+      examples: ['ferry-site-7'],
+    }),
+  username: z
+    .string()
+    .min(1)
+    .optional()
+    .meta({ description: 'Username for the broker.', examples: ['ferry'] }),
+  password: z
+    .string()
+    .optional()
+    .meta({ description: 'Password for the broker; take it from the environment.', examples: ['${MQTT_PASSWORD}'] }),
+  protocolVersion: z
+    .union([z.literal(4), z.literal(5)])
+    .default(4)
+    .meta({ description: 'MQTT protocol: 4 is MQTT 3.1.1, 5 is MQTT 5.0.', examples: [5] }),
+  keepaliveSec: z
+    .int()
+    .min(0)
+    .max(65535)
+    .default(30)
+    .meta({ description: 'Keep-alive interval in seconds (0 turns it off).', examples: [30] }),
+  connectTimeoutMs: z
+    .int()
+    .min(100)
+    .default(10_000)
+    .meta({ description: "Longest wait for the broker's CONNACK.", examples: [10000] }),
   tls: z
     .strictObject({
-      ca: z.string().min(1).optional().meta({ description: 'PEM file (relative to the bridge file) of the CAs that sign the broker\'s certificate (the system\'s CAs when absent).', examples: ['/etc/ferry/broker-ca.crt'] }),
-      cert: z.string().min(1).optional().meta({ description: 'PEM file (relative to the bridge file) of Ferry\'s client certificate, for brokers that require one.', examples: ['/etc/ferry/client.crt'] }),
-      key: z.string().min(1).optional().meta({ description: 'PEM file (relative to the bridge file) of the client certificate\'s private key.', examples: ['/etc/ferry/client.key'] }),
-      rejectUnauthorized: z.boolean().default(true).meta({ description: 'Refuse a broker whose certificate does not verify. Turn off only for tests.', examples: [true] }),
+      ca: z
+        .string()
+        .min(1)
+        .optional()
+        .meta({
+          description: "PEM file (relative to the bridge file) of the CAs that sign the broker's certificate (the system's CAs when absent).",
+          examples: ['/etc/ferry/broker-ca.crt'],
+        }),
+      cert: z
+        .string()
+        .min(1)
+        .optional()
+        .meta({ description: "PEM file (relative to the bridge file) of Ferry's client certificate, for brokers that require one.", examples: ['/etc/ferry/client.crt'] }),
+      key: z
+        .string()
+        .min(1)
+        .optional()
+        .meta({ description: "PEM file (relative to the bridge file) of the client certificate's private key.", examples: ['/etc/ferry/client.key'] }),
+      rejectUnauthorized: z
+        .boolean()
+        .default(true)
+        .meta({ description: 'Refuse a broker whose certificate does not verify. Turn off only for tests.', examples: [true] }),
     })
     .superRefine((tls, ctx) => {
       if ((tls.cert === undefined) !== (tls.key === undefined)) ctx.addIssue({ code: 'custom', message: 'give both `cert` and `key`, or neither' });

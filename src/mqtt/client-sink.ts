@@ -21,12 +21,15 @@ const topicTemplate = z
     if (template === undefined) return;
     const capture = template.fields.find((f) => f.kind === 'capture' || f.kind === 'rest');
     if (capture !== undefined) {
-      ctx.addIssue({ code: 'custom', message: `template '${source}': ${describeField(capture)} is not available in the mqttClient sink; use \${topic}, \${clientId}, \${header.NAME} or \${payload.FIELD}` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `template '${source}': ${describeField(capture)} is not available in the mqttClient sink; use \${topic}, \${clientId}, \${header.NAME} or \${payload.FIELD}`,
+      });
     }
   })
   .meta({
     description:
-      'Topic each message is published to: a template (`${topic}` keeps the message\'s own topic; also `${clientId}`, `${username}`, `${key}`, `${header.NAME}`, `${payload.a.b}`). Each field\'s value must stay one topic level (see `onUnsafeTopicValue`).',
+      "Topic each message is published to: a template (`${topic}` keeps the message's own topic; also `${clientId}`, `${username}`, `${key}`, `${header.NAME}`, `${payload.a.b}`). Each field's value must stay one topic level (see `onUnsafeTopicValue`).",
     examples: ['${topic}', 'site-7/${clientId}/telemetry'],
   });
 
@@ -35,21 +38,45 @@ const schema = z
     ...connectionFields,
     topic: topicTemplate,
     ...sinkTopicFields,
-    qos: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(1).meta({
-      description: 'QoS of the published messages. At 1 and 2 a message leaves Ferry\'s buffer only after the broker acknowledged it; at 0 once it was written to the socket.',
-      examples: [1],
-    }),
-    retain: z.boolean().default(false).meta({ description: 'Publish as retained messages.', examples: [false] }),
-    messageExpiryIntervalSec: z.int().min(1).max(0xffffffff).optional().meta({
-      description: 'MQTT 5: the broker discards a message not delivered within this many seconds.',
-      examples: [3600],
-    }),
-    batchSize: z.int().min(1).default(100).meta({ description: 'Most messages taken from the buffer at once.', examples: [100] }),
-    batchTimeMs: z.int().min(0).default(5).meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [5] }),
-    maxInFlight: z.int().min(1).max(65535).default(20).meta({
-      description: 'Most publishes awaiting the broker\'s acknowledgement at once (lowered to the broker\'s Receive Maximum under MQTT 5).',
-      examples: [20],
-    }),
+    qos: z
+      .union([z.literal(0), z.literal(1), z.literal(2)])
+      .default(1)
+      .meta({
+        description: "QoS of the published messages. At 1 and 2 a message leaves Ferry's buffer only after the broker acknowledged it; at 0 once it was written to the socket.",
+        examples: [1],
+      }),
+    retain: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'Publish as retained messages.', examples: [false] }),
+    messageExpiryIntervalSec: z
+      .int()
+      .min(1)
+      .max(0xffffffff)
+      .optional()
+      .meta({
+        description: 'MQTT 5: the broker discards a message not delivered within this many seconds.',
+        examples: [3600],
+      }),
+    batchSize: z
+      .int()
+      .min(1)
+      .default(100)
+      .meta({ description: 'Most messages taken from the buffer at once.', examples: [100] }),
+    batchTimeMs: z
+      .int()
+      .min(0)
+      .default(5)
+      .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [5] }),
+    maxInFlight: z
+      .int()
+      .min(1)
+      .max(65535)
+      .default(20)
+      .meta({
+        description: "Most publishes awaiting the broker's acknowledgement at once (lowered to the broker's Receive Maximum under MQTT 5).",
+        examples: [20],
+      }),
   })
   .superRefine((config, ctx) => {
     const problem = constantTopicProblem(config);
@@ -100,7 +127,10 @@ export const mqttClientSink: SinkComponent<typeof schema> = {
             publishable.push(delivery);
           } catch (error) {
             if (!(error instanceof TemplateError)) throw error;
-            rejected.set(delivery, wrapError('MESSAGE_INVALID', `${component}: no topic for message ${delivery.envelope.id}`, error, { component, bridge: ctx.bridge, retryable: false }));
+            rejected.set(
+              delivery,
+              wrapError('MESSAGE_INVALID', `${component}: no topic for message ${delivery.envelope.id}`, error, { component, bridge: ctx.bridge, retryable: false }),
+            );
             ctx.counters.count('mqtt.client.messages.rejected', { bridge: ctx.bridge });
           }
         }

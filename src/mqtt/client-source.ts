@@ -37,27 +37,53 @@ const schema = z
         description: 'Topic filters to subscribe to. `$share/<group>/<filter>` is a shared subscription: gateways subscribing with the same group split the stream between them.',
         examples: [['sensors/#'], ['$share/ferry/sensors/+/telemetry']],
       }),
-    qos: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(1).meta({
-      description: 'Subscription QoS. At 1 and 2 the broker gets its acknowledgement only after the message is in Ferry\'s buffer; 2 needs protocolVersion 5.',
-      examples: [1],
-    }),
-    cleanSession: z.boolean().default(false).meta({
-      description: 'Start a fresh session on every connect. False (the default) keeps a persistent session, so the broker holds messages while Ferry is disconnected.',
-      examples: [false],
-    }),
-    sessionExpiryIntervalSec: z.int().min(0).max(0xffffffff).optional().meta({
-      description: `MQTT 5: how long the broker keeps the session after a disconnect (default ${DEFAULT_SESSION_EXPIRY_SEC} s, 7 days; 0 ends it at disconnect). MQTT 3.1.1 sessions last as long as the broker is configured to keep them.`,
-      examples: [86400],
-    }),
-    maxInFlight: z.int().min(1).max(65535).default(100).meta({
-      description: 'Most messages taken and not yet stored at once; past it Ferry stops reading from the broker until the buffer catches up. Advertised to MQTT 5 brokers as Receive Maximum.',
-      examples: [100],
-    }),
-    reconnectMinMs: z.int().min(10).default(500).meta({ description: 'First delay before reconnecting; it doubles per failed attempt, with ±20% jitter.', examples: [500] }),
-    reconnectMaxMs: z.int().min(10).default(5_000).meta({
-      description: 'Longest delay between reconnect attempts: after a broker restart, Ferry is back within this long of the broker (messages published before it resubscribes are lost unless the broker keeps its session).',
-      examples: [5000],
-    }),
+    qos: z
+      .union([z.literal(0), z.literal(1), z.literal(2)])
+      .default(1)
+      .meta({
+        description: "Subscription QoS. At 1 and 2 the broker gets its acknowledgement only after the message is in Ferry's buffer; 2 needs protocolVersion 5.",
+        examples: [1],
+      }),
+    cleanSession: z
+      .boolean()
+      .default(false)
+      .meta({
+        description: 'Start a fresh session on every connect. False (the default) keeps a persistent session, so the broker holds messages while Ferry is disconnected.',
+        examples: [false],
+      }),
+    sessionExpiryIntervalSec: z
+      .int()
+      .min(0)
+      .max(0xffffffff)
+      .optional()
+      .meta({
+        description: `MQTT 5: how long the broker keeps the session after a disconnect (default ${DEFAULT_SESSION_EXPIRY_SEC} s, 7 days; 0 ends it at disconnect). MQTT 3.1.1 sessions last as long as the broker is configured to keep them.`,
+        examples: [86400],
+      }),
+    maxInFlight: z
+      .int()
+      .min(1)
+      .max(65535)
+      .default(100)
+      .meta({
+        description:
+          'Most messages taken and not yet stored at once; past it Ferry stops reading from the broker until the buffer catches up. Advertised to MQTT 5 brokers as Receive Maximum.',
+        examples: [100],
+      }),
+    reconnectMinMs: z
+      .int()
+      .min(10)
+      .default(500)
+      .meta({ description: 'First delay before reconnecting; it doubles per failed attempt, with ±20% jitter.', examples: [500] }),
+    reconnectMaxMs: z
+      .int()
+      .min(10)
+      .default(5_000)
+      .meta({
+        description:
+          'Longest delay between reconnect attempts: after a broker restart, Ferry is back within this long of the broker (messages published before it resubscribes are lost unless the broker keeps its session).',
+        examples: [5000],
+      }),
   })
   .superRefine((config, ctx) => {
     if (config.qos === 2 && config.protocolVersion !== 5) {
@@ -112,7 +138,13 @@ export const mqttClientSource: SourceComponent<typeof schema> = {
             subscriber.error(error);
             return;
           }
-          stop = wire(client, config, ctx, (delivery) => subscriber.next(delivery), () => closed);
+          stop = wire(
+            client,
+            config,
+            ctx,
+            (delivery) => subscriber.next(delivery),
+            () => closed,
+          );
         },
         (error: unknown) => subscriber.error(error),
       );

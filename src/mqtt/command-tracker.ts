@@ -201,13 +201,15 @@ export class CommandTracker {
 
   #checkSubscribers(topic: string, pending: Pending): void {
     // aedes queued a copy for every persistent session subscribed at QoS 1 or 2, connected or not.
-    aedesInternals(this.#aedes).persistence.subscriptionsByTopic(topic).then(
-      (subscriptions) => {
-        if (pending.forwarded > 0 || subscriptions.length > 0) return;
-        pending.settle(pending.deliveredQos0 ? { status: 'sent' } : { status: 'no_subscriber' });
-      },
-      (error: unknown) => pending.settle({ status: 'failed', error: error instanceof Error ? error : new Error(String(error)) }),
-    );
+    aedesInternals(this.#aedes)
+      .persistence.subscriptionsByTopic(topic)
+      .then(
+        (subscriptions) => {
+          if (pending.forwarded > 0 || subscriptions.length > 0) return;
+          pending.settle(pending.deliveredQos0 ? { status: 'sent' } : { status: 'no_subscriber' });
+        },
+        (error: unknown) => pending.settle({ status: 'failed', error: error instanceof Error ? error : new Error(String(error)) }),
+      );
   }
 }
 

@@ -90,9 +90,7 @@ export class DeviceAdmission {
     if (auth === undefined) return undefined;
     const certName = this.#certNames.get(client.conn);
     const result =
-      certName === undefined
-        ? await auth.authenticate(client.id, username, password, this.#address(client))
-        : auth.authenticateCertificate(client.id, certName, username);
+      certName === undefined ? await auth.authenticate(client.id, username, password, this.#address(client)) : auth.authenticateCertificate(client.id, certName, username);
     if (result.ok) {
       // A client id already connected under another login is refused rather than taken over.
       const holder = aedesInternals(this.#aedes).clients[client.id];

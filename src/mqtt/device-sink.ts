@@ -22,23 +22,38 @@ const schema = z
       })
       .meta({
         description:
-          'MQTT topic of each command, a message template: `${key}` is the Kafka record key, `${header.NAME}` a header, `${payload.a.b}` a JSON field. Each field\'s value must stay one topic level (see `onUnsafeTopicValue`).',
+          "MQTT topic of each command, a message template: `${key}` is the Kafka record key, `${header.NAME}` a header, `${payload.a.b}` a JSON field. Each field's value must stay one topic level (see `onUnsafeTopicValue`).",
         examples: ['devices/${key}/commands', 'devices/${header.device}/commands/${header.name}'],
       }),
     ...sinkTopicFields,
-    qos: z.union([z.literal(0), z.literal(1)]).default(1).meta({
-      description: '1: a command is acknowledged upstream only after the device\'s PUBACK; 0: right after it was handed to the broker (nothing waits for offline devices).',
-      examples: [1],
-    }),
-    retain: z.boolean().default(false).meta({ description: 'Publish commands as retained messages.', examples: [false] }),
-    expiryMs: z.int().min(100).default(3_600_000).meta({
-      description: 'How long a QoS 1 command waits for its device (one with a persistent session gets it when it reconnects). Past it the command is dropped, counted as `commands.expired` and logged, and acknowledged upstream.',
-      examples: [3_600_000],
-    }),
-    stopTimeoutMs: z.int().min(0).default(2000).meta({
-      description: 'On stop, how long to wait for PUBACKs of commands in flight; commands still unacknowledged then are not acknowledged upstream (Kafka delivers them again).',
-      examples: [2000],
-    }),
+    qos: z
+      .union([z.literal(0), z.literal(1)])
+      .default(1)
+      .meta({
+        description: "1: a command is acknowledged upstream only after the device's PUBACK; 0: right after it was handed to the broker (nothing waits for offline devices).",
+        examples: [1],
+      }),
+    retain: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'Publish commands as retained messages.', examples: [false] }),
+    expiryMs: z
+      .int()
+      .min(100)
+      .default(3_600_000)
+      .meta({
+        description:
+          'How long a QoS 1 command waits for its device (one with a persistent session gets it when it reconnects). Past it the command is dropped, counted as `commands.expired` and logged, and acknowledged upstream.',
+        examples: [3_600_000],
+      }),
+    stopTimeoutMs: z
+      .int()
+      .min(0)
+      .default(2000)
+      .meta({
+        description: 'On stop, how long to wait for PUBACKs of commands in flight; commands still unacknowledged then are not acknowledged upstream (Kafka delivers them again).',
+        examples: [2000],
+      }),
   })
   .superRefine((config, ctx) => {
     const problem = constantTopicProblem(config);
@@ -62,7 +77,7 @@ export interface DeviceSinkDeps {
  */
 export const deviceSink: SinkComponent<typeof schema, DeviceSinkDeps> = {
   kind: 'devices',
-  description: 'Publishes messages as commands to devices on the embedded MQTT broker; acked on the device\'s PUBACK.',
+  description: "Publishes messages as commands to devices on the embedded MQTT broker; acked on the device's PUBACK.",
   schema,
   // Checked against the source at load time: a ${1} under a Kafka source can never render.
   templates: (config) => [{ path: ['topic'], template: config.topic }],
@@ -103,16 +118,29 @@ export const deviceSink: SinkComponent<typeof schema, DeviceSinkDeps> = {
               ctx.counters.count('commands.expired', { ...labels, reason: outcome.status });
               ctx.logger.warn({ id: envelope.id, topic, key: envelope.key, reason: outcome.status }, `${component}: command dropped: ${reason}`);
               delivery.ack();
-              subscriber.next({ type: 'failed', count: 1, error: new FerryError('MESSAGE_REJECTED', `${component}: command to ${topic} dropped: ${reason}`, { component, bridge: ctx.bridge, topic }), retryable: false });
+              subscriber.next({
+                type: 'failed',
+                count: 1,
+                error: new FerryError('MESSAGE_REJECTED', `${component}: command to ${topic} dropped: ${reason}`, { component, bridge: ctx.bridge, topic }),
+                retryable: false,
+              });
               return;
             }
             case 'refused': {
               // The device's final word (MQTT 5): sending it again would get the same answer.
               const reason = `refused by device '${outcome.clientId}' with PUBACK reason code 0x${outcome.reasonCode.toString(16)}`;
               ctx.counters.count('commands.refused', { ...labels, reason: `0x${outcome.reasonCode.toString(16)}` });
-              ctx.logger.warn({ id: envelope.id, topic, key: envelope.key, clientId: outcome.clientId, reasonCode: outcome.reasonCode }, `${component}: command dropped: ${reason}`);
+              ctx.logger.warn(
+                { id: envelope.id, topic, key: envelope.key, clientId: outcome.clientId, reasonCode: outcome.reasonCode },
+                `${component}: command dropped: ${reason}`,
+              );
               delivery.ack();
-              subscriber.next({ type: 'failed', count: 1, error: new FerryError('MESSAGE_REJECTED', `${component}: command to ${topic} ${reason}`, { component, bridge: ctx.bridge, topic }), retryable: false });
+              subscriber.next({
+                type: 'failed',
+                count: 1,
+                error: new FerryError('MESSAGE_REJECTED', `${component}: command to ${topic} ${reason}`, { component, bridge: ctx.bridge, topic }),
+                retryable: false,
+              });
               return;
             }
             case 'cancelled':
@@ -120,7 +148,13 @@ export const deviceSink: SinkComponent<typeof schema, DeviceSinkDeps> = {
               ctx.logger.debug({ id: envelope.id, topic }, `${component}: stopped waiting for the device`);
               return;
             case 'failed': {
-              const error = new FerryError('SINK_WRITE_FAILED', `${component}: publish to ${topic} failed: ${outcome.error.message}`, { component, bridge: ctx.bridge, topic, retryable: true, cause: outcome.error });
+              const error = new FerryError('SINK_WRITE_FAILED', `${component}: publish to ${topic} failed: ${outcome.error.message}`, {
+                component,
+                bridge: ctx.bridge,
+                topic,
+                retryable: true,
+                cause: outcome.error,
+              });
               delivery.nack(error);
               subscriber.next({ type: 'failed', count: 1, error, retryable: true });
             }

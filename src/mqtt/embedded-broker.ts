@@ -106,11 +106,14 @@ export class EmbeddedBroker {
   static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
     let broker: EmbeddedBroker | undefined;
     const self = () => broker as EmbeddedBroker;
-    const state = options.state === undefined ? undefined : openBrokerState(options.state, {
-      logger: options.logger,
-      counters: options.counters,
-      willAllowed: (client, will) => self().#mayPublishWill(client, will.topic ?? ''),
-    });
+    const state =
+      options.state === undefined
+        ? undefined
+        : openBrokerState(options.state, {
+            logger: options.logger,
+            counters: options.counters,
+            willAllowed: (client, will) => self().#mayPublishWill(client, will.topic ?? ''),
+          });
     const aedes = await Aedes.createBroker({
       ...(state === undefined ? {} : { persistence: state }),
       connectTimeout: options.connectTimeoutMs ?? 10_000,
@@ -124,10 +127,12 @@ export class EmbeddedBroker {
       sessionExpiryIntervalLimit: options.maxSessionExpirySeconds ?? 0,
       preConnect: (client, packet, callback) => callback(null, self().#admission.admit(client, packet)),
       authenticate: (client, username, password, done) => {
-        self().#admission.authenticate(client, username, password).then(
-          (refusal) => done(refusal ?? null, refusal === undefined),
-          (error: unknown) => done(Object.assign(error instanceof Error ? error : new Error(String(error)), { returnCode: 3 as const }), false),
-        );
+        self()
+          .#admission.authenticate(client, username, password)
+          .then(
+            (refusal) => done(refusal ?? null, refusal === undefined),
+            (error: unknown) => done(Object.assign(error instanceof Error ? error : new Error(String(error)), { returnCode: 3 as const }), false),
+          );
       },
       authorizeSubscribe: (client, subscription, callback) => {
         callback(null, self().#admission.maySubscribe(client, subscription.topic) ? subscription : null);

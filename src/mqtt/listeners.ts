@@ -73,7 +73,10 @@ export function clientAddress(request: IncomingMessage, trustedProxies: readonly
   const trusted = new Set(trustedProxies.map(plainAddress));
   if (!trusted.has(peer)) return peer;
   const header = request.headers['x-forwarded-for'];
-  const hops = (Array.isArray(header) ? header.join(',') : (header ?? '')).split(',').map((h) => plainAddress(h.trim())).filter((h) => h !== '');
+  const hops = (Array.isArray(header) ? header.join(',') : (header ?? ''))
+    .split(',')
+    .map((h) => plainAddress(h.trim()))
+    .filter((h) => h !== '');
   for (let i = hops.length - 1; i >= 0; i--) if (!trusted.has(hops[i] as string)) return hops[i] as string;
   return hops[0] ?? peer;
 }
@@ -213,7 +216,12 @@ function createTls(settings: TlsSettings, events: ListenerEvents): Server {
 }
 
 /** ws is loaded only when a WebSocket listener is configured: it costs a quarter second of startup. */
-async function createWebSocket(path: string, maxPayloadBytes: number, trustedProxies: readonly string[], events: ListenerEvents): Promise<{ server: Server; wss: WebSocketServer }> {
+async function createWebSocket(
+  path: string,
+  maxPayloadBytes: number,
+  trustedProxies: readonly string[],
+  events: ListenerEvents,
+): Promise<{ server: Server; wss: WebSocketServer }> {
   const { WebSocketServer, createWebSocketStream } = await import('ws');
   const server = createHttpServer((_request, response) => {
     response.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' }).end(`MQTT over WebSocket: connect to ${path}\n`);

@@ -144,7 +144,10 @@ export class PublishIntake {
     const invalid = invalidTopicReason(packet.topic, this.#options.topicLimits);
     if (invalid !== undefined) {
       counters.count('mqtt.publish.refused', { reason: 'invalid_topic' });
-      this.#options.logger.warn({ clientId: client?.id, topic: packet.topic.slice(0, 200), reason: invalid }, `publish refused: invalid topic; ${refusalOutcome(client, packet.qos)}`);
+      this.#options.logger.warn(
+        { clientId: client?.id, topic: packet.topic.slice(0, 200), reason: invalid },
+        `publish refused: invalid topic; ${refusalOutcome(client, packet.qos)}`,
+      );
       callback(new Error(`invalid topic: ${invalid}`));
       return;
     }
@@ -219,7 +222,8 @@ export class PublishIntake {
         return;
       }
     }
-    const earlier = packet.messageId === undefined ? undefined : this.#resends.lookup(client.id, this.#options.identity(client)?.username, packet.messageId, packet.topic, payloadBytes(packet));
+    const earlier =
+      packet.messageId === undefined ? undefined : this.#resends.lookup(client.id, this.#options.identity(client)?.username, packet.messageId, packet.topic, payloadBytes(packet));
     if (earlier !== undefined) {
       let timer: NodeJS.Timeout | undefined;
       const stored = await Promise.race([
@@ -297,7 +301,9 @@ export class PublishIntake {
     });
     // What a resend of this message would repeat: a device resends QoS 1 and 2 only.
     const noted: NotedMessage | undefined =
-      client === null || packet.qos === 0 || packet.messageId === undefined ? undefined : this.#resends.note(client.id, envelope.origin.username, packet.messageId, packet.topic, payload);
+      client === null || packet.qos === 0 || packet.messageId === undefined
+        ? undefined
+        : this.#resends.note(client.id, envelope.origin.username, packet.messageId, packet.topic, payload);
     // A QoS 1 or 2 message from a live connection is abandoned once that connection closes
     // before its PUBACK: the device still has it. Not a will (aedes publishes it through this
     // hook once the connection is closed): nobody sends that again.

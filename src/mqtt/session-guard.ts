@@ -94,7 +94,10 @@ export class SessionGuard {
     this.#counters.count('mqtt.deliveries.refused', { reason: 'acl' });
     if (!this.#toldRefused.has(client)) {
       this.#toldRefused.add(client);
-      this.#logger.warn({ clientId: client.id, topic: packet.topic }, "message not sent to a client whose ACL does not allow its topic (further ones for this connection are counted only)");
+      this.#logger.warn(
+        { clientId: client.id, topic: packet.topic },
+        'message not sent to a client whose ACL does not allow its topic (further ones for this connection are counted only)',
+      );
     }
     return false;
   }

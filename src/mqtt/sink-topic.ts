@@ -24,11 +24,14 @@ export const sinkTopicFields = {
         'The only topics this sink publishes to, as MQTT topic filters (`+` one level, a trailing `#` any levels). A message whose topic renders to another is refused. Set it when the topic template takes message data (`${key}`, `${header.NAME}`, `${payload.x}`). Any topic when absent.',
       examples: [['devices/+/commands/#']],
     }),
-  onUnsafeTopicValue: z.enum(['refuse', 'escape']).default('refuse').meta({
-    description:
-      'A template field whose value would not stay one topic level (it has `/`, `+`, `#`, NUL or a control character): `refuse` the message, or `escape` the value, percent-encoded like a URI component (`/` as `%2F`, `%` as `%25`). `${topic}` and `${#}` keep their `/`.',
-    examples: ['refuse'],
-  }),
+  onUnsafeTopicValue: z
+    .enum(['refuse', 'escape'])
+    .default('refuse')
+    .meta({
+      description:
+        'A template field whose value would not stay one topic level (it has `/`, `+`, `#`, NUL or a control character): `refuse` the message, or `escape` the value, percent-encoded like a URI component (`/` as `%2F`, `%` as `%25`). `${topic}` and `${#}` keep their `/`.',
+      examples: ['refuse'],
+    }),
 };
 
 export interface SinkTopicConfig {

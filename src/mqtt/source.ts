@@ -19,10 +19,13 @@ const WARN_EVERY_MS = 60_000;
 
 const schema = z
   .strictObject({
-    topics: z.array(topicFilter).min(1).meta({
-      description: 'MQTT topic filters (with + and # wildcards) of the device messages this bridge takes.',
-      examples: [['devices/+/telemetry/#']],
-    }),
+    topics: z
+      .array(topicFilter)
+      .min(1)
+      .meta({
+        description: 'MQTT topic filters (with + and # wildcards) of the device messages this bridge takes.',
+        examples: [['devices/+/telemetry/#']],
+      }),
     messageId: z
       .string()
       .superRefine((source, ctx) => {
@@ -80,7 +83,10 @@ export const mqttSource: SourceComponent<typeof schema, MqttSourceDeps> = {
       ctx.counters.count('mqtt.messages.id_not_derived', labels);
       sinceWarning += 1;
       if (Date.now() - warnedAt < WARN_EVERY_MS) return;
-      ctx.logger.warn({ topic, clientId, reason, since: sinceWarning }, `mqtt source of bridge '${ctx.bridge}': messageId '${config.messageId}' not derived; the message keeps a generated id`);
+      ctx.logger.warn(
+        { topic, clientId, reason, since: sinceWarning },
+        `mqtt source of bridge '${ctx.bridge}': messageId '${config.messageId}' not derived; the message keeps a generated id`,
+      );
       warnedAt = Date.now();
       sinceWarning = 0;
     };

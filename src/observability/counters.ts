@@ -39,5 +39,8 @@ function keyOf(name: string, labels: Readonly<Record<string, string>>): string {
   const names = Object.keys(labels);
   if (names.length === 0) return name;
   if (names.length === 1) return `${name}{${names[0] as string}=${labels[names[0] as string] as string}}`;
-  return `${name}{${Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(',')}}`;
+  return `${name}{${Object.entries(labels)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',')}}`;
 }

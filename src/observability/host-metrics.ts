@@ -75,11 +75,9 @@ export class HostMetrics {
     const cores = availableParallelism();
     const elapsedSeconds = previous === undefined ? 0 : (now - previous.at) / 1000;
     const share = (value: number) => Math.min(1, Math.max(0, value));
-    const hostCpu =
-      previous?.cpu == null || cpu === null || cpu.total <= previous.cpu.total ? null : share((cpu.busy - previous.cpu.busy) / (cpu.total - previous.cpu.total));
+    const hostCpu = previous?.cpu == null || cpu === null || cpu.total <= previous.cpu.total ? null : share((cpu.busy - previous.cpu.busy) / (cpu.total - previous.cpu.total));
     const processCpu = previous === undefined || elapsedSeconds <= 0 ? null : share((raw.processMicros - previous.processMicros) / 1e6 / elapsedSeconds / cores);
-    const perSecond = (value: number, before: number | undefined) =>
-      before === undefined || elapsedSeconds <= 0 || value < before ? null : (value - before) / elapsedSeconds;
+    const perSecond = (value: number, before: number | undefined) => (before === undefined || elapsedSeconds <= 0 || value < before ? null : (value - before) / elapsedSeconds);
     const network =
       netdev === null
         ? null
@@ -164,7 +162,11 @@ export function parseNetDev(text: string): { receivedBytes: number; sentBytes: n
     const colon = line.indexOf(':');
     if (colon < 0) continue;
     const name = line.slice(0, colon).trim();
-    const fields = line.slice(colon + 1).trim().split(/\s+/).map(Number);
+    const fields = line
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/)
+      .map(Number);
     if (name === 'lo' || fields.length < 9) continue;
     interfaces.push({ name, receivedBytes: fields[0] ?? 0, sentBytes: fields[8] ?? 0 });
   }

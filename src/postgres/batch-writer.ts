@@ -46,7 +46,11 @@ export function batchWriter(options: BatchWriterOptions): (db: PgQueryable, plan
   const reject = (delivery: Delivery, reason: string, cause?: unknown) => {
     counters.count('postgres.messages.rejected', { bridge });
     const { id, topic } = delivery.envelope;
-    return new FerryError('MESSAGE_INVALID', `${component}: message ${id} (MQTT topic '${topic}') cannot be written to ${table}: ${reason}`, { ...context, retryable: false, cause });
+    return new FerryError('MESSAGE_INVALID', `${component}: message ${id} (MQTT topic '${topic}') cannot be written to ${table}: ${reason}`, {
+      ...context,
+      retryable: false,
+      cause,
+    });
   };
 
   const render = (plan: InsertPlan, delivery: Delivery): (string | null)[] => {
@@ -56,7 +60,10 @@ export function batchWriter(options: BatchWriterOptions): (db: PgQueryable, plan
       try {
         return convert(template.single === undefined ? template.render(fields) : fields.raw(template.single));
       } catch (error) {
-        if (error instanceof ValueError) throw new ValueError(`column ${info.name} (${info.declaredType}) from '${template.source}': ${template.single === undefined ? 'the value' : 'its value'} ${error.message}`);
+        if (error instanceof ValueError)
+          throw new ValueError(
+            `column ${info.name} (${info.declaredType}) from '${template.source}': ${template.single === undefined ? 'the value' : 'its value'} ${error.message}`,
+          );
         if (error instanceof TemplateError) throw new ValueError(`column ${info.name}: ${error.message}`);
         throw error;
       }
@@ -95,7 +102,10 @@ export function batchWriter(options: BatchWriterOptions): (db: PgQueryable, plan
           if (!split) {
             split = true;
             counters.count('postgres.batches.split', { bridge });
-            options.logger.debug({ err: error, rows: part.length }, `${component}: the batch was refused for a data error (${describePgError(error)}); writing it in parts to find the rows at fault`);
+            options.logger.debug(
+              { err: error, rows: part.length },
+              `${component}: the batch was refused for a data error (${describePgError(error)}); writing it in parts to find the rows at fault`,
+            );
           }
           const half = Math.ceil(part.length / 2);
           await insert(part.slice(0, half));

@@ -61,7 +61,8 @@ function byType(column: ColumnInfo): (value: NonNullable<RawFieldValue>) => stri
   if (type === 'bool') return (value) => (typeof value === 'boolean' ? String(value) : boolean(scalar(value, 'a boolean')));
   const range = INT_RANGES[type];
   if (range !== undefined) return (value) => integer(value, range, type);
-  if (type === 'numeric' || type === 'float4' || type === 'float8') return (value) => (typeof value === 'number' ? String(value) : checked(scalar(value, 'a number'), NUMBER, 'a number'));
+  if (type === 'numeric' || type === 'float4' || type === 'float8')
+    return (value) => (typeof value === 'number' ? String(value) : checked(scalar(value, 'a number'), NUMBER, 'a number'));
   if (type === 'timestamptz' || type === 'timestamp' || type === 'date') return (value) => time(value);
   return (value) => noNul(text(value));
 }

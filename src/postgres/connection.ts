@@ -20,49 +20,119 @@ export const connectionFields = {
         'The server as a URL: `postgres://user[:password]@host[:port]/database` (`?host=/var/run/postgresql` for a Unix socket). Take it from the environment (`${POSTGRES_URL}`) when it holds a password. Give `url` or `host`, not both.',
       examples: ['postgres://ferry@127.0.0.1:5432/telemetry', '${POSTGRES_URL}'],
     }),
-  host: z.string().min(1).optional().meta({ description: 'Server host name or address, or the directory of its Unix socket (starting with `/`). Give `url` or `host`.', examples: ['db.example.com'] }),
-  port: z.int().min(1).max(65535).optional().meta({ description: 'Server port, with `host`; 5432 when absent.', examples: [5432] }),
-  database: z.string().min(1).optional().meta({ description: 'Database, with `host` (required there).', examples: ['telemetry'] }),
-  user: z.string().min(1).optional().meta({ description: 'User, with `host` (required there).', examples: ['ferry'] }),
+  host: z
+    .string()
+    .min(1)
+    .optional()
+    .meta({ description: 'Server host name or address, or the directory of its Unix socket (starting with `/`). Give `url` or `host`.', examples: ['db.example.com'] }),
+  port: z
+    .int()
+    .min(1)
+    .max(65535)
+    .optional()
+    .meta({ description: 'Server port, with `host`; 5432 when absent.', examples: [5432] }),
+  database: z
+    .string()
+    .min(1)
+    .optional()
+    .meta({ description: 'Database, with `host` (required there).', examples: ['telemetry'] }),
+  user: z
+    .string()
+    .min(1)
+    .optional()
+    .meta({ description: 'User, with `host` (required there).', examples: ['ferry'] }),
   password: z
     .strictObject(
       {
-        env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').optional().meta({ description: 'Name of the environment variable holding the password.', examples: ['PGPASSWORD'] }),
-        file: z.string().min(1).optional().meta({ description: 'File holding the password (relative to the bridge file), read when the sink starts; one trailing newline is dropped.', examples: ['/run/secrets/pg-password'] }),
+        env: z
+          .string()
+          .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name')
+          .optional()
+          .meta({ description: 'Name of the environment variable holding the password.', examples: ['PGPASSWORD'] }),
+        file: z
+          .string()
+          .min(1)
+          .optional()
+          .meta({
+            description: 'File holding the password (relative to the bridge file), read when the sink starts; one trailing newline is dropped.',
+            examples: ['/run/secrets/pg-password'],
+          }),
       },
-      { error: (issue) => (issue.code === 'invalid_type' ? 'give where the password is, not the password: `password: {env: PG_PASSWORD}` or `password: {file: /run/secrets/pg-password}`' : undefined) },
+      {
+        error: (issue) =>
+          issue.code === 'invalid_type'
+            ? 'give where the password is, not the password: `password: {env: PG_PASSWORD}` or `password: {file: /run/secrets/pg-password}`'
+            : undefined,
+      },
     )
     .refine((password) => (password.env === undefined) !== (password.file === undefined), 'give one of `env` and `file`')
     .optional()
     .meta({
-      description: 'Where the password is: an environment variable (`env`) or a file (`file`), never the password itself. It overrides a password in `url`; none when absent (trust or certificate authentication).',
+      description:
+        'Where the password is: an environment variable (`env`) or a file (`file`), never the password itself. It overrides a password in `url`; none when absent (trust or certificate authentication).',
       examples: [{ env: 'PGPASSWORD' }],
     }),
   ssl: z
     .strictObject({
-      mode: z.enum(['disable', 'require', 'verify-ca', 'verify-full']).default('verify-full').meta({
-        description: 'As libpq\'s sslmode: `require` encrypts without checking the server\'s certificate; `verify-ca` checks it is signed by `ca`; `verify-full` also checks it names the host.',
-        examples: ['verify-full'],
-      }),
-      ca: z.string().min(1).optional().meta({ description: 'PEM file (relative to the bridge file) of the CAs that sign the server\'s certificate (the system\'s CAs when absent).', examples: ['/etc/ferry/pg-ca.crt'] }),
-      cert: z.string().min(1).optional().meta({ description: 'PEM file of Ferry\'s client certificate, for servers that authenticate by certificate.', examples: ['/etc/ferry/pg-client.crt'] }),
-      key: z.string().min(1).optional().meta({ description: 'PEM file of the client certificate\'s private key.', examples: ['/etc/ferry/pg-client.key'] }),
+      mode: z
+        .enum(['disable', 'require', 'verify-ca', 'verify-full'])
+        .default('verify-full')
+        .meta({
+          description:
+            "As libpq's sslmode: `require` encrypts without checking the server's certificate; `verify-ca` checks it is signed by `ca`; `verify-full` also checks it names the host.",
+          examples: ['verify-full'],
+        }),
+      ca: z
+        .string()
+        .min(1)
+        .optional()
+        .meta({
+          description: "PEM file (relative to the bridge file) of the CAs that sign the server's certificate (the system's CAs when absent).",
+          examples: ['/etc/ferry/pg-ca.crt'],
+        }),
+      cert: z
+        .string()
+        .min(1)
+        .optional()
+        .meta({ description: "PEM file of Ferry's client certificate, for servers that authenticate by certificate.", examples: ['/etc/ferry/pg-client.crt'] }),
+      key: z
+        .string()
+        .min(1)
+        .optional()
+        .meta({ description: "PEM file of the client certificate's private key.", examples: ['/etc/ferry/pg-client.key'] }),
     })
     .superRefine((ssl, ctx) => {
       if ((ssl.cert === undefined) !== (ssl.key === undefined)) ctx.addIssue({ code: 'custom', message: 'give both `cert` and `key`, or neither' });
     })
     .optional()
     .meta({ description: 'TLS to the server; none when absent. `ferry validate` checks its files can be read.' }),
-  poolSize: z.int().min(1).max(100).default(4).meta({
-    description: 'Most connections of the pool. Components with the same connection settings share one pool per process; each sink uses one connection at a time.',
-    examples: [4],
-  }),
-  connectTimeoutMs: z.int().min(100).default(5000).meta({ description: 'Longest wait for a connection (to open one, or for one of the pool to be free).', examples: [5000] }),
-  statementTimeoutMs: z.int().min(100).default(30_000).meta({
-    description: 'The server cancels a statement running longer (`statement_timeout`); the batch is retried.',
-    examples: [30000],
-  }),
-  idleTimeoutMs: z.int().min(0).default(60_000).meta({ description: 'An idle connection is closed after this long; 0 keeps it open.', examples: [60000] }),
+  poolSize: z
+    .int()
+    .min(1)
+    .max(100)
+    .default(4)
+    .meta({
+      description: 'Most connections of the pool. Components with the same connection settings share one pool per process; each sink uses one connection at a time.',
+      examples: [4],
+    }),
+  connectTimeoutMs: z
+    .int()
+    .min(100)
+    .default(5000)
+    .meta({ description: 'Longest wait for a connection (to open one, or for one of the pool to be free).', examples: [5000] }),
+  statementTimeoutMs: z
+    .int()
+    .min(100)
+    .default(30_000)
+    .meta({
+      description: 'The server cancels a statement running longer (`statement_timeout`); the batch is retried.',
+      examples: [30000],
+    }),
+  idleTimeoutMs: z
+    .int()
+    .min(0)
+    .default(60_000)
+    .meta({ description: 'An idle connection is closed after this long; 0 keeps it open.', examples: [60000] }),
 };
 
 const connectionSchema = z.strictObject(connectionFields);
@@ -86,7 +156,11 @@ interface Issues {
 /** Cross-field rules of the connection settings, for the `superRefine` of a component's schema. */
 export function refineConnection(config: ConnectionConfig, ctx: Issues): void {
   if ((config.url === undefined) === (config.host === undefined)) {
-    ctx.addIssue({ code: 'custom', path: config.url === undefined ? ['host'] : ['url'], message: 'give the server as `url`, or as `host` with `database` and `user`, not both and not neither' });
+    ctx.addIssue({
+      code: 'custom',
+      path: config.url === undefined ? ['host'] : ['url'],
+      message: 'give the server as `url`, or as `host` with `database` and `user`, not both and not neither',
+    });
     return;
   }
   if (config.url !== undefined) {
@@ -95,13 +169,15 @@ export function refineConnection(config: ConnectionConfig, ctx: Issues): void {
     }
     const parsed = parseUrl(config.url);
     if ('problem' in parsed) ctx.addIssue({ code: 'custom', path: ['url'], message: parsed.problem });
-    else if (parsed.endpoint.host.startsWith('/') && config.ssl !== undefined && config.ssl.mode !== 'disable') ctx.addIssue({ code: 'custom', path: ['ssl'], message: 'a Unix socket takes no TLS' });
+    else if (parsed.endpoint.host.startsWith('/') && config.ssl !== undefined && config.ssl.mode !== 'disable')
+      ctx.addIssue({ code: 'custom', path: ['ssl'], message: 'a Unix socket takes no TLS' });
     return;
   }
   for (const key of ['database', 'user'] as const) {
     if (config[key] === undefined) ctx.addIssue({ code: 'custom', path: [key], message: `\`${key}\` is required with \`host\`` });
   }
-  if (config.host?.startsWith('/') && config.ssl !== undefined && config.ssl.mode !== 'disable') ctx.addIssue({ code: 'custom', path: ['ssl'], message: 'a Unix socket takes no TLS' });
+  if (config.host?.startsWith('/') && config.ssl !== undefined && config.ssl.mode !== 'disable')
+    ctx.addIssue({ code: 'custom', path: ['ssl'], message: 'a Unix socket takes no TLS' });
 }
 
 /** The endpoint of a config that passed `refineConnection`. */
@@ -129,7 +205,11 @@ function parseUrl(text: string): { endpoint: Endpoint } | { problem: string } {
   }
   for (const name of url.searchParams.keys()) {
     if (name === 'host') continue;
-    return { problem: name.startsWith('ssl') ? `set TLS with \`ssl:\` (mode, ca, cert, key), not with the URL parameter '${name}'` : `unsupported URL parameter '${name}' (only \`host\`, a Unix socket directory)` };
+    return {
+      problem: name.startsWith('ssl')
+        ? `set TLS with \`ssl:\` (mode, ca, cert, key), not with the URL parameter '${name}'`
+        : `unsupported URL parameter '${name}' (only \`host\`, a Unix socket directory)`,
+    };
   }
   const user = decodeURIComponent(url.username);
   if (user === '') return { problem: 'the URL names no user (postgres://user@host/database)' };
@@ -139,7 +219,13 @@ function parseUrl(text: string): { endpoint: Endpoint } | { problem: string } {
   const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
   const password = url.password === '' ? undefined : decodeURIComponent(url.password);
   return {
-    endpoint: { host, port: url.port === '' ? 5432 : Number(url.port), database: database === '' ? user : database, user, ...(password === undefined ? {} : { urlPassword: password }) },
+    endpoint: {
+      host,
+      port: url.port === '' ? 5432 : Number(url.port),
+      database: database === '' ? user : database,
+      user,
+      ...(password === undefined ? {} : { urlPassword: password }),
+    },
   };
 }
 
@@ -153,7 +239,9 @@ export function sslFiles(config: ConnectionConfig): FileAt[] {
 /** The server, for logs and errors: `postgres://ferry@db:5432/telemetry`, never a password. */
 export function describeEndpoint(endpoint: Endpoint): string {
   const host = endpoint.host.includes(':') ? `[${endpoint.host}]` : endpoint.host;
-  return endpoint.host.startsWith('/') ? `postgres://${endpoint.user}@/${endpoint.database}?host=${endpoint.host}` : `postgres://${endpoint.user}@${host}:${endpoint.port}/${endpoint.database}`;
+  return endpoint.host.startsWith('/')
+    ? `postgres://${endpoint.user}@/${endpoint.database}?host=${endpoint.host}`
+    : `postgres://${endpoint.user}@${host}:${endpoint.port}/${endpoint.database}`;
 }
 
 /** The options of a pg Pool (the subset Ferry sets; pg's own defaults read the environment, so all are given). */

@@ -68,5 +68,7 @@ export function statementError(what: string, error: unknown, context: ErrorConte
 
 /** A config problem found at startup (or when the table changed under a running sink): it stops the sink. */
 export function configError(message: string, context: ErrorContext, cause?: unknown): FerryError {
-  return cause === undefined ? new FerryError('CONFIG_INVALID', message, { ...context, retryable: false }) : wrapError('CONFIG_INVALID', message, cause, { ...context, retryable: false });
+  return cause === undefined
+    ? new FerryError('CONFIG_INVALID', message, { ...context, retryable: false })
+    : wrapError('CONFIG_INVALID', message, cause, { ...context, retryable: false });
 }

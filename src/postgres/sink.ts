@@ -27,7 +27,8 @@ const schema = z
         if ('problem' in parsed) ctx.addIssue({ code: 'custom', message: `table ${parsed.problem}` });
       })
       .meta({
-        description: 'The table the rows go to: `table` (found through the search path) or `schema.table`. Names are letters, digits and `_`, matched exactly (they are quoted). Its columns and their types are read when the sink starts.',
+        description:
+          'The table the rows go to: `table` (found through the search path) or `schema.table`. Names are letters, digits and `_`, matched exactly (they are quoted). Its columns and their types are read when the sink starts.',
         examples: ['public.readings'],
       }),
     columns: z
@@ -42,20 +43,40 @@ const schema = z
       .refine((columns) => Object.keys(columns).length > 0, 'map at least one column')
       .meta({
         description:
-          'Column name to message template. A template that is one field gives its value with its type: `${id}` (the message\'s UUIDv7), `${timestamp}` (arrival, in ms: a time for timestamptz), `${payload}` (the payload: jsonb, json, bytea or text), `${payload.a.b}` (a JSON value: numbers for integer and numeric columns, booleans, objects for jsonb), or NULL when the message has none; anything else renders as text. The value is converted to the column\'s type; a message whose value does not fit goes to the dead letters.',
+          "Column name to message template. A template that is one field gives its value with its type: `${id}` (the message's UUIDv7), `${timestamp}` (arrival, in ms: a time for timestamptz), `${payload}` (the payload: jsonb, json, bytea or text), `${payload.a.b}` (a JSON value: numbers for integer and numeric columns, booleans, objects for jsonb), or NULL when the message has none; anything else renders as text. The value is converted to the column's type; a message whose value does not fit goes to the dead letters.",
         examples: [{ id: '${id}', device: '${1}', received_at: '${timestamp}', body: '${payload}' }],
       }),
-    onConflict: z.enum(['ignore', 'update']).default('ignore').meta({
-      description: 'When a row with the same conflict key is already there (a message delivered again): `ignore` adds nothing; `update` sets the other mapped columns to the new values.',
-      examples: ['update'],
-    }),
-    conflictColumns: z.array(identifier).min(1).optional().meta({
-      description: 'The conflict key: mapped columns with a unique index or constraint over exactly them. The column mapped to `${id}` when absent.',
-      examples: [['device']],
-    }),
-    batchSize: z.int().min(1).default(500).meta({ description: 'Most messages in one insert.', examples: [500] }),
-    batchBytes: z.int().min(1).default(1024 * 1024).meta({ description: 'Most payload bytes in one insert (a larger message goes alone).', examples: [1048576] }),
-    batchTimeMs: z.int().min(0).default(10).meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
+    onConflict: z
+      .enum(['ignore', 'update'])
+      .default('ignore')
+      .meta({
+        description:
+          'When a row with the same conflict key is already there (a message delivered again): `ignore` adds nothing; `update` sets the other mapped columns to the new values.',
+        examples: ['update'],
+      }),
+    conflictColumns: z
+      .array(identifier)
+      .min(1)
+      .optional()
+      .meta({
+        description: 'The conflict key: mapped columns with a unique index or constraint over exactly them. The column mapped to `${id}` when absent.',
+        examples: [['device']],
+      }),
+    batchSize: z
+      .int()
+      .min(1)
+      .default(500)
+      .meta({ description: 'Most messages in one insert.', examples: [500] }),
+    batchBytes: z
+      .int()
+      .min(1)
+      .default(1024 * 1024)
+      .meta({ description: 'Most payload bytes in one insert (a larger message goes alone).', examples: [1048576] }),
+    batchTimeMs: z
+      .int()
+      .min(0)
+      .default(10)
+      .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
   })
   .superRefine((config, ctx) => {
     refineConnection(config, ctx);
@@ -65,17 +86,22 @@ const schema = z
         ctx.addIssue({
           code: 'custom',
           path: ['columns'],
-          message: 'map a column to ${id} (the message\'s id, with a unique index) or list conflictColumns: a message delivered again must find the row it already wrote',
+          message: "map a column to ${id} (the message's id, with a unique index) or list conflictColumns: a message delivered again must find the row it already wrote",
         });
       }
     } else {
       config.conflictColumns.forEach((column, i) => {
-        if (!columns.includes(column)) ctx.addIssue({ code: 'custom', path: ['conflictColumns', i], message: `'${column}' is not one of the mapped columns (${columns.join(', ')})` });
+        if (!columns.includes(column))
+          ctx.addIssue({ code: 'custom', path: ['conflictColumns', i], message: `'${column}' is not one of the mapped columns (${columns.join(', ')})` });
       });
     }
     const target = conflictTarget(config);
     if (config.onConflict === 'update' && target.length > 0 && columns.every((c) => target.includes(c))) {
-      ctx.addIssue({ code: 'custom', path: ['onConflict'], message: 'update sets the mapped columns besides the conflict key, and there are none: use ignore, or map more columns' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['onConflict'],
+        message: 'update sets the mapped columns besides the conflict key, and there are none: use ignore, or map more columns',
+      });
     }
   });
 

@@ -62,7 +62,14 @@ export async function planInsert(db: PgQueryable, mapping: TableMapping): Promis
     const info = byName.get(column) as ColumnInfo;
     return { info, convert: converterFor(info) };
   });
-  return { columns, conflictIndexes: mapping.conflictColumns.map((c) => mapping.columns.indexOf(c)), statement: insertStatement(mapping, columns.map((c) => c.info)) };
+  return {
+    columns,
+    conflictIndexes: mapping.conflictColumns.map((c) => mapping.columns.indexOf(c)),
+    statement: insertStatement(
+      mapping,
+      columns.map((c) => c.info),
+    ),
+  };
 }
 
 function insertStatement(mapping: TableMapping, columns: readonly ColumnInfo[]): string {
@@ -87,7 +94,10 @@ export async function checkInsert(pool: PgPool, plan: InsertPlan, mapping: Table
   let broken: Error | undefined;
   try {
     await client.query('BEGIN');
-    await client.query(plan.statement, plan.columns.map(() => []));
+    await client.query(
+      plan.statement,
+      plan.columns.map(() => []),
+    );
   } catch (error) {
     if (failureKind(error) === 'config') throw new MappingError(`${describeTable(mapping.table)} refuses the insert: ${describePgError(error)}${hint(error, mapping)}`);
     broken = error instanceof Error ? error : new Error(String(error));

@@ -8,11 +8,18 @@ export const rateLimitSchema = z
       .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
       .default('redis://127.0.0.1:6379')
       .meta({ description: 'Redis server holding the limit, shared by every gateway that names it.', examples: ['redis://redis.site-7.lan:6379'] }),
-    messagesPerSecond: z.number().positive().meta({ description: 'Messages per second each key may send, over all gateways.', examples: [10] }),
-    burst: z.int().min(1).optional().meta({
-      description: 'Messages a key may send at once after being quiet (the token bucket\'s size); `messagesPerSecond` rounded up when absent.',
-      examples: [20],
-    }),
+    messagesPerSecond: z
+      .number()
+      .positive()
+      .meta({ description: 'Messages per second each key may send, over all gateways.', examples: [10] }),
+    burst: z
+      .int()
+      .min(1)
+      .optional()
+      .meta({
+        description: "Messages a key may send at once after being quiet (the token bucket's size); `messagesPerSecond` rounded up when absent.",
+        examples: [20],
+      }),
     key: z
       .string()
       .min(1)
@@ -29,25 +36,43 @@ export const rateLimitSchema = z
           'What one limit applies to, as a message template: `${clientId}` (each device), `${1}` (the first `+` of the topic filter), or a constant such as `all` for one limit over the whole bridge.',
         examples: ['${clientId}', 'all'],
       }),
-    keyPrefix: z.string().min(1).optional().meta({
-      description: 'Prefix of the Redis keys; `ferry:ratelimit:<bridge>:` when absent. Bridges (and gateways) with the same prefix and key share a limit.',
-      examples: ['ferry:ratelimit:telemetry:'],
-    }),
-    onExceed: z.enum(['reject', 'delay']).default('reject').meta({
-      description:
-        '`reject`: a message over the limit is acknowledged and dead-lettered with reason `rate limited`. `delay`: it waits, unacknowledged, until the limit lets it through (the device holds back its next messages).',
-      examples: ['delay'],
-    }),
-    maxWaiting: z.int().min(1).default(10_000).meta({
-      description: 'Most messages of this bridge waiting for the limit (`delay`) or for Redis; more are refused unacknowledged, so their devices send them again later.',
-      examples: [10000],
-    }),
-    failOpen: z.boolean().default(true).meta({
-      description:
-        'When Redis cannot be reached: `true` lets messages through unlimited (counted as `ratelimit.unavailable`, one warning per outage); `false` holds them unacknowledged until Redis is back.',
-      examples: [true],
-    }),
-    timeoutMs: z.int().min(10).default(1000).meta({ description: 'How long one Redis call may take before Redis counts as unreachable.', examples: [1000] }),
+    keyPrefix: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({
+        description: 'Prefix of the Redis keys; `ferry:ratelimit:<bridge>:` when absent. Bridges (and gateways) with the same prefix and key share a limit.',
+        examples: ['ferry:ratelimit:telemetry:'],
+      }),
+    onExceed: z
+      .enum(['reject', 'delay'])
+      .default('reject')
+      .meta({
+        description:
+          '`reject`: a message over the limit is acknowledged and dead-lettered with reason `rate limited`. `delay`: it waits, unacknowledged, until the limit lets it through (the device holds back its next messages).',
+        examples: ['delay'],
+      }),
+    maxWaiting: z
+      .int()
+      .min(1)
+      .default(10_000)
+      .meta({
+        description: 'Most messages of this bridge waiting for the limit (`delay`) or for Redis; more are refused unacknowledged, so their devices send them again later.',
+        examples: [10000],
+      }),
+    failOpen: z
+      .boolean()
+      .default(true)
+      .meta({
+        description:
+          'When Redis cannot be reached: `true` lets messages through unlimited (counted as `ratelimit.unavailable`, one warning per outage); `false` holds them unacknowledged until Redis is back.',
+        examples: [true],
+      }),
+    timeoutMs: z
+      .int()
+      .min(10)
+      .default(1000)
+      .meta({ description: 'How long one Redis call may take before Redis counts as unreachable.', examples: [1000] }),
   })
   .meta({ description: 'A rate limit kept in Redis and shared by the whole fleet, applied before the buffer. Off when absent.' });
 

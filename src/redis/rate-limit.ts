@@ -89,7 +89,9 @@ class Limiter {
     const { config, counters, bridge } = this.#options;
     if (this.#waiting >= config.maxWaiting) {
       counters.count('ratelimit.overflow', { bridge });
-      delivery.nack(new FerryError('MESSAGE_REJECTED', `rate limit of bridge '${bridge}': ${config.maxWaiting} messages already waiting (maxWaiting)`, { bridge, retryable: true }));
+      delivery.nack(
+        new FerryError('MESSAGE_REJECTED', `rate limit of bridge '${bridge}': ${config.maxWaiting} messages already waiting (maxWaiting)`, { bridge, retryable: true }),
+      );
       return;
     }
     const key = this.#options.keyOf(delivery);
@@ -230,7 +232,9 @@ class Limiter {
     const { config, logger } = this.#options;
     logger.warn(
       { err: error, redis: redactUrl(config.redis) },
-      config.failOpen ? 'rate limit: Redis unreachable; letting messages through without a limit (failOpen) until it is back' : 'rate limit: Redis unreachable; holding messages unacknowledged until it is back (failOpen: false)',
+      config.failOpen
+        ? 'rate limit: Redis unreachable; letting messages through without a limit (failOpen) until it is back'
+        : 'rate limit: Redis unreachable; holding messages unacknowledged until it is back (failOpen: false)',
     );
   }
 

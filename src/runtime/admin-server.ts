@@ -97,16 +97,14 @@ export class AdminServer {
       switch (path) {
         case '/healthz':
           return send(200, { status: 'ok' });
-        case '/readyz':
-        {
+        case '/readyz': {
           const { ready, reason, degraded = [] } = handlers.ready();
           const body = { status: ready ? (degraded.length > 0 ? 'degraded' : 'ready') : 'not ready', ...(reason === undefined ? {} : { reason }), degraded };
           return send(ready ? 200 : 503, body);
         }
         case '/api/status':
           return send(200, handlers.status());
-        case '/api/series':
-        {
+        case '/api/series': {
           if (handlers.series === undefined) break;
           const after = Number(new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('after') ?? 0);
           return send(200, handlers.series(Number.isFinite(after) ? after : 0));

@@ -34,11 +34,7 @@ export interface BridgeStartError {
  * Building a bridge must therefore not wait: a kind that needs asynchronous setup does it
  * inside, after it tapped the broker (as sinks open their connections on first write).
  */
-export function swapBridges(
-  running: readonly GatewayBridge[],
-  plan: BridgePlan,
-  create: BridgeFactory,
-): { bridges: GatewayBridge[]; retired: Retired[] } | BridgeStartError {
+export function swapBridges(running: readonly GatewayBridge[], plan: BridgePlan, create: BridgeFactory): { bridges: GatewayBridge[]; retired: Retired[] } | BridgeStartError {
   const started: GatewayBridge[] = [];
   const gates = new Map<string, () => void>();
   // An added bridge may have been removed before, its old cursors still in the buffer: it

@@ -105,7 +105,15 @@ function bufferedFeed(config: BridgeConfig, deps: BridgeDeps, logger: Logger): F
   const readers = new Map<string, CursorSource>();
   return {
     input: (sink) => {
-      const reader = cursorSource({ store: deps.store, writer: deps.writer, bridge: config.name, sink, policy: config.buffer, logger: logger.child({ sink }), counters: deps.counters });
+      const reader = cursorSource({
+        store: deps.store,
+        writer: deps.writer,
+        bridge: config.name,
+        sink,
+        policy: config.buffer,
+        logger: logger.child({ sink }),
+        counters: deps.counters,
+      });
       readers.set(sink, reader);
       // A bridge replacing one of the same name reads once the old one let go of the cursors.
       return deps.startAfter === undefined ? reader.deliveries : concat(from(deps.startAfter).pipe(ignoreElements()), reader.deliveries);

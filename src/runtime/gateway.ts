@@ -126,13 +126,18 @@ export class Gateway {
         counters: this.counters,
       });
       if (config.admin.enabled) {
-        this.#admin = await AdminServer.start(config.admin.host, config.admin.port, {
-          ready: () => this.health(),
-          status: () => this.status(),
-          reload: () => this.reload(),
-          metrics: () => this.metrics(),
-          series: (after) => this.#series?.since(after),
-        }, { ...(config.adminToken === undefined ? {} : { token: config.adminToken }), openMetrics: config.admin.openMetrics });
+        this.#admin = await AdminServer.start(
+          config.admin.host,
+          config.admin.port,
+          {
+            ready: () => this.health(),
+            status: () => this.status(),
+            reload: () => this.reload(),
+            metrics: () => this.metrics(),
+            series: (after) => this.#series?.since(after),
+          },
+          { ...(config.adminToken === undefined ? {} : { token: config.adminToken }), openMetrics: config.admin.openMetrics },
+        );
       }
       // The broker listens only after the bridges tapped it, so no early message goes untapped.
       this.#broker = await EmbeddedBroker.start({
@@ -274,7 +279,11 @@ export class Gateway {
 
   async #reloadNow(): Promise<ReloadResult> {
     if (this.#state !== 'running' || this.#broker === undefined) {
-      const result: ReloadResult = { ok: false, notRunning: true, errors: [{ file: this.#config.file, line: 0, column: 0, path: '', message: `the gateway is ${this.#state === 'running' ? 'starting' : this.#state}` }] };
+      const result: ReloadResult = {
+        ok: false,
+        notRunning: true,
+        errors: [{ file: this.#config.file, line: 0, column: 0, path: '', message: `the gateway is ${this.#state === 'running' ? 'starting' : this.#state}` }],
+      };
       return this.#refused(result);
     }
     const began = performance.now();
@@ -282,8 +291,7 @@ export class Gateway {
     try {
       next = await this.#load();
     } catch (error) {
-      const errors: readonly ConfigIssue[] =
-        error instanceof ConfigError ? error.issues : [{ file: this.#config.file, line: 0, column: 0, path: '', message: String(error) }];
+      const errors: readonly ConfigIssue[] = error instanceof ConfigError ? error.issues : [{ file: this.#config.file, line: 0, column: 0, path: '', message: String(error) }];
       return this.#refused({ ok: false, errors });
     }
     // Loading takes a while (TypeScript bridges are imported): the gateway may have begun to stop meanwhile.
@@ -297,7 +305,10 @@ export class Gateway {
     const swap = swapBridges(this.#bridges, plan, (config, startAfter, commitAfter) => this.#createBridge(config, broker, startAfter, commitAfter));
     if ('cause' in swap) {
       const { config, cause } = swap;
-      return this.#refused({ ok: false, errors: [{ file: config.file, line: 0, column: 0, path: '', message: `bridge '${config.name}' could not start: ${describeError(cause)}` }] });
+      return this.#refused({
+        ok: false,
+        errors: [{ file: config.file, line: 0, column: 0, path: '', message: `bridge '${config.name}' could not start: ${describeError(cause)}` }],
+      });
     }
     this.#bridges = swap.bridges;
     for (const { bridge, stopped } of swap.retired) this.#retiring.set(bridge, stopped);
@@ -334,12 +345,16 @@ export class Gateway {
   #refused(result: ReloadResult & { ok: false }): ReloadResult {
     this.counters.count('config.reloads', { result: result.notRunning === true ? 'not_running' : 'refused' });
     const errors = result.errors.map(formatIssue);
-    this.#logger.error({ reload: 'refused', errors }, `config reload refused (${errors.length === 1 ? '1 problem' : `${errors.length} problems`}); the running config is unchanged: ${errors.join('; ')}`);
+    this.#logger.error(
+      { reload: 'refused', errors },
+      `config reload refused (${errors.length === 1 ? '1 problem' : `${errors.length} problems`}); the running config is unchanged: ${errors.join('; ')}`,
+    );
     return result;
   }
 
   #startBridges(broker: EmbeddedBroker): void {
-    if (this.#config.bridgeModules.length > 0) throw new FerryError('CONFIG_INVALID', `TypeScript bridges not loaded (${this.#config.bridgeModules.join(', ')}): load the config with loadGatewayConfig`);
+    if (this.#config.bridgeModules.length > 0)
+      throw new FerryError('CONFIG_INVALID', `TypeScript bridges not loaded (${this.#config.bridgeModules.join(', ')}): load the config with loadGatewayConfig`);
     for (const bridge of this.#config.bridgeConfigs) {
       if (!bridge.enabled) {
         this.#logger.info({ bridge: bridge.name, file: bridge.file }, 'bridge disabled');

@@ -196,22 +196,20 @@ export class HandlerBridge {
     if (this.#sourceError !== undefined) problems.push({ bridge: name, problem: 'source_failed', detail: this.#sourceError });
     if (this.#failures > 0) problems.push({ bridge: name, problem: 'failing', detail: `the handler failed ${this.#failures} time(s) without progress: ${this.#lastError ?? ''}` });
     const held = this.#hold.status();
-    if (held.overdue > 0) problems.push({ bridge: name, problem: 'held', detail: `${held.overdue} message(s) held longer than maxHoldMs (${this.config.maxHoldMs} ms)`, since: now - held.oldestAgeMs });
+    if (held.overdue > 0)
+      problems.push({
+        bridge: name,
+        problem: 'held',
+        detail: `${held.overdue} message(s) held longer than maxHoldMs (${this.config.maxHoldMs} ms)`,
+        since: now - held.oldestAgeMs,
+      });
     return problems;
   }
 
   status(): BridgeStatus {
     const held = this.#hold.status();
     const failed = this.#sinks.failed || this.#sourceError !== undefined || this.#readError !== undefined;
-    const state: BridgeStatus['state'] = failed
-      ? 'failed'
-      : this.#stopping
-        ? 'stopped'
-        : this.#failures > 0
-          ? 'failing'
-          : held.overdue > 0
-            ? 'degraded'
-            : 'running';
+    const state: BridgeStatus['state'] = failed ? 'failed' : this.#stopping ? 'stopped' : this.#failures > 0 ? 'failing' : held.overdue > 0 ? 'degraded' : 'running';
     const lastError = this.#readError ?? this.#lastError;
     return {
       name: this.config.name,
@@ -322,14 +320,19 @@ export class HandlerBridge {
     this.#current = undefined;
     if (this.#stopping) {
       this.#logger.error({ err: error }, 'the handler failed while stopping; its messages stay buffered');
-      this.#tracker.failAll(new FerryError('INTERNAL', `the handler of bridge '${this.config.name}' failed: ${describeError(error)}`, { bridge: this.config.name, retryable: true, cause: error }));
+      this.#tracker.failAll(
+        new FerryError('INTERNAL', `the handler of bridge '${this.config.name}' failed: ${describeError(error)}`, { bridge: this.config.name, retryable: true, cause: error }),
+      );
       this.#closeSinks();
       return;
     }
     if (culprit !== undefined && !culprit.settled) {
       this.#counters.count('handler.rejected', { bridge: this.config.name });
       this.#tracker.reject(culprit, culpritError(this.config.name, culprit, error));
-      this.#logger.error({ err: error, id: culprit.delivery.envelope.id, topic: culprit.delivery.envelope.topic }, 'the handler failed on a message: moved it to the dead letters; restarting the handler at once with the messages it held');
+      this.#logger.error(
+        { err: error, id: culprit.delivery.envelope.id, topic: culprit.delivery.envelope.topic },
+        'the handler failed on a message: moved it to the dead letters; restarting the handler at once with the messages it held',
+      );
       this.#restart(false, 0);
       return;
     }
@@ -356,7 +359,10 @@ export class HandlerBridge {
   #completed(run: Run): void {
     if (this.#run !== run) return;
     if (!this.#stopping) {
-      this.#failed(run, new FerryError('INTERNAL', `bridge '${this.config.name}': the handler's observable completed while the bridge runs; it must go on as long as its input does`));
+      this.#failed(
+        run,
+        new FerryError('INTERNAL', `bridge '${this.config.name}': the handler's observable completed while the bridge runs; it must go on as long as its input does`),
+      );
       return;
     }
     // The input completed and so did the pipeline: it holds nothing any more.

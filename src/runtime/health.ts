@@ -66,7 +66,8 @@ export class HealthWatch {
       this.#logger.warn({ bridge: problem.bridge, sink: problem.sink, problem: problem.problem, detail: problem.detail }, `degraded: ${describe(problem)}`);
     }
     for (const [key, problem] of this.#current) {
-      if (!next.has(key)) this.#logger.info({ bridge: problem.bridge, sink: problem.sink, problem: problem.problem }, `no longer degraded: ${where(problem)} ${problem.problem} cleared`);
+      if (!next.has(key))
+        this.#logger.info({ bridge: problem.bridge, sink: problem.sink, problem: problem.problem }, `no longer degraded: ${where(problem)} ${problem.problem} cleared`);
     }
     this.#current = next;
     return found;

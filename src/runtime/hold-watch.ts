@@ -27,7 +27,12 @@ export class HoldWatch {
   readonly #timer: NodeJS.Timeout;
   #overdue = 0;
 
-  constructor(config: { readonly name: string; readonly maxHoldMs: number; readonly onHoldTimeout: 'warn' | 'ack' | 'deadLetter' }, tracker: InputTracker, logger: Logger, counters: Counters) {
+  constructor(
+    config: { readonly name: string; readonly maxHoldMs: number; readonly onHoldTimeout: 'warn' | 'ack' | 'deadLetter' },
+    tracker: InputTracker,
+    logger: Logger,
+    counters: Counters,
+  ) {
     this.#config = config;
     this.#tracker = tracker;
     this.#logger = logger;
@@ -56,7 +61,14 @@ export class HoldWatch {
     this.#counters.count('handler.held_too_long', { bridge, action: onHoldTimeout }, fresh.length);
     const oldest = overdue[0];
     this.#logger.warn(
-      { held: fresh.length, overdue: overdue.length, maxHoldMs, action: onHoldTimeout, oldestId: oldest?.delivery.envelope.id, oldestAgeMs: oldest === undefined ? 0 : Date.now() - oldest.since },
+      {
+        held: fresh.length,
+        overdue: overdue.length,
+        maxHoldMs,
+        action: onHoldTimeout,
+        oldestId: oldest?.delivery.envelope.id,
+        oldestAgeMs: oldest === undefined ? 0 : Date.now() - oldest.since,
+      },
       onHoldTimeout === 'warn'
         ? 'the handler holds messages longer than maxHoldMs (a cache or a window that never lets go?): they are kept; see the custom handlers guide'
         : onHoldTimeout === 'ack'
@@ -66,7 +78,15 @@ export class HoldWatch {
     for (const ticket of fresh) {
       if (onHoldTimeout === 'warn') ticket.warned = true;
       else if (onHoldTimeout === 'ack') this.#tracker.ack(ticket);
-      else this.#tracker.reject(ticket, new FerryError('MESSAGE_REJECTED', `held by the handler of bridge '${bridge}' longer than maxHoldMs (${maxHoldMs} ms)`, { bridge, topic: ticket.delivery.envelope.topic, retryable: false }));
+      else
+        this.#tracker.reject(
+          ticket,
+          new FerryError('MESSAGE_REJECTED', `held by the handler of bridge '${bridge}' longer than maxHoldMs (${maxHoldMs} ms)`, {
+            bridge,
+            topic: ticket.delivery.envelope.topic,
+            retryable: false,
+          }),
+        );
     }
   }
 

@@ -42,7 +42,10 @@ export function ingressOperators(config: BridgeConfig, deps: IngressDeps): Deliv
     const warned = lastWarned.get(label) ?? { at: 0, since: 0 };
     warned.since += 1;
     if (Date.now() - warned.at >= WARN_EVERY_MS) {
-      logger.warn({ reason, topic: original.topic, clientId: original.origin.clientId, rejectedSinceLastWarning: warned.since, label }, `${sink}: message rejected and dead-lettered`);
+      logger.warn(
+        { reason, topic: original.topic, clientId: original.origin.clientId, rejectedSinceLastWarning: warned.since, label },
+        `${sink}: message rejected and dead-lettered`,
+      );
       warned.at = Date.now();
       warned.since = 0;
     }
@@ -86,4 +89,3 @@ function stepOperator(step: TransformStep, context: TransformContext, config: Br
   // Compiled once, when the bridge starts.
   return validateStep(resolved.label, compileJsonSchema(resolved.jsonSchema), context);
 }
-

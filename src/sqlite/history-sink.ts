@@ -5,19 +5,34 @@ import { wrapError } from '../core/errors.ts';
 import { HistoryWriter } from './history-store.ts';
 
 const schema = z.strictObject({
-  keep: z.int().min(1).default(100_000).meta({ description: 'How many of the newest messages of this bridge to keep.', examples: [100000] }),
-  synchronous: z.enum(['full', 'normal']).default('full').meta({
-    description: '`full`: a message is acknowledged only after it is on disk (survives power loss); `normal`: survives process crashes, faster.',
-    examples: ['full'],
-  }),
-  batchSize: z.int().min(1).default(1000).meta({ description: 'Most messages written in one transaction.', examples: [1000] }),
-  batchTimeMs: z.int().min(0).default(2).meta({ description: 'Longest a message waits for its transaction, in milliseconds.', examples: [2] }),
+  keep: z
+    .int()
+    .min(1)
+    .default(100_000)
+    .meta({ description: 'How many of the newest messages of this bridge to keep.', examples: [100000] }),
+  synchronous: z
+    .enum(['full', 'normal'])
+    .default('full')
+    .meta({
+      description: '`full`: a message is acknowledged only after it is on disk (survives power loss); `normal`: survives process crashes, faster.',
+      examples: ['full'],
+    }),
+  batchSize: z
+    .int()
+    .min(1)
+    .default(1000)
+    .meta({ description: 'Most messages written in one transaction.', examples: [1000] }),
+  batchTimeMs: z
+    .int()
+    .min(0)
+    .default(2)
+    .meta({ description: 'Longest a message waits for its transaction, in milliseconds.', examples: [2] }),
 });
 
 /** Writes messages to the gateway's local history (SQLite), acking after the commit. */
 export const historySink: SinkComponent<typeof schema> = {
   kind: 'history',
-  description: 'The gateway\'s local message history in SQLite (see `ferry history`).',
+  description: "The gateway's local message history in SQLite (see `ferry history`).",
   schema,
   create: (config, ctx) =>
     resourceSink(
@@ -37,7 +52,11 @@ export const historySink: SinkComponent<typeof schema> = {
       (writer) => writer.close(),
       (writer, batch) => {
         try {
-          writer.append(ctx.bridge, batch.map((d) => d.envelope), config.keep);
+          writer.append(
+            ctx.bridge,
+            batch.map((d) => d.envelope),
+            config.keep,
+          );
         } catch (error) {
           throw wrapError('STORAGE_FAILED', `history sink of bridge '${ctx.bridge}': write failed`, error, {
             component: 'history sink',

@@ -47,13 +47,9 @@ export class HistoryWriter {
   constructor(dataDir: string, synchronous: Synchronous) {
     this.#db = openSqlite(historyPath(dataDir), { synchronous });
     this.#db.exec(schema);
-    this.#insert = this.#db.prepare(
-      'INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    );
+    this.#insert = this.#db.prepare('INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
     // Keeps the newest `keep` rows of the bridge; the seq range makes it an index range delete.
-    this.#trim = this.#db.prepare(
-      'DELETE FROM history WHERE bridge = ? AND seq <= (SELECT seq FROM history WHERE bridge = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)',
-    );
+    this.#trim = this.#db.prepare('DELETE FROM history WHERE bridge = ? AND seq <= (SELECT seq FROM history WHERE bridge = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)');
     this.#append = this.#db.transaction((bridge: string, envelopes: readonly Envelope[], keep: number) => {
       for (const e of envelopes) {
         this.#insert.run(e.id, bridge, e.topic, e.origin.clientId ?? null, e.origin.qos ?? null, e.payload, e.timestamp);

@@ -87,7 +87,10 @@ export function sinkConformance(name: string, sut: SinkUnderTest): void {
         assert.equal(tracked.nacked.size, 0, `unexpected nacks: ${[...tracked.nacked.values()][0]?.message}`);
         assert.equal(tracked.acked.length, count);
         assert.deepEqual(tracked.doubleSettles, []);
-        assert.equal(written.reduce((n, e) => n + e.count, 0), count);
+        assert.equal(
+          written.reduce((n, e) => n + e.count, 0),
+          count,
+        );
         assert.ok(written.length >= 4, `expected at least 4 batches of at most ${sut.batchSize}, got ${written.length}`);
         assert.ok(written.every((e) => e.count <= sut.batchSize));
         const stored = new Set(await readBack());
@@ -111,7 +114,10 @@ export function sinkConformance(name: string, sut: SinkUnderTest): void {
         assert.equal(tracked.nacked.size, 5);
         assert.deepEqual(tracked.doubleSettles, []);
         const failed = (await events).filter((e) => e.type === 'failed');
-        assert.equal(failed.reduce((n, e) => n + e.count, 0), 5);
+        assert.equal(
+          failed.reduce((n, e) => n + e.count, 0),
+          5,
+        );
         for (const error of tracked.nacked.values()) assert.ok(error.message.length > 0);
       } finally {
         await cleanup();
@@ -133,7 +139,10 @@ export function sinkConformance(name: string, sut: SinkUnderTest): void {
         }
         const failed = (await events).filter((e): e is Failed => e.type === 'failed');
         assert.ok(failed.length > 0);
-        assert.ok(failed.every((e) => e.retryable), 'a failed event says not retryable');
+        assert.ok(
+          failed.every((e) => e.retryable),
+          'a failed event says not retryable',
+        );
       } finally {
         await cleanup();
       }
@@ -201,10 +210,20 @@ export function sinkConformance(name: string, sut: SinkUnderTest): void {
           assert.deepEqual(tracked.doubleSettles, []);
           const all = await events;
           const failed = all.filter((e): e is Failed => e.type === 'failed');
-          assert.deepEqual(failed.map((e) => [e.count, e.retryable]), [[1, false]]);
-          assert.equal(all.filter((e): e is Written => e.type === 'written').reduce((n, e) => n + e.count, 0), 4);
+          assert.deepEqual(
+            failed.map((e) => [e.count, e.retryable]),
+            [[1, false]],
+          );
+          assert.equal(
+            all.filter((e): e is Written => e.type === 'written').reduce((n, e) => n + e.count, 0),
+            4,
+          );
           const stored = await readBack();
-          assert.deepEqual(stored.filter((id) => goodIds.includes(id)), goodIds, 'the good messages, in their order');
+          assert.deepEqual(
+            stored.filter((id) => goodIds.includes(id)),
+            goodIds,
+            'the good messages, in their order',
+          );
           assert.ok(!stored.includes(poison.id));
         } finally {
           await cleanup();
@@ -212,48 +231,60 @@ export function sinkConformance(name: string, sut: SinkUnderTest): void {
       });
     }
 
-    caseOf('order after failure', 'after a failed batch, nothing that arrived after it is written first: sent again, the messages reach the destination in their order', async () => {
-      const { sink, readBack, recover, cleanup } = await sut.flaky();
-      try {
-        const count = sut.batchSize * 2 + 3;
-        const envelopes = trackedDeliveries(count).deliveries.map((d) => d.envelope);
-        let recovered: Promise<void> | undefined;
-        // The fault clears as soon as the first batch is refused: a sink that went on writing
-        // the batches already waiting would put them at the destination before that one.
-        const first = trackedEnvelopes(envelopes, () => {
-          recovered ??= Promise.resolve(recover());
-        });
-        const input = newInput();
-        const events = lastValueFrom(sink(input).pipe(toArray()));
-        for (const d of first.deliveries) input.next(d);
-        await first.settled();
-        await recovered;
-        assert.ok(first.nacked.size > 0, 'the faulty destination took every message');
-        const outcomes = envelopes.map((e) => (first.nacked.has(e.id) ? 'n' : 'a')).join('');
-        assert.match(outcomes, /^a*n+$/, 'a message was written after an earlier one that was refused');
+    caseOf(
+      'order after failure',
+      'after a failed batch, nothing that arrived after it is written first: sent again, the messages reach the destination in their order',
+      async () => {
+        const { sink, readBack, recover, cleanup } = await sut.flaky();
+        try {
+          const count = sut.batchSize * 2 + 3;
+          const envelopes = trackedDeliveries(count).deliveries.map((d) => d.envelope);
+          let recovered: Promise<void> | undefined;
+          // The fault clears as soon as the first batch is refused: a sink that went on writing
+          // the batches already waiting would put them at the destination before that one.
+          const first = trackedEnvelopes(envelopes, () => {
+            recovered ??= Promise.resolve(recover());
+          });
+          const input = newInput();
+          const events = lastValueFrom(sink(input).pipe(toArray()));
+          for (const d of first.deliveries) input.next(d);
+          await first.settled();
+          await recovered;
+          assert.ok(first.nacked.size > 0, 'the faulty destination took every message');
+          const outcomes = envelopes.map((e) => (first.nacked.has(e.id) ? 'n' : 'a')).join('');
+          assert.match(outcomes, /^a*n+$/, 'a message was written after an earlier one that was refused');
 
-        // Sent again in their order, as a source does after a nack, until all are taken.
-        let unwritten = envelopes.filter((e) => first.nacked.has(e.id));
-        await eventually(
-          async () => {
-            const again = trackedEnvelopes(unwritten);
-            for (const d of again.deliveries) input.next(d);
-            await again.settled();
-            unwritten = unwritten.filter((e) => again.nacked.has(e.id));
-            assert.deepEqual(unwritten.map((e) => e.id), [], 'still refused after recovery');
-          },
-          { timeoutMs: 20_000, intervalMs: 200 },
-        );
-        input.complete();
-        await events;
+          // Sent again in their order, as a source does after a nack, until all are taken.
+          let unwritten = envelopes.filter((e) => first.nacked.has(e.id));
+          await eventually(
+            async () => {
+              const again = trackedEnvelopes(unwritten);
+              for (const d of again.deliveries) input.next(d);
+              await again.settled();
+              unwritten = unwritten.filter((e) => again.nacked.has(e.id));
+              assert.deepEqual(
+                unwritten.map((e) => e.id),
+                [],
+                'still refused after recovery',
+              );
+            },
+            { timeoutMs: 20_000, intervalMs: 200 },
+          );
+          input.complete();
+          await events;
 
-        const stored = await readBack();
-        const firstSeen = [...new Set(stored)].filter((id) => envelopes.some((e) => e.id === id));
-        assert.deepEqual(firstSeen.map((id) => envelopes.findIndex((e) => e.id === id)), envelopes.map((_, i) => i), 'the destination does not hold the messages in their order (indexes in arrival order)');
-      } finally {
-        await cleanup();
-      }
-    });
+          const stored = await readBack();
+          const firstSeen = [...new Set(stored)].filter((id) => envelopes.some((e) => e.id === id));
+          assert.deepEqual(
+            firstSeen.map((id) => envelopes.findIndex((e) => e.id === id)),
+            envelopes.map((_, i) => i),
+            'the destination does not hold the messages in their order (indexes in arrival order)',
+          );
+        } finally {
+          await cleanup();
+        }
+      },
+    );
   });
 }
 

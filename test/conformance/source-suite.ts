@@ -24,7 +24,10 @@ const text = (d: Delivery | undefined) => Buffer.from(d?.envelope.payload ?? [])
 /** A promise's state, for checks that must not wait for it. */
 function watch(promise: Promise<void>): () => 'pending' | 'acknowledged' | 'failed' {
   let state: 'pending' | 'acknowledged' | 'failed' = 'pending';
-  promise.then(() => (state = 'acknowledged'), () => (state = 'failed'));
+  promise.then(
+    () => (state = 'acknowledged'),
+    () => (state = 'failed'),
+  );
   return () => state;
 }
 
@@ -42,10 +45,13 @@ export function sourceConformance(name: string, sut: SourceUnderTest): void {
       try {
         const produced = produce('hello 1');
         const state = watch(produced);
-        const first = await eventually(() => {
-          assert.equal(received.length, 1);
-          return received[0] as Delivery;
-        }, { timeoutMs: 20_000 });
+        const first = await eventually(
+          () => {
+            assert.equal(received.length, 1);
+            return received[0] as Delivery;
+          },
+          { timeoutMs: 20_000 },
+        );
         assert.equal(text(first), 'hello 1');
         assert.match(first.envelope.id, /^[0-9a-f-]{36}$/);
         assert.equal(state(), 'pending', 'the producer was acknowledged before the delivery was acked');
@@ -70,20 +76,26 @@ export function sourceConformance(name: string, sut: SourceUnderTest): void {
         const produced = produce('refused');
         const state = watch(produced);
         for (let attempt = 1; attempt <= 2; attempt++) {
-          const delivery = await eventually(() => {
-            assert.equal(received.length, attempt);
-            return received[attempt - 1] as Delivery;
-          }, { timeoutMs: 20_000 });
+          const delivery = await eventually(
+            () => {
+              assert.equal(received.length, attempt);
+              return received[attempt - 1] as Delivery;
+            },
+            { timeoutMs: 20_000 },
+          );
           assert.equal(text(delivery), 'refused');
           // The nack reaches the producer's side before the message can come again: it is the marker
           // after which an acknowledgement would have shown.
           assert.equal(state(), 'pending', `the producer was acknowledged after ${attempt - 1} nacks`);
           delivery.nack(new Error('refused by the test'));
         }
-        const third = await eventually(() => {
-          assert.equal(received.length, 3);
-          return received[2] as Delivery;
-        }, { timeoutMs: 20_000 });
+        const third = await eventually(
+          () => {
+            assert.equal(received.length, 3);
+            return received[2] as Delivery;
+          },
+          { timeoutMs: 20_000 },
+        );
         assert.equal(state(), 'pending', 'the producer was acknowledged after 2 nacks');
         third.ack();
         await produced;

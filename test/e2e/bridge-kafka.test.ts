@@ -88,7 +88,10 @@ test('a templated Kafka bridge: rendered topics, keys and headers, exact payload
       records.map((r) => ({ key: r.key, payload: r.payload, site: r.headers['site'], reading: r.headers['reading'], mqttTopic: r.headers['mqtt-topic'] }));
     assert.deepEqual(seen(one), [expected(0), expected(4)]);
     assert.deepEqual(seen(two), [expected(1), expected(5)]);
-    assert.deepEqual([...one, ...two].map((r) => r.headers['traceparent']), [undefined, undefined, undefined, TRACEPARENT]);
+    assert.deepEqual(
+      [...one, ...two].map((r) => r.headers['traceparent']),
+      [undefined, undefined, undefined, TRACEPARENT],
+    );
     const ids = [...one, ...two].map((r) => r.headers['ferry-id']);
     for (const id of ids) assert.match(id ?? '', /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/);
     assert.equal(new Set(ids).size, 4);
@@ -103,11 +106,17 @@ test('a templated Kafka bridge: rendered topics, keys and headers, exact payload
 
   const letters = await ferry(['buffer', 'export', '--data-dir', dataDir, '--dead-letters', '--bridge', 'telemetry']);
   assert.equal(letters.code, 0, letters.stderr);
-  const dead = letters.stdout.trim().split('\n').map((line) => JSON.parse(line) as { topic: string; reason: string; sink: string });
-  assert.deepEqual(dead.map((d) => [d.topic, d.sink]), [
-    ['devices/bad@pump/telemetry/pressure', 'kafka'],
-    ['devices/valve-1/telemetry/pressure', 'kafka'],
-  ]);
+  const dead = letters.stdout
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { topic: string; reason: string; sink: string });
+  assert.deepEqual(
+    dead.map((d) => [d.topic, d.sink]),
+    [
+      ['devices/bad@pump/telemetry/pressure', 'kafka'],
+      ['devices/valve-1/telemetry/pressure', 'kafka'],
+    ],
+  );
   assert.match(dead[0]?.reason ?? '', new RegExp(`topic '${prefix}\\.bad@pump\\.telemetry' .*is invalid: .*it has "@"`));
   assert.match(dead[1]?.reason ?? '', new RegExp(`topic '${prefix}\\.valve-1\\.telemetry' .*is not in allowedTopics`));
 });

@@ -45,7 +45,12 @@ async function start(config: string): Promise<{ gw: RunningFerry; dataDir: strin
 async function jsonLines(args: string[]): Promise<Record<string, unknown>[]> {
   const result = await ferry(args);
   assert.equal(result.code, 0, result.stderr);
-  return result.stdout.trim() === '' ? [] : result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+  return result.stdout.trim() === ''
+    ? []
+    : result.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
 async function waitFor<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
@@ -60,7 +65,9 @@ async function waitFor<T>(what: string, read: () => Promise<T>, done: (value: T)
 
 const counters = async (gw: RunningFerry) => ((await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { counters: Record<string, number> }).counters;
 
-test('mqtt → transform [decode json, validate profile, drop field] → history: valid messages arrive transformed, invalid ones are dead letters with reasons, every publish is acknowledged', { timeout: 120_000 }, async () => {
+test('mqtt → transform [decode json, validate profile, drop field] → history: valid messages arrive transformed, invalid ones are dead letters with reasons, every publish is acknowledged', {
+  timeout: 120_000,
+}, async () => {
   const config = gatewayTree(`name: clean-telemetry
 from: {mqtt: {topics: ["devices/+/telemetry/#"]}}
 transform:
@@ -84,11 +91,15 @@ to: [{history: {}}]
     assert.equal(pub.code, 0, `mosquitto_pub ${payload} was not acknowledged: ${pub.stderr}`);
   }
 
-  const history = await waitFor('two messages in history', () => jsonLines(['history', '--data-dir', dataDir, '--json']), (rows) => rows.length === 2);
-  assert.deepEqual(
-    history.map((r) => [r['clientId'], r['payload']]).sort(),
-    [['sensor-1', '{"celsius":21.5,"humidity":40}'], ['sensor-2', '{"celsius":22,"humidity":41}']],
+  const history = await waitFor(
+    'two messages in history',
+    () => jsonLines(['history', '--data-dir', dataDir, '--json']),
+    (rows) => rows.length === 2,
   );
+  assert.deepEqual(history.map((r) => [r['clientId'], r['payload']]).sort(), [
+    ['sensor-1', '{"celsius":21.5,"humidity":40}'],
+    ['sensor-2', '{"celsius":22,"humidity":41}'],
+  ]);
 
   const dead = await jsonLines(['buffer', 'peek', '--dead', '--data-dir', dataDir, '--json']);
   assert.deepEqual(
@@ -102,7 +113,10 @@ to: [{history: {}}]
   assert.equal(dead[1]?.['reason'], 'payload fails schema of profile temperature-sensor: /celsius must be number');
 
   const text = await ferry(['buffer', 'peek', '--dead', '--data-dir', dataDir]);
-  assert.match(text.stdout, /transform {2}sensor-1 {2}devices\/sensor-1\/telemetry\/climate {2}payload fails schema of profile temperature-sensor: \/celsius must be number {2}\{"celsius":"warm","humidity":40\}/);
+  assert.match(
+    text.stdout,
+    /transform {2}sensor-1 {2}devices\/sensor-1\/telemetry\/climate {2}payload fails schema of profile temperature-sensor: \/celsius must be number {2}\{"celsius":"warm","humidity":40\}/,
+  );
 
   const stats = await ferry(['buffer', 'stats', '--data-dir', dataDir, '--json']);
   assert.equal((JSON.parse(stats.stdout) as { totals: { deadLetters: number } }).totals.deadLetters, 2);
@@ -135,7 +149,10 @@ to: [{history: {}}]
 `);
   const [one, two] = await Promise.all([start(config), start(config)]);
   for (let i = 0; i < 3; i++) {
-    for (const [side, { gw }] of [['one', one], ['two', two]] as const) {
+    for (const [side, { gw }] of [
+      ['one', one],
+      ['two', two],
+    ] as const) {
       const pub = await mosquittoPub(gw.mqttUrl, `devices/sensor-${side}/telemetry/climate`, `{"n":${i}}`, { qos: 1, clientId: `sensor-${side}` });
       assert.equal(pub.code, 0, pub.stderr);
     }
@@ -147,7 +164,10 @@ to: [{history: {}}]
   await waitFor('three rejections', rejected, (n) => n === 3);
   const kept = async () => (await jsonLines(['history', '--data-dir', one.dataDir, '--json'])).length + (await jsonLines(['history', '--data-dir', two.dataDir, '--json'])).length;
   assert.equal(await waitFor('three kept messages', kept, (n) => n === 3), 3);
-  const dead = [...(await jsonLines(['buffer', 'peek', '--dead', '--data-dir', one.dataDir, '--json'])), ...(await jsonLines(['buffer', 'peek', '--dead', '--data-dir', two.dataDir, '--json']))];
+  const dead = [
+    ...(await jsonLines(['buffer', 'peek', '--dead', '--data-dir', one.dataDir, '--json'])),
+    ...(await jsonLines(['buffer', 'peek', '--dead', '--data-dir', two.dataDir, '--json'])),
+  ];
   assert.equal(dead.length, 3);
   for (const d of dead) {
     assert.equal(d['sink'], 'rateLimit');

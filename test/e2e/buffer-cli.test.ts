@@ -115,10 +115,13 @@ describe('ferry buffer on a running gateway whose Kafka hangs', () => {
     assert.equal(new Set(lines.map((l) => l.length)).size, 1, `columns are aligned:\n${table.stdout}`);
   });
 
-  test("peek: the next messages of a sink or a bridge, oldest first; a binary payload as base64", async () => {
+  test('peek: the next messages of a sink or a bridge, oldest first; a binary payload as base64', async () => {
     const json = await ferry(['buffer', 'peek', '--data-dir', dir, '--bridge', KAFKA, '--sink', 'kafka', '-n', '2', '--json']);
     assert.equal(json.code, 0, json.stderr);
-    const rows = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const rows = json.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.deepEqual(
       rows.map((r) => [r['bridge'], r['clientId'], r['topic'], r['payload'], r['payloadEncoding']]),
       sent.slice(0, 2).map((m) => [KAFKA, m.clientId, m.topic, m.payload, 'utf8']),
@@ -141,9 +144,18 @@ describe('ferry buffer on a running gateway whose Kafka hangs', () => {
     // The whole buffer: the history bridge holds nothing, so these are Kafka's, named by bridge.
     const all = await ferry(['buffer', 'peek', '--data-dir', dir, '-n', '10']);
     assert.equal(all.code, 0, all.stderr);
-    const fields = all.stdout.trimEnd().split('\n').map((l) => l.split('  '));
-    assert.deepEqual(fields.map((f) => [f[2], f[4]]), sent.map((m) => [KAFKA, m.topic]));
-    assert.deepEqual(fields.map((f) => Number(f[0])), fields.map((f) => Number(f[0])).sort((a, b) => a - b));
+    const fields = all.stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => l.split('  '));
+    assert.deepEqual(
+      fields.map((f) => [f[2], f[4]]),
+      sent.map((m) => [KAFKA, m.topic]),
+    );
+    assert.deepEqual(
+      fields.map((f) => Number(f[0])),
+      fields.map((f) => Number(f[0])).sort((a, b) => a - b),
+    );
 
     const unknown = await ferry(['buffer', 'peek', '--data-dir', dir, '--sink', 'nope']);
     assert.equal(unknown.code, 1);
@@ -154,7 +166,10 @@ describe('ferry buffer on a running gateway whose Kafka hangs', () => {
     const result = await ferry(['buffer', 'export', '--data-dir', dir, '--format', 'jsonl', '--bridge', KAFKA]);
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stderr, `exported 3 messages of bridge '${KAFKA}'\n`);
-    const rows = result.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const rows = result.stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.deepEqual(
       rows.map((r) => [r['bridge'], r['topic'], Buffer.from(String(r['payload']), 'base64').toString(), r['payloadEncoding'], (r['origin'] as { clientId?: string }).clientId]),
       sent.map((m) => [KAFKA, m.topic, m.payload, 'base64', m.clientId]),
@@ -166,7 +181,10 @@ describe('ferry buffer on a running gateway whose Kafka hangs', () => {
     }
     const peeked = await ferry(['buffer', 'peek', '--data-dir', dir, '--bridge', KAFKA, '--json']);
     assert.deepEqual(
-      peeked.stdout.trimEnd().split('\n').map((l) => (JSON.parse(l) as { id: string }).id),
+      peeked.stdout
+        .trimEnd()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { id: string }).id),
       rows.map((r) => r['id']),
     );
 
@@ -233,10 +251,13 @@ test('redrive: dead letters go back into the log as new messages; purge --dead-l
   assert.equal(letters.code, 0, letters.stderr);
   assert.equal(letters.stderr, `exported 2 dead letters of bridge '${KAFKA}'\n`);
   assert.deepEqual(
-    letters.stdout.trimEnd().split('\n').map((l) => {
-      const r = JSON.parse(l) as Record<string, unknown>;
-      return [r['id'], r['sink'], r['reason'], r['attempts'], Buffer.from(String(r['payload']), 'base64').toString()];
-    }),
+    letters.stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => {
+        const r = JSON.parse(l) as Record<string, unknown>;
+        return [r['id'], r['sink'], r['reason'], r['attempts'], Buffer.from(String(r['payload']), 'base64').toString()];
+      }),
     buffered.map((m, i) => [m.envelope.id, 'kafka', 'rejected for the test', 2, sent[i]?.payload]),
   );
 
@@ -246,9 +267,19 @@ test('redrive: dead letters go back into the log as new messages; purge --dead-l
   s = await stats(dir);
   assert.deepEqual([sinkOf(s, KAFKA)?.pending, bridgeOf(s, KAFKA)?.deadLetters], [2, 0]);
   const peeked = await ferry(['buffer', 'peek', '--data-dir', dir, '--sink', 'kafka', '--json']);
-  const rows = peeked.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { id: string; seq: number });
-  assert.deepEqual(rows.map((r) => r.id), buffered.map((m) => m.envelope.id), 'the same messages, ids kept');
-  assert.ok(rows.every((r) => r.seq > (buffered.at(-1)?.seq ?? 0)), 'at the end of the log');
+  const rows = peeked.stdout
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { id: string; seq: number });
+  assert.deepEqual(
+    rows.map((r) => r.id),
+    buffered.map((m) => m.envelope.id),
+    'the same messages, ids kept',
+  );
+  assert.ok(
+    rows.every((r) => r.seq > (buffered.at(-1)?.seq ?? 0)),
+    'at the end of the log',
+  );
 
   const again = await ferry(['buffer', 'redrive', '--data-dir', dir, '--bridge', KAFKA]);
   assert.equal(again.stdout, `bridge '${KAFKA}' has no dead letters\n`);
@@ -282,14 +313,23 @@ test("peek and stats follow each sink's cursor; under live-first replay the live
   const topics = async (...args: string[]) => {
     const result = await ferry(['buffer', 'peek', '--data-dir', dir, '--bridge', 'b', ...args, '--json']);
     assert.equal(result.code, 0, result.stderr);
-    return result.stdout.trimEnd().split('\n').map((l) => (JSON.parse(l) as { topic: string }).topic);
+    return result.stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { topic: string }).topic);
   };
   assert.deepEqual(await topics(), ['m1', 'm2', 'm3', 'm4', 'm5']);
   assert.deepEqual(await topics('--sink', 'x'), ['m3', 'm4', 'm5']);
   assert.deepEqual(await topics('--sink', 'y'), ['m5', 'm1', 'm2', 'm3']);
   assert.deepEqual(await topics('--sink', 'y', '-n', '2'), ['m5', 'm1']);
   const s = await stats(dir);
-  assert.deepEqual(bridgeOf(s, 'b')?.sinks.map((k) => [k.sink, k.pending]), [['x', 3], ['y', 4]]);
+  assert.deepEqual(
+    bridgeOf(s, 'b')?.sinks.map((k) => [k.sink, k.pending]),
+    [
+      ['x', 3],
+      ['y', 4],
+    ],
+  );
   assert.equal(bridgeOf(s, 'b')?.pending, 5);
 });
 
@@ -318,13 +358,7 @@ test('purge and redrive go through more rows than one of their transactions hold
 
 test('on a directory without buffer.db, every command says so in one line, exits 1 and creates nothing', async () => {
   const dir = dataDir();
-  const commands = [
-    ['stats'],
-    ['peek', '--sink', 'kafka'],
-    ['export', '--format', 'jsonl'],
-    ['purge', '--bridge', KAFKA, '--yes'],
-    ['redrive', '--bridge', KAFKA],
-  ];
+  const commands = [['stats'], ['peek', '--sink', 'kafka'], ['export', '--format', 'jsonl'], ['purge', '--bridge', KAFKA, '--yes'], ['redrive', '--bridge', KAFKA]];
   for (const args of commands) {
     const result = await ferry(['buffer', ...args, '--data-dir', dir]);
     assert.equal(result.code, 1, args.join(' '));

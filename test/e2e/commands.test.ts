@@ -78,7 +78,10 @@ test('a command reaches its device byte for byte, and its offset is committed on
     // The next command of the partition goes to a device that acks at once: it is delivered and
     // acked, yet the offset cannot move past the first, whose PUBACK is still held.
     await kafka.produce(topic, [{ key: 'valve-2', value: 'open' }]);
-    assert.deepEqual((await other.waitFor(1)).map((c) => c.payload.toString()), ['open']);
+    assert.deepEqual(
+      (await other.waitFor(1)).map((c) => c.payload.toString()),
+      ['open'],
+    );
     await waitForCounter(gw, 'commands.delivered', 1);
     await sleep(1000);
     assert.deepEqual(await kafka.committed(group, topic), { 0: '-1' }, 'committed before the held PUBACK');
@@ -111,10 +114,13 @@ test('a device with a persistent session gets the commands sent while it was off
   const back = await connectCommandDevice(gw.mqttUrl, { clientId: 'pump-7', filter: 'devices/pump-7/commands/#', clean: false, subscribe: false });
   try {
     const received = await back.waitFor(2);
-    assert.deepEqual(received.map((c) => [c.topic, c.payload.toString()]), [
-      ['devices/pump-7/commands', 'start'],
-      ['devices/pump-7/commands', 'speed=3'],
-    ]);
+    assert.deepEqual(
+      received.map((c) => [c.topic, c.payload.toString()]),
+      [
+        ['devices/pump-7/commands', 'start'],
+        ['devices/pump-7/commands', 'speed=3'],
+      ],
+    );
     await kafka.waitForCommitted(group, topic, (o) => o[0] === '2');
     assert.equal(await counter(gw, 'commands.delivered'), 2);
   } finally {

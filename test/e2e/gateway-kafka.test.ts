@@ -64,7 +64,10 @@ test('a message acknowledged while Kafka hangs survives a forced shutdown and is
     }
     assert.equal(pending, 0);
     const messages = await kcatConsume(brokers, topic);
-    assert.deepEqual(messages.map((m) => [m.key, m.payload]), [['sensor-1', '{"celsius":1}']]);
+    assert.deepEqual(
+      messages.map((m) => [m.key, m.payload]),
+      [['sensor-1', '{"celsius":1}']],
+    );
   } finally {
     second.child.kill('SIGTERM');
   }

@@ -29,12 +29,18 @@ test('the embedded default: a QoS 1 mosquitto_pub is acknowledged, kept in histo
     for (let i = 0; i < 20 && rows.length < 2; i++) {
       const history = await ferry(['history', '--data-dir', dir, '--json']);
       assert.equal(history.code, 0, history.stderr);
-      rows = history.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      rows = history.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
     }
-    assert.deepEqual(rows.map((r) => [r['clientId'], r['topic'], r['payload'], r['bridge']]), [
-      ['sensor-1', 'devices/sensor-1/telemetry/climate', '{"celsius":21.5,"qos":1}', 'telemetry-history'],
-      ['sensor-1', 'devices/sensor-1/telemetry/climate', '{"celsius":21.5,"qos":0}', 'telemetry-history'],
-    ]);
+    assert.deepEqual(
+      rows.map((r) => [r['clientId'], r['topic'], r['payload'], r['bridge']]),
+      [
+        ['sensor-1', 'devices/sensor-1/telemetry/climate', '{"celsius":21.5,"qos":1}', 'telemetry-history'],
+        ['sensor-1', 'devices/sensor-1/telemetry/climate', '{"celsius":21.5,"qos":0}', 'telemetry-history'],
+      ],
+    );
 
     const status = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as {
       state: string;
@@ -43,8 +49,14 @@ test('the embedded default: a QoS 1 mosquitto_pub is acknowledged, kept in histo
       counters: Record<string, number>;
     };
     assert.equal(status.state, 'running');
-    assert.deepEqual(status.listeners.map((l) => l.protocol), ['mqtt', 'http']);
-    assert.deepEqual(status.bridges.map((b) => [b.name, b.sinks[0]?.written]), [['telemetry-history', 2]]);
+    assert.deepEqual(
+      status.listeners.map((l) => l.protocol),
+      ['mqtt', 'http'],
+    );
+    assert.deepEqual(
+      status.bridges.map((b) => [b.name, b.sinks[0]?.written]),
+      [['telemetry-history', 2]],
+    );
     assert.equal(status.counters['mqtt.messages.received{qos=1}'], 2);
     assert.equal(status.counters['mqtt.messages.received{qos=0}'], 1);
 

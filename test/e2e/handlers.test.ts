@@ -76,10 +76,13 @@ test('the example TypeScript bridges with Kafka: per-device rollups reach Kafka,
     FERRY_ROLLUP_WINDOW_MS: '1000',
   });
   try {
-    assert.deepEqual(
-      (await status(gw.adminUrl)).bridges.map((b) => [b.name, b.state]).sort(),
-      [['alarm-alerts', 'running'], ['commands-to-devices', 'running'], ['telemetry-history', 'running'], ['telemetry-to-kafka', 'running'], ['temperature-rollups', 'running']],
-    );
+    assert.deepEqual((await status(gw.adminUrl)).bridges.map((b) => [b.name, b.state]).sort(), [
+      ['alarm-alerts', 'running'],
+      ['commands-to-devices', 'running'],
+      ['telemetry-history', 'running'],
+      ['telemetry-to-kafka', 'running'],
+      ['temperature-rollups', 'running'],
+    ]);
     for (const celsius of [20, 22, 24]) await pub(gw.mqttUrl, 'devices/sensor-1/telemetry/climate', JSON.stringify({ celsius }), 'sensor-1');
     for (const celsius of [30.5, 31.5]) await pub(gw.mqttUrl, 'devices/pump-7/telemetry/climate', JSON.stringify({ celsius }), 'pump-7');
     // Not part of a rollup: no temperature, not JSON.
@@ -96,7 +99,10 @@ test('the example TypeScript bridges with Kafka: per-device rollups reach Kafka,
       return count('sensor-1') === 3 && count('pump-7') === 2 ? records : undefined;
     });
     const of = (device: string) => windows.filter((r) => r.key === device).map((r) => JSON.parse(r.payload ?? '{}') as Rollup);
-    for (const [device, min, max] of [['sensor-1', 20, 24], ['pump-7', 30.5, 31.5]] as const) {
+    for (const [device, min, max] of [
+      ['sensor-1', 20, 24],
+      ['pump-7', 30.5, 31.5],
+    ] as const) {
       const rows = of(device);
       assert.ok(rows.every((r) => r.device === device));
       assert.equal(Math.min(...rows.map((r) => r.min)), min);
@@ -136,8 +142,15 @@ test('the default gateway without Kafka starts with the TypeScript bridges prese
   const dataDir = tempDir();
   const gw = await startFerry(['--config', 'config/gateway.yaml', '--data-dir', dataDir], { KAFKA_BROKERS: '' });
   try {
-    assert.deepEqual((await status(gw.adminUrl)).bridges.map((b) => b.name), ['telemetry-history']);
-    for (const bridge of ['alarm-alerts', 'temperature-rollups']) assert.ok(gw.logs.some((l) => l['msg'] === 'bridge disabled' && l['bridge'] === bridge), bridge);
+    assert.deepEqual(
+      (await status(gw.adminUrl)).bridges.map((b) => b.name),
+      ['telemetry-history'],
+    );
+    for (const bridge of ['alarm-alerts', 'temperature-rollups'])
+      assert.ok(
+        gw.logs.some((l) => l['msg'] === 'bridge disabled' && l['bridge'] === bridge),
+        bridge,
+      );
     await pub(gw.mqttUrl, 'devices/pump-7/telemetry/climate', '{"celsius":8}', 'pump-7');
     await waitFor('every buffer to drain', () => drained(gw.adminUrl));
     assert.equal((await historyRows(dataDir, 'telemetry-history')).length, 1);

@@ -123,9 +123,27 @@ describe('MQTT 5 only', () => {
     const received = new Promise<unknown>((resolve) => subscriber.once('message', (_topic, _payload, packet) => resolve(packet.properties?.userProperties)));
     const url = new URL(gw.mqttUrl);
     const { spawn } = await import('node:child_process');
-    const child = spawn('mosquitto_pub', ['-h', url.hostname, '-p', url.port, '-V', 'mqttv5', '-q', '1', '-t', 'v5/props/x', '-m', 'with props', '-D', 'publish', 'user-property', 'site', 'north']);
+    const child = spawn('mosquitto_pub', [
+      '-h',
+      url.hostname,
+      '-p',
+      url.port,
+      '-V',
+      'mqttv5',
+      '-q',
+      '1',
+      '-t',
+      'v5/props/x',
+      '-m',
+      'with props',
+      '-D',
+      'publish',
+      'user-property',
+      'site',
+      'north',
+    ]);
     await new Promise((resolve) => child.once('close', resolve));
-    assert.deepEqual({ ...(await received as object) }, { site: 'north' });
+    assert.deepEqual({ ...((await received) as object) }, { site: 'north' });
     await subscriber.endAsync();
   });
 
@@ -182,7 +200,10 @@ describe('MQTT 5 only', () => {
     await sleep(300);
     const returned = await connectAsync(gw.mqttUrl, v5('v5-will-back', session));
     await sleep(2000);
-    assert.deepEqual(seen.map((m) => m.text), ['v5/will/late gone']);
+    assert.deepEqual(
+      seen.map((m) => m.text),
+      ['v5/will/late gone'],
+    );
     assert.ok((seen[0]?.at ?? 0) - died >= 900, 'not before the will delay');
     await Promise.all([returned.endAsync(), subscriber.endAsync()]);
   });

@@ -70,7 +70,9 @@ test(`Kafka stopped for ${OUTAGE_MS / 1000} s mid-stream: devices stay acknowled
     const after = await fetchStatus(gw.adminUrl);
 
     const report = checkStreams(await readTopic([kafka.bootstrap], topic, 60_000), fleet.devices);
-    const retries = Object.entries(after.counters).filter(([k]) => k.startsWith('buffer.retries')).reduce((n, [, v]) => n + v, 0);
+    const retries = Object.entries(after.counters)
+      .filter(([k]) => k.startsWith('buffer.retries'))
+      .reduce((n, [, v]) => n + v, 0);
     t.diagnostic(
       `acked ${fleet.acknowledged()}/${TOTAL}; ${ackedDuringOutage} acknowledged while Kafka was down (buffered then: ${pendingOf(during, BRIDGE)}); ` +
         `${retries} write retries; ${report.records} records, ${report.duplicates} duplicates (${report.redelivered} redelivered, ${report.republished} republished)`,

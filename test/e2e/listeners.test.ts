@@ -104,7 +104,10 @@ async function until(check: () => boolean): Promise<void> {
 
 test('status lists every listener with the port it is bound to', async () => {
   const status = (await (await fetch(`${open.adminUrl}/api/status`)).json()) as { listeners: { protocol: string; port: number }[] };
-  assert.deepEqual(status.listeners.map((l) => l.protocol), ['mqtt', 'mqtts', 'ws', 'http']);
+  assert.deepEqual(
+    status.listeners.map((l) => l.protocol),
+    ['mqtt', 'mqtts', 'ws', 'http'],
+  );
   for (const l of status.listeners) assert.ok(l.port > 0, `${l.protocol} port ${l.port}`);
   assert.ok(open.logs.some((l) => l['msg'] === `mqtts listener on 0.0.0.0:${open.ports['mqtts']}`));
 });
@@ -136,7 +139,10 @@ test('a client certificate is the login: sensor-a without a password, under its 
   a.publish('devices/sensor-b/telemetry/t', 'forbidden', { qos: 1 });
   await closed;
   await sleep(100);
-  assert.deepEqual(seen.seen.filter((m) => m.includes('forbidden')), []);
+  assert.deepEqual(
+    seen.seen.filter((m) => m.includes('forbidden')),
+    [],
+  );
 
   // The certificate names sensor-a: another client id, another username or an unknown CN is refused.
   assert.match(await refusal(url, { clientId: 'sensor-b', ...tlsClient('sensor-a') }), /Identifier rejected/);
@@ -208,7 +214,7 @@ test('a taken TLS port is refused with a message naming mqtt.tls.port; a missing
   assert.match(invalid.stderr, /mqtt\.tls\.ca: requireClientCert and identityFromCert need `ca`/);
 });
 
-test('behind a trusted proxy the per-address limit counts the X-Forwarded-For client; other peers\' header is ignored', async () => {
+test("behind a trusted proxy the per-address limit counts the X-Forwarded-For client; other peers' header is ignored", async () => {
   const proxied = await startGateway('{allowAnonymous: false, maxConnectionsPerAddress: 3, websocket: {port: 0, trustedProxies: ["127.0.0.1"]}}');
   const plain = await startGateway('{allowAnonymous: false, maxConnectionsPerAddress: 3, websocket: {port: 0}}');
   try {
@@ -238,7 +244,10 @@ test('behind a trusted proxy the per-address limit counts the X-Forwarded-For cl
     const spoofed = via(plain, '203.0.113.8');
     assert.notEqual(await refusal(spoofed.url, { ...login, wsOptions: spoofed.wsOptions }), 'connected');
     assert.equal((await counters(plain))['mqtt.connections.refused{reason=too_many_connections}'], 1);
-    assert.ok(proxied.logs.some((l) => l['address'] === '203.0.113.7' && l['reason'] === 'too_many_connections'), 'the refusal is logged with the forwarded address');
+    assert.ok(
+      proxied.logs.some((l) => l['address'] === '203.0.113.7' && l['reason'] === 'too_many_connections'),
+      'the refusal is logged with the forwarded address',
+    );
   } finally {
     for (const gw of [proxied, plain]) {
       gw.child.kill('SIGTERM');

@@ -82,129 +82,133 @@ function missing(history: Map<string, Set<number>>, devices: readonly DeviceStat
 
 const bridge = (name: string, topics: string, to: string) => `name: ${name}\nfrom: {mqtt: {topics: ["${topics}"]}}\nto: ${to}\n`;
 
-test(
-  'under QoS 1 load from 20 devices: a bridge added (SIGHUP), one removed (POST /api/reload), one changed (ferry reload); no connection dropped, no acknowledged message lost',
-  { timeout: 300_000 },
-  async () => {
-    const brokers = await requireService('kafka');
-    const keptTopic = randomName('ferry-e2e-reload-kept-');
-    const addedTopic = randomName('ferry-e2e-reload-added-');
-    const root = dirs();
-    const dataDir = join(root, 'data');
-    // Nothing listens there: a Kafka sink that fails and retries for ever, so its bridge holds its messages.
-    const [closedPort] = (await freePorts(1)) as [number];
-    const unreachable = `{kafka: {brokers: ["127.0.0.1:${closedPort}"], topic: nowhere, retries: 0, connectionTimeoutMs: 500}}`;
-    const config = join(root, 'gateway.yaml');
-    mkdirSync(join(root, 'bridges'));
-    mkdirSync(join(root, 'devices'));
-    writeFileSync(config, 'mqtt: {allowAnonymous: true}\nbridges: [bridges]\ndevices: [devices]\nshutdown: {drainTimeoutMs: 5000}\n');
-    const file = (name: string) => join(root, 'bridges', `${name}.yaml`);
-    // One history bridge only: the history keeps a message once, whichever bridge wrote it first.
-    writeFileSync(file('kept'), bridge('kept', 'devices/+/telemetry/#', `[{kafka: {brokers: ["${brokers.join('", "')}"], topic: ${keptTopic}}}]`));
-    writeFileSync(file('doomed'), bridge('doomed', 'devices/+/telemetry/#', `[${unreachable}]`));
-    writeFileSync(file('changing'), bridge('changing', 'devices/+/telemetry/#', `[{history: {}}, ${unreachable}]`));
+test('under QoS 1 load from 20 devices: a bridge added (SIGHUP), one removed (POST /api/reload), one changed (ferry reload); no connection dropped, no acknowledged message lost', {
+  timeout: 300_000,
+}, async () => {
+  const brokers = await requireService('kafka');
+  const keptTopic = randomName('ferry-e2e-reload-kept-');
+  const addedTopic = randomName('ferry-e2e-reload-added-');
+  const root = dirs();
+  const dataDir = join(root, 'data');
+  // Nothing listens there: a Kafka sink that fails and retries for ever, so its bridge holds its messages.
+  const [closedPort] = (await freePorts(1)) as [number];
+  const unreachable = `{kafka: {brokers: ["127.0.0.1:${closedPort}"], topic: nowhere, retries: 0, connectionTimeoutMs: 500}}`;
+  const config = join(root, 'gateway.yaml');
+  mkdirSync(join(root, 'bridges'));
+  mkdirSync(join(root, 'devices'));
+  writeFileSync(config, 'mqtt: {allowAnonymous: true}\nbridges: [bridges]\ndevices: [devices]\nshutdown: {drainTimeoutMs: 5000}\n');
+  const file = (name: string) => join(root, 'bridges', `${name}.yaml`);
+  // One history bridge only: the history keeps a message once, whichever bridge wrote it first.
+  writeFileSync(file('kept'), bridge('kept', 'devices/+/telemetry/#', `[{kafka: {brokers: ["${brokers.join('", "')}"], topic: ${keptTopic}}}]`));
+  writeFileSync(file('doomed'), bridge('doomed', 'devices/+/telemetry/#', `[${unreachable}]`));
+  writeFileSync(file('changing'), bridge('changing', 'devices/+/telemetry/#', `[{history: {}}, ${unreachable}]`));
 
-    const gw = await startFerry(['--config', config, '--data-dir', dataDir]);
-    const pacer = new LoadPacer(0);
-    const fleet = startFleet({ url: gw.mqttUrl, devices: DEVICES, total: DEVICES * 1_000_000, window: WINDOW, clientIdPrefix: 'reload-dev-', pacer });
-    const feed = setInterval(() => pacer.setLimit(pacer.issued + STEP), 20);
-    const grow = async (what: string) => {
-      const target = fleet.acknowledged() + BETWEEN;
-      await waitFor(`${BETWEEN} more acknowledgements ${what}`, () => (fleet.acknowledged() >= target ? true : undefined));
-    };
-    try {
-      await grow('before the first reload');
-      // Connections made so far (on a busy machine some devices may have retried their first
-      // CONNECT) are the baseline: from here on, none may close or open.
-      await waitFor('every device connected', async () => {
-        const status = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { listeners: { protocol: string; clients?: number }[] };
-        return status.listeners.find((l) => l.protocol === 'mqtt')?.clients === DEVICES && fleet.devices.every((d) => d.connections > 0) ? true : undefined;
-      });
-      const baseline = (await fetchStatus(gw.adminUrl)).counters;
-      const connections = new Map(fleet.devices.map((d) => [d.clientId, d.connections]));
+  const gw = await startFerry(['--config', config, '--data-dir', dataDir]);
+  const pacer = new LoadPacer(0);
+  const fleet = startFleet({ url: gw.mqttUrl, devices: DEVICES, total: DEVICES * 1_000_000, window: WINDOW, clientIdPrefix: 'reload-dev-', pacer });
+  const feed = setInterval(() => pacer.setLimit(pacer.issued + STEP), 20);
+  const grow = async (what: string) => {
+    const target = fleet.acknowledged() + BETWEEN;
+    await waitFor(`${BETWEEN} more acknowledgements ${what}`, () => (fleet.acknowledged() >= target ? true : undefined));
+  };
+  try {
+    await grow('before the first reload');
+    // Connections made so far (on a busy machine some devices may have retried their first
+    // CONNECT) are the baseline: from here on, none may close or open.
+    await waitFor('every device connected', async () => {
+      const status = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { listeners: { protocol: string; clients?: number }[] };
+      return status.listeners.find((l) => l.protocol === 'mqtt')?.clients === DEVICES && fleet.devices.every((d) => d.connections > 0) ? true : undefined;
+    });
+    const baseline = (await fetchStatus(gw.adminUrl)).counters;
+    const connections = new Map(fleet.devices.map((d) => [d.clientId, d.connections]));
 
-      // 1. Add a bridge, reload with SIGHUP.
-      writeFileSync(file('added'), bridge('added', 'devices/+/telemetry/#', `[{kafka: {brokers: ["${brokers.join('", "')}"], topic: ${addedTopic}}}]`));
-      const logged = gw.logs.length;
-      gw.child.kill('SIGHUP');
-      const added = await reloadLog(gw, logged);
-      assert.equal(added['reload'], 'applied', JSON.stringify(added));
-      assert.deepEqual([added['added'], added['removed'], added['changed'], added['warnings']], [['added'], [], [], []]);
-      // A seq above the highest acknowledged one plus the window was not sent yet: it comes after the reload.
-      const afterAdd = new Map(fleet.devices.map((d) => [d.clientId, Math.max(-1, ...d.acked) + WINDOW + 1]));
-      await grow('after adding a bridge');
+    // 1. Add a bridge, reload with SIGHUP.
+    writeFileSync(file('added'), bridge('added', 'devices/+/telemetry/#', `[{kafka: {brokers: ["${brokers.join('", "')}"], topic: ${addedTopic}}}]`));
+    const logged = gw.logs.length;
+    gw.child.kill('SIGHUP');
+    const added = await reloadLog(gw, logged);
+    assert.equal(added['reload'], 'applied', JSON.stringify(added));
+    assert.deepEqual([added['added'], added['removed'], added['changed'], added['warnings']], [['added'], [], [], []]);
+    // A seq above the highest acknowledged one plus the window was not sent yet: it comes after the reload.
+    const afterAdd = new Map(fleet.devices.map((d) => [d.clientId, Math.max(-1, ...d.acked) + WINDOW + 1]));
+    await grow('after adding a bridge');
 
-      // 2. Remove the bridge whose sink cannot deliver, reload with POST /api/reload.
-      assert.ok(((await bufferStats(dataDir)).get('doomed')?.pending ?? 0) > 0, 'the failing bridge holds messages');
-      rmSync(file('doomed'));
-      const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
-      const removed = (await response.json()) as { applied: Record<string, unknown>; warnings: string[] };
-      assert.equal(response.status, 200, JSON.stringify(removed));
-      assert.deepEqual(removed.applied, { added: [], removed: ['doomed'], changed: [], unchanged: ['added', 'changing', 'kept'].sort(), devices: false });
-      assert.deepEqual(removed.warnings, []);
-      const doomedHeld = (await bufferStats(dataDir)).get('doomed')?.pending ?? 0;
-      assert.ok(doomedHeld > 0, 'the removed bridge\'s messages stay buffered');
-      await grow('after removing a bridge');
+    // 2. Remove the bridge whose sink cannot deliver, reload with POST /api/reload.
+    assert.ok(((await bufferStats(dataDir)).get('doomed')?.pending ?? 0) > 0, 'the failing bridge holds messages');
+    rmSync(file('doomed'));
+    const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    const removed = (await response.json()) as { applied: Record<string, unknown>; warnings: string[] };
+    assert.equal(response.status, 200, JSON.stringify(removed));
+    assert.deepEqual(removed.applied, { added: [], removed: ['doomed'], changed: [], unchanged: ['added', 'changing', 'kept'].sort(), devices: false });
+    assert.deepEqual(removed.warnings, []);
+    const doomedHeld = (await bufferStats(dataDir)).get('doomed')?.pending ?? 0;
+    assert.ok(doomedHeld > 0, "the removed bridge's messages stay buffered");
+    await grow('after removing a bridge');
 
-      // 3. Change a bridge (drop its failing sink, widen its filter), reload with `ferry reload`.
-      writeFileSync(file('changing'), bridge('changing', 'devices/#', '[{history: {batchSize: 100}}]'));
-      const reloaded = await ferry(['reload', '--admin', gw.adminUrl]);
-      assert.equal(reloaded.code, 0, reloaded.stderr);
-      assert.match(reloaded.stdout, /changed: +changing\n/);
-      assert.match(reloaded.stdout, /removed: +-\n/);
-      await grow('after changing a bridge');
+    // 3. Change a bridge (drop its failing sink, widen its filter), reload with `ferry reload`.
+    writeFileSync(file('changing'), bridge('changing', 'devices/#', '[{history: {batchSize: 100}}]'));
+    const reloaded = await ferry(['reload', '--admin', gw.adminUrl]);
+    assert.equal(reloaded.code, 0, reloaded.stderr);
+    assert.match(reloaded.stdout, /changed: +changing\n/);
+    assert.match(reloaded.stdout, /removed: +-\n/);
+    await grow('after changing a bridge');
 
-      // Publishing stops; every message sent must be acknowledged, on the first connection.
-      clearInterval(feed);
-      pacer.setLimit(pacer.issued);
-      await waitFor('every publish acknowledged', () => (fleet.acknowledged() === pacer.issued && fleet.inFlight() === 0 ? true : undefined));
-      assert.deepEqual(fleet.devices.filter((d) => d.connections !== connections.get(d.clientId)).map((d) => `${d.clientId}: ${d.connections} connections`), []);
-      const status = await fetchStatus(gw.adminUrl);
-      const full = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { listeners: { protocol: string; clients?: number }[]; bridges: { name: string }[] };
-      assert.equal(full.listeners.find((l) => l.protocol === 'mqtt')?.clients, DEVICES);
-      const delta = (name: string) => (status.counters[name] ?? 0) - (baseline[name] ?? 0);
-      assert.equal(delta('mqtt.connections.opened'), 0, 'no device connection opened');
-      assert.equal(delta('mqtt.connections.closed'), 0, 'no device connection closed');
-      assert.equal(status.counters['config.reloads{result=applied}'], 3);
-      assert.deepEqual(full.bridges.map((b) => b.name).sort(), ['added', 'changing', 'kept']);
+    // Publishing stops; every message sent must be acknowledged, on the first connection.
+    clearInterval(feed);
+    pacer.setLimit(pacer.issued);
+    await waitFor('every publish acknowledged', () => (fleet.acknowledged() === pacer.issued && fleet.inFlight() === 0 ? true : undefined));
+    assert.deepEqual(
+      fleet.devices.filter((d) => d.connections !== connections.get(d.clientId)).map((d) => `${d.clientId}: ${d.connections} connections`),
+      [],
+    );
+    const status = await fetchStatus(gw.adminUrl);
+    const full = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { listeners: { protocol: string; clients?: number }[]; bridges: { name: string }[] };
+    assert.equal(full.listeners.find((l) => l.protocol === 'mqtt')?.clients, DEVICES);
+    const delta = (name: string) => (status.counters[name] ?? 0) - (baseline[name] ?? 0);
+    assert.equal(delta('mqtt.connections.opened'), 0, 'no device connection opened');
+    assert.equal(delta('mqtt.connections.closed'), 0, 'no device connection closed');
+    assert.equal(status.counters['config.reloads{result=applied}'], 3);
+    assert.deepEqual(full.bridges.map((b) => b.name).sort(), ['added', 'changing', 'kept']);
 
-      // The removed bridge's messages are still in the buffer, and it took no more after its removal.
-      const stats = await bufferStats(dataDir);
-      assert.equal(stats.get('doomed')?.pending, doomedHeld);
-      // The changed bridge's dropped sink no longer holds its messages back.
-      const changing = await waitFor('the changed bridge to release its messages', async () => {
-        const b = (await bufferStats(dataDir)).get('changing');
-        return b !== undefined && b.pending === 0 ? b : undefined;
-      });
-      assert.deepEqual(changing.sinks.map((s) => s.sink), ['history']);
-      await waitFor('the history sinks to catch up', async () => {
-        const s = await bufferStats(dataDir);
-        return ['kept', 'added', 'changing'].every((b) => s.get(b)?.pending === 0) ? true : undefined;
-      });
+    // The removed bridge's messages are still in the buffer, and it took no more after its removal.
+    const stats = await bufferStats(dataDir);
+    assert.equal(stats.get('doomed')?.pending, doomedHeld);
+    // The changed bridge's dropped sink no longer holds its messages back.
+    const changing = await waitFor('the changed bridge to release its messages', async () => {
+      const b = (await bufferStats(dataDir)).get('changing');
+      return b !== undefined && b.pending === 0 ? b : undefined;
+    });
+    assert.deepEqual(
+      changing.sinks.map((s) => s.sink),
+      ['history'],
+    );
+    await waitFor('the history sinks to catch up', async () => {
+      const s = await bufferStats(dataDir);
+      return ['kept', 'added', 'changing'].every((b) => s.get(b)?.pending === 0) ? true : undefined;
+    });
 
-      // Every acknowledged message is in the bridges that stayed, in each device's order.
-      assert.ok(fleet.acknowledged() >= 4 * BETWEEN);
-      const kept = checkStreams(await readTopic(brokers, keptTopic, 120_000), fleet.devices);
-      assert.deepEqual([kept.missing.slice(0, 20), kept.violations.slice(0, 20), kept.malformed.slice(0, 20)], [[], [], []]);
-      assert.equal(kept.distinct, fleet.acknowledged());
-      const changed = await historySeqs(dataDir, 'changing');
-      assert.deepEqual(missing(changed, fleet.devices).slice(0, 20), []);
-      // The added bridge has everything published after its reload.
-      const late = checkStreams(await readTopic(brokers, addedTopic, 120_000), fleet.devices);
-      assert.deepEqual([late.violations.slice(0, 20), late.malformed.slice(0, 20)], [[], []]);
-      assert.deepEqual(late.missing.filter((m) => m.seq >= (afterAdd.get(m.device) ?? 0)).slice(0, 20), []);
-      assert.ok(late.distinct >= 3 * BETWEEN - DEVICES * (WINDOW + 1), `${late.distinct} messages reached the added bridge`);
-    } finally {
-      clearInterval(feed);
-      pacer.stop();
-      await fleet.close();
-      gw.child.kill('SIGTERM');
-    }
-    assert.equal(await gw.exited, 0);
-  },
-);
+    // Every acknowledged message is in the bridges that stayed, in each device's order.
+    assert.ok(fleet.acknowledged() >= 4 * BETWEEN);
+    const kept = checkStreams(await readTopic(brokers, keptTopic, 120_000), fleet.devices);
+    assert.deepEqual([kept.missing.slice(0, 20), kept.violations.slice(0, 20), kept.malformed.slice(0, 20)], [[], [], []]);
+    assert.equal(kept.distinct, fleet.acknowledged());
+    const changed = await historySeqs(dataDir, 'changing');
+    assert.deepEqual(missing(changed, fleet.devices).slice(0, 20), []);
+    // The added bridge has everything published after its reload.
+    const late = checkStreams(await readTopic(brokers, addedTopic, 120_000), fleet.devices);
+    assert.deepEqual([late.violations.slice(0, 20), late.malformed.slice(0, 20)], [[], []]);
+    assert.deepEqual(late.missing.filter((m) => m.seq >= (afterAdd.get(m.device) ?? 0)).slice(0, 20), []);
+    assert.ok(late.distinct >= 3 * BETWEEN - DEVICES * (WINDOW + 1), `${late.distinct} messages reached the added bridge`);
+  } finally {
+    clearInterval(feed);
+    pacer.stop();
+    await fleet.close();
+    gw.child.kill('SIGTERM');
+  }
+  assert.equal(await gw.exited, 0);
+});
 
-test('a config with problems is refused by every trigger with each problem\'s file and line; the running bridges keep working', { timeout: 120_000 }, async () => {
+test("a config with problems is refused by every trigger with each problem's file and line; the running bridges keep working", { timeout: 120_000 }, async () => {
   const root = dirs();
   const dataDir = join(root, 'data');
   const config = writeGatewayTree(root, '{allowAnonymous: true}', {});
@@ -234,8 +238,14 @@ test('a config with problems is refused by every trigger with each problem\'s fi
     const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
     assert.equal(response.status, 422);
     const { errors } = (await response.json()) as { errors: { file: string; line: number; path: string; message: string }[] };
-    assert.ok(errors.some((e) => e.file.endsWith('bridges/extra.yaml') && e.line === 4 && e.path === 'bogus'), JSON.stringify(errors));
-    assert.ok(errors.some((e) => e.file.endsWith('bridges/broken.yaml') && e.line > 0), JSON.stringify(errors));
+    assert.ok(
+      errors.some((e) => e.file.endsWith('bridges/extra.yaml') && e.line === 4 && e.path === 'bogus'),
+      JSON.stringify(errors),
+    );
+    assert.ok(
+      errors.some((e) => e.file.endsWith('bridges/broken.yaml') && e.line > 0),
+      JSON.stringify(errors),
+    );
 
     const cli = await ferry(['reload', '--admin', gw.adminUrl]);
     assert.equal(cli.code, 1);

@@ -68,7 +68,9 @@ test('a device publishes to its own topics and is unaffected by everything below
   const watch = await watcher();
   const a = await connect('sensor-a', 'sensor-a');
   await a.publishAsync('devices/sensor-a/telemetry/t', 'ok', { qos: 1 });
-  await eventually(() => assert.ok(watch.seen.includes('devices/sensor-a/telemetry/t ok'), 'waiting for: watch.seen.includes(devices/sensor-a/telemetry/t ok)'), { timeoutMs: 5000 });
+  await eventually(() => assert.ok(watch.seen.includes('devices/sensor-a/telemetry/t ok'), 'waiting for: watch.seen.includes(devices/sensor-a/telemetry/t ok)'), {
+    timeoutMs: 5000,
+  });
   assert.ok(watch.seen.includes('devices/sensor-a/telemetry/t ok'));
 });
 
@@ -90,7 +92,13 @@ test('subscriptions outside the ACL are refused one filter at a time', async () 
     assert.equal(grant?.qos, 128, filter);
   }
   const mixed = await subscribe(['devices/sensor-a/commands/#', 'devices/sensor-b/commands/#']);
-  assert.deepEqual(mixed.map((g) => [g.topic, g.qos]), [['devices/sensor-a/commands/#', 1], ['devices/sensor-b/commands/#', 128]]);
+  assert.deepEqual(
+    mixed.map((g) => [g.topic, g.qos]),
+    [
+      ['devices/sensor-a/commands/#', 1],
+      ['devices/sensor-b/commands/#', 128],
+    ],
+  );
   assert.equal((await counters())['mqtt.subscribe.refused{reason=acl}'], 6);
 });
 
@@ -103,7 +111,10 @@ test('publishing outside the ACL closes the connection and reaches nobody', asyn
     await closed;
   }
   await sleep(100);
-  assert.deepEqual(watch.seen.filter((m) => m.includes('forbidden')), []);
+  assert.deepEqual(
+    watch.seen.filter((m) => m.includes('forbidden')),
+    [],
+  );
   assert.ok(((await counters())['mqtt.publish.refused{reason=acl}'] ?? 0) >= 2);
 });
 
@@ -113,7 +124,10 @@ test('a will on a forbidden topic is not published', async () => {
   const a = await connect('sensor-a', 'sensor-a', undefined, { will: { topic: 'devices/sensor-b/status', payload: Buffer.from('will'), qos: 1, retain: false } });
   a.stream.destroy();
   await sleep(300);
-  assert.deepEqual(watch.seen.filter((m) => m.endsWith(' will')), []);
+  assert.deepEqual(
+    watch.seen.filter((m) => m.endsWith(' will')),
+    [],
+  );
   assert.equal((await counters())['mqtt.publish.refused{reason=acl}'], before + 1);
 });
 
@@ -190,7 +204,11 @@ test('MQTT 5 devices meet the same refusals, told with MQTT 5 reason codes; a re
   const v5 = { protocolVersion: 5 } as const;
   const b = await connect('sensor-b', 'sensor-b', undefined, v5);
   const subscribe = (filters: string | string[]) =>
-    new Promise<number[]>((resolve) => b.subscribe(filters, { qos: 1 }, (error, granted) => resolve(error ? (error as unknown as { packet: { granted: number[] } }).packet.granted : (granted ?? []).map((g) => g.qos))));
+    new Promise<number[]>((resolve) =>
+      b.subscribe(filters, { qos: 1 }, (error, granted) =>
+        resolve(error ? (error as unknown as { packet: { granted: number[] } }).packet.granted : (granted ?? []).map((g) => g.qos)),
+      ),
+    );
   for (const filter of ['#', '+/#', '$SYS/#', 'devices/sensor-a/#']) assert.deepEqual(await subscribe(filter), [0x87], filter);
   assert.deepEqual(await subscribe(['devices/sensor-b/commands/#', 'devices/sensor-a/commands/#']), [1, 0x87]);
 
@@ -208,9 +226,14 @@ test('MQTT 5 devices meet the same refusals, told with MQTT 5 reason codes; a re
   assert.match(await refusalV5('a+b', 'sensor-b', PASSWORDS['sensor-b']), /Client Identifier not valid/);
   assert.match(await refusalV5('sensor-anon5'), /Not authorized/);
 
-  await eventually(() => assert.ok(watch.seen.includes('devices/sensor-b/telemetry/t allowed v5'), 'waiting for: watch.seen.includes(devices/sensor-b/telemetry/t allowed v5)'), { timeoutMs: 5000 });
+  await eventually(() => assert.ok(watch.seen.includes('devices/sensor-b/telemetry/t allowed v5'), 'waiting for: watch.seen.includes(devices/sensor-b/telemetry/t allowed v5)'), {
+    timeoutMs: 5000,
+  });
   await sleep(300);
-  assert.deepEqual(watch.seen.filter((m) => m.includes('forbidden') || m.endsWith(' will v5')), []);
+  assert.deepEqual(
+    watch.seen.filter((m) => m.includes('forbidden') || m.endsWith(' will v5')),
+    [],
+  );
   assert.ok(watch.seen.includes('devices/sensor-b/telemetry/t allowed v5'));
   const after = await counters();
   const delta = (key: string) => (after[key] ?? 0) - (before[key] ?? 0);

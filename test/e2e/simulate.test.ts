@@ -39,7 +39,10 @@ test('simulate: 5 devices publish 200 QoS 1 messages, all acknowledged and kept 
       if (i > 0) await sleep(100);
       const history = await ferry(['history', '--data-dir', dir, '--json', '-n', '1000']);
       assert.equal(history.code, 0, history.stderr);
-      rows = history.stdout.trim().split('\n').map((line) => JSON.parse(line) as (typeof rows)[number]);
+      rows = history.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as (typeof rows)[number]);
     }
     assert.equal(rows.length, 200);
     assert.deepEqual([...new Set(rows.map((r) => r.clientId))].sort(), ['sensor-1', 'sensor-2', 'sensor-3', 'sensor-4', 'sensor-5']);

@@ -8,7 +8,12 @@ export interface BufferStatus {
     readonly state: string;
     readonly held: number;
     readonly movedAside?: string;
-    readonly bridges: readonly { bridge: string; messages: number; sinks: readonly { sink: string; cursor: number; pending: number; deadLetters: number }[]; deadLetters: number }[];
+    readonly bridges: readonly {
+      bridge: string;
+      messages: number;
+      sinks: readonly { sink: string; cursor: number; pending: number; deadLetters: number }[];
+      deadLetters: number;
+    }[];
   };
   readonly counters: Record<string, number>;
 }

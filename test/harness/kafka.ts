@@ -191,8 +191,7 @@ async function waitUntilReady(bootstrap: string, port: number, broker: Supervise
     await sleep(250);
   }
   throw new Error(
-    `Kafka did not answer on ${bootstrap} within ${READY_TIMEOUT_MS / 1000} s (last error: ${lastError}). ` +
-      `Last ${TAIL_LINES} lines of broker output:\n${broker.tail()}`,
+    `Kafka did not answer on ${bootstrap} within ${READY_TIMEOUT_MS / 1000} s (last error: ${lastError}). ` + `Last ${TAIL_LINES} lines of broker output:\n${broker.tail()}`,
   );
 }
 

@@ -14,9 +14,7 @@ export interface TestEndpoints {
   mqtt: string;
 }
 
-export type ServiceCheck<N extends ServiceName> =
-  | { ok: true; endpoint: TestEndpoints[N] }
-  | { ok: false; error: string };
+export type ServiceCheck<N extends ServiceName> = { ok: true; endpoint: TestEndpoints[N] } | { ok: false; error: string };
 
 interface ServiceInfo {
   label: string;

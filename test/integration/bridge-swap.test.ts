@@ -57,7 +57,10 @@ test('a refused reload leaves the running bridge its cursors and policy; bridges
   try {
     const old = create(bridge('b', twoSinks));
     const cursorsBefore = store.cursors('b');
-    assert.deepEqual(cursorsBefore.map((c) => c.sink), ['history#0', 'history#1']);
+    assert.deepEqual(
+      cursorsBefore.map((c) => c.sink),
+      ['history#0', 'history#1'],
+    );
     const policyBefore = writer.policy('b');
 
     // 'a' is new and fine; the new 'b' drops a sink and names a kind no registry has (as a
@@ -76,8 +79,18 @@ test('a refused reload leaves the running bridge its cursors and policy; bridges
     const device = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'swap-device', reconnectPeriod: 0 });
     await device.publishAsync('swap/x', 'after the refused reload', { qos: 1 });
     await device.endAsync();
-    await eventually(() => assert.ok(!(store.cursors('b').some((c) => c.seq === 0 || c.seq === cursorsBefore[0]?.seq)), 'still: store.cursors(b).some((c) => c.seq === 0 || c.seq === cursorsBefore[0]?.seq)'), { timeoutMs: 5000 });
-    assert.ok(store.cursors('b').every((c, i) => c.seq > (cursorsBefore[i]?.seq ?? 0)), JSON.stringify(store.cursors('b')));
+    await eventually(
+      () =>
+        assert.ok(
+          !store.cursors('b').some((c) => c.seq === 0 || c.seq === cursorsBefore[0]?.seq),
+          'still: store.cursors(b).some((c) => c.seq === 0 || c.seq === cursorsBefore[0]?.seq)',
+        ),
+      { timeoutMs: 5000 },
+    );
+    assert.ok(
+      store.cursors('b').every((c, i) => c.seq > (cursorsBefore[i]?.seq ?? 0)),
+      JSON.stringify(store.cursors('b')),
+    );
     await old.stop();
   } finally {
     await close();
@@ -91,10 +104,16 @@ test('a reload that drops a sink removes its cursor only once the new version to
     const result = swapBridges([old], { added: [], changed: [bridge('b', [{ history: {} }])], removed: [], unchanged: [] }, create);
     assert.ok(!('cause' in result));
     // Built, not yet taken over: the old version's cursors are all there, the new one's too.
-    assert.deepEqual(store.cursors('b').map((c) => c.sink), ['history', 'history#0', 'history#1']);
+    assert.deepEqual(
+      store.cursors('b').map((c) => c.sink),
+      ['history', 'history#0', 'history#1'],
+    );
     await Promise.all(result.retired.map((r) => retire(r, 5000, logger)));
     await sleep(10);
-    assert.deepEqual(store.cursors('b').map((c) => c.sink), ['history']);
+    assert.deepEqual(
+      store.cursors('b').map((c) => c.sink),
+      ['history'],
+    );
     await Promise.all(result.bridges.map((b) => b.stop()));
   } finally {
     await close();
@@ -110,12 +129,19 @@ test("a bridge added back after a removal prunes its old sinks' cursors only whe
     const refused = swapBridges([], { added: [bridge('r', [{ history: {} }]), broken], changed: [], removed: [], unchanged: [] }, create);
     assert.ok('cause' in refused);
     await sleep(10);
-    assert.deepEqual(store.cursors('r').map((c) => c.sink), ['history', 'kafka'], 'a refused reload left them alone');
+    assert.deepEqual(
+      store.cursors('r').map((c) => c.sink),
+      ['history', 'kafka'],
+      'a refused reload left them alone',
+    );
 
     const applied = swapBridges([], { added: [bridge('r', [{ history: {} }])], changed: [], removed: [], unchanged: [] }, create);
     assert.ok(!('cause' in applied));
     await sleep(10);
-    assert.deepEqual(store.cursors('r').map((c) => c.sink), ['history']);
+    assert.deepEqual(
+      store.cursors('r').map((c) => c.sink),
+      ['history'],
+    );
     await Promise.all(applied.bridges.map((b) => b.stop()));
   } finally {
     await close();

@@ -10,11 +10,7 @@ import { CounterRegistry } from '../../src/observability/counters.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const require = createRequire(import.meta.url);
-const abstractPersistence = require('aedes-persistence/abstract.js') as (options: {
-  test: typeof test;
-  persistence: () => SqlitePersistence;
-  testAsync: boolean;
-}) => void;
+const abstractPersistence = require('aedes-persistence/abstract.js') as (options: { test: typeof test; persistence: () => SqlitePersistence; testAsync: boolean }) => void;
 
 const dirs = tempDirs('ferry-broker-state-');
 

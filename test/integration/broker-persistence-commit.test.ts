@@ -80,7 +80,10 @@ test('after close, writes throw and nothing is left open', async () => {
   commit.close();
   await pending;
   assert.equal(db.inTransaction, false);
-  await assert.rejects(commit.durable(() => insert.run('late')), /closed/);
+  await assert.rejects(
+    commit.durable(() => insert.run('late')),
+    /closed/,
+  );
   db.close();
 });
 

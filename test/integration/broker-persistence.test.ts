@@ -252,7 +252,7 @@ test('a will delayed past a graceful shutdown is published after the restart, un
   await stop(second);
 });
 
-test('a saved session stays its login\'s across a restart: an anonymous client is refused it, another login starts clean', async () => {
+test("a saved session stays its login's across a restart: an anonymous client is refused it, another login starts clean", async () => {
   const counters = new CounterRegistry();
   const profiles = [
     deviceSchema.parse({ name: 'sensor', clientId: 'sensor-*', credentials: [{ username: 'sensor-1', passwordHash: await hashPassword('one') }] }),
@@ -282,7 +282,10 @@ test('a saved session stays its login\'s across a restart: an anonymous client i
   assert.equal(counters.snapshot()['mqtt.sessions.discarded{reason=owner_changed}'], 1);
   await tech.client.endAsync();
   // Saved with the session when it started, committed with the next write that must be on disk, or soon after.
-  await until(() => JSON.stringify(committed(path, 'SELECT client_id, owner FROM sessions')) === JSON.stringify([{ client_id: 'sensor-1', owner: 'tech' }]), "the tech's ownership on disk");
+  await until(
+    () => JSON.stringify(committed(path, 'SELECT client_id, owner FROM sessions')) === JSON.stringify([{ client_id: 'sensor-1', owner: 'tech' }]),
+    "the tech's ownership on disk",
+  );
   assert.deepEqual(committed(path, 'SELECT topic FROM subscriptions'), [], "the device's subscription went with its session");
   await stop(third);
 });

@@ -68,13 +68,21 @@ test('deliveries of one turn are committed together and acked only once the rows
     const visibleAtAck: number[] = [];
     for (const d of tracked.deliveries) {
       const ack = d.ack.bind(d);
-      writer.enqueue('b', { ...d, ack: () => (visibleAtAck.push((reader.prepare('SELECT count(*) AS n FROM messages').get() as { n: number }).n), ack()), nack: d.nack.bind(d), state: d.state });
+      writer.enqueue('b', {
+        ...d,
+        ack: () => (visibleAtAck.push((reader.prepare('SELECT count(*) AS n FROM messages').get() as { n: number }).n), ack()),
+        nack: d.nack.bind(d),
+        state: d.state,
+      });
     }
     assert.equal(tracked.acked.length, 0, 'acked before the commit');
     await tracked.settled();
     reader.close();
     assert.equal(tracked.acked.length, 500);
-    assert.ok(visibleAtAck.every((n) => n === 500), 'every ack came after all 500 rows were committed');
+    assert.ok(
+      visibleAtAck.every((n) => n === 500),
+      'every ack came after all 500 rows were committed',
+    );
     assert.deepEqual(store.usage('b'), { messages: 500, bytes: tracked.deliveries.reduce((n, d) => n + d.envelope.payload.byteLength, 0) });
   } finally {
     cleanup();
@@ -135,7 +143,15 @@ test('held messages whose sender left are dropped, not stored; later ones are st
   try {
     let gone = false;
     const tracked = trackedDeliveries(15);
-    const abandonable = (d: Delivery): Delivery => ({ envelope: d.envelope, ack: d.ack, nack: d.nack, get state() { return d.state; }, abandoned: () => gone });
+    const abandonable = (d: Delivery): Delivery => ({
+      envelope: d.envelope,
+      ack: d.ack,
+      nack: d.nack,
+      get state() {
+        return d.state;
+      },
+      abandoned: () => gone,
+    });
     for (const d of tracked.deliveries) writer.enqueue('b', abandonable(d));
     await until(() => writer.held === 5, '5 held');
     // The device's connection closes: it resends the 5 under new deliveries, which wait behind.
@@ -206,10 +222,16 @@ test('a message rejected for good is dead-lettered with its reason and the sink 
     const out = drain('out', (d) => (d.envelope.id === bad ? new FerryError('MESSAGE_REJECTED', 'payload is not JSON', { retryable: false }) : undefined));
     await until(() => store.stats('b').sinks[0]?.pending === 0, 'the sink to pass the bad message');
     const letters = [...store.iterateDeadLetters('b')];
-    assert.deepEqual(letters.map((l) => [l.envelope.id, l.sink, l.reason, l.attempts]), [[bad, 'out', 'payload is not JSON', 1]]);
+    assert.deepEqual(
+      letters.map((l) => [l.envelope.id, l.sink, l.reason, l.attempts]),
+      [[bad, 'out', 'payload is not JSON', 1]],
+    );
     assert.equal(counters.get('buffer.dead_letters{bridge=b,sink=out}'), 1);
     const good = payloads(tracked.deliveries.filter((d) => d.envelope.id !== bad));
-    assert.deepEqual([...new Set(out.seen)].filter((p) => good.includes(p)), good);
+    assert.deepEqual(
+      [...new Set(out.seen)].filter((p) => good.includes(p)),
+      good,
+    );
     assert.equal(store.redriveSome('b', store.lastDeadLetter('b'), 100), 1);
     await until(() => store.stats('b').sinks[0]?.pending === 0 && [...store.iterateDeadLetters('b')].length === 1, 'the redriven message to be rejected again');
   } finally {
@@ -298,15 +320,19 @@ test('a permanent failure of a batch dead-letters only the message that caused i
   await tracked.settled();
   const bad = payloads(tracked.deliveries)[5] as string;
   const destination: string[] = [];
-  const sink = batchSink(destination, (batch) =>
-    payloads(batch).includes(bad) ? new FerryError('MESSAGE_REJECTED', 'refused for good', { retryable: false }) : undefined,
-  );
+  const sink = batchSink(destination, (batch) => (payloads(batch).includes(bad) ? new FerryError('MESSAGE_REJECTED', 'refused for good', { retryable: false }) : undefined));
   const reader = cursorSource({ store, writer, bridge: 'b', sink: 'out', policy: bufferPolicySchema.parse({}), logger, counters });
   const subscription = sink(reader.deliveries).subscribe();
   try {
     await until(() => store.stats('b').sinks[0]?.pending === 0, 'delivery');
-    assert.deepEqual([...store.iterateDeadLetters('b')].map((l) => Buffer.from(l.envelope.payload).toString()), [bad]);
-    assert.deepEqual(destination, payloads(tracked.deliveries).filter((p) => p !== bad));
+    assert.deepEqual(
+      [...store.iterateDeadLetters('b')].map((l) => Buffer.from(l.envelope.payload).toString()),
+      [bad],
+    );
+    assert.deepEqual(
+      destination,
+      payloads(tracked.deliveries).filter((p) => p !== bad),
+    );
   } finally {
     subscription.unsubscribe();
     cleanup();
@@ -342,8 +368,16 @@ test('live-first replay: after an outage new messages go first and the backlog d
     assert.deepEqual([...out.seen].sort(), [...all].sort(), 'every message exactly once');
     const lastBacklog = out.seen.indexOf(payloads(backlog.deliveries).at(-1) as string);
     for (const p of payloads(fresh.deliveries)) assert.ok(out.seen.indexOf(p) < lastBacklog, 'a new message waited for the backlog');
-    assert.deepEqual(out.seen.filter((p) => payloads(backlog.deliveries).includes(p)), payloads(backlog.deliveries), 'the backlog kept its order');
-    assert.deepEqual(out.seen.filter((p) => payloads(fresh.deliveries).includes(p)), payloads(fresh.deliveries), 'the live stream kept its order');
+    assert.deepEqual(
+      out.seen.filter((p) => payloads(backlog.deliveries).includes(p)),
+      payloads(backlog.deliveries),
+      'the backlog kept its order',
+    );
+    assert.deepEqual(
+      out.seen.filter((p) => payloads(fresh.deliveries).includes(p)),
+      payloads(fresh.deliveries),
+      'the live stream kept its order',
+    );
     assert.equal(counters.get('buffer.live_first.caught_up{bridge=b,sink=out}'), 1);
     assert.equal(store.usage('b').messages, 0);
 
@@ -368,7 +402,10 @@ test('after a restart each sink resumes from its cursor', async () => {
   const { store } = openBuffer(dir, 'full', logger);
   try {
     assert.equal(store.usage('b').messages, 10);
-    assert.deepEqual(store.read('b', store.cursor('b', 'out'), 100).map((m) => Buffer.from(m.envelope.payload).toString()), payloads(tracked.deliveries).slice(10));
+    assert.deepEqual(
+      store.read('b', store.cursor('b', 'out'), 100).map((m) => Buffer.from(m.envelope.payload).toString()),
+      payloads(tracked.deliveries).slice(10),
+    );
   } finally {
     store.close();
   }
@@ -396,10 +433,19 @@ test('a message its sink names alone as invalid is dead-lettered at once; the re
   try {
     await until(() => store.stats('b').sinks[0]?.pending === 0, 'delivery');
     const letters = [...store.iterateDeadLetters('b')];
-    assert.deepEqual(letters.map((l) => [Buffer.from(l.envelope.payload).toString(), l.reason]), [[bad, 'no Kafka topic for it']]);
+    assert.deepEqual(
+      letters.map((l) => [Buffer.from(l.envelope.payload).toString(), l.reason]),
+      [[bad, 'no Kafka topic for it']],
+    );
     // Written exactly once each, in order: no search re-sent the messages after the bad one.
-    assert.deepEqual(destination, payloads(tracked.deliveries).filter((p) => p !== bad));
-    assert.deepEqual(events.filter((e) => e.type === 'failed').map((e) => [e.count, e.type === 'failed' && e.retryable]), [[1, false]]);
+    assert.deepEqual(
+      destination,
+      payloads(tracked.deliveries).filter((p) => p !== bad),
+    );
+    assert.deepEqual(
+      events.filter((e) => e.type === 'failed').map((e) => [e.count, e.type === 'failed' && e.retryable]),
+      [[1, false]],
+    );
     assert.equal(counters.get('buffer.dead_letters{bridge=b,sink=out}'), 1);
   } finally {
     subscription.unsubscribe();
@@ -418,7 +464,10 @@ test('trimDeadLetters keeps the newest dead letters of a bridge up to the limit'
     assert.equal(store.trimDeadLetters('b', 10), 0);
     assert.equal(store.trimDeadLetters('b', 2), 4);
     const kept = [...store.iterateDeadLetters('b')].map((l) => l.envelope.id);
-    assert.deepEqual(kept, tracked.deliveries.slice(4).map((d) => d.envelope.id));
+    assert.deepEqual(
+      kept,
+      tracked.deliveries.slice(4).map((d) => d.envelope.id),
+    );
     assert.equal(store.trimDeadLetters('b', 0, 1), 1, 'at most `limit` at a time');
   } finally {
     cleanup();

@@ -157,7 +157,10 @@ test('PUBACKs in reverse order settle the commands they belong to, not the oldes
     assert.equal(reboot.outcome(), 'pending', 'the first command was acked by the PUBACK of the second');
     device.puback(first?.id as number);
     await until(() => reboot.outcome() === 'acked', 'the first command is acked by its PUBACK');
-    assert.deepEqual(events.map((e) => e.type), ['written', 'written']);
+    assert.deepEqual(
+      events.map((e) => e.type),
+      ['written', 'written'],
+    );
   } finally {
     device.close();
   }
@@ -191,7 +194,13 @@ test('QoS 0 commands are acked once handed to the broker; a device subscribed at
     const took = qos1.send('at-most-once', { key: 'q0-1' });
     await until(() => took.outcome() === 'acked', 'acked: the device asked for QoS 0');
     const received = await device.waitFor(2);
-    assert.deepEqual(received.map((c) => [c.payload.toString(), c.qos]), [['fire-and-forget', 0], ['at-most-once', 0]]);
+    assert.deepEqual(
+      received.map((c) => [c.payload.toString(), c.qos]),
+      [
+        ['fire-and-forget', 0],
+        ['at-most-once', 0],
+      ],
+    );
   } finally {
     await device.end();
   }

@@ -17,7 +17,10 @@ const tempDir = tempDirs('ferry-gateway-buffer-');
 async function gatewayWith(bridges: Record<string, string>): Promise<Gateway> {
   const root = tempDir();
   mkdirSync(join(root, 'bridges'));
-  writeFileSync(join(root, 'gateway.yaml'), 'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {enabled: false}\nshutdown: {drainTimeoutMs: 500}\ndevices: []\nbridges: [bridges]\ngateway: {dataDir: data}\n');
+  writeFileSync(
+    join(root, 'gateway.yaml'),
+    'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {enabled: false}\nshutdown: {drainTimeoutMs: 500}\ndevices: []\nbridges: [bridges]\ngateway: {dataDir: data}\n',
+  );
   for (const [name, text] of Object.entries(bridges)) writeFileSync(join(root, 'bridges', name), text);
   const gateway = new Gateway(loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} }), pino({ level: 'silent' }), 'test');
   await gateway.start();
@@ -33,8 +36,7 @@ async function publish(gateway: Gateway, topic: string, count: number): Promise<
   }
 }
 
-const bridgeTo = (name: string, filter: string, sink: string, buffer: string) =>
-  `name: ${name}\nfrom: {mqtt: {topics: ["${filter}"]}}\nto:\n  - ${sink}\nbuffer: ${buffer}\n`;
+const bridgeTo = (name: string, filter: string, sink: string, buffer: string) => `name: ${name}\nfrom: {mqtt: {topics: ["${filter}"]}}\nto:\n  - ${sink}\nbuffer: ${buffer}\n`;
 
 test('through the running gateway: TTL expiry and drop-newest are applied and counted exactly', async () => {
   const hole = await blackHole();
@@ -45,7 +47,9 @@ test('through the running gateway: TTL expiry and drop-newest are applied and co
   try {
     await publish(gateway, 'a/x', 5);
     await publish(gateway, 'b/x', 5);
-    await eventually(() => assert.ok(!(gateway.counters.get('buffer.expired{bridge=expiring}') < 5), 'still: gateway.counters.get(buffer.expired{bridge=expiring}) < 5'), { timeoutMs: 5000 });
+    await eventually(() => assert.ok(!(gateway.counters.get('buffer.expired{bridge=expiring}') < 5), 'still: gateway.counters.get(buffer.expired{bridge=expiring}) < 5'), {
+      timeoutMs: 5000,
+    });
     const status = gateway.status();
     assert.equal(gateway.counters.get('buffer.expired{bridge=expiring}'), 5);
     assert.equal(status.buffer.bridges.find((b) => b.bridge === 'expiring')?.messages, 0);

@@ -184,7 +184,12 @@ test('a handler error is pinned on the message being handled: it is dead-lettere
     assert.equal(status?.state, 'running');
     assert.match(status?.handler?.lastError ?? '', /boom/);
     const rows = history(root);
-    assert.deepEqual(rows.map((r) => r.payload).sort(), readings(6).filter((r) => !r.includes('"i":3')).sort());
+    assert.deepEqual(
+      rows.map((r) => r.payload).sort(),
+      readings(6)
+        .filter((r) => !r.includes('"i":3'))
+        .sort(),
+    );
     const stats = gateway.status().buffer.bridges.find((b) => b.bridge === 'h');
     assert.equal(stats?.deadLetters, 1);
   } finally {
@@ -225,7 +230,10 @@ test('message.reject dead-letters a message at once', async () => {
     await waitFor('the buffer to drain', () => pending(gateway) === 0);
     assert.equal(gateway.status().buffer.bridges.find((b) => b.bridge === 'h')?.deadLetters, 1);
     assert.equal(gateway.counters.get('handler.errors{bridge=h}'), 0);
-    assert.deepEqual(history(root).map((r) => r.payload), ['{"i":1}', '{"i":2}']);
+    assert.deepEqual(
+      history(root).map((r) => r.payload),
+      ['{"i":1}', '{"i":2}'],
+    );
   } finally {
     await gateway.stop();
   }
@@ -244,7 +252,10 @@ test('a graceful stop lets windows emit what they hold; the aggregate is written
   await publish(gateway, readings(7));
   await waitFor('the handler to see 7 messages', () => seen === 7);
   await gateway.stop();
-  assert.deepEqual(history(root).map((r) => r.payload), ['{"count":7}']);
+  assert.deepEqual(
+    history(root).map((r) => r.payload),
+    ['{"count":7}'],
+  );
   const reopened = await gatewayWith(root, (messages, tools) => messages.pipe(map((m) => tools.to('out', m))));
   try {
     assert.equal(pending(reopened), 0);
@@ -273,7 +284,10 @@ test('stopped without its acks (the pipeline never ends), the gateway delivers t
   const second = await gatewayWith(root, (messages, tools) => messages.pipe(map((m) => tools.to('out', m))));
   try {
     await waitFor('the held messages to be delivered', () => pending(second) === 0);
-    assert.deepEqual(history(root).map((r) => r.payload), readings(4));
+    assert.deepEqual(
+      history(root).map((r) => r.payload),
+      readings(4),
+    );
   } finally {
     await second.stop();
   }
@@ -306,7 +320,10 @@ test('a handler bridge removed by a reload and torn down while holding messages 
   const gateway = new Gateway({ ...config, bridgeConfigs: [bridge] }, pino({ level: 'silent' }), 'test', { load: async () => ({ ...config, bridgeConfigs: [] }) });
   await gateway.start();
   try {
-    await publish(gateway, Array.from({ length: 10 }, (_, i) => String(i)));
+    await publish(
+      gateway,
+      Array.from({ length: 10 }, (_, i) => String(i)),
+    );
     await waitFor('the handler to get every message', () => seen === 10);
     const result = await gateway.reload();
     assert.equal(result.ok, true);

@@ -19,9 +19,7 @@ test('postgres: temp table insert/select in a transaction', { timeout: 30_000 },
   for (const id of [1, 2, 3]) {
     await client.query(`INSERT INTO ${table} (id, payload) VALUES ($1, $2)`, [id, { device: `d${id}`, temp: id * 1.5 }]);
   }
-  const inside = await client.query<{ id: number; payload: { device: string; temp: number } }>(
-    `SELECT id, payload FROM ${table} ORDER BY id`,
-  );
+  const inside = await client.query<{ id: number; payload: { device: string; temp: number } }>(`SELECT id, payload FROM ${table} ORDER BY id`);
   await client.query('COMMIT');
   assert.deepEqual(
     inside.rows,

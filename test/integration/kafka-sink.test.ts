@@ -115,7 +115,13 @@ test('kafka sink: topic, key and headers rendered per message, grouped per topic
   const events = await run(sink, deliveries);
 
   // One batch: one write of the four good messages to two topics, and the two bad ones refused alone.
-  assert.deepEqual(events.map((e) => [e.type, e.count]), [['written', 4], ['failed', 2]]);
+  assert.deepEqual(
+    events.map((e) => [e.type, e.count]),
+    [
+      ['written', 4],
+      ['failed', 2],
+    ],
+  );
   const outcome = (i: number) => settled.get((deliveries[i] as Delivery).envelope.id);
   for (const i of [0, 1, 4, 5]) assert.equal(outcome(i), 'acked');
   for (const [i, reason] of [
@@ -128,8 +134,7 @@ test('kafka sink: topic, key and headers rendered per message, grouped per topic
   }
   assert.equal(counters.get('kafka.messages.rejected{bridge=test}'), 2);
 
-  const read = async (device: string) =>
-    (await kcatConsume(brokers, `${prefix}.${device}`)).map((m) => ({ key: m.key, payload: m.payload, headers: m.headers }));
+  const read = async (device: string) => (await kcatConsume(brokers, `${prefix}.${device}`)).map((m) => ({ key: m.key, payload: m.payload, headers: m.headers }));
   const expected = (i: number, site: string, rest: string, extra: Record<string, string> = {}) => {
     const m = messages[i] as (typeof messages)[number];
     return { key: m.clientId, payload: m.payload, headers: { ...extra, site, rest, 'ferry-id': (deliveries[i] as Delivery).envelope.id, 'mqtt-topic': m.topic } };
@@ -159,5 +164,8 @@ test('kafka sink: the idempotent producer writes and acknowledges', async () => 
   const tracked = trackedDeliveries(50, 'devices/i1/telemetry/t', 'i1');
   await run(sinkFor(brokers, topic, { idempotent: true }), tracked.deliveries);
   assert.equal(tracked.acked.length, 50);
-  assert.deepEqual((await readTopic(brokers, topic)).map((m) => m.headers['ferry-id']), tracked.deliveries.map((d) => d.envelope.id));
+  assert.deepEqual(
+    (await readTopic(brokers, topic)).map((m) => m.headers['ferry-id']),
+    tracked.deliveries.map((d) => d.envelope.id),
+  );
 });

@@ -96,7 +96,10 @@ const text = (d: Delivery | undefined) => Buffer.from(d?.envelope.payload ?? [])
 test('acks out of order: the committed offset moves only past messages that are acked with every one before them', async () => {
   const run = await consume();
   try {
-    await run.kafka.produce(run.topic, ['m0', 'm1', 'm2', 'm3', 'm4'].map((value, i) => ({ key: `k${i}`, value, headers: { n: String(i) } })));
+    await run.kafka.produce(
+      run.topic,
+      ['m0', 'm1', 'm2', 'm3', 'm4'].map((value, i) => ({ key: `k${i}`, value, headers: { n: String(i) } })),
+    );
     const [m0, m1, m2, m3, m4] = await run.waitFor(5);
     assert.deepEqual(run.received.map(text), ['m0', 'm1', 'm2', 'm3', 'm4']);
     assert.equal(m2?.envelope.key, 'k2');
@@ -140,7 +143,10 @@ test('a nacked message is delivered again (same envelope), and the offset waits 
 test('retries keep the partition in order: refused messages come again in offset order, before those fetched meanwhile', async () => {
   const run = await consume({ retryBackoffMs: 1500 });
   try {
-    await run.kafka.produce(run.topic, ['m0', 'm1', 'm2'].map((value) => ({ key: 'device-1', value })));
+    await run.kafka.produce(
+      run.topic,
+      ['m0', 'm1', 'm2'].map((value) => ({ key: 'device-1', value })),
+    );
     const [m0, m1, m2] = await run.waitFor(3);
     m0?.ack();
     // A sink whose batch [m1, m2] failed refuses both, the later one second.
@@ -180,7 +186,10 @@ test('a message refused for good is delivered again by itself; refused alone, it
 test('a batch refused for good is delivered again one message at a time: the one at fault is committed past, the others are written', async () => {
   const run = await consume({ retryBackoffMs: 100 });
   try {
-    await run.kafka.produce(run.topic, ['a', 'b', 'c'].map((value) => ({ key: 'k', value })));
+    await run.kafka.produce(
+      run.topic,
+      ['a', 'b', 'c'].map((value) => ({ key: 'k', value })),
+    );
     const batch = await run.waitFor(3);
     // A sink refuses the whole batch because of b (a record too large for the broker, say).
     for (const d of batch) d.nack(new FerryError('SINK_WRITE_FAILED', 'batch refused', { retryable: false }));
@@ -205,7 +214,10 @@ test('a batch refused for good is delivered again one message at a time: the one
 test('a partition takes at most maxInFlight messages past its oldest unacked one, and resumes when it is acked', async () => {
   const run = await consume({ maxInFlight: 2 });
   try {
-    await run.kafka.produce(run.topic, ['a', 'b', 'c', 'd'].map((value) => ({ value })));
+    await run.kafka.produce(
+      run.topic,
+      ['a', 'b', 'c', 'd'].map((value) => ({ value })),
+    );
     const [a, b] = await run.waitFor(2);
     b?.ack();
     await sleep(1000);

@@ -49,7 +49,15 @@ async function collector(url: string, filter: string): Promise<{ client: MqttCli
 async function destination(url: string, brokerUrl: string, protocolVersion: 4 | 5) {
   const prefix = randomName('ext/sink/');
   const { client, messages } = await collector(brokerUrl, `${prefix}/#`);
-  const config = mqttClientSink.schema.parse({ url, clientId: randomName('ferry-sink-'), protocolVersion, topic: `${prefix}/\${clientId}`, batchSize: 20, batchTimeMs: 2, connectTimeoutMs: 1000 });
+  const config = mqttClientSink.schema.parse({
+    url,
+    clientId: randomName('ferry-sink-'),
+    protocolVersion,
+    topic: `${prefix}/\${clientId}`,
+    batchSize: 20,
+    batchTimeMs: 2,
+    connectTimeoutMs: 1000,
+  });
   const idOf = new Map<string, string>();
   /** Ids the sink nacked: they never reach the broker, so readBack does not wait for them. */
   const nacked = new Set<string>();
@@ -114,7 +122,14 @@ describe('mqttClient sink', () => {
     const mosquitto = await privateBroker();
     const topic = randomName('ext/props/');
     const { client, messages } = await collector(mosquitto.url, `${topic}/#`);
-    const config = mqttClientSink.schema.parse({ url: mosquitto.url, clientId: randomName('ferry-sink-'), protocolVersion: 5, topic: `${topic}/\${header.site}`, retain: true, messageExpiryIntervalSec: 60 });
+    const config = mqttClientSink.schema.parse({
+      url: mosquitto.url,
+      clientId: randomName('ferry-sink-'),
+      protocolVersion: 5,
+      topic: `${topic}/\${header.site}`,
+      retain: true,
+      messageExpiryIntervalSec: 60,
+    });
     const envelope = createEnvelope({ topic: 'devices/d1/t', payload: 'x', headers: { site: 'north', trace: 't1' }, origin: { source: 'test' } });
     let acked = false;
     const input = new Subject<Delivery>();

@@ -24,7 +24,10 @@ const ctx = () => ({ logger: pino({ level: 'silent' }), counters: new CounterReg
 
 /** How many acknowledgements of `packet` the broker logged from `clientId`: what the broker was told, not what the client meant. */
 function acksLogged(mosquitto: PrivateMosquitto, clientId: string, packet: 'PUBACK' | 'PUBREC'): number {
-  return mosquitto.log().split('\n').filter((line) => line.includes(`Received ${packet} from ${clientId} `)).length;
+  return mosquitto
+    .log()
+    .split('\n')
+    .filter((line) => line.includes(`Received ${packet} from ${clientId} `)).length;
 }
 
 /**
@@ -41,7 +44,13 @@ function suite(name: string, protocolVersion: 4 | 5, qos: 1): void {
       const clientId = randomName('ferry-src-');
       // The persistent session exists before the source connects, so nothing published
       // meanwhile is missed.
-      const setup = await connectAsync(mosquitto.url, { clientId, clean: false, protocolVersion, reconnectPeriod: 0, ...(protocolVersion === 5 ? { properties: { sessionExpiryInterval: 600 } } : {}) });
+      const setup = await connectAsync(mosquitto.url, {
+        clientId,
+        clean: false,
+        protocolVersion,
+        reconnectPeriod: 0,
+        ...(protocolVersion === 5 ? { properties: { sessionExpiryInterval: 600 } } : {}),
+      });
       await setup.subscribeAsync(topic, { qos });
       await setup.endAsync();
       const publisher = await connectAsync(mosquitto.url, { clientId: randomName('pub-'), reconnectPeriod: 0 });
@@ -103,7 +112,11 @@ describe('mqttClient source', () => {
       await eventually(() => assert.ok(received.length === 1, 'the first message arrived'), { timeoutMs: 20_000 });
       // The marker: the broker has sent the second message too, so a source that read on
       // before the first ack would have it.
-      const sent = () => mosquitto.log().split('\n').filter((l) => l.includes(`Sending PUBLISH to ${clientId} `)).length;
+      const sent = () =>
+        mosquitto
+          .log()
+          .split('\n')
+          .filter((l) => l.includes(`Sending PUBLISH to ${clientId} `)).length;
       await eventually(() => assert.ok(sent() >= 2, 'the broker sent both messages'), { timeoutMs: 20_000 });
       assert.equal(acksLogged(mosquitto, clientId, 'PUBREC'), 0, 'PUBREC before the delivery was acked');
       assert.equal(received.length, 1, 'the second QoS 2 message came before the first was acked');
@@ -112,8 +125,21 @@ describe('mqttClient source', () => {
       await eventually(() => assert.ok(acksLogged(mosquitto, clientId, 'PUBREC') === 1, 'the first PUBREC'), { timeoutMs: 20_000 });
       (received[1] as Delivery).ack();
       await eventually(() => assert.ok(acksLogged(mosquitto, clientId, 'PUBREC') === 2, 'the second PUBREC'), { timeoutMs: 20_000 });
-      await eventually(() => assert.ok(mosquitto.log().split('\n').filter((l) => l.includes(`Received PUBCOMP from ${clientId} `)).length === 2, 'both exchanges completed'), { timeoutMs: 20_000 });
-      assert.deepEqual(received.map((d) => Buffer.from(d.envelope.payload).toString()), ['q2-a', 'q2-b']);
+      await eventually(
+        () =>
+          assert.ok(
+            mosquitto
+              .log()
+              .split('\n')
+              .filter((l) => l.includes(`Received PUBCOMP from ${clientId} `)).length === 2,
+            'both exchanges completed',
+          ),
+        { timeoutMs: 20_000 },
+      );
+      assert.deepEqual(
+        received.map((d) => Buffer.from(d.envelope.payload).toString()),
+        ['q2-a', 'q2-b'],
+      );
     } finally {
       subscription.unsubscribe();
       await publisher.endAsync(true);
@@ -153,18 +179,26 @@ describe('mqttClient source', () => {
     const seen = new Map<string, number>();
     const clientIds = [randomName('ferry-share0-'), randomName('ferry-share1-')];
     const subscriptions = [0, 1].map((i) =>
-      mqttClientSource
-        .create(mqttClientSource.schema.parse({ url: mosquitto.url, clientId: clientIds[i], topics: [`$share/${group}/${topic}/#`] }), ctx())
-        .subscribe((d) => {
-          counts[i] = (counts[i] as number) + 1;
-          const payload = Buffer.from(d.envelope.payload).toString();
-          seen.set(payload, (seen.get(payload) ?? 0) + 1);
-          d.ack();
-        }),
+      mqttClientSource.create(mqttClientSource.schema.parse({ url: mosquitto.url, clientId: clientIds[i], topics: [`$share/${group}/${topic}/#`] }), ctx()).subscribe((d) => {
+        counts[i] = (counts[i] as number) + 1;
+        const payload = Buffer.from(d.envelope.payload).toString();
+        seen.set(payload, (seen.get(payload) ?? 0) + 1);
+        d.ack();
+      }),
     );
     const publisher: MqttClient = await connectAsync(mosquitto.url, { reconnectPeriod: 0 });
     try {
-      await eventually(() => assert.ok(mosquitto.log().split('\n').filter((l) => l.includes(`$share/${group}/${topic}/#`)).length >= 2, 'both sources subscribed'), { timeoutMs: 20_000 });
+      await eventually(
+        () =>
+          assert.ok(
+            mosquitto
+              .log()
+              .split('\n')
+              .filter((l) => l.includes(`$share/${group}/${topic}/#`)).length >= 2,
+            'both sources subscribed',
+          ),
+        { timeoutMs: 20_000 },
+      );
       const total = 200;
       for (let i = 0; i < total; i++) await publisher.publishAsync(`${topic}/d${i % 7}`, `m${i}`, { qos: 1 });
       await eventually(() => assert.ok(seen.size === total, `all ${total} messages arrived`), { timeoutMs: 20_000 });
@@ -186,7 +220,13 @@ test('over TLS with a client certificate, the files named relative to the bridge
   const [tlsPort] = (await freePorts(1)) as [number];
   const secure = await startPrivateMosquitto(
     tempDir(),
-    [`listener ${tlsPort} 127.0.0.1`, `cafile ${join(certs, 'ca.crt')}`, `certfile ${join(certs, 'server.crt')}`, `keyfile ${join(certs, 'server.key')}`, 'require_certificate true'].join('\n'),
+    [
+      `listener ${tlsPort} 127.0.0.1`,
+      `cafile ${join(certs, 'ca.crt')}`,
+      `certfile ${join(certs, 'server.crt')}`,
+      `keyfile ${join(certs, 'server.key')}`,
+      'require_certificate true',
+    ].join('\n'),
   );
   const topic = randomName('ext/tls/');
   const received: Delivery[] = [];

@@ -10,7 +10,10 @@ import { hashPassword } from '../../src/mqtt/password.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { sourceConformance } from '../conformance/source-suite.ts';
 
-for (const [label, protocolVersion] of [['MQTT 3.1.1', 4], ['MQTT 5', 5]] as const) {
+for (const [label, protocolVersion] of [
+  ['MQTT 3.1.1', 4],
+  ['MQTT 5', 5],
+] as const) {
   sourceConformance(`mqtt (embedded broker, ${label} clients)`, {
     start: async () => {
       const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }), counters: new CounterRegistry() });

@@ -106,7 +106,10 @@ test("an MQTT 5 publish's user properties and content type become the message's 
     const client = await connectAsync(url, { clientId: 'dev-props', protocolVersion: 5, reconnectPeriod: 0 });
     try {
       const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
-      await client.publishAsync('devices/d/telemetry', '{}', { qos: 1, properties: { contentType: 'application/json', userProperties: { traceparent, site: ['a', 'b'], ['__proto__']: 'kept' } } });
+      await client.publishAsync('devices/d/telemetry', '{}', {
+        qos: 1,
+        properties: { contentType: 'application/json', userProperties: { traceparent, site: ['a', 'b'], ['__proto__']: 'kept' } },
+      });
       await client.publishAsync('devices/d/telemetry', 'plain', { qos: 1 });
       assert.deepEqual({ ...seen[0]?.envelope.headers }, { traceparent, site: 'a,b', ['__proto__']: 'kept', 'content-type': 'application/json' });
       assert.ok(Object.hasOwn(seen[0]?.envelope.headers ?? {}, '__proto__'));
@@ -258,7 +261,10 @@ test('two messages refused together on one MQTT 5 connection: one DISCONNECT, no
     void client.publishAsync('devices/a', 'm2', { qos: 1 }).catch(() => {});
     await closed;
     await sleep(200);
-    assert.deepEqual(packets.map((p) => `${p.cmd}:${(p as { reasonCode?: number }).reasonCode}`), ['disconnect:137']);
+    assert.deepEqual(
+      packets.map((p) => `${p.cmd}:${(p as { reasonCode?: number }).reasonCode}`),
+      ['disconnect:137'],
+    );
     subscription.unsubscribe();
     await client.endAsync(true);
   });
@@ -328,7 +334,10 @@ test('once the broker drains, QoS 1 publishes are refused unstored: MQTT 3.1.1 c
       void v4.publishAsync('drain/x', 'late v4', { qos: 1 }).catch(() => {});
       void v5.publishAsync('drain/x', 'late v5', { qos: 1 }).catch(() => {});
       await Promise.all([closed4, closed5]);
-      assert.deepEqual(v5Packets.map((p) => `${p.cmd}:${(p as { reasonCode?: number }).reasonCode}`), ['disconnect:139']);
+      assert.deepEqual(
+        v5Packets.map((p) => `${p.cmd}:${(p as { reasonCode?: number }).reasonCode}`),
+        ['disconnect:139'],
+      );
       assert.deepEqual(taken, []);
       assert.equal(counters.snapshot()['mqtt.publish.refused{reason=shutting_down}'], 2);
     } finally {
@@ -341,7 +350,14 @@ test('once the broker drains, QoS 1 publishes are refused unstored: MQTT 3.1.1 c
 test("a refused login under a device's client id leaves that device's QoS 2 messages awaiting PUBREL alone", { timeout: 20_000 }, async () => {
   const counters = new CounterRegistry();
   const profile = deviceSchema.parse({ name: 'sensor', credentials: [{ username: 'sensor-7', passwordHash: await hashPassword('secret-7') }] });
-  const auth = new DeviceAuthenticator({ profiles: [profile], allowAnonymous: false, anonymousAcl: { publish: [], subscribe: [] }, maxConnectionsPerAddress: 100, maxAuthFailures: 10, counters });
+  const auth = new DeviceAuthenticator({
+    profiles: [profile],
+    allowAnonymous: false,
+    anonymousAcl: { publish: [], subscribe: [] },
+    maxConnectionsPerAddress: 100,
+    maxAuthFailures: 10,
+    counters,
+  });
   const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }), counters, auth });
   const taken: string[] = [];
   const subscription = broker.tap('test', ['devices/#']).subscribe((d) => {
@@ -353,7 +369,10 @@ test("a refused login under a device's client id leaves that device's QoS 2 mess
     const message = publishPacket('devices/sensor-7/telemetry', Buffer.from('once'), { qos: 2, id: 5 });
     device.socket.write(message);
     await eventually(() => assert.ok(!(device.bytes().length < 4), 'still: device.bytes().length < 4'), { timeoutMs: 5000 });
-    await assert.rejects(connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'sensor-7', username: 'sensor-7', password: 'guess', reconnectPeriod: 0 }), /Bad username or password/);
+    await assert.rejects(
+      connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'sensor-7', username: 'sensor-7', password: 'guess', reconnectPeriod: 0 }),
+      /Bad username or password/,
+    );
     await sleep(100);
     const again = Buffer.from(message);
     again[0] = (again[0] as number) | 0x08;

@@ -167,7 +167,10 @@ test('a CONNECT announcing 256 MB is refused at its header: prompt close, and 50
   const slowest = Math.max(...runs.map((r) => r.ms));
   assert.ok(slowest < 1000, `slowest close took ${Math.round(slowest)} ms`);
   assert.equal(broker.refusals.length, 53);
-  assert.ok(broker.refusals.every((r) => r.reason === 'packet_too_large' && r.detail.includes('announces 268435460 bytes')), JSON.stringify(broker.refusals[0]));
+  assert.ok(
+    broker.refusals.every((r) => r.reason === 'packet_too_large' && r.detail.includes('announces 268435460 bytes')),
+    JSON.stringify(broker.refusals[0]),
+  );
   assert.equal(new Set(broker.refusals.map((r) => r.port)).size, 53, 'onRefuse once per connection');
   const mb = (bytes: number) => Math.round(bytes / 1024 / 1024);
   t.diagnostic(`growth over 50 connections: rss ${mb(after.rss - before.rss)} MB, arrayBuffers ${mb(after.arrayBuffers - before.arrayBuffers)} MB`);
@@ -316,12 +319,12 @@ const abuses: ((socket: Socket, n: number) => Promise<void> | void)[] = [
   (socket, n) => {
     // Remaining length 3 short of the body: the rest is read as the next packet.
     const whole = connectPacket(`abuser-${n}`);
-    socket.write(Buffer.concat([Buffer.from([0x10, whole[1] as number - 3]), whole.subarray(2)]));
+    socket.write(Buffer.concat([Buffer.from([0x10, (whole[1] as number) - 3]), whole.subarray(2)]));
   },
   (socket, n) => {
     // Remaining length 50 past the body, which never comes.
     const whole = connectPacket(`abuser-${n}`);
-    socket.write(Buffer.concat([Buffer.from([0x10, whole[1] as number + 50]), whole.subarray(2)]));
+    socket.write(Buffer.concat([Buffer.from([0x10, (whole[1] as number) + 50]), whole.subarray(2)]));
   },
   (socket, n) => {
     socket.write(connectPacket(`abuser-${n}`));

@@ -66,7 +66,11 @@ test('postgres sink: topics, client ids and payloads built to inject SQL change 
     batchSize: 100,
     batchTimeMs: 50,
   });
-  const sink = createPostgresSink(config, { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: 'test', sourceFilters: ['devices/+/telemetry/#'] }, recordingPools(statements));
+  const sink = createPostgresSink(
+    config,
+    { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: 'test', sourceFilters: ['devices/+/telemetry/#'] },
+    recordingPools(statements),
+  );
 
   const messages = ATTACKS.map((attack, i) => ({
     // MQTT topic levels cannot hold '/', '+' or '#': the attack goes in as it can.
@@ -93,7 +97,10 @@ test('postgres sink: topics, client ids and payloads built to inject SQL change 
   const binaryOutcome = settled.get((envelopes.at(-1) as Envelope).id);
   assert.ok(isFerryError(binaryOutcome, 'MESSAGE_INVALID'), String(binaryOutcome));
   assert.match(binaryOutcome.message, /column (note|body)/);
-  assert.deepEqual(envelopes.slice(0, -1).map((e) => settled.get(e.id)), messages.map(() => 'acked'));
+  assert.deepEqual(
+    envelopes.slice(0, -1).map((e) => settled.get(e.id)),
+    messages.map(() => 'acked'),
+  );
 
   const rows = await db.query<{ id: string; device: string; topic: string; client: string; note: string; body: unknown; raw: Buffer }>(
     `SELECT id::text, device, topic, client, note, body, raw FROM ${db.name}.readings`,
@@ -118,7 +125,10 @@ test('postgres sink: topics, client ids and payloads built to inject SQL change 
   // transaction, and the insert, whose text comes from the config and the catalog only.
   const insert = `INSERT INTO "${db.name}"."readings" ("id", "device", "topic", "client", "note", "body", "raw") SELECT CAST(v.c1 AS uuid), CAST(v.c2 AS text), CAST(v.c3 AS text), CAST(v.c4 AS text), CAST(v.c5 AS text), CAST(v.c6 AS jsonb), CAST(v.c7 AS bytea) FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS v(c1, c2, c3, c4, c5, c6, c7) ON CONFLICT ("id") DO NOTHING`;
   const distinct = [...new Set(statements)];
-  assert.deepEqual(distinct.filter((s) => !s.startsWith('SELECT to_regclass') && !s.includes('FROM pg_catalog.pg_attribute')), ['BEGIN', insert, 'ROLLBACK']);
+  assert.deepEqual(
+    distinct.filter((s) => !s.startsWith('SELECT to_regclass') && !s.includes('FROM pg_catalog.pg_attribute')),
+    ['BEGIN', insert, 'ROLLBACK'],
+  );
   assert.equal(distinct.length, 5);
   for (const attack of ATTACKS.filter((a) => a.includes(';'))) assert.ok(!statements.some((s) => s.includes(attack)), attack);
 });

@@ -109,7 +109,7 @@ async function run(sink: Sink, deliveries: readonly Delivery[]): Promise<SinkEve
   return done;
 }
 
-test('postgres sink: each value is converted to its column\'s type, read from the catalog', async (t) => {
+test("postgres sink: each value is converted to its column's type, read from the catalog", async (t) => {
   const db = await testSchema(t);
   await db.query(`CREATE TABLE ${db.name}.readings (
     id uuid PRIMARY KEY, device text NOT NULL, topic varchar(200), received_at timestamptz NOT NULL, day date,
@@ -119,18 +119,39 @@ test('postgres sink: each value is converted to its column\'s type, read from th
     url: db.url,
     table: `${db.name}.readings`,
     columns: {
-      id: '${id}', device: '${1}', topic: '${topic}', received_at: '${timestamp}', day: '${timestamp}', body: '${payload}', doc: '${payload}', raw: '${payload}',
-      celsius: '${payload.celsius}', humidity: '${payload.humidity}', count: '${payload.count}', big: '${payload.big}', small: '${payload.small}', ok: '${payload.ok}',
-      site: '${payload.site}', client: '${clientId}', label: 'dev-${1}/${#}', meta: '${payload.meta}', note: '${payload.note}',
+      id: '${id}',
+      device: '${1}',
+      topic: '${topic}',
+      received_at: '${timestamp}',
+      day: '${timestamp}',
+      body: '${payload}',
+      doc: '${payload}',
+      raw: '${payload}',
+      celsius: '${payload.celsius}',
+      humidity: '${payload.humidity}',
+      count: '${payload.count}',
+      big: '${payload.big}',
+      small: '${payload.small}',
+      ok: '${payload.ok}',
+      site: '${payload.site}',
+      client: '${clientId}',
+      label: 'dev-${1}/${#}',
+      meta: '${payload.meta}',
+      note: '${payload.note}',
     },
   });
   const at = Date.UTC(2026, 10, 24, 2, 41, 7, 112);
   const payload = '{"celsius":21.456,"humidity":40.5,"count":7,"big":9007199254740991,"small":-3,"ok":true,"site":"north","meta":{"fw":"1.2","tags":["a"]}}';
   const { deliveries, envelopes, settled } = deliveriesOf([{ topic: 'devices/pump-1/telemetry/pressure/in', payload, clientId: 'pump-1', timestamp: at }]);
   const events = await run(sink, deliveries);
-  assert.deepEqual(events.map((e) => [e.type, e.count]), [['written', 1]]);
+  assert.deepEqual(
+    events.map((e) => [e.type, e.count]),
+    [['written', 1]],
+  );
   assert.equal(settled.get((envelopes[0] as Envelope).id), 'acked');
-  const [row] = await db.query(`SELECT id::text, device, topic, received_at, day::text, body, doc::text, raw, celsius::text, humidity, count, big::text, small, ok, site, client, label, meta, note, untouched FROM ${db.name}.readings`);
+  const [row] = await db.query(
+    `SELECT id::text, device, topic, received_at, day::text, body, doc::text, raw, celsius::text, humidity, count, big::text, small, ok, site, client, label, meta, note, untouched FROM ${db.name}.readings`,
+  );
   assert.deepEqual(row, {
     id: (envelopes[0] as Envelope).id,
     device: 'pump-1',
@@ -157,10 +178,18 @@ test('postgres sink: each value is converted to its column\'s type, read from th
 
 test('postgres sink: a message that does not fit is refused alone with the reason (found before the statement, or by the server with its SQLSTATE); its batch-mates are written', async (t) => {
   const db = await testSchema(t);
-  await db.query(`CREATE TABLE ${db.name}.readings (id uuid PRIMARY KEY, device text NOT NULL, body jsonb NOT NULL, count integer, celsius numeric CHECK (celsius BETWEEN -50 AND 150), name varchar(5))`);
+  await db.query(
+    `CREATE TABLE ${db.name}.readings (id uuid PRIMARY KEY, device text NOT NULL, body jsonb NOT NULL, count integer, celsius numeric CHECK (celsius BETWEEN -50 AND 150), name varchar(5))`,
+  );
   const counters = new CounterRegistry();
   const sink = sinkFor(
-    { url: db.url, table: `${db.name}.readings`, columns: { id: '${id}', device: '${1}', body: '${payload}', count: '${payload.count}', celsius: '${payload.celsius}', name: '${payload.name}' }, batchSize: 100, batchTimeMs: 200 },
+    {
+      url: db.url,
+      table: `${db.name}.readings`,
+      columns: { id: '${id}', device: '${1}', body: '${payload}', count: '${payload.count}', celsius: '${payload.celsius}', name: '${payload.name}' },
+      batchSize: 100,
+      batchTimeMs: 200,
+    },
     counters,
   );
   const topic = 'devices/d1/telemetry/t';
@@ -177,12 +206,21 @@ test('postgres sink: a message that does not fit is refused alone with the reaso
     m('{"count":9}'),
   ]);
   const events = await run(sink, deliveries);
-  assert.deepEqual(events.map((e) => [e.type, e.count]), [['written', 4], ['failed', 5]]);
+  assert.deepEqual(
+    events.map((e) => [e.type, e.count]),
+    [
+      ['written', 4],
+      ['failed', 5],
+    ],
+  );
   for (const i of [0, 4, 6, 8]) assert.equal(outcome(i), 'acked');
   const refused = (i: number, reason: RegExp) => {
     const error = outcome(i);
     assert.ok(isFerryError(error, 'MESSAGE_INVALID') && !error.retryable, `${i}: ${String(error)}`);
-    assert.match(error.message, new RegExp(`^postgres sink of bridge 'test': message ${(envelopes[i] as Envelope).id} \\(MQTT topic '${topic}'\\) cannot be written to ${db.name}\\.readings: `));
+    assert.match(
+      error.message,
+      new RegExp(`^postgres sink of bridge 'test': message ${(envelopes[i] as Envelope).id} \\(MQTT topic '${topic}'\\) cannot be written to ${db.name}\\.readings: `),
+    );
     assert.match(error.message, reason);
   };
   refused(1, /column body \(jsonb\) from '\$\{payload\}': its value is not JSON: /);
@@ -191,7 +229,10 @@ test('postgres sink: a message that does not fit is refused alone with the reaso
   refused(5, /PostgreSQL refused the row: SQLSTATE 22001: value too long for type character varying\(5\)/);
   refused(7, /SQLSTATE 23514/);
   const rows = await db.query<{ count: number }>(`SELECT count FROM ${db.name}.readings ORDER BY count`);
-  assert.deepEqual(rows.map((r) => r.count), [1, 5, 7, 9]);
+  assert.deepEqual(
+    rows.map((r) => r.count),
+    [1, 5, 7, 9],
+  );
   assert.equal(counters.get('postgres.messages.rejected{bridge=test}'), 5);
   assert.equal(counters.get('postgres.batches.split{bridge=test}'), 1);
 });
@@ -207,9 +248,15 @@ test('postgres sink: a message delivered again adds no row (ON CONFLICT on the c
   // The same messages (same ids) again, with one new one, through a new sink as after a restart.
   const again = deliveriesOf([...messages.map((m, i) => ({ ...m, id: (first.envelopes[i] as Envelope).id })), { topic: 'devices/d1/telemetry/t', payload: '{"n":4}' }]);
   const events = await run(sinkFor(config, counters), again.deliveries);
-  assert.deepEqual(events.map((e) => [e.type, e.count]), [['written', 4]]);
+  assert.deepEqual(
+    events.map((e) => [e.type, e.count]),
+    [['written', 4]],
+  );
   assert.ok([...again.settled.values()].every((s) => s === 'acked'));
-  assert.deepEqual((await db.query<{ n: number }>(`SELECT (body->>'n')::int AS n FROM ${db.name}.readings ORDER BY n`)).map((r) => r.n), [1, 2, 3, 4]);
+  assert.deepEqual(
+    (await db.query<{ n: number }>(`SELECT (body->>'n')::int AS n FROM ${db.name}.readings ORDER BY n`)).map((r) => r.n),
+    [1, 2, 3, 4],
+  );
   assert.equal(counters.get('postgres.rows.skipped{bridge=test}'), 3);
 });
 
@@ -257,12 +304,17 @@ async function startup(sink: Sink, count = 3) {
 
 test('postgres sink: a mapping that cannot fit stops the sink at startup with an error naming the bridge, and settles nothing', async (t) => {
   const db = await testSchema(t);
-  await db.query(`CREATE TABLE ${db.name}.readings (id uuid PRIMARY KEY, device text); CREATE TABLE ${db.name}.nokey (id uuid, device text); CREATE TABLE "${db.name}"."Mixed" (id uuid PRIMARY KEY)`);
+  await db.query(
+    `CREATE TABLE ${db.name}.readings (id uuid PRIMARY KEY, device text); CREATE TABLE ${db.name}.nokey (id uuid, device text); CREATE TABLE "${db.name}"."Mixed" (id uuid PRIMARY KEY)`,
+  );
   const cases: [Record<string, unknown>, RegExp][] = [
     [{ table: `${db.name}.nope`, columns: { id: '${id}' } }, new RegExp(`table ${db.name}\\.nope does not exist$`)],
     [{ table: `${db.name}.mixed`, columns: { id: '${id}' } }, /table .*\.mixed does not exist/],
     [{ table: `${db.name}.readings`, columns: { id: '${id}', devce: '${1}' } }, /table .*\.readings has no column 'devce' \(its columns: id uuid, device text\)/],
-    [{ table: `${db.name}.nokey`, columns: { id: '${id}', device: '${1}' } }, /nokey refuses the insert: SQLSTATE 42P10: there is no unique or exclusion constraint matching the ON CONFLICT specification; the conflict columns need a unique index or constraint: CREATE UNIQUE INDEX ON .*\.nokey \(id\)/],
+    [
+      { table: `${db.name}.nokey`, columns: { id: '${id}', device: '${1}' } },
+      /nokey refuses the insert: SQLSTATE 42P10: there is no unique or exclusion constraint matching the ON CONFLICT specification; the conflict columns need a unique index or constraint: CREATE UNIQUE INDEX ON .*\.nokey \(id\)/,
+    ],
   ];
   for (const [config, reason] of cases) {
     const { error, settled } = await startup(sinkFor({ url: db.url, ...config }));
@@ -282,7 +334,10 @@ test('postgres sink: a table changed under a running sink fails the batch for no
   await db.query(`CREATE TABLE ${db.name}.readings (id uuid PRIMARY KEY, device text)`);
   const sink = sinkFor({ url: db.url, table: `${db.name}.readings`, columns: { id: '${id}', device: '${1}' }, batchSize: 1 });
   const input = new Subject<Delivery>();
-  const ended = lastValueFrom(sink(input).pipe(toArray())).then(() => undefined, (error: unknown) => error);
+  const ended = lastValueFrom(sink(input).pipe(toArray())).then(
+    () => undefined,
+    (error: unknown) => error,
+  );
   const one = () => deliveriesOf([{ topic: 'devices/d1/telemetry/t', payload: '{}' }]);
   const settle = async (batch: ReturnType<typeof one>) => {
     input.next(batch.deliveries[0] as Delivery);

@@ -103,7 +103,14 @@ test('two gateways sharing a limit through Redis pass its burst between them and
   assert.equal(rejected.length, 3);
   for (const r of rejected) assert.equal(r.reason, "rate limited: over 0.001 messages/s for key 'all'");
   // Each gateway passes a prefix of its own messages, in order: what is over the limit is the newest.
-  for (const [side, l] of [['a', a], ['b', b]] as const) assert.deepEqual(l.passed, l.passed.map((_, i) => `${side}${i}`));
+  for (const [side, l] of [
+    ['a', a],
+    ['b', b],
+  ] as const)
+    assert.deepEqual(
+      l.passed,
+      l.passed.map((_, i) => `${side}${i}`),
+    );
   a.stop();
   b.stop();
 });

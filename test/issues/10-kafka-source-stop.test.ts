@@ -19,7 +19,13 @@ test('a Kafka source unsubscribed while it connects never joins its consumer gro
     await kafka.createTopic(topic);
     const config = kafkaSource.schema.parse({ brokers, groupId: group, topics: [topic], fromBeginning: true });
     const afterStop: Promise<void>[] = [];
-    const source = kafkaSource.create(config, { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: 'it', afterStop: (w) => void afterStop.push(w) });
+    const source = kafkaSource.create(config, {
+      logger: pino({ level: 'silent' }),
+      counters: new CounterRegistry(),
+      dataDir: '/nonexistent',
+      bridge: 'it',
+      afterStop: (w) => void afterStop.push(w),
+    });
     source.subscribe(() => {}).unsubscribe(); // before connect() can have finished
     await Promise.all(afterStop);
     // Long enough for a consumer that went on to connect, join and be assigned the partition.

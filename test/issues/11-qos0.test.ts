@@ -32,7 +32,10 @@ test('a QoS 0 message reaches subscribers at once even while its bridge refuses 
     await other.publishAsync('devices/dev-2/telemetry', 'q0', { qos: 0 });
     // Before, a QoS 0 message waited for the commit like a QoS 1 one, and went nowhere while the bridge refused.
     await Promise.race([arrived, new Promise((_, reject) => setTimeout(() => reject(new Error(`q0 not forwarded; seen ${JSON.stringify(seen)}`)), 5000))]);
-    assert.deepEqual(seen.filter((s) => s !== 'held'), ['first', 'q0']);
+    assert.deepEqual(
+      seen.filter((s) => s !== 'held'),
+      ['first', 'q0'],
+    );
     await Promise.all([watcher.endAsync(true), device.endAsync(true), other.endAsync(true)]);
     assert.equal(await held, 'never acknowledged', 'the QoS 1 message stayed unacknowledged: the bridge was full');
   } finally {

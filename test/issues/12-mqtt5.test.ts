@@ -45,7 +45,9 @@ test('a will reaches MQTT 5 subscribers without the Will Delay Interval, which i
   const topic = `wills/${randomName('w-')}`;
   const watcher = await connect(randomName('watcher-'));
   await watcher.client.subscribeAsync(topic, { qos: 1 });
-  const dying = await connect(randomName('dying-'), { will: { topic, payload: Buffer.from('gone'), qos: 1, retain: false, properties: { willDelayInterval: 1, contentType: 'text/plain' } } });
+  const dying = await connect(randomName('dying-'), {
+    will: { topic, payload: Buffer.from('gone'), qos: 1, retain: false, properties: { willDelayInterval: 1, contentType: 'text/plain' } },
+  });
   dying.client.stream.destroy();
   await until('the will', () => watcher.packets.length > 0);
   const will = watcher.packets[0] as IPublishPacket;
@@ -73,6 +75,9 @@ for (const [label, reconnect] of [
     // A marker after them: nothing more (no second copy) may arrive before it.
     await sender.client.publishAsync(topic, 'marker', { qos: 1 });
     await until('the marker', () => back.packets.some((p) => p.payload.toString() === 'marker'));
-    assert.deepEqual(back.packets.map((p) => p.payload.toString()), ['m1', 'm2', 'm3', 'marker']);
+    assert.deepEqual(
+      back.packets.map((p) => p.payload.toString()),
+      ['m1', 'm2', 'm3', 'marker'],
+    );
   });
 }

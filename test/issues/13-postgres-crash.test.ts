@@ -31,7 +31,9 @@ test(`${TOTAL} acknowledged messages of ${DEVICES} devices are each a row, in de
     `name: ${BRIDGE}\nfrom: {mqtt: {topics: ["devices/+/telemetry/#"]}}\nto:\n  - postgres:\n      url: \${POSTGRES_URL}\n      table: ${db.name}.readings\n      columns:\n        id: \${id}\n        device: \${1}\n        seq: \${payload.seq}\n`,
   );
   const [mqttPort] = (await freePorts(1)) as [number];
-  const gateway = await CrashingGateway.start(['--config', join(root, 'gateway.yaml'), '--data-dir', join(root, 'data'), '--mqtt-port', String(mqttPort)], { POSTGRES_URL: db.url });
+  const gateway = await CrashingGateway.start(['--config', join(root, 'gateway.yaml'), '--data-dir', join(root, 'data'), '--mqtt-port', String(mqttPort)], {
+    POSTGRES_URL: db.url,
+  });
   const pacer = new LoadPacer(0);
   let fleet: Fleet | undefined;
   let skipped = 0;
@@ -67,9 +69,17 @@ test(`${TOTAL} acknowledged messages of ${DEVICES} devices are each a row, in de
     for (const device of fleet.devices) {
       const seqs = byDevice.get(device.clientId) ?? [];
       const present = new Set(seqs);
-      assert.deepEqual([...device.acked].filter((seq) => !present.has(seq)), [], `${device.clientId}: acknowledged but not in the table`);
+      assert.deepEqual(
+        [...device.acked].filter((seq) => !present.has(seq)),
+        [],
+        `${device.clientId}: acknowledged but not in the table`,
+      );
       const firsts = seqs.filter((seq, i) => seqs.indexOf(seq) === i);
-      assert.deepEqual(firsts, [...firsts].sort((a, b) => a - b), `${device.clientId}: rows not inserted in the device's order`);
+      assert.deepEqual(
+        firsts,
+        [...firsts].sort((a, b) => a - b),
+        `${device.clientId}: rows not inserted in the device's order`,
+      );
       republishedRows += seqs.length - firsts.length;
       // A seq twice means the device published it twice (its PUBACK was lost in a crash) and the
       // gateway took both, with two ids: never the same message written twice.

@@ -22,7 +22,9 @@ const BRIDGE = 'telemetry-to-postgres';
 
 const dirs = tempDirs('ferry-issue13-outage-');
 
-test(`PostgreSQL unreachable for ${OUTAGE_MS / 1000} s mid-stream: devices stay acknowledged, and every acknowledged message becomes one row, in device order`, { timeout: 180_000 }, async (t) => {
+test(`PostgreSQL unreachable for ${OUTAGE_MS / 1000} s mid-stream: devices stay acknowledged, and every acknowledged message becomes one row, in device order`, {
+  timeout: 180_000,
+}, async (t) => {
   const db = await testSchema(t);
   // `n` numbers the rows in the order they were inserted.
   await db.query(`CREATE TABLE ${db.name}.readings (n bigserial, id uuid PRIMARY KEY, device text NOT NULL, seq int NOT NULL, received_at timestamptz NOT NULL)`);
@@ -76,7 +78,9 @@ buffer: {retryMaxMs: 2000}
     assert.equal(pending, 0, 'the backlog did not drain within 60 s of the server coming back');
     const after = await fetchStatus(gw.adminUrl);
     const retries = after.counters[`buffer.retries{bridge=${BRIDGE},sink=postgres}`] ?? 0;
-    t.diagnostic(`acked ${fleet.acknowledged()}/${TOTAL}; ${ackedDuringOutage} acknowledged while PostgreSQL was unreachable (buffered then: ${pendingOf(during, BRIDGE)}); ${retries} write retries`);
+    t.diagnostic(
+      `acked ${fleet.acknowledged()}/${TOTAL}; ${ackedDuringOutage} acknowledged while PostgreSQL was unreachable (buffered then: ${pendingOf(during, BRIDGE)}); ${retries} write retries`,
+    );
     assert.ok(ackedDuringOutage > 0, 'no device was acknowledged during the outage');
     assert.ok(pendingOf(during, BRIDGE) > 0, 'nothing was held in the buffer during the outage');
     assert.ok(retries > 0, 'the sink never retried');
@@ -89,7 +93,11 @@ buffer: {retryMaxMs: 2000}
       const seqs = seen.get(device.clientId) ?? [];
       const missing = [...device.acked].filter((seq) => !seqs.includes(seq));
       assert.deepEqual(missing, [], `${device.clientId}: acknowledged but not in the table`);
-      assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), `${device.clientId}: rows not inserted in the device's order`);
+      assert.deepEqual(
+        seqs,
+        [...seqs].sort((a, b) => a - b),
+        `${device.clientId}: rows not inserted in the device's order`,
+      );
     }
     assert.equal(rows.length, TOTAL, 'one row per message');
   } finally {

@@ -36,7 +36,8 @@ to:
       onConflict: ignore       # or update
 `;
 
-const READINGS = (schema: string) => `CREATE TABLE ${schema}.readings (id uuid PRIMARY KEY, device text NOT NULL, topic text NOT NULL, received_at timestamptz NOT NULL, body jsonb)`;
+const READINGS = (schema: string) =>
+  `CREATE TABLE ${schema}.readings (id uuid PRIMARY KEY, device text NOT NULL, topic text NOT NULL, received_at timestamptz NOT NULL, body jsonb)`;
 
 /** A gateway tree with the given bridge files; returns gateway.yaml. */
 function tree(bridges: Record<string, string>): string {
@@ -82,7 +83,9 @@ async function publishAll(url: string, clientId: string, messages: readonly { to
 
 const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-test('the issue\'s postgres bridge under `ferry run`: one row per message with the right types; a payload that is not JSON is dead-lettered alone while its batch-mates are written', { timeout: 120_000 }, async (t) => {
+test("the issue's postgres bridge under `ferry run`: one row per message with the right types; a payload that is not JSON is dead-lettered alone while its batch-mates are written", {
+  timeout: 120_000,
+}, async (t) => {
   const db = await testSchema(t);
   await db.query(READINGS(db.name));
   const dataDir = tempDir();
@@ -121,13 +124,23 @@ test('the issue\'s postgres bridge under `ferry run`: one row per message with t
   assert.equal(await gw.exited, 0);
   const letters = await ferry(['buffer', 'export', '--data-dir', dataDir, '--dead-letters', '--bridge', 'telemetry-to-postgres']);
   assert.equal(letters.code, 0, letters.stderr);
-  const dead = letters.stdout.trim().split('\n').map((line) => JSON.parse(line) as { topic: string; sink: string; reason: string; payload: string });
+  const dead = letters.stdout
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { topic: string; sink: string; reason: string; payload: string });
   assert.equal(dead.length, 1);
   assert.deepEqual([dead[0]?.topic, dead[0]?.sink, Buffer.from(dead[0]?.payload ?? '', 'base64').toString()], ['devices/pump-1/telemetry/pressure', 'postgres', 'bar=2.7']);
-  assert.match(dead[0]?.reason ?? '', new RegExp(`^postgres sink of bridge 'telemetry-to-postgres': message [0-9a-f-]{36} \\(MQTT topic 'devices/pump-1/telemetry/pressure'\\) cannot be written to ${db.name}\\.readings: column body \\(jsonb\\) from '\\$\\{payload\\}': its value is not JSON`));
+  assert.match(
+    dead[0]?.reason ?? '',
+    new RegExp(
+      `^postgres sink of bridge 'telemetry-to-postgres': message [0-9a-f-]{36} \\(MQTT topic 'devices/pump-1/telemetry/pressure'\\) cannot be written to ${db.name}\\.readings: column body \\(jsonb\\) from '\\$\\{payload\\}': its value is not JSON`,
+    ),
+  );
 });
 
-test('a message delivered again (redriven with its id) adds no row; an integer column given a non-number dead-letters that message for that sink alone', { timeout: 120_000 }, async (t) => {
+test('a message delivered again (redriven with its id) adds no row; an integer column given a non-number dead-letters that message for that sink alone', {
+  timeout: 120_000,
+}, async (t) => {
   const db = await testSchema(t);
   await db.query(READINGS(db.name));
   await db.query(`CREATE TABLE ${db.name}.counts (id uuid PRIMARY KEY, device text, n integer NOT NULL)`);
@@ -158,17 +171,33 @@ to:
   const dataDir = tempDir();
   const gw = await startFerry(['--config', config, '--data-dir', dataDir], { POSTGRES_URL: db.url });
   try {
-    for (const [device, payload] of [['d1', '{"n":1}'], ['d2', '{"n":"many"}'], ['d3', '{"n":3}']] as const) {
+    for (const [device, payload] of [
+      ['d1', '{"n":1}'],
+      ['d2', '{"n":"many"}'],
+      ['d3', '{"n":3}'],
+    ] as const) {
       const pub = await mosquittoPub(gw.mqttUrl, `devices/${device}/telemetry/n`, payload, { qos: 1, clientId: device });
       assert.equal(pub.code, 0, pub.stderr);
     }
     let s = await drained(gw.adminUrl, 'both', 3);
     const sinks = s.buffer.bridges.find((b) => b.bridge === 'both')?.sinks ?? [];
-    assert.deepEqual(sinks.map((x) => [x.sink, x.deadLetters]), [['postgres#0', 0], ['postgres#1', 1]]);
+    assert.deepEqual(
+      sinks.map((x) => [x.sink, x.deadLetters]),
+      [
+        ['postgres#0', 0],
+        ['postgres#1', 1],
+      ],
+    );
     const readings = async () => db.query<{ id: string; device: string }>(`SELECT id::text, device FROM ${db.name}.readings ORDER BY id`);
     const before = await readings();
-    assert.deepEqual(before.map((r) => r.device), ['d1', 'd2', 'd3']);
-    assert.deepEqual((await db.query<{ device: string; n: number }>(`SELECT device, n FROM ${db.name}.counts ORDER BY id`)), [{ device: 'd1', n: 1 }, { device: 'd3', n: 3 }]);
+    assert.deepEqual(
+      before.map((r) => r.device),
+      ['d1', 'd2', 'd3'],
+    );
+    assert.deepEqual(await db.query<{ device: string; n: number }>(`SELECT device, n FROM ${db.name}.counts ORDER BY id`), [
+      { device: 'd1', n: 1 },
+      { device: 'd3', n: 3 },
+    ]);
 
     // The dead letter goes back into the log with its id, to both sinks: the readings table has its row already.
     const redrive = await ferry(['buffer', 'redrive', '--config', config, '--data-dir', dataDir, '--bridge', 'both']);
@@ -213,7 +242,9 @@ test('topics, client ids and payloads built to inject SQL land verbatim under `f
     ]);
     const s = await drained(gw.adminUrl, 'telemetry-to-postgres', attacks.length + 2);
     assert.equal(s.buffer.bridges.find((b) => b.bridge === 'telemetry-to-postgres')?.deadLetters, 2);
-    const rows = await db.query<{ device: string; topic: string; body: { note: string; i: number } }>(`SELECT device, topic, body FROM ${db.name}.readings ORDER BY (body->>'i')::int`);
+    const rows = await db.query<{ device: string; topic: string; body: { note: string; i: number } }>(
+      `SELECT device, topic, body FROM ${db.name}.readings ORDER BY (body->>'i')::int`,
+    );
     assert.deepEqual(
       rows,
       attacks.map((a, i) => ({ device: a.level, topic: `devices/${a.level}/telemetry/${i}`, body: { note: a.note, i } })),
@@ -243,17 +274,26 @@ to:
 `;
   const result = await ferry(['validate', '--config', tree({ 'bad.yaml': bad })]);
   assert.equal(result.code, 1, result.stdout);
-  const lines = result.stderr.trim().split('\n').map((line) => line.replace(/^.*\/bridges\//, 'bridges/'));
-  assert.deepEqual(lines.slice(0, -1).sort(), [
-    `bridges/bad.yaml:11:24: to[0].postgres.columns.device name: column 'device name': a name is 1 to 63 letters, digits or "_", not starting with a digit; it has " "`,
-    `bridges/bad.yaml:12:20: to[0].postgres.columns.x"); --: column 'x"); --': a name is 1 to 63 letters, digits or "_", not starting with a digit; it has "\\"" ")" ";" " " "-"`,
-    `bridges/bad.yaml:13:29: to[0].postgres.conflictColumns[1]: '1st': a name is 1 to 63 letters, digits or "_", not starting with a digit`,
-    `bridges/bad.yaml:8:14: to[0].postgres.table: table 'readings; DROP TABLE readings': a name is 1 to 63 letters, digits or "_", not starting with a digit; it has ";" " "`,
-  ].sort());
+  const lines = result.stderr
+    .trim()
+    .split('\n')
+    .map((line) => line.replace(/^.*\/bridges\//, 'bridges/'));
+  assert.deepEqual(
+    lines.slice(0, -1).sort(),
+    [
+      `bridges/bad.yaml:11:24: to[0].postgres.columns.device name: column 'device name': a name is 1 to 63 letters, digits or "_", not starting with a digit; it has " "`,
+      `bridges/bad.yaml:12:20: to[0].postgres.columns.x"); --: column 'x"); --': a name is 1 to 63 letters, digits or "_", not starting with a digit; it has "\\"" ")" ";" " " "-"`,
+      `bridges/bad.yaml:13:29: to[0].postgres.conflictColumns[1]: '1st': a name is 1 to 63 letters, digits or "_", not starting with a digit`,
+      `bridges/bad.yaml:8:14: to[0].postgres.table: table 'readings; DROP TABLE readings': a name is 1 to 63 letters, digits or "_", not starting with a digit; it has ";" " "`,
+    ].sort(),
+  );
   assert.match(lines.at(-1) ?? '', /4 problems/);
 
   // Names that pass: the TLS file is checked next.
-  const tls = bad.replace('readings; DROP TABLE readings', 'readings').replace(/ {8}"device name".*\n {8}'x.*\n/, '').replace('[id, "1st"]', '[id]');
+  const tls = bad
+    .replace('readings; DROP TABLE readings', 'readings')
+    .replace(/ {8}"device name".*\n {8}'x.*\n/, '')
+    .replace('[id, "1st"]', '[id]');
   const second = await ferry(['validate', '--config', tree({ 'bad.yaml': tls })]);
   assert.equal(second.code, 1);
   assert.match(second.stderr, /\/bridges\/bad\.yaml:12:36: to\[0\]\.postgres\.ssl\.ca: no such file: .*missing-ca\.pem$/m);
@@ -263,7 +303,9 @@ test('a table that does not fit stops its bridge at startup, saying why, with it
   const db = await testSchema(t);
   await db.query(`CREATE TABLE ${db.name}.readings (id uuid PRIMARY KEY, device text)`); // no topic, received_at, body
   const history = 'name: history\nfrom: {mqtt: {topics: ["devices/+/telemetry/#"]}}\nto: [{history: {}}]\n';
-  const gw = await startFerry(['--config', tree({ 'telemetry-to-postgres.yaml': ISSUE_BRIDGE(db.name), 'history.yaml': history }), '--data-dir', tempDir()], { POSTGRES_URL: db.url });
+  const gw = await startFerry(['--config', tree({ 'telemetry-to-postgres.yaml': ISSUE_BRIDGE(db.name), 'history.yaml': history }), '--data-dir', tempDir()], {
+    POSTGRES_URL: db.url,
+  });
   try {
     let s = await status(gw.adminUrl);
     for (let i = 0; i < 100 && s.bridges.find((b) => b.name === 'telemetry-to-postgres')?.state !== 'failed'; i++) {
@@ -272,7 +314,12 @@ test('a table that does not fit stops its bridge at startup, saying why, with it
     }
     const bridge = s.bridges.find((b) => b.name === 'telemetry-to-postgres');
     assert.equal(bridge?.state, 'failed');
-    assert.match(bridge?.sinks[0]?.lastError ?? '', new RegExp(`postgres sink of bridge 'telemetry-to-postgres': table ${db.name}\\.readings has no column 'topic', 'received_at', 'body' \\(its columns: id uuid, device text\\)`));
+    assert.match(
+      bridge?.sinks[0]?.lastError ?? '',
+      new RegExp(
+        `postgres sink of bridge 'telemetry-to-postgres': table ${db.name}\\.readings has no column 'topic', 'received_at', 'body' \\(its columns: id uuid, device text\\)`,
+      ),
+    );
     const logged = gw.logs.find((l) => l['level'] === 50 && String((l['err'] as { message?: string } | undefined)?.message).includes('has no column'));
     assert.ok(logged !== undefined, 'logged as an error');
 

@@ -35,7 +35,8 @@ test('with a token, /api/* and /metrics answer 401 without it; health and readin
     }
     for (const path of ['/healthz', '/readyz']) assert.equal((await get(path)).status, 200, path);
 
-    const reload = (headers: Record<string, string>) => fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers, body: headers['content-type'] === 'application/json' ? '{}' : 'a=1' });
+    const reload = (headers: Record<string, string>) =>
+      fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers, body: headers['content-type'] === 'application/json' ? '{}' : 'a=1' });
     assert.equal((await reload({ 'content-type': 'application/json' })).status, 401, 'no token');
     // What a cross-site form can send: a simple request, refused whatever it carries.
     assert.equal((await reload({ authorization: `Bearer ${TOKEN}`, 'content-type': 'application/x-www-form-urlencoded' })).status, 415);

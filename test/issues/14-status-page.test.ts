@@ -215,7 +215,11 @@ test('names and details from the gateway are shown as text: markup in them is no
     buffer: { ...real['buffer'], bridges: [{ ...real['buffer'].bridges[0], bridge: evil('bridge'), sinks: [{ ...real['buffer'].bridges[0].sinks[0], sink: evil('sink') }] }] },
     health: { ready: true, degraded: [{ bridge: evil('bridge'), sink: evil('sink'), problem: 'down', detail: `publish to ${evil('topic')} failed`, since: Date.now() }] },
   };
-  const series = { periodMs: 2000, points: [], recent: [{ name: 'mqtt.publish.refused', labels: { reason: evil('label') }, kind: 'refused', help: evil('help'), total: 1, inWindow: 1, lastAt: Date.now() }] };
+  const series = {
+    periodMs: 2000,
+    points: [],
+    recent: [{ name: 'mqtt.publish.refused', labels: { reason: evil('label') }, kind: 'refused', help: evil('help'), total: 1, inWindow: 1, lastAt: Date.now() }],
+  };
   const server = await AdminServer.start('127.0.0.1', 0, { ready: () => ({ ready: true }), status: () => status, series: () => series });
   const url = `http://127.0.0.1:${server.port}`;
   const { context, page, problems } = await openBrowser(url);
@@ -226,7 +230,10 @@ test('names and details from the gateway are shown as text: markup in them is no
     for (const what of ['bridge', 'sink', 'topic', 'label']) assert.ok(text.includes(`<img src=x onerror="window.ran='${what}'"><b>${what}</b>`), `${what} shown as written`);
     assert.equal(await page.locator('main img, main b').count(), 0, 'no element made from the data');
     assert.equal(await page.evaluate('window.ran'), undefined, 'no handler ran');
-    assert.deepEqual(problems.filter((p) => !p.includes('404')), []);
+    assert.deepEqual(
+      problems.filter((p) => !p.includes('404')),
+      [],
+    );
   } finally {
     await context.close();
     await server.close();

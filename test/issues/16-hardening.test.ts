@@ -21,7 +21,12 @@ async function counters(gw: RunningFerry): Promise<Record<string, number>> {
  * Sends a raw MQTT 3.1.1 CONNECT from `localAddress` and resolves with the CONNACK's return
  * code (or 'closed' when the connection ended without one). The socket is left open on success.
  */
-function rawConnect(gw: RunningFerry, clientId: string, login: { username: string; password: string }, localAddress = '127.0.0.1'): { socket: Socket; connack: Promise<number | 'closed'> } {
+function rawConnect(
+  gw: RunningFerry,
+  clientId: string,
+  login: { username: string; password: string },
+  localAddress = '127.0.0.1',
+): { socket: Socket; connack: Promise<number | 'closed'> } {
   const url = new URL(gw.mqttUrl);
   const socket = createConnection({ host: url.hostname, port: Number(url.port), localAddress });
   socket.on('error', () => {});
@@ -78,7 +83,10 @@ describe('parallel password guesses (issue 16, item 1)', () => {
     assert.equal(await operator.connack, 0);
     for (const { socket } of [...burst, operator]) socket.destroy();
     // Checked ones answer 4 (bad user name or password), the rest 3 (server unavailable, try later) at once.
-    assert.ok(codes.every((code) => code === 3 || code === 4), JSON.stringify(codes));
+    assert.ok(
+      codes.every((code) => code === 3 || code === 4),
+      JSON.stringify(codes),
+    );
     // The operator's check takes its turn after at most one check per address ahead of it: most
     // of the burst's checked logins are answered after it (before the fix it came after all of them).
     const at = order.indexOf('operator 0');

@@ -60,7 +60,10 @@ test('a hung Kafka is reported as stalled within stalledAfterMs, long before its
     });
     assert.equal(ready.code, 200, 'degraded is not unready: devices are still acknowledged');
     assert.equal(ready.body.status, 'degraded');
-    assert.deepEqual(ready.body.degraded.map((d) => [d.bridge, d.sink, d.problem]), [['up', 'kafka', 'stalled']]);
+    assert.deepEqual(
+      ready.body.degraded.map((d) => [d.bridge, d.sink, d.problem]),
+      [['up', 'kafka', 'stalled']],
+    );
     const status = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { health: Ready & { ready: boolean } };
     assert.equal(status.health.ready, true);
     assert.equal(status.health.degraded[0]?.problem, 'stalled');
@@ -94,7 +97,10 @@ test('a bridge full under refuse makes /readyz answer 503 with the reason; the s
     assert.equal(logged(gw, /^buffer full: up \(3\/3 messages/).length, 1);
 
     // Room again (a reload raises the limit): the held message is stored and acknowledged.
-    writeFileSync(join(config, '../bridges/up.yaml'), (await import('node:fs')).readFileSync(join(config, '../bridges/up.yaml'), 'utf8').replace('maxMessages: 3', 'maxMessages: 100'));
+    writeFileSync(
+      join(config, '../bridges/up.yaml'),
+      (await import('node:fs')).readFileSync(join(config, '../bridges/up.yaml'), 'utf8').replace('maxMessages: 3', 'maxMessages: 100'),
+    );
     assert.equal((await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } })).status, 200);
     await fourth;
     await client.endAsync();

@@ -61,12 +61,21 @@ describe('device data cannot steer the devices and mqttClient sinks (issue 16, i
         `name: sensor\nclientId: sensor-*\ncredentials:\n${await credential('sensor-1', PASSWORDS['sensor-1'])}${await credential('sensor-2', PASSWORDS['sensor-2'])}` +
         'acl: {publish: ["devices/%c/#"], subscribe: ["devices/%c/#"]}\n',
     });
-    const bridge = (name: string, filter: string, sink: string) => writeFileSync(join(root, 'bridges', `${name}.yaml`), `name: ${name}\nfrom: {mqtt: {topics: ["${filter}"]}}\nto:\n  - ${sink}\n`);
+    const bridge = (name: string, filter: string, sink: string) =>
+      writeFileSync(join(root, 'bridges', `${name}.yaml`), `name: ${name}\nfrom: {mqtt: {topics: ["${filter}"]}}\nto:\n  - ${sink}\n`);
     bridge('display', 'devices/+/telemetry/display', 'devices: {topic: "devices/${payload.display}/display"}');
     bridge('panel', 'devices/+/telemetry/panel', 'devices: {topic: "panels/${payload.panel}", onUnsafeTopicValue: escape}');
     bridge('command', 'devices/+/telemetry/cmd', 'devices: {topic: "devices/${payload.target}/commands/${payload.name}", allowedTopics: ["devices/+/commands/led"]}');
-    bridge('upstream', 'devices/+/telemetry/site', `mqttClient: {url: "${mosquitto}", clientId: ${randomName('ferry-up-')}, topic: "${prefix}/sites/\${header.site}/data", batchTimeMs: 0}`);
-    bridge('escaped', 'devices/+/telemetry/site', `mqttClient: {url: "${mosquitto}", clientId: ${randomName('ferry-esc-')}, topic: "${prefix}/escaped/\${header.site}", onUnsafeTopicValue: escape, batchTimeMs: 0}`);
+    bridge(
+      'upstream',
+      'devices/+/telemetry/site',
+      `mqttClient: {url: "${mosquitto}", clientId: ${randomName('ferry-up-')}, topic: "${prefix}/sites/\${header.site}/data", batchTimeMs: 0}`,
+    );
+    bridge(
+      'escaped',
+      'devices/+/telemetry/site',
+      `mqttClient: {url: "${mosquitto}", clientId: ${randomName('ferry-esc-')}, topic: "${prefix}/escaped/\${header.site}", onUnsafeTopicValue: escape, batchTimeMs: 0}`,
+    );
     gw = await startFerry(['--config', config, '--data-dir', join(root, 'data')]);
   });
 
@@ -128,8 +137,14 @@ describe('device data cannot steer the devices and mqttClient sinks (issue 16, i
     await sender.publishAsync('devices/sensor-1/telemetry/site', 'fine', { qos: 1, properties: { userProperties: { site: 'north' } } });
     await until(() => upstream.seen.length >= 3, `three messages under ${prefix}/ (seen: ${JSON.stringify(upstream.seen)})`);
     await sleep(300);
-    assert.deepEqual(upstream.seen.filter((s) => s.startsWith(`${prefix}/sites/`)), [`${prefix}/sites/north/data fine`]);
-    assert.deepEqual(upstream.seen.filter((s) => s.startsWith(`${prefix}/escaped/`)).sort(), [`${prefix}/escaped/north fine`, `${prefix}/escaped/north%2F..%2F..%2Fevil%2F%0Ax evil`]);
+    assert.deepEqual(
+      upstream.seen.filter((s) => s.startsWith(`${prefix}/sites/`)),
+      [`${prefix}/sites/north/data fine`],
+    );
+    assert.deepEqual(upstream.seen.filter((s) => s.startsWith(`${prefix}/escaped/`)).sort(), [
+      `${prefix}/escaped/north fine`,
+      `${prefix}/escaped/north%2F..%2F..%2Fevil%2F%0Ax evil`,
+    ]);
     const c = await counters(gw);
     assert.equal(c['mqtt.client.messages.rejected{bridge=upstream}'], 1, JSON.stringify(c));
     assert.equal(c['buffer.dead_letters{bridge=upstream,sink=mqttClient}'], 1, JSON.stringify(c));
@@ -203,7 +218,10 @@ describe('topics, filters and output the gateway took unchecked (issue 16, item 
     const device = await listener(gw.mqttUrl, { clientId: 'sensor-1', username: 'sensor-1', password: 'one-pass' });
     clients.push(device);
     const granted = await device.subscribeAsync('devices/sensor-1/commands', { qos: 1 });
-    assert.deepEqual(granted.map((g) => g.qos), [1]);
+    assert.deepEqual(
+      granted.map((g) => g.qos),
+      [1],
+    );
     await assert.rejects(device.subscribeAsync('devices/sensor-1', { qos: 1 }), (error: { packet?: { granted?: number[] } }) => error.packet?.granted?.[0] === 128);
     const operator = await listener(gw.mqttUrl, { clientId: randomName('op-') });
     clients.push(operator);
@@ -334,11 +352,22 @@ describe("a device's resend is stored once (issue 16, item 9)", () => {
     const url = new URL(gw.mqttUrl);
     const resending = Array.from(
       { length: 2 },
-      (_, i) => new ResendingDevice({ host: url.hostname, port: Number(url.port), clientId: `overflow-dup-${i}`, quota: PER_DEVICE, window: PER_DEVICE, intervalMs: 5, ackTimeoutMs: 1500 }),
+      (_, i) =>
+        new ResendingDevice({
+          host: url.hostname,
+          port: Number(url.port),
+          clientId: `overflow-dup-${i}`,
+          quota: PER_DEVICE,
+          window: PER_DEVICE,
+          intervalMs: 5,
+          ackTimeoutMs: 1500,
+        }),
     );
     t.after(() => resending.forEach((d) => d.close()));
     const acked = devices.flatMap((device) =>
-      Array.from({ length: PER_DEVICE }, (_, seq) => device.publishAsync(topicOf(device.options.clientId as string), payloadOf(device.options.clientId as string, seq), { qos: 1 })),
+      Array.from({ length: PER_DEVICE }, (_, seq) =>
+        device.publishAsync(topicOf(device.options.clientId as string), payloadOf(device.options.clientId as string, seq), { qos: 1 }),
+      ),
     );
     const total = (devices.length + resending.length) * PER_DEVICE;
     const unacked = total - 60;
@@ -353,7 +382,10 @@ describe("a device's resend is stored once (issue 16, item 9)", () => {
       heldAfter.push((await fetchStatus(gw.adminUrl)).buffer.held);
     }
     t.diagnostic(`held after each reconnect cycle: ${heldAfter.join(', ')}; connections given up by the resending devices: ${resending.map((d) => d.givenUp).join('/')}`);
-    assert.ok(resending.every((d) => d.givenUp >= 2), 'the resending devices did not reconnect');
+    assert.ok(
+      resending.every((d) => d.givenUp >= 2),
+      'the resending devices did not reconnect',
+    );
     // Before the fix the held count grew by the resent copies with each cycle.
     for (const held of heldAfter) assert.ok(held <= unacked, `held ${held} > ${unacked} unacknowledged messages: ${heldAfter.join(', ')}`);
     gate.open();
@@ -399,7 +431,10 @@ describe("a device's resend is stored once (issue 16, item 9)", () => {
       `given up ${devices.map((d) => d.givenUp).join('/')} connections; republished ${devices.reduce((n, d) => n + d.republished, 0)}; ` +
         `${report.records} records, ${report.duplicates} duplicates (${report.republished} stored twice); duplicates recognised: ${c['mqtt.publish.duplicates{qos=1}'] ?? 0}; abandoned: ${c['buffer.abandoned{bridge=telemetry}'] ?? 0}`,
     );
-    assert.ok(devices.every((d) => d.givenUp > 0), 'a device never gave its connection up: the freeze was not felt');
+    assert.ok(
+      devices.every((d) => d.givenUp > 0),
+      'a device never gave its connection up: the freeze was not felt',
+    );
     assert.ok((c['mqtt.publish.duplicates{qos=1}'] ?? 0) > 0, 'no resend was recognised');
     assert.deepEqual(report.missing, []);
     assert.deepEqual(report.malformed, []);
@@ -414,7 +449,10 @@ describe("a device's resend is stored once (issue 16, item 9)", () => {
       gw.child.kill('SIGTERM');
       await gw.exited;
     });
-    const dying = await listener(gw.mqttUrl, { clientId: 'will-dev', will: { topic: 'devices/will-dev/telemetry/status', payload: Buffer.from('offline'), qos: 1, retain: false } });
+    const dying = await listener(gw.mqttUrl, {
+      clientId: 'will-dev',
+      will: { topic: 'devices/will-dev/telemetry/status', payload: Buffer.from('offline'), qos: 1, retain: false },
+    });
     dying.stream.destroy();
     await until(async () => (await ferry(['history', '--data-dir', join(root, 'data'), '--json'])).stdout.includes('"payload":"offline"'), 'the will in the history');
     await dying.endAsync(true);

@@ -46,7 +46,7 @@ test('a misspelled sink name in tools.to fails ferry validate at its line, befor
   assert.match(out.stderr, /bridges\/b\.ts:8:\d+: handle: 'outt' names no sink of this bridge/);
 });
 
-test("a misspelled sink option is a type error at its line", async () => {
+test('a misspelled sink option is a type error at its line', async () => {
   const out = await ferry(['validate', '--config', tree(bridge(GOOD_IMPORT, "{ kafka: { brokers: 'k:9092', topik: 'x' } }", "tools.to('out', m)"))]);
   assert.equal(out.code, 1);
   assert.match(out.stderr, /bridges\/b\.ts:7:\d+: .*'topik'/);

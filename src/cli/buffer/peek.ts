@@ -65,7 +65,14 @@ function sinkNext(store: BufferStore, bridge: string, sink: string, limit: numbe
 
 function toLine(message: StoredMessage, withBridge: boolean): string {
   const { envelope: e } = message;
-  const fields = [String(message.seq), new Date(e.timestamp).toISOString(), ...(withBridge ? [message.bridge] : []), lineText(e.origin.clientId ?? '-'), lineText(e.topic), payloadForLine(e.payload)];
+  const fields = [
+    String(message.seq),
+    new Date(e.timestamp).toISOString(),
+    ...(withBridge ? [message.bridge] : []),
+    lineText(e.origin.clientId ?? '-'),
+    lineText(e.topic),
+    payloadForLine(e.payload),
+  ];
   return fields.join('  ');
 }
 
@@ -97,7 +104,16 @@ function deadLetters(store: BufferStore, bridge: string | undefined, sink: strin
 
 function deadLine(letter: DeadLetter, withBridge: boolean): string {
   const { envelope: e } = letter;
-  const fields = [String(letter.dlSeq), new Date(letter.deadAt).toISOString(), ...(withBridge ? [letter.bridge] : []), letter.sink, lineText(e.origin.clientId ?? '-'), lineText(e.topic), lineText(letter.reason), payloadForLine(e.payload)];
+  const fields = [
+    String(letter.dlSeq),
+    new Date(letter.deadAt).toISOString(),
+    ...(withBridge ? [letter.bridge] : []),
+    letter.sink,
+    lineText(e.origin.clientId ?? '-'),
+    lineText(e.topic),
+    lineText(letter.reason),
+    payloadForLine(e.payload),
+  ];
   return fields.join('  ');
 }
 

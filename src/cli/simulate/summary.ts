@@ -43,9 +43,7 @@ export function summarize(profile: string, url: string, qos: 0 | 1 | 2, result: 
 
 export function formatSummary(s: Summary): string {
   const latency =
-    s.latencyMs === null
-      ? 'n/a (QoS 0 has no acknowledgement)'
-      : `p50 ${s.latencyMs.p50} ms  p90 ${s.latencyMs.p90} ms  p99 ${s.latencyMs.p99} ms  max ${s.latencyMs.max} ms`;
+    s.latencyMs === null ? 'n/a (QoS 0 has no acknowledgement)' : `p50 ${s.latencyMs.p50} ms  p90 ${s.latencyMs.p90} ms  p99 ${s.latencyMs.p99} ms  max ${s.latencyMs.max} ms`;
   const lines = [
     `${s.profile} → ${s.url}: ${s.devices} devices (${s.connected} connected), QoS ${s.qos}, ${(s.durationMs / 1000).toFixed(1)} s`,
     `  sent               ${s.sent}`,

@@ -37,15 +37,11 @@ export class OutgoingQueue {
 
   constructor(db: Database.Database, commit: GroupCommit) {
     this.#commit = commit;
-    this.#insert = db.prepare(
-      'INSERT INTO outgoing (client_id, broker_id, broker_counter, message_id, expires_at, payload, meta) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    );
+    this.#insert = db.prepare('INSERT INTO outgoing (client_id, broker_id, broker_counter, message_id, expires_at, payload, meta) VALUES (?, ?, ?, ?, ?, ?, ?)');
     this.#byCounter = db.prepare('SELECT seq FROM outgoing WHERE client_id = ? AND broker_counter IS ? AND broker_id IS ? ORDER BY seq LIMIT 1');
     this.#byMessageId = db.prepare('SELECT seq FROM outgoing WHERE client_id = ? AND message_id = ? AND broker_id IS NOT ? ORDER BY seq LIMIT 1');
     this.#setMessageId = db.prepare('UPDATE outgoing SET message_id = ? WHERE seq = ?');
-    this.#replace = db.prepare(
-      'UPDATE outgoing SET broker_id = ?, broker_counter = ?, message_id = ?, expires_at = ?, payload = ?, meta = ? WHERE seq = ?',
-    );
+    this.#replace = db.prepare('UPDATE outgoing SET broker_id = ?, broker_counter = ?, message_id = ?, expires_at = ?, payload = ?, meta = ? WHERE seq = ?');
     this.#takeByMessageId = db.prepare('SELECT seq, message_id, payload, meta FROM outgoing WHERE client_id = ? AND message_id = ? ORDER BY seq LIMIT 1');
     this.#deleteSeq = db.prepare('DELETE FROM outgoing WHERE seq = ?');
     this.#deleteClient = db.prepare('DELETE FROM outgoing WHERE client_id = ?');
@@ -83,10 +79,7 @@ export class OutgoingQueue {
   update(clientId: string, packet: StoredPacket): Promise<void> {
     const write = () => {
       const sameCopy = this.#byCounter.get(clientId, packet.brokerCounter ?? null, packet.brokerId ?? null) as { seq: number } | undefined;
-      const sameId =
-        packet.messageId === undefined
-          ? undefined
-          : (this.#byMessageId.get(clientId, packet.messageId, packet.brokerId ?? null) as { seq: number } | undefined);
+      const sameId = packet.messageId === undefined ? undefined : (this.#byMessageId.get(clientId, packet.messageId, packet.brokerId ?? null) as { seq: number } | undefined);
       if (sameCopy !== undefined && (sameId === undefined || sameCopy.seq < sameId.seq)) {
         this.#setMessageId.run(packet.messageId ?? null, sameCopy.seq);
       } else if (sameId !== undefined) {

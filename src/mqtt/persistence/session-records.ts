@@ -50,10 +50,7 @@ export interface SessionHooks {
 export class SessionRecords {
   readonly #commit: GroupCommit;
   readonly #hooks: SessionHooks;
-  readonly #statements: Record<
-    'owner' | 'saveOwner' | 'exists' | 'opened' | 'closed' | 'delete' | 'dueWills' | 'dropDueWill' | 'expired' | 'next',
-    Database.Statement
-  >;
+  readonly #statements: Record<'owner' | 'saveOwner' | 'exists' | 'opened' | 'closed' | 'delete' | 'dueWills' | 'dropDueWill' | 'expired' | 'next', Database.Statement>;
   readonly #db: Database.Database;
   readonly #publishing = new Set<string>();
   /** Carried-over wills handled already, whose removal from disk failed: not published twice. */
@@ -223,7 +220,10 @@ export class SessionRecords {
         this.#handled.add(row.client_id);
         if (!this.#closed) this.#dropWill(row.client_id);
       };
-      this.#hooks.publishWill(will).then(() => done(undefined), (error: unknown) => done(error instanceof Error ? error : new Error(String(error))));
+      this.#hooks.publishWill(will).then(
+        () => done(undefined),
+        (error: unknown) => done(error instanceof Error ? error : new Error(String(error))),
+      );
     }
     this.#expireSessions(now);
     this.#arm(now, this.#handled.size > 0 ? RETRY_MS : this.#publishing.size > 0 ? PUBLISHING_MS : 0);

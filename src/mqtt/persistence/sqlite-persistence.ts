@@ -264,8 +264,8 @@ export class SqlitePersistence {
 
   #willDone(clientId: string, error: Error | undefined): void {
     this.#options.counters.count('mqtt.wills.carried_over', { result: error === undefined ? 'published' : 'refused' });
-    if (error === undefined) this.#options.logger.info({ clientId }, "published the will of a client whose connection ended with the previous run");
-    else this.#options.logger.warn({ clientId, err: error }, "the will of a client whose connection ended with the previous run was not published");
+    if (error === undefined) this.#options.logger.info({ clientId }, 'published the will of a client whose connection ended with the previous run');
+    else this.#options.logger.warn({ clientId, err: error }, 'the will of a client whose connection ended with the previous run was not published');
   }
 
   #expireMessages(): void {

@@ -2,7 +2,13 @@ import { BRIDGE, type MetricSpec, SINK } from './spec.ts';
 
 /** Bridges (YAML and TypeScript), their sinks, rate limits and config reloads. */
 export const bridgeMetrics = [
-  { name: 'bridge.messages.in', type: 'counter', unit: 'messages', labels: { bridge: BRIDGE }, help: 'Messages a bridge took from its source that passed its rate limit and transform steps.' },
+  {
+    name: 'bridge.messages.in',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE },
+    help: 'Messages a bridge took from its source that passed its rate limit and transform steps.',
+  },
   {
     name: 'bridge.messages.rejected',
     type: 'counter',
@@ -11,11 +17,23 @@ export const bridgeMetrics = [
       bridge: BRIDGE,
       reason: { meaning: 'the step that refused it', values: ['not_json', 'not_object', 'schema', 'rate_limited', 'failed'] },
     },
-    help: 'Messages a transform step or the rate limit (`onExceed: reject`) refused: acknowledged to the device and kept in the bridge\'s dead letters.',
+    help: "Messages a transform step or the rate limit (`onExceed: reject`) refused: acknowledged to the device and kept in the bridge's dead letters.",
   },
-  { name: 'bridge.source.failed', type: 'counter', unit: 'events', labels: { bridge: BRIDGE }, help: 'Times a bridge\'s source gave up (a TLS file it cannot read, say) and took no more messages until a reload.' },
+  {
+    name: 'bridge.source.failed',
+    type: 'counter',
+    unit: 'events',
+    labels: { bridge: BRIDGE },
+    help: "Times a bridge's source gave up (a TLS file it cannot read, say) and took no more messages until a reload.",
+  },
   { name: 'sink.messages.written', type: 'counter', unit: 'messages', labels: { bridge: BRIDGE, sink: SINK }, help: 'Messages a sink wrote and the system behind it confirmed.' },
-  { name: 'sink.messages.failed', type: 'counter', unit: 'messages', labels: { bridge: BRIDGE, sink: SINK }, help: 'Messages in sink writes that failed (retried from the buffer, or dead-lettered when no retry can help).' },
+  {
+    name: 'sink.messages.failed',
+    type: 'counter',
+    unit: 'messages',
+    labels: { bridge: BRIDGE, sink: SINK },
+    help: 'Messages in sink writes that failed (retried from the buffer, or dead-lettered when no retry can help).',
+  },
   {
     name: 'ratelimit.overflow',
     type: 'counter',
@@ -30,8 +48,20 @@ export const bridgeMetrics = [
     labels: { bridge: BRIDGE },
     help: 'Messages let through without a limit because Redis could not be reached (`failOpen: true`).',
   },
-  { name: 'handler.errors', type: 'counter', unit: 'errors', labels: { bridge: BRIDGE }, help: 'Failures of a TypeScript bridge\'s pipeline (an exception in an operator); the message it failed on is dead-lettered, the others it held are handed to the restarted pipeline.' },
-  { name: 'handler.restarts', type: 'counter', unit: 'events', labels: { bridge: BRIDGE }, help: 'Times a TypeScript bridge\'s `handle` was called anew after its pipeline failed.' },
+  {
+    name: 'handler.errors',
+    type: 'counter',
+    unit: 'errors',
+    labels: { bridge: BRIDGE },
+    help: "Failures of a TypeScript bridge's pipeline (an exception in an operator); the message it failed on is dead-lettered, the others it held are handed to the restarted pipeline.",
+  },
+  {
+    name: 'handler.restarts',
+    type: 'counter',
+    unit: 'events',
+    labels: { bridge: BRIDGE },
+    help: "Times a TypeScript bridge's `handle` was called anew after its pipeline failed.",
+  },
   {
     name: 'handler.rejected',
     type: 'counter',
@@ -72,7 +102,7 @@ export const bridgeMetrics = [
     type: 'counter',
     unit: 'messages',
     labels: { bridge: BRIDGE, action: { meaning: 'what `onHoldTimeout` did', values: ['warn', 'ack', 'deadLetter'] } },
-    help: 'Messages a TypeScript bridge\'s handler held longer than its `maxHoldMs`, by what was done with them.',
+    help: "Messages a TypeScript bridge's handler held longer than its `maxHoldMs`, by what was done with them.",
   },
   {
     name: 'handler.outputs.lost',

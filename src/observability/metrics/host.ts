@@ -6,13 +6,19 @@ import type { MetricSpec } from './spec.ts';
  * left out.
  */
 export const hostMetrics = [
-  { name: 'host.cpu.utilisation', type: 'gauge', unit: 'ratio', labels: {}, help: 'Share of all CPU cores\' time the machine was busy over the last 2 s (0 to 1; iowait counts as idle).' },
+  {
+    name: 'host.cpu.utilisation',
+    type: 'gauge',
+    unit: 'ratio',
+    labels: {},
+    help: "Share of all CPU cores' time the machine was busy over the last 2 s (0 to 1; iowait counts as idle).",
+  },
   {
     name: 'process.cpu.utilisation',
     type: 'gauge',
     unit: 'ratio',
     labels: {},
-    help: 'Share of all CPU cores\' time the Ferry process used over the last 2 s (0 to 1: 0.5 on two cores is one core busy).',
+    help: "Share of all CPU cores' time the Ferry process used over the last 2 s (0 to 1: 0.5 on two cores is one core busy).",
   },
   { name: 'host.memory.total_bytes', type: 'gauge', unit: 'bytes', labels: {}, help: 'Memory of the machine (MemTotal).' },
   { name: 'host.memory.available_bytes', type: 'gauge', unit: 'bytes', labels: {}, help: 'Memory the machine can give to programs without swapping (MemAvailable).' },
@@ -47,8 +53,14 @@ export const hostMetrics = [
     labels: {},
     help: 'Median delay of the event loop over the last 2 s: how late a timer due now runs (past a few milliseconds, every message waits that long).',
   },
-  { name: 'eventloop.delay.p99_seconds', type: 'gauge', unit: 'seconds', labels: {}, help: '99th percentile of the event loop\'s delay over the last 2 s.' },
-  { name: 'eventloop.delay.max_seconds', type: 'gauge', unit: 'seconds', labels: {}, help: 'Longest event-loop delay over the last 2 s (a long synchronous task: a big SQLite query, a GC pause).' },
+  { name: 'eventloop.delay.p99_seconds', type: 'gauge', unit: 'seconds', labels: {}, help: "99th percentile of the event loop's delay over the last 2 s." },
+  {
+    name: 'eventloop.delay.max_seconds',
+    type: 'gauge',
+    unit: 'seconds',
+    labels: {},
+    help: 'Longest event-loop delay over the last 2 s (a long synchronous task: a big SQLite query, a GC pause).',
+  },
   {
     name: 'eventloop.utilisation',
     type: 'gauge',
@@ -56,5 +68,11 @@ export const hostMetrics = [
     labels: {},
     help: 'Share of the last 2 s the event loop spent running code rather than waiting (0 to 1; near 1, the gateway is CPU-bound on its one thread).',
   },
-  { name: 'host.read_errors', type: 'counter', unit: 'errors', labels: {}, help: 'Failed reads of the host and process figures (they keep their previous values); logged once until a read succeeds again.' },
+  {
+    name: 'host.read_errors',
+    type: 'counter',
+    unit: 'errors',
+    labels: {},
+    help: 'Failed reads of the host and process figures (they keep their previous values); logged once until a read succeeds again.',
+  },
 ] as const satisfies readonly MetricSpec[];

@@ -40,27 +40,33 @@ export const mqttMetrics = [
     },
     help: 'Connections refused at the socket, the TLS handshake or CONNECT (logins, limits, certificates), or closed for a packet over `mqtt.maxPacketBytes` or a malformed header.',
   },
-  { name: 'mqtt.broker.errors', type: 'counter', unit: 'errors', labels: {}, help: 'Errors the broker reported outside a connection (MQTT 5 session expiry, delayed wills, recording sessions in its state).' },
+  {
+    name: 'mqtt.broker.errors',
+    type: 'counter',
+    unit: 'errors',
+    labels: {},
+    help: 'Errors the broker reported outside a connection (MQTT 5 session expiry, delayed wills, recording sessions in its state).',
+  },
   {
     name: 'mqtt.messages.received',
     type: 'counter',
     unit: 'messages',
-    labels: { qos: { meaning: 'the message\'s QoS', values: ['0', '1', '2'] } },
-    help: 'Messages published on the embedded broker that passed its checks (devices\' messages and commands the gateway publishes), before the bridges take them.',
+    labels: { qos: { meaning: "the message's QoS", values: ['0', '1', '2'] } },
+    help: "Messages published on the embedded broker that passed its checks (devices' messages and commands the gateway publishes), before the bridges take them.",
   },
   {
     name: 'mqtt.publish.refused',
     type: 'counter',
     unit: 'messages',
     labels: { reason: { meaning: 'why the message was refused', values: ['invalid_topic', 'reserved_topic', 'acl', 'shutting_down'] } },
-    help: 'Device messages refused without being taken: an invalid topic, a `$` topic, outside the device\'s ACL, or QoS 1 and 2 messages arriving while the gateway shuts down.',
+    help: "Device messages refused without being taken: an invalid topic, a `$` topic, outside the device's ACL, or QoS 1 and 2 messages arriving while the gateway shuts down.",
   },
   {
     name: 'mqtt.publish.nacked',
     type: 'counter',
     unit: 'messages',
     labels: {},
-    help: 'Device messages the bridges did not take (the buffer refused them): the device\'s connection is closed unacknowledged so that it sends them again.',
+    help: "Device messages the bridges did not take (the buffer refused them): the device's connection is closed unacknowledged so that it sends them again.",
   },
   {
     name: 'mqtt.publish.qos0_not_stored',
@@ -73,7 +79,7 @@ export const mqttMetrics = [
     name: 'mqtt.publish.duplicates',
     type: 'counter',
     unit: 'messages',
-    labels: { qos: { meaning: 'the message\'s QoS', values: ['1', '2'] } },
+    labels: { qos: { meaning: "the message's QoS", values: ['1', '2'] } },
     help: 'QoS 1 and 2 messages a device sent again (DUP set) because it missed the PUBACK or PUBREC, recognised as a message already stored and answered without being stored a second time.',
   },
   {
@@ -88,7 +94,7 @@ export const mqttMetrics = [
     type: 'counter',
     unit: 'subscriptions',
     labels: { reason: { meaning: 'why the filter was refused', values: ['invalid_filter', 'acl'] } },
-    help: 'Topic filters of SUBSCRIBE packets refused: malformed or over the topic limits, or outside the client\'s ACL.',
+    help: "Topic filters of SUBSCRIBE packets refused: malformed or over the topic limits, or outside the client's ACL.",
   },
   {
     name: 'mqtt.sessions.discarded',
@@ -102,7 +108,7 @@ export const mqttMetrics = [
     type: 'counter',
     unit: 'subscriptions',
     labels: { reason: { meaning: 'why the subscription was dropped', values: ['acl'] } },
-    help: 'Subscriptions restored from a saved session that the client\'s current ACL no longer allows, dropped from the session.',
+    help: "Subscriptions restored from a saved session that the client's current ACL no longer allows, dropped from the session.",
   },
   {
     name: 'mqtt.sessions.expired',
@@ -147,8 +153,20 @@ export const mqttMetrics = [
     help: 'Messages not sent to a client because its ACL does not let it subscribe to their topic (queued ones included).',
   },
   // The mqttClient source: a subscription to an external broker.
-  { name: 'mqtt.client.connected', type: 'counter', unit: 'connections', labels: { bridge: BRIDGE }, help: 'Connections of an `mqttClient` source to its external broker (the first one and every reconnection).' },
-  { name: 'mqtt.client.disconnected', type: 'counter', unit: 'connections', labels: { bridge: BRIDGE }, help: 'Lost connections of an `mqttClient` source to its external broker; it reconnects with a backoff.' },
+  {
+    name: 'mqtt.client.connected',
+    type: 'counter',
+    unit: 'connections',
+    labels: { bridge: BRIDGE },
+    help: 'Connections of an `mqttClient` source to its external broker (the first one and every reconnection).',
+  },
+  {
+    name: 'mqtt.client.disconnected',
+    type: 'counter',
+    unit: 'connections',
+    labels: { bridge: BRIDGE },
+    help: 'Lost connections of an `mqttClient` source to its external broker; it reconnects with a backoff.',
+  },
   {
     name: 'mqtt.client.session_lost',
     type: 'counter',
@@ -161,7 +179,7 @@ export const mqttMetrics = [
     type: 'counter',
     unit: 'subscriptions',
     labels: { bridge: BRIDGE },
-    help: 'Topic filters of an `mqttClient` source that the external broker refused (check the broker\'s ACL).',
+    help: "Topic filters of an `mqttClient` source that the external broker refused (check the broker's ACL).",
   },
   {
     name: 'mqtt.client.not_stored',

@@ -22,5 +22,5 @@ export interface MetricSpec {
 }
 
 /** Labels most metrics of a bridge carry. */
-export const BRIDGE: LabelSpec = { meaning: 'the bridge\'s name' };
-export const SINK: LabelSpec = { meaning: 'the sink: its kind (`kafka`, `history`...; `kind#index` for a kind used twice), or its name in a TypeScript bridge\'s `to`' };
+export const BRIDGE: LabelSpec = { meaning: "the bridge's name" };
+export const SINK: LabelSpec = { meaning: "the sink: its kind (`kafka`, `history`...; `kind#index` for a kind used twice), or its name in a TypeScript bridge's `to`" };

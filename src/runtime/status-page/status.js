@@ -31,7 +31,28 @@ function replace(id, ...children) {
 }
 
 function table(head, rows) {
-  return [h('thead', {}, h('tr', {}, head.map((c) => h('th', {}, c)))), h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => (c instanceof Node ? c : h('td', {}, c))))))];
+  return [
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        head.map((c) => h('th', {}, c)),
+      ),
+    ),
+    h(
+      'tbody',
+      {},
+      rows.map((r) =>
+        h(
+          'tr',
+          {},
+          r.map((c) => (c instanceof Node ? c : h('td', {}, c))),
+        ),
+      ),
+    ),
+  ];
 }
 
 // ---- formatting ---------------------------------------------------------------------------
@@ -60,7 +81,10 @@ function age(msAgo) {
 }
 
 const clock = (t) => new Date(t).toLocaleTimeString();
-const labelText = (labels) => Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(', ');
+const labelText = (labels) =>
+  Object.entries(labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
 
 // ---- charts -------------------------------------------------------------------------------
 
@@ -127,7 +151,13 @@ function renderUpstream(status) {
   replace(
     'upstream',
     degraded.map((d) =>
-      h('li', { class: 'bad' }, h('strong', {}, d.problem), ` ${d.bridge}${d.sink === undefined ? '' : ` → ${d.sink}`}: ${d.detail}`, h('span', { class: 'since' }, ` since ${clock(d.since)}`)),
+      h(
+        'li',
+        { class: 'bad' },
+        h('strong', {}, d.problem),
+        ` ${d.bridge}${d.sink === undefined ? '' : ` → ${d.sink}`}: ${d.detail}`,
+        h('span', { class: 'since' }, ` since ${clock(d.since)}`),
+      ),
     ),
   );
 }
@@ -207,8 +237,25 @@ function renderHost(status) {
     ['event loop delay p50 / p99 / max', loop === null ? '–' : `${ms(loop.delayP50Ms)} / ${ms(loop.delayP99Ms)} / ${ms(loop.delayMaxMs)}`],
     ['event loop busy', percent(loop?.utilisation)],
   ];
-  replace('host', h('dl', {}, facts.map(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))])));
-  chart('cpu', document.getElementById('cpu-chart'), 'CPU', [['machine', (p) => p.hostCpu], ['Ferry', (p) => p.processCpu]], (v) => `${Math.round(v * 100)} %`, 0.05);
+  replace(
+    'host',
+    h(
+      'dl',
+      {},
+      facts.map(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))]),
+    ),
+  );
+  chart(
+    'cpu',
+    document.getElementById('cpu-chart'),
+    'CPU',
+    [
+      ['machine', (p) => p.hostCpu],
+      ['Ferry', (p) => p.processCpu],
+    ],
+    (v) => `${Math.round(v * 100)} %`,
+    0.05,
+  );
   chart('loop', document.getElementById('loop-chart'), 'event loop delay p99', [['p99', (p) => p.loopDelayP99Ms]], (v) => `${v.toFixed(v < 10 ? 1 : 0)} ms`);
 }
 

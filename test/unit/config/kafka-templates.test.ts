@@ -28,11 +28,10 @@ function load(bridge: string): string[] {
   }
 }
 
-const bridge = (kafka: string, topics = '[devices/+/telemetry/#]') =>
-  `name: b\nfrom:\n  mqtt:\n    topics: ${topics}\nto:\n  - kafka:\n      brokers: localhost:9092\n${kafka}`;
+const bridge = (kafka: string, topics = '[devices/+/telemetry/#]') => `name: b\nfrom:\n  mqtt:\n    topics: ${topics}\nto:\n  - kafka:\n      brokers: localhost:9092\n${kafka}`;
 
 test('templates that the filters can fill load', () => {
-  assert.deepEqual(load(bridge("      topic: iot.${1}.telemetry\n      key: ${1}\n      headers:\n        rest: ${#}\n        site: ${payload.site}\n")), []);
+  assert.deepEqual(load(bridge('      topic: iot.${1}.telemetry\n      key: ${1}\n      headers:\n        rest: ${#}\n        site: ${payload.site}\n')), []);
 });
 
 test('a capture the source filter does not have is an error at its line and column', () => {
@@ -59,7 +58,7 @@ test('topics that can never be valid Kafka topics are refused at load', () => {
   assert.match(load(bridge('      topic: iot.${nope}\n'))[0] ?? '', /to\[0\]\.kafka\.topic: template 'iot\.\$\{nope\}': unknown field/);
 });
 
-test('idempotent needs acks all and one request in flight; Ferry\'s own headers cannot be templated', () => {
+test("idempotent needs acks all and one request in flight; Ferry's own headers cannot be templated", () => {
   assert.deepEqual(load(bridge('      topic: t\n      headers:\n        ferry-id: x\n')), [
     'bridges/b.yaml:10:19: to[0].kafka.headers.ferry-id: ferry-id is set by Ferry (ferry-id and mqtt-topic are always sent); name this header otherwise',
   ]);

@@ -38,14 +38,20 @@ const history = 'name: h\nfrom:\n  mqtt:\n    topics: [devices/+/telemetry/#]\nt
 
 test('the shipped example config validates, with and without KAFKA_BROKERS', () => {
   const plain = loadConfig('config/gateway.yaml', { kinds: componentKinds, env: {} });
-  assert.deepEqual(plain.bridgeConfigs.map((b) => [b.name, b.enabled]), [
-    ['commands-to-devices', false],
-    ['telemetry-history', true],
-    ['telemetry-to-kafka', false],
-    ['telemetry-to-postgres', false],
-  ]);
+  assert.deepEqual(
+    plain.bridgeConfigs.map((b) => [b.name, b.enabled]),
+    [
+      ['commands-to-devices', false],
+      ['telemetry-history', true],
+      ['telemetry-to-kafka', false],
+      ['telemetry-to-postgres', false],
+    ],
+  );
   // TypeScript bridges are listed, not loaded, by the synchronous loader (`ferry validate` checks them: test/e2e/handlers.test.ts).
-  assert.deepEqual(plain.bridgeModules.map((path) => relative('bridges', path.slice(path.indexOf('bridges')))), ['alarm-alerts.ts', 'temperature-rollups.ts']);
+  assert.deepEqual(
+    plain.bridgeModules.map((path) => relative('bridges', path.slice(path.indexOf('bridges')))),
+    ['alarm-alerts.ts', 'temperature-rollups.ts'],
+  );
   assert.ok(plain.deviceProfiles.length >= 1);
   assert.equal(plain.mqtt.port, 1883);
 
@@ -61,14 +67,23 @@ test('the shipped example config validates, with and without KAFKA_BROKERS', () 
   assert.equal(commands?.enabled, true);
   assert.deepEqual((commands?.from as { kafka: { topics: string[]; fromBeginning: boolean } }).kafka.topics, ['ferry.commands']);
   assert.deepEqual((commands?.to as readonly Record<string, unknown>[])[0], {
-    devices: { topic: 'devices/${key}/commands', allowedTopics: ['devices/+/commands'], onUnsafeTopicValue: 'refuse', qos: 1, retain: false, expiryMs: 3_600_000, stopTimeoutMs: 2000 },
+    devices: {
+      topic: 'devices/${key}/commands',
+      allowedTopics: ['devices/+/commands'],
+      onUnsafeTopicValue: 'refuse',
+      qos: 1,
+      retain: false,
+      expiryMs: 3_600_000,
+      stopTimeoutMs: 2000,
+    },
   });
 });
 
 test('three mistakes in two files are all reported with file, line, column and path', () => {
   const root = tree({
     'config/gateway.yaml': 'mqtt:\n  port: 70000\nbridges: [../bridges]\ndevices: []\n',
-    'bridges/telemetry.yaml': 'name: telemetry\nfrom:\n  mqtt:\n    topics: [devices/+/telemetry/#]\nto:\n  - kafka:\n      brokers: localhost:9092\n      topic: iot.telemetry\n      lingr: 5\n  - history:\n      keep: 0\n',
+    'bridges/telemetry.yaml':
+      'name: telemetry\nfrom:\n  mqtt:\n    topics: [devices/+/telemetry/#]\nto:\n  - kafka:\n      brokers: localhost:9092\n      topic: iot.telemetry\n      lingr: 5\n  - history:\n      keep: 0\n',
   });
   assert.deepEqual(problems(root), [
     'config/gateway.yaml:2:9: mqtt.port: Too big: expected number to be <=65535',

@@ -102,7 +102,7 @@ test('ferry validate points at an unknown profile, a profile without payloadSche
   assert.equal(load(unused).bridgeConfigs.length, 1);
 });
 
-test('the shipped temperature-sensor profile has a payloadSchema that ferry simulate\'s payloads match', () => {
+test("the shipped temperature-sensor profile has a payloadSchema that ferry simulate's payloads match", () => {
   const config = loadConfig('config/gateway.yaml', { kinds: componentKinds, env: {} });
   const profile = config.deviceProfiles.find((p) => p.name === 'temperature-sensor');
   assert.ok(profile?.telemetry !== undefined && typeof profile.payloadSchema === 'object');

@@ -35,5 +35,8 @@ test('each kind has an example with its required settings', () => {
   assert.deepEqual(sources.find((s) => s.kind === 'mqtt')?.example, { topics: ['devices/+/telemetry/#'] });
   assert.deepEqual(sinks.find((s) => s.kind === 'devices')?.example, { topic: 'devices/${key}/commands' });
   assert.deepEqual(transforms.find((t) => t.kind === 'decode')?.example, { decode: 'json' });
-  assert.deepEqual(transforms.map((t) => t.kind), ['decode', 'keep', 'drop', 'validate']);
+  assert.deepEqual(
+    transforms.map((t) => t.kind),
+    ['decode', 'keep', 'drop', 'validate'],
+  );
 });

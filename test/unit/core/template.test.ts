@@ -27,7 +27,7 @@ test('${id}, ${timestamp} and the whole ${payload} render as text', () => {
   assert.deepEqual(compileTemplate('${payload}').single, { kind: 'payload', path: [] });
 });
 
-test('MessageFields.raw keeps each field\'s type; a missing value is undefined', () => {
+test("MessageFields.raw keeps each field's type; a missing value is undefined", () => {
   const fields = new MessageFields({ envelope, filters });
   const raw = (source: string) => fields.raw(compileTemplate(source).single as never);
   assert.equal(raw('${id}'), envelope.id);
@@ -58,7 +58,10 @@ test('captures come from the first filter that matches the topic', () => {
 });
 
 test('unknown fields and unclosed braces are config errors naming the field', () => {
-  assert.throws(() => compileTemplate('x.${nope}'), (e: unknown) => e instanceof FerryError && /unknown field \$\{nope\}/.test(e.message));
+  assert.throws(
+    () => compileTemplate('x.${nope}'),
+    (e: unknown) => e instanceof FerryError && /unknown field \$\{nope\}/.test(e.message),
+  );
   assert.throws(() => compileTemplate('x.${1'), /not closed/);
   assert.throws(() => compileTemplate('${payload.}'), /unknown field/);
   assert.throws(() => compileTemplate('${KAFKA_TOPIC}'), /environment variable/);
@@ -93,7 +96,10 @@ test('rendered as an MQTT topic, a value from the message stays one topic level:
   const input = { envelope: steering, filters: ['devices/+/telemetry/#'] };
   const refused = (source: string) => assert.throws(() => compileTemplate(source).renderTopic(input, 'refuse'), TemplateError, source);
   assert.equal(compileTemplate('devices/${payload.fine}/display').renderTopic(input, 'refuse'), 'devices/sensor-2/display');
-  assert.throws(() => compileTemplate('devices/${payload.display}/display').renderTopic(input, 'refuse'), /\$\{payload\.display\} is "sensor-2\/commands\/unlock", which has '\/' \(it would add topic levels\)/);
+  assert.throws(
+    () => compileTemplate('devices/${payload.display}/display').renderTopic(input, 'refuse'),
+    /\$\{payload\.display\} is "sensor-2\/commands\/unlock", which has '\/' \(it would add topic levels\)/,
+  );
   refused('devices/${payload.wild}');
   refused('devices/${payload.line}');
   refused('devices/${payload.c1}');

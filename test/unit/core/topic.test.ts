@@ -81,7 +81,10 @@ test('topics and filters with control characters or ill-formed UTF-8 are invalid
   assert.match(invalidTopicReason('a/\u009b', limits) ?? '', /control characters.*U\+009B/);
   assert.match(invalidTopicReason('a/\u007f', limits) ?? '', /control characters/);
   // The parser decodes an overlong '/' (C0 AF) or an encoded surrogate (ED A0 80) to U+FFFD.
-  for (const bytes of [[0x61, 0xc0, 0xaf, 0x62], [0x61, 0xed, 0xa0, 0x80]]) {
+  for (const bytes of [
+    [0x61, 0xc0, 0xaf, 0x62],
+    [0x61, 0xed, 0xa0, 0x80],
+  ]) {
     assert.match(invalidTopicReason(Buffer.from(bytes).toString('utf8'), limits) ?? '', /well-formed UTF-8/);
   }
   assert.equal(invalidTopicReason('devices/é/ü/日本', limits), undefined);

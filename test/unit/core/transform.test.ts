@@ -36,14 +36,20 @@ async function run(payloads: readonly (string | Uint8Array)[], build: (context: 
   return { deliveries, passed, rejected, settled, text: passed.map((d) => Buffer.from(d.envelope.payload).toString()) };
 }
 
-test('decode: json passes JSON payloads unchanged and refuses others with the parser\'s reason', async () => {
+test("decode: json passes JSON payloads unchanged and refuses others with the parser's reason", async () => {
   const r = await run(['{"a":1}', 'not json', Buffer.from([0x22, 0xff, 0x22]), '[1,2]'], (c) => [decodeJsonStep(c)]);
   assert.deepEqual(r.text, ['{"a":1}', '[1,2]']);
   assert.equal(r.passed[0], r.deliveries[0], 'an unchanged message keeps its delivery');
-  assert.deepEqual(r.rejected.map((x) => x.label), ['not_json', 'not_json']);
+  assert.deepEqual(
+    r.rejected.map((x) => x.label),
+    ['not_json', 'not_json'],
+  );
   assert.match(r.rejected[0]?.reason ?? '', /^payload is not JSON: Unexpected token/);
   assert.equal(r.rejected[1]?.reason, 'payload is not JSON: not valid UTF-8');
-  assert.deepEqual(r.settled.map((s) => s.outcome), [undefined, 'ack', 'ack', undefined]);
+  assert.deepEqual(
+    r.settled.map((s) => s.outcome),
+    [undefined, 'ack', 'ack', undefined],
+  );
 });
 
 test('keep and drop re-encode the payload; the new delivery settles the original and keeps id, origin and timestamp', async () => {
@@ -71,7 +77,12 @@ test('keep and drop refuse payloads that are not JSON objects', async () => {
   assert.equal(r.passed.length, 0);
   assert.deepEqual(
     r.rejected.map((x) => [x.label, x.reason.replace(/:.*/, '')]),
-    [['not_object', 'drop needs a JSON object payload, not an array'], ['not_object', 'drop needs a JSON object payload, not a number'], ['not_object', 'drop needs a JSON object payload, not null'], ['not_json', 'payload is not JSON']],
+    [
+      ['not_object', 'drop needs a JSON object payload, not an array'],
+      ['not_object', 'drop needs a JSON object payload, not a number'],
+      ['not_object', 'drop needs a JSON object payload, not null'],
+      ['not_json', 'payload is not JSON'],
+    ],
   );
 });
 
@@ -91,11 +102,21 @@ test('validate refuses what fails the schema, naming the schema and the field; a
   assert.deepEqual(r.text, ['{"celsius":21}']);
   assert.deepEqual(
     r.rejected.map((x) => x.reason),
-    ["payload fails schema of profile temperature-sensor: /celsius must be number", "payload fails schema of profile temperature-sensor: must have required property 'celsius'"],
+    ['payload fails schema of profile temperature-sensor: /celsius must be number', "payload fails schema of profile temperature-sensor: must have required property 'celsius'"],
   );
-  assert.deepEqual(r.rejected.map((x) => Buffer.from(x.original.payload).toString()), payloads.slice(1), 'the original payload, before drop');
-  assert.deepEqual(r.rejected.map((x) => x.label), ['schema', 'schema']);
-  assert.deepEqual(r.settled.map((s) => s.outcome), [undefined, 'ack', 'ack']);
+  assert.deepEqual(
+    r.rejected.map((x) => Buffer.from(x.original.payload).toString()),
+    payloads.slice(1),
+    'the original payload, before drop',
+  );
+  assert.deepEqual(
+    r.rejected.map((x) => x.label),
+    ['schema', 'schema'],
+  );
+  assert.deepEqual(
+    r.settled.map((s) => s.outcome),
+    [undefined, 'ack', 'ack'],
+  );
 });
 
 test('a step that throws refuses the message instead of stopping the stream', async () => {
@@ -106,7 +127,10 @@ test('a step that throws refuses the message instead of stopping the stream', as
     }),
   ]);
   assert.deepEqual(r.text, ['b']);
-  assert.deepEqual(r.rejected.map((x) => [x.reason, x.label]), [['boom failed: bug', 'failed']]);
+  assert.deepEqual(
+    r.rejected.map((x) => [x.reason, x.label]),
+    [['boom failed: bug', 'failed']],
+  );
 });
 
 test('compileJsonSchema refuses an invalid schema and unknown keywords', () => {

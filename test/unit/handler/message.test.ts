@@ -14,7 +14,14 @@ function setup(filters = ['devices/+/telemetry/#']) {
   const settled: string[] = [];
   const rejected: Ticket[] = [];
   const tracker = new InputTracker({ onSettle: (ticket, outcome) => settled.push(`${ticket.delivery.envelope.id}:${outcome}`), onRelease: () => {} });
-  const context: MessageContext = { bridge: 'b', filters, tools: createTools('b', ['out', 'alerts']), reject: (ticket, error) => (rejected.push(ticket), tracker.reject(ticket, error)), done: (ticket) => tracker.done(ticket), keep: (ticket) => tracker.keep(ticket) };
+  const context: MessageContext = {
+    bridge: 'b',
+    filters,
+    tools: createTools('b', ['out', 'alerts']),
+    reject: (ticket, error) => (rejected.push(ticket), tracker.reject(ticket, error)),
+    done: (ticket) => tracker.done(ticket),
+    keep: (ticket) => tracker.keep(ticket),
+  };
   const message = (topic: string, payload: string, clientId = 'dev-1'): Message => {
     const envelope = createEnvelope({ topic, payload, origin: { source: 'mqtt', clientId }, headers: { trace: 't1' } });
     const delivery = createDelivery(envelope, { onAck: () => {}, onNack: () => {} });
@@ -58,7 +65,10 @@ test('an output passed on unchanged keeps the message; a changed one gets a new 
   const { message, context } = setup();
   const m = message('devices/s-1/telemetry/x', '{"celsius":30}');
   const same = m.to('out');
-  assert.deepEqual([same.sink, same.id, same.topic, Buffer.from(same.payload).toString(), same.timestamp, same.clientId, same.headers], ['out', m.id, m.topic, '{"celsius":30}', m.timestamp, 'dev-1', { trace: 't1' }]);
+  assert.deepEqual(
+    [same.sink, same.id, same.topic, Buffer.from(same.payload).toString(), same.timestamp, same.clientId, same.headers],
+    ['out', m.id, m.topic, '{"celsius":30}', m.timestamp, 'dev-1', { trace: 't1' }],
+  );
   assert.deepEqual(same.from, [m]);
 
   const enriched = context.tools.to('alerts', m, { json: { celsius: 30, site: 'north' }, key: 's-1', topic: 'alerts/s-1' });
@@ -181,8 +191,16 @@ test('filterMessages settles what it drops at once', async () => {
   const { from, lastValueFrom, toArray } = await import('rxjs');
   const { filterMessages } = await import('../../../src/index.ts');
   const inputs = ['1', '2', '3'].map((p) => message('devices/s-1/telemetry/x', p));
-  const kept = await lastValueFrom(from(inputs).pipe(filterMessages((m) => m.text() !== '2'), toArray()));
+  const kept = await lastValueFrom(
+    from(inputs).pipe(
+      filterMessages((m) => m.text() !== '2'),
+      toArray(),
+    ),
+  );
   await Promise.resolve();
-  assert.deepEqual(kept.map((m) => m.text()), ['1', '3']);
+  assert.deepEqual(
+    kept.map((m) => m.text()),
+    ['1', '3'],
+  );
   assert.deepEqual(settled, [`${inputs[1]?.id}:acked`]);
 });

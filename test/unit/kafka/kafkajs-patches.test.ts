@@ -13,7 +13,13 @@ const record = recordEncoder(Encoder) as unknown as (input: RecordInput) => { bu
 test('records are encoded byte for byte as kafkajs encodes them', () => {
   const long = 'é'.repeat(300);
   const inputs: RecordInput[] = [
-    { key: 'device-1', value: Buffer.alloc(200, 7), headers: { 'ferry-id': '0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b', 'mqtt-topic': 'devices/d1/telemetry' }, timestampDelta: 12, offsetDelta: 3 },
+    {
+      key: 'device-1',
+      value: Buffer.alloc(200, 7),
+      headers: { 'ferry-id': '0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b', 'mqtt-topic': 'devices/d1/telemetry' },
+      timestampDelta: 12,
+      offsetDelta: 3,
+    },
     { key: null, value: Buffer.alloc(0), headers: {} },
     { key: Buffer.from('k'), value: Buffer.alloc(5000, 1), headers: { a: ['1', '2'], b: Buffer.from('raw'), traceparent: long }, timestampDelta: 2 ** 40, offsetDelta: 499 },
     { value: 'text value', headers: { empty: '' } },

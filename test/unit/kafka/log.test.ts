@@ -7,7 +7,8 @@ test("kafkajs' routine outage messages go to debug, never error; anything else i
   const seen: [string, string][] = [];
   const logger = { warn: (_: object, m: string) => void seen.push(['warn', m]), debug: (_: object, m: string) => void seen.push(['debug', m]) };
   const log = logTo(logger as never, logLevel)(logLevel.WARN);
-  const entry = (level: logLevel, message: string, error?: string) => log({ namespace: 'Connection', level, label: 'ERROR', log: { timestamp: '', message, ...(error === undefined ? {} : { error }) } });
+  const entry = (level: logLevel, message: string, error?: string) =>
+    log({ namespace: 'Connection', level, label: 'ERROR', log: { timestamp: '', message, ...(error === undefined ? {} : { error }) } });
   entry(logLevel.ERROR, 'Connection error: connect ECONNREFUSED 127.0.0.1:9092');
   entry(logLevel.ERROR, 'Response Metadata(key: 3, version: 6)', 'This server does not host this topic-partition');
   entry(logLevel.ERROR, 'Crash: KafkaJSNumberOfRetriesExceeded');

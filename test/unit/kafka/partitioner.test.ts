@@ -3,8 +3,7 @@ import { test } from 'node:test';
 import { Partitioners, type PartitionMetadata } from 'kafkajs';
 import { memoizedDefaultPartitioner } from '../../../src/kafka/partitioner.ts';
 
-const metadata = (count: number): PartitionMetadata[] =>
-  Array.from({ length: count }, (_, i) => ({ partitionId: i, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] }));
+const metadata = (count: number): PartitionMetadata[] => Array.from({ length: count }, (_, i) => ({ partitionId: i, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] }));
 
 test('records go to the partitions the DefaultPartitioner picks', () => {
   const ours = memoizedDefaultPartitioner(Partitioners.DefaultPartitioner)();

@@ -20,7 +20,8 @@ test('a message whose topic renders outside allowedTopics is refused alone as ME
   assert.equal(render(envelope('pump-7')).topic, 'iot.pump-7.telemetry');
   assert.throws(
     () => render(envelope('x.secrets')),
-    (error: unknown) => isFerryError(error, 'MESSAGE_INVALID') && /topic 'iot\.x\.secrets\.telemetry' .*is not in allowedTopics \(iot\.\*\.telemetry\)/.test(error.message) && !error.retryable,
+    (error: unknown) =>
+      isFerryError(error, 'MESSAGE_INVALID') && /topic 'iot\.x\.secrets\.telemetry' .*is not in allowedTopics \(iot\.\*\.telemetry\)/.test(error.message) && !error.retryable,
   );
 });
 

@@ -63,8 +63,18 @@ test('the window limiter blocks a key at its limit, for its block time, and forg
 test('the authenticator limits connection attempts per address and lets anonymous clients in from loopback only', async () => {
   const { DeviceAuthenticator } = await import('../../../src/mqtt/auth.ts');
   const counters = { count: () => {} };
-  const auth = new DeviceAuthenticator({ profiles: [], allowAnonymous: 'loopback', anonymousAcl: { publish: ['#'], subscribe: ['#'] }, maxConnectionsPerAddress: 3, maxAuthFailures: 10, counters });
-  assert.deepEqual([1, 2, 3, 4, 5].map(() => auth.admitConnection('10.0.0.9')), [true, true, true, false, false]);
+  const auth = new DeviceAuthenticator({
+    profiles: [],
+    allowAnonymous: 'loopback',
+    anonymousAcl: { publish: ['#'], subscribe: ['#'] },
+    maxConnectionsPerAddress: 3,
+    maxAuthFailures: 10,
+    counters,
+  });
+  assert.deepEqual(
+    [1, 2, 3, 4, 5].map(() => auth.admitConnection('10.0.0.9')),
+    [true, true, true, false, false],
+  );
   assert.equal(auth.admitConnection('10.0.0.10'), true, 'another address is unaffected');
   for (const address of ['127.0.0.1', '::1', '::ffff:127.0.0.1']) assert.equal((await auth.authenticate('dev', undefined, undefined, address)).ok, true, address);
   assert.deepEqual(await auth.authenticate('dev', undefined, undefined, '192.0.2.7'), { ok: false, refusal: 'anonymous_not_allowed' });

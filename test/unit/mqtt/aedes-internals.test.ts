@@ -144,7 +144,20 @@ test('a published packet keeps the brokerId, brokerCounter and messageExpiry it 
     const counter = ++internals.counter;
     const expiry = Date.now() + 60_000;
     await new Promise<void>((done, fail) =>
-      aedes.publish({ cmd: 'publish', topic: 'cmd/a', payload: Buffer.from('x'), qos: 1, retain: false, dup: false, brokerId: internals.id, brokerCounter: counter, messageExpiry: expiry } as AedesPublishPacket, (error) => (error ? fail(error) : done())),
+      aedes.publish(
+        {
+          cmd: 'publish',
+          topic: 'cmd/a',
+          payload: Buffer.from('x'),
+          qos: 1,
+          retain: false,
+          dup: false,
+          brokerId: internals.id,
+          brokerCounter: counter,
+          messageExpiry: expiry,
+        } as AedesPublishPacket,
+        (error) => (error ? fail(error) : done()),
+      ),
     );
     await until('the message is forwarded', () => seen.forwarded.some((f) => f.clientId === id));
     const forwarded = seen.forwarded.find((f) => f.clientId === id)?.packet as AedesPublishPacket & { brokerId?: string; brokerCounter?: number; messageExpiry?: number };
@@ -174,7 +187,11 @@ test('a client: connecting and _cleanStart during authentication, subscriptions,
     await until('the client is gone', () => aedesInternals(aedes).clients[id] === undefined);
 
     // A message queued for the saved session, then a connection that authenticate turns clean.
-    await new Promise<void>((done, fail) => aedes.publish({ cmd: 'publish', topic: 'cmd/queued', payload: Buffer.from('q'), qos: 1, retain: false, dup: false } as AedesPublishPacket, (error) => (error ? fail(error) : done())));
+    await new Promise<void>((done, fail) =>
+      aedes.publish({ cmd: 'publish', topic: 'cmd/queued', payload: Buffer.from('q'), qos: 1, retain: false, dup: false } as AedesPublishPacket, (error) =>
+        error ? fail(error) : done(),
+      ),
+    );
     seen.startClean.add(id);
     const received: string[] = [];
     const clean = await device(id, { clean: false });
@@ -200,7 +217,9 @@ test('_nextId and reservePacketId: a copy numbered in authorizeForward keeps its
     const received: number[] = [];
     d.on('message', (_topic, _payload, packet) => received.push(packet.messageId ?? -1));
     const publish = (topic: string) =>
-      new Promise<void>((done, fail) => aedes.publish({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 1, retain: false, dup: false } as AedesPublishPacket, (error) => (error ? fail(error) : done())));
+      new Promise<void>((done, fail) =>
+        aedes.publish({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 1, retain: false, dup: false } as AedesPublishPacket, (error) => (error ? fail(error) : done())),
+      );
 
     internals._nextId = 65535;
     seen.reserveFor.add(id);
@@ -221,7 +240,9 @@ test('_nextId and reservePacketId: a copy numbered in authorizeForward keeps its
 test('_parser and onClientPacket: every PUBACK a client sends, with its packet id and MQTT 5 reason code', async () => {
   await withBroker(async ({ aedes, device, client }) => {
     const publish = (topic: string) =>
-      new Promise<void>((done, fail) => aedes.publish({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 1, retain: false, dup: false } as AedesPublishPacket, (error) => (error ? fail(error) : done())));
+      new Promise<void>((done, fail) =>
+        aedes.publish({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 1, retain: false, dup: false } as AedesPublishPacket, (error) => (error ? fail(error) : done())),
+      );
 
     const v4 = `d-${randomUUID()}`;
     const d4 = await device(v4);
@@ -256,7 +277,10 @@ test('persistence: subscriptionsByTopic lists persistent sessions, removeSubscri
     await d.subscribeAsync('state/#', { qos: 1 });
     const listed = await internals.persistence.subscriptionsByTopic('state/a');
     assert.ok(Array.isArray(listed));
-    assert.ok(listed.some((s) => s.clientId === id), 'the persistent session is listed by client id');
+    assert.ok(
+      listed.some((s) => s.clientId === id),
+      'the persistent session is listed by client id',
+    );
     await internals.persistence.removeSubscriptions(client(id), ['state/#']);
     const after = await internals.persistence.subscriptionsByTopic('state/a');
     assert.ok(!after.some((s) => s.clientId === id), 'the subscription is gone from the session');

@@ -64,7 +64,10 @@ test('a check that throws frees its slot and its places', async () => {
   const gate = new LoginGate({ concurrent: 1, queued: 0, perAddress: 1, perUsername: 1 });
   const admission = gate.admit('a', 'u');
   assert.ok(admission.ok);
-  await assert.rejects(admission.run(async () => Promise.reject(new Error('boom'))), /boom/);
+  await assert.rejects(
+    admission.run(async () => Promise.reject(new Error('boom'))),
+    /boom/,
+  );
   const again = gate.admit('a', 'u');
   assert.ok(again.ok);
   assert.equal(await again.run(async () => 'ok'), 'ok');

@@ -8,10 +8,20 @@ import { constantTopicProblem, sinkTopicRenderer } from '../../../src/mqtt/sink-
 
 const limits = { maxLength: 65_535, maxLevels: 100 };
 const envelope = (payload: object, key?: string) =>
-  createEnvelope({ topic: 'devices/sensor-1/telemetry/x', payload: JSON.stringify(payload), origin: { source: 'mqtt', clientId: 'sensor-1' }, ...(key === undefined ? {} : { key }) });
+  createEnvelope({
+    topic: 'devices/sensor-1/telemetry/x',
+    payload: JSON.stringify(payload),
+    origin: { source: 'mqtt', clientId: 'sensor-1' },
+    ...(key === undefined ? {} : { key }),
+  });
 
 test('allowedTopics are MQTT topic filters; a rendered topic outside them is refused (issue 16, item 4)', () => {
-  const render = sinkTopicRenderer({ topic: 'devices/${payload.to}/commands/${payload.name}', allowedTopics: ['devices/+/commands/led', 'devices/+/commands/config/#'], onUnsafeTopicValue: 'refuse' }, [], limits, false);
+  const render = sinkTopicRenderer(
+    { topic: 'devices/${payload.to}/commands/${payload.name}', allowedTopics: ['devices/+/commands/led', 'devices/+/commands/config/#'], onUnsafeTopicValue: 'refuse' },
+    [],
+    limits,
+    false,
+  );
   assert.equal(render(envelope({ to: 'sensor-2', name: 'led' })), 'devices/sensor-2/commands/led');
   assert.throws(() => render(envelope({ to: 'sensor-2', name: 'unlock' })), /not in allowedTopics/);
   assert.throws(() => render(envelope({ to: 'sensor-2/commands/led', name: 'x' })), /must stay within its topic level/);
@@ -33,6 +43,9 @@ test('a topic whose own text has a wildcard, or a constant topic outside its all
   assert.equal(constantTopicProblem({ topic: 'devices/all', allowedTopics: ['devices/#'], onUnsafeTopicValue: 'refuse' }), undefined);
   assert.equal(deviceSink.schema.safeParse({ topic: 'devices/${key}/commands', allowedTopics: ['devices/a+'] }).success, false);
   assert.equal(deviceSink.schema.safeParse({ topic: 'devices/${key}/#' }).success, false);
-  assert.equal(mqttClientSink.schema.safeParse({ url: 'mqtt://127.0.0.1', clientId: 'c', topic: 'up/${topic}', allowedTopics: ['up/#'], onUnsafeTopicValue: 'escape' }).success, true);
+  assert.equal(
+    mqttClientSink.schema.safeParse({ url: 'mqtt://127.0.0.1', clientId: 'c', topic: 'up/${topic}', allowedTopics: ['up/#'], onUnsafeTopicValue: 'escape' }).success,
+    true,
+  );
   assert.equal(mqttClientSink.schema.safeParse({ url: 'mqtt://127.0.0.1', clientId: 'c', topic: 'up/x', allowedTopics: ['down/#'] }).success, false);
 });

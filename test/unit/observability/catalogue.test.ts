@@ -106,7 +106,10 @@ test('every gauge in the catalogue is shown by /metrics, with its HELP text', ()
 
 test('each metric is declared once, with a meaning, a unit and a described label', () => {
   const exposed = specs.map((s) => metricName(s.name, s.type));
-  assert.deepEqual(exposed.filter((n, i) => exposed.indexOf(n) !== i), []);
+  assert.deepEqual(
+    exposed.filter((n, i) => exposed.indexOf(n) !== i),
+    [],
+  );
   for (const spec of specs) {
     assert.match(spec.help, /^[A-Z0-9`].*[.)]$/, `${spec.name}: one sentence`);
     assert.notEqual(spec.unit, '', spec.name);

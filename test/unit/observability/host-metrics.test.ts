@@ -31,7 +31,10 @@ test('/proc parsers: busy CPU ticks (iowait idle, guest not twice), MemAvailable
   assert.deepEqual(parseMeminfo('MemTotal:  2048 kB\nMemAvailable:  1024 kB\n'), { totalBytes: 2048 * 1024, availableBytes: 1024 * 1024 });
   assert.deepEqual(parseMeminfo('MemTotal:  2048 kB\nMemFree:  512 kB\n'), { totalBytes: 2048 * 1024, availableBytes: 512 * 1024 }, 'old kernels: MemFree');
   const net = parseNetDev(NET_DEV(1000, 2000));
-  assert.deepEqual(net.interfaces.map((i) => i.name), ['eth0', 'wlan0', 'ifb0']);
+  assert.deepEqual(
+    net.interfaces.map((i) => i.name),
+    ['eth0', 'wlan0', 'ifb0'],
+  );
   assert.deepEqual([net.receivedBytes, net.sentBytes], [1500, 2700], 'ifb0 mirrors eth0: not counted twice');
 });
 
@@ -46,7 +49,7 @@ test('HostMetrics: CPU shares and network rates against the previous read; the d
   assert.equal(first.network?.receivedBytesPerSecond, null);
   assert.deepEqual(first.memory.totalBytes, 8_000_000 * 1024);
   assert.deepEqual(first.memory.availableBytes, 6_000_000 * 1024);
-  assert.ok(first.memory.processRssBytes > 10e6, 'this process\'s RSS');
+  assert.ok(first.memory.processRssBytes > 10e6, "this process's RSS");
   assert.equal(first.disk?.path, dataDir);
   assert.ok((first.disk?.freeBytes ?? 0) > 0 && (first.disk?.freeBytes ?? 0) <= (first.disk?.totalBytes ?? 0));
 
@@ -54,7 +57,7 @@ test('HostMetrics: CPU shares and network rates against the previous read; the d
   const second = await host.read(1_002_000);
   assert.equal(second.hostCpu, 0.75, '300 busy of 400 ticks');
   assert.ok(second.processCpu !== null && second.processCpu >= 0 && second.processCpu <= 1);
-  assert.equal(second.network?.receivedBytesPerSecond, (20_000) / 2, 'eth0 only changed; 2 s');
+  assert.equal(second.network?.receivedBytesPerSecond, 20_000 / 2, 'eth0 only changed; 2 s');
   assert.equal(second.network?.sentBytesPerSecond, 500);
 });
 

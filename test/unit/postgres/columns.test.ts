@@ -6,10 +6,14 @@ import { type ColumnInfo, ValueError, converterFor } from '../../../src/postgres
 const column = (baseType: string, notNull = false): ColumnInfo => ({ name: 'c', castType: baseType, declaredType: baseType, baseType, category: 'X', notNull });
 const convert = (type: string, value: RawFieldValue, notNull = false) => converterFor(column(type, notNull))(value);
 const refused = (type: string, value: RawFieldValue, reason: RegExp) =>
-  assert.throws(() => convert(type, value), (e: unknown) => e instanceof ValueError && reason.test(e.message), `${type} ${String(value)}`);
+  assert.throws(
+    () => convert(type, value),
+    (e: unknown) => e instanceof ValueError && reason.test(e.message),
+    `${type} ${String(value)}`,
+  );
 const bytes = (text: string) => Buffer.from(text);
 
-test('values become the text each type\'s input function reads', () => {
+test("values become the text each type's input function reads", () => {
   const at = Date.UTC(2026, 10, 24, 2, 41, 7, 112);
   const cases: [string, RawFieldValue, string | null][] = [
     ['text', 'a\'b"c', 'a\'b"c'],

@@ -52,16 +52,25 @@ test('bridges are compared by name and effective config: added, removed, changed
     'bridges/new.yaml': bridge('new'),
   });
   const plan = planBridges(before.bridgeConfigs, after.bridgeConfigs);
-  assert.deepEqual(plan.added.map((b) => b.name), ['new']);
+  assert.deepEqual(
+    plan.added.map((b) => b.name),
+    ['new'],
+  );
   assert.deepEqual([...plan.removed].sort(), ['gone', 'off']);
-  assert.deepEqual(plan.changed.map((b) => b.name), ['edit']);
+  assert.deepEqual(
+    plan.changed.map((b) => b.name),
+    ['edit'],
+  );
   assert.deepEqual([...plan.unchanged].sort(), ['defaults', 'keep']);
 });
 
 test('a disabled bridge that is enabled again is added', () => {
   const before = load({ 'gateway.yaml': GATEWAY, 'bridges/b.yaml': bridge('b', 'devices/#', '[{history: {}}]', 'enabled: false\n') });
   const after = load({ 'gateway.yaml': GATEWAY, 'bridges/b.yaml': bridge('b') });
-  assert.deepEqual(planBridges(before.bridgeConfigs, after.bridgeConfigs).added.map((b) => b.name), ['b']);
+  assert.deepEqual(
+    planBridges(before.bridgeConfigs, after.bridgeConfigs).added.map((b) => b.name),
+    ['b'],
+  );
 });
 
 test('gateway settings a reload cannot apply are named, with their old and new values', () => {
@@ -100,5 +109,8 @@ test('a TypeScript bridge is unchanged while its file is, and changed once the f
   assert.deepEqual(planBridges(first.bridgeConfigs, same.bridgeConfigs), { added: [], removed: [], changed: [], unchanged: ['ts'] });
   const edited = await loadTs({ 'bridges/ts.ts': handler('b/#') });
   const plan = planBridges(same.bridgeConfigs, edited.bridgeConfigs);
-  assert.deepEqual(plan.changed.map((b) => [b.name, (b.from['mqtt'] as { topics: string[] }).topics]), [['ts', ['b/#']]]);
+  assert.deepEqual(
+    plan.changed.map((b) => [b.name, (b.from['mqtt'] as { topics: string[] }).topics]),
+    [['ts', ['b/#']]],
+  );
 });

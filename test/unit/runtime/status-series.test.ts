@@ -43,7 +43,11 @@ test('StatusSeries: rates per bridge and sink since the previous point, refusals
     assert.match(refused?.help ?? '', /^Connections refused/);
     const dead = recent.find((r) => r.name === 'buffer.dead_letters');
     assert.deepEqual([dead?.kind, dead?.total, dead?.inWindow, dead?.lastAt], ['dead-lettered', 1, 0, null]);
-    assert.equal(recent.find((r) => r.name === 'mqtt.connections.opened'), undefined, 'not a refusal');
+    assert.equal(
+      recent.find((r) => r.name === 'mqtt.connections.opened'),
+      undefined,
+      'not a refusal',
+    );
   } finally {
     series.stop();
   }
