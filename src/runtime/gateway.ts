@@ -9,13 +9,14 @@ import { describeError } from '../core/errors.ts';
 import type { BridgeStats, BufferStore } from '../buffer/store.ts';
 import { BufferWriter, type WriterState } from '../buffer/writer.ts';
 import { DeviceAuthenticator } from '../mqtt/auth.ts';
-import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../mqtt/embedded-broker.ts';
+import { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
 import { brokerStatePath } from '../mqtt/persistence/open.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { renderGatewayMetrics } from '../observability/gateway-metrics.ts';
 import { Vitals, type VitalsReading } from '../observability/vitals.ts';
 import { StatusSeries } from './status-page/series.ts';
 import { AdminServer } from './admin-server.ts';
+import { brokerListeners } from './broker-options.ts';
 import { type Health, HealthWatch } from './health.ts';
 import type { BridgeStatus, GatewayBridge } from './bridge.ts';
 import { createBridge } from './create-bridge.ts';
@@ -393,20 +394,4 @@ export class Gateway {
     await this.#admin?.close();
     this.#store?.close();
   }
-}
-
-/** The optional parts of the broker's listener options, from `mqtt.maxConnections`, `mqtt.tls` and `mqtt.websocket`. */
-function brokerListeners(config: GatewayConfig): Pick<EmbeddedBrokerOptions, 'maxConnections' | 'tls' | 'websocket'> {
-  const { mqtt, tlsPem } = config;
-  const limit = (max: number | undefined) => (max === undefined ? {} : { maxConnections: max });
-  const out: { -readonly [K in 'maxConnections' | 'tls' | 'websocket']?: EmbeddedBrokerOptions[K] } = limit(mqtt.maxConnections);
-  if (mqtt.tls !== undefined && tlsPem !== undefined) {
-    const { port, host, requireClientCert, identityFromCert } = mqtt.tls;
-    out.tls = { port, host: host ?? mqtt.host, requireClientCert, identityFromCert, ...tlsPem, ...limit(mqtt.tls.maxConnections) };
-  }
-  if (mqtt.websocket !== undefined) {
-    const { port, host, path, trustedProxies } = mqtt.websocket;
-    out.websocket = { port, host: host ?? mqtt.host, path, trustedProxies, ...limit(mqtt.websocket.maxConnections) };
-  }
-  return out;
 }
