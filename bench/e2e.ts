@@ -9,9 +9,6 @@
 // each record with the broker's append time (LogAppendTime), so latency is append time minus
 // publish time, read back from Kafka after the run, and throughput is the records in Kafka
 // over the span from the first publish to the last append.
-import { readFileSync } from 'node:fs';
-import { Kafka, logLevel } from 'kafkajs';
-import { Fleet } from '../src/cli/simulate/fleet.ts';
 import {
   type BenchKafka,
   type ProducerPerfResult,
@@ -23,6 +20,7 @@ import {
   readRecords,
   type TopicRecord,
 } from './kafka.ts';
+import { cpuMs, peakRssMb, publishFleet, waitForRecords as waitForLoad } from './load.ts';
 import { startAedesTarget, startFerryTarget, startScript } from './targets.ts';
 
 const DEVICES = 50;
@@ -87,54 +85,12 @@ function payloadFor(phase: number): (device: number, seq: number) => Buffer {
   };
 }
 
-/** Publishes `count` QoS 1 messages from the devices as fast as PUBACKs come; returns PUBACKs per second. */
-async function publish(url: string, count: number, phase: number, prefix: string): Promise<number> {
-  const fleet = new Fleet({
-    url,
-    clientIds: Array.from({ length: DEVICES }, (_, i) => `${prefix}${i + 1}`),
-    qos: 1,
-    ratePerSec: 0,
-    window: WINDOW,
-    count,
-    topic: (clientId) => `devices/${clientId}/telemetry/bench`,
-    payload: payloadFor(phase),
-    drainTimeoutMs: 120_000,
-  });
-  await fleet.connect();
-  const result = await fleet.run();
-  if (result.acked !== count) throw new Error(`${url}: ${result.acked} of ${count} acknowledged (${result.errors.join('; ')})`);
-  return Math.round((result.acked * 1000) / result.elapsedMs);
+/** Publishes `count` QoS 1 messages of `phase` from the devices; returns PUBACKs per second. */
+function publish(url: string, count: number, phase: number, prefix: string): Promise<number> {
+  return publishFleet({ url, devices: DEVICES, window: WINDOW, count, prefix, payload: payloadFor(phase) });
 }
 
-async function waitForRecords(brokers: readonly string[], topic: string, total: number): Promise<void> {
-  const admin = new Kafka({ clientId: benchTopic('ferry-bench-watch-'), brokers: [...brokers], logLevel: logLevel.NOTHING }).admin();
-  await admin.connect();
-  try {
-    let last = -1;
-    let progressAt = performance.now();
-    for (;;) {
-      const high = (await admin.fetchTopicOffsets(topic)).reduce((n, o) => n + Number(o.high), 0);
-      if (high >= total) return;
-      if (high > last) [last, progressAt] = [high, performance.now()];
-      else if (performance.now() - progressAt > STALL_MS) throw new Error(`${topic}: ${high} of ${total} records in Kafka, none for ${STALL_MS / 1000} s`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  } finally {
-    await admin.disconnect();
-  }
-}
-
-/** CPU time a process used so far, ms (utime + stime of /proc/<pid>/stat, in clock ticks of 10 ms). */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
-/** Peak resident set of a process (VmHWM), MB. */
-function peakRssMb(pid: number): number {
-  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return match === null ? Number.NaN : Math.round(Number(match[1]) / 1024);
-}
+const waitForRecords = (brokers: readonly string[], topic: string, total: number) => waitForLoad(brokers, topic, total, STALL_MS);
 
 function analyse(records: readonly TopicRecord[], expected: number): Omit<PathResult, 'ackedPerSec' | 'peakRssMb' | 'cpuMsPer1k'> {
   const seen = new Set<number>();

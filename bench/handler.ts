@@ -2,11 +2,9 @@
 // with a YAML bridge to Kafka, one with the equivalent TypeScript bridge (map each message to
 // the same sink), and the bench compares the gateway's CPU per 1,000 messages, and counts the
 // garbage collections the handler's gateway forced and their pauses (node --trace-gc), in one run.
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Kafka, logLevel } from 'kafkajs';
-import { Fleet } from '../src/cli/simulate/fleet.ts';
 import { benchKafka, benchTopic, deleteTopics } from './kafka.ts';
+import { cpuMs, publishFleet, waitForRecords } from './load.ts';
 import { startFerryTarget } from './targets.ts';
 
 const DEVICES = 20;
@@ -38,41 +36,8 @@ export interface HandlerBenchResult {
 
 const API = fileURLToPath(new URL('../src/index.ts', import.meta.url));
 
-async function publish(url: string, count: number, prefix: string): Promise<number> {
-  const fleet = new Fleet({
-    url,
-    clientIds: Array.from({ length: DEVICES }, (_, i) => `${prefix}${i + 1}`),
-    qos: 1,
-    ratePerSec: 0,
-    window: WINDOW,
-    count,
-    topic: (clientId) => `devices/${clientId}/telemetry/bench`,
-    payload: (device, seq) => Buffer.from(JSON.stringify({ device, seq, celsius: 20 + (seq % 10) })),
-    drainTimeoutMs: 120_000,
-  });
-  await fleet.connect();
-  const result = await fleet.run();
-  if (result.acked !== count) throw new Error(`${url}: ${result.acked} of ${count} acknowledged`);
-  return Math.round((result.acked * 1000) / result.elapsedMs);
-}
-
-async function waitForRecords(brokers: readonly string[], topic: string, total: number): Promise<void> {
-  const admin = new Kafka({ clientId: benchTopic('ferry-bench-watch-'), brokers: [...brokers], logLevel: logLevel.NOTHING }).admin();
-  await admin.connect();
-  try {
-    const deadline = performance.now() + 180_000;
-    while ((await admin.fetchTopicOffsets(topic)).reduce((n, o) => n + Number(o.high), 0) < total) {
-      if (performance.now() > deadline) throw new Error(`${topic}: fewer than ${total} records after 3 minutes`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  } finally {
-    await admin.disconnect();
-  }
-}
-
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+function publish(url: string, count: number, prefix: string): Promise<number> {
+  return publishFleet({ url, devices: DEVICES, window: WINDOW, count, prefix, payload: (device, seq) => Buffer.from(JSON.stringify({ device, seq, celsius: 20 + (seq % 10) })) });
 }
 
 /** A --trace-gc line: its pause in ms, and whether gc() forced it ("testing"). */

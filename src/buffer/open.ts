@@ -1,7 +1,7 @@
-import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { openSqlite, type Synchronous } from '../sqlite/connection.ts';
+import type { Synchronous } from '../sqlite/connection.ts';
+import { openChecked } from '../sqlite/open-checked.ts';
 import { BufferStore } from './store.ts';
 
 export const BUFFER_FILE = 'buffer.db';
@@ -21,35 +21,9 @@ export interface OpenedBuffer {
  * for inspection, with its WAL) and a fresh one is started; the caller reports it loudly.
  */
 export function openBuffer(dataDir: string, synchronous: Synchronous, logger: Logger): OpenedBuffer {
-  const path = bufferPath(dataDir);
-  try {
-    return { store: openChecked(path, synchronous) };
-  } catch (error) {
-    if (!existsSync(path) || !isCorruption(error)) throw error;
-    const aside = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-    for (const suffix of ['', '-wal', '-shm']) {
-      if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
-    }
-    logger.error({ err: error, movedTo: aside }, 'buffer database is corrupt: moved it aside and started an empty one; messages in it are NOT being delivered');
-    return { store: openChecked(path, synchronous), movedAside: aside };
-  }
-}
-
-function openChecked(path: string, synchronous: Synchronous): BufferStore {
-  const db = openSqlite(path, { synchronous });
-  try {
-    const rows = db.pragma('quick_check') as { quick_check: string }[];
-    const result = rows.map((r) => r.quick_check).join('; ');
-    if (result !== 'ok') throw Object.assign(new Error(`quick_check: ${result}`), { code: 'SQLITE_CORRUPT' });
-    return new BufferStore(db);
-  } catch (error) {
-    db.close();
-    throw error;
-  }
-}
-
-/** Only a damaged file is moved aside; a locked or unreadable one is an error to report. */
-function isCorruption(error: unknown): boolean {
-  const code = (error as { code?: unknown }).code;
-  return typeof code === 'string' && (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB');
+  const opened = openChecked(bufferPath(dataDir), { synchronous }, (db) => new BufferStore(db));
+  if (opened.movedAside === undefined) return { store: opened.value };
+  const { path: aside, error } = opened.movedAside;
+  logger.error({ err: error, movedTo: aside }, 'buffer database is corrupt: moved it aside and started an empty one; messages in it are NOT being delivered');
+  return { store: opened.value, movedAside: aside };
 }

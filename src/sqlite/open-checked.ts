@@ -12,7 +12,6 @@ export interface CheckedOpen<T> {
  * Opens a database and builds `T` on it, checking its integrity first. A corrupt database is
  * moved aside (kept for inspection, with its WAL) and a fresh one is started; the caller reports
  * it loudly. A locked or unreadable file is an error, not corruption, and is thrown.
- * (buffer/open.ts does the same for the buffer, with its own copy of this.)
  */
 export function openChecked<T>(path: string, options: SqliteOptions, build: (db: Database.Database) => T): CheckedOpen<T> {
   try {

@@ -1,0 +1,67 @@
+// What the benchmarks that drive a gateway share: a fleet of QoS 1 publishers, a wait for the
+// records in Kafka, and a process's CPU time and peak memory from /proc.
+import { readFileSync } from 'node:fs';
+import { Kafka, logLevel } from 'kafkajs';
+import { Fleet } from '../src/cli/simulate/fleet.ts';
+import { benchTopic } from './kafka.ts';
+
+export interface FleetLoad {
+  readonly url: string;
+  readonly devices: number;
+  /** QoS 1 messages each device has unacknowledged at most. */
+  readonly window: number;
+  readonly count: number;
+  /** Client ids are `${prefix}1`..`${prefix}${devices}`. */
+  readonly prefix: string;
+  readonly payload: (device: number, seq: number) => Buffer;
+}
+
+/** Publishes `count` QoS 1 messages from the devices as fast as PUBACKs come; returns PUBACKs per second. */
+export async function publishFleet(load: FleetLoad): Promise<number> {
+  const fleet = new Fleet({
+    url: load.url,
+    clientIds: Array.from({ length: load.devices }, (_, i) => `${load.prefix}${i + 1}`),
+    qos: 1,
+    ratePerSec: 0,
+    window: load.window,
+    count: load.count,
+    topic: (clientId) => `devices/${clientId}/telemetry/bench`,
+    payload: load.payload,
+    drainTimeoutMs: 120_000,
+  });
+  await fleet.connect();
+  const result = await fleet.run();
+  if (result.acked !== load.count) throw new Error(`${load.url}: ${result.acked} of ${load.count} acknowledged (${result.errors.join('; ')})`);
+  return Math.round((result.acked * 1000) / result.elapsedMs);
+}
+
+/** Waits until `topic` holds `total` records; fails when none arrives for `stallMs`. */
+export async function waitForRecords(brokers: readonly string[], topic: string, total: number, stallMs = 60_000): Promise<void> {
+  const admin = new Kafka({ clientId: benchTopic('ferry-bench-watch-'), brokers: [...brokers], logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    let last = -1;
+    let progressAt = performance.now();
+    for (;;) {
+      const high = (await admin.fetchTopicOffsets(topic)).reduce((n, o) => n + Number(o.high), 0);
+      if (high >= total) return;
+      if (high > last) [last, progressAt] = [high, performance.now()];
+      else if (performance.now() - progressAt > stallMs) throw new Error(`${topic}: ${high} of ${total} records in Kafka, none for ${stallMs / 1000} s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** CPU time a process used so far, ms (utime + stime of /proc/<pid>/stat, in clock ticks of 10 ms). */
+export function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** Peak resident set of a process (VmHWM), MB. */
+export function peakRssMb(pid: number): number {
+  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return match === null ? Number.NaN : Math.round(Number(match[1]) / 1024);
+}
