@@ -59,7 +59,7 @@ async function destination(url: string, brokerUrl: string, protocolVersion: 4 | 
     connectTimeoutMs: 1000,
   });
   const idOf = new Map<string, string>();
-  /** Ids the sink nacked: they never reach the broker, so readBack does not wait for them. */
+  /** Ids the sink nacked last (a message sent again and written leaves it): readBack does not wait for them. */
   const nacked = new Set<string>();
   const sink = mqttClientSink.create(config, ctx());
   return {
@@ -67,7 +67,7 @@ async function destination(url: string, brokerUrl: string, protocolVersion: 4 | 
       sink(
         input.pipe(
           tap((d) => idOf.set(Buffer.from(d.envelope.payload).toString(), d.envelope.id)),
-          map((d) => createDelivery(d.envelope, { onAck: () => d.ack(), onNack: (error) => (nacked.add(d.envelope.id), d.nack(error)) })),
+          map((d) => createDelivery(d.envelope, { onAck: () => (nacked.delete(d.envelope.id), d.ack()), onNack: (error) => (nacked.add(d.envelope.id), d.nack(error)) })),
         ),
       ),
     // The broker forwards a message after acknowledging it: the subscriber gets it a moment later.

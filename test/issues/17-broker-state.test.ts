@@ -82,7 +82,9 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
         await d.client.endAsync();
       }
       // Mosquitto's own client makes a persistent session too (-c), and leaves it.
-      const mosq = mosquittoSub(gw.mqttUrl, ['cmd/dev-mosq/#'], 1, { clientId: 'dev-mosq', cleanSession: false, timeoutS: 1 });
+      // Long enough for its SUBACK (which waits for the commit) on a busy machine: a shorter run
+      // may leave before its subscription is stored, and then nothing is queued for it.
+      const mosq = mosquittoSub(gw.mqttUrl, ['cmd/dev-mosq/#'], 1, { clientId: 'dev-mosq', cleanSession: false, timeoutS: 3 });
       assert.deepEqual(await mosq.messages, []);
       for (const id of [...Object.keys(DEVICES), 'dev-mosq']) await pub(gw.mqttUrl, `cmd/${id}/reboot`, `for ${id}`);
 
@@ -99,7 +101,7 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
         assert.deepEqual(d.seen, [`cmd/${id}/reboot for ${id}`]);
         await d.client.endAsync();
       }
-      const mosqBack = mosquittoSub(gw.mqttUrl, ['cmd/dev-mosq/#'], 1, { clientId: 'dev-mosq', cleanSession: false, timeoutS: 5 });
+      const mosqBack = mosquittoSub(gw.mqttUrl, ['cmd/dev-mosq/#'], 1, { clientId: 'dev-mosq', cleanSession: false, timeoutS: 10 });
       assert.deepEqual(await mosqBack.messages, ['cmd/dev-mosq/reboot for dev-mosq']);
 
       // Acknowledged before this second restart: not sent again after it.
