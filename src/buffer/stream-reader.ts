@@ -15,8 +15,6 @@ export interface StreamCursor extends Omit<CursorSource, 'waitingSince'> {
    * what is handed over and not confirmed stays in the buffer for the next reader.
    */
   detach(): void;
-  /** Messages handed over and not settled yet (waiting for a retry included). */
-  readonly inFlight: number;
 }
 
 interface Entry {
@@ -51,7 +49,6 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
   const { store, bridge, sink, policy, logger, counters } = options;
   let stopping = false;
   let full = false;
-  let inFlight = 0;
   /** Set by detach: no settle of any run moves the cursor any more. */
   let abandoned = false;
   const wake = new Signal();
@@ -114,7 +111,6 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
     };
     const settle = (entry: Entry) => {
       unsettled.delete(entry.message.seq);
-      inFlight = unsettled.size;
       if (entry.outcome === 'dead') rejected.push(entry);
       else acked.push(entry.message);
       if (sweepQueued) return;
@@ -181,7 +177,6 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
             for (const message of rows) {
               const entry: Entry = { message, outcome: 'pending', attempts: 0 };
               unsettled.set(message.seq, entry);
-              inFlight = unsettled.size;
               hand(entry);
               if (stopping || detached) break;
             }
@@ -220,9 +215,6 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
     },
     get full() {
       return full;
-    },
-    get inFlight() {
-      return inFlight;
     },
   };
 }

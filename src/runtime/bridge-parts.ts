@@ -26,7 +26,7 @@ export interface BridgeIdentity {
  * What a bridge hands its components: its logger and counters, its source's topic filters, the
  * directory of its file, and `afterStop`, which collects the work its stop must wait for.
  */
-export function bridgeContext(
+function bridgeContext(
   config: BridgeIdentity,
   deps: { readonly dataDir: string; readonly counters: Counters },
   logger: Logger,
