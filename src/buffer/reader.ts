@@ -114,7 +114,12 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
      * order (or undefined) and the first failure, already dead-lettered when permanent.
      */
     let attempts = 0;
-    /** While positive, messages are handed over one at a time (isolating a permanent failure). */
+    /**
+     * While positive, messages are handed over one at a time (isolating a permanent failure).
+     * The Kafka source does the same search for bridges without a buffer (the retry round in
+     * kafka/assigned-partition.ts): the idea is shared, the loops are not (a window pulled from
+     * a cursor here, offsets pushed by a partition there), and both run the conformance cases.
+     */
     let isolate = 0;
     const windowSize = () => (isolate > 0 ? 1 : policy.windowSize);
     const deliver = async (window: readonly StoredMessage[], inLive: boolean) => {

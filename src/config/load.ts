@@ -205,7 +205,7 @@ function checkComponentFiles(bridge: BridgeConfig, base: string, yaml: YamlFile,
   for (const { at, entry, components } of entries) {
     const [kind, config] = Object.entries(entry)[0] ?? [];
     const component = components.find((c) => c.kind === kind);
-    for (const { path, file } of component?.files?.(config as never) ?? []) {
+    for (const { path, file } of component?.files?.(config) ?? []) {
       const read = readPem(resolve(base, file));
       if (!('problem' in read)) continue;
       const keyPath = [...at, kind as string, ...path];

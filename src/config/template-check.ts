@@ -16,12 +16,12 @@ export function bridgeTemplateIssues(bridge: { readonly from: unknown; readonly 
   // Each entry is a one-key map, kind to config (the schema's union has checked that).
   const [sourceKind, sourceConfig] = Object.entries(bridge.from as object)[0] ?? [];
   const source = kinds.sources.find((s) => s.kind === sourceKind);
-  const filters = source?.filters?.(sourceConfig as never);
+  const filters = source?.filters?.(sourceConfig);
   const issues: TemplateIssue[] = [];
   bridge.to.forEach((entry, index) => {
     const [kind, config] = Object.entries(entry as object)[0] ?? [];
     const sink = kinds.sinks.find((s) => s.kind === kind);
-    for (const { path, template } of sink?.templates?.(config as never) ?? []) {
+    for (const { path, template } of sink?.templates?.(config) ?? []) {
       const at = ['to', index, kind as string, ...path];
       let compiled: ReturnType<typeof compileTemplate>;
       try {

@@ -140,7 +140,8 @@ export class AssignedPartition {
       this.#releaseHeld();
       return;
     }
-    // A batch was refused for good: its messages go one at a time, each waiting for the one
+    // A batch was refused for good (the buffer reader's `isolate` does the same for buffered
+    // bridges): its messages go one at a time, each waiting for the one
     // before, so that the one at fault is refused alone and committed past, and the others are
     // written. A retryable refusal on the way puts the rest back for the next round.
     const next = (index: number): void => {

@@ -66,12 +66,12 @@ export function resolveSource(
   const [kind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
   const component = findSource(kind);
   if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${kind}'`);
-  const context = bridgeContext(config, deps, logger, component.filters?.(sourceConfig as never) ?? [], afterStop);
+  const context = bridgeContext(config, deps, logger, component.filters?.(sourceConfig) ?? [], afterStop);
   return {
     keepsMessages: component.keepsMessages === true,
     ...(component.refuseCaveat === undefined ? {} : { refuseCaveat: component.refuseCaveat }),
     context,
-    create: () => component.create(sourceConfig as never, context, runtime),
+    create: () => component.create(sourceConfig, context, runtime),
   };
 }
 
@@ -149,7 +149,7 @@ export class SinkSet {
     const component = findSink(kind);
     if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${this.#bridge}': unknown sink kind '${kind}'`);
     const state: SinkState = { name, kind, written: 0, failed: 0, waitingSince };
-    const sink = component.create(sinkConfig as never, { ...context, logger: this.#logger.child({ sink: name }) }, runtime);
+    const sink = component.create(sinkConfig, { ...context, logger: this.#logger.child({ sink: name }) }, runtime);
     this.#pending += 1;
     this.#states.push(state);
     this.#subscriptions.push(
