@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { fetchStatus, pendingOf } from '../harness/crashing-gateway.ts';
 import { ferry, startFerry } from '../harness/ferry-process.ts';
@@ -13,6 +12,7 @@ import { kcatConsume } from '../harness/kcat.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
 import { randomName, requireService } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { until } from '../harness/eventually.ts';
 
 const dirs = tempDirs('ferry-e2e-bridge-kafka-');
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
@@ -41,11 +41,10 @@ function configTree(root: string): string {
 }
 
 async function untilDrained(adminUrl: string, bridge: string): Promise<void> {
-  for (let i = 0; i < 600; i++) {
-    if (pendingOf(await fetchStatus(adminUrl), bridge) === 0) return;
-    await sleep(100);
-  }
-  assert.fail(`bridge '${bridge}' still has messages pending after 60 s`);
+  await until(`bridge '${bridge}' to have no message pending`, async () => (pendingOf(await fetchStatus(adminUrl), bridge) === 0 ? true : undefined), {
+    timeoutMs: 60_000,
+    intervalMs: 100,
+  });
 }
 
 test('a templated Kafka bridge: rendered topics, keys and headers, exact payloads; an invalid rendered topic is dead-lettered with its reason', { timeout: 120_000 }, async () => {

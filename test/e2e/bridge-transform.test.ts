@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { type RunningFerry, ferry, startFerry } from '../harness/ferry-process.ts';
@@ -9,6 +8,7 @@ import { writeGatewayTree } from '../harness/gateway-tree.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
 import { randomName, requireService } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { until } from '../harness/eventually.ts';
 
 const tempDir = tempDirs('ferry-e2e-transform-');
 const running: RunningFerry[] = [];
@@ -54,13 +54,10 @@ async function jsonLines(args: string[]): Promise<Record<string, unknown>[]> {
 }
 
 async function waitFor<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
-  let value = await read();
-  for (let i = 0; i < 100 && !done(value); i++) {
-    await sleep(100);
-    value = await read();
-  }
-  assert.ok(done(value), `timed out waiting for ${what}: ${JSON.stringify(value)}`);
-  return value;
+  return until(what, async () => {
+    const value = await read();
+    return done(value) ? value : undefined;
+  });
 }
 
 const counters = async (gw: RunningFerry) => ((await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { counters: Record<string, number> }).counters;

@@ -6,6 +6,7 @@ import { type RunningFerry, startFerry } from '../harness/ferry-process.ts';
 import { kafkaTestClient, type KafkaTestClient } from '../harness/kafka-group.ts';
 import { tempDirs } from '../harness/temp.ts';
 import { randomName, requireService } from '../harness/services.ts';
+import { eventually } from '../harness/eventually.ts';
 
 const dataDir = tempDirs('ferry-e2e-commands-');
 const BRIDGE = 'commands-to-devices';
@@ -55,11 +56,7 @@ async function counter(gw: RunningFerry, name: string): Promise<number> {
 }
 
 async function waitForCounter(gw: RunningFerry, name: string, atLeast: number): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    if ((await counter(gw, name)) >= atLeast) return;
-    await sleep(100);
-  }
-  assert.fail(`${name} stayed at ${await counter(gw, name)}, expected ${atLeast}`);
+  await eventually(async () => assert.ok((await counter(gw, name)) >= atLeast, `${name} below ${atLeast}`), { timeoutMs: 30_000, intervalMs: 100 });
 }
 
 test('a command reaches its device byte for byte, and its offset is committed only after the PUBACK of that message', async () => {

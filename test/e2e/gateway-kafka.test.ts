@@ -7,6 +7,7 @@ import { kcatConsume } from '../harness/kcat.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
 import { tempDirs } from '../harness/temp.ts';
 import { randomName, requireService } from '../harness/services.ts';
+import { eventually } from '../harness/eventually.ts';
 
 const dataDir = tempDirs('ferry-e2e-kafka-');
 
@@ -56,13 +57,10 @@ test('a message acknowledged while Kafka hangs survives a forced shutdown and is
 
   const second = await startFerry(['--config', 'config/gateway.yaml', '--data-dir', dir], { KAFKA_BROKERS: brokers.join(','), FERRY_KAFKA_TOPIC: topic });
   try {
-    let pending = -1;
-    for (let i = 0; i < 100 && pending !== 0; i++) {
-      await sleep(100);
+    await eventually(async () => {
       const status = (await (await fetch(`${second.adminUrl}/api/status`)).json()) as { buffer: { bridges: { bridge: string; sinks: { pending: number }[] }[] } };
-      pending = status.buffer.bridges.find((b) => b.bridge === 'telemetry-to-kafka')?.sinks[0]?.pending ?? -1;
-    }
-    assert.equal(pending, 0);
+      assert.equal(status.buffer.bridges.find((b) => b.bridge === 'telemetry-to-kafka')?.sinks[0]?.pending, 0);
+    });
     const messages = await kcatConsume(brokers, topic);
     assert.deepEqual(
       messages.map((m) => [m.key, m.payload]),

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { REPO_ROOT, ferry, startFerry } from '../harness/ferry-process.ts';
 import { type KcatMessage, kcatConsume } from '../harness/kcat.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
 import { randomName, requireService } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { until } from '../harness/eventually.ts';
 
 const tempDir = tempDirs('ferry-e2e-handlers-');
 
@@ -28,20 +28,7 @@ async function status(adminUrl: string): Promise<Status> {
   return (await (await fetch(`${adminUrl}/api/status`)).json()) as Status;
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    await sleep(250);
-  }
-  throw new Error(`timed out waiting for ${what}${last === undefined ? '' : ` (last error: ${String(last)})`}`);
-}
+const waitFor = <T>(what: string, probe: () => Promise<T | undefined>): Promise<T> => until(what, probe, { timeoutMs: 60_000, intervalMs: 250 });
 
 /** Every buffered message of every bridge is past every cursor. */
 async function drained(adminUrl: string): Promise<true | undefined> {

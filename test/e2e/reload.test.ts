@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { connect } from 'mqtt';
 import { fetchStatus } from '../harness/crashing-gateway.ts';
@@ -16,6 +15,7 @@ import { readTopic } from '../harness/kafka-read.ts';
 import { checkStreams } from '../harness/sequence-check.ts';
 import { randomName, requireService } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { until } from '../harness/eventually.ts';
 
 const dirs = tempDirs('ferry-e2e-reload-');
 
@@ -27,15 +27,7 @@ const STEP = 10;
 const BETWEEN = 400;
 
 /** Polls `check` until it returns a value (not undefined); fails after `timeoutMs` with `what`. */
-async function waitFor<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
+const waitFor = <T>(what: string, check: () => Promise<T | undefined> | T | undefined): Promise<T> => until(what, check, { timeoutMs: 90_000, intervalMs: 100 });
 
 /** The next `reload` log line after the first `from` lines. */
 function reloadLog(gw: RunningFerry, from: number): Promise<Record<string, unknown>> {

@@ -65,10 +65,24 @@ function giveUp(error: unknown, waitedMs: number, attempts: number): Error {
   const prefix = `still failing after ${waitedMs} ms (${attempts} attempts)`;
   if (error instanceof Error) {
     // Keeps the assertion's class, actual/expected and stack; only the message says how long.
+    // The stack is read before the message changes: V8 may format it lazily, from the new message.
     const original = error.message;
+    const stack = error.stack;
     error.message = `${prefix}: ${original}`;
-    if (error.stack !== undefined) error.stack = error.stack.replace(original, error.message);
+    if (stack !== undefined) error.stack = stack.replace(original, error.message);
     return error;
   }
   return new Error(`${prefix}: ${String(error)}`);
+}
+
+/**
+ * Polls `probe` until it returns a value other than `undefined` and returns that value; after
+ * the timeout, fails naming `what` (and the last error, when the probe threw).
+ */
+export function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, options: EventuallyOptions = {}): Promise<T> {
+  return eventually(async () => {
+    const value = await probe();
+    if (value === undefined) throw new Error(`still waiting for ${what}`);
+    return value;
+  }, options);
 }

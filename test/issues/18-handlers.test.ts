@@ -3,13 +3,13 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { connectAsync } from 'mqtt';
 import { REPO_ROOT, type RunningFerry, startFerry } from '../harness/ferry-process.ts';
 import { readTopic } from '../harness/kafka-read.ts';
 import { randomName, requireService } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { until } from '../harness/eventually.ts';
 
 const tempDir = tempDirs('ferry-issue18-');
 
@@ -23,20 +23,7 @@ async function status(gw: RunningFerry): Promise<Status> {
   return (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as Status;
 }
 
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = 'nothing yet';
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = String(error);
-    }
-    await sleep(200);
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
+const eventually = <T>(what: string, probe: () => Promise<T | undefined>): Promise<T> => until(what, probe, { timeoutMs: 30_000, intervalMs: 200 });
 
 /** A gateway tree with one TypeScript bridge (`handler` is the body of its `handle`), to Kafka topic `topic`. */
 async function gatewayWith(handler: string, options: { topic: string; extra?: string; imports?: string }): Promise<RunningFerry> {
