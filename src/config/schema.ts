@@ -2,6 +2,8 @@ import { z } from 'zod';
 import type { SinkComponent, SourceComponent } from '../core/component.ts';
 import { type BufferPolicy, bufferPolicySchema, bufferSettingsSchema } from '../buffer/config.ts';
 import { PASSWORD_HASH_PATTERN } from '../mqtt/password.ts';
+import { isLoopbackHost } from '../core/loopback.ts';
+
 import { bridgeTemplateIssues } from './template-check.ts';
 import { type TransformStep, transformSchema } from '../core/transform-config.ts';
 import { type RateLimitConfig, rateLimitSchema } from '../redis/rate-limit-config.ts';
@@ -197,11 +199,6 @@ export interface BridgeConfig {
   readonly rateLimit?: RateLimitConfig;
   /** The file it was loaded from, for messages. */
   readonly file: string;
-}
-
-/** Whether an address is loopback only (127.0.0.0/8, ::1, localhost): reachable from this machine alone. */
-export function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 export const deviceSchema = z

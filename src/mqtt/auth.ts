@@ -1,5 +1,5 @@
-import { isIP } from 'node:net';
 import type { Counters } from '../core/component.ts';
+import { isLoopbackHost } from '../core/loopback.ts';
 import { type Identity, globMatches } from './acl.ts';
 import { type LoginGateLimits, DEFAULT_LOGIN_GATE_LIMITS, LoginGate } from './login-gate.ts';
 import { verifyPassword, verifyNothing } from './password.ts';
@@ -91,7 +91,7 @@ export class DeviceAuthenticator {
     if (clientId === '' || FORBIDDEN.test(clientId)) return { ok: false, refusal: 'invalid_client_id' };
     if (username === undefined) {
       const { allowAnonymous, anonymousAcl } = this.#options;
-      const allowed = allowAnonymous === true || (allowAnonymous === 'loopback' && isLoopback(address));
+      const allowed = allowAnonymous === true || (allowAnonymous === 'loopback' && isLoopbackHost(address));
       if (!allowed) return { ok: false, refusal: 'anonymous_not_allowed' };
       return { ok: true, identity: { clientId, username, profile: undefined, ...anonymousAcl } };
     }
@@ -153,10 +153,4 @@ export class DeviceAuthenticator {
     }
     return { ok: false, refusal: known ? 'invalid_client_id' : 'unknown_certificate' };
   }
-}
-
-function isLoopback(address: string): boolean {
-  const plain = address.startsWith('::ffff:') ? address.slice(7) : address;
-  if (isIP(plain) === 4) return plain.startsWith('127.');
-  return plain === '::1';
 }
