@@ -3,8 +3,8 @@ import type { IClientSubscribeOptions, IPublishPacket, MqttClient } from 'mqtt';
 import { z } from 'zod';
 import { type Backoff, backoffDelay } from '../core/backoff.ts';
 import type { ComponentContext, SourceComponent } from '../core/component.ts';
-import { createDelivery } from '../core/delivery.ts';
-import { createEnvelope } from '../core/envelope.ts';
+import { type DeliveryHandlers, createDelivery } from '../core/delivery.ts';
+import { type Origin, createEnvelope } from '../core/envelope.ts';
 import { describeError } from '../core/errors.ts';
 import { invalidFilterReason } from '../core/topic.ts';
 import { watchBroker } from './broker-watch.ts';
@@ -177,6 +177,38 @@ function sourceOptions(config: MqttClientSourceConfig, ctx: ComponentContext) {
 
 type Emit = (delivery: ReturnType<typeof createDelivery>) => void;
 
+/** What settling a QoS 1 message does on its source: a PUBACK once stored, a reconnect if not. */
+interface Qos1Intake {
+  stored(pending: PendingPuback): void;
+  notStored(pending: PendingPuback, topic: string, error: Error): void;
+}
+
+/** The handlers of one QoS 1 delivery: one small object per message instead of two closures and a literal. */
+class Qos1Settlement implements DeliveryHandlers {
+  readonly #intake: Qos1Intake;
+  readonly #pending: PendingPuback;
+  readonly #topic: string;
+
+  constructor(intake: Qos1Intake, pending: PendingPuback, topic: string) {
+    this.#intake = intake;
+    this.#pending = pending;
+    this.#topic = topic;
+  }
+
+  onAck(): void {
+    this.#intake.stored(this.#pending);
+  }
+
+  onNack(error: Error): void {
+    this.#intake.notStored(this.#pending, this.#topic, error);
+  }
+}
+
+/** The origin of a message by QoS and retain flag, shared by all its messages (frozen: one object for many envelopes). */
+const ORIGINS = ([0, 1, 2] as const).map(
+  (qos) => [Object.freeze({ source: 'mqttClient', qos, retain: false }), Object.freeze({ source: 'mqttClient', qos, retain: true })] as const,
+) as unknown as Readonly<Record<0 | 1 | 2, readonly [Origin, Origin]>>;
+
 /** Hooks the source onto a client; returns what stops its reconnecting and watching, and its LossWatch. */
 function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: ComponentContext, emit: Emit, isClosed: () => boolean): { stop: () => void; watch: LossWatch } {
   const labels = { bridge: ctx.bridge };
@@ -219,8 +251,22 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
       topic: packet.topic,
       payload: packet.payload,
       headers: userPropertyHeaders(packet.properties?.userProperties),
-      origin: { source: 'mqttClient', qos: packet.qos, retain: packet.retain },
+      origin: ORIGINS[packet.qos][packet.retain ? 1 : 0],
     });
+  const settle: Qos1Intake = {
+    stored: (pending) => {
+      window.ack(pending);
+      resume();
+    },
+    notStored: (pending, topic, error) => {
+      ctx.counters.count('mqtt.client.not_stored', labels);
+      ctx.logger.warn({ err: error, topic }, `message from ${broker} not stored; reconnecting so that the broker delivers it again`);
+      // The connection goes first: dropping the entry would flush the PUBACKs of later
+      // messages already stored, and the broker would redeliver this one after them.
+      redeliver(pending.stream);
+      window.drop(pending);
+    },
+  };
 
   client.handleMessage = (packet, callback) => {
     if (packet.qos === 2) {
@@ -238,22 +284,7 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
       callback(ACKED_BY_FERRY); // its connection closed; the broker delivers it again
       return;
     }
-    emit(
-      createDelivery(envelope(packet), {
-        onAck: () => {
-          window.ack(pending);
-          resume();
-        },
-        onNack: (error) => {
-          ctx.counters.count('mqtt.client.not_stored', labels);
-          ctx.logger.warn({ err: error, topic: packet.topic }, `message from ${broker} not stored; reconnecting so that the broker delivers it again`);
-          // The connection goes first: dropping the entry would flush the PUBACKs of later
-          // messages already stored, and the broker would redeliver this one after them.
-          redeliver(stream);
-          window.drop(pending);
-        },
-      }),
-    );
+    emit(createDelivery(envelope(packet), new Qos1Settlement(settle, pending, packet.topic)));
     if (window.pending >= config.maxInFlight) {
       held = () => callback(ACKED_BY_FERRY);
       watch.paused(true);
