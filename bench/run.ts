@@ -2,8 +2,8 @@
 // (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
-// alongside are what to compare. --profile writes a CPU profile of the gateway under the
-// end-to-end load to <dir> (node --cpu-prof).
+// alongside are what to compare. --profile writes CPU profiles of the gateways under the
+// end-to-end and external-broker loads to <dir> (node --cpu-prof).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
