@@ -74,7 +74,7 @@ export interface E2eOptions {
   readonly log: (line: string) => void;
 }
 
-function payloadFor(phase: number): (device: number, seq: number) => Buffer {
+export function payloadFor(phase: number): (device: number, seq: number) => Buffer {
   return (device, seq) => {
     const payload = Buffer.alloc(PAYLOAD_BYTES, 'x');
     payload.writeDoubleLE(performance.timeOrigin + performance.now(), 0);
@@ -92,7 +92,7 @@ function publish(url: string, count: number, phase: number, prefix: string): Pro
 
 const waitForRecords = (brokers: readonly string[], topic: string, total: number) => waitForLoad(brokers, topic, total, STALL_MS);
 
-function analyse(records: readonly TopicRecord[], expected: number): Omit<PathResult, 'ackedPerSec' | 'peakRssMb' | 'cpuMsPer1k'> {
+export function analyse(records: readonly TopicRecord[], expected: number): Omit<PathResult, 'ackedPerSec' | 'peakRssMb' | 'cpuMsPer1k'> {
   const seen = new Set<number>();
   const latencies: number[] = [];
   let duplicates = 0;

@@ -1,20 +1,21 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, state) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
-// alongside are what to compare. --profile writes a CPU profile of the gateway under the
-// end-to-end load to <dir> (node --cpu-prof).
+// alongside are what to compare. --profile writes CPU profiles of the gateways under the
+// end-to-end and external-broker loads to <dir> (node --cpu-prof).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BrokerStateBenchResult, benchBrokerState } from './broker-state.ts';
 import { type BufferBenchResult, benchBuffer } from './buffer.ts';
 import { type E2eBenchResult, benchE2e } from './e2e.ts';
+import { EXTERNAL_PATHS, type ExternalBenchResult, benchExternal } from './external.ts';
 import { type HandlerBenchResult, benchHandler } from './handler.ts';
 import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -39,6 +40,7 @@ const results: {
   e2e?: E2eBenchResult;
   handler?: HandlerBenchResult;
   brokerState?: BrokerStateBenchResult;
+  external?: ExternalBenchResult;
 } = {};
 
 if (selected.has('buffer')) {
@@ -111,6 +113,32 @@ if (selected.has('state')) {
   rows.push(
     ['QoS 1 publishes each queued for 100 offline persistent sessions, msgs/s', state.fanOut.sqlite, 'the same broker, state in memory', state.fanOut.memory, state.fanOut.ratio],
     ["a reconnecting session's queue of 3,000 QoS 1 messages sent, msgs/s", state.drain.sqlite, 'the same broker, state in memory', state.drain.memory, state.drain.ratio],
+  );
+}
+if (selected.has('external')) {
+  const messages = Number(process.env['FERRY_BENCH_EXTERNAL_MESSAGES'] ?? 50_000);
+  log(
+    `external broker vs embedded: ${messages} QoS 1 messages of 200 bytes from 50 devices, into Ferry or through Mosquitto and Ferry's mqttClient source, to Kafka; 3 rounds, medians...`,
+  );
+  const external = (results.external = await benchExternal({ messages, log, ...(values.profile === undefined ? {} : { profileDir: resolve(values.profile) }) }));
+  const base = 'embedded broker → Kafka, same devices and load';
+  for (const [path, { what }] of Object.entries(EXTERNAL_PATHS) as [keyof typeof EXTERNAL_PATHS, { what: string }][]) {
+    const ratio = external.ratios[path];
+    const met = ratio >= external.goal ? 'met' : 'NOT met';
+    rows.push([
+      `Mosquitto → mqttClient source → Kafka, ${what}, in Kafka, msgs/s (goal ≥ ${external.goal}× embedded: ${met})`,
+      external.external[path].perSec,
+      base,
+      external.embedded.perSec,
+      ratio,
+    ]);
+  }
+  const e = external.external;
+  log(
+    `  Mosquitto acknowledged the publishers at ${e.mqtt311.ackedPerSec} / ${e.mqtt311Inflight1000.ackedPerSec} / ${e.mqtt5.ackedPerSec} msgs/s; ` +
+      `gateway CPU ms per 1,000 messages: embedded ${external.embedded.cpuMsPer1k}, external ${e.mqtt311.cpuMsPer1k} / ${e.mqtt311Inflight1000.cpuMsPer1k} / ${e.mqtt5.cpuMsPer1k}; ` +
+      `p50 ms: embedded ${external.embedded.latencyMs.p50}, external ${e.mqtt311.latencyMs.p50} / ${e.mqtt311Inflight1000.latencyMs.p50} / ${e.mqtt5.latencyMs.p50}; ` +
+      `missing: ${external.embedded.missing} / ${e.mqtt311.missing} / ${e.mqtt311Inflight1000.missing} / ${e.mqtt5.missing}`,
   );
 }
 

@@ -28,6 +28,12 @@ export interface ComponentContext {
    * nothing waits.
    */
   readonly afterStop?: (work: Promise<void>) => void;
+  /**
+   * A source with something to tell of its upstream (its connection, what it holds unacknowledged,
+   * losses the upstream reported) registers how to read it; the bridge's status (/api/status)
+   * shows it as `source`. Absent when nothing shows it.
+   */
+  readonly reportStatus?: (read: () => Readonly<Record<string, unknown>>) => void;
 }
 
 /** A message template in a component's config, and where it is (relative to the config). */

@@ -32,6 +32,7 @@ function bridgeContext(
   logger: Logger,
   sourceFilters: readonly string[],
   afterStop: Promise<void>[],
+  reportStatus: (read: () => Readonly<Record<string, unknown>>) => void,
 ): ComponentContext {
   return {
     logger,
@@ -41,6 +42,7 @@ function bridgeContext(
     sourceFilters,
     configDir: dirname(resolve(config.file)),
     afterStop: (work) => afterStop.push(work.catch(() => {})),
+    reportStatus,
   };
 }
 
@@ -53,6 +55,8 @@ export interface ResolvedSource {
   readonly context: ComponentContext;
   /** Creates the source (call once the sinks are in place). */
   create(): Source;
+  /** What the source reports of its upstream (see ComponentContext.reportStatus); undefined when it reports nothing. */
+  status(): Readonly<Record<string, unknown>> | undefined;
 }
 
 /** Looks up a bridge's source kind and builds the context of its components; throws for an unknown kind. */
@@ -66,13 +70,22 @@ export function resolveSource(
   const [kind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
   const component = findSource(kind);
   if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${kind}'`);
-  const context = bridgeContext(config, deps, logger, component.filters?.(sourceConfig) ?? [], afterStop);
+  let read: (() => Readonly<Record<string, unknown>>) | undefined;
+  const context = bridgeContext(config, deps, logger, component.filters?.(sourceConfig) ?? [], afterStop, (reader) => {
+    read = reader;
+  });
   return {
     keepsMessages: component.keepsMessages === true,
     ...(component.refuseCaveat === undefined ? {} : { refuseCaveat: component.refuseCaveat }),
     context,
     create: () => component.create(sourceConfig, context, runtime),
+    status: () => read?.(),
   };
+}
+
+/** The `source` field of a bridge's status: present only when the source reports something. */
+export function sourceStatus(status: Readonly<Record<string, unknown>> | undefined): { source?: Readonly<Record<string, unknown>> } {
+  return status === undefined ? {} : { source: status };
 }
 
 /** A bridge's source gave up (e.g. a TLS file it cannot read): counted and logged; returns the reason for its status. */

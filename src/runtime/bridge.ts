@@ -7,7 +7,7 @@ import { type CursorSource, cursorSource } from '../buffer/reader.ts';
 import type { BufferStore } from '../buffer/store.ts';
 import type { BufferWriter } from '../buffer/writer.ts';
 import type { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
-import { type BridgeProblem, type SinkStatus, SinkSet, resolveSource, sourceFailed } from './bridge-parts.ts';
+import { type BridgeProblem, type SinkStatus, SinkSet, resolveSource, sourceFailed, sourceStatus } from './bridge-parts.ts';
 import { BufferRegistration } from './buffer-registration.ts';
 import { ingressOperators } from './ingress.ts';
 
@@ -22,6 +22,8 @@ export interface BridgeStatus {
   readonly sinks: readonly SinkStatus[];
   /** Why the bridge's source stopped, when it failed (the sinks go on delivering what is buffered). */
   readonly sourceError?: string;
+  /** What the source reports of its upstream, when it does (an `mqttClient` source: its window, lag and the broker's drops). */
+  readonly source?: Readonly<Record<string, unknown>>;
   /** TypeScript bridges: what the handler holds and how often it was restarted. */
   readonly handler?: HandlerStatus;
 }
@@ -160,6 +162,7 @@ export class RunningBridge implements GatewayBridge {
   readonly #sinks: SinkSet;
   readonly #feed: Feed;
   #source: Subscription | undefined;
+  readonly #sourceStatus: () => Readonly<Record<string, unknown>> | undefined;
   readonly #logger: Logger;
   #sourceError: string | undefined;
   #stopped = false;
@@ -172,6 +175,7 @@ export class RunningBridge implements GatewayBridge {
     this.#logger = deps.logger.child({ bridge: config.name });
     const runtime = { broker: deps.broker };
     const source = resolveSource(config, deps, this.#logger, this.#afterStop, runtime);
+    this.#sourceStatus = () => source.status();
     const buffered = !source.keepsMessages;
     if (config.buffer.overflow === 'refuse' && source.refuseCaveat !== undefined) {
       this.#logger.warn({ overflow: 'refuse' }, `buffer.overflow: refuse on a ${Object.keys(config.from)[0] ?? ''} source: ${source.refuseCaveat}`);
@@ -249,6 +253,7 @@ export class RunningBridge implements GatewayBridge {
       state: failed ? 'failed' : this.#stopped ? 'stopped' : 'running',
       sinks: this.#sinks.status(),
       ...(this.#sourceError === undefined ? {} : { sourceError: this.#sourceError }),
+      ...sourceStatus(this.#sourceStatus()),
     };
   }
 }
