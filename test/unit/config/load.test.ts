@@ -41,6 +41,7 @@ test('the shipped example config validates, with and without KAFKA_BROKERS', () 
   assert.deepEqual(
     plain.bridgeConfigs.map((b) => [b.name, b.enabled]),
     [
+      ['commands-from-postgres', false],
       ['commands-to-devices', false],
       ['telemetry-history', true],
       ['telemetry-to-kafka', false],
@@ -63,6 +64,9 @@ test('the shipped example config validates, with and without KAFKA_BROKERS', () 
   const postgres = withPostgres.bridgeConfigs.find((b) => b.name === 'telemetry-to-postgres');
   assert.equal(postgres?.enabled, true);
   assert.equal((postgres?.to as readonly { postgres: { url: string } }[])[0]?.postgres.url, 'postgres://ferry@db:5432/telemetry');
+  const outbox = withPostgres.bridgeConfigs.find((b) => b.name === 'commands-from-postgres');
+  assert.equal(outbox?.enabled, true);
+  assert.equal((outbox?.from as { postgres: { table: string } }).postgres.table, 'public.device_commands');
   const commands = withKafka.bridgeConfigs.find((b) => b.name === 'commands-to-devices');
   assert.equal(commands?.enabled, true);
   assert.deepEqual((commands?.from as { kafka: { topics: string[]; fromBeginning: boolean } }).kafka.topics, ['ferry.commands']);
