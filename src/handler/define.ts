@@ -142,7 +142,11 @@ export interface BridgeDefinition<T = unknown, S extends string = string> {
   readonly enabled?: boolean;
   /** One source, as in YAML: `{ mqtt: { topics: ['devices/+/telemetry/#'] } }`. */
   readonly from: SourceSpec;
-  /** Named sinks, as in YAML: `{ alerts: { kafka: { brokers, topic } }, rest: { history: {} } }`. */
+  /**
+   * Named sinks, as in YAML: `{ alerts: { kafka: { brokers, topic } }, rest: { history: {} } }`.
+   * May be empty (`{}`) for a handler that writes through `tools.database` and calls `done()`
+   * on each message once its write committed.
+   */
   readonly to: Readonly<Record<S, SinkSpec>>;
   /**
    * The bridge's durable buffer, as in YAML. `windowSize` is the most messages the handler

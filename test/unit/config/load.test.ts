@@ -51,7 +51,7 @@ test('the shipped example config validates, with and without KAFKA_BROKERS', () 
   // TypeScript bridges are listed, not loaded, by the synchronous loader (`ferry validate` checks them: test/e2e/handlers.test.ts).
   assert.deepEqual(
     plain.bridgeModules.map((path) => relative('bridges', path.slice(path.indexOf('bridges')))),
-    ['alarm-alerts.ts', 'temperature-rollups.ts'],
+    ['alarm-alerts.ts', 'readings-to-postgres.ts', 'temperature-rollups.ts'],
   );
   assert.ok(plain.deviceProfiles.length >= 1);
   assert.equal(plain.mqtt.port, 1883);
