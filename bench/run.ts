@@ -1,5 +1,5 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, state) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, postgres) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes a CPU profile of the gateway under the
@@ -13,8 +13,9 @@ import { type E2eBenchResult, benchE2e } from './e2e.ts';
 import { type HandlerBenchResult, benchHandler } from './handler.ts';
 import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
+import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'postgres'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -39,6 +40,7 @@ const results: {
   e2e?: E2eBenchResult;
   handler?: HandlerBenchResult;
   brokerState?: BrokerStateBenchResult;
+  postgres?: PostgresBenchResult;
 } = {};
 
 if (selected.has('buffer')) {
@@ -111,6 +113,28 @@ if (selected.has('state')) {
   rows.push(
     ['QoS 1 publishes each queued for 100 offline persistent sessions, msgs/s', state.fanOut.sqlite, 'the same broker, state in memory', state.fanOut.memory, state.fanOut.ratio],
     ["a reconnecting session's queue of 3,000 QoS 1 messages sent, msgs/s", state.drain.sqlite, 'the same broker, state in memory', state.drain.memory, state.drain.ratio],
+  );
+}
+if (selected.has('postgres')) {
+  const pgRows = Number(process.env['FERRY_BENCH_PG_ROWS'] ?? 50_000);
+  const e2eMessages = Number(process.env['FERRY_BENCH_PG_E2E_MESSAGES'] ?? 20_000);
+  log('PostgreSQL: the postgres sink against a raw COPY of the same rows; devices to PostgreSQL end to end...');
+  const postgres = (results.postgres = await benchPostgres({ rows: pgRows, e2eMessages, log }));
+  rows.push(
+    [
+      `postgres sink, ${postgres.sink.rows} rows in batches of ${postgres.sink.batchSize}, rows/s (goal ≥ 0.7)`,
+      postgres.sink.ferry,
+      'raw COPY FROM STDIN of the same rows',
+      postgres.sink.copy,
+      postgres.sink.ratio,
+    ],
+    [
+      `QoS 1 devices to PostgreSQL (ferry run, postgres bridge), rows/s; p50 / p99 ${postgres.e2e.latencyMs.p50} / ${postgres.e2e.latencyMs.p99} ms`,
+      postgres.e2e.perSec,
+      'PUBACKs per second at the devices',
+      postgres.e2e.ackedPerSec,
+      Math.round((postgres.e2e.perSec / postgres.e2e.ackedPerSec) * 100) / 100,
+    ],
   );
 }
 
