@@ -71,7 +71,7 @@ function envelopes(count: number): Envelope[] {
 async function sinkVsCopy(admin: pg.Client, url: string, schema: string, rows: number): Promise<PostgresBenchResult['sink']> {
   await admin.query(`${TABLE(schema, 'sink_rows')}; ${TABLE(schema, 'copy_rows')}`);
   const messages = envelopes(rows);
-  const batchSize = 500;
+  const batchSize = Number(process.env['FERRY_BENCH_PG_BATCH'] ?? 500);
 
   // The sink, as a YAML bridge configures it, with its default batch size.
   const config = postgresSink.schema.parse({
