@@ -96,7 +96,7 @@ const servers: Server[] = [
 ];
 
 for (const server of servers) {
-  test(`ferry migrate on ${server.name}: status, up, down and up again, with exit codes 2 (pending) and 0`, { timeout: 60_000 }, async (t) => {
+  test(`ferry migrate on ${server.name}: status, up, down and up again, with exit codes 2 (pending) and 0`, { timeout: 180_000 }, async (t) => {
     const { project: p, trail, tables } = await server.setUp(t);
     let run = await migrate(p, 'status');
     assert.equal(run.code, 2, run.stderr);
@@ -124,7 +124,7 @@ for (const server of servers) {
     assert.deepEqual(await trail(), ['first', 'second']);
   });
 
-  test(`ferry migrate on ${server.name}: two \`migrate up\` at once apply each migration once, and both succeed`, { timeout: 60_000 }, async (t) => {
+  test(`ferry migrate on ${server.name}: two \`migrate up\` at once apply each migration once, and both succeed`, { timeout: 180_000 }, async (t) => {
     const { project: p, trail } = await server.setUp(t);
     const [a, b] = await Promise.all([migrate(p, 'up'), migrate(p, 'up')]);
     assert.equal(a.code, 0, a.stderr);
@@ -134,7 +134,7 @@ for (const server of servers) {
     assert.equal(applied, 2, `${a.stdout}\n${b.stdout}`);
   });
 
-  test(`ferry migrate on ${server.name}: a failing migration exits 1, names itself, and leaves the database as it was`, { timeout: 60_000 }, async (t) => {
+  test(`ferry migrate on ${server.name}: a failing migration exits 1, names itself, and leaves the database as it was`, { timeout: 180_000 }, async (t) => {
     const { project: p, trail, tables } = await server.setUp(t);
     assert.equal((await migrate(p, 'up')).code, 0);
     writeFileSync(join(p.dir, '20260101_000300_broken.ts'), BROKEN);
@@ -148,7 +148,7 @@ for (const server of servers) {
   });
 }
 
-test('ferry migrate: create writes a timestamped file with up and down; usage problems exit 3 with a reason', { timeout: 60_000 }, async () => {
+test('ferry migrate: create writes a timestamped file with up and down; usage problems exit 3 with a reason', { timeout: 180_000 }, async () => {
   const p = project('  main:\n    sqlite: {file: app.db}\n  other:\n    sqlite: {file: other.db}\n');
   let run = await ferry(['migrate', 'create', 'add_sites', '--dir', p.dir]);
   assert.equal(run.code, 0, run.stderr);
