@@ -15,6 +15,7 @@ interface OutboxClient extends PgPoolClient {
   query(config: { text: string; values?: unknown[]; rowMode: 'array'; types: RawTypes }): Promise<{ rows: (string | null)[][]; fields: { dataTypeID: number }[] }>;
   on(event: 'notification', listener: () => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
+  off(event: 'error', listener: (error: Error) => void): unknown;
   removeAllListeners(event: string): unknown;
 }
 
@@ -40,6 +41,8 @@ export interface OutboxReadingOptions {
 /** One read transaction: its rows, locked until it commits, and how each was settled. */
 interface Batch {
   readonly client: OutboxClient;
+  /** Gives the connection back (discards it, given an error). */
+  readonly release: (error?: Error | boolean) => void;
   readonly ids: string[];
   readonly acked: string[];
   pending: number;
@@ -156,24 +159,33 @@ export class OutboxReading {
   async #read(): Promise<boolean> {
     const pool: PgPool = await this.#lease.pool;
     const client = (await pool.connect()) as OutboxClient;
+    // A checked-out connection that fails (the server went away) emits 'error' on itself; the
+    // statement in progress, or the batch's commit, fails too and says so. Without a listener
+    // the process would crash.
+    const onError = (error: Error) => this.#o.ctx.logger.debug({ err: error }, `${this.#o.component}: a connection failed`);
+    client.on('error', onError);
+    const release = (error?: Error | boolean) => {
+      client.off('error', onError);
+      client.release(error);
+    };
     let rows: (string | null)[][];
     let fields: { dataTypeID: number }[];
     try {
       await client.query('BEGIN');
       ({ rows, fields } = await client.query({ text: this.#select, rowMode: 'array', types: rawTypes }));
     } catch (error) {
-      client.release(error instanceof Error ? error : true);
+      release(error instanceof Error ? error : true);
       throw error;
     }
     if (rows.length === 0 || this.#stopping) {
       await client.query('ROLLBACK').then(
-        () => client.release(),
-        (error: unknown) => client.release(error instanceof Error ? error : true),
+        () => release(),
+        (error: unknown) => release(error instanceof Error ? error : true),
       );
       return false;
     }
     const binary = fields[1]?.dataTypeID === BYTEA;
-    const batch: Batch = { client, ids: [], acked: [], pending: rows.length, nacked: 0, onSettled: undefined };
+    const batch: Batch = { client, release, ids: [], acked: [], pending: rows.length, nacked: 0, onSettled: undefined };
     this.#batches.add(batch);
     const settled = () => {
       batch.pending -= 1;
@@ -222,9 +234,9 @@ export class OutboxReading {
       try {
         if (batch.acked.length > 0) await batch.client.query(this.#settle, [batch.acked]);
         await batch.client.query('COMMIT');
-        batch.client.release();
+        batch.release();
       } catch (error) {
-        batch.client.release(error instanceof Error ? error : true);
+        batch.release(error instanceof Error ? error : true);
         this.#o.ctx.counters.count('postgres.outbox.errors', { bridge: this.#o.ctx.bridge });
         this.#o.ctx.logger.warn(
           { err: error, rows: batch.ids.length },
