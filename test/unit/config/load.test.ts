@@ -184,3 +184,14 @@ test('devices: is optional: without it, a missing default directory means no pro
   const listed = tree({ 'config/gateway.yaml': 'bridges: [../bridges]\ndevices: [../devices]\n', 'bridges/h.yaml': history });
   assert.match(problems(listed)[0] ?? '', /devices\[0\]: no such file or directory/);
 });
+
+test("a PostgreSQL database's TLS files are read at load and reported at their line in gateway.yaml; a SQLite one needs none", () => {
+  const root = tree({
+    'config/gateway.yaml':
+      'bridges: []\ndevices: []\ndatabases:\n  main:\n    postgres:\n      url: postgres://ferry@db/ferry\n      ssl: {mode: verify-full, ca: pg-ca.pem}\n  local:\n    sqlite: {file: app.db}\n',
+  });
+  assert.deepEqual(
+    problems(root).map((p) => p.replace(root, '<root>')),
+    ['config/gateway.yaml:7:36: databases.main.postgres.ssl.ca: no such file: <root>/config/pg-ca.pem'],
+  );
+});
