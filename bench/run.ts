@@ -1,5 +1,5 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external, postgres) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes CPU profiles of the gateways under the
@@ -14,8 +14,9 @@ import { EXTERNAL_PATHS, type ExternalBenchResult, benchExternal } from './exter
 import { type HandlerBenchResult, benchHandler } from './handler.ts';
 import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
+import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external', 'postgres'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -41,6 +42,7 @@ const results: {
   handler?: HandlerBenchResult;
   brokerState?: BrokerStateBenchResult;
   external?: ExternalBenchResult;
+  postgres?: PostgresBenchResult;
 } = {};
 
 if (selected.has('buffer')) {
@@ -139,6 +141,28 @@ if (selected.has('external')) {
       `gateway CPU ms per 1,000 messages: embedded ${external.embedded.cpuMsPer1k}, external ${e.mqtt311.cpuMsPer1k} / ${e.mqtt311Inflight1000.cpuMsPer1k} / ${e.mqtt5.cpuMsPer1k}; ` +
       `p50 ms: embedded ${external.embedded.latencyMs.p50}, external ${e.mqtt311.latencyMs.p50} / ${e.mqtt311Inflight1000.latencyMs.p50} / ${e.mqtt5.latencyMs.p50}; ` +
       `missing: ${external.embedded.missing} / ${e.mqtt311.missing} / ${e.mqtt311Inflight1000.missing} / ${e.mqtt5.missing}`,
+  );
+}
+if (selected.has('postgres')) {
+  const pgRows = Number(process.env['FERRY_BENCH_PG_ROWS'] ?? 50_000);
+  const e2eMessages = Number(process.env['FERRY_BENCH_PG_E2E_MESSAGES'] ?? 20_000);
+  log('PostgreSQL: the postgres sink against a raw COPY of the same rows; devices to PostgreSQL end to end...');
+  const postgres = (results.postgres = await benchPostgres({ rows: pgRows, e2eMessages, log }));
+  rows.push(
+    [
+      `postgres sink, ${postgres.sink.rows} rows in batches of ${postgres.sink.batchSize}, rows/s (goal ≥ 0.7)`,
+      postgres.sink.ferry,
+      'raw COPY FROM STDIN of the same rows',
+      postgres.sink.copy,
+      postgres.sink.ratio,
+    ],
+    [
+      `QoS 1 devices to PostgreSQL (ferry run, postgres bridge), rows/s; p50 / p99 ${postgres.e2e.latencyMs.p50} / ${postgres.e2e.latencyMs.p99} ms`,
+      postgres.e2e.perSec,
+      'PUBACKs per second at the devices',
+      postgres.e2e.ackedPerSec,
+      Math.round((postgres.e2e.perSec / postgres.e2e.ackedPerSec) * 100) / 100,
+    ],
   );
 }
 

@@ -46,7 +46,8 @@ export function handlerBridgeSchema(kinds: ComponentKinds) {
     from: oneOf(kinds.sources),
     to: z
       .record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a sink name uses letters, digits, ".", "_" and "-", starting with a letter or digit'), oneOf(kinds.sinks))
-      .refine((to) => Object.keys(to).length > 0, 'name at least one sink: to: { name: { kind: {...} } }'),
+      // None is allowed: a handler that writes through `tools.database` acks its messages itself (`done()`).
+      .default({}),
     // A handler holds messages for a while (windows, caches): the window counts only the
     // messages it holds, and a deeper one than a YAML bridge's leaves room for windows.
     buffer: z.preprocess(

@@ -3,6 +3,8 @@ import { dirname, extname, join, relative, resolve } from 'node:path';
 import type { z } from 'zod';
 import type { SinkComponent, SourceComponent } from '../core/component.ts';
 import { type AnyBridgeConfig, loadBridgeModule } from './bridge-module.ts';
+import type { DatabaseConfig } from './databases-schema.ts';
+import { sslFiles } from '../postgres/connection.ts';
 import { ConfigError, type ConfigIssue, formatPath } from './issues.ts';
 import { type Loaded, resolvePayloadSchemas } from './payload-schemas.ts';
 import type { Env } from './interpolate.ts';
@@ -110,6 +112,8 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
     devices: gateway.value?.devices ?? listOr(raw['devices'], gatewaySchema.shape.devices),
   };
 
+  checkDatabaseFiles(gateway.value?.databases ?? {}, base, gateway.yaml, issues);
+
   const bridges: Loaded<BridgeConfig>[] = [];
   const modules: string[] = [];
   const schema = bridgeSchema(options.kinds);
@@ -210,6 +214,19 @@ function checkComponentFiles(bridge: BridgeConfig, base: string, yaml: YamlFile,
       if (!('problem' in read)) continue;
       const keyPath = [...at, kind as string, ...path];
       issues.push({ file: bridge.file, ...yaml.locate(keyPath), path: formatPath(keyPath), message: read.problem });
+    }
+  }
+}
+
+/** The TLS files of the PostgreSQL databases of gateway.yaml, each read now and reported at its line. */
+function checkDatabaseFiles(databases: Readonly<Record<string, DatabaseConfig>>, base: string, yaml: YamlFile, issues: ConfigIssue[]): void {
+  for (const [name, database] of Object.entries(databases)) {
+    if (!('postgres' in database)) continue;
+    for (const { path, file } of sslFiles(database.postgres)) {
+      const read = readPem(resolve(base, file));
+      if (!('problem' in read)) continue;
+      const keyPath = ['databases', name, 'postgres', ...path];
+      issues.push({ file: yaml.path, ...yaml.locate(keyPath), path: formatPath(keyPath), message: read.problem });
     }
   }
 }

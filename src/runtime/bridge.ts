@@ -7,6 +7,7 @@ import { type CursorSource, cursorSource } from '../buffer/reader.ts';
 import type { BufferStore } from '../buffer/store.ts';
 import type { BufferWriter } from '../buffer/writer.ts';
 import type { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
+import type { DatabaseLookup } from '../handler/message.ts';
 import { type BridgeProblem, type SinkStatus, SinkSet, resolveSource, sourceFailed, sourceStatus } from './bridge-parts.ts';
 import { BufferRegistration } from './buffer-registration.ts';
 import { ingressOperators } from './ingress.ts';
@@ -46,6 +47,8 @@ export interface BridgeDeps {
   readonly logger: Logger;
   readonly counters: Counters;
   readonly dataDir: string;
+  /** The databases of gateway.yaml, for the `tools.database` of custom handlers. */
+  readonly databases?: DatabaseLookup;
   /**
    * When set, the sinks start reading the buffer only once this settles: a reload replacing a
    * bridge of the same name passes the old bridge's end, so that the two never read the same

@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { AnyBridgeConfig } from '../config/bridge-module.ts';
 import { type GatewayConfig, loadGatewayConfig } from '../config/load.ts';
@@ -20,6 +21,7 @@ import { brokerListeners } from './broker-options.ts';
 import { type Health, HealthWatch } from './health.ts';
 import type { BridgeStatus, GatewayBridge } from './bridge.ts';
 import { createBridge } from './create-bridge.ts';
+import { Databases } from './databases.ts';
 import { componentKinds } from './registry.ts';
 import { retire, settlesWithin, swapBridges } from './bridge-swap.ts';
 import { type ReloadResult, devicesChanged, planBridges, restartNeeded } from './reload-plan.ts';
@@ -74,6 +76,7 @@ export class Gateway {
   #health: HealthWatch | undefined;
   #movedAside: string | undefined;
   #admin: AdminServer | undefined;
+  #databases: Databases | undefined;
   #vitals: Vitals | undefined;
   #series: StatusSeries | undefined;
   #bridges: GatewayBridge[] = [];
@@ -110,6 +113,13 @@ export class Gateway {
   async start(since = performance.now()): Promise<void> {
     const { config } = this;
     mkdirSync(config.dataDirPath, { recursive: true });
+    this.#databases = new Databases(config.databases, {
+      logger: this.#logger.child({ component: 'databases' }),
+      counters: this.counters,
+      configDir: dirname(config.file),
+      dataDir: config.dataDirPath,
+      applicationName: config.gateway.name,
+    });
     this.#vitals = new Vitals({ dataDir: config.dataDirPath, logger: this.#logger.child({ component: 'host' }), counters: this.counters });
     const vitals = this.#vitals;
     this.#series = new StatusSeries({ counters: this.counters, devices: () => this.#broker?.connectedClients ?? 0, vitals: () => vitals.latest() });
@@ -303,8 +313,12 @@ export class Gateway {
     const plan = planBridges(running.bridgeConfigs, next.bridgeConfigs);
     const loadedMs = Math.round(performance.now() - began);
     const broker = this.#broker;
+    // New bridges get the new databases; the old instances close once the bridges they served stopped.
+    const databases = this.#databases?.change(next.databases);
     const swap = swapBridges(this.#bridges, plan, (config, startAfter, commitAfter) => this.#createBridge(config, broker, startAfter, commitAfter));
     if ('cause' in swap) {
+      // Refused: the running bridges keep the databases as they were.
+      await databases?.revert();
       const { config, cause } = swap;
       return this.#refused({
         ok: false,
@@ -317,6 +331,7 @@ export class Gateway {
     if (devices) this.#auth?.updateAccess({ profiles: next.deviceProfiles, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl });
     this.#config = {
       ...running,
+      databases: next.databases,
       bridges: next.bridges,
       devices: next.devices,
       bridgeConfigs: next.bridgeConfigs,
@@ -333,7 +348,9 @@ export class Gateway {
     };
     // Answer once the old bridges finished, so that a second reload sees a settled gateway.
     const timeoutMs = this.#config.shutdown.drainTimeoutMs;
-    await Promise.all(swap.retired.map((r) => retire(r, timeoutMs, this.#logger).then(() => this.#retiring.delete(r.bridge))));
+    const finished = Promise.all(swap.retired.map((r) => retire(r, timeoutMs, this.#logger).then(() => this.#retiring.delete(r.bridge))));
+    await finished;
+    await databases?.commit(finished);
     this.counters.count('config.reloads', { result: 'applied' });
     const summary = (['added', 'removed', 'changed'] as const).map((k) => `${k} ${applied[k].length === 0 ? '-' : applied[k].join(', ')}`).join('; ');
     this.#logger[warnings.length === 0 ? 'info' : 'warn'](
@@ -374,6 +391,7 @@ export class Gateway {
       logger: this.#logger,
       counters: this.counters,
       dataDir: this.#config.dataDirPath,
+      ...(this.#databases === undefined ? {} : { databases: this.#databases }),
       ...(startAfter === undefined ? {} : { startAfter }),
       ...(commitAfter === undefined ? {} : { commitAfter }),
     });
@@ -390,6 +408,7 @@ export class Gateway {
     if (timedOut) this.#logger.warn('sinks did not finish in time; their unconfirmed messages stay buffered');
     for (const bridge of bridges) bridge.abort();
     this.#writer?.close();
+    await this.#databases?.close();
     await this.#broker?.close();
     await this.#admin?.close();
     this.#store?.close();

@@ -114,7 +114,7 @@ export class HandlerBridge {
       this.#context = {
         bridge: config.name,
         filters: source.context.sourceFilters ?? [],
-        tools: createTools(config.name, this.#sinks.names),
+        tools: createTools(config.name, this.#sinks.names, deps.databases),
         reject: (ticket, error) => this.#reject(ticket, error),
         done: (ticket) => this.#tracker.done(ticket),
         keep: (ticket) => this.#tracker.keep(ticket),
