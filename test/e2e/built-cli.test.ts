@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { chooseEntry } from '../../bin/entry.js';
+import { ensureBuilt } from '../harness/build.ts';
 import { eventually } from '../harness/eventually.ts';
 import { REPO_ROOT, ferry, startFerry } from '../harness/ferry-process.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
@@ -13,14 +12,6 @@ const tempDir = tempDirs('ferry-built-');
 
 /** Packages the embedded default has no use for: loaded only when a bridge or option needs them (issue 11). */
 const LAZY = ['kafkajs', 'kafkajs-snappy', '@2l/kafkajs-lz4', 'ajv', 'ioredis', 'pg', 'pino-pretty', 'mqtt', 'ws', 'tsx'];
-
-/** dist/ as `npm run build` (or `npm ci`, through `prepare`) leaves it; built here when missing or older than src/. */
-function ensureBuilt(): void {
-  if (chooseEntry(REPO_ROOT, {}) === 'dist') return;
-  const build = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'scripts/build.ts')], { cwd: REPO_ROOT, encoding: 'utf8' });
-  assert.equal(build.status, 0, `npm run build failed:\n${build.stdout}${build.stderr}`);
-  assert.equal(chooseEntry(REPO_ROOT, {}), 'dist');
-}
 
 test('the compiled build: `ferry run` of the embedded default from dist/, a device publish kept in history, SIGTERM exits 0; heavy packages not loaded', async (t) => {
   ensureBuilt();
