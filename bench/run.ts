@@ -1,5 +1,5 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external, postgres) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external, postgres, startup) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes CPU profiles of the gateways under the
@@ -15,8 +15,9 @@ import { type HandlerBenchResult, benchHandler } from './handler.ts';
 import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
 import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
+import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartup } from './startup.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external', 'postgres'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external', 'postgres', 'startup'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -34,6 +35,9 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 
 type Row = readonly [what: string, ferry: number, baseline: string, baselineRate: number, ratio: number];
 const rows: Row[] = [];
+/** Measures with an absolute goal: what, result, goal, met. */
+type GoalRow = readonly [what: string, result: string, goal: string, met: boolean];
+const goals: GoalRow[] = [];
 const results: {
   buffer?: BufferBenchResult;
   packetGuard?: { plain: number; guarded: number; ratio: number };
@@ -43,6 +47,7 @@ const results: {
   brokerState?: BrokerStateBenchResult;
   external?: ExternalBenchResult;
   postgres?: PostgresBenchResult;
+  startup?: StartupBenchResult;
 } = {};
 
 if (selected.has('buffer')) {
@@ -165,6 +170,47 @@ if (selected.has('postgres')) {
     ],
   );
 }
+if (selected.has('startup')) {
+  const rounds = Number(process.env['FERRY_BENCH_STARTUP_ROUNDS'] ?? 5);
+  log(`startup and idle memory of the embedded default (config/gateway.yaml, no device): ${rounds} fresh processes of each build, alternating...`);
+  const startup = (results.startup = await benchStartup({ rounds, log }));
+  const measured = startup.compiled ?? startup.sources;
+  const range = (s: { median: number; min: number; max: number }) => `${s.median} (${s.min}–${s.max})`;
+  goals.push(
+    [
+      `process start to accepting MQTT connections, embedded default, ${startup.build}, ms, median (min–max)`,
+      range(measured.startupMs),
+      `< ${STARTUP_GOAL_MS}`,
+      measured.startupMs.median < STARTUP_GOAL_MS,
+    ],
+    [
+      `idle RSS after ${startup.idleMs / 1000} s, embedded default, ${startup.build}, MB (bare node: ${startup.bareNode.rssMb})`,
+      range(measured.idleRssMb),
+      `< ${IDLE_RSS_GOAL_MB}`,
+      measured.idleRssMb.median < IDLE_RSS_GOAL_MB,
+    ],
+  );
+  log(`  CPU used until ready: ${range(measured.cpuMs)} ms (${startup.build}); from sources ${range(startup.sources.cpuMs)} ms`);
+  if (startup.compiled !== null) {
+    const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+    rows.push(
+      [
+        'startup to accepting MQTT connections, compiled (dist/), ms',
+        startup.compiled.startupMs.median,
+        'the same from the TypeScript sources',
+        startup.sources.startupMs.median,
+        ratio(startup.compiled.startupMs.median, startup.sources.startupMs.median),
+      ],
+      [
+        'idle RSS, compiled (dist/), MB',
+        startup.compiled.idleRssMb.median,
+        'the same from the TypeScript sources',
+        startup.sources.idleRssMb.median,
+        ratio(startup.compiled.idleRssMb.median, startup.sources.idleRssMb.median),
+      ],
+    );
+  }
+}
 
 const number = (n: number) => n.toLocaleString('en');
 const table = [
@@ -173,6 +219,17 @@ const table = [
   ...rows.map(([what, ferry, base, baseRate, ratio]) => `| ${what} | ${number(ferry)} | ${base} | ${number(baseRate)} | ${ratio} |`),
 ].join('\n');
 process.stdout.write(`${table}\n`);
+if (goals.length > 0) {
+  process.stdout.write(
+    [
+      '',
+      '| measure | result | goal | met |',
+      '|---|---:|---:|---|',
+      ...goals.map(([what, result, goal, met]) => `| ${what} | ${result} | ${goal} | ${met ? 'met' : 'not met'} |`),
+      '',
+    ].join('\n'),
+  );
+}
 if (results.e2e !== undefined) {
   const { ferry, naive, kafkaCeiling } = results.e2e;
   const line = (name: string, p: { perSec: number; latencyMs: { p50: number; p99: number } }, rss: string, cpu: string, extra: string) =>

@@ -97,7 +97,7 @@ export async function runCommand(options: RunOptions): Promise<void> {
   process.on('SIGTERM', onSignal);
 }
 
-function withOverrides(config: GatewayConfig, options: RunOptions): GatewayConfig {
+export function withOverrides(config: GatewayConfig, options: RunOptions): GatewayConfig {
   return {
     ...config,
     mqtt: { ...config.mqtt, ...(options.mqttPort === undefined ? {} : { port: options.mqttPort }) },
