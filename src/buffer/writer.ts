@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { Counters } from '../core/component.ts';
+import type { Counters, HistogramSeries } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import type { Envelope } from '../core/envelope.ts';
 import { FerryError, wrapError } from '../core/errors.ts';
@@ -64,12 +64,14 @@ export class BufferWriter {
   #abandonedLoggedAt = Number.NEGATIVE_INFINITY;
   readonly #upkeep: BufferUpkeep;
   readonly #unsubscribe: () => void;
+  readonly #commits: HistogramSeries | undefined;
 
   constructor(store: BufferStore, settings: BufferSettings, logger: Logger, counters: Counters) {
     this.#store = store;
     this.#settings = settings;
     this.#logger = logger;
     this.#counters = counters;
+    this.#commits = counters.histogram?.('buffer.commit_seconds');
     this.#upkeep = new BufferUpkeep(store, logger, counters);
     // Space freed (a sink confirmed messages, old ones expired, another process purged): held
     // deliveries of a bridge that was full may fit now.
@@ -240,6 +242,7 @@ export class BufferWriter {
     }
     if (accepted.length === 0) return;
 
+    const started = performance.now();
     try {
       this.#store.append(accepted, () => {
         for (const [bridge, count] of toDrop) {
@@ -265,6 +268,7 @@ export class BufferWriter {
       this.#setState(state);
       return;
     }
+    this.#commits?.record((performance.now() - started) / 1000);
     const bridges = new Set<string>();
     let appended = 0;
     for (const { bridge, delivery, deadLetter } of accepted) {

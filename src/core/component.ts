@@ -5,6 +5,17 @@ import type { Sink, Source } from './stream.ts';
 /** Counts events for /api/status and metrics exporters. Names are dotted, labels small. */
 export interface Counters {
   count(name: string, labels?: Readonly<Record<string, string>>, by?: number): void;
+  /**
+   * The series of a histogram declared in the catalogue, to record values into; look it up
+   * once (per bridge and sink) and keep it. Absent where nothing keeps histograms (tests).
+   */
+  histogram?(name: string, labels?: Readonly<Record<string, string>>): HistogramSeries;
+}
+
+/** One labelled series of a histogram. */
+export interface HistogramSeries {
+  /** Records `value` (in the histogram's unit) `times` times (1 when absent). */
+  record(value: number, times?: number): void;
 }
 
 /** What the runtime hands a component when it creates one. */

@@ -2,7 +2,7 @@ import { type GaugeName, type HostGaugeName, metricSpec } from './catalogue.ts';
 import type { CounterRegistry } from './counters.ts';
 import type { EventLoopWindow } from './event-loop.ts';
 import type { HostReading } from './host-metrics.ts';
-import { type Metric, type Sample, renderPrometheus } from './prometheus.ts';
+import { type Metric, type Sample, renderHistograms, renderPrometheus } from './prometheus.ts';
 
 /** The part of the gateway's status its metrics show; the runtime's `GatewayStatus` fits. */
 export interface MetricsStatus {
@@ -57,7 +57,8 @@ export function renderGatewayMetrics(status: MetricsStatus, counters: CounterReg
   const all = { ...samples, ...hostSamples(status.host ?? null, status.eventLoop ?? null) };
   const gauges: Metric[] = Object.entries(all).map(([name, values]) => ({ name, type: 'gauge', help: helpOf(name, 'gauge'), samples: values }));
   const counted: Metric[] = [...counters.families()].map(([name, values]) => ({ name, type: 'counter', help: helpOf(name, 'counter'), samples: values }));
-  return renderPrometheus([...gauges, ...counted]);
+  const histograms = [...counters.histograms.families()].map(([name, series]) => ({ name, help: helpOf(name, 'histogram'), series }));
+  return renderPrometheus([...gauges, ...counted]) + renderHistograms(histograms);
 }
 
 /** The host and event-loop gauges; a figure the platform does not give has no sample. */
@@ -83,7 +84,7 @@ function hostSamples(host: HostReading | null, loop: EventLoopWindow | null): Re
   };
 }
 
-function helpOf(name: string, type: Metric['type']): string {
+function helpOf(name: string, type: Metric['type'] | 'histogram'): string {
   // A name missing from the catalogue fails the catalogue test; until then it still shows.
   // HELP is plain text: the catalogue's Markdown code quotes are left out.
   return (metricSpec(name, type)?.help ?? `Ferry ${type} ${name}.`).replace(/`/g, '');

@@ -1,7 +1,7 @@
 import { dirname, resolve } from 'node:path';
 import type { Observable, Subscription } from 'rxjs';
 import type { Logger } from 'pino';
-import type { ComponentContext, Counters } from '../core/component.ts';
+import type { ComponentContext, Counters, HistogramSeries } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import type { SinkEvent, Source } from '../core/stream.ts';
@@ -92,6 +92,8 @@ interface SinkState {
   down?: { readonly since: number; attempts: number };
   /** Since when the sink holds messages without an answer, when its input can tell. */
   readonly waitingSince: () => number | undefined;
+  /** `sink.write_seconds` of this sink. */
+  readonly writes: HistogramSeries | undefined;
 }
 
 /** Something that keeps a bridge from delivering, for readiness and status. */
@@ -148,7 +150,7 @@ export class SinkSet {
     const [kind, sinkConfig] = Object.entries(entry)[0] as [string, unknown];
     const component = findSink(kind);
     if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${this.#bridge}': unknown sink kind '${kind}'`);
-    const state: SinkState = { name, kind, written: 0, failed: 0, waitingSince };
+    const state: SinkState = { name, kind, written: 0, failed: 0, waitingSince, writes: this.#counters.histogram?.('sink.write_seconds', { bridge: this.#bridge, sink: name }) };
     const sink = component.create(sinkConfig, { ...context, logger: this.#logger.child({ sink: name }) }, runtime);
     this.#pending += 1;
     this.#states.push(state);
@@ -208,6 +210,7 @@ export class SinkSet {
     if (event.type === 'written') {
       state.written += event.count;
       this.#counters.count('sink.messages.written', labels, event.count);
+      state.writes?.record(event.durationMs / 1000);
       if (state.down !== undefined) {
         this.#logger.info(
           { sink: state.name, downForMs: Date.now() - state.down.since, attempts: state.down.attempts },
