@@ -5,6 +5,7 @@ import { PASSWORD_HASH_PATTERN } from '../mqtt/password.ts';
 import { bridgeTemplateIssues } from './template-check.ts';
 import { type TransformStep, transformSchema } from '../core/transform-config.ts';
 import { type RateLimitConfig, rateLimitSchema } from '../redis/rate-limit-config.ts';
+import { telemetrySchema } from './telemetry.ts';
 
 /** The component kinds a config may name; the runtime's registry supplies them. */
 export interface ComponentKinds {
@@ -96,6 +97,7 @@ export const gatewaySchema = z
       .prefault({})
       .meta({ description: 'Logging (pino).' }),
     buffer: bufferSettingsSchema.prefault({}),
+    telemetry: telemetrySchema,
     shutdown: z
       .strictObject({
         drainTimeoutMs: z

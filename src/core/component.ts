@@ -1,3 +1,4 @@
+import type { SinkTracing } from './tracing.ts';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Sink, Source } from './stream.ts';
@@ -39,6 +40,8 @@ export interface ComponentContext {
    * nothing waits.
    */
   readonly afterStop?: (work: Promise<void>) => void;
+  /** Set for a sink while traces are exported: its batch writes run through it. */
+  readonly tracing?: SinkTracing;
 }
 
 /** A message template in a component's config, and where it is (relative to the config). */

@@ -2,6 +2,7 @@ import { dirname, resolve } from 'node:path';
 import type { Observable, Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { ComponentContext, Counters, HistogramSeries } from '../core/component.ts';
+import type { MessageTracing } from '../core/tracing.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import type { SinkEvent, Source } from '../core/stream.ts';
@@ -128,7 +129,10 @@ export class SinkSet {
   /** Set when a sink stopped with an error: the bridge reports `failed`. */
   failed = false;
 
-  constructor(bridge: string, logger: Logger, counters: Counters) {
+  readonly #tracing: MessageTracing | undefined;
+
+  constructor(bridge: string, logger: Logger, counters: Counters, tracing?: MessageTracing) {
+    this.#tracing = tracing;
     this.#bridge = bridge;
     this.#logger = logger;
     this.#counters = counters;
@@ -151,7 +155,8 @@ export class SinkSet {
     const component = findSink(kind);
     if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${this.#bridge}': unknown sink kind '${kind}'`);
     const state: SinkState = { name, kind, written: 0, failed: 0, waitingSince, writes: this.#counters.histogram?.('sink.write_seconds', { bridge: this.#bridge, sink: name }) };
-    const sink = component.create(sinkConfig, { ...context, logger: this.#logger.child({ sink: name }) }, runtime);
+    const tracing = this.#tracing?.sink(this.#bridge, name);
+    const sink = component.create(sinkConfig, { ...context, logger: this.#logger.child({ sink: name }), ...(tracing === undefined ? {} : { tracing }) }, runtime);
     this.#pending += 1;
     this.#states.push(state);
     this.#subscriptions.push(
