@@ -1,5 +1,5 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, state) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, telemetry) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes a CPU profile of the gateway under the
@@ -13,8 +13,9 @@ import { type E2eBenchResult, benchE2e } from './e2e.ts';
 import { type HandlerBenchResult, benchHandler } from './handler.ts';
 import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
+import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'telemetry'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -39,6 +40,7 @@ const results: {
   e2e?: E2eBenchResult;
   handler?: HandlerBenchResult;
   brokerState?: BrokerStateBenchResult;
+  telemetry?: TelemetryBenchResult;
 } = {};
 
 if (selected.has('buffer')) {
@@ -111,6 +113,34 @@ if (selected.has('state')) {
   rows.push(
     ['QoS 1 publishes each queued for 100 offline persistent sessions, msgs/s', state.fanOut.sqlite, 'the same broker, state in memory', state.fanOut.memory, state.fanOut.ratio],
     ["a reconnecting session's queue of 3,000 QoS 1 messages sent, msgs/s", state.drain.sqlite, 'the same broker, state in memory', state.drain.memory, state.drain.ratio],
+  );
+}
+if (selected.has('telemetry')) {
+  const messages = Number(process.env['FERRY_BENCH_TELEMETRY_MESSAGES'] ?? 50_000);
+  const rounds = Number(process.env['FERRY_BENCH_TELEMETRY_ROUNDS'] ?? 3);
+  log(
+    `telemetry: ${messages} QoS 1 messages to Kafka with telemetry off, OTLP export (traces at the default ratio, metrics) and the eBPF collector, ${rounds} alternating rounds...`,
+  );
+  const telemetry = (results.telemetry = await benchTelemetry(messages, rounds, log));
+  rows.push(
+    [
+      'QoS 1 devices to Kafka with traces (ratio 0.1) and metrics over OTLP, msgs/s (goal ≥ 0.9)',
+      telemetry.otlp.perSec,
+      'telemetry off',
+      telemetry.off.perSec,
+      telemetry.otlpRatio.throughput,
+    ],
+    [
+      'QoS 1 devices to Kafka with the eBPF collector (bpftrace), msgs/s (goal ≥ 0.95)',
+      telemetry.ebpf.perSec,
+      'telemetry off',
+      telemetry.off.perSec,
+      telemetry.ebpfRatio.throughput,
+    ],
+  );
+  log(
+    `  gateway CPU ms per 1,000 messages: off ${telemetry.off.cpuMsPer1k}, OTLP ${telemetry.otlp.cpuMsPer1k} (ratio ${telemetry.otlpRatio.cpu}), eBPF ${telemetry.ebpf.cpuMsPer1k} (ratio ${telemetry.ebpfRatio.cpu}, bpftrace's own CPU not counted); ` +
+      `${telemetry.otlp.exportedBytes} bytes exported; missing ${telemetry.off.missing} / ${telemetry.otlp.missing} / ${telemetry.ebpf.missing}`,
   );
 }
 
