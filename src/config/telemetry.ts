@@ -10,7 +10,7 @@ export const telemetrySchema = z
       .optional()
       .meta({
         description:
-          'Base URL of an OTLP/HTTP receiver (an OpenTelemetry collector): traces go to <endpoint>/v1/traces, metrics to /v1/metrics, logs to /v1/logs. Without it (and without OTEL_EXPORTER_OTLP_ENDPOINT) nothing is exported and the OpenTelemetry SDK is not loaded.',
+          'Base URL of an OTLP/HTTP receiver (an OpenTelemetry collector): traces go to `<endpoint>/v1/traces`, metrics to `/v1/metrics`, logs to `/v1/logs`. Without it (and without OTEL_EXPORTER_OTLP_ENDPOINT) nothing is exported and the OpenTelemetry SDK is not loaded.',
         examples: ['http://127.0.0.1:4318'],
       }),
     headers: z
