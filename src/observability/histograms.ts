@@ -9,10 +9,8 @@ export interface HistogramData {
   readonly counts: readonly number[];
   readonly sum: number;
   readonly count: number;
+  readonly since: number;
 }
-
-/** Called for every recorded value while an exporter (OpenTelemetry) wants them too. */
-export type HistogramForward = (name: string, labels: Readonly<Record<string, string>>, value: number, times: number) => void;
 
 class Series implements HistogramSeries, HistogramData {
   readonly counts: number[];
@@ -21,10 +19,10 @@ class Series implements HistogramSeries, HistogramData {
   readonly name: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly bounds: readonly number[];
-  readonly #owner: HistogramRegistry;
+  /** When the series began (ms since the epoch): the start of its cumulative counts. */
+  readonly since = Date.now();
 
-  constructor(owner: HistogramRegistry, name: string, labels: Readonly<Record<string, string>>, bounds: readonly number[]) {
-    this.#owner = owner;
+  constructor(name: string, labels: Readonly<Record<string, string>>, bounds: readonly number[]) {
     this.name = name;
     this.labels = labels;
     this.bounds = bounds;
@@ -38,19 +36,17 @@ class Series implements HistogramSeries, HistogramData {
     this.counts[i] = (this.counts[i] as number) + times;
     this.sum += value * times;
     this.count += times;
-    this.#owner.forward?.(this.name, this.labels, value, times);
   }
 }
 
 /**
- * Histograms of the catalogue, kept in process for /metrics (fixed buckets, no allocation per
- * value) and forwarded to OpenTelemetry while telemetry export is on.
+ * Histograms of the catalogue, kept in process (fixed buckets, no allocation per value) for
+ * /metrics and, read at each export, for OpenTelemetry (otel.ts): recording a value costs the
+ * same whether telemetry is exported or not.
  */
 export class HistogramRegistry {
   readonly #series = new Map<string, Series>();
   readonly #specOf: (name: string) => MetricSpec | undefined;
-  /** Set while OpenTelemetry records the values too. */
-  forward: HistogramForward | undefined;
 
   constructor(specOf: (name: string) => MetricSpec | undefined) {
     this.#specOf = specOf;
@@ -62,7 +58,7 @@ export class HistogramRegistry {
     if (series === undefined) {
       const spec = this.#specOf(name);
       if (spec?.type !== 'histogram' || spec.buckets === undefined) throw new Error(`histogram '${name}' is not declared in src/observability/metrics/`);
-      series = new Series(this, name, { ...labels }, spec.buckets);
+      series = new Series(name, { ...labels }, spec.buckets);
       this.#series.set(key, series);
     }
     return series;

@@ -1,13 +1,14 @@
 // Loaded by telemetry.ts only when something is exported: the OpenTelemetry SDK and its
 // exporters cost startup time and memory that a gateway exporting nothing should not pay.
-import { type Attributes, type Histogram, type Observable, context, trace } from '@opentelemetry/api';
+import { type Attributes, type HrTime, type Observable, ValueType, context, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { OTLPLogExporter } from '@opentelemetry/exporter-logs-otlp-http';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchLogRecordProcessor, LoggerProvider } from '@opentelemetry/sdk-logs';
-import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
+import { AggregationTemporality, DataPointType, type HistogramMetricData, type MetricProducer, MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
+import type { Resource } from '@opentelemetry/resources';
 import { AlwaysOnSampler, BatchSpanProcessor, ParentBasedSampler, TracerProvider } from '@opentelemetry/sdk-trace';
 import type { TelemetryExport } from '../config/telemetry.ts';
 import { catalogue } from './catalogue.ts';
@@ -40,13 +41,14 @@ export function startOtel(settings: TelemetryExport, deps: TelemetryDeps): Telem
 
   if (settings.metrics !== undefined) {
     const exporter = new OTLPMetricExporter({ url: settings.metrics.url, headers: { ...settings.metrics.headers } });
-    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: settings.metrics.intervalMs });
+    const reader = new PeriodicExportingMetricReader({
+      exporter,
+      exportIntervalMillis: settings.metrics.intervalMs,
+      metricProducers: [histogramProducer(resource, deps)],
+    });
     const provider = new MeterProvider({ resource, readers: [reader] });
     bridgeCatalogue(provider, deps);
-    stops.push(async () => {
-      deps.counters.histograms.forward = undefined;
-      await provider.shutdown();
-    });
+    stops.push(() => provider.shutdown());
   }
 
   if (settings.logs !== undefined && deps.logBridge !== undefined) {
@@ -84,13 +86,11 @@ function traceIds(): object {
 function bridgeCatalogue(provider: MeterProvider, deps: TelemetryDeps): void {
   const meter = provider.getMeter('ferry', deps.version);
   const observables = new Map<string, Observable>();
-  const histograms = new Map<string, Histogram>();
   for (const spec of catalogue as readonly MetricSpec[]) {
-    const options = { description: spec.help.replace(/`/g, ''), unit: unitOf(spec.unit) };
+    const options = { description: describe(spec), unit: unitOf(spec.unit) };
     const name = `ferry.${spec.name}`;
-    if (spec.type === 'histogram') {
-      histograms.set(spec.name, meter.createHistogram(name, { ...options, advice: { explicitBucketBoundaries: [...(spec.buckets ?? [])] } }));
-    } else if (spec.type === 'counter') {
+    if (spec.type === 'histogram') continue;
+    if (spec.type === 'counter') {
       observables.set(`counter ${spec.name}`, meter.createObservableCounter(name, options));
     } else if (!observables.has(`gauge ${spec.name}`)) {
       // A gauge and a counter may share a dotted name (buffer.dead_letters): the gauge gets a suffix.
@@ -111,9 +111,39 @@ function bridgeCatalogue(provider: MeterProvider, deps: TelemetryDeps): void {
     },
     [...observables.values()],
   );
-  deps.counters.histograms.forward = (name, labels, value, times) => {
-    const histogram = histograms.get(name);
-    if (histogram !== undefined) for (let i = 0; i < times; i++) histogram.record(value, labels as Attributes);
+}
+
+const describe = (spec: MetricSpec) => spec.help.replace(/`/g, '');
+const hrTime = (ms: number): HrTime => [Math.floor(ms / 1000), Math.round((ms % 1000) * 1e6)];
+
+/**
+ * The catalogue's histograms as OpenTelemetry histogram data, read from the in-process ones at
+ * each export: a histogram instrument would cost an attribute lookup per recorded value (one
+ * per message for the message age) while export is on.
+ */
+function histogramProducer(resource: Resource, deps: TelemetryDeps): MetricProducer {
+  const specs = new Map((catalogue as readonly MetricSpec[]).filter((s) => s.type === 'histogram').map((s) => [s.name, s]));
+  return {
+    collect: async () => {
+      const now = hrTime(Date.now());
+      const metrics: HistogramMetricData[] = [];
+      for (const [name, series] of deps.counters.histograms.families()) {
+        const spec = specs.get(name);
+        if (spec === undefined) continue;
+        metrics.push({
+          descriptor: { name: `ferry.${name}`, description: describe(spec), unit: unitOf(spec.unit), valueType: ValueType.DOUBLE },
+          aggregationTemporality: AggregationTemporality.CUMULATIVE,
+          dataPointType: DataPointType.HISTOGRAM,
+          dataPoints: series.map((s) => ({
+            attributes: s.labels as Attributes,
+            startTime: hrTime(s.since),
+            endTime: now,
+            value: { buckets: { boundaries: [...s.bounds], counts: [...s.counts] }, sum: s.sum, count: s.count },
+          })),
+        });
+      }
+      return { resourceMetrics: { resource, scopeMetrics: [{ scope: { name: 'ferry', version: deps.version }, metrics }] }, errors: [] };
+    },
   };
 }
 
