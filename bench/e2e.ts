@@ -123,7 +123,8 @@ export function analyse(records: readonly TopicRecord[], expected: number): Omit
   };
 }
 
-async function measureFerry(kafka: BenchKafka, topic: string, options: E2eOptions): Promise<PathResult> {
+/** The Ferry gateway to Kafka; `telemetry` is its `telemetry:` section (see targets.ts). */
+export async function measureFerry(kafka: BenchKafka, topic: string, options: Omit<E2eOptions, 'naiveMessages'>, telemetry?: string): Promise<PathResult> {
   const bridge = [
     'name: bench-kafka',
     'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }',
@@ -131,7 +132,7 @@ async function measureFerry(kafka: BenchKafka, topic: string, options: E2eOption
     '',
   ].join('\n');
   const nodeArgs = options.profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`];
-  const gateway = await startFerryTarget({ bridge, nodeArgs });
+  const gateway = await startFerryTarget({ bridge, nodeArgs, ...(telemetry === undefined ? {} : { telemetry }) });
   try {
     await publish(gateway.url, WARMUP, 0, 'e2e-');
     await waitForRecords(kafka.brokers, topic, WARMUP);

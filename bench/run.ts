@@ -1,5 +1,5 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external, postgres, startup) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external, postgres, startup, telemetry) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes CPU profiles of the gateways under the
@@ -16,8 +16,9 @@ import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
 import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
 import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartup } from './startup.ts';
+import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external', 'postgres', 'startup'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external', 'postgres', 'startup', 'telemetry'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -48,6 +49,7 @@ const results: {
   external?: ExternalBenchResult;
   postgres?: PostgresBenchResult;
   startup?: StartupBenchResult;
+  telemetry?: TelemetryBenchResult;
 } = {};
 
 if (selected.has('buffer')) {
@@ -210,6 +212,34 @@ if (selected.has('startup')) {
       ],
     );
   }
+}
+if (selected.has('telemetry')) {
+  const messages = Number(process.env['FERRY_BENCH_TELEMETRY_MESSAGES'] ?? 50_000);
+  const rounds = Number(process.env['FERRY_BENCH_TELEMETRY_ROUNDS'] ?? 3);
+  log(
+    `telemetry: ${messages} QoS 1 messages to Kafka with telemetry off, OTLP export (traces at the default ratio, metrics) and the eBPF collector, ${rounds} alternating rounds...`,
+  );
+  const telemetry = (results.telemetry = await benchTelemetry(messages, rounds, log));
+  rows.push(
+    [
+      'QoS 1 devices to Kafka with traces (ratio 0.1) and metrics over OTLP, msgs/s (goal ≥ 0.9)',
+      telemetry.otlp.perSec,
+      'telemetry off',
+      telemetry.off.perSec,
+      telemetry.otlpRatio.throughput,
+    ],
+    [
+      'QoS 1 devices to Kafka with the eBPF collector (bpftrace), msgs/s (goal ≥ 0.95)',
+      telemetry.ebpf.perSec,
+      'telemetry off',
+      telemetry.off.perSec,
+      telemetry.ebpfRatio.throughput,
+    ],
+  );
+  log(
+    `  gateway CPU ms per 1,000 messages: off ${telemetry.off.cpuMsPer1k}, OTLP ${telemetry.otlp.cpuMsPer1k} (ratio ${telemetry.otlpRatio.cpu}), eBPF ${telemetry.ebpf.cpuMsPer1k} (ratio ${telemetry.ebpfRatio.cpu}, bpftrace's own CPU not counted); ` +
+      `${telemetry.otlp.exportedBytes} bytes exported; missing ${telemetry.off.missing} / ${telemetry.otlp.missing} / ${telemetry.ebpf.missing}`,
+  );
 }
 
 const number = (n: number) => n.toLocaleString('en');

@@ -25,6 +25,8 @@ export interface FerryTargetOptions {
   readonly bridgeFile?: string;
   /** Every line the gateway writes to stdout (its log, and --trace-gc lines). */
   readonly onLine?: (line: string) => void;
+  /** The `telemetry:` section as flow YAML; export and the eBPF collector off when absent. */
+  readonly telemetry?: string;
 }
 
 /** `ferry run` with one bridge (the history bridge by default), synchronous=full, anonymous on loopback. */
@@ -38,6 +40,7 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
       'admin: { port: 0 }',
       'log: { level: info, pretty: never }',
       'buffer: { synchronous: full }',
+      `telemetry: ${options.telemetry ?? '{ ebpf: off }'}`,
       `bridges: [${options.bridge === null ? '' : (options.bridgeFile ?? 'bridge.yaml')}]`,
       'devices: []',
       '',

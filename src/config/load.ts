@@ -11,6 +11,7 @@ import type { Env } from './interpolate.ts';
 import { type BridgeConfig, type ComponentKinds, type DeviceProfile, type GatewaySection, bridgeSchema, deviceSchema, gatewaySchema } from './schema.ts';
 import { type YamlFile, loadYamlFile } from './yaml-file.ts';
 import { issuesFromZod } from './zod-issues.ts';
+import { type TelemetryExport, resolveTelemetry } from './telemetry.ts';
 
 export interface GatewayConfig extends GatewaySection {
   /** Absolute path of the gateway config file. */
@@ -28,6 +29,8 @@ export interface GatewayConfig extends GatewaySection {
   readonly tlsPem?: TlsPem;
   /** The admin token, from `admin.token` or read from `admin.tokenFile`. */
   readonly adminToken?: string;
+  /** What OpenTelemetry exports, from `telemetry:` and the OTEL_* variables; absent when nothing. */
+  readonly telemetryExport?: TelemetryExport;
 }
 
 export interface TlsPem {
@@ -152,8 +155,10 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
   const adminToken = gateway.value === undefined ? undefined : readAdminToken(gateway.value.admin, base, gateway.yaml, issues);
 
   if (issues.length > 0 || gateway.value === undefined) return { issues, modules, names, display };
+  const telemetryExport = resolveTelemetry(gateway.value.telemetry, gateway.value.gateway.name, env);
   const config: GatewayConfig = {
     ...gateway.value,
+    ...(telemetryExport === undefined ? {} : { telemetryExport }),
     ...(tlsPem === undefined ? {} : { tlsPem }),
     ...(adminToken === undefined ? {} : { adminToken }),
     file,

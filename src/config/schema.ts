@@ -9,6 +9,8 @@ import { type TransformStep, transformSchema } from '../core/transform-config.ts
 import { type RateLimitConfig, rateLimitSchema } from '../redis/rate-limit-config.ts';
 import { databasesSchema } from './databases-schema.ts';
 
+import { telemetrySchema } from './telemetry.ts';
+
 /** The component kinds a config may name; the runtime's registry supplies them. */
 export interface ComponentKinds {
   readonly sources: readonly SourceComponent<z.ZodType, never>[];
@@ -99,6 +101,7 @@ export const gatewaySchema = z
       .prefault({})
       .meta({ description: 'Logging (pino).' }),
     buffer: bufferSettingsSchema.prefault({}),
+    telemetry: telemetrySchema,
     shutdown: z
       .strictObject({
         drainTimeoutMs: z

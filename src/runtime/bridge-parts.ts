@@ -1,7 +1,8 @@
 import { dirname, resolve } from 'node:path';
 import type { Observable, Subscription } from 'rxjs';
 import type { Logger } from 'pino';
-import type { ComponentContext, Counters } from '../core/component.ts';
+import type { ComponentContext, Counters, HistogramSeries } from '../core/component.ts';
+import type { MessageTracing } from '../core/tracing.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import type { SinkEvent, Source } from '../core/stream.ts';
@@ -105,6 +106,8 @@ interface SinkState {
   down?: { readonly since: number; attempts: number };
   /** Since when the sink holds messages without an answer, when its input can tell. */
   readonly waitingSince: () => number | undefined;
+  /** `sink.write_seconds` of this sink. */
+  readonly writes: HistogramSeries | undefined;
 }
 
 /** Something that keeps a bridge from delivering, for readiness and status. */
@@ -139,7 +142,10 @@ export class SinkSet {
   /** Set when a sink stopped with an error: the bridge reports `failed`. */
   failed = false;
 
-  constructor(bridge: string, logger: Logger, counters: Counters) {
+  readonly #tracing: MessageTracing | undefined;
+
+  constructor(bridge: string, logger: Logger, counters: Counters, tracing?: MessageTracing) {
+    this.#tracing = tracing;
     this.#bridge = bridge;
     this.#logger = logger;
     this.#counters = counters;
@@ -161,8 +167,9 @@ export class SinkSet {
     const [kind, sinkConfig] = Object.entries(entry)[0] as [string, unknown];
     const component = findSink(kind);
     if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${this.#bridge}': unknown sink kind '${kind}'`);
-    const state: SinkState = { name, kind, written: 0, failed: 0, waitingSince };
-    const sink = component.create(sinkConfig, { ...context, logger: this.#logger.child({ sink: name }) }, runtime);
+    const state: SinkState = { name, kind, written: 0, failed: 0, waitingSince, writes: this.#counters.histogram?.('sink.write_seconds', { bridge: this.#bridge, sink: name }) };
+    const tracing = this.#tracing?.sink(this.#bridge, name);
+    const sink = component.create(sinkConfig, { ...context, logger: this.#logger.child({ sink: name }), ...(tracing === undefined ? {} : { tracing }) }, runtime);
     this.#pending += 1;
     this.#states.push(state);
     this.#subscriptions.push(
@@ -221,6 +228,7 @@ export class SinkSet {
     if (event.type === 'written') {
       state.written += event.count;
       this.#counters.count('sink.messages.written', labels, event.count);
+      state.writes?.record(event.durationMs / 1000);
       if (state.down !== undefined) {
         this.#logger.info(
           { sink: state.name, downForMs: Date.now() - state.down.since, attempts: state.down.attempts },

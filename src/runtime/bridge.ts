@@ -2,7 +2,7 @@ import { Subject, concat, from, ignoreElements, type Observable, type Subscripti
 import type { Logger } from 'pino';
 import type { BridgeConfig } from '../config/schema.ts';
 import type { Counters } from '../core/component.ts';
-import { type Delivery, fanOut } from '../core/delivery.ts';
+import { type Delivery, createDelivery, fanOut, settlesUpstream } from '../core/delivery.ts';
 import { type CursorSource, cursorSource } from '../buffer/reader.ts';
 import type { BufferStore } from '../buffer/store.ts';
 import type { BufferWriter } from '../buffer/writer.ts';
@@ -131,7 +131,7 @@ function bufferedFeed(config: BridgeConfig, deps: BridgeDeps, logger: Logger): F
   };
 }
 
-function directFeed(): Feed {
+function directFeed(bridge: string, writer: BufferWriter): Feed {
   const subjects: Subject<Delivery>[] = [];
   return {
     input: () => {
@@ -139,7 +139,11 @@ function directFeed(): Feed {
       subjects.push(subject);
       return subject.asObservable();
     },
-    take: (delivery) => {
+    take: (received) => {
+      // Unbuffered, a sampled message's span ends as it is handed to the sinks.
+      const traced = writer.tracing?.ingress(bridge, received.envelope);
+      traced?.end();
+      const delivery = traced === undefined ? received : createDelivery(traced.envelope, settlesUpstream(received));
       const copies = fanOut(delivery, subjects.length);
       subjects.forEach((subject, i) => subject.next(copies[i] as Delivery));
     },
@@ -183,8 +187,8 @@ export class RunningBridge implements GatewayBridge {
     if (config.buffer.overflow === 'refuse' && source.refuseCaveat !== undefined) {
       this.#logger.warn({ overflow: 'refuse' }, `buffer.overflow: refuse on a ${Object.keys(config.from)[0] ?? ''} source: ${source.refuseCaveat}`);
     }
-    this.#feed = buffered ? bufferedFeed(config, deps, this.#logger) : directFeed();
-    this.#sinks = new SinkSet(config.name, this.#logger, counters);
+    this.#feed = buffered ? bufferedFeed(config, deps, this.#logger) : directFeed(config.name, writer);
+    this.#sinks = new SinkSet(config.name, this.#logger, counters, writer.tracing);
 
     const names = sinkNames(config);
     // A direct bridge has no cursors, but its dead letters (messages refused at ingress) are

@@ -15,6 +15,8 @@ import { brokerStatePath } from '../mqtt/persistence/open.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { renderGatewayMetrics } from '../observability/gateway-metrics.ts';
 import { Vitals, type VitalsReading } from '../observability/vitals.ts';
+import type { LogBridge } from '../observability/log-bridge.ts';
+import { type Observability, startObservability } from './observability.ts';
 import { StatusSeries } from './status-page/series.ts';
 import { AdminServer } from './admin-server.ts';
 import { brokerListeners } from './broker-options.ts';
@@ -56,6 +58,8 @@ export interface GatewayStatus {
 export interface GatewayOptions {
   /** Reads the config again for a reload; throws a ConfigError. By default loadGatewayConfig on the same file. */
   readonly load?: () => Promise<GatewayConfig>;
+  /** The logger's hooks for trace ids and OTLP log export (see createLogger). */
+  readonly logBridge?: LogBridge;
 }
 
 /**
@@ -78,6 +82,8 @@ export class Gateway {
   #admin: AdminServer | undefined;
   #databases: Databases | undefined;
   #vitals: Vitals | undefined;
+  #observability: Observability | undefined;
+  readonly #logBridge: LogBridge | undefined;
   #series: StatusSeries | undefined;
   #bridges: GatewayBridge[] = [];
   /** Bridges a reload replaced or removed, until their sinks finished. */
@@ -94,6 +100,7 @@ export class Gateway {
     this.#logger = logger;
     this.#version = version;
     this.#load = options.load ?? (() => loadGatewayConfig(config.file, { kinds: componentKinds }));
+    this.#logBridge = options.logBridge;
   }
 
   /** The config running: the one started with, with the bridges and devices of the last reload. */
@@ -129,6 +136,9 @@ export class Gateway {
       this.#movedAside = opened.movedAside;
       if (opened.movedAside !== undefined) this.counters.count('buffer.recovered_from_corruption');
       this.#writer = new BufferWriter(opened.store, config.buffer, this.#logger.child({ component: 'buffer' }), this.counters);
+      const observed = { logger: this.#logger, counters: this.counters, status: () => this.status(), version: this.#version };
+      this.#observability = await startObservability(config, { ...observed, ...(this.#logBridge === undefined ? {} : { logBridge: this.#logBridge }) });
+      this.#writer.tracing = this.#observability.tracing;
       this.#health = new HealthWatch({
         bridges: () => this.#bridges,
         store: () => this.#store,
@@ -407,6 +417,8 @@ export class Gateway {
     const timedOut = !(await settlesWithin(Promise.all(stopping), sinkTimeoutMs));
     if (timedOut) this.#logger.warn('sinks did not finish in time; their unconfirmed messages stay buffered');
     for (const bridge of bridges) bridge.abort();
+    // The last export reads the status, which needs the buffer open.
+    await this.#observability?.stop();
     this.#writer?.close();
     await this.#databases?.close();
     await this.#broker?.close();

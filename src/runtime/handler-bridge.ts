@@ -90,7 +90,7 @@ export class HandlerBridge {
     if (config.buffer.overflow === 'refuse' && source.refuseCaveat !== undefined) {
       this.#logger.warn({ overflow: 'refuse' }, `buffer.overflow: refuse on a ${Object.keys(config.from)[0] ?? ''} source: ${source.refuseCaveat}`);
     }
-    this.#sinks = new SinkSet(config.name, this.#logger, counters);
+    this.#sinks = new SinkSet(config.name, this.#logger, counters, writer.tracing);
     this.#cursor = streamCursor({ store, writer, bridge: config.name, sink: HANDLER_CURSOR, policy: config.buffer, logger: this.#logger, counters });
     this.#tracker = new InputTracker({
       onSettle: (_ticket, outcome) => {
