@@ -1,5 +1,6 @@
 import type { Observable } from 'rxjs';
 import type { BufferPolicy } from '../buffer/config.ts';
+import type { RedisTools } from '../redis/handler-tools.ts';
 import type { SinkSpec, SourceSpec } from './specs.ts';
 
 /**
@@ -120,6 +121,13 @@ export interface BridgeTools<S extends string = string> {
   to(sink: S, from: Message | readonly Message[], init?: OutputInit): Output<S>;
   /** `message.done()` for one message or many. */
   done(messages: Message | readonly Message[]): void;
+  /**
+   * The Redis connection declared as `name` under `redis:` in gateway.yaml: get/set (TTL, NX),
+   * del, exists, incr/expire, JSON values and hashes, each a promise. Ferry opens it on first
+   * use, shares it with the rate limits and lookups naming the same settings, and closes it
+   * when the bridge stops. Throws for a name gateway.yaml does not declare.
+   */
+  redis(name: string): RedisTools;
 }
 
 /** A source or sink as in a YAML bridge: a one-key map of the component kind to its config. */

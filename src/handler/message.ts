@@ -3,6 +3,7 @@ import type { Envelope } from '../core/envelope.ts';
 import { FerryError } from '../core/errors.ts';
 import { topicCaptures } from '../core/template.ts';
 import type { BridgeTools, Message, Output, OutputInit } from './define.ts';
+import type { RedisTools } from '../redis/handler-tools.ts';
 import type { Ticket } from './input-tracker.ts';
 
 const decoder = new TextDecoder('utf-8');
@@ -169,9 +170,10 @@ export function isOutput(value: unknown): value is Output {
 }
 
 /** The `tools` of a bridge whose sinks are `sinks`. */
-export function createTools(bridge: string, sinks: readonly string[]): BridgeTools {
+export function createTools(bridge: string, sinks: readonly string[], redis: (name: string) => RedisTools = noRedis(bridge)): BridgeTools {
   return {
     bridge,
+    redis,
     done: (messages) => {
       for (const message of Array.isArray(messages) ? (messages as readonly Message[]) : [messages as Message]) message.done();
     },
@@ -183,6 +185,12 @@ export function createTools(bridge: string, sinks: readonly string[]): BridgeToo
       }
       return buildOutput(bridge, sink, Array.isArray(from) ? [...(from as readonly Message[])] : [from as Message], init);
     },
+  };
+}
+
+function noRedis(bridge: string): (name: string) => RedisTools {
+  return (name) => {
+    throw new FerryError('CONFIG_INVALID', `bridge '${bridge}': tools.redis('${name}'): no Redis connections are declared (\`redis:\` in gateway.yaml)`, { bridge });
   };
 }
 

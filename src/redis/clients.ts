@@ -31,8 +31,9 @@ const ioredis: IoRedisFactory = async (settings) => {
   return new Redis(settings.url, {
     commandTimeout: settings.commandTimeoutMs,
     connectTimeout: settings.connectTimeoutMs,
-    // Commands queued while disconnected are bounded by commandTimeout, not by a retry count.
-    maxRetriesPerRequest: null,
+    // offline: fail drops what waits for a connection at the first failed attempt (the first
+    // connection included); offline: wait keeps it, bounded by commandTimeout.
+    maxRetriesPerRequest: settings.offline === 'fail' ? 0 : null,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
     lazyConnect: false,
   }) as unknown as IoRedisClient;
@@ -72,7 +73,14 @@ export class RedisConnection {
       const reason = this.#lastError instanceof Error ? `: ${this.#lastError.message}` : '';
       throw new FerryError('UPSTREAM_UNAVAILABLE', `Redis ${this.target} is unreachable (${client.status})${reason}`, { retryable: true });
     }
-    return command(client);
+    try {
+      return await command(client);
+    } catch (error) {
+      // A reply error (WRONGTYPE, a script error) is the command's fault; anything else (a
+      // timeout, the connection lost with the command in flight) means Redis was not there.
+      if ((error as Error | undefined)?.name === 'ReplyError' || error instanceof FerryError) throw error;
+      throw new FerryError('UPSTREAM_UNAVAILABLE', `Redis ${this.target} is unreachable: ${(error as Error).message}`, { retryable: true, cause: error });
+    }
   }
 
   #open(): Promise<IoRedisClient> {

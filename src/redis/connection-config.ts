@@ -12,12 +12,11 @@ const redisUrl = z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL'
  */
 export const redisConnectionSchema = z
   .strictObject({
-    url: redisUrl
-      .default(DEFAULT_REDIS_URL)
-      .meta({
-        description: 'The server: `redis://[user:password@]host:port[/db]`, `rediss://` for TLS. Write the password as ${REDIS_PASSWORD} to keep it out of the file; it is never logged.',
-        examples: ['redis://redis.site-7.lan:6379/0'],
-      }),
+    url: redisUrl.default(DEFAULT_REDIS_URL).meta({
+      description:
+        'The server: `redis://[user:password@]host:port[/db]`, `rediss://` for TLS. Write the password as ${REDIS_PASSWORD} to keep it out of the file; it is never logged.',
+      examples: ['redis://redis.site-7.lan:6379/0'],
+    }),
     commandTimeoutMs: z
       .int()
       .min(10)

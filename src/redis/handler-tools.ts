@@ -1,5 +1,6 @@
 import { FerryError, isFerryError } from '../core/errors.ts';
-import type { IoRedisClient, RedisConnection } from './clients.ts';
+import { type IoRedisClient, type RedisClients, type RedisConnection, type RedisLease, processRedisClients } from './clients.ts';
+import type { RedisConnections } from './connection-config.ts';
 
 /** Options of `set` and `setJson`. */
 export interface RedisSetOptions {
@@ -52,8 +53,8 @@ export function redisTools(name: string, connection: RedisConnection): RedisTool
       return await connection.run(call);
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
-      const retryable = isFerryError(error) ? error.retryable : !/WRONGTYPE|ERR /.test(reason);
-      throw new FerryError(isFerryError(error) ? error.code : 'UPSTREAM_UNAVAILABLE', `redis '${name}' (${connection.target}): ${command} ${key} failed: ${reason}`, {
+      const retryable = isFerryError(error) && error.retryable;
+      throw new FerryError(isFerryError(error) ? error.code : 'MESSAGE_INVALID', `redis '${name}' (${connection.target}): ${command} ${key} failed: ${reason}`, {
         component: `redis '${name}'`,
         retryable,
         cause: error,
@@ -94,4 +95,48 @@ export function redisTools(name: string, connection: RedisConnection): RedisTool
     hgetall: (key) => run('HGETALL', key, (c) => c.hgetall(key)),
     hdel: (key, ...fields) => (fields.length === 0 ? Promise.resolve(0) : run('HDEL', key, (c) => c.hdel(key, ...fields))),
   };
+}
+
+/**
+ * The Redis connections one handler bridge uses, by name: each acquired from the shared
+ * clients on the first `tools.redis(name)`, all released when the bridge stops.
+ */
+export class HandlerRedis {
+  readonly #bridge: string;
+  readonly #connections: RedisConnections;
+  readonly #clients: RedisClients;
+  readonly #open = new Map<string, { readonly tools: RedisTools; readonly lease: RedisLease }>();
+  #closed = false;
+
+  constructor(bridge: string, connections: RedisConnections = {}, clients: RedisClients = processRedisClients) {
+    this.#bridge = bridge;
+    this.#connections = connections;
+    this.#clients = clients;
+  }
+
+  get(name: string): RedisTools {
+    const open = this.#open.get(name);
+    if (open !== undefined) return open.tools;
+    const settings = Object.hasOwn(this.#connections, name) ? this.#connections[name] : undefined;
+    if (settings === undefined) {
+      const declared = Object.keys(this.#connections);
+      throw new FerryError(
+        'CONFIG_INVALID',
+        `bridge '${this.#bridge}': tools.redis('${name}'): no such connection under \`redis:\` in gateway.yaml (${declared.length === 0 ? 'none is declared' : `declared: ${declared.join(', ')}`})`,
+        { bridge: this.#bridge },
+      );
+    }
+    if (this.#closed) throw new FerryError('SHUTDOWN', `bridge '${this.#bridge}' stopped: tools.redis('${name}') is closed`, { bridge: this.#bridge });
+    const lease = this.#clients.acquire(settings);
+    const tools = redisTools(name, lease.connection);
+    this.#open.set(name, { tools, lease });
+    return tools;
+  }
+
+  /** Gives back every connection taken; later `get` calls throw. */
+  close(): void {
+    this.#closed = true;
+    for (const { lease } of this.#open.values()) lease.release();
+    this.#open.clear();
+  }
 }

@@ -4,9 +4,7 @@ import { type RedisConnectionSettings, redisReference } from './connection-confi
 
 export const rateLimitSchema = z
   .strictObject({
-    redis: redisReference(
-      'The Redis holding the limit, shared by every gateway that names the same server: the name of a connection under `redis:` in gateway.yaml, or a URL.',
-    ),
+    redis: redisReference('The Redis holding the limit, shared by every gateway that names the same server: the name of a connection under `redis:` in gateway.yaml, or a URL.'),
     messagesPerSecond: z
       .number()
       .positive()

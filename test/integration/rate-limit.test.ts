@@ -194,7 +194,9 @@ test('two gateways on one key stay within burst + rate × time + one lease each 
   const seconds = (performance.now() - started) / 1000;
   const passed = a.passed.length + b.passed.length;
   const bound = shared.burst + shared.messagesPerSecond * seconds + 2 * lease;
-  t.diagnostic(`${passed} passed of ${2 * sent} offered in ${seconds.toFixed(2)} s; bound ${bound.toFixed(0)} (burst + rate × time ${(shared.burst + shared.messagesPerSecond * seconds).toFixed(0)})`);
+  t.diagnostic(
+    `${passed} passed of ${2 * sent} offered in ${seconds.toFixed(2)} s; bound ${bound.toFixed(0)} (burst + rate × time ${(shared.burst + shared.messagesPerSecond * seconds).toFixed(0)})`,
+  );
   assert.ok(passed <= bound, `${passed} passed in ${seconds.toFixed(2)} s: over the bound ${bound.toFixed(0)}`);
   assert.ok(passed >= shared.burst, `${passed} passed: not even the burst`);
   assert.ok(a.passed.length > 0 && b.passed.length > 0, `both gateways pass some: ${a.passed.length} / ${b.passed.length}`);
