@@ -32,7 +32,7 @@ export const redisConnectionSchema = z
       .default('fail')
       .meta({
         description:
-          'What a command does while the connection is down: `fail` at once (a clear `REDIS_UNAVAILABLE` error; the caller decides), or `wait` for the reconnection, up to `commandTimeoutMs`. Commands sent while the first connection is being made always wait for it.',
+          'What a command does while the connection is down: `fail` at once (an `UPSTREAM_UNAVAILABLE` error naming the connection; the caller decides), or `wait` for the reconnection, up to `commandTimeoutMs`. Commands sent while the first connection is being made always wait for it.',
         examples: ['wait'],
       }),
   })
