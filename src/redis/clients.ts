@@ -35,7 +35,8 @@ const ioredis: IoRedisFactory = async (settings) => {
     // connection included); offline: wait keeps it, bounded by commandTimeout.
     maxRetriesPerRequest: settings.offline === 'fail' ? 0 : null,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
-    lazyConnect: false,
+    // Names this process's connections in CLIENT LIST.
+    connectionName: `ferry-${process.pid}`,
   }) as unknown as IoRedisClient;
 };
 

@@ -58,11 +58,15 @@ to: [{history: {}}]
     const pub = await mosquittoPub(gw.mqttUrl, `devices/${device}/alarms/pressure`, payload, { qos: 1, clientId: device });
     assert.equal(pub.code, 0, pub.stderr);
   }
-  const rows = await until('two alarms in the history', async () => {
-    const result = await ferry(['history', '--data-dir', dataDir, '--json']);
-    const lines = result.stdout.trim() === '' ? [] : result.stdout.trim().split('\n');
-    return lines.length === 2 ? lines.map((line) => JSON.parse(line) as Record<string, unknown>) : undefined;
-  });
+  const rows = await until(
+    'two alarms in the history',
+    async () => {
+      const result = await ferry(['history', '--data-dir', dataDir, '--json']);
+      const lines = result.stdout.trim() === '' ? [] : result.stdout.trim().split('\n');
+      return lines.length === 2 ? lines.map((line) => JSON.parse(line) as Record<string, unknown>) : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 250 },
+  );
   assert.deepEqual(rows.map((r) => [r['clientId'], r['payload']]).sort(), [
     ['pump-7', '{"severity":9,"site":"plant-south/pumphouse"}'],
     ['sensor-9', '{"severity":3,"site":"unknown"}'],
@@ -98,4 +102,53 @@ to: [{history: {}}]
   const checked = await ferry(['validate', '--config', badKey]);
   assert.equal(checked.code, 1);
   assert.match(checked.stdout + checked.stderr, /history\.yaml:4:\d+: transform\[0\]\.lookup\.key: template 'site:\$\{2\}': \$\{2\} needs a 2nd '\+' wildcard/);
+});
+
+test('ferry run: the rate limit and the lookup naming one connection share one client, which a reload dropping them closes', { timeout: 120_000 }, async () => {
+  const redisUrl = await requireService('redis');
+  const prefix = randomName('ferry:test:e2e-conn:');
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+  after(async () => {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    await redis.quit();
+  });
+  const bridge = (enriched: boolean) =>
+    [
+      'name: alarms',
+      'from: {mqtt: {topics: ["devices/+/alarms/#"]}}',
+      ...(enriched
+        ? [
+            `rateLimit: {redis: sites, keyPrefix: "${prefix}rl:", messagesPerSecond: 1000}`,
+            'transform:',
+            `  - lookup: {redis: sites, key: "${prefix}site:\${1}", field: site, default: unknown}`,
+          ]
+        : []),
+      'to: [{history: {}}]',
+      '',
+    ].join('\n');
+  const config = gatewayTree(redisUrl, bridge(true));
+  const dataDir = tempDir();
+  const gw = await startFerry(['--config', config, '--data-dir', dataDir]);
+  running.push(gw);
+  const clients = async () =>
+    String(await redis.call('CLIENT', 'LIST'))
+      .split('\n')
+      .filter((line: string) => line.includes(` name=ferry-${gw.child.pid} `)).length;
+  assert.equal(await clients(), 0, 'opened on first use only');
+  const pub = await mosquittoPub(gw.mqttUrl, 'devices/pump-7/alarms/pressure', '{"severity":9}', { qos: 1, clientId: 'pump-7' });
+  assert.equal(pub.code, 0, pub.stderr);
+  // In the history, the message has been through both: each used Redis by then.
+  await until('the enriched alarm in the history', async () => ((await ferry(['history', '--data-dir', dataDir, '--json'])).stdout.includes('site') ? true : undefined), {
+    timeoutMs: 60_000,
+    intervalMs: 250,
+  });
+  assert.equal(await clients(), 1);
+
+  writeFileSync(join(config, '../bridges/history.yaml'), bridge(false));
+  const reload = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  assert.equal(reload.status, 200, await reload.text());
+  await until('the client closed', async () => ((await clients()) === 0 ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
+  gw.child.kill('SIGTERM');
+  assert.equal(await gw.exited, 0);
 });
