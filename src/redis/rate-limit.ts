@@ -69,7 +69,7 @@ export function rateLimit(options: RateLimitOptions): DeliveryOperator {
 /** Tokens a gateway took from Redis for one key and has not spent yet. */
 interface Lease {
   tokens: number;
-  /** Unspent tokens are given up at this time (ms since the epoch). */
+  /** Unspent tokens are given up at this time (ms since the epoch): `leaseMs` after the key's last message. */
   expires: number;
 }
 
@@ -116,8 +116,10 @@ class Limiter {
       // Nothing of this key waits: a token of its lease lets the message through at once.
       const lease = this.#leases.get(key);
       if (lease !== undefined && lease.tokens >= 1) {
-        if (lease.expires > Date.now()) {
+        const now = Date.now();
+        if (lease.expires > now) {
           lease.tokens -= 1;
+          lease.expires = now + this.#options.config.leaseMs;
           if (lease.tokens < this.#leaseSize / 2 && !this.#lowLeases.has(key)) {
             this.#lowLeases.add(key);
             this.#schedule();
