@@ -3,6 +3,7 @@
 // per device, in the Redis at FERRY_TEST_REDIS or 127.0.0.1:6379) and once without one, in
 // turns, median of three rounds. Goal: ≥ 0.85× with the limiter on.
 import { ackedRate } from './ingest.ts';
+import { cpuMs } from './load.ts';
 import { startFerryTarget } from './targets.ts';
 
 const ROUNDS = 3;
@@ -14,6 +15,8 @@ export interface RateLimitBenchResult {
   readonly off: number;
   readonly on: number;
   readonly ratio: number;
+  /** The gateway's CPU time per 1,000 messages (median), a measure this busy machine disturbs less than a rate. */
+  readonly cpuMsPer1k: { readonly on: number; readonly off: number; readonly ratio: number };
 }
 
 function bridge(limited: boolean, redis: string): string {
@@ -34,12 +37,15 @@ function median(values: readonly number[]): number {
 export async function benchRateLimit(messages = 50_000, nodeArgs: readonly string[] = []): Promise<RateLimitBenchResult> {
   const redis = process.env['FERRY_TEST_REDIS'] ?? 'redis://127.0.0.1:6379';
   const rates = { on: [] as number[], off: [] as number[] };
+  const cpu = { on: [] as number[], off: [] as number[] };
   for (let round = 0; round < ROUNDS; round++) {
     for (const limited of [true, false]) {
       const target = await startFerryTarget({ bridge: bridge(limited, redis), nodeArgs });
       try {
         await ackedRate(target.url, 1, Math.min(5_000, messages));
+        const before = cpuMs(target.pid);
         rates[limited ? 'on' : 'off'].push(await ackedRate(target.url, 1, messages));
+        cpu[limited ? 'on' : 'off'].push(((cpuMs(target.pid) - before) * 1000) / messages);
       } finally {
         await target.stop();
       }
@@ -47,5 +53,16 @@ export async function benchRateLimit(messages = 50_000, nodeArgs: readonly strin
   }
   const on = median(rates.on);
   const off = median(rates.off);
-  return { messages, rounds: ROUNDS, redis: redis.replace(/\/\/[^@/]*@/, '//***@'), on, off, ratio: Math.round((on / off) * 100) / 100 };
+  const round2 = (n: number) => Math.round(n * 100) / 100;
+  const cpuOn = median(cpu.on);
+  const cpuOff = median(cpu.off);
+  return {
+    messages,
+    rounds: ROUNDS,
+    redis: redis.replace(/\/\/[^@/]*@/, '//***@'),
+    on,
+    off,
+    ratio: round2(on / off),
+    cpuMsPer1k: { on: round2(cpuOn), off: round2(cpuOff), ratio: round2(cpuOn / cpuOff) },
+  };
 }

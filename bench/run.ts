@@ -88,6 +88,7 @@ if (selected.has('ratelimit')) {
     limited.off,
     limited.ratio,
   ]);
+  log(`  gateway CPU ms per 1,000 messages: limiter on ${limited.cpuMsPer1k.on}, off ${limited.cpuMsPer1k.off} (ratio ${limited.cpuMsPer1k.ratio})`);
 }
 if (selected.has('e2e')) {
   const messages = Number(process.env['FERRY_BENCH_E2E_MESSAGES'] ?? 100_000);
