@@ -22,6 +22,13 @@ export interface RateLimitOptions {
   readonly clients?: RedisClients;
 }
 
+/**
+ * A lease not used for this long (between one and two of these) is given up, so that the
+ * leases held are those of keys active lately. Not a matter of the limit: a gateway never holds
+ * more than one lease per key, however long it keeps it.
+ */
+const LEASE_IDLE_MS = 60_000;
+
 /** After a failed Redis call, how long messages are decided without Redis before it is tried again. */
 const RETRY_MS = 1000;
 
@@ -69,8 +76,8 @@ export function rateLimit(options: RateLimitOptions): DeliveryOperator {
 /** Tokens a gateway took from Redis for one key and has not spent yet. */
 interface Lease {
   tokens: number;
-  /** Unspent tokens are given up at this time (ms since the epoch): `leaseMs` after the key's last message. */
-  expires: number;
+  /** Set when a token is spent; a lease not used between two sweeps (a minute apart) is given up. */
+  used: boolean;
 }
 
 /** The most tokens one gateway holds for one key: `leaseMs` of the rate, at most `burst`, none below one. */
@@ -116,18 +123,14 @@ class Limiter {
       // Nothing of this key waits: a token of its lease lets the message through at once.
       const lease = this.#leases.get(key);
       if (lease !== undefined && lease.tokens >= 1) {
-        const now = Date.now();
-        if (lease.expires > now) {
-          lease.tokens -= 1;
-          lease.expires = now + this.#options.config.leaseMs;
-          if (lease.tokens < this.#leaseSize / 2 && !this.#lowLeases.has(key)) {
-            this.#lowLeases.add(key);
-            this.#schedule();
-          }
-          this.#out.next(delivery);
-          return;
+        lease.tokens -= 1;
+        lease.used = true;
+        if (lease.tokens < this.#leaseSize / 2 && !this.#lowLeases.has(key)) {
+          this.#lowLeases.add(key);
+          this.#schedule();
         }
-        this.#leases.delete(key);
+        this.#out.next(delivery);
+        return;
       }
     }
     if (this.#waiting >= config.maxWaiting) {
@@ -170,10 +173,10 @@ class Limiter {
   }
 
   /** Tokens to ask for `key` beyond its waiting messages: what refills its lease. */
-  #topUp(key: string, now: number): number {
+  #topUp(key: string): number {
     if (this.#leaseSize === 0) return 0;
     const lease = this.#leases.get(key);
-    const held = lease !== undefined && lease.expires > now ? lease.tokens : 0;
+    const held = lease?.tokens ?? 0;
     return Math.max(0, this.#leaseSize - Math.floor(held));
   }
 
@@ -188,13 +191,13 @@ class Limiter {
       if ((this.#notBefore.get(key) ?? 0) > now) continue;
       keys.push(key);
       waiting.push(queue.length);
-      requests.push({ key: this.#prefix + key, count: queue.length + this.#topUp(key, now) });
+      requests.push({ key: this.#prefix + key, count: queue.length + this.#topUp(key) });
     }
     const blocked = now < this.#redisBlockedUntil;
     if (!blocked) {
       for (const key of this.#lowLeases) {
         if (this.#queues.has(key)) continue;
-        const count = this.#topUp(key, now);
+        const count = this.#topUp(key);
         if (count === 0) continue;
         keys.push(key);
         waiting.push(0);
@@ -279,10 +282,9 @@ class Limiter {
       }
     }
     if (spare > 0) {
-      const now = Date.now();
       const lease = this.#leases.get(key);
-      const held = lease !== undefined && lease.expires > now ? lease.tokens : 0;
-      this.#leases.set(key, { tokens: held + spare, expires: now + this.#options.config.leaseMs });
+      if (lease === undefined) this.#leases.set(key, { tokens: spare, used: true });
+      else lease.tokens += spare;
     }
     if (queue.length === 0) {
       this.#queues.delete(key);
@@ -294,9 +296,12 @@ class Limiter {
 
   /** Forgets expired leases, at most once per lease period, so the map holds only keys active lately. */
   #sweepLeases(now: number): void {
-    if (this.#leases.size === 0 || now - this.#leasesSweptAt < this.#options.config.leaseMs) return;
+    if (this.#leases.size === 0 || now - this.#leasesSweptAt < LEASE_IDLE_MS) return;
     this.#leasesSweptAt = now;
-    for (const [key, lease] of this.#leases) if (lease.expires <= now) this.#leases.delete(key);
+    for (const [key, lease] of this.#leases) {
+      if (lease.used) lease.used = false;
+      else this.#leases.delete(key);
+    }
   }
 
   /** Redis could not decide: pass the waiting messages (failOpen) or keep them waiting. */
