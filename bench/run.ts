@@ -1,5 +1,5 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external, postgres, startup, telemetry) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external, postgres, startup, telemetry, ratelimit) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes CPU profiles of the gateways under the
@@ -17,8 +17,9 @@ import { benchPacketGuard } from './packet-guard.ts';
 import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
 import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartup } from './startup.ts';
 import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
+import { type RateLimitBenchResult, benchRateLimit } from './rate-limit.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external', 'postgres', 'startup', 'telemetry'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external', 'postgres', 'startup', 'telemetry', 'ratelimit'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -43,6 +44,7 @@ const results: {
   buffer?: BufferBenchResult;
   packetGuard?: { plain: number; guarded: number; ratio: number };
   ingest?: IngestBenchResult;
+  rateLimit?: RateLimitBenchResult;
   e2e?: E2eBenchResult;
   handler?: HandlerBenchResult;
   brokerState?: BrokerStateBenchResult;
@@ -85,6 +87,19 @@ if (selected.has('ingest')) {
     ['broker hardening alone (no bridge), QoS 1 ingest, msgs/s', ingest.hardening.qos1, 'plain aedes, no hooks', ingest.qos1.aedes, ingest.hardening.qos1VsAedes],
     ['broker hardening alone (no bridge), QoS 0 ingest, msgs/s', ingest.hardening.qos0, 'plain aedes, no hooks', ingest.qos0.aedes, ingest.hardening.qos0VsAedes],
   );
+}
+if (selected.has('ratelimit')) {
+  const messages = Number(process.env['FERRY_BENCH_INGEST_MESSAGES'] ?? 50_000);
+  log(`rate limiter: ${messages} QoS 1 messages from 50 devices, with a Redis rate limit that limits nothing and without, median of 3 rounds...`);
+  const limited = (results.rateLimit = await benchRateLimit(messages));
+  rows.push([
+    'QoS 1 ingest with a Redis rate limit of 1,000,000/s per device, msgs/s (goal ≥ 0.85×)',
+    limited.on,
+    'the same bridge without a rate limit',
+    limited.off,
+    limited.ratio,
+  ]);
+  log(`  gateway CPU ms per 1,000 messages: limiter on ${limited.cpuMsPer1k.on}, off ${limited.cpuMsPer1k.off} (ratio ${limited.cpuMsPer1k.ratio})`);
 }
 if (selected.has('e2e')) {
   const messages = Number(process.env['FERRY_BENCH_E2E_MESSAGES'] ?? 100_000);

@@ -344,6 +344,8 @@ export class Gateway {
       databases: next.databases,
       bridges: next.bridges,
       devices: next.devices,
+      // Applied through the bridges: each carries the connections it uses, and a client no bridge holds any more is closed.
+      redis: next.redis,
       bridgeConfigs: next.bridgeConfigs,
       deviceProfiles: next.deviceProfiles,
       mqtt: { ...running.mqtt, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl },
