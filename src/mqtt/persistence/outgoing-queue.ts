@@ -9,6 +9,18 @@ const PAGE = 64;
 /** Expired messages removed per sweep. */
 const EXPIRE_BATCH = 1000;
 
+/**
+ * The limits on the queue of a session whose client is offline (a connected client's messages
+ * in flight are bounded by its connection). A message past one is not queued for that client.
+ */
+export interface QueueCap {
+  readonly queuedPerSession: number;
+  readonly queuedBytesPerSession: number;
+  connected(clientId: string): boolean;
+  /** Called, inside the write, for each client a message was not queued for. */
+  refused(clientId: string, limit: 'queuedPerSession' | 'queuedBytesPerSession'): void;
+}
+
 interface QueueRow {
   readonly seq: number;
   readonly message_id: number | null;
@@ -34,9 +46,11 @@ export class OutgoingQueue {
   readonly #last: Database.Statement;
   readonly #page: Database.Statement;
   readonly #expired: Database.Statement;
+  readonly #usage: Database.Statement;
 
   constructor(db: Database.Database, commit: GroupCommit) {
     this.#commit = commit;
+    this.#usage = db.prepare('SELECT messages, bytes FROM queue_usage WHERE client_id = ?');
     this.#insert = db.prepare('INSERT INTO outgoing (client_id, broker_id, broker_counter, message_id, expires_at, payload, meta) VALUES (?, ?, ?, ?, ?, ?, ?)');
     this.#byCounter = db.prepare('SELECT seq FROM outgoing WHERE client_id = ? AND broker_counter IS ? AND broker_id IS ? ORDER BY seq LIMIT 1');
     this.#byMessageId = db.prepare('SELECT seq FROM outgoing WHERE client_id = ? AND message_id = ? AND broker_id IS NOT ? ORDER BY seq LIMIT 1');
@@ -55,7 +69,7 @@ export class OutgoingQueue {
    * waits for it). A client matched by several of its subscriptions gets one copy: aedes numbers
    * a copy by the message's broker counter, so a second one would never be cleared by a PUBACK.
    */
-  enqueue(clientIds: readonly string[], packet: StoredPacket): Promise<void> {
+  enqueue(clientIds: readonly string[], packet: StoredPacket, cap?: QueueCap): Promise<void> {
     if (clientIds.length === 0) return Promise.resolve();
     const queued = normalizedPacket(packet);
     const { payload, meta } = encodePacket(queued);
@@ -63,9 +77,23 @@ export class OutgoingQueue {
     const counter = queued.brokerCounter ?? null;
     const messageId = queued.messageId ?? null;
     const expiresAt = queued.messageExpiry ?? null;
+    const bytes = payload === null ? 0 : Buffer.byteLength(payload);
     return this.#commit.durable(() => {
-      for (const clientId of new Set(clientIds)) this.#insert.run(clientId, brokerId, counter, messageId, expiresAt, payload, meta);
+      for (const clientId of new Set(clientIds)) {
+        const full = cap === undefined ? undefined : this.#full(clientId, bytes, cap);
+        if (full !== undefined) cap?.refused(clientId, full);
+        else this.#insert.run(clientId, brokerId, counter, messageId, expiresAt, payload, meta);
+      }
     });
+  }
+
+  /** The limit a message of `bytes` would take the offline client's queue past, if any. */
+  #full(clientId: string, bytes: number, cap: QueueCap): 'queuedPerSession' | 'queuedBytesPerSession' | undefined {
+    if (cap.connected(clientId)) return undefined;
+    const usage = (this.#usage.get(clientId) as { messages: number; bytes: number } | undefined) ?? { messages: 0, bytes: 0 };
+    if (usage.messages + 1 > cap.queuedPerSession) return 'queuedPerSession';
+    if (usage.bytes + bytes > cap.queuedBytesPerSession) return 'queuedBytesPerSession';
+    return undefined;
   }
 
   /**
