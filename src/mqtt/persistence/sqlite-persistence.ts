@@ -18,7 +18,7 @@ import { SubscriptionStore } from './subscription-store.ts';
 
 /** How often messages past their MQTT 5 Message Expiry Interval are removed from disk. */
 const EXPIRY_SWEEP_MS = 60_000;
-/** How often the file is checked for changes another process made (`ferry sessions purge`). */
+/** How often the file is checked for changes another process made (`ferry sessions purge`), besides before each restore and each QoS 1 or 2 publish. */
 const OUTSIDE_CHANGE_MS = 1000;
 
 /** The broker as aedes hands it to `setup` (in aedes-persistence's own tests, a stand-in). */
@@ -194,7 +194,9 @@ export class SqlitePersistence {
     return this.#subscriptions.count();
   }
 
+  /** aedes queues a QoS 1 or 2 message for the sessions this returns: a purge by another process is looked for first (one cheap PRAGMA). */
   subscriptionsByTopic(topic: string): Promise<TopicSubscription[]> {
+    this.#followOutsideChanges();
     return this.#subscriptions.byTopic(topic);
   }
 
