@@ -73,6 +73,10 @@ export class SqlitePersistence {
     this.#db = db;
     this.#options = options;
     migrateBrokerState(db);
+    // Each write runs in a savepoint (group-commit.ts): SQLite copies every page a savepoint
+    // first changes to a sub-journal, a temporary file unless this; in memory it halved the
+    // cost of a publish queued for 100 offline sessions.
+    db.pragma('temp_store = MEMORY');
     this.#dataVersion = db.prepare('PRAGMA data_version').pluck();
     this.#seenVersion = this.#dataVersion.get();
     this.#commit = new GroupCommit(db, synchronousOf(db), (error) => this.#lost(error));
@@ -299,6 +303,7 @@ export class SqlitePersistence {
       if (version === this.#seenVersion) return;
       this.#seenVersion = version;
       this.#subscriptions.load();
+      this.#outgoing.recount();
     } catch (error) {
       this.#failed(error, 'reading the subscriptions again after another process changed the file failed');
     }
@@ -350,6 +355,7 @@ export class SqlitePersistence {
   #lost(error: Error): void {
     this.#options.counters.count('mqtt.state.write_failures');
     this.#options.logger.error({ err: error }, 'broker state: a transaction failed and was rolled back; the clients waiting for it get errors');
+    this.#outgoing.recount();
     try {
       this.#subscriptions.load();
     } catch (reload) {

@@ -38,8 +38,9 @@ const SESSION_COLUMNS = `
   (SELECT count(*) FROM subscriptions WHERE client_id = c.client_id) AS subscriptions,
   coalesce(q.messages, 0) AS queuedMessages, coalesce(q.bytes, 0) AS queuedBytes`;
 const SESSION_SOURCE = `
-  (SELECT client_id FROM sessions UNION SELECT client_id FROM subscriptions UNION SELECT client_id FROM queue_usage) c
-  LEFT JOIN sessions s USING (client_id) LEFT JOIN queue_usage q USING (client_id)`;
+  (SELECT client_id FROM sessions UNION SELECT client_id FROM subscriptions UNION SELECT DISTINCT client_id FROM queue) c
+  LEFT JOIN sessions s USING (client_id)
+  LEFT JOIN (SELECT client_id, count(*) AS messages, sum(bytes) AS bytes FROM queue GROUP BY client_id) q USING (client_id)`;
 
 interface SessionRow {
   readonly clientId: string;
@@ -101,7 +102,7 @@ export class BrokerStateFile {
             `client '${clientId}' is connected: its session is in use (disconnect the client first; if the gateway is not running, it stopped without recording the disconnect: pass --force)`,
           );
         }
-        for (const table of ['subscriptions', 'outgoing', 'incoming', 'wills', 'sessions']) this.#db.prepare(`DELETE FROM ${table} WHERE client_id = ?`).run(clientId);
+        for (const table of ['subscriptions', 'queue', 'incoming', 'wills', 'sessions']) this.#db.prepare(`DELETE FROM ${table} WHERE client_id = ?`).run(clientId);
         return found;
       })
       .immediate();
