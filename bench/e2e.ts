@@ -60,10 +60,12 @@ export interface E2eBenchResult {
   readonly payloadBytes: number;
   readonly kafka: { readonly brokers: readonly string[]; readonly startedForRun: boolean };
   readonly ferry: PathResult;
+  /** The same gateway with the broker's state in memory (`mqtt.persistence: memory`). */
+  readonly ferryMemoryState: PathResult;
   readonly naive: PathResult;
   readonly kafkaCeiling: ProducerPerfResult;
   readonly aedesIngest: { readonly messages: number; readonly perSec: number };
-  readonly ratios: { readonly vsNaive: number; readonly vsAedesIngest: number; readonly vsKafkaCeiling: number };
+  readonly ratios: { readonly vsNaive: number; readonly vsAedesIngest: number; readonly vsKafkaCeiling: number; readonly sqliteVsMemoryState: number };
 }
 
 export interface E2eOptions {
@@ -123,7 +125,7 @@ function analyse(records: readonly TopicRecord[], expected: number): Omit<PathRe
   };
 }
 
-async function measureFerry(kafka: BenchKafka, topic: string, options: E2eOptions): Promise<PathResult> {
+async function measureFerry(kafka: BenchKafka, topic: string, options: E2eOptions, persistence: 'sqlite' | 'memory' = 'sqlite'): Promise<PathResult> {
   const bridge = [
     'name: bench-kafka',
     'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }',
@@ -131,7 +133,7 @@ async function measureFerry(kafka: BenchKafka, topic: string, options: E2eOption
     '',
   ].join('\n');
   const nodeArgs = options.profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`];
-  const gateway = await startFerryTarget({ bridge, nodeArgs });
+  const gateway = await startFerryTarget({ bridge, nodeArgs: persistence === 'sqlite' ? nodeArgs : [], persistence });
   try {
     await publish(gateway.url, WARMUP, 0, 'e2e-');
     await waitForRecords(kafka.brokers, topic, WARMUP);
@@ -182,13 +184,20 @@ async function measureAedesIngest(messages: number): Promise<number> {
 export async function benchE2e(options: E2eOptions): Promise<E2eBenchResult> {
   const { log } = options;
   const kafka = await benchKafka(log);
-  const topics = { ferry: benchTopic('ferry-bench-e2e-'), naive: benchTopic('ferry-bench-naive-'), perf: benchTopic('ferry-bench-perf-') };
+  const topics = {
+    ferry: benchTopic('ferry-bench-e2e-'),
+    memory: benchTopic('ferry-bench-e2e-memory-'),
+    naive: benchTopic('ferry-bench-naive-'),
+    perf: benchTopic('ferry-bench-perf-'),
+  };
   try {
     for (const topic of Object.values(topics)) await createAppendTimeTopic(kafka.brokers, topic);
     log(`  plain aedes QoS 1 ingest, ${options.messages} messages...`);
     const aedesIngest = await measureAedesIngest(options.messages);
     log(`  Ferry gateway to Kafka, ${options.messages} messages...`);
     const ferry = await measureFerry(kafka, topics.ferry, options);
+    log(`  the same with mqtt.persistence: memory, ${options.messages} messages...`);
+    const ferryMemoryState = await measureFerry(kafka, topics.memory, options, 'memory');
     log(`  naive bridge (aedes + one awaited kafkajs send per message), ${options.naiveMessages} messages...`);
     const naive = await measureNaive(kafka, topics.naive, options.naiveMessages);
     log(`  Kafka ProducerPerformance, ${options.messages} records of ${PAYLOAD_BYTES} bytes, acks=all...`);
@@ -199,10 +208,16 @@ export async function benchE2e(options: E2eOptions): Promise<E2eBenchResult> {
       payloadBytes: PAYLOAD_BYTES,
       kafka: { brokers: kafka.brokers, startedForRun: kafka.started },
       ferry,
+      ferryMemoryState,
       naive,
       kafkaCeiling,
       aedesIngest: { messages: options.messages, perSec: aedesIngest },
-      ratios: { vsNaive: ratio(ferry.perSec, naive.perSec), vsAedesIngest: ratio(ferry.perSec, aedesIngest), vsKafkaCeiling: ratio(ferry.perSec, kafkaCeiling.perSec) },
+      ratios: {
+        vsNaive: ratio(ferry.perSec, naive.perSec),
+        vsAedesIngest: ratio(ferry.perSec, aedesIngest),
+        vsKafkaCeiling: ratio(ferry.perSec, kafkaCeiling.perSec),
+        sqliteVsMemoryState: ratio(ferry.perSec, ferryMemoryState.perSec),
+      },
     };
   } finally {
     await deleteTopics(kafka.brokers, Object.values(topics)).catch((error: unknown) => log(`  could not delete the bench topics: ${String(error)}`));

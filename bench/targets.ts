@@ -25,6 +25,8 @@ export interface FerryTargetOptions {
   readonly bridgeFile?: string;
   /** Every line the gateway writes to stdout (its log, and --trace-gc lines). */
   readonly onLine?: (line: string) => void;
+  /** `mqtt.persistence`: where the broker keeps its state (sqlite, the default, or memory). */
+  readonly persistence?: 'sqlite' | 'memory';
 }
 
 /** `ferry run` with one bridge (the history bridge by default), synchronous=full, anonymous on loopback. */
@@ -34,7 +36,7 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
     join(dir, 'gateway.yaml'),
     [
       'gateway: { name: bench, dataDir: ./data }',
-      'mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback }',
+      `mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback, persistence: ${options.persistence ?? 'sqlite'} }`,
       'admin: { port: 0 }',
       'log: { level: info, pretty: never }',
       'buffer: { synchronous: full }',
