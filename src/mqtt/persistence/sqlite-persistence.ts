@@ -156,9 +156,9 @@ export class SqlitePersistence {
     this.#outsideChanges.unref();
   }
 
-  /** aedes (as patched) passes the publishing client, whose usage the message counts in. */
-  storeRetained(packet: StoredPacket, client?: ClientRef | null): Promise<void> {
-    return this.#retained.store(packet, client?.id ?? null);
+  /** aedes (as patched) sets the publishing client's id on the packet: the message counts in its usage. */
+  storeRetained(packet: StoredPacket): Promise<void> {
+    return this.#retained.store(packet, typeof packet['clientId'] === 'string' ? packet['clientId'] : null);
   }
 
   /**
