@@ -169,7 +169,8 @@ export class Gateway {
         drainTimeoutMs: config.mqtt.slowSubscriberTimeoutMs,
         maxPacketBytes: config.mqtt.maxPacketBytes,
         topicAliasMaximum: config.mqtt.topicAliasMaximum,
-        ...(config.mqtt.maxSessionExpirySeconds === undefined ? {} : { maxSessionExpirySeconds: config.mqtt.maxSessionExpirySeconds }),
+        maxSessionExpirySeconds: config.mqtt.maxSessionExpirySeconds,
+        limits: config.mqtt.limits,
         topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
         ...(config.mqtt.persistence === 'sqlite' ? { state: { path: brokerStatePath(config.dataDirPath), synchronous: config.buffer.synchronous } } : {}),
         auth: (this.#auth = new DeviceAuthenticator({
