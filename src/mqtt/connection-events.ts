@@ -3,6 +3,8 @@ import type { Aedes } from 'aedes';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 
+const DISCARD_REASONS: Readonly<Record<string, string>> = { packetTooLarge: 'packet_too_large' };
+
 /** Counts and logs (at debug) device connections opening, closing and failing. */
 export function watchConnections(aedes: Aedes, logger: Logger, counters: Counters): void {
   // aedes reports a drain timeout once per write that was waiting: count each client once.
@@ -33,6 +35,11 @@ export function watchConnections(aedes: Aedes, logger: Logger, counters: Counter
   events.on('error', (error: Error) => {
     counters.count('mqtt.broker.errors');
     logger.warn({ err: error }, 'broker error');
+  });
+  // A message not sent to one client (patches/aedes+2.0.0-beta.1.patch, lib/write.js).
+  events.on('publishDiscarded', (packet: { topic: string }, client: { id: string }, reason: string) => {
+    counters.count('mqtt.deliveries.discarded', { reason: DISCARD_REASONS[reason] ?? reason });
+    logger.debug({ clientId: client.id, topic: packet.topic, reason }, 'message not sent to a client');
   });
   aedes.on('connectionError', (_client, error) => {
     counters.count('mqtt.connections.errors');

@@ -57,7 +57,15 @@ export function mosquittoSub(
   brokerUrl: string,
   filters: readonly string[],
   count: number,
-  options: { timeoutS?: number; qos?: 0 | 1 | 2; protocol?: 'mqttv311' | 'mqttv5'; clientId?: string; cleanSession?: boolean } = {},
+  options: {
+    timeoutS?: number;
+    qos?: 0 | 1 | 2;
+    protocol?: 'mqttv311' | 'mqttv5';
+    clientId?: string;
+    cleanSession?: boolean;
+    /** More mosquitto_sub arguments, such as `-D connect maximum-packet-size 200`. */
+    extraArgs?: readonly string[];
+  } = {},
 ): { ready: Promise<void>; messages: Promise<string[]> } {
   const url = new URL(brokerUrl);
   const args = ['-h', url.hostname || '127.0.0.1', '-p', url.port || '1883', '-v', '-C', String(count), '-W', String(options.timeoutS ?? 5), '-q', String(options.qos ?? 1)];
@@ -65,6 +73,7 @@ export function mosquittoSub(
   if (options.protocol !== undefined) args.push('-V', options.protocol);
   if (options.clientId !== undefined) args.push('-i', options.clientId);
   if (options.cleanSession === false) args.push('-c');
+  args.push(...(options.extraArgs ?? []));
   const child = spawn('mosquitto_sub', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
