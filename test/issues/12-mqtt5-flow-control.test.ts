@@ -7,6 +7,7 @@ import { eventually } from '../harness/eventually.ts';
 import type { RunningFerry } from '../harness/ferry-process.ts';
 import { mosquittoSub } from '../harness/mosquitto.ts';
 import { connectMqtt5, gatewayCounters, startAnonymousGateway } from '../harness/mqtt5-gateway.ts';
+import { RawMqtt5 } from '../harness/raw-mqtt5.ts';
 import { randomName } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
 
@@ -90,4 +91,44 @@ test('mosquitto_sub -V mqttv5 with a Maximum Packet Size stays connected and get
   const sub = mosquittoSub(gw.mqttUrl, [`${base}/#`], 2, { protocol: 'mqttv5', qos: 1, timeoutS: 10, extraArgs: ['-D', 'connect', 'maximum-packet-size', '200'] });
   const lines = await sub.messages;
   assert.deepEqual(lines.toSorted(), [`${base}/1 first`, `${base}/3 last`]);
+});
+
+test('no more unacknowledged QoS 1 messages in flight to a device than its Receive Maximum; the rest wait, in order [MQTT-3.3.4-9]', async () => {
+  const topic = `limits/${randomName('rm-')}`;
+  // A device on a raw socket, which sends its PUBACKs only when the test does.
+  const { raw: slow } = await RawMqtt5.connect(gw.mqttUrl, { clientId: randomName('slow-'), properties: { receiveMaximum: 2 } });
+  after(() => slow.end());
+  slow.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] });
+  await slow.next('suback');
+  const sender = await device(randomName('sender-'));
+  for (const n of [1, 2, 3, 4, 5]) await sender.client.publishAsync(topic, `m${n}`, { qos: 1 });
+  // A QoS 0 message is not held back by the window: once it is in, the QoS 1 ones
+  // published before it would have been too.
+  await sender.client.publishAsync(topic, 'marker', { qos: 0 });
+  await eventually(() => assert.ok(slow.publishes.some((p) => p.payload.toString() === 'marker')));
+  const qos1 = () => slow.publishes.filter((p) => p.qos === 1);
+  assert.deepEqual(
+    qos1().map((p) => p.payload.toString()),
+    ['m1', 'm2'],
+  );
+  const acked = new Set<number>();
+  const ackOne = () => {
+    const next = qos1().find((p) => !acked.has(p.messageId as number));
+    assert.ok(next !== undefined);
+    acked.add(next.messageId as number);
+    slow.send({ cmd: 'puback', messageId: next.messageId as number, reasonCode: 0 });
+  };
+  ackOne();
+  await eventually(() => assert.equal(qos1().length, 3));
+  await sender.client.publishAsync(topic, 'marker-2', { qos: 0 });
+  await eventually(() => assert.ok(slow.publishes.some((p) => p.payload.toString() === 'marker-2')));
+  assert.equal(qos1().length, 3, 'one PUBACK let one more in');
+  ackOne();
+  ackOne();
+  await eventually(() =>
+    assert.deepEqual(
+      qos1().map((p) => p.payload.toString()),
+      ['m1', 'm2', 'm3', 'm4', 'm5'],
+    ),
+  );
 });

@@ -54,10 +54,10 @@ export const mqttMetrics = [
     labels: {
       reason: {
         meaning: 'why the message was not sent to that client',
-        values: ['packet_too_large'],
+        values: ['packet_too_large', 'receive_queue_full'],
       },
     },
-    help: 'Messages not sent to one MQTT 5 client, which then never gets them: larger than the Maximum Packet Size it announced (MQTT 5 §3.1.2.11.4).',
+    help: 'Messages not sent to one MQTT 5 client, which then never gets them: larger than the Maximum Packet Size it announced (MQTT 5 §3.1.2.11.4), or past the 1,000 QoS 1/2 messages kept for it while its Receive Maximum is reached (§4.9).',
   },
   {
     name: 'mqtt.messages.received',
