@@ -23,6 +23,8 @@ export async function mosquittoPub(
     retain?: boolean;
     /** MQTT 5 user properties of the PUBLISH (with protocol mqttv5). */
     userProperties?: Readonly<Record<string, string>>;
+    /** More mosquitto_pub arguments, such as `-D publish topic-alias 1 --repeat 3`. */
+    extraArgs?: readonly string[];
   } = {},
 ): Promise<PubResult> {
   const url = new URL(brokerUrl);
@@ -33,6 +35,7 @@ export async function mosquittoPub(
   if (options.protocol !== undefined) args.push('-V', options.protocol);
   if (options.cafile !== undefined) args.push('--cafile', options.cafile);
   for (const [name, value] of Object.entries(options.userProperties ?? {})) args.push('-D', 'publish', 'user-property', name, value);
+  args.push(...(options.extraArgs ?? []));
   if (url.username) args.push('-u', decodeURIComponent(url.username));
   if (url.password) args.push('-P', decodeURIComponent(url.password));
   const child = spawn('mosquitto_pub', args, { stdio: ['ignore', 'ignore', 'pipe'] });
