@@ -3,7 +3,7 @@ import type { Aedes } from 'aedes';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 
-const DISCARD_REASONS: Readonly<Record<string, string>> = { packetTooLarge: 'packet_too_large', receiveQueueFull: 'receive_queue_full' };
+const DISCARD_REASONS: Readonly<Record<string, string>> = { packetTooLarge: 'packet_too_large', receiveQueueFull: 'receive_queue_full', noShareMember: 'no_share_member' };
 
 /** Counts and logs (at debug) device connections opening, closing and failing. */
 export function watchConnections(aedes: Aedes, logger: Logger, counters: Counters): void {

@@ -68,6 +68,8 @@ export function mosquittoSub(
     cleanSession?: boolean;
     /** More mosquitto_sub arguments, such as `-D connect maximum-packet-size 200`. */
     extraArgs?: readonly string[];
+    /** `ready` resolves when the SUBACK came (mosquitto_sub -d prints it) instead of after a pause. */
+    readyOnSuback?: boolean;
   } = {},
 ): { ready: Promise<void>; messages: Promise<string[]> } {
   const url = new URL(brokerUrl);
@@ -77,14 +79,30 @@ export function mosquittoSub(
   if (options.clientId !== undefined) args.push('-i', options.clientId);
   if (options.cleanSession === false) args.push('-c');
   args.push(...(options.extraArgs ?? []));
-  const child = spawn('mosquitto_sub', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  if (options.readyOnSuback === true) args.push('-d');
+  // mosquitto_sub's stdout is a pipe here, which C buffers whole: line buffering (coreutils'
+  // stdbuf) lets the SUBACK line out when it is printed.
+  const child =
+    options.readyOnSuback === true
+      ? spawn('stdbuf', ['-oL', 'mosquitto_sub', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('mosquitto_sub', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  let subacked: () => void = () => {};
+  const suback = new Promise<void>((resolve) => (subacked = resolve));
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+    if (stdout.includes(' received SUBACK')) subacked();
+  });
   const messages = new Promise<string[]>((resolve, reject) => {
     child.once('error', (err: NodeJS.ErrnoException) =>
       reject(err.code === 'ENOENT' ? new Error('mosquitto_sub is not on PATH: install it with `apt-get install -y mosquitto-clients`') : err),
     );
-    child.once('close', () => resolve(stdout.split('\n').filter((line) => line !== '')));
+    child.once('close', () => {
+      subacked();
+      // -d adds its own lines ("Client <id> received PUBLISH ...") around the messages
+      const lines = stdout.split('\n').filter((line) => line !== '');
+      resolve(options.readyOnSuback === true ? lines.filter((line) => !/^(Client \S+ (sending|received) |Subscribed \(mid)/.test(line)) : lines);
+    });
   });
-  return { ready: new Promise((resolve) => setTimeout(resolve, 300)), messages };
+  return { ready: options.readyOnSuback === true ? suback : new Promise((resolve) => setTimeout(resolve, 300)), messages };
 }
