@@ -43,6 +43,8 @@ export interface EmbeddedBrokerOptions {
   readonly topicAliasMaximum?: number;
   /** MQTT 5: longest session expiry a client may ask for; no limit when absent. */
   readonly maxSessionExpirySeconds?: number;
+  /** Longest keep alive a client may ask for (MQTT 5: imposed as Server Keep Alive; 3.1.1: refused); no limit when absent. */
+  readonly maxKeepAliveSeconds?: number;
   /** Longest and deepest topic or filter a client may use. */
   readonly topicLimits?: TopicLimits;
   /** Runs after the broker exists and before it listens: the moment to tap it. */
@@ -125,6 +127,7 @@ export class EmbeddedBroker {
       maximumPacketSize: options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
       topicAliasMaximum: options.topicAliasMaximum ?? 0,
       sessionExpiryIntervalLimit: options.maxSessionExpirySeconds ?? 0,
+      keepaliveLimit: options.maxKeepAliveSeconds ?? 0,
       preConnect: (client, packet, callback) => callback(null, self().#admission.admit(client, packet)),
       authenticate: (client, username, password, done) => {
         self()

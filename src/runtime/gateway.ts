@@ -150,6 +150,7 @@ export class Gateway {
         maxPacketBytes: config.mqtt.maxPacketBytes,
         topicAliasMaximum: config.mqtt.topicAliasMaximum,
         ...(config.mqtt.maxSessionExpirySeconds === undefined ? {} : { maxSessionExpirySeconds: config.mqtt.maxSessionExpirySeconds }),
+        ...(config.mqtt.maxKeepAliveSeconds === undefined ? {} : { maxKeepAliveSeconds: config.mqtt.maxKeepAliveSeconds }),
         topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
         ...(config.mqtt.persistence === 'sqlite' ? { state: { path: brokerStatePath(config.dataDirPath), synchronous: config.buffer.synchronous } } : {}),
         auth: (this.#auth = new DeviceAuthenticator({
