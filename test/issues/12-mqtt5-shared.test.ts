@@ -208,3 +208,24 @@ test('a message redelivered to another member is not sent again to the persisten
   assert.deepEqual(payloads(back.publishes).length, 1);
   assert.ok(!payloads(back.publishes).includes('m1'));
 });
+
+test('a QoS 2 message a member with a persistent session left unacknowledged stays with it, and is sent again when it reconnects [MQTT-4.8.2-4]', async () => {
+  const topic = `shared/${randomName('qos2-')}`;
+  const filter = `$share/${randomName('g')}/${topic}`;
+  const id = randomName('leaving-');
+  const session = { clean: false, properties: { sessionExpiryInterval: 600 } };
+  const { raw: leaving } = await RawMqtt5.connect(gw.mqttUrl, { clientId: id, ...session });
+  after(() => leaving.end());
+  await rawSubscribe(leaving, filter, { qos: 2 });
+  const staying = await device(randomName('staying-'));
+  await staying.client.subscribeAsync(filter, { qos: 2 });
+  const sender = await device(randomName('sender-'));
+  for (const payload of ['m1', 'm2']) await sender.client.publishAsync(topic, payload, { qos: 2 });
+  await eventually(() => assert.deepEqual(payloads(leaving.publishes), ['m1']));
+  leaving.end();
+  await sender.client.publishAsync(topic, 'marker', { qos: 2 });
+  await eventually(() => assert.equal(staying.publishes.at(-1)?.payload.toString(), 'marker'));
+  assert.deepEqual(payloads(staying.publishes), ['m2', 'marker']);
+  const back = await device(id, session);
+  await eventually(() => assert.deepEqual(payloads(back.publishes), ['m1']));
+});
