@@ -32,7 +32,7 @@ async function device(clientId = randomName('dev-'), options: Parameters<typeof 
 
 const ids = (p: { properties?: { subscriptionIdentifier?: number | number[] } }) => [p.properties?.subscriptionIdentifier ?? []].flat();
 
-test('a message carries the identifier of the subscription it matched, retained ones too [MQTT-3.3.4-3]', async () => {
+test('a message carries the identifier of the subscription it matched, retained ones too (§3.3.2.3.8)', async () => {
   const base = `subid/${randomName('one-')}`;
   const sender = await device();
   await sender.client.publishAsync(`${base}/r`, 'retained', { qos: 1, retain: true });
@@ -49,7 +49,7 @@ test('a message carries the identifier of the subscription it matched, retained 
   );
 });
 
-test('a message matching several subscriptions of a client carries all their identifiers [MQTT-3.3.4-4, MQTT-3.3.4-5]', async () => {
+test('a message matching several subscriptions of a client carries all their identifiers [MQTT-3.3.4-3, MQTT-3.3.4-4]', async () => {
   const base = `subid/${randomName('many-')}`;
   const d = await device();
   await d.client.subscribeAsync(`${base}/#`, { qos: 1, properties: { subscriptionIdentifier: 1 } });
@@ -126,7 +126,7 @@ test('mosquitto_sub -V mqttv5 with a subscription identifier and Retain As Publi
   assert.deepEqual(await sub.messages, [`1 ${topic} live`]);
 });
 
-test('a message queued for an offline session carries its subscription identifier when it is sent [MQTT-3.3.4-3]', async () => {
+test('a message queued for an offline session carries its subscription identifier when it is sent (§3.3.2.3.8)', async () => {
   const id = randomName('sleepy-');
   const topic = `subid/${id}`;
   const options = { clean: false, properties: { sessionExpiryInterval: 600 } };
@@ -138,4 +138,14 @@ test('a message queued for an offline session carries its subscription identifie
   const back = await device(id, options);
   await eventually(() => assert.equal(back.publishes.length, 1));
   assert.deepEqual(ids(back.publishes[0] as { properties?: { subscriptionIdentifier?: number } }), [9]);
+});
+
+test('a message reaches a wildcard subscription at the lower of its QoS and the QoS granted [MQTT-3.8.4-8]', async () => {
+  const base = `qos/${randomName('wild-')}`;
+  const d = await device();
+  await d.client.subscribeAsync(`${base}/+`, { qos: 1 });
+  const sender = await device();
+  await sender.client.publishAsync(`${base}/x`, 'two', { qos: 2 });
+  await eventually(() => assert.equal(d.publishes.length, 1));
+  assert.equal(d.publishes[0]?.qos, 1);
 });
