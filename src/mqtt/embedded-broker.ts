@@ -60,7 +60,7 @@ export interface EmbeddedBrokerOptions {
  */
 function assertPatched(aedes: Aedes): void {
   const internals = aedesInternals(aedes);
-  if (Object.getPrototypeOf(internals.clients) === null && typeof internals.maxInflightInbound === 'number') return;
+  if (Object.getPrototypeOf(internals.clients) === null && typeof internals.maxInflightInbound === 'number' && typeof internals.outboundQueueLimit === 'number') return;
   throw new FerryError(
     'INTERNAL',
     'the installed aedes lacks the security fixes of patches/aedes+2.0.0-beta.1.patch (was it installed with --ignore-scripts?): run `npx patch-package` in the Ferry directory, or `npm ci` without --ignore-scripts',
