@@ -65,3 +65,31 @@ test('a message sent again to a resumed session has DUP 1; one queued while it w
     ],
   );
 });
+
+test('a QoS 2 message already sent is sent again to the resumed session even past its Message Expiry Interval; one never sent is dropped [MQTT-4.3.3-7, MQTT-3.3.2-5]', async () => {
+  const id = randomName('late-');
+  const topic = `dup/${id}`;
+  const session = { clean: false, properties: { sessionExpiryInterval: 600 } };
+  const first = await raw(id, session);
+  first.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 2 }] });
+  await first.next('suback');
+  const pub = await raw();
+  const publishedAt = Date.now();
+  pub.send({ cmd: 'publish', topic, payload: Buffer.from('sent'), qos: 2, messageId: 1, dup: false, retain: false, properties: { messageExpiryInterval: 1 } });
+  await eventually(() => assert.equal(first.publishes.length, 1));
+  first.end();
+  await eventually(() => assert.equal(first.closed, true));
+  pub.send({ cmd: 'publish', topic, payload: Buffer.from('queued'), qos: 2, messageId: 2, dup: false, retain: false, properties: { messageExpiryInterval: 1 } });
+  // Both expire one second after they were published: the test waits for that moment to pass.
+  await eventually(() => assert.ok(Date.now() - publishedAt > 2100), { timeoutMs: 5000 });
+  const back = await raw(id, session);
+  pub.send({ cmd: 'publish', topic, payload: Buffer.from('marker'), qos: 2, messageId: 3, dup: false, retain: false });
+  await eventually(() => assert.equal(back.publishes.at(-1)?.payload.toString(), 'marker'));
+  assert.deepEqual(
+    back.publishes.map((p) => [p.payload.toString(), p.dup]),
+    [
+      ['sent', true],
+      ['marker', false],
+    ],
+  );
+});
