@@ -132,3 +132,20 @@ test('no more unacknowledged QoS 1 messages in flight to a device than its Recei
     ),
   );
 });
+
+test('a refusal keeps its Reason String only when it fits the Maximum Packet Size the device announced [MQTT-3.4.2-2]', async () => {
+  const reasons: (string | undefined)[] = [];
+  for (const properties of [{}, { maximumPacketSize: 16 }]) {
+    const { raw } = await RawMqtt5.connect(gw.mqttUrl, { clientId: randomName('refused-'), properties });
+    after(() => raw.end());
+    // Publishing to a '$' topic is refused (the ACL of the anonymous default): PUBACK 0x87.
+    raw.send({ cmd: 'publish', topic: '$SYS/x', payload: Buffer.from('no'), qos: 1, messageId: 1, dup: false, retain: false });
+    const puback = (await raw.next('puback')) as { reasonCode?: number; properties?: { reasonString?: string }; length: number };
+    assert.equal(puback.reasonCode, 0x87);
+    assert.ok(puback.length + 2 <= (properties.maximumPacketSize ?? Number.POSITIVE_INFINITY));
+    reasons.push(puback.properties?.reasonString);
+    assert.equal(raw.closed, false);
+  }
+  assert.ok((reasons[0]?.length ?? 0) > 0, 'without a limit the refusal says why');
+  assert.equal(reasons[1], undefined);
+});
