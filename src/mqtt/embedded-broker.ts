@@ -63,7 +63,7 @@ function assertPatched(aedes: Aedes): void {
   if (Object.getPrototypeOf(internals.clients) === null && typeof internals.maxInflightInbound === 'number' && typeof internals.outboundQueueLimit === 'number') return;
   throw new FerryError(
     'INTERNAL',
-    'the installed aedes lacks the security fixes of patches/aedes+2.0.0-beta.1.patch (was it installed with --ignore-scripts?): run `npx patch-package` in the Ferry directory, or `npm ci` without --ignore-scripts',
+    'the installed aedes lacks patches/aedes+2.0.0-beta.1.patch (security fixes and MQTT 5 behaviour), or has an older version of it (was it installed with --ignore-scripts?): run `npm ci` without --ignore-scripts in the Ferry directory',
   );
 }
 
