@@ -284,6 +284,16 @@ export const mqttSettingsSchema = z
         examples: [604800],
       }),
     limits: stateLimitsSchema,
+    maxKeepAliveSeconds: z
+      .int()
+      .min(1)
+      .max(65535)
+      .optional()
+      .meta({
+        description:
+          'The longest keep alive a device may ask for. An MQTT 5 device asking for more, or for none (0), is given this one in CONNACK (Server Keep Alive) and disconnected when silent for 1.5 times it; an MQTT 3.1.1 device asking for more or none is refused ("identifier rejected", as Mosquitto does). No limit when absent.',
+        examples: [300],
+      }),
     persistence: z
       .enum(['sqlite', 'memory'])
       .default('sqlite')

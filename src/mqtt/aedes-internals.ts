@@ -23,7 +23,12 @@ export interface AedesInternals {
   readonly clients: Readonly<Record<string, Client | undefined>>;
   /** Set only by patches/aedes+2.0.0-beta.1.patch. */
   readonly maxInflightInbound?: number;
+  /** MQTT 5 messages kept per client while its Receive Maximum is reached; set only by the patch. */
+  readonly outboundQueueLimit?: number;
 }
+
+/** Why the patched aedes did not send a message to one client (its 'publishDiscarded' event). */
+export type DiscardReason = 'packetTooLarge' | 'receiveQueueFull' | 'noShareMember';
 
 export interface ClientInternals {
   /** The next packet id aedes gives an outgoing QoS 1/2 message of this client. */
@@ -65,6 +70,16 @@ export function reservePacketId(client: Client): number {
   const id = internals._nextId;
   internals._nextId = id >= 65535 ? 1 : id + 1;
   return id;
+}
+
+/**
+ * Calls `listener` for each message the patched aedes did not send to a client (larger than
+ * its Maximum Packet Size, past the queue kept while its Receive Maximum is reached, or a
+ * shared subscription's message left with no member to take it).
+ */
+export function onPublishDiscarded(aedes: Aedes, listener: (topic: string, clientId: string, reason: DiscardReason) => void): void {
+  const events: EventEmitter = aedes;
+  events.on('publishDiscarded', (packet: { topic: string }, client: { id: string }, reason: DiscardReason) => listener(packet.topic, client.id, reason));
 }
 
 /** Calls `listener` with every packet the client sends, as soon as it is parsed (before aedes handles it). */

@@ -129,13 +129,15 @@ export class CommandTracker {
 
   /**
    * aedes' authorizeForward hook: runs for each client a message is about to be sent to. A
-   * command past its expiry is not sent (aedes then drops it from the client's session); a
+   * message past its expiry is not sent (aedes then drops it from the client's session); a
    * pending one gets its packet id here so that the client's PUBACK can be matched to it.
    */
   forward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
     const tracked = packet as TrackedPacket;
     if (tracked.brokerId !== aedesInternals(this.#aedes).id || tracked.brokerCounter === undefined) return packet;
-    if (tracked.messageExpiry !== undefined && tracked.messageExpiry <= Date.now()) return null;
+    // A message past its expiry is not sent, except a QoS 2 one sent before (DUP): its
+    // delivery is completed whatever its expiry (MQTT 5 [MQTT-4.3.3-7]).
+    if (tracked.messageExpiry !== undefined && tracked.messageExpiry <= Date.now() && !(packet.qos === 2 && packet.dup)) return null;
     const pending = this.#pending.get(tracked.brokerCounter);
     if (pending === undefined) return packet;
     if (packet.qos === 0) {

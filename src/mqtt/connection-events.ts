@@ -2,6 +2,9 @@ import type { EventEmitter } from 'node:events';
 import type { Aedes } from 'aedes';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
+import { type DiscardReason, onPublishDiscarded } from './aedes-internals.ts';
+
+const DISCARD_REASONS: Readonly<Record<DiscardReason, string>> = { packetTooLarge: 'packet_too_large', receiveQueueFull: 'receive_queue_full', noShareMember: 'no_share_member' };
 
 /** Counts and logs (at debug) device connections opening, closing and failing. */
 export function watchConnections(aedes: Aedes, logger: Logger, counters: Counters): void {
@@ -33,6 +36,10 @@ export function watchConnections(aedes: Aedes, logger: Logger, counters: Counter
   events.on('error', (error: Error) => {
     counters.count('mqtt.broker.errors');
     logger.warn({ err: error }, 'broker error');
+  });
+  onPublishDiscarded(aedes, (topic, clientId, reason) => {
+    counters.count('mqtt.deliveries.discarded', { reason: DISCARD_REASONS[reason] });
+    logger.debug({ clientId, topic, reason }, 'message not sent to a client');
   });
   aedes.on('connectionError', (_client, error) => {
     counters.count('mqtt.connections.errors');

@@ -119,7 +119,7 @@ export class DeviceAdmission {
       return false;
     }
     const identity = this.#identities.get(client);
-    if (this.#options.auth === undefined || (identity !== undefined && maySubscribe(identity, filter))) return true;
+    if (this.#options.auth === undefined || (identity !== undefined && maySubscribe(identity, sharedFilter(filter)))) return true;
     this.#options.counters.count('mqtt.subscribe.refused', { reason: 'acl' });
     this.#options.logger.warn({ clientId: client.id, filter }, 'subscription refused by the ACL');
     this.#sessions.refusedSubscription(client, filter);
@@ -141,4 +141,13 @@ export class DeviceAdmission {
     // The password is never logged.
     this.#options.logger.warn({ clientId: client.id, username, address: this.#address(client), reason }, 'connection refused');
   }
+}
+
+/**
+ * The topic filter the ACL judges: a shared subscription's (`$share/<group>/<filter>`, MQTT 5
+ * §4.8.2, which aedes refuses before asking when malformed) is the part after the group.
+ */
+function sharedFilter(filter: string): string {
+  if (!filter.startsWith('$share/')) return filter;
+  return filter.slice(filter.indexOf('/', '$share/'.length) + 1);
 }

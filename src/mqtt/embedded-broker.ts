@@ -44,6 +44,8 @@ export interface EmbeddedBrokerOptions {
   readonly topicAliasMaximum?: number;
   /** MQTT 5: longest session expiry a client may ask for; no limit when absent. */
   readonly maxSessionExpirySeconds?: number;
+  /** Longest keep alive a client may ask for (MQTT 5: imposed as Server Keep Alive; 3.1.1: refused); no limit when absent. */
+  readonly maxKeepAliveSeconds?: number;
   /** Longest and deepest topic or filter a client may use. */
   readonly topicLimits?: TopicLimits;
   /** Runs after the broker exists and before it listens: the moment to tap it. */
@@ -61,10 +63,10 @@ export interface EmbeddedBrokerOptions {
  */
 function assertPatched(aedes: Aedes): void {
   const internals = aedesInternals(aedes);
-  if (Object.getPrototypeOf(internals.clients) === null && typeof internals.maxInflightInbound === 'number') return;
+  if (Object.getPrototypeOf(internals.clients) === null && typeof internals.maxInflightInbound === 'number' && typeof internals.outboundQueueLimit === 'number') return;
   throw new FerryError(
     'INTERNAL',
-    'the installed aedes lacks the security fixes of patches/aedes+2.0.0-beta.1.patch (was it installed with --ignore-scripts?): run `npx patch-package` in the Ferry directory, or `npm ci` without --ignore-scripts',
+    'the installed aedes lacks patches/aedes+2.0.0-beta.1.patch (security fixes and MQTT 5 behaviour), or has an older version of it (was it installed with --ignore-scripts?): run `npm ci` without --ignore-scripts in the Ferry directory',
   );
 }
 
@@ -139,6 +141,7 @@ export class EmbeddedBroker {
       maximumPacketSize: options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
       topicAliasMaximum: options.topicAliasMaximum ?? 0,
       sessionExpiryIntervalLimit: options.maxSessionExpirySeconds ?? 0,
+      keepaliveLimit: options.maxKeepAliveSeconds ?? 0,
       preConnect: (client, packet, callback) => callback(null, self().#admission.admit(client, packet)),
       authenticate: (client, username, password, done) => {
         self()

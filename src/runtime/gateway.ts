@@ -171,6 +171,7 @@ export class Gateway {
         topicAliasMaximum: config.mqtt.topicAliasMaximum,
         maxSessionExpirySeconds: config.mqtt.maxSessionExpirySeconds,
         limits: config.mqtt.limits,
+        ...(config.mqtt.maxKeepAliveSeconds === undefined ? {} : { maxKeepAliveSeconds: config.mqtt.maxKeepAliveSeconds }),
         topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
         ...(config.mqtt.persistence === 'sqlite' ? { state: { path: brokerStatePath(config.dataDirPath), synchronous: config.buffer.synchronous } } : {}),
         auth: (this.#auth = new DeviceAuthenticator({

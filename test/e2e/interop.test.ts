@@ -99,7 +99,7 @@ for (const { name, protocol, protocolVersion } of [
 describe('MQTT 5 only', () => {
   const v5 = (clientId: string, options: IClientOptions = {}): IClientOptions => ({ clientId, protocolVersion: 5, reconnectPeriod: 0, ...options });
 
-  test('CONNACK tells the limits; a device may use topic aliases; shared subscriptions are refused with 0x9E', { timeout: 20_000 }, async () => {
+  test('CONNACK tells the limits; a device may use topic aliases; shared subscriptions are available', { timeout: 20_000 }, async () => {
     const subscriber = await connectAsync(gw.mqttUrl, v5('v5-alias-sub'));
     await subscriber.subscribeAsync('v5/alias/#', { qos: 1 });
     const seen: string[] = [];
@@ -112,8 +112,11 @@ describe('MQTT 5 only', () => {
     await device.publishAsync('', 'second', { qos: 1, properties: { topicAlias: 1 } });
     await eventually(() => assert.ok(!(seen.length < 2), 'still: seen.length < 2'), { timeoutMs: 5000 });
     assert.deepEqual(seen, ['v5/alias/a-long-topic-name first', 'v5/alias/a-long-topic-name second']);
-    assert.equal(connack.properties?.sharedSubscriptionAvailable, false);
-    await assert.rejects(device.subscribeAsync('$share/group/v5/alias/#', { qos: 1 }), /Shared Subscriptions not supported/);
+    assert.equal(connack.properties?.sharedSubscriptionAvailable, true);
+    assert.deepEqual(
+      (await device.subscribeAsync('$share/group/v5/alias/#', { qos: 1 })).map((g) => g.qos),
+      [1],
+    );
     await Promise.all([device.endAsync(), subscriber.endAsync()]);
   });
 

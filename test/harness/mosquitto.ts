@@ -23,6 +23,8 @@ export async function mosquittoPub(
     retain?: boolean;
     /** MQTT 5 user properties of the PUBLISH (with protocol mqttv5). */
     userProperties?: Readonly<Record<string, string>>;
+    /** More mosquitto_pub arguments, such as `-D publish topic-alias 1 --repeat 3`. */
+    extraArgs?: readonly string[];
   } = {},
 ): Promise<PubResult> {
   const url = new URL(brokerUrl);
@@ -33,6 +35,7 @@ export async function mosquittoPub(
   if (options.protocol !== undefined) args.push('-V', options.protocol);
   if (options.cafile !== undefined) args.push('--cafile', options.cafile);
   for (const [name, value] of Object.entries(options.userProperties ?? {})) args.push('-D', 'publish', 'user-property', name, value);
+  args.push(...(options.extraArgs ?? []));
   if (url.username) args.push('-u', decodeURIComponent(url.username));
   if (url.password) args.push('-P', decodeURIComponent(url.password));
   const child = spawn('mosquitto_pub', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -57,7 +60,17 @@ export function mosquittoSub(
   brokerUrl: string,
   filters: readonly string[],
   count: number,
-  options: { timeoutS?: number; qos?: 0 | 1 | 2; protocol?: 'mqttv311' | 'mqttv5'; clientId?: string; cleanSession?: boolean } = {},
+  options: {
+    timeoutS?: number;
+    qos?: 0 | 1 | 2;
+    protocol?: 'mqttv311' | 'mqttv5';
+    clientId?: string;
+    cleanSession?: boolean;
+    /** More mosquitto_sub arguments, such as `-D connect maximum-packet-size 200`. */
+    extraArgs?: readonly string[];
+    /** `ready` resolves when the SUBACK came (mosquitto_sub -d prints it) instead of after a pause. */
+    readyOnSuback?: boolean;
+  } = {},
 ): { ready: Promise<void>; messages: Promise<string[]> } {
   const url = new URL(brokerUrl);
   const args = ['-h', url.hostname || '127.0.0.1', '-p', url.port || '1883', '-v', '-C', String(count), '-W', String(options.timeoutS ?? 5), '-q', String(options.qos ?? 1)];
@@ -65,14 +78,31 @@ export function mosquittoSub(
   if (options.protocol !== undefined) args.push('-V', options.protocol);
   if (options.clientId !== undefined) args.push('-i', options.clientId);
   if (options.cleanSession === false) args.push('-c');
-  const child = spawn('mosquitto_sub', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  args.push(...(options.extraArgs ?? []));
+  if (options.readyOnSuback === true) args.push('-d');
+  // mosquitto_sub's stdout is a pipe here, which C buffers whole: line buffering (coreutils'
+  // stdbuf) lets the SUBACK line out when it is printed.
+  const child =
+    options.readyOnSuback === true
+      ? spawn('stdbuf', ['-oL', 'mosquitto_sub', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('mosquitto_sub', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  let subacked: () => void = () => {};
+  const suback = new Promise<void>((resolve) => (subacked = resolve));
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+    if (stdout.includes(' received SUBACK')) subacked();
+  });
   const messages = new Promise<string[]>((resolve, reject) => {
     child.once('error', (err: NodeJS.ErrnoException) =>
       reject(err.code === 'ENOENT' ? new Error('mosquitto_sub is not on PATH: install it with `apt-get install -y mosquitto-clients`') : err),
     );
-    child.once('close', () => resolve(stdout.split('\n').filter((line) => line !== '')));
+    child.once('close', () => {
+      subacked();
+      // -d adds its own lines ("Client <id> received PUBLISH ...") around the messages
+      const lines = stdout.split('\n').filter((line) => line !== '');
+      resolve(options.readyOnSuback === true ? lines.filter((line) => !/^(Client \S+ (sending|received) |Subscribed \(mid)/.test(line)) : lines);
+    });
   });
-  return { ready: new Promise((resolve) => setTimeout(resolve, 300)), messages };
+  return { ready: options.readyOnSuback === true ? suback : new Promise((resolve) => setTimeout(resolve, 300)), messages };
 }

@@ -48,6 +48,18 @@ export const mqttMetrics = [
     help: 'Errors the broker reported outside a connection (MQTT 5 session expiry, delayed wills, recording sessions in its state).',
   },
   {
+    name: 'mqtt.deliveries.discarded',
+    type: 'counter',
+    unit: 'messages',
+    labels: {
+      reason: {
+        meaning: 'why the message was not sent to that client',
+        values: ['packet_too_large', 'receive_queue_full', 'no_share_member'],
+      },
+    },
+    help: 'Messages not sent to one MQTT 5 client, which then never gets them: larger than the Maximum Packet Size it announced (MQTT 5 §3.1.2.11.4), or past the 1,000 QoS 1/2 messages kept for it while its Receive Maximum is reached (§4.9), or a message of a shared subscription it left unacknowledged when no other member of the group was left to take it (§4.8.2).',
+  },
+  {
     name: 'mqtt.messages.received',
     type: 'counter',
     unit: 'messages',

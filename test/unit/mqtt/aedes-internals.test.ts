@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Aedes, type AedesPublishPacket, type Client, type ConnectPacket } from 'aedes';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
-import { type ClientPacket, aedesInternals, clientInternals, onClientPacket, reservePacketId } from '../../../src/mqtt/aedes-internals.ts';
+import { type ClientPacket, type DiscardReason, aedesInternals, clientInternals, onClientPacket, onPublishDiscarded, reservePacketId } from '../../../src/mqtt/aedes-internals.ts';
 import { connectPacket, publishPacket } from '../../harness/mqtt-wire.ts';
 
 interface Seen {
@@ -125,6 +125,7 @@ test('the broker: id, counter, the patched clients map and maxInflightInbound, a
     // embedded-broker.ts refuses to start without these two (patches/aedes+2.0.0-beta.1.patch).
     assert.equal(Object.getPrototypeOf(internals.clients), null, 'clients has no prototype');
     assert.equal(typeof internals.maxInflightInbound, 'number');
+    assert.equal(typeof internals.outboundQueueLimit, 'number');
     for (const method of ['subscriptionsByTopic', 'incomingGetPacket', 'removeSubscriptions'] as const) {
       assert.equal(typeof internals.persistence[method], 'function', `persistence.${method}`);
     }
@@ -304,5 +305,23 @@ test('persistence: subscriptionsByTopic lists persistent sessions, removeSubscri
     } finally {
       socket.destroy();
     }
+  });
+});
+
+test('onPublishDiscarded: a message larger than the Maximum Packet Size an MQTT 5 client announced is reported, not sent', async () => {
+  await withBroker(async ({ aedes, device }) => {
+    const discarded: [string, string, DiscardReason][] = [];
+    onPublishDiscarded(aedes, (topic, clientId, reason) => discarded.push([topic, clientId, reason]));
+    const id = `small-${randomUUID()}`;
+    const small = await device(id, { protocolVersion: 5, properties: { maximumPacketSize: 100 } });
+    const got: string[] = [];
+    small.on('message', (_topic, payload) => got.push(payload.toString()));
+    await small.subscribeAsync('sizes/#', { qos: 1 });
+    const sender = await device(`sender-${randomUUID()}`, { protocolVersion: 5 });
+    await sender.publishAsync('sizes/big', 'x'.repeat(500), { qos: 1 });
+    await sender.publishAsync('sizes/small', 'fits', { qos: 1 });
+    await until('the small message', () => got.includes('fits'));
+    assert.deepEqual(got, ['fits']);
+    assert.deepEqual(discarded, [['sizes/big', id, 'packetTooLarge']]);
   });
 });

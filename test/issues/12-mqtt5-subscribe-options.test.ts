@@ -1,0 +1,151 @@
+// Issue 12: subscription identifiers and subscribe options (No Local, Retain As Published,
+// Retain Handling; MQTT 5 §3.8.3.1, §3.3.4) on `ferry run`, with mqtt.js and mosquitto_sub.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { MqttClient } from 'mqtt';
+import { eventually } from '../harness/eventually.ts';
+import type { RunningFerry } from '../harness/ferry-process.ts';
+import { mosquittoSub } from '../harness/mosquitto.ts';
+import { connectMqtt5, startAnonymousGateway } from '../harness/mqtt5-gateway.ts';
+import { randomName } from '../harness/services.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const tempDir = tempDirs('ferry-issue12-subopts-');
+let gw: RunningFerry;
+const clients: MqttClient[] = [];
+
+before(async () => {
+  gw = await startAnonymousGateway(tempDir());
+});
+
+after(async () => {
+  await Promise.all(clients.map((c) => c.endAsync(true)));
+  gw.child.kill('SIGTERM');
+  await gw.exited;
+});
+
+async function device(clientId = randomName('dev-'), options: Parameters<typeof connectMqtt5>[2] = {}) {
+  const d = await connectMqtt5(gw.mqttUrl, clientId, options);
+  clients.push(d.client);
+  return d;
+}
+
+const ids = (p: { properties?: { subscriptionIdentifier?: number | number[] } }) => [p.properties?.subscriptionIdentifier ?? []].flat();
+
+test('a message carries the identifier of the subscription it matched, retained ones too (§3.3.2.3.8)', async () => {
+  const base = `subid/${randomName('one-')}`;
+  const sender = await device();
+  await sender.client.publishAsync(`${base}/r`, 'retained', { qos: 1, retain: true });
+  const d = await device();
+  await d.client.subscribeAsync(`${base}/#`, { qos: 1, properties: { subscriptionIdentifier: 7 } });
+  await sender.client.publishAsync(`${base}/live`, 'live', { qos: 1 });
+  await eventually(() => assert.equal(d.publishes.length, 2));
+  assert.deepEqual(
+    d.publishes.map((p) => [p.payload.toString(), ids(p)]),
+    [
+      ['retained', [7]],
+      ['live', [7]],
+    ],
+  );
+});
+
+test('a message matching several subscriptions of a client carries all their identifiers [MQTT-3.3.4-3, MQTT-3.3.4-4]', async () => {
+  const base = `subid/${randomName('many-')}`;
+  const d = await device();
+  await d.client.subscribeAsync(`${base}/#`, { qos: 1, properties: { subscriptionIdentifier: 1 } });
+  await d.client.subscribeAsync(`${base}/+/x`, { qos: 1, properties: { subscriptionIdentifier: 2 } });
+  await d.client.subscribeAsync(`${base}/a/+`, { qos: 0 });
+  const sender = await device();
+  await sender.client.publishAsync(`${base}/a/x`, 'both', { qos: 1 });
+  await sender.client.publishAsync(`${base}/b/y`, 'one', { qos: 1 });
+  await eventually(() => assert.equal(d.publishes.at(-1)?.payload.toString(), 'one'));
+  assert.deepEqual(
+    d.publishes.map((p) => [p.payload.toString(), ids(p).toSorted()]),
+    [
+      ['both', [1, 2]],
+      ['one', [1]],
+    ],
+  );
+});
+
+test('No Local: a client does not get its own messages on that subscription [MQTT-3.8.3-3]', async () => {
+  const topic = `opts/${randomName('nl-')}`;
+  const d = await device();
+  await d.client.subscribeAsync(topic, { qos: 1, nl: true });
+  const other = await device();
+  await d.client.publishAsync(topic, 'own', { qos: 1 });
+  await other.client.publishAsync(topic, 'other', { qos: 1 });
+  await eventually(() => assert.equal(d.publishes.length, 1));
+  assert.deepEqual(
+    d.publishes.map((p) => p.payload.toString()),
+    ['other'],
+  );
+});
+
+test('Retain As Published keeps the RETAIN flag of a live message; without it the flag is 0 [MQTT-3.3.1-12, MQTT-3.3.1-13]', async () => {
+  const topic = `opts/${randomName('rap-')}`;
+  const kept = await device();
+  await kept.client.subscribeAsync(topic, { qos: 1, rap: true, rh: 2 });
+  const cleared = await device();
+  await cleared.client.subscribeAsync(topic, { qos: 1, rap: false, rh: 2 });
+  const sender = await device();
+  await sender.client.publishAsync(topic, 'r', { qos: 1, retain: true });
+  await eventually(() => assert.equal(kept.publishes.length + cleared.publishes.length, 2));
+  assert.equal(kept.publishes[0]?.retain, true);
+  assert.equal(cleared.publishes[0]?.retain, false);
+});
+
+test('Retain Handling: 0 sends retained messages on every SUBSCRIBE, 1 only for a new subscription, 2 never [MQTT-3.3.1-9, MQTT-3.3.1-10, MQTT-3.3.1-11]', async () => {
+  const topic = `opts/${randomName('rh-')}`;
+  const sender = await device();
+  await sender.client.publishAsync(topic, 'retained', { qos: 1, retain: true });
+  const got: Record<string, number> = {};
+  for (const rh of [0, 1, 2] as const) {
+    const d = await device();
+    await d.client.subscribeAsync(topic, { qos: 1, rh });
+    await d.client.subscribeAsync(topic, { qos: 1, rh });
+    await sender.client.publishAsync(topic, 'marker', { qos: 1 });
+    await eventually(() => assert.equal(d.publishes.at(-1)?.payload.toString(), 'marker'));
+    got[rh] = d.publishes.filter((p) => p.payload.toString() === 'retained').length;
+  }
+  assert.deepEqual(got, { 0: 2, 1: 1, 2: 0 });
+});
+
+test('mosquitto_sub -V mqttv5 with a subscription identifier and Retain As Published gets a live retained message with RETAIN 1', async () => {
+  const topic = `opts/${randomName('mosq-')}`;
+  const sub = mosquittoSub(gw.mqttUrl, [topic], 1, {
+    protocol: 'mqttv5',
+    qos: 1,
+    timeoutS: 10,
+    readyOnSuback: true,
+    extraArgs: ['-D', 'subscribe', 'subscription-identifier', '42', '--retain-as-published', '-F', '%r %t %p'],
+  });
+  await sub.ready;
+  const sender = await device();
+  await sender.client.publishAsync(topic, 'live', { qos: 1, retain: true });
+  assert.deepEqual(await sub.messages, [`1 ${topic} live`]);
+});
+
+test('a message queued for an offline session carries its subscription identifier when it is sent (§3.3.2.3.8)', async () => {
+  const id = randomName('sleepy-');
+  const topic = `subid/${id}`;
+  const options = { clean: false, properties: { sessionExpiryInterval: 600 } };
+  const first = await device(id, options);
+  await first.client.subscribeAsync(topic, { qos: 1, properties: { subscriptionIdentifier: 9 } });
+  await first.client.endAsync();
+  const sender = await device();
+  await sender.client.publishAsync(topic, 'queued', { qos: 1 });
+  const back = await device(id, options);
+  await eventually(() => assert.equal(back.publishes.length, 1));
+  assert.deepEqual(ids(back.publishes[0] as { properties?: { subscriptionIdentifier?: number } }), [9]);
+});
+
+test('a message reaches a wildcard subscription at the lower of its QoS and the QoS granted [MQTT-3.8.4-8]', async () => {
+  const base = `qos/${randomName('wild-')}`;
+  const d = await device();
+  await d.client.subscribeAsync(`${base}/+`, { qos: 1 });
+  const sender = await device();
+  await sender.client.publishAsync(`${base}/x`, 'two', { qos: 2 });
+  await eventually(() => assert.equal(d.publishes.length, 1));
+  assert.equal(d.publishes[0]?.qos, 1);
+});
