@@ -15,9 +15,14 @@ import { PublishIntake } from './publish-intake.ts';
 import { mayPublish } from './acl.ts';
 import { type BrokerStateSettings, openBrokerState } from './persistence/open.ts';
 import type { SqlitePersistence } from './persistence/sqlite-persistence.ts';
+import { DEFAULT_REFUSAL_LOG_INTERVAL_MS, RefusalLog } from './refusal-log.ts';
+import { ClientRefusals, DEFAULT_REFUSAL_LIMITS, type RefusalLimits } from './client-refusals.ts';
+import { SocketGate, type SocketRefusal } from './socket-gate.ts';
 
 const DEFAULT_MAX_PACKET_BYTES = 256 * 1024;
 const DEFAULT_TOPIC_LIMITS: TopicLimits = { maxLength: 1024, maxLevels: 32 };
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_MAX_SOCKETS_PER_ADDRESS = 1000;
 
 export interface EmbeddedBrokerOptions {
   readonly host: string;
@@ -33,8 +38,12 @@ export interface EmbeddedBrokerOptions {
   readonly counters: Counters;
   /** Who may connect and what they may do; without it every client is let in with no limits. */
   readonly auth?: DeviceAuthenticator;
-  /** A socket that has not sent CONNECT within this time is closed. */
+  /** A socket that has not delivered a whole CONNECT within this time of its accept (TLS handshake and WebSocket upgrade included) is closed. */
   readonly connectTimeoutMs?: number;
+  /** Most sockets one address may have open on all listeners together, counted from accept. */
+  readonly maxSocketsPerAddress?: number;
+  /** How refusals are logged (first line, then a summary per interval) and when a client refused too often is disconnected. */
+  readonly refusals?: Partial<RefusalLimits> & { readonly logIntervalMs?: number };
   /** A subscriber that does not read its messages for this long is disconnected. */
   readonly drainTimeoutMs?: number;
   /** Largest MQTT packet a client may send; a larger one closes its connection before it is read. */
@@ -85,14 +94,23 @@ export class EmbeddedBroker {
   readonly #admission: DeviceAdmission;
   readonly #intake: PublishIntake;
   readonly #state: SqlitePersistence | undefined;
+  readonly #refusals: ClientRefusals;
 
-  private constructor(aedes: Aedes, options: EmbeddedBrokerOptions, state: SqlitePersistence | undefined) {
+  private constructor(aedes: Aedes, options: EmbeddedBrokerOptions, state: SqlitePersistence | undefined, refusals: ClientRefusals) {
     this.#aedes = aedes;
     this.#options = options;
     this.#state = state;
+    this.#refusals = refusals;
     this.#commands = new CommandTracker(aedes);
     const topicLimits = options.topicLimits ?? DEFAULT_TOPIC_LIMITS;
-    const admission = new DeviceAdmission(aedes, { logger: options.logger, counters: options.counters, auth: options.auth, topicLimits, savedOwners: state?.owners });
+    const admission = new DeviceAdmission(aedes, {
+      logger: options.logger,
+      counters: options.counters,
+      auth: options.auth,
+      topicLimits,
+      savedOwners: state?.owners,
+      refusals,
+    });
     this.#admission = admission;
     this.#intake = new PublishIntake(aedes, {
       logger: options.logger,
@@ -100,12 +118,24 @@ export class EmbeddedBroker {
       topicLimits,
       acl: options.auth !== undefined,
       identity: (client) => admission.identity(client),
+      refusals,
     });
   }
 
   static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
     let broker: EmbeddedBroker | undefined;
     const self = () => broker as EmbeddedBroker;
+    const refusals = new ClientRefusals(
+      new RefusalLog({ logger: options.logger, intervalMs: options.refusals?.logIntervalMs ?? DEFAULT_REFUSAL_LOG_INTERVAL_MS }),
+      options.counters,
+      { ...DEFAULT_REFUSAL_LIMITS, ...options.refusals },
+    );
+    const connectTimeout = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const gate = new SocketGate({
+      maxPerAddress: options.maxSocketsPerAddress ?? DEFAULT_MAX_SOCKETS_PER_ADDRESS,
+      connectTimeoutMs: connectTimeout,
+      onRefuse: (reason, address, protocol) => self().#refuseSocket(protocol, reason, address),
+    });
     const state =
       options.state === undefined
         ? undefined
@@ -116,7 +146,9 @@ export class EmbeddedBroker {
           });
     const aedes = await Aedes.createBroker({
       ...(state === undefined ? {} : { persistence: state }),
-      connectTimeout: options.connectTimeoutMs ?? 10_000,
+      // The socket gate's deadline runs from accept and usually ends first; aedes' own starts
+      // when it is handed the connection (after the TLS handshake or the WebSocket upgrade).
+      connectTimeout,
       // A subscriber whose socket stays full this long is disconnected: while aedes waits for
       // it to drain, delivery to every other subscriber of the same messages waits too.
       drainTimeout: options.drainTimeoutMs ?? 10_000,
@@ -125,7 +157,10 @@ export class EmbeddedBroker {
       maximumPacketSize: options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
       topicAliasMaximum: options.topicAliasMaximum ?? 0,
       sessionExpiryIntervalLimit: options.maxSessionExpirySeconds ?? 0,
-      preConnect: (client, packet, callback) => callback(null, self().#admission.admit(client, packet)),
+      preConnect: (client, packet, callback) => {
+        self().#connectArrived(client);
+        callback(null, self().#admission.admit(client, packet));
+      },
       authenticate: (client, username, password, done) => {
         self()
           .#admission.authenticate(client, username, password)
@@ -153,7 +188,7 @@ export class EmbeddedBroker {
       await state?.destroy();
       throw error;
     }
-    broker = new EmbeddedBroker(aedes, options, state);
+    broker = new EmbeddedBroker(aedes, options, state, refusals);
     watchConnections(aedes, options.logger, options.counters);
     try {
       await state?.watch(aedes);
@@ -162,8 +197,11 @@ export class EmbeddedBroker {
       broker.#listeners = await openListeners(specs, (protocol) => ({
         onConnection: (connection) => self().#handle(connection),
         onRefuse: (reason, address) => self().#refuseSocket(protocol, reason, address),
+        gate,
       }));
-      for (const l of broker.#listeners) options.logger.info({ protocol: l.protocol, host: l.host, port: l.port }, `${l.protocol} listener on ${l.host}:${l.port}`);
+      for (const l of broker.#listeners) {
+        options.logger.info({ protocol: l.protocol, host: l.host, port: l.port, maxConnections: l.maxConnections }, `${l.protocol} listener on ${l.host}:${l.port}`);
+      }
     } catch (error) {
       await new Promise<void>((done) => aedes.close(() => done()));
       await state?.destroy();
@@ -222,24 +260,35 @@ export class EmbeddedBroker {
     this.#intake.close();
     await new Promise<void>((done) => this.#aedes.close(() => done()));
     await this.#state?.destroy();
+    this.#refusals.log.close();
   }
+
+  /** Ends, for each connection, the deadline its socket got at accept. */
+  readonly #connectArrivals = new WeakMap<object, () => void>();
 
   #handle(connection: Connection): void {
     const { stream, address: from } = connection;
     this.#admission.opened(connection);
+    this.#connectArrivals.set(stream, connection.connectArrived);
     const guarded = guardConnection(stream, {
       maxPacketBytes: this.#options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
       onRefuse: (reason, detail) => {
         this.#options.counters.count('mqtt.connections.refused', { reason });
-        this.#options.logger.warn({ address: from, reason, detail }, 'MQTT packet refused; connection closed');
+        this.#refusals.log.refused({ who: { address: from }, reason, message: 'MQTT packet refused; connection closed', detail: { detail } });
       },
     });
     this.#aedes.handle(guarded, connection.request);
   }
 
-  #refuseSocket(protocol: string, reason: Refusal, address: string): void {
+  #connectArrived(client: Client): void {
+    this.#connectArrivals.get(client.conn)?.();
+    this.#connectArrivals.delete(client.conn);
+  }
+
+  #refuseSocket(protocol: string, reason: Refusal | SocketRefusal, address: string): void {
     this.#options.counters.count('mqtt.connections.refused', { reason });
-    this.#options.logger.warn({ protocol, address, reason }, 'connection refused');
+    const message = reason === 'connect_timeout' ? 'connection closed: no CONNECT within mqtt.connectTimeoutMs of its accept' : 'connection refused';
+    this.#refusals.log.refused({ who: { address }, reason, message, detail: { protocol } });
   }
 
   /** Whether the client may publish its will (one it may not is not kept in the broker's state). */
