@@ -125,10 +125,12 @@ export class DeviceAdmission {
     const identity = this.#identities.get(client);
     if (this.#options.auth === undefined || (identity !== undefined && maySubscribe(identity, filter))) return true;
     counters.count('mqtt.subscribe.refused', { reason: 'acl' });
-    // A subscription restored from the client's saved session is not the client's doing:
-    // dropped from the session (SessionGuard) without counting towards a disconnect.
-    if (clientInternals(client).connecting)
-      refusals.log.refused({ who: { clientId: client.id }, reason: 'acl', message: 'saved subscription refused by the ACL', detail: { filter } });
+    // A subscription restored from the client's saved session (after its login, before its
+    // CONNACK) is not the client's doing: dropped from the session (SessionGuard) without
+    // counting towards a disconnect. SUBSCRIBEs sent right behind the CONNECT are handled
+    // during the login too: those count.
+    const restored = clientInternals(client).connecting && !client.clean && identity !== undefined;
+    if (restored) refusals.log.refused({ who: { clientId: client.id }, reason: 'acl', message: 'saved subscription refused by the ACL', detail: { filter } });
     else refusals.refused(client, { reason: 'acl', message: 'subscription refused by the ACL', detail: { filter } });
     this.#sessions.refusedSubscription(client, filter);
     return false;
