@@ -25,6 +25,13 @@ function rssMiB(pid: number): number {
   return Math.round(Number(line?.split(/\s+/)[1] ?? 0) / 1024);
 }
 
+/** The V8 heap in use as the gateway's vitals last sampled it. */
+async function heapMiB(adminUrl: string): Promise<number | undefined> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('ferry_process_memory_heap_used_bytes'));
+  return line === undefined ? undefined : Math.round(Number(line.split(' ').pop()) / 1024 / 1024);
+}
+
 const dir = tempDirs('ferry-tls-rss-')();
 makeCertificates(dir, []);
 const config = writeGatewayTree(dir, `{host: 127.0.0.1, allowAnonymous: false, tls: {port: 0, cert: ${join(dir, 'server.crt')}, key: ${join(dir, 'server.key')}}${EXTRA}}`, {});
@@ -61,16 +68,21 @@ try {
     );
   }
   const peak = rssMiB(pid);
+  const openAtPeak = sockets.filter((s) => !s.destroyed && s.readyState === 'open').length;
+  const heapAtPeak = await heapMiB(gw.adminUrl);
   for (const s of sockets) s.destroy();
   await sleep(5000);
   const after = rssMiB(pid);
   await sleep(25_000);
   const later = rssMiB(pid);
+  const heapLater = await heapMiB(gw.adminUrl);
   console.log(
     JSON.stringify({
       sockets: SOCKETS,
       handshakes,
       failed,
+      openAtPeak,
+      heapUsedMiB: { peak: heapAtPeak, after30s: heapLater },
       env: { MALLOC_ARENA_MAX: process.env['MALLOC_ARENA_MAX'], GLIBC_TUNABLES: process.env['GLIBC_TUNABLES'] },
       rssMiB: { before, peak, after5s: after, after30s: later },
     }),
