@@ -61,7 +61,7 @@ export class DeviceAdmission {
   constructor(aedes: Aedes, options: DeviceAdmissionOptions) {
     this.#aedes = aedes;
     this.#options = options;
-    this.#sessions = new SessionGuard(aedes, options.logger, options.counters, options.savedOwners);
+    this.#sessions = new SessionGuard(aedes, options.logger, options.counters, options.savedOwners, options.refusals.log);
   }
 
   /** A new connection from a listener, before aedes reads it: what the listener knows of its peer. */
@@ -126,12 +126,11 @@ export class DeviceAdmission {
     if (this.#options.auth === undefined || (identity !== undefined && maySubscribe(identity, filter))) return true;
     counters.count('mqtt.subscribe.refused', { reason: 'acl' });
     // A subscription restored from the client's saved session (after its login, before its
-    // CONNACK) is not the client's doing: dropped from the session (SessionGuard) without
-    // counting towards a disconnect. SUBSCRIBEs sent right behind the CONNECT are handled
-    // during the login too: those count.
+    // CONNACK) is not the client's doing: dropped from the session and logged by the
+    // SessionGuard, without counting towards a disconnect. SUBSCRIBEs sent right behind the
+    // CONNECT are handled during the login too: those count.
     const restored = clientInternals(client).connecting && !client.clean && identity !== undefined;
-    if (restored) refusals.log.refused({ who: { clientId: client.id }, reason: 'acl', message: 'saved subscription refused by the ACL', detail: { filter } });
-    else refusals.refused(client, { reason: 'acl', message: 'subscription refused by the ACL', detail: { filter } });
+    if (!restored) refusals.refused(client, { reason: 'acl', message: 'subscription refused by the ACL', detail: { filter } });
     this.#sessions.refusedSubscription(client, filter);
     return false;
   }

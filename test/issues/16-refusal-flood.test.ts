@@ -19,7 +19,7 @@ const open: (MqttClient | Socket)[] = [];
 
 before(async () => {
   const root = tempDir();
-  const config = writeGatewayTree(root, `{allowAnonymous: false, refusals: {logIntervalMs: 1000, disconnectAfter: ${DISCONNECT_AFTER}, windowMs: 10000}}`, {
+  const config = writeGatewayTree(root, `{allowAnonymous: false, refusals: {logIntervalMs: 1000, disconnectAfter: ${DISCONNECT_AFTER}, windowMs: 120000}}`, {
     'sensor.yaml': `name: sensor\nclientId: sensor-*\ncredentials:\n${await credential('sensor-1', 'pw-1')}${await credential('sensor-2', 'pw-2')}${await credential('sensor-3', 'pw-3')}`,
   });
   gw = await startFerry(['--config', config, '--data-dir', join(root, 'data')]);
