@@ -95,6 +95,8 @@ export class EmbeddedBroker {
   readonly #intake: PublishIntake;
   readonly #state: SqlitePersistence | undefined;
   readonly #refusals: ClientRefusals;
+  /** Ends, for each connection, the deadline its socket got at accept. */
+  readonly #connectArrivals = new WeakMap<object, () => void>();
 
   private constructor(aedes: Aedes, options: EmbeddedBrokerOptions, state: SqlitePersistence | undefined, refusals: ClientRefusals) {
     this.#aedes = aedes;
@@ -262,9 +264,6 @@ export class EmbeddedBroker {
     await this.#state?.destroy();
     this.#refusals.log.close();
   }
-
-  /** Ends, for each connection, the deadline its socket got at accept. */
-  readonly #connectArrivals = new WeakMap<object, () => void>();
 
   #handle(connection: Connection): void {
     const { stream, address: from } = connection;
