@@ -26,6 +26,8 @@ interface Entry {
   readonly reason: string;
   readonly message: string;
   suppressed: number;
+  /** When the latest refusal of this party and reason came. */
+  last: number;
 }
 
 export const DEFAULT_REFUSAL_LOG_INTERVAL_MS = 60_000;
@@ -64,8 +66,10 @@ export class RefusalLog {
   refused(refusal: Refused): void {
     const key = `${refusal.reason}\u0000${refusal.message}\u0000${JSON.stringify(refusal.who)}`;
     const entry = this.#entries.get(key);
+    const now = Date.now();
     if (entry !== undefined) {
       entry.suppressed += 1;
+      entry.last = now;
       return;
     }
     this.#start();
@@ -75,7 +79,7 @@ export class RefusalLog {
       else other.count += 1;
       return;
     }
-    this.#entries.set(key, { who: refusal.who, reason: refusal.reason, message: refusal.message, suppressed: 0 });
+    this.#entries.set(key, { who: refusal.who, reason: refusal.reason, message: refusal.message, suppressed: 0, last: now });
     this.#logger.warn({ ...refusal.who, reason: refusal.reason, ...refusal.detail }, refusal.message);
   }
 
@@ -94,9 +98,11 @@ export class RefusalLog {
 
   #flush(closing: boolean): void {
     const every = seconds(this.#intervalMs);
+    const now = Date.now();
     for (const [key, entry] of this.#entries) {
       if (entry.suppressed === 0) {
-        this.#entries.delete(key);
+        // Forgotten once quiet for a whole interval (the timer is shared, so not at every tick).
+        if (closing || now - entry.last >= this.#intervalMs) this.#entries.delete(key);
         continue;
       }
       this.#logger.warn({ ...entry.who, reason: entry.reason, suppressed: entry.suppressed }, `${entry.message}: ${entry.suppressed} more not logged in the last ${every}`);

@@ -73,10 +73,13 @@ test('a client flooding refused subscriptions as fast as it can writes a handful
   const url = new URL(gw.mqttUrl);
   const socket = createConnection({ host: url.hostname, port: Number(url.port) });
   socket.on('error', () => {});
-  socket.resume();
   open.push(socket);
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  const connack = new Promise<Buffer>((resolve) => socket.once('data', resolve));
   socket.write(connectPacket('sensor-3', 60, true, { username: 'sensor-3', password: 'pw-3' }));
+  // The flood starts once logged in (aedes closes a connection that sends too much before its CONNACK).
+  assert.equal((await connack)[3], 0, 'CONNACK accepted');
+  socket.resume();
   // 2,000 SUBSCRIBEs for forbidden filters, sent without waiting for SUBACKs.
   const filter = Buffer.from('devices/sensor-2/#');
   const subscribes = Array.from({ length: 2000 }, (_, i) => {
