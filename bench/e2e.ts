@@ -74,7 +74,7 @@ export interface E2eOptions {
   readonly log: (line: string) => void;
 }
 
-function payloadFor(phase: number): (device: number, seq: number) => Buffer {
+export function payloadFor(phase: number): (device: number, seq: number) => Buffer {
   return (device, seq) => {
     const payload = Buffer.alloc(PAYLOAD_BYTES, 'x');
     payload.writeDoubleLE(performance.timeOrigin + performance.now(), 0);
@@ -92,7 +92,7 @@ function publish(url: string, count: number, phase: number, prefix: string): Pro
 
 const waitForRecords = (brokers: readonly string[], topic: string, total: number) => waitForLoad(brokers, topic, total, STALL_MS);
 
-function analyse(records: readonly TopicRecord[], expected: number): Omit<PathResult, 'ackedPerSec' | 'peakRssMb' | 'cpuMsPer1k'> {
+export function analyse(records: readonly TopicRecord[], expected: number): Omit<PathResult, 'ackedPerSec' | 'peakRssMb' | 'cpuMsPer1k'> {
   const seen = new Set<number>();
   const latencies: number[] = [];
   let duplicates = 0;
@@ -123,7 +123,8 @@ function analyse(records: readonly TopicRecord[], expected: number): Omit<PathRe
   };
 }
 
-async function measureFerry(kafka: BenchKafka, topic: string, options: E2eOptions): Promise<PathResult> {
+/** The Ferry gateway to Kafka; `telemetry` is its `telemetry:` section (see targets.ts). */
+export async function measureFerry(kafka: BenchKafka, topic: string, options: Omit<E2eOptions, 'naiveMessages'>, telemetry?: string): Promise<PathResult> {
   const bridge = [
     'name: bench-kafka',
     'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }',
@@ -131,7 +132,7 @@ async function measureFerry(kafka: BenchKafka, topic: string, options: E2eOption
     '',
   ].join('\n');
   const nodeArgs = options.profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`];
-  const gateway = await startFerryTarget({ bridge, nodeArgs });
+  const gateway = await startFerryTarget({ bridge, nodeArgs, ...(telemetry === undefined ? {} : { telemetry }) });
   try {
     await publish(gateway.url, WARMUP, 0, 'e2e-');
     await waitForRecords(kafka.brokers, topic, WARMUP);

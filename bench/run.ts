@@ -1,20 +1,24 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, state) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external, postgres, startup, telemetry) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
-// alongside are what to compare. --profile writes a CPU profile of the gateway under the
-// end-to-end load to <dir> (node --cpu-prof).
+// alongside are what to compare. --profile writes CPU profiles of the gateways under the
+// end-to-end and external-broker loads to <dir> (node --cpu-prof).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BrokerStateBenchResult, benchBrokerState } from './broker-state.ts';
 import { type BufferBenchResult, benchBuffer } from './buffer.ts';
 import { type E2eBenchResult, benchE2e } from './e2e.ts';
+import { EXTERNAL_PATHS, type ExternalBenchResult, benchExternal } from './external.ts';
 import { type HandlerBenchResult, benchHandler } from './handler.ts';
 import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
+import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
+import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartup } from './startup.ts';
+import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external', 'postgres', 'startup', 'telemetry'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -32,6 +36,9 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 
 type Row = readonly [what: string, ferry: number, baseline: string, baselineRate: number, ratio: number];
 const rows: Row[] = [];
+/** Measures with an absolute goal: what, result, goal, met. */
+type GoalRow = readonly [what: string, result: string, goal: string, met: boolean];
+const goals: GoalRow[] = [];
 const results: {
   buffer?: BufferBenchResult;
   packetGuard?: { plain: number; guarded: number; ratio: number };
@@ -39,6 +46,10 @@ const results: {
   e2e?: E2eBenchResult;
   handler?: HandlerBenchResult;
   brokerState?: BrokerStateBenchResult;
+  external?: ExternalBenchResult;
+  postgres?: PostgresBenchResult;
+  startup?: StartupBenchResult;
+  telemetry?: TelemetryBenchResult;
 } = {};
 
 if (selected.has('buffer')) {
@@ -113,6 +124,123 @@ if (selected.has('state')) {
     ["a reconnecting session's queue of 3,000 QoS 1 messages sent, msgs/s", state.drain.sqlite, 'the same broker, state in memory', state.drain.memory, state.drain.ratio],
   );
 }
+if (selected.has('external')) {
+  const messages = Number(process.env['FERRY_BENCH_EXTERNAL_MESSAGES'] ?? 50_000);
+  log(
+    `external broker vs embedded: ${messages} QoS 1 messages of 200 bytes from 50 devices, into Ferry or through Mosquitto and Ferry's mqttClient source, to Kafka; 3 rounds, medians...`,
+  );
+  const external = (results.external = await benchExternal({ messages, log, ...(values.profile === undefined ? {} : { profileDir: resolve(values.profile) }) }));
+  const base = 'embedded broker → Kafka, same devices and load';
+  for (const [path, { what }] of Object.entries(EXTERNAL_PATHS) as [keyof typeof EXTERNAL_PATHS, { what: string }][]) {
+    const ratio = external.ratios[path];
+    const met = ratio >= external.goal ? 'met' : 'NOT met';
+    rows.push([
+      `Mosquitto → mqttClient source → Kafka, ${what}, in Kafka, msgs/s (goal ≥ ${external.goal}× embedded: ${met})`,
+      external.external[path].perSec,
+      base,
+      external.embedded.perSec,
+      ratio,
+    ]);
+  }
+  const e = external.external;
+  log(
+    `  Mosquitto acknowledged the publishers at ${e.mqtt311.ackedPerSec} / ${e.mqtt311Inflight1000.ackedPerSec} / ${e.mqtt5.ackedPerSec} msgs/s; ` +
+      `gateway CPU ms per 1,000 messages: embedded ${external.embedded.cpuMsPer1k}, external ${e.mqtt311.cpuMsPer1k} / ${e.mqtt311Inflight1000.cpuMsPer1k} / ${e.mqtt5.cpuMsPer1k}; ` +
+      `p50 ms: embedded ${external.embedded.latencyMs.p50}, external ${e.mqtt311.latencyMs.p50} / ${e.mqtt311Inflight1000.latencyMs.p50} / ${e.mqtt5.latencyMs.p50}; ` +
+      `missing: ${external.embedded.missing} / ${e.mqtt311.missing} / ${e.mqtt311Inflight1000.missing} / ${e.mqtt5.missing}`,
+  );
+}
+if (selected.has('postgres')) {
+  const pgRows = Number(process.env['FERRY_BENCH_PG_ROWS'] ?? 50_000);
+  const e2eMessages = Number(process.env['FERRY_BENCH_PG_E2E_MESSAGES'] ?? 20_000);
+  log('PostgreSQL: the postgres sink against a raw COPY of the same rows; devices to PostgreSQL end to end...');
+  const postgres = (results.postgres = await benchPostgres({ rows: pgRows, e2eMessages, log }));
+  rows.push(
+    [
+      `postgres sink, ${postgres.sink.rows} rows in batches of ${postgres.sink.batchSize}, rows/s (goal ≥ 0.7)`,
+      postgres.sink.ferry,
+      'raw COPY FROM STDIN of the same rows',
+      postgres.sink.copy,
+      postgres.sink.ratio,
+    ],
+    [
+      `QoS 1 devices to PostgreSQL (ferry run, postgres bridge), rows/s; p50 / p99 ${postgres.e2e.latencyMs.p50} / ${postgres.e2e.latencyMs.p99} ms`,
+      postgres.e2e.perSec,
+      'PUBACKs per second at the devices',
+      postgres.e2e.ackedPerSec,
+      Math.round((postgres.e2e.perSec / postgres.e2e.ackedPerSec) * 100) / 100,
+    ],
+  );
+}
+if (selected.has('startup')) {
+  const rounds = Number(process.env['FERRY_BENCH_STARTUP_ROUNDS'] ?? 5);
+  log(`startup and idle memory of the embedded default (config/gateway.yaml, no device): ${rounds} fresh processes of each build, alternating...`);
+  const startup = (results.startup = await benchStartup({ rounds, log }));
+  const measured = startup.compiled ?? startup.sources;
+  const range = (s: { median: number; min: number; max: number }) => `${s.median} (${s.min}–${s.max})`;
+  goals.push(
+    [
+      `process start to accepting MQTT connections, embedded default, ${startup.build}, ms, median (min–max)`,
+      range(measured.startupMs),
+      `< ${STARTUP_GOAL_MS}`,
+      measured.startupMs.median < STARTUP_GOAL_MS,
+    ],
+    [
+      `idle RSS after ${startup.idleMs / 1000} s, embedded default, ${startup.build}, MB (bare node: ${startup.bareNode.rssMb})`,
+      range(measured.idleRssMb),
+      `< ${IDLE_RSS_GOAL_MB}`,
+      measured.idleRssMb.median < IDLE_RSS_GOAL_MB,
+    ],
+  );
+  log(`  CPU used until ready: ${range(measured.cpuMs)} ms (${startup.build}); from sources ${range(startup.sources.cpuMs)} ms`);
+  if (startup.compiled !== null) {
+    const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+    rows.push(
+      [
+        'startup to accepting MQTT connections, compiled (dist/), ms',
+        startup.compiled.startupMs.median,
+        'the same from the TypeScript sources',
+        startup.sources.startupMs.median,
+        ratio(startup.compiled.startupMs.median, startup.sources.startupMs.median),
+      ],
+      [
+        'idle RSS, compiled (dist/), MB',
+        startup.compiled.idleRssMb.median,
+        'the same from the TypeScript sources',
+        startup.sources.idleRssMb.median,
+        ratio(startup.compiled.idleRssMb.median, startup.sources.idleRssMb.median),
+      ],
+    );
+  }
+}
+if (selected.has('telemetry')) {
+  const messages = Number(process.env['FERRY_BENCH_TELEMETRY_MESSAGES'] ?? 50_000);
+  const rounds = Number(process.env['FERRY_BENCH_TELEMETRY_ROUNDS'] ?? 3);
+  log(
+    `telemetry: ${messages} QoS 1 messages to Kafka with telemetry off, OTLP export (traces at the default ratio, metrics) and the eBPF collector, ${rounds} alternating rounds...`,
+  );
+  const telemetry = (results.telemetry = await benchTelemetry(messages, rounds, log));
+  rows.push(
+    [
+      'QoS 1 devices to Kafka with traces (ratio 0.1) and metrics over OTLP, msgs/s (goal ≥ 0.9)',
+      telemetry.otlp.perSec,
+      'telemetry off',
+      telemetry.off.perSec,
+      telemetry.otlpRatio.throughput,
+    ],
+    [
+      'QoS 1 devices to Kafka with the eBPF collector (bpftrace), msgs/s (goal ≥ 0.95)',
+      telemetry.ebpf.perSec,
+      'telemetry off',
+      telemetry.off.perSec,
+      telemetry.ebpfRatio.throughput,
+    ],
+  );
+  log(
+    `  gateway CPU ms per 1,000 messages: off ${telemetry.off.cpuMsPer1k}, OTLP ${telemetry.otlp.cpuMsPer1k} (ratio ${telemetry.otlpRatio.cpu}), eBPF ${telemetry.ebpf.cpuMsPer1k} (ratio ${telemetry.ebpfRatio.cpu}, bpftrace's own CPU not counted); ` +
+      `${telemetry.otlp.exportedBytes} bytes exported; missing ${telemetry.off.missing} / ${telemetry.otlp.missing} / ${telemetry.ebpf.missing}`,
+  );
+}
 
 const number = (n: number) => n.toLocaleString('en');
 const table = [
@@ -121,6 +249,17 @@ const table = [
   ...rows.map(([what, ferry, base, baseRate, ratio]) => `| ${what} | ${number(ferry)} | ${base} | ${number(baseRate)} | ${ratio} |`),
 ].join('\n');
 process.stdout.write(`${table}\n`);
+if (goals.length > 0) {
+  process.stdout.write(
+    [
+      '',
+      '| measure | result | goal | met |',
+      '|---|---:|---:|---|',
+      ...goals.map(([what, result, goal, met]) => `| ${what} | ${result} | ${goal} | ${met ? 'met' : 'not met'} |`),
+      '',
+    ].join('\n'),
+  );
+}
 if (results.e2e !== undefined) {
   const { ferry, naive, kafkaCeiling } = results.e2e;
   const line = (name: string, p: { perSec: number; latencyMs: { p50: number; p99: number } }, rss: string, cpu: string, extra: string) =>

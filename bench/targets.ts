@@ -25,6 +25,8 @@ export interface FerryTargetOptions {
   readonly bridgeFile?: string;
   /** Every line the gateway writes to stdout (its log, and --trace-gc lines). */
   readonly onLine?: (line: string) => void;
+  /** The `telemetry:` section as flow YAML; export and the eBPF collector off when absent. */
+  readonly telemetry?: string;
 }
 
 /** `ferry run` with one bridge (the history bridge by default), synchronous=full, anonymous on loopback. */
@@ -38,6 +40,7 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
       'admin: { port: 0 }',
       'log: { level: info, pretty: never }',
       'buffer: { synchronous: full }',
+      `telemetry: ${options.telemetry ?? '{ ebpf: off }'}`,
       `bridges: [${options.bridge === null ? '' : (options.bridgeFile ?? 'bridge.yaml')}]`,
       'devices: []',
       '',
@@ -72,25 +75,25 @@ export async function startAedesTarget(): Promise<Target & { readonly pid: numbe
   return { url: `mqtt://127.0.0.1:${port}`, pid: child.pid as number, stop: () => stopChild(child, () => {}) };
 }
 
-/** `mosquitto -c` on a free loopback port; undefined when mosquitto is not installed. */
-export async function startMosquittoTarget(): Promise<Target | undefined> {
+/**
+ * `mosquitto -c` on a free loopback port; undefined when mosquitto is not installed.
+ * `settings` replace or add to the defaults below (`max_inflight_messages: '20'`...).
+ */
+export async function startMosquittoTarget(settings: Readonly<Record<string, string>> = {}): Promise<Target | undefined> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-mosquitto-'));
   const port = await freePort();
   const conf = join(dir, 'mosquitto.conf');
-  writeFileSync(
-    conf,
-    [
-      `listener ${port} 127.0.0.1`,
-      'allow_anonymous true',
-      'persistence false',
-      'max_queued_messages 100000',
-      'max_inflight_messages 0',
-      'set_tcp_nodelay true',
-      'log_dest stderr',
-      'log_type error',
-      '',
-    ].join('\n'),
-  );
+  const options = {
+    allow_anonymous: 'true',
+    persistence: 'false',
+    max_queued_messages: '100000',
+    max_inflight_messages: '0',
+    set_tcp_nodelay: 'true',
+    log_dest: 'stderr',
+    log_type: 'error',
+    ...settings,
+  };
+  writeFileSync(conf, [`listener ${port} 127.0.0.1`, ...Object.entries(options).map(([key, value]) => `${key} ${value}`), ''].join('\n'));
   const child = spawn('mosquitto', ['-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] });
   const missing = new Promise<boolean>((resolve) => child.once('error', () => resolve(true)));
   for (let i = 0; i < 50; i++) {

@@ -122,9 +122,12 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
      */
     let isolate = 0;
     const windowSize = () => (isolate > 0 ? 1 : policy.windowSize);
+    // Device-to-upstream latency: each message's age once its window is confirmed.
+    const ages = counters.histogram?.('sink.message_age_seconds', { bridge, sink });
     const deliver = async (window: readonly StoredMessage[], inLive: boolean) => {
       const outcomes = await handOver(window);
       if (closed || !store.isOpen) return { done: false as const };
+      const now = Date.now();
       if (isolate > 0 && (outcomes[0] as Outcome).ok) isolate -= 1;
       let confirmed: number | undefined;
       let index = 0;
@@ -138,7 +141,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
           deadLetter(message, outcome.error, 1, inLive);
           rejected += 1;
           isolate = 0;
-        }
+        } else ages?.record((now - message.envelope.timestamp) / 1000);
         confirmed = message.seq;
       }
       if (index > rejected) counters.count('buffer.delivered', { bridge, sink }, index - rejected);

@@ -52,6 +52,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
   /** Set by detach: no settle of any run moves the cursor any more. */
   let abandoned = false;
   const wake = new Signal();
+  const ages = counters.histogram?.('sink.message_age_seconds', { bridge, sink });
 
   const deliveries = new Observable<Delivery>((subscriber) => {
     /** Set when unsubscribed before completing: settles of this run are ignored from then on. */
@@ -102,7 +103,11 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
       }
       for (const message of settledAcked) if (message.seq > cursor) ahead.push(message);
       if (ahead.length > 0 || deadAhead.length > 0) store.settleAhead(bridge, sink, ahead, deadAhead);
-      if (settledAcked.length > 0) counters.count('buffer.delivered', { bridge, sink }, settledAcked.length);
+      if (settledAcked.length > 0) {
+        counters.count('buffer.delivered', { bridge, sink }, settledAcked.length);
+        const now = Date.now();
+        for (const message of settledAcked) ages?.record((now - message.envelope.timestamp) / 1000);
+      }
       if (cursor > committed) {
         store.commit(bridge, sink, cursor);
         committed = cursor;

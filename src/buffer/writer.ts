@@ -1,9 +1,10 @@
 import type { Logger } from 'pino';
-import type { Counters } from '../core/component.ts';
+import type { Counters, HistogramSeries } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import type { Envelope } from '../core/envelope.ts';
 import { FerryError, wrapError } from '../core/errors.ts';
 import type { BufferPolicy, BufferSettings } from './config.ts';
+import type { MessageTracing, TracedMessage } from '../core/tracing.ts';
 import { Signal } from './signal.ts';
 import type { AppendEntry, BufferStore } from './store.ts';
 import { BufferUpkeep } from './upkeep.ts';
@@ -15,6 +16,8 @@ import { BufferUpkeep } from './upkeep.ts';
  */
 interface Pending extends AppendEntry {
   readonly delivery: Delivery;
+  /** Set for a sampled message: its span ends at the commit. */
+  readonly traced?: TracedMessage | undefined;
 }
 
 /**
@@ -64,12 +67,14 @@ export class BufferWriter {
   #abandonedLoggedAt = Number.NEGATIVE_INFINITY;
   readonly #upkeep: BufferUpkeep;
   readonly #unsubscribe: () => void;
+  readonly #commits: HistogramSeries | undefined;
 
   constructor(store: BufferStore, settings: BufferSettings, logger: Logger, counters: Counters) {
     this.#store = store;
     this.#settings = settings;
     this.#logger = logger;
     this.#counters = counters;
+    this.#commits = counters.histogram?.('buffer.commit_seconds');
     this.#upkeep = new BufferUpkeep(store, logger, counters);
     // Space freed (a sink confirmed messages, old ones expired, another process purged): held
     // deliveries of a bridge that was full may fit now.
@@ -122,8 +127,13 @@ export class BufferWriter {
     return signal.wait();
   }
 
+  /** Set while traces are exported: sampled messages get a span from here to their commit. */
+  tracing: MessageTracing | undefined;
+
   enqueue(bridge: string, delivery: Delivery): void {
-    this.#push({ bridge, delivery, envelope: delivery.envelope });
+    const traced = this.tracing?.ingress(bridge, delivery.envelope);
+    if (traced === undefined) this.#push({ bridge, delivery, envelope: delivery.envelope });
+    else this.#push({ bridge, delivery, envelope: traced.envelope, traced });
   }
 
   /**
@@ -191,6 +201,7 @@ export class BufferWriter {
       if (entry.delivery.abandoned?.() === true) {
         abandoned ??= new Map();
         abandoned.set(bridge, (abandoned.get(bridge) ?? 0) + 1);
+        entry.traced?.end('abandoned');
         entry.delivery.nack(ABANDONED);
         continue;
       }
@@ -224,6 +235,7 @@ export class BufferWriter {
         if (policy.overflow === 'drop-newest') {
           this.#counters.count('buffer.dropped', { bridge, reason: 'drop-newest' });
           this.#logger.warn({ bridge, id: entry.delivery.envelope.id, topic: entry.delivery.envelope.topic }, 'buffer full: dropped the new message (overflow: drop-newest)');
+          entry.traced?.end('dropped');
           entry.delivery.ack();
           continue;
         }
@@ -240,6 +252,7 @@ export class BufferWriter {
     }
     if (accepted.length === 0) return;
 
+    const started = performance.now();
     try {
       this.#store.append(accepted, () => {
         for (const [bridge, count] of toDrop) {
@@ -265,13 +278,15 @@ export class BufferWriter {
       this.#setState(state);
       return;
     }
+    this.#commits?.record((performance.now() - started) / 1000);
     const bridges = new Set<string>();
     let appended = 0;
-    for (const { bridge, delivery, deadLetter } of accepted) {
+    for (const { bridge, delivery, deadLetter, traced } of accepted) {
       if (deadLetter === undefined) {
         bridges.add(bridge);
         appended += 1;
       }
+      traced?.end();
       delivery.ack();
     }
     if (appended > 0) this.#counters.count('buffer.appended', {}, appended);

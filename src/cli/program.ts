@@ -70,6 +70,32 @@ export function createProgram(): Command {
     .option('--json', 'one JSON object per line')
     .action(async (options) => (await import('./history.ts')).historyCommand(options));
 
+  const migrate = program
+    .command('migrate')
+    .description('apply, revert and list the schema migrations of a database declared in gateway.yaml (`databases:`)')
+    .addHelpText(
+      'after',
+      '\nMigrations are TypeScript files in --dir exporting `up(db)` and `down(db)` (a Kysely instance), applied in the order of their names, each run in one transaction under a lock so that two gateways never migrate at once.\nExit codes: 0 done (or up to date); 1 a migration failed (the run was rolled back) or the database cannot be reached; 2 `status` found pending migrations; 3 a usage or config problem.\nExample:\n  ferry migrate create create_devices\n  ferry migrate up --database main\n  ferry migrate status',
+    );
+  const migrateOptions = (command: Command) =>
+    command
+      .addOption(configOption())
+      .option('--database <name>', 'the database of gateway.yaml (`databases:`); the only one when there is one')
+      .option('--dir <dir>', 'directory of the migration files', 'migrations');
+  for (const [action, description] of [
+    ['up', 'apply every pending migration, in order'],
+    ['down', 'revert the last applied migration'],
+    ['status', 'list the migrations, applied (with when) or pending; exits 2 when some are pending'],
+  ] as const) {
+    migrateOptions(migrate.command(action).description(description)).action(async (options) => (await import('./migrate.ts')).migrateCommand(action, options));
+  }
+  migrate
+    .command('create')
+    .description('write a new migration file, <UTC time>_<name>.ts, with up() and down() to fill in')
+    .argument('<name>', 'what the migration does: letters, digits, "_" and "-" (create_devices)')
+    .option('--dir <dir>', 'directory of the migration files', 'migrations')
+    .action(async (name: string, options) => (await import('./migrate.ts')).createMigrationCommand(name, options));
+
   const buffer = program.command('buffer').description("inspect and repair the durable buffer in a gateway's data directory; safe while the gateway runs");
 
   buffer

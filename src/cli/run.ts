@@ -3,6 +3,7 @@ import { setFlagsFromString } from 'node:v8';
 import { isFerryError, describeError } from '../core/errors.ts';
 import { type GatewayConfig, loadGatewayConfig } from '../config/load.ts';
 import { createLogger } from '../observability/logger.ts';
+import { LogBridge } from '../observability/log-bridge.ts';
 import { Gateway } from '../runtime/gateway.ts';
 import { componentKinds } from '../runtime/registry.ts';
 import { loadForCommand } from './load.ts';
@@ -49,9 +50,13 @@ export async function runCommand(options: RunOptions): Promise<void> {
     return;
   }
   const config = withOverrides(loaded, options);
-  const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, name: config.gateway.name });
+  const logBridge = config.telemetryExport === undefined ? undefined : new LogBridge();
+  const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, name: config.gateway.name, ...(logBridge === undefined ? {} : { bridge: logBridge }) });
   // A reload reads the same files with the same command-line overrides.
-  const gateway = new Gateway(config, logger, VERSION, { load: async () => withOverrides(await loadGatewayConfig(options.config, { kinds: componentKinds }), options) });
+  const gateway = new Gateway(config, logger, VERSION, {
+    load: async () => withOverrides(await loadGatewayConfig(options.config, { kinds: componentKinds }), options),
+    ...(logBridge === undefined ? {} : { logBridge }),
+  });
   let stopping = false;
   // Installed before the start, so that an early SIGHUP is refused (logged) rather than ending
   // the process. The gateway logs the outcome: what changed, or every problem of the config.
@@ -97,7 +102,7 @@ export async function runCommand(options: RunOptions): Promise<void> {
   process.on('SIGTERM', onSignal);
 }
 
-function withOverrides(config: GatewayConfig, options: RunOptions): GatewayConfig {
+export function withOverrides(config: GatewayConfig, options: RunOptions): GatewayConfig {
   return {
     ...config,
     mqtt: { ...config.mqtt, ...(options.mqttPort === undefined ? {} : { port: options.mqttPort }) },

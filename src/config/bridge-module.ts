@@ -4,7 +4,8 @@ import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { type BufferPolicy, bufferPolicySchema } from '../buffer/config.ts';
 import { type BridgeDefinition, isBridgeDefinition } from '../handler/define.ts';
-import { resolveBridgeImportsFromFerry } from './bridge-resolve.ts';
+import { cacheStrippedBridges } from './bridge-cache.ts';
+import { ensureTypeScriptLoader, resolveBridgeImportsFromFerry } from './bridge-resolve.ts';
 import type { ConfigIssue } from './issues.ts';
 import { type BridgeConfig, type ComponentKinds, bridgeName, oneOf } from './schema.ts';
 import { issuesFromZod } from './zod-issues.ts';
@@ -46,7 +47,8 @@ export function handlerBridgeSchema(kinds: ComponentKinds) {
     from: oneOf(kinds.sources),
     to: z
       .record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a sink name uses letters, digits, ".", "_" and "-", starting with a letter or digit'), oneOf(kinds.sinks))
-      .refine((to) => Object.keys(to).length > 0, 'name at least one sink: to: { name: { kind: {...} } }'),
+      // None is allowed: a handler that writes through `tools.database` acks its messages itself (`done()`).
+      .default({}),
     // A handler holds messages for a while (windows, caches): the window counts only the
     // messages it holds, and a deeper one than a YAML bridge's leaves room for windows.
     buffer: z.preprocess(
@@ -68,7 +70,9 @@ export async function loadBridgeModule(path: string, displayPath: string, kinds:
   const issue = (message: string, keyPath = '', at = { line: 0, column: 0 }) => issues.push({ file: displayPath, ...at, path: keyPath, message });
   let module: { default?: unknown };
   resolveBridgeImportsFromFerry();
+  cacheStrippedBridges();
   try {
+    await ensureTypeScriptLoader();
     // The URL names the file's contents: an unchanged file is the module already loaded (a
     // reload keeps its bridge running), an edited one is imported afresh.
     const version = createHash('sha256').update(readFileSync(path)).digest('hex').slice(0, 16);

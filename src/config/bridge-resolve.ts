@@ -3,7 +3,8 @@ import { fileURLToPath } from 'node:url';
 
 /** Ferry's own package.json: bare imports a bridge cannot resolve from its own place resolve from here. */
 const FERRY_PACKAGE = new URL('../../package.json', import.meta.url);
-const FERRY_API = new URL('../index.ts', import.meta.url);
+/** The public API of the build that is running: `src/index.ts` from sources, `dist/index.js` compiled. */
+const FERRY_API = new URL(import.meta.url.endsWith('.ts') ? '../index.ts' : '../index.js', import.meta.url);
 
 let registered = false;
 
@@ -40,6 +41,27 @@ type ResolveHook = (
 
 function isBare(specifier: string): boolean {
   return !specifier.startsWith('.') && !specifier.startsWith('/') && !specifier.includes(':');
+}
+
+/** Set by bin/ferry.js when it registered tsx to run Ferry's own sources. */
+const TSX_REGISTERED = Symbol.for('ferry.tsx-registered');
+
+let typescriptLoader: Promise<void> | undefined;
+
+/**
+ * Makes `import()` of a `.ts` bridge work. Node strips types itself from 22.18 on (outside
+ * node_modules); on an older Node 22 tsx's loader is registered, once, when the first
+ * TypeScript bridge is loaded: a gateway of YAML bridges never loads tsx.
+ */
+export function ensureTypeScriptLoader(): Promise<void> {
+  typescriptLoader ??= (async () => {
+    const registry = globalThis as { [TSX_REGISTERED]?: boolean };
+    if ((process.features as { typescript?: unknown }).typescript || registry[TSX_REGISTERED] === true) return;
+    const { register } = await import('tsx/esm/api');
+    register();
+    registry[TSX_REGISTERED] = true;
+  })();
+  return typescriptLoader;
 }
 
 /** Ferry's installation directory (where its node_modules are). */

@@ -3,12 +3,15 @@ import { dirname, extname, join, relative, resolve } from 'node:path';
 import type { z } from 'zod';
 import type { SinkComponent, SourceComponent } from '../core/component.ts';
 import { type AnyBridgeConfig, loadBridgeModule } from './bridge-module.ts';
+import type { DatabaseConfig } from './databases-schema.ts';
+import { sslFiles } from '../postgres/connection.ts';
 import { ConfigError, type ConfigIssue, formatPath } from './issues.ts';
 import { type Loaded, resolvePayloadSchemas } from './payload-schemas.ts';
 import type { Env } from './interpolate.ts';
 import { type BridgeConfig, type ComponentKinds, type DeviceProfile, type GatewaySection, bridgeSchema, deviceSchema, gatewaySchema } from './schema.ts';
 import { type YamlFile, loadYamlFile } from './yaml-file.ts';
 import { issuesFromZod } from './zod-issues.ts';
+import { type TelemetryExport, resolveTelemetry } from './telemetry.ts';
 
 export interface GatewayConfig extends GatewaySection {
   /** Absolute path of the gateway config file. */
@@ -26,6 +29,8 @@ export interface GatewayConfig extends GatewaySection {
   readonly tlsPem?: TlsPem;
   /** The admin token, from `admin.token` or read from `admin.tokenFile`. */
   readonly adminToken?: string;
+  /** What OpenTelemetry exports, from `telemetry:` and the OTEL_* variables; absent when nothing. */
+  readonly telemetryExport?: TelemetryExport;
 }
 
 export interface TlsPem {
@@ -110,6 +115,8 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
     devices: gateway.value?.devices ?? listOr(raw['devices'], gatewaySchema.shape.devices),
   };
 
+  checkDatabaseFiles(gateway.value?.databases ?? {}, base, gateway.yaml, issues);
+
   const bridges: Loaded<BridgeConfig>[] = [];
   const modules: string[] = [];
   const schema = bridgeSchema(options.kinds);
@@ -148,8 +155,10 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
   const adminToken = gateway.value === undefined ? undefined : readAdminToken(gateway.value.admin, base, gateway.yaml, issues);
 
   if (issues.length > 0 || gateway.value === undefined) return { issues, modules, names, display };
+  const telemetryExport = resolveTelemetry(gateway.value.telemetry, gateway.value.gateway.name, env);
   const config: GatewayConfig = {
     ...gateway.value,
+    ...(telemetryExport === undefined ? {} : { telemetryExport }),
     ...(tlsPem === undefined ? {} : { tlsPem }),
     ...(adminToken === undefined ? {} : { adminToken }),
     file,
@@ -210,6 +219,19 @@ function checkComponentFiles(bridge: BridgeConfig, base: string, yaml: YamlFile,
       if (!('problem' in read)) continue;
       const keyPath = [...at, kind as string, ...path];
       issues.push({ file: bridge.file, ...yaml.locate(keyPath), path: formatPath(keyPath), message: read.problem });
+    }
+  }
+}
+
+/** The TLS files of the PostgreSQL databases of gateway.yaml, each read now and reported at its line. */
+function checkDatabaseFiles(databases: Readonly<Record<string, DatabaseConfig>>, base: string, yaml: YamlFile, issues: ConfigIssue[]): void {
+  for (const [name, database] of Object.entries(databases)) {
+    if (!('postgres' in database)) continue;
+    for (const { path, file } of sslFiles(database.postgres)) {
+      const read = readPem(resolve(base, file));
+      if (!('problem' in read)) continue;
+      const keyPath = ['databases', name, 'postgres', ...path];
+      issues.push({ file: yaml.path, ...yaml.locate(keyPath), path: formatPath(keyPath), message: read.problem });
     }
   }
 }

@@ -7,6 +7,9 @@ import { isLoopbackHost } from '../core/loopback.ts';
 import { bridgeTemplateIssues } from './template-check.ts';
 import { type TransformStep, transformSchema } from '../core/transform-config.ts';
 import { type RateLimitConfig, rateLimitSchema } from '../redis/rate-limit-config.ts';
+import { databasesSchema } from './databases-schema.ts';
+
+import { telemetrySchema } from './telemetry.ts';
 
 /** The component kinds a config may name; the runtime's registry supplies them. */
 export interface ComponentKinds {
@@ -98,6 +101,7 @@ export const gatewaySchema = z
       .prefault({})
       .meta({ description: 'Logging (pino).' }),
     buffer: bufferSettingsSchema.prefault({}),
+    telemetry: telemetrySchema,
     shutdown: z
       .strictObject({
         drainTimeoutMs: z
@@ -143,6 +147,7 @@ export const gatewaySchema = z
         description: 'Bridge files or directories of bridge files (*.yaml, and *.ts custom handlers), relative to this file.',
         examples: [['../bridges'], ['bridges/telemetry.yaml']],
       }),
+    databases: databasesSchema,
     devices: z
       .array(z.string().min(1))
       .default(['../devices'])

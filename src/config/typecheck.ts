@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -31,6 +31,8 @@ export function typecheckBridges(modules: readonly string[], display: (path: str
   try {
     const files = modules.map((m) => resolve(m));
     const types = (name: string) => join(root, 'node_modules', name);
+    // A checkout has the sources; an installed package only the compiled declarations.
+    const api = existsSync(join(root, 'src', 'index.ts')) ? join(root, 'src', 'index.ts') : join(root, 'dist', 'index.d.ts');
     writeFileSync(
       join(dir, 'tsconfig.json'),
       JSON.stringify({
@@ -50,7 +52,7 @@ export function typecheckBridges(modules: readonly string[], display: (path: str
           types: ['node'],
           typeRoots: [types('@types')],
           paths: {
-            ferry: [join(root, 'src', 'index.ts')],
+            ferry: [api],
             rxjs: [types('rxjs/dist/types/index.d.ts')],
             'rxjs/*': [types('rxjs/dist/types/*')],
           },

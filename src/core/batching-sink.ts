@@ -3,6 +3,7 @@ import { batchBy } from './batch-by.ts';
 import type { Delivery } from './delivery.ts';
 import type { Sink, SinkEvent } from './stream.ts';
 import { FerryError, isFerryError } from './errors.ts';
+import type { SinkTracing } from './tracing.ts';
 
 export interface BatchOptions {
   /** Most deliveries in one write. */
@@ -30,7 +31,7 @@ export interface BatchResult {
  * refused (the source sends them again, in order). Completion of the input flushes the last
  * batch before completing.
  */
-export function batchingSink(options: BatchOptions, write: (batch: readonly Delivery[]) => Promise<BatchResult | void> | BatchResult | void): Sink {
+export function batchingSink(options: BatchOptions, write: (batch: readonly Delivery[]) => Promise<BatchResult | void> | BatchResult | void, tracing?: SinkTracing): Sink {
   return (input: Observable<Delivery>) => {
     let arrived = 0;
     let failedThrough = 0;
@@ -49,7 +50,7 @@ export function batchingSink(options: BatchOptions, write: (batch: readonly Deli
           return fail(new FerryError('SINK_WRITE_FAILED', `not written: an earlier batch failed (${lastError.message})`, { retryable: true, cause: lastError }));
         }
         const started = performance.now();
-        return defer(async () => write(batch)).pipe(
+        return defer(async () => (tracing === undefined ? write(batch) : tracing.batch(batch, async () => write(batch)))).pipe(
           mergeMap((result) => {
             const rejected = result?.rejected ?? new Map<Delivery, Error>();
             let bytes = 0;
@@ -93,6 +94,7 @@ export function resourceSink<R>(
   open: () => R | Promise<R>,
   close: (resource: R) => void,
   write: (resource: R, batch: readonly Delivery[]) => Promise<BatchResult | void> | BatchResult | void,
+  tracing?: SinkTracing,
 ): Sink {
   return (input) =>
     new Observable<SinkEvent>((subscriber) => {
@@ -102,15 +104,19 @@ export function resourceSink<R>(
         resource = undefined;
         held?.then(close, () => {});
       };
-      const sink = batchingSink(options, async (batch) => {
-        try {
-          resource ??= Promise.resolve().then(open);
-          return await write(await resource, batch);
-        } catch (error) {
-          release();
-          throw error;
-        }
-      });
+      const sink = batchingSink(
+        options,
+        async (batch) => {
+          try {
+            resource ??= Promise.resolve().then(open);
+            return await write(await resource, batch);
+          } catch (error) {
+            release();
+            throw error;
+          }
+        },
+        tracing,
+      );
       const subscription = sink(input).subscribe(subscriber);
       return () => {
         subscription.unsubscribe();

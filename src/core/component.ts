@@ -1,3 +1,4 @@
+import type { SinkTracing } from './tracing.ts';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Sink, Source } from './stream.ts';
@@ -5,6 +6,17 @@ import type { Sink, Source } from './stream.ts';
 /** Counts events for /api/status and metrics exporters. Names are dotted, labels small. */
 export interface Counters {
   count(name: string, labels?: Readonly<Record<string, string>>, by?: number): void;
+  /**
+   * The series of a histogram declared in the catalogue, to record values into; look it up
+   * once (per bridge and sink) and keep it. Absent where nothing keeps histograms (tests).
+   */
+  histogram?(name: string, labels?: Readonly<Record<string, string>>): HistogramSeries;
+}
+
+/** One labelled series of a histogram. */
+export interface HistogramSeries {
+  /** Records `value` (in the histogram's unit) `times` times (1 when absent). */
+  record(value: number, times?: number): void;
 }
 
 /** What the runtime hands a component when it creates one. */
@@ -28,6 +40,15 @@ export interface ComponentContext {
    * nothing waits.
    */
   readonly afterStop?: (work: Promise<void>) => void;
+  /**
+   * A source with something to tell of its upstream (its connection, what it holds unacknowledged,
+   * losses the upstream reported) registers how to read it; the bridge's status (/api/status)
+   * shows it as `source`. Absent when nothing shows it.
+   */
+  readonly reportStatus?: (read: () => Readonly<Record<string, unknown>>) => void;
+
+  /** Set for a sink while traces are exported: its batch writes run through it. */
+  readonly tracing?: SinkTracing;
 }
 
 /** A message template in a component's config, and where it is (relative to the config). */

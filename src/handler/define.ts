@@ -1,3 +1,4 @@
+import type { Kysely } from 'kysely';
 import type { Observable } from 'rxjs';
 import type { BufferPolicy } from '../buffer/config.ts';
 import type { SinkSpec, SourceSpec } from './specs.ts';
@@ -120,6 +121,14 @@ export interface BridgeTools<S extends string = string> {
   to(sink: S, from: Message | readonly Message[], init?: OutputInit): Output<S>;
   /** `message.done()` for one message or many. */
   done(messages: Message | readonly Message[]): void;
+  /**
+   * The database `name` declared under `databases:` in gateway.yaml, as a Kysely instance
+   * typed by your table interfaces (`tools.database<Tables>('main')`). Ferry opens it on first
+   * use, shares it (and its connection pool) between bridges, and closes it on shutdown or
+   * when a reload drops or changes it: do not call `destroy()`, and call this inside `handle`
+   * rather than keeping the instance from an earlier run. Throws for a name not declared.
+   */
+  database<DB>(name: string): Kysely<DB>;
 }
 
 /** A source or sink as in a YAML bridge: a one-key map of the component kind to its config. */
@@ -133,7 +142,11 @@ export interface BridgeDefinition<T = unknown, S extends string = string> {
   readonly enabled?: boolean;
   /** One source, as in YAML: `{ mqtt: { topics: ['devices/+/telemetry/#'] } }`. */
   readonly from: SourceSpec;
-  /** Named sinks, as in YAML: `{ alerts: { kafka: { brokers, topic } }, rest: { history: {} } }`. */
+  /**
+   * Named sinks, as in YAML: `{ alerts: { kafka: { brokers, topic } }, rest: { history: {} } }`.
+   * May be empty (`{}`) for a handler that writes through `tools.database` and calls `done()`
+   * on each message once its write committed.
+   */
   readonly to: Readonly<Record<S, SinkSpec>>;
   /**
    * The bridge's durable buffer, as in YAML. `windowSize` is the most messages the handler

@@ -1,3 +1,4 @@
+import type { Kysely } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import type { Envelope } from '../core/envelope.ts';
 import { FerryError } from '../core/errors.ts';
@@ -158,6 +159,11 @@ export function createMessage(envelope: Envelope, context: MessageContext, track
   return message;
 }
 
+/** Where tools.database finds a database: the gateway's (see runtime/databases.ts). */
+export interface DatabaseLookup {
+  get<DB>(name: string): Kysely<DB>;
+}
+
 const OUTPUT = Symbol.for('ferry.output');
 
 interface BuiltOutput extends Output {
@@ -169,9 +175,13 @@ export function isOutput(value: unknown): value is Output {
 }
 
 /** The `tools` of a bridge whose sinks are `sinks`. */
-export function createTools(bridge: string, sinks: readonly string[]): BridgeTools {
+export function createTools(bridge: string, sinks: readonly string[], databases?: DatabaseLookup): BridgeTools {
   return {
     bridge,
+    database: <DB>(name: string) => {
+      if (databases === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${bridge}': tools.database('${name}'): no databases are declared in gateway.yaml`, { bridge });
+      return databases.get<DB>(name);
+    },
     done: (messages) => {
       for (const message of Array.isArray(messages) ? (messages as readonly Message[]) : [messages as Message]) message.done();
     },

@@ -232,6 +232,7 @@ export const kafkaSink: SinkComponent<typeof schema> = {
         }
         return { rejected };
       },
+      ctx.tracing,
     );
   },
 };

@@ -145,6 +145,7 @@ export const mqttClientSink: SinkComponent<typeof schema> = {
         }
         return { rejected };
       },
+      ctx.tracing,
     );
   },
 };

@@ -3,11 +3,13 @@ import type { IClientSubscribeOptions, IPublishPacket, MqttClient } from 'mqtt';
 import { z } from 'zod';
 import { type Backoff, backoffDelay } from '../core/backoff.ts';
 import type { ComponentContext, SourceComponent } from '../core/component.ts';
-import { createDelivery } from '../core/delivery.ts';
-import { createEnvelope } from '../core/envelope.ts';
+import { type DeliveryHandlers, createDelivery } from '../core/delivery.ts';
+import { type Origin, createEnvelope } from '../core/envelope.ts';
 import { describeError } from '../core/errors.ts';
 import { invalidFilterReason } from '../core/topic.ts';
+import { watchBroker } from './broker-watch.ts';
 import { clientOptions, connectionFields, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
+import { LossWatch, lossWatchSchema } from './loss-watch.ts';
 import { type PendingPuback, type PubackStream, PubackWindow } from './puback-window.ts';
 import { userPropertyHeaders } from './user-properties.ts';
 
@@ -64,11 +66,11 @@ const schema = z
       .int()
       .min(1)
       .max(65535)
-      .default(100)
+      .default(1000)
       .meta({
         description:
-          'Most messages taken and not yet stored at once; past it Ferry stops reading from the broker until the buffer catches up. Advertised to MQTT 5 brokers as Receive Maximum.',
-        examples: [100],
+          "Most messages taken and not yet stored at once; past it Ferry stops reading from the broker until the buffer catches up. Advertised to MQTT 5 brokers as Receive Maximum, which Mosquitto uses instead of its max_inflight_messages: the messages of one round trip, so one group commit, are at most this many. Under MQTT 3.1.1 the broker's own limit applies (Mosquitto's max_inflight_messages, 20 by default).",
+        examples: [1000],
       }),
     reconnectMinMs: z
       .int()
@@ -84,6 +86,9 @@ const schema = z
           'Longest delay between reconnect attempts: after a broker restart, Ferry is back within this long of the broker (messages published before it resubscribes are lost unless the broker keeps its session).',
         examples: [5000],
       }),
+    lossWatch: lossWatchSchema.meta({
+      description: "How Ferry tells that the broker drops this source's messages: its own lag, the broker's drop counter and its log topic (see docs/external-brokers.md).",
+    }),
   })
   .superRefine((config, ctx) => {
     if (config.qos === 2 && config.protocolVersion !== 5) {
@@ -127,7 +132,7 @@ export const mqttClientSource: SourceComponent<typeof schema> = {
   create: (config, ctx) =>
     new Observable((subscriber) => {
       let client: MqttClient | undefined;
-      let stop: (() => void) | undefined;
+      const stops: (() => void)[] = [];
       let closed = false;
       loadMqtt().then(
         (mqtt) => {
@@ -138,19 +143,21 @@ export const mqttClientSource: SourceComponent<typeof schema> = {
             subscriber.error(error);
             return;
           }
-          stop = wire(
+          const wired = wire(
             client,
             config,
             ctx,
             (delivery) => subscriber.next(delivery),
             () => closed,
           );
+          stops.push(wired.stop);
+          if (config.lossWatch.brokerTopics) stops.push(watchBroker(mqtt, config, ctx, wired.watch));
         },
         (error: unknown) => subscriber.error(error),
       );
       return () => {
         closed = true;
-        stop?.();
+        for (const stop of stops) stop();
         client?.end(true);
       };
     }),
@@ -170,11 +177,56 @@ function sourceOptions(config: MqttClientSourceConfig, ctx: ComponentContext) {
 
 type Emit = (delivery: ReturnType<typeof createDelivery>) => void;
 
-/** Hooks the source onto a client; returns what stops its reconnecting. */
-function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: ComponentContext, emit: Emit, isClosed: () => boolean): () => void {
+/** What settling a QoS 1 message does on its source: a PUBACK once stored, a reconnect if not. */
+interface Qos1Intake {
+  stored(pending: PendingPuback): void;
+  notStored(pending: PendingPuback, topic: string, error: Error): void;
+}
+
+/** The handlers of one QoS 1 delivery: one small object per message instead of two closures and a literal. */
+class Qos1Settlement implements DeliveryHandlers {
+  readonly #intake: Qos1Intake;
+  readonly #pending: PendingPuback;
+  readonly #topic: string;
+
+  constructor(intake: Qos1Intake, pending: PendingPuback, topic: string) {
+    this.#intake = intake;
+    this.#pending = pending;
+    this.#topic = topic;
+  }
+
+  onAck(): void {
+    this.#intake.stored(this.#pending);
+  }
+
+  onNack(error: Error): void {
+    this.#intake.notStored(this.#pending, this.#topic, error);
+  }
+}
+
+/** The origin of a message by QoS and retain flag, shared by all its messages (frozen: one object for many envelopes). */
+const ORIGINS = ([0, 1, 2] as const).map(
+  (qos) => [Object.freeze({ source: 'mqttClient', qos, retain: false }), Object.freeze({ source: 'mqttClient', qos, retain: true })] as const,
+) as unknown as Readonly<Record<0 | 1 | 2, readonly [Origin, Origin]>>;
+
+/** Hooks the source onto a client; returns what stops its reconnecting and watching, and its LossWatch. */
+function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: ComponentContext, emit: Emit, isClosed: () => boolean): { stop: () => void; watch: LossWatch } {
   const labels = { bridge: ctx.bridge };
   const broker = describeUrl(config.url);
   const window = new PubackWindow();
+  const watch = new LossWatch({
+    config: config.lossWatch,
+    clientId: config.clientId,
+    broker,
+    bridge: ctx.bridge,
+    maxInFlight: config.maxInFlight,
+    logger: ctx.logger,
+    counters: ctx.counters,
+    window: () => ({ pending: window.pending, oldestAt: window.oldestAt }),
+  });
+  const ticker = setInterval(() => watch.tick(), 1000);
+  ticker.unref();
+  ctx.reportStatus?.(() => watch.status());
   let held: (() => void) | undefined;
   let firstConnect = true;
   /** Connections lost since the last CONNACK; the reconnect delay doubles with each. */
@@ -187,6 +239,7 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
     if (held === undefined || window.pending >= config.maxInFlight) return;
     const next = held;
     held = undefined;
+    watch.paused(false);
     next();
   };
   /** Drops the connection so the broker delivers what was not acked again on the next one. */
@@ -198,8 +251,22 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
       topic: packet.topic,
       payload: packet.payload,
       headers: userPropertyHeaders(packet.properties?.userProperties),
-      origin: { source: 'mqttClient', qos: packet.qos, retain: packet.retain },
+      origin: ORIGINS[packet.qos][packet.retain ? 1 : 0],
     });
+  const settle: Qos1Intake = {
+    stored: (pending) => {
+      window.ack(pending);
+      resume();
+    },
+    notStored: (pending, topic, error) => {
+      ctx.counters.count('mqtt.client.not_stored', labels);
+      ctx.logger.warn({ err: error, topic }, `message from ${broker} not stored; reconnecting so that the broker delivers it again`);
+      // The connection goes first: dropping the entry would flush the PUBACKs of later
+      // messages already stored, and the broker would redeliver this one after them.
+      redeliver(pending.stream);
+      window.drop(pending);
+    },
+  };
 
   client.handleMessage = (packet, callback) => {
     if (packet.qos === 2) {
@@ -217,24 +284,11 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
       callback(ACKED_BY_FERRY); // its connection closed; the broker delivers it again
       return;
     }
-    emit(
-      createDelivery(envelope(packet), {
-        onAck: () => {
-          window.ack(pending);
-          resume();
-        },
-        onNack: (error) => {
-          ctx.counters.count('mqtt.client.not_stored', labels);
-          ctx.logger.warn({ err: error, topic: packet.topic }, `message from ${broker} not stored; reconnecting so that the broker delivers it again`);
-          // The connection goes first: dropping the entry would flush the PUBACKs of later
-          // messages already stored, and the broker would redeliver this one after them.
-          redeliver(stream);
-          window.drop(pending);
-        },
-      }),
-    );
-    if (window.pending >= config.maxInFlight) held = () => callback(ACKED_BY_FERRY);
-    else callback(ACKED_BY_FERRY);
+    emit(createDelivery(envelope(packet), new Qos1Settlement(settle, pending, packet.topic)));
+    if (window.pending >= config.maxInFlight) {
+      held = () => callback(ACKED_BY_FERRY);
+      watch.paused(true);
+    } else callback(ACKED_BY_FERRY);
   };
 
   if (config.protocolVersion === 5) {
@@ -263,6 +317,10 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
 
   client.on('connect', (connack) => {
     attempts = 0;
+    watch.connection(true);
+    // PUBACKs leave in one small write per group commit: Nagle's algorithm would hold one
+    // back until the broker acknowledged the previous, and the broker waits for it.
+    (client.stream as { setNoDelay?: (noDelay: boolean) => void }).setNoDelay?.(true);
     ctx.counters.count('mqtt.client.connected', labels);
     ctx.logger.info({ broker, clientId: config.clientId, sessionPresent: connack.sessionPresent }, 'connected to the external broker');
     if (!firstConnect && !config.cleanSession && !connack.sessionPresent) {
@@ -303,6 +361,8 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
   client.on('close', () => {
     window.closed(client.stream as unknown as PubackStream);
     held = undefined;
+    watch.paused(false);
+    watch.connection(false);
     if (isClosed() || reconnectTimer !== undefined) return;
     ctx.counters.count('mqtt.client.disconnected', labels);
     attempts += 1;
@@ -314,5 +374,11 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
     }, delay);
   });
 
-  return () => clearTimeout(reconnectTimer);
+  return {
+    stop: () => {
+      clearTimeout(reconnectTimer);
+      clearInterval(ticker);
+    },
+    watch,
+  };
 }

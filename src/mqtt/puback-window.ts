@@ -9,6 +9,8 @@ export interface PubackStream {
 export interface PendingPuback {
   readonly stream: PubackStream;
   readonly messageId: number;
+  /** When it was read (Date.now()). */
+  readonly at: number;
   state: 'pending' | 'acked' | 'dropped';
 }
 
@@ -20,21 +22,37 @@ export interface PendingPuback {
  * again on the next connection of the persistent session) rather than sent on a new
  * connection, where the same id may name another message.
  *
+ * The PUBACKs that become due together (a group commit acks its messages in one go) leave in
+ * one write, after the current task: one syscall instead of one per message, and the broker
+ * reads them at once and sends the next messages together, so the next commit is as large.
+ *
  * A PUBACK with reason code 0 and no properties is the same four bytes in MQTT 3.1.1 and 5.
  */
 export class PubackWindow {
-  readonly #queue: PendingPuback[] = [];
+  /** Entries from `#head` on: every message not acked yet, or acked behind one that is not. */
+  #queue: PendingPuback[] = [];
+  #head = 0;
   #pending = 0;
+  /** PUBACKs due, in order, to write at the end of the current task. */
+  #due: PendingPuback[] = [];
+  #flushScheduled = false;
+  /** Packs `#due` into one buffer per connection; bound once. */
+  readonly #flush = () => this.#write();
 
   /** Messages received and not yet acked or dropped. */
   get pending(): number {
     return this.#pending;
   }
 
+  /** When the oldest message not acked yet was read; undefined when none waits. */
+  get oldestAt(): number | undefined {
+    return this.#pending === 0 ? undefined : (this.#queue[this.#head] as PendingPuback | undefined)?.at;
+  }
+
   /** Tracks a message; undefined when its connection is already closed (nothing to ack on). */
-  add(stream: PubackStream, messageId: number): PendingPuback | undefined {
+  add(stream: PubackStream, messageId: number, at = Date.now()): PendingPuback | undefined {
     if (stream.destroyed || !stream.writable) return undefined;
-    const entry: PendingPuback = { stream, messageId, state: 'pending' };
+    const entry: PendingPuback = { stream, messageId, at, state: 'pending' };
     this.#queue.push(entry);
     this.#pending += 1;
     return entry;
@@ -52,24 +70,74 @@ export class PubackWindow {
 
   /** The connection closed: forget its messages, whose acks can no longer be sent. */
   closed(stream: PubackStream): void {
-    for (let i = this.#queue.length - 1; i >= 0; i--) {
+    const kept: PendingPuback[] = [];
+    for (let i = this.#head; i < this.#queue.length; i++) {
       const entry = this.#queue[i] as PendingPuback;
-      if (entry.stream !== stream) continue;
+      if (entry.stream !== stream) {
+        kept.push(entry);
+        continue;
+      }
       if (entry.state === 'pending') this.#pending -= 1;
       entry.state = 'dropped';
-      this.#queue.splice(i, 1);
     }
+    this.#queue = kept;
+    this.#head = 0;
+    // Acks of another connection that waited behind this one's messages are due now.
+    this.#advance();
   }
 
   #settle(entry: PendingPuback, state: 'acked' | 'dropped'): void {
     if (entry.state !== 'pending') return;
     entry.state = state;
     this.#pending -= 1;
-    while (this.#queue.length > 0 && (this.#queue[0] as PendingPuback).state !== 'pending') {
-      const head = this.#queue.shift() as PendingPuback;
-      if (head.state === 'acked' && !head.stream.destroyed && head.stream.writable) {
-        head.stream.write(Uint8Array.of(0x40, 0x02, head.messageId >> 8, head.messageId & 0xff));
+    this.#advance();
+  }
+
+  /** Moves the head past settled messages; the acked ones' PUBACKs become due. */
+  #advance(): void {
+    const queue = this.#queue;
+    let head = this.#head;
+    while (head < queue.length && (queue[head] as PendingPuback).state !== 'pending') {
+      const first = queue[head] as PendingPuback;
+      head += 1;
+      if (first.state === 'acked') this.#due.push(first);
+    }
+    if (head === queue.length) {
+      queue.length = 0;
+      head = 0;
+    } else if (head > 1024 && head * 2 > queue.length) {
+      queue.splice(0, head);
+      head = 0;
+    }
+    this.#head = head;
+    if (this.#due.length > 0 && !this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(this.#flush);
+    }
+  }
+
+  #write(): void {
+    this.#flushScheduled = false;
+    const due = this.#due;
+    this.#due = [];
+    let from = 0;
+    while (from < due.length) {
+      const stream = (due[from] as PendingPuback).stream;
+      let to = from + 1;
+      while (to < due.length && (due[to] as PendingPuback).stream === stream) to += 1;
+      // An ack of a connection that closed meanwhile is not sent (see the class comment).
+      if (!stream.destroyed && stream.writable) {
+        const bytes = Buffer.allocUnsafe((to - from) * 4);
+        for (let i = from, at = 0; i < to; i++, at += 4) {
+          const { messageId } = due[i] as PendingPuback;
+          bytes[at] = 0x40;
+          bytes[at + 1] = 0x02;
+          bytes[at + 2] = messageId >> 8;
+          bytes[at + 3] = messageId & 0xff;
+        }
+        stream.write(bytes);
       }
+      from = to;
     }
   }
 }

@@ -3,6 +3,7 @@ import { bufferMetrics } from './metrics/buffer.ts';
 import { gaugeMetrics } from './metrics/gauges.ts';
 import { hostMetrics } from './metrics/host.ts';
 import { kafkaMetrics } from './metrics/kafka.ts';
+import { latencyMetrics } from './metrics/latency.ts';
 import { mqttMetrics } from './metrics/mqtt.ts';
 import { postgresMetrics } from './metrics/postgres.ts';
 import type { MetricSpec } from './metrics/spec.ts';
@@ -15,7 +16,7 @@ export type { LabelSpec, MetricSpec } from './metrics/spec.ts';
  * takes its HELP text from here and docs/reference/metrics.md is made from it. A name counted
  * in src/ that is missing here fails test/unit/observability/catalogue.test.ts.
  */
-export const catalogue = [...gaugeMetrics, ...hostMetrics, ...mqttMetrics, ...bufferMetrics, ...bridgeMetrics, ...kafkaMetrics, ...postgresMetrics] as const;
+export const catalogue = [...gaugeMetrics, ...hostMetrics, ...mqttMetrics, ...bufferMetrics, ...bridgeMetrics, ...kafkaMetrics, ...postgresMetrics, ...latencyMetrics] as const;
 
 /** The catalogue in the groups the metrics reference shows. */
 export const metricGroups: readonly { readonly title: string; readonly metrics: readonly MetricSpec[] }[] = [
@@ -26,6 +27,7 @@ export const metricGroups: readonly { readonly title: string; readonly metrics: 
   { title: 'Bridges, rate limits, handlers and reloads', metrics: bridgeMetrics },
   { title: 'Kafka and commands to devices', metrics: kafkaMetrics },
   { title: 'PostgreSQL', metrics: postgresMetrics },
+  { title: 'Latency histograms and the eBPF collector', metrics: latencyMetrics },
 ];
 
 export type GaugeName = (typeof gaugeMetrics)[number]['name'];

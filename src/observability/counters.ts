@@ -1,7 +1,10 @@
-import type { Counters } from '../core/component.ts';
+import type { Counters, HistogramSeries } from '../core/component.ts';
+import { metricSpec } from './catalogue.ts';
+import { HistogramRegistry } from './histograms.ts';
 
-/** In-process counters, read by /api/status. Keyed by name and sorted labels. */
+/** In-process counters, read by /api/status, and the catalogue's histograms. Keyed by name and sorted labels. */
 export class CounterRegistry implements Counters {
+  readonly histograms = new HistogramRegistry((name) => metricSpec(name, 'histogram'));
   readonly #values = new Map<string, number>();
   /** Each key's name and labels, for exporters. */
   readonly #series = new Map<string, { readonly name: string; readonly labels: Readonly<Record<string, string>> }>();
@@ -11,6 +14,10 @@ export class CounterRegistry implements Counters {
     const value = this.#values.get(key);
     if (value === undefined) this.#series.set(key, { name, labels: { ...labels } });
     this.#values.set(key, (value ?? 0) + by);
+  }
+
+  histogram(name: string, labels?: Readonly<Record<string, string>>): HistogramSeries {
+    return this.histograms.series(name, labels);
   }
 
   /** Every counter by name, each with its labelled values. */

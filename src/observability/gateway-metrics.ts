@@ -2,7 +2,7 @@ import { type GaugeName, type HostGaugeName, metricSpec } from './catalogue.ts';
 import type { CounterRegistry } from './counters.ts';
 import type { EventLoopWindow } from './event-loop.ts';
 import type { HostReading } from './host-metrics.ts';
-import { type Metric, type Sample, renderPrometheus } from './prometheus.ts';
+import { type Metric, type Sample, renderHistograms, renderPrometheus } from './prometheus.ts';
 
 /** The part of the gateway's status its metrics show; the runtime's `GatewayStatus` fits. */
 export interface MetricsStatus {
@@ -35,6 +35,15 @@ export interface MetricsStatus {
  * text format, with HELP text from the catalogue.
  */
 export function renderGatewayMetrics(status: MetricsStatus, counters: CounterRegistry, now = Date.now()): string {
+  const all = gaugeSamples(status, now);
+  const gauges: Metric[] = Object.entries(all).map(([name, values]) => ({ name, type: 'gauge', help: helpOf(name, 'gauge'), samples: values }));
+  const counted: Metric[] = [...counters.families()].map(([name, values]) => ({ name, type: 'counter', help: helpOf(name, 'counter'), samples: values }));
+  const histograms = [...counters.histograms.families()].map(([name, series]) => ({ name, help: helpOf(name, 'histogram'), series }));
+  return renderPrometheus([...gauges, ...counted]) + renderHistograms(histograms);
+}
+
+/** Every gauge of the catalogue with its samples now (by catalogue name), for /metrics and OpenTelemetry. */
+export function gaugeSamples(status: MetricsStatus, now = Date.now()): Record<GaugeName | HostGaugeName, Sample[]> {
   const buffered = status.buffer.bridges;
   const handlers = status.bridges.flatMap((b) => (b.handler === undefined ? [] : [{ name: b.name, handler: b.handler }]));
   const perSink = (value: (sink: MetricsStatus['buffer']['bridges'][number]['sinks'][number]) => number): Sample[] =>
@@ -54,10 +63,7 @@ export function renderGatewayMetrics(status: MetricsStatus, counters: CounterReg
     'handler.held': handlers.map((b) => ({ labels: { bridge: b.name }, value: b.handler.held })),
     'handler.held_oldest_age_seconds': handlers.map((b) => ({ labels: { bridge: b.name }, value: b.handler.oldestHeldAgeMs / 1000 })),
   };
-  const all = { ...samples, ...hostSamples(status.host ?? null, status.eventLoop ?? null) };
-  const gauges: Metric[] = Object.entries(all).map(([name, values]) => ({ name, type: 'gauge', help: helpOf(name, 'gauge'), samples: values }));
-  const counted: Metric[] = [...counters.families()].map(([name, values]) => ({ name, type: 'counter', help: helpOf(name, 'counter'), samples: values }));
-  return renderPrometheus([...gauges, ...counted]);
+  return { ...samples, ...hostSamples(status.host ?? null, status.eventLoop ?? null) };
 }
 
 /** The host and event-loop gauges; a figure the platform does not give has no sample. */
@@ -83,7 +89,7 @@ function hostSamples(host: HostReading | null, loop: EventLoopWindow | null): Re
   };
 }
 
-function helpOf(name: string, type: Metric['type']): string {
+function helpOf(name: string, type: Metric['type'] | 'histogram'): string {
   // A name missing from the catalogue fails the catalogue test; until then it still shows.
   // HELP is plain text: the catalogue's Markdown code quotes are left out.
   return (metricSpec(name, type)?.help ?? `Ferry ${type} ${name}.`).replace(/`/g, '');

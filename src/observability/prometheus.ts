@@ -29,7 +29,40 @@ export function renderPrometheus(metrics: readonly Metric[]): string {
   return `${lines.join('\n')}\n`;
 }
 
-export function metricName(name: string, type: Metric['type']): string {
+/** One histogram family: its series with bucket counts (each bucket alone, +Inf last), sum and count. */
+export interface HistogramMetric {
+  readonly name: string;
+  readonly help: string;
+  readonly series: readonly {
+    readonly labels: Readonly<Record<string, string>>;
+    readonly bounds: readonly number[];
+    readonly counts: readonly number[];
+    readonly sum: number;
+    readonly count: number;
+  }[];
+}
+
+/** Histograms in the same format: cumulative `_bucket{le=...}` lines, `_sum` and `_count`. */
+export function renderHistograms(metrics: readonly HistogramMetric[]): string {
+  const lines: string[] = [];
+  for (const metric of metrics) {
+    if (metric.series.length === 0) continue;
+    const name = metricName(metric.name, 'histogram');
+    lines.push(`# HELP ${name} ${metric.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}`, `# TYPE ${name} histogram`);
+    for (const s of metric.series) {
+      let cumulative = 0;
+      s.bounds.forEach((bound, i) => {
+        cumulative += s.counts[i] ?? 0;
+        lines.push(`${name}_bucket${labelText({ ...s.labels, le: String(bound) })} ${cumulative}`);
+      });
+      lines.push(`${name}_bucket${labelText({ ...s.labels, le: '+Inf' })} ${s.count}`);
+      lines.push(`${name}_sum${labelText(s.labels)} ${formatValue(s.sum)}`, `${name}_count${labelText(s.labels)} ${s.count}`);
+    }
+  }
+  return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
+}
+
+export function metricName(name: string, type: Metric['type'] | 'histogram'): string {
   const base = `ferry_${name.replace(/[^a-zA-Z0-9_]/g, '_')}`;
   return type === 'counter' && !base.endsWith('_total') ? `${base}_total` : base;
 }

@@ -196,16 +196,20 @@ export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentCon
       // down is tried again by the first batch.
       prepare().catch((error: unknown) => ctx.logger.debug({ err: error }, `${component}: not ready yet`));
 
-      const sink = batchingSink(config, async (batch) => {
-        const made = await prepare();
-        try {
-          return await write(await lease.pool, made, batch);
-        } catch (error) {
-          // The table changed under the sink: read it again before the next attempt.
-          if (isFerryError(error, 'CONFIG_INVALID')) plan = undefined;
-          throw error;
-        }
-      });
+      const sink = batchingSink(
+        config,
+        async (batch) => {
+          const made = await prepare();
+          try {
+            return await write(await lease.pool, made, batch);
+          } catch (error) {
+            // The table changed under the sink: read it again before the next attempt.
+            if (isFerryError(error, 'CONFIG_INVALID')) plan = undefined;
+            throw error;
+          }
+        },
+        ctx.tracing,
+      );
       const subscription = sink(input).subscribe(subscriber);
       return () => {
         subscription.unsubscribe();

@@ -3,7 +3,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { FerryError, describeError, wrapError } from '../core/errors.ts';
 import type { ReloadResult } from './reload-plan.ts';
-import { PAGE_HEADERS, loadStatusPage } from './status-page/assets.ts';
+import { PAGE_HEADERS, lazyStatusPage } from './status-page/assets.ts';
 
 /** What GET /readyz answers: ready (200) or not (503), and why, with the trouble upstream either way. */
 export interface Readiness {
@@ -56,7 +56,7 @@ export class AdminServer {
 
   static async start(host: string, port: number, handlers: AdminHandlers, access: AdminAccess = {}): Promise<AdminServer> {
     const authorized = tokenCheck(access.token);
-    const page = loadStatusPage();
+    const page = lazyStatusPage();
     const server = createServer((req, res) => {
       const send = (code: number, body: unknown, headers: Record<string, string> = {}) => {
         res.writeHead(code, { 'content-type': 'application/json', ...headers });
@@ -88,7 +88,7 @@ export class AdminServer {
         return;
       }
       if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { error: 'method not allowed' });
-      const asset = page.get(path);
+      const asset = page(path);
       if (asset !== undefined) {
         res.writeHead(200, { 'content-type': asset.type, ...PAGE_HEADERS });
         res.end(asset.body);

@@ -1,7 +1,8 @@
 import { dirname, resolve } from 'node:path';
 import type { Observable, Subscription } from 'rxjs';
 import type { Logger } from 'pino';
-import type { ComponentContext, Counters } from '../core/component.ts';
+import type { ComponentContext, Counters, HistogramSeries } from '../core/component.ts';
+import type { MessageTracing } from '../core/tracing.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import type { SinkEvent, Source } from '../core/stream.ts';
@@ -32,6 +33,7 @@ function bridgeContext(
   logger: Logger,
   sourceFilters: readonly string[],
   afterStop: Promise<void>[],
+  reportStatus: (read: () => Readonly<Record<string, unknown>>) => void,
 ): ComponentContext {
   return {
     logger,
@@ -41,6 +43,7 @@ function bridgeContext(
     sourceFilters,
     configDir: dirname(resolve(config.file)),
     afterStop: (work) => afterStop.push(work.catch(() => {})),
+    reportStatus,
   };
 }
 
@@ -53,6 +56,8 @@ export interface ResolvedSource {
   readonly context: ComponentContext;
   /** Creates the source (call once the sinks are in place). */
   create(): Source;
+  /** What the source reports of its upstream (see ComponentContext.reportStatus); undefined when it reports nothing. */
+  status(): Readonly<Record<string, unknown>> | undefined;
 }
 
 /** Looks up a bridge's source kind and builds the context of its components; throws for an unknown kind. */
@@ -66,13 +71,22 @@ export function resolveSource(
   const [kind, sourceConfig] = Object.entries(config.from)[0] as [string, unknown];
   const component = findSource(kind);
   if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${config.name}': unknown source kind '${kind}'`);
-  const context = bridgeContext(config, deps, logger, component.filters?.(sourceConfig) ?? [], afterStop);
+  let read: (() => Readonly<Record<string, unknown>>) | undefined;
+  const context = bridgeContext(config, deps, logger, component.filters?.(sourceConfig) ?? [], afterStop, (reader) => {
+    read = reader;
+  });
   return {
     keepsMessages: component.keepsMessages === true,
     ...(component.refuseCaveat === undefined ? {} : { refuseCaveat: component.refuseCaveat }),
     context,
     create: () => component.create(sourceConfig, context, runtime),
+    status: () => read?.(),
   };
+}
+
+/** The `source` field of a bridge's status: present only when the source reports something. */
+export function sourceStatus(status: Readonly<Record<string, unknown>> | undefined): { source?: Readonly<Record<string, unknown>> } {
+  return status === undefined ? {} : { source: status };
 }
 
 /** A bridge's source gave up (e.g. a TLS file it cannot read): counted and logged; returns the reason for its status. */
@@ -92,6 +106,8 @@ interface SinkState {
   down?: { readonly since: number; attempts: number };
   /** Since when the sink holds messages without an answer, when its input can tell. */
   readonly waitingSince: () => number | undefined;
+  /** `sink.write_seconds` of this sink. */
+  readonly writes: HistogramSeries | undefined;
 }
 
 /** Something that keeps a bridge from delivering, for readiness and status. */
@@ -126,7 +142,10 @@ export class SinkSet {
   /** Set when a sink stopped with an error: the bridge reports `failed`. */
   failed = false;
 
-  constructor(bridge: string, logger: Logger, counters: Counters) {
+  readonly #tracing: MessageTracing | undefined;
+
+  constructor(bridge: string, logger: Logger, counters: Counters, tracing?: MessageTracing) {
+    this.#tracing = tracing;
     this.#bridge = bridge;
     this.#logger = logger;
     this.#counters = counters;
@@ -148,8 +167,9 @@ export class SinkSet {
     const [kind, sinkConfig] = Object.entries(entry)[0] as [string, unknown];
     const component = findSink(kind);
     if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${this.#bridge}': unknown sink kind '${kind}'`);
-    const state: SinkState = { name, kind, written: 0, failed: 0, waitingSince };
-    const sink = component.create(sinkConfig, { ...context, logger: this.#logger.child({ sink: name }) }, runtime);
+    const state: SinkState = { name, kind, written: 0, failed: 0, waitingSince, writes: this.#counters.histogram?.('sink.write_seconds', { bridge: this.#bridge, sink: name }) };
+    const tracing = this.#tracing?.sink(this.#bridge, name);
+    const sink = component.create(sinkConfig, { ...context, logger: this.#logger.child({ sink: name }), ...(tracing === undefined ? {} : { tracing }) }, runtime);
     this.#pending += 1;
     this.#states.push(state);
     this.#subscriptions.push(
@@ -208,6 +228,7 @@ export class SinkSet {
     if (event.type === 'written') {
       state.written += event.count;
       this.#counters.count('sink.messages.written', labels, event.count);
+      state.writes?.record(event.durationMs / 1000);
       if (state.down !== undefined) {
         this.#logger.info(
           { sink: state.name, downForMs: Date.now() - state.down.since, attempts: state.down.attempts },

@@ -2,12 +2,13 @@ import { Subject, concat, from, ignoreElements, type Observable, type Subscripti
 import type { Logger } from 'pino';
 import type { BridgeConfig } from '../config/schema.ts';
 import type { Counters } from '../core/component.ts';
-import { type Delivery, fanOut } from '../core/delivery.ts';
+import { type Delivery, createDelivery, fanOut, settlesUpstream } from '../core/delivery.ts';
 import { type CursorSource, cursorSource } from '../buffer/reader.ts';
 import type { BufferStore } from '../buffer/store.ts';
 import type { BufferWriter } from '../buffer/writer.ts';
 import type { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
-import { type BridgeProblem, type SinkStatus, SinkSet, resolveSource, sourceFailed } from './bridge-parts.ts';
+import type { DatabaseLookup } from '../handler/message.ts';
+import { type BridgeProblem, type SinkStatus, SinkSet, resolveSource, sourceFailed, sourceStatus } from './bridge-parts.ts';
 import { BufferRegistration } from './buffer-registration.ts';
 import { ingressOperators } from './ingress.ts';
 
@@ -22,6 +23,8 @@ export interface BridgeStatus {
   readonly sinks: readonly SinkStatus[];
   /** Why the bridge's source stopped, when it failed (the sinks go on delivering what is buffered). */
   readonly sourceError?: string;
+  /** What the source reports of its upstream, when it does (an `mqttClient` source: its window, lag and the broker's drops). */
+  readonly source?: Readonly<Record<string, unknown>>;
   /** TypeScript bridges: what the handler holds and how often it was restarted. */
   readonly handler?: HandlerStatus;
 }
@@ -44,6 +47,8 @@ export interface BridgeDeps {
   readonly logger: Logger;
   readonly counters: Counters;
   readonly dataDir: string;
+  /** The databases of gateway.yaml, for the `tools.database` of custom handlers. */
+  readonly databases?: DatabaseLookup;
   /**
    * When set, the sinks start reading the buffer only once this settles: a reload replacing a
    * bridge of the same name passes the old bridge's end, so that the two never read the same
@@ -126,7 +131,7 @@ function bufferedFeed(config: BridgeConfig, deps: BridgeDeps, logger: Logger): F
   };
 }
 
-function directFeed(): Feed {
+function directFeed(bridge: string, writer: BufferWriter): Feed {
   const subjects: Subject<Delivery>[] = [];
   return {
     input: () => {
@@ -134,7 +139,11 @@ function directFeed(): Feed {
       subjects.push(subject);
       return subject.asObservable();
     },
-    take: (delivery) => {
+    take: (received) => {
+      // Unbuffered, a sampled message's span ends as it is handed to the sinks.
+      const traced = writer.tracing?.ingress(bridge, received.envelope);
+      traced?.end();
+      const delivery = traced === undefined ? received : createDelivery(traced.envelope, settlesUpstream(received));
       const copies = fanOut(delivery, subjects.length);
       subjects.forEach((subject, i) => subject.next(copies[i] as Delivery));
     },
@@ -160,6 +169,7 @@ export class RunningBridge implements GatewayBridge {
   readonly #sinks: SinkSet;
   readonly #feed: Feed;
   #source: Subscription | undefined;
+  readonly #sourceStatus: () => Readonly<Record<string, unknown>> | undefined;
   readonly #logger: Logger;
   #sourceError: string | undefined;
   #stopped = false;
@@ -172,12 +182,13 @@ export class RunningBridge implements GatewayBridge {
     this.#logger = deps.logger.child({ bridge: config.name });
     const runtime = { broker: deps.broker };
     const source = resolveSource(config, deps, this.#logger, this.#afterStop, runtime);
+    this.#sourceStatus = () => source.status();
     const buffered = !source.keepsMessages;
     if (config.buffer.overflow === 'refuse' && source.refuseCaveat !== undefined) {
       this.#logger.warn({ overflow: 'refuse' }, `buffer.overflow: refuse on a ${Object.keys(config.from)[0] ?? ''} source: ${source.refuseCaveat}`);
     }
-    this.#feed = buffered ? bufferedFeed(config, deps, this.#logger) : directFeed();
-    this.#sinks = new SinkSet(config.name, this.#logger, counters);
+    this.#feed = buffered ? bufferedFeed(config, deps, this.#logger) : directFeed(config.name, writer);
+    this.#sinks = new SinkSet(config.name, this.#logger, counters, writer.tracing);
 
     const names = sinkNames(config);
     // A direct bridge has no cursors, but its dead letters (messages refused at ingress) are
@@ -249,6 +260,7 @@ export class RunningBridge implements GatewayBridge {
       state: failed ? 'failed' : this.#stopped ? 'stopped' : 'running',
       sinks: this.#sinks.status(),
       ...(this.#sourceError === undefined ? {} : { sourceError: this.#sourceError }),
+      ...sourceStatus(this.#sourceStatus()),
     };
   }
 }

@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { AnyBridgeConfig } from '../config/bridge-module.ts';
 import { type GatewayConfig, loadGatewayConfig } from '../config/load.ts';
@@ -14,12 +15,15 @@ import { brokerStatePath } from '../mqtt/persistence/open.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { renderGatewayMetrics } from '../observability/gateway-metrics.ts';
 import { Vitals, type VitalsReading } from '../observability/vitals.ts';
+import type { LogBridge } from '../observability/log-bridge.ts';
+import { type Observability, startObservability } from './observability.ts';
 import { StatusSeries } from './status-page/series.ts';
 import { AdminServer } from './admin-server.ts';
 import { brokerListeners } from './broker-options.ts';
 import { type Health, HealthWatch } from './health.ts';
 import type { BridgeStatus, GatewayBridge } from './bridge.ts';
 import { createBridge } from './create-bridge.ts';
+import { Databases } from './databases.ts';
 import { componentKinds } from './registry.ts';
 import { retire, settlesWithin, swapBridges } from './bridge-swap.ts';
 import { type ReloadResult, devicesChanged, planBridges, restartNeeded } from './reload-plan.ts';
@@ -54,6 +58,8 @@ export interface GatewayStatus {
 export interface GatewayOptions {
   /** Reads the config again for a reload; throws a ConfigError. By default loadGatewayConfig on the same file. */
   readonly load?: () => Promise<GatewayConfig>;
+  /** The logger's hooks for trace ids and OTLP log export (see createLogger). */
+  readonly logBridge?: LogBridge;
 }
 
 /**
@@ -74,7 +80,10 @@ export class Gateway {
   #health: HealthWatch | undefined;
   #movedAside: string | undefined;
   #admin: AdminServer | undefined;
+  #databases: Databases | undefined;
   #vitals: Vitals | undefined;
+  #observability: Observability | undefined;
+  readonly #logBridge: LogBridge | undefined;
   #series: StatusSeries | undefined;
   #bridges: GatewayBridge[] = [];
   /** Bridges a reload replaced or removed, until their sinks finished. */
@@ -91,6 +100,7 @@ export class Gateway {
     this.#logger = logger;
     this.#version = version;
     this.#load = options.load ?? (() => loadGatewayConfig(config.file, { kinds: componentKinds }));
+    this.#logBridge = options.logBridge;
   }
 
   /** The config running: the one started with, with the bridges and devices of the last reload. */
@@ -110,6 +120,13 @@ export class Gateway {
   async start(since = performance.now()): Promise<void> {
     const { config } = this;
     mkdirSync(config.dataDirPath, { recursive: true });
+    this.#databases = new Databases(config.databases, {
+      logger: this.#logger.child({ component: 'databases' }),
+      counters: this.counters,
+      configDir: dirname(config.file),
+      dataDir: config.dataDirPath,
+      applicationName: config.gateway.name,
+    });
     this.#vitals = new Vitals({ dataDir: config.dataDirPath, logger: this.#logger.child({ component: 'host' }), counters: this.counters });
     const vitals = this.#vitals;
     this.#series = new StatusSeries({ counters: this.counters, devices: () => this.#broker?.connectedClients ?? 0, vitals: () => vitals.latest() });
@@ -119,6 +136,9 @@ export class Gateway {
       this.#movedAside = opened.movedAside;
       if (opened.movedAside !== undefined) this.counters.count('buffer.recovered_from_corruption');
       this.#writer = new BufferWriter(opened.store, config.buffer, this.#logger.child({ component: 'buffer' }), this.counters);
+      const observed = { logger: this.#logger, counters: this.counters, status: () => this.status(), version: this.#version };
+      this.#observability = await startObservability(config, { ...observed, ...(this.#logBridge === undefined ? {} : { logBridge: this.#logBridge }) });
+      this.#writer.tracing = this.#observability.tracing;
       this.#health = new HealthWatch({
         bridges: () => this.#bridges,
         store: () => this.#store,
@@ -305,8 +325,12 @@ export class Gateway {
     const plan = planBridges(running.bridgeConfigs, next.bridgeConfigs);
     const loadedMs = Math.round(performance.now() - began);
     const broker = this.#broker;
+    // New bridges get the new databases; the old instances close once the bridges they served stopped.
+    const databases = this.#databases?.change(next.databases);
     const swap = swapBridges(this.#bridges, plan, (config, startAfter, commitAfter) => this.#createBridge(config, broker, startAfter, commitAfter));
     if ('cause' in swap) {
+      // Refused: the running bridges keep the databases as they were.
+      await databases?.revert();
       const { config, cause } = swap;
       return this.#refused({
         ok: false,
@@ -319,6 +343,7 @@ export class Gateway {
     if (devices) this.#auth?.updateAccess({ profiles: next.deviceProfiles, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl });
     this.#config = {
       ...running,
+      databases: next.databases,
       bridges: next.bridges,
       devices: next.devices,
       bridgeConfigs: next.bridgeConfigs,
@@ -335,7 +360,9 @@ export class Gateway {
     };
     // Answer once the old bridges finished, so that a second reload sees a settled gateway.
     const timeoutMs = this.#config.shutdown.drainTimeoutMs;
-    await Promise.all(swap.retired.map((r) => retire(r, timeoutMs, this.#logger).then(() => this.#retiring.delete(r.bridge))));
+    const finished = Promise.all(swap.retired.map((r) => retire(r, timeoutMs, this.#logger).then(() => this.#retiring.delete(r.bridge))));
+    await finished;
+    await databases?.commit(finished);
     this.counters.count('config.reloads', { result: 'applied' });
     const summary = (['added', 'removed', 'changed'] as const).map((k) => `${k} ${applied[k].length === 0 ? '-' : applied[k].join(', ')}`).join('; ');
     this.#logger[warnings.length === 0 ? 'info' : 'warn'](
@@ -376,6 +403,7 @@ export class Gateway {
       logger: this.#logger,
       counters: this.counters,
       dataDir: this.#config.dataDirPath,
+      ...(this.#databases === undefined ? {} : { databases: this.#databases }),
       ...(startAfter === undefined ? {} : { startAfter }),
       ...(commitAfter === undefined ? {} : { commitAfter }),
     });
@@ -391,7 +419,10 @@ export class Gateway {
     const timedOut = !(await settlesWithin(Promise.all(stopping), sinkTimeoutMs));
     if (timedOut) this.#logger.warn('sinks did not finish in time; their unconfirmed messages stay buffered');
     for (const bridge of bridges) bridge.abort();
+    // The last export reads the status, which needs the buffer open.
+    await this.#observability?.stop();
     this.#writer?.close();
+    await this.#databases?.close();
     await this.#broker?.close();
     await this.#admin?.close();
     this.#store?.close();

@@ -12,7 +12,7 @@ import { GcNudge } from '../handler/gc-nudge.ts';
 import { InputTracker, type Ticket } from '../handler/input-tracker.ts';
 import { type MessageContext, createMessage, createTools, culpritOf, ticketOf } from '../handler/message.ts';
 import type { BridgeDeps, BridgeStatus } from './bridge.ts';
-import { type BridgeProblem, SinkSet, resolveSource, sourceFailed } from './bridge-parts.ts';
+import { type BridgeProblem, SinkSet, resolveSource, sourceFailed, sourceStatus } from './bridge-parts.ts';
 import { BufferRegistration } from './buffer-registration.ts';
 import { HoldWatch } from './hold-watch.ts';
 import { OutputRouter, culpritError, describeValue } from './output-router.ts';
@@ -54,6 +54,7 @@ export class HandlerBridge {
   readonly #sinks: SinkSet;
   readonly #inputs = new Map<string, Subject<Delivery>>();
   #source: Subscription | undefined;
+  readonly #sourceStatus: () => Readonly<Record<string, unknown>> | undefined;
   #reading: Subscription | undefined;
   readonly #cursor: StreamCursor;
   readonly #tracker: InputTracker;
@@ -85,10 +86,11 @@ export class HandlerBridge {
     this.#logger = deps.logger.child({ bridge: config.name });
     const runtime = { broker: deps.broker };
     const source = resolveSource(config, deps, this.#logger, this.#afterStop, runtime);
+    this.#sourceStatus = () => source.status();
     if (config.buffer.overflow === 'refuse' && source.refuseCaveat !== undefined) {
       this.#logger.warn({ overflow: 'refuse' }, `buffer.overflow: refuse on a ${Object.keys(config.from)[0] ?? ''} source: ${source.refuseCaveat}`);
     }
-    this.#sinks = new SinkSet(config.name, this.#logger, counters);
+    this.#sinks = new SinkSet(config.name, this.#logger, counters, writer.tracing);
     this.#cursor = streamCursor({ store, writer, bridge: config.name, sink: HANDLER_CURSOR, policy: config.buffer, logger: this.#logger, counters });
     this.#tracker = new InputTracker({
       onSettle: (_ticket, outcome) => {
@@ -112,7 +114,7 @@ export class HandlerBridge {
       this.#context = {
         bridge: config.name,
         filters: source.context.sourceFilters ?? [],
-        tools: createTools(config.name, this.#sinks.names),
+        tools: createTools(config.name, this.#sinks.names, deps.databases),
         reject: (ticket, error) => this.#reject(ticket, error),
         done: (ticket) => this.#tracker.done(ticket),
         keep: (ticket) => this.#tracker.keep(ticket),
@@ -217,6 +219,7 @@ export class HandlerBridge {
       state,
       sinks: this.#sinks.status(),
       ...(this.#sourceError === undefined ? {} : { sourceError: this.#sourceError }),
+      ...sourceStatus(this.#sourceStatus()),
       handler: {
         unacked: this.#tracker.open + this.#queue.length,
         held: held.count,

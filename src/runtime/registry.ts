@@ -8,6 +8,7 @@ import { deviceSink } from '../mqtt/device-sink.ts';
 import { mqttSource } from '../mqtt/source.ts';
 import { mqttClientSource } from '../mqtt/client-source.ts';
 import { mqttClientSink } from '../mqtt/client-sink.ts';
+import { postgresSource } from '../postgres/outbox-source.ts';
 import { postgresSink } from '../postgres/sink.ts';
 import { historySink } from '../sqlite/history-sink.ts';
 
@@ -17,7 +18,7 @@ export interface RuntimeDeps {
 }
 
 /** Every component kind a bridge can name. A new technology adds its line here. */
-export const sources: readonly SourceComponent<z.ZodType, RuntimeDeps | void>[] = [mqttSource, mqttClientSource, kafkaSource];
+export const sources: readonly SourceComponent<z.ZodType, RuntimeDeps | void>[] = [mqttSource, mqttClientSource, kafkaSource, postgresSource];
 export const sinks: readonly SinkComponent<z.ZodType, RuntimeDeps | void>[] = [historySink, kafkaSink, mqttClientSink, deviceSink, postgresSink];
 
 export const componentKinds: ComponentKinds = { sources, sinks };

@@ -65,5 +65,6 @@ export const historySink: SinkComponent<typeof schema> = {
           });
         }
       },
+      ctx.tracing,
     ),
 };

@@ -150,10 +150,13 @@ test('the default gateway without Kafka starts with the TypeScript bridges prese
 test('ferry validate checks TypeScript bridges: the examples with and without KAFKA_BROKERS, and a broken one by file, line and key path', async () => {
   const off = await ferry(['validate'], { KAFKA_BROKERS: '', POSTGRES_URL: '' });
   assert.equal(off.code, 0, off.stderr);
-  assert.match(off.stdout, /ok \(6 bridges, 1 enabled;/);
+  assert.match(off.stdout, /ok \(8 bridges, 1 enabled;/);
   const on = await ferry(['validate'], { KAFKA_BROKERS: 'k1:9092', POSTGRES_URL: '' });
   assert.equal(on.code, 0, on.stderr);
-  assert.match(on.stdout, /ok \(6 bridges, 5 enabled;/);
+  assert.match(on.stdout, /ok \(8 bridges, 5 enabled;/);
+  const postgres = await ferry(['validate'], { KAFKA_BROKERS: '', POSTGRES_URL: 'postgres://ferry@db:5432/telemetry' });
+  assert.equal(postgres.code, 0, postgres.stderr);
+  assert.match(postgres.stdout, /ok \(8 bridges, 4 enabled;/);
 
   const root = tempDir();
   mkdirSync(join(root, 'bridges'));

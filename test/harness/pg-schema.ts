@@ -30,3 +30,29 @@ export async function testSchema(t: TestContext): Promise<TestSchema> {
     query: async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => (await client.query<R>(text, values)).rows,
   };
 }
+
+/** A database of its own for one test, on the test server (for code that uses the search path: migrations), dropped when the test ends. */
+export interface TestDatabase {
+  /** A URL of the new database. */
+  readonly url: string;
+  readonly name: string;
+  query<R extends pg.QueryResultRow = Record<string, unknown>>(text: string, values?: unknown[]): Promise<R[]>;
+}
+
+export async function testDatabase(t: TestContext): Promise<TestDatabase> {
+  const server = await requireService('pg');
+  const name = randomName('ferry_t_');
+  const admin = new pg.Client({ connectionString: server });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  const url = new URL(server);
+  url.pathname = `/${name}`;
+  const client = new pg.Client({ connectionString: url.href });
+  await client.connect();
+  t.after(async () => {
+    await client.end();
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
+    await admin.end();
+  });
+  return { url: url.href, name, query: async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => (await client.query<R>(text, values)).rows };
+}

@@ -2,6 +2,7 @@ import { chmodSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
+import { toHistory } from '../../src/lib/sqlite.ts';
 import { historySink } from '../../src/sqlite/history-sink.ts';
 import { HistoryReader, historyPath } from '../../src/sqlite/history-store.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
@@ -18,7 +19,8 @@ function corruptDatabase(dir: string): void {
 
 function destination(dir: string) {
   return {
-    sink: historySink.create(config, ctx(dir)),
+    // Through the public entry point (ferry/sqlite), as a library user makes it.
+    sink: toHistory({ dir, batchSize: 50, batchTimeMs: 2 }, { name: 'test', logger: pino({ level: 'silent' }) }),
     readBack: async () => {
       const reader = new HistoryReader(dir);
       try {

@@ -7,6 +7,7 @@ import { createEnvelope } from '../../src/core/envelope.ts';
 import { isFerryError } from '../../src/core/errors.ts';
 import type { Sink, SinkEvent } from '../../src/core/stream.ts';
 import { kafkaSink } from '../../src/kafka/sink.ts';
+import { type KafkaSinkConfig, toKafka } from '../../src/lib/kafka.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { sinkConformance } from '../conformance/sink-suite.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
@@ -17,8 +18,9 @@ import { tcpProxy } from '../harness/tcp-proxy.ts';
 
 const ctx = { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: 'test' };
 
+/** Through the public entry point (ferry/kafka), as a library user makes it. */
 function sinkFor(brokers: string[], topic: string, extra: Record<string, unknown> = {}) {
-  return kafkaSink.create(kafkaSink.schema.parse({ brokers, topic, batchSize: 40, batchTimeMs: 5, ...extra }), ctx);
+  return toKafka({ brokers, topic, batchSize: 40, batchTimeMs: 5, ...extra } as KafkaSinkConfig, { name: ctx.bridge, logger: ctx.logger, counters: ctx.counters });
 }
 
 async function destination(brokers: string[], topic: string, extra: Record<string, unknown> = {}) {

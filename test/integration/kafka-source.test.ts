@@ -6,6 +6,7 @@ import type { Subscription } from 'rxjs';
 import type { Delivery } from '../../src/core/delivery.ts';
 import { FerryError } from '../../src/core/errors.ts';
 import { kafkaSource } from '../../src/kafka/source.ts';
+import { fromKafka } from '../../src/lib/kafka.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { sourceConformance } from '../conformance/source-suite.ts';
 import { eventually } from '../harness/eventually.ts';
@@ -66,7 +67,8 @@ sourceConformance('kafka (consumer group)', {
     // One partition, written in the order of the calls.
     let previous: Promise<unknown> = Promise.resolve();
     return {
-      source: kafkaSource.create(config, { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: 'conformance' }),
+      // Through the public entry point (ferry/kafka), as a library user makes it.
+      source: fromKafka(config, { name: 'conformance', logger: pino({ level: 'silent' }), counters: new CounterRegistry() }),
       // The producer's acknowledgement, for a source that reads Kafka: the group's committed
       // offset moved past the message.
       produce: async (payload) => {

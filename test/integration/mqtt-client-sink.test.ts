@@ -7,6 +7,7 @@ import type { Delivery } from '../../src/core/delivery.ts';
 import { createDelivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { mqttClientSink } from '../../src/mqtt/client-sink.ts';
+import { toMqtt } from '../../src/lib/mqtt.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { sinkConformance } from '../conformance/sink-suite.ts';
 import { eventually } from '../harness/eventually.ts';
@@ -61,7 +62,8 @@ async function destination(url: string, brokerUrl: string, protocolVersion: 4 | 
   const idOf = new Map<string, string>();
   /** Ids the sink nacked last (a message sent again and written leaves it): readBack does not wait for them. */
   const nacked = new Set<string>();
-  const sink = mqttClientSink.create(config, ctx());
+  // Through the public entry point (ferry/mqtt), as a library user makes it.
+  const sink = toMqtt(config, { name: 'test', logger: pino({ level: 'silent' }) });
   return {
     sink: (input: Observable<Delivery>) =>
       sink(
@@ -92,7 +94,7 @@ for (const protocolVersion of [4, 5] as const) {
     failing: async () => {
       const [port] = (await freePorts(1)) as [number];
       const config = mqttClientSink.schema.parse({ url: `mqtt://127.0.0.1:${port}`, clientId: randomName('ferry-sink-'), protocolVersion, batchSize: 20, connectTimeoutMs: 1000 });
-      return { sink: mqttClientSink.create(config, ctx()), cleanup: async () => {} };
+      return { sink: toMqtt(config, { name: 'test', logger: pino({ level: 'silent' }) }), cleanup: async () => {} };
     },
     unwritable: async () => {
       const mosquitto = await privateBroker();

@@ -5,6 +5,7 @@ import { connectAsync, type MqttClient } from 'mqtt';
 import pino from 'pino';
 import type { Delivery } from '../../src/core/delivery.ts';
 import { mqttClientSource } from '../../src/mqtt/client-source.ts';
+import { fromMqtt } from '../../src/lib/mqtt.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { sourceConformance } from '../conformance/source-suite.ts';
 import { type PrivateMosquitto, startPrivateMosquitto } from '../harness/private-mosquitto.ts';
@@ -58,7 +59,8 @@ function suite(name: string, protocolVersion: 4 | 5, qos: 1): void {
       let cleaned = false;
       const config = mqttClientSource.schema.parse({ url: mosquitto.url, clientId, topics: [topic], qos, protocolVersion, reconnectMinMs: 50, reconnectMaxMs: 200 });
       return {
-        source: mqttClientSource.create(config, ctx()),
+        // Through the public entry point (ferry/mqtt), as a library user makes it.
+        source: fromMqtt(config, { name: 'test', logger: pino({ level: 'silent' }) }),
         produce: async (payload) => {
           const index = ++produced;
           await publisher.publishAsync(topic, payload, { qos });

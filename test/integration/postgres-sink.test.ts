@@ -11,6 +11,7 @@ import { type Envelope, createEnvelope } from '../../src/core/envelope.ts';
 import { isFerryError } from '../../src/core/errors.ts';
 import type { Sink, SinkEvent } from '../../src/core/stream.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { toPostgres } from '../../src/lib/postgres.ts';
 import { createPostgresSink, postgresSink } from '../../src/postgres/sink.ts';
 import { sinkConformance } from '../conformance/sink-suite.ts';
 import { tcpProxy } from '../harness/cuttable-proxy.ts';
@@ -22,6 +23,8 @@ const FILTERS = ['devices/+/telemetry/#'];
 function context(counters = new CounterRegistry()) {
   return { logger: pino({ level: 'silent' }), counters, dataDir: '/nonexistent', bridge: 'test', sourceFilters: FILTERS };
 }
+
+const quiet = { name: 'test', logger: pino({ level: 'silent' }) };
 
 function sinkFor(config: Record<string, unknown>, counters = new CounterRegistry()): Sink {
   return postgresSink.create(postgresSink.schema.parse({ batchTimeMs: 5, ...config }), context(counters));
@@ -36,7 +39,8 @@ sinkConformance('postgres', {
     await admin.connect();
     await admin.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.messages (id uuid PRIMARY KEY, topic text NOT NULL, body jsonb NOT NULL)`);
     return {
-      sink: sinkFor({ url, table: `${schema}.messages`, columns: { id: '${id}', topic: '${topic}', body: '${payload}' }, batchSize: 40 }),
+      // Through the public entry point (ferry/postgres), as a library user makes it.
+      sink: toPostgres({ url, table: `${schema}.messages`, columns: { id: '${id}', topic: '${topic}', body: '${payload}' }, batchSize: 40, batchTimeMs: 5 }, quiet),
       readBack: async () => (await admin.query<{ id: string }>(`SELECT id::text FROM ${schema}.messages`)).rows.map((r) => r.id),
       cleanup: async () => {
         await admin.query(`DROP SCHEMA ${schema} CASCADE`);
@@ -46,7 +50,7 @@ sinkConformance('postgres', {
   },
   failing: async () => ({
     // Nothing listens on port 1 of loopback: connecting is refused at once.
-    sink: sinkFor({ url: 'postgres://ferry@127.0.0.1:1/ferry', table: 'messages', columns: { id: '${id}' }, connectTimeoutMs: 500 }),
+    sink: toPostgres({ url: 'postgres://ferry@127.0.0.1:1/ferry', table: 'messages', columns: { id: '${id}' }, connectTimeoutMs: 500, batchTimeMs: 5 }, quiet),
     cleanup: async () => {},
   }),
   flaky: async () => {

@@ -211,4 +211,32 @@ export const mqttMetrics = [
     labels: { bridge: BRIDGE },
     help: 'QoS 0 messages from an external broker that the buffer did not take; QoS 0 has no redelivery, so they are lost.',
   },
+  {
+    name: 'mqtt.client.broker_drops',
+    type: 'counter',
+    unit: 'messages',
+    labels: {
+      bridge: BRIDGE,
+      ferry: {
+        meaning:
+          "what the source was doing when the broker counted them: `behind` (disconnected, reading paused, or a message waiting over a second: likely its own) or `keeping_up` (likely another client's)",
+        values: ['behind', 'keeping_up'],
+      },
+    },
+    help: "Messages the external broker of an `mqttClient` source counted as dropped on its drop counter (Mosquitto's `$SYS/broker/publish/messages/dropped`), which covers all of the broker's clients.",
+  },
+  {
+    name: 'mqtt.client.broker_dropping',
+    type: 'counter',
+    unit: 'episodes',
+    labels: { bridge: BRIDGE },
+    help: 'Times the external broker said on its log topic that it drops messages for an `mqttClient` source\'s client id (Mosquitto with `log_dest topic`: "Outgoing messages are being dropped for client …").',
+  },
+  {
+    name: 'mqtt.client.behind',
+    type: 'counter',
+    unit: 'episodes',
+    labels: { bridge: BRIDGE },
+    help: 'Times an `mqttClient` source fell behind its broker for `lossWatch.behindAfterMs`: its window of `maxInFlight` messages full, or its oldest unacknowledged message waiting for the buffer; the broker queues for it meanwhile and drops past its own limit.',
+  },
 ] as const satisfies readonly MetricSpec[];

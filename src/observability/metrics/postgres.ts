@@ -30,4 +30,18 @@ export const postgresMetrics = [
     labels: { bridge: BRIDGE },
     help: 'Idle pool connections that failed (the server restarted, the network dropped); the pool opens new ones when needed.',
   },
+  {
+    name: 'postgres.outbox.rows',
+    type: 'counter',
+    unit: 'rows',
+    labels: { bridge: BRIDGE },
+    help: 'Rows the Postgres source read from its outbox and handed to its sinks (a row nacked or in flight at a stop is read and counted again).',
+  },
+  {
+    name: 'postgres.outbox.errors',
+    type: 'counter',
+    unit: 'errors',
+    labels: { bridge: BRIDGE },
+    help: 'Failed reads, commits and LISTENs of the Postgres source (server down, table missing): retried with backoff; rows not committed stay in the outbox.',
+  },
 ] as const satisfies readonly MetricSpec[];

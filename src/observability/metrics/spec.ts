@@ -13,12 +13,14 @@ export interface LabelSpec {
 export interface MetricSpec {
   /** As counted (`counters.count('mqtt.connections.refused', ...)`); /metrics shows it as `ferry_` + dots made underscores (+ `_total` for counters). */
   readonly name: string;
-  readonly type: 'counter' | 'gauge';
+  readonly type: 'counter' | 'gauge' | 'histogram';
   /** What one unit of the value is: messages, connections, bytes, seconds... */
   readonly unit: string;
   readonly labels: Readonly<Record<string, LabelSpec>>;
   /** One sentence: what it counts or shows. */
   readonly help: string;
+  /** A histogram's bucket upper bounds, ascending, in its unit. */
+  readonly buckets?: readonly number[];
 }
 
 /** Labels most metrics of a bridge carry. */

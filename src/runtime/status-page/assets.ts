@@ -24,9 +24,19 @@ const FILES: Readonly<Record<string, { readonly file: () => string; readonly typ
   '/ui/uplot.css': { file: () => dependency('uplot/dist/uPlot.min.css'), type: 'text/css; charset=utf-8' },
 };
 
-/** Every file of the page by URL path, read once when the admin server starts (about 60 KB in all). */
-export function loadStatusPage(): ReadonlyMap<string, PageAsset> {
-  return new Map(Object.entries(FILES).map(([path, spec]) => [path, { type: spec.type, body: readFileSync(spec.file()) }]));
+/**
+ * A status page that reads each of its files (about 60 KB in all) the first time it is asked
+ * for, then keeps it: a gateway nobody looks at never reads them.
+ */
+export function lazyStatusPage(): (path: string) => PageAsset | undefined {
+  const loaded = new Map<string, PageAsset>();
+  return (path) => {
+    const spec = Object.hasOwn(FILES, path) ? FILES[path] : undefined;
+    if (spec === undefined) return undefined;
+    let asset = loaded.get(path);
+    if (asset === undefined) loaded.set(path, (asset = { type: spec.type, body: readFileSync(spec.file()) }));
+    return asset;
+  };
 }
 
 /**

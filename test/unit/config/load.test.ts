@@ -41,6 +41,7 @@ test('the shipped example config validates, with and without KAFKA_BROKERS', () 
   assert.deepEqual(
     plain.bridgeConfigs.map((b) => [b.name, b.enabled]),
     [
+      ['commands-from-postgres', false],
       ['commands-to-devices', false],
       ['telemetry-history', true],
       ['telemetry-to-kafka', false],
@@ -50,7 +51,7 @@ test('the shipped example config validates, with and without KAFKA_BROKERS', () 
   // TypeScript bridges are listed, not loaded, by the synchronous loader (`ferry validate` checks them: test/e2e/handlers.test.ts).
   assert.deepEqual(
     plain.bridgeModules.map((path) => relative('bridges', path.slice(path.indexOf('bridges')))),
-    ['alarm-alerts.ts', 'temperature-rollups.ts'],
+    ['alarm-alerts.ts', 'readings-to-postgres.ts', 'temperature-rollups.ts'],
   );
   assert.ok(plain.deviceProfiles.length >= 1);
   assert.equal(plain.mqtt.port, 1883);
@@ -63,6 +64,9 @@ test('the shipped example config validates, with and without KAFKA_BROKERS', () 
   const postgres = withPostgres.bridgeConfigs.find((b) => b.name === 'telemetry-to-postgres');
   assert.equal(postgres?.enabled, true);
   assert.equal((postgres?.to as readonly { postgres: { url: string } }[])[0]?.postgres.url, 'postgres://ferry@db:5432/telemetry');
+  const outbox = withPostgres.bridgeConfigs.find((b) => b.name === 'commands-from-postgres');
+  assert.equal(outbox?.enabled, true);
+  assert.equal((outbox?.from as { postgres: { table: string } }).postgres.table, 'public.device_commands');
   const commands = withKafka.bridgeConfigs.find((b) => b.name === 'commands-to-devices');
   assert.equal(commands?.enabled, true);
   assert.deepEqual((commands?.from as { kafka: { topics: string[]; fromBeginning: boolean } }).kafka.topics, ['ferry.commands']);
@@ -179,4 +183,15 @@ test('devices: is optional: without it, a missing default directory means no pro
   assert.deepEqual(config.deviceProfiles, []);
   const listed = tree({ 'config/gateway.yaml': 'bridges: [../bridges]\ndevices: [../devices]\n', 'bridges/h.yaml': history });
   assert.match(problems(listed)[0] ?? '', /devices\[0\]: no such file or directory/);
+});
+
+test("a PostgreSQL database's TLS files are read at load and reported at their line in gateway.yaml; a SQLite one needs none", () => {
+  const root = tree({
+    'config/gateway.yaml':
+      'bridges: []\ndevices: []\ndatabases:\n  main:\n    postgres:\n      url: postgres://ferry@db/ferry\n      ssl: {mode: verify-full, ca: pg-ca.pem}\n  local:\n    sqlite: {file: app.db}\n',
+  });
+  assert.deepEqual(
+    problems(root).map((p) => p.replace(root, '<root>')),
+    ['config/gateway.yaml:7:36: databases.main.postgres.ssl.ca: no such file: <root>/config/pg-ca.pem'],
+  );
 });

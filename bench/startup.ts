@@ -1,0 +1,128 @@
+// Startup and idle footprint of the embedded default (config/gateway.yaml, no external service):
+// time from process start to "accepting MQTT connections" (the startup line's startupMs, which
+// counts from process start) and the resident set once the gateway has sat idle, with no
+// device connected. Each round is a fresh process with an empty data directory; the compiled
+// build (dist/) is measured when it is there and current, as `ferry` runs it, and the
+// TypeScript sources alongside for comparison. A bare `node -e` gives the floor.
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { chooseEntry } from '../bin/entry.js';
+import { cpuMs } from './load.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** Goals of issue 11 for the embedded default. */
+export const STARTUP_GOAL_MS = 300;
+export const IDLE_RSS_GOAL_MB = 70;
+
+export interface StartupRun {
+  /** The gateway's own startupMs: process start to accepting MQTT connections. */
+  readonly startupMs: number;
+  /** CPU time (user + system) the process had used when it was ready, ms: less noisy than startupMs on a busy machine. */
+  readonly cpuMs: number;
+  /** VmRSS after `idleMs` with nothing connected, MB. */
+  readonly idleRssMb: number;
+}
+
+export interface StartupBenchResult {
+  readonly build: 'dist' | 'src';
+  readonly rounds: number;
+  readonly idleMs: number;
+  readonly compiled: Summary | null;
+  readonly sources: Summary;
+  readonly bareNode: { readonly rssMb: number };
+}
+
+export interface Summary {
+  readonly startupMs: Spread;
+  readonly cpuMs: Spread;
+  readonly idleRssMb: Spread;
+}
+
+export interface Spread {
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+export async function benchStartup(options: { rounds?: number; idleMs?: number; log?: (line: string) => void } = {}): Promise<StartupBenchResult> {
+  const rounds = options.rounds ?? 5;
+  const idleMs = options.idleMs ?? 3000;
+  const build = chooseEntry(ROOT);
+  if (build === 'src') options.log?.('  dist/ is missing or older than src/: run `npm run build` to measure the compiled build');
+  const compiledRuns: StartupRun[] = [];
+  const sourceRuns: StartupRun[] = [];
+  // Alternating rounds, so that a busy spell of the machine falls on both.
+  for (let i = 0; i < rounds; i++) {
+    if (build === 'dist') compiledRuns.push(await startOnce({}, idleMs));
+    sourceRuns.push(await startOnce({ FERRY_FROM_SOURCE: '1' }, idleMs));
+  }
+  const summary = (runs: readonly StartupRun[]): Summary => ({
+    startupMs: spread(runs.map((r) => r.startupMs)),
+    cpuMs: spread(runs.map((r) => r.cpuMs)),
+    idleRssMb: spread(runs.map((r) => r.idleRssMb)),
+  });
+  const bare = spawnSync(process.execPath, ['-e', "process.stdout.write(/VmRSS:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status','utf8'))[1])"], {
+    encoding: 'utf8',
+  });
+  return {
+    build,
+    rounds,
+    idleMs,
+    compiled: build === 'dist' ? summary(compiledRuns) : null,
+    sources: summary(sourceRuns),
+    bareNode: { rssMb: Math.round(Number(bare.stdout) / 102.4) / 10 },
+  };
+}
+
+/** One `ferry run` of the embedded default: its startup time and idle RSS. */
+export async function startOnce(env: NodeJS.ProcessEnv, idleMs: number, config = join(ROOT, 'config/gateway.yaml'), nodeArgs: readonly string[] = []): Promise<StartupRun> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'ferry-bench-startup-'));
+  // Without the variables that turn on the default's Kafka and Postgres bridges.
+  const { KAFKA_BROKERS: _k, POSTGRES_URL: _p, FERRY_FROM_SOURCE: _f, ...rest } = process.env;
+  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bin/ferry.js'), 'run', '--config', config, '--mqtt-port', '0', '--admin-port', '0', '--data-dir', dataDir], {
+    cwd: ROOT,
+    env: { ...rest, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const startupMs = await readStartup(child);
+    const readyCpuMs = cpuMs(child.pid as number);
+    await sleep(idleMs);
+    const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+    return { startupMs, cpuMs: readyCpuMs, idleRssMb: Math.round(Number(rss?.[1] ?? 0) / 102.4) / 10 };
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+function readStartup(child: ChildProcess): Promise<number> {
+  let pending = '';
+  return new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`ferry exited with ${code} before it was ready`)));
+    child.stdout?.on('data', (chunk: Buffer) => {
+      pending += chunk.toString();
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.includes('accepting MQTT connections')) continue;
+        resolve(Number((JSON.parse(line) as { startupMs: unknown }).startupMs));
+      }
+    });
+  });
+}
+
+function spread(values: readonly number[]): Spread {
+  const sorted = [...values].sort((a, b) => a - b);
+  return { median: sorted[Math.floor(sorted.length / 2)] as number, min: sorted[0] as number, max: sorted.at(-1) as number };
+}

@@ -1,0 +1,127 @@
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { type MigrationResultSet, Migrator } from 'kysely/migration';
+import pino from 'pino';
+import { MigrationFiles, migrationTemplate } from '../config/migration-files.ts';
+import { describeError } from '../core/errors.ts';
+import { CounterRegistry } from '../observability/counters.ts';
+import { Databases } from '../runtime/databases.ts';
+import { loadSettings } from './load.ts';
+
+export interface MigrateOptions {
+  readonly config: string;
+  readonly database?: string;
+  readonly dir: string;
+}
+
+/** Exit codes a deploy script can tell apart. */
+export const MIGRATE_EXIT = {
+  ok: 0,
+  /** A migration failed, a database cannot be reached, a file cannot be loaded. */
+  failed: 1,
+  /** `status`: migrations are waiting to be applied. */
+  pending: 2,
+  /** The config or the command line is wrong (no such database, no migrations directory). */
+  usage: 3,
+} as const;
+
+type Action = 'up' | 'down' | 'status';
+
+/** `ferry migrate up|down|status`: Kysely's Migrator over a database of gateway.yaml. */
+export async function migrateCommand(action: Action, options: MigrateOptions): Promise<void> {
+  process.exitCode = await migrate(action, options);
+}
+
+async function migrate(action: Action, options: MigrateOptions): Promise<number> {
+  const config = loadSettings(options.config);
+  if (config === undefined) return MIGRATE_EXIT.usage;
+  const names = Object.keys(config.databases);
+  const name = options.database ?? (names.length === 1 ? names[0] : undefined);
+  if (name === undefined || config.databases[name] === undefined) {
+    process.stderr.write(
+      names.length === 0
+        ? `ferry migrate: ${options.config} declares no databases: add one under \`databases:\` (see docs/postgres.md)\n`
+        : `ferry migrate: ${options.database === undefined ? 'pass --database NAME' : `no database '${options.database}'`}; ${options.config} declares ${names.join(', ')}\n`,
+    );
+    return MIGRATE_EXIT.usage;
+  }
+  const dir = resolve(options.dir);
+  const files = new MigrationFiles(dir);
+  try {
+    files.names();
+  } catch (error) {
+    process.stderr.write(`ferry migrate: ${describeError(error)}\n`);
+    return MIGRATE_EXIT.usage;
+  }
+  const databases = new Databases(config.databases, {
+    logger: pino({ level: 'silent' }),
+    counters: new CounterRegistry(),
+    configDir: dirname(config.file),
+    dataDir: config.dataDirPath,
+    applicationName: `${config.gateway.name} (ferry migrate)`,
+  });
+  try {
+    const db = databases.get<unknown>(name);
+    const migrator = new Migrator({ db, provider: files });
+    const target = `database '${name}'`;
+    if (action === 'status') return await status(migrator, target);
+    const result = action === 'up' ? await migrator.migrateToLatest() : await migrator.migrateDown();
+    return report(result, action, target);
+  } catch (error) {
+    process.stderr.write(`ferry migrate: ${describeError(error)}\n`);
+    return MIGRATE_EXIT.failed;
+  } finally {
+    await databases.close();
+  }
+}
+
+async function status(migrator: Migrator, target: string): Promise<number> {
+  const migrations = await migrator.getMigrations();
+  const pending = migrations.filter((m) => m.executedAt === undefined).length;
+  for (const m of migrations) process.stdout.write(`${m.executedAt === undefined ? 'pending ' : `applied  ${m.executedAt.toISOString()}`}  ${m.name}\n`);
+  process.stdout.write(
+    `${target}: ${migrations.length - pending} of ${migrations.length} migration${migrations.length === 1 ? '' : 's'} applied${pending === 0 ? '' : `, ${pending} pending (run \`ferry migrate up\`)`}\n`,
+  );
+  return pending === 0 ? MIGRATE_EXIT.ok : MIGRATE_EXIT.pending;
+}
+
+/**
+ * Prints what a run did. Each run is one transaction on both PostgreSQL and SQLite (their DDL
+ * is transactional): when a migration fails, the ones before it in the same run are rolled
+ * back with it, and the database is as it was before the command.
+ */
+function report({ error, results = [] }: MigrationResultSet, action: 'up' | 'down', target: string): number {
+  if (error !== undefined) {
+    const failed = results.find((r) => r.status === 'Error')?.migrationName;
+    for (const r of results)
+      process.stdout.write(`${r.status === 'Error' ? 'FAILED     ' : r.status === 'Success' ? 'rolled back' : 'not run    '}  ${r.migrationName}
+`);
+    process.stderr.write(`ferry migrate ${action}: ${failed === undefined ? '' : `migration ${failed} failed: `}${describeError(error)}; ${target} is as it was before this run\n`);
+    return MIGRATE_EXIT.failed;
+  }
+  for (const r of results) process.stdout.write(`${r.direction === 'Up' ? 'applied ' : 'reverted'}  ${r.migrationName}\n`);
+  const done = results.length;
+  if (done === 0) process.stdout.write(action === 'up' ? `${target}: up to date, nothing to apply\n` : `${target}: no migration to revert\n`);
+  else process.stdout.write(`${target}: ${done} migration${done === 1 ? '' : 's'} ${action === 'up' ? 'applied' : 'reverted'}\n`);
+  return MIGRATE_EXIT.ok;
+}
+
+/** `ferry migrate create NAME`: a new migration file named after the time, so that files sort in the order they were made. */
+export function createMigrationCommand(name: string, options: Pick<MigrateOptions, 'dir'>): void {
+  if (!/^[a-z0-9][a-z0-9_-]{0,80}$/i.test(name)) {
+    process.stderr.write(`ferry migrate create: '${name}' is not a migration name: use letters, digits, "_" and "-" (create_devices)\n`);
+    process.exitCode = MIGRATE_EXIT.usage;
+    return;
+  }
+  const dir = resolve(options.dir);
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '_').slice(0, 15);
+  const file = join(dir, `${stamp}_${name}.ts`);
+  if (existsSync(file)) {
+    process.stderr.write(`ferry migrate create: ${file} exists already\n`);
+    process.exitCode = MIGRATE_EXIT.usage;
+    return;
+  }
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(file, migrationTemplate(`${stamp}_${name}`), { flag: 'wx' });
+  process.stdout.write(`${file}\n`);
+}

@@ -1,0 +1,87 @@
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import module from 'node:module';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+/**
+ * Where TypeScript bridges are kept with their types stripped: FERRY_CACHE_DIR, else
+ * $XDG_CACHE_HOME/ferry, else ~/.cache/ferry; `bridges/` below it. Per user, like the rest of a
+ * user's cache.
+ */
+export function bridgeCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  return join(env['FERRY_CACHE_DIR'] || join(env['XDG_CACHE_HOME'] || join(homedir(), '.cache'), 'ferry'), 'bridges');
+}
+
+/** A bridge module as loadBridgeModule imports it: its file's URL with ?v=<hash of its contents>. */
+const BRIDGE_URL = /^file:\/\/[^?#]+\.m?ts\?v=([0-9a-f]{16})$/;
+
+type LoadResult = { format?: string | null; source?: string | ArrayBuffer | ArrayBufferView | null; shortCircuit?: boolean };
+type LoadHook = (url: string, context: object, nextLoad: (url: string, context?: object) => LoadResult) => LoadResult;
+
+let registered = false;
+
+/**
+ * Keeps each TypeScript bridge with its types stripped, by the hash of its text: a start whose
+ * bridges did not change imports them as JavaScript, and Node's type stripper (a WebAssembly
+ * module: about 0.1 s of CPU and 16 MB of memory, for example bridges that may well be off) is
+ * not loaded at all. Stripping keeps every line and column, so errors point at the same place.
+ * Only what Node would strip itself is cached (format `module-typescript`); anything else, or a
+ * failure to strip or to write the cache, goes Node's own way, which reports the problem.
+ */
+export function cacheStrippedBridges(dir = bridgeCacheDir()): void {
+  if (registered) return;
+  registered = true;
+  const hooks = module as { registerHooks?: (hooks: { load: LoadHook }) => unknown; stripTypeScriptTypes?: (code: string) => string };
+  if (hooks.registerHooks === undefined || hooks.stripTypeScriptTypes === undefined) return;
+  const strip = hooks.stripTypeScriptTypes;
+  const version = process.versions.node;
+  hooks.registerHooks({
+    load(url, context, nextLoad) {
+      const hash = BRIDGE_URL.exec(url)?.[1];
+      if (hash === undefined) return nextLoad(url, context);
+      const file = join(dir, `${hash}-node${version}.js`);
+      try {
+        return { format: 'module', source: readFileSync(file, 'utf8'), shortCircuit: true };
+      } catch {
+        // Not cached yet.
+      }
+      const loaded = nextLoad(url, context);
+      if (loaded.format !== 'module-typescript' || loaded.source === undefined || loaded.source === null) return loaded;
+      let source: string;
+      try {
+        const text = typeof loaded.source === 'string' ? loaded.source : Buffer.from(loaded.source as ArrayBuffer).toString('utf8');
+        source = withoutExperimentalWarning(() => strip(text));
+      } catch {
+        return loaded;
+      }
+      try {
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        const partial = `${file}.${process.pid}.tmp`;
+        writeFileSync(partial, source, { mode: 0o600 });
+        renameSync(partial, file);
+      } catch {
+        // A cache that cannot be written costs the next start the stripping again, nothing more.
+      }
+      return { format: 'module', source, shortCircuit: true };
+    },
+  });
+}
+
+/**
+ * Runs `fn` without the one-time ExperimentalWarning of module.stripTypeScriptTypes on stderr:
+ * Node strips a bridge's types the same way (without a warning) when it imports it itself, and
+ * `ferry validate`'s output is read by programs.
+ */
+function withoutExperimentalWarning<T>(fn: () => T): T {
+  const emit = process.emitWarning;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const text = typeof warning === 'string' ? warning : warning.message;
+    if (text.includes('stripTypeScriptTypes')) return;
+    (emit as (...args: unknown[]) => void).call(process, warning, ...rest);
+  }) as typeof process.emitWarning;
+  try {
+    return fn();
+  } finally {
+    process.emitWarning = emit;
+  }
+}

@@ -1,0 +1,155 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import type { Env } from './interpolate.ts';
+
+/** `telemetry:` in gateway.yaml: OpenTelemetry export over OTLP/HTTP, and the eBPF collector. */
+export const telemetrySchema = z
+  .strictObject({
+    endpoint: z
+      .url()
+      .optional()
+      .meta({
+        description:
+          'Base URL of an OTLP/HTTP receiver (an OpenTelemetry collector): traces go to `<endpoint>/v1/traces`, metrics to `/v1/metrics`, logs to `/v1/logs`. Without it (and without OTEL_EXPORTER_OTLP_ENDPOINT) nothing is exported and the OpenTelemetry SDK is not loaded.',
+        examples: ['http://127.0.0.1:4318'],
+      }),
+    headers: z
+      .record(z.string(), z.string())
+      .default({})
+      .meta({ description: 'HTTP headers sent with every export (an API key); merged over OTEL_EXPORTER_OTLP_HEADERS.', examples: [{ authorization: '${OTLP_TOKEN}' }] }),
+    serviceName: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: 'The `service.name` resource attribute; OTEL_SERVICE_NAME, else `ferry`.', examples: ['ferry'] }),
+    resourceAttributes: z
+      .record(z.string(), z.string())
+      .default({})
+      .meta({
+        description: 'More resource attributes, merged over OTEL_RESOURCE_ATTRIBUTES. `service.instance.id` and `ferry.gateway` are the gateway name, `host.name` the host.',
+        examples: [{ 'deployment.environment': 'site-7' }],
+      }),
+    traces: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(true)
+          .meta({ description: 'Export a span per sampled message (ingress to buffer commit, then each sink write).', examples: [true] }),
+        sampleRatio: z
+          .number()
+          .min(0)
+          .max(1)
+          .optional()
+          .meta({
+            description:
+              'Share of messages without a sampled parent that start a trace (parent-based: a message carrying a W3C traceparent follows its sampled flag); OTEL_TRACES_SAMPLER_ARG, else 0.1.',
+            examples: [0.01],
+          }),
+      })
+      .prefault({})
+      .meta({ description: 'Traces.' }),
+    metrics: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(true)
+          .meta({ description: 'Export the metrics of the catalogue (as on /metrics) over OTLP.', examples: [true] }),
+        intervalMs: z
+          .int()
+          .min(1000)
+          .optional()
+          .meta({ description: 'How often metrics are exported, in milliseconds; OTEL_METRIC_EXPORT_INTERVAL, else 15000.', examples: [60000] }),
+      })
+      .prefault({})
+      .meta({ description: 'Metrics.' }),
+    logs: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(false)
+          .meta({ description: 'Export log lines over OTLP too (they are still written to standard output).', examples: [true] }),
+      })
+      .prefault({})
+      .meta({ description: 'Logs.' }),
+    ebpf: z
+      .enum(['auto', 'off'])
+      .default('auto')
+      .meta({
+        description:
+          'The eBPF collector (fsync latency, on-CPU samples) through bpftrace: `auto` runs it when bpftrace is installed and usable (root), and logs once why not otherwise; `off` never. Independent of `endpoint`: its metrics show on /metrics.',
+        examples: ['off'],
+      }),
+  })
+  .prefault({})
+  .meta({ description: 'OpenTelemetry export (traces, metrics, logs over OTLP/HTTP) and the eBPF collector. See docs/observability.md.' });
+
+export type TelemetrySection = z.output<typeof telemetrySchema>;
+
+/** One OTLP/HTTP destination. */
+export interface OtlpTarget {
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** What to export, with the environment's OTEL_* variables applied. */
+export interface TelemetryExport {
+  readonly resource: Readonly<Record<string, string>>;
+  readonly traces?: OtlpTarget & { readonly sampleRatio: number };
+  readonly metrics?: OtlpTarget & { readonly intervalMs: number };
+  readonly logs?: OtlpTarget;
+}
+
+/**
+ * The export settings from `telemetry:` and the standard variables (OTEL_EXPORTER_OTLP_ENDPOINT,
+ * OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS,
+ * OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER_ARG, OTEL_METRIC_EXPORT_INTERVAL,
+ * OTEL_SDK_DISABLED);
+ * gateway.yaml wins where both say something. Undefined when nothing is to be exported.
+ */
+export function resolveTelemetry(section: TelemetrySection, gateway: string, env: Env): TelemetryExport | undefined {
+  if (env['OTEL_SDK_DISABLED'] === 'true') return undefined;
+  const base = (section.endpoint ?? env['OTEL_EXPORTER_OTLP_ENDPOINT'])?.replace(/\/+$/, '');
+  const headers = { ...keyValues(env['OTEL_EXPORTER_OTLP_HEADERS']), ...section.headers };
+  const target = (signal: 'traces' | 'metrics' | 'logs'): OtlpTarget | undefined => {
+    const own = section.endpoint === undefined ? env[`OTEL_EXPORTER_OTLP_${signal.toUpperCase()}_ENDPOINT`] : undefined;
+    const url = own ?? (base === undefined ? undefined : `${base}/v1/${signal}`);
+    return url === undefined ? undefined : { url, headers };
+  };
+  const traces = section.traces.enabled ? target('traces') : undefined;
+  const metrics = section.metrics.enabled ? target('metrics') : undefined;
+  const logs = section.logs.enabled ? target('logs') : undefined;
+  if (traces === undefined && metrics === undefined && logs === undefined) return undefined;
+  const envRatio = Number(env['OTEL_TRACES_SAMPLER_ARG']);
+  const sampleRatio = section.traces.sampleRatio ?? (env['OTEL_TRACES_SAMPLER_ARG'] !== undefined && envRatio >= 0 && envRatio <= 1 ? envRatio : 0.1);
+  const envInterval = Number(env['OTEL_METRIC_EXPORT_INTERVAL']);
+  const intervalMs = section.metrics.intervalMs ?? (Number.isInteger(envInterval) && envInterval > 0 ? envInterval : 15_000);
+  const resource = {
+    ...keyValues(env['OTEL_RESOURCE_ATTRIBUTES']),
+    'service.name': section.serviceName ?? env['OTEL_SERVICE_NAME'] ?? 'ferry',
+    'service.instance.id': gateway,
+    'ferry.gateway': gateway,
+    'host.name': hostname(),
+    ...section.resourceAttributes,
+  };
+  return {
+    resource,
+    ...(traces === undefined ? {} : { traces: { ...traces, sampleRatio } }),
+    ...(metrics === undefined ? {} : { metrics: { ...metrics, intervalMs } }),
+    ...(logs === undefined ? {} : { logs }),
+  };
+}
+
+/** `a=1,b=2` as the OTEL_* variables write lists (values percent-encoded). */
+function keyValues(text: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of (text ?? '').split(',')) {
+    const at = pair.indexOf('=');
+    if (at <= 0) continue;
+    try {
+      out[decodeURIComponent(pair.slice(0, at).trim())] = decodeURIComponent(pair.slice(at + 1).trim());
+    } catch {
+      // A malformed escape: the pair is left out, as the OpenTelemetry SDKs do.
+    }
+  }
+  return out;
+}

@@ -1,0 +1,71 @@
+/**
+ * The durable buffer as an operator, for use outside the gateway:
+ * `import { durableBuffer } from 'ferry/buffer'`. The same SQLite store-and-forward log the
+ * gateway keeps every bridge's messages in (group commit, one cursor, dead letters).
+ */
+import { resolve } from 'node:path';
+import { Observable } from 'rxjs';
+import { z } from 'zod';
+import { bufferPolicySchema, bufferSettingsSchema } from '../buffer/config.ts';
+import { openBuffer } from '../buffer/open.ts';
+import { cursorSource } from '../buffer/reader.ts';
+import { BufferWriter } from '../buffer/writer.ts';
+import type { Delivery } from '../core/delivery.ts';
+import type { DeliveryOperator } from '../core/stream.ts';
+import { type StreamOptions, contextFor, validated } from './component.ts';
+
+export type { Delivery } from '../core/delivery.ts';
+export type { Envelope } from '../core/envelope.ts';
+export type { DeliveryOperator, Sink, SinkEvent, Source } from '../core/stream.ts';
+export type { StreamOptions } from './component.ts';
+
+const schema = z.strictObject({
+  dir: z.string().min(1).meta({ description: 'Directory of the buffer file (`buffer.db`); created when missing.' }),
+  name: z.string().min(1).default('library').meta({ description: "The log's name in the file: one process, one name at a time (like a bridge)." }),
+  synchronous: bufferSettingsSchema.shape.synchronous,
+  maxBatch: bufferSettingsSchema.shape.maxBatch,
+  maxBatchBytes: bufferSettingsSchema.shape.maxBatchBytes,
+  policy: bufferPolicySchema.default(bufferPolicySchema.parse({})).meta({ description: "The log's limits, overflow, retries and dead letters: a bridge's `buffer:`." }),
+});
+
+/** The options of `durableBuffer`: where, and a bridge's `buffer:` policy (docs/reference/bridge.md). */
+export type DurableBufferConfig = z.input<typeof schema>;
+
+/** The one reader of a library buffer's log. */
+const CURSOR = 'downstream';
+
+/**
+ * Store-and-forward on a SQLite file: each delivery from upstream is appended to the log and
+ * acked upstream after the group commit that made it durable (so an MQTT broker gets its
+ * PUBACK only then); downstream gets deliveries read from the log through a cursor, which
+ * moves past a message once downstream acked it. A nacked one is delivered again after a
+ * backoff (for ever when retryable; a permanent failure dead-letters it). Messages survive a
+ * crash or restart: on the next subscribe, what was not acked is delivered again. Upstream
+ * completing does not complete the output, which keeps delivering what the log holds until
+ * it is unsubscribed; unsubscribing commits what is pending and closes the file.
+ */
+export function durableBuffer(config: DurableBufferConfig, options: StreamOptions = {}): DeliveryOperator {
+  const parsed = validated('durableBuffer', schema, config);
+  const dir = resolve(parsed.dir);
+  return (input) =>
+    new Observable<Delivery>((subscriber) => {
+      const ctx = contextFor({ ...options, name: options.name ?? parsed.name }, dir);
+      const { store } = openBuffer(dir, parsed.synchronous, ctx.logger);
+      const writer = new BufferWriter(store, { synchronous: parsed.synchronous, maxBatch: parsed.maxBatch, maxBatchBytes: parsed.maxBatchBytes }, ctx.logger, ctx.counters);
+      store.addSinks(parsed.name, [CURSOR]);
+      writer.setPolicy(parsed.name, parsed.policy);
+      const reader = cursorSource({ store, writer, bridge: parsed.name, sink: CURSOR, policy: parsed.policy, logger: ctx.logger, counters: ctx.counters });
+      const output = reader.deliveries.subscribe(subscriber);
+      const upstream = input.subscribe({
+        next: (delivery) => writer.enqueue(parsed.name, delivery),
+        error: (error: unknown) => subscriber.error(error),
+      });
+      return () => {
+        upstream.unsubscribe();
+        reader.stop();
+        output.unsubscribe();
+        writer.close();
+        store.close();
+      };
+    });
+}

@@ -1,0 +1,131 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { stringify } from 'yaml';
+import { withOverrides, type RunOptions } from '../cli/run.ts';
+import { VERSION } from '../cli/version.ts';
+import { type GatewayConfig, loadGatewayConfig } from '../config/load.ts';
+import { createLogger } from '../observability/logger.ts';
+import { Gateway, type GatewayStatus } from '../runtime/gateway.ts';
+import type { ReloadResult } from '../runtime/reload-plan.ts';
+import { componentKinds } from '../runtime/registry.ts';
+
+export type { GatewayStatus } from '../runtime/gateway.ts';
+export type { ReloadResult } from '../runtime/reload-plan.ts';
+
+/** What `ferry run`'s flags override: `0` for a port picks a free one. */
+export type GatewayOverrides = Omit<RunOptions, 'config'>;
+
+export type StartGatewayOptions = (
+  | {
+      /** A gateway config file (config/gateway.yaml), with the bridges and devices it names. */
+      readonly configPath: string;
+      readonly config?: undefined;
+    }
+  | {
+      /**
+       * The contents of a gateway config file, as an object. Relative paths in it
+       * (`gateway.dataDir`, `bridges`, `devices`, TLS and token files) are relative to
+       * `baseDir`; without them, the data directory is `<baseDir>/data` and there are no
+       * bridge or device files.
+       */
+      readonly config: Readonly<Record<string, unknown>>;
+      readonly baseDir?: string;
+      readonly configPath?: undefined;
+    }
+) & {
+  readonly overrides?: GatewayOverrides;
+  /** Where the gateway logs; by default pino JSON lines on standard output at the config's `log.level`. */
+  readonly logger?: Logger;
+};
+
+export interface GatewayHandle {
+  /** Resolves once devices can connect (rejects when the gateway cannot start). */
+  readonly ready: Promise<void>;
+  /** The MQTT and admin ports the gateway listens on (0 before `ready`). */
+  readonly mqttPort: number;
+  readonly adminPort: number;
+  /** What `GET /api/status` answers: bridges, buffer depths, health, counters. */
+  status(): GatewayStatus;
+  /** Reads the config again and applies what changed, as SIGHUP does; refused with every problem listed. */
+  reload(): Promise<ReloadResult>;
+  /** Drains in-flight messages and stops; resolves true when everything drained in time. */
+  stop(): Promise<boolean>;
+}
+
+/**
+ * Starts a gateway in this process, as `ferry run` does: the embedded broker, the bridges of
+ * the config and the admin server. The config is validated first: an invalid one rejects
+ * `startGateway` with a ConfigError listing every problem by file, line and key path.
+ *
+ * ```ts
+ * const gateway = await startGateway({ configPath: 'config/gateway.yaml', overrides: { mqttPort: 0, adminPort: 0 } });
+ * await gateway.ready;
+ * console.log(gateway.status().bridges);
+ * await gateway.stop();
+ * ```
+ */
+export async function startGateway(options: StartGatewayOptions): Promise<GatewayHandle> {
+  const overrides: RunOptions = { config: '', ...options.overrides };
+  let cleanup = () => {};
+  let configPath: string;
+  if (options.configPath !== undefined) {
+    configPath = resolve(options.configPath);
+  } else {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-gateway-'));
+    cleanup = () => rmSync(dir, { recursive: true, force: true });
+    configPath = join(dir, 'gateway.yaml');
+    writeFileSync(configPath, stringify(absolutePaths(options.config, resolve(options.baseDir ?? process.cwd()))));
+  }
+  const load = async (): Promise<GatewayConfig> => withOverrides(await loadGatewayConfig(configPath, { kinds: componentKinds }), overrides);
+  let config: GatewayConfig;
+  try {
+    config = await load();
+  } catch (error) {
+    cleanup();
+    throw error;
+  }
+  const logger = options.logger ?? createLogger({ level: config.log.level, pretty: 'never', name: config.gateway.name });
+  const gateway = new Gateway(config, logger, VERSION, { load });
+  const ready = gateway.start();
+  ready.catch(() => cleanup());
+  return {
+    ready,
+    get mqttPort() {
+      return gateway.mqttPort;
+    },
+    get adminPort() {
+      return gateway.adminPort;
+    },
+    status: () => gateway.status(),
+    reload: () => gateway.reload(),
+    stop: async () => {
+      try {
+        return await gateway.stop();
+      } finally {
+        cleanup();
+      }
+    },
+  };
+}
+
+/** The config with its file paths made absolute against `base`, and the defaults of an embedded gateway. */
+function absolutePaths(config: Readonly<Record<string, unknown>>, base: string): Record<string, unknown> {
+  const at = (path: unknown) => (typeof path === 'string' && !isAbsolute(path) ? resolve(base, path) : path);
+  const section = (name: string) => (typeof config[name] === 'object' && config[name] !== null ? (config[name] as Record<string, unknown>) : undefined);
+  const out: Record<string, unknown> = { ...config };
+  const gateway = section('gateway');
+  out['gateway'] = { ...gateway, dataDir: at(gateway?.['dataDir'] ?? 'data') };
+  out['bridges'] = Array.isArray(config['bridges']) ? config['bridges'].map(at) : [];
+  out['devices'] = Array.isArray(config['devices']) ? config['devices'].map(at) : [];
+  const mqtt = section('mqtt');
+  const tls = mqtt?.['tls'];
+  if (mqtt !== undefined && typeof tls === 'object' && tls !== null) {
+    const files = tls as Record<string, unknown>;
+    out['mqtt'] = { ...mqtt, tls: { ...files, ...Object.fromEntries(['cert', 'key', 'ca'].filter((k) => k in files).map((k) => [k, at(files[k])])) } };
+  }
+  const admin = section('admin');
+  if (admin !== undefined && 'tokenFile' in admin) out['admin'] = { ...admin, tokenFile: at(admin['tokenFile']) };
+  return out;
+}

@@ -1,0 +1,38 @@
+/**
+ * The local message history (SQLite) as a sink, for use outside the gateway:
+ * `import { toHistory, readHistory } from 'ferry/sqlite'`. The same sink as a bridge's `history:` entry.
+ */
+import { resolve } from 'node:path';
+import type { z } from 'zod';
+import type { Sink } from '../core/stream.ts';
+import { historySink } from '../sqlite/history-sink.ts';
+import { type HistoryRow, HistoryReader } from '../sqlite/history-store.ts';
+import { type StreamOptions, sinkOf } from './component.ts';
+
+export type { Delivery } from '../core/delivery.ts';
+export type { Envelope } from '../core/envelope.ts';
+export type { Sink, SinkEvent, Source } from '../core/stream.ts';
+export type { HistoryRow } from '../sqlite/history-store.ts';
+export type { StreamOptions } from './component.ts';
+
+/** The options of `toHistory`: a bridge's `history:` sink's (docs/reference/sinks/history.md), and the directory of `history.db`. */
+export type HistorySinkConfig = z.input<typeof historySink.schema> & { readonly dir: string };
+
+/**
+ * An operator writing each delivery to `<dir>/history.db`, keeping the newest `keep` of the
+ * stream's name (`options.name`), acked after the commit (fsync'd with `synchronous: full`).
+ */
+export function toHistory(config: HistorySinkConfig, options?: StreamOptions): Sink {
+  const { dir, ...sinkConfig } = config;
+  return sinkOf(historySink, sinkConfig, options, resolve(dir));
+}
+
+/** The newest `limit` messages in `<dir>/history.db` (of one stream name when given), oldest first. */
+export function readHistory(dir: string, query: { readonly name?: string; readonly limit?: number } = {}): HistoryRow[] {
+  const reader = new HistoryReader(resolve(dir));
+  try {
+    return reader.latest({ limit: query.limit ?? 100, ...(query.name === undefined ? {} : { bridge: query.name }) });
+  } finally {
+    reader.close();
+  }
+}

@@ -1,0 +1,86 @@
+import { isAbsolute, resolve } from 'node:path';
+import { CompiledQuery, type DatabaseConnection, type DialectAdapter, type Driver, type Kysely, SqliteAdapter, SqliteDialect, SqliteDriver, sql } from 'kysely';
+import { z } from 'zod';
+import { openSqlite } from './connection.ts';
+
+/** A SQLite database file for handlers and `ferry migrate`. */
+export const sqliteDatabaseSchema = z
+  .strictObject({
+    file: z
+      .string()
+      .min(1)
+      .meta({
+        description: "The database file, made when missing; relative paths are relative to the gateway's data directory (`gateway.dataDir`).",
+        examples: ['app.db', '/var/lib/ferry/app.db'],
+      }),
+    synchronous: z
+      .enum(['full', 'normal'])
+      .default('full')
+      .meta({
+        description: '`full`: a commit survives a power cut (one fsync per commit); `normal`: it survives a crash of the process, and commits are much faster.',
+        examples: ['normal'],
+      }),
+    busyTimeoutMs: z
+      .int()
+      .min(0)
+      .default(5000)
+      .meta({ description: "How long a statement waits for another connection's write lock (another process on the same file).", examples: [5000] }),
+  })
+  .meta({ description: 'A SQLite database (better-sqlite3, WAL mode): one file on the gateway, for state handlers keep locally.' });
+
+export type SqliteDatabaseConfig = z.output<typeof sqliteDatabaseSchema>;
+
+/** Where the file of `config` is. */
+export function sqliteDatabasePath(config: SqliteDatabaseConfig, dataDir: string): string {
+  return isAbsolute(config.file) ? config.file : resolve(dataDir, config.file);
+}
+
+/** How long `ferry migrate` waits for another process migrating the same file. */
+const MIGRATION_LOCK_WAIT_MS = 10 * 60_000;
+
+/**
+ * Kysely's SQLite dialect with two changes. Transactions begin IMMEDIATE: a writer takes the
+ * write lock at BEGIN and waits there (busy timeout) for another process's, instead of failing
+ * with SQLITE_BUSY when it upgrades a stale read (WAL). And migrations run in one transaction
+ * each run (SQLite's DDL is transactional), which makes that lock Kysely's migration lock: two
+ * processes migrating one file take turns, and the second finds the migrations applied.
+ */
+class FerrySqliteDialect extends SqliteDialect {
+  override createDriver(): Driver {
+    return new ImmediateSqliteDriver(this.config);
+  }
+
+  override createAdapter(): DialectAdapter {
+    return new MigratingSqliteAdapter();
+  }
+
+  readonly config: ConstructorParameters<typeof SqliteDriver>[0];
+
+  constructor(config: ConstructorParameters<typeof SqliteDialect>[0]) {
+    super(config);
+    this.config = config;
+  }
+}
+
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+  }
+}
+
+class MigratingSqliteAdapter extends SqliteAdapter {
+  override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+
+  override async acquireMigrationLock(db: Kysely<unknown>): Promise<void> {
+    // The lock itself is the transaction's BEGIN IMMEDIATE, right after this: wait long for it.
+    await sql.raw(`PRAGMA busy_timeout = ${MIGRATION_LOCK_WAIT_MS}`).execute(db);
+  }
+}
+
+/** A Kysely dialect over the file, opened in WAL mode on the first query; Kysely's `destroy()` closes it. */
+export function sqliteDialect(config: SqliteDatabaseConfig, dataDir: string): SqliteDialect {
+  const path = sqliteDatabasePath(config, dataDir);
+  return new FerrySqliteDialect({ database: async () => openSqlite(path, { synchronous: config.synchronous, busyTimeoutMs: config.busyTimeoutMs }) });
+}

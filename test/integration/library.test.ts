@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import pino from 'pino';
+import { Subject } from 'rxjs';
+import { ConfigError } from '../../src/config/issues.ts';
+import type { Delivery } from '../../src/core/delivery.ts';
+import { durableBuffer } from '../../src/lib/buffer.ts';
+import { toKafka } from '../../src/lib/kafka.ts';
+import { readHistory } from '../../src/lib/sqlite.ts';
+import { startGateway } from '../../src/lib/gateway.ts';
+import { trackedDeliveries } from '../conformance/deliveries.ts';
+import { eventually } from '../harness/eventually.ts';
+import { mosquittoPub } from '../harness/mosquitto.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const tempDir = tempDirs('ferry-library-');
+const quiet = { logger: pino({ level: 'silent' }) };
+const text = (d: Delivery) => Buffer.from(d.envelope.payload).toString();
+
+test('durableBuffer acks upstream once stored, hands messages on in order, again after a nack, and again after a restart until acked', async () => {
+  const dir = tempDir();
+  const input = new Subject<Delivery>();
+  const tracked = trackedDeliveries(5);
+  const received: Delivery[] = [];
+  let subscription = input.pipe(durableBuffer({ dir, policy: { retryInitialMs: 10 } }, quiet)).subscribe((d) => received.push(d));
+  for (const d of tracked.deliveries) input.next(d);
+  // Upstream is acknowledged when the buffer committed, whatever downstream does.
+  await tracked.settled();
+  assert.equal(tracked.acked.length, 5);
+  await eventually(() => assert.equal(received.length, 5));
+  assert.deepEqual(received.map(text), tracked.deliveries.map(text));
+  // Downstream takes the first two, refuses the third: the third and what follows come again.
+  received[0]?.ack();
+  received[1]?.ack();
+  received[2]?.nack(new Error('downstream busy'));
+  received[3]?.ack();
+  received[4]?.ack();
+  await eventually(() => assert.ok(received.length >= 6));
+  assert.equal(text(received[5] as Delivery), text(tracked.deliveries[2] as Delivery));
+  // Stopped with messages unacked: a new subscription (a restarted process) has them again.
+  subscription.unsubscribe();
+  const again: Delivery[] = [];
+  subscription = new Subject<Delivery>().pipe(durableBuffer({ dir, policy: { retryInitialMs: 10 } }, quiet)).subscribe((d) => again.push(d));
+  try {
+    await eventually(() => assert.ok(again.length >= 1));
+    assert.equal(text(again[0] as Delivery), text(tracked.deliveries[2] as Delivery));
+  } finally {
+    subscription.unsubscribe();
+  }
+});
+
+test('options are checked on creation with the messages of ferry validate; the caller object is not changed', () => {
+  const config = { brokers: '127.0.0.1:9092', topic: 'bad topic!', acks: 'some' };
+  const before = JSON.stringify(config);
+  assert.throws(
+    () => toKafka(config as never, quiet),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.code, 'CONFIG_INVALID');
+      const lines = error.issues.map((i) => `${i.file}: ${i.path}: ${i.message}`);
+      assert.ok(
+        lines.some((l) => /^kafka: topic: .*topic 'bad topic!'/.test(l)),
+        lines.join('\n'),
+      );
+      assert.ok(
+        lines.some((l) => l.startsWith('kafka: acks: ')),
+        lines.join('\n'),
+      );
+      return true;
+    },
+  );
+  assert.equal(JSON.stringify(config), before);
+  assert.throws(() => durableBuffer({ dir: '' }), ConfigError);
+});
+
+test('startGateway with a config object: ready, a device message in the history bridge, status, reload, stop', async () => {
+  const base = tempDir();
+  const { writeFileSync, mkdirSync } = await import('node:fs');
+  mkdirSync(join(base, 'bridges'));
+  writeFileSync(join(base, 'bridges/telemetry.yaml'), "name: telemetry\nfrom: { mqtt: { topics: ['devices/+/telemetry'] } }\nto: [{ history: {} }]\n");
+  const gateway = await startGateway({
+    config: { gateway: { name: 'lib' }, mqtt: { host: '127.0.0.1', allowAnonymous: 'loopback' }, log: { level: 'silent' }, bridges: ['bridges'] },
+    baseDir: base,
+    overrides: { mqttPort: 0, adminPort: 0 },
+  });
+  try {
+    await gateway.ready;
+    assert.ok(gateway.mqttPort > 0);
+    const pub = await mosquittoPub(`mqtt://127.0.0.1:${gateway.mqttPort}`, 'devices/lib-1/telemetry', 'hello', { qos: 1, clientId: 'lib-1' });
+    assert.equal(pub.code, 0, pub.stderr);
+    await eventually(() =>
+      assert.deepEqual(
+        readHistory(join(base, 'data')).map((r) => [r.clientId, Buffer.from(r.payload).toString()]),
+        [['lib-1', 'hello']],
+      ),
+    );
+    assert.deepEqual(
+      gateway.status().bridges.map((b) => b.name),
+      ['telemetry'],
+    );
+    const reload = await gateway.reload();
+    assert.equal(reload.ok, true);
+  } finally {
+    assert.equal(await gateway.stop(), true);
+  }
+  await assert.rejects(startGateway({ config: { mqtt: { port: 'x' } }, baseDir: base }), (error: unknown) => error instanceof ConfigError && /mqtt\.port/.test(error.message));
+});

@@ -1,0 +1,70 @@
+// Issue 13, item 3: commands a backend writes into an outbox table reach a real MQTT device
+// through the example bridge under `ferry run`: at once while the gateway runs (woken by the
+// table's NOTIFY trigger), and, for rows written while the gateway was down, after it starts
+// again, each once; every row is deleted once its device acknowledged it.
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { connectCommandDevice } from '../harness/command-device.ts';
+import { eventually } from '../harness/eventually.ts';
+import { REPO_ROOT, startFerry } from '../harness/ferry-process.ts';
+import { testSchema } from '../harness/pg-schema.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const tempDir = tempDirs('ferry-issue13-outbox-');
+
+/** The example bridge as shipped, on the test's own schema. */
+function tree(schema: string): string {
+  const root = tempDir();
+  mkdirSync(join(root, 'bridges'));
+  writeFileSync(join(root, 'gateway.yaml'), 'mqtt: {allowAnonymous: loopback}\nbridges: [bridges]\ndevices: []\n');
+  const bridge = readFileSync(join(REPO_ROOT, 'bridges/commands-from-postgres.yaml'), 'utf8');
+  assert.match(bridge, /table: public\.device_commands/);
+  writeFileSync(join(root, 'bridges', 'commands-from-postgres.yaml'), bridge.replace('table: public.device_commands', `table: ${schema}.device_commands`));
+  return join(root, 'gateway.yaml');
+}
+
+test('commands written into device_commands reach an MQTT device: live, and those written while the gateway was down after it starts, each once', {
+  timeout: 120_000,
+}, async (t) => {
+  const db = await testSchema(t);
+  const s = db.name;
+  await db.query(`CREATE TABLE ${s}.device_commands (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, device text NOT NULL, command jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+    CREATE FUNCTION ${s}.device_commands_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('device_commands', ''); RETURN NULL; END $$;
+    CREATE TRIGGER device_commands_notify AFTER INSERT ON ${s}.device_commands FOR EACH STATEMENT EXECUTE FUNCTION ${s}.device_commands_notify();`);
+  const config = tree(s);
+  const dataDir = tempDir();
+  const outbox = async () => (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${s}.device_commands`))[0]?.n;
+
+  let gw = await startFerry(['--config', config, '--data-dir', dataDir], { POSTGRES_URL: db.url });
+  t.after(() => gw.child.kill('SIGKILL'));
+  // A device with a persistent session: the broker keeps its subscription across the restart.
+  let device = await connectCommandDevice(gw.mqttUrl, { clientId: 'valve-7', filter: 'devices/valve-7/commands', clean: false });
+  await db.query(`INSERT INTO ${s}.device_commands (device, command) VALUES ('valve-7', '{"open": true}')`);
+  const [live] = await device.waitFor(1);
+  assert.equal(live?.topic, 'devices/valve-7/commands');
+  assert.deepEqual(JSON.parse(live?.payload.toString() ?? ''), { open: true });
+  await eventually(async () => assert.equal(await outbox(), 0, 'the acknowledged command is still in the outbox'));
+  await device.end();
+
+  gw.child.kill('SIGTERM');
+  assert.equal(await gw.exited, 0);
+  for (let i = 1; i <= 3; i++) await db.query(`INSERT INTO ${s}.device_commands (device, command) VALUES ('valve-7', $1)`, [{ step: i }]);
+  assert.equal(await outbox(), 3);
+
+  gw = await startFerry(['--config', config, '--data-dir', dataDir], { POSTGRES_URL: db.url });
+  device = await connectCommandDevice(gw.mqttUrl, { clientId: 'valve-7', filter: 'devices/valve-7/commands', clean: false, subscribe: false });
+  t.after(() => device.end());
+  await device.waitFor(3);
+  await eventually(async () => assert.equal(await outbox(), 0, 'acknowledged commands are still in the outbox'));
+  const counters = ((await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { counters: Record<string, number> }).counters;
+  assert.equal(counters['postgres.outbox.rows{bridge=commands-from-postgres}'], 3, 'each row read from the outbox once');
+  assert.deepEqual(
+    device.received.map((c) => JSON.parse(c.payload.toString())),
+    [{ step: 1 }, { step: 2 }, { step: 3 }],
+    'each once, in the order written',
+  );
+  gw.child.kill('SIGTERM');
+  assert.equal(await gw.exited, 0);
+});
