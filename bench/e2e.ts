@@ -60,10 +60,12 @@ export interface E2eBenchResult {
   readonly payloadBytes: number;
   readonly kafka: { readonly brokers: readonly string[]; readonly startedForRun: boolean };
   readonly ferry: PathResult;
+  /** The same gateway with the broker's state in memory (`mqtt.persistence: memory`). */
+  readonly ferryMemoryState: PathResult;
   readonly naive: PathResult;
   readonly kafkaCeiling: ProducerPerfResult;
   readonly aedesIngest: { readonly messages: number; readonly perSec: number };
-  readonly ratios: { readonly vsNaive: number; readonly vsAedesIngest: number; readonly vsKafkaCeiling: number };
+  readonly ratios: { readonly vsNaive: number; readonly vsAedesIngest: number; readonly vsKafkaCeiling: number; readonly sqliteVsMemoryState: number };
 }
 
 export interface E2eOptions {
@@ -123,8 +125,17 @@ export function analyse(records: readonly TopicRecord[], expected: number): Omit
   };
 }
 
-/** The Ferry gateway to Kafka; `telemetry` is its `telemetry:` section (see targets.ts). */
-export async function measureFerry(kafka: BenchKafka, topic: string, options: Omit<E2eOptions, 'naiveMessages'>, telemetry?: string): Promise<PathResult> {
+/**
+ * The Ferry gateway to Kafka; `telemetry` is its `telemetry:` section (see targets.ts), `persistence`
+ * where its broker keeps its state.
+ */
+export async function measureFerry(
+  kafka: BenchKafka,
+  topic: string,
+  options: Omit<E2eOptions, 'naiveMessages'>,
+  telemetry?: string,
+  persistence: 'sqlite' | 'memory' = 'sqlite',
+): Promise<PathResult> {
   const bridge = [
     'name: bench-kafka',
     'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }',
@@ -132,7 +143,7 @@ export async function measureFerry(kafka: BenchKafka, topic: string, options: Om
     '',
   ].join('\n');
   const nodeArgs = options.profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`];
-  const gateway = await startFerryTarget({ bridge, nodeArgs, ...(telemetry === undefined ? {} : { telemetry }) });
+  const gateway = await startFerryTarget({ bridge, nodeArgs: persistence === 'sqlite' ? nodeArgs : [], persistence, ...(telemetry === undefined ? {} : { telemetry }) });
   try {
     await publish(gateway.url, WARMUP, 0, 'e2e-');
     await waitForRecords(kafka.brokers, topic, WARMUP);
@@ -183,13 +194,20 @@ async function measureAedesIngest(messages: number): Promise<number> {
 export async function benchE2e(options: E2eOptions): Promise<E2eBenchResult> {
   const { log } = options;
   const kafka = await benchKafka(log);
-  const topics = { ferry: benchTopic('ferry-bench-e2e-'), naive: benchTopic('ferry-bench-naive-'), perf: benchTopic('ferry-bench-perf-') };
+  const topics = {
+    ferry: benchTopic('ferry-bench-e2e-'),
+    memory: benchTopic('ferry-bench-e2e-memory-'),
+    naive: benchTopic('ferry-bench-naive-'),
+    perf: benchTopic('ferry-bench-perf-'),
+  };
   try {
     for (const topic of Object.values(topics)) await createAppendTimeTopic(kafka.brokers, topic);
     log(`  plain aedes QoS 1 ingest, ${options.messages} messages...`);
     const aedesIngest = await measureAedesIngest(options.messages);
     log(`  Ferry gateway to Kafka, ${options.messages} messages...`);
     const ferry = await measureFerry(kafka, topics.ferry, options);
+    log(`  the same with mqtt.persistence: memory, ${options.messages} messages...`);
+    const ferryMemoryState = await measureFerry(kafka, topics.memory, options, undefined, 'memory');
     log(`  naive bridge (aedes + one awaited kafkajs send per message), ${options.naiveMessages} messages...`);
     const naive = await measureNaive(kafka, topics.naive, options.naiveMessages);
     log(`  Kafka ProducerPerformance, ${options.messages} records of ${PAYLOAD_BYTES} bytes, acks=all...`);
@@ -200,10 +218,16 @@ export async function benchE2e(options: E2eOptions): Promise<E2eBenchResult> {
       payloadBytes: PAYLOAD_BYTES,
       kafka: { brokers: kafka.brokers, startedForRun: kafka.started },
       ferry,
+      ferryMemoryState,
       naive,
       kafkaCeiling,
       aedesIngest: { messages: options.messages, perSec: aedesIngest },
-      ratios: { vsNaive: ratio(ferry.perSec, naive.perSec), vsAedesIngest: ratio(ferry.perSec, aedesIngest), vsKafkaCeiling: ratio(ferry.perSec, kafkaCeiling.perSec) },
+      ratios: {
+        vsNaive: ratio(ferry.perSec, naive.perSec),
+        vsAedesIngest: ratio(ferry.perSec, aedesIngest),
+        vsKafkaCeiling: ratio(ferry.perSec, kafkaCeiling.perSec),
+        sqliteVsMemoryState: ratio(ferry.perSec, ferryMemoryState.perSec),
+      },
     };
   } finally {
     await deleteTopics(kafka.brokers, Object.values(topics)).catch((error: unknown) => log(`  could not delete the bench topics: ${String(error)}`));

@@ -1,5 +1,5 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external, postgres, startup, telemetry) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external, postgres, startup, telemetry, ratelimit) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes CPU profiles of the gateways under the
@@ -17,8 +17,9 @@ import { benchPacketGuard } from './packet-guard.ts';
 import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
 import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartup } from './startup.ts';
 import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
+import { type RateLimitBenchResult, benchRateLimit } from './rate-limit.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external', 'postgres', 'startup', 'telemetry'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external', 'postgres', 'startup', 'telemetry', 'ratelimit'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -43,6 +44,7 @@ const results: {
   buffer?: BufferBenchResult;
   packetGuard?: { plain: number; guarded: number; ratio: number };
   ingest?: IngestBenchResult;
+  rateLimit?: RateLimitBenchResult;
   e2e?: E2eBenchResult;
   handler?: HandlerBenchResult;
   brokerState?: BrokerStateBenchResult;
@@ -86,6 +88,19 @@ if (selected.has('ingest')) {
     ['broker hardening alone (no bridge), QoS 0 ingest, msgs/s', ingest.hardening.qos0, 'plain aedes, no hooks', ingest.qos0.aedes, ingest.hardening.qos0VsAedes],
   );
 }
+if (selected.has('ratelimit')) {
+  const messages = Number(process.env['FERRY_BENCH_INGEST_MESSAGES'] ?? 50_000);
+  log(`rate limiter: ${messages} QoS 1 messages from 50 devices, with a Redis rate limit that limits nothing and without, median of 3 rounds...`);
+  const limited = (results.rateLimit = await benchRateLimit(messages));
+  rows.push([
+    'QoS 1 ingest with a Redis rate limit of 1,000,000/s per device, msgs/s (goal ≥ 0.85×)',
+    limited.on,
+    'the same bridge without a rate limit',
+    limited.off,
+    limited.ratio,
+  ]);
+  log(`  gateway CPU ms per 1,000 messages: limiter on ${limited.cpuMsPer1k.on}, off ${limited.cpuMsPer1k.off} (ratio ${limited.cpuMsPer1k.ratio})`);
+}
 if (selected.has('e2e')) {
   const messages = Number(process.env['FERRY_BENCH_E2E_MESSAGES'] ?? 100_000);
   const naiveMessages = Number(process.env['FERRY_BENCH_NAIVE_MESSAGES'] ?? Math.min(messages, 10_000));
@@ -96,6 +111,7 @@ if (selected.has('e2e')) {
     [what, e2e.ferry.perSec, 'naive bridge: aedes + one awaited kafkajs send per message', e2e.naive.perSec, e2e.ratios.vsNaive],
     [what, e2e.ferry.perSec, 'plain aedes QoS 1 ingest (nothing stored or forwarded)', e2e.aedesIngest.perSec, e2e.ratios.vsAedesIngest],
     [what, e2e.ferry.perSec, 'Kafka ProducerPerformance, acks=all', e2e.kafkaCeiling.perSec, e2e.ratios.vsKafkaCeiling],
+    [`${what} (goal ≥ 0.9)`, e2e.ferry.perSec, 'the same gateway, mqtt.persistence: memory', e2e.ferryMemoryState.perSec, e2e.ratios.sqliteVsMemoryState],
   );
 }
 if (selected.has('handler')) {
@@ -116,12 +132,16 @@ if (selected.has('handler')) {
 }
 if (selected.has('state')) {
   log(
-    'broker state: QoS 1 publishes queued for 100 offline sessions, a 3,000-message queue sent on reconnect (SQLite, FULL, against memory; median of 3), startup with 10,000 saved sessions...',
+    'broker state (SQLite, FULL, against memory; median of 3): QoS 1 ingest through ferry run, QoS 1 publishes queued for 100 offline sessions, a 3,000-message queue sent on reconnect, subscribe and retained churn; startup with 10,000 saved sessions and 100,000 retained messages...',
   );
   const state = (results.brokerState = await benchBrokerState());
+  const memory = 'the same, mqtt.persistence: memory';
   rows.push(
-    ['QoS 1 publishes each queued for 100 offline persistent sessions, msgs/s', state.fanOut.sqlite, 'the same broker, state in memory', state.fanOut.memory, state.fanOut.ratio],
-    ["a reconnecting session's queue of 3,000 QoS 1 messages sent, msgs/s", state.drain.sqlite, 'the same broker, state in memory', state.drain.memory, state.drain.ratio],
+    ['QoS 1 ingest through ferry run (history bridge), 50 devices, msgs/s (goal ≥ 0.9)', state.ingest.sqlite, memory, state.ingest.memory, state.ingest.ratio],
+    ['QoS 1 publishes each queued for 100 offline persistent sessions, msgs/s', state.fanOut.sqlite, memory, state.fanOut.memory, state.fanOut.ratio],
+    ["a reconnecting session's queue of 3,000 QoS 1 messages sent, msgs/s", state.drain.sqlite, memory, state.drain.memory, state.drain.ratio],
+    ['SUBSCRIBE + UNSUBSCRIBE of a persistent session, 20 in flight, pairs/s', state.subscribeChurn.sqlite, memory, state.subscribeChurn.memory, state.subscribeChurn.ratio],
+    ['QoS 1 retained publishes over 500 topics, 20 in flight, msgs/s', state.retainedChurn.sqlite, memory, state.retainedChurn.memory, state.retainedChurn.ratio],
   );
 }
 if (selected.has('external')) {
@@ -285,7 +305,7 @@ if (results.e2e !== undefined) {
 if (results.brokerState !== undefined) {
   const { startup } = results.brokerState;
   process.stdout.write(
-    `\nbroker startup with ${number(startup.savedSessions)} saved sessions (2 subscriptions and 1 queued message each): ${number(startup.ms)} ms (empty, state in memory: ${number(startup.emptyMs)} ms)\n`,
+    `\nbroker startup with ${number(startup.savedSessions)} saved sessions (2 subscriptions and 1 queued message each) and ${number(startup.retained)} retained messages: ${number(startup.ms)} ms (empty, state in memory: ${number(startup.emptyMs)} ms)\n`,
   );
 }
 const out = resolve(values.out ?? new URL('./results.json', import.meta.url).pathname);

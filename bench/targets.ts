@@ -27,6 +27,8 @@ export interface FerryTargetOptions {
   readonly onLine?: (line: string) => void;
   /** The `telemetry:` section as flow YAML; export and the eBPF collector off when absent. */
   readonly telemetry?: string;
+  /** `mqtt.persistence`: where the broker keeps its state (sqlite, the default, or memory). */
+  readonly persistence?: 'sqlite' | 'memory';
 }
 
 /** `ferry run` with one bridge (the history bridge by default), synchronous=full, anonymous on loopback. */
@@ -36,7 +38,7 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
     join(dir, 'gateway.yaml'),
     [
       'gateway: { name: bench, dataDir: ./data }',
-      'mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback }',
+      `mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback, persistence: ${options.persistence ?? 'sqlite'} }`,
       'admin: { port: 0 }',
       'log: { level: info, pretty: never }',
       'buffer: { synchronous: full }',

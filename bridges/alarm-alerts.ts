@@ -1,6 +1,9 @@
 // Device alarms: severe ones, enriched with the device's site, go to an alerts topic in Kafka;
 // every other alarm goes to the local history as it came. On when KAFKA_BROKERS is set.
-import { map } from 'rxjs';
+// Sites come from Redis (the `main` connection of config/gateway.yaml): the key
+// `site:<device>` holds where the device is installed, e.g.
+//   redis-cli set site:pump-7 plant-south/pumphouse
+import { concatMap } from 'rxjs';
 import { defineBridge, type Message } from 'ferry';
 
 interface Alarm {
@@ -11,12 +14,8 @@ interface Alarm {
 /** Alarms at or above this severity are alerts. */
 const ALERT_SEVERITY = Number(process.env.FERRY_ALERT_SEVERITY || 7);
 
-/** Where each device is installed (in practice: your asset register). */
-const SITES: Readonly<Record<string, string>> = {
-  'sensor-1': 'plant-north/line-1',
-  'sensor-2': 'plant-north/line-2',
-  'pump-7': 'plant-south/pumphouse',
-};
+/** Prefix of the Redis keys holding each device's site (your asset register writes them). */
+const SITE_KEYS = process.env.FERRY_SITE_KEY_PREFIX || 'site:';
 
 function alarm(message: Message<Alarm>): Alarm | undefined {
   try {
@@ -39,19 +38,27 @@ export default defineBridge<Alarm>({
     alerts: { kafka: { brokers: kafka ?? 'localhost:9092', topic: process.env.FERRY_ALERTS_TOPIC || 'ferry.alerts' } },
     history: { history: {} },
   },
-  handle: (messages, tools) =>
-    messages.pipe(
-      map((m) => {
+  handle: (messages, tools) => {
+    const redis = tools.redis('main');
+    return messages.pipe(
+      // concatMap: one alarm at a time, so alerts keep the order their devices sent them in.
+      concatMap(async (m) => {
         const body = alarm(m);
         const severity = typeof body?.severity === 'number' ? body.severity : undefined;
         if (body === undefined || severity === undefined || severity < ALERT_SEVERITY) return tools.to('history', m);
         const device = m.captures[0] ?? m.clientId ?? 'unknown';
+        // An alert goes out even when Redis is down (the connection fails fast): marked, not held back.
+        const site = await redis.get(`${SITE_KEYS}${device}`).then(
+          (value) => ({ site: value ?? 'unknown' }),
+          (error: Error) => ({ site: 'unknown', siteError: error.message }),
+        );
         return tools.to('alerts', m, {
           key: device,
           // One alert per alarm: its id lets Kafka consumers drop a copy delivered twice.
           id: m.id,
-          json: { ...body, device, site: SITES[device] ?? 'unknown', raisedAt: new Date(m.timestamp).toISOString() },
+          json: { ...body, device, ...site, raisedAt: new Date(m.timestamp).toISOString() },
         });
       }),
-    ),
+    );
+  },
 });

@@ -13,6 +13,7 @@ export type { SinkConfigs, SinkSpec, SourceConfigs, SourceSpec } from './handler
 
 // What a handler receives and emits
 export type { Message, Output, OutputInit } from './handler/define.ts';
+export type { RedisSetOptions, RedisTools } from './redis/handler-tools.ts';
 
 // Operators that settle what they drop
 export { filterMessages } from './handler/operators.ts';

@@ -147,6 +147,62 @@ export function createProgram(): Command {
     .requiredOption('--bridge <name>', 'the bridge')
     .action(async (options) => (await import('./buffer/redrive.ts')).redriveCommand(options));
 
+  const sessions = program
+    .command('sessions')
+    .description("inspect and remove the embedded broker's saved sessions (broker.db in the data directory); safe while the gateway runs")
+    .addHelpText(
+      'after',
+      "\nA purge of a session whose client is connected is refused: the running broker holds that client's subscriptions in its memory too. Disconnect the client first (or, with the gateway stopped after a crash, which left the session recorded as connected, pass --force). The running gateway notices a purge within a second and before a client resumes its session.\nExample:\n  ferry sessions list\n  ferry sessions show sensor-1 --json\n  ferry sessions purge sensor-1 --yes",
+    );
+  sessions
+    .command('list')
+    .description('every saved session: owner, connected or offline since, expiry, subscriptions, queued messages')
+    .addOption(configOption())
+    .addOption(dataDirOption())
+    .option('--json', 'one JSON object per line')
+    .action(async (options) => (await import('./state/sessions.ts')).listSessionsCommand(options));
+  sessions
+    .command('show <clientId>')
+    .description('one saved session with its subscriptions')
+    .addOption(configOption())
+    .addOption(dataDirOption())
+    .option('--json', 'one JSON object')
+    .action(async (clientId: string, options) => (await import('./state/sessions.ts')).showSessionCommand(clientId, options));
+  sessions
+    .command('purge <clientId>')
+    .description('delete a saved session: its subscriptions, queued messages, QoS 2 state and will (refused while its client is connected)')
+    .addOption(configOption())
+    .addOption(dataDirOption())
+    .option('--yes', 'delete; without it, says what would be deleted and exits 1')
+    .option('--force', 'delete even when the session is recorded as connected (only with the gateway stopped)')
+    .option('--json', 'print what was deleted as one JSON object')
+    .action(async (clientId: string, options) => (await import('./state/sessions.ts')).purgeSessionCommand(clientId, options));
+
+  const retained = program
+    .command('retained')
+    .description("inspect and remove the embedded broker's retained messages (broker.db in the data directory); safe while the gateway runs")
+    .addHelpText(
+      'after',
+      "\nThe running broker reads retained messages from the file at each SUBSCRIBE, so a purge takes effect at once.\nExample:\n  ferry retained list --topic 'site/#'\n  ferry retained purge 'site/#' --yes",
+    );
+  retained
+    .command('list')
+    .description('retained messages in topic order: topic, publishing client, size, payload')
+    .addOption(configOption())
+    .addOption(dataDirOption())
+    .option('--topic <filter>', 'only topics matching this filter (+ and # allowed)')
+    .option('-n, --limit <count>', 'how many messages', parseCount, 1000)
+    .option('--json', 'one JSON object per line')
+    .action(async (options) => (await import('./state/retained.ts')).listRetainedCommand(options));
+  retained
+    .command('purge <topicOrFilter>')
+    .description('delete the retained message of a topic, or every one matching a filter')
+    .addOption(configOption())
+    .addOption(dataDirOption())
+    .option('--yes', 'delete; without it, says how many would be deleted and exits 1')
+    .option('--json', 'print the deleted topics as one JSON object')
+    .action(async (filter: string, options) => (await import('./state/retained.ts')).purgeRetainedCommand(filter, options));
+
   program
     .command('device')
     .description('device tooling')

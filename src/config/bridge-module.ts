@@ -4,6 +4,7 @@ import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { type BufferPolicy, bufferPolicySchema } from '../buffer/config.ts';
 import { type BridgeDefinition, isBridgeDefinition } from '../handler/define.ts';
+import type { RedisConnections } from '../redis/connection-config.ts';
 import { cacheStrippedBridges } from './bridge-cache.ts';
 import { ensureTypeScriptLoader, resolveBridgeImportsFromFerry } from './bridge-resolve.ts';
 import type { ConfigIssue } from './issues.ts';
@@ -24,6 +25,11 @@ export interface HandlerBridgeConfig {
   readonly onHoldTimeout: 'warn' | 'ack' | 'deadLetter';
   readonly file: string;
   readonly handle: BridgeDefinition['handle'];
+  /**
+   * The Redis connections of gateway.yaml (`tools.redis(name)`), set by the loader; part of
+   * the config so that a reload changing them restarts the bridge with the new settings.
+   */
+  readonly redis?: RedisConnections;
 }
 
 export type AnyBridgeConfig = BridgeConfig | HandlerBridgeConfig;

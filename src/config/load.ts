@@ -7,6 +7,7 @@ import type { DatabaseConfig } from './databases-schema.ts';
 import { sslFiles } from '../postgres/connection.ts';
 import { ConfigError, type ConfigIssue, formatPath } from './issues.ts';
 import { type Loaded, resolvePayloadSchemas } from './payload-schemas.ts';
+import { resolveRedisRefs } from './redis-refs.ts';
 import type { Env } from './interpolate.ts';
 import { type BridgeConfig, type ComponentKinds, type DeviceProfile, type GatewaySection, bridgeSchema, deviceSchema, gatewaySchema } from './schema.ts';
 import { type YamlFile, loadYamlFile } from './yaml-file.ts';
@@ -76,7 +77,7 @@ export async function loadGatewayConfig(configPath: string, options: LoadOptions
       continue;
     }
     read.names.set(bridge.name, bridge.file);
-    handlers.push(bridge);
+    handlers.push(read.config === undefined ? bridge : { ...bridge, redis: read.config.redis });
   }
   if (issues.length > 0 || read.config === undefined) throw new ConfigError(issues);
   return { ...read.config, bridgeConfigs: [...read.config.bridgeConfigs, ...handlers], bridgeModules: [] };
@@ -146,7 +147,8 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
     const parsed = parseFile(path, display(path), deviceSchema, env, issues);
     if (parsed.value !== undefined && parsed.yaml !== undefined) devices.push({ value: { ...parsed.value, file: display(path) }, yaml: parsed.yaml, path });
   }
-  const resolved = resolvePayloadSchemas(bridges, devices, issues);
+  const withRedis = resolveRedisRefs(bridges, gateway.value?.redis ?? {}, issues);
+  const resolved = resolvePayloadSchemas(withRedis, devices, issues);
 
   // Checked from the raw file too, so a missing certificate is reported along with schema problems.
   const tls = gateway.value === undefined ? (raw['mqtt'] as { tls?: unknown } | null | undefined)?.tls : gateway.value.mqtt.tls;

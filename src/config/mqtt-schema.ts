@@ -112,6 +112,47 @@ export function aclSchema(publish: string, subscribe: string) {
   return z.strictObject({ publish: patterns('publish to', publish), subscribe: patterns('subscribe to', subscribe) }).prefault({});
 }
 
+const WEEK = 7 * 24 * 3600;
+
+const cap = (what: string, refusal: string, fallback: number) =>
+  z
+    .int()
+    .min(1)
+    .default(fallback)
+    .meta({ description: `${what}; ${refusal}`, examples: [fallback] });
+
+const SUBACK_REFUSAL = 'a SUBSCRIBE past it gets SUBACK 0x80 (MQTT 3.1.1) or 0x97 Quota exceeded (MQTT 5) for that filter.';
+const RETAIN_REFUSAL =
+  'a retained PUBLISH past it is refused with PUBACK 0x97 Quota exceeded (MQTT 5; the message is not taken at all) or, under MQTT 3.1.1 (which has no negative PUBACK), taken as an ordinary message: delivered and buffered, not retained.';
+const QUEUE_REFUSAL = 'a message past it is not queued for that session (dropped for it alone and counted); other subscribers still get it.';
+
+/** Bounds on what clients can make the broker keep (`mqtt.limits`). */
+const stateLimitsSchema = z
+  .strictObject({
+    subscriptionsPerClient: cap('Most subscriptions one client may hold', SUBACK_REFUSAL, 100),
+    retainedPerClient: cap('Most retained messages one client may have stored (counted by the client id that published them)', RETAIN_REFUSAL, 100),
+    retainedBytesPerClient: cap('Most payload bytes of retained messages one client may have stored', RETAIN_REFUSAL, 1024 * 1024),
+    retainedMessages: cap('Most retained messages the gateway keeps in all', RETAIN_REFUSAL, 10_000),
+    retainedBytes: cap('Most payload bytes of retained messages the gateway keeps in all', RETAIN_REFUSAL, 32 * 1024 * 1024),
+    queuedPerSession: cap('Most QoS 1 and 2 messages queued for one persistent session while its client is offline', QUEUE_REFUSAL, 1000),
+    queuedBytesPerSession: cap('Most payload bytes queued for one persistent session while its client is offline', QUEUE_REFUSAL, 4 * 1024 * 1024),
+    sessionExpirySeconds: z
+      .int()
+      .min(1)
+      .max(0xffff_fffe)
+      .default(WEEK)
+      .meta({
+        description:
+          'MQTT 3.1.1: how long a persistent session (Clean Session 0) is kept after its client disconnected; then its subscriptions and queued messages are removed. MQTT 5 sessions follow their Session Expiry Interval, capped by `mqtt.maxSessionExpirySeconds`.',
+        examples: [604800],
+      }),
+  })
+  .prefault({})
+  .meta({
+    description:
+      'Bounds on the state clients make the embedded broker keep (subscriptions, retained messages, queues of offline sessions, sessions), so that one device cannot fill memory or disk. Queue and retained limits apply with `persistence: sqlite`; each refusal is counted as `mqtt.state.refused{limit}` and logged once per client and limit per minute.',
+  });
+
 /** The embedded MQTT broker's settings (`mqtt:` in gateway.yaml). */
 export const mqttSettingsSchema = z
   .strictObject({
@@ -277,12 +318,13 @@ export const mqttSettingsSchema = z
       .int()
       .min(1)
       .max(0xffff_fffe)
-      .optional()
+      .default(WEEK)
       .meta({
         description:
-          'MQTT 5: the longest session expiry a client may ask for; a longer one (or "never") is cut to this and the client told so in CONNACK. No limit when absent, as for MQTT 3.1.1 persistent sessions, which never expire.',
+          'MQTT 5: the longest Session Expiry Interval a client may ask for; a longer one (or "never") is cut to this and the client told so in CONNACK. MQTT 3.1.1 persistent sessions expire after `mqtt.limits.sessionExpirySeconds`.',
         examples: [604800],
       }),
+    limits: stateLimitsSchema,
     persistence: z
       .enum(['sqlite', 'memory'])
       .default('sqlite')

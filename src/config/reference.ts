@@ -12,6 +12,7 @@ interface JsonSchema {
   required?: string[];
   items?: JsonSchema;
   anyOf?: JsonSchema[];
+  additionalProperties?: JsonSchema | boolean;
   minimum?: number;
   maximum?: number;
 }
@@ -111,6 +112,18 @@ function collect(schema: JsonSchema, prefix: string, kindLink?: KindLink): Row[]
     }
     if (child.properties !== undefined && child.type === 'object') {
       rows.push(...collect(child, path, kindLink));
+      continue;
+    }
+    const entry = child.additionalProperties;
+    if (prefix === '' && child.type === 'object' && typeof entry === 'object' && entry.properties !== undefined) {
+      // Settings by name at the top of a file (the Redis connections): the map, then the keys of each entry.
+      rows.push({
+        path,
+        type: 'map of names to maps',
+        fallback: child.default !== undefined ? `\`${JSON.stringify(child.default)}\`` : '',
+        description: [child.description ?? '', examples(child)].filter((s) => s !== '').join(' '),
+      });
+      rows.push(...collect(entry, `${path}.<name>`));
       continue;
     }
     if (child.type === 'array' && child.items?.properties !== undefined) {

@@ -8,8 +8,8 @@ import { bridgeTemplateIssues } from './template-check.ts';
 import { type TransformStep, transformSchema } from '../core/transform-config.ts';
 import { type RateLimitConfig, rateLimitSchema } from '../redis/rate-limit-config.ts';
 import { databasesSchema } from './databases-schema.ts';
-
 import { telemetrySchema } from './telemetry.ts';
+import { redisConnectionsSchema } from '../redis/connection-config.ts';
 
 /** The component kinds a config may name; the runtime's registry supplies them. */
 export interface ComponentKinds {
@@ -140,6 +140,7 @@ export const gatewaySchema = z
         description:
           'When the gateway reports trouble upstream. Degraded is not unready: /readyz answers 503 only while device traffic is refused (a full bridge under refuse, a full or failing disk, a drain).',
       }),
+    redis: redisConnectionsSchema,
     bridges: z
       .array(z.string().min(1))
       .default(['../bridges'])

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { type LookupConfig, lookupSchema } from '../redis/lookup-config.ts';
 
 const fieldPath = z
   .string()
@@ -56,6 +57,7 @@ export const transformStepSchema = z.union([
   z
     .strictObject({ validate: validateSchema })
     .meta({ description: '`validate: {profile: NAME}` or `validate: {schema: FILE}`: the JSON payload must match the JSON Schema; a message that does not is rejected.' }),
+  z.strictObject({ lookup: lookupSchema }).meta({ description: lookupSchema.description ?? '' }),
 ]);
 
 export const transformSchema = z
@@ -75,4 +77,9 @@ export interface ResolvedValidate {
   readonly resolved?: { readonly jsonSchema: unknown; readonly label: string };
 }
 
-export type TransformStep = { readonly decode: 'json' } | { readonly keep: readonly string[] } | { readonly drop: readonly string[] } | { readonly validate: ResolvedValidate };
+export type TransformStep =
+  | { readonly decode: 'json' }
+  | { readonly keep: readonly string[] }
+  | { readonly drop: readonly string[] }
+  | { readonly validate: ResolvedValidate }
+  | { readonly lookup: LookupConfig };

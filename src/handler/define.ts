@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Observable } from 'rxjs';
 import type { BufferPolicy } from '../buffer/config.ts';
+import type { RedisTools } from '../redis/handler-tools.ts';
 import type { SinkSpec, SourceSpec } from './specs.ts';
 
 /**
@@ -129,6 +130,13 @@ export interface BridgeTools<S extends string = string> {
    * rather than keeping the instance from an earlier run. Throws for a name not declared.
    */
   database<DB>(name: string): Kysely<DB>;
+  /**
+   * The Redis connection declared as `name` under `redis:` in gateway.yaml: get/set (TTL, NX),
+   * del, exists, incr/expire, JSON values and hashes, each a promise. Ferry opens it on first
+   * use, shares it with the rate limits and lookups naming the same settings, and closes it
+   * when the bridge stops. Throws for a name gateway.yaml does not declare.
+   */
+  redis(name: string): RedisTools;
 }
 
 /** A source or sink as in a YAML bridge: a one-key map of the component kind to its config. */

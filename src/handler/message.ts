@@ -4,6 +4,7 @@ import type { Envelope } from '../core/envelope.ts';
 import { FerryError } from '../core/errors.ts';
 import { topicCaptures } from '../core/template.ts';
 import type { BridgeTools, Message, Output, OutputInit } from './define.ts';
+import type { RedisTools } from '../redis/handler-tools.ts';
 import type { Ticket } from './input-tracker.ts';
 
 const decoder = new TextDecoder('utf-8');
@@ -175,9 +176,10 @@ export function isOutput(value: unknown): value is Output {
 }
 
 /** The `tools` of a bridge whose sinks are `sinks`. */
-export function createTools(bridge: string, sinks: readonly string[], databases?: DatabaseLookup): BridgeTools {
+export function createTools(bridge: string, sinks: readonly string[], databases?: DatabaseLookup, redis: (name: string) => RedisTools = noRedis(bridge)): BridgeTools {
   return {
     bridge,
+    redis,
     database: <DB>(name: string) => {
       if (databases === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${bridge}': tools.database('${name}'): no databases are declared in gateway.yaml`, { bridge });
       return databases.get<DB>(name);
@@ -193,6 +195,12 @@ export function createTools(bridge: string, sinks: readonly string[], databases?
       }
       return buildOutput(bridge, sink, Array.isArray(from) ? [...(from as readonly Message[])] : [from as Message], init);
     },
+  };
+}
+
+function noRedis(bridge: string): (name: string) => RedisTools {
+  return (name) => {
+    throw new FerryError('CONFIG_INVALID', `bridge '${bridge}': tools.redis('${name}'): no Redis connections are declared (\`redis:\` in gateway.yaml)`, { bridge });
   };
 }
 

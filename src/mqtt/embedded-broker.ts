@@ -1,4 +1,4 @@
-import { Aedes, type AedesPublishPacket, type Client } from 'aedes';
+import { Aedes, type AedesPublishPacket, type Client, type PublishPacket } from 'aedes';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { FerryError } from '../core/errors.ts';
@@ -18,6 +18,7 @@ import type { SqlitePersistence } from './persistence/sqlite-persistence.ts';
 import { DEFAULT_REFUSAL_LOG_INTERVAL_MS, RefusalLog } from './refusal-log.ts';
 import { ClientRefusals, DEFAULT_REFUSAL_LIMITS, type RefusalLimits } from './client-refusals.ts';
 import { SocketGate, type SocketRefusal } from './socket-gate.ts';
+import { type BrokerStateLimits, QUOTA_EXCEEDED, StateRefusals, SubscriptionCap } from './state-limits.ts';
 
 const DEFAULT_MAX_PACKET_BYTES = 256 * 1024;
 const DEFAULT_TOPIC_LIMITS: TopicLimits = { maxLength: 1024, maxLevels: 32 };
@@ -58,6 +59,8 @@ export interface EmbeddedBrokerOptions {
   readonly beforeListen?: (broker: EmbeddedBroker) => void;
   /** Where retained messages and saved sessions are kept (SQLite), so that they survive a restart; in memory when absent. */
   readonly state?: BrokerStateSettings;
+  /** Bounds on subscriptions, retained messages, queues and MQTT 3.1.1 sessions (the last three with `state` only); none when absent. */
+  readonly limits?: BrokerStateLimits;
 }
 
 /**
@@ -94,15 +97,23 @@ export class EmbeddedBroker {
   readonly #admission: DeviceAdmission;
   readonly #intake: PublishIntake;
   readonly #state: SqlitePersistence | undefined;
-  readonly #refusals: ClientRefusals;
+  readonly #refusals: StateRefusals;
+  readonly #subscriptionCap: SubscriptionCap | undefined;
+  readonly #clientRefusals: ClientRefusals;
   /** Ends, for each connection, the deadline its socket got at accept. */
   readonly #connectArrivals = new WeakMap<object, () => void>();
 
-  private constructor(aedes: Aedes, options: EmbeddedBrokerOptions, state: SqlitePersistence | undefined, refusals: ClientRefusals) {
+  private constructor(aedes: Aedes, options: EmbeddedBrokerOptions, state: SqlitePersistence | undefined, refusals: StateRefusals, clientRefusals: ClientRefusals) {
     this.#aedes = aedes;
     this.#options = options;
     this.#state = state;
     this.#refusals = refusals;
+    this.#clientRefusals = clientRefusals;
+    if (options.limits !== undefined) {
+      const cap = new SubscriptionCap(options.limits.subscriptionsPerClient);
+      this.#subscriptionCap = cap;
+      aedes.on('subscribe', (_subs, client) => cap.subscribed(client));
+    }
     this.#commands = new CommandTracker(aedes);
     const topicLimits = options.topicLimits ?? DEFAULT_TOPIC_LIMITS;
     const admission = new DeviceAdmission(aedes, {
@@ -111,7 +122,7 @@ export class EmbeddedBroker {
       auth: options.auth,
       topicLimits,
       savedOwners: state?.owners,
-      refusals,
+      refusals: clientRefusals,
     });
     this.#admission = admission;
     this.#intake = new PublishIntake(aedes, {
@@ -120,14 +131,14 @@ export class EmbeddedBroker {
       topicLimits,
       acl: options.auth !== undefined,
       identity: (client) => admission.identity(client),
-      refusals,
+      refusals: clientRefusals,
     });
   }
 
   static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
     let broker: EmbeddedBroker | undefined;
     const self = () => broker as EmbeddedBroker;
-    const refusals = new ClientRefusals(
+    const clientRefusals = new ClientRefusals(
       new RefusalLog({ logger: options.logger, intervalMs: options.refusals?.logIntervalMs ?? DEFAULT_REFUSAL_LOG_INTERVAL_MS }),
       options.counters,
       { ...DEFAULT_REFUSAL_LIMITS, ...options.refusals },
@@ -138,6 +149,7 @@ export class EmbeddedBroker {
       connectTimeoutMs: connectTimeout,
       onRefuse: (reason, address, protocol) => self().#refuseSocket(protocol, reason, address),
     });
+    const refusals = new StateRefusals(options.logger, options.counters);
     const state =
       options.state === undefined
         ? undefined
@@ -145,6 +157,8 @@ export class EmbeddedBroker {
             logger: options.logger,
             counters: options.counters,
             willAllowed: (client, will) => self().#mayPublishWill(client, will.topic ?? ''),
+            limits: options.limits,
+            refusals,
           });
     const aedes = await Aedes.createBroker({
       ...(state === undefined ? {} : { persistence: state }),
@@ -172,9 +186,17 @@ export class EmbeddedBroker {
           );
       },
       authorizeSubscribe: (client, subscription, callback) => {
-        callback(null, self().#admission.maySubscribe(client, subscription.topic) ? subscription : null);
+        if (!self().#admission.maySubscribe(client, subscription.topic)) callback(null, null);
+        // aedes (as patched) answers a number with it as the SUBACK's reason code (0x80 under MQTT 3.1.1).
+        else if (!self().#underSubscriptionCap(client, subscription.topic)) callback(null, QUOTA_EXCEEDED as never);
+        else callback(null, subscription);
       },
       authorizePublish: (client, packet, callback) => {
+        if (self().#retainRefused(client, packet)) {
+          // aedes (as patched) answers with the error's reason code in the PUBACK (MQTT 5).
+          callback(Object.assign(new Error('retained message quota exceeded'), { reasonCode: QUOTA_EXCEEDED }));
+          return;
+        }
         self().#intake.authorize(client, packet, callback);
       },
       // Before the broker object exists only aedes' own $SYS messages go out.
@@ -190,7 +212,7 @@ export class EmbeddedBroker {
       await state?.destroy();
       throw error;
     }
-    broker = new EmbeddedBroker(aedes, options, state, refusals);
+    broker = new EmbeddedBroker(aedes, options, state, refusals, clientRefusals);
     watchConnections(aedes, options.logger, options.counters);
     try {
       await state?.watch(aedes);
@@ -262,7 +284,7 @@ export class EmbeddedBroker {
     this.#intake.close();
     await new Promise<void>((done) => this.#aedes.close(() => done()));
     await this.#state?.destroy();
-    this.#refusals.log.close();
+    this.#clientRefusals.log.close();
   }
 
   #handle(connection: Connection): void {
@@ -273,7 +295,7 @@ export class EmbeddedBroker {
       maxPacketBytes: this.#options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
       onRefuse: (reason, detail) => {
         this.#options.counters.count('mqtt.connections.refused', { reason });
-        this.#refusals.log.refused({ who: { address: from }, reason, message: 'MQTT packet refused; connection closed', detail: { detail } });
+        this.#clientRefusals.log.refused({ who: { address: from }, reason, message: 'MQTT packet refused; connection closed', detail: { detail } });
       },
     });
     this.#aedes.handle(guarded, connection.request);
@@ -287,7 +309,50 @@ export class EmbeddedBroker {
   #refuseSocket(protocol: string, reason: Refusal | SocketRefusal, address: string): void {
     this.#options.counters.count('mqtt.connections.refused', { reason });
     const message = reason === 'connect_timeout' ? 'connection closed: no CONNECT within mqtt.connectTimeoutMs of its accept' : 'connection refused';
-    this.#refusals.log.refused({ who: { address }, reason, message, detail: { protocol } });
+    this.#clientRefusals.log.refused({ who: { address }, reason, message, detail: { protocol } });
+  }
+
+  /** The per-client subscription cap (`mqtt.limits.subscriptionsPerClient`); refusals are counted and logged here. */
+  #underSubscriptionCap(client: Client, filter: string): boolean {
+    const cap = this.#subscriptionCap;
+    if (cap === undefined || cap.allows(client, filter)) return true;
+    const outcome = client.version === 5 ? 'SUBACK 0x97 (quota exceeded)' : 'SUBACK 0x80';
+    this.#refusals.refused(
+      client.id,
+      'subscriptionsPerClient',
+      this.#options.limits?.subscriptionsPerClient ?? 0,
+      `subscription to '${filter.slice(0, 200)}' refused with ${outcome}`,
+    );
+    return false;
+  }
+
+  /**
+   * The limits on retained messages: true when the PUBLISH is refused (MQTT 5: PUBACK 0x97, the
+   * message is not taken). MQTT 3.1.1 has no negative PUBACK: the message is taken as an
+   * ordinary one, delivered and buffered but not retained.
+   */
+  #retainRefused(client: Client | null, packet: PublishPacket): boolean {
+    if (client === null || !packet.retain || this.#state === undefined) return false;
+    const limit = this.#state.retainedRefusal(client.id, packet.topic, packet.payload);
+    if (limit === undefined) return false;
+    const value = this.#options.limits?.[limit] ?? 0;
+    if (client.version === 5) {
+      this.#refusals.refused(
+        client.id,
+        limit,
+        value,
+        `retained PUBLISH to '${packet.topic.slice(0, 200)}' refused with ${packet.qos > 0 ? 'PUBACK 0x97 (quota exceeded)' : 'nothing (QoS 0: dropped)'}`,
+      );
+      return true;
+    }
+    this.#refusals.refused(
+      client.id,
+      limit,
+      value,
+      `retained PUBLISH to '${packet.topic.slice(0, 200)}' taken as an ordinary message, not retained (MQTT 3.1.1 has no negative PUBACK)`,
+    );
+    packet.retain = false;
+    return false;
   }
 
   /** Whether the client may publish its will (one it may not is not kept in the broker's state). */

@@ -1,13 +1,10 @@
 import { z } from 'zod';
 import { compileTemplate } from '../core/template.ts';
+import { type RedisConnectionSettings, redisReference } from './connection-config.ts';
 
 export const rateLimitSchema = z
   .strictObject({
-    redis: z
-      .string()
-      .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
-      .default('redis://127.0.0.1:6379')
-      .meta({ description: 'Redis server holding the limit, shared by every gateway that names it.', examples: ['redis://redis.site-7.lan:6379'] }),
+    redis: redisReference('The Redis holding the limit, shared by every gateway that names the same server: the name of a connection under `redis:` in gateway.yaml, or a URL.'),
     messagesPerSecond: z
       .number()
       .positive()
@@ -68,6 +65,15 @@ export const rateLimitSchema = z
           'When Redis cannot be reached: `true` lets messages through unlimited (counted as `ratelimit.unavailable`, one warning per outage); `false` holds them unacknowledged until Redis is back.',
         examples: [true],
       }),
+    leaseMs: z
+      .int()
+      .min(0)
+      .default(100)
+      .meta({
+        description:
+          'Each gateway takes up to this many milliseconds of tokens (`messagesPerSecond` × `leaseMs` / 1000, at most `burst`) from Redis ahead of need per key and spends them locally, so that most messages pass without a Redis round trip. A gateway holds at most one lease per key (given up after a minute without messages for the key). 0 asks Redis for every message. See the overshoot bound in docs/bridges.md.',
+        examples: [100],
+      }),
     timeoutMs: z
       .int()
       .min(10)
@@ -76,4 +82,7 @@ export const rateLimitSchema = z
   })
   .meta({ description: 'A rate limit kept in Redis and shared by the whole fleet, applied before the buffer. Off when absent.' });
 
-export type RateLimitConfig = z.output<typeof rateLimitSchema>;
+export type RateLimitConfig = z.output<typeof rateLimitSchema> & {
+  /** Set by the config loader: the connection `redis` names (a URL stands for one with default settings). */
+  readonly connection?: RedisConnectionSettings;
+};

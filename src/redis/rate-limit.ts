@@ -5,13 +5,9 @@ import type { Delivery } from '../core/delivery.ts';
 import { FerryError } from '../core/errors.ts';
 import type { DeliveryOperator } from '../core/stream.ts';
 import type { RateLimitConfig } from './rate-limit-config.ts';
-import { RedisTokenBuckets, type ScriptingClient, type TokenGrant, type TokenRequest } from './token-buckets.ts';
-
-/** A Redis connection as the limiter uses it; ioredis' Redis fits. */
-export interface RateLimitRedis extends ScriptingClient {
-  on(event: 'ready' | 'error', listener: (...args: unknown[]) => void): unknown;
-  disconnect(): void;
-}
+import { type RedisClients, type RedisLease, processRedisClients } from './clients.ts';
+import { isRedisUrl, redactRedisUrl, resolveRedisReference } from './connection-config.ts';
+import { RedisTokenBuckets, type TokenGrant, type TokenRequest } from './token-buckets.ts';
 
 export interface RateLimitOptions {
   readonly bridge: string;
@@ -22,19 +18,34 @@ export interface RateLimitOptions {
   readonly reject: (delivery: Delivery, reason: string) => void;
   readonly logger: Logger;
   readonly counters: Counters;
-  /** Opens the Redis connection; ioredis, imported on first use, by default. */
-  readonly connect?: (config: RateLimitConfig) => RateLimitRedis;
+  /** Where the Redis client comes from; the process's shared clients by default. */
+  readonly clients?: RedisClients;
 }
+
+/**
+ * A lease not used for this long (between one and two of these) is given up, so that the
+ * leases held are those of keys active lately. Not a matter of the limit: a gateway never holds
+ * more than one lease per key, however long it keeps it.
+ */
+const LEASE_IDLE_MS = 60_000;
 
 /** After a failed Redis call, how long messages are decided without Redis before it is tried again. */
 const RETRY_MS = 1000;
 
 /**
- * A rate limit shared through Redis: messages are grouped by key in FIFO queues, and each
- * event-loop turn one script call asks Redis how many of every waiting key's messages may
- * go. Those pass on in order; the others are refused (`reject`) or wait, unacknowledged, for
- * the time Redis says the next token needs (`delay`). One call is in flight at a time: what
- * arrives meanwhile joins the next one, so busier turns make bigger batches, not more calls.
+ * A rate limit shared through Redis. Each gateway leases tokens: when a key's lease runs
+ * low, it takes up to `leaseMs` worth of tokens (at most `burst`) from the shared bucket
+ * ahead of need, and spends them locally, so that a message within the limit passes at
+ * once, without waiting for Redis. Messages that find no token are grouped by key in FIFO
+ * queues, and each event-loop turn one script call asks Redis how many of every waiting key's
+ * messages may go (and tops up the leases running low). Those pass on in order; the others
+ * are refused (`reject`) or wait, unacknowledged, for the time Redis says the next token needs
+ * (`delay`). One call is in flight at a time: what arrives meanwhile joins the next one, so
+ * busier turns make bigger batches, not more calls.
+ *
+ * Every token spent was taken from Redis, and a gateway holds at most one lease per key, so
+ * over any interval T the gateways sharing a key pass at most burst + rate × T + (gateways ×
+ * lease) messages (the bound stated in docs/bridges.md, checked by a test).
  *
  * When Redis cannot be reached, `failOpen` passes messages through (counted, one warning per
  * outage); otherwise they wait for Redis. Either way at most `maxWaiting` messages wait: more
@@ -62,6 +73,19 @@ export function rateLimit(options: RateLimitOptions): DeliveryOperator {
     });
 }
 
+/** Tokens a gateway took from Redis for one key and has not spent yet. */
+interface Lease {
+  tokens: number;
+  /** Set when a token is spent; a lease not used between two sweeps (a minute apart) is given up. */
+  used: boolean;
+}
+
+/** The most tokens one gateway holds for one key: `leaseMs` of the rate, at most `burst`, none below one. */
+export function leaseSize(config: Pick<RateLimitConfig, 'messagesPerSecond' | 'burst' | 'leaseMs'>): number {
+  const burst = config.burst ?? Math.ceil(config.messagesPerSecond);
+  return Math.floor(Math.min(burst, (config.messagesPerSecond * config.leaseMs) / 1000));
+}
+
 class Limiter {
   readonly #options: RateLimitOptions;
   readonly #out: Subscriber<Delivery>;
@@ -69,6 +93,11 @@ class Limiter {
   readonly #queues = new Map<string, Delivery[]>();
   /** Keys waiting for tokens under `delay`: not asked again before this time. */
   readonly #notBefore = new Map<string, number>();
+  readonly #leases = new Map<string, Lease>();
+  /** Keys whose lease ran below half: topped up in the next call. */
+  readonly #lowLeases = new Set<string>();
+  readonly #leaseSize: number;
+  #leasesSweptAt = 0;
   #waiting = 0;
   #busy = false;
   #immediate: NodeJS.Immediate | undefined;
@@ -76,17 +105,34 @@ class Limiter {
   #redisBlockedUntil = 0;
   #outage = false;
   #closed = false;
-  #redis: RateLimitRedis | undefined;
+  #lease: RedisLease | undefined;
   #buckets: RedisTokenBuckets | undefined;
 
   constructor(options: RateLimitOptions, out: Subscriber<Delivery>) {
     this.#options = options;
     this.#out = out;
     this.#prefix = options.config.keyPrefix ?? `ferry:ratelimit:${options.bridge}:`;
+    this.#leaseSize = leaseSize(options.config);
   }
 
   add(delivery: Delivery): void {
     const { config, counters, bridge } = this.#options;
+    const key = this.#options.keyOf(delivery);
+    let queue = this.#queues.get(key);
+    if (queue === undefined) {
+      // Nothing of this key waits: a token of its lease lets the message through at once.
+      const lease = this.#leases.get(key);
+      if (lease !== undefined && lease.tokens >= 1) {
+        lease.tokens -= 1;
+        lease.used = true;
+        if (lease.tokens < this.#leaseSize / 2 && !this.#lowLeases.has(key)) {
+          this.#lowLeases.add(key);
+          this.#schedule();
+        }
+        this.#out.next(delivery);
+        return;
+      }
+    }
     if (this.#waiting >= config.maxWaiting) {
       counters.count('ratelimit.overflow', { bridge });
       delivery.nack(
@@ -94,8 +140,6 @@ class Limiter {
       );
       return;
     }
-    const key = this.#options.keyOf(delivery);
-    let queue = this.#queues.get(key);
     if (queue === undefined) {
       queue = [];
       this.#queues.set(key, queue);
@@ -113,13 +157,13 @@ class Limiter {
     const stopping = new FerryError('SHUTDOWN', 'gateway stopping: message not stored');
     for (const queue of this.#queues.values()) for (const delivery of queue) delivery.nack(stopping);
     this.#queues.clear();
-    this.#redis?.disconnect();
+    this.#lease?.release();
   }
 
   #schedule(): void {
-    if (this.#busy || this.#closed || this.#immediate !== undefined || this.#queues.size === 0) return;
+    if (this.#busy || this.#closed || this.#immediate !== undefined || (this.#queues.size === 0 && this.#lowLeases.size === 0)) return;
     const now = Date.now();
-    let earliest = Number.POSITIVE_INFINITY;
+    let earliest = this.#lowLeases.size > 0 ? Math.max(now, this.#redisBlockedUntil) : Number.POSITIVE_INFINITY;
     for (const key of this.#queues.keys()) earliest = Math.min(earliest, this.#notBefore.get(key) ?? 0);
     if (!this.#options.config.failOpen) earliest = Math.max(earliest, this.#redisBlockedUntil);
     clearTimeout(this.#timer);
@@ -128,22 +172,45 @@ class Limiter {
     else this.#timer = setTimeout(() => this.#schedule(), earliest - now);
   }
 
+  /** Tokens to ask for `key` beyond its waiting messages: what refills its lease. */
+  #topUp(key: string): number {
+    if (this.#leaseSize === 0) return 0;
+    const lease = this.#leases.get(key);
+    const held = lease?.tokens ?? 0;
+    return Math.max(0, this.#leaseSize - Math.floor(held));
+  }
+
   #round(): void {
     this.#immediate = undefined;
     const now = Date.now();
+    this.#sweepLeases(now);
     const keys: string[] = [];
+    const waiting: number[] = [];
     const requests: TokenRequest[] = [];
     for (const [key, queue] of this.#queues) {
       if ((this.#notBefore.get(key) ?? 0) > now) continue;
       keys.push(key);
-      requests.push({ key: this.#prefix + key, count: queue.length });
+      waiting.push(queue.length);
+      requests.push({ key: this.#prefix + key, count: queue.length + this.#topUp(key) });
+    }
+    const blocked = now < this.#redisBlockedUntil;
+    if (!blocked) {
+      for (const key of this.#lowLeases) {
+        if (this.#queues.has(key)) continue;
+        const count = this.#topUp(key);
+        if (count === 0) continue;
+        keys.push(key);
+        waiting.push(0);
+        requests.push({ key: this.#prefix + key, count });
+      }
+      this.#lowLeases.clear();
     }
     if (requests.length === 0) {
       this.#schedule();
       return;
     }
-    if (now < this.#redisBlockedUntil) {
-      this.#unavailable(keys, requests);
+    if (blocked) {
+      this.#unavailable(keys, waiting);
       this.#schedule();
       return;
     }
@@ -153,7 +220,7 @@ class Limiter {
         this.#busy = false;
         if (this.#closed) return;
         this.#reachable();
-        grants.forEach((grant, i) => this.#apply(keys[i] as string, requests[i] as TokenRequest, grant.granted, grant.waitMs));
+        grants.forEach((grant, i) => this.#apply(keys[i] as string, waiting[i] as number, grant.granted, grant.waitMs));
         this.#schedule();
       },
       (error: unknown) => {
@@ -161,7 +228,7 @@ class Limiter {
         if (this.#closed) return;
         this.#redisBlockedUntil = Date.now() + RETRY_MS;
         this.#unreachable(error);
-        this.#unavailable(keys, requests);
+        this.#unavailable(keys, waiting);
         this.#schedule();
       },
     );
@@ -169,28 +236,40 @@ class Limiter {
 
   #take(requests: readonly TokenRequest[]): Promise<TokenGrant[]> {
     if (this.#buckets === undefined) {
-      const { config } = this.#options;
-      this.#redis = (this.#options.connect ?? connectIoredis)(config);
-      this.#redis.on('error', () => {
-        // Reported through the failed calls (one warning per outage), not per reconnect attempt.
-      });
-      this.#redis.on('ready', () => {
-        this.#redisBlockedUntil = 0;
-      });
-      this.#buckets = new RedisTokenBuckets(this.#redis, { messagesPerSecond: config.messagesPerSecond, burst: config.burst ?? Math.ceil(config.messagesPerSecond) });
+      const { config, bridge } = this.#options;
+      const settings = config.connection ?? (isRedisUrl(config.redis) ? resolveRedisReference(config.redis, {}) : undefined);
+      if (settings === undefined) {
+        return Promise.reject(new FerryError('CONFIG_INVALID', `rate limit of bridge '${bridge}': no Redis connection named '${config.redis}'`, { bridge }));
+      }
+      const lease = (this.#options.clients ?? processRedisClients).acquire(settings);
+      this.#lease = lease;
+      const { connection } = lease;
+      this.#buckets = new RedisTokenBuckets(
+        {
+          evalsha: (...args) => connection.run((client) => client.evalsha(...args)),
+          eval: (...args) => connection.run((client) => client.eval(...args)),
+        },
+        { messagesPerSecond: config.messagesPerSecond, burst: config.burst ?? Math.ceil(config.messagesPerSecond) },
+      );
     }
-    return this.#buckets.take(requests);
+    return withTimeout(this.#buckets.take(requests), this.#options.config.timeoutMs);
   }
 
-  /** Passes the first `granted` of the `asked` oldest messages of `key`; the rest are refused or wait. */
-  #apply(key: string, request: TokenRequest, granted: number, waitMs: number): void {
-    const queue = this.#queues.get(key);
-    if (queue === undefined) return;
-    const asked = Math.min(request.count, queue.length);
-    const pass = queue.splice(0, Math.min(granted, asked));
+  /**
+   * Passes the first `granted` of the `asked` oldest messages of `key`; the rest are refused
+   * or wait. Tokens granted beyond them let later messages of the key through, then fill its lease.
+   */
+  #apply(key: string, asked: number, granted: number, waitMs: number): void {
+    const queue = this.#queues.get(key) ?? [];
+    const passed = Math.min(granted, asked, queue.length);
+    const over = Math.min(asked, queue.length) - passed;
+    let spare = granted - passed;
+    // Messages that came while Redis was asked (behind the asked ones) use the spare tokens first.
+    const extra = over === 0 ? Math.min(spare, queue.length - passed) : 0;
+    spare -= extra;
+    const pass = queue.splice(0, passed + extra);
     this.#waiting -= pass.length;
     for (const delivery of pass) this.#out.next(delivery);
-    const over = asked - pass.length;
     if (over > 0) {
       const { config } = this.#options;
       if (config.onExceed === 'reject') {
@@ -202,6 +281,11 @@ class Limiter {
         this.#notBefore.set(key, Date.now() + Math.max(1, waitMs));
       }
     }
+    if (spare > 0) {
+      const lease = this.#leases.get(key);
+      if (lease === undefined) this.#leases.set(key, { tokens: spare, used: true });
+      else lease.tokens += spare;
+    }
     if (queue.length === 0) {
       this.#queues.delete(key);
       this.#notBefore.delete(key);
@@ -210,20 +294,30 @@ class Limiter {
     }
   }
 
-  /** Redis could not decide: pass the messages (failOpen) or keep them waiting. */
-  #unavailable(keys: readonly string[], requests: readonly TokenRequest[]): void {
+  /** Forgets expired leases, at most once per lease period, so the map holds only keys active lately. */
+  #sweepLeases(now: number): void {
+    if (this.#leases.size === 0 || now - this.#leasesSweptAt < LEASE_IDLE_MS) return;
+    this.#leasesSweptAt = now;
+    for (const [key, lease] of this.#leases) {
+      if (lease.used) lease.used = false;
+      else this.#leases.delete(key);
+    }
+  }
+
+  /** Redis could not decide: pass the waiting messages (failOpen) or keep them waiting. */
+  #unavailable(keys: readonly string[], waiting: readonly number[]): void {
     if (!this.#options.config.failOpen) return;
     let passed = 0;
     keys.forEach((key, i) => {
       const queue = this.#queues.get(key);
       if (queue === undefined) return;
-      const pass = queue.splice(0, (requests[i] as TokenRequest).count);
+      const pass = queue.splice(0, waiting[i] as number);
       passed += pass.length;
       for (const delivery of pass) this.#out.next(delivery);
       if (queue.length === 0) this.#queues.delete(key);
     });
     this.#waiting -= passed;
-    this.#options.counters.count('ratelimit.unavailable', { bridge: this.#options.bridge }, passed);
+    if (passed > 0) this.#options.counters.count('ratelimit.unavailable', { bridge: this.#options.bridge }, passed);
   }
 
   #unreachable(error: unknown): void {
@@ -231,7 +325,7 @@ class Limiter {
     this.#outage = true;
     const { config, logger } = this.#options;
     logger.warn(
-      { err: error, redis: redactUrl(config.redis) },
+      { err: error, redis: this.#target() },
       config.failOpen
         ? 'rate limit: Redis unreachable; letting messages through without a limit (failOpen) until it is back'
         : 'rate limit: Redis unreachable; holding messages unacknowledged until it is back (failOpen: false)',
@@ -241,35 +335,20 @@ class Limiter {
   #reachable(): void {
     if (!this.#outage) return;
     this.#outage = false;
-    this.#options.logger.info({ redis: redactUrl(this.#options.config.redis) }, 'rate limit: Redis reachable again; limiting messages');
+    this.#options.logger.info({ redis: this.#target() }, 'rate limit: Redis reachable again; limiting messages');
+  }
+
+  #target(): string {
+    const { config } = this.#options;
+    return redactRedisUrl(config.connection?.url ?? config.redis);
   }
 }
 
-function connectIoredis(config: RateLimitConfig): RateLimitRedis {
-  // ioredis is loaded on the first decision, so gateways without a rate limit never load it.
-  let client: RateLimitRedis | undefined;
-  const listeners: ['ready' | 'error', (...args: unknown[]) => void][] = [];
-  const ready = import('ioredis').then(({ Redis }) => {
-    client = new Redis(config.redis, {
-      commandTimeout: config.timeoutMs,
-      connectTimeout: config.timeoutMs,
-      maxRetriesPerRequest: 1,
-      retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
-    }) as unknown as RateLimitRedis;
-    for (const [event, listener] of listeners) client.on(event, listener);
-    return client;
+/** `promise`, or a rejection once `ms` passed. */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new FerryError('UPSTREAM_UNAVAILABLE', `Redis did not answer within ${ms} ms`, { retryable: true })), ms);
   });
-  return {
-    evalsha: async (...args) => (await ready).evalsha(...args),
-    eval: async (...args) => (await ready).eval(...args),
-    on: (event, listener) => (client === undefined ? listeners.push([event, listener]) : client.on(event, listener)),
-    disconnect: () => {
-      if (client !== undefined) client.disconnect();
-      else void ready.then((c) => c.disconnect());
-    },
-  };
-}
-
-function redactUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//***@');
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -171,7 +171,8 @@ export class Gateway {
         drainTimeoutMs: config.mqtt.slowSubscriberTimeoutMs,
         maxPacketBytes: config.mqtt.maxPacketBytes,
         topicAliasMaximum: config.mqtt.topicAliasMaximum,
-        ...(config.mqtt.maxSessionExpirySeconds === undefined ? {} : { maxSessionExpirySeconds: config.mqtt.maxSessionExpirySeconds }),
+        maxSessionExpirySeconds: config.mqtt.maxSessionExpirySeconds,
+        limits: config.mqtt.limits,
         topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
         ...(config.mqtt.persistence === 'sqlite' ? { state: { path: brokerStatePath(config.dataDirPath), synchronous: config.buffer.synchronous } } : {}),
         auth: (this.#auth = new DeviceAuthenticator({
@@ -346,6 +347,8 @@ export class Gateway {
       databases: next.databases,
       bridges: next.bridges,
       devices: next.devices,
+      // Applied through the bridges: each carries the connections it uses, and a client no bridge holds any more is closed.
+      redis: next.redis,
       bridgeConfigs: next.bridgeConfigs,
       deviceProfiles: next.deviceProfiles,
       mqtt: { ...running.mqtt, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl },

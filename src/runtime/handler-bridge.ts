@@ -15,6 +15,7 @@ import type { BridgeDeps, BridgeStatus } from './bridge.ts';
 import { type BridgeProblem, SinkSet, resolveSource, sourceFailed, sourceStatus } from './bridge-parts.ts';
 import { BufferRegistration } from './buffer-registration.ts';
 import { HoldWatch } from './hold-watch.ts';
+import { HandlerRedis } from '../redis/handler-tools.ts';
 import { OutputRouter, culpritError, describeValue } from './output-router.ts';
 
 /** The cursor name of a TypeScript bridge's handler in the buffer. */
@@ -78,6 +79,7 @@ export class HandlerBridge {
   /** Work components still do after they were unsubscribed (a Kafka source's last commit); stop waits for it. */
   readonly #afterStop: Promise<void>[] = [];
   readonly #registration: BufferRegistration;
+  readonly #redis: HandlerRedis;
 
   constructor(config: HandlerBridgeConfig, deps: BridgeDeps) {
     this.config = config;
@@ -105,6 +107,7 @@ export class HandlerBridge {
     this.#router = new OutputRouter(config.name, this.#inputs, this.#tracker, this.#logger, counters);
     const registration = new BufferRegistration(store, writer, config.name, [HANDLER_CURSOR], config.buffer);
     this.#registration = registration;
+    this.#redis = new HandlerRedis(config.name, config.redis);
     try {
       for (const [name, entry] of Object.entries(config.to)) {
         const input = new Subject<Delivery>();
@@ -114,7 +117,7 @@ export class HandlerBridge {
       this.#context = {
         bridge: config.name,
         filters: source.context.sourceFilters ?? [],
-        tools: createTools(config.name, this.#sinks.names, deps.databases),
+        tools: createTools(config.name, this.#sinks.names, deps.databases, (name) => this.#redis.get(name)),
         reject: (ticket, error) => this.#reject(ticket, error),
         done: (ticket) => this.#tracker.done(ticket),
         keep: (ticket) => this.#tracker.keep(ticket),
@@ -165,6 +168,7 @@ export class HandlerBridge {
     const finish = () => {
       this.#nudge.stop();
       this.#hold.stop();
+      this.#redis.close();
     };
     return done.then(() => Promise.all(this.#afterStop)).then(finish, finish);
   }
@@ -190,6 +194,7 @@ export class HandlerBridge {
     this.#source?.unsubscribe();
     this.#reading?.unsubscribe();
     this.#sinks.abort();
+    this.#redis.close();
   }
 
   problems(now: number, stalledAfterMs: number): BridgeProblem[] {

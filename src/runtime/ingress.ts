@@ -10,6 +10,7 @@ import type { DeliveryOperator } from '../core/stream.ts';
 import { compileTemplate } from '../core/template.ts';
 import { type RejectLabel, type TransformContext, createTransformContext, decodeJsonStep, selectFieldsStep, validateStep } from '../core/transform.ts';
 import type { TransformStep } from '../core/transform-config.ts';
+import { lookupStep } from '../redis/lookup.ts';
 import { rateLimit } from '../redis/rate-limit.ts';
 
 export interface IngressDeps {
@@ -74,14 +75,26 @@ export function ingressOperators(config: BridgeConfig, deps: IngressDeps): Deliv
     );
   }
   const context = createTransformContext((delivery, original, reason, label) => refuse('transform', delivery, original, reason, label));
-  operators.push(...steps.map((step) => stepOperator(step, context, config)));
+  operators.push(...steps.map((step) => stepOperator(step, context, config, deps)));
   return (source) => operators.reduce((stream, operator) => stream.pipe(operator), source);
 }
 
-function stepOperator(step: TransformStep, context: TransformContext, config: BridgeConfig): DeliveryOperator {
+function stepOperator(step: TransformStep, context: TransformContext, config: BridgeConfig, deps: IngressDeps): DeliveryOperator {
   if ('decode' in step) return decodeJsonStep(context);
   if ('keep' in step) return selectFieldsStep('keep', step.keep, context);
   if ('drop' in step) return selectFieldsStep('drop', step.drop, context);
+  if ('lookup' in step) {
+    const template = compileTemplate(step.lookup.key);
+    const filters = deps.sourceFilters;
+    return lookupStep({
+      bridge: config.name,
+      config: step.lookup,
+      context,
+      keyOf: (delivery) => template.render({ envelope: delivery.envelope, filters }),
+      logger: deps.logger,
+      counters: deps.counters,
+    });
+  }
   const { resolved } = step.validate;
   if (resolved === undefined) {
     throw new FerryError('CONFIG_INVALID', `bridge '${config.name}' (${config.file}): a validate step whose JSON Schema was not loaded (load bridges with loadConfig)`);

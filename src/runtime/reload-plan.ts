@@ -65,7 +65,7 @@ export function devicesChanged(running: GatewayConfig, next: GatewayConfig): boo
 }
 
 /** Settings a reload applies; every other difference needs a restart. */
-const APPLIED = new Set(['databases', 'bridges', 'devices', 'bridgeConfigs', 'deviceProfiles', 'file', 'mqtt.allowAnonymous', 'mqtt.anonymousAcl', 'gateway.dataDir']);
+const APPLIED = new Set(['databases', 'bridges', 'devices', 'redis', 'bridgeConfigs', 'deviceProfiles', 'file', 'mqtt.allowAnonymous', 'mqtt.anonymousAcl', 'gateway.dataDir']);
 
 /**
  * The changed gateway settings a reload cannot apply (listeners, ports, the buffer database,

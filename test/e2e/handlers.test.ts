@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { Redis } from 'ioredis';
 import { REPO_ROOT, ferry, startFerry } from '../harness/ferry-process.ts';
 import { type KcatMessage, kcatConsume } from '../harness/kcat.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
@@ -52,6 +53,11 @@ async function historyRows(dataDir: string, bridge: string): Promise<{ topic: st
 
 test('the example TypeScript bridges with Kafka: per-device rollups reach Kafka, severe alarms go enriched to the alerts topic, the rest to the history; every buffer drains', async () => {
   const brokers = await requireService('kafka');
+  const redisUrl = await requireService('redis');
+  // The alarm example reads each device's site from Redis.
+  const siteKeys = randomName('ferry:test:e2e-sites:');
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+  await redis.set(`${siteKeys}sensor-1`, 'plant-north/line-1');
   const rollups = randomName('ferry-e2e-rollups-');
   const alerts = randomName('ferry-e2e-alerts-');
   const dataDir = tempDir();
@@ -61,6 +67,8 @@ test('the example TypeScript bridges with Kafka: per-device rollups reach Kafka,
     FERRY_ROLLUPS_TOPIC: rollups,
     FERRY_ALERTS_TOPIC: alerts,
     FERRY_ROLLUP_WINDOW_MS: '1000',
+    REDIS_URL: redisUrl,
+    FERRY_SITE_KEY_PREFIX: siteKeys,
   });
   try {
     assert.deepEqual((await status(gw.adminUrl)).bridges.map((b) => [b.name, b.state]).sort(), [
@@ -121,6 +129,8 @@ test('the example TypeScript bridges with Kafka: per-device rollups reach Kafka,
     assert.equal((await historyRows(dataDir, 'telemetry-history')).length, 7);
   } finally {
     gw.child.kill('SIGTERM');
+    await redis.del(`${siteKeys}sensor-1`);
+    await redis.quit();
   }
   assert.equal(await gw.exited, 0);
 });

@@ -141,7 +141,7 @@ for (const [protocol, options] of [
     await device.client.endAsync();
     await publish(first.url, 'cmd/x', 'open');
     // PUBACK came: the copy queued for the offline session is on disk.
-    assert.equal(committed(path, "SELECT * FROM outgoing WHERE client_id = 'dev-1'").length, 1);
+    assert.equal(committed(path, "SELECT * FROM queue WHERE client_id = 'dev-1'").length, 1);
     await stop(first);
 
     const second = await start(path);
@@ -192,7 +192,7 @@ test('MQTT 5 sessions end at their Session Expiry Interval, whether it passes wh
   assert.equal(medium.sessionPresent, false);
   await sleep(300);
   assert.deepEqual([...short.seen, ...medium.seen], []);
-  assert.deepEqual(committed(path, "SELECT * FROM outgoing WHERE client_id IN ('short', 'medium')"), []);
+  assert.deepEqual(committed(path, "SELECT * FROM queue WHERE client_id IN ('short', 'medium')"), []);
   await short.client.endAsync();
   await medium.client.endAsync();
   await stop(second);

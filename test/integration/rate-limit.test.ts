@@ -9,8 +9,8 @@ import { type Delivery, createDelivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { compileTemplate } from '../../src/core/template.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
-import { rateLimit } from '../../src/redis/rate-limit.ts';
 import { type RateLimitConfig, rateLimitSchema } from '../../src/redis/rate-limit-config.ts';
+import { leaseSize, rateLimit } from '../../src/redis/rate-limit.ts';
 import { randomName, requireService } from '../harness/services.ts';
 import { eventually } from '../harness/eventually.ts';
 
@@ -168,4 +168,50 @@ test('Redis unreachable with failOpen: false holds messages, refuses past maxWai
   l.stop();
   assert.equal(l.settled.get('h0'), 'nack: gateway stopping: message not stored');
   assert.equal(l.settled.get('h1'), 'nack: gateway stopping: message not stored');
+});
+
+test('two gateways on one key stay within burst + rate × time + one lease each (the bound in docs/bridges.md)', { timeout: 60_000 }, async (t) => {
+  const redis = await requireService('redis');
+  const keyPrefix = randomName('ferry:test:rl:');
+  prefixes.push(keyPrefix);
+  const shared = { redis, keyPrefix, key: 'all', messagesPerSecond: 400, burst: 50, leaseMs: 100 };
+  const lease = leaseSize(rateLimitSchema.parse(shared));
+  assert.equal(lease, 40);
+  const a = limiter(shared);
+  const b = limiter(shared);
+  let sent = 0;
+  const started = performance.now();
+  // Both offer far more than the limit for 1.5 s, 20 messages each per event-loop turn.
+  while (performance.now() - started < 1500) {
+    for (let i = 0; i < 20; i++) {
+      a.send('sensor-1', `a${sent}`);
+      b.send('sensor-2', `b${sent}`);
+      sent += 1;
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await waitFor('every message decided', () => a.passed.length + a.rejected.length === sent && b.passed.length + b.rejected.length === sent);
+  const seconds = (performance.now() - started) / 1000;
+  const passed = a.passed.length + b.passed.length;
+  const bound = shared.burst + shared.messagesPerSecond * seconds + 2 * lease;
+  t.diagnostic(
+    `${passed} passed of ${2 * sent} offered in ${seconds.toFixed(2)} s; bound ${bound.toFixed(0)} (burst + rate × time ${(shared.burst + shared.messagesPerSecond * seconds).toFixed(0)})`,
+  );
+  assert.ok(passed <= bound, `${passed} passed in ${seconds.toFixed(2)} s: over the bound ${bound.toFixed(0)}`);
+  assert.ok(passed >= shared.burst, `${passed} passed: not even the burst`);
+  assert.ok(a.passed.length > 0 && b.passed.length > 0, `both gateways pass some: ${a.passed.length} / ${b.passed.length}`);
+  a.stop();
+  b.stop();
+});
+
+test('with a lease, a message within the limit passes without waiting for Redis', { timeout: 60_000 }, async () => {
+  const redis = await requireService('redis');
+  const keyPrefix = randomName('ferry:test:rl:');
+  prefixes.push(keyPrefix);
+  const l = limiter({ redis, keyPrefix, key: 'all', messagesPerSecond: 1000, burst: 1000, leaseMs: 1000 });
+  l.send('sensor-1', 'first');
+  await waitFor('the first message (asked Redis, took a lease)', () => l.passed.length === 1);
+  l.send('sensor-1', 'second');
+  assert.deepEqual(l.passed, ['first', 'second'], 'the second passed synchronously, from the lease');
+  l.stop();
 });

@@ -10,6 +10,19 @@ const PAGE = 128;
 /** Compares above every TEXT value in SQLite (a BLOB sorts after all text): "no upper bound". */
 const ABOVE_ALL_TEXT = Buffer.from([0xff]);
 
+/** The limits on retained messages (`mqtt.limits`). */
+export interface RetainedLimits {
+  readonly retainedPerClient: number;
+  readonly retainedBytesPerClient: number;
+  readonly retainedMessages: number;
+  readonly retainedBytes: number;
+}
+
+interface Usage {
+  readonly messages: number;
+  readonly bytes: number;
+}
+
 interface RetainedRow {
   readonly topic: string;
   readonly payload: Buffer | string | null;
@@ -27,21 +40,30 @@ export class RetainedStore {
   readonly #first: Database.Statement;
   readonly #next: Database.Statement;
   readonly #expired: Database.Statement;
+  readonly #stored: Database.Statement;
+  readonly #usage: Database.Statement;
+  readonly #total: Database.Statement;
 
   constructor(db: Database.Database, commit: GroupCommit) {
     this.#commit = commit;
     this.#upsert = db.prepare(
-      `INSERT INTO retained (topic, payload, meta, expires_at) VALUES (?, ?, ?, ?)
-       ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload, meta = excluded.meta, expires_at = excluded.expires_at`,
+      `INSERT INTO retained (topic, payload, meta, expires_at, owner) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload, meta = excluded.meta, expires_at = excluded.expires_at, owner = excluded.owner`,
     );
+    this.#stored = db.prepare('SELECT owner, octet_length(payload) AS bytes FROM retained WHERE topic = ?');
+    this.#usage = db.prepare('SELECT messages, bytes FROM retained_usage WHERE owner = ?');
+    this.#total = db.prepare('SELECT messages, bytes FROM retained_total');
     this.#delete = db.prepare('DELETE FROM retained WHERE topic = ?');
     this.#first = db.prepare('SELECT topic, payload, meta FROM retained WHERE topic >= ? AND topic < ? ORDER BY topic LIMIT ?');
     this.#next = db.prepare('SELECT topic, payload, meta FROM retained WHERE topic > ? AND topic < ? ORDER BY topic LIMIT ?');
     this.#expired = db.prepare('DELETE FROM retained WHERE expires_at <= ?');
   }
 
-  /** Keeps the message as its topic's retained one, or removes that when the payload is empty; resolves once on disk. */
-  store(packet: StoredPacket): Promise<void> {
+  /**
+   * Keeps the message as its topic's retained one, or removes that when the payload is empty;
+   * resolves once on disk. `owner`: the client id it counts against (none for the gateway's own).
+   */
+  store(packet: StoredPacket, owner: string | null = null): Promise<void> {
     const topic = packet.topic ?? '';
     const payload = packet.payload as { length?: number } | undefined;
     if (payload === undefined || payload.length === 0) {
@@ -51,8 +73,33 @@ export class RetainedStore {
     }
     const { payload: bytes, meta } = encodePacket(packet);
     return this.#commit.durable(() => {
-      this.#upsert.run(topic, bytes, meta, packet.messageExpiry ?? null);
+      this.#upsert.run(topic, bytes, meta, packet.messageExpiry ?? null, owner);
     });
+  }
+
+  /**
+   * What storing `bytes` of payload as the retained message of `topic` for `owner` would make
+   * of the client's and the gateway's usage, as they are now (a replaced message no longer
+   * counts): the first limit it would take past its value, if any. A usage already past a limit
+   * (it was lowered) may shrink.
+   */
+  wouldExceed(owner: string, topic: string, bytes: number, limits: RetainedLimits): keyof RetainedLimits | undefined {
+    const old = this.#stored.get(topic) as { owner: string | null; bytes: number | null } | undefined;
+    const oldBytes = old?.bytes ?? 0;
+    const mine = (this.#usage.get(owner) as Usage | undefined) ?? { messages: 0, bytes: 0 };
+    const total = (this.#total.get() as Usage | undefined) ?? { messages: 0, bytes: 0 };
+    const replacesOwn = old !== undefined && old.owner === owner;
+    const after = {
+      retainedPerClient: [mine.messages, mine.messages + (replacesOwn ? 0 : 1)],
+      retainedBytesPerClient: [mine.bytes, mine.bytes + bytes - (replacesOwn ? oldBytes : 0)],
+      retainedMessages: [total.messages, total.messages + (old === undefined ? 1 : 0)],
+      retainedBytes: [total.bytes, total.bytes + bytes - oldBytes],
+    } as const;
+    for (const limit of ['retainedPerClient', 'retainedBytesPerClient', 'retainedMessages', 'retainedBytes'] as const) {
+      const [now, then] = after[limit];
+      if (then > limits[limit] && then > now) return limit;
+    }
+    return undefined;
   }
 
   /** The retained messages matching any of the filters, each once, read a page at a time. */
@@ -88,7 +135,7 @@ export class RetainedStore {
  * wildcard, and every topic extending them by '/' ('0' is the character after '/'). A filter
  * that starts with a wildcard reads every topic.
  */
-function candidateRange(filter: string): [string, string | Buffer] {
+export function candidateRange(filter: string): [string, string | Buffer] {
   const levels = filter.split('/');
   const wildcard = levels.findIndex((level) => level === '+' || level === '#');
   if (wildcard === -1) return [filter, `${filter}\u0000`];

@@ -1,16 +1,16 @@
 /**
  * The embedded broker's state (broker.db). A packet is stored as its payload (BLOB, or TEXT
  * when it was a string) and `meta`, the rest of it as JSON (packet-codec.ts); the columns
- * beside them are what the queries look things up by. user_version numbers the schema, for the
- * migrations of later versions.
+ * beside them are what the queries look things up by. user_version numbers the schema
+ * (migrateBrokerState brings an older file up to it).
  */
 export const BROKER_STATE_SCHEMA = `
-PRAGMA user_version = 1;
 CREATE TABLE IF NOT EXISTS retained (
   topic TEXT PRIMARY KEY,
   payload BLOB,
   meta TEXT NOT NULL,
-  expires_at INTEGER
+  expires_at INTEGER,
+  owner TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS retained_expiry ON retained (expires_at) WHERE expires_at IS NOT NULL;
 
@@ -26,25 +26,45 @@ CREATE TABLE IF NOT EXISTS subscriptions (
   PRIMARY KEY (client_id, topic)
 ) WITHOUT ROWID;
 
--- Messages queued for persistent sessions, in seq order per client. message_id is the packet id
--- once the message was numbered for sending; a QoS 2 message whose PUBREC came is its PUBREL.
-CREATE TABLE IF NOT EXISTS outgoing (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  client_id TEXT NOT NULL,
+-- A QoS 1 or 2 message queued for persistent sessions, stored once however many sessions it is
+-- queued for (a publish to 100 offline sessions is one row here and 100 small rows in queue).
+-- copies: the queue rows of it left; the last one removed removes it (trigger queue_copy_removed).
+CREATE TABLE IF NOT EXISTS queued_messages (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   broker_id TEXT,
   broker_counter INTEGER,
-  message_id INTEGER,
-  expires_at INTEGER,
+  copies INTEGER NOT NULL,
   payload BLOB,
   meta TEXT NOT NULL
 );
--- A message queued for many sessions is as many rows with the same broker counter: keyed by the
--- counter first, they sit side by side in that index. Only numbered copies (sent, awaiting their
--- PUBACK) are in the packet id index. Both keep a commit's pages few.
-CREATE INDEX IF NOT EXISTS outgoing_client ON outgoing (client_id, seq);
-CREATE INDEX IF NOT EXISTS outgoing_counter ON outgoing (broker_counter, client_id);
-CREATE INDEX IF NOT EXISTS outgoing_message ON outgoing (client_id, message_id) WHERE message_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS outgoing_expiry ON outgoing (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS queued_messages_counter ON queued_messages (broker_counter);
+
+-- Each session's copies, in queue order: seq is the id of the queued message. message_id is the
+-- packet id once the copy was numbered for sending. A copy replaced by another packet (its
+-- PUBREL after PUBREC; a copy numbered by another broker) has that packet in payload and meta
+-- (NULL otherwise: the queued message's), with its broker id and counter. bytes: payload bytes
+-- (for mqtt.limits.queuedBytesPerSession).
+CREATE TABLE IF NOT EXISTS queue (
+  client_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  message_id INTEGER,
+  bytes INTEGER NOT NULL,
+  expires_at INTEGER,
+  own_broker_id TEXT,
+  own_broker_counter INTEGER,
+  payload BLOB,
+  meta TEXT,
+  PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+-- Only numbered copies (sent, awaiting their PUBACK), replaced ones and ones with an MQTT 5
+-- expiry are indexed beyond the key: a copy queued for an offline session is one B-tree entry.
+CREATE INDEX IF NOT EXISTS queue_message_id ON queue (client_id, message_id) WHERE message_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS queue_replaced ON queue (client_id, own_broker_counter) WHERE meta IS NOT NULL;
+CREATE INDEX IF NOT EXISTS queue_expiry ON queue (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TRIGGER IF NOT EXISTS queue_copy_removed AFTER DELETE ON queue BEGIN
+  UPDATE queued_messages SET copies = copies - 1 WHERE id = OLD.seq;
+  DELETE FROM queued_messages WHERE id = OLD.seq AND copies <= 0;
+END;
 
 -- QoS 2 messages received and answered with PUBREC, until their PUBREL.
 CREATE TABLE IF NOT EXISTS incoming (
@@ -78,3 +98,83 @@ CREATE TABLE IF NOT EXISTS sessions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at) WHERE expires_at IS NOT NULL;
 `;
+
+/** The schema version BROKER_STATE_SCHEMA and USAGE_SCHEMA make. */
+export const BROKER_STATE_VERSION = 2;
+
+/**
+ * What the limits on retained messages (`mqtt.limits`) read: the retained messages and bytes of
+ * each publishing client and of the whole gateway, kept by triggers in the same transaction as
+ * the rows they count, so that they are exact after a crash and after `ferry retained purge`
+ * changed the file. Bytes are payload bytes. (A session's queue is counted from its rows when
+ * needed: see outgoing-queue.ts.)
+ */
+export const USAGE_SCHEMA = `
+CREATE TABLE IF NOT EXISTS retained_total (
+  id INTEGER PRIMARY KEY CHECK (id = 0),
+  messages INTEGER NOT NULL,
+  bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retained_usage (
+  owner TEXT PRIMARY KEY,
+  messages INTEGER NOT NULL,
+  bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS retained_added AFTER INSERT ON retained BEGIN
+  UPDATE retained_total SET messages = messages + 1, bytes = bytes + coalesce(octet_length(NEW.payload), 0);
+  INSERT INTO retained_usage (owner, messages, bytes) SELECT NEW.owner, 1, coalesce(octet_length(NEW.payload), 0) WHERE NEW.owner IS NOT NULL
+    ON CONFLICT (owner) DO UPDATE SET messages = messages + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS retained_removed AFTER DELETE ON retained BEGIN
+  UPDATE retained_total SET messages = messages - 1, bytes = bytes - coalesce(octet_length(OLD.payload), 0);
+  UPDATE retained_usage SET messages = messages - 1, bytes = bytes - coalesce(octet_length(OLD.payload), 0) WHERE owner = OLD.owner;
+  DELETE FROM retained_usage WHERE owner = OLD.owner AND messages <= 0;
+END;
+CREATE TRIGGER IF NOT EXISTS retained_replaced AFTER UPDATE OF payload, owner ON retained BEGIN
+  UPDATE retained_total SET bytes = bytes - coalesce(octet_length(OLD.payload), 0) + coalesce(octet_length(NEW.payload), 0);
+  UPDATE retained_usage SET messages = messages - 1, bytes = bytes - coalesce(octet_length(OLD.payload), 0) WHERE owner = OLD.owner;
+  DELETE FROM retained_usage WHERE owner = OLD.owner AND messages <= 0;
+  INSERT INTO retained_usage (owner, messages, bytes) SELECT NEW.owner, 1, coalesce(octet_length(NEW.payload), 0) WHERE NEW.owner IS NOT NULL
+    ON CONFLICT (owner) DO UPDATE SET messages = messages + 1, bytes = bytes + excluded.bytes;
+END;
+
+`;
+
+/** The part of better-sqlite3's Database that the migration uses. */
+interface MigratedDatabase {
+  exec(sql: string): unknown;
+  pragma(sql: string, options: { simple: true }): unknown;
+  prepare(sql: string): { all(): unknown[] };
+  transaction<T>(f: () => T): () => T;
+}
+
+/**
+ * Creates the broker state's tables, or brings a file of an older version up to date: version 1
+ * had no owner of retained messages (they count against no client, and against the gateway's
+ * totals), no usage counts (counted once from the rows), and a full copy of a queued message
+ * per session in `outgoing` (each becomes a message of its own with one copy).
+ */
+export function migrateBrokerState(db: MigratedDatabase): void {
+  db.transaction(() => {
+    db.exec(BROKER_STATE_SCHEMA);
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version >= BROKER_STATE_VERSION) return;
+    const columns = db.prepare('PRAGMA table_info(retained)').all() as { name: string }[];
+    if (!columns.some((c) => c.name === 'owner')) db.exec('ALTER TABLE retained ADD COLUMN owner TEXT');
+    db.exec(USAGE_SCHEMA);
+    db.exec(`
+      DELETE FROM retained_total; DELETE FROM retained_usage;
+      INSERT INTO retained_total (id, messages, bytes) SELECT 0, count(*), coalesce(sum(octet_length(payload)), 0) FROM retained;
+      INSERT INTO retained_usage (owner, messages, bytes) SELECT owner, count(*), coalesce(sum(octet_length(payload)), 0) FROM retained WHERE owner IS NOT NULL GROUP BY owner;
+    `);
+    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'outgoing'").all();
+    if (tables.length > 0) {
+      db.exec(`
+        INSERT INTO queued_messages (id, broker_id, broker_counter, copies, payload, meta) SELECT seq, broker_id, broker_counter, 1, payload, meta FROM outgoing;
+        INSERT INTO queue (client_id, seq, message_id, bytes, expires_at) SELECT client_id, seq, message_id, coalesce(octet_length(payload), 0), expires_at FROM outgoing;
+        DROP TABLE outgoing;
+      `);
+    }
+    db.exec(`PRAGMA user_version = ${BROKER_STATE_VERSION}`);
+  })();
+}

@@ -20,6 +20,8 @@ export interface SessionClient {
   readonly clean: boolean;
   /** Seconds the session outlives its connection; 0xFFFFFFFF for never. */
   readonly sessionExpiryInterval: number;
+  /** The MQTT protocol level: 5 for MQTT 5, 4 for 3.1.1, 3 for 3.1. */
+  readonly version?: number | undefined;
 }
 
 /** What the session records need from the persistence and the broker around them. */
@@ -36,6 +38,12 @@ export interface SessionHooks {
   sessionExpired(clientId: string): void;
   /** Acting on a deadline failed (the database could not be read or written); tried again later. */
   failed(error: Error): void;
+  /**
+   * Seconds an MQTT 3.1.1 persistent session is kept after its client disconnected (aedes times
+   * only MQTT 5 sessions: these are timed here, in this run and across restarts); also given,
+   * at startup, to a saved session stored without an expiry (by an earlier version).
+   */
+  readonly legacyExpirySeconds?: number | undefined;
 }
 
 /**
@@ -50,7 +58,10 @@ export interface SessionHooks {
 export class SessionRecords {
   readonly #commit: GroupCommit;
   readonly #hooks: SessionHooks;
-  readonly #statements: Record<'owner' | 'saveOwner' | 'exists' | 'opened' | 'closed' | 'delete' | 'dueWills' | 'dropDueWill' | 'expired' | 'next', Database.Statement>;
+  readonly #statements: Record<
+    'owner' | 'saveOwner' | 'exists' | 'opened' | 'closed' | 'closedLegacy' | 'delete' | 'dueWills' | 'dropDueWill' | 'expired' | 'next',
+    Database.Statement
+  >;
   readonly #db: Database.Database;
   readonly #publishing = new Set<string>();
   /** Carried-over wills handled already, whose removal from disk failed: not published twice. */
@@ -71,6 +82,7 @@ export class SessionRecords {
          ON CONFLICT (client_id) DO UPDATE SET expiry_seconds = excluded.expiry_seconds, disconnected_at = NULL, expires_at = NULL`,
       ),
       closed: db.prepare('UPDATE sessions SET disconnected_at = ?, expiry_seconds = ? WHERE client_id = ?'),
+      closedLegacy: db.prepare('UPDATE sessions SET disconnected_at = ?, expiry_seconds = ?, expires_at = ? WHERE client_id = ?'),
       delete: db.prepare('DELETE FROM sessions WHERE client_id = ?'),
       dueWills: db.prepare('SELECT client_id, payload, meta FROM wills WHERE due_at <= ? ORDER BY due_at LIMIT ?'),
       dropDueWill: db.prepare('DELETE FROM wills WHERE client_id = ? AND due_at IS NOT NULL'),
@@ -96,7 +108,7 @@ export class SessionRecords {
       this.#forget(client.id);
       return;
     }
-    this.#commit.eager(() => this.#statements.opened.run(client.id, expirySeconds(client)));
+    this.#commit.eager(() => this.#statements.opened.run(client.id, this.#expirySeconds(client)));
   }
 
   /**
@@ -104,8 +116,27 @@ export class SessionRecords {
    * Expiry Interval the client has now (an MQTT 5 DISCONNECT may change it; 0 ends the session).
    */
   closed(client: SessionClient, now: number): void {
-    if (client.clean || client.sessionExpiryInterval === 0) this.#forget(client.id);
-    else this.#commit.eager(() => this.#statements.closed.run(now, expirySeconds(client), client.id));
+    if (client.clean || client.sessionExpiryInterval === 0) {
+      this.#forget(client.id);
+      return;
+    }
+    const legacy = this.#legacy(client);
+    if (legacy === undefined) {
+      this.#commit.eager(() => this.#statements.closed.run(now, expirySeconds(client), client.id));
+      return;
+    }
+    this.#commit.eager(() => this.#statements.closedLegacy.run(now, legacy, now + legacy * 1000, client.id));
+    // The timer may be set for a later deadline, or for none.
+    if (!this.#publishing.size && this.#handled.size === 0) this.#arm(now);
+  }
+
+  /** The expiry of an MQTT 3.1.1 session when such sessions are timed here; undefined for an MQTT 5 one. */
+  #legacy(client: SessionClient): number | undefined {
+    return client.version === 5 ? undefined : this.#hooks.legacyExpirySeconds;
+  }
+
+  #expirySeconds(client: SessionClient): number | null {
+    return this.#legacy(client) ?? expirySeconds(client);
   }
 
   /** aedes' `sessionExpired`, or a carried-over session's expiry: the record goes. */
@@ -121,6 +152,8 @@ export class SessionRecords {
     const counts = await this.#commit.durable(() => {
       // A session whose connection the previous run still had ended with that run.
       this.#db.prepare('UPDATE sessions SET disconnected_at = ? WHERE disconnected_at IS NULL').run(now);
+      const legacy = this.#hooks.legacyExpirySeconds;
+      if (legacy !== undefined) this.#db.prepare('UPDATE sessions SET expiry_seconds = ? WHERE expiry_seconds IS NULL').run(legacy);
       const expiring = this.#db.prepare('UPDATE sessions SET expires_at = disconnected_at + expiry_seconds * 1000 WHERE expiry_seconds IS NOT NULL').run().changes;
       const sessions = (this.#db.prepare('SELECT count(*) AS n FROM sessions').get() as { n: number }).n;
       const wills = this.#db

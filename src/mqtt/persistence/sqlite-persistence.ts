@@ -4,19 +4,22 @@ import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { Counters } from '../../core/component.ts';
 import type { Synchronous } from '../../sqlite/connection.ts';
+import { type BrokerStateLimits, type StateLimit, type StateRefusals, payloadLength } from '../state-limits.ts';
 import { aedesInternals } from '../aedes-internals.ts';
 import { GroupCommit } from './group-commit.ts';
 import type { ClientRef, SubscriptionRecord, TopicSubscription } from './memory-parts.ts';
-import { OutgoingQueue } from './outgoing-queue.ts';
+import { OutgoingQueue, type QueueCap } from './outgoing-queue.ts';
 import type { StoredPacket } from './packet-codec.ts';
 import { RetainedStore } from './retained-store.ts';
-import { BROKER_STATE_SCHEMA } from './schema.ts';
+import { migrateBrokerState } from './schema.ts';
 import { SessionPackets } from './session-packets.ts';
 import { SessionRecords } from './session-records.ts';
 import { SubscriptionStore } from './subscription-store.ts';
 
 /** How often messages past their MQTT 5 Message Expiry Interval are removed from disk. */
 const EXPIRY_SWEEP_MS = 60_000;
+/** How often the file is checked for changes another process made (`ferry sessions purge`), besides before each restore and each QoS 1 or 2 publish. */
+const OUTSIDE_CHANGE_MS = 1000;
 
 /** The broker as aedes hands it to `setup` (in aedes-persistence's own tests, a stand-in). */
 interface PersistenceBroker {
@@ -31,6 +34,10 @@ export interface SqlitePersistenceOptions {
    * only to publish the wills of an earlier run, which would be refused then too.
    */
   readonly willAllowed?: (client: Client, will: StoredPacket) => boolean;
+  /** Bounds on queues, retained messages and MQTT 3.1.1 sessions; none when absent (aedes-persistence's own tests). */
+  readonly limits?: BrokerStateLimits | undefined;
+  /** Where a message not queued for a session over its limit is counted and logged. */
+  readonly refusals?: StateRefusals | undefined;
 }
 
 /**
@@ -53,15 +60,25 @@ export class SqlitePersistence {
   readonly #sessions: SessionRecords;
   readonly #subscriptions: SubscriptionStore;
   readonly #packets: SessionPackets;
+  readonly #queueCap: QueueCap | undefined;
   #broker: PersistenceBroker | undefined;
   #aedes: Aedes | undefined;
   #sweep: NodeJS.Timeout | undefined;
+  #outsideChanges: NodeJS.Timeout | undefined;
+  readonly #dataVersion: Database.Statement;
+  #seenVersion: unknown;
   #destroyed = false;
 
   constructor(db: Database.Database, options: SqlitePersistenceOptions) {
     this.#db = db;
     this.#options = options;
-    db.exec(BROKER_STATE_SCHEMA);
+    migrateBrokerState(db);
+    // Each write runs in a savepoint (group-commit.ts): SQLite copies every page a savepoint
+    // first changes to a sub-journal, a temporary file unless this; in memory it halved the
+    // cost of a publish queued for 100 offline sessions.
+    db.pragma('temp_store = MEMORY');
+    this.#dataVersion = db.prepare('PRAGMA data_version').pluck();
+    this.#seenVersion = this.#dataVersion.get();
     this.#commit = new GroupCommit(db, synchronousOf(db), (error) => this.#lost(error));
     this.#retained = new RetainedStore(db, this.#commit);
     this.#outgoing = new OutgoingQueue(db, this.#commit);
@@ -74,10 +91,21 @@ export class SqlitePersistence {
       willDone: (clientId, error) => this.#willDone(clientId, error),
       sessionExpired: (clientId) => {
         this.#options.counters.count('mqtt.sessions.expired');
-        this.#options.logger.info({ clientId }, 'saved session expired (its Session Expiry Interval passed since before the restart)');
+        this.#options.logger.info({ clientId }, 'saved session expired: its client stayed away longer than its session expiry');
       },
       failed: (error) => this.#failed(error, 'acting on saved sessions and wills of the previous run failed; trying again'),
+      legacyExpirySeconds: options.limits?.sessionExpirySeconds,
     });
+    const limits = options.limits;
+    this.#queueCap =
+      limits === undefined
+        ? undefined
+        : {
+            queuedPerSession: limits.queuedPerSession,
+            queuedBytesPerSession: limits.queuedBytesPerSession,
+            connected: (clientId) => this.#connected(clientId),
+            refused: (clientId, limit) => this.#refused(clientId, limit, 'a message was not queued for this offline session (dropped for it alone)'),
+          };
   }
 
   /** The broker given to `setup`. */
@@ -124,10 +152,24 @@ export class SqlitePersistence {
     );
     this.#sweep = setInterval(() => this.#expireMessages(), EXPIRY_SWEEP_MS);
     this.#sweep.unref();
+    this.#outsideChanges = setInterval(() => this.#followOutsideChanges(), OUTSIDE_CHANGE_MS);
+    this.#outsideChanges.unref();
   }
 
+  /** aedes (as patched) sets the publishing client's id on the packet: the message counts in its usage. */
   storeRetained(packet: StoredPacket): Promise<void> {
-    return this.#retained.store(packet);
+    return this.#retained.store(packet, typeof packet['clientId'] === 'string' ? packet['clientId'] : null);
+  }
+
+  /**
+   * The limit that storing this retained message for the client would go past (as the state is
+   * now; publishes in flight at the same time may pass it by a few), or undefined.
+   */
+  retainedRefusal(clientId: string, topic: string, payload: unknown): StateLimit | undefined {
+    const limits = this.#options.limits;
+    const bytes = payloadLength(payload);
+    if (limits === undefined || bytes === 0) return undefined;
+    return this.#retained.wouldExceed(clientId, topic, bytes, limits);
   }
 
   createRetainedStreamCombi(patterns: readonly string[]): Readable {
@@ -146,7 +188,9 @@ export class SqlitePersistence {
     return this.#subscriptions.remove(client, topics);
   }
 
+  /** aedes restores a session from this: a purge by another process is looked for first. */
   subscriptionsByClient(client: ClientRef): Promise<SubscriptionRecord[]> {
+    this.#followOutsideChanges();
     return this.#subscriptions.byClient(client);
   }
 
@@ -154,7 +198,9 @@ export class SqlitePersistence {
     return this.#subscriptions.count();
   }
 
+  /** aedes queues a QoS 1 or 2 message for the sessions this returns: a purge by another process is looked for first (one cheap PRAGMA). */
   subscriptionsByTopic(topic: string): Promise<TopicSubscription[]> {
+    this.#followOutsideChanges();
     return this.#subscriptions.byTopic(topic);
   }
 
@@ -163,13 +209,14 @@ export class SqlitePersistence {
   }
 
   outgoingEnqueue(sub: { readonly clientId: string }, packet: StoredPacket): Promise<void> {
-    return this.#outgoing.enqueue([sub.clientId], packet);
+    return this.#outgoing.enqueue([sub.clientId], packet, this.#queueCap);
   }
 
   outgoingEnqueueCombi(subs: readonly { readonly clientId: string }[], packet: StoredPacket): Promise<void> {
     return this.#outgoing.enqueue(
       subs.map((s) => s.clientId),
       packet,
+      this.#queueCap,
     );
   }
 
@@ -231,11 +278,35 @@ export class SqlitePersistence {
     if (this.#destroyed) return;
     this.#destroyed = true;
     clearInterval(this.#sweep);
+    clearInterval(this.#outsideChanges);
     this.#sessions.close();
     // The last writes of connections aedes just closed (a will's removal) come in this turn.
     await new Promise((resolve) => setImmediate(resolve));
     this.#commit.close();
     this.#db.close();
+  }
+
+  #refused(clientId: string, limit: StateLimit, what: string): void {
+    const value = this.#options.limits?.[limit] ?? 0;
+    if (this.#options.refusals !== undefined) this.#options.refusals.refused(clientId, limit, value, what);
+    else this.#options.counters.count('mqtt.state.refused', { limit });
+  }
+
+  /**
+   * Another process committed to the file (`ferry sessions purge`; SQLite's data_version moves
+   * only for other connections' commits): the subscriptions held in memory are read again.
+   */
+  #followOutsideChanges(): void {
+    if (this.#destroyed) return;
+    try {
+      const version = this.#dataVersion.get();
+      if (version === this.#seenVersion) return;
+      this.#seenVersion = version;
+      this.#subscriptions.load();
+      this.#outgoing.recount();
+    } catch (error) {
+      this.#failed(error, 'reading the subscriptions again after another process changed the file failed');
+    }
   }
 
   #connected(clientId: string): boolean {
@@ -284,6 +355,7 @@ export class SqlitePersistence {
   #lost(error: Error): void {
     this.#options.counters.count('mqtt.state.write_failures');
     this.#options.logger.error({ err: error }, 'broker state: a transaction failed and was rolled back; the clients waiting for it get errors');
+    this.#outgoing.recount();
     try {
       this.#subscriptions.load();
     } catch (reload) {

@@ -120,11 +120,23 @@ export const mqttMetrics = [
     help: "Subscriptions restored from a saved session that the client's current ACL no longer allows, dropped from the session.",
   },
   {
+    name: 'mqtt.state.refused',
+    type: 'counter',
+    unit: 'refusals',
+    labels: {
+      limit: {
+        meaning: 'the `mqtt.limits` setting that refused',
+        values: ['subscriptionsPerClient', 'retainedPerClient', 'retainedBytesPerClient', 'retainedMessages', 'retainedBytes', 'queuedPerSession', 'queuedBytesPerSession'],
+      },
+    },
+    help: 'Subscriptions, retained messages and queued messages the embedded broker refused to keep because a limit on broker state (`mqtt.limits`) was reached: a SUBACK failure, a PUBACK 0x97 (or, MQTT 3.1.1, a message not retained), or a message not queued for an offline session.',
+  },
+  {
     name: 'mqtt.sessions.expired',
     type: 'counter',
     unit: 'sessions',
     labels: {},
-    help: 'Saved MQTT 5 sessions removed because their Session Expiry Interval passed after their connection ended (before a restart or across one).',
+    help: 'Saved sessions removed because their expiry passed after their connection ended (MQTT 5: the Session Expiry Interval; MQTT 3.1.1: `mqtt.limits.sessionExpirySeconds`), before a restart or across one.',
   },
   {
     name: 'mqtt.wills.carried_over',

@@ -74,7 +74,7 @@ test('ferry validate points at an unknown profile, a profile without payloadSche
     /^bridges\/a\.yaml:9:15: transform\[4\]\.validate: give exactly one of `profile` \(a device profile name\) or `schema` \(a JSON Schema file\)$/,
     /^bridges\/a\.yaml:10:11: transform\[5\]\.keep: Too small/,
     /^bridges\/a\.yaml:11:13: transform\[6\]\.decode: the only payload format is `json`$/,
-    /^bridges\/a\.yaml:12:5: transform\[7\]: unknown kind 'rename' \(expected exactly one of: decode, keep, drop, validate\)$/,
+    /^bridges\/a\.yaml:12:5: transform\[7\]: unknown kind 'rename' \(expected exactly one of: decode, keep, drop, validate, lookup\)$/,
     /^devices\/missing\.yaml:2:16: payloadSchema: no such file: .*devices\/nowhere\.json$/,
   ];
   assert.equal(got.length, expected.length, got.join('\n'));

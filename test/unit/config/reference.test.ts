@@ -37,6 +37,7 @@ test('each kind has an example with its required settings', () => {
   assert.deepEqual(transforms.find((t) => t.kind === 'decode')?.example, { decode: 'json' });
   assert.deepEqual(
     transforms.map((t) => t.kind),
-    ['decode', 'keep', 'drop', 'validate'],
+    ['decode', 'keep', 'drop', 'validate', 'lookup'],
   );
+  assert.deepEqual(transforms.find((t) => t.kind === 'lookup')?.example, { lookup: { key: 'site:${1}', field: 'site' } });
 });

@@ -1,0 +1,165 @@
+import { FerryError } from '../core/errors.ts';
+import { type RedisConnectionSettings, redactRedisUrl } from './connection-config.ts';
+
+/** The part of ioredis' Redis that Ferry calls. */
+export interface IoRedisClient {
+  readonly status: string;
+  get(key: string): Promise<string | null>;
+  set(key: string, value: string, ...args: (string | number)[]): Promise<string | null>;
+  del(...keys: string[]): Promise<number>;
+  exists(...keys: string[]): Promise<number>;
+  incrby(key: string, by: number): Promise<number>;
+  pexpire(key: string, ms: number): Promise<number>;
+  pttl(key: string): Promise<number>;
+  mget(...keys: string[]): Promise<(string | null)[]>;
+  hget(key: string, field: string): Promise<string | null>;
+  hset(key: string, values: Record<string, string>): Promise<number>;
+  hgetall(key: string): Promise<Record<string, string>>;
+  hdel(key: string, ...fields: string[]): Promise<number>;
+  pipeline(): { hget(key: string, field: string): unknown; exec(): Promise<[Error | null, unknown][] | null> };
+  evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+  eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+  on(event: 'ready' | 'error' | 'end' | 'close', listener: (...args: unknown[]) => void): unknown;
+  disconnect(): void;
+}
+
+export type IoRedisFactory = (settings: RedisConnectionSettings) => IoRedisClient | Promise<IoRedisClient>;
+
+/** ioredis, loaded on first use so that a gateway without Redis does not pay for it. */
+const ioredis: IoRedisFactory = async (settings) => {
+  const { Redis } = await import('ioredis');
+  return new Redis(settings.url, {
+    commandTimeout: settings.commandTimeoutMs,
+    connectTimeout: settings.connectTimeoutMs,
+    // offline: fail drops what waits for a connection at the first failed attempt (the first
+    // connection included); offline: wait keeps it, bounded by commandTimeout.
+    maxRetriesPerRequest: settings.offline === 'fail' ? 0 : null,
+    retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
+    // Names this process's connections in CLIENT LIST.
+    connectionName: `ferry-${process.pid}`,
+  }) as unknown as IoRedisClient;
+};
+
+/**
+ * One Redis client, opened on first use. `run` applies the connection's offline behaviour:
+ * while the first connection is being made, commands wait for it (bounded by the command
+ * timeout); after that, with `offline: fail`, a command while the connection is down fails at
+ * once with an UPSTREAM_UNAVAILABLE FerryError, and with `offline: wait` it waits for the
+ * reconnection up to the command timeout.
+ */
+export class RedisConnection {
+  readonly settings: RedisConnectionSettings;
+  readonly #factory: IoRedisFactory;
+  #client: Promise<IoRedisClient> | undefined;
+  /** Set once the first connection attempt finished, either way. */
+  #settled = false;
+  #lastError: unknown;
+  #closed = false;
+
+  constructor(settings: RedisConnectionSettings, factory: IoRedisFactory = ioredis) {
+    this.settings = settings;
+    this.#factory = factory;
+  }
+
+  /** The URL without its password. */
+  get target(): string {
+    return redactRedisUrl(this.settings.url);
+  }
+
+  /** Runs `command` on the client, or fails at once when the connection is down and `offline` is `fail`. */
+  async run<T>(command: (client: IoRedisClient) => Promise<T>): Promise<T> {
+    if (this.#closed) throw new FerryError('SHUTDOWN', `Redis ${this.target}: connection closed`);
+    const client = await this.#open();
+    if (client.status !== 'ready' && this.#settled && this.settings.offline === 'fail') {
+      const reason = this.#lastError instanceof Error ? `: ${this.#lastError.message}` : '';
+      throw new FerryError('UPSTREAM_UNAVAILABLE', `Redis ${this.target} is unreachable (${client.status})${reason}`, { retryable: true });
+    }
+    try {
+      return await command(client);
+    } catch (error) {
+      // A reply error (WRONGTYPE, a script error) is the command's fault; anything else (a
+      // timeout, the connection lost with the command in flight) means Redis was not there.
+      if ((error as Error | undefined)?.name === 'ReplyError' || error instanceof FerryError) throw error;
+      throw new FerryError('UPSTREAM_UNAVAILABLE', `Redis ${this.target} is unreachable: ${(error as Error).message}`, { retryable: true, cause: error });
+    }
+  }
+
+  #open(): Promise<IoRedisClient> {
+    this.#client ??= Promise.resolve(this.#factory(this.settings)).then((client) => {
+      client.on('ready', () => {
+        this.#settled = true;
+        this.#lastError = undefined;
+      });
+      // Reported by the commands that fail; without a listener ioredis would log each attempt.
+      client.on('error', (error) => {
+        this.#settled = true;
+        this.#lastError = error;
+      });
+      client.on('close', () => {
+        this.#settled = true;
+      });
+      if (this.#closed) client.disconnect();
+      return client;
+    });
+    return this.#client;
+  }
+
+  close(): void {
+    this.#closed = true;
+    void this.#client?.then((client) => client.disconnect()).catch(() => {});
+  }
+}
+
+/** A share of a connection: `release` gives it back once; the last share closes it. */
+export interface RedisLease {
+  readonly connection: RedisConnection;
+  release(): void;
+}
+
+/**
+ * The process's Redis clients, one per distinct connection settings, shared by every rate
+ * limit, lookup step and handler naming the same, and closed when the last of them lets go
+ * (a shutdown, or a reload that drops the last bridge using it).
+ */
+export class RedisClients {
+  readonly #factory: IoRedisFactory;
+  readonly #entries = new Map<string, { users: number; readonly connection: RedisConnection }>();
+
+  constructor(factory: IoRedisFactory = ioredis) {
+    this.#factory = factory;
+  }
+
+  /** Clients open now (for tests and status). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  acquire(settings: RedisConnectionSettings): RedisLease {
+    const key = JSON.stringify([settings.url, settings.commandTimeoutMs, settings.connectTimeoutMs, settings.offline]);
+    let entry = this.#entries.get(key);
+    if (entry === undefined) {
+      entry = { users: 0, connection: new RedisConnection(settings, this.#factory) };
+      this.#entries.set(key, entry);
+    }
+    const held = entry;
+    held.users += 1;
+    let released = false;
+    return {
+      connection: held.connection,
+      release: () => {
+        if (released) return;
+        released = true;
+        held.users -= 1;
+        if (held.users > 0) return;
+        if (this.#entries.get(key) === held) this.#entries.delete(key);
+        held.connection.close();
+      },
+    };
+  }
+}
+
+/**
+ * The clients of this process. Module state, as the Postgres pools are: sharing connections
+ * between bridges is what it is for, and an entry lives only while some component holds it.
+ */
+export const processRedisClients = new RedisClients();

@@ -1,0 +1,295 @@
+import { Observable, type Subscriber } from 'rxjs';
+import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
+import type { Delivery } from '../core/delivery.ts';
+import { createEnvelope } from '../core/envelope.ts';
+import { FerryError } from '../core/errors.ts';
+import { isJsonObject, splitPath } from '../core/json-fields.ts';
+import type { DeliveryOperator } from '../core/stream.ts';
+import type { TransformContext } from '../core/transform.ts';
+import { type RedisClients, type RedisLease, processRedisClients } from './clients.ts';
+import { isRedisUrl, resolveRedisReference } from './connection-config.ts';
+import type { LookupConfig } from './lookup-config.ts';
+
+export interface LookupOptions {
+  readonly bridge: string;
+  readonly config: LookupConfig;
+  readonly context: TransformContext;
+  /** The Redis key of a message (the rendered `key` template); throws when a field has no value. */
+  readonly keyOf: (delivery: Delivery) => string;
+  readonly logger: Logger;
+  readonly counters: Counters;
+  readonly clients?: RedisClients;
+}
+
+/** After Redis failed, how long messages held (`onUnavailable: hold`) wait before it is tried again. */
+const RETRY_MS = 1000;
+
+/**
+ * The `lookup` transform step: writes the value Redis holds under a key made from the message
+ * into its JSON payload. Values (and misses) are cached locally for `cacheMs`. Messages pass
+ * on in the order they came: one whose value is cached passes at once when nothing waits
+ * before it; the others wait for one batched read (MGET, or pipelined HGETs) per event-loop
+ * turn, one read in flight at a time.
+ *
+ * Nothing is dropped: a message whose payload is not a JSON object, whose key cannot be
+ * rendered or (with `onMiss: reject`) has no value is refused through the context (dead
+ * letters). When Redis cannot be reached, `onUnavailable` decides: hold the messages
+ * unacknowledged and try again, pass them on without the field (counted), or refuse them.
+ */
+export function lookupStep(options: LookupOptions): DeliveryOperator {
+  return (source) =>
+    new Observable<Delivery>((subscriber) => {
+      const lookup = new Lookup(options, subscriber);
+      const subscription = source.subscribe({
+        next: (delivery) => lookup.add(delivery),
+        error: (error: unknown) => {
+          lookup.close();
+          subscriber.error(error);
+        },
+        complete: () => {
+          lookup.close();
+          subscriber.complete();
+        },
+      });
+      return () => {
+        subscription.unsubscribe();
+        lookup.close();
+      };
+    });
+}
+
+interface Entry {
+  readonly delivery: Delivery;
+  readonly payload: Record<string, unknown>;
+  readonly key: string;
+  /** The value read (null: no such key); undefined while not read. */
+  value?: string | null;
+}
+
+class Lookup {
+  readonly #options: LookupOptions;
+  readonly #out: Subscriber<Delivery>;
+  readonly #path: readonly string[];
+  readonly #cache = new Map<string, { readonly value: string | null; readonly expires: number }>();
+  readonly #waiting: Entry[] = [];
+  #busy = false;
+  #immediate: NodeJS.Immediate | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #blockedUntil = 0;
+  #outage = false;
+  #closed = false;
+  #lease: RedisLease | undefined;
+
+  constructor(options: LookupOptions, out: Subscriber<Delivery>) {
+    this.#options = options;
+    this.#out = out;
+    this.#path = splitPath(options.config.field);
+  }
+
+  add(delivery: Delivery): void {
+    const { context, config, counters, bridge } = this.#options;
+    const decoded = context.json(delivery.envelope);
+    if (!('value' in decoded)) {
+      context.reject(delivery, decoded.error, 'not_json');
+      return;
+    }
+    if (!isJsonObject(decoded.value)) {
+      context.reject(delivery, 'lookup needs a JSON object payload', 'not_object');
+      return;
+    }
+    let key: string;
+    try {
+      key = this.#options.keyOf(delivery);
+    } catch (error) {
+      context.reject(delivery, `lookup: key '${config.key}': ${(error as Error).message}`, 'failed');
+      return;
+    }
+    const entry: Entry = { delivery, payload: decoded.value, key };
+    const cached = this.#cached(key);
+    if (cached !== undefined) entry.value = cached.value;
+    if (this.#waiting.length === 0 && entry.value !== undefined) {
+      this.#emit(entry);
+      return;
+    }
+    if (this.#waiting.length >= config.maxWaiting) {
+      counters.count('lookup.overflow', { bridge });
+      delivery.nack(
+        new FerryError('MESSAGE_REJECTED', `lookup of bridge '${bridge}': ${config.maxWaiting} messages already waiting for Redis (maxWaiting)`, { bridge, retryable: true }),
+      );
+      return;
+    }
+    this.#waiting.push(entry);
+    this.#schedule();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#immediate !== undefined) clearImmediate(this.#immediate);
+    clearTimeout(this.#timer);
+    const stopping = new FerryError('SHUTDOWN', 'gateway stopping: message not stored');
+    for (const entry of this.#waiting.splice(0)) entry.delivery.nack(stopping);
+    this.#lease?.release();
+  }
+
+  #cached(key: string): { readonly value: string | null } | undefined {
+    const hit = this.#cache.get(key);
+    if (hit === undefined) return undefined;
+    if (hit.expires > Date.now()) return hit;
+    this.#cache.delete(key);
+    return undefined;
+  }
+
+  #remember(key: string, value: string | null, now: number): void {
+    const { cacheMs, cacheSize } = this.#options.config;
+    if (cacheMs === 0) return;
+    this.#cache.delete(key);
+    this.#cache.set(key, { value, expires: now + cacheMs });
+    // Map order is insertion order: the first entry is the oldest.
+    while (this.#cache.size > cacheSize) this.#cache.delete(this.#cache.keys().next().value as string);
+  }
+
+  #schedule(): void {
+    if (this.#busy || this.#closed || this.#immediate !== undefined || this.#timer !== undefined || this.#waiting.length === 0) return;
+    const wait = this.#blockedUntil - Date.now();
+    if (wait > 0) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#schedule();
+      }, wait);
+    } else {
+      this.#immediate = setImmediate(() => this.#round());
+    }
+  }
+
+  #round(): void {
+    this.#immediate = undefined;
+    this.#flush();
+    const keys = [...new Set(this.#waiting.filter((e) => e.value === undefined).map((e) => e.key))];
+    if (keys.length === 0) {
+      this.#schedule();
+      return;
+    }
+    this.#busy = true;
+    this.#read(keys).then(
+      (values) => {
+        this.#busy = false;
+        if (this.#closed) return;
+        this.#reachable();
+        const now = Date.now();
+        const read = new Map<string, string | null>();
+        keys.forEach((key, i) => {
+          const value = values[i] ?? null;
+          read.set(key, value);
+          this.#remember(key, value, now);
+        });
+        for (const entry of this.#waiting) if (entry.value === undefined && read.has(entry.key)) entry.value = read.get(entry.key) as string | null;
+        this.#flush();
+        this.#schedule();
+      },
+      (error: unknown) => {
+        this.#busy = false;
+        if (this.#closed) return;
+        this.#unavailable(error);
+        this.#schedule();
+      },
+    );
+  }
+
+  #read(keys: readonly string[]): Promise<(string | null)[]> {
+    const { config, bridge } = this.#options;
+    if (this.#lease === undefined) {
+      const settings = config.connection ?? (isRedisUrl(config.redis) ? resolveRedisReference(config.redis, {}) : undefined);
+      if (settings === undefined) return Promise.reject(new FerryError('CONFIG_INVALID', `lookup of bridge '${bridge}': no Redis connection named '${config.redis}'`, { bridge }));
+      this.#lease = (this.#options.clients ?? processRedisClients).acquire(settings);
+    }
+    const field = config.hashField;
+    return this.#lease.connection.run(async (client) => {
+      if (field === undefined) return client.mget(...keys);
+      const pipeline = client.pipeline();
+      for (const key of keys) pipeline.hget(key, field);
+      const replies = (await pipeline.exec()) ?? [];
+      return replies.map(([error, value]) => {
+        if (error !== null) throw error;
+        return (value as string | null) ?? null;
+      });
+    });
+  }
+
+  /** Passes on, in order, the messages at the head whose value is known. */
+  #flush(): void {
+    while (this.#waiting.length > 0 && (this.#waiting[0] as Entry).value !== undefined) this.#emit(this.#waiting.shift() as Entry);
+  }
+
+  #emit(entry: Entry): void {
+    const { config, context, counters, bridge } = this.#options;
+    const { value } = entry;
+    let written: unknown;
+    if (value === null || value === undefined) {
+      counters.count('lookup.misses', { bridge });
+      if (config.onMiss === 'reject') {
+        context.reject(entry.delivery, `lookup: no value in Redis for key '${entry.key}'`, 'failed');
+        return;
+      }
+      if (config.default === undefined) {
+        this.#out.next(entry.delivery);
+        return;
+      }
+      written = config.default;
+    } else {
+      counters.count('lookup.hits', { bridge });
+      if (config.as === 'json') {
+        try {
+          written = JSON.parse(value);
+        } catch (error) {
+          context.reject(entry.delivery, `lookup: the value of key '${entry.key}' is not JSON: ${(error as Error).message}`, 'failed');
+          return;
+        }
+      } else {
+        written = value;
+      }
+    }
+    const payload = setField(entry.payload, this.#path, written);
+    const { envelope } = entry.delivery;
+    this.#out.next(context.derive(entry.delivery, createEnvelope({ ...envelope, payload: Buffer.from(JSON.stringify(payload)) }), payload));
+  }
+
+  #unavailable(error: unknown): void {
+    const { config, context, counters, bridge, logger } = this.#options;
+    if (!this.#outage) {
+      this.#outage = true;
+      const what = { hold: 'holding messages unacknowledged until it is back', pass: 'storing messages without the field', reject: 'moving messages to the dead letters' };
+      logger.warn({ err: error, bridge }, `lookup: Redis unreachable; ${what[config.onUnavailable]} (onUnavailable: ${config.onUnavailable})`);
+    }
+    if (config.onUnavailable === 'hold') {
+      this.#blockedUntil = Date.now() + RETRY_MS;
+      return;
+    }
+    const reason = `lookup: Redis unavailable: ${error instanceof Error ? error.message : String(error)}`;
+    // Those waiting behind a known value go in order too: everything waiting is decided now.
+    for (const entry of this.#waiting.splice(0)) {
+      if (entry.value !== undefined) this.#emit(entry);
+      else if (config.onUnavailable === 'reject') context.reject(entry.delivery, reason, 'failed');
+      else {
+        counters.count('lookup.unavailable', { bridge });
+        this.#out.next(entry.delivery);
+      }
+    }
+  }
+
+  #reachable(): void {
+    if (!this.#outage) return;
+    this.#outage = false;
+    this.#blockedUntil = 0;
+    this.#options.logger.info({ bridge: this.#options.bridge }, 'lookup: Redis reachable again');
+  }
+}
+
+/** A copy of `object` with `value` at `path`; objects on the way are copied (or made). */
+function setField(object: Record<string, unknown>, path: readonly string[], value: unknown): Record<string, unknown> {
+  const [key, ...rest] = path as [string, ...string[]];
+  if (rest.length === 0) return { ...object, [key]: value };
+  const inner = object[key];
+  return { ...object, [key]: setField(isJsonObject(inner) ? inner : {}, rest, value) };
+}
