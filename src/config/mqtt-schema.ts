@@ -28,7 +28,7 @@ const maxConnections = (listener: string) =>
     .min(1)
     .optional()
     .meta({
-      description: `Most open sockets on the ${listener} at once; more are closed as they arrive and counted as \`mqtt.connections.refused{reason=listener_full}\`. No limit when absent.`,
+      description: `Most open sockets on the ${listener} at once; more are closed as they arrive and counted as \`mqtt.connections.refused{reason=listener_full}\`. When absent, derived from the process's open-file limit (RLIMIT_NOFILE, \`ulimit -n\`): (limit − max(256, limit/10)) / number of listeners, so that the listeners together leave room for the buffer, Kafka, Postgres and Redis.`,
       examples: [10000],
     });
 
@@ -204,7 +204,48 @@ export const mqttSettingsSchema = z
       .int()
       .min(100)
       .default(10_000)
-      .meta({ description: 'A socket that has not sent CONNECT within this time is closed.', examples: [10000] }),
+      .meta({
+        description:
+          'A socket that has not delivered a whole CONNECT within this time of being accepted is closed, whatever it is still doing (TLS handshake, WebSocket upgrade, a slow CONNECT), and counted as `mqtt.connections.refused{reason=connect_timeout}`.',
+        examples: [10000],
+      }),
+    maxSocketsPerAddress: z
+      .int()
+      .min(1)
+      .default(1000)
+      .meta({
+        description:
+          'Most sockets one source address may have open at once on all listeners together, counted from the moment they are accepted (before TLS, WebSocket or CONNECT); more are closed at once and counted as `mqtt.connections.refused{reason=too_many_sockets}`. Leave room for a whole site behind one NAT address.',
+        examples: [1000],
+      }),
+    refusals: z
+      .strictObject({
+        logIntervalMs: z
+          .int()
+          .min(100)
+          .default(60_000)
+          .meta({
+            description:
+              'Refusals (connections, subscriptions, publishes) are logged once per client or address and reason; further ones within this interval are counted and summed up in one line per interval.',
+            examples: [60000],
+          }),
+        disconnectAfter: z
+          .int()
+          .min(1)
+          .default(50)
+          .meta({
+            description:
+              'A connected client whose subscriptions or publishes are refused this many times within `windowMs` is disconnected (counted as `mqtt.connections.closed_refusals`).',
+            examples: [50],
+          }),
+        windowMs: z
+          .int()
+          .min(100)
+          .default(10_000)
+          .meta({ description: 'The window of `disconnectAfter`.', examples: [10000] }),
+      })
+      .prefault({})
+      .meta({ description: 'How refusals are logged, and when a client refused too often is disconnected, so that no client can flood the log.' }),
     maxConnectionsPerAddress: z
       .int()
       .min(1)

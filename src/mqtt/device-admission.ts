@@ -4,7 +4,8 @@ import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { type TopicLimits, invalidFilterWithin } from '../core/topic.ts';
 import { type Identity, maySubscribe } from './acl.ts';
-import { aedesInternals } from './aedes-internals.ts';
+import { aedesInternals, clientInternals } from './aedes-internals.ts';
+import type { ClientRefusals } from './client-refusals.ts';
 import type { DeviceAuthenticator, Refusal } from './auth.ts';
 import type { Connection } from './listeners.ts';
 import { SessionGuard } from './session-guard.ts';
@@ -19,6 +20,8 @@ export interface DeviceAdmissionOptions {
   readonly topicLimits: TopicLimits;
   /** Where sessions' owners are kept across restarts; in memory only when absent. */
   readonly savedOwners?: SavedOwners | undefined;
+  /** Where refusals are logged (rate-limited) and counted towards disconnecting their client. */
+  readonly refusals: ClientRefusals;
 }
 
 /** The MQTT 3.1.1 CONNACK return code for a refused login (aedes maps it to MQTT 5's reason code). */
@@ -58,7 +61,7 @@ export class DeviceAdmission {
   constructor(aedes: Aedes, options: DeviceAdmissionOptions) {
     this.#aedes = aedes;
     this.#options = options;
-    this.#sessions = new SessionGuard(aedes, options.logger, options.counters, options.savedOwners);
+    this.#sessions = new SessionGuard(aedes, options.logger, options.counters, options.savedOwners, options.refusals.log);
   }
 
   /** A new connection from a listener, before aedes reads it: what the listener knows of its peer. */
@@ -112,16 +115,22 @@ export class DeviceAdmission {
 
   /** aedes' authorizeSubscribe: a valid filter within the client's ACL. */
   maySubscribe(client: Client, filter: string): boolean {
+    const { counters, refusals } = this.#options;
     const invalid = invalidFilterWithin(filter, this.#options.topicLimits);
     if (invalid !== undefined) {
-      this.#options.counters.count('mqtt.subscribe.refused', { reason: 'invalid_filter' });
-      this.#options.logger.warn({ clientId: client.id, filter, reason: invalid }, 'subscription refused: invalid filter');
+      counters.count('mqtt.subscribe.refused', { reason: 'invalid_filter' });
+      refusals.refused(client, { reason: 'invalid_filter', message: 'subscription refused: invalid filter', detail: { filter: filter.slice(0, 200), detail: invalid } });
       return false;
     }
     const identity = this.#identities.get(client);
     if (this.#options.auth === undefined || (identity !== undefined && maySubscribe(identity, sharedFilter(filter)))) return true;
-    this.#options.counters.count('mqtt.subscribe.refused', { reason: 'acl' });
-    this.#options.logger.warn({ clientId: client.id, filter }, 'subscription refused by the ACL');
+    counters.count('mqtt.subscribe.refused', { reason: 'acl' });
+    // A subscription restored from the client's saved session (after its login, before its
+    // CONNACK) is not the client's doing: dropped from the session and logged by the
+    // SessionGuard, without counting towards a disconnect. SUBSCRIBEs sent right behind the
+    // CONNECT are handled during the login too: those count.
+    const restored = clientInternals(client).connecting && !client.clean && identity !== undefined;
+    if (!restored) refusals.refused(client, { reason: 'acl', message: 'subscription refused by the ACL', detail: { filter } });
     this.#sessions.refusedSubscription(client, filter);
     return false;
   }
@@ -138,8 +147,8 @@ export class DeviceAdmission {
 
   #refuse(client: Client, reason: Refusal, username?: string): void {
     this.#options.counters.count('mqtt.connections.refused', { reason });
-    // The password is never logged.
-    this.#options.logger.warn({ clientId: client.id, username, address: this.#address(client), reason }, 'connection refused');
+    // Logged per address (a refused client may change its id at will). The password is never logged.
+    this.#options.refusals.log.refused({ who: { address: this.#address(client) }, reason, message: 'connection refused', detail: { clientId: client.id, username } });
   }
 }
 

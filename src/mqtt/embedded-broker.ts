@@ -15,10 +15,15 @@ import { PublishIntake } from './publish-intake.ts';
 import { mayPublish } from './acl.ts';
 import { type BrokerStateSettings, openBrokerState } from './persistence/open.ts';
 import type { SqlitePersistence } from './persistence/sqlite-persistence.ts';
+import { DEFAULT_REFUSAL_LOG_INTERVAL_MS, RefusalLog } from './refusal-log.ts';
+import { ClientRefusals, DEFAULT_REFUSAL_LIMITS, type RefusalLimits } from './client-refusals.ts';
+import { SocketGate, type SocketRefusal } from './socket-gate.ts';
 import { type BrokerStateLimits, QUOTA_EXCEEDED, StateRefusals, SubscriptionCap } from './state-limits.ts';
 
 const DEFAULT_MAX_PACKET_BYTES = 256 * 1024;
 const DEFAULT_TOPIC_LIMITS: TopicLimits = { maxLength: 1024, maxLevels: 32 };
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_MAX_SOCKETS_PER_ADDRESS = 1000;
 
 export interface EmbeddedBrokerOptions {
   readonly host: string;
@@ -34,8 +39,12 @@ export interface EmbeddedBrokerOptions {
   readonly counters: Counters;
   /** Who may connect and what they may do; without it every client is let in with no limits. */
   readonly auth?: DeviceAuthenticator;
-  /** A socket that has not sent CONNECT within this time is closed. */
+  /** A socket that has not delivered a whole CONNECT within this time of its accept (TLS handshake and WebSocket upgrade included) is closed. */
   readonly connectTimeoutMs?: number;
+  /** Most sockets one address may have open on all listeners together, counted from accept. */
+  readonly maxSocketsPerAddress?: number;
+  /** How refusals are logged (first line, then a summary per interval) and when a client refused too often is disconnected. */
+  readonly refusals?: Partial<RefusalLimits> & { readonly logIntervalMs?: number };
   /** A subscriber that does not read its messages for this long is disconnected. */
   readonly drainTimeoutMs?: number;
   /** Largest MQTT packet a client may send; a larger one closes its connection before it is read. */
@@ -92,12 +101,16 @@ export class EmbeddedBroker {
   readonly #state: SqlitePersistence | undefined;
   readonly #refusals: StateRefusals;
   readonly #subscriptionCap: SubscriptionCap | undefined;
+  readonly #clientRefusals: ClientRefusals;
+  /** Ends, for each connection, the deadline its socket got at accept. */
+  readonly #connectArrivals = new WeakMap<object, () => void>();
 
-  private constructor(aedes: Aedes, options: EmbeddedBrokerOptions, state: SqlitePersistence | undefined, refusals: StateRefusals) {
+  private constructor(aedes: Aedes, options: EmbeddedBrokerOptions, state: SqlitePersistence | undefined, refusals: StateRefusals, clientRefusals: ClientRefusals) {
     this.#aedes = aedes;
     this.#options = options;
     this.#state = state;
     this.#refusals = refusals;
+    this.#clientRefusals = clientRefusals;
     if (options.limits !== undefined) {
       const cap = new SubscriptionCap(options.limits.subscriptionsPerClient);
       this.#subscriptionCap = cap;
@@ -105,7 +118,14 @@ export class EmbeddedBroker {
     }
     this.#commands = new CommandTracker(aedes);
     const topicLimits = options.topicLimits ?? DEFAULT_TOPIC_LIMITS;
-    const admission = new DeviceAdmission(aedes, { logger: options.logger, counters: options.counters, auth: options.auth, topicLimits, savedOwners: state?.owners });
+    const admission = new DeviceAdmission(aedes, {
+      logger: options.logger,
+      counters: options.counters,
+      auth: options.auth,
+      topicLimits,
+      savedOwners: state?.owners,
+      refusals: clientRefusals,
+    });
     this.#admission = admission;
     this.#intake = new PublishIntake(aedes, {
       logger: options.logger,
@@ -113,12 +133,24 @@ export class EmbeddedBroker {
       topicLimits,
       acl: options.auth !== undefined,
       identity: (client) => admission.identity(client),
+      refusals: clientRefusals,
     });
   }
 
   static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
     let broker: EmbeddedBroker | undefined;
     const self = () => broker as EmbeddedBroker;
+    const clientRefusals = new ClientRefusals(
+      new RefusalLog({ logger: options.logger, intervalMs: options.refusals?.logIntervalMs ?? DEFAULT_REFUSAL_LOG_INTERVAL_MS }),
+      options.counters,
+      { ...DEFAULT_REFUSAL_LIMITS, ...options.refusals },
+    );
+    const connectTimeout = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const gate = new SocketGate({
+      maxPerAddress: options.maxSocketsPerAddress ?? DEFAULT_MAX_SOCKETS_PER_ADDRESS,
+      connectTimeoutMs: connectTimeout,
+      onRefuse: (reason, address, protocol) => self().#refuseSocket(protocol, reason, address),
+    });
     const refusals = new StateRefusals(options.logger, options.counters);
     const state =
       options.state === undefined
@@ -132,7 +164,9 @@ export class EmbeddedBroker {
           });
     const aedes = await Aedes.createBroker({
       ...(state === undefined ? {} : { persistence: state }),
-      connectTimeout: options.connectTimeoutMs ?? 10_000,
+      // The socket gate's deadline runs from accept and usually ends first; aedes' own starts
+      // when it is handed the connection (after the TLS handshake or the WebSocket upgrade).
+      connectTimeout,
       // A subscriber whose socket stays full this long is disconnected: while aedes waits for
       // it to drain, delivery to every other subscriber of the same messages waits too.
       drainTimeout: options.drainTimeoutMs ?? 10_000,
@@ -142,7 +176,10 @@ export class EmbeddedBroker {
       topicAliasMaximum: options.topicAliasMaximum ?? 0,
       sessionExpiryIntervalLimit: options.maxSessionExpirySeconds ?? 0,
       keepaliveLimit: options.maxKeepAliveSeconds ?? 0,
-      preConnect: (client, packet, callback) => callback(null, self().#admission.admit(client, packet)),
+      preConnect: (client, packet, callback) => {
+        self().#connectArrived(client);
+        callback(null, self().#admission.admit(client, packet));
+      },
       authenticate: (client, username, password, done) => {
         self()
           .#admission.authenticate(client, username, password)
@@ -178,7 +215,7 @@ export class EmbeddedBroker {
       await state?.destroy();
       throw error;
     }
-    broker = new EmbeddedBroker(aedes, options, state, refusals);
+    broker = new EmbeddedBroker(aedes, options, state, refusals, clientRefusals);
     watchConnections(aedes, options.logger, options.counters);
     try {
       await state?.watch(aedes);
@@ -187,8 +224,11 @@ export class EmbeddedBroker {
       broker.#listeners = await openListeners(specs, (protocol) => ({
         onConnection: (connection) => self().#handle(connection),
         onRefuse: (reason, address) => self().#refuseSocket(protocol, reason, address),
+        gate,
       }));
-      for (const l of broker.#listeners) options.logger.info({ protocol: l.protocol, host: l.host, port: l.port }, `${l.protocol} listener on ${l.host}:${l.port}`);
+      for (const l of broker.#listeners) {
+        options.logger.info({ protocol: l.protocol, host: l.host, port: l.port, maxConnections: l.maxConnections }, `${l.protocol} listener on ${l.host}:${l.port}`);
+      }
     } catch (error) {
       await new Promise<void>((done) => aedes.close(() => done()));
       await state?.destroy();
@@ -247,24 +287,32 @@ export class EmbeddedBroker {
     this.#intake.close();
     await new Promise<void>((done) => this.#aedes.close(() => done()));
     await this.#state?.destroy();
+    this.#clientRefusals.log.close();
   }
 
   #handle(connection: Connection): void {
     const { stream, address: from } = connection;
     this.#admission.opened(connection);
+    this.#connectArrivals.set(stream, connection.connectArrived);
     const guarded = guardConnection(stream, {
       maxPacketBytes: this.#options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
       onRefuse: (reason, detail) => {
         this.#options.counters.count('mqtt.connections.refused', { reason });
-        this.#options.logger.warn({ address: from, reason, detail }, 'MQTT packet refused; connection closed');
+        this.#clientRefusals.log.refused({ who: { address: from }, reason, message: 'MQTT packet refused; connection closed', detail: { detail } });
       },
     });
     this.#aedes.handle(guarded, connection.request);
   }
 
-  #refuseSocket(protocol: string, reason: Refusal, address: string): void {
+  #connectArrived(client: Client): void {
+    this.#connectArrivals.get(client.conn)?.();
+    this.#connectArrivals.delete(client.conn);
+  }
+
+  #refuseSocket(protocol: string, reason: Refusal | SocketRefusal, address: string): void {
     this.#options.counters.count('mqtt.connections.refused', { reason });
-    this.#options.logger.warn({ protocol, address, reason }, 'connection refused');
+    const message = reason === 'connect_timeout' ? 'connection closed: no CONNECT within mqtt.connectTimeoutMs of its accept' : 'connection refused';
+    this.#clientRefusals.log.refused({ who: { address }, reason, message, detail: { protocol } });
   }
 
   /** The per-client subscription cap (`mqtt.limits.subscriptionsPerClient`); refusals are counted and logged here. */

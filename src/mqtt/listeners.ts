@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import { type TLSSocket, createServer as createTlsServer } from 'node:tls';
 import type { WebSocketServer } from 'ws';
 import { FerryError, wrapError } from '../core/errors.ts';
+import type { SocketGate } from './socket-gate.ts';
 
 export type ListenerProtocol = 'mqtt' | 'mqtts' | 'ws';
 
@@ -12,7 +13,7 @@ export interface ListenerOptions {
   readonly host: string;
   /** 0 picks a free port. */
   readonly port: number;
-  /** Most open sockets at once; more are destroyed as they arrive. No limit when absent. */
+  /** Most open sockets at once; more are destroyed as they arrive. No limit when absent (the broker's options give every listener one derived from the file limit). */
   readonly maxConnections?: number;
 }
 
@@ -41,6 +42,8 @@ export interface Connection {
   readonly request?: IncomingMessage;
   /** Subject CN of a client certificate verified against the listener's CA, when the listener takes identities from certificates. */
   readonly certName?: string;
+  /** To be called when the connection's CONNECT arrived: ends the deadline its socket got at accept. */
+  readonly connectArrived: () => void;
 }
 
 export type ListenerRefusal = 'listener_full' | 'bad_certificate';
@@ -52,6 +55,8 @@ export interface ListenerEvents {
    */
   onConnection(connection: Connection): void;
   onRefuse(reason: ListenerRefusal, address: string): void;
+  /** Counts sockets per address and bounds their time to CONNECT, from accept on (shared by all listeners of a broker). */
+  readonly gate: SocketGate;
 }
 
 const COMPONENT: Record<ListenerProtocol, string> = { mqtt: 'mqtt broker', mqtts: 'mqtt tls listener', ws: 'mqtt websocket listener' };
@@ -107,9 +112,16 @@ export class Listener {
   static async open(spec: ListenerSpec, events: ListenerEvents): Promise<Listener> {
     const { server, wss } = await createListenerServer(spec, events);
     const listener = new Listener(spec, server, wss);
+    // Runs after the TLS and HTTP servers' own 'connection' listeners, which only wrap the
+    // socket: nothing has been read from it yet.
+    const trusted = new Set(spec.protocol === 'ws' ? (spec.trustedProxies ?? []).map(plainAddress) : []);
     server.on('connection', (socket: Socket) => {
       listener.#open += 1;
       socket.once('close', () => (listener.#open -= 1));
+      const address = plainAddress(socket.remoteAddress ?? '');
+      // A trusted proxy's sockets are counted under the client it names, once the upgrade tells it.
+      if (!events.gate.accept(socket, address, spec.protocol, !trusted.has(address))) return;
+      if (spec.protocol === 'mqtt') events.onConnection({ stream: socket, address, connectArrived: () => events.gate.connected(socket) });
     });
     if (spec.maxConnections !== undefined) {
       // net.Server drops sockets beyond maxConnections before 'connection' and says so with 'drop'.
@@ -128,6 +140,12 @@ export class Listener {
       throw wrapError('LISTEN_FAILED', `${LABEL[spec.protocol]} listener cannot listen on ${spec.host}:${spec.port}`, error, { component });
     }
     return listener;
+  }
+
+  /** Most open sockets at once; undefined for no limit. */
+  get maxConnections(): number | undefined {
+    const max = this.#server.maxConnections;
+    return Number.isFinite(max) ? max : undefined;
   }
 
   get port(): number {
@@ -174,7 +192,8 @@ export async function openListeners(specs: readonly ListenerSpec[], events: (pro
 async function createListenerServer(spec: ListenerSpec, events: ListenerEvents): Promise<{ server: Server; wss?: WebSocketServer }> {
   switch (spec.protocol) {
     case 'mqtt':
-      return { server: createTcpServer((socket) => events.onConnection({ stream: socket, address: socket.remoteAddress ?? '' })) };
+      // Connections are handed on by Listener.open, after the socket gate admitted them.
+      return { server: createTcpServer() };
     case 'mqtts':
       return { server: createTls(spec.tls, events) };
     case 'ws':
@@ -193,9 +212,19 @@ function createTls(settings: TlsSettings, events: ListenerEvents): Server {
     // invalid certificate is refused below instead of at the handshake.
     rejectUnauthorized: settings.requireClientCert,
   });
+  // The TLS socket wraps the accepted one, which the socket gate holds: found again by peer.
+  const accepted = new Map<string, Socket>();
+  const peer = (s: Socket) => `${s.remoteAddress}|${s.remotePort}`;
+  server.on('connection', (socket: Socket) => {
+    const key = peer(socket);
+    accepted.set(key, socket);
+    socket.once('close', () => accepted.get(key) === socket && accepted.delete(key));
+  });
   // 'secureConnection' comes from the handshake-done callback, before any application data is pushed.
   server.on('secureConnection', (socket: TLSSocket) => {
-    const address = socket.remoteAddress ?? '';
+    const address = plainAddress(socket.remoteAddress ?? '');
+    const raw = accepted.get(peer(socket));
+    const connectArrived = () => raw !== undefined && events.gate.connected(raw);
     let certName: string | undefined;
     if (requestCert) {
       const peer = socket.getPeerCertificate();
@@ -208,7 +237,7 @@ function createTls(settings: TlsSettings, events: ListenerEvents): Server {
       const cn = presented && settings.identityFromCert ? peer.subject?.CN : undefined;
       certName = Array.isArray(cn) ? undefined : cn;
     }
-    events.onConnection({ stream: socket, address, ...(certName === undefined ? {} : { certName }) });
+    events.onConnection({ stream: socket, address, connectArrived, ...(certName === undefined ? {} : { certName }) });
   });
   // Failed handshakes (no or untrusted certificate, plain MQTT on the TLS port) just close the socket.
   server.on('tlsClientError', (_error, socket) => socket.destroy());
@@ -229,10 +258,14 @@ async function createWebSocket(
   // maxPayload bounds what ws buffers for one frame before the packet guard sees it.
   const wss = new WebSocketServer({ server, path, maxPayload: maxPayloadBytes });
   wss.on('connection', (ws, request) => {
-    const stream = createWebSocketStream(ws);
     // Errors reach aedes through the stream; this only keeps the socket's own from being unhandled.
     ws.on('error', () => {});
-    events.onConnection({ stream, address: clientAddress(request, trustedProxies), request });
+    const socket = request.socket as Socket;
+    const address = clientAddress(request, trustedProxies);
+    const peer = plainAddress(socket.remoteAddress ?? '');
+    if (trustedProxies.map(plainAddress).includes(peer) && !events.gate.count(socket, address, 'ws')) return;
+    const stream = createWebSocketStream(ws);
+    events.onConnection({ stream, address, request, connectArrived: () => events.gate.connected(socket) });
   });
   wss.on('error', () => {});
   return { server, wss };

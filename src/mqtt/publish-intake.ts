@@ -12,6 +12,7 @@ import { type Identity, mayPublish } from './acl.ts';
 import { aedesInternals } from './aedes-internals.ts';
 import { type NotedMessage, ResendMemory } from './resend-memory.ts';
 import { userPropertyHeaders } from './user-properties.ts';
+import type { ClientRefusals } from './client-refusals.ts';
 
 export interface PublishIntakeOptions {
   readonly logger: Logger;
@@ -22,6 +23,8 @@ export interface PublishIntakeOptions {
   readonly acl: boolean;
   /** The identity a client logged in with, if any. */
   identity(client: Client): Identity | undefined;
+  /** Where refused publishes are logged (rate-limited) and counted towards disconnecting their client. */
+  readonly refusals: ClientRefusals;
 }
 
 interface Tap {
@@ -138,21 +141,28 @@ export class PublishIntake {
     for (const tap of this.#taps) tap.subscriber.complete();
   }
 
+  /** Logs a refused publish: a client's through its refusal log, the gateway's own (no client) in full. */
+  #refused(client: Client | null, reason: string, message: string, detail: Record<string, unknown>): void {
+    if (client === null) this.#options.logger.warn({ reason, ...detail }, message);
+    else this.#options.refusals.refused(client, { reason, message, detail });
+  }
+
   /** aedes' authorizePublish. */
   authorize(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
     const { counters } = this.#options;
     const invalid = invalidTopicReason(packet.topic, this.#options.topicLimits);
     if (invalid !== undefined) {
       counters.count('mqtt.publish.refused', { reason: 'invalid_topic' });
-      this.#options.logger.warn(
-        { clientId: client?.id, topic: packet.topic.slice(0, 200), reason: invalid },
-        `publish refused: invalid topic; ${refusalOutcome(client, packet.qos)}`,
-      );
+      this.#refused(client, 'invalid_topic', `publish refused: invalid topic; ${refusalOutcome(client, packet.qos)}`, {
+        topic: packet.topic.slice(0, 200),
+        detail: invalid,
+      });
       callback(new Error(`invalid topic: ${invalid}`));
       return;
     }
     if (client !== null && packet.topic.startsWith('$') && !this.#options.acl) {
       counters.count('mqtt.publish.refused', { reason: 'reserved_topic' });
+      this.#refused(client, 'reserved_topic', `publish refused: reserved topic; ${refusalOutcome(client, packet.qos)}`, { topic: packet.topic.slice(0, 200) });
       callback(new Error(`publishing to ${packet.topic} is not allowed`));
       return;
     }
@@ -160,7 +170,7 @@ export class PublishIntake {
       const identity = this.#options.identity(client);
       if (identity === undefined || !mayPublish(identity, packet.topic)) {
         counters.count('mqtt.publish.refused', { reason: 'acl' });
-        this.#options.logger.warn({ clientId: client.id, topic: packet.topic }, `publish refused by the ACL; ${refusalOutcome(client, packet.qos)}`);
+        this.#refused(client, 'acl', `publish refused by the ACL; ${refusalOutcome(client, packet.qos)}`, { topic: packet.topic });
         callback(new Error(`publishing to ${packet.topic} is not allowed`));
         return;
       }

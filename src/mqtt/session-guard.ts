@@ -4,6 +4,7 @@ import type { Counters } from '../core/component.ts';
 import { type Identity, mayReceive } from './acl.ts';
 import { aedesInternals, clientInternals } from './aedes-internals.ts';
 import { type SavedOwners, SessionOwners } from './session-owners.ts';
+import type { RefusalLog } from './refusal-log.ts';
 
 /**
  * Keeps saved sessions with the logins that made them and their contents within the ACL of
@@ -20,14 +21,16 @@ export class SessionGuard {
   readonly #logger: Logger;
   readonly #counters: Counters;
   readonly #owners: SessionOwners;
+  readonly #refusalLog: RefusalLog | undefined;
   /** Each connecting client's CONNECT, between preConnect and the end of authentication. */
   readonly #connects = new WeakMap<Client, ConnectPacket>();
   /** Clients told about a refused delivery already (logged once per client). */
   readonly #toldRefused = new WeakSet<Client>();
 
-  /** With `savedOwners`, sessions keep their owners across restarts. */
-  constructor(aedes: Aedes, logger: Logger, counters: Counters, savedOwners?: SavedOwners) {
+  /** With `savedOwners`, sessions keep their owners across restarts; with `refusalLog`, dropped subscriptions are logged through it. */
+  constructor(aedes: Aedes, logger: Logger, counters: Counters, savedOwners?: SavedOwners, refusalLog?: RefusalLog) {
     this.#aedes = aedes;
+    this.#refusalLog = refusalLog;
     this.#logger = logger;
     this.#counters = counters;
     this.#owners = new SessionOwners(savedOwners);
@@ -82,7 +85,10 @@ export class SessionGuard {
   refusedSubscription(client: Client, filter: string): void {
     if (!clientInternals(client).connecting || client.clean) return;
     this.#counters.count('mqtt.sessions.subscriptions_dropped', { reason: 'acl' });
-    this.#logger.warn({ clientId: client.id, filter }, "saved subscription no longer allowed by the client's ACL: dropped from its session");
+    const message = "saved subscription no longer allowed by the client's ACL: dropped from its session";
+    // A session can hold many: logged once per client and interval when a refusal log is given.
+    if (this.#refusalLog === undefined) this.#logger.warn({ clientId: client.id, filter }, message);
+    else this.#refusalLog.refused({ who: { clientId: client.id }, reason: 'acl', message, detail: { filter } });
     aedesInternals(this.#aedes)
       .persistence.removeSubscriptions(client, [filter])
       .catch((error: unknown) => this.#logger.warn({ clientId: client.id, filter, err: error }, 'could not drop a saved subscription'));

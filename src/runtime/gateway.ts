@@ -166,6 +166,8 @@ export class Gateway {
         port: config.mqtt.port,
         ...brokerListeners(config),
         connectTimeoutMs: config.mqtt.connectTimeoutMs,
+        maxSocketsPerAddress: config.mqtt.maxSocketsPerAddress,
+        refusals: config.mqtt.refusals,
         drainTimeoutMs: config.mqtt.slowSubscriberTimeoutMs,
         maxPacketBytes: config.mqtt.maxPacketBytes,
         topicAliasMaximum: config.mqtt.topicAliasMaximum,
