@@ -1,4 +1,5 @@
 import type { GatewayConfig } from '../config/load.ts';
+import { brokerStatePath } from '../mqtt/persistence/open.ts';
 import { openFileLimit } from '../config/file-limit.ts';
 import type { EmbeddedBrokerOptions } from '../mqtt/embedded-broker.ts';
 
@@ -34,4 +35,24 @@ export function brokerListeners(config: GatewayConfig, fileLimit = openFileLimit
     out.websocket = { port, host: host ?? mqtt.host, path, trustedProxies, ...limit(mqtt.websocket.maxConnections) };
   }
   return out;
+}
+
+/** The broker's options that come from the config alone (listeners, timeouts, limits, where its state is kept). */
+export function brokerSettings(config: GatewayConfig) {
+  return {
+    host: config.mqtt.host,
+    port: config.mqtt.port,
+    ...brokerListeners(config),
+    connectTimeoutMs: config.mqtt.connectTimeoutMs,
+    maxSocketsPerAddress: config.mqtt.maxSocketsPerAddress,
+    refusals: config.mqtt.refusals,
+    drainTimeoutMs: config.mqtt.slowSubscriberTimeoutMs,
+    maxPacketBytes: config.mqtt.maxPacketBytes,
+    topicAliasMaximum: config.mqtt.topicAliasMaximum,
+    maxSessionExpirySeconds: config.mqtt.maxSessionExpirySeconds,
+    limits: config.mqtt.limits,
+    ...(config.mqtt.maxKeepAliveSeconds === undefined ? {} : { maxKeepAliveSeconds: config.mqtt.maxKeepAliveSeconds }),
+    topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
+    ...(config.mqtt.persistence === 'sqlite' ? { state: { path: brokerStatePath(config.dataDirPath), synchronous: config.buffer.synchronous } } : {}),
+  } satisfies Partial<EmbeddedBrokerOptions>;
 }

@@ -7,53 +7,28 @@ import { ConfigError, type ConfigIssue, formatIssue } from '../config/issues.ts'
 import { FerryError } from '../core/errors.ts';
 import { openBuffer } from '../buffer/open.ts';
 import { describeError } from '../core/errors.ts';
-import type { BridgeStats, BufferStore } from '../buffer/store.ts';
-import { BufferWriter, type WriterState } from '../buffer/writer.ts';
+import type { BufferStore } from '../buffer/store.ts';
+import { BufferWriter } from '../buffer/writer.ts';
 import { DeviceAuthenticator } from '../mqtt/auth.ts';
 import { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
-import { brokerStatePath } from '../mqtt/persistence/open.ts';
 import { CounterRegistry } from '../observability/counters.ts';
+import type { GatewayStatus } from './gateway-status.ts';
 import { renderGatewayMetrics } from '../observability/gateway-metrics.ts';
-import { Vitals, type VitalsReading } from '../observability/vitals.ts';
+import { Vitals } from '../observability/vitals.ts';
 import type { LogBridge } from '../observability/log-bridge.ts';
 import { type Observability, startObservability } from './observability.ts';
 import { StatusSeries } from './status-page/series.ts';
 import { AdminServer } from './admin-server.ts';
-import { brokerListeners } from './broker-options.ts';
+import { brokerSettings } from './broker-options.ts';
 import { type Health, HealthWatch } from './health.ts';
-import type { BridgeStatus, GatewayBridge } from './bridge.ts';
+import type { GatewayBridge } from './bridge.ts';
 import { createBridge } from './create-bridge.ts';
 import { Databases } from './databases.ts';
 import { componentKinds } from './registry.ts';
 import { retire, settlesWithin, swapBridges } from './bridge-swap.ts';
 import { type ReloadResult, devicesChanged, planBridges, restartNeeded } from './reload-plan.ts';
 
-export interface GatewayStatus {
-  readonly gateway: string;
-  readonly version: string;
-  readonly state: 'running' | 'draining' | 'stopped';
-  readonly uptimeSeconds: number;
-  readonly startupMs: number;
-  readonly dataDir: string;
-  /** Broker listeners (mqtt, mqtts, ws; `clients` counts their open sockets) and the admin server (http). */
-  readonly listeners: readonly { protocol: string; host: string; port: number; clients?: number }[];
-  readonly bridges: readonly BridgeStatus[];
-  readonly inFlight: number;
-  readonly buffer: {
-    readonly state: WriterState;
-    /** Deliveries held unacknowledged (bridge full under `refuse`, or disk full). */
-    readonly held: number;
-    /** Set when a corrupt buffer database was moved aside at startup. */
-    readonly movedAside?: string;
-    readonly bridges: readonly BridgeStats[];
-  };
-  /** Readiness and trouble upstream, as GET /readyz tells them. */
-  readonly health: Health;
-  readonly counters: Record<string, number>;
-  /** Host, process and event loop at the latest reading (every 2 s); null before the first. */
-  readonly host: VitalsReading['host'];
-  readonly eventLoop: VitalsReading['eventLoop'];
-}
+export type { GatewayStatus };
 
 export interface GatewayOptions {
   /** Reads the config again for a reload; throws a ConfigError. By default loadGatewayConfig on the same file. */
@@ -162,20 +137,7 @@ export class Gateway {
       }
       // The broker listens only after the bridges tapped it, so no early message goes untapped.
       this.#broker = await EmbeddedBroker.start({
-        host: config.mqtt.host,
-        port: config.mqtt.port,
-        ...brokerListeners(config),
-        connectTimeoutMs: config.mqtt.connectTimeoutMs,
-        maxSocketsPerAddress: config.mqtt.maxSocketsPerAddress,
-        refusals: config.mqtt.refusals,
-        drainTimeoutMs: config.mqtt.slowSubscriberTimeoutMs,
-        maxPacketBytes: config.mqtt.maxPacketBytes,
-        topicAliasMaximum: config.mqtt.topicAliasMaximum,
-        maxSessionExpirySeconds: config.mqtt.maxSessionExpirySeconds,
-        limits: config.mqtt.limits,
-        ...(config.mqtt.maxKeepAliveSeconds === undefined ? {} : { maxKeepAliveSeconds: config.mqtt.maxKeepAliveSeconds }),
-        topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
-        ...(config.mqtt.persistence === 'sqlite' ? { state: { path: brokerStatePath(config.dataDirPath), synchronous: config.buffer.synchronous } } : {}),
+        ...brokerSettings(config),
         auth: (this.#auth = new DeviceAuthenticator({
           profiles: config.deviceProfiles,
           allowAnonymous: config.mqtt.allowAnonymous,
