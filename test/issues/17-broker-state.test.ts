@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, test } from 'node:test';
 import { type IClientOptions, type MqttClient, connect } from 'mqtt';
-import { type RunningFerry, startFerry } from '../harness/ferry-process.ts';
+import { type RunningFerry, ferry, startFerry } from '../harness/ferry-process.ts';
 import { writeGatewayTree } from '../harness/gateway-tree.ts';
+import { eventually } from '../harness/eventually.ts';
 import { mosquittoPub, mosquittoSub } from '../harness/mosquitto.ts';
 import { tempDirs } from '../harness/temp.ts';
 
@@ -84,8 +85,17 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
       // Mosquitto's own client makes a persistent session too (-c), and leaves it.
       // Long enough for its SUBACK (which waits for the commit) on a busy machine: a shorter run
       // may leave before its subscription is stored, and then nothing is queued for it.
-      const mosq = mosquittoSub(gw.mqttUrl, ['cmd/dev-mosq/#'], 1, { clientId: 'dev-mosq', cleanSession: false, timeoutS: 3 });
-      assert.deepEqual(await mosq.messages, []);
+      // On a busy machine it may leave (-W) before its SUBACK: then it goes again, until
+      // `ferry sessions show` finds its subscription stored.
+      await eventually(
+        async () => {
+          const mosq = mosquittoSub(gw.mqttUrl, ['cmd/dev-mosq/#'], 1, { clientId: 'dev-mosq', cleanSession: false, timeoutS: 3 });
+          assert.deepEqual(await mosq.messages, []);
+          const shown = await ferry(['sessions', 'show', 'dev-mosq', '--json', '--data-dir', dataDir]);
+          assert.match(shown.stdout, /cmd\/dev-mosq\/#/, `dev-mosq's subscription is not stored yet: ${shown.stderr}`);
+        },
+        { timeoutMs: 30_000, intervalMs: 100 },
+      );
       for (const id of [...Object.keys(DEVICES), 'dev-mosq']) await pub(gw.mqttUrl, `cmd/${id}/reboot`, `for ${id}`);
 
       await stop(gw, signal);
