@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ensureBuilt } from '../harness/build.ts';
@@ -33,6 +33,8 @@ test('the compiled build: `ferry run` of the embedded default from dist/, a devi
     KAFKA_BROKERS: '',
     POSTGRES_URL: '',
     FERRY_FROM_SOURCE: '',
+    // An empty bridge cache: a cached bridge is loaded by the cache's hook, which the trace never sees.
+    FERRY_CACHE_DIR: join(dir, 'cache'),
     NODE_OPTIONS: `--import ${hook}`,
   });
   try {
@@ -59,6 +61,7 @@ test('the compiled build: `ferry run` of the embedded default from dist/, a devi
     // The example TypeScript bridges (disabled without KAFKA_BROKERS) still load, through Node's
     // type stripping, and their `import ... from 'ferry'` is the compiled API.
     assert.ok(ferryCode.some((url) => /\/bridges\/alarm-alerts\.ts(\?|$)/.test(url)));
+    assert.ok(readdirSync(join(dir, 'cache', 'bridges')).length > 0, 'the stripped bridges are cached for the next start');
     assert.ok(ferryCode.some((url) => url.endsWith('/dist/index.js')));
     const packages = new Set(modules.map((url) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1]).filter((name) => name !== undefined));
     assert.deepEqual(

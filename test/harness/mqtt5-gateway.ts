@@ -1,7 +1,9 @@
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, type MqttClient, type Packet } from 'mqtt';
 import { type RunningFerry, startFerry } from './ferry-process.ts';
 import { writeGatewayTree } from './gateway-tree.ts';
+import { tempDirs } from './temp.ts';
 
 /** `ferry run` with anonymous devices on loopback and the embedded broker's defaults, plus `mqtt` settings. */
 export async function startAnonymousGateway(root: string, mqttSettings = ''): Promise<RunningFerry> {
@@ -39,4 +41,29 @@ export async function connectMqtt5(url: string, clientId: string, options: IClie
 export async function gatewayCounters(gw: RunningFerry): Promise<Record<string, number>> {
   const status = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { counters: Record<string, number> };
   return status.counters;
+}
+
+/**
+ * One anonymous gateway for the tests of a file: started before them, stopped after them with
+ * the clients pushed to `clients`.
+ */
+export function gatewayForFile(tempPrefix: string): { readonly gw: RunningFerry; readonly clients: MqttClient[] } {
+  const tempDir = tempDirs(tempPrefix);
+  const clients: MqttClient[] = [];
+  let gw: RunningFerry | undefined;
+  before(async () => {
+    gw = await startAnonymousGateway(tempDir());
+  });
+  after(async () => {
+    await Promise.all(clients.map((c) => c.endAsync(true)));
+    gw?.child.kill('SIGTERM');
+    await gw?.exited;
+  });
+  return {
+    get gw(): RunningFerry {
+      if (gw === undefined) throw new Error('the gateway of this file has not started');
+      return gw;
+    },
+    clients,
+  };
 }

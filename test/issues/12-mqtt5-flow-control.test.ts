@@ -1,32 +1,18 @@
 // Issue 12: the limits an MQTT 5 device announces in CONNECT for what it receives, against
 // `ferry run`: its Maximum Packet Size (§3.1.2.11.4) and its Receive Maximum (§3.1.2.11.3, §4.9).
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import type { MqttClient } from 'mqtt';
+import { after, test } from 'node:test';
 import { eventually } from '../harness/eventually.ts';
-import type { RunningFerry } from '../harness/ferry-process.ts';
 import { mosquittoSub } from '../harness/mosquitto.ts';
-import { connectMqtt5, gatewayCounters, startAnonymousGateway } from '../harness/mqtt5-gateway.ts';
+import { connectMqtt5, gatewayCounters, gatewayForFile } from '../harness/mqtt5-gateway.ts';
 import { RawMqtt5 } from '../harness/raw-mqtt5.ts';
 import { randomName } from '../harness/services.ts';
-import { tempDirs } from '../harness/temp.ts';
 
-const tempDir = tempDirs('ferry-issue12-flow-');
-let gw: RunningFerry;
-const clients: MqttClient[] = [];
-
-before(async () => {
-  gw = await startAnonymousGateway(tempDir());
-});
-
-after(async () => {
-  await Promise.all(clients.map((c) => c.endAsync(true)));
-  gw.child.kill('SIGTERM');
-  await gw.exited;
-});
+const file = gatewayForFile('ferry-issue12-flow-');
+const { clients } = file;
 
 async function device(...args: Parameters<typeof connectMqtt5> extends [string, ...infer R] ? R : never) {
-  const d = await connectMqtt5(gw.mqttUrl, ...args);
+  const d = await connectMqtt5(file.gw.mqttUrl, ...args);
   clients.push(d.client);
   return d;
 }
@@ -39,7 +25,7 @@ test('a PUBLISH larger than the Maximum Packet Size a device announced is not se
   const small = await device(randomName('small-'), { properties: { maximumPacketSize: 200 } });
   const roomy = await device(randomName('roomy-'));
   for (const d of [small, roomy]) await d.client.subscribeAsync(topic, { qos: 1 });
-  const before = oversize(await gatewayCounters(gw));
+  const before = oversize(await gatewayCounters(file.gw));
   const sender = await device(randomName('sender-'));
   for (const [payload, qos] of [
     ['first', 1],
@@ -54,7 +40,7 @@ test('a PUBLISH larger than the Maximum Packet Size a device announced is not se
     ['first', 'last'],
   );
   await eventually(() => assert.equal(roomy.publishes.length, 4, 'a device that announced no limit gets them all'));
-  assert.equal(oversize(await gatewayCounters(gw)) - before, 2);
+  assert.equal(oversize(await gatewayCounters(file.gw)) - before, 2);
 });
 
 test('a QoS 1 message queued for an offline session and too large for the device is discarded, not sent again on every reconnect [MQTT-3.1.2-25]', async () => {
@@ -88,7 +74,7 @@ test('mosquitto_sub -V mqttv5 with a Maximum Packet Size stays connected and get
   for (const [n, payload] of [['1', 'first'] as const, ['2', big] as const, ['3', 'last'] as const])
     await sender.client.publishAsync(`${base}/${n}`, payload, { qos: 1, retain: true });
   // Retained messages come with the SUBACK: no wait for a subscription mosquitto_sub cannot signal.
-  const sub = mosquittoSub(gw.mqttUrl, [`${base}/#`], 2, { protocol: 'mqttv5', qos: 1, timeoutS: 10, extraArgs: ['-D', 'connect', 'maximum-packet-size', '200'] });
+  const sub = mosquittoSub(file.gw.mqttUrl, [`${base}/#`], 2, { protocol: 'mqttv5', qos: 1, timeoutS: 10, extraArgs: ['-D', 'connect', 'maximum-packet-size', '200'] });
   const lines = await sub.messages;
   assert.deepEqual(lines.toSorted(), [`${base}/1 first`, `${base}/3 last`]);
 });
@@ -96,7 +82,7 @@ test('mosquitto_sub -V mqttv5 with a Maximum Packet Size stays connected and get
 test('no more unacknowledged QoS 1 messages in flight to a device than its Receive Maximum; the rest wait, in order [MQTT-3.3.4-9]', async () => {
   const topic = `limits/${randomName('rm-')}`;
   // A device on a raw socket, which sends its PUBACKs only when the test does.
-  const { raw: slow } = await RawMqtt5.connect(gw.mqttUrl, { clientId: randomName('slow-'), properties: { receiveMaximum: 2 } });
+  const { raw: slow } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: randomName('slow-'), properties: { receiveMaximum: 2 } });
   after(() => slow.end());
   slow.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] });
   await slow.next('suback');
@@ -136,7 +122,7 @@ test('no more unacknowledged QoS 1 messages in flight to a device than its Recei
 test('a refusal keeps its Reason String only when it fits the Maximum Packet Size the device announced [MQTT-3.4.2-2]', async () => {
   const reasons: (string | undefined)[] = [];
   for (const properties of [{}, { maximumPacketSize: 16 }]) {
-    const { raw } = await RawMqtt5.connect(gw.mqttUrl, { clientId: randomName('refused-'), properties });
+    const { raw } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: randomName('refused-'), properties });
     after(() => raw.end());
     // Publishing to a '$' topic is refused (the ACL of the anonymous default): PUBACK 0x87.
     raw.send({ cmd: 'publish', topic: '$SYS/x', payload: Buffer.from('no'), qos: 1, messageId: 1, dup: false, retain: false });

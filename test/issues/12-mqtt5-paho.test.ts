@@ -4,28 +4,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { after, before, test } from 'node:test';
-import type { MqttClient } from 'mqtt';
+import { after, test } from 'node:test';
 import { eventually } from '../harness/eventually.ts';
-import type { RunningFerry } from '../harness/ferry-process.ts';
-import { connectMqtt5, startAnonymousGateway } from '../harness/mqtt5-gateway.ts';
+import { connectMqtt5, gatewayForFile } from '../harness/mqtt5-gateway.ts';
 import { randomName } from '../harness/services.ts';
-import { tempDirs } from '../harness/temp.ts';
 
 const SUBSCRIBER = fileURLToPath(new URL('../harness/paho-subscriber.py', import.meta.url));
-const tempDir = tempDirs('ferry-issue12-paho-');
-let gw: RunningFerry;
-const clients: MqttClient[] = [];
-
-before(async () => {
-  gw = await startAnonymousGateway(tempDir());
-});
-
-after(async () => {
-  await Promise.all(clients.map((c) => c.endAsync(true)));
-  gw.child.kill('SIGTERM');
-  await gw.exited;
-});
+const file = gatewayForFile('ferry-issue12-paho-');
+const { clients } = file;
 
 /** Runs the Paho subscriber; `lines` fills as it prints, `exited` resolves with all of them. */
 function pahoSubscriber(args: readonly string[]): { lines: string[]; exited: Promise<string[]> } {
@@ -60,14 +46,14 @@ function pahoSubscriber(args: readonly string[]): { lines: string[]; exited: Pro
 test('Paho (Python, MQTT 5) in a shared subscription with a subscription identifier gets its turns, tagged, and nothing over its Maximum Packet Size', async () => {
   const topic = `paho/${randomName('t-')}`;
   const filter = `$share/${randomName('g')}/${topic}`;
-  const { hostname, port } = new URL(gw.mqttUrl);
+  const { hostname, port } = new URL(file.gw.mqttUrl);
   const paho = pahoSubscriber([hostname, port, randomName('paho-'), filter, '11', '300', '15']);
   await eventually(() => assert.ok(paho.lines.includes('ready'), `paho printed: ${paho.lines.join(' | ')}`), { timeoutMs: 15_000 });
   assert.deepEqual(JSON.parse(paho.lines[0] ?? '{}'), { suback: [1] });
-  const other = await connectMqtt5(gw.mqttUrl, randomName('other-'));
+  const other = await connectMqtt5(file.gw.mqttUrl, randomName('other-'));
   clients.push(other.client);
   await other.client.subscribeAsync(filter, { qos: 1 });
-  const sender = await connectMqtt5(gw.mqttUrl, randomName('sender-'));
+  const sender = await connectMqtt5(file.gw.mqttUrl, randomName('sender-'));
   clients.push(sender.client);
   // Paho joined first: it gets m1, m3 and, as its turn comes, the big one, which is not sent
   // to it and is done with for the group (nobody gets it), then "last".

@@ -1,39 +1,25 @@
 // Issue 12: shared subscriptions `$share/<group>/<filter>` (MQTT 5 §4.8.2) on `ferry run`'s
 // embedded broker, with mqtt.js (MQTT 5 and 3.1.1), mosquitto_sub and a raw MQTT 5 client.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import type { IDisconnectPacket, ISubackPacket } from 'mqtt-packet';
-import type { MqttClient } from 'mqtt';
 import { eventually } from '../harness/eventually.ts';
-import type { RunningFerry } from '../harness/ferry-process.ts';
 import { mosquittoSub } from '../harness/mosquitto.ts';
-import { connectMqtt5, startAnonymousGateway } from '../harness/mqtt5-gateway.ts';
+import { connectMqtt5, gatewayForFile } from '../harness/mqtt5-gateway.ts';
 import { RawMqtt5 } from '../harness/raw-mqtt5.ts';
 import { randomName } from '../harness/services.ts';
-import { tempDirs } from '../harness/temp.ts';
 
-const tempDir = tempDirs('ferry-issue12-shared-');
-let gw: RunningFerry;
-const clients: MqttClient[] = [];
-
-before(async () => {
-  gw = await startAnonymousGateway(tempDir());
-});
-
-after(async () => {
-  await Promise.all(clients.map((c) => c.endAsync(true)));
-  gw.child.kill('SIGTERM');
-  await gw.exited;
-});
+const file = gatewayForFile('ferry-issue12-shared-');
+const { clients } = file;
 
 async function device(clientId: string, options: Parameters<typeof connectMqtt5>[2] = {}) {
-  const d = await connectMqtt5(gw.mqttUrl, clientId, options);
+  const d = await connectMqtt5(file.gw.mqttUrl, clientId, options);
   clients.push(d.client);
   return d;
 }
 
 async function rawDevice(properties: Record<string, unknown> = {}, clientId = randomName('raw-')) {
-  const { raw, connack } = await RawMqtt5.connect(gw.mqttUrl, { clientId, properties });
+  const { raw, connack } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId, properties });
   after(() => raw.end());
   return { raw, connack };
 }
@@ -158,7 +144,7 @@ test('mosquitto_sub -V mqttv5 shares a group with an mqtt.js client', async () =
   const filter = `$share/${randomName('g')}/${topic}`;
   const other = await device(randomName('other-'));
   await other.client.subscribeAsync(filter, { qos: 1 });
-  const sub = mosquittoSub(gw.mqttUrl, [filter], 2, { protocol: 'mqttv5', qos: 1, timeoutS: 10, readyOnSuback: true });
+  const sub = mosquittoSub(file.gw.mqttUrl, [filter], 2, { protocol: 'mqttv5', qos: 1, timeoutS: 10, readyOnSuback: true });
   await sub.ready;
   const sender = await device(randomName('sender-'));
   for (const payload of ['m1', 'm2', 'm3', 'm4']) await sender.client.publishAsync(topic, payload, { qos: 1 });
@@ -191,7 +177,7 @@ test('a message redelivered to another member is not sent again to the persisten
   const topic = `shared/${randomName('moved-')}`;
   const filter = `$share/${randomName('g')}/${topic}`;
   const id = randomName('leaving-');
-  const { raw: leaving } = await RawMqtt5.connect(gw.mqttUrl, { clientId: id, clean: false, properties: { sessionExpiryInterval: 600 } });
+  const { raw: leaving } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: id, clean: false, properties: { sessionExpiryInterval: 600 } });
   after(() => leaving.end());
   await rawSubscribe(leaving, filter);
   const staying = await device(randomName('staying-'));
@@ -214,7 +200,7 @@ test('a QoS 2 message a member with a persistent session left unacknowledged sta
   const filter = `$share/${randomName('g')}/${topic}`;
   const id = randomName('leaving-');
   const session = { clean: false, properties: { sessionExpiryInterval: 600 } };
-  const { raw: leaving } = await RawMqtt5.connect(gw.mqttUrl, { clientId: id, ...session });
+  const { raw: leaving } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: id, ...session });
   after(() => leaving.end());
   await rawSubscribe(leaving, filter, { qos: 2 });
   const staying = await device(randomName('staying-'));

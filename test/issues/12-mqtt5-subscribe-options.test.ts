@@ -1,31 +1,17 @@
 // Issue 12: subscription identifiers and subscribe options (No Local, Retain As Published,
 // Retain Handling; MQTT 5 §3.8.3.1, §3.3.4) on `ferry run`, with mqtt.js and mosquitto_sub.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import type { MqttClient } from 'mqtt';
+import { test } from 'node:test';
 import { eventually } from '../harness/eventually.ts';
-import type { RunningFerry } from '../harness/ferry-process.ts';
 import { mosquittoSub } from '../harness/mosquitto.ts';
-import { connectMqtt5, startAnonymousGateway } from '../harness/mqtt5-gateway.ts';
+import { connectMqtt5, gatewayForFile } from '../harness/mqtt5-gateway.ts';
 import { randomName } from '../harness/services.ts';
-import { tempDirs } from '../harness/temp.ts';
 
-const tempDir = tempDirs('ferry-issue12-subopts-');
-let gw: RunningFerry;
-const clients: MqttClient[] = [];
-
-before(async () => {
-  gw = await startAnonymousGateway(tempDir());
-});
-
-after(async () => {
-  await Promise.all(clients.map((c) => c.endAsync(true)));
-  gw.child.kill('SIGTERM');
-  await gw.exited;
-});
+const file = gatewayForFile('ferry-issue12-subopts-');
+const { clients } = file;
 
 async function device(clientId = randomName('dev-'), options: Parameters<typeof connectMqtt5>[2] = {}) {
-  const d = await connectMqtt5(gw.mqttUrl, clientId, options);
+  const d = await connectMqtt5(file.gw.mqttUrl, clientId, options);
   clients.push(d.client);
   return d;
 }
@@ -113,7 +99,7 @@ test('Retain Handling: 0 sends retained messages on every SUBSCRIBE, 1 only for 
 
 test('mosquitto_sub -V mqttv5 with a subscription identifier and Retain As Published gets a live retained message with RETAIN 1', async () => {
   const topic = `opts/${randomName('mosq-')}`;
-  const sub = mosquittoSub(gw.mqttUrl, [topic], 1, {
+  const sub = mosquittoSub(file.gw.mqttUrl, [topic], 1, {
     protocol: 'mqttv5',
     qos: 1,
     timeoutS: 10,
