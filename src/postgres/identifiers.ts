@@ -1,3 +1,4 @@
+import { z } from 'zod';
 /**
  * Table and column names: they come only from config, are checked against a strict pattern
  * when it is loaded, and are always written quoted. Nothing a message carries (topic, client
@@ -52,3 +53,15 @@ export function quoteTable(table: TableName): string {
 export function describeTable(table: TableName): string {
   return table.schema === undefined ? table.name : `${table.schema}.${table.name}`;
 }
+
+/** A column or channel name in a component's config: letters, digits and `_` (see identifierProblem). */
+export const identifierSchema = z.string().superRefine((name, ctx) => {
+  const problem = identifierProblem(name);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `'${name}': ${problem}` });
+});
+
+/** A table name in a component's config: `table` or `schema.table` (see parseTableName). */
+export const tableNameSchema = z.string().superRefine((text, ctx) => {
+  const parsed = parseTableName(text);
+  if ('problem' in parsed) ctx.addIssue({ code: 'custom', message: `table ${parsed.problem}` });
+});

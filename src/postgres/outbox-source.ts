@@ -4,29 +4,18 @@ import type { ComponentContext, SourceComponent } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import type { Source } from '../core/stream.ts';
 import { connectionFields, poolSettings, refineConnection, sslFiles } from './connection.ts';
-import { identifierProblem, parseTableName, type TableName } from './identifiers.ts';
+import { parseTableName, type TableName, identifierSchema as identifier, tableNameSchema } from './identifiers.ts';
 import { OutboxReading } from './outbox-reading.ts';
 import { type PostgresPools, processPools } from './pools.ts';
-
-const identifier = z.string().superRefine((name, ctx) => {
-  const problem = identifierProblem(name);
-  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `'${name}': ${problem}` });
-});
 
 const schema = z
   .strictObject({
     ...connectionFields,
-    table: z
-      .string()
-      .superRefine((text, ctx) => {
-        const parsed = parseTableName(text);
-        if ('problem' in parsed) ctx.addIssue({ code: 'custom', message: `table ${parsed.problem}` });
-      })
-      .meta({
-        description:
-          'The outbox table: `table` or `schema.table`, written by a backend, one row per message. Rows are read in the order of `idColumn`; several gateways can read one outbox (each row goes to one of them).',
-        examples: ['public.device_commands'],
-      }),
+    table: tableNameSchema.meta({
+      description:
+        'The outbox table: `table` or `schema.table`, written by a backend, one row per message. Rows are read in the order of `idColumn`; several gateways can read one outbox (each row goes to one of them).',
+      examples: ['public.device_commands'],
+    }),
     idColumn: identifier.default('id').meta({
       description: 'The column that orders the rows (a `bigserial` or `bigint identity` primary key): read in its order, and deleted or marked by it.',
       examples: ['id'],

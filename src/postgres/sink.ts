@@ -8,29 +8,18 @@ import { compileTemplate, refineTemplate } from '../core/template.ts';
 import { batchWriter } from './batch-writer.ts';
 import { type PoolSettings, connectionFields, poolSettings, refineConnection, sslFiles } from './connection.ts';
 import { statementError } from './errors.ts';
-import { type TableName, describeTable, identifierProblem, parseTableName } from './identifiers.ts';
+import { type TableName, describeTable, identifierProblem, parseTableName, identifierSchema as identifier, tableNameSchema } from './identifiers.ts';
 import { type PostgresPools, processPools } from './pools.ts';
 import { type InsertPlan, MappingError, type TableMapping, checkInsert, planInsert } from './table.ts';
-
-const identifier = z.string().superRefine((name, ctx) => {
-  const problem = identifierProblem(name);
-  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `'${name}': ${problem}` });
-});
 
 const schema = z
   .strictObject({
     ...connectionFields,
-    table: z
-      .string()
-      .superRefine((text, ctx) => {
-        const parsed = parseTableName(text);
-        if ('problem' in parsed) ctx.addIssue({ code: 'custom', message: `table ${parsed.problem}` });
-      })
-      .meta({
-        description:
-          'The table the rows go to: `table` (found through the search path) or `schema.table`. Names are letters, digits and `_`, matched exactly (they are quoted). Its columns and their types are read when the sink starts.',
-        examples: ['public.readings'],
-      }),
+    table: tableNameSchema.meta({
+      description:
+        'The table the rows go to: `table` (found through the search path) or `schema.table`. Names are letters, digits and `_`, matched exactly (they are quoted). Its columns and their types are read when the sink starts.',
+      examples: ['public.readings'],
+    }),
     columns: z
       .record(
         identifier,
