@@ -6,12 +6,13 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type IClientOptions, type MqttClient, connect } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import { eventually } from '../harness/eventually.ts';
 import { type RunningFerry, ferry, startFerry } from '../harness/ferry-process.ts';
 import { writeGatewayTree } from '../harness/gateway-tree.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { type RecordingClient, connectRecording } from '../harness/recording-client.ts';
 
 const tempDir = tempDirs('ferry-state-cli-');
 const clients: MqttClient[] = [];
@@ -22,16 +23,8 @@ after(async () => {
   gw?.child.kill('SIGKILL');
 });
 
-async function client(options: IClientOptions): Promise<{ client: MqttClient; sessionPresent: boolean; seen: string[] }> {
-  const c = connect(gw.mqttUrl, { reconnectPeriod: 0, connectTimeout: 5000, ...options });
-  clients.push(c);
-  const seen: string[] = [];
-  c.on('message', (topic, payload) => seen.push(`${topic} ${payload.toString()}`));
-  const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
-    c.once('connect', resolve);
-    c.once('error', reject);
-  });
-  return { client: c, sessionPresent: connack.sessionPresent, seen };
+async function client(options: IClientOptions): Promise<RecordingClient> {
+  return connectRecording(gw.mqttUrl, options, clients);
 }
 
 async function pub(topic: string, message: string, retain = false): Promise<void> {

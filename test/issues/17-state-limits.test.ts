@@ -8,12 +8,13 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { type IClientOptions, type MqttClient, connect } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import { eventually } from '../harness/eventually.ts';
 import { type RunningFerry, startFerry } from '../harness/ferry-process.ts';
 import { writeGatewayTree } from '../harness/gateway-tree.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { type RecordingClient, connectRecording } from '../harness/recording-client.ts';
 
 const tempDir = tempDirs('ferry-state-limits-');
 const clients: MqttClient[] = [];
@@ -42,17 +43,9 @@ async function gateway(): Promise<RunningFerry> {
   return gw;
 }
 
-async function client(options: IClientOptions): Promise<{ client: MqttClient; sessionPresent: boolean; seen: string[] }> {
+async function client(options: IClientOptions): Promise<RecordingClient> {
   const running = await gateway();
-  const c = connect(running.mqttUrl, { reconnectPeriod: 0, connectTimeout: 5000, ...options });
-  clients.push(c);
-  const seen: string[] = [];
-  c.on('message', (topic, payload) => seen.push(`${topic} ${payload.toString()}`));
-  const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
-    c.once('connect', resolve);
-    c.once('error', reject);
-  });
-  return { client: c, sessionPresent: connack.sessionPresent, seen };
+  return connectRecording(running.mqttUrl, options, clients);
 }
 
 async function refusals(limit: string): Promise<number> {
