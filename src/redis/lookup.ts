@@ -1,10 +1,11 @@
-import { Observable, type Subscriber } from 'rxjs';
+import type { Subscriber } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { createEnvelope } from '../core/envelope.ts';
 import { FerryError } from '../core/errors.ts';
 import { isJsonObject, splitPath } from '../core/json-fields.ts';
+import { queuedStage } from '../core/queued-stage.ts';
 import type { DeliveryOperator } from '../core/stream.ts';
 import type { TransformContext } from '../core/transform.ts';
 import { type RedisClients, type RedisLease, processRedisClients } from './clients.ts';
@@ -38,25 +39,7 @@ const RETRY_MS = 1000;
  * unacknowledged and try again, pass them on without the field (counted), or refuse them.
  */
 export function lookupStep(options: LookupOptions): DeliveryOperator {
-  return (source) =>
-    new Observable<Delivery>((subscriber) => {
-      const lookup = new Lookup(options, subscriber);
-      const subscription = source.subscribe({
-        next: (delivery) => lookup.add(delivery),
-        error: (error: unknown) => {
-          lookup.close();
-          subscriber.error(error);
-        },
-        complete: () => {
-          lookup.close();
-          subscriber.complete();
-        },
-      });
-      return () => {
-        subscription.unsubscribe();
-        lookup.close();
-      };
-    });
+  return queuedStage((subscriber) => new Lookup(options, subscriber));
 }
 
 interface Entry {

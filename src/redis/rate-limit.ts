@@ -1,8 +1,9 @@
-import { Observable, type Subscriber } from 'rxjs';
+import type { Subscriber } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError } from '../core/errors.ts';
+import { queuedStage } from '../core/queued-stage.ts';
 import type { DeliveryOperator } from '../core/stream.ts';
 import type { RateLimitConfig } from './rate-limit-config.ts';
 import { type RedisClients, type RedisLease, processRedisClients } from './clients.ts';
@@ -52,25 +53,7 @@ const RETRY_MS = 1000;
  * are nacked (their devices send them again later).
  */
 export function rateLimit(options: RateLimitOptions): DeliveryOperator {
-  return (source) =>
-    new Observable<Delivery>((subscriber) => {
-      const limiter = new Limiter(options, subscriber);
-      const subscription = source.subscribe({
-        next: (delivery) => limiter.add(delivery),
-        error: (error: unknown) => {
-          limiter.close();
-          subscriber.error(error);
-        },
-        complete: () => {
-          limiter.close();
-          subscriber.complete();
-        },
-      });
-      return () => {
-        subscription.unsubscribe();
-        limiter.close();
-      };
-    });
+  return queuedStage((subscriber) => new Limiter(options, subscriber));
 }
 
 /** Tokens a gateway took from Redis for one key and has not spent yet. */
