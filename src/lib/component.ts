@@ -15,6 +15,12 @@ export interface StreamOptions {
   readonly counters?: Counters;
   /** Relative paths in the config (TLS files) are relative to this directory; the working directory unless given. */
   readonly configDir?: string;
+  /**
+   * Receives the work a source still does after you unsubscribed (the postgres source
+   * committing the batches whose messages were acked): await it before you close what it uses
+   * or end the process. Sources without such work never call it.
+   */
+  readonly afterStop?: (work: Promise<void>) => void;
 }
 
 const ignoreCounts: Counters = { count: () => {} };
@@ -28,6 +34,7 @@ export function contextFor(options: StreamOptions = {}, dataDir = process.cwd())
     dataDir,
     bridge: name,
     configDir: options.configDir ?? process.cwd(),
+    ...(options.afterStop === undefined ? {} : { afterStop: options.afterStop }),
   };
 }
 

@@ -1,19 +1,42 @@
 /**
- * PostgreSQL as a sink, for use outside the gateway: `import { toPostgres } from 'ferry/postgres'`.
- * The same sink as a bridge's `postgres:` entry (pg underneath).
+ * PostgreSQL as streams and a typed database, for use outside the gateway:
+ * `import { fromPostgres, toPostgres, postgresDatabase } from 'ferry/postgres'`. The same
+ * source and sink as a bridge's `postgres:` entries, and the Kysely instance a handler's
+ * `tools.database(name)` gives (pg underneath, one pool per distinct connection settings).
  */
+import { Kysely } from 'kysely';
 import type { z } from 'zod';
-import type { Sink } from '../core/stream.ts';
+import type { Sink, Source } from '../core/stream.ts';
+import { poolSettings } from '../postgres/connection.ts';
+import { postgresDatabaseSchema, postgresDialect } from '../postgres/kysely.ts';
+import { postgresSource } from '../postgres/outbox-source.ts';
+import { processPools } from '../postgres/pools.ts';
 import { postgresSink } from '../postgres/sink.ts';
-import { type StreamOptions, sinkOf } from './component.ts';
+import { type StreamOptions, contextFor, sinkOf, sourceOf, validated } from './component.ts';
 
+export type { Kysely } from 'kysely';
 export type { Delivery } from '../core/delivery.ts';
 export type { Envelope } from '../core/envelope.ts';
 export type { Sink, SinkEvent, Source } from '../core/stream.ts';
 export type { StreamOptions } from './component.ts';
 
+/** The options of `fromPostgres`: those of a bridge's `from: { postgres: ... }` (docs/reference/sources/postgres.md). */
+export type PostgresSourceConfig = z.input<typeof postgresSource.schema>;
 /** The options of `toPostgres`: those of a bridge's `to: [{ postgres: ... }]` (docs/reference/sinks/postgres.md). */
 export type PostgresSinkConfig = z.input<typeof postgresSink.schema>;
+/** The options of `postgresDatabase`: the connection settings every Postgres component takes (`url`, or `host` with `database` and `user`; `password`, `ssl`, `poolSize`, timeouts). */
+export type PostgresDatabaseConfig = z.input<typeof postgresDatabaseSchema>;
+
+/**
+ * Messages from an outbox table, read in id order with `FOR UPDATE SKIP LOCKED` (several
+ * readers share one outbox without taking a row twice) and woken by LISTEN/NOTIFY. A row is
+ * deleted (or marked) in the transaction that read it, which commits once every message of
+ * its batch was acked; a nacked row is read again. Unsubscribing commits what was acked
+ * within `stopTimeoutMs` (`options.afterStop` receives that work) and leaves the rest.
+ */
+export function fromPostgres(config: PostgresSourceConfig, options?: StreamOptions): Source {
+  return sourceOf(postgresSource, config, options);
+}
 
 /**
  * An operator inserting each delivery as a row (columns from templates such as `${id}` or
@@ -22,4 +45,29 @@ export type PostgresSinkConfig = z.input<typeof postgresSink.schema>;
  */
 export function toPostgres(config: PostgresSinkConfig, options?: StreamOptions): Sink {
   return sinkOf(postgresSink, config, options);
+}
+
+/**
+ * A typed Kysely instance over PostgreSQL, on the process's pool for these settings (the one
+ * the sink and the source use when their settings are the same). `destroy()` gives its share
+ * of the pool back; the last share closes it. Connections are named `options.name` (`ferry`
+ * unless given) in `pg_stat_activity`; the password is never logged.
+ *
+ * ```ts
+ * interface DB { readings: { device: string; celsius: number } }
+ * const db = postgresDatabase<DB>({ url: 'postgres://ferry@localhost/plant' });
+ * const rows = await db.selectFrom('readings').selectAll().where('device', '=', 'sensor-1').execute();
+ * await db.destroy();
+ * ```
+ */
+export function postgresDatabase<DB>(config: PostgresDatabaseConfig, options: StreamOptions = {}): Kysely<DB> {
+  const parsed = validated('postgres', postgresDatabaseSchema, config);
+  const ctx = contextFor(options);
+  const component = `database of '${ctx.bridge}'`;
+  const settings = poolSettings(parsed, options.name ?? 'ferry', ctx.configDir ?? process.cwd(), component);
+  const dialect = postgresDialect(settings, processPools, (error) => {
+    ctx.counters.count('postgres.pool.errors', { bridge: ctx.bridge });
+    ctx.logger.warn({ err: error }, `${component}: an idle connection to ${settings.description} failed; the pool opens a new one when needed`);
+  });
+  return new Kysely<DB>({ dialect });
 }

@@ -1,11 +1,15 @@
 /**
- * The fleet-wide rate limit (token buckets in Redis) as an operator, for use outside the
- * gateway: `import { rateLimit } from 'ferry/redis'`. The same limiter as a bridge's `rateLimit:`.
+ * Redis for use outside the gateway: `import { rateLimit, redisClient } from 'ferry/redis'`.
+ * The fleet-wide rate limit (token buckets in Redis) as an operator, the same limiter as a
+ * bridge's `rateLimit:`; and the small client a handler's `tools.redis(name)` gives.
  */
 import type { z } from 'zod';
 import { compileTemplate } from '../core/template.ts';
 import type { Delivery } from '../core/delivery.ts';
 import type { DeliveryOperator } from '../core/stream.ts';
+import { processRedisClients } from '../redis/clients.ts';
+import { redisConnectionSchema } from '../redis/connection-config.ts';
+import { type RedisTools, redisTools } from '../redis/handler-tools.ts';
 import { rateLimit as redisRateLimit } from '../redis/rate-limit.ts';
 import { rateLimitSchema } from '../redis/rate-limit-config.ts';
 import { type StreamOptions, contextFor, validated } from './component.ts';
@@ -14,6 +18,7 @@ export type { Delivery } from '../core/delivery.ts';
 export type { Envelope } from '../core/envelope.ts';
 export type { DeliveryOperator, Sink, SinkEvent, Source } from '../core/stream.ts';
 export type { StreamOptions } from './component.ts';
+export type { RedisSetOptions, RedisTools } from '../redis/handler-tools.ts';
 
 /** The options of `rateLimit`: a bridge's `rateLimit:` (docs/reference/bridge.md). */
 export type RateLimitConfig = z.input<typeof rateLimitSchema>;
@@ -48,4 +53,37 @@ export function rateLimit(config: RateLimitConfig, options: StreamOptions & Rate
     logger: ctx.logger,
     counters: ctx.counters,
   });
+}
+
+/** The options of `redisClient`: a connection under `redis:` in gateway.yaml (`url`, `commandTimeoutMs`, `connectTimeoutMs`, `offline`). */
+export type RedisClientConfig = z.input<typeof redisConnectionSchema>;
+
+/** `RedisTools` with a way to let go of the connection. */
+export interface RedisClient extends RedisTools {
+  /** Gives the connection back; it closes when nothing else in the process uses the same settings. Later commands reject. */
+  close(): Promise<void>;
+}
+
+/**
+ * A small typed Redis client (get/set with TTL and NX, del, exists, incr/expire, JSON values,
+ * hashes) over ioredis, with a command timeout and the chosen offline behaviour (`fail` at
+ * once by default, or `wait` for the reconnection). A failed command rejects with a FerryError
+ * naming the command, the key and the server (its password left out). Clients with equal
+ * settings share one connection in the process, as the rate limiter's does.
+ *
+ * ```ts
+ * const redis = redisClient({ url: 'redis://localhost:6379' });
+ * await redis.setJson('site:7', { name: 'Plant 7' }, { ttlMs: 60_000 });
+ * const site = await redis.getJson<{ name: string }>('site:7');
+ * await redis.close();
+ * ```
+ */
+export function redisClient(config: RedisClientConfig = {}, options: Pick<StreamOptions, 'name'> = {}): RedisClient {
+  const settings = validated('redis', redisConnectionSchema, config);
+  const lease = processRedisClients.acquire(settings);
+  const tools = redisTools(options.name ?? 'redis', lease.connection);
+  return {
+    ...tools,
+    close: async () => lease.release(),
+  };
 }

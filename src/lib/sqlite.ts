@@ -1,14 +1,18 @@
 /**
- * The local message history (SQLite) as a sink, for use outside the gateway:
- * `import { toHistory, readHistory } from 'ferry/sqlite'`. The same sink as a bridge's `history:` entry.
+ * The local message history (SQLite) as a sink, and SQLite files as typed databases, for use
+ * outside the gateway: `import { toHistory, readHistory, sqliteDatabase } from 'ferry/sqlite'`.
+ * The same sink as a bridge's `history:` entry, the same database as a handler's `tools.database(name)`.
  */
 import { resolve } from 'node:path';
+import { Kysely } from 'kysely';
 import type { z } from 'zod';
 import type { Sink } from '../core/stream.ts';
 import { historySink } from '../sqlite/history-sink.ts';
 import { type HistoryRow, HistoryReader } from '../sqlite/history-store.ts';
-import { type StreamOptions, sinkOf } from './component.ts';
+import { sqliteDatabaseSchema, sqliteDialect } from '../sqlite/kysely.ts';
+import { type StreamOptions, sinkOf, validated } from './component.ts';
 
+export type { Kysely } from 'kysely';
 export type { Delivery } from '../core/delivery.ts';
 export type { Envelope } from '../core/envelope.ts';
 export type { Sink, SinkEvent, Source } from '../core/stream.ts';
@@ -35,4 +39,18 @@ export function readHistory(dir: string, query: { readonly name?: string; readon
   } finally {
     reader.close();
   }
+}
+
+/** The options of `sqliteDatabase`: a `databases:` entry's `sqlite:` (the file, `synchronous`, `busyTimeoutMs`). */
+export type SqliteDatabaseConfig = z.input<typeof sqliteDatabaseSchema>;
+
+/**
+ * A typed Kysely instance over a SQLite file (better-sqlite3, WAL), as a handler's
+ * `tools.database(name)` gives for a `sqlite:` database: transactions begin IMMEDIATE, so
+ * several processes on one file take turns instead of failing. A relative `file` is relative
+ * to `dir` (the working directory unless given). `destroy()` closes the file.
+ */
+export function sqliteDatabase<DB>(config: SqliteDatabaseConfig, options: { readonly dir?: string } = {}): Kysely<DB> {
+  const parsed = validated('sqlite', sqliteDatabaseSchema, config);
+  return new Kysely<DB>({ dialect: sqliteDialect(parsed, resolve(options.dir ?? '.')) });
 }

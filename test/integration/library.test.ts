@@ -1,17 +1,23 @@
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import pino from 'pino';
 import { Subject } from 'rxjs';
 import { ConfigError } from '../../src/config/issues.ts';
 import type { Delivery } from '../../src/core/delivery.ts';
+import { sql } from 'kysely';
 import { durableBuffer } from '../../src/lib/buffer.ts';
 import { toKafka } from '../../src/lib/kafka.ts';
-import { readHistory } from '../../src/lib/sqlite.ts';
+import { postgresDatabase } from '../../src/lib/postgres.ts';
+import { redisClient } from '../../src/lib/redis.ts';
+import { readHistory, sqliteDatabase } from '../../src/lib/sqlite.ts';
 import { startGateway } from '../../src/lib/gateway.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
 import { eventually } from '../harness/eventually.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
+import { testSchema } from '../harness/pg-schema.ts';
+import { randomName, requireService } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-library-');
@@ -105,4 +111,56 @@ test('startGateway with a config object: ready, a device message in the history 
     assert.equal(await gateway.stop(), true);
   }
   await assert.rejects(startGateway({ config: { mqtt: { port: 'x' } }, baseDir: base }), (error: unknown) => error instanceof ConfigError && /mqtt\.port/.test(error.message));
+});
+
+interface Tables {
+  readings: { device: string; celsius: number };
+}
+
+test('the toolkit handles: redisClient, postgresDatabase and sqliteDatabase against the real servers, checked on creation, closed by their owner', async (t) => {
+  // Redis: the handler's tools.redis client, on a connection shared by equal settings.
+  const redis = redisClient({ url: await requireService('redis') }, { name: 'cache' });
+  const key = randomName('ferry:test:library:');
+  try {
+    assert.equal(await redis.setJson(key, { site: 'plant-north' }, { ttlMs: 60_000 }), true);
+    assert.deepEqual(await redis.getJson(key), { site: 'plant-north' });
+    assert.equal(await redis.set(key, 'other', { nx: true }), false);
+    assert.equal(await redis.del(key), 1);
+  } finally {
+    await redis.close();
+  }
+  await assert.rejects(redis.get(key), /redis 'cache' .*connection closed/);
+  assert.throws(() => redisClient({ url: 'http://localhost' }), (error: unknown) => error instanceof ConfigError && /redis: url: a redis:\/\/ or rediss:\/\/ URL/.test(error.message));
+
+  // PostgreSQL: a typed Kysely instance on the process's pool, its connections named.
+  const pg = await testSchema(t);
+  await pg.query(`CREATE TABLE ${pg.name}.readings (device text NOT NULL, celsius double precision NOT NULL)`);
+  const application = randomName('lib-');
+  const db = postgresDatabase<Tables>({ url: pg.url }, { name: application });
+  try {
+    await db.withSchema(pg.name).insertInto('readings').values({ device: "o'brien", celsius: 21.5 }).execute();
+    const rows = await db.withSchema(pg.name).selectFrom('readings').selectAll().execute();
+    assert.deepEqual(rows, [{ device: "o'brien", celsius: 21.5 }]);
+    const named = await pg.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [application]);
+    assert.ok((named[0]?.n ?? 0) >= 1, 'connections carry the name given');
+  } finally {
+    await db.destroy();
+  }
+  await eventually(async () => assert.equal((await pg.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [application]))[0]?.n, 0));
+  assert.throws(() => postgresDatabase({ url: 'mysql://x' }), ConfigError);
+
+  // SQLite: a file relative to the directory given, in WAL mode.
+  const dir = tempDir();
+  const local = sqliteDatabase<Tables>({ file: 'app.db', synchronous: 'normal' }, { dir });
+  try {
+    await sql`CREATE TABLE readings (device text NOT NULL, celsius real NOT NULL)`.execute(local);
+    await local.insertInto('readings').values({ device: 'd1', celsius: 3 }).execute();
+    assert.deepEqual(await local.selectFrom('readings').selectAll().execute(), [{ device: 'd1', celsius: 3 }]);
+    const mode = await sql<{ journal_mode: string }>`PRAGMA journal_mode`.execute(local);
+    assert.equal(mode.rows[0]?.journal_mode, 'wal');
+  } finally {
+    await local.destroy();
+  }
+  assert.ok(existsSync(join(dir, 'app.db')));
+  assert.throws(() => sqliteDatabase({ file: '' }), ConfigError);
 });

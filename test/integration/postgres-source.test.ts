@@ -9,6 +9,7 @@ import pino from 'pino';
 import type { Subscription } from 'rxjs';
 import type { Delivery } from '../../src/core/delivery.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { type PostgresSourceConfig, fromPostgres } from '../../src/lib/postgres.ts';
 import { postgresSource } from '../../src/postgres/outbox-source.ts';
 import type { Source } from '../../src/core/stream.ts';
 import { sourceConformance } from '../conformance/source-suite.ts';
@@ -20,12 +21,12 @@ import { randomName, requireService } from '../harness/services.ts';
 const OUTBOX = (schema: string) =>
   `CREATE TABLE ${schema}.outbox (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, topic text NOT NULL, device text, payload jsonb NOT NULL, delivered_at timestamptz)`;
 
+// Through the public entry point (ferry/postgres), as a library user makes it.
 function sourceFor(config: Record<string, unknown>, afterStop?: (work: Promise<void>) => void): Source {
-  return postgresSource.create(postgresSource.schema.parse({ retryBackoffMs: 50, stopTimeoutMs: 500, ...config }), {
+  return fromPostgres({ retryBackoffMs: 50, stopTimeoutMs: 500, ...config } as PostgresSourceConfig, {
+    name: 'test',
     logger: pino({ level: 'silent' }),
     counters: new CounterRegistry(),
-    dataDir: '/nonexistent',
-    bridge: 'test',
     ...(afterStop === undefined ? {} : { afterStop }),
   });
 }

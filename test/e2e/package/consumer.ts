@@ -5,15 +5,32 @@ import { ConfigError, isFerryError, startGateway } from 'ferry';
 import { durableBuffer } from 'ferry/buffer';
 import { type KafkaSinkConfig, fromKafka, kafkaProducer, toKafka } from 'ferry/kafka';
 import { fromMqtt, mqttPublisher, toMqtt } from 'ferry/mqtt';
-import { toPostgres } from 'ferry/postgres';
-import { rateLimit } from 'ferry/redis';
-import { readHistory, toHistory } from 'ferry/sqlite';
+import { fromPostgres, postgresDatabase, toPostgres } from 'ferry/postgres';
+import { rateLimit, redisClient } from 'ferry/redis';
+import { readHistory, sqliteDatabase, toHistory } from 'ferry/sqlite';
 import { filter, firstValueFrom, scan } from 'rxjs';
 
 const [brokers = '', redis = '', dir = '', topic = ''] = process.argv.slice(2);
 
 // Every entry point's functions are there.
-for (const fn of [startGateway, durableBuffer, fromKafka, kafkaProducer, toKafka, fromMqtt, mqttPublisher, toMqtt, toPostgres, rateLimit, readHistory, toHistory]) {
+for (const fn of [
+  startGateway,
+  durableBuffer,
+  fromKafka,
+  kafkaProducer,
+  toKafka,
+  fromMqtt,
+  mqttPublisher,
+  toMqtt,
+  fromPostgres,
+  toPostgres,
+  postgresDatabase,
+  rateLimit,
+  redisClient,
+  readHistory,
+  sqliteDatabase,
+  toHistory,
+]) {
   if (typeof fn !== 'function') throw new Error('missing export');
 }
 
@@ -44,4 +61,15 @@ const written = firstValueFrom(
 );
 await written;
 const rows = readHistory(dir, { name: 'consumer' }).map((row) => Buffer.from(row.payload).toString());
-console.log(JSON.stringify({ rows, refused }));
+
+// The toolkit handles: a Redis client and a typed SQLite database.
+const cache = redisClient({ url: redis });
+await cache.set(`${topic}:seen`, String(rows.length), { ttlMs: 60_000 });
+const seen = await cache.get(`${topic}:seen`);
+await cache.close();
+const local = sqliteDatabase<{ notes: { body: string } }>({ file: 'notes.db' }, { dir });
+await local.schema.createTable('notes').addColumn('body', 'text').execute();
+await local.insertInto('notes').values({ body: 'typed' }).execute();
+const notes = (await local.selectFrom('notes').select('body').execute()).map((note) => note.body);
+await local.destroy();
+console.log(JSON.stringify({ rows, refused, seen, notes }));
