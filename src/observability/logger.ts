@@ -3,14 +3,12 @@ import { createRequire } from 'node:module';
 import type PinoPretty from 'pino-pretty';
 import type { LogBridge } from './log-bridge.ts';
 
-const NONE = {};
-
 export interface LoggerOptions {
   readonly level: LevelWithSilent;
   /** 'auto' pretty-prints when standard output is a terminal. */
   readonly pretty: 'auto' | 'always' | 'never';
   readonly name?: string;
-  /** Given when telemetry is configured: trace ids on lines inside a span, and OTLP log export. */
+  /** Given when telemetry is configured: OTLP log export. */
   readonly bridge?: LogBridge;
 }
 
@@ -22,7 +20,6 @@ export function createLogger(options: LoggerOptions): Logger {
     bridge === undefined
       ? {}
       : {
-          mixin: () => bridge.mixin?.() ?? NONE,
           hooks: {
             streamWrite: (line: string) => {
               bridge.line?.(line);

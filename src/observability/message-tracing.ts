@@ -1,30 +1,30 @@
-import { type Context, type Link, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, TraceFlags, type Tracer, context, trace } from '@opentelemetry/api';
+import { randomFillSync } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Delivery } from '../core/delivery.ts';
 import type { Envelope } from '../core/envelope.ts';
 import { type MessageTracing, type SinkTracing, type TracedMessage, parseTraceparent, sampledTraceparent } from '../core/tracing.ts';
+import { type FinishedSpan, SpanKind } from './span-export.ts';
+
+/** Where finished spans go (a SpanExport). */
+export interface SpanSink {
+  add(span: FinishedSpan): void;
+}
+
+type Traceparent = NonNullable<ReturnType<typeof parseTraceparent>>;
 
 /**
- * Message spans over the OpenTelemetry API (loaded with the SDK, only while traces are
- * exported). The sampling decision is taken here, before any span object exists, so that an
- * unsampled message allocates nothing: parent-based on the message's `traceparent`, else
- * `ratio`. The provider's own sampler then keeps every span it is asked for.
+ * Message spans, recorded as plain objects (span-export.ts sends them). The sampling decision
+ * comes first, so that an unsampled message allocates nothing: parent-based on the message's
+ * `traceparent`, else `ratio`.
  */
-export function messageTracing(tracer: Tracer, ratio: number, logger: Logger): MessageTracing {
+export function messageTracing(spans: SpanSink, ratio: number, logger: Logger): MessageTracing {
   return {
     ingress: (bridge, envelope) => {
       const header = envelope.headers['traceparent'];
-      let parent: Context = ROOT_CONTEXT;
-      if (header !== undefined) {
-        const remote = parseTraceparent(header);
-        if (remote !== undefined) {
-          if (!remote.sampled) return undefined;
-          parent = trace.setSpanContext(ROOT_CONTEXT, { traceId: remote.traceId, spanId: remote.spanId, traceFlags: TraceFlags.SAMPLED, isRemote: true });
-        } else if (!sampleRoot(ratio)) return undefined;
-      } else if (!sampleRoot(ratio)) return undefined;
-      return ingressSpan(tracer, parent, bridge, envelope);
+      const parent = header === undefined ? undefined : parseTraceparent(header);
+      if (parent === undefined ? !sampleRoot(ratio) : !parent.sampled) return undefined;
+      return new IngressSpan(spans, bridge, envelope, parent);
     },
-    sink: (bridge, sink) => sinkTracing(tracer, bridge, sink, logger),
+    sink: (bridge, sink) => sinkTracing(spans, bridge, sink, logger),
   };
 }
 
@@ -32,82 +32,128 @@ function sampleRoot(ratio: number): boolean {
   return ratio >= 1 || (ratio > 0 && Math.random() < ratio);
 }
 
-function ingressSpan(tracer: Tracer, parent: Context, bridge: string, envelope: Envelope): TracedMessage {
-  const { origin } = envelope;
-  const span = tracer.startSpan(
-    `receive ${bridge}`,
-    {
-      kind: SpanKind.CONSUMER,
-      startTime: envelope.timestamp,
-      attributes: {
-        'ferry.bridge': bridge,
-        'ferry.source': origin.source,
-        'messaging.message.id': envelope.id,
-        'messaging.destination.name': envelope.topic,
-        'messaging.message.body.size': envelope.payload.byteLength,
-        ...(origin.clientId === undefined ? {} : { 'messaging.client.id': origin.clientId }),
-        ...(origin.qos === undefined ? {} : { 'ferry.qos': origin.qos }),
-      },
-    },
-    parent,
-  );
-  const { traceId, spanId } = span.spanContext();
-  const traced: Envelope = { ...envelope, headers: { ...envelope.headers, traceparent: `00-${traceId}-${spanId}-01` } };
-  return {
-    envelope: traced,
-    end: (outcome) => {
-      if (outcome !== undefined) span.setAttribute('ferry.outcome', outcome);
-      span.end();
-    },
-  };
+/** Epoch milliseconds with the monotonic clock's fraction. */
+const now = () => performance.timeOrigin + performance.now();
+
+// Ids are cut from a pool of random bytes, refilled every 256 spans (one crypto call, not one per id).
+const pool = Buffer.alloc(4096);
+let used = pool.length;
+const ZERO = { 8: '0'.repeat(16), 16: '0'.repeat(32) };
+
+/** A random trace (16 bytes) or span (8 bytes) id in hex, never all zero (which W3C calls invalid). */
+function randomId(bytes: 8 | 16): string {
+  for (;;) {
+    if (used + bytes > pool.length) {
+      randomFillSync(pool);
+      used = 0;
+    }
+    const id = pool.toString('hex', used, used + bytes);
+    used += bytes;
+    if (id !== ZERO[bytes]) return id;
+  }
 }
 
-function sinkTracing(tracer: Tracer, bridge: string, sink: string, logger: Logger): SinkTracing {
+/** The `receive <bridge>` span of a sampled message, from its arrival to the buffer commit. */
+class IngressSpan implements TracedMessage {
+  readonly envelope: Envelope;
+  readonly #spans: SpanSink;
+  readonly #bridge: string;
+  readonly #parent: Traceparent | undefined;
+  readonly #traceId: string;
+  readonly #spanId: string;
+
+  constructor(spans: SpanSink, bridge: string, envelope: Envelope, parent: Traceparent | undefined) {
+    this.#spans = spans;
+    this.#bridge = bridge;
+    this.#parent = parent;
+    this.#traceId = parent?.traceId ?? randomId(16);
+    this.#spanId = randomId(8);
+    this.envelope = { ...envelope, headers: { ...envelope.headers, traceparent: `00-${this.#traceId}-${this.#spanId}-01` } };
+  }
+
+  end(outcome?: string): void {
+    const { origin, id, topic, payload, timestamp } = this.envelope;
+    const attributes: Record<string, string | number> = {
+      'ferry.bridge': this.#bridge,
+      'ferry.source': origin.source,
+      'messaging.message.id': id,
+      'messaging.destination.name': topic,
+      'messaging.message.body.size': payload.byteLength,
+    };
+    if (origin.clientId !== undefined) attributes['messaging.client.id'] = origin.clientId;
+    if (origin.qos !== undefined) attributes['ferry.qos'] = origin.qos;
+    if (outcome !== undefined) attributes['ferry.outcome'] = outcome;
+    this.#spans.add({
+      traceId: this.#traceId,
+      spanId: this.#spanId,
+      parentSpanId: this.#parent?.spanId,
+      remoteParent: this.#parent !== undefined,
+      name: `receive ${this.#bridge}`,
+      kind: SpanKind.consumer,
+      start: timestamp,
+      end: now(),
+      attributes,
+      links: undefined,
+      error: undefined,
+    });
+  }
+}
+
+function sinkTracing(spans: SpanSink, bridge: string, sink: string, logger: Logger): SinkTracing {
+  const sendName = `send ${sink}`;
+  const writeName = `write ${sink}`;
   return {
     batch: async (batch, write) => {
-      let sampled: Delivery[] | undefined;
-      for (const delivery of batch) {
-        if (sampledTraceparent(delivery.envelope.headers['traceparent'])) (sampled ??= []).push(delivery);
+      let sampled: { parent: Traceparent; id: string }[] | undefined;
+      for (const { envelope } of batch) {
+        const header = envelope.headers['traceparent'];
+        if (header === undefined || !sampledTraceparent(header)) continue;
+        const parent = parseTraceparent(header);
+        if (parent !== undefined) (sampled ??= []).push({ parent, id: envelope.id });
       }
       if (sampled === undefined) return write();
-      const links: Link[] = [];
-      const children: Span[] = [];
-      for (const delivery of sampled) {
-        const parent = parseTraceparent(delivery.envelope.headers['traceparent'] as string);
-        if (parent === undefined) continue;
-        const spanContext = { traceId: parent.traceId, spanId: parent.spanId, traceFlags: TraceFlags.SAMPLED, isRemote: true };
-        links.push({ context: spanContext });
-        children.push(
-          tracer.startSpan(
-            `send ${sink}`,
-            { kind: SpanKind.PRODUCER, attributes: { 'ferry.bridge': bridge, 'ferry.sink': sink, 'messaging.message.id': delivery.envelope.id } },
-            trace.setSpanContext(ROOT_CONTEXT, spanContext),
-          ),
-        );
+      const traceId = randomId(16);
+      const spanId = randomId(8);
+      // The batch span's ids, as a line written inside it carries them.
+      logger.debug({ bridge, sink, messages: batch.length, sampled: sampled.length, trace_id: traceId, span_id: spanId }, 'writing a traced batch');
+      const start = now();
+      let error: string | undefined;
+      try {
+        return await write();
+      } catch (failure) {
+        error = failure instanceof Error ? failure.message : String(failure);
+        throw failure;
+      } finally {
+        const end = now();
+        spans.add({
+          traceId,
+          spanId,
+          parentSpanId: undefined,
+          remoteParent: false,
+          name: writeName,
+          kind: SpanKind.client,
+          start,
+          end,
+          attributes: { 'ferry.bridge': bridge, 'ferry.sink': sink, 'messaging.batch.message_count': batch.length },
+          links: sampled.map(({ parent }) => ({ traceId: parent.traceId, spanId: parent.spanId })),
+          error,
+        });
+        for (const { parent, id } of sampled) {
+          spans.add({
+            traceId: parent.traceId,
+            spanId: randomId(8),
+            parentSpanId: parent.spanId,
+            remoteParent: true,
+            name: sendName,
+            kind: SpanKind.producer,
+            start,
+            end,
+            attributes: { 'ferry.bridge': bridge, 'ferry.sink': sink, 'messaging.message.id': id },
+            links: undefined,
+            error,
+          });
+        }
       }
-      const span = tracer.startSpan(`write ${sink}`, {
-        kind: SpanKind.CLIENT,
-        links,
-        attributes: { 'ferry.bridge': bridge, 'ferry.sink': sink, 'messaging.batch.message_count': batch.length },
-      });
-      const end = (error?: unknown) => {
-        for (const s of [span, ...children]) {
-          if (error !== undefined) s.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
-          s.end();
-        }
-      };
-      // Lines logged during the write carry this span's trace_id and span_id.
-      return context.with(trace.setSpan(ROOT_CONTEXT, span), async () => {
-        logger.debug({ bridge, sink, messages: batch.length, sampled: sampled.length }, 'writing a traced batch');
-        try {
-          const result = await write();
-          end();
-          return result;
-        } catch (error) {
-          end(error);
-          throw error;
-        }
-      });
     },
   };
 }

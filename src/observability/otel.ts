@@ -1,42 +1,32 @@
 // Loaded by telemetry.ts only when something is exported: the OpenTelemetry SDK and its
 // exporters cost startup time and memory that a gateway exporting nothing should not pay.
-import { type Attributes, type HrTime, type Observable, ValueType, context, trace } from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { type Attributes, type HrTime, type Observable, ROOT_CONTEXT, TraceFlags, ValueType, trace } from '@opentelemetry/api';
 import { OTLPLogExporter } from '@opentelemetry/exporter-logs-otlp-http';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchLogRecordProcessor, LoggerProvider } from '@opentelemetry/sdk-logs';
 import { AggregationTemporality, DataPointType, type HistogramMetricData, type MetricProducer, MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import type { Resource } from '@opentelemetry/resources';
-import { AlwaysOnSampler, BatchSpanProcessor, ParentBasedSampler, TracerProvider } from '@opentelemetry/sdk-trace';
 import type { TelemetryExport } from '../config/telemetry.ts';
 import { catalogue } from './catalogue.ts';
 import type { LogBridge } from './log-bridge.ts';
 import { messageTracing } from './message-tracing.ts';
 import type { MetricSpec } from './metrics/spec.ts';
 import type { Sample } from './prometheus.ts';
+import { SpanExport } from './span-export.ts';
 import type { Telemetry, TelemetryDeps } from './telemetry.ts';
 
 export function startOtel(settings: TelemetryExport, deps: TelemetryDeps): Telemetry {
-  const resource = resourceFromAttributes({ ...settings.resource, 'service.version': deps.version });
+  const attributes = { ...settings.resource, 'service.version': deps.version };
+  const resource = resourceFromAttributes(attributes);
   const stops: (() => Promise<void>)[] = [];
-  const contextManager = new AsyncLocalStorageContextManager().enable();
-  context.setGlobalContextManager(contextManager);
-  stops.push(async () => void contextManager.disable());
 
   let tracing: Telemetry['tracing'];
   if (settings.traces !== undefined) {
-    const exporter = new OTLPTraceExporter({ url: settings.traces.url, headers: { ...settings.traces.headers } });
-    // The ratio is applied by message-tracing.ts before a span exists; the SDK keeps what it is given.
-    const provider = new TracerProvider({
-      resource,
-      sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
-      spanProcessors: [new BatchSpanProcessor({ exporter, maxQueueSize: 8192 })],
-    });
-    trace.setGlobalTracerProvider(provider);
-    tracing = messageTracing(provider.getTracer('ferry', deps.version), settings.traces.sampleRatio, deps.logger.child({ component: 'tracing' }));
-    stops.push(() => provider.shutdown());
+    const logger = deps.logger.child({ component: 'tracing' });
+    const spans = new SpanExport(settings.traces, attributes, deps.version, logger);
+    tracing = messageTracing(spans, settings.traces.sampleRatio, logger);
+    stops.push(() => spans.shutdown());
   }
 
   if (settings.metrics !== undefined) {
@@ -60,27 +50,16 @@ export function startOtel(settings: TelemetryExport, deps: TelemetryDeps): Telem
       await provider.shutdown();
     });
   }
-  if (deps.logBridge !== undefined) deps.logBridge.mixin = traceIds;
 
   return {
     ...(tracing === undefined ? {} : { tracing }),
     shutdown: async () => {
-      if (deps.logBridge !== undefined) deps.logBridge.mixin = undefined;
-      // Last in, first out: the context manager goes after the providers flushed.
       for (const stop of stops.reverse()) await stop().catch((error: unknown) => deps.logger.warn({ err: error }, 'telemetry: flushing an exporter failed'));
     },
   };
 }
 
 const NONE = {};
-
-/** pino mixin: the trace and span of the active span, on lines logged inside one. */
-function traceIds(): object {
-  const span = trace.getSpan(context.active());
-  if (span === undefined) return NONE;
-  const { traceId, spanId } = span.spanContext();
-  return { trace_id: traceId, span_id: spanId };
-}
 
 /** The metrics catalogue as OpenTelemetry instruments, named `ferry.<name>`. */
 function bridgeCatalogue(provider: MeterProvider, deps: TelemetryDeps): void {
@@ -174,7 +153,7 @@ function exportLogs(provider: LoggerProvider, bridge: LogBridge): void {
     } catch {
       return;
     }
-    const { msg, level, time, trace_id: _t, span_id: _s, ...rest } = fields;
+    const { msg, level, time, trace_id: traceId, span_id: spanId, ...rest } = fields;
     const severity = SEVERITY[typeof level === 'number' ? level : 30] ?? { text: 'INFO', number: 9 };
     const attributes: Attributes = {};
     for (const [key, value] of Object.entries(rest)) attributes[key] = typeof value === 'object' && value !== null ? JSON.stringify(value) : (value as string | number | boolean);
@@ -184,7 +163,8 @@ function exportLogs(provider: LoggerProvider, bridge: LogBridge): void {
       severityNumber: severity.number,
       ...(typeof time === 'number' ? { timestamp: time } : {}),
       attributes,
-      context: context.active(),
+      // A line logged inside a span names it (trace_id, span_id): the record belongs to that span.
+      ...(typeof traceId === 'string' && typeof spanId === 'string' ? { context: trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId, traceFlags: TraceFlags.SAMPLED }) } : {}),
     });
   };
 }
