@@ -1,4 +1,4 @@
-import { randomFillSync } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Envelope } from '../core/envelope.ts';
 import { type MessageTracing, type SinkTracing, type TracedMessage, parseTraceparent, sampledTraceparent } from '../core/tracing.ts';
@@ -35,19 +35,21 @@ function sampleRoot(ratio: number): boolean {
 /** Epoch milliseconds with the monotonic clock's fraction. */
 const now = () => performance.timeOrigin + performance.now();
 
-// Ids are cut from a pool of random bytes, refilled every 256 spans (one crypto call, not one per id).
-const pool = Buffer.alloc(4096);
-let used = pool.length;
+// Ids are cut from a pool of random bytes in hex, refilled every 256 spans: one crypto call and
+// one hex conversion for all of them; each id is a slice of that string (V8 shares its chars).
+const POOL_BYTES = 4096;
+let pool = '';
+let used = POOL_BYTES;
 const ZERO = { 8: '0'.repeat(16), 16: '0'.repeat(32) };
 
 /** A random trace (16 bytes) or span (8 bytes) id in hex, never all zero (which W3C calls invalid). */
 function randomId(bytes: 8 | 16): string {
   for (;;) {
-    if (used + bytes > pool.length) {
-      randomFillSync(pool);
+    if (used + bytes > POOL_BYTES) {
+      pool = randomBytes(POOL_BYTES).toString('hex');
       used = 0;
     }
-    const id = pool.toString('hex', used, used + bytes);
+    const id = pool.slice(used * 2, (used + bytes) * 2);
     used += bytes;
     if (id !== ZERO[bytes]) return id;
   }
