@@ -1,7 +1,7 @@
 // The export of message spans: plain records batched here and written as OTLP/JSON by our own
 // serializer, sent through the OTLP exporters' HTTP delegate (its retries, timeout, compression
 // and OTEL_EXPORTER_OTLP_* settings). The SDK's tracer, spans and batch processor are not used:
-// at the default ratio they cost the gateway about a tenth of its CPU (docs/benchmarks.md).
+// at the default ratio they took about a fifth of the gateway's CPU (docs/benchmarks.md).
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
 import type { Logger } from 'pino';
 import type { OtlpTarget } from '../config/telemetry.ts';
@@ -35,7 +35,7 @@ export interface SpanExportOptions {
   readonly maxQueue: number;
 }
 
-/** 1,024 spans a request (about 450 KB of JSON), at least every 5 s, at most 8,192 held. */
+/** 1,024 spans a request (about 650 KB of JSON), at least every 5 s, at most 8,192 held. */
 export const SPAN_EXPORT_DEFAULTS: SpanExportOptions = { batchSize: 1024, delayMs: 5000, maxQueue: 8192 };
 
 /**
