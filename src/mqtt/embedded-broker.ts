@@ -72,7 +72,13 @@ export interface EmbeddedBrokerOptions {
  */
 function assertPatched(aedes: Aedes): void {
   const internals = aedesInternals(aedes);
-  if (Object.getPrototypeOf(internals.clients) === null && typeof internals.maxInflightInbound === 'number' && typeof internals.outboundQueueLimit === 'number') return;
+  if (
+    Object.getPrototypeOf(internals.clients) === null &&
+    typeof internals.maxInflightInbound === 'number' &&
+    typeof internals.outboundQueueLimit === 'number' &&
+    internals.pubackAfterStore === true
+  )
+    return;
   throw new FerryError(
     'INTERNAL',
     'the installed aedes lacks patches/aedes+2.0.0-beta.1.patch (security fixes and MQTT 5 behaviour), or has an older version of it (was it installed with --ignore-scripts?): run `npm ci` without --ignore-scripts in the Ferry directory',
