@@ -356,7 +356,11 @@ export class PublishIntake {
           return;
         }
         counters.count('mqtt.publish.nacked');
-        this.#options.logger.warn({ topic: packet.topic, clientId: client?.id, err: error }, 'message not taken; closing the device connection unacknowledged so it is sent again');
+        // Through the refusal log: one line per device and interval while a buffer refuses, not one per message.
+        const message = 'message not taken; closing the device connection unacknowledged so it is sent again';
+        const detail = { topic: packet.topic, error: error.message };
+        if (client === null) this.#options.logger.warn({ ...detail, err: error }, message);
+        else this.#options.refusals.log.refused({ who: { clientId: client.id }, reason: 'not_stored', message, detail });
         if (client === null) callback(error);
         else this.#refuseUnstored(client, error, isFerryError(error, 'MESSAGE_REJECTED') && error.retryable ? QUOTA_EXCEEDED : SERVER_BUSY, callback);
       },
