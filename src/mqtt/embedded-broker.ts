@@ -157,7 +157,12 @@ export class EmbeddedBroker {
       connectTimeoutMs: connectTimeout,
       onRefuse: (reason, address, protocol) => self().#refuseSocket(protocol, reason, address),
     });
-    const refusals = new StateRefusals(options.logger, options.counters);
+    // A limit refused to a connected client (its subscriptions, its retained messages) counts
+    // towards disconnecting it like any refusal; an offline session's full queue does not.
+    const refusals = new StateRefusals(options.logger, options.counters, (clientId, limit) => {
+      const client = broker === undefined ? undefined : aedesInternals(broker.#aedes).clients[clientId];
+      if (client !== undefined) clientRefusals.counted(client, limit);
+    });
     const state =
       options.state === undefined
         ? undefined
