@@ -25,6 +25,8 @@ export interface AedesInternals {
   readonly maxInflightInbound?: number;
   /** MQTT 5 messages kept per client while its Receive Maximum is reached; set only by the patch. */
   readonly outboundQueueLimit?: number;
+  /** Set by the patch: a QoS 1 PUBACK leaves once the message is retained and queued for offline sessions. */
+  readonly pubackAfterStore?: boolean;
 }
 
 /** Why the patched aedes did not send a message to one client (its 'publishDiscarded' event). */

@@ -40,6 +40,11 @@ export class ClientRefusals {
   /** Logs a refusal of `client` and disconnects it once it had too many; `who` defaults to its client id. */
   refused(client: Client, refusal: Omit<Refused, 'who'> & { readonly who?: Refused['who'] }, now = Date.now()): void {
     this.#log.refused({ ...refusal, who: refusal.who ?? { clientId: client.id } });
+    this.counted(client, refusal.reason, now);
+  }
+
+  /** Counts a refusal logged elsewhere (the broker state's limits) towards disconnecting `client`. */
+  counted(client: Client, reason: string, now = Date.now()): void {
     if (this.#disconnected.has(client)) return;
     const { disconnectAfter, windowMs } = this.#limits;
     const times = (this.#recent.get(client) ?? []).filter((t) => t > now - windowMs);
@@ -55,7 +60,7 @@ export class ClientRefusals {
       who: { clientId: client.id },
       reason: 'too_many_refusals',
       message: `client disconnected after ${disconnectAfter} refusals within ${windowMs} ms`,
-      detail: { lastReason: refusal.reason },
+      detail: { lastReason: reason },
     });
     // After the hook that refused has called back: aedes still holds the packet being handled.
     setImmediate(() => client.close());

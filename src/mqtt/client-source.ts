@@ -129,8 +129,9 @@ export const mqttClientSource: SourceComponent<typeof schema> = {
   refuseCaveat:
     "when the buffer is full, Ferry stops acknowledging to the external broker, whose own queue then decides what happens: Mosquitto drops what exceeds max_queued_messages (1,000 by default) although it acknowledged those messages to their publishers. Prefer drop-oldest or drop-newest (counted and logged), or raise the broker's queue limits (max_queued_messages, max_queued_bytes)",
   schema,
-  create: (config, ctx) =>
-    new Observable((subscriber) => {
+  create: (config, ctx) => {
+    warnOfCleanSharedSession(config, ctx);
+    return new Observable((subscriber) => {
       let client: MqttClient | undefined;
       const stops: (() => void)[] = [];
       let closed = false;
@@ -160,8 +161,20 @@ export const mqttClientSource: SourceComponent<typeof schema> = {
         for (const stop of stops) stop();
         client?.end(true);
       };
-    }),
+    });
+  },
 };
+
+/** A shared subscription on a session that ends with the connection loses messages when the gateway dies: said once at start. */
+function warnOfCleanSharedSession(config: MqttClientSourceConfig, ctx: ComponentContext): void {
+  const shared = config.topics.filter((filter) => filter.startsWith('$share/'));
+  const ends = config.cleanSession || (config.protocolVersion === 5 && config.sessionExpiryIntervalSec === 0);
+  if (shared.length === 0 || !ends) return;
+  ctx.logger.warn(
+    { bridge: ctx.bridge, topics: shared },
+    `mqttClient source of bridge '${ctx.bridge}': a shared subscription on a session that ends with the connection: if this gateway dies, the broker drops the messages it had sent or queued for it (Mosquitto 2 does not pass them to another member of the group). Keep a persistent session (cleanSession: false), restart the gateway promptly, and size the broker's queue limits for the time it may be down`,
+  );
+}
 
 function sourceOptions(config: MqttClientSourceConfig, ctx: ComponentContext) {
   const options = clientOptions(config, `mqttClient source of bridge '${ctx.bridge}'`, ctx.configDir);

@@ -72,7 +72,13 @@ export interface EmbeddedBrokerOptions {
  */
 function assertPatched(aedes: Aedes): void {
   const internals = aedesInternals(aedes);
-  if (Object.getPrototypeOf(internals.clients) === null && typeof internals.maxInflightInbound === 'number' && typeof internals.outboundQueueLimit === 'number') return;
+  if (
+    Object.getPrototypeOf(internals.clients) === null &&
+    typeof internals.maxInflightInbound === 'number' &&
+    typeof internals.outboundQueueLimit === 'number' &&
+    internals.pubackAfterStore === true
+  )
+    return;
   throw new FerryError(
     'INTERNAL',
     'the installed aedes lacks patches/aedes+2.0.0-beta.1.patch (security fixes and MQTT 5 behaviour), or has an older version of it (was it installed with --ignore-scripts?): run `npm ci` without --ignore-scripts in the Ferry directory',
@@ -151,7 +157,12 @@ export class EmbeddedBroker {
       connectTimeoutMs: connectTimeout,
       onRefuse: (reason, address, protocol) => self().#refuseSocket(protocol, reason, address),
     });
-    const refusals = new StateRefusals(options.logger, options.counters);
+    // A limit refused to a connected client (its subscriptions, its retained messages) counts
+    // towards disconnecting it like any refusal; an offline session's full queue does not.
+    const refusals = new StateRefusals(options.logger, options.counters, (clientId, limit) => {
+      const client = broker === undefined ? undefined : aedesInternals(broker.#aedes).clients[clientId];
+      if (client !== undefined) clientRefusals.counted(client, limit);
+    });
     const state =
       options.state === undefined
         ? undefined

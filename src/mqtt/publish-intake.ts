@@ -57,11 +57,15 @@ function samePayload(a: unknown, b: unknown): boolean {
   return x !== undefined && y !== undefined && Buffer.compare(x, y) === 0;
 }
 
+/** MQTT 5 PUBACK reason code for a topic name that is not valid. */
+const TOPIC_NAME_INVALID = 0x90;
+
 /** What happens to a client whose publish is refused (for the log line). */
-function refusalOutcome(client: Client | null, qos: number): string {
+function refusalOutcome(client: Client | null, qos: number, invalidTopic = false): string {
   // MQTT 3.1.1 has no negative PUBACK; aedes closes the connection. MQTT 5 has one.
   if (client === null || client.version !== 5) return 'closing the connection';
-  return qos === 0 ? 'dropped (QoS 0)' : 'answered with reason code 0x87 (not authorized)';
+  if (qos === 0) return 'dropped (QoS 0)';
+  return invalidTopic ? 'answered with reason code 0x90 (topic name invalid)' : 'answered with reason code 0x87 (not authorized)';
 }
 
 /**
@@ -153,11 +157,12 @@ export class PublishIntake {
     const invalid = invalidTopicReason(packet.topic, this.#options.topicLimits);
     if (invalid !== undefined) {
       counters.count('mqtt.publish.refused', { reason: 'invalid_topic' });
-      this.#refused(client, 'invalid_topic', `publish refused: invalid topic; ${refusalOutcome(client, packet.qos)}`, {
+      this.#refused(client, 'invalid_topic', `publish refused: invalid topic; ${refusalOutcome(client, packet.qos, true)}`, {
         topic: packet.topic.slice(0, 200),
         detail: invalid,
       });
-      callback(new Error(`invalid topic: ${invalid}`));
+      // aedes (as patched) answers with the error's reason code (MQTT 5).
+      callback(Object.assign(new Error(`invalid topic: ${invalid}`), { reasonCode: TOPIC_NAME_INVALID }));
       return;
     }
     if (client !== null && packet.topic.startsWith('$') && !this.#options.acl) {
@@ -351,7 +356,11 @@ export class PublishIntake {
           return;
         }
         counters.count('mqtt.publish.nacked');
-        this.#options.logger.warn({ topic: packet.topic, clientId: client?.id, err: error }, 'message not taken; closing the device connection unacknowledged so it is sent again');
+        // Through the refusal log: one line per device and interval while a buffer refuses, not one per message.
+        const message = 'message not taken; closing the device connection unacknowledged so it is sent again';
+        const detail = { topic: packet.topic, error: error.message };
+        if (client === null) this.#options.logger.warn({ ...detail, err: error }, message);
+        else this.#options.refusals.log.refused({ who: { clientId: client.id }, reason: 'not_stored', message, detail });
         if (client === null) callback(error);
         else this.#refuseUnstored(client, error, isFerryError(error, 'MESSAGE_REJECTED') && error.retryable ? QUOTA_EXCEEDED : SERVER_BUSY, callback);
       },

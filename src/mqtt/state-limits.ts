@@ -37,14 +37,19 @@ export class StateRefusals {
   readonly #counters: Counters;
   readonly #logged = new Map<string, { until: number; quiet: number }>();
 
-  constructor(logger: Logger, counters: Counters) {
+  readonly #onRefused: ((clientId: string, limit: StateLimit) => void) | undefined;
+
+  /** `onRefused` hears of every refusal (the broker counts a connected client's towards disconnecting it). */
+  constructor(logger: Logger, counters: Counters, onRefused?: (clientId: string, limit: StateLimit) => void) {
     this.#logger = logger;
     this.#counters = counters;
+    this.#onRefused = onRefused;
   }
 
   /** `what` says what was refused and what happened to it, for the log line. */
   refused(clientId: string, limit: StateLimit, value: number, what: string, now = Date.now()): void {
     this.#counters.count('mqtt.state.refused', { limit });
+    this.#onRefused?.(clientId, limit);
     const key = `${limit}\u0000${clientId}`;
     const seen = this.#logged.get(key);
     if (seen !== undefined && seen.until > now) {

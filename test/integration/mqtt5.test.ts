@@ -80,13 +80,16 @@ for (const [label, error, reasonCode] of [
   });
 }
 
-test('an MQTT 5 device refused by the ACL or for an invalid topic gets PUBACK 0x87 and stays connected', async () => {
+test('an MQTT 5 device refused by the ACL gets PUBACK 0x87, for an invalid topic PUBACK 0x90, and stays connected', async () => {
   await withBroker(async (broker, url) => {
     const subscription = broker.tap('test', ['#']).subscribe((d) => d.ack());
     const client = await connectAsync(url, { clientId: 'dev-reserved', protocolVersion: 5, reconnectPeriod: 0 });
     try {
       // Without device profiles, publishing to a '$' topic is refused (the ACL of the anonymous default).
       await assert.rejects(client.publishAsync('$SYS/x', 'no', { qos: 1 }), /Not authorized/);
+      assert.ok(client.connected);
+      // A control character in the topic: Topic Name invalid.
+      await assert.rejects(client.publishAsync('devices/d/\u0007bell', 'no', { qos: 1 }), /Topic Name invalid/);
       assert.ok(client.connected);
       await client.publishAsync('devices/d/telemetry', 'yes', { qos: 1 });
     } finally {

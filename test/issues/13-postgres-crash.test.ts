@@ -15,7 +15,7 @@ import { tempDirs } from '../harness/temp.ts';
 const DEVICES = 10;
 const TOTAL = 10_000;
 const WINDOW = 20;
-const KILLS = 6;
+const KILLS = 10;
 const BRIDGE = 'telemetry-to-postgres';
 
 const dirs = tempDirs('ferry-issue13-crash-');

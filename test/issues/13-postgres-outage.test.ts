@@ -1,7 +1,8 @@
-// Issue 13: PostgreSQL unreachable for a while in the middle of a stream (a proxy in front of
-// the shared server is cut): devices stay acknowledged from the buffer, the sink retries for ever
-// with backoff, and once the server is reachable again every acknowledged message is a row, once,
-// inserted in each device's order.
+// Issue 13: PostgreSQL down for 30 s in the middle of a stream: a private server the test makes
+// with initdb is stopped with `pg_ctl stop -m fast` (its sessions are ended, as in a restart)
+// and started again (the shared server is never touched). Devices stay acknowledged from the
+// buffer, /api/status says the sink is down and why, the sink retries with backoff, and once
+// the server is back every acknowledged message is a row, once, inserted in each device's order.
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,14 +11,14 @@ import { test } from 'node:test';
 import { fetchStatus, pendingOf } from '../harness/crashing-gateway.ts';
 import { LoadPacer, startFleet } from '../harness/devices.ts';
 import { startFerry } from '../harness/ferry-process.ts';
-import { testSchema } from '../harness/pg-schema.ts';
-import { tcpProxy } from '../harness/cuttable-proxy.ts';
+import pg from 'pg';
+import { startPrivatePostgres } from '../harness/private-postgres.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const DEVICES = 4;
 const TOTAL = 2_000;
 const WINDOW = 10;
-const OUTAGE_MS = 10_000;
+const OUTAGE_MS = 30_000;
 const BRIDGE = 'telemetry-to-postgres';
 
 const dirs = tempDirs('ferry-issue13-outage-');
@@ -25,13 +26,33 @@ const dirs = tempDirs('ferry-issue13-outage-');
 test(`PostgreSQL unreachable for ${OUTAGE_MS / 1000} s mid-stream: devices stay acknowledged, and every acknowledged message becomes one row, in device order`, {
   timeout: 180_000,
 }, async (t) => {
-  const db = await testSchema(t);
+  const server = await startPrivatePostgres();
+  t.after(() => server.destroy());
+  const admin = new pg.Client({ connectionString: server.url });
+  await admin.connect();
+  const db = {
+    name: 'outage',
+    query: async <R extends pg.QueryResultRow>(text: string) => {
+      // The test's own connection: made again when the outage ended it.
+      for (let attempt = 0; ; attempt++) {
+        const client = new pg.Client({ connectionString: server.url });
+        try {
+          await client.connect();
+          return (await client.query<R>(text)).rows;
+        } catch (error) {
+          if (attempt >= 20) throw error;
+          await sleep(250);
+        } finally {
+          await client.end().catch(() => {});
+        }
+      }
+    },
+  };
+  await admin.query('CREATE SCHEMA outage');
+  await admin.end();
   // `n` numbers the rows in the order they were inserted.
   await db.query(`CREATE TABLE ${db.name}.readings (n bigserial, id uuid PRIMARY KEY, device text NOT NULL, seq int NOT NULL, received_at timestamptz NOT NULL)`);
-  const server = new URL(db.url);
-  const proxy = await tcpProxy({ host: server.hostname, port: Number(server.port || 5432) });
-  t.after(() => proxy.close());
-  const url = `postgres://${server.username}@127.0.0.1:${proxy.port}${server.pathname}`;
+  const url = server.url;
   const root = dirs();
   mkdirSync(join(root, 'bridges'), { recursive: true });
   writeFileSync(join(root, 'gateway.yaml'), 'mqtt: {allowAnonymous: loopback}\nbridges: [bridges]\ndevices: []\n');
@@ -62,12 +83,13 @@ buffer: {retryMaxMs: 2000}
   const release = setInterval(() => pacer.setLimit((released = Math.min(TOTAL, released + 25))), 100);
   try {
     while (fleet.acknowledged() < TOTAL / 5) await sleep(50);
-    await proxy.cut();
+    server.stop();
     const ackedAtCut = fleet.acknowledged();
     await sleep(OUTAGE_MS);
     const ackedDuringOutage = fleet.acknowledged() - ackedAtCut;
     const during = await fetchStatus(gw.adminUrl);
-    await proxy.restore();
+    const ready = await fetch(`${gw.adminUrl}/readyz`);
+    server.start();
 
     await fleet.done;
     let pending = -1;
@@ -83,6 +105,12 @@ buffer: {retryMaxMs: 2000}
     );
     assert.ok(ackedDuringOutage > 0, 'no device was acknowledged during the outage');
     assert.ok(pendingOf(during, BRIDGE) > 0, 'nothing was held in the buffer during the outage');
+    // The gateway still takes traffic (ready), and says which sink is down and why.
+    assert.equal(ready.status, 200, 'devices are still acknowledged from the buffer');
+    const problems = (during as unknown as { health: { degraded: { bridge: string; sink?: string; problem: string; detail: string }[] } }).health.degraded;
+    const down = problems.find((p) => p.bridge === BRIDGE && p.sink === 'postgres');
+    assert.ok(down !== undefined && (down.problem === 'down' || down.problem === 'stalled'), `degraded: ${JSON.stringify(problems)}`);
+    assert.match(down.detail, /postgres|PostgreSQL|connect|ECONNREFUSED|terminat/i);
     assert.ok(retries > 0, 'the sink never retried');
     assert.equal(after.buffer.bridges.find((b) => b.bridge === BRIDGE)?.deadLetters, 0, 'nothing dead-lettered for an outage');
 

@@ -14,14 +14,19 @@ import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-issue16-refusals-');
 const DISCONNECT_AFTER = 20;
+const SUBSCRIPTIONS_PER_CLIENT = 5;
 let gw: RunningFerry;
 const open: (MqttClient | Socket)[] = [];
 
 before(async () => {
   const root = tempDir();
-  const config = writeGatewayTree(root, `{allowAnonymous: false, refusals: {logIntervalMs: 1000, disconnectAfter: ${DISCONNECT_AFTER}, windowMs: 120000}}`, {
-    'sensor.yaml': `name: sensor\nclientId: sensor-*\ncredentials:\n${await credential('sensor-1', 'pw-1')}${await credential('sensor-2', 'pw-2')}${await credential('sensor-3', 'pw-3')}`,
-  });
+  const config = writeGatewayTree(
+    root,
+    `{allowAnonymous: false, refusals: {logIntervalMs: 1000, disconnectAfter: ${DISCONNECT_AFTER}, windowMs: 120000}, limits: {subscriptionsPerClient: ${SUBSCRIPTIONS_PER_CLIENT}}}`,
+    {
+      'sensor.yaml': `name: sensor\nclientId: sensor-*\ncredentials:\n${await credential('sensor-1', 'pw-1')}${await credential('sensor-2', 'pw-2')}${await credential('sensor-3', 'pw-3')}${await credential('sensor-4', 'pw-4')}`,
+    },
+  );
   gw = await startFerry(['--config', config, '--data-dir', join(root, 'data')]);
 });
 
@@ -129,4 +134,25 @@ test('refused logins from one address are logged once per reason and interval', 
   const reasons = full().map((l) => l['reason']);
   assert.deepEqual([...new Set(reasons)].sort(), [...reasons].sort(), `one full line per reason: ${JSON.stringify(refused())}`);
   assert.ok(reasons.length <= 2, JSON.stringify(refused()));
+});
+
+test('refusals of a broker state limit count too: a client subscribing past subscriptionsPerClient again and again is disconnected after disconnectAfter of them', {
+  timeout: 30_000,
+}, async () => {
+  const client = await device('sensor-4');
+  const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+  const before = (await counters())['mqtt.connections.closed_refusals'] ?? 0;
+  const granted = (filter: string) =>
+    new Promise<number | undefined>((resolve) =>
+      client.subscribe(filter, { qos: 1 }, (error, g) =>
+        resolve(error === null || error === undefined ? g?.[0]?.qos : (error as unknown as { packet: { granted: number[] } }).packet.granted[0]),
+      ),
+    );
+  for (let i = 0; i < SUBSCRIPTIONS_PER_CLIENT; i++) assert.equal(await granted(`devices/sensor-4/commands/${i}`), 1);
+  for (let i = 0; i < DISCONNECT_AFTER - 1; i++) assert.equal(await granted(`devices/sensor-4/commands/over-${i}`), 128);
+  assert.ok(client.connected, 'one short of disconnectAfter');
+  client.subscribe('devices/sensor-4/commands/last', { qos: 1 });
+  await closed;
+  assert.equal((await counters())['mqtt.connections.closed_refusals'], before + 1);
+  await eventually(() => assert.equal(lines('sensor-4', 'too_many_refusals').length, 1));
 });
