@@ -4,6 +4,7 @@ import type { Counters } from '../core/component.ts';
 import { createDeliveries, type Delivery } from '../core/delivery.ts';
 import { backoffDelay } from '../core/backoff.ts';
 import { isFerryError } from '../core/errors.ts';
+import { failedSpanFields } from '../core/tracing.ts';
 import type { BufferPolicy } from './config.ts';
 import type { BufferStore, StoredMessage } from './store.ts';
 import type { BufferWriter } from './writer.ts';
@@ -107,7 +108,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
     const deadLetter = (message: StoredMessage, error: Error, tries: number, inLive: boolean) => {
       store.deadLetter(sink, message, error.message, tries, inLive);
       counters.count('buffer.dead_letters', { bridge, sink });
-      logger.error({ err: error, id: message.envelope.id, topic: message.envelope.topic, sink }, 'rejected for good: moved to dead letters');
+      logger.error({ err: error, id: message.envelope.id, topic: message.envelope.topic, sink, ...failedSpanFields(error) }, 'rejected for good: moved to dead letters');
     };
     /**
      * Hands over one window and waits for it to settle. Returns the last seq confirmed in
@@ -167,7 +168,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
       }
       const jittered = backoffDelay({ initialMs: policy.retryInitialMs, maxMs: policy.retryMaxMs, jitter: 0.2 }, attempts);
       counters.count('buffer.retries', { bridge, sink });
-      logger.warn({ err: error, sink, attempt: attempts, retryInMs: jittered }, 'write failed; will retry');
+      logger.warn({ err: error, sink, attempt: attempts, retryInMs: jittered, ...failedSpanFields(error) }, 'write failed; will retry');
       return { done: true as const, confirmed, failed: true, retryInMs: jittered };
     };
 

@@ -2,6 +2,7 @@ import { Observable } from 'rxjs';
 import { createDelivery, type Delivery } from '../core/delivery.ts';
 import { backoffDelay } from '../core/backoff.ts';
 import { isFerryError } from '../core/errors.ts';
+import { failedSpanFields } from '../core/tracing.ts';
 import type { CursorSource, CursorSourceOptions } from './reader.ts';
 import { Signal } from './signal.ts';
 import type { StoredMessage } from './store.ts';
@@ -97,7 +98,10 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
       for (const entry of settledRejected) {
         const error = entry.error as Error;
         counters.count('buffer.dead_letters', { bridge, sink });
-        logger.error({ err: error, id: entry.message.envelope.id, topic: entry.message.envelope.topic, sink }, 'rejected for good: moved to dead letters');
+        logger.error(
+          { err: error, id: entry.message.envelope.id, topic: entry.message.envelope.topic, sink, ...failedSpanFields(error) },
+          'rejected for good: moved to dead letters',
+        );
         if (entry.message.seq <= cursor) store.deadLetter(sink, entry.message, error.message, entry.attempts);
         else deadAhead.push({ message: entry.message, reason: error.message, attempts: entry.attempts });
       }
@@ -144,7 +148,8 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
             }
             entry.outcome = 'retry';
             const jittered = backoffDelay({ initialMs: policy.retryInitialMs, maxMs: policy.retryMaxMs, jitter: 0.2 }, entry.attempts);
-            if (retries.length === 0) logger.warn({ err: error, sink, attempt: entry.attempts, retryInMs: jittered }, 'not handled; will deliver again');
+            if (retries.length === 0)
+              logger.warn({ err: error, sink, attempt: entry.attempts, retryInMs: jittered, ...failedSpanFields(error) }, 'not handled; will deliver again');
             retries.push(entry);
             retryAt = Math.max(retryAt, Date.now() + jittered);
             counters.count('buffer.retries', { bridge, sink });

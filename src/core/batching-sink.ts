@@ -3,7 +3,7 @@ import { batchBy } from './batch-by.ts';
 import type { Delivery } from './delivery.ts';
 import type { Sink, SinkEvent } from './stream.ts';
 import { FerryError, isFerryError } from './errors.ts';
-import type { SinkTracing } from './tracing.ts';
+import { type SinkTracing, type SpanIds, noteFailedSpan } from './tracing.ts';
 
 export interface BatchOptions {
   /** Most deliveries in one write. */
@@ -41,16 +41,25 @@ export function batchingSink(options: BatchOptions, write: (batch: readonly Deli
       batchBy({ count: options.batchSize, timeMs: options.batchTimeMs, bytes: options.batchBytes, sizeOf: (t) => t.delivery.envelope.payload.byteLength }),
       concatMap((tagged) => {
         const batch = tagged.map((t) => t.delivery);
-        const fail = (error: Error) => {
+        const fail = (error: Error, span?: SpanIds) => {
           for (const delivery of batch) delivery.nack(error);
           const retryable = isFerryError(error) ? error.retryable : true;
-          return of<SinkEvent>({ type: 'failed', count: batch.length, error, retryable });
+          return of<SinkEvent>({ type: 'failed', count: batch.length, error, retryable, ...(span === undefined ? {} : { span }) });
         };
         if ((tagged[0] as { n: number }).n <= failedThrough && lastError !== undefined) {
           return fail(new FerryError('SINK_WRITE_FAILED', `not written: an earlier batch failed (${lastError.message})`, { retryable: true, cause: lastError }));
         }
         const started = performance.now();
-        return defer(async () => (tracing === undefined ? write(batch) : tracing.batch(batch, async () => write(batch)))).pipe(
+        // The batch span's ids when the write is traced: on its events and on its errors (logs name it).
+        let span: SpanIds | undefined;
+        const run = async () =>
+          tracing === undefined
+            ? write(batch)
+            : tracing.batch(batch, async (ids) => {
+                span = ids;
+                return write(batch);
+              });
+        return defer(run).pipe(
           mergeMap((result) => {
             const rejected = result?.rejected ?? new Map<Delivery, Error>();
             let bytes = 0;
@@ -58,6 +67,7 @@ export function batchingSink(options: BatchOptions, write: (batch: readonly Deli
             for (const delivery of batch) {
               const error = rejected.get(delivery);
               if (error !== undefined) {
+                noteFailedSpan(error, span);
                 delivery.nack(error);
                 continue;
               }
@@ -66,16 +76,18 @@ export function batchingSink(options: BatchOptions, write: (batch: readonly Deli
               delivery.ack();
             }
             const events: SinkEvent[] = [];
-            if (written > 0) events.push({ type: 'written', count: written, bytes, durationMs: performance.now() - started });
+            const ofSpan = span === undefined ? {} : { span };
+            if (written > 0) events.push({ type: 'written', count: written, bytes, durationMs: performance.now() - started, ...ofSpan });
             const first = rejected.values().next();
-            if (!first.done) events.push({ type: 'failed', count: rejected.size, error: first.value, retryable: false });
+            if (!first.done) events.push({ type: 'failed', count: rejected.size, error: first.value, retryable: false, ...ofSpan });
             return from(events);
           }),
           catchError((cause: unknown) => {
             const error = cause instanceof Error ? cause : new Error(String(cause));
             failedThrough = arrived;
             lastError = error;
-            return fail(error);
+            noteFailedSpan(error, span);
+            return fail(error, span);
           }),
         );
       }),

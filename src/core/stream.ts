@@ -17,9 +17,13 @@ export type Source = Observable<Delivery>;
  */
 export type Sink = (input: Observable<Delivery>) => Observable<SinkEvent>;
 
+/**
+ * `span`: the ids of the batch write's span when it was traced (a message of the batch was
+ * sampled); the lines logged about the event carry them as `trace_id` and `span_id`.
+ */
 export type SinkEvent =
-  | { readonly type: 'written'; readonly count: number; readonly bytes: number; readonly durationMs: number }
-  | { readonly type: 'failed'; readonly count: number; readonly error: Error; readonly retryable: boolean };
+  | { readonly type: 'written'; readonly count: number; readonly bytes: number; readonly durationMs: number; readonly span?: { readonly traceId: string; readonly spanId: string } }
+  | { readonly type: 'failed'; readonly count: number; readonly error: Error; readonly retryable: boolean; readonly span?: { readonly traceId: string; readonly spanId: string } };
 
 /** An operator over deliveries: passes acks through untouched. */
 export type DeliveryOperator = OperatorFunction<Delivery, Delivery>;

@@ -30,10 +30,46 @@ export interface TracedMessage {
 export interface SinkTracing {
   /**
    * Runs `write` inside a span for the batch that links the spans of its sampled messages,
-   * each of which gets a child span for this sink's write; calls `write` alone when none is
-   * sampled.
+   * each of which gets a child span for this sink's write, and gives `write` that span's ids
+   * (for the lines logged about the write); calls `write` with none when no message is sampled.
    */
-  batch<T>(batch: readonly Delivery[], write: () => Promise<T>): Promise<T>;
+  batch<T>(batch: readonly Delivery[], write: (span: SpanIds | undefined) => Promise<T>): Promise<T>;
+}
+
+/** The ids of a span, as the lines logged about it carry them (`trace_id`, `span_id`). */
+export interface SpanIds {
+  readonly traceId: string;
+  readonly spanId: string;
+}
+
+const NO_IDS = {};
+
+/**
+ * The log fields naming `span`: `trace_id` and `span_id`, as OTLP log export reads them (a line
+ * with both is a record of that span); none without a span.
+ */
+export function spanFields(span: SpanIds | undefined): { trace_id?: string; span_id?: string } {
+  return span === undefined ? NO_IDS : { trace_id: span.traceId, span_id: span.spanId };
+}
+
+// The span of the traced batch write that failed with an error. Nacks and failed SinkEvents
+// carry the error object itself through every stage (fan-out, handlers, the buffer reader), so
+// the line that finally logs it finds the span without any stage passing it on. Weak: an error
+// forgotten takes its entry with it. Filled only by traced writes (sampled messages).
+const failedIn = new WeakMap<Error, SpanIds>();
+
+/**
+ * Notes that `error` ended (or refused a message of) the write `span`; undefined for a write not
+ * traced, which forgets a span noted before (a sink may throw the same error object again).
+ */
+export function noteFailedSpan(error: Error, span: SpanIds | undefined): void {
+  if (span === undefined) failedIn.delete(error);
+  else failedIn.set(error, span);
+}
+
+/** The log fields naming the traced write that failed with `error`; none when it was not traced. */
+export function failedSpanFields(error: unknown): { trace_id?: string; span_id?: string } {
+  return typeof error === 'object' && error !== null ? spanFields(failedIn.get(error as Error)) : NO_IDS;
 }
 
 /** `traceparent` version 00: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`. */

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Envelope } from '../core/envelope.ts';
-import { type MessageTracing, type SinkTracing, type TracedMessage, parseTraceparent, sampledTraceparent } from '../core/tracing.ts';
+import { type MessageTracing, type SinkTracing, type TracedMessage, parseTraceparent, sampledTraceparent, spanFields } from '../core/tracing.ts';
 import { type FinishedSpan, SpanKind } from './span-export.ts';
 
 /** Where finished spans go (a SpanExport). */
@@ -113,15 +113,15 @@ function sinkTracing(spans: SpanSink, bridge: string, sink: string, logger: Logg
         const parent = parseTraceparent(header);
         if (parent !== undefined) (sampled ??= []).push({ parent, id: envelope.id });
       }
-      if (sampled === undefined) return write();
+      if (sampled === undefined) return write(undefined);
       const traceId = randomId(16);
       const spanId = randomId(8);
-      // The batch span's ids, as a line written inside it carries them.
-      logger.debug({ bridge, sink, messages: batch.length, sampled: sampled.length, trace_id: traceId, span_id: spanId }, 'writing a traced batch');
+      const ids = { traceId, spanId };
+      logger.debug({ bridge, sink, messages: batch.length, sampled: sampled.length, ...spanFields(ids) }, 'writing a traced batch');
       const start = now();
       let error: string | undefined;
       try {
-        return await write();
+        return await write(ids);
       } catch (failure) {
         error = failure instanceof Error ? failure.message : String(failure);
         throw failure;

@@ -2,7 +2,7 @@ import { dirname, resolve } from 'node:path';
 import type { Observable, Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { ComponentContext, Counters, HistogramSeries } from '../core/component.ts';
-import type { MessageTracing } from '../core/tracing.ts';
+import { type MessageTracing, spanFields } from '../core/tracing.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import type { SinkEvent, Source } from '../core/stream.ts';
@@ -231,7 +231,7 @@ export class SinkSet {
       state.writes?.record(event.durationMs / 1000);
       if (state.down !== undefined) {
         this.#logger.info(
-          { sink: state.name, downForMs: Date.now() - state.down.since, attempts: state.down.attempts },
+          { sink: state.name, downForMs: Date.now() - state.down.since, attempts: state.down.attempts, ...spanFields(event.span) },
           `sink '${state.name}' writes again after ${Math.round((Date.now() - state.down.since) / 1000)} s down`,
         );
         delete state.down;
@@ -250,7 +250,10 @@ export class SinkSet {
     // Logged once per outage (the reader logs its retries at most once per failure streak too).
     state.down = { since: Date.now(), attempts: 1 };
     this.#counters.count('sink.outages', labels);
-    this.#logger.warn({ sink: state.name, err: event.error }, `sink '${state.name}' is down (${event.error.message}): its messages stay buffered and are retried with backoff`);
+    this.#logger.warn(
+      { sink: state.name, err: event.error, ...spanFields(event.span) },
+      `sink '${state.name}' is down (${event.error.message}): its messages stay buffered and are retried with backoff`,
+    );
   }
 
   #sinkDone(): void {

@@ -4,6 +4,7 @@ import type { Counters } from '../core/component.ts';
 import { createDelivery, type Delivery } from '../core/delivery.ts';
 import type { Envelope } from '../core/envelope.ts';
 import { FerryError, describeError } from '../core/errors.ts';
+import { failedSpanFields } from '../core/tracing.ts';
 import type { Output } from '../handler/define.ts';
 import type { InputTracker, Ticket } from '../handler/input-tracker.ts';
 import { isOutput, ticketOf } from '../handler/message.ts';
@@ -71,7 +72,7 @@ export class OutputRouter {
         onNack: (error) => {
           if (fromNothing) {
             this.#counters.count('handler.outputs.lost', { bridge: this.#bridge, sink: name });
-            this.#logger.warn({ err: error, sink: name }, 'an output built from no message failed; it has no input to deliver again');
+            this.#logger.warn({ err: error, sink: name, ...failedSpanFields(error) }, 'an output built from no message failed; it has no input to deliver again');
           }
           this.#tracker.fail(tickets, error);
         },

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect } from 'mqtt';
 import { eventually } from '../harness/eventually.ts';
@@ -133,4 +135,66 @@ test('one trace runs from an MQTT 5 publish carrying traceparent through the Kaf
   assert.equal(inSpan?.['trace_id'], batch?.traceId);
   assert.equal(inSpan?.['span_id'], batch?.spanId);
   assert.equal(gw.logs.filter((l) => String(l['msg']).startsWith('accepting MQTT connections') && l['trace_id'] !== undefined).length, 0, 'lines outside spans carry no ids');
+});
+
+test('a failed traced sink write is logged with the span of that write: the sink down, its retry and a dead-lettered message carry its trace_id and span_id', async (t) => {
+  const brokers = await requireService('kafka');
+  const receiver = await startOtlpReceiver();
+  const root = dataDir();
+  mkdirSync(join(root, 'bridges'), { recursive: true });
+  writeFileSync(join(root, 'gateway.yaml'), 'mqtt: {allowAnonymous: loopback}\nbridges: [bridges]\ndevices: []\nshutdown: {drainTimeoutMs: 1000}\n');
+  // Nothing listens on port 1: each write fails at once, is retried, and the sink is down.
+  writeFileSync(
+    join(root, 'bridges', 'unreachable.yaml'),
+    'name: to-unreachable\nfrom: {mqtt: {topics: ["devices/+/telemetry/#"]}}\nto:\n  - postgres: {url: "postgres://ferry@127.0.0.1:1/ferry", table: public.readings, columns: {id: "${id}"}}\nbuffer: {retryInitialMs: 100, retryMaxMs: 200}\n',
+  );
+  // The device's name is not an allowed topic: Kafka is up, the message is refused for good.
+  writeFileSync(
+    join(root, 'bridges', 'refused.yaml'),
+    `name: to-refused\nfrom: {mqtt: {topics: ["devices/+/telemetry/#"]}}\nto:\n  - kafka: {brokers: "${brokers.join(',')}", topic: "\${1}", allowedTopics: [${randomName('ferry-e2e-otel-allowed-')}]}\n`,
+  );
+  const gw = await startFerry(['--config', join(root, 'gateway.yaml'), '--data-dir', join(root, 'data')], {
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    OTEL_SERVICE_NAME: 'ferry-e2e',
+    OTEL_TRACES_SAMPLER_ARG: '1',
+  });
+  t.after(async () => {
+    gw.child.kill('SIGKILL');
+    await receiver.close();
+  });
+
+  const device = connect(gw.mqttUrl, { clientId: 'sensor-fails', reconnectPeriod: 0 });
+  await new Promise<void>((resolve, reject) => device.once('connect', () => resolve()).once('error', reject));
+  await device.publishAsync('devices/sensor-fails/telemetry/climate', '{"celsius":20}', { qos: 1 });
+  const bridgeLine = (bridge: string, msg: string) => gw.logs.filter((l) => l['bridge'] === bridge && l['msg'] === msg);
+  await eventually(() => {
+    assert.ok(bridgeLine('to-unreachable', 'write failed; will retry').length >= 2, 'retried at least twice');
+    assert.equal(bridgeLine('to-refused', 'rejected for good: moved to dead letters').length, 1);
+  });
+  await device.endAsync();
+  gw.child.kill('SIGTERM');
+  assert.equal(await gw.exited, 0);
+
+  // Each line names the span of the write it is about, exported with the write's error.
+  const spanOf = (line: Record<string, unknown> | undefined) => receiver.spans.find((s) => s.traceId === line?.['trace_id'] && s.spanId === line?.['span_id']);
+  const down = gw.logs.find((l) => l['bridge'] === 'to-unreachable' && String(l['msg']).startsWith("sink 'postgres' is down"));
+  const downSpan = spanOf(down);
+  assert.equal(downSpan?.name, 'write postgres', `the 'is down' line names a write span (${JSON.stringify(down)})`);
+  assert.match(downSpan.error ?? '', /127\.0\.0\.1:1|ECONNREFUSED|connect/);
+  const retries = bridgeLine('to-unreachable', 'write failed; will retry');
+  const retrySpans = retries.map(spanOf);
+  assert.ok(
+    retrySpans.every((s) => s?.name === 'write postgres' && s.error !== undefined),
+    'each retry line names its own failed write span',
+  );
+  assert.equal(new Set(retrySpans.map((s) => s?.spanId)).size, retries.length, 'one span per attempt');
+  assert.equal(retrySpans[0]?.spanId, downSpan.spanId, 'the first failure is the write that found the sink down');
+  const message = downSpan.links[0];
+  assert.ok(message !== undefined, "the write span links the message's span");
+
+  const dead = bridgeLine('to-refused', 'rejected for good: moved to dead letters')[0];
+  const deadSpan = spanOf(dead);
+  assert.equal(deadSpan?.name, 'write kafka', `the dead-letter line names the write that refused the message (${JSON.stringify(dead)})`);
+  assert.equal(deadSpan.links.length, 1);
+  assert.equal(gw.logs.filter((l) => String(l['msg']).startsWith('accepting MQTT connections') && l['trace_id'] !== undefined).length, 0, 'lines about no write carry no ids');
 });

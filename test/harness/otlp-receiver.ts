@@ -11,6 +11,8 @@ export interface ReceivedSpan {
   readonly kind: number;
   readonly attributes: Record<string, unknown>;
   readonly links: readonly { traceId: string; spanId: string }[];
+  /** The status message of a span that ended in error (status code 2). */
+  readonly error: string | undefined;
   readonly resource: Record<string, unknown>;
 }
 
@@ -99,6 +101,7 @@ function collectSpans(parsed: Json, out: ReceivedSpan[]): void {
           kind: s.kind,
           attributes: attrs(s.attributes),
           links: (s.links ?? []).map((l: Json) => ({ traceId: l.traceId, spanId: l.spanId })),
+          error: s.status?.code === 2 ? String(s.status.message ?? '') : undefined,
           resource,
         });
       }

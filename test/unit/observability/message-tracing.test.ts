@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
+import { firstValueFrom, of, toArray } from 'rxjs';
+import { batchingSink } from '../../../src/core/batching-sink.ts';
 import { createDelivery } from '../../../src/core/delivery.ts';
-import { createEnvelope } from '../../../src/core/envelope.ts';
+import { type Envelope, createEnvelope } from '../../../src/core/envelope.ts';
+import { failedSpanFields } from '../../../src/core/tracing.ts';
 import { messageTracing } from '../../../src/observability/message-tracing.ts';
 import { type FinishedSpan, SpanExport } from '../../../src/observability/span-export.ts';
 import { startOtlpReceiver } from '../../harness/otlp-receiver.ts';
@@ -101,6 +104,47 @@ test('a sink batch with sampled messages gets a write span linking them and a se
       ['send kafka', 'broker down'],
     ],
   );
+});
+
+test("a sink's batch events and the errors it nacks with name the write span of a traced batch; an untraced batch's name none", async () => {
+  const spans: FinishedSpan[] = [];
+  const tracing = messageTracing({ add: (s) => spans.push(s) }, 0, silent);
+  const traced = tracing.ingress('b', reading({ traceparent: device }));
+  assert.ok(traced);
+  spans.length = 0;
+  const failure = new Error('broker down');
+  let fail = true;
+  const sink = batchingSink(
+    { batchSize: 1, batchTimeMs: 1 },
+    async () => {
+      if (fail) throw failure;
+    },
+    tracing.sink('b', 'kafka'),
+  );
+  const nacked: Error[] = [];
+  const delivery = (envelope: Envelope) => createDelivery(envelope, { onAck: () => {}, onNack: (error) => nacked.push(error) });
+  const run = (envelope: Envelope) => firstValueFrom(sink(of(delivery(envelope))).pipe(toArray()));
+
+  const [failed] = await run(traced.envelope);
+  const write = spans.find((s) => s.name === 'write kafka');
+  assert.ok(write);
+  assert.equal(failed?.type, 'failed');
+  assert.deepEqual(failed?.span, { traceId: write.traceId, spanId: write.spanId }, 'the failed event names the write span');
+  assert.equal(nacked[0], failure);
+  assert.deepEqual(failedSpanFields(nacked[0]), { trace_id: write.traceId, span_id: write.spanId }, 'so does the error the message was nacked with');
+
+  fail = false;
+  const [written] = await run(traced.envelope);
+  const second = spans.filter((s) => s.name === 'write kafka')[1];
+  assert.deepEqual(written?.type === 'written' ? written.span : undefined, { traceId: second?.traceId, spanId: second?.spanId });
+
+  fail = true;
+  spans.length = 0;
+  const [untraced] = await run(reading());
+  assert.equal(spans.length, 0);
+  assert.equal(untraced?.span, undefined);
+  assert.deepEqual(failedSpanFields(nacked.at(-1)), {}, 'the same error thrown by an untraced write names no span');
+  assert.deepEqual(failedSpanFields(new Error('never traced')), {});
 });
 
 function span(i: number, extra: Partial<FinishedSpan> = {}): FinishedSpan {
