@@ -1,11 +1,11 @@
 import { Observable } from 'rxjs';
 import { z } from 'zod';
-import { batchingSink } from '../core/batching-sink.ts';
+import { pipelinedSink } from '../core/pipelined-sink.ts';
 import type { ComponentContext, SinkComponent } from '../core/component.ts';
 import { FerryError, isFerryError } from '../core/errors.ts';
 import type { Sink, SinkEvent } from '../core/stream.ts';
 import { compileTemplate, refineTemplate } from '../core/template.ts';
-import { batchWriter } from './batch-writer.ts';
+import { batchWriter, turns } from './batch-writer.ts';
 import { type PoolSettings, connectionFields, poolSettings, refineConnection, sslFiles } from './connection.ts';
 import { statementError } from './errors.ts';
 import { type TableName, describeTable, identifierProblem, parseTableName, identifierSchema as identifier, tableNameSchema } from './identifiers.ts';
@@ -66,6 +66,16 @@ const schema = z
       .min(0)
       .default(10)
       .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
+    concurrency: z
+      .int()
+      .min(1)
+      .max(16)
+      .default(2)
+      .meta({
+        description:
+          "Most batches in flight at once, each in a transaction on a connection of its own: the next batch is converted and inserted while the one before it commits. Commits happen one at a time in arrival order, a batch is acked after its own commit, and a failed batch rolls back the ones formed after it. 1 writes one batch at a time. Keep `poolSize` at least this (the pool's other users take connections too).",
+        examples: [2],
+      }),
   })
   .superRefine((config, ctx) => {
     refineConnection(config, ctx);
@@ -116,7 +126,8 @@ function conflictTarget(config: Pick<PostgresSinkConfig, 'columns' | 'conflictCo
 
 /**
  * Writes messages as rows of a table: one `INSERT ... SELECT FROM unnest(...) ON CONFLICT`
- * per batch, acked once it committed. The table's columns are read when the sink starts; a
+ * per batch, in a transaction of its own, acked once it committed; up to `concurrency` batches
+ * in flight, committed in order. The table's columns are read when the sink starts; a
  * mapping that cannot fit (no such table or column, no privilege, no unique index for the
  * conflict key) stops the sink with an error naming the bridge, and its messages stay
  * buffered. A message whose value does not fit its column is nacked alone as MESSAGE_INVALID
@@ -185,12 +196,13 @@ export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentCon
       // down is tried again by the first batch.
       prepare().catch((error: unknown) => ctx.logger.debug({ err: error }, `${component}: not ready yet`));
 
-      const sink = batchingSink(
+      const oneInsertAtATime = turns();
+      const sink = pipelinedSink(
         config,
         async (batch) => {
           const made = await prepare();
           try {
-            return await write(await lease.pool, made, batch);
+            return await write(await lease.pool, made, batch, oneInsertAtATime);
           } catch (error) {
             // The table changed under the sink: read it again before the next attempt.
             if (isFerryError(error, 'CONFIG_INVALID')) plan = undefined;

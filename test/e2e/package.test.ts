@@ -51,7 +51,12 @@ test('the packed package installs into a fresh project: every entry point import
   // An option misspelled: the published types must refuse it.
   writeFileSync(join(project, 'broken.ts'), "import { kafkaProducer } from 'ferry/kafka';\n\nkafkaProducer({ brokers: 'localhost:9092', akcs: 'all' });\n");
   const topic = randomName('ferry-package-');
-  const result = JSON.parse(run(process.execPath, ['consumer.ts', brokers.join(','), redis, join(dir, 'data'), topic], project, 120_000)) as { rows: string[]; refused: string; seen: string; notes: string[] };
+  const result = JSON.parse(run(process.execPath, ['consumer.ts', brokers.join(','), redis, join(dir, 'data'), topic], project, 120_000)) as {
+    rows: string[];
+    refused: string;
+    seen: string;
+    notes: string[];
+  };
   assert.deepEqual(result.rows, ['one', 'two', 'three']);
   assert.match(result.refused, /^topic: /);
   assert.equal(result.seen, '3');

@@ -130,7 +130,10 @@ test('the toolkit handles: redisClient, postgresDatabase and sqliteDatabase agai
     await redis.close();
   }
   await assert.rejects(redis.get(key), /redis 'cache' .*connection closed/);
-  assert.throws(() => redisClient({ url: 'http://localhost' }), (error: unknown) => error instanceof ConfigError && /redis: url: a redis:\/\/ or rediss:\/\/ URL/.test(error.message));
+  assert.throws(
+    () => redisClient({ url: 'http://localhost' }),
+    (error: unknown) => error instanceof ConfigError && /redis: url: a redis:\/\/ or rediss:\/\/ URL/.test(error.message),
+  );
 
   // PostgreSQL: a typed Kysely instance on the process's pool, its connections named.
   const pg = await testSchema(t);
@@ -146,7 +149,9 @@ test('the toolkit handles: redisClient, postgresDatabase and sqliteDatabase agai
   } finally {
     await db.destroy();
   }
-  await eventually(async () => assert.equal((await pg.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [application]))[0]?.n, 0));
+  await eventually(async () =>
+    assert.equal((await pg.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [application]))[0]?.n, 0),
+  );
   assert.throws(() => postgresDatabase({ url: 'mysql://x' }), ConfigError);
 
   // SQLite: a file relative to the directory given, in WAL mode.

@@ -1,0 +1,93 @@
+import type { PgPoolClient, PgResult } from './pools.ts';
+
+/**
+ * One batch's transaction on a connection of its own, open until `commit` or `rollback`.
+ * Deferred constraints are checked at each statement (`SET CONSTRAINTS ALL IMMEDIATE`), as
+ * they are in autocommit, so that a row a deferred constraint refuses is found by the
+ * writer's split like any other, not at COMMIT for the whole batch.
+ *
+ * A statement that fails aborts the transaction; `recover` makes it usable again: the first
+ * statement's failure restarts the transaction (nothing was written yet), and from then on
+ * every statement runs after a savepoint it is rolled back to when it fails. The statement
+ * that succeeded is kept either way. Savepoints cost only batches that had a failure.
+ */
+export class BatchTransaction {
+  readonly #client: PgPoolClient;
+  #statements = 0;
+  #guarded = false;
+  #broken: Error | undefined;
+  #open = true;
+
+  private constructor(client: PgPoolClient) {
+    this.#client = client;
+  }
+
+  /** Takes a connection and begins; the connection is given back if that fails. */
+  static async begin(connect: () => Promise<PgPoolClient>): Promise<BatchTransaction> {
+    const transaction = new BatchTransaction(await connect());
+    try {
+      await transaction.#run('BEGIN; SET CONSTRAINTS ALL IMMEDIATE');
+    } catch (error) {
+      await transaction.rollback();
+      throw error;
+    }
+    return transaction;
+  }
+
+  async query(text: string, values: unknown[]): Promise<PgResult<Record<string, unknown>>> {
+    this.#statements += 1;
+    if (this.#guarded) await this.#run('SAVEPOINT part');
+    return this.#run(text, values);
+  }
+
+  /** After a failed `query`: false when the transaction cannot go on (the failure was not its first statement's, outside a savepoint). */
+  async recover(): Promise<boolean> {
+    if (this.#guarded) {
+      await this.#run('ROLLBACK TO SAVEPOINT part');
+      return true;
+    }
+    if (this.#statements !== 1) return false;
+    await this.#run('ROLLBACK; BEGIN; SET CONSTRAINTS ALL IMMEDIATE');
+    this.#statements = 0;
+    this.#guarded = true;
+    return true;
+  }
+
+  /** Commits and gives the connection back (discarded if it failed). */
+  async commit(): Promise<void> {
+    try {
+      await this.#run('COMMIT');
+    } finally {
+      this.#release();
+    }
+  }
+
+  /** Rolls back and gives the connection back; never rejects. */
+  async rollback(): Promise<void> {
+    if (!this.#open) return;
+    try {
+      if (this.#broken === undefined) await this.#run('ROLLBACK');
+    } catch {
+      // #run noted it: the connection is discarded
+    } finally {
+      this.#release();
+    }
+  }
+
+  async #run(text: string, values?: unknown[]): Promise<PgResult<Record<string, unknown>>> {
+    try {
+      return await this.#client.query(text, values);
+    } catch (error) {
+      // A statement the server refused leaves the connection usable; a socket error does not.
+      const { severity } = (error ?? {}) as { severity?: unknown };
+      if (typeof severity !== 'string') this.#broken = error instanceof Error ? error : new Error(String(error));
+      throw error;
+    }
+  }
+
+  #release(): void {
+    if (!this.#open) return;
+    this.#open = false;
+    this.#client.release(this.#broken);
+  }
+}
