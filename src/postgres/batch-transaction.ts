@@ -1,4 +1,18 @@
+import { createHash } from 'node:crypto';
 import type { PgPoolClient, PgResult } from './pools.ts';
+
+/** A statement pg prepares once per connection under `name` (a name always carries the same text). */
+interface PgStatement {
+  readonly name: string;
+  readonly text: string;
+  readonly values: unknown[];
+}
+
+/** pg's pooled Client, which also takes a named statement. */
+interface PreparingClient extends PgPoolClient {
+  query<R = Record<string, unknown>>(text: string, values?: unknown[]): Promise<PgResult<R>>;
+  query<R = Record<string, unknown>>(statement: PgStatement): Promise<PgResult<R>>;
+}
 
 /**
  * One batch's transaction on a connection of its own, open until `commit` or `rollback`.
@@ -12,14 +26,14 @@ import type { PgPoolClient, PgResult } from './pools.ts';
  * that succeeded is kept either way. Savepoints cost only batches that had a failure.
  */
 export class BatchTransaction {
-  readonly #client: PgPoolClient;
+  readonly #client: PreparingClient;
   #statements = 0;
   #guarded = false;
   #broken: Error | undefined;
   #open = true;
 
   private constructor(client: PgPoolClient) {
-    this.#client = client;
+    this.#client = client as PreparingClient;
   }
 
   /** Takes a connection and begins; the connection is given back if that fails. */
@@ -34,10 +48,14 @@ export class BatchTransaction {
     return transaction;
   }
 
+  /**
+   * Runs a statement as a prepared statement of the connection, named after its text: the
+   * server parses and plans it once per connection instead of once per batch.
+   */
   async query(text: string, values: unknown[]): Promise<PgResult<Record<string, unknown>>> {
     this.#statements += 1;
     if (this.#guarded) await this.#run('SAVEPOINT part');
-    return this.#run(text, values);
+    return this.#run({ name: `ferry_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`, text, values });
   }
 
   /** After a failed `query`: false when the transaction cannot go on (the failure was not its first statement's, outside a savepoint). */
@@ -74,9 +92,9 @@ export class BatchTransaction {
     }
   }
 
-  async #run(text: string, values?: unknown[]): Promise<PgResult<Record<string, unknown>>> {
+  async #run(statement: string | PgStatement): Promise<PgResult<Record<string, unknown>>> {
     try {
-      return await this.#client.query(text, values);
+      return await (typeof statement === 'string' ? this.#client.query(statement) : this.#client.query(statement));
     } catch (error) {
       // A statement the server refused leaves the connection usable; a socket error does not.
       const { severity } = (error ?? {}) as { severity?: unknown };

@@ -5,7 +5,7 @@ import type { Delivery } from '../core/delivery.ts';
 import { FerryError } from '../core/errors.ts';
 import { MessageFields, type Template, TemplateError } from '../core/template.ts';
 import { ValueError } from './columns.ts';
-import { describePgError, failureKind, statementError } from './errors.ts';
+import { describePgError, failureKind, sqlState, statementError } from './errors.ts';
 import { BatchTransaction } from './batch-transaction.ts';
 import type { PgPool } from './pools.ts';
 import { textArray } from './text-array.ts';
@@ -80,6 +80,12 @@ export function batchWriter(options: BatchWriterOptions): (pool: PgPool, plan: I
     });
   };
 
+  // When the conflict key is the message id, a row conflicts only when a message is delivered
+  // again (after a crash, or a batch that failed), so each batch is first inserted without
+  // ON CONFLICT, which spares the server the speculative insertion that costs every row; a
+  // unique violation (23505) sends that part through the statement with ON CONFLICT.
+  const idKey = (plan: InsertPlan) => plan.conflictIndexes.length === 1 && options.templates[plan.conflictIndexes[0] as number]?.single?.kind === 'id';
+
   return async (pool, plan, batch, turns) => {
     const rejected = new Map<Delivery, Error>();
     const rows: Row[] = [];
@@ -103,12 +109,18 @@ export function batchWriter(options: BatchWriterOptions): (pool: PgPool, plan: I
       let inserted = 0;
       let attempted = 0;
       let split = false;
+      let plain = idKey(plan);
       const insert = async (part: readonly Row[], attempt = 1): Promise<void> => {
+        const tried = plain;
         try {
-          const result = await transaction.query(plan.statement, columnArrays(plan, part));
+          const result = await transaction.query(tried ? plan.plainStatement : plan.statement, columnArrays(plan, part));
           inserted += result.rowCount ?? 0;
           attempted += part.length;
         } catch (error) {
+          if (tried && sqlState(error) === '23505') {
+            plain = false;
+            if (await transaction.recover()) return insert(part, attempt);
+          }
           const kind = failureKind(error);
           const retried = kind === 'row' || (kind === 'conflict' && attempt < CONFLICT_ATTEMPTS);
           if (!retried || !(await transaction.recover())) throw statementError(`${component}: insert into ${table} failed`, error, context);
