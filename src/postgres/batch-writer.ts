@@ -99,10 +99,14 @@ export function batchWriter(options: BatchWriterOptions): (pool: PgPool, plan: I
     }
     if (rows.length === 0) return { commit: async () => ({ rejected }), abort: async () => {} };
 
+    // The connection is taken and the transaction begun while the batch before is inserted;
+    // they hold no lock.
+    const begun = BatchTransaction.begin(() => pool.connect());
+    begun.catch(() => {}); // awaited in the turn
     return turns(async () => {
       let transaction: BatchTransaction;
       try {
-        transaction = await BatchTransaction.begin(() => pool.connect());
+        transaction = await begun;
       } catch (error) {
         throw statementError(`${component}: cannot begin the insert into ${table}`, error, context);
       }
