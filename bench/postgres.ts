@@ -188,6 +188,7 @@ async function endToEnd(admin: pg.Client, url: string, schema: string, messages:
     `      url: ${url}`,
     `      table: ${schema}.e2e_rows`,
     '      columns: { id: "${id}", device: "${1}", topic: "${topic}", received_at: "${timestamp}", body: "${payload}" }',
+    ...(process.env['FERRY_BENCH_PG_CONCURRENCY'] === undefined ? [] : [`      concurrency: ${Number(process.env['FERRY_BENCH_PG_CONCURRENCY'])}`]),
     '',
   ].join('\n');
   const target = await startFerryTarget({ bridge });

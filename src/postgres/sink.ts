@@ -70,10 +70,10 @@ const schema = z
       .int()
       .min(1)
       .max(16)
-      .default(2)
+      .default(1)
       .meta({
         description:
-          "Most batches in flight at once, each in a transaction on a connection of its own: the next batch is converted and inserted while the one before it commits. Commits happen one at a time in arrival order, a batch is acked after its own commit, and a failed batch rolls back the ones formed after it. 1 writes one batch at a time. Keep `poolSize` at least this (the pool's other users take connections too).",
+          'Most batches in flight at once. With 1 each insert commits by itself, and the next batch waits for it. With more, each batch is inserted in a transaction on a connection of its own, converted while the one before it is inserted and inserted while that one commits; inserts run one at a time, commits in arrival order, a batch is acked after its own commit, and a failed batch rolls back the ones inserted after it. It costs a round trip per batch more: measured against a local server, 2 did not write faster and made the latency from device to row higher (docs/benchmarks.md). Keep `poolSize` at least this.',
         examples: [2],
       }),
   })
@@ -126,8 +126,8 @@ function conflictTarget(config: Pick<PostgresSinkConfig, 'columns' | 'conflictCo
 
 /**
  * Writes messages as rows of a table: one `INSERT ... SELECT FROM unnest(...) ON CONFLICT`
- * per batch, in a transaction of its own, acked once it committed; up to `concurrency` batches
- * in flight, committed in order. The table's columns are read when the sink starts; a
+ * per batch, acked once it committed; with `concurrency` above 1, that many batches in flight,
+ * each in a transaction of its own, committed in order. The table's columns are read when the sink starts; a
  * mapping that cannot fit (no such table or column, no privilege, no unique index for the
  * conflict key) stops the sink with an error naming the bridge, and its messages stay
  * buffered. A message whose value does not fit its column is nacked alone as MESSAGE_INVALID
@@ -155,6 +155,7 @@ export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentCon
     onConflict: config.onConflict,
     templates: Object.values(config.columns).map((source) => compileTemplate(source)),
     sourceFilters: ctx.sourceFilters ?? [],
+    autocommit: config.concurrency === 1,
     counters: ctx.counters,
     logger: ctx.logger,
   });
