@@ -41,36 +41,13 @@ export function batchingSink(options: BatchOptions, write: (batch: readonly Deli
       batchBy({ count: options.batchSize, timeMs: options.batchTimeMs, bytes: options.batchBytes, sizeOf: (t) => t.delivery.envelope.payload.byteLength }),
       concatMap((tagged) => {
         const batch = tagged.map((t) => t.delivery);
-        const fail = (error: Error) => {
-          for (const delivery of batch) delivery.nack(error);
-          const retryable = isFerryError(error) ? error.retryable : true;
-          return of<SinkEvent>({ type: 'failed', count: batch.length, error, retryable });
-        };
+        const fail = (error: Error) => of<SinkEvent>(failBatch(batch, error));
         if ((tagged[0] as { n: number }).n <= failedThrough && lastError !== undefined) {
           return fail(new FerryError('SINK_WRITE_FAILED', `not written: an earlier batch failed (${lastError.message})`, { retryable: true, cause: lastError }));
         }
         const started = performance.now();
         return defer(async () => (tracing === undefined ? write(batch) : tracing.batch(batch, async () => write(batch)))).pipe(
-          mergeMap((result) => {
-            const rejected = result?.rejected ?? new Map<Delivery, Error>();
-            let bytes = 0;
-            let written = 0;
-            for (const delivery of batch) {
-              const error = rejected.get(delivery);
-              if (error !== undefined) {
-                delivery.nack(error);
-                continue;
-              }
-              bytes += delivery.envelope.payload.byteLength;
-              written += 1;
-              delivery.ack();
-            }
-            const events: SinkEvent[] = [];
-            if (written > 0) events.push({ type: 'written', count: written, bytes, durationMs: performance.now() - started });
-            const first = rejected.values().next();
-            if (!first.done) events.push({ type: 'failed', count: rejected.size, error: first.value, retryable: false });
-            return from(events);
-          }),
+          mergeMap((result) => from(settleWritten(batch, result, started))),
           catchError((cause: unknown) => {
             const error = cause instanceof Error ? cause : new Error(String(cause));
             failedThrough = arrived;
@@ -81,6 +58,37 @@ export function batchingSink(options: BatchOptions, write: (batch: readonly Deli
       }),
     );
   };
+}
+
+/**
+ * Acks the deliveries of a written batch and nacks those `result` refused alone; the sink's
+ * events for it (the time of the write since `started`, from performance.now()).
+ */
+export function settleWritten(batch: readonly Delivery[], result: BatchResult | void, started: number): SinkEvent[] {
+  const rejected = result?.rejected ?? new Map<Delivery, Error>();
+  let bytes = 0;
+  let written = 0;
+  for (const delivery of batch) {
+    const error = rejected.get(delivery);
+    if (error !== undefined) {
+      delivery.nack(error);
+      continue;
+    }
+    bytes += delivery.envelope.payload.byteLength;
+    written += 1;
+    delivery.ack();
+  }
+  const events: SinkEvent[] = [];
+  if (written > 0) events.push({ type: 'written', count: written, bytes, durationMs: performance.now() - started });
+  const first = rejected.values().next();
+  if (!first.done) events.push({ type: 'failed', count: rejected.size, error: first.value, retryable: false });
+  return events;
+}
+
+/** Nacks every delivery of a batch that was not written; the sink's event for it. */
+export function failBatch(batch: readonly Delivery[], error: Error): SinkEvent {
+  for (const delivery of batch) delivery.nack(error);
+  return { type: 'failed', count: batch.length, error, retryable: isFerryError(error) ? error.retryable : true };
 }
 
 /**
