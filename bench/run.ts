@@ -177,7 +177,7 @@ if (selected.has('postgres')) {
   const postgres = (results.postgres = await benchPostgres({ rows: pgRows, e2eMessages, log }));
   rows.push(
     [
-      `postgres sink, ${postgres.sink.rows} rows in batches of ${postgres.sink.batchSize}, rows/s (goal ≥ 0.7)`,
+      `postgres sink, ${postgres.sink.rows} rows in batches of ${postgres.sink.batchSize}, ${postgres.sink.concurrency} in flight, rows/s, median of ${postgres.sink.rounds.length} alternating rounds (ratios ${postgres.sink.rounds.map((r) => r.ratio).join(', ')}; goal ≥ 0.7)`,
       postgres.sink.ferry,
       'raw COPY FROM STDIN of the same rows',
       postgres.sink.copy,

@@ -41,11 +41,7 @@ export function batchingSink(options: BatchOptions, write: (batch: readonly Deli
       batchBy({ count: options.batchSize, timeMs: options.batchTimeMs, bytes: options.batchBytes, sizeOf: (t) => t.delivery.envelope.payload.byteLength }),
       concatMap((tagged) => {
         const batch = tagged.map((t) => t.delivery);
-        const fail = (error: Error, span?: SpanIds) => {
-          for (const delivery of batch) delivery.nack(error);
-          const retryable = isFerryError(error) ? error.retryable : true;
-          return of<SinkEvent>({ type: 'failed', count: batch.length, error, retryable, ...(span === undefined ? {} : { span }) });
-        };
+        const fail = (error: Error) => of<SinkEvent>(failBatch(batch, error));
         if ((tagged[0] as { n: number }).n <= failedThrough && lastError !== undefined) {
           return fail(new FerryError('SINK_WRITE_FAILED', `not written: an earlier batch failed (${lastError.message})`, { retryable: true, cause: lastError }));
         }
@@ -60,39 +56,55 @@ export function batchingSink(options: BatchOptions, write: (batch: readonly Deli
                 return write(batch);
               });
         return defer(run).pipe(
-          mergeMap((result) => {
-            const rejected = result?.rejected ?? new Map<Delivery, Error>();
-            let bytes = 0;
-            let written = 0;
-            for (const delivery of batch) {
-              const error = rejected.get(delivery);
-              if (error !== undefined) {
-                noteFailedSpan(error, span);
-                delivery.nack(error);
-                continue;
-              }
-              bytes += delivery.envelope.payload.byteLength;
-              written += 1;
-              delivery.ack();
-            }
-            const events: SinkEvent[] = [];
-            const ofSpan = span === undefined ? {} : { span };
-            if (written > 0) events.push({ type: 'written', count: written, bytes, durationMs: performance.now() - started, ...ofSpan });
-            const first = rejected.values().next();
-            if (!first.done) events.push({ type: 'failed', count: rejected.size, error: first.value, retryable: false, ...ofSpan });
-            return from(events);
-          }),
+          mergeMap((result) => from(settleWritten(batch, result, started, span))),
           catchError((cause: unknown) => {
             const error = cause instanceof Error ? cause : new Error(String(cause));
             failedThrough = arrived;
             lastError = error;
-            noteFailedSpan(error, span);
-            return fail(error, span);
+            return of<SinkEvent>(failBatch(batch, error, span));
           }),
         );
       }),
     );
   };
+}
+
+/**
+ * Acks the deliveries of a written batch and nacks those `result` refused alone; the sink's
+ * events for it (the time of the write since `started`, from performance.now()). `span`: the
+ * write's span when it was traced, named by the events and noted against the refusals' errors.
+ */
+export function settleWritten(batch: readonly Delivery[], result: BatchResult | void, started: number, span?: SpanIds): SinkEvent[] {
+  const rejected = result?.rejected ?? new Map<Delivery, Error>();
+  let bytes = 0;
+  let written = 0;
+  for (const delivery of batch) {
+    const error = rejected.get(delivery);
+    if (error !== undefined) {
+      noteFailedSpan(error, span);
+      delivery.nack(error);
+      continue;
+    }
+    bytes += delivery.envelope.payload.byteLength;
+    written += 1;
+    delivery.ack();
+  }
+  const events: SinkEvent[] = [];
+  const ofSpan = span === undefined ? {} : { span };
+  if (written > 0) events.push({ type: 'written', count: written, bytes, durationMs: performance.now() - started, ...ofSpan });
+  const first = rejected.values().next();
+  if (!first.done) events.push({ type: 'failed', count: rejected.size, error: first.value, retryable: false, ...ofSpan });
+  return events;
+}
+
+/**
+ * Nacks every delivery of a batch that was not written; the sink's event for it. `span`: the
+ * failed write's span when it was traced, named by the event and noted against `error`.
+ */
+export function failBatch(batch: readonly Delivery[], error: Error, span?: SpanIds): SinkEvent {
+  noteFailedSpan(error, span);
+  for (const delivery of batch) delivery.nack(error);
+  return { type: 'failed', count: batch.length, error, retryable: isFerryError(error) ? error.retryable : true, ...(span === undefined ? {} : { span }) };
 }
 
 /**

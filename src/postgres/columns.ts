@@ -63,7 +63,10 @@ function byType(column: ColumnInfo): (value: NonNullable<RawFieldValue>) => stri
   if (range !== undefined) return (value) => integer(value, range, type);
   if (type === 'numeric' || type === 'float4' || type === 'float8')
     return (value) => (typeof value === 'number' ? String(value) : checked(scalar(value, 'a number'), NUMBER, 'a number'));
-  if (type === 'timestamptz' || type === 'timestamp' || type === 'date') return (value) => time(value);
+  if (type === 'timestamptz' || type === 'timestamp' || type === 'date') {
+    const iso = isoWriter();
+    return (value) => time(value, iso);
+  }
   return (value) => noNul(text(value));
 }
 
@@ -131,12 +134,34 @@ function integer(value: NonNullable<RawFieldValue>, [min, max]: readonly [bigint
 }
 
 /** Numbers are milliseconds since the epoch; strings are left to the server (ISO 8601 and the other forms it reads). */
-function time(value: NonNullable<RawFieldValue>): string {
+function time(value: NonNullable<RawFieldValue>, iso: (ms: number) => string): string {
   if (typeof value === 'number') {
     if (!Number.isFinite(value) || Math.abs(value) > MAX_TIME_MS) throw new ValueError(`${value} is not a time in milliseconds since the epoch`);
-    return new Date(value).toISOString();
+    return iso(value);
   }
   return noNul(scalar(value, 'a time'));
+}
+
+/** The most recent second of the epoch whose text `isoWriter` can reuse: to year 9999. */
+const LAST_FOUR_DIGIT_MS = 253402300799999;
+
+/**
+ * `new Date(ms).toISOString()`, reusing the text up to the second from the call before:
+ * messages arrive in time order, many in the same second.
+ */
+function isoWriter(): (ms: number) => string {
+  let second = Number.NaN;
+  let prefix = '';
+  return (ms) => {
+    if (!Number.isInteger(ms) || ms < 0 || ms > LAST_FOUR_DIGIT_MS) return new Date(ms).toISOString();
+    const millis = ms % 1000;
+    const s = ms - millis;
+    if (s !== second) {
+      second = s;
+      prefix = new Date(s).toISOString().slice(0, 20); // 2026-12-04T08:00:51.
+    }
+    return `${prefix}${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
+  };
 }
 
 /** A value in a message, short: a reason must not carry a whole payload. */

@@ -112,7 +112,8 @@ export const connectionFields = {
     .max(100)
     .default(4)
     .meta({
-      description: 'Most connections of the pool. Components with the same connection settings share one pool per process; each sink uses one connection at a time.',
+      description:
+        'Most connections of the pool. Components with the same connection settings share one pool per process; a sink uses up to its `concurrency` (1 by default), an outbox source `maxBatches` plus one.',
       examples: [4],
     }),
   connectTimeoutMs: z

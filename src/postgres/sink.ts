@@ -1,11 +1,11 @@
 import { Observable } from 'rxjs';
 import { z } from 'zod';
-import { batchingSink } from '../core/batching-sink.ts';
+import { pipelinedSink } from '../core/pipelined-sink.ts';
 import type { ComponentContext, SinkComponent } from '../core/component.ts';
 import { FerryError, isFerryError } from '../core/errors.ts';
 import type { Sink, SinkEvent } from '../core/stream.ts';
 import { compileTemplate, refineTemplate } from '../core/template.ts';
-import { batchWriter } from './batch-writer.ts';
+import { batchWriter, turns } from './batch-writer.ts';
 import { type PoolSettings, connectionFields, poolSettings, refineConnection, sslFiles } from './connection.ts';
 import { statementError } from './errors.ts';
 import { type TableName, describeTable, identifierProblem, parseTableName, identifierSchema as identifier, tableNameSchema } from './identifiers.ts';
@@ -66,6 +66,16 @@ const schema = z
       .min(0)
       .default(10)
       .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
+    concurrency: z
+      .int()
+      .min(1)
+      .max(16)
+      .default(1)
+      .meta({
+        description:
+          'Most batches in flight at once. With 1 each insert commits by itself, and the next batch waits for it. With more, each batch is inserted in a transaction on a connection of its own, converted while the one before it is inserted and inserted while that one commits; inserts run one at a time, commits in arrival order, a batch is acked after its own commit, and a failed batch rolls back the ones inserted after it. It costs a round trip per batch more: measured against a local server, 2 did not write faster and made the latency from device to row higher (docs/benchmarks.md). Keep `poolSize` at least this.',
+        examples: [2],
+      }),
   })
   .superRefine((config, ctx) => {
     refineConnection(config, ctx);
@@ -116,7 +126,8 @@ function conflictTarget(config: Pick<PostgresSinkConfig, 'columns' | 'conflictCo
 
 /**
  * Writes messages as rows of a table: one `INSERT ... SELECT FROM unnest(...) ON CONFLICT`
- * per batch, acked once it committed. The table's columns are read when the sink starts; a
+ * per batch, acked once it committed; with `concurrency` above 1, that many batches in flight,
+ * each in a transaction of its own, committed in order. The table's columns are read when the sink starts; a
  * mapping that cannot fit (no such table or column, no privilege, no unique index for the
  * conflict key) stops the sink with an error naming the bridge, and its messages stay
  * buffered. A message whose value does not fit its column is nacked alone as MESSAGE_INVALID
@@ -144,6 +155,7 @@ export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentCon
     onConflict: config.onConflict,
     templates: Object.values(config.columns).map((source) => compileTemplate(source)),
     sourceFilters: ctx.sourceFilters ?? [],
+    autocommit: config.concurrency === 1,
     counters: ctx.counters,
     logger: ctx.logger,
   });
@@ -185,12 +197,13 @@ export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentCon
       // down is tried again by the first batch.
       prepare().catch((error: unknown) => ctx.logger.debug({ err: error }, `${component}: not ready yet`));
 
-      const sink = batchingSink(
+      const oneInsertAtATime = turns();
+      const sink = pipelinedSink(
         config,
         async (batch) => {
           const made = await prepare();
           try {
-            return await write(await lease.pool, made, batch);
+            return await write(await lease.pool, made, batch, oneInsertAtATime);
           } catch (error) {
             // The table changed under the sink: read it again before the next attempt.
             if (isFerryError(error, 'CONFIG_INVALID')) plan = undefined;

@@ -15,6 +15,8 @@ export interface InsertPlan {
    * `text[]` parameter per column. Its text depends on the config and the catalog only.
    */
   readonly statement: string;
+  /** The same insert without its ON CONFLICT clause (see the writer for when it is tried first). */
+  readonly plainStatement: string;
 }
 
 export interface TableMapping {
@@ -65,14 +67,14 @@ export async function planInsert(db: PgQueryable, mapping: TableMapping): Promis
   return {
     columns,
     conflictIndexes: mapping.conflictColumns.map((c) => mapping.columns.indexOf(c)),
-    statement: insertStatement(
+    ...insertStatements(
       mapping,
       columns.map((c) => c.info),
     ),
   };
 }
 
-function insertStatement(mapping: TableMapping, columns: readonly ColumnInfo[]): string {
+function insertStatements(mapping: TableMapping, columns: readonly ColumnInfo[]): { statement: string; plainStatement: string } {
   const names = columns.map((c) => quoteIdentifier(c.name));
   const aliases = columns.map((_, i) => `c${i + 1}`);
   const casts = columns.map((c, i) => `CAST(v.${aliases[i]} AS ${c.castType})`);
@@ -80,7 +82,8 @@ function insertStatement(mapping: TableMapping, columns: readonly ColumnInfo[]):
   const target = mapping.conflictColumns.map(quoteIdentifier).join(', ');
   const updated = columns.filter((c) => !mapping.conflictColumns.includes(c.name)).map((c) => `${quoteIdentifier(c.name)} = EXCLUDED.${quoteIdentifier(c.name)}`);
   const action = mapping.onConflict === 'update' && updated.length > 0 ? `DO UPDATE SET ${updated.join(', ')}` : 'DO NOTHING';
-  return `INSERT INTO ${quoteTable(mapping.table)} (${names.join(', ')}) SELECT ${casts.join(', ')} FROM unnest(${params.join(', ')}) AS v(${aliases.join(', ')}) ON CONFLICT (${target}) ${action}`;
+  const plainStatement = `INSERT INTO ${quoteTable(mapping.table)} (${names.join(', ')}) SELECT ${casts.join(', ')} FROM unnest(${params.join(', ')}) AS v(${aliases.join(', ')})`;
+  return { statement: `${plainStatement} ON CONFLICT (${target}) ${action}`, plainStatement };
 }
 
 /**

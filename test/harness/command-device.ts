@@ -75,6 +75,8 @@ export async function connectCommandDevice(url: string, options: CommandDeviceOp
       holding = false;
       for (const send of held.splice(0)) send();
     },
-    end: () => client.endAsync(),
+    // A connection the gateway already closed is ended at once: a graceful end waits for a
+    // DISCONNECT round that can no longer happen.
+    end: () => (client.connected ? client.endAsync() : client.endAsync(true)),
   };
 }

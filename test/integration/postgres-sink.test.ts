@@ -30,54 +30,60 @@ function sinkFor(config: Record<string, unknown>, counters = new CounterRegistry
   return postgresSink.create(postgresSink.schema.parse({ batchTimeMs: 5, ...config }), context(counters));
 }
 
-sinkConformance('postgres', {
-  batchSize: 40,
-  working: async () => {
-    const url = await requireService('pg');
-    const schema = randomName('ferry_c_');
-    const admin = new pg.Client({ connectionString: url });
-    await admin.connect();
-    await admin.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.messages (id uuid PRIMARY KEY, topic text NOT NULL, body jsonb NOT NULL)`);
-    return {
-      // Through the public entry point (ferry/postgres), as a library user makes it.
-      sink: toPostgres({ url, table: `${schema}.messages`, columns: { id: '${id}', topic: '${topic}', body: '${payload}' }, batchSize: 40, batchTimeMs: 5 }, quiet),
-      readBack: async () => (await admin.query<{ id: string }>(`SELECT id::text FROM ${schema}.messages`)).rows.map((r) => r.id),
-      cleanup: async () => {
-        await admin.query(`DROP SCHEMA ${schema} CASCADE`);
-        await admin.end();
-      },
-    };
-  },
-  failing: async () => ({
-    // Nothing listens on port 1 of loopback: connecting is refused at once.
-    sink: toPostgres({ url: 'postgres://ferry@127.0.0.1:1/ferry', table: 'messages', columns: { id: '${id}' }, connectTimeoutMs: 500, batchTimeMs: 5 }, quiet),
-    cleanup: async () => {},
-  }),
-  flaky: async () => {
-    // PostgreSQL behind a proxy that is cut until recover(): the server itself is shared and stays up.
-    const url = new URL(await requireService('pg'));
-    const schema = randomName('ferry_f_');
-    const admin = new pg.Client({ connectionString: url.href });
-    await admin.connect();
-    await admin.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.messages (n bigint GENERATED ALWAYS AS IDENTITY, id uuid PRIMARY KEY, topic text NOT NULL)`);
-    const proxy = await tcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
-    // The sink reads the table's columns from the catalog as it starts: cut only after that.
-    const proxied = new URL(url.href);
-    proxied.port = String(proxy.port);
-    const sink = sinkFor({ url: proxied.href, table: `${schema}.messages`, columns: { id: '${id}', topic: '${topic}' }, batchSize: 40, connectTimeoutMs: 500 });
-    await proxy.cut();
-    return {
-      sink,
-      recover: () => proxy.restore(),
-      readBack: async () => (await admin.query<{ id: string }>(`SELECT id::text FROM ${schema}.messages ORDER BY n`)).rows.map((r) => r.id),
-      cleanup: async () => {
-        await proxy.close();
-        await admin.query(`DROP SCHEMA ${schema} CASCADE`);
-        await admin.end();
-      },
-    };
-  },
-});
+function conformance(name: string, concurrency: number) {
+  sinkConformance(name, {
+    batchSize: 40,
+    working: async () => {
+      const url = await requireService('pg');
+      const schema = randomName('ferry_c_');
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      await admin.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.messages (id uuid PRIMARY KEY, topic text NOT NULL, body jsonb NOT NULL)`);
+      return {
+        // Through the public entry point (ferry/postgres), as a library user makes it.
+        sink: toPostgres({ url, table: `${schema}.messages`, columns: { id: '${id}', topic: '${topic}', body: '${payload}' }, batchSize: 40, batchTimeMs: 5, concurrency }, quiet),
+        readBack: async () => (await admin.query<{ id: string }>(`SELECT id::text FROM ${schema}.messages`)).rows.map((r) => r.id),
+        cleanup: async () => {
+          await admin.query(`DROP SCHEMA ${schema} CASCADE`);
+          await admin.end();
+        },
+      };
+    },
+    failing: async () => ({
+      // Nothing listens on port 1 of loopback: connecting is refused at once.
+      sink: toPostgres({ url: 'postgres://ferry@127.0.0.1:1/ferry', table: 'messages', columns: { id: '${id}' }, connectTimeoutMs: 500, batchTimeMs: 5, concurrency }, quiet),
+      cleanup: async () => {},
+    }),
+    flaky: async () => {
+      // PostgreSQL behind a proxy that is cut until recover(): the server itself is shared and stays up.
+      const url = new URL(await requireService('pg'));
+      const schema = randomName('ferry_f_');
+      const admin = new pg.Client({ connectionString: url.href });
+      await admin.connect();
+      await admin.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.messages (n bigint GENERATED ALWAYS AS IDENTITY, id uuid PRIMARY KEY, topic text NOT NULL)`);
+      const proxy = await tcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
+      // The sink reads the table's columns from the catalog as it starts: cut only after that.
+      const proxied = new URL(url.href);
+      proxied.port = String(proxy.port);
+      const sink = sinkFor({ url: proxied.href, table: `${schema}.messages`, columns: { id: '${id}', topic: '${topic}' }, batchSize: 40, connectTimeoutMs: 500, concurrency });
+      await proxy.cut();
+      return {
+        sink,
+        recover: () => proxy.restore(),
+        readBack: async () => (await admin.query<{ id: string }>(`SELECT id::text FROM ${schema}.messages ORDER BY n`)).rows.map((r) => r.id),
+        cleanup: async () => {
+          await proxy.close();
+          await admin.query(`DROP SCHEMA ${schema} CASCADE`);
+          await admin.end();
+        },
+      };
+    },
+  });
+}
+
+conformance('postgres', 1);
+// Batches in flight, each in a transaction committed in arrival order.
+conformance('postgres, 2 batches in flight', 2);
 
 interface Message {
   readonly topic: string;

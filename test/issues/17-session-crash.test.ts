@@ -33,10 +33,14 @@ interface Subscriber {
   client: MqttClient | undefined;
 }
 
+/** Every client the test made, ended when it ends (a reconnecting client keeps the process alive). */
+const clients: MqttClient[] = [];
+
 /** A persistent session subscribed once to every device's telemetry; mqtt.js reconnects it. */
 function subscriber(url: string, clientId: string, seen = new Set<string>()): Subscriber {
   const s: Subscriber = { clientId, seen, client: undefined };
   const client = connect(url, { clientId, clean: false, reconnectPeriod: 100, connectTimeout: 2000, resubscribe: false });
+  clients.push(client);
   client.on('message', (_topic, payload) => {
     const { device, seq } = JSON.parse(payload.toString()) as { device: string; seq: number };
     s.seen.add(`${device}/${seq}`);
@@ -73,7 +77,10 @@ test(`QoS 1 messages acknowledged to their publishers reach two persistent-sessi
   let running = true;
   const visiting = (async () => {
     while (running) {
-      await new Promise<void>((resolve) => visitor.client?.end(false, {}, () => resolve()));
+      // Leaves with a DISCONNECT when connected; a client waiting for the gateway to come back just stops.
+      const leaving = visitor.client;
+      if (leaving?.connected) await new Promise<void>((resolve) => leaving.end(false, {}, () => resolve()));
+      else leaving?.end(true);
       await sleep(600);
       if (!running) break;
       visitor.client = subscriber(url, visitorId, visitor.seen).client;
@@ -113,8 +120,7 @@ test(`QoS 1 messages acknowledged to their publishers reach two persistent-sessi
   } finally {
     running = false;
     await fleet.close();
-    steady.client?.end(true);
-    visitor.client?.end(true);
+    for (const client of clients) client.end(true);
     gateway.child.kill('SIGKILL');
     await gateway.exited;
   }

@@ -49,6 +49,15 @@ test("values become the text each type's input function reads", () => {
   for (const [type, value, expected] of cases) assert.equal(convert(type, value), expected, `${type} ${String(value)}`);
 });
 
+test('a time column writes each millisecond as toISOString does, with the text up to the second reused', () => {
+  const time = converterFor(column('timestamptz'));
+  const start = Date.UTC(2026, 11, 31, 23, 59, 58, 990);
+  // Across seconds, minutes, a year, forward and back; before 1970, past 9999 and fractions
+  // take toISOString itself.
+  const values = [...Array.from({ length: 2100 }, (_, i) => start + i), start - 5, start + 1005, 0, 999, 1000, -1, -1001, 1.5, 253402300799999, 253402300800000, 8.64e15];
+  for (const ms of values) assert.equal(time(ms), new Date(ms).toISOString(), String(ms));
+});
+
 test('values that cannot fit are refused with the reason, before any statement', () => {
   refused('jsonb', bytes('{"a": oops}'), /^is not JSON: /);
   refused('jsonb', bytes('{"a":"\\u0000"}'), /\\u0000 in a string, which jsonb cannot hold/);

@@ -1,0 +1,118 @@
+import { createHash } from 'node:crypto';
+import type { PgPoolClient, PgResult } from './pools.ts';
+
+/** A statement pg prepares once per connection under `name` (a name always carries the same text). */
+interface PgStatement {
+  readonly name: string;
+  readonly text: string;
+  readonly values: unknown[];
+}
+
+/** pg's pooled Client, which also takes a named statement. */
+interface PreparingClient extends PgPoolClient {
+  query<R = Record<string, unknown>>(text: string, values?: unknown[]): Promise<PgResult<R>>;
+  query<R = Record<string, unknown>>(statement: PgStatement): Promise<PgResult<R>>;
+}
+
+/**
+ * One batch's transaction on a connection of its own, open until `commit` or `rollback`; or,
+ * made with `autocommit`, no transaction: each statement commits by itself (one round trip
+ * per statement, for a sink that writes one batch at a time), `recover` has nothing to undo
+ * and `rollback` only gives the connection back.
+ * Deferred constraints are checked at each statement (`SET CONSTRAINTS ALL IMMEDIATE`), as
+ * they are in autocommit, so that a row a deferred constraint refuses is found by the
+ * writer's split like any other, not at COMMIT for the whole batch.
+ *
+ * A statement that fails aborts the transaction; `recover` makes it usable again: the first
+ * statement's failure restarts the transaction (nothing was written yet), and from then on
+ * every statement runs after a savepoint it is rolled back to when it fails. The statement
+ * that succeeded is kept either way. Savepoints cost only batches that had a failure.
+ */
+export class BatchTransaction {
+  readonly #client: PreparingClient;
+  #statements = 0;
+  #guarded = false;
+  #broken: Error | undefined;
+  #open = true;
+  readonly #autocommit: boolean;
+
+  private constructor(client: PgPoolClient, autocommit: boolean) {
+    this.#client = client as PreparingClient;
+    this.#autocommit = autocommit;
+  }
+
+  /** Takes a connection and begins (unless `autocommit`); the connection is given back if that fails. */
+  static async begin(connect: () => Promise<PgPoolClient>, autocommit = false): Promise<BatchTransaction> {
+    const transaction = new BatchTransaction(await connect(), autocommit);
+    if (autocommit) return transaction;
+    try {
+      await transaction.#run('BEGIN; SET CONSTRAINTS ALL IMMEDIATE');
+    } catch (error) {
+      await transaction.rollback();
+      throw error;
+    }
+    return transaction;
+  }
+
+  /**
+   * Runs a statement as a prepared statement of the connection, named after its text: the
+   * server parses and plans it once per connection instead of once per batch.
+   */
+  async query(text: string, values: unknown[]): Promise<PgResult<Record<string, unknown>>> {
+    this.#statements += 1;
+    if (this.#guarded) await this.#run('SAVEPOINT part');
+    return this.#run({ name: `ferry_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`, text, values });
+  }
+
+  /** After a failed `query`: false when the transaction cannot go on (the failure was not its first statement's, outside a savepoint). */
+  async recover(): Promise<boolean> {
+    if (this.#autocommit) return true;
+    if (this.#guarded) {
+      await this.#run('ROLLBACK TO SAVEPOINT part');
+      return true;
+    }
+    if (this.#statements !== 1) return false;
+    await this.#run('ROLLBACK; BEGIN; SET CONSTRAINTS ALL IMMEDIATE');
+    this.#statements = 0;
+    this.#guarded = true;
+    return true;
+  }
+
+  /** Commits and gives the connection back (discarded if it failed). */
+  async commit(): Promise<void> {
+    try {
+      if (!this.#autocommit) await this.#run('COMMIT');
+    } finally {
+      this.#release();
+    }
+  }
+
+  /** Rolls back and gives the connection back; never rejects. */
+  async rollback(): Promise<void> {
+    if (!this.#open) return;
+    try {
+      if (this.#broken === undefined && !this.#autocommit) await this.#run('ROLLBACK');
+    } catch {
+      // #run noted it: the connection is discarded
+    } finally {
+      this.#release();
+    }
+  }
+
+  async #run(statement: string | PgStatement): Promise<PgResult<Record<string, unknown>>> {
+    try {
+      return await (typeof statement === 'string' ? this.#client.query(statement) : this.#client.query(statement));
+    } catch (error) {
+      // A statement the server refused leaves the connection usable; a socket error does not.
+      const { severity } = (error ?? {}) as { severity?: unknown };
+      if (typeof severity !== 'string') this.#broken = error instanceof Error ? error : new Error(String(error));
+      throw error;
+    }
+  }
+
+  #release(): void {
+    if (!this.#open) return;
+    this.#open = false;
+    this.#client.release(this.#broken);
+  }
+}
