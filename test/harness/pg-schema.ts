@@ -56,3 +56,16 @@ export async function testDatabase(t: TestContext): Promise<TestDatabase> {
   });
   return { url: url.href, name, query: async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => (await client.query<R>(text, values)).rows };
 }
+
+/**
+ * A schema of its own on the test server, made with `ddl` (given the schema's name), and the
+ * connection that made it: for suites that drop the schema and end the connection themselves.
+ */
+export async function freshSchema(prefix: string, ddl: (schema: string) => string): Promise<{ url: string; schema: string; admin: pg.Client }> {
+  const url = await requireService('pg');
+  const schema = randomName(prefix);
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  await admin.query(`CREATE SCHEMA ${schema}; ${ddl(schema)}`);
+  return { url, schema, admin };
+}

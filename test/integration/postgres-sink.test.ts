@@ -3,7 +3,6 @@
 // that add no row, and a mapping that cannot fit stopping the sink at startup.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import pg from 'pg';
 import pino from 'pino';
 import { Subject, lastValueFrom, toArray } from 'rxjs';
 import { type Delivery, createDelivery } from '../../src/core/delivery.ts';
@@ -15,8 +14,8 @@ import { toPostgres } from '../../src/lib/postgres.ts';
 import { createPostgresSink, postgresSink } from '../../src/postgres/sink.ts';
 import { sinkConformance } from '../conformance/sink-suite.ts';
 import { tcpProxy } from '../harness/cuttable-proxy.ts';
-import { testSchema } from '../harness/pg-schema.ts';
-import { randomName, requireService } from '../harness/services.ts';
+import { freshSchema, testSchema } from '../harness/pg-schema.ts';
+import { randomName } from '../harness/services.ts';
 
 const FILTERS = ['devices/+/telemetry/#'];
 
@@ -34,11 +33,7 @@ function conformance(name: string, concurrency: number) {
   sinkConformance(name, {
     batchSize: 40,
     working: async () => {
-      const url = await requireService('pg');
-      const schema = randomName('ferry_c_');
-      const admin = new pg.Client({ connectionString: url });
-      await admin.connect();
-      await admin.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.messages (id uuid PRIMARY KEY, topic text NOT NULL, body jsonb NOT NULL)`);
+      const { url, schema, admin } = await freshSchema('ferry_c_', (s) => `CREATE TABLE ${s}.messages (id uuid PRIMARY KEY, topic text NOT NULL, body jsonb NOT NULL)`);
       return {
         // Through the public entry point (ferry/postgres), as a library user makes it.
         sink: toPostgres({ url, table: `${schema}.messages`, columns: { id: '${id}', topic: '${topic}', body: '${payload}' }, batchSize: 40, batchTimeMs: 5, concurrency }, quiet),
@@ -56,11 +51,9 @@ function conformance(name: string, concurrency: number) {
     }),
     flaky: async () => {
       // PostgreSQL behind a proxy that is cut until recover(): the server itself is shared and stays up.
-      const url = new URL(await requireService('pg'));
-      const schema = randomName('ferry_f_');
-      const admin = new pg.Client({ connectionString: url.href });
-      await admin.connect();
-      await admin.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.messages (n bigint GENERATED ALWAYS AS IDENTITY, id uuid PRIMARY KEY, topic text NOT NULL)`);
+      const fresh = await freshSchema('ferry_f_', (s) => `CREATE TABLE ${s}.messages (n bigint GENERATED ALWAYS AS IDENTITY, id uuid PRIMARY KEY, topic text NOT NULL)`);
+      const { schema, admin } = fresh;
+      const url = new URL(fresh.url);
       const proxy = await tcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
       // The sink reads the table's columns from the catalog as it starts: cut only after that.
       const proxied = new URL(url.href);

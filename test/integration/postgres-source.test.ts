@@ -4,7 +4,6 @@
 // before the next poll.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import pg from 'pg';
 import pino from 'pino';
 import type { Subscription } from 'rxjs';
 import type { Delivery } from '../../src/core/delivery.ts';
@@ -15,8 +14,8 @@ import type { Source } from '../../src/core/stream.ts';
 import { sourceConformance } from '../conformance/source-suite.ts';
 import { tcpProxy } from '../harness/cuttable-proxy.ts';
 import { eventually } from '../harness/eventually.ts';
-import { testSchema } from '../harness/pg-schema.ts';
-import { randomName, requireService } from '../harness/services.ts';
+import { freshSchema, testSchema } from '../harness/pg-schema.ts';
+import { randomName } from '../harness/services.ts';
 
 const OUTBOX = (schema: string) =>
   `CREATE TABLE ${schema}.outbox (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, topic text NOT NULL, device text, payload jsonb NOT NULL, delivered_at timestamptz)`;
@@ -35,12 +34,8 @@ const text = (d: Delivery) => Buffer.from(d.envelope.payload).toString();
 
 sourceConformance('postgres (outbox table)', {
   start: async () => {
-    const url = await requireService('pg');
-    const schema = randomName('ferry_o_');
-    const admin = new pg.Client({ connectionString: url });
-    await admin.connect();
     // A text payload: the bytes as written.
-    await admin.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.outbox (id bigserial PRIMARY KEY, topic text NOT NULL, payload text NOT NULL)`);
+    const { url, schema, admin } = await freshSchema('ferry_o_', (s) => `CREATE TABLE ${s}.outbox (id bigserial PRIMARY KEY, topic text NOT NULL, payload text NOT NULL)`);
     const stops: Promise<void>[] = [];
     let previous: Promise<unknown> = Promise.resolve();
     return {
