@@ -7,10 +7,8 @@
 import { Kysely } from 'kysely';
 import type { z } from 'zod';
 import type { Sink, Source } from '../core/stream.ts';
-import { poolSettings } from '../postgres/connection.ts';
-import { postgresDatabaseSchema, postgresDialect } from '../postgres/kysely.ts';
+import { postgresDatabaseDialect, postgresDatabaseSchema } from '../postgres/kysely.ts';
 import { postgresSource } from '../postgres/outbox-source.ts';
-import { processPools } from '../postgres/pools.ts';
 import { postgresSink } from '../postgres/sink.ts';
 import { type StreamOptions, contextFor, sinkOf, sourceOf, validated } from './component.ts';
 
@@ -63,11 +61,13 @@ export function toPostgres(config: PostgresSinkConfig, options?: StreamOptions):
 export function postgresDatabase<DB>(config: PostgresDatabaseConfig, options: StreamOptions = {}): Kysely<DB> {
   const parsed = validated('postgres', postgresDatabaseSchema, config);
   const ctx = contextFor(options);
-  const component = `database of '${ctx.bridge}'`;
-  const settings = poolSettings(parsed, options.name ?? 'ferry', ctx.configDir ?? process.cwd(), component);
-  const dialect = postgresDialect(settings, processPools, (error) => {
-    ctx.counters.count('postgres.pool.errors', { bridge: ctx.bridge });
-    ctx.logger.warn({ err: error }, `${component}: an idle connection to ${settings.description} failed; the pool opens a new one when needed`);
+  const dialect = postgresDatabaseDialect(parsed, {
+    applicationName: options.name ?? 'ferry',
+    configDir: ctx.configDir ?? process.cwd(),
+    component: `database of '${ctx.bridge}'`,
+    metricLabel: ctx.bridge,
+    counters: ctx.counters,
+    logger: ctx.logger,
   });
   return new Kysely<DB>({ dialect });
 }

@@ -4,9 +4,8 @@ import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config/databases-schema.ts';
 import type { Counters } from '../core/component.ts';
 import { FerryError } from '../core/errors.ts';
-import { poolSettings } from '../postgres/connection.ts';
-import { postgresDialect } from '../postgres/kysely.ts';
-import { type PostgresPools, processPools } from '../postgres/pools.ts';
+import { postgresDatabaseDialect } from '../postgres/kysely.ts';
+import type { PostgresPools } from '../postgres/pools.ts';
 import { sqliteDialect } from '../sqlite/kysely.ts';
 
 export interface DatabasesOptions {
@@ -116,11 +115,16 @@ export class Databases {
 
   #dialect(name: string, config: DatabaseConfig) {
     if ('sqlite' in config) return sqliteDialect(config.sqlite, this.#options.dataDir);
-    const component = `database '${name}'`;
-    const settings = poolSettings(config.postgres, this.#options.applicationName, this.#options.configDir, component);
-    return postgresDialect(settings, this.#options.pools ?? processPools, (error) => {
-      this.#options.counters.count('postgres.pool.errors', { bridge: `database:${name}` });
-      this.#options.logger.warn({ err: error, database: name }, `${component}: an idle connection to ${settings.description} failed; the pool opens a new one when needed`);
+    const { applicationName, configDir, counters, logger, pools } = this.#options;
+    return postgresDatabaseDialect(config.postgres, {
+      applicationName,
+      configDir,
+      component: `database '${name}'`,
+      metricLabel: `database:${name}`,
+      counters,
+      logger,
+      logFields: { database: name },
+      ...(pools === undefined ? {} : { pools }),
     });
   }
 }
