@@ -2,7 +2,7 @@ import { Observable, concatMap, defer, map, mergeMap, catchError, from, of } fro
 import { batchBy } from './batch-by.ts';
 import type { Delivery } from './delivery.ts';
 import type { Sink, SinkEvent } from './stream.ts';
-import { FerryError, isFerryError } from './errors.ts';
+import { FerryError, asError, isFerryError } from './errors.ts';
 import { type SinkTracing, type SpanIds, noteFailedSpan } from './tracing.ts';
 
 export interface BatchOptions {
@@ -42,9 +42,7 @@ export function batchingSink(options: BatchOptions, write: (batch: readonly Deli
       concatMap((tagged) => {
         const batch = tagged.map((t) => t.delivery);
         const fail = (error: Error) => of<SinkEvent>(failBatch(batch, error));
-        if ((tagged[0] as { n: number }).n <= failedThrough && lastError !== undefined) {
-          return fail(new FerryError('SINK_WRITE_FAILED', `not written: an earlier batch failed (${lastError.message})`, { retryable: true, cause: lastError }));
-        }
+        if ((tagged[0] as { n: number }).n <= failedThrough && lastError !== undefined) return fail(earlierBatchFailed(lastError));
         const started = performance.now();
         // The batch span's ids when the write is traced: on its events and on its errors (logs name it).
         let span: SpanIds | undefined;
@@ -58,7 +56,7 @@ export function batchingSink(options: BatchOptions, write: (batch: readonly Deli
         return defer(run).pipe(
           mergeMap((result) => from(settleWritten(batch, result, started, span))),
           catchError((cause: unknown) => {
-            const error = cause instanceof Error ? cause : new Error(String(cause));
+            const error = asError(cause);
             failedThrough = arrived;
             lastError = error;
             return of<SinkEvent>(failBatch(batch, error, span));
@@ -67,6 +65,11 @@ export function batchingSink(options: BatchOptions, write: (batch: readonly Deli
       }),
     );
   };
+}
+
+/** The error of a batch not written because an earlier one failed (its messages come again, in order). */
+export function earlierBatchFailed(lastError: Error): FerryError {
+  return new FerryError('SINK_WRITE_FAILED', `not written: an earlier batch failed (${lastError.message})`, { retryable: true, cause: lastError });
 }
 
 /**

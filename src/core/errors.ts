@@ -66,3 +66,8 @@ export function describeError(error: unknown): string {
   if (error instanceof Error) return error.message;
   return String(error);
 }
+
+/** `cause` itself when it is an Error, else an Error with its text (what a rejection or a throw may carry). */
+export function asError(cause: unknown): Error {
+  return cause instanceof Error ? cause : new Error(String(cause));
+}

@@ -1,8 +1,8 @@
 import { type Observable, defer, map, mergeMap, from } from 'rxjs';
 import { batchBy } from './batch-by.ts';
-import { type BatchOptions, type BatchResult, failBatch, settleWritten } from './batching-sink.ts';
+import { type BatchOptions, type BatchResult, earlierBatchFailed, failBatch, settleWritten } from './batching-sink.ts';
+import { asError } from './errors.ts';
 import type { Delivery } from './delivery.ts';
-import { FerryError } from './errors.ts';
 import type { Sink } from './stream.ts';
 import type { SinkTracing, SpanIds } from './tracing.ts';
 
@@ -46,10 +46,7 @@ export function pipelinedSink(options: PipelineOptions, stage: (batch: readonly 
     let previous: Promise<void> = Promise.resolve();
 
     const run = async (batch: readonly Delivery[], first: number, before: Promise<void>, done: () => void): Promise<Outcome> => {
-      const earlierFailed = () =>
-        first <= failedThrough && lastError !== undefined
-          ? new FerryError('SINK_WRITE_FAILED', `not written: an earlier batch failed (${lastError.message})`, { retryable: true, cause: lastError })
-          : undefined;
+      const earlierFailed = () => (first <= failedThrough && lastError !== undefined ? earlierBatchFailed(lastError) : undefined);
       const failed = (error: Error): Outcome => {
         failedThrough = arrived;
         lastError = error;
@@ -110,8 +107,4 @@ export function pipelinedSink(options: PipelineOptions, stage: (batch: readonly 
       }, options.concurrency),
     );
   };
-}
-
-function asError(cause: unknown): Error {
-  return cause instanceof Error ? cause : new Error(String(cause));
 }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { asError } from '../core/errors.ts';
 import type { PgPoolClient, PgResult } from './pools.ts';
 
 /** A statement pg prepares once per connection under `name` (a name always carries the same text). */
@@ -105,7 +106,7 @@ export class BatchTransaction {
     } catch (error) {
       // A statement the server refused leaves the connection usable; a socket error does not.
       const { severity } = (error ?? {}) as { severity?: unknown };
-      if (typeof severity !== 'string') this.#broken = error instanceof Error ? error : new Error(String(error));
+      if (typeof severity !== 'string') this.#broken = asError(error);
       throw error;
     }
   }

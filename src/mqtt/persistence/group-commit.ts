@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { asError } from '../../core/errors.ts';
 import type { Synchronous } from '../../sqlite/connection.ts';
 
 /** The part of better-sqlite3's Database that group commit uses. */
@@ -156,8 +157,4 @@ export class GroupCommit {
     this.#onLost(error);
     for (const waiter of waiters) waiter.reject(error);
   }
-}
-
-function asError(error: unknown): Error {
-  return error instanceof Error ? error : new Error(String(error));
 }
