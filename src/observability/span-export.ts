@@ -72,9 +72,13 @@ export class SpanExport {
       return;
     }
     this.#queue.push(span);
-    if (this.#inFlight !== undefined) return;
+    if (this.#inFlight === undefined) this.#schedule();
+  }
+
+  /** With no export in flight: a full batch goes now, a partial one within `delayMs`. */
+  #schedule(): void {
     if (this.#queue.length >= this.#options.batchSize) this.#exportNext();
-    else this.#timer ??= setTimeout(() => this.#exportNext(), this.#options.delayMs).unref();
+    else if (this.#queue.length > 0) this.#timer ??= setTimeout(() => this.#exportNext(), this.#options.delayMs).unref();
   }
 
   /** Exports everything held, then stops the transport. */
@@ -109,8 +113,7 @@ export class SpanExport {
       this.#inFlight = undefined;
       if (this.#dropped > 0) this.#logger.warn({ dropped: this.#dropped }, 'span export: spans were dropped while the queue was full');
       this.#dropped = 0;
-      if (this.#queue.length >= this.#options.batchSize) this.#exportNext();
-      else if (this.#queue.length > 0) this.#timer ??= setTimeout(() => this.#exportNext(), this.#options.delayMs).unref();
+      this.#schedule();
     });
   }
 }
