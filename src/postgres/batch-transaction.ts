@@ -15,6 +15,18 @@ interface PreparingClient extends PgPoolClient {
   query<R = Record<string, unknown>>(statement: PgStatement): Promise<PgResult<R>>;
 }
 
+/** Prepared statement names by text: a sink runs the same one or two texts for every batch. */
+const names = new Map<string, string>();
+
+function statementName(text: string): string {
+  let name = names.get(text);
+  if (name === undefined) {
+    name = `ferry_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`;
+    names.set(text, name);
+  }
+  return name;
+}
+
 /**
  * One batch's transaction on a connection of its own, open until `commit` or `rollback`; or,
  * made with `autocommit`, no transaction: each statement commits by itself (one round trip
@@ -62,7 +74,7 @@ export class BatchTransaction {
   async query(text: string, values: unknown[]): Promise<PgResult<Record<string, unknown>>> {
     this.#statements += 1;
     if (this.#guarded) await this.#run('SAVEPOINT part');
-    return this.#run({ name: `ferry_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`, text, values });
+    return this.#run({ name: statementName(text), text, values });
   }
 
   /** After a failed `query`: false when the transaction cannot go on (the failure was not its first statement's, outside a savepoint). */
