@@ -19,7 +19,7 @@ export async function testSchema(t: TestContext): Promise<TestSchema> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   t.after(async () => {
-    await client.query(`DROP SCHEMA IF EXISTS ${name} CASCADE`).catch(() => {});
+    await dropSchema(client, name).catch(() => {});
     await client.end();
   });
   await client.query(`CREATE SCHEMA ${name}`);
@@ -29,6 +29,20 @@ export async function testSchema(t: TestContext): Promise<TestSchema> {
     client,
     query: async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => (await client.query<R>(text, values)).rows,
   };
+}
+
+/**
+ * Drops the schema, ending the sessions that lock anything in it first: a failed test's cleanup
+ * may run while the process it started (an outbox transaction waiting for acks) still holds
+ * locks, and a DROP waiting for them would hang the test file instead of reporting the failure.
+ */
+async function dropSchema(client: pg.Client, name: string): Promise<void> {
+  await client.query(
+    `SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()`,
+    [name],
+  );
+  await client.query(`DROP SCHEMA IF EXISTS ${name} CASCADE`);
 }
 
 /** A database of its own for one test, on the test server (for code that uses the search path: migrations), dropped when the test ends. */
