@@ -54,6 +54,7 @@ export class OutgoingQueue {
   readonly #byCounter: Database.Statement;
   readonly #byCounterReplaced: Database.Statement;
   readonly #byMessageId: Database.Statement;
+  readonly #sentUnder: Database.Statement;
   readonly #setMessageId: Database.Statement;
   readonly #replace: Database.Statement;
   readonly #takeByMessageId: Database.Statement;
@@ -79,6 +80,7 @@ export class OutgoingQueue {
       `SELECT q.seq FROM queue q JOIN queued_messages m ON m.id = q.seq
        WHERE q.client_id = ? AND q.message_id = ? AND (CASE WHEN q.meta IS NULL THEN m.broker_id ELSE q.own_broker_id END) IS NOT ? ORDER BY q.seq LIMIT 1`,
     );
+    this.#sentUnder = db.prepare('SELECT seq FROM queue WHERE client_id = ? AND message_id = ? ORDER BY seq LIMIT 1');
     this.#setMessageId = db.prepare('UPDATE queue SET message_id = ? WHERE client_id = ? AND seq = ?');
     this.#replace = db.prepare(
       'UPDATE queue SET own_broker_id = ?, own_broker_counter = ?, message_id = ?, expires_at = ?, bytes = ?, payload = ?, meta = ? WHERE client_id = ? AND seq = ?',
@@ -150,9 +152,11 @@ export class OutgoingQueue {
 
   /**
    * The copy of `packet` in the client's queue gets its packet id (same broker and counter), or
-   * is replaced by `packet` (a PUBREL, or a copy numbered by another broker, under the same
-   * packet id); the first queued copy matching either way is the one changed. Throws "no such
-   * packet" when none matches. A QoS 2 step resolves once on disk (its packet id must not change
+   * is replaced by `packet` (a copy numbered by another broker, under the same packet id); the
+   * first queued copy matching either way is the one changed. A PUBREL (no broker counter)
+   * replaces the copy sent under its packet id, and no other: matched by counter, it would take
+   * an earlier PUBREL's copy (both without a counter), leaving its own message queued to be
+   * sent again after its exchange completed. Throws "no such packet" when none matches. A QoS 2 step resolves once on disk (its packet id must not change
    * across a crash, or the device would take the message twice); a QoS 1 one at once: a copy
    * sent again after a crash with another id is a duplicate QoS 1 allows.
    */
@@ -160,6 +164,12 @@ export class OutgoingQueue {
     const write = () => {
       const counter = packet.brokerCounter ?? null;
       const broker = packet.brokerId ?? null;
+      if (counter === null) {
+        const sent = packet.messageId === undefined ? undefined : (this.#sentUnder.get(clientId, packet.messageId) as { seq: number } | undefined);
+        if (sent === undefined) throw new Error('no such packet');
+        this.#replaceCopy(clientId, sent.seq, packet);
+        return;
+      }
       const shared = this.#byCounter.get(clientId, counter, broker) as { seq: number } | undefined;
       const replaced = this.#byCounterReplaced.get(clientId, counter, broker) as { seq: number } | undefined;
       const sameCopy = shared === undefined ? replaced : replaced === undefined || shared.seq < replaced.seq ? shared : replaced;
@@ -167,10 +177,7 @@ export class OutgoingQueue {
       if (sameCopy !== undefined && (sameId === undefined || sameCopy.seq < sameId.seq)) {
         this.#setMessageId.run(packet.messageId ?? null, clientId, sameCopy.seq);
       } else if (sameId !== undefined) {
-        const { payload, meta } = encodePacket(packet);
-        const bytes = payload === null ? 0 : Buffer.byteLength(payload);
-        this.#replace.run(broker, counter, packet.messageId ?? null, packet.messageExpiry ?? null, bytes, payload, meta, clientId, sameId.seq);
-        this.#usage.delete(clientId);
+        this.#replaceCopy(clientId, sameId.seq, packet);
       } else {
         throw new Error('no such packet');
       }
@@ -182,6 +189,13 @@ export class OutgoingQueue {
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
+  }
+
+  #replaceCopy(clientId: string, seq: number, packet: StoredPacket): void {
+    const { payload, meta } = encodePacket(packet);
+    const bytes = payload === null ? 0 : Buffer.byteLength(payload);
+    this.#replace.run(packet.brokerId ?? null, packet.brokerCounter ?? null, packet.messageId ?? null, packet.messageExpiry ?? null, bytes, payload, meta, clientId, seq);
+    this.#usage.delete(clientId);
   }
 
   /**
