@@ -27,6 +27,8 @@ export interface AedesInternals {
   readonly outboundQueueLimit?: number;
   /** Set by the patch: a QoS 1 PUBACK leaves once the message is retained and queued for offline sessions. */
   readonly pubackAfterStore?: boolean;
+  /** Set by the patch: live messages a resumed session holds while its queue is read (its queue first, each message once). */
+  readonly resumeHeldLimit?: number;
 }
 
 /** Why the patched aedes did not send a message to one client (its 'publishDiscarded' event). */

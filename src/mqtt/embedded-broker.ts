@@ -63,6 +63,12 @@ export interface EmbeddedBrokerOptions {
   readonly state?: BrokerStateSettings;
   /** Bounds on subscriptions, retained messages, queues and MQTT 3.1.1 sessions (the last three with `state` only); none when absent. */
   readonly limits?: BrokerStateLimits;
+  /**
+   * Live messages a resumed session holds back while its queue is read, to send after it
+   * (1,024); past it they are dropped from memory and the queue, which holds them too, is read
+   * again.
+   */
+  readonly resumeHeldLimit?: number;
 }
 
 /**
@@ -76,7 +82,8 @@ function assertPatched(aedes: Aedes): void {
     Object.getPrototypeOf(internals.clients) === null &&
     typeof internals.maxInflightInbound === 'number' &&
     typeof internals.outboundQueueLimit === 'number' &&
-    internals.pubackAfterStore === true
+    internals.pubackAfterStore === true &&
+    typeof internals.resumeHeldLimit === 'number'
   )
     return;
   throw new FerryError(
@@ -187,6 +194,7 @@ export class EmbeddedBroker {
       topicAliasMaximum: options.topicAliasMaximum ?? 0,
       sessionExpiryIntervalLimit: options.maxSessionExpirySeconds ?? 0,
       keepaliveLimit: options.maxKeepAliveSeconds ?? 0,
+      ...(options.resumeHeldLimit === undefined ? {} : { resumeHeldLimit: options.resumeHeldLimit }),
       preConnect: (client, packet, callback) => {
         self().#connectArrived(client);
         callback(null, self().#admission.admit(client, packet));
