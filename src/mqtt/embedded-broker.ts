@@ -88,7 +88,7 @@ function assertPatched(aedes: Aedes): void {
     return;
   throw new FerryError(
     'INTERNAL',
-    'the installed aedes lacks patches/aedes+2.0.0-beta.1.patch (security fixes and MQTT 5 behaviour), or has an older version of it (was it installed with --ignore-scripts?): run `npm ci` without --ignore-scripts in the Ferry directory',
+    'the installed aedes lacks patches/aedes+2.0.0-beta.1.patch (security fixes and MQTT 5 behaviour), or has an older version of it (were install scripts skipped?): run `npm ci` without --ignore-scripts in the Ferry directory; in a project that installed Ferry, list ferry in package.json allowScripts (npm 12 and newer) and install again',
   );
 }
 

@@ -35,11 +35,16 @@ test('the packed package installs into a fresh project: every entry point import
 
   const project = join(dir, 'project');
   run('mkdir', ['-p', project], dir);
-  writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
+  // The install scripts docs/library.md tells a project to allow (npm 12 runs no others).
+  const allowScripts = { ferry: true, 'better-sqlite3': true };
+  writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module', allowScripts }));
   // Dependencies from npm's cache where it has them (npm ci filled it).
   run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', join(dir, packed[0]?.filename as string)], project);
-  // The postinstall applied Ferry's aedes patch where npm put aedes: the broker refuses an unpatched one.
-  assert.match(readFileSync(join(project, 'node_modules/aedes/aedes.js'), 'utf8'), /maxInflightInbound/);
+  // The postinstall applied Ferry's patches where npm put aedes and aedes-persistence: the broker refuses an unpatched aedes.
+  assert.match(readFileSync(join(project, 'node_modules/aedes/aedes.js'), 'utf8'), /resumeHeldLimit/);
+  assert.match(readFileSync(join(project, 'node_modules/aedes-persistence/asyncPersistence.js'), 'utf8'), /const numbered = /);
+  const libraryDoc = readFileSync(join(REPO_ROOT, 'docs/library.md'), 'utf8');
+  for (const name of Object.keys(allowScripts)) assert.ok(libraryDoc.includes(`"${name}": true`), `docs/library.md tells to allow ${name}'s install scripts`);
 
   for (const entry of ENTRY_POINTS) {
     const out = run(process.execPath, ['--input-type=module', '-e', `const m = await import('${entry}'); console.log(Object.keys(m).sort().join(','))`], project);
