@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
-import { groupMessagesPerPartition, patchKafkajs, recordEncoder, type RecordInput } from '../../../src/kafka/kafkajs-patches.ts';
+import { randomBytes } from 'node:crypto';
+import { ensureAvailableUnfilled, groupMessagesPerPartition, nativeCrc32c, patchKafkajs, recordEncoder, type RecordInput } from '../../../src/kafka/kafkajs-patches.ts';
 
 // The originals, loaded before the patch replaces them in the module cache.
 const require = createRequire(import.meta.url);
@@ -9,6 +10,8 @@ const Encoder = require('kafkajs/src/protocol/encoder.js');
 const originalRecord = require('kafkajs/src/protocol/recordBatch/record/v0/index.js') as (input: RecordInput) => { buffer: Buffer };
 const originalGroup = require('kafkajs/src/producer/groupMessagesPerPartition.js') as typeof groupMessagesPerPartition;
 const record = recordEncoder(Encoder) as unknown as (input: RecordInput) => { buffer: Buffer };
+const originalCrc32c = require('kafkajs/src/protocol/recordBatch/crc32C/crc32C.js') as (buffer: Buffer) => number;
+const originalEnsureAvailable = Encoder.prototype.ensureAvailable as (length: number) => void;
 
 test('records are encoded byte for byte as kafkajs encodes them', () => {
   const long = 'é'.repeat(300);
@@ -36,6 +39,50 @@ test('messages are grouped per partition as kafkajs groups them, in order', () =
   assert.deepEqual(groupMessagesPerPartition({ ...args, partitionMetadata: [] }), originalGroup({ ...args, partitionMetadata: [] }));
 });
 
+test('the native CRC32C gives the checksum kafkajs computes, at every length', () => {
+  const crc32c = nativeCrc32c();
+  assert.ok(crc32c !== undefined, "@node-rs/crc32's binary loads on this platform");
+  const bytes = randomBytes(70_000);
+  for (const length of [0, 1, 3, 7, 8, 9, 15, 16, 17, 255, 4096, 65_537, 70_000]) {
+    const buffer = bytes.subarray(0, length);
+    assert.equal(crc32c(buffer), originalCrc32c(buffer), `${length} bytes`);
+  }
+});
+
+test('an encoder grown without zero-filling holds the same bytes as kafkajs grows it to', () => {
+  const text = 'ütf-8 ✓ '.repeat(40);
+  const write = (ensureAvailable: (length: number) => void) => {
+    const encoder = new Encoder(1);
+    encoder.ensureAvailable = ensureAvailable;
+    // Every kind of write, each growing the buffer past what the last one left.
+    for (let i = 0; i < 40; i++) {
+      encoder
+        .writeInt8(i)
+        .writeInt16(-i)
+        .writeInt32(i * 1_000)
+        .writeUInt32(2 ** 31 + i)
+        .writeInt64(2 ** 40 + i)
+        .writeBoolean(i % 2 === 0)
+        .writeString(text.slice(0, i * 7))
+        .writeVarIntString(text.slice(i))
+        .writeBytes(randomBytesOf(i))
+        .writeBytes(text.slice(0, i))
+        .writeVarInt(-i * 300)
+        .writeVarIntBytes(i % 3 === 0 ? null : randomBytesOf(i * 50))
+        .writeUVarIntString(text.slice(0, i * 3))
+        .writeArray([i, i + 1], 'int32');
+    }
+    return encoder.buffer as Buffer;
+  };
+  const seeded = new Map<number, Buffer>();
+  const randomBytesOf = (n: number) => {
+    if (!seeded.has(n)) seeded.set(n, randomBytes(n));
+    return seeded.get(n) as Buffer;
+  };
+  const expected = write(originalEnsureAvailable);
+  assert.deepEqual(write(ensureAvailableUnfilled((n) => Encoder.nextPowerOfTwo(n))), expected);
+});
+
 test('after patching, kafkajs requires the replacements', () => {
   patchKafkajs();
   assert.equal(require('kafkajs/src/producer/groupMessagesPerPartition.js'), groupMessagesPerPartition);
@@ -43,4 +90,6 @@ test('after patching, kafkajs requires the replacements', () => {
   assert.notEqual(patched, originalRecord);
   const input = { key: 'k', value: Buffer.from('v'), headers: { h: 'x' } };
   assert.deepEqual(patched(input).buffer, originalRecord(input).buffer);
+  assert.notEqual(require('kafkajs/src/protocol/recordBatch/crc32C/crc32C.js'), originalCrc32c);
+  assert.notEqual(Encoder.prototype.ensureAvailable, originalEnsureAvailable);
 });
