@@ -76,9 +76,9 @@ export interface E2eOptions {
   readonly log: (line: string) => void;
 }
 
-export function payloadFor(phase: number): (device: number, seq: number) => Buffer {
+export function payloadFor(phase: number, bytes = PAYLOAD_BYTES): (device: number, seq: number) => Buffer {
   return (device, seq) => {
-    const payload = Buffer.alloc(PAYLOAD_BYTES, 'x');
+    const payload = Buffer.alloc(bytes, 'x');
     payload.writeDoubleLE(performance.timeOrigin + performance.now(), 0);
     payload.writeUInt32LE(device, 8);
     payload.writeUInt32LE(seq, 12);
@@ -87,9 +87,9 @@ export function payloadFor(phase: number): (device: number, seq: number) => Buff
   };
 }
 
-/** Publishes `count` QoS 1 messages of `phase` from the devices; returns PUBACKs per second. */
-function publish(url: string, count: number, phase: number, prefix: string): Promise<number> {
-  return publishFleet({ url, devices: DEVICES, window: WINDOW, count, prefix, payload: payloadFor(phase) });
+/** Publishes `count` QoS 1 messages of `phase` (of `bytes` each) from the devices; returns PUBACKs per second. */
+function publish(url: string, count: number, phase: number, prefix: string, bytes = PAYLOAD_BYTES): Promise<number> {
+  return publishFleet({ url, devices: DEVICES, window: WINDOW, count, prefix, payload: payloadFor(phase, bytes) });
 }
 
 const waitForRecords = (brokers: readonly string[], topic: string, total: number) => waitForLoad(brokers, topic, total, STALL_MS);
@@ -132,10 +132,11 @@ export function analyse(records: readonly TopicRecord[], expected: number): Omit
 export async function measureFerry(
   kafka: BenchKafka,
   topic: string,
-  options: Omit<E2eOptions, 'naiveMessages'>,
+  options: Omit<E2eOptions, 'naiveMessages'> & { readonly payloadBytes?: number },
   telemetry?: string,
   persistence: 'sqlite' | 'memory' = 'sqlite',
 ): Promise<PathResult> {
+  const bytes = options.payloadBytes ?? PAYLOAD_BYTES;
   const bridge = [
     'name: bench-kafka',
     'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }',
@@ -145,10 +146,10 @@ export async function measureFerry(
   const nodeArgs = options.profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`];
   const gateway = await startFerryTarget({ bridge, nodeArgs: persistence === 'sqlite' ? nodeArgs : [], persistence, ...(telemetry === undefined ? {} : { telemetry }) });
   try {
-    await publish(gateway.url, WARMUP, 0, 'e2e-');
+    await publish(gateway.url, WARMUP, 0, 'e2e-', bytes);
     await waitForRecords(kafka.brokers, topic, WARMUP);
     const cpuBefore = cpuMs(gateway.pid);
-    const ackedPerSec = await publish(gateway.url, options.messages, 1, 'e2e-');
+    const ackedPerSec = await publish(gateway.url, options.messages, 1, 'e2e-', bytes);
     await waitForRecords(kafka.brokers, topic, WARMUP + options.messages);
     const cpuMsPer1k = round1(((cpuMs(gateway.pid) - cpuBefore) * 1000) / options.messages);
     const peakRss = peakRssMb(gateway.pid);
@@ -181,11 +182,12 @@ async function measureNaive(kafka: BenchKafka, topic: string, messages: number):
   }
 }
 
-async function measureAedesIngest(messages: number): Promise<number> {
+/** Plain aedes QoS 1 ingest (nothing stored, nothing forwarded) of `messages` of `bytes`: PUBACKs per second. */
+export async function measureAedesIngest(messages: number, bytes = PAYLOAD_BYTES): Promise<number> {
   const aedes = await startAedesTarget();
   try {
-    await publish(aedes.url, WARMUP, 0, 'aedes-');
-    return await publish(aedes.url, messages, 1, 'aedes-');
+    await publish(aedes.url, WARMUP, 0, 'aedes-', bytes);
+    return await publish(aedes.url, messages, 1, 'aedes-', bytes);
   } finally {
     await aedes.stop();
   }

@@ -1,9 +1,9 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, handler, state, external, postgres, startup, telemetry, ratelimit) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, payloads, handler, state, external, postgres, startup, telemetry, ratelimit) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes CPU profiles of the gateways under the
-// end-to-end and external-broker loads to <dir> (node --cpu-prof).
+// end-to-end, payload-size and external-broker loads to <dir> (node --cpu-prof).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,12 +14,14 @@ import { EXTERNAL_PATHS, type ExternalBenchResult, benchExternal } from './exter
 import { type HandlerBenchResult, benchHandler } from './handler.ts';
 import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
+import { type KafkaEncodeResult, benchKafkaEncode } from './kafka-encode.ts';
+import { type PayloadBenchResult, benchPayloads } from './payloads.ts';
 import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
 import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartup } from './startup.ts';
 import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
 import { type RateLimitBenchResult, benchRateLimit } from './rate-limit.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'handler', 'state', 'external', 'postgres', 'startup', 'telemetry', 'ratelimit'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'payloads', 'handler', 'state', 'external', 'postgres', 'startup', 'telemetry', 'ratelimit'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -46,6 +48,8 @@ const results: {
   ingest?: IngestBenchResult;
   rateLimit?: RateLimitBenchResult;
   e2e?: E2eBenchResult;
+  payloads?: PayloadBenchResult;
+  kafkaEncode?: KafkaEncodeResult;
   handler?: HandlerBenchResult;
   brokerState?: BrokerStateBenchResult;
   external?: ExternalBenchResult;
@@ -113,6 +117,31 @@ if (selected.has('e2e')) {
     [what, e2e.ferry.perSec, 'Kafka ProducerPerformance, acks=all', e2e.kafkaCeiling.perSec, e2e.ratios.vsKafkaCeiling],
     [`${what} (goal ≥ 0.9)`, e2e.ferry.perSec, 'the same gateway, mqtt.persistence: memory', e2e.ferryMemoryState.perSec, e2e.ratios.sqliteVsMemoryState],
   );
+}
+if (selected.has('payloads')) {
+  const messages = Number(process.env['FERRY_BENCH_PAYLOAD_MESSAGES'] ?? 50_000);
+  log(`payload sizes end to end: 200 B, 2 KiB and 16 KiB QoS 1 messages from 50 devices through the gateway to Kafka (${messages} of 200 B, fewer of the larger)...`);
+  const payloads = (results.payloads = await benchPayloads({ messages, log, ...(values.profile === undefined ? {} : { profileDir: resolve(values.profile) }) }));
+  for (const run of payloads.runs) {
+    rows.push([
+      `QoS 1 devices to Kafka, ${run.payloadBytes}-byte payloads, msgs/s in Kafka (${run.ferryMBPerSec} MB/s; p99 ${run.ferry.latencyMs.p99} ms; CPU ${run.ferry.cpuMsPer1k} ms / 1,000; peak RSS ${run.ferry.peakRssMb} MB)`,
+      run.ferry.perSec,
+      `plain aedes QoS 1 ingest of the same payloads`,
+      run.aedesIngest,
+      run.vsAedesIngest,
+    ]);
+  }
+  log("  kafkajs produce-request encoding with Ferry's patches and with its own code, 64 MiB of payload per size, 3 alternating rounds...");
+  const encode = (results.kafkaEncode = benchKafkaEncode({ rounds: 3, mib: 64 }));
+  for (const size of encode.sizes) {
+    rows.push([
+      `kafkajs produce-request encoding, ${size.payloadBytes}-byte records, CPU ms per MiB of payload (lower is better)`,
+      size.patchedMsPerMiB,
+      "kafkajs' own code",
+      size.originalMsPerMiB,
+      size.ratio,
+    ]);
+  }
 }
 if (selected.has('handler')) {
   const messages = Number(process.env['FERRY_BENCH_HANDLER_MESSAGES'] ?? 50_000);
