@@ -156,9 +156,10 @@ export class OutgoingQueue {
    * first queued copy matching either way is the one changed. A PUBREL (no broker counter)
    * replaces the copy sent under its packet id, and no other: matched by counter, it would take
    * an earlier PUBREL's copy (both without a counter), leaving its own message queued to be
-   * sent again after its exchange completed. Throws "no such packet" when none matches. A QoS 2 step resolves once on disk (its packet id must not change
-   * across a crash, or the device would take the message twice); a QoS 1 one at once: a copy
-   * sent again after a crash with another id is a duplicate QoS 1 allows.
+   * sent again after its exchange completed. Throws "no such packet" when none matches. A QoS 2
+   * step resolves once on disk (its packet id must not change across a crash, or the device
+   * would take the message twice); a QoS 1 one at once: a copy sent again after a crash with
+   * another id is a duplicate QoS 1 allows.
    */
   update(clientId: string, packet: StoredPacket): Promise<void> {
     const write = () => {
