@@ -1,5 +1,5 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, payloads, handler, state, external, postgres, startup, telemetry, ratelimit) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, payloads, devices, handler, state, external, postgres, startup, telemetry, ratelimit) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes CPU profiles of the gateways under the
@@ -12,6 +12,7 @@ import { type BufferBenchResult, benchBuffer } from './buffer.ts';
 import { type E2eBenchResult, benchE2e } from './e2e.ts';
 import { EXTERNAL_PATHS, type ExternalBenchResult, benchExternal } from './external.ts';
 import { type HandlerBenchResult, benchHandler } from './handler.ts';
+import { type IdleDevicesResult, PER_CONNECTION_GOAL_KB, benchIdleDevices } from './idle-devices.ts';
 import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
 import { type KafkaEncodeResult, benchKafkaEncode } from './kafka-encode.ts';
@@ -21,7 +22,7 @@ import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartu
 import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
 import { type RateLimitBenchResult, benchRateLimit } from './rate-limit.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'payloads', 'handler', 'state', 'external', 'postgres', 'startup', 'telemetry', 'ratelimit'] as const;
+const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'payloads', 'devices', 'handler', 'state', 'external', 'postgres', 'startup', 'telemetry', 'ratelimit'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -50,6 +51,7 @@ const results: {
   e2e?: E2eBenchResult;
   payloads?: PayloadBenchResult;
   kafkaEncode?: KafkaEncodeResult;
+  idleDevices?: IdleDevicesResult;
   handler?: HandlerBenchResult;
   brokerState?: BrokerStateBenchResult;
   external?: ExternalBenchResult;
@@ -142,6 +144,17 @@ if (selected.has('payloads')) {
       size.ratio,
     ]);
   }
+}
+if (selected.has('devices')) {
+  const devices = Number(process.env['FERRY_BENCH_DEVICES'] ?? 10_000);
+  log(`idle devices: ${devices} MQTT 3.1.1 devices connected (keep alive 60 s) and subscribed to their command topic, memory of the gateway before and after...`);
+  const idle = (results.idleDevices = await benchIdleDevices({ devices, log }));
+  goals.push([
+    `memory per idle connected device beyond the base, ${idle.connected} of ${idle.devices} connected and subscribed, KiB of RSS (V8 heap in use: ${idle.heapPerConnectionKiB} KiB; RSS ${idle.rssMiB.idle} → ${idle.rssMiB.connected} MiB)`,
+    String(idle.rssPerConnectionKiB),
+    `< ${PER_CONNECTION_GOAL_KB}`,
+    idle.rssPerConnectionKiB < PER_CONNECTION_GOAL_KB && idle.connected === idle.devices,
+  ]);
 }
 if (selected.has('handler')) {
   const messages = Number(process.env['FERRY_BENCH_HANDLER_MESSAGES'] ?? 50_000);
