@@ -1,5 +1,5 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, payloads, devices, handler, state, external, postgres, startup, telemetry, ratelimit) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, payloads, devices, kafkaclient, handler, state, external, postgres, startup, telemetry, ratelimit) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes CPU profiles of the gateways under the
@@ -15,6 +15,7 @@ import { type HandlerBenchResult, benchHandler } from './handler.ts';
 import { type IdleDevicesResult, PER_CONNECTION_GOAL_KB, benchIdleDevices } from './idle-devices.ts';
 import { type IngestBenchResult, benchIngest } from './ingest.ts';
 import { benchPacketGuard } from './packet-guard.ts';
+import { type KafkaClientsResult, benchKafkaClients } from './kafka-clients.ts';
 import { type KafkaEncodeResult, benchKafkaEncode } from './kafka-encode.ts';
 import { type PayloadBenchResult, benchPayloads } from './payloads.ts';
 import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
@@ -22,7 +23,22 @@ import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartu
 import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
 import { type RateLimitBenchResult, benchRateLimit } from './rate-limit.ts';
 
-const SCENARIOS = ['buffer', 'guard', 'ingest', 'e2e', 'payloads', 'devices', 'handler', 'state', 'external', 'postgres', 'startup', 'telemetry', 'ratelimit'] as const;
+const SCENARIOS = [
+  'buffer',
+  'guard',
+  'ingest',
+  'e2e',
+  'payloads',
+  'devices',
+  'kafkaclient',
+  'handler',
+  'state',
+  'external',
+  'postgres',
+  'startup',
+  'telemetry',
+  'ratelimit',
+] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values, positionals } = parseArgs({
@@ -52,6 +68,7 @@ const results: {
   payloads?: PayloadBenchResult;
   kafkaEncode?: KafkaEncodeResult;
   idleDevices?: IdleDevicesResult;
+  kafkaClients?: KafkaClientsResult;
   handler?: HandlerBenchResult;
   brokerState?: BrokerStateBenchResult;
   external?: ExternalBenchResult;
@@ -155,6 +172,21 @@ if (selected.has('devices')) {
     `< ${PER_CONNECTION_GOAL_KB}`,
     idle.rssPerConnectionKiB < PER_CONNECTION_GOAL_KB && idle.connected === idle.devices,
   ]);
+}
+if (selected.has('kafkaclient')) {
+  const records = Number(process.env['FERRY_BENCH_KAFKA_CLIENT_RECORDS'] ?? 100_000);
+  log(`Kafka clients: ${records} records of 200 bytes in batches of 500, acks all, 4 in flight, kafkajs (patched) against @platformatic/kafka, 3 alternating rounds...`);
+  const clients = (results.kafkaClients = await benchKafkaClients({ records, rounds: 3, log }));
+  rows.push(
+    ['@platformatic/kafka producer, records/s acknowledged', clients.platformatic.perSec, "kafkajs 2.2.4 with Ferry's patches", clients.kafkajs.perSec, clients.ratios.perSec],
+    [
+      '@platformatic/kafka producer, CPU ms per 1,000 records (lower is better)',
+      clients.platformatic.cpuMsPer1k,
+      "kafkajs 2.2.4 with Ferry's patches",
+      clients.kafkajs.cpuMsPer1k,
+      clients.ratios.cpu,
+    ],
+  );
 }
 if (selected.has('handler')) {
   const messages = Number(process.env['FERRY_BENCH_HANDLER_MESSAGES'] ?? 50_000);
