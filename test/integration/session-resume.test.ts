@@ -92,6 +92,32 @@ for (const persistence of ['sqlite', 'memory'] as const) {
     await publisher.endAsync();
   });
 
+  test(`${persistence}: a live message with Retain As Published, acknowledged, is not sent again when the session resumes`, async () => {
+    const { url } = await startBroker(persistence);
+    const v5 = { protocolVersion: 5 as const, properties: { sessionExpiryInterval: 300 } };
+    const seen: string[] = [];
+    const first = connect(url, { clientId: 'rap-resumer', clean: false, reconnectPeriod: 0, ...v5 });
+    clients.push(first);
+    first.on('message', (_topic, payload) => seen.push(payload.toString()));
+    await new Promise((resolve) => first.once('connect', resolve));
+    await first.subscribeAsync('cmd/rap', { qos: 1, rap: true });
+    const publisher = await client(url, 'rap-publisher', true);
+    await publisher.publishAsync('cmd/rap', 'kept', { qos: 1, retain: true });
+    for (const end = Date.now() + 5000; seen.length === 0 && Date.now() < end; ) await sleep(20);
+    assert.deepEqual(seen, ['kept']);
+    await sleep(100); // its PUBACK reaches the broker
+    await first.endAsync();
+    const again: string[] = [];
+    const back = connect(url, { clientId: 'rap-resumer', clean: false, reconnectPeriod: 0, ...v5 });
+    clients.push(back);
+    back.on('message', (_topic, payload) => again.push(payload.toString()));
+    await new Promise((resolve) => back.once('connect', resolve));
+    await sleep(500);
+    assert.deepEqual(again, [], 'an acknowledged message came again');
+    await back.endAsync();
+    await publisher.endAsync();
+  });
+
   // held 4: more live messages come while the queue is read than the session holds back, so
   // the queue (which has them too) is read again, as often as that happens.
   for (const [qos, held] of [[1], [2], [1, 4]] as const) {
