@@ -10,7 +10,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { benchKafka, benchTopic, createAppendTimeTopic, deleteTopics } from './kafka.ts';
+import { median } from './stats.ts';
 
 const PLATFORMATIC_VERSION = '2.12.1';
 const PLATFORMATIC_DIR = join(homedir(), '.cache/ferry-bench/platformatic-kafka');
@@ -117,6 +117,9 @@ function ensurePlatformatic(log: (line: string) => void): void {
 
 export async function benchKafkaClients(options: { readonly records: number; readonly rounds: number; readonly log: (line: string) => void }): Promise<KafkaClientsResult> {
   ensurePlatformatic(options.log);
+  // Loaded here, not at the top: this file is also the child, which must apply Ferry's kafkajs
+  // patches before anything loads kafkajs (./kafka.ts does), or some would not take effect.
+  const { benchKafka, benchTopic, createAppendTimeTopic, deleteTopics } = await import('./kafka.ts');
   const kafka = await benchKafka(options.log);
   const topics: string[] = [];
   try {
@@ -133,7 +136,6 @@ export async function benchKafkaClients(options: { readonly records: number; rea
         options.log(`  round ${round + 1}, ${which}: ${run.stdout}`);
       }
     }
-    const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
     const summary = (list: KafkaClientRun[]): KafkaClientRun => ({ perSec: median(list.map((r) => r.perSec)), cpuMsPer1k: median(list.map((r) => r.cpuMsPer1k)) });
     const kafkajs = summary(runs.kafkajs);
     const platformatic = summary(runs.platformatic);
