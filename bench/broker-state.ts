@@ -14,6 +14,7 @@ import { openBrokerState } from '../src/mqtt/persistence/open.ts';
 import { CounterRegistry } from '../src/observability/counters.ts';
 import { ackedRate } from './ingest.ts';
 import { startFerryTarget } from './targets.ts';
+import { median } from './stats.ts';
 
 const SESSIONS = 100;
 const PUBLISHES = 1000;
@@ -174,7 +175,6 @@ async function startup(dir: string): Promise<{ ms: number; emptyMs: number }> {
   return { ms: await time('sqlite'), emptyMs };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const round2 = (x: number) => Math.round(x * 100) / 100;
 
 export async function benchBrokerState(rounds = 3): Promise<BrokerStateBenchResult> {

@@ -6,16 +6,17 @@
 // that garbage from the connecting does not count; the difference over N is the memory one
 // connection holds. The devices are raw sockets of this process (CONNECT and SUBSCRIBE written
 // at once), spread over four loopback source addresses.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { type Socket, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mqttPacket from 'mqtt-packet';
-import WebSocket from 'ws';
 import { startFerry } from '../test/harness/ferry-process.ts';
 import { writeGatewayTree } from '../test/harness/gateway-tree.ts';
 import { freePorts } from '../test/harness/net.ts';
+import { collectGarbage } from './inspector.ts';
+import { rssMb } from './load.ts';
 
 /** Connections opened at once. */
 const BATCH = 250;
@@ -33,35 +34,6 @@ export interface IdleDevicesResult {
   readonly rssPerConnectionKiB: number;
   /** The same for the V8 heap in use. */
   readonly heapPerConnectionKiB: number;
-}
-
-function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('VmRSS:'));
-  return Number(line?.split(/\s+/)[1] ?? 0) / 1024;
-}
-
-/** A full garbage collection in the process behind the inspector on `port`; returns the heap in use after it, MiB. */
-async function collectGarbage(port: number): Promise<number> {
-  const [target] = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as { webSocketDebuggerUrl: string }[];
-  const ws = new WebSocket(target?.webSocketDebuggerUrl as string);
-  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
-  const call = (id: number, method: string) =>
-    new Promise<{ result?: { usedSize?: number } }>((resolve) => {
-      ws.on('message', function answer(data) {
-        const reply = JSON.parse(String(data)) as { id?: number; result?: { usedSize?: number } };
-        if (reply.id !== id) return;
-        ws.off('message', answer);
-        resolve(reply);
-      });
-      ws.send(JSON.stringify({ id, method }));
-    });
-  await call(1, 'HeapProfiler.collectGarbage');
-  await call(2, 'HeapProfiler.collectGarbage');
-  const usage = await call(3, 'Runtime.getHeapUsage');
-  ws.close();
-  return (usage.result?.usedSize ?? 0) / 1024 / 1024;
 }
 
 /** Opens one device: CONNECT and SUBSCRIBE written at once; resolves when both were answered. */
@@ -98,7 +70,7 @@ export async function benchIdleDevices(options: { readonly devices: number; read
     const port = Number(new URL(gw.mqttUrl).port);
     await sleep(3000);
     const heapIdle = await collectGarbage(inspectPort as number);
-    const rssIdle = rssMiB(pid);
+    const rssIdle = rssMb(pid);
     let connected = 0;
     for (let i = 0; i < options.devices; i += BATCH) {
       const answered = await Promise.all(Array.from({ length: Math.min(BATCH, options.devices - i) }, (_, j) => device(port, i + j, sockets)));
@@ -107,7 +79,7 @@ export async function benchIdleDevices(options: { readonly devices: number; read
     }
     await sleep(5000);
     const heapConnected = await collectGarbage(inspectPort as number);
-    const rssConnected = rssMiB(pid);
+    const rssConnected = rssMb(pid);
     const perDevice = (mib: number) => Math.round(((mib * 1024) / options.devices) * 10) / 10;
     const round1 = (n: number) => Math.round(n * 10) / 10;
     return {

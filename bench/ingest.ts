@@ -10,6 +10,7 @@
 // second on plain aedes.
 import { Fleet } from '../src/cli/simulate/fleet.ts';
 import { type Target, startAedesTarget, startFerryTarget, startMosquittoTarget } from './targets.ts';
+import { median } from './stats.ts';
 
 const DEVICES = 50;
 const WINDOW = 20;
@@ -70,11 +71,6 @@ async function measure(target: Target, messages: number, qos0: boolean): Promise
 }
 
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] as number;
-}
 
 export async function benchIngest(messages = 50_000): Promise<IngestBenchResult> {
   const rounds: Record<'ferry' | 'hooks' | 'aedes' | 'mosquitto', Rates[]> = { ferry: [], hooks: [], aedes: [], mosquitto: [] };

@@ -6,6 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { median } from './stats.ts';
 
 const SIZES = [200, 2_048, 16_384] as const;
 /** Records per produce request (the sink's default batch is 500 messages or 512 KiB, whichever comes first). */
@@ -52,7 +53,6 @@ export function benchKafkaEncode(options: { readonly rounds: number; readonly mi
       runs[variant].push(JSON.parse(run.stdout) as Record<number, number>);
     }
   }
-  const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
   const round2 = (n: number) => Math.round(n * 100) / 100;
   return {
     sizes: SIZES.map((payloadBytes) => {

@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import { Aedes } from 'aedes';
 import { connectAsync } from 'mqtt';
 import { guardConnection } from '../src/mqtt/packet-guard.ts';
+import { median } from './stats.ts';
 
 const WINDOW = 1000;
 const PAYLOAD = Buffer.alloc(200, 'x');
@@ -49,8 +50,6 @@ async function throughput(messages: number, wrap: ((socket: Socket) => Duplex) |
     await new Promise<void>((done) => aedes.close(() => done()));
   }
 }
-
-const median = (values: number[]): number => values.sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
 
 export async function benchPacketGuard(messages = 50_000): Promise<{ plain: number; guarded: number; ratio: number }> {
   const guard = (socket: Socket): Duplex => guardConnection(socket, { maxPacketBytes: 256 * 1024, onRefuse: () => {} });

@@ -5,6 +5,7 @@
 import { ackedRate } from './ingest.ts';
 import { cpuMs } from './load.ts';
 import { startFerryTarget } from './targets.ts';
+import { median } from './stats.ts';
 
 const ROUNDS = 3;
 
@@ -27,11 +28,6 @@ function bridge(limited: boolean, redis: string): string {
     ...(limited ? [`rateLimit: { redis: "${redis}", messagesPerSecond: 1000000, keyPrefix: "ferry:bench:${process.pid}:" }`] : []),
     '',
   ].join('\n');
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] as number;
 }
 
 export async function benchRateLimit(messages = 50_000, nodeArgs: readonly string[] = []): Promise<RateLimitBenchResult> {

@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { measureFerry } from './e2e.ts';
 import { benchKafka, benchTopic, createAppendTimeTopic, deleteTopics } from './kafka.ts';
+import { median } from './stats.ts';
 
 const other = process.env['FERRY_BENCH_BEFORE'];
 if (other === undefined) throw new Error('FERRY_BENCH_BEFORE: the checkout to compare with');
@@ -43,7 +44,6 @@ try {
   await deleteTopics(kafka.brokers, topics).catch(() => {});
   await kafka.stop();
 }
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 for (const [name, rows] of Object.entries(results)) {
   const cpu = rows.map((r) => r.cpu);
   const perSec = rows.map((r) => r.perSec);

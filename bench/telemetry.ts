@@ -6,6 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type PathResult, measureFerry } from './e2e.ts';
 import { benchKafka, benchTopic, createAppendTimeTopic, deleteTopics } from './kafka.ts';
+import { median } from './stats.ts';
 
 export interface TelemetryBenchResult {
   readonly messages: number;
@@ -26,7 +27,6 @@ interface Summary {
   readonly missing: number;
 }
 
-const median = (values: readonly number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 
 function summary(results: readonly PathResult[]): Summary {

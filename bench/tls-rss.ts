@@ -17,18 +17,12 @@ import { makeCertificates } from '../test/harness/certs.ts';
 import { tempDirs } from '../test/harness/temp.ts';
 import { writeGatewayTree } from '../test/harness/gateway-tree.ts';
 import { freePorts } from '../test/harness/net.ts';
-import WebSocket from 'ws';
+import { collectGarbage } from './inspector.ts';
+import { rssMb } from './load.ts';
 
 const SOCKETS = Number(process.argv[2] ?? 10_000);
 const EXTRA = process.argv[3] ?? '';
 const BATCH = 200;
-
-function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('VmRSS:'));
-  return Math.round(Number(line?.split(/\s+/)[1] ?? 0) / 1024);
-}
 
 /** The V8 heap in use as the gateway's vitals last sampled it. */
 async function heapMiB(adminUrl: string): Promise<number | undefined> {
@@ -43,23 +37,12 @@ const config = writeGatewayTree(dir, `{host: 127.0.0.1, allowAnonymous: false, t
 const [inspectPort] = process.env['FERRY_BENCH_GC'] === '1' ? await freePorts(1) : [];
 const gw = await startFerry(['--config', config, '--data-dir', join(dir, 'data')], inspectPort === undefined ? {} : { NODE_OPTIONS: `--inspect=127.0.0.1:${inspectPort}` });
 
-/** Asks the gateway's V8 for a full garbage collection through the inspector protocol. */
-async function collectGarbage(): Promise<void> {
-  const [target] = (await (await fetch(`http://127.0.0.1:${inspectPort}/json/list`)).json()) as { webSocketDebuggerUrl: string }[];
-  const ws = new WebSocket(target?.webSocketDebuggerUrl as string);
-  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
-  for (let id = 1; id <= 2; id++) {
-    ws.send(JSON.stringify({ id, method: 'HeapProfiler.collectGarbage' }));
-    await new Promise((resolve) => ws.once('message', resolve));
-  }
-  ws.close();
-}
 const pid = gw.child.pid as number;
 try {
   const status = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { listeners: { protocol: string; port: number }[] };
   const port = status.listeners.find((l) => l.protocol === 'mqtts')?.port as number;
   await sleep(1000);
-  const before = rssMiB(pid);
+  const before = Math.round(rssMb(pid));
   const ca = readFileSync(join(dir, 'ca.crt'));
   const sockets: TLSSocket[] = [];
   let handshakes = 0;
@@ -85,15 +68,15 @@ try {
       }),
     );
   }
-  const peak = rssMiB(pid);
+  const peak = Math.round(rssMb(pid));
   const openAtPeak = sockets.filter((s) => !s.destroyed && s.readyState === 'open').length;
   const heapAtPeak = await heapMiB(gw.adminUrl);
   for (const s of sockets) s.destroy();
   await sleep(5000);
-  if (inspectPort !== undefined) await collectGarbage();
-  const after = rssMiB(pid);
+  if (inspectPort !== undefined) await collectGarbage(inspectPort);
+  const after = Math.round(rssMb(pid));
   await sleep(25_000);
-  const later = rssMiB(pid);
+  const later = Math.round(rssMb(pid));
   const heapLater = await heapMiB(gw.adminUrl);
   console.log(
     JSON.stringify({
