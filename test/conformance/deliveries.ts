@@ -11,12 +11,15 @@ export interface Tracked {
   settled(): Promise<void>;
 }
 
+/** Readings differ across every call in a process, so two sets' payloads never collide by chance. */
+let nextReading = 0;
+
 export function trackedDeliveries(count: number, topic = 'devices/d1/telemetry/t', clientId = 'd1'): Tracked {
   return trackedEnvelopes(
     Array.from({ length: count }, (_, seq) =>
       createEnvelope({
         topic,
-        payload: JSON.stringify({ seq, value: Math.round(Math.random() * 1000) }),
+        payload: JSON.stringify({ seq, value: nextReading++ }),
         origin: { source: 'test', clientId, qos: 1 },
       }),
     ),
