@@ -48,7 +48,11 @@ test('Paho (Python, MQTT 5) in a shared subscription with a subscription identif
   const filter = `$share/${randomName('g')}/${topic}`;
   const { hostname, port } = new URL(file.gw.mqttUrl);
   const paho = pahoSubscriber([hostname, port, randomName('paho-'), filter, '11', '300', '15']);
-  await eventually(() => assert.ok(paho.lines.includes('ready'), `paho printed: ${paho.lines.join(' | ')}`), { timeoutMs: 15_000 });
+  // Paho failing to start (not installed, refused) fails the test at once, with its reason.
+  await Promise.race([
+    eventually(() => assert.ok(paho.lines.includes('ready'), `paho printed: ${paho.lines.join(' | ')}`), { timeoutMs: 15_000 }),
+    paho.exited.then((lines) => assert.fail(`paho exited before it was ready: ${lines.join(' | ')}`)),
+  ]);
   assert.deepEqual(JSON.parse(paho.lines[0] ?? '{}'), { suback: [1] });
   const other = await connectMqtt5(file.gw.mqttUrl, randomName('other-'));
   clients.push(other.client);
