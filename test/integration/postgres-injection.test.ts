@@ -53,6 +53,10 @@ const ATTACKS = [
   "\\'; SELECT pg_sleep(10); --",
   'Grüße 🌡️ 中文 ‮evil‬ \u2028',
   "1; COMMIT; DROP SCHEMA public CASCADE; BEGIN; SELECT '",
+  // Backslashes, tabs, newlines and carriage returns, alone and as the escapes of text formats.
+  '\\N',
+  '\\.',
+  'a\tb\nc\rd\\te\n\\.\n',
 ];
 
 test('postgres sink: topics, client ids and payloads built to inject SQL change no statement and land verbatim; the canary is intact', async (t) => {

@@ -263,6 +263,19 @@ test('postgres sink: a message delivered again adds no row (ON CONFLICT on the c
   assert.equal(counters.get('postgres.rows.skipped{bridge=test}'), 3);
 });
 
+test('postgres sink: an updatable view is written like a table', async (t) => {
+  const db = await testSchema(t);
+  await db.query(`CREATE TABLE ${db.name}.readings (id uuid PRIMARY KEY, body jsonb);
+    CREATE VIEW ${db.name}.recent AS SELECT id, body FROM ${db.name}.readings`);
+  const { deliveries, settled } = deliveriesOf([1, 2, 3].map((n) => ({ topic: 'devices/d1/telemetry/t', payload: `{"n":${n}}` })));
+  await run(sinkFor({ url: db.url, table: `${db.name}.recent`, columns: { id: '${id}', body: '${payload}' } }), deliveries);
+  assert.deepEqual([...settled.values()], ['acked', 'acked', 'acked']);
+  assert.deepEqual(
+    (await db.query<{ n: number }>(`SELECT (body->>'n')::int AS n FROM ${db.name}.readings ORDER BY n`)).map((r) => r.n),
+    [1, 2, 3],
+  );
+});
+
 test('postgres sink: onConflict update with conflictColumns keeps the latest row per key; when the latest is refused, the one before it is written', async (t) => {
   const db = await testSchema(t);
   await db.query(`CREATE TABLE ${db.name}.latest (device text PRIMARY KEY, celsius numeric CHECK (celsius < 100), at timestamptz)`);
