@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS history (
   received_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_bridge_seq ON history (bridge, seq);
+-- The rows each bridge has in history, kept with them in the same transactions.
+CREATE TABLE IF NOT EXISTS history_counts (bridge TEXT PRIMARY KEY, rows INTEGER NOT NULL) WITHOUT ROWID;
 `;
 
 /**
@@ -40,21 +42,26 @@ CREATE INDEX IF NOT EXISTS history_bridge_seq ON history (bridge, seq);
  */
 export class HistoryWriter {
   readonly #db: Database.Database;
-  readonly #insert: Database.Statement;
-  readonly #trim: Database.Statement;
   readonly #append: (bridge: string, envelopes: readonly Envelope[], keep: number) => void;
 
   constructor(dataDir: string, synchronous: Synchronous) {
     this.#db = openSqlite(historyPath(dataDir), { synchronous });
     this.#db.exec(schema);
-    this.#insert = this.#db.prepare('INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
-    // Keeps the newest `keep` rows of the bridge; the seq range makes it an index range delete.
-    this.#trim = this.#db.prepare('DELETE FROM history WHERE bridge = ? AND seq <= (SELECT seq FROM history WHERE bridge = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)');
+    const insert = this.#db.prepare('INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    const counted = this.#db.prepare<[string], number>('SELECT rows FROM history_counts WHERE bridge = ?').pluck();
+    // Once per bridge, for a history written before the counts were kept.
+    const count = this.#db.prepare<[string], number>('SELECT count(*) FROM history WHERE bridge = ?').pluck();
+    const setCount = this.#db.prepare('INSERT INTO history_counts (bridge, rows) VALUES (?, ?) ON CONFLICT (bridge) DO UPDATE SET rows = excluded.rows');
+    // Deletes the bridge's oldest rows, as many as the offset plus one: the index on (bridge,
+    // seq) walks only those. (Finding the newest `keep` instead walked all of them, each batch.)
+    const trim = this.#db.prepare('DELETE FROM history WHERE bridge = ? AND seq <= (SELECT seq FROM history WHERE bridge = ? ORDER BY seq LIMIT 1 OFFSET ?)');
     this.#append = this.#db.transaction((bridge: string, envelopes: readonly Envelope[], keep: number) => {
+      let rows = counted.get(bridge) ?? (count.get(bridge) as number);
       for (const e of envelopes) {
-        this.#insert.run(e.id, bridge, e.topic, e.origin.clientId ?? null, e.origin.qos ?? null, e.payload, e.timestamp);
+        rows += insert.run(e.id, bridge, e.topic, e.origin.clientId ?? null, e.origin.qos ?? null, e.payload, e.timestamp).changes;
       }
-      this.#trim.run(bridge, bridge, keep);
+      if (rows > keep) rows -= trim.run(bridge, bridge, rows - keep - 1).changes;
+      setCount.run(bridge, rows);
     });
   }
 

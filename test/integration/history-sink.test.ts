@@ -1,10 +1,14 @@
+import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import pino from 'pino';
+import { createEnvelope, type Envelope } from '../../src/core/envelope.ts';
 import { toHistory } from '../../src/lib/sqlite.ts';
 import { historySink } from '../../src/sqlite/history-sink.ts';
-import { HistoryReader, historyPath } from '../../src/sqlite/history-store.ts';
+import { HistoryReader, HistoryWriter, historyPath } from '../../src/sqlite/history-store.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { sinkConformance } from '../conformance/sink-suite.ts';
 
@@ -51,4 +55,49 @@ sinkConformance('history (SQLite)', {
     corruptDatabase(dir);
     return { ...destination(dir), recover: () => unlinkSync(historyPath(dir)) };
   },
+});
+
+test('history keeps the newest `keep` rows of each bridge: across batches, duplicates, a reopen, and a history written before its counts were kept', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-history-keep-'));
+  let n = 0;
+  const envelopes = (count: number): Envelope[] =>
+    Array.from({ length: count }, () => createEnvelope({ topic: 'devices/d1/telemetry/t', payload: String(++n), origin: { source: 'test', clientId: 'd1', qos: 1 } }));
+  const kept = (bridge: string) => {
+    const reader = new HistoryReader(dir);
+    try {
+      return reader.latest({ bridge, limit: 1000 }).map((row) => row.payload.toString());
+    } finally {
+      reader.close();
+    }
+  };
+  try {
+    let writer = new HistoryWriter(dir, 'normal');
+    for (let i = 0; i < 4; i++) writer.append('a', envelopes(3), 5);
+    writer.append('b', envelopes(2), 5);
+    assert.deepEqual(kept('a'), ['8', '9', '10', '11', '12']);
+    // A message stored again adds no row, and takes no place from the others.
+    const again = envelopes(1);
+    writer.append('a', again, 5);
+    writer.append('a', again, 5);
+    assert.deepEqual(kept('a'), ['9', '10', '11', '12', '15']);
+    writer.close();
+
+    writer = new HistoryWriter(dir, 'normal');
+    writer.append('a', envelopes(2), 5);
+    assert.deepEqual(kept('a'), ['11', '12', '15', '16', '17']);
+    writer.close();
+
+    // Counts lost (a history written before they were kept): the rows are counted once.
+    const db = new Database(historyPath(dir));
+    db.exec('DELETE FROM history_counts');
+    db.close();
+    writer = new HistoryWriter(dir, 'normal');
+    writer.append('a', envelopes(1), 3);
+    writer.append('b', envelopes(1), 5);
+    writer.close();
+    assert.deepEqual(kept('a'), ['16', '17', '18']);
+    assert.deepEqual(kept('b'), ['13', '14', '19']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
