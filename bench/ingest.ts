@@ -7,7 +7,8 @@
 // Each rate is the median of three rounds taken in turn over the brokers (ferry, hooks, aedes,
 // mosquitto, then again), so a slow moment of the machine does not land on one broker only; a
 // QoS 0 round sends four times the messages of a QoS 1 round, or it would last a fraction of a
-// second on plain aedes.
+// second on plain aedes. A last measure takes QoS 1 into a gateway whose history is full (its
+// default `keep`, filled first), as a gateway that has run for a while has it.
 import { Fleet } from '../src/cli/simulate/fleet.ts';
 import { type Target, startAedesTarget, startFerryTarget, startMosquittoTarget } from './targets.ts';
 import { median } from './stats.ts';
@@ -33,6 +34,8 @@ export interface IngestBenchResult {
    * connection limits) against plain aedes.
    */
   readonly hardening: { qos1: number; qos0: number; qos1VsAedes: number; qos0VsAedes: number };
+  /** QoS 1 into `ferry run` whose history bridge (default `keep`) was filled first with `prefill` messages. */
+  readonly historyFull: { prefill: number; qos1: number; qos1VsAedes: number };
 }
 
 /** Messages/s of `messages` published by 50 devices (20 in flight each), counted when acknowledged. */
@@ -70,11 +73,27 @@ async function measure(target: Target, messages: number, qos0: boolean): Promise
   }
 }
 
+/** The history bridge at its default `keep` (100,000), and more messages than that to fill it. */
+const FULL_HISTORY = ['name: bench-history', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', 'to: [{ history: {} }]', ''].join('\n');
+const PREFILL = 110_000;
+
+async function historyFull(messages: number): Promise<number> {
+  const target = await startFerryTarget({ bridge: FULL_HISTORY });
+  try {
+    await ackedRate(target.url, 1, PREFILL);
+    return await ackedRate(target.url, 1, messages);
+  } finally {
+    await target.stop();
+  }
+}
+
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 
 export async function benchIngest(messages = 50_000): Promise<IngestBenchResult> {
   const rounds: Record<'ferry' | 'hooks' | 'aedes' | 'mosquitto', Rates[]> = { ferry: [], hooks: [], aedes: [], mosquitto: [] };
+  const full: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
+    full.push(await historyFull(messages));
     rounds.ferry.push(await measure(await startFerryTarget(), messages, true));
     rounds.hooks.push(await measure(await startFerryTarget({ bridge: null }), messages, true));
     rounds.aedes.push(await measure(await startAedesTarget(), messages, true));
@@ -99,5 +118,6 @@ export async function benchIngest(messages = 50_000): Promise<IngestBenchResult>
     },
     qos0: { ferry: ferry.qos0, aedes: aedes.qos0, ferryVsAedes: ratio(ferry.qos0, aedes.qos0) },
     hardening: { qos1: hooks.qos1, qos0: hooks.qos0, qos1VsAedes: ratio(hooks.qos1, aedes.qos1), qos0VsAedes: ratio(hooks.qos0, aedes.qos0) },
+    historyFull: { prefill: PREFILL, qos1: median(full), qos1VsAedes: ratio(median(full), aedes.qos1) },
   };
 }

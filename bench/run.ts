@@ -106,6 +106,13 @@ if (selected.has('ingest')) {
     rows.push(['QoS 1 ingest, 50 devices, acked at the publishers, msgs/s', ingest.qos1.ferry, 'Mosquitto 2 (in memory)', ingest.qos1.mosquitto, ingest.qos1.ferryVsMosquitto]);
   }
   rows.push(['QoS 0 ingest, 50 devices, handled (QoS 1 fence), msgs/s', ingest.qos0.ferry, 'plain aedes, no hooks', ingest.qos0.aedes, ingest.qos0.ferryVsAedes]);
+  rows.push([
+    `QoS 1 ingest, the history full at its default keep (${ingest.historyFull.prefill.toLocaleString('en-US')} messages first), msgs/s`,
+    ingest.historyFull.qos1,
+    'plain aedes, no hooks',
+    ingest.qos1.aedes,
+    ingest.historyFull.qos1VsAedes,
+  ]);
   rows.push(
     ['broker hardening alone (no bridge), QoS 1 ingest, msgs/s', ingest.hardening.qos1, 'plain aedes, no hooks', ingest.qos1.aedes, ingest.hardening.qos1VsAedes],
     ['broker hardening alone (no bridge), QoS 0 ingest, msgs/s', ingest.hardening.qos0, 'plain aedes, no hooks', ingest.qos0.aedes, ingest.hardening.qos0VsAedes],
