@@ -43,20 +43,23 @@ CREATE TABLE IF NOT EXISTS history_counts (bridge TEXT PRIMARY KEY, rows INTEGER
 export class HistoryWriter {
   readonly #db: Database.Database;
   readonly #append: (bridge: string, envelopes: readonly Envelope[], keep: number) => void;
+  /** Bridges whose rows this writer counted: their stored count is then trusted. */
+  readonly #counted = new Set<string>();
 
   constructor(dataDir: string, synchronous: Synchronous) {
     this.#db = openSqlite(historyPath(dataDir), { synchronous });
     this.#db.exec(schema);
     const insert = this.#db.prepare('INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
     const counted = this.#db.prepare<[string], number>('SELECT rows FROM history_counts WHERE bridge = ?').pluck();
-    // Once per bridge, for a history written before the counts were kept.
+    // Once per bridge and writer: a history written before the counts were kept, or by a
+    // version that did not keep them, is counted afresh.
     const count = this.#db.prepare<[string], number>('SELECT count(*) FROM history WHERE bridge = ?').pluck();
     const setCount = this.#db.prepare('INSERT INTO history_counts (bridge, rows) VALUES (?, ?) ON CONFLICT (bridge) DO UPDATE SET rows = excluded.rows');
     // Deletes the bridge's oldest rows, as many as the offset plus one: the index on (bridge,
     // seq) walks only those. (Finding the newest `keep` instead walked all of them, each batch.)
     const trim = this.#db.prepare('DELETE FROM history WHERE bridge = ? AND seq <= (SELECT seq FROM history WHERE bridge = ? ORDER BY seq LIMIT 1 OFFSET ?)');
     this.#append = this.#db.transaction((bridge: string, envelopes: readonly Envelope[], keep: number) => {
-      let rows = counted.get(bridge) ?? (count.get(bridge) as number);
+      let rows = (this.#counted.has(bridge) ? counted.get(bridge) : undefined) ?? (count.get(bridge) as number);
       for (const e of envelopes) {
         rows += insert.run(e.id, bridge, e.topic, e.origin.clientId ?? null, e.origin.qos ?? null, e.payload, e.timestamp).changes;
       }
@@ -68,6 +71,7 @@ export class HistoryWriter {
   /** Appends in one transaction; returns after the commit (and its fsync). */
   append(bridge: string, envelopes: readonly Envelope[], keep: number): void {
     this.#append(bridge, envelopes, keep);
+    this.#counted.add(bridge);
   }
 
   close(): void {

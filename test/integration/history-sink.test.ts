@@ -57,7 +57,7 @@ sinkConformance('history (SQLite)', {
   },
 });
 
-test('history keeps the newest `keep` rows of each bridge: across batches, duplicates, a reopen, and a history written before its counts were kept', () => {
+test('history keeps the newest `keep` rows of each bridge: across batches, duplicates, a reopen, and counts lost or wrong', () => {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-history-keep-'));
   let n = 0;
   const envelopes = (count: number): Envelope[] =>
@@ -87,9 +87,10 @@ test('history keeps the newest `keep` rows of each bridge: across batches, dupli
     assert.deepEqual(kept('a'), ['11', '12', '15', '16', '17']);
     writer.close();
 
-    // Counts lost (a history written before they were kept): the rows are counted once.
+    // Counts lost (a history written before they were kept) or wrong (written by a version
+    // that did not keep them): a writer counts the rows once before its first append.
     const db = new Database(historyPath(dir));
-    db.exec('DELETE FROM history_counts');
+    db.exec("DELETE FROM history_counts WHERE bridge = 'a'; UPDATE history_counts SET rows = 40 WHERE bridge = 'b'");
     db.close();
     writer = new HistoryWriter(dir, 'normal');
     writer.append('a', envelopes(1), 3);
