@@ -79,11 +79,19 @@ const results: {
 
 if (selected.has('buffer')) {
   const messages = Number(process.env['FERRY_BENCH_MESSAGES'] ?? 100_000);
-  log(`durable buffer: ${messages} messages of 200 bytes, synchronous=FULL...`);
-  const buffer = (results.buffer = await benchBuffer(messages));
+  log(`durable buffer: ${messages} messages of 200 bytes, synchronous=FULL; buffer stats with a backlog...`);
+  const backlog = Number(process.env['FERRY_BENCH_STATUS_BACKLOG'] ?? 1_000_000);
+  const buffer = (results.buffer = await benchBuffer(messages, 200, backlog));
   rows.push(
     ['durable enqueue (group commit, FULL), msgs/s', buffer.enqueue.ferry, 'raw better-sqlite3 insert, 1,000 rows/txn', buffer.enqueue.raw, buffer.enqueue.ratio],
     ['drain to a null sink (cursor, commit, delete), msgs/s', buffer.drain.ferry, 'raw select batch + delete', buffer.drain.raw, buffer.drain.ratio],
+    [
+      `buffer stats for /api/status, ${backlog.toLocaleString('en-US')} messages behind a down sink, calls/s`,
+      buffer.status.ferry,
+      "counting every row of each sink's backlog",
+      buffer.status.raw,
+      buffer.status.ratio,
+    ],
   );
 }
 if (selected.has('guard')) {

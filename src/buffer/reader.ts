@@ -202,7 +202,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
             state = store.cursorState(bridge, sink);
             counters.count('buffer.live_first.started', { bridge, sink });
             logger.info(
-              { sink, backlog: store.stats(bridge).sinks.find((s) => s.sink === sink)?.pending, ratePerSec: policy.backlogRatePerSec },
+              { sink, backlog: store.stats(bridge, { kept: true }).sinks.find((s) => s.sink === sink)?.pending, ratePerSec: policy.backlogRatePerSec },
               'sink is behind: new messages first, backlog behind them',
             );
             continue;

@@ -32,25 +32,66 @@ export class BufferStore extends BufferCursors {
     return rows.map((r) => r.bridge);
   }
 
-  stats(bridge: string): BridgeStats {
-    const totals = this.db
-      .prepare('SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes, min(created_at) AS oldestAt FROM messages WHERE bridge = ?')
-      .get(bridge) as { messages: number; bytes: number; oldestAt: number | null };
+  /**
+   * The bridge's depth and each sink's backlog. With `kept`, cheap at any depth: `/api/status`,
+   * `/metrics` and the status page ask for it while the gateway runs, and after a long outage
+   * the buffer holds millions of messages (counting them all took seconds of the event loop).
+   * The totals are then the counts the log keeps (right for the connection that writes the
+   * buffer, the gateway's; recounted by its upkeep), else counted from the rows (`ferry buffer
+   * stats`, another process's view). The oldest messages are index lookups, and each sink's
+   * backlog is counted on the smaller side of its cursor: the rows above it, or the bridge's
+   * rows less those at or below it (rows stay below a cursor only while another sink needs them).
+   */
+  stats(bridge: string, options: { readonly kept?: boolean } = {}): BridgeStats {
+    const { messages, bytes } =
+      options.kept === true
+        ? this.usage(bridge)
+        : (this.statement('SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE bridge = ?').get(bridge) as BridgeUsage);
+    const ends = this.statement(
+      `SELECT (SELECT min(seq) FROM messages WHERE bridge = @bridge) AS first, (SELECT max(seq) FROM messages WHERE bridge = @bridge) AS last,
+              (SELECT min(created_at) FROM messages WHERE bridge = @bridge) AS oldestAt`,
+    ).get({ bridge }) as { first: number | null; last: number | null; oldestAt: number | null };
+    const counted = (sql: string, ...params: number[]) =>
+      this.statement(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE bridge = ? AND ${sql}`).get(bridge, ...params) as BridgeUsage;
     const cursors = this.db.prepare('SELECT sink, seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? ORDER BY sink').all(bridge) as (CursorState & {
       sink: string;
     })[];
-    // Pending: after the cursor, less what live-first replay already confirmed.
-    const pending = this.db.prepare(
-      `SELECT count(*) AS n, coalesce(sum(length(payload)), 0) AS bytes, min(created_at) AS oldest FROM messages
-       WHERE bridge = ? AND seq > ? AND NOT (seq > ? AND seq <= ?)`,
-    );
-    const dead = this.db.prepare('SELECT count(*) AS n FROM dead_letters WHERE bridge = ? AND sink = ?');
+    const dead = this.statement('SELECT count(*) AS n FROM dead_letters WHERE bridge = ? AND sink = ?');
     const sinks = cursors.map(({ sink, seq, liveMark, liveSeq }) => {
-      const p = pending.get(bridge, seq, liveMark ?? 0, liveSeq ?? 0) as { n: number; bytes: number; oldest: number | null };
-      return { sink, cursor: seq, liveMark, pending: p.n, pendingBytes: p.bytes, oldestPendingAt: p.oldest, deadLetters: (dead.get(bridge, sink) as { n: number }).n };
+      let above: BridgeUsage = { messages: 0, bytes: 0 };
+      let oldestPendingAt: number | null = null;
+      if (ends.first !== null && ends.last !== null && seq < ends.last) {
+        if (ends.last - seq <= seq - ends.first) above = counted('seq > ?', seq);
+        else {
+          const below = counted('seq <= ?', seq);
+          above = { messages: messages - below.messages, bytes: bytes - below.bytes };
+        }
+        // Under live-first replay, (live_mark, live_seq] is confirmed too.
+        const from = Math.max(seq, liveMark ?? 0);
+        if (liveSeq !== null && liveSeq > from) {
+          const live = counted('seq > ? AND seq <= ?', from, liveSeq);
+          above = { messages: above.messages - live.messages, bytes: above.bytes - live.bytes };
+        }
+        const first = this.statement('SELECT created_at AS at FROM messages WHERE bridge = ? AND seq > ? AND NOT (seq > ? AND seq <= ?) ORDER BY seq LIMIT 1').get(
+          bridge,
+          seq,
+          liveMark ?? 0,
+          liveSeq ?? 0,
+        ) as { at: number } | undefined;
+        oldestPendingAt = first?.at ?? null;
+      }
+      return {
+        sink,
+        cursor: seq,
+        liveMark,
+        pending: above.messages,
+        pendingBytes: above.bytes,
+        oldestPendingAt,
+        deadLetters: (dead.get(bridge, sink) as { n: number }).n,
+      };
     });
-    const deadLetters = (this.db.prepare('SELECT count(*) AS n FROM dead_letters WHERE bridge = ?').get(bridge) as { n: number }).n;
-    return { bridge, ...totals, lastSeq: this.lastSeq(), sinks, deadLetters };
+    const deadLetters = (this.statement('SELECT count(*) AS n FROM dead_letters WHERE bridge = ?').get(bridge) as { n: number }).n;
+    return { bridge, messages, bytes, oldestAt: ends.oldestAt, lastSeq: this.lastSeq(), sinks, deadLetters };
   }
 
   /** Every sink's cursor (of one bridge, or of all), in bridge and sink order. */

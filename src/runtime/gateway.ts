@@ -231,7 +231,7 @@ export class Gateway {
         state: this.#writer?.state ?? 'ok',
         held: this.#writer?.held ?? 0,
         ...(this.#movedAside === undefined ? {} : { movedAside: this.#movedAside }),
-        bridges: this.#bridges.map((b) => (this.#store as BufferStore).stats(b.config.name)),
+        bridges: this.#bridges.map((b) => (this.#store as BufferStore).stats(b.config.name, { kept: true })),
       },
       health: this.health(),
       counters: this.counters.snapshot(),

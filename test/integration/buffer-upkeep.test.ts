@@ -120,3 +120,44 @@ test('a snapshot reads one state of the buffer while another connection commits 
     store.close();
   }
 });
+
+test("stats: each sink's backlog and the totals, counted from either side of its cursor and kept or counted, equal a count of every row", () => {
+  const dir = tempDir();
+  const { store } = openBuffer(dir, 'normal', logger);
+  try {
+    store.registerBridge('b', ['low', 'middle', 'high', 'live']);
+    store.registerBridge('other', ['out']);
+    // Two bridges interleaved, so the seqs of one are not consecutive.
+    for (let i = 0; i < 10; i++) {
+      store.append(trackedDeliveries(10).deliveries.map((d) => ({ bridge: 'b', envelope: d.envelope })));
+      store.append(trackedDeliveries(3).deliveries.map((d) => ({ bridge: 'other', envelope: d.envelope })));
+    }
+    const seqs = store.read('b', 0, 1000).map((m) => m.seq);
+    const at = (i: number) => seqs[i] as number;
+    store.commit('b', 'low', at(4));
+    store.commit('b', 'middle', at(49));
+    store.commit('b', 'high', at(97));
+    // Live-first replay: a backlog up to the 60th message, and live messages confirmed after it.
+    store.commit('b', 'live', at(9));
+    store.startLive('b', 'live', at(59));
+    store.commitLive('b', 'live', at(79));
+    const truth = (sink: string) => {
+      const { seq, liveMark, liveSeq } = store.cursorState('b', sink);
+      const rows = store.read('b', seq, 1000).filter((m) => !(m.seq > (liveMark ?? 0) && m.seq <= (liveSeq ?? 0)));
+      return { pending: rows.length, pendingBytes: rows.reduce((n, m) => n + m.envelope.payload.byteLength, 0), oldestPendingAt: rows[0]?.envelope.timestamp ?? null };
+    };
+    const expected = ['high', 'live', 'low', 'middle'].map((sink) => ({ sink, ...truth(sink) }));
+    const rows = store.read('b', 0, 1000);
+    for (const kept of [false, true]) {
+      const stats = store.stats('b', { kept });
+      assert.deepEqual(
+        stats.sinks.map(({ sink, pending, pendingBytes, oldestPendingAt }) => ({ sink, pending, pendingBytes, oldestPendingAt })),
+        expected,
+        `kept: ${kept}`,
+      );
+      assert.deepEqual([stats.messages, stats.bytes, stats.oldestAt], [rows.length, rows.reduce((n, m) => n + m.envelope.payload.byteLength, 0), rows[0]?.envelope.timestamp]);
+    }
+  } finally {
+    store.close();
+  }
+});
