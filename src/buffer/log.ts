@@ -53,6 +53,8 @@ export class BufferLog {
   readonly #insertDead: Database.Statement;
   readonly #read: Database.Statement;
   readonly #usage = new Map<string, { messages: number; bytes: number }>();
+  /** PRAGMA data_version when usage was last trusted: it changes when another connection commits. */
+  #dataVersion: unknown;
   readonly #statements = new Map<string, Database.Statement>();
   readonly #released = new Set<() => void>();
   #releaseQueued = false;
@@ -61,6 +63,7 @@ export class BufferLog {
 
   constructor(db: Database.Database) {
     this.db = db;
+    this.#dataVersion = db.pragma('data_version', { simple: true });
     // A new buffer gives freed pages back to the file system bit by bit (reclaimSpace); the
     // mode can only be chosen before the first table exists.
     if (!db.readonly && (db.pragma('page_count', { simple: true }) as number) === 0) db.pragma('auto_vacuum = INCREMENTAL');
@@ -172,8 +175,15 @@ export class BufferLog {
     return usage;
   }
 
-  /** Counts usage from disk again (another process, such as `ferry buffer purge`, may have changed it). */
+  /**
+   * Counts usage from disk again when another connection (another process, such as `ferry
+   * buffer purge`) changed the buffer since the last call. Only then: counting a bridge reads
+   * every row it holds, seconds of the event loop behind a long outage's backlog.
+   */
   recount(): void {
+    const version = this.db.pragma('data_version', { simple: true });
+    if (version === this.#dataVersion) return;
+    this.#dataVersion = version;
     this.#usage.clear();
     this.#signalReleased();
   }

@@ -3,15 +3,14 @@ import type { Counters } from '../core/component.ts';
 import type { BufferPolicy } from './config.ts';
 import type { BufferStore } from './store.ts';
 
-/** How often usage is counted again from disk and dead letters are trimmed. */
+/** How often usage is counted again from disk (when another process changed the buffer) and dead letters are trimmed. */
 const RECOUNT_MS = 10_000;
 
 /**
  * The buffer's own housekeeping, driven by the policies of the bridges it holds: messages
  * past a bridge's `maxAgeMs` are expired, dead letters beyond `maxDeadLetters` are trimmed,
- * and usage is counted from disk again now and then, because `ferry buffer purge` and
- * `redrive` change the buffer from another process (so a bridge refusing for being full takes
- * messages again). Every timer is unref'd: upkeep never keeps the process alive.
+ * and usage is counted from disk again when `ferry buffer purge` or `redrive` changed the
+ * buffer from another process (so a bridge refusing for being full takes messages again). Every timer is unref'd: upkeep never keeps the process alive.
  */
 export class BufferUpkeep {
   readonly #store: BufferStore;

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, statSync } from 'node:fs';
 import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import pino from 'pino';
 import { bufferPolicySchema, bufferSettingsSchema } from '../../src/buffer/config.ts';
 import { bufferPath, openBuffer } from '../../src/buffer/open.ts';
@@ -158,6 +159,29 @@ test("stats: each sink's backlog and the totals, counted from either side of its
       assert.deepEqual([stats.messages, stats.bytes, stats.oldestAt], [rows.length, rows.reduce((n, m) => n + m.envelope.payload.byteLength, 0), rows[0]?.envelope.timestamp]);
     }
   } finally {
+    store.close();
+  }
+});
+
+test('usage is counted from disk again after another connection changed the buffer, and only then', () => {
+  const dir = tempDir();
+  const { store } = openBuffer(dir, 'normal', logger);
+  const other = new Database(bufferPath(dir));
+  try {
+    store.registerBridge('b', ['out']);
+    store.append(trackedDeliveries(5).deliveries.map((d) => ({ bridge: 'b', envelope: d.envelope })));
+    assert.equal(store.usage('b').messages, 5);
+    // A change on the store's own connection that bypasses its counts: no other connection
+    // committed, so a recount keeps the counts (this is what shows it did not count again).
+    (store as unknown as { db: Database.Database }).db.prepare("DELETE FROM messages WHERE seq = (SELECT min(seq) FROM messages WHERE bridge = 'b')").run();
+    store.recount();
+    assert.equal(store.usage('b').messages, 5);
+    // Another connection (as `ferry buffer purge` from another process): counted again.
+    other.prepare("DELETE FROM messages WHERE seq = (SELECT min(seq) FROM messages WHERE bridge = 'b')").run();
+    store.recount();
+    assert.equal(store.usage('b').messages, 3);
+  } finally {
+    other.close();
     store.close();
   }
 });
