@@ -283,7 +283,7 @@ async function update() {
 }
 
 async function loop() {
-  // A hidden tab does not poll: /api/status counts the buffer, which costs the gateway a little.
+  // A hidden tab does not poll: a forgotten tab costs the gateway nothing.
   if (!document.hidden) {
     try {
       await update();
