@@ -208,9 +208,9 @@ export class BufferLog {
     return this.deleteWhere(bridge, 'seq IN (SELECT seq FROM messages WHERE bridge = ? ORDER BY seq LIMIT ?)', [bridge, count]);
   }
 
-  /** Deletes messages of a bridge created before `before` (ms); returns what it removed. */
-  expire(bridge: string, before: number): BridgeUsage {
-    return this.deleteWhere(bridge, 'bridge = ? AND created_at < ?', [bridge, before]);
+  /** Deletes the oldest messages of a bridge created before `before` (ms), at most `limit` (-1: all); returns what it removed. */
+  expire(bridge: string, before: number, limit = -1): BridgeUsage {
+    return this.deleteWhere(bridge, 'seq IN (SELECT seq FROM messages WHERE bridge = ? AND created_at < ? ORDER BY created_at LIMIT ?)', [bridge, before, limit]);
   }
 
   /** A prepared statement, kept: #delete runs on every cursor commit, a hot path. */

@@ -3,6 +3,13 @@ import type { Counters } from '../core/component.ts';
 import type { BufferPolicy } from './config.ts';
 import type { BufferStore } from './store.ts';
 
+/**
+ * Most messages one expiry step deletes: the next step follows in the next turn of the event
+ * loop, so an outage longer than maxAgeMs, whose backlog expires at once, does not stall the
+ * devices' loop for the seconds deleting all of it in one transaction takes.
+ */
+const EXPIRE_STEP = 10_000;
+
 /** How often usage is counted again from disk (when another process changed the buffer) and dead letters are trimmed. */
 const RECOUNT_MS = 10_000;
 
@@ -68,12 +75,16 @@ export class BufferUpkeep {
     this.#expiry.clear();
   }
 
-  #expire(bridge: string, maxAgeMs: number): void {
+  #expire(bridge: string, maxAgeMs: number, expiredBefore = 0): void {
     try {
-      const removed = this.#store.expire(bridge, Date.now() - maxAgeMs);
-      if (removed.messages === 0) return;
-      this.#counters.count('buffer.expired', { bridge }, removed.messages);
-      this.#logger.warn({ bridge, expired: removed.messages, maxAgeMs }, 'removed messages older than maxAgeMs before they were delivered');
+      const removed = this.#store.expire(bridge, Date.now() - maxAgeMs, EXPIRE_STEP);
+      if (removed.messages > 0) this.#counters.count('buffer.expired', { bridge }, removed.messages);
+      const expired = expiredBefore + removed.messages;
+      if (removed.messages === EXPIRE_STEP && this.#policies.get(bridge)?.maxAgeMs === maxAgeMs && this.#store.isOpen) {
+        setImmediate(() => this.#expire(bridge, maxAgeMs, expired)).unref();
+        return;
+      }
+      if (expired > 0) this.#logger.warn({ bridge, expired, maxAgeMs }, 'removed messages older than maxAgeMs before they were delivered');
     } catch (error) {
       this.#logger.warn({ err: error, bridge }, 'could not expire old messages');
     }

@@ -185,3 +185,34 @@ test('usage is counted from disk again after another connection changed the buff
     store.close();
   }
 });
+
+test('an expiry of a large backlog deletes it in steps of 10,000, and says so once', async () => {
+  const counters = new CounterRegistry();
+  const lines: string[] = [];
+  const capturing = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
+  const { store } = openBuffer(tempDir(), 'normal', capturing);
+  const writer = new BufferWriter(store, bufferSettingsSchema.parse({}), capturing, counters);
+  try {
+    store.registerBridge('b', ['out']);
+    const old = Date.now() - 10_000;
+    for (let i = 0; i < 5; i++) store.append(trackedDeliveries(5_000).deliveries.map((d) => ({ bridge: 'b', envelope: { ...d.envelope, timestamp: old } })));
+    store.append(trackedDeliveries(2).deliveries.map((d) => ({ bridge: 'b', envelope: d.envelope })));
+    // One step removes at most its limit, the oldest first.
+    assert.equal(store.expire('b', old + 1, 10_000).messages, 10_000);
+    assert.equal(store.usage('b').messages, 15_002);
+    writer.setPolicy('b', bufferPolicySchema.parse({ maxAgeMs: 1_000 }));
+    // The expiry runs every maxAgeMs / 10: waiting for it is the point here.
+    for (const end = Date.now() + 5000; store.usage('b').messages > 2 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(store.usage('b').messages, 2);
+    assert.equal(counters.get('buffer.expired{bridge=b}'), 15_000);
+    const said = lines.map((l) => JSON.parse(l) as { msg: string; expired?: number }).filter((l) => l.msg.startsWith('removed messages older than maxAgeMs'));
+    assert.deepEqual(
+      said.map((l) => l.expired),
+      [15_000],
+    );
+  } finally {
+    writer.close();
+    store.close();
+  }
+});
