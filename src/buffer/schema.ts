@@ -42,4 +42,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
   created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_bridge ON dead_letters (bridge, dl_seq);
+-- Counts per sink (in /api/status, /metrics) read this index alone, not every dead letter.
+CREATE INDEX IF NOT EXISTS dead_letters_bridge_sink ON dead_letters (bridge, sink);
 `;

@@ -56,7 +56,10 @@ export class BufferStore extends BufferCursors {
     const cursors = this.db.prepare('SELECT sink, seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? ORDER BY sink').all(bridge) as (CursorState & {
       sink: string;
     })[];
-    const dead = this.statement('SELECT count(*) AS n FROM dead_letters WHERE bridge = ? AND sink = ?');
+    // One pass over the index on (bridge, sink): the dead letters of each sink, and their total.
+    const dead = new Map(
+      (this.statement('SELECT sink, count(*) AS n FROM dead_letters WHERE bridge = ? GROUP BY sink').all(bridge) as { sink: string; n: number }[]).map((r) => [r.sink, r.n]),
+    );
     const sinks = cursors.map(({ sink, seq, liveMark, liveSeq }) => {
       let above: BridgeUsage = { messages: 0, bytes: 0 };
       let oldestPendingAt: number | null = null;
@@ -87,10 +90,11 @@ export class BufferStore extends BufferCursors {
         pending: above.messages,
         pendingBytes: above.bytes,
         oldestPendingAt,
-        deadLetters: (dead.get(bridge, sink) as { n: number }).n,
+        deadLetters: dead.get(sink) ?? 0,
       };
     });
-    const deadLetters = (this.statement('SELECT count(*) AS n FROM dead_letters WHERE bridge = ?').get(bridge) as { n: number }).n;
+    let deadLetters = 0;
+    for (const n of dead.values()) deadLetters += n;
     return { bridge, messages, bytes, oldestAt: ends.oldestAt, lastSeq: this.lastSeq(), sinks, deadLetters };
   }
 

@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import pino from 'pino';
 import { bufferPolicySchema, bufferSettingsSchema } from '../../src/buffer/config.ts';
 import { bufferPath, openBuffer } from '../../src/buffer/open.ts';
+import type { StoredMessage } from '../../src/buffer/store.ts';
 import { BufferWriter } from '../../src/buffer/writer.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
@@ -142,21 +143,34 @@ test("stats: each sink's backlog and the totals, counted from either side of its
     store.commit('b', 'live', at(9));
     store.startLive('b', 'live', at(59));
     store.commitLive('b', 'live', at(79));
+    // Dead letters of two sinks, and of one no longer configured: the total counts it too.
+    const next = (after: number) => store.read('b', after, 1)[0] as StoredMessage;
+    store.deadLetter('middle', next(at(49)), 'refused', 1);
+    store.deadLetter('high', next(at(97)), 'refused', 1);
+    store.deadLetter('gone', next(at(0)), 'refused', 1);
     const truth = (sink: string) => {
       const { seq, liveMark, liveSeq } = store.cursorState('b', sink);
       const rows = store.read('b', seq, 1000).filter((m) => !(m.seq > (liveMark ?? 0) && m.seq <= (liveSeq ?? 0)));
-      return { pending: rows.length, pendingBytes: rows.reduce((n, m) => n + m.envelope.payload.byteLength, 0), oldestPendingAt: rows[0]?.envelope.timestamp ?? null };
+      return {
+        pending: rows.length,
+        pendingBytes: rows.reduce((n, m) => n + m.envelope.payload.byteLength, 0),
+        oldestPendingAt: rows[0]?.envelope.timestamp ?? null,
+        deadLetters: [...store.iterateDeadLetters('b')].filter((l) => l.sink === sink).length,
+      };
     };
     const expected = ['high', 'live', 'low', 'middle'].map((sink) => ({ sink, ...truth(sink) }));
     const rows = store.read('b', 0, 1000);
     for (const kept of [false, true]) {
       const stats = store.stats('b', { kept });
       assert.deepEqual(
-        stats.sinks.map(({ sink, pending, pendingBytes, oldestPendingAt }) => ({ sink, pending, pendingBytes, oldestPendingAt })),
+        stats.sinks.map(({ sink, pending, pendingBytes, oldestPendingAt, deadLetters }) => ({ sink, pending, pendingBytes, oldestPendingAt, deadLetters })),
         expected,
         `kept: ${kept}`,
       );
-      assert.deepEqual([stats.messages, stats.bytes, stats.oldestAt], [rows.length, rows.reduce((n, m) => n + m.envelope.payload.byteLength, 0), rows[0]?.envelope.timestamp]);
+      assert.deepEqual(
+        [stats.messages, stats.bytes, stats.oldestAt, stats.deadLetters],
+        [rows.length, rows.reduce((n, m) => n + m.envelope.payload.byteLength, 0), rows[0]?.envelope.timestamp, 3],
+      );
     }
   } finally {
     store.close();
