@@ -67,13 +67,14 @@ export class BufferStore extends BufferCursors {
         if (ends.last - seq <= seq - ends.first) above = counted('seq > ?', seq);
         else {
           const below = counted('seq <= ?', seq);
-          above = { messages: messages - below.messages, bytes: bytes - below.bytes };
+          // Kept counts are behind another process's change until the next recount: never below 0.
+          above = { messages: Math.max(0, messages - below.messages), bytes: Math.max(0, bytes - below.bytes) };
         }
         // Under live-first replay, (live_mark, live_seq] is confirmed too.
         const from = Math.max(seq, liveMark ?? 0);
         if (liveSeq !== null && liveSeq > from) {
           const live = counted('seq > ? AND seq <= ?', from, liveSeq);
-          above = { messages: above.messages - live.messages, bytes: above.bytes - live.bytes };
+          above = { messages: Math.max(0, above.messages - live.messages), bytes: Math.max(0, above.bytes - live.bytes) };
         }
         const first = this.statement('SELECT created_at AS at FROM messages WHERE bridge = ? AND seq > ? AND NOT (seq > ? AND seq <= ?) ORDER BY seq LIMIT 1').get(
           bridge,

@@ -17,7 +17,8 @@ const RECOUNT_MS = 10_000;
  * The buffer's own housekeeping, driven by the policies of the bridges it holds: messages
  * past a bridge's `maxAgeMs` are expired, dead letters beyond `maxDeadLetters` are trimmed,
  * and usage is counted from disk again when `ferry buffer purge` or `redrive` changed the
- * buffer from another process (so a bridge refusing for being full takes messages again). Every timer is unref'd: upkeep never keeps the process alive.
+ * buffer from another process (so a bridge refusing for being full takes messages again).
+ * Every timer is unref'd: upkeep never keeps the process alive.
  */
 export class BufferUpkeep {
   readonly #store: BufferStore;
