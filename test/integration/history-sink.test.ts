@@ -88,9 +88,10 @@ test('history keeps the newest `keep` rows of each bridge: across batches, dupli
     writer.close();
 
     // Counts lost (a history written before they were kept) or wrong (written by a version
-    // that did not keep them): a writer counts the rows once before its first append.
+    // that did not keep them): a writer counts the rows once before its first append. Trusted,
+    // b's count of 7 for its 2 rows would trim all 3 after the next append as beyond keep.
     const db = new Database(historyPath(dir));
-    db.exec("DELETE FROM history_counts WHERE bridge = 'a'; UPDATE history_counts SET rows = 40 WHERE bridge = 'b'");
+    db.exec("DELETE FROM history_counts WHERE bridge = 'a'; UPDATE history_counts SET rows = 7 WHERE bridge = 'b'");
     db.close();
     writer = new HistoryWriter(dir, 'normal');
     writer.append('a', envelopes(1), 3);
