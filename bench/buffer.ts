@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { bufferPolicySchema, bufferSettingsSchema } from '../src/buffer/config.ts';
-import { openBuffer } from '../src/buffer/open.ts';
+import { bufferPath, openBuffer } from '../src/buffer/open.ts';
 import { cursorSource } from '../src/buffer/reader.ts';
 import { BufferWriter } from '../src/buffer/writer.ts';
 import { createDelivery, type Delivery } from '../src/core/delivery.ts';
@@ -112,7 +112,7 @@ function statusCost(dir: string, backlog: number, payloadBytes: number): { ferry
   const { store } = openBuffer(dir, 'normal', pino({ level: 'silent' }));
   try {
     store.registerBridge('b', ['history', 'kafka']);
-    const fill = openSqlite(join(dir, 'buffer.db'), { synchronous: 'normal' });
+    const fill = openSqlite(bufferPath(dir), { synchronous: 'normal' });
     fill
       .prepare(
         `WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?)
@@ -122,7 +122,8 @@ function statusCost(dir: string, backlog: number, payloadBytes: number): { ferry
       .run(backlog, payloadBytes, Date.now());
     fill.close();
     store.commit('b', 'history', store.tail('b'));
-    const before = openSqlite(join(dir, 'buffer.db'), { readonly: true });
+    const before = openSqlite(bufferPath(dir), { readonly: true });
+    const total = before.prepare('SELECT count(*), sum(length(payload)) FROM messages WHERE bridge = ?');
     const pending = before.prepare('SELECT count(*) AS n, coalesce(sum(length(payload)), 0) AS bytes, min(created_at) AS oldest FROM messages WHERE bridge = ? AND seq > ?');
     const cursors = before.prepare('SELECT sink, seq FROM cursors WHERE bridge = ?');
     const rate = (call: () => void) => {
@@ -134,7 +135,7 @@ function statusCost(dir: string, backlog: number, payloadBytes: number): { ferry
     };
     const ferry = rate(() => store.stats('b', { kept: true }));
     const raw = rate(() => {
-      before.prepare('SELECT count(*), sum(length(payload)) FROM messages WHERE bridge = ?').get('b');
+      total.get('b');
       for (const { seq } of cursors.all('b') as { seq: number }[]) pending.get('b', seq);
     });
     before.close();

@@ -10,7 +10,7 @@
 // second on plain aedes. A last measure takes QoS 1 into a gateway whose history is full (its
 // default `keep`, filled first), as a gateway that has run for a while has it.
 import { Fleet } from '../src/cli/simulate/fleet.ts';
-import { type Target, startAedesTarget, startFerryTarget, startMosquittoTarget } from './targets.ts';
+import { type Target, historyBridge, startAedesTarget, startFerryTarget, startMosquittoTarget } from './targets.ts';
 import { median } from './stats.ts';
 
 const DEVICES = 50;
@@ -74,7 +74,7 @@ async function measure(target: Target, messages: number, qos0: boolean): Promise
 }
 
 /** The history bridge at its default `keep` (100,000), and more messages than that to fill it. */
-const FULL_HISTORY = ['name: bench-history', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', 'to: [{ history: {} }]', ''].join('\n');
+const FULL_HISTORY = historyBridge('{}');
 const PREFILL = 110_000;
 
 async function historyFull(messages: number): Promise<number> {

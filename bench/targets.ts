@@ -32,6 +32,11 @@ export interface FerryTargetOptions {
 }
 
 /** `ferry run` with one bridge (the history bridge by default), synchronous=full, anonymous on loopback. */
+/** The devices' telemetry into the history (`history` is its settings, as YAML). */
+export function historyBridge(history: string): string {
+  return ['name: bench-history', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', `to: [{ history: ${history} }]`, ''].join('\n');
+}
+
 export async function startFerryTarget(options: FerryTargetOptions = {}): Promise<Target & { readonly pid: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
   writeFileSync(
@@ -48,8 +53,7 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
       '',
     ].join('\n'),
   );
-  const history = ['name: bench-history', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', 'to: [{ history: { keep: 1000000 } }]', ''].join('\n');
-  if (options.bridge !== null) writeFileSync(join(dir, options.bridgeFile ?? 'bridge.yaml'), options.bridge ?? history);
+  if (options.bridge !== null) writeFileSync(join(dir, options.bridgeFile ?? 'bridge.yaml'), options.bridge ?? historyBridge('{ keep: 1000000 }'));
   const args = [...(options.nodeArgs ?? []), join(ROOT, 'bin/ferry.js'), 'run', '--config', join(dir, 'gateway.yaml')];
   const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await readPort(child, (line) => {

@@ -166,10 +166,7 @@ export class BufferLog {
   usage(bridge: string): BridgeUsage {
     let usage = this.#usage.get(bridge);
     if (usage === undefined) {
-      usage = this.db.prepare('SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE bridge = ?').get(bridge) as {
-        messages: number;
-        bytes: number;
-      };
+      usage = this.countRows('bridge = ?', [bridge]);
       this.#usage.set(bridge, usage);
     }
     return usage;
@@ -223,8 +220,13 @@ export class BufferLog {
     return statement;
   }
 
+  /** Messages and payload bytes of the rows `where` selects, counted from disk (every one of them is read). */
+  protected countRows(where: string, params: readonly unknown[]): BridgeUsage {
+    return this.statement(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE ${where}`).get(...params) as BridgeUsage;
+  }
+
   protected deleteWhere(bridge: string, where: string, params: readonly unknown[]): BridgeUsage {
-    const removed = this.statement(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE ${where}`).get(...params) as BridgeUsage;
+    const removed = this.countRows(where, params);
     if (removed.messages === 0) return removed;
     const usage = this.usage(bridge);
     this.statement(`DELETE FROM messages WHERE ${where}`).run(...params);

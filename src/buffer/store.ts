@@ -43,16 +43,12 @@ export class BufferStore extends BufferCursors {
    * rows less those at or below it (rows stay below a cursor only while another sink needs them).
    */
   stats(bridge: string, options: { readonly kept?: boolean } = {}): BridgeStats {
-    const { messages, bytes } =
-      options.kept === true
-        ? this.usage(bridge)
-        : (this.statement('SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE bridge = ?').get(bridge) as BridgeUsage);
+    const { messages, bytes } = options.kept === true ? this.usage(bridge) : this.countRows('bridge = ?', [bridge]);
     const ends = this.statement(
       `SELECT (SELECT min(seq) FROM messages WHERE bridge = @bridge) AS first, (SELECT max(seq) FROM messages WHERE bridge = @bridge) AS last,
               (SELECT min(created_at) FROM messages WHERE bridge = @bridge) AS oldestAt`,
     ).get({ bridge }) as { first: number | null; last: number | null; oldestAt: number | null };
-    const counted = (sql: string, ...params: number[]) =>
-      this.statement(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE bridge = ? AND ${sql}`).get(bridge, ...params) as BridgeUsage;
+    const counted = (sql: string, ...params: number[]) => this.countRows(`bridge = ? AND ${sql}`, [bridge, ...params]);
     const cursors = this.db.prepare('SELECT sink, seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? ORDER BY sink').all(bridge) as (CursorState & {
       sink: string;
     })[];
