@@ -348,8 +348,28 @@ export class MessageFields {
   }
 
   #captures(): { captures: string[]; rest: string | undefined } {
-    return (this.#levels ??= topicCaptures(this.#input.filters, this.#input.envelope.topic));
+    return (this.#levels ??= sharedCaptures(this.#input.filters, this.#input.envelope.topic));
   }
+}
+
+/** Captures by topic, per list of filters: a device publishes to the same few topics, message after message. */
+const capturesByFilters = new WeakMap<readonly string[], Map<string, { captures: string[]; rest: string | undefined }>>();
+const NO_CAPTURES: { captures: string[]; rest: string | undefined } = { captures: [], rest: undefined };
+/** Topics remembered per list of filters; past it the memory starts over (a fleet's topics beyond it cost a match each). */
+const CAPTURES_KEPT = 4096;
+
+/** `topicCaptures`, remembered: for templates, which only read the result. */
+function sharedCaptures(filters: readonly string[], topic: string): { captures: string[]; rest: string | undefined } {
+  if (filters.length === 0) return NO_CAPTURES;
+  let byTopic = capturesByFilters.get(filters);
+  if (byTopic === undefined) capturesByFilters.set(filters, (byTopic = new Map()));
+  let found = byTopic.get(topic);
+  if (found === undefined) {
+    if (byTopic.size >= CAPTURES_KEPT) byTopic.clear();
+    found = topicCaptures(filters, topic);
+    byTopic.set(topic, found);
+  }
+  return found;
 }
 
 /**

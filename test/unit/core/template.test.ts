@@ -57,6 +57,21 @@ test('captures come from the first filter that matches the topic', () => {
   assert.equal(t.render({ envelope, filters: ['other/+', 'devices/+/telemetry/+/+'] }), 'sensor-1');
 });
 
+test('captures are remembered per list of filters and topic: the same topic under other filters, and past the memory, still renders its own', () => {
+  const t = compileTemplate('${1}|${#}');
+  const bySite = ['sites/+/#'];
+  const byDevice = ['sites/+/devices/+/#'];
+  const at = (topic: string) => createEnvelope({ topic, payload: '{}', origin: { source: 'mqtt', qos: 1 } });
+  for (let round = 0; round < 2; round++) {
+    assert.equal(t.render({ envelope: at('sites/s1/devices/d1/t'), filters: bySite }), 's1|devices/d1/t');
+    assert.equal(t.render({ envelope: at('sites/s1/devices/d1/t'), filters: byDevice }), 's1|t');
+    assert.equal(t.render({ envelope: at('sites/s2/devices/d9/t'), filters: bySite }), 's2|devices/d9/t');
+  }
+  // More topics than are remembered: each still gets its own captures.
+  for (let i = 0; i < 5000; i++) assert.equal(t.render({ envelope: at(`sites/s${i}/x`), filters: bySite }), `s${i}|x`);
+  assert.equal(t.render({ envelope: at('sites/s1/devices/d1/t'), filters: byDevice }), 's1|t');
+});
+
 test('unknown fields and unclosed braces are config errors naming the field', () => {
   assert.throws(
     () => compileTemplate('x.${nope}'),
