@@ -3,7 +3,9 @@
 //   - the postgres sink (templates rendered, values converted, one INSERT ... SELECT FROM
 //     unnest ... ON CONFLICT per batch, acks) writing N messages, against a raw COPY FROM STDIN
 //     of the same rows into the same kind of table, in alternating rounds of the same run
-//     (goal: median ratio >= 0.7);
+//     (goal: median ratio >= 0.7); and, in the same rounds, the most any writer that commits
+//     batch after batch can do here: the sink's own prepared statement run bare, batch after
+//     batch of the same size, on one connection (no templates, no conversion, no acks);
 //   - devices to PostgreSQL end to end: QoS 1 publishers into `ferry run` with a postgres
 //     bridge; throughput is the rows over the span from the first publish to the last row's
 //     insert, latency each row's insert time (clock_timestamp() in the statement) minus the
@@ -16,7 +18,10 @@ import { from, lastValueFrom } from 'rxjs';
 import { createDelivery, type Delivery } from '../src/core/delivery.ts';
 import { createEnvelope, type Envelope } from '../src/core/envelope.ts';
 import { CounterRegistry } from '../src/observability/counters.ts';
+import { poolSettings } from '../src/postgres/connection.ts';
+import { processPools } from '../src/postgres/pools.ts';
 import { createPostgresSink, postgresSink } from '../src/postgres/sink.ts';
+import { textArray } from '../src/postgres/text-array.ts';
 import { publishFleet } from './load.ts';
 import { startFerryTarget } from './targets.ts';
 
@@ -31,7 +36,12 @@ export interface PostgresBenchResult {
     readonly copy: number;
     readonly ratio: number;
     readonly ratioRange: readonly [number, number];
-    readonly rounds: readonly { readonly ferry: number; readonly copy: number; readonly ratio: number }[];
+    /** The bare statement batch after batch: rows/s, and its own ratio to COPY. */
+    readonly bare: number;
+    readonly bareRatio: number;
+    /** The sink against the bare statement. */
+    readonly ofBare: number;
+    readonly rounds: readonly { readonly ferry: number; readonly copy: number; readonly bare: number; readonly ratio: number }[];
   };
   readonly e2e: {
     readonly devices: number;
@@ -80,7 +90,7 @@ function envelopes(count: number): Envelope[] {
 }
 
 async function sinkVsCopy(admin: pg.Client, url: string, schema: string, rows: number): Promise<PostgresBenchResult['sink']> {
-  await admin.query(`${TABLE(schema, 'sink_rows')}; ${TABLE(schema, 'copy_rows')}`);
+  await admin.query(`${TABLE(schema, 'sink_rows')}; ${TABLE(schema, 'copy_rows')}; ${TABLE(schema, 'bare_rows')}`);
   const batchSize = Number(process.env['FERRY_BENCH_PG_BATCH'] ?? 500);
   const rounds = Number(process.env['FERRY_BENCH_PG_ROUNDS'] ?? 3);
   const concurrency = process.env['FERRY_BENCH_PG_CONCURRENCY'];
@@ -100,18 +110,29 @@ async function sinkVsCopy(admin: pg.Client, url: string, schema: string, rows: n
     bridge: 'bench',
     sourceFilters: ['devices/+/telemetry/#'],
   });
-  // Warm-up: the sink reads the table's columns and opens its pool before the clock starts.
-  await lastValueFrom(sink(from(envelopes(1).map((e) => createDelivery(e, { onAck: () => {}, onNack: () => {} })))), { defaultValue: undefined });
-
-  const { from: copyFrom } = (await import('pg-copy-streams' as string)) as { from: (sql: string) => Writable };
+  // In a running gateway a bridge's pool lives as long as the bridge. Here each round
+  // subscribes anew, and the last lease closing would close the pool: held, the warm-up's
+  // connection serves every round, as a bridge's does (a new backend is measurably slower
+  // for its first statements).
+  const held = processPools.acquire(poolSettings(config, 'ferry', '.', 'bench'), () => {});
   const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  // Alternating rounds (sink, then COPY, on emptied tables), each with messages of its own.
-  const measured: { ferry: number; copy: number; ratio: number }[] = [];
+  try {
+    // Warm-up: the sink reads the table's columns and opens its pool before the clock starts.
+    await lastValueFrom(sink(from(envelopes(1).map((e) => createDelivery(e, { onAck: () => {}, onNack: () => {} })))), { defaultValue: undefined });
+    await client.connect();
+  } catch (error) {
+    await held.release();
+    throw error;
+  }
+  const { from: copyFrom } = (await import('pg-copy-streams' as string)) as { from: (sql: string) => Writable };
+  const bare = `INSERT INTO ${schema}.bare_rows (id, device, topic, received_at, body) SELECT CAST(v.c1 AS uuid), CAST(v.c2 AS text), CAST(v.c3 AS text), CAST(v.c4 AS timestamptz), CAST(v.c5 AS jsonb) FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS v(c1, c2, c3, c4, c5)`;
+  await client.query({ name: 'bare', text: bare, values: [[], [], [], [], []].map((values) => textArray(values)) });
+  // Alternating rounds (sink, then COPY, then the bare statement, on emptied tables), each with messages of its own.
+  const measured: { ferry: number; copy: number; bare: number; ratio: number }[] = [];
   try {
     for (let round = 0; round < rounds; round++) {
       const messages = envelopes(rows);
-      await admin.query(`TRUNCATE ${schema}.sink_rows, ${schema}.copy_rows`);
+      await admin.query(`TRUNCATE ${schema}.sink_rows, ${schema}.copy_rows, ${schema}.bare_rows`);
 
       let acked = 0;
       let settled!: () => void;
@@ -143,18 +164,32 @@ async function sinkVsCopy(admin: pg.Client, url: string, schema: string, rows: n
       const stream = client.query(copyFrom(`COPY ${schema}.copy_rows (id, device, topic, received_at, body) FROM STDIN`) as never) as unknown as Writable;
       await pipeline(Readable.from(chunks(lines, batchSize)), stream);
       const copyMs = performance.now() - copyStarted;
-      const counts = await admin.query<{ s: number; c: number }>(
-        `SELECT (SELECT count(*) FROM ${schema}.sink_rows)::int AS s, (SELECT count(*) FROM ${schema}.copy_rows)::int AS c`,
+
+      // The bare statement: the values ready as the COPY's lines are, each batch encoded and
+      // committed (autocommit) before the next is sent, as the sink does.
+      const values = messages.map((e) => [e.id, e.topic.split('/')[1] as string, e.topic, new Date(e.timestamp).toISOString(), Buffer.from(e.payload).toString()]);
+      const bareStarted = performance.now();
+      for (let i = 0; i < rows; i += batchSize) {
+        const part = values.slice(i, i + batchSize);
+        await client.query({ name: 'bare', text: bare, values: [0, 1, 2, 3, 4].map((c) => textArray(part.map((row) => row[c] as string))) });
+      }
+      const bareMs = performance.now() - bareStarted;
+
+      const counts = await admin.query<{ s: number; c: number; b: number }>(
+        `SELECT (SELECT count(*) FROM ${schema}.sink_rows)::int AS s, (SELECT count(*) FROM ${schema}.copy_rows)::int AS c, (SELECT count(*) FROM ${schema}.bare_rows)::int AS b`,
       );
-      if (counts.rows[0]?.s !== rows || counts.rows[0]?.c !== rows) throw new Error(`rows written: sink ${counts.rows[0]?.s}, COPY ${counts.rows[0]?.c}, of ${rows}`);
+      const count = counts.rows[0];
+      if (count?.s !== rows || count.c !== rows || count.b !== rows) throw new Error(`rows written: sink ${count?.s}, COPY ${count?.c}, bare ${count?.b}, of ${rows}`);
       const ferry = Math.round((rows * 1000) / sinkMs);
       const copy = Math.round((rows * 1000) / copyMs);
-      measured.push({ ferry, copy, ratio: Math.round((ferry / copy) * 100) / 100 });
+      measured.push({ ferry, copy, bare: Math.round((rows * 1000) / bareMs), ratio: Math.round((ferry / copy) * 100) / 100 });
     }
   } finally {
     await client.end();
+    await held.release();
   }
   const ratios = measured.map((m) => m.ratio);
+  const ratio = (x: number, y: number) => Math.round((x / y) * 100) / 100;
   return {
     rows,
     batchSize,
@@ -163,6 +198,9 @@ async function sinkVsCopy(admin: pg.Client, url: string, schema: string, rows: n
     copy: median(measured.map((m) => m.copy)),
     ratio: median(ratios),
     ratioRange: [Math.min(...ratios), Math.max(...ratios)],
+    bare: median(measured.map((m) => m.bare)),
+    bareRatio: median(measured.map((m) => ratio(m.bare, m.copy))),
+    ofBare: median(measured.map((m) => ratio(m.ferry, m.bare))),
     rounds: measured,
   };
 }

@@ -273,6 +273,13 @@ if (selected.has('postgres')) {
       postgres.sink.ratio,
     ],
     [
+      `the sink's statement run bare, batch after batch of ${postgres.sink.batchSize} on one connection (no templates, conversion or acks): the most a writer that commits each batch before the next reaches here, rows/s, median; against COPY ${postgres.sink.bareRatio}`,
+      postgres.sink.ferry,
+      'the bare statement',
+      postgres.sink.bare,
+      postgres.sink.ofBare,
+    ],
+    [
       `QoS 1 devices to PostgreSQL (ferry run, postgres bridge), rows/s; p50 / p99 ${postgres.e2e.latencyMs.p50} / ${postgres.e2e.latencyMs.p99} ms`,
       postgres.e2e.perSec,
       'PUBACKs per second at the devices',
