@@ -61,6 +61,7 @@ async function migrate(action: Action, options: MigrateOptions): Promise<number>
     applicationName: `${config.gateway.name} (ferry migrate)`,
   });
   try {
+    await databases.load();
     const db = databases.get<unknown>(name);
     const migrator = new Migrator({ db, provider: files });
     const target = `database '${name}'`;

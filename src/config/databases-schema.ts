@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { postgresDatabaseSchema } from '../postgres/kysely.ts';
-import { sqliteDatabaseSchema } from '../sqlite/kysely.ts';
+import { postgresDatabaseSchema } from '../postgres/database-schema.ts';
+import { sqliteDatabaseSchema } from '../sqlite/database-schema.ts';
 
 export const databaseName = z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,62}$/, 'a database name is letters, digits, "_" and "-", starting with a letter');
 

@@ -7,7 +7,8 @@
 import { Kysely } from 'kysely';
 import type { z } from 'zod';
 import type { Sink, Source } from '../core/stream.ts';
-import { postgresDatabaseDialect, postgresDatabaseSchema } from '../postgres/kysely.ts';
+import { postgresDatabaseSchema } from '../postgres/database-schema.ts';
+import { postgresDatabaseDialect } from '../postgres/kysely.ts';
 import { postgresSource } from '../postgres/outbox-source.ts';
 import { postgresSink } from '../postgres/sink.ts';
 import { type StreamOptions, contextFor, sinkOf, sourceOf, validated } from './component.ts';

@@ -9,7 +9,8 @@ import type { z } from 'zod';
 import type { Sink } from '../core/stream.ts';
 import { historySink } from '../sqlite/history-sink.ts';
 import { type HistoryRow, HistoryReader } from '../sqlite/history-store.ts';
-import { sqliteDatabaseSchema, sqliteDialect } from '../sqlite/kysely.ts';
+import { sqliteDatabaseSchema } from '../sqlite/database-schema.ts';
+import { sqliteDialect } from '../sqlite/kysely.ts';
 import { type StreamOptions, sinkOf, validated } from './component.ts';
 
 export type { Kysely } from 'kysely';

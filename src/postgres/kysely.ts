@@ -1,20 +1,9 @@
 import { type Dialect, PostgresDialect, type PostgresPool } from 'kysely';
 import type { Logger } from 'pino';
-import { z } from 'zod';
 import type { Counters } from '../core/component.ts';
-import { type PoolSettings, connectionFields, poolSettings, refineConnection } from './connection.ts';
+import { type PoolSettings, poolSettings } from './connection.ts';
+import type { PostgresDatabaseConfig } from './database-schema.ts';
 import { type PostgresPools, processPools } from './pools.ts';
-
-/** A PostgreSQL database for handlers and `ferry migrate`: the connection settings every Postgres component takes. */
-export const postgresDatabaseSchema = z
-  .strictObject(connectionFields)
-  .superRefine((config, ctx) => refineConnection(config, ctx))
-  .meta({
-    description:
-      'A PostgreSQL database: the connection settings of the postgres sink and source (`url`, or `host` with `database` and `user`; `password`, `ssl`, `poolSize`, timeouts).',
-  });
-
-export type PostgresDatabaseConfig = z.output<typeof postgresDatabaseSchema>;
 
 /**
  * A Kysely dialect over a share of the process's pool for `settings`: the pool a sink or a

@@ -1,12 +1,18 @@
 import { isDeepStrictEqual } from 'node:util';
-import { Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config/databases-schema.ts';
 import type { Counters } from '../core/component.ts';
 import { FerryError } from '../core/errors.ts';
-import { postgresDatabaseDialect } from '../postgres/kysely.ts';
 import type { PostgresPools } from '../postgres/pools.ts';
-import { sqliteDialect } from '../sqlite/kysely.ts';
+
+/** Kysely and the two dialects: some 250 modules, loaded only when a database is declared. */
+type Kit = Awaited<ReturnType<typeof loadKit>>;
+
+async function loadKit() {
+  const [{ Kysely }, { postgresDatabaseDialect }, { sqliteDialect }] = await Promise.all([import('kysely'), import('../postgres/kysely.ts'), import('../sqlite/kysely.ts')]);
+  return { Kysely, postgresDatabaseDialect, sqliteDialect };
+}
 
 export interface DatabasesOptions {
   readonly logger: Logger;
@@ -36,10 +42,19 @@ export class Databases {
   #configs: Readonly<Record<string, DatabaseConfig>>;
   readonly #options: DatabasesOptions;
   readonly #open = new Map<string, Open>();
+  #kit: Kit | undefined;
 
   constructor(configs: Readonly<Record<string, DatabaseConfig>>, options: DatabasesOptions) {
     this.#configs = configs;
     this.#options = options;
+  }
+
+  /**
+   * Loads Kysely when `configs` (the running ones when absent) declare a database: before the
+   * first `get`, and before a reload's `change` to databases that may be the first.
+   */
+  async load(configs: Readonly<Record<string, DatabaseConfig>> = this.#configs): Promise<void> {
+    if (this.#kit === undefined && Object.keys(configs).length > 0) this.#kit = await loadKit();
   }
 
   /** The names declared. */
@@ -60,7 +75,9 @@ export class Databases {
     }
     let open = this.#open.get(name);
     if (open === undefined) {
-      open = { config, db: new Kysely<unknown>({ dialect: this.#dialect(name, config) }) };
+      const kit = this.#kit;
+      if (kit === undefined) throw new Error(`database '${name}': Databases.load() was not awaited before its first use`);
+      open = { config, db: new kit.Kysely<unknown>({ dialect: this.#dialect(kit, name, config) }) };
       this.#open.set(name, open);
       this.#options.logger.info({ database: name, kind: Object.keys(config)[0] }, `database '${name}' opened`);
     }
@@ -113,10 +130,10 @@ export class Databases {
     }
   }
 
-  #dialect(name: string, config: DatabaseConfig) {
-    if ('sqlite' in config) return sqliteDialect(config.sqlite, this.#options.dataDir);
+  #dialect(kit: Kit, name: string, config: DatabaseConfig) {
+    if ('sqlite' in config) return kit.sqliteDialect(config.sqlite, this.#options.dataDir);
     const { applicationName, configDir, counters, logger, pools } = this.#options;
-    return postgresDatabaseDialect(config.postgres, {
+    return kit.postgresDatabaseDialect(config.postgres, {
       applicationName,
       configDir,
       component: `database '${name}'`,

@@ -22,20 +22,24 @@ interface Tables {
   notes: { id: number; body: string };
 }
 
-function databases(config: unknown, pools = new PostgresPools(), dataDir = tempDir()) {
+async function databases(config: unknown, pools = new PostgresPools(), dataDir = tempDir()) {
   const applicationName = randomName('gw-');
-  return {
+  const dbs = new Databases(databasesSchema.parse(config), {
+    logger: pino({ level: 'silent' }),
+    counters: new CounterRegistry(),
+    configDir: dataDir,
+    dataDir,
     applicationName,
     pools,
-    dataDir,
-    dbs: new Databases(databasesSchema.parse(config), { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), configDir: dataDir, dataDir, applicationName, pools }),
-  };
+  });
+  await dbs.load();
+  return { applicationName, pools, dataDir, dbs };
 }
 
 test('a postgres database: a typed Kysely instance on a shared pool named after the gateway, closed with close()', async (t) => {
   const pg = await testSchema(t);
   await pg.query(`CREATE TABLE ${pg.name}.notes (id int PRIMARY KEY, body text NOT NULL)`);
-  const { dbs, pools, applicationName } = databases({ main: { postgres: { url: pg.url } } });
+  const { dbs, pools, applicationName } = await databases({ main: { postgres: { url: pg.url } } });
   const db = dbs.get<Tables>('main').withSchema(pg.name);
   assert.equal(dbs.get('main'), dbs.get('main'), 'one instance per database');
   await db
@@ -58,7 +62,7 @@ test('a postgres database: a typed Kysely instance on a shared pool named after 
 });
 
 test('a sqlite database: a file under the data directory in WAL mode, typed queries, closed with close()', async () => {
-  const { dbs, dataDir } = databases({ local: { sqlite: { file: 'state/app.db' } } });
+  const { dbs, dataDir } = await databases({ local: { sqlite: { file: 'state/app.db' } } });
   const db = dbs.get<Tables>('local');
   await db.schema
     .createTable('notes')
@@ -76,7 +80,7 @@ test('a sqlite database: a file under the data directory in WAL mode, typed quer
 
 test('a reload: a dropped or changed database is closed once the old bridges stopped, an unchanged one is kept; revert puts things back', async (t) => {
   const pg = await testSchema(t);
-  const { dbs, pools } = databases({ main: { postgres: { url: pg.url } }, local: { sqlite: { file: 'a.db' } }, spare: { sqlite: { file: 'b.db' } } });
+  const { dbs, pools } = await databases({ main: { postgres: { url: pg.url } }, local: { sqlite: { file: 'a.db' } }, spare: { sqlite: { file: 'b.db' } } });
   const main = dbs.get('main');
   const local = dbs.get('local');
   const spare = dbs.get('spare');

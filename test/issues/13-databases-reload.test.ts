@@ -81,3 +81,35 @@ test('tools.database under ferry run: rows written by a handler with no sink; a 
   assert.equal(await gw.exited, 0);
   await eventually(async () => assert.equal(await connections(), 0, 'connections left after shutdown'));
 });
+
+test('tools.database for a handler bridge added by a reload to a gateway that started with no handler (Kysely is loaded only for handlers)', { timeout: 120_000 }, async (t) => {
+  const db = await testDatabase(t);
+  await db.query('CREATE TABLE notes (id uuid PRIMARY KEY, topic text NOT NULL)');
+  const root = tempDir();
+  mkdirSync(join(root, 'bridges'));
+  symlinkSync(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
+  writeFileSync(
+    join(root, 'gateway.yaml'),
+    `gateway: {name: ${randomName('gw-')}}\nmqtt: {allowAnonymous: loopback}\nbridges: [bridges]\ndevices: []\ndatabases:\n  main:\n    postgres: {url: '${db.url}'}\n`,
+  );
+  const gw = await startFerry(['--config', join(root, 'gateway.yaml'), '--data-dir', tempDir()]);
+  t.after(() => gw.child.kill('SIGKILL'));
+
+  writeFileSync(join(root, 'bridges', 'notes.ts'), NOTES_BRIDGE);
+  const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+  const body = (await response.json()) as { applied?: Record<string, unknown> };
+  assert.equal(response.status, 200, JSON.stringify(body));
+  assert.deepEqual(body.applied?.['added'], ['notes']);
+  await mosquittoPub(gw.mqttUrl, 'notes/late', 'first', { qos: 1 });
+  await eventually(
+    async () =>
+      assert.deepEqual(
+        (await db.query<{ topic: string }>('SELECT topic FROM notes')).map((r) => r.topic),
+        ['notes/late'],
+      ),
+    { timeoutMs: 30_000 },
+  );
+
+  gw.child.kill('SIGTERM');
+  assert.equal(await gw.exited, 0);
+});
