@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import module from 'node:module';
 import { homedir } from 'node:os';
@@ -14,6 +15,8 @@ export function bridgeCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 
 /** A bridge module as loadBridgeModule imports it: its file's URL with ?v=<hash of its contents>. */
 const BRIDGE_URL = /^file:\/\/[^?#]+\.m?ts\?v=([0-9a-f]{16})$/;
+/** Another TypeScript file, such as a module a bridge imports (`./lib/repository.ts`). */
+const TYPESCRIPT_FILE = /^file:\/\/[^?#]+\.m?ts$/;
 
 type LoadResult = { format?: string | null; source?: string | ArrayBuffer | ArrayBufferView | null; shortCircuit?: boolean };
 type LoadHook = (url: string, context: object, nextLoad: (url: string, context?: object) => LoadResult) => LoadResult;
@@ -21,12 +24,14 @@ type LoadHook = (url: string, context: object, nextLoad: (url: string, context?:
 let registered = false;
 
 /**
- * Keeps each TypeScript bridge with its types stripped, by the hash of its text: a start whose
- * bridges did not change imports them as JavaScript, and Node's type stripper (a WebAssembly
- * module: about 0.1 s of CPU and 16 MB of memory, for example bridges that may well be off) is
- * not loaded at all. Stripping keeps every line and column, so errors point at the same place.
- * Only what Node would strip itself is cached (format `module-typescript`); anything else, or a
- * failure to strip or to write the cache, goes Node's own way, which reports the problem.
+ * Keeps each TypeScript bridge, and each TypeScript module bridges import, with its types
+ * stripped, by the hash of its text: a start whose bridges did not change imports them as
+ * JavaScript, and Node's type stripper (a WebAssembly module: about 0.1 s of CPU and 16 MB of
+ * memory, for example bridges that may well be off) is not loaded at all. Stripping keeps every
+ * line and column, so errors point at the same place. Only what Node would strip itself is
+ * cached (format `module-typescript`; never a file under node_modules, which Node refuses to
+ * strip); anything else, or a failure to strip or to write the cache, goes Node's own way,
+ * which reports the problem.
  */
 export function cacheStrippedBridges(dir = bridgeCacheDir()): void {
   if (registered) return;
@@ -35,21 +40,34 @@ export function cacheStrippedBridges(dir = bridgeCacheDir()): void {
   if (hooks.registerHooks === undefined || hooks.stripTypeScriptTypes === undefined) return;
   const strip = hooks.stripTypeScriptTypes;
   const version = process.versions.node;
+  const cached = (hash: string) => join(dir, `${hash}-node${version}.js`);
+  const read = (file: string): LoadResult | undefined => {
+    try {
+      return { format: 'module', source: readFileSync(file, 'utf8'), shortCircuit: true };
+    } catch {
+      return undefined; // not cached yet
+    }
+  };
   hooks.registerHooks({
     load(url, context, nextLoad) {
-      const hash = BRIDGE_URL.exec(url)?.[1];
-      if (hash === undefined) return nextLoad(url, context);
-      const file = join(dir, `${hash}-node${version}.js`);
-      try {
-        return { format: 'module', source: readFileSync(file, 'utf8'), shortCircuit: true };
-      } catch {
-        // Not cached yet.
+      // A bridge's hash is in its URL: its cached text is found without reading the file.
+      const named = BRIDGE_URL.exec(url)?.[1];
+      if (named !== undefined) {
+        const hit = read(cached(named));
+        if (hit !== undefined) return hit;
+      } else if (!TYPESCRIPT_FILE.test(url) || url.includes('/node_modules/')) {
+        return nextLoad(url, context);
       }
       const loaded = nextLoad(url, context);
       if (loaded.format !== 'module-typescript' || loaded.source === undefined || loaded.source === null) return loaded;
+      const text = typeof loaded.source === 'string' ? loaded.source : Buffer.from(loaded.source as ArrayBuffer).toString('utf8');
+      const file = cached(named ?? createHash('sha256').update(text).digest('hex').slice(0, 16));
+      if (named === undefined) {
+        const hit = read(file);
+        if (hit !== undefined) return hit;
+      }
       let source: string;
       try {
-        const text = typeof loaded.source === 'string' ? loaded.source : Buffer.from(loaded.source as ArrayBuffer).toString('utf8');
         source = withoutExperimentalWarning(() => strip(text));
       } catch {
         return loaded;

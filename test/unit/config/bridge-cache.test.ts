@@ -31,3 +31,25 @@ test('TypeScript bridges are kept with their types stripped, by content: a secon
   assert.match(second.stderr, /bridges\/throws\.ts:3:30: cannot load this TypeScript bridge: Error: read from the cache$/m);
   assert.doesNotMatch(first.stderr + second.stderr, /ExperimentalWarning/);
 });
+
+test('the TypeScript modules a bridge imports are kept stripped too, by content; files under node_modules are left to Node', async () => {
+  const root = tempDir();
+  const cache = join(root, 'cache');
+  mkdirSync(join(root, 'bridges/lib'), { recursive: true });
+  writeFileSync(join(root, 'gateway.yaml'), 'bridges: [bridges/throws.ts]\ndevices: []\n');
+  writeFileSync(join(root, 'bridges/lib/sites.ts'), 'export function site(name: string): string {\n  return `site ${name}`;\n}\n');
+  writeFileSync(join(root, 'bridges/throws.ts'), "import { site } from './lib/sites.ts';\nconst name: string = site('a');\nthrow new Error(name);\n");
+  const env = { FERRY_CACHE_DIR: cache };
+  const first = await ferry(['validate', '--config', join(root, 'gateway.yaml')], env);
+  assert.match(first.stderr, /bridges\/throws\.ts:3:7: cannot load this TypeScript bridge: Error: site a$/m);
+  const files = readdirSync(join(cache, 'bridges'));
+  assert.equal(files.length, 2, files.join(', '));
+  const helper = files.map((f) => join(cache, 'bridges', f)).find((f) => readFileSync(f, 'utf8').includes('export function site'));
+  assert.ok(helper !== undefined);
+  assert.match(readFileSync(helper, 'utf8'), /^export function site\(name {8}\) {9}\{$/m);
+  // The cached helper is what is imported.
+  writeFileSync(helper, readFileSync(helper, 'utf8').replace('`site ${name}`', '`cached ${name}`'));
+  const second = await ferry(['validate', '--config', join(root, 'gateway.yaml')], env);
+  assert.match(second.stderr, /Error: cached a$/m);
+  assert.equal(readdirSync(join(cache, 'bridges')).length, 2);
+});
