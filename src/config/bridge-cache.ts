@@ -17,6 +17,8 @@ export function bridgeCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 const BRIDGE_URL = /^file:\/\/[^?#]+\.m?ts\?v=([0-9a-f]{16})$/;
 /** Another TypeScript file, such as a module a bridge imports (`./lib/repository.ts`). */
 const TYPESCRIPT_FILE = /^file:\/\/[^?#]+\.m?ts$/;
+/** Ferry's own sources (when it runs from them): not a bridge's, so not kept here. */
+const OWN_SOURCES = new URL('../../src/', import.meta.url).href;
 
 type LoadResult = { format?: string | null; source?: string | ArrayBuffer | ArrayBufferView | null; shortCircuit?: boolean };
 type LoadHook = (url: string, context: object, nextLoad: (url: string, context?: object) => LoadResult) => LoadResult;
@@ -30,8 +32,8 @@ let registered = false;
  * memory, for example bridges that may well be off) is not loaded at all. Stripping keeps every
  * line and column, so errors point at the same place. Only what Node would strip itself is
  * cached (format `module-typescript`; never a file under node_modules, which Node refuses to
- * strip); anything else, or a failure to strip or to write the cache, goes Node's own way,
- * which reports the problem.
+ * strip, nor Ferry's own sources); anything else, or a failure to strip or to write the cache,
+ * goes Node's own way, which reports the problem.
  */
 export function cacheStrippedBridges(dir = bridgeCacheDir()): void {
   if (registered) return;
@@ -55,7 +57,7 @@ export function cacheStrippedBridges(dir = bridgeCacheDir()): void {
       if (named !== undefined) {
         const hit = read(cached(named));
         if (hit !== undefined) return hit;
-      } else if (!TYPESCRIPT_FILE.test(url) || url.includes('/node_modules/')) {
+      } else if (!TYPESCRIPT_FILE.test(url) || url.includes('/node_modules/') || url.startsWith(OWN_SOURCES)) {
         return nextLoad(url, context);
       }
       const loaded = nextLoad(url, context);
