@@ -38,6 +38,11 @@ export function isHandlerBridge(config: AnyBridgeConfig): config is HandlerBridg
   return typeof (config as Partial<HandlerBridgeConfig>).handle === 'function';
 }
 
+/** Whether an enabled handler bridge is among `bridges`: handlers are the only bridges that reach databases (tools.database), so Kysely is loaded only then. */
+export function runsHandlers(bridges: readonly AnyBridgeConfig[]): boolean {
+  return bridges.some((bridge) => bridge.enabled && isHandlerBridge(bridge));
+}
+
 /** Default `buffer.windowSize` of a TypeScript bridge: the most messages its handler holds unacknowledged. */
 export const HANDLER_WINDOW = 10_000;
 

@@ -6,7 +6,7 @@ import type { Counters } from '../core/component.ts';
 import { FerryError } from '../core/errors.ts';
 import type { PostgresPools } from '../postgres/pools.ts';
 
-/** Kysely and the two dialects: some 250 modules, loaded only when a database is declared. */
+/** Kysely and the two dialects: some 250 modules, loaded by `load()` only when something will use them. */
 type Kit = Awaited<ReturnType<typeof loadKit>>;
 
 async function loadKit() {
@@ -50,8 +50,9 @@ export class Databases {
   }
 
   /**
-   * Loads Kysely when `configs` (the running ones when absent) declare a database: before the
-   * first `get`, and before a reload's `change` to databases that may be the first.
+   * Loads Kysely when `configs` (the running ones when absent) declare a database. Awaited
+   * before the first `get`: the gateway calls it when a handler bridge is about to run (at
+   * startup, or before a reload's `change`), `ferry migrate` before it migrates.
    */
   async load(configs: Readonly<Record<string, DatabaseConfig>> = this.#configs): Promise<void> {
     if (this.#kit === undefined && Object.keys(configs).length > 0) this.#kit = await loadKit();

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { type AnyBridgeConfig, isHandlerBridge } from '../config/bridge-module.ts';
+import { type AnyBridgeConfig, runsHandlers } from '../config/bridge-module.ts';
 import { type GatewayConfig, loadGatewayConfig } from '../config/load.ts';
 import { ConfigError, type ConfigIssue, formatIssue } from '../config/issues.ts';
 import { FerryError } from '../core/errors.ts';
@@ -102,8 +102,7 @@ export class Gateway {
       dataDir: config.dataDirPath,
       applicationName: config.gateway.name,
     });
-    // Kysely is loaded only for handlers, the only bridges that reach databases (tools.database).
-    if (config.bridgeConfigs.some((bridge) => bridge.enabled && isHandlerBridge(bridge))) await this.#databases.load();
+    if (runsHandlers(config.bridgeConfigs)) await this.#databases.load();
     this.#vitals = new Vitals({ dataDir: config.dataDirPath, logger: this.#logger.child({ component: 'host' }), counters: this.counters });
     const vitals = this.#vitals;
     this.#series = new StatusSeries({ counters: this.counters, devices: () => this.#broker?.connectedClients ?? 0, vitals: () => vitals.latest() });
@@ -279,7 +278,7 @@ export class Gateway {
     let next: GatewayConfig;
     try {
       next = await this.#load();
-      if (next.bridgeConfigs.some((bridge) => bridge.enabled && isHandlerBridge(bridge))) await this.#databases?.load(next.databases);
+      if (runsHandlers(next.bridgeConfigs)) await this.#databases?.load(next.databases);
     } catch (error) {
       const errors: readonly ConfigIssue[] = error instanceof ConfigError ? error.issues : [{ file: this.#config.file, line: 0, column: 0, path: '', message: String(error) }];
       return this.#refused({ ok: false, errors });
