@@ -355,12 +355,14 @@ export class MessageFields {
 /** Captures by topic, per list of filters: a device publishes to the same few topics, message after message. */
 const capturesByFilters = new WeakMap<readonly string[], Map<string, { captures: string[]; rest: string | undefined }>>();
 const NO_CAPTURES: { captures: string[]; rest: string | undefined } = { captures: [], rest: undefined };
-/** Topics remembered per list of filters; past it the memory starts over (a fleet's topics beyond it cost a match each). */
+/** Topics remembered per list of filters, of at most CAPTURED_TOPIC_LENGTH characters (a few MB at most); past it the memory starts over. */
 const CAPTURES_KEPT = 4096;
+const CAPTURED_TOPIC_LENGTH = 256;
 
 /** `topicCaptures`, remembered: for templates, which only read the result. */
 function sharedCaptures(filters: readonly string[], topic: string): { captures: string[]; rest: string | undefined } {
   if (filters.length === 0) return NO_CAPTURES;
+  if (topic.length > CAPTURED_TOPIC_LENGTH) return topicCaptures(filters, topic);
   let byTopic = capturesByFilters.get(filters);
   if (byTopic === undefined) capturesByFilters.set(filters, (byTopic = new Map()));
   let found = byTopic.get(topic);

@@ -70,6 +70,9 @@ test('captures are remembered per list of filters and topic: the same topic unde
   // More topics than are remembered: each still gets its own captures.
   for (let i = 0; i < 5000; i++) assert.equal(t.render({ envelope: at(`sites/s${i}/x`), filters: bySite }), `s${i}|x`);
   assert.equal(t.render({ envelope: at('sites/s1/devices/d1/t'), filters: byDevice }), 's1|t');
+  // A long topic is matched each time, not remembered.
+  const long = `sites/${'x'.repeat(300)}/y`;
+  assert.equal(t.render({ envelope: at(long), filters: bySite }), `${'x'.repeat(300)}|y`);
 });
 
 test('unknown fields and unclosed braces are config errors naming the field', () => {
