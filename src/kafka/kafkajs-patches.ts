@@ -5,9 +5,11 @@
 //   - producer/groupMessagesPerPartition copies the partition's array once per message
 //     (`[...current, message]`): quadratic in the batch size, ~3% of the gateway's CPU at
 //     batches of 500;
-//   - protocol/recordBatch/record/v0 allocates a zero-filled 512-byte buffer per record and
-//     another per header, then copies the headers' into the record's: the record is now
-//     encoded into one buffer of its own size;
+//   - protocol/recordBatch/record/v0 and protocol/recordBatch/v0 write each varint through a
+//     new array and buffer, each varlong through BigInt-backed Longs, each record into a
+//     zero-filled 512-byte buffer (and another per header), and copy a batch's records three
+//     times on the way to its frame: each record and each batch is now written once, into a
+//     buffer of its exact size (record-encoding.ts);
 //   - protocol/recordBatch/crc32C checksums each record batch a byte at a time in JavaScript
 //     (~2.4 ms per MiB here, 6.5% of the gateway's CPU with 16 KiB payloads): @node-rs/crc32's
 //     native CRC32C (~0.17 ms per MiB) where its binary loads, kafkajs' own elsewhere;
@@ -18,31 +20,12 @@
 // If kafkajs was loaded before (by another part of the process), the originals stay in use:
 // slower, never wrong.
 import { createRequire } from 'node:module';
+import { type KafkajsEncoderClass, type RecordBatchDeps, recordBatchEncoder, recordEncoder } from './record-encoding.ts';
+
+export type { RecordBatchInput, RecordInput } from './record-encoding.ts';
+export { recordBatchEncoder, recordEncoder } from './record-encoding.ts';
 
 const require = createRequire(import.meta.url);
-
-interface KafkajsEncoder {
-  writeVarInt(value: number): KafkajsEncoder;
-  writeInt8(value: number): KafkajsEncoder;
-  writeVarLong(value: unknown): KafkajsEncoder;
-  writeVarIntBytes(value: unknown): KafkajsEncoder;
-  writeVarIntString(value: string): KafkajsEncoder;
-}
-
-interface KafkajsEncoderClass {
-  new (initialSize?: number): KafkajsEncoder;
-  sizeOfVarInt(value: number): number;
-  sizeOfVarLong(value: unknown): number;
-  sizeOfVarIntBytes(value: unknown): number;
-}
-
-export interface RecordInput {
-  readonly offsetDelta?: number;
-  readonly timestampDelta?: unknown;
-  readonly key?: unknown;
-  readonly value?: unknown;
-  readonly headers?: Readonly<Record<string, unknown>>;
-}
 
 interface GroupInput {
   readonly topic: string;
@@ -55,6 +38,10 @@ const GROUP = 'kafkajs/src/producer/groupMessagesPerPartition.js';
 const RECORD = 'kafkajs/src/protocol/recordBatch/record/v0/index.js';
 const CRC32C = 'kafkajs/src/protocol/recordBatch/crc32C/crc32C.js';
 const ENCODER = 'kafkajs/src/protocol/encoder.js';
+const CRC32C_CHECKSUM = 'kafkajs/src/protocol/recordBatch/crc32C/index.js';
+const RECORD_BATCH = 'kafkajs/src/protocol/recordBatch/v0/index.js';
+const LONG = 'kafkajs/src/utils/long.js';
+const COMPRESSION = 'kafkajs/src/protocol/message/compression/index.js';
 
 interface GrowingEncoder {
   buf: Buffer;
@@ -70,34 +57,6 @@ export function groupMessagesPerPartition({ topic, partitionMetadata, messages, 
     (result[partition] ??= []).push(message);
   }
   return result;
-}
-
-/** The replacement of kafkajs' Record v0 encoder (see the file's comment). */
-export function recordEncoder(Encoder: KafkajsEncoderClass): (input: RecordInput) => KafkajsEncoder {
-  return ({ offsetDelta = 0, timestampDelta = 0, key, value, headers = {} }) => {
-    const pairs: (readonly [string, unknown])[] = [];
-    for (const name of Object.keys(headers)) {
-      const values = headers[name];
-      if (Array.isArray(values)) for (const v of values as unknown[]) pairs.push([name, v]);
-      else pairs.push([name, values]);
-    }
-    let headersSize = Encoder.sizeOfVarInt(pairs.length);
-    for (const [name, v] of pairs) {
-      const nameSize = Buffer.byteLength(name);
-      headersSize += Encoder.sizeOfVarInt(nameSize) + nameSize + Encoder.sizeOfVarIntBytes(v);
-    }
-    const body = 1 + Encoder.sizeOfVarLong(timestampDelta) + Encoder.sizeOfVarInt(offsetDelta) + Encoder.sizeOfVarIntBytes(key) + Encoder.sizeOfVarIntBytes(value) + headersSize;
-    const encoder = new Encoder(body + Encoder.sizeOfVarInt(body))
-      .writeVarInt(body)
-      .writeInt8(0)
-      .writeVarLong(timestampDelta)
-      .writeVarInt(offsetDelta)
-      .writeVarIntBytes(key)
-      .writeVarIntBytes(value)
-      .writeVarInt(pairs.length);
-    for (const [name, v] of pairs) encoder.writeVarIntString(name).writeVarIntBytes(v);
-    return encoder;
-  };
 }
 
 /** @node-rs/crc32's CRC32C (unsigned, as kafkajs' own returns it), or undefined where its native binary does not load. */
@@ -137,5 +96,18 @@ export function patchKafkajs(): void {
   replace(GROUP, groupMessagesPerPartition);
   replace(RECORD, recordEncoder(Encoder));
   const crc32c = nativeCrc32c();
+  // Before the record batch loads the checksum's wrapper, which binds this at its load.
   if (crc32c !== undefined) replace(CRC32C, crc32c);
+  const batch = require(RECORD_BATCH) as { RecordBatch: RecordBatchDeps['original'] };
+  const { lookupCodec } = require(COMPRESSION) as { lookupCodec: RecordBatchDeps['lookupCodec'] };
+  replace(RECORD_BATCH, {
+    ...batch,
+    RecordBatch: recordBatchEncoder({
+      Encoder,
+      Long: require(LONG) as RecordBatchDeps['Long'],
+      crc32c: require(CRC32C_CHECKSUM) as RecordBatchDeps['crc32c'],
+      lookupCodec,
+      original: batch.RecordBatch,
+    }),
+  });
 }

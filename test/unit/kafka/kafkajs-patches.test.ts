@@ -2,7 +2,16 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
 import { randomBytes } from 'node:crypto';
-import { ensureAvailableUnfilled, groupMessagesPerPartition, nativeCrc32c, patchKafkajs, recordEncoder, type RecordInput } from '../../../src/kafka/kafkajs-patches.ts';
+import {
+  ensureAvailableUnfilled,
+  groupMessagesPerPartition,
+  nativeCrc32c,
+  patchKafkajs,
+  type RecordBatchInput,
+  recordBatchEncoder,
+  recordEncoder,
+  type RecordInput,
+} from '../../../src/kafka/kafkajs-patches.ts';
 
 // The originals, loaded before the patch replaces them in the module cache.
 const require = createRequire(import.meta.url);
@@ -91,5 +100,65 @@ test('after patching, kafkajs requires the replacements', () => {
   const input = { key: 'k', value: Buffer.from('v'), headers: { h: 'x' } };
   assert.deepEqual(patched(input).buffer, originalRecord(input).buffer);
   assert.notEqual(require('kafkajs/src/protocol/recordBatch/crc32C/crc32C.js'), originalCrc32c);
+  const patchedBatch = require('kafkajs/src/protocol/recordBatch/v0/index.js') as typeof originalBatch;
+  assert.notEqual(patchedBatch.RecordBatch, originalBatch.RecordBatch);
+  assert.equal(patchedBatch.MAGIC_BYTE, originalBatch.MAGIC_BYTE, 'the fetch decoder still finds the magic byte');
   assert.notEqual(Encoder.prototype.ensureAvailable, originalEnsureAvailable);
+});
+
+const Long = require('kafkajs/src/utils/long.js');
+const originalBatch = require('kafkajs/src/protocol/recordBatch/v0/index.js') as {
+  RecordBatch: (input: RecordBatchInput) => Promise<{ buf: Buffer; offset: number; buffer: Buffer }>;
+  MAGIC_BYTE: number;
+};
+const compression = require('kafkajs/src/protocol/message/compression/index.js');
+const crc32cChecksum = require('kafkajs/src/protocol/recordBatch/crc32C/index.js') as (buffer: Buffer) => number;
+
+test('records are encoded as kafkajs encodes them whatever their timestamps, keys and headers', () => {
+  const inputs: RecordInput[] = [
+    { key: 'k', value: Buffer.from('v'), timestampDelta: -1 },
+    { key: 'k', value: Buffer.from('v'), timestampDelta: -(2 ** 45) - 7, offsetDelta: 2 ** 20 },
+    { key: 'k', value: Buffer.from('v'), timestampDelta: 2 ** 53 + 2 }, // beyond the exact path: kafkajs' own
+    { key: 'k', value: Buffer.from('v'), timestampDelta: Long.fromValue(-300) },
+    { key: '12345', value: '3.5', headers: { 'ünï ✓': ['x', '', Buffer.from([0, 1])], n: '7' } },
+    { value: Buffer.alloc(0x4000, 3), timestampDelta: 63, offsetDelta: 64 },
+    { value: Buffer.alloc(1), timestampDelta: 64, offsetDelta: -65 },
+  ];
+  for (const input of inputs) assert.deepEqual(record(input).buffer, originalRecord(input).buffer, JSON.stringify(input.timestampDelta));
+});
+
+test('record batches are encoded byte for byte as kafkajs encodes them, compressed or not', async () => {
+  const batch = recordBatchEncoder({
+    Encoder,
+    Long,
+    crc32c: crc32cChecksum,
+    lookupCodec: compression.lookupCodec,
+    original: originalBatch.RecordBatch,
+  });
+  const messages = Array.from({ length: 40 }, (_, i) => ({
+    key: i % 5 === 0 ? null : `device-${i}`,
+    value: Buffer.from(JSON.stringify({ i, t: 'é'.repeat(i) })),
+    headers: i % 2 === 0 ? { 'ferry-id': `id-${i}` } : {},
+    timestampDelta: i * 3,
+    offsetDelta: i,
+  }));
+  const inputs: RecordBatchInput[] = [
+    { records: messages.map((m) => originalRecord(m)), firstTimestamp: 1_700_000_000_000, maxTimestamp: 1_700_000_000_117, lastOffsetDelta: 39 },
+    { records: messages.map((m) => record(m)), firstTimestamp: 1_700_000_000_000, maxTimestamp: 1_700_000_000_117, lastOffsetDelta: 39 },
+    {
+      records: messages.slice(0, 3).map((m) => record(m)),
+      firstOffset: Long.fromInt(5),
+      producerId: Long.fromValue(123_456_789_012),
+      producerEpoch: 2,
+      firstSequence: 77,
+      partitionLeaderEpoch: 4,
+      transactional: true,
+      firstTimestamp: 1,
+      maxTimestamp: 2,
+    },
+    { records: messages.map((m) => record(m)), compression: compression.Types.GZIP, firstTimestamp: 10, maxTimestamp: 20, lastOffsetDelta: 39 },
+    { records: [], firstTimestamp: 10, maxTimestamp: 10 },
+  ];
+  for (const [i, input] of inputs.entries())
+    assert.deepEqual(((await batch(input)) as unknown as { buffer: Buffer }).buffer, (await originalBatch.RecordBatch(input)).buffer, `batch ${i}`);
 });

@@ -1,0 +1,252 @@
+// kafkajs 2.2.4's encoding of produced records, each record and each batch written once into a
+// buffer of its exact size. kafkajs writes every varint through a new array and Buffer.from,
+// every varlong through a dozen BigInt-backed Longs, each record into a zero-filled 512-byte
+// encoder, and then copies a batch's records into a body, the body into the batch and the batch
+// into its frame, each growing by powers of two: a sixth of the gateway's CPU end to end
+// (docs/benchmarks.md). The output is byte for byte kafkajs' own
+// (test/unit/kafka/kafkajs-patches.test.ts); kafkajs-patches.ts puts these in its module cache.
+
+/** kafkajs' Encoder as these functions use it: `buf` holds the bytes up to `offset`. */
+export interface EncoderShape {
+  buf: Buffer;
+  offset: number;
+}
+
+interface KafkajsEncoder extends EncoderShape {
+  writeVarLong(value: unknown): unknown;
+}
+
+export interface KafkajsEncoderClass {
+  new (initialSize?: number): KafkajsEncoder;
+  sizeOfVarLong(value: unknown): number;
+  prototype: object;
+}
+
+export interface RecordInput {
+  readonly offsetDelta?: number;
+  readonly timestampDelta?: unknown;
+  readonly key?: unknown;
+  readonly value?: unknown;
+  readonly headers?: Readonly<Record<string, unknown>>;
+}
+
+export interface RecordBatchInput {
+  readonly compression?: number;
+  readonly firstOffset?: unknown;
+  readonly firstTimestamp?: unknown;
+  readonly maxTimestamp?: unknown;
+  readonly partitionLeaderEpoch?: number;
+  readonly lastOffsetDelta?: number;
+  readonly transactional?: boolean;
+  readonly producerId?: unknown;
+  readonly producerEpoch?: number;
+  readonly firstSequence?: number;
+  readonly records?: readonly unknown[];
+}
+
+interface LongClass {
+  fromValue(value: unknown): { getHighBits(): number; getLowBits(): number };
+  fromInt(value: number): unknown;
+}
+
+interface Codec {
+  compress(encoder: EncoderShape & { readonly buffer: Buffer }): Promise<Buffer>;
+}
+
+export interface RecordBatchDeps {
+  readonly Encoder: KafkajsEncoderClass;
+  readonly Long: LongClass;
+  readonly crc32c: (buffer: Buffer) => number;
+  readonly lookupCodec: (compression: number) => Codec | null;
+  /** kafkajs' own RecordBatch, for records that are not encoders (never from its producer). */
+  readonly original: (input: RecordBatchInput) => Promise<EncoderShape>;
+}
+
+const MAGIC_BYTE = 2;
+const COMPRESSION_CODEC_MASK = 0x07;
+const TRANSACTIONAL_MASK = 16;
+/** A varlong is written from a number below this in magnitude (its zigzag stays exact); Longs and larger go through kafkajs. */
+const EXACT_VARLONG = 2 ** 52;
+
+/** kafkajs' zigzag of a 32-bit varint, as an unsigned 32-bit number. */
+const zigzag = (value: number): number => ((value << 1) ^ (value >> 31)) >>> 0;
+
+function varIntSize(value: number): number {
+  let v = zigzag(value);
+  let size = 1;
+  while (v >= 0x80) {
+    size += 1;
+    v >>>= 7;
+  }
+  return size;
+}
+
+function writeVarInt(buf: Buffer, at: number, value: number): number {
+  let v = zigzag(value);
+  while (v >= 0x80) {
+    buf[at++] = (v & 0x7f) | 0x80;
+    v >>>= 7;
+  }
+  buf[at++] = v;
+  return at;
+}
+
+const exactVarLong = (value: unknown): value is number => typeof value === 'number' && Number.isInteger(value) && Math.abs(value) < EXACT_VARLONG;
+
+function varLongSize(Encoder: KafkajsEncoderClass, value: unknown): number {
+  if (!exactVarLong(value)) return Encoder.sizeOfVarLong(value);
+  let v = value >= 0 ? value * 2 : -value * 2 - 1;
+  let size = 1;
+  while (v >= 0x80) {
+    size += 1;
+    v = Math.floor(v / 0x80);
+  }
+  return size;
+}
+
+function writeVarLong(Encoder: KafkajsEncoderClass, buf: Buffer, at: number, value: unknown): number {
+  if (!exactVarLong(value)) {
+    const encoder = new Encoder(16);
+    encoder.writeVarLong(value);
+    encoder.buf.copy(buf, at, 0, encoder.offset);
+    return at + encoder.offset;
+  }
+  let v = value >= 0 ? value * 2 : -value * 2 - 1;
+  while (v >= 0x80) {
+    buf[at++] = (v % 0x80) | 0x80;
+    v = Math.floor(v / 0x80);
+  }
+  buf[at++] = v;
+  return at;
+}
+
+/** kafkajs' varint-prefixed bytes: null as -1, a Buffer as is, anything else as its string in UTF-8. */
+interface Bytes {
+  readonly size: number;
+  readonly length: number;
+  readonly buffer?: Buffer;
+  readonly text?: string;
+}
+
+function bytesOf(value: unknown): Bytes {
+  if (value == null) return { size: 1, length: -1 };
+  if (Buffer.isBuffer(value)) return { size: varIntSize(value.length) + value.length, length: value.length, buffer: value };
+  const text = String(value);
+  const length = Buffer.byteLength(text, 'utf8');
+  return { size: varIntSize(length) + length, length, text };
+}
+
+function writeBytes(buf: Buffer, at: number, bytes: Bytes): number {
+  let next = writeVarInt(buf, at, bytes.length);
+  if (bytes.buffer !== undefined) next += bytes.buffer.copy(buf, next);
+  else if (bytes.text !== undefined) next += buf.write(bytes.text, next, bytes.length, 'utf8');
+  return next;
+}
+
+/** An encoder of kafkajs' class holding exactly `buf`. */
+function encoderOf(Encoder: KafkajsEncoderClass, buf: Buffer): EncoderShape {
+  const encoder = Object.create(Encoder.prototype) as EncoderShape;
+  encoder.buf = buf;
+  encoder.offset = buf.length;
+  return encoder;
+}
+
+/** The replacement of kafkajs' Record v0 encoder (protocol/recordBatch/record/v0). */
+export function recordEncoder(Encoder: KafkajsEncoderClass): (input: RecordInput) => EncoderShape {
+  return ({ offsetDelta = 0, timestampDelta = 0, key, value, headers = {} }) => {
+    const names: Bytes[] = [];
+    const values: Bytes[] = [];
+    let headersSize = 0;
+    for (const name of Object.keys(headers)) {
+      const given = headers[name];
+      const nameBytes = bytesOf(name);
+      for (const v of Array.isArray(given) ? (given as unknown[]) : [given]) {
+        const valueBytes = bytesOf(v);
+        names.push(nameBytes);
+        values.push(valueBytes);
+        headersSize += nameBytes.size + valueBytes.size;
+      }
+    }
+    headersSize += varIntSize(names.length);
+    const keyBytes = bytesOf(key);
+    const valueBytes = bytesOf(value);
+    const body = 1 + varLongSize(Encoder, timestampDelta) + varIntSize(offsetDelta) + keyBytes.size + valueBytes.size + headersSize;
+    const buf = Buffer.allocUnsafe(varIntSize(body) + body);
+    let at = writeVarInt(buf, 0, body);
+    buf[at++] = 0; // attributes: none used
+    at = writeVarLong(Encoder, buf, at, timestampDelta);
+    at = writeVarInt(buf, at, offsetDelta);
+    at = writeBytes(buf, at, keyBytes);
+    at = writeBytes(buf, at, valueBytes);
+    at = writeVarInt(buf, at, names.length);
+    for (let i = 0; i < names.length; i++) at = writeBytes(buf, writeBytes(buf, at, names[i] as Bytes), values[i] as Bytes);
+    return encoderOf(Encoder, buf);
+  };
+}
+
+const isEncoder = (record: unknown): record is EncoderShape =>
+  typeof record === 'object' && record !== null && Buffer.isBuffer((record as EncoderShape).buf) && typeof (record as EncoderShape).offset === 'number';
+
+function writeInt64(Long: LongClass, buf: Buffer, at: number, value: unknown): number {
+  const long = Long.fromValue(value);
+  buf.writeInt32BE(long.getHighBits(), at);
+  buf.writeInt32BE(long.getLowBits(), at + 4);
+  return at + 8;
+}
+
+/** The replacement of kafkajs' RecordBatch v0 (protocol/recordBatch/v0): FirstOffset, Length, then the batch. */
+export function recordBatchEncoder(deps: RecordBatchDeps): (input: RecordBatchInput) => Promise<EncoderShape> {
+  const { Encoder, Long, crc32c, lookupCodec, original } = deps;
+  return async (input) => {
+    const {
+      compression = 0,
+      firstOffset = Long.fromInt(0),
+      firstTimestamp = Date.now(),
+      maxTimestamp = Date.now(),
+      partitionLeaderEpoch = 0,
+      lastOffsetDelta = 0,
+      transactional = false,
+      producerId = Long.fromValue(-1),
+      producerEpoch = 0,
+      firstSequence = 0,
+      records = [],
+    } = input;
+    if (!records.every(isEncoder)) return original(input);
+    let recordsSize = 0;
+    for (const record of records) recordsSize += record.offset;
+    const codec = compression & COMPRESSION_CODEC_MASK;
+    let compressed: Buffer | undefined;
+    if (codec !== 0) {
+      const joined = Buffer.allocUnsafe(recordsSize);
+      let at = 0;
+      for (const record of records) at += record.buf.copy(joined, at, 0, record.offset);
+      const found = lookupCodec(compression);
+      if (found === null) return original(input); // kafkajs' own error for a codec it lacks
+      // Its class's `buffer` getter shows the joined records.
+      compressed = await found.compress(encoderOf(Encoder, joined) as EncoderShape & { readonly buffer: Buffer });
+    }
+    // FirstOffset int64, Length int32, PartitionLeaderEpoch int32, Magic int8, CRC uint32, then
+    // the checksummed body: Attributes int16, LastOffsetDelta int32, FirstTimestamp, MaxTimestamp,
+    // ProducerId int64, ProducerEpoch int16, FirstSequence int32, the record count int32, records.
+    const bodyStart = 8 + 4 + 4 + 1 + 4;
+    const total = bodyStart + 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4 + (compressed?.length ?? recordsSize);
+    const buf = Buffer.allocUnsafe(total);
+    let at = writeInt64(Long, buf, 0, firstOffset);
+    at = buf.writeInt32BE(total - 12, at);
+    at = buf.writeInt32BE(partitionLeaderEpoch, at);
+    at = buf.writeInt8(MAGIC_BYTE, at);
+    at += 4; // the CRC, once the body is written
+    at = buf.writeInt16BE(codec | (transactional ? TRANSACTIONAL_MASK : 0), at);
+    at = buf.writeInt32BE(lastOffsetDelta, at);
+    at = writeInt64(Long, buf, at, firstTimestamp);
+    at = writeInt64(Long, buf, at, maxTimestamp);
+    at = writeInt64(Long, buf, at, producerId);
+    at = buf.writeInt16BE(producerEpoch, at);
+    at = buf.writeInt32BE(firstSequence, at);
+    at = buf.writeInt32BE(records.length, at);
+    if (compressed !== undefined) compressed.copy(buf, at);
+    else for (const record of records) at += record.buf.copy(buf, at, 0, record.offset);
+    buf.writeUInt32BE(crc32c(buf.subarray(bodyStart)), bodyStart - 4);
+    return encoderOf(Encoder, buf);
+  };
+}
