@@ -1,4 +1,5 @@
-import { Aedes, type AedesPublishPacket, type Client, type PublishPacket } from 'aedes';
+import type { Aedes, AedesPublishPacket, Client, PublishPacket } from 'aedes';
+import { loadQuietMqttPacket } from './quiet-debug.ts';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { FerryError } from '../core/errors.ts';
@@ -180,6 +181,11 @@ export class EmbeddedBroker {
             limits: options.limits,
             refusals,
           });
+    // aedes is imported here, not at the top: mqtt-packet must load first, with its loggers
+    // that are off doing nothing (quiet-debug.ts), and a static import loads every CommonJS
+    // module of aedes' graph before any module of Ferry's runs.
+    loadQuietMqttPacket();
+    const { Aedes } = await import('aedes');
     const aedes = await Aedes.createBroker({
       ...(state === undefined ? {} : { persistence: state }),
       // The socket gate's deadline runs from accept and usually ends first; aedes' own starts
