@@ -1,8 +1,8 @@
-import { type IncomingMessage, createServer as createHttpServer } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { type Server, type Socket, createServer as createTcpServer } from 'node:net';
 import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { type TLSSocket, createServer as createTlsServer } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import type { WebSocketServer } from 'ws';
 import { FerryError, wrapError } from '../core/errors.ts';
 import type { SocketGate } from './socket-gate.ts';
@@ -203,7 +203,10 @@ async function createListenerServer(spec: ListenerSpec, events: ListenerEvents):
 
 function createTls(settings: TlsSettings, events: ListenerEvents): Server {
   const requestCert = settings.requireClientCert || settings.identityFromCert;
-  const server = createTlsServer({
+  // node:http and node:tls are taken when a listener needs them, as CommonJS modules: an ES
+  // import of node:http builds its ES facade by reading every export, which loads undici, and
+  // took ~50 ms of every start (docs/benchmarks.md, startup).
+  const server = process.getBuiltinModule('node:tls').createServer({
     cert: settings.cert,
     key: settings.key,
     ...(settings.ca === undefined ? {} : { ca: settings.ca }),
@@ -252,7 +255,7 @@ async function createWebSocket(
   events: ListenerEvents,
 ): Promise<{ server: Server; wss: WebSocketServer }> {
   const { WebSocketServer, createWebSocketStream } = await import('ws');
-  const server = createHttpServer((_request, response) => {
+  const server = process.getBuiltinModule('node:http').createServer((_request, response) => {
     response.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' }).end(`MQTT over WebSocket: connect to ${path}\n`);
   });
   // maxPayload bounds what ws buffers for one frame before the packet guard sees it.

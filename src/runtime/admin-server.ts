@@ -1,4 +1,4 @@
-import { type Server, createServer } from 'node:http';
+import type { Server } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { FerryError, describeError, wrapError } from '../core/errors.ts';
@@ -57,7 +57,9 @@ export class AdminServer {
   static async start(host: string, port: number, handlers: AdminHandlers, access: AdminAccess = {}): Promise<AdminServer> {
     const authorized = tokenCheck(access.token);
     const page = lazyStatusPage();
-    const server = createServer((req, res) => {
+    // node:http as a CommonJS module: its ES facade loads undici (~50 ms of every start; see
+    // src/mqtt/listeners.ts).
+    const server = process.getBuiltinModule('node:http').createServer((req, res) => {
       const send = (code: number, body: unknown, headers: Record<string, string> = {}) => {
         res.writeHead(code, { 'content-type': 'application/json', ...headers });
         res.end(`${JSON.stringify(body)}\n`);
