@@ -9,7 +9,7 @@ import { cacheStrippedBridges } from './bridge-cache.ts';
 import { ensureTypeScriptLoader, resolveBridgeImportsFromFerry } from './bridge-resolve.ts';
 import type { ConfigIssue } from './issues.ts';
 import { type BridgeConfig, type ComponentKinds, bridgeName, oneOf } from './schema.ts';
-import { issuesFromZod } from './zod-issues.ts';
+import { ONE_SHOT_PARSE, issuesFromZod } from './zod-issues.ts';
 
 /** A bridge defined in TypeScript (`bridges/*.ts`): named sinks and a handler instead of a list of sinks. */
 export interface HandlerBridgeConfig {
@@ -97,7 +97,7 @@ export async function loadBridgeModule(path: string, displayPath: string, kinds:
     issue("the default export is not a bridge: write `export default defineBridge({ name, from, to, handle })` with defineBridge from 'ferry'");
     return undefined;
   }
-  const result = handlerBridgeSchema(kinds).safeParse(definition);
+  const result = handlerBridgeSchema(kinds).safeParse(definition, ONE_SHOT_PARSE);
   if (!result.success) {
     let text = '';
     try {

@@ -11,7 +11,7 @@ import { resolveRedisRefs } from './redis-refs.ts';
 import type { Env } from './interpolate.ts';
 import { type BridgeConfig, type ComponentKinds, type DeviceProfile, type GatewaySection, bridgeSchema, deviceSchema, gatewaySchema } from './schema.ts';
 import { type YamlFile, loadYamlFile } from './yaml-file.ts';
-import { issuesFromZod } from './zod-issues.ts';
+import { ONE_SHOT_PARSE, issuesFromZod } from './zod-issues.ts';
 import { type TelemetryExport, resolveTelemetry } from './telemetry.ts';
 
 export interface GatewayConfig extends GatewaySection {
@@ -258,7 +258,7 @@ function parseFile<S extends z.ZodType>(path: string, displayPath: string, schem
   const loaded = loadYamlFile(path, displayPath, env);
   issues.push(...loaded.issues);
   if (loaded.file === undefined) return {};
-  const result = schema.safeParse(loaded.file.value ?? {});
+  const result = schema.safeParse(loaded.file.value ?? {}, ONE_SHOT_PARSE);
   if (!result.success) {
     // A value whose variable is unset was already reported; its schema error would repeat it.
     const reported = new Set(loaded.issues.map((issue) => issue.path));

@@ -5,6 +5,14 @@ import type { YamlFile } from './yaml-file.ts';
 
 type Issue = z.core.$ZodIssue;
 
+/**
+ * How config is parsed: each schema parses a few documents once, at start or reload, where zod's
+ * compiled object parsers (built with `new Function` on an object schema's first parse) cost
+ * more than they save: without them loading the embedded default took ~80 ms less CPU
+ * (docs/benchmarks.md, startup). Per parse, so zod in handlers' own code keeps compiling.
+ */
+export const ONE_SHOT_PARSE = { jitless: true } as const;
+
 /** Turns zod's issues into positioned config issues, one per problem. */
 export function issuesFromZod(issues: readonly Issue[], file: YamlFile): ConfigIssue[] {
   const out: ConfigIssue[] = [];

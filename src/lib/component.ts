@@ -1,7 +1,7 @@
 import { type Logger, pino } from 'pino';
 import type { z } from 'zod';
 import { ConfigError } from '../config/issues.ts';
-import { issuesFromZod } from '../config/zod-issues.ts';
+import { ONE_SHOT_PARSE, issuesFromZod } from '../config/zod-issues.ts';
 import type { ComponentContext, Counters, SinkComponent, SourceComponent } from '../core/component.ts';
 import type { Sink, Source } from '../core/stream.ts';
 
@@ -45,7 +45,7 @@ export function contextFor(options: StreamOptions = {}, dataDir = process.cwd())
  * in; the caller's object is not changed.
  */
 export function validated<S extends z.ZodType>(kind: string, schema: S, config: unknown): z.output<S> {
-  const result = schema.safeParse(config);
+  const result = schema.safeParse(config, ONE_SHOT_PARSE);
   if (result.success) return result.data;
   throw new ConfigError(issuesFromZod(result.error.issues, { path: kind, value: config, locate: () => ({ line: 0, column: 0 }) }));
 }
