@@ -8,9 +8,23 @@ export class CounterRegistry implements Counters {
   readonly #values = new Map<string, number>();
   /** Each key's name and labels, for exporters. */
   readonly #series = new Map<string, { readonly name: string; readonly labels: Readonly<Record<string, string>> }>();
+  /**
+   * Keys of labels objects counted before: per message, callers pass one object each time
+   * (e.g. a bridge's `{ bridge }`), whose key is then not built again. Labels are not changed
+   * once counted (the interface takes them read-only).
+   */
+  readonly #keys = new WeakMap<object, { readonly name: string; readonly key: string }>();
 
   count(name: string, labels?: Readonly<Record<string, string>>, by = 1): void {
-    const key = labels === undefined ? name : keyOf(name, labels);
+    let key = name;
+    if (labels !== undefined) {
+      const known = this.#keys.get(labels);
+      if (known !== undefined && known.name === name) key = known.key;
+      else {
+        key = keyOf(name, labels);
+        this.#keys.set(labels, { name, key });
+      }
+    }
     const value = this.#values.get(key);
     if (value === undefined) this.#series.set(key, { name, labels: { ...labels } });
     this.#values.set(key, (value ?? 0) + by);

@@ -204,12 +204,14 @@ export class RunningBridge implements GatewayBridge {
       });
       // Rate limit and transform steps; a message they refuse is dead-lettered and acked there.
       const ingress = ingressOperators(config, { deadLetters: writer, logger: this.#logger, counters, sourceFilters: source.context.sourceFilters ?? [] });
+      // One labels object for every message: the counters keep its key.
+      const inLabels = { bridge: config.name };
       this.#source = source
         .create()
         .pipe(ingress)
         .subscribe({
           next: (delivery) => {
-            counters.count('bridge.messages.in', { bridge: config.name });
+            counters.count('bridge.messages.in', inLabels);
             this.#feed.take(delivery);
           },
           // The source gave up (e.g. a TLS file it cannot read): no more messages; the gateway goes on.
