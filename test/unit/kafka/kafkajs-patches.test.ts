@@ -8,9 +8,11 @@ import {
   nativeCrc32c,
   patchKafkajs,
   type RecordBatchInput,
+  produceRequestV3,
   recordBatchEncoder,
   recordEncoder,
   type RecordInput,
+  requestFrame,
 } from '../../../src/kafka/kafkajs-patches.ts';
 
 // The originals, loaded before the patch replaces them in the module cache.
@@ -21,6 +23,11 @@ const originalGroup = require('kafkajs/src/producer/groupMessagesPerPartition.js
 const record = recordEncoder(Encoder) as unknown as (input: RecordInput) => { buffer: Buffer };
 const originalCrc32c = require('kafkajs/src/protocol/recordBatch/crc32C/crc32C.js') as (buffer: Buffer) => number;
 const originalEnsureAvailable = Encoder.prototype.ensureAvailable as (length: number) => void;
+type Request = { apiKey: number; apiVersion: number; expectResponse(): boolean; encode(): Promise<{ buffer: Buffer }> };
+type Frame = (input: { correlationId: number; clientId: string | null; request: Request }) => Promise<{ buffer: Buffer }>;
+const originalProduceV3 = require('kafkajs/src/protocol/requests/produce/v3/request.js') as (input: unknown) => Request;
+const originalProduceV7 = require('kafkajs/src/protocol/requests/produce/v7/request.js') as (input: unknown) => Request;
+const originalFrame = require('kafkajs/src/protocol/request.js') as Frame;
 
 test('records are encoded byte for byte as kafkajs encodes them', () => {
   const long = 'é'.repeat(300);
@@ -92,7 +99,7 @@ test('an encoder grown without zero-filling holds the same bytes as kafkajs grow
   assert.deepEqual(write(ensureAvailableUnfilled((n) => Encoder.nextPowerOfTwo(n))), expected);
 });
 
-test('after patching, kafkajs requires the replacements', () => {
+test('after patching, kafkajs requires the replacements', async () => {
   patchKafkajs();
   assert.equal(require('kafkajs/src/producer/groupMessagesPerPartition.js'), groupMessagesPerPartition);
   const patched = require('kafkajs/src/protocol/recordBatch/record/v0/index.js') as typeof originalRecord;
@@ -100,6 +107,24 @@ test('after patching, kafkajs requires the replacements', () => {
   const input = { key: 'k', value: Buffer.from('v'), headers: { h: 'x' } };
   assert.deepEqual(patched(input).buffer, originalRecord(input).buffer);
   assert.notEqual(require('kafkajs/src/protocol/recordBatch/crc32C/crc32C.js'), originalCrc32c);
+  // Produce v7 (what the sink's producer sends to Kafka 4) loads v3 now, and so the replacement.
+  const patchedV7 = require('kafkajs/src/protocol/requests/produce/v7/request.js') as typeof originalProduceV7;
+  assert.notEqual(require('kafkajs/src/protocol/requests/produce/v3/request.js'), originalProduceV3);
+  assert.notEqual(require('kafkajs/src/protocol/request.js'), originalFrame);
+  const produce = {
+    acks: -1,
+    timeout: 30_000,
+    producerId: Long.fromValue(42),
+    producerEpoch: 1,
+    topicData: [
+      { topic: 't', partitions: [{ partition: 0, firstSequence: 9, messages: [{ key: 'k', value: Buffer.from('v'), headers: { h: 'x' }, timestamp: 1_700_000_000_000 }] }] },
+    ],
+  };
+  const patchedFrame = require('kafkajs/src/protocol/request.js') as Frame;
+  assert.deepEqual(
+    (await patchedFrame({ correlationId: 3, clientId: 'ferry', request: patchedV7(produce) })).buffer,
+    (await originalFrame({ correlationId: 3, clientId: 'ferry', request: originalProduceV7(produce) })).buffer,
+  );
   const patchedBatch = require('kafkajs/src/protocol/recordBatch/v0/index.js') as typeof originalBatch;
   assert.notEqual(patchedBatch.RecordBatch, originalBatch.RecordBatch);
   assert.equal(patchedBatch.MAGIC_BYTE, originalBatch.MAGIC_BYTE, 'the fetch decoder still finds the magic byte');
@@ -161,4 +186,52 @@ test('record batches are encoded byte for byte as kafkajs encodes them, compress
   ];
   for (const [i, input] of inputs.entries())
     assert.deepEqual(((await batch(input)) as unknown as { buffer: Buffer }).buffer, (await originalBatch.RecordBatch(input)).buffer, `batch ${i}`);
+});
+
+test('produce requests and their frames are encoded byte for byte as kafkajs encodes them', async (t) => {
+  const batch = recordBatchEncoder({ Encoder, Long, crc32c: crc32cChecksum, lookupCodec: compression.lookupCodec, original: originalBatch.RecordBatch });
+  const produce = produceRequestV3({ Encoder, Long, apiKey: 0, Record: record as never, RecordBatch: batch });
+  const frame = requestFrame(Encoder, originalFrame as never);
+  const messages = (n: number, from: number) =>
+    Array.from({ length: n }, (_, i) => ({
+      key: i % 4 === 0 ? null : `device-${from + i}`,
+      value: Buffer.from(`{"n":${from + i},"t":"${'ü'.repeat(i % 9)}"}`),
+      headers: { 'ferry-id': `id-${from + i}`, 'mqtt-topic': `devices/d${i}/telemetry` },
+      timestamp: String(1_700_000_000_000 + ((i * 37) % 11)),
+    }));
+  const inputs = [
+    { acks: -1, timeout: 30_000, topicData: [{ topic: 'readings', partitions: [{ partition: 0, messages: messages(30, 0) }] }] },
+    {
+      acks: 1,
+      timeout: 5_000,
+      transactionalId: 'tx-é',
+      producerId: Long.fromValue(7_000_000_000),
+      producerEpoch: 3,
+      compression: compression.Types.GZIP,
+      topicData: [
+        {
+          topic: 'a',
+          partitions: [
+            { partition: 2, firstSequence: 100, messages: messages(5, 10) },
+            { partition: 0, firstSequence: 4, messages: messages(1, 20) },
+          ],
+        },
+        { topic: 'bb', partitions: [{ partition: 1, messages: messages(12, 30) }] },
+      ],
+    },
+    { acks: 0, timeout: 1, topicData: [] },
+  ];
+  for (const [i, input] of inputs.entries()) {
+    const ours = produce(input);
+    const theirs = originalProduceV3(input);
+    assert.equal(ours.expectResponse(), theirs.expectResponse());
+    assert.deepEqual([ours.apiKey, ours.apiVersion, ours.apiName], [theirs.apiKey, theirs.apiVersion, 'Produce']);
+    const framed = (await frame({ correlationId: 77 + i, clientId: i === 1 ? null : 'ferry', request: ours as never })) as unknown as { buffer: Buffer };
+    const expected = await originalFrame({ correlationId: 77 + i, clientId: i === 1 ? null : 'ferry', request: theirs });
+    assert.deepEqual(framed.buffer, expected.buffer, `request ${i}`);
+  }
+  // Messages without a timestamp take the time of encoding, as kafkajs' do.
+  t.mock.method(Date, 'now', () => 1_800_000_000_123);
+  const untimed = { acks: -1, timeout: 30_000, topicData: [{ topic: 't', partitions: [{ partition: 0, messages: messages(3, 0).map(({ timestamp: _t, ...m }) => m) }] }] };
+  assert.deepEqual(((await produce(untimed).encode()) as unknown as { buffer: Buffer }).buffer, (await originalProduceV3(untimed).encode()).buffer);
 });
