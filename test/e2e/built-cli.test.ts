@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ensureBuilt } from '../harness/build.ts';
@@ -18,6 +18,7 @@ test('the compiled build: `ferry run` of the embedded default from dist/, a devi
   const dir = tempDir();
   // Every module the gateway loads, written down by a hook loaded before it.
   const trace = join(dir, 'modules.txt');
+  const debugOut = join(dir, 'debug.txt');
   const hook = join(dir, 'trace.mjs');
   writeFileSync(
     hook,
@@ -26,6 +27,19 @@ test('the compiled build: `ferry run` of the embedded default from dist/, a devi
       "import { appendFileSync } from 'node:fs';",
       `const out = ${JSON.stringify(trace)};`,
       "module.registerHooks({ load(url, context, next) { appendFileSync(out, url + '\\n'); return next(url, context); } });",
+      // Once the broker has loaded mqtt-packet, its debug namespaces are turned on, written to a
+      // file: its loggers that were off when it loaded must stay no-ops (src/mqtt/quiet-debug.ts).
+      `const debugOut = ${JSON.stringify(debugOut)};`,
+      `const req = module.createRequire(${JSON.stringify(join(REPO_ROOT, 'package.json'))});`,
+      "const packet = req.resolve('mqtt-packet');",
+      'const timer = setInterval(() => {',
+      '  if (req.cache[packet] === undefined) return;',
+      '  clearInterval(timer);',
+      "  const debug = req('debug');",
+      "  debug.log = (...args) => appendFileSync(debugOut, args.join(' ') + '\\n');",
+      "  debug.enable('mqtt-packet:*');",
+      '}, 5);',
+      'timer.unref();',
       '',
     ].join('\n'),
   );
@@ -47,6 +61,7 @@ test('the compiled build: `ferry run` of the embedded default from dist/, a devi
       assert.match(history.stdout, /"topic":"devices\/built-1\/telemetry\/climate".*"payload":"\{\\"celsius\\":20\}"/);
     });
 
+    assert.equal(existsSync(debugOut) ? readFileSync(debugOut, 'utf8') : '', '', "mqtt-packet's loggers, off when it loaded, write nothing");
     const modules = readFileSync(trace, 'utf8').trim().split('\n');
     const ferryCode = modules.filter((url) => url.startsWith(`file://${REPO_ROOT}`) && !url.includes('/node_modules/'));
     assert.ok(
