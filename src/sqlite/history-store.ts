@@ -5,6 +5,9 @@ import { openSqlite, type Synchronous } from './connection.ts';
 
 export const HISTORY_FILE = 'history.db';
 
+/** Rows per multi-row INSERT of an append. */
+const INSERT_ROWS = 32;
+
 export interface HistoryRow {
   readonly seq: number;
   readonly id: string;
@@ -50,6 +53,12 @@ export class HistoryWriter {
     this.#db = openSqlite(historyPath(dataDir), { synchronous });
     this.#db.exec(schema);
     const insert = this.#db.prepare('INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    // INSERT_ROWS rows per statement, as the buffer appends (src/buffer/log.ts): one statement
+    // step instead of INSERT_ROWS.
+    const insertMany = this.#db.prepare(
+      `INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES ${new Array<string>(INSERT_ROWS).fill('(?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
+    );
+    const params = new Array<unknown>(INSERT_ROWS * 7);
     const counted = this.#db.prepare<[string], number>('SELECT rows FROM history_counts WHERE bridge = ?').pluck();
     // Once per bridge and writer: a history written before the counts were kept, or by a
     // version that did not keep them, is counted afresh.
@@ -60,7 +69,24 @@ export class HistoryWriter {
     const trim = this.#db.prepare('DELETE FROM history WHERE bridge = ? AND seq <= (SELECT seq FROM history WHERE bridge = ? ORDER BY seq LIMIT 1 OFFSET ?)');
     this.#append = this.#db.transaction((bridge: string, envelopes: readonly Envelope[], keep: number) => {
       let rows = (this.#counted.has(bridge) ? counted.get(bridge) : undefined) ?? (count.get(bridge) as number);
-      for (const e of envelopes) {
+      let i = 0;
+      for (; i + INSERT_ROWS <= envelopes.length; i += INSERT_ROWS) {
+        for (let j = 0; j < INSERT_ROWS; j++) {
+          const e = envelopes[i + j] as Envelope;
+          const k = j * 7;
+          params[k] = e.id;
+          params[k + 1] = bridge;
+          params[k + 2] = e.topic;
+          params[k + 3] = e.origin.clientId ?? null;
+          params[k + 4] = e.origin.qos ?? null;
+          params[k + 5] = e.payload;
+          params[k + 6] = e.timestamp;
+        }
+        rows += insertMany.run(params).changes;
+      }
+      params.fill(undefined);
+      for (; i < envelopes.length; i++) {
+        const e = envelopes[i] as Envelope;
         rows += insert.run(e.id, bridge, e.topic, e.origin.clientId ?? null, e.origin.qos ?? null, e.payload, e.timestamp).changes;
       }
       if (rows > keep) rows -= trim.run(bridge, bridge, rows - keep - 1).changes;

@@ -103,3 +103,43 @@ test('history keeps the newest `keep` rows of each bridge: across batches, dupli
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a batch larger than one multi-row insert keeps every new row once, in order, and skips those stored before', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-history-many-'));
+  let n = 0;
+  const envelopes = (count: number): Envelope[] =>
+    Array.from({ length: count }, () => createEnvelope({ topic: 'devices/d1/telemetry/t', payload: String(++n), origin: { source: 'test', clientId: 'd1', qos: 1 } }));
+  try {
+    const writer = new HistoryWriter(dir, 'normal');
+    const first = envelopes(40);
+    writer.append('a', first, 1000);
+    // 70 messages: two statements of 32 rows and 6 alone; 10 of them were stored before
+    // (redelivered), in the first statement and in the single rows.
+    const batch = [...first.slice(0, 5), ...envelopes(55), ...first.slice(35, 40), ...envelopes(5)];
+    assert.equal(batch.length, 70);
+    writer.append('a', batch, 1000);
+    writer.close();
+    const reader = new HistoryReader(dir);
+    try {
+      const rows = reader.latest({ bridge: 'a', limit: 1000 });
+      assert.deepEqual(
+        rows.map((row) => Number(row.payload.toString())),
+        Array.from({ length: 100 }, (_, i) => i + 1),
+      );
+    } finally {
+      reader.close();
+    }
+    // The kept count is the rows': a keep of 90 trims exactly the 10 oldest and 1 more for the next.
+    const again = new HistoryWriter(dir, 'normal');
+    again.append('a', envelopes(1), 90);
+    again.close();
+    const after = new HistoryReader(dir);
+    try {
+      assert.deepEqual(after.latest({ bridge: 'a', limit: 1000 }).map((row) => Number(row.payload.toString()))[0], 12);
+    } finally {
+      after.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
