@@ -4,7 +4,7 @@
 // every encoder growing from 512 bytes by doubling: a batch of 500 records of 200 bytes was
 // copied about eight times on its way to the socket. The output is byte for byte kafkajs' own
 // (test/unit/kafka/kafkajs-patches.test.ts); kafkajs-patches.ts puts these in its module cache.
-import type { EncoderShape, KafkajsEncoderClass, RecordBatchInput, RecordInput } from './record-encoding.ts';
+import { type EncoderShape, type KafkajsEncoderClass, type RecordBatchInput, type RecordInput, encoderOf, isEncoder } from './record-encoding.ts';
 
 interface LongClass {
   fromInt(value: number): unknown;
@@ -63,13 +63,6 @@ function writeString(buf: Buffer, at: number, value: string | null | undefined):
   const length = Buffer.byteLength(value, 'utf8');
   const next = buf.writeInt16BE(length, at);
   return next + buf.write(value, next, length, 'utf8');
-}
-
-function encoderOf(Encoder: KafkajsEncoderClass, buf: Buffer): EncoderShape {
-  const encoder = Object.create(Encoder.prototype) as EncoderShape;
-  encoder.buf = buf;
-  encoder.offset = buf.length;
-  return encoder;
 }
 
 /** The replacement of kafkajs' protocol/requests/produce/v3/request.js. */
@@ -151,9 +144,6 @@ interface FrameInput {
   readonly clientId: string | null;
   readonly request: { readonly apiKey: number; readonly apiVersion: number; encode(): Promise<unknown> };
 }
-
-const isEncoder = (value: unknown): value is EncoderShape =>
-  typeof value === 'object' && value !== null && Buffer.isBuffer((value as EncoderShape).buf) && typeof (value as EncoderShape).offset === 'number';
 
 /** The replacement of kafkajs' protocol/request.js: a request's size, header and payload in one buffer. */
 export function requestFrame(Encoder: KafkajsEncoderClass, original: (input: FrameInput) => Promise<EncoderShape>): (input: FrameInput) => Promise<EncoderShape> {

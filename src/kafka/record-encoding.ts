@@ -144,7 +144,7 @@ function writeBytes(buf: Buffer, at: number, bytes: Bytes): number {
 }
 
 /** An encoder of kafkajs' class holding exactly `buf`. */
-function encoderOf(Encoder: KafkajsEncoderClass, buf: Buffer): EncoderShape {
+export function encoderOf(Encoder: KafkajsEncoderClass, buf: Buffer): EncoderShape {
   const encoder = Object.create(Encoder.prototype) as EncoderShape;
   encoder.buf = buf;
   encoder.offset = buf.length;
@@ -184,7 +184,8 @@ export function recordEncoder(Encoder: KafkajsEncoderClass): (input: RecordInput
   };
 }
 
-const isEncoder = (record: unknown): record is EncoderShape =>
+/** Whether `record` has the fields of kafkajs' Encoder that these functions use. */
+export const isEncoder = (record: unknown): record is EncoderShape =>
   typeof record === 'object' && record !== null && Buffer.isBuffer((record as EncoderShape).buf) && typeof (record as EncoderShape).offset === 'number';
 
 function writeInt64(Long: LongClass, buf: Buffer, at: number, value: unknown): number {
