@@ -77,5 +77,26 @@ export function newId(): string {
     clock.seq = (clock.seq + 1) | 0;
     if (clock.seq === 0) clock.msecs += 1;
   }
-  return uuidv7({ random, msecs: clock.msecs, seq: clock.seq });
+  v7Options.msecs = clock.msecs;
+  v7Options.seq = clock.seq;
+  return formatUuid(uuidv7(v7Options, idBytes));
+}
+
+/** uuid's v7() writes an id's bytes here, and formatUuid writes their text below: one string per id, not twenty pieces. */
+const v7Options = { random, msecs: 0, seq: 0 };
+const idBytes = new Uint8Array(16);
+const idText = Buffer.alloc(36, '-');
+/** Where each byte's two hex digits go in `8-4-4-4-12`. */
+const HEX_AT = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+const HEX_DIGITS = Buffer.from('0123456789abcdef');
+
+/** The canonical text of 16 bytes of a UUID (lowercase `8-4-4-4-12`), as uuid's stringify writes it. */
+export function formatUuid(bytes: Uint8Array): string {
+  for (let i = 0; i < 16; i++) {
+    const byte = bytes[i] as number;
+    const at = HEX_AT[i] as number;
+    idText[at] = HEX_DIGITS[byte >> 4] as number;
+    idText[at + 1] = HEX_DIGITS[byte & 0x0f] as number;
+  }
+  return idText.toString('latin1');
 }

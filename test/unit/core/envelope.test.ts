@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { randomFillSync } from 'node:crypto';
 import { test } from 'node:test';
-import { validate, version } from 'uuid';
-import { createEnvelope, newId } from '../../../src/core/envelope.ts';
+import { parse, v7, validate, version } from 'uuid';
+import { createEnvelope, formatUuid, newId } from '../../../src/core/envelope.ts';
 
 test('ids are valid UUIDv7, unique, and increase within a process (across the random pool refills)', () => {
   const ids = Array.from({ length: 10_000 }, () => newId());
@@ -26,4 +27,16 @@ test('an envelope gets a new id unless it has one', () => {
   const b = createEnvelope({ topic: 't', payload: 'x', origin });
   assert.notEqual(a.id, b.id);
   assert.equal(createEnvelope({ topic: 't', payload: 'x', origin, id: a.id }).id, a.id);
+});
+
+test('ids are written as uuid writes them', () => {
+  const random = new Uint8Array(16);
+  const bytes = new Uint8Array(16);
+  for (let i = 0; i < 2_000; i++) {
+    randomFillSync(random);
+    const options = { random, msecs: 1_700_000_000_000 + i * 7_919, seq: (i * 2_654_435_761) | 0 };
+    const text = v7(options);
+    assert.equal(formatUuid(v7(options, bytes)), text);
+    assert.equal(formatUuid(parse(text)), text);
+  }
 });
