@@ -1,12 +1,9 @@
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import type { Envelope } from '../core/envelope.ts';
-import { openSqlite, type Synchronous } from './connection.ts';
+import { INSERT_ROWS, openSqlite, type Synchronous, valuesList } from './connection.ts';
 
 export const HISTORY_FILE = 'history.db';
-
-/** Rows per multi-row INSERT of an append. */
-const INSERT_ROWS = 32;
 
 export interface HistoryRow {
   readonly seq: number;
@@ -53,11 +50,8 @@ export class HistoryWriter {
     this.#db = openSqlite(historyPath(dataDir), { synchronous });
     this.#db.exec(schema);
     const insert = this.#db.prepare('INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
-    // INSERT_ROWS rows per statement, as the buffer appends (src/buffer/log.ts): one statement
-    // step instead of INSERT_ROWS.
-    const insertMany = this.#db.prepare(
-      `INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES ${new Array<string>(INSERT_ROWS).fill('(?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
-    );
+    // INSERT_ROWS rows per statement, as the buffer appends (src/buffer/log.ts).
+    const insertMany = this.#db.prepare(`INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES ${valuesList(INSERT_ROWS, 7)}`);
     const params = new Array<unknown>(INSERT_ROWS * 7);
     const counted = this.#db.prepare<[string], number>('SELECT rows FROM history_counts WHERE bridge = ?').pluck();
     // Once per bridge and writer: a history written before the counts were kept, or by a
