@@ -273,7 +273,7 @@ if (selected.has('postgres')) {
       postgres.sink.ratio,
     ],
     [
-      `the sink's statement run bare, batch after batch of ${postgres.sink.batchSize} on one connection (no templates, conversion or acks): the most a writer that commits each batch before the next reaches here, rows/s, median; against COPY ${postgres.sink.bareRatio}`,
+      `the sink's statement run bare, batch after batch of ${postgres.sink.batchSize} on one connection, each committed before the next is sent (no templates, conversion or acks; no pipelining): what a writer that waits for each commit reaches here, rows/s, median; against COPY ${postgres.sink.bareRatio}`,
       postgres.sink.ferry,
       'the bare statement',
       postgres.sink.bare,

@@ -18,7 +18,7 @@ interface PreparingClient extends PgPoolClient {
 /** Prepared statement names by text: a sink runs the same one or two texts for every batch. */
 const names = new Map<string, string>();
 
-function statementName(text: string): string {
+export function statementName(text: string): string {
   let name = names.get(text);
   if (name === undefined) {
     name = `ferry_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`;
@@ -28,10 +28,7 @@ function statementName(text: string): string {
 }
 
 /**
- * One batch's transaction on a connection of its own, open until `commit` or `rollback`; or,
- * made with `autocommit`, no transaction: each statement commits by itself (one round trip
- * per statement, for a sink that writes one batch at a time), `recover` has nothing to undo
- * and `rollback` only gives the connection back.
+ * One batch's transaction on a connection of its own, open until `commit` or `rollback`.
  * Deferred constraints are checked at each statement (`SET CONSTRAINTS ALL IMMEDIATE`), as
  * they are in autocommit, so that a row a deferred constraint refuses is found by the
  * writer's split like any other, not at COMMIT for the whole batch.
@@ -47,17 +44,14 @@ export class BatchTransaction {
   #guarded = false;
   #broken: Error | undefined;
   #open = true;
-  readonly #autocommit: boolean;
 
-  private constructor(client: PgPoolClient, autocommit: boolean) {
+  private constructor(client: PgPoolClient) {
     this.#client = client as PreparingClient;
-    this.#autocommit = autocommit;
   }
 
-  /** Takes a connection and begins (unless `autocommit`); the connection is given back if that fails. */
-  static async begin(connect: () => Promise<PgPoolClient>, autocommit = false): Promise<BatchTransaction> {
-    const transaction = new BatchTransaction(await connect(), autocommit);
-    if (autocommit) return transaction;
+  /** Takes a connection and begins; the connection is given back if that fails. */
+  static async begin(connect: () => Promise<PgPoolClient>): Promise<BatchTransaction> {
+    const transaction = new BatchTransaction(await connect());
     try {
       await transaction.#run('BEGIN; SET CONSTRAINTS ALL IMMEDIATE');
     } catch (error) {
@@ -79,7 +73,6 @@ export class BatchTransaction {
 
   /** After a failed `query`: false when the transaction cannot go on (the failure was not its first statement's, outside a savepoint). */
   async recover(): Promise<boolean> {
-    if (this.#autocommit) return true;
     if (this.#guarded) {
       await this.#run('ROLLBACK TO SAVEPOINT part');
       return true;
@@ -94,7 +87,7 @@ export class BatchTransaction {
   /** Commits and gives the connection back (discarded if it failed). */
   async commit(): Promise<void> {
     try {
-      if (!this.#autocommit) await this.#run('COMMIT');
+      await this.#run('COMMIT');
     } finally {
       this.#release();
     }
@@ -104,7 +97,7 @@ export class BatchTransaction {
   async rollback(): Promise<void> {
     if (!this.#open) return;
     try {
-      if (this.#broken === undefined && !this.#autocommit) await this.#run('ROLLBACK');
+      if (this.#broken === undefined) await this.#run('ROLLBACK');
     } catch {
       // #run noted it: the connection is discarded
     } finally {

@@ -5,10 +5,10 @@ import type { ComponentContext, SinkComponent } from '../core/component.ts';
 import { FerryError, isFerryError } from '../core/errors.ts';
 import type { Sink, SinkEvent } from '../core/stream.ts';
 import { compileTemplate, refineTemplate } from '../core/template.ts';
-import { batchWriter, turns } from './batch-writer.ts';
 import { type PoolSettings, connectionFields, poolSettings, refineConnection, sslFiles } from './connection.ts';
 import { statementError } from './errors.ts';
 import { type TableName, describeTable, identifierProblem, parseTableName, identifierSchema as identifier, tableNameSchema } from './identifiers.ts';
+import { PipelinedInserts, type PipelinedInsertsOptions } from './pipelined-inserts.ts';
 import { type PostgresPools, processPools } from './pools.ts';
 import { type InsertPlan, MappingError, type TableMapping, checkInsert, planInsert } from './table.ts';
 
@@ -70,11 +70,11 @@ const schema = z
       .int()
       .min(1)
       .max(16)
-      .default(1)
+      .default(4)
       .meta({
         description:
-          'Most batches in flight at once. With 1 each insert commits by itself, and the next batch waits for it. With more, each batch is inserted in a transaction on a connection of its own, converted while the one before it is inserted and inserted while that one commits; inserts run one at a time, commits in arrival order, a batch is acked after its own commit, and a failed batch rolls back the ones inserted after it. It costs a round trip per batch more: measured against a local server, 2 did not write faster and made the latency from device to row higher (docs/benchmarks.md). Keep `poolSize` at least this.',
-        examples: [2],
+          "Most batches in flight at once. They go through one connection, each batch's insert sent as soon as the batch is formed, without waiting for the replies to the ones before; the server runs them in order, in transactions of up to half this many batches, each committed after the one before it. A batch is acked after its transaction committed; when a statement fails, its transaction and the batches after it are written again one batch at a time, in order. 1 sends a batch only after the one before it committed.",
+        examples: [4],
       }),
   })
   .superRefine((config, ctx) => {
@@ -126,8 +126,8 @@ function conflictTarget(config: Pick<PostgresSinkConfig, 'columns' | 'conflictCo
 
 /**
  * Writes messages as rows of a table: one `INSERT ... SELECT FROM unnest(...) ON CONFLICT`
- * per batch, acked once it committed; with `concurrency` above 1, that many batches in flight,
- * each in a transaction of its own, committed in order. The table's columns are read when the sink starts; a
+ * per batch, acked once it committed; up to `concurrency` batches in flight, pipelined on one
+ * connection (`PipelinedInserts`). The table's columns are read when the sink starts; a
  * mapping that cannot fit (no such table or column, no privilege, no unique index for the
  * conflict key) stops the sink with an error naming the bridge, and its messages stay
  * buffered. A message whose value does not fit its column is nacked alone as MESSAGE_INVALID
@@ -148,17 +148,17 @@ export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentCon
   const errorContext = { component, bridge: ctx.bridge };
   const table = (parseTableName(config.table) as { table: TableName }).table;
   const mapping: TableMapping = { table, columns: Object.keys(config.columns), conflictColumns: conflictTarget(config), onConflict: config.onConflict };
-  const write = batchWriter({
+  const writerOptions: PipelinedInsertsOptions = {
     component,
     bridge: ctx.bridge,
     table: describeTable(table),
     onConflict: config.onConflict,
     templates: Object.values(config.columns).map((source) => compileTemplate(source)),
     sourceFilters: ctx.sourceFilters ?? [],
-    autocommit: config.concurrency === 1,
+    concurrency: config.concurrency,
     counters: ctx.counters,
     logger: ctx.logger,
-  });
+  };
 
   return (input) =>
     new Observable<SinkEvent>((subscriber) => {
@@ -197,24 +197,27 @@ export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentCon
       // down is tried again by the first batch.
       prepare().catch((error: unknown) => ctx.logger.debug({ err: error }, `${component}: not ready yet`));
 
-      const oneInsertAtATime = turns();
+      const writer = new PipelinedInserts(() => lease.pool, writerOptions);
       const sink = pipelinedSink(
         config,
         async (batch) => {
-          const made = await prepare();
-          try {
-            return await write(await lease.pool, made, batch, oneInsertAtATime);
-          } catch (error) {
-            // The table changed under the sink: read it again before the next attempt.
-            if (isFerryError(error, 'CONFIG_INVALID')) plan = undefined;
-            throw error;
-          }
+          const staged = writer.stage(await prepare(), batch);
+          return {
+            commit: () =>
+              staged.commit().catch((error: unknown) => {
+                // The table changed under the sink: read it again before the next attempt.
+                if (isFerryError(error, 'CONFIG_INVALID')) plan = undefined;
+                throw error;
+              }),
+            abort: () => staged.abort(),
+          };
         },
         ctx.tracing,
       );
       const subscription = sink(input).subscribe(subscriber);
       return () => {
         subscription.unsubscribe();
+        writer.close();
         const released = lease.release();
         ctx.afterStop?.(released);
       };

@@ -33,6 +33,15 @@ function recordingPools(statements: string[]): PostgresPools {
             return client.query(text as string, values) as never;
           },
           release: (error?: Error | boolean) => client.release(error),
+          // The sink pipelines its statements and hears the socket fail.
+          get pipeline() {
+            return (client as unknown as { pipeline: boolean }).pipeline;
+          },
+          set pipeline(on: boolean) {
+            (client as unknown as { pipeline: boolean }).pipeline = on;
+          },
+          on: (event: 'error', listener: (error: Error) => void) => client.on(event, listener),
+          off: (event: 'error', listener: (error: Error) => void) => client.off(event, listener),
         };
       },
       end: () => pool.end(),
@@ -127,15 +136,15 @@ test('postgres sink: topics, client ids and payloads built to inject SQL change 
   assert.deepEqual(await db.query(`SELECT n FROM ${db.name}.canary ORDER BY n`), [{ n: 1 }, { n: 2 }, { n: 3 }]);
 
   // Every statement is one of the fixed few: two catalog reads, the check in a rolled-back
-  // transaction, and the insert (first without its ON CONFLICT clause: the conflict key is the
-  // message id), whose text comes from the config and the catalog only.
+  // transaction, and the insert in transactions (first without its ON CONFLICT clause: the
+  // conflict key is the message id), whose text comes from the config and the catalog only.
   const plain = `INSERT INTO "${db.name}"."readings" ("id", "device", "topic", "client", "note", "body", "raw") SELECT CAST(v.c1 AS uuid), CAST(v.c2 AS text), CAST(v.c3 AS text), CAST(v.c4 AS text), CAST(v.c5 AS text), CAST(v.c6 AS jsonb), CAST(v.c7 AS bytea) FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS v(c1, c2, c3, c4, c5, c6, c7)`;
   const insert = `${plain} ON CONFLICT ("id") DO NOTHING`;
   const distinct = [...new Set(statements)];
   assert.deepEqual(
     distinct.filter((s) => !s.startsWith('SELECT to_regclass') && !s.includes('FROM pg_catalog.pg_attribute')),
-    ['BEGIN', insert, 'ROLLBACK', plain],
+    ['BEGIN', insert, 'ROLLBACK', plain, 'COMMIT'],
   );
-  assert.equal(distinct.length, 6);
+  assert.equal(distinct.length, 7);
   for (const attack of ATTACKS.filter((a) => a.includes(';'))) assert.ok(!statements.some((s) => s.includes(attack)), attack);
 });

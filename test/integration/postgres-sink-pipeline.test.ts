@@ -1,8 +1,8 @@
-// The postgres sink with several batches in flight (each in a transaction of its own
-// connection, committed in arrival order): a row the server refuses is rejected alone while
-// the batches around it are written; a batch that fails as a whole rolls back the batches
-// staged after it, so nothing nacked is in the table, nothing acked is missing, and the
-// messages sent again land in their order.
+// The postgres sink with several batches in flight (pipelined on one connection, in
+// transactions committed in arrival order): batches share transactions; a row the server
+// refuses is rejected alone while the batches around it are written; a batch that fails as a
+// whole fails the batches after it, so nothing nacked is in the table, nothing acked is
+// missing, and the messages sent again land in their order.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pino from 'pino';
@@ -23,23 +23,48 @@ function messages(): Envelope[] {
   );
 }
 
-function sinkFor(url: string, table: string) {
+function sinkFor(url: string, table: string, concurrency = 3) {
   const config = postgresSink.schema.parse({
     url,
     table,
     columns: { id: '${id}', seq: '${payload.seq}' },
     batchSize: 20,
     batchTimeMs: 5,
-    concurrency: 3,
+    concurrency,
   });
   return postgresSink.create(config, { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: 'test', sourceFilters: [] });
 }
 
-test('postgres sink, batches in flight: rows the server refuses are rejected alone; every other row is written once, in arrival order, over more than one connection', async (t) => {
+test('postgres sink, batches in flight: the batches go through one connection without waiting for each reply, several to a transaction, in arrival order', async (t) => {
   const db = await testSchema(t);
-  await db.query(
-    `CREATE TABLE ${db.name}.readings (n bigint GENERATED ALWAYS AS IDENTITY, id uuid PRIMARY KEY, seq int CHECK (seq % 37 <> 5), pid int NOT NULL DEFAULT pg_backend_pid())`,
+  await db.query(`CREATE TABLE ${db.name}.readings (n bigint GENERATED ALWAYS AS IDENTITY, id uuid PRIMARY KEY, seq int, pid int NOT NULL DEFAULT pg_backend_pid())`);
+  const envelopes = messages();
+  const tracked = trackedEnvelopes(envelopes);
+  const input = new Subject<Delivery>();
+  const events = lastValueFrom(sinkFor(db.url, `${db.name}.readings`, 4)(input).pipe(toArray()));
+  for (const d of tracked.deliveries) input.next(d);
+  await tracked.settled();
+  input.complete();
+  await events;
+
+  assert.deepEqual(
+    tracked.acked,
+    envelopes.map((e) => e.id),
   );
+  const rows = await db.query<{ seq: number; pid: number; tx: string }>(`SELECT seq, pid, xmin::text AS tx FROM ${db.name}.readings ORDER BY n`);
+  assert.deepEqual(
+    rows.map((r) => r.seq),
+    envelopes.map((_, seq) => seq),
+  );
+  assert.equal(new Set(rows.map((r) => r.pid)).size, 1, 'the batches were written by more than one connection');
+  // 12 batches of 20; pipelined, a transaction takes the batches sent while the one before it commits.
+  const transactions = new Set(rows.map((r) => r.tx)).size;
+  assert.ok(transactions < COUNT / 20, `every batch was a transaction of its own (${transactions})`);
+});
+
+test('postgres sink, batches in flight: rows the server refuses are rejected alone; every other row is written once, in arrival order', async (t) => {
+  const db = await testSchema(t);
+  await db.query(`CREATE TABLE ${db.name}.readings (n bigint GENERATED ALWAYS AS IDENTITY, id uuid PRIMARY KEY, seq int CHECK (seq % 37 <> 5))`);
   const envelopes = messages();
   const tracked = trackedEnvelopes(envelopes);
   const input = new Subject<Delivery>();
@@ -57,15 +82,14 @@ test('postgres sink, batches in flight: rows the server refuses are rejected alo
     assert.match(error.message, /SQLSTATE 23514/);
   }
   assert.deepEqual(tracked.doubleSettles, []);
-  const rows = await db.query<{ seq: number; pid: number }>(`SELECT seq, pid FROM ${db.name}.readings ORDER BY n`);
+  const rows = await db.query<{ seq: number }>(`SELECT seq FROM ${db.name}.readings ORDER BY n`);
   assert.deepEqual(
     rows.map((r) => r.seq),
     envelopes.flatMap((_, seq) => (seq % 37 === 5 ? [] : [seq])),
   );
-  assert.ok(new Set(rows.map((r) => r.pid)).size >= 2, 'every batch was written by the same connection');
 });
 
-test('postgres sink, batches in flight: a batch that fails as a whole rolls back the staged batches after it; nothing acked is missing, nothing nacked is written, and sent again they land in order', async (t) => {
+test('postgres sink, batches in flight: a batch that fails as a whole fails the batches after it; nothing acked is missing, nothing nacked is written, and sent again they land in order', async (t) => {
   const db = await testSchema(t);
   // A fault the server raises for one message while the test wants it (SQLSTATE 55000: not the
   // row's fault, so the whole batch fails and is retried).
@@ -113,4 +137,47 @@ test('postgres sink, batches in flight: a batch that fails as a whole rolls back
     rows.map((r) => r.seq),
     envelopes.map((_, seq) => seq),
   );
+});
+
+test('postgres sink, batches in flight: the connection killed under a pipeline of transactions loses nothing: every message is acked and written once, in order', async (t) => {
+  const db = await testSchema(t);
+  // The server ends the sink's connection once (FATAL 57P01, as at a restart) while it inserts
+  // message 100, with batches before and after it sent: a sequence counts, since the
+  // transaction that ran it is gone with the connection.
+  await db.query(`CREATE TABLE ${db.name}.readings (n bigint GENERATED ALWAYS AS IDENTITY, id uuid PRIMARY KEY, seq int, pid int NOT NULL DEFAULT pg_backend_pid())`);
+  await db.query(`CREATE SEQUENCE ${db.name}.once`);
+  await db.query(
+    `CREATE FUNCTION ${db.name}.kill_once() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       IF NEW.seq = 100 AND nextval('${db.name}.once') = 1 THEN
+         PERFORM pg_terminate_backend(pg_backend_pid());
+       END IF;
+       RETURN NEW;
+     END $$`,
+  );
+  await db.query(`CREATE TRIGGER kill_once BEFORE INSERT ON ${db.name}.readings FOR EACH ROW EXECUTE FUNCTION ${db.name}.kill_once()`);
+
+  const envelopes = messages();
+  const tracked = trackedEnvelopes(envelopes);
+  const input = new Subject<Delivery>();
+  const events = lastValueFrom(sinkFor(db.url, `${db.name}.readings`, 4)(input).pipe(toArray()));
+  for (const d of tracked.deliveries) input.next(d);
+  await tracked.settled();
+  input.complete();
+  await events;
+
+  // The batches of the transactions that were lost with the connection are written again, one at a time, on a new one.
+  assert.deepEqual([...tracked.nacked.values()], []);
+  assert.deepEqual(
+    tracked.acked,
+    envelopes.map((e) => e.id),
+  );
+  assert.deepEqual(tracked.doubleSettles, []);
+  assert.ok(Number((await db.query<{ n: string }>(`SELECT last_value::text AS n FROM ${db.name}.once`))[0]?.n) >= 1, 'message 100 was never inserted');
+  const rows = await db.query<{ seq: number; pid: number }>(`SELECT seq, pid FROM ${db.name}.readings ORDER BY n`);
+  assert.deepEqual(
+    rows.map((r) => r.seq),
+    envelopes.map((_, seq) => seq),
+  );
+  assert.ok(new Set(rows.map((r) => r.pid)).size >= 2, 'every row came through one connection: it was not killed');
 });

@@ -1,0 +1,315 @@
+import type { BatchResult } from '../core/batching-sink.ts';
+import type { Delivery } from '../core/delivery.ts';
+import type { StagedBatch } from '../core/pipelined-sink.ts';
+import { BatchTransaction, statementName } from './batch-transaction.ts';
+import { type BatchWriterOptions, type RenderedBatch, type Row, batchRenderer, columnArrays, conflictKeyIsId, latestPerKey, writeAlone } from './batch-writer.ts';
+import { statementError } from './errors.ts';
+import type { PgPool, PgPoolClient, PgResult } from './pools.ts';
+import type { InsertPlan } from './table.ts';
+
+/** pg's pooled Client as this writer drives it: pipelined, with named statements. */
+interface PipelineClient extends PgPoolClient {
+  /** pg >= 8.23: queries are written at once instead of each after the reply to the one before. */
+  pipeline: boolean;
+  query<R = Record<string, unknown>>(statement: { name: string; text: string; values: unknown[] }): Promise<PgResult<R>>;
+  query<R = Record<string, unknown>>(text: string): Promise<PgResult<R> & { command?: string }>;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  off(event: 'error', listener: (error: Error) => void): unknown;
+}
+
+/** One transaction of the pipeline: `BEGIN`, the inserts of its batches, then `COMMIT`. */
+interface Group {
+  readonly client: PipelineClient;
+  readonly entries: Entry[];
+  readonly replies: Promise<unknown>[];
+  state: 'open' | 'committing' | 'committed' | 'failed' | 'rolled back';
+  /** Set when its COMMIT is sent: true once every statement of it succeeded and it committed. */
+  outcome?: Promise<boolean>;
+  /** The first of its statements that failed. */
+  failure?: Error | undefined;
+}
+
+interface Entry {
+  readonly plan: InsertPlan;
+  readonly batch: RenderedBatch;
+  /** The rows its insert carries (with `update`, the last of each key). */
+  readonly kept: readonly Row[];
+  /** Resolves once the entry is on the wire, or was not sent. */
+  sent: Promise<void>;
+  /** The transaction it was sent in. */
+  group?: Group;
+  /** Its insert: the reply, or what failed. */
+  reply?: Promise<PgResult<unknown> | Error>;
+  plain: boolean;
+  /** Not (or no longer) in a pipelined transaction: written alone when its commit comes. */
+  alone: boolean;
+}
+
+export interface PipelinedInsertsOptions extends BatchWriterOptions {
+  /** Most batches in flight (the pipeline's own limit): transactions hold half of it each, so one fills while the one before commits. */
+  readonly concurrency: number;
+}
+
+/**
+ * Writes the batches of one sink through one pipelined connection, in order. A batch's insert
+ * is written as soon as the batch is formed, without waiting for the replies to the statements
+ * before it; the batches go in transactions (`BEGIN`, their inserts, `COMMIT`) of up to half the
+ * sink's concurrency each, and a transaction's `COMMIT` is sent only when the one before it has
+ * committed, so that at most one commits while the next fills. The server runs the statements
+ * in the order they were sent, so rows land in arrival order, and while it inserts and commits
+ * one transaction Ferry converts the next batches: the server's work and Ferry's overlap, and
+ * no batch waits for a round trip.
+ *
+ * A statement that fails aborts its transaction, and the ones sent after it are refused
+ * (SQLSTATE 25P02) or rolled back, so nothing after a failure is written before it: every batch
+ * of that transaction and after it is then written alone, in order, in a transaction of its
+ * own, by `writeAlone` (which finds rows the server refuses and writes the rest). Batches formed
+ * meanwhile wait for their turn instead of being pipelined, until those are done. A batch is
+ * acked once the transaction that holds it committed.
+ */
+export class PipelinedInserts {
+  readonly #pool: () => Promise<PgPool>;
+  readonly #options: PipelinedInsertsOptions;
+  readonly #render: ReturnType<typeof batchRenderer>;
+  readonly #groupSize: number;
+  /** Writes to the connection, one after another in the order they were asked for. */
+  #wire: Promise<unknown> = Promise.resolve();
+  #client: PipelineClient | undefined;
+  /** Hears the held connection's socket fail: pg emits that on a client the pool lent out, and unheard it would end the process. */
+  readonly #onSocketError = (error: Error) => {
+    if (this.#client !== undefined) this.#drop(this.#client, error);
+  };
+  #open: Group | undefined;
+  #committing: Group | undefined;
+  /** Batches staged and not yet settled, in order. */
+  readonly #pending = new Set<Entry>();
+  /** Of those, how many are written alone: while any is, new batches are too, after them. */
+  #alone = 0;
+  /** Whether inserts go first without ON CONFLICT (see `conflictKeyIsId`); false while redeliveries keep conflicting. */
+  #plain: boolean | undefined;
+
+  constructor(pool: () => Promise<PgPool>, options: PipelinedInsertsOptions) {
+    this.#pool = pool;
+    this.#options = options;
+    this.#render = batchRenderer(options);
+    this.#groupSize = Math.max(1, Math.floor(options.concurrency / 2));
+  }
+
+  /** Converts the batch and sends its insert; commit the batches in the order they were staged. */
+  stage(plan: InsertPlan, deliveries: readonly Delivery[]): StagedBatch {
+    const batch = this.#render(plan, deliveries);
+    if (batch.rows.length === 0) return { commit: async () => ({ rejected: batch.rejected }), abort: async () => {} };
+    this.#plain ??= conflictKeyIsId(plan, this.#options.templates);
+    const entry: Entry = {
+      plan,
+      batch,
+      kept: latestPerKey(this.#options.onConflict, batch.rows, plan.conflictIndexes).kept,
+      sent: Promise.resolve(),
+      plain: this.#plain,
+      alone: this.#alone > 0,
+    };
+    this.#pending.add(entry);
+    if (entry.alone) this.#alone += 1;
+    else entry.sent = this.#onWire(() => this.#send(entry));
+    return { commit: () => this.#commit(entry), abort: () => this.#abort(entry) };
+  }
+
+  /** Queues work that writes to the connection behind the writes asked for before it. */
+  #onWire<T>(work: () => Promise<T> | T): Promise<T> {
+    const done = this.#wire.then(work);
+    this.#wire = done.catch(() => {});
+    return done;
+  }
+
+  async #connection(): Promise<PipelineClient> {
+    if (this.#client === undefined) {
+      const client = (await (await this.#pool()).connect()) as PipelineClient;
+      client.pipeline = true;
+      client.on('error', this.#onSocketError);
+      this.#client = client;
+    }
+    return this.#client;
+  }
+
+  /** A reply, or the error in its place; an error without a SQLSTATE means the connection failed, and it is dropped. */
+  #settle<T>(client: PipelineClient, reply: Promise<T>): Promise<T | Error> {
+    return reply.catch((error: unknown) => {
+      const failure = error instanceof Error ? error : new Error(String(error));
+      if (typeof (error as { severity?: unknown } | null)?.severity !== 'string') this.#drop(client, failure);
+      return failure;
+    });
+  }
+
+  /** Gives the connection back to the pool; with an error, the pool discards it, and every batch not committed is written alone. */
+  #drop(client: PipelineClient, error?: Error): void {
+    if (this.#client !== client) return;
+    this.#client = undefined;
+    client.off('error', this.#onSocketError);
+    client.pipeline = false;
+    client.release(error);
+    if (error !== undefined) this.#writeAloneFrom(undefined);
+  }
+
+  async #send(entry: Entry): Promise<void> {
+    if (entry.alone) return; // a failure before it was sent
+    let client: PipelineClient;
+    try {
+      client = await this.#connection();
+    } catch {
+      this.#writeAloneFrom(undefined); // its own commit connects again and reports the failure
+      return;
+    }
+    let group = this.#open;
+    if (group !== undefined && group.entries.length >= this.#groupSize && this.#committing === undefined) {
+      this.#sendCommit(group);
+      group = undefined;
+    }
+    if (group === undefined) {
+      group = { client, entries: [], replies: [this.#settle(client, client.query('BEGIN'))], state: 'open' };
+      this.#open = group;
+    }
+    group.entries.push(entry);
+    entry.group = group;
+    const { plan } = entry;
+    const text = entry.plain ? plan.plainStatement : plan.statement;
+    entry.reply = this.#settle(client, client.query({ name: statementName(text), text, values: columnArrays(plan, entry.kept) }));
+    group.replies.push(entry.reply);
+  }
+
+  /** Sends the group's COMMIT: only when the group before it committed (`#committing` is then undefined). */
+  #sendCommit(group: Group): void {
+    group.state = 'committing';
+    if (this.#open === group) this.#open = undefined;
+    this.#committing = group;
+    const { client } = group;
+    const reply = this.#settle(client, client.query('COMMIT'));
+    group.outcome = (async () => {
+      const replies = await Promise.all(group.replies);
+      const commit = await reply;
+      group.failure = [...replies, commit].find((r): r is Error => r instanceof Error);
+      if (!(commit instanceof Error) && group.failure === undefined && commit.command === 'COMMIT') {
+        group.state = 'committed';
+        this.#committing = undefined;
+        return true;
+      }
+      // Still `#committing` until `#failed`: the transaction sent after it must not commit first.
+      group.state = 'failed';
+      return false;
+    })();
+  }
+
+  /** The first of a failed transaction's batches to see it: its batches and every one after them are written alone. */
+  #failed(group: Group): void {
+    if ((group.failure as { code?: unknown } | undefined)?.code === '23505') this.#plain = false; // messages delivered again
+    this.#options.logger.debug(
+      { err: group.failure, batches: group.entries.length },
+      `${this.#options.component}: a transaction of pipelined batches failed; writing them and the batches after them one at a time`,
+    );
+    this.#writeAloneFrom(group);
+    if (this.#committing === group) this.#committing = undefined;
+  }
+
+  /**
+   * After a failure: every batch not committed (but those of a transaction committing, other
+   * than `group`, whose own commit will tell) is written alone, and the transaction still open
+   * is rolled back.
+   */
+  #writeAloneFrom(group: Group | undefined): void {
+    for (const entry of this.#pending) {
+      const state = entry.group?.state;
+      if (entry.alone || state === 'committed' || (state === 'committing' && entry.group !== group)) continue;
+      entry.alone = true;
+      this.#alone += 1;
+    }
+    const open = this.#open;
+    if (open !== undefined) {
+      open.state = 'rolled back';
+      this.#open = undefined;
+      if (open.client === this.#client) void this.#onWire(() => this.#settle(open.client, open.client.query('ROLLBACK')));
+    }
+  }
+
+  async #commit(entry: Entry): Promise<BatchResult> {
+    try {
+      await entry.sent;
+      if (!entry.alone) {
+        const group = entry.group as Group;
+        if (group.state === 'open') await this.#onWire(() => group.state === 'open' && this.#sendCommit(group));
+        if (await group.outcome) {
+          const result = (await entry.reply) as PgResult<unknown>;
+          if (!entry.plain) this.#noteConflicts(entry, result.rowCount ?? 0);
+          return { rejected: entry.batch.rejected };
+        }
+        if (!entry.alone) this.#failed(group);
+      }
+      return await this.#onWire(() => this.#writeAlone(entry));
+    } finally {
+      this.#settled(entry);
+    }
+  }
+
+  #noteConflicts(entry: Entry, inserted: number): void {
+    const skipped = entry.kept.length - inserted;
+    if (skipped > 0 && this.#options.onConflict === 'ignore') this.#options.counters.count('postgres.rows.skipped', { bridge: this.#options.bridge }, skipped);
+    if (skipped === 0) this.#plain = conflictKeyIsId(entry.plan, this.#options.templates);
+  }
+
+  /** One batch in a transaction of its own, the connection to itself. */
+  async #writeAlone(entry: Entry): Promise<BatchResult> {
+    const { component, table, bridge } = this.#options;
+    let transaction: BatchTransaction;
+    try {
+      transaction = await BatchTransaction.begin(async () => {
+        const client = await this.#connection();
+        // The connection stays the writer's: given back only when it failed.
+        return {
+          query: client.query.bind(client) as PipelineClient['query'],
+          release: (error?: Error | boolean) => {
+            if (error instanceof Error) this.#drop(client, error);
+          },
+        };
+      });
+    } catch (error) {
+      throw statementError(`${component}: cannot begin the insert into ${table}`, error, { component, bridge });
+    }
+    try {
+      const outcome = await writeAlone(this.#options, transaction, entry.plan, entry.batch, this.#plain ?? false);
+      if (outcome.conflicted) this.#plain = false;
+      await transaction.commit().catch((error: unknown) => {
+        throw statementError(`${component}: commit of the insert into ${table} failed`, error, { component, bridge });
+      });
+      if (this.#options.onConflict === 'ignore' && outcome.attempted > outcome.inserted)
+        this.#options.counters.count('postgres.rows.skipped', { bridge }, outcome.attempted - outcome.inserted);
+      return { rejected: entry.batch.rejected };
+    } catch (error) {
+      await transaction.rollback();
+      throw error;
+    }
+  }
+
+  /**
+   * A batch after one that failed. Only a batch written alone fails (a failed transaction's
+   * batches are written alone first), and every batch after it is written alone too: nothing
+   * of this one is on the wire.
+   */
+  async #abort(entry: Entry): Promise<void> {
+    this.#settled(entry);
+  }
+
+  /** The sink stopped: a connection still held is closed (a transaction still open rolls back with it). */
+  close(): void {
+    const client = this.#client;
+    if (client !== undefined) this.#drop(client, new Error('the sink stopped'));
+  }
+
+  #settled(entry: Entry): void {
+    if (!this.#pending.delete(entry)) return;
+    if (entry.alone) this.#alone -= 1;
+    if (this.#pending.size > 0) return;
+    // Idle: the connection goes back to the pool.
+    void this.#onWire(() => {
+      const client = this.#client;
+      if (client !== undefined && this.#pending.size === 0 && this.#open === undefined && this.#committing === undefined) this.#drop(client);
+    });
+  }
+}
