@@ -95,7 +95,7 @@ function envelopes(count: number): Envelope[] {
 async function sinkVsCopy(admin: pg.Client, url: string, schema: string, rows: number): Promise<PostgresBenchResult['sink']> {
   await admin.query(`${TABLE(schema, 'sink_rows')}; ${TABLE(schema, 'copy_rows')}; ${TABLE(schema, 'bare_rows')}`);
   const batchSize = Number(process.env['FERRY_BENCH_PG_BATCH'] ?? 500);
-  const rounds = Number(process.env['FERRY_BENCH_PG_ROUNDS'] ?? 3);
+  const rounds = Number(process.env['FERRY_BENCH_PG_ROUNDS'] ?? 5);
   const concurrency = process.env['FERRY_BENCH_PG_CONCURRENCY'];
 
   // The sink, as a YAML bridge configures it, with its default batch size and concurrency.

@@ -110,7 +110,7 @@ function json(value: NonNullable<RawFieldValue>, binary: boolean): string {
     throw new ValueError(`is not JSON: ${(error as Error).message}`);
   }
   // jsonb stores strings as text, so it refuses an escaped NUL; json keeps the text as it is.
-  if (binary && /(^|[^\\])(\\\\)*\\u0000/.test(source)) throw new ValueError('has \\u0000 in a string, which jsonb cannot hold');
+  if (binary && source.includes('\\u0000') && /(^|[^\\])(\\\\)*\\u0000/.test(source)) throw new ValueError('has \\u0000 in a string, which jsonb cannot hold');
   return noNul(source);
 }
 
