@@ -62,8 +62,11 @@ export class BufferLog {
     // A new buffer gives freed pages back to the file system bit by bit (reclaimSpace); the
     // mode can only be chosen before the first table exists.
     if (!db.readonly && (db.pragma('page_count', { simple: true }) as number) === 0) db.pragma('auto_vacuum = INCREMENTAL');
-    db.exec(BUFFER_SCHEMA);
-    migrate(db);
+    // A reader (`ferry buffer stats`) changes nothing, even in a buffer an older version made.
+    if (!db.readonly) {
+      db.exec(BUFFER_SCHEMA);
+      migrate(db);
+    }
     this.#insert = db.prepare('INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
     this.#insertDead = db.prepare(
       `INSERT INTO dead_letters (bridge, sink, reason, attempts, dead_at, seq, id, topic, key, headers, origin, payload, created_at)
@@ -262,4 +265,11 @@ function migrate(db: Database.Database): void {
   if (!columns.includes('live_mark')) {
     db.exec('ALTER TABLE cursors ADD COLUMN live_mark INTEGER; ALTER TABLE cursors ADD COLUMN live_seq INTEGER;');
   }
+  // Replaced by messages_bridge_seq_bytes (the schema made it just now), which serves every query it did.
+  db.exec('DROP INDEX IF EXISTS messages_bridge_seq');
+}
+
+/** True when the buffer still has the index of earlier versions: opening it builds the new one, once (seconds for millions of messages). */
+export function needsIndexUpgrade(db: Database.Database): boolean {
+  return !db.readonly && db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'messages_bridge_seq'").get() !== undefined;
 }

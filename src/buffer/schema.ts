@@ -11,7 +11,9 @@ CREATE TABLE IF NOT EXISTS messages (
   payload BLOB NOT NULL,
   created_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS messages_bridge_seq ON messages (bridge, seq);
+-- Each payload's length rides in the index, so a sink's backlog (count and bytes of the rows
+-- above its cursor) is counted from the index alone, not by reading every row.
+CREATE INDEX IF NOT EXISTS messages_bridge_seq_bytes ON messages (bridge, seq, length(payload));
 CREATE INDEX IF NOT EXISTS messages_bridge_created ON messages (bridge, created_at);
 
 -- seq: everything up to it is confirmed. Under live-first replay, live_mark splits the log:
