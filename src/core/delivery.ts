@@ -161,3 +161,38 @@ export function fanOut(upstream: Delivery, count: number): Delivery[] {
   }
   return out;
 }
+
+/**
+ * Splits a delivery into `count` parts like `fanOut`, except that the upstream settles only
+ * once every part has: acked when all were, else nacked with the first error, after `parted`
+ * heard which parts were acked (by index). For a source that must know what a partial failure
+ * stored: the MQTT intake then gives a device's resend only to the parts that did not take it.
+ */
+export function fanOutAll(upstream: Delivery, count: number, parted: (acked: readonly boolean[]) => void): Delivery[] {
+  const acked = new Array<boolean>(count).fill(false);
+  let remaining = count;
+  let error: Error | undefined;
+  const settled = () => {
+    remaining -= 1;
+    if (remaining > 0) return;
+    if (error === undefined) {
+      upstream.ack();
+      return;
+    }
+    parted(acked);
+    upstream.nack(error);
+  };
+  return Array.from({ length: count }, (_, i) =>
+    createDelivery(upstream.envelope, {
+      onAck: () => {
+        acked[i] = true;
+        settled();
+      },
+      onNack: (cause) => {
+        error ??= cause;
+        settled();
+      },
+      isAbandoned: () => upstream.abandoned?.() === true,
+    }),
+  );
+}

@@ -4,14 +4,14 @@ import { Observable, type Subscriber } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { isFerryError } from '../core/errors.ts';
-import { createDelivery, fanOut, type Delivery } from '../core/delivery.ts';
+import { createDelivery, fanOut, fanOutAll, type Delivery } from '../core/delivery.ts';
 import { type Origin, createEnvelope } from '../core/envelope.ts';
 import type { Source } from '../core/stream.ts';
 import { type TopicLimits, invalidTopicReason, topicMatches } from '../core/topic.ts';
 import { type Identity, mayPublish } from './acl.ts';
 import { aedesInternals } from './aedes-internals.ts';
 import { type NotedMessage, ResendMemory } from './resend-memory.ts';
-import { userPropertyHeaders } from './user-properties.ts';
+import { payloadBytes, propertyHeaders, samePayload } from './publish-packet.ts';
 import type { ClientRefusals } from './client-refusals.ts';
 
 export interface PublishIntakeOptions {
@@ -49,16 +49,6 @@ const RESEND_WAIT_MS = 5_000;
 /** The counters' labels of a message by its QoS, one object each (see CounterRegistry). */
 const QOS_LABELS: readonly Readonly<Record<string, string>>[] = [{ qos: '0' }, { qos: '1' }, { qos: '2' }];
 
-function payloadBytes(packet: PublishPacket): Buffer {
-  return typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-}
-
-function samePayload(a: unknown, b: unknown): boolean {
-  const bytes = (x: unknown) => (typeof x === 'string' ? Buffer.from(x) : x instanceof Uint8Array ? x : undefined);
-  const [x, y] = [bytes(a), bytes(b)];
-  return x !== undefined && y !== undefined && Buffer.compare(x, y) === 0;
-}
-
 /** MQTT 5 PUBACK reason code for a topic name that is not valid. */
 const TOPIC_NAME_INVALID = 0x90;
 
@@ -68,16 +58,6 @@ function refusalOutcome(client: Client | null, qos: number, invalidTopic = false
   if (client === null || client.version !== 5) return 'closing the connection';
   if (qos === 0) return 'dropped (QoS 0)';
   return invalidTopic ? 'answered with reason code 0x90 (topic name invalid)' : 'answered with reason code 0x87 (not authorized)';
-}
-
-/**
- * Message headers from an MQTT 5 PUBLISH: its user properties, and its content type as
- * `content-type` unless a user property already has that name.
- */
-function propertyHeaders(properties: NonNullable<PublishPacket['properties']>): Record<string, string> {
-  const headers = userPropertyHeaders(properties.userProperties);
-  if (properties.contentType !== undefined && !Object.hasOwn(headers, 'content-type')) headers['content-type'] = properties.contentType;
-  return headers;
 }
 
 /**
@@ -250,9 +230,14 @@ export class PublishIntake {
         }),
       ]);
       clearTimeout(timer);
-      if (stored) {
+      if (stored === true) {
         counters.count('mqtt.publish.duplicates', { qos: String(packet.qos) });
         callback(null);
+        return;
+      }
+      // Stored by some bridges only: the resend is for the others.
+      if (stored !== false) {
+        this.#take(client, packet, callback, stored);
         return;
       }
     }
@@ -281,8 +266,8 @@ export class PublishIntake {
     else conn.once('close', () => callback(error));
   }
 
-  /** Hands an accepted publish to the taps whose filters match it. */
-  #take(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
+  /** Hands an accepted publish to the taps whose filters match it, but those named in `storedBy` (which took it before). */
+  #take(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void, storedBy?: ReadonlySet<string>): void {
     const { counters } = this.#options;
     // A will carries its CONNECT properties; the Will Delay Interval is valid only in CONNECT,
     // and a strict MQTT 5 subscriber drops a PUBLISH that carries it (issue 12).
@@ -297,6 +282,7 @@ export class PublishIntake {
     counters.count('mqtt.messages.received', QOS_LABELS[packet.qos]);
     const matching: Tap[] = [];
     for (const tap of this.#taps) {
+      if (storedBy?.has(tap.name)) continue;
       for (const filter of tap.filters) {
         if (topicMatches(filter, packet.topic)) {
           matching.push(tap);
@@ -305,6 +291,7 @@ export class PublishIntake {
       }
     }
     if (matching.length === 0) {
+      if (storedBy !== undefined) counters.count('mqtt.publish.duplicates', QOS_LABELS[packet.qos]);
       callback(null);
       return;
     }
@@ -351,7 +338,7 @@ export class PublishIntake {
       },
       onNack: (error) => {
         this.#settled();
-        if (noted !== undefined) this.#resends.notStored(noted);
+        if (noted !== undefined) this.#resends.notStored(noted); // unless fanOutAll noted which bridges took it
         if (abandonable && client.closed) {
           // Abandoned (the buffer counted and logged it): nobody is left to tell, the device sends it again.
           callback(error);
@@ -368,7 +355,11 @@ export class PublishIntake {
       },
       isAbandoned: () => abandonable && client.closed,
     });
-    const deliveries = fanOut(upstream, matching.length);
+    // With several bridges, one that did not take it settles the message once all have, noting which did.
+    const deliveries =
+      noted === undefined || matching.length === 1
+        ? fanOut(upstream, matching.length)
+        : fanOutAll(upstream, matching.length, (acked) => this.#resends.partlyStored(noted, new Set(matching.filter((_, i) => acked[i]).map((tap) => tap.name))));
     matching.forEach((tap, i) => tap.subscriber.next(deliveries[i] as Delivery));
   }
 

@@ -14,6 +14,11 @@ export type NotedMessage = number;
 const PENDING = 0;
 const STORED = 1;
 const NOT_STORED = 2;
+/** Stored by some of the bridges it was for, not by the others. */
+const PARTLY = 3;
+
+/** What became of a message: stored (true), not stored (false), or stored by these bridges only. */
+export type ResendOutcome = boolean | ReadonlySet<string>;
 
 /**
  * The QoS 1 and 2 messages the gateway took from devices, for a while, so that a device's
@@ -39,7 +44,9 @@ export class ResendMemory {
   /** Client id to packet id to slot. */
   readonly #byClient = new Map<string, Map<number, number>>();
   /** Resends waiting for a message to be settled, by its ticket. */
-  readonly #waiting = new Map<number, ((stored: boolean) => void)[]>();
+  readonly #waiting = new Map<number, ((outcome: ResendOutcome) => void)[]>();
+  /** The bridges that stored a message the others did not take, by its ticket (while its slot holds it). */
+  readonly #storedBy = new Map<number, ReadonlySet<string>>();
 
   constructor(options: ResendMemoryOptions) {
     this.#options = options;
@@ -83,14 +90,20 @@ export class ResendMemory {
     this.#settle(ticket, false);
   }
 
-  /** Resolves true once the message is stored, false when it is not (or is forgotten unsettled). */
-  outcome(ticket: NotedMessage): Promise<boolean> {
+  /** Only the bridges named stored it: its device sends it again, and that copy is for the others. */
+  partlyStored(ticket: NotedMessage, by: ReadonlySet<string>): void {
+    this.#settle(ticket, by.size === 0 ? false : by);
+  }
+
+  /** Resolves once the message is settled (false when it is forgotten unsettled). */
+  outcome(ticket: NotedMessage): Promise<ResendOutcome> {
     const slots = this.#slots;
     const slot = ticket % this.#capacity;
     if (slots === undefined || slots.ticket[slot] !== ticket) return Promise.resolve(false);
     const state = slots.state[slot];
+    if (state === PARTLY) return Promise.resolve(this.#storedBy.get(ticket) ?? false);
     if (state !== PENDING) return Promise.resolve(state === STORED);
-    return new Promise<boolean>((resolve) => {
+    return new Promise<ResendOutcome>((resolve) => {
       let waiting = this.#waiting.get(ticket);
       if (waiting === undefined) this.#waiting.set(ticket, (waiting = []));
       waiting.push(resolve);
@@ -99,7 +112,7 @@ export class ResendMemory {
 
   /**
    * The earlier message `messageId` of this device that a resend with this topic and payload
-   * repeats: one stored, or not settled yet, within the window. Undefined when there is none.
+   * repeats: one stored (by every bridge or some), or not settled yet, within the window. Undefined when there is none.
    */
   lookup(clientId: string, username: string | undefined, messageId: number, topic: string, payload: Uint8Array): NotedMessage | undefined {
     const slots = this.#slots;
@@ -111,14 +124,17 @@ export class ResendMemory {
     return slots.ticket[slot];
   }
 
-  #settle(ticket: number, stored: boolean): void {
+  #settle(ticket: number, outcome: ResendOutcome): void {
     const slots = this.#slots;
     const slot = ticket % this.#capacity;
-    if (slots !== undefined && slots.ticket[slot] === ticket && slots.state[slot] === PENDING) slots.state[slot] = stored ? STORED : NOT_STORED;
+    if (slots !== undefined && slots.ticket[slot] === ticket && slots.state[slot] === PENDING) {
+      slots.state[slot] = outcome === true ? STORED : outcome === false ? NOT_STORED : PARTLY;
+      if (typeof outcome !== 'boolean') this.#storedBy.set(ticket, outcome);
+    }
     const waiting = this.#waiting.get(ticket);
     if (waiting === undefined) return;
     this.#waiting.delete(ticket);
-    for (const resolve of waiting) resolve(stored);
+    for (const resolve of waiting) resolve(outcome);
   }
 
   /** Frees a slot for a new message: its packet id no longer leads to it. */
@@ -131,6 +147,7 @@ export class ResendMemory {
     }
     // A resend still waiting for a message forgotten unsettled is taken.
     const ticket = slots.ticket[slot] as number;
+    this.#storedBy.delete(ticket);
     const waiting = this.#waiting.get(ticket);
     if (waiting !== undefined) {
       this.#waiting.delete(ticket);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { createDelivery, fanOut } from '../../../src/core/delivery.ts';
+import { createDelivery, fanOut, fanOutAll } from '../../../src/core/delivery.ts';
 import { createEnvelope } from '../../../src/core/envelope.ts';
 
 const envelope = () => createEnvelope({ topic: 't', payload: 'x', origin: { source: 'test' } });
@@ -50,4 +50,24 @@ test('fanOut acks upstream when all parts acked, nacks on the first nack only', 
   events.length = 0;
   assert.deepEqual(fanOut(upstream(), 0), []);
   assert.deepEqual(events, ['ack']);
+});
+
+test('fanOutAll settles upstream once every part has: acked when all were, else nacked with the first error after saying which parts were acked', () => {
+  const calls: string[] = [];
+  const upstream = () =>
+    createDelivery(envelope(), {
+      onAck: () => calls.push('ack'),
+      onNack: (e) => calls.push(`nack:${e.message}`),
+    });
+  const all = fanOutAll(upstream(), 3, () => calls.push('parted'));
+  for (const part of all) part.ack();
+  assert.deepEqual(calls, ['ack']);
+
+  calls.length = 0;
+  const parts = fanOutAll(upstream(), 3, (acked) => calls.push(`parted:${acked.join(',')}`));
+  (parts[1] as ReturnType<typeof createDelivery>).nack(new Error('first'));
+  (parts[2] as ReturnType<typeof createDelivery>).nack(new Error('second'));
+  assert.deepEqual(calls, [], 'settled before the last part did');
+  (parts[0] as ReturnType<typeof createDelivery>).ack();
+  assert.deepEqual(calls, ['parted:true,false,false', 'nack:first']);
 });

@@ -56,3 +56,26 @@ test('large payloads are compared by hash too; memory stays within maxEntries', 
   assert.ok(memory.lookup('dev-1', undefined, 999, 't', payload('999')), 'the newest are kept');
   assert.equal(memory.lookup('dev-1', undefined, 1, 't', big), undefined, 'the oldest are forgotten');
 });
+
+test('a message some bridges stored and others did not is found, with the bridges that stored it, until its slot is reused', async () => {
+  const memory = new ResendMemory({ windowMs: 60_000, maxEntries: 2 });
+  const first = memory.note('dev-1', undefined, 1, 't', payload('a'));
+  const waiting = memory.outcome(first);
+  memory.partlyStored(first, new Set(['history']));
+  memory.notStored(first); // the upstream's own nack after it: the partial outcome stays
+  assert.deepEqual(await waiting, new Set(['history']));
+  const found = memory.lookup('dev-1', undefined, 1, 't', payload('a'));
+  assert.equal(found, first);
+  assert.deepEqual(await memory.outcome(first), new Set(['history']));
+
+  // Stored by none is not stored.
+  const second = memory.note('dev-1', undefined, 2, 't', payload('b'));
+  memory.partlyStored(second, new Set());
+  assert.equal(memory.lookup('dev-1', undefined, 2, 't', payload('b')), undefined);
+
+  // Two more messages take both slots: the first is forgotten, with the bridges that stored it.
+  memory.note('dev-1', undefined, 3, 't', payload('c'));
+  memory.note('dev-1', undefined, 4, 't', payload('d'));
+  assert.equal(memory.lookup('dev-1', undefined, 1, 't', payload('a')), undefined);
+  assert.equal(await memory.outcome(first), false);
+});
