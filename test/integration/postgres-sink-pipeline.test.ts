@@ -10,9 +10,10 @@ import { Subject, lastValueFrom, toArray } from 'rxjs';
 import type { Delivery } from '../../src/core/delivery.ts';
 import { type Envelope, createEnvelope } from '../../src/core/envelope.ts';
 import { isFerryError } from '../../src/core/errors.ts';
+import type { Sink } from '../../src/core/stream.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { postgresSink } from '../../src/postgres/sink.ts';
-import { trackedEnvelopes } from '../conformance/deliveries.ts';
+import { type Tracked, trackedEnvelopes } from '../conformance/deliveries.ts';
 import { testSchema } from '../harness/pg-schema.ts';
 
 const COUNT = 240;
@@ -35,17 +36,23 @@ function sinkFor(url: string, table: string, concurrency = 3) {
   return postgresSink.create(config, { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: 'test', sourceFilters: [] });
 }
 
-test('postgres sink, batches in flight: the batches go through one connection without waiting for each reply, several to a transaction, in arrival order', async (t) => {
-  const db = await testSchema(t);
-  await db.query(`CREATE TABLE ${db.name}.readings (n bigint GENERATED ALWAYS AS IDENTITY, id uuid PRIMARY KEY, seq int, pid int NOT NULL DEFAULT pg_backend_pid())`);
-  const envelopes = messages();
+/** Hands every message to the sink at once, waits until each is settled, then completes its input. */
+async function writeAll(sink: Sink, envelopes: readonly Envelope[]): Promise<Tracked> {
   const tracked = trackedEnvelopes(envelopes);
   const input = new Subject<Delivery>();
-  const events = lastValueFrom(sinkFor(db.url, `${db.name}.readings`, 4)(input).pipe(toArray()));
+  const events = lastValueFrom(sink(input).pipe(toArray()));
   for (const d of tracked.deliveries) input.next(d);
   await tracked.settled();
   input.complete();
   await events;
+  return tracked;
+}
+
+test('postgres sink, batches in flight: the batches go through one connection without waiting for each reply, several to a transaction, in arrival order', async (t) => {
+  const db = await testSchema(t);
+  await db.query(`CREATE TABLE ${db.name}.readings (n bigint GENERATED ALWAYS AS IDENTITY, id uuid PRIMARY KEY, seq int, pid int NOT NULL DEFAULT pg_backend_pid())`);
+  const envelopes = messages();
+  const tracked = await writeAll(sinkFor(db.url, `${db.name}.readings`, 4), envelopes);
 
   assert.deepEqual(
     tracked.acked,
@@ -158,13 +165,7 @@ test('postgres sink, batches in flight: the connection killed under a pipeline o
   await db.query(`CREATE TRIGGER kill_once BEFORE INSERT ON ${db.name}.readings FOR EACH ROW EXECUTE FUNCTION ${db.name}.kill_once()`);
 
   const envelopes = messages();
-  const tracked = trackedEnvelopes(envelopes);
-  const input = new Subject<Delivery>();
-  const events = lastValueFrom(sinkFor(db.url, `${db.name}.readings`, 4)(input).pipe(toArray()));
-  for (const d of tracked.deliveries) input.next(d);
-  await tracked.settled();
-  input.complete();
-  await events;
+  const tracked = await writeAll(sinkFor(db.url, `${db.name}.readings`, 4), envelopes);
 
   // The batches of the transactions that were lost with the connection are written again, one at a time, on a new one.
   assert.deepEqual([...tracked.nacked.values()], []);
