@@ -33,8 +33,9 @@ type Outcome = { readonly result: BatchResult | void } | { readonly error: Error
  * then, so the destination never holds a message after an earlier one it refused.
  *
  * `stage` decides how much of its work may overlap with that of the batches before it (the
- * postgres sink renders a batch at once but runs its insert only after the insert of the batch
- * before it finished, so that a batch never waits for locks a later one holds).
+ * postgres sink renders a batch and sends its insert at once, on the one connection that runs
+ * its batches' statements in order; a batch's commit may then find it committed already, with
+ * the batches sent before it in one transaction).
  */
 export function pipelinedSink(options: PipelineOptions, stage: (batch: readonly Delivery[]) => Promise<StagedBatch>, tracing?: SinkTracing): Sink {
   return (input: Observable<Delivery>) => {
