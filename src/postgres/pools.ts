@@ -30,7 +30,15 @@ export type PgPoolFactory = (options: PoolOptions) => PgPool | Promise<PgPool>;
 /** pg, loaded on first use so that a gateway without Postgres bridges does not pay for it. */
 const pgPool: PgPoolFactory = async (options) => {
   const pg = (await import('pg')).default;
-  return new pg.Pool({ ...options, ssl: options.ssl === false ? false : { ...options.ssl } }) as unknown as PgPool;
+  const pool = new pg.Pool({ ...options, ssl: options.ssl === false ? false : { ...options.ssl } });
+  // pg emits a connection's failure (the server restarted, the backend was ended) as an 'error'
+  // event on its client, and the pool listens only while the client is idle: on a client a
+  // component holds, nobody would hear it and the process would end. The holder learns of it
+  // from the statement it runs; the pool discards the client when it is released.
+  const held = () => {};
+  pool.on('acquire', (client) => client.on('error', held));
+  pool.on('release', (_error, client) => client.off('error', held));
+  return pool as unknown as PgPool;
 };
 
 /** A share of a pool: `release` gives it back once; the last share closes the pool. */

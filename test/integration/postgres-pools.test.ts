@@ -9,7 +9,7 @@ import { Subject, lastValueFrom, toArray } from 'rxjs';
 import type { Delivery } from '../../src/core/delivery.ts';
 import { isFerryError } from '../../src/core/errors.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
-import type { PoolOptions } from '../../src/postgres/connection.ts';
+import { type PoolOptions, poolSettings } from '../../src/postgres/connection.ts';
 import { type PgPool, PostgresPools } from '../../src/postgres/pools.ts';
 import { createPostgresSink, postgresSink } from '../../src/postgres/sink.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
@@ -94,4 +94,23 @@ test('postgres pools: TLS required of a server that has none fails the batch for
   const error = [...tracked.nacked.values()][0];
   assert.ok(isFerryError(error) && error.retryable, String(error));
   assert.match(error.message, /does not support SSL/);
+});
+
+test('postgres pools: a connection that fails while a component holds it does not end the process; its next statement fails, and the pool replaces it', async (t) => {
+  const db = await testSchema(t);
+  const pools = new PostgresPools();
+  const config = postgresSink.schema.parse({ url: db.url, table: 'x', columns: { id: '${id}' } });
+  const lease = pools.acquire(poolSettings(config, 'ferry', '.', 'test'), () => {});
+  t.after(() => lease.release());
+  const pool = await lease.pool;
+  const held = await pool.connect();
+  const pid = (await held.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+  // The server ends it (as a restart does) while nobody waits on it: pg emits the failure as an 'error' event.
+  await db.query('SELECT pg_terminate_backend($1)', [pid]);
+  await sleep(300);
+  await assert.rejects(held.query('SELECT 1'));
+  held.release(new Error('its connection failed'));
+  const again = await pool.connect();
+  assert.notEqual((await again.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid, pid);
+  again.release();
 });
