@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { asError } from '../core/errors.ts';
+import { connectionLost } from './errors.ts';
 import type { PgPoolClient, PgResult } from './pools.ts';
 
 /** A statement pg prepares once per connection under `name` (a name always carries the same text). */
@@ -110,8 +111,7 @@ export class BatchTransaction {
       return await (typeof statement === 'string' ? this.#client.query(statement) : this.#client.query(statement));
     } catch (error) {
       // A statement the server refused leaves the connection usable; a socket error does not.
-      const { severity } = (error ?? {}) as { severity?: unknown };
-      if (typeof severity !== 'string') this.#broken = asError(error);
+      if (connectionLost(error)) this.#broken = asError(error);
       throw error;
     }
   }

@@ -27,6 +27,16 @@ export function sqlState(error: unknown): string | undefined {
   return typeof code === 'string' && typeof severity === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 }
 
+/**
+ * True when the connection that ran the statement is gone: a socket error (no SQLSTATE), or a
+ * FATAL or PANIC error, after which the server closes the connection (57P01 when a backend
+ * is ended or the server shuts down), though pg learns of the close only later.
+ */
+export function connectionLost(error: unknown): boolean {
+  const { severity } = (error ?? {}) as { severity?: unknown };
+  return typeof severity !== 'string' || severity === 'FATAL' || severity === 'PANIC';
+}
+
 export function failureKind(error: unknown): FailureKind {
   const state = sqlState(error);
   // Not from the server: a socket that failed or closed, a connect or query timeout.

@@ -3,7 +3,7 @@ import type { Delivery } from '../core/delivery.ts';
 import type { StagedBatch } from '../core/pipelined-sink.ts';
 import { BatchTransaction, statementName } from './batch-transaction.ts';
 import { type BatchWriterOptions, type RenderedBatch, type Row, batchRenderer, columnArrays, conflictKeyIsId, latestPerKey, writeAlone } from './batch-writer.ts';
-import { statementError } from './errors.ts';
+import { connectionLost, statementError } from './errors.ts';
 import type { PgPool, PgPoolClient, PgResult } from './pools.ts';
 import type { InsertPlan } from './table.ts';
 
@@ -131,11 +131,11 @@ export class PipelinedInserts {
     return this.#client;
   }
 
-  /** A reply, or the error in its place; an error without a SQLSTATE means the connection failed, and it is dropped. */
+  /** A reply, or the error in its place; when the error says the connection is gone, it is dropped. */
   #settle<T>(client: PipelineClient, reply: Promise<T>): Promise<T | Error> {
     return reply.catch((error: unknown) => {
       const failure = error instanceof Error ? error : new Error(String(error));
-      if (typeof (error as { severity?: unknown } | null)?.severity !== 'string') this.#drop(client, failure);
+      if (connectionLost(error)) this.#drop(client, failure);
       return failure;
     });
   }

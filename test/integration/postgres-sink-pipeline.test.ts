@@ -4,6 +4,7 @@
 // whole fails the batches after it, so nothing nacked is in the table, nothing acked is
 // missing, and the messages sent again land in their order.
 import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import pino from 'pino';
 import { Subject, lastValueFrom, toArray } from 'rxjs';
@@ -181,4 +182,77 @@ test('postgres sink, batches in flight: the connection killed under a pipeline o
     envelopes.map((_, seq) => seq),
   );
   assert.ok(new Set(rows.map((r) => r.pid)).size >= 2, 'every row came through one connection: it was not killed');
+});
+
+test('postgres sink, batches in flight, randomized (seeded): refused rows, redeliveries, the connection killed, bursts, 1 to 6 in flight: every message settled once, the refused alone, the rest in the table once and in order', async (t) => {
+  const db = await testSchema(t);
+  let seed = 20261204;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed / 2147483648;
+  };
+  for (let round = 0; round < 8; round++) {
+    const table = `${db.name}.r${round}`;
+    const refusedEvery = 20 + Math.floor(random() * 60);
+    const killAt = Math.floor(random() * COUNT);
+    const concurrency = 1 + Math.floor(random() * 6);
+    const batchSize = 5 + Math.floor(random() * 40);
+    const what = `round ${round}: ${concurrency} in flight, batches of ${batchSize}, every ${refusedEvery}th refused, killed at ${killAt}`;
+    await db.query(`CREATE TABLE ${table} (n bigint GENERATED ALWAYS AS IDENTITY, id uuid PRIMARY KEY, seq int CHECK (seq % ${refusedEvery} <> 7))`);
+    const envelopes = messages();
+    const refused = new Set(envelopes.filter((_, seq) => seq % refusedEvery === 7).map((e) => e.id));
+    // Some are in the table already: delivered again after a crash.
+    const before = envelopes.filter((e) => !refused.has(e.id) && random() < 0.05);
+    for (const e of before) await db.query(`INSERT INTO ${table} (id, seq) VALUES ($1, $2)`, [e.id, envelopes.indexOf(e)]);
+    await db.query(`CREATE SEQUENCE ${table}_once`);
+    await db.query(
+      `CREATE FUNCTION ${table}_kill() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF NEW.seq = ${killAt} AND nextval('${table}_once') = 1 THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF;
+         RETURN NEW;
+       END $$`,
+    );
+    await db.query(`CREATE TRIGGER kill BEFORE INSERT ON ${table} FOR EACH ROW EXECUTE FUNCTION ${table}_kill()`);
+
+    const config = postgresSink.schema.parse({ url: db.url, table, columns: { id: '${id}', seq: '${payload.seq}' }, batchSize, batchTimeMs: 2, concurrency });
+    const sink = postgresSink.create(config, { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: 'test', sourceFilters: [] });
+    const input = new Subject<Delivery>();
+    const events = lastValueFrom(sink(input).pipe(toArray()));
+    const notRetried = new Set<string>();
+    let pending: readonly Envelope[] = envelopes;
+    // In bursts with pauses, and what is nacked as retryable sent again, as the buffer does.
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      assert.ok(attempt < 5, `${what}: still nacked after 5 attempts`);
+      const tracked = trackedEnvelopes(pending);
+      for (let i = 0; i < tracked.deliveries.length; ) {
+        const burst = 1 + Math.floor(random() * 80);
+        for (const d of tracked.deliveries.slice(i, i + burst)) input.next(d);
+        i += burst;
+        if (random() < 0.5) await sleep(Math.floor(random() * 5));
+      }
+      await tracked.settled();
+      assert.deepEqual(tracked.doubleSettles, [], what);
+      for (const [id, error] of tracked.nacked) if (!(isFerryError(error) && error.retryable)) notRetried.add(id);
+      pending = pending.filter((e) => tracked.nacked.has(e.id) && !notRetried.has(e.id));
+    }
+    input.complete();
+    await events;
+
+    assert.deepEqual([...notRetried].sort(), [...refused].sort(), `${what}: refused for good are exactly the rows the table refuses`);
+    const rows = await db.query<{ id: string; seq: number }>(`SELECT id::text, seq FROM ${table} ORDER BY n`);
+    assert.deepEqual(
+      rows.map((r) => r.id).sort(),
+      envelopes
+        .filter((e) => !refused.has(e.id))
+        .map((e) => e.id)
+        .sort(),
+      `${what}: every message not refused is in the table once`,
+    );
+    const written = rows.filter((r) => !before.some((e) => e.id === r.id)).map((r) => r.seq);
+    assert.deepEqual(
+      written,
+      written.toSorted((a, b) => a - b),
+      `${what}: rows out of arrival order`,
+    );
+  }
 });
