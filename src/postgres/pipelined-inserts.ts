@@ -46,16 +46,17 @@ interface Entry {
 }
 
 export interface PipelinedInsertsOptions extends BatchWriterOptions {
-  /** Most batches in flight (the pipeline's own limit): transactions hold half of it each, so one fills while the one before commits. */
+  /** Most batches in flight (the pipeline's own limit): a transaction is closed at half of it, so one fills while the one before commits. */
   readonly concurrency: number;
 }
 
 /**
  * Writes the batches of one sink through one pipelined connection, in order. A batch's insert
  * is written as soon as the batch is formed, without waiting for the replies to the statements
- * before it; the batches go in transactions (`BEGIN`, their inserts, `COMMIT`) of up to half the
- * sink's concurrency each, and a transaction's `COMMIT` is sent only when the one before it has
- * committed, so that at most one commits while the next fills. The server runs the statements
+ * before it; the batches go in transactions (`BEGIN`, their inserts, `COMMIT`) closed at half
+ * the sink's concurrency, or when the first of their batches is to be committed, and a
+ * transaction's `COMMIT` is sent only when the one before it has committed, so that at most one
+ * commits while the next fills (and grows past half while the one before is slow to commit). The server runs the statements
  * in the order they were sent, so rows land in arrival order, and while it inserts and commits
  * one transaction Ferry converts the next batches: the server's work and Ferry's overlap, and
  * no batch waits for a round trip.

@@ -73,7 +73,7 @@ const schema = z
       .default(4)
       .meta({
         description:
-          "Most batches in flight at once. They go through one connection, each batch's insert sent as soon as the batch is formed, without waiting for the replies to the ones before; the server runs them in order, in transactions of up to half this many batches, each committed after the one before it. A batch is acked after its transaction committed; when a statement fails, its transaction and the batches after it are written again one batch at a time, in order. 1 sends a batch only after the one before it committed.",
+          "Most batches in flight at once. They go through one connection, each batch's insert sent as soon as the batch is formed, without waiting for the replies to the ones before; the server runs them in order, in transactions of about half this many batches (more while the one before is slow to commit), each committed after the one before it. A batch is acked after its transaction committed; when a statement fails, its transaction and the batches after it are written again one batch at a time, in order. 1 sends a batch only after the one before it committed.",
         examples: [4],
       }),
   })
