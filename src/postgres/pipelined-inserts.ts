@@ -13,8 +13,6 @@ interface PipelineClient extends PgPoolClient {
   pipeline: boolean;
   query<R = Record<string, unknown>>(statement: { name: string; text: string; values: unknown[] }): Promise<PgResult<R>>;
   query<R = Record<string, unknown>>(text: string): Promise<PgResult<R> & { command?: string }>;
-  on(event: 'error', listener: (error: Error) => void): unknown;
-  off(event: 'error', listener: (error: Error) => void): unknown;
 }
 
 /** One transaction of the pipeline: `BEGIN`, the inserts of its batches, then `COMMIT`. */
@@ -75,11 +73,8 @@ export class PipelinedInserts {
   readonly #groupSize: number;
   /** Writes to the connection, one after another in the order they were asked for. */
   #wire: Promise<unknown> = Promise.resolve();
+  /** The connection held while batches are in flight; its failure shows in the replies (the pool hears pg's 'error' event for it). */
   #client: PipelineClient | undefined;
-  /** Hears the held connection's socket fail: pg emits that on a client the pool lent out, and unheard it would end the process. */
-  readonly #onSocketError = (error: Error) => {
-    if (this.#client !== undefined) this.#drop(this.#client, error);
-  };
   #open: Group | undefined;
   #committing: Group | undefined;
   /** Batches staged and not yet settled, in order. */
@@ -126,7 +121,6 @@ export class PipelinedInserts {
     if (this.#client === undefined) {
       const client = (await (await this.#pool()).connect()) as PipelineClient;
       client.pipeline = true;
-      client.on('error', this.#onSocketError);
       this.#client = client;
     }
     return this.#client;
@@ -145,7 +139,6 @@ export class PipelinedInserts {
   #drop(client: PipelineClient, error?: Error): void {
     if (this.#client !== client) return;
     this.#client = undefined;
-    client.off('error', this.#onSocketError);
     client.pipeline = false;
     client.release(error);
     if (error !== undefined) this.#writeAloneFrom(undefined);
@@ -250,9 +243,14 @@ export class PipelinedInserts {
   }
 
   #noteConflicts(entry: Entry, inserted: number): void {
-    const skipped = entry.kept.length - inserted;
-    if (skipped > 0 && this.#options.onConflict === 'ignore') this.#options.counters.count('postgres.rows.skipped', { bridge: this.#options.bridge }, skipped);
-    if (skipped === 0) this.#plain = conflictKeyIsId(entry.plan, this.#options.templates);
+    this.#countSkipped(entry.kept.length, inserted);
+    if (inserted === entry.kept.length) this.#plain = conflictKeyIsId(entry.plan, this.#options.templates);
+  }
+
+  /** Rows an insert with `ON CONFLICT DO NOTHING` did not add: already there. */
+  #countSkipped(attempted: number, inserted: number): void {
+    if (this.#options.onConflict === 'ignore' && attempted > inserted)
+      this.#options.counters.count('postgres.rows.skipped', { bridge: this.#options.bridge }, attempted - inserted);
   }
 
   /** One batch in a transaction of its own, the connection to itself. */
@@ -279,8 +277,7 @@ export class PipelinedInserts {
       await transaction.commit().catch((error: unknown) => {
         throw statementError(`${component}: commit of the insert into ${table} failed`, error, { component, bridge });
       });
-      if (this.#options.onConflict === 'ignore' && outcome.attempted > outcome.inserted)
-        this.#options.counters.count('postgres.rows.skipped', { bridge }, outcome.attempted - outcome.inserted);
+      this.#countSkipped(outcome.attempted, outcome.inserted);
       return { rejected: entry.batch.rejected };
     } catch (error) {
       await transaction.rollback();

@@ -33,15 +33,13 @@ function recordingPools(statements: string[]): PostgresPools {
             return client.query(text as string, values) as never;
           },
           release: (error?: Error | boolean) => client.release(error),
-          // The sink pipelines its statements and hears the socket fail.
+          // The sink pipelines its statements.
           get pipeline() {
             return (client as unknown as { pipeline: boolean }).pipeline;
           },
           set pipeline(on: boolean) {
             (client as unknown as { pipeline: boolean }).pipeline = on;
           },
-          on: (event: 'error', listener: (error: Error) => void) => client.on(event, listener),
-          off: (event: 'error', listener: (error: Error) => void) => client.off(event, listener),
         };
       },
       end: () => pool.end(),
