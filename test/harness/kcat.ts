@@ -1,4 +1,4 @@
-import { runTool } from './exec.ts';
+import { type ToolResult, runTool } from './exec.ts';
 
 export interface KcatMessage {
   readonly topic: string;
@@ -9,13 +9,28 @@ export interface KcatMessage {
   readonly headers: Record<string, string>;
 }
 
-/** Reads every message of a topic with kcat (librdkafka), an independent Kafka client. */
+/** How long kcat is retried while the broker does not know a topic yet (see kcatConsume). */
+const UNKNOWN_TOPIC_RETRY_MS = 5000;
+
+/**
+ * Reads every message of a topic with kcat (librdkafka), an independent Kafka client. A topic
+ * the producer created automatically can be written and acknowledged a moment before the
+ * broker's metadata answers for it ("Unknown topic or partition"); kcat is run again then, for
+ * a few seconds, and any other failure is thrown at once.
+ */
 export async function kcatConsume(brokers: readonly string[], topic: string): Promise<KcatMessage[]> {
-  const { code, output } = await runTool(
-    'kcat',
-    ['-C', '-b', brokers.join(','), '-t', topic, '-o', 'beginning', '-e', '-q', '-J', '-m', '20'],
-    'kcat is not on PATH: install it with `apt-get install -y kcat`',
-  );
+  const deadline = Date.now() + UNKNOWN_TOPIC_RETRY_MS;
+  let result: ToolResult;
+  for (;;) {
+    result = await runTool(
+      'kcat',
+      ['-C', '-b', brokers.join(','), '-t', topic, '-o', 'beginning', '-e', '-q', '-J', '-m', '20'],
+      'kcat is not on PATH: install it with `apt-get install -y kcat`',
+    );
+    if (result.code === 0 || !result.output.includes('Unknown topic or partition') || Date.now() > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  const { code, output } = result;
   if (code !== 0) throw new Error(`kcat exited ${code}: ${output.trim()}`);
   return output
     .trim()
