@@ -32,7 +32,9 @@ export function typecheckBridges(modules: readonly string[], display: (path: str
     const files = modules.map((m) => resolve(m));
     const types = (name: string) => join(root, 'node_modules', name);
     // A checkout has the sources; an installed package only the compiled declarations.
-    const api = existsSync(join(root, 'src', 'index.ts')) ? join(root, 'src', 'index.ts') : join(root, 'dist', 'index.d.ts');
+    const sources = existsSync(join(root, 'src', 'index.ts'));
+    const api = sources ? join(root, 'src', 'index.ts') : join(root, 'dist', 'index.d.ts');
+    const subpaths = sources ? join(root, 'src', 'lib', '*.ts') : join(root, 'dist', 'lib', '*.d.ts');
     writeFileSync(
       join(dir, 'tsconfig.json'),
       JSON.stringify({
@@ -53,6 +55,7 @@ export function typecheckBridges(modules: readonly string[], display: (path: str
           typeRoots: [types('@types')],
           paths: {
             ferry: [api],
+            'ferry/*': [subpaths],
             rxjs: [types('rxjs/dist/types/index.d.ts')],
             'rxjs/*': [types('rxjs/dist/types/*')],
           },
