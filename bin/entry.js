@@ -15,7 +15,7 @@ export const BUILD_STAMP = 'dist/.build-stamp';
  */
 export function chooseEntry(root, env = process.env) {
   const sources = join(root, 'src');
-  if (!existsSync(join(root, 'dist', 'cli', 'main.js'))) return 'src';
+  if (!existsSync(join(root, 'dist', 'app', 'cli', 'main.js'))) return 'src';
   if (!existsSync(sources)) return 'dist';
   if (env.FERRY_FROM_SOURCE === '1') return 'src';
   let built;

@@ -15,7 +15,7 @@ if (problem !== undefined) {
 // skip compiling (about 30% less time to accepting connections; see docs/benchmarks.md).
 module.enableCompileCache?.();
 if (chooseEntry(fileURLToPath(new URL('..', import.meta.url))) === 'dist') {
-  await import('../dist/cli/main.js');
+  await import('../dist/app/cli/main.js');
 } else {
   // The TypeScript sources, run without a build step: through Node's own type stripping where
   // it is on (Node >= 22.18, outside node_modules), else through tsx's loader.

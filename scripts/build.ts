@@ -1,12 +1,15 @@
 // `npm run build` (and `prepare`, so that `npm install` from a git checkout builds too):
-// compiles src/ to JavaScript and declarations in dist/ with the TypeScript compiler, copies
-// the files that are not TypeScript (the status page), and stamps the build last, so that
-// bin/ferry.js runs dist/ only after a build that finished (see bin/entry.js).
+// compiles src/ to JavaScript and declarations in dist/ with the TypeScript compiler (the
+// library that `import 'ferry'` loads), copies the files that are not TypeScript (the status
+// page), bundles the CLI into dist/app/ (what bin/ferry.js runs; see bundleCli), and stamps
+// the build last, so that bin/ferry.js runs dist/ only after a build that finished (see
+// bin/entry.js).
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dist = join(root, 'dist');
@@ -27,5 +30,59 @@ for (const entry of readdirSync(join(root, 'src'), { recursive: true, withFileTy
   cpSync(from, to);
   assets++;
 }
+await bundleCli();
 writeFileSync(join(dist, '.build-stamp'), `${new Date().toISOString()}\n`);
 process.stdout.write(`build: dist/ written (${assets} asset file(s) copied)\n`);
+
+/**
+ * The CLI in a few files: the compiled CLI, its public API (what TypeScript bridges import as
+ * `ferry` and `ferry/<name>`) and rxjs, with the packages every start loads (rxjs and its tslib helpers, zod, yaml,
+ * commander) inside, in chunks they share. A start otherwise spends about a third of its CPU
+ * finding and reading ~400 small modules (rxjs alone is 223 CommonJS files): see
+ * docs/benchmarks.md, "Startup and idle memory". Every other package stays in node_modules:
+ * native ones, ones Ferry patches or reaches into (aedes, mqtt-packet, kafkajs), and the heavy
+ * ones a start may never need (loaded when a bridge asks for them).
+ */
+async function bundleCli(): Promise<void> {
+  const out = join(dist, 'app');
+  const inside = new Set(['rxjs', 'tslib', 'zod', 'yaml', 'commander']);
+  const rxjs = dirname(createRequire(import.meta.url).resolve('rxjs/package.json'));
+  const library = ['kafka', 'mqtt', 'buffer', 'redis', 'postgres', 'sqlite'];
+  await build({
+    entryPoints: {
+      'cli/main': join(dist, 'cli/main.js'),
+      index: join(dist, 'index.js'),
+      ...Object.fromEntries(library.map((name) => [`lib/${name}`, join(dist, `lib/${name}.js`)])),
+      'vendor/rxjs': 'vendor:rxjs',
+      'vendor/rxjs-operators': 'vendor:rxjs/operators',
+    },
+    outdir: out,
+    // One directory below dist/app, as dist/config/ is below dist/: relative URLs of the
+    // compiled modules (src/config/bridge-resolve.ts) stay right.
+    chunkNames: 'chunks/[name]-[hash]',
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node22',
+    logLevel: 'warning',
+    // The CommonJS packages inside (commander, yaml) call require() for Node's builtins.
+    banner: { js: "import { createRequire as __ferryCreateRequire } from 'node:module'; const require = __ferryCreateRequire(import.meta.url);" },
+    plugins: [
+      {
+        name: 'ferry-packages',
+        setup(bundler) {
+          // rxjs' ES module build (Node's `node` condition picks its CommonJS one), so that the
+          // bundle holds one copy that bridges share: src/config/bridge-resolve.ts.
+          bundler.onResolve({ filter: /^vendor:/ }, (args) => ({ path: args.path.slice('vendor:'.length), namespace: 'vendor' }));
+          bundler.onLoad({ filter: /.*/, namespace: 'vendor' }, (args) => ({ contents: `export * from '${args.path}';\n`, resolveDir: root }));
+          bundler.onResolve({ filter: /^rxjs(\/operators)?$/ }, (args) => ({ path: join(rxjs, 'dist/esm', args.path === 'rxjs' ? '' : 'operators', 'index.js') }));
+          bundler.onResolve({ filter: /^[^./]/ }, (args) => {
+            const name = args.path.startsWith('@') ? args.path.split('/').slice(0, 2).join('/') : (args.path.split('/')[0] as string);
+            return inside.has(name) ? undefined : { external: true };
+          });
+        },
+      },
+    ],
+  });
+}

@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import module from 'node:module';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../package-root.ts';
 
 /**
  * Where TypeScript bridges are kept with their types stripped: FERRY_CACHE_DIR, else
@@ -18,7 +19,7 @@ const BRIDGE_URL = /^file:\/\/[^?#]+\.m?ts\?v=([0-9a-f]{16})$/;
 /** Another TypeScript file, such as a module a bridge imports (`./lib/repository.ts`). */
 const TYPESCRIPT_FILE = /^file:\/\/[^?#]+\.m?ts$/;
 /** Ferry's own sources (when it runs from them): not a bridge's, so not kept here. */
-const OWN_SOURCES = new URL('../../src/', import.meta.url).href;
+const OWN_SOURCES = new URL('src/', PACKAGE_ROOT).href;
 
 type LoadResult = { format?: string | null; source?: string | ArrayBuffer | ArrayBufferView | null; shortCircuit?: boolean };
 type LoadHook = (url: string, context: object, nextLoad: (url: string, context?: object) => LoadResult) => LoadResult;

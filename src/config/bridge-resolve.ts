@@ -1,10 +1,26 @@
-import module from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import module, { createRequire } from 'node:module';
+import { dirname } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { PACKAGE_ROOT } from '../package-root.ts';
 
 /** Ferry's own package.json: bare imports a bridge cannot resolve from its own place resolve from here. */
-const FERRY_PACKAGE = new URL('../../package.json', import.meta.url);
-/** The public API of the build that is running: `src/index.ts` from sources, `dist/index.js` compiled. */
+const FERRY_PACKAGE = new URL('package.json', PACKAGE_ROOT);
+/**
+ * The public API of the build that is running: `src/index.ts` from sources, `dist/index.js`
+ * compiled, `dist/app/index.js` in the bundled CLI (whose chunks sit one directory below it, as
+ * this module sits one below `src/index.ts`). Its subpaths (`ferry/kafka`) are `lib/<name>` beside it.
+ */
 const FERRY_API = new URL(import.meta.url.endsWith('.ts') ? '../index.ts' : '../index.js', import.meta.url);
+const FERRY_SUBPATHS = new Set(['kafka', 'mqtt', 'buffer', 'redis', 'postgres', 'sqlite']);
+/**
+ * The bundled CLI carries rxjs inside it, one file instead of rxjs' 223 CommonJS modules: a
+ * bridge that imports `rxjs` or `rxjs/operators` gets that copy, so that the gateway runs one
+ * rxjs, as long as its import would have found the rxjs Ferry is installed with. Absent from
+ * the sources and the compiled library, which import rxjs from node_modules themselves.
+ */
+const BUNDLED = new URL('../vendor/', import.meta.url);
+const BUNDLED_MODULES: Readonly<Record<string, string>> = { rxjs: 'rxjs.js', 'rxjs/operators': 'rxjs-operators.js' };
 
 let registered = false;
 
@@ -20,17 +36,47 @@ export function resolveBridgeImportsFromFerry(): void {
   registered = true;
   const register = (module as { registerHooks?: (hooks: { resolve: ResolveHook }) => unknown }).registerHooks;
   if (register === undefined) return;
+  const bundled = bundledModules();
   register({
     resolve(specifier, context, nextResolve) {
-      if (specifier === 'ferry') return { url: FERRY_API.href, shortCircuit: true };
+      const api = ferryApi(specifier);
+      if (api !== undefined) return { url: api, shortCircuit: true };
+      let resolved: ReturnType<typeof nextResolve>;
       try {
-        return nextResolve(specifier, context);
+        resolved = nextResolve(specifier, context);
       } catch (error) {
         if (!isBare(specifier) || (error as { code?: unknown }).code !== 'ERR_MODULE_NOT_FOUND') throw error;
-        return nextResolve(specifier, { ...context, parentURL: FERRY_PACKAGE.href });
+        resolved = nextResolve(specifier, { ...context, parentURL: FERRY_PACKAGE.href });
       }
+      return bundled?.(specifier, resolved.url) ?? resolved;
     },
   });
+}
+
+/** The URL of Ferry's API for `ferry` and `ferry/<subpath>`, else undefined. */
+function ferryApi(specifier: string): string | undefined {
+  if (specifier === 'ferry') return FERRY_API.href;
+  const subpath = specifier.startsWith('ferry/') ? specifier.slice('ferry/'.length) : undefined;
+  if (subpath === undefined || !FERRY_SUBPATHS.has(subpath)) return undefined;
+  return new URL(`lib/${subpath}${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, FERRY_API).href;
+}
+
+/**
+ * In the bundled CLI: a function that swaps the rxjs Ferry is installed with for the copy in the
+ * bundle (undefined when it is not Ferry's, e.g. a bridge's own node_modules holds another).
+ */
+function bundledModules(): ((specifier: string, url: string) => { url: string; shortCircuit: true } | undefined) | undefined {
+  if (!existsSync(new URL(BUNDLED_MODULES['rxjs'] as string, BUNDLED))) return undefined;
+  let ferrysRxjs: string;
+  try {
+    ferrysRxjs = `${pathToFileURL(dirname(createRequire(FERRY_PACKAGE).resolve('rxjs/package.json'))).href}/`;
+  } catch {
+    return undefined;
+  }
+  return (specifier, url) => {
+    const file = Object.hasOwn(BUNDLED_MODULES, specifier) ? BUNDLED_MODULES[specifier] : undefined;
+    return file !== undefined && url.startsWith(ferrysRxjs) ? { url: new URL(file, BUNDLED).href, shortCircuit: true } : undefined;
+  };
 }
 
 type ResolveHook = (

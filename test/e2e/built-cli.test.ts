@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ensureBuilt } from '../harness/build.ts';
@@ -12,8 +12,10 @@ const tempDir = tempDirs('ferry-built-');
 
 /** Packages the embedded default has no use for: loaded only when a bridge or option needs them (kysely: only for a handler bridge that runs). */
 const LAZY = ['kafkajs', 'kafkajs-snappy', '@2l/kafkajs-lz4', 'ajv', 'ioredis', 'pg', 'pino-pretty', 'mqtt', 'ws', 'tsx', 'kysely'];
+/** Packages inside the bundled CLI (scripts/build.ts): never loaded from node_modules, also not by the bridges' `import ... from 'rxjs'`. */
+const BUNDLED = ['rxjs', 'tslib', 'zod', 'yaml', 'commander'];
 
-test('the compiled build: `ferry run` of the embedded default from dist/, a device publish kept in history, SIGTERM exits 0; heavy packages not loaded', async (t) => {
+test('the compiled build: `ferry run` of the embedded default from the bundle in dist/app/, a device publish kept in history, SIGTERM exits 0; heavy packages not loaded, bundled ones loaded once', async (t) => {
   ensureBuilt();
   const dir = tempDir();
   // Every module the gateway loads, written down by a hook loaded before it.
@@ -65,8 +67,8 @@ test('the compiled build: `ferry run` of the embedded default from dist/, a devi
     const modules = readFileSync(trace, 'utf8').trim().split('\n');
     const ferryCode = modules.filter((url) => url.startsWith(`file://${REPO_ROOT}`) && !url.includes('/node_modules/'));
     assert.ok(
-      ferryCode.some((url) => url.endsWith('/dist/cli/main.js')),
-      'runs dist/cli/main.js',
+      ferryCode.some((url) => url.endsWith('/dist/app/cli/main.js')),
+      'runs dist/app/cli/main.js',
     );
     assert.deepEqual(
       ferryCode.filter((url) => url.includes('/src/')),
@@ -74,13 +76,19 @@ test('the compiled build: `ferry run` of the embedded default from dist/, a devi
       'loads nothing from src/',
     );
     // The example TypeScript bridges (disabled without KAFKA_BROKERS) still load, through Node's
-    // type stripping, and their `import ... from 'ferry'` is the compiled API.
+    // type stripping, and their `import ... from 'ferry'` is the bundle's API, their rxjs the bundle's.
     assert.ok(ferryCode.some((url) => /\/bridges\/alarm-alerts\.ts(\?|$)/.test(url)));
     assert.ok(readdirSync(join(dir, 'cache', 'bridges')).length > 0, 'the stripped bridges are cached for the next start');
-    assert.ok(ferryCode.some((url) => url.endsWith('/dist/index.js')));
+    assert.ok(ferryCode.some((url) => url.endsWith('/dist/app/index.js')));
+    assert.ok(ferryCode.some((url) => url.endsWith('/dist/app/vendor/rxjs.js')));
+    assert.deepEqual(
+      ferryCode.filter((url) => /\/dist\/(?!app\/)/.test(url)),
+      [],
+      'nothing of the unbundled library',
+    );
     const packages = new Set(modules.map((url) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1]).filter((name) => name !== undefined));
     assert.deepEqual(
-      LAZY.filter((name) => packages.has(name)),
+      [...LAZY, ...BUNDLED].filter((name) => packages.has(name)),
       [],
       `loaded: ${[...packages].sort().join(', ')}`,
     );
@@ -88,4 +96,48 @@ test('the compiled build: `ferry run` of the embedded default from dist/, a devi
     gw.child.kill('SIGTERM');
   }
   assert.equal(await gw.exited, 0);
+});
+
+/** A bridge that refuses to load unless an observable Ferry makes is (or, with EXPECT_SHARED=false, is not) an Observable of its own rxjs. */
+const RXJS_PROBE = [
+  "import { Observable } from 'rxjs';",
+  "import { map } from 'rxjs/operators';",
+  "import { defineBridge, type Message } from 'ferry';",
+  "import { fromMqtt } from 'ferry/mqtt';",
+  '',
+  "const shared = fromMqtt({ url: 'mqtt://127.0.0.1:1', clientId: 'probe', topics: ['t'] }) instanceof Observable;",
+  "if (String(shared) !== process.env.EXPECT_SHARED) throw new Error(`an observable of Ferry is one of this bridge's rxjs: ${shared}`);",
+  '',
+  'export default defineBridge({',
+  "  name: 'probe',",
+  "  from: { mqtt: { topics: ['devices/+/telemetry'] } },",
+  '  to: { out: { history: {} } },',
+  "  handle: (messages, tools) => messages.pipe(map((m: Message) => tools.to('out', m))),",
+  '});',
+  '',
+].join('\n');
+
+test("a bridge outside the checkout imports ferry, ferry/<name>, rxjs and rxjs/operators: the gateway's own rxjs (one copy, in the bundle too), unless the bridge has its own", async () => {
+  ensureBuilt();
+  const root = tempDir();
+  mkdirSync(join(root, 'bridges'));
+  writeFileSync(join(root, 'gateway.yaml'), 'bridges: [bridges]\n');
+  writeFileSync(join(root, 'bridges/probe.ts'), RXJS_PROBE);
+  const validate = (build: 'bundle' | 'sources', shared: boolean) =>
+    ferry(['validate', '--config', join(root, 'gateway.yaml')], { FERRY_FROM_SOURCE: build === 'sources' ? '1' : '', EXPECT_SHARED: String(shared) });
+  for (const build of ['bundle', 'sources'] as const) {
+    const out = await validate(build, true);
+    assert.equal(out.code, 0, `${build}: ${out.stderr}`);
+    assert.match(out.stdout, /ok \(1 bridge, 1 enabled; 0 device profiles; TypeScript bridges type-checked\)/);
+    // The probe fails when its expectation is wrong: the check above is not vacuous.
+    const wrong = await validate(build, false);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /an observable of Ferry is one of this bridge's rxjs: true/);
+  }
+  // A copy of rxjs in the bridges' own node_modules is theirs, as any package they install is.
+  cpSync(join(REPO_ROOT, 'node_modules/rxjs'), join(root, 'node_modules/rxjs'), { recursive: true });
+  for (const build of ['bundle', 'sources'] as const) {
+    const out = await validate(build, false);
+    assert.equal(out.code, 0, `${build}, own rxjs: ${out.stderr}`);
+  }
 });

@@ -16,7 +16,7 @@ function tree(files: Record<string, number>): string {
     utimesSync(join(root, path), mtime, mtime);
   }
   // Directories get an old time, so that only the files decide.
-  for (const dir of ['src', 'src/cli', 'dist', 'dist/cli']) {
+  for (const dir of ['src', 'src/cli', 'dist', 'dist/app/cli']) {
     try {
       utimesSync(join(root, dir), 1, 1);
     } catch {}
@@ -26,9 +26,9 @@ function tree(files: Record<string, number>): string {
 
 test('bin/ferry.js runs dist/ when a finished build is newer than every source, else src/ (issue 11)', () => {
   assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 100 }), {}), 'src', 'no build');
-  assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 100, 'dist/cli/main.js': 200 }), {}), 'src', 'a build that did not finish (no stamp)');
-  assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 100, 'dist/cli/main.js': 200, [BUILD_STAMP]: 200 }), {}), 'dist', 'a current build');
-  assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 300, 'dist/cli/main.js': 200, [BUILD_STAMP]: 200 }), {}), 'src', 'a source edited after the build');
-  assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 100, 'dist/cli/main.js': 200, [BUILD_STAMP]: 200 }), { FERRY_FROM_SOURCE: '1' }), 'src', 'forced');
-  assert.equal(chooseEntry(tree({ 'dist/cli/main.js': 200 }), {}), 'dist', 'an installed package: no sources');
+  assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 100, 'dist/app/cli/main.js': 200 }), {}), 'src', 'a build that did not finish (no stamp)');
+  assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 100, 'dist/app/cli/main.js': 200, [BUILD_STAMP]: 200 }), {}), 'dist', 'a current build');
+  assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 300, 'dist/app/cli/main.js': 200, [BUILD_STAMP]: 200 }), {}), 'src', 'a source edited after the build');
+  assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 100, 'dist/app/cli/main.js': 200, [BUILD_STAMP]: 200 }), { FERRY_FROM_SOURCE: '1' }), 'src', 'forced');
+  assert.equal(chooseEntry(tree({ 'dist/app/cli/main.js': 200 }), {}), 'dist', 'an installed package: no sources');
 });
