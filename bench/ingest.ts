@@ -7,9 +7,14 @@
 // Each rate is the median of three rounds taken in turn over the brokers (ferry, hooks, aedes,
 // mosquitto, then again), so a slow moment of the machine does not land on one broker only; a
 // QoS 0 round sends four times the messages of a QoS 1 round, or it would last a fraction of a
-// second on plain aedes. A last measure takes QoS 1 into a gateway whose history is full (its
-// default `keep`, filled first), as a gateway that has run for a while has it.
+// second on plain aedes. For the gateway, the QoS 0 round is also timed until its history holds
+// every message (the rate the history keeps up with, which a sustained load cannot exceed). A
+// last measure takes QoS 1 into a gateway whose history is full (its default `keep`, filled
+// first), as a gateway that has run for a while has it.
+import { setTimeout as sleep } from 'node:timers/promises';
+import Database from 'better-sqlite3';
 import { Fleet } from '../src/cli/simulate/fleet.ts';
+import { historyPath } from '../src/sqlite/history-store.ts';
 import { type Target, historyBridge, startAedesTarget, startFerryTarget, startMosquittoTarget } from './targets.ts';
 import { median } from './stats.ts';
 
@@ -28,6 +33,8 @@ export interface IngestBenchResult {
   readonly payloadBytes: number;
   readonly qos1: { ferry: number; aedes: number; mosquitto: number | null; ferryVsAedes: number; ferryVsMosquitto: number | null };
   readonly qos0: { ferry: number; aedes: number; ferryVsAedes: number };
+  /** The gateway's QoS 0 round from its first publish until its history held every message, msgs/s. */
+  readonly qos0IntoHistory: number;
   /**
    * The broker's hardening alone: `ferry run` with no bridge (nothing stored, every message
    * acknowledged once the checks passed: packet-size guard, login, ACL, topic limits,
@@ -61,15 +68,60 @@ export async function ackedRate(url: string, qos: 0 | 1, messages: number): Prom
 interface Rates {
   qos1: number;
   qos0: number;
+  /** The gateway's only: QoS 0 messages per second into its history (0 for the others). */
+  qos0IntoHistory: number;
 }
 
-async function measure(target: Target, messages: number, qos0: boolean): Promise<Rates> {
+async function measure(target: Target, messages: number, qos0: boolean, historyDir?: string): Promise<Rates> {
   try {
     await ackedRate(target.url, 1, Math.min(5_000, messages));
     const qos1 = await ackedRate(target.url, 1, messages);
-    return { qos1, qos0: qos0 ? await ackedRate(target.url, 0, messages * QOS0_FACTOR) : 0 };
+    if (!qos0) return { qos1, qos0: 0, qos0IntoHistory: 0 };
+    const history = historyDir === undefined ? undefined : await historyRows(historyDir);
+    const before = history === undefined ? 0 : await history.settled();
+    const started = performance.now();
+    const rate = await ackedRate(target.url, 0, messages * QOS0_FACTOR);
+    if (history === undefined) return { qos1, qos0: rate, qos0IntoHistory: 0 };
+    // Every QoS 0 message and the round's fences (one QoS 1 message per device).
+    await history.reached(before + messages * QOS0_FACTOR + DEVICES);
+    const intoHistory = Math.round((messages * QOS0_FACTOR * 1000) / (performance.now() - started));
+    history.close();
+    return { qos1, qos0: rate, qos0IntoHistory: intoHistory };
   } finally {
     await target.stop();
+  }
+}
+
+/** The row count the bench bridge's history keeps (history_counts, written with its rows), read from another connection. */
+async function historyRows(dataDir: string) {
+  const BRIDGE = 'bench-history';
+  for (let waited = 0; ; waited += 20) {
+    try {
+      const db = new Database(historyPath(dataDir), { readonly: true, fileMustExist: true });
+      const count = db.prepare<[string], number>('SELECT rows FROM history_counts WHERE bridge = ?').pluck();
+      const rows = () => count.get(BRIDGE) ?? 0;
+      return {
+        /** The count once it stopped moving (the messages before are all written). */
+        async settled(): Promise<number> {
+          let last = -1;
+          for (let n = rows(); n !== last; n = rows()) {
+            last = n;
+            await sleep(200);
+          }
+          return last;
+        },
+        async reached(total: number): Promise<void> {
+          for (let polls = 0; rows() < total; polls++) {
+            if (polls > 6_000) throw new Error(`the history holds ${rows()} of ${total} messages after 60 s`);
+            await sleep(10);
+          }
+        },
+        close: () => db.close(),
+      };
+    } catch (error) {
+      if (waited > 10_000) throw error;
+      await sleep(20);
+    }
   }
 }
 
@@ -94,13 +146,18 @@ export async function benchIngest(messages = 50_000): Promise<IngestBenchResult>
   const full: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     full.push(await historyFull(messages));
-    rounds.ferry.push(await measure(await startFerryTarget(), messages, true));
+    const gateway = await startFerryTarget();
+    rounds.ferry.push(await measure(gateway, messages, true, gateway.dataDir));
     rounds.hooks.push(await measure(await startFerryTarget({ bridge: null }), messages, true));
     rounds.aedes.push(await measure(await startAedesTarget(), messages, true));
     const mosquittoTarget = await startMosquittoTarget();
     if (mosquittoTarget !== undefined) rounds.mosquitto.push(await measure(mosquittoTarget, messages, false));
   }
-  const middle = (runs: Rates[]): Rates => ({ qos1: median(runs.map((r) => r.qos1)), qos0: median(runs.map((r) => r.qos0)) });
+  const middle = (runs: Rates[]): Rates => ({
+    qos1: median(runs.map((r) => r.qos1)),
+    qos0: median(runs.map((r) => r.qos0)),
+    qos0IntoHistory: median(runs.map((r) => r.qos0IntoHistory)),
+  });
   const [ferry, hooks, aedes] = [middle(rounds.ferry), middle(rounds.hooks), middle(rounds.aedes)];
   const mosquitto = rounds.mosquitto.length === 0 ? undefined : middle(rounds.mosquitto);
   return {
@@ -117,6 +174,7 @@ export async function benchIngest(messages = 50_000): Promise<IngestBenchResult>
       ferryVsMosquitto: mosquitto === undefined ? null : ratio(ferry.qos1, mosquitto.qos1),
     },
     qos0: { ferry: ferry.qos0, aedes: aedes.qos0, ferryVsAedes: ratio(ferry.qos0, aedes.qos0) },
+    qos0IntoHistory: ferry.qos0IntoHistory,
     hardening: { qos1: hooks.qos1, qos0: hooks.qos0, qos1VsAedes: ratio(hooks.qos1, aedes.qos1), qos0VsAedes: ratio(hooks.qos0, aedes.qos0) },
     historyFull: { prefill: PREFILL, qos1: median(full), qos1VsAedes: ratio(median(full), aedes.qos1) },
   };

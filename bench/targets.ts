@@ -37,7 +37,7 @@ export function historyBridge(history: string): string {
   return ['name: bench-history', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', `to: [{ history: ${history} }]`, ''].join('\n');
 }
 
-export async function startFerryTarget(options: FerryTargetOptions = {}): Promise<Target & { readonly pid: number }> {
+export async function startFerryTarget(options: FerryTargetOptions = {}): Promise<Target & { readonly pid: number; readonly dataDir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
   writeFileSync(
     join(dir, 'gateway.yaml'),
@@ -65,7 +65,12 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
         .pop(),
     );
   });
-  return { url: `mqtt://127.0.0.1:${port}`, pid: child.pid as number, stop: () => stopChild(child, () => rmSync(dir, { recursive: true, force: true })) };
+  return {
+    url: `mqtt://127.0.0.1:${port}`,
+    pid: child.pid as number,
+    dataDir: join(dir, 'data'),
+    stop: () => stopChild(child, () => rmSync(dir, { recursive: true, force: true })),
+  };
 }
 
 /** A TypeScript script of bench/ in its own process, ready when it prints `ready`. */
