@@ -8,6 +8,7 @@ import { Gateway } from '../runtime/gateway.ts';
 import { componentKinds } from '../runtime/registry.ts';
 import { loadForCommand } from './load.ts';
 import { VERSION } from './version.ts';
+import { collectStartupGarbage } from '../runtime/startup-garbage.ts';
 
 export interface RunOptions {
   readonly config: string;
@@ -69,6 +70,7 @@ export async function runCommand(options: RunOptions): Promise<void> {
   try {
     // performance.now() counts from process start, so this is the whole startup time.
     await gateway.start(0);
+    collectStartupGarbage();
   } catch (error) {
     const message = hintFor(error);
     logger.fatal({ err: error }, message);
