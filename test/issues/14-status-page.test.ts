@@ -203,7 +203,7 @@ test('the status page, in Chromium under light load: live rates, depths, devices
   }
 });
 
-test('names and details from the gateway are shown as text: markup in them is not run nor rendered', async () => {
+test('names and details from the gateway are shown as text: markup in them is not run nor rendered', async (t) => {
   // Bridge and sink names are checked by the config, but problem details quote upstream errors
   // (which can name a device's topic) and label values come from counters: the page must treat
   // all of it as text. The real status, with markup put into every name it shows.
@@ -221,6 +221,8 @@ test('names and details from the gateway are shown as text: markup in them is no
     recent: [{ name: 'mqtt.publish.refused', labels: { reason: evil('label') }, kind: 'refused', help: evil('help'), total: 1, inWindow: 1, lastAt: Date.now() }],
   };
   const server = await AdminServer.start('127.0.0.1', 0, { ready: () => ({ ready: true }), status: () => status, series: () => series });
+  // Closed whatever happens: a server left open keeps the test's process from ending.
+  t.after(() => server.close());
   const url = `http://127.0.0.1:${server.port}`;
   const { context, page, problems } = await openBrowser(url);
   try {
@@ -236,6 +238,5 @@ test('names and details from the gateway are shown as text: markup in them is no
     );
   } finally {
     await context.close();
-    await server.close();
   }
 });
