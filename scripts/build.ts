@@ -76,6 +76,14 @@ async function bundleCli(): Promise<void> {
           // bundle holds one copy that bridges share: src/config/bridge-resolve.ts.
           bundler.onResolve({ filter: /^vendor:/ }, (args) => ({ path: args.path.slice('vendor:'.length), namespace: 'vendor' }));
           bundler.onLoad({ filter: /.*/, namespace: 'vendor' }, (args) => ({ contents: `export * from '${args.path}';\n`, resolveDir: root }));
+          // zod's namespace object re-exports every one of its ~50 locales (about 400 KB of the
+          // bundle); Ferry's messages are English, the one locale zod itself sets by default.
+          bundler.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+            /[\\/]zod[\\/]v4[\\/](classic[\\/]external|core[\\/]index)\.js$/.test(args.importer)
+              ? { path: join(dirname(args.importer), '../locales/en.js'), namespace: 'zod-locales' }
+              : undefined,
+          );
+          bundler.onLoad({ filter: /.*/, namespace: 'zod-locales' }, (args) => ({ contents: `export { default as en } from ${JSON.stringify(args.path)};\n`, resolveDir: root }));
           bundler.onResolve({ filter: /^rxjs(\/operators)?$/ }, (args) => ({ path: join(rxjs, 'dist/esm', args.path === 'rxjs' ? '' : 'operators', 'index.js') }));
           bundler.onResolve({ filter: /^[^./]/ }, (args) => {
             const name = args.path.startsWith('@') ? args.path.split('/').slice(0, 2).join('/') : (args.path.split('/')[0] as string);

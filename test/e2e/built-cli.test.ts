@@ -141,3 +141,13 @@ test("a bridge outside the checkout imports ferry, ferry/<name>, rxjs and rxjs/o
     assert.equal(out.code, 0, `${build}, own rxjs: ${out.stderr}`);
   }
 });
+
+test("a config's problems read the same from the bundle as from the sources (the bundle keeps zod's English messages only)", async () => {
+  ensureBuilt();
+  const root = tempDir();
+  writeFileSync(join(root, 'gateway.yaml'), 'gateway: { name: 5 }\nmqtt: { port: "x", maxConnections: -1 }\nbridges: []\n');
+  const [bundle, sources] = await Promise.all(['', '1'].map((fromSource) => ferry(['validate', '--config', join(root, 'gateway.yaml')], { FERRY_FROM_SOURCE: fromSource })));
+  assert.equal(bundle?.code, 1);
+  assert.match(bundle?.stderr ?? '', /gateway\.name: expected string, received number/);
+  assert.equal(bundle?.stderr, sources?.stderr);
+});
