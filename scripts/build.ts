@@ -36,12 +36,12 @@ process.stdout.write(`build: dist/ written (${assets} asset file(s) copied)\n`);
 
 /**
  * The CLI in a few files: the compiled CLI, its public API (what TypeScript bridges import as
- * `ferry` and `ferry/<name>`) and rxjs, with the packages every start loads (rxjs and its tslib helpers, zod, yaml,
- * commander) inside, in chunks they share. A start otherwise spends about a third of its CPU
- * finding and reading ~400 small modules (rxjs alone is 223 CommonJS files): see
- * docs/benchmarks.md, "Startup and idle memory". Every other package stays in node_modules:
- * native ones, ones Ferry patches or reaches into (aedes, mqtt-packet, kafkajs), and the heavy
- * ones a start may never need (loaded when a bridge asks for them).
+ * `ferry` and `ferry/<name>`) and rxjs, with the packages every start loads (rxjs and its
+ * tslib helpers, zod, yaml, commander) inside, in chunks they share. A start otherwise spends
+ * about a third of its CPU finding and reading ~400 small modules (rxjs alone is 223 CommonJS
+ * files): see docs/benchmarks.md, "Startup and idle memory". Every other package stays in
+ * node_modules: native ones, ones Ferry patches or reaches into (aedes, mqtt-packet, kafkajs),
+ * and the heavy ones a start may never need (loaded when a bridge asks for them).
  */
 async function bundleCli(): Promise<void> {
   const out = join(dist, 'app');
@@ -76,7 +76,7 @@ async function bundleCli(): Promise<void> {
           // bundle holds one copy that bridges share: src/config/bridge-resolve.ts.
           bundler.onResolve({ filter: /^vendor:/ }, (args) => ({ path: args.path.slice('vendor:'.length), namespace: 'vendor' }));
           bundler.onLoad({ filter: /.*/, namespace: 'vendor' }, (args) => ({ contents: `export * from '${args.path}';\n`, resolveDir: root }));
-          // zod's namespace object re-exports every one of its ~50 locales (about 400 KB of the
+          // zod's namespace object re-exports every one of its ~50 locales (about 360 KB of the
           // bundle); Ferry's messages are English, the one locale zod itself sets by default.
           bundler.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
             /[\\/]zod[\\/]v4[\\/](classic[\\/]external|core[\\/]index)\.js$/.test(args.importer)
