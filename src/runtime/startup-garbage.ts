@@ -7,8 +7,9 @@ const SETTLE_MS = 1000;
  * Gives back what starting left behind, once: a full collection of V8's heap of the kind it
  * runs when memory is short, which also shrinks the young generation that the start's
  * allocations (the config's parse and validation, the modules' initialisation) had grown. An
- * idle gateway of the embedded default then holds about 83 MB instead of 95 (docs/benchmarks.md,
- * "Startup and idle memory"), for about 50 ms of the event loop a second after it is ready.
+ * idle gateway of the embedded default then holds about 11 MB less (85 against 96 MB measured:
+ * docs/benchmarks.md, "Startup and idle memory"), for about 50 ms of the event loop a second
+ * after it is ready.
  * The heap grows again as the load needs. `ferry run` does this; a program that embeds the
  * gateway keeps its own memory policy.
  */
