@@ -8,8 +8,9 @@ import { spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
+import { entryPoints } from '../src/config/bridge-resolve.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dist = join(root, 'dist');
@@ -47,12 +48,12 @@ async function bundleCli(): Promise<void> {
   const out = join(dist, 'app');
   const inside = new Set(['rxjs', 'tslib', 'zod', 'yaml', 'commander']);
   const rxjs = dirname(createRequire(import.meta.url).resolve('rxjs/package.json'));
-  const library = ['kafka', 'mqtt', 'buffer', 'redis', 'postgres', 'sqlite'];
+  const library = [...entryPoints(pathToFileURL(join(root, 'package.json'))).values()];
   await build({
     entryPoints: {
       'cli/main': join(dist, 'cli/main.js'),
       index: join(dist, 'index.js'),
-      ...Object.fromEntries(library.map((name) => [`lib/${name}`, join(dist, `lib/${name}.js`)])),
+      ...Object.fromEntries(library.map((module) => [module, join(dist, `${module}.js`)])),
       'vendor/rxjs': 'vendor:rxjs',
       'vendor/rxjs-operators': 'vendor:rxjs/operators',
     },

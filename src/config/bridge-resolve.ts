@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import module, { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -12,7 +12,6 @@ const FERRY_PACKAGE = new URL('package.json', PACKAGE_ROOT);
  * this module sits one below `src/index.ts`). Its subpaths (`ferry/kafka`) are `lib/<name>` beside it.
  */
 const FERRY_API = new URL(import.meta.url.endsWith('.ts') ? '../index.ts' : '../index.js', import.meta.url);
-const FERRY_SUBPATHS = new Set(['kafka', 'mqtt', 'buffer', 'redis', 'postgres', 'sqlite']);
 /**
  * The bundled CLI carries rxjs inside it, one file instead of rxjs' 223 CommonJS modules: a
  * bridge that imports `rxjs` or `rxjs/operators` gets that copy, so that the gateway runs one
@@ -56,9 +55,27 @@ export function resolveBridgeImportsFromFerry(): void {
 /** The URL of Ferry's API for `ferry` and `ferry/<subpath>`, else undefined. */
 function ferryApi(specifier: string): string | undefined {
   if (specifier === 'ferry') return FERRY_API.href;
-  const subpath = specifier.startsWith('ferry/') ? specifier.slice('ferry/'.length) : undefined;
-  if (subpath === undefined || !FERRY_SUBPATHS.has(subpath)) return undefined;
-  return new URL(`lib/${subpath}${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, FERRY_API).href;
+  if (!specifier.startsWith('ferry/')) return undefined;
+  const entry = (subpaths ??= entryPoints(FERRY_PACKAGE)).get(specifier.slice('ferry/'.length));
+  return entry === undefined ? undefined : new URL(`${entry}${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, FERRY_API).href;
+}
+
+let subpaths: ReadonlyMap<string, string> | undefined;
+
+/**
+ * The package's subpath entry points (`exports` of its package.json, e.g. `./kafka`), each with
+ * its module relative to the API's directory, without extension (`lib/kafka`), read from the
+ * source path each one declares (`ferry-source`). The build bundles the same list.
+ */
+export function entryPoints(packageJson: URL): ReadonlyMap<string, string> {
+  const { exports } = JSON.parse(readFileSync(packageJson, 'utf8')) as { exports: Record<string, { 'ferry-source'?: string } | string> };
+  const entries = new Map<string, string>();
+  for (const [subpath, target] of Object.entries(exports)) {
+    const source = typeof target === 'object' ? target['ferry-source'] : undefined;
+    if (subpath === '.' || source === undefined) continue;
+    entries.set(subpath.slice('./'.length), source.replace(/^\.\/src\//, '').replace(/\.ts$/, ''));
+  }
+  return entries;
 }
 
 /**
