@@ -6,12 +6,15 @@ import { PACKAGE_ROOT } from '../package-root.ts';
 
 /** Ferry's own package.json: bare imports a bridge cannot resolve from its own place resolve from here. */
 const FERRY_PACKAGE = new URL('package.json', PACKAGE_ROOT);
+/** The extension of the running build's modules: `.ts` from sources, `.js` compiled. */
+const EXTENSION = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 /**
  * The public API of the build that is running: `src/index.ts` from sources, `dist/index.js`
  * compiled, `dist/app/index.js` in the bundled CLI (whose chunks sit one directory below it, as
- * this module sits one below `src/index.ts`). Its subpaths (`ferry/kafka`) are `lib/<name>` beside it.
+ * this module sits one below `src/index.ts`). Its subpaths (`ferry/kafka`) are the package's
+ * exports, beside it (entryPoints).
  */
-const FERRY_API = new URL(import.meta.url.endsWith('.ts') ? '../index.ts' : '../index.js', import.meta.url);
+const FERRY_API = new URL(`../index${EXTENSION}`, import.meta.url);
 /**
  * The bundled CLI carries rxjs inside it, one file instead of rxjs' 223 CommonJS modules: a
  * bridge that imports `rxjs` or `rxjs/operators` gets that copy, so that the gateway runs one
@@ -57,7 +60,7 @@ function ferryApi(specifier: string): string | undefined {
   if (specifier === 'ferry') return FERRY_API.href;
   if (!specifier.startsWith('ferry/')) return undefined;
   const entry = (subpaths ??= entryPoints(FERRY_PACKAGE)).get(specifier.slice('ferry/'.length));
-  return entry === undefined ? undefined : new URL(`${entry}${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, FERRY_API).href;
+  return entry === undefined ? undefined : new URL(`${entry}${EXTENSION}`, FERRY_API).href;
 }
 
 let subpaths: ReadonlyMap<string, string> | undefined;

@@ -54,10 +54,10 @@ export interface PipelinedInsertsOptions extends BatchWriterOptions {
  * before it; the batches go in transactions (`BEGIN`, their inserts, `COMMIT`) closed at half
  * the sink's concurrency, or when the first of their batches is to be committed, and a
  * transaction's `COMMIT` is sent only when the one before it has committed, so that at most one
- * commits while the next fills (and grows past half while the one before is slow to commit). The server runs the statements
- * in the order they were sent, so rows land in arrival order, and while it inserts and commits
- * one transaction Ferry converts the next batches: the server's work and Ferry's overlap, and
- * no batch waits for a round trip.
+ * commits while the next fills (and grows past half while the one before is slow to commit).
+ * The server runs the statements in the order they were sent, so rows land in arrival order,
+ * and while it inserts and commits one transaction Ferry converts the next batches: the
+ * server's work and Ferry's overlap, and no batch waits for a round trip.
  *
  * A statement that fails aborts its transaction, and the ones sent after it are refused
  * (SQLSTATE 25P02) or rolled back, so nothing after a failure is written before it: every batch

@@ -9,9 +9,8 @@ const SETTLE_MS = 1000;
  * allocations (the config's parse and validation, the modules' initialisation) had grown. An
  * idle gateway of the embedded default then holds about 11 MB less (85 against 96 MB measured:
  * docs/benchmarks.md, "Startup and idle memory"), for about 50 ms of the event loop a second
- * after it is ready.
- * The heap grows again as the load needs. `ferry run` does this; a program that embeds the
- * gateway keeps its own memory policy.
+ * after it is ready. The heap grows again as the load needs. `ferry run` does this; a program
+ * that embeds the gateway keeps its own memory policy.
  */
 export function collectStartupGarbage(): void {
   setTimeout(() => {
