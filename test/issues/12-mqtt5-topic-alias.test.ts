@@ -103,6 +103,28 @@ for (const [label, alias, ref] of [
   });
 }
 
+test('an invalid alias sent while a resumed session is still being sent its queue gets DISCONNECT 0x94 too, not a bare close', async () => {
+  // The CONNACK goes out before the session's queued messages, and a device may publish at
+  // once: with 900 queued, its publish is read while the queue is still being sent.
+  const clientId = randomName('resumed-');
+  const topic = `aliases/${randomName('queued-')}`;
+  const session = { clientId, clean: false, properties: { sessionExpiryInterval: 300 } };
+  const first = await RawMqtt5.connect(gw.mqttUrl, session);
+  first.raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] });
+  await first.raw.next('suback');
+  first.raw.end();
+  await eventually(() => assert.equal(first.raw.closed, true));
+  const w = await watcher(topic);
+  await Promise.all(Array.from({ length: 900 }, (_, n) => w.client.publishAsync(topic, `queued ${n}`, { qos: 1 })));
+  const { raw, connack } = await RawMqtt5.connect(gw.mqttUrl, { ...session, properties: { ...session.properties, receiveMaximum: 1 } });
+  raw.send({ cmd: 'publish', topic: 'aliases/x', payload: Buffer.from('x'), qos: 0, retain: false, dup: false, properties: { topicAlias: 0 } });
+  after(() => raw.end());
+  assert.equal(connack.sessionPresent, true);
+  const disconnect = (await raw.next('disconnect')) as IDisconnectPacket;
+  assert.equal(disconnect.reasonCode, 0x94);
+  await eventually(() => assert.equal(raw.closed, true));
+});
+
 test('an alias sent alone that this connection never set is a protocol error: DISCONNECT 0x82, nothing published (§3.3.2.3.4, [MQTT-3.3.2-7])', async () => {
   const topic = `aliases/${randomName('unknown-')}`;
   const w = await watcher(topic);
