@@ -167,6 +167,7 @@ export class Gateway {
       },
       `accepting MQTT connections on ${config.mqtt.host}:${this.mqttPort} (ready in ${this.#startupMs} ms)`,
     );
+    this.#observability?.startCollector();
   }
 
   /** Stops taking connections, waits up to the drain timeout for in-flight messages, then closes. */
