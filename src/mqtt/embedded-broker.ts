@@ -1,5 +1,5 @@
 import type { Aedes, AedesPublishPacket, Client, PublishPacket } from 'aedes';
-import { loadQuietMqttPacket } from './quiet-debug.ts';
+import { loadLeanMqttPacket } from './lean-mqtt-packet.ts';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { FerryError } from '../core/errors.ts';
@@ -182,9 +182,9 @@ export class EmbeddedBroker {
             refusals,
           });
     // aedes is imported here, not at the top: mqtt-packet must load first, with its loggers
-    // that are off doing nothing (quiet-debug.ts), and a static import loads every CommonJS
-    // module of aedes' graph before any module of Ferry's runs.
-    loadQuietMqttPacket();
+    // that are off doing nothing and without streams (lean-mqtt-packet.ts), and a static
+    // import loads every CommonJS module of aedes' graph before any module of Ferry's runs.
+    loadLeanMqttPacket();
     const { Aedes } = await import('aedes');
     const aedes = await Aedes.createBroker({
       ...(state === undefined ? {} : { persistence: state }),

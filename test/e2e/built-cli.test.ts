@@ -10,8 +10,8 @@ import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-built-');
 
-/** Packages the embedded default has no use for: loaded only when a bridge or option needs them (kysely: only for a handler bridge that runs). */
-const LAZY = ['kafkajs', 'kafkajs-snappy', '@2l/kafkajs-lz4', 'ajv', 'ioredis', 'pg', 'pino-pretty', 'mqtt', 'ws', 'tsx', 'kysely'];
+/** Packages the embedded default has no use for: loaded only when a bridge or option needs them (kysely: only for a handler bridge that runs; readable-stream: only for the mqtt client, see src/mqtt/lean-mqtt-packet.ts). */
+const LAZY = ['kafkajs', 'kafkajs-snappy', '@2l/kafkajs-lz4', 'ajv', 'ioredis', 'pg', 'pino-pretty', 'mqtt', 'ws', 'tsx', 'kysely', 'readable-stream'];
 /** Packages inside the bundled CLI (scripts/build.ts): never loaded from node_modules, also not by the bridges' `import ... from 'rxjs'`. */
 const BUNDLED = ['rxjs', 'tslib', 'zod', 'yaml', 'commander'];
 
@@ -30,7 +30,7 @@ test('the compiled build: `ferry run` of the embedded default from the bundle in
       `const out = ${JSON.stringify(trace)};`,
       "module.registerHooks({ load(url, context, next) { appendFileSync(out, url + '\\n'); return next(url, context); } });",
       // Once the broker has loaded mqtt-packet, its debug namespaces are turned on, written to a
-      // file: its loggers that were off when it loaded must stay no-ops (src/mqtt/quiet-debug.ts).
+      // file: its loggers that were off when it loaded must stay no-ops (src/mqtt/lean-mqtt-packet.ts).
       `const debugOut = ${JSON.stringify(debugOut)};`,
       `const req = module.createRequire(${JSON.stringify(join(REPO_ROOT, 'package.json'))});`,
       "const packet = req.resolve('mqtt-packet');",

@@ -1,0 +1,67 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+// Each case runs in a Node process of its own: what it checks is how modules load.
+const leanModule = fileURLToPath(new URL('../../../src/mqtt/lean-mqtt-packet.ts', import.meta.url));
+
+/** Loads mqtt-packet (through lean-mqtt-packet first, or not), parses a PUBLISH; returns stderr, where `debug` writes. */
+function parseIn(options: { readonly lean: boolean; readonly debugEnv?: string; readonly enableLater?: string }): { stderr: string; stdout: string } {
+  const script = `
+    import { createRequire } from 'node:module';
+    const require = createRequire(${JSON.stringify(leanModule)});
+    const createDebug = require('debug');
+    ${options.lean ? `(await import(${JSON.stringify(leanModule)})).loadLeanMqttPacket();` : ''}
+    console.log(require('debug') === createDebug ? 'debug restored' : 'debug replaced');
+    ${options.enableLater === undefined ? '' : `createDebug.enable(${JSON.stringify(options.enableLater)});`}
+    const mqtt = require('mqtt-packet');
+    const parser = mqtt.parser({ protocolVersion: 4 });
+    let parsed = 0;
+    parser.on('packet', () => { parsed += 1; });
+    // A PUBLISH in three pieces, then two packets in one chunk: the list keeps what is not parsed yet.
+    const publish = mqtt.generate({ cmd: 'publish', topic: 'a/b', payload: Buffer.from('x'.repeat(300)), qos: 1, messageId: 7 });
+    for (const piece of [publish.subarray(0, 1), publish.subarray(1, 40), publish.subarray(40)]) parser.parse(piece);
+    parser.parse(Buffer.concat([mqtt.generate({ cmd: 'pingreq' }), mqtt.generate({ cmd: 'puback', messageId: 9 })]));
+    console.log('parsed ' + parsed);
+    const loaded = Object.keys(require.cache);
+    console.log('list ' + parser._list.constructor.name + (typeof parser._list.pipe === 'function' ? ' stream' : ''));
+    console.log('readable-stream ' + (loaded.some((p) => p.includes('/readable-stream/')) ? 'loaded' : 'not loaded'));
+    console.log('bl later ' + (typeof require(createRequire(require.resolve('mqtt-packet')).resolve('bl'))().pipe === 'function' ? 'stream' : 'plain'));
+  `;
+  const env = { ...process.env };
+  delete env.DEBUG;
+  if (options.debugEnv !== undefined) env.DEBUG = options.debugEnv;
+  const result = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', env });
+  assert.equal(result.status, 0, result.stderr);
+  return { stderr: result.stderr, stdout: result.stdout };
+}
+
+test("mqtt-packet's loggers that are off when it loads do nothing, even when turned on later", () => {
+  const quiet = parseIn({ lean: true, enableLater: 'mqtt-packet:*' });
+  assert.match(quiet.stdout, /debug restored/);
+  assert.match(quiet.stdout, /parsed 3/);
+  assert.doesNotMatch(quiet.stderr, /mqtt-packet:parser/);
+  // Without it, the same late enable makes them write: the check above can fail.
+  const plain = parseIn({ lean: false, enableLater: 'mqtt-packet:*' });
+  assert.match(plain.stderr, /mqtt-packet:parser/);
+});
+
+test('a namespace DEBUG turns on at start keeps its real logger', () => {
+  const { stderr, stdout } = parseIn({ lean: true, debugEnv: 'mqtt-packet:parser' });
+  assert.match(stdout, /parsed 3/);
+  assert.match(stderr, /mqtt-packet:parser/);
+});
+
+test("mqtt-packet's parser keeps its bytes in bl's plain BufferList: readable-stream is not loaded, and bl is the stream again for anyone after", () => {
+  const lean = parseIn({ lean: true });
+  assert.match(lean.stdout, /parsed 3/);
+  assert.match(lean.stdout, /list BufferList\n/);
+  assert.match(lean.stdout, /readable-stream not loaded/);
+  assert.match(lean.stdout, /bl later stream/);
+  // Loaded as it comes, the parser's list is the stream, and it loads readable-stream.
+  const plain = parseIn({ lean: false });
+  assert.match(plain.stdout, /parsed 3/);
+  assert.match(plain.stdout, /list BufferListStream stream/);
+  assert.match(plain.stdout, /readable-stream loaded/);
+});
