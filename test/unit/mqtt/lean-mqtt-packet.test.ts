@@ -27,6 +27,7 @@ function parseIn(options: { readonly lean: boolean; readonly debugEnv?: string; 
     const loaded = Object.keys(require.cache);
     console.log('list ' + parser._list.constructor.name + (typeof parser._list.pipe === 'function' ? ' stream' : ''));
     console.log('readable-stream ' + (loaded.some((p) => p.includes('/readable-stream/')) ? 'loaded' : 'not loaded'));
+    console.log('numbers cached ' + Object.keys(require(createRequire(require.resolve('mqtt-packet')).resolve('./numbers.js')).cache).length);
     console.log('bl later ' + (typeof require(createRequire(require.resolve('mqtt-packet')).resolve('bl'))().pipe === 'function' ? 'stream' : 'plain'));
   `;
   const env = { ...process.env };
@@ -51,6 +52,14 @@ test('a namespace DEBUG turns on at start keeps its real logger', () => {
   const { stderr, stdout } = parseIn({ lean: true, debugEnv: 'mqtt-packet:parser' });
   assert.match(stdout, /parsed 3/);
   assert.match(stderr, /mqtt-packet:parser/);
+});
+
+test("mqtt-packet's writer does not make its 65,536 number buffers on the first packet it writes", () => {
+  const lean = parseIn({ lean: true });
+  assert.match(lean.stdout, /parsed 3/);
+  assert.match(lean.stdout, /numbers cached 0\n/);
+  const plain = parseIn({ lean: false });
+  assert.match(plain.stdout, /numbers cached 65536\n/);
 });
 
 test("mqtt-packet's parser keeps its bytes in bl's plain BufferList: readable-stream is not loaded, and bl is the stream again for anyone after", () => {
