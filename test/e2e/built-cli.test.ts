@@ -151,3 +151,12 @@ test("a config's problems read the same from the bundle as from the sources (the
   assert.match(bundle?.stderr ?? '', /gateway\.name: expected string, received number/);
   assert.equal(bundle?.stderr, sources?.stderr);
 });
+
+test("the bundle's files are ASCII, so that V8 keeps their sources at one byte a character", () => {
+  ensureBuilt();
+  const app = join(REPO_ROOT, 'dist/app');
+  const files = readdirSync(app, { recursive: true, encoding: 'utf8' }).filter((name) => name.endsWith('.js'));
+  assert.ok(files.length > 10, `bundle files: ${files.length}`);
+  const outside = files.filter((name) => /[^\x00-\x7f]/.test(readFileSync(join(app, name), 'utf8')));
+  assert.deepEqual(outside, []);
+});
