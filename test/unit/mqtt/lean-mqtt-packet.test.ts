@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { leanBufferLists } from '../../../src/mqtt/lean-mqtt-packet.ts';
 
 // Each case runs in a Node process of its own: what it checks is how modules load.
 const leanModule = fileURLToPath(new URL('../../../src/mqtt/lean-mqtt-packet.ts', import.meta.url));
@@ -65,7 +67,7 @@ test("mqtt-packet's writer does not make its 65,536 number buffers on the first 
 test("mqtt-packet's parser keeps its bytes in bl's plain BufferList: readable-stream is not loaded, and bl is the stream again for anyone after", () => {
   const lean = parseIn({ lean: true });
   assert.match(lean.stdout, /parsed 3/);
-  assert.match(lean.stdout, /list BufferList\n/);
+  assert.match(lean.stdout, /list LeanBufferList\n/);
   assert.match(lean.stdout, /readable-stream not loaded/);
   assert.match(lean.stdout, /bl later stream/);
   // Loaded as it comes, the parser's list is the stream, and it loads readable-stream.
@@ -73,4 +75,31 @@ test("mqtt-packet's parser keeps its bytes in bl's plain BufferList: readable-st
   assert.match(plain.stdout, /parsed 3/);
   assert.match(plain.stdout, /list BufferListStream stream/);
   assert.match(plain.stdout, /readable-stream loaded/);
+});
+
+test("the lean list's reads of numbers and strings equal bl's, in its first buffer and across buffers", () => {
+  const require = createRequire(import.meta.url);
+  const BufferList = require(createRequire(require.resolve('mqtt-packet')).resolve('bl/BufferList.js'));
+  const bytes = Buffer.from(Array.from({ length: 64 }, (_, i) => (i * 37 + 11) & 0xff));
+  // The same bytes in one buffer, and split at each place into two and three.
+  const splits = [[64], ...Array.from({ length: 63 }, (_, i) => [i + 1, 64]), ...Array.from({ length: 20 }, (_, i) => [i + 1, i + 30, 64])];
+  for (const ends of splits) {
+    const lean = leanBufferLists(BufferList)();
+    const plain = new BufferList();
+    let from = 0;
+    for (const end of ends) {
+      (lean as unknown as { append(b: Buffer): void }).append(bytes.subarray(from, end));
+      plain.append(bytes.subarray(from, end));
+      from = end;
+    }
+    for (let offset = 0; offset < 64; offset++) {
+      assert.equal(lean.readUInt8(offset), plain.readUInt8(offset), `readUInt8(${offset}) split at ${ends}`);
+      if (offset + 2 <= 64) assert.equal(lean.readUInt16BE(offset), plain.readUInt16BE(offset), `readUInt16BE(${offset}) split at ${ends}`);
+      if (offset + 4 <= 64) assert.equal(lean.readUInt32BE(offset), plain.readUInt32BE(offset), `readUInt32BE(${offset}) split at ${ends}`);
+      assert.equal(lean.toString('latin1', offset, Math.min(64, offset + 9)), plain.toString('latin1', offset, Math.min(64, offset + 9)));
+    }
+    // Past the end, both refuse alike.
+    assert.throws(() => plain.readUInt16BE(63));
+    assert.throws(() => lean.readUInt16BE(63));
+  }
 });
