@@ -48,11 +48,11 @@ export function loadLeanMqttPacket(): boolean {
   const blPath = packetRequire.resolve('bl');
   const blWasLoaded = require.cache[blPath] !== undefined;
   if (!blWasLoaded) {
-    const plainList = new Module(blPath);
-    plainList.filename = blPath;
-    plainList.exports = leanBufferLists(createRequire(blPath)('./BufferList.js') as BufferListClass);
-    plainList.loaded = true;
-    require.cache[blPath] = plainList;
+    const leanList = new Module(blPath);
+    leanList.filename = blPath;
+    leanList.exports = leanBufferLists(createRequire(blPath)('./BufferList.js') as BufferListClass);
+    leanList.loaded = true;
+    require.cache[blPath] = leanList;
   }
   cachedDebug.exports = quietly;
   try {
