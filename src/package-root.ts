@@ -8,6 +8,9 @@ import { fileURLToPath } from 'node:url';
  */
 export const PACKAGE_ROOT: URL = findPackageRoot(new URL('.', import.meta.url));
 
+/** Whether the running build is the TypeScript sources (src/), not the compiled library or the bundled CLI. */
+export const FROM_SOURCES: boolean = import.meta.url.endsWith('.ts');
+
 function findPackageRoot(start: URL): URL {
   for (let dir = start; ; dir = new URL('..', dir)) {
     if (existsSync(new URL('package.json', dir))) return dir;

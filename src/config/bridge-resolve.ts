@@ -2,12 +2,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import module, { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { PACKAGE_ROOT } from '../package-root.ts';
+import { FROM_SOURCES, PACKAGE_ROOT } from '../package-root.ts';
 
 /** Ferry's own package.json: bare imports a bridge cannot resolve from its own place resolve from here. */
 const FERRY_PACKAGE = new URL('package.json', PACKAGE_ROOT);
 /** The extension of the running build's modules: `.ts` from sources, `.js` compiled. */
-const EXTENSION = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+const EXTENSION = FROM_SOURCES ? '.ts' : '.js';
 /**
  * The public API of the build that is running: `src/index.ts` from sources, `dist/index.js`
  * compiled, `dist/app/index.js` in the bundled CLI (whose chunks sit one directory below it, as
@@ -22,7 +22,8 @@ const FERRY_API = new URL(`../index${EXTENSION}`, import.meta.url);
  * the sources and the compiled library, which import rxjs from node_modules themselves.
  */
 const BUNDLED = new URL('../vendor/', import.meta.url);
-const BUNDLED_MODULES: Readonly<Record<string, string>> = { rxjs: 'rxjs.js', 'rxjs/operators': 'rxjs-operators.js' };
+/** The modules the bundled CLI carries in `vendor/`, by the specifier they stand for (scripts/build.ts bundles these). */
+export const BUNDLED_MODULES: Readonly<Record<string, string>> = { rxjs: 'rxjs.js', 'rxjs/operators': 'rxjs-operators.js' };
 
 let registered = false;
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { PACKAGE_ROOT } from '../../package-root.ts';
+import { FROM_SOURCES, PACKAGE_ROOT } from '../../package-root.ts';
 
 /** A file of the status page, as the admin server sends it. */
 export interface PageAsset {
@@ -10,7 +10,7 @@ export interface PageAsset {
 }
 
 /** This directory in the build that runs: src/ or dist/ (where the build copies the files; the bundled CLI's chunks sit elsewhere). */
-const PAGE_DIR = new URL(`${import.meta.url.endsWith('.ts') ? 'src' : 'dist'}/runtime/status-page/`, PACKAGE_ROOT);
+const PAGE_DIR = new URL(`${FROM_SOURCES ? 'src' : 'dist'}/runtime/status-page/`, PACKAGE_ROOT);
 const here = (file: string) => fileURLToPath(new URL(file, PAGE_DIR));
 const dependency = (file: string) => createRequire(import.meta.url).resolve(file);
 
