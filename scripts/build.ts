@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
-import { entryPoints } from '../src/config/bridge-resolve.ts';
+import { BUNDLED_MODULES, entryPoints } from '../src/config/bridge-resolve.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dist = join(root, 'dist');
@@ -70,8 +70,7 @@ async function bundleCli(): Promise<void> {
       'cli/main': join(dist, 'cli/main.js'),
       index: join(dist, 'index.js'),
       ...Object.fromEntries(library.map((module) => [module, join(dist, `${module}.js`)])),
-      'vendor/rxjs': 'vendor:rxjs',
-      'vendor/rxjs-operators': 'vendor:rxjs/operators',
+      ...Object.fromEntries(Object.entries(BUNDLED_MODULES).map(([specifier, file]) => [`vendor/${file.replace(/\.js$/, '')}`, `vendor:${specifier}`])),
     },
     outdir: out,
     // One directory below dist/app, as dist/config/ is below dist/: relative URLs of the
