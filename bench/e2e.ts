@@ -22,6 +22,7 @@ import {
 } from './kafka.ts';
 import { cpuMs, peakRssMb, publishFleet, waitForRecords as waitForLoad } from './load.ts';
 import { startAedesTarget, startFerryTarget, startScript } from './targets.ts';
+import { ratio } from './stats.ts';
 
 const DEVICES = 50;
 const WINDOW = 20;
@@ -238,4 +239,3 @@ export async function benchE2e(options: E2eOptions): Promise<E2eBenchResult> {
 }
 
 const round1 = (n: number) => Math.round(n * 10) / 10;
-const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;

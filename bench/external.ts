@@ -13,6 +13,7 @@ import { type PathResult, analyse, payloadFor } from './e2e.ts';
 import { type BenchKafka, benchKafka, benchTopic, createAppendTimeTopic, deleteTopics, readRecords } from './kafka.ts';
 import { cpuMs, peakRssMb, publishFleet, waitForRecords } from './load.ts';
 import { startFerryTarget, startMosquittoTarget } from './targets.ts';
+import { ratio } from './stats.ts';
 
 const DEVICES = 50;
 const WINDOW = 20;
@@ -133,7 +134,7 @@ export async function benchExternal(options: ExternalOptions): Promise<ExternalB
     }
     const embedded = median(runs.embedded);
     const external = Object.fromEntries(paths.map((path) => [path, median(runs[path])])) as Record<ExternalPath, PathResult>;
-    const ratios = Object.fromEntries(paths.map((path) => [path, Math.round((external[path].perSec / embedded.perSec) * 100) / 100])) as Record<ExternalPath, number>;
+    const ratios = Object.fromEntries(paths.map((path) => [path, ratio(external[path].perSec, embedded.perSec)])) as Record<ExternalPath, number>;
     return { devices: DEVICES, window: WINDOW, messages: options.messages, rounds: ROUNDS, mosquitto: MOSQUITTO, embedded, external, ratios, goal: EXTERNAL_GOAL };
   } finally {
     await deleteTopics(kafka.brokers, topics).catch((error: unknown) => log(`  could not delete the bench topics: ${String(error)}`));

@@ -16,7 +16,7 @@ import Database from 'better-sqlite3';
 import { Fleet } from '../src/cli/simulate/fleet.ts';
 import { historyPath } from '../src/sqlite/history-store.ts';
 import { type Target, historyBridge, startAedesTarget, startFerryTarget, startMosquittoTarget } from './targets.ts';
-import { median } from './stats.ts';
+import { median, ratio } from './stats.ts';
 
 const DEVICES = 50;
 const WINDOW = 20;
@@ -73,11 +73,12 @@ interface Rates {
 }
 
 async function measure(target: Target, messages: number, qos0: boolean, historyDir?: string): Promise<Rates> {
+  let history: Awaited<ReturnType<typeof historyRows>> | undefined;
   try {
     await ackedRate(target.url, 1, Math.min(5_000, messages));
     const qos1 = await ackedRate(target.url, 1, messages);
     if (!qos0) return { qos1, qos0: 0, qos0IntoHistory: 0 };
-    const history = historyDir === undefined ? undefined : await historyRows(historyDir);
+    history = historyDir === undefined ? undefined : await historyRows(historyDir);
     const before = history === undefined ? 0 : await history.settled();
     const started = performance.now();
     const rate = await ackedRate(target.url, 0, messages * QOS0_FACTOR);
@@ -85,9 +86,9 @@ async function measure(target: Target, messages: number, qos0: boolean, historyD
     // Every QoS 0 message and the round's fences (one QoS 1 message per device).
     await history.reached(before + messages * QOS0_FACTOR + DEVICES);
     const intoHistory = Math.round((messages * QOS0_FACTOR * 1000) / (performance.now() - started));
-    history.close();
     return { qos1, qos0: rate, qos0IntoHistory: intoHistory };
   } finally {
+    history?.close();
     await target.stop();
   }
 }
@@ -138,8 +139,6 @@ async function historyFull(messages: number): Promise<number> {
     await target.stop();
   }
 }
-
-const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 
 export async function benchIngest(messages = 50_000): Promise<IngestBenchResult> {
   const rounds: Record<'ferry' | 'hooks' | 'aedes' | 'mosquitto', Rates[]> = { ferry: [], hooks: [], aedes: [], mosquitto: [] };

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { median } from './stats.ts';
+import { median, ratio } from './stats.ts';
 
 const PLATFORMATIC_VERSION = '2.12.1';
 const PLATFORMATIC_DIR = join(homedir(), '.cache/ferry-bench/platformatic-kafka');
@@ -139,7 +139,6 @@ export async function benchKafkaClients(options: { readonly records: number; rea
     const summary = (list: KafkaClientRun[]): KafkaClientRun => ({ perSec: median(list.map((r) => r.perSec)), cpuMsPer1k: median(list.map((r) => r.cpuMsPer1k)) });
     const kafkajs = summary(runs.kafkajs);
     const platformatic = summary(runs.platformatic);
-    const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
     return {
       records: options.records,
       kafkajs,

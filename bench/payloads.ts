@@ -5,6 +5,7 @@
 // (about the same bytes in each run above 200 B).
 import { type PathResult, measureAedesIngest, measureFerry } from './e2e.ts';
 import { benchKafka, benchTopic, createAppendTimeTopic, deleteTopics } from './kafka.ts';
+import { ratio } from './stats.ts';
 
 export const PAYLOAD_SIZES = [200, 2_048, 16_384] as const;
 
@@ -48,7 +49,7 @@ export async function benchPayloads(options: { readonly messages: number; readon
         ferry,
         ferryMBPerSec: Math.round((ferry.perSec * payloadBytes) / 1e5) / 10,
         aedesIngest,
-        vsAedesIngest: Math.round((ferry.perSec / aedesIngest) * 100) / 100,
+        vsAedesIngest: ratio(ferry.perSec, aedesIngest),
       });
     }
     return { runs };

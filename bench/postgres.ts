@@ -27,6 +27,7 @@ import { planInsert } from '../src/postgres/table.ts';
 import { textArray } from '../src/postgres/text-array.ts';
 import { publishFleet } from './load.ts';
 import { startFerryTarget } from './targets.ts';
+import { ratio } from './stats.ts';
 
 export interface PostgresBenchResult {
   readonly server: string;
@@ -212,8 +213,6 @@ async function sinkVsCopy(admin: pg.Client, url: string, schema: string, rows: n
     rounds: measured,
   };
 }
-
-const ratio = (x: number, y: number) => Math.round((x / y) * 100) / 100;
 
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((x, y) => x - y);

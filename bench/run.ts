@@ -22,6 +22,7 @@ import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
 import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartup } from './startup.ts';
 import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
 import { type RateLimitBenchResult, benchRateLimit } from './rate-limit.ts';
+import { ratio } from './stats.ts';
 
 const SCENARIOS = [
   'buffer',
@@ -119,7 +120,7 @@ if (selected.has('ingest')) {
     ingest.qos0IntoHistory,
     'the same gateway, handled',
     ingest.qos0.ferry,
-    Math.round((ingest.qos0IntoHistory / ingest.qos0.ferry) * 100) / 100,
+    ratio(ingest.qos0IntoHistory, ingest.qos0.ferry),
   ]);
   rows.push([
     `QoS 1 ingest, the history full at its default keep (${ingest.historyFull.prefill.toLocaleString('en-US')} messages first), msgs/s`,
@@ -248,14 +249,14 @@ if (selected.has('external')) {
   const external = (results.external = await benchExternal({ messages, log, ...(values.profile === undefined ? {} : { profileDir: resolve(values.profile) }) }));
   const base = 'embedded broker → Kafka, same devices and load';
   for (const [path, { what }] of Object.entries(EXTERNAL_PATHS) as [keyof typeof EXTERNAL_PATHS, { what: string }][]) {
-    const ratio = external.ratios[path];
-    const met = ratio >= external.goal ? 'met' : 'NOT met';
+    const vsEmbedded = external.ratios[path];
+    const met = vsEmbedded >= external.goal ? 'met' : 'NOT met';
     rows.push([
       `Mosquitto → mqttClient source → Kafka, ${what}, in Kafka, msgs/s (goal ≥ ${external.goal}× embedded: ${met})`,
       external.external[path].perSec,
       base,
       external.embedded.perSec,
-      ratio,
+      vsEmbedded,
     ]);
   }
   const e = external.external;
@@ -291,7 +292,7 @@ if (selected.has('postgres')) {
       postgres.e2e.perSec,
       'PUBACKs per second at the devices',
       postgres.e2e.ackedPerSec,
-      Math.round((postgres.e2e.perSec / postgres.e2e.ackedPerSec) * 100) / 100,
+      ratio(postgres.e2e.perSec, postgres.e2e.ackedPerSec),
     ],
   );
 }
@@ -317,7 +318,6 @@ if (selected.has('startup')) {
   );
   log(`  CPU used until ready: ${range(measured.cpuMs)} ms (${startup.build}); from sources ${range(startup.sources.cpuMs)} ms`);
   if (startup.compiled !== null) {
-    const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
     rows.push(
       [
         'startup to accepting MQTT connections, compiled (dist/), ms',

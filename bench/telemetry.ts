@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type PathResult, measureFerry } from './e2e.ts';
 import { benchKafka, benchTopic, createAppendTimeTopic, deleteTopics } from './kafka.ts';
-import { median } from './stats.ts';
+import { median, ratio } from './stats.ts';
 
 export interface TelemetryBenchResult {
   readonly messages: number;
@@ -26,8 +26,6 @@ interface Summary {
   readonly p99Ms: number;
   readonly missing: number;
 }
-
-const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 
 function summary(results: readonly PathResult[]): Summary {
   return {
