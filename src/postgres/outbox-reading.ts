@@ -303,6 +303,13 @@ export class OutboxReading {
         client.release(error instanceof Error ? error : true);
         throw error;
       }
+      // Stopped while the LISTEN ran: stop() found no listener to close, so this one is
+      // discarded here, or the pool would wait for it for ever as it closes.
+      if (this.#stopping) {
+        client.removeAllListeners('notification');
+        client.release(true);
+        return;
+      }
       this.#listener = client;
       // Rows written while nobody listened.
       this.#wanted = true;

@@ -4,12 +4,14 @@
 // before the next poll.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import pg from 'pg';
 import pino from 'pino';
 import type { Subscription } from 'rxjs';
 import type { Delivery } from '../../src/core/delivery.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { type PostgresSourceConfig, fromPostgres } from '../../src/lib/postgres.ts';
-import { postgresSource } from '../../src/postgres/outbox-source.ts';
+import { createPostgresSource, postgresSource } from '../../src/postgres/outbox-source.ts';
+import { type PgPool, PostgresPools } from '../../src/postgres/pools.ts';
 import type { Source } from '../../src/core/stream.ts';
 import { sourceConformance } from '../conformance/source-suite.ts';
 import { tcpProxy } from '../harness/cuttable-proxy.ts';
@@ -193,6 +195,57 @@ test('PostgreSQL unreachable while rows are in flight and while more are written
   assert.deepEqual(numbers.slice(0, 5), [1, 2, 3, 4, 5]);
   subscription.unsubscribe();
   await Promise.all(stops);
+});
+
+test('unsubscribed while its LISTEN is still running: the stop ends, the LISTEN connection is discarded and the pool closes', { timeout: 30_000 }, async (t) => {
+  const db = await testSchema(t);
+  await db.query(OUTBOX(db.name));
+  // A real pool whose LISTEN statements wait for the test: the moment a stop can come is held
+  // open (a real server answers LISTEN within a millisecond, too fast to aim at).
+  let listenReached: () => void = () => {};
+  const reached = new Promise<void>((resolve) => (listenReached = resolve));
+  let answerListen: () => void = () => {};
+  const answer = new Promise<void>((resolve) => (answerListen = resolve));
+  let ended = false;
+  const pools = new PostgresPools((options) => {
+    const pool = new pg.Pool({ ...options });
+    const connect = pool.connect.bind(pool) as () => Promise<pg.PoolClient>;
+    const end = pool.end.bind(pool);
+    return Object.assign(pool, {
+      connect: async () => {
+        const client = await connect();
+        const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+        return Object.assign(client, {
+          query: async (...args: unknown[]) => {
+            if (typeof args[0] === 'string' && args[0].startsWith('LISTEN')) {
+              listenReached();
+              await answer;
+            }
+            return query(...args);
+          },
+        });
+      },
+      end: async () => {
+        await end();
+        ended = true;
+      },
+    }) as unknown as PgPool;
+  });
+  const stops: Promise<void>[] = [];
+  const config = postgresSource.schema.parse({ url: db.url, table: `${db.name}.outbox`, topicColumn: 'topic', pollIntervalMs: 50 });
+  const source = createPostgresSource(
+    config,
+    { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: 'listen-race', afterStop: (w) => stops.push(w) },
+    pools,
+  );
+  const subscription = source.subscribe((d) => d.ack());
+  await reached;
+  subscription.unsubscribe();
+  answerListen();
+  const outcome = await Promise.race([Promise.all(stops).then(() => 'stopped'), new Promise((resolve) => setTimeout(resolve, 10_000, 'still stopping after 10 s'))]);
+  assert.equal(outcome, 'stopped');
+  assert.equal(ended, true, 'the pool closed');
+  assert.equal(pools.size, 0);
 });
 
 test('config: mark needs its column, maxBatches stays below the pool, names are checked', () => {
