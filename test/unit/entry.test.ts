@@ -16,7 +16,7 @@ function tree(files: Record<string, number>): string {
     utimesSync(join(root, path), mtime, mtime);
   }
   // Directories get an old time, so that only the files decide.
-  for (const dir of ['src', 'src/cli', 'dist', 'dist/app/cli']) {
+  for (const dir of ['src', 'src/cli', 'src/a', 'src/a/b', 'dist', 'dist/app/cli']) {
     try {
       utimesSync(join(root, dir), 1, 1);
     } catch {}
@@ -29,6 +29,11 @@ test('bin/ferry.js runs dist/ when a finished build is newer than every source, 
   assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 100, 'dist/app/cli/main.js': 200 }), {}), 'src', 'a build that did not finish (no stamp)');
   assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 100, 'dist/app/cli/main.js': 200, [BUILD_STAMP]: 200 }), {}), 'dist', 'a current build');
   assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 300, 'dist/app/cli/main.js': 200, [BUILD_STAMP]: 200 }), {}), 'src', 'a source edited after the build');
+  assert.equal(
+    chooseEntry(tree({ 'src/cli/main.ts': 100, 'src/a/b/deep.ts': 300, 'dist/app/cli/main.js': 200, [BUILD_STAMP]: 200 }), {}),
+    'src',
+    'a source edited two directories down',
+  );
   assert.equal(chooseEntry(tree({ 'src/cli/main.ts': 100, 'dist/app/cli/main.js': 200, [BUILD_STAMP]: 200 }), { FERRY_FROM_SOURCE: '1' }), 'src', 'forced');
   assert.equal(chooseEntry(tree({ 'dist/app/cli/main.js': 200 }), {}), 'dist', 'an installed package: no sources');
 });
