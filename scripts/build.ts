@@ -54,7 +54,7 @@ process.stdout.write(`build: dist/ written (${assets} asset file(s) copied)\n`);
 /**
  * The CLI in a few files: the compiled CLI, its public API (what TypeScript bridges import as
  * `ferry` and `ferry/<name>`) and rxjs, with the packages every start loads (rxjs and its
- * tslib helpers, zod, yaml, commander) inside, in chunks they share. A start otherwise spends
+ * tslib helpers, zod, yaml, commander, uuid) inside, in chunks they share. A start otherwise spends
  * about a third of its CPU finding and reading ~400 small modules (rxjs alone is 223 CommonJS
  * files): see docs/benchmarks.md, "Startup and idle memory". Every other package stays in
  * node_modules: native ones, ones Ferry patches or reaches into (aedes, mqtt-packet, kafkajs),
@@ -62,7 +62,7 @@ process.stdout.write(`build: dist/ written (${assets} asset file(s) copied)\n`);
  */
 async function bundleCli(): Promise<void> {
   const out = join(dist, 'app');
-  const inside = new Set(['rxjs', 'tslib', 'zod', 'yaml', 'commander']);
+  const inside = new Set(['rxjs', 'tslib', 'zod', 'yaml', 'commander', 'uuid']);
   const rxjs = dirname(createRequire(import.meta.url).resolve('rxjs/package.json'));
   const library = [...entryPoints(pathToFileURL(join(root, 'package.json'))).values()];
   await build({
