@@ -49,8 +49,17 @@ export const HANDLER_WINDOW = 10_000;
 /** Default `maxHoldMs` of a TypeScript bridge. */
 export const DEFAULT_MAX_HOLD_MS = 60_000;
 
+/** One schema per set of kinds: a start checks every TypeScript bridge with it (about 50 zod schemas each built anew). */
+const handlerBridgeSchemas = new WeakMap<ComponentKinds, ReturnType<typeof buildHandlerBridgeSchema>>();
+
 /** The checks a YAML bridge gets, on what `defineBridge` was given. */
 export function handlerBridgeSchema(kinds: ComponentKinds) {
+  let schema = handlerBridgeSchemas.get(kinds);
+  if (schema === undefined) handlerBridgeSchemas.set(kinds, (schema = buildHandlerBridgeSchema(kinds)));
+  return schema;
+}
+
+function buildHandlerBridgeSchema(kinds: ComponentKinds) {
   return z.strictObject({
     name: bridgeName,
     description: z.string().optional(),
