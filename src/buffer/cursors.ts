@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { CursorState, StoredMessage } from './rows.ts';
 import { BufferLog } from './log.ts';
+import { newlyConfirmed } from './behind.ts';
 
 /**
  * Each sink's cursor on its bridge's log (the last seq it confirmed), live-first replay, and
@@ -33,6 +34,7 @@ export class BufferCursors extends BufferLog {
 
   /** Removes the cursors of the bridge's sinks not in `sinks`, so they hold nothing back. */
   retainSinks(bridge: string, sinks: readonly string[]): void {
+    this.forgetBehind(bridge);
     this.db.transaction(() => {
       const placeholders = sinks.map(() => '?').join(', ');
       this.db.prepare(`DELETE FROM cursors WHERE bridge = ? AND sink NOT IN (${placeholders})`).run(bridge, ...sinks);
@@ -43,6 +45,7 @@ export class BufferCursors extends BufferLog {
   /** Removes these sinks' cursors (added for a bridge version that never ran). */
   removeSinks(bridge: string, sinks: readonly string[]): void {
     if (sinks.length === 0) return;
+    this.forgetBehind(bridge);
     this.db.transaction(() => {
       const placeholders = sinks.map(() => '?').join(', ');
       this.db.prepare(`DELETE FROM cursors WHERE bridge = ? AND sink IN (${placeholders})`).run(bridge, ...sinks);
@@ -55,7 +58,7 @@ export class BufferCursors extends BufferLog {
   }
 
   cursorState(bridge: string, sink: string): CursorState {
-    const row = this.db.prepare('SELECT seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? AND sink = ?').get(bridge, sink) as CursorState | undefined;
+    const row = this.statement('SELECT seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? AND sink = ?').get(bridge, sink) as CursorState | undefined;
     if (row === undefined) throw new Error(`no cursor for sink '${sink}' of bridge '${bridge}'`);
     return row;
   }
@@ -70,28 +73,30 @@ export class BufferCursors extends BufferLog {
 
   /** Splits a sink's log at `mark` for live-first replay: later messages go first. */
   startLive(bridge: string, sink: string, mark: number): void {
-    this.db.prepare('UPDATE cursors SET live_mark = ?, live_seq = ? WHERE bridge = ? AND sink = ?').run(mark, mark, bridge, sink);
+    this.#confirming(bridge, sink, () => this.db.prepare('UPDATE cursors SET live_mark = ?, live_seq = ? WHERE bridge = ? AND sink = ?').run(mark, mark, bridge, sink));
   }
 
   /** Confirms live messages up to `seq`. */
   commitLive(bridge: string, sink: string, seq: number): void {
-    this.db.prepare('UPDATE cursors SET live_seq = ? WHERE bridge = ? AND sink = ? AND live_seq < ?').run(seq, bridge, sink, seq);
+    this.#confirming(bridge, sink, () => this.db.prepare('UPDATE cursors SET live_seq = ? WHERE bridge = ? AND sink = ? AND live_seq < ?').run(seq, bridge, sink, seq));
   }
 
   /** The backlog is delivered: the sink's cursor jumps to its live position. */
   endLive(bridge: string, sink: string): void {
-    this.db.transaction(() => {
-      this.db.prepare('UPDATE cursors SET seq = max(seq, live_seq), live_mark = NULL, live_seq = NULL WHERE bridge = ? AND sink = ?').run(bridge, sink);
+    this.#transaction(bridge, () => {
+      this.#confirming(bridge, sink, () =>
+        this.db.prepare('UPDATE cursors SET seq = max(seq, live_seq), live_mark = NULL, live_seq = NULL WHERE bridge = ? AND sink = ?').run(bridge, sink),
+      );
       this.releaseBridge(bridge);
-    })();
+    });
   }
 
   /** Moves a sink's cursor forward (never back) and releases what every sink is past. */
   commit(bridge: string, sink: string, seq: number): void {
-    this.db.transaction(() => {
-      this.#setCursor.run(seq, bridge, sink, seq);
+    this.#transaction(bridge, () => {
+      this.#confirming(bridge, sink, () => this.#setCursor.run(seq, bridge, sink, seq));
       this.releaseBridge(bridge);
-    })();
+    });
   }
 
   /**
@@ -99,12 +104,12 @@ export class BufferCursors extends BufferLog {
    * its live position when the message is in the live part of a live-first replay.
    */
   deadLetter(sink: string, message: StoredMessage, reason: string, attempts: number, live = false): void {
-    this.db.transaction(() => {
+    this.#transaction(message.bridge, () => {
       this.recordDeadLetter(message.bridge, sink, reason, attempts, message.seq, message.envelope);
       if (live) this.commitLive(message.bridge, sink, message.seq);
-      else this.#setCursor.run(message.seq, message.bridge, sink, message.seq);
+      else this.#confirming(message.bridge, sink, () => this.#setCursor.run(message.seq, message.bridge, sink, message.seq));
       this.releaseBridge(message.bridge);
-    })();
+    });
   }
 
   /**
@@ -115,18 +120,48 @@ export class BufferCursors extends BufferLog {
    */
   settleAhead(bridge: string, sink: string, acked: readonly StoredMessage[], rejected: readonly { message: StoredMessage; reason: string; attempts: number }[]): void {
     if (acked.length === 0 && rejected.length === 0) return;
-    this.db.transaction(() => {
+    this.#transaction(bridge, () => {
       const sinks = this.statement('SELECT sink FROM cursors WHERE bridge = ?').all(bridge) as { sink: string }[];
       if (sinks.length !== 1 || sinks[0]?.sink !== sink) throw new Error(`settleAhead: bridge '${bridge}' has other readers than '${sink}'`);
       for (const { message, reason, attempts } of rejected) this.recordDeadLetter(message.bridge, sink, reason, attempts, message.seq, message.envelope);
       const seqs = [...acked, ...rejected.map((r) => r.message)].map((m) => m.seq);
       this.deleteWhere(bridge, 'bridge = ? AND seq IN (SELECT value FROM json_each(?))', [bridge, JSON.stringify(seqs)]);
-    })();
+    });
   }
 
   protected releaseBridge(bridge: string): void {
     const { seq } = this.#minCursor.get(bridge) as { seq: number | null };
-    if (seq !== null) this.deleteWhere(bridge, 'bridge = ? AND seq <= ?', [bridge, seq]);
+    if (seq !== null) this.deleteWhere(bridge, 'bridge = ? AND seq <= ?', [bridge, seq], true);
+  }
+
+  /**
+   * Runs `move` (an update of the sink's cursor) and, when the sink's behind is kept, adds what
+   * the move confirmed: the rows between the old and new position, counted before any release
+   * deletes them (a window's worth, not the backlog).
+   */
+  #confirming(bridge: string, sink: string, move: () => unknown): void {
+    if (this.keptBehind(bridge, sink) === undefined) {
+      move();
+      return;
+    }
+    try {
+      const before = this.cursorState(bridge, sink);
+      move();
+      this.addBehind(bridge, sink, this.countInRanges(bridge, newlyConfirmed(before, this.cursorState(bridge, sink))));
+    } catch (error) {
+      this.forgetBehind(bridge);
+      throw error;
+    }
+  }
+
+  /** One transaction; when it fails the kept behind counts of the bridge are dropped, as they may count what was rolled back. */
+  #transaction(bridge: string, fn: () => void): void {
+    try {
+      this.db.transaction(fn)();
+    } catch (error) {
+      this.forgetBehind(bridge);
+      throw error;
+    }
   }
 
   constructor(db: Database.Database) {

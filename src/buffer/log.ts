@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { Envelope } from '../core/envelope.ts';
-import { type BridgeUsage, type MessageRow, type StoredMessage, toStored } from './rows.ts';
+import { type BridgeUsage, type CursorState, type MessageRow, type StoredMessage, toStored } from './rows.ts';
+import { type SeqRange, confirmedRanges } from './behind.ts';
 import { INSERT_ROWS, valuesList } from '../sqlite/connection.ts';
 import { BUFFER_SCHEMA } from './schema.ts';
 
@@ -48,6 +49,12 @@ export class BufferLog {
   readonly #insertDead: Database.Statement;
   readonly #read: Database.Statement;
   readonly #usage = new Map<string, { messages: number; bytes: number }>();
+  /**
+   * Per bridge and sink, the messages and bytes of the log the sink has confirmed (its "behind":
+   * see behind.ts), kept like usage once stats counted them: a sink's pending messages are then
+   * its bridge's usage less these, without counting a long backlog's rows on every call.
+   */
+  readonly #behind = new Map<string, Map<string, BridgeUsage>>();
   /** PRAGMA data_version when usage was last trusted: it changes when another connection commits. */
   #dataVersion: unknown;
   readonly #statements = new Map<string, Database.Statement>();
@@ -144,6 +151,7 @@ export class BufferLog {
       // Rolled back: so are the counts (`after` may have changed them).
       this.#usage.clear();
       for (const [bridge, usage] of before) this.#usage.set(bridge, usage);
+      this.#behind.clear();
       throw error;
     }
   }
@@ -178,6 +186,7 @@ export class BufferLog {
     if (version === this.#dataVersion) return;
     this.#dataVersion = version;
     this.#usage.clear();
+    this.#behind.clear();
     this.#signalReleased();
   }
 
@@ -221,14 +230,73 @@ export class BufferLog {
     return this.statement(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE ${where}`).get(...params) as BridgeUsage;
   }
 
-  protected deleteWhere(bridge: string, where: string, params: readonly unknown[]): BridgeUsage {
+  /**
+   * Deletes the bridge's rows `where` selects; returns what it removed. `confirmed`: every one
+   * of them is behind every sink's cursor (the rows all sinks are past), so each sink's kept
+   * behind loses them all without counting them again.
+   */
+  protected deleteWhere(bridge: string, where: string, params: readonly unknown[], confirmed = false): BridgeUsage {
     const removed = this.countRows(where, params);
     if (removed.messages === 0) return removed;
     const usage = this.usage(bridge);
+    const kept = this.#behind.get(bridge);
+    const lost = new Map<string, BridgeUsage>();
+    if (kept !== undefined) {
+      const states = confirmed ? undefined : this.#cursorStates(bridge);
+      for (const sink of kept.keys()) {
+        const state = states?.get(sink);
+        if (confirmed) lost.set(sink, removed);
+        else if (state === undefined) kept.delete(sink);
+        else lost.set(sink, this.countInRanges(bridge, confirmedRanges(state), where, params));
+      }
+    }
     this.statement(`DELETE FROM messages WHERE ${where}`).run(...params);
     this.#usage.set(bridge, { messages: usage.messages - removed.messages, bytes: usage.bytes - removed.bytes });
+    for (const [sink, gone] of lost) this.addBehind(bridge, sink, { messages: -gone.messages, bytes: -gone.bytes });
     this.#signalReleased();
     return removed;
+  }
+
+  /** What the sink has confirmed of the bridge's log, when kept (see #behind). */
+  protected keptBehind(bridge: string, sink: string): BridgeUsage | undefined {
+    return this.#behind.get(bridge)?.get(sink);
+  }
+
+  protected keepBehind(bridge: string, sink: string, behind: BridgeUsage): void {
+    let kept = this.#behind.get(bridge);
+    if (kept === undefined) this.#behind.set(bridge, (kept = new Map()));
+    kept.set(sink, behind);
+  }
+
+  protected addBehind(bridge: string, sink: string, delta: BridgeUsage): void {
+    const kept = this.#behind.get(bridge);
+    const behind = kept?.get(sink);
+    if (kept === undefined || behind === undefined) return;
+    kept.set(sink, { messages: behind.messages + delta.messages, bytes: behind.bytes + delta.bytes });
+  }
+
+  /** Stops keeping the bridge's behind counts (the next stats counts them again), e.g. after a failed transaction. */
+  protected forgetBehind(bridge: string): void {
+    this.#behind.delete(bridge);
+  }
+
+  /** Messages and bytes of the bridge's rows in `ranges` (and, when given, also matching `where`). */
+  protected countInRanges(bridge: string, ranges: readonly SeqRange[], where?: string, params: readonly unknown[] = []): BridgeUsage {
+    let messages = 0;
+    let bytes = 0;
+    for (const { lo, hi } of ranges) {
+      const range = lo === Number.NEGATIVE_INFINITY ? 'bridge = ? AND seq <= ?' : 'bridge = ? AND seq > ? AND seq <= ?';
+      const values = lo === Number.NEGATIVE_INFINITY ? [bridge, hi] : [bridge, lo, hi];
+      const counted = where === undefined ? this.countRows(range, values) : this.countRows(`${range} AND (${where})`, [...values, ...params]);
+      messages += counted.messages;
+      bytes += counted.bytes;
+    }
+    return { messages, bytes };
+  }
+
+  #cursorStates(bridge: string): Map<string, CursorState> {
+    const rows = this.statement('SELECT sink, seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ?').all(bridge) as (CursorState & { sink: string })[];
+    return new Map(rows.map(({ sink, ...state }) => [sink, state]));
   }
 
   #signalReleased(): void {

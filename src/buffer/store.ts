@@ -41,6 +41,8 @@ export class BufferStore extends BufferCursors {
    * stats`, another process's view). The oldest messages are index lookups, and each sink's
    * backlog is counted on the smaller side of its cursor: the rows above it, or the bridge's
    * rows less those at or below it (rows stay below a cursor only while another sink needs them).
+   * With `kept`, that count is made once per sink: then the log keeps what the sink confirmed as
+   * its cursor moves and rows leave, so a sink halfway through a long backlog costs nothing more.
    */
   stats(bridge: string, options: { readonly kept?: boolean } = {}): BridgeStats {
     const { messages, bytes } = options.kept === true ? this.usage(bridge) : this.countRows('bridge = ?', [bridge]);
@@ -59,11 +61,14 @@ export class BufferStore extends BufferCursors {
     const sinks = cursors.map(({ sink, seq, liveMark, liveSeq }) => {
       let above: BridgeUsage = { messages: 0, bytes: 0 };
       let oldestPendingAt: number | null = null;
-      if (ends.first !== null && ends.last !== null && seq < ends.last) {
+      const kept = options.kept === true ? this.keptBehind(bridge, sink) : undefined;
+      if (kept !== undefined) {
+        // Kept counts are behind another process's change until the next recount: never below 0.
+        above = { messages: Math.max(0, messages - kept.messages), bytes: Math.max(0, bytes - kept.bytes) };
+      } else if (ends.first !== null && ends.last !== null && seq < ends.last) {
         if (ends.last - seq <= seq - ends.first) above = counted('seq > ?', seq);
         else {
           const below = counted('seq <= ?', seq);
-          // Kept counts are behind another process's change until the next recount: never below 0.
           above = { messages: Math.max(0, messages - below.messages), bytes: Math.max(0, bytes - below.bytes) };
         }
         // Under live-first replay, (live_mark, live_seq] is confirmed too.
@@ -72,6 +77,10 @@ export class BufferStore extends BufferCursors {
           const live = counted('seq > ? AND seq <= ?', from, liveSeq);
           above = { messages: Math.max(0, above.messages - live.messages), bytes: Math.max(0, above.bytes - live.bytes) };
         }
+      }
+      // From now on the sink's confirmed part is kept as cursors move and rows leave (log.ts).
+      if (kept === undefined && options.kept === true) this.keepBehind(bridge, sink, { messages: messages - above.messages, bytes: bytes - above.bytes });
+      if (ends.last !== null && seq < ends.last) {
         const first = this.statement('SELECT created_at AS at FROM messages WHERE bridge = ? AND seq > ? AND NOT (seq > ? AND seq <= ?) ORDER BY seq LIMIT 1').get(
           bridge,
           seq,

@@ -1,0 +1,43 @@
+import type { CursorState } from './rows.ts';
+
+/** Seqs `lo < seq <= hi` of one bridge's log; `lo` is -Infinity for "every seq up to hi". */
+export interface SeqRange {
+  readonly lo: number;
+  readonly hi: number;
+}
+
+/**
+ * The seqs a sink has confirmed, as at most two ranges: everything up to its cursor, and under
+ * live-first replay the live part it confirmed after its mark, `(max(seq, liveMark), liveSeq]`.
+ * The messages of the log in these ranges are the sink's "behind"; the rest are its pending.
+ */
+export function confirmedRanges(state: CursorState): SeqRange[] {
+  const { seq, liveMark, liveSeq } = state;
+  if (liveMark === null || liveSeq === null) return [{ lo: Number.NEGATIVE_INFINITY, hi: seq }];
+  const from = Math.max(seq, liveMark);
+  if (liveSeq <= from) return [{ lo: Number.NEGATIVE_INFINITY, hi: seq }];
+  if (from === seq) return [{ lo: Number.NEGATIVE_INFINITY, hi: liveSeq }];
+  return [
+    { lo: Number.NEGATIVE_INFINITY, hi: seq },
+    { lo: from, hi: liveSeq },
+  ];
+}
+
+/**
+ * The seqs confirmed in `after` but not in `before`: what a cursor move adds to a sink's
+ * behind. Every move Ferry makes only confirms more (a cursor never goes back, a live part only
+ * grows, and the end of a replay confirms the live part under the cursor), so this is the
+ * whole change. The ranges are finite (each starts at or above `before.seq`).
+ */
+export function newlyConfirmed(before: CursorState, after: CursorState): SeqRange[] {
+  let pieces = confirmedRanges(after);
+  for (const old of confirmedRanges(before)) {
+    pieces = pieces.flatMap((piece) => {
+      const rest: SeqRange[] = [];
+      if (piece.lo < old.lo) rest.push({ lo: piece.lo, hi: Math.min(piece.hi, old.lo) });
+      if (piece.hi > old.hi) rest.push({ lo: Math.max(piece.lo, old.hi), hi: piece.hi });
+      return rest.filter((r) => r.hi > r.lo);
+    });
+  }
+  return pieces;
+}
