@@ -34,7 +34,7 @@ export class BufferCursors extends BufferLog {
 
   /** Removes the cursors of the bridge's sinks not in `sinks`, so they hold nothing back. */
   retainSinks(bridge: string, sinks: readonly string[]): void {
-    this.forgetBehind(bridge);
+    this.forgetKept(bridge);
     this.db.transaction(() => {
       const placeholders = sinks.map(() => '?').join(', ');
       this.db.prepare(`DELETE FROM cursors WHERE bridge = ? AND sink NOT IN (${placeholders})`).run(bridge, ...sinks);
@@ -45,7 +45,7 @@ export class BufferCursors extends BufferLog {
   /** Removes these sinks' cursors (added for a bridge version that never ran). */
   removeSinks(bridge: string, sinks: readonly string[]): void {
     if (sinks.length === 0) return;
-    this.forgetBehind(bridge);
+    this.forgetKept(bridge);
     this.db.transaction(() => {
       const placeholders = sinks.map(() => '?').join(', ');
       this.db.prepare(`DELETE FROM cursors WHERE bridge = ? AND sink IN (${placeholders})`).run(bridge, ...sinks);
@@ -149,7 +149,7 @@ export class BufferCursors extends BufferLog {
       move();
       this.addBehind(bridge, sink, this.countInRanges(bridge, newlyConfirmed(before, this.cursorState(bridge, sink))));
     } catch (error) {
-      this.forgetBehind(bridge);
+      this.forgetKept(bridge);
       throw error;
     }
   }
@@ -159,7 +159,7 @@ export class BufferCursors extends BufferLog {
     try {
       this.db.transaction(fn)();
     } catch (error) {
-      this.forgetBehind(bridge);
+      this.forgetKept(bridge);
       throw error;
     }
   }

@@ -55,6 +55,8 @@ export class BufferLog {
    * its bridge's usage less these, without counting a long backlog's rows on every call.
    */
   readonly #behind = new Map<string, Map<string, BridgeUsage>>();
+  /** Per bridge, the dead letters of each sink, kept once counted (stats, the upkeep's trim) like usage. */
+  readonly #deadLetters = new Map<string, Map<string, number>>();
   /** PRAGMA data_version when usage was last trusted: it changes when another connection commits. */
   #dataVersion: unknown;
   readonly #statements = new Map<string, Database.Statement>();
@@ -152,6 +154,7 @@ export class BufferLog {
       this.#usage.clear();
       for (const [bridge, usage] of before) this.#usage.set(bridge, usage);
       this.#behind.clear();
+      this.#deadLetters.clear();
       throw error;
     }
   }
@@ -187,6 +190,7 @@ export class BufferLog {
     this.#dataVersion = version;
     this.#usage.clear();
     this.#behind.clear();
+    this.#deadLetters.clear();
     this.#signalReleased();
   }
 
@@ -275,9 +279,31 @@ export class BufferLog {
     kept.set(sink, { messages: behind.messages + delta.messages, bytes: behind.bytes + delta.bytes });
   }
 
-  /** Stops keeping the bridge's behind counts (the next stats counts them again), e.g. after a failed transaction. */
-  protected forgetBehind(bridge: string): void {
+  /** Stops keeping the bridge's behind and dead-letter counts (the next stats counts them again), e.g. after a failed transaction. */
+  protected forgetKept(bridge: string): void {
     this.#behind.delete(bridge);
+    this.#deadLetters.delete(bridge);
+  }
+
+  /** The dead letters of each sink of the bridge: counted once (one pass over an index on (bridge, sink)), then kept. */
+  protected deadLetterCounts(bridge: string): ReadonlyMap<string, number> {
+    let kept = this.#deadLetters.get(bridge);
+    if (kept === undefined) {
+      const rows = this.statement('SELECT sink, count(*) AS n FROM dead_letters WHERE bridge = ? GROUP BY sink').all(bridge) as { sink: string; n: number }[];
+      kept = new Map(rows.map((r) => [r.sink, r.n]));
+      this.#deadLetters.set(bridge, kept);
+    }
+    return kept;
+  }
+
+  /** Deletes the bridge's dead letters `where` selects; returns how many. Kept counts lose what it deleted of each sink. */
+  protected deleteDeadLetters(bridge: string, where: string, params: readonly unknown[]): number {
+    const kept = this.#deadLetters.get(bridge);
+    const gone =
+      kept === undefined ? [] : (this.statement(`SELECT sink, count(*) AS n FROM dead_letters WHERE ${where} GROUP BY sink`).all(...params) as { sink: string; n: number }[]);
+    const { changes } = this.statement(`DELETE FROM dead_letters WHERE ${where}`).run(...params);
+    if (kept !== undefined) for (const { sink, n } of gone) kept.set(sink, (kept.get(sink) ?? 0) - n);
+    return changes;
   }
 
   /** Messages and bytes of the bridge's rows in `ranges` (and, when given, also matching `where`). */
@@ -319,6 +345,8 @@ export class BufferLog {
    */
   protected recordDeadLetter(bridge: string, sink: string, reason: string, attempts: number, seq: number, e: Envelope): void {
     this.#insertDead.run(bridge, sink, reason, attempts, Date.now(), seq, e.id, e.topic, e.key ?? null, headersJson(e), originJson(e.origin), e.payload, e.timestamp);
+    const kept = this.#deadLetters.get(bridge);
+    kept?.set(sink, (kept.get(sink) ?? 0) + 1);
   }
 
   protected lastSeq(): number {

@@ -54,10 +54,13 @@ export class BufferStore extends BufferCursors {
     const cursors = this.db.prepare('SELECT sink, seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? ORDER BY sink').all(bridge) as (CursorState & {
       sink: string;
     })[];
-    // One pass over the index on (bridge, sink): the dead letters of each sink, and their total.
-    const dead = new Map(
-      (this.statement('SELECT sink, count(*) AS n FROM dead_letters WHERE bridge = ? GROUP BY sink').all(bridge) as { sink: string; n: number }[]).map((r) => [r.sink, r.n]),
-    );
+    // The dead letters of each sink (one pass over the index on (bridge, sink), kept with `kept`), and their total.
+    const dead =
+      options.kept === true
+        ? this.deadLetterCounts(bridge)
+        : new Map(
+            (this.statement('SELECT sink, count(*) AS n FROM dead_letters WHERE bridge = ? GROUP BY sink').all(bridge) as { sink: string; n: number }[]).map((r) => [r.sink, r.n]),
+          );
     const sinks = cursors.map(({ sink, seq, liveMark, liveSeq }) => {
       let above: BridgeUsage = { messages: 0, bytes: 0 };
       let oldestPendingAt: number | null = null;
@@ -146,9 +149,7 @@ export class BufferStore extends BufferCursors {
 
   /** Deletes up to `limit` of a bridge's oldest dead letters with dl_seq <= `throughDlSeq`; returns how many. */
   purgeDeadLetters(bridge: string, throughDlSeq: number, limit: number): number {
-    return this.db
-      .prepare('DELETE FROM dead_letters WHERE dl_seq IN (SELECT dl_seq FROM dead_letters WHERE bridge = ? AND dl_seq <= ? ORDER BY dl_seq LIMIT ?)')
-      .run(bridge, throughDlSeq, limit).changes;
+    return this.deleteDeadLetters(bridge, 'dl_seq IN (SELECT dl_seq FROM dead_letters WHERE bridge = ? AND dl_seq <= ? ORDER BY dl_seq LIMIT ?)', [bridge, throughDlSeq, limit]);
   }
 
   /**
@@ -156,12 +157,10 @@ export class BufferStore extends BufferCursors {
    * time; returns how many.
    */
   trimDeadLetters(bridge: string, keep: number, limit = 10_000): number {
-    const total = (this.statement('SELECT count(*) AS n FROM dead_letters WHERE bridge = ?').get(bridge) as { n: number }).n;
+    let total = 0;
+    for (const n of this.deadLetterCounts(bridge).values()) total += n;
     if (total <= keep) return 0;
-    return this.statement('DELETE FROM dead_letters WHERE dl_seq IN (SELECT dl_seq FROM dead_letters WHERE bridge = ? ORDER BY dl_seq LIMIT ?)').run(
-      bridge,
-      Math.min(limit, total - keep),
-    ).changes;
+    return this.deleteDeadLetters(bridge, 'dl_seq IN (SELECT dl_seq FROM dead_letters WHERE bridge = ? ORDER BY dl_seq LIMIT ?)', [bridge, Math.min(limit, total - keep)]);
   }
 
   /**
@@ -169,14 +168,20 @@ export class BufferStore extends BufferCursors {
    * dl_seq <= `throughDlSeq` to the end of its log, in one transaction; returns how many.
    */
   redriveSome(bridge: string, throughDlSeq: number, limit: number): number {
-    return this.db.transaction(() => {
-      const rows = this.db.prepare('SELECT * FROM dead_letters WHERE bridge = ? AND dl_seq <= ? ORDER BY dl_seq LIMIT ?').all(bridge, throughDlSeq, limit) as DeadLetterRow[];
-      const last = rows.at(-1);
-      if (last === undefined) return 0;
-      this.append(rows.map((row) => ({ bridge, envelope: toStored(row).envelope })));
-      this.db.prepare('DELETE FROM dead_letters WHERE bridge = ? AND dl_seq <= ?').run(bridge, last.dl_seq);
-      return rows.length;
-    })();
+    try {
+      return this.db.transaction(() => {
+        const rows = this.db.prepare('SELECT * FROM dead_letters WHERE bridge = ? AND dl_seq <= ? ORDER BY dl_seq LIMIT ?').all(bridge, throughDlSeq, limit) as DeadLetterRow[];
+        const last = rows.at(-1);
+        if (last === undefined) return 0;
+        this.append(rows.map((row) => ({ bridge, envelope: toStored(row).envelope })));
+        this.deleteDeadLetters(bridge, 'bridge = ? AND dl_seq <= ?', [bridge, last.dl_seq]);
+        return rows.length;
+      })();
+    } catch (error) {
+      // Rolled back: the kept counts may count what was undone.
+      this.forgetKept(bridge);
+      throw error;
+    }
   }
 
   /**

@@ -36,7 +36,8 @@ function assertKeptMatches(store: BufferStore, bridge: string, step: string): vo
   const figures = (s: typeof kept) => ({
     messages: s.messages,
     bytes: s.bytes,
-    sinks: s.sinks.map(({ sink, pending, pendingBytes, oldestPendingAt }) => ({ sink, pending, pendingBytes, oldestPendingAt })),
+    deadLetters: s.deadLetters,
+    sinks: s.sinks.map(({ sink, pending, pendingBytes, oldestPendingAt, deadLetters }) => ({ sink, pending, pendingBytes, oldestPendingAt, deadLetters })),
   });
   assert.deepEqual(figures(kept), figures(counted), `after ${step}`);
 }
@@ -57,7 +58,7 @@ function run(seed: number): void {
     for (let step = 0; step < 400; step++) {
       const sink = sinks[next(sinks.length)] as string;
       const state = store.cursorState('b', sink);
-      const op = next(13);
+      const op = next(16);
       let did = '';
       if (op <= 2) {
         const count = 1 + next(40);
@@ -90,10 +91,21 @@ function run(seed: number): void {
       } else if (op === 11) {
         store.dropOldest('b', 1 + next(15));
         did = 'dropOldest';
-      } else {
+      } else if (op === 12) {
         const [oldest] = store.read('b', 0, 1);
         if (oldest !== undefined) store.purgeSome('b', oldest.seq + next(60), 1 + next(25));
         did = 'purgeSome';
+      } else if (op === 13) {
+        // Messages refused at ingress go straight to a sink's dead letters.
+        store.append(Array.from({ length: 1 + next(5) }, () => ({ bridge: 'b', envelope: message(10), deadLetter: { sink, reason: 'too large' } })));
+        store.trimDeadLetters('b', 20 + next(20), 1 + next(10));
+        did = 'dead letters at ingress, trimmed';
+      } else if (op === 14) {
+        store.purgeDeadLetters('b', store.lastDeadLetter('b') - next(10), 1 + next(5));
+        did = 'purgeDeadLetters';
+      } else {
+        store.redriveSome('b', store.lastDeadLetter('b') - next(10), 1 + next(5));
+        did = 'redriveSome';
       }
       assertKeptMatches(store, 'b', `step ${step}: ${did} (seed ${seed})`);
       assertKeptMatches(store, 'other', `step ${step}: ${did} (seed ${seed})`);
@@ -116,7 +128,7 @@ function run(seed: number): void {
   }
 }
 
-test('kept buffer stats equal the rows counted, through appends, commits, live-first replay, dead letters, expiry, drops, purges and settles ahead', () => {
+test('kept buffer stats equal the rows counted, through appends, commits, live-first replay, dead letters (and their trims, purges and redrives), expiry, drops, purges and settles ahead', () => {
   for (const seed of [1, 2, 3, 4, 5, 6]) run(seed);
 });
 
