@@ -26,8 +26,9 @@ export function confirmedRanges(state: CursorState): SeqRange[] {
 /**
  * The seqs confirmed in `after` but not in `before`: what a cursor move adds to a sink's
  * behind. Every move Ferry makes only confirms more (a cursor never goes back, a live part only
- * grows, and the end of a replay confirms the live part under the cursor), so this is the
- * whole change. The ranges are finite (each starts at or above `before.seq`).
+ * grows, and the end of a replay confirms the live part under the cursor); the other way round,
+ * `newlyConfirmed(after, before)`, is what a move would take back, empty for those. A sink's
+ * cursor never goes back, so the ranges are finite (each starts at or above `before.seq`).
  */
 export function newlyConfirmed(before: CursorState, after: CursorState): SeqRange[] {
   let pieces = confirmedRanges(after);

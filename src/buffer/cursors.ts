@@ -147,7 +147,11 @@ export class BufferCursors extends BufferLog {
     try {
       const before = this.cursorState(bridge, sink);
       move();
-      this.addBehind(bridge, sink, this.countInRanges(bridge, newlyConfirmed(before, this.cursorState(bridge, sink))));
+      const after = this.cursorState(bridge, sink);
+      const gained = this.countInRanges(bridge, newlyConfirmed(before, after));
+      // Nothing Ferry does takes a confirmation back; counted anyway, so that kept figures cannot drift.
+      const lost = this.countInRanges(bridge, newlyConfirmed(after, before));
+      this.addBehind(bridge, sink, { messages: gained.messages - lost.messages, bytes: gained.bytes - lost.bytes });
     } catch (error) {
       this.forgetKept(bridge);
       throw error;

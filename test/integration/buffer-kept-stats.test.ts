@@ -69,7 +69,8 @@ function run(seed: number): void {
         const above = seqsAbove('b', state.seq, state.liveMark ?? Number.POSITIVE_INFINITY);
         if (above.length > 0) store.commit('b', sink, above[Math.min(above.length - 1, next(30))] as number);
         did = `commit ${sink}`;
-      } else if (op === 6 && state.liveMark === null) {
+      } else if (op === 6 && (state.liveMark === null || next(4) === 0)) {
+        // (Ferry starts a live-first replay only when none runs; starting one over is checked too.)
         const tail = store.tail('b');
         if (tail > state.seq) store.startLive('b', sink, tail);
         did = `startLive ${sink}`;
