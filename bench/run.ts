@@ -1,5 +1,5 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, payloads, devices, kafkaclient, handler, state, external, postgres, startup, telemetry, ratelimit) in one process, prints a table of
+// (all, or the scenarios named: buffer, guard, ingest, e2e, steady, payloads, devices, kafkaclient, handler, state, external, postgres, startup, telemetry, ratelimit) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes CPU profiles of the gateways under the
@@ -22,6 +22,7 @@ import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
 import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartup } from './startup.ts';
 import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
 import { type RateLimitBenchResult, benchRateLimit } from './rate-limit.ts';
+import { type SteadyBenchResult, benchSteady } from './steady.ts';
 import { ratio } from './stats.ts';
 
 const SCENARIOS = [
@@ -29,6 +30,7 @@ const SCENARIOS = [
   'guard',
   'ingest',
   'e2e',
+  'steady',
   'payloads',
   'devices',
   'kafkaclient',
@@ -66,6 +68,7 @@ const results: {
   ingest?: IngestBenchResult;
   rateLimit?: RateLimitBenchResult;
   e2e?: E2eBenchResult;
+  steady?: SteadyBenchResult;
   payloads?: PayloadBenchResult;
   kafkaEncode?: KafkaEncodeResult;
   idleDevices?: IdleDevicesResult;
@@ -159,6 +162,20 @@ if (selected.has('e2e')) {
     [what, e2e.ferry.perSec, 'Kafka ProducerPerformance, acks=all', e2e.kafkaCeiling.perSec, e2e.ratios.vsKafkaCeiling],
     [`${what} (goal ≥ 0.9)`, e2e.ferry.perSec, 'the same gateway, mqtt.persistence: memory', e2e.ferryMemoryState.perSec, e2e.ratios.sqliteVsMemoryState],
   );
+}
+if (selected.has('steady')) {
+  const rates = (process.env['FERRY_BENCH_STEADY_RATES'] ?? '500,2000,8000').split(',').map(Number);
+  log(`steady load: QoS 1 messages of 200 bytes from 50 devices at ${rates.join(', ')} msgs/s (10 s each) through the gateway to Kafka, and into plain aedes...`);
+  const steady = (results.steady = await benchSteady({ rates, log }));
+  for (const rate of steady.rates) {
+    rows.push([
+      `gateway CPU ms per 1,000 messages at a steady ${rate.perSec.toLocaleString('en-US')} msgs/s to Kafka (${Math.round(rate.ferry.coreShare * 100)}% of a core; lower is better)`,
+      rate.ferry.cpuMsPer1k,
+      `plain aedes at the same rate, nothing stored (${Math.round(rate.aedes.coreShare * 100)}% of a core)`,
+      rate.aedes.cpuMsPer1k,
+      rate.ratio,
+    ]);
+  }
 }
 if (selected.has('payloads')) {
   const messages = Number(process.env['FERRY_BENCH_PAYLOAD_MESSAGES'] ?? 50_000);
