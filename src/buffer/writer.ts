@@ -59,6 +59,10 @@ export class BufferWriter {
   #pendingBytes = 0;
   #held: Pending[] = [];
   #scheduled = false;
+  /** The flush waiting for commitDelayMs to pass, if any. */
+  #delayed: NodeJS.Timeout | undefined;
+  /** When the last group commit started (performance.now()). */
+  #lastFlush = Number.NEGATIVE_INFINITY;
   #heldTimer: NodeJS.Timeout | undefined;
   #state: WriterState = 'ok';
   /** When the current refusal or storage episode began. */
@@ -152,7 +156,10 @@ export class BufferWriter {
       this.#flush();
     } else if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(() => this.#flush());
+      // Sooner than commitDelayMs after the last commit, the messages that follow share the next one.
+      const wait = this.#settings.commitDelayMs - (performance.now() - this.#lastFlush);
+      if (wait > 0) this.#delayed = setTimeout(() => this.#flush(), wait);
+      else setImmediate(() => this.#flush());
     }
   }
 
@@ -178,10 +185,13 @@ export class BufferWriter {
 
   #flush(): void {
     this.#scheduled = false;
+    clearTimeout(this.#delayed);
+    this.#delayed = undefined;
     const batch = this.#pending;
     this.#pending = [];
     this.#pendingBytes = 0;
     if (batch.length === 0) return;
+    this.#lastFlush = performance.now();
     this.#commit(batch, false);
   }
 

@@ -25,6 +25,7 @@ const schema = z.strictObject({
   synchronous: bufferSettingsSchema.shape.synchronous,
   maxBatch: bufferSettingsSchema.shape.maxBatch,
   maxBatchBytes: bufferSettingsSchema.shape.maxBatchBytes,
+  commitDelayMs: bufferSettingsSchema.shape.commitDelayMs,
   policy: bufferPolicySchema.default(bufferPolicySchema.parse({})).meta({ description: "The log's limits, overflow, retries and dead letters: a bridge's `buffer:`." }),
 });
 
@@ -51,7 +52,12 @@ export function durableBuffer(config: DurableBufferConfig, options: StreamOption
     new Observable<Delivery>((subscriber) => {
       const ctx = contextFor({ ...options, name: options.name ?? parsed.name }, dir);
       const { store } = openBuffer(dir, parsed.synchronous, ctx.logger);
-      const writer = new BufferWriter(store, { synchronous: parsed.synchronous, maxBatch: parsed.maxBatch, maxBatchBytes: parsed.maxBatchBytes }, ctx.logger, ctx.counters);
+      const writer = new BufferWriter(
+        store,
+        { synchronous: parsed.synchronous, maxBatch: parsed.maxBatch, maxBatchBytes: parsed.maxBatchBytes, commitDelayMs: parsed.commitDelayMs },
+        ctx.logger,
+        ctx.counters,
+      );
       store.addSinks(parsed.name, [CURSOR]);
       writer.setPolicy(parsed.name, parsed.policy);
       const reader = cursorSource({ store, writer, bridge: parsed.name, sink: CURSOR, policy: parsed.policy, logger: ctx.logger, counters: ctx.counters });

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import type { Observable, map } from 'rxjs';
 import pino from 'pino';
-import { bufferPolicySchema, bufferSettingsSchema, type BufferPolicy } from '../../src/buffer/config.ts';
+import { bufferPolicySchema, bufferSettingsSchema, type BufferPolicy, type BufferSettings } from '../../src/buffer/config.ts';
 import { bufferPath, openBuffer } from '../../src/buffer/open.ts';
 import { cursorSource } from '../../src/buffer/reader.ts';
 import type { BufferStore } from '../../src/buffer/store.ts';
@@ -21,11 +21,11 @@ import { tempDirs } from '../harness/temp.ts';
 const logger = pino({ level: 'silent' });
 const tempDir = tempDirs('ferry-buffer-');
 
-function setup(policy: Partial<BufferPolicy> = {}, sinks = ['out']) {
+function setup(policy: Partial<BufferPolicy> = {}, sinks = ['out'], settings: Partial<BufferSettings> = {}) {
   const dir = tempDir();
   const counters = new CounterRegistry();
   const { store } = openBuffer(dir, 'full', logger);
-  const writer = new BufferWriter(store, bufferSettingsSchema.parse({}), logger, counters);
+  const writer = new BufferWriter(store, bufferSettingsSchema.parse(settings), logger, counters);
   const fullPolicy = bufferPolicySchema.parse({ retryInitialMs: 10, retryMaxMs: 50, ...policy });
   store.registerBridge('b', sinks);
   writer.setPolicy('b', fullPolicy);
@@ -86,6 +86,42 @@ test('deliveries of one turn are committed together and acked only once the rows
     assert.deepEqual(store.usage('b'), { messages: 500, bytes: tracked.deliveries.reduce((n, d) => n + d.envelope.payload.byteLength, 0) });
   } finally {
     cleanup();
+  }
+});
+
+test('commitDelayMs: messages that arrive within it after a commit share the next commit, acked after it; the first after a quiet spell goes at once', async () => {
+  const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+  for (const commitDelayMs of [0, 800]) {
+    const { store, writer, cleanup } = setup({}, ['out'], { commitDelayMs });
+    const appends: number[] = [];
+    const append = store.append.bind(store);
+    store.append = (entries, after) => {
+      appends.push(entries.length);
+      return append(entries, after);
+    };
+    try {
+      const first = trackedDeliveries(1);
+      writer.enqueue('b', first.deliveries[0] as Delivery);
+      await turn();
+      assert.deepEqual(appends, [1], `commitDelayMs ${commitDelayMs}: the first message is committed at the next turn`);
+      // Five more, one per turn, right after that commit.
+      const more = trackedDeliveries(5);
+      for (const d of more.deliveries) {
+        writer.enqueue('b', d);
+        await turn();
+      }
+      if (commitDelayMs === 0) assert.deepEqual(appends, [1, 1, 1, 1, 1, 1], 'without a delay each turn commits its own');
+      else {
+        assert.deepEqual(appends, [1], 'within the delay nothing more is committed');
+        assert.equal(more.acked.length, 0, 'and nothing acknowledged');
+      }
+      await more.settled();
+      assert.equal(more.acked.length, 5);
+      if (commitDelayMs > 0) assert.deepEqual(appends, [1, 5], 'the five share one commit');
+      assert.equal(store.usage('b').messages, 6);
+    } finally {
+      cleanup();
+    }
   }
 });
 
