@@ -175,6 +175,13 @@ if (selected.has('steady')) {
       rate.aedes.cpuMsPer1k,
       rate.ratio,
     ]);
+    rows.push([
+      `the same with buffer.commitDelayMs: 10 (${Math.round(rate.ferryDelayed.coreShare * 100)}% of a core)`,
+      rate.ferryDelayed.cpuMsPer1k,
+      'plain aedes at the same rate',
+      rate.aedes.cpuMsPer1k,
+      rate.delayedRatio,
+    ]);
   }
 }
 if (selected.has('payloads')) {

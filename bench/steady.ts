@@ -6,7 +6,9 @@
 // system, all its threads) over the rate's messages: per 1,000 of them, and as a share of one
 // core over the span from the first publish until the last message was in Kafka (for aedes,
 // acknowledged). At a steady rate each message comes more or less alone, so it pays for its
-// own commit, PUBACK write and Kafka round trip that a flat-out load shares among hundreds.
+// own commit, PUBACK write and Kafka round trip that a flat-out load shares among hundreds. The
+// gateway is measured twice: as configured by default, and with `buffer.commitDelayMs: 10`,
+// which lets the messages of up to 10 ms share one commit.
 import { Fleet } from '../src/cli/simulate/fleet.ts';
 import { benchKafka, benchTopic, createAppendTimeTopic, deleteTopics } from './kafka.ts';
 import { cpuMs, waitForRecords } from './load.ts';
@@ -28,9 +30,13 @@ export interface SteadyRate {
   /** The load's total rate, messages per second. */
   readonly perSec: number;
   readonly ferry: SteadyCpu;
+  /** The same gateway with `buffer.commitDelayMs: 10`. */
+  readonly ferryDelayed: SteadyCpu;
   readonly aedes: SteadyCpu;
   /** Ferry's CPU per message over plain aedes's (how many times as much). */
   readonly ratio: number;
+  /** The same with commitDelayMs 10. */
+  readonly delayedRatio: number;
 }
 
 export interface SteadyCpu {
@@ -80,26 +86,37 @@ export async function benchSteady(options: { rates?: readonly number[]; seconds?
     '',
   ].join('\n');
   const gateway = await startFerryTarget({ bridge });
+  const delayed = await startFerryTarget({ bridge, commitDelayMs: 10 });
   const aedes = await startAedesTarget();
   try {
     let inKafka = 0;
     const through = (count: number) => () => waitForRecords(kafka.brokers, topic, (inKafka += count), 60_000);
-    await publishAt(gateway.url, 0, WARMUP, 'warm-');
-    await through(WARMUP)();
+    for (const target of [gateway, delayed]) {
+      await publishAt(target.url, 0, WARMUP, 'warm-');
+      await through(WARMUP)();
+    }
     await publishAt(aedes.url, 0, WARMUP, 'warm-');
     const results: SteadyRate[] = [];
+    const share = (cpu: SteadyCpu) => `${cpu.cpuMsPer1k} (${Math.round(cpu.coreShare * 100)}% of a core)`;
     for (const perSec of rates) {
       const count = perSec * seconds;
       const ferry = await measure(gateway, perSec, count, `f${perSec}-`, through(count));
+      const ferryDelayed = await measure(delayed, perSec, count, `d${perSec}-`, through(count));
       const plain = await measure(aedes, perSec, count, `a${perSec}-`, async () => {});
-      options.log?.(
-        `  ${perSec} msgs/s: gateway ${ferry.cpuMsPer1k} CPU ms / 1,000 (${Math.round(ferry.coreShare * 100)}% of a core), plain aedes ${plain.cpuMsPer1k} (${Math.round(plain.coreShare * 100)}%)`,
-      );
-      results.push({ perSec, ferry, aedes: plain, ratio: ratio(ferry.cpuMsPer1k, plain.cpuMsPer1k) });
+      options.log?.(`  ${perSec} msgs/s, CPU ms per 1,000: gateway ${share(ferry)}, with commitDelayMs 10 ${share(ferryDelayed)}, plain aedes ${share(plain)}`);
+      results.push({
+        perSec,
+        ferry,
+        ferryDelayed,
+        aedes: plain,
+        ratio: ratio(ferry.cpuMsPer1k, plain.cpuMsPer1k),
+        delayedRatio: ratio(ferryDelayed.cpuMsPer1k, plain.cpuMsPer1k),
+      });
     }
     return { seconds, devices: DEVICES, rates: results };
   } finally {
     await gateway.stop();
+    await delayed.stop();
     await aedes.stop();
     await deleteTopics(kafka.brokers, [topic]).catch(() => {});
     await kafka.stop();

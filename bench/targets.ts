@@ -29,6 +29,8 @@ export interface FerryTargetOptions {
   readonly telemetry?: string;
   /** `mqtt.persistence`: where the broker keeps its state (sqlite, the default, or memory). */
   readonly persistence?: 'sqlite' | 'memory';
+  /** `buffer.commitDelayMs` (0, the default, when absent). */
+  readonly commitDelayMs?: number;
 }
 
 /** `ferry run` with one bridge (the history bridge by default), synchronous=full, anonymous on loopback. */
@@ -46,7 +48,7 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
       `mqtt: { host: 127.0.0.1, port: 0, allowAnonymous: loopback, persistence: ${options.persistence ?? 'sqlite'} }`,
       'admin: { port: 0 }',
       'log: { level: info, pretty: never }',
-      'buffer: { synchronous: full }',
+      `buffer: { synchronous: full, commitDelayMs: ${options.commitDelayMs ?? 0} }`,
       `telemetry: ${options.telemetry ?? '{ ebpf: off }'}`,
       `bridges: [${options.bridge === null ? '' : (options.bridgeFile ?? 'bridge.yaml')}]`,
       'devices: []',
