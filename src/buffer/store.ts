@@ -37,7 +37,8 @@ export class BufferStore extends BufferCursors {
    * `/metrics` and the status page ask for it while the gateway runs, and after a long outage
    * the buffer holds millions of messages (counting them all took seconds of the event loop).
    * The totals are then the counts the log keeps (right for the connection that writes the
-   * buffer, the gateway's; recounted by its upkeep), else counted from the rows (`ferry buffer
+   * buffer, the gateway's; dropped and counted again when another process changed the buffer
+   * since), else counted from the rows (`ferry buffer
    * stats`, another process's view). The oldest messages are index lookups, and each sink's
    * backlog is counted on the smaller side of its cursor: the rows above it, or the bridge's
    * rows less those at or below it (rows stay below a cursor only while another sink needs them).
@@ -45,6 +46,9 @@ export class BufferStore extends BufferCursors {
    * its cursor moves and rows leave, so a sink halfway through a long backlog costs nothing more.
    */
   stats(bridge: string, options: { readonly kept?: boolean } = {}): BridgeStats {
+    // Kept figures are dropped first when another process (`ferry buffer purge`, `redrive`)
+    // committed since: one PRAGMA, so that they are never behind such a change.
+    if (options.kept === true) this.recount();
     const { messages, bytes } = options.kept === true ? this.usage(bridge) : this.countRows('bridge = ?', [bridge]);
     const ends = this.statement(
       `SELECT (SELECT min(seq) FROM messages WHERE bridge = @bridge) AS first, (SELECT max(seq) FROM messages WHERE bridge = @bridge) AS last,

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pino from 'pino';
 import { bufferPath, openBuffer } from '../../src/buffer/open.ts';
-import type { BufferStore } from '../../src/buffer/store.ts';
+import type { BufferStore, StoredMessage } from '../../src/buffer/store.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { openSqlite } from '../../src/sqlite/connection.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -133,7 +133,7 @@ test('kept buffer stats equal the rows counted, through appends, commits, live-f
   for (const seed of [1, 2, 3, 4, 5, 6]) run(seed);
 });
 
-test('kept buffer stats follow a sink that is added, one that is removed, and rows another process deleted', () => {
+test('kept buffer stats follow a sink that is added, one that is removed, and rows and dead letters another process deleted', () => {
   const dir = tempDir();
   const { store } = openBuffer(dir, 'normal', pino({ level: 'silent' }));
   try {
@@ -147,12 +147,16 @@ test('kept buffer stats follow a sink that is added, one that is removed, and ro
     store.registerBridge('b', ['a', 'late']);
     assertKeptMatches(store, 'b', "a sink removed (its rows below the others' cursors released)");
 
-    // `ferry buffer purge` in another process: the gateway's upkeep finds the change and counts again.
+    // `ferry buffer purge` in another process: the next kept stats find the change and count again.
     const other = openSqlite(bufferPath(dir));
     other.prepare('DELETE FROM messages WHERE bridge = ? AND seq <= ?').run('b', seqs[399]);
+    assertKeptMatches(store, 'b', 'rows deleted by another process');
+    // `ferry buffer redrive` in another process: a dead letter back into the log.
+    store.deadLetter('a', (store.read('b', store.cursor('b', 'a'), 1) as StoredMessage[])[0] as StoredMessage, 'bad', 1);
+    assertKeptMatches(store, 'b', 'a dead letter');
+    other.prepare('DELETE FROM dead_letters WHERE bridge = ?').run('b');
     other.close();
-    store.recount();
-    assertKeptMatches(store, 'b', 'rows deleted by another process, after the recount');
+    assertKeptMatches(store, 'b', 'dead letters deleted by another process');
     store.commit('b', 'a', seqs[449] as number);
     assertKeptMatches(store, 'b', 'a commit after the recount');
   } finally {
