@@ -21,7 +21,7 @@ import {
   type TopicRecord,
 } from './kafka.ts';
 import { cpuMs, peakRssMb, publishFleet, waitForRecords as waitForLoad } from './load.ts';
-import { startAedesTarget, startFerryTarget, startScript } from './targets.ts';
+import { kafkaBridge, startAedesTarget, startFerryTarget, startScript } from './targets.ts';
 import { ratio } from './stats.ts';
 
 const DEVICES = 50;
@@ -138,12 +138,7 @@ export async function measureFerry(
   persistence: 'sqlite' | 'memory' = 'sqlite',
 ): Promise<PathResult> {
   const bytes = options.payloadBytes ?? PAYLOAD_BYTES;
-  const bridge = [
-    'name: bench-kafka',
-    'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }',
-    `to: [{ kafka: { brokers: "${kafka.brokers.join(',')}", topic: ${topic}, acks: all } }]`,
-    '',
-  ].join('\n');
+  const bridge = kafkaBridge(kafka.brokers, topic);
   const nodeArgs = options.profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`];
   const gateway = await startFerryTarget({ bridge, nodeArgs: persistence === 'sqlite' ? nodeArgs : [], persistence, ...(telemetry === undefined ? {} : { telemetry }) });
   try {

@@ -13,7 +13,7 @@ import { Fleet } from '../src/cli/simulate/fleet.ts';
 import { benchKafka, benchTopic, createAppendTimeTopic, deleteTopics } from './kafka.ts';
 import { cpuMs, waitForRecords } from './load.ts';
 import { ratio } from './stats.ts';
-import { type Target, startAedesTarget, startFerryTarget } from './targets.ts';
+import { type Target, kafkaBridge, startAedesTarget, startFerryTarget } from './targets.ts';
 
 const DEVICES = 50;
 const WINDOW = 20;
@@ -79,12 +79,7 @@ export async function benchSteady(options: { rates?: readonly number[]; seconds?
   const kafka = await benchKafka(options.log ?? (() => {}));
   const topic = benchTopic('steady');
   await createAppendTimeTopic(kafka.brokers, topic);
-  const bridge = [
-    'name: bench-kafka',
-    'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }',
-    `to: [{ kafka: { brokers: "${kafka.brokers.join(',')}", topic: ${topic}, acks: all } }]`,
-    '',
-  ].join('\n');
+  const bridge = kafkaBridge(kafka.brokers, topic);
   const gateway = await startFerryTarget({ bridge });
   const delayed = await startFerryTarget({ bridge, commitDelayMs: 10 });
   const aedes = await startAedesTarget();

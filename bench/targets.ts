@@ -39,6 +39,16 @@ export function historyBridge(history: string): string {
   return ['name: bench-history', 'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }', `to: [{ history: ${history} }]`, ''].join('\n');
 }
 
+/** The devices' telemetry to one Kafka topic, acks all. */
+export function kafkaBridge(brokers: readonly string[], topic: string): string {
+  return [
+    'name: bench-kafka',
+    'from: { mqtt: { topics: ["devices/+/telemetry/#"] } }',
+    `to: [{ kafka: { brokers: "${brokers.join(',')}", topic: ${topic}, acks: all } }]`,
+    '',
+  ].join('\n');
+}
+
 export async function startFerryTarget(options: FerryTargetOptions = {}): Promise<Target & { readonly pid: number; readonly dataDir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
   writeFileSync(
