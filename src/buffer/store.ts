@@ -70,7 +70,7 @@ export class BufferStore extends BufferCursors {
       let oldestPendingAt: number | null = null;
       const kept = options.kept === true ? this.keptBehind(bridge, sink) : undefined;
       if (kept !== undefined) {
-        // Kept counts are behind another process's change until the next recount: never below 0.
+        // Never below 0, whatever another process did in between.
         above = { messages: Math.max(0, messages - kept.messages), bytes: Math.max(0, bytes - kept.bytes) };
       } else if (ends.first !== null && ends.last !== null && seq < ends.last) {
         if (ends.last - seq <= seq - ends.first) above = counted('seq > ?', seq);
