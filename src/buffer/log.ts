@@ -246,7 +246,7 @@ export class BufferLog {
     const kept = this.#behind.get(bridge);
     const lost = new Map<string, BridgeUsage>();
     if (kept !== undefined) {
-      const states = confirmed ? undefined : this.#cursorStates(bridge);
+      const states = confirmed ? undefined : new Map(this.cursorStates(bridge).map(({ sink, ...state }) => [sink, state]));
       for (const sink of kept.keys()) {
         const state = states?.get(sink);
         if (confirmed) lost.set(sink, removed);
@@ -288,12 +288,14 @@ export class BufferLog {
   /** The dead letters of each sink of the bridge: counted once (one pass over an index on (bridge, sink)), then kept. */
   protected deadLetterCounts(bridge: string): ReadonlyMap<string, number> {
     let kept = this.#deadLetters.get(bridge);
-    if (kept === undefined) {
-      const rows = this.statement('SELECT sink, count(*) AS n FROM dead_letters WHERE bridge = ? GROUP BY sink').all(bridge) as { sink: string; n: number }[];
-      kept = new Map(rows.map((r) => [r.sink, r.n]));
-      this.#deadLetters.set(bridge, kept);
-    }
+    if (kept === undefined) this.#deadLetters.set(bridge, (kept = this.countDeadLetters(bridge)));
     return kept;
+  }
+
+  /** The dead letters of each sink of the bridge, counted now (one pass over the index on (bridge, sink)). */
+  protected countDeadLetters(bridge: string): Map<string, number> {
+    const rows = this.statement('SELECT sink, count(*) AS n FROM dead_letters WHERE bridge = ? GROUP BY sink').all(bridge) as { sink: string; n: number }[];
+    return new Map(rows.map((r) => [r.sink, r.n]));
   }
 
   /** Deletes the bridge's dead letters `where` selects; returns how many. Kept counts lose what it deleted of each sink. */
@@ -320,9 +322,11 @@ export class BufferLog {
     return { messages, bytes };
   }
 
-  #cursorStates(bridge: string): Map<string, CursorState> {
-    const rows = this.statement('SELECT sink, seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ?').all(bridge) as (CursorState & { sink: string })[];
-    return new Map(rows.map(({ sink, ...state }) => [sink, state]));
+  /** Where each sink of the bridge stands, in sink order. */
+  protected cursorStates(bridge: string): (CursorState & { readonly sink: string })[] {
+    return this.statement('SELECT sink, seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? ORDER BY sink').all(bridge) as (CursorState & {
+      sink: string;
+    })[];
   }
 
   #signalReleased(): void {

@@ -1,15 +1,4 @@
-import {
-  type BridgeStats,
-  type BridgeUsage,
-  type CursorState,
-  type DeadLetter,
-  type DeadLetterRow,
-  type MessageRow,
-  type SinkCursor,
-  type StoredMessage,
-  toDeadLetter,
-  toStored,
-} from './rows.ts';
+import { type BridgeStats, type BridgeUsage, type DeadLetter, type DeadLetterRow, type MessageRow, type SinkCursor, type StoredMessage, toDeadLetter, toStored } from './rows.ts';
 import { BufferCursors } from './cursors.ts';
 
 export type { AppendEntry } from './log.ts';
@@ -55,16 +44,9 @@ export class BufferStore extends BufferCursors {
               (SELECT min(created_at) FROM messages WHERE bridge = @bridge) AS oldestAt`,
     ).get({ bridge }) as { first: number | null; last: number | null; oldestAt: number | null };
     const counted = (sql: string, ...params: number[]) => this.countRows(`bridge = ? AND ${sql}`, [bridge, ...params]);
-    const cursors = this.db.prepare('SELECT sink, seq, live_mark AS liveMark, live_seq AS liveSeq FROM cursors WHERE bridge = ? ORDER BY sink').all(bridge) as (CursorState & {
-      sink: string;
-    })[];
+    const cursors = this.cursorStates(bridge);
     // The dead letters of each sink (one pass over the index on (bridge, sink), kept with `kept`), and their total.
-    const dead =
-      options.kept === true
-        ? this.deadLetterCounts(bridge)
-        : new Map(
-            (this.statement('SELECT sink, count(*) AS n FROM dead_letters WHERE bridge = ? GROUP BY sink').all(bridge) as { sink: string; n: number }[]).map((r) => [r.sink, r.n]),
-          );
+    const dead = options.kept === true ? this.deadLetterCounts(bridge) : this.countDeadLetters(bridge);
     const sinks = cursors.map(({ sink, seq, liveMark, liveSeq }) => {
       let above: BridgeUsage = { messages: 0, bytes: 0 };
       let oldestPendingAt: number | null = null;
