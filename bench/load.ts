@@ -14,15 +14,17 @@ export interface FleetLoad {
   /** Client ids are `${prefix}1`..`${prefix}${devices}`. */
   readonly prefix: string;
   readonly payload: (device: number, seq: number) => Buffer;
+  /** Messages per second over all devices; as fast as PUBACKs come when absent. */
+  readonly ratePerSec?: number;
 }
 
-/** Publishes `count` QoS 1 messages from the devices as fast as PUBACKs come; returns PUBACKs per second. */
+/** Publishes `count` QoS 1 messages from the devices (as fast as PUBACKs come, or at `ratePerSec`); returns PUBACKs per second. */
 export async function publishFleet(load: FleetLoad): Promise<number> {
   const fleet = new Fleet({
     url: load.url,
     clientIds: Array.from({ length: load.devices }, (_, i) => `${load.prefix}${i + 1}`),
     qos: 1,
-    ratePerSec: 0,
+    ratePerSec: load.ratePerSec ?? 0,
     window: load.window,
     count: load.count,
     topic: (clientId) => `devices/${clientId}/telemetry/bench`,

@@ -9,9 +9,8 @@
 // own commit, PUBACK write and Kafka round trip that a flat-out load shares among hundreds. The
 // gateway is measured twice: as configured by default, and with `buffer.commitDelayMs: 10`,
 // which lets the messages of up to 10 ms share one commit.
-import { Fleet } from '../src/cli/simulate/fleet.ts';
 import { benchKafka, benchTopic, createAppendTimeTopic, deleteTopics } from './kafka.ts';
-import { cpuMs, waitForRecords } from './load.ts';
+import { cpuMs, publishFleet, waitForRecords } from './load.ts';
 import { ratio } from './stats.ts';
 import { type Target, kafkaBridge, startAedesTarget, startFerryTarget } from './targets.ts';
 
@@ -45,22 +44,9 @@ export interface SteadyCpu {
   readonly coreShare: number;
 }
 
-/** Publishes `count` messages at `perSec` from fresh devices; resolves once all are acknowledged. */
+/** Publishes `count` messages at `perSec` (0: as fast as they are acknowledged) from fresh devices. */
 async function publishAt(url: string, perSec: number, count: number, prefix: string): Promise<void> {
-  const fleet = new Fleet({
-    url,
-    clientIds: Array.from({ length: DEVICES }, (_, i) => `${prefix}${i + 1}`),
-    qos: 1,
-    ratePerSec: perSec,
-    window: WINDOW,
-    count,
-    topic: (clientId) => `devices/${clientId}/telemetry/steady`,
-    payload: () => PAYLOAD,
-    drainTimeoutMs: 60_000,
-  });
-  await fleet.connect();
-  const result = await fleet.run();
-  if (result.acked !== count) throw new Error(`${url}: ${result.acked} of ${count} acknowledged (${result.errors.join('; ')})`);
+  await publishFleet({ url, devices: DEVICES, window: WINDOW, count, prefix, payload: () => PAYLOAD, ratePerSec: perSec });
 }
 
 /** CPU of `target` while it takes `count` messages at `perSec`; `settled` waits until they are all through. */
