@@ -4,6 +4,7 @@ import module from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { chooseEntry } from './entry.js';
 import { nodeVersionProblem } from './node-version.js';
+import { deferOptimizingCompiler } from './tiering.js';
 
 const problem = nodeVersionProblem(process.versions.node);
 if (problem !== undefined) {
@@ -14,6 +15,8 @@ if (problem !== undefined) {
 // directory, or NODE_COMPILE_CACHE; NODE_DISABLE_COMPILE_CACHE=1 turns it off): later starts
 // skip compiling (about 30% less time to accepting connections; see docs/benchmarks.md).
 module.enableCompileCache?.();
+// TurboFan held back until `ferry run` has load: see bin/tiering.js.
+deferOptimizingCompiler();
 if (chooseEntry(fileURLToPath(new URL('..', import.meta.url))) === 'dist') {
   await import('../dist/app/cli/main.js');
 } else {

@@ -9,6 +9,7 @@ import { componentKinds } from '../runtime/registry.ts';
 import { loadForCommand } from './load.ts';
 import { VERSION } from './version.ts';
 import { collectStartupGarbage } from '../runtime/startup-garbage.ts';
+import { resumeOptimizingCompilerUnderLoad } from '../runtime/compiler-tiering.ts';
 
 export interface RunOptions {
   readonly config: string;
@@ -70,7 +71,10 @@ export async function runCommand(options: RunOptions): Promise<void> {
   try {
     // performance.now() counts from process start, so this is the whole startup time.
     await gateway.start(0);
-    collectStartupGarbage();
+    // TurboFan, held back for the start by bin/ferry.js, comes back with the first load; the
+    // start's own garbage collection is not load.
+    const tiering = resumeOptimizingCompilerUnderLoad();
+    collectStartupGarbage(() => tiering?.rebase());
   } catch (error) {
     const message = hintFor(error);
     logger.fatal({ err: error }, message);

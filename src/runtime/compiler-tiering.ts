@@ -1,0 +1,87 @@
+import { performance } from 'node:perf_hooks';
+import { setFlagsFromString } from 'node:v8';
+
+/** The mark bin/tiering.js leaves on globalThis while it holds TurboFan back. */
+const TURBOFAN_DEFERRED = Symbol.for('ferry.turbofan-deferred');
+
+/** How often the event loop's use is looked at while TurboFan is held back, ms. */
+const CHECK_MS = 100;
+
+/**
+ * The share of a check's period the event loop must have been busy for the gateway to count as
+ * under load: 10 ms of 100. An idle gateway of the embedded default is busy about 0.2% of the
+ * time (its status sampling, a scrape of /metrics); 500 QoS 1 messages a second keep it busy
+ * about 30%.
+ */
+const BUSY_SHARE = 0.1;
+
+/**
+ * Busy periods in a row that make load: one is not (the eBPF collector's start right after the
+ * gateway is ready, a scrape of /metrics, a reload).
+ */
+const BUSY_PERIODS = 2;
+
+const marks = globalThis as unknown as Record<symbol, unknown>;
+
+/** True while bin/ferry.js holds TurboFan back for the start (see bin/tiering.js). */
+export function optimizingCompilerDeferred(): boolean {
+  return marks[TURBOFAN_DEFERRED] === true;
+}
+
+/**
+ * Turns V8's optimizing compiler (TurboFan) on again where bin/ferry.js held it back. Nothing
+ * to do when the process was not started that way (a program embedding the gateway, a flag of
+ * its own on node's command line). True when it did.
+ */
+export function resumeOptimizingCompiler(): boolean {
+  if (!optimizingCompilerDeferred()) return false;
+  marks[TURBOFAN_DEFERRED] = false;
+  setFlagsFromString('--turbofan');
+  return true;
+}
+
+export interface TieringWatch {
+  /** Starts the next period afresh: for work of the gateway's own that is not load (the start's garbage collection). */
+  rebase(): void;
+  stop(): void;
+}
+
+export interface TieringWatchOptions {
+  readonly checkMs?: number;
+  readonly busyShare?: number;
+}
+
+/**
+ * Turns TurboFan on again once the gateway has work that pays for it: the event loop busy for a
+ * tenth of two periods of 100 ms in a row, so TurboFan is back within about 0.2 s of a load's
+ * start. Until then an idle or lightly loaded gateway runs on V8's interpreter and baseline
+ * compiler, and does not hold the optimizing compiler's memory (about 10 MB: its code in node's
+ * binary and its working memory). Left to V8 alone, the few calls an idle gateway makes (its
+ * status sampling every 2 s) made one of Node's functions hot enough within a minute.
+ * Undefined when TurboFan is not held back.
+ */
+export function resumeOptimizingCompilerUnderLoad(options: TieringWatchOptions = {}): TieringWatch | undefined {
+  if (!optimizingCompilerDeferred()) return undefined;
+  const checkMs = options.checkMs ?? CHECK_MS;
+  // Busy milliseconds, not a share of the time since the last look: a period cut short by a
+  // rebase is not load for being short.
+  const busyMs = (options.busyShare ?? BUSY_SHARE) * checkMs;
+  let last = performance.eventLoopUtilization();
+  let busyPeriods = 0;
+  const timer = setInterval(() => {
+    const now = performance.eventLoopUtilization();
+    const { active } = performance.eventLoopUtilization(now, last);
+    last = now;
+    busyPeriods = active < busyMs ? 0 : busyPeriods + 1;
+    if (busyPeriods < BUSY_PERIODS) return;
+    clearInterval(timer);
+    resumeOptimizingCompiler();
+  }, checkMs).unref();
+  return {
+    rebase: () => {
+      last = performance.eventLoopUtilization();
+      busyPeriods = 0;
+    },
+    stop: () => clearInterval(timer),
+  };
+}
