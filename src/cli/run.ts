@@ -10,6 +10,7 @@ import { loadForCommand } from './load.ts';
 import { VERSION } from './version.ts';
 import { collectStartupGarbage } from '../runtime/startup-garbage.ts';
 import { resumeOptimizingCompilerUnderLoad } from '../runtime/compiler-tiering.ts';
+import { capYoungGeneration } from '../runtime/young-generation.ts';
 
 export interface RunOptions {
   readonly config: string;
@@ -41,6 +42,8 @@ function limitHeapGrowth(): void {
 
 export async function runCommand(options: RunOptions): Promise<void> {
   limitHeapGrowth();
+  // At most 8 MiB a semi-space, where V8 grows it to 16 under load (src/runtime/young-generation.ts).
+  capYoungGeneration();
   const loaded = await loadForCommand(options.config);
   if (loaded === undefined) {
     process.exitCode = 1;
