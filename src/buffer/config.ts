@@ -101,7 +101,7 @@ export const bufferSettingsSchema = z
       .default(0)
       .meta({
         description:
-          'Least time between the starts of two group commits, in milliseconds: a message arriving sooner after a commit waits the rest of it for the messages that follow, and all share one commit. Fewer commits (each an fsync) for up to this much more latency before the PUBACK, only while messages come faster than one per interval; 0 commits at the next turn of the event loop. About a quarter less CPU at a steady 500-2,000 msgs/s with 10 (docs/benchmarks.md, Steady load).',
+          'Least time between the starts of two group commits, in milliseconds: a message arriving sooner after a commit waits the rest of it for the messages that follow, and all share one commit. Fewer commits (each an fsync) for up to this much more latency before the PUBACK, only while messages come faster than one per interval; 0 commits at the next turn of the event loop. About a quarter less CPU at a steady 500-2,000 msgs/s with 10, but more at 100 msgs/s from 50 devices, where there is little to share a commit with (docs/benchmarks.md, Steady load).',
         examples: [10],
       }),
   })
