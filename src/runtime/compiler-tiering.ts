@@ -34,7 +34,7 @@ export function optimizingCompilerDeferred(): boolean {
  * to do when the process was not started that way (a program embedding the gateway, a flag of
  * its own on node's command line). True when it did.
  */
-export function resumeOptimizingCompiler(): boolean {
+function resumeOptimizingCompiler(): boolean {
   if (!optimizingCompilerDeferred()) return false;
   marks[TURBOFAN_DEFERRED] = false;
   setFlagsFromString('--turbofan');
@@ -49,7 +49,6 @@ export interface TieringWatch {
 
 export interface TieringWatchOptions {
   readonly checkMs?: number;
-  readonly busyShare?: number;
 }
 
 /**
@@ -66,7 +65,7 @@ export function resumeOptimizingCompilerUnderLoad(options: TieringWatchOptions =
   const checkMs = options.checkMs ?? CHECK_MS;
   // Busy milliseconds, not a share of the time since the last look: a period cut short by a
   // rebase is not load for being short.
-  const busyMs = (options.busyShare ?? BUSY_SHARE) * checkMs;
+  const busyMs = BUSY_SHARE * checkMs;
   let last = performance.eventLoopUtilization();
   let busyPeriods = 0;
   const timer = setInterval(() => {

@@ -6,7 +6,7 @@ import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
  * 64-bit is 16: under load the young generation grew to two semi-spaces of 16 MiB, mostly empty,
  * which was the largest part of the peak RSS that was not live data.
  */
-export const SEMI_SPACE_CAP_MIB = 8;
+const SEMI_SPACE_CAP_MIB = 8;
 
 /** V8's factor of growth of the young generation (--semi-space-growth-factor's default). */
 const GROWTH_FACTOR = 2;
