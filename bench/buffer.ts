@@ -65,7 +65,7 @@ function raw(dir: string, rows: readonly Envelope[]): { enqueue: number; drain: 
 async function ferryEnqueueAndDrain(dir: string, rows: readonly Envelope[]): Promise<{ enqueue: number; drain: number }> {
   const logger = pino({ level: 'silent' });
   const counters = new CounterRegistry();
-  const { store } = openBuffer(dir, 'full', logger);
+  const { store } = openBuffer(dir, logger);
   const writer = new BufferWriter(store, bufferSettingsSchema.parse({}), logger, counters);
   const policy = bufferPolicySchema.parse({ windowSize: TURN });
   store.registerBridge('b', ['null']);
@@ -109,7 +109,7 @@ async function ferryEnqueueAndDrain(dir: string, rows: readonly Envelope[]): Pro
 
 /** Stats calls per second on a bridge with `backlog` messages its 'kafka' sink has not confirmed and its 'history' sink has. */
 function statusCost(dir: string, backlog: number, payloadBytes: number): { ferry: number; raw: number } {
-  const { store } = openBuffer(dir, 'normal', pino({ level: 'silent' }));
+  const { store } = openBuffer(dir, pino({ level: 'silent' }));
   try {
     store.registerBridge('b', ['history', 'kafka']);
     const fill = openSqlite(bufferPath(dir), { synchronous: 'normal' });

@@ -209,6 +209,11 @@ export class BufferLog {
     return this.db.open;
   }
 
+  /** The database file. */
+  get path(): string {
+    return this.db.name;
+  }
+
   /** Deletes the `count` oldest messages of a bridge, whatever the cursors; returns what it removed. */
   dropOldest(bridge: string, count: number): BridgeUsage {
     return this.deleteWhere(bridge, 'seq IN (SELECT seq FROM messages WHERE bridge = ? ORDER BY seq LIMIT ?)', [bridge, count]);

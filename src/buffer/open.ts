@@ -1,6 +1,5 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { Synchronous } from '../sqlite/connection.ts';
 import { openChecked } from '../sqlite/open-checked.ts';
 import { needsIndexUpgrade } from './log.ts';
 import { BufferStore } from './store.ts';
@@ -20,9 +19,15 @@ export interface OpenedBuffer {
 /**
  * Opens the buffer, checking its integrity first. A corrupt database is moved aside (kept
  * for inspection, with its WAL) and a fresh one is started; the caller reports it loudly.
+ *
+ * The connection commits with `synchronous=NORMAL`: under `buffer.synchronous: full` the
+ * BufferWriter makes each of its commits durable itself, syncing the WAL off the event loop
+ * before it acks (wal-sync.ts). The other writes (cursors, releases, dead letters) need no fsync
+ * of their own: one lost to a power cut means a message delivered again, never one lost, and the
+ * next sync of the WAL covers them anyway.
  */
-export function openBuffer(dataDir: string, synchronous: Synchronous, logger: Logger): OpenedBuffer {
-  const opened = openChecked(bufferPath(dataDir), { synchronous }, (db) => {
+export function openBuffer(dataDir: string, logger: Logger): OpenedBuffer {
+  const opened = openChecked(bufferPath(dataDir), { synchronous: 'normal' }, (db) => {
     if (!needsIndexUpgrade(db)) return new BufferStore(db);
     const { n } = db.prepare('SELECT count(*) AS n FROM messages').get() as { n: number };
     logger.info({ messages: n }, "buffer: building the index that counts each sink's backlog, once after an upgrade (about a second per million messages)");

@@ -8,6 +8,8 @@ import type { MessageTracing, TracedMessage } from '../core/tracing.ts';
 import { Signal } from './signal.ts';
 import type { AppendEntry, BufferStore } from './store.ts';
 import { BufferUpkeep } from './upkeep.ts';
+import { ABANDONED, AbandonedLog } from './abandoned.ts';
+import { type Fdatasync, WalSync } from './wal-sync.ts';
 
 /**
  * A delivery waiting for the group commit, in the shape the store appends (no copy per
@@ -28,13 +30,7 @@ interface Pending extends AppendEntry {
 export type WriterState = 'ok' | 'disk-full' | 'write-failed' | 'refusing';
 
 const RETRY_HELD_MS = 1000;
-/** At most one log line per this interval about abandoned messages; the counter has each one. */
-const ABANDONED_LOG_MS = 60_000;
-
-const ABANDONED = new FerryError('MESSAGE_REJECTED', "not stored: its device's connection closed before it was, so the device sends it again", {
-  component: 'buffer',
-  retryable: true,
-});
+const DISK_LOST = new FerryError('STORAGE_FAILED', 'not stored: the disk failed to sync the buffer', { component: 'buffer', retryable: true });
 
 /**
  * Ingress of the durable buffer. Deliveries arriving in one event-loop turn are committed in
@@ -67,19 +63,27 @@ export class BufferWriter {
   #state: WriterState = 'ok';
   /** When the current refusal or storage episode began. */
   #episodeSince = 0;
-  #abandonedSinceLog = 0;
-  #abandonedLoggedAt = Number.NEGATIVE_INFINITY;
+  readonly #abandoned: AbandonedLog;
   readonly #upkeep: BufferUpkeep;
   readonly #unsubscribe: () => void;
   readonly #commits: HistogramSeries | undefined;
+  /**
+   * Under `synchronous: full`, what makes each commit durable before its deliveries are acked:
+   * the buffer's connection commits without an fsync (openBuffer) and this syncs the WAL on the
+   * thread pool (see WalSync). Undefined under `normal`, which acks at the commit.
+   */
+  readonly #walSync: WalSync | undefined;
 
-  constructor(store: BufferStore, settings: BufferSettings, logger: Logger, counters: Counters) {
+  /** `options.fdatasync`: for a test, the fdatasync of a failing disk. */
+  constructor(store: BufferStore, settings: BufferSettings, logger: Logger, counters: Counters, options: { fdatasync?: Fdatasync } = {}) {
     this.#store = store;
     this.#settings = settings;
     this.#logger = logger;
     this.#counters = counters;
     this.#commits = counters.histogram?.('buffer.commit_seconds');
+    this.#walSync = settings.synchronous === 'full' ? new WalSync(store.path, options) : undefined;
     this.#upkeep = new BufferUpkeep(store, logger, counters);
+    this.#abandoned = new AbandonedLog(logger, counters);
     // Space freed (a sink confirmed messages, old ones expired, another process purged): held
     // deliveries of a bridge that was full may fit now.
     this.#unsubscribe = store.onReleased(() => this.#released());
@@ -178,6 +182,9 @@ export class BufferWriter {
     this.#unsubscribe();
     clearTimeout(this.#heldTimer);
     this.#flush();
+    // The last commits acked now, before the connections waiting for them close.
+    this.#walSync?.flushSync();
+    this.#walSync?.close();
     const held = this.#held;
     this.#held = [];
     for (const { delivery } of held) delivery.nack(new Error('gateway stopping: message not stored'));
@@ -255,7 +262,7 @@ export class BufferWriter {
       add.bytes += bytes;
       accepted.push(entry);
     }
-    if (abandoned !== undefined) this.#abandoned(abandoned);
+    if (abandoned !== undefined) this.#abandoned.note(abandoned, this.#held.length);
     if (refused > 0) {
       this.#counters.count('buffer.refused', {}, refused);
       this.#setState('refusing');
@@ -288,6 +295,13 @@ export class BufferWriter {
       this.#setState(state);
       return;
     }
+    if (this.#walSync === undefined) this.#stored(accepted, started);
+    else this.#walSync.after((error) => (error === undefined ? this.#stored(accepted, started) : this.#syncFailed(accepted, error)));
+    if (this.#held.length === 0 && this.#state !== 'ok') this.#setState('ok');
+  }
+
+  /** A commit is durable: its deliveries are acked and the readers of its bridges woken. */
+  #stored(accepted: readonly Pending[], started: number): void {
     this.#commits?.record((performance.now() - started) / 1000);
     const bridges = new Set<string>();
     let appended = 0;
@@ -301,29 +315,29 @@ export class BufferWriter {
     }
     if (appended > 0) this.#counters.count('buffer.appended', {}, appended);
     for (const bridge of bridges) this.#appended.get(bridge)?.notify();
-    if (this.#held.length === 0 && this.#state !== 'ok') this.#setState('ok');
   }
 
-  /** Counts the abandoned deliveries of one commit, and logs them at most once a minute. */
-  #abandoned(byBridge: ReadonlyMap<string, number>): void {
-    let total = 0;
-    for (const [bridge, count] of byBridge) {
-      this.#counters.count('buffer.abandoned', { bridge }, count);
-      total += count;
+  /**
+   * The WAL's sync failed: the commit may not be on disk, and nothing synced after it can be
+   * trusted (WalSync). Its deliveries are nacked (the devices keep their messages and send them
+   * again; a copy the buffer did keep is delivered twice, never lost), and no message is acked
+   * any more until the gateway restarts and SQLite recovers the buffer from what is on disk.
+   */
+  #syncFailed(accepted: readonly Pending[], error: Error): void {
+    for (const { delivery, traced } of accepted) {
+      traced?.end('failed');
+      delivery.nack(DISK_LOST);
     }
-    this.#abandonedSinceLog += total;
-    const now = Date.now();
-    if (now - this.#abandonedLoggedAt < ABANDONED_LOG_MS) return;
-    this.#logger.info(
-      { abandoned: this.#abandonedSinceLog, bridges: [...byBridge.keys()], held: this.#held.length },
-      "not storing messages whose device's connection closed before they were stored: the devices send them again",
-    );
-    this.#abandonedSinceLog = 0;
-    this.#abandonedLoggedAt = now;
+    this.#counters.count('buffer.errors', { reason: 'sync_failed' });
+    if (this.#state !== 'write-failed') {
+      const err = wrapError('STORAGE_FAILED', 'buffer: syncing the WAL to disk failed', error, { component: 'buffer', retryable: false });
+      this.#logger.error({ err }, 'the disk failed to sync the buffer: not acknowledging any message until the gateway restarts');
+      this.#setState('write-failed');
+    }
   }
 
   #storageDown(): boolean {
-    return this.#state === 'disk-full' || this.#state === 'write-failed';
+    return this.#state === 'disk-full' || this.#state === 'write-failed' || this.#walSync?.failure !== undefined;
   }
 
   #setState(state: WriterState): void {
@@ -357,6 +371,8 @@ export class BufferWriter {
   }
 
   #retryHeld(): void {
+    // After a failed sync nothing is stored again in this run: the held wait for the close.
+    if (this.#walSync?.failure !== undefined) return;
     const held = this.#held;
     this.#held = [];
     if (held.length > 0) this.#commit(held, true);

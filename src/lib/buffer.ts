@@ -51,7 +51,7 @@ export function durableBuffer(config: DurableBufferConfig, options: StreamOption
   return (input) =>
     new Observable<Delivery>((subscriber) => {
       const ctx = contextFor({ ...options, name: options.name ?? parsed.name }, dir);
-      const { store } = openBuffer(dir, parsed.synchronous, ctx.logger);
+      const { store } = openBuffer(dir, ctx.logger);
       const writer = new BufferWriter(
         store,
         { synchronous: parsed.synchronous, maxBatch: parsed.maxBatch, maxBatchBytes: parsed.maxBatchBytes, commitDelayMs: parsed.commitDelayMs },

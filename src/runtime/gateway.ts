@@ -107,7 +107,7 @@ export class Gateway {
     const vitals = this.#vitals;
     this.#series = new StatusSeries({ counters: this.counters, devices: () => this.#broker?.connectedClients ?? 0, vitals: () => vitals.latest() });
     try {
-      const opened = openBuffer(config.dataDirPath, config.buffer.synchronous, this.#logger);
+      const opened = openBuffer(config.dataDirPath, this.#logger);
       this.#store = opened.store;
       this.#movedAside = opened.movedAside;
       if (opened.movedAside !== undefined) this.counters.count('buffer.recovered_from_corruption');

@@ -32,7 +32,7 @@ function bridge(name: string, to: unknown[]): BridgeConfig {
 async function setup() {
   const dir = tempDir();
   const counters = new CounterRegistry();
-  const { store } = openBuffer(dir, 'full', logger);
+  const { store } = openBuffer(dir, logger);
   const writer = new BufferWriter(store, bufferSettingsSchema.parse({}), logger, counters);
   const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger, counters });
   const deps = { broker, store, writer, logger, counters, dataDir: dir };

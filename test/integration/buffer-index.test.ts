@@ -15,7 +15,7 @@ const tempDir = tempDirs('ferry-buffer-index-');
 
 /** A buffer with 300 messages of bridge `b` (payloads of 1 to 300 bytes) and a sink `out` confirmed through the 100th. */
 function filled(dir: string): { store: BufferStore; cursor: number } {
-  const { store } = openBuffer(dir, 'full', pino({ level: 'silent' }));
+  const { store } = openBuffer(dir, pino({ level: 'silent' }));
   store.registerBridge('b', ['out', 'late']);
   const seqs = store.append(
     Array.from({ length: 300 }, (_, i) => ({ bridge: 'b', envelope: createEnvelope({ topic: `t/${i}`, payload: Buffer.alloc(i + 1, 'x'), origin: { source: 'test', qos: 1 } }) })),
@@ -73,7 +73,7 @@ test('a buffer of an earlier version gets the index once, when the gateway opens
 
   const lines: { msg: string; messages?: number }[] = [];
   const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
-  const { store } = openBuffer(dir, 'full', logger);
+  const { store } = openBuffer(dir, logger);
   assert.deepEqual(indexes(bufferPath(dir)), ['messages_bridge_created', 'messages_bridge_seq_bytes']);
   assert.deepEqual({ pending: pendingOut(store)?.pending, pendingBytes: pendingOut(store)?.pendingBytes }, EXPECTED);
   assert.equal(store.cursor('b', 'out'), made.cursor);
@@ -82,6 +82,6 @@ test('a buffer of an earlier version gets the index once, when the gateway opens
 
   // Opened again: nothing to build.
   lines.length = 0;
-  openBuffer(dir, 'full', logger).store.close();
+  openBuffer(dir, logger).store.close();
   assert.deepEqual(lines, []);
 });

@@ -44,7 +44,7 @@ function assertKeptMatches(store: BufferStore, bridge: string, step: string): vo
 
 function run(seed: number): void {
   const next = random(seed);
-  const { store } = openBuffer(tempDir(), 'normal', pino({ level: 'silent' }));
+  const { store } = openBuffer(tempDir(), pino({ level: 'silent' }));
   const sinks = ['kafka', 'history', 'postgres'];
   store.registerBridge('b', sinks);
   store.registerBridge('other', ['s']);
@@ -135,7 +135,7 @@ test('kept buffer stats equal the rows counted, through appends, commits, live-f
 
 test('kept buffer stats follow a sink that is added, one that is removed, and rows and dead letters another process deleted', () => {
   const dir = tempDir();
-  const { store } = openBuffer(dir, 'normal', pino({ level: 'silent' }));
+  const { store } = openBuffer(dir, pino({ level: 'silent' }));
   try {
     store.registerBridge('b', ['a', 'c']);
     const seqs = store.append(Array.from({ length: 500 }, (_, i) => ({ bridge: 'b', envelope: message(1 + (i % 50)) })));
@@ -165,7 +165,7 @@ test('kept buffer stats follow a sink that is added, one that is removed, and ro
 });
 
 test('a sink halfway through a backlog: the kept stats count its rows once, then count nothing on each call', () => {
-  const { store } = openBuffer(tempDir(), 'normal', pino({ level: 'silent' }));
+  const { store } = openBuffer(tempDir(), pino({ level: 'silent' }));
   // Every count the store makes goes through countRows (protected in TypeScript only): recorded here.
   const counts: string[] = [];
   const target = store as unknown as { countRows(where: string, params: readonly unknown[]): unknown };

@@ -24,7 +24,7 @@ const tempDir = tempDirs('ferry-buffer-');
 function setup(policy: Partial<BufferPolicy> = {}, sinks = ['out'], settings: Partial<BufferSettings> = {}) {
   const dir = tempDir();
   const counters = new CounterRegistry();
-  const { store } = openBuffer(dir, 'full', logger);
+  const { store } = openBuffer(dir, logger);
   const writer = new BufferWriter(store, bufferSettingsSchema.parse(settings), logger, counters);
   const fullPolicy = bufferPolicySchema.parse({ retryInitialMs: 10, retryMaxMs: 50, ...policy });
   store.registerBridge('b', sinks);
@@ -378,7 +378,7 @@ test('a permanent failure of a batch dead-letters only the message that caused i
 test('a corrupt buffer is moved aside and a fresh one opened', () => {
   const dir = tempDir();
   writeFileSync(bufferPath(dir), Buffer.alloc(8192, 7));
-  const { store, movedAside } = openBuffer(dir, 'full', logger);
+  const { store, movedAside } = openBuffer(dir, logger);
   try {
     assert.ok(movedAside !== undefined && existsSync(movedAside));
     assert.equal(store.usage('x').messages, 0);
@@ -435,7 +435,7 @@ test('after a restart each sink resumes from its cursor', async () => {
   await until(() => first.seen.length >= 11 && store0.usage('b').messages === 10, 'the first ten to be confirmed');
   cleanup();
 
-  const { store } = openBuffer(dir, 'full', logger);
+  const { store } = openBuffer(dir, logger);
   try {
     assert.equal(store.usage('b').messages, 10);
     assert.deepEqual(

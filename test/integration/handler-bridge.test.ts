@@ -336,7 +336,7 @@ test('a handler bridge removed by a reload and torn down while holding messages 
   } finally {
     await gateway.stop();
   }
-  const { store } = openBuffer(join(root, 'data'), 'full', pino({ level: 'silent' }));
+  const { store } = openBuffer(join(root, 'data'), pino({ level: 'silent' }));
   try {
     assert.equal(store.stats('h').messages, 10, 'every acknowledged message is still buffered for the next reader');
   } finally {

@@ -1,0 +1,144 @@
+// Issue 11 (speed without a weaker promise): under `buffer.synchronous: full` the buffer's
+// connection commits without an fsync and the writer syncs the WAL on the thread pool before it
+// acks (src/buffer/wal-sync.ts). These run against a real buffer and its real WAL file; the
+// fdatasync is wrapped (delayed, counted, or failing with EIO as a failing disk would, which a
+// real disk here cannot be made to do) around the real one.
+import assert from 'node:assert/strict';
+import { fdatasync } from 'node:fs';
+import { test } from 'node:test';
+import pino from 'pino';
+import { bufferPolicySchema, bufferSettingsSchema } from '../../src/buffer/config.ts';
+import { openBuffer } from '../../src/buffer/open.ts';
+import type { Fdatasync } from '../../src/buffer/wal-sync.ts';
+import { WalSync } from '../../src/buffer/wal-sync.ts';
+import { BufferWriter } from '../../src/buffer/writer.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { trackedDeliveries } from '../conformance/deliveries.ts';
+import { eventually } from '../harness/eventually.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const logger = pino({ level: 'silent' });
+const tempDir = tempDirs('ferry-wal-sync-');
+
+/** A buffer and its writer under `synchronous: full`, syncing through `sync`. */
+function setup(sync: Fdatasync) {
+  const counters = new CounterRegistry();
+  const { store } = openBuffer(tempDir(), logger);
+  const writer = new BufferWriter(store, bufferSettingsSchema.parse({ synchronous: 'full' }), logger, counters, { fdatasync: sync });
+  store.registerBridge('b', ['out']);
+  writer.setPolicy('b', bufferPolicySchema.parse({}));
+  const cleanup = () => {
+    writer.close();
+    store.close();
+  };
+  return { store, writer, counters, cleanup };
+}
+
+test('under synchronous: full the buffer commits without an fsync of its own: PRAGMA synchronous is NORMAL', () => {
+  const { store } = openBuffer(tempDir(), logger);
+  try {
+    const level = (store as unknown as { db: { pragma(sql: string, options: { simple: true }): unknown } }).db.pragma('synchronous', { simple: true });
+    assert.equal(level, 1);
+  } finally {
+    store.close();
+  }
+});
+
+test('a delivery is acked only once the fdatasync of the WAL that followed its commit has returned', async () => {
+  const syncs: { done: () => void }[] = [];
+  // The real fdatasync, run when the test says so.
+  const held: Fdatasync = (fd, done) => syncs.push({ done: () => fdatasync(fd, done) });
+  const { store, writer, cleanup } = setup(held);
+  try {
+    const first = trackedDeliveries(3);
+    for (const d of first.deliveries) writer.enqueue('b', d);
+    writer.flushNow();
+    // Committed: the rows are there; not synced: no ack.
+    assert.equal(store.usage('b').messages, 3);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(first.acked.length, 0);
+    assert.equal(syncs.length, 1);
+    // Commits made while that sync runs wait for the next one, and share it.
+    const second = trackedDeliveries(2);
+    for (const d of second.deliveries) writer.enqueue('b', d);
+    writer.flushNow();
+    const third = trackedDeliveries(2);
+    for (const d of third.deliveries) writer.enqueue('b', d);
+    writer.flushNow();
+    assert.equal(syncs.length, 1, 'one fdatasync at a time');
+    syncs[0]?.done();
+    await eventually(() => assert.equal(first.acked.length, 3));
+    assert.equal(second.acked.length, 0, 'committed after the first sync began: not covered by it');
+    await eventually(() => assert.equal(syncs.length, 2));
+    syncs[1]?.done();
+    await eventually(() => assert.equal(second.acked.length + third.acked.length, 4));
+    assert.equal(syncs.length, 2, 'the two later commits shared one fdatasync');
+  } finally {
+    for (const sync of syncs) sync.done();
+    cleanup();
+  }
+});
+
+test('closing the writer syncs at once and acks what waited for a sync', async () => {
+  const syncs: (() => void)[] = [];
+  const { writer, cleanup } = setup((fd, done) => syncs.push(() => fdatasync(fd, done)));
+  const waiting = trackedDeliveries(4);
+  for (const d of waiting.deliveries) writer.enqueue('b', d);
+  writer.flushNow();
+  assert.equal(waiting.acked.length, 0);
+  cleanup();
+  assert.equal(waiting.acked.length, 4, 'acked by the close, before the connections that wait for them close');
+  // The sync that was running returns later and acks nothing twice.
+  for (const sync of syncs) sync();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(waiting.acked.length, 4);
+  assert.deepEqual(waiting.doubleSettles, []);
+});
+
+test('a failed fdatasync nacks what waited for it and stops acking: nothing synced after it can be trusted', async () => {
+  let calls = 0;
+  const failing: Fdatasync = (_fd, done) => {
+    calls += 1;
+    setImmediate(() => done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO', errno: -5 })));
+  };
+  const { store, writer, counters, cleanup } = setup(failing);
+  try {
+    const lost = trackedDeliveries(3);
+    for (const d of lost.deliveries) writer.enqueue('b', d);
+    writer.flushNow();
+    await lost.settled();
+    assert.equal(lost.acked.length, 0);
+    assert.equal(lost.nacked.size, 3);
+    assert.match([...lost.nacked.values()][0]?.message ?? '', /disk failed to sync/);
+    assert.equal(writer.state, 'write-failed');
+    assert.equal(counters.get('buffer.errors{reason=sync_failed}'), 1);
+    // Later messages are held, unacknowledged (the devices keep them), and not stored.
+    const later = trackedDeliveries(2);
+    for (const d of later.deliveries) writer.enqueue('b', d);
+    writer.flushNow();
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    assert.equal(later.acked.length, 0);
+    assert.equal(writer.held, 2);
+    assert.equal(store.usage('b').messages, 3, 'only the commit whose sync failed is in the buffer');
+    assert.equal(calls, 1, 'no fdatasync after the failed one');
+  } finally {
+    cleanup();
+  }
+});
+
+test('WalSync runs its callbacks in commit order and reports a missing WAL as a failure', async () => {
+  const { store } = openBuffer(tempDir(), logger);
+  try {
+    const sync = new WalSync(store.path);
+    const order: number[] = [];
+    for (let i = 0; i < 5; i++) sync.after(() => order.push(i));
+    await eventually(() => assert.deepEqual(order, [0, 1, 2, 3, 4]));
+    sync.close();
+  } finally {
+    store.close();
+  }
+  const missing = new WalSync(`${tempDir()}/none.db`);
+  const error = await new Promise<Error | undefined>((resolve) => missing.after(resolve));
+  assert.equal((error as NodeJS.ErrnoException | undefined)?.code, 'ENOENT');
+  assert.equal(missing.failure, error);
+});
