@@ -22,7 +22,7 @@ export interface OpenedBuffer {
  *
  * The connection commits with `synchronous=NORMAL`: under `buffer.synchronous: full` the
  * BufferWriter makes each of its commits durable itself, syncing the WAL off the event loop
- * before it acks (wal-sync.ts). The other writes (cursors, releases, dead letters) need no fsync
+ * before it acks (src/sqlite/wal-sync.ts). The other writes (cursors, releases, dead letters) need no fsync
  * of their own: one lost to a power cut means a message delivered again, never one lost, and the
  * next sync of the WAL covers them anyway.
  */

@@ -9,7 +9,7 @@ import { Signal } from './signal.ts';
 import type { AppendEntry, BufferStore } from './store.ts';
 import { BufferUpkeep } from './upkeep.ts';
 import { ABANDONED, AbandonedLog } from './abandoned.ts';
-import { type Fdatasync, WalSync } from './wal-sync.ts';
+import { type Fdatasync, WalSync } from '../sqlite/wal-sync.ts';
 
 /**
  * A delivery waiting for the group commit, in the shape the store appends (no copy per

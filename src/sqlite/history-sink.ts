@@ -29,7 +29,7 @@ const schema = z.strictObject({
     .meta({ description: 'Longest a message waits for its transaction, in milliseconds.', examples: [2] }),
 });
 
-/** Writes messages to the gateway's local history (SQLite), acking after the commit. */
+/** Writes messages to the gateway's local history (SQLite), acking after the commit (synced to disk under `full`). */
 export const historySink: SinkComponent<typeof schema> = {
   kind: 'history',
   description: "The gateway's local message history in SQLite (see `ferry history`).",
@@ -50,9 +50,9 @@ export const historySink: SinkComponent<typeof schema> = {
         }
       },
       (writer) => writer.close(),
-      (writer, batch) => {
+      async (writer, batch) => {
         try {
-          writer.append(
+          await writer.append(
             ctx.bridge,
             batch.map((d) => d.envelope),
             config.keep,

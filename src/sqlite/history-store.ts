@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import type { Envelope } from '../core/envelope.ts';
 import { INSERT_ROWS, openSqlite, type Synchronous, valuesList } from './connection.ts';
+import { type Fdatasync, WalSync } from './wal-sync.ts';
 
 export const HISTORY_FILE = 'history.db';
 
@@ -45,9 +46,18 @@ export class HistoryWriter {
   readonly #append: (bridge: string, envelopes: readonly Envelope[], keep: number) => void;
   /** Bridges whose rows this writer counted: their stored count is then trusted. */
   readonly #counted = new Set<string>();
+  /**
+   * Under `full`, what makes an append durable before it resolves: the connection commits
+   * without an fsync and this syncs the WAL on the thread pool, as the buffer's writer does
+   * (wal-sync.ts); the event loop goes on meanwhile. Undefined under `normal`.
+   */
+  readonly #walSync: WalSync | undefined;
 
-  constructor(dataDir: string, synchronous: Synchronous) {
-    this.#db = openSqlite(historyPath(dataDir), { synchronous });
+  /** `options.fdatasync`: for a test, the fdatasync of a failing disk. */
+  constructor(dataDir: string, synchronous: Synchronous, options: { fdatasync?: Fdatasync } = {}) {
+    const path = historyPath(dataDir);
+    this.#db = openSqlite(path, { synchronous: 'normal' });
+    this.#walSync = synchronous === 'full' ? new WalSync(path, options) : undefined;
     this.#db.exec(schema);
     const insert = this.#db.prepare('INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
     // INSERT_ROWS rows per statement, as the buffer appends (src/buffer/log.ts).
@@ -88,13 +98,19 @@ export class HistoryWriter {
     });
   }
 
-  /** Appends in one transaction; returns after the commit (and its fsync). */
-  append(bridge: string, envelopes: readonly Envelope[], keep: number): void {
+  /** Appends in one transaction; resolves once it is on disk (under `full`) or committed. */
+  async append(bridge: string, envelopes: readonly Envelope[], keep: number): Promise<void> {
     this.#append(bridge, envelopes, keep);
     this.#counted.add(bridge);
+    const walSync = this.#walSync;
+    if (walSync === undefined) return;
+    await new Promise<void>((resolve, reject) => walSync.after((error) => (error === undefined ? resolve() : reject(error))));
   }
 
+  /** Closes the database; an append waiting for its sync is synced now. */
   close(): void {
+    this.#walSync?.flushSync();
+    this.#walSync?.close();
     this.#db.close();
   }
 }

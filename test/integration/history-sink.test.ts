@@ -57,7 +57,7 @@ sinkConformance('history (SQLite)', {
   },
 });
 
-test('history keeps the newest `keep` rows of each bridge: across batches, duplicates, a reopen, and counts lost or wrong', () => {
+test('history keeps the newest `keep` rows of each bridge: across batches, duplicates, a reopen, and counts lost or wrong', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-history-keep-'));
   let n = 0;
   const envelopes = (count: number): Envelope[] =>
@@ -72,18 +72,18 @@ test('history keeps the newest `keep` rows of each bridge: across batches, dupli
   };
   try {
     let writer = new HistoryWriter(dir, 'normal');
-    for (let i = 0; i < 4; i++) writer.append('a', envelopes(3), 5);
-    writer.append('b', envelopes(2), 5);
+    for (let i = 0; i < 4; i++) await writer.append('a', envelopes(3), 5);
+    await writer.append('b', envelopes(2), 5);
     assert.deepEqual(kept('a'), ['8', '9', '10', '11', '12']);
     // A message stored again adds no row, and takes no place from the others.
     const again = envelopes(1);
-    writer.append('a', again, 5);
-    writer.append('a', again, 5);
+    await writer.append('a', again, 5);
+    await writer.append('a', again, 5);
     assert.deepEqual(kept('a'), ['9', '10', '11', '12', '15']);
     writer.close();
 
     writer = new HistoryWriter(dir, 'normal');
-    writer.append('a', envelopes(2), 5);
+    await writer.append('a', envelopes(2), 5);
     assert.deepEqual(kept('a'), ['11', '12', '15', '16', '17']);
     writer.close();
 
@@ -94,8 +94,8 @@ test('history keeps the newest `keep` rows of each bridge: across batches, dupli
     db.exec("DELETE FROM history_counts WHERE bridge = 'a'; UPDATE history_counts SET rows = 7 WHERE bridge = 'b'");
     db.close();
     writer = new HistoryWriter(dir, 'normal');
-    writer.append('a', envelopes(1), 3);
-    writer.append('b', envelopes(1), 5);
+    await writer.append('a', envelopes(1), 3);
+    await writer.append('b', envelopes(1), 5);
     writer.close();
     assert.deepEqual(kept('a'), ['16', '17', '18']);
     assert.deepEqual(kept('b'), ['13', '14', '19']);
@@ -104,7 +104,7 @@ test('history keeps the newest `keep` rows of each bridge: across batches, dupli
   }
 });
 
-test('a batch larger than one multi-row insert keeps every new row once, in order, and skips those stored before', () => {
+test('a batch larger than one multi-row insert keeps every new row once, in order, and skips those stored before', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-history-many-'));
   let n = 0;
   const envelopes = (count: number): Envelope[] =>
@@ -112,12 +112,12 @@ test('a batch larger than one multi-row insert keeps every new row once, in orde
   try {
     const writer = new HistoryWriter(dir, 'normal');
     const first = envelopes(40);
-    writer.append('a', first, 1000);
+    await writer.append('a', first, 1000);
     // 70 messages: two statements of 32 rows and 6 alone; 10 of them were stored before
     // (redelivered), in the first statement and in the single rows.
     const batch = [...first.slice(0, 5), ...envelopes(55), ...first.slice(35, 40), ...envelopes(5)];
     assert.equal(batch.length, 70);
-    writer.append('a', batch, 1000);
+    await writer.append('a', batch, 1000);
     writer.close();
     const reader = new HistoryReader(dir);
     try {
@@ -131,7 +131,7 @@ test('a batch larger than one multi-row insert keeps every new row once, in orde
     }
     // The kept count is the rows': a keep of 90 trims exactly the 10 oldest and 1 more for the next.
     const again = new HistoryWriter(dir, 'normal');
-    again.append('a', envelopes(1), 90);
+    await again.append('a', envelopes(1), 90);
     again.close();
     const after = new HistoryReader(dir);
     try {

@@ -1,6 +1,6 @@
-// Issue 11 (speed without a weaker promise): under `buffer.synchronous: full` the buffer's
-// connection commits without an fsync and the writer syncs the WAL on the thread pool before it
-// acks (src/buffer/wal-sync.ts). These run against a real buffer and its real WAL file; the
+// Issue 11 (speed without a weaker promise): under `synchronous: full` the buffer's and the
+// history's connections commit without an fsync, and their writers sync the WAL on the thread
+// pool before they ack (src/sqlite/wal-sync.ts). These run against a real buffer and its real WAL file; the
 // fdatasync is wrapped (delayed, counted, or failing with EIO as a failing disk would, which a
 // real disk here cannot be made to do) around the real one.
 import assert from 'node:assert/strict';
@@ -9,9 +9,10 @@ import { test } from 'node:test';
 import pino from 'pino';
 import { bufferPolicySchema, bufferSettingsSchema } from '../../src/buffer/config.ts';
 import { openBuffer } from '../../src/buffer/open.ts';
-import type { Fdatasync } from '../../src/buffer/wal-sync.ts';
-import { WalSync } from '../../src/buffer/wal-sync.ts';
+import { type Fdatasync, WalSync } from '../../src/sqlite/wal-sync.ts';
 import { BufferWriter } from '../../src/buffer/writer.ts';
+import { createEnvelope } from '../../src/core/envelope.ts';
+import { HistoryWriter } from '../../src/sqlite/history-store.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
 import { eventually } from '../harness/eventually.ts';
@@ -141,4 +142,30 @@ test('WalSync runs its callbacks in commit order and reports a missing WAL as a 
   const error = await new Promise<Error | undefined>((resolve) => missing.after(resolve));
   assert.equal((error as NodeJS.ErrnoException | undefined)?.code, 'ENOENT');
   assert.equal(missing.failure, error);
+});
+
+test('the history sink under full: a batch resolves once its WAL sync returned, and a failed sync fails the batch', async () => {
+  const envelopes = (count: number) =>
+    Array.from({ length: count }, (_, i) => createEnvelope({ topic: 'devices/d1/telemetry/t', payload: String(i), origin: { source: 'test', clientId: 'd1', qos: 1 } }));
+  const syncs: (() => void)[] = [];
+  const held = new HistoryWriter(tempDir(), 'full', { fdatasync: (fd, done) => syncs.push(() => fdatasync(fd, done)) });
+  try {
+    let resolved = false;
+    const append = held.append('b', envelopes(3), 100).then(() => (resolved = true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(resolved, false, 'not confirmed before the sync');
+    assert.equal(syncs.length, 1);
+    syncs[0]?.();
+    await append;
+  } finally {
+    held.close();
+  }
+  const failing = new HistoryWriter(tempDir(), 'full', {
+    fdatasync: (_fd, done) => setImmediate(() => done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }))),
+  });
+  try {
+    await assert.rejects(failing.append('b', envelopes(2), 100), /EIO/);
+  } finally {
+    failing.close();
+  }
 });
