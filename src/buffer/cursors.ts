@@ -131,7 +131,7 @@ export class BufferCursors extends BufferLog {
 
   protected releaseBridge(bridge: string): void {
     const { seq } = this.#minCursor.get(bridge) as { seq: number | null };
-    if (seq !== null) this.deleteWhere(bridge, 'bridge = ? AND seq <= ?', [bridge, seq], true);
+    if (seq !== null) this.deleteWhere(bridge, 'bridge = ? AND seq <= ?', [bridge, seq], seq);
   }
 
   /**

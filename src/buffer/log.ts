@@ -4,6 +4,7 @@ import { type BridgeUsage, type CursorState, type MessageRow, type StoredMessage
 import { type SeqRange, confirmedRanges } from './behind.ts';
 import { INSERT_ROWS, valuesList } from '../sqlite/connection.ts';
 import { BUFFER_SCHEMA } from './schema.ts';
+import { RecentMessages } from './recent.ts';
 
 const EMPTY: Readonly<Record<string, string>> = {};
 
@@ -59,6 +60,9 @@ export class BufferLog {
   readonly #deadLetters = new Map<string, Map<string, number>>();
   /** PRAGMA data_version when usage was last trusted: it changes when another connection commits. */
   #dataVersion: unknown;
+  /** The messages this connection appended last, read from memory while they are all there. */
+  readonly #recent: RecentMessages;
+  readonly #dataVersionNow: Database.Statement;
   readonly #statements = new Map<string, Database.Statement>();
   readonly #released = new Set<() => void>();
   #releaseQueued = false;
@@ -68,6 +72,8 @@ export class BufferLog {
   constructor(db: Database.Database) {
     this.db = db;
     this.#dataVersion = db.pragma('data_version', { simple: true });
+    this.#dataVersionNow = db.prepare('PRAGMA data_version').pluck();
+    this.#recent = new RecentMessages(this.#dataVersion);
     // A new buffer gives freed pages back to the file system bit by bit (reclaimSpace); the
     // mode can only be chosen before the first table exists.
     if (!db.readonly && (db.pragma('page_count', { simple: true }) as number) === 0) db.pragma('auto_vacuum = INCREMENTAL');
@@ -144,6 +150,9 @@ export class BufferLog {
     const before = new Map(this.#usage);
     try {
       const seqs = this.#appendRows(entries, after);
+      // Committed, unless an outer transaction (a redrive's) may still roll it back.
+      if (this.db.inTransaction) for (const bridge of added.keys()) this.#recent.forget(bridge);
+      else this.#recent.add(entries, seqs);
       for (const [bridge, delta] of added) {
         const usage = this.usage(bridge);
         this.#usage.set(bridge, { messages: usage.messages + delta.messages, bytes: usage.bytes + delta.bytes });
@@ -151,6 +160,7 @@ export class BufferLog {
       return seqs;
     } catch (error) {
       // Rolled back: so are the counts (`after` may have changed them).
+      this.#recent.clear();
       this.#usage.clear();
       for (const [bridge, usage] of before) this.#usage.set(bridge, usage);
       this.#behind.clear();
@@ -161,7 +171,8 @@ export class BufferLog {
 
   /** Up to `limit` messages of the bridge after `afterSeq`, in order. */
   read(bridge: string, afterSeq: number, limit: number): StoredMessage[] {
-    return (this.#read.all(bridge, afterSeq, limit) as MessageRow[]).map(toStored);
+    const recent = this.#recent.read(bridge, afterSeq, limit, this.#dataVersionNow.get());
+    return recent ?? (this.#read.all(bridge, afterSeq, limit) as MessageRow[]).map(toStored);
   }
 
   /** The newest seq of a bridge's log, or 0. */
@@ -240,11 +251,14 @@ export class BufferLog {
   }
 
   /**
-   * Deletes the bridge's rows `where` selects; returns what it removed. `confirmed`: every one
-   * of them is behind every sink's cursor (the rows all sinks are past), so each sink's kept
-   * behind loses them all without counting them again.
+   * Deletes the bridge's rows `where` selects; returns what it removed. `confirmedThrough`: they
+   * are the rows up to that seq, behind every sink's cursor (the rows all sinks are past), so
+   * each sink's kept behind loses them all without counting them again.
    */
-  protected deleteWhere(bridge: string, where: string, params: readonly unknown[], confirmed = false): BridgeUsage {
+  protected deleteWhere(bridge: string, where: string, params: readonly unknown[], confirmedThrough?: number): BridgeUsage {
+    const confirmed = confirmedThrough !== undefined;
+    if (confirmed) this.#recent.release(bridge, confirmedThrough);
+    else this.#recent.forget(bridge);
     const removed = this.countRows(where, params);
     if (removed.messages === 0) return removed;
     const usage = this.usage(bridge);
@@ -344,13 +358,13 @@ export class BufferLog {
   }
 
   close(): void {
+    this.#recent.clear();
     this.db.close();
   }
 
-  /** The one place a dead letter of a message from the log is written. */
   /**
-   * Writes one dead letter: a message refused by `sink` (seq 0 and no attempts for one refused
-   * at ingress, which never entered the log).
+   * The one place a dead letter is written: a message refused by `sink` (seq 0 and no attempts
+   * for one refused at ingress, which never entered the log).
    */
   protected recordDeadLetter(bridge: string, sink: string, reason: string, attempts: number, seq: number, e: Envelope): void {
     this.#insertDead.run(bridge, sink, reason, attempts, Date.now(), seq, e.id, e.topic, e.key ?? null, headersJson(e), originJson(e.origin), e.payload, e.timestamp);
