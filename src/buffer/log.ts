@@ -148,10 +148,12 @@ export class BufferLog {
       delta.bytes += envelope.payload.byteLength;
     }
     const before = new Map(this.#usage);
+    const forgotten = this.#recent.forgotten;
     try {
       const seqs = this.#appendRows(entries, after);
-      // Committed, unless an outer transaction (a redrive's) may still roll it back.
-      if (this.db.inTransaction) for (const bridge of added.keys()) this.#recent.forget(bridge);
+      // Committed, unless an outer transaction (a redrive's) may still roll it back; and kept
+      // only when nothing was deleted in the transaction (`after` dropping the oldest).
+      if (this.db.inTransaction || this.#recent.forgotten !== forgotten) for (const bridge of added.keys()) this.#recent.forget(bridge);
       else this.#recent.add(entries, seqs);
       for (const [bridge, delta] of added) {
         const usage = this.usage(bridge);

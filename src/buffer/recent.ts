@@ -28,6 +28,8 @@ export class RecentMessages {
   readonly #bridges = new Map<string, Recent>();
   /** PRAGMA data_version when the kept messages were last trusted: another connection's commit changes it. */
   #dataVersion: unknown;
+  /** Calls of forget and clear so far: an append that saw one during its transaction keeps nothing. */
+  forgotten = 0;
 
   /** `dataVersion`: PRAGMA data_version now. */
   constructor(dataVersion: unknown) {
@@ -85,10 +87,12 @@ export class RecentMessages {
 
   /** What is kept of the bridge may differ from its rows now. */
   forget(bridge: string): void {
+    this.forgotten += 1;
     this.#bridges.delete(bridge);
   }
 
   clear(): void {
+    this.forgotten += 1;
     this.#bridges.clear();
   }
 

@@ -20,7 +20,16 @@ const envelope = (topic = 'devices/d1/telemetry/t') =>
 
 /** What a read gives, in a form two connections' answers can be compared in. */
 const view = (messages: readonly StoredMessage[]) =>
-  messages.map(({ seq, bridge, envelope: e }) => ({ seq, bridge, id: e.id, topic: e.topic, payload: Buffer.from(e.payload).toString(), headers: { ...e.headers }, key: e.key, at: e.timestamp }));
+  messages.map(({ seq, bridge, envelope: e }) => ({
+    seq,
+    bridge,
+    id: e.id,
+    topic: e.topic,
+    payload: Buffer.from(e.payload).toString(),
+    headers: { ...e.headers },
+    key: e.key,
+    at: e.timestamp,
+  }));
 
 function setup() {
   const dir = tempDir();
@@ -78,6 +87,16 @@ test('after a deletion other than the release (drop-oldest, expiry, a settle ahe
     append('b', 3);
     store.purgeSome('b', Number.MAX_SAFE_INTEGER, 2);
     read('b', 0);
+    // Dropped in the append's own transaction, as overflow drop-oldest does: all the older
+    // rows and two of the new ones.
+    const tail = store.tail('b');
+    const older = store.usage('b').messages;
+    store.append(
+      Array.from({ length: 4 }, () => ({ bridge: 'b', envelope: envelope() })),
+      () => store.dropOldest('b', older + 2),
+    );
+    read('b', 0);
+    read('b', tail);
   } finally {
     close();
   }
