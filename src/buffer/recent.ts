@@ -1,9 +1,13 @@
 import type { Envelope } from '../core/envelope.ts';
 import type { StoredMessage } from './rows.ts';
 
-/** Messages kept per bridge at most; older ones are read from the database again. */
+/**
+ * Messages kept at most, over all bridges; older ones are read from the database again. A sink
+ * that keeps up needs about its window; a gateway of many bridges whose sinks are all down
+ * (nothing released, every bridge's last messages kept) holds no more than this.
+ */
 const MAX_MESSAGES = 4096;
-/** Payload bytes kept per bridge at most. */
+/** Payload bytes kept at most, over all bridges. */
 const MAX_BYTES = 4 * 1024 * 1024;
 
 interface Recent {
@@ -15,7 +19,7 @@ interface Recent {
 }
 
 /**
- * The messages the buffer's own connection appended last, per bridge, so that a sink that keeps
+ * The messages the buffer's own connection appended last, by bridge, so that a sink that keeps
  * up reads them from memory instead of the database (the read, the rows' decoding and JSON,
  * about 5% of the gateway's CPU in the end-to-end benchmark). What it answers is what the
  * database would: it holds, for a bridge, every row above its `floor` and nothing else, and
@@ -26,6 +30,9 @@ interface Recent {
  */
 export class RecentMessages {
   readonly #bridges = new Map<string, Recent>();
+  /** Messages and payload bytes kept, over all bridges. */
+  #messages = 0;
+  #bytes = 0;
   /** PRAGMA data_version when the kept messages were last trusted: another connection's commit changes it. */
   #dataVersion: unknown;
   /** Calls of forget and clear so far: an append that saw one during its transaction keeps nothing. */
@@ -49,7 +56,10 @@ export class RecentMessages {
       const envelope = { ...entry.envelope, payload: Buffer.from(entry.envelope.payload) };
       recent.messages.push({ seq, bridge: entry.bridge, envelope });
       recent.bytes += envelope.payload.byteLength;
-      while (recent.messages.length > MAX_MESSAGES || recent.bytes > MAX_BYTES) this.#dropOldest(recent);
+      this.#messages += 1;
+      this.#bytes += envelope.payload.byteLength;
+      while (this.#messages > MAX_MESSAGES) this.#dropOldest(this.#largest((r) => r.messages.length));
+      while (this.#bytes > MAX_BYTES) this.#dropOldest(this.#largest((r) => r.bytes));
     }
   }
 
@@ -61,7 +71,7 @@ export class RecentMessages {
   read(bridge: string, afterSeq: number, limit: number, dataVersion: unknown): StoredMessage[] | undefined {
     if (dataVersion !== this.#dataVersion) {
       this.#dataVersion = dataVersion;
-      this.#bridges.clear();
+      this.clear();
       return undefined;
     }
     const recent = this.#bridges.get(bridge);
@@ -88,17 +98,32 @@ export class RecentMessages {
   /** What is kept of the bridge may differ from its rows now. */
   forget(bridge: string): void {
     this.forgotten += 1;
+    const recent = this.#bridges.get(bridge);
+    if (recent === undefined) return;
+    this.#messages -= recent.messages.length;
+    this.#bytes -= recent.bytes;
     this.#bridges.delete(bridge);
   }
 
   clear(): void {
     this.forgotten += 1;
     this.#bridges.clear();
+    this.#messages = 0;
+    this.#bytes = 0;
+  }
+
+  /** The bridge keeping the most (messages, or bytes): the first to give some up. */
+  #largest(size: (recent: Recent) => number): Recent {
+    let largest: Recent | undefined;
+    for (const recent of this.#bridges.values()) if (largest === undefined || size(recent) > size(largest)) largest = recent;
+    return largest as Recent;
   }
 
   #dropOldest(recent: Recent): void {
     const oldest = recent.messages.shift() as StoredMessage;
     recent.bytes -= oldest.envelope.payload.byteLength;
     recent.floor = oldest.seq;
+    this.#messages -= 1;
+    this.#bytes -= oldest.envelope.payload.byteLength;
   }
 }

@@ -30,7 +30,7 @@ interface Pending extends AppendEntry {
 export type WriterState = 'ok' | 'disk-full' | 'write-failed' | 'refusing';
 
 const RETRY_HELD_MS = 1000;
-const DISK_LOST = new FerryError('STORAGE_FAILED', 'not stored: the disk failed to sync the buffer', { component: 'buffer', retryable: true });
+const DISK_LOST = new FerryError('STORAGE_FAILED', 'not acknowledged: the disk failed to sync the buffer', { component: 'buffer', retryable: true });
 
 /**
  * Ingress of the durable buffer. Deliveries arriving in one event-loop turn are committed in
