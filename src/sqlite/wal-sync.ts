@@ -107,8 +107,11 @@ export class WalSync {
     this.#fdatasync(fd, (error) => {
       this.#syncs -= 1;
       if (this.#syncs === 0) for (const retired of this.#retired.splice(0)) closeSync(retired);
-      // flushSync took these callbacks meanwhile: it ran them.
-      if (this.#running !== running) return;
+      // flushSync took these callbacks meanwhile: it ran them. A failure still counts for later.
+      if (this.#running !== running) {
+        if (error !== null) this.#failure ??= error;
+        return;
+      }
       this.#running = undefined;
       if (error !== null) {
         this.#fail(error, running);
