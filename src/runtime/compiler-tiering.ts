@@ -18,9 +18,10 @@ const BUSY_SHARE = 0.1;
 /**
  * Busy periods in a row that make load. A one-off piece of work is not (the eBPF collector's
  * start right after the gateway is ready, a scrape of /metrics), even when a busy machine
- * stretches it across two periods.
+ * stretches it across several periods: with three, a start of the gateway on a CI machine
+ * running many tests at once turned TurboFan on while idle.
  */
-const BUSY_PERIODS = 3;
+const BUSY_PERIODS = 5;
 
 const marks = globalThis as unknown as Record<symbol, unknown>;
 
@@ -53,7 +54,7 @@ export interface TieringWatchOptions {
 
 /**
  * Turns TurboFan on again once the gateway has work that pays for it: the event loop busy for a
- * tenth of three periods of 100 ms in a row, so TurboFan is back within about 0.3 s of a load's
+ * tenth of five periods of 100 ms in a row, so TurboFan is back within about 0.5 s of a load's
  * start. Until then an idle or lightly loaded gateway runs on V8's interpreter and baseline
  * compiler, and does not hold the optimizing compiler's memory (about 10 MB: its code in node's
  * binary and its working memory). Left to V8 alone, the few calls an idle gateway makes (its
