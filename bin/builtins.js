@@ -10,40 +10,24 @@
 // (docs/benchmarks.md). test/e2e/code-cache.test.ts checks that a start loads no built-in
 // module late. Plain JavaScript, run by bin/ferry.js before the CLI loads.
 
-/** Public built-in modules a start of `ferry run` loads, in the order it loads them. */
-export const RUN_BUILTINS = [
-  'os',
-  'net',
-  'dgram',
-  'child_process',
-  'worker_threads',
-  'zlib',
-  'perf_hooks',
-  'fs/promises',
-  'readline',
-  'readline/promises',
-  'crypto',
-  'vm',
-  'assert',
-  'http',
-  'dns',
-  'cluster',
-  'tty',
-];
+/**
+ * Built-in modules a start of `ferry run` imports as ES modules. Node makes a built-in's ES module
+ * facade by reading every export, and some exports load more modules when read (net's BlockList,
+ * crypto's webcrypto, util's parseArgs, process's report): those are compiled then.
+ */
+const IMPORTED = ['process', 'util', 'net', 'crypto', 'os', 'perf_hooks', 'child_process', 'zlib', 'readline', 'vm', 'fs/promises', 'timers/promises'];
 
 /**
- * The ones of them the CLI imports as ES modules. Node makes a built-in's ES module facade by
- * reading every export, and some exports load more modules when read (net's BlockList, crypto's
- * webcrypto, util's parseArgs, process's report): those are compiled then. Not node:http, whose
- * exports would load undici (the CLI takes it through process.getBuiltinModule).
+ * The others a start loads, required by packages or taken through process.getBuiltinModule:
+ * node:http so, whose ES module facade would load undici.
  */
-const RUN_ESM_BUILTINS = ['process', 'util', 'net', 'crypto', 'os', 'perf_hooks', 'child_process', 'zlib', 'readline', 'vm', 'fs/promises', 'timers/promises'];
+const REQUIRED = ['dgram', 'worker_threads', 'readline/promises', 'assert', 'http', 'dns', 'cluster', 'tty'];
 
-/** Loads RUN_BUILTINS, and the ES module facades of RUN_ESM_BUILTINS, when the command is `run`. True when it did. */
+/** Loads the built-in modules a start of `ferry run` loads, when the command is `run`. True when it did. */
 export async function loadBuiltinsOfRun(argv = process.argv) {
   if (argv[2] !== 'run') return false;
-  for (const name of RUN_BUILTINS) process.getBuiltinModule(name);
-  await Promise.all(RUN_ESM_BUILTINS.map((name) => import(`node:${name}`)));
+  for (const name of REQUIRED) process.getBuiltinModule(name);
+  await Promise.all(IMPORTED.map((name) => import(`node:${name}`)));
   // A getter that loads Node's navigator module; packages read it to tell a browser from Node.
   void globalThis.navigator;
   return true;
