@@ -259,10 +259,10 @@ export class BufferLog {
    */
   protected deleteWhere(bridge: string, where: string, params: readonly unknown[], confirmedThrough?: number): BridgeUsage {
     const confirmed = confirmedThrough !== undefined;
-    if (confirmed) this.#recent.release(bridge, confirmedThrough);
-    else this.#recent.forget(bridge);
     const removed = this.countRows(where, params);
     if (removed.messages === 0) return removed;
+    if (confirmed) this.#recent.release(bridge, confirmedThrough);
+    else this.#recent.forget(bridge);
     const usage = this.usage(bridge);
     const kept = this.#behind.get(bridge);
     const lost = new Map<string, BridgeUsage>();

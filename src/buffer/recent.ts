@@ -44,11 +44,11 @@ export class RecentMessages {
   }
 
   /** Rows appended by a transaction that committed: `seqs[i]` is the seq of `entries[i]` (0: a dead letter, not in the log). */
-  add(entries: readonly { readonly bridge: string; readonly envelope: Envelope; readonly deadLetter?: unknown }[], seqs: readonly number[]): void {
+  add(entries: readonly { readonly bridge: string; readonly envelope: Envelope }[], seqs: readonly number[]): void {
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i] as (typeof entries)[number];
       const seq = seqs[i] as number;
-      if (seq === 0 || entry.deadLetter !== undefined) continue;
+      if (seq === 0) continue;
       let recent = this.#bridges.get(entry.bridge);
       // Every row of the bridge above this one's seq is this one: seqs only grow.
       if (recent === undefined) this.#bridges.set(entry.bridge, (recent = { floor: seq - 1, messages: [], bytes: 0 }));
