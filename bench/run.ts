@@ -59,9 +59,15 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 
 type Row = readonly [what: string, ferry: number, baseline: string, baselineRate: number, ratio: number];
 const rows: Row[] = [];
+const number = (n: number) => n.toLocaleString('en');
 /** Measures with an absolute goal: what, result, goal, met. */
 type GoalRow = readonly [what: string, result: string, goal: string, met: boolean];
 const goals: GoalRow[] = [];
+/** Issue 11's goals for the gateway under load, each measured against a baseline of the same run. */
+const E2E_VS_AEDES_GOAL = 0.8;
+const E2E_CPU_GOAL_MS = 25;
+const E2E_PEAK_RSS_GOAL_MB = 150;
+const QOS0_VS_AEDES_GOAL = 0.5;
 const results: {
   buffer?: BufferBenchResult;
   packetGuard?: { plain: number; guarded: number; ratio: number };
@@ -118,6 +124,12 @@ if (selected.has('ingest')) {
     rows.push(['QoS 1 ingest, 50 devices, acked at the publishers, msgs/s', ingest.qos1.ferry, 'Mosquitto 2 (in memory)', ingest.qos1.mosquitto, ingest.qos1.ferryVsMosquitto]);
   }
   rows.push(['QoS 0 ingest, 50 devices, handled (QoS 1 fence), msgs/s', ingest.qos0.ferry, 'plain aedes, no hooks', ingest.qos0.aedes, ingest.qos0.ferryVsAedes]);
+  goals.push([
+    `QoS 0 ingest against plain aedes QoS 0 in the same run (${number(ingest.qos0.ferry)} against ${number(ingest.qos0.aedes)} msgs/s)`,
+    String(ingest.qos0.ferryVsAedes),
+    `≥ ${QOS0_VS_AEDES_GOAL}`,
+    ingest.qos0.ferryVsAedes >= QOS0_VS_AEDES_GOAL,
+  ]);
   rows.push([
     'QoS 0 into the history (first publish to the last row written), msgs/s',
     ingest.qos0IntoHistory,
@@ -162,6 +174,17 @@ if (selected.has('e2e')) {
     [what, e2e.ferry.perSec, 'Kafka ProducerPerformance, acks=all', e2e.kafkaCeiling.perSec, e2e.ratios.vsKafkaCeiling],
     [`${what} (goal ≥ 0.9)`, e2e.ferry.perSec, 'the same gateway, mqtt.persistence: memory', e2e.ferryMemoryState.perSec, e2e.ratios.sqliteVsMemoryState],
   );
+  const complete = e2e.ferry.missing === 0 ? '' : ` (${e2e.ferry.missing} missing: not met)`;
+  goals.push(
+    [
+      `end to end (QoS 1, buffer FULL, acks=all) against plain aedes QoS 1 ingest in the same run (${number(e2e.ferry.perSec)} against ${number(e2e.aedesIngest.perSec)} msgs/s)${complete}`,
+      String(e2e.ratios.vsAedesIngest),
+      `≥ ${E2E_VS_AEDES_GOAL}`,
+      e2e.ratios.vsAedesIngest >= E2E_VS_AEDES_GOAL && e2e.ferry.missing === 0,
+    ],
+    ['gateway CPU per 1,000 messages end to end, ms', String(e2e.ferry.cpuMsPer1k), `≤ ${E2E_CPU_GOAL_MS}`, e2e.ferry.cpuMsPer1k <= E2E_CPU_GOAL_MS],
+    ['peak RSS of the gateway at end-to-end load, MB', String(e2e.ferry.peakRssMb), `< ${E2E_PEAK_RSS_GOAL_MB}`, e2e.ferry.peakRssMb < E2E_PEAK_RSS_GOAL_MB],
+  );
 }
 if (selected.has('steady')) {
   const rates = (process.env['FERRY_BENCH_STEADY_RATES'] ?? '500,2000,8000').split(',').map(Number);
@@ -197,6 +220,12 @@ if (selected.has('payloads')) {
       run.vsAedesIngest,
     ]);
   }
+  goals.push([
+    'payload sizes end to end (200 B, 2 KiB, 16 KiB): msgs/s and MB/s, every message in Kafka',
+    payloads.runs.map((run) => `${number(run.ferry.perSec)} msgs/s, ${run.ferryMBPerSec} MB/s`).join('; '),
+    'report all three',
+    payloads.runs.length === 3 && payloads.runs.every((run) => run.ferry.missing === 0),
+  ]);
   log("  kafkajs produce-request encoding with Ferry's patches and with its own code, 64 MiB of payload per size, 3 alternating rounds...");
   const encode = (results.kafkaEncode = benchKafkaEncode({ rounds: 3, mib: 64 }));
   for (const size of encode.sizes) {
@@ -389,7 +418,6 @@ if (selected.has('telemetry')) {
   );
 }
 
-const number = (n: number) => n.toLocaleString('en');
 const table = [
   '| measure | Ferry | baseline | baseline rate | ratio |',
   '|---|---:|---|---:|---:|',
@@ -437,5 +465,8 @@ if (results.brokerState !== undefined) {
 }
 const out = resolve(values.out ?? new URL('./results.json', import.meta.url).pathname);
 mkdirSync(dirname(out), { recursive: true });
-writeFileSync(out, `${JSON.stringify({ at: new Date().toISOString(), node: process.version, ...results }, null, 2)}\n`);
+writeFileSync(
+  out,
+  `${JSON.stringify({ at: new Date().toISOString(), node: process.version, ...results, goals: goals.map(([what, result, goal, met]) => ({ what, result, goal, met })) }, null, 2)}\n`,
+);
 log(`results written to ${out}`);
