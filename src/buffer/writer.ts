@@ -74,8 +74,7 @@ export class BufferWriter {
    */
   readonly #walSync: WalSync | undefined;
 
-  /** `options.fdatasync`: for a test, the fdatasync of a failing disk. */
-  constructor(store: BufferStore, settings: BufferSettings, logger: Logger, counters: Counters, options: { fdatasync?: Fdatasync } = {}) {
+  constructor(store: BufferStore, settings: BufferSettings, logger: Logger, counters: Counters, options: { /** A failing disk's, in tests. */ fdatasync?: Fdatasync } = {}) {
     this.#store = store;
     this.#settings = settings;
     this.#logger = logger;
@@ -295,26 +294,42 @@ export class BufferWriter {
       this.#setState(state);
       return;
     }
-    if (this.#walSync === undefined) this.#stored(accepted, started);
-    else this.#walSync.after((error) => (error === undefined ? this.#stored(accepted, started) : this.#syncFailed(accepted, error)));
+    this.#committed(accepted, started);
     if (this.#held.length === 0 && this.#state !== 'ok') this.#setState('ok');
   }
 
-  /** A commit is durable: its deliveries are acked and the readers of its bridges woken. */
-  #stored(accepted: readonly Pending[], started: number): void {
-    this.#commits?.record((performance.now() - started) / 1000);
+  /**
+   * Acks a commit's deliveries and wakes its bridges' readers once it is durable (under `full`,
+   * after the WAL's sync), but acks those taken at most once (QoS 0) at the commit: nobody waits
+   * for that, and held, a QoS 0 flood stayed in memory as long as a sync took (300 MB more here).
+   */
+  #committed(accepted: readonly Pending[], started: number): void {
+    const walSync = this.#walSync;
+    const durable: Pending[] = [];
     const bridges = new Set<string>();
     let appended = 0;
-    for (const { bridge, delivery, deadLetter, traced } of accepted) {
-      if (deadLetter === undefined) {
-        bridges.add(bridge);
+    for (const entry of accepted) {
+      if (entry.deadLetter === undefined) {
+        bridges.add(entry.bridge);
         appended += 1;
       }
-      traced?.end();
-      delivery.ack();
+      if (walSync !== undefined && entry.delivery.envelope.origin.qos !== 0) durable.push(entry);
+      else {
+        entry.traced?.end();
+        entry.delivery.ack();
+      }
     }
-    if (appended > 0) this.#counters.count('buffer.appended', {}, appended);
-    for (const bridge of bridges) this.#appended.get(bridge)?.notify();
+    const stored = () => {
+      this.#commits?.record((performance.now() - started) / 1000);
+      for (const { delivery, traced } of durable) {
+        traced?.end();
+        delivery.ack();
+      }
+      if (appended > 0) this.#counters.count('buffer.appended', {}, appended);
+      for (const bridge of bridges) this.#appended.get(bridge)?.notify();
+    };
+    if (walSync === undefined) stored();
+    else walSync.after((error) => (error === undefined ? stored() : this.#syncFailed(durable, error)));
   }
 
   /**
@@ -362,12 +377,14 @@ export class BufferWriter {
       this.#episodeSince = now;
     }
     this.#state = state;
-    if (state !== 'ok' && this.#heldTimer === undefined) {
-      this.#heldTimer = setTimeout(() => {
-        this.#heldTimer = undefined;
-        this.#retryHeld();
-      }, RETRY_HELD_MS);
-    }
+    if (state !== 'ok') this.#retryLater();
+  }
+
+  #retryLater(): void {
+    this.#heldTimer ??= setTimeout(() => {
+      this.#heldTimer = undefined;
+      this.#retryHeld();
+    }, RETRY_HELD_MS);
   }
 
   #retryHeld(): void {
@@ -377,11 +394,6 @@ export class BufferWriter {
     this.#held = [];
     if (held.length > 0) this.#commit(held, true);
     if (this.#held.length === 0) this.#setState('ok');
-    else if (this.#heldTimer === undefined) {
-      this.#heldTimer = setTimeout(() => {
-        this.#heldTimer = undefined;
-        this.#retryHeld();
-      }, RETRY_HELD_MS);
-    }
+    else this.#retryLater();
   }
 }

@@ -11,6 +11,7 @@ import { bufferPolicySchema, bufferSettingsSchema } from '../../src/buffer/confi
 import { openBuffer } from '../../src/buffer/open.ts';
 import { type Fdatasync, WalSync } from '../../src/sqlite/wal-sync.ts';
 import { BufferWriter } from '../../src/buffer/writer.ts';
+import { createDelivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { HistoryWriter } from '../../src/sqlite/history-store.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
@@ -74,6 +75,38 @@ test('a delivery is acked only once the fdatasync of the WAL that followed its c
     syncs[1]?.done();
     await eventually(() => assert.equal(second.acked.length + third.acked.length, 4));
     assert.equal(syncs.length, 2, 'the two later commits shared one fdatasync');
+  } finally {
+    for (const sync of syncs) sync.done();
+    cleanup();
+  }
+});
+
+test('a QoS 0 message is acked at its commit, a QoS 1 message of the same commit and the readers only after the sync', async () => {
+  const syncs: { done: () => void }[] = [];
+  const held: Fdatasync = (fd, done) => syncs.push({ done: () => fdatasync(fd, done) });
+  const { store, writer, cleanup } = setup(held);
+  try {
+    const settled: string[] = [];
+    const delivery = (qos: 0 | 1) => {
+      const envelope = createEnvelope({ topic: `t/${qos}`, payload: `qos ${qos}`, origin: { source: 'mqtt', qos, retain: false } });
+      return createDelivery(envelope, { onAck: () => settled.push(`qos ${qos}`), onNack: () => settled.push(`nacked qos ${qos}`) });
+    };
+    let woken = false;
+    void writer.appended('b').then(() => (woken = true));
+    writer.enqueue('b', delivery(1));
+    writer.enqueue('b', delivery(0));
+    writer.flushNow();
+    // Nobody waits for a QoS 0 acknowledgement: held until the sync, a flood of them stayed in
+    // memory for as long as the disk took to sync.
+    assert.deepEqual(settled, ['qos 0']);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(settled, ['qos 0']);
+    assert.equal(woken, false, 'the readers are woken once the commit is durable');
+    assert.equal(syncs.length, 1);
+    syncs[0]?.done();
+    await eventually(() => assert.deepEqual(settled, ['qos 0', 'qos 1']));
+    await eventually(() => assert.equal(woken, true));
+    assert.equal(store.usage('b').messages, 2);
   } finally {
     for (const sync of syncs) sync.done();
     cleanup();
