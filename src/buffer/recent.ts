@@ -10,13 +10,23 @@ const MAX_MESSAGES = 4096;
 /** Payload bytes kept at most, over all bridges. */
 const MAX_BYTES = 4 * 1024 * 1024;
 
+/** Dropped messages at the front of a bridge's array before it is compacted (and then at least half of it). */
+const COMPACT_AFTER = 1024;
+
 interface Recent {
-  /** Every row of the bridge with a seq above this is in `messages`. */
+  /** Every row of the bridge with a seq above this is kept. */
   floor: number;
-  /** In seq order. */
-  readonly messages: StoredMessage[];
+  /**
+   * In seq order, from `head` on; the slots before it were dropped. A queue rather than
+   * `shift()`, which moved every element each time: at the bound, with a sink behind, each
+   * append dropped one (7% of the gateway's CPU in a QoS 0 flood).
+   */
+  messages: (StoredMessage | undefined)[];
+  head: number;
   bytes: number;
 }
+
+const kept = (recent: Recent): number => recent.messages.length - recent.head;
 
 /**
  * The messages the buffer's own connection appended last, by bridge, so that a sink that keeps
@@ -51,14 +61,14 @@ export class RecentMessages {
       if (seq === 0) continue;
       let recent = this.#bridges.get(entry.bridge);
       // Every row of the bridge above this one's seq is this one: seqs only grow.
-      if (recent === undefined) this.#bridges.set(entry.bridge, (recent = { floor: seq - 1, messages: [], bytes: 0 }));
+      if (recent === undefined) this.#bridges.set(entry.bridge, (recent = { floor: seq - 1, messages: [], head: 0, bytes: 0 }));
       // The stored row gives a Buffer of its own; so does this.
       const envelope = { ...entry.envelope, payload: Buffer.from(entry.envelope.payload) };
       recent.messages.push({ seq, bridge: entry.bridge, envelope });
       recent.bytes += envelope.payload.byteLength;
       this.#messages += 1;
       this.#bytes += envelope.payload.byteLength;
-      while (this.#messages > MAX_MESSAGES) this.#dropOldest(this.#largest((r) => r.messages.length));
+      while (this.#messages > MAX_MESSAGES) this.#dropOldest(this.#largest(kept));
       while (this.#bytes > MAX_BYTES) this.#dropOldest(this.#largest((r) => r.bytes));
     }
   }
@@ -77,21 +87,21 @@ export class RecentMessages {
     const recent = this.#bridges.get(bridge);
     if (recent === undefined || afterSeq < recent.floor) return undefined;
     const { messages } = recent;
-    let lo = 0;
+    let lo = recent.head;
     let hi = messages.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if ((messages[mid] as StoredMessage).seq <= afterSeq) lo = mid + 1;
       else hi = mid;
     }
-    return messages.slice(lo, lo + limit);
+    return messages.slice(lo, lo + limit) as StoredMessage[];
   }
 
   /** Every sink of the bridge is past `seq` and its rows up to it are deleted. */
   release(bridge: string, seq: number): void {
     const recent = this.#bridges.get(bridge);
     if (recent === undefined) return;
-    while (recent.messages.length > 0 && (recent.messages[0] as StoredMessage).seq <= seq) this.#dropOldest(recent);
+    while (kept(recent) > 0 && (recent.messages[recent.head] as StoredMessage).seq <= seq) this.#dropOldest(recent);
     recent.floor = Math.max(recent.floor, seq);
   }
 
@@ -100,7 +110,7 @@ export class RecentMessages {
     this.forgotten += 1;
     const recent = this.#bridges.get(bridge);
     if (recent === undefined) return;
-    this.#messages -= recent.messages.length;
+    this.#messages -= kept(recent);
     this.#bytes -= recent.bytes;
     this.#bridges.delete(bridge);
   }
@@ -120,7 +130,13 @@ export class RecentMessages {
   }
 
   #dropOldest(recent: Recent): void {
-    const oldest = recent.messages.shift() as StoredMessage;
+    const oldest = recent.messages[recent.head] as StoredMessage;
+    recent.messages[recent.head] = undefined;
+    recent.head += 1;
+    if (recent.head >= COMPACT_AFTER && recent.head * 2 >= recent.messages.length) {
+      recent.messages = recent.messages.slice(recent.head);
+      recent.head = 0;
+    }
     recent.bytes -= oldest.envelope.payload.byteLength;
     recent.floor = oldest.seq;
     this.#messages -= 1;

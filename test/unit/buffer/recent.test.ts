@@ -49,3 +49,31 @@ test("another connection's commit (a new data_version) lets everything go", () =
   assert.equal(recent.read('a', 0, 10, 8), undefined);
   assert.equal(recent.read('a', 0, 10, 8), undefined);
 });
+
+test('a bridge that keeps dropping its oldest, one per append and in releases, answers each read as its rows would', () => {
+  const recent = new RecentMessages(1);
+  let seq = 0;
+  // A sink far behind: each append at the bound drops the oldest, many thousand times over.
+  for (let i = 0; i < 20_000; i++) recent.add([entry('a')], [++seq]);
+  for (const after of [0, 15_903, 15_904, 15_905, 19_000, 19_999, 20_000]) {
+    const found = recent.read('a', after, 10, 1);
+    if (after < 20_000 - 4096) assert.equal(found, undefined, `after ${after}: let go`);
+    else
+      assert.deepEqual(
+        found?.map((m) => m.seq),
+        Array.from({ length: Math.min(10, 20_000 - after) }, (_, i) => after + 1 + i),
+        `after ${after}`,
+      );
+  }
+  // Released in steps up to the newest but one: what stays is read from memory, the rest is gone.
+  for (let through = 16_000; through < 20_000; through += 7) recent.release('a', through);
+  recent.release('a', 19_999);
+  assert.deepEqual(
+    recent.read('a', 19_999, 10, 1)?.map((m) => m.seq),
+    [20_000],
+  );
+  assert.equal(recent.read('a', 19_998, 10, 1), undefined);
+  // The bridge fills up again from there, all of it kept up to the bound.
+  for (let i = 0; i < 5000; i++) recent.add([entry('a')], [++seq]);
+  assert.equal(kept(recent, 'a', 20_000, seq), 4096);
+});
