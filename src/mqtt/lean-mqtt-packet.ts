@@ -13,8 +13,12 @@
 //   the list (append, consume, slice, read*): it gets bl's plain BufferList, the same code
 //   without the stream, with its reads of numbers and strings made without a Buffer each (see
 //   LeanBufferList).
+// - `process-nextick-args` (which is `process` on any Node since 1.8): its writer corks the
+//   socket for each packet and uncorks it in a `nextTick` of its own, so a commit acking 500
+//   messages queued 500 ticks (1.5% of the gateway's CPU end to end). It gets a `nextTick` that
+//   runs every uncork asked for in a turn from one tick, in the order asked (see onOneTick).
 //
-// Only mqtt-packet's own references change: both modules are put back before this returns.
+// Only mqtt-packet's own references change: the modules are put back before this returns.
 // Once loaded, its writer is told not to cache numbers: on the first packet it writes (the
 // first device's CONNACK), it would make a Buffer for each of the 65,536 two-byte numbers, about
 // 45 ms of the event loop and 7 MB of heap held for good, to save a 2-byte allocation per packet
@@ -45,23 +49,48 @@ export function loadLeanMqttPacket(): boolean {
     if (logger.enabled) return logger;
     return Object.assign(() => {}, { enabled: false, namespace });
   }, createDebug);
+  const tickPath = packetRequire.resolve('process-nextick-args');
+  const tickWasLoaded = require.cache[tickPath] !== undefined;
+  if (!tickWasLoaded) require.cache[tickPath] = moduleOf(tickPath, { nextTick: onOneTick() });
   const blPath = packetRequire.resolve('bl');
   const blWasLoaded = require.cache[blPath] !== undefined;
-  if (!blWasLoaded) {
-    const leanList = new Module(blPath);
-    leanList.filename = blPath;
-    leanList.exports = leanBufferLists(createRequire(blPath)('./BufferList.js') as BufferListClass);
-    leanList.loaded = true;
-    require.cache[blPath] = leanList;
-  }
+  if (!blWasLoaded) require.cache[blPath] = moduleOf(blPath, leanBufferLists(createRequire(blPath)('./BufferList.js') as BufferListClass));
   cachedDebug.exports = quietly;
   try {
     (require(packetPath) as { writeToStream: { cacheNumbers: boolean } }).writeToStream.cacheNumbers = false;
   } finally {
     cachedDebug.exports = createDebug;
     if (!blWasLoaded) delete require.cache[blPath];
+    if (!tickWasLoaded) delete require.cache[tickPath];
   }
   return true;
+}
+
+function moduleOf(path: string, exports: unknown): Module {
+  const module = new Module(path);
+  module.filename = path;
+  module.exports = exports;
+  module.loaded = true;
+  return module;
+}
+
+/**
+ * A `nextTick(fn, arg)` that runs the calls made in one turn from a single tick, in the order
+ * they were made; one made while they run gets a tick of its own. mqtt-packet's writer calls
+ * it only as `nextTick(uncork, stream)`: each socket is uncorked as many times as it was
+ * corked, as before, so what it writes and in which order does not change.
+ */
+export function onOneTick(): (fn: (arg: unknown) => void, arg: unknown) => void {
+  let due: unknown[] = [];
+  const run = () => {
+    const calls = due;
+    due = [];
+    for (let i = 0; i < calls.length; i += 2) (calls[i] as (arg: unknown) => void)(calls[i + 1]);
+  };
+  return (fn, arg) => {
+    if (due.length === 0) process.nextTick(run);
+    due.push(fn, arg);
+  };
 }
 
 interface BufferList {

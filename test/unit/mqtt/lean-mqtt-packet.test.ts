@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { leanBufferLists } from '../../../src/mqtt/lean-mqtt-packet.ts';
+import { leanBufferLists, onOneTick } from '../../../src/mqtt/lean-mqtt-packet.ts';
 
 // Each case runs in a Node process of its own: what it checks is how modules load.
 const leanModule = fileURLToPath(new URL('../../../src/mqtt/lean-mqtt-packet.ts', import.meta.url));
@@ -102,4 +102,79 @@ test("the lean list's reads of numbers and strings equal bl's, in its first buff
     assert.throws(() => plain.readUInt16BE(63));
     assert.throws(() => lean.readUInt16BE(63));
   }
+});
+
+/** Writes three PUBACKs to each of two sockets in one turn; returns what each got, in how many writes, and the ticks queued. */
+function writeIn(lean: boolean): { bytes: string[]; writes: number[]; ticks: number; expected: string[] } {
+  const script = `
+    import { createRequire } from 'node:module';
+    import { Writable } from 'node:stream';
+    const require = createRequire(${JSON.stringify(leanModule)});
+    // Counted from before mqtt-packet loads: it keeps the nextTick it found then.
+    let ticks = 0;
+    let counting = false;
+    const nextTick = process.nextTick;
+    process.nextTick = (...args) => { if (counting) ticks += 1; return nextTick(...args); };
+    ${lean ? `(await import(${JSON.stringify(leanModule)})).loadLeanMqttPacket();` : ''}
+    const mqtt = require('mqtt-packet');
+    const sockets = [0, 1].map(() => {
+      const socket = new Writable({
+        writev(chunks, done) { socket.got.push(Buffer.concat(chunks.map((c) => c.chunk))); done(); },
+        write(chunk, _encoding, done) { socket.got.push(chunk); done(); },
+      });
+      socket.got = [];
+      return socket;
+    });
+    const expected = ['', ''];
+    counting = true;
+    for (let id = 1; id <= 3; id++) for (const [i, socket] of sockets.entries()) {
+      mqtt.writeToStream({ cmd: 'puback', messageId: id * 10 + i }, socket, { protocolVersion: 4 });
+      expected[i] += mqtt.generate({ cmd: 'puback', messageId: id * 10 + i }).toString('hex');
+    }
+    const counted = ticks;
+    counting = false;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    console.log(JSON.stringify({ bytes: sockets.map((s) => Buffer.concat(s.got).toString('hex')), writes: sockets.map((s) => s.got.length), ticks: counted, expected }));
+  `;
+  const result = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(result.status, 0, result.stderr);
+  return JSON.parse(result.stdout);
+}
+
+test("mqtt-packet's writer uncorks every socket written to in a turn from one tick: the same bytes, in one write per socket", () => {
+  const lean = writeIn(true);
+  assert.deepEqual(lean.bytes, lean.expected);
+  assert.deepEqual(lean.writes, [1, 1]);
+  assert.equal(lean.ticks, 1);
+  // Loaded as it comes: the same bytes and writes, and a tick per packet.
+  const plain = writeIn(false);
+  assert.deepEqual(plain.bytes, plain.expected);
+  assert.deepEqual(plain.writes, [1, 1]);
+  assert.equal(plain.ticks, 6);
+});
+
+test('onOneTick runs the calls of a turn from one tick, in order; a call made while they run gets a tick of its own', async () => {
+  const nextTick = onOneTick();
+  const ran: string[] = [];
+  const real = process.nextTick;
+  let ticks = 0;
+  process.nextTick = ((...args: Parameters<typeof real>) => {
+    ticks += 1;
+    return real(...args);
+  }) as typeof real;
+  try {
+    nextTick((x) => {
+      ran.push(String(x));
+      const before = ticks;
+      nextTick((y) => ran.push(String(y)), 'c');
+      ran.push(`ticks queued ${ticks - before}`);
+    }, 'a');
+    nextTick((x) => ran.push(String(x)), 'b');
+    assert.deepEqual(ran, []);
+    assert.equal(ticks, 1);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  } finally {
+    process.nextTick = real;
+  }
+  assert.deepEqual(ran, ['a', 'ticks queued 1', 'b', 'c']);
 });
