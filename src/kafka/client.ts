@@ -65,10 +65,11 @@ export function createKafkaProducer(options: KafkaProducerOptions): KafkaProduce
         compression: opened.compression,
         topicMessages: batch.map(({ topic, records }) => ({
           topic,
+          // kafkajs only reads the headers, and takes a Buffer as it is.
           messages: records.map((r) => ({
             key: r.key,
-            value: Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength),
-            headers: { ...r.headers },
+            value: Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength),
+            headers: r.headers as Record<string, string>,
             timestamp: String(r.timestamp),
           })),
         })),

@@ -280,17 +280,20 @@ export class PublishIntake {
       return;
     }
     counters.count('mqtt.messages.received', QOS_LABELS[packet.qos]);
-    const matching: Tap[] = [];
+    // The taps that take it: nearly always one, found without an array (one less per message).
+    let first: Tap | undefined;
+    let matching: Tap[] | undefined;
     for (const tap of this.#taps) {
       if (storedBy?.has(tap.name)) continue;
       for (const filter of tap.filters) {
         if (topicMatches(filter, packet.topic)) {
-          matching.push(tap);
+          if (first === undefined) first = tap;
+          else (matching ??= [first]).push(tap);
           break;
         }
       }
     }
-    if (matching.length === 0) {
+    if (first === undefined) {
       if (storedBy !== undefined) counters.count('mqtt.publish.duplicates', QOS_LABELS[packet.qos]);
       callback(null);
       return;
@@ -326,8 +329,11 @@ export class PublishIntake {
           this.#options.logger.debug({ topic: packet.topic, clientId: client.id, err: error }, 'QoS 0 message not stored');
         },
       });
-      const copies = fanOut(qos0, matching.length);
-      matching.forEach((tap, i) => tap.subscriber.next(copies[i] as Delivery));
+      if (matching === undefined) first.subscriber.next(qos0);
+      else {
+        const copies = fanOut(qos0, matching.length);
+        for (let i = 0; i < matching.length; i++) (matching[i] as Tap).subscriber.next(copies[i] as Delivery);
+      }
       return;
     }
     const upstream = createDelivery(envelope, {
@@ -355,12 +361,17 @@ export class PublishIntake {
       },
       isAbandoned: () => abandonable && client.closed,
     });
+    if (matching === undefined) {
+      first.subscriber.next(upstream);
+      return;
+    }
     // With several bridges, one that did not take it settles the message once all have, noting which did.
+    const taps = matching;
     const deliveries =
-      noted === undefined || matching.length === 1
-        ? fanOut(upstream, matching.length)
-        : fanOutAll(upstream, matching.length, (acked) => this.#resends.partlyStored(noted, new Set(matching.filter((_, i) => acked[i]).map((tap) => tap.name))));
-    matching.forEach((tap, i) => tap.subscriber.next(deliveries[i] as Delivery));
+      noted === undefined
+        ? fanOut(upstream, taps.length)
+        : fanOutAll(upstream, taps.length, (acked) => this.#resends.partlyStored(noted, new Set(taps.filter((_, i) => acked[i]).map((tap) => tap.name))));
+    for (let i = 0; i < taps.length; i++) (taps[i] as Tap).subscriber.next(deliveries[i] as Delivery);
   }
 
   /**
