@@ -38,10 +38,20 @@ CREATE TABLE IF NOT EXISTS history_counts (bridge TEXT PRIMARY KEY, rows INTEGER
 `;
 
 /**
+ * History files whose WAL failed to sync in this process, with the error. After a failed
+ * fsync the kernel may have dropped the dirty pages and report the next fsync as a success, and
+ * a reopened connection would read rows from memory that never reached the disk: so the file is
+ * not written again until the process restarts and SQLite recovers it from what is on disk (as
+ * the buffer does; see BufferWriter). The sink's messages stay in the buffer meanwhile.
+ */
+const failedSyncs = new Map<string, Error>();
+
+/**
  * The gateway's local message history: the latest messages of each bridge that writes to
  * it, kept on disk so that `ferry history` and operators can see what devices sent.
  */
 export class HistoryWriter {
+  readonly #path: string;
   readonly #db: Database.Database;
   readonly #append: (bridge: string, envelopes: readonly Envelope[], keep: number) => void;
   /** Bridges whose rows this writer counted: their stored count is then trusted. */
@@ -56,6 +66,9 @@ export class HistoryWriter {
   /** `options.fdatasync`: for a test, the fdatasync of a failing disk. */
   constructor(dataDir: string, synchronous: Synchronous, options: { fdatasync?: Fdatasync } = {}) {
     const path = historyPath(dataDir);
+    this.#path = path;
+    const failed = failedSyncs.get(path);
+    if (failed !== undefined) throw syncFailed(path, failed);
     this.#db = openSqlite(path, { synchronous: 'normal' });
     this.#walSync = synchronous === 'full' ? new WalSync(path, options) : undefined;
     this.#db.exec(schema);
@@ -100,11 +113,20 @@ export class HistoryWriter {
 
   /** Appends in one transaction; resolves once it is on disk (under `full`) or committed. */
   async append(bridge: string, envelopes: readonly Envelope[], keep: number): Promise<void> {
+    const walSync = this.#walSync;
+    if (walSync?.failure !== undefined) throw syncFailed(this.#path, walSync.failure);
     this.#append(bridge, envelopes, keep);
     this.#counted.add(bridge);
-    const walSync = this.#walSync;
     if (walSync === undefined) return;
-    await new Promise<void>((resolve, reject) => walSync.after((error) => (error === undefined ? resolve() : reject(error))));
+    await new Promise<void>((resolve, reject) =>
+      walSync.after((error) => {
+        if (error === undefined) resolve();
+        else {
+          failedSyncs.set(this.#path, error);
+          reject(error);
+        }
+      }),
+    );
   }
 
   /** Closes the database; an append waiting for its sync is synced now. */
@@ -113,6 +135,10 @@ export class HistoryWriter {
     this.#walSync?.close();
     this.#db.close();
   }
+}
+
+function syncFailed(path: string, error: Error): Error {
+  return new Error(`the disk failed to sync ${path} (${error.message}): the history is not written again until the gateway restarts`, { cause: error });
 }
 
 export interface HistoryQuery {

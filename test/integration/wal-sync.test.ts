@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { fdatasync } from 'node:fs';
 import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import pino from 'pino';
 import { bufferPolicySchema, bufferSettingsSchema } from '../../src/buffer/config.ts';
 import { openBuffer } from '../../src/buffer/open.ts';
@@ -13,7 +14,7 @@ import { type Fdatasync, WalSync } from '../../src/sqlite/wal-sync.ts';
 import { BufferWriter } from '../../src/buffer/writer.ts';
 import { createDelivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
-import { HistoryWriter } from '../../src/sqlite/history-store.ts';
+import { HistoryWriter, historyPath } from '../../src/sqlite/history-store.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
 import { eventually } from '../harness/eventually.ts';
@@ -193,12 +194,20 @@ test('the history sink under full: a batch resolves once its WAL sync returned, 
   } finally {
     held.close();
   }
-  const failing = new HistoryWriter(tempDir(), 'full', {
+  const dir = tempDir();
+  const failing = new HistoryWriter(dir, 'full', {
     fdatasync: (_fd, done) => setImmediate(() => done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }))),
   });
   try {
     await assert.rejects(failing.append('b', envelopes(2), 100), /EIO/);
+    // Final, as for the buffer: nothing more is written, through this writer or a new one,
+    // until the process restarts (the kernel may have dropped what the failed sync held).
+    await assert.rejects(failing.append('b', envelopes(1), 100), /not written again until the gateway restarts/);
+    assert.throws(() => new HistoryWriter(dir, 'full'), /the disk failed to sync .*history\.db \(EIO: i\/o error, fdatasync\): the history is not written again/);
   } finally {
     failing.close();
   }
+  const reader = new Database(historyPath(dir), { readonly: true });
+  assert.equal(reader.prepare('SELECT count(*) FROM history').pluck().get(), 2, 'the append after the failure wrote nothing');
+  reader.close();
 });
