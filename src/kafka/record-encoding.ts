@@ -120,27 +120,26 @@ function writeVarLong(Encoder: KafkajsEncoderClass, buf: Buffer, at: number, val
   return at;
 }
 
-/** kafkajs' varint-prefixed bytes: null as -1, a Buffer as is, anything else as its string in UTF-8. */
-interface Bytes {
-  readonly size: number;
-  readonly length: number;
-  readonly buffer?: Buffer;
-  readonly text?: string;
+/**
+ * kafkajs' varint-prefixed bytes: null as -1, a Buffer as is, anything else as its string in
+ * UTF-8. Sized, then written: no object per field (a record has six or more of them).
+ */
+function bytesSize(value: unknown): number {
+  if (value == null) return 1;
+  const length = Buffer.isBuffer(value) ? value.length : Buffer.byteLength(String(value), 'utf8');
+  return varIntSize(length) + length;
 }
 
-function bytesOf(value: unknown): Bytes {
-  if (value == null) return { size: 1, length: -1 };
-  if (Buffer.isBuffer(value)) return { size: varIntSize(value.length) + value.length, length: value.length, buffer: value };
+function writeBytes(buf: Buffer, at: number, value: unknown): number {
+  if (value == null) return writeVarInt(buf, at, -1);
+  if (Buffer.isBuffer(value)) {
+    const next = writeVarInt(buf, at, value.length);
+    return next + value.copy(buf, next);
+  }
   const text = String(value);
   const length = Buffer.byteLength(text, 'utf8');
-  return { size: varIntSize(length) + length, length, text };
-}
-
-function writeBytes(buf: Buffer, at: number, bytes: Bytes): number {
-  let next = writeVarInt(buf, at, bytes.length);
-  if (bytes.buffer !== undefined) next += bytes.buffer.copy(buf, next);
-  else if (bytes.text !== undefined) next += buf.write(bytes.text, next, bytes.length, 'utf8');
-  return next;
+  const next = writeVarInt(buf, at, length);
+  return next + buf.write(text, next, length, 'utf8');
 }
 
 /** An encoder of kafkajs' class holding exactly `buf`. */
@@ -154,32 +153,35 @@ export function encoderOf(Encoder: KafkajsEncoderClass, buf: Buffer): EncoderSha
 /** The replacement of kafkajs' Record v0 encoder (protocol/recordBatch/record/v0). */
 export function recordEncoder(Encoder: KafkajsEncoderClass): (input: RecordInput) => EncoderShape {
   return ({ offsetDelta = 0, timestampDelta = 0, key, value, headers = {} }) => {
-    const names: Bytes[] = [];
-    const values: Bytes[] = [];
+    const names = Object.keys(headers);
+    let count = 0;
     let headersSize = 0;
-    for (const name of Object.keys(headers)) {
+    for (const name of names) {
       const given = headers[name];
-      const nameBytes = bytesOf(name);
-      for (const v of Array.isArray(given) ? (given as unknown[]) : [given]) {
-        const valueBytes = bytesOf(v);
-        names.push(nameBytes);
-        values.push(valueBytes);
-        headersSize += nameBytes.size + valueBytes.size;
+      const nameSize = bytesSize(name);
+      if (Array.isArray(given)) {
+        for (const v of given as unknown[]) headersSize += nameSize + bytesSize(v);
+        count += given.length;
+      } else {
+        headersSize += nameSize + bytesSize(given);
+        count += 1;
       }
     }
-    headersSize += varIntSize(names.length);
-    const keyBytes = bytesOf(key);
-    const valueBytes = bytesOf(value);
-    const body = 1 + varLongSize(Encoder, timestampDelta) + varIntSize(offsetDelta) + keyBytes.size + valueBytes.size + headersSize;
+    headersSize += varIntSize(count);
+    const body = 1 + varLongSize(Encoder, timestampDelta) + varIntSize(offsetDelta) + bytesSize(key) + bytesSize(value) + headersSize;
     const buf = Buffer.allocUnsafe(varIntSize(body) + body);
     let at = writeVarInt(buf, 0, body);
     buf[at++] = 0; // attributes: none used
     at = writeVarLong(Encoder, buf, at, timestampDelta);
     at = writeVarInt(buf, at, offsetDelta);
-    at = writeBytes(buf, at, keyBytes);
-    at = writeBytes(buf, at, valueBytes);
-    at = writeVarInt(buf, at, names.length);
-    for (let i = 0; i < names.length; i++) at = writeBytes(buf, writeBytes(buf, at, names[i] as Bytes), values[i] as Bytes);
+    at = writeBytes(buf, at, key);
+    at = writeBytes(buf, at, value);
+    at = writeVarInt(buf, at, count);
+    for (const name of names) {
+      const given = headers[name];
+      if (Array.isArray(given)) for (const v of given as unknown[]) at = writeBytes(buf, writeBytes(buf, at, name), v);
+      else at = writeBytes(buf, writeBytes(buf, at, name), given);
+    }
     return encoderOf(Encoder, buf);
   };
 }

@@ -76,19 +76,21 @@ export function recordRenderer(templates: RecordTemplates, filters: readonly str
   const allowed = templates.allowedTopics === undefined ? undefined : topicAllowList(templates.allowedTopics);
   const key = templates.key === undefined ? undefined : compileTemplate(templates.key);
   const headers = Object.entries(templates.headers).map(([name, source]) => [name, compileTemplate(source)] as const);
+  // Made only for a message refused, not a closure for each message.
+  const reject = (envelope: Envelope, reason: string, cause?: unknown) =>
+    new FerryError('MESSAGE_INVALID', `${component}: message ${envelope.id} (MQTT topic '${envelope.topic}') cannot be written: ${reason}`, {
+      component,
+      retryable: false,
+      cause,
+    });
   return (envelope) => {
     const input = { envelope, filters };
-    const reject = (reason: string, cause?: unknown) =>
-      new FerryError('MESSAGE_INVALID', `${component}: message ${envelope.id} (MQTT topic '${envelope.topic}') cannot be written: ${reason}`, {
-        component,
-        retryable: false,
-        cause,
-      });
     try {
       const name = topic.render(input);
       const problem = kafkaTopicProblem(name);
-      if (problem !== undefined) throw reject(`topic '${name}' (from '${templates.topic}') is invalid: ${problem}`);
-      if (allowed !== undefined && !allowed(name)) throw reject(`topic '${name}' (from '${templates.topic}') is not in allowedTopics (${templates.allowedTopics?.join(', ')})`);
+      if (problem !== undefined) throw reject(envelope, `topic '${name}' (from '${templates.topic}') is invalid: ${problem}`);
+      if (allowed !== undefined && !allowed(name))
+        throw reject(envelope, `topic '${name}' (from '${templates.topic}') is not in allowedTopics (${templates.allowedTopics?.join(', ')})`);
       const rendered: Record<string, string> = { ...envelope.headers };
       for (const [header, template] of headers) rendered[header] = template.render(input);
       rendered['ferry-id'] = envelope.id;
@@ -103,7 +105,7 @@ export function recordRenderer(templates: RecordTemplates, filters: readonly str
         },
       };
     } catch (error) {
-      if (error instanceof TemplateError) throw reject(error.message, error);
+      if (error instanceof TemplateError) throw reject(envelope, error.message, error);
       throw error;
     }
   };
