@@ -20,14 +20,15 @@ import {
   readRecords,
   type TopicRecord,
 } from './kafka.ts';
-import { cpuMs, peakRssMb, publishFleet, waitForRecords as waitForLoad } from './load.ts';
+import { cpuMs, peakRssMb, publishFleet, waitForRecords as waitForLoad, warmUp } from './load.ts';
 import { kafkaBridge, startAedesTarget, startFerryTarget, startScript } from './targets.ts';
 import { ratio } from './stats.ts';
 
 const DEVICES = 50;
 const WINDOW = 20;
 const PAYLOAD_BYTES = 200;
-const WARMUP = 5_000;
+/** Messages of one warm-up burst; bursts go on for WARMUP_MS (see load.ts). */
+const WARMUP = 10_000;
 /** No new record in Kafka for this long while waiting for the last ones is a failure. */
 const STALL_MS = 60_000;
 
@@ -142,11 +143,11 @@ export async function measureFerry(
   const nodeArgs = options.profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`];
   const gateway = await startFerryTarget({ bridge, nodeArgs: persistence === 'sqlite' ? nodeArgs : [], persistence, ...(telemetry === undefined ? {} : { telemetry }) });
   try {
-    await publish(gateway.url, WARMUP, 0, 'e2e-', bytes);
-    await waitForRecords(kafka.brokers, topic, WARMUP);
+    const warm = WARMUP * (await warmUp(() => publish(gateway.url, WARMUP, 0, 'e2e-', bytes)));
+    await waitForRecords(kafka.brokers, topic, warm);
     const cpuBefore = cpuMs(gateway.pid);
     const ackedPerSec = await publish(gateway.url, options.messages, 1, 'e2e-', bytes);
-    await waitForRecords(kafka.brokers, topic, WARMUP + options.messages);
+    await waitForRecords(kafka.brokers, topic, warm + options.messages);
     const cpuMsPer1k = round1(((cpuMs(gateway.pid) - cpuBefore) * 1000) / options.messages);
     const peakRss = peakRssMb(gateway.pid);
     await gateway.stop();
@@ -182,7 +183,7 @@ async function measureNaive(kafka: BenchKafka, topic: string, messages: number):
 export async function measureAedesIngest(messages: number, bytes = PAYLOAD_BYTES): Promise<number> {
   const aedes = await startAedesTarget();
   try {
-    await publish(aedes.url, WARMUP, 0, 'aedes-', bytes);
+    await warmUp(() => publish(aedes.url, WARMUP, 0, 'aedes-', bytes));
     return await publish(aedes.url, messages, 1, 'aedes-', bytes);
   } finally {
     await aedes.stop();

@@ -16,6 +16,7 @@ import Database from 'better-sqlite3';
 import { Fleet } from '../src/cli/simulate/fleet.ts';
 import { historyPath } from '../src/sqlite/history-store.ts';
 import { type Target, historyBridge, startAedesTarget, startFerryTarget, startMosquittoTarget } from './targets.ts';
+import { warmUp } from './load.ts';
 import { median, ratio } from './stats.ts';
 
 const DEVICES = 50;
@@ -75,7 +76,7 @@ interface Rates {
 async function measure(target: Target, messages: number, qos0: boolean, historyDir?: string): Promise<Rates> {
   let history: Awaited<ReturnType<typeof historyRows>> | undefined;
   try {
-    await ackedRate(target.url, 1, Math.min(5_000, messages));
+    await warmUp(() => ackedRate(target.url, 1, Math.min(10_000, messages)));
     const qos1 = await ackedRate(target.url, 1, messages);
     if (!qos0) return { qos1, qos0: 0, qos0IntoHistory: 0 };
     history = historyDir === undefined ? undefined : await historyRows(historyDir);
