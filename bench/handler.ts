@@ -4,12 +4,13 @@
 // garbage collections the handler's gateway forced and their pauses (node --trace-gc), in one run.
 import { fileURLToPath } from 'node:url';
 import { benchKafka, benchTopic, deleteTopics } from './kafka.ts';
-import { cpuMs, publishFleet, waitForRecords } from './load.ts';
+import { cpuMs, publishFleet, waitForRecords, warmUp } from './load.ts';
 import { startFerryTarget } from './targets.ts';
 
 const DEVICES = 20;
 const WINDOW = 20;
-const WARMUP = 5_000;
+/** Messages of one warm-up burst; bursts go on for WARMUP_MS (see load.ts). */
+const WARMUP = 10_000;
 
 export interface GcStats {
   /** Collections forced by the process (gc() calls), per second of the measured phase. */
@@ -59,13 +60,13 @@ async function measure(bridgeFile: string, bridge: string, brokers: readonly str
     },
   });
   try {
-    await publish(gateway.url, WARMUP, 'w-');
-    await waitForRecords(brokers, topic, WARMUP);
+    const warm = WARMUP * (await warmUp(() => publish(gateway.url, WARMUP, 'w-')));
+    await waitForRecords(brokers, topic, warm);
     const cpuBefore = cpuMs(gateway.pid);
     const started = performance.now();
     measuring = true;
     const ackedPerSec = await publish(gateway.url, messages, 'm-');
-    await waitForRecords(brokers, topic, WARMUP + messages);
+    await waitForRecords(brokers, topic, warm + messages);
     measuring = false;
     const seconds = (performance.now() - started) / 1000;
     const pauses = collections.map((c) => c.pauseMs).sort((a, b) => a - b);
