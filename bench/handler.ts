@@ -2,7 +2,6 @@
 // with a YAML bridge to Kafka, one with the equivalent TypeScript bridge (map each message to
 // the same sink), and the bench compares the gateway's CPU per 1,000 messages, and counts the
 // garbage collections the handler's gateway forced and their pauses (node --trace-gc), in one run.
-import { fileURLToPath } from 'node:url';
 import { benchKafka, benchTopic, deleteTopics } from './kafka.ts';
 import { cpuMs, publishFleet, waitForRecords, warmUp } from './load.ts';
 import { startFerryTarget } from './targets.ts';
@@ -34,8 +33,6 @@ export interface HandlerBenchResult {
   /** Handler CPU per message over the YAML bridge's (goal ≤ 1.3). */
   readonly cpuRatio: number;
 }
-
-const API = fileURLToPath(new URL('../src/index.ts', import.meta.url));
 
 function publish(url: string, count: number, prefix: string): Promise<number> {
   return publishFleet({ url, devices: DEVICES, window: WINDOW, count, prefix, payload: (device, seq) => Buffer.from(JSON.stringify({ device, seq, celsius: 20 + (seq % 10) })) });
@@ -103,7 +100,7 @@ export async function benchHandler(messages: number, log: (line: string) => void
       'bridge.ts',
       [
         "import { map } from 'rxjs';",
-        `import { defineBridge } from '${API}';`,
+        "import { defineBridge } from 'ferry';",
         'export default defineBridge({',
         "  name: 'bench-handler',",
         "  from: { mqtt: { topics: ['devices/+/telemetry/#'] } },",
