@@ -22,15 +22,12 @@ export interface MessageContext {
   keep(ticket: Ticket): void;
 }
 
-/** Tickets of messages, by message: weak, so it never keeps a message alive. */
-const tickets = new WeakMap<object, Ticket>();
-
 /** Errors thrown by `json()`, with the message whose payload caused them. */
 const culprits = new WeakMap<Error, Ticket>();
 
 /** The ticket of a message built here, or undefined for anything else. */
 export function ticketOf(message: Message): Ticket | undefined {
-  return tickets.get(message);
+  return BufferedMessage.ticketOf(message);
 }
 
 /** The message whose payload made `error` (or an error it wraps as `cause`), if any. */
@@ -47,10 +44,21 @@ class BufferedMessage implements Message {
   readonly #context: MessageContext;
   #levels: { captures: string[]; rest: string | undefined } | undefined;
   #json: { value: unknown } | undefined;
+  /**
+   * Its input's ticket: a field, not a WeakMap from message to ticket (an ephemeron per message,
+   * which the garbage collector pays for). The ticket holds nothing of the message.
+   */
+  readonly #ticket: Ticket;
 
-  constructor(envelope: Envelope, context: MessageContext) {
+  constructor(envelope: Envelope, context: MessageContext, track: (message: Message) => Ticket) {
     this.#envelope = envelope;
     this.#context = context;
+    this.#ticket = track(this);
+  }
+
+  /** The ticket of a message built here, or undefined for any other object. */
+  static ticketOf(message: object): Ticket | undefined {
+    return #ticket in message ? (message as BufferedMessage).#ticket : undefined;
   }
 
   get id(): string {
@@ -103,8 +111,7 @@ class BufferedMessage implements Message {
             cause,
           },
         );
-        const ticket = tickets.get(this);
-        if (ticket !== undefined) culprits.set(error, ticket);
+        culprits.set(error, this.#ticket);
         throw error;
       }
     }
@@ -116,21 +123,17 @@ class BufferedMessage implements Message {
   }
 
   done(): void {
-    const ticket = tickets.get(this);
-    if (ticket !== undefined) this.#context.done(ticket);
+    this.#context.done(this.#ticket);
   }
 
   keep(): this {
-    const ticket = tickets.get(this);
-    if (ticket !== undefined) this.#context.keep(ticket);
+    this.#context.keep(this.#ticket);
     return this;
   }
 
   reject(reason: string): void {
-    const ticket = tickets.get(this);
-    if (ticket === undefined) return;
     this.#context.reject(
-      ticket,
+      this.#ticket,
       new FerryError('MESSAGE_REJECTED', `rejected by the handler of bridge '${this.#context.bridge}': ${reason}`, {
         bridge: this.#context.bridge,
         topic: this.topic,
@@ -155,9 +158,7 @@ class BufferedMessage implements Message {
 
 /** The message the handler sees for an envelope, tied to its ticket. */
 export function createMessage(envelope: Envelope, context: MessageContext, track: (message: Message) => Ticket): Message {
-  const message = new BufferedMessage(envelope, context);
-  tickets.set(message, track(message));
-  return message;
+  return new BufferedMessage(envelope, context, track);
 }
 
 /** Where tools.database finds a database: the gateway's (see runtime/databases.ts). */

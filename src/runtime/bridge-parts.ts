@@ -108,6 +108,8 @@ interface SinkState {
   readonly waitingSince: () => number | undefined;
   /** `sink.write_seconds` of this sink. */
   readonly writes: HistogramSeries | undefined;
+  /** Its counters' labels: one object, whose key the counters keep. */
+  readonly labels: Readonly<Record<string, string>>;
 }
 
 /** Something that keeps a bridge from delivering, for readiness and status. */
@@ -167,7 +169,8 @@ export class SinkSet {
     const [kind, sinkConfig] = Object.entries(entry)[0] as [string, unknown];
     const component = findSink(kind);
     if (component === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${this.#bridge}': unknown sink kind '${kind}'`);
-    const state: SinkState = { name, kind, written: 0, failed: 0, waitingSince, writes: this.#counters.histogram?.('sink.write_seconds', { bridge: this.#bridge, sink: name }) };
+    const labels = { bridge: this.#bridge, sink: name };
+    const state: SinkState = { name, kind, written: 0, failed: 0, waitingSince, writes: this.#counters.histogram?.('sink.write_seconds', labels), labels };
     const tracing = this.#tracing?.sink(this.#bridge, name);
     const sink = component.create(sinkConfig, { ...context, logger: this.#logger.child({ sink: name }), ...(tracing === undefined ? {} : { tracing }) }, runtime);
     this.#pending += 1;
@@ -224,7 +227,7 @@ export class SinkSet {
   }
 
   #onEvent(state: SinkState, event: SinkEvent): void {
-    const labels = { bridge: this.#bridge, sink: state.name };
+    const { labels } = state;
     if (event.type === 'written') {
       state.written += event.count;
       this.#counters.count('sink.messages.written', labels, event.count);

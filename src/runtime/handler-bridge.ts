@@ -135,9 +135,11 @@ export class HandlerBridge {
         },
         complete: () => this.#inputDone(),
       });
+      // One labels object for every message: the counters keep its key.
+      const inLabels = { bridge: config.name };
       this.#source = source.create().subscribe({
         next: (delivery) => {
-          counters.count('bridge.messages.in', { bridge: config.name });
+          counters.count('bridge.messages.in', inLabels);
           writer.enqueue(config.name, delivery);
         },
         // The source gave up (e.g. a TLS file it cannot read): no more messages; the gateway goes on.
