@@ -64,10 +64,14 @@ class Lookup {
   #closed = false;
   #lease: RedisLease | undefined;
 
+  /** The counters' labels: one object for every message, whose key the counters keep. */
+  readonly #labels: Readonly<Record<string, string>>;
+
   constructor(options: LookupOptions, out: Subscriber<Delivery>) {
     this.#options = options;
     this.#out = out;
     this.#path = splitPath(options.config.field);
+    this.#labels = { bridge: options.bridge };
   }
 
   add(delivery: Delivery): void {
@@ -206,11 +210,11 @@ class Lookup {
   }
 
   #emit(entry: Entry): void {
-    const { config, context, counters, bridge } = this.#options;
+    const { config, context, counters } = this.#options;
     const { value } = entry;
     let written: unknown;
     if (value === null || value === undefined) {
-      counters.count('lookup.misses', { bridge });
+      counters.count('lookup.misses', this.#labels);
       if (config.onMiss === 'reject') {
         context.reject(entry.delivery, `lookup: no value in Redis for key '${entry.key}'`, 'failed');
         return;
@@ -221,7 +225,7 @@ class Lookup {
       }
       written = config.default;
     } else {
-      counters.count('lookup.hits', { bridge });
+      counters.count('lookup.hits', this.#labels);
       if (config.as === 'json') {
         try {
           written = JSON.parse(value);
