@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import type { Envelope } from '../core/envelope.ts';
 import { INSERT_ROWS, openSqlite, type Synchronous, valuesList } from './connection.ts';
-import { type Fdatasync, WalSync } from './wal-sync.ts';
+import { type Fdatasync, WalSync, walSyncFailure } from './wal-sync.ts';
 
 export const HISTORY_FILE = 'history.db';
 
@@ -38,15 +38,6 @@ CREATE TABLE IF NOT EXISTS history_counts (bridge TEXT PRIMARY KEY, rows INTEGER
 `;
 
 /**
- * History files whose WAL failed to sync in this process, with the error. After a failed
- * fsync the kernel may have dropped the dirty pages and report the next fsync as a success, and
- * a reopened connection would read rows from memory that never reached the disk: so the file is
- * not written again until the process restarts and SQLite recovers it from what is on disk (as
- * the buffer does; see BufferWriter). The sink's messages stay in the buffer meanwhile.
- */
-const failedSyncs = new Map<string, Error>();
-
-/**
  * The gateway's local message history: the latest messages of each bridge that writes to
  * it, kept on disk so that `ferry history` and operators can see what devices sent.
  */
@@ -67,7 +58,9 @@ export class HistoryWriter {
   constructor(dataDir: string, synchronous: Synchronous, options: { fdatasync?: Fdatasync } = {}) {
     const path = historyPath(dataDir);
     this.#path = path;
-    const failed = failedSyncs.get(path);
+    // A file whose WAL failed to sync is not written again until the process restarts and
+    // SQLite recovers it from what is on disk (WalSync); the sink's messages wait in the buffer.
+    const failed = walSyncFailure(path);
     if (failed !== undefined) throw syncFailed(path, failed);
     this.#db = openSqlite(path, { synchronous: 'normal' });
     this.#walSync = synchronous === 'full' ? new WalSync(path, options) : undefined;
@@ -118,15 +111,7 @@ export class HistoryWriter {
     this.#append(bridge, envelopes, keep);
     this.#counted.add(bridge);
     if (walSync === undefined) return;
-    await new Promise<void>((resolve, reject) =>
-      walSync.after((error) => {
-        if (error === undefined) resolve();
-        else {
-          failedSyncs.set(this.#path, error);
-          reject(error);
-        }
-      }),
-    );
+    await new Promise<void>((resolve, reject) => walSync.after((error) => (error === undefined ? resolve() : reject(error))));
   }
 
   /** Closes the database; an append waiting for its sync is synced now. */

@@ -4,6 +4,14 @@ import { dirname } from 'node:path';
 /** The fdatasync a WalSync calls; a test gives one that fails, as a failing disk would. */
 export type Fdatasync = (fd: number, done: (error: NodeJS.ErrnoException | null) => void) => void;
 
+/** WAL files whose sync failed in this process, with the error: final until the process restarts. */
+const failedFiles = new Map<string, Error>();
+
+/** Why the WAL of `database` cannot be trusted in this process any more, if a sync of it failed. */
+export function walSyncFailure(database: string): Error | undefined {
+  return failedFiles.get(`${database}-wal`);
+}
+
 /**
  * Makes a SQLite database's commits durable off the event loop. The connection commits with
  * `synchronous=NORMAL`: SQLite writes the transaction to the WAL file and returns without an
@@ -25,7 +33,9 @@ export type Fdatasync = (fd: number, done: (error: NodeJS.ErrnoException | null)
  *
  * A failed fdatasync is final: after one, Linux may have dropped the pages it could not write
  * and report the next fdatasync as a success, so nothing synced later can be trusted (as
- * PostgreSQL decided in 2018). Every waiting `fn` and every later one gets the error.
+ * PostgreSQL decided in 2018). Every waiting `fn` and every later one gets the error, and so
+ * does a WalSync made for the same file later in the process (a reopened database would read
+ * pages from memory that never reached the disk): see `walSyncFailure`.
  */
 export class WalSync {
   readonly #path: string;
@@ -46,6 +56,7 @@ export class WalSync {
   constructor(database: string, options: { fdatasync?: Fdatasync } = {}) {
     this.#path = `${database}-wal`;
     this.#fdatasync = options.fdatasync ?? fdatasync;
+    this.#failure = failedFiles.get(this.#path);
   }
 
   /** Set once an fdatasync failed. */
@@ -109,7 +120,7 @@ export class WalSync {
       if (this.#syncs === 0) for (const retired of this.#retired.splice(0)) closeSync(retired);
       // flushSync took these callbacks meanwhile: it ran them. A failure still counts for later.
       if (this.#running !== running) {
-        if (error !== null) this.#failure ??= error;
+        if (error !== null) this.#failed(error);
         return;
       }
       this.#running = undefined;
@@ -150,9 +161,16 @@ export class WalSync {
   }
 
   #fail(error: unknown, callbacks: readonly ((error?: Error) => void)[]): void {
-    this.#failure ??= error instanceof Error ? error : new Error(String(error));
+    const failure = this.#failed(error);
     const waiting = this.#waiting;
     this.#waiting = [];
-    for (const fn of [...callbacks, ...waiting]) fn(this.#failure);
+    for (const fn of [...callbacks, ...waiting]) fn(failure);
+  }
+
+  /** Records the first failure, for this WalSync and any later one of the same file. */
+  #failed(error: unknown): Error {
+    this.#failure ??= error instanceof Error ? error : new Error(String(error));
+    if (!failedFiles.has(this.#path)) failedFiles.set(this.#path, this.#failure);
+    return this.#failure;
   }
 }

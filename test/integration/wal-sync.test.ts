@@ -156,6 +156,8 @@ test('a failed fdatasync nacks what waited for it and stops acking: nothing sync
     assert.equal(writer.held, 2);
     assert.equal(store.usage('b').messages, 3, 'only the commit whose sync failed is in the buffer');
     assert.equal(calls, 1, 'no fdatasync after the failed one');
+    // Final for the file, not only for this writer: a WalSync made for it again starts failed.
+    assert.match(String(new WalSync(store.path).failure?.message), /EIO/);
   } finally {
     cleanup();
   }
