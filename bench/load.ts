@@ -46,6 +46,9 @@ export async function publishFleet(load: FleetLoad): Promise<number> {
  * `FERRY_BENCH_WARMUP_MS` changes it (0: one burst).
  */
 export const WARMUP_MS = Number(process.env['FERRY_BENCH_WARMUP_MS'] ?? 1_500);
+if (!Number.isFinite(WARMUP_MS) || WARMUP_MS < 0) {
+  throw new Error(`FERRY_BENCH_WARMUP_MS must be a number of milliseconds, 0 or more; it is '${process.env['FERRY_BENCH_WARMUP_MS']}'`);
+}
 
 /**
  * Runs `round` (publishes a burst and resolves when it was acknowledged) until `WARMUP_MS` have
