@@ -3,7 +3,7 @@ import type { Envelope } from '../core/envelope.ts';
 import { type BridgeUsage, type CursorState, type MessageRow, type StoredMessage, toStored } from './rows.ts';
 import { type SeqRange, confirmedRanges } from './behind.ts';
 import { INSERT_ROWS, valuesList } from '../sqlite/connection.ts';
-import { BUFFER_SCHEMA } from './schema.ts';
+import { BUFFER_SCHEMA, migrate } from './schema.ts';
 import { RecentMessages } from './recent.ts';
 
 const EMPTY: Readonly<Record<string, string>> = {};
@@ -232,9 +232,19 @@ export class BufferLog {
     return this.deleteWhere(bridge, 'seq IN (SELECT seq FROM messages WHERE bridge = ? ORDER BY seq LIMIT ?)', [bridge, count]);
   }
 
-  /** Deletes the oldest messages of a bridge created before `before` (ms), at most `limit` (-1: all); returns what it removed. */
+  /**
+   * Deletes a bridge's messages created before `before` (ms) from the front of its log, at most
+   * `limit` (-1: all); returns what it removed. In log order (no index on the time to keep up on
+   * every append): one behind a newer message (a clock set back, a redriven dead letter) waits.
+   */
   expire(bridge: string, before: number, limit = -1): BridgeUsage {
-    return this.deleteWhere(bridge, 'seq IN (SELECT seq FROM messages WHERE bridge = ? AND created_at < ? ORDER BY created_at LIMIT ?)', [bridge, before, limit]);
+    let through = 0;
+    const front = this.statement('SELECT seq, created_at FROM messages WHERE bridge = ? ORDER BY seq LIMIT ?').raw();
+    for (const [seq, at] of front.iterate(bridge, limit) as IterableIterator<[number, number]>) {
+      if (at >= before) break;
+      through = seq;
+    }
+    return this.deleteWhere(bridge, 'bridge = ? AND seq <= ?', [bridge, through]);
   }
 
   /** A prepared statement, kept: #delete runs on every cursor commit, a hot path. */
@@ -378,19 +388,4 @@ export class BufferLog {
     const row = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").get() as { seq: number } | undefined;
     return row?.seq ?? 0;
   }
-}
-
-/** Brings a buffer made by an earlier version up to the current schema. */
-function migrate(db: Database.Database): void {
-  const columns = (db.pragma('table_info(cursors)') as { name: string }[]).map((c) => c.name);
-  if (!columns.includes('live_mark')) {
-    db.exec('ALTER TABLE cursors ADD COLUMN live_mark INTEGER; ALTER TABLE cursors ADD COLUMN live_seq INTEGER;');
-  }
-  // Replaced by messages_bridge_seq_bytes (the schema made it just now), which serves every query it did.
-  db.exec('DROP INDEX IF EXISTS messages_bridge_seq');
-}
-
-/** True when the buffer still has the index of earlier versions: opening it builds the new one, once (seconds for millions of messages). */
-export function needsIndexUpgrade(db: Database.Database): boolean {
-  return !db.readonly && db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'messages_bridge_seq'").get() !== undefined;
 }

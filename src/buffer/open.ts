@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { openChecked } from '../sqlite/open-checked.ts';
-import { needsIndexUpgrade } from './log.ts';
+import { needsIndexUpgrade } from './schema.ts';
 import { BufferStore } from './store.ts';
 
 export const BUFFER_FILE = 'buffer.db';

@@ -39,6 +39,7 @@ export interface SinkStats {
 
 export interface BridgeStats extends BridgeUsage {
   readonly bridge: string;
+  /** When the first message of the bridge's log (the lowest seq) was created, ms. */
   readonly oldestAt: number | null;
   readonly lastSeq: number;
   readonly sinks: readonly SinkStats[];

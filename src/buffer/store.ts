@@ -41,7 +41,7 @@ export class BufferStore extends BufferCursors {
     const { messages, bytes } = options.kept === true ? this.usage(bridge) : this.countRows('bridge = ?', [bridge]);
     const ends = this.statement(
       `SELECT (SELECT min(seq) FROM messages WHERE bridge = @bridge) AS first, (SELECT max(seq) FROM messages WHERE bridge = @bridge) AS last,
-              (SELECT min(created_at) FROM messages WHERE bridge = @bridge) AS oldestAt`,
+              (SELECT created_at FROM messages WHERE bridge = @bridge ORDER BY seq LIMIT 1) AS oldestAt`,
     ).get({ bridge }) as { first: number | null; last: number | null; oldestAt: number | null };
     const counted = (sql: string, ...params: number[]) => this.countRows(`bridge = ? AND ${sql}`, [bridge, ...params]);
     const cursors = this.cursorStates(bridge);

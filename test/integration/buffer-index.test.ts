@@ -34,10 +34,12 @@ function indexes(path: string): string[] {
   }
 }
 
-/** What a buffer of an earlier version had: the index on (bridge, seq) alone. */
+/** What a buffer of an earlier version had: the index on (bridge, seq) alone, and one on (bridge, created_at) for expiry. */
 function downgrade(path: string): void {
   const db = new Database(path);
-  db.exec('DROP INDEX messages_bridge_seq_bytes; CREATE INDEX messages_bridge_seq ON messages (bridge, seq)');
+  db.exec(
+    'DROP INDEX messages_bridge_seq_bytes; CREATE INDEX messages_bridge_seq ON messages (bridge, seq); CREATE INDEX messages_bridge_created ON messages (bridge, created_at)',
+  );
   db.close();
 }
 
@@ -50,7 +52,7 @@ test("a sink's backlog is counted from the index alone (SQLite's plan reads no r
   const { store, cursor } = filled(dir);
   assert.deepEqual({ pending: pendingOut(store)?.pending, pendingBytes: pendingOut(store)?.pendingBytes }, EXPECTED);
   store.close();
-  assert.deepEqual(indexes(bufferPath(dir)), ['messages_bridge_created', 'messages_bridge_seq_bytes']);
+  assert.deepEqual(indexes(bufferPath(dir)), ['messages_bridge_seq_bytes']);
   const db = new Database(bufferPath(dir), { readonly: true });
   const plan = db
     .prepare('EXPLAIN QUERY PLAN SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE bridge = ? AND seq > ?')
@@ -74,7 +76,8 @@ test('a buffer of an earlier version gets the index once, when the gateway opens
   const lines: { msg: string; messages?: number }[] = [];
   const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
   const { store } = openBuffer(dir, logger);
-  assert.deepEqual(indexes(bufferPath(dir)), ['messages_bridge_created', 'messages_bridge_seq_bytes']);
+  // The index on the time went too: expiry and the oldest message's age go by seq.
+  assert.deepEqual(indexes(bufferPath(dir)), ['messages_bridge_seq_bytes']);
   assert.deepEqual({ pending: pendingOut(store)?.pending, pendingBytes: pendingOut(store)?.pendingBytes }, EXPECTED);
   assert.equal(store.cursor('b', 'out'), made.cursor);
   store.close();

@@ -248,6 +248,30 @@ test('messages older than maxAgeMs are expired and counted', async () => {
   }
 });
 
+test('expiry takes messages from the front of the log, in the order they came; the oldest age is the first message', () => {
+  const { store, cleanup } = setup();
+  try {
+    const now = Date.now();
+    // Ages in log order: 60 s, 50 s, then a message stamped 1 s ago (a clock set back, say), then 40 s.
+    const ages = [60_000, 50_000, 1_000, 40_000];
+    store.append(trackedDeliveries(ages.length).deliveries.map((d, i) => ({ bridge: 'b', envelope: { ...d.envelope, timestamp: now - (ages[i] as number) } })));
+    assert.equal(store.stats('b').oldestAt, now - 60_000);
+    // At most one per call: the first only.
+    assert.equal(store.expire('b', now - 30_000, 1).messages, 1);
+    assert.equal(store.stats('b').oldestAt, now - 50_000);
+    // The 40 s old message waits behind the newer one.
+    assert.equal(store.expire('b', now - 30_000).messages, 1);
+    assert.equal(store.usage('b').messages, 2);
+    assert.equal(store.stats('b').oldestAt, now - 1_000);
+    assert.equal(store.expire('b', now - 30_000).messages, 0);
+    // Once the newer one is old enough too, both go.
+    assert.equal(store.expire('b', now).messages, 2);
+    assert.equal(store.stats('b').oldestAt, null);
+  } finally {
+    cleanup();
+  }
+});
+
 test('a message rejected for good is dead-lettered with its reason and the sink moves on', async () => {
   const { store, writer, counters, drain, cleanup } = setup();
   try {
