@@ -29,6 +29,8 @@ export interface Ticket {
   skip: Map<string, number> | undefined;
   /** Set once the held-too-long warning was given for it. */
   warned: boolean;
+  /** The generation whose Message object the garbage collector watches (-1: none yet). */
+  watched: number;
 }
 
 export interface TrackerEvents {
@@ -47,7 +49,9 @@ export interface TrackerEvents {
  * - the handler is done with it: it called `message.done()` (or dropped it with a Ferry-aware
  *   filter), the pipeline ended, or, as a last resort, the `Message` object became
  *   unreachable (a FinalizationRegistry whose held value names the ticket; nothing here keeps
- *   a strong reference to the message itself).
+ *   a strong reference to the message itself). Only a message that nothing else can settle is
+ *   watched so (see `watch`): a registered object outlives young collections, which made a
+ *   registration per message the largest cost of a handler that maps every message to a sink.
  *
  * Any output that fails nacks the inputs it came from; an input is settled once, so what
  * happens to it afterwards (another output confirmed, the object collected) is ignored.
@@ -103,8 +107,8 @@ export class InputTracker {
     return first.done === true ? undefined : first.value;
   }
 
-  /** Starts tracking `delivery`; `message` is the object the handler gets for it. */
-  track(delivery: Delivery, message: object): Ticket {
+  /** Starts tracking `delivery`; `watch` then names the object the handler got for it. */
+  track(delivery: Delivery): Ticket {
     const ticket: Ticket = {
       delivery,
       pending: 0,
@@ -117,21 +121,33 @@ export class InputTracker {
       routed: undefined,
       skip: undefined,
       warned: false,
+      watched: -1,
     };
     this.#open.add(ticket);
-    this.#registry.register(message, { ticket, generation: 0 });
     return ticket;
+  }
+
+  /**
+   * Once `message` (the ticket's current object) was handed and the pipeline's synchronous part
+   * ran: unless an output built from it is on its way (whose confirmation or failure settles it)
+   * and the handler did not keep it, its collection is what settles it, so the garbage collector
+   * is asked to report it. A ticket with an output pending is settled by the output, or watched
+   * from the moment the handler keeps it (`keep`).
+   */
+  watch(ticket: Ticket, message: object): void {
+    if (ticket.settled || ticket.watched === ticket.generation || (ticket.pending > 0 && !ticket.kept)) return;
+    ticket.watched = ticket.generation;
+    this.#registry.register(message, { ticket, generation: ticket.generation });
   }
 
   /**
    * Hands an open ticket's message again as a new object (a restarted pipeline): the outputs
    * the earlier runs built from it alone are not sent again when the new run builds them.
    */
-  retrack(ticket: Ticket, message: object): Ticket {
+  retrack(ticket: Ticket): Ticket {
     ticket.generation += 1;
     ticket.released = false;
     ticket.skip = ticket.routed === undefined ? undefined : new Map(ticket.routed);
-    this.#registry.register(message, { ticket, generation: ticket.generation });
     return ticket;
   }
 
@@ -157,9 +173,10 @@ export class InputTracker {
     queueMicrotask(() => this.#check(ticket));
   }
 
-  /** The handler keeps this input for later outputs: only `done` (or collection) settles it. */
-  keep(ticket: Ticket): void {
+  /** The handler keeps this input (`message`, its object) for later outputs: only `done` (or collection) settles it. */
+  keep(ticket: Ticket, message: object): void {
     ticket.kept = true;
+    this.watch(ticket, message);
   }
 
   /** Acks an input now, whatever its outputs (held past maxHoldMs under `ack`). */

@@ -18,8 +18,8 @@ export interface MessageContext {
   reject(ticket: Ticket, error: FerryError): void;
   /** The handler is done with the message (see Message.done). */
   done(ticket: Ticket): void;
-  /** The handler keeps the message for later outputs (see Message.keep). */
-  keep(ticket: Ticket): void;
+  /** The handler keeps the message (`message`, its object) for later outputs (see Message.keep). */
+  keep(ticket: Ticket, message: object): void;
 }
 
 /** Errors thrown by `json()`, with the message whose payload caused them. */
@@ -127,7 +127,7 @@ class BufferedMessage implements Message {
   }
 
   keep(): this {
-    this.#context.keep(this.#ticket);
+    this.#context.keep(this.#ticket, this);
     return this;
   }
 

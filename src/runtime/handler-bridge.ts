@@ -120,7 +120,7 @@ export class HandlerBridge {
         tools: createTools(config.name, this.#sinks.names, deps.databases, (name) => this.#redis.get(name)),
         reject: (ticket, error) => this.#reject(ticket, error),
         done: (ticket) => this.#tracker.done(ticket),
-        keep: (ticket) => this.#tracker.keep(ticket),
+        keep: (ticket, message) => this.#tracker.keep(ticket, message),
       };
 
       this.#startRun(false);
@@ -260,7 +260,7 @@ export class HandlerBridge {
     }
     for (const ticket of replay) {
       if (this.#run !== run) return;
-      this.#hand(run, ticket.delivery.envelope, (message) => this.#tracker.retrack(ticket, message));
+      this.#hand(run, ticket.delivery.envelope, () => this.#tracker.retrack(ticket));
     }
     this.#drainQueue(run);
   }
@@ -277,7 +277,7 @@ export class HandlerBridge {
         return;
       }
       if (!ticket.settled) {
-        this.#hand(run, ticket.delivery.envelope, (message) => this.#tracker.retrack(ticket, message));
+        this.#hand(run, ticket.delivery.envelope, () => this.#tracker.retrack(ticket));
         // Until the next turn, an error is this message's: what it started in this turn failed.
         if (this.#run === run) this.#current = ticket;
       }
@@ -297,18 +297,20 @@ export class HandlerBridge {
   }
 
   #handNew(run: Run, delivery: Delivery): void {
-    this.#hand(run, delivery.envelope, (message) => this.#tracker.track(delivery, message));
+    this.#hand(run, delivery.envelope, () => this.#tracker.track(delivery));
   }
 
   /** Hands one message to the pipeline; an error thrown while it is handed is pinned on it. */
   #hand(run: Run, envelope: Envelope, track: (message: Message) => Ticket): void {
     const message = createMessage(envelope, this.#context, track);
     const previous = this.#current;
-    this.#current = ticketOf(message);
+    const ticket = ticketOf(message);
+    this.#current = ticket;
     try {
       run.input.next(message);
     } finally {
       if (!run.isolating) this.#current = previous;
+      if (ticket !== undefined) this.#tracker.watch(ticket, message);
     }
   }
 

@@ -13,21 +13,31 @@ import type { Message } from '../../../src/index.ts';
 function setup(filters = ['devices/+/telemetry/#']) {
   const settled: string[] = [];
   const rejected: Ticket[] = [];
-  const tracker = new InputTracker({ onSettle: (ticket, outcome) => settled.push(`${ticket.delivery.envelope.id}:${outcome}`), onRelease: () => {} });
+  const released: number[] = [];
+  const tracker = new InputTracker({
+    onSettle: (ticket, outcome) => settled.push(`${ticket.delivery.envelope.id}:${outcome}`),
+    onRelease: (count) => released.push(count),
+  });
   const context: MessageContext = {
     bridge: 'b',
     filters,
     tools: createTools('b', ['out', 'alerts']),
     reject: (ticket, error) => (rejected.push(ticket), tracker.reject(ticket, error)),
     done: (ticket) => tracker.done(ticket),
-    keep: (ticket) => tracker.keep(ticket),
+    keep: (ticket, message) => tracker.keep(ticket, message),
   };
-  const message = (topic: string, payload: string, clientId = 'dev-1'): Message => {
+  const unwatched = (topic: string, payload: string, clientId = 'dev-1'): Message => {
     const envelope = createEnvelope({ topic, payload, origin: { source: 'mqtt', clientId }, headers: { trace: 't1' } });
     const delivery = createDelivery(envelope, { onAck: () => {}, onNack: () => {} });
-    return createMessage(envelope, context, (m) => tracker.track(delivery, m));
+    return createMessage(envelope, context, () => tracker.track(delivery));
   };
-  return { tracker, context, message, settled, rejected };
+  /** A message handed to a pipeline that built nothing from it in the same step: the collector watches it. */
+  const message = (topic: string, payload: string, clientId = 'dev-1'): Message => {
+    const handed = unwatched(topic, payload, clientId);
+    tracker.watch(ticketOf(handed) as Ticket, handed);
+    return handed;
+  };
+  return { tracker, context, message, unwatched, settled, rejected, released };
 }
 
 test('a message shows its envelope, the wildcard captures of its filter, its text and its JSON (parsed once)', () => {
@@ -155,6 +165,33 @@ test('reachability: a message nothing holds is found by the garbage collector an
   assert.deepEqual(settled, [`${droppedId}:acked`]);
   assert.equal(tracker.held, 1);
   assert.equal(kept.text(), 'kept');
+});
+
+test('the collector watches only a message no output settles: one an output was built from as it was handed is not, until the handler keeps it', async () => {
+  const { tracker, unwatched, settled, released } = setup();
+  const collect = async () => {
+    for (let i = 0; i < 3; i++) {
+      garbageCollector()();
+      await sleep(20);
+    }
+  };
+  // Handed, and an output built from each in the same step (a map to a sink); the second is kept too.
+  const [mappedTicket, keptTicket] = ((): [Ticket, Ticket] => {
+    const mapped = unwatched('devices/s-1/telemetry/x', 'mapped');
+    const kept = unwatched('devices/s-1/telemetry/x', 'kept');
+    const tickets: [Ticket, Ticket] = [ticketOf(mapped) as Ticket, ticketOf(kept) as Ticket];
+    tracker.hold(tickets);
+    tracker.watch(tickets[0], mapped);
+    tracker.watch(tickets[1], kept);
+    kept.keep();
+    return tickets;
+  })();
+  await collect();
+  // Only the kept one was registered with the collector; neither settles before its output.
+  assert.deepEqual(released, [1]);
+  assert.deepEqual(settled, []);
+  tracker.confirm([mappedTicket, keptTicket]);
+  assert.deepEqual(settled, [`${mappedTicket.delivery.envelope.id}:acked`, `${keptTicket.delivery.envelope.id}:acked`]);
 });
 
 test('settlement without the collector (issue 18): a confirmed output settles its message, keep() holds it until done(), done() settles at the end of the turn', async () => {
