@@ -20,8 +20,13 @@ export interface Ticket {
   readonly since: number;
   /** The Message object the message was last handed as; collections of earlier ones are ignored. */
   generation: number;
-  /** Outputs built from the message alone, per sink, in the current and earlier runs of the pipeline. */
-  routed: Map<string, number> | undefined;
+  /**
+   * Outputs built from the message alone in the current and earlier runs of the pipeline: to
+   * `routedTo`, `routed` of them, and to any other sink in `routedElsewhere` (see `noteRouted`).
+   */
+  routedTo: string | undefined;
+  routed: number;
+  routedElsewhere: Map<string, number> | undefined;
   /**
    * Per sink, how many outputs a restarted pipeline builds from the message again without
    * their being sent again: they were sent by an earlier run (issue 18).
@@ -31,6 +36,13 @@ export interface Ticket {
   warned: boolean;
   /** The generation whose Message object the garbage collector watches (-1: none yet). */
   watched: number;
+}
+
+/** An output built from the ticket's message alone went to `sink`: most go to one sink, counted without a Map. */
+export function noteRouted(ticket: Ticket, sink: string): void {
+  if (ticket.routedTo === undefined) ticket.routedTo = sink;
+  if (ticket.routedTo === sink) ticket.routed += 1;
+  else (ticket.routedElsewhere ??= new Map()).set(sink, (ticket.routedElsewhere.get(sink) ?? 0) + 1);
 }
 
 export interface TrackerEvents {
@@ -118,7 +130,9 @@ export class InputTracker {
       settled: false,
       since: Date.now(),
       generation: 0,
-      routed: undefined,
+      routedTo: undefined,
+      routed: 0,
+      routedElsewhere: undefined,
       skip: undefined,
       warned: false,
       watched: -1,
@@ -147,7 +161,7 @@ export class InputTracker {
   retrack(ticket: Ticket): Ticket {
     ticket.generation += 1;
     ticket.released = false;
-    ticket.skip = ticket.routed === undefined ? undefined : new Map(ticket.routed);
+    ticket.skip = ticket.routedTo === undefined ? undefined : new Map([[ticket.routedTo, ticket.routed], ...(ticket.routedElsewhere ?? [])]);
     return ticket;
   }
 

@@ -6,7 +6,7 @@ import type { Envelope } from '../core/envelope.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import { failedSpanFields } from '../core/tracing.ts';
 import type { Output } from '../handler/define.ts';
-import type { InputTracker, Ticket } from '../handler/input-tracker.ts';
+import { type InputTracker, type Ticket, noteRouted } from '../handler/input-tracker.ts';
 import { isOutput, ticketOf } from '../handler/message.ts';
 
 /**
@@ -21,6 +21,8 @@ export class OutputRouter {
   readonly #tracker: InputTracker;
   readonly #logger: Logger;
   readonly #counters: Counters;
+  /** The origin's source of every output: `handler:<bridge>`. */
+  readonly #source: string;
   /** Set once an output was built from an input that had settled: warned once per bridge. */
   #toldLate = false;
 
@@ -30,6 +32,7 @@ export class OutputRouter {
     this.#tracker = tracker;
     this.#logger = logger;
     this.#counters = counters;
+    this.#source = `handler:${bridge}`;
   }
 
   /** Sends one emitted value on; returns the error for a value that is no output of this bridge. */
@@ -60,14 +63,13 @@ export class OutputRouter {
         this.#tracker.confirm([single]);
         return undefined;
       }
-      single.routed ??= new Map();
-      single.routed.set(name, (single.routed.get(name) ?? 0) + 1);
+      noteRouted(single, name);
     }
     this.#tracker.hold(tickets);
     // The delivery keeps the tickets, not the output: its messages can be collected meanwhile.
     const fromNothing = from.length === 0;
     sink.next(
-      createDelivery(toEnvelope(output, this.#bridge), {
+      createDelivery(toEnvelope(output, this.#source), {
         onAck: () => this.#tracker.confirm(tickets),
         onNack: (error) => {
           if (fromNothing) {
@@ -106,16 +108,19 @@ export function culpritError(bridge: string, ticket: Ticket, error: unknown): Fe
   });
 }
 
-function toEnvelope(output: Output, bridge: string): Envelope {
-  return {
+function toEnvelope(output: Output, source: string): Envelope {
+  const origin: { source: string; clientId?: string } = { source };
+  if (output.clientId !== undefined) origin.clientId = output.clientId;
+  const envelope: { -readonly [K in keyof Envelope]: Envelope[K] } = {
     id: output.id,
     topic: output.topic,
     payload: output.payload,
     headers: output.headers,
     timestamp: output.timestamp,
-    origin: { source: `handler:${bridge}`, ...(output.clientId === undefined ? {} : { clientId: output.clientId }) },
-    ...(output.key === undefined ? {} : { key: output.key }),
+    origin,
   };
+  if (output.key !== undefined) envelope.key = output.key;
+  return envelope;
 }
 
 export function describeValue(value: unknown): string {

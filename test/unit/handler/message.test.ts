@@ -6,7 +6,7 @@ import { createDelivery } from '../../../src/core/delivery.ts';
 import { createEnvelope } from '../../../src/core/envelope.ts';
 import { FerryError } from '../../../src/core/errors.ts';
 import { garbageCollector } from '../../../src/handler/gc-nudge.ts';
-import { InputTracker, type Ticket } from '../../../src/handler/input-tracker.ts';
+import { InputTracker, type Ticket, noteRouted } from '../../../src/handler/input-tracker.ts';
 import { type MessageContext, createMessage, createTools, culpritOf, ticketOf } from '../../../src/handler/message.ts';
 import type { Message } from '../../../src/index.ts';
 
@@ -221,6 +221,23 @@ test('settlement without the collector (issue 18): a confirmed output settles it
   assert.equal(settled.length, 2);
   tracker.confirm([lastTicket]);
   assert.deepEqual(settled.slice(2), [`${last.id}:acked`]);
+});
+
+test('a restarted pipeline skips, per sink, the outputs earlier runs sent from a message alone', () => {
+  const { tracker, message } = setup();
+  const ticket = ticketOf(message('devices/s-1/telemetry/x', '1')) as Ticket;
+  for (const sink of ['out', 'alerts', 'out']) noteRouted(ticket, sink);
+  tracker.retrack(ticket);
+  assert.deepEqual(
+    [...(ticket.skip ?? [])],
+    [
+      ['out', 2],
+      ['alerts', 1],
+    ],
+  );
+  noteRouted(ticket, 'alerts');
+  tracker.retrack(ticket);
+  assert.deepEqual(Object.fromEntries(ticket.skip ?? []), { out: 2, alerts: 2 });
 });
 
 test('filterMessages settles what it drops at once', async () => {
