@@ -146,10 +146,11 @@ export class InputTracker {
    * ran: unless an output built from it is on its way (whose confirmation or failure settles it)
    * and the handler did not keep it, its collection is what settles it, so the garbage collector
    * is asked to report it. A ticket with an output pending is settled by the output, or watched
-   * from the moment the handler keeps it (`keep`).
+   * from the moment the handler keeps it (`keep`); one the handler is done with (`done`, a
+   * Ferry-aware filter) settles at the end of the turn.
    */
   watch(ticket: Ticket, message: object): void {
-    if (ticket.settled || ticket.watched === ticket.generation || (ticket.pending > 0 && !ticket.kept)) return;
+    if (ticket.settled || ticket.released || ticket.watched === ticket.generation || (ticket.pending > 0 && !ticket.kept)) return;
     ticket.watched = ticket.generation;
     this.#registry.register(message, { ticket, generation: ticket.generation });
   }
