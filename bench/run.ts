@@ -174,16 +174,31 @@ if (selected.has('e2e')) {
     [what, e2e.ferry.perSec, 'Kafka ProducerPerformance, acks=all', e2e.kafkaCeiling.perSec, e2e.ratios.vsKafkaCeiling],
     [`${what} (goal ≥ 0.9)`, e2e.ferry.perSec, 'the same gateway, mqtt.persistence: memory', e2e.ferryMemoryState.perSec, e2e.ratios.sqliteVsMemoryState],
   );
-  const complete = e2e.ferry.missing === 0 ? '' : ` (${e2e.ferry.missing} missing: not met)`;
+  const { rounds } = e2e;
+  const { summary } = rounds;
+  // Every round's messages must all be in Kafka.
+  const missing = rounds.ferry.reduce((n, r) => n + r.missing, 0);
+  const complete = missing === 0 ? '' : ` (${missing} missing over the rounds: not met)`;
+  const spread = (values: readonly number[]) => `${values.length} alternating rounds: ${values.map((v) => number(v)).join(', ')}`;
   goals.push(
     [
-      `end to end (QoS 1, buffer FULL, acks=all) against plain aedes QoS 1 ingest in the same run (${number(e2e.ferry.perSec)} against ${number(e2e.aedesIngest.perSec)} msgs/s)${complete}`,
+      `end to end (QoS 1, buffer FULL, acks=all) against plain aedes QoS 1 ingest in the same run, medians (${number(summary.ferry)} against ${number(summary.aedes)} msgs/s; ${spread(rounds.ferry.map((r) => r.perSec))} against ${rounds.aedes.map((v) => number(v)).join(', ')})${complete}`,
       String(e2e.ratios.vsAedesIngest),
       `≥ ${E2E_VS_AEDES_GOAL}`,
-      e2e.ratios.vsAedesIngest >= E2E_VS_AEDES_GOAL && e2e.ferry.missing === 0,
+      e2e.ratios.vsAedesIngest >= E2E_VS_AEDES_GOAL && missing === 0,
     ],
-    ['gateway CPU per 1,000 messages end to end, ms', String(e2e.ferry.cpuMsPer1k), `≤ ${E2E_CPU_GOAL_MS}`, e2e.ferry.cpuMsPer1k <= E2E_CPU_GOAL_MS],
-    ['peak RSS of the gateway at end-to-end load, MB', String(e2e.ferry.peakRssMb), `< ${E2E_PEAK_RSS_GOAL_MB}`, e2e.ferry.peakRssMb < E2E_PEAK_RSS_GOAL_MB],
+    [
+      `gateway CPU per 1,000 messages end to end, ms, median (${spread(rounds.ferry.map((r) => r.cpuMsPer1k))})`,
+      String(summary.cpuMsPer1k),
+      `≤ ${E2E_CPU_GOAL_MS}`,
+      summary.cpuMsPer1k <= E2E_CPU_GOAL_MS,
+    ],
+    [
+      `peak RSS of the gateway at end-to-end load, MB, the highest (${spread(rounds.ferry.map((r) => r.peakRssMb))})`,
+      String(summary.peakRssMb),
+      `< ${E2E_PEAK_RSS_GOAL_MB}`,
+      summary.peakRssMb < E2E_PEAK_RSS_GOAL_MB,
+    ],
   );
 }
 if (selected.has('steady')) {
