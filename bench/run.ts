@@ -182,7 +182,7 @@ if (selected.has('e2e')) {
   const spread = (values: readonly number[]) => `${values.length} alternating rounds: ${values.map((v) => number(v)).join(', ')}`;
   goals.push(
     [
-      `end to end (QoS 1, buffer FULL, acks=all) against plain aedes QoS 1 ingest in the same run, medians (${number(summary.ferry)} against ${number(summary.aedes)} msgs/s; ${spread(rounds.ferry.map((r) => r.perSec))} against ${rounds.aedes.map((v) => number(v)).join(', ')})${complete}`,
+      `end to end (QoS 1, buffer FULL, acks=all) against plain aedes QoS 1 ingest in the same run, medians (${number(e2e.ferry.perSec)} against ${number(e2e.aedesIngest.perSec)} msgs/s; ${spread(rounds.ferry.map((r) => r.perSec))} against ${rounds.aedes.map((v) => number(v)).join(', ')})${complete}`,
       String(e2e.ratios.vsAedesIngest),
       `≥ ${E2E_VS_AEDES_GOAL}`,
       e2e.ratios.vsAedesIngest >= E2E_VS_AEDES_GOAL && missing === 0,
