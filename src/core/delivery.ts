@@ -33,43 +33,70 @@ export interface DeliveryHandlers {
 }
 
 export function createDelivery(envelope: Envelope, handlers: DeliveryHandlers): Delivery {
-  return new SingleDelivery(envelope, handlers);
+  return new SingleDelivery(envelope, OWN_HANDLERS, handlers);
 }
+
+/**
+ * Handlers shared by many deliveries, each call given the delivery's own context: a source
+ * that makes a delivery per message passes one set of methods and a small object of the
+ * message's state, instead of a handler object and its closures per message.
+ */
+export interface SharedDeliveryHandlers<C> {
+  onAck(context: C): void;
+  onNack(context: C, error: Error): void;
+  onDoubleSettle?(context: C, attempted: 'ack' | 'nack', state: DeliveryState): void;
+  isAbandoned?(context: C): boolean;
+}
+
+export function createSharedDelivery<C>(envelope: Envelope, handlers: SharedDeliveryHandlers<C>, context: C): Delivery {
+  return new SingleDelivery(envelope, handlers, context);
+}
+
+/** createDelivery's handlers as shared ones, the delivery's context being its own handlers. */
+const OWN_HANDLERS: SharedDeliveryHandlers<DeliveryHandlers> = {
+  onAck: (handlers) => handlers.onAck(),
+  onNack: (handlers, error) => handlers.onNack(error),
+  onDoubleSettle: (handlers, attempted, state) => handlers.onDoubleSettle?.(attempted, state),
+  isAbandoned: (handlers) => handlers.isAbandoned?.() === true,
+};
 
 /**
  * A delivery without a handler object and closures of its own per message (a gateway at
  * 20,000 messages/s makes a few deliveries per message; those showed in its GC time). `ack`,
- * `nack` and `state` are own properties, so that `{ ...delivery, envelope }` still works.
+ * `nack` and `state` are own properties, so that `{ ...delivery, envelope }` still works and
+ * `ack` and `nack` may be called detached (`promise.then(delivery.ack, delivery.nack)`).
  */
-class SingleDelivery implements Delivery {
+class SingleDelivery<C> implements Delivery {
   readonly envelope: Envelope;
   state: DeliveryState = 'pending';
-  readonly #handlers: DeliveryHandlers;
+  readonly #handlers: SharedDeliveryHandlers<C>;
+  readonly #context: C;
 
-  constructor(envelope: Envelope, handlers: DeliveryHandlers) {
+  constructor(envelope: Envelope, handlers: SharedDeliveryHandlers<C>, context: C) {
     this.envelope = envelope;
     this.#handlers = handlers;
+    this.#context = context;
   }
 
   readonly ack = (): void => {
     if (this.state !== 'pending') {
-      this.#handlers.onDoubleSettle?.('ack', this.state);
+      this.#handlers.onDoubleSettle?.(this.#context, 'ack', this.state);
       return;
     }
     this.state = 'acked';
-    this.#handlers.onAck();
+    this.#handlers.onAck(this.#context);
   };
 
   readonly nack = (error: Error): void => {
     if (this.state !== 'pending') {
-      this.#handlers.onDoubleSettle?.('nack', this.state);
+      this.#handlers.onDoubleSettle?.(this.#context, 'nack', this.state);
       return;
     }
     this.state = 'nacked';
-    this.#handlers.onNack(error);
+    this.#handlers.onNack(this.#context, error);
   };
 
-  readonly abandoned = (): boolean => this.state === 'pending' && this.#handlers.isAbandoned?.() === true;
+  readonly abandoned = (): boolean => this.state === 'pending' && this.#handlers.isAbandoned?.(this.#context) === true;
 }
 
 /**

@@ -32,22 +32,22 @@ export interface EnvelopeInit {
   readonly origin: Origin;
   readonly id?: string;
   readonly key?: string;
-  readonly headers?: Readonly<Record<string, string>>;
+  readonly headers?: Readonly<Record<string, string>> | undefined;
   readonly timestamp?: number;
 }
 
+/** The headers of an envelope made without any: one frozen object shared by all of them. */
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
 export function createEnvelope(init: EnvelopeInit): Envelope {
   const payload = typeof init.payload === 'string' ? Buffer.from(init.payload) : init.payload;
-  const envelope: Envelope = {
-    id: init.id ?? newId(),
-    topic: init.topic,
-    payload,
-    headers: init.headers ?? {},
-    timestamp: init.timestamp ?? Date.now(),
-    origin: init.origin,
-    ...(init.key === undefined ? {} : { key: init.key }),
-  };
-  return envelope;
+  const id = init.id ?? newId();
+  const headers = init.headers ?? NO_HEADERS;
+  const timestamp = init.timestamp ?? Date.now();
+  // Two literals rather than a spread of the key: an envelope is made for every message.
+  return init.key === undefined
+    ? { id, topic: init.topic, payload, headers, timestamp, origin: init.origin }
+    : { id, topic: init.topic, payload, headers, timestamp, origin: init.origin, key: init.key };
 }
 
 /**

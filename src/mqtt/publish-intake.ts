@@ -4,8 +4,8 @@ import { Observable, type Subscriber } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { isFerryError } from '../core/errors.ts';
-import { createDelivery, fanOut, fanOutAll, type Delivery } from '../core/delivery.ts';
-import { type Origin, createEnvelope } from '../core/envelope.ts';
+import { createSharedDelivery, fanOut, fanOutAll, type Delivery, type SharedDeliveryHandlers } from '../core/delivery.ts';
+import { type Envelope, type Origin, createEnvelope } from '../core/envelope.ts';
 import type { Source } from '../core/stream.ts';
 import { type TopicLimits, invalidTopicReason, topicMatches } from '../core/topic.ts';
 import { type Identity, mayPublish } from './acl.ts';
@@ -13,6 +13,7 @@ import { aedesInternals } from './aedes-internals.ts';
 import { type NotedMessage, ResendMemory } from './resend-memory.ts';
 import { payloadBytes, propertyHeaders, samePayload } from './publish-packet.ts';
 import type { ClientRefusals } from './client-refusals.ts';
+import { type Acknowledged, QOS_LABELS, QUOTA_EXCEEDED, SERVER_BUSY, SERVER_SHUTTING_DOWN, TOPIC_NAME_INVALID, refusalOutcome } from './intake-answers.ts';
 
 export interface PublishIntakeOptions {
   readonly logger: Logger;
@@ -33,11 +34,6 @@ interface Tap {
   readonly subscriber: Subscriber<Delivery>;
 }
 
-/** MQTT 5 DISCONNECT reason codes for a message the gateway could not take. */
-const SERVER_BUSY = 0x89;
-const QUOTA_EXCEEDED = 0x97;
-const SERVER_SHUTTING_DOWN = 0x8b;
-
 /**
  * How long, and for how many messages in all, a stored message is remembered so that a resend
  * of it (DUP set) is not stored again; a resend arriving later is stored as a new message.
@@ -46,20 +42,6 @@ const RESEND_WINDOW_MS = 5 * 60_000;
 const RESEND_MEMORY_ENTRIES = 100_000;
 /** Longest a resend waits for its original to be settled before it is taken anyway (the original may be held by a handler). */
 const RESEND_WAIT_MS = 5_000;
-/** The counters' labels of a message by its QoS, one object each (see CounterRegistry). */
-const QOS_LABELS: readonly Readonly<Record<string, string>>[] = [{ qos: '0' }, { qos: '1' }, { qos: '2' }];
-
-/** MQTT 5 PUBACK reason code for a topic name that is not valid. */
-const TOPIC_NAME_INVALID = 0x90;
-
-/** What happens to a client whose publish is refused (for the log line). */
-function refusalOutcome(client: Client | null, qos: number, invalidTopic = false): string {
-  // MQTT 3.1.1 has no negative PUBACK; aedes closes the connection. MQTT 5 has one.
-  if (client === null || client.version !== 5) return 'closing the connection';
-  if (qos === 0) return 'dropped (QoS 0)';
-  return invalidTopic ? 'answered with reason code 0x90 (topic name invalid)' : 'answered with reason code 0x87 (not authorized)';
-}
-
 /**
  * The device publishes of the embedded broker on their way to the bridges' taps (aedes'
  * authorizePublish hook calls `authorize`): topic and ACL checks, one device's messages kept
@@ -81,6 +63,25 @@ export class PublishIntake {
   readonly #disconnecting = new WeakSet<Client>();
   /** Devices' recent QoS 1 and 2 messages, to recognise a resend of one already stored. */
   readonly #resends = new ResendMemory({ windowMs: RESEND_WINDOW_MS, maxEntries: RESEND_MEMORY_ENTRIES });
+  /** What settles a device's QoS 0 message, shared by all of them (each delivery's context is its envelope). */
+  readonly #qos0Handlers: SharedDeliveryHandlers<Envelope> = {
+    onAck: () => this.#settled(),
+    onNack: ({ topic, origin }, error) => {
+      this.#settled();
+      this.#options.counters.count('mqtt.publish.qos0_not_stored');
+      this.#options.logger.debug({ topic, clientId: origin.clientId, err: error }, 'QoS 0 message not stored');
+    },
+  };
+  /** What settles a QoS 1 or 2 message: its PUBACK (or PUBREC) once stored, else a refusal. */
+  readonly #acknowledgedHandlers: SharedDeliveryHandlers<Acknowledged> = {
+    onAck: ({ noted, callback }) => {
+      this.#settled();
+      if (noted !== undefined) this.#resends.stored(noted);
+      callback(null);
+    },
+    onNack: (taken, error) => this.#notTaken(taken, error),
+    isAbandoned: ({ client, abandonable }) => abandonable && (client as Client).closed,
+  };
 
   constructor(aedes: Aedes, options: PublishIntakeOptions) {
     this.#aedes = aedes;
@@ -304,7 +305,7 @@ export class PublishIntake {
       topic: packet.topic,
       payload,
       origin: this.#origin(client, packet.qos, packet.retain),
-      ...(properties === undefined ? {} : { headers: propertyHeaders(properties) }),
+      headers: properties === undefined ? undefined : propertyHeaders(properties),
     });
     // What a resend of this message would repeat: a device resends QoS 1 and 2 only.
     const noted: NotedMessage | undefined =
@@ -321,14 +322,7 @@ export class PublishIntake {
       // once, and the message goes into the next group commit of the bridges that take it. At
       // most once: one the buffer refuses, or that a crash catches before that commit, is gone.
       callback(null);
-      const qos0 = createDelivery(envelope, {
-        onAck: () => this.#settled(),
-        onNack: (error) => {
-          this.#settled();
-          counters.count('mqtt.publish.qos0_not_stored');
-          this.#options.logger.debug({ topic: packet.topic, clientId: client.id, err: error }, 'QoS 0 message not stored');
-        },
-      });
+      const qos0 = createSharedDelivery(envelope, this.#qos0Handlers, envelope);
       if (matching === undefined) first.subscriber.next(qos0);
       else {
         const copies = fanOut(qos0, matching.length);
@@ -336,31 +330,7 @@ export class PublishIntake {
       }
       return;
     }
-    const upstream = createDelivery(envelope, {
-      onAck: () => {
-        this.#settled();
-        if (noted !== undefined) this.#resends.stored(noted);
-        callback(null);
-      },
-      onNack: (error) => {
-        this.#settled();
-        if (noted !== undefined) this.#resends.notStored(noted); // unless fanOutAll noted which bridges took it
-        if (abandonable && client.closed) {
-          // Abandoned (the buffer counted and logged it): nobody is left to tell, the device sends it again.
-          callback(error);
-          return;
-        }
-        counters.count('mqtt.publish.nacked');
-        // Through the refusal log: one line per device and interval while a buffer refuses, not one per message.
-        const message = 'message not taken; closing the device connection unacknowledged so it is sent again';
-        const detail = { topic: packet.topic, error: error.message };
-        if (client === null) this.#options.logger.warn({ ...detail, err: error }, message);
-        else this.#options.refusals.log.refused({ who: { clientId: client.id }, reason: 'not_stored', message, detail });
-        if (client === null) callback(error);
-        else this.#refuseUnstored(client, error, isFerryError(error, 'MESSAGE_REJECTED') && error.retryable ? QUOTA_EXCEEDED : SERVER_BUSY, callback);
-      },
-      isAbandoned: () => abandonable && client.closed,
-    });
+    const upstream = createSharedDelivery(envelope, this.#acknowledgedHandlers, { client, packet, callback, noted, abandonable });
     if (matching === undefined) {
       first.subscriber.next(upstream);
       return;
@@ -391,6 +361,28 @@ export class PublishIntake {
       origins[at] = Object.freeze({ source: 'mqtt', qos, retain, clientId: client.id, ...(username === undefined ? {} : { username }) });
     }
     return origins[at];
+  }
+
+  /** A QoS 1 or 2 message not taken: its device must send it again. */
+  #notTaken({ client, packet, callback, noted, abandonable }: Acknowledged, error: Error): void {
+    this.#settled();
+    if (noted !== undefined) this.#resends.notStored(noted); // unless fanOutAll noted which bridges took it
+    if (abandonable && (client as Client).closed) {
+      // Abandoned (the buffer counted and logged it): nobody is left to tell, the device sends it again.
+      callback(error);
+      return;
+    }
+    this.#options.counters.count('mqtt.publish.nacked');
+    // Through the refusal log: one line per device and interval while a buffer refuses, not one per message.
+    const message = 'message not taken; closing the device connection unacknowledged so it is sent again';
+    const detail = { topic: packet.topic, error: error.message };
+    if (client === null) {
+      this.#options.logger.warn({ ...detail, err: error }, message);
+      callback(error);
+      return;
+    }
+    this.#options.refusals.log.refused({ who: { clientId: client.id }, reason: 'not_stored', message, detail });
+    this.#refuseUnstored(client, error, isFerryError(error, 'MESSAGE_REJECTED') && error.retryable ? QUOTA_EXCEEDED : SERVER_BUSY, callback);
   }
 
   #settled(): void {

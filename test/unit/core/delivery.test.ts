@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { createDelivery, fanOut, fanOutAll } from '../../../src/core/delivery.ts';
+import { createDelivery, createSharedDelivery, fanOut, fanOutAll } from '../../../src/core/delivery.ts';
 import { createEnvelope } from '../../../src/core/envelope.ts';
 
 const envelope = () => createEnvelope({ topic: 't', payload: 'x', origin: { source: 'test' } });
@@ -18,6 +18,34 @@ test('a delivery settles once; a second ack or nack is ignored and reported', ()
   d.nack(new Error('late'));
   assert.equal(d.state, 'acked');
   assert.deepEqual(calls, ['ack', 'double:ack:acked', 'double:nack:acked']);
+});
+
+test('deliveries sharing handlers each give them their own context, and settle once even when called detached', () => {
+  const calls: string[] = [];
+  const handlers = {
+    onAck: (context: { n: number }) => calls.push(`ack:${context.n}`),
+    onNack: (context: { n: number }, e: Error) => calls.push(`nack:${context.n}:${e.message}`),
+    onDoubleSettle: (context: { n: number }, attempt: string, state: string) => calls.push(`double:${context.n}:${attempt}:${state}`),
+    isAbandoned: (context: { n: number }) => context.n === 2,
+  };
+  const one = createSharedDelivery(envelope(), handlers, { n: 1 });
+  const two = createSharedDelivery(envelope(), handlers, { n: 2 });
+  assert.equal(one.abandoned?.(), false);
+  assert.equal(two.abandoned?.(), true);
+  const { ack } = one;
+  const { nack } = two;
+  ack();
+  nack(new Error('down'));
+  one.nack(new Error('late'));
+  assert.equal(two.abandoned?.(), false, 'a settled delivery is not abandoned');
+  assert.deepEqual([one.state, two.state], ['acked', 'nacked']);
+  assert.deepEqual(calls, ['ack:1', 'nack:2:down', 'double:1:nack:acked']);
+  // Spread into a new object (a changed envelope), it still settles the original.
+  const three = createSharedDelivery(envelope(), handlers, { n: 3 });
+  const copy = { ...three, envelope: envelope() };
+  copy.ack();
+  assert.equal(three.state, 'acked');
+  assert.deepEqual(calls.at(-1), 'ack:3');
 });
 
 test('envelopes get time-ordered UUIDv7 ids', () => {

@@ -29,6 +29,19 @@ test('an envelope gets a new id unless it has one', () => {
   assert.equal(createEnvelope({ topic: 't', payload: 'x', origin, id: a.id }).id, a.id);
 });
 
+test('an envelope has a key only when given one, and headers always (one frozen empty object when none)', () => {
+  const origin = { source: 'mqtt' };
+  const plain = createEnvelope({ topic: 't', payload: 'x', origin });
+  const keyed = createEnvelope({ topic: 't', payload: 'x', origin, key: 'k', headers: { a: '1' } });
+  assert.equal('key' in plain, false);
+  assert.equal(keyed.key, 'k');
+  assert.deepEqual(keyed.headers, { a: '1' });
+  assert.deepEqual(plain.headers, {});
+  assert.ok(Object.isFrozen(plain.headers));
+  assert.deepEqual(createEnvelope({ topic: 't', payload: 'x', origin, headers: undefined }).headers, {});
+  assert.deepEqual(Object.keys(keyed), ['id', 'topic', 'payload', 'headers', 'timestamp', 'origin', 'key']);
+});
+
 test('ids are written as uuid writes them', () => {
   const random = new Uint8Array(16);
   const bytes = new Uint8Array(16);
