@@ -7,7 +7,7 @@ import type { StoredMessage } from './rows.ts';
  * (nothing released, every bridge's last messages kept) holds no more than this.
  */
 const MAX_MESSAGES = 4096;
-/** Payload bytes kept at most, over all bridges. */
+/** Payload bytes kept at most, over all bridges (a device's payload is a view of what its connection read with it, which stays in memory as long). */
 const MAX_BYTES = 4 * 1024 * 1024;
 
 /** Dropped messages at the front of a bridge's array before it is compacted (and then at least half of it). */
@@ -62,8 +62,11 @@ export class RecentMessages {
       let recent = this.#bridges.get(entry.bridge);
       // Every row of the bridge above this one's seq is this one: seqs only grow.
       if (recent === undefined) this.#bridges.set(entry.bridge, (recent = { floor: seq - 1, messages: [], head: 0, bytes: 0 }));
-      // The stored row gives a Buffer of its own; so does this.
-      const envelope = { ...entry.envelope, payload: Buffer.from(entry.envelope.payload) };
+      // A row read back gives a Buffer: so does this, the message's own when it is one (nothing
+      // writes into a payload; a device's is a view of the bytes its connection read), else a
+      // view of its bytes.
+      const { payload } = entry.envelope;
+      const envelope = Buffer.isBuffer(payload) ? entry.envelope : { ...entry.envelope, payload: Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength) };
       recent.messages.push({ seq, bridge: entry.bridge, envelope });
       recent.bytes += envelope.payload.byteLength;
       this.#messages += 1;

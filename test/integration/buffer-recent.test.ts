@@ -47,6 +47,25 @@ function setup() {
   return { dir, store, read, append, close: () => (disk.close(), store.close()) };
 }
 
+test('a message whose payload is a Buffer is read back from memory as it was appended, not copied; another payload as a Buffer over its bytes', () => {
+  const { store, read, close } = setup();
+  try {
+    const device = createEnvelope({ topic: 'devices/d1/telemetry/t', payload: Buffer.from('from a device'), origin: { source: 'mqtt', clientId: 'd1', qos: 1 } });
+    const other = envelope();
+    store.append([
+      { bridge: 'b', envelope: device },
+      { bridge: 'b', envelope: other },
+    ]);
+    const [first, second] = read('b', 0);
+    assert.equal(first?.envelope, device);
+    assert.notEqual(second?.envelope, other);
+    assert.ok(Buffer.isBuffer(second?.envelope.payload));
+    assert.equal((second?.envelope.payload as Buffer).buffer, other.payload.buffer, 'a view over the same bytes');
+  } finally {
+    close();
+  }
+});
+
 test('reads of the messages just appended answer what the database holds, from any position and in any window', () => {
   const { store, read, append, close } = setup();
   try {
