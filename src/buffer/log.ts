@@ -1,14 +1,18 @@
 import type Database from 'better-sqlite3';
-import type { Envelope } from '../core/envelope.ts';
+import { type Envelope, NO_HEADERS } from '../core/envelope.ts';
 import { type BridgeUsage, type CursorState, type MessageRow, type StoredMessage, toStored } from './rows.ts';
 import { type SeqRange, confirmedRanges } from './behind.ts';
 import { INSERT_ROWS, valuesList } from '../sqlite/connection.ts';
 import { BUFFER_SCHEMA, migrate } from './schema.ts';
 import { RecentMessages } from './recent.ts';
 
-const EMPTY: Readonly<Record<string, string>> = {};
+const headersJson = (e: Envelope): string => (e.headers === NO_HEADERS || isEmpty(e.headers) ? '{}' : JSON.stringify(e.headers));
 
-const headersJson = (e: Envelope): string => (e.headers === EMPTY || Object.keys(e.headers).length === 0 ? '{}' : JSON.stringify(e.headers));
+/** Whether an object has no enumerable property, without the array Object.keys makes. */
+function isEmpty(object: object): boolean {
+  for (const _ in object) return false;
+  return true;
+}
 
 /** Origins are shared between a device's messages (see the MQTT broker): their JSON is kept. */
 const originJsons = new WeakMap<object, string>();

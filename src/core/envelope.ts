@@ -37,7 +37,7 @@ export interface EnvelopeInit {
 }
 
 /** The headers of an envelope made without any: one frozen object shared by all of them. */
-const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+export const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
 export function createEnvelope(init: EnvelopeInit): Envelope {
   const payload = typeof init.payload === 'string' ? Buffer.from(init.payload) : init.payload;
