@@ -1,5 +1,5 @@
 import { Observable } from 'rxjs';
-import { createDelivery, type Delivery } from '../core/delivery.ts';
+import { createSharedDelivery, type Delivery, type SharedDeliveryHandlers } from '../core/delivery.ts';
 import { backoffDelay } from '../core/backoff.ts';
 import { isFerryError } from '../core/errors.ts';
 import { failedSpanFields } from '../core/tracing.ts';
@@ -128,39 +128,38 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
       queueMicrotask(sweep);
     };
 
+    // One set of handlers for every delivery, each given its entry (no closures per message).
+    const settlement: SharedDeliveryHandlers<Entry> = {
+      onAck: (entry) => {
+        if (detached || abandoned) return;
+        entry.outcome = 'acked';
+        settle(entry);
+      },
+      onNack: (entry, error) => {
+        if (detached || abandoned) return;
+        entry.attempts += 1;
+        if (isFerryError(error) && !error.retryable) {
+          entry.outcome = 'dead';
+          entry.error = error;
+          settle(entry);
+          return;
+        }
+        entry.outcome = 'retry';
+        const jittered = backoffDelay({ initialMs: policy.retryInitialMs, maxMs: policy.retryMaxMs, jitter: 0.2 }, entry.attempts);
+        if (retries.length === 0) logger.warn({ err: error, sink, attempt: entry.attempts, retryInMs: jittered, ...failedSpanFields(error) }, 'not handled; will deliver again');
+        retries.push(entry);
+        retryAt = Math.max(retryAt, Date.now() + jittered);
+        counters.count('buffer.retries', { bridge, sink });
+        wake.notify();
+      },
+      onDoubleSettle: (entry, attempted) => {
+        counters.count('delivery.double_settle', { bridge, sink });
+        logger.error({ id: entry.message.envelope.id, attempted, sink }, 'bug: a delivery was settled twice');
+      },
+    };
     const hand = (entry: Entry) => {
       entry.outcome = 'pending';
-      subscriber.next(
-        createDelivery(entry.message.envelope, {
-          onAck: () => {
-            if (detached || abandoned) return;
-            entry.outcome = 'acked';
-            settle(entry);
-          },
-          onNack: (error) => {
-            if (detached || abandoned) return;
-            entry.attempts += 1;
-            if (isFerryError(error) && !error.retryable) {
-              entry.outcome = 'dead';
-              entry.error = error;
-              settle(entry);
-              return;
-            }
-            entry.outcome = 'retry';
-            const jittered = backoffDelay({ initialMs: policy.retryInitialMs, maxMs: policy.retryMaxMs, jitter: 0.2 }, entry.attempts);
-            if (retries.length === 0)
-              logger.warn({ err: error, sink, attempt: entry.attempts, retryInMs: jittered, ...failedSpanFields(error) }, 'not handled; will deliver again');
-            retries.push(entry);
-            retryAt = Math.max(retryAt, Date.now() + jittered);
-            counters.count('buffer.retries', { bridge, sink });
-            wake.notify();
-          },
-          onDoubleSettle: (attempted) => {
-            counters.count('delivery.double_settle', { bridge, sink });
-            logger.error({ id: entry.message.envelope.id, attempted, sink }, 'bug: a delivery was settled twice');
-          },
-        }),
-      );
+      subscriber.next(createSharedDelivery(entry.message.envelope, settlement, entry));
     };
 
     const run = async () => {

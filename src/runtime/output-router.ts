@@ -1,13 +1,21 @@
 import type { Subject } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
-import { createDelivery, type Delivery } from '../core/delivery.ts';
+import { createSharedDelivery, type Delivery, type SharedDeliveryHandlers } from '../core/delivery.ts';
 import type { Envelope } from '../core/envelope.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import { failedSpanFields } from '../core/tracing.ts';
 import type { Output } from '../handler/define.ts';
 import { type InputTracker, type Ticket, noteRouted } from '../handler/input-tracker.ts';
 import { isOutput, ticketOf } from '../handler/message.ts';
+
+/** An output on its way to its sink: the inputs it settles. */
+interface Routed {
+  readonly tickets: readonly Ticket[];
+  readonly sink: string;
+  /** Built from no message: nothing delivers it again if it fails. */
+  readonly fromNothing: boolean;
+}
 
 /**
  * Routes a TypeScript bridge's outputs to its sinks: each output becomes a delivery for the
@@ -25,6 +33,18 @@ export class OutputRouter {
   readonly #source: string;
   /** Set once an output was built from an input that had settled: warned once per bridge. */
   #toldLate = false;
+
+  /** What an output's confirmation or failure does, shared by all of them (each delivery's context is its output's). */
+  readonly #settlement: SharedDeliveryHandlers<Routed> = {
+    onAck: ({ tickets }) => this.#tracker.confirm(tickets),
+    onNack: ({ tickets, sink, fromNothing }, error) => {
+      if (fromNothing) {
+        this.#counters.count('handler.outputs.lost', { bridge: this.#bridge, sink });
+        this.#logger.warn({ err: error, sink, ...failedSpanFields(error) }, 'an output built from no message failed; it has no input to deliver again');
+      }
+      this.#tracker.fail(tickets, error);
+    },
+  };
 
   constructor(bridge: string, sinks: ReadonlyMap<string, Subject<Delivery>>, tracker: InputTracker, logger: Logger, counters: Counters) {
     this.#bridge = bridge;
@@ -67,19 +87,7 @@ export class OutputRouter {
     }
     this.#tracker.hold(tickets);
     // The delivery keeps the tickets, not the output: its messages can be collected meanwhile.
-    const fromNothing = from.length === 0;
-    sink.next(
-      createDelivery(toEnvelope(output, this.#source), {
-        onAck: () => this.#tracker.confirm(tickets),
-        onNack: (error) => {
-          if (fromNothing) {
-            this.#counters.count('handler.outputs.lost', { bridge: this.#bridge, sink: name });
-            this.#logger.warn({ err: error, sink: name, ...failedSpanFields(error) }, 'an output built from no message failed; it has no input to deliver again');
-          }
-          this.#tracker.fail(tickets, error);
-        },
-      }),
-    );
+    sink.next(createSharedDelivery(toEnvelope(output, this.#source), this.#settlement, { tickets, sink: name, fromNothing: from.length === 0 }));
     return undefined;
   }
 
