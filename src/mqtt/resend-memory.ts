@@ -131,6 +131,8 @@ export class ResendMemory {
       slots.state[slot] = outcome === true ? STORED : outcome === false ? NOT_STORED : PARTLY;
       if (typeof outcome !== 'boolean') this.#storedBy.set(ticket, outcome);
     }
+    // Nearly always empty: no lookup per message then.
+    if (this.#waiting.size === 0) return;
     const waiting = this.#waiting.get(ticket);
     if (waiting === undefined) return;
     this.#waiting.delete(ticket);
@@ -147,7 +149,8 @@ export class ResendMemory {
     }
     // A resend still waiting for a message forgotten unsettled is taken.
     const ticket = slots.ticket[slot] as number;
-    this.#storedBy.delete(ticket);
+    if (this.#storedBy.size > 0) this.#storedBy.delete(ticket);
+    if (this.#waiting.size === 0) return;
     const waiting = this.#waiting.get(ticket);
     if (waiting !== undefined) {
       this.#waiting.delete(ticket);
