@@ -23,11 +23,11 @@
 // If kafkajs was loaded before (by another part of the process), the originals stay in use:
 // slower, never wrong.
 import { createRequire } from 'node:module';
-import { type KafkajsEncoderClass, type RecordBatchDeps, recordBatchEncoder, recordEncoder } from './record-encoding.ts';
-import { type ProduceDeps, produceRequestV3, requestFrame } from './produce-encoding.ts';
+import { type KafkajsEncoderClass, type RecordBatchDeps, recordBatchEncoder, recordBatchWriter, recordEncoder } from './record-encoding.ts';
+import { produceRequestV3, requestFrame } from './produce-encoding.ts';
 
 export type { RecordBatchInput, RecordInput } from './record-encoding.ts';
-export { recordBatchEncoder, recordEncoder } from './record-encoding.ts';
+export { recordBatchEncoder, recordBatchWriter, recordEncoder } from './record-encoding.ts';
 export { produceRequestV3, requestFrame } from './produce-encoding.ts';
 
 const require = createRequire(import.meta.url);
@@ -109,9 +109,9 @@ export function patchKafkajs(): void {
   const batch = require(RECORD_BATCH) as { RecordBatch: RecordBatchDeps['original'] };
   const { lookupCodec } = require(COMPRESSION) as { lookupCodec: RecordBatchDeps['lookupCodec'] };
   const Long = require(LONG) as RecordBatchDeps['Long'];
-  const RecordBatch = recordBatchEncoder({ Encoder, Long, crc32c: require(CRC32C_CHECKSUM) as RecordBatchDeps['crc32c'], lookupCodec, original: batch.RecordBatch });
-  replace(RECORD_BATCH, { ...batch, RecordBatch });
+  const batchDeps: RecordBatchDeps = { Encoder, Long, crc32c: require(CRC32C_CHECKSUM) as RecordBatchDeps['crc32c'], lookupCodec, original: batch.RecordBatch };
+  replace(RECORD_BATCH, { ...batch, RecordBatch: recordBatchEncoder(batchDeps) });
   const { Produce: apiKey } = require(API_KEYS) as { Produce: number };
-  replace(PRODUCE_V3, produceRequestV3({ Encoder, Long, apiKey, Record: require(RECORD) as ProduceDeps['Record'], RecordBatch }));
+  replace(PRODUCE_V3, produceRequestV3({ Encoder, Long, apiKey, writeBatch: recordBatchWriter(batchDeps) }));
   replace(REQUEST, requestFrame(Encoder, require(REQUEST) as Parameters<typeof requestFrame>[1]));
 }

@@ -4,7 +4,7 @@
 // every encoder growing from 512 bytes by doubling: a batch of 500 records of 200 bytes was
 // copied about eight times on its way to the socket. The output is byte for byte kafkajs' own
 // (test/unit/kafka/kafkajs-patches.test.ts); kafkajs-patches.ts puts these in its module cache.
-import { type EncoderShape, type KafkajsEncoderClass, type RecordBatchInput, type RecordInput, encoderOf, isEncoder } from './record-encoding.ts';
+import { type BatchHeader, type EncoderShape, type KafkajsEncoderClass, encoderOf, isEncoder } from './record-encoding.ts';
 
 interface LongClass {
   fromInt(value: number): unknown;
@@ -51,8 +51,8 @@ export interface ProduceDeps {
   readonly Long: LongClass;
   /** kafkajs' API key of Produce. */
   readonly apiKey: number;
-  readonly Record: (input: RecordInput) => EncoderShape;
-  readonly RecordBatch: (input: RecordBatchInput) => Promise<EncoderShape>;
+  /** A record batch written straight from its messages (recordBatchWriter). */
+  readonly writeBatch: (header: BatchHeader, messages: readonly ProduceMessage[], deltas: readonly unknown[]) => Promise<EncoderShape>;
 }
 
 /** kafkajs' STRING: an int16 length (-1 for null), then UTF-8. */
@@ -67,7 +67,7 @@ function writeString(buf: Buffer, at: number, value: string | null | undefined):
 
 /** The replacement of kafkajs' protocol/requests/produce/v3/request.js. */
 export function produceRequestV3(deps: ProduceDeps): (input: ProduceRequestInput) => ProduceRequest {
-  const { Encoder, Long, apiKey, Record, RecordBatch } = deps;
+  const { Encoder, Long, apiKey, writeBatch } = deps;
   /** A partition's record batch, as kafkajs' partitionsEncoder makes it. */
   const encodeBatch = (compression: number, data: PartitionData, transactionalId: string | null, producerId: unknown, producerEpoch: number) => {
     const { messages, firstSequence } = data;
@@ -80,26 +80,22 @@ export function produceRequestV3(deps: ProduceDeps): (input: ProduceRequestInput
     const timestamps = messageTimestamps.length === 0 ? [dateNow] : messageTimestamps;
     const firstTimestamp = timestamps[0] as number;
     const maxTimestamp = timestamps[timestamps.length - 1];
-    const records = messages.map((message, i) =>
-      Record({
-        key: message.key,
-        value: message.value,
-        ...(message.headers === undefined ? {} : { headers: message.headers }),
-        offsetDelta: i,
-        timestampDelta: ((message.timestamp || dateNow) as number) - firstTimestamp,
-      }),
+    const deltas = new Array<number>(messages.length);
+    for (let i = 0; i < messages.length; i++) deltas[i] = (((messages[i] as ProduceMessage).timestamp || dateNow) as number) - firstTimestamp;
+    return writeBatch(
+      {
+        compression,
+        firstTimestamp,
+        maxTimestamp,
+        producerId,
+        producerEpoch,
+        ...(firstSequence === undefined ? {} : { firstSequence }),
+        transactional: !!transactionalId,
+        lastOffsetDelta: messages.length - 1,
+      },
+      messages,
+      deltas,
     );
-    return RecordBatch({
-      compression,
-      records,
-      firstTimestamp,
-      maxTimestamp,
-      producerId,
-      producerEpoch,
-      ...(firstSequence === undefined ? {} : { firstSequence }),
-      transactional: !!transactionalId,
-      lastOffsetDelta: records.length - 1,
-    });
   };
   return ({ acks, timeout, transactionalId = null, producerId = Long.fromInt(-1), producerEpoch = 0, compression = 0, topicData }) => ({
     apiKey,

@@ -3,8 +3,10 @@
 // every varlong through a dozen BigInt-backed Longs, each record into a zero-filled 512-byte
 // encoder, and then copies a batch's records into a body, the body into the batch and the batch
 // into its frame, each growing by powers of two: a sixth of the gateway's CPU end to end
-// (docs/benchmarks.md). The output is byte for byte kafkajs' own
-// (test/unit/kafka/kafkajs-patches.test.ts); kafkajs-patches.ts puts these in its module cache.
+// (docs/benchmarks.md). The producer's batches are written straight from their messages
+// (recordBatchWriter): each record sized, then written in its place in the batch. The output
+// is byte for byte kafkajs' own (test/unit/kafka/kafkajs-patches.test.ts); kafkajs-patches.ts
+// puts these in its module cache.
 
 /** kafkajs' Encoder as these functions use it: `buf` holds the bytes up to `offset`. */
 export interface EncoderShape {
@@ -150,38 +152,71 @@ export function encoderOf(Encoder: KafkajsEncoderClass, buf: Buffer): EncoderSha
   return encoder;
 }
 
+/** The fields of one record: what kafkajs' Record v0 takes, without the defaults applied. */
+interface RecordFields {
+  readonly key?: unknown;
+  readonly value?: unknown;
+  readonly headers?: Readonly<Record<string, unknown>> | undefined;
+}
+
+/** The size of a record's headers: their count's varint and each name and value. */
+function headersSize(headers: Readonly<Record<string, unknown>>): number {
+  let count = 0;
+  let size = 0;
+  for (const name in headers) {
+    const given = headers[name];
+    const nameSize = bytesSize(name);
+    if (Array.isArray(given)) {
+      for (const v of given as unknown[]) size += nameSize + bytesSize(v);
+      count += given.length;
+    } else {
+      size += nameSize + bytesSize(given);
+      count += 1;
+    }
+  }
+  return size + varIntSize(count);
+}
+
+function writeHeaders(buf: Buffer, at: number, headers: Readonly<Record<string, unknown>>): number {
+  let count = 0;
+  for (const name in headers) {
+    const given = headers[name];
+    count += Array.isArray(given) ? given.length : 1;
+  }
+  let next = writeVarInt(buf, at, count);
+  for (const name in headers) {
+    const given = headers[name];
+    if (Array.isArray(given)) for (const v of given as unknown[]) next = writeBytes(buf, writeBytes(buf, next, name), v);
+    else next = writeBytes(buf, writeBytes(buf, next, name), given);
+  }
+  return next;
+}
+
+const NO_HEADERS: Readonly<Record<string, unknown>> = Object.freeze({});
+
+/** The length of a record's body (all but the varint of that length, which comes first). */
+export function recordBodySize(Encoder: KafkajsEncoderClass, fields: RecordFields, offsetDelta: number, timestampDelta: unknown): number {
+  return 1 + varLongSize(Encoder, timestampDelta) + varIntSize(offsetDelta) + bytesSize(fields.key) + bytesSize(fields.value) + headersSize(fields.headers ?? NO_HEADERS);
+}
+
+/** Writes a record of body length `body` (recordBodySize) at `at`; returns where it ends. */
+export function writeRecord(Encoder: KafkajsEncoderClass, buf: Buffer, at: number, fields: RecordFields, offsetDelta: number, timestampDelta: unknown, body: number): number {
+  let next = writeVarInt(buf, at, body);
+  buf[next++] = 0; // attributes: none used
+  next = writeVarLong(Encoder, buf, next, timestampDelta);
+  next = writeVarInt(buf, next, offsetDelta);
+  next = writeBytes(buf, next, fields.key);
+  next = writeBytes(buf, next, fields.value);
+  return writeHeaders(buf, next, fields.headers ?? NO_HEADERS);
+}
+
 /** The replacement of kafkajs' Record v0 encoder (protocol/recordBatch/record/v0). */
 export function recordEncoder(Encoder: KafkajsEncoderClass): (input: RecordInput) => EncoderShape {
-  return ({ offsetDelta = 0, timestampDelta = 0, key, value, headers = {} }) => {
-    const names = Object.keys(headers);
-    let count = 0;
-    let headersSize = 0;
-    for (const name of names) {
-      const given = headers[name];
-      const nameSize = bytesSize(name);
-      if (Array.isArray(given)) {
-        for (const v of given as unknown[]) headersSize += nameSize + bytesSize(v);
-        count += given.length;
-      } else {
-        headersSize += nameSize + bytesSize(given);
-        count += 1;
-      }
-    }
-    headersSize += varIntSize(count);
-    const body = 1 + varLongSize(Encoder, timestampDelta) + varIntSize(offsetDelta) + bytesSize(key) + bytesSize(value) + headersSize;
+  return (input) => {
+    const { offsetDelta = 0, timestampDelta = 0 } = input;
+    const body = recordBodySize(Encoder, input, offsetDelta, timestampDelta);
     const buf = Buffer.allocUnsafe(varIntSize(body) + body);
-    let at = writeVarInt(buf, 0, body);
-    buf[at++] = 0; // attributes: none used
-    at = writeVarLong(Encoder, buf, at, timestampDelta);
-    at = writeVarInt(buf, at, offsetDelta);
-    at = writeBytes(buf, at, key);
-    at = writeBytes(buf, at, value);
-    at = writeVarInt(buf, at, count);
-    for (const name of names) {
-      const given = headers[name];
-      if (Array.isArray(given)) for (const v of given as unknown[]) at = writeBytes(buf, writeBytes(buf, at, name), v);
-      else at = writeBytes(buf, writeBytes(buf, at, name), given);
-    }
+    writeRecord(Encoder, buf, 0, input, offsetDelta, timestampDelta, body);
     return encoderOf(Encoder, buf);
   };
 }
@@ -197,59 +232,108 @@ function writeInt64(Long: LongClass, buf: Buffer, at: number, value: unknown): n
   return at + 8;
 }
 
+/** A record batch's fields but its records: what kafkajs' RecordBatch takes besides them. */
+export type BatchHeader = Omit<RecordBatchInput, 'records'>;
+
+/**
+ * A record batch of `count` records whose bytes (`recordsSize` of them) `fill` writes into a
+ * buffer at an offset: after the batch's header, or into the buffer that is compressed. Undefined
+ * for a codec kafkajs lacks (the caller then goes through kafkajs' own, for its error).
+ */
+async function writeBatch(
+  deps: RecordBatchDeps,
+  header: BatchHeader,
+  count: number,
+  recordsSize: number,
+  fill: (buf: Buffer, at: number) => void,
+): Promise<EncoderShape | undefined> {
+  const { Encoder, Long, crc32c, lookupCodec } = deps;
+  const {
+    compression = 0,
+    firstOffset = Long.fromInt(0),
+    firstTimestamp = Date.now(),
+    maxTimestamp = Date.now(),
+    partitionLeaderEpoch = 0,
+    lastOffsetDelta = 0,
+    transactional = false,
+    producerId = Long.fromValue(-1),
+    producerEpoch = 0,
+    firstSequence = 0,
+  } = header;
+  const codec = compression & COMPRESSION_CODEC_MASK;
+  let compressed: Buffer | undefined;
+  if (codec !== 0) {
+    const found = lookupCodec(compression);
+    if (found === null) return undefined;
+    const joined = Buffer.allocUnsafe(recordsSize);
+    fill(joined, 0);
+    // Its class's `buffer` getter shows the joined records.
+    compressed = await found.compress(encoderOf(Encoder, joined) as EncoderShape & { readonly buffer: Buffer });
+  }
+  // FirstOffset int64, Length int32, PartitionLeaderEpoch int32, Magic int8, CRC uint32, then
+  // the checksummed body: Attributes int16, LastOffsetDelta int32, FirstTimestamp, MaxTimestamp,
+  // ProducerId int64, ProducerEpoch int16, FirstSequence int32, the record count int32, records.
+  const bodyStart = 8 + 4 + 4 + 1 + 4;
+  const total = bodyStart + 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4 + (compressed?.length ?? recordsSize);
+  const buf = Buffer.allocUnsafe(total);
+  let at = writeInt64(Long, buf, 0, firstOffset);
+  at = buf.writeInt32BE(total - 12, at);
+  at = buf.writeInt32BE(partitionLeaderEpoch, at);
+  at = buf.writeInt8(MAGIC_BYTE, at);
+  at += 4; // the CRC, once the body is written
+  at = buf.writeInt16BE(codec | (transactional ? TRANSACTIONAL_MASK : 0), at);
+  at = buf.writeInt32BE(lastOffsetDelta, at);
+  at = writeInt64(Long, buf, at, firstTimestamp);
+  at = writeInt64(Long, buf, at, maxTimestamp);
+  at = writeInt64(Long, buf, at, producerId);
+  at = buf.writeInt16BE(producerEpoch, at);
+  at = buf.writeInt32BE(firstSequence, at);
+  at = buf.writeInt32BE(count, at);
+  if (compressed !== undefined) compressed.copy(buf, at);
+  else fill(buf, at);
+  buf.writeUInt32BE(crc32c(buf.subarray(bodyStart)), bodyStart - 4);
+  return encoderOf(Encoder, buf);
+}
+
 /** The replacement of kafkajs' RecordBatch v0 (protocol/recordBatch/v0): FirstOffset, Length, then the batch. */
 export function recordBatchEncoder(deps: RecordBatchDeps): (input: RecordBatchInput) => Promise<EncoderShape> {
-  const { Encoder, Long, crc32c, lookupCodec, original } = deps;
   return async (input) => {
-    const {
-      compression = 0,
-      firstOffset = Long.fromInt(0),
-      firstTimestamp = Date.now(),
-      maxTimestamp = Date.now(),
-      partitionLeaderEpoch = 0,
-      lastOffsetDelta = 0,
-      transactional = false,
-      producerId = Long.fromValue(-1),
-      producerEpoch = 0,
-      firstSequence = 0,
-      records = [],
-    } = input;
-    if (!records.every(isEncoder)) return original(input);
+    const { records = [], ...header } = input;
+    if (!records.every(isEncoder)) return deps.original(input);
     let recordsSize = 0;
     for (const record of records) recordsSize += record.offset;
-    const codec = compression & COMPRESSION_CODEC_MASK;
-    let compressed: Buffer | undefined;
-    if (codec !== 0) {
-      const joined = Buffer.allocUnsafe(recordsSize);
-      let at = 0;
-      for (const record of records) at += record.buf.copy(joined, at, 0, record.offset);
-      const found = lookupCodec(compression);
-      if (found === null) return original(input); // kafkajs' own error for a codec it lacks
-      // Its class's `buffer` getter shows the joined records.
-      compressed = await found.compress(encoderOf(Encoder, joined) as EncoderShape & { readonly buffer: Buffer });
+    const fill = (buf: Buffer, from: number) => {
+      let at = from;
+      for (const record of records) at += record.buf.copy(buf, at, 0, record.offset);
+    };
+    return (await writeBatch(deps, header, records.length, recordsSize, fill)) ?? deps.original(input);
+  };
+}
+
+/**
+ * A record batch written straight from its messages: each record sized, then written in place
+ * (no buffer and encoder per record, no copy of them into the batch). The records are those
+ * kafkajs' Record makes of `{ key, value, headers, offsetDelta: i, timestampDelta: deltas[i] }`.
+ */
+export function recordBatchWriter(deps: RecordBatchDeps): (header: BatchHeader, messages: readonly RecordFields[], deltas: readonly unknown[]) => Promise<EncoderShape> {
+  const { Encoder } = deps;
+  return async (header, messages, deltas) => {
+    const bodies = new Array<number>(messages.length);
+    let recordsSize = 0;
+    for (let i = 0; i < messages.length; i++) {
+      const body = recordBodySize(Encoder, messages[i] as RecordFields, i, deltas[i]);
+      bodies[i] = body;
+      recordsSize += varIntSize(body) + body;
     }
-    // FirstOffset int64, Length int32, PartitionLeaderEpoch int32, Magic int8, CRC uint32, then
-    // the checksummed body: Attributes int16, LastOffsetDelta int32, FirstTimestamp, MaxTimestamp,
-    // ProducerId int64, ProducerEpoch int16, FirstSequence int32, the record count int32, records.
-    const bodyStart = 8 + 4 + 4 + 1 + 4;
-    const total = bodyStart + 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4 + (compressed?.length ?? recordsSize);
-    const buf = Buffer.allocUnsafe(total);
-    let at = writeInt64(Long, buf, 0, firstOffset);
-    at = buf.writeInt32BE(total - 12, at);
-    at = buf.writeInt32BE(partitionLeaderEpoch, at);
-    at = buf.writeInt8(MAGIC_BYTE, at);
-    at += 4; // the CRC, once the body is written
-    at = buf.writeInt16BE(codec | (transactional ? TRANSACTIONAL_MASK : 0), at);
-    at = buf.writeInt32BE(lastOffsetDelta, at);
-    at = writeInt64(Long, buf, at, firstTimestamp);
-    at = writeInt64(Long, buf, at, maxTimestamp);
-    at = writeInt64(Long, buf, at, producerId);
-    at = buf.writeInt16BE(producerEpoch, at);
-    at = buf.writeInt32BE(firstSequence, at);
-    at = buf.writeInt32BE(records.length, at);
-    if (compressed !== undefined) compressed.copy(buf, at);
-    else for (const record of records) at += record.buf.copy(buf, at, 0, record.offset);
-    buf.writeUInt32BE(crc32c(buf.subarray(bodyStart)), bodyStart - 4);
-    return encoderOf(Encoder, buf);
+    const fill = (buf: Buffer, from: number) => {
+      let at = from;
+      for (let i = 0; i < messages.length; i++) at = writeRecord(Encoder, buf, at, messages[i] as RecordFields, i, deltas[i], bodies[i] as number);
+    };
+    const written = await writeBatch(deps, header, messages.length, recordsSize, fill);
+    if (written !== undefined) return written;
+    // A codec kafkajs lacks: its own RecordBatch, for its error.
+    const record = recordEncoder(Encoder);
+    const records = messages.map((m, i) => record({ ...m, headers: m.headers ?? {}, offsetDelta: i, timestampDelta: deltas[i] }));
+    return deps.original({ ...header, records });
   };
 }

@@ -10,6 +10,7 @@ import {
   type RecordBatchInput,
   produceRequestV3,
   recordBatchEncoder,
+  recordBatchWriter,
   recordEncoder,
   type RecordInput,
   requestFrame,
@@ -189,8 +190,8 @@ test('record batches are encoded byte for byte as kafkajs encodes them, compress
 });
 
 test('produce requests and their frames are encoded byte for byte as kafkajs encodes them', async (t) => {
-  const batch = recordBatchEncoder({ Encoder, Long, crc32c: crc32cChecksum, lookupCodec: compression.lookupCodec, original: originalBatch.RecordBatch });
-  const produce = produceRequestV3({ Encoder, Long, apiKey: 0, Record: record as never, RecordBatch: batch });
+  const batchDeps = { Encoder, Long, crc32c: crc32cChecksum, lookupCodec: compression.lookupCodec, original: originalBatch.RecordBatch };
+  const produce = produceRequestV3({ Encoder, Long, apiKey: 0, writeBatch: recordBatchWriter(batchDeps) });
   const frame = requestFrame(Encoder, originalFrame as never);
   const messages = (n: number, from: number) =>
     Array.from({ length: n }, (_, i) => ({
@@ -230,6 +231,22 @@ test('produce requests and their frames are encoded byte for byte as kafkajs enc
     const expected = await originalFrame({ correlationId: 77 + i, clientId: i === 1 ? null : 'ferry', request: theirs });
     assert.deepEqual(framed.buffer, expected.buffer, `request ${i}`);
   }
+  // A codec kafkajs lacks fails as kafkajs fails it.
+  const zstd = { ...inputs[0], compression: compression.Types.ZSTD } as (typeof inputs)[0];
+  const ourError = await produce(zstd)
+    .encode()
+    .then(
+      () => undefined,
+      (error: Error) => error.message,
+    );
+  const theirError = await originalProduceV3(zstd)
+    .encode()
+    .then(
+      () => undefined,
+      (error: Error) => error.message,
+    );
+  assert.ok(theirError !== undefined);
+  assert.equal(ourError, theirError);
   // Messages without a timestamp take the time of encoding, as kafkajs' do.
   t.mock.method(Date, 'now', () => 1_800_000_000_123);
   const untimed = { acks: -1, timeout: 30_000, topicData: [{ topic: 't', partitions: [{ partition: 0, messages: messages(3, 0).map(({ timestamp: _t, ...m }) => m) }] }] };
