@@ -164,6 +164,7 @@ function headersSize(headers: Readonly<Record<string, unknown>>): number {
   let count = 0;
   let size = 0;
   for (const name in headers) {
+    if (!Object.hasOwn(headers, name)) continue; // kafkajs takes Object.keys: own names only
     const given = headers[name];
     const nameSize = bytesSize(name);
     if (Array.isArray(given)) {
@@ -180,11 +181,13 @@ function headersSize(headers: Readonly<Record<string, unknown>>): number {
 function writeHeaders(buf: Buffer, at: number, headers: Readonly<Record<string, unknown>>): number {
   let count = 0;
   for (const name in headers) {
+    if (!Object.hasOwn(headers, name)) continue;
     const given = headers[name];
     count += Array.isArray(given) ? given.length : 1;
   }
   let next = writeVarInt(buf, at, count);
   for (const name in headers) {
+    if (!Object.hasOwn(headers, name)) continue;
     const given = headers[name];
     if (Array.isArray(given)) for (const v of given as unknown[]) next = writeBytes(buf, writeBytes(buf, next, name), v);
     else next = writeBytes(buf, writeBytes(buf, next, name), given);

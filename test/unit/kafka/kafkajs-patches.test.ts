@@ -44,6 +44,8 @@ test('records are encoded byte for byte as kafkajs encodes them', () => {
     { key: Buffer.from('k'), value: Buffer.alloc(5000, 1), headers: { a: ['1', '2'], b: Buffer.from('raw'), traceparent: long }, timestampDelta: 2 ** 40, offsetDelta: 499 },
     { value: 'text value', headers: { empty: '' } },
     { key: long, value: null },
+    // Only its own names, as Object.keys gives them to kafkajs.
+    { value: 'v', headers: Object.assign(Object.create({ inherited: 'no' }) as Record<string, string>, { own: 'yes' }) },
   ];
   for (const input of inputs) assert.deepEqual(record(input).buffer, originalRecord(input).buffer);
 });
