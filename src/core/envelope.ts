@@ -31,7 +31,7 @@ export interface EnvelopeInit {
   readonly payload: Uint8Array | string;
   readonly origin: Origin;
   readonly id?: string;
-  readonly key?: string;
+  readonly key?: string | undefined;
   readonly headers?: Readonly<Record<string, string>> | undefined;
   readonly timestamp?: number;
 }

@@ -50,10 +50,10 @@ class BufferedMessage implements Message {
    */
   readonly #ticket: Ticket;
 
-  constructor(envelope: Envelope, context: MessageContext, track: (message: Message) => Ticket) {
+  constructor(envelope: Envelope, context: MessageContext, track: () => Ticket) {
     this.#envelope = envelope;
     this.#context = context;
-    this.#ticket = track(this);
+    this.#ticket = track();
   }
 
   /** The ticket of a message built here, or undefined for any other object. */
@@ -157,7 +157,7 @@ class BufferedMessage implements Message {
 }
 
 /** The message the handler sees for an envelope, tied to its ticket. */
-export function createMessage(envelope: Envelope, context: MessageContext, track: (message: Message) => Ticket): Message {
+export function createMessage(envelope: Envelope, context: MessageContext, track: () => Ticket): Message {
   return new BufferedMessage(envelope, context, track);
 }
 

@@ -301,7 +301,7 @@ export class HandlerBridge {
   }
 
   /** Hands one message to the pipeline; an error thrown while it is handed is pinned on it. */
-  #hand(run: Run, envelope: Envelope, track: (message: Message) => Ticket): void {
+  #hand(run: Run, envelope: Envelope, track: () => Ticket): void {
     const message = createMessage(envelope, this.#context, track);
     const previous = this.#current;
     const ticket = ticketOf(message);

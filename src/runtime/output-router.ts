@@ -2,7 +2,7 @@ import type { Subject } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { createSharedDelivery, type Delivery, type SharedDeliveryHandlers } from '../core/delivery.ts';
-import type { Envelope } from '../core/envelope.ts';
+import { type Envelope, createEnvelope } from '../core/envelope.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import { failedSpanFields } from '../core/tracing.ts';
 import type { Output } from '../handler/define.ts';
@@ -119,16 +119,8 @@ export function culpritError(bridge: string, ticket: Ticket, error: unknown): Fe
 function toEnvelope(output: Output, source: string): Envelope {
   const origin: { source: string; clientId?: string } = { source };
   if (output.clientId !== undefined) origin.clientId = output.clientId;
-  const envelope: { -readonly [K in keyof Envelope]: Envelope[K] } = {
-    id: output.id,
-    topic: output.topic,
-    payload: output.payload,
-    headers: output.headers,
-    timestamp: output.timestamp,
-    origin,
-  };
-  if (output.key !== undefined) envelope.key = output.key;
-  return envelope;
+  const { id, topic, payload, headers, timestamp, key } = output;
+  return createEnvelope({ id, topic, payload, headers, timestamp, origin, key });
 }
 
 export function describeValue(value: unknown): string {
