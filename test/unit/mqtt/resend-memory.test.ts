@@ -79,3 +79,35 @@ test('a message some bridges stored and others did not is found, with the bridge
   assert.equal(memory.lookup('dev-1', undefined, 1, 't', payload('a')), undefined);
   assert.equal(await memory.outcome(first), false);
 });
+
+test('found or not as a plain model says, over many clients, packet ids and reused slots (the index under collisions)', () => {
+  // A small ring, so that its index is small and crowded: entries collide, are removed from
+  // the middle of probe runs and taken over by a later message under the same packet id.
+  const CAPACITY = 48;
+  const memory = new ResendMemory({ windowMs: 60_000, maxEntries: CAPACITY });
+  /** The model: every note in order; a lookup finds the newest of the last CAPACITY with the same client and packet id. */
+  const notes: { clientId: string; id: number; body: string; ticket: NotedMessage }[] = [];
+  let state = 7;
+  const random = (n: number) => {
+    state = (state * 1103515245 + 12345) % 2 ** 31;
+    return (state >> 8) % n;
+  };
+  const clients = Array.from({ length: 40 }, (_, i) => `dev-${i}`);
+  for (let step = 0; step < 20_000; step++) {
+    const clientId = clients[random(clients.length)] as string;
+    const id = 1 + random(step % 2 === 0 ? 5 : 65_535);
+    if (random(3) > 0) {
+      const body = `${clientId}:${id}:${step}`;
+      const ticket = memory.note(clientId, undefined, id, 't', payload(body));
+      memory.stored(ticket);
+      notes.push({ clientId, id, body, ticket });
+      continue;
+    }
+    const kept = notes.slice(-CAPACITY);
+    const newest = kept.findLast((n) => n.clientId === clientId && n.id === id);
+    const body = newest?.body ?? 'none';
+    assert.equal(memory.lookup(clientId, undefined, id, 't', payload(body)), newest?.ticket, `step ${step}: ${clientId} ${id}`);
+    const pairs = new Set(kept.map((n) => `${n.clientId} ${n.id}`));
+    assert.equal(memory.size, pairs.size, `step ${step}: entries`);
+  }
+});
