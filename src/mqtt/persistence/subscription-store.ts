@@ -3,6 +3,9 @@ import type Database from 'better-sqlite3';
 import type { GroupCommit } from './group-commit.ts';
 import { type ClientRef, type SubscriptionIndex, type SubscriptionRecord, type TopicSubscription, createSubscriptionIndex } from './memory-parts.ts';
 
+/** Topics whose matching subscriptions are kept; all are forgotten when more come. */
+const MAX_TOPICS_KEPT = 10_000;
+
 interface SubscriptionRow {
   readonly client_id: string;
   readonly topic: string;
@@ -16,7 +19,9 @@ interface SubscriptionRow {
 /**
  * The subscriptions of persistent sessions: rows on disk, and in memory the index every
  * publish is matched against (aedes-persistence's own, see memory-parts.ts), read from the rows
- * at startup and changed with them, in the same synchronous step.
+ * at startup and changed with them, in the same synchronous step. Every QoS 1 and 2 publish
+ * asks which subscriptions its topic matches (aedes queues it for them): the answer is kept per
+ * topic until the subscriptions change, as a device publishes to the same few topics all day.
  */
 export class SubscriptionStore {
   readonly #db: Database.Database;
@@ -26,6 +31,8 @@ export class SubscriptionStore {
   readonly #clientHas: Database.Statement;
   readonly #deleteClient: Database.Statement;
   #index: SubscriptionIndex = createSubscriptionIndex();
+  /** The subscriptions each topic matched, since the last change of the index. */
+  readonly #byTopic = new Map<string, Promise<TopicSubscription[]>>();
 
   constructor(db: Database.Database, commit: GroupCommit) {
     this.#db = db;
@@ -58,6 +65,7 @@ export class SubscriptionStore {
     }
     flush();
     this.#index = index;
+    this.#byTopic.clear();
   }
 
   /** Resolves once on disk (the SUBACK waits for it); the index has them at once. */
@@ -65,6 +73,7 @@ export class SubscriptionStore {
     return this.#commit.durable(() => {
       for (const sub of subs) this.#upsert.run(client.id, sub.topic, sub.qos, sub.rh ?? null, flag(sub.rap), flag(sub.nl), sub.subscriptionIdentifier ?? null);
       void this.#index.addSubscriptions(client, subs);
+      this.#byTopic.clear();
     });
   }
 
@@ -72,11 +81,15 @@ export class SubscriptionStore {
     return this.#commit.durable(() => {
       for (const topic of topics) this.#delete.run(client.id, topic);
       void this.#index.removeSubscriptions(client, topics);
+      this.#byTopic.clear();
     });
   }
 
   clean(client: ClientRef): Promise<void> {
-    if (this.#clientHas.get(client.id) === undefined) return this.#index.cleanSubscriptions(client);
+    if (this.#clientHas.get(client.id) === undefined) {
+      this.#byTopic.clear();
+      return this.#index.cleanSubscriptions(client);
+    }
     return this.#commit.durable(() => this.dropClient(client.id));
   }
 
@@ -84,14 +97,22 @@ export class SubscriptionStore {
   dropClient(clientId: string): void {
     this.#deleteClient.run(clientId);
     void this.#index.cleanSubscriptions({ id: clientId });
+    this.#byTopic.clear();
   }
 
   byClient(client: ClientRef): Promise<SubscriptionRecord[]> {
     return this.#index.subscriptionsByClient(client);
   }
 
+  /** The subscriptions `topic` matches; the same array for the same topic until they change (not to be changed by the caller). */
   byTopic(topic: string): Promise<TopicSubscription[]> {
-    return this.#index.subscriptionsByTopic(topic);
+    let matched = this.#byTopic.get(topic);
+    if (matched === undefined) {
+      if (this.#byTopic.size >= MAX_TOPICS_KEPT) this.#byTopic.clear();
+      matched = this.#index.subscriptionsByTopic(topic);
+      this.#byTopic.set(topic, matched);
+    }
+    return matched;
   }
 
   count(): Promise<{ subsCount: number; clientsCount: number }> {
