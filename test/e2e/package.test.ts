@@ -40,9 +40,10 @@ test('the packed package installs into a fresh project: every entry point import
   writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module', allowScripts }));
   // Dependencies from npm's cache where it has them (npm ci filled it).
   run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', join(dir, packed[0]?.filename as string)], project);
-  // The postinstall applied Ferry's patches where npm put aedes and aedes-persistence: the broker refuses an unpatched aedes.
+  // The postinstall applied Ferry's patches where npm put aedes, aedes-persistence and mqemitter: the broker refuses an unpatched aedes.
   assert.match(readFileSync(join(project, 'node_modules/aedes/aedes.js'), 'utf8'), /resumeHeldLimit/);
   assert.match(readFileSync(join(project, 'node_modules/aedes-persistence/asyncPersistence.js'), 'utf8'), /const numbered = /);
+  assert.match(readFileSync(join(project, 'node_modules/mqemitter/mqemitter.js'), 'utf8'), /this\._matched = new Map\(\)/);
   const libraryDoc = readFileSync(join(REPO_ROOT, 'docs/library.md'), 'utf8');
   for (const name of Object.keys(allowScripts)) assert.ok(libraryDoc.includes(`"${name}": true`), `docs/library.md tells to allow ${name}'s install scripts`);
 
