@@ -63,7 +63,8 @@ export class ResendMemory {
   }
 
   /** Notes a message taken from a device; settle it with `stored` or `notStored`. */
-  note(clientId: string, username: string | undefined, messageId: number, topic: string, payload: Uint8Array): NotedMessage {
+  note(clientId: string, username: string | undefined, packetId: number, topic: string, payload: Uint8Array): NotedMessage {
+    const messageId = sixteenBits(packetId);
     const slots = (this.#slots ??= new Slots(this.#capacity));
     const index = (this.#index ??= new SlotIndex(this.#capacity));
     const ticket = this.#nextTicket++;
@@ -112,10 +113,11 @@ export class ResendMemory {
   }
 
   /**
-   * The earlier message `messageId` of this device that a resend with this topic and payload
+   * The earlier message `packetId` of this device that a resend with this topic and payload
    * repeats: one stored (by every bridge or some), or not settled yet, within the window. Undefined when there is none.
    */
-  lookup(clientId: string, username: string | undefined, messageId: number, topic: string, payload: Uint8Array): NotedMessage | undefined {
+  lookup(clientId: string, username: string | undefined, packetId: number, topic: string, payload: Uint8Array): NotedMessage | undefined {
+    const messageId = sixteenBits(packetId);
     const slots = this.#slots;
     const client = this.#clients.numberOf(clientId);
     if (slots === undefined || client === undefined) return undefined;
@@ -180,6 +182,13 @@ class Slots {
     this.username = new Array<string | undefined>(capacity).fill(undefined);
   }
 }
+
+/**
+ * A packet id as the ring and its index keep it. A PUBLISH cut short before its packet id is
+ * parsed with -1: kept as it came, its index entry would not be found to be removed, and enough
+ * of them would fill the table.
+ */
+const sixteenBits = (packetId: number): number => packetId & 0xffff;
 
 /**
  * Numbers for the client ids that have messages in the ring, each counted: a number is given

@@ -87,8 +87,9 @@ export class SubscriptionStore {
 
   clean(client: ClientRef): Promise<void> {
     if (this.#clientHas.get(client.id) === undefined) {
+      const cleaned = this.#index.cleanSubscriptions(client);
       this.#byTopic.clear();
-      return this.#index.cleanSubscriptions(client);
+      return cleaned;
     }
     return this.#commit.durable(() => this.dropClient(client.id));
   }

@@ -111,3 +111,14 @@ test('found or not as a plain model says, over many clients, packet ids and reus
     assert.equal(memory.size, pairs.size, `step ${step}: entries`);
   }
 });
+
+test('packet ids no PUBLISH can carry (a packet cut short is parsed with -1) are kept as 16 bits: the index never fills', () => {
+  const memory = new ResendMemory({ windowMs: 60_000, maxEntries: 16 });
+  for (let i = 0; i < 1_000; i++) {
+    for (const id of [-1, 70_000, 65_536]) memory.stored(memory.note(`dev-${i % 3}`, undefined, id, 't', payload(`${i}:${id}`)));
+    assert.ok(memory.size <= 16, `after ${i + 1} rounds: ${memory.size} entries`);
+  }
+  // The newest under each: -1 is kept as 65535, 70,000 as 4,464, 65,536 as 0.
+  assert.ok(memory.lookup('dev-0', undefined, -1, 't', payload('999:-1')));
+  assert.ok(memory.lookup('dev-0', undefined, 70_000, 't', payload('999:70000')));
+});
