@@ -1,4 +1,4 @@
-import type { Envelope, Origin } from '../core/envelope.ts';
+import { type Envelope, NO_HEADERS, type Origin } from '../core/envelope.ts';
 
 export interface StoredMessage {
   readonly seq: number;
@@ -58,7 +58,6 @@ export interface MessageRow {
   created_at: number;
 }
 
-const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 /**
  * Parsed origins by their JSON: a gateway's messages come from a few thousand devices, each
  * with the same origin every time, so most rows need no JSON.parse. Bounded: cleared when full.

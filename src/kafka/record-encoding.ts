@@ -8,6 +8,8 @@
 // is byte for byte kafkajs' own (test/unit/kafka/kafkajs-patches.test.ts); kafkajs-patches.ts
 // puts these in its module cache.
 
+import { NO_HEADERS } from '../core/envelope.ts';
+
 /** kafkajs' Encoder as these functions use it: `buf` holds the bytes up to `offset`. */
 export interface EncoderShape {
   buf: Buffer;
@@ -194,8 +196,6 @@ function writeHeaders(buf: Buffer, at: number, headers: Readonly<Record<string, 
   }
   return next;
 }
-
-const NO_HEADERS: Readonly<Record<string, unknown>> = Object.freeze({});
 
 /** The length of a record's body (all but the varint of that length, which comes first). */
 export function recordBodySize(Encoder: KafkajsEncoderClass, fields: RecordFields, offsetDelta: number, timestampDelta: unknown): number {
