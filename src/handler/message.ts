@@ -1,6 +1,5 @@
 import type { Kysely } from 'kysely';
-import { v7 as uuidv7 } from 'uuid';
-import type { Envelope } from '../core/envelope.ts';
+import { type Envelope, NO_HEADERS, newId } from '../core/envelope.ts';
 import { FerryError } from '../core/errors.ts';
 import { topicCaptures } from '../core/template.ts';
 import type { BridgeTools, Message, Output, OutputInit } from './define.ts';
@@ -50,10 +49,10 @@ class BufferedMessage implements Message {
    */
   readonly #ticket: Ticket;
 
-  constructor(envelope: Envelope, context: MessageContext, track: () => Ticket) {
-    this.#envelope = envelope;
+  constructor(ticket: Ticket, context: MessageContext) {
+    this.#envelope = ticket.delivery.envelope;
     this.#context = context;
-    this.#ticket = track();
+    this.#ticket = ticket;
   }
 
   /** The ticket of a message built here, or undefined for any other object. */
@@ -156,9 +155,9 @@ class BufferedMessage implements Message {
   }
 }
 
-/** The message the handler sees for an envelope, tied to its ticket. */
-export function createMessage(envelope: Envelope, context: MessageContext, track: () => Ticket): Message {
-  return new BufferedMessage(envelope, context, track);
+/** The message the handler sees for a ticket's input. */
+export function createMessage(ticket: Ticket, context: MessageContext): Message {
+  return new BufferedMessage(ticket, context);
 }
 
 /** Where tools.database finds a database: the gateway's (see runtime/databases.ts). */
@@ -168,12 +167,49 @@ export interface DatabaseLookup {
 
 const OUTPUT = Symbol.for('ferry.output');
 
-interface BuiltOutput extends Output {
-  readonly [OUTPUT]: true;
+/**
+ * An output as `tools.to` builds it. A class, not a literal with the brand as a computed key
+ * (which V8 builds one property at a time): one is made for every output. The brand is an own
+ * property, so a copy of an output (`{ ...output, topic }`) is an output too.
+ */
+class BuiltOutput implements Output {
+  declare readonly [OUTPUT]: true;
+  declare readonly sink: string;
+  declare readonly from: readonly Message[];
+  declare readonly id: string;
+  declare readonly topic: string;
+  declare readonly payload: Uint8Array;
+  declare readonly key: string | undefined;
+  declare readonly clientId: string | undefined;
+  declare readonly headers: Readonly<Record<string, string>>;
+  declare readonly timestamp: number;
+
+  constructor(
+    sink: string,
+    from: readonly Message[],
+    id: string,
+    topic: string,
+    payload: Uint8Array,
+    key: string | undefined,
+    clientId: string | undefined,
+    headers: Readonly<Record<string, string>>,
+    timestamp: number,
+  ) {
+    this[OUTPUT] = true;
+    this.sink = sink;
+    this.from = from;
+    this.id = id;
+    this.topic = topic;
+    this.payload = payload;
+    this.key = key;
+    this.clientId = clientId;
+    this.headers = headers;
+    this.timestamp = timestamp;
+  }
 }
 
 export function isOutput(value: unknown): value is Output {
-  return typeof value === 'object' && value !== null && (value as Partial<BuiltOutput>)[OUTPUT] === true;
+  return typeof value === 'object' && value !== null && (value as { [OUTPUT]?: unknown })[OUTPUT] === true;
 }
 
 /** The `tools` of a bridge whose sinks are `sinks`. */
@@ -188,7 +224,7 @@ export function createTools(bridge: string, sinks: readonly string[], databases?
     done: (messages) => {
       for (const message of Array.isArray(messages) ? (messages as readonly Message[]) : [messages as Message]) message.done();
     },
-    to: (sink, from, init = {}) => {
+    to: (sink, from, init = NO_INIT) => {
       if (!sinks.includes(sink)) {
         throw new FerryError('INTERNAL', `bridge '${bridge}': tools.to('${sink}', ...) names no sink of the bridge; its sinks (the keys of \`to\`) are: ${sinks.join(', ')}`, {
           bridge,
@@ -204,6 +240,9 @@ function noRedis(bridge: string): (name: string) => RedisTools {
     throw new FerryError('CONFIG_INVALID', `bridge '${bridge}': tools.redis('${name}'): no Redis connections are declared (\`redis:\` in gateway.yaml)`, { bridge });
   };
 }
+
+/** `tools.to` without its third argument. */
+const NO_INIT: OutputInit = Object.freeze({});
 
 function buildOutput(bridge: string, sink: string, from: readonly Message[], init: OutputInit): Output {
   const first = from[0];
@@ -224,18 +263,18 @@ function buildOutput(bridge: string, sink: string, from: readonly Message[], ini
   }
   const topic = init.topic ?? first?.topic;
   if (topic === undefined) throw new FerryError('INTERNAL', `bridge '${bridge}': an output to '${sink}' built from no message needs a topic`, { bridge });
-  const clientId = from.every((m) => m.clientId === first?.clientId) ? first?.clientId : undefined;
-  const output: BuiltOutput = {
-    [OUTPUT]: true,
+  let clientId = first?.clientId;
+  for (let i = 1; i < from.length && clientId !== undefined; i++) if ((from[i] as Message).clientId !== clientId) clientId = undefined;
+  const keepsId = passedOn && init.topic === undefined && init.headers === undefined && init.key === undefined;
+  return new BuiltOutput(
     sink,
     from,
-    id: init.id ?? (passedOn && init.topic === undefined && init.headers === undefined && init.key === undefined ? (single as Message).id : uuidv7()),
+    init.id ?? (keepsId ? (single as Message).id : newId()),
     topic,
     payload,
-    key: init.key ?? single?.key,
+    init.key ?? single?.key,
     clientId,
-    headers: init.headers ?? single?.headers ?? {},
-    timestamp: init.timestamp ?? (passedOn ? (single as Message).timestamp : Date.now()),
-  };
-  return output;
+    init.headers ?? single?.headers ?? NO_HEADERS,
+    init.timestamp ?? (passedOn ? (single as Message).timestamp : Date.now()),
+  );
 }

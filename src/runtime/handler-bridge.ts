@@ -4,13 +4,12 @@ import type { HandlerBridgeConfig } from '../config/bridge-module.ts';
 import type { Counters } from '../core/component.ts';
 import { backoffDelay } from '../core/backoff.ts';
 import type { Delivery } from '../core/delivery.ts';
-import type { Envelope } from '../core/envelope.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import { type StreamCursor, streamCursor } from '../buffer/stream-reader.ts';
 import type { Message } from '../handler/define.ts';
 import { GcNudge } from '../handler/gc-nudge.ts';
 import { InputTracker, type Ticket } from '../handler/input-tracker.ts';
-import { type MessageContext, createMessage, createTools, culpritOf, ticketOf } from '../handler/message.ts';
+import { type MessageContext, createMessage, createTools, culpritOf } from '../handler/message.ts';
 import type { BridgeDeps, BridgeStatus } from './bridge.ts';
 import { type BridgeProblem, SinkSet, resolveSource, sourceFailed, sourceStatus } from './bridge-parts.ts';
 import { BufferRegistration } from './buffer-registration.ts';
@@ -260,7 +259,7 @@ export class HandlerBridge {
     }
     for (const ticket of replay) {
       if (this.#run !== run) return;
-      this.#hand(run, ticket.delivery.envelope, () => this.#tracker.retrack(ticket));
+      this.#hand(run, this.#tracker.retrack(ticket));
     }
     this.#drainQueue(run);
   }
@@ -277,7 +276,7 @@ export class HandlerBridge {
         return;
       }
       if (!ticket.settled) {
-        this.#hand(run, ticket.delivery.envelope, () => this.#tracker.retrack(ticket));
+        this.#hand(run, this.#tracker.retrack(ticket));
         // Until the next turn, an error is this message's: what it started in this turn failed.
         if (this.#run === run) this.#current = ticket;
       }
@@ -297,20 +296,19 @@ export class HandlerBridge {
   }
 
   #handNew(run: Run, delivery: Delivery): void {
-    this.#hand(run, delivery.envelope, () => this.#tracker.track(delivery));
+    this.#hand(run, this.#tracker.track(delivery));
   }
 
   /** Hands one message to the pipeline; an error thrown while it is handed is pinned on it. */
-  #hand(run: Run, envelope: Envelope, track: () => Ticket): void {
-    const message = createMessage(envelope, this.#context, track);
+  #hand(run: Run, ticket: Ticket): void {
+    const message = createMessage(ticket, this.#context);
     const previous = this.#current;
-    const ticket = ticketOf(message);
     this.#current = ticket;
     try {
       run.input.next(message);
     } finally {
       if (!run.isolating) this.#current = previous;
-      if (ticket !== undefined) this.#tracker.watch(ticket, message);
+      this.#tracker.watch(ticket, message);
     }
   }
 

@@ -2,12 +2,15 @@ import type { Subject } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { createSharedDelivery, type Delivery, type SharedDeliveryHandlers } from '../core/delivery.ts';
-import { type Envelope, createEnvelope } from '../core/envelope.ts';
+import { type Envelope, type Origin, createEnvelope } from '../core/envelope.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import { failedSpanFields } from '../core/tracing.ts';
 import type { Output } from '../handler/define.ts';
 import { type InputTracker, type Ticket, noteRouted } from '../handler/input-tracker.ts';
 import { isOutput, ticketOf } from '../handler/message.ts';
+
+/** Origins kept for reuse, one per device; all dropped when there are more. */
+const MAX_ORIGINS_KEPT = 10_000;
 
 /** An output on its way to its sink: the inputs it settles. */
 interface Routed {
@@ -31,6 +34,7 @@ export class OutputRouter {
   readonly #counters: Counters;
   /** The origin's source of every output: `handler:<bridge>`. */
   readonly #source: string;
+  readonly #origins = new Map<string | undefined, Origin>();
   /** Set once an output was built from an input that had settled: warned once per bridge. */
   #toldLate = false;
 
@@ -57,9 +61,10 @@ export class OutputRouter {
 
   /** Sends one emitted value on; returns the error for a value that is no output of this bridge. */
   route(output: unknown): FerryError | undefined {
-    const sink = isOutput(output) ? this.#sinks.get(output.sink) : undefined;
-    if (!isOutput(output) || sink === undefined) {
-      const what = isOutput(output) ? `an output for '${output.sink}', which is not a sink of this bridge` : describeValue(output);
+    const branded = isOutput(output);
+    const sink = branded ? this.#sinks.get(output.sink) : undefined;
+    if (!branded || sink === undefined) {
+      const what = branded ? `an output for '${output.sink}', which is not a sink of this bridge` : describeValue(output);
       return new FerryError('INTERNAL', `bridge '${this.#bridge}': the handler emitted ${what}; emit outputs built with tools.to(sink, from, ...)`);
     }
     const { sink: name, from } = output;
@@ -87,8 +92,24 @@ export class OutputRouter {
     }
     this.#tracker.hold(tickets);
     // The delivery keeps the tickets, not the output: its messages can be collected meanwhile.
-    sink.next(createSharedDelivery(toEnvelope(output, this.#source), this.#settlement, { tickets, sink: name, fromNothing: from.length === 0 }));
+    sink.next(createSharedDelivery(this.#envelope(output), this.#settlement, { tickets, sink: name, fromNothing: from.length === 0 }));
     return undefined;
+  }
+
+  /** The envelope of an output, whose origin is this bridge (and the device it is about). */
+  #envelope(output: Output): Envelope {
+    const { id, topic, payload, headers, timestamp, key, clientId } = output;
+    return createEnvelope({ id, topic, payload, headers, timestamp, key, origin: this.#origin(clientId) });
+  }
+
+  /** One origin object per device the outputs are about, shared by their envelopes (a handful of devices, or thousands). */
+  #origin(clientId: string | undefined): Origin {
+    const known = this.#origins.get(clientId);
+    if (known !== undefined) return known;
+    if (this.#origins.size >= MAX_ORIGINS_KEPT) this.#origins.clear();
+    const origin: Origin = clientId === undefined ? { source: this.#source } : { source: this.#source, clientId };
+    this.#origins.set(clientId, origin);
+    return origin;
   }
 
   /** An output built from messages already settled: sent, but nothing waits for it. */
@@ -114,13 +135,6 @@ export function culpritError(bridge: string, ticket: Ticket, error: unknown): Fe
     retryable: false,
     cause: error,
   });
-}
-
-function toEnvelope(output: Output, source: string): Envelope {
-  const origin: { source: string; clientId?: string } = { source };
-  if (output.clientId !== undefined) origin.clientId = output.clientId;
-  const { id, topic, payload, headers, timestamp, key } = output;
-  return createEnvelope({ id, topic, payload, headers, timestamp, origin, key });
 }
 
 export function describeValue(value: unknown): string {

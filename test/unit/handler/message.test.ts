@@ -7,7 +7,7 @@ import { createEnvelope } from '../../../src/core/envelope.ts';
 import { FerryError } from '../../../src/core/errors.ts';
 import { garbageCollector } from '../../../src/handler/gc-nudge.ts';
 import { InputTracker, type Ticket, noteRouted } from '../../../src/handler/input-tracker.ts';
-import { type MessageContext, createMessage, createTools, culpritOf, ticketOf } from '../../../src/handler/message.ts';
+import { type MessageContext, createMessage, createTools, culpritOf, isOutput, ticketOf } from '../../../src/handler/message.ts';
 import type { Message } from '../../../src/index.ts';
 
 function setup(filters = ['devices/+/telemetry/#']) {
@@ -29,7 +29,7 @@ function setup(filters = ['devices/+/telemetry/#']) {
   const unwatched = (topic: string, payload: string, clientId = 'dev-1'): Message => {
     const envelope = createEnvelope({ topic, payload, origin: { source: 'mqtt', clientId }, headers: { trace: 't1' } });
     const delivery = createDelivery(envelope, { onAck: () => {}, onNack: () => {} });
-    return createMessage(envelope, context, () => tracker.track(delivery));
+    return createMessage(tracker.track(delivery), context);
   };
   /** A message handed to a pipeline that built nothing from it in the same step: the collector watches it. */
   const message = (topic: string, payload: string, clientId = 'dev-1'): Message => {
@@ -80,9 +80,13 @@ test('an output passed on unchanged keeps the message; a changed one gets a new 
     ['out', m.id, m.topic, '{"celsius":30}', m.timestamp, 'dev-1', { trace: 't1' }],
   );
   assert.deepEqual(same.from, [m]);
+  // A copy of an output with a field changed is an output too; a look-alike is not.
+  assert.equal(isOutput({ ...same, topic: 'elsewhere' }), true);
+  assert.equal(isOutput({ sink: 'out', from: [m], id: m.id, topic: m.topic, payload: m.payload }), false);
 
   const enriched = context.tools.to('alerts', m, { json: { celsius: 30, site: 'north' }, key: 's-1', topic: 'alerts/s-1' });
   assert.notEqual(enriched.id, m.id);
+  assert.match(enriched.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   assert.equal(Buffer.from(enriched.payload).toString(), '{"celsius":30,"site":"north"}');
   assert.deepEqual([enriched.key, enriched.topic], ['s-1', 'alerts/s-1']);
   assert.equal(context.tools.to('alerts', m, { json: 1, id: m.id }).id, m.id);
@@ -96,6 +100,8 @@ test('an aggregate needs a payload; it is about a device only when all its messa
   assert.throws(() => context.tools.to('out', [a, b]), /built from 2 messages needs a payload or json/);
   assert.equal(context.tools.to('out', [a, b], { payload: 'sum=3' }).clientId, 'dev-1');
   assert.equal(context.tools.to('out', [a, c], { payload: 'sum=4' }).clientId, undefined);
+  assert.equal(context.tools.to('out', [a, b, c], { payload: 'sum=6' }).clientId, undefined);
+  assert.equal(context.tools.to('out', [c, a, b], { payload: 'sum=6' }).clientId, undefined);
   assert.throws(() => context.tools.to('out', [], { payload: 'tick' }), /built from no message needs a topic/);
   assert.equal(context.tools.to('out', [], { payload: 'tick', topic: 'ticks' }).from.length, 0);
   assert.throws(() => context.tools.to('nowhere' as 'out', a), /tools.to\('nowhere', \.\.\.\) names no sink of the bridge; its sinks \(the keys of `to`\) are: out, alerts/);
