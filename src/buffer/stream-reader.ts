@@ -1,5 +1,5 @@
 import { Observable } from 'rxjs';
-import { createSharedDelivery, type Delivery, type SharedDeliveryHandlers } from '../core/delivery.ts';
+import { createInternalDelivery, type Delivery, type SharedDeliveryHandlers } from '../core/delivery.ts';
 import { backoffDelay } from '../core/backoff.ts';
 import { isFerryError } from '../core/errors.ts';
 import { failedSpanFields } from '../core/tracing.ts';
@@ -159,7 +159,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
     };
     const hand = (entry: Entry) => {
       entry.outcome = 'pending';
-      subscriber.next(createSharedDelivery(entry.message.envelope, settlement, entry));
+      subscriber.next(createInternalDelivery(entry.message.envelope, settlement, entry));
     };
 
     const run = async () => {

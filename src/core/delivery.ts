@@ -78,25 +78,62 @@ class SingleDelivery<C> implements Delivery {
     this.#context = context;
   }
 
-  readonly ack = (): void => {
-    if (this.state !== 'pending') {
-      this.#handlers.onDoubleSettle?.(this.#context, 'ack', this.state);
-      return;
-    }
-    this.state = 'acked';
-    this.#handlers.onAck(this.#context);
-  };
-
-  readonly nack = (error: Error): void => {
-    if (this.state !== 'pending') {
-      this.#handlers.onDoubleSettle?.(this.#context, 'nack', this.state);
-      return;
-    }
-    this.state = 'nacked';
-    this.#handlers.onNack(this.#context, error);
-  };
-
+  readonly ack = (): void => settle(this, this.#handlers, this.#context, 'ack', undefined);
+  readonly nack = (error: Error): void => settle(this, this.#handlers, this.#context, 'nack', error);
   readonly abandoned = (): boolean => this.state === 'pending' && this.#handlers.isAbandoned?.(this.#context) === true;
+}
+
+/**
+ * Like createSharedDelivery, with `ack`, `nack` and `abandoned` as methods of a class rather
+ * than functions of each delivery: a delivery is one object, where one with functions of its
+ * own is five (three functions and their context). Only for deliveries that stay inside
+ * Ferry's own code, which calls them as methods and never copies them: a copy
+ * (`{ ...delivery }`) has no `ack`, and a detached `ack` has no delivery. A handler bridge
+ * makes two per message (its buffer's to the handler, its output's to the sink), and they
+ * live until the sink's write is confirmed.
+ */
+export function createInternalDelivery<C>(envelope: Envelope, handlers: SharedDeliveryHandlers<C>, context: C): Delivery {
+  return new MethodDelivery(envelope, handlers, context);
+}
+
+class MethodDelivery<C> implements Delivery {
+  readonly envelope: Envelope;
+  state: DeliveryState = 'pending';
+  readonly #handlers: SharedDeliveryHandlers<C>;
+  readonly #context: C;
+
+  constructor(envelope: Envelope, handlers: SharedDeliveryHandlers<C>, context: C) {
+    this.envelope = envelope;
+    this.#handlers = handlers;
+    this.#context = context;
+  }
+
+  ack(): void {
+    settle(this, this.#handlers, this.#context, 'ack', undefined);
+  }
+
+  nack(error: Error): void {
+    settle(this, this.#handlers, this.#context, 'nack', error);
+  }
+
+  abandoned(): boolean {
+    return this.state === 'pending' && this.#handlers.isAbandoned?.(this.#context) === true;
+  }
+}
+
+/** Settles `delivery` once (a nack with `error`); a second settle is reported, not done. */
+function settle<C>(delivery: { state: DeliveryState }, handlers: SharedDeliveryHandlers<C>, context: C, attempted: 'ack' | 'nack', error: Error | undefined): void {
+  if (delivery.state !== 'pending') {
+    handlers.onDoubleSettle?.(context, attempted, delivery.state);
+    return;
+  }
+  if (attempted === 'ack') {
+    delivery.state = 'acked';
+    handlers.onAck(context);
+  } else {
+    delivery.state = 'nacked';
+    handlers.onNack(context, error as Error);
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Subject } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
-import { createSharedDelivery, type Delivery, type SharedDeliveryHandlers } from '../core/delivery.ts';
+import { createInternalDelivery, type Delivery, type SharedDeliveryHandlers } from '../core/delivery.ts';
 import { type Envelope, type Origin, createEnvelope } from '../core/envelope.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import { failedSpanFields } from '../core/tracing.ts';
@@ -92,7 +92,7 @@ export class OutputRouter {
     }
     this.#tracker.hold(tickets);
     // The delivery keeps the tickets, not the output: its messages can be collected meanwhile.
-    sink.next(createSharedDelivery(this.#envelope(output), this.#settlement, { tickets, sink: name, fromNothing: from.length === 0 }));
+    sink.next(createInternalDelivery(this.#envelope(output), this.#settlement, { tickets, sink: name, fromNothing: from.length === 0 }));
     return undefined;
   }
 

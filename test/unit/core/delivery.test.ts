@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { createDelivery, createSharedDelivery, fanOut, fanOutAll } from '../../../src/core/delivery.ts';
+import { createDelivery, createInternalDelivery, createSharedDelivery, fanOut, fanOutAll } from '../../../src/core/delivery.ts';
 import { createEnvelope } from '../../../src/core/envelope.ts';
 
 const envelope = () => createEnvelope({ topic: 't', payload: 'x', origin: { source: 'test' } });
@@ -46,6 +46,35 @@ test('deliveries sharing handlers each give them their own context, and settle o
   copy.ack();
   assert.equal(three.state, 'acked');
   assert.deepEqual(calls.at(-1), 'ack:3');
+});
+
+test('an internal delivery (methods of its class) settles once, reports the second settle, and tells abandonment like a shared one', () => {
+  const calls: string[] = [];
+  const handlers = {
+    onAck: (context: { n: number }) => calls.push(`ack:${context.n}`),
+    onNack: (context: { n: number }, e: Error) => calls.push(`nack:${context.n}:${e?.message}`),
+    onDoubleSettle: (context: { n: number }, attempt: string, state: string) => calls.push(`double:${context.n}:${attempt}:${state}`),
+    isAbandoned: (context: { n: number }) => context.n === 2,
+  };
+  const one = createInternalDelivery(envelope(), handlers, { n: 1 });
+  const two = createInternalDelivery(envelope(), handlers, { n: 2 });
+  assert.deepEqual([one.abandoned?.(), two.abandoned?.()], [false, true]);
+  one.ack();
+  one.ack();
+  two.nack(new Error('down'));
+  two.ack();
+  assert.deepEqual([one.state, two.state], ['acked', 'nacked']);
+  assert.equal(two.abandoned?.(), false, 'a settled delivery is not abandoned');
+  assert.deepEqual(calls, ['ack:1', 'double:1:ack:acked', 'nack:2:down', 'double:2:ack:nacked']);
+});
+
+test('a nack without an error (from plain JavaScript) is still a nack, never an ack', () => {
+  for (const make of [createSharedDelivery, createInternalDelivery]) {
+    const calls: string[] = [];
+    const d = make(envelope(), { onAck: () => calls.push('ack'), onNack: () => calls.push('nack') }, undefined);
+    (d.nack as () => void)();
+    assert.deepEqual([d.state, calls], ['nacked', ['nack']]);
+  }
 });
 
 test('envelopes get time-ordered UUIDv7 ids', () => {
