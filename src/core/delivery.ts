@@ -60,13 +60,8 @@ const OWN_HANDLERS: SharedDeliveryHandlers<DeliveryHandlers> = {
   isAbandoned: (handlers) => handlers.isAbandoned?.() === true,
 };
 
-/**
- * A delivery without a handler object and closures of its own per message (a gateway at
- * 20,000 messages/s makes a few deliveries per message; those showed in its GC time). `ack`,
- * `nack` and `state` are own properties, so that `{ ...delivery, envelope }` still works and
- * `ack` and `nack` may be called detached (`promise.then(delivery.ack, delivery.nack)`).
- */
-class SingleDelivery<C> implements Delivery {
+/** A delivery's envelope and state, and what settling it does: shared by the two kinds below. */
+abstract class SettledOnce<C> {
   readonly envelope: Envelope;
   state: DeliveryState = 'pending';
   readonly #handlers: SharedDeliveryHandlers<C>;
@@ -78,9 +73,36 @@ class SingleDelivery<C> implements Delivery {
     this.#context = context;
   }
 
-  readonly ack = (): void => settle(this, this.#handlers, this.#context, 'ack', undefined);
-  readonly nack = (error: Error): void => settle(this, this.#handlers, this.#context, 'nack', error);
-  readonly abandoned = (): boolean => this.state === 'pending' && this.#handlers.isAbandoned?.(this.#context) === true;
+  /** Settles once (a nack with `error`); a second settle is reported, not done. */
+  protected settle(attempted: 'ack' | 'nack', error: Error | undefined): void {
+    if (this.state !== 'pending') {
+      this.#handlers.onDoubleSettle?.(this.#context, attempted, this.state);
+      return;
+    }
+    if (attempted === 'ack') {
+      this.state = 'acked';
+      this.#handlers.onAck(this.#context);
+    } else {
+      this.state = 'nacked';
+      this.#handlers.onNack(this.#context, error as Error);
+    }
+  }
+
+  protected isAbandoned(): boolean {
+    return this.state === 'pending' && this.#handlers.isAbandoned?.(this.#context) === true;
+  }
+}
+
+/**
+ * A delivery without a handler object and closures of its own per message (a gateway at
+ * 20,000 messages/s makes a few deliveries per message; those showed in its GC time). `ack`,
+ * `nack` and `state` are own properties, so that `{ ...delivery, envelope }` still works and
+ * `ack` and `nack` may be called detached (`promise.then(delivery.ack, delivery.nack)`).
+ */
+class SingleDelivery<C> extends SettledOnce<C> implements Delivery {
+  readonly ack = (): void => this.settle('ack', undefined);
+  readonly nack = (error: Error): void => this.settle('nack', error);
+  readonly abandoned = (): boolean => this.isAbandoned();
 }
 
 /**
@@ -96,43 +118,17 @@ export function createInternalDelivery<C>(envelope: Envelope, handlers: SharedDe
   return new MethodDelivery(envelope, handlers, context);
 }
 
-class MethodDelivery<C> implements Delivery {
-  readonly envelope: Envelope;
-  state: DeliveryState = 'pending';
-  readonly #handlers: SharedDeliveryHandlers<C>;
-  readonly #context: C;
-
-  constructor(envelope: Envelope, handlers: SharedDeliveryHandlers<C>, context: C) {
-    this.envelope = envelope;
-    this.#handlers = handlers;
-    this.#context = context;
-  }
-
+class MethodDelivery<C> extends SettledOnce<C> implements Delivery {
   ack(): void {
-    settle(this, this.#handlers, this.#context, 'ack', undefined);
+    this.settle('ack', undefined);
   }
 
   nack(error: Error): void {
-    settle(this, this.#handlers, this.#context, 'nack', error);
+    this.settle('nack', error);
   }
 
   abandoned(): boolean {
-    return this.state === 'pending' && this.#handlers.isAbandoned?.(this.#context) === true;
-  }
-}
-
-/** Settles `delivery` once (a nack with `error`); a second settle is reported, not done. */
-function settle<C>(delivery: { state: DeliveryState }, handlers: SharedDeliveryHandlers<C>, context: C, attempted: 'ack' | 'nack', error: Error | undefined): void {
-  if (delivery.state !== 'pending') {
-    handlers.onDoubleSettle?.(context, attempted, delivery.state);
-    return;
-  }
-  if (attempted === 'ack') {
-    delivery.state = 'acked';
-    handlers.onAck(context);
-  } else {
-    delivery.state = 'nacked';
-    handlers.onNack(context, error as Error);
+    return this.isAbandoned();
   }
 }
 
