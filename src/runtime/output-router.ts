@@ -107,7 +107,8 @@ export class OutputRouter {
     const known = this.#origins.get(clientId);
     if (known !== undefined) return known;
     if (this.#origins.size >= MAX_ORIGINS_KEPT) this.#origins.clear();
-    const origin: Origin = clientId === undefined ? { source: this.#source } : { source: this.#source, clientId };
+    // Frozen, as the MQTT intake's are: one object is every output's of the device.
+    const origin: Origin = Object.freeze(clientId === undefined ? { source: this.#source } : { source: this.#source, clientId });
     this.#origins.set(clientId, origin);
     return origin;
   }
