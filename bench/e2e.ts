@@ -23,7 +23,7 @@ import {
   readRecords,
   type TopicRecord,
 } from './kafka.ts';
-import { cpuMs, peakRssMb, publishFleet, waitForRecords as waitForLoad, warmUp } from './load.ts';
+import { cpuMs, mainThreadMs, peakRssMb, publishFleet, waitForRecords as waitForLoad, warmUp } from './load.ts';
 import { kafkaBridge, startAedesTarget, startFerryTarget, startScript } from './targets.ts';
 import { median, ratio } from './stats.ts';
 
@@ -62,6 +62,35 @@ export interface PathResult {
    * steadier than rates on a machine shared with other work, since waiting for a core is not counted.
    */
   readonly cpuMsPer1k: number;
+  /** The gateway's or broker's main thread over the measured phase, where measured. */
+  readonly mainThread?: MainThread;
+}
+
+/**
+ * Where the main thread of the process that carried the messages spent the measured phase. On
+ * this 2-core machine the load generator and Kafka share the cores with it, so it is often ready
+ * to run and waits for a core; with a core of its own (a 4-core gateway, the devices elsewhere)
+ * it would not. `perSecOnCore` is the messages of the phase per second of the thread's time on
+ * a core: the rate that one thread's work allows, the ceiling of the process (its other threads,
+ * V8's collectors and libuv's pool, run beside it).
+ */
+export interface MainThread {
+  /** Share of the phase the thread was on a core, %. */
+  readonly onCorePct: number;
+  /** Share of the phase it was ready to run but waited for a core, %. */
+  readonly waitingPct: number;
+  readonly perSecOnCore: number;
+}
+
+/** The main thread of `pid` since `before` (a `mainThreadMs` reading), over `elapsedMs` that carried `messages`. */
+function mainThreadSince(pid: number, before: ReturnType<typeof mainThreadMs>, elapsedMs: number, messages: number): MainThread {
+  const now = mainThreadMs(pid);
+  const onCore = now.onCore - before.onCore;
+  return {
+    onCorePct: round1((onCore * 100) / elapsedMs),
+    waitingPct: round1(((now.waiting - before.waiting) * 100) / elapsedMs),
+    perSecOnCore: Math.round((messages * 1000) / onCore),
+  };
 }
 
 export interface E2eBenchResult {
@@ -80,7 +109,14 @@ export interface E2eBenchResult {
     readonly aedes: readonly number[];
     readonly ferry: readonly { readonly perSec: number; readonly cpuMsPer1k: number; readonly peakRssMb: number; readonly missing: number; readonly duplicates: number }[];
     readonly summary: { readonly cpuMsPer1k: number; readonly peakRssMb: number };
+    /** Each round's main thread: plain aedes's while it took the messages, the gateway's until they were in Kafka. */
+    readonly mainThread: { readonly aedes: readonly MainThread[]; readonly ferry: readonly MainThread[] };
   };
+  /**
+   * Medians over the rounds of what each main thread's work allows (`MainThread.perSecOnCore`):
+   * how the two would compare with a core each, not sharing two with the load generator and Kafka.
+   */
+  readonly ownCore: { readonly ferry: number; readonly aedes: number; readonly ratio: number };
   /** The same gateway with the broker's state in memory (`mqtt.persistence: memory`): its round with the median rate. */
   readonly ferryMemoryState: PathResult;
   readonly naive: PathResult;
@@ -166,12 +202,15 @@ export async function measureFerry(
     const warm = WARMUP * (await warmUp(() => publish(gateway.url, WARMUP, 0, 'e2e-', bytes)));
     await waitForRecords(kafka.brokers, topic, warm);
     const cpuBefore = cpuMs(gateway.pid);
+    const threadBefore = mainThreadMs(gateway.pid);
+    const started = performance.now();
     const ackedPerSec = await publish(gateway.url, options.messages, 1, 'e2e-', bytes);
     await waitForRecords(kafka.brokers, topic, warm + options.messages);
+    const mainThread = mainThreadSince(gateway.pid, threadBefore, performance.now() - started, options.messages);
     const cpuMsPer1k = round1(((cpuMs(gateway.pid) - cpuBefore) * 1000) / options.messages);
     const peakRss = peakRssMb(gateway.pid);
     await gateway.stop();
-    return { ...analyse(await readRecords(kafka.brokers, topic), options.messages), ackedPerSec, peakRssMb: peakRss, cpuMsPer1k };
+    return { ...analyse(await readRecords(kafka.brokers, topic), options.messages), ackedPerSec, peakRssMb: peakRss, cpuMsPer1k, mainThread };
   } finally {
     await gateway.stop();
   }
@@ -199,12 +238,15 @@ async function measureNaive(kafka: BenchKafka, topic: string, messages: number):
   }
 }
 
-/** Plain aedes QoS 1 ingest (nothing stored, nothing forwarded) of `messages` of `bytes`: PUBACKs per second. */
-export async function measureAedesIngest(messages: number, bytes = PAYLOAD_BYTES): Promise<number> {
+/** Plain aedes QoS 1 ingest (nothing stored, nothing forwarded) of `messages` of `bytes`: PUBACKs per second, and its main thread meanwhile. */
+export async function measureAedesIngest(messages: number, bytes = PAYLOAD_BYTES): Promise<{ readonly perSec: number; readonly mainThread: MainThread }> {
   const aedes = await startAedesTarget();
   try {
     await warmUp(() => publish(aedes.url, WARMUP, 0, 'aedes-', bytes));
-    return await publish(aedes.url, messages, 1, 'aedes-', bytes);
+    const before = mainThreadMs(aedes.pid);
+    const started = performance.now();
+    const perSec = await publish(aedes.url, messages, 1, 'aedes-', bytes);
+    return { perSec, mainThread: mainThreadSince(aedes.pid, before, performance.now() - started, messages) };
   } finally {
     await aedes.stop();
   }
@@ -223,12 +265,15 @@ export async function benchE2e(options: E2eOptions): Promise<E2eBenchResult> {
   try {
     for (const topic of allTopics) await createAppendTimeTopic(kafka.brokers, topic);
     const aedesRates: number[] = [];
+    const aedesThreads: MainThread[] = [];
     const ferryRuns: PathResult[] = [];
     const memoryRuns: PathResult[] = [];
     const { profileDir, ...unprofiled } = options;
     for (let round = 0; round < ROUNDS; round++) {
       log(`  round ${round + 1} of ${ROUNDS}: plain aedes QoS 1 ingest, ${options.messages} messages...`);
-      aedesRates.push(await measureAedesIngest(options.messages));
+      const aedesRound = await measureAedesIngest(options.messages);
+      aedesRates.push(aedesRound.perSec);
+      aedesThreads.push(aedesRound.mainThread);
       log(`  round ${round + 1} of ${ROUNDS}: Ferry gateway to Kafka, ${options.messages} messages...`);
       ferryRuns.push(await measureFerry(kafka, ferryTopics[round] as string, round === 0 ? options : unprofiled));
       log(`  round ${round + 1} of ${ROUNDS}: the same with mqtt.persistence: memory, ${options.messages} messages...`);
@@ -242,6 +287,9 @@ export async function benchE2e(options: E2eOptions): Promise<E2eBenchResult> {
       cpuMsPer1k: median(ferryRuns.map((run) => run.cpuMsPer1k)),
       peakRssMb: Math.max(...ferryRuns.map((run) => run.peakRssMb)),
     };
+    const ferryThreads = ferryRuns.map((run) => run.mainThread as MainThread);
+    const ownCoreFerry = median(ferryThreads.map((t) => t.perSecOnCore));
+    const ownCoreAedes = median(aedesThreads.map((t) => t.perSecOnCore));
     const memoryRate = median(memoryRuns.map((run) => run.perSec));
     const ferryMemoryState = memoryRuns.find((run) => run.perSec === memoryRate) as PathResult;
     log(`  naive bridge (aedes + one awaited kafkajs send per message), ${options.naiveMessages} messages...`);
@@ -258,7 +306,9 @@ export async function benchE2e(options: E2eOptions): Promise<E2eBenchResult> {
         aedes: aedesRates,
         ferry: ferryRuns.map(({ perSec, cpuMsPer1k, peakRssMb, missing, duplicates }) => ({ perSec, cpuMsPer1k, peakRssMb, missing, duplicates })),
         summary,
+        mainThread: { aedes: aedesThreads, ferry: ferryThreads },
       },
+      ownCore: { ferry: ownCoreFerry, aedes: ownCoreAedes, ratio: ratio(ownCoreFerry, ownCoreAedes) },
       ferryMemoryState,
       naive,
       kafkaCeiling,

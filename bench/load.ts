@@ -90,6 +90,16 @@ export function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/**
+ * A process's main thread so far (its thread id is the process id), from the scheduler's own
+ * accounting (/proc/<pid>/task/<pid>/schedstat): ms on a core, and ms it was ready to run but
+ * waited for one while other threads had both.
+ */
+export function mainThreadMs(pid: number): { readonly onCore: number; readonly waiting: number } {
+  const [onCore = Number.NaN, waiting = Number.NaN] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ').map(Number);
+  return { onCore: onCore / 1e6, waiting: waiting / 1e6 };
+}
+
 /** Resident set of a process now (VmRSS), MB, unrounded. */
 export function rssMb(pid: number): number {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));

@@ -40,7 +40,7 @@ export async function benchPayloads(options: { readonly messages: number; readon
       topics.push(topic);
       await createAppendTimeTopic(kafka.brokers, topic);
       log(`  ${payloadBytes} bytes: plain aedes QoS 1 ingest, then the gateway to Kafka, ${messages} messages each...`);
-      const aedesIngest = await measureAedesIngest(messages, payloadBytes);
+      const aedesIngest = (await measureAedesIngest(messages, payloadBytes)).perSec;
       const profileDir = options.profileDir === undefined ? {} : { profileDir: `${options.profileDir}/${payloadBytes}` };
       const ferry = await measureFerry(kafka, topic, { messages, payloadBytes, log, ...profileDir });
       runs.push({

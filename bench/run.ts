@@ -173,7 +173,16 @@ if (selected.has('e2e')) {
     [what, e2e.ferry.perSec, 'plain aedes QoS 1 ingest (nothing stored or forwarded)', e2e.aedesIngest.perSec, e2e.ratios.vsAedesIngest],
     [what, e2e.ferry.perSec, 'Kafka ProducerPerformance, acks=all', e2e.kafkaCeiling.perSec, e2e.ratios.vsKafkaCeiling],
     [`${what} (goal ≥ 0.9)`, e2e.ferry.perSec, 'the same gateway, mqtt.persistence: memory', e2e.ferryMemoryState.perSec, e2e.ratios.sqliteVsMemoryState],
+    [
+      "end to end, msgs per second of the gateway's main thread on a core (a core of its own, median)",
+      e2e.ownCore.ferry,
+      "plain aedes QoS 1 ingest, the same of aedes's main thread",
+      e2e.ownCore.aedes,
+      e2e.ownCore.ratio,
+    ],
   );
+  const threads = (list: readonly { onCorePct: number; waitingPct: number }[]) => list.map((t) => `${t.onCorePct}% on a core, ${t.waitingPct}% waiting for one`).join('; ');
+  log(`  main thread per round: the gateway ${threads(e2e.rounds.mainThread.ferry)}; plain aedes ${threads(e2e.rounds.mainThread.aedes)}`);
   const { rounds } = e2e;
   const { summary } = rounds;
   // Every round's messages must all be in Kafka.
