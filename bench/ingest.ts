@@ -16,7 +16,7 @@ import Database from 'better-sqlite3';
 import { Fleet } from '../src/cli/simulate/fleet.ts';
 import { historyPath } from '../src/sqlite/history-store.ts';
 import { type Target, historyBridge, startAedesTarget, startFerryTarget, startMosquittoTarget } from './targets.ts';
-import { warmUp } from './load.ts';
+import { mainThreadMs, warmUp } from './load.ts';
 import { median, ratio } from './stats.ts';
 
 const DEVICES = 50;
@@ -34,6 +34,11 @@ export interface IngestBenchResult {
   readonly payloadBytes: number;
   readonly qos1: { ferry: number; aedes: number; mosquitto: number | null; ferryVsAedes: number; ferryVsMosquitto: number | null };
   readonly qos0: { ferry: number; aedes: number; ferryVsAedes: number };
+  /**
+   * QoS 0 messages taken per second of the main thread's time on a core, the gateway's and plain
+   * aedes's (medians): how the two compare with a core each, not sharing two with the load generator.
+   */
+  readonly qos0OwnCore: { ferry: number; aedes: number; ferryVsAedes: number };
   /** The gateway's QoS 0 round from its first publish until its history held every message, msgs/s. */
   readonly qos0IntoHistory: number;
   /**
@@ -71,23 +76,29 @@ interface Rates {
   qos0: number;
   /** The gateway's only: QoS 0 messages per second into its history (0 for the others). */
   qos0IntoHistory: number;
+  /** QoS 0 messages taken per second of the main thread's time on a core (0 where not measured). */
+  qos0PerSecOnCore: number;
 }
 
-async function measure(target: Target, messages: number, qos0: boolean, historyDir?: string): Promise<Rates> {
+async function measure(target: Target & { readonly pid?: number }, messages: number, qos0: boolean, historyDir?: string): Promise<Rates> {
   let history: Awaited<ReturnType<typeof historyRows>> | undefined;
   try {
     await warmUp(() => ackedRate(target.url, 1, Math.min(10_000, messages)));
     const qos1 = await ackedRate(target.url, 1, messages);
-    if (!qos0) return { qos1, qos0: 0, qos0IntoHistory: 0 };
+    if (!qos0) return { qos1, qos0: 0, qos0IntoHistory: 0, qos0PerSecOnCore: 0 };
     history = historyDir === undefined ? undefined : await historyRows(historyDir);
     const before = history === undefined ? 0 : await history.settled();
     const started = performance.now();
+    const { pid } = target;
+    const onCoreBefore = pid === undefined ? 0 : mainThreadMs(pid).onCore;
     const rate = await ackedRate(target.url, 0, messages * QOS0_FACTOR);
-    if (history === undefined) return { qos1, qos0: rate, qos0IntoHistory: 0 };
+    const onCoreMs = pid === undefined ? 0 : mainThreadMs(pid).onCore - onCoreBefore;
+    const qos0PerSecOnCore = onCoreMs > 0 ? Math.round((messages * QOS0_FACTOR * 1000) / onCoreMs) : 0;
+    if (history === undefined) return { qos1, qos0: rate, qos0IntoHistory: 0, qos0PerSecOnCore };
     // Every QoS 0 message and the round's fences (one QoS 1 message per device).
     await history.reached(before + messages * QOS0_FACTOR + DEVICES);
     const intoHistory = Math.round((messages * QOS0_FACTOR * 1000) / (performance.now() - started));
-    return { qos1, qos0: rate, qos0IntoHistory: intoHistory };
+    return { qos1, qos0: rate, qos0IntoHistory: intoHistory, qos0PerSecOnCore };
   } finally {
     history?.close();
     await target.stop();
@@ -157,6 +168,7 @@ export async function benchIngest(messages = 50_000): Promise<IngestBenchResult>
     qos1: median(runs.map((r) => r.qos1)),
     qos0: median(runs.map((r) => r.qos0)),
     qos0IntoHistory: median(runs.map((r) => r.qos0IntoHistory)),
+    qos0PerSecOnCore: median(runs.map((r) => r.qos0PerSecOnCore)),
   });
   const [ferry, hooks, aedes] = [middle(rounds.ferry), middle(rounds.hooks), middle(rounds.aedes)];
   const mosquitto = rounds.mosquitto.length === 0 ? undefined : middle(rounds.mosquitto);
@@ -174,6 +186,7 @@ export async function benchIngest(messages = 50_000): Promise<IngestBenchResult>
       ferryVsMosquitto: mosquitto === undefined ? null : ratio(ferry.qos1, mosquitto.qos1),
     },
     qos0: { ferry: ferry.qos0, aedes: aedes.qos0, ferryVsAedes: ratio(ferry.qos0, aedes.qos0) },
+    qos0OwnCore: { ferry: ferry.qos0PerSecOnCore, aedes: aedes.qos0PerSecOnCore, ferryVsAedes: ratio(ferry.qos0PerSecOnCore, aedes.qos0PerSecOnCore) },
     qos0IntoHistory: ferry.qos0IntoHistory,
     hardening: { qos1: hooks.qos1, qos0: hooks.qos0, qos1VsAedes: ratio(hooks.qos1, aedes.qos1), qos0VsAedes: ratio(hooks.qos0, aedes.qos0) },
     historyFull: { prefill: PREFILL, qos1: median(full), qos1VsAedes: ratio(median(full), aedes.qos1) },

@@ -124,6 +124,13 @@ if (selected.has('ingest')) {
     rows.push(['QoS 1 ingest, 50 devices, acked at the publishers, msgs/s', ingest.qos1.ferry, 'Mosquitto 2 (in memory)', ingest.qos1.mosquitto, ingest.qos1.ferryVsMosquitto]);
   }
   rows.push(['QoS 0 ingest, 50 devices, handled (QoS 1 fence), msgs/s', ingest.qos0.ferry, 'plain aedes, no hooks', ingest.qos0.aedes, ingest.qos0.ferryVsAedes]);
+  rows.push([
+    "QoS 0 ingest per second of the gateway's main thread on a core (a core of its own), msgs",
+    ingest.qos0OwnCore.ferry,
+    "plain aedes, the same of aedes's main thread",
+    ingest.qos0OwnCore.aedes,
+    ingest.qos0OwnCore.ferryVsAedes,
+  ]);
   goals.push([
     `QoS 0 ingest against plain aedes QoS 0 in the same run (${number(ingest.qos0.ferry)} against ${number(ingest.qos0.aedes)} msgs/s)`,
     String(ingest.qos0.ferryVsAedes),
