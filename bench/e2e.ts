@@ -193,7 +193,7 @@ export async function measureFerry(
   options: Omit<E2eOptions, 'naiveMessages'> & { readonly payloadBytes?: number },
   telemetry?: string,
   persistence: 'sqlite' | 'memory' = 'sqlite',
-): Promise<PathResult> {
+): Promise<PathResult & { readonly mainThread: MainThread }> {
   const bytes = options.payloadBytes ?? PAYLOAD_BYTES;
   const bridge = kafkaBridge(kafka.brokers, topic);
   const nodeArgs = options.profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`];
@@ -266,7 +266,7 @@ export async function benchE2e(options: E2eOptions): Promise<E2eBenchResult> {
     for (const topic of allTopics) await createAppendTimeTopic(kafka.brokers, topic);
     const aedesRates: number[] = [];
     const aedesThreads: MainThread[] = [];
-    const ferryRuns: PathResult[] = [];
+    const ferryRuns: (PathResult & { readonly mainThread: MainThread })[] = [];
     const memoryRuns: PathResult[] = [];
     const { profileDir, ...unprofiled } = options;
     for (let round = 0; round < ROUNDS; round++) {
@@ -287,7 +287,7 @@ export async function benchE2e(options: E2eOptions): Promise<E2eBenchResult> {
       cpuMsPer1k: median(ferryRuns.map((run) => run.cpuMsPer1k)),
       peakRssMb: Math.max(...ferryRuns.map((run) => run.peakRssMb)),
     };
-    const ferryThreads = ferryRuns.map((run) => run.mainThread as MainThread);
+    const ferryThreads = ferryRuns.map((run) => run.mainThread);
     const ownCoreFerry = median(ferryThreads.map((t) => t.perSecOnCore));
     const ownCoreAedes = median(aedesThreads.map((t) => t.perSecOnCore));
     const memoryRate = median(memoryRuns.map((run) => run.perSec));
