@@ -84,11 +84,13 @@ export const bufferSettingsSchema = z
         description: '`full`: a commit is on disk before devices are acknowledged (survives power loss); `normal`: survives process crashes only.',
         examples: ['full'],
       }),
+    // 1,000: a flood commits within the turn that reads it instead of at its end, so that its
+    // messages die young instead of being promoted and collected as old (docs/benchmarks.md).
     maxBatch: z
       .int()
       .min(1)
-      .default(5000)
-      .meta({ description: 'Most messages in one group commit.', examples: [5000] }),
+      .default(1000)
+      .meta({ description: 'Most messages in one group commit.', examples: [1000] }),
     maxBatchBytes: z
       .int()
       .min(1)
