@@ -12,6 +12,8 @@ const MAX_BYTES = 4 * 1024 * 1024;
 
 /** Dropped messages at the front of a bridge's array before it is compacted (and then at least half of it). */
 const COMPACT_AFTER = 1024;
+/** How close to a paused bridge's newest row a read must come for the bridge to be kept again. */
+const RESUME_WITHIN = 1024;
 
 interface Recent {
   /** Every row of the bridge with a seq above this is kept. */
@@ -24,6 +26,14 @@ interface Recent {
   messages: (StoredMessage | undefined)[];
   head: number;
   bytes: number;
+  /** The highest seq a read answered from here. */
+  readThrough: number;
+  /**
+   * Set while nothing is kept for the bridge: its messages were let go at the bound before any
+   * read took them, so no sink of it reads from memory. `newest` is the seq of its last row then.
+   */
+  paused: boolean;
+  newest: number;
 }
 
 const kept = (recent: Recent): number => recent.messages.length - recent.head;
@@ -61,7 +71,14 @@ export class RecentMessages {
       if (seq === 0) continue;
       let recent = this.#bridges.get(entry.bridge);
       // Every row of the bridge above this one's seq is this one: seqs only grow.
-      if (recent === undefined) this.#bridges.set(entry.bridge, (recent = { floor: seq - 1, messages: [], head: 0, bytes: 0 }));
+      if (recent === undefined) {
+        recent = { floor: seq - 1, messages: [], head: 0, bytes: 0, readThrough: seq - 1, paused: false, newest: seq - 1 };
+        this.#bridges.set(entry.bridge, recent);
+      }
+      if (recent.paused) {
+        recent.newest = seq;
+        continue;
+      }
       // A row read back gives a Buffer: so does this, the message's own when it is one (nothing
       // writes into a payload; a device's is a view of the bytes its connection read), else a
       // view of its bytes.
@@ -71,8 +88,8 @@ export class RecentMessages {
       recent.bytes += envelope.payload.byteLength;
       this.#messages += 1;
       this.#bytes += envelope.payload.byteLength;
-      while (this.#messages > MAX_MESSAGES) this.#dropOldest(this.#largest(kept));
-      while (this.#bytes > MAX_BYTES) this.#dropOldest(this.#largest((r) => r.bytes));
+      while (this.#messages > MAX_MESSAGES) this.#letGo(this.#largest(kept));
+      while (this.#bytes > MAX_BYTES) this.#letGo(this.#largest((r) => r.bytes));
     }
   }
 
@@ -88,7 +105,13 @@ export class RecentMessages {
       return undefined;
     }
     const recent = this.#bridges.get(bridge);
-    if (recent === undefined || afterSeq < recent.floor) return undefined;
+    if (recent === undefined) return undefined;
+    if (recent.paused) {
+      // A reader near the newest row: keep the bridge's messages again from its next append on.
+      if (recent.newest - afterSeq <= RESUME_WITHIN) this.#bridges.delete(bridge);
+      return undefined;
+    }
+    if (afterSeq < recent.floor) return undefined;
     const { messages } = recent;
     let lo = recent.head;
     let hi = messages.length;
@@ -97,7 +120,9 @@ export class RecentMessages {
       if ((messages[mid] as StoredMessage).seq <= afterSeq) lo = mid + 1;
       else hi = mid;
     }
-    return messages.slice(lo, lo + limit) as StoredMessage[];
+    const found = messages.slice(lo, lo + limit) as StoredMessage[];
+    if (found.length > 0) recent.readThrough = Math.max(recent.readThrough, (found[found.length - 1] as StoredMessage).seq);
+    return found;
   }
 
   /** Every sink of the bridge is past `seq` and its rows up to it are deleted. */
@@ -130,6 +155,27 @@ export class RecentMessages {
     let largest: Recent | undefined;
     for (const recent of this.#bridges.values()) if (largest === undefined || size(recent) > size(largest)) largest = recent;
     return largest as Recent;
+  }
+
+  /**
+   * Lets the bridge's oldest message go at the bound. When no read took it from here, no sink of
+   * the bridge reads from memory: what is kept would only be let go unread in turn, each message
+   * held long enough to be promoted and collected as old (a sink far behind, a QoS 0 flood
+   * outrunning its sink). The bridge then keeps nothing until a reader comes near its newest row.
+   */
+  #letGo(recent: Recent): void {
+    const oldest = recent.messages[recent.head] as StoredMessage;
+    if (oldest.seq <= recent.readThrough) {
+      this.#dropOldest(recent);
+      return;
+    }
+    recent.newest = (recent.messages[recent.messages.length - 1] as StoredMessage).seq;
+    this.#messages -= kept(recent);
+    this.#bytes -= recent.bytes;
+    recent.messages = [];
+    recent.head = 0;
+    recent.bytes = 0;
+    recent.paused = true;
   }
 
   #dropOldest(recent: Recent): void {
