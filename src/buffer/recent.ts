@@ -30,9 +30,10 @@ interface Recent {
   readThrough: number;
   /**
    * Set while nothing is kept for the bridge: its messages were let go at the bound before any
-   * read took them, so no sink of it reads from memory. `newest` is the seq of its last row then.
+   * read took them, so no sink of it reads from memory.
    */
   paused: boolean;
+  /** While paused: the seq of the bridge's newest row, to tell when a reader has come near it. */
   newest: number;
 }
 
