@@ -30,11 +30,9 @@ interface Recent {
   readThrough: number;
   /**
    * Set while nothing is kept for the bridge: its messages were let go at the bound before any
-   * read took them, so no sink of it reads from memory.
+   * read took them, so no sink of it reads from memory. `floor` is then its newest row's seq.
    */
   paused: boolean;
-  /** While paused: the seq of the bridge's newest row, to tell when a reader has come near it. */
-  newest: number;
 }
 
 const kept = (recent: Recent): number => recent.messages.length - recent.head;
@@ -73,11 +71,11 @@ export class RecentMessages {
       let recent = this.#bridges.get(entry.bridge);
       // Every row of the bridge above this one's seq is this one: seqs only grow.
       if (recent === undefined) {
-        recent = { floor: seq - 1, messages: [], head: 0, bytes: 0, readThrough: seq - 1, paused: false, newest: seq - 1 };
+        recent = { floor: seq - 1, messages: [], head: 0, bytes: 0, readThrough: seq - 1, paused: false };
         this.#bridges.set(entry.bridge, recent);
       }
       if (recent.paused) {
-        recent.newest = seq;
+        recent.floor = seq;
         continue;
       }
       // A row read back gives a Buffer: so does this, the message's own when it is one (nothing
@@ -109,7 +107,7 @@ export class RecentMessages {
     if (recent === undefined) return undefined;
     if (recent.paused) {
       // A reader near the newest row: keep the bridge's messages again from its next append on.
-      if (recent.newest - afterSeq <= RESUME_WITHIN) this.#bridges.delete(bridge);
+      if (recent.floor - afterSeq <= RESUME_WITHIN) this.#bridges.delete(bridge);
       return undefined;
     }
     if (afterSeq < recent.floor) return undefined;
@@ -170,7 +168,7 @@ export class RecentMessages {
       this.#dropOldest(recent);
       return;
     }
-    recent.newest = (recent.messages[recent.messages.length - 1] as StoredMessage).seq;
+    recent.floor = (recent.messages[recent.messages.length - 1] as StoredMessage).seq;
     this.#messages -= kept(recent);
     this.#bytes -= recent.bytes;
     recent.messages = [];
