@@ -23,7 +23,7 @@ import {
   readRecords,
   type TopicRecord,
 } from './kafka.ts';
-import { cpuMs, mainThreadMs, peakRssMb, publishFleet, waitForRecords as waitForLoad, warmUp } from './load.ts';
+import { type MainThread, cpuMs, mainThreadMs, mainThreadSince, peakRssMb, publishFleet, waitForRecords as waitForLoad, warmUp } from './load.ts';
 import { kafkaBridge, startAedesTarget, startFerryTarget, startScript } from './targets.ts';
 import { median, ratio } from './stats.ts';
 
@@ -64,33 +64,6 @@ export interface PathResult {
   readonly cpuMsPer1k: number;
   /** The gateway's or broker's main thread over the measured phase, where measured. */
   readonly mainThread?: MainThread;
-}
-
-/**
- * Where the main thread of the process that carried the messages spent the measured phase. On
- * this 2-core machine the load generator and Kafka share the cores with it, so it is often ready
- * to run and waits for a core; with a core of its own (a 4-core gateway, the devices elsewhere)
- * it would not. `perSecOnCore` is the messages of the phase per second of the thread's time on
- * a core: the rate that one thread's work allows, the ceiling of the process (its other threads,
- * V8's collectors and libuv's pool, run beside it).
- */
-export interface MainThread {
-  /** Share of the phase the thread was on a core, %. */
-  readonly onCorePct: number;
-  /** Share of the phase it was ready to run but waited for a core, %. */
-  readonly waitingPct: number;
-  readonly perSecOnCore: number;
-}
-
-/** The main thread of `pid` since `before` (a `mainThreadMs` reading), over `elapsedMs` that carried `messages`. */
-function mainThreadSince(pid: number, before: ReturnType<typeof mainThreadMs>, elapsedMs: number, messages: number): MainThread {
-  const now = mainThreadMs(pid);
-  const onCore = now.onCore - before.onCore;
-  return {
-    onCorePct: round1((onCore * 100) / elapsedMs),
-    waitingPct: round1(((now.waiting - before.waiting) * 100) / elapsedMs),
-    perSecOnCore: Math.round((messages * 1000) / onCore),
-  };
 }
 
 export interface E2eBenchResult {

@@ -16,7 +16,7 @@ import Database from 'better-sqlite3';
 import { Fleet } from '../src/cli/simulate/fleet.ts';
 import { historyPath } from '../src/sqlite/history-store.ts';
 import { type Target, historyBridge, startAedesTarget, startFerryTarget, startMosquittoTarget } from './targets.ts';
-import { mainThreadMs, warmUp } from './load.ts';
+import { mainThreadMs, mainThreadSince, warmUp } from './load.ts';
 import { median, ratio } from './stats.ts';
 
 const DEVICES = 50;
@@ -90,10 +90,9 @@ async function measure(target: Target & { readonly pid?: number }, messages: num
     const before = history === undefined ? 0 : await history.settled();
     const started = performance.now();
     const { pid } = target;
-    const onCoreBefore = pid === undefined ? 0 : mainThreadMs(pid).onCore;
+    const thread = pid === undefined ? undefined : mainThreadMs(pid);
     const rate = await ackedRate(target.url, 0, messages * QOS0_FACTOR);
-    const onCoreMs = pid === undefined ? 0 : mainThreadMs(pid).onCore - onCoreBefore;
-    const qos0PerSecOnCore = onCoreMs > 0 ? Math.round((messages * QOS0_FACTOR * 1000) / onCoreMs) : 0;
+    const qos0PerSecOnCore = pid === undefined || thread === undefined ? 0 : mainThreadSince(pid, thread, performance.now() - started, messages * QOS0_FACTOR).perSecOnCore;
     if (history === undefined) return { qos1, qos0: rate, qos0IntoHistory: 0, qos0PerSecOnCore };
     // Every QoS 0 message and the round's fences (one QoS 1 message per device).
     await history.reached(before + messages * QOS0_FACTOR + DEVICES);

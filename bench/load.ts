@@ -100,6 +100,35 @@ export function mainThreadMs(pid: number): { readonly onCore: number; readonly w
   return { onCore: onCore / 1e6, waiting: waiting / 1e6 };
 }
 
+/**
+ * Where the main thread of the process that carried the messages spent the measured phase. On
+ * this 2-core machine the load generator and Kafka share the cores with it, so it is often ready
+ * to run and waits for a core; with a core of its own (a 4-core gateway, the devices elsewhere)
+ * it would not. `perSecOnCore` is the messages of the phase per second of the thread's time on
+ * a core: the rate that one thread's work allows, the ceiling of the process (its other threads,
+ * V8's collectors and libuv's pool, run beside it).
+ */
+export interface MainThread {
+  /** Share of the phase the thread was on a core, %. */
+  readonly onCorePct: number;
+  /** Share of the phase it was ready to run but waited for a core, %. */
+  readonly waitingPct: number;
+  readonly perSecOnCore: number;
+}
+
+/** The main thread of `pid` since `before` (a `mainThreadMs` reading), over `elapsedMs` that carried `messages`. */
+export function mainThreadSince(pid: number, before: ReturnType<typeof mainThreadMs>, elapsedMs: number, messages: number): MainThread {
+  const now = mainThreadMs(pid);
+  const onCore = now.onCore - before.onCore;
+  return {
+    onCorePct: roundTenth((onCore * 100) / elapsedMs),
+    waitingPct: roundTenth(((now.waiting - before.waiting) * 100) / elapsedMs),
+    perSecOnCore: Math.round((messages * 1000) / onCore),
+  };
+}
+
+const roundTenth = (n: number): number => Math.round(n * 10) / 10;
+
 /** Resident set of a process now (VmRSS), MB, unrounded. */
 export function rssMb(pid: number): number {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
