@@ -1,45 +1,12 @@
 import type Database from 'better-sqlite3';
-import { type Envelope, NO_HEADERS } from '../core/envelope.ts';
+import type { Envelope } from '../core/envelope.ts';
 import { type BridgeUsage, type CursorState, type MessageRow, type StoredMessage, toStored } from './rows.ts';
 import { type SeqRange, confirmedRanges } from './behind.ts';
-import { INSERT_ROWS, valuesList } from '../sqlite/connection.ts';
 import { BUFFER_SCHEMA, migrate } from './schema.ts';
 import { RecentMessages } from './recent.ts';
+import { type AppendEntry, LogRows, headersJson, originJson } from './append.ts';
 
-const headersJson = (e: Envelope): string => (e.headers === NO_HEADERS || isEmpty(e.headers) ? '{}' : JSON.stringify(e.headers));
-
-/** Whether an object has no enumerable property, without the array Object.keys makes. */
-function isEmpty(object: object): boolean {
-  for (const _ in object) return false;
-  return true;
-}
-
-/** Origins are shared between a device's messages (see the MQTT broker): their JSON is kept. */
-const originJsons = new WeakMap<object, string>();
-function originJson(origin: Envelope['origin']): string {
-  let json = originJsons.get(origin);
-  if (json === undefined) {
-    json = JSON.stringify(origin);
-    originJsons.set(origin, json);
-  }
-  return json;
-}
-
-/** Whether the INSERT_ROWS entries from `from` all go to the log (none is a dead letter). */
-function fullRun(entries: readonly AppendEntry[], from: number): boolean {
-  for (let j = from; j < from + INSERT_ROWS; j++) if ((entries[j] as AppendEntry).deadLetter !== undefined) return false;
-  return true;
-}
-
-/**
- * A message to append to a bridge's log, or, with `deadLetter`, straight to its dead letters
- * (a message refused at ingress: it never enters the log and gets seq 0 there).
- */
-export interface AppendEntry {
-  readonly bridge: string;
-  readonly envelope: Envelope;
-  readonly deadLetter?: { readonly sink: string; readonly reason: string };
-}
+export type { AppendEntry } from './append.ts';
 
 /**
  * The message log of the durable buffer on SQLite: appends in group commits, reads in seq order,
@@ -49,8 +16,7 @@ export interface AppendEntry {
  */
 export class BufferLog {
   protected readonly db: Database.Database;
-  readonly #insert: Database.Statement;
-  readonly #insertMany: Database.Statement;
+  readonly #rows: LogRows;
   readonly #insertDead: Database.Statement;
   readonly #read: Database.Statement;
   readonly #usage = new Map<string, { messages: number; bytes: number }>();
@@ -86,47 +52,13 @@ export class BufferLog {
       db.exec(BUFFER_SCHEMA);
       migrate(db);
     }
-    this.#insert = db.prepare('INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
     this.#insertDead = db.prepare(
       `INSERT INTO dead_letters (bridge, sink, reason, attempts, dead_at, seq, id, topic, key, headers, origin, payload, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    this.#insertMany = db.prepare(`INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ${valuesList(INSERT_ROWS, 8)}`);
-    const params = new Array<unknown>(INSERT_ROWS * 8);
+    this.#rows = new LogRows(db, (bridge, { sink, reason }, envelope) => this.recordDeadLetter(bridge, sink, reason, 0, 0, envelope));
     this.#appendRows = db.transaction((entries: readonly AppendEntry[], after?: () => void) => {
-      const seqs = new Array<number>(entries.length);
-      for (let i = 0; i < entries.length; ) {
-        const { bridge, envelope: e, deadLetter } = entries[i] as AppendEntry;
-        if (deadLetter !== undefined) {
-          this.recordDeadLetter(bridge, deadLetter.sink, deadLetter.reason, 0, 0, e);
-          seqs[i] = 0;
-          i += 1;
-          continue;
-        }
-        if (i + INSERT_ROWS <= entries.length && fullRun(entries, i)) {
-          // One statement for INSERT_ROWS rows: their seqs are consecutive, ending at the last.
-          for (let j = 0; j < INSERT_ROWS; j++) {
-            const entry = entries[i + j] as AppendEntry;
-            const m = entry.envelope;
-            const k = j * 8;
-            params[k] = entry.bridge;
-            params[k + 1] = m.id;
-            params[k + 2] = m.topic;
-            params[k + 3] = m.key ?? null;
-            params[k + 4] = headersJson(m);
-            params[k + 5] = originJson(m.origin);
-            params[k + 6] = m.payload;
-            params[k + 7] = m.timestamp;
-          }
-          const last = Number(this.#insertMany.run(params).lastInsertRowid);
-          for (let j = 0; j < INSERT_ROWS; j++) seqs[i + j] = last - INSERT_ROWS + 1 + j;
-          params.fill(undefined);
-          i += INSERT_ROWS;
-          continue;
-        }
-        seqs[i] = Number(this.#insert.run(bridge, e.id, e.topic, e.key ?? null, headersJson(e), originJson(e.origin), e.payload, e.timestamp).lastInsertRowid);
-        i += 1;
-      }
+      const seqs = this.#rows.insert(entries);
       after?.();
       return seqs;
     });
