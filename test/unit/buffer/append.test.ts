@@ -7,24 +7,13 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import pino from 'pino';
 import { bufferPath, openBuffer } from '../../../src/buffer/open.ts';
+import type { MessageRow as Row } from '../../../src/buffer/rows.ts';
 import type { AppendEntry } from '../../../src/buffer/store.ts';
 import { createEnvelope } from '../../../src/core/envelope.ts';
 import { INSERT_ROWS } from '../../../src/sqlite/connection.ts';
 import { tempDirs } from '../../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-append-');
-
-interface Row {
-  seq: number;
-  bridge: string;
-  id: string;
-  topic: string;
-  key: string | null;
-  headers: string;
-  origin: string;
-  payload: Buffer;
-  created_at: number;
-}
 
 /** `count` messages to `bridge`; `shape(i)` adds a key or headers to the i-th. */
 function messages(bridge: string, count: number, shape: (i: number) => { key?: string; headers?: Record<string, string> } = () => ({})): AppendEntry[] {
