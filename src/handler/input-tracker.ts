@@ -45,6 +45,77 @@ export function noteRouted(ticket: Ticket, sink: string): void {
   else (ticket.routedElsewhere ??= new Map()).set(sink, (ticket.routedElsewhere.get(sink) ?? 0) + 1);
 }
 
+/**
+ * The open tickets in the order they were handed. A Set did this, but at a handler's pace (one
+ * add and one delete per message, in nearly the same order) its table was rebuilt again and
+ * again: about 170 bytes allocated per message. Here a settled ticket stays in the array until
+ * the front passes it; `add` moves the rest to the front, or drops the settled ones when they
+ * are most of the array (in place: settling never moves a ticket, so iterating while tickets
+ * settle is safe).
+ */
+class OpenTickets {
+  readonly #items: (Ticket | undefined)[] = [];
+  /** The first ticket not settled, or the end. */
+  #head = 0;
+  #size = 0;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  add(ticket: Ticket): void {
+    const items = this.#items;
+    if (this.#head >= COMPACT_AT && this.#head * 2 >= items.length) {
+      items.copyWithin(0, this.#head);
+      items.length -= this.#head;
+      this.#head = 0;
+    } else if (items.length - this.#head >= COMPACT_AT && items.length - this.#head >= 4 * this.#size) {
+      let kept = this.#head;
+      for (let i = this.#head; i < items.length; i++) {
+        const item = items[i];
+        if (item !== undefined && !item.settled) items[kept++] = item;
+      }
+      items.length = kept;
+    }
+    items.push(ticket);
+    this.#size += 1;
+  }
+
+  /** An open ticket was settled (its `settled` set). */
+  settled(): void {
+    this.#size -= 1;
+    const items = this.#items;
+    while (this.#head < items.length && (items[this.#head] as Ticket).settled) items[this.#head++] = undefined;
+    if (this.#head === items.length) {
+      items.length = 0;
+      this.#head = 0;
+    }
+  }
+
+  /** The oldest open ticket. */
+  first(): Ticket | undefined {
+    return this.#items[this.#head];
+  }
+
+  *[Symbol.iterator](): IterableIterator<Ticket> {
+    for (let i = this.#head; i < this.#items.length; i++) {
+      const ticket = this.#items[i];
+      if (ticket !== undefined && !ticket.settled) yield ticket;
+    }
+  }
+
+  /** Settles every open ticket, none of them acked or nacked. */
+  abandon(): void {
+    for (const ticket of this) ticket.settled = true;
+    this.#items.length = 0;
+    this.#head = 0;
+    this.#size = 0;
+  }
+}
+
+/** Settled tickets an OpenTickets keeps before `add` drops them. */
+const COMPACT_AT = 1024;
+
 export interface TrackerEvents {
   /** A ticket was acked or nacked. */
   onSettle(ticket: Ticket, outcome: 'acked' | 'nacked'): void;
@@ -70,7 +141,7 @@ export interface TrackerEvents {
  */
 export class InputTracker {
   /** Open tickets in the order they were handed (a Set keeps insertion order): the first is the oldest. */
-  readonly #open = new Set<Ticket>();
+  readonly #open = new OpenTickets();
   readonly #events: TrackerEvents;
   readonly #registry: FinalizationRegistry<{ readonly ticket: Ticket; readonly generation: number }>;
   #releasedInTurn = 0;
@@ -110,13 +181,12 @@ export class InputTracker {
 
   /** The open tickets, oldest first. */
   tickets(): IterableIterator<Ticket> {
-    return this.#open.values();
+    return this.#open[Symbol.iterator]();
   }
 
   /** The oldest open ticket, if any. */
   oldest(): Ticket | undefined {
-    const first = this.#open.values().next();
-    return first.done === true ? undefined : first.value;
+    return this.#open.first();
   }
 
   /** Starts tracking `delivery`; `watch` then names the object the handler got for it. */
@@ -168,16 +238,24 @@ export class InputTracker {
 
   /** An output built from these inputs went to its sink. */
   hold(tickets: readonly Ticket[]): void {
-    for (const ticket of tickets) ticket.pending += 1;
+    for (const ticket of tickets) this.holdOne(ticket);
+  }
+
+  /** An output built from this input alone went to its sink. */
+  holdOne(ticket: Ticket): void {
+    ticket.pending += 1;
   }
 
   /** The sink confirmed an output built from these inputs. */
   confirm(tickets: readonly Ticket[]): void {
-    for (const ticket of tickets) {
-      ticket.pending -= 1;
-      ticket.confirmed = true;
-      this.#check(ticket);
-    }
+    for (const ticket of tickets) this.confirmOne(ticket);
+  }
+
+  /** The sink confirmed an output built from this input (alone or with others). */
+  confirmOne(ticket: Ticket): void {
+    ticket.pending -= 1;
+    ticket.confirmed = true;
+    this.#check(ticket);
   }
 
   /** The handler is done with this input: acked once its outputs are confirmed (at the end of the turn when there are none). */
@@ -232,14 +310,13 @@ export class InputTracker {
    */
   close(): void {
     this.#closed = true;
-    for (const ticket of this.#open) ticket.settled = true;
-    this.#open.clear();
+    this.#open.abandon();
   }
 
   #check(ticket: Ticket): void {
     if (this.#closed || ticket.settled || ticket.pending > 0 || !(ticket.released || (ticket.confirmed && !ticket.kept))) return;
     ticket.settled = true;
-    this.#open.delete(ticket);
+    this.#open.settled();
     ticket.delivery.ack();
     this.#events.onSettle(ticket, 'acked');
   }
@@ -247,7 +324,7 @@ export class InputTracker {
   #nack(ticket: Ticket, error: Error): void {
     if (this.#closed || ticket.settled) return;
     ticket.settled = true;
-    this.#open.delete(ticket);
+    this.#open.settled();
     ticket.delivery.nack(error);
     this.#events.onSettle(ticket, 'nacked');
   }

@@ -5,20 +5,26 @@ import { createInternalDelivery, type Delivery, type SharedDeliveryHandlers } fr
 import { type Envelope, type Origin, createEnvelope } from '../core/envelope.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import { failedSpanFields } from '../core/tracing.ts';
-import type { Output } from '../handler/define.ts';
+import type { Message, Output } from '../handler/define.ts';
 import { type InputTracker, type Ticket, noteRouted } from '../handler/input-tracker.ts';
 import { isOutput, ticketOf } from '../handler/message.ts';
 
 /** Origins kept for reuse, one per device; all dropped when there are more. */
 const MAX_ORIGINS_KEPT = 10_000;
 
-/** An output on its way to its sink: the inputs it settles. */
-interface Routed {
+/**
+ * An output on its way to its sink: the inputs it settles. An output built from one message,
+ * the most common, has that message's ticket alone: no array and no object of its own, which
+ * would live until the sink confirms it.
+ */
+type Routed = Ticket | RoutedMany;
+interface RoutedMany {
   readonly tickets: readonly Ticket[];
   readonly sink: string;
   /** Built from no message: nothing delivers it again if it fails. */
   readonly fromNothing: boolean;
 }
+const isMany = (routed: Routed): routed is RoutedMany => 'tickets' in routed;
 
 /**
  * Routes a TypeScript bridge's outputs to its sinks: each output becomes a delivery for the
@@ -40,8 +46,13 @@ export class OutputRouter {
 
   /** What an output's confirmation or failure does, shared by all of them (each delivery's context is its output's). */
   readonly #settlement: SharedDeliveryHandlers<Routed> = {
-    onAck: ({ tickets }) => this.#tracker.confirm(tickets),
-    onNack: ({ tickets, sink, fromNothing }, error) => {
+    onAck: (routed) => (isMany(routed) ? this.#tracker.confirm(routed.tickets) : this.#tracker.confirmOne(routed)),
+    onNack: (routed, error) => {
+      if (!isMany(routed)) {
+        this.#tracker.reject(routed, error);
+        return;
+      }
+      const { tickets, sink, fromNothing } = routed;
       if (fromNothing) {
         this.#counters.count('handler.outputs.lost', { bridge: this.#bridge, sink });
         this.#logger.warn({ err: error, sink, ...failedSpanFields(error) }, 'an output built from no message failed; it has no input to deliver again');
@@ -68,6 +79,11 @@ export class OutputRouter {
       return new FerryError('INTERNAL', `bridge '${this.#bridge}': the handler emitted ${what}; emit outputs built with tools.to(sink, from, ...)`);
     }
     const { sink: name, from } = output;
+    const only = from.length === 1 ? ticketOf(from[0] as Message) : undefined;
+    if (only !== undefined && !only.settled) {
+      this.#routeOne(sink, name, only, output);
+      return undefined;
+    }
     const tickets: Ticket[] = [];
     let late = 0;
     for (const message of from) {
@@ -77,23 +93,26 @@ export class OutputRouter {
       else tickets.push(ticket);
     }
     if (late > 0) this.#lateOutput(name, late);
-    const single = from.length === 1 ? tickets[0] : undefined;
-    if (single !== undefined) {
-      // Sent by an earlier run of the pipeline already: a restart does not send it twice.
-      const skip = single.skip?.get(name) ?? 0;
-      if (skip > 0) {
-        single.skip?.set(name, skip - 1);
-        this.#counters.count('handler.outputs.skipped', { bridge: this.#bridge, sink: name });
-        this.#tracker.hold([single]);
-        this.#tracker.confirm([single]);
-        return undefined;
-      }
-      noteRouted(single, name);
-    }
     this.#tracker.hold(tickets);
     // The delivery keeps the tickets, not the output: its messages can be collected meanwhile.
-    sink.next(createInternalDelivery(this.#envelope(output), this.#settlement, { tickets, sink: name, fromNothing: from.length === 0 }));
+    sink.next(createInternalDelivery<Routed>(this.#envelope(output), this.#settlement, { tickets, sink: name, fromNothing: from.length === 0 }));
     return undefined;
+  }
+
+  /** An output built from one open input alone. */
+  #routeOne(sink: Subject<Delivery>, name: string, ticket: Ticket, output: Output): void {
+    // Sent by an earlier run of the pipeline already: a restart does not send it twice.
+    const skip = ticket.skip?.get(name) ?? 0;
+    if (skip > 0) {
+      ticket.skip?.set(name, skip - 1);
+      this.#counters.count('handler.outputs.skipped', { bridge: this.#bridge, sink: name });
+      this.#tracker.holdOne(ticket);
+      this.#tracker.confirmOne(ticket);
+      return;
+    }
+    noteRouted(ticket, name);
+    this.#tracker.holdOne(ticket);
+    sink.next(createInternalDelivery<Routed>(this.#envelope(output), this.#settlement, ticket));
   }
 
   /** The envelope of an output, whose origin is this bridge (and the device it is about). */
