@@ -2,6 +2,7 @@ import { Observable } from 'rxjs';
 import { createInternalDelivery, type Delivery, type SharedDeliveryHandlers } from '../core/delivery.ts';
 import { backoffDelay } from '../core/backoff.ts';
 import { isFerryError } from '../core/errors.ts';
+import { InFlight } from '../core/in-flight.ts';
 import { failedSpanFields } from '../core/tracing.ts';
 import type { CursorSource, CursorSourceOptions } from './reader.ts';
 import { Signal } from './signal.ts';
@@ -24,6 +25,8 @@ interface Entry {
   attempts: number;
   error?: Error;
 }
+
+const isSettled = (entry: Entry): boolean => entry.outcome === 'acked' || entry.outcome === 'dead';
 
 /** Rows read at once; reading yields to the event loop between reads. */
 const READ_CHUNK = 500;
@@ -59,8 +62,8 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
     /** Set when unsubscribed before completing: settles of this run are ignored from then on. */
     let detached = false;
     let completed = false;
-    /** Unsettled messages by seq, oldest first (handed in seq order; Map keeps insertion order). */
-    const unsettled = new Map<number, Entry>();
+    /** Unsettled messages, oldest first (handed in seq order; a retry keeps its place). */
+    const unsettled = new InFlight<Entry>(isSettled);
     /** Settled since the last sweep. */
     let acked: StoredMessage[] = [];
     let rejected: Entry[] = [];
@@ -91,8 +94,8 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
       acked = [];
       rejected = [];
       // Just before the oldest unsettled message, or everything read when none is.
-      const oldest = unsettled.keys().next();
-      const cursor = oldest.done === true ? readSeq : oldest.value - 1;
+      const oldest = unsettled.first();
+      const cursor = oldest === undefined ? readSeq : oldest.message.seq - 1;
       const ahead: StoredMessage[] = [];
       const deadAhead: { message: StoredMessage; reason: string; attempts: number }[] = [];
       for (const entry of settledRejected) {
@@ -119,7 +122,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
       wake.notify();
     };
     const settle = (entry: Entry) => {
-      unsettled.delete(entry.message.seq);
+      unsettled.settled();
       if (entry.outcome === 'dead') rejected.push(entry);
       else acked.push(entry.message);
       if (sweepQueued) return;
@@ -185,7 +188,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
             readSeq = (rows.at(-1) as StoredMessage).seq;
             for (const message of rows) {
               const entry: Entry = { message, outcome: 'pending', attempts: 0 };
-              unsettled.set(message.seq, entry);
+              unsettled.add(entry);
               hand(entry);
               if (stopping || detached) break;
             }

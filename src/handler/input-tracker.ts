@@ -1,4 +1,5 @@
 import type { Delivery } from '../core/delivery.ts';
+import { InFlight } from '../core/in-flight.ts';
 
 /**
  * Ferry's bookkeeping for one input message of a handler. It holds the buffer's delivery,
@@ -45,77 +46,6 @@ export function noteRouted(ticket: Ticket, sink: string): void {
   else (ticket.routedElsewhere ??= new Map()).set(sink, (ticket.routedElsewhere.get(sink) ?? 0) + 1);
 }
 
-/**
- * The open tickets in the order they were handed. A Set did this, but at a handler's pace (one
- * add and one delete per message, in nearly the same order) its table was rebuilt again and
- * again: about 170 bytes allocated per message. Here a settled ticket stays in the array until
- * the front passes it; `add` moves the rest to the front, or drops the settled ones when they
- * are most of the array (in place: settling never moves a ticket, so iterating while tickets
- * settle is safe).
- */
-class OpenTickets {
-  readonly #items: (Ticket | undefined)[] = [];
-  /** The first ticket not settled, or the end. */
-  #head = 0;
-  #size = 0;
-
-  get size(): number {
-    return this.#size;
-  }
-
-  add(ticket: Ticket): void {
-    const items = this.#items;
-    if (this.#head >= COMPACT_AT && this.#head * 2 >= items.length) {
-      items.copyWithin(0, this.#head);
-      items.length -= this.#head;
-      this.#head = 0;
-    } else if (items.length - this.#head >= COMPACT_AT && items.length - this.#head >= 4 * this.#size) {
-      let kept = this.#head;
-      for (let i = this.#head; i < items.length; i++) {
-        const item = items[i];
-        if (item !== undefined && !item.settled) items[kept++] = item;
-      }
-      items.length = kept;
-    }
-    items.push(ticket);
-    this.#size += 1;
-  }
-
-  /** An open ticket was settled (its `settled` set). */
-  settled(): void {
-    this.#size -= 1;
-    const items = this.#items;
-    while (this.#head < items.length && (items[this.#head] as Ticket).settled) items[this.#head++] = undefined;
-    if (this.#head === items.length) {
-      items.length = 0;
-      this.#head = 0;
-    }
-  }
-
-  /** The oldest open ticket. */
-  first(): Ticket | undefined {
-    return this.#items[this.#head];
-  }
-
-  *[Symbol.iterator](): IterableIterator<Ticket> {
-    for (let i = this.#head; i < this.#items.length; i++) {
-      const ticket = this.#items[i];
-      if (ticket !== undefined && !ticket.settled) yield ticket;
-    }
-  }
-
-  /** Settles every open ticket, none of them acked or nacked. */
-  abandon(): void {
-    for (const ticket of this) ticket.settled = true;
-    this.#items.length = 0;
-    this.#head = 0;
-    this.#size = 0;
-  }
-}
-
-/** Settled tickets an OpenTickets keeps before `add` drops them. */
-const COMPACT_AT = 1024;
-
 export interface TrackerEvents {
   /** A ticket was acked or nacked. */
   onSettle(ticket: Ticket, outcome: 'acked' | 'nacked'): void;
@@ -141,7 +71,7 @@ export interface TrackerEvents {
  */
 export class InputTracker {
   /** Open tickets in the order they were handed (a Set keeps insertion order): the first is the oldest. */
-  readonly #open = new OpenTickets();
+  readonly #open = new InFlight<Ticket>((ticket) => ticket.settled);
   readonly #events: TrackerEvents;
   readonly #registry: FinalizationRegistry<{ readonly ticket: Ticket; readonly generation: number }>;
   #releasedInTurn = 0;
@@ -310,7 +240,8 @@ export class InputTracker {
    */
   close(): void {
     this.#closed = true;
-    this.#open.abandon();
+    for (const ticket of this.#open) ticket.settled = true;
+    this.#open.clear();
   }
 
   #check(ticket: Ticket): void {

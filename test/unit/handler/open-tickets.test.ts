@@ -1,7 +1,7 @@
-// The handler's open inputs (InputTracker's `open`, `oldest()` and `tickets()`), kept in an
-// array with settled tickets dropped lazily: checked against a plain model while thousands of
-// tickets settle in and out of order, some held for long, which makes the array trim its front
-// and drop settled tickets from its middle.
+// The handler's open inputs (InputTracker's `open`, `oldest()` and `tickets()`, kept in an
+// InFlight, src/core/in-flight.ts, as the handler's buffer reader keeps its messages): checked
+// against a plain model while thousands of tickets settle in and out of order, some held for
+// long, which makes the array trim its front and drop settled tickets from its middle.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createDelivery } from '../../../src/core/delivery.ts';
