@@ -83,14 +83,20 @@ export function recordRenderer(templates: RecordTemplates, filters: readonly str
       retryable: false,
       cause,
     });
+  // The last topic rendered that passed the checks: most messages go to the topic the one
+  // before went to, and the name's regular expression was a per-message cost.
+  let lastTopic: string | undefined;
   return (envelope) => {
     const input = { envelope, filters };
     try {
       const name = topic.render(input);
-      const problem = kafkaTopicProblem(name);
-      if (problem !== undefined) throw reject(envelope, `topic '${name}' (from '${templates.topic}') is invalid: ${problem}`);
-      if (allowed !== undefined && !allowed(name))
-        throw reject(envelope, `topic '${name}' (from '${templates.topic}') is not in allowedTopics (${templates.allowedTopics?.join(', ')})`);
+      if (name !== lastTopic) {
+        const problem = kafkaTopicProblem(name);
+        if (problem !== undefined) throw reject(envelope, `topic '${name}' (from '${templates.topic}') is invalid: ${problem}`);
+        if (allowed !== undefined && !allowed(name))
+          throw reject(envelope, `topic '${name}' (from '${templates.topic}') is not in allowedTopics (${templates.allowedTopics?.join(', ')})`);
+        lastTopic = name;
+      }
       const rendered: Record<string, string> = { ...envelope.headers };
       for (const [header, template] of headers) rendered[header] = template.render(input);
       rendered['ferry-id'] = envelope.id;

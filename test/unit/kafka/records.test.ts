@@ -23,6 +23,15 @@ test('a message whose topic renders outside allowedTopics is refused alone as ME
     (error: unknown) =>
       isFerryError(error, 'MESSAGE_INVALID') && /topic 'iot\.x\.secrets\.telemetry' .*is not in allowedTopics \(iot\.\*\.telemetry\)/.test(error.message) && !error.retryable,
   );
+  // Each message's topic is checked, whatever came before it (the last good topic is remembered).
+  for (let round = 0; round < 2; round++) {
+    assert.equal(render(envelope('pump-7')).topic, 'iot.pump-7.telemetry');
+    assert.equal(render(envelope('pump-7')).topic, 'iot.pump-7.telemetry');
+    for (let i = 0; i < 2; i++) {
+      assert.throws(() => render(envelope('x.secrets')), /is not in allowedTopics/);
+      assert.throws(() => render(envelope('a b')), /topic 'iot\.a b\.telemetry' .*is invalid/);
+    }
+  }
 });
 
 test('the kafka sink schema refuses bad patterns, and a fixed topic that its own allowedTopics exclude', () => {
