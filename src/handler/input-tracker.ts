@@ -70,7 +70,7 @@ export interface TrackerEvents {
  * happens to it afterwards (another output confirmed, the object collected) is ignored.
  */
 export class InputTracker {
-  /** Open tickets in the order they were handed (a Set keeps insertion order): the first is the oldest. */
+  /** Open tickets in the order they were handed: the first is the oldest. */
   readonly #open = new InFlight<Ticket>((ticket) => ticket.settled);
   readonly #events: TrackerEvents;
   readonly #registry: FinalizationRegistry<{ readonly ticket: Ticket; readonly generation: number }>;
