@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import pino from 'pino';
 import { bufferPolicySchema, bufferSettingsSchema } from '../../src/buffer/config.ts';
-import { bufferPath, openBuffer } from '../../src/buffer/open.ts';
+import { BUFFER_CHECKPOINT_PAGES, bufferPath, openBuffer } from '../../src/buffer/open.ts';
 import type { StoredMessage } from '../../src/buffer/store.ts';
 import { BufferWriter } from '../../src/buffer/writer.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
@@ -101,6 +101,30 @@ test('after a backlog drained, the buffer file gives its free space back to the 
     for (let step = 0; step < 10; step++) freed += store.reclaimSpace();
     assert.ok(freed > 18 * 1024 * 1024, `freed ${freed}`);
     assert.ok(size() < 2 * 1024 * 1024, `${size()} bytes after`);
+  } finally {
+    store.close();
+  }
+});
+
+test("the buffer checkpoints its WAL every 4,000 pages, not at SQLite's default 1,000 (issue 11)", () => {
+  const dir = tempDir();
+  const { store } = openBuffer(dir, logger);
+  try {
+    store.registerBridge('b', ['out']);
+    const payload = Buffer.alloc(3000, 7);
+    const file = () => statSync(bufferPath(dir)).size;
+    const walPages = () => Math.floor(statSync(`${bufferPath(dir)}-wal`).size / 4120);
+    const empty = file();
+    // One page per message: 2,000 pages of WAL, twice the default's threshold.
+    for (let batch = 0; batch < 20; batch++) {
+      store.append(Array.from({ length: 100 }, (_, i) => ({ bridge: 'b', envelope: { ...trackedDeliveries(1).deliveries[0]!.envelope, id: `a${batch}-${i}`, payload } })));
+    }
+    assert.ok(walPages() > 1500, `${walPages()} pages in the WAL`);
+    assert.equal(file(), empty, 'no checkpoint copied pages into the database yet');
+    for (let batch = 0; batch < 25; batch++) {
+      store.append(Array.from({ length: 100 }, (_, i) => ({ bridge: 'b', envelope: { ...trackedDeliveries(1).deliveries[0]!.envelope, id: `b${batch}-${i}`, payload } })));
+    }
+    assert.ok(file() > (BUFFER_CHECKPOINT_PAGES - 500) * 4096, `${file()} bytes in the database after ${BUFFER_CHECKPOINT_PAGES} pages`);
   } finally {
     store.close();
   }
