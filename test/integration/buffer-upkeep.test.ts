@@ -109,21 +109,23 @@ test('after a backlog drained, the buffer file gives its free space back to the 
 test("the buffer checkpoints its WAL every 4,000 pages, not at SQLite's default 1,000 (issue 11)", () => {
   const dir = tempDir();
   const { store } = openBuffer(dir, logger);
+  const file = () => statSync(bufferPath(dir)).size;
+  // A message of 3,000 bytes fills a page of its own: `messages` pages of WAL.
+  const envelope = { ...trackedDeliveries(1).deliveries[0]!.envelope, payload: Buffer.alloc(3000, 7) };
+  let appended = 0;
+  const appendPages = (messages: number) => {
+    for (const end = appended + messages; appended < end; appended += 100) {
+      store.append(Array.from({ length: 100 }, (_, i) => ({ bridge: 'b', envelope: { ...envelope, id: `m${appended + i}` } })));
+    }
+  };
   try {
     store.registerBridge('b', ['out']);
-    const payload = Buffer.alloc(3000, 7);
-    const file = () => statSync(bufferPath(dir)).size;
-    const walPages = () => Math.floor(statSync(`${bufferPath(dir)}-wal`).size / 4120);
     const empty = file();
-    // One page per message: 2,000 pages of WAL, twice the default's threshold.
-    for (let batch = 0; batch < 20; batch++) {
-      store.append(Array.from({ length: 100 }, (_, i) => ({ bridge: 'b', envelope: { ...trackedDeliveries(1).deliveries[0]!.envelope, id: `a${batch}-${i}`, payload } })));
-    }
-    assert.ok(walPages() > 1500, `${walPages()} pages in the WAL`);
+    appendPages(2000);
+    const walPages = Math.floor(statSync(`${bufferPath(dir)}-wal`).size / 4120);
+    assert.ok(walPages > 1500, `${walPages} pages in the WAL`);
     assert.equal(file(), empty, 'no checkpoint copied pages into the database yet');
-    for (let batch = 0; batch < 25; batch++) {
-      store.append(Array.from({ length: 100 }, (_, i) => ({ bridge: 'b', envelope: { ...trackedDeliveries(1).deliveries[0]!.envelope, id: `b${batch}-${i}`, payload } })));
-    }
+    appendPages(2500);
     assert.ok(file() > (BUFFER_CHECKPOINT_PAGES - 500) * 4096, `${file()} bytes in the database after ${BUFFER_CHECKPOINT_PAGES} pages`);
   } finally {
     store.close();
