@@ -22,8 +22,8 @@ export interface OpenedBuffer {
  * its own; the buffer's pages are written and freed again within seconds, so a longer WAL also
  * copies each hot page (the B-trees' right edges, the free list) fewer times. At 4,000 (a WAL of
  * up to about 16 MiB) a QoS 0 flood was taken about 7% faster and end to end cost about 5% less
- * CPU per message (docs/benchmarks.md, "Checkpoints every 4,000 pages"); durability does not
- * change, since every commit is still synced before its PUBACK.
+ * CPU per message (docs/benchmarks.md, "Checkpoints every 4,000 pages"). Durability does not
+ * change: under `synchronous: full` every commit is still synced before its PUBACK.
  */
 export const BUFFER_CHECKPOINT_PAGES = 4000;
 
