@@ -122,7 +122,8 @@ test("the buffer checkpoints its WAL every 4,000 pages, not at SQLite's default 
     store.registerBridge('b', ['out']);
     const empty = file();
     appendPages(2000);
-    const walPages = Math.floor(statSync(`${bufferPath(dir)}-wal`).size / 4120);
+    // A WAL frame is a 24-byte header and a 4,096-byte page.
+    const walPages = Math.floor(statSync(`${bufferPath(dir)}-wal`).size / (24 + 4096));
     assert.ok(walPages > 1500, `${walPages} pages in the WAL`);
     assert.equal(file(), empty, 'no checkpoint copied pages into the database yet');
     appendPages(2500);
