@@ -1,5 +1,5 @@
 // `npm run bench [-- <scenario>...] [--out <file>] [--profile <dir>]`: runs the benchmarks
-// (all, or the scenarios named: buffer, guard, ingest, e2e, steady, payloads, devices, kafkaclient, handler, state, external, postgres, startup, telemetry, ratelimit) in one process, prints a table of
+// (all, or the scenarios named; `--help` lists them, bench/usage.ts) in one process, prints a table of
 // ratios measured in this run, and writes the results as JSON (bench/results.json unless
 // --out). Absolute rates depend on the machine; the ratios against a baseline measured
 // alongside are what to compare. --profile writes CPU profiles of the gateways under the
@@ -24,34 +24,28 @@ import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
 import { type RateLimitBenchResult, benchRateLimit } from './rate-limit.ts';
 import { type SteadyBenchResult, benchSteady } from './steady.ts';
 import { ratio } from './stats.ts';
+import { SCENARIOS, type Scenario, usage } from './usage.ts';
 
-const SCENARIOS = [
-  'buffer',
-  'guard',
-  'ingest',
-  'e2e',
-  'steady',
-  'payloads',
-  'devices',
-  'kafkaclient',
-  'handler',
-  'state',
-  'external',
-  'postgres',
-  'startup',
-  'telemetry',
-  'ratelimit',
-] as const;
-type Scenario = (typeof SCENARIOS)[number];
-
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: { only: { type: 'string', multiple: true }, out: { type: 'string' }, profile: { type: 'string' } },
-});
+const parsed = (() => {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: { only: { type: 'string', multiple: true }, out: { type: 'string' }, profile: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    });
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\nnpm run bench -- --help lists the scenarios and options\n`);
+    process.exit(2);
+  }
+})();
+const { values, positionals } = parsed;
+if (values.help === true) {
+  process.stdout.write(usage());
+  process.exit(0);
+}
 const named = [...positionals, ...(values.only ?? []).flatMap((s) => s.split(','))];
 const unknown = named.filter((s) => !(SCENARIOS as readonly string[]).includes(s));
 if (unknown.length > 0) {
-  process.stderr.write(`unknown scenario ${unknown.join(', ')}: choose from ${SCENARIOS.join(', ')}\n`);
+  process.stderr.write(`unknown scenario ${unknown.join(', ')}: choose from ${SCENARIOS.join(', ')} (npm run bench -- --help says what each measures)\n`);
   process.exit(2);
 }
 const selected = new Set<Scenario>(named.length === 0 ? SCENARIOS : (named as Scenario[]));
