@@ -20,6 +20,7 @@ import { type KafkaEncodeResult, benchKafkaEncode } from './kafka-encode.ts';
 import { type PayloadBenchResult, benchPayloads } from './payloads.ts';
 import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
 import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartup } from './startup.ts';
+import { type StartupBacklogResult, benchStartupBacklog } from './startup-backlog.ts';
 import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
 import { type RateLimitBenchResult, benchRateLimit } from './rate-limit.ts';
 import { type SteadyBenchResult, benchSteady } from './steady.ts';
@@ -78,6 +79,7 @@ const results: {
   external?: ExternalBenchResult;
   postgres?: PostgresBenchResult;
   startup?: StartupBenchResult;
+  startupBacklog?: StartupBacklogResult;
   telemetry?: TelemetryBenchResult;
 } = {};
 
@@ -413,6 +415,21 @@ if (selected.has('startup')) {
       ],
     );
   }
+  const backlogMessages = Number(process.env['FERRY_BENCH_STARTUP_BACKLOG'] ?? 1_000_000);
+  log(
+    `start with a backlog: ${backlogMessages.toLocaleString('en-US')} messages in the buffer of a bridge whose Kafka is down, stopped cleanly before, against an empty buffer, 3 alternating rounds...`,
+  );
+  const backlog = (results.startupBacklog = await benchStartupBacklog(backlogMessages, 3, log));
+  rows.push([
+    `start to accepting MQTT connections with ${number(backlog.messages)} messages (${backlog.bufferMb} MB) buffered, ${backlog.cold ? 'page cache emptied' : 'from the page cache'}, ms (lower is better)`,
+    backlog.withBacklog.median,
+    'the same gateway, its buffer empty',
+    backlog.empty.median,
+    ratio(backlog.withBacklog.median, backlog.empty.median),
+  ]);
+  log(
+    `  with the backlog ${backlog.withBacklog.median} (${backlog.withBacklog.min}-${backlog.withBacklog.max}) ms, empty ${backlog.empty.median} (${backlog.empty.min}-${backlog.empty.max}) ms`,
+  );
 }
 if (selected.has('telemetry')) {
   const messages = Number(process.env['FERRY_BENCH_TELEMETRY_MESSAGES'] ?? 50_000);

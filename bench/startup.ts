@@ -80,9 +80,15 @@ export async function benchStartup(options: { rounds?: number; idleMs?: number; 
   };
 }
 
-/** One `ferry run` of the embedded default: its startup time and idle RSS. */
-export async function startOnce(env: NodeJS.ProcessEnv, idleMs: number, config = join(ROOT, 'config/gateway.yaml'), nodeArgs: readonly string[] = []): Promise<StartupRun> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'ferry-bench-startup-'));
+/** One `ferry run` of the embedded default (or `config`): its startup time and idle RSS; a fresh data directory unless `given`, which is kept. */
+export async function startOnce(
+  env: NodeJS.ProcessEnv,
+  idleMs: number,
+  config = join(ROOT, 'config/gateway.yaml'),
+  nodeArgs: readonly string[] = [],
+  given?: string,
+): Promise<StartupRun> {
+  const dataDir = given ?? mkdtempSync(join(tmpdir(), 'ferry-bench-startup-'));
   // Without the variables that turn on the default's Kafka and Postgres bridges.
   const { KAFKA_BROKERS: _k, POSTGRES_URL: _p, FERRY_FROM_SOURCE: _f, ...rest } = process.env;
   const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bin/ferry.js'), 'run', '--config', config, '--mqtt-port', '0', '--admin-port', '0', '--data-dir', dataDir], {
@@ -102,7 +108,7 @@ export async function startOnce(env: NodeJS.ProcessEnv, idleMs: number, config =
       child.kill('SIGTERM');
       await exited;
     }
-    rmSync(dataDir, { recursive: true, force: true });
+    if (given === undefined) rmSync(dataDir, { recursive: true, force: true });
   }
 }
 

@@ -15,7 +15,7 @@ export const SCENARIO_HELP = {
   state: "the broker's state on disk against in memory, and a start with many saved sessions",
   external: 'an external broker (Mosquitto) as the source against the embedded broker [Kafka, mosquitto]',
   postgres: 'the postgres sink against a raw COPY, and devices to PostgreSQL end to end [PostgreSQL]',
-  startup: 'start to accepting connections and idle memory of the embedded default, compiled and from sources',
+  startup: 'start to accepting connections and idle memory of the embedded default, compiled and from sources; a start with a backlog',
   telemetry: 'OTLP export and the eBPF collector against telemetry off, end to end [Kafka; bpftrace for eBPF]',
   ratelimit: 'a Redis rate limit that limits nothing against none [Redis]',
 } as const;
@@ -45,6 +45,8 @@ const ENVIRONMENT: readonly (readonly [name: string, what: string])[] = [
   ['FERRY_BENCH_PG_ROUNDS', 'postgres: alternating rounds (5)'],
   ['FERRY_BENCH_PG_CONCURRENCY', "postgres: the sink's concurrency (its default)"],
   ['FERRY_BENCH_STARTUP_ROUNDS', 'startup: fresh processes of each build (5)'],
+  ['FERRY_BENCH_STARTUP_BACKLOG', 'startup: messages in the buffer for the start with a backlog (1000000, about 400 MB of disk)'],
+  ['FERRY_BENCH_DROP_CACHES', 'startup: 1 empties the page cache before each start with the backlog (root only)'],
   ['FERRY_BENCH_TELEMETRY_MESSAGES', 'telemetry: messages a round (50000)'],
   ['FERRY_BENCH_TELEMETRY_ROUNDS', 'telemetry: alternating rounds (3)'],
   ['FERRY_TEST_REDIS', 'ratelimit: the Redis (redis://127.0.0.1:6379)'],

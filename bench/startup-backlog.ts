@@ -1,0 +1,87 @@
+// Start to accepting connections with a backlog in the buffer: a gateway with one bridge whose
+// Kafka is unreachable, started in turn with an empty data directory and with one whose buffer
+// holds `messages` messages of 200 bytes for that bridge (stopped cleanly before, as after an
+// upgrade or a reboot), each start stopped with SIGTERM. With FERRY_BENCH_DROP_CACHES=1 (root
+// only) the kernel's page cache is emptied before each start with the backlog, as after a power
+// cycle; else the buffer is read from the page cache.
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import pino from 'pino';
+import { bufferPath, openBuffer } from '../src/buffer/open.ts';
+import { type Spread, startOnce } from './startup.ts';
+
+export interface StartupBacklogResult {
+  readonly messages: number;
+  readonly bufferMb: number;
+  readonly rounds: number;
+  /** Whether the page cache was emptied before each start with the backlog. */
+  readonly cold: boolean;
+  readonly empty: Spread;
+  readonly withBacklog: Spread;
+}
+
+const BRIDGE = 'backlog';
+
+export async function benchStartupBacklog(messages: number, rounds: number, log: (line: string) => void): Promise<StartupBacklogResult> {
+  const cold = process.env['FERRY_BENCH_DROP_CACHES'] === '1';
+  const root = mkdtempSync(join(tmpdir(), 'ferry-bench-backlog-'));
+  try {
+    const config = join(root, 'gateway.yaml');
+    writeFileSync(
+      config,
+      [
+        'gateway: { name: bench, dataDir: ./data }',
+        'admin: { enabled: false }',
+        'shutdown: { drainTimeoutMs: 200 }',
+        'telemetry: { ebpf: off }',
+        'bridges: [bridge.yaml]',
+        'devices: []',
+        '',
+      ].join('\n'),
+    );
+    writeFileSync(
+      join(root, 'bridge.yaml'),
+      [`name: ${BRIDGE}`, 'from: { mqtt: { topics: ["devices/#"] } }', 'to: [{ kafka: { brokers: "127.0.0.1:1", topic: backlog } }]', ''].join('\n'),
+    );
+    const backlog = join(root, 'backlog');
+    fillBuffer(backlog, messages);
+    const bufferMb = Math.round(statSync(bufferPath(backlog)).size / 1024 / 102.4) / 10;
+    log(`  a buffer of ${messages.toLocaleString('en-US')} messages, ${bufferMb} MB${cold ? ', the page cache emptied before each start' : ''}`);
+    const empty: number[] = [];
+    const withBacklog: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const fresh = join(root, `empty-${i}`);
+      mkdirSync(fresh);
+      empty.push((await startOnce({}, 0, config, [], fresh)).startupMs);
+      if (cold) writeFileSync('/proc/sys/vm/drop_caches', '3');
+      withBacklog.push((await startOnce({}, 0, config, [], backlog)).startupMs);
+      // A clean stop removes the WAL: the next start is one after a clean stop too.
+      if (existsSync(`${bufferPath(backlog)}-wal`) && statSync(`${bufferPath(backlog)}-wal`).size > 0)
+        throw new Error('the gateway left a WAL with frames behind: its stop was not clean');
+    }
+    return { messages, bufferMb, rounds, cold, empty: spread(empty), withBacklog: spread(withBacklog) };
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+/** A buffer holding `messages` messages of 200 bytes for the bench's bridge, closed cleanly. */
+function fillBuffer(dataDir: string, messages: number): void {
+  openBuffer(dataDir, pino({ level: 'silent' })).store.close();
+  const db = new Database(bufferPath(dataDir));
+  const insert = db.prepare(`INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ('${BRIDGE}', ?, ?, NULL, '{}', ?, ?, ?)`);
+  const payload = Buffer.alloc(200, 0x61);
+  const origin = JSON.stringify({ source: 'mqtt', qos: 1, retain: false, clientId: 'bench-1' });
+  const at = Date.now();
+  db.transaction(() => {
+    for (let i = 0; i < messages; i++) insert.run(`00000000-0000-7000-8000-${String(i).padStart(12, '0')}`, `devices/bench-${i % 50}/telemetry/bench`, origin, payload, at);
+  })();
+  db.close();
+}
+
+function spread(values: readonly number[]): Spread {
+  const sorted = [...values].sort((a, b) => a - b);
+  return { median: sorted[Math.floor(sorted.length / 2)] as number, min: sorted[0] as number, max: sorted.at(-1) as number };
+}
