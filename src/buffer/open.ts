@@ -1,5 +1,7 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
+import { type BackgroundCheck, checkInBackground } from '../sqlite/background-check.ts';
 import { openChecked } from '../sqlite/open-checked.ts';
 import { needsIndexUpgrade } from './schema.ts';
 import { BufferStore } from './store.ts';
@@ -14,7 +16,17 @@ export interface OpenedBuffer {
   readonly store: BufferStore;
   /** Where a corrupt database was moved, when it was. */
   readonly movedAside?: string;
+  /** Set when the integrity check was left for later (`deferCheckAbove`): run checkBufferLater. */
+  readonly checkDeferred?: { readonly bytes: number };
 }
+
+/**
+ * The buffer's size above which `ferry run` opens a cleanly closed buffer without checking every
+ * page first, and checks it in the background once it accepts connections: up to here the check
+ * takes tens of milliseconds, and 1,000,000 messages (381 MB) made a start take 1.0 s from the
+ * page cache and 6.2 s from disk, against 0.3-0.4 s empty (docs/benchmarks.md, "A start with a backlog").
+ */
+export const DEFER_CHECK_ABOVE_BYTES = 32 * 1024 * 1024;
 
 /**
  * WAL pages after which a commit of the buffer checkpoints the WAL into the database (SQLite's
@@ -37,18 +49,46 @@ export const BUFFER_CHECKPOINT_PAGES = 4000;
  * of their own: one lost to a power cut means a message delivered again, never one lost, and the
  * next sync of the WAL covers them anyway.
  */
-export function openBuffer(dataDir: string, logger: Logger): OpenedBuffer {
-  const opened = openChecked(bufferPath(dataDir), { synchronous: 'normal', walAutocheckpointPages: BUFFER_CHECKPOINT_PAGES }, (db) => {
-    if (!needsIndexUpgrade(db)) return new BufferStore(db);
-    const { n } = db.prepare('SELECT count(*) AS n FROM messages').get() as { n: number };
-    logger.info({ messages: n }, "buffer: building the index that counts each sink's backlog, once after an upgrade (about a second per million messages)");
-    const started = performance.now();
-    const store = new BufferStore(db);
-    logger.info({ ms: Math.round(performance.now() - started) }, 'buffer: index built');
-    return store;
-  });
+export function openBuffer(dataDir: string, logger: Logger, options: { readonly deferCheckAbove?: number } = {}): OpenedBuffer {
+  const check = options.deferCheckAbove === undefined ? {} : { deferAbove: options.deferCheckAbove };
+  const opened = openChecked(
+    bufferPath(dataDir),
+    { synchronous: 'normal', walAutocheckpointPages: BUFFER_CHECKPOINT_PAGES },
+    (db) => {
+      if (!needsIndexUpgrade(db)) return new BufferStore(db);
+      const { n } = db.prepare('SELECT count(*) AS n FROM messages').get() as { n: number };
+      logger.info({ messages: n }, "buffer: building the index that counts each sink's backlog, once after an upgrade (about a second per million messages)");
+      const started = performance.now();
+      const store = new BufferStore(db);
+      logger.info({ ms: Math.round(performance.now() - started) }, 'buffer: index built');
+      return store;
+    },
+    check,
+  );
+  if (opened.checkDeferred !== undefined) return { store: opened.value, checkDeferred: opened.checkDeferred };
   if (opened.movedAside === undefined) return { store: opened.value };
   const { path: aside, error } = opened.movedAside;
   logger.error({ err: error, movedTo: aside }, 'buffer database is corrupt: moved it aside and started an empty one; messages in it are NOT being delivered');
   return { store: opened.value, movedAside: aside };
+}
+
+/**
+ * The integrity check of a buffer opened with it deferred, in a process of its own: logged and
+ * counted (`buffer.integrity_checks`). A corrupt buffer is reported as an error and marked, so
+ * that the next start checks it first and moves it aside.
+ */
+export function checkBufferLater(dataDir: string, logger: Logger, counters: Counters): BackgroundCheck {
+  const check = checkInBackground(bufferPath(dataDir));
+  void check.done.then((result) => {
+    counters.count('buffer.integrity_checks', { result: result.outcome });
+    if (result.outcome === 'ok') logger.info({ ms: result.ms }, 'buffer: integrity checked in the background: ok');
+    else if (result.outcome === 'corrupt')
+      logger.error(
+        { detail: result.detail, ms: result.ms },
+        'buffer database is corrupt (found by the background check): messages in its damaged pages may not be delivered; at the next start the gateway moves it aside (kept for inspection) and starts an empty one',
+      );
+    else if (result.detail !== 'stopped')
+      logger.warn({ detail: result.detail, ms: result.ms }, 'buffer: the background integrity check could not finish; the next clean start tries again');
+  });
+  return check;
 }

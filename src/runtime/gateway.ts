@@ -4,9 +4,9 @@ import type { Logger } from 'pino';
 import { type AnyBridgeConfig, runsHandlers } from '../config/bridge-module.ts';
 import { type GatewayConfig, loadGatewayConfig } from '../config/load.ts';
 import { ConfigError, type ConfigIssue, formatIssue } from '../config/issues.ts';
-import { FerryError } from '../core/errors.ts';
-import { openBuffer } from '../buffer/open.ts';
-import { describeError } from '../core/errors.ts';
+import { FerryError, describeError } from '../core/errors.ts';
+import { DEFER_CHECK_ABOVE_BYTES, type OpenedBuffer, checkBufferLater, openBuffer } from '../buffer/open.ts';
+import type { BackgroundCheck } from '../sqlite/background-check.ts';
 import type { BufferStore } from '../buffer/store.ts';
 import { BufferWriter } from '../buffer/writer.ts';
 import { DeviceAuthenticator } from '../mqtt/auth.ts';
@@ -37,10 +37,7 @@ export interface GatewayOptions {
   readonly logBridge?: LogBridge;
 }
 
-/**
- * The running gateway: the embedded broker, the bridges of the config and the admin server.
- * `start` resolves once devices can connect; `stop` drains in-flight messages first.
- */
+/** The running gateway: the embedded broker, the bridges of the config and the admin server. `start` resolves once devices can connect; `stop` drains in-flight messages first. */
 export class Gateway {
   readonly counters = new CounterRegistry();
   readonly #logger: Logger;
@@ -53,7 +50,8 @@ export class Gateway {
   #store: BufferStore | undefined;
   #writer: BufferWriter | undefined;
   #health: HealthWatch | undefined;
-  #movedAside: string | undefined;
+  #opened: OpenedBuffer | undefined;
+  #bufferCheck: BackgroundCheck | undefined; // the buffer's integrity check, when the start left it for later
   #admin: AdminServer | undefined;
   #databases: Databases | undefined;
   #vitals: Vitals | undefined;
@@ -107,9 +105,9 @@ export class Gateway {
     const vitals = this.#vitals;
     this.#series = new StatusSeries({ counters: this.counters, devices: () => this.#broker?.connectedClients ?? 0, vitals: () => vitals.latest() });
     try {
-      const opened = openBuffer(config.dataDirPath, this.#logger);
+      const opened = openBuffer(config.dataDirPath, this.#logger, { deferCheckAbove: DEFER_CHECK_ABOVE_BYTES });
       this.#store = opened.store;
-      this.#movedAside = opened.movedAside;
+      this.#opened = opened;
       if (opened.movedAside !== undefined) this.counters.count('buffer.recovered_from_corruption');
       this.#writer = new BufferWriter(opened.store, config.buffer, this.#logger.child({ component: 'buffer' }), this.counters);
       const observed = { logger: this.#logger, counters: this.counters, status: () => this.status(), version: this.#version };
@@ -168,6 +166,7 @@ export class Gateway {
       `accepting MQTT connections on ${config.mqtt.host}:${this.mqttPort} (ready in ${this.#startupMs} ms)`,
     );
     this.#observability?.startCollector();
+    if (this.#opened?.checkDeferred) this.#bufferCheck = checkBufferLater(config.dataDirPath, this.#logger.child({ component: 'buffer' }), this.counters);
   }
 
   /** Stops taking connections, waits up to the drain timeout for in-flight messages, then closes. */
@@ -232,7 +231,7 @@ export class Gateway {
       buffer: {
         state: this.#writer?.state ?? 'ok',
         held: this.#writer?.held ?? 0,
-        ...(this.#movedAside === undefined ? {} : { movedAside: this.#movedAside }),
+        ...(this.#opened?.movedAside === undefined ? {} : { movedAside: this.#opened.movedAside }),
         bridges: this.#bridges.map((b) => (this.#store as BufferStore).stats(b.config.name, { kept: true })),
       },
       health: this.health(),
@@ -381,6 +380,7 @@ export class Gateway {
   async #closeAll(sinkTimeoutMs = 0): Promise<void> {
     this.#health?.stop();
     this.#series?.stop();
+    this.#bufferCheck?.stop();
     this.#vitals?.stop();
     this.#writer?.flushNow();
     const bridges = [...this.#bridges, ...this.#retiring.keys()];

@@ -1,4 +1,4 @@
-import { existsSync, renameSync } from 'node:fs';
+import { existsSync, renameSync, rmSync, statSync } from 'node:fs';
 import type Database from 'better-sqlite3';
 import { type SqliteOptions, openSqlite } from './connection.ts';
 
@@ -6,31 +6,73 @@ export interface CheckedOpen<T> {
   readonly value: T;
   /** Where a corrupt database was moved, when it was, and what showed it corrupt. */
   readonly movedAside?: { readonly path: string; readonly error: unknown };
+  /** Set when the integrity check was left for later (see CheckOptions): the caller runs it with checkInBackground. */
+  readonly checkDeferred?: { readonly bytes: number };
+}
+
+export interface CheckOptions {
+  /**
+   * Databases larger than this (bytes) that were closed cleanly are opened without the full
+   * check, which reads every page (about 0.5 s per 400 MB from the page cache, 4-5 s from this
+   * machine's disk); the caller checks them in the background instead. Undefined: always in full.
+   */
+  readonly deferAbove?: number;
+}
+
+/** The file whose presence says a database must be checked in full at its next open. */
+export function checkMarkerPath(path: string): string {
+  return `${path}-check`;
 }
 
 /**
- * Opens a database and builds `T` on it, checking its integrity first. A corrupt database is
- * moved aside (kept for inspection, with its WAL) and a fresh one is started; the caller reports
- * it loudly. A locked or unreadable file is an error, not corruption, and is thrown.
+ * Opens a database and builds `T` on it, checking its integrity first (`PRAGMA quick_check`).
+ * A corrupt database is moved aside (kept for inspection, with its WAL) and a fresh one is
+ * started; the caller reports it loudly. A locked or unreadable file is an error, not
+ * corruption, and is thrown.
+ *
+ * With `deferAbove`, the full check of a large database is left for later when its last use
+ * ended cleanly: the last connection to close checkpoints the WAL and removes it (a read-only
+ * one leaves it empty), so a WAL with frames in it means a crash, a kill or a power cut, and
+ * those are checked at once, as is a database whose background check found it corrupt
+ * (checkMarkerPath). An empty WAL is one whose frames were all copied into the database and
+ * synced, as a clean close leaves it. Opening still reads the header and the schema, which is
+ * what a file that is no database at all fails on.
  */
-export function openChecked<T>(path: string, options: SqliteOptions, build: (db: Database.Database) => T): CheckedOpen<T> {
+export function openChecked<T>(path: string, options: SqliteOptions, build: (db: Database.Database) => T, check: CheckOptions = {}): CheckedOpen<T> {
+  const deferred = deferredCheck(path, check);
   try {
-    return { value: openAndCheck(path, options, build) };
+    const value = openAndCheck(path, options, build, deferred === undefined);
+    if (deferred === undefined) rmSync(checkMarkerPath(path), { force: true });
+    return deferred === undefined ? { value } : { value, checkDeferred: deferred };
   } catch (error) {
     if (!existsSync(path) || !isCorruption(error)) throw error;
     const aside = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
     for (const suffix of ['', '-wal', '-shm']) {
       if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
     }
-    return { value: openAndCheck(path, options, build), movedAside: { path: aside, error } };
+    rmSync(checkMarkerPath(path), { force: true });
+    return { value: openAndCheck(path, options, build, true), movedAside: { path: aside, error } };
   }
 }
 
-function openAndCheck<T>(path: string, options: SqliteOptions, build: (db: Database.Database) => T): T {
+/** The database's size when its full check can wait; undefined when it is checked now. */
+function deferredCheck(path: string, check: CheckOptions): { bytes: number } | undefined {
+  if (check.deferAbove === undefined) return undefined;
+  const bytes = statSync(path, { throwIfNoEntry: false })?.size ?? 0;
+  if (bytes <= check.deferAbove) return undefined;
+  if ((statSync(`${path}-wal`, { throwIfNoEntry: false })?.size ?? 0) > 0 || existsSync(checkMarkerPath(path))) return undefined;
+  return { bytes };
+}
+
+function openAndCheck<T>(path: string, options: SqliteOptions, build: (db: Database.Database) => T, full: boolean): T {
   const db = openSqlite(path, options);
   try {
-    const result = (db.pragma('quick_check') as { quick_check: string }[]).map((r) => r.quick_check).join('; ');
-    if (result !== 'ok') throw Object.assign(new Error(`quick_check: ${result}`), { code: 'SQLITE_CORRUPT' });
+    if (full) {
+      const result = (db.pragma('quick_check') as { quick_check: string }[]).map((r) => r.quick_check).join('; ');
+      if (result !== 'ok') throw Object.assign(new Error(`quick_check: ${result}`), { code: 'SQLITE_CORRUPT' });
+    } else {
+      db.prepare('SELECT count(*) FROM sqlite_schema').pluck().get();
+    }
     return build(db);
   } catch (error) {
     db.close();
@@ -38,7 +80,7 @@ function openAndCheck<T>(path: string, options: SqliteOptions, build: (db: Datab
   }
 }
 
-function isCorruption(error: unknown): boolean {
+export function isCorruption(error: unknown): boolean {
   const code = (error as { code?: unknown }).code;
   return typeof code === 'string' && (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB');
 }

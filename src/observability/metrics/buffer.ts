@@ -82,6 +82,18 @@ export const bufferMetrics = [
     help: 'A corrupt `buffer.db` found at startup, moved aside (`buffer.db.corrupt-<time>`) and replaced by a fresh one.',
   },
   {
+    name: 'buffer.integrity_checks',
+    type: 'counter',
+    unit: 'checks',
+    labels: {
+      result: {
+        meaning: 'what the check found',
+        values: ['ok', 'corrupt', 'failed'],
+      },
+    },
+    help: 'Integrity checks of a large `buffer.db` run in the background after a start that left them for later (it had been closed cleanly); `corrupt` makes the next start move it aside.',
+  },
+  {
     name: 'delivery.double_settle',
     type: 'counter',
     unit: 'events',

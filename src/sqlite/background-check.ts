@@ -1,0 +1,88 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { checkMarkerPath } from './open-checked.ts';
+
+export type BackgroundCheckResult =
+  | { readonly outcome: 'ok'; readonly ms: number }
+  /** `PRAGMA quick_check` found the database corrupt; the marker makes the next open check it in full. */
+  | { readonly outcome: 'corrupt'; readonly detail: string; readonly ms: number }
+  /** The check could not run to the end (the process failed, was stopped, or could not read the file). */
+  | { readonly outcome: 'failed'; readonly detail: string; readonly ms: number };
+
+export interface BackgroundCheck {
+  readonly done: Promise<BackgroundCheckResult>;
+  /** Kills the check (a stop of the gateway does not wait for it). */
+  stop(): void;
+}
+
+/**
+ * What the checking process runs: `PRAGMA quick_check` on a read-only connection of its own,
+ * which reads a snapshot of the database while the gateway goes on writing, and prints the result
+ * as one JSON line. A small page cache: the check reads every page once.
+ */
+const CHECK = `
+const Database = require(process.argv[1]);
+let db;
+try {
+  db = new Database(process.argv[2], { readonly: true, fileMustExist: true });
+  db.pragma('cache_size = -2048');
+  const rows = db.pragma('quick_check');
+  process.stdout.write(JSON.stringify({ result: rows.map((r) => r.quick_check).join('; ') }) + '\\n');
+} catch (error) {
+  process.stdout.write(JSON.stringify({ error: String(error && error.message), code: error && error.code }) + '\\n');
+} finally {
+  if (db) db.close();
+}
+`;
+
+/**
+ * Checks a database's integrity in a process of its own, so that neither the event loop nor the
+ * gateway's memory pays for reading every page (a worker thread would keep about 12 MB of its
+ * memory after it ended). A corrupt database gets the marker that makes its next open check it
+ * in full, and so move it aside.
+ */
+export function checkInBackground(path: string): BackgroundCheck {
+  const started = performance.now();
+  const elapsed = () => Math.round(performance.now() - started);
+  const betterSqlite = createRequire(import.meta.url).resolve('better-sqlite3');
+  let child: ChildProcess | undefined;
+  let stopped = false;
+  const done = new Promise<BackgroundCheckResult>((resolve) => {
+    child = spawn(process.execPath, ['-e', CHECK, betterSqlite, path], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+    });
+    child.stderr?.on('data', (chunk: Buffer) => {
+      err += chunk.toString();
+    });
+    child.once('error', (error) => resolve({ outcome: 'failed', detail: error.message, ms: elapsed() }));
+    child.once('close', (code, signal) => {
+      if (stopped) return resolve({ outcome: 'failed', detail: 'stopped', ms: elapsed() });
+      let reply: { result?: string; error?: string; code?: string } | undefined;
+      try {
+        reply = JSON.parse(out) as typeof reply;
+      } catch {
+        reply = undefined;
+      }
+      if (reply?.result === 'ok') return resolve({ outcome: 'ok', ms: elapsed() });
+      const corrupt = reply?.result !== undefined || (reply?.code !== undefined && (reply.code.startsWith('SQLITE_CORRUPT') || reply.code === 'SQLITE_NOTADB'));
+      if (corrupt) {
+        const detail = reply?.result ?? `${reply?.code}: ${reply?.error}`;
+        writeFileSync(checkMarkerPath(path), `${new Date().toISOString()} ${detail}\n`);
+        return resolve({ outcome: 'corrupt', detail, ms: elapsed() });
+      }
+      const detail = reply?.error ?? (err.trim().split('\n').at(-1) || `the check exited with ${signal ?? code}`);
+      resolve({ outcome: 'failed', detail, ms: elapsed() });
+    });
+  });
+  return {
+    done,
+    stop: () => {
+      stopped = true;
+      child?.kill('SIGKILL');
+    },
+  };
+}

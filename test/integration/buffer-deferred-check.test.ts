@@ -1,0 +1,137 @@
+// The buffer's integrity check at startup: every page read before a start accepts connections,
+// unless the buffer is large and was closed cleanly; then the check runs in a process of its own
+// once the gateway is up, and a corrupt buffer is moved aside at the next start.
+import assert from 'node:assert/strict';
+import { copyFileSync, existsSync, mkdirSync, openSync, readdirSync, closeSync, writeSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import pino from 'pino';
+import { DEFER_CHECK_ABOVE_BYTES, bufferPath, checkBufferLater, openBuffer } from '../../src/buffer/open.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { Gateway } from '../../src/runtime/gateway.ts';
+import { componentKinds } from '../../src/runtime/registry.ts';
+import { checkMarkerPath } from '../../src/sqlite/open-checked.ts';
+import { eventually } from '../harness/eventually.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const tempDir = tempDirs('ferry-deferred-check-');
+const logger = pino({ level: 'silent' });
+const MiB = 1024 * 1024;
+
+/** A buffer holding `rows` messages of 1 KiB for bridge `b`, closed cleanly. */
+function filledBuffer(dir: string, rows: number): void {
+  openBuffer(dir, logger).store.close();
+  const db = new Database(bufferPath(dir));
+  const insert = db.prepare("INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ('b', ?, 't', NULL, '{}', '{}', ?, ?)");
+  const payload = Buffer.alloc(1024, 1);
+  db.transaction(() => {
+    for (let i = 0; i < rows; i++) insert.run(`id-${i}`, payload, Date.now());
+  })();
+  db.close();
+}
+
+/** Overwrites the header of a leaf page of the messages table: quick_check finds it, opening and reading the schema do not. */
+function corruptALeaf(dir: string): void {
+  const db = new Database(bufferPath(dir), { readonly: true });
+  const page = db.prepare("SELECT pageno FROM dbstat WHERE name = 'messages' AND pagetype = 'leaf' ORDER BY pageno LIMIT 1 OFFSET 20").pluck().get() as number;
+  const pageSize = db.pragma('page_size', { simple: true }) as number;
+  db.close();
+  const fd = openSync(bufferPath(dir), 'r+');
+  writeSync(fd, Buffer.alloc(16, 0xff), 0, 16, (page - 1) * pageSize);
+  closeSync(fd);
+}
+
+test('a large buffer closed cleanly opens without the full check; the check in the background finds it corrupt, and the next open moves it aside', async () => {
+  const dir = tempDir();
+  filledBuffer(dir, 2_000);
+  corruptALeaf(dir);
+  const opened = openBuffer(dir, logger, { deferCheckAbove: MiB });
+  assert.ok(opened.checkDeferred !== undefined && opened.checkDeferred.bytes > MiB, 'the check was left for later');
+  assert.equal(opened.movedAside, undefined);
+  const counters = new CounterRegistry();
+  const result = await checkBufferLater(dir, logger, counters).done;
+  assert.equal(result.outcome, 'corrupt', JSON.stringify(result));
+  assert.equal(counters.get('buffer.integrity_checks{result=corrupt}'), 1);
+  assert.ok(existsSync(checkMarkerPath(bufferPath(dir))), 'marked for a full check');
+  // A check stopped (the gateway stops) ends at once, without a verdict.
+  const stopped = checkBufferLater(dir, logger, counters);
+  stopped.stop();
+  assert.deepEqual({ ...(await stopped.done), ms: 0 }, { outcome: 'failed', detail: 'stopped', ms: 0 });
+  opened.store.close();
+
+  const again = openBuffer(dir, logger, { deferCheckAbove: MiB });
+  try {
+    assert.equal(again.checkDeferred, undefined, 'the marker made it check in full');
+    assert.ok(again.movedAside !== undefined && existsSync(again.movedAside), 'moved aside');
+    assert.equal(again.store.usage('b').messages, 0, 'a fresh buffer');
+    assert.equal(existsSync(checkMarkerPath(bufferPath(dir))), false, 'the marker went with it');
+  } finally {
+    again.store.close();
+  }
+});
+
+test('a buffer whose WAL still holds frames (a crash, a kill, a power cut) is checked in full at open, as is a small one and one opened without deferral', () => {
+  // The files a killed process leaves: copied while a connection that wrote is still open.
+  const crashed = tempDir();
+  filledBuffer(crashed, 2_000);
+  corruptALeaf(crashed);
+  const writer = new Database(bufferPath(crashed));
+  writer.pragma('wal_autocheckpoint = 0');
+  writer.prepare("INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ('b', 'late', 't', NULL, '{}', '{}', x'00', 0)").run();
+  const copy = tempDir();
+  mkdirSync(copy, { recursive: true });
+  for (const suffix of ['', '-wal']) copyFileSync(bufferPath(crashed) + suffix, bufferPath(copy) + suffix);
+  writer.close();
+  const afterCrash = openBuffer(copy, logger, { deferCheckAbove: MiB });
+  afterCrash.store.close();
+  assert.equal(afterCrash.checkDeferred, undefined);
+  assert.ok(afterCrash.movedAside !== undefined, 'the full check ran and found the damage');
+
+  const small = tempDir();
+  filledBuffer(small, 2_000);
+  corruptALeaf(small);
+  const underTheSize = openBuffer(small, logger, { deferCheckAbove: 64 * MiB });
+  underTheSize.store.close();
+  assert.ok(underTheSize.movedAside !== undefined && underTheSize.checkDeferred === undefined);
+
+  const library = tempDir();
+  filledBuffer(library, 2_000);
+  corruptALeaf(library);
+  const notDeferred = openBuffer(library, logger);
+  notDeferred.store.close();
+  assert.ok(notDeferred.movedAside !== undefined && notDeferred.checkDeferred === undefined);
+});
+
+test('ferry run: a cleanly closed buffer over the size starts without the check, reports a corrupt one from the background, and moves it aside at the next start', async () => {
+  const root = tempDir();
+  const data = join(root, 'data');
+  filledBuffer(data, Math.ceil((DEFER_CHECK_ABOVE_BYTES * 1.1) / 1100));
+  corruptALeaf(data);
+  writeFileSync(
+    join(root, 'gateway.yaml'),
+    'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {enabled: false}\nshutdown: {drainTimeoutMs: 500}\ndevices: []\nbridges: []\ngateway: {dataDir: data}\n',
+  );
+  const start = async () => {
+    const gateway = new Gateway(loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} }), logger, 'test');
+    await gateway.start();
+    return gateway;
+  };
+  const first = await start();
+  try {
+    assert.equal(first.status().buffer.movedAside, undefined, 'not checked before the start');
+    await eventually(() => assert.equal(first.counters.get('buffer.integrity_checks{result=corrupt}'), 1), { timeoutMs: 30_000 });
+  } finally {
+    await first.stop();
+  }
+  const second = await start();
+  try {
+    assert.ok(second.status().buffer.movedAside?.startsWith(join(data, 'buffer.db.corrupt-')));
+    assert.equal(second.counters.get('buffer.recovered_from_corruption'), 1);
+    assert.equal(second.counters.get('buffer.integrity_checks{result=corrupt}'), 0, 'checked at the start this time');
+  } finally {
+    await second.stop();
+  }
+  assert.equal(readdirSync(data).filter((f) => f.endsWith('-check')).length, 0);
+});
