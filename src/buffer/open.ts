@@ -80,15 +80,17 @@ export function openBuffer(dataDir: string, logger: Logger, options: { readonly 
 export function checkBufferLater(dataDir: string, logger: Logger, counters: Counters): BackgroundCheck {
   const check = checkInBackground(bufferPath(dataDir));
   void check.done.then((result) => {
+    if (result.outcome === 'stopped') return; // the gateway stops
     counters.count('buffer.integrity_checks', { result: result.outcome });
     if (result.outcome === 'ok') logger.info({ ms: result.ms }, 'buffer: integrity checked in the background: ok');
     else if (result.outcome === 'corrupt')
       logger.error(
         { detail: result.detail, ms: result.ms },
-        'buffer database is corrupt (found by the background check): messages in its damaged pages may not be delivered; at the next start the gateway moves it aside (kept for inspection) and starts an empty one',
+        result.marked
+          ? 'buffer database is corrupt (found by the background check): messages in its damaged pages may not be delivered; at the next start the gateway moves it aside (kept for inspection) and starts an empty one'
+          : `buffer database is corrupt (found by the background check) and the mark for the next start could not be written: stop the gateway and move ${bufferPath(dataDir)} aside`,
       );
-    else if (result.detail !== 'stopped')
-      logger.warn({ detail: result.detail, ms: result.ms }, 'buffer: the background integrity check could not finish; the next clean start tries again');
+    else logger.warn({ detail: result.detail, ms: result.ms }, 'buffer: the background integrity check could not finish; the next clean start tries again');
   });
   return check;
 }

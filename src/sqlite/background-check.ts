@@ -5,10 +5,12 @@ import { checkMarkerPath } from './open-checked.ts';
 
 export type BackgroundCheckResult =
   | { readonly outcome: 'ok'; readonly ms: number }
-  /** `PRAGMA quick_check` found the database corrupt; the marker makes the next open check it in full. */
-  | { readonly outcome: 'corrupt'; readonly detail: string; readonly ms: number }
-  /** The check could not run to the end (the process failed, was stopped, or could not read the file). */
-  | { readonly outcome: 'failed'; readonly detail: string; readonly ms: number };
+  /** `PRAGMA quick_check` found the database corrupt; the marker (when it could be written) makes the next open check it in full. */
+  | { readonly outcome: 'corrupt'; readonly detail: string; readonly marked: boolean; readonly ms: number }
+  /** The check could not run to the end (the process failed, or could not read the file). */
+  | { readonly outcome: 'failed'; readonly detail: string; readonly ms: number }
+  /** stop() ended it first. */
+  | { readonly outcome: 'stopped'; readonly ms: number };
 
 export interface BackgroundCheck {
   readonly done: Promise<BackgroundCheckResult>;
@@ -26,6 +28,7 @@ const Database = require(process.argv[1]);
 let db;
 try {
   db = new Database(process.argv[2], { readonly: true, fileMustExist: true });
+  db.pragma('busy_timeout = 5000');
   db.pragma('cache_size = -2048');
   const rows = db.pragma('quick_check');
   process.stdout.write(JSON.stringify({ result: rows.map((r) => r.quick_check).join('; ') }) + '\\n');
@@ -60,7 +63,7 @@ export function checkInBackground(path: string): BackgroundCheck {
     });
     child.once('error', (error) => resolve({ outcome: 'failed', detail: error.message, ms: elapsed() }));
     child.once('close', (code, signal) => {
-      if (stopped) return resolve({ outcome: 'failed', detail: 'stopped', ms: elapsed() });
+      if (stopped) return resolve({ outcome: 'stopped', ms: elapsed() });
       let reply: { result?: string; error?: string; code?: string } | undefined;
       try {
         reply = JSON.parse(out) as typeof reply;
@@ -71,8 +74,12 @@ export function checkInBackground(path: string): BackgroundCheck {
       const corrupt = reply?.result !== undefined || (reply?.code !== undefined && (reply.code.startsWith('SQLITE_CORRUPT') || reply.code === 'SQLITE_NOTADB'));
       if (corrupt) {
         const detail = reply?.result ?? `${reply?.code}: ${reply?.error}`;
-        writeFileSync(checkMarkerPath(path), `${new Date().toISOString()} ${detail}\n`);
-        return resolve({ outcome: 'corrupt', detail, ms: elapsed() });
+        try {
+          writeFileSync(checkMarkerPath(path), `${new Date().toISOString()} ${detail}\n`);
+          return resolve({ outcome: 'corrupt', detail, marked: true, ms: elapsed() });
+        } catch (error) {
+          return resolve({ outcome: 'corrupt', detail: `${detail} (not marked: ${(error as Error).message})`, marked: false, ms: elapsed() });
+        }
       }
       const detail = reply?.error ?? (err.trim().split('\n').at(-1) || `the check exited with ${signal ?? code}`);
       resolve({ outcome: 'failed', detail, ms: elapsed() });
