@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { checkMarkerPath } from './open-checked.ts';
+import { checkMarkerPath, isCorruption } from './open-checked.ts';
 
 export type BackgroundCheckResult =
   | { readonly outcome: 'ok'; readonly ms: number }
@@ -71,9 +71,9 @@ export function checkInBackground(path: string): BackgroundCheck {
         reply = undefined;
       }
       if (reply?.result === 'ok') return resolve({ outcome: 'ok', ms: elapsed() });
-      const corrupt = reply?.result !== undefined || (reply?.code !== undefined && (reply.code.startsWith('SQLITE_CORRUPT') || reply.code === 'SQLITE_NOTADB'));
-      if (corrupt) {
-        const detail = reply?.result ?? `${reply?.code}: ${reply?.error}`;
+      if (reply?.result !== undefined || isCorruption({ code: reply?.code })) {
+        // quick_check lists up to 100 problems: the first ones tell enough.
+        const detail = (reply?.result ?? `${reply?.code}: ${reply?.error}`).slice(0, 500);
         try {
           writeFileSync(checkMarkerPath(path), `${new Date().toISOString()} ${detail}\n`);
           return resolve({ outcome: 'corrupt', detail, marked: true, ms: elapsed() });
