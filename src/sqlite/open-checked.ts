@@ -1,4 +1,4 @@
-import { existsSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import type Database from 'better-sqlite3';
 import { type SqliteOptions, openSqlite } from './connection.ts';
 
@@ -42,7 +42,7 @@ export function openChecked<T>(path: string, options: SqliteOptions, build: (db:
   const deferred = deferredCheck(path, check);
   try {
     const value = openAndCheck(path, options, build, deferred === undefined);
-    if (deferred === undefined) rmSync(checkMarkerPath(path), { force: true });
+    if (deferred === undefined) removeMarker(path);
     return deferred === undefined ? { value } : { value, checkDeferred: deferred };
   } catch (error) {
     if (!existsSync(path) || !isCorruption(error)) throw error;
@@ -50,9 +50,14 @@ export function openChecked<T>(path: string, options: SqliteOptions, build: (db:
     for (const suffix of ['', '-wal', '-shm']) {
       if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
     }
-    rmSync(checkMarkerPath(path), { force: true });
+    removeMarker(path);
     return { value: openAndCheck(path, options, build, true), movedAside: { path: aside, error } };
   }
+}
+
+/** unlinkSync, not rmSync: rmSync loads a module of Node's at every start (see bin/builtins.js). */
+function removeMarker(path: string): void {
+  if (existsSync(checkMarkerPath(path))) unlinkSync(checkMarkerPath(path));
 }
 
 /** The database's size when its full check can wait; undefined when it is checked now. */
