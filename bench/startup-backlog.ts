@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pino from 'pino';
 import { bufferPath, openBuffer } from '../src/buffer/open.ts';
-import { type Spread, startOnce } from './startup.ts';
+import { type Spread, spread, startOnce } from './startup.ts';
 
 export interface StartupBacklogResult {
   readonly messages: number;
@@ -79,9 +79,4 @@ function fillBuffer(dataDir: string, messages: number): void {
     for (let i = 0; i < messages; i++) insert.run(`00000000-0000-7000-8000-${String(i).padStart(12, '0')}`, `devices/bench-${i % 50}/telemetry/bench`, origin, payload, at);
   })();
   db.close();
-}
-
-function spread(values: readonly number[]): Spread {
-  const sorted = [...values].sort((a, b) => a - b);
-  return { median: sorted[Math.floor(sorted.length / 2)] as number, min: sorted[0] as number, max: sorted.at(-1) as number };
 }
