@@ -74,12 +74,16 @@ export function openBuffer(dataDir: string, logger: Logger, options: { readonly 
 
 /**
  * The integrity check of a buffer opened with it deferred, in a process of its own: logged and
- * counted (`buffer.integrity_checks`). A corrupt buffer is reported as an error and marked, so
- * that the next start checks it first and moves it aside.
+ * counted (`buffer.integrity_checks`). `release` ends the hold on the acknowledgements of the
+ * messages stored meanwhile (BufferWriter.holdAcks): passed, they are sent; found corrupt, or
+ * stopped before the end, the messages are refused and their devices send them again. A
+ * corrupt buffer is reported as an error and marked, so that the next start checks it first
+ * and moves it aside. A check that could not run to the end releases them: it knows nothing.
  */
-export function checkBufferLater(dataDir: string, logger: Logger, counters: Counters): BackgroundCheck {
+export function checkBufferLater(dataDir: string, logger: Logger, counters: Counters, release: (passed: boolean) => void): BackgroundCheck {
   const check = checkInBackground(bufferPath(dataDir));
   void check.done.then((result) => {
+    release(result.outcome === 'ok' || result.outcome === 'failed');
     if (result.outcome === 'stopped') return; // the gateway stops
     counters.count('buffer.integrity_checks', { result: result.outcome });
     if (result.outcome === 'ok') logger.info({ ms: result.ms }, 'buffer: integrity checked in the background: ok');
@@ -87,8 +91,8 @@ export function checkBufferLater(dataDir: string, logger: Logger, counters: Coun
       logger.error(
         { detail: result.detail, ms: result.ms },
         result.marked
-          ? 'buffer database is corrupt (found by the background check): messages in its damaged pages may not be delivered; at the next start the gateway moves it aside (kept for inspection) and starts an empty one'
-          : `buffer database is corrupt (found by the background check) and the mark for the next start could not be written: stop the gateway and move ${bufferPath(dataDir)} aside`,
+          ? 'buffer database is corrupt (found by the background check): no device message is acknowledged any more; restart the gateway, which then moves it aside (kept for inspection) and starts an empty one'
+          : `buffer database is corrupt (found by the background check) and the mark for the next start could not be written: no device message is acknowledged any more; stop the gateway and move ${bufferPath(dataDir)} aside`,
       );
     else logger.warn({ detail: result.detail, ms: result.ms }, 'buffer: the background integrity check could not finish; the next clean start tries again');
   });

@@ -9,6 +9,7 @@ import { Signal } from './signal.ts';
 import type { AppendEntry, BufferStore } from './store.ts';
 import { BufferUpkeep } from './upkeep.ts';
 import { ABANDONED, AbandonedLog } from './abandoned.ts';
+import { AckGate } from './ack-gate.ts';
 import { type Fdatasync, WalSync } from '../sqlite/wal-sync.ts';
 
 /**
@@ -73,6 +74,7 @@ export class BufferWriter {
    * thread pool (see WalSync). Undefined under `normal`, which acks at the commit.
    */
   readonly #walSync: WalSync | undefined;
+  readonly #gate = new AckGate(); // acks held while the integrity check runs after a start
 
   constructor(store: BufferStore, settings: BufferSettings, logger: Logger, counters: Counters, options: { /** A failing disk's, in tests. */ fdatasync?: Fdatasync } = {}) {
     this.#store = store;
@@ -89,7 +91,12 @@ export class BufferWriter {
   }
 
   get state(): WriterState {
-    return this.#state;
+    return this.#gate.refusing ? 'write-failed' : this.#state;
+  }
+
+  /** Holds the acks of QoS 1 and 2 messages stored from now on until the function returned gives the integrity check's verdict (AckGate). */
+  holdAcks(): (passed: boolean) => void {
+    return this.#gate.hold();
   }
 
   /** Deliveries held unacknowledged because the buffer cannot take them now. */
@@ -201,10 +208,7 @@ export class BufferWriter {
     this.#commit(batch, false);
   }
 
-  /**
-   * While anything is held for a bridge (or the disk is full), newer messages are held
-   * behind it, so that a device's messages are stored in the order it sent them.
-   */
+  /** While anything is held for a bridge (or the disk is full), newer messages are held behind it, so that a device's messages are stored in the order it sent them. */
   #commit(batch: readonly Pending[], retrying: boolean): void {
     const heldBridges = retrying ? new Set<string>() : new Set(this.#held.map((h) => h.bridge));
     const accepted: Pending[] = [];
@@ -299,9 +303,9 @@ export class BufferWriter {
   }
 
   /**
-   * Acks a commit's deliveries and wakes its bridges' readers once it is durable (under `full`,
-   * after the WAL's sync), but acks those taken at most once (QoS 0) at the commit: nobody waits
-   * for that, and held, a QoS 0 flood stayed in memory as long as a sync took (300 MB more here).
+   * Acks a commit's deliveries (through the gate) and wakes its bridges' readers once it is durable
+   * (under `full`, after the WAL's sync), but acks those taken at most once (QoS 0) at the commit:
+   * nobody waits for that, and held, a QoS 0 flood stayed in memory as long as a sync took.
    */
   #committed(accepted: readonly Pending[], started: number): void {
     const walSync = this.#walSync;
@@ -313,18 +317,15 @@ export class BufferWriter {
         bridges.add(entry.bridge);
         appended += 1;
       }
-      if (walSync !== undefined && entry.delivery.envelope.origin.qos !== 0) durable.push(entry);
-      else {
+      if (entry.delivery.envelope.origin.qos === 0) {
         entry.traced?.end();
         entry.delivery.ack();
-      }
+      } else if (walSync === undefined) this.#gate.ack(entry);
+      else durable.push(entry);
     }
     const stored = () => {
       this.#commits?.record((performance.now() - started) / 1000);
-      for (const { delivery, traced } of durable) {
-        traced?.end();
-        delivery.ack();
-      }
+      for (const entry of durable) this.#gate.ack(entry);
       if (appended > 0) this.#counters.count('buffer.appended', {}, appended);
       for (const bridge of bridges) this.#appended.get(bridge)?.notify();
     };

@@ -104,12 +104,14 @@ export class Gateway {
     this.#vitals = new Vitals({ dataDir: config.dataDirPath, logger: this.#logger.child({ component: 'host' }), counters: this.counters });
     const vitals = this.#vitals;
     this.#series = new StatusSeries({ counters: this.counters, devices: () => this.#broker?.connectedClients ?? 0, vitals: () => vitals.latest() });
+    let releaseAcks: ((passed: boolean) => void) | undefined;
     try {
       const opened = openBuffer(config.dataDirPath, this.#logger, { deferCheckAbove: DEFER_CHECK_ABOVE_BYTES });
       this.#store = opened.store;
       this.#opened = opened;
       if (opened.movedAside !== undefined) this.counters.count('buffer.recovered_from_corruption');
       this.#writer = new BufferWriter(opened.store, config.buffer, this.#logger.child({ component: 'buffer' }), this.counters);
+      if (opened.checkDeferred) releaseAcks = this.#writer.holdAcks(); // until the check after the start
       const observed = { logger: this.#logger, counters: this.counters, status: () => this.status(), version: this.#version };
       this.#observability = await startObservability(config, { ...observed, ...(this.#logBridge === undefined ? {} : { logBridge: this.#logBridge }) });
       this.#writer.tracing = this.#observability.tracing;
@@ -166,7 +168,7 @@ export class Gateway {
       `accepting MQTT connections on ${config.mqtt.host}:${this.mqttPort} (ready in ${this.#startupMs} ms)`,
     );
     this.#observability?.startCollector();
-    if (this.#opened?.checkDeferred) this.#bufferCheck = checkBufferLater(config.dataDirPath, this.#logger.child({ component: 'buffer' }), this.counters);
+    if (releaseAcks) this.#bufferCheck = checkBufferLater(config.dataDirPath, this.#logger.child({ component: 'buffer' }), this.counters, releaseAcks);
   }
 
   /** Stops taking connections, waits up to the drain timeout for in-flight messages, then closes. */
@@ -240,10 +242,7 @@ export class Gateway {
     };
   }
 
-  /**
-   * Counters and the current state (buffer depth per bridge and sink, dead letters, devices
-   * connected, messages awaiting their acknowledgement) in the Prometheus text format.
-   */
+  /** Counters and the current state (buffer depth per bridge and sink, dead letters, devices connected, messages awaiting their acknowledgement) in the Prometheus text format. */
   metrics(): string {
     return renderGatewayMetrics(this.status(), this.counters);
   }

@@ -6,13 +6,19 @@ import { copyFileSync, existsSync, mkdirSync, openSync, readdirSync, closeSync, 
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
+import { connectAsync } from 'mqtt';
 import pino from 'pino';
+import { bufferPolicySchema, bufferSettingsSchema } from '../../src/buffer/config.ts';
 import { DEFER_CHECK_ABOVE_BYTES, bufferPath, checkBufferLater, openBuffer } from '../../src/buffer/open.ts';
+import { BufferWriter } from '../../src/buffer/writer.ts';
+import { createDelivery } from '../../src/core/delivery.ts';
+import { createEnvelope } from '../../src/core/envelope.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { Gateway } from '../../src/runtime/gateway.ts';
 import { componentKinds } from '../../src/runtime/registry.ts';
 import { checkMarkerPath } from '../../src/sqlite/open-checked.ts';
+import { trackedDeliveries } from '../conformance/deliveries.ts';
 import { eventually } from '../harness/eventually.ts';
 import { tempDirs } from '../harness/temp.ts';
 
@@ -51,14 +57,17 @@ test('a large buffer closed cleanly opens without the full check; the check in t
   assert.ok(opened.checkDeferred !== undefined && opened.checkDeferred.bytes > MiB, 'the check was left for later');
   assert.equal(opened.movedAside, undefined);
   const counters = new CounterRegistry();
-  const result = await checkBufferLater(dir, logger, counters).done;
+  const verdicts: boolean[] = [];
+  const result = await checkBufferLater(dir, logger, counters, (passed) => verdicts.push(passed)).done;
+  assert.deepEqual(verdicts, [false], 'the acks held meanwhile are refused');
   assert.equal(result.outcome, 'corrupt', JSON.stringify(result));
   assert.equal(counters.get('buffer.integrity_checks{result=corrupt}'), 1);
   assert.ok(existsSync(checkMarkerPath(bufferPath(dir))), 'marked for a full check');
   // A check stopped (the gateway stops) ends at once, without a verdict.
-  const stopped = checkBufferLater(dir, logger, counters);
+  const stopped = checkBufferLater(dir, logger, counters, (passed) => verdicts.push(passed));
   stopped.stop();
   assert.equal((await stopped.done).outcome, 'stopped');
+  assert.deepEqual(verdicts, [false, false], 'stopped before the end: refused too');
   assert.equal(counters.get('buffer.integrity_checks{result=failed}'), 0, 'a stopped check is not counted');
   opened.store.close();
 
@@ -123,6 +132,7 @@ test('ferry run: a cleanly closed buffer over the size starts without the check,
   try {
     assert.equal(first.status().buffer.movedAside, undefined, 'not checked before the start');
     await eventually(() => assert.equal(first.counters.get('buffer.integrity_checks{result=corrupt}'), 1), { timeoutMs: 30_000 });
+    assert.equal(first.health().ready, false, 'no longer ready: nothing is acknowledged into the corrupt buffer');
   } finally {
     await first.stop();
   }
@@ -135,4 +145,73 @@ test('ferry run: a cleanly closed buffer over the size starts without the check,
     await second.stop();
   }
   assert.equal(readdirSync(data).filter((f) => f.endsWith('-check')).length, 0);
+});
+
+test('while the check runs, stored QoS 1 messages wait for their acknowledgement: a passed check sends them, a failed one refuses them and every later one', async () => {
+  for (const synchronous of ['full', 'normal'] as const) {
+    const { store } = openBuffer(tempDir(), logger);
+    const writer = new BufferWriter(store, bufferSettingsSchema.parse({ synchronous }), logger, new CounterRegistry());
+    try {
+      store.registerBridge('b', ['out']);
+      writer.setPolicy('b', bufferPolicySchema.parse({}));
+      const enqueueAll = async (tracked: ReturnType<typeof trackedDeliveries>) => {
+        const committed = writer.appended('b');
+        for (const d of tracked.deliveries) writer.enqueue('b', d);
+        await committed;
+      };
+      const passing = writer.holdAcks();
+      const first = trackedDeliveries(20);
+      await enqueueAll(first);
+      assert.equal(store.usage('b').messages, 20, `${synchronous}: stored`);
+      // QoS 0 has no acknowledgement to hold back.
+      let qos0Acked = false;
+      writer.enqueue('b', createDelivery(createEnvelope({ topic: 't', payload: 'x', origin: { source: 'test', qos: 0 } }), { onAck: () => (qos0Acked = true), onNack: () => {} }));
+      await writer.appended('b');
+      assert.equal(qos0Acked, true, `${synchronous}: QoS 0 acked at its commit`);
+      assert.equal(first.acked.length + first.nacked.size, 0, `${synchronous}: held while the check runs`);
+      assert.equal(writer.state, 'ok');
+      passing(true);
+      await first.settled();
+      assert.equal(first.acked.length, 20, `${synchronous}: acked once it passed`);
+
+      const failing = writer.holdAcks();
+      const second = trackedDeliveries(10);
+      await enqueueAll(second);
+      assert.equal(second.acked.length + second.nacked.size, 0);
+      failing(false);
+      await second.settled();
+      assert.equal(second.nacked.size, 10, `${synchronous}: refused once it failed`);
+      assert.equal(writer.state, 'write-failed');
+      const third = trackedDeliveries(5);
+      for (const d of third.deliveries) writer.enqueue('b', d);
+      await third.settled();
+      assert.deepEqual([third.acked.length, third.nacked.size], [0, 5], `${synchronous}: and every later one`);
+    } finally {
+      writer.close();
+      store.close();
+    }
+  }
+});
+
+test('ferry run: a device publishing QoS 1 while the background check runs gets its PUBACK once the check passed', async () => {
+  const root = tempDir();
+  const data = join(root, 'data');
+  filledBuffer(data, Math.ceil((DEFER_CHECK_ABOVE_BYTES * 1.1) / 1100));
+  mkdirSync(join(root, 'bridges'));
+  writeFileSync(join(root, 'bridges', 'history.yaml'), 'name: h\nfrom: {mqtt: {topics: ["devices/#"]}}\nto: [{history: {}}]\n');
+  writeFileSync(
+    join(root, 'gateway.yaml'),
+    'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {enabled: false}\nshutdown: {drainTimeoutMs: 500}\ndevices: []\nbridges: [bridges]\ngateway: {dataDir: data}\n',
+  );
+  const gateway = new Gateway(loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} }), logger, 'test');
+  await gateway.start();
+  const device = await connectAsync(`mqtt://127.0.0.1:${gateway.mqttPort}`, { clientId: 'd1', reconnectPeriod: 0 });
+  try {
+    await device.publishAsync('devices/d1/telemetry', 'during the check', { qos: 1 });
+    assert.equal(gateway.counters.get('buffer.integrity_checks{result=ok}'), 1, 'acknowledged only after the check passed');
+    assert.equal(gateway.health().ready, true);
+  } finally {
+    await device.endAsync();
+    await gateway.stop();
+  }
 });
