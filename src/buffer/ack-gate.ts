@@ -4,7 +4,7 @@ import type { TracedMessage } from '../core/tracing.ts';
 
 const NOT_VERIFIED = new FerryError(
   'STORAGE_FAILED',
-  'not acknowledged: the buffer failed its integrity check, or the gateway stopped before the check ended; a corrupt buffer is moved aside at the next start',
+  "not acknowledged: the gateway stopped while the buffer's integrity check ran or after it failed; a corrupt buffer is moved aside at the next start",
   { component: 'buffer', retryable: true },
 );
 
@@ -17,14 +17,16 @@ interface Gated {
  * The acknowledgements of stored QoS 1 and 2 messages, held while the buffer's integrity check
  * runs after the start (a large buffer closed cleanly, see openChecked): a message is not
  * acknowledged into a buffer the next start may find corrupt and move aside. Passed, the held
- * ones are acknowledged; not passed, they are refused (their devices send them again) and so is
- * every later one until the gateway restarts.
+ * ones are acknowledged. Not passed, they stay unacknowledged until the gateway stops (their
+ * devices send them again after the restart), without a refusal that would close their
+ * connections and bring them back at once; the writer stores nothing more (`refusing`).
  */
 export class AckGate {
   #held: Gated[] | undefined;
+  #refused: Gated[] = [];
   #refusing = false;
 
-  /** Whether the check failed: nothing is acknowledged any more. */
+  /** Whether the check failed: nothing is acknowledged any more in this run. */
   get refusing(): boolean {
     return this.#refusing;
   }
@@ -41,16 +43,26 @@ export class AckGate {
     };
   }
 
-  /** Acknowledges a stored message now, later (held), or not at all (refusing). */
+  /** Acknowledges a stored message now, or later (held), or not in this run (refusing). */
   ack(entry: Gated): void {
     if (this.#held !== undefined) {
       this.#held.push(entry);
     } else if (this.#refusing) {
-      entry.traced?.end('failed');
-      entry.delivery.nack(NOT_VERIFIED);
+      this.#refused.push(entry);
     } else {
       entry.traced?.end();
       entry.delivery.ack();
+    }
+  }
+
+  /** The writer closes: what is held is refused, as the connections close (the devices send it again). */
+  close(): void {
+    const waiting = [...(this.#held ?? []), ...this.#refused];
+    this.#held = undefined;
+    this.#refused = [];
+    for (const { delivery, traced } of waiting) {
+      traced?.end('failed');
+      delivery.nack(NOT_VERIFIED);
     }
   }
 }

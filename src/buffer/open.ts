@@ -76,9 +76,9 @@ export function openBuffer(dataDir: string, logger: Logger, options: { readonly 
  * The integrity check of a buffer opened with it deferred, in a process of its own: logged and
  * counted (`buffer.integrity_checks`). `release` ends the hold on the acknowledgements of the
  * messages stored meanwhile (BufferWriter.holdAcks): passed, they are sent; found corrupt, or
- * stopped before the end, the messages are refused and their devices send them again. A
- * corrupt buffer is reported as an error and marked, so that the next start checks it first
- * and moves it aside. A check that could not run to the end releases them: it knows nothing.
+ * stopped before the end, none is sent in this run (AckGate). A corrupt buffer is reported as
+ * an error and marked, so that the next start checks it first and moves it aside. A check that
+ * could not run to the end releases them: it knows nothing.
  */
 export function checkBufferLater(dataDir: string, logger: Logger, counters: Counters, release: (passed: boolean) => void): BackgroundCheck {
   const check = checkInBackground(bufferPath(dataDir));
@@ -91,8 +91,8 @@ export function checkBufferLater(dataDir: string, logger: Logger, counters: Coun
       logger.error(
         { detail: result.detail, ms: result.ms },
         result.marked
-          ? 'buffer database is corrupt (found by the background check): no device message is acknowledged any more; restart the gateway, which then moves it aside (kept for inspection) and starts an empty one'
-          : `buffer database is corrupt (found by the background check) and the mark for the next start could not be written: no device message is acknowledged any more; stop the gateway and move ${bufferPath(dataDir)} aside`,
+          ? 'buffer database is corrupt (found by the background check): device messages are not acknowledged or stored any more (devices keep them); restart the gateway, which then moves it aside (kept for inspection) and starts an empty one'
+          : `buffer database is corrupt (found by the background check) and the mark for the next start could not be written: device messages are not acknowledged or stored any more; stop the gateway and move ${bufferPath(dataDir)} aside`,
       );
     else logger.warn({ detail: result.detail, ms: result.ms }, 'buffer: the background integrity check could not finish; the next clean start tries again');
   });

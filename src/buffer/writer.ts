@@ -191,9 +191,8 @@ export class BufferWriter {
     // The last commits acked now, before the connections waiting for them close.
     this.#walSync?.flushSync();
     this.#walSync?.close();
-    const held = this.#held;
-    this.#held = [];
-    for (const { delivery } of held) delivery.nack(new Error('gateway stopping: message not stored'));
+    this.#gate.close();
+    for (const { delivery } of this.#held.splice(0)) delivery.nack(new Error('gateway stopping: message not stored'));
   }
 
   #flush(): void {
@@ -353,7 +352,7 @@ export class BufferWriter {
   }
 
   #storageDown(): boolean {
-    return this.#state === 'disk-full' || this.#state === 'write-failed' || this.#walSync?.failure !== undefined;
+    return this.#state === 'disk-full' || this.#state === 'write-failed' || this.#walSync?.failure !== undefined || this.#gate.refusing;
   }
 
   #setState(state: WriterState): void {
@@ -389,8 +388,8 @@ export class BufferWriter {
   }
 
   #retryHeld(): void {
-    // After a failed sync nothing is stored again in this run: the held wait for the close.
-    if (this.#walSync?.failure !== undefined) return;
+    // After a failed sync or integrity check nothing is stored again in this run: the held wait for the close.
+    if (this.#walSync?.failure !== undefined || this.#gate.refusing) return;
     const held = this.#held;
     this.#held = [];
     if (held.length > 0) this.#commit(held, true);
