@@ -107,6 +107,13 @@ export function createProgram(): Command {
     .action(async (options) => (await import('./buffer/stats.ts')).statsCommand(options));
 
   buffer
+    .command('check')
+    .description("check the buffer's integrity (SQLite quick_check, every page read); a corrupt one exits 1 and is moved aside by the next `ferry run`")
+    .addOption(configOption())
+    .addOption(dataDirOption())
+    .action(async (options) => (await import('./buffer/check.ts')).checkCommand(options));
+
+  buffer
     .command('peek')
     .description('the next messages a sink (or a bridge) would deliver, oldest first')
     .addOption(configOption())

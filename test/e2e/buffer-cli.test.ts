@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
@@ -8,6 +8,7 @@ import { BufferStore } from '../../src/buffer/store.ts';
 import { CHUNK_ROWS } from '../../src/cli/buffer/chunks.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { openSqlite } from '../../src/sqlite/connection.ts';
+import { checkMarkerPath } from '../../src/sqlite/open-checked.ts';
 import { type BlackHole, blackHole } from '../harness/black-hole.ts';
 import { REPO_ROOT, type RunningFerry, ferry, startFerry } from '../harness/ferry-process.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
@@ -358,7 +359,7 @@ test('purge and redrive go through more rows than one of their transactions hold
 
 test('on a directory without buffer.db, every command says so in one line, exits 1 and creates nothing', async () => {
   const dir = dataDir();
-  const commands = [['stats'], ['peek', '--sink', 'kafka'], ['export', '--format', 'jsonl'], ['purge', '--bridge', KAFKA, '--yes'], ['redrive', '--bridge', KAFKA]];
+  const commands = [['stats'], ['check'], ['peek', '--sink', 'kafka'], ['export', '--format', 'jsonl'], ['purge', '--bridge', KAFKA, '--yes'], ['redrive', '--bridge', KAFKA]];
   for (const args of commands) {
     const result = await ferry(['buffer', ...args, '--data-dir', dir]);
     assert.equal(result.code, 1, args.join(' '));
@@ -371,4 +372,30 @@ test('on a directory without buffer.db, every command says so in one line, exits
   const noConfig = await ferry(['buffer', 'stats', '--config', 'nope.yaml']);
   assert.equal(noConfig.code, 1);
   assert.match(noConfig.stderr, /^ferry: config file not found: nope\.yaml/);
+});
+
+test('check: a sound buffer is ok (exit 0); a corrupt one exits 1 and is marked for the next ferry run, which moves it aside', async () => {
+  const dir = dataDir();
+  const store = new BufferStore(openSqlite(bufferPath(dir)));
+  store.registerBridge('b', ['out']);
+  const payload = Buffer.alloc(1024, 1);
+  for (let i = 0; i < 20; i++) store.append(Array.from({ length: 100 }, () => ({ bridge: 'b', envelope: createEnvelope({ topic: 't', payload, origin: { source: 'test' } }) })));
+  store.close();
+  const sound = await ferry(['buffer', 'check', '--data-dir', dir]);
+  assert.equal(sound.code, 0, sound.stderr);
+  assert.match(sound.stdout, /^ok: \S+buffer\.db \(\d[^)]* checked in \d+ ms\)\n$/);
+  assert.equal(existsSync(checkMarkerPath(bufferPath(dir))), false);
+
+  // A leaf page of the messages table overwritten: opening the file still works, the check does not.
+  const db = openSqlite(bufferPath(dir), { readonly: true });
+  const page = db.prepare("SELECT pageno FROM dbstat WHERE name = 'messages' AND pagetype = 'leaf' ORDER BY pageno LIMIT 1 OFFSET 20").pluck().get() as number;
+  db.close();
+  const fd = openSync(bufferPath(dir), 'r+');
+  writeSync(fd, Buffer.alloc(16, 0xff), 0, 16, (page - 1) * 4096);
+  closeSync(fd);
+  const corrupt = await ferry(['buffer', 'check', '--data-dir', dir]);
+  assert.equal(corrupt.code, 1);
+  assert.equal(corrupt.stdout, '');
+  assert.match(corrupt.stderr, /^ferry: \S+buffer\.db is corrupt: .+\nThe next `ferry run` moves it aside/);
+  assert.ok(existsSync(checkMarkerPath(bufferPath(dir))), 'marked');
 });

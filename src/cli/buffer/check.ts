@@ -1,0 +1,53 @@
+import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { bufferPath } from '../../buffer/open.ts';
+import { describeError } from '../../core/errors.ts';
+import { openSqlite } from '../../sqlite/connection.ts';
+import { checkMarkerPath, isCorruption } from '../../sqlite/open-checked.ts';
+import { type DataDirOptions, resolveDataDir } from '../load.ts';
+import { fail } from './open.ts';
+import { formatBytes } from './format.ts';
+
+/**
+ * `ferry buffer check`: SQLite's `PRAGMA quick_check` of buffer.db on a read-only connection (it
+ * reads every page; a running gateway goes on meanwhile). A corrupt buffer gets the mark that
+ * makes the next `ferry run` check it before it starts and move it aside; exit code 1.
+ */
+export function checkCommand(options: DataDirOptions): void {
+  const dataDir = resolveDataDir(options);
+  if (dataDir === undefined) {
+    process.exitCode = 1;
+    return;
+  }
+  const path = bufferPath(dataDir);
+  if (!existsSync(path)) {
+    fail(`no buffer at ${path} (is it the gateway's data directory? \`ferry run\` creates it)`);
+    return;
+  }
+  const size = formatBytes(statSync(path).size);
+  if (process.stderr.isTTY) process.stderr.write(`checking ${path} (${size}; every page is read)...\n`);
+  const started = performance.now();
+  let problems: string;
+  try {
+    const db = openSqlite(path, { readonly: true });
+    try {
+      problems = (db.pragma('quick_check') as { quick_check: string }[]).map((r) => r.quick_check).join('; ');
+    } finally {
+      db.close();
+    }
+  } catch (error) {
+    if (!isCorruption(error)) {
+      fail(`${path}: ${describeError(error)}`);
+      return;
+    }
+    problems = describeError(error);
+  }
+  const ms = Math.round(performance.now() - started);
+  if (problems === 'ok') {
+    process.stdout.write(`ok: ${path} (${size}, checked in ${ms} ms)\n`);
+    return;
+  }
+  writeFileSync(checkMarkerPath(path), `${new Date().toISOString()} ferry buffer check: ${problems.slice(0, 500)}\n`);
+  fail(
+    `${path} is corrupt: ${problems.slice(0, 500)}\nThe next \`ferry run\` moves it aside (kept for inspection) and starts an empty one; messages it holds are then not delivered (\`ferry buffer export\` may still read some).`,
+  );
+}
