@@ -1,10 +1,9 @@
-import { existsSync, statSync, writeFileSync } from 'node:fs';
-import { bufferPath } from '../../buffer/open.ts';
+import { statSync, writeFileSync } from 'node:fs';
 import { describeError } from '../../core/errors.ts';
 import { openSqlite } from '../../sqlite/connection.ts';
 import { checkMarkerPath, isCorruption } from '../../sqlite/open-checked.ts';
-import { type DataDirOptions, resolveDataDir } from '../load.ts';
-import { fail } from './open.ts';
+import type { DataDirOptions } from '../load.ts';
+import { existingBufferPath, fail } from './open.ts';
 import { formatBytes } from './format.ts';
 
 /**
@@ -13,16 +12,8 @@ import { formatBytes } from './format.ts';
  * makes the next `ferry run` check it before it starts and move it aside; exit code 1.
  */
 export function checkCommand(options: DataDirOptions): void {
-  const dataDir = resolveDataDir(options);
-  if (dataDir === undefined) {
-    process.exitCode = 1;
-    return;
-  }
-  const path = bufferPath(dataDir);
-  if (!existsSync(path)) {
-    fail(`no buffer at ${path} (is it the gateway's data directory? \`ferry run\` creates it)`);
-    return;
-  }
+  const path = existingBufferPath(options);
+  if (path === undefined) return;
   const size = formatBytes(statSync(path).size);
   if (process.stderr.isTTY) process.stderr.write(`checking ${path} (${size}; every page is read)...\n`);
   const started = performance.now();

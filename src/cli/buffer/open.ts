@@ -20,16 +20,8 @@ export type Access = 'read' | 'write';
  * exit code 1.
  */
 export async function withBuffer(options: DataDirOptions, access: Access, use: (store: BufferStore, path: string) => void | Promise<void>): Promise<void> {
-  const dataDir = resolveDataDir(options);
-  if (dataDir === undefined) {
-    process.exitCode = 1;
-    return;
-  }
-  const path = bufferPath(dataDir);
-  if (!existsSync(path)) {
-    fail(`no buffer at ${path} (is it the gateway's data directory? \`ferry run\` creates it)`);
-    return;
-  }
+  const path = existingBufferPath(options);
+  if (path === undefined) return;
   let store: BufferStore | undefined;
   try {
     store = new BufferStore(openSqlite(path, access === 'read' ? { readonly: true } : { synchronous: 'full' }));
@@ -39,6 +31,19 @@ export async function withBuffer(options: DataDirOptions, access: Access, use: (
   } finally {
     store?.close();
   }
+}
+
+/** buffer.db of the data directory the options name; undefined, with the reason printed and exit code 1, when there is none. */
+export function existingBufferPath(options: DataDirOptions): string | undefined {
+  const dataDir = resolveDataDir(options);
+  if (dataDir === undefined) {
+    process.exitCode = 1;
+    return undefined;
+  }
+  const path = bufferPath(dataDir);
+  if (existsSync(path)) return path;
+  fail(`no buffer at ${path} (is it the gateway's data directory? \`ferry run\` creates it)`);
+  return undefined;
 }
 
 /** Throws a CommandError naming the bridges there when the buffer has no bridge of that name. */
