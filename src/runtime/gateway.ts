@@ -5,7 +5,7 @@ import { type AnyBridgeConfig, runsHandlers } from '../config/bridge-module.ts';
 import { type GatewayConfig, loadGatewayConfig } from '../config/load.ts';
 import { ConfigError, type ConfigIssue, formatIssue } from '../config/issues.ts';
 import { FerryError, describeError } from '../core/errors.ts';
-import { DEFER_CHECK_ABOVE_BYTES, type OpenedBuffer, checkBufferLater, openBuffer } from '../buffer/open.ts';
+import { DEFER_CHECK_ABOVE_BYTES, checkBufferLater, openBuffer } from '../buffer/open.ts';
 import type { BackgroundCheck } from '../sqlite/background-check.ts';
 import type { BufferStore } from '../buffer/store.ts';
 import { BufferWriter } from '../buffer/writer.ts';
@@ -50,7 +50,7 @@ export class Gateway {
   #store: BufferStore | undefined;
   #writer: BufferWriter | undefined;
   #health: HealthWatch | undefined;
-  #opened: OpenedBuffer | undefined;
+  #movedAside: string | undefined;
   #bufferCheck: BackgroundCheck | undefined; // the buffer's integrity check, when the start left it for later
   #admin: AdminServer | undefined;
   #databases: Databases | undefined;
@@ -108,7 +108,7 @@ export class Gateway {
     try {
       const opened = openBuffer(config.dataDirPath, this.#logger, { deferCheckAbove: DEFER_CHECK_ABOVE_BYTES });
       this.#store = opened.store;
-      this.#opened = opened;
+      this.#movedAside = opened.movedAside;
       if (opened.movedAside !== undefined) this.counters.count('buffer.recovered_from_corruption');
       this.#writer = new BufferWriter(opened.store, config.buffer, this.#logger.child({ component: 'buffer' }), this.counters);
       if (opened.checkDeferred) releaseAcks = this.#writer.holdAcks(); // until the check after the start
@@ -233,7 +233,7 @@ export class Gateway {
       buffer: {
         state: this.#writer?.state ?? 'ok',
         held: this.#writer?.held ?? 0,
-        ...(this.#opened?.movedAside === undefined ? {} : { movedAside: this.#opened.movedAside }),
+        ...(this.#movedAside === undefined ? {} : { movedAside: this.#movedAside }),
         bridges: this.#bridges.map((b) => (this.#store as BufferStore).stats(b.config.name, { kept: true })),
       },
       health: this.health(),

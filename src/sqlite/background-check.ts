@@ -1,7 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { checkMarkerPath, isCorruption } from './open-checked.ts';
+import { isCorruption, markForCheck } from './open-checked.ts';
 
 export type BackgroundCheckResult =
   | { readonly outcome: 'ok'; readonly ms: number }
@@ -75,7 +74,7 @@ export function checkInBackground(path: string): BackgroundCheck {
         // quick_check lists up to 100 problems: the first ones tell enough.
         const detail = (reply?.result ?? `${reply?.code}: ${reply?.error}`).slice(0, 500);
         try {
-          writeFileSync(checkMarkerPath(path), `${new Date().toISOString()} ${detail}\n`);
+          markForCheck(path, detail);
           return resolve({ outcome: 'corrupt', detail, marked: true, ms: elapsed() });
         } catch (error) {
           return resolve({ outcome: 'corrupt', detail: `${detail} (not marked: ${(error as Error).message})`, marked: false, ms: elapsed() });

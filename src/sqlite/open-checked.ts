@@ -1,4 +1,4 @@
-import { existsSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import type Database from 'better-sqlite3';
 import { type SqliteOptions, openSqlite } from './connection.ts';
 
@@ -22,6 +22,16 @@ export interface CheckOptions {
 /** The file whose presence says a database must be checked in full at its next open. */
 export function checkMarkerPath(path: string): string {
   return `${path}-check`;
+}
+
+/** Marks a database found corrupt, so that its next open checks it in full (and moves it aside); `why` goes into the mark. */
+export function markForCheck(path: string, why: string): void {
+  writeFileSync(checkMarkerPath(path), `${new Date().toISOString()} ${why}\n`);
+}
+
+/** `PRAGMA quick_check`: 'ok', or the problems it lists, joined. */
+export function quickCheck(db: Database.Database): string {
+  return (db.pragma('quick_check') as { quick_check: string }[]).map((r) => r.quick_check).join('; ');
 }
 
 /**
@@ -73,7 +83,7 @@ function openAndCheck<T>(path: string, options: SqliteOptions, build: (db: Datab
   const db = openSqlite(path, options);
   try {
     if (full) {
-      const result = (db.pragma('quick_check') as { quick_check: string }[]).map((r) => r.quick_check).join('; ');
+      const result = quickCheck(db);
       if (result !== 'ok') throw Object.assign(new Error(`quick_check: ${result}`), { code: 'SQLITE_CORRUPT' });
     } else {
       db.prepare('SELECT count(*) FROM sqlite_schema').pluck().get();

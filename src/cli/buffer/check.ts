@@ -1,7 +1,7 @@
-import { statSync, writeFileSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { describeError } from '../../core/errors.ts';
 import { openSqlite } from '../../sqlite/connection.ts';
-import { checkMarkerPath, isCorruption } from '../../sqlite/open-checked.ts';
+import { isCorruption, markForCheck, quickCheck } from '../../sqlite/open-checked.ts';
 import type { DataDirOptions } from '../load.ts';
 import { existingBufferPath, fail } from './open.ts';
 import { formatBytes } from './format.ts';
@@ -21,7 +21,7 @@ export function checkCommand(options: DataDirOptions): void {
   try {
     const db = openSqlite(path, { readonly: true });
     try {
-      problems = (db.pragma('quick_check') as { quick_check: string }[]).map((r) => r.quick_check).join('; ');
+      problems = quickCheck(db);
     } finally {
       db.close();
     }
@@ -37,7 +37,7 @@ export function checkCommand(options: DataDirOptions): void {
     process.stdout.write(`ok: ${path} (${size}, checked in ${ms} ms)\n`);
     return;
   }
-  writeFileSync(checkMarkerPath(path), `${new Date().toISOString()} ferry buffer check: ${problems.slice(0, 500)}\n`);
+  markForCheck(path, `ferry buffer check: ${problems.slice(0, 500)}`);
   fail(
     `${path} is corrupt: ${problems.slice(0, 500)}\nThe next \`ferry run\` moves it aside (kept for inspection) and starts an empty one; messages it holds are then not delivered (\`ferry buffer export\` may still read some).`,
   );
