@@ -105,6 +105,8 @@ export class Gateway {
     const vitals = this.#vitals;
     this.#series = new StatusSeries({ counters: this.counters, devices: () => this.#broker?.connectedClients ?? 0, vitals: () => vitals.latest() });
     let releaseAcks: ((passed: boolean) => void) | undefined;
+    // Sinks read the buffer once the broker listens: a backlog's first window loads kafkajs (~50 ms).
+    const listening = Promise.withResolvers<void>();
     try {
       const opened = openBuffer(config.dataDirPath, this.#logger, { deferCheckAbove: DEFER_CHECK_ABOVE_BYTES });
       this.#store = opened.store;
@@ -150,7 +152,7 @@ export class Gateway {
         })),
         logger: this.#logger.child({ component: 'mqtt' }),
         counters: this.counters,
-        beforeListen: (broker) => this.#startBridges(broker),
+        beforeListen: (broker) => this.#startBridges(broker, listening.promise),
       });
     } catch (error) {
       await this.#closeAll();
@@ -167,6 +169,7 @@ export class Gateway {
       },
       `accepting MQTT connections on ${config.mqtt.host}:${this.mqttPort} (ready in ${this.#startupMs} ms)`,
     );
+    listening.resolve();
     this.#observability?.startCollector();
     if (releaseAcks) this.#bufferCheck = checkBufferLater(config.dataDirPath, this.#logger.child({ component: 'buffer' }), this.counters, releaseAcks);
   }
@@ -326,8 +329,7 @@ export class Gateway {
       devices,
     };
     // Answer once the old bridges finished, so that a second reload sees a settled gateway.
-    const timeoutMs = this.#config.shutdown.drainTimeoutMs;
-    const finished = Promise.all(swap.retired.map((r) => retire(r, timeoutMs, this.#logger).then(() => this.#retiring.delete(r.bridge))));
+    const finished = Promise.all(swap.retired.map((r) => retire(r, this.#config.shutdown.drainTimeoutMs, this.#logger).then(() => this.#retiring.delete(r.bridge))));
     await finished;
     await databases?.commit(finished);
     this.counters.count('config.reloads', { result: 'applied' });
@@ -349,7 +351,7 @@ export class Gateway {
     return result;
   }
 
-  #startBridges(broker: EmbeddedBroker): void {
+  #startBridges(broker: EmbeddedBroker, startAfter: Promise<void>): void {
     if (this.#config.bridgeModules.length > 0)
       throw new FerryError('CONFIG_INVALID', `TypeScript bridges not loaded (${this.#config.bridgeModules.join(', ')}): load the config with loadGatewayConfig`);
     for (const bridge of this.#config.bridgeConfigs) {
@@ -357,7 +359,7 @@ export class Gateway {
         this.#logger.info({ bridge: bridge.name, file: bridge.file }, 'bridge disabled');
         continue;
       }
-      this.#bridges.push(this.#createBridge(bridge, broker));
+      this.#bridges.push(this.#createBridge(bridge, broker, startAfter));
     }
   }
 

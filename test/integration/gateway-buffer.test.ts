@@ -61,3 +61,30 @@ test('through the running gateway: TTL expiry and drop-newest are applied and co
     hole.close();
   }
 });
+
+test('a backlog is read once the broker accepts connections, not before: its sink does not delay the start', async () => {
+  const hole = await blackHole();
+  const bridge = bridgeTo('behind', 'a/#', `kafka: {brokers: "${hole.address}", topic: t, retries: 0}`, '{replay: live-first, windowSize: 5}');
+  const first = await gatewayWith({ 'behind.yaml': bridge });
+  const root = join(first.config.dataDirPath, '..');
+  try {
+    await publish(first, 'a/x', 20);
+  } finally {
+    await first.stop();
+  }
+  // What the log says, in order: the start line, and the reader's first read of the backlog
+  // (a sink more than a window behind is switched to live-first there).
+  const lines: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(String(JSON.parse(line).msg)) });
+  const second = new Gateway(loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} }), logger, 'test');
+  await second.start();
+  try {
+    const behind = 'sink is behind: new messages first, backlog behind them';
+    await eventually(() => assert.ok(lines.includes(behind), 'the backlog was not read'), { timeoutMs: 5000 });
+    const ready = lines.findIndex((line) => line.startsWith('accepting MQTT connections'));
+    assert.ok(ready >= 0 && ready < lines.indexOf(behind), `read before the start line: ${lines.join(' | ')}`);
+  } finally {
+    await second.stop();
+    hole.close();
+  }
+});
