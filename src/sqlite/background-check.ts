@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { isCorruption, markForCheck } from './open-checked.ts';
+import { READ_AHEAD_BYTES, isCorruption, markForCheck } from './open-checked.ts';
 
 export type BackgroundCheckResult =
   | { readonly outcome: 'ok'; readonly ms: number }
@@ -20,15 +20,24 @@ export interface BackgroundCheck {
 /**
  * What the checking process runs: `PRAGMA quick_check` on a read-only connection of its own,
  * which reads a snapshot of the database while the gateway goes on writing, and prints the result
- * as one JSON line. A small page cache: the check reads every page once.
+ * as one JSON line. A small page cache: the check reads every page once. The file is read
+ * from start to end first, as `quickCheck` does (readAhead: 1.2 s instead of 5.5 s from disk).
  */
 const CHECK = `
 const Database = require(process.argv[1]);
+const fs = require('node:fs');
 let db;
 try {
   db = new Database(process.argv[2], { readonly: true, fileMustExist: true });
   db.pragma('busy_timeout = 5000');
   db.pragma('cache_size = -2048');
+  const fd = fs.openSync(process.argv[2], 'r');
+  try {
+    const block = Buffer.allocUnsafe(${READ_AHEAD_BYTES});
+    while (fs.readSync(fd, block, 0, block.length, null) > 0);
+  } finally {
+    fs.closeSync(fd);
+  }
   const rows = db.pragma('quick_check');
   process.stdout.write(JSON.stringify({ result: rows.map((r) => r.quick_check).join('; ') }) + '\\n');
 } catch (error) {
