@@ -40,13 +40,15 @@ export const READ_AHEAD_BYTES = 1024 * 1024;
  * 5.1-5.6 s alone and 0.8-1.2 s after this; from the page cache this adds about 50 ms to
  * 0.35-0.45 s. A file larger than half the memory available now is not read ahead: the cache
  * could not keep it until the check reads it, which would then read it from disk a second time.
+ * True when it read the file; `available`: the memory available, in bytes.
  */
-export function readAhead(path: string): void {
+export function readAhead(path: string, available = freemem()): boolean {
   const fd = openSync(path, 'r');
   try {
-    if (fstatSync(fd).size > freemem() / 2) return;
+    if (fstatSync(fd).size > available / 2) return false;
     const block = Buffer.allocUnsafe(READ_AHEAD_BYTES);
     while (readSync(fd, block, 0, block.length, null) > 0);
+    return true;
   } finally {
     closeSync(fd);
   }

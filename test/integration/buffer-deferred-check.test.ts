@@ -18,7 +18,7 @@ import { loadConfig } from '../../src/config/load.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { Gateway } from '../../src/runtime/gateway.ts';
 import { componentKinds } from '../../src/runtime/registry.ts';
-import { checkMarkerPath } from '../../src/sqlite/open-checked.ts';
+import { checkMarkerPath, readAhead } from '../../src/sqlite/open-checked.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
 import { eventually } from '../harness/eventually.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -220,4 +220,12 @@ test('ferry run: a device publishing QoS 1 while the background check runs gets 
     await device.endAsync();
     await gateway.stop();
   }
+});
+
+test('the check reads a database ahead only when it fits in half the memory available', () => {
+  const dir = tempDir();
+  filledBuffer(dir, 1000); // about 1.3 MB
+  const path = bufferPath(dir);
+  assert.equal(readAhead(path, 64 * MiB), true);
+  assert.equal(readAhead(path, 2 * MiB), false, 'read ahead with less than twice its size available');
 });
