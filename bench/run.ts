@@ -21,6 +21,7 @@ import { type PayloadBenchResult, benchPayloads } from './payloads.ts';
 import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
 import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartup } from './startup.ts';
 import { type StartupBacklogResult, benchStartupBacklog } from './startup-backlog.ts';
+import { type DistantKafkaResult, benchDistantKafka } from './distant-kafka.ts';
 import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
 import { type RateLimitBenchResult, benchRateLimit } from './rate-limit.ts';
 import { type SteadyBenchResult, benchSteady } from './steady.ts';
@@ -80,6 +81,7 @@ const results: {
   postgres?: PostgresBenchResult;
   startup?: StartupBenchResult;
   startupBacklog?: StartupBacklogResult;
+  distant?: DistantKafkaResult;
   telemetry?: TelemetryBenchResult;
 } = {};
 
@@ -232,6 +234,17 @@ if (selected.has('steady')) {
       rate.aedes.cpuMsPer1k,
       rate.delayedRatio,
     ]);
+  }
+}
+if (selected.has('distant')) {
+  const messages = Number(process.env['FERRY_BENCH_DISTANT_MESSAGES'] ?? 50_000);
+  const rtts = (process.env['FERRY_BENCH_DISTANT_RTTS'] ?? '0,20,50').split(',').map(Number);
+  log(
+    `a Kafka far away: ${number(messages)} buffered messages drained into a Kafka ${rtts.join(', ')} ms away (round trip), with the defaults and with larger batches and window...`,
+  );
+  const distant = (results.distant = await benchDistantKafka(messages, rtts, log));
+  for (const run of distant.runs) {
+    rows.push([`backlog drained into a Kafka ${run.rttMs} ms away, ${distant.larger}, msgs/s`, run.larger, 'the sink and buffer defaults', run.defaults, run.largerVsDefaults]);
   }
 }
 if (selected.has('payloads')) {

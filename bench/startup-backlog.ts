@@ -102,11 +102,11 @@ async function backgroundCheckMs(config: string, dataDir: string): Promise<numbe
   }
 }
 
-/** A buffer holding `messages` messages of 200 bytes for the bench's bridge, closed cleanly. */
-function fillBuffer(dataDir: string, messages: number): void {
+/** A buffer holding `messages` messages of 200 bytes for `bridge` (the bench's), closed cleanly. */
+export function fillBuffer(dataDir: string, messages: number, bridge = BRIDGE): void {
   openBuffer(dataDir, pino({ level: 'silent' })).store.close();
   const db = new Database(bufferPath(dataDir));
-  const insert = db.prepare(`INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ('${BRIDGE}', ?, ?, NULL, '{}', ?, ?, ?)`);
+  const insert = db.prepare(`INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ('${bridge}', ?, ?, NULL, '{}', ?, ?, ?)`);
   const payload = Buffer.alloc(200, 0x61);
   const origin = JSON.stringify({ source: 'mqtt', qos: 1, retain: false, clientId: 'bench-1' });
   const at = Date.now();
