@@ -96,11 +96,13 @@ const schema = z
       .enum(COMPRESSIONS)
       .default('none')
       .meta({ description: 'Batch compression; the codec is loaded only when used.', examples: ['zstd'] }),
+    // 1,000, the buffer's default window: a sink writes one batch at a time, so a window in one
+    // request moves twice as much a round trip as in two (docs/benchmarks.md, A Kafka far away).
     batchSize: z
       .int()
       .min(1)
-      .default(500)
-      .meta({ description: 'Most messages in one produce request.', examples: [500] }),
+      .default(1000)
+      .meta({ description: 'Most messages in one produce request.', examples: [1000] }),
     batchBytes: z
       .int()
       .min(1)
