@@ -21,7 +21,7 @@ import { type PayloadBenchResult, benchPayloads } from './payloads.ts';
 import { type PostgresBenchResult, benchPostgres } from './postgres.ts';
 import { IDLE_RSS_GOAL_MB, STARTUP_GOAL_MS, type StartupBenchResult, benchStartup } from './startup.ts';
 import { type StartupBacklogResult, benchStartupBacklog } from './startup-backlog.ts';
-import { type DistantKafkaResult, benchDistantKafka } from './distant-kafka.ts';
+import { type DistantKafkaResult, benchDistantKafka } from './distant.ts';
 import { type TelemetryBenchResult, benchTelemetry } from './telemetry.ts';
 import { type RateLimitBenchResult, benchRateLimit } from './rate-limit.ts';
 import { type SteadyBenchResult, benchSteady } from './steady.ts';
@@ -245,6 +245,15 @@ if (selected.has('distant')) {
   const distant = (results.distant = await benchDistantKafka(messages, rtts, log));
   for (const run of distant.runs) {
     rows.push([`backlog drained into a Kafka ${run.rttMs} ms away, ${distant.larger}, msgs/s`, run.larger, 'the sink and buffer defaults', run.defaults, run.largerVsDefaults]);
+  }
+  for (const run of distant.mqtt?.runs ?? []) {
+    rows.push([
+      `backlog drained into Mosquitto ${run.rttMs} ms away (mqttClient sink), ${distant.mqtt?.larger}, msgs/s`,
+      run.larger,
+      'the sink defaults',
+      run.defaults,
+      run.largerVsDefaults,
+    ]);
   }
 }
 if (selected.has('payloads')) {

@@ -8,7 +8,7 @@ export const SCENARIO_HELP = {
   ingest: 'QoS 1 and QoS 0 ingest into the gateway against plain aedes (and Mosquitto when installed)',
   e2e: "devices to Kafka through the gateway against plain aedes ingest, a naive bridge and Kafka's own producer [Kafka]",
   steady: "the gateway's CPU at steady rates to Kafka against plain aedes [Kafka]",
-  distant: 'a backlog drained into a Kafka 0, 20 and 50 ms away, with the defaults and with larger batches and window [Kafka]',
+  distant: 'a backlog drained into a Kafka and a Mosquitto 0, 20 and 50 ms away, with the defaults and with larger settings [Kafka; mosquitto for its part]',
   payloads: 'payloads of 200 B, 2 KiB and 16 KiB end to end, and the Kafka encoding per size [Kafka]',
   devices: 'memory per idle connected device (10,000 devices)',
   kafkaclient: 'kafkajs (patched) against @platformatic/kafka, producing the same records [Kafka]',

@@ -58,11 +58,15 @@ const schema = z
         description: 'MQTT 5: the broker discards a message not delivered within this many seconds.',
         examples: [3600],
       }),
+    // 1,000, the buffer's default window. A batch ends once the broker acknowledged all of it, and
+    // a broker without TCP_NODELAY (Mosquitto's default) holds its last PUBACK back until the
+    // ACK that Linux delays by up to 40 ms: with batches of 100, 2,000 msgs/s into a local
+    // Mosquitto, 10,000 with 1,000 (docs/benchmarks.md, A broker far away).
     batchSize: z
       .int()
       .min(1)
-      .default(100)
-      .meta({ description: 'Most messages taken from the buffer at once.', examples: [100] }),
+      .default(1000)
+      .meta({ description: 'Most messages taken from the buffer at once.', examples: [1000] }),
     batchTimeMs: z
       .int()
       .min(0)
