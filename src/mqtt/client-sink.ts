@@ -61,7 +61,7 @@ const schema = z
     // 1,000, the buffer's default window. A batch ends once the broker acknowledged all of it, and
     // a broker without TCP_NODELAY (Mosquitto's default) holds its last PUBACK back until the
     // ACK that Linux delays by up to 40 ms: with batches of 100, 2,000 msgs/s into a local
-    // Mosquitto, 10,000 with 1,000 (docs/benchmarks.md, A broker far away).
+    // Mosquitto, 10,000 with 1,000 (docs/benchmarks.md, An MQTT broker far away).
     batchSize: z
       .int()
       .min(1)
