@@ -6,16 +6,13 @@
 // cycle; else the buffer is read from the page cache. A last start with the backlog runs until
 // the integrity check that follows a start (in the background) has passed: its duration is how
 // long the QoS 1 and 2 messages of that start wait for their PUBACKs.
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import pino from 'pino';
 import { bufferPath, openBuffer } from '../src/buffer/open.ts';
-import { type Spread, spread, startOnce } from './startup.ts';
+import { type Spread, readLogged, spawnRun, spread, startOnce, stopRun } from './startup.ts';
 
 export interface StartupBacklogResult {
   readonly messages: number;
@@ -78,27 +75,11 @@ export async function benchStartupBacklog(messages: number, rounds: number, log:
 
 /** Starts `ferry run` on `dataDir` and waits for its background integrity check to pass; the check's ms, as logged. */
 async function backgroundCheckMs(config: string, dataDir: string): Promise<number> {
-  const bin = fileURLToPath(new URL('../bin/ferry.js', import.meta.url));
-  const child = spawn(process.execPath, [bin, 'run', '--config', config, '--mqtt-port', '0', '--admin-port', '0', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawnRun(config, dataDir);
   try {
-    let pending = '';
-    return await new Promise<number>((resolve, reject) => {
-      child.once('exit', (code) => reject(new Error(`ferry exited with ${code} before its background check passed`)));
-      child.stdout?.on('data', (chunk: Buffer) => {
-        const lines = (pending + chunk.toString()).split('\n');
-        pending = lines.pop() ?? '';
-        for (const line of lines) {
-          const entry = JSON.parse(line) as { msg?: string; ms?: number };
-          if (entry.msg?.startsWith('buffer: integrity checked in the background') === true) resolve(Number(entry.ms));
-        }
-      });
-    });
+    return await readLogged(child, 'buffer: integrity checked in the background', 'ms');
   } finally {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = once(child, 'exit');
-      child.kill('SIGTERM');
-      await exited;
-    }
+    await stopRun(child);
   }
 }
 

@@ -89,40 +89,50 @@ export async function startOnce(
   given?: string,
 ): Promise<StartupRun> {
   const dataDir = given ?? mkdtempSync(join(tmpdir(), 'ferry-bench-startup-'));
-  // Without the variables that turn on the default's Kafka and Postgres bridges.
-  const { KAFKA_BROKERS: _k, POSTGRES_URL: _p, FERRY_FROM_SOURCE: _f, ...rest } = process.env;
-  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bin/ferry.js'), 'run', '--config', config, '--mqtt-port', '0', '--admin-port', '0', '--data-dir', dataDir], {
-    cwd: ROOT,
-    env: { ...rest, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawnRun(config, dataDir, env, nodeArgs);
   try {
-    const startupMs = await readStartup(child);
+    const startupMs = await readLogged(child, 'accepting MQTT connections', 'startupMs');
     const readyCpuMs = cpuMs(child.pid as number);
     await sleep(idleMs);
     const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
     return { startupMs, cpuMs: readyCpuMs, idleRssMb: Math.round(Number(rss?.[1] ?? 0) / 102.4) / 10 };
   } finally {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = once(child, 'exit');
-      child.kill('SIGTERM');
-      await exited;
-    }
+    await stopRun(child);
     if (given === undefined) rmSync(dataDir, { recursive: true, force: true });
   }
 }
 
-function readStartup(child: ChildProcess): Promise<number> {
+/** `ferry run` of `config` on `dataDir` in a child process, on free ports, its log on the pipe of stdout. */
+export function spawnRun(config: string, dataDir: string, env: NodeJS.ProcessEnv = {}, nodeArgs: readonly string[] = []): ChildProcess {
+  // Without the variables that turn on the default's Kafka and Postgres bridges.
+  const { KAFKA_BROKERS: _k, POSTGRES_URL: _p, FERRY_FROM_SOURCE: _f, ...rest } = process.env;
+  return spawn(process.execPath, [...nodeArgs, join(ROOT, 'bin/ferry.js'), 'run', '--config', config, '--mqtt-port', '0', '--admin-port', '0', '--data-dir', dataDir], {
+    cwd: ROOT,
+    env: { ...rest, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+}
+
+/** Stops a `ferry run` with SIGTERM and waits for it to exit, unless it has. */
+export async function stopRun(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  await exited;
+}
+
+/** The number `field` of the first log line of `child` that holds `text`; rejects when the child exits first. */
+export function readLogged(child: ChildProcess, text: string, field: string): Promise<number> {
   let pending = '';
   return new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`ferry exited with ${code} before it was ready`)));
+    child.once('exit', (code) => reject(new Error(`ferry exited with ${code} before it logged '${text}'`)));
     child.stdout?.on('data', (chunk: Buffer) => {
       pending += chunk.toString();
       const lines = pending.split('\n');
       pending = lines.pop() ?? '';
       for (const line of lines) {
-        if (!line.includes('accepting MQTT connections')) continue;
-        resolve(Number((JSON.parse(line) as { startupMs: unknown }).startupMs));
+        if (!line.includes(text)) continue;
+        resolve(Number((JSON.parse(line) as Record<string, unknown>)[field]));
       }
     });
   });
