@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pino from 'pino';
 import { bufferPath, openBuffer } from '../src/buffer/open.ts';
-import { type Spread, readLogged, spawnRun, spread, startOnce, stopRun } from './startup.ts';
+import { type Spread, readLogged, spawnRun, spread, startOnce } from './startup.ts';
+import { stopChild } from './targets.ts';
 
 export interface StartupBacklogResult {
   readonly messages: number;
@@ -79,7 +80,7 @@ async function backgroundCheckMs(config: string, dataDir: string): Promise<numbe
   try {
     return await readLogged(child, 'buffer: integrity checked in the background', 'ms');
   } finally {
-    await stopRun(child);
+    await stopChild(child);
   }
 }
 

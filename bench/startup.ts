@@ -5,7 +5,6 @@
 // build (dist/) is measured when it is there and current, as `ferry` runs it, and the
 // TypeScript sources alongside for comparison. A bare `node -e` gives the floor.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { chooseEntry } from '../bin/entry.js';
 import { cpuMs } from './load.ts';
+import { readFirst, stopChild } from './targets.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -97,7 +97,7 @@ export async function startOnce(
     const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
     return { startupMs, cpuMs: readyCpuMs, idleRssMb: Math.round(Number(rss?.[1] ?? 0) / 102.4) / 10 };
   } finally {
-    await stopRun(child);
+    await stopChild(child);
     if (given === undefined) rmSync(dataDir, { recursive: true, force: true });
   }
 }
@@ -113,29 +113,13 @@ export function spawnRun(config: string, dataDir: string, env: NodeJS.ProcessEnv
   });
 }
 
-/** Stops a `ferry run` with SIGTERM and waits for it to exit, unless it has. */
-export async function stopRun(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  await exited;
-}
-
 /** The number `field` of the first log line of `child` that holds `text`; rejects when the child exits first. */
 export function readLogged(child: ChildProcess, text: string, field: string): Promise<number> {
-  let pending = '';
-  return new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`ferry exited with ${code} before it logged '${text}'`)));
-    child.stdout?.on('data', (chunk: Buffer) => {
-      pending += chunk.toString();
-      const lines = pending.split('\n');
-      pending = lines.pop() ?? '';
-      for (const line of lines) {
-        if (!line.includes(text)) continue;
-        resolve(Number((JSON.parse(line) as Record<string, unknown>)[field]));
-      }
-    });
-  });
+  return readFirst(
+    child,
+    (line) => (line.includes(text) ? Number((JSON.parse(line) as Record<string, unknown>)[field]) : undefined),
+    (code) => `ferry exited with ${code} before it logged '${text}'`,
+  );
 }
 
 export function spread(values: readonly number[]): Spread {

@@ -68,7 +68,7 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
   if (options.bridge !== null) writeFileSync(join(dir, options.bridgeFile ?? 'bridge.yaml'), options.bridge ?? historyBridge('{ keep: 1000000 }'));
   const args = [...(options.nodeArgs ?? []), join(ROOT, 'bin/ferry.js'), 'run', '--config', join(dir, 'gateway.yaml')];
   const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await readPort(child, (line) => {
+  const port = await readFirst(child, (line) => {
     options.onLine?.(line);
     if (!line.includes('accepting MQTT connections')) return undefined;
     return Number(
@@ -88,13 +88,13 @@ export async function startFerryTarget(options: FerryTargetOptions = {}): Promis
 /** A TypeScript script of bench/ in its own process, ready when it prints `ready`. */
 export async function startScript(script: string, args: readonly string[]): Promise<{ readonly pid: number; stop(): Promise<void> }> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', script), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  await readPort(child, (line) => (line === 'ready' ? 0 : undefined));
+  await readFirst(child, (line) => (line === 'ready' ? 0 : undefined));
   return { pid: child.pid as number, stop: () => stopChild(child, () => {}) };
 }
 
 export async function startAedesTarget(): Promise<Target & { readonly pid: number }> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/aedes-broker.ts'), '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await readPort(child, (line) => (line.startsWith('port ') ? Number(line.slice(5)) : undefined));
+  const port = await readFirst(child, (line) => (line.startsWith('port ') ? Number(line.slice(5)) : undefined));
   return { url: `mqtt://127.0.0.1:${port}`, pid: child.pid as number, stop: () => stopChild(child, () => {}) };
 }
 
@@ -130,10 +130,15 @@ export async function startMosquittoTarget(settings: Readonly<Record<string, str
   throw new Error(`mosquitto did not listen on ${port} within 5 s`);
 }
 
-function readPort(child: ChildProcess, parse: (line: string) => number | undefined): Promise<number> {
+/** The first number `parse` finds in a line `child` writes to stdout; rejects with `exited(code)` when the child exits first. */
+export function readFirst(
+  child: ChildProcess,
+  parse: (line: string) => number | undefined,
+  exited = (code: number | null) => `broker exited with ${code} before it was ready`,
+): Promise<number> {
   let pending = '';
   return new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`broker exited with ${code} before it was ready`)));
+    child.once('exit', (code) => reject(new Error(exited(code))));
     child.stdout?.on('data', (chunk: Buffer) => {
       pending += chunk.toString();
       const lines = pending.split('\n');
@@ -146,7 +151,8 @@ function readPort(child: ChildProcess, parse: (line: string) => number | undefin
   });
 }
 
-async function stopChild(child: ChildProcess, cleanup: () => void): Promise<void> {
+/** Stops a child with SIGTERM (SIGKILL after 15 s) and waits for it to exit, unless it has; then `cleanup`. */
+export async function stopChild(child: ChildProcess, cleanup: () => void = () => {}): Promise<void> {
   if (child.exitCode === null && child.signalCode === null) {
     const exited = once(child, 'exit');
     child.kill('SIGTERM');
