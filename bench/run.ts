@@ -450,7 +450,7 @@ if (selected.has('startup')) {
     ratio(backlog.withBacklog.median, backlog.empty.median),
   ]);
   log(
-    `  with the backlog ${backlog.withBacklog.median} (${backlog.withBacklog.min}-${backlog.withBacklog.max}) ms, empty ${backlog.empty.median} (${backlog.empty.min}-${backlog.empty.max}) ms; its integrity check after the start ${backlog.checkMs} ms (QoS 1 and 2 PUBACKs wait for it)`,
+    `  with the backlog ${backlog.withBacklog.median} (${backlog.withBacklog.min}-${backlog.withBacklog.max}) ms, empty ${backlog.empty.median} (${backlog.empty.min}-${backlog.empty.max}) ms; ${backlog.checkMs === null ? 'its integrity check ran before the start (a small buffer)' : `its integrity check after the start ${backlog.checkMs} ms (QoS 1 and 2 PUBACKs wait for it)`}`,
   );
 }
 if (selected.has('telemetry')) {
