@@ -9,6 +9,7 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BrokerStateBenchResult, benchBrokerState } from './broker-state.ts';
 import { type BufferBenchResult, benchBuffer } from './buffer.ts';
+import { type PackingBenchResult, benchPacking } from './packing.ts';
 import { type E2eBenchResult, benchE2e } from './e2e.ts';
 import { EXTERNAL_PATHS, type ExternalBenchResult, benchExternal } from './external.ts';
 import { type HandlerBenchResult, benchHandler } from './handler.ts';
@@ -66,6 +67,7 @@ const E2E_PEAK_RSS_GOAL_MB = 150;
 const QOS0_VS_AEDES_GOAL = 0.5;
 const results: {
   buffer?: BufferBenchResult;
+  packing?: PackingBenchResult;
   packetGuard?: { plain: number; guarded: number; ratio: number };
   ingest?: IngestBenchResult;
   rateLimit?: RateLimitBenchResult;
@@ -100,6 +102,40 @@ if (selected.has('buffer')) {
       buffer.status.raw,
       buffer.status.ratio,
     ],
+  );
+}
+if (selected.has('packing')) {
+  const messages = Number(process.env['FERRY_BENCH_PACKING_MESSAGES'] ?? 307_200);
+  log(`packed rows: ${messages} messages of 200 bytes written as the buffer's rows and as a row per 32 and per 1,024, read back and deleted, 3 alternating rounds...`);
+  const packing = (results.packing = benchPacking(messages));
+  const perCpuSecond = (cost: { cpuUs: number }) => Math.round(1e6 / cost.cpuUs);
+  const { write, readDelete } = packing;
+  const rowsWrite = "the buffer's rows (32 a statement)";
+  rows.push(
+    [
+      'packed rows, a row per 32 messages, written, msgs per CPU second',
+      perCpuSecond(write.packed32),
+      rowsWrite,
+      perCpuSecond(write.rows),
+      ratio(write.rows.cpuUs, write.packed32.cpuUs),
+    ],
+    [
+      'packed rows, a row per commit, written, msgs per CPU second',
+      perCpuSecond(write.packedCommit),
+      rowsWrite,
+      perCpuSecond(write.rows),
+      ratio(write.rows.cpuUs, write.packedCommit.cpuUs),
+    ],
+    [
+      'packed rows, a row per commit, read back and deleted, msgs per CPU second',
+      perCpuSecond(readDelete.packedCommit),
+      "the buffer's rows",
+      perCpuSecond(readDelete.rows),
+      ratio(readDelete.rows.cpuUs, readDelete.packedCommit.cpuUs),
+    ],
+  );
+  log(
+    `  wall µs a message: written ${write.rows.wallUs} (rows), ${write.packed32.wallUs} (per 32), ${write.packedCommit.wallUs} (per commit); read and deleted ${readDelete.rows.wallUs} (rows), ${readDelete.packedCommit.wallUs} (per commit); pages ${packing.pages.rows} against ${packing.pages.packedCommit}`,
   );
 }
 if (selected.has('guard')) {

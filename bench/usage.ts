@@ -4,6 +4,7 @@
 /** Each scenario with what it measures and, in brackets, what it needs beyond Node. */
 export const SCENARIO_HELP = {
   buffer: 'the durable buffer: enqueue and drain against raw better-sqlite3; buffer stats with a backlog',
+  packing: "what packed rows would save: the buffer's rows against a row per group of messages, written, read back and deleted, over raw better-sqlite3",
   guard: "the packet-size guard's cost in aedes, QoS 0",
   ingest: 'QoS 1 and QoS 0 ingest into the gateway against plain aedes (and Mosquitto when installed)',
   e2e: "devices to Kafka through the gateway against plain aedes ingest, a naive bridge and Kafka's own producer [Kafka]",
@@ -28,6 +29,7 @@ export const SCENARIOS = Object.keys(SCENARIO_HELP) as Scenario[];
 const ENVIRONMENT: readonly (readonly [name: string, what: string])[] = [
   ['FERRY_BENCH_MESSAGES', 'buffer: messages enqueued and drained (100000)'],
   ['FERRY_BENCH_STATUS_BACKLOG', "buffer: the backlog behind a down sink for the stats' measure (1000000)"],
+  ['FERRY_BENCH_PACKING_MESSAGES', 'packing: messages written a round, a multiple of 1,024 (307200)'],
   ['FERRY_BENCH_INGEST_MESSAGES', 'ingest, ratelimit: QoS 1 messages a round, QoS 0 four times as many (50000)'],
   ['FERRY_BENCH_E2E_MESSAGES', 'e2e: messages a round (100000)'],
   ['FERRY_BENCH_E2E_ROUNDS', 'e2e: alternating rounds (3)'],
