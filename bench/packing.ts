@@ -65,8 +65,20 @@ interface Store {
   readonly db: Database.Database;
   /** Writes messages [from, from + COMMIT) in one transaction. */
   commit(from: number): void;
-  /** Reads every message back in seq order and deletes it; returns how many. */
-  drain(): number;
+  /** The next messages after seq `after`, read as the reader would: how many, and the seq that ends them; undefined at the end. */
+  next(after: number): { readonly count: number; readonly last: number } | undefined;
+  /** Deletes what the reader is past: everything up to `last`. */
+  release(last: number): void;
+}
+
+/** Reads every message back in seq order, deleting behind the reader; returns how many. */
+function drain(store: Store): number {
+  let read = 0;
+  for (let next = store.next(0); next !== undefined; next = store.next(next.last)) {
+    read += next.count;
+    store.release(next.last);
+  }
+  return read;
 }
 
 function rowStore(dir: string, m: Messages): Store {
@@ -98,17 +110,12 @@ function rowStore(dir: string, m: Messages): Store {
   return {
     db,
     commit,
-    drain() {
-      let after = 0;
-      let read = 0;
-      for (;;) {
-        const rows = select.all(BRIDGE, after, COMMIT) as { seq: number }[];
-        if (rows.length === 0) return read;
-        read += rows.length;
-        after = (rows.at(-1) as { seq: number }).seq;
-        release.run(BRIDGE, after);
-      }
+    next(after) {
+      const rows = select.all(BRIDGE, after, COMMIT) as { seq: number }[];
+      const last = rows.at(-1);
+      return last === undefined ? undefined : { count: rows.length, last: last.seq };
     },
+    release: (last) => release.run(BRIDGE, last),
   };
 }
 
@@ -142,17 +149,11 @@ function packedStore(dir: string, m: Messages, perRow: number): Store {
   return {
     db,
     commit,
-    drain() {
-      let after = 0;
-      let read = 0;
-      for (;;) {
-        const group = select.get(BRIDGE, after) as { first_seq: number; count: number; body: Buffer } | undefined;
-        if (group === undefined) return read;
-        read += decode(group.first_seq, group.count, group.body).length;
-        after = group.first_seq;
-        release.run(BRIDGE, after);
-      }
+    next(after) {
+      const group = select.get(BRIDGE, after) as { first_seq: number; count: number; body: Buffer } | undefined;
+      return group === undefined ? undefined : { count: decode(group.first_seq, group.count, group.body).length, last: group.first_seq };
     },
+    release: (last) => release.run(BRIDGE, last),
   };
 }
 
@@ -209,7 +210,7 @@ function round(make: (dir: string) => Store, count: number): Round {
     const pages = store.db.pragma('page_count', { simple: true }) as number;
     let read = 0;
     const readDelete = timed(count, () => {
-      read = store.drain();
+      read = drain(store);
     });
     if (read !== count) throw new Error(`read ${read} of ${count} messages back`);
     return { write, readDelete, pages };
