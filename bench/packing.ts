@@ -1,8 +1,9 @@
 // What a buffer of packed rows would save, over raw better-sqlite3 (no gateway): the messages
 // of the ingest benchmark's shape (200-byte payloads, 50 devices, commits of 1,024, the WAL under
 // synchronous=NORMAL with a checkpoint every 4,000 pages, as the buffer opens it) written
-//   rows:      as the buffer writes them, a row each in `messages` and its index, 32 rows a statement
-//              with the bridge, key and headers in the statement's text (src/buffer/append.ts);
+//   rows:      as the buffer writes them, a row each in `messages` and its index (the buffer's own
+//              schema), 32 rows a statement with the bridge, key and headers in the statement's
+//              text (src/buffer/append.ts);
 //   packed:    a row per 32 messages and a row per commit, each a length-prefixed blob of the
 //              messages' ids, topics, origins, payloads and times encoded in JavaScript, with
 //              the group's first seq, count and payload bytes beside it in an index;
@@ -13,11 +14,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
-import { openSqlite } from '../src/sqlite/connection.ts';
+import { BUFFER_CHECKPOINT_PAGES } from '../src/buffer/open.ts';
+import { BUFFER_SCHEMA } from '../src/buffer/schema.ts';
+import { INSERT_ROWS, openSqlite } from '../src/sqlite/connection.ts';
 import { median } from './stats.ts';
 
 const COMMIT = 1024;
-const ROWS_PER_STATEMENT = 32;
 const DEVICES = 50;
 const BRIDGE = 'bench-history';
 const ROUNDS = 3;
@@ -56,7 +58,7 @@ function messages(count: number): Messages {
 
 /** A database opened as the buffer opens its own (src/buffer/open.ts). */
 function open(dir: string, name: string): Database.Database {
-  const db = openSqlite(join(dir, `${name}.db`), { synchronous: 'normal', walAutocheckpointPages: 4000 });
+  const db = openSqlite(join(dir, `${name}.db`), { synchronous: 'normal', walAutocheckpointPages: BUFFER_CHECKPOINT_PAGES });
   db.pragma('auto_vacuum = INCREMENTAL');
   return db;
 }
@@ -83,17 +85,13 @@ function drain(store: Store): number {
 
 function rowStore(dir: string, m: Messages): Store {
   const db = open(dir, 'rows');
-  db.exec(`CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, bridge TEXT NOT NULL, id TEXT NOT NULL, topic TEXT NOT NULL, key TEXT,
-      headers TEXT NOT NULL, origin TEXT NOT NULL, payload BLOB NOT NULL, created_at INTEGER NOT NULL);
-    CREATE INDEX messages_bridge_seq_bytes ON messages (bridge, seq, length(payload));`);
+  db.exec(BUFFER_SCHEMA);
   const row = `('${BRIDGE}', ?, ?, NULL, '{}', ?, ?, ?)`;
-  const insert = db.prepare(
-    `INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ${new Array<string>(ROWS_PER_STATEMENT).fill(row).join(', ')}`,
-  );
-  const params = new Array<unknown>(ROWS_PER_STATEMENT * 5);
+  const insert = db.prepare(`INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ${new Array<string>(INSERT_ROWS).fill(row).join(', ')}`);
+  const params = new Array<unknown>(INSERT_ROWS * 5);
   const commit = db.transaction((from: number) => {
-    for (let i = from; i < from + COMMIT; i += ROWS_PER_STATEMENT) {
-      for (let j = 0; j < ROWS_PER_STATEMENT; j++) {
+    for (let i = from; i < from + COMMIT; i += INSERT_ROWS) {
+      for (let j = 0; j < INSERT_ROWS; j++) {
         const k = j * 5;
         const device = (i + j) % DEVICES;
         params[k] = m.ids[i + j];
@@ -226,12 +224,15 @@ const middle = (costs: readonly Cost[]): Cost => ({
 });
 
 export function benchPacking(requested = 307_200): PackingBenchResult {
-  const count = Math.max(COMMIT, Math.floor(requested / COMMIT) * COMMIT);
+  if (!Number.isInteger(requested) || requested < COMMIT) {
+    throw new Error(`FERRY_BENCH_PACKING_MESSAGES must be a whole number of at least ${COMMIT}, not ${requested}`);
+  }
+  const count = Math.floor(requested / COMMIT) * COMMIT;
   const m = messages(count);
   const runs: Record<'rows' | 'packed32' | 'packedCommit', Round[]> = { rows: [], packed32: [], packedCommit: [] };
   for (let r = 0; r < ROUNDS; r++) {
     runs.rows.push(round((dir) => rowStore(dir, m), count));
-    runs.packed32.push(round((dir) => packedStore(dir, m, ROWS_PER_STATEMENT), count));
+    runs.packed32.push(round((dir) => packedStore(dir, m, INSERT_ROWS), count));
     runs.packedCommit.push(round((dir) => packedStore(dir, m, COMMIT), count));
   }
   const write = (runsOf: Round[]) => middle(runsOf.map((r) => r.write));
