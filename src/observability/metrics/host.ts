@@ -59,7 +59,7 @@ export const hostMetrics = [
     type: 'gauge',
     unit: 'seconds',
     labels: {},
-    help: 'Longest event-loop delay over the last 2 s (a long synchronous task: a big SQLite query, a GC pause).',
+    help: 'Longest event-loop delay over the last 2 s (a long synchronous task: a big SQLite query, a GC pause). Timed every 10 ms; every 250 ms after a 2 s window in which the loop was busy less than 2% of the time (a shorter stall then shows only in the utilisation).',
   },
   {
     name: 'eventloop.utilisation',

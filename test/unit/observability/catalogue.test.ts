@@ -84,7 +84,7 @@ test('every gauge in the catalogue is shown by /metrics, with its HELP text', ()
         disk: { path: '/data', freeBytes: 5e10, totalBytes: 1e11 },
         network: { receivedBytes: 10, sentBytes: 20, receivedBytesPerSecond: 1, sentBytesPerSecond: 2, interfaces: [{ name: 'eth0', receivedBytes: 10, sentBytes: 20 }] },
       },
-      eventLoop: { windowMs: 2000, delayP50Ms: 0.5, delayP99Ms: 12, delayMaxMs: 40, utilisation: 0.2 },
+      eventLoop: { windowMs: 2000, delayP50Ms: 0.5, delayP99Ms: 12, delayMaxMs: 40, utilisation: 0.2, resolutionMs: 10 },
     },
     counters,
     3_000,

@@ -89,3 +89,26 @@ test('EventLoopMonitor: a window with the loop blocked 120 ms shows it in max an
     monitor.stop();
   }
 });
+
+test('EventLoopMonitor: after an idle window its timer runs at the idle period, and a stall brings the busy one back', async () => {
+  const monitor = new EventLoopMonitor({ busyResolutionMs: 10, idleResolutionMs: 100 });
+  try {
+    assert.equal(monitor.resolutionMs, 10, 'a start is timed finely');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const idle = monitor.roll();
+    assert.equal(idle.resolutionMs, 10);
+    assert.ok(idle.utilisation < 0.02, `utilisation ${idle.utilisation}`);
+    assert.equal(monitor.resolutionMs, 100, 'idle: the next window is timed every 100 ms');
+
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const until = performance.now() + 250;
+    while (performance.now() < until);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const stalled = monitor.roll();
+    assert.equal(stalled.resolutionMs, 100);
+    assert.ok(stalled.delayMaxMs >= 100, `a 250 ms stall seen by the idle timer: max ${stalled.delayMaxMs} ms`);
+    assert.equal(monitor.resolutionMs, 10, 'busy: back to every 10 ms');
+  } finally {
+    monitor.stop();
+  }
+});
