@@ -455,6 +455,17 @@ if (selected.has('startup')) {
     ],
   );
   log(`  CPU used until ready: ${range(measured.cpuMs)} ms (${startup.build}); from sources ${range(startup.sources.cpuMs)} ms`);
+  const { idle } = startup;
+  log(
+    `  idle: the gateway ${idle.gateway.cpuMsPerSec} CPU ms and ${idle.gateway.wakeupsPerSec} wake-ups a second, plain aedes ${idle.aedes.cpuMsPerSec} and ${idle.aedes.wakeupsPerSec}`,
+  );
+  rows.push([
+    `idle CPU, embedded default, ${startup.build}, all threads, ms a second (${idle.gateway.wakeupsPerSec} wake-ups a second against ${idle.aedes.wakeupsPerSec}; lower is better)`,
+    idle.gateway.cpuMsPerSec,
+    'plain aedes, idle',
+    idle.aedes.cpuMsPerSec,
+    ratio(idle.gateway.cpuMsPerSec, idle.aedes.cpuMsPerSec),
+  ]);
   if (startup.compiled !== null) {
     rows.push(
       [

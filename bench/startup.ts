@@ -5,14 +5,14 @@
 // build (dist/) is measured when it is there and current, as `ferry` runs it, and the
 // TypeScript sources alongside for comparison. A bare `node -e` gives the floor.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { chooseEntry } from '../bin/entry.js';
 import { cpuMs } from './load.ts';
-import { readFirst, stopChild } from './targets.ts';
+import { readFirst, startAedesTarget, stopChild } from './targets.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -36,7 +36,21 @@ export interface StartupBenchResult {
   readonly compiled: Summary | null;
   readonly sources: Summary;
   readonly bareNode: { readonly rssMb: number };
+  /** An idle gateway's CPU and wake-ups, and plain aedes's, idle the same way. */
+  readonly idle: { readonly gateway: IdleCpu; readonly aedes: IdleCpu };
 }
+
+/** What an idle process costs: all its threads, from the scheduler's accounting (/proc/<pid>/task/<tid>/schedstat). */
+export interface IdleCpu {
+  /** CPU time a second, ms. */
+  readonly cpuMsPerSec: number;
+  /** Times a thread of it was put on a core a second: each a wake-up of an otherwise sleeping core's worth of work. */
+  readonly wakeupsPerSec: number;
+}
+
+/** How long a process is left idle before its idle CPU is measured (its start's own work over), and measured, ms. */
+const IDLE_SETTLE_MS = 10_000;
+const IDLE_MEASURE_MS = 10_000;
 
 export interface Summary {
   readonly startupMs: Spread;
@@ -70,6 +84,8 @@ export async function benchStartup(options: { rounds?: number; idleMs?: number; 
   const bare = spawnSync(process.execPath, ['-e', "process.stdout.write(/VmRSS:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status','utf8'))[1])"], {
     encoding: 'utf8',
   });
+  options.log?.(`  idle CPU: one more gateway (${build}) and plain aedes, ${IDLE_SETTLE_MS / 1000} s to settle, then ${IDLE_MEASURE_MS / 1000} s measured...`);
+  const idle = { gateway: await idleGateway(build === 'src' ? { FERRY_FROM_SOURCE: '1' } : {}), aedes: await idleAedes() };
   return {
     build,
     rounds,
@@ -77,7 +93,53 @@ export async function benchStartup(options: { rounds?: number; idleMs?: number; 
     compiled: build === 'dist' ? summary(compiledRuns) : null,
     sources: summary(sourceRuns),
     bareNode: { rssMb: Math.round(Number(bare.stdout) / 102.4) / 10 },
+    idle,
   };
+}
+
+/** Nanoseconds on a core (field 0) or times put on one (field 2), summed over the threads of `pid`. */
+function schedstat(pid: number, field: 0 | 2): number {
+  let sum = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      sum += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[field]);
+    } catch {
+      // A thread that ended meanwhile.
+    }
+  }
+  return sum;
+}
+
+async function idleCpu(pid: number): Promise<IdleCpu> {
+  await sleep(IDLE_SETTLE_MS);
+  const [cpu, wakeups] = [schedstat(pid, 0), schedstat(pid, 2)];
+  await sleep(IDLE_MEASURE_MS);
+  const seconds = IDLE_MEASURE_MS / 1000;
+  return {
+    cpuMsPerSec: Math.round((schedstat(pid, 0) - cpu) / 1e4 / seconds) / 100,
+    wakeupsPerSec: Math.round((schedstat(pid, 2) - wakeups) / seconds),
+  };
+}
+
+async function idleGateway(env: NodeJS.ProcessEnv): Promise<IdleCpu> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'ferry-bench-idle-'));
+  const child = spawnRun(join(ROOT, 'config/gateway.yaml'), dataDir, env);
+  try {
+    await readLogged(child, 'accepting MQTT connections', 'startupMs');
+    return await idleCpu(child.pid as number);
+  } finally {
+    await stopChild(child);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function idleAedes(): Promise<IdleCpu> {
+  const aedes = await startAedesTarget();
+  try {
+    return await idleCpu(aedes.pid);
+  } finally {
+    await aedes.stop();
+  }
 }
 
 /** One `ferry run` of the embedded default (or `config`): its startup time and idle RSS; a fresh data directory unless `given`, which is kept. */
