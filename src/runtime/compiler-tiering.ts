@@ -50,39 +50,56 @@ export interface TieringWatch {
 
 export interface TieringWatchOptions {
   readonly checkMs?: number;
+  /** How often the loop is looked at while it idles (a period of less than a tenth of the busy mark), ms. */
+  readonly idleCheckMs?: number;
 }
 
 /**
  * Turns TurboFan on again once the gateway has work that pays for it: the event loop busy for a
  * tenth of five periods of 100 ms in a row, so TurboFan is back within about 0.5 s of a load's
- * start. Until then an idle or lightly loaded gateway runs on V8's interpreter and baseline
- * compiler, and does not hold the optimizing compiler's memory (about 10 MB: its code in node's
- * binary and its working memory). Left to V8 alone, the few calls an idle gateway makes (its
- * status sampling every 2 s) made one of Node's functions hot enough within a minute.
+ * start (1 s from an idle spell). Until then an idle or lightly loaded gateway runs on V8's
+ * interpreter and baseline compiler, and does not hold the optimizing compiler's memory (about
+ * 10 MB: its code in node's binary and its working memory). Left to V8 alone, the few calls an
+ * idle gateway makes (its status sampling every 2 s) made one of Node's functions hot enough
+ * within a minute. While the loop idles (busy less than 1 ms of a period) it is looked at every
+ * 500 ms instead of every 100: ten wake-ups a second of an idle gateway were this watch's.
  * Undefined when TurboFan is not held back.
  */
 export function resumeOptimizingCompilerUnderLoad(options: TieringWatchOptions = {}): TieringWatch | undefined {
   if (!optimizingCompilerDeferred()) return undefined;
   const checkMs = options.checkMs ?? CHECK_MS;
+  const idleCheckMs = options.idleCheckMs ?? checkMs * 5;
   // Busy milliseconds, not a share of the time since the last look: a period cut short by a
   // rebase is not load for being short.
   const busyMs = BUSY_SHARE * checkMs;
   let last = performance.eventLoopUtilization();
   let busyPeriods = 0;
-  const timer = setInterval(() => {
+  let timer: NodeJS.Timeout | undefined;
+  /** Whether the period that just ended was an idle one (idleCheckMs long). */
+  let long = false;
+  const look = () => {
     const now = performance.eventLoopUtilization();
     const { active } = performance.eventLoopUtilization(now, last);
     last = now;
-    busyPeriods = active < busyMs ? 0 : busyPeriods + 1;
-    if (busyPeriods < BUSY_PERIODS) return;
-    clearInterval(timer);
-    resumeOptimizingCompiler();
-  }, checkMs).unref();
+    // A long period's work is no busy period of its own: the short periods that follow tell.
+    busyPeriods = active < busyMs || long ? 0 : busyPeriods + 1;
+    if (busyPeriods >= BUSY_PERIODS) {
+      timer = undefined;
+      resumeOptimizingCompiler();
+      return;
+    }
+    long = active < busyMs / 10;
+    timer = setTimeout(look, long ? idleCheckMs : checkMs).unref();
+  };
+  timer = setTimeout(look, checkMs).unref();
   return {
     rebase: () => {
       last = performance.eventLoopUtilization();
       busyPeriods = 0;
     },
-    stop: () => clearInterval(timer),
+    stop: () => {
+      clearTimeout(timer);
+      timer = undefined;
+    },
   };
 }

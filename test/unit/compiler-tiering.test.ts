@@ -42,7 +42,7 @@ const spin = (ms) => { const until = performance.now() + ms; while (performance.
 spin(150); // one long piece of work is not load
 await new Promise((resolve) => setTimeout(resolve, 150));
 steps.heldAfterOneBlock = optimizingCompilerDeferred();
-const loadUntil = performance.now() + 400;
+const loadUntil = performance.now() + 800; // from an idle spell TurboFan is back within about two idle periods
 while (performance.now() < loadUntil) { // load: the event loop busy, period after period
   spin(30);
   await new Promise((resolve) => setImmediate(resolve));
