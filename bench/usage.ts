@@ -17,7 +17,7 @@ export const SCENARIO_HELP = {
   state: "the broker's state on disk against in memory, and a start with many saved sessions",
   external: 'an external broker (Mosquitto) as the source against the embedded broker [Kafka, mosquitto]',
   postgres: 'the postgres sink against a raw COPY, and devices to PostgreSQL end to end [PostgreSQL]',
-  startup: 'start to accepting connections and idle memory of the embedded default, compiled and from sources; a start with a backlog',
+  startup: 'start to accepting connections and idle memory of the embedded default, compiled and from sources; idle CPU; a start with a backlog',
   telemetry: 'OTLP export and the eBPF collector against telemetry off, end to end [Kafka; bpftrace for eBPF]',
   ratelimit: 'a Redis rate limit that limits nothing against none [Redis]',
 } as const;
