@@ -48,8 +48,13 @@ export interface IdleCpu {
   readonly wakeupsPerSec: number;
 }
 
-/** How long a process is left idle before its idle CPU is measured (its start's own work over), and measured, ms. */
-const IDLE_SETTLE_MS = 10_000;
+/**
+ * How long a process is left idle before its idle CPU is measured, and measured, ms. The start's
+ * own work is not over at once: the gateway's first windows are busy (their event-loop delay
+ * timed every 10 ms), and V8's memory reducer collects the start's garbage 8-12 s after it, on
+ * its worker threads as well (14-21 ms of CPU a second until then, about 2 after).
+ */
+const IDLE_SETTLE_MS = 15_000;
 const IDLE_MEASURE_MS = 10_000;
 
 export interface Summary {
