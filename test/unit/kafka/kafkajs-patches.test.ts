@@ -134,6 +134,57 @@ test('after patching, kafkajs requires the replacements', async () => {
   assert.notEqual(Encoder.prototype.ensureAvailable, originalEnsureAvailable);
 });
 
+type Queue = {
+  pending: { send(): void; expectResponse: boolean; correlationId: number }[];
+  throttledUntil: number;
+  throttleCheckTimeoutId: NodeJS.Timeout | null;
+  checkPendingRequests(): void;
+  scheduleCheckPendingRequests(): void;
+  destroy(): void;
+};
+const newQueue = (): Queue => {
+  const RequestQueue = require('kafkajs/src/network/requestQueue/index.js') as new (options: object) => Queue;
+  const logger = { debug() {}, info() {}, warn() {}, error() {} };
+  return new RequestQueue({ maxInFlightRequests: null, requestTimeout: 30_000, enforceRequestTimeout: false, clientId: 'ferry', broker: 'b:9092', logger });
+};
+
+test("kafkajs' request queue, patched, sets no timer with nothing pending (its own looped on one for as long as the connection was open)", async () => {
+  patchKafkajs();
+  const queue = newQueue();
+  let checks = 0;
+  const check = queue.checkPendingRequests.bind(queue);
+  queue.checkPendingRequests = () => {
+    checks += 1;
+    check();
+  };
+  try {
+    queue.checkPendingRequests(); // what a response does
+    assert.equal(queue.throttleCheckTimeoutId, null);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(checks, 1, 'no check ran by itself in 100 ms');
+  } finally {
+    queue.destroy();
+  }
+});
+
+test("kafkajs' request queue, patched, sends a request held by a throttle when the throttle ends", async () => {
+  patchKafkajs();
+  const queue = newQueue();
+  let sentAt = 0;
+  const started = Date.now();
+  try {
+    queue.throttledUntil = started + 60;
+    queue.pending.push({ send: () => void (sentAt = Date.now()), expectResponse: true, correlationId: 1 });
+    queue.scheduleCheckPendingRequests(); // what a push kafkajs cannot send at once does
+    assert.notEqual(queue.throttleCheckTimeoutId, null);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    assert.ok(sentAt >= started + 55, `sent ${sentAt - started} ms after the throttle began, not before its end`);
+    assert.equal(queue.pending.length, 0);
+  } finally {
+    queue.destroy();
+  }
+});
+
 const Long = require('kafkajs/src/utils/long.js');
 const originalBatch = require('kafkajs/src/protocol/recordBatch/v0/index.js') as {
   RecordBatch: (input: RecordBatchInput) => Promise<{ buf: Buffer; offset: number; buffer: Buffer }>;
