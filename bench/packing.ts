@@ -1,9 +1,9 @@
-// What a buffer of packed rows would save, over raw better-sqlite3 (no gateway): the messages
-// of the ingest benchmark's shape (200-byte payloads, 50 devices, commits of 1,024, the WAL under
-// synchronous=NORMAL with a checkpoint every 4,000 pages, as the buffer opens it) written
-//   rows:      as the buffer writes them, a row each in `messages` and its index (the buffer's own
+// What the buffer's packs save over a row a message, over raw better-sqlite3 (no gateway): the
+// messages of the ingest benchmark's shape (200-byte payloads, 50 devices, commits of 1,024, the
+// WAL under synchronous=NORMAL with a checkpoint every 4,000 pages, as the buffer opens it) written
+//   rows:      as versions before packs wrote them, a row each in `messages` and its index (their
 //              schema), 32 rows a statement with the bridge, key and headers in the statement's
-//              text (src/buffer/append.ts);
+//              text;
 //   packed:    a row per 32 messages and a row per commit, each a length-prefixed blob of the
 //              messages' ids, topics, origins, payloads and times encoded in JavaScript, with
 //              the group's first seq, count and payload bytes beside it in an index;
@@ -15,7 +15,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import { BUFFER_CHECKPOINT_PAGES } from '../src/buffer/open.ts';
-import { BUFFER_SCHEMA } from '../src/buffer/schema.ts';
 import { INSERT_ROWS, openSqlite } from '../src/sqlite/connection.ts';
 import { median } from './stats.ts';
 
@@ -23,6 +22,11 @@ const COMMIT = 1024;
 const DEVICES = 50;
 const BRIDGE = 'bench-history';
 const ROUNDS = 3;
+/** The log of versions before packs: a row a message, its payload's length in the index. */
+const ROWS_SCHEMA = `
+CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, bridge TEXT NOT NULL, id TEXT NOT NULL, topic TEXT NOT NULL, key TEXT,
+  headers TEXT NOT NULL, origin TEXT NOT NULL, payload BLOB NOT NULL, created_at INTEGER NOT NULL);
+CREATE INDEX messages_bridge_seq_bytes ON messages (bridge, seq, length(payload));`;
 
 interface Cost {
   /** Microseconds per message, wall and CPU (user + system). */
@@ -85,7 +89,7 @@ function drain(store: Store): number {
 
 function rowStore(dir: string, m: Messages): Store {
   const db = open(dir, 'rows');
-  db.exec(BUFFER_SCHEMA);
+  db.exec(ROWS_SCHEMA);
   const row = `('${BRIDGE}', ?, ?, NULL, '{}', ?, ?, ?)`;
   const insert = db.prepare(`INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ${new Array<string>(INSERT_ROWS).fill(row).join(', ')}`);
   const params = new Array<unknown>(INSERT_ROWS * 5);

@@ -98,7 +98,7 @@ if (selected.has('buffer')) {
     [
       `buffer stats for /api/status, ${backlog.toLocaleString('en-US')} messages behind a down sink, calls/s`,
       buffer.status.ferry,
-      "counting every row of each sink's backlog",
+      "counted from the packs' index on each call",
       buffer.status.raw,
       buffer.status.ratio,
     ],

@@ -42,3 +42,28 @@ export function newlyConfirmed(before: CursorState, after: CursorState): SeqRang
   }
   return pieces;
 }
+
+/** The seqs in both `a` and `b` (each a list of disjoint ranges). */
+export function intersect(a: readonly SeqRange[], b: readonly SeqRange[]): SeqRange[] {
+  const out: SeqRange[] = [];
+  for (const x of a) {
+    for (const y of b) {
+      const lo = Math.max(x.lo, y.lo);
+      const hi = Math.min(x.hi, y.hi);
+      if (hi > lo) out.push({ lo, hi });
+    }
+  }
+  return out;
+}
+
+/** Seqs as ranges of consecutive ones, in order, each once. */
+export function runs(seqs: readonly number[]): SeqRange[] {
+  const sorted = [...new Set(seqs)].sort((a, b) => a - b);
+  const out: SeqRange[] = [];
+  for (const seq of sorted) {
+    const last = out.at(-1);
+    if (last !== undefined && last.hi === seq - 1) out[out.length - 1] = { lo: last.lo, hi: seq };
+    else out.push({ lo: seq - 1, hi: seq });
+  }
+  return out;
+}

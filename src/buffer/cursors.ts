@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { CursorState, StoredMessage } from './rows.ts';
 import { BufferLog } from './log.ts';
-import { newlyConfirmed } from './behind.ts';
+import { newlyConfirmed, runs } from './behind.ts';
 
 /**
  * Each sink's cursor on its bridge's log (the last seq it confirmed), live-first replay, and
@@ -25,7 +25,7 @@ export class BufferCursors extends BufferLog {
   /** Adds a cursor, at the bridge's oldest buffered message, for each sink that has none; returns those added. */
   addSinks(bridge: string, sinks: readonly string[]): string[] {
     return this.db.transaction(() => {
-      const start = (this.db.prepare('SELECT min(seq) AS seq FROM messages WHERE bridge = ?').get(bridge) as { seq: number | null }).seq;
+      const start = this.packs.ends(bridge).first;
       const from = start === null ? this.lastSeq() : start - 1;
       const insert = this.db.prepare('INSERT OR IGNORE INTO cursors (bridge, sink, seq) VALUES (?, ?, ?)');
       return sinks.filter((sink) => insert.run(bridge, sink, from).changes > 0);
@@ -65,10 +65,8 @@ export class BufferCursors extends BufferLog {
 
   /** When the oldest message after a sink's cursor was created (ms), or null when there is none; cheap (one index lookup). */
   oldestPendingAt(bridge: string, sink: string): number | null {
-    const row = this.statement(
-      'SELECT m.created_at AS at FROM messages m, cursors c WHERE c.bridge = ? AND c.sink = ? AND m.bridge = c.bridge AND m.seq > c.seq ORDER BY m.seq LIMIT 1',
-    ).get(bridge, sink) as { at: number } | undefined;
-    return row?.at ?? null;
+    const cursor = this.statement('SELECT seq FROM cursors WHERE bridge = ? AND sink = ?').pluck().get(bridge, sink) as number | undefined;
+    return cursor === undefined ? null : (this.packs.firstAfter(bridge, cursor)?.at ?? null);
   }
 
   /** Splits a sink's log at `mark` for live-first replay: later messages go first. */
@@ -125,13 +123,13 @@ export class BufferCursors extends BufferLog {
       if (sinks.length !== 1 || sinks[0]?.sink !== sink) throw new Error(`settleAhead: bridge '${bridge}' has other readers than '${sink}'`);
       for (const { message, reason, attempts } of rejected) this.recordDeadLetter(message.bridge, sink, reason, attempts, message.seq, message.envelope);
       const seqs = [...acked, ...rejected.map((r) => r.message)].map((m) => m.seq);
-      this.deleteWhere(bridge, 'bridge = ? AND seq IN (SELECT value FROM json_each(?))', [bridge, JSON.stringify(seqs)]);
+      this.deleteRanges(bridge, runs(seqs));
     });
   }
 
   protected releaseBridge(bridge: string): void {
     const { seq } = this.#minCursor.get(bridge) as { seq: number | null };
-    if (seq !== null) this.deleteWhere(bridge, 'bridge = ? AND seq <= ?', [bridge, seq], seq);
+    if (seq !== null) this.deleteRanges(bridge, [{ lo: Number.NEGATIVE_INFINITY, hi: seq }], seq);
   }
 
   /**

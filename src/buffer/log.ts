@@ -1,10 +1,12 @@
 import type Database from 'better-sqlite3';
 import type { Envelope } from '../core/envelope.ts';
-import { type BridgeUsage, type CursorState, type MessageRow, type StoredMessage, toStored } from './rows.ts';
-import { type SeqRange, confirmedRanges } from './behind.ts';
-import { BUFFER_SCHEMA, migrate } from './schema.ts';
+import type { BridgeUsage, CursorState, StoredMessage } from './rows.ts';
+import { type SeqRange, confirmedRanges, intersect } from './behind.ts';
+import { BUFFER_SCHEMA, hasLegacyLog, migrate } from './schema.ts';
 import { RecentMessages } from './recent.ts';
-import { type AppendEntry, LogRows, headersJson, originJson } from './append.ts';
+import { type AppendEntry, LogPacks } from './append.ts';
+import { headersJson, originJson } from './packs.ts';
+import { Packs } from './packed.ts';
 
 export type { AppendEntry } from './append.ts';
 
@@ -16,9 +18,10 @@ export type { AppendEntry } from './append.ts';
  */
 export class BufferLog {
   protected readonly db: Database.Database;
-  readonly #rows: LogRows;
+  /** The messages by seq, in their packs. */
+  protected readonly packs: Packs;
+  readonly #rows: LogPacks;
   readonly #insertDead: Database.Statement;
-  readonly #read: Database.Statement;
   readonly #usage = new Map<string, { messages: number; bytes: number }>();
   /**
    * Per bridge and sink, the messages and bytes of the log the sink has confirmed (its "behind":
@@ -51,18 +54,20 @@ export class BufferLog {
     if (!db.readonly) {
       db.exec(BUFFER_SCHEMA);
       migrate(db);
+    } else if (hasLegacyLog(db)) {
+      throw new Error('this buffer was written by an earlier version of Ferry: start the gateway (or run `ferry buffer purge` or `redrive`) once to convert it, then read it');
     }
+    this.packs = new Packs(db);
     this.#insertDead = db.prepare(
       `INSERT INTO dead_letters (bridge, sink, reason, attempts, dead_at, seq, id, topic, key, headers, origin, payload, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    this.#rows = new LogRows(db, (bridge, { sink, reason }, envelope) => this.recordDeadLetter(bridge, sink, reason, 0, 0, envelope));
+    this.#rows = new LogPacks(db, (bridge, { sink, reason }, envelope) => this.recordDeadLetter(bridge, sink, reason, 0, 0, envelope));
     this.#appendRows = db.transaction((entries: readonly AppendEntry[], after?: () => void) => {
       const seqs = this.#rows.insert(entries);
       after?.();
       return seqs;
     });
-    this.#read = db.prepare('SELECT * FROM messages WHERE bridge = ? AND seq > ? ORDER BY seq LIMIT ?');
   }
 
   /**
@@ -110,19 +115,19 @@ export class BufferLog {
   /** Up to `limit` messages of the bridge after `afterSeq`, in order. */
   read(bridge: string, afterSeq: number, limit: number): StoredMessage[] {
     const recent = this.#recent.read(bridge, afterSeq, limit, this.#dataVersionNow.get());
-    return recent ?? (this.#read.all(bridge, afterSeq, limit) as MessageRow[]).map(toStored);
+    return recent ?? this.packs.read(bridge, afterSeq, limit);
   }
 
   /** The newest seq of a bridge's log, or 0. */
   tail(bridge: string): number {
-    return (this.db.prepare('SELECT max(seq) AS seq FROM messages WHERE bridge = ?').get(bridge) as { seq: number | null }).seq ?? 0;
+    return this.packs.tail(bridge);
   }
 
   /** Messages and payload bytes a bridge holds; kept in memory, counted from disk once. */
   usage(bridge: string): BridgeUsage {
     let usage = this.#usage.get(bridge);
     if (usage === undefined) {
-      usage = this.countRows('bridge = ?', [bridge]);
+      usage = this.packs.count(bridge, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY);
       this.#usage.set(bridge, usage);
     }
     return usage;
@@ -130,8 +135,7 @@ export class BufferLog {
 
   /**
    * Counts usage from disk again when another connection (another process, such as `ferry
-   * buffer purge`) changed the buffer since the last call. Only then: counting a bridge reads
-   * every row it holds, seconds of the event loop behind a long outage's backlog.
+   * buffer purge`) changed the buffer since the last call.
    */
   recount(): void {
     const version = this.db.pragma('data_version', { simple: true });
@@ -165,7 +169,7 @@ export class BufferLog {
 
   /** Deletes the `count` oldest messages of a bridge, whatever the cursors; returns what it removed. */
   dropOldest(bridge: string, count: number): BridgeUsage {
-    return this.deleteWhere(bridge, 'seq IN (SELECT seq FROM messages WHERE bridge = ? ORDER BY seq LIMIT ?)', [bridge, count]);
+    return this.deleteRanges(bridge, [{ lo: Number.NEGATIVE_INFINITY, hi: this.packs.nth(bridge, count) }]);
   }
 
   /**
@@ -174,13 +178,7 @@ export class BufferLog {
    * every append): one behind a newer message (a clock set back, a redriven dead letter) waits.
    */
   expire(bridge: string, before: number, limit = -1): BridgeUsage {
-    let through = 0;
-    const front = this.statement('SELECT seq, created_at FROM messages WHERE bridge = ? ORDER BY seq LIMIT ?').raw();
-    for (const [seq, at] of front.iterate(bridge, limit) as IterableIterator<[number, number]>) {
-      if (at >= before) break;
-      through = seq;
-    }
-    return this.deleteWhere(bridge, 'bridge = ? AND seq <= ?', [bridge, through]);
+    return this.deleteRanges(bridge, [{ lo: Number.NEGATIVE_INFINITY, hi: this.packs.createdBeforeThrough(bridge, before, limit) }]);
   }
 
   /** A prepared statement, kept: #delete runs on every cursor commit, a hot path. */
@@ -193,19 +191,14 @@ export class BufferLog {
     return statement;
   }
 
-  /** Messages and payload bytes of the rows `where` selects, counted from disk (every one of them is read). */
-  protected countRows(where: string, params: readonly unknown[]): BridgeUsage {
-    return this.statement(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE ${where}`).get(...params) as BridgeUsage;
-  }
-
   /**
-   * Deletes the bridge's rows `where` selects; returns what it removed. `confirmedThrough`: they
-   * are the rows up to that seq, behind every sink's cursor (the rows all sinks are past), so
-   * each sink's kept behind loses them all without counting them again.
+   * Deletes the bridge's messages in `ranges` (disjoint); returns what it removed.
+   * `confirmedThrough`: they are the messages up to that seq, behind every sink's cursor (the
+   * ones all sinks are past), so each sink's kept behind loses them all without counting them again.
    */
-  protected deleteWhere(bridge: string, where: string, params: readonly unknown[], confirmedThrough?: number): BridgeUsage {
+  protected deleteRanges(bridge: string, ranges: readonly SeqRange[], confirmedThrough?: number): BridgeUsage {
     const confirmed = confirmedThrough !== undefined;
-    const removed = this.countRows(where, params);
+    const removed = this.countInRanges(bridge, ranges);
     if (removed.messages === 0) return removed;
     if (confirmed) this.#recent.release(bridge, confirmedThrough);
     else this.#recent.forget(bridge);
@@ -218,10 +211,10 @@ export class BufferLog {
         const state = states?.get(sink);
         if (confirmed) lost.set(sink, removed);
         else if (state === undefined) kept.delete(sink);
-        else lost.set(sink, this.countInRanges(bridge, confirmedRanges(state), where, params));
+        else lost.set(sink, this.countInRanges(bridge, intersect(confirmedRanges(state), ranges)));
       }
     }
-    this.statement(`DELETE FROM messages WHERE ${where}`).run(...params);
+    for (const { lo, hi } of ranges) this.packs.delete(bridge, lo, hi);
     this.#usage.set(bridge, { messages: usage.messages - removed.messages, bytes: usage.bytes - removed.bytes });
     for (const [sink, gone] of lost) this.addBehind(bridge, sink, { messages: -gone.messages, bytes: -gone.bytes });
     this.#signalReleased();
@@ -275,14 +268,12 @@ export class BufferLog {
     return changes;
   }
 
-  /** Messages and bytes of the bridge's rows in `ranges` (and, when given, also matching `where`). */
-  protected countInRanges(bridge: string, ranges: readonly SeqRange[], where?: string, params: readonly unknown[] = []): BridgeUsage {
+  /** Messages and bytes of the bridge's log in `ranges` (disjoint). */
+  protected countInRanges(bridge: string, ranges: readonly SeqRange[]): BridgeUsage {
     let messages = 0;
     let bytes = 0;
     for (const { lo, hi } of ranges) {
-      const range = lo === Number.NEGATIVE_INFINITY ? 'bridge = ? AND seq <= ?' : 'bridge = ? AND seq > ? AND seq <= ?';
-      const values = lo === Number.NEGATIVE_INFINITY ? [bridge, hi] : [bridge, lo, hi];
-      const counted = where === undefined ? this.countRows(range, values) : this.countRows(`${range} AND (${where})`, [...values, ...params]);
+      const counted = this.packs.count(bridge, lo, hi);
       messages += counted.messages;
       bytes += counted.bytes;
     }
@@ -321,7 +312,7 @@ export class BufferLog {
   }
 
   protected lastSeq(): number {
-    const row = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").get() as { seq: number } | undefined;
+    const row = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'packs'").get() as { seq: number } | undefined;
     return row?.seq ?? 0;
   }
 }

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { type BackgroundCheck, checkInBackground } from '../sqlite/background-check.ts';
 import { openChecked } from '../sqlite/open-checked.ts';
-import { needsIndexUpgrade } from './schema.ts';
+import { BUFFER_SCHEMA, legacyRows, migrate } from './schema.ts';
 import { BufferStore } from './store.ts';
 
 export const BUFFER_FILE = 'buffer.db';
@@ -55,13 +55,19 @@ export function openBuffer(dataDir: string, logger: Logger, options: { readonly 
     bufferPath(dataDir),
     { synchronous: 'normal', walAutocheckpointPages: BUFFER_CHECKPOINT_PAGES },
     (db) => {
-      if (!needsIndexUpgrade(db)) return new BufferStore(db);
-      const { n } = db.prepare('SELECT count(*) AS n FROM messages').get() as { n: number };
-      logger.info({ messages: n }, "buffer: building the index that counts each sink's backlog, once after an upgrade (about a second per million messages)");
+      const rows = legacyRows(db);
+      if (rows === 0) return new BufferStore(db);
+      logger.info({ messages: rows }, 'buffer: moving the messages of an earlier version into packs, once after an upgrade (about 7 s a million messages)');
       const started = performance.now();
-      const store = new BufferStore(db);
-      logger.info({ ms: Math.round(performance.now() - started) }, 'buffer: index built');
-      return store;
+      let said = started;
+      db.exec(BUFFER_SCHEMA);
+      migrate(db, (moved) => {
+        if (performance.now() - said < 2000) return;
+        said = performance.now();
+        logger.info({ moved, of: rows }, 'buffer: moving messages into packs');
+      });
+      logger.info({ messages: rows, ms: Math.round(performance.now() - started) }, 'buffer: messages moved into packs');
+      return new BufferStore(db);
     },
     check,
   );

@@ -65,7 +65,7 @@ export interface MessageRow {
 const origins = new Map<string, Origin>();
 const MAX_ORIGINS = 10_000;
 
-function parseOrigin(json: string): Origin {
+export function parseOrigin(json: string): Origin {
   let origin = origins.get(json);
   if (origin === undefined) {
     if (origins.size >= MAX_ORIGINS) origins.clear();

@@ -1,21 +1,33 @@
 import type Database from 'better-sqlite3';
+import { INSERT_PACK } from './append.ts';
+import { PackWriter } from './packs.ts';
+import { type MessageRow, toStored } from './rows.ts';
 
 /** The buffer's tables. `seq` orders everything: per bridge, a message's place in the log. */
 export const BUFFER_SCHEMA = `
-CREATE TABLE IF NOT EXISTS messages (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+-- The log: runs of one bridge's messages with consecutive seqs, [first, last], a row each
+-- (packs.ts has the blobs' layout; meta comes before body, so that reading it reads none of the
+-- body's pages). Keyed by the last seq: AUTOINCREMENT keeps the highest seq ever given out in
+-- sqlite_sequence, so a seq is never used twice, even once the log is empty. Each pack's span
+-- and payload bytes ride in the index, so a sink's backlog is counted from the index alone.
+CREATE TABLE IF NOT EXISTS packs (
+  last INTEGER PRIMARY KEY AUTOINCREMENT,
   bridge TEXT NOT NULL,
-  id TEXT NOT NULL,
-  topic TEXT NOT NULL,
-  key TEXT,
-  headers TEXT NOT NULL,
-  origin TEXT NOT NULL,
-  payload BLOB NOT NULL,
-  created_at INTEGER NOT NULL
+  first INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  meta BLOB NOT NULL,
+  body BLOB NOT NULL
 );
--- Each payload's length rides in the index, so a sink's backlog (count and bytes of the rows
--- above its cursor) is counted from the index alone, not by reading every row.
-CREATE INDEX IF NOT EXISTS messages_bridge_seq_bytes ON messages (bridge, seq, length(payload));
+CREATE INDEX IF NOT EXISTS packs_bridge_last ON packs (bridge, last, first, bytes);
+
+-- Per bridge, the seq at and below which its messages are gone: the front of its first pack
+-- that a release, purge or expiry cut off. The pack itself goes when all of it is gone, so
+-- moving the front costs a row here, not a rewrite of the pack. A pack's first and bytes are
+-- the pack's as written; what lies at or below the floor does not count.
+CREATE TABLE IF NOT EXISTS floors (
+  bridge TEXT PRIMARY KEY,
+  seq INTEGER NOT NULL
+) WITHOUT ROWID;
 
 -- seq: everything up to it is confirmed. Under live-first replay, live_mark splits the log:
 -- (seq, live_mark] is the backlog, and everything in (live_mark, live_seq] is confirmed too.
@@ -49,18 +61,78 @@ CREATE INDEX IF NOT EXISTS dead_letters_bridge ON dead_letters (bridge, dl_seq);
 CREATE INDEX IF NOT EXISTS dead_letters_bridge_sink ON dead_letters (bridge, sink);
 `;
 
-/** Brings a buffer made by an earlier version up to the current schema. */
-export function migrate(db: Database.Database): void {
+/**
+ * Takes the name of the log of earlier versions, which kept a row a message in a table of this
+ * name: an earlier Ferry opening this buffer fails on it ("views may not be indexed") instead
+ * of starting on an empty log beside the packs it cannot see.
+ */
+const LEGACY_GUARD = `CREATE VIEW IF NOT EXISTS messages AS
+  SELECT 'the messages of this buffer are in the table packs: it needs Ferry 0.2 or newer' AS note`;
+
+/** Rows of the log of earlier versions moved into packs per transaction. */
+const MOVE_ROWS = 20_000;
+
+/**
+ * Brings a buffer made by an earlier version up to the current schema: the rows of its log
+ * become packs in transactions of MOVE_ROWS rows (a restart in the middle goes on where it
+ * stopped: nothing else writes packs before this is done), keeping their seqs. `progress` is told the rows moved so far after each.
+ */
+export function migrate(db: Database.Database, progress?: (moved: number) => void, rows = MOVE_ROWS): void {
   const columns = (db.pragma('table_info(cursors)') as { name: string }[]).map((c) => c.name);
   if (!columns.includes('live_mark')) {
     db.exec('ALTER TABLE cursors ADD COLUMN live_mark INTEGER; ALTER TABLE cursors ADD COLUMN live_seq INTEGER;');
   }
-  // messages_bridge_seq_bytes (the schema made it just now) serves every query the first did; the
-  // second went when expiry and the oldest message's age went by seq (one B-tree less per append).
-  db.exec('DROP INDEX IF EXISTS messages_bridge_seq; DROP INDEX IF EXISTS messages_bridge_created');
+  if (hasLegacyLog(db)) packLegacyRows(db, rows, progress);
+  db.exec(LEGACY_GUARD);
 }
 
-/** True when the buffer still has the index of earlier versions: opening it builds the new one, once (seconds for millions of messages). */
-export function needsIndexUpgrade(db: Database.Database): boolean {
-  return !db.readonly && db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'messages_bridge_seq'").get() !== undefined;
+/** True when the buffer still has the log of earlier versions, a row a message: opening it writable moves them into packs. */
+export function hasLegacyLog(db: Database.Database): boolean {
+  return db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'").get() !== undefined;
+}
+
+/** Rows in the log of earlier versions. */
+export function legacyRows(db: Database.Database): number {
+  return hasLegacyLog(db) ? (db.prepare('SELECT count(*) FROM messages').pluck().get() as number) : 0;
+}
+
+function packLegacyRows(db: Database.Database, chunk: number, progress?: (moved: number) => void): void {
+  const sequence = db.prepare('SELECT seq FROM sqlite_sequence WHERE name = ?').pluck();
+  // Where the last run stopped: the rows up to the packs' highest seq are moved (the table goes
+  // at the end, in one piece, rather than row by row).
+  const next = db.prepare('SELECT * FROM messages WHERE seq > (SELECT coalesce(max(last), 0) FROM packs) ORDER BY seq LIMIT ?');
+  const insert = db.prepare(INSERT_PACK);
+  const pack = new PackWriter();
+  let moved = 0;
+  const step = db.transaction((): number => {
+    // The highest seq given out, even one whose row is gone: it is never given out again.
+    const given = (sequence.get('messages') as number | undefined) ?? 0;
+    const packs = sequence.get('packs') as number | undefined;
+    if (packs === undefined) db.prepare("INSERT INTO sqlite_sequence (name, seq) VALUES ('packs', ?)").run(given);
+    else if (packs < given) db.prepare("UPDATE sqlite_sequence SET seq = ? WHERE name = 'packs'").run(given);
+    const rows = next.all(chunk) as MessageRow[];
+    let open: { bridge: string; first: number; last: number } | undefined;
+    const close = () => {
+      if (open !== undefined) insert.run(open.last, open.bridge, open.first, pack.bytes, pack.meta(), pack.body());
+      pack.reset();
+      open = undefined;
+    };
+    for (const row of rows) {
+      if (open !== undefined && (row.bridge !== open.bridge || row.seq !== open.last + 1 || pack.full)) close();
+      open ??= { bridge: row.bridge, first: row.seq, last: row.seq };
+      pack.add(toStored(row).envelope);
+      open.last = row.seq;
+    }
+    close();
+    return rows.length;
+  });
+  try {
+    for (let n = step(); n > 0; n = step()) {
+      moved += n;
+      progress?.(moved);
+    }
+  } finally {
+    pack.reset();
+  }
+  db.exec('DROP TABLE messages');
 }

@@ -1,4 +1,4 @@
-import { type BridgeStats, type BridgeUsage, type DeadLetter, type DeadLetterRow, type MessageRow, type SinkCursor, type StoredMessage, toDeadLetter, toStored } from './rows.ts';
+import { type BridgeStats, type BridgeUsage, type DeadLetter, type DeadLetterRow, type SinkCursor, type StoredMessage, toDeadLetter, toStored } from './rows.ts';
 import { BufferCursors } from './cursors.ts';
 
 export type { AppendEntry } from './log.ts';
@@ -15,7 +15,7 @@ export type { BridgeStats, BridgeUsage, CursorState, DeadLetter, SinkCursor, Sin
  */
 export class BufferStore extends BufferCursors {
   bridges(): string[] {
-    const rows = this.db.prepare('SELECT bridge FROM cursors UNION SELECT DISTINCT bridge FROM messages UNION SELECT DISTINCT bridge FROM dead_letters ORDER BY 1').all() as {
+    const rows = this.db.prepare('SELECT bridge FROM cursors UNION SELECT DISTINCT bridge FROM packs UNION SELECT DISTINCT bridge FROM dead_letters ORDER BY 1').all() as {
       bridge: string;
     }[];
     return rows.map((r) => r.bridge);
@@ -28,22 +28,17 @@ export class BufferStore extends BufferCursors {
    * The totals are then the counts the log keeps (right for the connection that writes the
    * buffer, the gateway's; dropped and counted again when another process changed the buffer
    * since), else counted from the rows (`ferry buffer
-   * stats`, another process's view). The oldest messages are index lookups, and each sink's
-   * backlog is counted on the smaller side of its cursor: the rows above it, or the bridge's
-   * rows less those at or below it (rows stay below a cursor only while another sink needs them).
-   * With `kept`, that count is made once per sink: then the log keeps what the sink confirmed as
-   * its cursor moves and rows leave, so a sink halfway through a long backlog costs nothing more.
+   * stats`, another process's view), from the index of the packs (a pack's span and bytes; the
+   * part of a pack a range begins or ends inside from its meta blob). The oldest messages are
+   * index lookups. With `kept`, each sink's backlog is counted once: then the log keeps what the
+   * sink confirmed as its cursor moves and messages leave.
    */
   stats(bridge: string, options: { readonly kept?: boolean } = {}): BridgeStats {
     // Kept figures are dropped first when another process (`ferry buffer purge`, `redrive`)
     // committed since: one PRAGMA, so that they are never behind such a change.
     if (options.kept === true) this.recount();
-    const { messages, bytes } = options.kept === true ? this.usage(bridge) : this.countRows('bridge = ?', [bridge]);
-    const ends = this.statement(
-      `SELECT (SELECT min(seq) FROM messages WHERE bridge = @bridge) AS first, (SELECT max(seq) FROM messages WHERE bridge = @bridge) AS last,
-              (SELECT created_at FROM messages WHERE bridge = @bridge ORDER BY seq LIMIT 1) AS oldestAt`,
-    ).get({ bridge }) as { first: number | null; last: number | null; oldestAt: number | null };
-    const counted = (sql: string, ...params: number[]) => this.countRows(`bridge = ? AND ${sql}`, [bridge, ...params]);
+    const { messages, bytes } = options.kept === true ? this.usage(bridge) : this.packs.count(bridge, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY);
+    const ends = this.packs.ends(bridge);
     const cursors = this.cursorStates(bridge);
     // The dead letters of each sink (one pass over the index on (bridge, sink), kept with `kept`), and their total.
     const dead = options.kept === true ? this.deadLetterCounts(bridge) : this.countDeadLetters(bridge);
@@ -55,27 +50,20 @@ export class BufferStore extends BufferCursors {
         // Never below 0, whatever another process did in between.
         above = { messages: Math.max(0, messages - kept.messages), bytes: Math.max(0, bytes - kept.bytes) };
       } else if (ends.first !== null && ends.last !== null && seq < ends.last) {
-        if (ends.last - seq <= seq - ends.first) above = counted('seq > ?', seq);
-        else {
-          const below = counted('seq <= ?', seq);
-          above = { messages: Math.max(0, messages - below.messages), bytes: Math.max(0, bytes - below.bytes) };
-        }
+        above = this.packs.count(bridge, seq, Number.POSITIVE_INFINITY);
         // Under live-first replay, (live_mark, live_seq] is confirmed too.
         const from = Math.max(seq, liveMark ?? 0);
         if (liveSeq !== null && liveSeq > from) {
-          const live = counted('seq > ? AND seq <= ?', from, liveSeq);
+          const live = this.packs.count(bridge, from, liveSeq);
           above = { messages: Math.max(0, above.messages - live.messages), bytes: Math.max(0, above.bytes - live.bytes) };
         }
       }
       // From now on the sink's confirmed part is kept as cursors move and rows leave (log.ts).
       if (kept === undefined && options.kept === true) this.keepBehind(bridge, sink, { messages: messages - above.messages, bytes: bytes - above.bytes });
       if (ends.last !== null && seq < ends.last) {
-        const first = this.statement('SELECT created_at AS at FROM messages WHERE bridge = ? AND seq > ? AND NOT (seq > ? AND seq <= ?) ORDER BY seq LIMIT 1').get(
-          bridge,
-          seq,
-          liveMark ?? 0,
-          liveSeq ?? 0,
-        ) as { at: number } | undefined;
+        let first = this.packs.firstAfter(bridge, seq);
+        // Under live-first replay, what it confirmed of the live part is not pending.
+        if (first !== undefined && liveMark !== null && liveSeq !== null && first.seq > liveMark && first.seq <= liveSeq) first = this.packs.firstAfter(bridge, liveSeq);
         oldestPendingAt = first?.at ?? null;
       }
       return {
@@ -100,15 +88,11 @@ export class BufferStore extends BufferCursors {
   }
 
   /**
-   * Every buffered message (of one bridge, or of all) in seq order, read a row at a time from
+   * Every buffered message (of one bridge, or of all) in seq order, read a pack at a time from
    * one snapshot. The connection can run nothing else until the iteration ends.
    */
   *iterateMessages(bridge?: string): Generator<StoredMessage> {
-    const rows =
-      bridge === undefined
-        ? this.db.prepare('SELECT * FROM messages ORDER BY seq').iterate()
-        : this.db.prepare('SELECT * FROM messages WHERE bridge = ? ORDER BY seq').iterate(bridge);
-    for (const row of rows) yield toStored(row as MessageRow);
+    yield* this.packs.iterate(bridge);
   }
 
   /** Every dead letter (of one bridge, or of all) in the order they were recorded, like `iterateMessages`. */
@@ -130,7 +114,7 @@ export class BufferStore extends BufferCursors {
    * cursors; returns what it removed. In a loop, deletes a large backlog in short transactions.
    */
   purgeSome(bridge: string, throughSeq: number, limit: number): BridgeUsage {
-    return this.deleteWhere(bridge, 'seq IN (SELECT seq FROM messages WHERE bridge = ? AND seq <= ? ORDER BY seq LIMIT ?)', [bridge, throughSeq, limit]);
+    return this.deleteRanges(bridge, [{ lo: Number.NEGATIVE_INFINITY, hi: this.packs.nth(bridge, limit, throughSeq) }]);
   }
 
   /** Deletes up to `limit` of a bridge's oldest dead letters with dl_seq <= `throughDlSeq`; returns how many. */
@@ -191,7 +175,7 @@ export class BufferStore extends BufferCursors {
     const free = this.db.pragma('freelist_count', { simple: true }) as number;
     if (free * pageSize < minBytes) return 0;
     if ((this.db.pragma('auto_vacuum', { simple: true }) as number) !== 2) {
-      if (this.statement('SELECT 1 FROM messages LIMIT 1').get() !== undefined) return 0;
+      if (this.statement('SELECT 1 FROM packs LIMIT 1').get() !== undefined) return 0;
       this.db.pragma('auto_vacuum = INCREMENTAL');
       this.db.exec('VACUUM');
     } else {

@@ -66,7 +66,7 @@ export class HistoryWriter {
     this.#walSync = synchronous === 'full' ? new WalSync(path, options) : undefined;
     this.#db.exec(schema);
     const insert = this.#db.prepare('INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
-    // INSERT_ROWS rows per statement, as the buffer appends (src/buffer/log.ts).
+    // INSERT_ROWS rows per statement, where a commit has that many (connection.ts says why).
     const insertMany = this.#db.prepare(`INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES ${valuesList(INSERT_ROWS, 7)}`);
     const params = new Array<unknown>(INSERT_ROWS * 7);
     const counted = this.#db.prepare<[string], number>('SELECT rows FROM history_counts WHERE bridge = ?').pluck();

@@ -386,9 +386,9 @@ test('check: a sound buffer is ok (exit 0); a corrupt one exits 1 and is marked 
   assert.match(sound.stdout, /^ok: \S+buffer\.db \(\d[^)]* checked in \d+ ms\)\n$/);
   assert.equal(existsSync(checkMarkerPath(bufferPath(dir))), false);
 
-  // A leaf page of the messages table overwritten: opening the file still works, the check does not.
+  // A page of the packs overwritten (one of a pack's overflow pages): opening the file still works, the check does not.
   const db = openSqlite(bufferPath(dir), { readonly: true });
-  const page = db.prepare("SELECT pageno FROM dbstat WHERE name = 'messages' AND pagetype = 'leaf' ORDER BY pageno LIMIT 1 OFFSET 20").pluck().get() as number;
+  const page = db.prepare("SELECT pageno FROM dbstat WHERE name = 'packs' AND pagetype = 'overflow' ORDER BY pageno LIMIT 1 OFFSET 20").pluck().get() as number;
   db.close();
   const fd = openSync(bufferPath(dir), 'r+');
   writeSync(fd, Buffer.alloc(16, 0xff), 0, 16, (page - 1) * 4096);

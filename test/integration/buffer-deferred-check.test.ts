@@ -29,20 +29,19 @@ const MiB = 1024 * 1024;
 
 /** A buffer holding `rows` messages of 1 KiB for bridge `b`, closed cleanly. */
 function filledBuffer(dir: string, rows: number): void {
-  openBuffer(dir, logger).store.close();
-  const db = new Database(bufferPath(dir));
-  const insert = db.prepare("INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ('b', ?, 't', NULL, '{}', '{}', ?, ?)");
+  const { store } = openBuffer(dir, logger);
   const payload = Buffer.alloc(1024, 1);
-  db.transaction(() => {
-    for (let i = 0; i < rows; i++) insert.run(`id-${i}`, payload, Date.now());
-  })();
-  db.close();
+  // One append a message, so a pack a message: the packs table gets many leaf pages.
+  store.writeTransaction(() => {
+    for (let i = 0; i < rows; i++) store.append([{ bridge: 'b', envelope: createEnvelope({ id: `id-${i}`, topic: 't', payload, origin: { source: 'test' } }) }]);
+  });
+  store.close();
 }
 
-/** Overwrites the header of a leaf page of the messages table: quick_check finds it, opening and reading the schema do not. */
+/** Overwrites the header of a leaf page of the packs table: quick_check finds it, opening and reading the schema do not. */
 function corruptALeaf(dir: string): void {
   const db = new Database(bufferPath(dir), { readonly: true });
-  const page = db.prepare("SELECT pageno FROM dbstat WHERE name = 'messages' AND pagetype = 'leaf' ORDER BY pageno LIMIT 1 OFFSET 20").pluck().get() as number;
+  const page = db.prepare("SELECT pageno FROM dbstat WHERE name = 'packs' AND pagetype = 'leaf' ORDER BY pageno LIMIT 1 OFFSET 20").pluck().get() as number;
   const pageSize = db.pragma('page_size', { simple: true }) as number;
   db.close();
   const fd = openSync(bufferPath(dir), 'r+');
@@ -90,7 +89,7 @@ test('a buffer whose WAL still holds frames (a crash, a kill, a power cut) is ch
   corruptALeaf(crashed);
   const writer = new Database(bufferPath(crashed));
   writer.pragma('wal_autocheckpoint = 0');
-  writer.prepare("INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ('b', 'late', 't', NULL, '{}', '{}', x'00', 0)").run();
+  writer.prepare("INSERT INTO cursors (bridge, sink, seq) VALUES ('late', 'out', 0)").run();
   const copy = tempDir();
   mkdirSync(copy, { recursive: true });
   for (const suffix of ['', '-wal']) copyFileSync(bufferPath(crashed) + suffix, bufferPath(copy) + suffix);

@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import pino from 'pino';
 import { bufferPolicySchema, bufferSettingsSchema } from '../../src/buffer/config.ts';
 import { BUFFER_CHECKPOINT_PAGES, bufferPath, openBuffer } from '../../src/buffer/open.ts';
-import type { StoredMessage } from '../../src/buffer/store.ts';
+import { BufferStore, type StoredMessage } from '../../src/buffer/store.ts';
 import { BufferWriter } from '../../src/buffer/writer.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
@@ -110,8 +110,8 @@ test("the buffer checkpoints its WAL every 4,000 pages, not at SQLite's default 
   const dir = tempDir();
   const { store } = openBuffer(dir, logger);
   const file = () => statSync(bufferPath(dir)).size;
-  // A message of 3,000 bytes fills a page of its own: `messages` pages of WAL.
-  const envelope = { ...trackedDeliveries(1).deliveries[0]!.envelope, payload: Buffer.alloc(3000, 7) };
+  // A message of 4,000 bytes takes about a page of its own: about `messages` pages of WAL.
+  const envelope = { ...trackedDeliveries(1).deliveries[0]!.envelope, payload: Buffer.alloc(4000, 7) };
   let appended = 0;
   const appendPages = (messages: number) => {
     for (const end = appended + messages; appended < end; appended += 100) {
@@ -216,11 +216,11 @@ test('usage is counted from disk again after another connection changed the buff
     assert.equal(store.usage('b').messages, 5);
     // A change on the store's own connection that bypasses its counts: no other connection
     // committed, so a recount keeps the counts (this is what shows it did not count again).
-    (store as unknown as { db: Database.Database }).db.prepare("DELETE FROM messages WHERE seq = (SELECT min(seq) FROM messages WHERE bridge = 'b')").run();
+    (store as unknown as { packs: { delete(bridge: string, lo: number, hi: number): void } }).packs.delete('b', Number.NEGATIVE_INFINITY, store.read('b', 0, 1)[0]?.seq as number);
     store.recount();
     assert.equal(store.usage('b').messages, 5);
     // Another connection (as `ferry buffer purge` from another process): counted again.
-    other.prepare("DELETE FROM messages WHERE seq = (SELECT min(seq) FROM messages WHERE bridge = 'b')").run();
+    new BufferStore(other).purgeSome('b', Number.MAX_SAFE_INTEGER, 1);
     store.recount();
     assert.equal(store.usage('b').messages, 3);
   } finally {

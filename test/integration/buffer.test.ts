@@ -70,7 +70,7 @@ test('deliveries of one turn are committed together and acked only once the rows
       const ack = d.ack.bind(d);
       writer.enqueue('b', {
         ...d,
-        ack: () => (visibleAtAck.push((reader.prepare('SELECT count(*) AS n FROM messages').get() as { n: number }).n), ack()),
+        ack: () => (visibleAtAck.push((reader.prepare('SELECT coalesce(sum(last - first + 1), 0) AS n FROM packs').get() as { n: number }).n), ack()),
         nack: d.nack.bind(d),
         state: d.state,
       });

@@ -1,19 +1,22 @@
-// The log's rows as appended in bulk (src/buffer/append.ts): runs of one bridge's messages
-// without key or headers go through a statement with those in its text, the rest through the
-// general ones. Whatever the mix, every row must hold exactly what its message had, under the
-// seq append returned. A real buffer database in a temporary directory.
+// The log's messages as appended in bulk (src/buffer/append.ts, src/buffer/packs.ts): each
+// bridge's messages of a commit go into packs, blobs encoded in JavaScript. Whatever the mix
+// (bridges interleaved, keys, headers, text beyond ASCII, a message larger than a pack, more
+// messages than a pack holds, dead letters), every message must read back exactly as it was,
+// under the seq append returned. A real buffer database in a temporary directory.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import pino from 'pino';
 import { bufferPath, openBuffer } from '../../../src/buffer/open.ts';
+import { PACK_BYTES, PACK_MESSAGES } from '../../../src/buffer/packs.ts';
 import type { MessageRow as Row } from '../../../src/buffer/rows.ts';
-import type { AppendEntry } from '../../../src/buffer/store.ts';
+import { type AppendEntry, BufferStore } from '../../../src/buffer/store.ts';
 import { createEnvelope } from '../../../src/core/envelope.ts';
-import { INSERT_ROWS } from '../../../src/sqlite/connection.ts';
+import { openSqlite } from '../../../src/sqlite/connection.ts';
 import { tempDirs } from '../../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-append-');
+const RUN = 32;
 
 /** `count` messages to `bridge`; `shape(i)` adds a key or headers to the i-th. */
 function messages(bridge: string, count: number, shape: (i: number) => { key?: string; headers?: Record<string, string> } = () => ({})): AppendEntry[] {
@@ -31,60 +34,61 @@ function messages(bridge: string, count: number, shape: (i: number) => { key?: s
 
 const deadLetter = (entry: AppendEntry): AppendEntry => ({ ...entry, deadLetter: { sink: 'transform', reason: 'refused at ingress' } });
 
-test('every appended row holds its message under the seq append returned, whichever statement wrote it', () => {
+test('every appended message reads back as it was under the seq append returned, whatever the mix', () => {
   const dir = tempDir();
   const { store } = openBuffer(dir, pino({ level: 'silent' }));
-  const odd = "it's-odd name"; // not a bridge name a gateway allows: never put into a statement's text
+  const odd = "it's-odd name ✓";
   for (const bridge of ['a', 'b', odd]) store.registerBridge(bridge, ['out']);
-  const a = messages('a', INSERT_ROWS * 3);
-  const b = messages('b', INSERT_ROWS * 2);
+  const a = messages('a', RUN * 3);
+  const b = messages('b', RUN * 2);
+  const large = createEnvelope({ topic: 'big/ü', payload: Buffer.alloc(PACK_BYTES + 10, 3), origin: { source: 'mqtt', clientId: 'big' }, key: '' });
   const entries: AppendEntry[] = [
-    ...a.slice(0, INSERT_ROWS), // a plain run of one bridge
-    ...a.slice(INSERT_ROWS, INSERT_ROWS * 2).flatMap((entry, i) => [entry, b[i] as AppendEntry]), // two bridges interleaved
-    ...messages('a', INSERT_ROWS, (i) => (i === 7 ? { key: 'k-7' } : {})), // one message with a key
-    ...messages('b', INSERT_ROWS, (i) => (i === 30 ? { headers: { trace: 't-30' } } : {})), // one with headers
-    ...messages(odd, INSERT_ROWS + 3),
-    ...a.slice(INSERT_ROWS * 2, INSERT_ROWS * 2 + 10).map((entry, i) => (i === 4 ? deadLetter(entry) : entry)),
-    ...messages('b', INSERT_ROWS * 2 + 5, (i) => (i % 11 === 0 ? { key: `k-${i}`, headers: { h: String(i) } } : {})),
+    ...a.slice(0, RUN), // a run of one bridge
+    ...a.slice(RUN, RUN * 2).flatMap((entry, i) => [entry, b[i] as AppendEntry]), // two bridges interleaved
+    ...messages('a', RUN, (i) => (i === 7 ? { key: 'k-7' } : {})), // one message with a key
+    ...messages('b', RUN, (i) => (i === 30 ? { headers: { trace: 't-30', ключ: 'значение' } } : {})), // one with headers
+    ...messages(odd, RUN + 3),
+    { bridge: 'a', envelope: large }, // more bytes than a pack takes: it closes its pack
+    ...a.slice(RUN * 2, RUN * 2 + 10).map((entry, i) => (i === 4 ? deadLetter(entry) : entry)),
+    ...messages('b', PACK_MESSAGES + 5, (i) => (i % 11 === 0 ? { key: `k-${i}`, headers: { h: String(i) } } : {})), // more than a pack holds
   ];
   const seqs = store.append(entries);
   store.close();
 
+  const reader = new BufferStore(openSqlite(bufferPath(dir), { readonly: true }));
+  const stored = new Map([...reader.iterateMessages()].map((m) => [m.seq, m]));
+  reader.close();
   const db = new Database(bufferPath(dir), { readonly: true });
-  const rows = new Map((db.prepare('SELECT * FROM messages').all() as Row[]).map((row) => [row.seq, row]));
   const dead = db.prepare('SELECT bridge, seq, id, key, headers, payload FROM dead_letters').all() as Row[];
+  const packs = db.prepare('SELECT bridge, first, last FROM packs ORDER BY last').all() as { bridge: string; first: number; last: number }[];
   db.close();
 
   assert.equal(seqs.length, entries.length);
-  assert.equal(rows.size, entries.length - 1);
+  assert.equal(stored.size, entries.length - 1);
   for (const [i, { bridge, envelope: e, deadLetter: refused }] of entries.entries()) {
     if (refused !== undefined) {
       assert.equal(seqs[i], 0);
       assert.deepEqual(dead, [{ bridge, seq: 0, id: e.id, key: null, headers: '{}', payload: Buffer.from(e.payload) }]);
       continue;
     }
-    const row = rows.get(seqs[i] as number);
-    assert.ok(row !== undefined, `entry ${i}: no row under seq ${seqs[i]}`);
+    const message = stored.get(seqs[i] as number);
+    assert.ok(message !== undefined, `entry ${i}: nothing under seq ${seqs[i]}`);
+    assert.equal(message.bridge, bridge, `entry ${i}`);
+    assert.deepEqual({ ...message.envelope, payload: Buffer.from(message.envelope.payload) }, { ...e, payload: Buffer.from(e.payload) }, `entry ${i}`);
+  }
+  // Within a bridge, in the order given: seqs rise with its entries.
+  for (const bridge of ['a', 'b', odd]) {
+    const mine = seqs.filter((seq, i) => seq !== 0 && entries[i]?.bridge === bridge);
     assert.deepEqual(
-      { ...row, seq: 0 },
-      {
-        seq: 0,
-        bridge,
-        id: e.id,
-        topic: e.topic,
-        key: e.key ?? null,
-        headers: JSON.stringify(e.headers),
-        origin: JSON.stringify(e.origin),
-        payload: Buffer.from(e.payload),
-        created_at: e.timestamp,
-      },
-      `entry ${i}`,
+      mine,
+      [...mine].sort((x, y) => x - y),
+      bridge,
     );
   }
-  // In the order given: seqs rise with the entries (dead letters aside).
-  const logged = seqs.filter((seq) => seq !== 0);
+  // A pack a bridge, split where one is full (the large message closes its own).
   assert.deepEqual(
-    logged,
-    [...logged].sort((x, y) => x - y),
+    packs.map((p) => p.bridge),
+    ['a', 'a', 'b', 'b', odd],
   );
+  for (const p of packs) assert.ok(p.last - p.first + 1 <= PACK_MESSAGES);
 });
