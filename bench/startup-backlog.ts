@@ -9,9 +9,9 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import pino from 'pino';
 import { DEFER_CHECK_ABOVE_BYTES, bufferPath, openBuffer } from '../src/buffer/open.ts';
+import { createEnvelope } from '../src/core/envelope.ts';
 import { type Spread, readLogged, spawnRun, spread, startOnce } from './startup.ts';
 import { stopChild } from './targets.ts';
 
@@ -92,14 +92,29 @@ async function backgroundCheckMs(config: string, dataDir: string): Promise<numbe
 
 /** A buffer holding `messages` messages of 200 bytes for `bridge` (the bench's), closed cleanly. */
 export function fillBuffer(dataDir: string, messages: number, bridge = BRIDGE): void {
-  openBuffer(dataDir, pino({ level: 'silent' })).store.close();
-  const db = new Database(bufferPath(dataDir));
-  const insert = db.prepare(`INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES ('${bridge}', ?, ?, NULL, '{}', ?, ?, ?)`);
+  const { store } = openBuffer(dataDir, pino({ level: 'silent' }));
   const payload = Buffer.alloc(200, 0x61);
-  const origin = JSON.stringify({ source: 'mqtt', qos: 1, retain: false, clientId: 'bench-1' });
-  const at = Date.now();
-  db.transaction(() => {
-    for (let i = 0; i < messages; i++) insert.run(`00000000-0000-7000-8000-${String(i).padStart(12, '0')}`, `devices/bench-${i % 50}/telemetry/bench`, origin, payload, at);
-  })();
-  db.close();
+  const origin = { source: 'mqtt', qos: 1, retain: false, clientId: 'bench-1' } as const;
+  const timestamp = Date.now();
+  // In commits of 1,024, as a flood fills it.
+  store.writeTransaction(() => {
+    for (let from = 0; from < messages; from += 1024) {
+      store.append(
+        Array.from({ length: Math.min(1024, messages - from) }, (_, k) => {
+          const i = from + k;
+          return {
+            bridge,
+            envelope: createEnvelope({
+              id: `00000000-0000-7000-8000-${String(i).padStart(12, '0')}`,
+              topic: `devices/bench-${i % 50}/telemetry/bench`,
+              payload,
+              origin,
+              timestamp,
+            }),
+          };
+        }),
+      );
+    }
+  });
+  store.close();
 }

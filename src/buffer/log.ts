@@ -20,13 +20,13 @@ export class BufferLog {
   protected readonly db: Database.Database;
   /** The messages by seq, in their packs. */
   protected readonly packs: Packs;
-  readonly #rows: LogPacks;
+  readonly #writer: LogPacks;
   readonly #insertDead: Database.Statement;
   readonly #usage = new Map<string, { messages: number; bytes: number }>();
   /**
    * Per bridge and sink, the messages and bytes of the log the sink has confirmed (its "behind":
    * see behind.ts), kept like usage once stats counted them: a sink's pending messages are then
-   * its bridge's usage less these, without counting a long backlog's rows on every call.
+   * its bridge's usage less these, without counting a long backlog on every call.
    */
   readonly #behind = new Map<string, Map<string, BridgeUsage>>();
   /** Per bridge, the dead letters of each sink, kept once counted (stats, the upkeep's trim) like usage. */
@@ -62,9 +62,9 @@ export class BufferLog {
       `INSERT INTO dead_letters (bridge, sink, reason, attempts, dead_at, seq, id, topic, key, headers, origin, payload, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    this.#rows = new LogPacks(db, (bridge, { sink, reason }, envelope) => this.recordDeadLetter(bridge, sink, reason, 0, 0, envelope));
+    this.#writer = new LogPacks(db, (bridge, { sink, reason }, envelope) => this.recordDeadLetter(bridge, sink, reason, 0, 0, envelope));
     this.#appendRows = db.transaction((entries: readonly AppendEntry[], after?: () => void) => {
-      const seqs = this.#rows.insert(entries);
+      const seqs = this.#writer.insert(entries);
       after?.();
       return seqs;
     });
@@ -75,7 +75,7 @@ export class BufferLog {
    * it (to trim back to a limit); returns the seqs (0 for dead letters).
    */
   append(entries: readonly AppendEntry[], after?: () => void): number[] {
-    // Count from disk (once per bridge) before the insert, so the rows are not counted twice.
+    // Count from disk (once per bridge) before the insert, so the messages are not counted twice.
     const added = new Map<string, { messages: number; bytes: number }>();
     for (const { bridge, envelope, deadLetter } of entries) {
       if (deadLetter !== undefined) continue;

@@ -1,6 +1,5 @@
 import type Database from 'better-sqlite3';
-import { INSERT_PACK } from './append.ts';
-import { countOf, decode, payloadBytes, slice, timeAt } from './packs.ts';
+import { countOf, decode, payloadBytes, timeAt } from './packs.ts';
 import type { BridgeUsage, StoredMessage } from './rows.ts';
 
 const NONE: BridgeUsage = { messages: 0, bytes: 0 };
@@ -20,7 +19,7 @@ interface Whole extends WithMeta {
 
 /** A bridge's log as it is: its messages above the floor, in packs (see schema.ts and packs.ts). */
 export interface LogEnds {
-  /** The lowest and highest seq in the log, null when it is empty. */
+  /** The lowest seq in the log and the last of its last pack, null when it is empty. */
   readonly first: number | null;
   readonly last: number | null;
   /** When its first message was created, ms. */
@@ -29,11 +28,11 @@ export interface LogEnds {
 
 /**
  * Queries and deletions of a bridge's messages by seq over the packs that hold them. Everything
- * at or below the bridge's floor is gone; a range `(lo, hi]` of seqs may begin or end inside a
- * pack, whose part in it is then counted from its meta blob. Deleting from the front (releases,
- * purges, expiry, drop-oldest) removes the packs wholly behind and moves the floor; deleting from
- * the middle (settling messages ahead of a cursor) writes the pack's pieces outside the range
- * anew.
+ * at or below the bridge's floor is gone, and so is every message recorded as settled; a range
+ * `(lo, hi]` of seqs may begin or end inside a pack, whose part in it is then counted from its
+ * meta blob. Deleting from the front (releases, purges, expiry, drop-oldest) removes the packs
+ * wholly behind and moves the floor; deleting from the middle (settling messages ahead of a
+ * cursor) records the messages as settled. No pack is ever written again.
  */
 export class Packs {
   readonly #db: Database.Database;
@@ -57,11 +56,6 @@ export class Packs {
     return (this.#statement('SELECT seq FROM floors WHERE bridge = ?').pluck().get(bridge) as number | undefined) ?? 0;
   }
 
-  /** The bridge's first pack with a message above `seq`, with its meta blob. */
-  #after(bridge: string, seq: number): WithMeta | undefined {
-    return this.#statement('SELECT first, last, meta FROM packs WHERE bridge = ? AND last > ? ORDER BY last LIMIT 1').get(bridge, seq) as WithMeta | undefined;
-  }
-
   /** The bridge's first pack with a message above `seq`, from the index alone. */
   #spanAfter(bridge: string, seq: number): Span | undefined {
     return this.#statement('SELECT first, last FROM packs WHERE bridge = ? AND last > ? ORDER BY last LIMIT 1').get(bridge, seq) as Span | undefined;
@@ -76,16 +70,12 @@ export class Packs {
     return this.#statement('SELECT first FROM packs WHERE bridge = ? AND last > ? ORDER BY last LIMIT 1').pluck().get(bridge, seq) as number | undefined;
   }
 
-  #wholeAfter(bridge: string, seq: number): Whole | undefined {
-    return this.#statement('SELECT first, last, meta, body FROM packs WHERE bridge = ? AND last > ? ORDER BY last LIMIT 1').get(bridge, seq) as Whole | undefined;
-  }
-
   /** Up to `limit` messages of the bridge after `afterSeq`, in order. */
   read(bridge: string, afterSeq: number, limit: number): StoredMessage[] {
     const from = Math.max(afterSeq, this.floor(bridge));
     const out: StoredMessage[] = [];
     for (const pack of this.#statement('SELECT first, last, meta, body FROM packs WHERE bridge = ? AND last > ? ORDER BY last').iterate(bridge, from) as IterableIterator<Whole>) {
-      decode(out, bridge, pack.first, pack.meta, pack.body, Math.max(0, from + 1 - pack.first), limit - out.length);
+      decode(out, bridge, pack.first, pack.meta, pack.body, Math.max(0, from + 1 - pack.first), limit - out.length, this.#settledIn(bridge, from, pack.last));
       if (out.length >= limit) break;
     }
     return out;
@@ -99,7 +89,13 @@ export class Packs {
     const whole = this.#statement(
       'SELECT coalesce(sum(last - first + 1), 0) AS messages, coalesce(sum(bytes), 0) AS bytes FROM packs WHERE bridge = ? AND last > ? AND last <= ? AND first > ?',
     ).get(bridge, l, h, l) as BridgeUsage;
-    let { messages, bytes } = whole;
+    const settled = this.#statement('SELECT count(*) AS messages, coalesce(sum(bytes), 0) AS bytes FROM settled WHERE bridge = ? AND seq > ? AND seq <= ?').get(
+      bridge,
+      l,
+      h,
+    ) as BridgeUsage;
+    let messages = whole.messages - settled.messages;
+    let bytes = whole.bytes - settled.bytes;
     // The pack the range begins inside, and the one it ends inside (when another): their meta
     // blobs are read only then.
     const low = this.#spanAfter(bridge, l);
@@ -119,23 +115,17 @@ export class Packs {
     return { messages, bytes };
   }
 
-  /** The first and last seq of the bridge's log and when its first message was created. */
+  /** The first and last seq of the bridge's log (the last of its last pack) and when its first message was created. */
   ends(bridge: string): LogEnds {
-    const floor = this.floor(bridge);
-    const front = this.#after(bridge, floor);
+    const front = this.firstAfter(bridge, 0);
     if (front === undefined) return { first: null, last: null, oldestAt: null };
-    const last = this.#statement('SELECT max(last) FROM packs WHERE bridge = ?').pluck().get(bridge) as number;
-    const first = Math.max(front.first, floor + 1);
-    return { first, last, oldestAt: timeAt(front.meta, first - front.first) };
+    return { first: front.seq, last: this.tail(bridge), oldestAt: front.at };
   }
 
   /** The bridge's first message after `seq`: its seq and when it was created; undefined when there is none. */
   firstAfter(bridge: string, seq: number): { readonly seq: number; readonly at: number } | undefined {
-    const from = Math.max(seq, this.floor(bridge));
-    const pack = this.#after(bridge, from);
-    if (pack === undefined) return undefined;
-    const first = Math.max(pack.first, from + 1);
-    return { seq: first, at: timeAt(pack.meta, first - pack.first) };
+    const [first] = this.read(bridge, seq, 1);
+    return first === undefined ? undefined : { seq: first.seq, at: first.envelope.timestamp };
   }
 
   /** The highest seq of the bridge's log, or 0. */
@@ -151,10 +141,14 @@ export class Packs {
     for (const span of this.#statement('SELECT first, last FROM packs WHERE bridge = ? AND last > ? ORDER BY last').iterate(bridge, floor) as IterableIterator<Span>) {
       const start = Math.max(span.first, floor + 1);
       if (start > through) break;
-      const size = Math.min(span.last, through) - start + 1;
-      if (size >= left) return start + left - 1;
+      const stop = Math.min(span.last, through);
+      const settled = this.#settledIn(bridge, start - 1, stop);
+      const size = stop - start + 1 - (settled?.size ?? 0);
+      if (size >= left) {
+        for (let seq = start; ; seq++) if (settled?.has(seq) !== true && --left === 0) return seq;
+      }
       left -= size;
-      end = Math.min(span.last, through);
+      end = stop;
     }
     return end;
   }
@@ -168,7 +162,9 @@ export class Packs {
     let through = floor;
     let left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
     for (const pack of this.#statement('SELECT first, last, meta FROM packs WHERE bridge = ? AND last > ? ORDER BY last').iterate(bridge, floor) as IterableIterator<WithMeta>) {
+      const settled = this.#settledIn(bridge, floor, pack.last);
       for (let seq = Math.max(pack.first, floor + 1); seq <= pack.last; seq++) {
+        if (settled?.has(seq) === true) continue;
         if (left <= 0 || timeAt(pack.meta, seq - pack.first) >= before) return through;
         through = seq;
         left -= 1;
@@ -185,36 +181,36 @@ export class Packs {
     const front = Math.max(first, floor + 1);
     if (hi < front) return;
     if (lo < front) this.#dropThrough(bridge, hi);
-    else this.#cut(bridge, lo, hi, floor);
+    else this.#settle(bridge, lo, hi);
   }
 
   /** From the front: the packs wholly at or below `through` go, and the floor moves into the one that holds it. */
   #dropThrough(bridge: string, through: number): void {
     this.#statement('DELETE FROM packs WHERE bridge = ? AND last <= ?').run(bridge, through);
+    this.#statement('DELETE FROM settled WHERE bridge = ? AND seq <= ?').run(bridge, through);
     const next = this.#firstAbove(bridge, through);
     if (next !== undefined && next <= through) {
       this.#statement('INSERT INTO floors (bridge, seq) VALUES (?, ?) ON CONFLICT (bridge) DO UPDATE SET seq = max(seq, excluded.seq)').run(bridge, through);
     }
   }
 
-  /** From the middle, `lo` at or above the front: packs wholly inside go, the ones it begins or ends inside are written again without it. */
-  #cut(bridge: string, lo: number, hi: number, floor: number): void {
-    const low = this.#wholeAfter(bridge, lo);
-    const high = this.#wholeAfter(bridge, hi);
-    this.#statement('DELETE FROM packs WHERE bridge = ? AND last > ? AND last <= ? AND first > ?').run(bridge, lo, hi, lo);
-    if (low !== undefined && low.first <= lo) {
-      this.#rewrite(bridge, low, Math.max(low.first, floor + 1), lo);
-      if (low.last > hi) this.#rewrite(bridge, low, hi + 1, low.last);
+  /**
+   * From the middle, `lo` at or above the front: each message in the range is recorded as
+   * settled (its pack is left as it is: writing it again for each few messages a handler settles
+   * ahead of its cursor would write a pack many times over).
+   */
+  #settle(bridge: string, lo: number, hi: number): void {
+    const insert = this.#statement('INSERT OR IGNORE INTO settled (bridge, seq, bytes) VALUES (?, ?, ?)');
+    const packs = this.#statement('SELECT first, last, meta FROM packs WHERE bridge = ? AND last > ? AND first <= ? ORDER BY last').all(bridge, lo, hi) as WithMeta[];
+    for (const pack of packs) {
+      for (let seq = Math.max(pack.first, lo + 1); seq <= Math.min(pack.last, hi); seq++) insert.run(bridge, seq, payloadBytes(pack.meta, seq - pack.first, seq + 1 - pack.first));
     }
-    if (high !== undefined && high.first <= hi && high.first > lo) this.#rewrite(bridge, high, hi + 1, high.last);
   }
 
-  /** Writes messages [from, to] of `pack` as a pack of their own, in place of the pack (removed first, once). */
-  #rewrite(bridge: string, pack: Whole, from: number, to: number): void {
-    this.#statement('DELETE FROM packs WHERE last = ?').run(pack.last);
-    if (to < from) return;
-    const piece = slice(pack.meta, pack.body, from - pack.first, to + 1 - pack.first);
-    this.#statement(INSERT_PACK).run(to, bridge, from, piece.bytes, piece.meta, piece.body);
+  /** The bridge's settled messages `lo < seq <= hi` (see #settle), undefined when there are none. */
+  #settledIn(bridge: string, lo: number, hi: number): Set<number> | undefined {
+    const seqs = this.#statement('SELECT seq FROM settled WHERE bridge = ? AND seq > ? AND seq <= ?').pluck().all(bridge, lo, hi) as number[];
+    return seqs.length === 0 ? undefined : new Set(seqs);
   }
 
   /** Every message (of one bridge, or of all) in seq order, read a pack at a time from one snapshot. */
@@ -227,7 +223,8 @@ export class Packs {
     ) as IterableIterator<Whole & { bridge: string }>;
     for (const pack of packs) {
       const out: StoredMessage[] = [];
-      decode(out, pack.bridge, pack.first, pack.meta, pack.body, Math.max(0, (floors.get(pack.bridge) ?? 0) + 1 - pack.first), countOf(pack.meta));
+      const from = Math.max(0, (floors.get(pack.bridge) ?? 0) + 1 - pack.first);
+      decode(out, pack.bridge, pack.first, pack.meta, pack.body, from, countOf(pack.meta), this.#settledIn(pack.bridge, pack.first + from - 1, pack.last));
       yield* out;
     }
   }

@@ -150,22 +150,20 @@ function offsetOf(meta: Buffer, index: number): number {
   return at;
 }
 
-/** A pack of messages [from, to) of another: views of its blobs, with their payload bytes. */
-export function slice(meta: Buffer, body: Buffer, from: number, to: number): { readonly meta: Buffer; readonly body: Buffer; readonly bytes: number } {
-  const start = offsetOf(meta, from);
-  let end = start;
-  for (let i = from; i < to; i++) end += meta.readUInt32LE(i * META);
-  return { meta: meta.subarray(from * META, to * META), body: body.subarray(start, end), bytes: payloadBytes(meta, from, to) };
-}
-
 /**
  * The messages of a pack whose first seq is `first`, from its `from`th on, `limit` at most,
- * pushed onto `out`. Payloads are views of the body; the strings are copies.
+ * pushed onto `out`; the seqs in `skip` are left out. Payloads are views of the body; the
+ * strings are copies.
  */
-export function decode(out: StoredMessage[], bridge: string, first: number, meta: Buffer, body: Buffer, from: number, limit: number): void {
+export function decode(out: StoredMessage[], bridge: string, first: number, meta: Buffer, body: Buffer, from: number, limit: number, skip?: ReadonlySet<number>): void {
   const count = countOf(meta);
   let at = offsetOf(meta, from);
-  for (let i = from; i < count && limit > 0; i++, limit--) {
+  for (let i = from; i < count && limit > 0; i++) {
+    if (skip?.has(first + i) === true) {
+      at += meta.readUInt32LE(i * META);
+      continue;
+    }
+    limit -= 1;
     const payloadLength = body.readUInt32LE(at);
     const timestamp = body.readDoubleLE(at + 4);
     const idLength = body.readUInt32LE(at + 12);

@@ -29,6 +29,17 @@ CREATE TABLE IF NOT EXISTS floors (
   seq INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- Messages settled ahead of their sink's cursor (a handler's later messages done while an
+-- earlier one is still out; bridges of one sink only), with their payload bytes: gone from the
+-- log, though not from their pack, which is not written again for them. They go from here when
+-- the front of the log passes them.
+CREATE TABLE IF NOT EXISTS settled (
+  bridge TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  PRIMARY KEY (bridge, seq)
+) WITHOUT ROWID;
+
 -- seq: everything up to it is confirmed. Under live-first replay, live_mark splits the log:
 -- (seq, live_mark] is the backlog, and everything in (live_mark, live_seq] is confirmed too.
 CREATE TABLE IF NOT EXISTS cursors (

@@ -22,16 +22,14 @@ export class BufferStore extends BufferCursors {
   }
 
   /**
-   * The bridge's depth and each sink's backlog. With `kept`, cheap at any depth: `/api/status`,
-   * `/metrics` and the status page ask for it while the gateway runs, and after a long outage
-   * the buffer holds millions of messages (counting them all took seconds of the event loop).
-   * The totals are then the counts the log keeps (right for the connection that writes the
-   * buffer, the gateway's; dropped and counted again when another process changed the buffer
-   * since), else counted from the rows (`ferry buffer
-   * stats`, another process's view), from the index of the packs (a pack's span and bytes; the
-   * part of a pack a range begins or ends inside from its meta blob). The oldest messages are
-   * index lookups. With `kept`, each sink's backlog is counted once: then the log keeps what the
-   * sink confirmed as its cursor moves and messages leave.
+   * The bridge's depth and each sink's backlog. `/api/status`, `/metrics` and the status page
+   * ask for it with `kept` while the gateway runs: the totals are then the counts the log keeps
+   * (right for the connection that writes the buffer, the gateway's; dropped and counted again
+   * when another process changed the buffer since), and each sink's backlog is counted once,
+   * then kept as its cursor moves and messages leave. Without it (`ferry buffer stats`, another
+   * process's view) everything is counted now, from the index of the packs (a pack's span and
+   * bytes; the part of a pack a range begins or ends inside from its meta blob). The oldest
+   * messages are index lookups.
    */
   stats(bridge: string, options: { readonly kept?: boolean } = {}): BridgeStats {
     // Kept figures are dropped first when another process (`ferry buffer purge`, `redrive`)
@@ -58,7 +56,7 @@ export class BufferStore extends BufferCursors {
           above = { messages: Math.max(0, above.messages - live.messages), bytes: Math.max(0, above.bytes - live.bytes) };
         }
       }
-      // From now on the sink's confirmed part is kept as cursors move and rows leave (log.ts).
+      // From now on the sink's confirmed part is kept as cursors move and messages leave (log.ts).
       if (kept === undefined && options.kept === true) this.keepBehind(bridge, sink, { messages: messages - above.messages, bytes: bytes - above.bytes });
       if (ends.last !== null && seq < ends.last) {
         let first = this.packs.firstAfter(bridge, seq);

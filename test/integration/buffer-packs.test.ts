@@ -51,7 +51,7 @@ test("a sink's backlog is counted from the packs' index alone, and from the meta
   assert.match(plan.map((p) => p.detail).join('\n'), /COVERING INDEX packs_bridge_last/);
 });
 
-test('deleting from the front moves the floor inside a pack, from the middle writes its pieces anew: every other message keeps its seq and its bytes', () => {
+test('deleting from the front moves the floor inside a pack, from the middle notes the messages as settled: every other message keeps its seq and its bytes', () => {
   const dir = tempDir();
   const { store, seqs } = filled(dir);
   try {
@@ -249,10 +249,13 @@ test('appends, purges, expiry, drop-oldest and settling in any order: counts, re
         store.purgeSome('b', through, limit);
         model = model.filter((m, i) => m.seq > through || i >= limit);
       } else if (op === 5) {
+        // Expiry, in one step or at most `limit` messages (as the upkeep does in steps).
         const before = (model[next(model.length)] as { at: number }).at;
-        store.expire('b', before);
+        const limit = next(2) === 0 ? -1 : 1 + next(500);
+        store.expire('b', before, limit);
         const stop = model.findIndex((m) => m.at >= before);
-        model = stop < 0 ? [] : model.slice(stop);
+        const expired = stop < 0 ? model.length : stop;
+        model = model.slice(limit < 0 ? expired : Math.min(expired, limit));
       } else if (op === 6) {
         const n = next(700);
         store.dropOldest('b', n);
