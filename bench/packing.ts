@@ -4,17 +4,22 @@
 //   rows:      as versions before packs wrote them, a row each in `messages` and its index (their
 //              schema), 32 rows a statement with the bridge, key and headers in the statement's
 //              text;
-//   packed:    a row per 32 messages and a row per commit, each a length-prefixed blob of the
-//              messages' ids, topics, origins, payloads and times encoded in JavaScript, with
-//              the group's first seq, count and payload bytes beside it in an index;
-// then read back in seq order in windows of 1,024 and deleted behind the reader (the rows as the
-// buffer's reader selects them; the groups decoded into objects of the same fields).
+//   buffer:    by the buffer itself (BufferStore.append, src/buffer/packs.ts): a pack a commit;
+//   bare:      a row per commit, a length-prefixed blob of the messages' ids, topics, origins,
+//              payloads and times encoded in JavaScript, with the group's first seq, count and
+//              payload bytes beside it in an index, and nothing around it: the bound the
+//              buffer's packs are held against;
+// then read back in seq order in windows of 1,024 and deleted behind the reader (the rows as
+// earlier versions' reader selected them; the buffer's by a sink's read and cursor commit; the
+// bare groups decoded into objects of the same fields).
 // Alternating rounds; medians of wall and CPU time per message.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import { BUFFER_CHECKPOINT_PAGES } from '../src/buffer/open.ts';
+import { BufferStore } from '../src/buffer/store.ts';
+import { NO_HEADERS, type Envelope, type Origin } from '../src/core/envelope.ts';
 import { INSERT_ROWS, openSqlite } from '../src/sqlite/connection.ts';
 import { median } from './stats.ts';
 
@@ -37,15 +42,17 @@ interface Cost {
 export interface PackingBenchResult {
   readonly messages: number;
   readonly rounds: number;
-  /** Writing: the buffer's rows, a row per 32 messages, a row per commit. */
-  readonly write: { readonly rows: Cost; readonly packed32: Cost; readonly packedCommit: Cost };
-  /** Reading back and deleting: the buffer's rows, a row per commit. */
-  readonly readDelete: { readonly rows: Cost; readonly packedCommit: Cost };
-  /** Database pages after writing: the rows', a row per commit's. */
-  readonly pages: { readonly rows: number; readonly packedCommit: number };
+  /** Writing: a row a message as before packs, the buffer's packs, a bare row per commit. */
+  readonly write: { readonly rows: Cost; readonly buffer: Cost; readonly bare: Cost };
+  /** Reading back and deleting, the same three. */
+  readonly readDelete: { readonly rows: Cost; readonly buffer: Cost; readonly bare: Cost };
+  /** Database pages after writing, the same three. */
+  readonly pages: { readonly rows: number; readonly buffer: number; readonly bare: number };
 }
 
 interface Messages {
+  /** The same messages as envelopes, for the buffer's own append. */
+  readonly envelopes: readonly Envelope[];
   readonly ids: readonly string[];
   readonly topics: readonly string[];
   readonly origins: readonly string[];
@@ -57,7 +64,17 @@ function messages(count: number): Messages {
   const ids = Array.from({ length: count }, (_, i) => `0190f1c2-7a3b-7c4d-8e5f-${i.toString(16).padStart(12, '0')}`);
   const topics = Array.from({ length: DEVICES }, (_, d) => `devices/bench-${d}/telemetry/bench`);
   const origins = Array.from({ length: DEVICES }, (_, d) => JSON.stringify({ source: 'mqtt', clientId: `bench-${d}`, qos: 0, retain: false }));
-  return { ids, topics, origins, payload: Buffer.alloc(200, 'x') };
+  const payload = Buffer.alloc(200, 'x');
+  const originObjects = origins.map((o) => JSON.parse(o) as Origin);
+  const envelopes = ids.map((id, i) => ({
+    id,
+    topic: topics[i % DEVICES] as string,
+    payload,
+    headers: NO_HEADERS,
+    timestamp: Date.now(),
+    origin: originObjects[i % DEVICES] as Origin,
+  }));
+  return { envelopes, ids, topics, origins, payload };
 }
 
 /** A database opened as the buffer opens its own (src/buffer/open.ts). */
@@ -68,7 +85,9 @@ function open(dir: string, name: string): Database.Database {
 }
 
 interface Store {
-  readonly db: Database.Database;
+  /** Pages of the database file. */
+  pages(): number;
+  close(): void;
   /** Writes messages [from, from + COMMIT) in one transaction. */
   commit(from: number): void;
   /** The next messages after seq `after`, read as the reader would: how many, and the seq that ends them; undefined at the end. */
@@ -110,7 +129,8 @@ function rowStore(dir: string, m: Messages): Store {
   const select = db.prepare('SELECT * FROM messages WHERE bridge = ? AND seq > ? ORDER BY seq LIMIT ?');
   const release = db.prepare('DELETE FROM messages WHERE bridge = ? AND seq <= ?');
   return {
-    db,
+    pages: () => db.pragma('page_count', { simple: true }) as number,
+    close: () => db.close(),
     commit,
     next(after) {
       const rows = select.all(BRIDGE, after, COMMIT) as { seq: number }[];
@@ -118,6 +138,25 @@ function rowStore(dir: string, m: Messages): Store {
       return last === undefined ? undefined : { count: rows.length, last: last.seq };
     },
     release: (last) => release.run(BRIDGE, last),
+  };
+}
+
+/** The buffer itself: its append, a sink's read of a window and its cursor's commit (which releases what it passed). */
+function bufferStore(dir: string, m: Messages): Store {
+  const store = new BufferStore(open(dir, 'buffer'));
+  store.registerBridge(BRIDGE, ['out']);
+  return {
+    pages: () => store.pragma('page_count', { simple: true }) as number,
+    close: () => store.close(),
+    commit(from) {
+      store.append(m.envelopes.slice(from, from + COMMIT).map((envelope) => ({ bridge: BRIDGE, envelope })));
+    },
+    next(after) {
+      const read = store.read(BRIDGE, after, COMMIT);
+      const last = read.at(-1);
+      return last === undefined ? undefined : { count: read.length, last: last.seq };
+    },
+    release: (last) => store.commit(BRIDGE, 'out', last),
   };
 }
 
@@ -149,7 +188,8 @@ function packedStore(dir: string, m: Messages, perRow: number): Store {
   const select = db.prepare('SELECT first_seq, count, body FROM groups WHERE bridge = ? AND first_seq > ? ORDER BY first_seq LIMIT 1');
   const release = db.prepare('DELETE FROM groups WHERE bridge = ? AND first_seq <= ?');
   return {
-    db,
+    pages: () => db.pragma('page_count', { simple: true }) as number,
+    close: () => db.close(),
     commit,
     next(after) {
       const group = select.get(BRIDGE, after) as { first_seq: number; count: number; body: Buffer } | undefined;
@@ -209,7 +249,7 @@ function round(make: (dir: string) => Store, count: number): Round {
     const write = timed(count, () => {
       for (let from = 0; from < count; from += COMMIT) store.commit(from);
     });
-    const pages = store.db.pragma('page_count', { simple: true }) as number;
+    const pages = store.pages();
     let read = 0;
     const readDelete = timed(count, () => {
       read = drain(store);
@@ -217,7 +257,7 @@ function round(make: (dir: string) => Store, count: number): Round {
     if (read !== count) throw new Error(`read ${read} of ${count} messages back`);
     return { write, readDelete, pages };
   } finally {
-    store.db.close();
+    store.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -233,19 +273,19 @@ export function benchPacking(requested = 307_200): PackingBenchResult {
   }
   const count = Math.floor(requested / COMMIT) * COMMIT;
   const m = messages(count);
-  const runs: Record<'rows' | 'packed32' | 'packedCommit', Round[]> = { rows: [], packed32: [], packedCommit: [] };
+  const runs: Record<'rows' | 'buffer' | 'bare', Round[]> = { rows: [], buffer: [], bare: [] };
   for (let r = 0; r < ROUNDS; r++) {
     runs.rows.push(round((dir) => rowStore(dir, m), count));
-    runs.packed32.push(round((dir) => packedStore(dir, m, INSERT_ROWS), count));
-    runs.packedCommit.push(round((dir) => packedStore(dir, m, COMMIT), count));
+    runs.buffer.push(round((dir) => bufferStore(dir, m), count));
+    runs.bare.push(round((dir) => packedStore(dir, m, COMMIT), count));
   }
   const write = (runsOf: Round[]) => middle(runsOf.map((r) => r.write));
   const readDelete = (runsOf: Round[]) => middle(runsOf.map((r) => r.readDelete));
   return {
     messages: count,
     rounds: ROUNDS,
-    write: { rows: write(runs.rows), packed32: write(runs.packed32), packedCommit: write(runs.packedCommit) },
-    readDelete: { rows: readDelete(runs.rows), packedCommit: readDelete(runs.packedCommit) },
-    pages: { rows: runs.rows[0]?.pages ?? 0, packedCommit: runs.packedCommit[0]?.pages ?? 0 },
+    write: { rows: write(runs.rows), buffer: write(runs.buffer), bare: write(runs.bare) },
+    readDelete: { rows: readDelete(runs.rows), buffer: readDelete(runs.buffer), bare: readDelete(runs.bare) },
+    pages: { rows: runs.rows[0]?.pages ?? 0, buffer: runs.buffer[0]?.pages ?? 0, bare: runs.bare[0]?.pages ?? 0 },
   };
 }

@@ -4,7 +4,7 @@
 /** Each scenario with what it measures and, in brackets, what it needs beyond Node. */
 export const SCENARIO_HELP = {
   buffer: 'the durable buffer: enqueue and drain against raw better-sqlite3; buffer stats with a backlog',
-  packing: "what packed rows would save: the buffer's rows against a row per group of messages, written, read back and deleted, over raw better-sqlite3",
+  packing: "what the buffer's packs save: a row a message (as before packs) against the buffer's packs and a bare row per commit, written, read back and deleted",
   guard: "the packet-size guard's cost in aedes, QoS 0",
   ingest: 'QoS 1 and QoS 0 ingest into the gateway against plain aedes (and Mosquitto when installed)',
   e2e: "devices to Kafka through the gateway against plain aedes ingest, a naive bridge and Kafka's own producer [Kafka]",
