@@ -396,6 +396,6 @@ test('check: a sound buffer is ok (exit 0); a corrupt one exits 1 and is marked 
   const corrupt = await ferry(['buffer', 'check', '--data-dir', dir]);
   assert.equal(corrupt.code, 1);
   assert.equal(corrupt.stdout, '');
-  assert.match(corrupt.stderr, /^ferry: \S+buffer\.db is corrupt: .+\nThe next `ferry run` moves it aside/);
+  assert.match(corrupt.stderr, /^ferry: \S+buffer\.db is corrupt: (.+\n)+The next `ferry run` moves it aside/);
   assert.ok(existsSync(checkMarkerPath(bufferPath(dir))), 'marked');
 });
