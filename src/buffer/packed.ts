@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import { countOf, decode, payloadBytes, timeAt } from './packs.ts';
+import { PACK_MESSAGES, countOf, decode, payloadBytes, timeAt } from './packs.ts';
 import type { BridgeUsage, StoredMessage } from './rows.ts';
 
 const NONE: BridgeUsage = { messages: 0, bytes: 0 };
@@ -201,7 +201,13 @@ export class Packs {
    */
   #settle(bridge: string, lo: number, hi: number): void {
     const insert = this.#statement('INSERT OR IGNORE INTO settled (bridge, seq, bytes) VALUES (?, ?, ?)');
-    const packs = this.#statement('SELECT first, last, meta FROM packs WHERE bridge = ? AND last > ? AND first <= ? ORDER BY last').all(bridge, lo, hi) as WithMeta[];
+    // A pack spans PACK_MESSAGES seqs at most: the index is read from lo to that far past hi.
+    const packs = this.#statement('SELECT first, last, meta FROM packs WHERE bridge = ? AND last > ? AND last < ? AND first <= ? ORDER BY last').all(
+      bridge,
+      lo,
+      hi + PACK_MESSAGES,
+      hi,
+    ) as WithMeta[];
     for (const pack of packs) {
       for (let seq = Math.max(pack.first, lo + 1); seq <= Math.min(pack.last, hi); seq++) insert.run(bridge, seq, payloadBytes(pack.meta, seq - pack.first, seq + 1 - pack.first));
     }
