@@ -113,23 +113,19 @@ if (selected.has('packing')) {
   const perCpuSecond = (cost: { cpuUs: number }) => Math.round(1e6 / cost.cpuUs);
   const { write, readDelete } = packing;
   const rowsWrite = 'a row a message, as before packs (32 a statement)';
+  const rowsRead = 'a row a message, as before packs';
+  const against = (label: string, cost: { cpuUs: number }, baseline: string, base: { cpuUs: number }): Row => [
+    label,
+    perCpuSecond(cost),
+    baseline,
+    perCpuSecond(base),
+    ratio(base.cpuUs, cost.cpuUs),
+  ];
   rows.push(
-    ["the buffer's packs, written, msgs per CPU second", perCpuSecond(write.buffer), rowsWrite, perCpuSecond(write.rows), ratio(write.rows.cpuUs, write.buffer.cpuUs)],
-    [
-      "the buffer's packs, read back by a sink and released, msgs per CPU second",
-      perCpuSecond(readDelete.buffer),
-      'a row a message, as before packs',
-      perCpuSecond(readDelete.rows),
-      ratio(readDelete.rows.cpuUs, readDelete.buffer.cpuUs),
-    ],
-    ['a bare row per commit, written, msgs per CPU second', perCpuSecond(write.bare), rowsWrite, perCpuSecond(write.rows), ratio(write.rows.cpuUs, write.bare.cpuUs)],
-    [
-      'a bare row per commit, read back and deleted, msgs per CPU second',
-      perCpuSecond(readDelete.bare),
-      'a row a message, as before packs',
-      perCpuSecond(readDelete.rows),
-      ratio(readDelete.rows.cpuUs, readDelete.bare.cpuUs),
-    ],
+    against("the buffer's packs, written, msgs per CPU second", write.buffer, rowsWrite, write.rows),
+    against("the buffer's packs, read back by a sink and released, msgs per CPU second", readDelete.buffer, rowsRead, readDelete.rows),
+    against('a bare row per commit, written, msgs per CPU second', write.bare, rowsWrite, write.rows),
+    against('a bare row per commit, read back and deleted, msgs per CPU second', readDelete.bare, rowsRead, readDelete.rows),
   );
   log(
     `  wall µs a message: written ${write.rows.wallUs} (rows), ${write.buffer.wallUs} (the buffer), ${write.bare.wallUs} (bare); read and deleted ${readDelete.rows.wallUs}, ${readDelete.buffer.wallUs}, ${readDelete.bare.wallUs}; pages ${packing.pages.rows}, ${packing.pages.buffer}, ${packing.pages.bare}`,

@@ -10,20 +10,10 @@ import { bufferPath, openBuffer } from '../../src/buffer/open.ts';
 import { BufferStore, type StoredMessage } from '../../src/buffer/store.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { openSqlite } from '../../src/sqlite/connection.ts';
+import { random } from '../harness/random.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-buffer-kept-');
-
-/** A small deterministic generator (mulberry32), so that a failing run can be repeated. */
-function random(seed: number): (n: number) => number {
-  let a = seed;
-  return (n) => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
-  };
-}
 
 const origin = { source: 'test', qos: 1 } as const;
 let clock = 0;

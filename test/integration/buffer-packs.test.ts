@@ -12,6 +12,7 @@ import { BUFFER_SCHEMA, migrate } from '../../src/buffer/schema.ts';
 import { BufferStore, type StoredMessage } from '../../src/buffer/store.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { openSqlite } from '../../src/sqlite/connection.ts';
+import { random } from '../harness/random.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-buffer-packs-');
@@ -206,17 +207,6 @@ test('a conversion stopped in the middle (a kill, a power cut) goes on at the ne
     store.close();
   }
 });
-
-/** A small seeded generator (mulberry32): the same sequence of operations on every run. */
-function random(seed: number): (n: number) => number {
-  let a = seed;
-  return (n) => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
-  };
-}
 
 test('appends, purges, expiry, drop-oldest and settling in any order: counts, reads and the log match a plain list of the messages', () => {
   const dir = tempDir();
