@@ -124,8 +124,13 @@ export class Packs {
 
   /** The bridge's first message after `seq`: its seq and when it was created; undefined when there is none. */
   firstAfter(bridge: string, seq: number): { readonly seq: number; readonly at: number } | undefined {
-    const [first] = this.read(bridge, seq, 1);
-    return first === undefined ? undefined : { seq: first.seq, at: first.envelope.timestamp };
+    // From the meta blobs: the health check asks for each sink every 2 s.
+    const from = Math.max(seq, this.floor(bridge));
+    for (const pack of this.#statement('SELECT first, last, meta FROM packs WHERE bridge = ? AND last > ? ORDER BY last').iterate(bridge, from) as IterableIterator<WithMeta>) {
+      const settled = this.#settledIn(bridge, from, pack.last);
+      for (let s = Math.max(pack.first, from + 1); s <= pack.last; s++) if (settled?.has(s) !== true) return { seq: s, at: timeAt(pack.meta, s - pack.first) };
+    }
+    return undefined;
   }
 
   /** The highest seq of the bridge's log, or 0. */
