@@ -47,7 +47,10 @@ export const PACK_MESSAGES = 1024;
 /** Bytes of body after which a pack is closed (a larger message gets a pack of its own). */
 export const PACK_BYTES = 1024 * 1024;
 
-let scratch = Buffer.allocUnsafe(64 * 1024);
+const SCRATCH = 64 * 1024;
+/** A scratch buffer grown past this for a large message is let go once its pack is written. */
+const SCRATCH_KEPT = 4 * 1024 * 1024;
+let scratch = Buffer.allocUnsafe(SCRATCH);
 const metaScratch = Buffer.allocUnsafe(PACK_MESSAGES * META);
 
 function reserve(at: number, more: number): void {
@@ -124,6 +127,7 @@ export class PackWriter {
   }
 
   reset(): void {
+    if (scratch.length > SCRATCH_KEPT) scratch = Buffer.allocUnsafe(SCRATCH);
     this.#at = 0;
     this.#count = 0;
     this.#bytes = 0;

@@ -41,14 +41,14 @@ test('every appended message reads back as it was under the seq append returned,
   for (const bridge of ['a', 'b', odd]) store.registerBridge(bridge, ['out']);
   const a = messages('a', RUN * 3);
   const b = messages('b', RUN * 2);
-  const large = createEnvelope({ topic: 'big/ü', payload: Buffer.alloc(PACK_BYTES + 10, 3), origin: { source: 'mqtt', clientId: 'big' }, key: '' });
+  const large = createEnvelope({ topic: 'big/ü', payload: Buffer.alloc(5 * PACK_BYTES, 3), origin: { source: 'mqtt', clientId: 'big' }, key: '' });
   const entries: AppendEntry[] = [
     ...a.slice(0, RUN), // a run of one bridge
     ...a.slice(RUN, RUN * 2).flatMap((entry, i) => [entry, b[i] as AppendEntry]), // two bridges interleaved
     ...messages('a', RUN, (i) => (i === 7 ? { key: 'k-7' } : {})), // one message with a key
     ...messages('b', RUN, (i) => (i === 30 ? { headers: { trace: 't-30', ключ: 'значение' } } : {})), // one with headers
     ...messages(odd, RUN + 3),
-    { bridge: 'a', envelope: large }, // more bytes than a pack takes: it closes its pack
+    { bridge: 'a', envelope: large }, // more bytes than a pack takes: it closes its pack, and the scratch it grew is let go
     ...a.slice(RUN * 2, RUN * 2 + 10).map((entry, i) => (i === 4 ? deadLetter(entry) : entry)),
     ...messages('b', PACK_MESSAGES + 5, (i) => (i % 11 === 0 ? { key: `k-${i}`, headers: { h: String(i) } } : {})), // more than a pack holds
   ];
