@@ -10,6 +10,7 @@ import { createEnvelope } from '../../src/core/envelope.ts';
 import { openSqlite } from '../../src/sqlite/connection.ts';
 import { checkMarkerPath } from '../../src/sqlite/open-checked.ts';
 import { type BlackHole, blackHole } from '../harness/black-hole.ts';
+import { legacyBuffer } from '../harness/legacy-buffer.ts';
 import { REPO_ROOT, type RunningFerry, ferry, startFerry } from '../harness/ferry-process.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -372,6 +373,31 @@ test('on a directory without buffer.db, every command says so in one line, exits
   const noConfig = await ferry(['buffer', 'stats', '--config', 'nope.yaml']);
   assert.equal(noConfig.code, 1);
   assert.match(noConfig.stderr, /^ferry: config file not found: nope\.yaml/);
+});
+
+test('a buffer of an earlier version: a reading command says it needs converting; a writing one says it converts it, and then every command reads it', async () => {
+  const dir = dataDir();
+  legacyBuffer(bufferPath(dir));
+  const before = await ferry(['buffer', 'stats', '--data-dir', dir]);
+  assert.equal(before.code, 1);
+  assert.match(
+    before.stderr,
+    /^ferry: \S+buffer\.db: this buffer was written by an earlier version of Ferry: start the gateway \(or run `ferry buffer purge` or `redrive`\) once to convert it, then read it\n$/,
+  );
+  const purge = await ferry(['buffer', 'purge', '--bridge', 'b', '--yes', '--data-dir', dir]);
+  assert.equal(purge.code, 0, purge.stderr);
+  assert.match(purge.stderr, /^converting the 2,489 messages of an earlier version's buffer into packs \(about 7 s a million\)\.\.\.\n/);
+  const after = await ferry(['buffer', 'stats', '--json', '--data-dir', dir]);
+  assert.equal(after.code, 0, after.stderr);
+  const report = JSON.parse(after.stdout) as { bridges: { bridge: string; pending: number }[] };
+  // Bridge a keeps its 1,989 messages (2,000 written, 10 gone at the end, one in the middle); b was purged.
+  assert.deepEqual(
+    report.bridges.map((b) => [b.bridge, b.pending]),
+    [
+      ['a', 1_989],
+      ['b', 0],
+    ],
+  );
 });
 
 test('check: a sound buffer is ok (exit 0); a corrupt one exits 1 and is marked for the next ferry run, which moves it aside', async () => {

@@ -13,12 +13,10 @@ import { BufferStore, type StoredMessage } from '../../src/buffer/store.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { openSqlite } from '../../src/sqlite/connection.ts';
 import { random } from '../harness/random.ts';
+import { legacyEnvelope as envelope, legacyBuffer } from '../harness/legacy-buffer.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-buffer-packs-');
-
-const envelope = (i: number, extra: { key?: string; headers?: Record<string, string> } = {}) =>
-  createEnvelope({ topic: `t/${i}`, payload: Buffer.alloc(i + 1, 'x'), origin: { source: 'test', qos: 1 }, timestamp: 1_700_000_000_000 + i, ...extra });
 
 /** A buffer with 300 messages of bridge `b` (payloads of 1 to 300 bytes) and a sink `out` confirmed through the 100th. */
 function filled(dir: string): { store: BufferStore; seqs: number[] } {
@@ -92,34 +90,6 @@ test('deleting from the front moves the floor inside a pack, from the middle not
     store.close();
   }
 });
-
-/** The log of an earlier version: a row a message. */
-const LEGACY = `
-CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, bridge TEXT NOT NULL, id TEXT NOT NULL, topic TEXT NOT NULL, key TEXT,
-  headers TEXT NOT NULL, origin TEXT NOT NULL, payload BLOB NOT NULL, created_at INTEGER NOT NULL);
-CREATE INDEX messages_bridge_seq_bytes ON messages (bridge, seq, length(payload));
-CREATE TABLE cursors (bridge TEXT NOT NULL, sink TEXT NOT NULL, seq INTEGER NOT NULL, live_mark INTEGER, live_seq INTEGER, PRIMARY KEY (bridge, sink)) WITHOUT ROWID;`;
-
-/** A buffer.db as an earlier version left it: 2,500 messages appended, the last 10 and the 1,500th gone, cursors at 400 (a) and 0 (b). */
-function legacyBuffer(path: string): { bridge: string; e: ReturnType<typeof envelope> }[] {
-  const old = new Database(path);
-  old.pragma('journal_mode = WAL');
-  old.exec(LEGACY);
-  const insert = old.prepare('INSERT INTO messages (bridge, id, topic, key, headers, origin, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
-  const written: { bridge: string; e: ReturnType<typeof envelope> }[] = [];
-  for (let i = 0; i < 2_500; i++) {
-    // Two bridges interleaved, a run of one, keys and headers here and there.
-    const bridge = i < 1_000 ? (i % 2 === 0 ? 'a' : 'b') : 'a';
-    const e = envelope(i, i % 97 === 0 ? { key: `k${i}`, headers: { h: `${i}` } } : {});
-    insert.run(bridge, e.id, e.topic, e.key ?? null, JSON.stringify(e.headers), JSON.stringify(e.origin), e.payload, e.timestamp);
-    written.push({ bridge, e });
-  }
-  // Gone already: the last 10 (their seqs are never given out again) and one in the middle.
-  old.exec('DELETE FROM messages WHERE seq > 2490 OR seq = 1500');
-  old.prepare("INSERT INTO cursors (bridge, sink, seq) VALUES ('a', 'out', 400), ('b', 'out', 0)").run();
-  old.close();
-  return written;
-}
 
 test('a buffer an earlier version wrote is moved into packs once, when it is opened for writing, keeping every seq; a reader before that is told so; an earlier version cannot open it after', () => {
   const dir = tempDir();

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { bufferPath } from '../../buffer/open.ts';
+import { legacyRows } from '../../buffer/schema.ts';
 import { BufferStore } from '../../buffer/store.ts';
 import { describeError } from '../../core/errors.ts';
 import { openSqlite } from '../../sqlite/connection.ts';
@@ -24,7 +25,11 @@ export async function withBuffer(options: DataDirOptions, access: Access, use: (
   if (path === undefined) return;
   let store: BufferStore | undefined;
   try {
-    store = new BufferStore(openSqlite(path, access === 'read' ? { readonly: true } : { synchronous: 'full' }));
+    const db = openSqlite(path, access === 'read' ? { readonly: true } : { synchronous: 'full' });
+    // A buffer of an earlier version is converted on a writing command's open (BufferLog): said first, as it takes a while.
+    const legacy = access === 'write' ? legacyRows(db) : 0;
+    if (legacy > 0) process.stderr.write(`converting the ${legacy.toLocaleString('en-US')} messages of an earlier version's buffer into packs (about 7 s a million)...\n`);
+    store = new BufferStore(db);
     await use(store, path);
   } catch (error) {
     fail(error instanceof CommandError ? error.message : `${path}: ${describeError(error)}`);
