@@ -141,6 +141,7 @@ export class Packs {
   /** The seq of the bridge's `n`th message from the front, not above `through`: the end of the `n` oldest (its floor when the log is empty). */
   nth(bridge: string, n: number, through = TOP): number {
     const floor = this.floor(bridge);
+    if (n <= 0) return floor;
     let end = floor;
     let left = n;
     for (const span of this.#statement('SELECT first, last FROM packs WHERE bridge = ? AND last > ? ORDER BY last').iterate(bridge, floor) as IterableIterator<Span>) {

@@ -217,7 +217,7 @@ test('appends, purges, expiry, drop-oldest and settling in any order: counts, re
         const expired = stop < 0 ? model.length : stop;
         model = model.slice(limit < 0 ? expired : Math.min(expired, limit));
       } else if (op === 6) {
-        const n = next(700);
+        const n = next(700); // 0 too: nothing dropped
         store.dropOldest('b', n);
         model = model.slice(n);
       } else {
@@ -261,6 +261,10 @@ test('appends, purges, expiry, drop-oldest and settling in any order: counts, re
       [...store.iterateMessages('b')].map((m) => m.seq),
       model.map((m) => m.seq),
     );
+    // Nothing asked, nothing dropped.
+    assert.deepEqual(store.dropOldest('b', 0), { messages: 0, bytes: 0 });
+    assert.deepEqual(store.purgeSome('b', Number.MAX_SAFE_INTEGER, 0), { messages: 0, bytes: 0 });
+    assert.equal(store.usage('b').messages, model.length);
   } finally {
     store.close();
   }
