@@ -78,15 +78,16 @@ CREATE INDEX IF NOT EXISTS dead_letters_bridge_sink ON dead_letters (bridge, sin
  * of starting on an empty log beside the packs it cannot see.
  */
 const LEGACY_GUARD = `CREATE VIEW IF NOT EXISTS messages AS
-  SELECT 'the messages of this buffer are in the table packs: it needs Ferry 0.2 or newer' AS note`;
+  SELECT 'the messages of this buffer are in the table packs: open it with the Ferry that wrote it, or a newer one' AS note`;
 
 /** Rows of the log of earlier versions moved into packs per transaction. */
 const MOVE_ROWS = 20_000;
 
 /**
  * Brings a buffer made by an earlier version up to the current schema: the rows of its log
- * become packs in transactions of MOVE_ROWS rows (a restart in the middle goes on where it
- * stopped: nothing else writes packs before this is done), keeping their seqs. `progress` is told the rows moved so far after each.
+ * become packs in transactions of `rows` rows, keeping their seqs; a restart in the middle goes
+ * on where it stopped (nothing else writes packs before this is done). `progress` is told the
+ * rows moved so far after each transaction.
  */
 export function migrate(db: Database.Database, progress?: (moved: number) => void, rows = MOVE_ROWS): void {
   const columns = (db.pragma('table_info(cursors)') as { name: string }[]).map((c) => c.name);
