@@ -35,10 +35,15 @@ export class LogPacks {
     this.#lastSeq = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'packs'").pluck();
   }
 
+  /** The highest seq given out so far, or 0 (kept by AUTOINCREMENT, even once its message is gone). */
+  lastSeq(): number {
+    return (this.#lastSeq.get() as number | undefined) ?? 0;
+  }
+
   /** Inserts the entries; returns their seqs (0 for dead letters). */
   insert(entries: readonly AppendEntry[]): number[] {
     const seqs = new Array<number>(entries.length).fill(0);
-    let next = ((this.#lastSeq.get() as number | undefined) ?? 0) + 1;
+    let next = this.lastSeq() + 1;
     // Most commits carry one bridge's messages: the others are gathered only when one is met.
     let first: string | undefined;
     let others: Map<string, number[]> | undefined;

@@ -311,8 +311,8 @@ export class BufferLog {
     kept?.set(sink, (kept.get(sink) ?? 0) + 1);
   }
 
+  /** The highest seq given out so far, or 0. */
   protected lastSeq(): number {
-    const row = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'packs'").get() as { seq: number } | undefined;
-    return row?.seq ?? 0;
+    return this.#writer.lastSeq();
   }
 }

@@ -65,11 +65,6 @@ export class Packs {
     return this.#statement('SELECT meta FROM packs WHERE last = ?').pluck().get(last) as Buffer;
   }
 
-  /** The first seq of the bridge's first pack with a message above `seq` (from the index alone). */
-  #firstAbove(bridge: string, seq: number): number | undefined {
-    return this.#statement('SELECT first FROM packs WHERE bridge = ? AND last > ? ORDER BY last LIMIT 1').pluck().get(bridge, seq) as number | undefined;
-  }
-
   /** Up to `limit` messages of the bridge after `afterSeq`, in order. */
   read(bridge: string, afterSeq: number, limit: number): StoredMessage[] {
     const from = Math.max(afterSeq, this.floor(bridge));
@@ -125,12 +120,16 @@ export class Packs {
   /** The bridge's first message after `seq`: its seq and when it was created; undefined when there is none. */
   firstAfter(bridge: string, seq: number): { readonly seq: number; readonly at: number } | undefined {
     // From the meta blobs: the health check asks for each sink every 2 s.
-    const from = Math.max(seq, this.floor(bridge));
+    for (const { seq: first, pack } of this.#messagesAfter(bridge, Math.max(seq, this.floor(bridge)))) return { seq: first, at: timeAt(pack.meta, first - pack.first) };
+    return undefined;
+  }
+
+  /** The bridge's messages after `from` (at or above its floor), settled ones left out, in order: each seq with its pack's span and meta blob. */
+  *#messagesAfter(bridge: string, from: number): Generator<{ readonly seq: number; readonly pack: WithMeta }> {
     for (const pack of this.#statement('SELECT first, last, meta FROM packs WHERE bridge = ? AND last > ? ORDER BY last').iterate(bridge, from) as IterableIterator<WithMeta>) {
       const settled = this.#settledIn(bridge, from, pack.last);
-      for (let s = Math.max(pack.first, from + 1); s <= pack.last; s++) if (settled?.has(s) !== true) return { seq: s, at: timeAt(pack.meta, s - pack.first) };
+      for (let seq = Math.max(pack.first, from + 1); seq <= pack.last; seq++) if (settled?.has(seq) !== true) yield { seq, pack };
     }
-    return undefined;
   }
 
   /** The highest seq of the bridge's log, or 0. */
@@ -167,14 +166,10 @@ export class Packs {
     const floor = this.floor(bridge);
     let through = floor;
     let left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
-    for (const pack of this.#statement('SELECT first, last, meta FROM packs WHERE bridge = ? AND last > ? ORDER BY last').iterate(bridge, floor) as IterableIterator<WithMeta>) {
-      const settled = this.#settledIn(bridge, floor, pack.last);
-      for (let seq = Math.max(pack.first, floor + 1); seq <= pack.last; seq++) {
-        if (settled?.has(seq) === true) continue;
-        if (left <= 0 || timeAt(pack.meta, seq - pack.first) >= before) return through;
-        through = seq;
-        left -= 1;
-      }
+    for (const { seq, pack } of this.#messagesAfter(bridge, floor)) {
+      if (left <= 0 || timeAt(pack.meta, seq - pack.first) >= before) break;
+      through = seq;
+      left -= 1;
     }
     return through;
   }
@@ -182,9 +177,9 @@ export class Packs {
   /** Deletes the bridge's messages `lo < seq <= hi`. */
   delete(bridge: string, lo: number, hi: number): void {
     const floor = this.floor(bridge);
-    const first = this.#firstAbove(bridge, floor);
-    if (first === undefined) return;
-    const front = Math.max(first, floor + 1);
+    const span = this.#spanAfter(bridge, floor);
+    if (span === undefined) return;
+    const front = Math.max(span.first, floor + 1);
     if (hi < front) return;
     if (lo < front) this.#dropThrough(bridge, hi);
     else this.#settle(bridge, lo, hi);
@@ -194,8 +189,8 @@ export class Packs {
   #dropThrough(bridge: string, through: number): void {
     this.#statement('DELETE FROM packs WHERE bridge = ? AND last <= ?').run(bridge, through);
     this.#statement('DELETE FROM settled WHERE bridge = ? AND seq <= ?').run(bridge, through);
-    const next = this.#firstAbove(bridge, through);
-    if (next !== undefined && next <= through) {
+    const next = this.#spanAfter(bridge, through);
+    if (next !== undefined && next.first <= through) {
       this.#statement('INSERT INTO floors (bridge, seq) VALUES (?, ?) ON CONFLICT (bridge) DO UPDATE SET seq = max(seq, excluded.seq)').run(bridge, through);
     }
   }
