@@ -8,7 +8,6 @@
 //   status:  the buffer's part of /api/status and /metrics for a bridge holding a long outage's
 //            backlog (one sink down, one up), with the counts kept, vs. counted from the packs'
 //            index on every call (as `ferry buffer stats` does).
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +20,7 @@ import { createDelivery, type Delivery } from '../src/core/delivery.ts';
 import { createEnvelope, type Envelope } from '../src/core/envelope.ts';
 import { CounterRegistry } from '../src/observability/counters.ts';
 import { openSqlite } from '../src/sqlite/connection.ts';
+import { fillBuffer } from './startup-backlog.ts';
 
 export interface BufferBenchResult {
   readonly messages: number;
@@ -110,14 +110,11 @@ async function ferryEnqueueAndDrain(dir: string, rows: readonly Envelope[]): Pro
 
 /** Stats calls per second on a bridge with `backlog` messages its 'kafka' sink has not confirmed and its 'history' sink has: kept, and counted each time. */
 function statusCost(dir: string, backlog: number, payloadBytes: number): { ferry: number; raw: number } {
+  fillBuffer(dir, backlog, 'b', payloadBytes);
   const { store } = openBuffer(dir, pino({ level: 'silent' }));
   try {
+    // Both sinks start at the oldest message; 'history' then confirms them all.
     store.registerBridge('b', ['history', 'kafka']);
-    const payload = randomBytes(payloadBytes);
-    const origin = { source: 'mqtt' };
-    for (let done = 0; done < backlog; done += 1000) {
-      store.append(Array.from({ length: Math.min(1000, backlog - done) }, () => ({ bridge: 'b', envelope: createEnvelope({ topic: 'devices/d1/telemetry/t', payload, origin }) })));
-    }
     store.commit('b', 'history', store.tail('b'));
     const rate = (call: () => void) => {
       call(); // the kept counts are counted once, at the first call (at startup, in the gateway)

@@ -90,10 +90,10 @@ async function backgroundCheckMs(config: string, dataDir: string): Promise<numbe
   }
 }
 
-/** A buffer holding `messages` messages of 200 bytes for `bridge` (the bench's), closed cleanly. */
-export function fillBuffer(dataDir: string, messages: number, bridge = BRIDGE): void {
+/** A buffer holding `messages` messages of `payloadBytes` for `bridge` (the bench's), closed cleanly. */
+export function fillBuffer(dataDir: string, messages: number, bridge = BRIDGE, payloadBytes = 200): void {
   const { store } = openBuffer(dataDir, pino({ level: 'silent' }));
-  const payload = Buffer.alloc(200, 0x61);
+  const payload = Buffer.alloc(payloadBytes, 0x61);
   const origin = { source: 'mqtt', qos: 1, retain: false, clientId: 'bench-1' } as const;
   const timestamp = Date.now();
   // In commits of 1,024, as a flood fills it.
