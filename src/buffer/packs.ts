@@ -3,7 +3,7 @@ import { type StoredMessage, parseOrigin } from './rows.ts';
 
 export const headersJson = (e: Envelope): string => (noHeaders(e) ? '{}' : JSON.stringify(e.headers));
 
-export const noHeaders = (e: Envelope): boolean => e.headers === NO_HEADERS || isEmpty(e.headers);
+const noHeaders = (e: Envelope): boolean => e.headers === NO_HEADERS || isEmpty(e.headers);
 
 /** Whether an object has no enumerable property, without the array Object.keys makes. */
 function isEmpty(object: object): boolean {
