@@ -187,3 +187,16 @@ export function decode(out: StoredMessage[], bridge: string, first: number, meta
     out.push({ seq: first + i, bridge, envelope });
   }
 }
+
+/** The ids of a pack's messages, read from their records without decoding the rest. */
+export function idsOf(meta: Buffer, body: Buffer): string[] {
+  const count = countOf(meta);
+  const ids = new Array<string>(count);
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    const start = at + HEAD;
+    ids[i] = body.toString('utf8', start, start + body.readUInt32LE(at + 12));
+    at += meta.readUInt32LE(i * META);
+  }
+  return ids;
+}

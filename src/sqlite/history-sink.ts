@@ -40,7 +40,10 @@ export const historySink: SinkComponent<typeof schema> = {
       () => {
         // Opening can fail too (a damaged file, a full disk): the same retryable error as a write.
         try {
-          return new HistoryWriter(ctx.dataDir, config.synchronous);
+          return new HistoryWriter(ctx.dataDir, config.synchronous, {
+            converting: (messages) =>
+              ctx.logger.info({ bridge: ctx.bridge, messages }, 'converting the history of an earlier version of Ferry (a row a message) into packs, in one transaction'),
+          });
         } catch (error) {
           throw wrapError('STORAGE_FAILED', `history sink of bridge '${ctx.bridge}': cannot open the history database`, error, {
             component: 'history sink',

@@ -1,7 +1,10 @@
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
+import { PackWriter, decode, idsOf } from '../buffer/packs.ts';
+import type { StoredMessage } from '../buffer/rows.ts';
 import type { Envelope } from '../core/envelope.ts';
-import { INSERT_ROWS, openSqlite, type Synchronous, valuesList } from './connection.ts';
+import { openSqlite, type Synchronous } from './connection.ts';
+import { HISTORY_GUARD, convertLegacyHistory, hasLegacyHistory, legacyHistoryRows, legacyLatest } from './history-legacy.ts';
 import { type Fdatasync, WalSync, walSyncFailure } from './wal-sync.ts';
 
 export const HISTORY_FILE = 'history.db';
@@ -22,20 +25,38 @@ export function historyPath(dataDir: string): string {
 }
 
 const schema = `
-CREATE TABLE IF NOT EXISTS history (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  id TEXT NOT NULL UNIQUE,
+-- The history: runs of one bridge's messages with consecutive seqs, [first, last], a row each,
+-- in the buffer's pack format (src/buffer/packs.ts). Seqs are given out across bridges in the
+-- order the messages are written; AUTOINCREMENT never gives one out twice. min_id and max_id
+-- bound the ids in a pack: a message delivered again (its id kept already) is found through
+-- them, without an index entry a message.
+CREATE TABLE IF NOT EXISTS history_packs (
+  last INTEGER PRIMARY KEY AUTOINCREMENT,
   bridge TEXT NOT NULL,
-  topic TEXT NOT NULL,
-  client_id TEXT,
-  qos INTEGER,
-  payload BLOB NOT NULL,
-  received_at INTEGER NOT NULL
+  first INTEGER NOT NULL,
+  min_id TEXT NOT NULL,
+  max_id TEXT NOT NULL,
+  meta BLOB NOT NULL,
+  body BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS history_bridge_seq ON history (bridge, seq);
--- The rows each bridge has in history, kept with them in the same transactions.
+CREATE INDEX IF NOT EXISTS history_packs_bridge ON history_packs (bridge, last, first);
+CREATE INDEX IF NOT EXISTS history_packs_ids ON history_packs (bridge, max_id, min_id);
+-- Per bridge, the seq at and below which its messages are gone (beyond its keep): the front of
+-- its first pack; the pack goes when all of it is gone.
+CREATE TABLE IF NOT EXISTS history_floors (bridge TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+-- The messages each bridge has in history, kept with them in the same transactions.
 CREATE TABLE IF NOT EXISTS history_counts (bridge TEXT PRIMARY KEY, rows INTEGER NOT NULL) WITHOUT ROWID;
 `;
+
+const INSERT_PACK = 'INSERT INTO history_packs (last, bridge, first, min_id, max_id, meta, body) VALUES (?, ?, ?, ?, ?, ?, ?)';
+
+interface PackRow {
+  last: number;
+  bridge: string;
+  first: number;
+  meta: Buffer;
+  body: Buffer;
+}
 
 /**
  * The gateway's local message history: the latest messages of each bridge that writes to
@@ -45,7 +66,7 @@ export class HistoryWriter {
   readonly #path: string;
   readonly #db: Database.Database;
   readonly #append: (bridge: string, envelopes: readonly Envelope[], keep: number) => void;
-  /** Bridges whose rows this writer counted: their stored count is then trusted. */
+  /** Bridges whose messages this writer counted: their stored count is then trusted. */
   readonly #counted = new Set<string>();
   /**
    * Under `full`, what makes an append durable before it resolves: the connection commits
@@ -53,9 +74,13 @@ export class HistoryWriter {
    * (wal-sync.ts); the event loop goes on meanwhile. Undefined under `normal`.
    */
   readonly #walSync: WalSync | undefined;
+  readonly #pack = new PackWriter();
 
-  /** `options.fdatasync`: for a test, the fdatasync of a failing disk. */
-  constructor(dataDir: string, synchronous: Synchronous, options: { fdatasync?: Fdatasync } = {}) {
+  /**
+   * `options.fdatasync`: for a test, the fdatasync of a failing disk. `options.converting`: told
+   * the number of messages before a history written by an earlier version is converted.
+   */
+  constructor(dataDir: string, synchronous: Synchronous, options: { fdatasync?: Fdatasync; converting?: (messages: number) => void } = {}) {
     const path = historyPath(dataDir);
     this.#path = path;
     // A file whose WAL failed to sync is not written again until the process restarts and
@@ -64,42 +89,107 @@ export class HistoryWriter {
     if (failed !== undefined) throw syncFailed(path, failed);
     this.#db = openSqlite(path, { synchronous: 'normal' });
     this.#walSync = synchronous === 'full' ? new WalSync(path, options) : undefined;
-    this.#db.exec(schema);
-    const insert = this.#db.prepare('INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
-    // INSERT_ROWS rows per statement, where a commit has that many (connection.ts says why).
-    const insertMany = this.#db.prepare(`INSERT OR IGNORE INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES ${valuesList(INSERT_ROWS, 7)}`);
-    const params = new Array<unknown>(INSERT_ROWS * 7);
-    const counted = this.#db.prepare<[string], number>('SELECT rows FROM history_counts WHERE bridge = ?').pluck();
-    // Once per bridge and writer: a history written before the counts were kept, or by a
-    // version that did not keep them, is counted afresh.
-    const count = this.#db.prepare<[string], number>('SELECT count(*) FROM history WHERE bridge = ?').pluck();
-    const setCount = this.#db.prepare('INSERT INTO history_counts (bridge, rows) VALUES (?, ?) ON CONFLICT (bridge) DO UPDATE SET rows = excluded.rows');
-    // Deletes the bridge's oldest rows, as many as the offset plus one: the index on (bridge,
-    // seq) walks only those. (Finding the newest `keep` instead walked all of them, each batch.)
-    const trim = this.#db.prepare('DELETE FROM history WHERE bridge = ? AND seq <= (SELECT seq FROM history WHERE bridge = ? ORDER BY seq LIMIT 1 OFFSET ?)');
-    this.#append = this.#db.transaction((bridge: string, envelopes: readonly Envelope[], keep: number) => {
-      let rows = (this.#counted.has(bridge) ? counted.get(bridge) : undefined) ?? (count.get(bridge) as number);
-      let i = 0;
-      for (; i + INSERT_ROWS <= envelopes.length; i += INSERT_ROWS) {
-        for (let j = 0; j < INSERT_ROWS; j++) {
-          const e = envelopes[i + j] as Envelope;
-          const k = j * 7;
-          params[k] = e.id;
-          params[k + 1] = bridge;
-          params[k + 2] = e.topic;
-          params[k + 3] = e.origin.clientId ?? null;
-          params[k + 4] = e.origin.qos ?? null;
-          params[k + 5] = e.payload;
-          params[k + 6] = e.timestamp;
+    const db = this.#db;
+    db.exec(schema);
+    const insert = db.prepare(INSERT_PACK);
+    // BEGIN IMMEDIATE: another process's writer (a second gateway's sink) waits rather than converts too.
+    db.transaction(() => {
+      if (!hasLegacyHistory(db)) return;
+      options.converting?.(legacyHistoryRows(db));
+      convertLegacyHistory(db, insert);
+    }).immediate();
+    db.exec(HISTORY_GUARD);
+    const lastSeq = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'history_packs'").pluck();
+    const counted = db.prepare<[string], number>('SELECT rows FROM history_counts WHERE bridge = ?').pluck();
+    const floorOf = db.prepare<[string], number>('SELECT seq FROM history_floors WHERE bridge = ?').pluck();
+    // Once per bridge and writer: a history whose counts were lost is counted afresh.
+    const count = db.prepare<[number, string, number], number>('SELECT coalesce(sum(last - max(first, ?) + 1), 0) FROM history_packs WHERE bridge = ? AND last > ?').pluck();
+    const setCount = db.prepare('INSERT INTO history_counts (bridge, rows) VALUES (?, ?) ON CONFLICT (bridge) DO UPDATE SET rows = excluded.rows');
+    const front = db.prepare<[string, number], { last: number; first: number }>('SELECT last, first FROM history_packs WHERE bridge = ? AND last > ? ORDER BY last LIMIT 1');
+    const deletePack = db.prepare('DELETE FROM history_packs WHERE last = ?');
+    const setFloor = db.prepare('INSERT INTO history_floors (bridge, seq) VALUES (?, ?) ON CONFLICT (bridge) DO UPDATE SET seq = excluded.seq');
+    const newestId = db.prepare<[string], string | null>('SELECT max(max_id) FROM history_packs WHERE bridge = ?').pluck();
+    const overlapping = db.prepare<[string, string, string], { meta: Buffer; body: Buffer }>(
+      'SELECT meta, body FROM history_packs WHERE bridge = ? AND max_id >= ? AND min_id <= ?',
+    );
+    /** The envelopes whose ids the bridge does not keep yet, each once. */
+    const unkept = (bridge: string, envelopes: readonly Envelope[]): readonly Envelope[] => {
+      // Ids are UUIDv7s made at ingress, in order: a batch of new messages is usually above
+      // every id kept, and then nothing is looked up.
+      let low = (envelopes[0] as Envelope).id;
+      let high = low;
+      let ascending = true;
+      for (let i = 1; i < envelopes.length; i++) {
+        const id = (envelopes[i] as Envelope).id;
+        if (id <= high) ascending = false;
+        else high = id;
+        if (id < low) low = id;
+      }
+      const newest = newestId.get(bridge) ?? null;
+      if (ascending && (newest === null || low > newest)) return envelopes;
+      // Messages delivered again, or ids out of order: read the ids of the packs that could hold them.
+      const kept = new Set<string>();
+      for (const pack of overlapping.all(bridge, low, high)) for (const id of idsOf(pack.meta, pack.body)) kept.add(id);
+      const fresh: Envelope[] = [];
+      for (const e of envelopes) {
+        if (kept.has(e.id)) continue;
+        kept.add(e.id);
+        fresh.push(e);
+      }
+      return fresh;
+    };
+    /** Removes the bridge's oldest `excess` messages (at most all of them); returns how many went. */
+    const trim = (bridge: string, excess: number): number => {
+      let floor = floorOf.get(bridge) ?? 0;
+      let removed = 0;
+      while (removed < excess) {
+        const pack = front.get(bridge, floor);
+        if (pack === undefined) break;
+        const from = Math.max(pack.first, floor + 1);
+        const live = pack.last - from + 1;
+        if (live <= excess - removed) {
+          deletePack.run(pack.last);
+          removed += live;
+          floor = pack.last;
+        } else {
+          floor = from + (excess - removed) - 1;
+          removed = excess;
         }
-        rows += insertMany.run(params).changes;
       }
-      params.fill(undefined);
-      for (; i < envelopes.length; i++) {
-        const e = envelopes[i] as Envelope;
-        rows += insert.run(e.id, bridge, e.topic, e.origin.clientId ?? null, e.origin.qos ?? null, e.payload, e.timestamp).changes;
+      setFloor.run(bridge, floor);
+      return removed;
+    };
+    this.#append = db.transaction((bridge: string, envelopes: readonly Envelope[], keep: number) => {
+      let rows = this.#counted.has(bridge) ? counted.get(bridge) : undefined;
+      if (rows === undefined) {
+        const floor = floorOf.get(bridge) ?? 0;
+        rows = count.get(floor + 1, bridge, floor) ?? 0;
       }
-      if (rows > keep) rows -= trim.run(bridge, bridge, rows - keep - 1).changes;
+      const fresh = envelopes.length === 0 ? envelopes : unkept(bridge, envelopes);
+      const pack = this.#pack;
+      let next = ((lastSeq.get() as number | undefined) ?? 0) + 1;
+      let first = next;
+      let min = '';
+      let max = '';
+      const close = () => {
+        insert.run(next - 1, bridge, first, min, max, pack.meta(), pack.body());
+        pack.reset();
+        first = next;
+      };
+      try {
+        for (const e of fresh) {
+          if (pack.count === 0 || e.id < min) min = e.id;
+          if (pack.count === 0 || e.id > max) max = e.id;
+          pack.add(e);
+          next += 1;
+          if (pack.full) close();
+        }
+        if (pack.count > 0) close();
+      } finally {
+        pack.reset();
+      }
+      rows += fresh.length;
+      if (rows > keep) rows -= trim(bridge, rows - keep);
       setCount.run(bridge, rows);
     });
   }
@@ -128,10 +218,10 @@ function syncFailed(path: string, error: Error): Error {
 
 export interface HistoryQuery {
   readonly bridge?: string;
-  /** SQL LIKE pattern over the topic, built from an MQTT filter by the caller. */
+  /** Only messages whose topic begins with this (case-sensitive, as MQTT topics are). */
   readonly topicPrefix?: string;
   readonly limit: number;
-  /** Only rows with a larger seq (for following). */
+  /** Only messages with a larger seq (for following). */
   readonly afterSeq?: number;
 }
 
@@ -143,25 +233,32 @@ export class HistoryReader {
     this.#db = openSqlite(historyPath(dataDir), { readonly: true });
   }
 
-  /** The newest `limit` rows matching, oldest first. */
+  /** The newest `limit` messages matching, oldest first. */
   latest(query: HistoryQuery): HistoryRow[] {
-    const where: string[] = ['seq > ?'];
-    const params: unknown[] = [query.afterSeq ?? 0];
-    if (query.bridge !== undefined) {
-      where.push('bridge = ?');
-      params.push(query.bridge);
+    const db = this.#db;
+    // A history no gateway of this version has written yet is read as the earlier versions kept it.
+    if (hasLegacyHistory(db)) return legacyLatest(db, query);
+    const floors = new Map(db.prepare<[], [string, number]>('SELECT bridge, seq FROM history_floors').raw().all());
+    const after = query.afterSeq ?? 0;
+    const packs = db.prepare<unknown[], PackRow>(
+      `SELECT last, bridge, first, meta, body FROM history_packs WHERE last > ?${query.bridge === undefined ? '' : ' AND bridge = ?'} ORDER BY last DESC`,
+    );
+    const out: HistoryRow[] = [];
+    const { limit, topicPrefix } = query;
+    if (limit <= 0) return out;
+    const messages: StoredMessage[] = [];
+    for (const pack of packs.iterate(...(query.bridge === undefined ? [after] : [after, query.bridge]))) {
+      const floor = Math.max(after, floors.get(pack.bridge) ?? 0);
+      messages.length = 0;
+      decode(messages, pack.bridge, pack.first, pack.meta, pack.body, Math.max(0, floor + 1 - pack.first), Number.POSITIVE_INFINITY);
+      for (let i = messages.length - 1; i >= 0 && out.length < limit; i--) {
+        const { seq, bridge, envelope: e } = messages[i] as StoredMessage;
+        if (topicPrefix !== undefined && !e.topic.startsWith(topicPrefix)) continue;
+        out.push({ seq, id: e.id, bridge, topic: e.topic, clientId: e.origin.clientId ?? null, qos: e.origin.qos ?? null, payload: e.payload as Buffer, receivedAt: e.timestamp });
+      }
+      if (out.length >= limit) break;
     }
-    if (query.topicPrefix !== undefined) {
-      where.push("topic LIKE ? ESCAPE '\\'");
-      params.push(`${query.topicPrefix.replace(/[\\%_]/g, (c) => `\\${c}`)}%`);
-    }
-    const rows = this.#db
-      .prepare(
-        `SELECT seq, id, bridge, topic, client_id AS clientId, qos, payload, received_at AS receivedAt
-         FROM history WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT ?`,
-      )
-      .all(...params, query.limit) as HistoryRow[];
-    return rows.reverse();
+    return out.reverse();
   }
 
   close(): void {

@@ -1,0 +1,115 @@
+import type Database from 'better-sqlite3';
+import { PackWriter } from '../buffer/packs.ts';
+import type { Envelope, Origin } from '../core/envelope.ts';
+import { NO_HEADERS } from '../core/envelope.ts';
+import type { HistoryQuery, HistoryRow } from './history-store.ts';
+
+/**
+ * Earlier versions kept the history as a row a message in a table `history` (with a unique
+ * index on the id and one on (bridge, seq)). This converts such a file into packs and reads one
+ * that is not converted yet.
+ */
+
+/**
+ * Takes the name of the earlier versions' table: an earlier Ferry opening this history fails on
+ * it ("views may not be indexed" when it writes, "no such column" when it reads) instead of
+ * starting an empty table beside the packs it cannot see.
+ */
+export const HISTORY_GUARD = `CREATE VIEW IF NOT EXISTS history AS
+  SELECT 'the messages of this history are in the table history_packs: read it with the Ferry that wrote it, or a newer one' AS note`;
+
+/** Rows of the earlier table read per step of the conversion. */
+const STEP_ROWS = 20_000;
+
+interface LegacyRow {
+  seq: number;
+  id: string;
+  bridge: string;
+  topic: string;
+  client_id: string | null;
+  qos: number | null;
+  payload: Buffer;
+  received_at: number;
+}
+
+/** True when the history still has the earlier versions' table of rows. */
+export function hasLegacyHistory(db: Database.Database): boolean {
+  return db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'history'").get() !== undefined;
+}
+
+/** Rows in the earlier versions' table. */
+export function legacyHistoryRows(db: Database.Database): number {
+  return db.prepare('SELECT count(*) FROM history').pluck().get() as number;
+}
+
+/**
+ * Moves the earlier table's rows into packs, keeping their seqs, and drops it: runs of one
+ * bridge's rows with consecutive seqs become a pack each. Call it inside a transaction (the
+ * conversion is all or nothing: a history is bounded by its bridges' `keep`), on a history
+ * whose packs table is empty (the guard view keeps an earlier version from writing rows beside
+ * packs).
+ */
+export function convertLegacyHistory(db: Database.Database, insert: Database.Statement): void {
+  // The highest seq given out, even one whose row is gone: it is never given out again.
+  const sequence = db.prepare<[string], number>('SELECT seq FROM sqlite_sequence WHERE name = ?').pluck();
+  const given = sequence.get('history') ?? 0;
+  const packs = sequence.get('history_packs');
+  if (packs === undefined) db.prepare("INSERT INTO sqlite_sequence (name, seq) VALUES ('history_packs', ?)").run(given);
+  else if (packs < given) db.prepare("UPDATE sqlite_sequence SET seq = ? WHERE name = 'history_packs'").run(given);
+  const next = db.prepare<[number, number], LegacyRow>('SELECT * FROM history WHERE seq > ? ORDER BY seq LIMIT ?');
+  const pack = new PackWriter();
+  let open: { bridge: string; first: number; last: number; min: string; max: string } | undefined;
+  const close = () => {
+    if (open !== undefined) insert.run(open.last, open.bridge, open.first, open.min, open.max, pack.meta(), pack.body());
+    pack.reset();
+    open = undefined;
+  };
+  try {
+    let after = 0;
+    for (let rows = next.all(after, STEP_ROWS); rows.length > 0; rows = next.all(after, STEP_ROWS)) {
+      for (const row of rows) {
+        if (open !== undefined && (row.bridge !== open.bridge || row.seq !== open.last + 1 || pack.full)) close();
+        open ??= { bridge: row.bridge, first: row.seq, last: row.seq, min: row.id, max: row.id };
+        pack.add(toEnvelope(row));
+        open.last = row.seq;
+        if (row.id < open.min) open.min = row.id;
+        if (row.id > open.max) open.max = row.id;
+        after = row.seq;
+      }
+    }
+    close();
+  } finally {
+    pack.reset();
+  }
+  db.exec('DROP TABLE history');
+}
+
+/** The earlier table kept no source: the origin of a converted message has its client id and QoS only. */
+function toEnvelope(row: LegacyRow): Envelope {
+  const origin: { -readonly [K in keyof Origin]: Origin[K] } = { source: 'unknown' };
+  if (row.client_id !== null) origin.clientId = row.client_id;
+  if (row.qos !== null) origin.qos = row.qos as 0 | 1 | 2;
+  return { id: row.id, topic: row.topic, payload: row.payload, headers: NO_HEADERS, timestamp: row.received_at, origin };
+}
+
+/** `HistoryReader.latest` over a history no gateway of this version has opened yet. */
+export function legacyLatest(db: Database.Database, query: HistoryQuery): HistoryRow[] {
+  const where: string[] = ['seq > ?'];
+  const params: unknown[] = [query.afterSeq ?? 0];
+  if (query.bridge !== undefined) {
+    where.push('bridge = ?');
+    params.push(query.bridge);
+  }
+  if (query.topicPrefix !== undefined) {
+    // GLOB is case-sensitive, as topics are; its wildcards in the prefix are escaped as classes.
+    where.push('topic GLOB ?');
+    params.push(`${query.topicPrefix.replace(/[*?[]/g, (c) => `[${c}]`)}*`);
+  }
+  const rows = db
+    .prepare(
+      `SELECT seq, id, bridge, topic, client_id AS clientId, qos, payload, received_at AS receivedAt
+       FROM history WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT ?`,
+    )
+    .all(...params, query.limit) as HistoryRow[];
+  return rows.reverse();
+}

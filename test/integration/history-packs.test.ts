@@ -1,0 +1,181 @@
+// The history kept in packs: a model test of appends, messages delivered again, trimming to
+// `keep` and reads, and the conversion of a history written by an earlier version.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { createEnvelope, type Envelope } from '../../src/core/envelope.ts';
+import { HistoryReader, type HistoryRow, HistoryWriter, historyPath } from '../../src/sqlite/history-store.ts';
+import { random } from '../harness/random.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const tempDir = tempDirs('ferry-history-packs-');
+
+/** The history's schema of earlier versions (a row a message), as they created it. */
+const LEGACY_SCHEMA = `
+CREATE TABLE IF NOT EXISTS history (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  bridge TEXT NOT NULL,
+  topic TEXT NOT NULL,
+  client_id TEXT,
+  qos INTEGER,
+  payload BLOB NOT NULL,
+  received_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_bridge_seq ON history (bridge, seq);
+CREATE TABLE IF NOT EXISTS history_counts (bridge TEXT PRIMARY KEY, rows INTEGER NOT NULL) WITHOUT ROWID;
+`;
+
+interface Kept {
+  readonly seq: number;
+  readonly bridge: string;
+  readonly envelope: Envelope;
+}
+
+const plain = (rows: HistoryRow[]) => rows.map((r) => ({ ...r, payload: r.payload.toString('hex') }));
+
+test('the history in packs keeps what a list of rows would: appends, deliveries again, keep, reopening, and reads by bridge, topic and seq', async () => {
+  const dir = tempDir();
+  const next = random(11);
+  const model = new Map<string, Kept[]>([
+    ['a', []],
+    ['b', []],
+  ]);
+  let seq = 0;
+  let n = 0;
+  const message = (): Envelope => {
+    n += 1;
+    // Payloads of a few bytes to a few KiB: some packs close at 1 MiB rather than 1,024 messages.
+    const payload = Buffer.alloc(next(4) === 0 ? 2000 + next(3000) : 1 + next(40), n % 251);
+    return createEnvelope({
+      topic: `devices/d${next(3)}/${next(2) === 0 ? 'telemetry' : 'Telemetry'}/t`,
+      payload,
+      origin: { source: 'test', clientId: `d${n % 7}`, qos: next(2) as 0 | 1 },
+    });
+  };
+  let writer = new HistoryWriter(dir, 'normal');
+  try {
+    for (let step = 0; step < 120; step++) {
+      const bridge = next(2) === 0 ? 'a' : 'b';
+      const kept = model.get(bridge) as Kept[];
+      const keep = [40, 700, 2500][next(3)] as number;
+      const batch: Envelope[] = Array.from({ length: next(5) === 0 ? 900 + next(900) : 1 + next(60) }, message);
+      // Some of what the bridge keeps, delivered again (after a restart, or a batch retried),
+      // anywhere in the batch; and a message twice in one batch.
+      if (kept.length > 0 && next(3) === 0) {
+        for (let i = next(20); i > 0; i--) batch.splice(next(batch.length + 1), 0, (kept[next(kept.length)] as Kept).envelope);
+      }
+      if (next(6) === 0) batch.push(batch[next(batch.length)] as Envelope);
+      if (next(6) === 0) batch.push(batch.at(-1) as Envelope);
+      await writer.append(bridge, batch, keep);
+      const ids = new Set(kept.map((k) => k.envelope.id));
+      for (const envelope of batch) {
+        if (ids.has(envelope.id)) continue;
+        ids.add(envelope.id);
+        seq += 1;
+        kept.push({ seq, bridge, envelope });
+      }
+      kept.splice(0, Math.max(0, kept.length - keep));
+      if (next(10) === 0) {
+        writer.close();
+        writer = new HistoryWriter(dir, 'normal');
+      }
+
+      const reader = new HistoryReader(dir);
+      try {
+        const expected = (rows: Kept[]) =>
+          rows.map(({ seq, bridge, envelope: e }) => ({
+            seq,
+            id: e.id,
+            bridge,
+            topic: e.topic,
+            clientId: e.origin.clientId,
+            qos: e.origin.qos,
+            payload: Buffer.from(e.payload).toString('hex'),
+            receivedAt: e.timestamp,
+          }));
+        assert.deepEqual(plain(reader.latest({ bridge, limit: 1_000_000 })), expected(kept), `step ${step}: all of bridge ${bridge}`);
+        const all = [...(model.get('a') as Kept[]), ...(model.get('b') as Kept[])].sort((x, y) => x.seq - y.seq);
+        const limit = 1 + next(300);
+        const after = next(seq + 1);
+        const prefix = ['devices/d1/', 'devices/d2/T', 'devices/', 'nothing/'][next(4)] as string;
+        const matching = all.filter((k) => k.seq > after && k.envelope.topic.startsWith(prefix));
+        assert.deepEqual(
+          plain(reader.latest({ limit, afterSeq: after, topicPrefix: prefix })),
+          expected(matching.slice(-limit)),
+          `step ${step}: after ${after}, ${prefix}, ${limit}`,
+        );
+      } finally {
+        reader.close();
+      }
+      const db = new Database(historyPath(dir), { readonly: true });
+      try {
+        assert.equal(db.prepare('SELECT rows FROM history_counts WHERE bridge = ?').pluck().get(bridge), kept.length, `step ${step}: kept count`);
+      } finally {
+        db.close();
+      }
+    }
+  } finally {
+    writer.close();
+  }
+});
+
+test('a history of an earlier version is read as it is, converted at the first writer with its seqs, and refused by that version afterwards', async () => {
+  const dir = tempDir();
+  const legacy = new Database(historyPath(dir));
+  legacy.exec(LEGACY_SCHEMA);
+  const insert = legacy.prepare('INSERT INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+  const envelopes: Envelope[] = [];
+  for (let i = 0; i < 3000; i++) {
+    const e = createEnvelope({ topic: `devices/d${i % 3}/telemetry/t`, payload: `m${i}`, origin: { source: 'mqtt', clientId: `d${i % 3}`, qos: 1 } });
+    envelopes.push(e);
+    // Bridges in runs of varying length; client id and QoS missing on some (a Kafka source's messages).
+    insert.run(e.id, (i >> 4) % 3 === 0 ? 'b' : 'a', e.topic, i % 10 === 0 ? null : e.origin.clientId, i % 10 === 0 ? null : 1, Buffer.from(e.payload), e.timestamp);
+  }
+  // Trimmed as the earlier writer did: the oldest of a bridge, and the newest seq gone too.
+  legacy.exec("DELETE FROM history WHERE bridge = 'a' AND seq <= 500; DELETE FROM history WHERE seq = 3000");
+  legacy.exec('INSERT INTO history_counts SELECT bridge, count(*) FROM history GROUP BY bridge');
+  const rows = legacy.prepare('SELECT count(*) FROM history').pluck().get() as number;
+  legacy.close();
+
+  const read = () => {
+    const reader = new HistoryReader(dir);
+    try {
+      return [
+        reader.latest({ limit: 100_000 }),
+        reader.latest({ bridge: 'b', limit: 7, afterSeq: 100 }),
+        reader.latest({ limit: 50, topicPrefix: 'devices/d1' }),
+        reader.latest({ limit: 5, topicPrefix: 'DEVICES/' }),
+      ].map(plain);
+    } finally {
+      reader.close();
+    }
+  };
+  const before = read();
+  assert.equal(before[0]?.length, rows, 'the reads of the unconverted file');
+  assert.equal(before[1]?.[0]?.seq, 2986, 'b after seq 100, newest 7: the last of its run of seqs 2977-2992');
+  assert.equal(before[3]?.length, 0, 'topics are matched case-sensitively');
+
+  let told: number | undefined;
+  const writer = new HistoryWriter(dir, 'normal', { converting: (messages) => (told = messages) });
+  try {
+    assert.equal(told, rows);
+    assert.deepEqual(read(), before, 'the same messages with the same seqs after the conversion');
+    // New messages take seqs after every seq given out, the deleted newest one included.
+    const fresh = createEnvelope({ topic: 'devices/d9/telemetry/t', payload: 'new', origin: { source: 'mqtt' } });
+    await writer.append('a', [...envelopes.slice(2993, 2998), fresh], 100_000);
+    const after = read()[0] ?? [];
+    assert.equal(after.length, rows + 1, 'the messages of the converted history are recognised when delivered again');
+    assert.deepEqual(after.at(-1)?.seq, 3001);
+  } finally {
+    writer.close();
+  }
+  const db = new Database(historyPath(dir));
+  try {
+    assert.equal(db.prepare('SELECT rows FROM history_counts WHERE bridge = ?').pluck().get('a'), (before[0] ?? []).filter((r) => r.bridge === 'a').length + 1);
+    assert.throws(() => db.exec(LEGACY_SCHEMA), /views may not be indexed/, 'an earlier version fails on the converted file');
+    assert.throws(() => db.prepare('SELECT seq, id FROM history').all(), /no such column/);
+  } finally {
+    db.close();
+  }
+});
