@@ -64,7 +64,7 @@ export function createProgram(): Command {
     .addOption(configOption())
     .addOption(dataDirOption())
     .option('--bridge <name>', 'only this bridge')
-    .option('--topic <prefix>', 'only topics starting with this prefix')
+    .option('--topic <prefix>', 'only topics starting with this prefix (case-sensitive, as MQTT topics are)')
     .option('-n, --limit <count>', 'how many messages', parseCount, 20)
     .option('-f, --follow', 'keep printing new messages as they arrive')
     .option('--json', 'one JSON object per line')

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { resourceSink } from '../core/batching-sink.ts';
 import type { SinkComponent } from '../core/component.ts';
 import { wrapError } from '../core/errors.ts';
-import { HistoryWriter } from './history-store.ts';
+import { HistoryWriter, convertEarlierHistory } from './history-store.ts';
 
 const schema = z.strictObject({
   keep: z
@@ -37,13 +37,14 @@ export const historySink: SinkComponent<typeof schema> = {
   create: (config, ctx) =>
     resourceSink(
       config,
-      () => {
+      async () => {
         // Opening can fail too (a damaged file, a full disk): the same retryable error as a write.
         try {
-          return new HistoryWriter(ctx.dataDir, config.synchronous, {
-            converting: (messages) =>
-              ctx.logger.info({ bridge: ctx.bridge, messages }, 'converting the history of an earlier version of Ferry (a row a message) into packs, in one transaction'),
-          });
+          const converted = await convertEarlierHistory(ctx.dataDir, (messages) =>
+            ctx.logger.info({ bridge: ctx.bridge, messages }, 'history: converting the history of an earlier version of Ferry (a row a message) into packs'),
+          );
+          if (converted !== undefined) ctx.logger.info({ bridge: ctx.bridge, ...converted }, 'history: converted into packs');
+          return new HistoryWriter(ctx.dataDir, config.synchronous);
         } catch (error) {
           throw wrapError('STORAGE_FAILED', `history sink of bridge '${ctx.bridge}': cannot open the history database`, error, {
             component: 'history sink',

@@ -1,10 +1,12 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { setImmediate } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
 import { PackWriter, decode, idsOf } from '../buffer/packs.ts';
 import type { StoredMessage } from '../buffer/rows.ts';
 import type { Envelope } from '../core/envelope.ts';
 import { openSqlite, type Synchronous } from './connection.ts';
-import { HISTORY_GUARD, convertLegacyHistory, hasLegacyHistory, legacyHistoryRows, legacyLatest } from './history-legacy.ts';
+import { HISTORY_GUARD, convertStep, hasLegacyHistory, legacyHistoryRows, legacyLatest } from './history-legacy.ts';
 import { type Fdatasync, WalSync, walSyncFailure } from './wal-sync.ts';
 
 export const HISTORY_FILE = 'history.db';
@@ -24,7 +26,7 @@ export function historyPath(dataDir: string): string {
   return join(dataDir, HISTORY_FILE);
 }
 
-const schema = `
+export const HISTORY_SCHEMA = `
 -- The history: runs of one bridge's messages with consecutive seqs, [first, last], a row each,
 -- in the buffer's pack format (src/buffer/packs.ts). Seqs are given out across bridges in the
 -- order the messages are written; AUTOINCREMENT never gives one out twice. min_id and max_id
@@ -48,7 +50,7 @@ CREATE TABLE IF NOT EXISTS history_floors (bridge TEXT PRIMARY KEY, seq INTEGER 
 CREATE TABLE IF NOT EXISTS history_counts (bridge TEXT PRIMARY KEY, rows INTEGER NOT NULL) WITHOUT ROWID;
 `;
 
-const INSERT_PACK = 'INSERT INTO history_packs (last, bridge, first, min_id, max_id, meta, body) VALUES (?, ?, ?, ?, ?, ?, ?)';
+export const INSERT_PACK = 'INSERT INTO history_packs (last, bridge, first, min_id, max_id, meta, body) VALUES (?, ?, ?, ?, ?, ?, ?)';
 
 interface PackRow {
   last: number;
@@ -90,14 +92,11 @@ export class HistoryWriter {
     this.#db = openSqlite(path, { synchronous: 'normal' });
     this.#walSync = synchronous === 'full' ? new WalSync(path, options) : undefined;
     const db = this.#db;
-    db.exec(schema);
+    db.exec(HISTORY_SCHEMA);
     const insert = db.prepare(INSERT_PACK);
-    // BEGIN IMMEDIATE: another process's writer (a second gateway's sink) waits rather than converts too.
-    db.transaction(() => {
-      if (!hasLegacyHistory(db)) return;
-      options.converting?.(legacyHistoryRows(db));
-      convertLegacyHistory(db, insert);
-    }).immediate();
+    // What convertEarlierHistory left, or all of it here, step after step without a pause.
+    if (hasLegacyHistory(db)) options.converting?.(legacyHistoryRows(db));
+    while (convertStep(db, insert) > 0);
     db.exec(HISTORY_GUARD);
     const lastSeq = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'history_packs'").pluck();
     const counted = db.prepare<[string], number>('SELECT rows FROM history_counts WHERE bridge = ?').pluck();
@@ -209,6 +208,35 @@ export class HistoryWriter {
     this.#walSync?.flushSync();
     this.#walSync?.close();
     this.#db.close();
+  }
+}
+
+/**
+ * Converts a history written by an earlier version (a row a message) into packs, a step (a
+ * transaction of 20,000 messages) at a time with the event loop going on between them: what a
+ * history sink does before its writer opens, so that the devices' messages are not held up
+ * meanwhile (its own wait in the buffer). `started` is told the messages before the first step.
+ * Resolves with the messages moved and the time it took, or undefined when there was nothing to
+ * convert.
+ */
+export async function convertEarlierHistory(dataDir: string, started?: (messages: number) => void): Promise<{ messages: number; ms: number } | undefined> {
+  const path = historyPath(dataDir);
+  if (!existsSync(path)) return undefined;
+  const failed = walSyncFailure(path);
+  if (failed !== undefined) throw syncFailed(path, failed);
+  const db = openSqlite(path, { synchronous: 'normal' });
+  try {
+    if (!hasLegacyHistory(db)) return undefined;
+    const begun = performance.now();
+    const messages = legacyHistoryRows(db);
+    started?.(messages);
+    db.exec(HISTORY_SCHEMA);
+    const insert = db.prepare(INSERT_PACK);
+    while (convertStep(db, insert) > 0) await setImmediate();
+    db.exec(HISTORY_GUARD);
+    return { messages, ms: Math.round(performance.now() - begun) };
+  } finally {
+    db.close();
   }
 }
 

@@ -3,9 +3,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
+import pino from 'pino';
+import { from } from 'rxjs';
 import { createEnvelope, type Envelope } from '../../src/core/envelope.ts';
-import { HistoryReader, type HistoryRow, HistoryWriter, historyPath } from '../../src/sqlite/history-store.ts';
+import { convertStep } from '../../src/sqlite/history-legacy.ts';
+import { HISTORY_SCHEMA, HistoryReader, type HistoryRow, HistoryWriter, INSERT_PACK, convertEarlierHistory, historyPath } from '../../src/sqlite/history-store.ts';
 import { random } from '../harness/random.ts';
+import { trackedDeliveries } from '../conformance/deliveries.ts';
+import { historySink } from '../../src/sqlite/history-sink.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-history-packs-');
@@ -120,8 +126,8 @@ test('the history in packs keeps what a list of rows would: appends, deliveries 
   }
 });
 
-test('a history of an earlier version is read as it is, converted at the first writer with its seqs, and refused by that version afterwards', async () => {
-  const dir = tempDir();
+/** A history.db as an earlier version left it; returns its messages (in seq order, 3,000 made) and its row count. */
+function legacyHistory(dir: string): { envelopes: Envelope[]; rows: number } {
   const legacy = new Database(historyPath(dir));
   legacy.exec(LEGACY_SCHEMA);
   const insert = legacy.prepare('INSERT INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
@@ -137,34 +143,55 @@ test('a history of an earlier version is read as it is, converted at the first w
   legacy.exec('INSERT INTO history_counts SELECT bridge, count(*) FROM history GROUP BY bridge');
   const rows = legacy.prepare('SELECT count(*) FROM history').pluck().get() as number;
   legacy.close();
+  return { envelopes, rows };
+}
 
-  const read = () => {
-    const reader = new HistoryReader(dir);
-    try {
-      return [
-        reader.latest({ limit: 100_000 }),
-        reader.latest({ bridge: 'b', limit: 7, afterSeq: 100 }),
-        reader.latest({ limit: 50, topicPrefix: 'devices/d1' }),
-        reader.latest({ limit: 5, topicPrefix: 'DEVICES/' }),
-      ].map(plain);
-    } finally {
-      reader.close();
-    }
-  };
-  const before = read();
+/** Reads of a history: everything, a bridge after a seq, a topic prefix, and one in the wrong case. */
+function readAll(dir: string) {
+  const reader = new HistoryReader(dir);
+  try {
+    return [
+      reader.latest({ limit: 100_000 }),
+      reader.latest({ bridge: 'b', limit: 7, afterSeq: 100 }),
+      reader.latest({ limit: 50, topicPrefix: 'devices/d1' }),
+      reader.latest({ limit: 5, topicPrefix: 'DEVICES/' }),
+    ].map(plain);
+  } finally {
+    reader.close();
+  }
+}
+
+test('a history of an earlier version is read as it is, converted in steps with its seqs, and refused by that version afterwards', async () => {
+  const dir = tempDir();
+  const { envelopes, rows } = legacyHistory(dir);
+  const before = readAll(dir);
   assert.equal(before[0]?.length, rows, 'the reads of the unconverted file');
   assert.equal(before[1]?.[0]?.seq, 2986, 'b after seq 100, newest 7: the last of its run of seqs 2977-2992');
   assert.equal(before[3]?.length, 0, 'topics are matched case-sensitively');
 
+  // A conversion cut short (a crash) after two steps: the earlier table is read whole meanwhile.
+  const cut = new Database(historyPath(dir));
+  cut.exec(HISTORY_SCHEMA);
+  const insertPack = cut.prepare(INSERT_PACK);
+  assert.equal(convertStep(cut, insertPack, 700), 700);
+  assert.equal(convertStep(cut, insertPack, 700), 700);
+  cut.close();
+  assert.deepEqual(readAll(dir), before, 'the reads in the middle of the conversion');
+
+  // The history sink's way: the rest, a step at a time.
   let told: number | undefined;
-  const writer = new HistoryWriter(dir, 'normal', { converting: (messages) => (told = messages) });
+  const converted = await convertEarlierHistory(dir, (messages) => (told = messages));
+  assert.equal(told, rows);
+  assert.equal(converted?.messages, rows);
+  assert.deepEqual(readAll(dir), before, 'the same messages with the same seqs after the conversion');
+  assert.equal(await convertEarlierHistory(dir), undefined, 'nothing left to convert');
+
+  const writer = new HistoryWriter(dir, 'normal', { converting: () => assert.fail('converted already') });
   try {
-    assert.equal(told, rows);
-    assert.deepEqual(read(), before, 'the same messages with the same seqs after the conversion');
     // New messages take seqs after every seq given out, the deleted newest one included.
     const fresh = createEnvelope({ topic: 'devices/d9/telemetry/t', payload: 'new', origin: { source: 'mqtt' } });
     await writer.append('a', [...envelopes.slice(2993, 2998), fresh], 100_000);
-    const after = read()[0] ?? [];
+    const after = readAll(dir)[0] ?? [];
     assert.equal(after.length, rows + 1, 'the messages of the converted history are recognised when delivered again');
     assert.deepEqual(after.at(-1)?.seq, 3001);
   } finally {
@@ -178,4 +205,44 @@ test('a history of an earlier version is read as it is, converted at the first w
   } finally {
     db.close();
   }
+});
+
+test("a writer opened on an earlier version's history converts all of it first", async () => {
+  const dir = tempDir();
+  const { rows } = legacyHistory(dir);
+  const before = readAll(dir);
+  let told: number | undefined;
+  const writer = new HistoryWriter(dir, 'normal', { converting: (messages) => (told = messages) });
+  writer.close();
+  assert.equal(told, rows);
+  assert.deepEqual(readAll(dir), before);
+});
+
+test('the history sink converts an earlier history before its first write, says so in the log, and then writes after it', async () => {
+  const dir = tempDir();
+  const { rows } = legacyHistory(dir);
+  const lines: { msg: string; messages?: number }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  const sink = historySink.create(historySink.schema.parse({}), { logger, counters: new CounterRegistry(), dataDir: dir, bridge: 'a' });
+  const tracked = trackedDeliveries(3);
+  const subscription = sink(from(tracked.deliveries)).subscribe();
+  try {
+    await tracked.settled();
+    assert.equal(tracked.acked.length, 3);
+  } finally {
+    subscription.unsubscribe();
+  }
+  assert.deepEqual(
+    lines.map((l) => [l.msg, l.messages]),
+    [
+      ['history: converting the history of an earlier version of Ferry (a row a message) into packs', rows],
+      ['history: converted into packs', rows],
+    ],
+  );
+  const kept = readAll(dir)[0] ?? [];
+  assert.equal(kept.length, rows + 3);
+  assert.deepEqual(
+    kept.slice(-3).map((r) => r.id),
+    tracked.acked,
+  );
 });
