@@ -163,29 +163,51 @@ export function decode(out: StoredMessage[], bridge: string, first: number, meta
   const count = countOf(meta);
   let at = offsetOf(meta, from);
   for (let i = from; i < count && limit > 0; i++) {
-    if (skip?.has(first + i) === true) {
-      at += meta.readUInt32LE(i * META);
-      continue;
+    if (skip?.has(first + i) !== true) {
+      limit -= 1;
+      out.push(decodeRecord(bridge, first + i, body, at));
     }
-    limit -= 1;
-    const payloadLength = body.readUInt32LE(at);
-    const timestamp = body.readDoubleLE(at + 4);
-    const idLength = body.readUInt32LE(at + 12);
-    const topicLength = body.readUInt32LE(at + 16);
-    const originLength = body.readUInt32LE(at + 20);
-    const keyLength = body.readInt32LE(at + 24);
-    const headersLength = body.readUInt32LE(at + 28);
-    let p = at + HEAD;
-    const id = body.toString('utf8', p, (p += idLength));
-    const topic = body.toString('utf8', p, (p += topicLength));
-    const origin = parseOrigin(body.toString('utf8', p, (p += originLength)));
-    const key = keyLength < 0 ? undefined : body.toString('utf8', p, (p += keyLength));
-    const headers = headersLength === 0 ? NO_HEADERS : (JSON.parse(body.toString('utf8', p, (p += headersLength))) as Record<string, string>);
-    const payload = body.subarray(p, p + payloadLength);
-    at = p + payloadLength;
-    const envelope: Envelope = key === undefined ? { id, topic, payload, headers, timestamp, origin } : { id, topic, payload, headers, timestamp, origin, key };
-    out.push({ seq: first + i, bridge, envelope });
+    at += meta.readUInt32LE(i * META);
   }
+}
+
+/** Where each record of a pack starts in its body. */
+export function offsets(meta: Buffer): number[] {
+  const count = countOf(meta);
+  const starts = new Array<number>(count);
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    starts[i] = at;
+    at += meta.readUInt32LE(i * META);
+  }
+  return starts;
+}
+
+/** The message (seq `seq` of `bridge`) whose record starts at `at` of a pack's body. */
+export function decodeRecord(bridge: string, seq: number, body: Buffer, at: number): StoredMessage {
+  const payloadLength = body.readUInt32LE(at);
+  const timestamp = body.readDoubleLE(at + 4);
+  const idLength = body.readUInt32LE(at + 12);
+  const topicLength = body.readUInt32LE(at + 16);
+  const originLength = body.readUInt32LE(at + 20);
+  const keyLength = body.readInt32LE(at + 24);
+  const headersLength = body.readUInt32LE(at + 28);
+  let p = at + HEAD;
+  const id = body.toString('utf8', p, (p += idLength));
+  const topic = body.toString('utf8', p, (p += topicLength));
+  const origin = parseOrigin(body.toString('utf8', p, (p += originLength)));
+  const key = keyLength < 0 ? undefined : body.toString('utf8', p, (p += keyLength));
+  const headers = headersLength === 0 ? NO_HEADERS : (JSON.parse(body.toString('utf8', p, (p += headersLength))) as Record<string, string>);
+  const payload = body.subarray(p, p + payloadLength);
+  const envelope: Envelope = key === undefined ? { id, topic, payload, headers, timestamp, origin } : { id, topic, payload, headers, timestamp, origin, key };
+  return { seq, bridge, envelope };
+}
+
+/** Whether the topic of the record at `at` begins with `prefix` (its UTF-8 bytes), compared without decoding it. */
+export function topicStartsWith(body: Buffer, at: number, prefix: Buffer): boolean {
+  if (body.readUInt32LE(at + 16) < prefix.length) return false;
+  const start = at + HEAD + body.readUInt32LE(at + 12);
+  return body.compare(prefix, 0, prefix.length, start, start + prefix.length) === 0;
 }
 
 /** The ids of a pack's messages, read from their records without decoding the rest. */

@@ -2,8 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
-import { PackWriter, decode, idsOf } from '../buffer/packs.ts';
-import type { StoredMessage } from '../buffer/rows.ts';
+import { PackWriter, decodeRecord, idsOf, offsets, topicStartsWith } from '../buffer/packs.ts';
 import type { Envelope } from '../core/envelope.ts';
 import { openSqlite, type Synchronous } from './connection.ts';
 import { HISTORY_GUARD, convertStep, hasLegacyHistory, legacyHistoryRows, legacyLatest } from './history-legacy.ts';
@@ -272,16 +271,17 @@ export class HistoryReader {
       `SELECT last, bridge, first, meta, body FROM history_packs WHERE last > ?${query.bridge === undefined ? '' : ' AND bridge = ?'} ORDER BY last DESC`,
     );
     const out: HistoryRow[] = [];
-    const { limit, topicPrefix } = query;
+    const { limit } = query;
     if (limit <= 0) return out;
-    const messages: StoredMessage[] = [];
+    const prefix = query.topicPrefix === undefined ? undefined : Buffer.from(query.topicPrefix);
     for (const pack of packs.iterate(...(query.bridge === undefined ? [after] : [after, query.bridge]))) {
-      const floor = Math.max(after, floors.get(pack.bridge) ?? 0);
-      messages.length = 0;
-      decode(messages, pack.bridge, pack.first, pack.meta, pack.body, Math.max(0, floor + 1 - pack.first), Number.POSITIVE_INFINITY);
-      for (let i = messages.length - 1; i >= 0 && out.length < limit; i--) {
-        const { seq, bridge, envelope: e } = messages[i] as StoredMessage;
-        if (topicPrefix !== undefined && !e.topic.startsWith(topicPrefix)) continue;
+      const from = Math.max(0, Math.max(after, floors.get(pack.bridge) ?? 0) + 1 - pack.first);
+      const starts = offsets(pack.meta);
+      // Newest first: only the messages shown are decoded, the others' topics compared as bytes.
+      for (let i = starts.length - 1; i >= from && out.length < limit; i--) {
+        const at = starts[i] as number;
+        if (prefix !== undefined && !topicStartsWith(pack.body, at, prefix)) continue;
+        const { seq, bridge, envelope: e } = decodeRecord(pack.bridge, pack.first + i, pack.body, at);
         out.push({ seq, id: e.id, bridge, topic: e.topic, clientId: e.origin.clientId ?? null, qos: e.origin.qos ?? null, payload: e.payload as Buffer, receivedAt: e.timestamp });
       }
       if (out.length >= limit) break;
