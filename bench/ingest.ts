@@ -16,7 +16,7 @@ import Database from 'better-sqlite3';
 import { Fleet } from '../src/cli/simulate/fleet.ts';
 import { historyPath } from '../src/sqlite/history-store.ts';
 import { type Target, historyBridge, startAedesTarget, startFerryTarget, startMosquittoTarget } from './targets.ts';
-import { mainThreadMs, mainThreadSince, warmUp } from './load.ts';
+import { cpuMs, mainThreadMs, mainThreadSince, warmUp } from './load.ts';
 import { median, ratio } from './stats.ts';
 
 const DEVICES = 50;
@@ -41,6 +41,8 @@ export interface IngestBenchResult {
   readonly qos0OwnCore: { ferry: number; aedes: number; ferryVsAedes: number };
   /** The gateway's QoS 0 round from its first publish until its history held every message, msgs/s. */
   readonly qos0IntoHistory: number;
+  /** CPU ms per 1,000 QoS 0 messages (all threads): the gateway's until its history kept them, plain aedes's until it handled them; ferryVsAedes is how many times as much. */
+  readonly qos0Cpu: { ferry: number; aedes: number; ferryVsAedes: number };
   /**
    * The broker's hardening alone: `ferry run` with no bridge (nothing stored, every message
    * acknowledged once the checks passed: packet-size guard, login, ACL, topic limits,
@@ -78,6 +80,8 @@ interface Rates {
   qos0IntoHistory: number;
   /** QoS 0 messages taken per second of the main thread's time on a core (0 where not measured). */
   qos0PerSecOnCore: number;
+  /** The process's CPU (all threads) per 1,000 QoS 0 messages, from the round's first publish until they were handled, and for the gateway kept in its history. */
+  qos0CpuMsPer1k: number;
 }
 
 async function measure(target: Target & { readonly pid?: number }, messages: number, qos0: boolean, historyDir?: string): Promise<Rates> {
@@ -85,19 +89,21 @@ async function measure(target: Target & { readonly pid?: number }, messages: num
   try {
     await warmUp(() => ackedRate(target.url, 1, Math.min(10_000, messages)));
     const qos1 = await ackedRate(target.url, 1, messages);
-    if (!qos0) return { qos1, qos0: 0, qos0IntoHistory: 0, qos0PerSecOnCore: 0 };
+    if (!qos0) return { qos1, qos0: 0, qos0IntoHistory: 0, qos0PerSecOnCore: 0, qos0CpuMsPer1k: 0 };
     history = historyDir === undefined ? undefined : await historyRows(historyDir);
     const before = history === undefined ? 0 : await history.settled();
     const started = performance.now();
     const { pid } = target;
     const thread = pid === undefined ? undefined : mainThreadMs(pid);
+    const cpu = pid === undefined ? 0 : cpuMs(pid);
+    const cpuPer1k = () => (pid === undefined ? 0 : Math.round(((cpuMs(pid) - cpu) * 10_000) / (messages * QOS0_FACTOR)) / 10);
     const rate = await ackedRate(target.url, 0, messages * QOS0_FACTOR);
     const qos0PerSecOnCore = pid === undefined || thread === undefined ? 0 : mainThreadSince(pid, thread, performance.now() - started, messages * QOS0_FACTOR).perSecOnCore;
-    if (history === undefined) return { qos1, qos0: rate, qos0IntoHistory: 0, qos0PerSecOnCore };
+    if (history === undefined) return { qos1, qos0: rate, qos0IntoHistory: 0, qos0PerSecOnCore, qos0CpuMsPer1k: cpuPer1k() };
     // Every QoS 0 message and the round's fences (one QoS 1 message per device).
     await history.reached(before + messages * QOS0_FACTOR + DEVICES);
     const intoHistory = Math.round((messages * QOS0_FACTOR * 1000) / (performance.now() - started));
-    return { qos1, qos0: rate, qos0IntoHistory: intoHistory, qos0PerSecOnCore };
+    return { qos1, qos0: rate, qos0IntoHistory: intoHistory, qos0PerSecOnCore, qos0CpuMsPer1k: cpuPer1k() };
   } finally {
     history?.close();
     await target.stop();
@@ -168,6 +174,7 @@ export async function benchIngest(messages = 50_000): Promise<IngestBenchResult>
     qos0: median(runs.map((r) => r.qos0)),
     qos0IntoHistory: median(runs.map((r) => r.qos0IntoHistory)),
     qos0PerSecOnCore: median(runs.map((r) => r.qos0PerSecOnCore)),
+    qos0CpuMsPer1k: median(runs.map((r) => r.qos0CpuMsPer1k)),
   });
   const [ferry, hooks, aedes] = [middle(rounds.ferry), middle(rounds.hooks), middle(rounds.aedes)];
   const mosquitto = rounds.mosquitto.length === 0 ? undefined : middle(rounds.mosquitto);
@@ -187,6 +194,7 @@ export async function benchIngest(messages = 50_000): Promise<IngestBenchResult>
     qos0: { ferry: ferry.qos0, aedes: aedes.qos0, ferryVsAedes: ratio(ferry.qos0, aedes.qos0) },
     qos0OwnCore: { ferry: ferry.qos0PerSecOnCore, aedes: aedes.qos0PerSecOnCore, ferryVsAedes: ratio(ferry.qos0PerSecOnCore, aedes.qos0PerSecOnCore) },
     qos0IntoHistory: ferry.qos0IntoHistory,
+    qos0Cpu: { ferry: ferry.qos0CpuMsPer1k, aedes: aedes.qos0CpuMsPer1k, ferryVsAedes: ratio(ferry.qos0CpuMsPer1k, aedes.qos0CpuMsPer1k) },
     hardening: { qos1: hooks.qos1, qos0: hooks.qos0, qos1VsAedes: ratio(hooks.qos1, aedes.qos1), qos0VsAedes: ratio(hooks.qos0, aedes.qos0) },
     historyFull: { prefill: PREFILL, qos1: median(full), qos1VsAedes: ratio(median(full), aedes.qos1) },
   };

@@ -172,6 +172,13 @@ if (selected.has('ingest')) {
     ratio(ingest.qos0IntoHistory, ingest.qos0.ferry),
   ]);
   rows.push([
+    'QoS 0 into the history, CPU ms per 1,000 messages until kept (all threads; ratio: times as much)',
+    ingest.qos0Cpu.ferry,
+    'plain aedes, until handled',
+    ingest.qos0Cpu.aedes,
+    ingest.qos0Cpu.ferryVsAedes,
+  ]);
+  rows.push([
     `QoS 1 ingest, the history full at its default keep (${ingest.historyFull.prefill.toLocaleString('en-US')} messages first), msgs/s`,
     ingest.historyFull.qos1,
     'plain aedes, no hooks',
