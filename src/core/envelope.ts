@@ -100,3 +100,11 @@ export function formatUuid(bytes: Uint8Array): string {
   }
   return idText.toString('latin1');
 }
+
+const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/**
+ * Whether an id has the form newId() gives (a lowercase UUIDv7): such ids sort in the order
+ * they were made. An id from elsewhere (a source's `messageId` template, a handler's) does not.
+ */
+export const isUuidV7 = (id: string): boolean => id.length === 36 && UUID_V7.test(id);

@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3';
 import { PackWriter } from '../buffer/packs.ts';
 import type { Envelope, Origin } from '../core/envelope.ts';
-import { NO_HEADERS } from '../core/envelope.ts';
+import { NO_HEADERS, isUuidV7 } from '../core/envelope.ts';
 import type { HistoryQuery, HistoryRow } from './history-store.ts';
 
 /**
@@ -67,13 +67,13 @@ export function convertStep(db: Database.Database, insert: Database.Statement, r
         db.exec('DROP TABLE history');
         return 0;
       }
-      packRuns(chunk, insert);
+      packRuns(chunk, insert, db.prepare('INSERT OR IGNORE INTO history_ids (bridge, id) VALUES (?, ?)'));
       return chunk.length;
     })
     .immediate();
 }
 
-function packRuns(rows: readonly LegacyRow[], insert: Database.Statement): void {
+function packRuns(rows: readonly LegacyRow[], insert: Database.Statement, keepId: Database.Statement): void {
   const pack = new PackWriter();
   let open: { bridge: string; first: number; last: number; min: string; max: string } | undefined;
   const close = () => {
@@ -84,11 +84,15 @@ function packRuns(rows: readonly LegacyRow[], insert: Database.Statement): void 
   try {
     for (const row of rows) {
       if (open !== undefined && (row.bridge !== open.bridge || row.seq !== open.last + 1 || pack.full)) close();
-      open ??= { bridge: row.bridge, first: row.seq, last: row.seq, min: row.id, max: row.id };
+      open ??= { bridge: row.bridge, first: row.seq, last: row.seq, min: '', max: '' };
       pack.add(toEnvelope(row));
       open.last = row.seq;
-      if (row.id < open.min) open.min = row.id;
-      if (row.id > open.max) open.max = row.id;
+      // As the writer keeps them (history-store.ts): the range of the UUIDv7s, a row for each other id.
+      if (!isUuidV7(row.id)) keepId.run(row.bridge, row.id);
+      else {
+        if (open.min === '' || row.id < open.min) open.min = row.id;
+        if (row.id > open.max) open.max = row.id;
+      }
     }
     close();
   } finally {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
 import { PackWriter, decodeRecord, idsOf, offsets, topicStartsWith } from '../buffer/packs.ts';
-import type { Envelope } from '../core/envelope.ts';
+import { type Envelope, isUuidV7 } from '../core/envelope.ts';
 import { openSqlite, type Synchronous } from './connection.ts';
 import { HISTORY_GUARD, convertStep, hasLegacyHistory, legacyHistoryRows, legacyLatest } from './history-legacy.ts';
 import { type Fdatasync, WalSync, walSyncFailure } from './wal-sync.ts';
@@ -29,8 +29,9 @@ export const HISTORY_SCHEMA = `
 -- The history: runs of one bridge's messages with consecutive seqs, [first, last], a row each,
 -- in the buffer's pack format (src/buffer/packs.ts). Seqs are given out across bridges in the
 -- order the messages are written; AUTOINCREMENT never gives one out twice. min_id and max_id
--- bound the ids in a pack: a message delivered again (its id kept already) is found through
--- them, without an index entry a message.
+-- bound the pack's ids made by Ferry (UUIDv7s, in the order made; '' when it has none): a
+-- message delivered again (its id kept already) is found through them, without an index entry
+-- a message.
 CREATE TABLE IF NOT EXISTS history_packs (
   last INTEGER PRIMARY KEY AUTOINCREMENT,
   bridge TEXT NOT NULL,
@@ -42,6 +43,9 @@ CREATE TABLE IF NOT EXISTS history_packs (
 );
 CREATE INDEX IF NOT EXISTS history_packs_bridge ON history_packs (bridge, last, first);
 CREATE INDEX IF NOT EXISTS history_packs_ids ON history_packs (bridge, max_id, min_id);
+-- The other ids (a source's messageId template, a handler's), whose order says nothing: one
+-- row each, while their message is kept.
+CREATE TABLE IF NOT EXISTS history_ids (bridge TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (bridge, id)) WITHOUT ROWID;
 -- Per bridge, the seq at and below which its messages are gone (beyond its keep): the front of
 -- its first pack; the pack goes when all of it is gone.
 CREATE TABLE IF NOT EXISTS history_floors (bridge TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
@@ -110,49 +114,68 @@ export class HistoryWriter {
     const overlapping = db.prepare<[string, string, string], { meta: Buffer; body: Buffer }>(
       'SELECT meta, body FROM history_packs WHERE bridge = ? AND max_id >= ? AND min_id <= ?',
     );
+    const keepId = db.prepare('INSERT OR IGNORE INTO history_ids (bridge, id) VALUES (?, ?)');
     /** The envelopes whose ids the bridge does not keep yet, each once. */
     const unkept = (bridge: string, envelopes: readonly Envelope[]): readonly Envelope[] => {
-      // Ids are UUIDv7s made at ingress, in order: a batch of new messages is usually above
-      // every id kept, and then nothing is looked up.
-      let low = (envelopes[0] as Envelope).id;
-      let high = low;
+      // Ferry's ids are UUIDv7s made at ingress, in order: a batch of new messages is usually
+      // above every such id kept, and then nothing is looked up.
+      let low: string | undefined;
+      let high = '';
       let ascending = true;
-      for (let i = 1; i < envelopes.length; i++) {
-        const id = (envelopes[i] as Envelope).id;
-        if (id <= high) ascending = false;
-        else high = id;
-        if (id < low) low = id;
+      let others = false;
+      for (const { id } of envelopes) {
+        if (!isUuidV7(id)) others = true;
+        else if (low === undefined) low = high = id;
+        else {
+          if (id <= high) ascending = false;
+          else high = id;
+          if (id < low) low = id;
+        }
       }
-      const newest = newestId.get(bridge) ?? null;
-      if (ascending && (newest === null || low > newest)) return envelopes;
-      // Messages delivered again, or ids out of order: read the ids of the packs that could hold them.
-      const kept = new Set<string>();
-      for (const pack of overlapping.all(bridge, low, high)) for (const id of idsOf(pack.meta, pack.body)) kept.add(id);
+      let kept: Set<string> | undefined;
+      if (low !== undefined && !(ascending && low > (newestId.get(bridge) ?? ''))) {
+        // Delivered again, or out of order: the ids of the packs whose range could hold them.
+        kept = new Set();
+        for (const pack of overlapping.all(bridge, low, high)) for (const id of idsOf(pack.meta, pack.body)) kept.add(id);
+      }
+      if (kept === undefined && !others) return envelopes;
       const fresh: Envelope[] = [];
       for (const e of envelopes) {
-        if (kept.has(e.id)) continue;
-        kept.add(e.id);
+        if (!isUuidV7(e.id)) {
+          if (keepId.run(bridge, e.id).changes === 0) continue;
+        } else if (kept !== undefined) {
+          if (kept.has(e.id)) continue;
+          kept.add(e.id);
+        }
         fresh.push(e);
       }
       return fresh;
     };
+    const hasOtherIds = db.prepare<[string], number>('SELECT 1 FROM history_ids WHERE bridge = ? LIMIT 1').pluck();
+    const packIds = db.prepare<[number], { meta: Buffer; body: Buffer }>('SELECT meta, body FROM history_packs WHERE last = ?');
+    const forgetId = db.prepare('DELETE FROM history_ids WHERE bridge = ? AND id = ?');
     /** Removes the bridge's oldest `excess` messages (at most all of them); returns how many went. */
     const trim = (bridge: string, excess: number): number => {
       let floor = floorOf.get(bridge) ?? 0;
       let removed = 0;
+      const others = hasOtherIds.get(bridge) !== undefined;
       while (removed < excess) {
         const pack = front.get(bridge, floor);
         if (pack === undefined) break;
         const from = Math.max(pack.first, floor + 1);
-        const live = pack.last - from + 1;
-        if (live <= excess - removed) {
-          deletePack.run(pack.last);
-          removed += live;
-          floor = pack.last;
-        } else {
-          floor = from + (excess - removed) - 1;
-          removed = excess;
+        const to = Math.min(pack.last, from + (excess - removed) - 1);
+        if (others) {
+          // The other ids of the messages going: their message may be kept again.
+          const { meta, body } = packIds.get(pack.last) as { meta: Buffer; body: Buffer };
+          const ids = idsOf(meta, body);
+          for (let seq = from; seq <= to; seq++) {
+            const id = ids[seq - pack.first] as string;
+            if (!isUuidV7(id)) forgetId.run(bridge, id);
+          }
         }
+        if (to === pack.last) deletePack.run(pack.last);
+        removed += to - from + 1;
+        floor = to;
       }
       setFloor.run(bridge, floor);
       return removed;
@@ -173,11 +196,15 @@ export class HistoryWriter {
         insert.run(next - 1, bridge, first, min, max, pack.meta(), pack.body());
         pack.reset();
         first = next;
+        min = '';
+        max = '';
       };
       try {
         for (const e of fresh) {
-          if (pack.count === 0 || e.id < min) min = e.id;
-          if (pack.count === 0 || e.id > max) max = e.id;
+          if (isUuidV7(e.id)) {
+            if (min === '' || e.id < min) min = e.id;
+            if (e.id > max) max = e.id;
+          }
           pack.add(e);
           next += 1;
           if (pack.full) close();

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import pino from 'pino';
 import { from } from 'rxjs';
-import { createEnvelope, type Envelope } from '../../src/core/envelope.ts';
+import { createEnvelope, type Envelope, isUuidV7 } from '../../src/core/envelope.ts';
 import { convertStep } from '../../src/sqlite/history-legacy.ts';
 import { HISTORY_SCHEMA, HistoryReader, type HistoryRow, HistoryWriter, INSERT_PACK, convertEarlierHistory, historyPath } from '../../src/sqlite/history-store.ts';
 import { random } from '../harness/random.ts';
@@ -49,15 +49,24 @@ test('the history in packs keeps what a list of rows would: appends, deliveries 
   ]);
   let seq = 0;
   let n = 0;
-  const message = (): Envelope => {
+  /** Messages with an id of a source's template (in no order), which may be sent again once trimmed. */
+  const templated = new Map<string, Envelope[]>([
+    ['a', []],
+    ['b', []],
+  ]);
+  const message = (bridge: string): Envelope => {
     n += 1;
     // Payloads of a few bytes to a few KiB: some packs close at 1 MiB rather than 1,024 messages.
     const payload = Buffer.alloc(next(4) === 0 ? 2000 + next(3000) : 1 + next(40), n % 251);
-    return createEnvelope({
+    const envelope = createEnvelope({
       topic: `devices/d${next(3)}/${next(2) === 0 ? 'telemetry' : 'Telemetry'}/t`,
       payload,
       origin: { source: 'test', clientId: `d${n % 7}`, qos: next(2) as 0 | 1 },
+      // A third from a messageId template, in no order.
+      ...(next(3) === 0 ? { id: `d${n % 7}:${next(1_000_000_000)}` } : {}),
     });
+    if (!isUuidV7(envelope.id)) templated.get(bridge)?.push(envelope);
+    return envelope;
   };
   let writer = new HistoryWriter(dir, 'normal');
   try {
@@ -65,11 +74,16 @@ test('the history in packs keeps what a list of rows would: appends, deliveries 
       const bridge = next(2) === 0 ? 'a' : 'b';
       const kept = model.get(bridge) as Kept[];
       const keep = [40, 700, 2500][next(3)] as number;
-      const batch: Envelope[] = Array.from({ length: next(5) === 0 ? 900 + next(900) : 1 + next(60) }, message);
+      const batch: Envelope[] = Array.from({ length: next(5) === 0 ? 900 + next(900) : 1 + next(60) }, () => message(bridge));
       // Some of what the bridge keeps, delivered again (after a restart, or a batch retried),
       // anywhere in the batch; and a message twice in one batch.
       if (kept.length > 0 && next(3) === 0) {
         for (let i = next(20); i > 0; i--) batch.splice(next(batch.length + 1), 0, (kept[next(kept.length)] as Kept).envelope);
+      }
+      // A template's id sent again, kept or trimmed (trimmed, it is kept again).
+      const sent = templated.get(bridge) as Envelope[];
+      if (sent.length > 0 && next(3) === 0) {
+        for (let i = next(20); i > 0; i--) batch.splice(next(batch.length + 1), 0, sent[next(sent.length)] as Envelope);
       }
       if (next(6) === 0) batch.push(batch[next(batch.length)] as Envelope);
       if (next(6) === 0) batch.push(batch.at(-1) as Envelope);
@@ -133,7 +147,13 @@ function legacyHistory(dir: string): { envelopes: Envelope[]; rows: number } {
   const insert = legacy.prepare('INSERT INTO history (id, bridge, topic, client_id, qos, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
   const envelopes: Envelope[] = [];
   for (let i = 0; i < 3000; i++) {
-    const e = createEnvelope({ topic: `devices/d${i % 3}/telemetry/t`, payload: `m${i}`, origin: { source: 'mqtt', clientId: `d${i % 3}`, qos: 1 } });
+    // Every seventh from a messageId template (2996 among them, delivered again below).
+    const e = createEnvelope({
+      topic: `devices/d${i % 3}/telemetry/t`,
+      payload: `m${i}`,
+      origin: { source: 'mqtt', clientId: `d${i % 3}`, qos: 1 },
+      ...(i % 7 === 0 ? { id: `d${i % 3}:${i}` } : {}),
+    });
     envelopes.push(e);
     // Bridges in runs of varying length; client id and QoS missing on some (a Kafka source's messages).
     insert.run(e.id, (i >> 4) % 3 === 0 ? 'b' : 'a', e.topic, i % 10 === 0 ? null : e.origin.clientId, i % 10 === 0 ? null : 1, Buffer.from(e.payload), e.timestamp);
