@@ -115,8 +115,11 @@ export class HistoryWriter {
       'SELECT meta, body FROM history_packs WHERE bridge = ? AND max_id >= ? AND min_id <= ?',
     );
     const keepId = db.prepare('INSERT OR IGNORE INTO history_ids (bridge, id) VALUES (?, ?)');
-    /** The envelopes whose ids the bridge does not keep yet, each once. */
-    const unkept = (bridge: string, envelopes: readonly Envelope[]): readonly Envelope[] => {
+    /**
+     * The envelopes whose ids the bridge does not keep yet, each once; `others`: whether any id
+     * of the batch is not a UUIDv7 (when none is, the pack's range needs no test of each id).
+     */
+    const unkept = (bridge: string, envelopes: readonly Envelope[]): { fresh: readonly Envelope[]; others: boolean } => {
       // Ferry's ids are UUIDv7s made at ingress, in order: a batch of new messages is usually
       // above every such id kept, and then nothing is looked up.
       let low: string | undefined;
@@ -138,7 +141,7 @@ export class HistoryWriter {
         kept = new Set();
         for (const pack of overlapping.all(bridge, low, high)) for (const id of idsOf(pack.meta, pack.body)) kept.add(id);
       }
-      if (kept === undefined && !others) return envelopes;
+      if (kept === undefined && !others) return { fresh: envelopes, others };
       const fresh: Envelope[] = [];
       for (const e of envelopes) {
         if (!isUuidV7(e.id)) {
@@ -149,7 +152,7 @@ export class HistoryWriter {
         }
         fresh.push(e);
       }
-      return fresh;
+      return { fresh, others };
     };
     const hasOtherIds = db.prepare<[string], number>('SELECT 1 FROM history_ids WHERE bridge = ? LIMIT 1').pluck();
     const packIds = db.prepare<[number], { meta: Buffer; body: Buffer }>('SELECT meta, body FROM history_packs WHERE last = ?');
@@ -186,7 +189,7 @@ export class HistoryWriter {
         const floor = floorOf.get(bridge) ?? 0;
         rows = count.get(floor + 1, bridge, floor) ?? 0;
       }
-      const fresh = envelopes.length === 0 ? envelopes : unkept(bridge, envelopes);
+      const { fresh, others } = envelopes.length === 0 ? { fresh: envelopes, others: false } : unkept(bridge, envelopes);
       const pack = this.#pack;
       let next = ((lastSeq.get() as number | undefined) ?? 0) + 1;
       let first = next;
@@ -201,7 +204,7 @@ export class HistoryWriter {
       };
       try {
         for (const e of fresh) {
-          if (isUuidV7(e.id)) {
+          if (!others || isUuidV7(e.id)) {
             if (min === '' || e.id < min) min = e.id;
             if (e.id > max) max = e.id;
           }
