@@ -212,13 +212,5 @@ export function topicStartsWith(body: Buffer, at: number, prefix: Buffer): boole
 
 /** The ids of a pack's messages, read from their records without decoding the rest. */
 export function idsOf(meta: Buffer, body: Buffer): string[] {
-  const count = countOf(meta);
-  const ids = new Array<string>(count);
-  let at = 0;
-  for (let i = 0; i < count; i++) {
-    const start = at + HEAD;
-    ids[i] = body.toString('utf8', start, start + body.readUInt32LE(at + 12));
-    at += meta.readUInt32LE(i * META);
-  }
-  return ids;
+  return offsets(meta).map((at) => body.toString('utf8', at + HEAD, at + HEAD + body.readUInt32LE(at + 12)));
 }
