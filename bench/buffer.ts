@@ -67,8 +67,8 @@ async function ferryEnqueueAndDrain(dir: string, rows: readonly Envelope[]): Pro
   const logger = pino({ level: 'silent' });
   const counters = new CounterRegistry();
   const { store } = openBuffer(dir, logger);
-  const writer = new BufferWriter(store, bufferSettingsSchema.parse({}), logger, counters);
-  const policy = bufferPolicySchema.parse({ windowSize: TURN });
+  const writer = new BufferWriter(store, bufferSettingsSchema().parse({}), logger, counters);
+  const policy = bufferPolicySchema().parse({ windowSize: TURN });
   store.registerBridge('b', ['null']);
   writer.setPolicy('b', policy);
 

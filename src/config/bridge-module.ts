@@ -49,13 +49,20 @@ export const HANDLER_WINDOW = 10_000;
 /** Default `maxHoldMs` of a TypeScript bridge. */
 export const DEFAULT_MAX_HOLD_MS = 60_000;
 
-/** One schema per set of kinds: a start checks every TypeScript bridge with it (about 50 zod schemas each built anew). */
-const handlerBridgeSchemas = new WeakMap<ComponentKinds, ReturnType<typeof buildHandlerBridgeSchema>>();
+/**
+ * One schema per set of kinds while it is in use: a start checks every TypeScript bridge with
+ * it (about 50 zod schemas each built anew), then lets it go with the rest of the config's
+ * schemas (see src/core/lazy-schema.ts).
+ */
+const handlerBridgeSchemas = new WeakMap<ComponentKinds, WeakRef<ReturnType<typeof buildHandlerBridgeSchema>>>();
 
 /** The checks a YAML bridge gets, on what `defineBridge` was given. */
 export function handlerBridgeSchema(kinds: ComponentKinds) {
-  let schema = handlerBridgeSchemas.get(kinds);
-  if (schema === undefined) handlerBridgeSchemas.set(kinds, (schema = buildHandlerBridgeSchema(kinds)));
+  let schema = handlerBridgeSchemas.get(kinds)?.deref();
+  if (schema === undefined) {
+    schema = buildHandlerBridgeSchema(kinds);
+    handlerBridgeSchemas.set(kinds, new WeakRef(schema));
+  }
   return schema;
 }
 
@@ -73,7 +80,7 @@ function buildHandlerBridgeSchema(kinds: ComponentKinds) {
     // messages it holds, and a deeper one than a YAML bridge's leaves room for windows.
     buffer: z.preprocess(
       (value) => (value === undefined || (typeof value === 'object' && value !== null && !Array.isArray(value)) ? { windowSize: HANDLER_WINDOW, ...value } : value),
-      bufferPolicySchema.refine((policy) => policy.replay === 'fifo', { path: ['replay'], message: 'a TypeScript bridge reads its buffer in arrival order: use replay: fifo' }),
+      bufferPolicySchema().refine((policy) => policy.replay === 'fifo', { path: ['replay'], message: 'a TypeScript bridge reads its buffer in arrival order: use replay: fifo' }),
     ),
     maxHoldMs: z.int().min(100).default(DEFAULT_MAX_HOLD_MS),
     onHoldTimeout: z.enum(['warn', 'ack', 'deadLetter']).default('warn'),

@@ -104,7 +104,7 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
   };
   const issues: ConfigIssue[] = [];
 
-  const gateway = parseFile(file, display(file), gatewaySchema, env, issues);
+  const gateway = parseFile(file, display(file), gatewaySchema(), env, issues);
   const names = new Map<string, string>();
   if (gateway.yaml === undefined) return { issues, modules: [], names, display };
   const base = dirname(file);
@@ -112,8 +112,8 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
   // one run reports everything; a broken list falls back to its default.
   const raw = (gateway.yaml.value ?? {}) as Record<string, unknown>;
   const lists = {
-    bridges: gateway.value?.bridges ?? listOr(raw['bridges'], gatewaySchema.shape.bridges),
-    devices: gateway.value?.devices ?? listOr(raw['devices'], gatewaySchema.shape.devices),
+    bridges: gateway.value?.bridges ?? listOr(raw['bridges'], gatewaySchema().shape.bridges),
+    devices: gateway.value?.devices ?? listOr(raw['devices'], gatewaySchema().shape.devices),
   };
 
   checkDatabaseFiles(gateway.value?.databases ?? {}, base, gateway.yaml, issues);
@@ -144,7 +144,7 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
   // gateway of anonymous devices needs none.
   const devicesGiven = raw['devices'] !== undefined;
   for (const path of expand(lists.devices, base, 'devices', gateway.yaml, issues, ['.yaml', '.yml'], !devicesGiven)) {
-    const parsed = parseFile(path, display(path), deviceSchema, env, issues);
+    const parsed = parseFile(path, display(path), deviceSchema(), env, issues);
     if (parsed.value !== undefined && parsed.yaml !== undefined) devices.push({ value: { ...parsed.value, file: display(path) }, yaml: parsed.yaml, path });
   }
   const withRedis = resolveRedisRefs(bridges, gateway.value?.redis ?? {}, issues);

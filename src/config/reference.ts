@@ -40,9 +40,9 @@ export type KindLink = (list: 'from' | 'to' | 'transform', kind: string) => stri
  */
 export function fileReferences(kinds: ComponentKinds, kindLink?: KindLink): { readonly file: 'gateway' | 'bridge' | 'device'; readonly title: string; readonly table: string }[] {
   return [
-    { file: 'gateway', title: 'Gateway file (`config/gateway.yaml`)', table: schemaTable(gatewaySchema) },
+    { file: 'gateway', title: 'Gateway file (`config/gateway.yaml`)', table: schemaTable(gatewaySchema()) },
     { file: 'bridge', title: 'Bridge files (`bridges/*.yaml`)', table: schemaTable(bridgeSchema(kinds), kindLink) },
-    { file: 'device', title: 'Device profiles (`devices/*.yaml`)', table: schemaTable(deviceSchema) },
+    { file: 'device', title: 'Device profiles (`devices/*.yaml`)', table: schemaTable(deviceSchema()) },
   ];
 }
 
@@ -53,7 +53,7 @@ export function kindReferences(kinds: ComponentKinds): { readonly sources: KindR
     return { kind: c.kind, description: c.description, table: tableOf(collect(json, '')), example: exampleOf(json) };
   };
   // A step is a one-key map (`keep: [fields]`): its table keeps the key, which is the setting.
-  const transforms = (jsonSchemaOf(transformStepSchema).anyOf ?? []).map((step) => {
+  const transforms = (jsonSchemaOf(transformStepSchema()).anyOf ?? []).map((step) => {
     const [kind, config] = Object.entries(step.properties ?? {})[0] as [string, JsonSchema];
     const example = config.properties === undefined ? (config.examples?.[0] ?? '...') : exampleOf(config);
     return { kind, description: step.description ?? '', table: tableOf(collect(step, '')), example: { [kind]: example } };

@@ -18,148 +18,151 @@ export interface ComponentKinds {
 }
 
 import { aclSchema, enabled, logLevel, mqttSettingsSchema, port } from './mqtt-schema.ts';
+import { lazySchema } from '../core/lazy-schema.ts';
 
 export { port } from './mqtt-schema.ts';
-export const gatewaySchema = z
-  .strictObject({
-    gateway: z
-      .strictObject({
-        name: z
-          .string()
-          .min(1)
-          .default('ferry')
-          .meta({ description: 'Name of this gateway in logs and status.', examples: ['site-7-gw1'] }),
-        dataDir: z
-          .string()
-          .min(1)
-          .default('./data')
-          .meta({
-            description: "Directory for Ferry's local state (history, buffers). Relative paths are relative to the config file.",
-            examples: ['/var/lib/ferry'],
-          }),
-      })
-      .prefault({})
-      .meta({ description: 'Identity and local state of this gateway.' }),
-    mqtt: mqttSettingsSchema,
-    admin: z
-      .strictObject({
-        enabled: z
-          .boolean()
-          .default(true)
-          .meta({ description: 'Serve the admin HTTP API.', examples: [true] }),
-        host: z
-          .string()
-          .min(1)
-          .default('127.0.0.1')
-          .meta({ description: 'Address of the admin HTTP server.', examples: ['127.0.0.1'] }),
-        port: port.default(9180).meta({ description: 'Port of the admin HTTP server (/healthz, /readyz, /api/status, /metrics).', examples: [9180] }),
-        token: z
-          .string()
-          .min(16, 'an admin token needs at least 16 characters')
-          .optional()
-          .meta({
-            description:
-              'Bearer token callers of /api/* and /metrics must send (`Authorization: Bearer <token>`); required when `host` is not a loopback address. Write it as ${ADMIN_TOKEN} to keep it out of the file.',
-            examples: ['${FERRY_ADMIN_TOKEN}'],
-          }),
-        tokenFile: z
-          .string()
-          .min(1)
-          .optional()
-          .meta({ description: 'File holding the admin token (its first line), instead of `token`; relative to this file.', examples: ['/etc/ferry/admin-token'] }),
-        openMetrics: z
-          .boolean()
-          .default(false)
-          .meta({
-            description: 'Serve /metrics without the token (for a Prometheus that cannot send one); /healthz and /readyz are always open.',
-            examples: [true],
-          }),
-      })
-      .superRefine((admin, ctx) => {
-        if (admin.token !== undefined && admin.tokenFile !== undefined) ctx.addIssue({ code: 'custom', path: ['tokenFile'], message: 'give token or tokenFile, not both' });
-        if (admin.enabled && admin.token === undefined && admin.tokenFile === undefined && !isLoopbackHost(admin.host)) {
-          ctx.addIssue({
-            code: 'custom',
-            path: ['host'],
-            message: `the admin server on ${admin.host} is reachable from other machines: set admin.token (or admin.tokenFile) so that only callers with it may reload or read status, or bind it to 127.0.0.1`,
-          });
-        }
-      })
-      .prefault({})
-      .meta({ description: 'Admin HTTP server: health, readiness, status, metrics and reload. Open on loopback; elsewhere it needs a token.' }),
-    log: z
-      .strictObject({
-        level: logLevel.default('info').meta({ description: 'Lowest level logged.', examples: ['debug'] }),
-        pretty: z
-          .enum(['auto', 'always', 'never'])
-          .default('auto')
-          .meta({
-            description: 'Human-readable logs: `auto` when standard output is a terminal, JSON lines otherwise.',
-            examples: ['never'],
-          }),
-      })
-      .prefault({})
-      .meta({ description: 'Logging (pino).' }),
-    buffer: bufferSettingsSchema.prefault({}),
-    telemetry: telemetrySchema,
-    shutdown: z
-      .strictObject({
-        drainTimeoutMs: z
-          .int()
-          .min(0)
-          .default(10_000)
-          .meta({
-            description: 'On SIGINT/SIGTERM, how long in-flight messages may take to settle before the gateway exits anyway.',
-            examples: [5000],
-          }),
-      })
-      .prefault({})
-      .meta({ description: 'Graceful shutdown.' }),
-    health: z
-      .strictObject({
-        stalledAfterMs: z
-          .int()
-          .min(100)
-          .default(10_000)
-          .meta({
-            description:
-              'A sink that has held messages this long without an answer (a hung Kafka, say) is reported as stalled: logged once, and listed as degraded in /readyz and /api/status. Well below the Kafka request timeout, so a hang shows before the first retry.',
-            examples: [10000],
-          }),
-        maxBacklogAgeMs: z
-          .int()
-          .min(0)
-          .default(300_000)
-          .meta({
-            description: 'A sink whose oldest undelivered message is older than this is reported as degraded (backlog); 0 turns the check off.',
-            examples: [300000],
-          }),
-      })
-      .prefault({})
-      .meta({
-        description:
-          'When the gateway reports trouble upstream. Degraded is not unready: /readyz answers 503 only while device traffic is refused (a full bridge under refuse, a full or failing disk, a drain).',
-      }),
-    redis: redisConnectionsSchema,
-    bridges: z
-      .array(z.string().min(1))
-      .default(['../bridges'])
-      .meta({
-        description: 'Bridge files or directories of bridge files (*.yaml, and *.ts custom handlers), relative to this file.',
-        examples: [['../bridges'], ['bridges/telemetry.yaml']],
-      }),
-    databases: databasesSchema,
-    devices: z
-      .array(z.string().min(1))
-      .default(['../devices'])
-      .meta({
-        description: 'Device profile files or directories of *.yaml profiles, relative to this file.',
-        examples: [['../devices']],
-      }),
-  })
-  .meta({ title: 'Ferry gateway config', description: 'config/gateway.yaml' });
+export const gatewaySchema = lazySchema(() =>
+  z
+    .strictObject({
+      gateway: z
+        .strictObject({
+          name: z
+            .string()
+            .min(1)
+            .default('ferry')
+            .meta({ description: 'Name of this gateway in logs and status.', examples: ['site-7-gw1'] }),
+          dataDir: z
+            .string()
+            .min(1)
+            .default('./data')
+            .meta({
+              description: "Directory for Ferry's local state (history, buffers). Relative paths are relative to the config file.",
+              examples: ['/var/lib/ferry'],
+            }),
+        })
+        .prefault({})
+        .meta({ description: 'Identity and local state of this gateway.' }),
+      mqtt: mqttSettingsSchema(),
+      admin: z
+        .strictObject({
+          enabled: z
+            .boolean()
+            .default(true)
+            .meta({ description: 'Serve the admin HTTP API.', examples: [true] }),
+          host: z
+            .string()
+            .min(1)
+            .default('127.0.0.1')
+            .meta({ description: 'Address of the admin HTTP server.', examples: ['127.0.0.1'] }),
+          port: port.default(9180).meta({ description: 'Port of the admin HTTP server (/healthz, /readyz, /api/status, /metrics).', examples: [9180] }),
+          token: z
+            .string()
+            .min(16, 'an admin token needs at least 16 characters')
+            .optional()
+            .meta({
+              description:
+                'Bearer token callers of /api/* and /metrics must send (`Authorization: Bearer <token>`); required when `host` is not a loopback address. Write it as ${ADMIN_TOKEN} to keep it out of the file.',
+              examples: ['${FERRY_ADMIN_TOKEN}'],
+            }),
+          tokenFile: z
+            .string()
+            .min(1)
+            .optional()
+            .meta({ description: 'File holding the admin token (its first line), instead of `token`; relative to this file.', examples: ['/etc/ferry/admin-token'] }),
+          openMetrics: z
+            .boolean()
+            .default(false)
+            .meta({
+              description: 'Serve /metrics without the token (for a Prometheus that cannot send one); /healthz and /readyz are always open.',
+              examples: [true],
+            }),
+        })
+        .superRefine((admin, ctx) => {
+          if (admin.token !== undefined && admin.tokenFile !== undefined) ctx.addIssue({ code: 'custom', path: ['tokenFile'], message: 'give token or tokenFile, not both' });
+          if (admin.enabled && admin.token === undefined && admin.tokenFile === undefined && !isLoopbackHost(admin.host)) {
+            ctx.addIssue({
+              code: 'custom',
+              path: ['host'],
+              message: `the admin server on ${admin.host} is reachable from other machines: set admin.token (or admin.tokenFile) so that only callers with it may reload or read status, or bind it to 127.0.0.1`,
+            });
+          }
+        })
+        .prefault({})
+        .meta({ description: 'Admin HTTP server: health, readiness, status, metrics and reload. Open on loopback; elsewhere it needs a token.' }),
+      log: z
+        .strictObject({
+          level: logLevel.default('info').meta({ description: 'Lowest level logged.', examples: ['debug'] }),
+          pretty: z
+            .enum(['auto', 'always', 'never'])
+            .default('auto')
+            .meta({
+              description: 'Human-readable logs: `auto` when standard output is a terminal, JSON lines otherwise.',
+              examples: ['never'],
+            }),
+        })
+        .prefault({})
+        .meta({ description: 'Logging (pino).' }),
+      buffer: bufferSettingsSchema().prefault({}),
+      telemetry: telemetrySchema(),
+      shutdown: z
+        .strictObject({
+          drainTimeoutMs: z
+            .int()
+            .min(0)
+            .default(10_000)
+            .meta({
+              description: 'On SIGINT/SIGTERM, how long in-flight messages may take to settle before the gateway exits anyway.',
+              examples: [5000],
+            }),
+        })
+        .prefault({})
+        .meta({ description: 'Graceful shutdown.' }),
+      health: z
+        .strictObject({
+          stalledAfterMs: z
+            .int()
+            .min(100)
+            .default(10_000)
+            .meta({
+              description:
+                'A sink that has held messages this long without an answer (a hung Kafka, say) is reported as stalled: logged once, and listed as degraded in /readyz and /api/status. Well below the Kafka request timeout, so a hang shows before the first retry.',
+              examples: [10000],
+            }),
+          maxBacklogAgeMs: z
+            .int()
+            .min(0)
+            .default(300_000)
+            .meta({
+              description: 'A sink whose oldest undelivered message is older than this is reported as degraded (backlog); 0 turns the check off.',
+              examples: [300000],
+            }),
+        })
+        .prefault({})
+        .meta({
+          description:
+            'When the gateway reports trouble upstream. Degraded is not unready: /readyz answers 503 only while device traffic is refused (a full bridge under refuse, a full or failing disk, a drain).',
+        }),
+      redis: redisConnectionsSchema(),
+      bridges: z
+        .array(z.string().min(1))
+        .default(['../bridges'])
+        .meta({
+          description: 'Bridge files or directories of bridge files (*.yaml, and *.ts custom handlers), relative to this file.',
+          examples: [['../bridges'], ['bridges/telemetry.yaml']],
+        }),
+      databases: databasesSchema(),
+      devices: z
+        .array(z.string().min(1))
+        .default(['../devices'])
+        .meta({
+          description: 'Device profile files or directories of *.yaml profiles, relative to this file.',
+          examples: [['../devices']],
+        }),
+    })
+    .meta({ title: 'Ferry gateway config', description: 'config/gateway.yaml' }),
+);
 
-export type GatewaySection = z.output<typeof gatewaySchema>;
+export type GatewaySection = z.output<ReturnType<typeof gatewaySchema>>;
 
 export const bridgeName = z
   .string()
@@ -183,9 +186,9 @@ export function bridgeSchema(kinds: ComponentKinds) {
       to: z.array(oneOf(kinds.sinks)).min(1).meta({
         description: "Where messages go: one or more sinks, each reading the bridge's buffer at its own pace. A sink kind used twice in one bridge is named kind#index in stats.",
       }),
-      buffer: bufferPolicySchema.prefault({}),
-      rateLimit: rateLimitSchema.optional(),
-      transform: transformSchema,
+      buffer: bufferPolicySchema().prefault({}),
+      rateLimit: rateLimitSchema().optional(),
+      transform: transformSchema(),
     })
     .superRefine((bridge, ctx) => {
       for (const issue of bridgeTemplateIssues(bridge, kinds)) ctx.addIssue({ code: 'custom', path: [...issue.path], message: issue.message });
@@ -207,77 +210,79 @@ export interface BridgeConfig {
   readonly file: string;
 }
 
-export const deviceSchema = z
-  .strictObject({
-    name: z
-      .string()
-      .min(1)
-      .meta({ description: 'Name of the device profile.', examples: ['temperature-sensor'] }),
-    description: z.string().optional().meta({ description: 'What kind of device this is.' }),
-    clientId: z
-      .string()
-      .min(1)
-      .default('*')
-      .meta({
-        description: 'Glob pattern of MQTT client ids this profile applies to.',
-        examples: ['sensor-*'],
-      }),
-    credentials: z
-      .array(
-        z.strictObject({
-          username: z
-            .string()
-            .min(1)
-            .meta({ description: 'Username, or a glob pattern of usernames sharing this password.', examples: ['sensor-17'] }),
-          passwordHash: z
-            .string()
-            .regex(PASSWORD_HASH_PATTERN, 'expected a hash from `ferry device hash-password` (scrypt$...)')
-            .optional()
-            .meta({
-              description:
-                'Salted scrypt hash of the password, made by `ferry device hash-password`; never the password itself. Without it, this login connects only with a client certificate whose CN is the username (`mqtt.tls.identityFromCert`).',
-              examples: ['scrypt$16384$8$1$...'],
-            }),
-          clientId: z
-            .string()
-            .min(1)
-            .default('%u')
-            .meta({
-              description: 'Glob of the client ids this login may use; %u is the username, so by default a device connects under its own name only.',
-              examples: ['%u'],
-            }),
+export const deviceSchema = lazySchema(() =>
+  z
+    .strictObject({
+      name: z
+        .string()
+        .min(1)
+        .meta({ description: 'Name of the device profile.', examples: ['temperature-sensor'] }),
+      description: z.string().optional().meta({ description: 'What kind of device this is.' }),
+      clientId: z
+        .string()
+        .min(1)
+        .default('*')
+        .meta({
+          description: 'Glob pattern of MQTT client ids this profile applies to.',
+          examples: ['sensor-*'],
         }),
-      )
-      .default([])
-      .meta({ description: 'Who may connect as this kind of device.' }),
-    acl: aclSchema('devices/%c/#', 'devices/%c/commands/#').meta({ description: 'What devices of this profile may publish and subscribe to.' }),
-    telemetry: z
-      .strictObject({
-        topic: z
-          .string()
-          .min(1)
-          .meta({ description: 'Topic the device publishes telemetry to; %c is the client id.', examples: ['devices/%c/telemetry/temperature'] }),
-        intervalMs: z
-          .int()
-          .min(1)
-          .default(1000)
-          .meta({ description: 'How often the device reports.', examples: [1000] }),
-        fields: z
-          .record(z.string(), z.strictObject({ min: z.number(), max: z.number() }))
-          .default({})
-          .meta({ description: 'Numeric payload fields and their ranges, for simulation.', examples: [{ celsius: { min: -10, max: 40 } }] }),
-      })
-      .optional()
-      .meta({ description: 'What the device publishes.' }),
-    payloadSchema: z
-      .union([z.string().min(1), z.record(z.string(), z.unknown())])
-      .optional()
-      .meta({
-        description:
-          "JSON Schema of the device's JSON payloads, inline or as a .json file relative to this file; bridges check payloads against it with `transform: [{validate: {profile: NAME}}]`.",
-        examples: ['schemas/temperature-sensor.json', { type: 'object', required: ['celsius'], properties: { celsius: { type: 'number' } } }],
-      }),
-  })
-  .meta({ title: 'Ferry device profile', description: 'devices/*.yaml' });
+      credentials: z
+        .array(
+          z.strictObject({
+            username: z
+              .string()
+              .min(1)
+              .meta({ description: 'Username, or a glob pattern of usernames sharing this password.', examples: ['sensor-17'] }),
+            passwordHash: z
+              .string()
+              .regex(PASSWORD_HASH_PATTERN, 'expected a hash from `ferry device hash-password` (scrypt$...)')
+              .optional()
+              .meta({
+                description:
+                  'Salted scrypt hash of the password, made by `ferry device hash-password`; never the password itself. Without it, this login connects only with a client certificate whose CN is the username (`mqtt.tls.identityFromCert`).',
+                examples: ['scrypt$16384$8$1$...'],
+              }),
+            clientId: z
+              .string()
+              .min(1)
+              .default('%u')
+              .meta({
+                description: 'Glob of the client ids this login may use; %u is the username, so by default a device connects under its own name only.',
+                examples: ['%u'],
+              }),
+          }),
+        )
+        .default([])
+        .meta({ description: 'Who may connect as this kind of device.' }),
+      acl: aclSchema('devices/%c/#', 'devices/%c/commands/#').meta({ description: 'What devices of this profile may publish and subscribe to.' }),
+      telemetry: z
+        .strictObject({
+          topic: z
+            .string()
+            .min(1)
+            .meta({ description: 'Topic the device publishes telemetry to; %c is the client id.', examples: ['devices/%c/telemetry/temperature'] }),
+          intervalMs: z
+            .int()
+            .min(1)
+            .default(1000)
+            .meta({ description: 'How often the device reports.', examples: [1000] }),
+          fields: z
+            .record(z.string(), z.strictObject({ min: z.number(), max: z.number() }))
+            .default({})
+            .meta({ description: 'Numeric payload fields and their ranges, for simulation.', examples: [{ celsius: { min: -10, max: 40 } }] }),
+        })
+        .optional()
+        .meta({ description: 'What the device publishes.' }),
+      payloadSchema: z
+        .union([z.string().min(1), z.record(z.string(), z.unknown())])
+        .optional()
+        .meta({
+          description:
+            "JSON Schema of the device's JSON payloads, inline or as a .json file relative to this file; bridges check payloads against it with `transform: [{validate: {profile: NAME}}]`.",
+          examples: ['schemas/temperature-sensor.json', { type: 'object', required: ['celsius'], properties: { celsius: { type: 'number' } } }],
+        }),
+    })
+    .meta({ title: 'Ferry device profile', description: 'devices/*.yaml' }),
+);
 
-export type DeviceProfile = z.output<typeof deviceSchema> & { readonly file: string };
+export type DeviceProfile = z.output<ReturnType<typeof deviceSchema>> & { readonly file: string };

@@ -1,89 +1,92 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import type { Env } from './interpolate.ts';
+import { lazySchema } from '../core/lazy-schema.ts';
 
 /** `telemetry:` in gateway.yaml: OpenTelemetry export over OTLP/HTTP, and the eBPF collector. */
-export const telemetrySchema = z
-  .strictObject({
-    endpoint: z
-      .url()
-      .optional()
-      .meta({
-        description:
-          'Base URL of an OTLP/HTTP receiver (an OpenTelemetry collector): traces go to `<endpoint>/v1/traces`, metrics to `/v1/metrics`, logs to `/v1/logs`. Without it (and without OTEL_EXPORTER_OTLP_ENDPOINT) nothing is exported and the OpenTelemetry SDK is not loaded.',
-        examples: ['http://127.0.0.1:4318'],
-      }),
-    headers: z
-      .record(z.string(), z.string())
-      .default({})
-      .meta({ description: 'HTTP headers sent with every export (an API key); merged over OTEL_EXPORTER_OTLP_HEADERS.', examples: [{ authorization: '${OTLP_TOKEN}' }] }),
-    serviceName: z
-      .string()
-      .min(1)
-      .optional()
-      .meta({ description: 'The `service.name` resource attribute; OTEL_SERVICE_NAME, else `ferry`.', examples: ['ferry'] }),
-    resourceAttributes: z
-      .record(z.string(), z.string())
-      .default({})
-      .meta({
-        description: 'More resource attributes, merged over OTEL_RESOURCE_ATTRIBUTES. `service.instance.id` and `ferry.gateway` are the gateway name, `host.name` the host.',
-        examples: [{ 'deployment.environment': 'site-7' }],
-      }),
-    traces: z
-      .strictObject({
-        enabled: z
-          .boolean()
-          .default(true)
-          .meta({ description: 'Export a span per sampled message (ingress to buffer commit, then each sink write).', examples: [true] }),
-        sampleRatio: z
-          .number()
-          .min(0)
-          .max(1)
-          .optional()
-          .meta({
-            description:
-              'Share of messages without a sampled parent that start a trace (parent-based: a message carrying a W3C traceparent follows its sampled flag); OTEL_TRACES_SAMPLER_ARG, else 0.1.',
-            examples: [0.01],
-          }),
-      })
-      .prefault({})
-      .meta({ description: 'Traces.' }),
-    metrics: z
-      .strictObject({
-        enabled: z
-          .boolean()
-          .default(true)
-          .meta({ description: 'Export the metrics of the catalogue (as on /metrics) over OTLP.', examples: [true] }),
-        intervalMs: z
-          .int()
-          .min(1000)
-          .optional()
-          .meta({ description: 'How often metrics are exported, in milliseconds; OTEL_METRIC_EXPORT_INTERVAL, else 15000.', examples: [60000] }),
-      })
-      .prefault({})
-      .meta({ description: 'Metrics.' }),
-    logs: z
-      .strictObject({
-        enabled: z
-          .boolean()
-          .default(false)
-          .meta({ description: 'Export log lines over OTLP too (they are still written to standard output).', examples: [true] }),
-      })
-      .prefault({})
-      .meta({ description: 'Logs.' }),
-    ebpf: z
-      .enum(['auto', 'off'])
-      .default('auto')
-      .meta({
-        description:
-          'The eBPF collector (fsync latency, on-CPU samples) through bpftrace: `auto` runs it when bpftrace is installed and usable (root), and logs once why not otherwise; `off` never. Independent of `endpoint`: its metrics show on /metrics.',
-        examples: ['off'],
-      }),
-  })
-  .prefault({})
-  .meta({ description: 'OpenTelemetry export (traces, metrics, logs over OTLP/HTTP) and the eBPF collector. See docs/observability.md.' });
+export const telemetrySchema = lazySchema(() =>
+  z
+    .strictObject({
+      endpoint: z
+        .url()
+        .optional()
+        .meta({
+          description:
+            'Base URL of an OTLP/HTTP receiver (an OpenTelemetry collector): traces go to `<endpoint>/v1/traces`, metrics to `/v1/metrics`, logs to `/v1/logs`. Without it (and without OTEL_EXPORTER_OTLP_ENDPOINT) nothing is exported and the OpenTelemetry SDK is not loaded.',
+          examples: ['http://127.0.0.1:4318'],
+        }),
+      headers: z
+        .record(z.string(), z.string())
+        .default({})
+        .meta({ description: 'HTTP headers sent with every export (an API key); merged over OTEL_EXPORTER_OTLP_HEADERS.', examples: [{ authorization: '${OTLP_TOKEN}' }] }),
+      serviceName: z
+        .string()
+        .min(1)
+        .optional()
+        .meta({ description: 'The `service.name` resource attribute; OTEL_SERVICE_NAME, else `ferry`.', examples: ['ferry'] }),
+      resourceAttributes: z
+        .record(z.string(), z.string())
+        .default({})
+        .meta({
+          description: 'More resource attributes, merged over OTEL_RESOURCE_ATTRIBUTES. `service.instance.id` and `ferry.gateway` are the gateway name, `host.name` the host.',
+          examples: [{ 'deployment.environment': 'site-7' }],
+        }),
+      traces: z
+        .strictObject({
+          enabled: z
+            .boolean()
+            .default(true)
+            .meta({ description: 'Export a span per sampled message (ingress to buffer commit, then each sink write).', examples: [true] }),
+          sampleRatio: z
+            .number()
+            .min(0)
+            .max(1)
+            .optional()
+            .meta({
+              description:
+                'Share of messages without a sampled parent that start a trace (parent-based: a message carrying a W3C traceparent follows its sampled flag); OTEL_TRACES_SAMPLER_ARG, else 0.1.',
+              examples: [0.01],
+            }),
+        })
+        .prefault({})
+        .meta({ description: 'Traces.' }),
+      metrics: z
+        .strictObject({
+          enabled: z
+            .boolean()
+            .default(true)
+            .meta({ description: 'Export the metrics of the catalogue (as on /metrics) over OTLP.', examples: [true] }),
+          intervalMs: z
+            .int()
+            .min(1000)
+            .optional()
+            .meta({ description: 'How often metrics are exported, in milliseconds; OTEL_METRIC_EXPORT_INTERVAL, else 15000.', examples: [60000] }),
+        })
+        .prefault({})
+        .meta({ description: 'Metrics.' }),
+      logs: z
+        .strictObject({
+          enabled: z
+            .boolean()
+            .default(false)
+            .meta({ description: 'Export log lines over OTLP too (they are still written to standard output).', examples: [true] }),
+        })
+        .prefault({})
+        .meta({ description: 'Logs.' }),
+      ebpf: z
+        .enum(['auto', 'off'])
+        .default('auto')
+        .meta({
+          description:
+            'The eBPF collector (fsync latency, on-CPU samples) through bpftrace: `auto` runs it when bpftrace is installed and usable (root), and logs once why not otherwise; `off` never. Independent of `endpoint`: its metrics show on /metrics.',
+          examples: ['off'],
+        }),
+    })
+    .prefault({})
+    .meta({ description: 'OpenTelemetry export (traces, metrics, logs over OTLP/HTTP) and the eBPF collector. See docs/observability.md.' }),
+);
 
-export type TelemetrySection = z.output<typeof telemetrySchema>;
+export type TelemetrySection = z.output<ReturnType<typeof telemetrySchema>>;
 
 /** One OTLP/HTTP destination. */
 export interface OtlpTarget {

@@ -8,8 +8,7 @@ import { type KafkaRecord, createKafkaProducer } from './client.ts';
 import { COMPRESSIONS } from './codecs.ts';
 import { kafkaConnectionFields } from './connection-fields.ts';
 import { allowedTopicProblem, recordRenderer, topicAllowList, topicTemplateProblem } from './records.ts';
-
-const connection = kafkaConnectionFields('Produce request timeout.');
+import { lazySchema } from '../core/lazy-schema.ts';
 
 /** A message template: its syntax is checked here, its captures against the source at the bridge. */
 const template = z.string().superRefine((source, ctx) => {
@@ -18,147 +17,154 @@ const template = z.string().superRefine((source, ctx) => {
 
 const RESERVED_HEADERS = ['ferry-id', 'mqtt-topic'];
 
-const schema = z
-  .strictObject({
-    brokers: connection.brokers,
-    topic: template
-      .superRefine((source, ctx) => {
-        let problem: string | undefined;
-        try {
-          problem = topicTemplateProblem(compileTemplate(source));
-        } catch {
-          return; // reported by `template`
-        }
-        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `topic '${source}': ${problem}` });
-      })
-      .meta({
-        description:
-          'Kafka topic the messages are written to: a name or a message template (`${1}`, `${clientId}`, `${payload.site}`...). A message whose topic renders to an invalid name, or whose field has no value, goes to the dead letters.',
-        examples: ['iot.telemetry', 'iot.${1}.telemetry'],
-      }),
-    allowedTopics: z
-      .array(
-        z.string().superRefine((pattern, ctx) => {
-          const problem = allowedTopicProblem(pattern);
-          if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `allowed topic '${pattern}': ${problem}` });
+const schema = lazySchema(() => {
+  const connection = kafkaConnectionFields('Produce request timeout.');
+  return z
+    .strictObject({
+      brokers: connection.brokers,
+      topic: template
+        .superRefine((source, ctx) => {
+          let problem: string | undefined;
+          try {
+            problem = topicTemplateProblem(compileTemplate(source));
+          } catch {
+            return; // reported by `template`
+          }
+          if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `topic '${source}': ${problem}` });
+        })
+        .meta({
+          description:
+            'Kafka topic the messages are written to: a name or a message template (`${1}`, `${clientId}`, `${payload.site}`...). A message whose topic renders to an invalid name, or whose field has no value, goes to the dead letters.',
+          examples: ['iot.telemetry', 'iot.${1}.telemetry'],
         }),
-      )
-      .min(1)
-      .optional()
-      .meta({
-        description:
-          'The only topics this sink writes, as patterns where `*` stands for any run of topic characters but "." (`iot.*.telemetry`). A message whose topic renders to another goes to the dead letters. Set it when the topic template takes device data (`${1}`, `${clientId}`, `${payload.x}`), so that devices cannot make Ferry write to, or the broker auto-create, other topics. Any valid topic when absent.',
-        examples: [['iot.*.telemetry']],
+      allowedTopics: z
+        .array(
+          z.string().superRefine((pattern, ctx) => {
+            const problem = allowedTopicProblem(pattern);
+            if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `allowed topic '${pattern}': ${problem}` });
+          }),
+        )
+        .min(1)
+        .optional()
+        .meta({
+          description:
+            'The only topics this sink writes, as patterns where `*` stands for any run of topic characters but "." (`iot.*.telemetry`). A message whose topic renders to another goes to the dead letters. Set it when the topic template takes device data (`${1}`, `${clientId}`, `${payload.x}`), so that devices cannot make Ferry write to, or the broker auto-create, other topics. Any valid topic when absent.',
+          examples: [['iot.*.telemetry']],
+        }),
+      key: template.optional().meta({
+        description: "Record key template; records of one key go to one partition, in order. The message's key, else the device's client id, when absent.",
+        examples: ['${1}', '${payload.site}-${clientId}'],
       }),
-    key: template.optional().meta({
-      description: "Record key template; records of one key go to one partition, in order. The message's key, else the device's client id, when absent.",
-      examples: ['${1}', '${payload.site}-${clientId}'],
-    }),
-    headers: z
-      .record(z.string().min(1), template)
-      .superRefine((headers, ctx) => {
-        for (const name of Object.keys(headers).filter((n) => RESERVED_HEADERS.includes(n))) {
-          ctx.addIssue({ code: 'custom', path: [name], message: `${name} is set by Ferry (${RESERVED_HEADERS.join(' and ')} are always sent); name this header otherwise` });
-        }
-      })
-      .default({})
-      .meta({
-        description:
-          "Extra record headers: name to message template. `ferry-id` (the message id), `mqtt-topic` and the message's own headers (such as `traceparent`) are always sent.",
-        examples: [{ site: '${payload.site}', device: '${clientId}' }],
-      }),
-    clientId: z
-      .string()
-      .min(1)
-      .default('ferry')
-      .meta({ description: 'Kafka client id.', examples: ['ferry-site-7'] }),
-    acks: z
-      .enum(['all', 'leader'])
-      .default('all')
-      .meta({ description: '`all`: acknowledged by every in-sync replica; `leader`: by the partition leader only.', examples: ['all'] }),
-    idempotent: z
-      .boolean()
-      .default(false)
-      .meta({
-        description:
-          'Idempotent producer: the broker drops a batch kafkajs retries after a lost response (fewer duplicates). Needs `acks: all` and at most 1 request in flight; experimental in kafkajs.',
-        examples: [true],
-      }),
-    maxInFlightRequests: z
-      .int()
-      .min(1)
-      .optional()
-      .meta({
-        description: 'Most produce requests in flight per broker; unlimited when absent, 1 with `idempotent`.',
-        examples: [1],
-      }),
-    compression: z
-      .enum(COMPRESSIONS)
-      .default('none')
-      .meta({ description: 'Batch compression; the codec is loaded only when used.', examples: ['zstd'] }),
-    // 1,000, the buffer's default window: a sink writes one batch at a time, so a window in one
-    // request moves twice as much a round trip as in two (docs/benchmarks.md, A Kafka far away).
-    batchSize: z
-      .int()
-      .min(1)
-      .default(1000)
-      .meta({ description: 'Most messages in one produce request.', examples: [1000] }),
-    batchBytes: z
-      .int()
-      .min(1)
-      .default(512 * 1024)
-      .meta({
-        description:
-          "Most payload bytes in one produce request (a larger message goes alone); keep it well below the broker's message.max.bytes (1 MiB by default), since keys, headers and record overhead come on top.",
-        examples: [1048576],
-      }),
-    batchTimeMs: z
-      .int()
-      .min(0)
-      .default(10)
-      .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
-    connectionTimeoutMs: connection.connectionTimeoutMs,
-    retries: z
-      .int()
-      .min(0)
-      .default(5)
-      .meta({
-        description:
-          'Retries of one produce or connect attempt (with backoff) before the batch is reported failed; the buffer then tries it again, for ever, after its own backoff.',
-        examples: [5],
-      }),
-    requestTimeoutMs: connection.requestTimeoutMs,
-  })
-  .superRefine((config, ctx) => {
-    if (
-      config.allowedTopics !== undefined &&
-      !config.topic.includes('${') &&
-      allowedTopicProblem(config.topic) === undefined &&
-      !topicAllowList(config.allowedTopics)(config.topic)
-    ) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['topic'],
-        message: `topic '${config.topic}' is not in allowedTopics (${config.allowedTopics.join(', ')}): no message could be written`,
-      });
-    }
-    if (!config.idempotent) return;
-    if (config.acks !== 'all') {
-      ctx.addIssue({ code: 'custom', path: ['acks'], message: 'idempotent: true needs acks: all (an idempotent producer is only safe when every in-sync replica has the batch)' });
-    }
-    if (config.maxInFlightRequests !== undefined && config.maxInFlightRequests !== 1) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['maxInFlightRequests'],
-        message: 'idempotent: true needs maxInFlightRequests: 1 (kafkajs keeps sequence numbers in order only with one request in flight); remove it or set 1',
-      });
-    }
-    if (config.retries < 1) {
-      ctx.addIssue({ code: 'custom', path: ['retries'], message: 'idempotent: true needs retries of at least 1 (kafkajs refuses an idempotent producer that may not retry)' });
-    }
-  });
+      headers: z
+        .record(z.string().min(1), template)
+        .superRefine((headers, ctx) => {
+          for (const name of Object.keys(headers).filter((n) => RESERVED_HEADERS.includes(n))) {
+            ctx.addIssue({ code: 'custom', path: [name], message: `${name} is set by Ferry (${RESERVED_HEADERS.join(' and ')} are always sent); name this header otherwise` });
+          }
+        })
+        .default({})
+        .meta({
+          description:
+            "Extra record headers: name to message template. `ferry-id` (the message id), `mqtt-topic` and the message's own headers (such as `traceparent`) are always sent.",
+          examples: [{ site: '${payload.site}', device: '${clientId}' }],
+        }),
+      clientId: z
+        .string()
+        .min(1)
+        .default('ferry')
+        .meta({ description: 'Kafka client id.', examples: ['ferry-site-7'] }),
+      acks: z
+        .enum(['all', 'leader'])
+        .default('all')
+        .meta({ description: '`all`: acknowledged by every in-sync replica; `leader`: by the partition leader only.', examples: ['all'] }),
+      idempotent: z
+        .boolean()
+        .default(false)
+        .meta({
+          description:
+            'Idempotent producer: the broker drops a batch kafkajs retries after a lost response (fewer duplicates). Needs `acks: all` and at most 1 request in flight; experimental in kafkajs.',
+          examples: [true],
+        }),
+      maxInFlightRequests: z
+        .int()
+        .min(1)
+        .optional()
+        .meta({
+          description: 'Most produce requests in flight per broker; unlimited when absent, 1 with `idempotent`.',
+          examples: [1],
+        }),
+      compression: z
+        .enum(COMPRESSIONS)
+        .default('none')
+        .meta({ description: 'Batch compression; the codec is loaded only when used.', examples: ['zstd'] }),
+      // 1,000, the buffer's default window: a sink writes one batch at a time, so a window in one
+      // request moves twice as much a round trip as in two (docs/benchmarks.md, A Kafka far away).
+      batchSize: z
+        .int()
+        .min(1)
+        .default(1000)
+        .meta({ description: 'Most messages in one produce request.', examples: [1000] }),
+      batchBytes: z
+        .int()
+        .min(1)
+        .default(512 * 1024)
+        .meta({
+          description:
+            "Most payload bytes in one produce request (a larger message goes alone); keep it well below the broker's message.max.bytes (1 MiB by default), since keys, headers and record overhead come on top.",
+          examples: [1048576],
+        }),
+      batchTimeMs: z
+        .int()
+        .min(0)
+        .default(10)
+        .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
+      connectionTimeoutMs: connection.connectionTimeoutMs,
+      retries: z
+        .int()
+        .min(0)
+        .default(5)
+        .meta({
+          description:
+            'Retries of one produce or connect attempt (with backoff) before the batch is reported failed; the buffer then tries it again, for ever, after its own backoff.',
+          examples: [5],
+        }),
+      requestTimeoutMs: connection.requestTimeoutMs,
+    })
+    .superRefine((config, ctx) => {
+      if (
+        config.allowedTopics !== undefined &&
+        !config.topic.includes('${') &&
+        allowedTopicProblem(config.topic) === undefined &&
+        !topicAllowList(config.allowedTopics)(config.topic)
+      ) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['topic'],
+          message: `topic '${config.topic}' is not in allowedTopics (${config.allowedTopics.join(', ')}): no message could be written`,
+        });
+      }
+      if (!config.idempotent) return;
+      if (config.acks !== 'all') {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['acks'],
+          message: 'idempotent: true needs acks: all (an idempotent producer is only safe when every in-sync replica has the batch)',
+        });
+      }
+      if (config.maxInFlightRequests !== undefined && config.maxInFlightRequests !== 1) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['maxInFlightRequests'],
+          message: 'idempotent: true needs maxInFlightRequests: 1 (kafkajs keeps sequence numbers in order only with one request in flight); remove it or set 1',
+        });
+      }
+      if (config.retries < 1) {
+        ctx.addIssue({ code: 'custom', path: ['retries'], message: 'idempotent: true needs retries of at least 1 (kafkajs refuses an idempotent producer that may not retry)' });
+      }
+    });
+});
 
-export type KafkaSinkConfig = z.output<typeof schema>;
+export type KafkaSinkConfig = z.output<ReturnType<typeof schema>>;
 
 /**
  * Writes messages to Kafka topics rendered per message from the `topic` template, with key
@@ -167,10 +173,12 @@ export type KafkaSinkConfig = z.output<typeof schema>;
  * can never be written (invalid rendered topic, template field without a value) is nacked
  * alone as MESSAGE_INVALID, and the rest of its batch is written.
  */
-export const kafkaSink: SinkComponent<typeof schema> = {
+export const kafkaSink: SinkComponent<ReturnType<typeof schema>> = {
   kind: 'kafka',
   description: 'Writes messages to Kafka topics.',
-  schema,
+  get schema() {
+    return schema();
+  },
   templates: (config) => [
     { path: ['topic'], template: config.topic },
     ...(config.key === undefined ? [] : [{ path: ['key'], template: config.key }]),

@@ -13,24 +13,27 @@ import { BufferWriter } from '../buffer/writer.ts';
 import type { Delivery } from '../core/delivery.ts';
 import type { DeliveryOperator } from '../core/stream.ts';
 import { type StreamOptions, contextFor, validated } from './component.ts';
+import { lazySchema } from '../core/lazy-schema.ts';
 
 export type { Delivery } from '../core/delivery.ts';
 export type { Envelope } from '../core/envelope.ts';
 export type { DeliveryOperator, Sink, SinkEvent, Source } from '../core/stream.ts';
 export type { StreamOptions } from './component.ts';
 
-const schema = z.strictObject({
-  dir: z.string().min(1).meta({ description: 'Directory of the buffer file (`buffer.db`); created when missing.' }),
-  name: z.string().min(1).default('library').meta({ description: "The log's name in the file: one process, one name at a time (like a bridge)." }),
-  synchronous: bufferSettingsSchema.shape.synchronous,
-  maxBatch: bufferSettingsSchema.shape.maxBatch,
-  maxBatchBytes: bufferSettingsSchema.shape.maxBatchBytes,
-  commitDelayMs: bufferSettingsSchema.shape.commitDelayMs,
-  policy: bufferPolicySchema.default(bufferPolicySchema.parse({})).meta({ description: "The log's limits, overflow, retries and dead letters: a bridge's `buffer:`." }),
-});
+const schema = lazySchema(() =>
+  z.strictObject({
+    dir: z.string().min(1).meta({ description: 'Directory of the buffer file (`buffer.db`); created when missing.' }),
+    name: z.string().min(1).default('library').meta({ description: "The log's name in the file: one process, one name at a time (like a bridge)." }),
+    synchronous: bufferSettingsSchema().shape.synchronous,
+    maxBatch: bufferSettingsSchema().shape.maxBatch,
+    maxBatchBytes: bufferSettingsSchema().shape.maxBatchBytes,
+    commitDelayMs: bufferSettingsSchema().shape.commitDelayMs,
+    policy: bufferPolicySchema().default(bufferPolicySchema().parse({})).meta({ description: "The log's limits, overflow, retries and dead letters: a bridge's `buffer:`." }),
+  }),
+);
 
 /** The options of `durableBuffer`: where, and a bridge's `buffer:` policy (docs/reference/bridge.md). */
-export type DurableBufferConfig = z.input<typeof schema>;
+export type DurableBufferConfig = z.input<ReturnType<typeof schema>>;
 
 /** The one reader of a library buffer's log. */
 const CURSOR = 'downstream';
@@ -46,7 +49,7 @@ const CURSOR = 'downstream';
  * it is unsubscribed; unsubscribing commits what is pending and closes the file.
  */
 export function durableBuffer(config: DurableBufferConfig, options: StreamOptions = {}): DeliveryOperator {
-  const parsed = validated('durableBuffer', schema, config);
+  const parsed = validated('durableBuffer', schema(), config);
   const dir = resolve(parsed.dir);
   return (input) =>
     new Observable<Delivery>((subscriber) => {

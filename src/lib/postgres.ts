@@ -24,7 +24,7 @@ export type PostgresSourceConfig = z.input<typeof postgresSource.schema>;
 /** The options of `toPostgres`: those of a bridge's `to: [{ postgres: ... }]` (docs/reference/sinks/postgres.md). */
 export type PostgresSinkConfig = z.input<typeof postgresSink.schema>;
 /** The options of `postgresDatabase`: the connection settings every Postgres component takes (`url`, or `host` with `database` and `user`; `password`, `ssl`, `poolSize`, timeouts). */
-export type PostgresDatabaseConfig = z.input<typeof postgresDatabaseSchema>;
+export type PostgresDatabaseConfig = z.input<ReturnType<typeof postgresDatabaseSchema>>;
 
 /**
  * Messages from an outbox table, read in id order with `FOR UPDATE SKIP LOCKED` (several
@@ -60,7 +60,7 @@ export function toPostgres(config: PostgresSinkConfig, options?: StreamOptions):
  * ```
  */
 export function postgresDatabase<DB>(config: PostgresDatabaseConfig, options: StreamOptions = {}): Kysely<DB> {
-  const parsed = validated('postgres', postgresDatabaseSchema, config);
+  const parsed = validated('postgres', postgresDatabaseSchema(), config);
   const ctx = contextFor(options);
   const dialect = postgresDatabaseDialect(parsed, {
     applicationName: options.name ?? 'ferry',

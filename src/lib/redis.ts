@@ -21,7 +21,7 @@ export type { StreamOptions } from './component.ts';
 export type { RedisSetOptions, RedisTools } from '../redis/handler-tools.ts';
 
 /** The options of `rateLimit`: a bridge's `rateLimit:` (docs/reference/bridge.md). */
-export type RateLimitConfig = z.input<typeof rateLimitSchema>;
+export type RateLimitConfig = z.input<ReturnType<typeof rateLimitSchema>>;
 
 export interface RateLimitHooks {
   /**
@@ -36,7 +36,7 @@ export interface RateLimitHooks {
  * `${key}`, a constant) has a token in Redis, in order per key; acks pass through untouched.
  */
 export function rateLimit(config: RateLimitConfig, options: StreamOptions & RateLimitHooks = {}): DeliveryOperator {
-  const parsed = validated('rateLimit', rateLimitSchema, config);
+  const parsed = validated('rateLimit', rateLimitSchema(), config);
   const ctx = contextFor(options);
   const template = compileTemplate(parsed.key);
   return redisRateLimit({
@@ -56,7 +56,7 @@ export function rateLimit(config: RateLimitConfig, options: StreamOptions & Rate
 }
 
 /** The options of `redisClient`: a connection under `redis:` in gateway.yaml (`url`, `commandTimeoutMs`, `connectTimeoutMs`, `offline`). */
-export type RedisClientConfig = z.input<typeof redisConnectionSchema>;
+export type RedisClientConfig = z.input<ReturnType<typeof redisConnectionSchema>>;
 
 /** `RedisTools` with a way to let go of the connection. */
 export interface RedisClient extends RedisTools {
@@ -79,7 +79,7 @@ export interface RedisClient extends RedisTools {
  * ```
  */
 export function redisClient(config: RedisClientConfig = {}, options: Pick<StreamOptions, 'name'> = {}): RedisClient {
-  const settings = validated('redis', redisConnectionSchema, config);
+  const settings = validated('redis', redisConnectionSchema(), config);
   const lease = processRedisClients.acquire(settings);
   const tools = redisTools(options.name ?? 'redis', lease.connection);
   return {

@@ -43,7 +43,7 @@ export function readHistory(dir: string, query: { readonly name?: string; readon
 }
 
 /** The options of `sqliteDatabase`: a `databases:` entry's `sqlite:` (the file, `synchronous`, `busyTimeoutMs`). */
-export type SqliteDatabaseConfig = z.input<typeof sqliteDatabaseSchema>;
+export type SqliteDatabaseConfig = z.input<ReturnType<typeof sqliteDatabaseSchema>>;
 
 /**
  * A typed Kysely instance over a SQLite file (better-sqlite3, WAL), as a handler's
@@ -52,6 +52,6 @@ export type SqliteDatabaseConfig = z.input<typeof sqliteDatabaseSchema>;
  * to `dir` (the working directory unless given). `destroy()` closes the file.
  */
 export function sqliteDatabase<DB>(config: SqliteDatabaseConfig, options: { readonly dir?: string } = {}): Kysely<DB> {
-  const parsed = validated('sqlite', sqliteDatabaseSchema, config);
+  const parsed = validated('sqlite', sqliteDatabaseSchema(), config);
   return new Kysely<DB>({ dialect: sqliteDialect(parsed, resolve(options.dir ?? '.')) });
 }

@@ -9,7 +9,7 @@ import { wrapError } from '../core/errors.ts';
  * Connection settings shared by the `mqttClient` source and sink: Ferry as a client of an
  * external broker (Mosquitto, EMQX, HiveMQ, ...) through mqtt.js.
  */
-export const connectionFields = {
+export const connectionFields = () => ({
   url: z
     .string()
     .regex(/^(mqtts?|wss?):\/\/[^/\s]+/, 'expected mqtt://host:port, mqtts://host:port, ws://host:port/path or wss://host:port/path')
@@ -76,10 +76,10 @@ export const connectionFields = {
     })
     .optional()
     .meta({ description: 'TLS files for mqtts:// and wss://, relative to the bridge file; `ferry validate` checks they can be read.' }),
-};
+});
 
-const connection = z.strictObject(connectionFields);
-export type ConnectionConfig = z.output<typeof connection>;
+const connection = () => z.strictObject(connectionFields());
+export type ConnectionConfig = z.output<ReturnType<typeof connection>>;
 
 /** The TLS files of a connection, for the check at config loading. */
 export function tlsFiles(config: ConnectionConfig): FileAt[] {

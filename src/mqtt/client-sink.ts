@@ -8,6 +8,7 @@ import { FerryError, describeError, isFerryError, wrapError } from '../core/erro
 import { TemplateError, describeField, refineTemplate } from '../core/template.ts';
 import { clientOptions, connectionFields, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
 import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
+import { lazySchema } from '../core/lazy-schema.ts';
 
 /** MQTT's own limit on a topic (65,535 bytes); the external broker applies its own. */
 const TOPIC_LIMITS = { maxLength: 65_535, maxLevels: Number.POSITIVE_INFINITY };
@@ -33,64 +34,66 @@ const topicTemplate = z
     examples: ['${topic}', 'site-7/${clientId}/telemetry'],
   });
 
-const schema = z
-  .strictObject({
-    ...connectionFields,
-    topic: topicTemplate,
-    ...sinkTopicFields,
-    qos: z
-      .union([z.literal(0), z.literal(1), z.literal(2)])
-      .default(1)
-      .meta({
-        description: "QoS of the published messages. At 1 and 2 a message leaves Ferry's buffer only after the broker acknowledged it; at 0 once it was written to the socket.",
-        examples: [1],
-      }),
-    retain: z
-      .boolean()
-      .default(false)
-      .meta({ description: 'Publish as retained messages.', examples: [false] }),
-    messageExpiryIntervalSec: z
-      .int()
-      .min(1)
-      .max(0xffffffff)
-      .optional()
-      .meta({
-        description: 'MQTT 5: the broker discards a message not delivered within this many seconds.',
-        examples: [3600],
-      }),
-    // 1,000, the buffer's default window. A batch ends once the broker acknowledged all of it, and
-    // a broker without TCP_NODELAY (Mosquitto's default) holds its last PUBACK back until the
-    // ACK that Linux delays by up to 40 ms: with batches of 100, 2,000 msgs/s into a local
-    // Mosquitto, 10,000 with 1,000 (docs/benchmarks.md, An MQTT broker far away).
-    batchSize: z
-      .int()
-      .min(1)
-      .default(1000)
-      .meta({ description: 'Most messages taken from the buffer at once.', examples: [1000] }),
-    batchTimeMs: z
-      .int()
-      .min(0)
-      .default(5)
-      .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [5] }),
-    maxInFlight: z
-      .int()
-      .min(1)
-      .max(65535)
-      .default(20)
-      .meta({
-        description: "Most publishes awaiting the broker's acknowledgement at once (lowered to the broker's Receive Maximum under MQTT 5).",
-        examples: [20],
-      }),
-  })
-  .superRefine((config, ctx) => {
-    const problem = constantTopicProblem(config);
-    if (problem !== undefined) ctx.addIssue({ code: 'custom', path: ['topic'], message: problem });
-    if (config.messageExpiryIntervalSec !== undefined && config.protocolVersion !== 5) {
-      ctx.addIssue({ code: 'custom', path: ['messageExpiryIntervalSec'], message: 'messageExpiryIntervalSec is an MQTT 5 setting: set protocolVersion 5 or remove it' });
-    }
-  });
+const schema = lazySchema(() =>
+  z
+    .strictObject({
+      ...connectionFields(),
+      topic: topicTemplate,
+      ...sinkTopicFields(),
+      qos: z
+        .union([z.literal(0), z.literal(1), z.literal(2)])
+        .default(1)
+        .meta({
+          description: "QoS of the published messages. At 1 and 2 a message leaves Ferry's buffer only after the broker acknowledged it; at 0 once it was written to the socket.",
+          examples: [1],
+        }),
+      retain: z
+        .boolean()
+        .default(false)
+        .meta({ description: 'Publish as retained messages.', examples: [false] }),
+      messageExpiryIntervalSec: z
+        .int()
+        .min(1)
+        .max(0xffffffff)
+        .optional()
+        .meta({
+          description: 'MQTT 5: the broker discards a message not delivered within this many seconds.',
+          examples: [3600],
+        }),
+      // 1,000, the buffer's default window. A batch ends once the broker acknowledged all of it, and
+      // a broker without TCP_NODELAY (Mosquitto's default) holds its last PUBACK back until the
+      // ACK that Linux delays by up to 40 ms: with batches of 100, 2,000 msgs/s into a local
+      // Mosquitto, 10,000 with 1,000 (docs/benchmarks.md, An MQTT broker far away).
+      batchSize: z
+        .int()
+        .min(1)
+        .default(1000)
+        .meta({ description: 'Most messages taken from the buffer at once.', examples: [1000] }),
+      batchTimeMs: z
+        .int()
+        .min(0)
+        .default(5)
+        .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [5] }),
+      maxInFlight: z
+        .int()
+        .min(1)
+        .max(65535)
+        .default(20)
+        .meta({
+          description: "Most publishes awaiting the broker's acknowledgement at once (lowered to the broker's Receive Maximum under MQTT 5).",
+          examples: [20],
+        }),
+    })
+    .superRefine((config, ctx) => {
+      const problem = constantTopicProblem(config);
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', path: ['topic'], message: problem });
+      if (config.messageExpiryIntervalSec !== undefined && config.protocolVersion !== 5) {
+        ctx.addIssue({ code: 'custom', path: ['messageExpiryIntervalSec'], message: 'messageExpiryIntervalSec is an MQTT 5 setting: set protocolVersion 5 or remove it' });
+      }
+    }),
+);
 
-export type MqttClientSinkConfig = z.output<typeof schema>;
+export type MqttClientSinkConfig = z.output<ReturnType<typeof schema>>;
 
 interface Connection {
   readonly client: MqttClient;
@@ -106,11 +109,13 @@ interface Connection {
  * (a field without a value, a value that would leave its topic level, an invalid topic, one
  * outside `allowedTopics`) is refused alone, for good, and the rest of its batch is published.
  */
-export const mqttClientSink: SinkComponent<typeof schema> = {
+export const mqttClientSink: SinkComponent<ReturnType<typeof schema>> = {
   kind: 'mqttClient',
   files: tlsFiles,
   description: 'Publishes messages to an external MQTT broker as a client (mqtt.js; MQTT 3.1.1 or 5).',
-  schema,
+  get schema() {
+    return schema();
+  },
   create: (config, ctx) => {
     const component = `mqttClient sink of bridge '${ctx.bridge}'`;
     const broker = describeUrl(config.url);

@@ -12,6 +12,7 @@ import { clientOptions, connectionFields, describeUrl, loadMqtt, tlsFiles } from
 import { LossWatch, lossWatchSchema } from './loss-watch.ts';
 import { type PendingPuback, type PubackStream, PubackWindow } from './puback-window.ts';
 import { userPropertyHeaders } from './user-properties.ts';
+import { lazySchema } from '../core/lazy-schema.ts';
 
 /** Why a subscription filter is invalid, shared subscriptions (`$share/<group>/<filter>`) included. */
 export function subscriptionFilterReason(filter: string): string | undefined {
@@ -24,95 +25,93 @@ export function subscriptionFilterReason(filter: string): string | undefined {
 
 const DEFAULT_SESSION_EXPIRY_SEC = 7 * 24 * 3600;
 
-const schema = z
-  .strictObject({
-    ...connectionFields,
-    topics: z
-      .array(
-        z.string().superRefine((filter, ctx) => {
-          const reason = subscriptionFilterReason(filter);
-          if (reason !== undefined) ctx.addIssue({ code: 'custom', message: `invalid topic filter '${filter}': ${reason}` });
+const schema = lazySchema(() =>
+  z
+    .strictObject({
+      ...connectionFields(),
+      topics: z
+        .array(
+          z.string().superRefine((filter, ctx) => {
+            const reason = subscriptionFilterReason(filter);
+            if (reason !== undefined) ctx.addIssue({ code: 'custom', message: `invalid topic filter '${filter}': ${reason}` });
+          }),
+        )
+        .min(1)
+        .meta({
+          description: 'Topic filters to subscribe to. `$share/<group>/<filter>` is a shared subscription: gateways subscribing with the same group split the stream between them.',
+          examples: [['sensors/#'], ['$share/ferry/sensors/+/telemetry']],
         }),
-      )
-      .min(1)
-      .meta({
-        description: 'Topic filters to subscribe to. `$share/<group>/<filter>` is a shared subscription: gateways subscribing with the same group split the stream between them.',
-        examples: [['sensors/#'], ['$share/ferry/sensors/+/telemetry']],
+      qos: z
+        .union([z.literal(0), z.literal(1), z.literal(2)])
+        .default(1)
+        .meta({
+          description: "Subscription QoS. At 1 and 2 the broker gets its acknowledgement only after the message is in Ferry's buffer; 2 needs protocolVersion 5.",
+          examples: [1],
+        }),
+      cleanSession: z
+        .boolean()
+        .default(false)
+        .meta({
+          description: 'Start a fresh session on every connect. False (the default) keeps a persistent session, so the broker holds messages while Ferry is disconnected.',
+          examples: [false],
+        }),
+      sessionExpiryIntervalSec: z
+        .int()
+        .min(0)
+        .max(0xffffffff)
+        .optional()
+        .meta({
+          description: `MQTT 5: how long the broker keeps the session after a disconnect (default ${DEFAULT_SESSION_EXPIRY_SEC} s, 7 days; 0 ends it at disconnect). MQTT 3.1.1 sessions last as long as the broker is configured to keep them.`,
+          examples: [86400],
+        }),
+      maxInFlight: z
+        .int()
+        .min(1)
+        .max(65535)
+        .default(1000)
+        .meta({
+          description:
+            "Most messages taken and not yet stored at once; past it Ferry stops reading from the broker until the buffer catches up. Advertised to MQTT 5 brokers as Receive Maximum, which Mosquitto uses instead of its max_inflight_messages: the messages of one round trip, so one group commit, are at most this many. Under MQTT 3.1.1 the broker's own limit applies (Mosquitto's max_inflight_messages, 20 by default).",
+          examples: [1000],
+        }),
+      reconnectMinMs: z
+        .int()
+        .min(10)
+        .default(500)
+        .meta({ description: 'First delay before reconnecting; it doubles per failed attempt, with ±20% jitter.', examples: [500] }),
+      reconnectMaxMs: z
+        .int()
+        .min(10)
+        .default(5_000)
+        .meta({
+          description:
+            'Longest delay between reconnect attempts: after a broker restart, Ferry is back within this long of the broker (messages published before it resubscribes are lost unless the broker keeps its session).',
+          examples: [5000],
+        }),
+      lossWatch: lossWatchSchema().meta({
+        description: "How Ferry tells that the broker drops this source's messages: its own lag, the broker's drop counter and its log topic (see docs/external-brokers.md).",
       }),
-    qos: z
-      .union([z.literal(0), z.literal(1), z.literal(2)])
-      .default(1)
-      .meta({
-        description: "Subscription QoS. At 1 and 2 the broker gets its acknowledgement only after the message is in Ferry's buffer; 2 needs protocolVersion 5.",
-        examples: [1],
-      }),
-    cleanSession: z
-      .boolean()
-      .default(false)
-      .meta({
-        description: 'Start a fresh session on every connect. False (the default) keeps a persistent session, so the broker holds messages while Ferry is disconnected.',
-        examples: [false],
-      }),
-    sessionExpiryIntervalSec: z
-      .int()
-      .min(0)
-      .max(0xffffffff)
-      .optional()
-      .meta({
-        description: `MQTT 5: how long the broker keeps the session after a disconnect (default ${DEFAULT_SESSION_EXPIRY_SEC} s, 7 days; 0 ends it at disconnect). MQTT 3.1.1 sessions last as long as the broker is configured to keep them.`,
-        examples: [86400],
-      }),
-    maxInFlight: z
-      .int()
-      .min(1)
-      .max(65535)
-      .default(1000)
-      .meta({
-        description:
-          "Most messages taken and not yet stored at once; past it Ferry stops reading from the broker until the buffer catches up. Advertised to MQTT 5 brokers as Receive Maximum, which Mosquitto uses instead of its max_inflight_messages: the messages of one round trip, so one group commit, are at most this many. Under MQTT 3.1.1 the broker's own limit applies (Mosquitto's max_inflight_messages, 20 by default).",
-        examples: [1000],
-      }),
-    reconnectMinMs: z
-      .int()
-      .min(10)
-      .default(500)
-      .meta({ description: 'First delay before reconnecting; it doubles per failed attempt, with ±20% jitter.', examples: [500] }),
-    reconnectMaxMs: z
-      .int()
-      .min(10)
-      .default(5_000)
-      .meta({
-        description:
-          'Longest delay between reconnect attempts: after a broker restart, Ferry is back within this long of the broker (messages published before it resubscribes are lost unless the broker keeps its session).',
-        examples: [5000],
-      }),
-    lossWatch: lossWatchSchema.meta({
-      description: "How Ferry tells that the broker drops this source's messages: its own lag, the broker's drop counter and its log topic (see docs/external-brokers.md).",
+    })
+    .superRefine((config, ctx) => {
+      if (config.qos === 2 && config.protocolVersion !== 5) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['qos'],
+          message: 'qos 2 needs protocolVersion 5: under MQTT 3.1.1 the client acknowledges (PUBREC) a QoS 2 message before Ferry has stored it. Use qos 1, or protocolVersion 5',
+        });
+      }
+      if (config.sessionExpiryIntervalSec !== undefined && config.protocolVersion !== 5) {
+        ctx.addIssue({ code: 'custom', path: ['sessionExpiryIntervalSec'], message: 'sessionExpiryIntervalSec is an MQTT 5 setting: set protocolVersion 5 or remove it' });
+      }
+      if (config.reconnectMinMs > config.reconnectMaxMs) {
+        ctx.addIssue({ code: 'custom', path: ['reconnectMinMs'], message: `reconnectMinMs (${config.reconnectMinMs}) must not exceed reconnectMaxMs (${config.reconnectMaxMs})` });
+      }
     }),
-  })
-  .superRefine((config, ctx) => {
-    if (config.qos === 2 && config.protocolVersion !== 5) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['qos'],
-        message: 'qos 2 needs protocolVersion 5: under MQTT 3.1.1 the client acknowledges (PUBREC) a QoS 2 message before Ferry has stored it. Use qos 1, or protocolVersion 5',
-      });
-    }
-    if (config.sessionExpiryIntervalSec !== undefined && config.protocolVersion !== 5) {
-      ctx.addIssue({ code: 'custom', path: ['sessionExpiryIntervalSec'], message: 'sessionExpiryIntervalSec is an MQTT 5 setting: set protocolVersion 5 or remove it' });
-    }
-    if (config.reconnectMinMs > config.reconnectMaxMs) {
-      ctx.addIssue({ code: 'custom', path: ['reconnectMinMs'], message: `reconnectMinMs (${config.reconnectMinMs}) must not exceed reconnectMaxMs (${config.reconnectMaxMs})` });
-    }
-  });
+);
 
-export type MqttClientSourceConfig = z.output<typeof schema>;
+export type MqttClientSourceConfig = z.output<ReturnType<typeof schema>>;
 
-/**
- * Passed to mqtt.js' handleMessage callback for a QoS 1 message: an error there makes mqtt.js
- * go on reading without sending the PUBACK itself (handlers/publish.js, mqtt.js 5), which the
- * PubackWindow sends once the message is stored.
- */
+/** For mqtt.js' handleMessage callback of a QoS 1 message: mqtt.js then reads on without sending the PUBACK itself (handlers/publish.js, mqtt.js 5); the PubackWindow sends it once the message is stored. */
 const ACKED_BY_FERRY = new Error('the PUBACK is sent by Ferry once the message is stored');
 
 /**
@@ -120,7 +119,7 @@ const ACKED_BY_FERRY = new Error('the PUBACK is sent by Ferry once the message i
  * device messages; the broker gets each PUBACK (PUBREC at QoS 2) only after the buffer
  * committed the message, on the connection it came from, in order.
  */
-export const mqttClientSource: SourceComponent<typeof schema> = {
+export const mqttClientSource: SourceComponent<ReturnType<typeof schema>> = {
   kind: 'mqttClient',
   files: tlsFiles,
   // The topics messages arrive with: a shared subscription's filter without `$share/<group>/`.
@@ -128,7 +127,9 @@ export const mqttClientSource: SourceComponent<typeof schema> = {
   description: 'Messages from an external MQTT broker, subscribed to as a client (mqtt.js; MQTT 3.1.1 or 5).',
   refuseCaveat:
     "when the buffer is full, Ferry stops acknowledging to the external broker, whose own queue then decides what happens: Mosquitto drops what exceeds max_queued_messages (1,000 by default) although it acknowledged those messages to their publishers. Prefer drop-oldest or drop-newest (counted and logged), or raise the broker's queue limits (max_queued_messages, max_queued_bytes)",
-  schema,
+  get schema() {
+    return schema();
+  },
   create: (config, ctx) => {
     warnOfCleanSharedSession(config, ctx);
     return new Observable((subscriber) => {

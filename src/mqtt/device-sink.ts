@@ -8,59 +8,62 @@ import { refineTemplate } from '../core/template.ts';
 import type { CommandOutcome, PublishedCommand } from './command-tracker.ts';
 import type { EmbeddedBroker } from './embedded-broker.ts';
 import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
+import { lazySchema } from '../core/lazy-schema.ts';
 
 /** MQTT's own limits (65,535 bytes) and aedes' (100 levels): the device side checks the rest. */
 const TOPIC_LIMITS = { maxLength: 65_535, maxLevels: 100 };
 
-const schema = z
-  .strictObject({
-    topic: z
-      .string()
-      .min(1)
-      .superRefine((source, ctx) => {
-        refineTemplate(source, ctx);
-      })
-      .meta({
-        description:
-          "MQTT topic of each command, a message template: `${key}` is the Kafka record key, `${header.NAME}` a header, `${payload.a.b}` a JSON field. Each field's value must stay one topic level (see `onUnsafeTopicValue`).",
-        examples: ['devices/${key}/commands', 'devices/${header.device}/commands/${header.name}'],
-      }),
-    ...sinkTopicFields,
-    qos: z
-      .union([z.literal(0), z.literal(1)])
-      .default(1)
-      .meta({
-        description: "1: a command is acknowledged upstream only after the device's PUBACK; 0: right after it was handed to the broker (nothing waits for offline devices).",
-        examples: [1],
-      }),
-    retain: z
-      .boolean()
-      .default(false)
-      .meta({ description: 'Publish commands as retained messages.', examples: [false] }),
-    expiryMs: z
-      .int()
-      .min(100)
-      .default(3_600_000)
-      .meta({
-        description:
-          'How long a QoS 1 command waits for its device (one with a persistent session gets it when it reconnects). Past it the command is dropped, counted as `commands.expired` and logged, and acknowledged upstream.',
-        examples: [3_600_000],
-      }),
-    stopTimeoutMs: z
-      .int()
-      .min(0)
-      .default(2000)
-      .meta({
-        description: 'On stop, how long to wait for PUBACKs of commands in flight; commands still unacknowledged then are not acknowledged upstream (Kafka delivers them again).',
-        examples: [2000],
-      }),
-  })
-  .superRefine((config, ctx) => {
-    const problem = constantTopicProblem(config);
-    if (problem !== undefined) ctx.addIssue({ code: 'custom', path: ['topic'], message: problem });
-  });
+const schema = lazySchema(() =>
+  z
+    .strictObject({
+      topic: z
+        .string()
+        .min(1)
+        .superRefine((source, ctx) => {
+          refineTemplate(source, ctx);
+        })
+        .meta({
+          description:
+            "MQTT topic of each command, a message template: `${key}` is the Kafka record key, `${header.NAME}` a header, `${payload.a.b}` a JSON field. Each field's value must stay one topic level (see `onUnsafeTopicValue`).",
+          examples: ['devices/${key}/commands', 'devices/${header.device}/commands/${header.name}'],
+        }),
+      ...sinkTopicFields(),
+      qos: z
+        .union([z.literal(0), z.literal(1)])
+        .default(1)
+        .meta({
+          description: "1: a command is acknowledged upstream only after the device's PUBACK; 0: right after it was handed to the broker (nothing waits for offline devices).",
+          examples: [1],
+        }),
+      retain: z
+        .boolean()
+        .default(false)
+        .meta({ description: 'Publish commands as retained messages.', examples: [false] }),
+      expiryMs: z
+        .int()
+        .min(100)
+        .default(3_600_000)
+        .meta({
+          description:
+            'How long a QoS 1 command waits for its device (one with a persistent session gets it when it reconnects). Past it the command is dropped, counted as `commands.expired` and logged, and acknowledged upstream.',
+          examples: [3_600_000],
+        }),
+      stopTimeoutMs: z
+        .int()
+        .min(0)
+        .default(2000)
+        .meta({
+          description: 'On stop, how long to wait for PUBACKs of commands in flight; commands still unacknowledged then are not acknowledged upstream (Kafka delivers them again).',
+          examples: [2000],
+        }),
+    })
+    .superRefine((config, ctx) => {
+      const problem = constantTopicProblem(config);
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', path: ['topic'], message: problem });
+    }),
+);
 
-export type DeviceSinkConfig = z.output<typeof schema>;
+export type DeviceSinkConfig = z.output<ReturnType<typeof schema>>;
 
 export interface DeviceSinkDeps {
   readonly broker: EmbeddedBroker;
@@ -75,10 +78,12 @@ export interface DeviceSinkDeps {
  * invalid topic or outside `allowedTopics`, or takes a field value that would leave its topic
  * level (under `onUnsafeTopicValue: refuse`), is refused for good (nacked, not retryable).
  */
-export const deviceSink: SinkComponent<typeof schema, DeviceSinkDeps> = {
+export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps> = {
   kind: 'devices',
   description: "Publishes messages as commands to devices on the embedded MQTT broker; acked on the device's PUBACK.",
-  schema,
+  get schema() {
+    return schema();
+  },
   // Checked against the source at load time: a ${1} under a Kafka source can never render.
   templates: (config) => [{ path: ['topic'], template: config.topic }],
   create: (config, ctx, deps) => {

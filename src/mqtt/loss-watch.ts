@@ -1,51 +1,55 @@
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Counters } from '../core/component.ts';
+import { lazySchema } from '../core/lazy-schema.ts';
 
 export const DEFAULT_DROP_COUNTER_TOPIC = '$SYS/broker/publish/messages/dropped';
 export const DEFAULT_BROKER_LOG_TOPIC = '$SYS/broker/log/N';
 
 /** The `lossWatch` settings of an `mqttClient` source. */
-export const lossWatchSchema = z
-  .strictObject({
-    brokerTopics: z
-      .boolean()
-      .default(true)
-      .meta({
-        description:
-          "Read the broker's own reports of dropped messages, on a second connection (clean session, client id `<clientId>-watch`): `dropCounterTopic` and `logTopic`. A broker that offers neither, or refuses the subscription, is simply not watched there.",
-        examples: [true],
-      }),
-    dropCounterTopic: z
-      .string()
-      .min(1)
-      .default(DEFAULT_DROP_COUNTER_TOPIC)
-      .meta({
-        description: 'Where the broker publishes its count of dropped messages, all clients together (Mosquitto 2: `$SYS/broker/publish/messages/dropped`, every `sys_interval`).',
-        examples: [DEFAULT_DROP_COUNTER_TOPIC],
-      }),
-    logTopic: z
-      .string()
-      .min(1)
-      .default(DEFAULT_BROKER_LOG_TOPIC)
-      .meta({
-        description:
-          'Where the broker publishes its notices: Mosquitto with `log_dest topic` and `log_type notice` names the client it drops messages for ("Outgoing messages are being dropped for client …"), which tells drops of this source apart from other clients\'.',
-        examples: [DEFAULT_BROKER_LOG_TOPIC],
-      }),
-    behindAfterMs: z
-      .int()
-      .min(100)
-      .default(5_000)
-      .meta({
-        description:
-          'Warn once this source has been behind this long: its window of `maxInFlight` messages full (Ferry stopped reading the broker), or its oldest unacknowledged message waiting this long for the buffer. Meanwhile the broker queues for Ferry, and drops past its own limit.',
-        examples: [5000],
-      }),
-  })
-  .default({ brokerTopics: true, dropCounterTopic: DEFAULT_DROP_COUNTER_TOPIC, logTopic: DEFAULT_BROKER_LOG_TOPIC, behindAfterMs: 5_000 });
+export const lossWatchSchema = lazySchema(() =>
+  z
+    .strictObject({
+      brokerTopics: z
+        .boolean()
+        .default(true)
+        .meta({
+          description:
+            "Read the broker's own reports of dropped messages, on a second connection (clean session, client id `<clientId>-watch`): `dropCounterTopic` and `logTopic`. A broker that offers neither, or refuses the subscription, is simply not watched there.",
+          examples: [true],
+        }),
+      dropCounterTopic: z
+        .string()
+        .min(1)
+        .default(DEFAULT_DROP_COUNTER_TOPIC)
+        .meta({
+          description:
+            'Where the broker publishes its count of dropped messages, all clients together (Mosquitto 2: `$SYS/broker/publish/messages/dropped`, every `sys_interval`).',
+          examples: [DEFAULT_DROP_COUNTER_TOPIC],
+        }),
+      logTopic: z
+        .string()
+        .min(1)
+        .default(DEFAULT_BROKER_LOG_TOPIC)
+        .meta({
+          description:
+            'Where the broker publishes its notices: Mosquitto with `log_dest topic` and `log_type notice` names the client it drops messages for ("Outgoing messages are being dropped for client …"), which tells drops of this source apart from other clients\'.',
+          examples: [DEFAULT_BROKER_LOG_TOPIC],
+        }),
+      behindAfterMs: z
+        .int()
+        .min(100)
+        .default(5_000)
+        .meta({
+          description:
+            'Warn once this source has been behind this long: its window of `maxInFlight` messages full (Ferry stopped reading the broker), or its oldest unacknowledged message waiting this long for the buffer. Meanwhile the broker queues for Ferry, and drops past its own limit.',
+          examples: [5000],
+        }),
+    })
+    .default({ brokerTopics: true, dropCounterTopic: DEFAULT_DROP_COUNTER_TOPIC, logTopic: DEFAULT_BROKER_LOG_TOPIC, behindAfterMs: 5_000 }),
+);
 
-export type LossWatchConfig = z.output<typeof lossWatchSchema>;
+export type LossWatchConfig = z.output<ReturnType<typeof lossWatchSchema>>;
 
 /** A drop episode ends after this long without a new drop. */
 const QUIET_MS = 30_000;

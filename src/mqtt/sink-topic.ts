@@ -9,7 +9,7 @@ import { type TopicLimits, invalidFilterReason, invalidTopicReason, topicMatches
  * that takes device data (`${payload.x}`, `${header.x}`, `${key}`) would otherwise let a device
  * choose where the gateway publishes, past every device ACL (issue 16, item 4).
  */
-export const sinkTopicFields = {
+export const sinkTopicFields = () => ({
   allowedTopics: z
     .array(
       z.string().superRefine((filter, ctx) => {
@@ -32,7 +32,7 @@ export const sinkTopicFields = {
         'A template field whose value would not stay one topic level (it has `/`, `+`, `#`, NUL or a control character): `refuse` the message, or `escape` the value, percent-encoded like a URI component (`/` as `%2F`, `%` as `%25`). `${topic}` and `${#}` keep their `/`.',
       examples: ['refuse'],
     }),
-};
+});
 
 export interface SinkTopicConfig {
   readonly topic: string;

@@ -10,7 +10,7 @@ import { readPemFile, readSecret } from '../config/secrets.ts';
  * password is never in the config, only where to find it, and never in a log line, an error
  * or the status.
  */
-export const connectionFields = {
+export const connectionFields = () => ({
   url: z
     .string()
     .regex(/^postgres(ql)?:\/\//, 'expected postgres://user@host:port/database')
@@ -134,10 +134,10 @@ export const connectionFields = {
     .min(0)
     .default(60_000)
     .meta({ description: 'An idle connection is closed after this long; 0 keeps it open.', examples: [60000] }),
-};
+});
 
-const connectionSchema = z.strictObject(connectionFields);
-export type ConnectionConfig = z.output<typeof connectionSchema>;
+const connectionSchema = () => z.strictObject(connectionFields());
+export type ConnectionConfig = z.output<ReturnType<typeof connectionSchema>>;
 
 /** Where to connect, from `url` or from `host`/`port`/`database`/`user`. */
 export interface Endpoint {

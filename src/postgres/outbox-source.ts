@@ -7,92 +7,95 @@ import { connectionFields, poolSettings, refineConnection, sslFiles } from './co
 import { parseTableName, type TableName, identifierSchema as identifier, tableNameSchema } from './identifiers.ts';
 import { OutboxReading } from './outbox-reading.ts';
 import { type PostgresPools, processPools } from './pools.ts';
+import { lazySchema } from '../core/lazy-schema.ts';
 
-const schema = z
-  .strictObject({
-    ...connectionFields,
-    table: tableNameSchema.meta({
-      description:
-        'The outbox table: `table` or `schema.table`, written by a backend, one row per message. Rows are read in the order of `idColumn`; several gateways can read one outbox (each row goes to one of them).',
-      examples: ['public.device_commands'],
-    }),
-    idColumn: identifier.default('id').meta({
-      description: 'The column that orders the rows (a `bigserial` or `bigint identity` primary key): read in its order, and deleted or marked by it.',
-      examples: ['id'],
-    }),
-    payloadColumn: identifier.default('payload').meta({
-      description: "The message's payload: jsonb or json (its JSON text), text (UTF-8), or bytea (the bytes).",
-      examples: ['payload'],
-    }),
-    topicColumn: identifier.optional().meta({ description: "A text column with each message's topic; the table's name (as configured) when absent.", examples: ['topic'] }),
-    keyColumn: identifier
-      .optional()
-      .meta({ description: "A text column with each message's key (`${key}` in the sink's templates, such as the device id); none when absent.", examples: ['device'] }),
-    headersColumn: identifier.optional().meta({
-      description: "A jsonb column with each message's headers, an object of strings (`${header.NAME}`); none when absent.",
-      examples: ['headers'],
-    }),
-    delivered: z
-      .enum(['delete', 'mark'])
-      .default('delete')
-      .meta({
+const schema = lazySchema(() =>
+  z
+    .strictObject({
+      ...connectionFields(),
+      table: tableNameSchema.meta({
         description:
-          'What happens to a row once every sink acked its message: `delete` removes it; `mark` sets `markColumn` to the time, and rows whose mark is set are not read again.',
-        examples: ['delete'],
+          'The outbox table: `table` or `schema.table`, written by a backend, one row per message. Rows are read in the order of `idColumn`; several gateways can read one outbox (each row goes to one of them).',
+        examples: ['public.device_commands'],
       }),
-    markColumn: identifier.optional().meta({ description: 'With `delivered: mark`: a timestamptz column, NULL until the row was delivered.', examples: ['delivered_at'] }),
-    channel: identifier.optional().meta({
-      description:
-        "The LISTEN channel a backend NOTIFYs after writing rows (a trigger, or `NOTIFY channel` in its transaction): the outbox is read at once. The table's name when absent. Reading also polls every `pollIntervalMs`, so nothing waits longer than that without a notification.",
-      examples: ['device_commands'],
-    }),
-    pollIntervalMs: z
-      .int()
-      .min(10)
-      .default(5000)
-      .meta({ description: 'How often the outbox is read when no notification came.', examples: [5000] }),
-    batchSize: z
-      .int()
-      .min(1)
-      .max(10_000)
-      .default(100)
-      .meta({ description: 'Most rows read (and locked) by one transaction.', examples: [100] }),
-    maxBatches: z
-      .int()
-      .min(1)
-      .max(50)
-      .default(2)
-      .meta({
+      idColumn: identifier.default('id').meta({
+        description: 'The column that orders the rows (a `bigserial` or `bigint identity` primary key): read in its order, and deleted or marked by it.',
+        examples: ['id'],
+      }),
+      payloadColumn: identifier.default('payload').meta({
+        description: "The message's payload: jsonb or json (its JSON text), text (UTF-8), or bytea (the bytes).",
+        examples: ['payload'],
+      }),
+      topicColumn: identifier.optional().meta({ description: "A text column with each message's topic; the table's name (as configured) when absent.", examples: ['topic'] }),
+      keyColumn: identifier
+        .optional()
+        .meta({ description: "A text column with each message's key (`${key}` in the sink's templates, such as the device id); none when absent.", examples: ['device'] }),
+      headersColumn: identifier.optional().meta({
+        description: "A jsonb column with each message's headers, an object of strings (`${header.NAME}`); none when absent.",
+        examples: ['headers'],
+      }),
+      delivered: z
+        .enum(['delete', 'mark'])
+        .default('delete')
+        .meta({
+          description:
+            'What happens to a row once every sink acked its message: `delete` removes it; `mark` sets `markColumn` to the time, and rows whose mark is set are not read again.',
+          examples: ['delete'],
+        }),
+      markColumn: identifier.optional().meta({ description: 'With `delivered: mark`: a timestamptz column, NULL until the row was delivered.', examples: ['delivered_at'] }),
+      channel: identifier.optional().meta({
         description:
-          'Most batches in flight at once, each an open transaction on its own connection (keep it below `poolSize`: the LISTEN takes one more). A batch commits when every row of it was settled, so a message that waits long for its sink (a command for an offline device) holds its batch, not the others.',
-        examples: [2],
+          "The LISTEN channel a backend NOTIFYs after writing rows (a trigger, or `NOTIFY channel` in its transaction): the outbox is read at once. The table's name when absent. Reading also polls every `pollIntervalMs`, so nothing waits longer than that without a notification.",
+        examples: ['device_commands'],
       }),
-    retryBackoffMs: z
-      .int()
-      .min(1)
-      .default(1000)
-      .meta({ description: 'Wait before rows a sink refused are read again (and before a reconnect); doubles per attempt up to 60 s.', examples: [1000] }),
-    stopTimeoutMs: z
-      .int()
-      .min(0)
-      .default(2000)
-      .meta({ description: 'On stop, how long to wait for messages in flight to be acked before their batches commit; the rest stay in the outbox.', examples: [2000] }),
-  })
-  .superRefine((config, ctx) => {
-    refineConnection(config, ctx);
-    if (config.delivered === 'mark' && config.markColumn === undefined)
-      ctx.addIssue({ code: 'custom', path: ['markColumn'], message: '`delivered: mark` needs `markColumn`, the timestamptz column set when a row was delivered' });
-    if (config.delivered === 'delete' && config.markColumn !== undefined)
-      ctx.addIssue({ code: 'custom', path: ['markColumn'], message: '`markColumn` is used only with `delivered: mark`' });
-    if (config.maxBatches >= config.poolSize)
-      ctx.addIssue({
-        code: 'custom',
-        path: ['maxBatches'],
-        message: `\`maxBatches\` (${config.maxBatches}) must be below \`poolSize\` (${config.poolSize}): the LISTEN connection takes one`,
-      });
-  });
+      pollIntervalMs: z
+        .int()
+        .min(10)
+        .default(5000)
+        .meta({ description: 'How often the outbox is read when no notification came.', examples: [5000] }),
+      batchSize: z
+        .int()
+        .min(1)
+        .max(10_000)
+        .default(100)
+        .meta({ description: 'Most rows read (and locked) by one transaction.', examples: [100] }),
+      maxBatches: z
+        .int()
+        .min(1)
+        .max(50)
+        .default(2)
+        .meta({
+          description:
+            'Most batches in flight at once, each an open transaction on its own connection (keep it below `poolSize`: the LISTEN takes one more). A batch commits when every row of it was settled, so a message that waits long for its sink (a command for an offline device) holds its batch, not the others.',
+          examples: [2],
+        }),
+      retryBackoffMs: z
+        .int()
+        .min(1)
+        .default(1000)
+        .meta({ description: 'Wait before rows a sink refused are read again (and before a reconnect); doubles per attempt up to 60 s.', examples: [1000] }),
+      stopTimeoutMs: z
+        .int()
+        .min(0)
+        .default(2000)
+        .meta({ description: 'On stop, how long to wait for messages in flight to be acked before their batches commit; the rest stay in the outbox.', examples: [2000] }),
+    })
+    .superRefine((config, ctx) => {
+      refineConnection(config, ctx);
+      if (config.delivered === 'mark' && config.markColumn === undefined)
+        ctx.addIssue({ code: 'custom', path: ['markColumn'], message: '`delivered: mark` needs `markColumn`, the timestamptz column set when a row was delivered' });
+      if (config.delivered === 'delete' && config.markColumn !== undefined)
+        ctx.addIssue({ code: 'custom', path: ['markColumn'], message: '`markColumn` is used only with `delivered: mark`' });
+      if (config.maxBatches >= config.poolSize)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['maxBatches'],
+          message: `\`maxBatches\` (${config.maxBatches}) must be below \`poolSize\` (${config.poolSize}): the LISTEN connection takes one`,
+        });
+    }),
+);
 
-export type PostgresSourceConfig = z.output<typeof schema>;
+export type PostgresSourceConfig = z.output<ReturnType<typeof schema>>;
 
 /**
  * Messages from an outbox table: a backend inserts rows, Ferry reads them in id order with
@@ -101,10 +104,12 @@ export type PostgresSourceConfig = z.output<typeof schema>;
  * which commits once every row of the batch was settled. A row nacked, or in flight when the
  * gateway stopped or crashed, stays and is read again: delivery is at least once.
  */
-export const postgresSource: SourceComponent<typeof schema> = {
+export const postgresSource: SourceComponent<ReturnType<typeof schema>> = {
   kind: 'postgres',
   description: 'Messages from a PostgreSQL outbox table, read in id order (FOR UPDATE SKIP LOCKED), deleted or marked once acked; woken by LISTEN/NOTIFY.',
-  schema,
+  get schema() {
+    return schema();
+  },
   keepsMessages: true,
   files: (config) => sslFiles(config),
   create: (config, ctx) => createPostgresSource(config, ctx),

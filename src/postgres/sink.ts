@@ -11,100 +11,103 @@ import { type TableName, describeTable, identifierProblem, parseTableName, ident
 import { PipelinedInserts, type PipelinedInsertsOptions } from './pipelined-inserts.ts';
 import { type PostgresPools, processPools } from './pools.ts';
 import { type InsertPlan, MappingError, type TableMapping, checkInsert, planInsert } from './table.ts';
+import { lazySchema } from '../core/lazy-schema.ts';
 
-const schema = z
-  .strictObject({
-    ...connectionFields,
-    table: tableNameSchema.meta({
-      description:
-        'The table the rows go to: `table` (found through the search path) or `schema.table`. Names are letters, digits and `_`, matched exactly (they are quoted). Its columns and their types are read when the sink starts.',
-      examples: ['public.readings'],
-    }),
-    columns: z
-      .record(
-        identifier,
-        z.string().superRefine((source, ctx) => {
-          refineTemplate(source, ctx);
+const schema = lazySchema(() =>
+  z
+    .strictObject({
+      ...connectionFields(),
+      table: tableNameSchema.meta({
+        description:
+          'The table the rows go to: `table` (found through the search path) or `schema.table`. Names are letters, digits and `_`, matched exactly (they are quoted). Its columns and their types are read when the sink starts.',
+        examples: ['public.readings'],
+      }),
+      columns: z
+        .record(
+          identifier,
+          z.string().superRefine((source, ctx) => {
+            refineTemplate(source, ctx);
+          }),
+          // A key's own issue would be reported as "Invalid key in record"; say why instead.
+          { error: (issue) => (issue.code === 'invalid_key' ? `column '${String(issue.input)}': ${identifierProblem(String(issue.input)) ?? 'invalid name'}` : undefined) },
+        )
+        .refine((columns) => Object.keys(columns).length > 0, 'map at least one column')
+        .meta({
+          description:
+            "Column name to message template. A template that is one field gives its value with its type: `${id}` (the message's UUIDv7), `${timestamp}` (arrival, in ms: a time for timestamptz), `${payload}` (the payload: jsonb, json, bytea or text), `${payload.a.b}` (a JSON value: numbers for integer and numeric columns, booleans, objects for jsonb), or NULL when the message has none; anything else renders as text. The value is converted to the column's type; a message whose value does not fit goes to the dead letters.",
+          examples: [{ id: '${id}', device: '${1}', received_at: '${timestamp}', body: '${payload}' }],
         }),
-        // A key's own issue would be reported as "Invalid key in record"; say why instead.
-        { error: (issue) => (issue.code === 'invalid_key' ? `column '${String(issue.input)}': ${identifierProblem(String(issue.input)) ?? 'invalid name'}` : undefined) },
-      )
-      .refine((columns) => Object.keys(columns).length > 0, 'map at least one column')
-      .meta({
-        description:
-          "Column name to message template. A template that is one field gives its value with its type: `${id}` (the message's UUIDv7), `${timestamp}` (arrival, in ms: a time for timestamptz), `${payload}` (the payload: jsonb, json, bytea or text), `${payload.a.b}` (a JSON value: numbers for integer and numeric columns, booleans, objects for jsonb), or NULL when the message has none; anything else renders as text. The value is converted to the column's type; a message whose value does not fit goes to the dead letters.",
-        examples: [{ id: '${id}', device: '${1}', received_at: '${timestamp}', body: '${payload}' }],
-      }),
-    onConflict: z
-      .enum(['ignore', 'update'])
-      .default('ignore')
-      .meta({
-        description:
-          'When a row with the same conflict key is already there (a message delivered again): `ignore` adds nothing; `update` sets the other mapped columns to the new values.',
-        examples: ['update'],
-      }),
-    conflictColumns: z
-      .array(identifier)
-      .min(1)
-      .optional()
-      .meta({
-        description: 'The conflict key: mapped columns with a unique index or constraint over exactly them. The column mapped to `${id}` when absent.',
-        examples: [['device']],
-      }),
-    batchSize: z
-      .int()
-      .min(1)
-      .default(500)
-      .meta({ description: 'Most messages in one insert.', examples: [500] }),
-    batchBytes: z
-      .int()
-      .min(1)
-      .default(1024 * 1024)
-      .meta({ description: 'Most payload bytes in one insert (a larger message goes alone).', examples: [1048576] }),
-    batchTimeMs: z
-      .int()
-      .min(0)
-      .default(10)
-      .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
-    concurrency: z
-      .int()
-      .min(1)
-      .max(16)
-      .default(4)
-      .meta({
-        description:
-          "Most batches in flight at once. They go through one connection, each batch's insert sent as soon as the batch is formed, without waiting for the replies to the ones before; the server runs them in order, in transactions of about half this many batches (more while the one before is slow to commit), each committed after the one before it. A batch is acked after its transaction committed; when a statement fails, its transaction and the batches after it are written again one batch at a time, in order. 1 sends a batch only after the one before it committed.",
-        examples: [4],
-      }),
-  })
-  .superRefine((config, ctx) => {
-    refineConnection(config, ctx);
-    const columns = Object.keys(config.columns);
-    if (config.conflictColumns === undefined) {
-      if (idColumn(config.columns) === undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['columns'],
-          message: "map a column to ${id} (the message's id, with a unique index) or list conflictColumns: a message delivered again must find the row it already wrote",
+      onConflict: z
+        .enum(['ignore', 'update'])
+        .default('ignore')
+        .meta({
+          description:
+            'When a row with the same conflict key is already there (a message delivered again): `ignore` adds nothing; `update` sets the other mapped columns to the new values.',
+          examples: ['update'],
+        }),
+      conflictColumns: z
+        .array(identifier)
+        .min(1)
+        .optional()
+        .meta({
+          description: 'The conflict key: mapped columns with a unique index or constraint over exactly them. The column mapped to `${id}` when absent.',
+          examples: [['device']],
+        }),
+      batchSize: z
+        .int()
+        .min(1)
+        .default(500)
+        .meta({ description: 'Most messages in one insert.', examples: [500] }),
+      batchBytes: z
+        .int()
+        .min(1)
+        .default(1024 * 1024)
+        .meta({ description: 'Most payload bytes in one insert (a larger message goes alone).', examples: [1048576] }),
+      batchTimeMs: z
+        .int()
+        .min(0)
+        .default(10)
+        .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
+      concurrency: z
+        .int()
+        .min(1)
+        .max(16)
+        .default(4)
+        .meta({
+          description:
+            "Most batches in flight at once. They go through one connection, each batch's insert sent as soon as the batch is formed, without waiting for the replies to the ones before; the server runs them in order, in transactions of about half this many batches (more while the one before is slow to commit), each committed after the one before it. A batch is acked after its transaction committed; when a statement fails, its transaction and the batches after it are written again one batch at a time, in order. 1 sends a batch only after the one before it committed.",
+          examples: [4],
+        }),
+    })
+    .superRefine((config, ctx) => {
+      refineConnection(config, ctx);
+      const columns = Object.keys(config.columns);
+      if (config.conflictColumns === undefined) {
+        if (idColumn(config.columns) === undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['columns'],
+            message: "map a column to ${id} (the message's id, with a unique index) or list conflictColumns: a message delivered again must find the row it already wrote",
+          });
+        }
+      } else {
+        config.conflictColumns.forEach((column, i) => {
+          if (!columns.includes(column))
+            ctx.addIssue({ code: 'custom', path: ['conflictColumns', i], message: `'${column}' is not one of the mapped columns (${columns.join(', ')})` });
         });
       }
-    } else {
-      config.conflictColumns.forEach((column, i) => {
-        if (!columns.includes(column))
-          ctx.addIssue({ code: 'custom', path: ['conflictColumns', i], message: `'${column}' is not one of the mapped columns (${columns.join(', ')})` });
-      });
-    }
-    const target = conflictTarget(config);
-    if (config.onConflict === 'update' && target.length > 0 && columns.every((c) => target.includes(c))) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['onConflict'],
-        message: 'update sets the mapped columns besides the conflict key, and there are none: use ignore, or map more columns',
-      });
-    }
-  });
+      const target = conflictTarget(config);
+      if (config.onConflict === 'update' && target.length > 0 && columns.every((c) => target.includes(c))) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['onConflict'],
+          message: 'update sets the mapped columns besides the conflict key, and there are none: use ignore, or map more columns',
+        });
+      }
+    }),
+);
 
-export type PostgresSinkConfig = z.output<typeof schema>;
+export type PostgresSinkConfig = z.output<ReturnType<typeof schema>>;
 
 /** The first column mapped to exactly `${id}`. */
 function idColumn(columns: Readonly<Record<string, string>>): string | undefined {
@@ -133,10 +136,12 @@ function conflictTarget(config: Pick<PostgresSinkConfig, 'columns' | 'conflictCo
  * buffered. A message whose value does not fit its column is nacked alone as MESSAGE_INVALID
  * (dead-lettered), and the rest of its batch is written.
  */
-export const postgresSink: SinkComponent<typeof schema> = {
+export const postgresSink: SinkComponent<ReturnType<typeof schema>> = {
   kind: 'postgres',
   description: 'Writes messages as rows of a PostgreSQL table.',
-  schema,
+  get schema() {
+    return schema();
+  },
   templates: (config) => Object.entries(config.columns).map(([column, template]) => ({ path: ['columns', column], template })),
   files: (config) => sslFiles(config),
   create: (config, ctx) => createPostgresSink(config, ctx),

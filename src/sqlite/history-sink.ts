@@ -3,37 +3,42 @@ import { resourceSink } from '../core/batching-sink.ts';
 import type { SinkComponent } from '../core/component.ts';
 import { wrapError } from '../core/errors.ts';
 import { HistoryWriter, convertEarlierHistory } from './history-store.ts';
+import { lazySchema } from '../core/lazy-schema.ts';
 
-const schema = z.strictObject({
-  keep: z
-    .int()
-    .min(1)
-    .default(100_000)
-    .meta({ description: 'How many of the newest messages of this bridge to keep.', examples: [100000] }),
-  synchronous: z
-    .enum(['full', 'normal'])
-    .default('full')
-    .meta({
-      description: '`full`: a message is acknowledged only after it is on disk (survives power loss); `normal`: survives process crashes, faster.',
-      examples: ['full'],
-    }),
-  batchSize: z
-    .int()
-    .min(1)
-    .default(1000)
-    .meta({ description: 'Most messages written in one transaction.', examples: [1000] }),
-  batchTimeMs: z
-    .int()
-    .min(0)
-    .default(2)
-    .meta({ description: 'Longest a message waits for its transaction, in milliseconds.', examples: [2] }),
-});
+const schema = lazySchema(() =>
+  z.strictObject({
+    keep: z
+      .int()
+      .min(1)
+      .default(100_000)
+      .meta({ description: 'How many of the newest messages of this bridge to keep.', examples: [100000] }),
+    synchronous: z
+      .enum(['full', 'normal'])
+      .default('full')
+      .meta({
+        description: '`full`: a message is acknowledged only after it is on disk (survives power loss); `normal`: survives process crashes, faster.',
+        examples: ['full'],
+      }),
+    batchSize: z
+      .int()
+      .min(1)
+      .default(1000)
+      .meta({ description: 'Most messages written in one transaction.', examples: [1000] }),
+    batchTimeMs: z
+      .int()
+      .min(0)
+      .default(2)
+      .meta({ description: 'Longest a message waits for its transaction, in milliseconds.', examples: [2] }),
+  }),
+);
 
 /** Writes messages to the gateway's local history (SQLite), acking after the commit (synced to disk under `full`). */
-export const historySink: SinkComponent<typeof schema> = {
+export const historySink: SinkComponent<ReturnType<typeof schema>> = {
   kind: 'history',
   description: "The gateway's local message history in SQLite (see `ferry history`).",
-  schema,
+  get schema() {
+    return schema();
+  },
   create: (config, ctx) =>
     resourceSink(
       config,

@@ -33,7 +33,7 @@ async function setup() {
   const dir = tempDir();
   const counters = new CounterRegistry();
   const { store } = openBuffer(dir, logger);
-  const writer = new BufferWriter(store, bufferSettingsSchema.parse({}), logger, counters);
+  const writer = new BufferWriter(store, bufferSettingsSchema().parse({}), logger, counters);
   const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger, counters });
   const deps = { broker, store, writer, logger, counters, dataDir: dir };
   const built: GatewayBridge[] = [];

@@ -255,8 +255,12 @@ test('a will delayed past a graceful shutdown is published after the restart, un
 test("a saved session stays its login's across a restart: an anonymous client is refused it, another login starts clean", async () => {
   const counters = new CounterRegistry();
   const profiles = [
-    deviceSchema.parse({ name: 'sensor', clientId: 'sensor-*', credentials: [{ username: 'sensor-1', passwordHash: await hashPassword('one') }] }),
-    deviceSchema.parse({ name: 'staff', credentials: [{ username: 'tech', passwordHash: await hashPassword('tech'), clientId: '*' }], acl: { publish: ['#'], subscribe: ['#'] } }),
+    deviceSchema().parse({ name: 'sensor', clientId: 'sensor-*', credentials: [{ username: 'sensor-1', passwordHash: await hashPassword('one') }] }),
+    deviceSchema().parse({
+      name: 'staff',
+      credentials: [{ username: 'tech', passwordHash: await hashPassword('tech'), clientId: '*' }],
+      acl: { publish: ['#'], subscribe: ['#'] },
+    }),
   ];
   const auth = () =>
     new DeviceAuthenticator({ profiles, allowAnonymous: true, anonymousAcl: { publish: ['#'], subscribe: ['#'] }, maxConnectionsPerAddress: 100, maxAuthFailures: 10, counters });

@@ -150,10 +150,10 @@ test('ferry run: a cleanly closed buffer over the size starts without the check,
 test('while the check runs, stored QoS 1 messages wait for their acknowledgement: a passed check sends them; after a failed one they and every later one wait for the stop, and nothing more is stored', async () => {
   for (const synchronous of ['full', 'normal'] as const) {
     const { store } = openBuffer(tempDir(), logger);
-    const writer = new BufferWriter(store, bufferSettingsSchema.parse({ synchronous }), logger, new CounterRegistry());
+    const writer = new BufferWriter(store, bufferSettingsSchema().parse({ synchronous }), logger, new CounterRegistry());
     try {
       store.registerBridge('b', ['out']);
-      writer.setPolicy('b', bufferPolicySchema.parse({}));
+      writer.setPolicy('b', bufferPolicySchema().parse({}));
       const enqueueAll = async (tracked: ReturnType<typeof trackedDeliveries>) => {
         const committed = writer.appended('b');
         for (const d of tracked.deliveries) writer.enqueue('b', d);

@@ -20,9 +20,9 @@ const tempDir = tempDirs('ferry-upkeep-');
 function setup(policy: Record<string, unknown>) {
   const counters = new CounterRegistry();
   const { store } = openBuffer(tempDir(), logger);
-  const writer = new BufferWriter(store, bufferSettingsSchema.parse({}), logger, counters);
+  const writer = new BufferWriter(store, bufferSettingsSchema().parse({}), logger, counters);
   store.registerBridge('b', ['out']);
-  writer.setPolicy('b', bufferPolicySchema.parse(policy));
+  writer.setPolicy('b', bufferPolicySchema().parse(policy));
   return { store, writer, counters, cleanup: () => (writer.close(), store.close()) };
 }
 
@@ -73,7 +73,7 @@ test('removing a policy stops its expiry', async () => {
     store.append(old.deliveries.map((d) => ({ bridge: 'b', envelope: { ...d.envelope, timestamp: Date.now() - 10_000 } })));
     // A positive marker instead of a sleep: a second bridge's expiry runs on the same cadence.
     store.registerBridge('c', ['out']);
-    writer.setPolicy('c', bufferPolicySchema.parse({ maxAgeMs: 200 }));
+    writer.setPolicy('c', bufferPolicySchema().parse({ maxAgeMs: 200 }));
     const marker = trackedDeliveries(1);
     store.append(marker.deliveries.map((d) => ({ bridge: 'c', envelope: { ...d.envelope, timestamp: Date.now() - 10_000 } })));
     for (const end = Date.now() + 5000; store.usage('c').messages > 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
@@ -234,7 +234,7 @@ test('an expiry of a large backlog deletes it in steps of 10,000, and says so on
   const lines: string[] = [];
   const capturing = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
   const { store } = openBuffer(tempDir(), capturing);
-  const writer = new BufferWriter(store, bufferSettingsSchema.parse({}), capturing, counters);
+  const writer = new BufferWriter(store, bufferSettingsSchema().parse({}), capturing, counters);
   try {
     store.registerBridge('b', ['out']);
     const old = Date.now() - 10_000;
@@ -243,7 +243,7 @@ test('an expiry of a large backlog deletes it in steps of 10,000, and says so on
     // One step removes at most its limit, the oldest first.
     assert.equal(store.expire('b', old + 1, 10_000).messages, 10_000);
     assert.equal(store.usage('b').messages, 15_002);
-    writer.setPolicy('b', bufferPolicySchema.parse({ maxAgeMs: 1_000 }));
+    writer.setPolicy('b', bufferPolicySchema().parse({ maxAgeMs: 1_000 }));
     // The expiry runs every maxAgeMs / 10: waiting for it is the point here.
     for (const end = Date.now() + 5000; store.usage('b').messages > 2 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
     await new Promise((r) => setTimeout(r, 50));

@@ -25,8 +25,8 @@ function setup(policy: Partial<BufferPolicy> = {}, sinks = ['out'], settings: Pa
   const dir = tempDir();
   const counters = new CounterRegistry();
   const { store } = openBuffer(dir, logger);
-  const writer = new BufferWriter(store, bufferSettingsSchema.parse(settings), logger, counters);
-  const fullPolicy = bufferPolicySchema.parse({ retryInitialMs: 10, retryMaxMs: 50, ...policy });
+  const writer = new BufferWriter(store, bufferSettingsSchema().parse(settings), logger, counters);
+  const fullPolicy = bufferPolicySchema().parse({ retryInitialMs: 10, retryMaxMs: 50, ...policy });
   store.registerBridge('b', sinks);
   writer.setPolicy('b', fullPolicy);
   const readers: { stop(): void }[] = [];
@@ -362,7 +362,7 @@ test('a batch that fails once does not let the later batches of its window overt
   const destination: string[] = [];
   let calls = 0;
   const sink = batchSink(destination, () => (++calls === 1 ? new FerryError('SINK_WRITE_FAILED', 'transient', { retryable: true }) : undefined));
-  const reader = cursorSource({ store, writer, bridge: 'b', sink: 'out', policy: bufferPolicySchema.parse({ retryInitialMs: 10 }), logger, counters });
+  const reader = cursorSource({ store, writer, bridge: 'b', sink: 'out', policy: bufferPolicySchema().parse({ retryInitialMs: 10 }), logger, counters });
   const subscription = sink(reader.deliveries).subscribe();
   try {
     await until(() => store.stats('b').sinks[0]?.pending === 0, 'delivery');
@@ -381,7 +381,7 @@ test('a permanent failure of a batch dead-letters only the message that caused i
   const bad = payloads(tracked.deliveries)[5] as string;
   const destination: string[] = [];
   const sink = batchSink(destination, (batch) => (payloads(batch).includes(bad) ? new FerryError('MESSAGE_REJECTED', 'refused for good', { retryable: false }) : undefined));
-  const reader = cursorSource({ store, writer, bridge: 'b', sink: 'out', policy: bufferPolicySchema.parse({}), logger, counters });
+  const reader = cursorSource({ store, writer, bridge: 'b', sink: 'out', policy: bufferPolicySchema().parse({}), logger, counters });
   const subscription = sink(reader.deliveries).subscribe();
   try {
     await until(() => store.stats('b').sinks[0]?.pending === 0, 'delivery');
@@ -488,7 +488,7 @@ test('a message its sink names alone as invalid is dead-lettered at once; the re
     return { rejected };
   });
   const events: SinkEvent[] = [];
-  const reader = cursorSource({ store, writer, bridge: 'b', sink: 'out', policy: bufferPolicySchema.parse({}), logger, counters });
+  const reader = cursorSource({ store, writer, bridge: 'b', sink: 'out', policy: bufferPolicySchema().parse({}), logger, counters });
   const subscription = sink(reader.deliveries).subscribe((e) => events.push(e));
   try {
     await until(() => store.stats('b').sinks[0]?.pending === 0, 'delivery');

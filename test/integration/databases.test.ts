@@ -24,7 +24,7 @@ interface Tables {
 
 async function databases(config: unknown, pools = new PostgresPools(), dataDir = tempDir()) {
   const applicationName = randomName('gw-');
-  const dbs = new Databases(databasesSchema.parse(config), {
+  const dbs = new Databases(databasesSchema().parse(config), {
     logger: pino({ level: 'silent' }),
     counters: new CounterRegistry(),
     configDir: dataDir,
@@ -87,12 +87,12 @@ test('a reload: a dropped or changed database is closed once the old bridges sto
   await sql`SELECT 1`.execute(main);
   await sql`SELECT 1`.execute(spare);
 
-  const refused = dbs.change(databasesSchema.parse({ local: { sqlite: { file: 'a.db' } } }));
+  const refused = dbs.change(databasesSchema().parse({ local: { sqlite: { file: 'a.db' } } }));
   await refused.revert();
   assert.equal(dbs.get('main'), main, 'a refused reload keeps the running instances');
 
   let stopped = () => {};
-  const change = dbs.change(databasesSchema.parse({ local: { sqlite: { file: 'a.db' } }, spare: { sqlite: { file: 'c.db' } } }));
+  const change = dbs.change(databasesSchema().parse({ local: { sqlite: { file: 'a.db' } }, spare: { sqlite: { file: 'c.db' } } }));
   const closed = change.commit(new Promise<void>((resolve) => (stopped = resolve)));
   assert.equal(dbs.get('local'), local, 'unchanged: kept');
   assert.notEqual(dbs.get('spare'), spare, 'changed: a new instance for new users');
@@ -110,8 +110,8 @@ test('a reload: a dropped or changed database is closed once the old bridges sto
 });
 
 test('config: names and kinds are checked', () => {
-  assert.equal(databasesSchema.safeParse({ 'bad name': { sqlite: { file: 'x.db' } } }).success, false);
-  assert.equal(databasesSchema.safeParse({ main: { mysql: { url: 'x' } } }).success, false);
-  assert.equal(databasesSchema.safeParse({ main: { postgres: { url: 'postgres://u@h/d', host: 'h' } } }).success, false);
-  assert.deepEqual(databasesSchema.parse(undefined), {});
+  assert.equal(databasesSchema().safeParse({ 'bad name': { sqlite: { file: 'x.db' } } }).success, false);
+  assert.equal(databasesSchema().safeParse({ main: { mysql: { url: 'x' } } }).success, false);
+  assert.equal(databasesSchema().safeParse({ main: { postgres: { url: 'postgres://u@h/d', host: 'h' } } }).success, false);
+  assert.deepEqual(databasesSchema().parse(undefined), {});
 });

@@ -39,7 +39,7 @@ function prefix(): string {
 
 /** One lookup step over a Subject: what passed (payloads), what was refused (with reasons) and how each delivery settled. */
 function step(config: Record<string, unknown>) {
-  const parsed = lookupSchema.parse(config) as LookupConfig;
+  const parsed = lookupSchema().parse(config) as LookupConfig;
   const counters = new CounterRegistry();
   const logs: { level: number; msg: string }[] = [];
   const logger = pino(

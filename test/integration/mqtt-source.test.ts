@@ -37,7 +37,7 @@ for (const [label, protocolVersion] of [
 
 test('a delivery names the client id and the username its device logged in with', async () => {
   const counters = new CounterRegistry();
-  const profile = deviceSchema.parse({ name: 'sensor', credentials: [{ username: 'sensor-7', passwordHash: await hashPassword('secret-7') }] });
+  const profile = deviceSchema().parse({ name: 'sensor', credentials: [{ username: 'sensor-7', passwordHash: await hashPassword('secret-7') }] });
   const auth = new DeviceAuthenticator({
     profiles: [profile],
     allowAnonymous: false,

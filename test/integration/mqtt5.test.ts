@@ -352,7 +352,7 @@ test('once the broker drains, QoS 1 publishes are refused unstored: MQTT 3.1.1 c
 
 test("a refused login under a device's client id leaves that device's QoS 2 messages awaiting PUBREL alone", { timeout: 20_000 }, async () => {
   const counters = new CounterRegistry();
-  const profile = deviceSchema.parse({ name: 'sensor', credentials: [{ username: 'sensor-7', passwordHash: await hashPassword('secret-7') }] });
+  const profile = deviceSchema().parse({ name: 'sensor', credentials: [{ username: 'sensor-7', passwordHash: await hashPassword('secret-7') }] });
   const auth = new DeviceAuthenticator({
     profiles: [profile],
     allowAnonymous: false,

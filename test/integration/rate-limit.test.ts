@@ -31,7 +31,7 @@ async function waitFor(what: string, condition: () => boolean): Promise<void> {
 
 /** One gateway's limiter over a Subject: what passed, what it refused, and how each delivery was settled. */
 function limiter(config: Partial<RateLimitConfig> & { messagesPerSecond: number }) {
-  const parsed = rateLimitSchema.parse(config);
+  const parsed = rateLimitSchema().parse(config);
   const counters = new CounterRegistry();
   const logs: { level: number; msg: string }[] = [];
   const logger = pino(
@@ -175,7 +175,7 @@ test('two gateways on one key stay within burst + rate × time + one lease each 
   const keyPrefix = randomName('ferry:test:rl:');
   prefixes.push(keyPrefix);
   const shared = { redis, keyPrefix, key: 'all', messagesPerSecond: 400, burst: 50, leaseMs: 100 };
-  const lease = leaseSize(rateLimitSchema.parse(shared));
+  const lease = leaseSize(rateLimitSchema().parse(shared));
   assert.equal(lease, 40);
   const a = limiter(shared);
   const b = limiter(shared);

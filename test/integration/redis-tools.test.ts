@@ -37,7 +37,7 @@ async function closedPort(): Promise<number> {
 test('tools.redis: strings with TTL and NX, del, exists, incr and expire, JSON values and hashes against real Redis', { timeout: 30_000 }, async () => {
   const url = await requireService('redis');
   const clients = new RedisClients();
-  const lease = clients.acquire(redisConnectionSchema.parse({ url }));
+  const lease = clients.acquire(redisConnectionSchema().parse({ url }));
   const redis = redisTools('cache', lease.connection);
   const p = prefix();
   try {
@@ -83,7 +83,7 @@ test('tools.redis: strings with TTL and NX, del, exists, incr and expire, JSON v
 test('one client per distinct connection: equal settings share it, the last release closes it', { timeout: 30_000 }, async () => {
   const url = await requireService('redis');
   const clients = new RedisClients();
-  const settings = redisConnectionSchema.parse({ url });
+  const settings = redisConnectionSchema().parse({ url });
   const a = clients.acquire(settings);
   const b = clients.acquire({ ...settings });
   const c = clients.acquire({ ...settings, commandTimeoutMs: 500 });
@@ -106,7 +106,7 @@ test('offline: fail (the default) fails at once while Redis is unreachable; the 
   const proxy = await tcpProxy({ host: target.hostname, port: Number(target.port || 6379) });
   const clients = new RedisClients();
   // A command timeout far above the test's own timeout: failing at once is the only way to pass.
-  const lease = clients.acquire(redisConnectionSchema.parse({ url: `redis://127.0.0.1:${proxy.port}`, commandTimeoutMs: 120_000 }));
+  const lease = clients.acquire(redisConnectionSchema().parse({ url: `redis://127.0.0.1:${proxy.port}`, commandTimeoutMs: 120_000 }));
   const redis = redisTools('cache', lease.connection);
   const p = prefix();
   try {
@@ -129,7 +129,7 @@ test('offline: fail (the default) fails at once while Redis is unreachable; the 
     await proxy.close();
   }
 
-  const unreachable = clients.acquire(redisConnectionSchema.parse({ url: `redis://127.0.0.1:${await closedPort()}`, commandTimeoutMs: 120_000 }));
+  const unreachable = clients.acquire(redisConnectionSchema().parse({ url: `redis://127.0.0.1:${await closedPort()}`, commandTimeoutMs: 120_000 }));
   try {
     await assert.rejects(redisTools('nowhere', unreachable.connection).get('k'), /redis 'nowhere'/);
   } finally {
@@ -142,7 +142,7 @@ test('offline: wait holds a command while Redis is unreachable and runs it once 
   const target = new URL(url);
   const proxy = await tcpProxy({ host: target.hostname, port: Number(target.port || 6379) });
   const clients = new RedisClients();
-  const lease = clients.acquire(redisConnectionSchema.parse({ url: `redis://127.0.0.1:${proxy.port}`, offline: 'wait', commandTimeoutMs: 20_000 }));
+  const lease = clients.acquire(redisConnectionSchema().parse({ url: `redis://127.0.0.1:${proxy.port}`, offline: 'wait', commandTimeoutMs: 20_000 }));
   const redis = redisTools('cache', lease.connection);
   const p = prefix();
   try {
@@ -161,7 +161,7 @@ test('offline: wait holds a command while Redis is unreachable and runs it once 
 test('a handler bridge gets only the connections gateway.yaml declares, and gives them back when it stops', { timeout: 30_000 }, async () => {
   const url = await requireService('redis');
   const clients = new RedisClients();
-  const handler = new HandlerRedis('alarms', { cache: redisConnectionSchema.parse({ url }) }, clients);
+  const handler = new HandlerRedis('alarms', { cache: redisConnectionSchema().parse({ url }) }, clients);
   assert.throws(() => handler.get('sites'), /bridge 'alarms': tools\.redis\('sites'\): no such connection under `redis:` in gateway\.yaml \(declared: cache\)/);
   const cache = handler.get('cache');
   assert.equal(handler.get('cache'), cache);

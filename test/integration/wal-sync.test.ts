@@ -26,9 +26,9 @@ const tempDir = tempDirs('ferry-wal-sync-');
 function setup(sync: Fdatasync) {
   const counters = new CounterRegistry();
   const { store } = openBuffer(tempDir(), logger);
-  const writer = new BufferWriter(store, bufferSettingsSchema.parse({ synchronous: 'full' }), logger, counters, { fdatasync: sync });
+  const writer = new BufferWriter(store, bufferSettingsSchema().parse({ synchronous: 'full' }), logger, counters, { fdatasync: sync });
   store.registerBridge('b', ['out']);
-  writer.setPolicy('b', bufferPolicySchema.parse({}));
+  writer.setPolicy('b', bufferPolicySchema().parse({}));
   const cleanup = () => {
     writer.close();
     store.close();

@@ -21,7 +21,7 @@ export function loadProfile(path: string): SimulatedProfile {
   const loaded = loadYamlFile(resolve(path), display, process.env);
   const issues: ConfigIssue[] = [...loaded.issues];
   if (loaded.file !== undefined && issues.length === 0) {
-    const parsed = deviceSchema.safeParse(loaded.file.value ?? {});
+    const parsed = deviceSchema().safeParse(loaded.file.value ?? {});
     if (parsed.success) {
       if (parsed.data.telemetry === undefined) {
         throw new UsageError(`${display}: the profile has no telemetry section, so there is nothing to simulate`);

@@ -139,7 +139,7 @@ test('defaults fill what is left out; interpolated plain scalars are typed, quot
 });
 
 test('the JSON Schema carries descriptions and every component kind', () => {
-  const gateway = JSON.stringify(z.toJSONSchema(gatewaySchema, { io: 'input', unrepresentable: 'any' }));
+  const gateway = JSON.stringify(z.toJSONSchema(gatewaySchema(), { io: 'input', unrepresentable: 'any' }));
   assert.match(gateway, /TCP port of the embedded MQTT broker/);
   const bridge = JSON.stringify(z.toJSONSchema(bridgeSchema(componentKinds), { io: 'input', unrepresentable: 'any' }));
   for (const kind of ['mqtt', 'history', 'kafka']) assert.match(bridge, new RegExp(`"${kind}"`));

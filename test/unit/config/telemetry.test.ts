@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { resolveTelemetry, telemetrySchema } from '../../../src/config/telemetry.ts';
 
-const section = (value: unknown = {}) => telemetrySchema.parse(value);
+const section = (value: unknown = {}) => telemetrySchema().parse(value);
 
 test('nothing is exported without an endpoint, or with OTEL_SDK_DISABLED', () => {
   assert.equal(resolveTelemetry(section(), 'gw', {}), undefined);

@@ -11,7 +11,7 @@ function watch() {
   const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) });
   const state = { pending: 0, oldestAt: undefined as number | undefined };
   const w = new LossWatch({
-    config: lossWatchSchema.parse({ behindAfterMs: 1000 }),
+    config: lossWatchSchema().parse({ behindAfterMs: 1000 }),
     clientId: 'ferry-a',
     broker: 'mqtt://broker',
     bridge: 'b',
