@@ -26,6 +26,9 @@
 //     woken about 890 times a second and used 54-61 ms of CPU a second. The check is now
 //     scheduled only while requests are pending, as in the fix proposed upstream (pull request
 //     1667); a method of the class's prototype, it is replaced even if kafkajs loaded before.
+//     Each connection also looked for timed-out requests every 100 ms for as long as it was open,
+//     ten wake-ups a second (a consumer always has a fetch out): each request in flight now has a
+//     timer at its deadline instead (scheduleRequestTimeoutCheck and destroy).
 // If kafkajs was loaded before (by another part of the process), the other originals stay in
 // use: slower, never wrong.
 import { createRequire } from 'node:module';
@@ -85,6 +88,89 @@ export function scheduleCheckPendingRequests(this: RequestQueueState): void {
     },
     wait > 0 ? wait : CHECK_PENDING_MS,
   );
+}
+
+/** A request in flight, as kafkajs' SocketRequest has it (`sentAt` is set just after it goes in flight). */
+interface InFlight {
+  readonly sentAt: number | null;
+  readonly requestTimeout: number;
+  timeoutRequest(): void;
+  [DEADLINE]?: NodeJS.Timeout | undefined;
+}
+
+/** What the request timeout uses of kafkajs' RequestQueue. */
+export interface RequestTimeoutState {
+  readonly enforceRequestTimeout: boolean;
+  readonly inflight: Map<number, InFlight>;
+  isConnected(): boolean;
+  destroy(): void;
+  /** Set while the connection is open and the timeout enforced. */
+  [ENFORCED]?: boolean;
+}
+
+const DEADLINE = Symbol('ferry.requestDeadline');
+const ENFORCED = Symbol('ferry.requestTimeoutEnforced');
+
+/**
+ * kafkajs' RequestQueue.scheduleRequestTimeoutCheck (called when the connection opens), which
+ * looked every 100 ms for requests in flight past their timeout until the connection closed: a
+ * consumer always has a fetch out, so its connection woke the process ten times a second even
+ * with nothing to read. Each request in flight now has a timer at its deadline instead, cleared
+ * when it leaves (`inflight` is the queue's record of them); a request past its deadline is timed
+ * out as kafkajs does, then, as its look did, the queue's timers stop if the connection is gone.
+ */
+export function scheduleRequestTimeoutCheck(this: RequestTimeoutState): void {
+  if (!this.enforceRequestTimeout) return;
+  this.destroy();
+  this[ENFORCED] = true;
+  const { inflight } = this;
+  if (inflight.set === Map.prototype.set) {
+    inflight.set = (correlationId, request) => {
+      Map.prototype.set.call(inflight, correlationId, request);
+      if (this[ENFORCED] === true) armDeadline(this, correlationId, request, request.requestTimeout + 1);
+      return inflight;
+    };
+    inflight.delete = (correlationId) => {
+      clearTimeout(inflight.get(correlationId)?.[DEADLINE]);
+      return Map.prototype.delete.call(inflight, correlationId);
+    };
+    inflight.clear = () => {
+      clearDeadlines(inflight);
+      Map.prototype.clear.call(inflight);
+    };
+  }
+  for (const [correlationId, request] of inflight) armDeadline(this, correlationId, request, request.requestTimeout + 1);
+}
+
+function armDeadline(queue: RequestTimeoutState, correlationId: number, request: InFlight, wait: number): void {
+  clearTimeout(request[DEADLINE]);
+  request[DEADLINE] = setTimeout(() => {
+    request[DEADLINE] = undefined;
+    if (queue.inflight.get(correlationId) !== request) return;
+    const early = (request.sentAt ?? Date.now()) + request.requestTimeout - Date.now();
+    if (early >= 0) {
+      armDeadline(queue, correlationId, request, early + 1);
+      return;
+    }
+    request.timeoutRequest();
+    if (!queue.isConnected()) queue.destroy();
+  }, wait);
+}
+
+function clearDeadlines(inflight: Map<number, InFlight>): void {
+  for (const request of inflight.values()) {
+    clearTimeout(request[DEADLINE]);
+    request[DEADLINE] = undefined;
+  }
+}
+
+/** kafkajs' RequestQueue.destroy (on a disconnect), and no request timeouts until the next connect. */
+export function destroyRequestQueue(original: (this: RequestTimeoutState) => void): (this: RequestTimeoutState) => void {
+  return function destroy(this: RequestTimeoutState): void {
+    this[ENFORCED] = false;
+    clearDeadlines(this.inflight);
+    original.call(this);
+  };
 }
 
 interface GrowingEncoder {
@@ -150,6 +236,12 @@ export function patchKafkajs(): void {
   const { Produce: apiKey } = require(API_KEYS) as { Produce: number };
   replace(PRODUCE_V3, produceRequestV3({ Encoder, Long, apiKey, writeBatch: recordBatchWriter(batchDeps) }));
   replace(REQUEST, requestFrame(Encoder, require(REQUEST) as Parameters<typeof requestFrame>[1]));
-  const RequestQueue = require(REQUEST_QUEUE) as { prototype: { scheduleCheckPendingRequests: unknown } };
+  const RequestQueue = require(REQUEST_QUEUE) as {
+    prototype: { scheduleCheckPendingRequests: unknown; scheduleRequestTimeoutCheck: unknown; destroy: (this: RequestTimeoutState) => void };
+  };
   RequestQueue.prototype.scheduleCheckPendingRequests = scheduleCheckPendingRequests;
+  if (RequestQueue.prototype.scheduleRequestTimeoutCheck !== scheduleRequestTimeoutCheck) {
+    RequestQueue.prototype.scheduleRequestTimeoutCheck = scheduleRequestTimeoutCheck;
+    RequestQueue.prototype.destroy = destroyRequestQueue(RequestQueue.prototype.destroy);
+  }
 }

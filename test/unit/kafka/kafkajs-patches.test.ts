@@ -185,6 +185,77 @@ test("kafkajs' request queue, patched, sends a request held by a throttle when t
   }
 });
 
+type TimedQueue = {
+  inflight: Map<number, { sentAt: number; requestTimeout: number; timeoutRequest(): void }>;
+  scheduleRequestTimeoutCheck(): void;
+  destroy(): void;
+};
+const timedQueue = (connected: () => boolean = () => true): TimedQueue => {
+  const RequestQueue = require('kafkajs/src/network/requestQueue/index.js') as new (options: object) => TimedQueue;
+  const logger = { debug() {}, info() {}, warn() {}, error() {} };
+  return new RequestQueue({ maxInFlightRequests: null, requestTimeout: 30_000, enforceRequestTimeout: true, clientId: 'ferry', broker: 'b:9092', logger, isConnected: connected });
+};
+/** Timers that keep the process up now. */
+const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
+
+test("kafkajs' request queue, patched, times a request in flight out at its deadline and holds no timer with none in flight (its own looked every 100 ms while the connection was open)", async () => {
+  patchKafkajs();
+  const queue = timedQueue();
+  const before = timers();
+  try {
+    queue.scheduleRequestTimeoutCheck(); // what a connect does
+    assert.equal(timers(), before, 'no timer with nothing in flight');
+    const sent = Date.now();
+    let timedOutAfter = -1;
+    queue.inflight.set(7, {
+      sentAt: sent,
+      requestTimeout: 150,
+      timeoutRequest: () => {
+        timedOutAfter = Date.now() - sent;
+        queue.inflight.delete(7);
+      },
+    });
+    assert.equal(timers(), before + 1, 'a timer for the request in flight');
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    assert.ok(timedOutAfter > 150 && timedOutAfter < 300, `timed out ${timedOutAfter} ms after it was sent (timeout 150 ms)`);
+    assert.equal(timers(), before);
+    // A response in time takes its timer with it.
+    queue.inflight.set(8, { sentAt: Date.now(), requestTimeout: 30_000, timeoutRequest: () => assert.fail('not timed out') });
+    queue.inflight.delete(8);
+    assert.equal(timers(), before);
+  } finally {
+    queue.destroy();
+  }
+});
+
+test("kafkajs' request queue, patched, times nothing out once the connection is destroyed, and again after the next connect", async () => {
+  patchKafkajs();
+  let connected = true;
+  const queue = timedQueue(() => connected);
+  const before = timers();
+  try {
+    queue.scheduleRequestTimeoutCheck();
+    queue.destroy(); // what a disconnect does
+    queue.inflight.set(1, { sentAt: Date.now() - 60_000, requestTimeout: 10, timeoutRequest: () => assert.fail('timed out after a destroy') });
+    assert.equal(timers(), before);
+    queue.inflight.clear();
+    queue.scheduleRequestTimeoutCheck(); // the next connect
+    let timedOut = 0;
+    queue.inflight.set(2, { sentAt: Date.now(), requestTimeout: 20, timeoutRequest: () => void (timedOut += 1) });
+    queue.inflight.set(3, { sentAt: Date.now(), requestTimeout: 60_000, timeoutRequest: () => assert.fail('not due') });
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    assert.equal(timedOut, 1);
+    // The connection lost meanwhile: after a timeout the queue's timers stop, as kafkajs' look did.
+    connected = false;
+    queue.inflight.set(4, { sentAt: Date.now(), requestTimeout: 20, timeoutRequest: () => void (timedOut += 1) });
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    assert.equal(timedOut, 2);
+    assert.equal(timers(), before, "request 3's timer went with the destroy");
+  } finally {
+    queue.destroy();
+  }
+});
+
 const Long = require('kafkajs/src/utils/long.js');
 const originalBatch = require('kafkajs/src/protocol/recordBatch/v0/index.js') as {
   RecordBatch: (input: RecordBatchInput) => Promise<{ buf: Buffer; offset: number; buffer: Buffer }>;
