@@ -214,3 +214,33 @@ export function topicStartsWith(body: Buffer, at: number, prefix: Buffer): boole
 export function idsOf(meta: Buffer, body: Buffer): string[] {
   return offsets(meta).map((at) => body.toString('utf8', at + HEAD, at + HEAD + body.readUInt32LE(at + 12)));
 }
+
+/**
+ * Packs rows that earlier versions kept a message a row, in seq order: each run of one bridge's
+ * rows with consecutive seqs becomes packs (a new one when the last is full), each handed to
+ * `write` with the rows in it. For the conversions of the buffer's and the history's tables.
+ */
+export function packRuns<R extends { readonly bridge: string; readonly seq: number }>(
+  rows: readonly R[],
+  envelopeOf: (row: R) => Envelope,
+  write: (pack: PackWriter, run: readonly R[]) => void,
+): void {
+  const pack = new PackWriter();
+  let run: R[] = [];
+  const close = () => {
+    if (run.length > 0) write(pack, run);
+    pack.reset();
+    run = [];
+  };
+  try {
+    for (const row of rows) {
+      const last = run.at(-1);
+      if (last !== undefined && (row.bridge !== last.bridge || row.seq !== last.seq + 1 || pack.full)) close();
+      pack.add(envelopeOf(row));
+      run.push(row);
+    }
+    close();
+  } finally {
+    pack.reset();
+  }
+}

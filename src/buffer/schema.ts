@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
+import { carrySequence } from '../sqlite/connection.ts';
 import { INSERT_PACK } from './append.ts';
-import { PackWriter } from './packs.ts';
+import { packRuns } from './packs.ts';
 import { type MessageRow, toStored } from './rows.ts';
 
 /** The buffer's tables. `seq` orders everything: per bridge, a message's place in the log. */
@@ -109,42 +110,24 @@ export function legacyRows(db: Database.Database): number {
 }
 
 function packLegacyRows(db: Database.Database, chunk: number, progress?: (moved: number) => void): void {
-  const sequence = db.prepare('SELECT seq FROM sqlite_sequence WHERE name = ?').pluck();
   // Where the last run stopped: the rows up to the packs' highest seq are moved (the table goes
   // at the end, in one piece, rather than row by row).
   const next = db.prepare('SELECT * FROM messages WHERE seq > (SELECT coalesce(max(last), 0) FROM packs) ORDER BY seq LIMIT ?');
   const insert = db.prepare(INSERT_PACK);
-  const pack = new PackWriter();
   let moved = 0;
   const step = db.transaction((): number => {
-    // The highest seq given out, even one whose row is gone: it is never given out again.
-    const given = (sequence.get('messages') as number | undefined) ?? 0;
-    const packs = sequence.get('packs') as number | undefined;
-    if (packs === undefined) db.prepare("INSERT INTO sqlite_sequence (name, seq) VALUES ('packs', ?)").run(given);
-    else if (packs < given) db.prepare("UPDATE sqlite_sequence SET seq = ? WHERE name = 'packs'").run(given);
+    carrySequence(db, 'messages', 'packs');
     const rows = next.all(chunk) as MessageRow[];
-    let open: { bridge: string; first: number; last: number } | undefined;
-    const close = () => {
-      if (open !== undefined) insert.run(open.last, open.bridge, open.first, pack.bytes, pack.meta(), pack.body());
-      pack.reset();
-      open = undefined;
-    };
-    for (const row of rows) {
-      if (open !== undefined && (row.bridge !== open.bridge || row.seq !== open.last + 1 || pack.full)) close();
-      open ??= { bridge: row.bridge, first: row.seq, last: row.seq };
-      pack.add(toStored(row).envelope);
-      open.last = row.seq;
-    }
-    close();
+    packRuns(
+      rows,
+      (row) => toStored(row).envelope,
+      (pack, run) => insert.run((run.at(-1) as MessageRow).seq, (run[0] as MessageRow).bridge, (run[0] as MessageRow).seq, pack.bytes, pack.meta(), pack.body()),
+    );
     return rows.length;
   });
-  try {
-    for (let n = step(); n > 0; n = step()) {
-      moved += n;
-      progress?.(moved);
-    }
-  } finally {
-    pack.reset();
+  for (let n = step(); n > 0; n = step()) {
+    moved += n;
+    progress?.(moved);
   }
   db.exec('DROP TABLE messages');
 }

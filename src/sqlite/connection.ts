@@ -48,3 +48,16 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database.
   }
   return db;
 }
+
+/**
+ * Carries the highest seq that table `from` (AUTOINCREMENT) gave out over to table `to`, when
+ * an earlier version's table is converted into `to`: a seq given out once, even one whose row
+ * is gone, is never given out again.
+ */
+export function carrySequence(db: Database.Database, from: string, to: string): void {
+  const sequence = db.prepare<[string], number>('SELECT seq FROM sqlite_sequence WHERE name = ?').pluck();
+  const given = sequence.get(from) ?? 0;
+  const carried = sequence.get(to);
+  if (carried === undefined) db.prepare('INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)').run(to, given);
+  else if (carried < given) db.prepare('UPDATE sqlite_sequence SET seq = ? WHERE name = ?').run(given, to);
+}

@@ -1,7 +1,8 @@
 import type Database from 'better-sqlite3';
-import { PackWriter } from '../buffer/packs.ts';
+import { packRuns } from '../buffer/packs.ts';
 import type { Envelope, Origin } from '../core/envelope.ts';
 import { NO_HEADERS, isUuidV7 } from '../core/envelope.ts';
+import { carrySequence } from './connection.ts';
 import type { HistoryQuery, HistoryRow } from './history-store.ts';
 
 /**
@@ -55,49 +56,31 @@ export function convertStep(db: Database.Database, insert: Database.Statement, r
   return db
     .transaction((): number => {
       if (!hasLegacyHistory(db)) return 0;
-      // The highest seq given out, even one whose row is gone: it is never given out again.
-      const sequence = db.prepare<[string], number>('SELECT seq FROM sqlite_sequence WHERE name = ?').pluck();
-      const given = sequence.get('history') ?? 0;
-      const packs = sequence.get('history_packs');
-      if (packs === undefined) db.prepare("INSERT INTO sqlite_sequence (name, seq) VALUES ('history_packs', ?)").run(given);
-      else if (packs < given) db.prepare("UPDATE sqlite_sequence SET seq = ? WHERE name = 'history_packs'").run(given);
+      carrySequence(db, 'history', 'history_packs');
       const after = db.prepare('SELECT coalesce(max(last), 0) FROM history_packs').pluck().get() as number;
       const chunk = db.prepare<[number, number], LegacyRow>('SELECT * FROM history WHERE seq > ? ORDER BY seq LIMIT ?').all(after, rows);
       if (chunk.length === 0) {
         db.exec('DROP TABLE history');
         return 0;
       }
-      packRuns(chunk, insert, db.prepare('INSERT OR IGNORE INTO history_ids (bridge, id) VALUES (?, ?)'));
+      const keepId = db.prepare('INSERT OR IGNORE INTO history_ids (bridge, id) VALUES (?, ?)');
+      packRuns(chunk, toEnvelope, (pack, run) => {
+        // As the writer keeps them (history-store.ts): the range of the UUIDv7s, a row for each other id.
+        let min = '';
+        let max = '';
+        for (const { bridge, id } of run) {
+          if (!isUuidV7(id)) keepId.run(bridge, id);
+          else {
+            if (min === '' || id < min) min = id;
+            if (id > max) max = id;
+          }
+        }
+        const { bridge, seq: first } = run[0] as LegacyRow;
+        insert.run((run.at(-1) as LegacyRow).seq, bridge, first, min, max, pack.meta(), pack.body());
+      });
       return chunk.length;
     })
     .immediate();
-}
-
-function packRuns(rows: readonly LegacyRow[], insert: Database.Statement, keepId: Database.Statement): void {
-  const pack = new PackWriter();
-  let open: { bridge: string; first: number; last: number; min: string; max: string } | undefined;
-  const close = () => {
-    if (open !== undefined) insert.run(open.last, open.bridge, open.first, open.min, open.max, pack.meta(), pack.body());
-    pack.reset();
-    open = undefined;
-  };
-  try {
-    for (const row of rows) {
-      if (open !== undefined && (row.bridge !== open.bridge || row.seq !== open.last + 1 || pack.full)) close();
-      open ??= { bridge: row.bridge, first: row.seq, last: row.seq, min: '', max: '' };
-      pack.add(toEnvelope(row));
-      open.last = row.seq;
-      // As the writer keeps them (history-store.ts): the range of the UUIDv7s, a row for each other id.
-      if (!isUuidV7(row.id)) keepId.run(row.bridge, row.id);
-      else {
-        if (open.min === '' || row.id < open.min) open.min = row.id;
-        if (row.id > open.max) open.max = row.id;
-      }
-    }
-    close();
-  } finally {
-    pack.reset();
-  }
 }
 
 /** The earlier table kept no source: the origin of a converted message has its client id and QoS only. */
