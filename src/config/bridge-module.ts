@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { type BufferPolicy, bufferPolicySchema } from '../buffer/config.ts';
+import { lazySchema } from '../core/lazy-schema.ts';
 import { type BridgeDefinition, isBridgeDefinition } from '../handler/define.ts';
 import type { RedisConnections } from '../redis/connection-config.ts';
 import { cacheStrippedBridges } from './bridge-cache.ts';
@@ -54,16 +55,13 @@ export const DEFAULT_MAX_HOLD_MS = 60_000;
  * it (about 50 zod schemas each built anew), then lets it go with the rest of the config's
  * schemas (see src/core/lazy-schema.ts).
  */
-const handlerBridgeSchemas = new WeakMap<ComponentKinds, WeakRef<ReturnType<typeof buildHandlerBridgeSchema>>>();
+const handlerBridgeSchemas = new WeakMap<ComponentKinds, () => ReturnType<typeof buildHandlerBridgeSchema>>();
 
 /** The checks a YAML bridge gets, on what `defineBridge` was given. */
 export function handlerBridgeSchema(kinds: ComponentKinds) {
-  let schema = handlerBridgeSchemas.get(kinds)?.deref();
-  if (schema === undefined) {
-    schema = buildHandlerBridgeSchema(kinds);
-    handlerBridgeSchemas.set(kinds, new WeakRef(schema));
-  }
-  return schema;
+  let schema = handlerBridgeSchemas.get(kinds);
+  if (schema === undefined) handlerBridgeSchemas.set(kinds, (schema = lazySchema(() => buildHandlerBridgeSchema(kinds))));
+  return schema();
 }
 
 function buildHandlerBridgeSchema(kinds: ComponentKinds) {
