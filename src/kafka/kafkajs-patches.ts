@@ -127,7 +127,7 @@ export function scheduleRequestTimeoutCheck(this: RequestTimeoutState): void {
   if (inflight.set === Map.prototype.set) {
     inflight.set = (correlationId, request) => {
       Map.prototype.set.call(inflight, correlationId, request);
-      if (this[ENFORCED] === true) armDeadline(this, correlationId, request, request.requestTimeout + 1);
+      if (this[ENFORCED] === true) armDeadline(this, correlationId, request);
       return inflight;
     };
     inflight.delete = (correlationId) => {
@@ -139,22 +139,28 @@ export function scheduleRequestTimeoutCheck(this: RequestTimeoutState): void {
       Map.prototype.clear.call(inflight);
     };
   }
-  for (const [correlationId, request] of inflight) armDeadline(this, correlationId, request, request.requestTimeout + 1);
+  for (const [correlationId, request] of inflight) armDeadline(this, correlationId, request);
 }
 
-function armDeadline(queue: RequestTimeoutState, correlationId: number, request: InFlight, wait: number): void {
+/** How long before `request` is past its timeout (kafkajs': more than `requestTimeout` ms after it was sent); negative once it is. */
+const timeLeft = (request: InFlight): number => (request.sentAt ?? Date.now()) + request.requestTimeout - Date.now();
+
+/** A timer for when `request` is past its timeout: a request in flight from before is looked at as soon as it is. */
+function armDeadline(queue: RequestTimeoutState, correlationId: number, request: InFlight): void {
   clearTimeout(request[DEADLINE]);
-  request[DEADLINE] = setTimeout(() => {
-    request[DEADLINE] = undefined;
-    if (queue.inflight.get(correlationId) !== request) return;
-    const early = (request.sentAt ?? Date.now()) + request.requestTimeout - Date.now();
-    if (early >= 0) {
-      armDeadline(queue, correlationId, request, early + 1);
-      return;
-    }
-    request.timeoutRequest();
-    if (!queue.isConnected()) queue.destroy();
-  }, wait);
+  request[DEADLINE] = setTimeout(
+    () => {
+      request[DEADLINE] = undefined;
+      if (queue.inflight.get(correlationId) !== request) return;
+      if (timeLeft(request) >= 0) {
+        armDeadline(queue, correlationId, request);
+        return;
+      }
+      request.timeoutRequest();
+      if (!queue.isConnected()) queue.destroy();
+    },
+    Math.max(0, timeLeft(request)) + 1,
+  );
 }
 
 function clearDeadlines(inflight: Map<number, InFlight>): void {
