@@ -88,19 +88,13 @@ export class HistoryWriter {
   constructor(dataDir: string, synchronous: Synchronous, options: { fdatasync?: Fdatasync; converting?: (messages: number) => void } = {}) {
     const path = historyPath(dataDir);
     this.#path = path;
-    // A file whose WAL failed to sync is not written again until the process restarts and
-    // SQLite recovers it from what is on disk (WalSync); the sink's messages wait in the buffer.
-    const failed = walSyncFailure(path);
-    if (failed !== undefined) throw syncFailed(path, failed);
-    this.#db = openSqlite(path, { synchronous: 'normal' });
+    this.#db = openForWriting(path);
     this.#walSync = synchronous === 'full' ? new WalSync(path, options) : undefined;
     const db = this.#db;
-    db.exec(HISTORY_SCHEMA);
-    const insert = db.prepare(INSERT_PACK);
     // What convertEarlierHistory left, or all of it here, step after step without a pause.
     if (hasLegacyHistory(db)) options.converting?.(legacyHistoryRows(db));
-    while (convertStep(db, insert) > 0);
-    db.exec(HISTORY_GUARD);
+    for (const _ of conversionSteps(db));
+    const insert = db.prepare(INSERT_PACK);
     const lastSeq = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'history_packs'").pluck();
     const counted = db.prepare<[string], number>('SELECT rows FROM history_counts WHERE bridge = ?').pluck();
     const floorOf = db.prepare<[string], number>('SELECT seq FROM history_floors WHERE bridge = ?').pluck();
@@ -251,22 +245,40 @@ export class HistoryWriter {
 export async function convertEarlierHistory(dataDir: string, started?: (messages: number) => void): Promise<{ messages: number; ms: number } | undefined> {
   const path = historyPath(dataDir);
   if (!existsSync(path)) return undefined;
-  const failed = walSyncFailure(path);
-  if (failed !== undefined) throw syncFailed(path, failed);
-  const db = openSqlite(path, { synchronous: 'normal' });
+  const db = openForWriting(path);
   try {
     if (!hasLegacyHistory(db)) return undefined;
     const begun = performance.now();
     const messages = legacyHistoryRows(db);
     started?.(messages);
-    db.exec(HISTORY_SCHEMA);
-    const insert = db.prepare(INSERT_PACK);
-    while (convertStep(db, insert) > 0) await setImmediate();
-    db.exec(HISTORY_GUARD);
+    for (const _ of conversionSteps(db)) await setImmediate();
     return { messages, ms: Math.round(performance.now() - begun) };
   } finally {
     db.close();
   }
+}
+
+/**
+ * The history file opened to write. A file whose WAL failed to sync is not written again until
+ * the process restarts and SQLite recovers it from what is on disk (WalSync); the sink's
+ * messages wait in the buffer.
+ */
+function openForWriting(path: string): Database.Database {
+  const failed = walSyncFailure(path);
+  if (failed !== undefined) throw syncFailed(path, failed);
+  return openSqlite(path, { synchronous: 'normal' });
+}
+
+/**
+ * Makes the packs' tables, moves what is left of an earlier version's table into them a step (a
+ * transaction) at a time, and sets the guard against earlier versions last. It yields between
+ * two steps: the caller goes on at once, or after a turn of the event loop.
+ */
+function* conversionSteps(db: Database.Database): Generator<void, void, void> {
+  db.exec(HISTORY_SCHEMA);
+  const insert = db.prepare(INSERT_PACK);
+  while (convertStep(db, insert) > 0) yield;
+  db.exec(HISTORY_GUARD);
 }
 
 function syncFailed(path: string, error: Error): Error {
