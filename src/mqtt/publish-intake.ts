@@ -11,6 +11,7 @@ import { type TopicLimits, invalidTopicReason, topicMatches } from '../core/topi
 import { type Identity, mayPublish } from './acl.ts';
 import { aedesInternals } from './aedes-internals.ts';
 import { type NotedMessage, ResendMemory } from './resend-memory.ts';
+import { TopicMemo } from './topic-memo.ts';
 import { payloadBytes, propertyHeaders, samePayload } from './publish-packet.ts';
 import type { ClientRefusals } from './client-refusals.ts';
 import { type Acknowledged, QOS_LABELS, QUOTA_EXCEEDED, SERVER_BUSY, SERVER_SHUTTING_DOWN, TOPIC_NAME_INVALID, refusalOutcome } from './intake-answers.ts';
@@ -52,6 +53,10 @@ export class PublishIntake {
   readonly #aedes: Aedes;
   readonly #options: PublishIntakeOptions;
   readonly #taps = new Set<Tap>();
+  /** Why each topic is invalid, undefined when it is valid (the limits are the intake's for good). */
+  readonly #invalidTopics = new TopicMemo((topic) => invalidTopicReason(topic, this.#options.topicLimits));
+  /** The taps each topic goes to, in their order (not to be changed), until the taps change. */
+  readonly #topicTaps = new TopicMemo((topic) => this.#matchingTaps(topic));
   readonly #origins = new WeakMap<Client, Origin[]>();
   #inFlight = 0;
   #drained: (() => void) | undefined;
@@ -98,8 +103,10 @@ export class PublishIntake {
     return new Observable<Delivery>((subscriber) => {
       const tap: Tap = { name, filters, subscriber };
       this.#taps.add(tap);
+      this.#topicTaps.forget();
       return () => {
         this.#taps.delete(tap);
+        this.#topicTaps.forget();
       };
     });
   }
@@ -128,6 +135,12 @@ export class PublishIntake {
     for (const tap of this.#taps) tap.subscriber.complete();
   }
 
+  #matchingTaps(topic: string): readonly Tap[] {
+    const taps: Tap[] = [];
+    for (const tap of this.#taps) if (tap.filters.some((filter) => topicMatches(filter, topic))) taps.push(tap);
+    return taps;
+  }
+
   /** Logs a refused publish: a client's through its refusal log, the gateway's own (no client) in full. */
   #refused(client: Client | null, reason: string, message: string, detail: Record<string, unknown>): void {
     if (client === null) this.#options.logger.warn({ reason, ...detail }, message);
@@ -137,7 +150,7 @@ export class PublishIntake {
   /** aedes' authorizePublish. */
   authorize(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
     const { counters } = this.#options;
-    const invalid = invalidTopicReason(packet.topic, this.#options.topicLimits);
+    const invalid = this.#invalidTopics.get(packet.topic);
     if (invalid !== undefined) {
       counters.count('mqtt.publish.refused', { reason: 'invalid_topic' });
       this.#refused(client, 'invalid_topic', `publish refused: invalid topic; ${refusalOutcome(client, packet.qos, true)}`, {
@@ -281,19 +294,11 @@ export class PublishIntake {
       return;
     }
     counters.count('mqtt.messages.received', QOS_LABELS[packet.qos]);
-    // The taps that take it: nearly always one, found without an array (one less per message).
-    let first: Tap | undefined;
-    let matching: Tap[] | undefined;
-    for (const tap of this.#taps) {
-      if (storedBy?.has(tap.name)) continue;
-      for (const filter of tap.filters) {
-        if (topicMatches(filter, packet.topic)) {
-          if (first === undefined) first = tap;
-          else (matching ??= [first]).push(tap);
-          break;
-        }
-      }
-    }
+    // The taps that take it (nearly always one); a resend's, but those that stored it already.
+    const taken = this.#topicTaps.get(packet.topic);
+    const taps = storedBy === undefined ? taken : taken.filter((tap) => !storedBy.has(tap.name));
+    const first = taps[0];
+    const matching = taps.length > 1 ? taps : undefined;
     if (first === undefined) {
       if (storedBy !== undefined) counters.count('mqtt.publish.duplicates', QOS_LABELS[packet.qos]);
       callback(null);
@@ -336,12 +341,11 @@ export class PublishIntake {
       return;
     }
     // With several bridges, one that did not take it settles the message once all have, noting which did.
-    const taps = matching;
     const deliveries =
       noted === undefined
-        ? fanOut(upstream, taps.length)
-        : fanOutAll(upstream, taps.length, (acked) => this.#resends.partlyStored(noted, new Set(taps.filter((_, i) => acked[i]).map((tap) => tap.name))));
-    for (let i = 0; i < taps.length; i++) (taps[i] as Tap).subscriber.next(deliveries[i] as Delivery);
+        ? fanOut(upstream, matching.length)
+        : fanOutAll(upstream, matching.length, (acked) => this.#resends.partlyStored(noted, new Set(matching.filter((_, i) => acked[i]).map((tap) => tap.name))));
+    for (let i = 0; i < matching.length; i++) (matching[i] as Tap).subscriber.next(deliveries[i] as Delivery);
   }
 
   /**

@@ -63,3 +63,34 @@ test('a delivery names the client id and the username its device logged in with'
     await broker.close();
   }
 });
+
+test("a tap added or removed after a topic was published to changes which taps take that topic's next messages", async () => {
+  const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }), counters: new CounterRegistry() });
+  const seen: string[] = [];
+  const take = (name: string) => (d: Delivery) => {
+    seen.push(`${name}:${d.envelope.payload.toString()}`);
+    d.ack();
+  };
+  const first = broker.tap('first', ['devices/#']).subscribe(take('first'));
+  const client = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'd1', reconnectPeriod: 0 });
+  // A message handed to a tap that is gone is never acknowledged.
+  const publish = (payload: string) =>
+    Promise.race([
+      client.publishAsync('devices/d1/telemetry/t', payload, { qos: 1 }),
+      new Promise((_, reject) => setTimeout(() => reject(new Error(`message ${payload}: no PUBACK in 5 s`)), 5_000).unref()),
+    ]);
+  try {
+    // The intake keeps which taps a topic goes to: a tap that comes or goes must change that.
+    await publish('1');
+    const second = broker.tap('second', ['devices/+/telemetry/t']).subscribe(take('second'));
+    await publish('2');
+    first.unsubscribe();
+    await publish('3');
+    second.unsubscribe();
+    await publish('4');
+    assert.deepEqual(seen, ['first:1', 'first:2', 'second:2', 'second:3']);
+  } finally {
+    await client.endAsync(true);
+    await broker.close();
+  }
+});
