@@ -44,3 +44,14 @@ test('at 10,000 topics kept, all are forgotten and the next ones kept afresh', (
   memo.get('t/0');
   assert.equal(asked.length, 10_002);
 });
+
+test('long topics are kept up to 1,000,000 characters in all, then all are forgotten', () => {
+  const { memo, asked } = counting((topic) => topic.length);
+  const long = (i: number) => `${String(i).padStart(6, '0')}/${'x'.repeat(99_993)}`;
+  for (let i = 0; i < 10; i++) memo.get(long(i));
+  assert.equal(memo.size, 10);
+  memo.get(long(0));
+  assert.equal(asked.length, 10, 'a kept topic is not asked again');
+  memo.get(long(10));
+  assert.equal(memo.size, 1, 'the characters bound reached: the others are forgotten');
+});
