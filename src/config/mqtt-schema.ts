@@ -119,6 +119,15 @@ export function aclSchema(publish: string, subscribe: string) {
 
 const WEEK = 7 * 24 * 3600;
 
+/** A session expiry in seconds: 1 s to MQTT 5's longest finite interval, a week by default. */
+const sessionExpiry = (description: string) =>
+  z
+    .int()
+    .min(1)
+    .max(0xffff_fffe)
+    .default(WEEK)
+    .meta({ description, examples: [WEEK] });
+
 const cap = (what: string, refusal: string, fallback: number) =>
   z
     .int()
@@ -142,16 +151,9 @@ const stateLimitsSchema = lazySchema(() =>
       retainedBytes: cap('Most payload bytes of retained messages the gateway keeps in all', RETAIN_REFUSAL, 32 * 1024 * 1024),
       queuedPerSession: cap('Most QoS 1 and 2 messages queued for one persistent session while its client is offline', QUEUE_REFUSAL, 1000),
       queuedBytesPerSession: cap('Most payload bytes queued for one persistent session while its client is offline', QUEUE_REFUSAL, 4 * 1024 * 1024),
-      sessionExpirySeconds: z
-        .int()
-        .min(1)
-        .max(0xffff_fffe)
-        .default(WEEK)
-        .meta({
-          description:
-            'MQTT 3.1.1: how long a persistent session (Clean Session 0) is kept after its client disconnected; then its subscriptions and queued messages are removed. MQTT 5 sessions follow their Session Expiry Interval, capped by `mqtt.maxSessionExpirySeconds`.',
-          examples: [604800],
-        }),
+      sessionExpirySeconds: sessionExpiry(
+        'MQTT 3.1.1: how long a persistent session (Clean Session 0) is kept after its client disconnected; then its subscriptions and queued messages are removed. MQTT 5 sessions follow their Session Expiry Interval, capped by `mqtt.maxSessionExpirySeconds`.',
+      ),
     })
     .prefault({})
     .meta({
@@ -323,16 +325,9 @@ export const mqttSettingsSchema = lazySchema(() =>
             'MQTT 5: how many topic aliases a client may set up on its connection (a device then sends a long topic once and a 2-byte number after). Advertised in CONNACK; 0 turns aliases off.',
           examples: [16],
         }),
-      maxSessionExpirySeconds: z
-        .int()
-        .min(1)
-        .max(0xffff_fffe)
-        .default(WEEK)
-        .meta({
-          description:
-            'MQTT 5: the longest Session Expiry Interval a client may ask for; a longer one (or "never") is cut to this and the client told so in CONNACK. MQTT 3.1.1 persistent sessions expire after `mqtt.limits.sessionExpirySeconds`.',
-          examples: [604800],
-        }),
+      maxSessionExpirySeconds: sessionExpiry(
+        'MQTT 5: the longest Session Expiry Interval a client may ask for; a longer one (or "never") is cut to this and the client told so in CONNACK. MQTT 3.1.1 persistent sessions expire after `mqtt.limits.sessionExpirySeconds`.',
+      ),
       limits: stateLimitsSchema(),
       maxKeepAliveSeconds: z
         .int()
