@@ -215,20 +215,28 @@ export function idsOf(meta: Buffer, body: Buffer): string[] {
   return offsets(meta).map((at) => body.toString('utf8', at + HEAD, at + HEAD + body.readUInt32LE(at + 12)));
 }
 
+/** A pack's bridge and the seqs of its first and last message, as a pack's row keeps them. */
+export interface PackSpan {
+  readonly bridge: string;
+  readonly first: number;
+  readonly last: number;
+}
+
 /**
  * Packs rows that earlier versions kept a message a row, in seq order: each run of one bridge's
  * rows with consecutive seqs becomes packs (a new one when the last is full), each handed to
- * `write` with the rows in it. For the conversions of the buffer's and the history's tables.
+ * `write` with the rows in it and its span. For the conversions of the buffer's and the history's tables.
  */
 export function packRuns<R extends { readonly bridge: string; readonly seq: number }>(
   rows: readonly R[],
   envelopeOf: (row: R) => Envelope,
-  write: (pack: PackWriter, run: readonly R[]) => void,
+  write: (pack: PackWriter, run: readonly R[], span: PackSpan) => void,
 ): void {
   const pack = new PackWriter();
   let run: R[] = [];
   const close = () => {
-    if (run.length > 0) write(pack, run);
+    const [head] = run;
+    if (head !== undefined) write(pack, run, { bridge: head.bridge, first: head.seq, last: (run.at(-1) as R).seq });
     pack.reset();
     run = [];
   };

@@ -121,7 +121,7 @@ function packLegacyRows(db: Database.Database, chunk: number, progress?: (moved:
     packRuns(
       rows,
       (row) => toStored(row).envelope,
-      (pack, run) => insert.run((run.at(-1) as MessageRow).seq, (run[0] as MessageRow).bridge, (run[0] as MessageRow).seq, pack.bytes, pack.meta(), pack.body()),
+      (pack, _run, { bridge, first, last }) => insert.run(last, bridge, first, pack.bytes, pack.meta(), pack.body()),
     );
     return rows.length;
   });

@@ -64,19 +64,18 @@ export function convertStep(db: Database.Database, insert: Database.Statement, r
         return 0;
       }
       const keepId = db.prepare('INSERT OR IGNORE INTO history_ids (bridge, id) VALUES (?, ?)');
-      packRuns(chunk, toEnvelope, (pack, run) => {
+      packRuns(chunk, toEnvelope, (pack, run, { bridge, first, last }) => {
         // As the writer keeps them (history-store.ts): the range of the UUIDv7s, a row for each other id.
         let min = '';
         let max = '';
-        for (const { bridge, id } of run) {
+        for (const { id } of run) {
           if (!isUuidV7(id)) keepId.run(bridge, id);
           else {
             if (min === '' || id < min) min = id;
             if (id > max) max = id;
           }
         }
-        const { bridge, seq: first } = run[0] as LegacyRow;
-        insert.run((run.at(-1) as LegacyRow).seq, bridge, first, min, max, pack.meta(), pack.body());
+        insert.run(last, bridge, first, min, max, pack.meta(), pack.body());
       });
       return chunk.length;
     })
