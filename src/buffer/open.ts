@@ -83,24 +83,26 @@ export function openBuffer(dataDir: string, logger: Logger, options: { readonly 
  * counted (`buffer.integrity_checks`). `release` ends the hold on the acknowledgements of the
  * messages stored meanwhile (BufferWriter.holdAcks): passed, they are sent; found corrupt, or
  * stopped before the end, none is sent in this run (AckGate). A corrupt buffer is reported as
- * an error and marked, so that the next start checks it first and moves it aside. A check that
- * could not run to the end releases them: it knows nothing.
+ * an error and marked, so that the next start checks it first and moves it aside; then
+ * `onCorrupt` is called. A check that could not run to the end releases them: it knows nothing.
  */
-export function checkBufferLater(dataDir: string, logger: Logger, counters: Counters, release: (passed: boolean) => void): BackgroundCheck {
+export function checkBufferLater(dataDir: string, logger: Logger, counters: Counters, release: (passed: boolean) => void, onCorrupt?: () => void): BackgroundCheck {
   const check = checkInBackground(bufferPath(dataDir));
   void check.done.then((result) => {
     release(result.outcome === 'ok' || result.outcome === 'failed');
     if (result.outcome === 'stopped') return; // the gateway stops
     counters.count('buffer.integrity_checks', { result: result.outcome });
     if (result.outcome === 'ok') logger.info({ ms: result.ms }, 'buffer: integrity checked in the background: ok');
-    else if (result.outcome === 'corrupt')
+    else if (result.outcome === 'corrupt') {
       logger.error(
         { detail: result.detail, ms: result.ms },
         result.marked
-          ? 'buffer database is corrupt (found by the background check): device messages are not acknowledged or stored any more (devices keep them); restart the gateway, which then moves it aside (kept for inspection) and starts an empty one'
+          ? 'buffer database is corrupt (found by the background check): device messages are not acknowledged or stored any more (devices keep them); a restart moves it aside (kept for inspection) and starts an empty one'
           : `buffer database is corrupt (found by the background check) and the mark for the next start could not be written: device messages are not acknowledged or stored any more; stop the gateway and move ${bufferPath(dataDir)} aside`,
       );
-    else logger.warn({ detail: result.detail, ms: result.ms }, 'buffer: the background integrity check could not finish; the next clean start tries again');
+      // Unmarked, a restart would defer the check again and find the same: the operator moves it aside.
+      if (result.marked) onCorrupt?.();
+    } else logger.warn({ detail: result.detail, ms: result.ms }, 'buffer: the background integrity check could not finish; the next clean start tries again');
   });
   return check;
 }

@@ -133,16 +133,16 @@ export class BufferWriter {
 
   /** Resolves at the next commit that appended messages of `bridge`. */
   appended(bridge: string): Promise<void> {
-    let signal = this.#appended.get(bridge);
-    if (signal === undefined) {
-      signal = new Signal();
-      this.#appended.set(bridge, signal);
-    }
+    const signal = this.#appended.get(bridge) ?? new Signal();
+    this.#appended.set(bridge, signal);
     return signal.wait();
   }
 
   /** Set while traces are exported: sampled messages get a span from here to their commit. */
   tracing: MessageTracing | undefined;
+
+  /** Called once a sync of the WAL failed: nothing is acknowledged again until the process restarts. */
+  onRestartNeeded: ((why: string) => void) | undefined;
 
   enqueue(bridge: string, delivery: Delivery): void {
     const traced = this.tracing?.ingress(bridge, delivery.envelope);
@@ -348,6 +348,7 @@ export class BufferWriter {
       const err = wrapError('STORAGE_FAILED', 'buffer: syncing the WAL to disk failed', error, { component: 'buffer', retryable: false });
       this.#logger.error({ err }, 'the disk failed to sync the buffer: not acknowledging any message until the gateway restarts');
       this.#setState('write-failed');
+      this.onRestartNeeded?.(`the disk failed to sync the buffer (${error.message})`);
     }
   }
 

@@ -20,6 +20,13 @@ export interface RunOptions {
   readonly logLevel?: string;
 }
 
+/**
+ * The exit code after the buffer could not be trusted any more (Gateway's onRestartNeeded):
+ * EX_TEMPFAIL, a failure that a new start resolves. systemd's `Restart=on-failure` and Docker's
+ * `restart: on-failure` start the gateway again, which checks the buffer before it opens it.
+ */
+export const EXIT_RESTART = 75;
+
 const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 /**
@@ -57,12 +64,31 @@ export async function runCommand(options: RunOptions): Promise<void> {
   const config = withOverrides(loaded, options);
   const logBridge = config.telemetryExport === undefined ? undefined : new LogBridge();
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, name: config.gateway.name, ...(logBridge === undefined ? {} : { bridge: logBridge }) });
+  let stopping = false;
+  const stop = (exitCode: number) => {
+    stopping = true;
+    gateway.stop().then(
+      () => {
+        logger.flush();
+        process.exit(exitCode);
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        logger.flush();
+        process.exit(1);
+      },
+    );
+  };
   // A reload reads the same files with the same command-line overrides.
   const gateway = new Gateway(config, logger, VERSION, {
     load: async () => withOverrides(await loadGatewayConfig(options.config, { kinds: componentKinds }), options),
     ...(logBridge === undefined ? {} : { logBridge }),
+    onRestartNeeded: (why) => {
+      if (stopping) return;
+      logger.error({ reason: why, exitCode: EXIT_RESTART }, `${why}: stopping; exit code ${EXIT_RESTART} asks the service manager to start the gateway again`);
+      stop(EXIT_RESTART);
+    },
   });
-  let stopping = false;
   // Installed before the start, so that an early SIGHUP is refused (logged) rather than ending
   // the process. The gateway logs the outcome: what changed, or every problem of the config.
   process.on('SIGHUP', () => {
@@ -93,19 +119,8 @@ export async function runCommand(options: RunOptions): Promise<void> {
       logger.flush();
       process.exit(130);
     }
-    stopping = true;
     logger.info({ signal }, 'shutting down (send the signal again to exit at once)');
-    gateway.stop().then(
-      () => {
-        logger.flush();
-        process.exit(0);
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, 'shutdown failed');
-        logger.flush();
-        process.exit(1);
-      },
-    );
+    stop(0);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);

@@ -38,6 +38,13 @@ export type StartGatewayOptions = (
   readonly overrides?: GatewayOverrides;
   /** Where the gateway logs; by default pino JSON lines on standard output at the config's `log.level`. */
   readonly logger?: Logger;
+  /**
+   * Called once when the buffer cannot be trusted until the gateway starts again: the integrity
+   * check after the start found it corrupt, or a sync of its WAL failed. Nothing is acknowledged
+   * from then on; stop the gateway and start a new one (with the same data directory), which
+   * moves a corrupt buffer aside first. `ferry run` exits 75 for its service manager.
+   */
+  readonly onRestartNeeded?: (why: string) => void;
 };
 
 export interface GatewayHandle {
@@ -87,7 +94,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     throw error;
   }
   const logger = options.logger ?? createLogger({ level: config.log.level, pretty: 'never', name: config.gateway.name });
-  const gateway = new Gateway(config, logger, VERSION, { load });
+  const gateway = new Gateway(config, logger, VERSION, { load, ...(options.onRestartNeeded === undefined ? {} : { onRestartNeeded: options.onRestartNeeded }) });
   const ready = gateway.start();
   ready.catch(() => cleanup());
   return {

@@ -20,7 +20,7 @@ import { type Observability, startObservability } from './observability.ts';
 import { StatusSeries } from './status-page/series.ts';
 import { AdminServer } from './admin-server.ts';
 import { brokerSettings } from './broker-options.ts';
-import { type Health, HealthWatch } from './health.ts';
+import { type Health, HealthWatch, refusal } from './health.ts';
 import type { GatewayBridge } from './bridge.ts';
 import { createBridge } from './create-bridge.ts';
 import { Databases } from './databases.ts';
@@ -35,6 +35,12 @@ export interface GatewayOptions {
   readonly load?: () => Promise<GatewayConfig>;
   /** The logger's hooks for trace ids and OTLP log export (see createLogger). */
   readonly logBridge?: LogBridge;
+  /**
+   * Called once when the buffer cannot be trusted until the process restarts: the integrity
+   * check after the start found it corrupt, or a sync of its WAL failed. Nothing is acknowledged
+   * from then on; `ferry run` stops and exits 75, so that a service manager starts it again.
+   */
+  readonly onRestartNeeded?: (why: string) => void;
 }
 
 /** The running gateway: the embedded broker, the bridges of the config and the admin server. `start` resolves once devices can connect; `stop` drains in-flight messages first. */
@@ -57,6 +63,7 @@ export class Gateway {
   #vitals: Vitals | undefined;
   #observability: Observability | undefined;
   readonly #logBridge: LogBridge | undefined;
+  #onRestartNeeded: ((why: string) => void) | undefined;
   #series: StatusSeries | undefined;
   #bridges: GatewayBridge[] = [];
   /** Bridges a reload replaced or removed, until their sinks finished. */
@@ -74,6 +81,7 @@ export class Gateway {
     this.#version = version;
     this.#load = options.load ?? (() => loadGatewayConfig(config.file, { kinds: componentKinds }));
     this.#logBridge = options.logBridge;
+    this.#onRestartNeeded = options.onRestartNeeded;
   }
 
   /** The config running: the one started with, with the bridges and devices of the last reload. */
@@ -114,6 +122,7 @@ export class Gateway {
       if (opened.movedAside !== undefined) this.counters.count('buffer.recovered_from_corruption');
       this.#writer = new BufferWriter(opened.store, config.buffer, this.#logger.child({ component: 'buffer' }), this.counters);
       if (opened.checkDeferred) releaseAcks = this.#writer.holdAcks(); // until the check after the start
+      this.#writer.onRestartNeeded = (why) => this.#restartNeeded(why);
       const observed = { logger: this.#logger, counters: this.counters, status: () => this.status(), version: this.#version };
       this.#observability = await startObservability(config, { ...observed, ...(this.#logBridge === undefined ? {} : { logBridge: this.#logBridge }) });
       this.#writer.tracing = this.#observability.tracing;
@@ -171,7 +180,17 @@ export class Gateway {
     );
     listening.resolve();
     this.#observability?.startCollector();
-    if (releaseAcks) this.#bufferCheck = checkBufferLater(config.dataDirPath, this.#logger.child({ component: 'buffer' }), this.counters, releaseAcks);
+    if (releaseAcks)
+      this.#bufferCheck = checkBufferLater(config.dataDirPath, this.#logger.child({ component: 'buffer' }), this.counters, releaseAcks, () =>
+        this.#restartNeeded('the integrity check after the start found the buffer corrupt'),
+      );
+  }
+
+  /** Once, while running: a restart checks the buffer before it opens it (moving a corrupt one aside) and SQLite recovers its WAL from the disk. */
+  #restartNeeded(why: string): void {
+    const notify = this.#onRestartNeeded;
+    this.#onRestartNeeded = undefined;
+    if (this.#state === 'running') notify?.(why);
   }
 
   /** Stops taking connections, waits up to the drain timeout for in-flight messages, then closes. */
@@ -184,13 +203,7 @@ export class Gateway {
     const drained = (await this.#broker?.drain(timeout)) ?? true;
     if (!drained) this.#logger.warn({ inFlight: this.#broker?.inFlight }, 'drain timed out; unacknowledged messages will be sent again by their devices');
     // Sinks finish the windows they hold; what they did not confirm stays buffered for the next start.
-    const stuck = (this.#health?.check() ?? []).filter((p) => p.problem === 'down' || p.problem === 'stalled');
-    if (stuck.length > 0) {
-      this.#logger.warn(
-        { waitMs: Math.max(0, deadline - Date.now()), sinks: stuck.map((p) => `${p.bridge}/${p.sink ?? ''}`) },
-        `draining waits up to the drain timeout for sinks that cannot finish now: ${stuck.map((p) => `sink '${p.sink ?? ''}' of bridge '${p.bridge}' is ${p.problem} (${p.detail})`).join('; ')}; what they hold stays buffered for the next start`,
-      );
-    }
+    this.#health?.warnStuck(Math.max(0, deadline - Date.now()));
     await this.#closeAll(Math.max(0, deadline - Date.now()));
     this.#state = 'stopped';
     this.#logger.info('stopped');
@@ -205,17 +218,7 @@ export class Gateway {
    */
   health(): Health {
     const degraded = this.#health?.check() ?? [];
-    const refusing = (): string | undefined => {
-      if (this.#state !== 'running') return `the gateway is ${this.#state}`;
-      if (this.#broker === undefined) return 'the gateway is starting';
-      const writer = this.#writer;
-      if (writer === undefined) return undefined;
-      if (writer.state === 'disk-full') return 'the disk is full: device messages are not acknowledged until space returns';
-      if (writer.state === 'write-failed') return 'the buffer cannot be written: device messages are not acknowledged';
-      if (writer.state === 'refusing') return `bridge(s) ${writer.heldBridges().join(', ')} full under overflow: refuse: their device messages are not acknowledged`;
-      return undefined;
-    };
-    const reason = refusing();
+    const reason = refusal(this.#state, this.#broker !== undefined, this.#writer);
     return { ready: reason === undefined, ...(reason === undefined ? {} : { reason }), degraded };
   }
 
@@ -268,14 +271,7 @@ export class Gateway {
   }
 
   async #reloadNow(): Promise<ReloadResult> {
-    if (this.#state !== 'running' || this.#broker === undefined) {
-      const result: ReloadResult = {
-        ok: false,
-        notRunning: true,
-        errors: [{ file: this.#config.file, line: 0, column: 0, path: '', message: `the gateway is ${this.#state === 'running' ? 'starting' : this.#state}` }],
-      };
-      return this.#refused(result);
-    }
+    if (this.#state !== 'running' || this.#broker === undefined) return this.#notRunning();
     const began = performance.now();
     let next: GatewayConfig;
     try {
@@ -286,9 +282,7 @@ export class Gateway {
       return this.#refused({ ok: false, errors });
     }
     // Loading takes a while (TypeScript bridges are imported): the gateway may have begun to stop meanwhile.
-    if (this.#state !== 'running') {
-      return this.#refused({ ok: false, notRunning: true, errors: [{ file: this.#config.file, line: 0, column: 0, path: '', message: `the gateway is ${this.#state}` }] });
-    }
+    if (this.#state !== 'running') return this.#notRunning();
     const running = this.#config;
     const plan = planBridges(running.bridgeConfigs, next.bridgeConfigs);
     const loadedMs = Math.round(performance.now() - began);
@@ -339,6 +333,12 @@ export class Gateway {
       `config reloaded: ${summary}; ${applied.unchanged.length} unchanged${devices ? '; device profiles changed (for new logins)' : ''}${warnings.length === 0 ? '' : `; ${warnings.length} setting(s) need a restart`}`,
     );
     return { ok: true, applied, warnings };
+  }
+
+  /** A reload refused because the gateway is starting, draining or stopped. */
+  #notRunning(): ReloadResult {
+    const message = `the gateway is ${this.#state === 'running' ? 'starting' : this.#state}`;
+    return this.#refused({ ok: false, notRunning: true, errors: [{ file: this.#config.file, line: 0, column: 0, path: '', message }] });
   }
 
   #refused(result: ReloadResult & { ok: false }): ReloadResult {

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import type { BufferStore } from '../buffer/store.ts';
+import type { BufferWriter } from '../buffer/writer.ts';
 import type { BridgeProblem } from './bridge-parts.ts';
 import type { GatewayBridge } from './bridge.ts';
 
@@ -19,6 +20,17 @@ export interface Health {
 }
 
 const CHECK_MS = 2000;
+
+/** Why device traffic is refused now (/readyz answers 503 with it), or undefined: the gateway not running or not listening yet, or the buffer not taking messages. */
+export function refusal(state: string, listening: boolean, writer: BufferWriter | undefined): string | undefined {
+  if (state !== 'running') return `the gateway is ${state}`;
+  if (!listening) return 'the gateway is starting';
+  if (writer === undefined) return undefined;
+  if (writer.state === 'disk-full') return 'the disk is full: device messages are not acknowledged until space returns';
+  if (writer.state === 'write-failed') return 'the buffer cannot be written: device messages are not acknowledged';
+  if (writer.state === 'refusing') return `bridge(s) ${writer.heldBridges().join(', ')} full under overflow: refuse: their device messages are not acknowledged`;
+  return undefined;
+}
 
 /**
  * Watches the bridges for trouble upstream (issue 16: a sink down or hung, or a backlog growing
@@ -71,6 +83,16 @@ export class HealthWatch {
     }
     this.#current = next;
     return found;
+  }
+
+  /** At a stop: warns of the sinks down or stalled, which the drain waits for up to `waitMs`. */
+  warnStuck(waitMs: number): void {
+    const stuck = this.check().filter((p) => p.problem === 'down' || p.problem === 'stalled');
+    if (stuck.length === 0) return;
+    this.#logger.warn(
+      { waitMs, sinks: stuck.map((p) => `${p.bridge}/${p.sink ?? ''}`) },
+      `draining waits up to the drain timeout for sinks that cannot finish now: ${stuck.map((p) => `sink '${p.sink ?? ''}' of bridge '${p.bridge}' is ${p.problem} (${p.detail})`).join('; ')}; what they hold stays buffered for the next start`,
+    );
   }
 
   stop(): void {

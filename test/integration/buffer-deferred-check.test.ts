@@ -16,11 +16,13 @@ import { createDelivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { EXIT_RESTART } from '../../src/cli/run.ts';
 import { Gateway } from '../../src/runtime/gateway.ts';
 import { componentKinds } from '../../src/runtime/registry.ts';
 import { checkMarkerPath, readAhead } from '../../src/sqlite/open-checked.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
 import { eventually } from '../harness/eventually.ts';
+import { startFerry } from '../harness/ferry-process.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-deferred-check-');
@@ -114,7 +116,7 @@ test('a buffer whose WAL still holds frames (a crash, a kill, a power cut) is ch
   assert.ok(notDeferred.movedAside !== undefined && notDeferred.checkDeferred === undefined);
 });
 
-test('ferry run: a cleanly closed buffer over the size starts without the check, reports a corrupt one from the background, and moves it aside at the next start', async () => {
+test('a gateway: a cleanly closed buffer over the size starts without the check, reports a corrupt one from the background and asks for a restart, and the next start moves it aside', async () => {
   const root = tempDir();
   const data = join(root, 'data');
   filledBuffer(data, Math.ceil((DEFER_CHECK_ABOVE_BYTES * 1.1) / 1100));
@@ -123,8 +125,9 @@ test('ferry run: a cleanly closed buffer over the size starts without the check,
     join(root, 'gateway.yaml'),
     'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {enabled: false}\nshutdown: {drainTimeoutMs: 500}\ndevices: []\nbridges: []\ngateway: {dataDir: data}\n',
   );
+  const restarts: string[] = [];
   const start = async () => {
-    const gateway = new Gateway(loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} }), logger, 'test');
+    const gateway = new Gateway(loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} }), logger, 'test', { onRestartNeeded: (why) => restarts.push(why) });
     await gateway.start();
     return gateway;
   };
@@ -133,6 +136,7 @@ test('ferry run: a cleanly closed buffer over the size starts without the check,
     assert.equal(first.status().buffer.movedAside, undefined, 'not checked before the start');
     await eventually(() => assert.equal(first.counters.get('buffer.integrity_checks{result=corrupt}'), 1), { timeoutMs: 30_000 });
     assert.equal(first.health().ready, false, 'no longer ready: nothing is acknowledged into the corrupt buffer');
+    assert.deepEqual(restarts, ['the integrity check after the start found the buffer corrupt']);
   } finally {
     await first.stop();
   }
@@ -145,6 +149,37 @@ test('ferry run: a cleanly closed buffer over the size starts without the check,
     await second.stop();
   }
   assert.equal(readdirSync(data).filter((f) => f.endsWith('-check')).length, 0);
+  assert.equal(restarts.length, 1, 'the second start found nothing to restart for');
+});
+
+test('ferry run: a corrupt buffer found by the check after the start ends the process with exit code 75, and the next run moves it aside and acknowledges again', async () => {
+  const root = tempDir();
+  const data = join(root, 'data');
+  filledBuffer(data, Math.ceil((DEFER_CHECK_ABOVE_BYTES * 1.1) / 1100));
+  corruptALeaf(data);
+  const config = join(root, 'gateway.yaml');
+  writeFileSync(config, 'mqtt: {host: 127.0.0.1, allowAnonymous: loopback}\nshutdown: {drainTimeoutMs: 500}\ndevices: []\nbridges: [b.yaml]\ngateway: {dataDir: data}\n');
+  writeFileSync(join(root, 'b.yaml'), 'name: b\nfrom: { mqtt: { topics: ["t/#"] } }\nto: [{ history: {} }]\n');
+  const first = await startFerry(['--config', config]);
+  const ended = await Promise.race([first.exited, sleep(60_000).then(() => 'still running after 60 s')]);
+  if (typeof ended === 'string') first.child.kill('SIGKILL');
+  assert.equal(ended, EXIT_RESTART);
+  const said = first.logs.find((l) => String(l['msg']).startsWith('the integrity check after the start found the buffer corrupt: stopping'));
+  assert.ok(said !== undefined, 'the reason and the exit code are logged');
+  assert.match(String(said['msg']), /exit code 75 asks the service manager to start the gateway again/);
+  const second = await startFerry(['--config', config]);
+  try {
+    assert.ok(
+      readdirSync(data).some((f) => f.startsWith('buffer.db.corrupt-')),
+      'moved aside before the start',
+    );
+    const device = await connectAsync(second.mqttUrl, { clientId: 'after-restart' });
+    await device.publishAsync('t/1', 'stored again', { qos: 1 });
+    await device.endAsync();
+  } finally {
+    second.child.kill('SIGTERM');
+    assert.equal(await second.exited, 0);
+  }
 });
 
 test('while the check runs, stored QoS 1 messages wait for their acknowledgement: a passed check sends them; after a failed one they and every later one wait for the stop, and nothing more is stored', async () => {

@@ -136,6 +136,8 @@ test('a failed fdatasync nacks what waited for it and stops acking: nothing sync
     setImmediate(() => done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO', errno: -5 })));
   };
   const { store, writer, counters, cleanup } = setup(failing);
+  const restarts: string[] = [];
+  writer.onRestartNeeded = (why) => restarts.push(why);
   try {
     const lost = trackedDeliveries(3);
     for (const d of lost.deliveries) writer.enqueue('b', d);
@@ -155,6 +157,7 @@ test('a failed fdatasync nacks what waited for it and stops acking: nothing sync
     assert.equal(writer.held, 2);
     assert.equal(store.usage('b').messages, 3, 'only the commit whose sync failed is in the buffer');
     assert.equal(calls, 1, 'no fdatasync after the failed one');
+    assert.deepEqual(restarts, ['the disk failed to sync the buffer (EIO: i/o error, fdatasync)'], 'the gateway is asked once to restart');
     // Final for the file, not only for this writer: a WalSync made for it again starts failed.
     assert.match(String(new WalSync(store.path).failure?.message), /EIO/);
   } finally {
