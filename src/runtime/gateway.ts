@@ -186,11 +186,11 @@ export class Gateway {
       );
   }
 
-  /** Once, while running: a restart checks the buffer before it opens it (moving a corrupt one aside) and SQLite recovers its WAL from the disk. */
+  /** Once, while running, in a turn of its own (not inside the writer's commit): a restart checks the buffer before it opens it (moving a corrupt one aside) and SQLite recovers its WAL from the disk. */
   #restartNeeded(why: string): void {
     const notify = this.#onRestartNeeded;
     this.#onRestartNeeded = undefined;
-    if (this.#state === 'running') notify?.(why);
+    if (notify !== undefined) setImmediate(() => this.#state === 'running' && notify(why));
   }
 
   /** Stops taking connections, waits up to the drain timeout for in-flight messages, then closes. */
