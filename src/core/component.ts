@@ -49,6 +49,12 @@ export interface ComponentContext {
 
   /** Set for a sink while traces are exported: its batch writes run through it. */
   readonly tracing?: SinkTracing;
+  /**
+   * Tells the gateway that a file of the component cannot be trusted until the process restarts
+   * (a failed sync of its WAL); `ferry run` then stops and exits 75 for its service manager.
+   * Absent outside a gateway.
+   */
+  readonly restartNeeded?: (why: string) => void;
 }
 
 /** A message template in a component's config, and where it is (relative to the config). */

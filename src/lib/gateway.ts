@@ -39,10 +39,11 @@ export type StartGatewayOptions = (
   /** Where the gateway logs; by default pino JSON lines on standard output at the config's `log.level`. */
   readonly logger?: Logger;
   /**
-   * Called once when the buffer cannot be trusted until the gateway starts again: the integrity
-   * check after the start found it corrupt, or a sync of its WAL failed. Nothing is acknowledged
-   * from then on; stop the gateway and start a new one (with the same data directory), which
-   * moves a corrupt buffer aside first. `ferry run` exits 75 for its service manager.
+   * Called once when storage cannot be trusted until the gateway starts again: the integrity
+   * check after the start found the buffer corrupt or a sync of its WAL failed (nothing is
+   * acknowledged from then on), or a sync of the history's WAL failed (the history is not
+   * written). Stop the gateway and start a new one (with the same data directory), which moves a
+   * corrupt buffer aside first. `ferry run` exits 75 for its service manager.
    */
   readonly onRestartNeeded?: (why: string) => void;
 };

@@ -23,13 +23,20 @@ export interface BridgeIdentity {
   readonly file: string;
 }
 
+/** What the gateway gives every component of a bridge. */
+export interface ContextDeps {
+  readonly dataDir: string;
+  readonly counters: Counters;
+  readonly restartNeeded?: (why: string) => void;
+}
+
 /**
  * What a bridge hands its components: its logger and counters, its source's topic filters, the
  * directory of its file, and `afterStop`, which collects the work its stop must wait for.
  */
 function bridgeContext(
   config: BridgeIdentity,
-  deps: { readonly dataDir: string; readonly counters: Counters },
+  deps: ContextDeps,
   logger: Logger,
   sourceFilters: readonly string[],
   afterStop: Promise<void>[],
@@ -44,6 +51,7 @@ function bridgeContext(
     configDir: dirname(resolve(config.file)),
     afterStop: (work) => afterStop.push(work.catch(() => {})),
     reportStatus,
+    ...(deps.restartNeeded === undefined ? {} : { restartNeeded: deps.restartNeeded }),
   };
 }
 
@@ -63,7 +71,7 @@ export interface ResolvedSource {
 /** Looks up a bridge's source kind and builds the context of its components; throws for an unknown kind. */
 export function resolveSource(
   config: BridgeIdentity & { readonly from: Readonly<Record<string, unknown>> },
-  deps: { readonly dataDir: string; readonly counters: Counters },
+  deps: ContextDeps,
   logger: Logger,
   afterStop: Promise<void>[],
   runtime: RuntimeDeps,

@@ -47,6 +47,8 @@ export interface BridgeDeps {
   readonly logger: Logger;
   readonly counters: Counters;
   readonly dataDir: string;
+  /** The gateway's Gateway.onRestartNeeded, for components (ComponentContext.restartNeeded). */
+  readonly restartNeeded?: (why: string) => void;
   /** The databases of gateway.yaml, for the `tools.database` of custom handlers. */
   readonly databases?: DatabaseLookup;
   /**

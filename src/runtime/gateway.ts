@@ -35,11 +35,7 @@ export interface GatewayOptions {
   readonly load?: () => Promise<GatewayConfig>;
   /** The logger's hooks for trace ids and OTLP log export (see createLogger). */
   readonly logBridge?: LogBridge;
-  /**
-   * Called once when the buffer cannot be trusted until the process restarts: the integrity
-   * check after the start found it corrupt, or a sync of its WAL failed. Nothing is acknowledged
-   * from then on; `ferry run` stops and exits 75, so that a service manager starts it again.
-   */
+  /** Called once when storage cannot be trusted until the process restarts (the check after the start found the buffer corrupt, or a sync of the buffer's or the history's WAL failed); `ferry run` then stops and exits 75, so that a service manager starts it again. */
   readonly onRestartNeeded?: (why: string) => void;
 }
 
@@ -372,6 +368,7 @@ export class Gateway {
       logger: this.#logger,
       counters: this.counters,
       dataDir: this.#config.dataDirPath,
+      restartNeeded: (why) => this.#restartNeeded(why),
       ...(this.#databases === undefined ? {} : { databases: this.#databases }),
       ...(startAfter === undefined ? {} : { startAfter }),
       ...(commitAfter === undefined ? {} : { commitAfter }),

@@ -2,7 +2,9 @@ import { z } from 'zod';
 import { resourceSink } from '../core/batching-sink.ts';
 import type { SinkComponent } from '../core/component.ts';
 import { wrapError } from '../core/errors.ts';
-import { HistoryWriter, convertEarlierHistory } from './history-store.ts';
+import type { ComponentContext } from '../core/component.ts';
+import { HistoryWriter, convertEarlierHistory, historyPath } from './history-store.ts';
+import { walSyncFailure } from './wal-sync.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 
 const schema = lazySchema(() =>
@@ -51,6 +53,7 @@ export const historySink: SinkComponent<ReturnType<typeof schema>> = {
           if (converted !== undefined) ctx.logger.info({ bridge: ctx.bridge, ...converted }, 'history: converted into packs');
           return new HistoryWriter(ctx.dataDir, config.synchronous);
         } catch (error) {
+          askRestartAfterFailedSync(ctx);
           throw wrapError('STORAGE_FAILED', `history sink of bridge '${ctx.bridge}': cannot open the history database`, error, {
             component: 'history sink',
             bridge: ctx.bridge,
@@ -67,6 +70,7 @@ export const historySink: SinkComponent<ReturnType<typeof schema>> = {
             config.keep,
           );
         } catch (error) {
+          askRestartAfterFailedSync(ctx);
           throw wrapError('STORAGE_FAILED', `history sink of bridge '${ctx.bridge}': write failed`, error, {
             component: 'history sink',
             bridge: ctx.bridge,
@@ -77,3 +81,9 @@ export const historySink: SinkComponent<ReturnType<typeof schema>> = {
       ctx.tracing,
     ),
 };
+
+/** After a failed sync the history is not written again in this process (WalSync): the gateway is asked to restart, which recovers it. */
+function askRestartAfterFailedSync(ctx: ComponentContext): void {
+  const failure = walSyncFailure(historyPath(ctx.dataDir));
+  if (failure !== undefined) ctx.restartNeeded?.(`the disk failed to sync the history (${failure.message})`);
+}

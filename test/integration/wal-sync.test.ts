@@ -15,6 +15,12 @@ import { createDelivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { HistoryReader, HistoryWriter } from '../../src/sqlite/history-store.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { Gateway } from '../../src/runtime/gateway.ts';
+import { componentKinds } from '../../src/runtime/registry.ts';
+import { connectAsync } from 'mqtt';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
 import { eventually } from '../harness/eventually.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -182,9 +188,11 @@ test('WalSync runs its callbacks in commit order and reports a missing WAL as a 
   assert.equal(missing.failure, error);
 });
 
+/** `count` messages of device d1, for the history. */
+const envelopes = (count: number) =>
+  Array.from({ length: count }, (_, i) => createEnvelope({ topic: 'devices/d1/telemetry/t', payload: String(i), origin: { source: 'test', clientId: 'd1', qos: 1 } }));
+
 test('the history sink under full: a batch resolves once its WAL sync returned, and a failed sync fails the batch', async () => {
-  const envelopes = (count: number) =>
-    Array.from({ length: count }, (_, i) => createEnvelope({ topic: 'devices/d1/telemetry/t', payload: String(i), origin: { source: 'test', clientId: 'd1', qos: 1 } }));
   const syncs: (() => void)[] = [];
   const held = new HistoryWriter(tempDir(), 'full', { fdatasync: (fd, done) => syncs.push(() => fdatasync(fd, done)) });
   try {
@@ -214,4 +222,36 @@ test('the history sink under full: a batch resolves once its WAL sync returned, 
   const reader = new HistoryReader(dir);
   assert.equal(reader.latest({ limit: 100 }).length, 2, 'the append after the failure wrote nothing');
   reader.close();
+});
+
+test("a gateway whose history failed a sync asks once for a restart, the bridge's messages kept in the buffer", async () => {
+  const root = tempDir();
+  const data = join(root, 'data');
+  mkdirSync(data);
+  const failing = new HistoryWriter(data, 'full', {
+    fdatasync: (_fd, done) => setImmediate(() => done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }))),
+  });
+  await assert.rejects(failing.append('b', envelopes(1), 100), /EIO/);
+  failing.close();
+  writeFileSync(join(root, 'b.yaml'), 'name: b\nfrom: { mqtt: { topics: ["t/#"] } }\nto: [{ history: {} }]\n');
+  writeFileSync(
+    join(root, 'gateway.yaml'),
+    'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {enabled: false}\ndevices: []\nbridges: [b.yaml]\ngateway: {dataDir: data}\n',
+  );
+  const restarts: string[] = [];
+  const gateway = new Gateway(loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} }), logger, 'test', {
+    onRestartNeeded: (why) => restarts.push(why),
+  });
+  await gateway.start();
+  try {
+    const device = await connectAsync(`mqtt://127.0.0.1:${gateway.mqttPort}`, { clientId: 'd1' });
+    await device.publishAsync('t/1', 'kept', { qos: 1 });
+    await device.endAsync();
+    await eventually(() => assert.deepEqual(restarts, ['the disk failed to sync the history (EIO: i/o error, fdatasync)']), { timeoutMs: 10_000 });
+    assert.equal(gateway.status().buffer.bridges[0]?.sinks[0]?.pending, 1, 'the message waits in the buffer');
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    assert.equal(restarts.length, 1, 'asked once, whatever the sink retries');
+  } finally {
+    await gateway.stop();
+  }
 });
