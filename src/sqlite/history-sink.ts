@@ -1,8 +1,7 @@
 import { z } from 'zod';
 import { resourceSink } from '../core/batching-sink.ts';
-import type { SinkComponent } from '../core/component.ts';
+import type { ComponentContext, SinkComponent } from '../core/component.ts';
 import { wrapError } from '../core/errors.ts';
-import type { ComponentContext } from '../core/component.ts';
 import { HistoryWriter, convertEarlierHistory, historyPath } from './history-store.ts';
 import { walSyncFailure } from './wal-sync.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
