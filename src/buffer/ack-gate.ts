@@ -31,6 +31,11 @@ export class AckGate {
     return this.#refusing;
   }
 
+  /** The buffer was found corrupt: from now on nothing is acknowledged in this run, as after a failed check. */
+  refuse(): void {
+    this.#refusing = true;
+  }
+
   /** Holds every acknowledgement from now on; the function returned ends the hold with the check's verdict. */
   hold(): (passed: boolean) => void {
     const held: Gated[] = [];

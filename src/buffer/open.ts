@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { type BackgroundCheck, checkInBackground } from '../sqlite/background-check.ts';
-import { openChecked } from '../sqlite/open-checked.ts';
+import { markForCheck, openChecked } from '../sqlite/open-checked.ts';
 import { BUFFER_SCHEMA, legacyRows, migrate } from './schema.ts';
 import { BufferStore } from './store.ts';
 
@@ -94,15 +94,32 @@ export function checkBufferLater(dataDir: string, logger: Logger, counters: Coun
     counters.count('buffer.integrity_checks', { result: result.outcome });
     if (result.outcome === 'ok') logger.info({ ms: result.ms }, 'buffer: integrity checked in the background: ok');
     else if (result.outcome === 'corrupt') {
-      logger.error(
-        { detail: result.detail, ms: result.ms },
-        result.marked
-          ? 'buffer database is corrupt (found by the background check): device messages are not acknowledged or stored any more (devices keep them); a restart moves it aside (kept for inspection) and starts an empty one'
-          : `buffer database is corrupt (found by the background check) and the mark for the next start could not be written: device messages are not acknowledged or stored any more; stop the gateway and move ${bufferPath(dataDir)} aside`,
-      );
+      logger.error({ detail: result.detail, ms: result.ms }, corruptMessage('the background check', result.marked, bufferPath(dataDir)));
       // Unmarked, a restart would defer the check again and find the same: the operator moves it aside.
       if (result.marked) onCorrupt?.();
     } else logger.warn({ detail: result.detail, ms: result.ms }, 'buffer: the background integrity check could not finish; the next clean start tries again');
   });
   return check;
+}
+
+/**
+ * A statement found the buffer corrupt (SQLITE_CORRUPT) while the gateway runs: it is marked,
+ * so that the next start checks it in full and moves it aside, and reported as an error.
+ * Returns whether the mark was written (without it a restart would not move the buffer aside).
+ */
+export function reportCorruptBuffer(path: string, error: unknown, logger: Logger, held: number): boolean {
+  let marked = true;
+  try {
+    markForCheck(path, `found corrupt by an append: ${String((error as Error).message)}`);
+  } catch {
+    marked = false;
+  }
+  logger.error({ err: error, held }, corruptMessage('an append', marked, path));
+  return marked;
+}
+
+function corruptMessage(foundBy: string, marked: boolean, path: string): string {
+  return marked
+    ? `buffer database is corrupt (found by ${foundBy}): device messages are not acknowledged or stored any more (devices keep them); a restart moves it aside (kept for inspection) and starts an empty one`
+    : `buffer database is corrupt (found by ${foundBy}) and the mark for the next start could not be written: device messages are not acknowledged or stored any more; stop the gateway and move ${path} aside`;
 }

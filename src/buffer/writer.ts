@@ -11,11 +11,12 @@ import { BufferUpkeep } from './upkeep.ts';
 import { ABANDONED, AbandonedLog } from './abandoned.ts';
 import { AckGate } from './ack-gate.ts';
 import { type Fdatasync, WalSync } from '../sqlite/wal-sync.ts';
+import { isCorruption } from '../sqlite/open-checked.ts';
+import { reportCorruptBuffer } from './open.ts';
 
 /**
- * A delivery waiting for the group commit, in the shape the store appends (no copy per
- * message): `envelope` is the delivery's, or for a message refused at ingress the one to
- * record in the dead letters, with `deadLetter` set.
+ * A delivery waiting for the group commit, in the shape the store appends (no copy per message):
+ * `envelope` is the delivery's, or, with `deadLetter` set, the one a message refused at ingress leaves.
  */
 interface Pending extends AppendEntry {
   readonly delivery: Delivery;
@@ -24,9 +25,8 @@ interface Pending extends AppendEntry {
 }
 
 /**
- * `refusing`: a bridge under `overflow: refuse` is full. `disk-full` and `write-failed`: the
- * database refused the append (SQLITE_FULL, or another error such as an I/O error); the
- * messages are held and the append is tried again every second.
+ * `refusing`: a bridge under `overflow: refuse` is full. `disk-full` and `write-failed`: the database
+ * refused the append (SQLITE_FULL, an I/O error); the messages are held and tried again every second.
  */
 export type WriterState = 'ok' | 'disk-full' | 'write-failed' | 'refusing';
 
@@ -34,16 +34,13 @@ const RETRY_HELD_MS = 1000;
 const DISK_LOST = new FerryError('STORAGE_FAILED', 'not acknowledged: the disk failed to sync the buffer', { component: 'buffer', retryable: true });
 
 /**
- * Ingress of the durable buffer. Deliveries arriving in one event-loop turn are committed in
- * one transaction (bounded by count and bytes) and acked after that commit, so a device's
- * PUBACK means the message is on disk. Deliveries that cannot be stored now (the bridge is
- * full under `refuse`, or the disk is full) are held unacknowledged and tried again, which
- * keeps them on the devices; their number is bounded by what devices have in flight.
- *
- * A delivery abandoned before it was stored (its device's connection closed without a PUBACK,
- * so the device still has the message and sends it again) is nacked instead of stored, held or
- * not (issue 16, item 9): stored, it would be there twice, and held ones used to pile up with
- * each reconnect of a device while the buffer was full.
+ * Ingress of the durable buffer. Deliveries arriving in one event-loop turn are committed in one
+ * transaction (bounded by count and bytes) and acked after that commit, so a device's PUBACK means
+ * the message is on disk. Deliveries that cannot be stored now (the bridge is full under `refuse`,
+ * or the disk is full) are held unacknowledged and tried again, which keeps them on the devices;
+ * their number is bounded by what devices have in flight. A delivery abandoned before it was
+ * stored (its connection closed without a PUBACK: the device sends it again) is nacked instead of
+ * stored, held or not (issue 16, item 9): stored, it would be there twice.
  */
 export class BufferWriter {
   readonly #store: BufferStore;
@@ -68,11 +65,7 @@ export class BufferWriter {
   readonly #upkeep: BufferUpkeep;
   readonly #unsubscribe: () => void;
   readonly #commits: HistogramSeries | undefined;
-  /**
-   * Under `synchronous: full`, what makes each commit durable before its deliveries are acked:
-   * the buffer's connection commits without an fsync (openBuffer) and this syncs the WAL on the
-   * thread pool (see WalSync). Undefined under `normal`, which acks at the commit.
-   */
+  /** Under `synchronous: full`, what makes each commit durable before its deliveries are acked: it syncs the WAL on the thread pool (WalSync; the connection commits without an fsync). Undefined under `normal`, which acks at the commit. */
   readonly #walSync: WalSync | undefined;
   readonly #gate = new AckGate(); // acks held while the integrity check runs after a start
 
@@ -85,8 +78,7 @@ export class BufferWriter {
     this.#walSync = settings.synchronous === 'full' ? new WalSync(store.path, options) : undefined;
     this.#upkeep = new BufferUpkeep(store, logger, counters);
     this.#abandoned = new AbandonedLog(logger, counters);
-    // Space freed (a sink confirmed messages, old ones expired, another process purged): held
-    // deliveries of a bridge that was full may fit now.
+    // Space freed (a sink confirmed, old ones expired, another process purged): held deliveries may fit now.
     this.#unsubscribe = store.onReleased(() => this.#released());
   }
 
@@ -141,7 +133,7 @@ export class BufferWriter {
   /** Set while traces are exported: sampled messages get a span from here to their commit. */
   tracing: MessageTracing | undefined;
 
-  /** Called once a sync of the WAL failed: nothing is acknowledged again until the process restarts. */
+  /** Called once the WAL failed a sync or an append found the buffer corrupt: nothing is acknowledged again until the process restarts. */
   onRestartNeeded: ((why: string) => void) | undefined;
 
   enqueue(bridge: string, delivery: Delivery): void {
@@ -150,11 +142,7 @@ export class BufferWriter {
     else this.#push({ bridge, delivery, envelope: traced.envelope, traced });
   }
 
-  /**
-   * Records `envelope` (the message as it arrived) in the bridge's dead letters, refused at
-   * ingress by `sink` (the part that refused it, e.g. "transform"), in the same group commit
-   * as the messages around it, and acks `delivery` after that commit.
-   */
+  /** Records `envelope` (the message as it arrived) in the bridge's dead letters, refused at ingress by `sink` (the part that refused it, e.g. "transform"), in the group commit of the messages around it, and acks `delivery` after that commit. */
   deadLetter(bridge: string, delivery: Delivery, envelope: Envelope, sink: string, reason: string): void {
     this.#push({ bridge, delivery, envelope, deadLetter: { sink, reason } });
   }
@@ -284,6 +272,10 @@ export class BufferWriter {
       // Held, not nacked: nacking would close the devices' connections while their later
       // messages, already received, could still be stored ahead of these.
       this.#held.push(...accepted);
+      if (isCorruption(error)) {
+        this.#corrupted(error);
+        return;
+      }
       const full = (error as { code?: unknown }).code === 'SQLITE_FULL';
       this.#counters.count('buffer.errors', { reason: full ? 'disk_full' : 'append_failed' });
       const state: WriterState = full ? 'disk-full' : 'write-failed';
@@ -330,6 +322,13 @@ export class BufferWriter {
     };
     if (walSync === undefined) stored();
     else walSync.after((error) => (error === undefined ? stored() : this.#syncFailed(durable, error)));
+  }
+
+  /** SQLITE_CORRUPT: as after a failed integrity check, nothing is stored or acknowledged again in this run; marked, the next start moves the buffer aside. */
+  #corrupted(error: unknown): void {
+    this.#gate.refuse();
+    this.#counters.count('buffer.errors', { reason: 'corrupt' });
+    if (reportCorruptBuffer(this.#store.path, error, this.#logger, this.#held.length)) this.onRestartNeeded?.('an append found the buffer corrupt');
   }
 
   /**

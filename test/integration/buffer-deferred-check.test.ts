@@ -40,10 +40,14 @@ function filledBuffer(dir: string, rows: number): void {
   store.close();
 }
 
-/** Overwrites the header of a leaf page of the packs table: quick_check finds it, opening and reading the schema do not. */
-function corruptALeaf(dir: string): void {
+/**
+ * Overwrites the header of a leaf page of the packs table: quick_check finds it, opening and
+ * reading the schema do not. `last`: the last leaf, which the next append writes into.
+ */
+function corruptALeaf(dir: string, which: 'middle' | 'last' = 'middle'): void {
   const db = new Database(bufferPath(dir), { readonly: true });
-  const page = db.prepare("SELECT pageno FROM dbstat WHERE name = 'packs' AND pagetype = 'leaf' ORDER BY pageno LIMIT 1 OFFSET 20").pluck().get() as number;
+  const order = which === 'last' ? 'ORDER BY pageno DESC LIMIT 1' : 'ORDER BY pageno LIMIT 1 OFFSET 20';
+  const page = db.prepare(`SELECT pageno FROM dbstat WHERE name = 'packs' AND pagetype = 'leaf' ${order}`).pluck().get() as number;
   const pageSize = db.pragma('page_size', { simple: true }) as number;
   db.close();
   const fd = openSync(bufferPath(dir), 'r+');
@@ -262,4 +266,49 @@ test('the check reads a database ahead only when it fits in half the memory avai
   const path = bufferPath(dir);
   assert.equal(readAhead(path, 64 * MiB), true);
   assert.equal(readAhead(path, 2 * MiB), false, 'read ahead with less than twice its size available');
+});
+
+test('an append that finds the buffer corrupt stores and acknowledges nothing more, marks it, asks once for a restart, and the next open moves it aside', async () => {
+  const dir = tempDir();
+  filledBuffer(dir, 2_000);
+  corruptALeaf(dir, 'last');
+  // Opened without the check, as a large buffer closed cleanly is: the append meets the damage first.
+  const opened = openBuffer(dir, logger, { deferCheckAbove: 0 });
+  assert.ok(opened.checkDeferred !== undefined);
+  const counters = new CounterRegistry();
+  const writer = new BufferWriter(opened.store, bufferSettingsSchema().parse({}), logger, counters);
+  let open = true;
+  const close = () => {
+    if (!open) return;
+    open = false;
+    writer.close();
+    opened.store.close();
+  };
+  try {
+    writer.setPolicy('b', bufferPolicySchema().parse({}));
+    const restarts: string[] = [];
+    writer.onRestartNeeded = (why) => restarts.push(why);
+    const first = trackedDeliveries(3);
+    for (const d of first.deliveries) writer.enqueue('b', d);
+    writer.flushNow();
+    assert.equal(counters.get('buffer.errors{reason=corrupt}'), 1);
+    assert.deepEqual(restarts, ['an append found the buffer corrupt']);
+    assert.equal(writer.state, 'write-failed');
+    assert.ok(existsSync(checkMarkerPath(bufferPath(dir))), 'marked for a full check at the next start');
+    const later = trackedDeliveries(2);
+    for (const d of later.deliveries) writer.enqueue('b', d);
+    writer.flushNow();
+    await sleep(1_200);
+    assert.equal(first.acked.length + later.acked.length, 0);
+    assert.equal(writer.held, 5, 'held unacknowledged, not tried again');
+    assert.equal(counters.get('buffer.errors{reason=corrupt}'), 1, 'no retry met the damage again');
+    close();
+    await first.settled();
+    assert.equal(first.nacked.size, 3, 'refused at the stop: the devices send them again');
+  } finally {
+    close();
+  }
+  const reopened = openBuffer(dir, logger, { deferCheckAbove: 0 });
+  reopened.store.close();
+  assert.ok(reopened.movedAside?.startsWith(join(dir, 'buffer.db.corrupt-')), 'checked in full and moved aside');
 });
