@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { type BackgroundCheck, checkInBackground } from '../sqlite/background-check.ts';
-import { markForCheck, openChecked } from '../sqlite/open-checked.ts';
+import { openChecked, tryMarkForCheck } from '../sqlite/open-checked.ts';
 import { BUFFER_SCHEMA, legacyRows, migrate } from './schema.ts';
 import { BufferStore } from './store.ts';
 
@@ -108,14 +108,9 @@ export function checkBufferLater(dataDir: string, logger: Logger, counters: Coun
  * Returns whether the mark was written (without it a restart would not move the buffer aside).
  */
 export function reportCorruptBuffer(path: string, error: unknown, logger: Logger, held: number): boolean {
-  let marked = true;
-  try {
-    markForCheck(path, `found corrupt by an append: ${String((error as Error).message)}`);
-  } catch {
-    marked = false;
-  }
-  logger.error({ err: error, held }, corruptMessage('an append', marked, path));
-  return marked;
+  const notMarked = tryMarkForCheck(path, `found corrupt by an append: ${String((error as Error).message)}`);
+  logger.error({ err: error, held, ...(notMarked === undefined ? {} : { notMarked: notMarked.message }) }, corruptMessage('an append', notMarked === undefined, path));
+  return notMarked === undefined;
 }
 
 function corruptMessage(foundBy: string, marked: boolean, path: string): string {

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { READ_AHEAD_BYTES, isCorruption, markForCheck } from './open-checked.ts';
+import { READ_AHEAD_BYTES, isCorruption, tryMarkForCheck } from './open-checked.ts';
 
 export type BackgroundCheckResult =
   | { readonly outcome: 'ok'; readonly ms: number }
@@ -84,12 +84,9 @@ export function checkInBackground(path: string): BackgroundCheck {
       if (reply?.result !== undefined || isCorruption({ code: reply?.code })) {
         // quick_check lists up to 100 problems: the first ones tell enough.
         const detail = (reply?.result ?? `${reply?.code}: ${reply?.error}`).slice(0, 500);
-        try {
-          markForCheck(path, detail);
-          return resolve({ outcome: 'corrupt', detail, marked: true, ms: elapsed() });
-        } catch (error) {
-          return resolve({ outcome: 'corrupt', detail: `${detail} (not marked: ${(error as Error).message})`, marked: false, ms: elapsed() });
-        }
+        const notMarked = tryMarkForCheck(path, detail);
+        if (notMarked === undefined) return resolve({ outcome: 'corrupt', detail, marked: true, ms: elapsed() });
+        return resolve({ outcome: 'corrupt', detail: `${detail} (not marked: ${notMarked.message})`, marked: false, ms: elapsed() });
       }
       const detail = reply?.error ?? (err.trim().split('\n').at(-1) || `the check exited with ${signal ?? code}`);
       resolve({ outcome: 'failed', detail, ms: elapsed() });

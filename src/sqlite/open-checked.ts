@@ -30,6 +30,16 @@ export function markForCheck(path: string, why: string): void {
   writeFileSync(checkMarkerPath(path), `${new Date().toISOString()} ${why}\n`);
 }
 
+/** markForCheck for a gateway that goes on running: the error when the mark could not be written, else undefined. */
+export function tryMarkForCheck(path: string, why: string): Error | undefined {
+  try {
+    markForCheck(path, why);
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error : new Error(String(error));
+  }
+}
+
 /** The block `readAhead` reads with. */
 export const READ_AHEAD_BYTES = 1024 * 1024;
 
