@@ -107,9 +107,9 @@ export function checkBufferLater(dataDir: string, logger: Logger, counters: Coun
  * so that the next start checks it in full and moves it aside, and reported as an error.
  * Returns whether the mark was written (without it a restart would not move the buffer aside).
  */
-export function reportCorruptBuffer(path: string, error: unknown, logger: Logger, held: number): boolean {
-  const notMarked = tryMarkForCheck(path, `found corrupt by an append: ${String((error as Error).message)}`);
-  logger.error({ err: error, held, ...(notMarked === undefined ? {} : { notMarked: notMarked.message }) }, corruptMessage('an append', notMarked === undefined, path));
+export function reportCorruptBuffer(path: string, error: unknown, logger: Logger, held: number, foundBy: string): boolean {
+  const notMarked = tryMarkForCheck(path, `found corrupt by ${foundBy}: ${String((error as Error).message)}`);
+  logger.error({ err: error, held, ...(notMarked === undefined ? {} : { notMarked: notMarked.message }) }, corruptMessage(foundBy, notMarked === undefined, path));
   return notMarked === undefined;
 }
 

@@ -1,10 +1,11 @@
-import { Observable } from 'rxjs';
+import { Observable, type Subscriber } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { createDeliveries, type Delivery } from '../core/delivery.ts';
 import { backoffDelay } from '../core/backoff.ts';
 import { isFerryError } from '../core/errors.ts';
 import { failedSpanFields } from '../core/tracing.ts';
+import { isCorruption } from '../sqlite/open-checked.ts';
 import type { BufferPolicy } from './config.ts';
 import type { BufferStore, StoredMessage } from './store.ts';
 import type { BufferWriter } from './writer.ts';
@@ -43,6 +44,16 @@ function isRejection(error: Error): boolean {
 
 /** How long an idle reader waits before looking for rows another process added. */
 const POLL_MS = 1000;
+
+/**
+ * A reader's loop threw: the sink's deliveries end with the error. A sink's own failures come
+ * back as nacks, so what throws here is a statement on the buffer, and SQLITE_CORRUPT met by it
+ * is the buffer's: the writer marks it, stops acknowledging and asks for a restart.
+ */
+export function readerFailed(writer: BufferWriter, sink: string, subscriber: Subscriber<Delivery>, error: unknown): void {
+  if (isCorruption(error)) writer.corrupted(error, `a read for sink ${sink}`);
+  subscriber.error(error);
+}
 
 /**
  * Hands a sink the bridge's buffered messages in order, a window at a time, from the sink's
@@ -245,7 +256,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
       }
       subscriber.complete();
     };
-    run().catch((error: unknown) => subscriber.error(error));
+    run().catch((error: unknown) => readerFailed(writer, sink, subscriber, error));
     return () => {
       closed = true;
       interrupt();

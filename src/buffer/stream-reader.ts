@@ -4,7 +4,7 @@ import { backoffDelay } from '../core/backoff.ts';
 import { isFerryError } from '../core/errors.ts';
 import { InFlight } from '../core/in-flight.ts';
 import { failedSpanFields } from '../core/tracing.ts';
-import type { CursorSource, CursorSourceOptions } from './reader.ts';
+import { type CursorSource, type CursorSourceOptions, readerFailed } from './reader.ts';
 import { Signal } from './signal.ts';
 import type { StoredMessage } from './store.ts';
 
@@ -121,6 +121,13 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
       }
       wake.notify();
     };
+    const sweepOrFail = () => {
+      try {
+        sweep();
+      } catch (error) {
+        readerFailed(options.writer, sink, subscriber, error);
+      }
+    };
     const settle = (entry: Entry) => {
       unsettled.settled();
       if (entry.outcome === 'dead') rejected.push(entry);
@@ -128,7 +135,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
       if (sweepQueued) return;
       sweepQueued = true;
       // A sink acks its batch in one loop: one commit for all of them.
-      queueMicrotask(sweep);
+      queueMicrotask(sweepOrFail);
     };
 
     // One set of handlers for every delivery, each given its entry (no closures per message).
@@ -207,7 +214,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
         subscriber.complete();
       }
     };
-    run().catch((error: unknown) => subscriber.error(error));
+    run().catch((error: unknown) => readerFailed(options.writer, sink, subscriber, error));
     return () => {
       if (!completed) detached = true;
       wake.notify();

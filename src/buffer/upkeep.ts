@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import type { BufferPolicy } from './config.ts';
 import type { BufferStore } from './store.ts';
+import { isCorruption } from '../sqlite/open-checked.ts';
 
 /**
  * Most messages one expiry step deletes: the next step follows in the next turn of the event
@@ -18,7 +19,8 @@ const RECOUNT_MS = 10_000;
  * past a bridge's `maxAgeMs` are expired, dead letters beyond `maxDeadLetters` are trimmed,
  * and usage is counted from disk again when `ferry buffer purge` or `redrive` changed the
  * buffer from another process (so a bridge refusing for being full takes messages again).
- * Every timer is unref'd: upkeep never keeps the process alive.
+ * Every timer is unref'd: upkeep never keeps the process alive. A step that fails is warned of
+ * and tried at its next turn; one that finds the buffer corrupt goes to `onCorrupt` instead.
  */
 export class BufferUpkeep {
   readonly #store: BufferStore;
@@ -27,13 +29,19 @@ export class BufferUpkeep {
   readonly #policies = new Map<string, BufferPolicy>();
   readonly #expiry = new Map<string, NodeJS.Timeout>();
   readonly #recount: NodeJS.Timeout;
+  readonly #onCorrupt: (error: unknown) => void;
 
-  constructor(store: BufferStore, logger: Logger, counters: Counters) {
+  constructor(store: BufferStore, logger: Logger, counters: Counters, onCorrupt: (error: unknown) => void) {
     this.#store = store;
     this.#logger = logger;
     this.#counters = counters;
+    this.#onCorrupt = onCorrupt;
     this.#recount = setInterval(() => {
-      store.recount();
+      try {
+        store.recount();
+      } catch (error) {
+        this.#failed(error, {}, 'could not count the buffer again');
+      }
       this.#trimDeadLetters();
       this.reclaim();
     }, RECOUNT_MS);
@@ -66,7 +74,7 @@ export class BufferUpkeep {
       const freed = this.#store.reclaimSpace();
       if (freed > 0) this.#logger.info({ freedBytes: freed }, `buffer file shrunk by ${(freed / 1024 / 1024).toFixed(1)} MiB of free space`);
     } catch (error) {
-      this.#logger.warn({ err: error }, 'could not give free buffer space back to the file system');
+      this.#failed(error, {}, 'could not give free buffer space back to the file system');
     }
   }
 
@@ -87,7 +95,7 @@ export class BufferUpkeep {
       }
       if (expired > 0) this.#logger.warn({ bridge, expired, maxAgeMs }, 'removed messages older than maxAgeMs before they were delivered');
     } catch (error) {
-      this.#logger.warn({ err: error, bridge }, 'could not expire old messages');
+      this.#failed(error, { bridge }, 'could not expire old messages');
     }
   }
 
@@ -99,8 +107,13 @@ export class BufferUpkeep {
         this.#counters.count('buffer.dead_letters.dropped', { bridge }, dropped);
         this.#logger.warn({ bridge, dropped, maxDeadLetters }, 'deleted the oldest dead letters beyond buffer.maxDeadLetters');
       } catch (error) {
-        this.#logger.warn({ err: error, bridge }, 'could not trim dead letters');
+        this.#failed(error, { bridge }, 'could not trim dead letters');
       }
     }
+  }
+
+  #failed(error: unknown, fields: Readonly<Record<string, unknown>>, message: string): void {
+    if (isCorruption(error)) this.#onCorrupt(error);
+    else this.#logger.warn({ err: error, ...fields }, message);
   }
 }

@@ -76,7 +76,7 @@ export class BufferWriter {
     this.#counters = counters;
     this.#commits = counters.histogram?.('buffer.commit_seconds');
     this.#walSync = settings.synchronous === 'full' ? new WalSync(store.path, options) : undefined;
-    this.#upkeep = new BufferUpkeep(store, logger, counters);
+    this.#upkeep = new BufferUpkeep(store, logger, counters, (error) => this.corrupted(error, 'the buffer upkeep'));
     this.#abandoned = new AbandonedLog(logger, counters);
     // Space freed (a sink confirmed, old ones expired, another process purged): held deliveries may fit now.
     this.#unsubscribe = store.onReleased(() => this.#released());
@@ -133,7 +133,7 @@ export class BufferWriter {
   /** Set while traces are exported: sampled messages get a span from here to their commit. */
   tracing: MessageTracing | undefined;
 
-  /** Called once the WAL failed a sync or an append found the buffer corrupt: nothing is acknowledged again until the process restarts. */
+  /** Called once the WAL failed a sync or the buffer was found corrupt: nothing is acknowledged again until the process restarts. */
   onRestartNeeded: ((why: string) => void) | undefined;
 
   enqueue(bridge: string, delivery: Delivery): void {
@@ -273,7 +273,7 @@ export class BufferWriter {
       // messages, already received, could still be stored ahead of these.
       this.#held.push(...accepted);
       if (isCorruption(error)) {
-        this.#corrupted(error);
+        this.corrupted(error, 'an append');
         return;
       }
       const full = (error as { code?: unknown }).code === 'SQLITE_FULL';
@@ -324,11 +324,12 @@ export class BufferWriter {
     else walSync.after((error) => (error === undefined ? stored() : this.#syncFailed(durable, error)));
   }
 
-  /** SQLITE_CORRUPT: as after a failed integrity check, nothing is stored or acknowledged again in this run; marked, the next start moves the buffer aside. */
-  #corrupted(error: unknown): void {
+  /** SQLITE_CORRUPT met by `foundBy` (an append, a sink's read): as after a failed integrity check, nothing is stored or acknowledged again in this run; marked, the next start moves the buffer aside. Once. */
+  corrupted(error: unknown, foundBy: string): void {
+    if (this.#gate.refusing) return;
     this.#gate.refuse();
     this.#counters.count('buffer.errors', { reason: 'corrupt' });
-    if (reportCorruptBuffer(this.#store.path, error, this.#logger, this.#held.length)) this.onRestartNeeded?.('an append found the buffer corrupt');
+    if (reportCorruptBuffer(this.#store.path, error, this.#logger, this.#held.length, foundBy)) this.onRestartNeeded?.(`${foundBy} found the buffer corrupt`);
   }
 
   /**

@@ -11,6 +11,8 @@ import { connectAsync } from 'mqtt';
 import pino from 'pino';
 import { bufferPolicySchema, bufferSettingsSchema } from '../../src/buffer/config.ts';
 import { DEFER_CHECK_ABOVE_BYTES, bufferPath, checkBufferLater, openBuffer } from '../../src/buffer/open.ts';
+import { cursorSource } from '../../src/buffer/reader.ts';
+import { streamCursor } from '../../src/buffer/stream-reader.ts';
 import { BufferWriter } from '../../src/buffer/writer.ts';
 import { createDelivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
@@ -156,7 +158,7 @@ test('a gateway: a cleanly closed buffer over the size starts without the check,
   assert.equal(restarts.length, 1, 'the second start found nothing to restart for');
 });
 
-test('ferry run: a corrupt buffer found by the check after the start ends the process with exit code 75, and the next run moves it aside and acknowledges again', async () => {
+test('ferry run: a corrupt buffer found after the start ends the process with exit code 75, and the next run moves it aside and acknowledges again', async () => {
   const root = tempDir();
   const data = join(root, 'data');
   filledBuffer(data, Math.ceil((DEFER_CHECK_ABOVE_BYTES * 1.1) / 1100));
@@ -168,7 +170,8 @@ test('ferry run: a corrupt buffer found by the check after the start ends the pr
   const ended = await Promise.race([first.exited, sleep(60_000).then(() => 'still running after 60 s')]);
   if (typeof ended === 'string') first.child.kill('SIGKILL');
   assert.equal(ended, EXIT_RESTART);
-  const said = first.logs.find((l) => String(l['msg']).startsWith('the integrity check after the start found the buffer corrupt: stopping'));
+  // The check in the background or the sink reading the buffer: whichever meets the damage first.
+  const said = first.logs.find((l) => /^(the integrity check after the start|a read for sink history) found the buffer corrupt: stopping/.test(String(l['msg'])));
   assert.ok(said !== undefined, 'the reason and the exit code are logged');
   assert.match(String(said['msg']), /exit code 75 asks the service manager to start the gateway again/);
   const second = await startFerry(['--config', config]);
@@ -311,4 +314,77 @@ test('an append that finds the buffer corrupt stores and acknowledges nothing mo
   const reopened = openBuffer(dir, logger, { deferCheckAbove: 0 });
   reopened.store.close();
   assert.ok(reopened.movedAside?.startsWith(join(dir, 'buffer.db.corrupt-')), 'checked in full and moved aside');
+});
+
+test('a sink reading a corrupt page ends its deliveries with the error, and the writer stores and acknowledges nothing more, marks the buffer and asks once for a restart', async () => {
+  for (const reader of [cursorSource, streamCursor]) {
+    const dir = tempDir();
+    filledBuffer(dir, 2_000);
+    corruptALeaf(dir, 'middle');
+    const opened = openBuffer(dir, logger, { deferCheckAbove: 0 });
+    const counters = new CounterRegistry();
+    const writer = new BufferWriter(opened.store, bufferSettingsSchema().parse({}), logger, counters);
+    const restarts: string[] = [];
+    writer.onRestartNeeded = (why) => restarts.push(why);
+    const policy = bufferPolicySchema().parse({});
+    opened.store.registerBridge('b', ['out']);
+    writer.setPolicy('b', policy);
+    const later = trackedDeliveries(2);
+    try {
+      const source = reader({ store: opened.store, writer, bridge: 'b', sink: 'out', policy, logger, counters });
+      let delivered = 0;
+      const failure = await new Promise<unknown>((resolve) => {
+        source.deliveries.subscribe({
+          next: (d) => {
+            delivered += 1;
+            d.ack();
+          },
+          error: resolve,
+          complete: () => resolve(new Error('completed without an error')),
+        });
+      });
+      assert.equal((failure as { code?: string }).code, 'SQLITE_CORRUPT', `${reader.name}: ${String(failure)}`);
+      assert.ok(delivered < 2_000, `${reader.name}: delivered ${delivered}, past the damage`);
+      assert.deepEqual(restarts, ['a read for sink out found the buffer corrupt'], reader.name);
+      assert.equal(counters.get('buffer.errors{reason=corrupt}'), 1);
+      assert.equal(writer.state, 'write-failed');
+      assert.ok(existsSync(checkMarkerPath(bufferPath(dir))), 'marked for a full check at the next start');
+      for (const d of later.deliveries) writer.enqueue('b', d);
+      writer.flushNow();
+      assert.equal(later.acked.length, 0, 'nothing acknowledged after the damage was found');
+      // Found again (another sink, an append): reported once.
+      writer.corrupted(failure, 'an append');
+      assert.equal(restarts.length, 1);
+    } finally {
+      writer.close();
+      opened.store.close();
+    }
+    await later.settled();
+    assert.equal(later.nacked.size, 2, 'refused at the stop: the devices send them again');
+    const reopened = openBuffer(dir, logger, { deferCheckAbove: 0 });
+    reopened.store.close();
+    assert.ok(reopened.movedAside?.startsWith(join(dir, 'buffer.db.corrupt-')), 'checked in full and moved aside');
+  }
+});
+
+test('the buffer upkeep expiring messages through a corrupt page asks for a restart as a read does', async () => {
+  const dir = tempDir();
+  filledBuffer(dir, 2_000);
+  corruptALeaf(dir, 'middle');
+  const opened = openBuffer(dir, logger, { deferCheckAbove: 0 });
+  const counters = new CounterRegistry();
+  const writer = new BufferWriter(opened.store, bufferSettingsSchema().parse({}), logger, counters);
+  const restarts: string[] = [];
+  writer.onRestartNeeded = (why) => restarts.push(why);
+  try {
+    await sleep(20);
+    writer.setPolicy('b', bufferPolicySchema().parse({ maxAgeMs: 10 }));
+    await eventually(() => assert.deepEqual(restarts, ['the buffer upkeep found the buffer corrupt']));
+    assert.equal(counters.get('buffer.errors{reason=corrupt}'), 1);
+    assert.equal(writer.state, 'write-failed');
+    assert.ok(existsSync(checkMarkerPath(bufferPath(dir))), 'marked for a full check at the next start');
+  } finally {
+    writer.close();
+    opened.store.close();
+  }
 });

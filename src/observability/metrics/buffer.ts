@@ -22,7 +22,7 @@ export const bufferMetrics = [
     type: 'counter',
     unit: 'errors',
     labels: { reason: { meaning: 'why the commit failed', values: ['disk_full', 'append_failed', 'sync_failed', 'corrupt'] } },
-    help: "Failed buffer commits; their messages are held unacknowledged and stored once the disk takes them again. `sync_failed`: the WAL's fdatasync failed; its messages are nacked and nothing is acknowledged until the gateway restarts. `corrupt`: the append found the database corrupt; nothing is stored or acknowledged until a restart, which moves it aside.",
+    help: "Failed buffer commits; their messages are held unacknowledged and stored once the disk takes them again. `sync_failed`: the WAL's fdatasync failed; its messages are nacked and nothing is acknowledged until the gateway restarts. `corrupt`: an append, a sink's read or the upkeep found the database corrupt (counted once); nothing is stored or acknowledged until a restart, which moves it aside.",
   },
   {
     name: 'buffer.abandoned',
