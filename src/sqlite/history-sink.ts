@@ -4,6 +4,7 @@ import type { ComponentContext, SinkComponent } from '../core/component.ts';
 import { wrapError } from '../core/errors.ts';
 import { HistoryWriter, convertEarlierHistory, historyPath } from './history-store.ts';
 import { walSyncFailure } from './wal-sync.ts';
+import { markCorruptHistory, recoverMarkedHistory } from './history-recovery.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 
 const schema = lazySchema(() =>
@@ -46,6 +47,10 @@ export const historySink: SinkComponent<ReturnType<typeof schema>> = {
       async () => {
         // Opening can fail too (a damaged file, a full disk): the same retryable error as a write.
         try {
+          if ((await recoverMarkedHistory(ctx.dataDir, ctx.logger, ctx.counters)) === 'busy') {
+            ctx.restartNeeded?.('the history database is corrupt and another bridge writes to it');
+            throw new Error('the history database is corrupt and another bridge writes to it: it is moved aside at the next start');
+          }
           const converted = await convertEarlierHistory(ctx.dataDir, (messages) =>
             ctx.logger.info({ bridge: ctx.bridge, messages }, 'history: converting the history of an earlier version of Ferry (a row a message) into packs'),
           );
@@ -53,6 +58,7 @@ export const historySink: SinkComponent<ReturnType<typeof schema>> = {
           return new HistoryWriter(ctx.dataDir, config.synchronous);
         } catch (error) {
           askRestartAfterFailedSync(ctx);
+          markCorruptHistory(ctx.dataDir, error, `the history sink of bridge '${ctx.bridge}'`, ctx.logger);
           throw wrapError('STORAGE_FAILED', `history sink of bridge '${ctx.bridge}': cannot open the history database`, error, {
             component: 'history sink',
             bridge: ctx.bridge,
@@ -70,6 +76,7 @@ export const historySink: SinkComponent<ReturnType<typeof schema>> = {
           );
         } catch (error) {
           askRestartAfterFailedSync(ctx);
+          markCorruptHistory(ctx.dataDir, error, `the history sink of bridge '${ctx.bridge}'`, ctx.logger);
           throw wrapError('STORAGE_FAILED', `history sink of bridge '${ctx.bridge}': write failed`, error, {
             component: 'history sink',
             bridge: ctx.bridge,

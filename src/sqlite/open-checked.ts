@@ -92,17 +92,27 @@ export function openChecked<T>(path: string, options: SqliteOptions, build: (db:
     return deferred === undefined ? { value } : { value, checkDeferred: deferred };
   } catch (error) {
     if (!existsSync(path) || !isCorruption(error)) throw error;
-    const aside = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-    for (const suffix of ['', '-wal', '-shm']) {
-      if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
-    }
-    removeMarker(path);
+    const aside = moveAside(path);
     return { value: openAndCheck(path, options, build, true), movedAside: { path: aside, error } };
   }
 }
 
+/**
+ * Moves a corrupt database aside with its WAL (`<path>.corrupt-<time>`, kept for inspection) and
+ * removes its mark; returns where it went. No connection of this process may have it open: one
+ * that closed later would remove the new database's WAL by its name.
+ */
+export function moveAside(path: string): string {
+  const aside = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  for (const suffix of ['', '-wal', '-shm']) {
+    if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
+  }
+  removeMarker(path);
+  return aside;
+}
+
 /** unlinkSync, not rmSync: rmSync loads a module of Node's at every start (see bin/builtins.js). */
-function removeMarker(path: string): void {
+export function removeMarker(path: string): void {
   if (existsSync(checkMarkerPath(path))) unlinkSync(checkMarkerPath(path));
 }
 

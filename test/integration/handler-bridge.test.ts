@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
@@ -122,9 +122,9 @@ test('messages held in a window are not acked until the aggregate built from the
     assert.equal(pending(gateway), 10, 'held in the window: not acked');
     assert.equal(gateway.status().bridges[0]?.handler?.unacked, 10);
 
-    // The history sink refuses writes: the aggregate is emitted but not confirmed.
+    // The history sink cannot open its database (a directory stands in its place): the aggregate is emitted but not confirmed.
     const db = historyPath(join(root, 'data'));
-    writeFileSync(db, 'not a database'.repeat(100));
+    mkdirSync(db);
     close.next();
     await waitFor('the write to fail', () => gateway.counters.get('sink.messages.failed{bridge=h,sink=out}') >= 1);
     await settleGarbage();
@@ -133,7 +133,7 @@ test('messages held in a window are not acked until the aggregate built from the
     assert.ok(gateway.counters.get('buffer.retries{bridge=h,sink=handler}') >= 10);
 
     // The sink works again; the next window holds the redelivered inputs.
-    rmSync(db);
+    rmSync(db, { recursive: true });
     close.next();
     await waitFor('the window to be confirmed and its inputs acked', () => pending(gateway) === 0);
     const rows = history(root);
@@ -148,11 +148,11 @@ test('a failing sink sends the inputs of its outputs back to the buffer, which d
   const db = historyPath(join(root, 'data'));
   const gateway = await gatewayWith(root, (messages, tools) => messages.pipe(map((m) => tools.to('out', m))));
   try {
-    writeFileSync(db, 'not a database'.repeat(100));
+    mkdirSync(db);
     await publish(gateway, readings(5));
     await waitFor('retries', () => gateway.counters.get('buffer.retries{bridge=h,sink=handler}') >= 10);
     assert.equal(pending(gateway), 5);
-    rmSync(db);
+    rmSync(db, { recursive: true });
     await waitFor('the buffer to drain', () => pending(gateway) === 0);
     const payloads = history(root).map((r) => r.payload);
     assert.deepEqual([...new Set(payloads)].sort(), readings(5).sort());

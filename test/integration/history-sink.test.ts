@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -15,10 +15,12 @@ import { sinkConformance } from '../conformance/sink-suite.ts';
 const ctx = (dataDir: string) => ({ logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir, bridge: 'test' });
 const config = historySink.schema.parse({ batchSize: 50, batchTimeMs: 2 });
 
-/** A database file that is not SQLite: opening it fails with SQLITE_NOTADB. */
-function corruptDatabase(dir: string): void {
-  writeFileSync(historyPath(dir), 'this is not a database'.repeat(100));
-  chmodSync(historyPath(dir), 0o444);
+/**
+ * A directory where the database file should be: opening it fails (SQLITE_CANTOPEN) until it is
+ * removed. Not a corrupt file, which the sink moves aside by itself (history-corrupt.test.ts).
+ */
+function unopenable(dir: string): void {
+  mkdirSync(historyPath(dir));
 }
 
 function destination(dir: string) {
@@ -43,17 +45,17 @@ sinkConformance('history (SQLite)', {
   working: async () => destination(mkdtempSync(join(tmpdir(), 'ferry-history-'))),
   failing: async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ferry-history-bad-'));
-    corruptDatabase(dir);
+    unopenable(dir);
     return {
       sink: historySink.create(config, ctx(dir)),
       cleanup: async () => rmSync(dir, { recursive: true, force: true }),
     };
   },
   flaky: async () => {
-    // The operator replaces a damaged database file: the next open creates a fresh one.
+    // The operator removes what stood in the way: the next open creates the database.
     const dir = mkdtempSync(join(tmpdir(), 'ferry-history-flaky-'));
-    corruptDatabase(dir);
-    return { ...destination(dir), recover: () => unlinkSync(historyPath(dir)) };
+    unopenable(dir);
+    return { ...destination(dir), recover: () => rmdirSync(historyPath(dir)) };
   },
 });
 

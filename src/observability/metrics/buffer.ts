@@ -94,6 +94,18 @@ export const bufferMetrics = [
     help: 'Integrity checks of a large `buffer.db` run in the background after a start that left them for later (it had been closed cleanly); `corrupt` makes the next start move it aside.',
   },
   {
+    name: 'history.integrity_checks',
+    type: 'counter',
+    unit: 'checks',
+    labels: {
+      result: {
+        meaning: 'what the check found',
+        values: ['ok', 'corrupt', 'failed'],
+      },
+    },
+    help: 'Checks of a `history.db` that a write found corrupt, run before the next write; `corrupt`: it was moved aside (`history.db.corrupt-<time>`) and an empty one started.',
+  },
+  {
     name: 'delivery.double_settle',
     type: 'counter',
     unit: 'events',
