@@ -23,7 +23,7 @@ export interface RunOptions {
 /**
  * The exit code after the gateway's storage could not be trusted any more (Gateway's
  * onRestartNeeded: the buffer found corrupt after the start by the check, an append, a sink's read or
- * the upkeep, or a failed sync of the buffer's or the history's WAL): EX_TEMPFAIL, a failure that a new start resolves. systemd's `Restart=on-failure` and Docker's
+ * the upkeep, a failed sync of the buffer's or the history's WAL, broker.db found corrupt): EX_TEMPFAIL, a failure that a new start resolves. systemd's `Restart=on-failure` and Docker's
  * `restart: on-failure` start the gateway again, which checks the buffer before it opens it.
  */
 export const EXIT_RESTART = 75;

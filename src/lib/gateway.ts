@@ -42,7 +42,7 @@ export type StartGatewayOptions = (
    * Called once when storage cannot be trusted until the gateway starts again: the integrity
    * check after the start, an append, a sink's read or the upkeep found the buffer corrupt, or a sync of its WAL failed
    * (nothing is acknowledged from then on), or a sync of the history's WAL failed (the history is not
-   * written). Stop the gateway and start a new one (with the same data directory), which moves a
+   * written), or a write found broker.db (sessions, retained messages) corrupt. Stop the gateway and start a new one (with the same data directory), which moves a
    * corrupt buffer aside first. `ferry run` exits 75 for its service manager.
    */
   readonly onRestartNeeded?: (why: string) => void;

@@ -37,8 +37,8 @@ export function brokerListeners(config: GatewayConfig, fileLimit = openFileLimit
   return out;
 }
 
-/** The broker's options that come from the config alone (listeners, timeouts, limits, where its state is kept). */
-export function brokerSettings(config: GatewayConfig) {
+/** The broker's options that come from the config (listeners, timeouts, limits, where its state is kept); `onStateCorrupt`: see BrokerStateSettings.onCorrupt. */
+export function brokerSettings(config: GatewayConfig, onStateCorrupt?: (error: Error) => void) {
   return {
     host: config.mqtt.host,
     port: config.mqtt.port,
@@ -53,6 +53,6 @@ export function brokerSettings(config: GatewayConfig) {
     limits: config.mqtt.limits,
     ...(config.mqtt.maxKeepAliveSeconds === undefined ? {} : { maxKeepAliveSeconds: config.mqtt.maxKeepAliveSeconds }),
     topicLimits: { maxLength: config.mqtt.maxTopicLength, maxLevels: config.mqtt.maxTopicLevels },
-    ...(config.mqtt.persistence === 'sqlite' ? { state: { path: brokerStatePath(config.dataDirPath), synchronous: config.buffer.synchronous } } : {}),
+    ...(config.mqtt.persistence === 'sqlite' ? { state: { path: brokerStatePath(config.dataDirPath), synchronous: config.buffer.synchronous, onCorrupt: onStateCorrupt } } : {}),
   } satisfies Partial<EmbeddedBrokerOptions>;
 }

@@ -35,7 +35,7 @@ export interface GatewayOptions {
   readonly load?: () => Promise<GatewayConfig>;
   /** The logger's hooks for trace ids and OTLP log export (see createLogger). */
   readonly logBridge?: LogBridge;
-  /** Called once when storage cannot be trusted until the process restarts (the buffer found corrupt after the start by the check, an append, a sink's read or the upkeep, or a sync of the buffer's or the history's WAL failed); `ferry run` then stops and exits 75, so that a service manager starts it again. */
+  /** Called once when storage cannot be trusted until the process restarts (the buffer found corrupt after the start by the check, an append, a sink's read or the upkeep, or a sync of the buffer's or the history's WAL failed, or broker.db or a history another bridge holds found corrupt); `ferry run` then stops and exits 75, so that a service manager starts it again. */
   readonly onRestartNeeded?: (why: string) => void;
 }
 
@@ -145,7 +145,7 @@ export class Gateway {
       }
       // The broker listens only after the bridges tapped it, so no early message goes untapped.
       this.#broker = await EmbeddedBroker.start({
-        ...brokerSettings(config),
+        ...brokerSettings(config, () => this.#restartNeeded('the broker state database is corrupt')),
         auth: (this.#auth = new DeviceAuthenticator({
           profiles: config.deviceProfiles,
           allowAnonymous: config.mqtt.allowAnonymous,

@@ -39,6 +39,7 @@ interface Waiter {
 export class GroupCommit {
   readonly #db: GroupCommitDatabase;
   readonly #onLost: (error: Error) => void;
+  readonly #onFailure: ((error: Error) => void) | undefined;
   readonly #inSavepoint: (write: () => unknown) => unknown;
   readonly #synchronous: Synchronous;
   #waiters: Waiter[] = [];
@@ -51,12 +52,13 @@ export class GroupCommit {
   #closed = false;
   #commits = 0;
 
-  /** `synchronous`: the connection's level, the one durable writes are committed with. */
-  constructor(db: GroupCommitDatabase, synchronous: Synchronous, onLost: (error: Error) => void) {
+  /** `synchronous`: the connection's level, the one durable writes are committed with. `onFailure`: told of every write or commit that throws (a corrupt page, say). */
+  constructor(db: GroupCommitDatabase, synchronous: Synchronous, onLost: (error: Error) => void, onFailure?: (error: Error) => void) {
     this.#db = db;
     this.#synchronous = synchronous;
     this.#level = synchronous;
     this.#onLost = onLost;
+    this.#onFailure = onFailure;
     // Called inside the open transaction, better-sqlite3 makes this a savepoint.
     this.#inSavepoint = db.transaction((write: () => unknown) => write());
   }
@@ -96,6 +98,7 @@ export class GroupCommit {
     try {
       this.#db.exec('COMMIT');
     } catch (error) {
+      this.#onFailure?.(asError(error));
       this.#abandon(asError(error), waiters);
       return;
     }
@@ -128,6 +131,7 @@ export class GroupCommit {
       this.#writes += 1;
       return result;
     } catch (error) {
+      this.#onFailure?.(asError(error));
       // SQLite rolled back the whole transaction, not just the savepoint.
       if (!this.#db.inTransaction) {
         const waiters = this.#waiters;

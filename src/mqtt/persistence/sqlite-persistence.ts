@@ -4,6 +4,7 @@ import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { Counters } from '../../core/component.ts';
 import type { Synchronous } from '../../sqlite/connection.ts';
+import { asError } from '../../core/errors.ts';
 import { type BrokerStateLimits, type StateLimit, type StateRefusals, payloadLength } from '../state-limits.ts';
 import { aedesInternals } from '../aedes-internals.ts';
 import { GroupCommit } from './group-commit.ts';
@@ -38,6 +39,8 @@ export interface SqlitePersistenceOptions {
   readonly limits?: BrokerStateLimits | undefined;
   /** Where a message not queued for a session over its limit is counted and logged. */
   readonly refusals?: StateRefusals | undefined;
+  /** Told of every write, commit or sweep of the state that failed (openBrokerState looks for corruption in them). */
+  readonly onFailure?: ((error: Error) => void) | undefined;
 }
 
 /**
@@ -81,7 +84,7 @@ export class SqlitePersistence {
     db.pragma('temp_store = MEMORY');
     this.#dataVersion = db.prepare('PRAGMA data_version').pluck();
     this.#seenVersion = this.#dataVersion.get();
-    this.#commit = new GroupCommit(db, synchronousOf(db), (error) => this.#lost(error));
+    this.#commit = new GroupCommit(db, synchronousOf(db), (error) => this.#lost(error), options.onFailure);
     this.#retained = new RetainedStore(db, this.#commit);
     this.#outgoing = new OutgoingQueue(db, this.#commit);
     this.#subscriptions = new SubscriptionStore(db, this.#commit);
@@ -378,6 +381,7 @@ export class SqlitePersistence {
   #failed(error: unknown, what: string): void {
     this.#options.counters.count('mqtt.broker.errors');
     this.#options.logger.warn({ err: error }, `broker state: ${what}`);
+    this.#options.onFailure?.(asError(error));
   }
 }
 
