@@ -9,6 +9,7 @@ import { isCorruption } from '../sqlite/open-checked.ts';
 import type { BufferPolicy } from './config.ts';
 import type { BufferStore, StoredMessage } from './store.ts';
 import type { BufferWriter } from './writer.ts';
+import { ReadFailures } from './read-failures.ts';
 
 export interface CursorSourceOptions {
   readonly store: BufferStore;
@@ -32,6 +33,14 @@ export interface CursorSource {
 }
 
 type Outcome = { readonly ok: true } | { readonly ok: false; readonly error: Error };
+/** A message refused for good, to be dead-lettered. */
+interface Letter {
+  readonly message: StoredMessage;
+  readonly error: Error;
+  readonly tries: number;
+  readonly inLive: boolean;
+}
+const NO_LETTERS: Letter[] = [];
 const OK: Outcome = { ok: true };
 
 /**
@@ -116,14 +125,15 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
         for (const delivery of deliveries) subscriber.next(delivery);
       });
 
-    const deadLetter = (message: StoredMessage, error: Error, tries: number, inLive: boolean) => {
+    const deadLetter = ({ message, error, tries, inLive }: Letter) => {
       store.deadLetter(sink, message, error.message, tries, inLive);
       counters.count('buffer.dead_letters', { bridge, sink });
       logger.error({ err: error, id: message.envelope.id, topic: message.envelope.topic, sink, ...failedSpanFields(error) }, 'rejected for good: moved to dead letters');
     };
     /**
      * Hands over one window and waits for it to settle. Returns the last seq confirmed in
-     * order (or undefined) and the first failure, already dead-lettered when permanent.
+     * order (or undefined), the messages refused for good (to dead-letter before the cursor
+     * moves past them) and whether a failure is to be tried again.
      */
     let attempts = 0;
     /**
@@ -142,24 +152,24 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
       const now = Date.now();
       if (isolate > 0 && (outcomes[0] as Outcome).ok) isolate -= 1;
       let confirmed: number | undefined;
+      let letters: Letter[] = NO_LETTERS;
       let index = 0;
-      let rejected = 0;
       for (; index < window.length; index++) {
         const outcome = outcomes[index] as Outcome;
         const message = window[index] as StoredMessage;
         if (!outcome.ok) {
           if (!isRejection(outcome.error)) break;
           // The sink refused this message alone and wrote the rest: no search needed.
-          deadLetter(message, outcome.error, 1, inLive);
-          rejected += 1;
+          if (letters === NO_LETTERS) letters = [];
+          letters.push({ message, error: outcome.error, tries: 1, inLive });
           isolate = 0;
         } else ages?.record((now - message.envelope.timestamp) / 1000);
         confirmed = message.seq;
       }
-      if (index > rejected) counters.count('buffer.delivered', { bridge, sink }, index - rejected);
+      if (index > letters.length) counters.count('buffer.delivered', { bridge, sink }, index - letters.length);
       if (index === window.length) {
         attempts = 0;
-        return { done: true as const, confirmed, failed: false };
+        return { done: true as const, confirmed, letters, failed: false };
       }
       const message = window[index] as StoredMessage;
       const { error } = outcomes[index] as { ok: false; error: Error };
@@ -169,90 +179,129 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
           // A sink fails a whole batch for one bad message: find it by sending the rest alone.
           isolate = window.length - index;
           attempts = 0;
-          return { done: true as const, confirmed, failed: false };
+          return { done: true as const, confirmed, letters, failed: false };
         }
-        deadLetter(message, error, attempts, inLive);
+        const found: Letter = { message, error, tries: attempts, inLive };
         attempts = 0;
         // Found it: back to whole windows (another bad message starts a new search).
         isolate = 0;
-        return { done: true as const, confirmed: message.seq, failed: false };
+        return { done: true as const, confirmed: message.seq, letters: [...letters, found], failed: false };
       }
       const jittered = backoffDelay({ initialMs: policy.retryInitialMs, maxMs: policy.retryMaxMs, jitter: 0.2 }, attempts);
       counters.count('buffer.retries', { bridge, sink });
       logger.warn({ err: error, sink, attempt: attempts, retryInMs: jittered, ...failedSpanFields(error) }, 'write failed; will retry');
-      return { done: true as const, confirmed, failed: true, retryInMs: jittered };
+      return { done: true as const, confirmed, letters, failed: true, retryInMs: jittered };
     };
 
     let state = store.cursorState(bridge, sink);
+    /**
+     * What the sink settled of a window whose writing failed (a full disk): written first at the
+     * next try, so that the window is not handed over again.
+     */
+    let unwritten: { readonly live: boolean; readonly seq: number | undefined; readonly letters: Letter[] } | undefined;
+    /** Writes what the sink settled of a window: its dead letters, then the cursor's move past them. */
+    const settleWindow = (live: boolean, seq: number | undefined, letters: Letter[]) => {
+      try {
+        for (; letters.length > 0; letters.shift()) deadLetter(letters[0] as Letter);
+        if (seq === undefined) return;
+        if (live) store.commitLive(bridge, sink, seq);
+        else store.commit(bridge, sink, seq);
+      } catch (error) {
+        unwritten = { live, seq, letters };
+        throw error;
+      }
+    };
     /** Delivers a window at the sink's cursor and moves the cursor; false once unsubscribed. */
     const deliverInOrder = async (window: readonly StoredMessage[]): Promise<boolean> => {
       const result = await deliver(window, false);
       if (!result.done) return false;
-      if (result.confirmed !== undefined) {
-        store.commit(bridge, sink, result.confirmed);
-      }
+      settleWindow(false, result.confirmed, result.letters);
       state = store.cursorState(bridge, sink);
       if (result.failed) await pause(result.retryInMs ?? 0);
       return true;
     };
 
-    const run = async () => {
-      let tokens = 0;
-      let refilled = performance.now();
-      while (live()) {
-        if (state.liveMark === null) {
-          const window = store.read(bridge, state.seq, windowSize());
-          if (window.length === 0) {
-            // Woken by this process's commits; the poll finds rows another process added (`ferry buffer redrive`).
-            await Promise.race([nextAppend(), pause(POLL_MS)]);
-            continue;
-          }
-          if (policy.replay === 'live-first' && isolate === 0 && window.length === policy.windowSize && store.tail(bridge) > (window.at(-1) as StoredMessage).seq) {
-            const mark = store.tail(bridge);
-            store.startLive(bridge, sink, mark);
-            state = store.cursorState(bridge, sink);
-            counters.count('buffer.live_first.started', { bridge, sink });
-            logger.info(
-              { sink, backlog: store.stats(bridge, { kept: true }).sinks.find((s) => s.sink === sink)?.pending, ratePerSec: policy.backlogRatePerSec },
-              'sink is behind: new messages first, backlog behind them',
-            );
-            continue;
-          }
-          if (!(await deliverInOrder(window))) return;
-          continue;
+    const failures = new ReadFailures(policy, logger, counters, sink);
+    let tokens = 0;
+    let refilled = performance.now();
+    /** One read and delivery of a window (or a wait for messages); false once unsubscribed. */
+    const turn = async (): Promise<boolean> => {
+      if (failures.count > 0) {
+        if (unwritten !== undefined) {
+          const { live, seq, letters } = unwritten;
+          unwritten = undefined;
+          settleWindow(live, seq, letters);
         }
+        state = store.cursorState(bridge, sink);
+      }
+      if (state.liveMark === null) {
+        const window = store.read(bridge, state.seq, windowSize());
+        if (window.length === 0) {
+          // Woken by this process's commits; the poll finds rows another process added (`ferry buffer redrive`).
+          await Promise.race([nextAppend(), pause(POLL_MS)]);
+          return true;
+        }
+        if (policy.replay === 'live-first' && isolate === 0 && window.length === policy.windowSize && store.tail(bridge) > (window.at(-1) as StoredMessage).seq) {
+          const mark = store.tail(bridge);
+          store.startLive(bridge, sink, mark);
+          state = store.cursorState(bridge, sink);
+          counters.count('buffer.live_first.started', { bridge, sink });
+          logger.info(
+            { sink, backlog: store.stats(bridge, { kept: true }).sinks.find((s) => s.sink === sink)?.pending, ratePerSec: policy.backlogRatePerSec },
+            'sink is behind: new messages first, backlog behind them',
+          );
+          return true;
+        }
+        return deliverInOrder(window);
+      }
 
-        // Live-first: new messages first, then as much backlog as the rate allows.
-        const mark = state.liveMark;
-        const fresh = store.read(bridge, state.liveSeq ?? mark, windowSize());
-        if (fresh.length > 0) {
-          const result = await deliver(fresh, true);
-          if (!result.done) return;
-          if (result.confirmed !== undefined) store.commitLive(bridge, sink, result.confirmed);
-          state = store.cursorState(bridge, sink);
-          if (result.failed) {
-            await pause(result.retryInMs ?? 0);
-            continue;
-          }
+      // Live-first: new messages first, then as much backlog as the rate allows.
+      const mark = state.liveMark;
+      const fresh = store.read(bridge, state.liveSeq ?? mark, windowSize());
+      if (fresh.length > 0) {
+        const result = await deliver(fresh, true);
+        if (!result.done) return false;
+        settleWindow(true, result.confirmed, result.letters);
+        state = store.cursorState(bridge, sink);
+        if (result.failed) {
+          await pause(result.retryInMs ?? 0);
+          return true;
         }
-        const now = performance.now();
-        tokens = Math.min(policy.windowSize, tokens + ((now - refilled) / 1000) * policy.backlogRatePerSec);
-        refilled = now;
-        const take = Math.min(Math.floor(tokens), windowSize());
-        if (take === 0) {
-          if (fresh.length === 0) await Promise.race([nextAppend(), pause(Math.ceil(((1 - tokens) / policy.backlogRatePerSec) * 1000))]);
+      }
+      const now = performance.now();
+      tokens = Math.min(policy.windowSize, tokens + ((now - refilled) / 1000) * policy.backlogRatePerSec);
+      refilled = now;
+      const take = Math.min(Math.floor(tokens), windowSize());
+      if (take === 0) {
+        if (fresh.length === 0) await Promise.race([nextAppend(), pause(Math.ceil(((1 - tokens) / policy.backlogRatePerSec) * 1000))]);
+        return true;
+      }
+      const backlog = store.read(bridge, state.seq, take).filter((m) => m.seq <= mark);
+      if (backlog.length === 0) {
+        store.endLive(bridge, sink);
+        state = store.cursorState(bridge, sink);
+        counters.count('buffer.live_first.caught_up', { bridge, sink });
+        logger.info({ sink }, 'backlog delivered: back to arrival order');
+        return true;
+      }
+      tokens -= backlog.length;
+      return deliverInOrder(backlog);
+    };
+
+    const run = async () => {
+      while (live()) {
+        let going: boolean;
+        try {
+          going = await turn();
+        } catch (error) {
+          // The window is read again from the cursor after a backoff (one the sink confirmed
+          // whose cursor did not move is not written again: its move is tried first).
+          if (!ReadFailures.retryable(error, store.isOpen)) throw error;
+          await pause(failures.failed(error));
           continue;
         }
-        const backlog = store.read(bridge, state.seq, take).filter((m) => m.seq <= mark);
-        if (backlog.length === 0) {
-          store.endLive(bridge, sink);
-          state = store.cursorState(bridge, sink);
-          counters.count('buffer.live_first.caught_up', { bridge, sink });
-          logger.info({ sink }, 'backlog delivered: back to arrival order');
-          continue;
-        }
-        tokens -= backlog.length;
-        if (!(await deliverInOrder(backlog))) return;
+        failures.worked();
+        if (!going) return;
       }
       subscriber.complete();
     };

@@ -5,6 +5,7 @@ import { isFerryError } from '../core/errors.ts';
 import { InFlight } from '../core/in-flight.ts';
 import { failedSpanFields } from '../core/tracing.ts';
 import { type CursorSource, type CursorSourceOptions, readerFailed } from './reader.ts';
+import { ReadFailures } from './read-failures.ts';
 import { Signal } from './signal.ts';
 import type { StoredMessage } from './store.ts';
 
@@ -86,6 +87,18 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
       };
     };
 
+    /** Sweeps and reads of the buffer that failed in a row, each run of them logged once. */
+    const sweepFailures = new ReadFailures(policy, logger, counters, sink);
+    const readFailures = new ReadFailures(policy, logger, counters, sink);
+    let retrySweep: NodeJS.Timeout | undefined;
+    const deadLettered = (entry: Entry) => {
+      const error = entry.error as Error;
+      counters.count('buffer.dead_letters', { bridge, sink });
+      logger.error(
+        { err: error, id: entry.message.envelope.id, topic: entry.message.envelope.topic, sink, ...failedSpanFields(error) },
+        'rejected for good: moved to dead letters',
+      );
+    };
     const sweep = () => {
       sweepQueued = false;
       if (detached || abandoned || !store.isOpen) return;
@@ -98,27 +111,44 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
       const cursor = oldest === undefined ? readSeq : oldest.message.seq - 1;
       const ahead: StoredMessage[] = [];
       const deadAhead: { message: StoredMessage; reason: string; attempts: number }[] = [];
-      for (const entry of settledRejected) {
-        const error = entry.error as Error;
-        counters.count('buffer.dead_letters', { bridge, sink });
-        logger.error(
-          { err: error, id: entry.message.envelope.id, topic: entry.message.envelope.topic, sink, ...failedSpanFields(error) },
-          'rejected for good: moved to dead letters',
-        );
-        if (entry.message.seq <= cursor) store.deadLetter(sink, entry.message, error.message, entry.attempts);
-        else deadAhead.push({ message: entry.message, reason: error.message, attempts: entry.attempts });
+      let at = 0;
+      let aheadSettled = false;
+      try {
+        for (; at < settledRejected.length; at++) {
+          const entry = settledRejected[at] as Entry;
+          const reason = (entry.error as Error).message;
+          if (entry.message.seq > cursor) deadAhead.push({ message: entry.message, reason, attempts: entry.attempts });
+          else {
+            store.deadLetter(sink, entry.message, reason, entry.attempts);
+            deadLettered(entry);
+          }
+        }
+        for (const message of settledAcked) if (message.seq > cursor) ahead.push(message);
+        if (ahead.length > 0 || deadAhead.length > 0) store.settleAhead(bridge, sink, ahead, deadAhead);
+        aheadSettled = true;
+        for (const entry of settledRejected) if (entry.message.seq > cursor) deadLettered(entry);
+        if (settledAcked.length > 0) {
+          counters.count('buffer.delivered', { bridge, sink }, settledAcked.length);
+          const now = Date.now();
+          for (const message of settledAcked) ages?.record((now - message.envelope.timestamp) / 1000);
+        }
+        if (cursor > committed) {
+          store.commit(bridge, sink, cursor);
+          committed = cursor;
+        }
+      } catch (error) {
+        if (!ReadFailures.retryable(error, store.isOpen)) throw error;
+        // What was not recorded is swept again after a backoff (the cursor is worked out anew then).
+        rejected = settledRejected.filter((entry, i) => i >= at || (!aheadSettled && entry.message.seq > cursor)).concat(rejected);
+        if (!aheadSettled) acked = settledAcked.concat(acked);
+        retrySweep ??= setTimeout(() => {
+          retrySweep = undefined;
+          queueSweep();
+        }, sweepFailures.failed(error));
+        retrySweep.unref();
+        return;
       }
-      for (const message of settledAcked) if (message.seq > cursor) ahead.push(message);
-      if (ahead.length > 0 || deadAhead.length > 0) store.settleAhead(bridge, sink, ahead, deadAhead);
-      if (settledAcked.length > 0) {
-        counters.count('buffer.delivered', { bridge, sink }, settledAcked.length);
-        const now = Date.now();
-        for (const message of settledAcked) ages?.record((now - message.envelope.timestamp) / 1000);
-      }
-      if (cursor > committed) {
-        store.commit(bridge, sink, cursor);
-        committed = cursor;
-      }
+      sweepFailures.worked();
       wake.notify();
     };
     const sweepOrFail = () => {
@@ -128,14 +158,18 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
         readerFailed(options.writer, sink, subscriber, error);
       }
     };
+    const queueSweep = () => {
+      // After a failed sweep, the next waits for its backoff.
+      if (sweepQueued || retrySweep !== undefined) return;
+      sweepQueued = true;
+      // A sink acks its batch in one loop: one commit for all of them.
+      queueMicrotask(sweepOrFail);
+    };
     const settle = (entry: Entry) => {
       unsettled.settled();
       if (entry.outcome === 'dead') rejected.push(entry);
       else acked.push(entry.message);
-      if (sweepQueued) return;
-      sweepQueued = true;
-      // A sink acks its batch in one loop: one commit for all of them.
-      queueMicrotask(sweepOrFail);
+      queueSweep();
     };
 
     // One set of handlers for every delivery, each given its entry (no closures per message).
@@ -190,7 +224,17 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
         const room = policy.windowSize - unsettled.size;
         full = room <= 0;
         if (!full) {
-          const rows = store.read(bridge, readSeq, Math.min(room, READ_CHUNK));
+          let rows: StoredMessage[];
+          try {
+            rows = store.read(bridge, readSeq, Math.min(room, READ_CHUNK));
+          } catch (error) {
+            if (!ReadFailures.retryable(error, store.isOpen)) throw error;
+            const timer = pause(readFailures.failed(error));
+            await Promise.race([timer.done, nextWake()]);
+            timer.cancel();
+            continue;
+          }
+          readFailures.worked();
           if (rows.length > 0) {
             readSeq = (rows.at(-1) as StoredMessage).seq;
             for (const message of rows) {
