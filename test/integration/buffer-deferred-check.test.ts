@@ -316,16 +316,22 @@ test('an append that finds the buffer corrupt stores and acknowledges nothing mo
   assert.ok(reopened.movedAside?.startsWith(join(dir, 'buffer.db.corrupt-')), 'checked in full and moved aside');
 });
 
+/** A filled buffer with a leaf in the middle overwritten, opened without the check, with its writer and the restarts it asks for. */
+function damagedBuffer() {
+  const dir = tempDir();
+  filledBuffer(dir, 2_000);
+  corruptALeaf(dir, 'middle');
+  const opened = openBuffer(dir, logger, { deferCheckAbove: 0 });
+  const counters = new CounterRegistry();
+  const writer = new BufferWriter(opened.store, bufferSettingsSchema().parse({}), logger, counters);
+  const restarts: string[] = [];
+  writer.onRestartNeeded = (why) => restarts.push(why);
+  return { dir, opened, counters, writer, restarts };
+}
+
 test('a sink reading a corrupt page ends its deliveries with the error, and the writer stores and acknowledges nothing more, marks the buffer and asks once for a restart', async () => {
   for (const reader of [cursorSource, streamCursor]) {
-    const dir = tempDir();
-    filledBuffer(dir, 2_000);
-    corruptALeaf(dir, 'middle');
-    const opened = openBuffer(dir, logger, { deferCheckAbove: 0 });
-    const counters = new CounterRegistry();
-    const writer = new BufferWriter(opened.store, bufferSettingsSchema().parse({}), logger, counters);
-    const restarts: string[] = [];
-    writer.onRestartNeeded = (why) => restarts.push(why);
+    const { dir, opened, counters, writer, restarts } = damagedBuffer();
     const policy = bufferPolicySchema().parse({});
     opened.store.registerBridge('b', ['out']);
     writer.setPolicy('b', policy);
@@ -368,14 +374,7 @@ test('a sink reading a corrupt page ends its deliveries with the error, and the 
 });
 
 test('the buffer upkeep expiring messages through a corrupt page asks for a restart as a read does', async () => {
-  const dir = tempDir();
-  filledBuffer(dir, 2_000);
-  corruptALeaf(dir, 'middle');
-  const opened = openBuffer(dir, logger, { deferCheckAbove: 0 });
-  const counters = new CounterRegistry();
-  const writer = new BufferWriter(opened.store, bufferSettingsSchema().parse({}), logger, counters);
-  const restarts: string[] = [];
-  writer.onRestartNeeded = (why) => restarts.push(why);
+  const { dir, opened, counters, writer, restarts } = damagedBuffer();
   try {
     await sleep(20);
     writer.setPolicy('b', bufferPolicySchema().parse({ maxAgeMs: 10 }));

@@ -84,14 +84,19 @@ const topicsIn = (data: string, bridge?: string): string[] => {
   }
 };
 
-const asideIn = (data: string): string[] => readdirSync(data).filter((f) => f.startsWith('history.db.corrupt-') && !f.endsWith('-wal') && !f.endsWith('-shm'));
-
-test('a history write that meets a corrupt page marks the history; the next try checks it, moves it aside, and the message goes into a new one without a restart', async () => {
+/** A gateway's directory whose history has its front overwritten, and the list its restarts go to. */
+function damagedHistory(): { root: string; data: string; restarts: string[] } {
   const root = tempDir();
   const data = join(root, 'data');
   filledHistory(data);
   corruptTheFront(data);
-  const restarts: string[] = [];
+  return { root, data, restarts: [] };
+}
+
+const asideIn = (data: string): string[] => readdirSync(data).filter((f) => f.startsWith('history.db.corrupt-') && !f.endsWith('-wal') && !f.endsWith('-shm'));
+
+test('a history write that meets a corrupt page marks the history; the next try checks it, moves it aside, and the message goes into a new one without a restart', async () => {
+  const { root, data, restarts } = damagedHistory();
   const gateway = await gatewayOn(root, restarts);
   try {
     // Bridge a keeps 5 messages: its first write trims the oldest, on the damaged page.
@@ -129,11 +134,7 @@ test('a history marked corrupt whose check passes keeps its messages and loses t
 });
 
 test('a corrupt history that another bridge has open is not moved under it: the gateway asks for a restart, and the next start moves it aside', async () => {
-  const root = tempDir();
-  const data = join(root, 'data');
-  filledHistory(data);
-  corruptTheFront(data);
-  const restarts: string[] = [];
+  const { root, data, restarts } = damagedHistory();
   let gateway = await gatewayOn(root, restarts);
   try {
     // b only appends, past the damage: its writer stays open.

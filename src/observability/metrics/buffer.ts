@@ -1,5 +1,8 @@
 import { BRIDGE, type MetricSpec, SINK } from './spec.ts';
 
+/** What an integrity check found. */
+const CHECK_RESULT = { meaning: 'what the check found', values: ['ok', 'corrupt', 'failed'] } as const;
+
 /** The durable buffer: what is stored, delivered, retried, dropped and dead-lettered. */
 export const bufferMetrics = [
   { name: 'buffer.appended', type: 'counter', unit: 'messages', labels: {}, help: 'Messages committed to the buffer (each is acknowledged to its device after the commit).' },
@@ -85,24 +88,14 @@ export const bufferMetrics = [
     name: 'buffer.integrity_checks',
     type: 'counter',
     unit: 'checks',
-    labels: {
-      result: {
-        meaning: 'what the check found',
-        values: ['ok', 'corrupt', 'failed'],
-      },
-    },
+    labels: { result: CHECK_RESULT },
     help: 'Integrity checks of a large `buffer.db` run in the background after a start that left them for later (it had been closed cleanly); `corrupt` makes the next start move it aside.',
   },
   {
     name: 'history.integrity_checks',
     type: 'counter',
     unit: 'checks',
-    labels: {
-      result: {
-        meaning: 'what the check found',
-        values: ['ok', 'corrupt', 'failed'],
-      },
-    },
+    labels: { result: CHECK_RESULT },
     help: 'Checks of a `history.db` that a write found corrupt, run before the next write; `corrupt`: it was moved aside (`history.db.corrupt-<time>`) and an empty one started.',
   },
   {
