@@ -51,6 +51,11 @@ export async function recoverMarkedHistory(dataDir: string, logger: Logger, coun
   const running = checking.get(path);
   if (running !== undefined) return running;
   if (!existsSync(checkMarkerPath(path))) return 'none';
+  if (!existsSync(path)) {
+    // Moved or removed by hand since it was marked: the writer starts a new one.
+    removeMarker(path);
+    return 'none';
+  }
   if (historyWritersOpen(path) > 0) return 'busy';
   const recovery = check(path, logger, counters).finally(() => checking.delete(path));
   checking.set(path, recovery);

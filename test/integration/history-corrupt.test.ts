@@ -158,3 +158,20 @@ test('a corrupt history that another bridge has open is not moved under it: the 
     await gateway.stop();
   }
 });
+
+test('a mark left behind by a history moved away by hand is dropped, and a new history is started', async () => {
+  const root = tempDir();
+  const data = join(root, 'data');
+  mkdirSync(data, { recursive: true });
+  markForCheck(historyPath(data), 'found corrupt by a write');
+  const restarts: string[] = [];
+  const gateway = await gatewayOn(root, restarts);
+  try {
+    await publish(gateway, 'b/new', 'into a new history');
+    await eventually(() => assert.deepEqual(topicsIn(data), ['b/new']), { timeoutMs: 15_000 });
+    assert.equal(existsSync(checkMarkerPath(historyPath(data))), false);
+    assert.deepEqual(restarts, []);
+  } finally {
+    await gateway.stop();
+  }
+});
