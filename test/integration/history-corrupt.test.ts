@@ -93,6 +93,29 @@ function damagedHistory(): { root: string; data: string; restarts: string[] } {
   return { root, data, restarts: [] };
 }
 
+/**
+ * A gateway on a history (1,000 messages, intact, or none at all) marked corrupt: a message
+ * published to bridge b reaches the history, the mark goes, no restart is asked; then `more`.
+ */
+async function publishToMarked(filled: boolean, more: (gateway: Gateway, data: string) => void): Promise<void> {
+  const root = tempDir();
+  const data = join(root, 'data');
+  if (filled) filledHistory(data);
+  else mkdirSync(data, { recursive: true });
+  markForCheck(historyPath(data), 'found corrupt by a write');
+  const restarts: string[] = [];
+  const gateway = await gatewayOn(root, restarts);
+  try {
+    await publish(gateway, 'b/new', 'after the mark');
+    await eventually(() => assert.deepEqual(topicsIn(data), ['b/new']), { timeoutMs: 15_000 });
+    assert.equal(existsSync(checkMarkerPath(historyPath(data))), false, 'the mark went');
+    assert.deepEqual(restarts, []);
+    more(gateway, data);
+  } finally {
+    await gateway.stop();
+  }
+}
+
 const asideIn = (data: string): string[] => readdirSync(data).filter((f) => f.startsWith('history.db.corrupt-') && !f.endsWith('-wal') && !f.endsWith('-shm'));
 
 test('a history write that meets a corrupt page marks the history; the next try checks it, moves it aside, and the message goes into a new one without a restart', async () => {
@@ -113,24 +136,13 @@ test('a history write that meets a corrupt page marks the history; the next try 
 });
 
 test('a history marked corrupt whose check passes keeps its messages and loses the mark', async () => {
-  const root = tempDir();
-  const data = join(root, 'data');
-  filledHistory(data);
-  markForCheck(historyPath(data), 'a read failed once');
-  const restarts: string[] = [];
-  const gateway = await gatewayOn(root, restarts);
-  try {
-    await publish(gateway, 'b/new', 'checked first');
-    await eventually(() => assert.deepEqual(topicsIn(data), ['b/new']), { timeoutMs: 15_000 });
-    assert.equal(existsSync(checkMarkerPath(historyPath(data))), false);
+  await publishToMarked(true, (gateway, data) => {
     assert.equal(gateway.counters.get('history.integrity_checks{result=ok}'), 1);
     assert.deepEqual(asideIn(data), []);
     const reader = new HistoryReader(data);
     assert.equal(reader.latest({ bridge: 'a', limit: 2_000 }).length, 1_000, 'the history kept');
     reader.close();
-  } finally {
-    await gateway.stop();
-  }
+  });
 });
 
 test('a corrupt history that another bridge has open is not moved under it: the gateway asks for a restart, and the next start moves it aside', async () => {
@@ -160,18 +172,5 @@ test('a corrupt history that another bridge has open is not moved under it: the 
 });
 
 test('a mark left behind by a history moved away by hand is dropped, and a new history is started', async () => {
-  const root = tempDir();
-  const data = join(root, 'data');
-  mkdirSync(data, { recursive: true });
-  markForCheck(historyPath(data), 'found corrupt by a write');
-  const restarts: string[] = [];
-  const gateway = await gatewayOn(root, restarts);
-  try {
-    await publish(gateway, 'b/new', 'into a new history');
-    await eventually(() => assert.deepEqual(topicsIn(data), ['b/new']), { timeoutMs: 15_000 });
-    assert.equal(existsSync(checkMarkerPath(historyPath(data))), false);
-    assert.deepEqual(restarts, []);
-  } finally {
-    await gateway.stop();
-  }
+  await publishToMarked(false, () => {});
 });
