@@ -51,7 +51,8 @@ export interface ComponentContext {
   readonly tracing?: SinkTracing;
   /**
    * Tells the gateway that a file of the component cannot be trusted until the process restarts
-   * (a failed sync of its WAL); `ferry run` then stops and exits 75 for its service manager.
+   * (a failed sync of its WAL, a corrupt file another part still has open); `ferry run` then stops
+   * and exits 75 for its service manager.
    * Absent outside a gateway.
    */
   readonly restartNeeded?: (why: string) => void;

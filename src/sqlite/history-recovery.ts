@@ -21,11 +21,11 @@ const checking = new Map<string, Promise<HistoryRecovery>>();
 const passed = new Set<string>();
 
 /**
- * A write that met a corrupt page (SQLITE_CORRUPT) marks the history; returns whether it did.
- * Its sink's next try, once its writer closed, checks it (`recoverMarkedHistory`).
+ * A write that met a corrupt page (SQLITE_CORRUPT) marks the history. Its sink's next try, once
+ * its writer closed, checks it (`recoverMarkedHistory`).
  */
-export function markCorruptHistory(dataDir: string, error: unknown, foundBy: string, logger: Logger): boolean {
-  if (!isCorruption(error)) return false;
+export function markCorruptHistory(dataDir: string, error: unknown, foundBy: string, logger: Logger): void {
+  if (!isCorruption(error)) return;
   const path = historyPath(dataDir);
   const notMarked = tryMarkForCheck(path, `found corrupt by ${foundBy}: ${String((error as Error).message)}`);
   if (notMarked === undefined) {
@@ -36,7 +36,6 @@ export function markCorruptHistory(dataDir: string, error: unknown, foundBy: str
       `history database is corrupt (found by ${foundBy}) and could not be marked: stop the gateway and move ${path} aside`,
     );
   }
-  return notMarked === undefined;
 }
 
 /**

@@ -57,8 +57,7 @@ export const historySink: SinkComponent<ReturnType<typeof schema>> = {
           if (converted !== undefined) ctx.logger.info({ bridge: ctx.bridge, ...converted }, 'history: converted into packs');
           return new HistoryWriter(ctx.dataDir, config.synchronous);
         } catch (error) {
-          askRestartAfterFailedSync(ctx);
-          markCorruptHistory(ctx.dataDir, error, `the history sink of bridge '${ctx.bridge}'`, ctx.logger);
+          storageFailed(ctx, error);
           throw wrapError('STORAGE_FAILED', `history sink of bridge '${ctx.bridge}': cannot open the history database`, error, {
             component: 'history sink',
             bridge: ctx.bridge,
@@ -75,8 +74,7 @@ export const historySink: SinkComponent<ReturnType<typeof schema>> = {
             config.keep,
           );
         } catch (error) {
-          askRestartAfterFailedSync(ctx);
-          markCorruptHistory(ctx.dataDir, error, `the history sink of bridge '${ctx.bridge}'`, ctx.logger);
+          storageFailed(ctx, error);
           throw wrapError('STORAGE_FAILED', `history sink of bridge '${ctx.bridge}': write failed`, error, {
             component: 'history sink',
             bridge: ctx.bridge,
@@ -88,8 +86,13 @@ export const historySink: SinkComponent<ReturnType<typeof schema>> = {
     ),
 };
 
-/** After a failed sync the history is not written again in this process (WalSync): the gateway is asked to restart, which recovers it. */
-function askRestartAfterFailedSync(ctx: ComponentContext): void {
+/**
+ * An open or a write of the history failed. After a failed sync it is not written again in this
+ * process (WalSync): the gateway is asked to restart, which recovers it. A corrupt file is marked,
+ * so that the sink's next try checks it (history-recovery.ts).
+ */
+function storageFailed(ctx: ComponentContext, error: unknown): void {
   const failure = walSyncFailure(historyPath(ctx.dataDir));
   if (failure !== undefined) ctx.restartNeeded?.(`the disk failed to sync the history (${failure.message})`);
+  markCorruptHistory(ctx.dataDir, error, `the history sink of bridge '${ctx.bridge}'`, ctx.logger);
 }

@@ -91,130 +91,7 @@ export class HistoryWriter {
     this.#path = path;
     this.#db = openForWriting(path);
     try {
-      const db = this.#db;
-      // What convertEarlierHistory left, or all of it here, step after step without a pause.
-      if (hasLegacyHistory(db)) options.converting?.(legacyHistoryRows(db));
-      for (const _ of conversionSteps(db));
-      const insert = db.prepare(INSERT_PACK);
-      const lastSeq = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'history_packs'").pluck();
-      const counted = db.prepare<[string], number>('SELECT rows FROM history_counts WHERE bridge = ?').pluck();
-      const floorOf = db.prepare<[string], number>('SELECT seq FROM history_floors WHERE bridge = ?').pluck();
-      // Once per bridge and writer: a history whose counts were lost is counted afresh.
-      const count = db.prepare<[number, string, number], number>('SELECT coalesce(sum(last - max(first, ?) + 1), 0) FROM history_packs WHERE bridge = ? AND last > ?').pluck();
-      const setCount = db.prepare('INSERT INTO history_counts (bridge, rows) VALUES (?, ?) ON CONFLICT (bridge) DO UPDATE SET rows = excluded.rows');
-      const front = db.prepare<[string, number], { last: number; first: number }>('SELECT last, first FROM history_packs WHERE bridge = ? AND last > ? ORDER BY last LIMIT 1');
-      const deletePack = db.prepare('DELETE FROM history_packs WHERE last = ?');
-      const setFloor = db.prepare('INSERT INTO history_floors (bridge, seq) VALUES (?, ?) ON CONFLICT (bridge) DO UPDATE SET seq = excluded.seq');
-      const newestId = db.prepare<[string], string | null>('SELECT max(max_id) FROM history_packs WHERE bridge = ?').pluck();
-      const overlapping = db.prepare<[string, string, string], { meta: Buffer; body: Buffer }>(
-        'SELECT meta, body FROM history_packs WHERE bridge = ? AND max_id >= ? AND min_id <= ?',
-      );
-      const keepId = db.prepare('INSERT OR IGNORE INTO history_ids (bridge, id) VALUES (?, ?)');
-      /**
-       * The envelopes whose ids the bridge does not keep yet, each once; `others`: whether any id
-       * of the batch is not a UUIDv7 (when none is, the pack's range needs no test of each id).
-       */
-      const unkept = (bridge: string, envelopes: readonly Envelope[]): { fresh: readonly Envelope[]; others: boolean } => {
-        // Ferry's ids are UUIDv7s made at ingress, in order: a batch of new messages is usually
-        // above every such id kept, and then nothing is looked up.
-        let low: string | undefined;
-        let high = '';
-        let ascending = true;
-        let others = false;
-        for (const { id } of envelopes) {
-          if (!isUuidV7(id)) others = true;
-          else if (low === undefined) low = high = id;
-          else {
-            if (id <= high) ascending = false;
-            else high = id;
-            if (id < low) low = id;
-          }
-        }
-        let kept: Set<string> | undefined;
-        if (low !== undefined && !(ascending && low > (newestId.get(bridge) ?? ''))) {
-          // Delivered again, or out of order: the ids of the packs whose range could hold them.
-          kept = new Set();
-          for (const pack of overlapping.all(bridge, low, high)) for (const id of idsOf(pack.meta, pack.body)) kept.add(id);
-        }
-        if (kept === undefined && !others) return { fresh: envelopes, others };
-        const fresh: Envelope[] = [];
-        for (const e of envelopes) {
-          if (!isUuidV7(e.id)) {
-            if (keepId.run(bridge, e.id).changes === 0) continue;
-          } else if (kept !== undefined) {
-            if (kept.has(e.id)) continue;
-            kept.add(e.id);
-          }
-          fresh.push(e);
-        }
-        return { fresh, others };
-      };
-      const hasOtherIds = db.prepare<[string], number>('SELECT 1 FROM history_ids WHERE bridge = ? LIMIT 1').pluck();
-      const packIds = db.prepare<[number], { meta: Buffer; body: Buffer }>('SELECT meta, body FROM history_packs WHERE last = ?');
-      const forgetId = db.prepare('DELETE FROM history_ids WHERE bridge = ? AND id = ?');
-      /** Removes the bridge's oldest `excess` messages (at most all of them); returns how many went. */
-      const trim = (bridge: string, excess: number): number => {
-        let floor = floorOf.get(bridge) ?? 0;
-        let removed = 0;
-        const others = hasOtherIds.get(bridge) !== undefined;
-        while (removed < excess) {
-          const pack = front.get(bridge, floor);
-          if (pack === undefined) break;
-          const from = Math.max(pack.first, floor + 1);
-          const to = Math.min(pack.last, from + (excess - removed) - 1);
-          if (others) {
-            // The other ids of the messages going: their message may be kept again.
-            const { meta, body } = packIds.get(pack.last) as { meta: Buffer; body: Buffer };
-            const ids = idsOf(meta, body);
-            for (let seq = from; seq <= to; seq++) {
-              const id = ids[seq - pack.first] as string;
-              if (!isUuidV7(id)) forgetId.run(bridge, id);
-            }
-          }
-          if (to === pack.last) deletePack.run(pack.last);
-          removed += to - from + 1;
-          floor = to;
-        }
-        setFloor.run(bridge, floor);
-        return removed;
-      };
-      this.#append = db.transaction((bridge: string, envelopes: readonly Envelope[], keep: number) => {
-        let rows = this.#counted.has(bridge) ? counted.get(bridge) : undefined;
-        if (rows === undefined) {
-          const floor = floorOf.get(bridge) ?? 0;
-          rows = count.get(floor + 1, bridge, floor) ?? 0;
-        }
-        const { fresh, others } = envelopes.length === 0 ? { fresh: envelopes, others: false } : unkept(bridge, envelopes);
-        const pack = this.#pack;
-        let next = ((lastSeq.get() as number | undefined) ?? 0) + 1;
-        let first = next;
-        let min = '';
-        let max = '';
-        const close = () => {
-          insert.run(next - 1, bridge, first, min, max, pack.meta(), pack.body());
-          pack.reset();
-          first = next;
-          min = '';
-          max = '';
-        };
-        try {
-          for (const e of fresh) {
-            if (!others || isUuidV7(e.id)) {
-              if (min === '' || e.id < min) min = e.id;
-              if (e.id > max) max = e.id;
-            }
-            pack.add(e);
-            next += 1;
-            if (pack.full) close();
-          }
-          if (pack.count > 0) close();
-        } finally {
-          pack.reset();
-        }
-        rows += fresh.length;
-        if (rows > keep) rows -= trim(bridge, rows - keep);
-        setCount.run(bridge, rows);
-      });
+      this.#append = historyAppend(this.#db, this.#counted, this.#pack, options.converting);
     } catch (error) {
       this.#db.close();
       throw error;
@@ -240,6 +117,140 @@ export class HistoryWriter {
     this.#db.close();
     this.#release();
   }
+}
+
+/**
+ * Makes the history's tables (converting what an earlier version left) and returns its append:
+ * one transaction that packs `envelopes` not kept yet, trims the bridge to `keep` and keeps its
+ * count. `countedBridges`: those whose stored count is trusted; `packs`: the writer to pack with.
+ */
+function historyAppend(
+  db: Database.Database,
+  countedBridges: ReadonlySet<string>,
+  packs: PackWriter,
+  converting?: (messages: number) => void,
+): (bridge: string, envelopes: readonly Envelope[], keep: number) => void {
+  // What convertEarlierHistory left, or all of it here, step after step without a pause.
+  if (hasLegacyHistory(db)) converting?.(legacyHistoryRows(db));
+  for (const _ of conversionSteps(db));
+  const insert = db.prepare(INSERT_PACK);
+  const lastSeq = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'history_packs'").pluck();
+  const counted = db.prepare<[string], number>('SELECT rows FROM history_counts WHERE bridge = ?').pluck();
+  const floorOf = db.prepare<[string], number>('SELECT seq FROM history_floors WHERE bridge = ?').pluck();
+  // Once per bridge and writer: a history whose counts were lost is counted afresh.
+  const count = db.prepare<[number, string, number], number>('SELECT coalesce(sum(last - max(first, ?) + 1), 0) FROM history_packs WHERE bridge = ? AND last > ?').pluck();
+  const setCount = db.prepare('INSERT INTO history_counts (bridge, rows) VALUES (?, ?) ON CONFLICT (bridge) DO UPDATE SET rows = excluded.rows');
+  const front = db.prepare<[string, number], { last: number; first: number }>('SELECT last, first FROM history_packs WHERE bridge = ? AND last > ? ORDER BY last LIMIT 1');
+  const deletePack = db.prepare('DELETE FROM history_packs WHERE last = ?');
+  const setFloor = db.prepare('INSERT INTO history_floors (bridge, seq) VALUES (?, ?) ON CONFLICT (bridge) DO UPDATE SET seq = excluded.seq');
+  const newestId = db.prepare<[string], string | null>('SELECT max(max_id) FROM history_packs WHERE bridge = ?').pluck();
+  const overlapping = db.prepare<[string, string, string], { meta: Buffer; body: Buffer }>('SELECT meta, body FROM history_packs WHERE bridge = ? AND max_id >= ? AND min_id <= ?');
+  const keepId = db.prepare('INSERT OR IGNORE INTO history_ids (bridge, id) VALUES (?, ?)');
+  /**
+   * The envelopes whose ids the bridge does not keep yet, each once; `others`: whether any id
+   * of the batch is not a UUIDv7 (when none is, the pack's range needs no test of each id).
+   */
+  const unkept = (bridge: string, envelopes: readonly Envelope[]): { fresh: readonly Envelope[]; others: boolean } => {
+    // Ferry's ids are UUIDv7s made at ingress, in order: a batch of new messages is usually
+    // above every such id kept, and then nothing is looked up.
+    let low: string | undefined;
+    let high = '';
+    let ascending = true;
+    let others = false;
+    for (const { id } of envelopes) {
+      if (!isUuidV7(id)) others = true;
+      else if (low === undefined) low = high = id;
+      else {
+        if (id <= high) ascending = false;
+        else high = id;
+        if (id < low) low = id;
+      }
+    }
+    let kept: Set<string> | undefined;
+    if (low !== undefined && !(ascending && low > (newestId.get(bridge) ?? ''))) {
+      // Delivered again, or out of order: the ids of the packs whose range could hold them.
+      kept = new Set();
+      for (const pack of overlapping.all(bridge, low, high)) for (const id of idsOf(pack.meta, pack.body)) kept.add(id);
+    }
+    if (kept === undefined && !others) return { fresh: envelopes, others };
+    const fresh: Envelope[] = [];
+    for (const e of envelopes) {
+      if (!isUuidV7(e.id)) {
+        if (keepId.run(bridge, e.id).changes === 0) continue;
+      } else if (kept !== undefined) {
+        if (kept.has(e.id)) continue;
+        kept.add(e.id);
+      }
+      fresh.push(e);
+    }
+    return { fresh, others };
+  };
+  const hasOtherIds = db.prepare<[string], number>('SELECT 1 FROM history_ids WHERE bridge = ? LIMIT 1').pluck();
+  const packIds = db.prepare<[number], { meta: Buffer; body: Buffer }>('SELECT meta, body FROM history_packs WHERE last = ?');
+  const forgetId = db.prepare('DELETE FROM history_ids WHERE bridge = ? AND id = ?');
+  /** Removes the bridge's oldest `excess` messages (at most all of them); returns how many went. */
+  const trim = (bridge: string, excess: number): number => {
+    let floor = floorOf.get(bridge) ?? 0;
+    let removed = 0;
+    const others = hasOtherIds.get(bridge) !== undefined;
+    while (removed < excess) {
+      const pack = front.get(bridge, floor);
+      if (pack === undefined) break;
+      const from = Math.max(pack.first, floor + 1);
+      const to = Math.min(pack.last, from + (excess - removed) - 1);
+      if (others) {
+        // The other ids of the messages going: their message may be kept again.
+        const { meta, body } = packIds.get(pack.last) as { meta: Buffer; body: Buffer };
+        const ids = idsOf(meta, body);
+        for (let seq = from; seq <= to; seq++) {
+          const id = ids[seq - pack.first] as string;
+          if (!isUuidV7(id)) forgetId.run(bridge, id);
+        }
+      }
+      if (to === pack.last) deletePack.run(pack.last);
+      removed += to - from + 1;
+      floor = to;
+    }
+    setFloor.run(bridge, floor);
+    return removed;
+  };
+  return db.transaction((bridge: string, envelopes: readonly Envelope[], keep: number) => {
+    let rows = countedBridges.has(bridge) ? counted.get(bridge) : undefined;
+    if (rows === undefined) {
+      const floor = floorOf.get(bridge) ?? 0;
+      rows = count.get(floor + 1, bridge, floor) ?? 0;
+    }
+    const { fresh, others } = envelopes.length === 0 ? { fresh: envelopes, others: false } : unkept(bridge, envelopes);
+    const pack = packs;
+    let next = ((lastSeq.get() as number | undefined) ?? 0) + 1;
+    let first = next;
+    let min = '';
+    let max = '';
+    const close = () => {
+      insert.run(next - 1, bridge, first, min, max, pack.meta(), pack.body());
+      pack.reset();
+      first = next;
+      min = '';
+      max = '';
+    };
+    try {
+      for (const e of fresh) {
+        if (!others || isUuidV7(e.id)) {
+          if (min === '' || e.id < min) min = e.id;
+          if (e.id > max) max = e.id;
+        }
+        pack.add(e);
+        next += 1;
+        if (pack.full) close();
+      }
+      if (pack.count > 0) close();
+    } finally {
+      pack.reset();
+    }
+    rows += fresh.length;
+    if (rows > keep) rows -= trim(bridge, rows - keep);
+    setCount.run(bridge, rows);
+  });
 }
 
 /**
