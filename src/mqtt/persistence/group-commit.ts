@@ -98,8 +98,9 @@ export class GroupCommit {
     try {
       this.#db.exec('COMMIT');
     } catch (error) {
-      this.#onFailure?.(asError(error));
-      this.#abandon(asError(error), waiters);
+      const failure = asError(error);
+      this.#onFailure?.(failure);
+      this.#abandon(failure, waiters);
       return;
     }
     this.#commits += 1;
