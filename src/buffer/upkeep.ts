@@ -19,8 +19,10 @@ const RECOUNT_MS = 10_000;
  * past a bridge's `maxAgeMs` are expired, dead letters beyond `maxDeadLetters` are trimmed,
  * and usage is counted from disk again when `ferry buffer purge` or `redrive` changed the
  * buffer from another process (so a bridge refusing for being full takes messages again).
- * Every timer is unref'd: upkeep never keeps the process alive. A step that fails is warned of
- * and tried at its next turn; one that finds the buffer corrupt goes to `onCorrupt` instead.
+ * Every timer is unref'd: upkeep never keeps the process alive. A step that fails (a full disk,
+ * a lock held too long) is counted as `buffer.errors{reason="upkeep_failed"}` and tried at its
+ * next turn; the first failure of a run is warned of and the step working again is logged, not
+ * every turn between. One that finds the buffer corrupt goes to `onCorrupt` instead.
  */
 export class BufferUpkeep {
   readonly #store: BufferStore;
@@ -30,6 +32,8 @@ export class BufferUpkeep {
   readonly #expiry = new Map<string, NodeJS.Timeout>();
   readonly #recount: NodeJS.Timeout;
   readonly #onCorrupt: (error: unknown) => void;
+  /** The steps failing now, by step (and bridge), with when their run of failures began. */
+  readonly #failing = new Map<string, number>();
 
   constructor(store: BufferStore, logger: Logger, counters: Counters, onCorrupt: (error: unknown) => void) {
     this.#store = store;
@@ -39,8 +43,9 @@ export class BufferUpkeep {
     this.#recount = setInterval(() => {
       try {
         store.recount();
+        this.#worked('recount', {}, 'counting the buffer again');
       } catch (error) {
-        this.#failed(error, {}, 'could not count the buffer again');
+        this.#failed('recount', error, {}, 'could not count the buffer again');
       }
       this.#trimDeadLetters();
       this.reclaim();
@@ -66,6 +71,8 @@ export class BufferUpkeep {
     this.#policies.delete(bridge);
     clearInterval(this.#expiry.get(bridge));
     this.#expiry.delete(bridge);
+    this.#failing.delete(`expire ${bridge}`);
+    this.#failing.delete(`trim ${bridge}`);
   }
 
   /** Gives free space back to the file system (see BufferStore.reclaimSpace); runs with the recount, public for tests. */
@@ -73,8 +80,9 @@ export class BufferUpkeep {
     try {
       const freed = this.#store.reclaimSpace();
       if (freed > 0) this.#logger.info({ freedBytes: freed }, `buffer file shrunk by ${(freed / 1024 / 1024).toFixed(1)} MiB of free space`);
+      this.#worked('reclaim', {}, 'giving free buffer space back');
     } catch (error) {
-      this.#failed(error, {}, 'could not give free buffer space back to the file system');
+      this.#failed('reclaim', error, {}, 'could not give free buffer space back to the file system');
     }
   }
 
@@ -94,8 +102,9 @@ export class BufferUpkeep {
         return;
       }
       if (expired > 0) this.#logger.warn({ bridge, expired, maxAgeMs }, 'removed messages older than maxAgeMs before they were delivered');
+      this.#worked(`expire ${bridge}`, { bridge }, 'expiring old messages');
     } catch (error) {
-      this.#failed(error, { bridge }, 'could not expire old messages');
+      this.#failed(`expire ${bridge}`, error, { bridge }, 'could not expire old messages');
     }
   }
 
@@ -103,17 +112,31 @@ export class BufferUpkeep {
     for (const [bridge, { maxDeadLetters }] of this.#policies) {
       try {
         const dropped = this.#store.trimDeadLetters(bridge, maxDeadLetters);
+        this.#worked(`trim ${bridge}`, { bridge }, 'trimming dead letters');
         if (dropped === 0) continue;
         this.#counters.count('buffer.dead_letters.dropped', { bridge }, dropped);
         this.#logger.warn({ bridge, dropped, maxDeadLetters }, 'deleted the oldest dead letters beyond buffer.maxDeadLetters');
       } catch (error) {
-        this.#failed(error, { bridge }, 'could not trim dead letters');
+        this.#failed(`trim ${bridge}`, error, { bridge }, 'could not trim dead letters');
       }
     }
   }
 
-  #failed(error: unknown, fields: Readonly<Record<string, unknown>>, message: string): void {
-    if (isCorruption(error)) this.#onCorrupt(error);
-    else this.#logger.warn({ err: error, ...fields }, message);
+  #failed(step: string, error: unknown, fields: Readonly<Record<string, unknown>>, message: string): void {
+    if (isCorruption(error)) {
+      this.#onCorrupt(error);
+      return;
+    }
+    this.#counters.count('buffer.errors', { reason: 'upkeep_failed' });
+    if (this.#failing.has(step)) return;
+    this.#failing.set(step, Date.now());
+    this.#logger.warn({ err: error, ...fields }, `${message}; trying again at each turn (logged again when it works)`);
+  }
+
+  #worked(step: string, fields: Readonly<Record<string, unknown>>, what: string): void {
+    const since = this.#failing.get(step);
+    if (since === undefined) return;
+    this.#failing.delete(step);
+    this.#logger.info({ ...fields, failedForMs: Date.now() - since }, `${what} works again`);
   }
 }

@@ -259,3 +259,35 @@ test('an expiry of a large backlog deletes it in steps of 10,000, and says so on
     store.close();
   }
 });
+
+test('an expiry the disk refuses is counted at every turn, warned of once, and expires once the disk takes writes again', async () => {
+  const counters = new CounterRegistry();
+  const lines: { level: number; msg: string; failedForMs?: number }[] = [];
+  const capturing = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  const { store } = openBuffer(tempDir(), capturing);
+  const writer = new BufferWriter(store, bufferSettingsSchema().parse({}), capturing, counters);
+  try {
+    store.registerBridge('b', ['out']);
+    store.append(trackedDeliveries(3).deliveries.map((d) => ({ bridge: 'b', envelope: { ...d.envelope, timestamp: Date.now() - 10_000 } })));
+    // SQLite refuses every write as a full disk would (filling the disk needs root).
+    store.pragma('query_only = 1');
+    writer.setPolicy('b', bufferPolicySchema().parse({ maxAgeMs: 200 }));
+    // The expiry runs every 100 ms here: three failed turns.
+    await eventually(() => assert.ok((counters.get('buffer.errors{reason=upkeep_failed}') ?? 0) >= 3));
+    assert.equal(store.usage('b').messages, 3);
+    assert.deepEqual(
+      lines.filter((l) => l.msg.startsWith('could not expire')).map((l) => l.level),
+      [40],
+      'one warning for the whole run of failures',
+    );
+    store.pragma('query_only = 0');
+    await eventually(() => assert.equal(store.usage('b').messages, 0));
+    assert.equal(counters.get('buffer.expired{bridge=b}'), 3);
+    const back = lines.filter((l) => l.msg === 'expiring old messages works again');
+    assert.equal(back.length, 1);
+    assert.ok((back[0]?.failedForMs ?? 0) >= 200);
+  } finally {
+    writer.close();
+    store.close();
+  }
+});

@@ -24,8 +24,8 @@ export const bufferMetrics = [
     name: 'buffer.errors',
     type: 'counter',
     unit: 'errors',
-    labels: { reason: { meaning: 'what failed', values: ['disk_full', 'append_failed', 'sync_failed', 'corrupt', 'read_failed'] } },
-    help: "Failed buffer commits; their messages are held unacknowledged and stored once the disk takes them again. `sync_failed`: the WAL's fdatasync failed; its messages are nacked and nothing is acknowledged until the gateway restarts. `corrupt`: an append, a sink's read or the upkeep found the database corrupt (counted once); nothing is stored or acknowledged until a restart, which moves it aside. `read_failed`: a sink's read of the buffer or the move of its cursor failed (a full disk, a lock held too long); it is tried again after a backoff, and a window whose cursor did not move is delivered again.",
+    labels: { reason: { meaning: 'what failed', values: ['disk_full', 'append_failed', 'sync_failed', 'corrupt', 'read_failed', 'upkeep_failed'] } },
+    help: "Failed buffer commits; their messages are held unacknowledged and stored once the disk takes them again. `sync_failed`: the WAL's fdatasync failed; its messages are nacked and nothing is acknowledged until the gateway restarts. `corrupt`: an append, a sink's read or the upkeep found the database corrupt (counted once); nothing is stored or acknowledged until a restart, which moves it aside. `read_failed`: a sink's read of the buffer or the move of its cursor failed (a full disk, a lock held too long); it is tried again after a backoff, and a window whose cursor did not move is delivered again. `upkeep_failed`: a step of the buffer's upkeep (expiry, trimming dead letters, recount, giving space back) failed; it is tried at its next turn, and a run of failures is logged once.",
   },
   {
     name: 'buffer.abandoned',
