@@ -1,4 +1,4 @@
-// broker.db found corrupt while the broker runs (SQLITE_CORRUPT from a write): the state says so
+// broker.db found corrupt while the broker runs (SQLITE_CORRUPT from a write or a read): the state says so
 // once, and the gateway asks for a restart, whose open checks broker.db and moves it aside. A page
 // of the real file is overwritten as a failing disk would leave it; the connection is opened
 // without the check, as one opened before the damage would be.
@@ -22,7 +22,11 @@ const logger = pino({ level: 'silent' });
 
 const retained = (topic: string) => ({ cmd: 'publish' as const, topic, payload: Buffer.alloc(300, 1), qos: 1 as const, retain: true, dup: false, brokerId: 'b', brokerCounter: 1 });
 
-test('a write that finds broker.db corrupt is reported once, and the next open moves the file aside', async () => {
+/**
+ * broker.db with 1,000 retained messages whose last leaf is damaged, opened as openBrokerState
+ * opens it but without the check, with what it reports collected.
+ */
+async function damagedState() {
   const path = join(tempDir(), 'broker.db');
   const filled = openBrokerState({ path, synchronous: 'normal' }, { logger, counters: new CounterRegistry() });
   for (let i = 0; i < 1_000; i++) await filled.storeRetained(retained(`site/${String(i).padStart(4, '0')}`));
@@ -35,11 +39,14 @@ test('a write that finds broker.db corrupt is reported once, and the next open m
   const fd = openSync(path, 'r+');
   writeSync(fd, Buffer.alloc(16, 0xff), 0, 16, (page - 1) * pageSize);
   closeSync(fd);
-
   const reported: Error[] = [];
-  // Opened as openBrokerState opens it, but without the check.
   const onFailure = reportCorruptionOnce((error) => reported.push(error), logger);
   const state = new SqlitePersistence(openSqlite(path, { synchronous: 'normal' }), { logger, counters: new CounterRegistry(), onFailure });
+  return { path, state, reported };
+}
+
+test('a write that finds broker.db corrupt is reported once, and the next open moves the file aside', async () => {
+  const { path, state, reported } = await damagedState();
   await assert.rejects(state.storeRetained(retained('zzz/1')), /malformed|corrupt/i);
   await assert.rejects(state.storeRetained(retained('zzz/2')), /malformed|corrupt/i);
   assert.equal(reported.length, 1, 'once, however many writes meet it');
@@ -50,6 +57,22 @@ test('a write that finds broker.db corrupt is reported once, and the next open m
   const reopened = openBrokerState({ path, synchronous: 'normal' }, { logger, counters });
   await reopened.destroy();
   assert.equal(counters.get('mqtt.state.recovered_from_corruption'), 1, 'checked at the open and moved aside');
+});
+
+test('a read that finds broker.db corrupt (the retained messages a subscription gets) is reported as a write is', async () => {
+  const { state, reported } = await damagedState();
+  try {
+    // A read that misses the damaged page reports nothing.
+    assert.equal((await state.createRetainedStream('site/0001').toArray()).length, 1);
+    assert.equal(reported.length, 0);
+    // A subscription to everything reads every leaf, the damaged one too.
+    await assert.rejects(state.createRetainedStream('#').toArray(), /malformed|corrupt/i);
+    await assert.rejects(state.createRetainedStreamCombi(['site/+', 'other/#']).toArray(), /malformed|corrupt/i);
+    assert.equal(reported.length, 1, 'once, however many reads meet it');
+    assert.match(reported[0]?.message ?? '', /malformed|corrupt/i);
+  } finally {
+    await state.destroy();
+  }
 });
 
 test("the gateway's broker state settings carry the corruption callback", () => {

@@ -12,6 +12,7 @@ import type { ClientRef, SubscriptionRecord, TopicSubscription } from './memory-
 import { OutgoingQueue, type QueueCap } from './outgoing-queue.ts';
 import type { StoredPacket } from './packet-codec.ts';
 import { RetainedStore } from './retained-store.ts';
+import { reportedRead, reportedStream } from './reported-reads.ts';
 import { migrateBrokerState } from './schema.ts';
 import { SessionPackets } from './session-packets.ts';
 import { SessionRecords } from './session-records.ts';
@@ -39,7 +40,7 @@ export interface SqlitePersistenceOptions {
   readonly limits?: BrokerStateLimits | undefined;
   /** Where a message not queued for a session over its limit is counted and logged. */
   readonly refusals?: StateRefusals | undefined;
-  /** Told of every write, commit or sweep of the state that failed (openBrokerState looks for corruption in them). */
+  /** Told of every read, write, commit or sweep of the state that failed (openBrokerState looks for corruption in them). */
   readonly onFailure?: ((error: Error) => void) | undefined;
 }
 
@@ -174,15 +175,15 @@ export class SqlitePersistence {
     const limits = this.#options.limits;
     const bytes = payloadLength(payload);
     if (limits === undefined || bytes === 0) return undefined;
-    return this.#retained.wouldExceed(clientId, topic, bytes, limits);
+    return reportedRead(this.#options.onFailure, () => this.#retained.wouldExceed(clientId, topic, bytes, limits));
   }
 
   createRetainedStreamCombi(patterns: readonly string[]): Readable {
-    return this.#retained.stream(patterns);
+    return reportedStream(this.#options.onFailure, () => this.#retained.stream(patterns));
   }
 
   createRetainedStream(pattern: string): Readable {
-    return this.#retained.stream([pattern]);
+    return reportedStream(this.#options.onFailure, () => this.#retained.stream([pattern]));
   }
 
   addSubscriptions(client: ClientRef, subs: readonly SubscriptionRecord[]): Promise<void> {
@@ -220,7 +221,7 @@ export class SqlitePersistence {
   }
 
   cleanSubscriptions(client: ClientRef): Promise<void> {
-    return this.#subscriptions.clean(client);
+    return reportedRead(this.#options.onFailure, () => this.#subscriptions.clean(client));
   }
 
   outgoingEnqueue(sub: { readonly clientId: string }, packet: StoredPacket): Promise<void> {
@@ -240,11 +241,11 @@ export class SqlitePersistence {
   }
 
   async outgoingClearMessageId(client: ClientRef, packet: StoredPacket): Promise<StoredPacket | undefined> {
-    return this.#outgoing.clear(client.id, (packet as Partial<StoredPacket> | undefined)?.messageId);
+    return reportedRead(this.#options.onFailure, () => this.#outgoing.clear(client.id, (packet as Partial<StoredPacket> | undefined)?.messageId));
   }
 
   outgoingStream(client: ClientRef): Readable {
-    return this.#outgoing.stream(client.id);
+    return reportedStream(this.#options.onFailure, () => this.#outgoing.stream(client.id));
   }
 
   incomingStorePacket(client: ClientRef, packet: StoredPacket): Promise<void> {
@@ -252,7 +253,7 @@ export class SqlitePersistence {
   }
 
   async incomingGetPacket(client: ClientRef, packet: { readonly messageId?: number | undefined }): Promise<StoredPacket> {
-    return this.#packets.incoming(client, packet.messageId);
+    return reportedRead(this.#options.onFailure, () => this.#packets.incoming(client, packet.messageId));
   }
 
   incomingDelPacket(client: ClientRef, packet: { readonly messageId?: number | undefined }): Promise<void> {
@@ -260,7 +261,7 @@ export class SqlitePersistence {
   }
 
   cleanIncoming(client: ClientRef): Promise<void> {
-    return this.#packets.cleanIncoming(client);
+    return reportedRead(this.#options.onFailure, () => this.#packets.cleanIncoming(client));
   }
 
   putWill(client: ClientRef, packet: StoredPacket): Promise<void> {
@@ -272,16 +273,16 @@ export class SqlitePersistence {
   }
 
   async getWill(client: ClientRef): Promise<StoredPacket | undefined> {
-    return this.#packets.will(client);
+    return reportedRead(this.#options.onFailure, () => this.#packets.will(client));
   }
 
   delWill(client: ClientRef): Promise<StoredPacket | undefined> {
-    return this.#packets.deleteWill(client);
+    return reportedRead(this.#options.onFailure, () => this.#packets.deleteWill(client));
   }
 
   /** Stored wills of brokers not in `brokers` (aedes publishes those of brokers gone quiet); a will carried over from the previous run is published by this persistence instead. */
   streamWill(brokers: Readonly<Record<string, unknown>> = {}): Readable {
-    return this.#packets.streamWills(brokers);
+    return reportedStream(this.#options.onFailure, () => this.#packets.streamWills(brokers));
   }
 
   getClientList(topic: string): Readable {
