@@ -1,6 +1,9 @@
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { describeError } from '../core/errors.ts';
 import { HistoryReader, historyPath, type HistoryRow } from '../sqlite/history-store.ts';
+import { isCorruption, tryMarkForCheck } from '../sqlite/open-checked.ts';
+import { fail } from './buffer/open.ts';
 import { resolveDataDir } from './load.ts';
 import { jsonLine, lineText, payloadForLine, payloadText } from './payload.ts';
 
@@ -20,12 +23,11 @@ export async function historyCommand(options: HistoryOptions): Promise<void> {
     process.exitCode = 1;
     return;
   }
-  if (!existsSync(historyPath(dataDir))) {
-    process.stderr.write(`ferry: no history yet at ${historyPath(dataDir)} (start the gateway with \`ferry run\` and publish to devices/<id>/telemetry/...)\n`);
-    process.exitCode = 1;
+  const path = historyPath(dataDir);
+  if (!existsSync(path)) {
+    fail(`no history yet at ${path} (start the gateway with \`ferry run\` and publish to devices/<id>/telemetry/...)`);
     return;
   }
-  const reader = new HistoryReader(dataDir);
   const query = {
     limit: options.limit,
     ...(options.bridge === undefined ? {} : { bridge: options.bridge }),
@@ -38,15 +40,30 @@ export async function historyCommand(options: HistoryOptions): Promise<void> {
       last = row.seq;
     }
   };
+  let reader: HistoryReader | undefined;
   try {
+    reader = new HistoryReader(dataDir);
     print(reader.latest(query));
     while (options.follow === true) {
       await sleep(500);
       print(reader.latest({ ...query, afterSeq: last, limit: 10_000 }));
     }
+  } catch (error) {
+    fail(`${path}: ${describeError(error)}${isCorruption(error) ? corrupt(path, error) : ''}`);
   } finally {
-    reader.close();
+    reader?.close();
   }
+}
+
+/**
+ * A history this command found corrupt is marked as a write of the gateway's would mark it: the
+ * gateway checks it, and moves it aside if the check agrees, at its next start or once its own
+ * write fails on it.
+ */
+function corrupt(path: string, error: unknown): string {
+  const notMarked = tryMarkForCheck(path, `found corrupt by ferry history: ${describeError(error)}`);
+  if (notMarked !== undefined) return `\nthe history is corrupt and could not be marked for a check (${notMarked.message}): stop the gateway and move ${path} aside`;
+  return '\nthe history is corrupt: marked it for a check; the gateway checks it, and moves it aside (history.db.corrupt-<time>) if the check agrees, at its next start or when a write to it fails';
 }
 
 /** One line per message: the topic, client id and payload come from devices, so their control characters are escaped. */

@@ -16,6 +16,7 @@ import { componentKinds } from '../../src/runtime/registry.ts';
 import { HistoryReader, HistoryWriter, historyPath } from '../../src/sqlite/history-store.ts';
 import { checkMarkerPath, markForCheck } from '../../src/sqlite/open-checked.ts';
 import { eventually } from '../harness/eventually.ts';
+import { ferry } from '../harness/ferry-process.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const logger = pino({ level: 'silent' });
@@ -173,4 +174,23 @@ test('a corrupt history that another bridge has open is not moved under it: the 
 
 test('a mark left behind by a history moved away by hand is dropped, and a new history is started', async () => {
   await publishToMarked(false, () => {});
+});
+
+test('`ferry history` that reads a corrupt page says so, exits 1 and marks the history, and the next start moves it aside', async () => {
+  const { root, data, restarts } = damagedHistory();
+  const read = await ferry(['history', '--data-dir', data, '--limit', '2000']);
+  assert.equal(read.code, 1);
+  assert.match(read.stderr, /^ferry: .*history\.db: database disk image is malformed\nthe history is corrupt: marked it for a check/);
+  assert.doesNotMatch(read.stderr, /\n\s+at /, 'no stack trace');
+  assert.ok(existsSync(checkMarkerPath(historyPath(data))));
+  const gateway = await gatewayOn(root, restarts);
+  try {
+    await publish(gateway, 'b/new', 'after the read');
+    await eventually(() => assert.deepEqual(topicsIn(data), ['b/new']), { timeoutMs: 15_000 });
+    assert.equal(asideIn(data).length, 1, 'checked and moved aside before the first write');
+    assert.equal(gateway.counters.get('history.integrity_checks{result=corrupt}'), 1);
+    assert.deepEqual(restarts, []);
+  } finally {
+    await gateway.stop();
+  }
 });
