@@ -1,4 +1,5 @@
 import { type ConfigIssue, formatIssue } from '../config/issues.ts';
+import type { GatewayConfig } from '../config/load.ts';
 import { loadSettings } from './load.ts';
 
 export interface ReloadOptions {
@@ -18,8 +19,10 @@ interface Applied {
 
 /** Asks a running gateway to apply its changed config (POST /api/reload) and prints the outcome. */
 export async function reloadCommand(options: ReloadOptions): Promise<void> {
-  const base = adminUrl(options);
-  const token = adminToken(options);
+  // Read once: a config with problems prints them once.
+  const settings = options.config === undefined ? undefined : loadSettings(options.config);
+  const base = adminUrl(options, settings);
+  const token = adminToken(settings);
   if (base === undefined) {
     process.exitCode = 1;
     return;
@@ -78,16 +81,15 @@ function printApplied({ applied, warnings }: Applied): void {
 }
 
 /** The token to send: FERRY_ADMIN_TOKEN, else the config's admin token (never a flag: command lines are visible to every user). */
-function adminToken(options: ReloadOptions): string | undefined {
+function adminToken(config: GatewayConfig | undefined): string | undefined {
   const fromEnv = process.env['FERRY_ADMIN_TOKEN'];
   if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
-  return options.config === undefined ? undefined : loadSettings(options.config)?.adminToken;
+  return config?.adminToken;
 }
 
-function adminUrl(options: ReloadOptions): string | undefined {
+function adminUrl(options: ReloadOptions, config: GatewayConfig | undefined): string | undefined {
   if (options.admin !== undefined) return options.admin;
   if (options.config === undefined) return DEFAULT_ADMIN;
-  const config = loadSettings(options.config);
   if (config === undefined) {
     process.stderr.write('ferry: cannot read the admin address from a config with problems; pass --admin URL\n');
     return undefined;

@@ -267,6 +267,14 @@ test("a config with problems is refused by every trigger with each problem's fil
   const nobody = await ferry(['reload', '--admin', `http://127.0.0.1:${closedPort}`]);
   assert.equal(nobody.code, 1);
   assert.match(nobody.stderr, /cannot reach the gateway's admin server at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);
+
+  // A config that cannot be read: its problem is said once, then why nothing was asked.
+  const missing = await ferry(['reload', '--config', '/nonexistent/gateway.yaml']);
+  assert.equal(missing.code, 1);
+  assert.deepEqual(missing.stderr.trim().split('\n'), [
+    'ferry: config file not found: /nonexistent/gateway.yaml (pass --config FILE)',
+    'ferry: cannot read the admin address from a config with problems; pass --admin URL',
+  ]);
 });
 
 test('a device profile added by a reload lets its devices log in; a connected device stays connected', { timeout: 120_000 }, async () => {
