@@ -6,6 +6,7 @@ import { describeError } from '../core/errors.ts';
 import type { Source } from '../core/stream.ts';
 import { AssignedPartition, type PartitionOwner } from './assigned-partition.ts';
 import type { KafkaBatchControl, KafkaConsumer, KafkaInboundRecord } from './client.ts';
+import { recordId } from './record-id.ts';
 
 export interface ConsumptionOptions {
   readonly topics: readonly string[];
@@ -145,7 +146,7 @@ class Consumption {
       }
       state.window.take(offset);
       control.resolve(record.offset);
-      state.take(offset, toEnvelope(topic, record));
+      state.take(offset, toEnvelope(topic, partition, record));
     }
     await control.heartbeat();
   }
@@ -265,12 +266,15 @@ function key(topic: string, partition: number): string {
   return `${partition}:${topic}`;
 }
 
-function toEnvelope(topic: string, record: KafkaInboundRecord): Envelope {
+function toEnvelope(topic: string, partition: number, record: KafkaInboundRecord): Envelope {
+  const timestamp = Number.isFinite(record.timestamp) ? record.timestamp : Date.now();
   return createEnvelope({
+    // Read again (a restart, a rebalance), the record is the same message: the same id.
+    id: recordId(topic, partition, record.offset, record.timestamp),
     topic,
     payload: record.value,
     headers: record.headers,
-    timestamp: Number.isFinite(record.timestamp) ? record.timestamp : Date.now(),
+    timestamp,
     origin: { source: 'kafka' },
     ...(record.key === undefined ? {} : { key: record.key }),
   });

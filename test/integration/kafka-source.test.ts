@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import pino from 'pino';
 import type { Subscription } from 'rxjs';
 import type { Delivery } from '../../src/core/delivery.ts';
+import { isUuidV7 } from '../../src/core/envelope.ts';
 import { FerryError } from '../../src/core/errors.ts';
 import { kafkaSource } from '../../src/kafka/source.ts';
 import { fromKafka } from '../../src/lib/kafka.ts';
@@ -253,6 +254,37 @@ test('unsubscribing stops taking messages, commits what is acked within stopTime
     }
     assert.equal(state, 'Empty', 'the consumer is still a member of its group');
   } finally {
+    await run.close();
+  }
+});
+
+test('a record read again (the consumer started again before its offset was committed) is the same message: the same id, a UUIDv7 with the record time', async () => {
+  const run = await consume({ stopTimeoutMs: 100 });
+  const brokers = await requireService('kafka');
+  let again: Subscription | undefined;
+  try {
+    await run.kafka.produce(run.topic, [{ value: 'open' }, { value: 'close' }]);
+    const first = (await run.waitFor(2)).map((d) => d.envelope);
+    // Not acked: the next consumer of the group reads both again.
+    run.subscription.unsubscribe();
+    await eventually(async () => assert.equal(await run.kafka.groupState(run.group), 'Empty'), { timeoutMs: 30_000, intervalMs: 100 });
+    const config = kafkaSource.schema.parse({ brokers, groupId: run.group, topics: [run.topic], fromBeginning: true });
+    const source = kafkaSource.create(config, { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: 'it' });
+    const second: Delivery[] = [];
+    again = source.subscribe((d) => second.push(d));
+    await eventually(() => assert.equal(second.length, 2), { timeoutMs: 30_000 });
+    assert.deepEqual(
+      second.map((d) => [d.envelope.id, text(d)]),
+      first.map((e) => [e.id, Buffer.from(e.payload).toString()]),
+    );
+    assert.notEqual(first[0]?.id, first[1]?.id);
+    for (const e of first) {
+      assert.ok(isUuidV7(e.id), e.id);
+      assert.equal(Number.parseInt(e.id.replaceAll('-', '').slice(0, 12), 16), e.timestamp, 'the time field is the record time');
+    }
+    for (const d of second) d.ack();
+  } finally {
+    again?.unsubscribe();
     await run.close();
   }
 });
