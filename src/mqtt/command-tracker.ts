@@ -1,6 +1,7 @@
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import { topicMatches } from '../core/topic.ts';
 import { type ClientInternals, aedesInternals, clientInternals, onClientPacket, reservePacketId } from './aedes-internals.ts';
+import type { CommandRecords, HeldCopy } from './persistence/command-memory.ts';
 
 /** A message the gateway publishes to devices. */
 export interface Command {
@@ -12,6 +13,11 @@ export interface Command {
   readonly expiresAt: number;
   /** Sent to MQTT 5 devices as user properties (MQTT 3.1.1 has nowhere to carry them). */
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * The message's id: a QoS 1 command published again with the same id and topic (its source
+   * delivered it again) is not sent again to a session that holds it or a client that answered it.
+   */
+  readonly id?: string;
 }
 
 export type CommandOutcome =
@@ -33,6 +39,12 @@ export interface PublishedCommand {
   readonly outcome: Promise<CommandOutcome>;
   /** Stops waiting: the outcome becomes `cancelled` unless it was settled already. */
   cancel(): void;
+  /**
+   * Set when the command was published before (the same id and topic) and not sent again:
+   * `answered`, a client answered it already (the outcome is `acked` at once); `held`, sessions
+   * hold it still, and their PUBACK settles it.
+   */
+  readonly again?: 'answered' | 'held';
 }
 
 interface Pending {
@@ -70,38 +82,29 @@ export class CommandTracker {
   readonly #pending = new Map<number, Pending>();
   /** Per connected client: packet id of each command copy sent to it. */
   readonly #sent = new WeakMap<Client, Map<number, Pending>>();
+  /** Commands held by sessions from before (an earlier run), by the broker id and counter their copies carry. */
+  readonly #adopted = new Map<string, Pending>();
+  readonly #records: CommandRecords | undefined;
 
-  constructor(aedes: Aedes) {
+  /** `records`: where commands are kept (broker.db), so that one published again is not sent twice; none in memory. */
+  constructor(aedes: Aedes, records?: CommandRecords) {
     this.#aedes = aedes;
+    this.#records = records;
     aedes.on('client', (client: Client) => this.#watch(client));
   }
 
   publish(command: Command): PublishedCommand {
     const aedes = aedesInternals(this.#aedes);
+    const key = this.#records !== undefined && command.qos === 1 && command.id !== undefined ? JSON.stringify([command.id, command.topic]) : undefined;
+    const answeredBy = key === undefined ? undefined : this.#remembered((records) => records.answeredBy(key, Date.now()));
+    if (answeredBy !== undefined) return { outcome: Promise.resolve({ status: 'acked', clientId: answeredBy }), cancel: () => {}, again: 'answered' };
     let settle: (outcome: CommandOutcome) => void = () => {};
     const outcome = new Promise<CommandOutcome>((resolve) => {
       settle = resolve;
     });
     const counter = ++aedes.counter;
-    const packet: TrackedPacket = {
-      cmd: 'publish',
-      topic: command.topic,
-      payload: command.payload,
-      qos: command.qos,
-      retain: command.retain,
-      dup: false,
-      brokerId: aedes.id,
-      brokerCounter: counter,
-      // aedes-packet carries this field with each queued copy; forward() reads it, and aedes
-      // turns it into the remaining Message Expiry Interval of a copy sent to an MQTT 5 device later.
-      messageExpiry: command.expiresAt,
-      // Written only to MQTT 5 devices.
-      properties: {
-        messageExpiryInterval: Math.max(1, Math.ceil((command.expiresAt - Date.now()) / 1000)),
-        ...(command.headers === undefined ? {} : { userProperties: { ...command.headers } }),
-      },
-    };
     let timer: NodeJS.Timeout | undefined;
+    const adopted: string[] = [];
     const pending: Pending = {
       forwarded: 0,
       deliveredQos0: false,
@@ -113,13 +116,21 @@ export class CommandTracker {
         this.#pending.delete(counter);
         clearTimeout(timer);
         for (const { sent, id } of pending.copies) if (sent.get(id) === pending) sent.delete(id);
+        for (const numbered of adopted) this.#adopted.delete(numbered);
+        if (key !== undefined) this.#remember(key, counter, result, command.expiresAt);
         settle(result);
       },
     };
     this.#pending.set(counter, pending);
     timer = setTimeout(() => pending.settle({ status: 'expired' }), Math.max(0, command.expiresAt - Date.now()));
     timer.unref();
-    this.#aedes.publish(packet, (error) => {
+    const held = key === undefined ? [] : (this.#remembered((records) => records.held(key)) ?? []);
+    if (held.length > 0) {
+      this.#adopt(pending, held, adopted);
+      return { outcome, cancel: () => pending.settle({ status: 'cancelled' }), again: 'held' };
+    }
+    if (key !== undefined) this.#records?.expect(aedes.id, counter, key);
+    this.#aedes.publish(commandPacket(command, aedes.id, counter), (error) => {
       if (error) pending.settle({ status: 'failed', error });
       else if (command.qos === 0) pending.settle({ status: 'sent' });
       else if (pending.forwarded === 0) this.#checkSubscribers(command.topic, pending);
@@ -134,12 +145,18 @@ export class CommandTracker {
    */
   forward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
     const tracked = packet as TrackedPacket;
-    if (tracked.brokerId !== aedesInternals(this.#aedes).id || tracked.brokerCounter === undefined) return packet;
+    if (tracked.brokerCounter === undefined) return packet;
+    const own = tracked.brokerId === aedesInternals(this.#aedes).id;
     // A message past its expiry is not sent, except a QoS 2 one sent before (DUP): its
     // delivery is completed whatever its expiry (MQTT 5 [MQTT-4.3.3-7]).
-    if (tracked.messageExpiry !== undefined && tracked.messageExpiry <= Date.now() && !(packet.qos === 2 && packet.dup)) return null;
-    const pending = this.#pending.get(tracked.brokerCounter);
-    if (pending === undefined) return packet;
+    if (own && tracked.messageExpiry !== undefined && tracked.messageExpiry <= Date.now() && !(packet.qos === 2 && packet.dup)) return null;
+    // Else a copy queued before (an earlier run's) of a command published again.
+    const pending =
+      (own ? this.#pending.get(tracked.brokerCounter) : undefined) ?? (this.#adopted.size === 0 ? undefined : this.#adopted.get(`${tracked.brokerId}\n${tracked.brokerCounter}`));
+    return pending === undefined ? packet : this.#forwarded(client, packet, pending);
+  }
+
+  #forwarded(client: Client, packet: AedesPublishPacket, pending: Pending): AedesPublishPacket {
     if (packet.qos === 0) {
       pending.deliveredQos0 = true;
       return packet;
@@ -154,14 +171,51 @@ export class CommandTracker {
     }
     // Otherwise a copy queued in a persistent session, numbered already, sent on reconnect.
     pending.forwarded += 1;
+    this.#track(client, packet.messageId, pending);
+    return packet;
+  }
+
+  #track(client: Client, messageId: number, pending: Pending): void {
     let sent = this.#sent.get(client);
     if (sent === undefined) {
       sent = new Map();
       this.#sent.set(client, sent);
     }
-    sent.set(packet.messageId, pending);
-    pending.copies.push({ sent, id: packet.messageId });
-    return packet;
+    sent.set(messageId, pending);
+    pending.copies.push({ sent, id: messageId });
+  }
+
+  /**
+   * The command was published before and sessions hold copies of it: it is not published again,
+   * and a PUBACK of any of them settles it. A copy sent already (a packet id) to a client
+   * connected now is matched by that id; one sent later, by the numbering it carries (forward).
+   */
+  #adopt(pending: Pending, held: readonly HeldCopy[], adopted: string[]): void {
+    const clients = aedesInternals(this.#aedes).clients;
+    pending.forwarded = held.length;
+    for (const copy of held) {
+      const numbered = `${copy.brokerId}\n${copy.brokerCounter}`;
+      this.#adopted.set(numbered, pending);
+      adopted.push(numbered);
+      const client = clients[copy.clientId];
+      if (copy.messageId !== null && client !== undefined) this.#track(client, copy.messageId, pending);
+    }
+  }
+
+  /** A client's answer is kept (acked, or refused for good), so that the command is not sent again. */
+  #remember(key: string, counter: number, result: CommandOutcome, expiresAt: number): void {
+    this.#records?.forget(counter);
+    if (result.status === 'acked' || result.status === 'refused') this.#remembered((records) => records.answered(key, result.clientId, expiresAt));
+  }
+
+  /** What is kept of commands helps, and never stops one: a failure to read or write it is a command sent as if nothing were kept. */
+  #remembered<T>(use: (records: CommandRecords) => T): T | undefined {
+    if (this.#records === undefined) return undefined;
+    try {
+      return use(this.#records);
+    } catch {
+      return undefined;
+    }
   }
 
   #watch(client: Client): void {
@@ -222,4 +276,26 @@ function grantedQos(client: ClientInternals, topic: string): number {
     if (subscription !== undefined && subscription.qos > qos && topicMatches(filter, topic)) qos = subscription.qos;
   }
   return qos;
+}
+
+/** The packet of a command, numbered by the broker as aedes numbers a message. */
+function commandPacket(command: Command, brokerId: string, brokerCounter: number): TrackedPacket {
+  return {
+    cmd: 'publish',
+    topic: command.topic,
+    payload: command.payload,
+    qos: command.qos,
+    retain: command.retain,
+    dup: false,
+    brokerId,
+    brokerCounter,
+    // aedes-packet carries this field with each queued copy; forward() reads it, and aedes
+    // turns it into the remaining Message Expiry Interval of a copy sent to an MQTT 5 device later.
+    messageExpiry: command.expiresAt,
+    // Written only to MQTT 5 devices.
+    properties: {
+      messageExpiryInterval: Math.max(1, Math.ceil((command.expiresAt - Date.now()) / 1000)),
+      ...(command.headers === undefined ? {} : { userProperties: { ...command.headers } }),
+    },
+  };
 }

@@ -186,7 +186,12 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
             // To MQTT 5 devices: the message's headers and its id, by which a device can tell a
             // command it is sent again (delivery is at least once) from a new one.
             headers: { ...envelope.headers, 'ferry-id': envelope.id },
+            id: envelope.id,
           });
+          if (published.again !== undefined) {
+            ctx.counters.count('commands.deduplicated', { ...labels, how: published.again });
+            ctx.logger.debug({ id: envelope.id, topic, how: published.again }, `${component}: command delivered again by its source, not sent again`);
+          }
           waiting.add(published);
           void published.outcome.then((outcome) => {
             waiting.delete(published);

@@ -130,7 +130,7 @@ export class EmbeddedBroker {
       this.#subscriptionCap = cap;
       aedes.on('subscribe', (_subs, client) => cap.subscribed(client));
     }
-    this.#commands = new CommandTracker(aedes);
+    this.#commands = new CommandTracker(aedes, state?.commands);
     const topicLimits = options.topicLimits ?? DEFAULT_TOPIC_LIMITS;
     const admission = new DeviceAdmission(aedes, {
       logger: options.logger,

@@ -18,14 +18,15 @@ interface Setup {
   readonly group: string;
 }
 
-/** The default config with the example bridge on a fresh topic and consumer group. */
-async function start(extraEnv: Record<string, string> = {}): Promise<Setup> {
+/** The default config with the example bridge on a fresh topic and consumer group (or those of `again`, on its data directory). */
+async function start(extraEnv: Record<string, string> = {}, again?: Setup & { readonly dir: string }): Promise<Setup & { readonly dir: string }> {
   const brokers = await requireService('kafka');
   const kafka = await kafkaTestClient(brokers);
-  const topic = randomName('ferry-e2e-commands-');
-  const group = randomName('ferry-e2e-commands-group-');
-  await kafka.createTopic(topic);
-  const gw = await startFerry(['--config', 'config/gateway.yaml', '--data-dir', dataDir()], {
+  const topic = again?.topic ?? randomName('ferry-e2e-commands-');
+  const group = again?.group ?? randomName('ferry-e2e-commands-group-');
+  if (again === undefined) await kafka.createTopic(topic);
+  const dir = again?.dir ?? dataDir();
+  const gw = await startFerry(['--config', 'config/gateway.yaml', '--data-dir', dir], {
     KAFKA_BROKERS: brokers.join(','),
     FERRY_KAFKA_TOPIC: randomName('ferry-e2e-telemetry-'),
     FERRY_COMMANDS_TOPIC: topic,
@@ -34,7 +35,7 @@ async function start(extraEnv: Record<string, string> = {}): Promise<Setup> {
     FERRY_COMMANDS_FROM_BEGINNING: 'true',
     ...extraEnv,
   });
-  return { gw, kafka, topic, group };
+  return { gw, kafka, topic, group, dir };
 }
 
 /** SIGTERM; the gateway must leave its consumer group on the way out, not after the session timeout. */
@@ -152,5 +153,49 @@ test('a command its device never takes expires after expiryMs: counted, and its 
     assert.deepEqual([...new Set(received.map((c) => c.payload.toString()))], ['off']);
   } finally {
     await stop(setup);
+  }
+});
+
+test('a restart before the offset was committed sends no device a command it acked again: the command read again is known by its id', async () => {
+  const setup = await start();
+  const { gw, kafka, topic, group } = setup;
+  // valve-1 holds its PUBACK: the partition's offset cannot move past its command.
+  const holder = await connectCommandDevice(gw.mqttUrl, { clientId: 'valve-1', filter: 'devices/valve-1/commands/#', clean: false, holdAcks: true });
+  const other = await connectCommandDevice(gw.mqttUrl, { clientId: 'valve-2', filter: 'devices/valve-2/commands/#' });
+  await kafka.produce(topic, [
+    { key: 'valve-1', value: 'open' },
+    { key: 'valve-2', value: 'close' },
+  ]);
+  await holder.waitFor(1);
+  await other.waitFor(1);
+  await waitForCounter(gw, 'commands.delivered', 1);
+  // Gone without a DISCONNECT, its PUBACK never sent (a graceful end waits for the held one).
+  holder.client.end(true);
+  await other.end();
+  assert.deepEqual(await kafka.committed(group, topic), { 0: '-1' }, 'nothing committed: valve-1 never acked');
+  await stop(setup);
+
+  const restarted = await start({}, setup);
+  const back = await connectCommandDevice(restarted.gw.mqttUrl, { clientId: 'valve-1', filter: 'devices/valve-1/commands/#', clean: false, subscribe: false });
+  const again = await connectCommandDevice(restarted.gw.mqttUrl, { clientId: 'valve-2', filter: 'devices/valve-2/commands/#' });
+  try {
+    // Both commands are read again: valve-1's, never acked, comes once from its session;
+    // valve-2's, acked before the restart, is not sent again.
+    await restarted.kafka.waitForCommitted(group, topic, (o) => o[0] === '2');
+    assert.equal(await counter(restarted.gw, 'commands.deduplicated'), 2);
+    await restarted.kafka.produce(topic, [{ key: 'valve-2', value: 'open' }]);
+    await again.waitFor(1);
+    await restarted.kafka.waitForCommitted(group, topic, (o) => o[0] === '3');
+    assert.deepEqual(
+      again.received.map((c) => c.payload.toString()),
+      ['open'],
+    );
+    assert.deepEqual(
+      back.received.map((c) => c.payload.toString()),
+      ['open'],
+    );
+  } finally {
+    await Promise.all([back.end(), again.end()]);
+    await stop(restarted);
   }
 });

@@ -78,3 +78,39 @@ test('a version 1 broker.db: queued messages are kept (in order, numbered ones t
     reader.close();
   }
 });
+
+test('a version 2 broker.db (no commands kept): `ferry sessions` reads it as it is, and the broker adds the commands tables keeping its queues', async () => {
+  const path = join(dirs(), 'broker.db');
+  // Version 2 as this version makes it, less what version 3 added.
+  const made = openBrokerState({ path, synchronous: 'full' }, { logger: pino({ level: 'silent' }), counters: new CounterRegistry() });
+  await made.setup({ id: 'old' });
+  await made.outgoingEnqueueCombi([{ clientId: 'dev-2' }], { cmd: 'publish', topic: 'cmd/x', payload: Buffer.from('x'), qos: 1, brokerId: 'old', brokerCounter: 1 });
+  await made.destroy();
+  const old = new Database(path);
+  old.exec('DROP INDEX queue_command; ALTER TABLE queue DROP COLUMN command_key; DROP TABLE commands_answered; PRAGMA user_version = 2;');
+  old.close();
+
+  const reader = new Database(path, { readonly: true });
+  try {
+    assert.equal(new BrokerStateFile(reader).session('dev-2').queuedMessages, 1);
+  } finally {
+    reader.close();
+  }
+  const state = openBrokerState({ path, synchronous: 'full' }, { logger: pino({ level: 'silent' }), counters: new CounterRegistry() });
+  await state.setup({ id: 'new-run' });
+  const queued: { topic?: string }[] = [];
+  for await (const packet of state.outgoingStream({ id: 'dev-2' })) queued.push(packet);
+  assert.deepEqual(
+    queued.map((p) => p.topic),
+    ['cmd/x'],
+  );
+  assert.deepEqual(state.commands.held('["id","cmd/x"]'), []);
+  await state.destroy();
+  const migrated = new Database(path, { readonly: true });
+  try {
+    assert.equal(migrated.pragma('user_version', { simple: true }), 3);
+    assert.ok((migrated.prepare('PRAGMA table_info(queue)').all() as { name: string }[]).some((c) => c.name === 'command_key'));
+  } finally {
+    migrated.close();
+  }
+});

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import type Database from 'better-sqlite3';
+import type { CommandMemory } from './command-memory.ts';
 import type { GroupCommit } from './group-commit.ts';
 import { normalizedPacket } from './memory-parts.ts';
 import { type StoredPacket, decodePacket, encodePacket } from './packet-codec.ts';
@@ -8,6 +9,8 @@ import { type StoredPacket, decodePacket, encodePacket } from './packet-codec.ts
 const PAGE = 64;
 /** Expired messages removed per sweep. */
 const EXPIRE_BATCH = 1000;
+/** How long the answer to a command without an expiry is kept (a command has one: see CommandTracker). */
+const ANSWER_KEPT_MS = 3_600_000;
 
 /**
  * The limits on the queue of a session whose client is offline (a connected client's messages
@@ -27,6 +30,12 @@ interface QueueRow {
   readonly bytes: number;
   readonly payload: Buffer | string | null;
   readonly meta: string;
+}
+
+/** A copy a PUBACK takes: also the command it is, if any. */
+interface TakenRow extends QueueRow {
+  readonly command_key: string | null;
+  readonly expires_at: number | null;
 }
 
 interface Usage {
@@ -49,6 +58,7 @@ const PACKET = 'CASE WHEN q.meta IS NULL THEN m.payload ELSE q.payload END AS pa
  */
 export class OutgoingQueue {
   readonly #commit: GroupCommit;
+  readonly #commands: CommandMemory | undefined;
   readonly #insertMessage: Database.Statement;
   readonly #insertCopy: Database.Statement;
   readonly #byCounter: Database.Statement;
@@ -67,10 +77,12 @@ export class OutgoingQueue {
   /** What the queues of offline sessions hold, for the clients QueueCap looked at. */
   readonly #usage = new Map<string, Usage>();
 
-  constructor(db: Database.Database, commit: GroupCommit) {
+  /** `commands`: the message a command is gets its key (see command-memory.ts). */
+  constructor(db: Database.Database, commit: GroupCommit, commands?: CommandMemory) {
     this.#commit = commit;
+    this.#commands = commands;
     this.#insertMessage = db.prepare('INSERT INTO queued_messages (broker_id, broker_counter, copies, payload, meta) VALUES (?, ?, ?, ?, ?)');
-    this.#insertCopy = db.prepare('INSERT INTO queue (client_id, seq, message_id, bytes, expires_at) VALUES (?, ?, ?, ?, ?)');
+    this.#insertCopy = db.prepare('INSERT INTO queue (client_id, seq, message_id, bytes, expires_at, command_key) VALUES (?, ?, ?, ?, ?, ?)');
     // A copy not replaced has the queued message's broker id and counter (its seq is the message's id).
     this.#byCounter = db.prepare(
       'SELECT q.seq FROM queued_messages m JOIN queue q ON q.client_id = ? AND q.seq = m.id WHERE m.broker_counter IS ? AND m.broker_id IS ? AND q.meta IS NULL ORDER BY q.seq LIMIT 1',
@@ -86,7 +98,7 @@ export class OutgoingQueue {
       'UPDATE queue SET own_broker_id = ?, own_broker_counter = ?, message_id = ?, expires_at = ?, bytes = ?, payload = ?, meta = ? WHERE client_id = ? AND seq = ?',
     );
     this.#takeByMessageId = db.prepare(
-      `SELECT q.seq, q.message_id, q.bytes, ${PACKET} FROM queue q JOIN queued_messages m ON m.id = q.seq WHERE q.client_id = ? AND q.message_id = ? ORDER BY q.seq LIMIT 1`,
+      `SELECT q.seq, q.message_id, q.bytes, q.expires_at, q.command_key, ${PACKET} FROM queue q JOIN queued_messages m ON m.id = q.seq WHERE q.client_id = ? AND q.message_id = ? ORDER BY q.seq LIMIT 1`,
     );
     this.#deleteCopy = db.prepare('DELETE FROM queue WHERE client_id = ? AND seq = ?');
     this.#deleteClient = db.prepare('DELETE FROM queue WHERE client_id = ?');
@@ -110,6 +122,7 @@ export class OutgoingQueue {
     const messageId = queued.messageId ?? null;
     const expiresAt = queued.messageExpiry ?? null;
     const bytes = payload === null ? 0 : Buffer.byteLength(payload);
+    const commandKey = this.#commands?.keyOf(queued.brokerId, queued.brokerCounter) ?? null;
     return this.#commit.durable(() => {
       const clients = [...new Set(clientIds)].filter((clientId) => {
         const full = cap === undefined ? undefined : this.#full(clientId, bytes, cap);
@@ -119,7 +132,7 @@ export class OutgoingQueue {
       if (clients.length === 0) return;
       const seq = this.#insertMessage.run(queued.brokerId ?? null, queued.brokerCounter ?? null, clients.length, payload, meta).lastInsertRowid;
       for (const clientId of clients) {
-        this.#insertCopy.run(clientId, seq, messageId, bytes, expiresAt);
+        this.#insertCopy.run(clientId, seq, messageId, bytes, expiresAt, commandKey);
         const usage = this.#usage.get(clientId);
         if (usage !== undefined) {
           usage.messages += 1;
@@ -202,13 +215,17 @@ export class OutgoingQueue {
   /**
    * Removes and returns the first queued copy with this packet id (its PUBACK or PUBCOMP came);
    * undefined when there is none. Not waited for: a removal lost to a crash sends the message
-   * again, as QoS 1 and 2 allow.
+   * again, as QoS 1 and 2 allow. A command's copy leaves its answer (CommandMemory), so that the
+   * command read again after a restart is not sent again.
    */
   clear(clientId: string, messageId: number | undefined): StoredPacket | undefined {
     if (messageId === undefined || messageId === null) return undefined;
-    const row = this.#takeByMessageId.get(clientId, messageId) as QueueRow | undefined;
+    const row = this.#takeByMessageId.get(clientId, messageId) as TakenRow | undefined;
     if (row === undefined) return undefined;
-    this.#commit.eager(() => this.#deleteCopy.run(clientId, row.seq));
+    this.#commit.eager(() => {
+      this.#deleteCopy.run(clientId, row.seq);
+      if (row.command_key !== null) this.#commands?.answeredNow(row.command_key, clientId, row.expires_at ?? Date.now() + ANSWER_KEPT_MS);
+    });
     const usage = this.#usage.get(clientId);
     if (usage !== undefined) {
       usage.messages -= 1;

@@ -99,8 +99,27 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at) WHERE expires_at IS NOT NULL;
 `;
 
-/** The schema version BROKER_STATE_SCHEMA and USAGE_SCHEMA make. */
-export const BROKER_STATE_VERSION = 2;
+/** The schema version BROKER_STATE_SCHEMA, USAGE_SCHEMA and COMMANDS_SCHEMA make. */
+export const BROKER_STATE_VERSION = 3;
+
+/** The oldest schema `ferry sessions` and `ferry retained` read: version 3 only added what COMMANDS_SCHEMA adds. */
+export const STATE_FILE_MIN_VERSION = 2;
+
+/**
+ * What keeps a command (command-memory.ts) from reaching its device twice when its source
+ * delivers it again (Kafka after a restart): the key of the command a session's copy is
+ * (queue.command_key, added by the migration; only commands' copies are in its index), and the
+ * commands a client answered (acked, or refused for good), kept until they expire.
+ */
+export const COMMANDS_SCHEMA = `
+CREATE INDEX IF NOT EXISTS queue_command ON queue (command_key) WHERE command_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS commands_answered (
+  command_key TEXT PRIMARY KEY,
+  client_id TEXT NOT NULL,
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS commands_answered_expiry ON commands_answered (expires_at);
+`;
 
 /**
  * What the limits on retained messages (`mqtt.limits`) read: the retained messages and bytes of
@@ -152,29 +171,40 @@ interface MigratedDatabase {
  * Creates the broker state's tables, or brings a file of an older version up to date: version 1
  * had no owner of retained messages (they count against no client, and against the gateway's
  * totals), no usage counts (counted once from the rows), and a full copy of a queued message
- * per session in `outgoing` (each becomes a message of its own with one copy).
+ * per session in `outgoing` (each becomes a message of its own with one copy); version 2 had no
+ * commands' keys (its queued messages have none: none is taken for a command sent again).
  */
 export function migrateBrokerState(db: MigratedDatabase): void {
   db.transaction(() => {
     db.exec(BROKER_STATE_SCHEMA);
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version >= BROKER_STATE_VERSION) return;
-    const columns = db.prepare('PRAGMA table_info(retained)').all() as { name: string }[];
-    if (!columns.some((c) => c.name === 'owner')) db.exec('ALTER TABLE retained ADD COLUMN owner TEXT');
-    db.exec(USAGE_SCHEMA);
-    db.exec(`
-      DELETE FROM retained_total; DELETE FROM retained_usage;
-      INSERT INTO retained_total (id, messages, bytes) SELECT 0, count(*), coalesce(sum(octet_length(payload)), 0) FROM retained;
-      INSERT INTO retained_usage (owner, messages, bytes) SELECT owner, count(*), coalesce(sum(octet_length(payload)), 0) FROM retained WHERE owner IS NOT NULL GROUP BY owner;
-    `);
-    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'outgoing'").all();
-    if (tables.length > 0) {
-      db.exec(`
-        INSERT INTO queued_messages (id, broker_id, broker_counter, copies, payload, meta) SELECT seq, broker_id, broker_counter, 1, payload, meta FROM outgoing;
-        INSERT INTO queue (client_id, seq, message_id, bytes, expires_at) SELECT client_id, seq, message_id, coalesce(octet_length(payload), 0), expires_at FROM outgoing;
-        DROP TABLE outgoing;
-      `);
-    }
+    if (version < 2) toVersion2(db);
+    if (!hasColumn(db, 'queue', 'command_key')) db.exec('ALTER TABLE queue ADD COLUMN command_key TEXT');
+    db.exec(COMMANDS_SCHEMA);
     db.exec(`PRAGMA user_version = ${BROKER_STATE_VERSION}`);
   })();
+}
+
+function hasColumn(db: MigratedDatabase, table: string, column: string): boolean {
+  return (db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).some((c) => c.name === column);
+}
+
+/** Version 1 to 2 (see migrateBrokerState). */
+function toVersion2(db: MigratedDatabase): void {
+  if (!hasColumn(db, 'retained', 'owner')) db.exec('ALTER TABLE retained ADD COLUMN owner TEXT');
+  db.exec(USAGE_SCHEMA);
+  db.exec(`
+    DELETE FROM retained_total; DELETE FROM retained_usage;
+    INSERT INTO retained_total (id, messages, bytes) SELECT 0, count(*), coalesce(sum(octet_length(payload)), 0) FROM retained;
+    INSERT INTO retained_usage (owner, messages, bytes) SELECT owner, count(*), coalesce(sum(octet_length(payload)), 0) FROM retained WHERE owner IS NOT NULL GROUP BY owner;
+  `);
+  const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'outgoing'").all();
+  if (tables.length > 0) {
+    db.exec(`
+      INSERT INTO queued_messages (id, broker_id, broker_counter, copies, payload, meta) SELECT seq, broker_id, broker_counter, 1, payload, meta FROM outgoing;
+      INSERT INTO queue (client_id, seq, message_id, bytes, expires_at) SELECT client_id, seq, message_id, coalesce(octet_length(payload), 0), expires_at FROM outgoing;
+      DROP TABLE outgoing;
+    `);
+  }
 }

@@ -7,6 +7,7 @@ import type { Synchronous } from '../../sqlite/connection.ts';
 import { asError } from '../../core/errors.ts';
 import { type BrokerStateLimits, type StateLimit, type StateRefusals, payloadLength } from '../state-limits.ts';
 import { aedesInternals } from '../aedes-internals.ts';
+import { CommandMemory } from './command-memory.ts';
 import { GroupCommit } from './group-commit.ts';
 import type { ClientRef, SubscriptionRecord, TopicSubscription } from './memory-parts.ts';
 import { OutgoingQueue, type QueueCap } from './outgoing-queue.ts';
@@ -61,6 +62,8 @@ export class SqlitePersistence {
   readonly #commit: GroupCommit;
   readonly #retained: RetainedStore;
   readonly #outgoing: OutgoingQueue;
+  /** What is kept of the commands published through the broker (see command-memory.ts). */
+  readonly commands: CommandMemory;
   readonly #sessions: SessionRecords;
   readonly #subscriptions: SubscriptionStore;
   readonly #packets: SessionPackets;
@@ -87,7 +90,8 @@ export class SqlitePersistence {
     this.#seenVersion = this.#dataVersion.get();
     this.#commit = new GroupCommit(db, synchronousOf(db), (error) => this.#lost(error), options.onFailure);
     this.#retained = new RetainedStore(db, this.#commit);
-    this.#outgoing = new OutgoingQueue(db, this.#commit);
+    this.commands = new CommandMemory(db, this.#commit);
+    this.#outgoing = new OutgoingQueue(db, this.#commit, this.commands);
     this.#subscriptions = new SubscriptionStore(db, this.#commit);
     this.#packets = new SessionPackets(db, this.#commit);
     this.#sessions = new SessionRecords(db, this.#commit, {
@@ -360,6 +364,7 @@ export class SqlitePersistence {
       const now = Date.now();
       const queued = this.#outgoing.expire(now, (clientId) => this.#connected(clientId));
       const retained = this.#retained.expire(now);
+      this.commands.expire(now);
       if (queued > 0) this.#options.counters.count('mqtt.messages.expired', { where: 'queue' }, queued);
       if (retained > 0) this.#options.counters.count('mqtt.messages.expired', { where: 'retained' }, retained);
     } catch (error) {

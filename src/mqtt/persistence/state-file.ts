@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3';
 import { topicMatches } from '../../core/topic.ts';
 import { candidateRange } from './retained-store.ts';
-import { BROKER_STATE_VERSION } from './schema.ts';
+import { STATE_FILE_MIN_VERSION } from './schema.ts';
 
 /** A saved session as `ferry sessions` shows it. */
 export interface SessionSummary {
@@ -68,7 +68,7 @@ export class BrokerStateFile {
   constructor(db: Database.Database) {
     this.#db = db;
     const version = db.pragma('user_version', { simple: true }) as number;
-    if (version < BROKER_STATE_VERSION)
+    if (version < STATE_FILE_MIN_VERSION)
       throw new StateFileError(`${db.name} is from an older version of Ferry (schema ${version}): start \`ferry run\` once to bring it up to date`);
   }
 

@@ -60,6 +60,19 @@ export const kafkaMetrics = [
     help: 'Commands every MQTT 5 client that could take them refused with a PUBACK reason code of 0x80 or more; committed past, not sent again.',
   },
   {
+    name: 'commands.deduplicated',
+    type: 'counter',
+    unit: 'messages',
+    labels: {
+      bridge: BRIDGE,
+      how: {
+        meaning: '`answered`: a device had acked or refused it (it counts as delivered at once); `held`: sessions still hold it (their PUBACK settles it)',
+        values: ['answered', 'held'],
+      },
+    },
+    help: 'QoS 1 commands their source delivered again (Kafka after a restart, before their offset was committed) that were not sent again: the same message id to the same topic. Needs `mqtt.persistence: sqlite`.',
+  },
+  {
     name: 'commands.invalid',
     type: 'counter',
     unit: 'messages',

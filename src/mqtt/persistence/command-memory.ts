@@ -1,0 +1,89 @@
+import type Database from 'better-sqlite3';
+import type { GroupCommit } from './group-commit.ts';
+
+/** A copy of a command that a session holds from before: how it was numbered, and its packet id once it was sent. */
+export interface HeldCopy {
+  readonly clientId: string;
+  readonly brokerId: string | null;
+  readonly brokerCounter: number | null;
+  readonly messageId: number | null;
+}
+
+/**
+ * What the embedded broker remembers of the commands it published (CommandTracker), so that one
+ * its source delivers again (Kafka reads what it had not committed again after a restart) is
+ * not sent to its device a second time. A command is known by its key: its message id and topic.
+ */
+export interface CommandRecords {
+  /** The client that answered the command (acked it, or refused it for good) within its expiry; undefined if none did. */
+  answeredBy(key: string, now: number): string | undefined;
+  /** The copies of the command that sessions still hold (queued, or sent and waiting for their PUBACK). */
+  held(key: string): HeldCopy[];
+  /** The message the broker queues with this number is the command `key`: its copies are kept with the key. */
+  expect(brokerId: string, brokerCounter: number, key: string): void;
+  forget(brokerCounter: number): void;
+  /** A client answered the command: remembered until `expiresAt`. */
+  answered(key: string, clientId: string, expiresAt: number): void;
+}
+
+/** CommandRecords in broker.db (tables of COMMANDS_SCHEMA). */
+export class CommandMemory implements CommandRecords {
+  readonly #commit: GroupCommit;
+  readonly #expected = new Map<number, { readonly brokerId: string; readonly key: string }>();
+  readonly #answeredBy: Database.Statement<[string, number], string>;
+  readonly #held: Database.Statement<[string], HeldCopy>;
+  readonly #answer: Database.Statement<[string, string, number]>;
+  readonly #expired: Database.Statement<[number]>;
+
+  constructor(db: Database.Database, commit: GroupCommit) {
+    this.#commit = commit;
+    this.#answeredBy = db.prepare<[string, number], string>('SELECT client_id FROM commands_answered WHERE command_key = ? AND expires_at > ?').pluck();
+    // A copy replaced by another packet (a copy numbered by another broker) is sent as numbered there.
+    this.#held = db.prepare<[string], HeldCopy>(
+      `SELECT q.client_id AS clientId, q.message_id AS messageId,
+         CASE WHEN q.meta IS NULL THEN m.broker_id ELSE q.own_broker_id END AS brokerId,
+         CASE WHEN q.meta IS NULL THEN m.broker_counter ELSE q.own_broker_counter END AS brokerCounter
+       FROM queue q JOIN queued_messages m ON m.id = q.seq WHERE q.command_key = ?`,
+    );
+    this.#answer = db.prepare('INSERT OR IGNORE INTO commands_answered (command_key, client_id, expires_at) VALUES (?, ?, ?)');
+    this.#expired = db.prepare('DELETE FROM commands_answered WHERE expires_at <= ?');
+  }
+
+  answeredBy(key: string, now: number): string | undefined {
+    return this.#answeredBy.get(key, now);
+  }
+
+  held(key: string): HeldCopy[] {
+    return this.#held.all(key);
+  }
+
+  expect(brokerId: string, brokerCounter: number, key: string): void {
+    this.#expected.set(brokerCounter, { brokerId, key });
+  }
+
+  forget(brokerCounter: number): void {
+    this.#expected.delete(brokerCounter);
+  }
+
+  /** The key of the command a message queued now is; null for any other message. */
+  keyOf(brokerId: string | undefined, brokerCounter: number | undefined): string | null {
+    if (brokerCounter === undefined || this.#expected.size === 0) return null;
+    const expected = this.#expected.get(brokerCounter);
+    return expected !== undefined && expected.brokerId === brokerId ? expected.key : null;
+  }
+
+  /** Not waited for: an answer lost to a crash lets the command be sent once more, as QoS 1 allows. */
+  answered(key: string, clientId: string, expiresAt: number): void {
+    this.#commit.eager(() => this.#answer.run(key, clientId, expiresAt));
+  }
+
+  /** Inside the caller's transaction (a PUBACK's removal of the copy from its session's queue). */
+  answeredNow(key: string, clientId: string, expiresAt: number): void {
+    this.#answer.run(key, clientId, expiresAt);
+  }
+
+  /** Forgets the answers of commands past their expiry; returns how many. */
+  expire(now: number): number {
+    return this.#commit.eager(() => this.#expired.run(now).changes);
+  }
+}

@@ -1,0 +1,207 @@
+// A command its source delivers again (Kafka reads what it had not committed again after a
+// restart: the same record, the same message id) reaches its device once. The broker keeps, in
+// broker.db, which commands sessions still hold and which a device answered. Real embedded
+// brokers on one state file, stopped and started as a gateway's restart does, and real MQTT
+// devices.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import pino from 'pino';
+import { Subject } from 'rxjs';
+import { createDelivery, type Delivery } from '../../src/core/delivery.ts';
+import { createEnvelope, newId } from '../../src/core/envelope.ts';
+import { deviceSink } from '../../src/mqtt/device-sink.ts';
+import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { connectCommandDevice } from '../harness/command-device.ts';
+import { eventually } from '../harness/eventually.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const tempDir = tempDirs('ferry-command-dedup-');
+const logger = pino({ level: 'silent' });
+
+/** An embedded broker on the state file of `dir` with a devices sink sending to devices/<key>/commands. */
+async function gatewayOn(dir: string, persistence: 'sqlite' | 'memory' = 'sqlite') {
+  const counters = new CounterRegistry();
+  const broker = await EmbeddedBroker.start({
+    host: '127.0.0.1',
+    port: 0,
+    logger,
+    counters,
+    ...(persistence === 'sqlite' ? { state: { path: join(dir, 'broker.db'), synchronous: 'normal' as const } } : {}),
+  });
+  const input = new Subject<Delivery>();
+  const sink = deviceSink.create(deviceSink.schema.parse({ topic: 'devices/${key}/commands' }), { logger, counters, dataDir: dir, bridge: 'commands' }, { broker });
+  const subscription = sink(input).subscribe();
+  /** A command to `device` with the message id `id`; its outcome: 'pending' until the sink acks it. */
+  const send = (device: string, id: string, payload: string) => {
+    let acked = false;
+    input.next(
+      createDelivery(createEnvelope({ id, topic: 'ferry.commands', key: device, payload, origin: { source: 'kafka' } }), { onAck: () => (acked = true), onNack: () => {} }),
+    );
+    return { acked: () => acked };
+  };
+  return {
+    url: `mqtt://127.0.0.1:${broker.port}`,
+    counters,
+    send,
+    stop: async () => {
+      subscription.unsubscribe();
+      await broker.close();
+    },
+  };
+}
+
+/** The copies the session of `clientId` holds in broker.db, as another process reads it. */
+function queued(dir: string, clientId: string): number {
+  const db = new Database(join(dir, 'broker.db'), { readonly: true });
+  try {
+    return db.prepare('SELECT count(*) FROM queue WHERE client_id = ?').pluck().get(clientId) as number;
+  } finally {
+    db.close();
+  }
+}
+
+const payloads = (device: { received: { payload: Buffer }[] }) => device.received.map((c) => c.payload.toString());
+
+test('a command a device acked is not sent again when its source delivers it again after a restart: it counts as delivered at once', async () => {
+  const dir = tempDir();
+  const x = newId();
+  let gateway = await gatewayOn(dir);
+  let device = await connectCommandDevice(gateway.url, { clientId: 'valve-1', filter: 'devices/valve-1/commands' });
+  const first = gateway.send('valve-1', x, 'open');
+  await device.waitFor(1);
+  await eventually(() => assert.ok(first.acked()));
+  await device.end();
+  await gateway.stop();
+
+  gateway = await gatewayOn(dir);
+  device = await connectCommandDevice(gateway.url, { clientId: 'valve-1', filter: 'devices/valve-1/commands' });
+  try {
+    const again = gateway.send('valve-1', x, 'open');
+    assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=answered}'), 1, 'known from what broker.db keeps');
+    await eventually(() => assert.ok(again.acked()));
+    // A new command after it is the first the device gets on this connection.
+    const next = gateway.send('valve-1', newId(), 'close');
+    await device.waitFor(1);
+    await eventually(() => assert.ok(next.acked()));
+    assert.deepEqual(payloads(device), ['close']);
+  } finally {
+    await device.end();
+    await gateway.stop();
+  }
+});
+
+test('a command queued for an offline device and delivered again after a restart reaches the device once; its PUBACK settles the new delivery', async () => {
+  const dir = tempDir();
+  const x = newId();
+  let gateway = await gatewayOn(dir);
+  const away = await connectCommandDevice(gateway.url, { clientId: 'pump-7', filter: 'devices/pump-7/commands', clean: false });
+  await away.end();
+  const first = gateway.send('pump-7', x, 'start');
+  // Queued in the session, and not acked: nobody took it.
+  await eventually(() => assert.equal(queued(dir, 'pump-7'), 1));
+  await gateway.stop();
+  assert.equal(first.acked(), false);
+
+  gateway = await gatewayOn(dir);
+  try {
+    const again = gateway.send('pump-7', x, 'start');
+    assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=held}'), 1);
+    const back = await connectCommandDevice(gateway.url, { clientId: 'pump-7', filter: 'devices/pump-7/commands', clean: false, subscribe: false });
+    try {
+      await back.waitFor(1);
+      await eventually(() => assert.ok(again.acked(), "the queued copy's PUBACK settles it"));
+      const next = gateway.send('pump-7', newId(), 'speed=3');
+      await back.waitFor(2);
+      await eventually(() => assert.ok(next.acked()));
+      assert.deepEqual(payloads(back), ['start', 'speed=3']);
+    } finally {
+      await back.end();
+    }
+  } finally {
+    await gateway.stop();
+  }
+});
+
+test('a device that came back before its commands are delivered again gets each once: the PUBACKs of the copies it was sent settle them', async () => {
+  const dir = tempDir();
+  const [x, y] = [newId(), newId()];
+  let gateway = await gatewayOn(dir);
+  const away = await connectCommandDevice(gateway.url, { clientId: 'fan-2', filter: 'devices/fan-2/commands', clean: false });
+  await away.end();
+  gateway.send('fan-2', x, 'on');
+  gateway.send('fan-2', y, 'fast');
+  await eventually(() => assert.equal(queued(dir, 'fan-2'), 2));
+  await gateway.stop();
+
+  gateway = await gatewayOn(dir);
+  // Back first: the first copy is sent from the session, its PUBACK held (and so the second,
+  // which mqtt.js reads only after it).
+  const back = await connectCommandDevice(gateway.url, { clientId: 'fan-2', filter: 'devices/fan-2/commands', clean: false, subscribe: false, holdAcks: true });
+  try {
+    await back.waitFor(1);
+    const againX = gateway.send('fan-2', x, 'on');
+    const againY = gateway.send('fan-2', y, 'fast');
+    assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=held}'), 2);
+    back.releaseAcks();
+    await back.waitFor(2);
+    await eventually(() => assert.ok(againX.acked() && againY.acked(), 'the PUBACKs of the copies sent before settle them'));
+    const next = gateway.send('fan-2', newId(), 'off');
+    await back.waitFor(3);
+    await eventually(() => assert.ok(next.acked()));
+    assert.deepEqual(payloads(back), ['on', 'fast', 'off']);
+  } finally {
+    await back.end();
+    await gateway.stop();
+  }
+});
+
+test("a copy the device acked before its command is delivered again is the command's answer: it is not sent again", async () => {
+  const dir = tempDir();
+  const x = newId();
+  let gateway = await gatewayOn(dir);
+  const away = await connectCommandDevice(gateway.url, { clientId: 'door-4', filter: 'devices/door-4/commands', clean: false });
+  await away.end();
+  gateway.send('door-4', x, 'lock');
+  await eventually(() => assert.equal(queued(dir, 'door-4'), 1));
+  await gateway.stop();
+
+  gateway = await gatewayOn(dir);
+  const back = await connectCommandDevice(gateway.url, { clientId: 'door-4', filter: 'devices/door-4/commands', clean: false, subscribe: false });
+  try {
+    await back.waitFor(1);
+    // Acked and taken from the session before the source delivers it again.
+    await eventually(() => assert.equal(queued(dir, 'door-4'), 0));
+    const again = gateway.send('door-4', x, 'lock');
+    assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=answered}'), 1);
+    await eventually(() => assert.ok(again.acked()));
+    const next = gateway.send('door-4', newId(), 'unlock');
+    await back.waitFor(2);
+    await eventually(() => assert.ok(next.acked()));
+    assert.deepEqual(payloads(back), ['lock', 'unlock']);
+  } finally {
+    await back.end();
+    await gateway.stop();
+  }
+});
+
+test('with mqtt.persistence: memory nothing is kept: a command delivered again is sent again (at least once)', async () => {
+  const dir = tempDir();
+  const x = newId();
+  const gateway = await gatewayOn(dir, 'memory');
+  const device = await connectCommandDevice(gateway.url, { clientId: 'lamp-1', filter: 'devices/lamp-1/commands' });
+  try {
+    const first = gateway.send('lamp-1', x, 'on');
+    await device.waitFor(1);
+    await eventually(() => assert.ok(first.acked()));
+    const again = gateway.send('lamp-1', x, 'on');
+    await device.waitFor(2);
+    await eventually(() => assert.ok(again.acked()));
+    assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=answered}') ?? 0, 0);
+  } finally {
+    await device.end();
+    await gateway.stop();
+  }
+});
