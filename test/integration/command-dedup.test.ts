@@ -14,7 +14,7 @@ import { createEnvelope, newId } from '../../src/core/envelope.ts';
 import { deviceSink } from '../../src/mqtt/device-sink.ts';
 import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
-import { connectCommandDevice } from '../harness/command-device.ts';
+import { type CommandDevice, connectCommandDevice } from '../harness/command-device.ts';
 import { eventually } from '../harness/eventually.ts';
 import { tempDirs } from '../harness/temp.ts';
 
@@ -63,6 +63,29 @@ function queued(dir: string, clientId: string): number {
   }
 }
 
+/**
+ * A gateway that queued `commands` (id, payload) for the offline persistent session of `device`
+ * and was stopped, and the one started after it on the same broker.db.
+ */
+async function queuedThenRestarted(device: string, commands: readonly (readonly [string, string])[]) {
+  const dir = tempDir();
+  const before = await gatewayOn(dir);
+  const away = await connectCommandDevice(before.url, { clientId: device, filter: `devices/${device}/commands`, clean: false });
+  await away.end();
+  for (const [id, payload] of commands) before.send(device, id, payload);
+  // Queued in the session, and not acked: nobody took them.
+  await eventually(() => assert.equal(queued(dir, device), commands.length));
+  await before.stop();
+  return { dir, gateway: await gatewayOn(dir) };
+}
+
+/** A new command after the others: once `device` has it (the `total`th), it has all it gets. */
+async function oneMore(gateway: Awaited<ReturnType<typeof gatewayOn>>, device: CommandDevice, clientId: string, payload: string, total: number): Promise<void> {
+  const next = gateway.send(clientId, newId(), payload);
+  await device.waitFor(total);
+  await eventually(() => assert.ok(next.acked()));
+}
+
 const payloads = (device: { received: { payload: Buffer }[] }) => device.received.map((c) => c.payload.toString());
 
 test('a command a device acked is not sent again when its source delivers it again after a restart: it counts as delivered at once', async () => {
@@ -83,9 +106,7 @@ test('a command a device acked is not sent again when its source delivers it aga
     assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=answered}'), 1, 'known from what broker.db keeps');
     await eventually(() => assert.ok(again.acked()));
     // A new command after it is the first the device gets on this connection.
-    const next = gateway.send('valve-1', newId(), 'close');
-    await device.waitFor(1);
-    await eventually(() => assert.ok(next.acked()));
+    await oneMore(gateway, device, 'valve-1', 'close', 1);
     assert.deepEqual(payloads(device), ['close']);
   } finally {
     await device.end();
@@ -94,18 +115,8 @@ test('a command a device acked is not sent again when its source delivers it aga
 });
 
 test('a command queued for an offline device and delivered again after a restart reaches the device once; its PUBACK settles the new delivery', async () => {
-  const dir = tempDir();
   const x = newId();
-  let gateway = await gatewayOn(dir);
-  const away = await connectCommandDevice(gateway.url, { clientId: 'pump-7', filter: 'devices/pump-7/commands', clean: false });
-  await away.end();
-  const first = gateway.send('pump-7', x, 'start');
-  // Queued in the session, and not acked: nobody took it.
-  await eventually(() => assert.equal(queued(dir, 'pump-7'), 1));
-  await gateway.stop();
-  assert.equal(first.acked(), false);
-
-  gateway = await gatewayOn(dir);
+  const { gateway } = await queuedThenRestarted('pump-7', [[x, 'start']]);
   try {
     const again = gateway.send('pump-7', x, 'start');
     assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=held}'), 1);
@@ -113,9 +124,7 @@ test('a command queued for an offline device and delivered again after a restart
     try {
       await back.waitFor(1);
       await eventually(() => assert.ok(again.acked(), "the queued copy's PUBACK settles it"));
-      const next = gateway.send('pump-7', newId(), 'speed=3');
-      await back.waitFor(2);
-      await eventually(() => assert.ok(next.acked()));
+      await oneMore(gateway, back, 'pump-7', 'speed=3', 2);
       assert.deepEqual(payloads(back), ['start', 'speed=3']);
     } finally {
       await back.end();
@@ -126,17 +135,11 @@ test('a command queued for an offline device and delivered again after a restart
 });
 
 test('a device that came back before its commands are delivered again gets each once: the PUBACKs of the copies it was sent settle them', async () => {
-  const dir = tempDir();
   const [x, y] = [newId(), newId()];
-  let gateway = await gatewayOn(dir);
-  const away = await connectCommandDevice(gateway.url, { clientId: 'fan-2', filter: 'devices/fan-2/commands', clean: false });
-  await away.end();
-  gateway.send('fan-2', x, 'on');
-  gateway.send('fan-2', y, 'fast');
-  await eventually(() => assert.equal(queued(dir, 'fan-2'), 2));
-  await gateway.stop();
-
-  gateway = await gatewayOn(dir);
+  const { gateway } = await queuedThenRestarted('fan-2', [
+    [x, 'on'],
+    [y, 'fast'],
+  ]);
   // Back first: the first copy is sent from the session, its PUBACK held (and so the second,
   // which mqtt.js reads only after it).
   const back = await connectCommandDevice(gateway.url, { clientId: 'fan-2', filter: 'devices/fan-2/commands', clean: false, subscribe: false, holdAcks: true });
@@ -148,9 +151,7 @@ test('a device that came back before its commands are delivered again gets each 
     back.releaseAcks();
     await back.waitFor(2);
     await eventually(() => assert.ok(againX.acked() && againY.acked(), 'the PUBACKs of the copies sent before settle them'));
-    const next = gateway.send('fan-2', newId(), 'off');
-    await back.waitFor(3);
-    await eventually(() => assert.ok(next.acked()));
+    await oneMore(gateway, back, 'fan-2', 'off', 3);
     assert.deepEqual(payloads(back), ['on', 'fast', 'off']);
   } finally {
     await back.end();
@@ -159,16 +160,8 @@ test('a device that came back before its commands are delivered again gets each 
 });
 
 test("a copy the device acked before its command is delivered again is the command's answer: it is not sent again", async () => {
-  const dir = tempDir();
   const x = newId();
-  let gateway = await gatewayOn(dir);
-  const away = await connectCommandDevice(gateway.url, { clientId: 'door-4', filter: 'devices/door-4/commands', clean: false });
-  await away.end();
-  gateway.send('door-4', x, 'lock');
-  await eventually(() => assert.equal(queued(dir, 'door-4'), 1));
-  await gateway.stop();
-
-  gateway = await gatewayOn(dir);
+  const { dir, gateway } = await queuedThenRestarted('door-4', [[x, 'lock']]);
   const back = await connectCommandDevice(gateway.url, { clientId: 'door-4', filter: 'devices/door-4/commands', clean: false, subscribe: false });
   try {
     await back.waitFor(1);
@@ -177,9 +170,7 @@ test("a copy the device acked before its command is delivered again is the comma
     const again = gateway.send('door-4', x, 'lock');
     assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=answered}'), 1);
     await eventually(() => assert.ok(again.acked()));
-    const next = gateway.send('door-4', newId(), 'unlock');
-    await back.waitFor(2);
-    await eventually(() => assert.ok(next.acked()));
+    await oneMore(gateway, back, 'door-4', 'unlock', 2);
     assert.deepEqual(payloads(back), ['lock', 'unlock']);
   } finally {
     await back.end();
