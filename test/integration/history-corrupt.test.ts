@@ -119,15 +119,20 @@ async function publishToMarked(filled: boolean, more: (gateway: Gateway, data: s
 
 const asideIn = (data: string): string[] => readdirSync(data).filter((f) => f.startsWith('history.db.corrupt-') && !f.endsWith('-wal') && !f.endsWith('-shm'));
 
+/** Publishes `topic`; it goes into a new history, the corrupt one found by one check and kept beside it. */
+async function healedWith(gateway: Gateway, data: string, topic: string, payload: string): Promise<void> {
+  await publish(gateway, topic, payload);
+  await eventually(() => assert.deepEqual(topicsIn(data), [topic]), { timeoutMs: 15_000 });
+  assert.equal(asideIn(data).length, 1, 'the corrupt history was kept beside the new one');
+  assert.equal(gateway.counters.get('history.integrity_checks{result=corrupt}'), 1);
+}
+
 test('a history write that meets a corrupt page marks the history; the next try checks it, moves it aside, and the message goes into a new one without a restart', async () => {
   const { root, data, restarts } = damagedHistory();
   const gateway = await gatewayOn(root, restarts);
   try {
     // Bridge a keeps 5 messages: its first write trims the oldest, on the damaged page.
-    await publish(gateway, 'a/new', 'after the damage');
-    await eventually(() => assert.deepEqual(topicsIn(data), ['a/new']), { timeoutMs: 15_000 });
-    assert.equal(asideIn(data).length, 1, 'the corrupt history was kept beside the new one');
-    assert.equal(gateway.counters.get('history.integrity_checks{result=corrupt}'), 1);
+    await healedWith(gateway, data, 'a/new', 'after the damage');
     assert.equal(existsSync(checkMarkerPath(historyPath(data))), false, 'the mark went with it');
     assert.deepEqual(restarts, [], 'healed without a restart');
     await eventually(() => assert.equal(gateway.status().buffer.bridges.find((b) => b.bridge === 'a')?.sinks[0]?.pending, 0, 'nothing left behind in the buffer'));
@@ -185,10 +190,8 @@ test('`ferry history` that reads a corrupt page says so, exits 1 and marks the h
   assert.ok(existsSync(checkMarkerPath(historyPath(data))));
   const gateway = await gatewayOn(root, restarts);
   try {
-    await publish(gateway, 'b/new', 'after the read');
-    await eventually(() => assert.deepEqual(topicsIn(data), ['b/new']), { timeoutMs: 15_000 });
-    assert.equal(asideIn(data).length, 1, 'checked and moved aside before the first write');
-    assert.equal(gateway.counters.get('history.integrity_checks{result=corrupt}'), 1);
+    // Checked and moved aside before the first write.
+    await healedWith(gateway, data, 'b/new', 'after the read');
     assert.deepEqual(restarts, []);
   } finally {
     await gateway.stop();
