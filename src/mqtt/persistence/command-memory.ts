@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
 import type { GroupCommit } from './group-commit.ts';
+import { reportedRead } from './reported-reads.ts';
 
 /** A copy of a command that a session holds from before: how it was numbered, and its packet id once it was sent. */
 export interface HeldCopy {
@@ -29,14 +30,17 @@ export interface CommandRecords {
 /** CommandRecords in broker.db (tables of COMMANDS_SCHEMA). */
 export class CommandMemory implements CommandRecords {
   readonly #commit: GroupCommit;
+  readonly #onFailure: ((error: Error) => void) | undefined;
   readonly #expected = new Map<number, { readonly brokerId: string; readonly key: string }>();
   readonly #answeredBy: Database.Statement<[string, number], string>;
   readonly #held: Database.Statement<[string], HeldCopy>;
   readonly #answer: Database.Statement<[string, string, number]>;
   readonly #expired: Database.Statement<[number]>;
 
-  constructor(db: Database.Database, commit: GroupCommit) {
+  /** `onFailure`: told of a read that failed, as the state's other reads are (writes go through `commit`). */
+  constructor(db: Database.Database, commit: GroupCommit, onFailure?: (error: Error) => void) {
     this.#commit = commit;
+    this.#onFailure = onFailure;
     this.#answeredBy = db.prepare<[string, number], string>('SELECT client_id FROM commands_answered WHERE command_key = ? AND expires_at > ?').pluck();
     // A copy replaced by another packet (a copy numbered by another broker) is sent as numbered there.
     this.#held = db.prepare<[string], HeldCopy>(
@@ -50,11 +54,11 @@ export class CommandMemory implements CommandRecords {
   }
 
   answeredBy(key: string, now: number): string | undefined {
-    return this.#answeredBy.get(key, now);
+    return reportedRead(this.#onFailure, () => this.#answeredBy.get(key, now));
   }
 
   held(key: string): HeldCopy[] {
-    return this.#held.all(key);
+    return reportedRead(this.#onFailure, () => this.#held.all(key));
   }
 
   expect(brokerId: string, brokerCounter: number, key: string): void {

@@ -90,7 +90,7 @@ export class SqlitePersistence {
     this.#seenVersion = this.#dataVersion.get();
     this.#commit = new GroupCommit(db, synchronousOf(db), (error) => this.#lost(error), options.onFailure);
     this.#retained = new RetainedStore(db, this.#commit);
-    this.commands = new CommandMemory(db, this.#commit);
+    this.commands = new CommandMemory(db, this.#commit, options.onFailure);
     this.#outgoing = new OutgoingQueue(db, this.#commit, this.commands);
     this.#subscriptions = new SubscriptionStore(db, this.#commit);
     this.#packets = new SessionPackets(db, this.#commit);
