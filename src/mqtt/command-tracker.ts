@@ -124,7 +124,7 @@ export class CommandTracker {
     this.#pending.set(counter, pending);
     timer = setTimeout(() => pending.settle({ status: 'expired' }), Math.max(0, command.expiresAt - Date.now()));
     timer.unref();
-    const held = key === undefined ? [] : (this.#remembered((records) => records.held(key)) ?? []);
+    const held = key === undefined ? [] : (this.#remembered((records) => records.held(key, Date.now())) ?? []);
     if (held.length > 0) {
       this.#adopt(pending, held, adopted);
       return { outcome, cancel: () => pending.settle({ status: 'cancelled' }), again: 'held' };

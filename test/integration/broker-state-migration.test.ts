@@ -104,7 +104,7 @@ test('a version 2 broker.db (no commands kept): `ferry sessions` reads it as it 
     queued.map((p) => p.topic),
     ['cmd/x'],
   );
-  assert.deepEqual(state.commands.held('["id","cmd/x"]'), []);
+  assert.deepEqual(state.commands.held('["id","cmd/x"]', Date.now()), []);
   await state.destroy();
   const migrated = new Database(path, { readonly: true });
   try {

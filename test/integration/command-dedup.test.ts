@@ -5,6 +5,7 @@
 // devices.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import pino from 'pino';
@@ -22,7 +23,7 @@ const tempDir = tempDirs('ferry-command-dedup-');
 const logger = pino({ level: 'silent' });
 
 /** An embedded broker on the state file of `dir` with a devices sink sending to devices/<key>/commands. */
-async function gatewayOn(dir: string, persistence: 'sqlite' | 'memory' = 'sqlite') {
+async function gatewayOn(dir: string, persistence: 'sqlite' | 'memory' = 'sqlite', expiryMs = 3_600_000) {
   const counters = new CounterRegistry();
   const broker = await EmbeddedBroker.start({
     host: '127.0.0.1',
@@ -32,7 +33,7 @@ async function gatewayOn(dir: string, persistence: 'sqlite' | 'memory' = 'sqlite
     ...(persistence === 'sqlite' ? { state: { path: join(dir, 'broker.db'), synchronous: 'normal' as const } } : {}),
   });
   const input = new Subject<Delivery>();
-  const sink = deviceSink.create(deviceSink.schema.parse({ topic: 'devices/${key}/commands' }), { logger, counters, dataDir: dir, bridge: 'commands' }, { broker });
+  const sink = deviceSink.create(deviceSink.schema.parse({ topic: 'devices/${key}/commands', expiryMs }), { logger, counters, dataDir: dir, bridge: 'commands' }, { broker });
   const subscription = sink(input).subscribe();
   /** A command to `device` with the message id `id`; its outcome: 'pending' until the sink acks it. */
   const send = (device: string, id: string, payload: string) => {
@@ -65,11 +66,11 @@ function queued(dir: string, clientId: string): number {
 
 /**
  * A gateway that queued `commands` (id, payload) for the offline persistent session of `device`
- * and was stopped, and the one started after it on the same broker.db.
+ * (their expiry `expiryMs` away) and was stopped, and the one started after it on the same broker.db.
  */
-async function queuedThenRestarted(device: string, commands: readonly (readonly [string, string])[]) {
+async function queuedThenRestarted(device: string, commands: readonly (readonly [string, string])[], expiryMs?: number) {
   const dir = tempDir();
-  const before = await gatewayOn(dir);
+  const before = await gatewayOn(dir, 'sqlite', expiryMs);
   const away = await connectCommandDevice(before.url, { clientId: device, filter: `devices/${device}/commands`, clean: false });
   await away.end();
   for (const [id, payload] of commands) before.send(device, id, payload);
@@ -174,6 +175,28 @@ test("a copy the device acked before its command is delivered again is the comma
     assert.deepEqual(payloads(back), ['lock', 'unlock']);
   } finally {
     await back.end();
+    await gateway.stop();
+  }
+});
+
+test('a copy whose expiry passed while the gateway was down is not taken for the command: the command read again is sent, once', async () => {
+  const x = newId();
+  const { gateway } = await queuedThenRestarted('bulb-9', [[x, 'dim']], 300);
+  try {
+    // The copy queued by the first run expires (the broker does not send it).
+    await sleep(400);
+    const again = gateway.send('bulb-9', x, 'dim');
+    assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=held}') ?? 0, 0);
+    const back = await connectCommandDevice(gateway.url, { clientId: 'bulb-9', filter: 'devices/bulb-9/commands', clean: false, subscribe: false });
+    try {
+      await back.waitFor(1);
+      await eventually(() => assert.ok(again.acked()));
+      await oneMore(gateway, back, 'bulb-9', 'off', 2);
+      assert.deepEqual(payloads(back), ['dim', 'off']);
+    } finally {
+      await back.end();
+    }
+  } finally {
     await gateway.stop();
   }
 });

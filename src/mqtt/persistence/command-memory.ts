@@ -18,8 +18,12 @@ export interface HeldCopy {
 export interface CommandRecords {
   /** The client that answered the command (acked it, or refused it for good) within its expiry; undefined if none did. */
   answeredBy(key: string, now: number): string | undefined;
-  /** The copies of the command that sessions still hold (queued, or sent and waiting for their PUBACK). */
-  held(key: string): HeldCopy[];
+  /**
+   * The copies of the command that sessions still hold (queued, or sent and waiting for their
+   * PUBACK), but those past their expiry: the broker sends no expired copy, so the command is
+   * published again for those sessions.
+   */
+  held(key: string, now: number): HeldCopy[];
   /** The message the broker queues with this number is the command `key`: its copies are kept with the key. */
   expect(brokerId: string, brokerCounter: number, key: string): void;
   forget(brokerCounter: number): void;
@@ -33,7 +37,7 @@ export class CommandMemory implements CommandRecords {
   readonly #onFailure: ((error: Error) => void) | undefined;
   readonly #expected = new Map<number, { readonly brokerId: string; readonly key: string }>();
   readonly #answeredBy: Database.Statement<[string, number], string>;
-  readonly #held: Database.Statement<[string], HeldCopy>;
+  readonly #held: Database.Statement<[string, number], HeldCopy>;
   readonly #answer: Database.Statement<[string, string, number]>;
   readonly #expired: Database.Statement<[number]>;
 
@@ -43,11 +47,11 @@ export class CommandMemory implements CommandRecords {
     this.#onFailure = onFailure;
     this.#answeredBy = db.prepare<[string, number], string>('SELECT client_id FROM commands_answered WHERE command_key = ? AND expires_at > ?').pluck();
     // A copy replaced by another packet (a copy numbered by another broker) is sent as numbered there.
-    this.#held = db.prepare<[string], HeldCopy>(
+    this.#held = db.prepare<[string, number], HeldCopy>(
       `SELECT q.client_id AS clientId, q.message_id AS messageId,
          CASE WHEN q.meta IS NULL THEN m.broker_id ELSE q.own_broker_id END AS brokerId,
          CASE WHEN q.meta IS NULL THEN m.broker_counter ELSE q.own_broker_counter END AS brokerCounter
-       FROM queue q JOIN queued_messages m ON m.id = q.seq WHERE q.command_key = ?`,
+       FROM queue q JOIN queued_messages m ON m.id = q.seq WHERE q.command_key = ? AND (q.expires_at IS NULL OR q.expires_at > ?)`,
     );
     this.#answer = db.prepare('INSERT OR IGNORE INTO commands_answered (command_key, client_id, expires_at) VALUES (?, ?, ?)');
     this.#expired = db.prepare('DELETE FROM commands_answered WHERE expires_at <= ?');
@@ -57,8 +61,8 @@ export class CommandMemory implements CommandRecords {
     return reportedRead(this.#onFailure, () => this.#answeredBy.get(key, now));
   }
 
-  held(key: string): HeldCopy[] {
-    return reportedRead(this.#onFailure, () => this.#held.all(key));
+  held(key: string, now: number): HeldCopy[] {
+    return reportedRead(this.#onFailure, () => this.#held.all(key, now));
   }
 
   expect(brokerId: string, brokerCounter: number, key: string): void {
