@@ -68,6 +68,10 @@ export function createProgram(): Command {
     .option('-n, --limit <count>', 'how many messages', parseCount, 20)
     .option('-f, --follow', 'keep printing new messages as they arrive')
     .option('--json', 'one JSON object per line')
+    .addHelpText(
+      'after',
+      '\nSafe while the gateway runs (a reader of its own). Exits 1 when there is no history yet or it cannot be read; a history found corrupt is marked, and the gateway moves it aside at its next start or failed write.\nExample:\n  ferry history --bridge telemetry-history --topic devices/sensor-1/ -n 50 --follow',
+    )
     .action(async (options) => (await import('./history.ts')).historyCommand(options));
 
   const migrate = program
