@@ -9,7 +9,7 @@ import { VERSION } from './version.ts';
 export function createProgram(): Command {
   const program = new Command('ferry')
     .description(
-      'Edge/IoT messaging gateway: devices publish MQTT to it, every message is kept in a durable local buffer, and bridges carry it to Kafka, a local history or another MQTT broker (and commands from Kafka back to the devices).',
+      'Edge/IoT messaging gateway: devices publish MQTT to it, every message is kept in a durable local buffer, and bridges carry it to Kafka, PostgreSQL tables, a local history or another MQTT broker (and commands from Kafka back to the devices).',
     )
     .version(VERSION)
     .showHelpAfterError('(run with --help for usage)');
