@@ -135,3 +135,59 @@ test('a message reaches a wildcard subscription at the lower of its QoS and the 
   await eventually(() => assert.equal(d.publishes.length, 1));
   assert.equal(d.publishes[0]?.qos, 1);
 });
+
+test('a message matching overlapping subscriptions of a client goes once, at the highest QoS granted among them [MQTT-3.3.4-2]', async () => {
+  const base = `qos/${randomName('overlap-')}`;
+  const d = await device();
+  // The lower one first and the higher one after, and the other way round on a second topic:
+  // whichever subscription the broker runs first, the copy carries the highest QoS granted.
+  await d.client.subscribeAsync(`${base}/#`, { qos: 0 });
+  await d.client.subscribeAsync(`${base}/a`, { qos: 1 });
+  await d.client.subscribeAsync(`${base}/b`, { qos: 0 });
+  await d.client.subscribeAsync(`${base}/+`, { qos: 2 });
+  const sender = await device();
+  await sender.client.publishAsync(`${base}/a`, 'a', { qos: 2 });
+  await sender.client.publishAsync(`${base}/b`, 'b', { qos: 2 });
+  await sender.client.publishAsync(`${base}/c`, 'c', { qos: 1 });
+  await sender.client.publishAsync(`${base}/a/z`, 'deep', { qos: 1 });
+  await eventually(() => assert.equal(d.publishes.length, 4));
+  assert.deepEqual(d.publishes.map((p) => [p.payload.toString(), p.qos]).toSorted(), [
+    ['a', 2],
+    ['b', 2],
+    ['c', 1],
+    ['deep', 0],
+  ]);
+});
+
+test('a message queued for an offline session goes at the highest QoS granted among the subscriptions it matches [MQTT-3.8.4-8, MQTT-3.3.4-2]', async () => {
+  const id = randomName('sleepy-');
+  const base = `qos/${id}`;
+  const options = { clean: false, properties: { sessionExpiryInterval: 600 } };
+  const first = await device(id, options);
+  await first.client.subscribeAsync(`${base}/#`, { qos: 0 });
+  await first.client.subscribeAsync(`${base}/+`, { qos: 1 });
+  await first.client.endAsync();
+  const sender = await device();
+  await sender.client.publishAsync(`${base}/x`, 'queued', { qos: 2 });
+  const back = await device(id, options);
+  await eventually(() => assert.equal(back.publishes.length, 1));
+  await sender.client.publishAsync(`${base}/y`, 'live', { qos: 2 });
+  await eventually(() => assert.equal(back.publishes.length, 2));
+  assert.deepEqual(
+    back.publishes.map((p) => [p.payload.toString(), p.qos]),
+    [
+      ['queued', 1],
+      ['live', 1],
+    ],
+  );
+  // Both were acknowledged, so neither is in the session any more: a QoS 0 copy of the live one
+  // would have left its queued copy behind, to be sent again on the next connection.
+  await back.client.endAsync();
+  const again = await device(id, options);
+  await sender.client.publishAsync(`${base}/z`, 'marker', { qos: 1 });
+  await eventually(() => assert.equal(again.publishes.at(-1)?.payload.toString(), 'marker'));
+  assert.deepEqual(
+    again.publishes.map((p) => p.payload.toString()),
+    ['marker'],
+  );
+});
