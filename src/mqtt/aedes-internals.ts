@@ -29,6 +29,8 @@ export interface AedesInternals {
   readonly pubackAfterStore?: boolean;
   /** Set by the patch: live messages a resumed session holds while its queue is read (its queue first, each message once). */
   readonly resumeHeldLimit?: number;
+  /** Set by the patch: a message matching several of a client's subscriptions goes at the highest QoS granted among them. */
+  readonly highestOverlappingQoS?: boolean;
 }
 
 /** Why the patched aedes did not send a message to one client (its 'publishDiscarded' event). */

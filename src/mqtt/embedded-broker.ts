@@ -84,7 +84,8 @@ function assertPatched(aedes: Aedes): void {
     typeof internals.maxInflightInbound === 'number' &&
     typeof internals.outboundQueueLimit === 'number' &&
     internals.pubackAfterStore === true &&
-    typeof internals.resumeHeldLimit === 'number'
+    typeof internals.resumeHeldLimit === 'number' &&
+    internals.highestOverlappingQoS === true
   )
     return;
   throw new FerryError(
