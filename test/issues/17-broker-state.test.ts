@@ -131,6 +131,48 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
   });
 }
 
+const PUBLISHERS = {
+  'pub-311': { protocolVersion: 4, clean: false },
+  'pub-5': { protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 600 } },
+} as const satisfies Record<string, IClientOptions>;
+
+/** Connects, publishes one QoS 1 reading, leaves, and says whether the CONNACK had Session Present. */
+async function sessionPresent(url: string, clientId: string, options: IClientOptions): Promise<boolean> {
+  const client = connect(url, { clientId, reconnectPeriod: 0, connectTimeout: 5000, ...options });
+  clients.push(client);
+  const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
+    client.once('connect', resolve);
+    client.once('error', reject);
+    client.once('close', () => reject(new Error('closed before CONNACK')));
+  });
+  await client.publishAsync(`telemetry/${clientId}`, 'reading', { qos: 1 });
+  await client.endAsync();
+  return connack.sessionPresent;
+}
+
+test('the persistent session of a device that only publishes (no subscriptions) is present when it comes back, after a crash too; not once a clean session replaced it [MQTT-3.2.2-2]', {
+  timeout: 60_000,
+}, async () => {
+  const root = tempDir();
+  const config = writeGatewayTree(root, '{allowAnonymous: true}', {});
+  const dataDir = join(root, 'data');
+  let gw = await start(config, dataDir);
+  for (const [id, options] of Object.entries(PUBLISHERS)) {
+    assert.equal(await sessionPresent(gw.mqttUrl, id, options), false, `${id}: a new session`);
+    assert.equal(await sessionPresent(gw.mqttUrl, id, options), true, `${id}: its session, resumed`);
+  }
+  await sleep(200);
+  await stop(gw, 'SIGKILL');
+  gw = await start(config, dataDir);
+  for (const [id, options] of Object.entries(PUBLISHERS)) {
+    assert.equal(await sessionPresent(gw.mqttUrl, id, options), true, `${id}: its session, after the restart`);
+    // A clean session that ends with its connection (MQTT 5: Session Expiry Interval 0) replaces it.
+    assert.equal(await sessionPresent(gw.mqttUrl, id, { ...options, clean: true, properties: {} }), false, `${id}: a clean session`);
+    assert.equal(await sessionPresent(gw.mqttUrl, id, options), false, `${id}: no session after the clean one ended`);
+  }
+  await stop(gw, 'SIGTERM');
+});
+
 test('the will of a device connected when the gateway was killed is published after the restart: its connection ended without a DISCONNECT', { timeout: 60_000 }, async () => {
   const root = tempDir();
   const config = writeGatewayTree(root, '{allowAnonymous: true}', {});

@@ -97,6 +97,11 @@ export class SessionRecords {
     return row?.owner ?? undefined;
   }
 
+  /** Whether the client id has a persistent session (connected or waiting for its client). */
+  stored(clientId: string): boolean {
+    return this.#statements.exists.get(clientId) !== undefined;
+  }
+
   /** Records `owner` as the owner of the client id's persistent session. */
   saveOwner(clientId: string, owner: string): void {
     this.#commit.eager(() => this.#statements.saveOwner.run(clientId, owner));

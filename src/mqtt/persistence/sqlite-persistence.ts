@@ -204,6 +204,11 @@ export class SqlitePersistence {
     return this.#subscriptions.byClient(client);
   }
 
+  /** Whether the client id has a stored session: aedes (as patched) answers Session Present with it for one without subscriptions. */
+  async sessionStored(clientId: string): Promise<boolean> {
+    return reportedRead(this.#options.onFailure, () => this.#sessions.stored(clientId));
+  }
+
   countOffline(): Promise<{ subsCount: number; clientsCount: number }> {
     return this.#subscriptions.count();
   }
