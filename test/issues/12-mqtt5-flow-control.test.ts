@@ -135,27 +135,3 @@ test('a refusal keeps its Reason String only when it fits the Maximum Packet Siz
   assert.ok((reasons[0]?.length ?? 0) > 0, 'without a limit the refusal says why');
   assert.equal(reasons[1], undefined);
 });
-
-test('with Request Problem Information 0 a refusal carries no Reason String; without it, it says why [MQTT-3.1.2-29]', async () => {
-  const quiet = await device(randomName('quiet-'), { properties: { requestProblemInformation: false } });
-  const told = await device(randomName('told-'));
-  for (const d of [quiet, told]) {
-    // Publishing to a '$' topic is refused (the ACL of the anonymous default): PUBACK 0x87.
-    await assert.rejects(d.client.publishAsync('$SYS/x', 'no', { qos: 1 }), /Not authorized/);
-  }
-  const puback = (d: typeof quiet) => d.packets.find((p) => p.cmd === 'puback') as { reasonCode?: number; properties?: { reasonString?: string } };
-  assert.equal(puback(quiet).reasonCode, 0x87);
-  assert.equal(puback(quiet).properties?.reasonString, undefined);
-  assert.match(puback(told).properties?.reasonString ?? '', /not allowed/);
-});
-
-test('a second connection with the same client id takes the session over: the first gets DISCONNECT 0x8E [MQTT-3.1.4-3]', async () => {
-  const id = randomName('twin-');
-  const first = await device(id);
-  await device(id);
-  await eventually(() => assert.ok(first.packets.some((p) => p.cmd === 'disconnect')));
-  assert.deepEqual(
-    first.packets.filter((p) => p.cmd === 'disconnect').map((p) => (p as { reasonCode?: number }).reasonCode),
-    [0x8e],
-  );
-});
