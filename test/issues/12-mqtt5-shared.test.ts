@@ -215,3 +215,27 @@ test('a QoS 2 message a member with a persistent session left unacknowledged sta
   const back = await device(id, session);
   await eventually(() => assert.deepEqual(payloads(back.publishes), ['m1']));
 });
+
+test('a message a member refused (PUBACK with an error reason code) is not sent to another member [MQTT-4.8.2-6]', async () => {
+  const topic = `shared/${randomName('refused-')}`;
+  const filter = `$share/${randomName('g')}/${topic}`;
+  const { raw: refusing } = await rawDevice();
+  await rawSubscribe(refusing, filter);
+  const other = await device(randomName('other-'));
+  await other.client.subscribeAsync(filter, { qos: 1 });
+  const sender = await device(randomName('sender-'));
+  // Round robin: one of the first two messages goes to the refusing member, which refuses it.
+  for (const payload of ['m1', 'm2']) await sender.client.publishAsync(topic, payload, { qos: 1 });
+  const refused = (await refusing.next('publish')) as { payload: Buffer; messageId: number };
+  refusing.send({ cmd: 'puback', messageId: refused.messageId, reasonCode: 0x80 });
+  // It stays connected and takes its next share: the refusal settled the message.
+  for (const payload of ['m3', 'm4']) await sender.client.publishAsync(topic, payload, { qos: 1 });
+  await eventually(() => assert.equal(refusing.publishes.length, 1));
+  await eventually(() => assert.equal(other.publishes.length, 2));
+  const marker = `after-${randomName('m')}`;
+  await other.client.unsubscribeAsync(filter);
+  await sender.client.publishAsync(topic, marker, { qos: 1 });
+  await eventually(() => assert.ok(payloads(refusing.publishes).includes(marker)));
+  assert.ok(!payloads(other.publishes).includes(refused.payload.toString()), 'the refused message did not go to the other member');
+  assert.equal(refusing.closed, false);
+});
