@@ -1,10 +1,12 @@
 // Issue 12: subscription identifiers and subscribe options (No Local, Retain As Published,
 // Retain Handling; MQTT 5 §3.8.3.1, §3.3.4) on `ferry run`, with mqtt.js and mosquitto_sub.
 import assert from 'node:assert/strict';
+import type { IPublishPacket } from 'mqtt-packet';
 import { test } from 'node:test';
 import { eventually } from '../harness/eventually.ts';
 import { mosquittoSub } from '../harness/mosquitto.ts';
 import { connectMqtt5, gatewayForFile } from '../harness/mqtt5-gateway.ts';
+import { RawMqtt5 } from '../harness/raw-mqtt5.ts';
 import { randomName } from '../harness/services.ts';
 
 const file = gatewayForFile('ferry-issue12-subopts-');
@@ -190,4 +192,70 @@ test('a message queued for an offline session goes at the highest QoS granted am
     again.publishes.map((p) => p.payload.toString()),
     ['marker'],
   );
+});
+
+test("a shared subscription's copy goes at the QoS granted to it, whatever the client's other subscriptions grant [MQTT-3.8.4-8]", async () => {
+  const topic = `qos/${randomName('shared-')}/b`;
+  const base = topic.slice(0, topic.lastIndexOf('/'));
+  const d = await device();
+  // A wildcard at QoS 0 and another subscription at QoS 1: the client's own subscriptions overlap at mixed QoS.
+  await d.client.subscribeAsync(`$share/${randomName('g')}/${topic}`, { qos: 1, properties: { subscriptionIdentifier: 5 } });
+  await d.client.subscribeAsync(`${base}/#`, { qos: 0, properties: { subscriptionIdentifier: 6 } });
+  await d.client.subscribeAsync(`${base}-other`, { qos: 1 });
+  const sender = await device();
+  await sender.client.publishAsync(topic, 'both', { qos: 1 });
+  await eventually(() => assert.equal(d.publishes.length, 2));
+  assert.deepEqual(d.publishes.map((p) => [ids(p), p.qos]).toSorted(), [
+    [[5], 1],
+    [[6], 0],
+  ]);
+});
+
+test("a No Local subscription does not raise the QoS of the client's own message, which goes by its other subscriptions [MQTT-3.8.3-3]", async () => {
+  const base = `qos/${randomName('own-')}`;
+  const d = await device();
+  await d.client.subscribeAsync(`${base}/#`, { qos: 2, nl: true });
+  await d.client.subscribeAsync(`${base}/b`, { qos: 0 });
+  await d.client.publishAsync(`${base}/b`, 'mine', { qos: 2 });
+  const other = await device();
+  await other.client.publishAsync(`${base}/b`, 'theirs', { qos: 2 });
+  await eventually(() => assert.equal(d.publishes.length, 2));
+  assert.deepEqual(
+    d.publishes.map((p) => [p.payload.toString(), p.qos]),
+    [
+      ['mine', 0],
+      ['theirs', 2],
+    ],
+  );
+});
+
+test('a retained message sent on SUBSCRIBE goes at most at the QoS granted [MQTT-3.8.4-8]', async () => {
+  const base = `qos/${randomName('kept-')}`;
+  const sender = await device();
+  await sender.client.publishAsync(`${base}/b`, 'kept', { qos: 1, retain: true });
+  const d = await device();
+  await d.client.subscribeAsync(`${base}/#`, { qos: 0 });
+  await eventually(() => assert.equal(d.publishes.length, 1));
+  assert.equal(d.publishes[0]?.qos, 0);
+});
+
+test('a message sent to an offline-capable session at a lower QoS than published goes again at that QoS after a reconnect, DUP, same packet id [MQTT-3.8.4-8, MQTT-4.4.0-1]', async () => {
+  const id = randomName('flaky-');
+  const topic = `qos/${id}/x`;
+  const properties = { sessionExpiryInterval: 600 };
+  const { raw: first } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: id, clean: false, properties });
+  first.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `qos/${id}/+`, qos: 1, nl: false, rap: false, rh: 0 }] });
+  await first.next('suback');
+  const sender = await device();
+  await sender.client.publishAsync(topic, 'twice', { qos: 2 });
+  const sent = (await first.next('publish')) as IPublishPacket;
+  assert.equal(sent.qos, 1);
+  // No PUBACK: the connection ends, and the session sends it again.
+  first.end();
+  await eventually(() => assert.ok(first.closed));
+  const { raw: back } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: id, clean: false, properties });
+  const again = (await back.next('publish')) as IPublishPacket;
+  assert.deepEqual([again.qos, again.dup, again.messageId, again.payload.toString()], [1, true, sent.messageId, 'twice']);
+  back.send({ cmd: 'puback', messageId: again.messageId as number });
+  back.end();
 });
