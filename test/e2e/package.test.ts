@@ -42,7 +42,7 @@ test('the packed package installs into a fresh project: every entry point import
   run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', join(dir, packed[0]?.filename as string)], project);
   // The postinstall applied Ferry's patches where npm put aedes, aedes-persistence and mqemitter: the broker refuses an unpatched aedes.
   assert.match(readFileSync(join(project, 'node_modules/aedes/aedes.js'), 'utf8'), /highestOverlappingQoS/);
-  assert.match(readFileSync(join(project, 'node_modules/aedes-persistence/asyncPersistence.js'), 'utf8'), /const numbered = /);
+  assert.match(readFileSync(join(project, 'node_modules/aedes-persistence/asyncPersistence.js'), 'utf8'), /match_empty_levels: true/);
   assert.match(readFileSync(join(project, 'node_modules/mqemitter/mqemitter.js'), 'utf8'), /this\._matched = new Map\(\)/);
   const libraryDoc = readFileSync(join(REPO_ROOT, 'docs/library.md'), 'utf8');
   for (const name of Object.keys(allowScripts)) assert.ok(libraryDoc.includes(`"${name}": true`), `docs/library.md tells to allow ${name}'s install scripts`);

@@ -259,3 +259,27 @@ test('a message sent to an offline-capable session at a lower QoS than published
   back.send({ cmd: 'puback', messageId: again.messageId as number });
   back.end();
 });
+
+test("'+' matches an empty level for a persistent session too: a message to '/x' reaches '+/x', live and queued (§4.7.1.3)", async () => {
+  const id = randomName('levels-');
+  const options = { clean: false, properties: { sessionExpiryInterval: 600 } };
+  const first = await device(id, options);
+  let closed = false;
+  first.client.on('close', () => (closed = true));
+  await first.client.subscribeAsync(`+/${id}`, { qos: 1 });
+  const sender = await device();
+  await sender.client.publishAsync(`/${id}`, 'live', { qos: 1 });
+  await eventually(() => assert.equal(first.publishes.length, 1));
+  assert.equal(closed, false, 'still connected');
+  await first.client.endAsync();
+  await sender.client.publishAsync(`/${id}`, 'queued', { qos: 1 });
+  const back = await device(id, options);
+  await eventually(() => assert.equal(back.publishes.length, 1));
+  assert.deepEqual(
+    [...first.publishes, ...back.publishes].map((p) => [p.topic, p.payload.toString(), p.qos]),
+    [
+      [`/${id}`, 'live', 1],
+      [`/${id}`, 'queued', 1],
+    ],
+  );
+});
