@@ -2,14 +2,19 @@
 // Retain Handling; MQTT 5 §3.8.3.1, §3.3.4) on `ferry run`, with mqtt.js and mosquitto_sub.
 import assert from 'node:assert/strict';
 import type { IPublishPacket } from 'mqtt-packet';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { eventually } from '../harness/eventually.ts';
+import { startFerry } from '../harness/ferry-process.ts';
+import { credential, writeGatewayTree } from '../harness/gateway-tree.ts';
 import { mosquittoSub } from '../harness/mosquitto.ts';
 import { connectMqtt5, gatewayForFile } from '../harness/mqtt5-gateway.ts';
 import { RawMqtt5 } from '../harness/raw-mqtt5.ts';
 import { randomName } from '../harness/services.ts';
+import { tempDirs } from '../harness/temp.ts';
 
 const file = gatewayForFile('ferry-issue12-subopts-');
+const dollarDir = tempDirs('ferry-issue12-dollar-');
 const { clients } = file;
 
 async function device(clientId = randomName('dev-'), options: Parameters<typeof connectMqtt5>[2] = {}) {
@@ -282,4 +287,59 @@ test("'+' matches an empty level for a persistent session too: a message to '/x'
       [`/${id}`, 'queued', 1],
     ],
   );
+});
+
+test("No Local for a persistent session: the client's own messages are not queued for it either, so after a reconnect it gets only the others' [MQTT-3.8.3-3]", async () => {
+  const id = randomName('own-queue-');
+  const options = { clean: false, properties: { sessionExpiryInterval: 600 } };
+  const first = await device(id, options);
+  await first.client.subscribeAsync(`nl/${id}/#`, { qos: 1, nl: true });
+  for (const payload of ['mine-1', 'mine-2']) await first.client.publishAsync(`nl/${id}/x`, payload, { qos: 1 });
+  await first.client.endAsync();
+  const other = await device();
+  await other.client.publishAsync(`nl/${id}/y`, 'theirs', { qos: 1 });
+  const back = await device(id, options);
+  await eventually(() => assert.ok(back.publishes.length > 0));
+  await other.client.publishAsync(`nl/${id}/z`, 'marker', { qos: 1 });
+  await eventually(() => assert.equal(back.publishes.at(-1)?.payload.toString(), 'marker'));
+  assert.deepEqual(
+    [...first.publishes, ...back.publishes].map((p) => p.payload.toString()),
+    ['theirs', 'marker'],
+  );
+});
+
+test("a topic starting with '$' is not queued for a persistent session's wildcard-first filter, as it is not sent live [MQTT-4.7.2-1]", async () => {
+  // Devices may publish to '$' topics only where an ACL allows them: a gateway of its own.
+  const root = dollarDir();
+  const config = writeGatewayTree(root, '{allowAnonymous: false}', {
+    'dev.yaml': `name: dev\ncredentials:\n${await credential('dev', 'dev-secret-1', ', clientId: "*"')}acl: {publish: ["$dev/#"], subscribe: ["#", "$dev/#"]}\n`,
+  });
+  const gw = await startFerry(['--config', config, '--data-dir', join(root, 'data')]);
+  try {
+    const id = randomName('dollar-');
+    const login = { username: 'dev', password: 'dev-secret-1' };
+    const options = { ...login, clean: false, properties: { sessionExpiryInterval: 600 } };
+    const connectDev = async (clientId: string, more = {}) => {
+      const d = await connectMqtt5(gw.mqttUrl, clientId, { ...login, ...more });
+      clients.push(d.client);
+      return d;
+    };
+    const first = await connectDev(id, options);
+    await first.client.subscribeAsync('#', { qos: 1 });
+    await first.client.subscribeAsync(`$dev/${id}/marker`, { qos: 1 });
+    const sender = await connectDev(randomName('sender-'));
+    await sender.client.publishAsync(`$dev/${id}/live`, 'live', { qos: 1 });
+    await first.client.endAsync();
+    await sender.client.publishAsync(`$dev/${id}/queued`, 'queued', { qos: 1 });
+    await sender.client.publishAsync(`$dev/${id}/marker`, 'marker', { qos: 1 });
+    const back = await connectDev(id, options);
+    await eventually(() => assert.ok(back.publishes.some((p) => p.payload.toString() === 'marker')));
+    assert.deepEqual(
+      [...first.publishes, ...back.publishes].map((p) => p.topic),
+      [`$dev/${id}/marker`],
+    );
+  } finally {
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+  }
 });
