@@ -172,6 +172,49 @@ describe('limits on broker state (mqtt.limits)', { timeout: 120_000 }, () => {
     assert.equal(logLines('q-offline', 'queuedPerSession'), 1);
   });
 
+  test('a session whose queue is full, resumed while messages keep coming: the device is not disconnected, and gets the messages in order, each once', async () => {
+    const publisher = await client({ clientId: 'q-pump' });
+    for (let round = 0; round < 5; round++) {
+      const id = `q-resume-${round}`;
+      const first = await client({ clientId: id, clean: false, protocolVersion: 5, properties: { sessionExpiryInterval: 600 } });
+      await first.client.subscribeAsync(`qr/${round}/#`, { qos: 1 });
+      await first.client.endAsync();
+      // The queue fills up (queuedPerSession is 3), then messages keep coming while the device
+      // resumes its session. One refused for the queue while the device was away, or coming back
+      // (until its registration, with its will stored in between), could reach its restored
+      // subscriptions live a moment later without a queued copy: the broker closed the connection.
+      // Such a message is dropped for the session, as any refused for its queue.
+      for (let i = 0; i < 3; i++) await publisher.client.publishAsync(`qr/${round}/q`, `q${i}`, { qos: 1 });
+      let sending = true;
+      let sent = 0;
+      const pump = (async () => {
+        while (sending) {
+          await publisher.client.publishAsync(`qr/${round}/p`, `p${sent++}`, { qos: 1 });
+        }
+      })();
+      const will = { topic: `qr/${round}/will`, payload: Buffer.from('gone'), qos: 1 as const };
+      const back = await client({ clientId: id, clean: false, protocolVersion: 5, properties: { sessionExpiryInterval: 600 }, will });
+      let closed = false;
+      back.client.on('close', () => (closed = true));
+      await eventually(() => assert.ok(back.seen.length >= 13 || closed, `round ${round}: ${back.seen.length} messages`));
+      sending = false;
+      await pump;
+      assert.equal(closed, false, `round ${round}: the device is still connected`);
+      const live = back.seen.filter((m) => m.includes(' p')).map((m) => Number(m.split(' p')[1]));
+      assert.deepEqual(
+        live,
+        live.toSorted((a, b) => a - b).filter((n, i, all) => i === 0 || n !== all[i - 1]),
+        `round ${round}: in order, each once`,
+      );
+      assert.deepEqual(
+        back.seen.slice(0, 3),
+        [0, 1, 2].map((i) => `qr/${round}/q q${i}`),
+        `round ${round}: its queue first`,
+      );
+      await back.client.endAsync();
+    }
+  });
+
   test('an MQTT 3.1.1 persistent session expires sessionExpirySeconds after its client left', async () => {
     const first = await client({ clientId: 'exp-311', clean: false, protocolVersion: 4 });
     await first.client.subscribeAsync('exp/#', { qos: 1 });
