@@ -34,7 +34,7 @@ export interface AedesInternals {
 }
 
 /** Why the patched aedes did not send a message to one client (its 'publishDiscarded' event). */
-export type DiscardReason = 'packetTooLarge' | 'receiveQueueFull' | 'noShareMember';
+export type DiscardReason = 'packetTooLarge' | 'receiveQueueFull' | 'noShareMember' | 'expired';
 
 export interface ClientInternals {
   /** The next packet id aedes gives an outgoing QoS 1/2 message of this client. */

@@ -4,7 +4,12 @@ import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { type DiscardReason, onPublishDiscarded } from './aedes-internals.ts';
 
-const DISCARD_REASONS: Readonly<Record<DiscardReason, string>> = { packetTooLarge: 'packet_too_large', receiveQueueFull: 'receive_queue_full', noShareMember: 'no_share_member' };
+const DISCARD_REASONS: Readonly<Record<DiscardReason, string>> = {
+  packetTooLarge: 'packet_too_large',
+  receiveQueueFull: 'receive_queue_full',
+  noShareMember: 'no_share_member',
+  expired: 'expired',
+};
 
 /** Counts and logs (at debug) device connections opening, closing and failing. */
 export function watchConnections(aedes: Aedes, logger: Logger, counters: Counters): void {

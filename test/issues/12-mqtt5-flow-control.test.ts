@@ -119,6 +119,31 @@ test('no more unacknowledged QoS 1 messages in flight to a device than its Recei
   );
 });
 
+test("a message whose expiry passes while it waits for the device's Receive Maximum is not sent; one that waited goes with what is left of its interval [MQTT-3.3.2-5, MQTT-3.3.2-6]", async () => {
+  const topic = `limits/${randomName('rm-expiry-')}`;
+  const { raw: slow } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: randomName('slow-'), properties: { receiveMaximum: 1 } });
+  after(() => slow.end());
+  slow.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] });
+  await slow.next('suback');
+  const expired = (counters: Record<string, number>) => counters['mqtt.deliveries.discarded{reason=expired}'] ?? 0;
+  const before = expired(await gatewayCounters(file.gw));
+  const sender = await device(randomName('sender-'));
+  await sender.client.publishAsync(topic, 'first', { qos: 1 });
+  await sender.client.publishAsync(topic, 'brief', { qos: 1, properties: { messageExpiryInterval: 1 } });
+  await sender.client.publishAsync(topic, 'lasting', { qos: 1, properties: { messageExpiryInterval: 60 } });
+  const first = (await slow.next('publish')) as { messageId: number; payload: Buffer };
+  assert.equal(first.payload.toString(), 'first');
+  // The device holds its PUBACK past the second message's expiry: both others wait meanwhile.
+  await new Promise((resolve) => setTimeout(resolve, 2200));
+  slow.send({ cmd: 'puback', messageId: first.messageId });
+  const next = (await slow.next('publish')) as { payload: Buffer; properties?: { messageExpiryInterval?: number } };
+  assert.equal(next.payload.toString(), 'lasting');
+  const left = next.properties?.messageExpiryInterval ?? 0;
+  assert.ok(left > 0 && left <= 58, `what is left of 60 s after waiting over 2 s: ${left}`);
+  await eventually(async () => assert.equal(expired(await gatewayCounters(file.gw)) - before, 1));
+  assert.equal(slow.publishes.length, 0, 'nothing else came');
+});
+
 test('a refusal keeps its Reason String only when it fits the Maximum Packet Size the device announced [MQTT-3.4.2-2]', async () => {
   const reasons: (string | undefined)[] = [];
   for (const properties of [{}, { maximumPacketSize: 16 }]) {
