@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
 import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, type MqttClient, type Packet } from 'mqtt';
@@ -47,7 +48,12 @@ export async function gatewayCounters(gw: RunningFerry): Promise<Record<string, 
  * One anonymous gateway for the tests of a file: started before them, stopped after them with
  * the clients pushed to `clients`.
  */
-export function gatewayForFile(tempPrefix: string): { readonly gw: RunningFerry; readonly clients: MqttClient[] } {
+export function gatewayForFile(tempPrefix: string): {
+  readonly gw: RunningFerry;
+  readonly clients: MqttClient[];
+  /** An MQTT 5 device connected to this file's gateway (a random client id when none is given), ended after the file. */
+  device(clientId?: string, options?: IClientOptions): Promise<Mqtt5Device>;
+} {
   const tempDir = tempDirs(tempPrefix);
   const clients: MqttClient[] = [];
   let gw: RunningFerry | undefined;
@@ -59,11 +65,17 @@ export function gatewayForFile(tempPrefix: string): { readonly gw: RunningFerry;
     gw?.child.kill('SIGTERM');
     await gw?.exited;
   });
-  return {
+  const file = {
     get gw(): RunningFerry {
       if (gw === undefined) throw new Error('the gateway of this file has not started');
       return gw;
     },
     clients,
+    async device(clientId = `dev-${randomUUID().slice(0, 12)}`, options: IClientOptions = {}): Promise<Mqtt5Device> {
+      const d = await connectMqtt5(file.gw.mqttUrl, clientId, options);
+      clients.push(d.client);
+      return d;
+    },
   };
+  return file;
 }

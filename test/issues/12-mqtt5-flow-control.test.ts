@@ -4,17 +4,20 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { eventually } from '../harness/eventually.ts';
 import { mosquittoSub } from '../harness/mosquitto.ts';
-import { connectMqtt5, gatewayCounters, gatewayForFile } from '../harness/mqtt5-gateway.ts';
+import { gatewayCounters, gatewayForFile } from '../harness/mqtt5-gateway.ts';
 import { RawMqtt5 } from '../harness/raw-mqtt5.ts';
 import { randomName } from '../harness/services.ts';
 
 const file = gatewayForFile('ferry-issue12-flow-');
-const { clients } = file;
+const { device } = file;
 
-async function device(...args: Parameters<typeof connectMqtt5> extends [string, ...infer R] ? R : never) {
-  const d = await connectMqtt5(file.gw.mqttUrl, ...args);
-  clients.push(d.client);
-  return d;
+/** A device on a raw socket, which sends its PUBACKs only when the test does, subscribed to `topic` at QoS 1. */
+async function slowDevice(topic: string, receiveMaximum: number): Promise<RawMqtt5> {
+  const { raw } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: randomName('slow-'), properties: { receiveMaximum } });
+  after(() => raw.end());
+  raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] });
+  await raw.next('suback');
+  return raw;
 }
 
 const big = 'x'.repeat(1000);
@@ -81,11 +84,7 @@ test('mosquitto_sub -V mqttv5 with a Maximum Packet Size stays connected and get
 
 test('no more unacknowledged QoS 1 messages in flight to a device than its Receive Maximum; the rest wait, in order [MQTT-3.3.4-9]', async () => {
   const topic = `limits/${randomName('rm-')}`;
-  // A device on a raw socket, which sends its PUBACKs only when the test does.
-  const { raw: slow } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: randomName('slow-'), properties: { receiveMaximum: 2 } });
-  after(() => slow.end());
-  slow.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] });
-  await slow.next('suback');
+  const slow = await slowDevice(topic, 2);
   const sender = await device(randomName('sender-'));
   for (const n of [1, 2, 3, 4, 5]) await sender.client.publishAsync(topic, `m${n}`, { qos: 1 });
   // A QoS 0 message is not held back by the window: once it is in, the QoS 1 ones
@@ -121,10 +120,7 @@ test('no more unacknowledged QoS 1 messages in flight to a device than its Recei
 
 test("a message whose expiry passes while it waits for the device's Receive Maximum is not sent; one that waited goes with what is left of its interval [MQTT-3.3.2-5, MQTT-3.3.2-6]", async () => {
   const topic = `limits/${randomName('rm-expiry-')}`;
-  const { raw: slow } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: randomName('slow-'), properties: { receiveMaximum: 1 } });
-  after(() => slow.end());
-  slow.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] });
-  await slow.next('suback');
+  const slow = await slowDevice(topic, 1);
   const expired = (counters: Record<string, number>) => counters['mqtt.deliveries.discarded{reason=expired}'] ?? 0;
   const before = expired(await gatewayCounters(file.gw));
   const sender = await device(randomName('sender-'));

@@ -6,18 +6,12 @@ import { connect } from 'node:net';
 import { test } from 'node:test';
 import mqttPacket from 'mqtt-packet';
 import { eventually } from '../harness/eventually.ts';
-import { connectMqtt5, gatewayForFile } from '../harness/mqtt5-gateway.ts';
+import { gatewayForFile } from '../harness/mqtt5-gateway.ts';
 import { RawMqtt5 } from '../harness/raw-mqtt5.ts';
 import { randomName } from '../harness/services.ts';
 
 const file = gatewayForFile('ferry-issue12-protocol-');
-const { clients } = file;
-
-async function device(...args: Parameters<typeof connectMqtt5> extends [string, ...infer R] ? R : never) {
-  const d = await connectMqtt5(file.gw.mqttUrl, ...args);
-  clients.push(d.client);
-  return d;
-}
+const { device } = file;
 
 test('a second CONNECT on a connection is a protocol error: the connection is closed [MQTT-3.1.0-2]', async () => {
   const { raw } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: randomName('twice-') });

@@ -5,18 +5,12 @@ import { after, test } from 'node:test';
 import type { IDisconnectPacket, ISubackPacket } from 'mqtt-packet';
 import { eventually } from '../harness/eventually.ts';
 import { mosquittoSub } from '../harness/mosquitto.ts';
-import { connectMqtt5, gatewayForFile } from '../harness/mqtt5-gateway.ts';
+import { gatewayForFile } from '../harness/mqtt5-gateway.ts';
 import { RawMqtt5 } from '../harness/raw-mqtt5.ts';
 import { randomName } from '../harness/services.ts';
 
 const file = gatewayForFile('ferry-issue12-shared-');
-const { clients } = file;
-
-async function device(clientId: string, options: Parameters<typeof connectMqtt5>[2] = {}) {
-  const d = await connectMqtt5(file.gw.mqttUrl, clientId, options);
-  clients.push(d.client);
-  return d;
-}
+const { device } = file;
 
 async function rawDevice(properties: Record<string, unknown> = {}, clientId = randomName('raw-')) {
   const { raw, connack } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId, properties });

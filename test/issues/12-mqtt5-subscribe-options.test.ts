@@ -15,13 +15,7 @@ import { tempDirs } from '../harness/temp.ts';
 
 const file = gatewayForFile('ferry-issue12-subopts-');
 const dollarDir = tempDirs('ferry-issue12-dollar-');
-const { clients } = file;
-
-async function device(clientId = randomName('dev-'), options: Parameters<typeof connectMqtt5>[2] = {}) {
-  const d = await connectMqtt5(file.gw.mqttUrl, clientId, options);
-  clients.push(d.client);
-  return d;
-}
+const { clients, device } = file;
 
 const ids = (p: { properties?: { subscriptionIdentifier?: number | number[] } }) => [p.properties?.subscriptionIdentifier ?? []].flat();
 
