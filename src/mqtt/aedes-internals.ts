@@ -48,6 +48,8 @@ export interface ClientInternals {
    * messages; with the CONNECT's own `clean` it makes a connection start a clean session.
    */
   _cleanStart: boolean;
+  /** Set by the patch: the highest QoS among the client's non-shared subscriptions that match `topic`, 0 when none does. */
+  grantedQoS(topic: string): number;
 }
 
 /** A packet a client sent, as aedes' parser (mqtt-packet) emits it. */

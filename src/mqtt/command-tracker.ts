@@ -1,6 +1,5 @@
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
-import { topicMatches } from '../core/topic.ts';
-import { type ClientInternals, aedesInternals, clientInternals, onClientPacket, reservePacketId } from './aedes-internals.ts';
+import { aedesInternals, clientInternals, onClientPacket, reservePacketId } from './aedes-internals.ts';
 import type { CommandRecords, HeldCopy } from './persistence/command-memory.ts';
 
 /** A message the gateway publishes to devices. */
@@ -163,7 +162,7 @@ export class CommandTracker {
     }
     if (packet.messageId === undefined) {
       // Live delivery: aedes numbers the copy after this hook, from the same counter.
-      if (grantedQos(clientInternals(client), packet.topic) === 0) {
+      if (clientInternals(client).grantedQoS(packet.topic) === 0) {
         pending.deliveredQos0 = true;
         return packet;
       }
@@ -245,7 +244,7 @@ export class CommandTracker {
       (subscriptions) => {
         const candidates = new Set(subscriptions.map((s) => s.clientId));
         for (const client of Object.values(aedes.clients)) {
-          if (client !== undefined && grantedQos(clientInternals(client), pending.topic) > 0) candidates.add(client.id);
+          if (client !== undefined && clientInternals(client).grantedQoS(pending.topic) > 0) candidates.add(client.id);
         }
         if (![...candidates].every((id) => pending.refusals.has(id))) return;
         const [clientId, reasonCode] = pending.refusals.entries().next().value as [string, number];
@@ -267,15 +266,6 @@ export class CommandTracker {
         (error: unknown) => pending.settle({ status: 'failed', error: error instanceof Error ? error : new Error(String(error)) }),
       );
   }
-}
-
-/** The highest QoS among the client's subscriptions that match `topic`. */
-function grantedQos(client: ClientInternals, topic: string): number {
-  let qos = 0;
-  for (const [filter, subscription] of Object.entries(client.subscriptions)) {
-    if (subscription !== undefined && subscription.qos > qos && topicMatches(filter, topic)) qos = subscription.qos;
-  }
-  return qos;
 }
 
 /** The packet of a command, numbered by the broker as aedes numbers a message. */
