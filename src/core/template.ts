@@ -15,7 +15,7 @@ import { FerryError } from './errors.ts';
  * | `${header.NAME}` | a header (Kafka header, MQTT 5 user property) |
  * | `${payload.a.b}` | a field of the JSON payload (`a.b` is a path; `0` indexes arrays) |
  * | `${payload}` | the whole payload (as UTF-8 text when rendered into text) |
- * | `${id}` | the message's id (its UUIDv7, assigned at ingress) |
+ * | `${id}` | the message's id (its UUIDv7, assigned at ingress; made from a Kafka record or an outbox row) |
  * | `${timestamp}` | when the message arrived, in milliseconds since the epoch |
  *
  * `$${` is a literal `${`. Environment variables (upper-case names) are replaced when the

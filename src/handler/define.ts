@@ -17,7 +17,7 @@ import type { SinkSpec, SourceSpec } from './specs.ts';
  * handled by the bridge's `maxHoldMs` policy once it is held too long.
  */
 export interface Message<T = unknown> {
-  /** Stable id (UUIDv7) given at ingress; the same when the message is delivered again. */
+  /** Stable id (a UUIDv7 given at ingress, or made from a Kafka record or an outbox row); the same when the message is delivered again. */
   readonly id: string;
   /** The MQTT topic it was published to. */
   readonly topic: string;

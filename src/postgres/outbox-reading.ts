@@ -8,6 +8,7 @@ import { describePgError } from './errors.ts';
 import { describeTable, quoteIdentifier, quoteTable, type TableName } from './identifiers.ts';
 import type { PgPool, PgPoolClient, PoolLease, PostgresPools } from './pools.ts';
 import type { PostgresSourceConfig } from './outbox-source.ts';
+import { outboxRowId } from './row-id.ts';
 
 /** The part of pg's pooled Client the outbox reads with: raw text values, and notifications. */
 interface OutboxClient extends PgPoolClient {
@@ -61,8 +62,16 @@ interface Batch {
 export class OutboxReading {
   readonly #o: OutboxReadingOptions;
   readonly #lease: PoolLease;
-  readonly #select: string;
+  /** The SELECT of a read, less its xmin and tableoid (a view or a foreign table has none). */
+  readonly #columns: string;
+  readonly #from: string;
   readonly #settle: string;
+  /**
+   * Where the rows' message ids come from, found at the first read: the rows themselves (a
+   * table: the cluster's system identifier, and each row's tableoid and xmin, see outboxRowId),
+   * or `null`, a new id at each read (a view or a foreign table).
+   */
+  #rowIds: { readonly system: string } | null | undefined;
   readonly #batches = new Set<Batch>();
   readonly #timers = new Set<NodeJS.Timeout>();
   #listener: OutboxClient | undefined;
@@ -86,7 +95,8 @@ export class OutboxReading {
     const q = quoteIdentifier;
     const columns = [config.idColumn, config.payloadColumn, config.topicColumn, config.keyColumn, config.headersColumn].map((c) => (c === undefined ? 'NULL' : q(c)));
     const unmarked = config.delivered === 'mark' ? ` WHERE ${q(config.markColumn as string)} IS NULL` : '';
-    this.#select = `SELECT ${columns.join(', ')} FROM ${quoteTable(table)}${unmarked} ORDER BY ${q(config.idColumn)} LIMIT ${config.batchSize} FOR UPDATE SKIP LOCKED`;
+    this.#columns = `SELECT ${columns.join(', ')}`;
+    this.#from = ` FROM ${quoteTable(table)}${unmarked} ORDER BY ${q(config.idColumn)} LIMIT ${config.batchSize} FOR UPDATE SKIP LOCKED`;
     // The ids come back as the server's text and go back as text[], compared as the column's type.
     this.#settle =
       config.delivered === 'mark'
@@ -171,8 +181,10 @@ export class OutboxReading {
     let rows: (string | null)[][];
     let fields: { dataTypeID: number }[];
     try {
+      this.#rowIds ??= await this.#findRowIds(client);
+      const select = `${this.#columns}${this.#rowIds === null ? '' : ', xmin, tableoid'}${this.#from}`;
       await client.query('BEGIN');
-      ({ rows, fields } = await client.query({ text: this.#select, rowMode: 'array', types: rawTypes }));
+      ({ rows, fields } = await client.query({ text: select, rowMode: 'array', types: rawTypes }));
     } catch (error) {
       release(error instanceof Error ? error : true);
       throw error;
@@ -216,10 +228,28 @@ export class OutboxReading {
     return rows.length === this.#o.config.batchSize;
   }
 
+  /** See #rowIds. */
+  async #findRowIds(client: OutboxClient): Promise<{ readonly system: string } | null> {
+    const table = quoteTable(this.#o.table);
+    const kind = (await client.query<{ relkind: string }>('SELECT relkind FROM pg_class WHERE oid = $1::regclass', [table])).rows[0]?.relkind;
+    if (kind !== 'r' && kind !== 'p') {
+      this.#o.ctx.logger.info(`${this.#o.component}: ${describeTable(this.#o.table)} is not a table (no xmin): a row read again after a crash or a stop gets a new message id`);
+      return null;
+    }
+    // A server that does not let this user read it: the connection's description stands in
+    // for the cluster (a failover to another host then gives rows read again new ids).
+    return client.query<{ system: string }>('SELECT system_identifier::text AS system FROM pg_control_system()').then(
+      ({ rows }) => ({ system: rows[0]?.system ?? this.#o.settings.description }),
+      () => ({ system: this.#o.settings.description }),
+    );
+  }
+
   #envelope(row: readonly (string | null)[], binary: boolean): Envelope {
-    const [, payload, topic, key, headers] = row;
+    const [id, payload, topic, key, headers, xmin, tableoid] = row;
     const bytes = payload === null || payload === undefined ? new Uint8Array() : binary ? Buffer.from(payload.slice(2), 'hex') : payload;
+    const rowIds = this.#rowIds;
     return createEnvelope({
+      ...(rowIds && xmin && tableoid ? { id: outboxRowId(rowIds.system, tableoid, xmin, id as string) } : {}),
       topic: topic ?? describeTable(this.#o.table),
       payload: bytes,
       origin: { source: 'postgres' },

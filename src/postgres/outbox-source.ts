@@ -102,7 +102,8 @@ export type PostgresSourceConfig = z.output<ReturnType<typeof schema>>;
  * `FOR UPDATE SKIP LOCKED` (so gateways sharing the outbox never take the same row), hands
  * them to the bridge's sinks, and deletes or marks each row in the transaction that read it,
  * which commits once every row of the batch was settled. A row nacked, or in flight when the
- * gateway stopped or crashed, stays and is read again: delivery is at least once.
+ * gateway stopped or crashed, stays and is read again: delivery is at least once, and a row read
+ * again has the id it had (outboxRowId), so sinks and devices can tell it from a new message.
  */
 export const postgresSource: SourceComponent<ReturnType<typeof schema>> = {
   kind: 'postgres',

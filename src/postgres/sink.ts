@@ -34,7 +34,7 @@ const schema = lazySchema(() =>
         .refine((columns) => Object.keys(columns).length > 0, 'map at least one column')
         .meta({
           description:
-            "Column name to message template. A template that is one field gives its value with its type: `${id}` (the message's UUIDv7), `${timestamp}` (arrival, in ms: a time for timestamptz), `${payload}` (the payload: jsonb, json, bytea or text), `${payload.a.b}` (a JSON value: numbers for integer and numeric columns, booleans, objects for jsonb), or NULL when the message has none; anything else renders as text. The value is converted to the column's type; a message whose value does not fit goes to the dead letters.",
+            "Column name to message template. A template that is one field gives its value with its type: `${id}` (the message's id: a UUIDv7, or a UUIDv5 made from an outbox row), `${timestamp}` (arrival, in ms: a time for timestamptz), `${payload}` (the payload: jsonb, json, bytea or text), `${payload.a.b}` (a JSON value: numbers for integer and numeric columns, booleans, objects for jsonb), or NULL when the message has none; anything else renders as text. The value is converted to the column's type; a message whose value does not fit goes to the dead letters.",
           examples: [{ id: '${id}', device: '${1}', received_at: '${timestamp}', body: '${payload}' }],
         }),
       onConflict: z

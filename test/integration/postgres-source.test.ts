@@ -144,6 +144,60 @@ test('delivered: mark sets the mark column instead of deleting, and marked rows 
   await Promise.all(stops);
 });
 
+/** The message id of the first row `config`'s source reads, left unsettled (it stays in the table). */
+async function idOfFirstRow(config: Record<string, unknown>): Promise<string> {
+  const stops: Promise<void>[] = [];
+  const { received, subscription } = reader(
+    sourceFor(config, (w) => stops.push(w)),
+    () => {},
+  );
+  try {
+    await eventually(() => assert.ok(received.length > 0));
+    return received[0]?.envelope.id as string;
+  } finally {
+    subscription.unsubscribe();
+    await Promise.all(stops);
+  }
+}
+
+test("a row read again keeps its message id; a row written again (updated, or its id column started again) gets another; a view's rows one at each read", async (t) => {
+  const db = await testSchema(t);
+  await db.query(OUTBOX(db.name));
+  const config = { url: db.url, table: `${db.name}.outbox`, topicColumn: 'topic', pollIntervalMs: 50 };
+  await db.query(`INSERT INTO ${db.name}.outbox (topic, payload) VALUES ('a', '1')`);
+  const first = await idOfFirstRow(config);
+  assert.match(first, /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'a name-based UUID');
+  assert.equal(await idOfFirstRow(config), first, 'the same row read by another source');
+  // Nacked, the row is read again by the same source.
+  const ids: string[] = [];
+  const nacking = reader(sourceFor(config), (d) => {
+    ids.push(d.envelope.id);
+    if (ids.length === 1) d.nack(new Error('refused'));
+    else d.ack();
+  });
+  await eventually(async () => assert.equal((await db.query(`SELECT count(*)::int AS n FROM ${db.name}.outbox`))[0]?.n, 0));
+  nacking.subscription.unsubscribe();
+  assert.deepEqual(ids, [first, first]);
+
+  await db.query(`INSERT INTO ${db.name}.outbox (topic, payload) VALUES ('b', '2')`);
+  const before = await idOfFirstRow(config);
+  await db.query(`UPDATE ${db.name}.outbox SET payload = '3'`);
+  const updated = await idOfFirstRow(config);
+  assert.notEqual(updated, before, 'an updated row is a new message');
+  // The id column started again: a new row with the id of one delivered before.
+  await db.query(`TRUNCATE ${db.name}.outbox RESTART IDENTITY`);
+  await db.query(`INSERT INTO ${db.name}.outbox (topic, payload) VALUES ('a', '1')`);
+  assert.equal((await db.query(`SELECT id::int AS id FROM ${db.name}.outbox`))[0]?.id, 1);
+  const reused = await idOfFirstRow(config);
+  assert.ok(![first, before, updated].includes(reused), 'a new row is a new message');
+
+  // A view has no xmin: it is read, and its rows get a new id at each read.
+  await db.query(`CREATE VIEW ${db.name}.pending AS SELECT * FROM ${db.name}.outbox`);
+  const viewed = { ...config, table: `${db.name}.pending` };
+  const once = await idOfFirstRow(viewed);
+  assert.notEqual(await idOfFirstRow(viewed), once);
+});
+
 test('a NOTIFY on the channel wakes a read long before the next poll; a bytea payload arrives as its bytes', async (t) => {
   const db = await testSchema(t);
   await db.query(`CREATE TABLE ${db.name}.raw (id bigserial PRIMARY KEY, payload bytea NOT NULL)`);
