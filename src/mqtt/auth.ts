@@ -48,8 +48,11 @@ export type Refusal =
 
 export type AuthResult = { ok: true; identity: Identity } | { ok: false; refusal: Refusal };
 
-/** Characters that would let an id or name act as a topic filter or cut a string short. */
-const FORBIDDEN = /[+#/\u0000]/;
+/**
+ * Characters that would let an id or name act as a topic filter or cut a string short, and
+ * U+FFFD, which the packet parser puts for ill-formed UTF-8 [MQTT-1.5.4-1].
+ */
+const FORBIDDEN = /[+#/\u0000\ufffd]/;
 
 /**
  * Decides who may connect: anonymous clients where allowed, else a device whose profile

@@ -18,6 +18,8 @@ export interface Acknowledged {
 export const SERVER_BUSY = 0x89;
 export const QUOTA_EXCEEDED = 0x97;
 export const SERVER_SHUTTING_DOWN = 0x8b;
+/** MQTT 5 DISCONNECT reason code for a packet that breaks the protocol's encoding (ill-formed UTF-8, NUL). */
+export const MALFORMED_PACKET = 0x81;
 
 /** The counters' labels of a message by its QoS, one object each (see CounterRegistry). */
 export const QOS_LABELS: readonly Readonly<Record<string, string>>[] = [{ qos: '0' }, { qos: '1' }, { qos: '2' }];

@@ -14,7 +14,8 @@ import { type NotedMessage, ResendMemory } from './resend-memory.ts';
 import { TopicMemo } from './topic-memo.ts';
 import { payloadBytes, propertyHeaders, samePayload } from './publish-packet.ts';
 import type { ClientRefusals } from './client-refusals.ts';
-import { type Acknowledged, QOS_LABELS, QUOTA_EXCEEDED, SERVER_BUSY, SERVER_SHUTTING_DOWN, TOPIC_NAME_INVALID, refusalOutcome } from './intake-answers.ts';
+import { type Acknowledged, MALFORMED_PACKET, QOS_LABELS, QUOTA_EXCEEDED, SERVER_BUSY, SERVER_SHUTTING_DOWN, TOPIC_NAME_INVALID, refusalOutcome } from './intake-answers.ts';
+import { type StringProperties, malformedProperties } from './property-strings.ts';
 
 export interface PublishIntakeOptions {
   readonly logger: Logger;
@@ -161,6 +162,14 @@ export class PublishIntake {
       callback(Object.assign(new Error(`invalid topic: ${invalid}`), { reasonCode: TOPIC_NAME_INVALID }));
       return;
     }
+    const malformed = client === null ? undefined : malformedProperties(packet.properties as StringProperties | undefined);
+    if (malformed !== undefined && client !== null) {
+      // A Malformed Packet [MQTT-1.5.4-1]: the connection is closed with DISCONNECT 0x81.
+      counters.count('mqtt.publish.refused', { reason: 'malformed' });
+      this.#refused(client, 'malformed', 'publish refused: malformed packet; closing the connection', { topic: packet.topic.slice(0, 200), detail: malformed });
+      this.#refuseUnstored(client, new Error(`malformed packet: ${malformed}`), MALFORMED_PACKET, callback, `malformed packet: ${malformed}`);
+      return;
+    }
     if (client !== null && packet.topic.startsWith('$') && !this.#options.acl) {
       counters.count('mqtt.publish.refused', { reason: 'reserved_topic' });
       this.#refused(client, 'reserved_topic', `publish refused: reserved topic; ${refusalOutcome(client, packet.qos)}`, { topic: packet.topic.slice(0, 200) });
@@ -266,14 +275,14 @@ export class PublishIntake {
    * once the connection is down, when nothing it writes reaches the device any more (another
    * refusal of the same connection waits for the same close).
    */
-  #refuseUnstored(client: Client, error: Error, reasonCode: number, callback: (error?: Error | null) => void): void {
+  #refuseUnstored(client: Client, error: Error, reasonCode: number, callback: (error?: Error | null) => void, reasonString = 'message not stored; send it again'): void {
     if (client.version !== 5) {
       callback(error);
       return;
     }
     if (!client.closed && !this.#disconnecting.has(client)) {
       this.#disconnecting.add(client);
-      client.disconnect({ reasonCode, properties: { reasonString: 'message not stored; send it again' } }, () => {});
+      client.disconnect({ reasonCode, properties: { reasonString } }, () => {});
     }
     const conn: Duplex = client.conn;
     if (conn.destroyed) callback(error);

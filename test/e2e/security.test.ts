@@ -50,6 +50,41 @@ async function refusal(clientId: string, username?: string, password?: string): 
   return 'connected';
 }
 
+/**
+ * The CONNACK return code for an MQTT 3.1.1 CONNECT whose client id or username is `XXXXXXXX`
+ * replaced by ill-formed UTF-8 (an overlong '/', an encoded surrogate cut short), which no
+ * client library writes.
+ */
+async function illFormedRefusal(field: 'clientId' | 'username'): Promise<number | undefined> {
+  const { createConnection } = await import('node:net');
+  const mqttPacket = (await import('mqtt-packet')).default;
+  const url = new URL(gw.mqttUrl);
+  const socket = createConnection({ host: url.hostname, port: Number(url.port) });
+  await new Promise((resolve) => socket.once('connect', resolve));
+  const connect = {
+    cmd: 'connect',
+    protocolId: 'MQTT',
+    protocolVersion: 4,
+    clean: true,
+    keepalive: 60,
+    clientId: 'sensor-a',
+    username: 'sensor-a',
+    password: Buffer.from('x'),
+  } as const;
+  const packet = mqttPacket.generate({ ...connect, [field]: 'XXXXXXXX' });
+  Buffer.concat([Buffer.from('ab'), Buffer.from([0xc0, 0xaf]), Buffer.from('cd'), Buffer.from([0xed, 0xa0])]).copy(packet, packet.indexOf('XXXXXXXX'));
+  const parser = mqttPacket.parser();
+  const connack = new Promise<number | undefined>((resolve) => {
+    parser.on('packet', (p) => resolve((p as { returnCode?: number }).returnCode));
+    socket.once('close', () => resolve(undefined));
+  });
+  socket.on('data', (chunk: Buffer) => parser.parse(chunk));
+  socket.write(packet);
+  const code = await connack;
+  socket.destroy();
+  return code;
+}
+
 async function counters(): Promise<Record<string, number>> {
   return ((await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { counters: Record<string, number> }).counters;
 }
@@ -135,10 +170,13 @@ test("another device's client id, bad ids and names, and anonymous clients are r
   assert.match(await refusal('sensor-b', 'sensor-a', PASSWORDS['sensor-a']), /Bad username or password/);
   for (const id of ['a+b', 'a#', 'a/b', 'a\u0000b']) assert.match(await refusal(id, 'sensor-a', PASSWORDS['sensor-a']), /Identifier rejected/, JSON.stringify(id));
   for (const name of ['sensor+', 'sensor/#', 'x\u0000']) assert.match(await refusal('sensor-a', name, 'x'), /Bad username or password/, JSON.stringify(name));
+  // Ill-formed UTF-8 [MQTT-1.5.4-1]: 2 (identifier rejected) and 4 (bad username or password).
+  assert.equal(await illFormedRefusal('clientId'), 2);
+  assert.equal(await illFormedRefusal('username'), 4);
   assert.match(await refusal('sensor-anon'), /Not authorized/);
   const c = await counters();
-  assert.equal(c['mqtt.connections.refused{reason=invalid_client_id}'], 4);
-  assert.equal(c['mqtt.connections.refused{reason=invalid_username}'], 3);
+  assert.equal(c['mqtt.connections.refused{reason=invalid_client_id}'], 5);
+  assert.equal(c['mqtt.connections.refused{reason=invalid_username}'], 4);
   assert.equal(c['mqtt.connections.refused{reason=anonymous_not_allowed}'], 1);
 });
 

@@ -37,6 +37,18 @@ export class RawMqtt5 {
     this.#socket.write(mqttPacket.generate(packet, { protocolVersion: 5 }));
   }
 
+  /**
+   * Sends `packet` with the bytes of `marker` in it replaced by `bytes` (as many): what an
+   * encoder of JavaScript strings cannot write, such as ill-formed UTF-8.
+   */
+  sendWith(packet: Packet, marker: string, bytes: Buffer): void {
+    const encoded = mqttPacket.generate(packet, { protocolVersion: 5 });
+    const at = encoded.indexOf(marker);
+    if (at < 0 || bytes.length !== Buffer.byteLength(marker)) throw new Error(`sendWith: ${marker} is not in the packet, or not ${bytes.length} bytes`);
+    bytes.copy(encoded, at);
+    this.#socket.write(encoded);
+  }
+
   /** Waits for the first packet of this kind not taken yet, and takes it. */
   async next(cmd: Packet['cmd']): Promise<Packet> {
     return eventually(() => {

@@ -1,12 +1,13 @@
 // Issue 12: a connection's protocol rules on `ferry run` (MQTT 5 §3.1, §3.2, §4.13): CONNECT
-// first and once, the session taken over by a second connection, Request Problem Information.
+// first and once, the session taken over by a second connection, Request Problem Information,
+// and strings in properties that are not well-formed UTF-8 or hold NUL (§1.5.4).
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { test } from 'node:test';
 import mqttPacket from 'mqtt-packet';
 import { eventually } from '../harness/eventually.ts';
-import { gatewayForFile } from '../harness/mqtt5-gateway.ts';
+import { gatewayCounters, gatewayForFile } from '../harness/mqtt5-gateway.ts';
 import { RawMqtt5 } from '../harness/raw-mqtt5.ts';
 import { randomName } from '../harness/services.ts';
 
@@ -58,4 +59,56 @@ test('a second connection with the same client id takes the session over: the fi
     first.packets.filter((p) => p.cmd === 'disconnect').map((p) => (p as { reasonCode?: number }).reasonCode),
     [0x8e],
   );
+});
+
+/** Ill-formed UTF-8, 8 bytes: an overlong '/', then an encoded surrogate cut short. */
+const ILL_FORMED = Buffer.concat([Buffer.from('ab'), Buffer.from([0xc0, 0xaf]), Buffer.from('cd'), Buffer.from([0xed, 0xa0])]);
+
+test('a PUBLISH whose properties hold ill-formed UTF-8 or NUL is a Malformed Packet: DISCONNECT 0x81, not stored nor forwarded; well-formed text passes [MQTT-1.5.4-1, MQTT-1.5.4-2]', async () => {
+  const topic = `devices/${randomName('utf-')}/telemetry`;
+  const watcher = await device();
+  await watcher.client.subscribeAsync(topic, { qos: 1 });
+  const before = (await gatewayCounters(file.gw))['mqtt.publish.refused{reason=malformed}'] ?? 0;
+  const publish = (properties: Record<string, unknown>, messageId: number) =>
+    ({ cmd: 'publish', topic, payload: Buffer.from(`m${messageId}`), qos: 1, messageId, dup: false, retain: false, properties }) as mqttPacket.IPublishPacket;
+  const cases: [string, (raw: RawMqtt5) => void][] = [
+    ['a user property value', (raw) => raw.sendWith(publish({ userProperties: { unit: 'XXXXXXXX' } }, 1), 'XXXXXXXX', ILL_FORMED)],
+    ['a user property name', (raw) => raw.sendWith(publish({ userProperties: { XXXXXXXX: 'v' } }, 2), 'XXXXXXXX', ILL_FORMED)],
+    ['the content type', (raw) => raw.sendWith(publish({ contentType: 'XXXXXXXX' }, 3), 'XXXXXXXX', ILL_FORMED)],
+    ['NUL in the response topic', (raw) => raw.send(publish({ responseTopic: 'replies/a\u0000b' }, 4))],
+  ];
+  for (const [what, send] of cases) {
+    const { raw } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: randomName('bad-') });
+    send(raw);
+    await eventually(() => assert.ok(raw.closed, `${what}: the connection stays open`));
+    assert.deepEqual(
+      raw.packets.map((p) => [p.cmd, (p as { reasonCode?: number }).reasonCode]),
+      [['disconnect', 0x81]],
+      `${what}: a DISCONNECT 0x81 and nothing else (no PUBACK)`,
+    );
+    assert.match((raw.packets[0] as mqttPacket.IDisconnectPacket).properties?.reasonString ?? '', /malformed packet/);
+  }
+  // A will with such a property: refused when it would be published, not sent.
+  const { hostname, port } = new URL(file.gw.mqttUrl);
+  const socket = connect(Number(port), hostname);
+  await once(socket, 'connect');
+  const will = { topic, payload: Buffer.from('will'), qos: 1, retain: false, properties: { userProperties: { state: 'XXXXXXXX' } } } as const;
+  const connectPacket = mqttPacket.generate(
+    { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 60, clientId: randomName('will-'), will },
+    { protocolVersion: 5 },
+  );
+  ILL_FORMED.copy(connectPacket, connectPacket.indexOf('XXXXXXXX'));
+  const connacked = once(socket, 'data');
+  socket.write(connectPacket);
+  await connacked;
+  socket.destroy();
+  await eventually(async () => assert.equal((await gatewayCounters(file.gw))['mqtt.publish.refused{reason=malformed}'], before + cases.length + 1));
+  // Well-formed text beyond ASCII is not refused, and is forwarded as it was.
+  const { raw } = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: randomName('good-') });
+  raw.send(publish({ contentType: 'text/plain; charset=utf-8', userProperties: { unité: '°C ✓ 🌡' } }, 5));
+  assert.equal(((await raw.next('puback')) as mqttPacket.IPubackPacket).reasonCode ?? 0, 0);
+  await eventually(() => assert.equal(watcher.publishes.length, 1));
+  assert.equal(watcher.publishes[0]?.payload.toString(), 'm5', 'only the well-formed message reached the subscriber');
+  assert.deepEqual({ ...watcher.publishes[0]?.properties?.userProperties }, { unité: '°C ✓ 🌡' });
+  raw.end();
 });

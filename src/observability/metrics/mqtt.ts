@@ -79,8 +79,8 @@ export const mqttMetrics = [
     name: 'mqtt.publish.refused',
     type: 'counter',
     unit: 'messages',
-    labels: { reason: { meaning: 'why the message was refused', values: ['invalid_topic', 'reserved_topic', 'acl', 'shutting_down'] } },
-    help: "Device messages refused without being taken: an invalid topic, a `$` topic, outside the device's ACL, or QoS 1 and 2 messages arriving while the gateway shuts down.",
+    labels: { reason: { meaning: 'why the message was refused', values: ['invalid_topic', 'malformed', 'reserved_topic', 'acl', 'shutting_down'] } },
+    help: "Device messages refused without being taken: an invalid topic, MQTT 5 properties with NUL or ill-formed UTF-8, a `$` topic, outside the device's ACL, or QoS 1 and 2 messages arriving while the gateway shuts down.",
   },
   {
     name: 'mqtt.publish.nacked',
