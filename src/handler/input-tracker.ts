@@ -19,7 +19,11 @@ export interface Ticket {
   settled: boolean;
   /** When the message was handed to the handler (Date.now()). */
   readonly since: number;
-  /** The Message object the message was last handed as; collections of earlier ones are ignored. */
+  /**
+   * The Message object the message was last handed as, a number unique in the tracker:
+   * collections of earlier ones, and what they are told (`done`, `keep`, `reject`), are
+   * ignored. NOT_HANDED once the run it was handed to ended, until it is handed again.
+   */
   generation: number;
   /**
    * Outputs built from the message alone in the current and earlier runs of the pipeline: to
@@ -38,6 +42,9 @@ export interface Ticket {
   /** The generation whose Message object the garbage collector watches (-1: none yet). */
   watched: number;
 }
+
+/** The generation of a ticket whose run ended (failed): it waits to be handed to the next one. */
+export const NOT_HANDED = -1;
 
 /** An output built from the ticket's message alone went to `sink`: most go to one sink, counted without a Map. */
 export function noteRouted(ticket: Ticket, sink: string): void {
@@ -75,6 +82,8 @@ export class InputTracker {
   readonly #events: TrackerEvents;
   readonly #registry: FinalizationRegistry<{ readonly ticket: Ticket; readonly generation: number }>;
   #releasedInTurn = 0;
+  /** The last generation given to a ticket (see Ticket.generation). */
+  #generations = 0;
   /** Set by close: nothing is settled any more. */
   #closed = false;
 
@@ -105,7 +114,7 @@ export class InputTracker {
   /** Inputs whose ack waits only for the garbage collector to find them released. */
   get awaitingRelease(): number {
     let n = 0;
-    for (const ticket of this.#open) if (!ticket.released && (!ticket.confirmed || ticket.kept) && ticket.pending === 0) n += 1;
+    for (const ticket of this.#open) if (heldByHandler(ticket) && !ticket.released && (!ticket.confirmed || ticket.kept)) n += 1;
     return n;
   }
 
@@ -129,7 +138,7 @@ export class InputTracker {
       released: false,
       settled: false,
       since: Date.now(),
-      generation: 0,
+      generation: ++this.#generations,
       routedTo: undefined,
       routed: 0,
       routedElsewhere: undefined,
@@ -160,7 +169,7 @@ export class InputTracker {
    * the earlier runs built from it alone are not sent again when the new run builds them.
    */
   retrack(ticket: Ticket): Ticket {
-    ticket.generation += 1;
+    ticket.generation = ++this.#generations;
     ticket.released = false;
     ticket.skip = ticket.routedTo === undefined ? undefined : new Map([[ticket.routedTo, ticket.routed], ...(ticket.routedElsewhere ?? [])]);
     return ticket;
@@ -220,12 +229,26 @@ export class InputTracker {
     this.#nack(ticket, error);
   }
 
-  /** The pipeline completed: it holds nothing any more, so each input waits only for its outputs. */
+  /**
+   * The pipeline completed: it holds nothing any more, so each input handed to it waits only for
+   * its outputs. One not handed to it (left by a failed run, and not handed again before the
+   * stop) stays open: the next reader of the cursor gets it.
+   */
   releaseAll(): void {
     for (const ticket of [...this.#open]) {
+      if (ticket.generation === NOT_HANDED) continue;
       ticket.released = true;
       this.#check(ticket);
     }
+  }
+
+  /**
+   * The run the open inputs were handed to failed: its Message objects are dead. Their
+   * collection, and what the dead run still tells them, must not settle an input that the next
+   * run gets again (they would be acked unhandled); outputs the dead run sent still count.
+   */
+  endRun(): void {
+    for (const ticket of this.#open) ticket.generation = NOT_HANDED;
   }
 
   /** Every input not settled yet is nacked, to be delivered again. */
@@ -265,4 +288,13 @@ export class InputTracker {
     this.#releasedInTurn = 0;
     this.#events.onRelease(count);
   }
+}
+
+/**
+ * Whether the ticket's input is held by the running handler itself: handed to the running
+ * pipeline and waiting on no output (one waiting on a sink is the sink's; one a failed run
+ * left waits for the next run).
+ */
+export function heldByHandler(ticket: Ticket): boolean {
+  return ticket.generation !== NOT_HANDED && ticket.pending === 0;
 }

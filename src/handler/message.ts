@@ -48,11 +48,14 @@ class BufferedMessage implements Message {
    * which the garbage collector pays for). The ticket holds nothing of the message.
    */
   readonly #ticket: Ticket;
+  /** The ticket's generation when this object was made: once it changed, this object is a dead run's. */
+  readonly #generation: number;
 
   constructor(ticket: Ticket, context: MessageContext) {
     this.#envelope = ticket.delivery.envelope;
     this.#context = context;
     this.#ticket = ticket;
+    this.#generation = ticket.generation;
   }
 
   /** The ticket of a message built here, or undefined for any other object. */
@@ -121,16 +124,19 @@ class BufferedMessage implements Message {
     return this.#context.tools.to(sink, this, init);
   }
 
+  // A failed run's message (its pipeline gone, the message handed again to the next run) settles
+  // nothing: the next run decides.
   done(): void {
-    this.#context.done(this.#ticket);
+    if (this.#ticket.generation === this.#generation) this.#context.done(this.#ticket);
   }
 
   keep(): this {
-    this.#context.keep(this.#ticket, this);
+    if (this.#ticket.generation === this.#generation) this.#context.keep(this.#ticket, this);
     return this;
   }
 
   reject(reason: string): void {
+    if (this.#ticket.generation !== this.#generation) return;
     this.#context.reject(
       this.#ticket,
       new FerryError('MESSAGE_REJECTED', `rejected by the handler of bridge '${this.#context.bridge}': ${reason}`, {

@@ -167,6 +167,10 @@ export class HandlerBridge {
     const done = this.#sinks.done();
     this.#cursor.stop();
     const finish = () => {
+      // Retired: whatever it still holds (a failed run's messages, a module's cache) stays
+      // unsettled for the next reader of the cursor, a new version of the bridge (a reload).
+      this.#tracker.close();
+      this.#cursor.detach();
       this.#nudge.stop();
       this.#hold.stop();
       this.#redis.close();
@@ -328,6 +332,8 @@ export class HandlerBridge {
     this.#counters.count('handler.errors', { bridge: this.config.name });
     const culprit = culpritOf(error) ?? this.#current;
     this.#current = undefined;
+    // What the failed run held waits for the next run: nothing of the dead one settles it now.
+    this.#tracker.endRun();
     if (this.#stopping) {
       this.#logger.error({ err: error }, 'the handler failed while stopping; its messages stay buffered');
       this.#tracker.failAll(

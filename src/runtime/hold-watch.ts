@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { FerryError } from '../core/errors.ts';
-import type { InputTracker } from '../handler/input-tracker.ts';
+import { type InputTracker, heldByHandler } from '../handler/input-tracker.ts';
 
 export interface HeldStatus {
   /** Inputs the handler holds or whose outputs are not confirmed yet. */
@@ -53,7 +53,9 @@ export class HoldWatch {
     const overdue = [];
     for (const ticket of this.#tracker.tickets()) {
       if (ticket.since > limit) break;
-      overdue.push(ticket);
+      // One waiting on a sink is the sink's to settle (its stall is the sink's problem); one
+      // a failed run left waits for the next run.
+      if (heldByHandler(ticket)) overdue.push(ticket);
     }
     this.#overdue = onHoldTimeout === 'warn' ? overdue.length : 0;
     const fresh = onHoldTimeout === 'warn' ? overdue.filter((t) => !t.warned) : overdue;

@@ -1,85 +1,22 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
-import { connectAsync } from 'mqtt';
-import pino from 'pino';
 import { NEVER, Subject, buffer, filter, map, merge, mergeMap, tap } from 'rxjs';
-import { type HandlerBridgeConfig, handlerBridgeSchema } from '../../src/config/bridge-module.ts';
-import { loadConfig } from '../../src/config/load.ts';
-import { openBuffer } from '../../src/buffer/open.ts';
-import { garbageCollector } from '../../src/handler/gc-nudge.ts';
 import type { BridgeDefinition, Message } from '../../src/index.ts';
-import { Gateway } from '../../src/runtime/gateway.ts';
-import { componentKinds } from '../../src/runtime/registry.ts';
-import { HistoryReader, historyPath } from '../../src/sqlite/history-store.ts';
+import type { Gateway } from '../../src/runtime/gateway.ts';
+import { historyPath } from '../../src/sqlite/history-store.ts';
+import { bufferedAfterStop, handlerBridge, handlerGateway, handlerPending, historyRows, publishReadings, readings, settleGarbage, waitFor } from '../harness/handler-gateway.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-handler-');
 
-/** A gateway in this process, on free ports, running one TypeScript bridge defined here. */
-async function gatewayWith(root: string, handle: BridgeDefinition['handle']): Promise<Gateway> {
-  writeFileSync(
-    join(root, 'gateway.yaml'),
-    'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {enabled: false}\nshutdown: {drainTimeoutMs: 3000}\ndevices: []\nbridges: []\ngateway: {dataDir: data}\n',
-  );
-  const config = loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} });
-  // Checked and given defaults as the loader does with a bridges/*.ts definition.
-  const definition = handlerBridgeSchema(componentKinds).parse({
-    name: 'h',
-    from: { mqtt: { topics: ['devices/+/telemetry/#'] } },
-    to: { out: { history: {} } },
-    buffer: { retryInitialMs: 50, retryMaxMs: 200 },
-    handle,
-  });
-  const bridge = { ...definition, file: 'test.ts' } as HandlerBridgeConfig;
-  const gateway = new Gateway({ ...config, bridgeConfigs: [bridge] }, pino({ level: process.env['LOG'] ?? 'silent' }), 'test');
-  await gateway.start();
-  return gateway;
-}
-
-async function publish(gateway: Gateway, payloads: readonly string[], device = 'dev-1'): Promise<void> {
-  const client = await connectAsync(`mqtt://127.0.0.1:${gateway.mqttPort}`, { clientId: device, reconnectPeriod: 0 });
-  try {
-    for (const payload of payloads) await client.publishAsync(`devices/${device}/telemetry/t`, payload, { qos: 1 });
-  } finally {
-    await client.endAsync();
-  }
-}
-
-/** Messages of the handler bridge not yet past its cursor. */
-function pending(gateway: Gateway): number {
-  const stats = gateway.status().buffer.bridges.find((b) => b.bridge === 'h');
-  return stats?.sinks.find((s) => s.sink === 'handler')?.pending ?? -1;
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-/** Collects garbage and lets finalizers and the acks they cause run. */
-async function settleGarbage(): Promise<void> {
-  for (let i = 0; i < 3; i++) {
-    garbageCollector()();
-    await sleep(30);
-  }
-}
-
-function history(root: string): { id: string; topic: string; payload: string }[] {
-  const reader = new HistoryReader(join(root, 'data'));
-  try {
-    return reader.latest({ limit: 10_000 }).map((row) => ({ id: row.id, topic: row.topic, payload: Buffer.from(row.payload).toString() }));
-  } finally {
-    reader.close();
-  }
-}
-
-const readings = (n: number) => Array.from({ length: n }, (_, i) => JSON.stringify({ i }));
+/** A gateway in this process, on free ports, running one TypeScript bridge `h` with `handle`. */
+const gatewayWith = (root: string, handle: BridgeDefinition['handle']): Promise<Gateway> => handlerGateway(root, [handlerBridge(handle)]);
+const publish = publishReadings;
+const pending = handlerPending;
+const history = historyRows;
 
 test('messages dropped by filter are acked as handled: the cursor moves and the buffer drains', async () => {
   const root = tempDir();
@@ -295,30 +232,19 @@ test('stopped without its acks (the pipeline never ends), the gateway delivers t
 
 test('a handler bridge removed by a reload and torn down while holding messages acks none of them later, even once they are collected', async () => {
   const root = tempDir();
-  writeFileSync(
-    join(root, 'gateway.yaml'),
-    'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {enabled: false}\nshutdown: {drainTimeoutMs: 300}\ndevices: []\nbridges: []\ngateway: {dataDir: data}\n',
-  );
-  const config = loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} });
   let seen = 0;
   let kept: Message | undefined;
-  const definition = handlerBridgeSchema(componentKinds).parse({
-    name: 'h',
-    from: { mqtt: { topics: ['devices/+/telemetry/#'] } },
-    to: { out: { history: {} } },
-    // Holds every message for ever (as a stuck lookup would), and keeps the last one reachable.
-    handle: ((messages, tools) =>
-      messages.pipe(
-        tap((m) => {
-          seen += 1;
-          kept = m;
-        }),
-        mergeMap((m) => NEVER.pipe(map(() => tools.to('out', m)))),
-      )) satisfies BridgeDefinition['handle'],
-  });
-  const bridge = { ...definition, file: 'h.ts' } as HandlerBridgeConfig;
-  const gateway = new Gateway({ ...config, bridgeConfigs: [bridge] }, pino({ level: 'silent' }), 'test', { load: async () => ({ ...config, bridgeConfigs: [] }) });
-  await gateway.start();
+  // Holds every message for ever (as a stuck lookup would), and keeps the last one reachable.
+  const bridge = handlerBridge((messages, tools) =>
+    messages.pipe(
+      tap((m) => {
+        seen += 1;
+        kept = m;
+      }),
+      mergeMap((m) => NEVER.pipe(map(() => tools.to('out', m)))),
+    ),
+  );
+  const gateway = await handlerGateway(root, [bridge], { reloaded: [], drainTimeoutMs: 300 });
   try {
     await publish(
       gateway,
@@ -336,11 +262,6 @@ test('a handler bridge removed by a reload and torn down while holding messages 
   } finally {
     await gateway.stop();
   }
-  const { store } = openBuffer(join(root, 'data'), pino({ level: 'silent' }));
-  try {
-    assert.equal(store.stats('h').messages, 10, 'every acknowledged message is still buffered for the next reader');
-  } finally {
-    store.close();
-  }
+  assert.equal(bufferedAfterStop(root), 10, 'every acknowledged message is still buffered for the next reader');
   assert.ok(kept !== undefined);
 });
