@@ -14,7 +14,11 @@ export const bufferPolicySchema = lazySchema(() =>
         .int()
         .min(1)
         .default(256 * 1024 * 1024)
-        .meta({ description: 'Most payload bytes the bridge may hold on disk.', examples: [268435456] }),
+        .meta({
+          description:
+            "Most payload bytes the bridge may hold on disk. A message larger than this could never be stored: it goes to the bridge's dead letters (`bridge.messages.rejected{reason=too_large}`), whatever `overflow` says.",
+          examples: [268435456],
+        }),
       maxAgeMs: z
         .int()
         .min(0)

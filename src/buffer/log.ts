@@ -169,7 +169,15 @@ export class BufferLog {
 
   /** Deletes the `count` oldest messages of a bridge, whatever the cursors; returns what it removed. */
   dropOldest(bridge: string, count: number): BridgeUsage {
-    return this.deleteRanges(bridge, [{ lo: Number.NEGATIVE_INFINITY, hi: this.packs.nth(bridge, count) }]);
+    return this.dropOldestFreeing(bridge, count, 0);
+  }
+
+  /**
+   * Deletes the bridge's oldest messages, as few as free at least `messages` of them and
+   * `bytes` of payload (either may be 0 or less: nothing needed); returns what it removed.
+   */
+  dropOldestFreeing(bridge: string, messages: number, bytes: number): BridgeUsage {
+    return this.deleteRanges(bridge, [{ lo: Number.NEGATIVE_INFINITY, hi: this.packs.throughFreeing(bridge, messages, bytes) }]);
   }
 
   /**

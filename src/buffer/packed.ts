@@ -159,6 +159,25 @@ export class Packs {
   }
 
   /**
+   * The seq through which the bridge's oldest messages hold at least `messages` messages and
+   * `bytes` bytes of payload (all of them when they hold less; its floor when none is needed).
+   */
+  throughFreeing(bridge: string, messages: number, bytes: number): number {
+    if (bytes <= 0) return this.nth(bridge, messages);
+    let through = this.floor(bridge);
+    let freedMessages = 0;
+    let freedBytes = 0;
+    for (const { seq, pack } of this.#messagesAfter(bridge, through)) {
+      if (freedMessages >= messages && freedBytes >= bytes) break;
+      const at = seq - pack.first;
+      freedMessages += 1;
+      freedBytes += payloadBytes(pack.meta, at, at + 1);
+      through = seq;
+    }
+    return through;
+  }
+
+  /**
    * The seq through which the bridge's log, from its front, holds messages created before
    * `before` (ms), `limit` of them at most (-1: no limit); its floor when the first is not.
    */

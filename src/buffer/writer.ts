@@ -4,25 +4,16 @@ import type { Delivery } from '../core/delivery.ts';
 import type { Envelope } from '../core/envelope.ts';
 import { FerryError, wrapError } from '../core/errors.ts';
 import type { BufferPolicy, BufferSettings } from './config.ts';
-import type { MessageTracing, TracedMessage } from '../core/tracing.ts';
+import type { MessageTracing } from '../core/tracing.ts';
 import { Signal } from './signal.ts';
-import type { AppendEntry, BufferStore } from './store.ts';
+import type { BufferStore } from './store.ts';
 import { BufferUpkeep } from './upkeep.ts';
-import { ABANDONED, AbandonedLog } from './abandoned.ts';
+import { AbandonedLog } from './abandoned.ts';
+import { type Pending, QOS0_NOT_STORED, admit } from './admission.ts';
 import { AckGate } from './ack-gate.ts';
 import { type Fdatasync, WalSync } from '../sqlite/wal-sync.ts';
 import { isCorruption } from '../sqlite/open-checked.ts';
 import { reportCorruptBuffer } from './open.ts';
-
-/**
- * A delivery waiting for the group commit, in the shape the store appends (no copy per message):
- * `envelope` is the delivery's, or, with `deadLetter` set, the one a message refused at ingress leaves.
- */
-interface Pending extends AppendEntry {
-  readonly delivery: Delivery;
-  /** Set for a sampled message: its span ends at the commit. */
-  readonly traced?: TracedMessage | undefined;
-}
 
 /**
  * `refusing`: a bridge under `overflow: refuse` is full. `disk-full` and `write-failed`: the database
@@ -31,6 +22,8 @@ interface Pending extends AppendEntry {
 export type WriterState = 'ok' | 'disk-full' | 'write-failed' | 'refusing';
 
 const RETRY_HELD_MS = 1000;
+/** At most one warning per bridge in this interval for messages larger than its maxBytes; the counter has every one. */
+const WARN_TOO_LARGE_MS = 60_000;
 const DISK_LOST = new FerryError('STORAGE_FAILED', 'not acknowledged: the disk failed to sync the buffer', { component: 'buffer', retryable: true });
 
 /**
@@ -59,6 +52,8 @@ export class BufferWriter {
   #lastFlush = Number.NEGATIVE_INFINITY;
   #heldTimer: NodeJS.Timeout | undefined;
   #state: WriterState = 'ok';
+  /** Per bridge, when a message larger than its maxBytes was last logged. */
+  readonly #warnedTooLarge = new Map<string, number>();
   /** When the current refusal or storage episode began. */
   #episodeSince = 0;
   readonly #abandoned: AbandonedLog;
@@ -197,61 +192,20 @@ export class BufferWriter {
 
   /** While anything is held for a bridge (or the disk is full), newer messages are held behind it, so that a device's messages are stored in the order it sent them. */
   #commit(batch: readonly Pending[], retrying: boolean): void {
-    const heldBridges = retrying ? new Set<string>() : new Set(this.#held.map((h) => h.bridge));
-    const accepted: Pending[] = [];
-    const toDrop = new Map<string, number>();
-    const incoming = new Map<string, { messages: number; bytes: number }>();
-    let refused = 0;
-    let abandoned: Map<string, number> | undefined;
-    for (const entry of batch) {
-      const { bridge } = entry;
-      if (entry.delivery.abandoned?.() === true) {
-        abandoned ??= new Map();
-        abandoned.set(bridge, (abandoned.get(bridge) ?? 0) + 1);
-        entry.traced?.end('abandoned');
-        entry.delivery.nack(ABANDONED);
-        continue;
-      }
-      if (heldBridges.has(bridge) || (!retrying && this.#storageDown())) {
-        this.#held.push(entry);
-        if (!this.#storageDown()) refused += 1;
-        continue;
-      }
-      if (entry.deadLetter !== undefined) {
-        // Not in the log: the bridge's limits do not apply.
-        accepted.push(entry);
-        continue;
-      }
-      const policy = this.#policies.get(bridge);
-      const bytes = entry.delivery.envelope.payload.byteLength;
-      const usage = this.#store.usage(bridge);
-      let add = incoming.get(bridge);
-      if (add === undefined) {
-        add = { messages: 0, bytes: 0 };
-        incoming.set(bridge, add);
-      }
-      const dropping = toDrop.get(bridge) ?? 0;
-      const fits = policy === undefined || (usage.messages - dropping + add.messages + 1 <= policy.maxMessages && usage.bytes + add.bytes + bytes <= policy.maxBytes);
-      if (!fits && policy !== undefined) {
-        if (policy.overflow === 'refuse') {
-          this.#held.push(entry);
-          heldBridges.add(bridge);
-          refused += 1;
-          continue;
-        }
-        if (policy.overflow === 'drop-newest') {
-          this.#counters.count('buffer.dropped', { bridge, reason: 'drop-newest' });
-          this.#logger.warn({ bridge, id: entry.delivery.envelope.id, topic: entry.delivery.envelope.topic }, 'buffer full: dropped the new message (overflow: drop-newest)');
-          entry.traced?.end('dropped');
-          entry.delivery.ack();
-          continue;
-        }
-        toDrop.set(bridge, dropping + 1);
-      }
-      add.messages += 1;
-      add.bytes += bytes;
-      accepted.push(entry);
-    }
+    const heldBefore = this.#held.length;
+    const { accepted, kept, overfull, incoming, refused, abandoned } = admit(batch, {
+      held: this.#held,
+      retrying,
+      storageDown: () => this.#storageDown(),
+      policies: this.#policies,
+      store: this.#store,
+      tooLarge: (entry, maxBytes) => this.#tooLarge(entry, maxBytes),
+      droppedNewest: (entry) => {
+        const { bridge, envelope } = entry;
+        this.#counters.count('buffer.dropped', { bridge, reason: 'drop-newest' });
+        this.#logger.warn({ bridge, id: envelope.id, topic: envelope.topic }, 'buffer full: dropped the new message (overflow: drop-newest)');
+      },
+    });
     if (abandoned !== undefined) this.#abandoned.note(abandoned, this.#held.length);
     if (refused > 0) {
       this.#counters.count('buffer.refused', {}, refused);
@@ -262,16 +216,27 @@ export class BufferWriter {
     const started = performance.now();
     try {
       this.#store.append(accepted, () => {
-        for (const [bridge, count] of toDrop) {
-          const removed = this.#store.dropOldest(bridge, count);
+        for (const bridge of overfull) {
+          // Inside the transaction, after the insert: usage does not count the new ones yet.
+          const policy = this.#policies.get(bridge) as BufferPolicy;
+          const usage = this.#store.usage(bridge);
+          const add = incoming.get(bridge) as { messages: number; bytes: number };
+          const removed = this.#store.dropOldestFreeing(bridge, usage.messages + add.messages - policy.maxMessages, usage.bytes + add.bytes - policy.maxBytes);
           this.#counters.count('buffer.dropped', { bridge, reason: 'drop-oldest' }, removed.messages);
           this.#logger.warn({ bridge, dropped: removed.messages }, 'buffer full: dropped the oldest messages (overflow: drop-oldest)');
         }
       });
     } catch (error) {
       // Held, not nacked: nacking would close the devices' connections while their later
-      // messages, already received, could still be stored ahead of these.
-      this.#held.push(...accepted);
+      // messages, already received, could still be stored ahead of these. In the batch's order
+      // (what it stored, then what it held would reorder a bridge); QoS 0 ones are not held.
+      this.#held.length = heldBefore;
+      for (const entry of kept) {
+        if (entry.delivery.envelope.origin.qos === 0) {
+          entry.traced?.end('dropped');
+          entry.delivery.nack(QOS0_NOT_STORED);
+        } else this.#held.push(entry);
+      }
       if (isCorruption(error)) {
         this.corrupted(error, 'an append');
         return;
@@ -322,6 +287,26 @@ export class BufferWriter {
     };
     if (walSync === undefined) stored();
     else walSync.after((error) => (error === undefined ? stored() : this.#syncFailed(durable, error)));
+  }
+
+  /**
+   * A message larger than its bridge's `maxBytes` could never be stored, and held (`refuse`) it
+   * would hold back every later message of the bridge for good: it goes to the dead letters
+   * instead (sink `buffer`), counted as `bridge.messages.rejected{reason=too_large}`.
+   */
+  #tooLarge(entry: Pending, maxBytes: number): Pending {
+    const { bridge, envelope } = entry;
+    const bytes = envelope.payload.byteLength;
+    this.#counters.count('bridge.messages.rejected', { bridge, reason: 'too_large' });
+    const now = Date.now();
+    if (now - (this.#warnedTooLarge.get(bridge) ?? Number.NEGATIVE_INFINITY) >= WARN_TOO_LARGE_MS) {
+      this.#warnedTooLarge.set(bridge, now);
+      this.#logger.warn(
+        { bridge, topic: envelope.topic, clientId: envelope.origin.clientId, bytes, maxBytes },
+        `buffer: a message of ${bytes} bytes is larger than the bridge's buffer.maxBytes (${maxBytes}): moved to its dead letters`,
+      );
+    }
+    return { ...entry, deadLetter: { sink: 'buffer', reason: `larger than buffer.maxBytes (${bytes} > ${maxBytes} bytes)` } };
   }
 
   /** SQLITE_CORRUPT met by `foundBy` (an append, a sink's read): as after a failed integrity check, nothing is stored or acknowledged again in this run; marked, the next start moves the buffer aside. Once. */

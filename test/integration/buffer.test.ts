@@ -5,60 +5,21 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import type { Observable, map } from 'rxjs';
 import pino from 'pino';
-import { bufferPolicySchema, bufferSettingsSchema, type BufferPolicy, type BufferSettings } from '../../src/buffer/config.ts';
+import { bufferPolicySchema } from '../../src/buffer/config.ts';
 import { bufferPath, openBuffer } from '../../src/buffer/open.ts';
 import { cursorSource } from '../../src/buffer/reader.ts';
 import type { BufferStore } from '../../src/buffer/store.ts';
-import { BufferWriter } from '../../src/buffer/writer.ts';
 import type { Delivery } from '../../src/core/delivery.ts';
 import { FerryError } from '../../src/core/errors.ts';
 import type { SinkEvent } from '../../src/core/stream.ts';
 import { batchingSink } from '../../src/core/batching-sink.ts';
-import { CounterRegistry } from '../../src/observability/counters.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
+import { bufferSetup, payloads, until } from '../harness/buffer-setup.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const logger = pino({ level: 'silent' });
 const tempDir = tempDirs('ferry-buffer-');
-
-function setup(policy: Partial<BufferPolicy> = {}, sinks = ['out'], settings: Partial<BufferSettings> = {}) {
-  const dir = tempDir();
-  const counters = new CounterRegistry();
-  const { store } = openBuffer(dir, logger);
-  const writer = new BufferWriter(store, bufferSettingsSchema().parse(settings), logger, counters);
-  const fullPolicy = bufferPolicySchema().parse({ retryInitialMs: 10, retryMaxMs: 50, ...policy });
-  store.registerBridge('b', sinks);
-  writer.setPolicy('b', fullPolicy);
-  const readers: { stop(): void }[] = [];
-  /** Runs a sink over one sink's cursor; `decide` acks (undefined) or nacks (an Error) each message. */
-  const drain = (sink: string, decide: (d: Delivery) => Error | undefined = () => undefined) => {
-    const seen: string[] = [];
-    const reader = cursorSource({ store, writer, bridge: 'b', sink, policy: fullPolicy, logger, counters });
-    readers.push({ stop: () => subscription.unsubscribe() });
-    const subscription = reader.deliveries.subscribe((d) => {
-      seen.push(Buffer.from(d.envelope.payload).toString());
-      const error = decide(d);
-      if (error === undefined) d.ack();
-      else d.nack(error);
-    });
-    return { seen, stop: () => subscription.unsubscribe() };
-  };
-  const cleanup = () => {
-    for (const r of readers) r.stop();
-    writer.close();
-    store.close();
-  };
-  return { dir, store, writer, counters, drain, cleanup };
-}
-
-const payloads = (d: readonly Delivery[]) => d.map((x) => Buffer.from(x.envelope.payload).toString());
-
-async function until(check: () => boolean, what: string, ms = 5000): Promise<void> {
-  for (const end = Date.now() + ms; !check(); ) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+const setup = bufferSetup(tempDir);
 
 test('deliveries of one turn are committed together and acked only once the rows are on disk', async () => {
   const { dir, store, writer, cleanup } = setup();

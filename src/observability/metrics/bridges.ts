@@ -15,9 +15,9 @@ export const bridgeMetrics = [
     unit: 'messages',
     labels: {
       bridge: BRIDGE,
-      reason: { meaning: 'the step that refused it', values: ['not_json', 'not_object', 'schema', 'rate_limited', 'failed'] },
+      reason: { meaning: 'the step that refused it', values: ['not_json', 'not_object', 'schema', 'rate_limited', 'failed', 'too_large'] },
     },
-    help: "Messages a transform step or the rate limit (`onExceed: reject`) refused: acknowledged to the device and kept in the bridge's dead letters.",
+    help: "Messages a transform step, the rate limit (`onExceed: reject`) or the buffer (`too_large`: a payload above the bridge's `buffer.maxBytes`) refused: acknowledged to the device and kept in the bridge's dead letters.",
   },
   {
     name: 'bridge.source.failed',

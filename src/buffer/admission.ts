@@ -1,0 +1,126 @@
+import type { Delivery } from '../core/delivery.ts';
+import { FerryError } from '../core/errors.ts';
+import type { TracedMessage } from '../core/tracing.ts';
+import { ABANDONED } from './abandoned.ts';
+import type { BufferPolicy } from './config.ts';
+import type { AppendEntry, BufferStore } from './store.ts';
+
+/**
+ * A delivery waiting for the group commit, in the shape the store appends (no copy per message):
+ * `envelope` is the delivery's, or, with `deadLetter` set, the one a message refused at ingress leaves.
+ */
+export interface Pending extends AppendEntry {
+  readonly delivery: Delivery;
+  /** Set for a sampled message: its span ends at the commit. */
+  readonly traced?: TracedMessage | undefined;
+}
+
+/** What a QoS 0 message the buffer cannot take now is nacked with: at most once, it is not held (nobody would send it again). */
+export const QOS0_NOT_STORED = new FerryError('MESSAGE_REJECTED', 'QoS 0 message not stored: the buffer cannot take it now', { component: 'buffer', retryable: true });
+
+export interface AdmissionContext {
+  /** The writer's held deliveries: those this commit holds are added to them. */
+  readonly held: Pending[];
+  /** Held ones tried again: no bridge is held back by the others. */
+  readonly retrying: boolean;
+  readonly storageDown: () => boolean;
+  readonly policies: ReadonlyMap<string, BufferPolicy>;
+  readonly store: BufferStore;
+  /** The entry to store instead of one larger than its bridge's maxBytes (its dead letter). */
+  readonly tooLarge: (entry: Pending, maxBytes: number) => Pending;
+  /** Counts and logs a message dropped under drop-newest (it is acked here). */
+  readonly droppedNewest: (entry: Pending) => void;
+}
+
+export interface Admission {
+  /** What the commit appends (messages and dead letters), in order. */
+  readonly accepted: Pending[];
+  /** What the commit stores or holds, in the batch's order: held again in that order if the append fails. */
+  readonly kept: Pending[];
+  /** Bridges under drop-oldest that the commit takes past a limit: trimmed back in the append's transaction. */
+  readonly overfull: ReadonlySet<string>;
+  /** Per bridge, the messages and payload bytes the commit appends. */
+  readonly incoming: ReadonlyMap<string, { messages: number; bytes: number }>;
+  /** Deliveries held because their bridge is full (counted as buffer.refused). */
+  readonly refused: number;
+  /** Per bridge, deliveries nacked because their connection closed before they were stored. */
+  readonly abandoned: Map<string, number> | undefined;
+}
+
+/**
+ * Which of a group commit's deliveries the buffer takes, under each bridge's limits and overflow
+ * policy: appended, held unacknowledged (QoS 1 and 2, while their bridge is full under `refuse`
+ * or the disk cannot take them, and any later ones of the same bridge behind them), dropped
+ * (`drop-newest`; QoS 0 that cannot be taken now, nacked), or nacked as abandoned. A message
+ * larger than its bridge's `maxBytes` goes to the dead letters: it could never be stored.
+ */
+export function admit(batch: readonly Pending[], ctx: AdmissionContext): Admission {
+  const { held, retrying, policies, store } = ctx;
+  const heldBridges = retrying ? new Set<string>() : new Set(held.map((h) => h.bridge));
+  const accepted: Pending[] = [];
+  const kept: Pending[] = [];
+  const overfull = new Set<string>();
+  const incoming = new Map<string, { messages: number; bytes: number }>();
+  let refused = 0;
+  let abandoned: Map<string, number> | undefined;
+  const hold = (entry: Pending, counted: boolean): void => {
+    if (entry.delivery.envelope.origin.qos === 0) {
+      entry.traced?.end('dropped');
+      entry.delivery.nack(QOS0_NOT_STORED);
+      return;
+    }
+    held.push(entry);
+    kept.push(entry);
+    if (counted) refused += 1;
+  };
+  for (const batched of batch) {
+    let entry = batched;
+    const { bridge } = entry;
+    if (entry.delivery.abandoned?.() === true) {
+      abandoned ??= new Map();
+      abandoned.set(bridge, (abandoned.get(bridge) ?? 0) + 1);
+      entry.traced?.end('abandoned');
+      entry.delivery.nack(ABANDONED);
+      continue;
+    }
+    if (heldBridges.has(bridge) || (!retrying && ctx.storageDown())) {
+      hold(entry, !ctx.storageDown());
+      continue;
+    }
+    const policy = policies.get(bridge);
+    const bytes = entry.delivery.envelope.payload.byteLength;
+    if (entry.deadLetter === undefined && policy !== undefined && bytes > policy.maxBytes) entry = ctx.tooLarge(entry, policy.maxBytes);
+    if (entry.deadLetter !== undefined) {
+      // Not in the log: the bridge's limits do not apply.
+      accepted.push(entry);
+      kept.push(entry);
+      continue;
+    }
+    const usage = store.usage(bridge);
+    let add = incoming.get(bridge);
+    if (add === undefined) {
+      add = { messages: 0, bytes: 0 };
+      incoming.set(bridge, add);
+    }
+    const fits = policy === undefined || (usage.messages + add.messages + 1 <= policy.maxMessages && usage.bytes + add.bytes + bytes <= policy.maxBytes);
+    if (!fits && policy !== undefined) {
+      if (policy.overflow === 'refuse') {
+        hold(entry, true);
+        heldBridges.add(bridge);
+        continue;
+      }
+      if (policy.overflow === 'drop-newest') {
+        ctx.droppedNewest(entry);
+        entry.traced?.end('dropped');
+        entry.delivery.ack();
+        continue;
+      }
+      overfull.add(bridge);
+    }
+    add.messages += 1;
+    add.bytes += bytes;
+    accepted.push(entry);
+    kept.push(entry);
+  }
+  return { accepted, kept, overfull, incoming, refused, abandoned };
+}
