@@ -183,11 +183,20 @@ class Consumption {
       // and #onBatch skips what the window took already.
       if (owned.has(k)) continue;
       this.#partitions.delete(k);
+      // kafkajs keeps a partition's pause across rebalances: paused when it was taken away, it
+      // would never be fetched again if it came back, and nothing here would resume it (no
+      // window, so no ack).
+      if (p.paused) this.#tryConsumer((c) => c.resume(p.topic, p.partition));
       if (p.window.size > 0)
         this.#ctx.logger.info(
           { topic: p.topic, partition: p.partition, unacked: p.window.size },
           `${this.#component}: partition reassigned; its unacked messages are read again by its new owner`,
         );
+    }
+    // A partition assigned without a window here is not paused by this member: one a consumer
+    // before a restart paused, or whose resume above kafkajs could not take, is read again.
+    for (const [topic, partitions] of Object.entries(assignment)) {
+      for (const partition of partitions) if (this.#partitions.get(key(topic, partition))?.paused !== true) this.#tryConsumer((c) => c.resume(topic, partition));
     }
     this.#onProgress?.();
   }

@@ -288,3 +288,68 @@ test('a record read again (the consumer started again before its offset was comm
     await run.close();
   }
 });
+
+test('a partition paused for a full window, taken away by a rebalance and given back, is read again', { timeout: 120_000 }, async () => {
+  const brokers = await requireService('kafka');
+  const kafka = await kafkaTestClient(brokers);
+  const topic = randomName('ferry-it-source-');
+  const group = randomName('ferry-it-source-group-');
+  await kafka.createTopic(topic, 2);
+  const member = (name: string, maxInFlight: number, onDelivery: (d: Delivery) => void) =>
+    kafkaSource
+      .create(
+        kafkaSource.schema.parse({
+          brokers,
+          groupId: group,
+          topics: [topic],
+          fromBeginning: true,
+          maxInFlight,
+          sessionTimeoutMs: 10_000,
+          heartbeatIntervalMs: 500,
+          maxWaitTimeMs: 200,
+          stopTimeoutMs: 200,
+        }),
+        { logger: pino({ level: 'silent' }), counters: new CounterRegistry(), dataDir: '/nonexistent', bridge: name },
+      )
+      .subscribe(onDelivery);
+  const a: Delivery[] = [];
+  const b: Delivery[] = [];
+  const subscriptions: Subscription[] = [];
+  try {
+    for (const p of [0, 1])
+      await kafka.produce(
+        topic,
+        [1, 2, 3].map((i) => ({ value: `p${p}-m${i}`, partition: p })),
+      );
+    // A holds what it takes: both partitions' windows fill (2 each) and both are paused.
+    subscriptions.push(member('a', 2, (d) => a.push(d)));
+    await eventually(() => assert.equal(a.length, 4), { timeoutMs: 30_000 });
+    // B joins and gets one of them (read from the start: nothing was committed), then leaves.
+    const bSubscription = member('b', 100, (d) => {
+      b.push(d);
+      d.ack();
+    });
+    await eventually(() => assert.equal(b.length, 3), { timeoutMs: 30_000 });
+    const moved = Number(text(b[0]).slice(1, 2));
+    await kafka.waitForCommitted(group, topic, (o) => o[moved] === '3');
+    bSubscription.unsubscribe();
+    // A gets the partition back, acks all it holds, and must read what comes to it now.
+    await sleep(2000);
+    for (const d of a) d.ack();
+    const before = a.length;
+    await kafka.produce(topic, [{ value: `p${moved}-new`, partition: moved }]);
+    await eventually(
+      () => {
+        for (const d of a.slice(before)) d.ack();
+        assert.ok(
+          a.slice(before).some((d) => text(d) === `p${moved}-new`),
+          `A took only ${a.slice(before).map(text).join(', ')}`,
+        );
+      },
+      { timeoutMs: 40_000, intervalMs: 200 },
+    );
+  } finally {
+    for (const s of subscriptions) s.unsubscribe();
+    await kafka.close();
+  }
+});
