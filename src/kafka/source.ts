@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 import type { SourceComponent } from '../core/component.ts';
 import { createKafkaConsumer } from './client.ts';
 import { kafkaConnectionFields } from './connection-fields.ts';
@@ -46,6 +47,7 @@ const schema = lazySchema(() => {
       stopTimeoutMs: z
         .int()
         .min(0)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(2000)
         .meta({ description: 'On stop, how long to wait for messages in flight to be acked before the last commit; the rest is read again on the next start.', examples: [2000] }),
       sessionTimeoutMs: z

@@ -9,6 +9,7 @@ import type { CommandOutcome, PublishedCommand } from './command-tracker.ts';
 import type { EmbeddedBroker } from './embedded-broker.ts';
 import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 /** MQTT's own limits (65,535 bytes) and aedes' (100 levels): the device side checks the rest. */
 const TOPIC_LIMITS = { maxLength: 65_535, maxLevels: 100 };
@@ -42,15 +43,17 @@ const schema = lazySchema(() =>
       expiryMs: z
         .int()
         .min(100)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(3_600_000)
         .meta({
           description:
-            'How long a QoS 1 command waits for its device (one with a persistent session gets it when it reconnects). Past it the command is dropped, counted as `commands.expired` and logged, and acknowledged upstream.',
+            'How long a QoS 1 command waits for its device (one with a persistent session gets it when it reconnects). Past it the command is dropped, counted as `commands.expired` and logged, and acknowledged upstream. At most 2147483647 (24.8 days).',
           examples: [3_600_000],
         }),
       stopTimeoutMs: z
         .int()
         .min(0)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(2000)
         .meta({
           description: 'On stop, how long to wait for PUBACKs of commands in flight; commands still unacknowledged then are not acknowledged upstream (Kafka delivers them again).',

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createEnvelope } from '../../../src/core/envelope.ts';
 import { TemplateError } from '../../../src/core/template.ts';
+import { kafkaSource } from '../../../src/kafka/source.ts';
 import { deviceSink } from '../../../src/mqtt/device-sink.ts';
 import { mqttClientSink } from '../../../src/mqtt/client-sink.ts';
 import { constantTopicProblem, sinkTopicRenderer } from '../../../src/mqtt/sink-topic.ts';
@@ -48,4 +49,15 @@ test('a topic whose own text has a wildcard, or a constant topic outside its all
     true,
   );
   assert.equal(mqttClientSink.schema.safeParse({ url: 'mqtt://127.0.0.1', clientId: 'c', topic: 'up/x', allowedTopics: ['down/#'] }).success, false);
+});
+
+test('a command expiry or a stop timeout longer than a timer can wait (24.8 days) is a config error, not a command expired at once', () => {
+  const expiry = deviceSink.schema.safeParse({ topic: 'devices/${key}/commands', expiryMs: 30 * 24 * 3_600_000 });
+  assert.equal(expiry.success, false);
+  assert.match(expiry.error?.issues[0]?.message ?? '', /at most 2147483647 ms \(24\.8 days\)/);
+  assert.equal(deviceSink.schema.safeParse({ topic: 'devices/${key}/commands', expiryMs: 2 ** 31 - 1 }).success, true);
+  assert.equal(deviceSink.schema.safeParse({ topic: 'devices/${key}/commands', stopTimeoutMs: 2 ** 31 }).success, false);
+  const kafka = { brokers: ['127.0.0.1:9092'], groupId: 'g', topics: ['t'] };
+  assert.equal(kafkaSource.schema.safeParse({ ...kafka, stopTimeoutMs: 2 ** 31 - 1 }).success, true);
+  assert.equal(kafkaSource.schema.safeParse({ ...kafka, stopTimeoutMs: 2 ** 31 }).success, false);
 });
