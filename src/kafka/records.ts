@@ -77,12 +77,7 @@ export function recordRenderer(templates: RecordTemplates, filters: readonly str
   const key = templates.key === undefined ? undefined : compileTemplate(templates.key);
   const headers = Object.entries(templates.headers).map(([name, source]) => [name, compileTemplate(source)] as const);
   // Made only for a message refused, not a closure for each message.
-  const reject = (envelope: Envelope, reason: string, cause?: unknown) =>
-    new FerryError('MESSAGE_INVALID', `${component}: message ${envelope.id} (MQTT topic '${envelope.topic}') cannot be written: ${reason}`, {
-      component,
-      retryable: false,
-      cause,
-    });
+  const reject = (envelope: Envelope, reason: string, cause?: unknown) => unwritable(component, envelope, reason, cause);
   // The last topic rendered that passed the checks: most messages go to the topic the one
   // before went to, and the name's regular expression was a per-message cost.
   let lastTopic: string | undefined;
@@ -115,4 +110,16 @@ export function recordRenderer(templates: RecordTemplates, filters: readonly str
       throw error;
     }
   };
+}
+
+/**
+ * The error of a message that no retry can write, for its sink to refuse it alone (it is
+ * dead-lettered with this reason while the rest of its batch is written).
+ */
+export function unwritable(component: string, envelope: Envelope, reason: string, cause?: unknown): FerryError {
+  return new FerryError('MESSAGE_INVALID', `${component}: message ${envelope.id} (MQTT topic '${envelope.topic}') cannot be written: ${reason}`, {
+    component,
+    retryable: false,
+    cause,
+  });
 }

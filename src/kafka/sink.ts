@@ -7,7 +7,8 @@ import { compileTemplate, refineTemplate } from '../core/template.ts';
 import { type KafkaRecord, createKafkaProducer } from './client.ts';
 import { COMPRESSIONS } from './codecs.ts';
 import { kafkaConnectionFields } from './connection-fields.ts';
-import { allowedTopicProblem, recordRenderer, topicAllowList, topicTemplateProblem } from './records.ts';
+import { allowedTopicProblem, recordRenderer, topicAllowList, topicTemplateProblem, unwritable } from './records.ts';
+import { type TopicRefusal, TopicSender, describeRefusal } from './topic-refusals.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 
 /** A message template: its syntax is checked here, its captures against the source at the bridge. */
@@ -171,7 +172,9 @@ export type KafkaSinkConfig = z.output<ReturnType<typeof schema>>;
  * and headers from theirs. Records of one batch are grouped by topic and sent in one
  * request per broker; a delivery is acked after Kafka acknowledged its batch. A message that
  * can never be written (invalid rendered topic, template field without a value) is nacked
- * alone as MESSAGE_INVALID, and the rest of its batch is written.
+ * alone as MESSAGE_INVALID, and the rest of its batch is written. So is a message whose topic,
+ * rendered from message data, Kafka refuses (not created, refused name, not authorized): see
+ * TopicSender. A refused fixed topic fails every batch, retried like an outage until it is fixed.
  */
 export const kafkaSink: SinkComponent<ReturnType<typeof schema>> = {
   kind: 'kafka',
@@ -187,6 +190,7 @@ export const kafkaSink: SinkComponent<ReturnType<typeof schema>> = {
   create: (config, ctx) => {
     const component = `kafka sink of bridge '${ctx.bridge}'`;
     const render = recordRenderer(config, ctx.sourceFilters ?? [], component);
+    const sender = compileTemplate(config.topic).constant ? undefined : new TopicSender({ rememberMs: REFUSAL_MEMORY_MS });
     const producerOptions = {
       ...config,
       maxInFlightRequests: config.idempotent ? 1 : config.maxInFlightRequests,
@@ -213,7 +217,7 @@ export const kafkaSink: SinkComponent<ReturnType<typeof schema>> = {
       },
       async (producer, batch) => {
         const rejected = new Map<Delivery, FerryError>();
-        const topics = new Map<string, KafkaRecord[]>();
+        const topics = new Map<string, { readonly records: KafkaRecord[]; readonly deliveries: Delivery[] }>();
         for (const delivery of batch) {
           let rendered: ReturnType<typeof render>;
           try {
@@ -224,14 +228,18 @@ export const kafkaSink: SinkComponent<ReturnType<typeof schema>> = {
             ctx.counters.count('kafka.messages.rejected', { bridge: ctx.bridge });
             continue;
           }
-          let records = topics.get(rendered.topic);
-          if (records === undefined) topics.set(rendered.topic, (records = []));
-          records.push(rendered.record);
+          let topic = topics.get(rendered.topic);
+          if (topic === undefined) topics.set(rendered.topic, (topic = { records: [], deliveries: [] }));
+          topic.records.push(rendered.record);
+          topic.deliveries.push(delivery);
         }
         if (topics.size === 0) return { rejected };
         const names = [...topics.keys()].join(',');
+        const batchTopics = [...topics].map(([topic, { records }]) => ({ topic, records }));
+        let refused: ReadonlyMap<string, TopicRefusal> = NO_REFUSALS;
         try {
-          await producer.send([...topics].map(([topic, records]) => ({ topic, records })));
+          if (sender === undefined) await producer.send(batchTopics);
+          else refused = await sender.send(producer, batchTopics);
         } catch (error) {
           throw wrapError('SINK_WRITE_FAILED', `${component}: produce to ${names} failed`, error, {
             component,
@@ -240,12 +248,25 @@ export const kafkaSink: SinkComponent<ReturnType<typeof schema>> = {
             retryable: !isPermanent(error),
           });
         }
+        for (const [topic, refusal] of refused) {
+          const reason = describeRefusal(refusal, REFUSAL_MEMORY_MS);
+          const { deliveries } = topics.get(topic) as { readonly deliveries: Delivery[] };
+          for (const delivery of deliveries) rejected.set(delivery, unwritable(component, delivery.envelope, reason, refusal.error));
+          ctx.counters.count('kafka.messages.rejected', { bridge: ctx.bridge }, deliveries.length);
+        }
         return { rejected };
       },
       ctx.tracing,
     );
   },
 };
+
+/**
+ * How long the records of a topic Kafka refused are refused without asking it (each ask costs
+ * kafkajs' retries); a topic created or allowed meanwhile is written at most this long after.
+ */
+const REFUSAL_MEMORY_MS = 60_000;
+const NO_REFUSALS: ReadonlyMap<string, TopicRefusal> = new Map();
 
 /** Kafka errors that no retry can fix: the message or topic itself is refused. */
 const PERMANENT = new Set(['MESSAGE_TOO_LARGE', 'INVALID_TOPIC_EXCEPTION', 'CORRUPT_MESSAGE', 'INVALID_RECORD', 'RECORD_LIST_TOO_LARGE', 'UNSUPPORTED_FOR_MESSAGE_FORMAT']);

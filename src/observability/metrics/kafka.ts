@@ -7,7 +7,7 @@ export const kafkaMetrics = [
     type: 'counter',
     unit: 'messages',
     labels: { bridge: BRIDGE },
-    help: 'Messages the Kafka sink cannot write (its topic renders to an invalid name or one outside `allowedTopics`, or a template field has no value), sent to the dead letters.',
+    help: 'Messages the Kafka sink cannot write (its topic renders to an invalid name or one outside `allowedTopics`, a template field has no value, or Kafka refuses the rendered topic: not created, a refused name, not authorized), sent to the dead letters.',
   },
   {
     name: 'kafka.messages.invalid',
