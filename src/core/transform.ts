@@ -15,10 +15,15 @@ export type RejectLabel = 'not_json' | 'not_object' | 'schema' | 'rate_limited' 
  * a step never drops a message silently and never nacks one for what it contains.
  */
 export interface TransformContext {
-  /** A delivery carrying `envelope` instead; settling it settles `delivery`. `json` is the envelope's decoded payload, if known. */
-  derive(delivery: Delivery, envelope: Envelope, json?: unknown): Delivery;
-  /** The payload decoded as JSON (once per envelope), or why it is not JSON. */
+  /**
+   * A delivery carrying `envelope` instead; settling it settles `delivery`. `json` is what the
+   * envelope's payload was encoded from (as `exactJson` would decode it), if known.
+   */
+  derive(delivery: Delivery, envelope: Envelope, json?: ExactJson): Delivery;
+  /** The payload decoded as JSON (once per envelope), or why it is not JSON. For steps that read it (validate). */
   json(envelope: Envelope): { readonly value: unknown } | { readonly error: string };
+  /** The payload decoded for a step that re-encodes it (keep, drop, lookup): see `parseExactJson`. */
+  exactJson(envelope: Envelope): ExactJson | { readonly error: string };
   /** Refuses a message: `reason` is for people (dead letters, logs), `label` for counters. */
   reject(delivery: Delivery, reason: string, label: RejectLabel): void;
 }
@@ -32,19 +37,38 @@ export type RejectHandler = (delivery: Delivery, original: Envelope, reason: str
 export function createTransformContext(onReject: RejectHandler): TransformContext {
   const originals = new WeakMap<Delivery, Envelope>();
   const decoded = new WeakMap<Envelope, { value: unknown } | { error: string }>();
+  const exact = new WeakMap<Envelope, ExactJson | { error: string }>();
   const utf8 = new TextDecoder('utf-8', { fatal: true });
+  const json = (envelope: Envelope) => {
+    let result = decoded.get(envelope);
+    if (result === undefined) {
+      result = decodeJson(envelope.payload, utf8);
+      decoded.set(envelope, result);
+    }
+    return result;
+  };
   return {
-    derive(delivery, envelope, json) {
+    derive(delivery, envelope, value) {
       const derived = createDelivery(envelope, settlesUpstream(delivery));
       originals.set(derived, originals.get(delivery) ?? delivery.envelope);
-      if (json !== undefined) decoded.set(envelope, { value: json });
+      if (value !== undefined) {
+        exact.set(envelope, value);
+        // Without numbers kept as text, the value is what a plain parse would give.
+        if (!value.raw) decoded.set(envelope, { value: value.value });
+      }
       return derived;
     },
-    json(envelope) {
-      let result = decoded.get(envelope);
+    json,
+    exactJson(envelope) {
+      let result = exact.get(envelope);
       if (result === undefined) {
-        result = decodeJson(envelope.payload, utf8);
-        decoded.set(envelope, result);
+        const plain = json(envelope);
+        if (!('value' in plain)) result = plain;
+        else {
+          const text = utf8.decode(envelope.payload);
+          result = mayLoseDigits(text) ? parseExactJson(text) : { value: plain.value, raw: false };
+        }
+        exact.set(envelope, result);
       }
       return result;
     },
@@ -52,6 +76,73 @@ export function createTransformContext(onReject: RejectHandler): TransformContex
       onReject(delivery, originals.get(delivery) ?? delivery.envelope, reason, label);
     },
   };
+}
+
+/**
+ * JSON decoded for re-encoding: a number a double cannot hold (a nanosecond timestamp, a 64-bit
+ * serial: 1733000000123456789 would be written back as 1733000000123456800) is kept as its
+ * source text (JSON.rawJSON), which JSON.stringify writes back as it was. `raw` is true when
+ * the value holds any such number.
+ */
+export interface ExactJson {
+  readonly value: unknown;
+  readonly raw: boolean;
+}
+
+/** Node 22's JSON.rawJSON, JSON.isRawJSON and the reviver's source text, which lib es2023 does not declare. */
+const sourceJson = JSON as JSON & {
+  rawJSON(text: string): unknown;
+  isRawJSON(value: unknown): boolean;
+  parse(text: string, reviver: (key: string, value: unknown, context: { readonly source?: string }) => unknown): unknown;
+};
+
+/**
+ * Could `text` hold a number that a double does not give back? Only one with 16 or more
+ * significant digits (15 always come back), written over at least 16 characters of digits and a
+ * point, or with a three-digit exponent (1e400 is Infinity, 1e-320 loses digits). A scan of the
+ * text, so that the common payload takes the plain parse (a parse with a reviver takes several
+ * times as long); a match inside a string only costs that slower parse. A loop, not a regular
+ * expression: one pass, where /\d[\d.]{15}/ tries again from every digit of a long number.
+ */
+function mayLoseDigits(text: string): boolean {
+  let run = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (isDigit(c) || c === 0x2e) {
+      run += 1;
+      if (run === 16) return true;
+      continue;
+    }
+    run = 0;
+    if ((c === 0x65 || c === 0x45) && isDigit(text.charCodeAt(i - 1))) {
+      const sign = text.charCodeAt(i + 1);
+      const j = sign === 0x2b || sign === 0x2d ? i + 2 : i + 1;
+      if (isDigit(text.charCodeAt(j)) && isDigit(text.charCodeAt(j + 1)) && isDigit(text.charCodeAt(j + 2))) return true;
+    }
+  }
+  return false;
+}
+
+/** An ASCII digit's code (NaN, past either end of the text, is not). */
+function isDigit(code: number): boolean {
+  return code >= 0x30 && code <= 0x39;
+}
+
+/** Parses `text` (throws when it is not JSON) keeping the source text of numbers that would not survive a double. */
+export function parseExactJson(text: string): ExactJson {
+  if (!mayLoseDigits(text)) return { value: JSON.parse(text) as unknown, raw: false };
+  let raw = false;
+  const value = sourceJson.parse(text, (_key: string, value: unknown, context: { readonly source?: string }) => {
+    if (typeof value !== 'number' || context.source === undefined || String(value) === context.source) return value;
+    raw = true;
+    return sourceJson.rawJSON(context.source);
+  });
+  return { value, raw };
+}
+
+/** A JSON object as decoded (not an array, null, or a number kept as its source text). */
+export function isDecodedObject(value: unknown): value is Record<string, unknown> {
+  return isJsonObject(value) && !sourceJson.isRawJSON(value);
 }
 
 function decodeJson(payload: Uint8Array, utf8: { decode(bytes: Uint8Array): string }): { value: unknown } | { error: string } {
@@ -98,29 +189,36 @@ export function decodeJsonStep(context: TransformContext): DeliveryOperator {
   });
 }
 
-/** Re-encodes a JSON object payload with only (`keep`) or without (`drop`) the fields at the dotted paths. */
+/**
+ * Re-encodes a JSON object payload with only (`keep`) or without (`drop`) the fields at the
+ * dotted paths; the numbers it keeps are written as they came (see `parseExactJson`).
+ */
 export function selectFieldsStep(mode: 'keep' | 'drop', paths: readonly string[], context: TransformContext): DeliveryOperator {
   const split = paths.map(splitPath);
   return deliveryStep(mode, context, (delivery) => {
-    const decoded = context.json(delivery.envelope);
+    const decoded = context.exactJson(delivery.envelope);
     if (!('value' in decoded)) {
       context.reject(delivery, decoded.error, 'not_json');
       return undefined;
     }
-    const { value } = decoded;
-    if (!isJsonObject(value)) {
-      context.reject(
-        delivery,
-        `${mode} needs a JSON object payload, not ${Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'null' : `a ${typeof value}`}`,
-        'not_object',
-      );
+    const { value, raw } = decoded;
+    if (!isDecodedObject(value)) {
+      context.reject(delivery, `${mode} needs a JSON object payload, not ${describeJsonType(value)}`, 'not_object');
       return undefined;
     }
     const selected = mode === 'keep' ? keepFields(value, split) : dropFields(value, split);
     const { envelope } = delivery;
     const payload = Buffer.from(JSON.stringify(selected));
-    return context.derive(delivery, createEnvelope({ ...envelope, payload }), selected);
+    return context.derive(delivery, createEnvelope({ ...envelope, payload }), { value: selected, raw });
   });
+}
+
+/** "an array", "null", "a number", ... for a decoded JSON value that is not an object. */
+function describeJsonType(value: unknown): string {
+  if (Array.isArray(value)) return 'an array';
+  if (value === null) return 'null';
+  // The one other kind of object: a number kept as its source text.
+  return `a ${typeof value === 'object' ? 'number' : typeof value}`;
 }
 
 /** Passes messages whose JSON payload the validator accepts; refuses the others with "payload fails <what>: <why>". */

@@ -6,11 +6,12 @@
 import type { z } from 'zod';
 import { compileTemplate } from '../core/template.ts';
 import type { Delivery } from '../core/delivery.ts';
+import { FerryError } from '../core/errors.ts';
 import type { DeliveryOperator } from '../core/stream.ts';
 import { processRedisClients } from '../redis/clients.ts';
-import { redisConnectionSchema } from '../redis/connection-config.ts';
+import { isRedisUrl, redisConnectionSchema } from '../redis/connection-config.ts';
 import { type RedisTools, redisTools } from '../redis/handler-tools.ts';
-import { rateLimit as redisRateLimit } from '../redis/rate-limit.ts';
+import { type RateLimitRefusal, rateLimit as redisRateLimit } from '../redis/rate-limit.ts';
 import { rateLimitSchema } from '../redis/rate-limit-config.ts';
 import { type StreamOptions, contextFor, validated } from './component.ts';
 
@@ -19,36 +20,41 @@ export type { Envelope } from '../core/envelope.ts';
 export type { DeliveryOperator, Sink, SinkEvent, Source } from '../core/stream.ts';
 export type { StreamOptions } from './component.ts';
 export type { RedisSetOptions, RedisTools } from '../redis/handler-tools.ts';
+export type { RateLimitRefusal } from '../redis/rate-limit.ts';
 
 /** The options of `rateLimit`: a bridge's `rateLimit:` (docs/reference/bridge.md). */
 export type RateLimitConfig = z.input<ReturnType<typeof rateLimitSchema>>;
 
 export interface RateLimitHooks {
   /**
-   * Takes a message refused for being over its limit (`onExceed: reject`): settle it (ack to
-   * drop it, nack to have it sent again). By default it is nacked with the reason.
+   * Takes a refused message: over its limit (`onExceed: reject`, label `rate_limited`), or one
+   * no limit can decide (label `failed`: its `key` template has no value for it, or Redis
+   * refuses its bucket's key, e.g. WRONGTYPE). Settle it (ack to drop it, nack to have it sent
+   * again). By default it is nacked with the reason.
    */
-  readonly reject?: (delivery: Delivery, reason: string) => void;
+  readonly reject?: (delivery: Delivery, reason: string, label: RateLimitRefusal) => void;
 }
 
 /**
  * An operator passing each delivery on once its key (the `key` template: `${clientId}`,
  * `${key}`, a constant) has a token in Redis, in order per key; acks pass through untouched.
+ * `redis` is a `redis://` (or `rediss://`) URL: connection names are gateway.yaml's, which the
+ * library does not read, so a name throws a CONFIG_INVALID FerryError here.
  */
 export function rateLimit(config: RateLimitConfig, options: StreamOptions & RateLimitHooks = {}): DeliveryOperator {
   const parsed = validated('rateLimit', rateLimitSchema(), config);
+  if (!isRedisUrl(parsed.redis)) {
+    throw new FerryError(
+      'CONFIG_INVALID',
+      `rateLimit: redis '${parsed.redis}' is not a redis:// or rediss:// URL; connection names come from gateway.yaml, which the library does not read: give the URL (redis://127.0.0.1:6379)`,
+    );
+  }
   const ctx = contextFor(options);
   const template = compileTemplate(parsed.key);
   return redisRateLimit({
     bridge: ctx.bridge,
     config: parsed,
-    keyOf: (delivery) => {
-      try {
-        return template.render({ envelope: delivery.envelope, filters: [] });
-      } catch {
-        return '(none)';
-      }
-    },
+    keyOf: (delivery) => template.render({ envelope: delivery.envelope, filters: [] }),
     reject: options.reject ?? ((delivery, reason) => delivery.nack(new Error(reason))),
     logger: ctx.logger,
     counters: ctx.counters,

@@ -16,7 +16,7 @@ export interface IoRedisClient {
   hset(key: string, values: Record<string, string>): Promise<number>;
   hgetall(key: string): Promise<Record<string, string>>;
   hdel(key: string, ...fields: string[]): Promise<number>;
-  pipeline(): { hget(key: string, field: string): unknown; exec(): Promise<[Error | null, unknown][] | null> };
+  pipeline(): { mget(...keys: string[]): unknown; hget(key: string, field: string): unknown; exec(): Promise<[Error | null, unknown][] | null> };
   evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
   eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
   on(event: 'ready' | 'error' | 'end' | 'close', listener: (...args: unknown[]) => void): unknown;
@@ -39,6 +39,21 @@ const ioredis: IoRedisFactory = async (settings) => {
     connectionName: `ferry-${process.pid}`,
   }) as unknown as IoRedisClient;
 };
+
+/** Error replies that say the server cannot serve anyone yet: Redis is there, but not usable. */
+const SERVER_NOT_READY = new Set(['LOADING', 'BUSY', 'MASTERDOWN', 'TRYAGAIN', 'CLUSTERDOWN', 'READONLY']);
+
+/**
+ * True for an error reply about the command itself (WRONGTYPE, NOPERM, a script's error): Redis
+ * answered, and asking again will not help until someone changes the key or the ACL, so it
+ * refuses what the command was for, not the whole connection. Replies saying the server is not
+ * ready (LOADING, BUSY, ...) and every other failure (a timeout, a lost connection) mean Redis
+ * is unavailable.
+ */
+export function isCommandError(error: unknown): error is Error {
+  if (!(error instanceof Error) || error.name !== 'ReplyError') return false;
+  return !SERVER_NOT_READY.has(error.message.split(' ', 1)[0] as string);
+}
 
 /**
  * One Redis client, opened on first use. `run` applies the connection's offline behaviour:

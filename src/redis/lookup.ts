@@ -3,12 +3,12 @@ import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { createEnvelope } from '../core/envelope.ts';
-import { FerryError } from '../core/errors.ts';
-import { isJsonObject, splitPath } from '../core/json-fields.ts';
+import { FerryError, isFerryError } from '../core/errors.ts';
+import { splitPath } from '../core/json-fields.ts';
 import { queuedStage } from '../core/queued-stage.ts';
 import type { DeliveryOperator } from '../core/stream.ts';
-import type { TransformContext } from '../core/transform.ts';
-import { type RedisClients, type RedisLease, processRedisClients } from './clients.ts';
+import { type TransformContext, isDecodedObject, parseExactJson } from '../core/transform.ts';
+import { type RedisClients, type RedisLease, isCommandError, processRedisClients } from './clients.ts';
 import { isRedisUrl, resolveRedisReference } from './connection-config.ts';
 import type { LookupConfig } from './lookup-config.ts';
 
@@ -34,9 +34,11 @@ const RETRY_MS = 1000;
  * turn, one read in flight at a time.
  *
  * Nothing is dropped: a message whose payload is not a JSON object, whose key cannot be
- * rendered or (with `onMiss: reject`) has no value is refused through the context (dead
+ * rendered, whose key Redis refuses to read (WRONGTYPE, NOPERM: that key's fault, not an
+ * outage) or (with `onMiss: reject`) has no value is refused through the context (dead
  * letters). When Redis cannot be reached, `onUnavailable` decides: hold the messages
- * unacknowledged and try again, pass them on without the field (counted), or refuse them.
+ * unacknowledged and try again, pass them on without the field (counted), or refuse them. The
+ * payload is re-encoded with its numbers as they came, big integers included (`parseExactJson`).
  */
 export function lookupStep(options: LookupOptions): DeliveryOperator {
   return queuedStage((subscriber) => new Lookup(options, subscriber));
@@ -45,10 +47,17 @@ export function lookupStep(options: LookupOptions): DeliveryOperator {
 interface Entry {
   readonly delivery: Delivery;
   readonly payload: Record<string, unknown>;
+  /** True when the payload holds numbers kept as their source text. */
+  readonly raw: boolean;
   readonly key: string;
   /** The value read (null: no such key); undefined while not read. */
   value?: string | null;
+  /** Why Redis refused to read the key (a reply error); the message is refused. */
+  refused?: string;
 }
+
+/** What Redis answered for one key: its value (null: none), or the error it replied for that key alone. */
+type Read = string | null | Error;
 
 class Lookup {
   readonly #options: LookupOptions;
@@ -76,12 +85,12 @@ class Lookup {
 
   add(delivery: Delivery): void {
     const { context, config, counters, bridge } = this.#options;
-    const decoded = context.json(delivery.envelope);
+    const decoded = context.exactJson(delivery.envelope);
     if (!('value' in decoded)) {
       context.reject(delivery, decoded.error, 'not_json');
       return;
     }
-    if (!isJsonObject(decoded.value)) {
+    if (!isDecodedObject(decoded.value)) {
       context.reject(delivery, 'lookup needs a JSON object payload', 'not_object');
       return;
     }
@@ -92,7 +101,7 @@ class Lookup {
       context.reject(delivery, `lookup: key '${config.key}': ${(error as Error).message}`, 'failed');
       return;
     }
-    const entry: Entry = { delivery, payload: decoded.value, key };
+    const entry: Entry = { delivery, payload: decoded.value, raw: decoded.raw, key };
     const cached = this.#cached(key);
     if (cached !== undefined) entry.value = cached.value;
     if (this.#waiting.length === 0 && entry.value !== undefined) {
@@ -165,26 +174,38 @@ class Lookup {
         if (this.#closed) return;
         this.#reachable();
         const now = Date.now();
-        const read = new Map<string, string | null>();
+        const read = new Map<string, Read>();
         keys.forEach((key, i) => {
           const value = values[i] ?? null;
           read.set(key, value);
-          this.#remember(key, value, now);
+          // A refusal is not remembered: once the key is fixed, the next message reads it.
+          if (!(value instanceof Error)) this.#remember(key, value, now);
         });
-        for (const entry of this.#waiting) if (entry.value === undefined && read.has(entry.key)) entry.value = read.get(entry.key) as string | null;
+        for (const entry of this.#waiting) {
+          const value = entry.value === undefined && entry.refused === undefined ? read.get(entry.key) : undefined;
+          if (value instanceof Error) entry.refused = `lookup: key '${entry.key}': ${value.message}`;
+          else if (value !== undefined) entry.value = value;
+        }
         this.#flush();
         this.#schedule();
       },
       (error: unknown) => {
         this.#busy = false;
         if (this.#closed) return;
+        if (isFerryError(error, 'CONFIG_INVALID')) {
+          // No retry can make a connection that is not configured: holding, passing or refusing
+          // every message would hide it. The stream fails, naming it.
+          this.#out.error(error);
+          return;
+        }
         this.#unavailable(error);
         this.#schedule();
       },
     );
   }
 
-  #read(keys: readonly string[]): Promise<(string | null)[]> {
+  /** One read per key, in order; a key whose read Redis refused gets its error, and the others their values. */
+  #read(keys: readonly string[]): Promise<Read[]> {
     const { config, bridge } = this.#options;
     if (this.#lease === undefined) {
       const settings = config.connection ?? (isRedisUrl(config.redis) ? resolveRedisReference(config.redis, {}) : undefined);
@@ -193,26 +214,44 @@ class Lookup {
     }
     const field = config.hashField;
     return this.#lease.connection.run(async (client) => {
-      if (field === undefined) return client.mget(...keys);
+      if (field === undefined) {
+        try {
+          return await client.mget(...keys);
+        } catch (error) {
+          // One key can fail a whole MGET (NOPERM for a key the ACL does not allow): each key
+          // is read again on its own, so that only that key's messages are refused.
+          if (!isCommandError(error)) throw error;
+        }
+      }
       const pipeline = client.pipeline();
-      for (const key of keys) pipeline.hget(key, field);
+      for (const key of keys) {
+        if (field === undefined) pipeline.mget(key);
+        else pipeline.hget(key, field);
+      }
       const replies = (await pipeline.exec()) ?? [];
-      return replies.map(([error, value]) => {
-        if (error !== null) throw error;
-        return (value as string | null) ?? null;
+      return replies.map(([error, value]): Read => {
+        if (error === null) return ((Array.isArray(value) ? value[0] : value) as string | null | undefined) ?? null;
+        // A reply error is this key's; anything else (a timeout, the connection lost) is an outage.
+        if (isCommandError(error)) return error;
+        throw error;
       });
     });
   }
 
-  /** Passes on, in order, the messages at the head whose value is known. */
+  /** Passes on (or refuses), in order, the messages at the head whose value is known. */
   #flush(): void {
-    while (this.#waiting.length > 0 && (this.#waiting[0] as Entry).value !== undefined) this.#emit(this.#waiting.shift() as Entry);
+    while (this.#waiting.length > 0 && decided(this.#waiting[0] as Entry)) this.#emit(this.#waiting.shift() as Entry);
   }
 
   #emit(entry: Entry): void {
     const { config, context, counters } = this.#options;
     const { value } = entry;
+    if (entry.refused !== undefined) {
+      context.reject(entry.delivery, entry.refused, 'failed');
+      return;
+    }
     let written: unknown;
+    let raw = entry.raw;
     if (value === null || value === undefined) {
       counters.count('lookup.misses', this.#labels);
       if (config.onMiss === 'reject') {
@@ -228,7 +267,9 @@ class Lookup {
       counters.count('lookup.hits', this.#labels);
       if (config.as === 'json') {
         try {
-          written = JSON.parse(value);
+          const parsed = parseExactJson(value);
+          written = parsed.value;
+          raw ||= parsed.raw;
         } catch (error) {
           context.reject(entry.delivery, `lookup: the value of key '${entry.key}' is not JSON: ${(error as Error).message}`, 'failed');
           return;
@@ -239,7 +280,7 @@ class Lookup {
     }
     const payload = setField(entry.payload, this.#path, written);
     const { envelope } = entry.delivery;
-    this.#out.next(context.derive(entry.delivery, createEnvelope({ ...envelope, payload: Buffer.from(JSON.stringify(payload)) }), payload));
+    this.#out.next(context.derive(entry.delivery, createEnvelope({ ...envelope, payload: Buffer.from(JSON.stringify(payload)) }), { value: payload, raw }));
   }
 
   #unavailable(error: unknown): void {
@@ -256,7 +297,7 @@ class Lookup {
     const reason = `lookup: Redis unavailable: ${error instanceof Error ? error.message : String(error)}`;
     // Those waiting behind a known value go in order too: everything waiting is decided now.
     for (const entry of this.#waiting.splice(0)) {
-      if (entry.value !== undefined) this.#emit(entry);
+      if (decided(entry)) this.#emit(entry);
       else if (config.onUnavailable === 'reject') context.reject(entry.delivery, reason, 'failed');
       else {
         counters.count('lookup.unavailable', { bridge });
@@ -273,10 +314,15 @@ class Lookup {
   }
 }
 
+/** True once a message's value was read, or Redis refused to read its key. */
+function decided(entry: Entry): boolean {
+  return entry.value !== undefined || entry.refused !== undefined;
+}
+
 /** A copy of `object` with `value` at `path`; objects on the way are copied (or made). */
 function setField(object: Record<string, unknown>, path: readonly string[], value: unknown): Record<string, unknown> {
   const [key, ...rest] = path as [string, ...string[]];
   if (rest.length === 0) return { ...object, [key]: value };
   const inner = object[key];
-  return { ...object, [key]: setField(isJsonObject(inner) ? inner : {}, rest, value) };
+  return { ...object, [key]: setField(isDecodedObject(inner) ? inner : {}, rest, value) };
 }

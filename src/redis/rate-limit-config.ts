@@ -73,7 +73,7 @@ export const rateLimitSchema = lazySchema(() =>
         .default(100)
         .meta({
           description:
-            'Each gateway takes up to this many milliseconds of tokens (`messagesPerSecond` × `leaseMs` / 1000, at most `burst`) from Redis ahead of need per key and spends them locally, so that most messages pass without a Redis round trip. A gateway holds at most one lease per key (given up after a minute without messages for the key). 0 asks Redis for every message. See the overshoot bound in docs/bridges.md.',
+            'Each gateway takes up to this many milliseconds of tokens (`messagesPerSecond` × `leaseMs` / 1000, at most `burst`) from Redis ahead of need per key and spends them locally, so that most messages pass without a Redis round trip. A gateway holds at most one lease per key (given up after a minute without messages for the key). 0 asks Redis for every message. See the overshoot bound, and how a lease can leave another gateway short within the limit, in docs/bridges.md.',
           examples: [100],
         }),
       timeoutMs: z

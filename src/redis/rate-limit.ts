@@ -2,7 +2,7 @@ import type { Subscriber } from 'rxjs';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
-import { FerryError } from '../core/errors.ts';
+import { FerryError, isFerryError } from '../core/errors.ts';
 import { queuedStage } from '../core/queued-stage.ts';
 import type { DeliveryOperator } from '../core/stream.ts';
 import type { RateLimitConfig } from './rate-limit-config.ts';
@@ -13,15 +13,22 @@ import { RedisTokenBuckets, type TokenGrant, type TokenRequest } from './token-b
 export interface RateLimitOptions {
   readonly bridge: string;
   readonly config: RateLimitConfig;
-  /** The limit a message counts against (the rendered `key` template). */
+  /** The limit a message counts against (the rendered `key` template); throws when a field has no value. */
   readonly keyOf: (delivery: Delivery) => string;
-  /** Takes a message refused for being over the limit (`onExceed: reject`). */
-  readonly reject: (delivery: Delivery, reason: string) => void;
+  /**
+   * Takes a refused message: `rate_limited` when it is over the limit (`onExceed: reject`),
+   * `failed` when no limit can decide it (its key has no value, or Redis refuses its bucket's
+   * key, e.g. WRONGTYPE). The reason names the key.
+   */
+  readonly reject: (delivery: Delivery, reason: string, label: RateLimitRefusal) => void;
   readonly logger: Logger;
   readonly counters: Counters;
   /** Where the Redis client comes from; the process's shared clients by default. */
   readonly clients?: RedisClients;
 }
+
+/** Why the limiter refused a message, as the label its counter takes. */
+export type RateLimitRefusal = 'rate_limited' | 'failed';
 
 /**
  * A lease not used for this long (between one and two of these) is given up, so that the
@@ -48,9 +55,14 @@ const RETRY_MS = 1000;
  * over any interval T the gateways sharing a key pass at most burst + rate × T + (gateways ×
  * lease) messages (the bound stated in docs/bridges.md, checked by a test).
  *
+ * A message no limit can decide is refused (`failed`), never counted against a shared stand-in
+ * key or let through: one whose key template has no value, and one whose bucket Redis refuses
+ * (its key holds another type, the ACL forbids it), which is that key's fault, not an outage.
+ *
  * When Redis cannot be reached, `failOpen` passes messages through (counted, one warning per
  * outage); otherwise they wait for Redis. Either way at most `maxWaiting` messages wait: more
- * are nacked (their devices send them again later).
+ * are nacked (their devices send them again later). A connection name that resolves to nothing
+ * (CONFIG_INVALID) is no outage: it fails the stream, as no retry would fix it.
  */
 export function rateLimit(options: RateLimitOptions): DeliveryOperator {
   return queuedStage((subscriber) => new Limiter(options, subscriber));
@@ -100,7 +112,16 @@ class Limiter {
 
   add(delivery: Delivery): void {
     const { config, counters, bridge } = this.#options;
-    const key = this.#options.keyOf(delivery);
+    let key: string;
+    try {
+      key = this.#options.keyOf(delivery);
+    } catch (error) {
+      // Every message without a value would otherwise share one made-up key's bucket, and
+      // devices that have nothing to do with each other would limit each other.
+      const why = (error as Error).message.replace(`template '${config.key}': `, '');
+      this.#options.reject(delivery, `rate limit key '${config.key}' has no value: ${why}`, 'failed');
+      return;
+    }
     let queue = this.#queues.get(key);
     if (queue === undefined) {
       // Nothing of this key waits: a token of its lease lets the message through at once.
@@ -203,12 +224,21 @@ class Limiter {
         this.#busy = false;
         if (this.#closed) return;
         this.#reachable();
-        grants.forEach((grant, i) => this.#apply(keys[i] as string, waiting[i] as number, grant.granted, grant.waitMs));
+        grants.forEach((grant, i) => {
+          if (grant.error === undefined) this.#apply(keys[i] as string, waiting[i] as number, grant.granted, grant.waitMs);
+          else this.#refuseKey(keys[i] as string, waiting[i] as number, grant.error);
+        });
         this.#schedule();
       },
       (error: unknown) => {
         this.#busy = false;
         if (this.#closed) return;
+        if (isFerryError(error, 'CONFIG_INVALID')) {
+          // No retry can make a connection that is not configured: passing messages unlimited
+          // (failOpen) or holding them for ever would hide it. The stream fails, naming it.
+          this.#out.error(error);
+          return;
+        }
         this.#redisBlockedUntil = Date.now() + RETRY_MS;
         this.#unreachable(error);
         this.#unavailable(keys, waiting);
@@ -259,7 +289,7 @@ class Limiter {
         const refused = queue.splice(0, over);
         this.#waiting -= refused.length;
         const reason = `rate limited: over ${config.messagesPerSecond} messages/s for key '${key}'`;
-        for (const delivery of refused) this.#options.reject(delivery, reason);
+        for (const delivery of refused) this.#options.reject(delivery, reason, 'rate_limited');
       } else {
         this.#notBefore.set(key, Date.now() + Math.max(1, waitMs));
       }
@@ -275,6 +305,19 @@ class Limiter {
     } else if (over === 0) {
       this.#notBefore.delete(key);
     }
+  }
+
+  /** Redis refused `key`'s bucket: its `asked` oldest messages are refused (those after them are asked next time). */
+  #refuseKey(key: string, asked: number, error: string): void {
+    const queue = this.#queues.get(key) ?? [];
+    const refused = queue.splice(0, asked);
+    this.#waiting -= refused.length;
+    if (queue.length === 0) {
+      this.#queues.delete(key);
+      this.#notBefore.delete(key);
+    }
+    const reason = `rate limit: key '${this.#prefix + key}': ${error}`;
+    for (const delivery of refused) this.#options.reject(delivery, reason, 'failed');
   }
 
   /** Forgets expired leases, at most once per lease period, so the map holds only keys active lately. */

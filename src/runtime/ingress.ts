@@ -61,14 +61,8 @@ export function ingressOperators(config: BridgeConfig, deps: IngressDeps): Deliv
       rateLimit({
         bridge: config.name,
         config: config.rateLimit,
-        keyOf: (delivery) => {
-          try {
-            return template.render({ envelope: delivery.envelope, filters });
-          } catch {
-            return '(none)';
-          }
-        },
-        reject: (delivery, reason) => refuse('rateLimit', delivery, delivery.envelope, reason, 'rate_limited'),
+        keyOf: (delivery) => template.render({ envelope: delivery.envelope, filters }),
+        reject: (delivery, reason, label) => refuse('rateLimit', delivery, delivery.envelope, reason, label),
         logger,
         counters,
       }),

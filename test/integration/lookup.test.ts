@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import { Subject } from 'rxjs';
 import { type Delivery, createDelivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
+import { isFerryError } from '../../src/core/errors.ts';
 import { compileTemplate } from '../../src/core/template.ts';
 import { createTransformContext } from '../../src/core/transform.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
@@ -192,4 +193,83 @@ test('Redis down: hold keeps messages unacknowledged until it is back, pass stor
     for (const s of [hold, pass, reject]) s.stop();
     await proxy.close();
   }
+});
+
+test('a key Redis refuses to read (WRONGTYPE) refuses only its messages (failed); the others pass, and it is no outage', { timeout: 30_000 }, async () => {
+  const url = await requireService('redis');
+  const p = prefix();
+  const r = await redis();
+  await r.hset(`${p}device:good`, { site: 'south' });
+  await r.set(`${p}device:bad`, 'a string, not a hash');
+  const s = step({ redis: url, key: `${p}device:\${1}`, hashField: 'site', field: 'site', cacheMs: 0 });
+  s.send('good', '{"n":1}');
+  s.send('bad', '{"n":2}');
+  s.send('good', '{"n":3}');
+  await eventually(() => assert.equal(s.passed.length + s.rejected.length, 3));
+  assert.deepEqual(s.passed, ['{"n":1,"site":"south"}', '{"n":3,"site":"south"}']);
+  assert.deepEqual(s.rejected, [
+    { payload: '{"n":2}', reason: `lookup: key '${p}device:bad': WRONGTYPE Operation against a key holding the wrong kind of value`, label: 'failed' },
+  ]);
+  assert.deepEqual(
+    s.logs.filter((l) => l.level >= 40),
+    [],
+    'no outage warning',
+  );
+  s.stop();
+});
+
+test('a key the ACL forbids fails a whole MGET: each key is read alone, and only the forbidden one is refused', { timeout: 30_000 }, async () => {
+  const url = new URL(await requireService('redis'));
+  const p = prefix();
+  const r = await redis();
+  await r.set(`${p}ok:pump-7`, 'south');
+  const user = randomName('ferry-test-lookup-');
+  await r.call('ACL', 'SETUSER', user, 'on', '>secret', `~${p}ok:*`, '+@all');
+  try {
+    url.username = user;
+    url.password = 'secret';
+    const s = step({ redis: url.toString(), key: `${p}\${1}`, field: 'site', onUnavailable: 'pass', cacheMs: 0 });
+    s.send('ok:pump-7', '{"n":1}');
+    s.send('secret', '{"n":2}');
+    s.send('ok:pump-7', '{"n":3}');
+    await eventually(() => assert.equal(s.passed.length + s.rejected.length, 3));
+    assert.deepEqual(s.passed, ['{"n":1,"site":"south"}', '{"n":3,"site":"south"}']);
+    assert.deepEqual(
+      s.rejected.map((x) => [x.payload, x.label]),
+      [['{"n":2}', 'failed']],
+    );
+    assert.match(s.rejected[0]?.reason ?? '', new RegExp(`^lookup: key '${p}secret': NOPERM `));
+    assert.equal(s.counters.get('lookup.unavailable{bridge=test}'), 0);
+    s.stop();
+  } finally {
+    await r.call('ACL', 'DELUSER', user);
+  }
+});
+
+test('lookup writes big integers of the payload and of a JSON value back as they came', { timeout: 30_000 }, async () => {
+  const url = await requireService('redis');
+  const p = prefix();
+  await (await redis()).set(`${p}device:pump-7`, '{"serial":18446744073709551615,"gain":1.0}');
+  const s = step({ redis: url, key: `${p}device:\${1}`, field: 'device', as: 'json' });
+  s.send('pump-7', '{"ts_ns":1733000000123456789,"celsius":21.5}');
+  await eventually(() => assert.equal(s.passed.length, 1));
+  assert.deepEqual(s.passed, ['{"ts_ns":1733000000123456789,"celsius":21.5,"device":{"serial":18446744073709551615,"gain":1.0}}']);
+  s.stop();
+});
+
+test('a connection name that resolves to nothing fails the stream (CONFIG_INVALID) instead of holding every message', { timeout: 30_000 }, async () => {
+  const parsed = lookupSchema().parse({ redis: 'sites', key: 'site:${1}', field: 'site' }) as LookupConfig;
+  const context = createTransformContext((delivery) => delivery.ack());
+  const input = new Subject<Delivery>();
+  const failed = new Promise<unknown>((resolve) => {
+    input
+      .pipe(lookupStep({ bridge: 'test', config: parsed, context, keyOf: () => 'site:x', logger: pino({ level: 'silent' }), counters: new CounterRegistry() }))
+      .subscribe({ error: resolve });
+  });
+  const settled: string[] = [];
+  input.next(createDelivery(createEnvelope({ topic: 't', payload: '{}', origin: { source: 'test', clientId: 'c' } }), { onAck() {}, onNack: (e) => settled.push(e.message) }));
+  const error = await failed;
+  assert.ok(isFerryError(error, 'CONFIG_INVALID'), String(error));
+  assert.match((error as Error).message, /no Redis connection named 'sites'/);
+  assert.equal(settled.length, 1, 'the held message is given back');
 });

@@ -11,6 +11,10 @@ import { compileTemplate } from '../../src/core/template.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { type RateLimitConfig, rateLimitSchema } from '../../src/redis/rate-limit-config.ts';
 import { leaseSize, rateLimit } from '../../src/redis/rate-limit.ts';
+import type { BridgeConfig } from '../../src/config/schema.ts';
+import { isFerryError } from '../../src/core/errors.ts';
+import { rateLimit as libraryRateLimit } from '../../src/lib/redis.ts';
+import { ingressOperators } from '../../src/runtime/ingress.ts';
 import { randomName, requireService } from '../harness/services.ts';
 import { eventually } from '../harness/eventually.ts';
 
@@ -46,7 +50,7 @@ function limiter(config: Partial<RateLimitConfig> & { messagesPerSecond: number 
   const template = compileTemplate(parsed.key);
   const input = new Subject<Delivery>();
   const passed: string[] = [];
-  const rejected: { id: string; reason: string }[] = [];
+  const rejected: { id: string; reason: string; label: string }[] = [];
   const settled = new Map<string, string>();
   const subscription = input
     .pipe(
@@ -54,8 +58,8 @@ function limiter(config: Partial<RateLimitConfig> & { messagesPerSecond: number 
         bridge: 'test',
         config: parsed,
         keyOf: (d) => template.render({ envelope: d.envelope, filters: [] }),
-        reject: (d, reason) => {
-          rejected.push({ id: Buffer.from(d.envelope.payload).toString(), reason });
+        reject: (d, reason, label) => {
+          rejected.push({ id: Buffer.from(d.envelope.payload).toString(), reason, label });
           d.ack();
         },
         logger,
@@ -214,4 +218,136 @@ test('with a lease, a message within the limit passes without waiting for Redis'
   l.send('sensor-1', 'second');
   assert.deepEqual(l.passed, ['first', 'second'], 'the second passed synchronously, from the lease');
   l.stop();
+});
+
+test('a bucket key holding another type refuses only its messages (failed), leaves the key alone, and is no outage', { timeout: 60_000 }, async () => {
+  const redis = await requireService('redis');
+  const keyPrefix = randomName('ferry:test:rl:');
+  prefixes.push(keyPrefix);
+  const admin = new Redis(redis, { maxRetriesPerRequest: 1 });
+  await admin.set(`${keyPrefix}config`, 'something else');
+  const l = limiter({ redis, keyPrefix, messagesPerSecond: 0.001, burst: 2, failOpen: false });
+  for (let i = 0; i < 3; i++) l.send('sensor-1', `s${i}`);
+  // In the same script call as sensor-1's bucket, after it: its tokens are taken once.
+  l.send('config', 'c0');
+  await waitFor('every message decided', () => l.passed.length + l.rejected.length === 4);
+  assert.deepEqual(l.passed, ['s0', 's1']);
+  assert.deepEqual(
+    l.rejected.map((r) => [r.id, r.label, r.reason]),
+    [
+      ['s2', 'rate_limited', "rate limited: over 0.001 messages/s for key 'sensor-1'"],
+      ['c0', 'failed', `rate limit: key '${keyPrefix}config': WRONGTYPE the key holds a string, not a token bucket (a hash)`],
+    ],
+  );
+  assert.equal(await admin.get(`${keyPrefix}config`), 'something else');
+  assert.equal(Number(await admin.hget(`${keyPrefix}sensor-1`, 't')), 0, 'sensor-1 charged once: burst 2, two passed');
+  assert.deepEqual(
+    l.logs.filter((e) => e.level >= 40),
+    [],
+    'no outage warning',
+  );
+  l.stop();
+  await admin.quit();
+});
+
+test('a key the ACL forbids fails the whole script call: each key is asked alone, and only the forbidden one is refused', { timeout: 60_000 }, async () => {
+  const redis = await requireService('redis');
+  const keyPrefix = randomName('ferry:test:rl:');
+  prefixes.push(keyPrefix);
+  const admin = new Redis(redis, { maxRetriesPerRequest: 1 });
+  const user = randomName('ferry-test-rl-');
+  await admin.call('ACL', 'SETUSER', user, 'on', '>secret', `~${keyPrefix}ok-*`, '+@all');
+  try {
+    const url = new URL(redis);
+    url.username = user;
+    url.password = 'secret';
+    const l = limiter({ redis: url.toString(), keyPrefix, messagesPerSecond: 0.001, burst: 1, failOpen: false });
+    l.send('ok-1', 'a0');
+    l.send('secret-1', 'b0');
+    l.send('ok-1', 'a1');
+    await waitFor('every message decided', () => l.passed.length + l.rejected.length === 3);
+    assert.deepEqual(l.passed, ['a0']);
+    assert.deepEqual(
+      l.rejected.map((r) => [r.id, r.label]),
+      [
+        ['a1', 'rate_limited'],
+        ['b0', 'failed'],
+      ],
+    );
+    assert.match(l.rejected[1]?.reason ?? '', new RegExp(`^rate limit: key '${keyPrefix}secret-1': NOPERM `));
+    assert.equal(l.logs.filter((e) => e.level >= 40).length, 0, 'no outage warning');
+    l.stop();
+  } finally {
+    await admin.call('ACL', 'DELUSER', user);
+    await admin.quit();
+  }
+});
+
+test('a rate limit key template without a value refuses the message (failed), instead of a bucket shared by every such device', { timeout: 60_000 }, async () => {
+  const redis = await requireService('redis');
+  const keyPrefix = randomName('ferry:test:rl:');
+  prefixes.push(keyPrefix);
+  const rateLimit = rateLimitSchema().parse({ redis, keyPrefix, key: '${username}', messagesPerSecond: 0.001, burst: 2 });
+  const dead: string[] = [];
+  const counters = new CounterRegistry();
+  const operator = ingressOperators({ name: 'b', file: 'b.yaml', rateLimit, transform: [] } as unknown as BridgeConfig, {
+    deadLetters: {
+      deadLetter: (_bridge, delivery, _envelope, sink, reason) => {
+        dead.push(`${delivery.envelope.origin.clientId}: ${sink}: ${reason}`);
+        delivery.ack();
+      },
+    },
+    logger: pino({ level: 'silent' }),
+    counters,
+    sourceFilters: [],
+  });
+  const input = new Subject<Delivery>();
+  const passed: string[] = [];
+  const subscription = operator(input).subscribe((d) => passed.push(d.envelope.origin.clientId ?? ''));
+  for (const clientId of ['dev-a', 'dev-b', 'dev-c']) {
+    input.next(createDelivery(createEnvelope({ topic: `devices/${clientId}/t`, payload: '{}', origin: { source: 'mqtt', clientId } }), { onAck() {}, onNack() {} }));
+  }
+  input.next(
+    createDelivery(createEnvelope({ topic: 'devices/dev-d/t', payload: '{}', origin: { source: 'mqtt', clientId: 'dev-d', username: 'site-7' } }), {
+      onAck() {},
+      onNack() {},
+    }),
+  );
+  await waitFor('every message decided', () => passed.length + dead.length === 4);
+  assert.deepEqual(passed, ['dev-d']);
+  assert.deepEqual(
+    dead,
+    ['dev-a', 'dev-b', 'dev-c'].map((id) => `${id}: rateLimit: rate limit key '\${username}' has no value: \${username} has no value: the message has no username`),
+  );
+  assert.equal(counters.get('bridge.messages.rejected{bridge=b,reason=failed}'), 3);
+  subscription.unsubscribe();
+});
+
+test('a Redis connection name that resolves to nothing fails the stream (CONFIG_INVALID) instead of failing open', { timeout: 60_000 }, async () => {
+  const parsed = rateLimitSchema().parse({ redis: 'cache', messagesPerSecond: 1, burst: 1, key: 'all' });
+  const input = new Subject<Delivery>();
+  const passed: string[] = [];
+  const failed = new Promise<unknown>((resolve) => {
+    input
+      .pipe(rateLimit({ bridge: 'test', config: parsed, keyOf: () => 'all', reject: (d) => d.ack(), logger: pino({ level: 'silent' }), counters: new CounterRegistry() }))
+      .subscribe({ next: (d) => passed.push(Buffer.from(d.envelope.payload).toString()), error: resolve });
+  });
+  const settled: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    input.next(createDelivery(createEnvelope({ topic: 't', payload: `m${i}`, origin: { source: 'test', clientId: 'c' } }), { onAck() {}, onNack: (e) => settled.push(e.message) }));
+  }
+  const error = await failed;
+  assert.ok(isFerryError(error, 'CONFIG_INVALID'), String(error));
+  assert.match((error as Error).message, /no Redis connection named 'cache'/);
+  assert.deepEqual(passed, [], 'nothing let through unlimited');
+  assert.equal(settled.length, 3, 'the held messages are given back');
+});
+
+test("the library's rateLimit refuses a connection name at once, naming what to give instead", () => {
+  assert.throws(
+    () => libraryRateLimit({ redis: 'cache', messagesPerSecond: 1 }),
+    (error: unknown) =>
+      isFerryError(error, 'CONFIG_INVALID') &&
+      /^rateLimit: redis 'cache' is not a redis:\/\/ or rediss:\/\/ URL; .*give the URL \(redis:\/\/127\.0\.0\.1:6379\)$/.test((error as Error).message),
+  );
 });

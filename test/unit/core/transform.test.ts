@@ -5,7 +5,7 @@ import { type Delivery, createDelivery } from '../../../src/core/delivery.ts';
 import { type Envelope, createEnvelope } from '../../../src/core/envelope.ts';
 import { dropFields, keepFields } from '../../../src/core/json-fields.ts';
 import { compileJsonSchema } from '../../../src/core/json-schema.ts';
-import { type RejectLabel, createTransformContext, decodeJsonStep, deliveryStep, selectFieldsStep, validateStep } from '../../../src/core/transform.ts';
+import { type RejectLabel, createTransformContext, decodeJsonStep, deliveryStep, parseExactJson, selectFieldsStep, validateStep } from '../../../src/core/transform.ts';
 import type { DeliveryOperator } from '../../../src/core/stream.ts';
 
 interface Settled {
@@ -136,4 +136,43 @@ test('a step that throws refuses the message instead of stopping the stream', as
 test('compileJsonSchema refuses an invalid schema and unknown keywords', () => {
   assert.throws(() => compileJsonSchema({ type: 'nubmer' }), /schema is invalid/);
   assert.throws(() => compileJsonSchema({ type: 'object', requird: ['a'] }), /unknown keyword: "requird"/);
+});
+
+test('keep and drop write numbers a double cannot hold back as they came; validate still sees plain numbers', async () => {
+  const payload = '{"ts_ns":1733000000123456789,"serial":18446744073709551615,"tiny":1e-400,"huge":1e400,"celsius":21.5,"meta":{"id":123456789012345678901},"debug":1}';
+  const dropped = await run([payload], (c) => [selectFieldsStep('drop', ['debug'], c)]);
+  assert.deepEqual(dropped.text, ['{"ts_ns":1733000000123456789,"serial":18446744073709551615,"tiny":1e-400,"huge":1e400,"celsius":21.5,"meta":{"id":123456789012345678901}}']);
+  const kept = await run([payload], (c) => [selectFieldsStep('keep', ['serial', 'meta.id'], c)]);
+  assert.deepEqual(kept.text, ['{"serial":18446744073709551615,"meta":{"id":123456789012345678901}}']);
+
+  // After a re-encoding step, validate checks numbers, not the text kept for them.
+  const schema = compileJsonSchema({ type: 'object', properties: { serial: { type: 'integer' }, celsius: { type: 'number', maximum: 30 } } });
+  const checked = await run([payload, payload.replace('21.5', '31.5')], (c) => [selectFieldsStep('drop', ['debug'], c), validateStep('schema', schema, c)]);
+  assert.equal(checked.passed.length, 1);
+  assert.deepEqual(
+    checked.rejected.map((x) => x.reason),
+    ['payload fails schema: /celsius must be <= 30'],
+  );
+
+  // A number alone is not an object, however many digits it has.
+  const bare = await run(['18446744073709551615'], (c) => [selectFieldsStep('drop', ['a'], c)]);
+  assert.deepEqual(
+    bare.rejected.map((x) => x.reason),
+    ['drop needs a JSON object payload, not a number'],
+  );
+});
+
+test('parseExactJson keeps the source text only of numbers that would not come back the same', () => {
+  const short = parseExactJson('{"a":1.5,"b":[1733000000123,-2],"c":"12345678901234567890"}');
+  assert.deepEqual(short, { value: { a: 1.5, b: [1733000000123, -2], c: '12345678901234567890' }, raw: false }, 'digits in a string are not a number');
+  const long = parseExactJson('{"a":0.30000000000000004,"b":12345678901234567890}');
+  assert.equal(long.raw, true);
+  const { a, b } = long.value as { a: unknown; b: unknown };
+  assert.equal(a, 0.30000000000000004, 'a long number that survives a double stays a number');
+  assert.equal(typeof b, 'object');
+  assert.equal(JSON.stringify(long.value), '{"a":0.30000000000000004,"b":12345678901234567890}');
+  const exponents = parseExactJson('[1.5e30,-2E-7,1e+400]');
+  assert.equal(exponents.raw, true, 'a three-digit exponent');
+  assert.equal(JSON.stringify(exponents.value), '[1.5e30,-2E-7,1e+400]', 'written as they came');
+  assert.equal(parseExactJson('[1.5e30,-2E-7]').raw, false, 'a short exponent: a double holds it');
 });
