@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { connectCommandDevice } from '../harness/command-device.ts';
+import { type CommandDevice, connectCommandDevice } from '../harness/command-device.ts';
 import { eventually } from '../harness/eventually.ts';
-import { REPO_ROOT, startFerry } from '../harness/ferry-process.ts';
+import { REPO_ROOT, type RunningFerry, startFerry } from '../harness/ferry-process.ts';
 import { testSchema } from '../harness/pg-schema.ts';
 import { tempDirs } from '../harness/temp.ts';
 
@@ -34,14 +34,30 @@ const DEVICE_COMMANDS = (
     CREATE FUNCTION ${s}.device_commands_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('device_commands', ''); RETURN NULL; END $$;
     CREATE TRIGGER device_commands_notify AFTER INSERT ON ${s}.device_commands FOR EACH STATEMENT EXECUTE FUNCTION ${s}.device_commands_notify();`;
 
-test('commands written into device_commands reach an MQTT device: live, and those written while the gateway was down after it starts, each once', {
-  timeout: 120_000,
-}, async (t) => {
+/** A test schema with the outbox, the example bridge on it, and a data dir. */
+async function outboxTree(t: TestContext) {
   const db = await testSchema(t);
   const s = db.name;
   await db.query(DEVICE_COMMANDS(s));
-  const config = tree(s);
-  const dataDir = tempDir();
+  return { db, s, config: tree(s), dataDir: tempDir() };
+}
+
+/** After a while for any copy to come: the device got steps 1-3 once each, in order; then the gateway stops cleanly. */
+async function receivedOnceInOrderThenStop(device: CommandDevice, gw: RunningFerry): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.deepEqual(
+    device.received.map((c) => JSON.parse(c.payload.toString())),
+    [{ step: 1 }, { step: 2 }, { step: 3 }],
+    'each once, in the order written',
+  );
+  gw.child.kill('SIGTERM');
+  assert.equal(await gw.exited, 0);
+}
+
+test('commands written into device_commands reach an MQTT device: live, and those written while the gateway was down after it starts, each once', {
+  timeout: 120_000,
+}, async (t) => {
+  const { db, s, config, dataDir } = await outboxTree(t);
   const outbox = async () => (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${s}.device_commands`))[0]?.n;
 
   let gw = await startFerry(['--config', config, '--data-dir', dataDir], { POSTGRES_URL: db.url });
@@ -70,24 +86,13 @@ test('commands written into device_commands reach an MQTT device: live, and thos
   // Each row was read once (above), and each reaches the device once, in the order written:
   // the resume sends a command the broker queued while the device was away by its queue or
   // live as it is published, not both.
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  assert.deepEqual(
-    device.received.map((c) => JSON.parse(c.payload.toString())),
-    [{ step: 1 }, { step: 2 }, { step: 3 }],
-    'each once, in the order written',
-  );
-  gw.child.kill('SIGTERM');
-  assert.equal(await gw.exited, 0);
+  await receivedOnceInOrderThenStop(device, gw);
 });
 
 test('commands queued for an offline device when the gateway is killed are read again after the restart and reach the device once each', {
   timeout: 120_000,
 }, async (t) => {
-  const db = await testSchema(t);
-  const s = db.name;
-  await db.query(DEVICE_COMMANDS(s));
-  const config = tree(s);
-  const dataDir = tempDir();
+  const { db, s, config, dataDir } = await outboxTree(t);
   const queued = () => {
     const state = new Database(join(dataDir, 'broker.db'), { readonly: true });
     try {
@@ -118,12 +123,5 @@ test('commands queued for an offline device when the gateway is killed are read 
   await eventually(async () =>
     assert.equal((await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${s}.device_commands`))[0]?.n, 0, 'the PUBACKs settle the rows read again'),
   );
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  assert.deepEqual(
-    device.received.map((c) => JSON.parse(c.payload.toString())),
-    [{ step: 1 }, { step: 2 }, { step: 3 }],
-    'each once, in the order written',
-  );
-  gw.child.kill('SIGTERM');
-  assert.equal(await gw.exited, 0);
+  await receivedOnceInOrderThenStop(device, gw);
 });
