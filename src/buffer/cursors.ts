@@ -159,7 +159,8 @@ export class BufferCursors extends BufferLog {
   /** One transaction; when it fails the kept behind counts of the bridge are dropped, as they may count what was rolled back. */
   #transaction(bridge: string, fn: () => void): void {
     try {
-      this.db.transaction(fn)();
+      // IMMEDIATE, as appends (BufferLog.append): waits for another process's write lock.
+      this.db.transaction(fn).immediate();
     } catch (error) {
       this.forgetKept(bridge);
       throw error;

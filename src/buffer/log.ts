@@ -40,7 +40,7 @@ export class BufferLog {
   readonly #released = new Set<() => void>();
   #releaseQueued = false;
 
-  readonly #appendRows: (entries: readonly AppendEntry[], after?: () => void) => number[];
+  readonly #appendRows: Database.Transaction<(entries: readonly AppendEntry[], after?: () => void) => number[]>;
 
   constructor(db: Database.Database) {
     this.db = db;
@@ -91,7 +91,10 @@ export class BufferLog {
     const before = new Map(this.#usage);
     const forgotten = this.#recent.forgotten;
     try {
-      const seqs = this.#appendRows(entries, after);
+      // BEGIN IMMEDIATE: the insert reads (sqlite_sequence) before it writes, and a deferred
+      // transaction that read gets SQLITE_BUSY at once, without the busy timeout, when another
+      // connection holds the write lock (a `ferry buffer redrive` or `purge` chunk).
+      const seqs = this.#appendRows.immediate(entries, after);
       // Committed, unless an outer transaction (a redrive's) may still roll it back; and kept
       // only when nothing was deleted in the transaction (`after` dropping the oldest).
       if (this.db.inTransaction || this.#recent.forgotten !== forgotten) for (const bridge of added.keys()) this.#recent.forget(bridge);
