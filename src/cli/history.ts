@@ -7,6 +7,9 @@ import { fail } from './buffer/open.ts';
 import { resolveDataDir } from './load.ts';
 import { jsonLine, lineText, payloadForLine, payloadText } from './payload.ts';
 
+/** Messages `--follow` reads at a time. */
+const FOLLOW_ROUND = 10_000;
+
 export interface HistoryOptions {
   readonly config: string;
   readonly dataDir?: string;
@@ -46,7 +49,13 @@ export async function historyCommand(options: HistoryOptions): Promise<void> {
     print(reader.latest(query));
     while (options.follow === true) {
       await sleep(500);
-      print(reader.latest({ ...query, afterSeq: last, limit: 10_000 }));
+      // The oldest after the last printed, as many rounds as it takes: more than a round's
+      // worth may have come in half a second, and none may be skipped.
+      for (let full = true; full; ) {
+        const rows = reader.latest({ ...query, afterSeq: last, limit: FOLLOW_ROUND, oldest: true });
+        print(rows);
+        full = rows.length === FOLLOW_ROUND;
+      }
     }
   } catch (error) {
     fail(`${path}: ${describeError(error)}${isCorruption(error) ? corrupt(path, error) : ''}`);

@@ -106,8 +106,8 @@ export function legacyLatest(db: Database.Database, query: HistoryQuery): Histor
   const rows = db
     .prepare(
       `SELECT seq, id, bridge, topic, client_id AS clientId, qos, payload, received_at AS receivedAt
-       FROM history WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT ?`,
+       FROM history WHERE ${where.join(' AND ')} ORDER BY seq ${query.oldest === true ? 'ASC' : 'DESC'} LIMIT ?`,
     )
     .all(...params, query.limit) as HistoryRow[];
-  return rows.reverse();
+  return query.oldest === true ? rows : rows.reverse();
 }

@@ -330,6 +330,8 @@ export interface HistoryQuery {
   readonly limit: number;
   /** Only messages with a larger seq (for following). */
   readonly afterSeq?: number;
+  /** The oldest `limit` matching instead of the newest (following: none skipped when more came). */
+  readonly oldest?: boolean;
 }
 
 /** Reads the history while a gateway writes to it (WAL readers do not block the writer). */
@@ -340,7 +342,7 @@ export class HistoryReader {
     this.#db = openSqlite(historyPath(dataDir), { readonly: true });
   }
 
-  /** The newest `limit` messages matching, oldest first. */
+  /** The newest `limit` messages matching (the oldest, with `oldest`), oldest first. */
   latest(query: HistoryQuery): HistoryRow[] {
     const db = this.#db;
     // A history no gateway of this version has written yet is read as the earlier versions kept it.
@@ -348,7 +350,7 @@ export class HistoryReader {
     const floors = new Map(db.prepare<[], [string, number]>('SELECT bridge, seq FROM history_floors').raw().all());
     const after = query.afterSeq ?? 0;
     const packs = db.prepare<unknown[], PackRow>(
-      `SELECT last, bridge, first, meta, body FROM history_packs WHERE last > ?${query.bridge === undefined ? '' : ' AND bridge = ?'} ORDER BY last DESC`,
+      `SELECT last, bridge, first, meta, body FROM history_packs WHERE last > ?${query.bridge === undefined ? '' : ' AND bridge = ?'} ORDER BY last ${query.oldest === true ? 'ASC' : 'DESC'}`,
     );
     const out: HistoryRow[] = [];
     const { limit } = query;
@@ -357,8 +359,10 @@ export class HistoryReader {
     for (const pack of packs.iterate(...(query.bridge === undefined ? [after] : [after, query.bridge]))) {
       const from = Math.max(0, Math.max(after, floors.get(pack.bridge) ?? 0) + 1 - pack.first);
       const starts = offsets(pack.meta);
-      // Newest first: only the messages shown are decoded, the others' topics compared as bytes.
-      for (let i = starts.length - 1; i >= from && out.length < limit; i--) {
+      // Newest first (oldest first, with `oldest`): only the messages shown are decoded, the
+      // others' topics compared as bytes.
+      const step = query.oldest === true ? 1 : -1;
+      for (let i = step > 0 ? from : starts.length - 1; i >= from && i < starts.length && out.length < limit; i += step) {
         const at = starts[i] as number;
         if (prefix !== undefined && !topicStartsWith(pack.body, at, prefix)) continue;
         const { seq, bridge, envelope: e } = decodeRecord(pack.bridge, pack.first + i, pack.body, at);
@@ -366,7 +370,7 @@ export class HistoryReader {
       }
       if (out.length >= limit) break;
     }
-    return out.reverse();
+    return query.oldest === true ? out : out.reverse();
   }
 
   close(): void {

@@ -125,6 +125,12 @@ test('the history in packs keeps what a list of rows would: appends, deliveries 
           expected(matching.slice(-limit)),
           `step ${step}: after ${after}, ${prefix}, ${limit}`,
         );
+        // The oldest instead (ferry history --follow reads so, a round at a time).
+        assert.deepEqual(
+          plain(reader.latest({ limit, afterSeq: after, topicPrefix: prefix, oldest: true })),
+          expected(matching.slice(0, limit)),
+          `step ${step}: the oldest after ${after}, ${prefix}, ${limit}`,
+        );
       } finally {
         reader.close();
       }
@@ -175,6 +181,8 @@ function readAll(dir: string) {
       reader.latest({ bridge: 'b', limit: 7, afterSeq: 100 }),
       reader.latest({ limit: 50, topicPrefix: 'devices/d1' }),
       reader.latest({ limit: 5, topicPrefix: 'DEVICES/' }),
+      reader.latest({ bridge: 'b', limit: 7, afterSeq: 100, oldest: true }),
+      reader.latest({ limit: 50, topicPrefix: 'devices/d1', oldest: true }),
     ].map(plain);
   } finally {
     reader.close();
