@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { type MigrationResultSet, Migrator } from 'kysely/migration';
 import pino from 'pino';
+import type { DatabaseConfig } from '../config/databases-schema.ts';
 import { MigrationFiles, migrationTemplate } from '../config/migration-files.ts';
 import { describeError } from '../core/errors.ts';
 import { CounterRegistry } from '../observability/counters.ts';
@@ -53,7 +54,7 @@ async function migrate(action: Action, options: MigrateOptions): Promise<number>
     process.stderr.write(`ferry migrate: ${describeError(error)}\n`);
     return MIGRATE_EXIT.usage;
   }
-  const databases = new Databases(config.databases, {
+  const databases = new Databases(withoutStatementTimeout(config.databases), {
     logger: pino({ level: 'silent' }),
     counters: new CounterRegistry(),
     configDir: dirname(config.file),
@@ -74,6 +75,18 @@ async function migrate(action: Action, options: MigrateOptions): Promise<number>
   } finally {
     await databases.close();
   }
+}
+
+/**
+ * The databases with no statement timeout on PostgreSQL (`statementTimeoutMs: 0`, see
+ * poolSettings): a migration may build an index on a large table for minutes, and a second
+ * `migrate up` waits for the first's lock as long as that one runs. A migration that wants a
+ * bound sets it itself (`SET LOCAL statement_timeout`, for the rest of the run's transaction).
+ */
+function withoutStatementTimeout(databases: Readonly<Record<string, DatabaseConfig>>): Record<string, DatabaseConfig> {
+  return Object.fromEntries(
+    Object.entries(databases).map(([name, database]) => [name, 'postgres' in database ? { postgres: { ...database.postgres, statementTimeoutMs: 0 } } : database]),
+  );
 }
 
 async function status(migrator: Migrator, target: string): Promise<number> {

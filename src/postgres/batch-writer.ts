@@ -104,11 +104,14 @@ export interface AloneOutcome {
 /**
  * Writes one batch's rows in `transaction`, carefully: its insert first without ON CONFLICT
  * when `plain` (a unique violation, 23505, sends it through the statement with ON CONFLICT).
- * When the server refuses the statement for a data error (class 22 or 23), the batch is
+ * When the server refuses the statement for a data error (`failureKind` 'row'), the batch is
  * written again in halves, and those in halves, each after a savepoint, until the refused
  * rows are alone: each is added to `rejected` with its SQLSTATE and message, and the rest is
- * written. A serialization failure or deadlock is tried again a few times. Any other failure
- * is thrown as a retryable FerryError; the caller rolls the transaction back.
+ * written. A refusal of class 42 (a `regclass` value naming no table) or P0 (a trigger's
+ * `RAISE EXCEPTION`) is the rows' too, once the same insert with no rows runs: the table, the
+ * privileges and the statement-level triggers are then fine. A serialization failure or
+ * deadlock is tried again a few times. Any other failure is thrown as a retryable FerryError;
+ * the caller rolls the transaction back.
  */
 export async function writeAlone(options: BatchWriterOptions, transaction: BatchTransaction, plan: InsertPlan, batch: RenderedBatch, plain: boolean): Promise<AloneOutcome> {
   const { component, bridge, table, counters } = options;
@@ -118,10 +121,23 @@ export async function writeAlone(options: BatchWriterOptions, transaction: Batch
   let attempted = 0;
   let split = false;
   let conflicted = false;
+  /** Whether the insert runs with no rows (only asked after a refusal that rows or the table may have caused). */
+  let fits = false;
+  const fitsWithoutRows = async (text: string): Promise<boolean> => {
+    if (fits) return true;
+    try {
+      await transaction.query(text, columnArrays(plan, []));
+      fits = true;
+    } catch (error) {
+      options.logger.debug({ err: error }, `${component}: the insert into ${table} fails with no rows too`);
+    }
+    return fits;
+  };
   const insert = async (part: readonly Row[], attempt = 1): Promise<void> => {
     const tried = plain;
+    const text = tried ? plan.plainStatement : plan.statement;
     try {
-      const result = await transaction.query(tried ? plan.plainStatement : plan.statement, columnArrays(plan, part));
+      const result = await transaction.query(text, columnArrays(plan, part));
       inserted += result.rowCount ?? 0;
       attempted += part.length;
     } catch (error) {
@@ -131,12 +147,14 @@ export async function writeAlone(options: BatchWriterOptions, transaction: Batch
         if (await transaction.recover()) return insert(part, attempt);
       }
       const kind = failureKind(error);
-      const retried = kind === 'row' || (kind === 'conflict' && attempt < CONFLICT_ATTEMPTS);
+      const retried = kind === 'row' || kind === 'config' || (kind === 'conflict' && attempt < CONFLICT_ATTEMPTS);
       if (!retried || !(await transaction.recover())) throw statementError(`${component}: insert into ${table} failed`, error, context);
       if (kind === 'conflict') {
         await insert(part, attempt + 1);
         return;
       }
+      const rowsOrTable = kind === 'config' || sqlState(error)?.startsWith('P0') === true;
+      if (rowsOrTable && !(await fitsWithoutRows(text))) throw statementError(`${component}: insert into ${table} failed`, error, context);
       if (part.length === 1) {
         const only = part[0] as Row;
         rejected.set(only.delivery, refusal(options, only.delivery, `PostgreSQL refused the row: ${describePgError(error)}`, error));

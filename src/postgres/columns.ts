@@ -3,7 +3,13 @@ import type { RawFieldValue } from '../core/template.ts';
 /** A column as the catalog describes it. */
 export interface ColumnInfo {
   readonly name: string;
-  /** The type without its modifier (`character varying`), for the cast: the column's own length or precision is then applied by the insert, which refuses what does not fit instead of cutting it. */
+  /**
+   * The type without its modifier (`character varying`, `bpchar`, `"bit"`), for the cast: the
+   * column's own length or precision is then applied by the insert, which refuses what does not
+   * fit instead of cutting it. `format_type(oid, -1)`, not `(oid, NULL)`, whose `character` and
+   * `bit` are char(1) and bit(1): a cast to those cut every value to one character, or refused
+   * every bit string longer than one.
+   */
   readonly castType: string;
   /** As declared (`character varying(20)`), for messages. */
   readonly declaredType: string;

@@ -258,6 +258,8 @@ export interface PoolOptions {
   readonly idleTimeoutMillis: number;
   readonly statement_timeout: number;
   readonly query_timeout: number;
+  /** Settings the server applies to the session at its start, over the role's and the database's (`-c name=value`). */
+  readonly options?: string;
   readonly application_name: string;
   readonly keepAlive: boolean;
 }
@@ -273,6 +275,10 @@ export interface PoolSettings {
  * Resolves a connection config into pool settings when a component starts: reads the
  * password from its variable or file and the TLS files. Throws a CONFIG_INVALID FerryError
  * naming what is missing (never the password).
+ *
+ * `statementTimeoutMs: 0`, which only `ferry migrate` gives (the schema takes 100 and up),
+ * sets no timeout: the sessions run with `statement_timeout = 0`, whatever the role or the
+ * database default to, and pg waits for every reply as long as it takes.
  */
 export function poolSettings(config: ConnectionConfig, applicationName: string, configDir: string, component: string): PoolSettings {
   const endpoint = endpointOf(config);
@@ -317,7 +323,9 @@ export function poolSettings(config: ConnectionConfig, applicationName: string, 
     idleTimeoutMillis: config.idleTimeoutMs,
     statement_timeout: config.statementTimeoutMs,
     // A server that stops answering (a cut network) fails the statement too, a little after the server's own timeout would have.
-    query_timeout: config.statementTimeoutMs + config.connectTimeoutMs,
+    query_timeout: config.statementTimeoutMs === 0 ? 0 : config.statementTimeoutMs + config.connectTimeoutMs,
+    // pg sends no statement_timeout of 0, which would leave the role's or the database's.
+    ...(config.statementTimeoutMs === 0 ? { options: '-c statement_timeout=0' } : {}),
     application_name: applicationName,
     keepAlive: true,
   };

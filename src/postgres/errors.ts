@@ -9,10 +9,13 @@ import { type ErrorContext, FerryError, wrapError } from '../core/errors.ts';
  * - `conflict`: serialization failure or deadlock (40001, 40P01): the same batch may simply
  *   be tried again now.
  * - `row`: the data itself is refused (class 22 data exception, class 23 constraint
- *   violation, 21000 a row affected twice by one statement): some row of the batch is at
- *   fault, and written alone it is that row's fault, never retried.
+ *   violation, 21000 a row affected twice by one statement, 54000 a value too large for an
+ *   index entry, class P0 a trigger's `RAISE EXCEPTION`): some row of the batch is at fault,
+ *   and written alone it is that row's fault, never retried.
  * - `config`: the statement does not fit the database (class 42: no such table or column,
- *   no privilege, no unique index for the conflict target): the configuration is wrong.
+ *   no privilege, no unique index for the conflict target): the configuration is wrong. A
+ *   value can raise one too (a `regclass` naming no table): the writer tells the two apart by
+ *   running the insert with no rows (see `writeAlone`).
  * - `other`: anything else (a cancelled statement, an internal error): retried, since
  *   nothing says the messages are at fault.
  */
@@ -44,7 +47,7 @@ export function failureKind(error: unknown): FailureKind {
   const cls = state.slice(0, 2);
   if (cls === '08' || cls === '53' || state === '57P01' || state === '57P02' || state === '57P03') return 'unavailable';
   if (state === '40001' || state === '40P01') return 'conflict';
-  if (cls === '22' || cls === '23' || state === '21000') return 'row';
+  if (cls === '22' || cls === '23' || state === '21000' || state === '54000' || cls === 'P0') return 'row';
   if (cls === '42') return 'config';
   return 'other';
 }

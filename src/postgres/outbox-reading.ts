@@ -1,31 +1,14 @@
 import type { Subscriber } from 'rxjs';
 import { backoffDelay } from '../core/backoff.ts';
 import type { ComponentContext } from '../core/component.ts';
-import { createDelivery, type Delivery } from '../core/delivery.ts';
-import { createEnvelope, type Envelope } from '../core/envelope.ts';
+import type { Delivery } from '../core/delivery.ts';
 import type { PoolSettings } from './connection.ts';
 import { describePgError } from './errors.ts';
 import { describeTable, quoteIdentifier, quoteTable, type TableName } from './identifiers.ts';
-import type { PgPool, PgPoolClient, PoolLease, PostgresPools } from './pools.ts';
+import { OutboxBatch } from './outbox-batch.ts';
+import { type OutboxClient, type OutboxTable, binaryPayload, rawTypes, readOutboxTable, rowEnvelope } from './outbox-rows.ts';
+import type { PgPool, PoolLease, PostgresPools } from './pools.ts';
 import type { PostgresSourceConfig } from './outbox-source.ts';
-import { outboxRowId } from './row-id.ts';
-
-/** The part of pg's pooled Client the outbox reads with: raw text values, and notifications. */
-interface OutboxClient extends PgPoolClient {
-  query<R = Record<string, unknown>>(text: string, values?: unknown[]): Promise<{ rows: R[]; rowCount: number | null }>;
-  query(config: { text: string; values?: unknown[]; rowMode: 'array'; types: RawTypes }): Promise<{ rows: (string | null)[][]; fields: { dataTypeID: number }[] }>;
-  on(event: 'notification', listener: () => void): unknown;
-  on(event: 'error', listener: (error: Error) => void): unknown;
-  off(event: 'error', listener: (error: Error) => void): unknown;
-  removeAllListeners(event: string): unknown;
-}
-
-/** Every column as the server's text: json stays the JSON text it was, bytea is decoded here. */
-interface RawTypes {
-  getTypeParser(oid: number, format?: string): (value: string) => string;
-}
-const rawTypes: RawTypes = { getTypeParser: () => (value) => value };
-const BYTEA = 17;
 
 const MAX_BACKOFF_MS = 60_000;
 
@@ -39,25 +22,13 @@ export interface OutboxReadingOptions {
   readonly subscriber: Subscriber<Delivery>;
 }
 
-/** One read transaction: its rows, locked until it commits, and how each was settled. */
-interface Batch {
-  readonly client: OutboxClient;
-  /** Gives the connection back (discards it, given an error). */
-  readonly release: (error?: Error | boolean) => void;
-  readonly ids: string[];
-  readonly acked: string[];
-  pending: number;
-  nacked: number;
-  /** Called when the last row was settled. */
-  onSettled: (() => void) | undefined;
-}
-
 /**
  * One subscription's reading of the outbox (see postgresSource). Up to `maxBatches` read
  * transactions are open at once; each locks its rows (`FOR UPDATE SKIP LOCKED`, so the next
  * read and other gateways skip them), emits them in id order, deletes or marks the acked
  * ones when all are settled, and commits. A nack pauses reading until every open batch
- * committed and `retryBackoffMs` passed, so that refused rows come again in their order.
+ * committed and `retryBackoffMs` passed, so that refused rows come again in their order; a
+ * row refused for good is tried once more by itself, then settled (see OutboxBatch).
  */
 export class OutboxReading {
   readonly #o: OutboxReadingOptions;
@@ -65,14 +36,11 @@ export class OutboxReading {
   /** The SELECT of a read, less its xmin and tableoid (a view or a foreign table has none). */
   readonly #columns: string;
   readonly #from: string;
-  readonly #settle: string;
-  /**
-   * Where the rows' message ids come from, found at the first read: the rows themselves (a
-   * table: the cluster's system identifier, and each row's tableoid and xmin, see outboxRowId),
-   * or `null`, a new id at each read (a view or a foreign table).
-   */
-  #rowIds: { readonly system: string } | null | undefined;
-  readonly #batches = new Set<Batch>();
+  /** Found at the first read. */
+  #table: { readonly outbox: OutboxTable; readonly settle: string } | undefined;
+  readonly #batches = new Set<OutboxBatch>();
+  /** Batches trying a row refused for good again by itself: no new read meanwhile, so that nothing joins it. */
+  readonly #retryingAlone = new Set<OutboxBatch>();
   readonly #timers = new Set<NodeJS.Timeout>();
   #listener: OutboxClient | undefined;
   #stopping = false;
@@ -97,11 +65,20 @@ export class OutboxReading {
     const unmarked = config.delivered === 'mark' ? ` WHERE ${q(config.markColumn as string)} IS NULL` : '';
     this.#columns = `SELECT ${columns.join(', ')}`;
     this.#from = ` FROM ${quoteTable(table)}${unmarked} ORDER BY ${q(config.idColumn)} LIMIT ${config.batchSize} FOR UPDATE SKIP LOCKED`;
-    // The ids come back as the server's text and go back as text[], compared as the column's type.
-    this.#settle =
-      config.delivered === 'mark'
-        ? `UPDATE ${quoteTable(table)} SET ${q(config.markColumn as string)} = now() WHERE ${q(config.idColumn)}::text = ANY($1::text[])`
-        : `DELETE FROM ${quoteTable(table)} WHERE ${q(config.idColumn)}::text = ANY($1::text[])`;
+  }
+
+  /**
+   * Deletes or marks the rows of the ids given (as the server's text, in a text[]). They are
+   * compared to the column as its own type, so that its index (the primary key) finds them:
+   * `id::text = ANY(...)` would read the whole table at each commit.
+   */
+  #settleStatement(idType: string | undefined): string {
+    const { config, table } = this.#o;
+    const q = quoteIdentifier;
+    const where = idType === undefined ? `${q(config.idColumn)}::text = ANY($1::text[])` : `${q(config.idColumn)} = ANY($1::${idType}[])`;
+    return config.delivered === 'mark'
+      ? `UPDATE ${quoteTable(table)} SET ${q(config.markColumn as string)} = now() WHERE ${where}`
+      : `DELETE FROM ${quoteTable(table)} WHERE ${where}`;
   }
 
   start(): void {
@@ -125,14 +102,14 @@ export class OutboxReading {
     const open = [...this.#batches];
     await Promise.all(open.map((batch) => this.#finishWithin(batch, this.#o.config.stopTimeoutMs)));
     while (this.#reading) await new Promise((resolve) => setTimeout(resolve, 10));
-    const unsettled = open.reduce((n, b) => n + b.pending, 0);
+    const unsettled = open.reduce((n, b) => n + b.unsettled, 0);
     if (unsettled > 0) this.#o.ctx.logger.info({ unsettled }, `${this.#o.component}: stopped with rows in flight; they stay in the outbox and are read again`);
     await this.#lease.release();
   }
 
   /** Reads while there is room and reason to. */
   #pump(): void {
-    if (this.#stopping || this.#reading || !this.#wanted) return;
+    if (this.#stopping || this.#reading || !this.#wanted || this.#retryingAlone.size > 0) return;
     if (this.#batches.size >= this.#o.config.maxBatches) return;
     const wait = this.#pausedUntil - Date.now();
     if (wait > 0 || (this.#pausedUntil > 0 && this.#batches.size > 0)) {
@@ -180,9 +157,10 @@ export class OutboxReading {
     };
     let rows: (string | null)[][];
     let fields: { dataTypeID: number }[];
+    let table: { readonly outbox: OutboxTable; readonly settle: string };
     try {
-      this.#rowIds ??= await this.#findRowIds(client);
-      const select = `${this.#columns}${this.#rowIds === null ? '' : ', xmin, tableoid'}${this.#from}`;
+      table = this.#table ??= await this.#readTable(client);
+      const select = `${this.#columns}${table.outbox.rowIds === null ? '' : ', xmin, tableoid'}${this.#from}`;
       await client.query('BEGIN');
       ({ rows, fields } = await client.query({ text: select, rowMode: 'array', types: rawTypes }));
     } catch (error) {
@@ -196,90 +174,51 @@ export class OutboxReading {
       );
       return false;
     }
-    const binary = fields[1]?.dataTypeID === BYTEA;
-    const batch: Batch = { client, release, ids: [], acked: [], pending: rows.length, nacked: 0, onSettled: undefined };
+    const binary = binaryPayload(fields);
+    const batch = new OutboxBatch(client, release, {
+      component: this.#o.component,
+      ctx: this.#o.ctx,
+      subscriber: this.#o.subscriber,
+      retryBackoffMs: this.#o.config.retryBackoffMs,
+      later: (ms, run) => this.#later(ms, run),
+      onRefusedWithOthers: () => this.#retryingAlone.add(batch),
+    });
+    batch.onSettled = () => void this.#finish(batch);
     this.#batches.add(batch);
-    const settled = () => {
-      batch.pending -= 1;
-      if (batch.pending === 0) {
-        if (batch.onSettled !== undefined) batch.onSettled();
-        else this.#finish(batch);
-      }
-    };
-    for (const row of rows) {
-      const id = row[0] as string;
-      batch.ids.push(id);
-      const envelope = this.#envelope(row, binary);
-      this.#o.subscriber.next(
-        createDelivery(envelope, {
-          onAck: () => {
-            batch.acked.push(id);
-            settled();
-          },
-          onNack: (error) => {
-            batch.nacked += 1;
-            this.#o.ctx.logger.debug({ err: error, id }, `${this.#o.component}: row ${id} refused; it is read again`);
-            settled();
-          },
-        }),
-      );
-    }
+    batch.deliver(rows.map((row) => ({ id: row[0] as string, envelope: rowEnvelope(row, binary, table.outbox, this.#o.table) })));
     this.#o.ctx.counters.count('postgres.outbox.rows', { bridge: this.#o.ctx.bridge }, rows.length);
     return rows.length === this.#o.config.batchSize;
   }
 
-  /** See #rowIds. */
-  async #findRowIds(client: OutboxClient): Promise<{ readonly system: string } | null> {
-    const table = quoteTable(this.#o.table);
-    const kind = (await client.query<{ relkind: string }>('SELECT relkind FROM pg_class WHERE oid = $1::regclass', [table])).rows[0]?.relkind;
-    if (kind !== 'r' && kind !== 'p') {
-      this.#o.ctx.logger.info(`${this.#o.component}: ${describeTable(this.#o.table)} is not a table (no xmin): a row read again after a crash or a stop gets a new message id`);
-      return null;
-    }
-    // A server that does not let this user read it: the connection's description stands in
-    // for the cluster (a failover to another host then gives rows read again new ids).
-    return client.query<{ system: string }>('SELECT system_identifier::text AS system FROM pg_control_system()').then(
-      ({ rows }) => ({ system: rows[0]?.system ?? this.#o.settings.description }),
-      () => ({ system: this.#o.settings.description }),
-    );
+  async #readTable(client: OutboxClient): Promise<{ readonly outbox: OutboxTable; readonly settle: string }> {
+    const { config, table, component, ctx, settings } = this.#o;
+    const outbox = await readOutboxTable(client, table, config.idColumn, component, ctx.logger, settings.description);
+    return { outbox, settle: this.#settleStatement(outbox.idType) };
   }
 
-  #envelope(row: readonly (string | null)[], binary: boolean): Envelope {
-    const [id, payload, topic, key, headers, xmin, tableoid] = row;
-    const bytes = payload === null || payload === undefined ? new Uint8Array() : binary ? Buffer.from(payload.slice(2), 'hex') : payload;
-    const rowIds = this.#rowIds;
-    return createEnvelope({
-      ...(rowIds && xmin && tableoid ? { id: outboxRowId(rowIds.system, tableoid, xmin, id as string) } : {}),
-      topic: topic ?? describeTable(this.#o.table),
-      payload: bytes,
-      origin: { source: 'postgres' },
-      ...(key === null || key === undefined ? {} : { key }),
-      ...(headers === null || headers === undefined ? {} : { headers: stringHeaders(headers) }),
-    });
-  }
-
-  /** Every row settled: delete or mark the acked ones and commit, then read on. */
-  #finish(batch: Batch): Promise<void> {
+  /** Every row settled: delete or mark the acked ones (and those refused for good) and commit, then read on. */
+  #finish(batch: OutboxBatch): Promise<void> {
     const done = (async () => {
       try {
-        if (batch.acked.length > 0) await batch.client.query(this.#settle, [batch.acked]);
+        if (batch.settled.length > 0) await batch.client.query((this.#table as { settle: string }).settle, [batch.settled]);
         await batch.client.query('COMMIT');
         batch.release();
       } catch (error) {
         batch.release(error instanceof Error ? error : true);
         this.#o.ctx.counters.count('postgres.outbox.errors', { bridge: this.#o.ctx.bridge });
         this.#o.ctx.logger.warn(
-          { err: error, rows: batch.ids.length },
+          { err: error, rows: batch.size },
           `${this.#o.component}: cannot commit a batch of ${describeTable(this.#o.table)}: ${describePgError(error)}; its rows stay and are delivered again`,
         );
       }
     })().finally(() => {
       this.#batches.delete(batch);
+      this.#retryingAlone.delete(batch);
       if (batch.nacked > 0) {
         this.#nackRounds += 1;
         const delay = backoffDelay({ initialMs: this.#o.config.retryBackoffMs, maxMs: MAX_BACKOFF_MS }, this.#nackRounds);
         this.#pausedUntil = Math.max(this.#pausedUntil, Date.now() + delay);
-      } else if (batch.acked.length > 0) {
+      } else if (batch.settled.length > 0) {
         this.#nackRounds = 0;
       }
       // Rows the batch left (nacked) are read again; and rows skipped while it held its slot.
@@ -290,8 +229,8 @@ export class OutboxReading {
   }
 
   /** On stop: the batch's rows get up to `ms` to settle, then it commits what was acked. */
-  #finishWithin(batch: Batch, ms: number): Promise<void> {
-    if (batch.pending === 0) return Promise.resolve();
+  #finishWithin(batch: OutboxBatch, ms: number): Promise<void> {
+    if (batch.done) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         batch.onSettled = () => {};
@@ -301,6 +240,7 @@ export class OutboxReading {
         clearTimeout(timer);
         resolve(this.#finish(batch));
       };
+      batch.stop();
     });
   }
 
@@ -377,16 +317,4 @@ export class OutboxReading {
     }, ms);
     this.#timers.add(timer);
   }
-}
-
-/** A headers column's JSON object, its values as strings; anything else gives no headers. */
-function stringHeaders(text: string): Record<string, string> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    return {};
-  }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return {};
-  return Object.fromEntries(Object.entries(parsed).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
 }

@@ -73,7 +73,11 @@ const schema = lazySchema(() =>
         .int()
         .min(1)
         .default(1000)
-        .meta({ description: 'Wait before rows a sink refused are read again (and before a reconnect); doubles per attempt up to 60 s.', examples: [1000] }),
+        .meta({
+          description:
+            'Wait before rows a sink refused are read again (and before a reconnect); doubles per attempt up to 60 s. A row refused for good is delivered again by itself this long after, once, then deleted (or marked) if refused again.',
+          examples: [1000],
+        }),
       stopTimeoutMs: z
         .int()
         .min(0)
@@ -102,7 +106,8 @@ export type PostgresSourceConfig = z.output<ReturnType<typeof schema>>;
  * `FOR UPDATE SKIP LOCKED` (so gateways sharing the outbox never take the same row), hands
  * them to the bridge's sinks, and deletes or marks each row in the transaction that read it,
  * which commits once every row of the batch was settled. A row nacked, or in flight when the
- * gateway stopped or crashed, stays and is read again: delivery is at least once, and a row read
+ * gateway stopped or crashed, stays and is read again (but one refused for good, again when
+ * delivered by itself, is settled: see OutboxBatch): delivery is at least once, and a row read
  * again has the id it had (outboxRowId), so sinks and devices can tell it from a new message.
  */
 export const postgresSource: SourceComponent<ReturnType<typeof schema>> = {

@@ -33,7 +33,7 @@ export class MappingError extends Error {
 }
 
 const COLUMNS_QUERY = `SELECT a.attname AS name,
-       format_type(a.atttypid, NULL) AS "castType",
+       format_type(a.atttypid, -1) AS "castType",
        format_type(a.atttypid, a.atttypmod) AS "declaredType",
        coalesce(b.typname, t.typname) AS "baseType",
        coalesce(b.typcategory, t.typcategory) AS category,

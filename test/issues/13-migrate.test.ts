@@ -148,6 +148,31 @@ for (const server of servers) {
   });
 }
 
+test('ferry migrate on PostgreSQL: no statement timeout: a statement longer than statementTimeoutMs or the database default runs, and a second `migrate up` waits for the first; a migration can set its own', {
+  timeout: 180_000,
+}, async (t) => {
+  const db = await testDatabase(t);
+  // Defaults a role or a database may set: migrations must not inherit them either.
+  await db.query(`ALTER DATABASE ${db.name} SET statement_timeout = '300ms'`);
+  const p = project(`  main:\n    postgres: {url: '${db.url}', statementTimeoutMs: 300, connectTimeoutMs: 2000}\n`);
+  const migration = (body: string) => `import { sql, type Kysely } from 'kysely';\nexport async function up(db: Kysely<any>) {\n${body}\n}\n`;
+  writeFileSync(join(p.dir, '20260101_000300_slow.ts'), migration('  await sql`SELECT pg_sleep(1.5)`.execute(db); // a long CREATE INDEX'));
+  // Each waits for the other's advisory lock longer than 300 ms (the migrations take 3 s).
+  const [a, b] = await Promise.all([migrate(p, 'up'), migrate(p, 'up')]);
+  assert.equal(a.code, 0, a.stderr);
+  assert.equal(b.code, 0, b.stderr);
+  assert.equal((a.stdout.match(/^applied /gm)?.length ?? 0) + (b.stdout.match(/^applied /gm)?.length ?? 0), 3, `${a.stdout}\n${b.stdout}`);
+  assert.deepEqual(await db.query('SELECT step FROM trail ORDER BY step'), [{ step: 'first' }, { step: 'second' }]);
+
+  writeFileSync(
+    join(p.dir, '20260101_000400_bounded.ts'),
+    migration("  await sql`SET LOCAL statement_timeout = '200ms'`.execute(db);\n  await sql`SELECT pg_sleep(1)`.execute(db);"),
+  );
+  const bounded = await migrate(p, 'up');
+  assert.equal(bounded.code, 1);
+  assert.match(bounded.stderr, /migration 20260101_000400_bounded failed: canceling statement due to statement timeout/);
+});
+
 test('ferry migrate: create writes a timestamped file with up and down; usage problems exit 3 with a reason', { timeout: 180_000 }, async () => {
   const p = project('  main:\n    sqlite: {file: app.db}\n  other:\n    sqlite: {file: other.db}\n');
   let run = await ferry(['migrate', 'create', 'add_sites', '--dir', p.dir]);

@@ -7,7 +7,7 @@ export const postgresMetrics = [
     type: 'counter',
     unit: 'messages',
     labels: { bridge: BRIDGE },
-    help: 'Messages the Postgres sink cannot write (a value that does not fit its column, a template field without a value, a row the server refused for a data error: SQLSTATE class 22 or 23), sent to the dead letters.',
+    help: 'Messages the Postgres sink cannot write (a value that does not fit its column, a template field without a value, a row the server refused alone: a data error, SQLSTATE class 22 or 23, a value too large for its index, 54000, a trigger RAISE EXCEPTION, class P0, or a value naming no object, class 42), sent to the dead letters.',
   },
   {
     name: 'postgres.rows.skipped',
@@ -36,6 +36,13 @@ export const postgresMetrics = [
     unit: 'rows',
     labels: { bridge: BRIDGE },
     help: 'Rows the Postgres source read from its outbox and handed to its sinks (a row nacked or in flight at a stop is read and counted again).',
+  },
+  {
+    name: 'postgres.outbox.refused',
+    type: 'counter',
+    unit: 'rows',
+    labels: { bridge: BRIDGE },
+    help: 'Rows of the Postgres source a sink refused for good (a key that makes no valid topic), again when delivered by themselves: deleted (or marked) undelivered, and logged as an error with the reason.',
   },
   {
     name: 'postgres.outbox.errors',
