@@ -1,4 +1,5 @@
 import type { Envelope } from './envelope.ts';
+import { isRawJson, parseExactJson } from './exact-json.ts';
 import { FerryError } from './errors.ts';
 
 /**
@@ -328,6 +329,8 @@ export class MessageFields {
       case 'payload': {
         if (field.path.length === 0) return decoder.decode(envelope.payload);
         const value = this.raw(field);
+        // A number a double cannot hold, as the device wrote it.
+        if (isRawJson(value)) return value.rawJSON;
         if (value === undefined || value === null || typeof value === 'object') {
           throw missing(`the payload field '${field.path.join('.')}' is ${value === undefined ? 'absent' : 'not a string, number or boolean'}`);
         }
@@ -339,7 +342,9 @@ export class MessageFields {
   #payload(): unknown {
     if (this.#json === undefined) {
       try {
-        this.#json = { value: JSON.parse(decoder.decode(this.#input.envelope.payload)) as unknown };
+        // Numbers a double cannot hold (a 64-bit serial, a nanosecond timestamp) keep their
+        // source text: a field renders as the device wrote it, not rounded.
+        this.#json = { value: parseExactJson(decoder.decode(this.#input.envelope.payload)).value };
       } catch (error) {
         throw new TemplateError(`the payload is not JSON (${(error as Error).message}), so payload fields cannot be rendered`);
       }

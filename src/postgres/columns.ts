@@ -1,3 +1,4 @@
+import { isRawJson } from '../core/exact-json.ts';
 import type { RawFieldValue } from '../core/template.ts';
 
 /** A column as the catalog describes it. */
@@ -92,6 +93,8 @@ function text(value: NonNullable<RawFieldValue>): string {
 
 /** A string, a number or the payload's text; a boolean, object or array is not `what`. */
 function scalar(value: NonNullable<RawFieldValue>, what: string): string {
+  // A number a double cannot hold, kept as the device wrote it (template.ts): its digits.
+  if (isRawJson(value)) return value.rawJSON;
   if (typeof value === 'boolean' || (typeof value === 'object' && !(value instanceof Uint8Array))) throw new ValueError(`${describe(value)} is not ${what}`);
   return text(value);
 }

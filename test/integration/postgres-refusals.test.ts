@@ -17,7 +17,10 @@ import { type TestSchema, testSchema } from '../harness/pg-schema.ts';
 
 const FILTERS = ['devices/+/telemetry/#'];
 
-/** Writes one message per payload (topic `devices/<device>/telemetry/t`) to `table` in one batch; how each was settled, in order. */
+/**
+ * Writes one message per payload (topic `devices/<device>/telemetry/t`; a string is the JSON
+ * text as sent, anything else is encoded) to `table` in one batch; how each was settled, in order.
+ */
 async function write(db: TestSchema, table: string, columns: Record<string, string>, messages: readonly { device?: string; payload: unknown }[], concurrency = 4) {
   const counters = new CounterRegistry();
   const sink = postgresSink.create(postgresSink.schema.parse({ url: db.url, table: `${db.name}.${table}`, columns, batchTimeMs: 50, concurrency }), {
@@ -29,7 +32,11 @@ async function write(db: TestSchema, table: string, columns: Record<string, stri
   });
   const settled = new Map<Envelope, 'acked' | Error>();
   const envelopes = messages.map((m) =>
-    createEnvelope({ topic: `devices/${m.device ?? 'd1'}/telemetry/t`, payload: JSON.stringify(m.payload), origin: { source: 'test', clientId: 'd1', qos: 1 } }),
+    createEnvelope({
+      topic: `devices/${m.device ?? 'd1'}/telemetry/t`,
+      payload: typeof m.payload === 'string' ? m.payload : JSON.stringify(m.payload),
+      origin: { source: 'test', clientId: 'd1', qos: 1 },
+    }),
   );
   const input = new Subject<Delivery>();
   const done = lastValueFrom(sink(input).pipe(toArray()));
@@ -124,5 +131,21 @@ test('postgres sink: a class-42 refusal caused by a value (a regclass naming no 
     { n: 1, target: 'pg_class' },
     { n: 3, target: null },
     { n: 3, target: null },
+  ]);
+});
+
+test('postgres sink: payload numbers a double cannot hold are written as the device wrote them', async (t) => {
+  const db = await testSchema(t);
+  await db.query(`CREATE TABLE ${db.name}.r (id uuid PRIMARY KEY, big bigint, num numeric, doc jsonb, txt text, f float8)`);
+  const columns = { id: '${id}', big: '${payload.big}', num: '${payload.num}', doc: '${payload.doc}', txt: '${payload.txt}', f: '${payload.f}' };
+  const { outcomes } = await write(db, 'r', columns, [
+    { payload: '{"big":9007199254740993,"num":1e400,"doc":{"x":1e400,"y":12345678901234567890},"txt":18446744073709551615,"f":0.1}' },
+    { payload: '{"f":1e400}' },
+  ]);
+  assert.equal(outcomes[0], 'acked');
+  assertRefused(outcomes[1], /SQLSTATE 22003/);
+  const rows = await db.query(`SELECT big::text, num::text, doc::text, txt, f FROM ${db.name}.r`);
+  assert.deepEqual(rows, [
+    { big: '9007199254740993', num: `1${'0'.repeat(400)}`, doc: `{"x": 1${'0'.repeat(400)}, "y": 12345678901234567890}`, txt: '18446744073709551615', f: 0.1 },
   ]);
 });

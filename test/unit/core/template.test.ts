@@ -135,3 +135,11 @@ test('rendered as an MQTT topic, a value from the message stays one topic level:
   // render() is unchanged: Kafka topics, keys and headers have their own rules.
   assert.equal(compileTemplate('${payload.display}').render(input), 'sensor-2/commands/unlock');
 });
+
+test('a payload number a double cannot hold renders as the device wrote it, in text and as a raw field', () => {
+  const big = createEnvelope({ topic: 'a', payload: '{"serial":18446744073709551615,"ns":1733000000123456789,"small":21.5}', origin: { source: 'mqtt' } });
+  assert.equal(compileTemplate('${payload.serial}/${payload.ns}/${payload.small}').render({ envelope: big, filters: [] }), '18446744073709551615/1733000000123456789/21.5');
+  const fields = new MessageFields({ envelope: big, filters: [] });
+  assert.equal(JSON.stringify(fields.raw(compileTemplate('${payload.serial}').single as never)), '18446744073709551615');
+  assert.equal(fields.raw(compileTemplate('${payload.small}').single as never), 21.5);
+});

@@ -5,7 +5,8 @@ import { type Delivery, createDelivery } from '../../../src/core/delivery.ts';
 import { type Envelope, createEnvelope } from '../../../src/core/envelope.ts';
 import { dropFields, keepFields } from '../../../src/core/json-fields.ts';
 import { compileJsonSchema } from '../../../src/core/json-schema.ts';
-import { type RejectLabel, createTransformContext, decodeJsonStep, deliveryStep, parseExactJson, selectFieldsStep, validateStep } from '../../../src/core/transform.ts';
+import { parseExactJson } from '../../../src/core/exact-json.ts';
+import { type RejectLabel, createTransformContext, decodeJsonStep, deliveryStep, selectFieldsStep, validateStep } from '../../../src/core/transform.ts';
 import type { DeliveryOperator } from '../../../src/core/stream.ts';
 
 interface Settled {
