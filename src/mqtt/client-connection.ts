@@ -129,6 +129,39 @@ export function clientOptions(config: ConnectionConfig, component: string, confi
   return options;
 }
 
+/** Names of the MQTT 5 reason codes a broker refuses with (SUBACK, PUBACK, DISCONNECT); mqtt.js' own table would load mqtt.js. */
+const REASON_CODES: Readonly<Record<number, string>> = {
+  128: 'unspecified error',
+  129: 'malformed packet',
+  130: 'protocol error',
+  131: 'implementation specific error',
+  135: 'not authorized',
+  137: 'server busy',
+  139: 'server shutting down',
+  141: 'keep alive timeout',
+  142: 'session taken over',
+  143: 'topic filter invalid',
+  144: 'topic name invalid',
+  147: 'receive maximum exceeded',
+  148: 'topic alias invalid',
+  149: 'packet too large',
+  150: 'message rate too high',
+  151: 'quota exceeded',
+  152: 'administrative action',
+  153: 'payload format invalid',
+  154: 'retain not supported',
+  155: 'QoS not supported',
+  158: 'shared subscriptions not supported',
+  161: 'subscription identifiers not supported',
+  162: 'wildcard subscriptions not supported',
+};
+
+/** A reason code as logs name it: `0x87 (not authorized)`. Under MQTT 3.1.1 a SUBACK refuses with 0x80, "failure". */
+export function describeReasonCode(code: number): string {
+  const name = REASON_CODES[code];
+  return `0x${code.toString(16).padStart(2, '0')}${name === undefined ? '' : ` (${name})`}`;
+}
+
 /** The broker's address without credentials, for logs. */
 export function describeUrl(url: string): string {
   try {

@@ -1,4 +1,4 @@
-import type { IClientPublishOptions, MqttClient } from 'mqtt';
+import type { IClientPublishOptions, IConnackPacket, MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { resourceSink } from '../core/batching-sink.ts';
@@ -6,7 +6,7 @@ import type { SinkComponent } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError, isFerryError, wrapError } from '../core/errors.ts';
 import { TemplateError, describeField, refineTemplate } from '../core/template.ts';
-import { clientOptions, connectionFields, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
+import { clientOptions, connectionFields, describeReasonCode, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
 import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 
@@ -99,7 +99,21 @@ interface Connection {
   readonly client: MqttClient;
   /** The broker's Receive Maximum (MQTT 5), or undefined. */
   readonly receiveMaximum: number | undefined;
+  /** The broker's Maximum Packet Size in bytes (MQTT 5), or undefined: mqtt.js does not check it, and a broker disconnects on a larger PUBLISH. */
+  readonly maximumPacketSize: number | undefined;
+  /** The QoS messages are published at: the configured one, lowered to the broker's Maximum QoS (MQTT 5). */
+  readonly qos: 0 | 1 | 2;
+  /** Why the broker last disconnected this client (MQTT 5 DISCONNECT), for the error of the batch it failed. */
+  readonly disconnect: { reasonCode?: number | undefined };
 }
+
+/**
+ * MQTT 5 PUBACK (PUBREC) reason codes that refuse one message for good: no retry publishes it
+ * (0x87 not authorized, 0x90 topic name invalid, 0x95 packet too large, 0x99 payload format
+ * invalid). Others (0x97 quota exceeded, 0x89 server busy, 0x80 unspecified...) fail the batch,
+ * which is tried again.
+ */
+const REFUSING_CODES: ReadonlySet<number> = new Set([0x87, 0x90, 0x95, 0x99]);
 
 /**
  * Publishes each message to an external broker. A delivery is acked after the broker's PUBACK
@@ -119,38 +133,59 @@ export const mqttClientSink: SinkComponent<ReturnType<typeof schema>> = {
   create: (config, ctx) => {
     const component = `mqttClient sink of bridge '${ctx.bridge}'`;
     const broker = describeUrl(config.url);
-    const renderTopic = sinkTopicRenderer(config, [], TOPIC_LIMITS, true);
+    const renderTopic = sinkTopicRenderer(config, [], TOPIC_LIMITS, true, true);
     return resourceSink(
       config,
       () => connect(config, component, broker, ctx.logger, ctx.configDir),
       ({ client }) => {
         client.end(true);
       },
-      async ({ client, receiveMaximum }, batch) => {
+      async (connection, batch) => {
         const rejected = new Map<Delivery, FerryError>();
+        const refuse = (delivery: Delivery, reason: 'topic' | 'too_large' | 'broker_refused', message: string, cause?: unknown) => {
+          rejected.set(delivery, wrapError('MESSAGE_INVALID', `${component}: ${message}`, cause, { component, bridge: ctx.bridge, retryable: false }));
+          ctx.counters.count('mqtt.client.messages.rejected', { bridge: ctx.bridge, reason });
+        };
         const publishable: Delivery[] = [];
         const topics: string[] = [];
         for (const delivery of batch) {
+          let topic: string;
           try {
-            topics.push(renderTopic(delivery.envelope));
-            publishable.push(delivery);
+            topic = renderTopic(delivery.envelope);
           } catch (error) {
             if (!(error instanceof TemplateError)) throw error;
-            rejected.set(
-              delivery,
-              wrapError('MESSAGE_INVALID', `${component}: no topic for message ${delivery.envelope.id}`, error, { component, bridge: ctx.bridge, retryable: false }),
-            );
-            ctx.counters.count('mqtt.client.messages.rejected', { bridge: ctx.bridge });
+            refuse(delivery, 'topic', `no topic for message ${delivery.envelope.id}`, error);
+            continue;
           }
+          const size =
+            connection.maximumPacketSize === undefined
+              ? 0
+              : publishPacketSize(topic, delivery.envelope.payload.byteLength, connection.qos, publishOptions(config, delivery).properties);
+          if (size > (connection.maximumPacketSize ?? Number.POSITIVE_INFINITY)) {
+            refuse(
+              delivery,
+              'too_large',
+              `message ${delivery.envelope.id} is a PUBLISH of ${size} bytes, over the Maximum Packet Size of ${broker} (${connection.maximumPacketSize} bytes)`,
+            );
+            continue;
+          }
+          topics.push(topic);
+          publishable.push(delivery);
         }
         if (publishable.length === 0) return { rejected };
+        const { client } = connection;
         if (!client.connected) throw new FerryError('UPSTREAM_UNAVAILABLE', `${component}: not connected to ${broker}`, { component, bridge: ctx.bridge, retryable: true });
-        const limit = Math.min(config.maxInFlight, receiveMaximum ?? Infinity);
+        const limit = Math.min(config.maxInFlight, connection.receiveMaximum ?? Infinity);
+        let refusals: Map<number, number>;
         try {
-          await publishAll(client, publishable, topics, limit, (delivery) => publishOptions(config, delivery));
+          refusals = await publishAll(connection, publishable, topics, limit, (delivery) => ({ ...publishOptions(config, delivery), qos: connection.qos }));
         } catch (error) {
           if (isFerryError(error)) throw error;
           throw wrapError('SINK_WRITE_FAILED', `${component}: publish to ${broker} failed`, error, { component, bridge: ctx.bridge, retryable: true });
+        }
+        for (const [i, code] of refusals) {
+          const delivery = publishable[i] as Delivery;
+          refuse(delivery, 'broker_refused', `${broker} refused message ${delivery.envelope.id} on '${topics[i]}' with ${describeReasonCode(code)}`);
         }
         return { rejected };
       },
@@ -162,19 +197,55 @@ export const mqttClientSink: SinkComponent<ReturnType<typeof schema>> = {
 async function connect(config: MqttClientSinkConfig, component: string, broker: string, logger: Logger, configDir: string | undefined): Promise<Connection> {
   const mqtt = await loadMqtt();
   const client = mqtt.connect(config.url, { ...clientOptions(config, component, configDir), clean: true });
+  const disconnect: { reasonCode?: number | undefined } = {};
   client.on('error', (error) => logger.warn({ err: error, broker }, `${component}: ${describeError(error)}`));
+  client.on('disconnect', (packet) => {
+    disconnect.reasonCode = packet.reasonCode;
+  });
+  let connack: IConnackPacket;
   try {
-    const connack = await new Promise<{ properties?: { receiveMaximum?: number } }>((resolve, reject) => {
+    connack = await new Promise<IConnackPacket>((resolve, reject) => {
       client.once('connect', resolve);
       client.once('error', reject);
       client.once('close', () => reject(new Error('connection closed before CONNACK')));
     });
-    logger.info({ broker, clientId: config.clientId }, `${component}: connected`);
-    return { client, receiveMaximum: connack.properties?.receiveMaximum };
   } catch (error) {
     client.end(true);
     throw wrapError('UPSTREAM_UNAVAILABLE', `${component}: cannot connect to ${broker}`, error, { component, retryable: true });
   }
+  const { receiveMaximum, maximumPacketSize, maximumQoS } = connack.properties ?? {};
+  // Maximum QoS (MQTT 5) is 0 or 1. QoS 2 becomes 1, still at least once; below 1 nothing could
+  // be confirmed, so the sink does not publish (its messages wait in the buffer).
+  if (maximumQoS === 0 && config.qos > 0) {
+    client.end(true);
+    throw new FerryError(
+      'UPSTREAM_UNAVAILABLE',
+      `${component}: ${broker} takes QoS 0 only (its Maximum QoS), and this sink publishes at QoS ${config.qos}: set qos: 0 or allow QoS 1 on the broker`,
+      { component, retryable: true },
+    );
+  }
+  const qos = maximumQoS !== undefined && maximumQoS < config.qos ? (maximumQoS as 0 | 1) : config.qos;
+  if (qos !== config.qos) logger.warn({ broker, qos, configured: config.qos }, `${component}: ${broker} takes QoS ${qos} at most (its Maximum QoS): publishing at QoS ${qos}`);
+  logger.info({ broker, clientId: config.clientId }, `${component}: connected`);
+  return { client, receiveMaximum, maximumPacketSize, qos, disconnect };
+}
+
+/** How many bytes the length of a packet part takes (MQTT's variable byte integer). */
+function varintBytes(value: number): number {
+  return value < 128 ? 1 : value < 16_384 ? 2 : value < 2_097_152 ? 3 : 4;
+}
+
+/** The size of the PUBLISH packet mqtt.js sends for a message (the Maximum Packet Size counts all of it). */
+export function publishPacketSize(topic: string, payloadBytes: number, qos: 0 | 1 | 2, properties: IClientPublishOptions['properties']): number {
+  let length = 2 + Buffer.byteLength(topic) + (qos > 0 ? 2 : 0) + payloadBytes;
+  if (properties !== undefined) {
+    let props = properties.messageExpiryInterval === undefined ? 0 : 5;
+    for (const [name, value] of Object.entries(properties.userProperties ?? {})) {
+      for (const one of Array.isArray(value) ? value : [value]) props += 5 + Buffer.byteLength(name) + Buffer.byteLength(String(one));
+    }
+    length += varintBytes(props) + props;
+  }
+  return 1 + varintBytes(length) + length;
 }
 
 function publishOptions(config: MqttClientSinkConfig, delivery: Delivery): IClientPublishOptions {
@@ -187,18 +258,20 @@ function publishOptions(config: MqttClientSinkConfig, delivery: Delivery): IClie
 }
 
 /**
- * Publishes a batch with at most `limit` unacknowledged at once. Rejects on the first failed
- * publish, or when the connection closes before every acknowledgement arrived (mqtt.js would
- * keep those publishes for a reconnect that this sink never makes: it opens a new client).
+ * Publishes a batch with at most `limit` unacknowledged at once; resolves with the messages the
+ * broker refused alone (MQTT 5 reason codes in REFUSING_CODES), by index. Rejects on any other
+ * failed publish, or when the connection closes before every acknowledgement arrived (mqtt.js
+ * would keep those publishes for a reconnect that this sink never makes: it opens a new client).
  */
 function publishAll(
-  client: MqttClient,
+  { client, disconnect }: Connection,
   batch: readonly Delivery[],
   topics: readonly string[],
   limit: number,
   options: (delivery: Delivery) => IClientPublishOptions,
-): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
+): Promise<Map<number, number>> {
+  return new Promise((resolve, reject) => {
+    const refused = new Map<number, number>();
     let next = 0;
     let inFlight = 0;
     let done = false;
@@ -206,10 +279,15 @@ function publishAll(
       if (done) return;
       done = true;
       client.off('close', onClose);
-      if (error === undefined) resolve();
+      if (error === undefined) resolve(refused);
       else reject(error);
     };
-    const onClose = () => finish(new Error('connection closed before the broker acknowledged every message'));
+    const onClose = () => {
+      const code = disconnect.reasonCode;
+      // Under MQTT 3.1.1 a broker refuses a message by closing the connection: nothing says which one.
+      const why = code === undefined ? '' : `: the broker disconnected with ${describeReasonCode(code)}`;
+      finish(new Error(`connection closed before the broker acknowledged every message${why}`));
+    };
     client.on('close', onClose);
     const pump = () => {
       if (done) return;
@@ -223,8 +301,12 @@ function publishAll(
         const { payload } = (batch[i] as Delivery).envelope;
         client.publish(topics[i] as string, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), options(batch[i] as Delivery), (error) => {
           inFlight -= 1;
-          if (error !== undefined && error !== null) finish(error);
-          else pump();
+          const code = (error as { code?: unknown } | undefined)?.code;
+          if (error !== undefined && error !== null && !(typeof code === 'number' && REFUSING_CODES.has(code))) finish(error);
+          else {
+            if (typeof code === 'number') refused.set(i, code);
+            pump();
+          }
         });
       }
     };

@@ -1,5 +1,5 @@
 import { Observable } from 'rxjs';
-import type { IClientSubscribeOptions, IPublishPacket, MqttClient } from 'mqtt';
+import type { IPublishPacket, MqttClient } from 'mqtt';
 import { z } from 'zod';
 import { type Backoff, backoffDelay } from '../core/backoff.ts';
 import type { ComponentContext, SourceComponent } from '../core/component.ts';
@@ -9,6 +9,7 @@ import { describeError } from '../core/errors.ts';
 import { invalidFilterReason } from '../core/topic.ts';
 import { watchBroker } from './broker-watch.ts';
 import { clientOptions, connectionFields, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
+import { ClientSubscriptions } from './client-subscriptions.ts';
 import { LossWatch, lossWatchSchema } from './loss-watch.ts';
 import { type PendingPuback, type PubackStream, PubackWindow } from './puback-window.ts';
 import { userPropertyHeaders } from './user-properties.ts';
@@ -197,7 +198,12 @@ interface Qos1Intake {
   notStored(pending: PendingPuback, topic: string, error: Error): void;
 }
 
-/** The handlers of one QoS 1 delivery: one small object per message instead of two closures and a literal. */
+/**
+ * The handlers of one QoS 1 delivery: one small object per message instead of two closures and
+ * a literal. It is abandoned once its connection closed before its PUBACK: the broker delivers
+ * it again on the next connection, so a writer still holding it (a full buffer under `refuse`)
+ * nacks it rather than store it twice.
+ */
 class Qos1Settlement implements DeliveryHandlers {
   readonly #intake: Qos1Intake;
   readonly #pending: PendingPuback;
@@ -215,6 +221,10 @@ class Qos1Settlement implements DeliveryHandlers {
 
   onNack(error: Error): void {
     this.#intake.notStored(this.#pending, this.#topic, error);
+  }
+
+  isAbandoned(): boolean {
+    return this.#pending.state === 'dropped';
   }
 }
 
@@ -241,20 +251,23 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
   const ticker = setInterval(() => watch.tick(), 1000);
   ticker.unref();
   ctx.reportStatus?.(() => watch.status());
-  let held: (() => void) | undefined;
-  let firstConnect = true;
+  const subscriptions = new ClientSubscriptions(config, ctx, broker);
   /** Connections lost since the last CONNACK; the reconnect delay doubles with each. */
   let attempts = 0;
   // ±20% jitter; the delay stops doubling after 20 failed attempts even where reconnectMaxMs is larger.
   const reconnect: Backoff = { initialMs: config.reconnectMinMs, maxMs: Math.min(config.reconnectMaxMs, config.reconnectMinMs * 2 ** 20), jitter: 0.2 };
   let reconnectTimer: NodeJS.Timeout | undefined;
 
+  /** The window of maxInFlight messages is full; `held` is mqtt.js' read of the next packet, when Ferry stopped it. */
+  let full = false;
+  let held: (() => void) | undefined;
   const resume = () => {
-    if (held === undefined || window.pending >= config.maxInFlight) return;
+    if (!full || window.pending >= config.maxInFlight) return;
+    full = false;
+    watch.paused(false);
     const next = held;
     held = undefined;
-    watch.paused(false);
-    next();
+    next?.();
   };
   /** Drops the connection so the broker delivers what was not acked again on the next one. */
   const redeliver = (stream: PubackStream) => {
@@ -273,6 +286,8 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
       resume();
     },
     notStored: (pending, topic, error) => {
+      // Abandoned (its connection closed first): the buffer counted it, the broker sends it again.
+      if (pending.state === 'dropped') return;
       ctx.counters.count('mqtt.client.not_stored', labels);
       ctx.logger.warn({ err: error, topic }, `message from ${broker} not stored; reconnecting so that the broker delivers it again`);
       // The connection goes first: dropping the entry would flush the PUBACKs of later
@@ -299,10 +314,18 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
       return;
     }
     emit(createDelivery(envelope(packet), new Qos1Settlement(settle, pending, packet.topic)));
-    if (window.pending >= config.maxInFlight) {
-      held = () => callback(ACKED_BY_FERRY);
-      watch.paused(true);
-    } else callback(ACKED_BY_FERRY);
+    if (window.pending < config.maxInFlight) {
+      callback(ACKED_BY_FERRY);
+      return;
+    }
+    full = true;
+    watch.paused(true);
+    // MQTT 5: the broker sends no further QoS 1 or 2 message before a PUBACK (Receive Maximum),
+    // so Ferry reads on, and mqtt.js sees the PINGRESPs: a client that stopped reading misses
+    // them and its keepalive ends the connection (mqtt.js at 1.5 keepalives). A broker past
+    // Receive Maximum, or one of MQTT 3.1.1 (whose window Ferry does not know), is not read.
+    if (config.protocolVersion === 5 && window.pending <= config.maxInFlight) callback(ACKED_BY_FERRY);
+    else held = () => callback(ACKED_BY_FERRY);
   };
 
   if (config.protocolVersion === 5) {
@@ -319,7 +342,10 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
           onAck: () => {
             if (client.stream === stream && !stream.destroyed) done(0);
           },
+          // Its connection closed before the PUBREC: the broker delivers it again (see Qos1Settlement).
+          isAbandoned: () => client.stream !== stream || stream.destroyed,
           onNack: (error) => {
+            if (client.stream !== stream || stream.destroyed) return; // abandoned, as above
             ctx.counters.count('mqtt.client.not_stored', labels);
             ctx.logger.warn({ err: error, topic: packet.topic }, `message from ${broker} not stored; reconnecting so that the broker delivers it again`);
             redeliver(stream as unknown as PubackStream);
@@ -337,35 +363,7 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
     (client.stream as { setNoDelay?: (noDelay: boolean) => void }).setNoDelay?.(true);
     ctx.counters.count('mqtt.client.connected', labels);
     ctx.logger.info({ broker, clientId: config.clientId, sessionPresent: connack.sessionPresent }, 'connected to the external broker');
-    if (!firstConnect && !config.cleanSession && !connack.sessionPresent) {
-      // The broker restarted without persistence, or the session expired: what it received for
-      // this client meanwhile is gone (issue 19).
-      ctx.counters.count('mqtt.client.session_lost', labels);
-      ctx.logger.warn(
-        { broker, clientId: config.clientId },
-        `the external broker lost this client's session (restarted without persistence, or the session expired): messages published while Ferry was away were not kept for it`,
-      );
-    }
-    // A resumed session keeps its subscriptions; subscribing again would resend retained
-    // messages. The first connect of a run subscribes anyway, in case `topics` changed.
-    if (connack.sessionPresent && !firstConnect) return;
-    firstConnect = false;
-    const options: IClientSubscribeOptions = { qos: config.qos };
-    if (config.protocolVersion === 5) options.rh = 1;
-    client.subscribe(config.topics, options, (error, granted) => {
-      if (error !== null && error !== undefined) {
-        if (!isClosed()) ctx.logger.warn({ err: error, broker }, 'subscribe failed; trying again on the next connection');
-        return;
-      }
-      for (const grant of granted ?? []) {
-        if (grant.qos >= 0x80) {
-          ctx.counters.count('mqtt.client.subscribe_refused', labels);
-          ctx.logger.error({ broker, topic: grant.topic, reasonCode: grant.qos }, `the broker refused the subscription to '${grant.topic}' (check its ACL)`);
-        } else if (grant.qos < config.qos) {
-          ctx.logger.warn({ broker, topic: grant.topic, granted: grant.qos, asked: config.qos }, `the broker granted QoS ${grant.qos} for '${grant.topic}'`);
-        }
-      }
-    });
+    subscriptions.connected(client, connack, isClosed);
   });
 
   client.on('error', (error) => {
@@ -374,6 +372,7 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
 
   client.on('close', () => {
     window.closed(client.stream as unknown as PubackStream);
+    full = false;
     held = undefined;
     watch.paused(false);
     watch.connection(false);

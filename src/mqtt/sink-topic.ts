@@ -65,12 +65,31 @@ export function constantTopicProblem(config: SinkTopicConfig): string | undefine
 }
 
 /**
+ * Unicode noncharacters (U+FDD0-U+FDEF, and the last two code points of every plane: U+FFFE,
+ * U+FFFF, U+1FFFE...): MQTT says a topic should not hold them, and Mosquitto closes the
+ * connection of a client that publishes one. Device topics may have them (the embedded broker
+ * takes them), so an upstream sink checks what it would send.
+ */
+const NONCHARACTER = new RegExp(
+  `[\\uFDD0-\\uFDEF${Array.from({ length: 17 }, (_, plane) => `\\u{${(plane * 0x10000 + 0xfffe).toString(16)}}\\u{${(plane * 0x10000 + 0xffff).toString(16)}}`).join('')}]`,
+  'u',
+);
+
+/** Why a topic would be refused upstream for a noncharacter in it; undefined when it has none. */
+export function noncharacterReason(topic: string): string | undefined {
+  const found = NONCHARACTER.exec(topic);
+  if (found === null) return undefined;
+  return `it has the Unicode noncharacter U+${(found[0].codePointAt(0) as number).toString(16).toUpperCase()}, which a broker such as Mosquitto refuses`;
+}
+
+/**
  * Renders a message's topic for an MQTT sink; throws a TemplateError saying why a message has
  * none it may publish to: a field without a value or whose value leaves its level, a topic
  * that is no valid MQTT topic, one starting with `$` (unless `dollarText` and the template's
  * own text starts with it: `$aws/things/...` on AWS IoT), or one outside `allowedTopics`.
+ * With `upstream` (a sink publishing to an external broker), also one with a noncharacter.
  */
-export function sinkTopicRenderer(config: SinkTopicConfig, filters: readonly string[], limits: TopicLimits, dollarText: boolean): (envelope: Envelope) => string {
+export function sinkTopicRenderer(config: SinkTopicConfig, filters: readonly string[], limits: TopicLimits, dollarText: boolean, upstream = false): (envelope: Envelope) => string {
   const template: Template = compileTemplate(config.topic);
   const reservedByText = dollarText && config.topic.startsWith('$') && !config.topic.startsWith('${');
   const allowed = config.allowedTopics;
@@ -83,7 +102,10 @@ export function sinkTopicRenderer(config: SinkTopicConfig, filters: readonly str
       const prefix = `template '${config.topic}': `;
       throw new TemplateError(`cannot render the topic '${config.topic}': ${error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message}`);
     }
-    const invalid = invalidTopicReason(topic, limits) ?? (topic.startsWith('$') && !reservedByText ? "topics starting with '$' are reserved" : undefined);
+    const invalid =
+      invalidTopicReason(topic, limits) ??
+      (topic.startsWith('$') && !reservedByText ? "topics starting with '$' are reserved" : undefined) ??
+      (upstream ? noncharacterReason(topic) : undefined);
     if (invalid !== undefined) throw new TemplateError(`the topic '${config.topic}' rendered to an invalid MQTT topic ${JSON.stringify(topic.slice(0, 200))}: ${invalid}`);
     if (allowed !== undefined && !allowed.some((filter) => topicMatches(filter, topic))) {
       throw new TemplateError(`the topic '${config.topic}' rendered to ${JSON.stringify(topic.slice(0, 200))}, which is not in allowedTopics (${allowed.join(', ')})`);

@@ -225,8 +225,15 @@ export const mqttMetrics = [
     name: 'mqtt.client.messages.rejected',
     type: 'counter',
     unit: 'messages',
-    labels: { bridge: BRIDGE },
-    help: 'Messages an `mqttClient` sink refused for good, moved to the dead letters: no topic could be rendered, a field value would leave its topic level, or the topic is invalid or outside `allowedTopics`.',
+    labels: {
+      bridge: BRIDGE,
+      reason: {
+        meaning:
+          "why: `topic` (no topic could be rendered, a field value would leave its topic level, or the topic is invalid or outside `allowedTopics`), `too_large` (a PUBLISH over the broker's Maximum Packet Size), `broker_refused` (an MQTT 5 PUBACK refusing it: not authorized, topic name invalid, packet too large, payload format invalid)",
+        values: ['topic', 'too_large', 'broker_refused'],
+      },
+    },
+    help: 'Messages an `mqttClient` sink refused for good, moved to the dead letters; the rest of their batch is published.',
   },
   {
     name: 'mqtt.client.qos0_not_stored',

@@ -61,3 +61,13 @@ test('a command expiry or a stop timeout longer than a timer can wait (24.8 days
   assert.equal(kafkaSource.schema.safeParse({ ...kafka, stopTimeoutMs: 2 ** 31 - 1 }).success, true);
   assert.equal(kafkaSource.schema.safeParse({ ...kafka, stopTimeoutMs: 2 ** 31 }).success, false);
 });
+
+test('an upstream sink refuses a topic with a Unicode noncharacter; the devices sink does not check for them', () => {
+  const config = { topic: '${topic}', onUnsafeTopicValue: 'refuse' as const };
+  const message = (topic: string) => createEnvelope({ topic, payload: 'x', origin: { source: 'test' } });
+  const upstream = sinkTopicRenderer(config, [], { maxLength: 65_535, maxLevels: Number.POSITIVE_INFINITY }, false, true);
+  for (const nonchar of ['\uffff', '\ufffe', '\ufdd0', '\ufdef', '\u{1fffe}', '\u{10ffff}']) assert.throws(() => upstream(message(`up/${nonchar}`)), /noncharacter/);
+  for (const fine of ['up/\ufdcf', 'up/\ufff0', 'up/\u{1fffd}', 'up/é😀']) assert.equal(upstream(message(fine)), fine);
+  const devices = sinkTopicRenderer(config, [], { maxLength: 65_535, maxLevels: Number.POSITIVE_INFINITY }, false);
+  assert.equal(devices(message('up/\uffff')), 'up/\uffff');
+});
