@@ -1,5 +1,5 @@
 import type { Aedes, AedesPublishPacket, Client, PublishPacket } from 'aedes';
-import { loadLeanMqttPacket } from './lean-mqtt-packet.ts';
+import { loadLeanMqttPacket, mqttPacketPatched } from './lean-mqtt-packet.ts';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { FerryError } from '../core/errors.ts';
@@ -78,6 +78,12 @@ export interface EmbeddedBrokerOptions {
  * the broker then does not start rather than run without them.
  */
 function assertPatched(aedes: Aedes): void {
+  if (!mqttPacketPatched()) {
+    throw new FerryError(
+      'INTERNAL',
+      'the installed mqtt-packet lacks patches/mqtt-packet+9.0.2.patch (a repeated MQTT 5 property crashed the broker), or the patches were not applied (were install scripts skipped?): run `npm ci` without --ignore-scripts in the Ferry directory; in a project that installed Ferry, list ferry in package.json allowScripts (npm 12 and newer) and install again',
+    );
+  }
   const internals = aedesInternals(aedes);
   if (
     Object.getPrototypeOf(internals.clients) === null &&

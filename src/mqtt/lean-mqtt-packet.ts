@@ -136,3 +136,13 @@ export function leanBufferLists(Base: BufferListClass): () => BufferList {
   }
   return () => new LeanBufferList();
 }
+
+/**
+ * Whether the installed mqtt-packet has Ferry's patch (patches/mqtt-packet+9.0.2.patch): its
+ * parser refuses a repeated MQTT 5 property, which unpatched reached aedes as an array (a
+ * Session Expiry Interval of [5, 6] crashed the process).
+ */
+export function mqttPacketPatched(): boolean {
+  const parser = createRequire(require.resolve('mqtt-packet'))('./parser.js') as { refusesDuplicateProperties?: unknown };
+  return parser.refusesDuplicateProperties === true;
+}

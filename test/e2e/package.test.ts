@@ -40,10 +40,11 @@ test('the packed package installs into a fresh project: every entry point import
   writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module', allowScripts }));
   // Dependencies from npm's cache where it has them (npm ci filled it).
   run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', join(dir, packed[0]?.filename as string)], project);
-  // The postinstall applied Ferry's patches where npm put aedes, aedes-persistence and mqemitter: the broker refuses an unpatched aedes.
+  // The postinstall applied Ferry's patches where npm put aedes, aedes-persistence, mqemitter and mqtt-packet: the broker refuses an unpatched aedes or mqtt-packet.
   assert.match(readFileSync(join(project, 'node_modules/aedes/aedes.js'), 'utf8'), /highestOverlappingQoS/);
   assert.match(readFileSync(join(project, 'node_modules/aedes-persistence/asyncPersistence.js'), 'utf8'), /match_empty_levels: true/);
   assert.match(readFileSync(join(project, 'node_modules/mqemitter/mqemitter.js'), 'utf8'), /this\._matched = new Map\(\)/);
+  assert.match(readFileSync(join(project, 'node_modules/mqtt-packet/parser.js'), 'utf8'), /static refusesDuplicateProperties = true/);
   const libraryDoc = readFileSync(join(REPO_ROOT, 'docs/library.md'), 'utf8');
   for (const name of Object.keys(allowScripts)) assert.ok(libraryDoc.includes(`"${name}": true`), `docs/library.md tells to allow ${name}'s install scripts`);
 

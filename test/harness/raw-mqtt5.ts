@@ -37,6 +37,11 @@ export class RawMqtt5 {
     this.#socket.write(mqttPacket.generate(packet, { protocolVersion: 5 }));
   }
 
+  /** Writes bytes as they are (a packet no encoder would make). */
+  sendBytes(bytes: Buffer): void {
+    this.#socket.write(bytes);
+  }
+
   /**
    * Sends `packet` with the bytes of `marker` in it replaced by `bytes` (as many): what an
    * encoder of JavaScript strings cannot write, such as ill-formed UTF-8.

@@ -112,3 +112,36 @@ test('a PUBLISH whose properties hold ill-formed UTF-8 or NUL is a Malformed Pac
   assert.deepEqual({ ...watcher.publishes[0]?.properties?.userProperties }, { unité: '°C ✓ 🌡' });
   raw.end();
 });
+
+/** An MQTT string: its length in two bytes, then its UTF-8. */
+const mqttString = (text: string) => Buffer.concat([Buffer.from([0, Buffer.byteLength(text)]), Buffer.from(text)]);
+/** A Session Expiry Interval (0x11) of 100 s, then one of 200 s. */
+const TWO_EXPIRIES = Buffer.from([0x11, 0, 0, 0, 100, 0x11, 0, 0, 0, 200]);
+
+test('a property other than User Property sent twice is a Protocol Error: the connection is closed, and the gateway goes on', async () => {
+  const { hostname, port } = new URL(file.gw.mqttUrl);
+  // CONNECT with two Session Expiry Intervals (aedes took [100, 200] for one, and its timer's NaN crashed the process at the close).
+  const socket = connect(Number(port), hostname);
+  await once(socket, 'connect');
+  const received: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => received.push(chunk));
+  const closed = once(socket, 'close');
+  const body = Buffer.concat([mqttString('MQTT'), Buffer.from([5, 0x02, 0, 60, TWO_EXPIRIES.length]), TWO_EXPIRIES, mqttString(randomName('twice-'))]);
+  socket.write(Buffer.concat([Buffer.from([0x10, body.length]), body]));
+  await closed;
+  assert.equal(Buffer.concat(received).length, 0, 'no CONNACK');
+  // DISCONNECT with two Session Expiry Intervals, and a PUBLISH with two Topic Aliases (each
+  // array a new key of the client's alias map, without limit).
+  const disconnecting = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: randomName('bye-') });
+  disconnecting.raw.sendBytes(Buffer.concat([Buffer.from([0xe0, 2 + TWO_EXPIRIES.length, 0x00, TWO_EXPIRIES.length]), TWO_EXPIRIES]));
+  const aliasing = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: randomName('alias-') });
+  const aliases = Buffer.from([0x23, 0, 1, 0x23, 0, 1]);
+  const publish = Buffer.concat([mqttString('devices/a/telemetry'), Buffer.from([aliases.length]), aliases, Buffer.from('x')]);
+  aliasing.raw.sendBytes(Buffer.concat([Buffer.from([0x30, publish.length]), publish]));
+  await eventually(() => assert.ok(disconnecting.raw.closed && aliasing.raw.closed));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  // The gateway is still there for everyone else.
+  const after = await device(randomName('after-'));
+  await after.client.publishAsync('devices/after/telemetry', 'ok', { qos: 1 });
+  assert.equal(file.gw.child.exitCode, null);
+});
