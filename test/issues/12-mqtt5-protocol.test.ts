@@ -25,16 +25,22 @@ test('a second CONNECT on a connection is a protocol error: the connection is cl
   );
 });
 
-test('a connection whose first packet is not CONNECT is closed without a CONNACK [MQTT-3.1.0-1]', async () => {
+/** Sends `bytes` as the first thing on a new connection; what the gateway sent back before it closed the connection. */
+async function answerUntilClosed(bytes: Buffer): Promise<Buffer> {
   const { hostname, port } = new URL(file.gw.mqttUrl);
   const socket = connect(Number(port), hostname);
   await once(socket, 'connect');
   const received: Buffer[] = [];
   socket.on('data', (chunk: Buffer) => received.push(chunk));
   const closed = once(socket, 'close');
-  socket.write(mqttPacket.generate({ cmd: 'publish', topic: 'early/bird', payload: Buffer.from('x'), qos: 1, messageId: 1, dup: false, retain: false }));
+  socket.write(bytes);
   await closed;
-  assert.equal(Buffer.concat(received).length, 0, 'nothing was sent back');
+  return Buffer.concat(received);
+}
+
+test('a connection whose first packet is not CONNECT is closed without a CONNACK [MQTT-3.1.0-1]', async () => {
+  const answer = await answerUntilClosed(mqttPacket.generate({ cmd: 'publish', topic: 'early/bird', payload: Buffer.from('x'), qos: 1, messageId: 1, dup: false, retain: false }));
+  assert.equal(answer.length, 0, 'nothing was sent back');
 });
 
 test('with Request Problem Information 0 a refusal carries no Reason String; without it, it says why [MQTT-3.1.2-29]', async () => {
@@ -119,17 +125,9 @@ const mqttString = (text: string) => Buffer.concat([Buffer.from([0, Buffer.byteL
 const TWO_EXPIRIES = Buffer.from([0x11, 0, 0, 0, 100, 0x11, 0, 0, 0, 200]);
 
 test('a property other than User Property sent twice is a Protocol Error: the connection is closed, and the gateway goes on', async () => {
-  const { hostname, port } = new URL(file.gw.mqttUrl);
   // CONNECT with two Session Expiry Intervals (aedes took [100, 200] for one, and its timer's NaN crashed the process at the close).
-  const socket = connect(Number(port), hostname);
-  await once(socket, 'connect');
-  const received: Buffer[] = [];
-  socket.on('data', (chunk: Buffer) => received.push(chunk));
-  const closed = once(socket, 'close');
   const body = Buffer.concat([mqttString('MQTT'), Buffer.from([5, 0x02, 0, 60, TWO_EXPIRIES.length]), TWO_EXPIRIES, mqttString(randomName('twice-'))]);
-  socket.write(Buffer.concat([Buffer.from([0x10, body.length]), body]));
-  await closed;
-  assert.equal(Buffer.concat(received).length, 0, 'no CONNACK');
+  assert.equal((await answerUntilClosed(Buffer.concat([Buffer.from([0x10, body.length]), body]))).length, 0, 'no CONNACK');
   // DISCONNECT with two Session Expiry Intervals, and a PUBLISH with two Topic Aliases (each
   // array a new key of the client's alias map, without limit).
   const disconnecting = await RawMqtt5.connect(file.gw.mqttUrl, { clientId: randomName('bye-') });
