@@ -57,8 +57,9 @@ const FORBIDDEN = /[+#/\u0000\ufffd]/;
 /**
  * Decides who may connect: anonymous clients where allowed, else a device whose profile
  * lists its username with a scrypt hash that its password matches and a client id its login
- * may use. Failed logins are limited per (address, username), connection attempts per address,
- * and password checks under way per address, per username and in all (see LoginGate).
+ * may use. Failed logins are limited per (address, credential) — per (address, username) for
+ * a username no credential matches —, connection attempts per address, and password checks
+ * under way per address, per credential (or unknown username) and in all (see LoginGate).
  */
 export class DeviceAuthenticator {
   #options: AuthOptions;
@@ -99,18 +100,37 @@ export class DeviceAuthenticator {
       return { ok: true, identity: { clientId, username, profile: undefined, ...anonymousAcl } };
     }
     if (username === '' || FORBIDDEN.test(username)) return { ok: false, refusal: 'invalid_username' };
-    const key = `${address}\u0000${username}`;
-    if (this.#failures.blocked(key)) return { ok: false, refusal: 'too_many_failures' };
-    const admission = this.#gate.admit(address, username);
+    const subjects = this.#subjects(username);
+    const keys = subjects.map((subject) => `${address}\u0000${subject}`);
+    if (keys.some((key) => this.#failures.blocked(key))) return { ok: false, refusal: 'too_many_failures' };
+    const admission = this.#gate.admit(address, subjects);
     if (!admission.ok) return { ok: false, refusal: admission.refusal };
     // A check counts as a failure from the moment it starts, and is taken back if the password
     // was right: parallel guesses cannot all pass the block above before the first one fails.
-    this.#failures.record(key);
+    for (const key of keys) this.#failures.record(key);
     const secret = password?.toString('utf8') ?? '';
     const identity = await admission.run(() => this.#check(clientId, username, secret));
     if (identity === undefined) return { ok: false, refusal: 'bad_credentials' };
-    this.#failures.release(key);
+    for (const key of keys) this.#failures.release(key);
     return { ok: true, identity };
+  }
+
+  /**
+   * What failed logins and password checks under way are counted against: each password
+   * credential whose username pattern the username matches, else the username itself. A glob
+   * credential (`sensor-*`) is one password shared by many usernames, so counting per username
+   * would give every new name (sensor-g0, sensor-g1, ...) fresh guesses at the same hash.
+   * A username cannot hold NUL, so the two kinds of key cannot collide.
+   */
+  #subjects(username: string): string[] {
+    const subjects: string[] = [];
+    for (const profile of this.#options.profiles) {
+      for (const credential of profile.credentials) {
+        if (credential.passwordHash === undefined || !globMatches(credential.username, username)) continue;
+        subjects.push(`credential\u0000${profile.name}\u0000${credential.username}`);
+      }
+    }
+    return subjects.length > 0 ? subjects : [`username\u0000${username}`];
   }
 
   /** The identity whose credential the password opens, checking each candidate in turn. */

@@ -13,6 +13,16 @@ export const connectionFields = () => ({
   url: z
     .string()
     .regex(/^(mqtts?|wss?):\/\/[^/\s]+/, 'expected mqtt://host:port, mqtts://host:port, ws://host:port/path or wss://host:port/path')
+    .superRefine((url, ctx) => {
+      // The message never repeats the URL: it may hold a password.
+      const problem = urlProblem(url);
+      if (problem !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${problem}; percent-encode special characters in the username and password (# as %23, ? as %3F, / as %2F, @ as %40, % as %25), or give the password in the separate \`password:\` setting`,
+        });
+      }
+    })
     .meta({ description: 'The broker: mqtt://, mqtts:// (TLS), ws:// or wss:// (WebSocket, with its path).', examples: ['mqtt://broker.example.com:1883', 'mqtts://broker:8883'] }),
   clientId: z
     .string()
@@ -162,16 +172,42 @@ export function describeReasonCode(code: number): string {
   return `0x${code.toString(16).padStart(2, '0')}${name === undefined ? '' : ` (${name})`}`;
 }
 
+/**
+ * Why a broker URL is not one that WHATWG URL (and so mqtt.js) reads as the URL it looks
+ * like, or undefined when it is. An unencoded `#`, `?` or `/` in a password ends the
+ * authority early: the URL does not parse, or parses to another host with the rest of the
+ * password in its path or fragment (issue: such a URL passed validation, mqtt.js connected to
+ * the wrong host and the raw URL, password included, was logged on every reconnect).
+ */
+function urlProblem(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'is not a valid URL (or its port is not a number from 1 to 65535)';
+  }
+  if (parsed.hostname === '') return 'has no host';
+  if (parsed.port === '0') return 'has port 0; give a port from 1 to 65535';
+  if (parsed.hash !== '') return 'has a fragment (`#...`), which would cut a password short';
+  // An `@` after the authority: the userinfo was cut short by a `/`, `?` or `#` in it.
+  if (!/^[^:]+:\/\/[^/?#]*@/.test(url) && /@/.test(url)) return 'has an `@` after the host, which would cut a password short';
+  return undefined;
+}
+
 /** The broker's address without credentials, for logs. */
 export function describeUrl(url: string): string {
   try {
     const parsed = new URL(url);
     parsed.username = '';
     parsed.password = '';
-    return parsed.toString().replace(/\/$/, '');
+    const described = parsed.toString().replace(/\/$/, '');
+    // A password cut short by `/`, `?` or `#` leaves its rest after the host.
+    if (!described.includes('@')) return described;
   } catch {
-    return url;
+    // Redacted below: the URL may still hold credentials.
   }
+  // Everything between the scheme and the last `@` may be credentials (like redactRedisUrl).
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/is, '$1***@');
 }
 
 export type { MqttClient };

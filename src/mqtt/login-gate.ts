@@ -6,14 +6,17 @@ export interface LoginGateLimits {
   readonly queued: number;
   /** Checks from one address, running or waiting. */
   readonly perAddress: number;
-  /** Checks for one username, running or waiting. */
+  /**
+   * Checks for one username, running or waiting; for a username that a credential's pattern
+   * matches, checks for that credential (all the usernames sharing its password together).
+   */
   readonly perUsername: number;
 }
 
 export const DEFAULT_LOGIN_GATE_LIMITS: LoginGateLimits = { concurrent: 2, queued: 256, perAddress: 32, perUsername: 4 };
 
 export type GateRefusal =
-  /** One address or one username has as many checks under way as it may. */
+  /** One address or one username (credential) has as many checks under way as it may. */
   | 'too_many_attempts'
   /** Every running slot is taken and the queue is full. */
   | 'server_busy';
@@ -30,7 +33,7 @@ export type Admission = { readonly ok: true; run<T>(check: () => Promise<T>): Pr
 export class LoginGate {
   readonly #limits: LoginGateLimits;
   readonly #byAddress = new Map<string, number>();
-  readonly #byUsername = new Map<string, number>();
+  readonly #bySubject = new Map<string, number>();
   /** Waiting checks per address; Map order is the round-robin order. */
   readonly #waiting = new Map<string, (() => void)[]>();
   #queued = 0;
@@ -47,16 +50,19 @@ export class LoginGate {
 
   /**
    * Admits one login's check or refuses it; synchronous, so a caller that checks a block
-   * list first and records the attempt after admission leaves no gap between them.
+   * list first and records the attempt after admission leaves no gap between them. `subjects`
+   * is what the `perUsername` bound counts: the username, or the credentials it matches (the
+   * check tests each of their passwords), each of which must have room.
    */
-  admit(address: string, username: string): Admission {
+  admit(address: string, subjects: string | readonly string[]): Admission {
     const limits = this.#limits;
-    if ((this.#byAddress.get(address) ?? 0) >= limits.perAddress || (this.#byUsername.get(username) ?? 0) >= limits.perUsername) {
+    const keys = typeof subjects === 'string' ? [subjects] : [...new Set(subjects)];
+    if ((this.#byAddress.get(address) ?? 0) >= limits.perAddress || keys.some((key) => (this.#bySubject.get(key) ?? 0) >= limits.perUsername)) {
       return { ok: false, refusal: 'too_many_attempts' };
     }
     if (this.#running >= limits.concurrent && this.#queued >= limits.queued) return { ok: false, refusal: 'server_busy' };
     increment(this.#byAddress, address);
-    increment(this.#byUsername, username);
+    for (const key of keys) increment(this.#bySubject, key);
     return {
       ok: true,
       run: async <T>(check: () => Promise<T>): Promise<T> => {
@@ -70,7 +76,7 @@ export class LoginGate {
           }
         } finally {
           decrement(this.#byAddress, address);
-          decrement(this.#byUsername, username);
+          for (const key of keys) decrement(this.#bySubject, key);
         }
       },
     };
