@@ -77,17 +77,29 @@ export class SpanExport {
 
   /** With no export in flight: a full batch goes now, a partial one within `delayMs`. */
   #schedule(): void {
+    // Once stopped, shutdown() sends what is left.
+    if (this.#stopped) return;
     if (this.#queue.length >= this.#options.batchSize) this.#exportNext();
     else if (this.#queue.length > 0) this.#timer ??= setTimeout(() => this.#exportNext(), this.#options.delayMs).unref();
   }
 
-  /** Exports everything held, then stops the transport. */
+  /**
+   * Exports what is held, batch after batch, then stops the transport. Once an export fails
+   * (the receiver is down or hangs) the rest is dropped: each further batch would wait out the
+   * exporter's retries and timeout again.
+   */
   async shutdown(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
-    while (this.#inFlight !== undefined || this.#queue.length > 0) {
-      if (this.#inFlight === undefined) this.#exportNext();
+    this.#timer = undefined;
+    await this.#inFlight;
+    while (this.#queue.length > 0 && !this.#failing) {
+      this.#exportNext();
       await this.#inFlight;
+    }
+    if (this.#queue.length > 0) {
+      this.#logger.warn({ dropped: this.#queue.length }, `span export: the receiver is failing, ${this.#queue.length} spans held at shutdown are dropped`);
+      this.#queue = [];
     }
     await this.#delegate.shutdown();
   }

@@ -212,22 +212,37 @@ function parseUrl(text: string): { endpoint: Endpoint } | { problem: string } {
         : `unsupported URL parameter '${name}' (only \`host\`, a Unix socket directory)`,
     };
   }
-  const user = decodeURIComponent(url.username);
+  // The parts are %-decoded; a raw `%` (in a password, say) is not an escape. The problem names
+  // the part, never its value.
+  const user = decodePart(url.username);
+  const database = decodePart(url.pathname.replace(/^\//, ''));
+  const password = decodePart(url.password);
+  if (user === undefined || password === undefined || database === undefined) {
+    const part = user === undefined ? 'user' : password === undefined ? 'password' : 'database';
+    return { problem: `the URL's ${part} has a malformed %-escape (percent-encode "%" as %25)` };
+  }
   if (user === '') return { problem: 'the URL names no user (postgres://user@host/database)' };
   const socket = url.searchParams.get('host');
   const host = socket ?? url.hostname.replace(/^\[(.*)\]$/, '$1');
   if (host === '' || host === '-') return { problem: 'the URL names no host' };
-  const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
-  const password = url.password === '' ? undefined : decodeURIComponent(url.password);
   return {
     endpoint: {
       host,
       port: url.port === '' ? 5432 : Number(url.port),
       database: database === '' ? user : database,
       user,
-      ...(password === undefined ? {} : { urlPassword: password }),
+      ...(password === '' ? {} : { urlPassword: password }),
     },
   };
+}
+
+/** A %-encoded URL part, decoded; `undefined` for a malformed escape. */
+function decodePart(text: string): string | undefined {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The TLS files of a connection, for the check at config loading. */

@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { FerryError, describeError, wrapError } from '../core/errors.ts';
+import { isLoopbackHost } from '../core/loopback.ts';
 import type { ReloadResult } from './reload-plan.ts';
 import { PAGE_HEADERS, lazyStatusPage } from './status-page/assets.ts';
 
@@ -35,10 +36,31 @@ export interface AdminHandlers {
 const PATHS = ['/', '/healthz', '/readyz', '/api/status', '/api/series', '/metrics', 'POST /api/reload'];
 
 /**
+ * Without a token, the Host header a request may carry: a loopback name or address, or the
+ * configured host, with any port. A web page that rebinds its own name to 127.0.0.1 (DNS
+ * rebinding) sends its name, so it cannot read the status or reload. No Host at all is not a
+ * browser, and is let through.
+ */
+function hostCheck(configured: string): (header: string | undefined) => boolean {
+  const own = configured.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  return (header) => {
+    if (header === undefined) return true;
+    const name = header
+      .toLowerCase()
+      .replace(/^(\[[^\]]*\]|[^:]*)(:\d*)?$/, '$1')
+      .replace(/^\[(.*)\]$/, '$1');
+    return name === own || isLoopbackHost(name);
+  };
+}
+
+/**
  * GET / (the status page, its files under /ui/), GET /healthz (process alive), GET /readyz
  * (accepting traffic), GET /api/status (JSON), GET /api/series (the page's charts), GET /metrics
  * (Prometheus text format), POST /api/reload (apply the changed config: 200 with what changed,
  * 422 with its problems, 409 while the gateway starts or stops).
+ *
+ * Without a token (on loopback), a request whose Host is neither a loopback name nor the
+ * configured host is answered 421: a web page cannot reach it by DNS rebinding.
  *
  * With a token (required off loopback, see the config schema), everything but /healthz and
  * /readyz answers 401 without `Authorization: Bearer <token>`, or HTTP Basic with the token as
@@ -56,6 +78,7 @@ export class AdminServer {
 
   static async start(host: string, port: number, handlers: AdminHandlers, access: AdminAccess = {}): Promise<AdminServer> {
     const authorized = tokenCheck(access.token);
+    const hostAllowed = access.token === undefined ? hostCheck(host) : () => true;
     const page = lazyStatusPage();
     // node:http as a CommonJS module: its ES facade loads undici (~50 ms of every start; see
     // src/mqtt/listeners.ts).
@@ -65,6 +88,12 @@ export class AdminServer {
         res.end(`${JSON.stringify(body)}\n`);
       };
       const path = (req.url ?? '/').split('?')[0] ?? '/';
+      if (!hostAllowed(req.headers.host)) {
+        req.resume();
+        return send(421, {
+          error: 'this admin server answers only to a loopback Host (localhost, 127.0.0.1, [::1]) or its own address; set admin.token to call it by another name',
+        });
+      }
       const open = path === '/healthz' || path === '/readyz' || (path === '/metrics' && access.openMetrics === true);
       if (!open && !authorized(req.headers.authorization)) {
         req.resume();

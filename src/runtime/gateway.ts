@@ -30,6 +30,9 @@ import { type ReloadResult, devicesChanged, planBridges, restartNeeded } from '.
 
 export type { GatewayStatus };
 
+/** How long the last telemetry export may take at shutdown once the drain deadline has passed. */
+const TELEMETRY_GRACE_MS = 1000;
+
 export interface GatewayOptions {
   /** Reads the config again for a reload; throws a ConfigError. By default loadGatewayConfig on the same file. */
   readonly load?: () => Promise<GatewayConfig>;
@@ -200,7 +203,7 @@ export class Gateway {
     if (!drained) this.#logger.warn({ inFlight: this.#broker?.inFlight }, 'drain timed out; unacknowledged messages will be sent again by their devices');
     // Sinks finish the windows they hold; what they did not confirm stays buffered for the next start.
     this.#health?.warnStuck(Math.max(0, deadline - Date.now()));
-    await this.#closeAll(Math.max(0, deadline - Date.now()));
+    await this.#closeAll(deadline);
     this.#state = 'stopped';
     this.#logger.info('stopped');
     return drained;
@@ -375,7 +378,8 @@ export class Gateway {
     });
   }
 
-  async #closeAll(sinkTimeoutMs = 0): Promise<void> {
+  /** Closes everything; the sinks and the last telemetry export get until `deadline` (epoch ms). */
+  async #closeAll(deadline = Date.now()): Promise<void> {
     this.#health?.stop();
     this.#series?.stop();
     this.#bufferCheck?.stop();
@@ -383,11 +387,15 @@ export class Gateway {
     this.#writer?.flushNow();
     const bridges = [...this.#bridges, ...this.#retiring.keys()];
     const stopping = [...this.#bridges.map((b) => b.stop()), ...this.#retiring.values()];
-    const timedOut = !(await settlesWithin(Promise.all(stopping), sinkTimeoutMs));
+    const timedOut = !(await settlesWithin(Promise.all(stopping), Math.max(0, deadline - Date.now())));
     if (timedOut) this.#logger.warn('sinks did not finish in time; their unconfirmed messages stay buffered');
     for (const bridge of bridges) bridge.abort();
-    // The last export reads the status, which needs the buffer open.
-    await this.#observability?.stop();
+    // The last export reads the status, which needs the buffer open. A collector that is down or
+    // hangs would hold it for each exporter's retries and timeout: it gets what is left of the
+    // drain deadline, or a short grace when the sinks used all of it.
+    const telemetryMs = Math.max(deadline - Date.now(), TELEMETRY_GRACE_MS);
+    if (this.#observability !== undefined && !(await settlesWithin(this.#observability.stop(), telemetryMs)))
+      this.#logger.warn({ timeoutMs: telemetryMs }, `the last telemetry export did not finish within ${telemetryMs} ms; the spans, metrics and logs it held are dropped`);
     this.#writer?.close();
     await this.#databases?.close();
     await this.#broker?.close();

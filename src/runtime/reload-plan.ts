@@ -67,6 +67,9 @@ export function devicesChanged(running: GatewayConfig, next: GatewayConfig): boo
 /** Settings a reload applies; every other difference needs a restart. */
 const APPLIED = new Set(['databases', 'bridges', 'devices', 'redis', 'bridgeConfigs', 'deviceProfiles', 'file', 'mqtt.allowAnonymous', 'mqtt.anonymousAcl', 'gateway.dataDir']);
 
+/** Settings whose values are secrets: a change is named, never shown. */
+const SECRET = new Set(['admin.token', 'telemetry.headers']);
+
 /**
  * The changed gateway settings a reload cannot apply (listeners, ports, the buffer database,
  * the admin server, logging...), one message each, naming the setting. `gateway.dataDir` is
@@ -94,6 +97,12 @@ export function restartNeeded(running: GatewayConfig, next: GatewayConfig): stri
       warnings.push('the admin token changed: not applied; restart needed');
       continue;
     }
+    // Derived from `telemetry` and OTEL_* (its headers carry API keys): named only when
+    // `telemetry` itself did not change, which is then reported field by field.
+    if (key === 'telemetryExport') {
+      if (isDeepStrictEqual(running.telemetry, next.telemetry)) warnings.push('telemetry export settings changed: not applied; restart needed');
+      continue;
+    }
     if (!isPlainObject(from) || !isPlainObject(to)) {
       note(key, from, to);
       continue;
@@ -101,7 +110,7 @@ export function restartNeeded(running: GatewayConfig, next: GatewayConfig): stri
     for (const field of new Set([...Object.keys(from), ...Object.keys(to)])) {
       const path = `${key}.${field}`;
       if (APPLIED.has(path) || isDeepStrictEqual(from[field], to[field])) continue;
-      if (path === 'admin.token') warnings.push('admin.token changed: not applied; restart needed');
+      if (SECRET.has(path)) warnings.push(`${path} changed: not applied; restart needed`);
       else note(path, from[field], to[field]);
     }
   }
