@@ -307,7 +307,8 @@ export const mqttSettingsSchema = lazySchema(() =>
             .min(1)
             .default(4)
             .meta({
-              description: 'Password checks for one username running or waiting at once, from all addresses together; more are refused with "server unavailable".',
+              description:
+                'Password checks for one username (for a credential whose pattern several usernames share, for all of them together) running or waiting at once, from all addresses together; more are refused with "server unavailable".',
               examples: [4],
             }),
         })

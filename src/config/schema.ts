@@ -159,8 +159,40 @@ export const gatewaySchema = lazySchema(() =>
           examples: [['../devices']],
         }),
     })
+    .superRefine((gateway, ctx) => sharedListenerPorts(gateway, ctx))
     .meta({ title: 'Ferry gateway config', description: 'config/gateway.yaml' }),
 );
+
+/**
+ * Two of the gateway's listeners on one port (and one address, or a wildcard one): the second
+ * would fail to bind at the start, and `ferry run` would blame another program.
+ */
+function sharedListenerPorts(
+  gateway: {
+    readonly mqtt: {
+      readonly host: string;
+      readonly port: number;
+      readonly tls?: { readonly host?: string | undefined; readonly port: number } | undefined;
+      readonly websocket?: { readonly host?: string | undefined; readonly port: number } | undefined;
+    };
+    readonly admin: { readonly enabled: boolean; readonly host: string; readonly port: number };
+  },
+  ctx: z.RefinementCtx,
+): void {
+  const { mqtt, admin } = gateway;
+  const listeners: { readonly path: (string | number)[]; readonly host: string; readonly port: number }[] = [{ path: ['mqtt', 'port'], host: mqtt.host, port: mqtt.port }];
+  if (mqtt.tls !== undefined) listeners.push({ path: ['mqtt', 'tls', 'port'], host: mqtt.tls.host ?? mqtt.host, port: mqtt.tls.port });
+  if (mqtt.websocket !== undefined) listeners.push({ path: ['mqtt', 'websocket', 'port'], host: mqtt.websocket.host ?? mqtt.host, port: mqtt.websocket.port });
+  if (admin.enabled) listeners.push({ path: ['admin', 'port'], host: admin.host, port: admin.port });
+  const wildcard = (host: string) => host === '0.0.0.0' || host === '::' || host === '[::]';
+  listeners.forEach((listener, i) => {
+    if (listener.port === 0) return;
+    const earlier = listeners.slice(0, i).find((o) => o.port === listener.port && (o.host === listener.host || wildcard(o.host) || wildcard(listener.host)));
+    if (earlier !== undefined) {
+      ctx.addIssue({ code: 'custom', path: listener.path, message: `port ${listener.port} is ${earlier.path.join('.')}'s too: each listener needs a port of its own` });
+    }
+  });
+}
 
 export type GatewaySection = z.output<ReturnType<typeof gatewaySchema>>;
 
