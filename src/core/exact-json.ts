@@ -26,7 +26,7 @@ const sourceJson = JSON as JSON & {
  * times as long); a match inside a string only costs that slower parse. A loop, not a regular
  * expression: one pass, where /\d[\d.]{15}/ tries again from every digit of a long number.
  */
-export function mayLoseDigits(text: string): boolean {
+function mayLoseDigits(text: string): boolean {
   let run = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);

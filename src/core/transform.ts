@@ -1,7 +1,7 @@
 import { filter, map } from 'rxjs';
 import { type Delivery, createDelivery, settlesUpstream } from './delivery.ts';
 import { type Envelope, createEnvelope } from './envelope.ts';
-import { type ExactJson, isDecodedObject, mayLoseDigits, parseExactJson } from './exact-json.ts';
+import { type ExactJson, isDecodedObject, parseExactJson } from './exact-json.ts';
 import { dropFields, keepFields, splitPath } from './json-fields.ts';
 import type { JsonValidator } from './json-schema.ts';
 import type { DeliveryOperator } from './stream.ts';
@@ -43,7 +43,7 @@ export function createTransformContext(onReject: RejectHandler): TransformContex
   const json = (envelope: Envelope) => {
     let result = decoded.get(envelope);
     if (result === undefined) {
-      result = decodeJson(envelope.payload, utf8);
+      result = decodeJson(envelope.payload, utf8, parsePlainJson);
       decoded.set(envelope, result);
     }
     return result;
@@ -63,13 +63,13 @@ export function createTransformContext(onReject: RejectHandler): TransformContex
     exactJson(envelope) {
       let result = exact.get(envelope);
       if (result === undefined) {
-        const plain = json(envelope);
-        if (!('value' in plain)) result = plain;
-        else {
-          const text = utf8.decode(envelope.payload);
-          result = mayLoseDigits(text) ? parseExactJson(text) : { value: plain.value, raw: false };
-        }
+        // One decode, one scan and one parse; a plain step after it (validate) reuses the value.
+        result = decodeJson(envelope.payload, utf8, parseExactJson);
         exact.set(envelope, result);
+        if (!decoded.has(envelope)) {
+          if (!('value' in result)) decoded.set(envelope, result);
+          else if (!result.raw) decoded.set(envelope, { value: result.value });
+        }
       }
       return result;
     },
@@ -79,7 +79,10 @@ export function createTransformContext(onReject: RejectHandler): TransformContex
   };
 }
 
-function decodeJson(payload: Uint8Array, utf8: { decode(bytes: Uint8Array): string }): { value: unknown } | { error: string } {
+const parsePlainJson = (text: string): { value: unknown } => ({ value: JSON.parse(text) as unknown });
+
+/** The payload's text parsed by `parse`, or why it is not JSON. */
+function decodeJson<T>(payload: Uint8Array, utf8: { decode(bytes: Uint8Array): string }, parse: (text: string) => T): T | { error: string } {
   let text: string;
   try {
     text = utf8.decode(payload);
@@ -87,7 +90,7 @@ function decodeJson(payload: Uint8Array, utf8: { decode(bytes: Uint8Array): stri
     return { error: 'payload is not JSON: not valid UTF-8' };
   }
   try {
-    return { value: JSON.parse(text) as unknown };
+    return parse(text);
   } catch (error) {
     return { error: `payload is not JSON: ${(error as Error).message}` };
   }
