@@ -1,8 +1,8 @@
 import type { Aedes, AedesPublishPacket, Client, PublishPacket } from 'aedes';
-import { loadLeanMqttPacket, mqttPacketPatched } from './lean-mqtt-packet.ts';
+import { loadLeanMqttPacket } from './lean-mqtt-packet.ts';
+import { assertPatched } from './patched.ts';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
-import { FerryError } from '../core/errors.ts';
 import type { Source } from '../core/stream.ts';
 import type { TopicLimits } from '../core/topic.ts';
 import type { DeviceAuthenticator, Refusal } from './auth.ts';
@@ -70,34 +70,6 @@ export interface EmbeddedBrokerOptions {
    * again.
    */
   readonly resumeHeldLimit?: number;
-}
-
-/**
- * aedes 2.0.0-beta.1 runs with patches/aedes+2.0.0-beta.1.patch (aedes 1.2.0's security
- * fixes), which `npm install` applies. An install that skipped scripts has the bare beta:
- * the broker then does not start rather than run without them.
- */
-function assertPatched(aedes: Aedes): void {
-  if (!mqttPacketPatched()) {
-    throw new FerryError(
-      'INTERNAL',
-      'the installed mqtt-packet lacks patches/mqtt-packet+9.0.2.patch (a repeated MQTT 5 property crashed the broker), or the patches were not applied (were install scripts skipped?): run `npm ci` without --ignore-scripts in the Ferry directory; in a project that installed Ferry, list ferry in package.json allowScripts (npm 12 and newer) and install again',
-    );
-  }
-  const internals = aedesInternals(aedes);
-  if (
-    Object.getPrototypeOf(internals.clients) === null &&
-    typeof internals.maxInflightInbound === 'number' &&
-    typeof internals.outboundQueueLimit === 'number' &&
-    internals.pubackAfterStore === true &&
-    typeof internals.resumeHeldLimit === 'number' &&
-    internals.highestOverlappingQoS === true
-  )
-    return;
-  throw new FerryError(
-    'INTERNAL',
-    'the installed aedes lacks patches/aedes+2.0.0-beta.1.patch (security fixes and MQTT 5 behaviour), or has an older version of it (were install scripts skipped?): run `npm ci` without --ignore-scripts in the Ferry directory; in a project that installed Ferry, list ferry in package.json allowScripts (npm 12 and newer) and install again',
-  );
 }
 
 /**
