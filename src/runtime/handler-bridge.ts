@@ -167,12 +167,7 @@ export class HandlerBridge {
     const done = this.#sinks.done();
     this.#cursor.stop();
     const finish = () => {
-      // Retired: whatever it still holds (a failed run's messages, a module's cache) stays
-      // unsettled for the next reader of the cursor, a new version of the bridge (a reload).
-      this.#tracker.close();
-      this.#cursor.detach();
-      this.#nudge.stop();
-      this.#hold.stop();
+      this.#retire();
       this.#redis.close();
     };
     return done.then(() => Promise.all(this.#afterStop)).then(finish, finish);
@@ -187,19 +182,26 @@ export class HandlerBridge {
   /** Tears everything down at once, acknowledging nothing more. */
   abort(): void {
     this.#stopping = true;
-    // First of all: nothing this bridge still holds may move the cursor now, since a bridge of
-    // the same name may read it next (a reload) and the rows must stay for it.
-    this.#tracker.close();
-    this.#cursor.detach();
+    // First of all (see #retire): the rows must stay for the bridge that reads the cursor next.
+    this.#retire();
     clearTimeout(this.#restartTimer);
-    this.#nudge.stop();
-    this.#hold.stop();
     this.#run?.subscription?.unsubscribe();
     this.#run = undefined;
     this.#source?.unsubscribe();
     this.#reading?.unsubscribe();
     this.#sinks.abort();
     this.#redis.close();
+  }
+
+  /**
+   * Nothing this version still holds (a failed run's messages, a module's cache) settles on the
+   * cursor any more, whose rows stay for the next bridge of its name (a reload); timers stop.
+   */
+  #retire(): void {
+    this.#tracker.close();
+    this.#cursor.detach();
+    this.#nudge.stop();
+    this.#hold.stop();
   }
 
   problems(now: number, stalledAfterMs: number): BridgeProblem[] {
