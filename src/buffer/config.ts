@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 /** Per-bridge buffer limits and what to do when they are reached. */
 export const bufferPolicySchema = lazySchema(() =>
@@ -68,11 +69,13 @@ export const bufferPolicySchema = lazySchema(() =>
       retryInitialMs: z
         .int()
         .min(1)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(200)
         .meta({ description: 'First wait before a failed write is tried again; doubles up to retryMaxMs.', examples: [200] }),
       retryMaxMs: z
         .int()
         .min(1)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(30_000)
         .meta({ description: 'Longest wait between retries of a failed write; retries go on for ever.', examples: [30000] }),
     })

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { invalidFilterReason } from '../core/topic.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 // The `mqtt` section of the gateway config: the embedded broker, its listeners and limits.
 // (Split from schema.ts to keep files small; the gateway schema imports it.)
@@ -205,6 +206,7 @@ export const mqttSettingsSchema = lazySchema(() =>
       slowSubscriberTimeoutMs: z
         .int()
         .min(100)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(10_000)
         .meta({
           description:
@@ -214,6 +216,7 @@ export const mqttSettingsSchema = lazySchema(() =>
       connectTimeoutMs: z
         .int()
         .min(100)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(10_000)
         .meta({
           description:
@@ -234,6 +237,7 @@ export const mqttSettingsSchema = lazySchema(() =>
           logIntervalMs: z
             .int()
             .min(100)
+            .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
             .default(60_000)
             .meta({
               description:

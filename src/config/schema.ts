@@ -19,6 +19,7 @@ export interface ComponentKinds {
 
 import { aclSchema, enabled, logLevel, mqttSettingsSchema, port } from './mqtt-schema.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 export { port } from './mqtt-schema.ts';
 export const gatewaySchema = lazySchema(() =>
@@ -109,6 +110,7 @@ export const gatewaySchema = lazySchema(() =>
           drainTimeoutMs: z
             .int()
             .min(0)
+            .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
             .default(10_000)
             .meta({
               description: 'On SIGINT/SIGTERM, how long in-flight messages may take to settle before the gateway exits anyway.',
@@ -296,6 +298,7 @@ export const deviceSchema = lazySchema(() =>
           intervalMs: z
             .int()
             .min(1)
+            .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
             .default(1000)
             .meta({ description: 'How often the device reports.', examples: [1000] }),
           fields: z

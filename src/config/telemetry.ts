@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import type { Env } from './interpolate.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 /** `telemetry:` in gateway.yaml: OpenTelemetry export over OTLP/HTTP, and the eBPF collector. */
 export const telemetrySchema = lazySchema(() =>
@@ -59,6 +60,7 @@ export const telemetrySchema = lazySchema(() =>
           intervalMs: z
             .int()
             .min(1000)
+            .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
             .optional()
             .meta({ description: 'How often metrics are exported, in milliseconds; OTEL_METRIC_EXPORT_INTERVAL, else 15000.', examples: [60000] }),
         })

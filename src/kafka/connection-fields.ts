@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 /**
  * Connection settings shared by the kafka source and sink: the bootstrap brokers and the
@@ -26,11 +27,13 @@ export function kafkaConnectionFields(requestTimeout: string) {
     connectionTimeoutMs: z
       .int()
       .min(1)
+      .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
       .default(3000)
       .meta({ description: 'TCP connect timeout to a broker.', examples: [3000] }),
     requestTimeoutMs: z
       .int()
       .min(1)
+      .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
       .default(30000)
       .meta({ description: requestTimeout, examples: [30000] }),
   };

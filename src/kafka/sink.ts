@@ -10,6 +10,7 @@ import { kafkaConnectionFields } from './connection-fields.ts';
 import { allowedTopicProblem, recordRenderer, topicAllowList, topicTemplateProblem, unwritable } from './records.ts';
 import { type TopicRefusal, TopicSender, describeRefusal } from './topic-refusals.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 /** A message template: its syntax is checked here, its captures against the source at the bridge. */
 const template = z.string().superRefine((source, ctx) => {
@@ -117,6 +118,7 @@ const schema = lazySchema(() => {
       batchTimeMs: z
         .int()
         .min(0)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(10)
         .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
       connectionTimeoutMs: connection.connectionTimeoutMs,

@@ -42,6 +42,7 @@ const schema = lazySchema(() => {
       retryBackoffMs: z
         .int()
         .min(1)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(1000)
         .meta({ description: 'Wait before a message a sink refused (retryably) is delivered again; doubles per attempt up to 60 s.', examples: [1000] }),
       stopTimeoutMs: z
@@ -53,16 +54,19 @@ const schema = lazySchema(() => {
       sessionTimeoutMs: z
         .int()
         .min(1000)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(30000)
         .meta({ description: 'Group session timeout: a member silent this long loses its partitions.', examples: [30000] }),
       heartbeatIntervalMs: z
         .int()
         .min(100)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(3000)
         .meta({ description: 'Group heartbeat interval (well below sessionTimeoutMs).', examples: [3000] }),
       maxWaitTimeMs: z
         .int()
         .min(10)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(500)
         .meta({
           description: 'Longest a fetch waits for new messages; also how soon a partition paused for a full window is read again.',

@@ -4,6 +4,7 @@ import type { IClientOptions, MqttClient } from 'mqtt';
 import { z } from 'zod';
 import type { FileAt } from '../core/component.ts';
 import { wrapError } from '../core/errors.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 /**
  * Connection settings shared by the `mqttClient` source and sink: Ferry as a client of an
@@ -54,6 +55,7 @@ export const connectionFields = () => ({
   connectTimeoutMs: z
     .int()
     .min(100)
+    .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
     .default(10_000)
     .meta({ description: "Longest wait for the broker's CONNACK.", examples: [10000] }),
   tls: z

@@ -9,6 +9,7 @@ import { TemplateError, describeField, refineTemplate } from '../core/template.t
 import { clientOptions, connectionFields, describeReasonCode, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
 import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 /** MQTT's own limit on a topic (65,535 bytes); the external broker applies its own. */
 const TOPIC_LIMITS = { maxLength: 65_535, maxLevels: Number.POSITIVE_INFINITY };
@@ -72,6 +73,7 @@ const schema = lazySchema(() =>
       batchTimeMs: z
         .int()
         .min(0)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(5)
         .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [5] }),
       maxInFlight: z

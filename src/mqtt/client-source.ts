@@ -14,6 +14,7 @@ import { LossWatch, lossWatchSchema } from './loss-watch.ts';
 import { type PendingPuback, type PubackStream, PubackWindow } from './puback-window.ts';
 import { userPropertyHeaders } from './user-properties.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 /** Why a subscription filter is invalid, shared subscriptions (`$share/<group>/<filter>`) included. */
 export function subscriptionFilterReason(filter: string): string | undefined {
@@ -78,11 +79,13 @@ const schema = lazySchema(() =>
       reconnectMinMs: z
         .int()
         .min(10)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(500)
         .meta({ description: 'First delay before reconnecting; it doubles per failed attempt, with ±20% jitter.', examples: [500] }),
       reconnectMaxMs: z
         .int()
         .min(10)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(5_000)
         .meta({
           description:

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { FileAt } from '../core/component.ts';
 import { FerryError } from '../core/errors.ts';
 import { readPemFile, readSecret } from '../config/secrets.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 /**
  * Connection settings of every Postgres component (this sink; later a LISTEN source and the
@@ -119,11 +120,13 @@ export const connectionFields = () => ({
   connectTimeoutMs: z
     .int()
     .min(100)
+    .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
     .default(5000)
     .meta({ description: 'Longest wait for a connection (to open one, or for one of the pool to be free).', examples: [5000] }),
   statementTimeoutMs: z
     .int()
     .min(100)
+    .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
     .default(30_000)
     .meta({
       description: 'The server cancels a statement running longer (`statement_timeout`); the batch is retried.',
@@ -132,6 +135,7 @@ export const connectionFields = () => ({
   idleTimeoutMs: z
     .int()
     .min(0)
+    .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
     .default(60_000)
     .meta({ description: 'An idle connection is closed after this long; 0 keeps it open.', examples: [60000] }),
 });

@@ -8,6 +8,7 @@ import { parseTableName, type TableName, identifierSchema as identifier, tableNa
 import { OutboxReading } from './outbox-reading.ts';
 import { type PostgresPools, processPools } from './pools.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 const schema = lazySchema(() =>
   z
@@ -51,6 +52,7 @@ const schema = lazySchema(() =>
       pollIntervalMs: z
         .int()
         .min(10)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(5000)
         .meta({ description: 'How often the outbox is read when no notification came.', examples: [5000] }),
       batchSize: z
@@ -72,6 +74,7 @@ const schema = lazySchema(() =>
       retryBackoffMs: z
         .int()
         .min(1)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(1000)
         .meta({
           description:
@@ -81,6 +84,7 @@ const schema = lazySchema(() =>
       stopTimeoutMs: z
         .int()
         .min(0)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(2000)
         .meta({ description: 'On stop, how long to wait for messages in flight to be acked before their batches commit; the rest stay in the outbox.', examples: [2000] }),
     })

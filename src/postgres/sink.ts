@@ -12,6 +12,7 @@ import { PipelinedInserts, type PipelinedInsertsOptions } from './pipelined-inse
 import { type PostgresPools, processPools } from './pools.ts';
 import { type InsertPlan, MappingError, type TableMapping, checkInsert, planInsert } from './table.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 const schema = lazySchema(() =>
   z
@@ -66,6 +67,7 @@ const schema = lazySchema(() =>
       batchTimeMs: z
         .int()
         .min(0)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(10)
         .meta({ description: 'Longest a message waits for its batch, in milliseconds.', examples: [10] }),
       concurrency: z

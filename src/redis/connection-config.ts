@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 /** The Redis every component uses when none is named. */
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
@@ -22,11 +23,13 @@ export const redisConnectionSchema = lazySchema(() =>
       commandTimeoutMs: z
         .int()
         .min(10)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(1000)
         .meta({ description: 'How long one command may take before it fails with a timeout.', examples: [1000] }),
       connectTimeoutMs: z
         .int()
         .min(10)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(2000)
         .meta({ description: 'How long connecting may take before an attempt counts as failed (reconnects follow with backoff, up to 2 s apart).', examples: [2000] }),
       offline: z

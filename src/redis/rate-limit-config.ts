@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { compileTemplate } from '../core/template.ts';
 import { type RedisConnectionSettings, redisReference } from './connection-config.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 export const rateLimitSchema = lazySchema(() =>
   z
@@ -79,6 +80,7 @@ export const rateLimitSchema = lazySchema(() =>
       timeoutMs: z
         .int()
         .min(10)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(1000)
         .meta({ description: 'How long one Redis call may take before Redis counts as unreachable.', examples: [1000] }),
     })

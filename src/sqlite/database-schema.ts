@@ -1,6 +1,7 @@
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 /** A SQLite database file for handlers and `ferry migrate`. */
 export const sqliteDatabaseSchema = lazySchema(() =>
@@ -23,6 +24,7 @@ export const sqliteDatabaseSchema = lazySchema(() =>
       busyTimeoutMs: z
         .int()
         .min(0)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(5000)
         .meta({ description: "How long a statement waits for another connection's write lock (another process on the same file).", examples: [5000] }),
     })

@@ -6,6 +6,7 @@ import { HistoryWriter, convertEarlierHistory, historyPath } from './history-sto
 import { walSyncFailure } from './wal-sync.ts';
 import { markCorruptHistory, recoverMarkedHistory } from './history-recovery.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 const schema = lazySchema(() =>
   z.strictObject({
@@ -29,6 +30,7 @@ const schema = lazySchema(() =>
     batchTimeMs: z
       .int()
       .min(0)
+      .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
       .default(2)
       .meta({ description: 'Longest a message waits for its transaction, in milliseconds.', examples: [2] }),
   }),
