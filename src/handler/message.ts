@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely';
 import { type Envelope, NO_HEADERS, newId } from '../core/envelope.ts';
 import { FerryError } from '../core/errors.ts';
-import { topicCaptures } from '../core/template.ts';
+import { topicCaptures } from '../core/topic-captures.ts';
 import type { BridgeTools, Message, Output, OutputInit } from './define.ts';
 import type { RedisTools } from '../redis/handler-tools.ts';
 import type { Ticket } from './input-tracker.ts';
