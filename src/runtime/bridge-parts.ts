@@ -97,11 +97,32 @@ export function sourceStatus(status: Readonly<Record<string, unknown>> | undefin
   return status === undefined ? {} : { source: status };
 }
 
-/** A bridge's source gave up (e.g. a TLS file it cannot read): counted and logged; returns the reason for its status. */
-export function sourceFailed(bridge: string, error: unknown, logger: Logger, counters: Counters): string {
-  counters.count('bridge.source.failed', { bridge });
-  logger.error({ err: error }, "the bridge's source failed and takes no more messages; fix the config and reload (what is buffered is still delivered)");
-  return describeError(error);
+/**
+ * Reads a bridge's source: each message is counted in `bridge.messages.in` and given to
+ * `take`. A source that gives up (e.g. a TLS file it cannot read) is counted and logged, and
+ * `failed` gets the reason for the bridge's status: no more messages, the gateway goes on.
+ */
+export function takeFrom(
+  source: Observable<Delivery>,
+  bridge: string,
+  logger: Logger,
+  counters: Counters,
+  take: (delivery: Delivery) => void,
+  failed: (reason: string) => void,
+): Subscription {
+  // One labels object for every message: the counters keep its key.
+  const labels = { bridge };
+  return source.subscribe({
+    next: (delivery) => {
+      counters.count('bridge.messages.in', labels);
+      take(delivery);
+    },
+    error: (error: unknown) => {
+      counters.count('bridge.source.failed', labels);
+      logger.error({ err: error }, "the bridge's source failed and takes no more messages; fix the config and reload (what is buffered is still delivered)");
+      failed(describeError(error));
+    },
+  });
 }
 
 interface SinkState {

@@ -8,7 +8,7 @@ import type { BufferStore } from '../buffer/store.ts';
 import type { BufferWriter } from '../buffer/writer.ts';
 import type { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
 import type { DatabaseLookup } from '../handler/message.ts';
-import { type BridgeProblem, type SinkStatus, SinkSet, resolveSource, sourceFailed, sourceStatus } from './bridge-parts.ts';
+import { type BridgeProblem, type SinkStatus, SinkSet, resolveSource, sourceStatus, takeFrom } from './bridge-parts.ts';
 import { BufferRegistration } from './buffer-registration.ts';
 import { ingressOperators } from './ingress.ts';
 
@@ -206,21 +206,16 @@ export class RunningBridge implements GatewayBridge {
       });
       // Rate limit and transform steps; a message they refuse is dead-lettered and acked there.
       const ingress = ingressOperators(config, { deadLetters: writer, logger: this.#logger, counters, sourceFilters: source.context.sourceFilters ?? [] });
-      // One labels object for every message: the counters keep its key.
-      const inLabels = { bridge: config.name };
-      this.#source = source
-        .create()
-        .pipe(ingress)
-        .subscribe({
-          next: (delivery) => {
-            counters.count('bridge.messages.in', inLabels);
-            this.#feed.take(delivery);
-          },
-          // The source gave up (e.g. a TLS file it cannot read): no more messages; the gateway goes on.
-          error: (error: unknown) => {
-            this.#sourceError = sourceFailed(config.name, error, this.#logger, counters);
-          },
-        });
+      this.#source = takeFrom(
+        source.create().pipe(ingress),
+        config.name,
+        this.#logger,
+        counters,
+        (delivery) => this.#feed.take(delivery),
+        (reason) => {
+          this.#sourceError = reason;
+        },
+      );
     } catch (error) {
       this.discard();
       throw error;

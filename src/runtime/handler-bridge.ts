@@ -11,7 +11,7 @@ import { GcNudge } from '../handler/gc-nudge.ts';
 import { InputTracker, type Ticket } from '../handler/input-tracker.ts';
 import { type MessageContext, createMessage, createTools, culpritOf } from '../handler/message.ts';
 import type { BridgeDeps, BridgeStatus } from './bridge.ts';
-import { type BridgeProblem, SinkSet, resolveSource, sourceFailed, sourceStatus } from './bridge-parts.ts';
+import { type BridgeProblem, SinkSet, resolveSource, sourceStatus, takeFrom } from './bridge-parts.ts';
 import { BufferRegistration } from './buffer-registration.ts';
 import { HoldWatch } from './hold-watch.ts';
 import { HandlerRedis } from '../redis/handler-tools.ts';
@@ -134,17 +134,9 @@ export class HandlerBridge {
         },
         complete: () => this.#inputDone(),
       });
-      // One labels object for every message: the counters keep its key.
-      const inLabels = { bridge: config.name };
-      this.#source = source.create().subscribe({
-        next: (delivery) => {
-          counters.count('bridge.messages.in', inLabels);
-          writer.enqueue(config.name, delivery);
-        },
-        // The source gave up (e.g. a TLS file it cannot read): no more messages; the gateway goes on.
-        error: (error: unknown) => {
-          this.#sourceError = sourceFailed(config.name, error, this.#logger, counters);
-        },
+      const take = (delivery: Delivery) => writer.enqueue(config.name, delivery);
+      this.#source = takeFrom(source.create(), config.name, this.#logger, counters, take, (reason) => {
+        this.#sourceError = reason;
       });
     } catch (error) {
       // Built only in part: what started stops, and the buffer is left as it was found.
