@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import pino from 'pino';
+import { map } from 'rxjs';
 import { loadConfig } from '../../src/config/load.ts';
 import { Gateway } from '../../src/runtime/gateway.ts';
 import { componentKinds } from '../../src/runtime/registry.ts';
@@ -24,7 +25,9 @@ test('a YAML or TypeScript bridge whose source fails reports it, counted, and th
     'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {enabled: false}\ndevices: []\nbridges: [bridges]\ngateway: {dataDir: data}\n',
   );
   const config = loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} });
-  const typed = handlerBridge((messages) => messages, { from: { mqttClient: { url: 'mqtts://127.0.0.1:1', clientId: 'ferry-h', topics: ['h/#'], tls: { ca: join(root, 'bridges', 'ca.pem') } } } });
+  const typed = handlerBridge((messages, tools) => messages.pipe(map((m) => tools.to('out', m))), {
+    from: { mqttClient: { url: 'mqtts://127.0.0.1:1', clientId: 'ferry-h', topics: ['h/#'], tls: { ca: join(root, 'bridges', 'ca.pem') } } },
+  });
   rmSync(join(root, 'bridges', 'ca.pem'));
 
   const gateway = new Gateway({ ...config, bridgeConfigs: [...config.bridgeConfigs, typed] }, pino({ level: 'silent' }), 'test');
@@ -39,6 +42,9 @@ test('a YAML or TypeScript bridge whose source fails reports it, counted, and th
     assert.equal(status?.state, 'failed', name);
     assert.match(String(status?.sourceError), /cannot read the TLS ca file/, name);
     assert.equal(gateway.counters.get(`bridge.source.failed{bridge=${name}}`), 1, name);
-    assert.ok(gateway.health().degraded.some((problem) => problem.bridge === name && problem.problem === 'source_failed'), name);
+    assert.ok(
+      gateway.health().degraded.some((problem) => problem.bridge === name && problem.problem === 'source_failed'),
+      name,
+    );
   }
 });
