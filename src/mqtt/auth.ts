@@ -176,4 +176,24 @@ export class DeviceAuthenticator {
     }
     return { ok: false, refusal: known ? 'invalid_client_id' : 'unknown_certificate' };
   }
+
+  /**
+   * The identity a login that connected in an earlier run has under the access of now, judged
+   * without its password (the broker checks a will carried over from that run with it): an
+   * anonymous client's while anonymous clients are allowed (`loopback` included: the address is
+   * not kept), else that of the profile it logged in with, while a credential of that profile
+   * still lets the username in under the client id. Undefined when it no longer would.
+   */
+  standingIdentity(clientId: string, username: string | undefined, profileName: string | undefined): Identity | undefined {
+    if (username === undefined) {
+      const { allowAnonymous, anonymousAcl } = this.#options;
+      return allowAnonymous === false ? undefined : { clientId, username, profile: undefined, ...anonymousAcl };
+    }
+    for (const profile of this.#options.profiles) {
+      if (profile.name !== profileName || !globMatches(profile.clientId, clientId)) continue;
+      const admitted = profile.credentials.some((c) => globMatches(c.username, username) && globMatches(c.clientId, clientId, { clientId, username }));
+      if (admitted) return { clientId, username, profile: profile.name, ...profile.acl };
+    }
+    return undefined;
+  }
 }

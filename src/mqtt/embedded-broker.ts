@@ -157,6 +157,7 @@ export class EmbeddedBroker {
             logger: options.logger,
             counters: options.counters,
             willAllowed: (client, will) => self().#mayPublishWill(client, will.topic ?? ''),
+            logins: options.auth === undefined ? undefined : { identity: (client) => self().#admission.identity(client), standing: options.auth },
             limits: options.limits,
             refusals,
           });

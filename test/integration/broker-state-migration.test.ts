@@ -9,6 +9,7 @@ import Database from 'better-sqlite3';
 import pino from 'pino';
 import { openBrokerState } from '../../src/mqtt/persistence/open.ts';
 import { encodePacket } from '../../src/mqtt/persistence/packet-codec.ts';
+import { BROKER_STATE_VERSION } from '../../src/mqtt/persistence/schema.ts';
 import { BrokerStateFile } from '../../src/mqtt/persistence/state-file.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -108,7 +109,7 @@ test('a version 2 broker.db (no commands kept): `ferry sessions` reads it as it 
   await state.destroy();
   const migrated = new Database(path, { readonly: true });
   try {
-    assert.equal(migrated.pragma('user_version', { simple: true }), 3);
+    assert.equal(migrated.pragma('user_version', { simple: true }), BROKER_STATE_VERSION);
     assert.ok((migrated.prepare('PRAGMA table_info(queue)').all() as { name: string }[]).some((c) => c.name === 'command_key'));
   } finally {
     migrated.close();

@@ -75,13 +75,20 @@ CREATE TABLE IF NOT EXISTS incoming (
   PRIMARY KEY (client_id, message_id)
 ) WITHOUT ROWID;
 
--- due_at is set only for a will carried over from an earlier run: when it is published.
+-- due_at is set only for a will carried over from an earlier run: when it is published. The
+-- login that stored it, against whose current ACL such a will is checked (carried-wills.ts): owner,
+-- its username ('' for anonymous clients, NULL when logins were off), profile, its device
+-- profile (NULL for anonymous clients), protocol, its client's MQTT version (NULL: a will stored
+-- by version 3 or older, whose login is not known).
 CREATE TABLE IF NOT EXISTS wills (
   client_id TEXT PRIMARY KEY,
   broker_id TEXT NOT NULL,
   payload BLOB,
   meta TEXT NOT NULL,
-  due_at INTEGER
+  due_at INTEGER,
+  owner TEXT,
+  profile TEXT,
+  protocol INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS wills_due ON wills (due_at) WHERE due_at IS NOT NULL;
 
@@ -100,9 +107,9 @@ CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at) WHERE expire
 `;
 
 /** The schema version BROKER_STATE_SCHEMA, USAGE_SCHEMA and COMMANDS_SCHEMA make. */
-export const BROKER_STATE_VERSION = 3;
+export const BROKER_STATE_VERSION = 4;
 
-/** The oldest schema `ferry sessions` and `ferry retained` read: version 3 only added what COMMANDS_SCHEMA adds. */
+/** The oldest schema `ferry sessions` and `ferry retained` read: versions 3 and 4 only added what they do not read (commands, wills' logins). */
 export const STATE_FILE_MIN_VERSION = 2;
 
 /**
@@ -172,7 +179,9 @@ interface MigratedDatabase {
  * had no owner of retained messages (they count against no client, and against the gateway's
  * totals), no usage counts (counted once from the rows), and a full copy of a queued message
  * per session in `outgoing` (each becomes a message of its own with one copy); version 2 had no
- * commands' keys (its queued messages have none: none is taken for a command sent again).
+ * commands' keys (its queued messages have none: none is taken for a command sent again);
+ * version 3 kept no login with a will (its wills have none: see carried-wills.ts for what becomes
+ * of them).
  */
 export function migrateBrokerState(db: MigratedDatabase): void {
   db.transaction(() => {
@@ -182,6 +191,13 @@ export function migrateBrokerState(db: MigratedDatabase): void {
     if (version < 2) toVersion2(db);
     if (!hasColumn(db, 'queue', 'command_key')) db.exec('ALTER TABLE queue ADD COLUMN command_key TEXT');
     db.exec(COMMANDS_SCHEMA);
+    for (const [column, type] of [
+      ['owner', 'TEXT'],
+      ['profile', 'TEXT'],
+      ['protocol', 'INTEGER'],
+    ] as const) {
+      if (!hasColumn(db, 'wills', column)) db.exec(`ALTER TABLE wills ADD COLUMN ${column} ${type}`);
+    }
     db.exec(`PRAGMA user_version = ${BROKER_STATE_VERSION}`);
   })();
 }

@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import type Database from 'better-sqlite3';
 import type { GroupCommit } from './group-commit.ts';
 import { type ClientRef, normalizedPacket } from './memory-parts.ts';
+import type { WillOwner } from './carried-wills.ts';
 import { type StoredPacket, decodePacket, encodePacket } from './packet-codec.ts';
 
 interface PacketRow {
@@ -32,7 +33,7 @@ export class SessionPackets {
       deleteIncoming: s('DELETE FROM incoming WHERE client_id = ? AND message_id = ?'),
       clientHasIncoming: s('SELECT 1 FROM incoming WHERE client_id = ? LIMIT 1'),
       deleteClientIncoming: s('DELETE FROM incoming WHERE client_id = ?'),
-      upsertWill: s('INSERT OR REPLACE INTO wills (client_id, broker_id, payload, meta, due_at) VALUES (?, ?, ?, ?, NULL)'),
+      upsertWill: s('INSERT OR REPLACE INTO wills (client_id, broker_id, payload, meta, due_at, owner, profile, protocol) VALUES (?, ?, ?, ?, NULL, ?, ?, ?)'),
       getWill: s('SELECT payload, meta FROM wills WHERE client_id = ?'),
       deleteWill: s('DELETE FROM wills WHERE client_id = ?'),
       willsPage: s('SELECT client_id, broker_id, payload, meta FROM wills WHERE client_id > ? AND due_at IS NULL ORDER BY client_id LIMIT ?'),
@@ -73,11 +74,11 @@ export class SessionPackets {
     this.#statements.deleteClientIncoming.run(clientId);
   }
 
-  /** Resolves once on disk: the CONNACK waits for it. */
-  putWill(client: ClientRef, will: StoredPacket): Promise<void> {
+  /** Resolves once on disk: the CONNACK waits for it. `owner`: the login that stored it. */
+  putWill(client: ClientRef, will: StoredPacket, owner: WillOwner): Promise<void> {
     const { payload, meta } = encodePacket(will);
     return this.#commit.durable(() => {
-      this.#statements.upsertWill.run(client.id, will.brokerId ?? '', payload, meta);
+      this.#statements.upsertWill.run(client.id, will.brokerId ?? '', payload, meta, owner.username, owner.profile, owner.protocol);
     });
   }
 

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import type { WillOwner } from './carried-wills.ts';
 import type { GroupCommit } from './group-commit.ts';
 import { type StoredPacket, decodePacket } from './packet-codec.ts';
 
@@ -28,8 +29,8 @@ export interface SessionClient {
 export interface SessionHooks {
   /** True while a client with this id is connected. */
   connected(clientId: string): boolean;
-  /** Publishes a will as the broker publishes one (authorized, then to subscribers and bridges). */
-  publishWill(will: StoredPacket): Promise<void>;
+  /** Publishes a will as the broker publishes one (its login's ACL, then authorized, then to subscribers and bridges). */
+  publishWill(clientId: string, will: StoredPacket, owner: WillOwner): Promise<void>;
   /** Removes a session's subscriptions, queued messages and QoS 2 state (its record goes separately). */
   wipe(clientId: string): void;
   /** A carried-over will was published (no error), or refused or not published (the error). */
@@ -84,7 +85,7 @@ export class SessionRecords {
       closed: db.prepare('UPDATE sessions SET disconnected_at = ?, expiry_seconds = ? WHERE client_id = ?'),
       closedLegacy: db.prepare('UPDATE sessions SET disconnected_at = ?, expiry_seconds = ?, expires_at = ? WHERE client_id = ?'),
       delete: db.prepare('DELETE FROM sessions WHERE client_id = ?'),
-      dueWills: db.prepare('SELECT client_id, payload, meta FROM wills WHERE due_at <= ? ORDER BY due_at LIMIT ?'),
+      dueWills: db.prepare('SELECT client_id, payload, meta, owner, profile, protocol FROM wills WHERE due_at <= ? ORDER BY due_at LIMIT ?'),
       dropDueWill: db.prepare('DELETE FROM wills WHERE client_id = ? AND due_at IS NOT NULL'),
       expired: db.prepare('SELECT client_id FROM sessions WHERE expires_at <= ? ORDER BY expires_at LIMIT ?'),
       next: db.prepare('SELECT min(at) AS at FROM (SELECT min(due_at) AS at FROM wills UNION ALL SELECT min(expires_at) FROM sessions)'),
@@ -243,7 +244,7 @@ export class SessionRecords {
 
   #due(): void {
     const now = Date.now();
-    for (const row of this.#statements.dueWills.all(now, BATCH) as { client_id: string; payload: Buffer | string | null; meta: string }[]) {
+    for (const row of this.#statements.dueWills.all(now, BATCH) as DueWill[]) {
       if (this.#publishing.has(row.client_id)) continue;
       if (this.#handled.has(row.client_id)) {
         this.#dropWill(row.client_id);
@@ -258,7 +259,7 @@ export class SessionRecords {
         this.#handled.add(row.client_id);
         if (!this.#closed) this.#dropWill(row.client_id);
       };
-      this.#hooks.publishWill(will).then(
+      this.#hooks.publishWill(row.client_id, will, { username: row.owner, profile: row.profile, protocol: row.protocol }).then(
         () => done(undefined),
         (error: unknown) => done(error instanceof Error ? error : new Error(String(error))),
       );
@@ -266,6 +267,16 @@ export class SessionRecords {
     this.#expireSessions(now);
     this.#arm(now, this.#handled.size > 0 ? RETRY_MS : this.#publishing.size > 0 ? PUBLISHING_MS : 0);
   }
+}
+
+/** A will carried over whose time came, as read. */
+interface DueWill {
+  readonly client_id: string;
+  readonly payload: Buffer | string | null;
+  readonly meta: string;
+  readonly owner: string | null;
+  readonly profile: string | null;
+  readonly protocol: number | null;
 }
 
 /** The session's expiry as stored: seconds, or null for never. */

@@ -1,12 +1,14 @@
 import type { Readable } from 'node:stream';
-import type { Aedes, AedesPublishPacket, Client } from 'aedes';
+import type { Aedes, Client } from 'aedes';
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { Counters } from '../../core/component.ts';
 import type { Synchronous } from '../../sqlite/connection.ts';
 import { asError } from '../../core/errors.ts';
 import { type BrokerStateLimits, type StateLimit, type StateRefusals, payloadLength } from '../state-limits.ts';
+import type { Identity } from '../acl.ts';
 import { aedesInternals } from '../aedes-internals.ts';
+import { CarriedWills, type StandingLogins, willOwnerOf } from './carried-wills.ts';
 import { CommandMemory } from './command-memory.ts';
 import { GroupCommit } from './group-commit.ts';
 import type { ClientRef, SubscriptionRecord, TopicSubscription } from './memory-parts.ts';
@@ -37,6 +39,8 @@ export interface SqlitePersistenceOptions {
    * only to publish the wills of an earlier run, which would be refused then too.
    */
   readonly willAllowed?: (client: Client, will: StoredPacket) => boolean;
+  /** The broker's logins (absent when off): each will is stored with its login, checked again before a carried-over one is published (carried-wills.ts). */
+  readonly logins?: { readonly identity: (client: Client) => Identity | undefined; readonly standing: StandingLogins } | undefined;
   /** Bounds on queues, retained messages and MQTT 3.1.1 sessions; none when absent (aedes-persistence's own tests). */
   readonly limits?: BrokerStateLimits | undefined;
   /** Where a message not queued for a session over its limit is counted and logged. */
@@ -67,6 +71,7 @@ export class SqlitePersistence {
   readonly #sessions: SessionRecords;
   readonly #subscriptions: SubscriptionStore;
   readonly #packets: SessionPackets;
+  readonly #wills: CarriedWills;
   readonly #queueCap: QueueCap | undefined;
   #broker: PersistenceBroker | undefined;
   #aedes: Aedes | undefined;
@@ -94,11 +99,19 @@ export class SqlitePersistence {
     this.#outgoing = new OutgoingQueue(db, this.#commit, this.commands);
     this.#subscriptions = new SubscriptionStore(db, this.#commit);
     this.#packets = new SessionPackets(db, this.#commit);
+    this.#wills = new CarriedWills({
+      logger: options.logger,
+      counters: options.counters,
+      logins: options.logins?.standing,
+      retainedRefusal: (clientId, topic, payload) => this.retainedRefusal(clientId, topic, payload),
+      refused: (clientId, limit, what) => this.#refused(clientId, limit, what),
+    });
     this.#sessions = new SessionRecords(db, this.#commit, {
       connected: (clientId) => this.#connected(clientId),
-      publishWill: (will) => this.#publishWill(will),
+      publishWill: (clientId, will, owner) =>
+        this.#aedes === undefined ? Promise.reject(new Error('broker not started')) : this.#wills.publish(this.#aedes, clientId, will, owner),
       wipe: (clientId) => this.#wipe(clientId),
-      willDone: (clientId, error) => this.#willDone(clientId, error),
+      willDone: (clientId, error) => this.#wills.done(clientId, error),
       sessionExpired: (clientId) => {
         this.#options.counters.count('mqtt.sessions.expired');
         this.#options.logger.info({ clientId }, 'saved session expired: its client stayed away longer than its session expiry');
@@ -278,7 +291,8 @@ export class SqlitePersistence {
     packet.clientId = client.id;
     // aedes passes the connecting client.
     if (this.#options.willAllowed !== undefined && !this.#options.willAllowed(client as Client, packet)) return Promise.resolve();
-    return this.#packets.putWill(client, packet);
+    const owner = willOwnerOf(this.#options.logins?.identity(client as Client), (client as Client).version);
+    return this.#packets.putWill(client, packet, owner);
   }
 
   async getWill(client: ClientRef): Promise<StoredPacket | undefined> {
@@ -343,25 +357,6 @@ export class SqlitePersistence {
     this.#subscriptions.dropClient(clientId);
     this.#outgoing.dropClient(clientId);
     this.#packets.dropIncoming(clientId);
-  }
-
-  /** A will of the previous run, published as aedes publishes the wills of a broker that is gone. */
-  #publishWill(will: StoredPacket): Promise<void> {
-    const aedes = this.#aedes;
-    if (aedes === undefined) return Promise.reject(new Error('broker not started'));
-    const packet = will as unknown as AedesPublishPacket;
-    return new Promise<void>((resolve, reject) => {
-      aedes.authorizePublish(null, packet, (refused) => {
-        if (refused) reject(refused);
-        else aedes.publish(packet, (error) => (error ? reject(error) : resolve()));
-      });
-    });
-  }
-
-  #willDone(clientId: string, error: Error | undefined): void {
-    this.#options.counters.count('mqtt.wills.carried_over', { result: error === undefined ? 'published' : 'refused' });
-    if (error === undefined) this.#options.logger.info({ clientId }, 'published the will of a client whose connection ended with the previous run');
-    else this.#options.logger.warn({ clientId, err: error }, 'the will of a client whose connection ended with the previous run was not published');
   }
 
   #expireMessages(): void {

@@ -1,0 +1,278 @@
+// Wills carried over from an earlier run (mqtt.persistence sqlite) are published after the
+// restart under the config of the new run: its ACL for the login that stored the will, and its
+// limits on retained messages. Real aedes, real SQLite, mqtt.js clients on loopback. A crash is
+// a copy of broker.db taken (SQLite's backup) while the devices are connected: what a kill -9
+// leaves on disk, their wills stored and their connections never ended.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { type IClientOptions, type MqttClient, connect } from 'mqtt';
+import pino from 'pino';
+import { deviceSchema } from '../../src/config/schema.ts';
+import { DeviceAuthenticator } from '../../src/mqtt/auth.ts';
+import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../../src/mqtt/embedded-broker.ts';
+import { BROKER_STATE_VERSION } from '../../src/mqtt/persistence/schema.ts';
+import { hashPassword } from '../../src/mqtt/password.ts';
+import type { BrokerStateLimits } from '../../src/mqtt/state-limits.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const dirs = tempDirs('ferry-broker-wills-');
+const open: EmbeddedBroker[] = [];
+const clients: MqttClient[] = [];
+after(async () => {
+  for (const c of clients) c.end(true);
+  await Promise.all(open.map((b) => b.close().catch(() => {})));
+});
+
+interface Running {
+  readonly broker: EmbeddedBroker;
+  readonly url: string;
+  readonly counters: CounterRegistry;
+  /** What the bridges' tap got, as "topic payload". */
+  readonly tapped: string[];
+  /** The broker's warnings, as their messages. */
+  readonly warnings: string[];
+}
+
+async function start(path: string, extra: Partial<EmbeddedBrokerOptions> = {}): Promise<Running> {
+  const counters = new CounterRegistry();
+  const tapped: string[] = [];
+  const warnings: string[] = [];
+  const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
+  const broker = await EmbeddedBroker.start({
+    host: '127.0.0.1',
+    port: 0,
+    logger,
+    counters,
+    state: { path, synchronous: 'full' },
+    beforeListen: (b) =>
+      b.tap('test', ['#']).subscribe((d) => {
+        tapped.push(`${d.envelope.topic} ${d.envelope.payload.toString()}`);
+        d.ack();
+      }),
+    ...extra,
+  });
+  open.push(broker);
+  return { broker, url: `mqtt://127.0.0.1:${broker.port}`, counters, tapped, warnings };
+}
+
+async function stop(running: Running): Promise<void> {
+  await running.broker.close();
+  open.splice(open.indexOf(running.broker), 1);
+}
+
+async function connectClient(url: string, options: IClientOptions): Promise<{ client: MqttClient; seen: string[]; retained: boolean[] }> {
+  const client = connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options });
+  clients.push(client);
+  const seen: string[] = [];
+  const retained: boolean[] = [];
+  client.on('message', (topic, payload, packet) => {
+    seen.push(`${topic} ${payload.toString()}`);
+    retained.push(packet.retain);
+  });
+  await new Promise((resolve, reject) => {
+    client.once('connect', resolve);
+    client.once('error', reject);
+    client.once('close', () => reject(new Error('closed before CONNACK')));
+  });
+  return { client, seen, retained };
+}
+
+async function until(check: () => boolean, what: string, ms = 5000): Promise<void> {
+  for (const end = Date.now() + ms; !check(); ) {
+    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
+    await sleep(20);
+  }
+}
+
+/** broker.db as a kill -9 of the running broker would leave it: its committed state, copied by SQLite's backup. */
+async function crashCopy(path: string): Promise<string> {
+  const copy = join(dirs(), 'broker.db');
+  const db = new Database(path, { readonly: true });
+  try {
+    await db.backup(copy);
+  } finally {
+    db.close();
+  }
+  return copy;
+}
+
+function committed(path: string, sql: string): unknown[] {
+  const db = new Database(path, { readonly: true });
+  try {
+    return db.prepare(sql).all();
+  } finally {
+    db.close();
+  }
+}
+
+const PASSWORD = 'secret';
+const hash = await hashPassword(PASSWORD);
+
+/** Device profiles: each device publishes its status, a watcher reads everything. */
+function authenticator(profiles: readonly Record<string, unknown>[]): DeviceAuthenticator {
+  const staff = { name: 'staff', credentials: [{ username: 'watcher', passwordHash: hash }], acl: { publish: ['#'], subscribe: ['#'] } };
+  return new DeviceAuthenticator({
+    profiles: [...profiles, staff].map((p) => deviceSchema().parse(p)),
+    allowAnonymous: false,
+    anonymousAcl: { publish: [], subscribe: [] },
+    maxConnectionsPerAddress: 100,
+    maxAuthFailures: 10,
+    counters: new CounterRegistry(),
+  });
+}
+
+const login = (name: string) => ({ username: name, passwordHash: hash });
+const will = (name: string, extra: Partial<NonNullable<IClientOptions['will']>> = {}) => ({
+  clientId: name,
+  username: name,
+  password: PASSWORD,
+  will: { topic: `status/${name}`, payload: Buffer.from(`${name} offline`), qos: 1 as const, retain: false, ...extra },
+});
+
+test('after a restart a carried-over will is published only if the ACL of the new config still lets its login publish it', { timeout: 30_000 }, async () => {
+  const path = join(dirs(), 'broker.db');
+  const first = await start(path, {
+    auth: authenticator([
+      { name: 'sensor', credentials: [login('kept'), login('removed')], acl: { publish: ['status/%u'], subscribe: [] } },
+      { name: 'door', credentials: [login('revoked')], acl: { publish: ['status/%u'], subscribe: [] } },
+    ]),
+  });
+  // A persistent session that gets the wills queued while it is away.
+  const watcher = await connectClient(first.url, { clientId: 'watcher', username: 'watcher', password: PASSWORD, clean: false });
+  await watcher.client.subscribeAsync('status/#', { qos: 1 });
+  await watcher.client.endAsync();
+  for (const name of ['kept', 'removed', 'revoked']) await connectClient(first.url, will(name));
+  assert.deepEqual(committed(path, 'SELECT client_id, owner, profile, protocol FROM wills ORDER BY client_id'), [
+    { client_id: 'kept', owner: 'kept', profile: 'sensor', protocol: 4 },
+    { client_id: 'removed', owner: 'removed', profile: 'sensor', protocol: 4 },
+    { client_id: 'revoked', owner: 'revoked', profile: 'door', protocol: 4 },
+  ]);
+  const crashed = await crashCopy(path);
+  await stop(first);
+
+  // The operator takes away the door profile's right to publish status and the 'removed' login.
+  const second = await start(crashed, {
+    auth: authenticator([
+      { name: 'sensor', credentials: [login('kept')], acl: { publish: ['status/%u'], subscribe: [] } },
+      { name: 'door', credentials: [login('revoked')], acl: { publish: ['door/%u/#'], subscribe: [] } },
+    ]),
+  });
+  await until(() => second.tapped.includes('status/kept kept offline'), 'the will its login may still publish');
+  await sleep(300);
+  assert.deepEqual(second.tapped, ['status/kept kept offline']);
+  const back = await connectClient(second.url, { clientId: 'watcher', username: 'watcher', password: PASSWORD, clean: false });
+  await until(() => back.seen.length > 0, 'the queued will');
+  await sleep(200);
+  assert.deepEqual(back.seen, ['status/kept kept offline']);
+  const counts = second.counters.snapshot();
+  assert.equal(counts['mqtt.wills.carried_over{result=published}'], 1);
+  assert.equal(counts['mqtt.wills.carried_over{result=refused}'], 2);
+  assert.equal(counts['mqtt.publish.refused{reason=acl}'], 2);
+  const refusals = second.warnings.filter((w) => /will .*not published/.test(w));
+  assert.equal(refusals.length, 2, second.warnings.join('\n'));
+  assert.ok(
+    refusals.some((w) => w.includes("'status/revoked'") && w.includes('no longer allows')),
+    refusals.join('\n'),
+  );
+  assert.ok(
+    refusals.some((w) => w.includes("'status/removed'") && w.includes('may no longer connect')),
+    refusals.join('\n'),
+  );
+  assert.deepEqual(committed(crashed, 'SELECT client_id FROM wills'), [], 'refused wills are done with too');
+  await back.client.endAsync();
+  await stop(second);
+});
+
+const LIMITS: BrokerStateLimits = {
+  subscriptionsPerClient: 100,
+  retainedPerClient: 100,
+  retainedBytesPerClient: 4,
+  retainedMessages: 10_000,
+  retainedBytes: 1 << 20,
+  queuedPerSession: 1000,
+  queuedBytesPerSession: 1 << 20,
+  sessionExpirySeconds: 3600,
+};
+
+test('a carried-over retained will past the retained limits is handled as its client’s retained PUBLISH: MQTT 5 refused, MQTT 3.1.1 not retained', {
+  timeout: 30_000,
+}, async () => {
+  const path = join(dirs(), 'broker.db');
+  const first = await start(path);
+  const anonymous = (name: string, version: 4 | 5) => ({
+    clientId: name,
+    protocolVersion: version,
+    will: { topic: `status/${name}`, payload: Buffer.from(`${name} offline`), qos: 1 as const, retain: true },
+  });
+  await connectClient(first.url, anonymous('v5', 5));
+  await connectClient(first.url, anonymous('v4', 4));
+  const crashed = await crashCopy(path);
+  await stop(first);
+
+  const second = await start(crashed, { limits: LIMITS });
+  await until(() => second.tapped.includes('status/v4 v4 offline'), 'the MQTT 3.1.1 will, as an ordinary message');
+  await sleep(300);
+  assert.deepEqual(second.tapped, ['status/v4 v4 offline'], 'the MQTT 5 will is not taken at all');
+  assert.deepEqual(committed(crashed, 'SELECT topic FROM retained'), [], 'neither is retained');
+  const reader = await connectClient(second.url, { clientId: 'reader' });
+  await reader.client.subscribeAsync('status/#', { qos: 1 });
+  await sleep(200);
+  assert.deepEqual(reader.seen, []);
+  const counts = second.counters.snapshot();
+  assert.equal(counts['mqtt.state.refused{limit=retainedBytesPerClient}'], 2);
+  assert.equal(counts['mqtt.wills.carried_over{result=published}'], 1);
+  assert.equal(counts['mqtt.wills.carried_over{result=refused}'], 1);
+  await reader.client.endAsync();
+  await stop(second);
+});
+
+/**
+ * The wills table as versions before 4 made it: without the login that stored the will. The
+ * rest of a version 3 file is what this version makes.
+ */
+function asVersion3(path: string): void {
+  const db = new Database(path);
+  try {
+    db.exec(`
+      CREATE TABLE wills_v3 (client_id TEXT PRIMARY KEY, broker_id TEXT NOT NULL, payload BLOB, meta TEXT NOT NULL, due_at INTEGER) WITHOUT ROWID;
+      INSERT INTO wills_v3 SELECT client_id, broker_id, payload, meta, due_at FROM wills;
+      DROP TABLE wills;
+      ALTER TABLE wills_v3 RENAME TO wills;
+      CREATE INDEX wills_due ON wills (due_at) WHERE due_at IS NOT NULL;
+      PRAGMA user_version = 3;
+    `);
+  } finally {
+    db.close();
+  }
+}
+
+test('a will stored by an earlier version, without its login, is not published while logins are on; with logins off it is', { timeout: 30_000 }, async () => {
+  const path = join(dirs(), 'broker.db');
+  const first = await start(path, { auth: authenticator([{ name: 'sensor', credentials: [login('old')], acl: { publish: ['status/%u'], subscribe: [] } }]) });
+  await connectClient(first.url, will('old'));
+  const withLogins = await crashCopy(path);
+  const withoutLogins = await crashCopy(path);
+  await stop(first);
+  asVersion3(withLogins);
+  asVersion3(withoutLogins);
+
+  const second = await start(withLogins, { auth: authenticator([{ name: 'sensor', credentials: [login('old')], acl: { publish: ['status/%u'], subscribe: [] } }]) });
+  await until(() => second.counters.get('mqtt.wills.carried_over{result=refused}') === 1, 'the will refused');
+  await sleep(200);
+  assert.deepEqual(second.tapped, []);
+  assert.ok(
+    second.warnings.some((w) => /will .*not published.*earlier version/.test(w)),
+    second.warnings.join('\n'),
+  );
+  assert.deepEqual(committed(withLogins, 'SELECT user_version FROM pragma_user_version'), [{ user_version: BROKER_STATE_VERSION }]);
+  await stop(second);
+
+  const third = await start(withoutLogins);
+  await until(() => third.tapped.includes('status/old old offline'), 'the will, with logins off');
+  assert.equal(third.counters.get('mqtt.wills.carried_over{result=published}'), 1);
+  await stop(third);
+});
