@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type { Client, PublishPacket } from 'aedes';
 import type { NotedMessage } from './resend-memory.ts';
 
@@ -33,4 +34,31 @@ export function refusalOutcome(client: Client | null, qos: number, invalidTopic 
   if (client === null || client.version !== 5) return 'closing the connection';
   if (qos === 0) return 'dropped (QoS 0)';
   return invalidTopic ? 'answered with reason code 0x90 (topic name invalid)' : 'answered with reason code 0x87 (not authorized)';
+}
+
+/**
+ * Answers a message Ferry did not store so that its device sends it again. MQTT 3.1.1 has no
+ * negative acknowledgement: aedes closes the connection. For MQTT 5 aedes would answer with
+ * PUBACK/PUBREC 0x87 and keep the connection, which a device takes as final: so the
+ * connection goes first, with a DISCONNECT saying why, and the refusal reaches aedes only
+ * once the connection is down, when nothing it writes reaches the device any more (another
+ * refusal of the same connection waits for the same close).
+ */
+export class UnstoredRefusals {
+  /** MQTT 5 clients sent a DISCONNECT (aedes marks them closed only after it is written). */
+  readonly #disconnecting = new WeakSet<Client>();
+
+  refuse(client: Client, error: Error, reasonCode: number, callback: (error?: Error | null) => void, reasonString = 'message not stored; send it again'): void {
+    if (client.version !== 5) {
+      callback(error);
+      return;
+    }
+    if (!client.closed && !this.#disconnecting.has(client)) {
+      this.#disconnecting.add(client);
+      client.disconnect({ reasonCode, properties: { reasonString } }, () => {});
+    }
+    const conn: Duplex = client.conn;
+    if (conn.destroyed) callback(error);
+    else conn.once('close', () => callback(error));
+  }
 }

@@ -1,4 +1,3 @@
-import type { Duplex } from 'node:stream';
 import type { Aedes, Client, PublishPacket } from 'aedes';
 import { Observable, type Subscriber } from 'rxjs';
 import type { Logger } from 'pino';
@@ -14,7 +13,17 @@ import { type NotedMessage, ResendMemory } from './resend-memory.ts';
 import { TopicMemo } from './topic-memo.ts';
 import { payloadBytes, propertyHeaders, samePayload } from './publish-packet.ts';
 import type { ClientRefusals } from './client-refusals.ts';
-import { type Acknowledged, MALFORMED_PACKET, QOS_LABELS, QUOTA_EXCEEDED, SERVER_BUSY, SERVER_SHUTTING_DOWN, TOPIC_NAME_INVALID, refusalOutcome } from './intake-answers.ts';
+import {
+  type Acknowledged,
+  MALFORMED_PACKET,
+  QOS_LABELS,
+  QUOTA_EXCEEDED,
+  SERVER_BUSY,
+  SERVER_SHUTTING_DOWN,
+  TOPIC_NAME_INVALID,
+  UnstoredRefusals,
+  refusalOutcome,
+} from './intake-answers.ts';
 import { type StringProperties, malformedProperties } from './property-strings.ts';
 
 export interface PublishIntakeOptions {
@@ -65,8 +74,8 @@ export class PublishIntake {
   #draining = false;
   /** Per client, the last of its publishes waiting behind a QoS 2 repeat lookup. */
   readonly #behind = new WeakMap<Client, Promise<void>>();
-  /** MQTT 5 clients sent a DISCONNECT by #refuseUnstored (aedes marks them closed only after it is written). */
-  readonly #disconnecting = new WeakSet<Client>();
+  /** Refuses what was not stored so that the device sends it again. */
+  readonly #unstored = new UnstoredRefusals();
   /** Devices' recent QoS 1 and 2 messages, to recognise a resend of one already stored. */
   readonly #resends = new ResendMemory({ windowMs: RESEND_WINDOW_MS, maxEntries: RESEND_MEMORY_ENTRIES });
   /** What settles a device's QoS 0 message, shared by all of them (each delivery's context is its envelope). */
@@ -151,6 +160,11 @@ export class PublishIntake {
   /** aedes' authorizePublish. */
   authorize(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
     const { counters } = this.#options;
+    // Only the server sets a Subscription Identifier [MQTT-3.3.4-6]: aedes passed a device's on to
+    // subscribers without one of their own, and kept it with a retained message. Dropped, as
+    // Mosquitto does.
+    const sent = packet.properties as { subscriptionIdentifier?: unknown } | undefined;
+    if (sent?.subscriptionIdentifier !== undefined && client !== null) delete sent.subscriptionIdentifier;
     const invalid = this.#invalidTopics.get(packet.topic);
     if (invalid !== undefined) {
       counters.count('mqtt.publish.refused', { reason: 'invalid_topic' });
@@ -167,7 +181,7 @@ export class PublishIntake {
       // A Malformed Packet [MQTT-1.5.4-1]: the connection is closed with DISCONNECT 0x81.
       counters.count('mqtt.publish.refused', { reason: 'malformed' });
       this.#refused(client, 'malformed', 'publish refused: malformed packet; closing the connection', { topic: packet.topic.slice(0, 200), detail: malformed });
-      this.#refuseUnstored(client, new Error(`malformed packet: ${malformed}`), MALFORMED_PACKET, callback, `malformed packet: ${malformed}`);
+      this.#unstored.refuse(client, new Error(`malformed packet: ${malformed}`), MALFORMED_PACKET, callback, `malformed packet: ${malformed}`);
       return;
     }
     if (client !== null && packet.topic.startsWith('$') && !this.#options.acl) {
@@ -267,28 +281,6 @@ export class PublishIntake {
     this.#take(client, packet, callback);
   }
 
-  /**
-   * Answers a message Ferry did not store so that its device sends it again. MQTT 3.1.1 has no
-   * negative acknowledgement: aedes closes the connection. For MQTT 5 aedes would answer with
-   * PUBACK/PUBREC 0x87 and keep the connection, which a device takes as final: so the
-   * connection goes first, with a DISCONNECT saying why, and the refusal reaches aedes only
-   * once the connection is down, when nothing it writes reaches the device any more (another
-   * refusal of the same connection waits for the same close).
-   */
-  #refuseUnstored(client: Client, error: Error, reasonCode: number, callback: (error?: Error | null) => void, reasonString = 'message not stored; send it again'): void {
-    if (client.version !== 5) {
-      callback(error);
-      return;
-    }
-    if (!client.closed && !this.#disconnecting.has(client)) {
-      this.#disconnecting.add(client);
-      client.disconnect({ reasonCode, properties: { reasonString } }, () => {});
-    }
-    const conn: Duplex = client.conn;
-    if (conn.destroyed) callback(error);
-    else conn.once('close', () => callback(error));
-  }
-
   /** Hands an accepted publish to the taps whose filters match it, but those named in `storedBy` (which took it before). */
   #take(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void, storedBy?: ReadonlySet<string>): void {
     const { counters } = this.#options;
@@ -299,7 +291,7 @@ export class PublishIntake {
     if (this.#draining && packet.qos > 0 && client !== null) {
       // The bridges are about to stop: a message taken now could be acknowledged unstored.
       counters.count('mqtt.publish.refused', { reason: 'shutting_down' });
-      this.#refuseUnstored(client, new Error('gateway shutting down: message not stored'), SERVER_SHUTTING_DOWN, callback);
+      this.#unstored.refuse(client, new Error('gateway shutting down: message not stored'), SERVER_SHUTTING_DOWN, callback);
       return;
     }
     counters.count('mqtt.messages.received', QOS_LABELS[packet.qos]);
@@ -395,7 +387,7 @@ export class PublishIntake {
       return;
     }
     this.#options.refusals.log.refused({ who: { clientId: client.id }, reason: 'not_stored', message, detail });
-    this.#refuseUnstored(client, error, isFerryError(error, 'MESSAGE_REJECTED') && error.retryable ? QUOTA_EXCEEDED : SERVER_BUSY, callback);
+    this.#unstored.refuse(client, error, isFerryError(error, 'MESSAGE_REJECTED') && error.retryable ? QUOTA_EXCEEDED : SERVER_BUSY, callback);
   }
 
   #settled(): void {
