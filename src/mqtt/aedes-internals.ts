@@ -85,9 +85,17 @@ export function reservePacketId(client: Client): number {
  * its Maximum Packet Size, past the queue kept while its Receive Maximum is reached, or a
  * shared subscription's message left with no member to take it).
  */
-export function onPublishDiscarded(aedes: Aedes, listener: (topic: string, clientId: string, reason: DiscardReason) => void): void {
+export function onPublishDiscarded(aedes: Aedes, listener: (topic: string, clientId: string, reason: DiscardReason, message: MessageNumbering) => void): void {
   const events: EventEmitter = aedes;
-  events.on('publishDiscarded', (packet: { topic: string }, client: { id: string }, reason: DiscardReason) => listener(packet.topic, client.id, reason));
+  events.on('publishDiscarded', (packet: { topic: string } & MessageNumbering, client: { id: string }, reason: DiscardReason) =>
+    listener(packet.topic, client.id, reason, { brokerId: packet.brokerId, brokerCounter: packet.brokerCounter }),
+  );
+}
+
+/** The broker and counter that number a message, the same in each client's copy of it (aedes-packet). */
+export interface MessageNumbering {
+  readonly brokerId?: string | undefined;
+  readonly brokerCounter?: number | undefined;
 }
 
 /** Calls `listener` with every packet the client sends, as soon as it is parsed (before aedes handles it). */

@@ -1,5 +1,5 @@
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
-import { aedesInternals, clientInternals, onClientPacket, reservePacketId } from './aedes-internals.ts';
+import { type MessageNumbering, aedesInternals, clientInternals, onClientPacket, onPublishDiscarded, reservePacketId } from './aedes-internals.ts';
 import type { CommandRecords, HeldCopy } from './persistence/command-memory.ts';
 
 /** A message the gateway publishes to devices. */
@@ -12,6 +12,9 @@ export interface Command {
   readonly expiresAt: number;
   /** Sent to MQTT 5 devices as user properties (MQTT 3.1.1 has nowhere to carry them). */
   readonly headers?: Readonly<Record<string, string>>;
+  /** MQTT 5 Response Topic and Correlation Data (request/response, MQTT 5 §4.10). */
+  readonly responseTopic?: string;
+  readonly correlationData?: Buffer;
   /**
    * The message's id: a QoS 1 command published again with the same id and topic (its source
    * delivered it again) is not sent again to a session that holds it or a client that answered it.
@@ -24,6 +27,8 @@ export type CommandOutcome =
   | { readonly status: 'acked'; readonly clientId: string }
   /** An MQTT 5 subscriber answered with a PUBACK reason code of 0x80 or more: it will not take it. */
   | { readonly status: 'refused'; readonly clientId: string; readonly reasonCode: number }
+  /** Larger than the Maximum Packet Size an MQTT 5 subscriber announced: discarded for it, never sent [MQTT-3.1.2-25]. */
+  | { readonly status: 'too_large'; readonly clientId: string }
   /** Handed to the broker at QoS 0, or only QoS 0 subscribers took it: no acknowledgement will come. */
   | { readonly status: 'sent' }
   /** Nobody, connected or with a persistent session, is subscribed to the topic. */
@@ -53,7 +58,7 @@ interface Pending {
   /** Where this command's packet ids are recorded, to forget them once it is settled. */
   readonly copies: { readonly sent: Map<number, Pending>; readonly id: number }[];
   readonly topic: string;
-  /** MQTT 5 subscribers that answered with a PUBACK reason code of 0x80 or more, and the code. */
+  /** MQTT 5 subscribers that answered with a PUBACK reason code of 0x80 or more, and the code (TOO_LARGE: discarded for them). */
   readonly refusals: Map<string, number>;
   readonly settle: (outcome: CommandOutcome) => void;
 }
@@ -68,6 +73,9 @@ interface Pending {
  * authorizeForward, with nothing public telling which id it got.
  */
 type TrackedPacket = AedesPublishPacket & { messageExpiry?: number; brokerId?: string; brokerCounter?: number };
+
+/** In Pending.refusals: the client's copy was discarded as larger than its Maximum Packet Size (no PUBACK carries 0x95). */
+const TOO_LARGE = 0x95;
 
 /**
  * Publishes commands through aedes and tells when the device acknowledged each one. A QoS 1
@@ -90,6 +98,9 @@ export class CommandTracker {
     this.#aedes = aedes;
     this.#records = records;
     aedes.on('client', (client: Client) => this.#watch(client));
+    onPublishDiscarded(aedes, (_topic, clientId, reason, message) => {
+      if (reason === 'packetTooLarge') this.#discarded(clientId, message);
+    });
   }
 
   publish(command: Command): PublishedCommand {
@@ -174,6 +185,21 @@ export class CommandTracker {
     return packet;
   }
 
+  /**
+   * A client's copy of a command was discarded as larger than the Maximum Packet Size it
+   * announced, and out of its session: that client will never take it, as if it had refused it.
+   * Without this the command waited for its expiry, and was then reported as not acknowledged.
+   */
+  #discarded(clientId: string, { brokerId, brokerCounter }: MessageNumbering): void {
+    if (brokerCounter === undefined) return;
+    const pending =
+      (brokerId === aedesInternals(this.#aedes).id ? this.#pending.get(brokerCounter) : undefined) ??
+      (this.#adopted.size === 0 ? undefined : this.#adopted.get(`${brokerId}\n${brokerCounter}`));
+    if (pending === undefined) return;
+    pending.refusals.set(clientId, TOO_LARGE);
+    this.#checkRefused(pending);
+  }
+
   #track(client: Client, messageId: number, pending: Pending): void {
     let sent = this.#sent.get(client);
     if (sent === undefined) {
@@ -204,7 +230,7 @@ export class CommandTracker {
   /** A client's answer is kept (acked, or refused for good), so that the command is not sent again. */
   #remember(key: string, counter: number, result: CommandOutcome, expiresAt: number): void {
     this.#records?.forget(counter);
-    if (result.status === 'acked' || result.status === 'refused') this.#remembered((records) => records.answered(key, result.clientId, expiresAt));
+    if (result.status === 'acked' || result.status === 'refused' || result.status === 'too_large') this.#remembered((records) => records.answered(key, result.clientId, expiresAt));
   }
 
   /** What is kept of commands helps, and never stops one: a failure to read or write it is a command sent as if nothing were kept. */
@@ -236,7 +262,8 @@ export class CommandTracker {
   /**
    * A refusal is the command's outcome only when every subscriber that could acknowledge it
    * (a persistent session, connected or not, or a connected client, subscribed at QoS 1 or 2)
-   * refused it: a monitoring client answering 0x80 does not speak for the device.
+   * refused it (or had its copy discarded as too large): a monitoring client answering 0x80
+   * does not speak for the device.
    */
   #checkRefused(pending: Pending): void {
     const aedes = aedesInternals(this.#aedes);
@@ -248,7 +275,7 @@ export class CommandTracker {
         }
         if (![...candidates].every((id) => pending.refusals.has(id))) return;
         const [clientId, reasonCode] = pending.refusals.entries().next().value as [string, number];
-        pending.settle({ status: 'refused', clientId, reasonCode });
+        pending.settle(reasonCode === TOO_LARGE ? { status: 'too_large', clientId } : { status: 'refused', clientId, reasonCode });
       },
       () => {}, // the expiry settles it
     );
@@ -286,6 +313,8 @@ function commandPacket(command: Command, brokerId: string, brokerCounter: number
     properties: {
       messageExpiryInterval: Math.max(1, Math.ceil((command.expiresAt - Date.now()) / 1000)),
       ...(command.headers === undefined ? {} : { userProperties: { ...command.headers } }),
+      ...(command.responseTopic === undefined ? {} : { responseTopic: command.responseTopic }),
+      ...(command.correlationData === undefined ? {} : { correlationData: command.correlationData }),
     },
   };
 }

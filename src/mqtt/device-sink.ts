@@ -8,9 +8,12 @@ import { refineTemplate } from '../core/template.ts';
 import type { CommandOutcome, PublishedCommand } from './command-tracker.ts';
 import type { EmbeddedBroker } from './embedded-broker.ts';
 import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
+import { type SentProperties, sentProperties } from './user-properties.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
+/** Header names a sink logs as left out of its commands; more are counted only. */
+const MAX_LOGGED_HEADERS = 100;
 /** MQTT's own limits (65,535 bytes) and aedes' (100 levels): the device side checks the rest. */
 const TOPIC_LIMITS = { maxLength: 65_535, maxLevels: 100 };
 
@@ -93,6 +96,7 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
     const renderTopic = sinkTopicRenderer(config, ctx.sourceFilters ?? [], TOPIC_LIMITS, false);
     const component = `devices sink of bridge '${ctx.bridge}'`;
     const labels = { bridge: ctx.bridge };
+    const loggedHeaders = new Set<string>();
 
     return (input) =>
       new Observable<SinkEvent>((subscriber) => {
@@ -109,6 +113,20 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
           ctx.logger.warn({ id: delivery.envelope.id, key: delivery.envelope.key }, error.message);
           delivery.nack(error);
           subscriber.next({ type: 'failed', count: 1, error, retryable: false });
+        };
+
+        // Headers left out of the commands: counted each time, logged once per name (a source can
+        // give every record the same binary header).
+        const droppedHeaders = (envelope: Delivery['envelope'], topic: string, dropped: SentProperties['dropped']) => {
+          ctx.counters.count('commands.headers_dropped', labels, dropped.length);
+          for (const { name, reason } of dropped) {
+            if (loggedHeaders.has(name) || loggedHeaders.size >= MAX_LOGGED_HEADERS) continue;
+            loggedHeaders.add(name);
+            ctx.logger.warn(
+              { id: envelope.id, topic, header: name.slice(0, 200) },
+              `${component}: header left out of the command sent to MQTT 5 devices (and of later ones, logged once): ${reason}`,
+            );
+          }
         };
 
         const settle = (delivery: Delivery, topic: string, outcome: CommandOutcome, started: number) => {
@@ -134,14 +152,17 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
               });
               return;
             }
-            case 'refused': {
+            case 'refused':
+            case 'too_large': {
               // The device's final word (MQTT 5): sending it again would get the same answer.
-              const reason = `refused by device '${outcome.clientId}' with PUBACK reason code 0x${outcome.reasonCode.toString(16)}`;
-              ctx.counters.count('commands.refused', { ...labels, reason: `0x${outcome.reasonCode.toString(16)}` });
-              ctx.logger.warn(
-                { id: envelope.id, topic, key: envelope.key, clientId: outcome.clientId, reasonCode: outcome.reasonCode },
-                `${component}: command dropped: ${reason}`,
-              );
+              const tooLarge = outcome.status === 'too_large';
+              const code = tooLarge ? 'packet_too_large' : `0x${outcome.reasonCode.toString(16)}`;
+              const reason = tooLarge
+                ? `larger (${envelope.payload.byteLength} bytes of payload) than the Maximum Packet Size device '${outcome.clientId}' accepts: not sent to it`
+                : `refused by device '${outcome.clientId}' with PUBACK reason code ${code}`;
+              ctx.counters.count('commands.refused', { ...labels, reason: code });
+              const detail = tooLarge ? { reason: code } : { reasonCode: outcome.reasonCode };
+              ctx.logger.warn({ id: envelope.id, topic, key: envelope.key, clientId: outcome.clientId, ...detail }, `${component}: command dropped: ${reason}`);
               delivery.ack();
               subscriber.next({
                 type: 'failed',
@@ -180,15 +201,19 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
           }
           const started = performance.now();
           const { payload } = envelope;
+          // To MQTT 5 devices: the message's headers and its id, by which a device can tell a
+          // command it is sent again (delivery is at least once) from a new one.
+          const { userProperties, responseTopic, correlationData, dropped } = sentProperties({ ...envelope.headers, 'ferry-id': envelope.id });
+          if (dropped.length > 0) droppedHeaders(envelope, topic, dropped);
           const published = deps.broker.publishCommand({
             topic,
             payload: Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength),
             qos: config.qos,
             retain: config.retain,
             expiresAt: Date.now() + config.expiryMs,
-            // To MQTT 5 devices: the message's headers and its id, by which a device can tell a
-            // command it is sent again (delivery is at least once) from a new one.
-            headers: { ...envelope.headers, 'ferry-id': envelope.id },
+            headers: userProperties,
+            ...(responseTopic === undefined ? {} : { responseTopic }),
+            ...(correlationData === undefined ? {} : { correlationData }),
             id: envelope.id,
           });
           if (published.again !== undefined) {

@@ -56,8 +56,11 @@ export const kafkaMetrics = [
     name: 'commands.refused',
     type: 'counter',
     unit: 'messages',
-    labels: { bridge: BRIDGE, reason: { meaning: 'the PUBACK reason code, in hex (`0x80`, `0x87`...)' } },
-    help: 'Commands every MQTT 5 client that could take them refused with a PUBACK reason code of 0x80 or more; committed past, not sent again.',
+    labels: {
+      bridge: BRIDGE,
+      reason: { meaning: 'the PUBACK reason code, in hex (`0x80`, `0x87`...), or `packet_too_large`: larger than the Maximum Packet Size the device announced' },
+    },
+    help: 'Commands every MQTT 5 client that could take them refused with a PUBACK reason code of 0x80 or more, or could not be sent as larger than its Maximum Packet Size; committed past, not sent again.',
   },
   {
     name: 'commands.deduplicated',
@@ -71,6 +74,13 @@ export const kafkaMetrics = [
       },
     },
     help: 'QoS 1 commands their source delivered again (Kafka after a restart, before their offset was committed) that were not sent again: the same message id to the same topic. Needs `mqtt.persistence: sqlite`.',
+  },
+  {
+    name: 'commands.headers_dropped',
+    type: 'counter',
+    unit: 'headers',
+    labels: { bridge: BRIDGE },
+    help: 'Headers left out of the MQTT 5 properties of commands (the command is sent without them): a name or value with NUL, a control character or a non-character, which a device may refuse the whole message for (a Kafka header holding bytes), or a `response-topic` that is no topic name or a `correlation-data` that is not base64.',
   },
   {
     name: 'commands.invalid',

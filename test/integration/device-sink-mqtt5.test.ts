@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { connectAsync } from 'mqtt';
+import pino from 'pino';
+import { Subject } from 'rxjs';
+import { createDelivery, type Delivery } from '../../src/core/delivery.ts';
+import { createEnvelope } from '../../src/core/envelope.ts';
+import type { SinkEvent } from '../../src/core/stream.ts';
+import { deviceSink } from '../../src/mqtt/device-sink.ts';
+import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { eventually } from '../harness/eventually.ts';
+import { mosquittoSub } from '../harness/mosquitto.ts';
+import { randomName } from '../harness/services.ts';
+
+// Commands to MQTT 5 devices as their properties shape them: headers a strict client refuses,
+// the device's Maximum Packet Size, request/response.
+
+const counters = new CounterRegistry();
+const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }), counters });
+after(() => broker.close());
+const url = `mqtt://127.0.0.1:${broker.port}`;
+
+function sinkOf(config: Record<string, unknown>) {
+  const input = new Subject<Delivery>();
+  const events: SinkEvent[] = [];
+  const sink = deviceSink.create(deviceSink.schema.parse(config), { logger: pino({ level: 'silent' }), counters, dataDir: '/nonexistent', bridge: 'v5-commands' }, { broker });
+  const subscription = sink(input).subscribe({ next: (e) => events.push(e) });
+  const send = (payload: string | Buffer, fields: { key?: string; headers?: Record<string, string> } = {}) => {
+    let outcome: 'pending' | 'acked' | Error = 'pending';
+    const delivery = createDelivery(createEnvelope({ topic: 'ferry.commands', payload, origin: { source: 'kafka' }, ...fields }), {
+      onAck: () => (outcome = 'acked'),
+      onNack: (error) => (outcome = error),
+    });
+    input.next(delivery);
+    return { delivery, outcome: () => outcome };
+  };
+  return { events, send, subscription };
+}
+
+async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  await eventually(() => assert.ok(check(), what), { timeoutMs });
+}
+
+test('a header with NUL, a control character or a non-character is left out of the command, which a strict MQTT 5 client (mosquitto_sub) then takes', {
+  timeout: 30_000,
+}, async () => {
+  const { send, subscription } = sinkOf({ topic: 'v5h/${key}/cmd', expiryMs: 60_000 });
+  const device = randomName('v5h-');
+  // libmosquitto takes a PUBLISH with any of these in a user property for a Malformed Packet
+  // and drops the connection: the command never reached the device, and each one sent again did the same.
+  const sub = mosquittoSub(url, [`v5h/${device}/cmd`], 1, { protocol: 'mqttv5', clientId: device, timeoutS: 10, readyOnSuback: true, extraArgs: ['-F', '%p|%P'] });
+  await sub.ready;
+  const before = counters.snapshot()['commands.headers_dropped{bridge=v5-commands}'] ?? 0;
+  try {
+    // A Kafka header holding bytes (a binary trace id) becomes text with NUL and control characters.
+    const command = send('unlock', { key: device, headers: { 'binary-id': 'a\u0000\u0001b', tabbed: 'a\tb', nonchar: 'a\uffffb', kept: 'fine' } });
+    await until(() => command.outcome() === 'acked', "acked on the device's PUBACK");
+    const [line] = await sub.messages;
+    assert.equal(line, `unlock|kept:fine ferry-id:${command.delivery.envelope.id}`);
+    assert.equal(counters.snapshot()['commands.headers_dropped{bridge=v5-commands}'], before + 3);
+  } finally {
+    subscription.unsubscribe();
+  }
+});
+
+test("a command larger than the device's Maximum Packet Size is not sent to it and settles at once as refused, live and from its session", { timeout: 30_000 }, async () => {
+  // The expiry is what the old code waited for before calling the command "not acknowledged".
+  const { send, events, subscription } = sinkOf({ topic: 'v5big/${key}/cmd', expiryMs: 120_000 });
+  const clientId = randomName('v5big-');
+  const options = { clientId, protocolVersion: 5 as const, clean: false, reconnectPeriod: 0, properties: { sessionExpiryInterval: 300, maximumPacketSize: 200 } };
+  const received: string[] = [];
+  let device = await connectAsync(url, options);
+  device.on('message', (_topic, payload) => received.push(payload.toString()));
+  await device.subscribeAsync(`v5big/${clientId}/cmd`, { qos: 1 });
+  const refused = () => counters.snapshot()['commands.refused{bridge=v5-commands,reason=packet_too_large}'] ?? 0;
+  const before = refused();
+  try {
+    const big = send('x'.repeat(500), { key: clientId });
+    const small = send('small', { key: clientId });
+    await until(() => big.outcome() === 'acked' && small.outcome() === 'acked', 'both settled upstream');
+    assert.deepEqual(received, ['small']);
+    assert.equal(refused(), before + 1);
+    const failed = events.filter((e) => e.type === 'failed');
+    assert.equal(failed.length, 1);
+    assert.match(failed[0]?.type === 'failed' ? failed[0].error.message : '', new RegExp(`than the Maximum Packet Size device '${clientId}' accepts`));
+
+    // Queued while the device is away: discarded when its session is resumed, and settled then.
+    await device.endAsync();
+    const queued = send('y'.repeat(500), { key: clientId });
+    device = await connectAsync(url, options);
+    device.on('message', (_topic, payload) => received.push(payload.toString()));
+    await until(() => queued.outcome() === 'acked', 'settled once the session was resumed');
+    assert.equal(refused(), before + 2);
+    assert.deepEqual(received, ['small']);
+  } finally {
+    subscription.unsubscribe();
+    await device.endAsync(true);
+  }
+});
+
+test("request/response: a device's Response Topic and Correlation Data reach the bridges as headers, and a reply carrying them back gets them as properties", {
+  timeout: 30_000,
+}, async () => {
+  const clientId = randomName('v5rr-');
+  const requests: Delivery[] = [];
+  const tapped = broker.tap('requests', [`v5rr/${clientId}/requests`]).subscribe((d) => {
+    requests.push(d);
+    d.ack();
+  });
+  const { send, subscription } = sinkOf({ topic: 'v5rr/${key}/replies' });
+  const device = await connectAsync(url, { clientId, protocolVersion: 5, reconnectPeriod: 0 });
+  const replies: { payload: string; properties: Record<string, unknown> | undefined }[] = [];
+  device.on('message', (_topic, payload, packet) => replies.push({ payload: payload.toString(), properties: packet.properties as Record<string, unknown> | undefined }));
+  await device.subscribeAsync(`v5rr/${clientId}/replies`, { qos: 1 });
+  // Correlation Data is bytes, any bytes.
+  const correlation = Buffer.from([0x00, 0xff, 0x10, 0x80, 0x41]);
+  try {
+    await device.publishAsync(`v5rr/${clientId}/requests`, 'status?', {
+      qos: 1,
+      properties: { responseTopic: `v5rr/${clientId}/replies`, correlationData: correlation, userProperties: { kind: 'status' } },
+    });
+    await until(() => requests.length === 1, 'the request reached the bridge');
+    const headers = requests[0]?.envelope.headers ?? {};
+    assert.equal(headers['response-topic'], `v5rr/${clientId}/replies`);
+    assert.equal(headers['correlation-data'], correlation.toString('base64'));
+    assert.equal(headers['kind'], 'status');
+
+    // The backend's reply, as a Kafka record copying the request's headers.
+    const reply = send('ok', { key: clientId, headers: { 'correlation-data': headers['correlation-data'] as string, 'response-topic': 'v5rr/backend/acks' } });
+    await until(() => reply.outcome() === 'acked', 'the reply was acknowledged');
+    const properties = replies[0]?.properties ?? {};
+    assert.deepEqual(Buffer.from(properties['correlationData'] as Uint8Array), correlation);
+    assert.equal(properties['responseTopic'], 'v5rr/backend/acks');
+    assert.deepEqual({ ...(properties['userProperties'] as object) }, { 'ferry-id': reply.delivery.envelope.id });
+  } finally {
+    tapped.unsubscribe();
+    subscription.unsubscribe();
+    await device.endAsync(true);
+  }
+});
