@@ -1,6 +1,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { stringify } from 'yaml';
 import { withOverrides, type RunOptions } from '../cli/run.ts';
@@ -10,6 +10,7 @@ import { createLogger } from '../observability/logger.ts';
 import { Gateway, type GatewayStatus } from '../runtime/gateway.ts';
 import type { ReloadResult } from '../runtime/reload-plan.ts';
 import { componentKinds } from '../runtime/registry.ts';
+import { absolutePaths } from '../config/embedded-config.ts';
 
 export type { GatewayStatus } from '../runtime/gateway.ts';
 export type { ReloadResult } from '../runtime/reload-plan.ts';
@@ -26,9 +27,9 @@ export type StartGatewayOptions = (
   | {
       /**
        * The contents of a gateway config file, as an object. Relative paths in it
-       * (`gateway.dataDir`, `bridges`, `devices`, TLS and token files) are relative to
-       * `baseDir`; without them, the data directory is `<baseDir>/data` and there are no
-       * bridge or device files.
+       * (`gateway.dataDir`, `bridges`, `devices`, TLS and token files, a PostgreSQL database's
+       * password and TLS files) are relative to `baseDir`; without them, the data directory is
+       * `<baseDir>/data` and there are no bridge or device files.
        */
       readonly config: Readonly<Record<string, unknown>>;
       readonly baseDir?: string;
@@ -58,7 +59,10 @@ export interface GatewayHandle {
   status(): GatewayStatus;
   /** Reads the config again and applies what changed, as SIGHUP does; refused with every problem listed. */
   reload(): Promise<ReloadResult>;
-  /** Drains in-flight messages and stops; resolves true when everything drained in time. */
+  /**
+   * Drains in-flight messages and stops; resolves true when everything drained in time. Called
+   * before `ready` settled, it waits for the start to end first.
+   */
   stop(): Promise<boolean>;
 }
 
@@ -108,32 +112,20 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     },
     status: () => gateway.status(),
     reload: () => gateway.reload(),
+    // A stop while the gateway starts waits for the start to end: the gateway's own stop, run
+    // halfway through its start, closed the buffer and returned while the start went on to open
+    // the listeners, which then stayed open on a closed buffer. A start that failed closed
+    // everything it opened: nothing is left to drain.
     stop: async () => {
       try {
-        return await gateway.stop();
+        const started = await ready.then(
+          () => true,
+          () => false,
+        );
+        return started ? await gateway.stop() : true;
       } finally {
         cleanup();
       }
     },
   };
-}
-
-/** The config with its file paths made absolute against `base`, and the defaults of an embedded gateway. */
-function absolutePaths(config: Readonly<Record<string, unknown>>, base: string): Record<string, unknown> {
-  const at = (path: unknown) => (typeof path === 'string' && !isAbsolute(path) ? resolve(base, path) : path);
-  const section = (name: string) => (typeof config[name] === 'object' && config[name] !== null ? (config[name] as Record<string, unknown>) : undefined);
-  const out: Record<string, unknown> = { ...config };
-  const gateway = section('gateway');
-  out['gateway'] = { ...gateway, dataDir: at(gateway?.['dataDir'] ?? 'data') };
-  out['bridges'] = Array.isArray(config['bridges']) ? config['bridges'].map(at) : [];
-  out['devices'] = Array.isArray(config['devices']) ? config['devices'].map(at) : [];
-  const mqtt = section('mqtt');
-  const tls = mqtt?.['tls'];
-  if (mqtt !== undefined && typeof tls === 'object' && tls !== null) {
-    const files = tls as Record<string, unknown>;
-    out['mqtt'] = { ...mqtt, tls: { ...files, ...Object.fromEntries(['cert', 'key', 'ca'].filter((k) => k in files).map((k) => [k, at(files[k])])) } };
-  }
-  const admin = section('admin');
-  if (admin !== undefined && 'tokenFile' in admin) out['admin'] = { ...admin, tokenFile: at(admin['tokenFile']) };
-  return out;
 }
