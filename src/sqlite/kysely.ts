@@ -18,14 +18,16 @@ class FerrySqliteDialect extends SqliteDialect {
   }
 
   override createAdapter(): DialectAdapter {
-    return new MigratingSqliteAdapter();
+    return new MigratingSqliteAdapter(this.#busyTimeoutMs);
   }
 
   readonly config: ConstructorParameters<typeof SqliteDriver>[0];
+  readonly #busyTimeoutMs: number;
 
-  constructor(config: ConstructorParameters<typeof SqliteDialect>[0]) {
+  constructor(config: ConstructorParameters<typeof SqliteDialect>[0], busyTimeoutMs: number) {
     super(config);
     this.config = config;
+    this.#busyTimeoutMs = busyTimeoutMs;
   }
 }
 
@@ -36,6 +38,13 @@ class ImmediateSqliteDriver extends SqliteDriver {
 }
 
 class MigratingSqliteAdapter extends SqliteAdapter {
+  readonly #busyTimeoutMs: number;
+
+  constructor(busyTimeoutMs: number) {
+    super();
+    this.#busyTimeoutMs = busyTimeoutMs;
+  }
+
   override get supportsTransactionalDdl(): boolean {
     return true;
   }
@@ -44,10 +53,17 @@ class MigratingSqliteAdapter extends SqliteAdapter {
     // The lock itself is the transaction's BEGIN IMMEDIATE, right after this: wait long for it.
     await sql.raw(`PRAGMA busy_timeout = ${MIGRATION_LOCK_WAIT_MS}`).execute(db);
   }
+
+  // The connection is the database's only one and stays open after a Migrator run on a library
+  // instance: left at the migration's wait, a later write would wait ten minutes for a lock
+  // instead of the configured `busyTimeoutMs`.
+  override async releaseMigrationLock(db: Kysely<unknown>): Promise<void> {
+    await sql.raw(`PRAGMA busy_timeout = ${this.#busyTimeoutMs}`).execute(db);
+  }
 }
 
 /** A Kysely dialect over the file, opened in WAL mode on the first query; Kysely's `destroy()` closes it. */
 export function sqliteDialect(config: SqliteDatabaseConfig, dataDir: string): SqliteDialect {
   const path = sqliteDatabasePath(config, dataDir);
-  return new FerrySqliteDialect({ database: async () => openSqlite(path, { synchronous: config.synchronous, busyTimeoutMs: config.busyTimeoutMs }) });
+  return new FerrySqliteDialect({ database: async () => openSqlite(path, { synchronous: config.synchronous, busyTimeoutMs: config.busyTimeoutMs }) }, config.busyTimeoutMs);
 }
