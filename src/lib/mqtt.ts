@@ -59,7 +59,7 @@ export interface MqttPublisher {
  * suffixed `-q<qos>` / `-r`), since the sink publishes with one setting per connection.
  *
  * ```ts
- * const mqtt = mqttPublisher({ url: 'mqtt://localhost:1883' });
+ * const mqtt = mqttPublisher({ url: 'mqtt://localhost:1883', clientId: 'my-service' });
  * await mqtt.publish('devices/sensor-1/commands', '{"reboot":true}', { qos: 1 });
  * ```
  */

@@ -10,7 +10,7 @@ import { FerryError } from '../core/errors.ts';
 import type { DeliveryOperator } from '../core/stream.ts';
 import { processRedisClients } from '../redis/clients.ts';
 import { isRedisUrl, redisConnectionSchema } from '../redis/connection-config.ts';
-import { type RedisTools, redisTools } from '../redis/handler-tools.ts';
+import { type RedisTools, leasedTools } from '../redis/handler-tools.ts';
 import { type RateLimitRefusal, rateLimit as redisRateLimit } from '../redis/rate-limit.ts';
 import { rateLimitSchema } from '../redis/rate-limit-config.ts';
 import { type StreamOptions, contextFor, validated } from './component.ts';
@@ -66,7 +66,7 @@ export type RedisClientConfig = z.input<ReturnType<typeof redisConnectionSchema>
 
 /** `RedisTools` with a way to let go of the connection. */
 export interface RedisClient extends RedisTools {
-  /** Gives the connection back; it closes when nothing else in the process uses the same settings. Later commands reject. */
+  /** Gives the connection back; it closes when nothing else in the process uses the same settings. Later commands of this client reject (SHUTDOWN). */
   close(): Promise<void>;
 }
 
@@ -86,10 +86,9 @@ export interface RedisClient extends RedisTools {
  */
 export function redisClient(config: RedisClientConfig = {}, options: Pick<StreamOptions, 'name'> = {}): RedisClient {
   const settings = validated('redis', redisConnectionSchema(), config);
-  const lease = processRedisClients.acquire(settings);
-  const tools = redisTools(options.name ?? 'redis', lease.connection);
+  const { tools, release } = leasedTools(options.name ?? 'redis', processRedisClients.acquire(settings));
   return {
     ...tools,
-    close: async () => lease.release(),
+    close: async () => release(),
   };
 }

@@ -35,7 +35,10 @@ export interface RedisTools {
   ttl(key: string): Promise<number | undefined>;
   /** The value of `key` parsed as JSON; undefined when there is none. Text that is not JSON rejects. */
   getJson<T = unknown>(key: string): Promise<T | undefined>;
-  /** `set` with the value written as JSON text. */
+  /**
+   * `set` with the value written as JSON text. A value with no JSON text (undefined, a function,
+   * a BigInt, a cycle) rejects with MESSAGE_INVALID, and nothing is written.
+   */
   setJson(key: string, value: unknown, options?: RedisSetOptions): Promise<boolean>;
   /** One field of the hash at `key`. */
   hget(key: string, field: string): Promise<string | undefined>;
@@ -47,7 +50,10 @@ export interface RedisTools {
   hdel(key: string, ...fields: string[]): Promise<number>;
 }
 
-export function redisTools(name: string, connection: RedisConnection): RedisTools {
+/** The part of a RedisConnection the tools use. */
+export type ToolsConnection = Pick<RedisConnection, 'run' | 'target'>;
+
+export function redisTools(name: string, connection: ToolsConnection): RedisTools {
   const run = async <T>(command: string, key: string, call: (client: IoRedisClient) => Promise<T>): Promise<T> => {
     try {
       return await connection.run(call);
@@ -89,11 +95,50 @@ export function redisTools(name: string, connection: RedisConnection): RedisTool
         throw new FerryError('MESSAGE_INVALID', `redis '${name}': the value of ${key} is not JSON: ${(error as Error).message}`, { component: `redis '${name}'` });
       }
     },
-    setJson: (key, value, options) => set(key, JSON.stringify(value), options),
+    setJson: async (key, value, options) => set(key, jsonText(name, key, value), options),
     hget: async (key, field) => optional(await run('HGET', key, (c) => c.hget(key, field))),
     hset: (key, fields) => run('HSET', key, (c) => c.hset(key, { ...fields })),
     hgetall: (key) => run('HGETALL', key, (c) => c.hgetall(key)),
     hdel: (key, ...fields) => (fields.length === 0 ? Promise.resolve(0) : run('HDEL', key, (c) => c.hdel(key, ...fields))),
+  };
+}
+
+/**
+ * `value` as JSON text. Refused before anything is sent when it has none: `JSON.stringify` gives
+ * undefined for undefined or a function (ioredis would write an empty string, which `getJson`
+ * then refuses) and throws for a BigInt or a cycle (a throw, not a rejection, out of a method
+ * that returns a promise).
+ */
+function jsonText(name: string, key: string, value: unknown): string {
+  const component = `redis '${name}'`;
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (cause) {
+    throw new FerryError('MESSAGE_INVALID', `${component}: SET ${key}: the value cannot be written as JSON: ${(cause as Error).message}`, { component, cause });
+  }
+  if (text === undefined) throw new FerryError('MESSAGE_INVALID', `${component}: SET ${key}: the value (${typeof value}) has no JSON text; nothing was written`, { component });
+  return text;
+}
+
+/**
+ * `redisTools` over a share of a connection, and the way to give it back: once released, these
+ * tools reject every command with SHUTDOWN, also while others still share the connection (their
+ * commands would otherwise go on working for a holder that let go of it).
+ */
+export function leasedTools(name: string, lease: RedisLease): { readonly tools: RedisTools; release(): void } {
+  const { connection } = lease;
+  let released = false;
+  const tools = redisTools(name, {
+    target: connection.target,
+    run: (command) => (released ? Promise.reject(new FerryError('SHUTDOWN', `Redis ${connection.target}: connection closed`)) : connection.run(command)),
+  });
+  return {
+    tools,
+    release: () => {
+      released = true;
+      lease.release();
+    },
   };
 }
 
@@ -105,7 +150,7 @@ export class HandlerRedis {
   readonly #bridge: string;
   readonly #connections: RedisConnections;
   readonly #clients: RedisClients;
-  readonly #open = new Map<string, { readonly tools: RedisTools; readonly lease: RedisLease }>();
+  readonly #open = new Map<string, ReturnType<typeof leasedTools>>();
   #closed = false;
 
   constructor(bridge: string, connections: RedisConnections = {}, clients: RedisClients = processRedisClients) {
@@ -115,8 +160,8 @@ export class HandlerRedis {
   }
 
   get(name: string): RedisTools {
-    const open = this.#open.get(name);
-    if (open !== undefined) return open.tools;
+    const taken = this.#open.get(name);
+    if (taken !== undefined) return taken.tools;
     const settings = Object.hasOwn(this.#connections, name) ? this.#connections[name] : undefined;
     if (settings === undefined) {
       const declared = Object.keys(this.#connections);
@@ -127,16 +172,15 @@ export class HandlerRedis {
       );
     }
     if (this.#closed) throw new FerryError('SHUTDOWN', `bridge '${this.#bridge}' stopped: tools.redis('${name}') is closed`, { bridge: this.#bridge });
-    const lease = this.#clients.acquire(settings);
-    const tools = redisTools(name, lease.connection);
-    this.#open.set(name, { tools, lease });
-    return tools;
+    const open = leasedTools(name, this.#clients.acquire(settings));
+    this.#open.set(name, open);
+    return open.tools;
   }
 
   /** Gives back every connection taken; later `get` calls throw. */
   close(): void {
     this.#closed = true;
-    for (const { lease } of this.#open.values()) lease.release();
+    for (const open of this.#open.values()) open.release();
     this.#open.clear();
   }
 }

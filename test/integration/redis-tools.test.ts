@@ -3,6 +3,7 @@ import { createServer } from 'node:net';
 import { after, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { isFerryError } from '../../src/core/errors.ts';
+import { redisClient } from '../../src/lib/redis.ts';
 import { RedisClients } from '../../src/redis/clients.ts';
 import { redisConnectionSchema } from '../../src/redis/connection-config.ts';
 import { HandlerRedis, redisTools } from '../../src/redis/handler-tools.ts';
@@ -170,4 +171,52 @@ test('a handler bridge gets only the connections gateway.yaml declares, and give
   handler.close();
   assert.equal(clients.size, 0);
   assert.throws(() => handler.get('cache'), /stopped/);
+});
+
+test('setJson of a value with no JSON text rejects (never throws) with MESSAGE_INVALID and writes nothing', { timeout: 30_000 }, async () => {
+  const url = await requireService('redis');
+  const clients = new RedisClients();
+  const lease = clients.acquire(redisConnectionSchema().parse({ url }));
+  const tools = redisTools('cache', lease.connection);
+  const key = `${prefix()}json`;
+  try {
+    const cycle: Record<string, unknown> = {};
+    cycle['self'] = cycle;
+    for (const value of [undefined, () => 1, { n: 1n }, cycle]) {
+      // A call, not an await inside try: a synchronous throw would escape the promise's handlers.
+      const pending = tools.setJson(key, value);
+      await assert.rejects(pending, (error: unknown) => isFerryError(error, 'MESSAGE_INVALID') && error.message.startsWith(`redis 'cache': SET ${key}: `));
+      assert.equal(await tools.exists(key), false, `${typeof value}: something was written`);
+    }
+    assert.equal(await tools.setJson(key, null), true);
+    assert.equal(await tools.getJson(key), null);
+  } finally {
+    lease.release();
+  }
+});
+
+test('tools let go of (a closed redisClient, a stopped bridge) reject their commands while others still share the connection', { timeout: 30_000 }, async () => {
+  const url = await requireService('redis');
+  const key = `${prefix()}shared`;
+  const closed = redisClient({ url }, { name: 'closed' });
+  const open = redisClient({ url }, { name: 'open' });
+  const clients = new RedisClients();
+  const settings = redisConnectionSchema().parse({ url });
+  const other = clients.acquire(settings);
+  const handler = new HandlerRedis('alarms', { cache: settings }, clients);
+  try {
+    await closed.set(key, 'v');
+    const stopped = handler.get('cache');
+    assert.equal(await stopped.get(key), 'v');
+    await closed.close();
+    handler.close();
+    await assert.rejects(closed.get(key), (error: unknown) => isFerryError(error, 'SHUTDOWN') && /redis 'closed' .*connection closed/.test(error.message));
+    await assert.rejects(stopped.get(key), (error: unknown) => isFerryError(error, 'SHUTDOWN'));
+    // The connection itself stays with those still holding it.
+    assert.equal(await open.get(key), 'v');
+    assert.equal(await redisTools('other', other.connection).get(key), 'v');
+  } finally {
+    other.release();
+    await open.close();
+  }
 });
