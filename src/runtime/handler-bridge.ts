@@ -284,17 +284,13 @@ export class HandlerBridge {
   }
 
   #drainQueue(run: Run): void {
-    while (this.#run === run && !run.isolating && this.#queue.length > 0) this.#handNew(run, this.#queue.shift() as Delivery);
+    while (this.#run === run && !run.isolating && this.#queue.length > 0) this.#hand(run, this.#tracker.track(this.#queue.shift() as Delivery));
   }
 
   #accept(delivery: Delivery): void {
     const run = this.#run;
     if (run === undefined || run.isolating) this.#queue.push(delivery);
-    else this.#handNew(run, delivery);
-  }
-
-  #handNew(run: Run, delivery: Delivery): void {
-    this.#hand(run, this.#tracker.track(delivery));
+    else this.#hand(run, this.#tracker.track(delivery));
   }
 
   /** Hands one message to the pipeline; an error thrown while it is handed is pinned on it. */
@@ -318,13 +314,14 @@ export class HandlerBridge {
     this.#failed(run, refused);
   }
 
-  #failed(run: Run, error: unknown): void {
+  /** `pinned`: whether the error may be the message's being handed (a completion is no message's). */
+  #failed(run: Run, error: unknown, pinned = true): void {
     if (this.#run !== run) return;
     this.#run = undefined;
     run.subscription?.unsubscribe();
     this.#lastError = describeError(error);
     this.#counters.count('handler.errors', { bridge: this.config.name });
-    const culprit = culpritOf(error) ?? this.#current;
+    const culprit = pinned ? (culpritOf(error) ?? this.#current) : undefined;
     this.#current = undefined;
     // What the failed run held waits for the next run: nothing of the dead one settles it now.
     this.#tracker.endRun();
@@ -351,9 +348,11 @@ export class HandlerBridge {
     const delay = this.#failures <= 1 ? 0 : backoffDelay({ initialMs: this.config.buffer.retryInitialMs, maxMs: this.config.buffer.retryMaxMs }, this.#failures - 1);
     this.#logger.error(
       { err: error, restartInMs: delay, restarts: this.#restarts, held: this.#tracker.open },
-      'the handler failed and the error names no message: restarting it, handing the messages it held one at a time to find the one that fails',
+      pinned
+        ? 'the handler failed and the error names no message: restarting it, handing the messages it held one at a time to find the one that fails'
+        : 'the handler failed: restarting it with the messages it held',
     );
-    this.#restart(true, delay);
+    this.#restart(pinned, delay);
   }
 
   #restart(isolating: boolean, delay: number): void {
@@ -372,6 +371,7 @@ export class HandlerBridge {
       this.#failed(
         run,
         new FerryError('INTERNAL', `bridge '${this.config.name}': the handler's observable completed while the bridge runs; it must go on as long as its input does`),
+        false,
       );
       return;
     }

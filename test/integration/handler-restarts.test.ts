@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
-import { NEVER, Subject, buffer, filter, map, merge, mergeMap, tap } from 'rxjs';
+import { NEVER, Subject, buffer, filter, map, merge, mergeMap, take, tap } from 'rxjs';
 import type { BridgeDefinition } from '../../src/index.ts';
 import { blackHole } from '../harness/black-hole.ts';
 import { bufferedAfterStop, handlerBridge, handlerGateway, handlerPending, historyRows, publishReadings, readings, settleGarbage, waitFor } from '../harness/handler-gateway.ts';
@@ -179,4 +179,30 @@ test('onHoldTimeout: ack settles the messages the handler holds, not those whose
     hole.close();
   }
   assert.equal(bufferedAfterStop(root), 3, 'nothing reached Kafka: its messages are still buffered');
+});
+
+test('a handler whose observable completes is restarted; the messages it handled are not dead-lettered for it', { timeout: 60_000 }, async () => {
+  const root = tempDir();
+  // take(2): each run handles two messages, then completes, which a handler must not do.
+  const gateway = await handlerGateway(root, [
+    handlerBridge((messages, tools) =>
+      messages.pipe(
+        take(2),
+        map((m) => tools.to('out', m)),
+      ),
+    ),
+  ]);
+  try {
+    await publishReadings(gateway, readings(5));
+    await waitFor('every message written', () => historyRows(root).length === 5 && handlerPending(gateway) === 0);
+    assert.equal(gateway.counters.get('handler.rejected{bridge=h}') ?? 0, 0, 'none dead-lettered');
+    assert.equal(gateway.status().buffer.bridges.find((b) => b.bridge === 'h')?.deadLetters, 0);
+    assert.ok((gateway.counters.get('handler.restarts{bridge=h}') ?? 0) >= 2, 'restarted after each completion');
+    assert.deepEqual(
+      historyRows(root).map((r) => r.payload),
+      readings(5),
+    );
+  } finally {
+    await gateway.stop();
+  }
 });
