@@ -13,7 +13,7 @@ export interface ReloadOptions {
 const DEFAULT_ADMIN = 'http://127.0.0.1:9180';
 
 interface Applied {
-  readonly applied: { added: string[]; removed: string[]; changed: string[]; unchanged: string[]; devices: boolean };
+  readonly applied: { added: string[]; removed: string[]; changed: string[]; unchanged: string[]; devices: boolean; databases?: string[] };
   readonly warnings: string[];
 }
 
@@ -68,6 +68,8 @@ export async function reloadCommand(options: ReloadOptions): Promise<void> {
 
 function printApplied({ applied, warnings }: Applied): void {
   const list = (names: string[]) => (names.length === 0 ? '-' : names.join(', '));
+  // Absent from a gateway that runs an older version than this command.
+  const databases = applied.databases ?? [];
   const lines = [
     'reloaded',
     `  added:     ${list(applied.added)}`,
@@ -75,6 +77,7 @@ function printApplied({ applied, warnings }: Applied): void {
     `  changed:   ${list(applied.changed)}`,
     `  unchanged: ${list(applied.unchanged)}`,
     `  device profiles: ${applied.devices ? 'changed (for new logins)' : 'unchanged'}`,
+    `  databases: ${databases.length === 0 ? 'unchanged' : `${databases.join(', ')} (open anew on next use)`}`,
     ...warnings.map((w) => `warning: ${w}`),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -8,6 +8,7 @@ import { type BridgeDefinition, isBridgeDefinition } from '../handler/define.ts'
 import type { RedisConnections } from '../redis/connection-config.ts';
 import { cacheStrippedBridges } from './bridge-cache.ts';
 import { ensureTypeScriptLoader, resolveBridgeImportsFromFerry } from './bridge-resolve.ts';
+import type { FileDigests } from './file-digests.ts';
 import type { ConfigIssue } from './issues.ts';
 import { type BridgeConfig, type ComponentKinds, bridgeName, oneOf } from './schema.ts';
 import { ONE_SHOT_PARSE, issuesFromZod } from './zod-issues.ts';
@@ -26,6 +27,8 @@ export interface HandlerBridgeConfig {
   readonly onHoldTimeout: 'warn' | 'ack' | 'deadLetter';
   readonly file: string;
   readonly handle: BridgeDefinition['handle'];
+  /** As a YAML bridge's: the contents of the files its source and sinks name, so that a reload sees one replaced in place. */
+  readonly fileDigests?: FileDigests;
   /**
    * The Redis connections of gateway.yaml (`tools.redis(name)`), set by the loader; part of
    * the config so that a reload changing them restarts the bridge with the new settings.

@@ -1,17 +1,18 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, extname, join, relative, resolve } from 'node:path';
 import type { z } from 'zod';
-import type { SinkComponent, SourceComponent } from '../core/component.ts';
 import { type AnyBridgeConfig, loadBridgeModule } from './bridge-module.ts';
 import type { DatabaseConfig } from './databases-schema.ts';
-import { sslFiles } from '../postgres/connection.ts';
+import { connectionFiles } from '../postgres/connection.ts';
+import { type ComponentEntry, type FileDigests, componentFileDigests, databaseFileDigests, withFileDigests } from './file-digests.ts';
 import { ConfigError, type ConfigIssue, formatPath } from './issues.ts';
 import { type Loaded, resolvePayloadSchemas } from './payload-schemas.ts';
 import { resolveRedisRefs } from './redis-refs.ts';
 import type { Env } from './interpolate.ts';
 import { type BridgeConfig, type ComponentKinds, type DeviceProfile, type GatewaySection, bridgeSchema, deviceSchema, gatewaySchema } from './schema.ts';
 import { type YamlFile, loadYamlFile } from './yaml-file.ts';
-import { ONE_SHOT_PARSE, issuesFromZod } from './zod-issues.ts';
+import { issuesFromZod } from './zod-issues.ts';
+import { validateFile } from './validate-file.ts';
 import { type TelemetryExport, resolveTelemetry } from './telemetry.ts';
 
 export interface GatewayConfig extends GatewaySection {
@@ -32,6 +33,8 @@ export interface GatewayConfig extends GatewaySection {
   readonly adminToken?: string;
   /** What OpenTelemetry exports, from `telemetry:` and the OTEL_* variables; absent when nothing. */
   readonly telemetryExport?: TelemetryExport;
+  /** The contents of the files each database names (password, TLS), by database; only databases with files. */
+  readonly databaseFiles: Readonly<Record<string, FileDigests>>;
 }
 
 export interface TlsPem {
@@ -77,7 +80,8 @@ export async function loadGatewayConfig(configPath: string, options: LoadOptions
       continue;
     }
     read.names.set(bridge.name, bridge.file);
-    handlers.push(read.config === undefined ? bridge : { ...bridge, redis: read.config.redis });
+    const withFiles = withFileDigests(bridge, componentFileDigests(componentEntries(bridge, options.kinds), dirname(path)));
+    handlers.push(read.config === undefined ? withFiles : { ...withFiles, redis: read.config.redis });
   }
   if (issues.length > 0 || read.config === undefined) throw new ConfigError(issues);
   return { ...read.config, bridgeConfigs: [...read.config.bridgeConfigs, ...handlers], bridgeModules: [] };
@@ -136,7 +140,7 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
     }
     names.set(bridge.name, bridge.file);
     checkComponentFiles(bridge, dirname(path), parsed.yaml, options.kinds, issues);
-    bridges.push({ value: bridge, yaml: parsed.yaml, path });
+    bridges.push({ value: withFileDigests(bridge, componentFileDigests(componentEntries(bridge, options.kinds), dirname(path))), yaml: parsed.yaml, path });
   }
 
   const devices: Loaded<DeviceProfile>[] = [];
@@ -163,6 +167,7 @@ function readConfig(configPath: string, options: LoadOptions): ReadConfig {
     ...(telemetryExport === undefined ? {} : { telemetryExport }),
     ...(tlsPem === undefined ? {} : { tlsPem }),
     ...(adminToken === undefined ? {} : { adminToken }),
+    databaseFiles: databaseFileDigests(gateway.value.databases, base),
     file,
     dataDirPath: resolve(base, gateway.value.gateway.dataDir),
     bridgeConfigs: resolved.bridges,
@@ -206,17 +211,20 @@ function readPem(path: string): { pem: Buffer } | { problem: string } {
   }
 }
 
-/** The files a bridge's source and sinks name (`files`), each read now and reported at its line. */
+/** A bridge's source and sinks (a list in YAML, named in TypeScript), each with its key path and the components of its side. */
+function componentEntries(bridge: Pick<AnyBridgeConfig, 'from' | 'to'>, kinds: ComponentKinds): ComponentEntry[] {
+  const sinks = Array.isArray(bridge.to) ? bridge.to.map((entry, index) => [index, entry] as const) : Object.entries(bridge.to);
+  return [{ at: ['from'], entry: bridge.from, components: kinds.sources }, ...sinks.map(([key, entry]) => ({ at: ['to', key], entry, components: kinds.sinks }))];
+}
+
+/** The PEM files a bridge's source and sinks name (`files`), each read now and reported at its line. */
 function checkComponentFiles(bridge: BridgeConfig, base: string, yaml: YamlFile, kinds: ComponentKinds, issues: ConfigIssue[]): void {
   if (!bridge.enabled) return; // its files may be put in place when it is turned on
-  const entries: { at: (string | number)[]; entry: Readonly<Record<string, unknown>>; components: readonly (SourceComponent | SinkComponent)[] }[] = [
-    { at: ['from'], entry: bridge.from, components: kinds.sources },
-    ...bridge.to.map((entry, index) => ({ at: ['to', index], entry, components: kinds.sinks })),
-  ];
-  for (const { at, entry, components } of entries) {
+  for (const { at, entry, components } of componentEntries(bridge, kinds)) {
     const [kind, config] = Object.entries(entry)[0] ?? [];
     const component = components.find((c) => c.kind === kind);
-    for (const { path, file } of component?.files?.(config) ?? []) {
+    for (const { path, file, secret } of component?.files?.(config) ?? []) {
+      if (secret === true) continue;
       const read = readPem(resolve(base, file));
       if (!('problem' in read)) continue;
       const keyPath = [...at, kind as string, ...path];
@@ -229,7 +237,8 @@ function checkComponentFiles(bridge: BridgeConfig, base: string, yaml: YamlFile,
 function checkDatabaseFiles(databases: Readonly<Record<string, DatabaseConfig>>, base: string, yaml: YamlFile, issues: ConfigIssue[]): void {
   for (const [name, database] of Object.entries(databases)) {
     if (!('postgres' in database)) continue;
-    for (const { path, file } of sslFiles(database.postgres)) {
+    for (const { path, file, secret } of connectionFiles(database.postgres)) {
+      if (secret === true) continue;
       const read = readPem(resolve(base, file));
       if (!('problem' in read)) continue;
       const keyPath = ['databases', name, 'postgres', ...path];
@@ -258,15 +267,15 @@ function parseFile<S extends z.ZodType>(path: string, displayPath: string, schem
   const loaded = loadYamlFile(path, displayPath, env);
   issues.push(...loaded.issues);
   if (loaded.file === undefined) return {};
-  const result = schema.safeParse(loaded.file.value ?? {}, ONE_SHOT_PARSE);
+  const { result, file } = validateFile(loaded.file, schema);
   if (!result.success) {
     // A value whose variable is unset was already reported; its schema error would repeat it.
     const reported = new Set(loaded.issues.map((issue) => issue.path));
-    issues.push(...issuesFromZod(result.error.issues, loaded.file).filter((issue) => !reported.has(issue.path)));
-    return { yaml: loaded.file };
+    issues.push(...issuesFromZod(result.error.issues, file).filter((issue) => !reported.has(issue.path)));
+    return { yaml: file };
   }
-  if (loaded.issues.length > 0) return { yaml: loaded.file };
-  return { value: result.data, yaml: loaded.file };
+  if (loaded.issues.length > 0) return { yaml: file };
+  return { value: result.data, yaml: file };
 }
 
 function listOr(value: unknown, schema: z.ZodType<string[]>): string[] {

@@ -8,6 +8,7 @@ import { bridgeTemplateIssues } from './template-check.ts';
 import { type TransformStep, transformSchema } from '../core/transform-config.ts';
 import { type RateLimitConfig, rateLimitSchema } from '../redis/rate-limit-config.ts';
 import { databasesSchema } from './databases-schema.ts';
+import type { FileDigests } from './file-digests.ts';
 import { telemetrySchema } from './telemetry.ts';
 import { redisConnectionsSchema } from '../redis/connection-config.ts';
 
@@ -242,6 +243,11 @@ export interface BridgeConfig {
   readonly rateLimit?: RateLimitConfig;
   /** The file it was loaded from, for messages. */
   readonly file: string;
+  /**
+   * The contents of the files its source and sinks name (password, TLS), set by the loader:
+   * part of the config, so that a reload restarts the bridge when one was replaced in place.
+   */
+  readonly fileDigests?: FileDigests;
 }
 
 export const deviceSchema = lazySchema(() =>

@@ -9,8 +9,19 @@ import { formatPath } from './issues.ts';
 export interface YamlFile {
   readonly path: string;
   readonly value: unknown;
+  /**
+   * The plain (unquoted) values that an interpolated `${VAR}` made a number, a boolean or null,
+   * with the text they were interpolated to: a field that takes a string gets that text
+   * instead (`validateFile`).
+   */
+  readonly typedTexts?: readonly TypedText[];
   /** Position of a key path: the value's position, or the key's when `atKey`. */
   locate(path: readonly PropertyKey[], atKey?: boolean): { line: number; column: number };
+}
+
+export interface TypedText {
+  readonly path: readonly (string | number)[];
+  readonly text: string;
 }
 
 export interface YamlLoadResult {
@@ -30,7 +41,8 @@ const MAX_ALIAS_COUNT = 100;
 /**
  * Reads and parses a YAML file, interpolating `${VAR}` in values (not keys). A plain
  * (unquoted) scalar that is interpolated is typed again as if its result had been written
- * there (so `port: ${PORT:-1883}` is a number); a quoted one stays a string.
+ * there (so `port: ${PORT:-1883}` is a number), and its text is kept in `typedTexts` for the
+ * fields that take a string; a quoted one stays a string.
  */
 export function loadYamlFile(path: string, displayPath: string, env: Env): YamlLoadResult {
   const whole = (message: string): YamlLoadResult => ({ issues: [{ file: displayPath, line: 0, column: 0, path: '', message }] });
@@ -56,20 +68,24 @@ export function loadYamlFile(path: string, displayPath: string, env: Env): YamlL
   }
   if (issues.length > 0) return { issues };
 
+  const typedTexts: TypedText[] = [];
   visit(doc, {
     Scalar(key, node, ancestry) {
       if (key === 'key' || typeof node.value !== 'string' || !hasInterpolation(node.value)) return;
       const { value, missing } = interpolate(node.value, env);
       const at = position(node.range?.[0] ?? 0);
+      const path = pathOf([...ancestry, node]);
       for (const name of missing) {
         issues.push({
           file: displayPath,
           ...at,
-          path: formatPath(pathOf(ancestry)),
+          path: formatPath(path),
           message: `environment variable ${name} is not set (give a default with \${${name}:-value})`,
         });
       }
-      node.value = node.type === Scalar.PLAIN ? retype(value) : value;
+      const typed = node.type === Scalar.PLAIN ? retype(value) : value;
+      if (typeof typed !== 'string') typedTexts.push({ path, text: value });
+      node.value = typed;
     },
   });
 
@@ -85,6 +101,7 @@ export function loadYamlFile(path: string, displayPath: string, env: Env): YamlL
   const file: YamlFile = {
     path: displayPath,
     value,
+    typedTexts,
     locate: (keyPath, atKey = false) => position(offsetOf(doc, keyPath, atKey)),
   };
   return { file, issues };
@@ -101,9 +118,9 @@ function retype(value: string): unknown {
   return value;
 }
 
-/** The key path of a node from the ancestry `visit` passes. */
-function pathOf(ancestry: readonly unknown[]): PropertyKey[] {
-  const out: PropertyKey[] = [];
+/** The key path of a node from the ancestry `visit` passes, the node itself last. */
+function pathOf(ancestry: readonly unknown[]): (string | number)[] {
+  const out: (string | number)[] = [];
   for (let i = 0; i < ancestry.length; i++) {
     const item = ancestry[i];
     if (isPair(item) && isScalar(item.key)) out.push(String(item.key.value));

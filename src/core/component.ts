@@ -64,11 +64,17 @@ export interface TemplateAt {
   readonly template: string;
 }
 
-/** A file a component's config names (a TLS certificate), and where (relative to the config). */
+/**
+ * A file a component's config names (a TLS certificate, a password file), and where (relative
+ * to the config). A reload compares its content, so a file replaced in place restarts the
+ * component's bridge.
+ */
 export interface FileAt {
   readonly path: readonly (string | number)[];
   /** As written: relative paths are relative to the bridge file's directory. */
   readonly file: string;
+  /** A secret (a password file, any text) read when the component starts: not checked as a PEM file at config loading. */
+  readonly secret?: true;
 }
 
 /**
@@ -85,7 +91,7 @@ export interface SinkComponent<S extends z.ZodType = z.ZodType, D = void> {
    * at its line instead of failing every message.
    */
   templates?(config: z.output<S>): readonly TemplateAt[];
-  /** The PEM files a config names: config loading checks each can be read, at its line. */
+  /** The files a config names: config loading checks each PEM file can be read, at its line; a reload compares their contents. */
   files?(config: z.output<S>): readonly FileAt[];
   /** `deps` carries shared runtime objects, such as the embedded broker a device sink publishes on. */
   create(config: z.output<S>, ctx: ComponentContext, deps: D): Sink;
@@ -113,7 +119,7 @@ export interface SourceComponent<S extends z.ZodType = z.ZodType, D = void> {
    * its bridge's templates. A source without filters (undefined) allows no captures.
    */
   filters?(config: z.output<S>): readonly string[];
-  /** The PEM files a config names: config loading checks each can be read, at its line. */
+  /** The files a config names: config loading checks each PEM file can be read, at its line; a reload compares their contents. */
   files?(config: z.output<S>): readonly FileAt[];
   /** `deps` carries shared runtime objects the source taps, such as the embedded broker. */
   create(config: z.output<S>, ctx: ComponentContext, deps: D): Source;

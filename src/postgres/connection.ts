@@ -256,6 +256,12 @@ export function sslFiles(config: ConnectionConfig): FileAt[] {
   return (['ca', 'cert', 'key'] as const).flatMap((key) => (ssl[key] === undefined ? [] : [{ path: ['ssl', key], file: ssl[key] }]));
 }
 
+/** The files a connection reads when it starts: its TLS files and its password file. */
+export function connectionFiles(config: ConnectionConfig): FileAt[] {
+  const file = config.password?.file;
+  return [...sslFiles(config), ...(file === undefined ? [] : [{ path: ['password', 'file'], file, secret: true as const }])];
+}
+
 /** The server, for logs and errors: `postgres://ferry@db:5432/telemetry`, never a password. */
 export function describeEndpoint(endpoint: Endpoint): string {
   const host = endpoint.host.includes(':') ? `[${endpoint.host}]` : endpoint.host;

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { ComponentContext, SourceComponent } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import type { Source } from '../core/stream.ts';
-import { connectionFields, poolSettings, refineConnection, sslFiles } from './connection.ts';
+import { connectionFields, poolSettings, refineConnection, connectionFiles } from './connection.ts';
 import { parseTableName, type TableName, identifierSchema as identifier, tableNameSchema } from './identifiers.ts';
 import { OutboxReading } from './outbox-reading.ts';
 import { type PostgresPools, processPools } from './pools.ts';
@@ -121,7 +121,7 @@ export const postgresSource: SourceComponent<ReturnType<typeof schema>> = {
     return schema();
   },
   keepsMessages: true,
-  files: (config) => sslFiles(config),
+  files: (config) => connectionFiles(config),
   create: (config, ctx) => createPostgresSource(config, ctx),
 };
 

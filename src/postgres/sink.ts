@@ -5,7 +5,7 @@ import type { ComponentContext, SinkComponent } from '../core/component.ts';
 import { FerryError, isFerryError } from '../core/errors.ts';
 import type { Sink, SinkEvent } from '../core/stream.ts';
 import { compileTemplate, refineTemplate } from '../core/template.ts';
-import { type PoolSettings, connectionFields, poolSettings, refineConnection, sslFiles } from './connection.ts';
+import { type PoolSettings, connectionFields, poolSettings, refineConnection, connectionFiles } from './connection.ts';
 import { statementError } from './errors.ts';
 import { type TableName, describeTable, identifierProblem, parseTableName, identifierSchema as identifier, tableNameSchema } from './identifiers.ts';
 import { PipelinedInserts, type PipelinedInsertsOptions } from './pipelined-inserts.ts';
@@ -145,7 +145,7 @@ export const postgresSink: SinkComponent<ReturnType<typeof schema>> = {
     return schema();
   },
   templates: (config) => Object.entries(config.columns).map(([column, template]) => ({ path: ['columns', column], template })),
-  files: (config) => sslFiles(config),
+  files: (config) => connectionFiles(config),
   create: (config, ctx) => createPostgresSink(config, ctx),
 };
 

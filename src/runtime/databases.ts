@@ -87,14 +87,15 @@ export class Databases {
 
   /**
    * A reload: from now on `get` serves `next` (a changed database opens anew on its next use).
-   * `commit(after)` destroys the instances of databases dropped or changed once `after`
-   * settles (the bridges that may still use them stopped); `revert()` (the reload was refused)
-   * puts the running settings and instances back.
+   * `changed` names databases to open anew although their settings are equal (a password or
+   * TLS file they name was replaced). `commit(after)` destroys the instances of databases
+   * dropped or changed once `after` settles (the bridges that may still use them stopped);
+   * `revert()` (the reload was refused) puts the running settings and instances back.
    */
-  change(next: Readonly<Record<string, DatabaseConfig>>): { commit(after: Promise<unknown>): Promise<string[]>; revert(): Promise<void> } {
+  change(next: Readonly<Record<string, DatabaseConfig>>, changed: readonly string[] = []): { commit(after: Promise<unknown>): Promise<string[]>; revert(): Promise<void> } {
     const previous = this.#configs;
     this.#configs = next;
-    const closing: [string, Open][] = [...this.#open].filter(([name, open]) => !isDeepStrictEqual(next[name], open.config));
+    const closing: [string, Open][] = [...this.#open].filter(([name, open]) => changed.includes(name) || !isDeepStrictEqual(next[name], open.config));
     for (const [name] of closing) this.#open.delete(name);
     return {
       commit: async (after) => {

@@ -26,7 +26,7 @@ import { createBridge } from './create-bridge.ts';
 import { Databases } from './databases.ts';
 import { componentKinds } from './registry.ts';
 import { retire, settlesWithin, swapBridges } from './bridge-swap.ts';
-import { type ReloadResult, devicesChanged, planBridges, restartNeeded } from './reload-plan.ts';
+import { type ReloadResult, databasesChanged, devicesChanged, planBridges, restartNeeded } from './reload-plan.ts';
 
 export type { GatewayStatus };
 
@@ -287,7 +287,8 @@ export class Gateway {
     const loadedMs = Math.round(performance.now() - began);
     const broker = this.#broker;
     // New bridges get the new databases; the old instances close once the bridges they served stopped.
-    const databases = this.#databases?.change(next.databases);
+    const changedDatabases = databasesChanged(running, next);
+    const databases = this.#databases?.change(next.databases, changedDatabases);
     const swap = swapBridges(this.#bridges, plan, (config, startAfter, commitAfter) => this.#createBridge(config, broker, startAfter, commitAfter));
     if ('cause' in swap) {
       // Refused: the running bridges keep the databases as they were.
@@ -305,6 +306,7 @@ export class Gateway {
     this.#config = {
       ...running,
       databases: next.databases,
+      databaseFiles: next.databaseFiles,
       bridges: next.bridges,
       devices: next.devices,
       // Applied through the bridges: each carries the connections it uses, and a client no bridge holds any more is closed.
@@ -320,6 +322,7 @@ export class Gateway {
       changed: plan.changed.map((b) => b.name),
       unchanged: [...plan.unchanged],
       devices,
+      databases: changedDatabases,
     };
     // Answer once the old bridges finished, so that a second reload sees a settled gateway.
     const finished = Promise.all(swap.retired.map((r) => retire(r, this.#config.shutdown.drainTimeoutMs, this.#logger).then(() => this.#retiring.delete(r.bridge))));
@@ -329,7 +332,7 @@ export class Gateway {
     const summary = (['added', 'removed', 'changed'] as const).map((k) => `${k} ${applied[k].length === 0 ? '-' : applied[k].join(', ')}`).join('; ');
     this.#logger[warnings.length === 0 ? 'info' : 'warn'](
       { reload: 'applied', ...applied, warnings, loadMs: loadedMs, ms: Math.round(performance.now() - began) },
-      `config reloaded: ${summary}; ${applied.unchanged.length} unchanged${devices ? '; device profiles changed (for new logins)' : ''}${warnings.length === 0 ? '' : `; ${warnings.length} setting(s) need a restart`}`,
+      `config reloaded: ${summary}; ${applied.unchanged.length} unchanged${devices ? '; device profiles changed (for new logins)' : ''}${applied.databases.length === 0 ? '' : `; databases ${applied.databases.join(', ')} changed (open anew on next use)`}${warnings.length === 0 ? '' : `; ${warnings.length} setting(s) need a restart`}`,
     );
     return { ok: true, applied, warnings };
   }

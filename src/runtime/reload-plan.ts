@@ -21,6 +21,8 @@ export interface ReloadApplied {
     readonly unchanged: readonly string[];
     /** True when the device profiles or the anonymous access changed (they apply to new logins). */
     readonly devices: boolean;
+    /** Databases of gateway.yaml added, removed, or changed (settings or the contents of their files): each opens anew on its next use. */
+    readonly databases: readonly string[];
   };
   /** Changed settings that only a restart applies. */
   readonly warnings: readonly string[];
@@ -64,8 +66,30 @@ export function devicesChanged(running: GatewayConfig, next: GatewayConfig): boo
   return !isDeepStrictEqual(access(running), access(next));
 }
 
+/**
+ * The databases of gateway.yaml that a reload adds, removes or changes: their settings differ,
+ * or a file they name (password, TLS) was replaced in place.
+ */
+export function databasesChanged(running: GatewayConfig, next: GatewayConfig): string[] {
+  const names = new Set([...Object.keys(running.databases), ...Object.keys(next.databases)]);
+  const state = (c: GatewayConfig, name: string) => [c.databases[name], c.databaseFiles[name]];
+  return [...names].filter((name) => !isDeepStrictEqual(state(running, name), state(next, name))).sort();
+}
+
 /** Settings a reload applies; every other difference needs a restart. */
-const APPLIED = new Set(['databases', 'bridges', 'devices', 'redis', 'bridgeConfigs', 'deviceProfiles', 'file', 'mqtt.allowAnonymous', 'mqtt.anonymousAcl', 'gateway.dataDir']);
+const APPLIED = new Set([
+  'databases',
+  'databaseFiles',
+  'bridges',
+  'devices',
+  'redis',
+  'bridgeConfigs',
+  'deviceProfiles',
+  'file',
+  'mqtt.allowAnonymous',
+  'mqtt.anonymousAcl',
+  'gateway.dataDir',
+]);
 
 /** Settings whose values are secrets: a change is named, never shown. */
 const SECRET = new Set(['admin.token', 'telemetry.headers']);
@@ -92,9 +116,10 @@ export function restartNeeded(running: GatewayConfig, next: GatewayConfig): stri
       warnings.push('mqtt.tls certificate files changed: not applied; restart needed');
       continue;
     }
-    // Secrets are named, never shown.
+    // Secrets are named, never shown. Named here only when `admin` itself did not change (the
+    // token file's content did), which is then reported field by field.
     if (key === 'adminToken') {
-      warnings.push('the admin token changed: not applied; restart needed');
+      if (isDeepStrictEqual(running.admin, next.admin)) warnings.push('the admin token changed: not applied; restart needed');
       continue;
     }
     // Derived from `telemetry` and OTEL_* (its headers carry API keys): named only when

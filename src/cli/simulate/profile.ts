@@ -1,6 +1,7 @@
 import { relative, resolve } from 'node:path';
 import { type ConfigIssue, formatIssue } from '../../config/issues.ts';
 import { type DeviceProfile, deviceSchema } from '../../config/schema.ts';
+import { validateFile } from '../../config/validate-file.ts';
 import { loadYamlFile } from '../../config/yaml-file.ts';
 import { issuesFromZod } from '../../config/zod-issues.ts';
 import { UsageError } from './usage-error.ts';
@@ -21,14 +22,14 @@ export function loadProfile(path: string): SimulatedProfile {
   const loaded = loadYamlFile(resolve(path), display, process.env);
   const issues: ConfigIssue[] = [...loaded.issues];
   if (loaded.file !== undefined && issues.length === 0) {
-    const parsed = deviceSchema().safeParse(loaded.file.value ?? {});
+    const { result: parsed, file } = validateFile(loaded.file, deviceSchema());
     if (parsed.success) {
       if (parsed.data.telemetry === undefined) {
         throw new UsageError(`${display}: the profile has no telemetry section, so there is nothing to simulate`);
       }
       return { name: parsed.data.name, file: display, clientId: parsed.data.clientId, telemetry: parsed.data.telemetry };
     }
-    issues.push(...issuesFromZod(parsed.error.issues, loaded.file));
+    issues.push(...issuesFromZod(parsed.error.issues, file));
   }
   const count = issues.length;
   throw new UsageError(`invalid profile (--profile), ${count} problem${count === 1 ? '' : 's'}:\n${issues.map((i) => `  ${formatIssue(i)}`).join('\n')}`);

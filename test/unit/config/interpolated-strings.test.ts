@@ -1,0 +1,118 @@
+// An unquoted `${VAR}` whose value YAML reads as a number, a boolean or null: a field that
+// takes a string gets the value as it is (FERRY_TOKEN=12345 with `token: ${FERRY_TOKEN}`),
+// while numeric and boolean settings still get numbers and booleans.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, test } from 'node:test';
+import { ConfigError, formatIssue } from '../../../src/config/issues.ts';
+import { type GatewayConfig, loadConfig } from '../../../src/config/load.ts';
+import { loadProfile } from '../../../src/cli/simulate/profile.ts';
+import { componentKinds } from '../../../src/runtime/registry.ts';
+
+const roots: string[] = [];
+after(() => roots.forEach((r) => rmSync(r, { recursive: true, force: true })));
+
+function tree(files: Record<string, string>): string {
+  const root = mkdtempSync(join(tmpdir(), 'ferry-interpolated-'));
+  roots.push(root);
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(root, path)), { recursive: true });
+    writeFileSync(join(root, path), text);
+  }
+  return root;
+}
+
+const GATEWAY = `gateway:
+  name: \${NAME}
+mqtt:
+  port: \${PORT:-1883}
+admin:
+  token: \${FERRY_TOKEN}
+bridges: [bridges]
+devices: []
+`;
+
+const EXTERNAL = `name: ext
+enabled: \${ON:-true}
+from:
+  mqttClient:
+    url: mqtt://127.0.0.1:1883
+    clientId: \${CLIENT_ID}
+    username: \${MQTT_USER}
+    password: \${MQTT_PASSWORD:-}
+    keepaliveSec: \${KEEPALIVE:-30}
+    topics:
+      - \${TOPIC}
+to:
+  - history: {}
+`;
+
+const root = tree({ 'gateway.yaml': GATEWAY, 'bridges/ext.yaml': EXTERNAL });
+
+function load(env: Record<string, string | undefined>): GatewayConfig {
+  return loadConfig(join(root, 'gateway.yaml'), {
+    kinds: componentKinds,
+    env: { NAME: 'gw', FERRY_TOKEN: 'x'.repeat(16), CLIENT_ID: 'c', MQTT_USER: 'u', TOPIC: 't/#', ...env },
+    cwd: root,
+  });
+}
+
+function problems(env: Record<string, string | undefined>): string[] {
+  try {
+    load(env);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    return error.issues.map(formatIssue);
+  }
+  assert.fail('expected the config to be refused');
+}
+
+const client = (config: GatewayConfig) => (config.bridgeConfigs[0]?.from as { mqttClient: Record<string, unknown> }).mqttClient;
+
+test('a string field gets the text of a variable that YAML would read as a number, boolean or null', () => {
+  for (const token of ['1234567890123456789', '0123456789012345', '1e30000000000000', '0x1F00000000000000', '1_000_000_000_000']) {
+    assert.equal(load({ FERRY_TOKEN: token }).adminToken, token, `token ${token}`);
+  }
+  for (const value of ['12345', '0123', '1e3', '0x1F', '0o17', '.inf', '-.5', 'true', 'false', 'null', '~', 'yes', 'off']) {
+    const config = load({ NAME: value, CLIENT_ID: value, MQTT_USER: value, MQTT_PASSWORD: value, TOPIC: value });
+    assert.equal(config.gateway.name, value);
+    const mqttClient = client(config);
+    assert.deepEqual([mqttClient['clientId'], mqttClient['username'], mqttClient['password'], mqttClient['topics']], [value, value, value, [value]], value);
+  }
+  // `${VAR:-}` in a string field is the empty string, not null.
+  assert.equal(client(load({}))['password'], '');
+});
+
+test('numeric and boolean settings still get numbers and booleans; a value that is neither is refused there', () => {
+  const config = load({ PORT: '1884', KEEPALIVE: '0123', ON: 'true' });
+  assert.equal(config.mqtt.port, 1884);
+  assert.equal(client(config)['keepaliveSec'], 123);
+  assert.equal(config.bridgeConfigs[0]?.enabled, true);
+  assert.equal(load({ ON: 'false' }).bridgeConfigs[0]?.enabled, false);
+  assert.deepEqual(problems({ PORT: 'abc', FERRY_TOKEN: '12345' }), [
+    'gateway.yaml:4:9: mqtt.port: expected number, received string',
+    'gateway.yaml:6:10: admin.token: an admin token needs at least 16 characters',
+  ]);
+});
+
+test('an unset variable in a list is reported once, at its index', () => {
+  assert.deepEqual(
+    problems({ TOPIC: undefined }).filter((p) => p.includes('TOPIC')),
+    ['bridges/ext.yaml:11:9: from.mqttClient.topics[0]: environment variable TOPIC is not set (give a default with ${TOPIC:-value})'],
+  );
+});
+
+test('`ferry simulate --profile` reads a device profile the same way', (t) => {
+  const dir = tree({ 'sensor.yaml': 'name: ${PROFILE_NAME}\nclientId: sensor-*\ntelemetry:\n  topic: t/%c\n  intervalMs: ${INTERVAL_MS}\n  fields:\n    x: {min: 0, max: 1}\n' });
+  process.env['PROFILE_NAME'] = '2024';
+  process.env['INTERVAL_MS'] = '250';
+  t.after(() => {
+    delete process.env['PROFILE_NAME'];
+    delete process.env['INTERVAL_MS'];
+  });
+  const profile = loadProfile(join(dir, 'sensor.yaml'));
+  assert.equal(profile.name, '2024');
+  assert.equal(profile.telemetry.intervalMs, 250);
+});

@@ -1,0 +1,131 @@
+// A file the config names by path (a password file, a TLS certificate or key) replaced in place,
+// path unchanged, as a rotated secret is: a reload counts it as a change of what reads it. Bridges
+// and databases apply it (they read their files when they start); the MQTT listener's
+// certificate and the admin token need a restart, and say so.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import { type GatewayConfig, loadConfig, loadGatewayConfig } from '../../../src/config/load.ts';
+import { componentKinds } from '../../../src/runtime/registry.ts';
+import { databasesChanged, planBridges, restartNeeded } from '../../../src/runtime/reload-plan.ts';
+import { makeCertificates } from '../../harness/certs.ts';
+
+const roots: string[] = [];
+after(() => roots.forEach((r) => rmSync(r, { recursive: true, force: true })));
+
+function newRoot(): string {
+  const root = mkdtempSync(join(tmpdir(), 'ferry-rotated-'));
+  roots.push(root);
+  return root;
+}
+
+function write(root: string, files: Record<string, string>): void {
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(root, path)), { recursive: true });
+    writeFileSync(join(root, path), text);
+  }
+}
+
+const load = (root: string): GatewayConfig => loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {}, cwd: root });
+
+const PG = 'postgres://ferry@127.0.0.1:5432/telemetry';
+
+const BRIDGES = {
+  'gateway.yaml': 'bridges: [bridges]\ndevices: []\n',
+  'secrets/pg-password': 'first\n',
+  'bridges/pg.yaml': `name: pg\nfrom: {mqtt: {topics: ["pg/#"]}}\nto:\n  - postgres:\n      url: ${PG}\n      password: {file: ../secrets/pg-password}\n      table: public.readings\n      columns: {id: "\${id}"}\n`,
+  'bridges/outbox.yaml': `name: outbox\nfrom:\n  postgres:\n    url: ${PG}\n    password: {file: ../secrets/outbox-password}\n    table: public.commands\n    keyColumn: device\n    payloadColumn: command\nto: [{devices: {topic: "d/\${key}/c", allowedTopics: [d/+/c]}}]\n`,
+  'secrets/outbox-password': 'outbox\n',
+  'bridges/ext.yaml':
+    'name: ext\nfrom: {mqtt: {topics: ["ext/#"]}}\nto:\n  - mqttClient:\n      url: mqtts://broker:8883\n      clientId: gw\n      tls: {ca: ../certs/ca.crt, cert: ../certs/gw.crt, key: ../certs/gw.key}\n',
+  'bridges/plain.yaml': 'name: plain\nfrom: {mqtt: {topics: ["plain/#"]}}\nto: [{history: {}}]\n',
+};
+
+test('a bridge whose password or TLS file was replaced in place is changed; a file rewritten with the same content is no change', () => {
+  const root = newRoot();
+  mkdirSync(join(root, 'certs'));
+  makeCertificates(join(root, 'certs'), ['gw']);
+  write(root, BRIDGES);
+  const running = load(root);
+
+  // Written again, same bytes: nothing to restart.
+  write(root, { 'secrets/pg-password': 'first\n', 'secrets/outbox-password': 'outbox\n' });
+  const same = load(root);
+  assert.deepEqual(planBridges(running.bridgeConfigs, same.bridgeConfigs), { added: [], removed: [], changed: [], unchanged: ['ext', 'outbox', 'pg', 'plain'] });
+
+  write(root, { 'secrets/pg-password': 'second\n' });
+  const rotated = load(root);
+  assert.deepEqual(
+    planBridges(running.bridgeConfigs, rotated.bridgeConfigs).changed.map((b) => b.name),
+    ['pg'],
+  );
+
+  // New certificates for the external broker's client, under the same names; the outbox's password too.
+  makeCertificates(join(root, 'certs'), ['gw']);
+  write(root, { 'secrets/outbox-password': 'rotated\n' });
+  const plan = planBridges(rotated.bridgeConfigs, load(root).bridgeConfigs);
+  assert.deepEqual(
+    plan.changed.map((b) => b.name),
+    ['ext', 'outbox'],
+  );
+  assert.deepEqual(plan.unchanged, ['pg', 'plain']);
+  assert.deepEqual(restartNeeded(running, load(root)), [], 'bridges apply their files: no restart');
+  // The config holds keyed hashes of the files, never their contents.
+  assert.doesNotMatch(JSON.stringify(load(root).bridgeConfigs), /rotated|second|BEGIN/);
+});
+
+test('a database whose password file was replaced is changed (it opens anew), with no restart', () => {
+  const root = newRoot();
+  const gateway = `bridges: []\ndevices: []\ndatabases:\n  main:\n    postgres: {url: '${PG}', password: {file: main-password}}\n  other:\n    postgres: {url: '${PG}'}\n  local:\n    sqlite: {file: app.db}\n`;
+  write(root, { 'gateway.yaml': gateway, 'main-password': 'first\n' });
+  const running = load(root);
+  write(root, { 'main-password': 'first\n' });
+  assert.deepEqual(databasesChanged(running, load(root)), []);
+  write(root, { 'main-password': 'second\n' });
+  const next = load(root);
+  assert.deepEqual(databasesChanged(running, next), ['main']);
+  assert.deepEqual(restartNeeded(running, next), []);
+  assert.doesNotMatch(JSON.stringify(next.databaseFiles), /second/);
+});
+
+test('the MQTT listener certificate and the admin token file need a restart, and a reload says so once each', () => {
+  const root = newRoot();
+  mkdirSync(join(root, 'certs'));
+  makeCertificates(join(root, 'certs'), []);
+  write(root, {
+    'gateway.yaml': 'bridges: []\ndevices: []\nmqtt:\n  tls: {cert: certs/server.crt, key: certs/server.key}\nadmin: {tokenFile: admin-token}\n',
+    'admin-token': 'a-token-of-sixteen-characters\n',
+  });
+  const running = load(root);
+  makeCertificates(join(root, 'certs'), []);
+  write(root, { 'admin-token': 'another-token-of-sixteen\n' });
+  assert.deepEqual(restartNeeded(running, load(root)), ['mqtt.tls certificate files changed: not applied; restart needed', 'the admin token changed: not applied; restart needed']);
+
+  // A token written in gateway.yaml is named once, by its setting.
+  const inline = (token: string) => {
+    write(root, { 'gateway.yaml': `bridges: []\ndevices: []\nadmin: {token: ${token}}\n` });
+    return load(root);
+  };
+  assert.deepEqual(restartNeeded(inline('a-token-of-sixteen-characters'), inline('another-token-of-sixteen')), ['admin.token changed: not applied; restart needed']);
+});
+
+test('a TypeScript bridge whose sink reads a password file is changed when the file is replaced', async () => {
+  const root = newRoot();
+  const api = pathToFileURL(join(process.cwd(), 'src/index.ts')).href;
+  write(root, {
+    'gateway.yaml': 'bridges: [bridges]\ndevices: []\n',
+    'pg-password': 'first\n',
+    'bridges/ts.ts': `import { defineBridge } from '${api}';\nexport default defineBridge({ name: 'ts', from: { mqtt: { topics: ['a/#'] } }, to: { out: { postgres: { url: '${PG}', password: { file: '../pg-password' }, table: 'public.t', columns: { id: '\${id}' } } } }, handle: (m) => m.pipe() });\n`,
+  });
+  const loadTs = () => loadGatewayConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {}, cwd: root });
+  const running = await loadTs();
+  assert.deepEqual(planBridges(running.bridgeConfigs, (await loadTs()).bridgeConfigs).unchanged, ['ts']);
+  write(root, { 'pg-password': 'second\n' });
+  assert.deepEqual(
+    planBridges(running.bridgeConfigs, (await loadTs()).bridgeConfigs).changed.map((b) => b.name),
+    ['ts'],
+  );
+});
