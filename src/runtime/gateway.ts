@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { type AnyBridgeConfig, runsHandlers } from '../config/bridge-module.ts';
 import { type GatewayConfig, loadGatewayConfig } from '../config/load.ts';
-import { ConfigError, type ConfigIssue, formatIssue } from '../config/issues.ts';
+import { ConfigError } from '../config/issues.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import { DEFER_CHECK_ABOVE_BYTES, checkBufferLater, openBuffer } from '../buffer/open.ts';
 import type { BackgroundCheck } from '../sqlite/background-check.ts';
@@ -26,7 +26,7 @@ import { createBridge } from './create-bridge.ts';
 import { Databases } from './databases.ts';
 import { componentKinds } from './registry.ts';
 import { retire, settlesWithin, swapBridges } from './bridge-swap.ts';
-import { type ReloadResult, databasesChanged, devicesChanged, planBridges, restartNeeded } from './reload-plan.ts';
+import { type ReloadResult, applied as appliedReload, fileIssue, planBridges, refusedReload, reloadedConfig, reloadChanges } from './reload-plan.ts';
 
 export type { GatewayStatus };
 
@@ -72,6 +72,8 @@ export class Gateway {
   /** A reload waiting for the running one: later requests share it. */
   #queuedReload: Promise<ReloadResult> | undefined;
   #state: GatewayStatus['state'] = 'running';
+  /** The start, once called: a stop waits for it, as the start would go on to open what the stop closed. */
+  #starting: Promise<void> | undefined;
   #startupMs = 0;
 
   constructor(config: GatewayConfig, logger: Logger, version: string, options: GatewayOptions = {}) {
@@ -97,7 +99,12 @@ export class Gateway {
   }
 
   /** Starts everything; `since` is the moment startup began (performance.now() scale). */
-  async start(since = performance.now()): Promise<void> {
+  start(since = performance.now()): Promise<void> {
+    this.#starting = this.#start(since);
+    return this.#starting;
+  }
+
+  async #start(since: number): Promise<void> {
     const { config } = this;
     mkdirSync(config.dataDirPath, { recursive: true });
     this.#databases = new Databases(config.databases, {
@@ -194,7 +201,16 @@ export class Gateway {
 
   /** Stops taking connections, waits up to the drain timeout for in-flight messages, then closes. */
   async stop(): Promise<boolean> {
+    // A start that failed closed what it had opened: nothing is left to drain.
+    const started = await (this.#starting?.then(
+      () => true,
+      () => false,
+    ) ?? true);
     if (this.#state !== 'running') return true;
+    if (!started) {
+      this.#state = 'stopped';
+      return true;
+    }
     this.#state = 'draining';
     const timeout = this.config.shutdown.drainTimeoutMs;
     this.#logger.info({ inFlight: this.#broker?.inFlight ?? 0, timeoutMs: timeout }, 'draining');
@@ -277,8 +293,8 @@ export class Gateway {
       next = await this.#load();
       if (runsHandlers(next.bridgeConfigs)) await this.#databases?.load(next.databases);
     } catch (error) {
-      const errors: readonly ConfigIssue[] = error instanceof ConfigError ? error.issues : [{ file: this.#config.file, line: 0, column: 0, path: '', message: String(error) }];
-      return this.#refused({ ok: false, errors });
+      const errors = error instanceof ConfigError ? error.issues : [fileIssue(this.#config.file, String(error))];
+      return refusedReload({ ok: false, errors }, this.counters, this.#logger);
     }
     // Loading takes a while (TypeScript bridges are imported): the gateway may have begun to stop meanwhile.
     if (this.#state !== 'running') return this.#notRunning();
@@ -286,71 +302,38 @@ export class Gateway {
     const plan = planBridges(running.bridgeConfigs, next.bridgeConfigs);
     const loadedMs = Math.round(performance.now() - began);
     const broker = this.#broker;
+    const changes = reloadChanges(running, next);
     // New bridges get the new databases; the old instances close once the bridges they served stopped.
-    const changedDatabases = databasesChanged(running, next);
-    const databases = this.#databases?.change(next.databases, changedDatabases);
+    const databases = this.#databases?.change(next.databases, changes.databases);
     const swap = swapBridges(this.#bridges, plan, (config, startAfter, commitAfter) => this.#createBridge(config, broker, startAfter, commitAfter));
     if ('cause' in swap) {
       // Refused: the running bridges keep the databases as they were.
       await databases?.revert();
       const { config, cause } = swap;
-      return this.#refused({
-        ok: false,
-        errors: [{ file: config.file, line: 0, column: 0, path: '', message: `bridge '${config.name}' could not start: ${describeError(cause)}` }],
-      });
+      const errors = [fileIssue(config.file, `bridge '${config.name}' could not start: ${describeError(cause)}`)];
+      return refusedReload({ ok: false, errors }, this.counters, this.#logger);
     }
     this.#bridges = swap.bridges;
     for (const { bridge, stopped } of swap.retired) this.#retiring.set(bridge, stopped);
-    const devices = devicesChanged(running, next);
-    if (devices) this.#auth?.updateAccess({ profiles: next.deviceProfiles, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl });
-    this.#config = {
-      ...running,
-      databases: next.databases,
-      databaseFiles: next.databaseFiles,
-      bridges: next.bridges,
-      devices: next.devices,
-      // Applied through the bridges: each carries the connections it uses, and a client no bridge holds any more is closed.
-      redis: next.redis,
-      bridgeConfigs: next.bridgeConfigs,
-      deviceProfiles: next.deviceProfiles,
-      mqtt: { ...running.mqtt, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl },
-    };
-    const warnings = restartNeeded(running, next);
-    const applied = {
-      added: plan.added.map((b) => b.name),
-      removed: [...plan.removed],
-      changed: plan.changed.map((b) => b.name),
-      unchanged: [...plan.unchanged],
-      devices,
-      databases: changedDatabases,
-    };
+    if (changes.devices) this.#auth?.updateAccess({ profiles: next.deviceProfiles, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl });
+    this.#config = reloadedConfig(running, next);
     // Answer once the old bridges finished, so that a second reload sees a settled gateway.
     const finished = Promise.all(swap.retired.map((r) => retire(r, this.#config.shutdown.drainTimeoutMs, this.#logger).then(() => this.#retiring.delete(r.bridge))));
     await finished;
     await databases?.commit(finished);
     this.counters.count('config.reloads', { result: 'applied' });
-    const summary = (['added', 'removed', 'changed'] as const).map((k) => `${k} ${applied[k].length === 0 ? '-' : applied[k].join(', ')}`).join('; ');
-    this.#logger[warnings.length === 0 ? 'info' : 'warn'](
-      { reload: 'applied', ...applied, warnings, loadMs: loadedMs, ms: Math.round(performance.now() - began) },
-      `config reloaded: ${summary}; ${applied.unchanged.length} unchanged${devices ? '; device profiles changed (for new logins)' : ''}${applied.databases.length === 0 ? '' : `; databases ${applied.databases.join(', ')} changed (open anew on next use)`}${warnings.length === 0 ? '' : `; ${warnings.length} setting(s) need a restart`}`,
+    const { result, message } = appliedReload(plan, changes);
+    this.#logger[result.warnings.length === 0 ? 'info' : 'warn'](
+      { reload: 'applied', ...result.applied, warnings: result.warnings, loadMs: loadedMs, ms: Math.round(performance.now() - began) },
+      message,
     );
-    return { ok: true, applied, warnings };
+    return result;
   }
 
   /** A reload refused because the gateway is starting, draining or stopped. */
   #notRunning(): ReloadResult {
     const message = `the gateway is ${this.#state === 'running' ? 'starting' : this.#state}`;
-    return this.#refused({ ok: false, notRunning: true, errors: [{ file: this.#config.file, line: 0, column: 0, path: '', message }] });
-  }
-
-  #refused(result: ReloadResult & { ok: false }): ReloadResult {
-    this.counters.count('config.reloads', { result: result.notRunning === true ? 'not_running' : 'refused' });
-    const errors = result.errors.map(formatIssue);
-    this.#logger.error(
-      { reload: 'refused', errors },
-      `config reload refused (${errors.length === 1 ? '1 problem' : `${errors.length} problems`}); the running config is unchanged: ${errors.join('; ')}`,
-    );
-    return result;
+    return refusedReload({ ok: false, notRunning: true, errors: [fileIssue(this.#config.file, message)] }, this.counters, this.#logger);
   }
 
   #startBridges(broker: EmbeddedBroker, startAfter: Promise<void>): void {

@@ -1,6 +1,8 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { GatewayConfig } from '../config/load.ts';
-import type { ConfigIssue } from '../config/issues.ts';
+import { type ConfigIssue, formatIssue } from '../config/issues.ts';
+import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
 import type { AnyBridgeConfig } from '../config/bridge-module.ts';
 
 /** What a reload does to the bridges, by name. */
@@ -155,4 +157,62 @@ function show(value: unknown): string {
   if (value === undefined) return 'unset';
   const text = JSON.stringify(value);
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** What a reload to `next` changes besides its bridges. */
+export interface ReloadChanges {
+  /** The device profiles or the anonymous access (they apply to new logins). */
+  readonly devices: boolean;
+  /** Databases added, removed or changed. */
+  readonly databases: string[];
+  /** Changed settings that only a restart applies. */
+  readonly warnings: string[];
+}
+
+export function reloadChanges(running: GatewayConfig, next: GatewayConfig): ReloadChanges {
+  return { devices: devicesChanged(running, next), databases: databasesChanged(running, next), warnings: restartNeeded(running, next) };
+}
+
+/** The config running after a reload applied `next`: its bridges, devices, databases and access; the rest needs a restart. */
+export function reloadedConfig(running: GatewayConfig, next: GatewayConfig): GatewayConfig {
+  return {
+    ...running,
+    databases: next.databases,
+    databaseFiles: next.databaseFiles,
+    bridges: next.bridges,
+    devices: next.devices,
+    // Applied through the bridges: each carries the connections it uses, and a client no bridge holds any more is closed.
+    redis: next.redis,
+    bridgeConfigs: next.bridgeConfigs,
+    deviceProfiles: next.deviceProfiles,
+    mqtt: { ...running.mqtt, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl },
+  };
+}
+
+/** The answer of a reload that applied `plan` and `changes`, and its log line. */
+export function applied(plan: BridgePlan, changes: ReloadChanges): { result: ReloadApplied; message: string } {
+  const { devices, databases, warnings } = changes;
+  const names = { added: plan.added.map((b) => b.name), removed: [...plan.removed], changed: plan.changed.map((b) => b.name), unchanged: [...plan.unchanged] };
+  const summary = (['added', 'removed', 'changed'] as const).map((k) => `${k} ${names[k].length === 0 ? '-' : names[k].join(', ')}`).join('; ');
+  const message =
+    `config reloaded: ${summary}; ${names.unchanged.length} unchanged${devices ? '; device profiles changed (for new logins)' : ''}` +
+    `${databases.length === 0 ? '' : `; databases ${databases.join(', ')} changed (open anew on next use)`}` +
+    `${warnings.length === 0 ? '' : `; ${warnings.length} setting(s) need a restart`}`;
+  return { result: { ok: true, applied: { ...names, devices, databases }, warnings }, message };
+}
+
+/** A problem of a config file as a whole, at no line. */
+export function fileIssue(file: string, message: string): ConfigIssue {
+  return { file, line: 0, column: 0, path: '', message };
+}
+
+/** Counts and logs a refused reload (the running config unchanged); returns it. */
+export function refusedReload(result: ReloadRefused, counters: Counters, logger: Logger): ReloadRefused {
+  counters.count('config.reloads', { result: result.notRunning === true ? 'not_running' : 'refused' });
+  const errors = result.errors.map(formatIssue);
+  logger.error(
+    { reload: 'refused', errors },
+    `config reload refused (${errors.length === 1 ? '1 problem' : `${errors.length} problems`}); the running config is unchanged: ${errors.join('; ')}`,
+  );
+  return result;
 }
