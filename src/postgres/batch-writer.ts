@@ -33,15 +33,22 @@ export interface Row {
 export interface RenderedBatch {
   readonly rows: Row[];
   readonly rejected: Map<Delivery, Error>;
+  /**
+   * Why some of those were refused by the type of a column as the plan has it (the table may
+   * have changed since): `<column>: <ValueProblem>`, each once.
+   */
+  readonly misfits: ReadonlySet<string>;
 }
 
 /** Attempts of a statement that hit a serialization failure or a deadlock before the batch is failed (and retried by the buffer). */
 const CONFLICT_ATTEMPTS = 3;
 
-/** A message refused alone (MESSAGE_INVALID, not retried: it goes to the dead letters), counted. */
+/**
+ * A message refused alone (MESSAGE_INVALID, not retried: it goes to the dead letters), counted
+ * by the writer once its batch is settled (a batch written again may refuse it no more).
+ */
 function refusal(options: BatchWriterOptions, delivery: Delivery, reason: string, cause?: unknown): FerryError {
   const { component, bridge, table } = options;
-  options.counters.count('postgres.messages.rejected', { bridge });
   const { id, topic } = delivery.envelope;
   return new FerryError('MESSAGE_INVALID', `${component}: message ${id} (MQTT topic '${topic}') cannot be written to ${table}: ${reason}`, {
     component,
@@ -51,8 +58,19 @@ function refusal(options: BatchWriterOptions, delivery: Delivery, reason: string
   });
 }
 
+/** A ValueError with its column: `misfit` is `<column>: <ValueProblem>`. */
+class ColumnValueError extends Error {
+  readonly misfit: string;
+
+  constructor(message: string, misfit: string) {
+    super(message);
+    this.misfit = misfit;
+  }
+}
+
 /** Renders each message's values and converts them to their columns' types. */
 export function batchRenderer(options: BatchWriterOptions): (plan: InsertPlan, batch: readonly Delivery[]) => RenderedBatch {
+  /** Throws a ColumnValueError for a value its column's type refuses, a TemplateError for a template without a value. */
   const render = (plan: InsertPlan, delivery: Delivery): (string | null)[] => {
     const fields = new MessageFields({ envelope: delivery.envelope, filters: options.sourceFilters });
     return plan.columns.map(({ info, convert }, i) => {
@@ -61,10 +79,11 @@ export function batchRenderer(options: BatchWriterOptions): (plan: InsertPlan, b
         return convert(template.single === undefined ? template.render(fields) : fields.raw(template.single));
       } catch (error) {
         if (error instanceof ValueError)
-          throw new ValueError(
+          throw new ColumnValueError(
             `column ${info.name} (${info.declaredType}) from '${template.source}': ${template.single === undefined ? 'the value' : 'its value'} ${error.message}`,
+            `${info.name}: ${error.problem}`,
           );
-        if (error instanceof TemplateError) throw new ValueError(`column ${info.name}: ${error.message}`);
+        if (error instanceof TemplateError) throw new TemplateError(`column ${info.name}: ${error.message}`);
         throw error;
       }
     });
@@ -72,15 +91,17 @@ export function batchRenderer(options: BatchWriterOptions): (plan: InsertPlan, b
   return (plan, batch) => {
     const rejected = new Map<Delivery, Error>();
     const rows: Row[] = [];
+    const misfits = new Set<string>();
     for (const delivery of batch) {
       try {
         rows.push({ delivery, values: render(plan, delivery) });
       } catch (error) {
-        if (!(error instanceof ValueError)) throw error;
+        if (!(error instanceof ColumnValueError || error instanceof TemplateError)) throw error;
+        if (error instanceof ColumnValueError) misfits.add(error.misfit);
         rejected.set(delivery, refusal(options, delivery, error.message));
       }
     }
-    return { rows, rejected };
+    return { rows, rejected, misfits };
   };
 }
 
@@ -99,6 +120,11 @@ export interface AloneOutcome {
   readonly attempted: number;
   /** A unique violation sent a part through the statement with ON CONFLICT. */
   readonly conflicted: boolean;
+  /**
+   * Why rows were refused alone for a data error (`SQLSTATE 22003`, class 22): a value that does
+   * not fit the plan's cast or the column, which the table may have changed since.
+   */
+  readonly misfits: ReadonlySet<string>;
 }
 
 /**
@@ -121,6 +147,7 @@ export async function writeAlone(options: BatchWriterOptions, transaction: Batch
   let attempted = 0;
   let split = false;
   let conflicted = false;
+  const misfits = new Set<string>();
   /** Whether the insert runs with no rows (only asked after a refusal that rows or the table may have caused). */
   let fits = false;
   const fitsWithoutRows = async (text: string): Promise<boolean> => {
@@ -157,6 +184,8 @@ export async function writeAlone(options: BatchWriterOptions, transaction: Batch
       if (rowsOrTable && !(await fitsWithoutRows(text))) throw statementError(`${component}: insert into ${table} failed`, error, context);
       if (part.length === 1) {
         const only = part[0] as Row;
+        const state = sqlState(error);
+        if (state?.startsWith('22') === true) misfits.add(`SQLSTATE ${state}`);
         rejected.set(only.delivery, refusal(options, only.delivery, `PostgreSQL refused the row: ${describePgError(error)}`, error));
         return;
       }
@@ -182,7 +211,7 @@ export async function writeAlone(options: BatchWriterOptions, transaction: Batch
     if (kept.length > 0) await insert(kept);
     pending = kept.filter((row) => rejected.has(row.delivery)).flatMap((row) => replaced.get(row) ?? []);
   }
-  return { inserted, attempted, conflicted };
+  return { inserted, attempted, conflicted, misfits };
 }
 
 /** One `text[]` per column, the rows' values in order: the statement's parameters. */

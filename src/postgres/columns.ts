@@ -21,9 +21,23 @@ export interface ColumnInfo {
   readonly notNull: boolean;
 }
 
+/**
+ * What is wrong with a value for a column's type: none given (`missing`, the column NOT NULL),
+ * text that is not UTF-8 (`encoding`), a value of the wrong form (`form`: not a number, not
+ * JSON), beyond the type's range (`range`), a NUL character (`nul`). The sink tells refusals
+ * apart by column and problem when it asks whether the table changed (`InsertPlans`).
+ */
+export type ValueProblem = 'missing' | 'encoding' | 'form' | 'range' | 'nul';
+
 /** Why a message's value cannot go into a column; the sink refuses that message alone. */
 export class ValueError extends Error {
   override readonly name = 'ValueError';
+  readonly problem: ValueProblem;
+
+  constructor(message: string, problem: ValueProblem) {
+    super(message);
+    this.problem = problem;
+  }
 }
 
 /**
@@ -53,7 +67,7 @@ export function converterFor(column: ColumnInfo): Converter {
   const convert = byType(column);
   return (value) => {
     if (value === undefined || value === null) {
-      if (column.notNull) throw new ValueError('is missing (the message has none), and the column is NOT NULL');
+      if (column.notNull) throw new ValueError('is missing (the message has none), and the column is NOT NULL', 'missing');
       return null;
     }
     return convert(value);
@@ -85,7 +99,7 @@ function text(value: NonNullable<RawFieldValue>): string {
     try {
       return utf8.decode(value);
     } catch {
-      throw new ValueError('is not UTF-8 text');
+      throw new ValueError('is not UTF-8 text', 'encoding');
     }
   }
   return JSON.stringify(value);
@@ -95,18 +109,18 @@ function text(value: NonNullable<RawFieldValue>): string {
 function scalar(value: NonNullable<RawFieldValue>, what: string): string {
   // A number a double cannot hold, kept as the device wrote it (template.ts): its digits.
   if (isRawJson(value)) return value.rawJSON;
-  if (typeof value === 'boolean' || (typeof value === 'object' && !(value instanceof Uint8Array))) throw new ValueError(`${describe(value)} is not ${what}`);
+  if (typeof value === 'boolean' || (typeof value === 'object' && !(value instanceof Uint8Array))) throw new ValueError(`${describe(value)} is not ${what}`, 'form');
   return text(value);
 }
 
 function checked(value: string, pattern: RegExp, what: string): string {
-  if (!pattern.test(value)) throw new ValueError(`${describe(value)} is not ${what}`);
+  if (!pattern.test(value)) throw new ValueError(`${describe(value)} is not ${what}`, 'form');
   return value;
 }
 
 /** PostgreSQL text cannot hold NUL (U+0000). */
 function noNul(value: string): string {
-  if (value.includes('\u0000')) throw new ValueError('has a NUL character (U+0000), which PostgreSQL text cannot hold');
+  if (value.includes('\u0000')) throw new ValueError('has a NUL character (U+0000), which PostgreSQL text cannot hold', 'nul');
   return value;
 }
 
@@ -116,36 +130,36 @@ function json(value: NonNullable<RawFieldValue>, binary: boolean): string {
   try {
     JSON.parse(source);
   } catch (error) {
-    throw new ValueError(`is not JSON: ${(error as Error).message}`);
+    throw new ValueError(`is not JSON: ${(error as Error).message}`, 'form');
   }
   // jsonb stores strings as text, so it refuses an escaped NUL; json keeps the text as it is.
-  if (binary && source.includes('\\u0000') && /(^|[^\\])(\\\\)*\\u0000/.test(source)) throw new ValueError('has \\u0000 in a string, which jsonb cannot hold');
+  if (binary && source.includes('\\u0000') && /(^|[^\\])(\\\\)*\\u0000/.test(source)) throw new ValueError('has \\u0000 in a string, which jsonb cannot hold', 'nul');
   return noNul(source);
 }
 
 function boolean(value: string): string {
-  if (!BOOLEAN.has(value.trim().toLowerCase())) throw new ValueError(`${describe(value)} is not a boolean`);
+  if (!BOOLEAN.has(value.trim().toLowerCase())) throw new ValueError(`${describe(value)} is not a boolean`, 'form');
   return value;
 }
 
 function integer(value: NonNullable<RawFieldValue>, [min, max]: readonly [bigint, bigint], type: string): string {
   let n: bigint;
   if (typeof value === 'number') {
-    if (!Number.isInteger(value)) throw new ValueError(`${value} is not an integer`);
+    if (!Number.isInteger(value)) throw new ValueError(`${value} is not an integer`, 'form');
     n = BigInt(value);
   } else {
     const source = scalar(value, 'an integer');
-    if (!INTEGER.test(source)) throw new ValueError(`${describe(source)} is not an integer`);
+    if (!INTEGER.test(source)) throw new ValueError(`${describe(source)} is not an integer`, 'form');
     n = BigInt(source.trim());
   }
-  if (n < min || n > max) throw new ValueError(`${n} is out of the range of ${type} (${min} to ${max})`);
+  if (n < min || n > max) throw new ValueError(`${n} is out of the range of ${type} (${min} to ${max})`, 'range');
   return n.toString();
 }
 
 /** Numbers are milliseconds since the epoch; strings are left to the server (ISO 8601 and the other forms it reads). */
 function time(value: NonNullable<RawFieldValue>, iso: (ms: number) => string): string {
   if (typeof value === 'number') {
-    if (!Number.isFinite(value) || Math.abs(value) > MAX_TIME_MS) throw new ValueError(`${value} is not a time in milliseconds since the epoch`);
+    if (!Number.isFinite(value) || Math.abs(value) > MAX_TIME_MS) throw new ValueError(`${value} is not a time in milliseconds since the epoch`, 'range');
     return iso(value);
   }
   return noNul(scalar(value, 'a time'));

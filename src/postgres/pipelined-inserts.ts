@@ -3,8 +3,10 @@ import type { Delivery } from '../core/delivery.ts';
 import type { StagedBatch } from '../core/pipelined-sink.ts';
 import { BatchTransaction, statementName } from './batch-transaction.ts';
 import { type BatchWriterOptions, type RenderedBatch, type Row, batchRenderer, columnArrays, conflictKeyIsId, latestPerKey, writeAlone } from './batch-writer.ts';
-import { connectionLost, statementError } from './errors.ts';
-import type { PgPool, PgPoolClient, PgResult } from './pools.ts';
+import { isFerryError } from '../core/errors.ts';
+import { connectionLost, sqlState, statementError } from './errors.ts';
+import type { InsertPlans } from './insert-plans.ts';
+import type { PgPool, PgPoolClient, PgQueryable, PgResult } from './pools.ts';
 import type { InsertPlan } from './table.ts';
 
 /** pg's pooled Client as this writer drives it: pipelined, with named statements. */
@@ -28,10 +30,12 @@ interface Group {
 }
 
 interface Entry {
-  readonly plan: InsertPlan;
-  readonly batch: RenderedBatch;
+  readonly deliveries: readonly Delivery[];
+  /** The plan it was rendered with, and what came of that (rendered again when the table changed: `#revise`). */
+  plan: InsertPlan;
+  batch: RenderedBatch;
   /** The rows its insert carries (with `update`, the last of each key). */
-  readonly kept: readonly Row[];
+  kept: readonly Row[];
   /** Resolves once the entry is on the wire, or was not sent. */
   sent: Promise<void>;
   /** The transaction it was sent in. */
@@ -41,6 +45,8 @@ interface Entry {
   plain: boolean;
   /** Not (or no longer) in a pipelined transaction: written alone when its commit comes. */
   alone: boolean;
+  /** Why values did not fit their columns' types, when the columns are to be read again before it is written. */
+  revise: ReadonlySet<string> | undefined;
 }
 
 export interface PipelinedInsertsOptions extends BatchWriterOptions {
@@ -68,6 +74,7 @@ export interface PipelinedInsertsOptions extends BatchWriterOptions {
  */
 export class PipelinedInserts {
   readonly #pool: () => Promise<PgPool>;
+  readonly #plans: InsertPlans;
   readonly #options: PipelinedInsertsOptions;
   readonly #render: ReturnType<typeof batchRenderer>;
   readonly #groupSize: number;
@@ -84,25 +91,42 @@ export class PipelinedInserts {
   /** Whether inserts go first without ON CONFLICT (see `conflictKeyIsId`); false while redeliveries keep conflicting. */
   #plain: boolean | undefined;
 
-  constructor(pool: () => Promise<PgPool>, options: PipelinedInsertsOptions) {
+  constructor(pool: () => Promise<PgPool>, plans: InsertPlans, options: PipelinedInsertsOptions) {
     this.#pool = pool;
+    this.#plans = plans;
     this.#options = options;
     this.#render = batchRenderer(options);
     this.#groupSize = Math.max(1, Math.floor(options.concurrency / 2));
   }
 
-  /** Converts the batch and sends its insert; commit the batches in the order they were staged. */
-  stage(plan: InsertPlan, deliveries: readonly Delivery[]): StagedBatch {
-    const batch = this.#render(plan, deliveries);
-    if (batch.rows.length === 0) return { commit: async () => ({ rejected: batch.rejected }), abort: async () => {} };
+  /**
+   * Converts the batch by `stale` (the sink's plan when the batch was formed) and sends its
+   * insert; commit the batches in the order they were staged. When a value does not fit its
+   * column's type and the table's columns were read again since, the batch is converted by them
+   * instead. When they may have to be read (`InsertPlans.mayRead`: not within QUIET_MS of a
+   * read for the same reasons that found them unchanged), the batch is written alone, which
+   * reads them first, on the writer's connection, once the batches before it committed.
+   */
+  stage(stale: InsertPlan, deliveries: readonly Delivery[]): StagedBatch {
+    let plan = stale;
+    let batch = this.#render(plan, deliveries);
+    let revise: ReadonlySet<string> | undefined;
+    if (batch.misfits.size > 0) {
+      const known = this.#plans.known(plan);
+      if (known !== undefined) batch = this.#render((plan = known), deliveries);
+      else if (this.#plans.mayRead(batch.misfits)) revise = batch.misfits;
+    }
+    if (batch.rows.length === 0 && revise === undefined) return { commit: async () => this.#result(batch), abort: async () => {} };
     this.#plain ??= conflictKeyIsId(plan, this.#options.templates);
     const entry: Entry = {
+      deliveries,
       plan,
       batch,
       kept: latestPerKey(this.#options.onConflict, batch.rows, plan.conflictIndexes).kept,
       sent: Promise.resolve(),
       plain: this.#plain,
-      alone: this.#alone > 0,
+      alone: this.#alone > 0 || revise !== undefined,
+      revise,
     };
     this.#pending.add(entry);
     if (entry.alone) this.#alone += 1;
@@ -232,7 +256,7 @@ export class PipelinedInserts {
         if (await group.outcome) {
           const result = (await entry.reply) as PgResult<unknown>;
           if (!entry.plain) this.#noteConflicts(entry, result.rowCount ?? 0);
-          return { rejected: entry.batch.rejected };
+          return this.#result(entry.batch);
         }
         if (!entry.alone) this.#failed(group);
       }
@@ -240,6 +264,12 @@ export class PipelinedInserts {
     } finally {
       this.#settled(entry);
     }
+  }
+
+  /** A settled batch: the messages it refused go to the dead letters, counted. */
+  #result(batch: RenderedBatch): BatchResult {
+    if (batch.rejected.size > 0) this.#options.counters.count('postgres.messages.rejected', { bridge: this.#options.bridge }, batch.rejected.size);
+    return { rejected: batch.rejected };
   }
 
   #noteConflicts(entry: Entry, inserted: number): void {
@@ -253,14 +283,44 @@ export class PipelinedInserts {
       this.#options.counters.count('postgres.rows.skipped', { bridge: this.#options.bridge }, attempted - inserted);
   }
 
-  /** One batch in a transaction of its own, the connection to itself. */
+  /**
+   * One batch in a transaction of its own, the connection to itself. When its values did not
+   * fit, the server refused rows for a data error, or the table refused the insert, and the
+   * table's columns turn out to have changed, it is converted by the new types and written again
+   * (a transaction begun is rolled back first), once.
+   */
   async #writeAlone(entry: Entry): Promise<BatchResult> {
     const { component, table, bridge } = this.#options;
-    let transaction: BatchTransaction;
+    let revised = entry.revise !== undefined && (await this.#revise(entry, entry.revise));
+    if (entry.batch.rows.length === 0) return this.#result(entry.batch);
+    for (;;) {
+      const transaction = await this.#begin();
+      try {
+        const outcome = await writeAlone(this.#options, transaction, entry.plan, entry.batch, this.#plain ?? false);
+        if (outcome.conflicted) this.#plain = false;
+        // The columns are read inside the transaction (usable: the refused rows' savepoints were rolled back).
+        if (outcome.misfits.size > 0 && !revised && (revised = await this.#revise(entry, outcome.misfits))) {
+          await transaction.rollback();
+          continue;
+        }
+        await transaction.commit().catch((error: unknown) => {
+          throw statementError(`${component}: commit of the insert into ${table} failed`, error, { component, bridge });
+        });
+        this.#countSkipped(outcome.attempted, outcome.inserted);
+        return this.#result(entry.batch);
+      } catch (error) {
+        await transaction.rollback();
+        if (!revised && isFerryError(error, 'CONFIG_INVALID') && (revised = await this.#revise(entry, new Set([`SQLSTATE ${sqlState(error.cause)}`])))) continue;
+        throw error;
+      }
+    }
+  }
+
+  /** A transaction on the writer's connection, which stays the writer's: given back only when it failed. */
+  async #begin(): Promise<BatchTransaction> {
     try {
-      transaction = await BatchTransaction.begin(async () => {
+      return await BatchTransaction.begin(async () => {
         const client = await this.#connection();
-        // The connection stays the writer's: given back only when it failed.
         return {
           query: client.query.bind(client) as PipelineClient['query'],
           release: (error?: Error | boolean) => {
@@ -269,20 +329,22 @@ export class PipelinedInserts {
         };
       });
     } catch (error) {
+      const { component, table, bridge } = this.#options;
       throw statementError(`${component}: cannot begin the insert into ${table}`, error, { component, bridge });
     }
-    try {
-      const outcome = await writeAlone(this.#options, transaction, entry.plan, entry.batch, this.#plain ?? false);
-      if (outcome.conflicted) this.#plain = false;
-      await transaction.commit().catch((error: unknown) => {
-        throw statementError(`${component}: commit of the insert into ${table} failed`, error, { component, bridge });
-      });
-      this.#countSkipped(outcome.attempted, outcome.inserted);
-      return { rejected: entry.batch.rejected };
-    } catch (error) {
-      await transaction.rollback();
-      throw error;
-    }
+  }
+
+  /** Renders the entry again when the table's columns changed since its plan was read (`InsertPlans.newer`); false when they did not. */
+  async #revise(entry: Entry, reasons: ReadonlySet<string>): Promise<boolean> {
+    entry.revise = undefined;
+    // On the writer's connection, between statements of its own: the pool may have no other.
+    const db: PgQueryable = this.#client ?? (await this.#pool());
+    const plan = await this.#plans.newer(entry.plan, db, reasons);
+    if (plan === undefined) return false;
+    entry.plan = plan;
+    entry.batch = this.#render(plan, entry.deliveries);
+    entry.kept = latestPerKey(this.#options.onConflict, entry.batch.rows, plan.conflictIndexes).kept;
+    return true;
   }
 
   /**

@@ -2,15 +2,15 @@ import { Observable } from 'rxjs';
 import { z } from 'zod';
 import { pipelinedSink } from '../core/pipelined-sink.ts';
 import type { ComponentContext, SinkComponent } from '../core/component.ts';
-import { FerryError, isFerryError } from '../core/errors.ts';
+import { isFerryError } from '../core/errors.ts';
 import type { Sink, SinkEvent } from '../core/stream.ts';
 import { compileTemplate, refineTemplate } from '../core/template.ts';
 import { type PoolSettings, connectionFields, poolSettings, refineConnection, connectionFiles } from './connection.ts';
-import { statementError } from './errors.ts';
 import { type TableName, describeTable, identifierProblem, parseTableName, identifierSchema as identifier, tableNameSchema } from './identifiers.ts';
 import { PipelinedInserts, type PipelinedInsertsOptions } from './pipelined-inserts.ts';
 import { type PostgresPools, processPools } from './pools.ts';
-import { type InsertPlan, MappingError, type TableMapping, checkInsert, planInsert } from './table.ts';
+import { InsertPlans } from './insert-plans.ts';
+import type { TableMapping } from './table.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
@@ -136,7 +136,9 @@ function conflictTarget(config: Pick<PostgresSinkConfig, 'columns' | 'conflictCo
  * mapping that cannot fit (no such table or column, no privilege, no unique index for the
  * conflict key) stops the sink with an error naming the bridge, and its messages stay
  * buffered. A message whose value does not fit its column is nacked alone as MESSAGE_INVALID
- * (dead-lettered), and the rest of its batch is written.
+ * (dead-lettered), and the rest of its batch is written, unless the table's columns changed
+ * since they were read: the refusal has them read again (`InsertPlans`), and the batch is
+ * written by the new types.
  */
 export const postgresSink: SinkComponent<ReturnType<typeof schema>> = {
   kind: 'postgres',
@@ -152,7 +154,6 @@ export const postgresSink: SinkComponent<ReturnType<typeof schema>> = {
 /** The sink, with the pools it takes its connections from (the process's, unless a test gives its own). */
 export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentContext, pools: PostgresPools = processPools): Sink {
   const component = `postgres sink of bridge '${ctx.bridge}'`;
-  const errorContext = { component, bridge: ctx.bridge };
   const table = (parseTableName(config.table) as { table: TableName }).table;
   const mapping: TableMapping = { table, columns: Object.keys(config.columns), conflictColumns: conflictTarget(config), onConflict: config.onConflict };
   const writerOptions: PipelinedInsertsOptions = {
@@ -181,39 +182,31 @@ export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentCon
         ctx.logger.warn({ err: error }, `${component}: an idle connection to ${settings.description} failed; the pool opens a new one when needed`);
       });
 
-      let plan: Promise<InsertPlan> | undefined;
-      const prepare = (): Promise<InsertPlan> =>
-        (plan ??= (async () => {
-          const pool = await lease.pool;
-          const made = await planInsert(pool, mapping);
-          await checkInsert(pool, made, mapping);
-          ctx.logger.info({ table: config.table, server: settings.description }, `${component}: writing to ${config.table} (${mapping.columns.join(', ')})`);
-          return made;
-        })().catch((error: unknown) => {
-          plan = undefined;
-          if (error instanceof MappingError) {
-            // The configuration is wrong: stop, leaving the messages buffered. Stopping also
-            // drops the batch waiting for this, unsettled, so none is nacked for it.
-            const stopped = new FerryError('CONFIG_INVALID', `${component}: ${error.message}`, { ...errorContext, retryable: false });
-            subscriber.error(stopped);
-            throw new FerryError('SINK_WRITE_FAILED', stopped.message, { ...errorContext, retryable: true, cause: stopped });
-          }
-          throw statementError(`${component}: cannot read table ${config.table} on ${settings.description}`, error, errorContext);
-        }));
+      const plans = new InsertPlans({
+        component,
+        bridge: ctx.bridge,
+        table: config.table,
+        server: settings.description,
+        mapping,
+        pool: () => lease.pool,
+        stop: (error) => subscriber.error(error),
+        counters: ctx.counters,
+        logger: ctx.logger,
+      });
       // At once, so that a mapping that cannot fit is reported at startup; a server that is
       // down is tried again by the first batch.
-      prepare().catch((error: unknown) => ctx.logger.debug({ err: error }, `${component}: not ready yet`));
+      plans.current().catch((error: unknown) => ctx.logger.debug({ err: error }, `${component}: not ready yet`));
 
-      const writer = new PipelinedInserts(() => lease.pool, writerOptions);
+      const writer = new PipelinedInserts(() => lease.pool, plans, writerOptions);
       const sink = pipelinedSink(
         config,
         async (batch) => {
-          const staged = writer.stage(await prepare(), batch);
+          const staged = writer.stage(await plans.current(), batch);
           return {
             commit: () =>
               staged.commit().catch((error: unknown) => {
                 // The table changed under the sink: read it again before the next attempt.
-                if (isFerryError(error, 'CONFIG_INVALID')) plan = undefined;
+                if (isFerryError(error, 'CONFIG_INVALID')) plans.forget();
                 throw error;
               }),
             abort: () => staged.abort(),

@@ -24,6 +24,13 @@ export const postgresMetrics = [
     help: 'Batches the server refused for a data error, written again in parts to find the rows at fault.',
   },
   {
+    name: 'postgres.columns.reloaded',
+    type: 'counter',
+    unit: 'reads',
+    labels: { bridge: BRIDGE, table: { meaning: 'the table of the Postgres sink, as configured' } },
+    help: "Times the Postgres sink read its table's columns again because a row was refused for a reason a changed table could explain (a value that does not fit the column's type as the sink knew it, a data error, SQLSTATE class 22, or the insert refused, class 42); for refusals of one kind (column and problem, or SQLSTATE), at most about once a second while they are found unchanged. When they changed, the batch is written by the new types.",
+  },
+  {
     name: 'postgres.pool.errors',
     type: 'counter',
     unit: 'errors',
