@@ -1,4 +1,4 @@
-import type { IClientPublishOptions, IConnackPacket, MqttClient } from 'mqtt';
+import type { IClientPublishOptions, IConnackPacket } from 'mqtt';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { resourceSink } from '../core/batching-sink.ts';
@@ -7,6 +7,8 @@ import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError, isFerryError, wrapError } from '../core/errors.ts';
 import { TemplateError, describeField, refineTemplate } from '../core/template.ts';
 import { clientOptions, connectionFields, describeReasonCode, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
+import { type PublishConnection, countPings, publishAll } from './client-publish.ts';
+import { CLOSES_TO_REFUSE, CloseSuspects } from './client-suspects.ts';
 import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
@@ -97,25 +99,14 @@ const schema = lazySchema(() =>
 
 export type MqttClientSinkConfig = z.output<ReturnType<typeof schema>>;
 
-interface Connection {
-  readonly client: MqttClient;
+interface Connection extends PublishConnection {
   /** The broker's Receive Maximum (MQTT 5), or undefined. */
   readonly receiveMaximum: number | undefined;
   /** The broker's Maximum Packet Size in bytes (MQTT 5), or undefined: mqtt.js does not check it, and a broker disconnects on a larger PUBLISH. */
   readonly maximumPacketSize: number | undefined;
   /** The QoS messages are published at: the configured one, lowered to the broker's Maximum QoS (MQTT 5). */
   readonly qos: 0 | 1 | 2;
-  /** Why the broker last disconnected this client (MQTT 5 DISCONNECT), for the error of the batch it failed. */
-  readonly disconnect: { reasonCode?: number | undefined };
 }
-
-/**
- * MQTT 5 PUBACK (PUBREC) reason codes that refuse one message for good: no retry publishes it
- * (0x87 not authorized, 0x90 topic name invalid, 0x95 packet too large, 0x99 payload format
- * invalid). Others (0x97 quota exceeded, 0x89 server busy, 0x80 unspecified...) fail the batch,
- * which is tried again.
- */
-const REFUSING_CODES: ReadonlySet<number> = new Set([0x87, 0x90, 0x95, 0x99]);
 
 /**
  * Publishes each message to an external broker. A delivery is acked after the broker's PUBACK
@@ -123,7 +114,8 @@ const REFUSING_CODES: ReadonlySet<number> = new Set([0x87, 0x90, 0x95, 0x99]);
  * buffer sends it again on a fresh connection. Under MQTT 5 the message's headers travel as
  * user properties, with its id as `ferry-id`. A message without a topic it may be published to
  * (a field without a value, a value that would leave its topic level, an invalid topic, one
- * outside `allowedTopics`) is refused alone, for good, and the rest of its batch is published.
+ * outside `allowedTopics`) is refused alone, for good, and the rest of its batch is published,
+ * and so is one the broker closes the connection for each time it is sent alone (CloseSuspects).
  */
 export const mqttClientSink: SinkComponent<ReturnType<typeof schema>> = {
   kind: 'mqttClient',
@@ -136,6 +128,7 @@ export const mqttClientSink: SinkComponent<ReturnType<typeof schema>> = {
     const component = `mqttClient sink of bridge '${ctx.bridge}'`;
     const broker = describeUrl(config.url);
     const renderTopic = sinkTopicRenderer(config, [], TOPIC_LIMITS, true, true);
+    const suspects = new CloseSuspects();
     return resourceSink(
       config,
       () => connect(config, component, broker, ctx.logger, ctx.configDir),
@@ -144,12 +137,12 @@ export const mqttClientSink: SinkComponent<ReturnType<typeof schema>> = {
       },
       async (connection, batch) => {
         const rejected = new Map<Delivery, FerryError>();
-        const refuse = (delivery: Delivery, reason: 'topic' | 'too_large' | 'broker_refused', message: string, cause?: unknown) => {
+        const refuse = (delivery: Delivery, reason: 'topic' | 'too_large' | 'broker_refused' | 'broker_closed', message: string, cause?: unknown) => {
           rejected.set(delivery, wrapError('MESSAGE_INVALID', `${component}: ${message}`, cause, { component, bridge: ctx.bridge, retryable: false }));
           ctx.counters.count('mqtt.client.messages.rejected', { bridge: ctx.bridge, reason });
         };
-        const publishable: Delivery[] = [];
-        const topics: string[] = [];
+        let publishable: Delivery[] = [];
+        let topics: string[] = [];
         for (const delivery of batch) {
           let topic: string;
           try {
@@ -174,13 +167,38 @@ export const mqttClientSink: SinkComponent<ReturnType<typeof schema>> = {
           topics.push(topic);
           publishable.push(delivery);
         }
-        if (publishable.length === 0) return { rejected };
+        // At QoS 0 nothing is acknowledged, so nothing tells which message a close was for.
+        const judged = connection.qos > 0 ? suspects : undefined;
+        /** Refused as a message the broker closes the connection for; forgotten once the write returns (a failed one is tried again). */
+        const condemned: string[] = [];
+        const closedFor = (delivery: Delivery) => {
+          condemned.push(delivery.envelope.id);
+          refuse(
+            delivery,
+            'broker_closed',
+            `${broker} closed the connection each time message ${delivery.envelope.id} was sent alone (${CLOSES_TO_REFUSE} times or more) and took other messages meanwhile: it does not take this one (over its packet size limit, or a topic or payload it refuses)`,
+          );
+        };
+        let setAside: Delivery | undefined;
+        if (judged !== undefined) {
+          const { refuse: refused, setAside: held } = judged.triage(publishable.map((d) => d.envelope.id));
+          for (const i of refused) closedFor(publishable[i] as Delivery);
+          if (held !== undefined) setAside = publishable[held];
+          const kept = (_: unknown, i: number) => i !== held && !refused.includes(i);
+          topics = topics.filter(kept);
+          publishable = publishable.filter(kept);
+        }
+        const settled = () => {
+          for (const id of condemned) suspects.forget(id);
+          return { rejected };
+        };
+        if (publishable.length === 0) return settled();
         const { client } = connection;
         if (!client.connected) throw new FerryError('UPSTREAM_UNAVAILABLE', `${component}: not connected to ${broker}`, { component, bridge: ctx.bridge, retryable: true });
         const limit = Math.min(config.maxInFlight, connection.receiveMaximum ?? Infinity);
         let refusals: Map<number, number>;
         try {
-          refusals = await publishAll(connection, publishable, topics, limit, (delivery) => ({ ...publishOptions(config, delivery), qos: connection.qos }));
+          refusals = await publishAll(connection, publishable, topics, limit, (delivery) => ({ ...publishOptions(config, delivery), qos: connection.qos }), judged);
         } catch (error) {
           if (isFerryError(error)) throw error;
           throw wrapError('SINK_WRITE_FAILED', `${component}: publish to ${broker} failed`, error, { component, bridge: ctx.bridge, retryable: true });
@@ -189,7 +207,18 @@ export const mqttClientSink: SinkComponent<ReturnType<typeof schema>> = {
           const delivery = publishable[i] as Delivery;
           refuse(delivery, 'broker_refused', `${broker} refused message ${delivery.envelope.id} on '${topics[i]}' with ${describeReasonCode(code)}`);
         }
-        return { rejected };
+        // Held back until the broker took another message: it now has, or the batch is tried again.
+        if (setAside !== undefined) {
+          if (!suspects.isProven(setAside.envelope.id)) {
+            throw new FerryError('SINK_WRITE_FAILED', `${component}: cannot tell yet whether ${broker} refuses message ${setAside.envelope.id}; trying again`, {
+              component,
+              bridge: ctx.bridge,
+              retryable: true,
+            });
+          }
+          closedFor(setAside);
+        }
+        return settled();
       },
       ctx.tracing,
     );
@@ -199,6 +228,7 @@ export const mqttClientSink: SinkComponent<ReturnType<typeof schema>> = {
 async function connect(config: MqttClientSinkConfig, component: string, broker: string, logger: Logger, configDir: string | undefined): Promise<Connection> {
   const mqtt = await loadMqtt();
   const client = mqtt.connect(config.url, { ...clientOptions(config, component, configDir), clean: true });
+  const pings = countPings(client);
   const disconnect: { reasonCode?: number | undefined } = {};
   client.on('error', (error) => logger.warn({ err: error, broker }, `${component}: ${describeError(error)}`));
   client.on('disconnect', (packet) => {
@@ -229,7 +259,7 @@ async function connect(config: MqttClientSinkConfig, component: string, broker: 
   const qos = maximumQoS !== undefined && maximumQoS < config.qos ? (maximumQoS as 0 | 1) : config.qos;
   if (qos !== config.qos) logger.warn({ broker, qos, configured: config.qos }, `${component}: ${broker} takes QoS ${qos} at most (its Maximum QoS): publishing at QoS ${qos}`);
   logger.info({ broker, clientId: config.clientId }, `${component}: connected`);
-  return { client, receiveMaximum, maximumPacketSize, qos, disconnect };
+  return { client, receiveMaximum, maximumPacketSize, qos, disconnect, pings };
 }
 
 /** How many bytes the length of a packet part takes (MQTT's variable byte integer). */
@@ -257,61 +287,4 @@ function publishOptions(config: MqttClientSinkConfig, delivery: Delivery): IClie
     if (config.messageExpiryIntervalSec !== undefined) options.properties.messageExpiryInterval = config.messageExpiryIntervalSec;
   }
   return options;
-}
-
-/**
- * Publishes a batch with at most `limit` unacknowledged at once; resolves with the messages the
- * broker refused alone (MQTT 5 reason codes in REFUSING_CODES), by index. Rejects on any other
- * failed publish, or when the connection closes before every acknowledgement arrived (mqtt.js
- * would keep those publishes for a reconnect that this sink never makes: it opens a new client).
- */
-function publishAll(
-  { client, disconnect }: Connection,
-  batch: readonly Delivery[],
-  topics: readonly string[],
-  limit: number,
-  options: (delivery: Delivery) => IClientPublishOptions,
-): Promise<Map<number, number>> {
-  return new Promise((resolve, reject) => {
-    const refused = new Map<number, number>();
-    let next = 0;
-    let inFlight = 0;
-    let done = false;
-    const finish = (error?: Error) => {
-      if (done) return;
-      done = true;
-      client.off('close', onClose);
-      if (error === undefined) resolve(refused);
-      else reject(error);
-    };
-    const onClose = () => {
-      const code = disconnect.reasonCode;
-      // Under MQTT 3.1.1 a broker refuses a message by closing the connection: nothing says which one.
-      const why = code === undefined ? '' : `: the broker disconnected with ${describeReasonCode(code)}`;
-      finish(new Error(`connection closed before the broker acknowledged every message${why}`));
-    };
-    client.on('close', onClose);
-    const pump = () => {
-      if (done) return;
-      if (next === batch.length && inFlight === 0) {
-        finish();
-        return;
-      }
-      while (inFlight < limit && next < batch.length) {
-        const i = next++;
-        inFlight += 1;
-        const { payload } = (batch[i] as Delivery).envelope;
-        client.publish(topics[i] as string, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), options(batch[i] as Delivery), (error) => {
-          inFlight -= 1;
-          const code = (error as { code?: unknown } | undefined)?.code;
-          if (error !== undefined && error !== null && !(typeof code === 'number' && REFUSING_CODES.has(code))) finish(error);
-          else {
-            if (typeof code === 'number') refused.set(i, code);
-            pump();
-          }
-        });
-      }
-    };
-    pump();
-  });
 }

@@ -9,9 +9,10 @@ import { describeError } from '../core/errors.ts';
 import { invalidFilterReason } from '../core/topic.ts';
 import { watchBroker } from './broker-watch.ts';
 import { clientOptions, connectionFields, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
-import { ClientSubscriptions } from './client-subscriptions.ts';
+import { ClientSubscriptions, warnOfCleanSharedSession } from './client-subscriptions.ts';
 import { LossWatch, lossWatchSchema } from './loss-watch.ts';
 import { type PendingPuback, type PubackStream, PubackWindow } from './puback-window.ts';
+import { ReadPause } from './client-read-pause.ts';
 import { userPropertyHeaders } from './user-properties.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
@@ -170,17 +171,6 @@ export const mqttClientSource: SourceComponent<ReturnType<typeof schema>> = {
   },
 };
 
-/** A shared subscription on a session that ends with the connection loses messages when the gateway dies: said once at start. */
-function warnOfCleanSharedSession(config: MqttClientSourceConfig, ctx: ComponentContext): void {
-  const shared = config.topics.filter((filter) => filter.startsWith('$share/'));
-  const ends = config.cleanSession || (config.protocolVersion === 5 && config.sessionExpiryIntervalSec === 0);
-  if (shared.length === 0 || !ends) return;
-  ctx.logger.warn(
-    { bridge: ctx.bridge, topics: shared },
-    `mqttClient source of bridge '${ctx.bridge}': a shared subscription on a session that ends with the connection: if this gateway dies, the broker drops the messages it had sent or queued for it (Mosquitto 2 does not pass them to another member of the group). Keep a persistent session (cleanSession: false), restart the gateway promptly, and size the broker's queue limits for the time it may be down`,
-  );
-}
-
 function sourceOptions(config: MqttClientSourceConfig, ctx: ComponentContext) {
   const options = clientOptions(config, `mqttClient source of bridge '${ctx.bridge}'`, ctx.configDir);
   options.clean = config.cleanSession;
@@ -241,6 +231,7 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
   const labels = { bridge: ctx.bridge };
   const broker = describeUrl(config.url);
   const window = new PubackWindow();
+  const pause = new ReadPause(client);
   const watch = new LossWatch({
     config: config.lossWatch,
     clientId: config.clientId,
@@ -326,24 +317,26 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
     // MQTT 5: the broker sends no further QoS 1 or 2 message before a PUBACK (Receive Maximum),
     // so Ferry reads on, and mqtt.js sees the PINGRESPs: a client that stopped reading misses
     // them and its keepalive ends the connection (mqtt.js at 1.5 keepalives). A broker past
-    // Receive Maximum, or one of MQTT 3.1.1 (whose window Ferry does not know), is not read.
+    // Receive Maximum, or one of MQTT 3.1.1 (whose window Ferry does not know), is not read;
+    // the ReadPause keeps the keepalive from ending the connection meanwhile.
     if (config.protocolVersion === 5 && window.pending <= config.maxInFlight) callback(ACKED_BY_FERRY);
-    else held = () => callback(ACKED_BY_FERRY);
+    else held = pause.hold(() => callback(ACKED_BY_FERRY));
   };
 
   if (config.protocolVersion === 5) {
     // QoS 2 (MQTT 5 only): the PUBREC waits for the commit. mqtt.js reads on only after it,
-    // so QoS 2 messages are taken one at a time.
+    // so QoS 2 messages are taken one at a time (a ReadPause: the keepalive waits for it too).
     client.options.customHandleAcks = (_topic, _message, packet, done) => {
       if (packet.qos !== 2) {
         done(0);
         return;
       }
       const stream = client.stream;
+      const pubrec = pause.hold(() => done(0));
       emit(
         createDelivery(envelope(packet), {
           onAck: () => {
-            if (client.stream === stream && !stream.destroyed) done(0);
+            if (client.stream === stream && !stream.destroyed) pubrec();
           },
           // Its connection closed before the PUBREC: the broker delivers it again (see Qos1Settlement).
           isAbandoned: () => client.stream !== stream || stream.destroyed,
@@ -375,6 +368,7 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
 
   client.on('close', () => {
     window.closed(client.stream as unknown as PubackStream);
+    pause.closed();
     full = false;
     held = undefined;
     watch.paused(false);

@@ -93,3 +93,14 @@ export class ClientSubscriptions {
     }
   }
 }
+
+/** A shared subscription on a session that ends with the connection loses messages when the gateway dies: said once at start. */
+export function warnOfCleanSharedSession(config: SubscriptionConfig, ctx: ComponentContext): void {
+  const shared = config.topics.filter((filter) => filter.startsWith('$share/'));
+  const ends = config.cleanSession || (config.protocolVersion === 5 && config.sessionExpiryIntervalSec === 0);
+  if (shared.length === 0 || !ends) return;
+  ctx.logger.warn(
+    { bridge: ctx.bridge, topics: shared },
+    `mqttClient source of bridge '${ctx.bridge}': a shared subscription on a session that ends with the connection: if this gateway dies, the broker drops the messages it had sent or queued for it (Mosquitto 2 does not pass them to another member of the group). Keep a persistent session (cleanSession: false), restart the gateway promptly, and size the broker's queue limits for the time it may be down`,
+  );
+}

@@ -229,8 +229,8 @@ export const mqttMetrics = [
       bridge: BRIDGE,
       reason: {
         meaning:
-          "why: `topic` (no topic could be rendered, a field value would leave its topic level, or the topic is invalid or outside `allowedTopics`), `too_large` (a PUBLISH over the broker's Maximum Packet Size), `broker_refused` (an MQTT 5 PUBACK refusing it: not authorized, topic name invalid, packet too large, payload format invalid)",
-        values: ['topic', 'too_large', 'broker_refused'],
+          "why: `topic` (no topic could be rendered, a field value would leave its topic level, or the topic is invalid or outside `allowedTopics`), `too_large` (a PUBLISH over the broker's Maximum Packet Size), `broker_refused` (an MQTT 5 PUBACK refusing it: not authorized, topic name invalid, packet too large, payload format invalid), `broker_closed` (the broker closed the connection each time it was sent alone, and took other messages: MQTT 3.1.1's only refusal)",
+        values: ['topic', 'too_large', 'broker_refused', 'broker_closed'],
       },
     },
     help: 'Messages an `mqttClient` sink refused for good, moved to the dead letters; the rest of their batch is published.',

@@ -1,0 +1,119 @@
+// While the mqttClient source has stopped reading its socket (the window of unstored QoS 1
+// messages full under MQTT 3.1.1, or a QoS 2 message waiting for its commit), the connection
+// stays up: it used to miss the broker's PINGRESPs and reconnect every 1.5 keepalives, and the
+// broker delivered what Ferry held again each time.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connectAsync } from 'mqtt';
+import pino from 'pino';
+import type { Delivery } from '../../src/core/delivery.ts';
+import { mqttClientSource } from '../../src/mqtt/client-source.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { eventually } from '../harness/eventually.ts';
+import { type PrivateMosquitto, startPrivateMosquitto } from '../harness/private-mosquitto.ts';
+import { randomName } from '../harness/services.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const tempDir = tempDirs('ferry-mqtt-client-paused-');
+
+interface Held {
+  readonly mosquitto: PrivateMosquitto;
+  readonly clientId: string;
+  readonly counters: CounterRegistry;
+  /** Every delivery the source emitted, in order; none acked until the test does. */
+  readonly deliveries: Delivery[];
+  stop(): Promise<void>;
+}
+
+/**
+ * A source with a 1 s keepalive on a private Mosquitto, fed `messages` messages and acking none of
+ * them: its window (maxInFlight 5) fills under QoS 1, and the first message blocks the read under
+ * QoS 2.
+ */
+async function holdingSource(protocolVersion: 4 | 5, qos: 1 | 2, messages: number): Promise<Held> {
+  const mosquitto = await startPrivateMosquitto(tempDir());
+  const counters = new CounterRegistry();
+  const topic = randomName('ext/paused/');
+  const clientId = randomName('ferry-src-');
+  const config = mqttClientSource.schema.parse({
+    url: mosquitto.url,
+    clientId,
+    topics: [topic],
+    qos,
+    protocolVersion,
+    maxInFlight: 5,
+    keepaliveSec: 1,
+    reconnectMinMs: 50,
+    reconnectMaxMs: 100,
+  });
+  const deliveries: Delivery[] = [];
+  const subscription = mqttClientSource.create(config, { logger: pino({ level: 'silent' }), counters, dataDir: tempDir(), bridge: 'test' }).subscribe((d) => deliveries.push(d));
+  await eventually(() => assert.match(mosquitto.log(), new RegExp(`Received SUBSCRIBE from ${clientId}`)));
+  const publisher = await connectAsync(mosquitto.url, { clientId: randomName('pub-'), reconnectPeriod: 0 });
+  for (let i = 0; i < messages; i++) await publisher.publishAsync(topic, `m${i}`, { qos });
+  await publisher.endAsync();
+  return {
+    mosquitto,
+    clientId,
+    counters,
+    deliveries,
+    stop: async () => {
+      subscription.unsubscribe();
+      await mosquitto.stop('SIGKILL');
+    },
+  };
+}
+
+const payloads = (deliveries: readonly Delivery[]) => deliveries.map((d) => Buffer.from(d.envelope.payload).toString());
+
+// QoS 2 with no more messages than Receive Maximum: past it, Mosquitto 2.0 sends more QoS 2
+// messages than the Receive Maximum allows once a backlog drains, which mqtt.js takes for a
+// protocol error and disconnects for.
+for (const [protocolVersion, qos, messages, pausedBy] of [
+  [4, 1, 30, 'a full window under MQTT 3.1.1'],
+  [5, 2, 5, 'a QoS 2 message waiting for its commit'],
+] as const) {
+  test(`${pausedBy}: the connection stays up for many keepalives, and every message arrives once when the buffer takes them`, { timeout: 60_000 }, async () => {
+    const held = await holdingSource(protocolVersion, qos, messages);
+    try {
+      const window = qos === 1 ? 5 : 1;
+      await eventually(() => assert.equal(held.deliveries.length, window));
+      // Five keepalives: mqtt.js would have ended the connection after 1.5.
+      await sleep(5_000);
+      assert.equal(held.counters.get('mqtt.client.disconnected{bridge=test}'), 0, 'the source reconnected while paused');
+      assert.deepEqual(payloads(held.deliveries), payloads(held.deliveries.slice(0, window)));
+      // The broker kept hearing from the client while it was paused.
+      const pings = held.mosquitto
+        .log()
+        .split('\n')
+        .filter((line) => line.includes(`Received PINGREQ from ${held.clientId}`)).length;
+      assert.ok(pings >= 3, `${pings} PINGREQs while paused`);
+      // The buffer catches up: everything arrives, once, in order, on the same connection.
+      for (let acked = 0; acked < messages; ) {
+        await eventually(() => assert.ok(held.deliveries.length > acked));
+        for (const delivery of held.deliveries.slice(acked)) delivery.ack();
+        acked = held.deliveries.length;
+      }
+      assert.deepEqual(
+        payloads(held.deliveries),
+        Array.from({ length: messages }, (_, i) => `m${i}`),
+      );
+      assert.equal(held.counters.get('mqtt.client.connected{bridge=test}'), 1);
+    } finally {
+      await held.stop();
+    }
+  });
+}
+
+test('a paused source still notices a broker that went away, and reconnects', { timeout: 60_000 }, async () => {
+  const held = await holdingSource(4, 1, 30);
+  try {
+    await eventually(() => assert.equal(held.deliveries.length, 5));
+    await held.mosquitto.stop('SIGKILL');
+    // The next PINGREQs go to a closed socket: the write fails and the connection ends.
+    await eventually(() => assert.ok(held.counters.get('mqtt.client.disconnected{bridge=test}') >= 1), { timeoutMs: 10_000 });
+  } finally {
+    await held.stop();
+  }
+});
