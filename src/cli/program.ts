@@ -27,7 +27,7 @@ export function createProgram(): Command {
     .option('--log-level <level>', 'log level (overrides log.level): fatal, error, warn, info, debug, trace')
     .addHelpText(
       'after',
-      '\nSIGINT or SIGTERM drains in-flight messages and exits 0; a second signal exits at once. SIGHUP reloads the config (see `ferry reload`).\nExits 1 when it cannot start; 75 after draining when only a new start can trust its storage (the buffer found corrupt after the start, by the check, an append, a read or the upkeep, or a failed sync of the WAL of the buffer or of the history, or broker.db found corrupt): run it under a service manager that restarts it (systemd Restart=on-failure).\nExample:\n  ferry run --config config/gateway.yaml --mqtt-port 11883',
+      '\nSIGINT or SIGTERM drains in-flight messages and exits 0; a second signal exits at once. SIGHUP reloads the config (see `ferry reload`).\nExits 1 when it cannot start (another `ferry run` on the same data directory, a port taken); 75 after draining when only a new start can trust its storage (the buffer found corrupt after the start, by the check, an append, a read or the upkeep, or a failed sync of the WAL of the buffer or of the history, or broker.db found corrupt): run it under a service manager that restarts it (systemd Restart=on-failure).\nExample:\n  ferry run --config config/gateway.yaml --mqtt-port 11883',
     )
     .action(async (options) => (await import('./run.ts')).runCommand(options));
 
@@ -185,7 +185,7 @@ export function createProgram(): Command {
     .addOption(configOption())
     .addOption(dataDirOption())
     .option('--yes', 'delete; without it, says what would be deleted and exits 1')
-    .option('--force', 'delete even when the session is recorded as connected (only with the gateway stopped)')
+    .option('--force', 'delete even when the session is recorded as connected (only with the gateway stopped: refused while one runs on the data directory)')
     .option('--json', 'print what was deleted as one JSON object')
     .action(async (clientId: string, options) => (await import('./state/sessions.ts')).purgeSessionCommand(clientId, options));
 

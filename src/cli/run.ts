@@ -6,6 +6,7 @@ import { createLogger } from '../observability/logger.ts';
 import { LogBridge } from '../observability/log-bridge.ts';
 import { Gateway } from '../runtime/gateway.ts';
 import { componentKinds } from '../runtime/registry.ts';
+import { DataDirLock, lockPath } from './data-dir-lock.ts';
 import { loadForCommand } from './load.ts';
 import { VERSION } from './version.ts';
 import { collectStartupGarbage } from '../runtime/startup-garbage.ts';
@@ -63,6 +64,11 @@ export async function runCommand(options: RunOptions): Promise<void> {
     return;
   }
   const config = withOverrides(loaded, options);
+  const lock = lockDataDir(config.dataDirPath);
+  if (lock === undefined) {
+    process.exitCode = 1;
+    return;
+  }
   const logBridge = config.telemetryExport === undefined ? undefined : new LogBridge();
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, name: config.gateway.name, ...(logBridge === undefined ? {} : { bridge: logBridge }) });
   let stopping = false;
@@ -70,6 +76,7 @@ export async function runCommand(options: RunOptions): Promise<void> {
     stopping = true;
     gateway.stop().then(
       () => {
+        lock.release();
         logger.flush();
         process.exit(exitCode);
       },
@@ -110,6 +117,7 @@ export async function runCommand(options: RunOptions): Promise<void> {
     logger.fatal({ err: error }, message);
     process.stderr.write(`ferry: ${message}\n`);
     logger.flush();
+    lock.release();
     process.exitCode = 1;
     return;
   }
@@ -125,6 +133,23 @@ export async function runCommand(options: RunOptions): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+}
+
+/** The data directory's lock (see DataDirLock), or undefined with the reason on stderr. */
+function lockDataDir(dataDir: string): DataDirLock | undefined {
+  let lock: DataDirLock | undefined;
+  try {
+    lock = DataDirLock.acquire(dataDir);
+  } catch (error) {
+    process.stderr.write(`ferry: cannot start: data directory ${dataDir}: ${describeError(error)} (choose it with --data-dir or gateway.dataDir)\n`);
+    return undefined;
+  }
+  if (lock === undefined) {
+    process.stderr.write(
+      `ferry: the data directory ${dataDir} is in use by another \`ferry run\` (it holds ${lockPath(dataDir)}): stop that gateway first, or give this one a directory of its own with --data-dir (or gateway.dataDir)\n`,
+    );
+  }
+  return lock;
 }
 
 export function withOverrides(config: GatewayConfig, options: RunOptions): GatewayConfig {

@@ -12,7 +12,7 @@ import { type DataDirOptions, resolveDataDir } from '../load.ts';
  * write lock only for its one transaction (committed with synchronous=FULL). Every failure is
  * printed as one line and sets exit code 1.
  */
-export async function withBrokerState(options: DataDirOptions, access: Access, use: (state: BrokerStateFile) => void | Promise<void>): Promise<void> {
+export async function withBrokerState(options: DataDirOptions, access: Access, use: (state: BrokerStateFile, dataDir: string) => void | Promise<void>): Promise<void> {
   const dataDir = resolveDataDir(options);
   if (dataDir === undefined) {
     process.exitCode = 1;
@@ -26,7 +26,7 @@ export async function withBrokerState(options: DataDirOptions, access: Access, u
   let db: ReturnType<typeof openSqlite> | undefined;
   try {
     db = openSqlite(path, access === 'read' ? { readonly: true } : { synchronous: 'full' });
-    await use(new BrokerStateFile(db));
+    await use(new BrokerStateFile(db), dataDir);
   } catch (error) {
     fail(error instanceof StateFileError ? error.message : `${path}: ${describeError(error)}`);
   } finally {

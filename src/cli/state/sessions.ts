@@ -1,5 +1,6 @@
 import type { SessionDetail, SessionSummary } from '../../mqtt/persistence/state-file.ts';
 import { formatBytes, formatTable } from '../buffer/format.ts';
+import { DataDirLock, lockPath } from '../data-dir-lock.ts';
 import { fail } from '../buffer/open.ts';
 import type { DataDirOptions } from '../load.ts';
 import { jsonLine, lineText } from '../payload.ts';
@@ -51,7 +52,14 @@ export function purgeSessionCommand(clientId: string, options: PurgeSessionOptio
       fail(`would delete the session of '${lineText(clientId)}': ${s.subscriptions} subscription(s), ${s.queuedMessages} queued message(s); run again with --yes to delete it`);
     });
   }
-  return withBrokerState(options, 'write', (state) => {
+  return withBrokerState(options, 'write', (state, dataDir) => {
+    // The running broker holds a connected client's session in its memory too.
+    if (options.force === true && DataDirLock.isHeld(dataDir)) {
+      fail(
+        `a gateway is running on ${dataDir} (it holds ${lockPath(dataDir)}): --force is only for a gateway that stopped without recording the disconnect; disconnect the client instead`,
+      );
+      return;
+    }
     const s = state.purgeSession(clientId, options.force === true);
     if (options.json === true) process.stdout.write(`${jsonLine({ purged: toJson(s) })}\n`);
     else

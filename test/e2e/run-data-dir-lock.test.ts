@@ -1,0 +1,97 @@
+// One gateway a data directory. A second `ferry run` on the directory of a running one started:
+// it took the first one's connected sessions for what a crash leaves and recorded them offline in
+// broker.db, after which `ferry sessions purge` (without --force) deleted a session under its
+// connected device; both gateways delivered the same buffer. Now the second one is refused, the
+// first's state is untouched, and a gateway killed with SIGKILL leaves no stale lock behind.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import type { MqttClient } from 'mqtt';
+import { FERRY_BIN, REPO_ROOT, ferry, startFerry, type RunningFerry } from '../harness/ferry-process.ts';
+import { writeGatewayTree } from '../harness/gateway-tree.ts';
+import { connectRecording } from '../harness/recording-client.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const tempDir = tempDirs('ferry-run-lock-');
+const clients: MqttClient[] = [];
+const gateways: RunningFerry[] = [];
+after(() => {
+  for (const c of clients) c.end(true);
+  for (const gw of gateways) gw.child.kill('SIGKILL');
+});
+
+/** `ferry run` expected to refuse: its exit code and stderr, or a failure when it is still running after 20 s. */
+async function runRefused(args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [FERRY_BIN, 'run', '--mqtt-port', '0', '--admin-port', '0', ...args], {
+    cwd: REPO_ROOT,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const kill = () => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(-child.pid, 'SIGKILL');
+  };
+  process.once('exit', kill);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const timer = setTimeout(kill, 20_000);
+  try {
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.ok(!stdout.includes('accepting MQTT connections'), `a second gateway started on the same data directory:\n${stdout.slice(0, 2000)}`);
+    return { code, stderr };
+  } finally {
+    clearTimeout(timer);
+    process.off('exit', kill);
+  }
+}
+
+async function sessionState(dataDir: string, clientId: string): Promise<unknown> {
+  const shown = await ferry(['sessions', 'show', clientId, '--json', '--data-dir', dataDir]);
+  assert.equal(shown.code, 0, shown.stderr);
+  return (JSON.parse(shown.stdout) as { connected: boolean }).connected;
+}
+
+test('a second ferry run on the data directory of a running one exits 1 naming --data-dir, and leaves the first one its sessions', { timeout: 120_000 }, async () => {
+  const root = tempDir();
+  const dataDir = join(root, 'data');
+  const config = writeGatewayTree(root, '{allowAnonymous: true}', {});
+  const first = await startFerry(['--config', config, '--data-dir', dataDir]);
+  gateways.push(first);
+  await (await connectRecording(first.mqttUrl, { clientId: 'dev-1', clean: false }, clients)).client.subscribeAsync('cmd/1/#', { qos: 1 });
+  assert.equal(await sessionState(dataDir, 'dev-1'), true);
+
+  const second = await runRefused(['--config', config, '--data-dir', dataDir]);
+  assert.equal(second.code, 1);
+  const lines = second.stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, second.stderr);
+  assert.match(lines[0] as string, /^ferry: the data directory .* is in use by another `ferry run` .*--data-dir/);
+
+  assert.equal(await sessionState(dataDir, 'dev-1'), true, "the refused gateway recorded the first one's connected session as offline");
+  const purge = await ferry(['sessions', 'purge', 'dev-1', '--yes', '--data-dir', dataDir]);
+  assert.equal(purge.code, 1, 'a connected session was purged');
+  // --force is for a gateway that stopped without recording the disconnect, not for a running one.
+  const forced = await ferry(['sessions', 'purge', 'dev-1', '--yes', '--force', '--data-dir', dataDir]);
+  assert.equal(forced.code, 1, forced.stdout);
+  assert.match(forced.stderr, /a gateway is running on .*--force is only for a gateway that stopped/);
+  assert.equal(await sessionState(dataDir, 'dev-1'), true);
+
+  // Killed at once, the first leaves no lock behind: the kernel lets go of it with the process.
+  first.child.kill('SIGKILL');
+  await first.exited;
+  const next = await startFerry(['--config', config, '--data-dir', dataDir]);
+  gateways.push(next);
+  next.child.kill('SIGTERM');
+  assert.equal(await next.exited, 0);
+});
+
+test('a data directory that cannot be made: one line naming --data-dir, exit 1', { timeout: 60_000 }, async () => {
+  const root = tempDir();
+  const config = writeGatewayTree(root, '{allowAnonymous: true}', {});
+  const notADirectory = join(root, 'gateway.yaml');
+  const result = await runRefused(['--config', config, '--data-dir', notADirectory]);
+  assert.equal(result.code, 1);
+  assert.match(result.stderr, /^ferry: cannot start: data directory \S+: EEXIST: .*--data-dir or gateway\.dataDir\)\n$/);
+});
