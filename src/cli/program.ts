@@ -1,4 +1,4 @@
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { VERSION } from './version.ts';
 
 /**
@@ -246,14 +246,16 @@ export function createProgram(): Command {
   return program;
 }
 
+// Commander reports an InvalidArgumentError as a usage error naming the option; any other error
+// escaped as a stack trace.
 function parsePort(value: string): number {
   const port = Number(value);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`not a port number: ${value}`);
+  if (value.trim() === '' || !Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError('expected a port number, 0 to 65535 (0: any free port).');
   return port;
 }
 
 function parseCount(value: string): number {
   const count = Number(value);
-  if (!Number.isInteger(count) || count < 1) throw new Error(`not a positive whole number: ${value}`);
+  if (!Number.isInteger(count) || count < 1) throw new InvalidArgumentError('expected a whole number of at least 1.');
   return count;
 }

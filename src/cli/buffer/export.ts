@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, renameSync, rmSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { DeadLetter, StoredMessage } from '../../buffer/store.ts';
 import { describeError } from '../../core/errors.ts';
@@ -38,27 +38,46 @@ export async function exportCommand(options: ExportOptions): Promise<void> {
     const progress = (count: number) => {
       if (tty) process.stderr.write(`\rexported ${count} ${what(count)}...`);
     };
-    const out = options.output === undefined ? process.stdout : await openOutput(options.output);
-    let count: number | undefined;
-    try {
-      count = await writeLines(out, options.output ?? 'standard output', lines, progress);
-    } finally {
-      if (out !== process.stdout) out.destroy();
-    }
+    const count = options.output === undefined ? await writeLines(process.stdout, 'standard output', lines, progress) : await writeFile(options.output, lines, progress);
     if (count === undefined) return;
     const where = options.output === undefined ? '' : ` to ${options.output}`;
     process.stderr.write(`${tty ? '\r\u001b[K' : ''}exported ${count} ${what(count)}${bridge === undefined ? '' : ` of bridge '${bridge}'`}${where}\n`);
   });
 }
 
-async function openOutput(file: string): Promise<Writable> {
-  const stream = createWriteStream(file);
+/**
+ * Writes the lines to `<file>.partial` and renames it to `file` once complete: an export that
+ * fails, or that Ctrl-C stops, leaves no file that looks like a whole export (its lines are
+ * whole) and does not destroy an earlier one of that name. The partial file is removed then.
+ */
+async function writeFile(file: string, lines: Iterable<string>, progress: (count: number) => void): Promise<number | undefined> {
+  const partial = `${file}.partial`;
+  const out = createWriteStream(partial);
   try {
-    await once(stream, 'open');
+    await once(out, 'open');
   } catch (error) {
     throw new CommandError(`cannot write ${file}: ${describeError(error)}`);
   }
-  return stream;
+  const interrupted = (signal: NodeJS.Signals) => {
+    out.destroy();
+    rmSync(partial, { force: true });
+    process.stderr.write(`${process.stderr.isTTY ? '\r\u001b[K' : ''}ferry: export stopped by ${signal}; ${file} was not written\n`);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  try {
+    const count = await writeLines(out, file, lines, progress);
+    renameSync(partial, file);
+    return count;
+  } catch (error) {
+    rmSync(partial, { force: true });
+    throw error;
+  } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+    out.destroy();
+  }
 }
 
 function* mapRows<T>(rows: Iterable<T>, toLine: (row: T) => string): Generator<string> {
