@@ -8,6 +8,7 @@ import { FerryError, describeError, isFerryError, wrapError } from '../core/erro
 import { TemplateError, describeField, refineTemplate } from '../core/template.ts';
 import { clientOptions, connectionFields, describeReasonCode, describeUrl, loadMqtt, tlsFiles } from './client-connection.ts';
 import { type PublishConnection, countPings, publishAll } from './client-publish.ts';
+import { sentProperties } from './user-properties.ts';
 import { CLOSES_TO_REFUSE, CloseSuspects } from './client-suspects.ts';
 import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
@@ -129,6 +130,7 @@ export const mqttClientSink: SinkComponent<ReturnType<typeof schema>> = {
     const broker = describeUrl(config.url);
     const renderTopic = sinkTopicRenderer(config, [], TOPIC_LIMITS, true, true);
     const suspects = new CloseSuspects();
+    const headersDropped = (count: number) => ctx.counters.count('mqtt.client.headers_dropped', { bridge: ctx.bridge }, count);
     return resourceSink(
       config,
       () => connect(config, component, broker, ctx.logger, ctx.configDir),
@@ -198,7 +200,7 @@ export const mqttClientSink: SinkComponent<ReturnType<typeof schema>> = {
         const limit = Math.min(config.maxInFlight, connection.receiveMaximum ?? Infinity);
         let refusals: Map<number, number>;
         try {
-          refusals = await publishAll(connection, publishable, topics, limit, (delivery) => ({ ...publishOptions(config, delivery), qos: connection.qos }), judged);
+          refusals = await publishAll(connection, publishable, topics, limit, (delivery) => ({ ...publishOptions(config, delivery, headersDropped), qos: connection.qos }), judged);
         } catch (error) {
           if (isFerryError(error)) throw error;
           throw wrapError('SINK_WRITE_FAILED', `${component}: publish to ${broker} failed`, error, { component, bridge: ctx.bridge, retryable: true });
@@ -272,6 +274,8 @@ export function publishPacketSize(topic: string, payloadBytes: number, qos: 0 | 
   let length = 2 + Buffer.byteLength(topic) + (qos > 0 ? 2 : 0) + payloadBytes;
   if (properties !== undefined) {
     let props = properties.messageExpiryInterval === undefined ? 0 : 5;
+    if (properties.responseTopic !== undefined) props += 3 + Buffer.byteLength(properties.responseTopic);
+    if (properties.correlationData !== undefined) props += 3 + properties.correlationData.byteLength;
     for (const [name, value] of Object.entries(properties.userProperties ?? {})) {
       for (const one of Array.isArray(value) ? value : [value]) props += 5 + Buffer.byteLength(name) + Buffer.byteLength(String(one));
     }
@@ -280,10 +284,19 @@ export function publishPacketSize(topic: string, payloadBytes: number, qos: 0 | 
   return 1 + varintBytes(length) + length;
 }
 
-function publishOptions(config: MqttClientSinkConfig, delivery: Delivery): IClientPublishOptions {
+/**
+ * A message's PUBLISH options. Under MQTT 5 its headers go as properties (sentProperties: a
+ * header a broker could close the connection for is left out and given to `dropped`), and
+ * `response-topic` and `correlation-data` as the Response Topic and Correlation Data.
+ */
+function publishOptions(config: MqttClientSinkConfig, delivery: Delivery, dropped?: (count: number) => void): IClientPublishOptions {
   const options: IClientPublishOptions = { qos: config.qos, retain: config.retain };
   if (config.protocolVersion === 5) {
-    options.properties = { userProperties: { ...delivery.envelope.headers, 'ferry-id': delivery.envelope.id } };
+    const sent = sentProperties({ ...delivery.envelope.headers, 'ferry-id': delivery.envelope.id });
+    if (sent.dropped.length > 0) dropped?.(sent.dropped.length);
+    options.properties = { userProperties: sent.userProperties };
+    if (sent.responseTopic !== undefined) options.properties.responseTopic = sent.responseTopic;
+    if (sent.correlationData !== undefined) options.properties.correlationData = sent.correlationData;
     if (config.messageExpiryIntervalSec !== undefined) options.properties.messageExpiryInterval = config.messageExpiryIntervalSec;
   }
   return options;

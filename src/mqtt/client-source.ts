@@ -13,7 +13,7 @@ import { ClientSubscriptions, warnOfCleanSharedSession } from './client-subscrip
 import { LossWatch, lossWatchSchema } from './loss-watch.ts';
 import { type PendingPuback, type PubackStream, PubackWindow } from './puback-window.ts';
 import { ReadPause } from './client-read-pause.ts';
-import { userPropertyHeaders } from './user-properties.ts';
+import { propertyHeaders } from './publish-packet.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
@@ -271,7 +271,7 @@ function wire(client: MqttClient, config: MqttClientSourceConfig, ctx: Component
     createEnvelope({
       topic: packet.topic,
       payload: packet.payload,
-      headers: userPropertyHeaders(packet.properties?.userProperties),
+      headers: packet.properties === undefined ? undefined : propertyHeaders(packet.properties),
       origin: ORIGINS[packet.qos][packet.retain ? 1 : 0],
     });
   const settle: Qos1Intake = {

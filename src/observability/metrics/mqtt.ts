@@ -238,6 +238,13 @@ export const mqttMetrics = [
   {
     name: 'mqtt.client.qos0_not_stored',
     type: 'counter',
+  {
+    name: 'mqtt.client.headers_dropped',
+    type: 'counter',
+    unit: 'headers',
+    labels: { bridge: BRIDGE },
+    help: 'Headers an MQTT 5 `mqttClient` sink left out of the properties of a PUBLISH (the message is sent without them): a name or value with NUL, a control character or a non-character, which a broker may close the connection for (a Kafka header holding bytes), or a `response-topic` that is no topic name or a `correlation-data` that is not base64.',
+  },
     unit: 'messages',
     labels: { bridge: BRIDGE },
     help: 'QoS 0 messages from an external broker that the buffer did not take; QoS 0 has no redelivery, so they are lost.',
