@@ -31,6 +31,12 @@ export interface AedesInternals {
   readonly resumeHeldLimit?: number;
   /** Set by the patch: a message matching several of a client's subscriptions goes at the highest QoS granted among them. */
   readonly highestOverlappingQoS?: boolean;
+  /**
+   * Set by the patch: protocol errors end the connection with their reason code (a QoS 2 flood
+   * past the Receive Maximum, which the CONNACK advertises, with DISCONNECT 0x93), reported on
+   * 'clientError' or 'connectionError' with the error's `reasonCode` (protocol-refusals.ts).
+   */
+  readonly protocolErrorsAnswered?: boolean;
 }
 
 /** Why the patched aedes did not send a message to one client (its 'publishDiscarded' event). */
@@ -43,6 +49,10 @@ export interface ClientInternals {
   readonly subscriptions: Readonly<Record<string, { readonly qos: number } | undefined>>;
   /** True from CONNECT until the connect sequence (session restore included) finished. */
   readonly connecting: boolean;
+  /** A CONNACK was written, accepting or refusing the connection. */
+  readonly connackSent: boolean;
+  /** A CONNACK accepting the connection was written (its write's callback came; set before `connected`). */
+  readonly _connackAccepted: boolean;
   /**
    * Clean Start of the CONNECT, read after authentication to drop the saved session's queued
    * messages; with the CONNECT's own `clean` it makes a connection start a clean session.

@@ -3,6 +3,8 @@ import type { Aedes } from 'aedes';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { type DiscardReason, onPublishDiscarded } from './aedes-internals.ts';
+import { countProtocolRefusal } from './protocol-refusals.ts';
+import type { RefusalLog } from './refusal-log.ts';
 
 const DISCARD_REASONS: Readonly<Record<DiscardReason, string>> = {
   packetTooLarge: 'packet_too_large',
@@ -11,8 +13,11 @@ const DISCARD_REASONS: Readonly<Record<DiscardReason, string>> = {
   expired: 'expired',
 };
 
-/** Counts and logs (at debug) device connections opening, closing and failing. */
-export function watchConnections(aedes: Aedes, logger: Logger, counters: Counters): void {
+/**
+ * Counts and logs (at debug) device connections opening, closing and failing; a connection
+ * ended for a protocol error is counted as refused and logged through `refusals`.
+ */
+export function watchConnections(aedes: Aedes, logger: Logger, counters: Counters, refusals: RefusalLog): void {
   // aedes reports a drain timeout once per write that was waiting: count each client once.
   const slow = new WeakSet<object>();
   aedes.on('client', (client) => {
@@ -32,6 +37,7 @@ export function watchConnections(aedes: Aedes, logger: Logger, counters: Counter
       logger.warn({ clientId: client.id }, 'subscriber stopped reading: disconnected so it does not hold up delivery to others');
       return;
     }
+    if (countProtocolRefusal(counters, refusals, client, error, false)) return;
     counters.count('mqtt.connections.errors');
     logger.debug({ clientId: client.id, err: error }, 'device connection error');
   });
@@ -46,7 +52,8 @@ export function watchConnections(aedes: Aedes, logger: Logger, counters: Counter
     counters.count('mqtt.deliveries.discarded', { reason: DISCARD_REASONS[reason] });
     logger.debug({ clientId, topic, reason }, 'message not sent to a client');
   });
-  aedes.on('connectionError', (_client, error) => {
+  aedes.on('connectionError', (client, error) => {
+    if (countProtocolRefusal(counters, refusals, client, error, true)) return;
     counters.count('mqtt.connections.errors');
     logger.debug({ err: error }, 'connection error before CONNECT');
   });

@@ -8,6 +8,7 @@ import type { TopicLimits } from '../core/topic.ts';
 import type { DeviceAuthenticator, Refusal } from './auth.ts';
 import { type Connection, type Listener, type ListenerOptions, type TlsSettings, type WebSocketListenerOptions, listenerSpecs, openListeners } from './listeners.ts';
 import { guardConnection } from './packet-guard.ts';
+import { RECEIVE_MAXIMUM, packetTooLargeFarewell } from './protocol-refusals.ts';
 import { watchConnections } from './connection-events.ts';
 import { type Command, CommandTracker, type PublishedCommand } from './command-tracker.ts';
 import { aedesInternals } from './aedes-internals.ts';
@@ -178,6 +179,7 @@ export class EmbeddedBroker {
       // before aedes sees the packet; aedes' own check is a second line.
       maximumPacketSize: options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
       topicAliasMaximum: options.topicAliasMaximum ?? 0,
+      receiveMaximum: RECEIVE_MAXIMUM,
       sessionExpiryIntervalLimit: options.maxSessionExpirySeconds ?? 0,
       keepaliveLimit: options.maxKeepAliveSeconds ?? 0,
       ...(options.resumeHeldLimit === undefined ? {} : { resumeHeldLimit: options.resumeHeldLimit }),
@@ -221,7 +223,7 @@ export class EmbeddedBroker {
       throw error;
     }
     broker = new EmbeddedBroker(aedes, options, state, refusals, clientRefusals);
-    watchConnections(aedes, options.logger, options.counters);
+    watchConnections(aedes, options.logger, options.counters, clientRefusals.log);
     try {
       await state?.watch(aedes);
       options.beforeListen?.(broker);
@@ -299,14 +301,16 @@ export class EmbeddedBroker {
     const { stream, address: from } = connection;
     this.#admission.opened(connection);
     this.#connectArrivals.set(stream, connection.connectArrived);
+    let client: Client | undefined;
     const guarded = guardConnection(stream, {
       maxPacketBytes: this.#options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
       onRefuse: (reason, detail) => {
         this.#options.counters.count('mqtt.connections.refused', { reason });
         this.#clientRefusals.log.refused({ who: { address: from }, reason, message: 'MQTT packet refused; connection closed', detail: { detail } });
       },
+      farewell: (reason) => packetTooLargeFarewell(client, reason),
     });
-    this.#aedes.handle(guarded, connection.request);
+    client = this.#aedes.handle(guarded, connection.request);
   }
 
   #connectArrived(client: Client): void {

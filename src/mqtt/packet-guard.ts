@@ -1,6 +1,9 @@
 import type { Duplex } from 'node:stream';
 import { PacketScanner, type PacketRefusalReason } from './packet-scanner.ts';
 
+/** Longest a farewell may take before the socket is destroyed anyway. */
+const FAREWELL_TIMEOUT_MS = 5000;
+
 export interface PacketGuardOptions {
   /** Largest whole packet accepted (fixed header included), in bytes. */
   readonly maxPacketBytes: number;
@@ -9,6 +12,13 @@ export interface PacketGuardOptions {
    * still gets the whole packets that came before, nothing from the refused packet on.
    */
   onRefuse(reason: PacketRefusalReason, detail: string): void;
+  /**
+   * Asked once, after `onRefuse`, for a way to end the connection that tells the client why
+   * (an MQTT 5 DISCONNECT 0x95 after CONNACK): a function that does it, or undefined to have
+   * the socket closed at once. The function runs after the reader was given the whole packets
+   * before the refused one; nothing more is read from the socket meanwhile.
+   */
+  farewell?(reason: PacketRefusalReason): (() => void) | undefined;
 }
 
 /**
@@ -41,11 +51,21 @@ export function guardConnection(socket: Duplex, options: PacketGuardOptions): Du
     const verdict = bytes instanceof Uint8Array ? scanner.scan(bytes) : undefined;
     if (verdict === undefined) return push.call(socket, chunk, encoding);
     refused = true;
+    let farewell: (() => void) | undefined;
     try {
       options.onRefuse(verdict.reason, verdict.detail);
+      farewell = options.farewell?.(verdict.reason);
     } finally {
       const before = (bytes as Uint8Array).subarray(0, verdict.offset);
-      if (before.length === 0 && socket.readableLength === 0) {
+      if (farewell !== undefined) {
+        if (before.length > 0) push.call(socket, before);
+        // After the reader's 'readable' (a next tick): it parsed what came before.
+        setImmediate(farewell);
+        // A peer that does not read is not waited for long.
+        const deadline = setTimeout(() => socket.destroy(), FAREWELL_TIMEOUT_MS);
+        deadline.unref();
+        socket.once('close', () => clearTimeout(deadline));
+      } else if (before.length === 0 && socket.readableLength === 0) {
         socket.destroy();
       } else {
         // Whole packets precede the refused one: end the stream after them, so the reader

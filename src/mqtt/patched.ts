@@ -17,7 +17,8 @@ export function assertPatched(aedes: Aedes): void {
     typeof internals.outboundQueueLimit === 'number' &&
     internals.pubackAfterStore === true &&
     typeof internals.resumeHeldLimit === 'number' &&
-    internals.highestOverlappingQoS === true;
+    internals.highestOverlappingQoS === true &&
+    internals.protocolErrorsAnswered === true;
   const missing = !mqttPacketPatched()
     ? 'mqtt-packet lacks patches/mqtt-packet+9.0.2.patch (a repeated MQTT 5 property crashed the broker)'
     : !aedesPatched

@@ -37,10 +37,13 @@ export const mqttMetrics = [
           'malformed_header',
           'too_many_sockets',
           'connect_timeout',
+          'protocol_error',
+          'receive_maximum_exceeded',
+          'topic_alias_invalid',
         ],
       },
     },
-    help: 'Connections refused at the socket, the TLS handshake or CONNECT (logins, limits, certificates, more sockets from one address than `mqtt.maxSocketsPerAddress`), closed for no CONNECT within `mqtt.connectTimeoutMs` of the accept, or closed for a packet over `mqtt.maxPacketBytes` or a malformed header.',
+    help: 'Connections refused at the socket, the TLS handshake or CONNECT (logins, limits, certificates, more sockets from one address than `mqtt.maxSocketsPerAddress`), closed for no CONNECT within `mqtt.connectTimeoutMs` of the accept, closed for a packet over `mqtt.maxPacketBytes` or a malformed header, or ended for an MQTT 5 protocol error (CONNACK or DISCONNECT 0x82; 0x93, QoS 2 messages past the Receive Maximum; 0x94, a topic alias out of range).',
   },
   {
     name: 'mqtt.connections.closed_refusals',
@@ -236,15 +239,15 @@ export const mqttMetrics = [
     help: 'Messages an `mqttClient` sink refused for good, moved to the dead letters; the rest of their batch is published.',
   },
   {
-    name: 'mqtt.client.qos0_not_stored',
-    type: 'counter',
-  {
     name: 'mqtt.client.headers_dropped',
     type: 'counter',
     unit: 'headers',
     labels: { bridge: BRIDGE },
     help: 'Headers an MQTT 5 `mqttClient` sink left out of the properties of a PUBLISH (the message is sent without them): a name or value with NUL, a control character or a non-character, which a broker may close the connection for (a Kafka header holding bytes), or a `response-topic` that is no topic name or a `correlation-data` that is not base64.',
   },
+  {
+    name: 'mqtt.client.qos0_not_stored',
+    type: 'counter',
     unit: 'messages',
     labels: { bridge: BRIDGE },
     help: 'QoS 0 messages from an external broker that the buffer did not take; QoS 0 has no redelivery, so they are lost.',

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Aedes, type AedesPublishPacket, type Client, type ConnectPacket } from 'aedes';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import { type ClientPacket, type DiscardReason, aedesInternals, clientInternals, onClientPacket, onPublishDiscarded, reservePacketId } from '../../../src/mqtt/aedes-internals.ts';
-import { connectPacket, publishPacket } from '../../harness/mqtt-wire.ts';
+import { connectPacket, publishPacket, publishPacketV5 } from '../../harness/mqtt-wire.ts';
 
 interface Seen {
   /** `connecting` and `_cleanStart` as authenticate saw them, by client id. */
@@ -133,6 +133,24 @@ test('the broker: id, counter, the patched clients map and maxInflightInbound, a
     await device(id);
     assert.equal(internals.clients[id], client(id), 'clients holds each connected client by id');
     assert.equal(internals.clients['nobody'], undefined);
+  });
+});
+
+test('a client: connackSent and _connackAccepted once its CONNACK accepted it; protocol errors reported with their reason code', { timeout: 10_000 }, async () => {
+  await withBroker(async ({ aedes, internals, device, client }) => {
+    // embedded-broker.ts refuses to start without it (patches/aedes+2.0.0-beta.1.patch).
+    assert.equal(internals.protocolErrorsAnswered, true);
+    const id = `d-${randomUUID()}`;
+    const d = await device(id, { protocolVersion: 5 });
+    const c = clientInternals(client(id));
+    // Set once the CONNACK's write called back, which may come after the client read it.
+    await until('the CONNACK was written', () => c.connackSent && c._connackAccepted);
+    const reported = once(aedes, 'clientError') as Promise<[Client, Error & { reasonCode?: number }]>;
+    // A topic alias when the broker allows none (topicAliasMaximum 0) is out of range
+    // (written past mqtt.js, which would not send it).
+    d.stream.write(publishPacketV5('t', Buffer.from('x'), Buffer.from([3, 0x23, 0, 1])));
+    const [, error] = await reported;
+    assert.equal(error.reasonCode, 0x94, 'protocol-refusals.ts counts a protocol error by the reason code on the error');
   });
 });
 

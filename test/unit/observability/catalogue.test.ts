@@ -7,6 +7,7 @@ import type { WriterState } from '../../../src/buffer/writer.ts';
 import type { RejectLabel } from '../../../src/core/transform.ts';
 import type { Refusal } from '../../../src/mqtt/auth.ts';
 import type { PacketRefusalReason } from '../../../src/mqtt/packet-scanner.ts';
+import type { ProtocolRefusal } from '../../../src/mqtt/protocol-refusals.ts';
 import { type MetricSpec, catalogue } from '../../../src/observability/catalogue.ts';
 import { CounterRegistry } from '../../../src/observability/counters.ts';
 import { renderGatewayMetrics } from '../../../src/observability/gateway-metrics.ts';
@@ -124,7 +125,7 @@ type Declared<N extends string, L extends string> = Extract<(typeof catalogue)[n
     : never
   : never;
 type Covers<Union extends string, Listed> = [Exclude<Union, Listed>] extends [never] ? true : Exclude<Union, Listed>;
-const connectionRefusals: Covers<Refusal | PacketRefusalReason, Declared<'mqtt.connections.refused', 'reason'>> = true;
+const connectionRefusals: Covers<Refusal | PacketRefusalReason | ProtocolRefusal, Declared<'mqtt.connections.refused', 'reason'>> = true;
 const rejectReasons: Covers<RejectLabel, Declared<'bridge.messages.rejected', 'reason'>> = true;
 const writerStates: Covers<WriterState, Declared<'buffer.state', 'state'>> = true;
 assert.ok(connectionRefusals && rejectReasons && writerStates);
