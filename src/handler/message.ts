@@ -232,9 +232,14 @@ export function createTools(bridge: string, sinks: readonly string[], databases?
     },
     to: (sink, from, init = NO_INIT) => {
       if (!sinks.includes(sink)) {
-        throw new FerryError('INTERNAL', `bridge '${bridge}': tools.to('${sink}', ...) names no sink of the bridge; its sinks (the keys of \`to\`) are: ${sinks.join(', ')}`, {
-          bridge,
-        });
+        // The bridge's code names a sink its `to` does not declare, as tools.redis does a connection gateway.yaml does not.
+        throw new FerryError(
+          'CONFIG_INVALID',
+          `bridge '${bridge}': tools.to('${sink}', ...) names no sink of the bridge; its sinks (the keys of \`to\`) are: ${sinks.join(', ')}`,
+          {
+            bridge,
+          },
+        );
       }
       return buildOutput(bridge, sink, Array.isArray(from) ? [...(from as readonly Message[])] : [from as Message], init);
     },

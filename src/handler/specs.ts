@@ -9,6 +9,7 @@ import type { mqttClientSink } from '../mqtt/client-sink.ts';
 import type { mqttClientSource } from '../mqtt/client-source.ts';
 import type { deviceSink } from '../mqtt/device-sink.ts';
 import type { mqttSource } from '../mqtt/source.ts';
+import type { postgresSource } from '../postgres/outbox-source.ts';
 import type { postgresSink } from '../postgres/sink.ts';
 import type { historySink } from '../sqlite/history-sink.ts';
 
@@ -17,11 +18,15 @@ type ConfigOf<C> = C extends { readonly schema: infer S extends z.ZodType } ? z.
 /** One key, the kind, mapped to its config: `{ kafka: { brokers, topic } }`. */
 type OneOf<M> = { [K in keyof M]: { readonly [P in K]: M[K] } }[keyof M];
 
+// One line per source and sink of src/runtime/registry.ts: test/unit/handler/specs.test.ts
+// type-checks a bridge naming each, and fails on a kind missing here.
+
 /** Every source kind a bridge can name, with its config. */
 export interface SourceConfigs {
   readonly mqtt: ConfigOf<typeof mqttSource>;
   readonly mqttClient: ConfigOf<typeof mqttClientSource>;
   readonly kafka: ConfigOf<typeof kafkaSource>;
+  readonly postgres: ConfigOf<typeof postgresSource>;
 }
 
 /** Every sink kind a bridge can name, with its config. */

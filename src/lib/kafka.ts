@@ -48,7 +48,12 @@ export interface KafkaMessage {
 }
 
 export interface KafkaProducer {
-  /** Resolves when Kafka acknowledged every message (with the producer's `acks`); rejects with the error otherwise. */
+  /**
+   * Resolves when Kafka acknowledged every message (with the producer's `acks`); rejects with
+   * the error otherwise, after kafkajs' `retries` with their backoff (about 9 s with the
+   * defaults for a broker that refuses connections): an UPSTREAM_UNAVAILABLE FerryError naming
+   * the brokers and the cause when none could be reached. Nothing is retried after that.
+   */
   send(topic: string, message: KafkaMessage | string | Uint8Array | readonly (KafkaMessage | string | Uint8Array)[]): Promise<void>;
   /** Sends what was handed over, then disconnects. */
   close(): Promise<void>;

@@ -5,6 +5,7 @@
  * `tools.database(name)` gives (pg underneath, one pool per distinct connection settings).
  */
 import { Kysely } from 'kysely';
+import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Sink, Source } from '../core/stream.ts';
 import { postgresDatabaseSchema } from '../postgres/database-schema.ts';
@@ -48,9 +49,10 @@ export function toPostgres(config: PostgresSinkConfig, options?: StreamOptions):
 
 /**
  * A typed Kysely instance over PostgreSQL, on the process's pool for these settings (the one
- * the sink and the source use when their settings are the same). `destroy()` gives its share
- * of the pool back; the last share closes it. Connections are named `options.name` (`ferry`
- * unless given) in `pg_stat_activity`; the password is never logged.
+ * `toPostgres` and `fromPostgres` use when their settings and options are the same).
+ * `destroy()` gives its share of the pool back; the last share closes it. Connections are named
+ * in `pg_stat_activity` as theirs are: after the logger, `ferry:<options.name>` (`ferry:library`
+ * unless given), or the `name` of the pino logger you pass. The password is never logged.
  *
  * ```ts
  * interface DB { readings: { device: string; celsius: number } }
@@ -63,7 +65,7 @@ export function postgresDatabase<DB>(config: PostgresDatabaseConfig, options: St
   const parsed = validated('postgres', postgresDatabaseSchema(), config);
   const ctx = contextFor(options);
   const dialect = postgresDatabaseDialect(parsed, {
-    applicationName: options.name ?? 'ferry',
+    applicationName: applicationName(ctx.logger),
     configDir: ctx.configDir ?? process.cwd(),
     component: `database of '${ctx.bridge}'`,
     metricLabel: ctx.bridge,
@@ -71,4 +73,13 @@ export function postgresDatabase<DB>(config: PostgresDatabaseConfig, options: St
     logger: ctx.logger,
   });
   return new Kysely<DB>({ dialect });
+}
+
+/**
+ * `application_name` of the connections, as the postgres sink and source name theirs: it is
+ * part of the pool's key, so a different one here would keep `postgresDatabase` off their pool.
+ */
+function applicationName(logger: Logger): string {
+  const name = (logger.bindings() as { name?: unknown }).name;
+  return typeof name === 'string' && name !== '' ? name : 'ferry';
 }

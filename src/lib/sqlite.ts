@@ -3,12 +3,14 @@
  * outside the gateway: `import { toHistory, readHistory, sqliteDatabase } from 'ferry/sqlite'`.
  * The same sink as a bridge's `history:` entry, the same database as a handler's `tools.database(name)`.
  */
+import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Kysely } from 'kysely';
 import type { z } from 'zod';
+import { FerryError } from '../core/errors.ts';
 import type { Sink } from '../core/stream.ts';
 import { historySink } from '../sqlite/history-sink.ts';
-import { type HistoryRow, HistoryReader } from '../sqlite/history-store.ts';
+import { HISTORY_FILE, type HistoryRow, HistoryReader, historyPath } from '../sqlite/history-store.ts';
 import { sqliteDatabaseSchema } from '../sqlite/database-schema.ts';
 import { sqliteDialect } from '../sqlite/kysely.ts';
 import { type StreamOptions, sinkOf, validated } from './component.ts';
@@ -32,14 +34,29 @@ export function toHistory(config: HistorySinkConfig, options?: StreamOptions): S
   return sinkOf(historySink, sinkConfig, options, resolve(dir));
 }
 
-/** The newest `limit` messages in `<dir>/history.db` (of one stream name when given), oldest first. */
+/**
+ * The newest `limit` messages in `<dir>/history.db` (of one stream name when given), oldest
+ * first. Throws a STORAGE_FAILED FerryError naming the path when there is no such file.
+ */
 export function readHistory(dir: string, query: { readonly name?: string; readonly limit?: number } = {}): HistoryRow[] {
-  const reader = new HistoryReader(resolve(dir));
+  const at = resolve(dir);
+  const missing = missingHistory(at);
+  if (missing !== undefined) throw new FerryError('STORAGE_FAILED', `readHistory: no history at ${historyPath(at)}: ${missing}`, { component: 'history' });
+  const reader = new HistoryReader(at);
   try {
     return reader.latest({ limit: query.limit ?? 100, ...(query.name === undefined ? {} : { bridge: query.name }) });
   } finally {
     reader.close();
   }
+}
+
+/** Why `dir` holds no history file, undefined when it does (better-sqlite3's own errors name no path). */
+function missingHistory(dir: string): string | undefined {
+  const stat = statSync(dir, { throwIfNoEntry: false });
+  if (stat === undefined) return `the directory ${dir} does not exist`;
+  if (!stat.isDirectory()) return `${dir} is not a directory`;
+  if (!existsSync(historyPath(dir))) return `${dir} has no ${HISTORY_FILE} (toHistory, or a gateway's history sink, writes it)`;
+  return undefined;
 }
 
 /** The options of `sqliteDatabase`: a `databases:` entry's `sqlite:` (the file, `synchronous`, `busyTimeoutMs`). */

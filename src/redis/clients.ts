@@ -95,7 +95,11 @@ export class RedisConnection {
       // A reply error (WRONGTYPE, a script error) is the command's fault; anything else (a
       // timeout, the connection lost with the command in flight) means Redis was not there.
       if ((error as Error | undefined)?.name === 'ReplyError' || error instanceof FerryError) throw error;
-      throw new FerryError('UPSTREAM_UNAVAILABLE', `Redis ${this.target} is unreachable: ${(error as Error).message}`, { retryable: true, cause: error });
+      // ioredis drops a command the connection failed under with "Reached the max retries per
+      // request limit", which says nothing of why: the connection's own error (ECONNREFUSED, a
+      // DNS failure), reported just before, does.
+      const cause = (error as Error | undefined)?.name === 'MaxRetriesPerRequestError' && this.#lastError instanceof Error ? this.#lastError : error;
+      throw new FerryError('UPSTREAM_UNAVAILABLE', `Redis ${this.target} is unreachable: ${(cause as Error).message}`, { retryable: true, cause });
     }
   }
 

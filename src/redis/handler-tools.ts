@@ -4,7 +4,11 @@ import type { RedisConnections } from './connection-config.ts';
 
 /** Options of `set` and `setJson`. */
 export interface RedisSetOptions {
-  /** Expire the key after this many milliseconds. */
+  /**
+   * Expire the key after this many milliseconds (more than 0; a fraction is rounded, up to 1 at
+   * least). Leave it out for a key that does not expire: 0, a negative number or a non-number
+   * rejects with MESSAGE_INVALID, and nothing is written.
+   */
   readonly ttlMs?: number;
   /** Only set the key when it does not exist (SET NX): `set` then returns false when it existed. */
   readonly nx?: boolean;
@@ -42,7 +46,7 @@ export interface RedisTools {
   setJson(key: string, value: unknown, options?: RedisSetOptions): Promise<boolean>;
   /** One field of the hash at `key`. */
   hget(key: string, field: string): Promise<string | undefined>;
-  /** Sets fields of the hash at `key`; returns how many were new. */
+  /** Sets fields of the hash at `key`; returns how many were new (0, sending nothing, for `{}`). */
   hset(key: string, fields: Readonly<Record<string, string>>): Promise<number>;
   /** Every field of the hash at `key` ({} when there is none). */
   hgetall(key: string): Promise<Record<string, string>>;
@@ -69,7 +73,7 @@ export function redisTools(name: string, connection: ToolsConnection): RedisTool
   };
   const set = async (key: string, value: string, options: RedisSetOptions = {}) => {
     const args: (string | number)[] = [];
-    if (options.ttlMs !== undefined) args.push('PX', Math.max(1, Math.round(options.ttlMs)));
+    if (options.ttlMs !== undefined) args.push('PX', ttlArgument(name, key, options.ttlMs));
     if (options.nx === true) args.push('NX');
     return (await run('SET', key, (c) => c.set(key, value, ...args))) === 'OK';
   };
@@ -97,10 +101,26 @@ export function redisTools(name: string, connection: ToolsConnection): RedisTool
     },
     setJson: async (key, value, options) => set(key, jsonText(name, key, value), options),
     hget: async (key, field) => optional(await run('HGET', key, (c) => c.hget(key, field))),
-    hset: (key, fields) => run('HSET', key, (c) => c.hset(key, { ...fields })),
+    hset: (key, fields) => (Object.keys(fields).length === 0 ? Promise.resolve(0) : run('HSET', key, (c) => c.hset(key, { ...fields }))),
     hgetall: (key) => run('HGETALL', key, (c) => c.hgetall(key)),
     hdel: (key, ...fields) => (fields.length === 0 ? Promise.resolve(0) : run('HDEL', key, (c) => c.hdel(key, ...fields))),
   };
+}
+
+/**
+ * A `ttlMs` as SET's PX argument. Redis refuses PX 0 and below; a 0 that was turned into 1 ms
+ * stored a key that was gone at once, which reads as "no TTL" to the caller who wrote it.
+ */
+function ttlArgument(name: string, key: string, ttlMs: number): number {
+  if (typeof ttlMs === 'number' && Number.isFinite(ttlMs) && ttlMs > 0) return Math.max(1, Math.round(ttlMs));
+  const component = `redis '${name}'`;
+  throw new FerryError(
+    'MESSAGE_INVALID',
+    `${component}: SET ${key}: ttlMs must be more than 0 milliseconds (got ${String(ttlMs)}); leave it out for a key that does not expire; nothing was written`,
+    {
+      component,
+    },
+  );
 }
 
 /**

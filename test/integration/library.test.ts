@@ -144,13 +144,13 @@ test('the toolkit handles: redisClient, postgresDatabase and sqliteDatabase agai
     await db.withSchema(pg.name).insertInto('readings').values({ device: "o'brien", celsius: 21.5 }).execute();
     const rows = await db.withSchema(pg.name).selectFrom('readings').selectAll().execute();
     assert.deepEqual(rows, [{ device: "o'brien", celsius: 21.5 }]);
-    const named = await pg.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [application]);
-    assert.ok((named[0]?.n ?? 0) >= 1, 'connections carry the name given');
+    const named = await pg.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [`ferry:${application}`]);
+    assert.ok((named[0]?.n ?? 0) >= 1, 'connections carry the name given, as the sink and the source name theirs');
   } finally {
     await db.destroy();
   }
   await eventually(async () =>
-    assert.equal((await pg.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [application]))[0]?.n, 0),
+    assert.equal((await pg.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [`ferry:${application}`]))[0]?.n, 0),
   );
   assert.throws(() => postgresDatabase({ url: 'mysql://x' }), ConfigError);
 

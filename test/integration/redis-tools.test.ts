@@ -220,3 +220,45 @@ test('tools let go of (a closed redisClient, a stopped bridge) reject their comm
     await open.close();
   }
 });
+
+test('a first connection that fails names its cause (ECONNREFUSED), not ioredis "max retries per request"', { timeout: 30_000 }, async () => {
+  const port = await closedPort();
+  const redis = redisClient({ url: `redis://127.0.0.1:${port}` }, { name: 'down' });
+  try {
+    await assert.rejects(
+      redis.get('k'),
+      (error: unknown) =>
+        isFerryError(error, 'UPSTREAM_UNAVAILABLE') &&
+        error.retryable &&
+        new RegExp(`redis 'down' \\(redis://127\\.0\\.0\\.1:${port}\\): GET k failed: Redis .* is unreachable: connect ECONNREFUSED 127\\.0\\.0\\.1:${port}$`).test(
+          error.message,
+        ) &&
+        (error.cause as { cause?: { code?: unknown } }).cause?.code === 'ECONNREFUSED',
+    );
+  } finally {
+    await redis.close();
+  }
+});
+
+test('set and setJson refuse a ttlMs that is not more than 0 and write nothing; hset of no field resolves 0 as hdel of none does', { timeout: 30_000 }, async () => {
+  const redis = redisClient({ url: await requireService('redis') }, { name: 'cache' });
+  const p = prefix();
+  try {
+    for (const ttlMs of [0, -5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      await assert.rejects(
+        redis.set(`${p}s`, 'v', { ttlMs }),
+        (error: unknown) => isFerryError(error, 'MESSAGE_INVALID') && /ttlMs must be more than 0 milliseconds/.test(error.message),
+      );
+      await assert.rejects(redis.setJson(`${p}j`, { a: 1 }, { ttlMs }), (error: unknown) => isFerryError(error, 'MESSAGE_INVALID'));
+    }
+    assert.equal(await redis.exists(`${p}s`), false);
+    assert.equal(await redis.exists(`${p}j`), false);
+    // A fraction of a millisecond is still a TTL: rounded up to 1 ms, not refused.
+    assert.equal(await redis.set(`${p}f`, 'v', { ttlMs: 0.4 }), true);
+    assert.equal(await redis.hset(`${p}h`, {}), 0);
+    assert.equal(await redis.hdel(`${p}h`), 0);
+    assert.deepEqual(await redis.hgetall(`${p}h`), {});
+  } finally {
+    await redis.close();
+  }
+});
