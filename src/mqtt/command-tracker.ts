@@ -41,12 +41,15 @@ export type CommandOutcome =
 
 export interface PublishedCommand {
   readonly outcome: Promise<CommandOutcome>;
-  /** Stops waiting: the outcome becomes `cancelled` unless it was settled already. */
+  /**
+   * Stops waiting: the outcome becomes `cancelled` unless it was settled already. The command is
+   * no longer waited for once every caller that published it cancelled.
+   */
   cancel(): void;
   /**
    * Set when the command was published before (the same id and topic) and not sent again:
    * `answered`, a client answered it already (the outcome is `acked` at once); `held`, sessions
-   * hold it still, and their PUBACK settles it.
+   * hold it still, or it waits for its answer here already, and that answer settles it.
    */
   readonly again?: 'answered' | 'held';
 }
@@ -61,6 +64,13 @@ interface Pending {
   /** MQTT 5 subscribers that answered with a PUBACK reason code of 0x80 or more, and the code (TOO_LARGE: discarded for them). */
   readonly refusals: Map<string, number>;
   readonly settle: (outcome: CommandOutcome) => void;
+}
+
+/** A command waiting for its answer, and how many of its publishers still wait with it. */
+interface Waited {
+  readonly pending: Pending;
+  readonly outcome: Promise<CommandOutcome>;
+  waiters: number;
 }
 
 /*
@@ -91,6 +101,8 @@ export class CommandTracker {
   readonly #sent = new WeakMap<Client, Map<number, Pending>>();
   /** Commands held by sessions from before (an earlier run), by the broker id and counter their copies carry. */
   readonly #adopted = new Map<string, Pending>();
+  /** Unsettled QoS 1 commands that have an id, by their key (id and topic): one published again waits with the first. */
+  readonly #waiting = new Map<string, Waited>();
   readonly #records: CommandRecords | undefined;
 
   /** `records`: where commands are kept (broker.db), so that one published again is not sent twice; none in memory. */
@@ -105,7 +117,13 @@ export class CommandTracker {
 
   publish(command: Command): PublishedCommand {
     const aedes = aedesInternals(this.#aedes);
-    const key = this.#records !== undefined && command.qos === 1 && command.id !== undefined ? JSON.stringify([command.id, command.topic]) : undefined;
+    const key = command.qos === 1 && command.id !== undefined ? JSON.stringify([command.id, command.topic]) : undefined;
+    // Published again while it waits here (its Kafka partition given back to this member, an
+    // outbox row read again after its transaction was lost): the first copy's answer settles
+    // both. Its copies may not be in broker.db yet, and `memory` keeps none: sent again, a device
+    // got it twice, and its PUBACK settled only one of the two (the other waited for expiresAt).
+    const waited = key === undefined ? undefined : this.#waiting.get(key);
+    if (waited !== undefined) return this.#waiter(waited, 'held');
     const answeredBy = key === undefined ? undefined : this.#remembered((records) => records.answeredBy(key, Date.now()));
     if (answeredBy !== undefined) return { outcome: Promise.resolve({ status: 'acked', clientId: answeredBy }), cancel: () => {}, again: 'answered' };
     let settle: (outcome: CommandOutcome) => void = () => {};
@@ -127,17 +145,22 @@ export class CommandTracker {
         clearTimeout(timer);
         for (const { sent, id } of pending.copies) if (sent.get(id) === pending) sent.delete(id);
         for (const numbered of adopted) this.#adopted.delete(numbered);
-        if (key !== undefined) this.#remember(key, counter, result, command.expiresAt);
+        if (key !== undefined) {
+          if (this.#waiting.get(key)?.pending === pending) this.#waiting.delete(key);
+          this.#remember(key, counter, result, command.expiresAt);
+        }
         settle(result);
       },
     };
     this.#pending.set(counter, pending);
+    const first: Waited = { pending, outcome, waiters: 0 };
+    if (key !== undefined) this.#waiting.set(key, first);
     timer = setTimeout(() => pending.settle({ status: 'expired' }), Math.max(0, command.expiresAt - Date.now()));
     timer.unref();
     const held = key === undefined ? [] : (this.#remembered((records) => records.held(key, Date.now())) ?? []);
     if (held.length > 0) {
       this.#adopt(pending, held, adopted);
-      return { outcome, cancel: () => pending.settle({ status: 'cancelled' }), again: 'held' };
+      return this.#waiter(first, 'held');
     }
     if (key !== undefined) this.#records?.expect(aedes.id, counter, key);
     this.#aedes.publish(commandPacket(command, aedes.id, counter), (error) => {
@@ -145,7 +168,26 @@ export class CommandTracker {
       else if (command.qos === 0) pending.settle({ status: 'sent' });
       else if (pending.forwarded === 0) this.#checkSubscribers(command.topic, pending);
     });
-    return { outcome, cancel: () => pending.settle({ status: 'cancelled' }) };
+    return this.#waiter(first);
+  }
+
+  /** One publisher's wait for a command: its outcome, or `cancelled` once this publisher stops waiting. */
+  #waiter(waited: Waited, again?: 'held'): PublishedCommand {
+    waited.waiters += 1;
+    let stop: () => void = () => {};
+    const stopped = new Promise<CommandOutcome>((resolve) => {
+      stop = () => resolve({ status: 'cancelled' });
+    });
+    let cancelled = false;
+    const cancel = () => {
+      if (cancelled) return;
+      cancelled = true;
+      stop();
+      waited.waiters -= 1;
+      if (waited.waiters === 0) waited.pending.settle({ status: 'cancelled' });
+    };
+    const outcome = Promise.race([waited.outcome, stopped]);
+    return again === undefined ? { outcome, cancel } : { outcome, cancel, again };
   }
 
   /**
