@@ -73,7 +73,7 @@ export const kafkaMetrics = [
         values: ['answered', 'held'],
       },
     },
-    help: 'QoS 1 commands their source delivered again (Kafka after a restart, before their offset was committed) that were not sent again: the same message id to the same topic. Needs `mqtt.persistence: sqlite`.',
+    help: 'QoS 1 commands their source delivered again (Kafka after a restart or a rebalance, before their offset was committed; an outbox row read again) that were not sent again: the same message id to the same topic. Across a restart it needs `mqtt.persistence: sqlite`; within a run any persistence.',
   },
   {
     name: 'commands.headers_dropped',
