@@ -1,6 +1,7 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { makeDirectory } from './make-directory.ts';
 
 /** The file in the data directory that `ferry run` holds locked while it runs. */
 export function lockPath(dataDir: string): string {
@@ -28,7 +29,7 @@ export class DataDirLock {
 
   /** Takes the lock, or returns undefined when another process holds it. */
   static acquire(dataDir: string): DataDirLock | undefined {
-    mkdirSync(dataDir, { recursive: true });
+    makeDirectory(dataDir);
     const path = lockPath(dataDir);
     const db = new Database(path, { timeout: 0 });
     try {

@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describeError } from '../core/errors.ts';
-import { HistoryReader, historyPath, type HistoryRow } from '../sqlite/history-store.ts';
+import { invalidFilterReason } from '../core/topic.ts';
+import { type HistoryQuery, HistoryReader, historyPath, type HistoryRow } from '../sqlite/history-store.ts';
 import { isCorruption, tryMarkForCheck } from '../sqlite/open-checked.ts';
 import { fail } from './buffer/open.ts';
 import { resolveDataDir } from './load.ts';
@@ -31,11 +32,9 @@ export async function historyCommand(options: HistoryOptions): Promise<void> {
     fail(`no history yet at ${path} (start the gateway with \`ferry run\` and publish to devices/<id>/telemetry/...)`);
     return;
   }
-  const query = {
-    limit: options.limit,
-    ...(options.bridge === undefined ? {} : { bridge: options.bridge }),
-    ...(options.topic === undefined ? {} : { topicPrefix: options.topic }),
-  };
+  const topic = topicQuery(options.topic);
+  if (topic === undefined) return;
+  const query = { limit: options.limit, ...(options.bridge === undefined ? {} : { bridge: options.bridge }), ...topic };
   let last = 0;
   const print = (rows: HistoryRow[]) => {
     for (const row of rows) {
@@ -46,6 +45,7 @@ export async function historyCommand(options: HistoryOptions): Promise<void> {
   let reader: HistoryReader | undefined;
   try {
     reader = new HistoryReader(dataDir);
+    if (options.bridge !== undefined && !knownBridge(reader, options.bridge, path, options.follow === true)) return;
     print(reader.latest(query));
     while (options.follow === true) {
       await sleep(500);
@@ -62,6 +62,37 @@ export async function historyCommand(options: HistoryOptions): Promise<void> {
   } finally {
     reader?.close();
   }
+}
+
+/**
+ * `--topic`: an MQTT filter when it has a wildcard level (`devices/+/telemetry/#`, as `ferry
+ * retained list` takes), else a prefix (`devices/sensor-1/`). Undefined, with the reason
+ * printed and exit code 1, for an invalid filter.
+ */
+function topicQuery(topic: string | undefined): Pick<HistoryQuery, 'topicPrefix' | 'topicFilter'> | undefined {
+  if (topic === undefined) return {};
+  if (!topic.includes('+') && !topic.includes('#')) return { topicPrefix: topic };
+  const reason = invalidFilterReason(topic);
+  if (reason === undefined) return { topicFilter: topic };
+  fail(`invalid --topic '${lineText(topic)}': ${reason} (--topic takes a topic prefix, or an MQTT filter with + and #)`);
+  return undefined;
+}
+
+/**
+ * Whether the history has messages of the bridge. A name it has none of is most likely a typo
+ * (it printed nothing, exit code 0): said with the names it has, exit code 1. Under --follow the
+ * bridge may be new and write its first message soon: it is said, and the command follows on.
+ */
+function knownBridge(reader: HistoryReader, bridge: string, path: string, follow: boolean): boolean {
+  const bridges = reader.bridges();
+  if (bridges.includes(bridge)) return true;
+  const there = bridges.length === 0 ? 'it has none' : `it has ${bridges.map(lineText).join(', ')}`;
+  if (!follow) {
+    fail(`no bridge '${lineText(bridge)}' in ${path} (${there})`);
+    return false;
+  }
+  process.stderr.write(`ferry: no bridge '${lineText(bridge)}' in ${path} yet (${there}); waiting for its messages\n`);
+  return true;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { type MigrationResultSet, Migrator } from 'kysely/migration';
 import pino from 'pino';
@@ -8,6 +8,7 @@ import { describeError } from '../core/errors.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { Databases } from '../runtime/databases.ts';
 import { loadSettings } from './load.ts';
+import { makeDirectory } from './make-directory.ts';
 
 export interface MigrateOptions {
   readonly config: string;
@@ -135,7 +136,13 @@ export function createMigrationCommand(name: string, options: Pick<MigrateOption
     process.exitCode = MIGRATE_EXIT.usage;
     return;
   }
-  mkdirSync(dir, { recursive: true });
+  try {
+    makeDirectory(dir);
+  } catch (error) {
+    process.stderr.write(`ferry migrate create: ${describeError(error)}\n`);
+    process.exitCode = MIGRATE_EXIT.usage;
+    return;
+  }
   writeFileSync(file, migrationTemplate(`${stamp}_${name}`), { flag: 'wx' });
   process.stdout.write(`${file}\n`);
 }

@@ -34,7 +34,7 @@ export function createProgram(): Command {
   program
     .command('reload')
     .description('make a running gateway apply its changed bridges and device profiles, without dropping connections')
-    .option('--admin <url>', 'admin server of the gateway (default http://127.0.0.1:9180, or the address in --config)')
+    .option('--admin <url>', 'admin server of the gateway (default http://127.0.0.1:9180, or the address in --config)', parseAdminUrl)
     .option('-c, --config <file>', 'gateway config file to read the admin address from')
     .option('--json', "print the admin server's JSON answer")
     .addHelpText(
@@ -64,13 +64,16 @@ export function createProgram(): Command {
     .addOption(configOption())
     .addOption(dataDirOption())
     .option('--bridge <name>', 'only this bridge')
-    .option('--topic <prefix>', 'only topics starting with this prefix (case-sensitive, as MQTT topics are)')
+    .option(
+      '--topic <topic>',
+      "only topics starting with it (a prefix, case-sensitive as MQTT topics are), or matching it when it is an MQTT filter with a '+' or '#' level (devices/+/telemetry/#)",
+    )
     .option('-n, --limit <count>', 'how many messages', parseCount, 20)
     .option('-f, --follow', 'keep printing new messages as they arrive')
     .option('--json', 'one JSON object per line')
     .addHelpText(
       'after',
-      '\nSafe while the gateway runs (a reader of its own). Exits 1 when there is no history yet or it cannot be read; a history found corrupt is marked, and the gateway moves it aside at its next start or failed write.\nExample:\n  ferry history --bridge telemetry-history --topic devices/sensor-1/ -n 50 --follow',
+      "\nSafe while the gateway runs (a reader of its own). Exits 1 when there is no history yet or it cannot be read, or when --bridge names a bridge it has no messages of (listing those it has; --follow says so and waits); a history found corrupt is marked, and the gateway moves it aside at its next start or failed write.\nExample:\n  ferry history --bridge telemetry-history --topic devices/sensor-1/ -n 50 --follow\n  ferry history --topic 'devices/+/telemetry/#' --json",
     )
     .action(async (options) => (await import('./history.ts')).historyCommand(options));
 
@@ -79,7 +82,7 @@ export function createProgram(): Command {
     .description('apply, revert and list the schema migrations of a database declared in gateway.yaml (`databases:`)')
     .addHelpText(
       'after',
-      '\nMigrations are TypeScript files in --dir exporting `up(db)` and `down(db)` (a Kysely instance), applied in the order of their names, each run in one transaction under a lock so that two gateways never migrate at once.\nExit codes: 0 done (or up to date); 1 a migration failed (the run was rolled back) or the database cannot be reached; 2 `status` found pending migrations; 3 a usage or config problem.\nExample:\n  ferry migrate create create_devices\n  ferry migrate up --database main\n  ferry migrate status',
+      '\nMigrations are TypeScript files in --dir exporting `up(db)` and `down(db)` (a Kysely instance), applied in the order of their names, each run in one transaction under a lock so that two gateways never migrate at once.\nExit codes: 0 done (or up to date); 1 a migration failed (the run was rolled back), the database cannot be reached, or the command line cannot be parsed (an unknown option, a missing argument, as for every command); 2 `status` found pending migrations; 3 the config cannot be read or lacks what is asked for (no such database, no migrations directory), or a bad migration name.\nExample:\n  ferry migrate create create_devices\n  ferry migrate up --database main\n  ferry migrate status',
     );
   const migrateOptions = (command: Command) =>
     command
@@ -243,6 +246,13 @@ export function createProgram(): Command {
     )
     .action(async (options) => (await import('./simulate/command.ts')).simulateCommand(options));
 
+  program
+    .command('version')
+    .description('print the version of Ferry, as `ferry --version` does')
+    .action(() => {
+      process.stdout.write(`${VERSION}\n`);
+    });
+
   return program;
 }
 
@@ -258,4 +268,16 @@ function parseCount(value: string): number {
   const count = Number(value);
   if (!Number.isInteger(count) || count < 1) throw new InvalidArgumentError('expected a whole number of at least 1.');
   return count;
+}
+
+/** An http:// or https:// URL: a bad one ended `ferry reload` in a TypeError's stack trace. */
+function parseAdminUrl(value: string): string {
+  let protocol: string | undefined;
+  try {
+    protocol = new URL(value).protocol;
+  } catch {
+    protocol = undefined;
+  }
+  if (protocol === 'http:' || protocol === 'https:') return value;
+  throw new InvalidArgumentError(`expected the URL of the admin server, like http://127.0.0.1:9180${/^[\w.[\]:-]+:\d+$/.test(value) ? ` (http://${value}?)` : ''}.`);
 }

@@ -1,5 +1,6 @@
 import { type ConfigIssue, formatIssue } from '../config/issues.ts';
 import type { GatewayConfig } from '../config/load.ts';
+import { AdminUnreachable, postJson } from './admin-request.ts';
 import { loadSettings } from './load.ts';
 
 export interface ReloadOptions {
@@ -11,6 +12,13 @@ export interface ReloadOptions {
 }
 
 const DEFAULT_ADMIN = 'http://127.0.0.1:9180';
+
+/**
+ * How long the answer may take beyond the drain timeout (a reload answers once the bridges it
+ * replaced drained: shutdown.drainTimeoutMs, 10 s unless --config says otherwise).
+ */
+const ANSWER_MARGIN_MS = 60_000;
+const DEFAULT_DRAIN_MS = 10_000;
 
 interface Applied {
   readonly applied: { added: string[]; removed: string[]; changed: string[]; unchanged: string[]; devices: boolean; databases?: string[] };
@@ -28,20 +36,21 @@ export async function reloadCommand(options: ReloadOptions): Promise<void> {
     return;
   }
   const url = new URL('/api/reload', base);
-  let response: Response;
+  let response: { status: number; text: string };
   try {
-    response = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
-      body: '{}',
-    });
+    const headers = { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) };
+    response = await postJson(url, headers, '{}', ANSWER_MARGIN_MS + (settings?.shutdown.drainTimeoutMs ?? DEFAULT_DRAIN_MS));
   } catch (error) {
-    const reason = (error as { cause?: { code?: string } }).cause?.code ?? String(error);
-    process.stderr.write(`ferry: cannot reach the gateway's admin server at ${base} (${reason}); is \`ferry run\` running? Pass --admin URL or --config FILE\n`);
+    if (!(error instanceof AdminUnreachable)) throw error;
+    process.stderr.write(
+      error.connected
+        ? `ferry: the gateway's admin server at ${base} took the request but gave no answer: ${error.message}; the config may be applied or not: see the gateway's log\n`
+        : `ferry: cannot reach the gateway's admin server at ${base}: ${error.message}; is \`ferry run\` running there? Pass --admin URL or --config FILE\n`,
+    );
     process.exitCode = 1;
     return;
   }
-  const text = await response.text();
+  const { text } = response;
   if (options.json === true) process.stdout.write(text);
   let body: unknown;
   try {

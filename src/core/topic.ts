@@ -36,6 +36,13 @@ function levelEnd(s: string, from: number): number {
   return at === -1 ? s.length : at;
 }
 
+/** What every topic a filter matches begins with: its levels before the first wildcard one. */
+export function filterHead(filter: string): string {
+  const levels = filter.split('/');
+  const wild = levels.findIndex((level) => level === '+' || level === '#');
+  return wild === -1 ? filter : levels.slice(0, wild).join('/');
+}
+
 /** Why a topic filter is invalid, or undefined when it is valid. */
 export function invalidFilterReason(filter: string): string | undefined {
   if (filter.length === 0) return 'a topic filter must not be empty';

@@ -3,6 +3,7 @@ import { packRuns } from '../buffer/packs.ts';
 import type { Envelope, Origin } from '../core/envelope.ts';
 import { NO_HEADERS, isUuidV7 } from '../core/envelope.ts';
 import { carrySequence } from './connection.ts';
+import { filterHead, topicMatches } from '../core/topic.ts';
 import type { HistoryQuery, HistoryRow } from './history-store.ts';
 
 /**
@@ -98,16 +99,31 @@ export function legacyLatest(db: Database.Database, query: HistoryQuery): Histor
     where.push('bridge = ?');
     params.push(query.bridge);
   }
+  // GLOB is case-sensitive, as topics are; its wildcards in the prefix are escaped as classes.
+  const glob = (prefix: string) => `${prefix.replace(/[*?[]/g, (c) => `[${c}]`)}*`;
   if (query.topicPrefix !== undefined) {
-    // GLOB is case-sensitive, as topics are; its wildcards in the prefix are escaped as classes.
     where.push('topic GLOB ?');
-    params.push(`${query.topicPrefix.replace(/[*?[]/g, (c) => `[${c}]`)}*`);
+    params.push(glob(query.topicPrefix));
   }
-  const rows = db
-    .prepare(
-      `SELECT seq, id, bridge, topic, client_id AS clientId, qos, payload, received_at AS receivedAt
-       FROM history WHERE ${where.join(' AND ')} ORDER BY seq ${query.oldest === true ? 'ASC' : 'DESC'} LIMIT ?`,
-    )
-    .all(...params, query.limit) as HistoryRow[];
+  const { topicFilter: filter } = query;
+  if (filter !== undefined) {
+    where.push('topic GLOB ?');
+    params.push(glob(filterHead(filter)));
+  }
+  const select = db.prepare(
+    `SELECT seq, id, bridge, topic, client_id AS clientId, qos, payload, received_at AS receivedAt
+     FROM history WHERE ${where.join(' AND ')} ORDER BY seq ${query.oldest === true ? 'ASC' : 'DESC'}${filter === undefined ? ' LIMIT ?' : ''}`,
+  );
+  let rows: HistoryRow[];
+  if (filter === undefined) rows = select.all(...params, query.limit) as HistoryRow[];
+  else {
+    // The filter is matched here, so the rows are counted here too.
+    rows = [];
+    for (const row of select.iterate(...params) as IterableIterator<HistoryRow>) {
+      if (!topicMatches(filter, row.topic)) continue;
+      rows.push(row);
+      if (rows.length >= query.limit) break;
+    }
+  }
   return query.oldest === true ? rows : rows.reverse();
 }

@@ -4,6 +4,7 @@ import { setImmediate } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
 import { PackWriter, decodeRecord, idsOf, offsets, topicStartsWith } from '../buffer/packs.ts';
 import { type Envelope, isUuidV7 } from '../core/envelope.ts';
+import { filterHead, topicMatches } from '../core/topic.ts';
 import { openSqlite, type Synchronous } from './connection.ts';
 import { HISTORY_GUARD, convertStep, hasLegacyHistory, legacyHistoryRows, legacyLatest } from './history-legacy.ts';
 import { type Fdatasync, WalSync, walSyncFailure } from './wal-sync.ts';
@@ -327,6 +328,8 @@ export interface HistoryQuery {
   readonly bridge?: string;
   /** Only messages whose topic begins with this (case-sensitive, as MQTT topics are). */
   readonly topicPrefix?: string;
+  /** Only messages whose topic matches this MQTT topic filter (`+` one level, `#` the rest). */
+  readonly topicFilter?: string;
   readonly limit: number;
   /** Only messages with a larger seq (for following). */
   readonly afterSeq?: number;
@@ -356,6 +359,8 @@ export class HistoryReader {
     const { limit } = query;
     if (limit <= 0) return out;
     const prefix = query.topicPrefix === undefined ? undefined : Buffer.from(query.topicPrefix);
+    const filter = query.topicFilter;
+    const head = filter === undefined ? undefined : Buffer.from(filterHead(filter));
     for (const pack of packs.iterate(...(query.bridge === undefined ? [after] : [after, query.bridge]))) {
       const from = Math.max(0, Math.max(after, floors.get(pack.bridge) ?? 0) + 1 - pack.first);
       const starts = offsets(pack.meta);
@@ -365,12 +370,20 @@ export class HistoryReader {
       for (let i = step > 0 ? from : starts.length - 1; i >= from && i < starts.length && out.length < limit; i += step) {
         const at = starts[i] as number;
         if (prefix !== undefined && !topicStartsWith(pack.body, at, prefix)) continue;
+        if (head !== undefined && !topicStartsWith(pack.body, at, head)) continue;
         const { seq, bridge, envelope: e } = decodeRecord(pack.bridge, pack.first + i, pack.body, at);
+        if (filter !== undefined && !topicMatches(filter, e.topic)) continue;
         out.push({ seq, id: e.id, bridge, topic: e.topic, clientId: e.origin.clientId ?? null, qos: e.origin.qos ?? null, payload: e.payload as Buffer, receivedAt: e.timestamp });
       }
       if (out.length >= limit) break;
     }
     return query.oldest === true ? out : out.reverse();
+  }
+
+  /** The bridges that have messages in the history, by name. */
+  bridges(): string[] {
+    const table = hasLegacyHistory(this.#db) ? 'history' : 'history_packs';
+    return this.#db.prepare<[], string>(`SELECT DISTINCT bridge FROM ${table} ORDER BY bridge`).pluck().all();
   }
 
   close(): void {

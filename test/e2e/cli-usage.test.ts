@@ -21,3 +21,28 @@ for (const [args, option] of [
     assert.doesNotMatch(result.stderr, /^\s+at /m);
   });
 }
+
+// `ferry version` answered "unknown command 'version' (Did you mean sessions?)".
+test('ferry version prints the version, as --version does', { timeout: 30_000 }, async () => {
+  const flag = await ferry(['--version']);
+  const command = await ferry(['version']);
+  assert.equal(command.code, 0, command.stderr);
+  assert.match(command.stdout, /^\d+\.\d+\.\d+\S*\n$/);
+  assert.equal(command.stdout, flag.stdout);
+  assert.equal(command.stderr, '');
+});
+
+// `migrate --help` said that usage problems exit 3, but a command line commander cannot parse
+// exits 1, as for every command (scripts rely on both codes): the help says which is which.
+test('ferry migrate --help tells the exit codes that a bad command line (1) and a config problem (3) give', { timeout: 30_000 }, async () => {
+  const help = await ferry(['migrate', '--help']);
+  assert.equal(help.code, 0);
+  const codes = help.stdout.slice(help.stdout.indexOf('Exit codes:'));
+  assert.match(codes, /; 1 [^;]*the command line cannot be parsed \(an unknown option, a missing argument/);
+  assert.match(codes, /; 3 [^;]*no such database/);
+
+  const unparsable = await ferry(['migrate', 'up', '--no-such-option']);
+  assert.equal(unparsable.code, 1);
+  const missingConfig = await ferry(['migrate', 'up', '--config', 'no-such-gateway.yaml']);
+  assert.equal(missingConfig.code, 3);
+});

@@ -266,7 +266,7 @@ test("a config with problems is refused by every trigger with each problem's fil
   const [closedPort] = (await freePorts(1)) as [number];
   const nobody = await ferry(['reload', '--admin', `http://127.0.0.1:${closedPort}`]);
   assert.equal(nobody.code, 1);
-  assert.match(nobody.stderr, /cannot reach the gateway's admin server at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);
+  assert.match(nobody.stderr, /cannot reach the gateway's admin server at http:\/\/127\.0\.0\.1:\d+: connection refused \(ECONNREFUSED\)/);
 
   // A config that cannot be read: its problem is said once, then why nothing was asked.
   const missing = await ferry(['reload', '--config', '/nonexistent/gateway.yaml']);

@@ -93,5 +93,5 @@ test('a data directory that cannot be made: one line naming --data-dir, exit 1',
   const notADirectory = join(root, 'gateway.yaml');
   const result = await runRefused(['--config', config, '--data-dir', notADirectory]);
   assert.equal(result.code, 1);
-  assert.match(result.stderr, /^ferry: cannot start: data directory \S+: EEXIST: .*--data-dir or gateway\.dataDir\)\n$/);
+  assert.match(result.stderr, /^ferry: cannot start: data directory (\S+): \1 exists and is not a directory \(choose it with --data-dir or gateway\.dataDir\)\n$/);
 });

@@ -46,9 +46,41 @@ export function existingBufferPath(options: DataDirOptions): string | undefined 
     return undefined;
   }
   const path = bufferPath(dataDir);
-  if (existsSync(path)) return path;
-  fail(`no buffer at ${path} (is it the gateway's data directory? \`ferry run\` creates it)`);
+  if (!existsSync(path)) {
+    fail(`no buffer at ${path} (is it the gateway's data directory? \`ferry run\` creates it)`);
+    return undefined;
+  }
+  const foreign = notABuffer(path);
+  if (foreign === undefined) return path;
+  fail(foreign);
   return undefined;
+}
+
+/** Tables that every Ferry buffer has, of this version and of earlier ones. */
+const BUFFER_TABLES = ['cursors', 'dead_letters'];
+
+/**
+ * Why the SQLite file at `path` is not a Ferry buffer (an empty database, or another program's),
+ * or undefined. Asked on a read-only connection: a writing command opened it writable, and
+ * BufferStore wrote Ferry's tables into it. A file SQLite cannot read as a database at all is
+ * left to the command's own open (`check` marks it corrupt, as the gateway would find it).
+ */
+function notABuffer(path: string): string | undefined {
+  let tables: string[];
+  try {
+    const db = openSqlite(path, { readonly: true });
+    try {
+      tables = db.prepare<[], string>("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
+    } finally {
+      db.close();
+    }
+  } catch {
+    return undefined;
+  }
+  if (BUFFER_TABLES.every((table) => tables.includes(table))) return undefined;
+  const shown = tables.slice(0, 5).join(', ') + (tables.length > 5 ? ', ...' : '');
+  const what = tables.length === 0 ? 'it has no tables (an empty database)' : `its tables (${shown}) are not Ferry's`;
+  return `${path} is not a Ferry buffer: ${what} (is it the gateway's data directory? \`ferry run\` creates the buffer there)`;
 }
 
 /** Throws a CommandError naming the bridges there when the buffer has no bridge of that name. */

@@ -27,13 +27,22 @@ export function purgeCommand(options: PurgeOptions): Promise<void> {
     requireBridge(store, bridge, path);
     const tail = store.tail(bridge);
     const lastDeadLetter = store.lastDeadLetter(bridge);
+    const before = store.stats(bridge);
     let bytes = 0;
-    const messages = await inChunks(() => {
-      const removed = store.writeTransaction(() => store.purgeSome(bridge, tail, CHUNK_ROWS));
-      bytes += removed.bytes;
-      return removed.messages;
-    });
-    const deadLetters = deadLettersToo ? await inChunks(() => store.writeTransaction(() => store.purgeDeadLetters(bridge, lastDeadLetter, CHUNK_ROWS))) : undefined;
+    const messages = await inChunks(
+      () => {
+        const removed = store.writeTransaction(() => store.purgeSome(bridge, tail, CHUNK_ROWS));
+        bytes += removed.bytes;
+        return removed.messages;
+      },
+      { what: `deleting the messages of bridge '${bridge}'`, of: before.messages },
+    );
+    const deadLetters = deadLettersToo
+      ? await inChunks(() => store.writeTransaction(() => store.purgeDeadLetters(bridge, lastDeadLetter, CHUNK_ROWS)), {
+          what: `deleting the dead letters of bridge '${bridge}'`,
+          of: before.deadLetters,
+        })
+      : undefined;
     process.stdout.write(`deleted ${describe(messages, bytes, deadLetters)} of bridge '${bridge}'\n`);
   });
 }

@@ -15,7 +15,8 @@ export function redriveCommand(options: RedriveOptions): Promise<void> {
   return withBuffer(options, 'write', async (store, path) => {
     requireBridge(store, bridge, path);
     const last = store.lastDeadLetter(bridge);
-    const moved = await inChunks(() => store.writeTransaction(() => store.redriveSome(bridge, last, CHUNK_ROWS)));
+    const shown = { what: `moving the dead letters of bridge '${bridge}'`, of: store.stats(bridge).deadLetters };
+    const moved = await inChunks(() => store.writeTransaction(() => store.redriveSome(bridge, last, CHUNK_ROWS)), shown);
     process.stdout.write(
       moved === 0
         ? `bridge '${bridge}' has no dead letters\n`
