@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { FerryError, describeError, wrapError } from '../core/errors.ts';
@@ -32,6 +32,9 @@ export interface AdminHandlers {
   /** The status page's chart data after a time (ms since the epoch; GET /api/series?after=). */
   series?(after: number): unknown;
 }
+
+/** Answers a request with a JSON body. */
+type Send = (code: number, body: unknown, headers?: Record<string, string>) => void;
 
 const PATHS = ['/', '/healthz', '/readyz', '/api/status', '/api/series', '/metrics', 'POST /api/reload'];
 
@@ -68,6 +71,9 @@ function hostCheck(configured: string): (header: string | undefined) => boolean 
  * can only send Basic, and it sends it on for the page's own requests. POST /api/reload
  * takes only `Content-Type: application/json` (415 otherwise): a form on some web page cannot
  * send that without the browser asking first, so it cannot reload a gateway (no CSRF).
+ *
+ * A handler that throws (the buffer found corrupt while it is read) gets its request answered
+ * 500, or 503 from /readyz, and the process runs on.
  */
 export class AdminServer {
   readonly #server: Server;
@@ -80,14 +86,7 @@ export class AdminServer {
     const authorized = tokenCheck(access.token);
     const hostAllowed = access.token === undefined ? hostCheck(host) : () => true;
     const page = lazyStatusPage();
-    // node:http as a CommonJS module: its ES facade loads undici (~50 ms of every start; see
-    // src/mqtt/listeners.ts).
-    const server = process.getBuiltinModule('node:http').createServer((req, res) => {
-      const send = (code: number, body: unknown, headers: Record<string, string> = {}) => {
-        res.writeHead(code, { 'content-type': 'application/json', ...headers });
-        res.end(`${JSON.stringify(body)}\n`);
-      };
-      const path = (req.url ?? '/').split('?')[0] ?? '/';
+    const answer = (req: IncomingMessage, res: ServerResponse, path: string, send: Send) => {
       if (!hostAllowed(req.headers.host)) {
         req.resume();
         return send(421, {
@@ -140,14 +139,41 @@ export class AdminServer {
           const after = Number(new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('after') ?? 0);
           return send(200, handlers.series(Number.isFinite(after) ? after : 0));
         }
-        case '/metrics':
+        case '/metrics': {
           if (handlers.metrics === undefined) break;
+          // Rendered before the head is written, so that a failure can still be answered 500.
+          const text = handlers.metrics();
           res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-          res.end(handlers.metrics());
+          res.end(text);
           return;
+        }
         default:
       }
       return send(404, { error: 'not found', paths: PATHS });
+    };
+    // node:http as a CommonJS module: its ES facade loads undici (~50 ms of every start; see
+    // src/mqtt/listeners.ts).
+    const server = process.getBuiltinModule('node:http').createServer((req, res) => {
+      const send: Send = (code, body, headers = {}) => {
+        res.writeHead(code, { 'content-type': 'application/json', ...headers });
+        res.end(`${JSON.stringify(body)}\n`);
+      };
+      const path = (req.url ?? '/').split('?')[0] ?? '/';
+      // What a handler throws (a statement on a corrupt buffer, a page file that cannot be read)
+      // is this request's answer: thrown out of a request listener it would end the process,
+      // without the drain and exit code the gateway gives a corrupt buffer.
+      try {
+        answer(req, res, path, send);
+      } catch (error) {
+        req.resume();
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        res.removeHeader('www-authenticate');
+        if (path === '/readyz') send(503, { status: 'not ready', reason: `readiness cannot be read: ${describeError(error)}`, degraded: [] });
+        else send(500, { error: describeError(error) });
+      }
     });
     try {
       server.listen(port, host);

@@ -45,6 +45,8 @@ export class HealthWatch {
   readonly #counters: Counters;
   readonly #timer: NodeJS.Timeout;
   #current = new Map<string, BridgeProblem>();
+  /** Set while the buffer's backlog ages cannot be read. */
+  #unreadable = false;
 
   constructor(deps: { bridges: () => readonly GatewayBridge[]; store: () => BufferStore | undefined; settings: () => HealthSettings; logger: Logger; counters: Counters }) {
     this.#bridges = deps.bridges;
@@ -61,16 +63,19 @@ export class HealthWatch {
     const { stalledAfterMs, maxBacklogAgeMs } = this.#settings();
     const found: BridgeProblem[] = [];
     const store = this.#store();
+    let unreadable: unknown;
     for (const bridge of this.#bridges()) {
       found.push(...bridge.problems(now, stalledAfterMs));
-      if (store === undefined || !store.isOpen || maxBacklogAgeMs === 0) continue;
-      for (const { sink } of store.cursors(bridge.config.name)) {
-        const oldest = store.oldestPendingAt(bridge.config.name, sink);
-        if (oldest !== null && now - oldest > maxBacklogAgeMs) {
-          found.push({ bridge: bridge.config.name, sink, problem: 'backlog', detail: `oldest undelivered message is ${Math.round((now - oldest) / 1000)} s old`, since: oldest });
-        }
+      if (store === undefined || !store.isOpen || maxBacklogAgeMs === 0 || unreadable !== undefined) continue;
+      try {
+        found.push(...backlogs(store, bridge.config.name, now, maxBacklogAgeMs));
+      } catch (error) {
+        unreadable = error;
       }
     }
+    this.#noteUnreadable(unreadable);
+    // Backlogs that could not be read again are not over: they stay listed.
+    if (unreadable !== undefined) for (const p of this.#current.values()) if (p.problem === 'backlog' && !found.some((f) => keyOf(f) === keyOf(p))) found.push(p);
     const next = new Map(found.map((p) => [keyOf(p), p]));
     for (const [key, problem] of next) {
       if (this.#current.has(key)) continue;
@@ -83,6 +88,18 @@ export class HealthWatch {
     }
     this.#current = next;
     return found;
+  }
+
+  /**
+   * A statement on the buffer that failed (SQLITE_CORRUPT, a lock held past the busy timeout)
+   * leaves the backlog ages out of the check: thrown from the check's timer or from /readyz it
+   * would end the process without the drain and exit code 75 that the buffer's own reads and
+   * writes give a corrupt buffer. Logged once, and once when the ages can be read again.
+   */
+  #noteUnreadable(error: unknown): void {
+    if (error !== undefined && !this.#unreadable) this.#logger.error({ err: error }, 'health: the buffer cannot be read, so backlog ages are not checked until it can');
+    if (error === undefined && this.#unreadable) this.#logger.info('health: the buffer can be read again; backlog ages are checked again');
+    this.#unreadable = error !== undefined;
   }
 
   /** At a stop: warns of the sinks down or stalled, which the drain waits for up to `waitMs`. */
@@ -98,6 +115,18 @@ export class HealthWatch {
   stop(): void {
     clearInterval(this.#timer);
   }
+}
+
+/** The sinks of `bridge` whose oldest undelivered message is older than `maxAgeMs`. */
+function backlogs(store: BufferStore, bridge: string, now: number, maxAgeMs: number): BridgeProblem[] {
+  const found: BridgeProblem[] = [];
+  for (const { sink } of store.cursors(bridge)) {
+    const oldest = store.oldestPendingAt(bridge, sink);
+    if (oldest !== null && now - oldest > maxAgeMs) {
+      found.push({ bridge, sink, problem: 'backlog', detail: `oldest undelivered message is ${Math.round((now - oldest) / 1000)} s old`, since: oldest });
+    }
+  }
+  return found;
 }
 
 function keyOf(p: BridgeProblem): string {

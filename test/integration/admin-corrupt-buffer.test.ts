@@ -1,0 +1,73 @@
+// A buffer that turns corrupt under a running gateway: what the admin server and the health
+// check read of it fails, and each answers for itself (/readyz from what it can tell, 500 from
+// /metrics and /api/status) instead of throwing out of a request listener or a timer, which
+// ended the process with exit code 1 and a stack trace, without the drain and the exit code 75
+// that the buffer's own reads and appends give a corrupt buffer (docs/operations.md).
+import assert from 'node:assert/strict';
+import { closeSync, openSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { connectAsync } from 'mqtt';
+import pino from 'pino';
+import { bufferPath } from '../../src/buffer/open.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { Gateway } from '../../src/runtime/gateway.ts';
+import { componentKinds } from '../../src/runtime/registry.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const tempDir = tempDirs('ferry-admin-corrupt-');
+
+/**
+ * Overwrites every page of the buffer but the first (the schema) with garbage, then commits a
+ * change from a second connection: the gateway's connection drops its page cache at its next
+ * read and meets the damage (SQLITE_CORRUPT), as after a disk that lost its writes.
+ */
+function corruptUnderTheGateway(dir: string): void {
+  const path = bufferPath(dir);
+  const other = new Database(path);
+  other.pragma('wal_checkpoint(TRUNCATE)');
+  const pageSize = other.pragma('page_size', { simple: true }) as number;
+  const size = statSync(path).size;
+  const fd = openSync(path, 'r+');
+  writeSync(fd, Buffer.alloc(size - pageSize, 0xa5), 0, size - pageSize, pageSize);
+  closeSync(fd);
+  other.pragma('user_version = 7');
+  other.close();
+}
+
+async function get(url: string): Promise<number> {
+  const res = await fetch(url);
+  await res.arrayBuffer();
+  return res.status;
+}
+
+test('a buffer found corrupt by /readyz, /metrics, /api/status or the health check: each answers (500 for what needs the buffer) and the process lives on', {
+  timeout: 30_000,
+}, async () => {
+  const root = tempDir();
+  writeFileSync(
+    join(root, 'gateway.yaml'),
+    'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {host: 127.0.0.1, port: 0}\nshutdown: {drainTimeoutMs: 500}\ndevices: []\nbridges: [b.yaml]\ngateway: {dataDir: data}\n',
+  );
+  writeFileSync(join(root, 'b.yaml'), 'name: b\nfrom: { mqtt: { topics: ["t/#"] } }\nto: [{ history: {} }]\n');
+  const gateway = new Gateway(loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} }), pino({ level: 'silent' }), 'test');
+  await gateway.start();
+  try {
+    const device = await connectAsync(`mqtt://127.0.0.1:${gateway.mqttPort}`, { clientId: 'corrupt-dev', reconnectPeriod: 0 });
+    for (let i = 0; i < 20; i++) await device.publishAsync('t/x', Buffer.alloc(2000, i), { qos: 1 });
+    await device.endAsync();
+    const admin = `http://127.0.0.1:${gateway.adminPort}`;
+    assert.equal(await get(`${admin}/readyz`), 200);
+
+    corruptUnderTheGateway(join(root, 'data'));
+    // Ready or not depends on whether an append met the damage yet; either way it answers.
+    assert.ok([200, 503].includes(await get(`${admin}/readyz`)));
+    assert.equal(await get(`${admin}/metrics`), 500);
+    assert.equal(await get(`${admin}/api/status`), 500);
+    assert.doesNotThrow(() => gateway.health(), 'the health check (also run by a timer) survives it');
+    assert.equal(await get(`${admin}/healthz`), 200, 'the process is alive');
+  } finally {
+    await gateway.stop();
+  }
+});
