@@ -8,12 +8,16 @@ import type { Counters, HistogramSeries } from '../core/component.ts';
 const INTERVAL_S = 5;
 const CALLS = ['fsync', 'fdatasync'] as const;
 
-/** bpftrace's program: fsync/fdatasync latency (uprobes on libc, this process only via -p) and on-CPU samples by thread. */
+/**
+ * bpftrace's program: fsync/fdatasync latency (uprobes on libc) and on-CPU samples by thread, of
+ * this process only. Every probe filters on the pid: `-p` does not, and a uprobe on the shared
+ * libc fires in every process that maps it (a database, a broker on the same host).
+ */
 function program(libc: string, pid: number): string {
   const probes = CALLS.map(
     (call) =>
-      `uprobe:${libc}:${call} { @start_${call}[tid] = nsecs; }\n` +
-      `uretprobe:${libc}:${call} /@start_${call}[tid]/ { @${call} = hist((nsecs - @start_${call}[tid]) / 1000); delete(@start_${call}[tid]); }`,
+      `uprobe:${libc}:${call} /pid == ${pid}/ { @start_${call}[tid] = nsecs; }\n` +
+      `uretprobe:${libc}:${call} /pid == ${pid} && @start_${call}[tid]/ { @${call} = hist((nsecs - @start_${call}[tid]) / 1000); delete(@start_${call}[tid]); }`,
   );
   return [
     ...probes,

@@ -23,7 +23,9 @@ export function startOtel(settings: TelemetryExport, deps: TelemetryDeps): Telem
 
   let tracing: Telemetry['tracing'];
   if (settings.traces !== undefined) {
-    const logger = deps.logger.child({ component: 'tracing' });
+    // The caller's logger names the component already (`telemetry`): a second `component` would
+    // be a duplicate key in each JSON line, which log shippers read differently.
+    const logger = deps.logger.child({ signal: 'traces' });
     const spans = new SpanExport(settings.traces, attributes, deps.version, logger);
     tracing = messageTracing(spans, settings.traces.sampleRatio, logger);
     stops.push(() => spans.shutdown());

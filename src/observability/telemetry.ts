@@ -32,13 +32,32 @@ export async function startTelemetry(settings: TelemetryExport | undefined, deps
   const telemetry = startOtel(settings, deps);
   deps.logger.info(
     {
-      traces: settings.traces?.url,
+      traces: withoutSecrets(settings.traces?.url),
       sampleRatio: settings.traces?.sampleRatio,
-      metrics: settings.metrics?.url,
-      logs: settings.logs?.url,
+      metrics: withoutSecrets(settings.metrics?.url),
+      logs: withoutSecrets(settings.logs?.url),
       service: settings.resource['service.name'],
     },
     'exporting telemetry over OTLP/HTTP',
   );
   return telemetry;
+}
+
+/**
+ * An export URL as the log shows it: a user name, password and query values (some receivers take
+ * an API key there) are replaced by `***`, so that a credential written into the endpoint is not
+ * logged (nor exported with the log line).
+ */
+export function withoutSecrets(url: string | undefined): string | undefined {
+  if (url === undefined) return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return '(not a valid URL)';
+  }
+  if (parsed.username !== '') parsed.username = '***';
+  if (parsed.password !== '') parsed.password = '***';
+  for (const key of new Set(parsed.searchParams.keys())) parsed.searchParams.set(key, '***');
+  return parsed.href.replaceAll('%2A%2A%2A', '***');
 }

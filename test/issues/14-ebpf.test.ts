@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
-import { dirname } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connectAsync } from 'mqtt';
 import { eventually } from '../harness/eventually.ts';
 import { startFerry } from '../harness/ferry-process.ts';
@@ -47,6 +49,33 @@ test('with bpftrace (as root), the fsync latency histogram of a real run has sam
   });
   assert.ok((await metric(gw.adminUrl, 'ferry_ebpf_fsync_seconds_bucket', 'le="+Inf"')) >= 100);
   assert.ok((await metric(gw.adminUrl, 'ferry_ebpf_cpu_samples_total', 'thread="node"')) > 0, 'on-CPU samples of the main thread');
+  gw.child.kill('SIGTERM');
+  assert.equal(await gw.exited, 0);
+});
+
+test("with bpftrace, the fsync histogram holds the gateway's calls only: another process's fsyncs are not counted", { timeout: 90_000 }, async (t) => {
+  assert.equal(process.getuid?.(), 0, 'the eBPF collector needs root: run the tests as root');
+  const gw = await startFerry(['--config', 'config/gateway.yaml', '--data-dir', dataDir()]);
+  t.after(() => gw.child.kill('SIGKILL'));
+  await eventually(() => assert.ok(gw.logs.some((l) => String(l['msg']).startsWith('eBPF collector on'))), { timeoutMs: 30_000 });
+  const before = await metric(gw.adminUrl, 'ferry_ebpf_fsync_seconds_count');
+  // Another process on the host (a database, a broker) syncing a file of its own, 3,000 times.
+  const file = join(dataDir(), 'other-process.bin');
+  const other = spawnSync(
+    process.execPath,
+    ['-e', `const fs = require('node:fs'); const fd = fs.openSync(${JSON.stringify(file)}, 'w'); for (let i = 0; i < 3000; i++) { fs.writeSync(fd, 'x'); fs.fsyncSync(fd); }`],
+    { stdio: 'inherit' },
+  );
+  assert.equal(other.status, 0);
+  // Then the gateway's own: 20 commits, each synced, and one interval of bpftrace for all of it.
+  await publish(gw.mqttUrl, 20);
+  await eventually(async () => assert.ok((await metric(gw.adminUrl, 'ferry_ebpf_fsync_seconds_count')) >= before + 20, "the gateway's syncs"), {
+    timeoutMs: 30_000,
+    intervalMs: 500,
+  });
+  await sleep(6000);
+  const counted = (await metric(gw.adminUrl, 'ferry_ebpf_fsync_seconds_count')) - before;
+  assert.ok(counted < 1000, `${counted} fsync calls counted for 20 commits: the other process's 3,000 were counted too`);
   gw.child.kill('SIGTERM');
   assert.equal(await gw.exited, 0);
 });

@@ -41,7 +41,10 @@ export interface SeriesAnswer {
   readonly recent: readonly RecentCount[];
 }
 
-/** Counters the page lists as refusals (a device or message turned away) and dead letters (kept aside for good). */
+/**
+ * Counters the page lists as refusals (a device or message turned away, or a message dropped:
+ * gone without being delivered or kept) and dead letters (kept aside for good).
+ */
 const WATCHED: Readonly<Record<string, RecentCount['kind']>> = {
   'mqtt.connections.refused': 'refused',
   'mqtt.publish.refused': 'refused',
@@ -51,6 +54,14 @@ const WATCHED: Readonly<Record<string, RecentCount['kind']>> = {
   'buffer.dropped': 'refused',
   'ratelimit.overflow': 'refused',
   'commands.refused': 'refused',
+  // Dropped: a person at the site must see a message lost as readily as one refused.
+  'mqtt.publish.qos0_not_stored': 'refused',
+  'mqtt.client.qos0_not_stored': 'refused',
+  'mqtt.deliveries.discarded': 'refused',
+  'buffer.expired': 'refused',
+  'buffer.dead_letters.dropped': 'refused',
+  'handler.outputs.lost': 'refused',
+  'commands.expired': 'refused',
   'buffer.dead_letters': 'dead-lettered',
   'bridge.messages.rejected': 'dead-lettered',
   'handler.rejected': 'dead-lettered',

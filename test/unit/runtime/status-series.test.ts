@@ -52,3 +52,30 @@ test('StatusSeries: rates per bridge and sink since the previous point, refusals
     series.stop();
   }
 });
+
+test('StatusSeries: messages lost (QoS 0 not stored, expired from the buffer, dead letters trimmed, outputs lost) are listed and charted with the refusals', () => {
+  const counters = new CounterRegistry();
+  const series = new StatusSeries({ counters, devices: () => 0, vitals: () => ({ host: null, eventLoop: null }) }, 60_000, 3);
+  try {
+    const t0 = Date.now();
+    series.sample(t0);
+    const lost = [
+      ['mqtt.publish.qos0_not_stored', {}],
+      ['mqtt.client.qos0_not_stored', { bridge: 'b' }],
+      ['buffer.expired', { bridge: 'b' }],
+      ['buffer.dead_letters.dropped', { bridge: 'b' }],
+      ['handler.outputs.lost', { bridge: 'b', sink: 'kafka' }],
+    ] as const;
+    for (const [name, labels] of lost) counters.count(name, labels, 5);
+    series.sample(t0 + 2000);
+    const { points, recent } = series.since(0);
+    assert.ok(Math.abs((points.at(-1)?.refused ?? 0) - 12.5) < 0.5, `25 in 2 s: ${points.at(-1)?.refused}`);
+    for (const [name, labels] of lost) {
+      const row = recent.find((r) => r.name === name);
+      assert.deepEqual([row?.kind, row?.labels, row?.total, row?.inWindow], ['refused', labels, 5, 5], name);
+      assert.notEqual(row?.help, '', `${name} is explained`);
+    }
+  } finally {
+    series.stop();
+  }
+});
