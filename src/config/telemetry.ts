@@ -13,13 +13,17 @@ export const telemetrySchema = lazySchema(() =>
         .optional()
         .meta({
           description:
-            'Base URL of an OTLP/HTTP receiver (an OpenTelemetry collector): traces go to `<endpoint>/v1/traces`, metrics to `/v1/metrics`, logs to `/v1/logs`. Without it (and without OTEL_EXPORTER_OTLP_ENDPOINT) nothing is exported and the OpenTelemetry SDK is not loaded.',
+            'Base URL of an OTLP/HTTP receiver (an OpenTelemetry collector): traces go to `<endpoint>/v1/traces`, metrics to `/v1/metrics`, logs to `/v1/logs`, after its path (`http://c:4318/otlp` → `/otlp/v1/traces`) and before its query, which every request keeps. A user and password in it (`http://user:pass@c:4318`) are sent as HTTP Basic auth, not in the URL. Without it (and without OTEL_EXPORTER_OTLP_ENDPOINT) nothing is exported and the OpenTelemetry SDK is not loaded.',
           examples: ['http://127.0.0.1:4318'],
         }),
       headers: z
         .record(z.string(), z.string())
         .default({})
-        .meta({ description: 'HTTP headers sent with every export (an API key); merged over OTEL_EXPORTER_OTLP_HEADERS.', examples: [{ authorization: '${OTLP_TOKEN}' }] }),
+        .meta({
+          description:
+            'HTTP headers sent with every export (an API key); merged over OTEL_EXPORTER_OTLP_HEADERS. An `authorization` among them wins over a user and password in OTEL_EXPORTER_OTLP_ENDPOINT.',
+          examples: [{ authorization: '${OTLP_TOKEN}' }],
+        }),
       serviceName: z
         .string()
         .min(1)
@@ -84,6 +88,16 @@ export const telemetrySchema = lazySchema(() =>
           examples: ['off'],
         }),
     })
+    .superRefine((telemetry, ctx) => {
+      if (telemetry.endpoint === undefined || !hasAuthorization(telemetry.headers)) return;
+      const url = new URL(telemetry.endpoint);
+      if (url.username === '' && url.password === '') return;
+      ctx.addIssue({
+        code: 'custom',
+        path: ['endpoint'],
+        message: 'the endpoint carries a user and password (sent as HTTP Basic auth) and telemetry.headers an Authorization too: keep one of them',
+      });
+    })
     .prefault({})
     .meta({ description: 'OpenTelemetry export (traces, metrics, logs over OTLP/HTTP) and the eBPF collector. See docs/observability.md.' }),
 );
@@ -113,12 +127,12 @@ export interface TelemetryExport {
  */
 export function resolveTelemetry(section: TelemetrySection, gateway: string, env: Env): TelemetryExport | undefined {
   if (env['OTEL_SDK_DISABLED'] === 'true') return undefined;
-  const base = (section.endpoint ?? env['OTEL_EXPORTER_OTLP_ENDPOINT'])?.replace(/\/+$/, '');
+  const base = section.endpoint ?? env['OTEL_EXPORTER_OTLP_ENDPOINT'];
   const headers = { ...keyValues(env['OTEL_EXPORTER_OTLP_HEADERS']), ...section.headers };
-  const target = (signal: 'traces' | 'metrics' | 'logs'): OtlpTarget | undefined => {
+  const target = (signal: Signal): OtlpTarget | undefined => {
     const own = section.endpoint === undefined ? env[`OTEL_EXPORTER_OTLP_${signal.toUpperCase()}_ENDPOINT`] : undefined;
-    const url = own ?? (base === undefined ? undefined : `${base}/v1/${signal}`);
-    return url === undefined ? undefined : { url, headers };
+    const url = own ?? (base === undefined ? undefined : signalUrl(base, signal));
+    return url === undefined ? undefined : withBasicAuth(url, headers);
   };
   const traces = section.traces.enabled ? target('traces') : undefined;
   const metrics = section.metrics.enabled ? target('metrics') : undefined;
@@ -142,6 +156,59 @@ export function resolveTelemetry(section: TelemetrySection, gateway: string, env
     ...(metrics === undefined ? {} : { metrics: { ...metrics, intervalMs } }),
     ...(logs === undefined ? {} : { logs }),
   };
+}
+
+type Signal = 'traces' | 'metrics' | 'logs';
+
+/**
+ * A signal's URL under the base endpoint: `v1/<signal>` joined to its path (after a prefix such
+ * as `/otlp`, one slash between), its query kept at the end (`http://c:4318/?api_key=k` →
+ * `http://c:4318/v1/logs?api_key=k`; a plain append put the path inside the query).
+ */
+function signalUrl(base: string, signal: Signal): string {
+  let url: URL;
+  try {
+    url = new URL(base);
+  } catch {
+    // Only OTEL_EXPORTER_OTLP_ENDPOINT can be malformed here (the schema checks `endpoint`): the exporter names it.
+    return `${base.replace(/\/+$/, '')}/v1/${signal}`;
+  }
+  url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/${signal}`;
+  url.hash = '';
+  return url.href;
+}
+
+/**
+ * A user and password in an export URL, sent as HTTP Basic auth: the URL handed to the exporter
+ * carries none (OTLP exporters take no credentials in the URL; that Node's http module sends
+ * them was an accident of the exporter's transport, and fetch refuses such a URL). An
+ * `Authorization` in the headers wins: gateway.yaml refuses both at once in `telemetry:`.
+ */
+function withBasicAuth(url: string, headers: Readonly<Record<string, string>>): OtlpTarget {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { url, headers };
+  }
+  if (parsed.username === '' && parsed.password === '') return { url, headers };
+  const basic = `Basic ${Buffer.from(`${decodedPart(parsed.username)}:${decodedPart(parsed.password)}`).toString('base64')}`;
+  parsed.username = '';
+  parsed.password = '';
+  return { url: parsed.href, headers: hasAuthorization(headers) ? headers : { ...headers, authorization: basic } };
+}
+
+function hasAuthorization(headers: Readonly<Record<string, string>>): boolean {
+  return Object.keys(headers).some((name) => name.toLowerCase() === 'authorization');
+}
+
+/** A percent-encoded part of a URL, decoded; as written when its escapes are malformed. */
+function decodedPart(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
 }
 
 /** `a=1,b=2` as the OTEL_* variables write lists (values percent-encoded). */

@@ -1,3 +1,4 @@
+import { adminMetrics } from './metrics/admin.ts';
 import { bridgeMetrics } from './metrics/bridges.ts';
 import { bufferMetrics } from './metrics/buffer.ts';
 import { gaugeMetrics } from './metrics/gauges.ts';
@@ -16,7 +17,17 @@ export type { LabelSpec, MetricSpec } from './metrics/spec.ts';
  * takes its HELP text from here and docs/reference/metrics.md is made from it. A name counted
  * in src/ that is missing here fails test/unit/observability/catalogue.test.ts.
  */
-export const catalogue = [...gaugeMetrics, ...hostMetrics, ...mqttMetrics, ...bufferMetrics, ...bridgeMetrics, ...kafkaMetrics, ...postgresMetrics, ...latencyMetrics] as const;
+export const catalogue = [
+  ...gaugeMetrics,
+  ...hostMetrics,
+  ...mqttMetrics,
+  ...bufferMetrics,
+  ...bridgeMetrics,
+  ...kafkaMetrics,
+  ...postgresMetrics,
+  ...latencyMetrics,
+  ...adminMetrics,
+] as const;
 
 /** The catalogue in the groups the metrics reference shows. */
 export const metricGroups: readonly { readonly title: string; readonly metrics: readonly MetricSpec[] }[] = [
@@ -28,6 +39,7 @@ export const metricGroups: readonly { readonly title: string; readonly metrics: 
   { title: 'Kafka and commands to devices', metrics: kafkaMetrics },
   { title: 'PostgreSQL', metrics: postgresMetrics },
   { title: 'Latency histograms and the eBPF collector', metrics: latencyMetrics },
+  { title: 'Admin server', metrics: adminMetrics },
 ];
 
 export type GaugeName = (typeof gaugeMetrics)[number]['name'];

@@ -1,8 +1,11 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
+import type { Logger } from 'pino';
+import type { Counters } from '../core/component.ts';
 import { FerryError, describeError, wrapError } from '../core/errors.ts';
 import { isLoopbackHost } from '../core/loopback.ts';
+import { DEFAULT_REFUSAL_LOG_INTERVAL_MS, RefusalLog } from '../mqtt/refusal-log.ts';
 import type { ReloadResult } from './reload-plan.ts';
 import { PAGE_HEADERS, lazyStatusPage } from './status-page/assets.ts';
 
@@ -33,10 +36,20 @@ export interface AdminHandlers {
   series?(after: number): unknown;
 }
 
+/** Where the admin server reports a request it failed to answer (the gateway's logger and counters). */
+export interface AdminReporting {
+  readonly logger: Logger;
+  readonly counters: Counters;
+}
+
 /** Answers a request with a JSON body. */
 type Send = (code: number, body: unknown, headers?: Record<string, string>) => void;
 
 const PATHS = ['/', '/healthz', '/readyz', '/api/status', '/api/series', '/metrics', 'POST /api/reload'];
+
+/** The `path` label of admin.requests.failed: a closed list, whatever paths callers send. */
+const FAILING_PATHS = new Set(['/', '/readyz', '/api/status', '/api/series', '/metrics', '/api/reload']);
+const failedPathLabel = (path: string) => (FAILING_PATHS.has(path) ? path : path.startsWith('/ui/') ? '/ui/' : 'other');
 
 /**
  * Without a token, the Host header a request may carry: a loopback name or address, or the
@@ -73,16 +86,33 @@ function hostCheck(configured: string): (header: string | undefined) => boolean 
  * send that without the browser asking first, so it cannot reload a gateway (no CSRF).
  *
  * A handler that throws (the buffer found corrupt while it is read) gets its request answered
- * 500, or 503 from /readyz, and the process runs on.
+ * 500, or 503 from /readyz, and the process runs on. Each such failure is counted
+ * (admin.requests.failed) and logged once per path a minute, with a line summing up the rest:
+ * a scraper asking every few seconds must not fill the log.
  */
 export class AdminServer {
   readonly #server: Server;
+  readonly #failures: RefusalLog | undefined;
 
-  private constructor(server: Server) {
+  private constructor(server: Server, failures: RefusalLog | undefined) {
     this.#server = server;
+    this.#failures = failures;
   }
 
-  static async start(host: string, port: number, handlers: AdminHandlers, access: AdminAccess = {}): Promise<AdminServer> {
+  static async start(host: string, port: number, handlers: AdminHandlers, access: AdminAccess = {}, reporting?: AdminReporting): Promise<AdminServer> {
+    // The broker's limiter of repeated lines, keyed here by path: the first failure in full, the rest summed up a minute later.
+    const failures = reporting === undefined ? undefined : new RefusalLog({ logger: reporting.logger, intervalMs: DEFAULT_REFUSAL_LOG_INTERVAL_MS });
+    /** A request the handlers failed to answer: `status` undefined when its answer had begun (the connection is cut). */
+    const failed = (req: IncomingMessage, path: string, status: number | undefined, error: unknown) => {
+      const label = failedPathLabel(path);
+      reporting?.counters.count('admin.requests.failed', { path: label });
+      failures?.refused({
+        who: { path: label },
+        reason: 'handler_failed',
+        message: status === undefined ? 'admin request failed after its answer began, connection cut' : `admin request failed, answered ${status}`,
+        detail: { method: req.method, err: error },
+      });
+    };
     const authorized = tokenCheck(access.token);
     const hostAllowed = access.token === undefined ? hostCheck(host) : () => true;
     const page = lazyStatusPage();
@@ -113,7 +143,10 @@ export class AdminServer {
             if (result.ok) send(200, { applied: result.applied, warnings: result.warnings });
             else send(result.notRunning === true ? 409 : 422, { errors: result.errors });
           },
-          (error: unknown) => send(500, { error: describeError(error) }),
+          (error: unknown) => {
+            failed(req, path, 500, error);
+            send(500, { error: describeError(error) });
+          },
         );
         return;
       }
@@ -166,6 +199,7 @@ export class AdminServer {
         answer(req, res, path, send);
       } catch (error) {
         req.resume();
+        failed(req, path, res.headersSent ? undefined : path === '/readyz' ? 503 : 500, error);
         if (res.headersSent) {
           res.destroy();
           return;
@@ -184,7 +218,7 @@ export class AdminServer {
       }
       throw wrapError('LISTEN_FAILED', `admin server cannot listen on ${host}:${port}`, error, { component: 'admin server' });
     }
-    return new AdminServer(server);
+    return new AdminServer(server, failures);
   }
 
   get port(): number {
@@ -193,6 +227,7 @@ export class AdminServer {
   }
 
   async close(): Promise<void> {
+    this.#failures?.close();
     this.#server.closeAllConnections();
     await new Promise<void>((done) => this.#server.close(() => done()));
   }

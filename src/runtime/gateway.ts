@@ -151,6 +151,7 @@ export class Gateway {
             series: (after) => this.#series?.since(after),
           },
           { ...(config.adminToken === undefined ? {} : { token: config.adminToken }), openMetrics: config.admin.openMetrics },
+          { logger: this.#logger.child({ component: 'admin' }), counters: this.counters },
         );
       }
       // The broker listens only after the bridges tapped it, so no early message goes untapped.

@@ -1,4 +1,4 @@
-import { type IncomingMessage, createServer } from 'node:http';
+import { type IncomingHttpHeaders, type IncomingMessage, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 
@@ -27,11 +27,13 @@ export interface ReceivedPoint {
 
 /**
  * An OTLP/HTTP receiver speaking the JSON encoding (what @opentelemetry/exporter-*-otlp-http
- * send): POST /v1/traces, /v1/metrics and /v1/logs on an ephemeral loopback port. It keeps every
- * body as received (`raw`, for scans) and decoded (spans, metric points, log records).
+ * send): POST /v1/traces, /v1/metrics and /v1/logs (after any path prefix, with any query) on an
+ * ephemeral loopback port. It keeps every request's URL and headers, every body as received
+ * (`raw`, for scans) and decoded (spans, metric points, log records).
  */
 export interface OtlpReceiver {
   readonly url: string;
+  readonly requests: { readonly url: string; readonly headers: IncomingHttpHeaders }[];
   readonly raw: string[];
   readonly spans: ReceivedSpan[];
   readonly points: ReceivedPoint[];
@@ -63,19 +65,27 @@ async function body(req: IncomingMessage): Promise<string> {
 }
 
 export async function startOtlpReceiver(): Promise<OtlpReceiver> {
-  const receiver = { raw: [] as string[], spans: [] as ReceivedSpan[], points: [] as ReceivedPoint[], logs: [] as OtlpReceiver['logs'][number][] };
+  const receiver = {
+    requests: [] as OtlpReceiver['requests'][number][],
+    raw: [] as string[],
+    spans: [] as ReceivedSpan[],
+    points: [] as ReceivedPoint[],
+    logs: [] as OtlpReceiver['logs'][number][],
+  };
   const server = createServer((req, res) => {
     body(req).then(
       (text) => {
+        receiver.requests.push({ url: req.url ?? '', headers: req.headers });
         receiver.raw.push(text);
         if (!/json/.test(req.headers['content-type'] ?? '')) {
           res.writeHead(415).end();
           return;
         }
         const parsed = JSON.parse(text) as Record<string, { resource?: { attributes?: KeyValue[] } }[]>;
-        if (req.url === '/v1/traces') collectSpans(parsed, receiver.spans);
-        else if (req.url === '/v1/metrics') collectPoints(parsed, receiver.points);
-        else if (req.url === '/v1/logs') collectLogs(parsed, receiver.logs);
+        const path = new URL(req.url ?? '/', 'http://receiver').pathname;
+        if (path.endsWith('/v1/traces')) collectSpans(parsed, receiver.spans);
+        else if (path.endsWith('/v1/metrics')) collectPoints(parsed, receiver.points);
+        else if (path.endsWith('/v1/logs')) collectLogs(parsed, receiver.logs);
         res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
       },
       () => res.writeHead(400).end(),

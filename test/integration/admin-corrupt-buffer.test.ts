@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { closeSync, openSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { connectAsync } from 'mqtt';
@@ -36,6 +37,26 @@ function corruptUnderTheGateway(dir: string): void {
   other.close();
 }
 
+/** A gateway of one history bridge under `root`, with 20 messages in its buffer. */
+async function gatewayWithBacklog(root: string, logger: pino.Logger): Promise<Gateway> {
+  writeFileSync(
+    join(root, 'gateway.yaml'),
+    'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {host: 127.0.0.1, port: 0}\nshutdown: {drainTimeoutMs: 500}\ndevices: []\nbridges: [b.yaml]\ngateway: {dataDir: data}\n',
+  );
+  writeFileSync(join(root, 'b.yaml'), 'name: b\nfrom: { mqtt: { topics: ["t/#"] } }\nto: [{ history: {} }]\n');
+  const gateway = new Gateway(loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} }), logger, 'test');
+  await gateway.start();
+  try {
+    const device = await connectAsync(`mqtt://127.0.0.1:${gateway.mqttPort}`, { clientId: 'corrupt-dev', reconnectPeriod: 0 });
+    for (let i = 0; i < 20; i++) await device.publishAsync('t/x', Buffer.alloc(2000, i), { qos: 1 });
+    await device.endAsync();
+  } catch (error) {
+    await gateway.stop();
+    throw error;
+  }
+  return gateway;
+}
+
 async function get(url: string): Promise<number> {
   const res = await fetch(url);
   await res.arrayBuffer();
@@ -46,17 +67,8 @@ test('a buffer found corrupt by /readyz, /metrics, /api/status or the health che
   timeout: 30_000,
 }, async () => {
   const root = tempDir();
-  writeFileSync(
-    join(root, 'gateway.yaml'),
-    'mqtt: {host: 127.0.0.1, port: 0, allowAnonymous: loopback}\nadmin: {host: 127.0.0.1, port: 0}\nshutdown: {drainTimeoutMs: 500}\ndevices: []\nbridges: [b.yaml]\ngateway: {dataDir: data}\n',
-  );
-  writeFileSync(join(root, 'b.yaml'), 'name: b\nfrom: { mqtt: { topics: ["t/#"] } }\nto: [{ history: {} }]\n');
-  const gateway = new Gateway(loadConfig(join(root, 'gateway.yaml'), { kinds: componentKinds, env: {} }), pino({ level: 'silent' }), 'test');
-  await gateway.start();
+  const gateway = await gatewayWithBacklog(root, pino({ level: 'silent' }));
   try {
-    const device = await connectAsync(`mqtt://127.0.0.1:${gateway.mqttPort}`, { clientId: 'corrupt-dev', reconnectPeriod: 0 });
-    for (let i = 0; i < 20; i++) await device.publishAsync('t/x', Buffer.alloc(2000, i), { qos: 1 });
-    await device.endAsync();
     const admin = `http://127.0.0.1:${gateway.adminPort}`;
     assert.equal(await get(`${admin}/readyz`), 200);
 
@@ -70,4 +82,44 @@ test('a buffer found corrupt by /readyz, /metrics, /api/status or the health che
   } finally {
     await gateway.stop();
   }
+});
+
+// The 500s above were answered without a line in the log or a count: the admin server had no
+// logger. Each is counted now, and logged once per path a minute (a scraper asking every few
+// seconds must not flood the log), with a line summing up the rest.
+test('the admin requests the corrupt buffer fails are counted each and logged once per path', { timeout: 30_000 }, async () => {
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+        done();
+      },
+    }),
+  );
+  const root = tempDir();
+  const gateway = await gatewayWithBacklog(root, logger);
+  const admin = `http://127.0.0.1:${gateway.adminPort}`;
+  try {
+    corruptUnderTheGateway(join(root, 'data'));
+    for (let i = 0; i < 10; i++) assert.equal(await get(`${admin}/metrics`), 500);
+    for (let i = 0; i < 3; i++) assert.equal(await get(`${admin}/api/status`), 500);
+
+    assert.equal(gateway.counters.get('admin.requests.failed{path=/metrics}'), 10);
+    assert.equal(gateway.counters.get('admin.requests.failed{path=/api/status}'), 3);
+    const failures = lines.filter((line) => line['msg'] === 'admin request failed, answered 500');
+    assert.deepEqual(failures.map((line) => line['path']).sort(), ['/api/status', '/metrics'], 'one line per path');
+    for (const line of failures) {
+      assert.equal(line['component'], 'admin');
+      assert.match(JSON.stringify(line['err']), /corrupt|malformed/i, 'the line says what failed');
+    }
+  } finally {
+    await gateway.stop();
+  }
+  const summaries = lines.filter((line) => String(line['msg']).startsWith('admin request failed, answered 500: '));
+  assert.deepEqual(summaries.map((line) => [line['path'], line['suppressed']]).sort(), [
+    ['/api/status', 2],
+    ['/metrics', 9],
+  ]);
 });
