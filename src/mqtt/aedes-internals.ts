@@ -45,7 +45,8 @@ export type DiscardReason = 'packetTooLarge' | 'receiveQueueFull' | 'noShareMemb
 export interface ClientInternals {
   /** The next packet id aedes gives an outgoing QoS 1/2 message of this client. */
   _nextId: number;
-  readonly _parser: EventEmitter;
+  /** mqtt-packet's parser of the client's connection: `parse` emits 'packet' for each whole packet in the bytes, which aedes handles then. */
+  readonly _parser: EventEmitter & { parse(bytes: Buffer): number };
   readonly subscriptions: Readonly<Record<string, { readonly qos: number } | undefined>>;
   /** True from CONNECT until the connect sequence (session restore included) finished. */
   readonly connecting: boolean;
@@ -111,4 +112,14 @@ export interface MessageNumbering {
 /** Calls `listener` with every packet the client sends, as soon as it is parsed (before aedes handles it). */
 export function onClientPacket(client: Client, listener: (packet: ClientPacket) => void): void {
   clientInternals(client)._parser.on('packet', listener);
+}
+
+/**
+ * Hands aedes bytes of the client's connection that it has not read (peer-close.ts: the device
+ * closed while they waited behind the packets aedes is handling): each whole packet in them is
+ * handled at once, alongside those, as packets read in one batch are. A DISCONNECT among them
+ * ends the connection cleanly (no will, unless an MQTT 5 reason code asks for it).
+ */
+export function handleUnread(client: Client, bytes: Buffer): void {
+  clientInternals(client)._parser.parse(bytes);
 }

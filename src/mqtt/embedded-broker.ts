@@ -8,10 +8,11 @@ import type { TopicLimits } from '../core/topic.ts';
 import type { DeviceAuthenticator, Refusal } from './auth.ts';
 import { type Connection, type Listener, type ListenerOptions, type TlsSettings, type WebSocketListenerOptions, listenerSpecs, openListeners } from './listeners.ts';
 import { guardConnection } from './packet-guard.ts';
+import { PEER_CLOSE_GRACE_MS, watchPeerClose } from './peer-close.ts';
 import { RECEIVE_MAXIMUM, packetTooLargeFarewell } from './protocol-refusals.ts';
 import { watchConnections } from './connection-events.ts';
 import { type Command, CommandTracker, type PublishedCommand } from './command-tracker.ts';
-import { aedesInternals } from './aedes-internals.ts';
+import { aedesInternals, handleUnread } from './aedes-internals.ts';
 import { DeviceAdmission } from './device-admission.ts';
 import { PublishIntake } from './publish-intake.ts';
 import { mayPublish } from './acl.ts';
@@ -309,6 +310,12 @@ export class EmbeddedBroker {
         this.#clientRefusals.log.refused({ who: { address: from }, reason, message: 'MQTT packet refused; connection closed', detail: { detail } });
       },
       farewell: (reason) => packetTooLargeFarewell(client, reason),
+    });
+    // A device that closes while its messages are held (and its socket unread) is disconnected,
+    // what it sent before closing handled.
+    watchPeerClose(guarded, PEER_CLOSE_GRACE_MS, (rest) => {
+      this.#options.logger.debug({ clientId: client?.id, address: from, unreadBytes: rest.length }, 'device closed its connection while its packets were unread: disconnected');
+      if (client !== undefined) handleUnread(client, rest);
     });
     client = this.#aedes.handle(guarded, connection.request);
   }

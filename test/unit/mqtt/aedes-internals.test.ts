@@ -9,7 +9,16 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Aedes, type AedesPublishPacket, type Client, type ConnectPacket } from 'aedes';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
-import { type ClientPacket, type DiscardReason, aedesInternals, clientInternals, onClientPacket, onPublishDiscarded, reservePacketId } from '../../../src/mqtt/aedes-internals.ts';
+import {
+  type ClientPacket,
+  type DiscardReason,
+  aedesInternals,
+  clientInternals,
+  handleUnread,
+  onClientPacket,
+  onPublishDiscarded,
+  reservePacketId,
+} from '../../../src/mqtt/aedes-internals.ts';
 import { connectPacket, publishPacket, publishPacketV5 } from '../../harness/mqtt-wire.ts';
 
 interface Seen {
@@ -286,6 +295,23 @@ test('_parser and onClientPacket: every PUBACK a client sends, with its packet i
     const puback5 = heard5.find((p) => p.cmd === 'puback');
     assert.equal(typeof puback5?.messageId, 'number');
     assert.equal(puback5?.reasonCode, 0x80);
+  });
+});
+
+test('handleUnread: aedes handles the packets in bytes given to its parser as if it read them; a DISCONNECT among them ends the connection without its will', async () => {
+  await withBroker(async ({ device, client }) => {
+    const watcher = await device(`w-${randomUUID()}`);
+    await watcher.subscribeAsync('unread/#', { qos: 0 });
+    const heard: string[] = [];
+    watcher.on('message', (topic, payload) => heard.push(`${topic} ${payload.toString()}`));
+    const id = `d-${randomUUID()}`;
+    const closing = await device(id, { will: { topic: 'unread/will', payload: Buffer.from('gone'), qos: 0, retain: false } });
+    const closed = new Promise<void>((done) => closing.once('close', () => done()));
+    handleUnread(client(id), Buffer.concat([publishPacket('unread/message', Buffer.from('hi')), Buffer.from([0xe0, 0x00])]));
+    await closed;
+    await watcher.publishAsync('unread/marker', 'after');
+    await until('the marker is heard', () => heard.includes('unread/marker after'));
+    assert.deepEqual(heard, ['unread/message hi', 'unread/marker after']);
   });
 });
 
