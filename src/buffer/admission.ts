@@ -45,6 +45,12 @@ export interface Admission {
   readonly refused: number;
   /** Per bridge, deliveries nacked because their connection closed before they were stored. */
   readonly abandoned: Map<string, number> | undefined;
+  /**
+   * Set when a statement on the buffer failed while deciding (counting a bridge's usage met a
+   * corrupt page, say): nothing is to be appended, and `kept` also holds every delivery from the
+   * one it failed at on, undecided, so that the caller holds them all as after a failed append.
+   */
+  readonly failed?: unknown;
 }
 
 /**
@@ -73,54 +79,61 @@ export function admit(batch: readonly Pending[], ctx: AdmissionContext): Admissi
     kept.push(entry);
     if (counted) refused += 1;
   };
-  for (const batched of batch) {
-    let entry = batched;
-    const { bridge } = entry;
-    if (entry.delivery.abandoned?.() === true) {
-      abandoned ??= new Map();
-      abandoned.set(bridge, (abandoned.get(bridge) ?? 0) + 1);
-      entry.traced?.end('abandoned');
-      entry.delivery.nack(ABANDONED);
-      continue;
-    }
-    if (heldBridges.has(bridge) || (!retrying && ctx.storageDown())) {
-      hold(entry, !ctx.storageDown());
-      continue;
-    }
-    const policy = policies.get(bridge);
-    const bytes = entry.delivery.envelope.payload.byteLength;
-    if (entry.deadLetter === undefined && policy !== undefined && bytes > policy.maxBytes) entry = ctx.tooLarge(entry, policy.maxBytes);
-    if (entry.deadLetter !== undefined) {
-      // Not in the log: the bridge's limits do not apply.
+  // One try for the batch, not one a message: what throws here is a statement on the buffer (usage).
+  let index = 0;
+  try {
+    for (; index < batch.length; index++) {
+      let entry = batch[index] as Pending;
+      const { bridge } = entry;
+      if (entry.delivery.abandoned?.() === true) {
+        abandoned ??= new Map();
+        abandoned.set(bridge, (abandoned.get(bridge) ?? 0) + 1);
+        entry.traced?.end('abandoned');
+        entry.delivery.nack(ABANDONED);
+        continue;
+      }
+      if (heldBridges.has(bridge) || (!retrying && ctx.storageDown())) {
+        hold(entry, !ctx.storageDown());
+        continue;
+      }
+      const policy = policies.get(bridge);
+      const bytes = entry.delivery.envelope.payload.byteLength;
+      if (entry.deadLetter === undefined && policy !== undefined && bytes > policy.maxBytes) entry = ctx.tooLarge(entry, policy.maxBytes);
+      if (entry.deadLetter !== undefined) {
+        // Not in the log: the bridge's limits do not apply.
+        accepted.push(entry);
+        kept.push(entry);
+        continue;
+      }
+      const usage = store.usage(bridge);
+      let add = incoming.get(bridge);
+      if (add === undefined) {
+        add = { messages: 0, bytes: 0 };
+        incoming.set(bridge, add);
+      }
+      const fits = policy === undefined || (usage.messages + add.messages + 1 <= policy.maxMessages && usage.bytes + add.bytes + bytes <= policy.maxBytes);
+      if (!fits && policy !== undefined) {
+        if (policy.overflow === 'refuse') {
+          hold(entry, true);
+          heldBridges.add(bridge);
+          continue;
+        }
+        if (policy.overflow === 'drop-newest') {
+          ctx.droppedNewest(entry);
+          entry.traced?.end('dropped');
+          entry.delivery.ack();
+          continue;
+        }
+        overfull.add(bridge);
+      }
+      add.messages += 1;
+      add.bytes += bytes;
       accepted.push(entry);
       kept.push(entry);
-      continue;
     }
-    const usage = store.usage(bridge);
-    let add = incoming.get(bridge);
-    if (add === undefined) {
-      add = { messages: 0, bytes: 0 };
-      incoming.set(bridge, add);
-    }
-    const fits = policy === undefined || (usage.messages + add.messages + 1 <= policy.maxMessages && usage.bytes + add.bytes + bytes <= policy.maxBytes);
-    if (!fits && policy !== undefined) {
-      if (policy.overflow === 'refuse') {
-        hold(entry, true);
-        heldBridges.add(bridge);
-        continue;
-      }
-      if (policy.overflow === 'drop-newest') {
-        ctx.droppedNewest(entry);
-        entry.traced?.end('dropped');
-        entry.delivery.ack();
-        continue;
-      }
-      overfull.add(bridge);
-    }
-    add.messages += 1;
-    add.bytes += bytes;
-    accepted.push(entry);
-    kept.push(entry);
+  } catch (error) {
+    for (; index < batch.length; index++) kept.push(batch[index] as Pending);
+    return { accepted: [], kept, overfull, incoming, refused, abandoned, failed: error };
   }
   return { accepted, kept, overfull, incoming, refused, abandoned };
 }

@@ -15,15 +15,14 @@ export class ReadFailures {
   readonly #policy: BufferPolicy;
   readonly #logger: Logger;
   readonly #counters: Counters;
-  readonly #sink: string;
   #count = 0;
   #since = 0;
 
-  constructor(policy: BufferPolicy, logger: Logger, counters: Counters, sink: string) {
+  /** `logger` names the sink (sinkLogger). */
+  constructor(policy: BufferPolicy, logger: Logger, counters: Counters) {
     this.#policy = policy;
     this.#logger = logger;
     this.#counters = counters;
-    this.#sink = sink;
   }
 
   /** Failures since the last try that worked. */
@@ -43,7 +42,7 @@ export class ReadFailures {
     const retryInMs = backoffDelay({ initialMs: this.#policy.retryInitialMs, maxMs: this.#policy.retryMaxMs, jitter: 0.2 }, this.#count);
     if (this.#count === 1) {
       this.#since = Date.now();
-      this.#logger.warn({ err: error, sink: this.#sink, retryInMs }, 'reading the buffer or moving the cursor failed; trying again');
+      this.#logger.warn({ err: error, retryInMs }, 'reading the buffer or moving the cursor failed; trying again');
     }
     return retryInMs;
   }
@@ -51,7 +50,7 @@ export class ReadFailures {
   /** A try that worked: the end of a run of failures is logged. */
   worked(): void {
     if (this.#count === 0) return;
-    this.#logger.info({ sink: this.#sink, failedForMs: Date.now() - this.#since, attempts: this.#count }, 'reading the buffer works again');
+    this.#logger.info({ failedForMs: Date.now() - this.#since, attempts: this.#count }, 'reading the buffer works again');
     this.#count = 0;
   }
 }

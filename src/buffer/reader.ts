@@ -10,6 +10,7 @@ import type { BufferPolicy } from './config.ts';
 import type { BufferStore, StoredMessage } from './store.ts';
 import type { BufferWriter } from './writer.ts';
 import { ReadFailures } from './read-failures.ts';
+import { sinkLogger } from './sink-logger.ts';
 
 export interface CursorSourceOptions {
   readonly store: BufferStore;
@@ -76,7 +77,8 @@ export function readerFailed(writer: BufferWriter, sink: string, subscriber: Sub
  * at most `backlogRatePerSec`, until it is delivered and the two cursors merge again.
  */
 export function cursorSource(options: CursorSourceOptions): CursorSource {
-  const { store, writer, bridge, sink, policy, logger, counters } = options;
+  const { store, writer, bridge, sink, policy, counters } = options;
+  const logger = sinkLogger(options.logger, sink);
   let stopping = false;
   let waitingSince: number | undefined;
   let wake: (() => void) | undefined;
@@ -118,7 +120,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
             onNack: (index, error) => settled(index, { ok: false, error }),
             onDoubleSettle: (index, attempted) => {
               counters.count('delivery.double_settle', { bridge, sink });
-              logger.error({ id: (window[index] as StoredMessage).envelope.id, attempted, sink }, 'bug: a delivery was settled twice');
+              logger.error({ id: (window[index] as StoredMessage).envelope.id, attempted }, 'bug: a delivery was settled twice');
             },
           },
         );
@@ -128,7 +130,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
     const deadLetter = ({ message, error, tries, inLive }: Letter) => {
       store.deadLetter(sink, message, error.message, tries, inLive);
       counters.count('buffer.dead_letters', { bridge, sink });
-      logger.error({ err: error, id: message.envelope.id, topic: message.envelope.topic, sink, ...failedSpanFields(error) }, 'rejected for good: moved to dead letters');
+      logger.error({ err: error, id: message.envelope.id, topic: message.envelope.topic, ...failedSpanFields(error) }, 'rejected for good: moved to dead letters');
     };
     /**
      * Hands over one window and waits for it to settle. Returns the last seq confirmed in
@@ -189,7 +191,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
       }
       const jittered = backoffDelay({ initialMs: policy.retryInitialMs, maxMs: policy.retryMaxMs, jitter: 0.2 }, attempts);
       counters.count('buffer.retries', { bridge, sink });
-      logger.warn({ err: error, sink, attempt: attempts, retryInMs: jittered, ...failedSpanFields(error) }, 'write failed; will retry');
+      logger.warn({ err: error, attempt: attempts, retryInMs: jittered, ...failedSpanFields(error) }, 'write failed; will retry');
       return { done: true as const, confirmed, letters, failed: true, retryInMs: jittered };
     };
 
@@ -221,7 +223,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
       return true;
     };
 
-    const failures = new ReadFailures(policy, logger, counters, sink);
+    const failures = new ReadFailures(policy, logger, counters);
     let tokens = 0;
     let refilled = performance.now();
     /** One read and delivery of a window (or a wait for messages); false once unsubscribed. */
@@ -247,7 +249,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
           state = store.cursorState(bridge, sink);
           counters.count('buffer.live_first.started', { bridge, sink });
           logger.info(
-            { sink, backlog: store.stats(bridge, { kept: true }).sinks.find((s) => s.sink === sink)?.pending, ratePerSec: policy.backlogRatePerSec },
+            { backlog: store.stats(bridge, { kept: true }).sinks.find((s) => s.sink === sink)?.pending, ratePerSec: policy.backlogRatePerSec },
             'sink is behind: new messages first, backlog behind them',
           );
           return true;
@@ -281,7 +283,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
         store.endLive(bridge, sink);
         state = store.cursorState(bridge, sink);
         counters.count('buffer.live_first.caught_up', { bridge, sink });
-        logger.info({ sink }, 'backlog delivered: back to arrival order');
+        logger.info('backlog delivered: back to arrival order');
         return true;
       }
       tokens -= backlog.length;

@@ -7,6 +7,7 @@ import { failedSpanFields } from '../core/tracing.ts';
 import { type CursorSource, type CursorSourceOptions, readerFailed } from './reader.ts';
 import { ReadFailures } from './read-failures.ts';
 import { Signal } from './signal.ts';
+import { sinkLogger } from './sink-logger.ts';
 import type { StoredMessage } from './store.ts';
 
 /** A cursor handing messages over continuously. */
@@ -51,7 +52,8 @@ const POLL_MS = 1000;
  * next start. Live-first replay is not applied: messages come in arrival order.
  */
 export function streamCursor(options: CursorSourceOptions): StreamCursor {
-  const { store, bridge, sink, policy, logger, counters } = options;
+  const { store, bridge, sink, policy, counters } = options;
+  const logger = sinkLogger(options.logger, sink);
   let stopping = false;
   let full = false;
   /** Set by detach: no settle of any run moves the cursor any more. */
@@ -88,16 +90,13 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
     };
 
     /** Sweeps and reads of the buffer that failed in a row, each run of them logged once. */
-    const sweepFailures = new ReadFailures(policy, logger, counters, sink);
-    const readFailures = new ReadFailures(policy, logger, counters, sink);
+    const sweepFailures = new ReadFailures(policy, logger, counters);
+    const readFailures = new ReadFailures(policy, logger, counters);
     let retrySweep: NodeJS.Timeout | undefined;
     const deadLettered = (entry: Entry) => {
       const error = entry.error as Error;
       counters.count('buffer.dead_letters', { bridge, sink });
-      logger.error(
-        { err: error, id: entry.message.envelope.id, topic: entry.message.envelope.topic, sink, ...failedSpanFields(error) },
-        'rejected for good: moved to dead letters',
-      );
+      logger.error({ err: error, id: entry.message.envelope.id, topic: entry.message.envelope.topic, ...failedSpanFields(error) }, 'rejected for good: moved to dead letters');
     };
     const sweep = () => {
       sweepQueued = false;
@@ -190,7 +189,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
         }
         entry.outcome = 'retry';
         const jittered = backoffDelay({ initialMs: policy.retryInitialMs, maxMs: policy.retryMaxMs, jitter: 0.2 }, entry.attempts);
-        if (retries.length === 0) logger.warn({ err: error, sink, attempt: entry.attempts, retryInMs: jittered, ...failedSpanFields(error) }, 'not handled; will deliver again');
+        if (retries.length === 0) logger.warn({ err: error, attempt: entry.attempts, retryInMs: jittered, ...failedSpanFields(error) }, 'not handled; will deliver again');
         retries.push(entry);
         retryAt = Math.max(retryAt, Date.now() + jittered);
         counters.count('buffer.retries', { bridge, sink });
@@ -198,7 +197,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
       },
       onDoubleSettle: (entry, attempted) => {
         counters.count('delivery.double_settle', { bridge, sink });
-        logger.error({ id: entry.message.envelope.id, attempted, sink }, 'bug: a delivery was settled twice');
+        logger.error({ id: entry.message.envelope.id, attempted }, 'bug: a delivery was settled twice');
       },
     };
     const hand = (entry: Entry) => {

@@ -193,7 +193,7 @@ export class BufferWriter {
   /** While anything is held for a bridge (or the disk is full), newer messages are held behind it, so that a device's messages are stored in the order it sent them. */
   #commit(batch: readonly Pending[], retrying: boolean): void {
     const heldBefore = this.#held.length;
-    const { accepted, kept, overfull, incoming, refused, abandoned } = admit(batch, {
+    const { accepted, kept, overfull, incoming, refused, abandoned, failed } = admit(batch, {
       held: this.#held,
       retrying,
       storageDown: () => this.#storageDown(),
@@ -207,11 +207,16 @@ export class BufferWriter {
       },
     });
     if (abandoned !== undefined) this.#abandoned.note(abandoned, this.#held.length);
-    if (refused > 0) {
-      this.#counters.count('buffer.refused', {}, refused);
-      this.#setState('refusing');
+    if (refused > 0) this.#counters.count('buffer.refused', {}, refused);
+    if (failed !== undefined) {
+      this.#storageFailed(failed, kept, heldBefore);
+      return;
     }
-    if (accepted.length === 0) return;
+    // The "buffer full" line gives the bridge's usage: after the append, so that it counts this commit.
+    if (accepted.length === 0) {
+      if (refused > 0) this.#setState('refusing');
+      return;
+    }
 
     const started = performance.now();
     try {
@@ -227,35 +232,43 @@ export class BufferWriter {
         }
       });
     } catch (error) {
-      // Held, not nacked: nacking would close the devices' connections while their later
-      // messages, already received, could still be stored ahead of these. In the batch's order
-      // (what it stored, then what it held would reorder a bridge); QoS 0 ones are not held.
-      this.#held.length = heldBefore;
-      for (const entry of kept) {
-        if (entry.delivery.envelope.origin.qos === 0) {
-          entry.traced?.end('dropped');
-          entry.delivery.nack(QOS0_NOT_STORED);
-        } else this.#held.push(entry);
-      }
-      if (isCorruption(error)) {
-        this.corrupted(error, 'an append');
-        return;
-      }
-      const full = (error as { code?: unknown }).code === 'SQLITE_FULL';
-      this.#counters.count('buffer.errors', { reason: full ? 'disk_full' : 'append_failed' });
-      const state: WriterState = full ? 'disk-full' : 'write-failed';
-      if (this.#state !== state) {
-        const err = wrapError('STORAGE_FAILED', 'buffer: append failed', error, { component: 'buffer', retryable: true });
-        this.#logger.error(
-          { err, held: this.#held.length },
-          full ? 'disk full: not acknowledging new messages until space returns' : 'cannot write the buffer: not acknowledging new messages; retrying every second',
-        );
-      }
-      this.#setState(state);
+      this.#storageFailed(error, kept, heldBefore);
       return;
     }
     this.#committed(accepted, started);
-    if (this.#held.length === 0 && this.#state !== 'ok') this.#setState('ok');
+    if (refused > 0) this.#setState('refusing');
+    else if (this.#held.length === 0 && this.#state !== 'ok') this.#setState('ok');
+  }
+
+  /**
+   * A statement of the commit failed (the append, or admit counting a bridge's usage): nothing of it
+   * is acknowledged. Held, not nacked: nacking would close the devices' connections while their later
+   * messages, already received, could still be stored ahead of these. In the batch's order (what it
+   * stored, then what it held would reorder a bridge); QoS 0 ones are not held.
+   */
+  #storageFailed(error: unknown, kept: readonly Pending[], heldBefore: number): void {
+    this.#held.length = heldBefore;
+    for (const entry of kept) {
+      if (entry.delivery.envelope.origin.qos === 0) {
+        entry.traced?.end('dropped');
+        entry.delivery.nack(QOS0_NOT_STORED);
+      } else this.#held.push(entry);
+    }
+    if (isCorruption(error)) {
+      this.corrupted(error, 'an append');
+      return;
+    }
+    const full = (error as { code?: unknown }).code === 'SQLITE_FULL';
+    this.#counters.count('buffer.errors', { reason: full ? 'disk_full' : 'append_failed' });
+    const state: WriterState = full ? 'disk-full' : 'write-failed';
+    if (this.#state !== state) {
+      const err = wrapError('STORAGE_FAILED', 'buffer: append failed', error, { component: 'buffer', retryable: true });
+      this.#logger.error(
+        { err, held: this.#held.length },
+        full ? 'disk full: not acknowledging new messages until space returns' : 'cannot write the buffer: not acknowledging new messages; retrying every second',
+      );
+    }
+    this.#setState(state);
   }
 
   /**
@@ -347,7 +360,8 @@ export class BufferWriter {
     if (state === 'ok') {
       this.#logger.info({ previous: this.#state, refusedForMs: now - this.#episodeSince }, 'buffer accepts messages again');
     } else if (state === 'refusing') {
-      // Once per episode: the start of refusing is as much news as its end (issue 16).
+      // Once per episode: the start of refusing is as much news as its end (issue 16). Entered after
+      // a commit that counted each of these bridges (admit, append): their usage is in memory.
       this.#episodeSince = now;
       const bridges = this.heldBridges();
       const limits = bridges.map((b) => {
