@@ -2,7 +2,6 @@
 // left a file of whole lines that looked like a complete export, and an earlier export of that
 // name was gone from the start. Now it writes FILE.partial and renames it when done.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,7 +11,7 @@ import { bufferPath } from '../../src/buffer/open.ts';
 import { BufferStore } from '../../src/buffer/store.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { openSqlite } from '../../src/sqlite/connection.ts';
-import { FERRY_BIN, REPO_ROOT, ferry } from '../harness/ferry-process.ts';
+import { ferry, spawnFerryGroup } from '../harness/ferry-process.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-export-file-');
@@ -38,17 +37,8 @@ test('Ctrl-C during an export to a file leaves the earlier file of that name as 
   const dir = bufferOf(MESSAGES);
   const file = join(dir, 'backlog.jsonl');
   writeFileSync(file, 'the earlier export\n');
-  const child = spawn(process.execPath, [FERRY_BIN, 'buffer', 'export', '--data-dir', dir, '--output', file], {
-    cwd: REPO_ROOT,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const kill = () => {
-    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(-child.pid, 'SIGKILL');
-  };
-  process.once('exit', kill);
-  let stderr = '';
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const run = spawnFerryGroup(['buffer', 'export', '--data-dir', dir, '--output', file]);
+  const { child } = run;
   const exited = once(child, 'exit');
   try {
     // Half-way: a few MB written (the whole export is about 80 MB).
@@ -56,13 +46,12 @@ test('Ctrl-C during an export to a file leaves the earlier file of that name as 
     assert.equal(child.exitCode, null, 'the export ended before it could be interrupted');
     child.kill('SIGINT');
     const [code] = (await exited) as [number | null];
-    assert.equal(code, 130, stderr);
+    assert.equal(code, 130, run.stderr());
     assert.equal(readFileSync(file, 'utf8'), 'the earlier export\n');
     assert.equal(existsSync(`${file}.partial`), false);
-    assert.match(stderr, /export stopped by SIGINT; \S+backlog\.jsonl was not written\n$/);
+    assert.match(run.stderr(), /export stopped by SIGINT; \S+backlog\.jsonl was not written\n$/);
   } finally {
-    kill();
-    process.off('exit', kill);
+    run.stop();
   }
 });
 

@@ -4,12 +4,10 @@
 // migrate create --dir` did the same. Now each says in one line which directory it cannot
 // create, and exits.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { FERRY_BIN, REPO_ROOT } from '../harness/ferry-process.ts';
+import { ferryWithin } from '../harness/ferry-process.ts';
 import { writeGatewayTree } from '../harness/gateway-tree.ts';
 import { tempDirs } from '../harness/temp.ts';
 
@@ -17,25 +15,7 @@ const tempDir = tempDirs('ferry-data-dir-unusable-');
 const config = () => writeGatewayTree(tempDir(), '{allowAnonymous: true}', {});
 
 /** The built CLI in a process group of its own, killed after 20 s (it hung): its exit code and output. */
-async function ferryBounded(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [FERRY_BIN, ...args], { cwd: REPO_ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  const kill = () => {
-    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(-child.pid, 'SIGKILL');
-  };
-  process.once('exit', kill);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  const timer = setTimeout(kill, 20_000);
-  try {
-    const [code] = (await once(child, 'exit')) as [number | null];
-    return { code, stdout, stderr };
-  } finally {
-    clearTimeout(timer);
-    process.off('exit', kill);
-  }
-}
+const ferryBounded = (args: readonly string[]) => ferryWithin(args, 20_000);
 
 test('ferry run --data-dir under /proc exits 1 with one line naming the directory it cannot create', { timeout: 60_000 }, async () => {
   for (const dataDir of ['/proc/ferry-nope', '/proc/ferry-nope/data']) {

@@ -4,13 +4,12 @@
 // the bridges the history has, and a --topic with a wildcard level is an MQTT filter, in a history
 // of packs and in one of an earlier version (a row a message) alike.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { HistoryWriter, historyPath } from '../../src/sqlite/history-store.ts';
 import { eventually } from '../harness/eventually.ts';
-import { FERRY_BIN, REPO_ROOT, ferry } from '../harness/ferry-process.ts';
+import { ferry, spawnFerryGroup } from '../harness/ferry-process.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-history-cli-');
@@ -94,29 +93,16 @@ for (const [kind, make] of [
 
 test('history --follow of a bridge with no messages yet says so and prints its messages as they come', { timeout: 30_000 }, async () => {
   const dir = await packedHistory();
-  const child = spawn(process.execPath, [FERRY_BIN, 'history', '--data-dir', dir, '--bridge', 'new-bridge', '--follow', '--json'], {
-    cwd: REPO_ROOT,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const kill = () => {
-    if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
-  };
-  process.once('exit', kill);
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const run = spawnFerryGroup(['history', '--data-dir', dir, '--bridge', 'new-bridge', '--follow', '--json']);
   const writer = new HistoryWriter(dir, 'normal');
   try {
-    await eventually(() => assert.match(err, /^ferry: no bridge 'new-bridge' in \S+history\.db yet \(it has alarms, telemetry-history\); waiting for its messages\n$/), {
+    await eventually(() => assert.match(run.stderr(), /^ferry: no bridge 'new-bridge' in \S+history\.db yet \(it has alarms, telemetry-history\); waiting for its messages\n$/), {
       timeoutMs: 20_000,
     });
     await writer.append('new-bridge', [createEnvelope({ topic: 'devices/sensor-9/telemetry/climate', payload: '1', origin: { source: 'mqtt' } })], 1000);
-    await eventually(() => assert.deepEqual(topics(out), ['devices/sensor-9/telemetry/climate']), { timeoutMs: 20_000 });
+    await eventually(() => assert.deepEqual(topics(run.stdout()), ['devices/sensor-9/telemetry/climate']), { timeoutMs: 20_000 });
   } finally {
-    kill();
-    process.off('exit', kill);
+    run.stop();
     writer.close();
   }
 });

@@ -2,7 +2,6 @@
 // between two of its reads (it read the newest 10,000 after the last one printed, and skipped
 // the rest). A history written here, and the CLI reading it as it grows.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -10,7 +9,7 @@ import { test } from 'node:test';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { HistoryWriter } from '../../src/sqlite/history-store.ts';
 import { eventually } from '../harness/eventually.ts';
-import { FERRY_BIN, REPO_ROOT } from '../harness/ferry-process.ts';
+import { spawnFerryGroup } from '../harness/ferry-process.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-history-follow-');
@@ -23,19 +22,10 @@ test('ferry history --follow prints each of 15,005 messages once, in order, 15,0
   writeFileSync(join(dir, 'gateway.yaml'), 'bridges: []\n');
   const writer = new HistoryWriter(dir, 'normal');
   // In a process group of its own, killed with the test.
-  const child = spawn(process.execPath, [FERRY_BIN, 'history', '--config', join(dir, 'gateway.yaml'), '--data-dir', dir, '--follow', '--json'], {
-    cwd: REPO_ROOT,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const kill = () => {
-    if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
-  };
-  process.once('exit', kill);
-  let out = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  const run = spawnFerryGroup(['history', '--config', join(dir, 'gateway.yaml'), '--data-dir', dir, '--follow', '--json']);
   const printed = () =>
-    out
+    run
+      .stdout()
       .split('\n')
       .filter((line) => line !== '')
       .map((line) => Number((JSON.parse(line) as { payload: string }).payload));
@@ -50,8 +40,7 @@ test('ferry history --follow prints each of 15,005 messages once, in order, 15,0
       Array.from({ length: 15_005 }, (_, i) => i),
     );
   } finally {
-    kill();
-    process.off('exit', kill);
+    run.stop();
     writer.close();
   }
 });

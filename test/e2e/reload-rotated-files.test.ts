@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { eventually } from '../harness/eventually.ts';
 import { REPO_ROOT, ferry, startFerry } from '../harness/ferry-process.ts';
+import { notesBridge } from '../harness/gateway-tree.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
 import { testDatabase } from '../harness/pg-schema.ts';
 import { randomName } from '../harness/services.ts';
@@ -16,23 +17,7 @@ import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-e2e-rotated-');
 
-const NOTES_BRIDGE = `import { concatMap, ignoreElements } from 'rxjs';
-import { defineBridge } from 'ferry';
-
-export default defineBridge({
-  name: 'notes',
-  from: { mqtt: { topics: ['notes/#'] } },
-  to: {},
-  handle: (messages, tools) =>
-    messages.pipe(
-      concatMap(async (m) => {
-        await tools.database<{ notes: { id: string; topic: string } }>('main').insertInto('notes').values({ id: m.id, topic: m.topic }).execute();
-        m.done();
-      }),
-      ignoreElements(),
-    ),
-});
-`;
+const NOTES_BRIDGE = notesBridge();
 
 test('a rotated password file: `ferry reload` restarts the bridge that reads it and reopens the database that names it', { timeout: 120_000 }, async (t) => {
   const db = await testDatabase(t);

@@ -4,12 +4,10 @@
 // connected device; both gateways delivered the same buffer. Now the second one is refused, the
 // first's state is untouched, and a gateway killed with SIGKILL leaves no stale lock behind.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { MqttClient } from 'mqtt';
-import { FERRY_BIN, REPO_ROOT, ferry, startFerry, type RunningFerry } from '../harness/ferry-process.ts';
+import { ferry, ferryWithin, startFerry, type RunningFerry } from '../harness/ferry-process.ts';
 import { writeGatewayTree } from '../harness/gateway-tree.ts';
 import { connectRecording } from '../harness/recording-client.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -24,28 +22,9 @@ after(() => {
 
 /** `ferry run` expected to refuse: its exit code and stderr, or a failure when it is still running after 20 s. */
 async function runRefused(args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [FERRY_BIN, 'run', '--mqtt-port', '0', '--admin-port', '0', ...args], {
-    cwd: REPO_ROOT,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const kill = () => {
-    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(-child.pid, 'SIGKILL');
-  };
-  process.once('exit', kill);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  const timer = setTimeout(kill, 20_000);
-  try {
-    const [code] = (await once(child, 'exit')) as [number | null];
-    assert.ok(!stdout.includes('accepting MQTT connections'), `a second gateway started on the same data directory:\n${stdout.slice(0, 2000)}`);
-    return { code, stderr };
-  } finally {
-    clearTimeout(timer);
-    process.off('exit', kill);
-  }
+  const { code, stdout, stderr } = await ferryWithin(['run', '--mqtt-port', '0', '--admin-port', '0', ...args], 20_000);
+  assert.ok(!stdout.includes('accepting MQTT connections'), `a second gateway started on the same data directory:\n${stdout.slice(0, 2000)}`);
+  return { code, stderr };
 }
 
 async function sessionState(dataDir: string, clientId: string): Promise<unknown> {

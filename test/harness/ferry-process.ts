@@ -1,5 +1,6 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, type ChildProcessByStdio, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
 export const FERRY_BIN = fileURLToPath(new URL('../../bin/ferry.js', import.meta.url));
@@ -26,6 +27,51 @@ export async function ferry(args: readonly string[], env: NodeJS.ProcessEnv = {}
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   const [code] = (await once(child, 'close')) as [number | null];
   return { code, stdout, stderr };
+}
+
+/** The built CLI in a process group of its own, with what it printed so far. */
+export interface FerryGroup {
+  readonly child: ChildProcessByStdio<null, Readable, Readable>;
+  stdout(): string;
+  stderr(): string;
+  /** Kills its whole group at once, unless it has ended. */
+  kill(): void;
+  /** Kills it as `kill` does, and lets go of the hook that kills it when the test process exits. */
+  stop(): void;
+}
+
+/**
+ * Starts `ferry <args>` in a process group of its own (so that what it starts dies with it),
+ * killed when the test process exits, whatever happens; call `stop()` when done with it.
+ */
+export function spawnFerryGroup(args: readonly string[]): FerryGroup {
+  const child = spawn(process.execPath, [FERRY_BIN, ...args], { cwd: REPO_ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const kill = () => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(-child.pid, 'SIGKILL');
+  };
+  process.once('exit', kill);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const stop = () => {
+    kill();
+    process.off('exit', kill);
+  };
+  return { child, stdout: () => stdout, stderr: () => stderr, kill, stop };
+}
+
+/** Runs `ferry <args>` as `spawnFerryGroup` does, killed after `limitMs` if it has not ended by then: its exit code and output. */
+export async function ferryWithin(args: readonly string[], limitMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const run = spawnFerryGroup(args);
+  const timer = setTimeout(run.kill, limitMs);
+  try {
+    const [code] = (await once(run.child, 'exit')) as [number | null];
+    return { code, stdout: run.stdout(), stderr: run.stderr() };
+  } finally {
+    clearTimeout(timer);
+    run.stop();
+  }
 }
 
 /**

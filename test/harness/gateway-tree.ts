@@ -20,6 +20,35 @@ export function writeGatewayTree(root: string, mqtt: string, devices: Record<str
   return join(root, 'gateway.yaml');
 }
 
+/**
+ * The source of a TypeScript bridge `notes`: each message of `notes/#` becomes a row (its id and
+ * topic) of table `notes` in the gateway's database `main`, written through tools.database with no
+ * sink (it acks with done() after the commit). `ignoreDuplicates`: a message whose id is there
+ * already is acked without a second row, where otherwise the insert fails.
+ */
+export function notesBridge(options: { ignoreDuplicates?: boolean } = {}): string {
+  const onConflict = options.ignoreDuplicates === true ? ".onConflict((oc) => oc.column('id').doNothing())" : '';
+  return `import { concatMap, ignoreElements } from 'rxjs';
+import { defineBridge } from 'ferry';
+
+interface Tables { notes: { id: string; topic: string } }
+
+export default defineBridge({
+  name: 'notes',
+  from: { mqtt: { topics: ['notes/#'] } },
+  to: {},
+  handle: (messages, tools) =>
+    messages.pipe(
+      concatMap(async (m) => {
+        await tools.database<Tables>('main').insertInto('notes').values({ id: m.id, topic: m.topic })${onConflict}.execute();
+        m.done();
+      }),
+      ignoreElements(),
+    ),
+});
+`;
+}
+
 /** One `credentials` entry of a device profile, with the password hashed. */
 export async function credential(username: string, password: string, extra = ''): Promise<string> {
   return `  - {username: ${username}, passwordHash: "${await hashPassword(password)}"${extra}}\n`;

@@ -72,6 +72,15 @@ export async function freePorts(count: number): Promise<number[]> {
   }
 }
 
+/** A loopback port nothing listens on: one the kernel handed out a moment ago, and closed again. */
+export async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
 /** Resolves true when a TCP (or unix socket) connection succeeds within timeoutMs; never rejects. */
 export function canConnect(target: TcpTarget, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -141,3 +141,11 @@ function collectLogs(parsed: Json, out: OtlpReceiver['logs'][number][]): void {
     }
   }
 }
+
+/** `url` with a user and password in it, as an endpoint that carries its credential (the password percent-encoded where it must be). */
+export function withCredentials(url: string, username: string, password: string): URL {
+  const endpoint = new URL(url);
+  endpoint.username = username;
+  endpoint.password = password;
+  return endpoint;
+}

@@ -4,38 +4,19 @@
 // ended the process with exit code 1 and a stack trace, without the drain and the exit code 75
 // that the buffer's own reads and appends give a corrupt buffer (docs/operations.md).
 import assert from 'node:assert/strict';
-import { closeSync, openSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import Database from 'better-sqlite3';
 import { connectAsync } from 'mqtt';
 import pino from 'pino';
-import { bufferPath } from '../../src/buffer/open.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { Gateway } from '../../src/runtime/gateway.ts';
 import { componentKinds } from '../../src/runtime/registry.ts';
+import { corruptBufferUnder } from '../harness/corrupt-buffer.ts';
+import { capturedEntries } from '../harness/log-lines.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-admin-corrupt-');
-
-/**
- * Overwrites every page of the buffer but the first (the schema) with garbage, then commits a
- * change from a second connection: the gateway's connection drops its page cache at its next
- * read and meets the damage (SQLITE_CORRUPT), as after a disk that lost its writes.
- */
-function corruptUnderTheGateway(dir: string): void {
-  const path = bufferPath(dir);
-  const other = new Database(path);
-  other.pragma('wal_checkpoint(TRUNCATE)');
-  const pageSize = other.pragma('page_size', { simple: true }) as number;
-  const size = statSync(path).size;
-  const fd = openSync(path, 'r+');
-  writeSync(fd, Buffer.alloc(size - pageSize, 0xa5), 0, size - pageSize, pageSize);
-  closeSync(fd);
-  other.pragma('user_version = 7');
-  other.close();
-}
 
 /** A gateway of one history bridge under `root`, with 20 messages in its buffer. */
 async function gatewayWithBacklog(root: string, logger: pino.Logger): Promise<Gateway> {
@@ -72,7 +53,7 @@ test('a buffer found corrupt by /readyz, /metrics, /api/status or the health che
     const admin = `http://127.0.0.1:${gateway.adminPort}`;
     assert.equal(await get(`${admin}/readyz`), 200);
 
-    corruptUnderTheGateway(join(root, 'data'));
+    corruptBufferUnder(join(root, 'data'));
     // Ready or not depends on whether an append met the damage yet; either way it answers.
     assert.ok([200, 503].includes(await get(`${admin}/readyz`)));
     assert.equal(await get(`${admin}/metrics`), 500);
@@ -88,21 +69,12 @@ test('a buffer found corrupt by /readyz, /metrics, /api/status or the health che
 // logger. Each is counted now, and logged once per path a minute (a scraper asking every few
 // seconds must not flood the log), with a line summing up the rest.
 test('the admin requests the corrupt buffer fails are counted each and logged once per path', { timeout: 30_000 }, async () => {
-  const lines: Record<string, unknown>[] = [];
-  const logger = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-        done();
-      },
-    }),
-  );
+  const { logger, entries: lines } = capturedEntries('info');
   const root = tempDir();
   const gateway = await gatewayWithBacklog(root, logger);
   const admin = `http://127.0.0.1:${gateway.adminPort}`;
   try {
-    corruptUnderTheGateway(join(root, 'data'));
+    corruptBufferUnder(join(root, 'data'));
     for (let i = 0; i < 10; i++) assert.equal(await get(`${admin}/metrics`), 500);
     for (let i = 0; i < 3; i++) assert.equal(await get(`${admin}/api/status`), 500);
 

@@ -5,16 +5,15 @@
 // once, and its PUBACK settles every delivery, at once and not at `expiryMs`. Real embedded
 // brokers and real MQTT devices.
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { test } from 'node:test';
 import pino from 'pino';
 import { Subject } from 'rxjs';
 import { createDelivery, type Delivery } from '../../src/core/delivery.ts';
 import { createEnvelope, newId } from '../../src/core/envelope.ts';
 import { deviceSink } from '../../src/mqtt/device-sink.ts';
-import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { type CommandDevice, connectCommandDevice } from '../harness/command-device.ts';
+import { type BrokerPersistence, startLoopbackBroker } from '../harness/embedded-broker.ts';
 import { eventually } from '../harness/eventually.ts';
 import { randomName } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -22,17 +21,9 @@ import { tempDirs } from '../harness/temp.ts';
 const tempDir = tempDirs('ferry-command-dedup-live-');
 const logger = pino({ level: 'silent' });
 
-type Persistence = 'sqlite' | 'memory';
-
-async function brokerWith(persistence: Persistence) {
+async function brokerWith(persistence: BrokerPersistence) {
   const counters = new CounterRegistry();
-  const broker = await EmbeddedBroker.start({
-    host: '127.0.0.1',
-    port: 0,
-    logger,
-    counters,
-    ...(persistence === 'sqlite' ? { state: { path: join(tempDir(), 'broker.db'), synchronous: 'normal' as const } } : {}),
-  });
+  const broker = await startLoopbackBroker(persistence, tempDir(), logger, counters);
   /** A devices sink (a bridge) on this broker, sending to devices/<key>/commands with an hour's expiry. */
   const sink = () => {
     const input = new Subject<Delivery>();

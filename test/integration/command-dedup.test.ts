@@ -13,9 +13,9 @@ import { Subject } from 'rxjs';
 import { createDelivery, type Delivery } from '../../src/core/delivery.ts';
 import { createEnvelope, newId } from '../../src/core/envelope.ts';
 import { deviceSink } from '../../src/mqtt/device-sink.ts';
-import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { type CommandDevice, connectCommandDevice } from '../harness/command-device.ts';
+import { type BrokerPersistence, startLoopbackBroker } from '../harness/embedded-broker.ts';
 import { eventually } from '../harness/eventually.ts';
 import { tempDirs } from '../harness/temp.ts';
 
@@ -23,15 +23,9 @@ const tempDir = tempDirs('ferry-command-dedup-');
 const logger = pino({ level: 'silent' });
 
 /** An embedded broker on the state file of `dir` with a devices sink sending to devices/<key>/commands. */
-async function gatewayOn(dir: string, persistence: 'sqlite' | 'memory' = 'sqlite', expiryMs = 3_600_000) {
+async function gatewayOn(dir: string, persistence: BrokerPersistence = 'sqlite', expiryMs = 3_600_000) {
   const counters = new CounterRegistry();
-  const broker = await EmbeddedBroker.start({
-    host: '127.0.0.1',
-    port: 0,
-    logger,
-    counters,
-    ...(persistence === 'sqlite' ? { state: { path: join(dir, 'broker.db'), synchronous: 'normal' as const } } : {}),
-  });
+  const broker = await startLoopbackBroker(persistence, dir, logger, counters);
   const input = new Subject<Delivery>();
   const sink = deviceSink.create(deviceSink.schema.parse({ topic: 'devices/${key}/commands', expiryMs }), { logger, counters, dataDir: dir, bridge: 'commands' }, { broker });
   const subscription = sink(input).subscribe();

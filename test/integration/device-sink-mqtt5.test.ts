@@ -2,13 +2,10 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { connectAsync } from 'mqtt';
 import pino from 'pino';
-import { Subject } from 'rxjs';
-import { createDelivery, type Delivery } from '../../src/core/delivery.ts';
-import { createEnvelope } from '../../src/core/envelope.ts';
-import type { SinkEvent } from '../../src/core/stream.ts';
-import { deviceSink } from '../../src/mqtt/device-sink.ts';
+import type { Delivery } from '../../src/core/delivery.ts';
 import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { devicesSinkOn } from '../harness/devices-sink.ts';
 import { eventually } from '../harness/eventually.ts';
 import { mosquittoSub } from '../harness/mosquitto.ts';
 import { randomName } from '../harness/services.ts';
@@ -21,22 +18,7 @@ const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: 
 after(() => broker.close());
 const url = `mqtt://127.0.0.1:${broker.port}`;
 
-function sinkOf(config: Record<string, unknown>) {
-  const input = new Subject<Delivery>();
-  const events: SinkEvent[] = [];
-  const sink = deviceSink.create(deviceSink.schema.parse(config), { logger: pino({ level: 'silent' }), counters, dataDir: '/nonexistent', bridge: 'v5-commands' }, { broker });
-  const subscription = sink(input).subscribe({ next: (e) => events.push(e) });
-  const send = (payload: string | Buffer, fields: { key?: string; headers?: Record<string, string> } = {}) => {
-    let outcome: 'pending' | 'acked' | Error = 'pending';
-    const delivery = createDelivery(createEnvelope({ topic: 'ferry.commands', payload, origin: { source: 'kafka' }, ...fields }), {
-      onAck: () => (outcome = 'acked'),
-      onNack: (error) => (outcome = error),
-    });
-    input.next(delivery);
-    return { delivery, outcome: () => outcome };
-  };
-  return { events, send, subscription };
-}
+const sinkOf = (config: Record<string, unknown>) => devicesSinkOn(broker, counters, 'v5-commands', config);
 
 async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
   await eventually(() => assert.ok(check(), what), { timeoutMs });

@@ -5,17 +5,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, test } from 'node:test';
 import { connect as connectMqtt, connectAsync } from 'mqtt';
 import pino from 'pino';
-import { Subject } from 'rxjs';
-import { createDelivery, type Delivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { isFerryError } from '../../src/core/errors.ts';
-import type { SinkEvent } from '../../src/core/stream.ts';
 import { deviceSink } from '../../src/mqtt/device-sink.ts';
 import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import type { PublishedCommand } from '../../src/mqtt/command-tracker.ts';
 import { sinkConformance } from '../conformance/sink-suite.ts';
 import { connectCommandDevice } from '../harness/command-device.ts';
+import { devicesSinkOn } from '../harness/devices-sink.ts';
 import { eventually } from '../harness/eventually.ts';
 import { randomName } from '../harness/services.ts';
 import { connectPacket, packet, subscribePacket } from '../harness/mqtt-wire.ts';
@@ -25,29 +23,7 @@ const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: 
 after(() => broker.close());
 const url = `mqtt://127.0.0.1:${broker.port}`;
 
-interface Command {
-  readonly delivery: Delivery;
-  /** 'pending', 'acked' or the nack's error. */
-  outcome(): 'pending' | 'acked' | Error;
-}
-
-function sinkOf(config: Record<string, unknown>) {
-  const input = new Subject<Delivery>();
-  const events: SinkEvent[] = [];
-  const sink = deviceSink.create(deviceSink.schema.parse(config), { logger: pino({ level: 'silent' }), counters, dataDir: '/nonexistent', bridge: 'it-devices' }, { broker });
-  let completed = false;
-  const subscription = sink(input).subscribe({ next: (e) => events.push(e), complete: () => (completed = true) });
-  const send = (payload: string, fields: { key?: string; headers?: Record<string, string> } = {}): Command => {
-    let outcome: 'pending' | 'acked' | Error = 'pending';
-    const delivery = createDelivery(createEnvelope({ topic: 'ferry.commands', payload, origin: { source: 'kafka' }, ...fields }), {
-      onAck: () => (outcome = 'acked'),
-      onNack: (error) => (outcome = error),
-    });
-    input.next(delivery);
-    return { delivery, outcome: () => outcome };
-  };
-  return { input, events, send, subscription, completed: () => completed };
-}
+const sinkOf = (config: Record<string, unknown>) => devicesSinkOn(broker, counters, 'it-devices', config);
 
 async function until(check: () => boolean, what: string): Promise<void> {
   await eventually(() => assert.ok(check(), what), { timeoutMs: 15_000 });

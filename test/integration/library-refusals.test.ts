@@ -4,7 +4,6 @@
 // name is part of the pool's key, so they never shared it as documented).
 import assert from 'node:assert/strict';
 import { symlinkSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
@@ -20,6 +19,7 @@ import { readHistory } from '../../src/lib/sqlite.ts';
 import { processPools } from '../../src/postgres/pools.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
 import { eventually } from '../harness/eventually.ts';
+import { closedPort } from '../harness/net.ts';
 import { testSchema } from '../harness/pg-schema.ts';
 import { randomName } from '../harness/services.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -110,15 +110,6 @@ test('postgresDatabase and toPostgres with the same settings and name share one 
   }
   await eventually(() => assert.equal(processPools.size, before));
 });
-
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 // A send to a broker that is down rejects once kafkajs' retries are spent (docs/library.md,
 // One-off sends): it never waits for close(). Passed before the docs said how long that is.

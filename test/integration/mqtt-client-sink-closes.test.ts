@@ -3,19 +3,15 @@
 // refused alone by the mqttClient sink, and the rest of its batch is published: the whole batch
 // used to fail on every retry, and the message held the bridge up for good.
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { test } from 'node:test';
 import { Subject } from 'rxjs';
-import { connectAsync } from 'mqtt';
 import pino from 'pino';
 import { type Delivery, createDelivery } from '../../src/core/delivery.ts';
 import { type Envelope, createEnvelope } from '../../src/core/envelope.ts';
 import { mqttClientSink } from '../../src/mqtt/client-sink.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { eventually } from '../harness/eventually.ts';
-import { startPrivateMosquitto } from '../harness/private-mosquitto.ts';
-import { randomName } from '../harness/services.ts';
+import { mqttClientSinkTarget } from '../harness/mqtt-client-sink-target.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-mqtt-sink-closes-');
@@ -41,15 +37,9 @@ interface Outcome {
  */
 async function publishWithRetries(brokerConfig: string, sink: Record<string, unknown>, rounds: readonly (readonly string[])[], attempts: number): Promise<Outcome> {
   const dir = tempDir();
-  mkdirSync(join(dir, 'broker'));
-  const mosquitto = await startPrivateMosquitto(join(dir, 'broker'), brokerConfig);
-  const prefix = randomName('ext/closes/');
-  const subscriber = await connectAsync(mosquitto.url, { clientId: randomName('sub-'), reconnectPeriod: 0 });
-  const received: string[] = [];
-  subscriber.on('message', (_topic, payload) => received.push(payload.toString()));
-  await subscriber.subscribeAsync(`${prefix}/#`, { qos: 1 });
+  const target = await mqttClientSinkTarget(dir, () => brokerConfig, 'ext/closes/', sink);
+  const { config, received } = target;
   const counters = new CounterRegistry();
-  const config = mqttClientSink.schema.parse({ url: mosquitto.url, clientId: randomName('ferry-sink-'), topic: `${prefix}/\${topic}`, connectTimeoutMs: 1000, ...sink });
   const input = new Subject<Delivery>();
   const events = mqttClientSink
     .create(config, { logger: pino({ level: 'silent' }), counters, dataDir: dir, bridge: 'test' })(input)
@@ -84,8 +74,7 @@ async function publishWithRetries(brokerConfig: string, sink: Record<string, unk
     return { acked, refused, failing: pending.map((e) => Buffer.from(e.payload).toString()), received, attempts: attempt, counters };
   } finally {
     events.unsubscribe();
-    await subscriber.endAsync(true);
-    await mosquitto.stop('SIGKILL');
+    await target.close();
   }
 }
 

@@ -1,19 +1,15 @@
 // A message the external broker will not take is refused alone by the mqttClient sink (dead-
 // lettered), and the rest of its batch is published: it used to fail the batch on every retry.
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { test } from 'node:test';
 import { Subject, lastValueFrom, toArray } from 'rxjs';
-import { connectAsync } from 'mqtt';
 import pino from 'pino';
 import { type Delivery, createDelivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { mqttClientSink } from '../../src/mqtt/client-sink.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { eventually } from '../harness/eventually.ts';
-import { startPrivateMosquitto } from '../harness/private-mosquitto.ts';
-import { randomName } from '../harness/services.ts';
+import { mqttClientSinkTarget } from '../harness/mqtt-client-sink-target.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-mqtt-sink-refusals-');
@@ -32,15 +28,9 @@ interface Outcome {
  */
 async function writeBatch(brokerConfig: (dir: string) => string, sink: Record<string, unknown>, messages: readonly (readonly [string, string])[]): Promise<Outcome> {
   const dir = tempDir();
-  mkdirSync(join(dir, 'broker'));
-  const mosquitto = await startPrivateMosquitto(join(dir, 'broker'), brokerConfig(join(dir, 'broker')));
-  const prefix = randomName('ext/refusals/');
-  const subscriber = await connectAsync(mosquitto.url, { clientId: randomName('sub-'), reconnectPeriod: 0 });
-  const received: string[] = [];
-  subscriber.on('message', (_topic, payload) => received.push(payload.toString()));
-  await subscriber.subscribeAsync(`${prefix}/#`, { qos: 1 });
+  const target = await mqttClientSinkTarget(dir, brokerConfig, 'ext/refusals/', sink);
+  const { config, received } = target;
   const counters = new CounterRegistry();
-  const config = mqttClientSink.schema.parse({ url: mosquitto.url, clientId: randomName('ferry-sink-'), topic: `${prefix}/\${topic}`, connectTimeoutMs: 1000, ...sink });
   const acked: string[] = [];
   const nacked: Outcome['nacked'] = new Map();
   const input = new Subject<Delivery>();
@@ -59,8 +49,7 @@ async function writeBatch(brokerConfig: (dir: string) => string, sink: Record<st
     await eventually(() => assert.equal(received.length, published));
     return { acked, nacked, received, counters };
   } finally {
-    await subscriber.endAsync(true);
-    await mosquitto.stop('SIGKILL');
+    await target.close();
   }
 }
 

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { Writable } from 'node:stream';
 import { after, test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -15,6 +14,7 @@ import type { BridgeConfig } from '../../src/config/schema.ts';
 import { isFerryError } from '../../src/core/errors.ts';
 import { rateLimit as libraryRateLimit } from '../../src/lib/redis.ts';
 import { ingressOperators } from '../../src/runtime/ingress.ts';
+import { closedPort } from '../harness/net.ts';
 import { randomName, requireService } from '../harness/services.ts';
 import { eventually } from '../harness/eventually.ts';
 
@@ -79,14 +79,6 @@ function limiter(config: Partial<RateLimitConfig> & { messagesPerSecond: number 
     },
     stop: () => subscription.unsubscribe(),
   };
-}
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 test('two gateways sharing a limit through Redis pass its burst between them and reject the rest', { timeout: 60_000 }, async () => {

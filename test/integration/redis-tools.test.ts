@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { isFerryError } from '../../src/core/errors.ts';
@@ -8,6 +7,7 @@ import { RedisClients } from '../../src/redis/clients.ts';
 import { redisConnectionSchema } from '../../src/redis/connection-config.ts';
 import { HandlerRedis, redisTools } from '../../src/redis/handler-tools.ts';
 import { tcpProxy } from '../harness/cuttable-proxy.ts';
+import { closedPort } from '../harness/net.ts';
 import { randomName, requireService } from '../harness/services.ts';
 
 const prefixes: string[] = [];
@@ -25,14 +25,6 @@ function prefix(): string {
   const p = randomName('ferry:test:tools:');
   prefixes.push(p);
   return p;
-}
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 test('tools.redis: strings with TTL and NX, del, exists, incr and expire, JSON values and hashes against real Redis', { timeout: 30_000 }, async () => {

@@ -2,30 +2,18 @@
 // query) is logged without it when export starts: the line goes to standard output and, with
 // log export on, to the receiver too. The receiver is the test harness's OTLP/HTTP server.
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import pino from 'pino';
 import { resolveTelemetry, telemetrySchema } from '../../src/config/telemetry.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { startTelemetry } from '../../src/observability/telemetry.ts';
-import { startOtlpReceiver } from '../harness/otlp-receiver.ts';
+import { capturedLogger } from '../harness/log-lines.ts';
+import { startOtlpReceiver, withCredentials } from '../harness/otlp-receiver.ts';
 
 test('the endpoints logged when OTLP export starts show no user, password or query value of theirs', { timeout: 30_000 }, async (t) => {
   const receiver = await startOtlpReceiver();
   t.after(() => receiver.close());
-  const lines: string[] = [];
-  const logger = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        lines.push(chunk.toString());
-        done();
-      },
-    }),
-  );
-  const endpoint = new URL(receiver.url);
-  endpoint.username = 'collector-user';
-  endpoint.password = 'pass-in-the-url-7f3a';
+  const { logger, lines } = capturedLogger('info');
+  const endpoint = withCredentials(receiver.url, 'collector-user', 'pass-in-the-url-7f3a');
   const settings = resolveTelemetry(telemetrySchema().parse({}), 'gw', {
     OTEL_EXPORTER_OTLP_ENDPOINT: endpoint.href,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${receiver.url}/v1/traces?api-key=key-in-the-query-91c2`,

@@ -4,7 +4,6 @@
 // prefix and the query stays at the end. A user and password in the endpoint are sent as HTTP
 // Basic auth. The receiver is the test harness's OTLP/HTTP server.
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import pino from 'pino';
 import { resolveTelemetry, telemetrySchema } from '../../src/config/telemetry.ts';
@@ -12,7 +11,8 @@ import { createEnvelope } from '../../src/core/envelope.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { LogBridge } from '../../src/observability/log-bridge.ts';
 import { startTelemetry } from '../../src/observability/telemetry.ts';
-import { type OtlpReceiver, startOtlpReceiver } from '../harness/otlp-receiver.ts';
+import { capturedLogger } from '../harness/log-lines.ts';
+import { type OtlpReceiver, startOtlpReceiver, withCredentials } from '../harness/otlp-receiver.ts';
 
 const SAMPLED = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 
@@ -54,19 +54,8 @@ test('each signal goes to <endpoint path>/v1/<signal> with the endpoint query at
 test('a user and password in the endpoint are sent as HTTP Basic auth to every signal, and are not logged', { timeout: 60_000 }, async (t) => {
   const receiver = await startOtlpReceiver();
   t.after(() => receiver.close());
-  const lines: string[] = [];
-  const logger = pino(
-    { level: 'debug' },
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        lines.push(chunk.toString());
-        done();
-      },
-    }),
-  );
-  const endpoint = new URL(receiver.url);
-  endpoint.username = 'collector-user';
-  endpoint.password = 'p@ss-in-the-url-7f3a';
+  const { logger, lines } = capturedLogger('debug');
+  const endpoint = withCredentials(receiver.url, 'collector-user', 'p@ss-in-the-url-7f3a');
   const basic = `Basic ${Buffer.from('collector-user:p@ss-in-the-url-7f3a').toString('base64')}`;
 
   const settings = resolveTelemetry(telemetrySchema().parse({ endpoint: endpoint.href, logs: { enabled: true } }), 'gw', {});

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { eventually } from '../harness/eventually.ts';
 import { REPO_ROOT, startFerry } from '../harness/ferry-process.ts';
+import { notesBridge } from '../harness/gateway-tree.ts';
 import { mosquittoPub } from '../harness/mosquitto.ts';
 import { testDatabase } from '../harness/pg-schema.ts';
 import { randomName } from '../harness/services.ts';
@@ -15,25 +16,7 @@ import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-issue13-databases-');
 
-const NOTES_BRIDGE = `import { concatMap, ignoreElements } from 'rxjs';
-import { defineBridge } from 'ferry';
-
-interface Tables { notes: { id: string; topic: string } }
-
-export default defineBridge({
-  name: 'notes',
-  from: { mqtt: { topics: ['notes/#'] } },
-  to: {},
-  handle: (messages, tools) =>
-    messages.pipe(
-      concatMap(async (m) => {
-        await tools.database<Tables>('main').insertInto('notes').values({ id: m.id, topic: m.topic }).onConflict((oc) => oc.column('id').doNothing()).execute();
-        m.done();
-      }),
-      ignoreElements(),
-    ),
-});
-`;
+const NOTES_BRIDGE = notesBridge({ ignoreDuplicates: true });
 
 test('tools.database under ferry run: rows written by a handler with no sink; a reload that drops the database closes its pool, one that adds it back opens it', {
   timeout: 120_000,

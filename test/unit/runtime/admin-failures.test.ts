@@ -1,23 +1,13 @@
 // Every admin request a handler fails to answer is counted under its path and logged once per
 // path a minute: before, the admin server had no logger, and a 500 left no trace but the answer.
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import pino from 'pino';
 import { CounterRegistry } from '../../../src/observability/counters.ts';
 import { AdminServer } from '../../../src/runtime/admin-server.ts';
+import { capturedEntries } from '../../harness/log-lines.ts';
 
 test('a throwing readiness, status or reload is counted every time and logged once per path', { timeout: 10_000 }, async () => {
-  const lines: Record<string, unknown>[] = [];
-  const logger = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-        done();
-      },
-    }),
-  );
+  const { logger, entries: lines } = capturedEntries('info');
   const counters = new CounterRegistry();
   const unreadable = () => {
     throw new Error('the buffer cannot be read');
