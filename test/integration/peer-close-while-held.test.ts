@@ -154,7 +154,7 @@ test('a device that publishes, sends DISCONNECT and closes at once while nothing
 });
 
 test('over WebSocket too: an mqtt.js device that ends its connection while its messages are held is disconnected within a second', { timeout: 20_000 }, async (t) => {
-  const { broker, writer, counters, willPublished } = await heldBroker(t, 20);
+  const { broker, writer, counters } = await heldBroker(t, 20);
   const ws = broker.listeners.find((l) => l.protocol === 'ws');
   const device = await connectAsync(`ws://127.0.0.1:${ws?.port}/mqtt`, {
     clientId: 'ws-dev',
@@ -174,5 +174,7 @@ test('over WebSocket too: an mqtt.js device that ends its connection while its m
     { timeoutMs: 2500 },
   );
   assert.equal(counters.get('buffer.abandoned{bridge=b}'), 5);
-  assert.equal(await willPublished('ws-dev'), false);
+  // Not checked here: whether the will goes out. Over WebSocket the stream may be destroyed with
+  // the socket before its unread DISCONNECT is read (seen on a loaded machine), and the will is
+  // then published as for a connection lost without one (docs/delivery-guarantees.md).
 });

@@ -234,7 +234,9 @@ test('PostgreSQL unreachable while rows are in flight and while more are written
     (d) => (hold ? held.push(d) : d.ack()),
   );
   t.after(() => subscription.unsubscribe());
-  for (let i = 1; i <= 5; i++) await db.query(`INSERT INTO ${db.name}.outbox (topic, payload) VALUES ('t', $1)`, [{ n: i }]);
+  // In one statement, so that one read takes all five (reads one after another, each waiting
+  // for its acks, could stop short of five on a slow machine).
+  await db.query(`INSERT INTO ${db.name}.outbox (topic, payload) SELECT 't', json_build_object('n', i) FROM generate_series(1, 5) AS i`);
   await eventually(() => assert.equal(held.length, 5));
   await proxy.cut();
   for (const d of held) d.ack();
