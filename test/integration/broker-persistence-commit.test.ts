@@ -100,3 +100,53 @@ test('writes nothing waits for are committed soon after, or with the next durabl
   commit.close();
   db.close();
 });
+
+test('a joined write is not committed alone: it goes with the write or settled() of its chain, even past the transaction size that commits early', async () => {
+  const { db, commit, count } = setup();
+  const insert = db.prepare('INSERT INTO t (v) VALUES (?)');
+  const before = commit.commits;
+  commit.joined(() => insert.run('qos 2 state'));
+  // Many writes of other clients in the same turn (more than one transaction holds otherwise).
+  const others = Array.from({ length: 2500 }, (_, i) => commit.durable(() => insert.run(`other ${i}`)));
+  const copies = commit.durable(() => insert.run('copies'));
+  assert.equal(count(), 0);
+  await Promise.all([copies, ...others]);
+  assert.equal(commit.commits - before, 1);
+  assert.equal(count(), 2502);
+
+  // Nothing of the chain to write: settled() waits for the commit that holds its joined write.
+  commit.joined(() => insert.run('retained'));
+  const settled = commit.settled();
+  assert.equal(count(), 2502);
+  await settled;
+  assert.equal(count(), 2503);
+  // And resolves at once when no joined write is waiting.
+  await commit.settled();
+  commit.close();
+  db.close();
+});
+
+test('when SQLite undoes a transaction holding a joined write, the rest of its chain in that turn is refused, not applied', async () => {
+  const { db, commit, count, lost } = setup();
+  db.exec("CREATE TRIGGER refuse BEFORE INSERT ON t WHEN NEW.v = 'poison' BEGIN SELECT RAISE(ROLLBACK, 'rolled back'); END");
+  const insert = db.prepare('INSERT INTO t (v) VALUES (?)');
+  commit.joined(() => insert.run('qos 2 state'));
+  await assert.rejects(
+    commit.durable(() => insert.run('poison')),
+    /rolled back/,
+  );
+  // The chain goes on in the same turn: its next step would be acknowledged without its state.
+  await assert.rejects(
+    commit.durable(() => insert.run('copies')),
+    /rolled back/,
+  );
+  await assert.rejects(commit.settled(), /rolled back/);
+  assert.throws(() => commit.joined(() => insert.run('retained')), /rolled back/);
+  assert.equal(lost.length, 1);
+  // The next turn is a new start.
+  await new Promise((resolve) => setImmediate(resolve));
+  await commit.durable(() => insert.run('later'));
+  assert.equal(count(), 1);
+  commit.close();
+  db.close();
+});

@@ -5,7 +5,7 @@ import type { Synchronous } from '../../sqlite/connection.ts';
 /** The part of better-sqlite3's Database that group commit uses. */
 export type GroupCommitDatabase = Pick<Database.Database, 'exec' | 'inTransaction' | 'transaction' | 'pragma'>;
 
-/** Writes in one transaction at most; a turn with more commits early. */
+/** Writes in one transaction at most; a turn with more commits early, unless its transaction holds a `joined` write. */
 const MAX_WRITES = 2000;
 /** How long writes nothing waits for may stay uncommitted, gathering more (when no durable write comes first). */
 const EAGER_COMMIT_MS = 10;
@@ -32,6 +32,14 @@ interface Waiter {
  * every earlier commit in the WAL); callers use `eager` only where that is allowed (a QoS 1
  * packet id or PUBACK lost means the message is sent again).
  *
+ * A write that is one step of several that must reach the disk together goes through `joined`:
+ * it is not waited for on its own, and the transaction holding it is not committed early, so the
+ * write that a later step of the same chain waits for (`durable`, or `settled` when that step has
+ * nothing to write) is in the same commit. A QoS 2 message's PUBREC state, its retained message
+ * and its copies for persistent sessions are kept that way: in commits of their own, a crash
+ * between them left the PUBREC state on disk without the copies, and the device's resend was
+ * answered as a duplicate, the message lost for every session.
+ *
  * Each write runs in a savepoint: one that throws is undone alone. When SQLite undoes the whole
  * transaction (a full disk, an I/O error) or the commit fails, every write of the turn is lost:
  * their promises reject and `onLost` lets the owner rebuild what it keeps in memory.
@@ -47,6 +55,14 @@ export class GroupCommit {
   /** The synchronous level of the connection now (set only between transactions). */
   #level: Synchronous;
   #writes = 0;
+  /** Set while the open transaction holds a `joined` write: it commits at the end of the turn, not early. */
+  #joined = false;
+  /**
+   * Set for the rest of the turn when SQLite undid a transaction holding `joined` writes: the
+   * chains they belong to go on in this turn, and their next step must not be applied or
+   * acknowledged without them.
+   */
+  #joinedLost: Error | undefined;
   #soon: NodeJS.Immediate | undefined;
   #later: NodeJS.Timeout | undefined;
   #closed = false;
@@ -70,6 +86,7 @@ export class GroupCommit {
 
   /** Applies `write` now; resolves with its result once the transaction holding it committed. */
   durable<T>(write: () => T): Promise<T> {
+    if (this.#joinedLost !== undefined) return Promise.reject(this.#joinedLost);
     let result: T;
     try {
       result = this.#apply(write, true);
@@ -77,6 +94,25 @@ export class GroupCommit {
       return Promise.reject(asError(error));
     }
     return new Promise<T>((resolve, reject) => this.#waiters.push({ resolve: () => resolve(result), reject }));
+  }
+
+  /**
+   * Applies `write` now, to be committed at the end of this turn with fsync, and returns its
+   * result without waiting: the caller's chain waits for that commit through a later `durable`
+   * write or `settled` in the same turn. Throws what the write throws.
+   */
+  joined<T>(write: () => T): T {
+    if (this.#joinedLost !== undefined) throw this.#joinedLost;
+    const result = this.#apply(write, true);
+    this.#joined = true;
+    return result;
+  }
+
+  /** Resolves once the transaction holding `joined` writes is committed (at once when none is open); rejects when it fails. */
+  settled(): Promise<void> {
+    if (this.#joinedLost !== undefined) return Promise.reject(this.#joinedLost);
+    if (!this.#open || !this.#joined) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }));
   }
 
   /** Applies `write` now and returns its result; it is committed with the next durable write, or soon after. Throws what the write throws. */
@@ -93,14 +129,16 @@ export class GroupCommit {
     if (!this.#open) return;
     const waiters = this.#waiters;
     this.#waiters = [];
+    const joined = this.#joined;
     this.#open = false;
     this.#writes = 0;
+    this.#joined = false;
     try {
       this.#db.exec('COMMIT');
     } catch (error) {
       const failure = asError(error);
       this.#onFailure?.(failure);
-      this.#abandon(failure, waiters);
+      this.#abandon(failure, waiters, joined);
       return;
     }
     this.#commits += 1;
@@ -116,7 +154,7 @@ export class GroupCommit {
   /** Applies `write` in the open transaction (opening one) and schedules its commit: at the end of this turn when `soon`. */
   #apply<T>(write: () => T, soon: boolean): T {
     if (this.#closed) throw new Error('the broker state is closed');
-    if (this.#writes >= MAX_WRITES) this.flush();
+    if (this.#writes >= MAX_WRITES && !this.#joined) this.flush();
     // A durable write cannot join a transaction that will commit without fsync: that one is
     // committed first (cheaply), and a new one begins.
     if (this.#open && soon && this.#level !== this.#synchronous) this.flush();
@@ -136,10 +174,12 @@ export class GroupCommit {
       // SQLite rolled back the whole transaction, not just the savepoint.
       if (!this.#db.inTransaction) {
         const waiters = this.#waiters;
+        const joined = this.#joined;
         this.#waiters = [];
         this.#open = false;
         this.#writes = 0;
-        this.#abandon(asError(error), waiters);
+        this.#joined = false;
+        this.#abandon(asError(error), waiters, joined);
       }
       throw error;
     }
@@ -151,13 +191,19 @@ export class GroupCommit {
     this.#level = level;
   }
 
-  #abandon(error: Error, waiters: readonly Waiter[]): void {
+  #abandon(error: Error, waiters: readonly Waiter[], joined: boolean): void {
     if (this.#db.inTransaction) {
       try {
         this.#db.exec('ROLLBACK');
       } catch {
         // Nothing more to undo.
       }
+    }
+    if (joined && this.#joinedLost === undefined) {
+      this.#joinedLost = error;
+      setImmediate(() => {
+        this.#joinedLost = undefined;
+      });
     }
     this.#onLost(error);
     for (const waiter of waiters) waiter.reject(error);

@@ -63,7 +63,6 @@ export class OutgoingQueue {
   readonly #insertCopy: Database.Statement;
   readonly #byCounter: Database.Statement;
   readonly #byCounterReplaced: Database.Statement;
-  readonly #byMessageId: Database.Statement;
   readonly #sentUnder: Database.Statement;
   readonly #setMessageId: Database.Statement;
   readonly #replace: Database.Statement;
@@ -88,10 +87,6 @@ export class OutgoingQueue {
       'SELECT q.seq FROM queued_messages m JOIN queue q ON q.client_id = ? AND q.seq = m.id WHERE m.broker_counter IS ? AND m.broker_id IS ? AND q.meta IS NULL ORDER BY q.seq LIMIT 1',
     );
     this.#byCounterReplaced = db.prepare('SELECT seq FROM queue WHERE client_id = ? AND meta IS NOT NULL AND own_broker_counter IS ? AND own_broker_id IS ? ORDER BY seq LIMIT 1');
-    this.#byMessageId = db.prepare(
-      `SELECT q.seq FROM queue q JOIN queued_messages m ON m.id = q.seq
-       WHERE q.client_id = ? AND q.message_id = ? AND (CASE WHEN q.meta IS NULL THEN m.broker_id ELSE q.own_broker_id END) IS NOT ? ORDER BY q.seq LIMIT 1`,
-    );
     this.#sentUnder = db.prepare('SELECT seq FROM queue WHERE client_id = ? AND message_id = ? ORDER BY seq LIMIT 1');
     this.#setMessageId = db.prepare('UPDATE queue SET message_id = ? WHERE client_id = ? AND seq = ?');
     this.#replace = db.prepare(
@@ -112,11 +107,13 @@ export class OutgoingQueue {
 
   /**
    * Queues `packet` for each client; resolves once on disk (the publisher's PUBACK waits for
-   * it). A client matched by several of its subscriptions gets one copy: aedes numbers a copy by
-   * the message's broker counter, so a second one would never be cleared by a PUBACK.
+   * it), with what the same publish stored before it (its QoS 2 state, its retained message:
+   * GroupCommit.joined), also when there is no client to queue it for. A client matched by
+   * several of its subscriptions gets one copy: aedes numbers a copy by the message's broker
+   * counter, so a second one would never be cleared by a PUBACK.
    */
   enqueue(clientIds: readonly string[], packet: StoredPacket, cap?: QueueCap): Promise<void> {
-    if (clientIds.length === 0) return Promise.resolve();
+    if (clientIds.length === 0) return this.#commit.settled();
     const queued = normalizedPacket(packet);
     const { payload, meta } = encodePacket(queued);
     const messageId = queued.messageId ?? null;
@@ -164,37 +161,35 @@ export class OutgoingQueue {
   }
 
   /**
-   * The copy of `packet` in the client's queue gets its packet id (same broker and counter), or
-   * is replaced by `packet` (a copy numbered by another broker, under the same packet id); the
-   * first queued copy matching either way is the one changed. A PUBREL (no broker counter)
-   * replaces the copy sent under its packet id, and no other: matched by counter, it would take
-   * an earlier PUBREL's copy (both without a counter), leaving its own message queued to be
-   * sent again after its exchange completed. Throws "no such packet" when none matches. A QoS 2
-   * step resolves once on disk (its packet id must not change across a crash, or the device
-   * would take the message twice); a QoS 1 one at once: a copy sent again after a crash with
-   * another id is a duplicate QoS 1 allows.
+   * The copy of `packet` in the client's queue (same broker id and counter) gets its packet id;
+   * a PUBREL replaces the copy sent under its packet id, and no other: matched by counter, it
+   * would take an earlier PUBREL's copy, leaving its own message queued to be sent again after
+   * its exchange completed. Throws "no such packet" when none matches. A copy of another broker
+   * under the same packet id is left alone: aedes-persistence replaces it (a cluster's brokers
+   * share a store), but this store is one gateway's, and another broker id is an earlier run of
+   * it, whose copies are messages the session has not acknowledged. aedes numbers a new
+   * connection's messages from a random packet id, so after a restart a new message can get the
+   * id of an old one still in flight: replaced, the old one was lost. A QoS 2 step resolves once
+   * on disk (its packet id must not change across a crash, or the device would take the message
+   * twice); a QoS 1 one at once: a copy sent again after a crash with another id is a duplicate
+   * QoS 1 allows.
    */
   update(clientId: string, packet: StoredPacket): Promise<void> {
     const write = () => {
       const counter = packet.brokerCounter ?? null;
-      const broker = packet.brokerId ?? null;
-      if (counter === null) {
+      // aedes numbers a PUBREL it sends again on a resumed session as a new message: not its copy's counter.
+      if (counter === null || packet.cmd === 'pubrel') {
         const sent = packet.messageId === undefined ? undefined : (this.#sentUnder.get(clientId, packet.messageId) as { seq: number } | undefined);
         if (sent === undefined) throw new Error('no such packet');
         this.#replaceCopy(clientId, sent.seq, packet);
         return;
       }
+      const broker = packet.brokerId ?? null;
       const shared = this.#byCounter.get(clientId, counter, broker) as { seq: number } | undefined;
       const replaced = this.#byCounterReplaced.get(clientId, counter, broker) as { seq: number } | undefined;
       const sameCopy = shared === undefined ? replaced : replaced === undefined || shared.seq < replaced.seq ? shared : replaced;
-      const sameId = packet.messageId === undefined ? undefined : (this.#byMessageId.get(clientId, packet.messageId, broker) as { seq: number } | undefined);
-      if (sameCopy !== undefined && (sameId === undefined || sameCopy.seq < sameId.seq)) {
-        this.#setMessageId.run(packet.messageId ?? null, clientId, sameCopy.seq);
-      } else if (sameId !== undefined) {
-        this.#replaceCopy(clientId, sameId.seq, packet);
-      } else {
-        throw new Error('no such packet');
-      }
+      if (sameCopy === undefined) throw new Error('no such packet');
+      this.#setMessageId.run(packet.messageId ?? null, clientId, sameCopy.seq);
     };
     if (packet.cmd === 'pubrel' || packet.qos === 2) return this.#commit.durable(write);
     try {

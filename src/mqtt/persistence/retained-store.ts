@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import type Database from 'better-sqlite3';
+import { asError } from '../../core/errors.ts';
 import { topicMatches } from '../../core/topic.ts';
 import type { GroupCommit } from './group-commit.ts';
 import { type StoredPacket, decodePacket, encodePacket } from './packet-codec.ts';
@@ -60,21 +61,36 @@ export class RetainedStore {
   }
 
   /**
-   * Keeps the message as its topic's retained one, or removes that when the payload is empty;
-   * resolves once on disk. `owner`: the client id it counts against (none for the gateway's own).
+   * Keeps the message as its topic's retained one, or removes that when the payload is empty.
+   * `owner`: the client id it counts against (none for the gateway's own). A QoS 0 message's
+   * change resolves once on disk. A QoS 1 or 2 message's resolves at once: aedes queues the
+   * message for persistent sessions next, and its PUBACK (PUBREC) waits for that commit, which
+   * holds this change too (GroupCommit.joined), so that a crash keeps both or neither.
    */
   store(packet: StoredPacket, owner: string | null = null): Promise<void> {
+    const write = this.#change(packet, owner);
+    if ((packet.qos ?? 0) === 0) return this.#commit.durable(write);
+    try {
+      this.#commit.joined(write);
+    } catch (error) {
+      return Promise.reject(asError(error));
+    }
+    return Promise.resolve();
+  }
+
+  /** The write that makes `packet` its topic's retained message, or removes that one (an empty payload). */
+  #change(packet: StoredPacket, owner: string | null): () => void {
     const topic = packet.topic ?? '';
     const payload = packet.payload as { length?: number } | undefined;
     if (payload === undefined || payload.length === 0) {
-      return this.#commit.durable(() => {
+      return () => {
         this.#delete.run(topic);
-      });
+      };
     }
     const { payload: bytes, meta } = encodePacket(packet);
-    return this.#commit.durable(() => {
+    return () => {
       this.#upsert.run(topic, bytes, meta, packet.messageExpiry ?? null, owner);
-    });
+    };
   }
 
   /**

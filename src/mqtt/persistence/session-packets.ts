@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import type Database from 'better-sqlite3';
+import { asError } from '../../core/errors.ts';
 import type { GroupCommit } from './group-commit.ts';
 import { type ClientRef, normalizedPacket } from './memory-parts.ts';
 import type { WillOwner } from './carried-wills.ts';
@@ -40,14 +41,23 @@ export class SessionPackets {
     };
   }
 
-  /** Resolves once on disk: the PUBREC waits for it. */
+  /**
+   * Resolves at once, not when on disk: aedes publishes the message right after, and its PUBREC
+   * waits for the commit of the copies queued for persistent sessions (OutgoingQueue.enqueue),
+   * which holds this row too (GroupCommit.joined). A crash before that commit loses both, and the
+   * device sends the message again; committed first on its own, the row made that resend a
+   * duplicate, answered without publishing the message, which no session then got.
+   */
   storeIncoming(client: ClientRef, packet: StoredPacket): Promise<void> {
     const stored = normalizedPacket(packet);
     stored.messageId = packet.messageId;
     const { payload, meta } = encodePacket(stored);
-    return this.#commit.durable(() => {
-      this.#statements.upsertIncoming.run(client.id, packet.messageId, payload, meta);
-    });
+    try {
+      this.#commit.joined(() => this.#statements.upsertIncoming.run(client.id, packet.messageId, payload, meta));
+    } catch (error) {
+      return Promise.reject(asError(error));
+    }
+    return Promise.resolve();
   }
 
   /** The stored QoS 2 message with this packet id; throws "no such packet" when there is none. */
@@ -74,11 +84,15 @@ export class SessionPackets {
     this.#statements.deleteClientIncoming.run(clientId);
   }
 
-  /** Resolves once on disk: the CONNACK waits for it. `owner`: the login that stored it. */
-  putWill(client: ClientRef, will: StoredPacket, owner: WillOwner): Promise<void> {
+  /**
+   * Resolves once on disk: the CONNACK waits for it. `owner`: the login that stored it.
+   * `alongside` is written in the same transaction (the session's record).
+   */
+  putWill(client: ClientRef, will: StoredPacket, owner: WillOwner, alongside?: () => void): Promise<void> {
     const { payload, meta } = encodePacket(will);
     return this.#commit.durable(() => {
       this.#statements.upsertWill.run(client.id, will.brokerId ?? '', payload, meta, owner.username, owner.profile, owner.protocol);
+      alongside?.();
     });
   }
 

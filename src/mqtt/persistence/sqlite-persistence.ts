@@ -292,7 +292,7 @@ export class SqlitePersistence {
     // aedes passes the connecting client.
     if (this.#options.willAllowed !== undefined && !this.#options.willAllowed(client as Client, packet)) return Promise.resolve();
     const owner = willOwnerOf(this.#options.logins?.identity(client as Client), (client as Client).version);
-    return this.#packets.putWill(client, packet, owner);
+    return this.#packets.putWill(client, packet, owner, () => this.#sessions.openedNow(client));
   }
 
   async getWill(client: ClientRef): Promise<StoredPacket | undefined> {
