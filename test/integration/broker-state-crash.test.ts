@@ -81,6 +81,15 @@ function awaitPacket(received: readonly mqttPacket.Packet[], cmd: string, messag
   );
 }
 
+/** A persistent session of `clientId` subscribed to `topic`, its client gone away. */
+async function subscribeAway(port: number, clientId: string, topic: string, qos: 0 | 1 | 2): Promise<void> {
+  const client = await device(port, clientId);
+  client.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos }] });
+  await awaitPacket(client.received, 'suback', 1);
+  client.send({ cmd: 'disconnect' });
+  await once(client.socket, 'close');
+}
+
 for (const retain of [false, true]) {
   test(`a QoS 2 message${retain ? ' with the retain flag' : ''}: a crash right after its PUBREC state was stored does not lose it for an offline persistent session`, {
     timeout: 30_000,
@@ -91,11 +100,7 @@ for (const retain of [false, true]) {
     t.after(() => first.close());
 
     // A persistent session subscribed at QoS 2, its client away.
-    const subscriber = await device(first.port, 'sub');
-    subscriber.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 't/#', qos: 2 }] });
-    await awaitPacket(subscriber.received, 'suback', 1);
-    subscriber.send({ cmd: 'disconnect' });
-    await once(subscriber.socket, 'close');
+    await subscribeAway(first.port, 'sub', 't/#', 2);
 
     // The gateway is killed the moment the device's QoS 2 state is stored (aedes publishes the
     // message right after, and answers PUBREC once it is queued).
@@ -219,11 +224,7 @@ test('an MQTT 5 will with a delay, stored as its client connected: after a crash
   const path = join(dir, 'broker.db');
   const first = await startBroker(path);
   t.after(() => first.close());
-  const watcher = await device(first.port, 'watcher');
-  watcher.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'status/#', qos: 1 }] });
-  await awaitPacket(watcher.received, 'suback', 1);
-  watcher.send({ cmd: 'disconnect' });
-  await once(watcher.socket, 'close');
+  await subscribeAway(first.port, 'watcher', 'status/#', 1);
 
   // The gateway is killed the moment the CONNACK may leave: the will is stored.
   const image = join(dir, 'crashed.db');
