@@ -7,78 +7,17 @@ import { readdirSync, writeFileSync } from 'node:fs';
 import { type Socket, createConnection } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, test } from 'node:test';
-import Database from 'better-sqlite3';
-import { type IClientOptions, type MqttClient, connect } from 'mqtt';
-import pino from 'pino';
+import { test } from 'node:test';
 import { deviceSchema } from '../../src/config/schema.ts';
 import { DeviceAuthenticator } from '../../src/mqtt/auth.ts';
-import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../../src/mqtt/embedded-broker.ts';
 import { hashPassword } from '../../src/mqtt/password.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { connectPacket, publishPacket } from '../harness/mqtt-wire.ts';
+import { committed, stateBrokers, until } from '../harness/state-broker.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const dirs = tempDirs('ferry-broker-state-');
-const open: EmbeddedBroker[] = [];
-const clients: MqttClient[] = [];
-after(async () => {
-  for (const c of clients) c.end(true);
-  await Promise.all(open.map((b) => b.close().catch(() => {})));
-});
-
-interface Running {
-  readonly broker: EmbeddedBroker;
-  readonly url: string;
-  readonly counters: CounterRegistry;
-  /** Payloads the bridges' tap got, as "topic payload". */
-  readonly tapped: string[];
-}
-
-async function start(path: string, extra: Partial<EmbeddedBrokerOptions> = {}): Promise<Running> {
-  const counters = new CounterRegistry();
-  const tapped: string[] = [];
-  const broker = await EmbeddedBroker.start({
-    host: '127.0.0.1',
-    port: 0,
-    logger: pino({ level: 'silent' }),
-    counters,
-    state: { path, synchronous: 'full' },
-    beforeListen: (b) =>
-      b.tap('test', ['#']).subscribe((d) => {
-        tapped.push(`${d.envelope.topic} ${d.envelope.payload.toString()}`);
-        d.ack();
-      }),
-    ...extra,
-  });
-  open.push(broker);
-  return { broker, url: `mqtt://127.0.0.1:${broker.port}`, counters, tapped };
-}
-
-async function stop(running: Running): Promise<void> {
-  await running.broker.close();
-  open.splice(open.indexOf(running.broker), 1);
-}
-
-interface Connected {
-  readonly client: MqttClient;
-  readonly sessionPresent: boolean;
-  /** Messages received, as "topic payload", from the moment of connecting (queued ones come with the CONNACK). */
-  readonly seen: string[];
-}
-
-async function connectClient(url: string, options: IClientOptions): Promise<Connected> {
-  const client = connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options });
-  clients.push(client);
-  const seen: string[] = [];
-  client.on('message', (topic, payload) => seen.push(`${topic} ${payload.toString()}`));
-  const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
-    client.once('connect', resolve);
-    client.once('error', reject);
-    client.once('close', () => reject(new Error('closed before CONNACK')));
-  });
-  return { client, sessionPresent: connack.sessionPresent, seen };
-}
+const { start, stop, connectClient } = stateBrokers();
 
 async function publish(url: string, topic: string, payload: string, options: { retain?: boolean; qos?: 0 | 1 | 2; v5?: { messageExpiryInterval: number } } = {}): Promise<void> {
   const { client } = await connectClient(url, { clientId: `pub-${Math.random().toString(36).slice(2)}`, ...(options.v5 ? { protocolVersion: 5 } : {}) });
@@ -88,23 +27,6 @@ async function publish(url: string, topic: string, payload: string, options: { r
     ...(options.v5 ? { properties: { messageExpiryInterval: options.v5.messageExpiryInterval } } : {}),
   });
   await client.endAsync();
-}
-
-async function until(check: () => boolean, what: string, ms = 5000): Promise<void> {
-  for (const end = Date.now() + ms; !check(); ) {
-    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
-    await sleep(20);
-  }
-}
-
-/** What a second connection sees in broker.db: only what was committed. */
-function committed(path: string, sql: string, ...params: unknown[]): unknown[] {
-  const db = new Database(path, { readonly: true });
-  try {
-    return db.prepare(sql).all(...params);
-  } finally {
-    db.close();
-  }
 }
 
 test('a retained message is committed when its PUBACK comes, and is retained after a restart', async () => {
@@ -295,11 +217,7 @@ test("a saved session stays its login's across a restart: an anonymous client is
 });
 
 test('with memory persistence nothing is kept: the session is gone after a restart', async () => {
-  const memory = async () => {
-    const broker = await EmbeddedBroker.start({ host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }), counters: new CounterRegistry() });
-    open.push(broker);
-    return { broker, url: `mqtt://127.0.0.1:${broker.port}`, counters: new CounterRegistry(), tapped: [] };
-  };
+  const memory = () => start(null);
   const first = await memory();
   const device = await connectClient(first.url, { clientId: 'dev-m', clean: false });
   await device.client.subscribeAsync('cmd/#', { qos: 1 });

@@ -6,87 +6,20 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { type IClientOptions, type MqttClient, connect } from 'mqtt';
-import pino from 'pino';
+import type { IClientOptions } from 'mqtt';
 import { deviceSchema } from '../../src/config/schema.ts';
 import { DeviceAuthenticator } from '../../src/mqtt/auth.ts';
-import { EmbeddedBroker, type EmbeddedBrokerOptions } from '../../src/mqtt/embedded-broker.ts';
 import { BROKER_STATE_VERSION } from '../../src/mqtt/persistence/schema.ts';
 import { hashPassword } from '../../src/mqtt/password.ts';
 import type { BrokerStateLimits } from '../../src/mqtt/state-limits.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { committed, stateBrokers, until } from '../harness/state-broker.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const dirs = tempDirs('ferry-broker-wills-');
-const open: EmbeddedBroker[] = [];
-const clients: MqttClient[] = [];
-after(async () => {
-  for (const c of clients) c.end(true);
-  await Promise.all(open.map((b) => b.close().catch(() => {})));
-});
-
-interface Running {
-  readonly broker: EmbeddedBroker;
-  readonly url: string;
-  readonly counters: CounterRegistry;
-  /** What the bridges' tap got, as "topic payload". */
-  readonly tapped: string[];
-  /** The broker's warnings, as their messages. */
-  readonly warnings: string[];
-}
-
-async function start(path: string, extra: Partial<EmbeddedBrokerOptions> = {}): Promise<Running> {
-  const counters = new CounterRegistry();
-  const tapped: string[] = [];
-  const warnings: string[] = [];
-  const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
-  const broker = await EmbeddedBroker.start({
-    host: '127.0.0.1',
-    port: 0,
-    logger,
-    counters,
-    state: { path, synchronous: 'full' },
-    beforeListen: (b) =>
-      b.tap('test', ['#']).subscribe((d) => {
-        tapped.push(`${d.envelope.topic} ${d.envelope.payload.toString()}`);
-        d.ack();
-      }),
-    ...extra,
-  });
-  open.push(broker);
-  return { broker, url: `mqtt://127.0.0.1:${broker.port}`, counters, tapped, warnings };
-}
-
-async function stop(running: Running): Promise<void> {
-  await running.broker.close();
-  open.splice(open.indexOf(running.broker), 1);
-}
-
-async function connectClient(url: string, options: IClientOptions): Promise<{ client: MqttClient; seen: string[]; retained: boolean[] }> {
-  const client = connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options });
-  clients.push(client);
-  const seen: string[] = [];
-  const retained: boolean[] = [];
-  client.on('message', (topic, payload, packet) => {
-    seen.push(`${topic} ${payload.toString()}`);
-    retained.push(packet.retain);
-  });
-  await new Promise((resolve, reject) => {
-    client.once('connect', resolve);
-    client.once('error', reject);
-    client.once('close', () => reject(new Error('closed before CONNACK')));
-  });
-  return { client, seen, retained };
-}
-
-async function until(check: () => boolean, what: string, ms = 5000): Promise<void> {
-  for (const end = Date.now() + ms; !check(); ) {
-    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
-    await sleep(20);
-  }
-}
+const { start, stop, connectClient } = stateBrokers();
 
 /** broker.db as a kill -9 of the running broker would leave it: its committed state, copied by SQLite's backup. */
 async function crashCopy(path: string): Promise<string> {
@@ -98,15 +31,6 @@ async function crashCopy(path: string): Promise<string> {
     db.close();
   }
   return copy;
-}
-
-function committed(path: string, sql: string): unknown[] {
-  const db = new Database(path, { readonly: true });
-  try {
-    return db.prepare(sql).all();
-  } finally {
-    db.close();
-  }
 }
 
 const PASSWORD = 'secret';
