@@ -255,11 +255,15 @@ function noRedis(bridge: string): (name: string) => RedisTools {
 /** `tools.to` without its third argument. */
 const NO_INIT: OutputInit = Object.freeze({});
 
+/**
+ * An output of `tools.to`. An `init` it cannot be built from is the bridge's code at fault, as a
+ * sink its `to` does not declare is: CONFIG_INVALID, not Ferry's own (INTERNAL).
+ */
 function buildOutput(bridge: string, sink: string, from: readonly Message[], init: OutputInit): Output {
   const first = from[0];
   const single = from.length === 1 ? first : undefined;
   if (init.payload !== undefined && init.json !== undefined) {
-    throw new FerryError('INTERNAL', `bridge '${bridge}': an output to '${sink}' has both payload and json; give one`, { bridge });
+    throw new FerryError('CONFIG_INVALID', `bridge '${bridge}': an output to '${sink}' has both payload and json; give one`, { bridge });
   }
   let payload: Uint8Array;
   let passedOn = false;
@@ -270,10 +274,10 @@ function buildOutput(bridge: string, sink: string, from: readonly Message[], ini
     payload = single.payload;
     passedOn = true;
   } else {
-    throw new FerryError('INTERNAL', `bridge '${bridge}': an output to '${sink}' built from ${from.length} messages needs a payload or json`, { bridge });
+    throw new FerryError('CONFIG_INVALID', `bridge '${bridge}': an output to '${sink}' built from ${from.length} messages needs a payload or json`, { bridge });
   }
   const topic = init.topic ?? first?.topic;
-  if (topic === undefined) throw new FerryError('INTERNAL', `bridge '${bridge}': an output to '${sink}' built from no message needs a topic`, { bridge });
+  if (topic === undefined) throw new FerryError('CONFIG_INVALID', `bridge '${bridge}': an output to '${sink}' built from no message needs a topic`, { bridge });
   let clientId = first?.clientId;
   for (let i = 1; i < from.length && clientId !== undefined; i++) if ((from[i] as Message).clientId !== clientId) clientId = undefined;
   const keepsId = passedOn && init.topic === undefined && init.headers === undefined && init.key === undefined;

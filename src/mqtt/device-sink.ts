@@ -4,8 +4,9 @@ import type { SinkComponent } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import type { SinkEvent } from '../core/stream.ts';
-import { refineTemplate } from '../core/template.ts';
+import { compileTemplate, refineTemplate } from '../core/template.ts';
 import type { CommandOutcome, PublishedCommand } from './command-tracker.ts';
+import { refuseEmptyFields } from './command-topic.ts';
 import type { EmbeddedBroker } from './embedded-broker.ts';
 import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
 import { type SentProperties, sentProperties } from './user-properties.ts';
@@ -14,6 +15,8 @@ import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
 /** Header names a sink logs as left out of its commands; more are counted only. */
 const MAX_LOGGED_HEADERS = 100;
+/** Ids of refused commands kept to count and log each once when its source delivers it again. */
+const MAX_REFUSED_IDS = 1000;
 /** MQTT's own limits (65,535 bytes) and aedes' (100 levels): the device side checks the rest. */
 const TOPIC_LIMITS = { maxLength: 65_535, maxLevels: 100 };
 
@@ -28,7 +31,7 @@ const schema = lazySchema(() =>
         })
         .meta({
           description:
-            "MQTT topic of each command, a message template: `${key}` is the Kafka record key, `${header.NAME}` a header, `${payload.a.b}` a JSON field. Each field's value must stay one topic level (see `onUnsafeTopicValue`).",
+            "MQTT topic of each command, a message template: `${key}` is the Kafka record key, `${header.NAME}` a header, `${payload.a.b}` a JSON field. Each field's value must not be empty and must stay one topic level (see `onUnsafeTopicValue`).",
           examples: ['devices/${key}/commands', 'devices/${header.device}/commands/${header.name}'],
         }),
       ...sinkTopicFields(),
@@ -81,8 +84,9 @@ export interface DeviceSinkDeps {
  * offline with a persistent session and acks after it reconnects. A command nobody is
  * subscribed to, or not acknowledged within `expiryMs`, is counted as `commands.expired`,
  * logged and acked (so its source moves on). A topic that cannot be rendered, renders to an
- * invalid topic or outside `allowedTopics`, or takes a field value that would leave its topic
- * level (under `onUnsafeTopicValue: refuse`), is refused for good (nacked, not retryable).
+ * invalid topic or outside `allowedTopics`, takes an empty field value (an empty Kafka key), or
+ * one that would leave its topic level (under `onUnsafeTopicValue: refuse`), is refused for good
+ * (nacked, not retryable).
  */
 export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps> = {
   kind: 'devices',
@@ -93,10 +97,15 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
   // Checked against the source at load time: a ${1} under a Kafka source can never render.
   templates: (config) => [{ path: ['topic'], template: config.topic }],
   create: (config, ctx, deps) => {
-    const renderTopic = sinkTopicRenderer(config, ctx.sourceFilters ?? [], TOPIC_LIMITS, false);
+    const filters = ctx.sourceFilters ?? [];
+    const renderTopic = sinkTopicRenderer(config, filters, TOPIC_LIMITS, false);
+    const template = compileTemplate(config.topic);
     const component = `devices sink of bridge '${ctx.bridge}'`;
     const labels = { bridge: ctx.bridge };
     const loggedHeaders = new Set<string>();
+    // A Kafka source delivers a refused message once more, by itself, to tell a refusal of its
+    // own from one of its batch: the same message (its id) is counted and logged once.
+    const refusedIds = new Set<string>();
 
     return (input) =>
       new Observable<SinkEvent>((subscriber) => {
@@ -108,9 +117,16 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
         };
 
         const refuse = (delivery: Delivery, reason: string) => {
+          const { id, key } = delivery.envelope;
           const error = new FerryError('MESSAGE_REJECTED', `${component}: ${reason}`, { component, bridge: ctx.bridge, retryable: false });
-          ctx.counters.count('commands.invalid', labels);
-          ctx.logger.warn({ id: delivery.envelope.id, key: delivery.envelope.key }, error.message);
+          if (refusedIds.has(id)) {
+            ctx.logger.debug({ id, key }, `${component}: refused again: ${reason}`);
+          } else {
+            refusedIds.add(id);
+            if (refusedIds.size > MAX_REFUSED_IDS) refusedIds.delete(refusedIds.values().next().value as string);
+            ctx.counters.count('commands.invalid', labels);
+            ctx.logger.warn({ id, key }, error.message);
+          }
           delivery.nack(error);
           subscriber.next({ type: 'failed', count: 1, error, retryable: false });
         };
@@ -195,6 +211,7 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
           let topic: string;
           try {
             topic = renderTopic(envelope);
+            refuseEmptyFields(template, envelope, filters);
           } catch (error) {
             refuse(delivery, describeError(error));
             return;

@@ -156,6 +156,49 @@ test('a command its device never takes expires after expiryMs: counted, and its 
   }
 });
 
+test('a command whose key is empty or would leave its topic level is refused as invalid, logged with its offset, and committed past', async () => {
+  const setup = await start();
+  const { gw, kafka, topic, group } = setup;
+  // Subscribed to every device's commands: an empty key must not reach it as `devices//commands`.
+  const monitor = await connectCommandDevice(gw.mqttUrl, { clientId: 'monitor', filter: 'devices/+/commands' });
+  try {
+    await kafka.produce(topic, [
+      { key: '', value: 'open' },
+      { key: 'valve-9/commands', value: 'open' },
+      { key: 'valve-9', value: 'open' },
+    ]);
+    await kafka.waitForCommitted(group, topic, (o) => o[0] === '3');
+    assert.deepEqual(
+      monitor.received.map((c) => c.topic),
+      ['devices/valve-9/commands'],
+    );
+    const status = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { counters: Record<string, number> };
+    assert.equal(status.counters[`commands.invalid{bridge=${BRIDGE}}`], 2);
+    assert.equal(await counter(gw, 'commands.expired'), 0);
+    assert.equal(await counter(gw, 'commands.delivered'), 1);
+    assert.equal(status.counters[`kafka.messages.invalid{bridge=${BRIDGE},topic=${topic}}`], 2);
+    // The source's error names each record (partition, offset) with the reason; the sink warns once each.
+    const committedPast = gw.logs.filter((l) => l['level'] === 50 && String(l['msg']).includes('refused for good; committing past it'));
+    assert.deepEqual(
+      committedPast.map((l) => [l['bridge'], l['partition'], l['offset']]),
+      [
+        [BRIDGE, 0, '0'],
+        [BRIDGE, 0, '1'],
+      ],
+    );
+    assert.match(String(committedPast[0]?.['msg']), /\$\{key\} is empty/);
+    assert.match(String(committedPast[1]?.['msg']), /would add topic levels/);
+    const sinkWarnings = gw.logs.filter((l) => l['sink'] === 'devices' && l['level'] === 40);
+    assert.deepEqual(
+      sinkWarnings.map((l) => l['key']),
+      ['', 'valve-9/commands'],
+    );
+  } finally {
+    await monitor.end();
+    await stop(setup);
+  }
+});
+
 test('a restart before the offset was committed sends no device a command it acked again: the command read again is known by its id', async () => {
   const setup = await start();
   const { gw, kafka, topic, group } = setup;

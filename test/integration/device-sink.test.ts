@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, test } from 'node:test';
 import { connect as connectMqtt, connectAsync } from 'mqtt';
 import pino from 'pino';
+import { createDelivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { isFerryError } from '../../src/core/errors.ts';
 import { deviceSink } from '../../src/mqtt/device-sink.ts';
@@ -157,6 +158,33 @@ test('a topic that cannot be rendered or is not a valid MQTT topic is refused fo
   assert.match(String((wildcard.outcome() as Error).message), /\$\{key\} is "a\/\+", which has '\/'.*must stay within its topic level/);
   assert.equal(events.filter((e) => e.type === 'failed' && !e.retryable).length, 3);
   assert.equal(counters.get('commands.invalid{bridge=it-devices}'), 3);
+});
+
+test('a field with an empty value is refused for good, escaped or not; the same command delivered again is counted once', async () => {
+  const before = counters.get('commands.invalid{bridge=it-devices}') ?? 0;
+  const { send, input } = sinkOf({ topic: 'devices/${key}/commands/${header.name}' });
+  const escaping = sinkOf({ topic: 'devices/${payload.device}/commands', onUnsafeTopicValue: 'escape' });
+  // devices//commands/reboot, devices/e-1/commands/ and devices//commands: valid topics that name no device.
+  const emptyKey = send('x', { key: '', headers: { name: 'reboot' } });
+  const emptyHeader = send('x', { key: 'e-1', headers: { name: '' } });
+  const emptyField = escaping.send('{"device":""}');
+  for (const [command, field] of [
+    [emptyKey, '${key}'],
+    [emptyHeader, '${header.name}'],
+    [emptyField, '${payload.device}'],
+  ] as const) {
+    const outcome = command.outcome();
+    assert.ok(isFerryError(outcome, 'MESSAGE_REJECTED'), String(outcome));
+    assert.equal(outcome.retryable, false);
+    assert.ok(outcome.message.includes(`${field} is empty`), outcome.message);
+  }
+  assert.equal(counters.get('commands.invalid{bridge=it-devices}'), before + 3);
+
+  // A Kafka source delivers a refused record once more by itself: refused again, not counted again.
+  let again: Error | undefined;
+  input.next(createDelivery(emptyKey.delivery.envelope, { onAck: () => assert.fail('acked'), onNack: (error) => (again = error) }));
+  assert.ok(isFerryError(again, 'MESSAGE_REJECTED'), String(again));
+  assert.equal(counters.get('commands.invalid{bridge=it-devices}'), before + 3);
 });
 
 test('QoS 0 commands are acked once handed to the broker; a device subscribed at QoS 0 only does not hold a QoS 1 command', async () => {

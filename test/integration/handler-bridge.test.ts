@@ -5,9 +5,21 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { NEVER, Subject, buffer, filter, map, merge, mergeMap, tap } from 'rxjs';
 import type { BridgeDefinition, Message } from '../../src/index.ts';
-import type { Gateway } from '../../src/runtime/gateway.ts';
+import pino from 'pino';
+import { Gateway } from '../../src/runtime/gateway.ts';
 import { historyPath } from '../../src/sqlite/history-store.ts';
-import { bufferedAfterStop, handlerBridge, handlerGateway, handlerPending, historyRows, publishReadings, readings, settleGarbage, waitFor } from '../harness/handler-gateway.ts';
+import {
+  bufferedAfterStop,
+  handlerBridge,
+  handlerGateway,
+  handlerGatewayConfig,
+  handlerPending,
+  historyRows,
+  publishReadings,
+  readings,
+  settleGarbage,
+  waitFor,
+} from '../harness/handler-gateway.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-handler-');
@@ -144,6 +156,30 @@ test('a payload that breaks json() is dead-lettered, the pipeline restarts and t
     const stats = gateway.status().buffer.bridges.find((b) => b.bridge === 'h');
     assert.equal(stats?.deadLetters, 1);
     assert.deepEqual([...new Set(history(root).map((r) => r.payload))].sort(), ['{"doubled":2}', '{"doubled":4}']);
+  } finally {
+    await gateway.stop();
+  }
+});
+
+test("an output the handler builds wrongly is the handler's error: dead-lettered, counted, and logged as the bridge code's fault (CONFIG_INVALID)", async () => {
+  const root = tempDir();
+  const logged: Record<string, unknown>[] = [];
+  const logger = pino({ level: 'warn' }, { write: (line: string) => logged.push(JSON.parse(line) as Record<string, unknown>) });
+  const bridge = handlerBridge((messages, tools) => messages.pipe(map((m) => tools.to('out', m, m.json<{ i: number }>().i === 1 ? { payload: m.payload, json: m.json() } : {}))));
+  const gateway = new Gateway({ ...handlerGatewayConfig(root), bridgeConfigs: [bridge] }, logger, 'test');
+  await gateway.start();
+  try {
+    await publish(gateway, readings(3));
+    await waitFor('the buffer to drain', () => pending(gateway) === 0);
+    assert.equal(gateway.counters.get('handler.errors{bridge=h}'), 1);
+    assert.equal(gateway.counters.get('handler.rejected{bridge=h}'), 1);
+    assert.equal(gateway.status().buffer.bridges.find((b) => b.bridge === 'h')?.deadLetters, 1);
+    const failed = logged.filter((l) => String(l['msg']).startsWith('the handler failed on a message'));
+    assert.equal(failed.length, 1);
+    const err = failed[0]?.['err'] as { code?: string; message?: string };
+    assert.match(String(err.message), /an output to 'out' has both payload and json/);
+    assert.equal(err.code, 'CONFIG_INVALID');
+    assert.deepEqual([...new Set(history(root).map((r) => r.payload))].sort(), ['{"i":0}', '{"i":2}']);
   } finally {
     await gateway.stop();
   }

@@ -87,6 +87,6 @@ export const kafkaMetrics = [
     type: 'counter',
     unit: 'messages',
     labels: { bridge: BRIDGE },
-    help: 'Commands whose topic template cannot be rendered (no key, a missing header) or renders to an invalid MQTT topic; committed past.',
+    help: 'Commands refused for their topic: its template cannot be rendered (no key, a missing header), a field value is empty (an empty key) or would leave its topic level, or it renders to an invalid MQTT topic or one outside `allowedTopics`; committed past. Counted once per command, also when its source delivers it again.',
   },
 ] as const satisfies readonly MetricSpec[];

@@ -114,6 +114,17 @@ test('an aggregate needs a payload; it is about a device only when all its messa
   assert.throws(() => context.tools.to('out', a, { payload: 'x', json: 1 }), /has both payload and json/);
 });
 
+test("an output the handler builds wrongly is the bridge code's fault (CONFIG_INVALID), not Ferry's (INTERNAL)", () => {
+  const { message, context } = setup();
+  const a = message('devices/s-1/telemetry/x', '1', 'dev-1');
+  const b = message('devices/s-1/telemetry/x', '2', 'dev-1');
+  const bridgeCodeFault = (pattern: RegExp) => (error: unknown) =>
+    error instanceof FerryError && error.code === 'CONFIG_INVALID' && error.bridge === 'b' && pattern.test(error.message);
+  assert.throws(() => context.tools.to('out', a, { payload: 'x', json: 1 }), bridgeCodeFault(/has both payload and json/));
+  assert.throws(() => context.tools.to('out', [a, b]), bridgeCodeFault(/built from 2 messages needs a payload or json/));
+  assert.throws(() => context.tools.to('out', [], { payload: 'tick' }), bridgeCodeFault(/built from no message needs a topic/));
+});
+
 test('the ack rule: acked once released and every output confirmed; nacked at the first failure; settled once', () => {
   const { tracker, message, settled } = setup();
   const m = message('devices/s-1/telemetry/x', '1');
