@@ -8,7 +8,7 @@ import { describeError } from '../core/errors.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import { Databases } from '../runtime/databases.ts';
 import { loadSettings } from './load.ts';
-import { makeDirectory } from './make-directory.ts';
+import { makeDirectory } from '../runtime/make-directory.ts';
 
 export interface MigrateOptions {
   readonly config: string;

@@ -6,7 +6,7 @@ import { createLogger } from '../observability/logger.ts';
 import { LogBridge } from '../observability/log-bridge.ts';
 import { Gateway } from '../runtime/gateway.ts';
 import { componentKinds } from '../runtime/registry.ts';
-import { DataDirLock, lockPath } from './data-dir-lock.ts';
+import { DataDirLock, lockPath } from '../runtime/data-dir-lock.ts';
 import { loadForCommand } from './load.ts';
 import { VERSION } from './version.ts';
 import { collectStartupGarbage } from '../runtime/startup-garbage.ts';
@@ -146,7 +146,7 @@ function lockDataDir(dataDir: string): DataDirLock | undefined {
   }
   if (lock === undefined) {
     process.stderr.write(
-      `ferry: the data directory ${dataDir} is in use by another \`ferry run\` (it holds ${lockPath(dataDir)}): stop that gateway first, or give this one a directory of its own with --data-dir (or gateway.dataDir)\n`,
+      `ferry: the data directory ${dataDir} is in use by another gateway (\`ferry run\` or a program using Ferry's startGateway; it holds ${lockPath(dataDir)}): stop that gateway first, or give this one a directory of its own with --data-dir (or gateway.dataDir)\n`,
     );
   }
   return lock;

@@ -11,6 +11,8 @@ import { Gateway, type GatewayStatus } from '../runtime/gateway.ts';
 import type { ReloadResult } from '../runtime/reload-plan.ts';
 import { componentKinds } from '../runtime/registry.ts';
 import { absolutePaths } from '../config/embedded-config.ts';
+import { DataDirLock, lockPath } from '../runtime/data-dir-lock.ts';
+import { FerryError } from '../core/errors.ts';
 
 export type { GatewayStatus } from '../runtime/gateway.ts';
 export type { ReloadResult } from '../runtime/reload-plan.ts';
@@ -98,6 +100,28 @@ export async function startGateway(options: StartGatewayOptions): Promise<Gatewa
     cleanup();
     throw error;
   }
+  // The data directory's lock, as `ferry run` takes it: a second gateway on the directory would
+  // deliver the same buffer and take the first one's connected sessions for a crash's leftovers.
+  let lock: DataDirLock | undefined;
+  try {
+    lock = DataDirLock.acquire(config.dataDirPath);
+  } catch (error) {
+    cleanup();
+    throw error;
+  }
+  if (lock === undefined) {
+    cleanup();
+    throw new FerryError(
+      'CONFIG_INVALID',
+      `the data directory ${config.dataDirPath} is in use by another gateway (it holds ${lockPath(config.dataDirPath)}): give this one a directory of its own`,
+    );
+  }
+  const held = lock;
+  const previousCleanup = cleanup;
+  cleanup = () => {
+    held.release();
+    previousCleanup();
+  };
   const logger = options.logger ?? createLogger({ level: config.log.level, pretty: 'never', name: config.gateway.name });
   const gateway = new Gateway(config, logger, VERSION, { load, ...(options.onRestartNeeded === undefined ? {} : { onRestartNeeded: options.onRestartNeeded }) });
   const ready = gateway.start();

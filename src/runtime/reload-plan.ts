@@ -4,6 +4,7 @@ import { type ConfigIssue, formatIssue } from '../config/issues.ts';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import type { AnyBridgeConfig } from '../config/bridge-module.ts';
+import { withoutSecrets } from '../observability/telemetry.ts';
 
 /** What a reload does to the bridges, by name. */
 export interface BridgePlan {
@@ -96,6 +97,9 @@ const APPLIED = new Set([
 /** Settings whose values are secrets: a change is named, never shown. */
 const SECRET = new Set(['admin.token', 'telemetry.headers']);
 
+/** URLs that may carry a user, password or API key (docs/observability.md): shown as the startup line shows them. */
+const URLS = new Set(['telemetry.endpoint']);
+
 /**
  * The changed gateway settings a reload cannot apply (listeners, ports, the buffer database,
  * the admin server, logging...), one message each, naming the setting. `gateway.dataDir` is
@@ -138,6 +142,7 @@ export function restartNeeded(running: GatewayConfig, next: GatewayConfig): stri
       const path = `${key}.${field}`;
       if (APPLIED.has(path) || isDeepStrictEqual(from[field], to[field])) continue;
       if (SECRET.has(path)) warnings.push(`${path} changed: not applied; restart needed`);
+      else if (URLS.has(path)) note(path, shownUrl(from[field]), shownUrl(to[field]));
       else note(path, from[field], to[field]);
     }
   }
@@ -151,6 +156,11 @@ function withoutFile<T extends { readonly file: string }>(config: T): Omit<T, 'f
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
+}
+
+/** A URL setting with its credentials and query values as `***`. */
+function shownUrl(value: unknown): unknown {
+  return typeof value === 'string' ? withoutSecrets(value) : value;
 }
 
 function show(value: unknown): string {

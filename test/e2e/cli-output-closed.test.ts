@@ -1,9 +1,11 @@
 // A reader that stops reading the output of a command (`ferry history | head -1`) ended it with
 // an EPIPE stack trace and exit code 1. Now the command ends quietly with 0, as `cat` does.
+// Standard output failing otherwise (a full disk: /dev/full) is one line on stderr and exit 1,
+// not a stack trace.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { createEnvelope } from '../../src/core/envelope.ts';
@@ -54,5 +56,28 @@ for (const args of [
     const result = await closedAfterFirstChunk([...args, '--config', join(dir, 'gateway.yaml'), '--data-dir', dir]);
     assert.equal(result.stderr, '');
     assert.equal(result.code, 0);
+  });
+}
+
+/** Runs `ferry <args>` with its standard output on /dev/full, where every write fails with ENOSPC. */
+function toFullDisk(args: readonly string[]): { status: number | null; stderr: string } {
+  const full = openSync('/dev/full', 'w');
+  try {
+    const r = spawnSync(process.execPath, [FERRY_BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', full, 'pipe'], encoding: 'utf8', timeout: 30_000 });
+    return { status: r.status, stderr: r.stderr };
+  } finally {
+    closeSync(full);
+  }
+}
+
+for (const args of [
+  ['history', '-n', '5000'],
+  ['config', 'schema'],
+]) {
+  test(`ferry ${args.join(' ')} > /dev/full: one line on stderr, exit 1`, { timeout: 40_000 }, () => {
+    const extra = args[0] === 'history' ? ['--config', join(dir, 'gateway.yaml'), '--data-dir', dir] : [];
+    const { status, stderr } = toFullDisk([...args, ...extra]);
+    assert.equal(status, 1, stderr);
+    assert.match(stderr, /^ferry: cannot write standard output: .*ENOSPC.*\n$/);
   });
 }

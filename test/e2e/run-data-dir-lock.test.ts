@@ -2,11 +2,15 @@
 // it took the first one's connected sessions for what a crash leaves and recorded them offline in
 // broker.db, after which `ferry sessions purge` (without --force) deleted a session under its
 // connected device; both gateways delivered the same buffer. Now the second one is refused, the
-// first's state is untouched, and a gateway killed with SIGKILL leaves no stale lock behind.
+// first's state is untouched, and a gateway killed with SIGKILL leaves no stale lock behind. A
+// gateway started with the library's startGateway takes the same lock.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { MqttClient } from 'mqtt';
+import pino from 'pino';
+import { isFerryError } from '../../src/core/errors.ts';
+import { startGateway } from '../../src/lib/gateway.ts';
 import { ferry, ferryWithin, startFerry, type RunningFerry } from '../harness/ferry-process.ts';
 import { writeGatewayTree } from '../harness/gateway-tree.ts';
 import { connectRecording } from '../harness/recording-client.ts';
@@ -46,7 +50,7 @@ test('a second ferry run on the data directory of a running one exits 1 naming -
   assert.equal(second.code, 1);
   const lines = second.stderr.trimEnd().split('\n');
   assert.equal(lines.length, 1, second.stderr);
-  assert.match(lines[0] as string, /^ferry: the data directory .* is in use by another `ferry run` .*--data-dir/);
+  assert.match(lines[0] as string, /^ferry: the data directory .* is in use by another gateway .*--data-dir/);
 
   assert.equal(await sessionState(dataDir, 'dev-1'), true, "the refused gateway recorded the first one's connected session as offline");
   const purge = await ferry(['sessions', 'purge', 'dev-1', '--yes', '--data-dir', dataDir]);
@@ -73,4 +77,42 @@ test('a data directory that cannot be made: one line naming --data-dir, exit 1',
   const result = await runRefused(['--config', config, '--data-dir', notADirectory]);
   assert.equal(result.code, 1);
   assert.match(result.stderr, /^ferry: cannot start: data directory (\S+): \1 exists and is not a directory \(choose it with --data-dir or gateway\.dataDir\)\n$/);
+});
+
+/** A library gateway's config on `dataDir`, on free ports. */
+const libraryConfig = (dataDir: string) => ({ gateway: { dataDir }, mqtt: { host: '127.0.0.1', port: 0 }, admin: { enabled: false } });
+
+test('a gateway started with the library takes the same lock: refused on the directory of a running ferry run, and it refuses one', { timeout: 120_000 }, async () => {
+  const root = tempDir();
+  const dataDir = join(root, 'data');
+  const config = writeGatewayTree(root, '{allowAnonymous: true}', {});
+  const running = await startFerry(['--config', config, '--data-dir', dataDir]);
+  gateways.push(running);
+  // A gateway that started anyway is stopped, so that a failure here does not leave it running.
+  const refused = await startGateway({ config: libraryConfig(dataDir), logger: pino({ level: 'silent' }) }).then(
+    async (started) => {
+      await started.stop();
+      return undefined;
+    },
+    (error: unknown) => error,
+  );
+  assert.ok(isFerryError(refused, 'CONFIG_INVALID'), `startGateway was not refused: ${String(refused)}`);
+  assert.match(refused.message, /data directory .* is in use by another gateway/);
+  running.child.kill('SIGTERM');
+  assert.equal(await running.exited, 0);
+
+  const embedded = await startGateway({ config: libraryConfig(dataDir), logger: pino({ level: 'silent' }) });
+  try {
+    await embedded.ready;
+    const second = await runRefused(['--config', config, '--data-dir', dataDir]);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /is in use by another gateway/);
+  } finally {
+    await embedded.stop();
+  }
+  // Stopped, the library gateway lets go of the directory.
+  const next = await startFerry(['--config', config, '--data-dir', dataDir]);
+  gateways.push(next);
+  next.child.kill('SIGTERM');
+  assert.equal(await next.exited, 0);
 });

@@ -1,6 +1,6 @@
 import type { SessionDetail, SessionSummary } from '../../mqtt/persistence/state-file.ts';
 import { formatBytes, formatTable } from '../buffer/format.ts';
-import { DataDirLock, lockPath } from '../data-dir-lock.ts';
+import { DataDirLock, lockPath } from '../../runtime/data-dir-lock.ts';
 import { fail } from '../buffer/open.ts';
 import type { DataDirOptions } from '../load.ts';
 import { jsonLine, lineText } from '../payload.ts';

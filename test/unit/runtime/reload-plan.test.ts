@@ -114,3 +114,12 @@ test('a TypeScript bridge is unchanged while its file is, and changed once the f
     [['ts', ['b/#']]],
   );
 });
+
+test('a changed telemetry.endpoint is named in the reload warning without its user, password or query values', () => {
+  const root = newRoot();
+  const withEndpoint = (endpoint: string) => load({ 'gateway.yaml': `telemetry:\n  endpoint: ${endpoint}\n${GATEWAY}` }, root);
+  const warnings = restartNeeded(withEndpoint('http://alice:old-pass-123@o1:4318/?api_key=old-key-456'), withEndpoint('http://alice:new-pass-789@o1:4318/?api_key=new-key-000'));
+  assert.equal(warnings.length, 1, warnings.join('\n'));
+  assert.match(warnings[0] as string, /^telemetry\.endpoint changed/);
+  assert.doesNotMatch(warnings.join('\n'), /pass-|key-/);
+});
