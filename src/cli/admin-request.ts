@@ -51,7 +51,8 @@ export function postJson(url: URL, headers: Record<string, string>, body: string
       socket.once('connect', () => {
         connected = true;
         clearTimeout(timer);
-        timer = setTimeout(() => fail(new AdminUnreachable(`no answer within ${Math.round(answerTimeoutMs / 1000)} s (timeout)`, true)), answerTimeoutMs);
+        const within = answerTimeoutMs < 1000 ? `${answerTimeoutMs} ms` : `${Math.round(answerTimeoutMs / 1000)} s`;
+        timer = setTimeout(() => fail(new AdminUnreachable(`no answer within ${within} (timeout)`, true)), answerTimeoutMs);
       });
     });
     req.on('error', fail);

@@ -9,6 +9,11 @@ export interface ReloadOptions {
   /** Config whose `admin` section gives the address, when --admin is not given. */
   readonly config?: string;
   readonly json?: boolean;
+  /**
+   * How long the answer may take once connected; by default the drain timeout and a minute (see
+   * ANSWER_MARGIN_MS). Not a command-line option: for a caller of this function (a test).
+   */
+  readonly answerTimeoutMs?: number;
 }
 
 const DEFAULT_ADMIN = 'http://127.0.0.1:9180';
@@ -39,7 +44,7 @@ export async function reloadCommand(options: ReloadOptions): Promise<void> {
   let response: { status: number; text: string };
   try {
     const headers = { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) };
-    response = await postJson(url, headers, '{}', ANSWER_MARGIN_MS + (settings?.shutdown.drainTimeoutMs ?? DEFAULT_DRAIN_MS));
+    response = await postJson(url, headers, '{}', options.answerTimeoutMs ?? ANSWER_MARGIN_MS + (settings?.shutdown.drainTimeoutMs ?? DEFAULT_DRAIN_MS));
   } catch (error) {
     if (!(error instanceof AdminUnreachable)) throw error;
     process.stderr.write(

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import type { Env } from './interpolate.ts';
+import { ConfigError, type ConfigIssue } from './issues.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 
@@ -9,9 +10,14 @@ export const telemetrySchema = lazySchema(() =>
   z
     .strictObject({
       endpoint: z
-        .url()
+        .string()
+        .superRefine((text, ctx) => {
+          const problem = endpointProblem(text);
+          if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+        })
         .optional()
         .meta({
+          format: 'uri',
           description:
             'Base URL of an OTLP/HTTP receiver (an OpenTelemetry collector): traces go to `<endpoint>/v1/traces`, metrics to `/v1/metrics`, logs to `/v1/logs`, after its path (`http://c:4318/otlp` → `/otlp/v1/traces`) and before its query, which every request keeps. A user and password in it (`http://user:pass@c:4318`) are sent as HTTP Basic auth, not in the URL. Without it (and without OTEL_EXPORTER_OTLP_ENDPOINT) nothing is exported and the OpenTelemetry SDK is not loaded.',
           examples: ['http://127.0.0.1:4318'],
@@ -89,7 +95,8 @@ export const telemetrySchema = lazySchema(() =>
         }),
     })
     .superRefine((telemetry, ctx) => {
-      if (telemetry.endpoint === undefined || !hasAuthorization(telemetry.headers)) return;
+      // An endpoint that is not a URL has its own issue: zod runs this check all the same.
+      if (telemetry.endpoint === undefined || endpointProblem(telemetry.endpoint) !== undefined || !hasAuthorization(telemetry.headers)) return;
       const url = new URL(telemetry.endpoint);
       if (url.username === '' && url.password === '') return;
       ctx.addIssue({
@@ -123,20 +130,37 @@ export interface TelemetryExport {
  * OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS,
  * OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER_ARG, OTEL_METRIC_EXPORT_INTERVAL,
  * OTEL_SDK_DISABLED);
- * gateway.yaml wins where both say something. Undefined when nothing is to be exported.
+ * gateway.yaml wins where both say something. Undefined when nothing is to be exported. Throws
+ * a ConfigError naming each endpoint variable it would use that is not an http(s) URL.
  */
 export function resolveTelemetry(section: TelemetrySection, gateway: string, env: Env): TelemetryExport | undefined {
   if (env['OTEL_SDK_DISABLED'] === 'true') return undefined;
-  const base = section.endpoint ?? env['OTEL_EXPORTER_OTLP_ENDPOINT'];
+  const problems: ConfigIssue[] = [];
+  /**
+   * An endpoint variable the export uses, checked as `telemetry.endpoint` is: a malformed one
+   * failed in the exporter's constructor with its own words, or (`ftp://c`, `c:4318`, a scheme
+   * that is not http) was taken and every export failed later. Empty is unset, as the
+   * OpenTelemetry specification has it for every OTEL_* variable.
+   */
+  const endpointVariable = (name: string): string | undefined => {
+    const text = env[name];
+    if (text === undefined || text === '') return undefined;
+    const problem = endpointProblem(text);
+    if (problem === undefined) return text;
+    if (!problems.some((p) => p.path === name)) problems.push({ file: 'environment', line: 0, column: 0, path: name, message: problem });
+    return undefined;
+  };
   const headers = { ...keyValues(env['OTEL_EXPORTER_OTLP_HEADERS']), ...section.headers };
   const target = (signal: Signal): OtlpTarget | undefined => {
-    const own = section.endpoint === undefined ? env[`OTEL_EXPORTER_OTLP_${signal.toUpperCase()}_ENDPOINT`] : undefined;
+    const own = section.endpoint === undefined ? endpointVariable(`OTEL_EXPORTER_OTLP_${signal.toUpperCase()}_ENDPOINT`) : undefined;
+    const base = own === undefined ? (section.endpoint ?? endpointVariable('OTEL_EXPORTER_OTLP_ENDPOINT')) : undefined;
     const url = own ?? (base === undefined ? undefined : signalUrl(base, signal));
     return url === undefined ? undefined : withBasicAuth(url, headers);
   };
   const traces = section.traces.enabled ? target('traces') : undefined;
   const metrics = section.metrics.enabled ? target('metrics') : undefined;
   const logs = section.logs.enabled ? target('logs') : undefined;
+  if (problems.length > 0) throw new ConfigError(problems);
   if (traces === undefined && metrics === undefined && logs === undefined) return undefined;
   const envRatio = Number(env['OTEL_TRACES_SAMPLER_ARG']);
   const sampleRatio = section.traces.sampleRatio ?? (env['OTEL_TRACES_SAMPLER_ARG'] !== undefined && envRatio >= 0 && envRatio <= 1 ? envRatio : 0.1);
@@ -166,13 +190,8 @@ type Signal = 'traces' | 'metrics' | 'logs';
  * `http://c:4318/v1/logs?api_key=k`; a plain append put the path inside the query).
  */
 function signalUrl(base: string, signal: Signal): string {
-  let url: URL;
-  try {
-    url = new URL(base);
-  } catch {
-    // Only OTEL_EXPORTER_OTLP_ENDPOINT can be malformed here (the schema checks `endpoint`): the exporter names it.
-    return `${base.replace(/\/+$/, '')}/v1/${signal}`;
-  }
+  // A URL: `telemetry.endpoint` and the variables are checked (endpointProblem).
+  const url = new URL(base);
   url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/${signal}`;
   url.hash = '';
   return url.href;
@@ -185,17 +204,29 @@ function signalUrl(base: string, signal: Signal): string {
  * `Authorization` in the headers wins: gateway.yaml refuses both at once in `telemetry:`.
  */
 function withBasicAuth(url: string, headers: Readonly<Record<string, string>>): OtlpTarget {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return { url, headers };
-  }
+  const parsed = new URL(url);
   if (parsed.username === '' && parsed.password === '') return { url, headers };
   const basic = `Basic ${Buffer.from(`${decodedPart(parsed.username)}:${decodedPart(parsed.password)}`).toString('base64')}`;
   parsed.username = '';
   parsed.password = '';
   return { url: parsed.href, headers: hasAuthorization(headers) ? headers : { ...headers, authorization: basic } };
+}
+
+/** What an OTLP/HTTP endpoint is, said by the check of `telemetry.endpoint` and of the OTEL_EXPORTER_OTLP_*ENDPOINT variables alike. */
+const ENDPOINT_EXPECTED = 'expected the http:// or https:// URL of an OTLP/HTTP receiver, such as http://127.0.0.1:4318';
+
+/** Why `text` cannot be an OTLP/HTTP endpoint, or undefined when it can. */
+function endpointProblem(text: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return `not a URL; ${ENDPOINT_EXPECTED}`;
+  }
+  if (url.protocol === 'http:' || url.protocol === 'https:') return undefined;
+  // `localhost:4318` is a URL of the scheme `localhost:`: a host and port written without one.
+  if (!text.includes('//')) return `no http:// or https:// before the host; ${ENDPOINT_EXPECTED}`;
+  return `the scheme ${url.protocol} is not http: or https:; ${ENDPOINT_EXPECTED}`;
 }
 
 function hasAuthorization(headers: Readonly<Record<string, string>>): boolean {

@@ -2,14 +2,17 @@
 // bridges there are; and `--topic 'devices/#'` (an MQTT filter, as `ferry retained list --topic`
 // takes one) matched nothing, as --topic took a prefix only. Now an unknown bridge exits 1 naming
 // the bridges the history has, and a --topic with a wildcard level is an MQTT filter, in a history
-// of packs and in one of an earlier version (a row a message) alike.
+// of packs and in one of an earlier version (a row a message) alike. And a history.db that is not
+// Ferry's (an empty database, another program's) said `no such table: history_floors`: now it is
+// named as not a Ferry history database, exit code 1, and left as it was.
 import assert from 'node:assert/strict';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { createEnvelope } from '../../src/core/envelope.ts';
 import { HistoryWriter, historyPath } from '../../src/sqlite/history-store.ts';
 import { eventually } from '../harness/eventually.ts';
-import { ferry, spawnFerryGroup } from '../harness/ferry-process.ts';
+import { ferry, ferryWithin, spawnFerryGroup } from '../harness/ferry-process.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-history-cli-');
@@ -106,3 +109,33 @@ test('history --follow of a bridge with no messages yet says so and prints its m
     writer.close();
   }
 });
+
+for (const [kind, make, what] of [
+  ['an empty file', (path: string) => writeFileSync(path, ''), 'it has no tables \\(an empty database\\)'],
+  [
+    "another program's database",
+    (path: string) => {
+      const db = new Database(path);
+      db.exec('CREATE TABLE readings (at INTEGER, celsius REAL); CREATE TABLE devices (id TEXT); INSERT INTO readings VALUES (1, 20.5);');
+      db.close();
+    },
+    "its tables \\(devices, readings\\) are not Ferry's",
+  ],
+] as const) {
+  test(`history.db that is ${kind}: history says it is not a Ferry history database, exits 1, and leaves it as it was`, { timeout: 60_000 }, async () => {
+    const dir = tempDir();
+    const path = historyPath(dir);
+    make(path);
+    const bytes = readFileSync(path);
+    const files = readdirSync(dir);
+    for (const args of [[], ['--bridge', 'b'], ['--topic', 'devices/#', '--json'], ['--follow']]) {
+      // Within a limit: --follow on a history it could read would run until killed.
+      const result = await ferryWithin(['history', '--data-dir', dir, ...args], 30_000);
+      assert.equal(result.code, 1, args.join(' '));
+      assert.equal(result.stdout, '', args.join(' '));
+      assert.match(result.stderr, new RegExp(`^ferry: \\S+history\\.db is not a Ferry history database: ${what} \\([^\\n]*\\)\\n$`), args.join(' '));
+    }
+    assert.deepEqual(readFileSync(path), bytes, 'the file is unchanged');
+    assert.deepEqual(readdirSync(dir), files, 'no file was added beside it');
+  });
+}
