@@ -37,14 +37,21 @@ export interface AedesInternals {
    * 'clientError' or 'connectionError' with the error's `reasonCode` (protocol-refusals.ts).
    */
   readonly protocolErrorsAnswered?: boolean;
+  /** Set by the patch: an outgoing QoS 1/2 message never gets a packet id still in flight to its client. */
+  readonly uniquePacketIds?: boolean;
 }
 
 /** Why the patched aedes did not send a message to one client (its 'publishDiscarded' event). */
 export type DiscardReason = 'packetTooLarge' | 'receiveQueueFull' | 'noShareMember' | 'expired';
 
 export interface ClientInternals {
-  /** The next packet id aedes gives an outgoing QoS 1/2 message of this client. */
+  /** Where aedes' search for the next free packet id of this client's outgoing QoS 1/2 messages starts. */
   _nextId: number;
+  /**
+   * Set by the patch: takes the next packet id not in flight to the client, as aedes numbers its
+   * own copies; undefined when all 65,535 are (aedes then closes the connection).
+   */
+  nextPacketId(): number | undefined;
   /** mqtt-packet's parser of the client's connection: `parse` emits 'packet' for each whole packet in the bytes, which aedes handles then. */
   readonly _parser: EventEmitter & { parse(bytes: Buffer): number };
   readonly subscriptions: Readonly<Record<string, { readonly qos: number } | undefined>>;
@@ -80,15 +87,13 @@ export function clientInternals(client: Client): ClientInternals {
 }
 
 /**
- * Takes the packet id aedes would give the client's next outgoing QoS 1/2 message and moves
- * aedes' counter past it, wrapping as aedes does (lib/qos-packet.js): a copy whose
- * `messageId` is set before aedes numbers it keeps that id, so its PUBACK can be matched.
+ * Takes the packet id aedes would give the client's next outgoing QoS 1/2 message, from the same
+ * counter and skipping the ids in flight to the client as aedes does (lib/qos-packet.js): a copy
+ * whose `messageId` is set before aedes numbers it keeps that id, so its PUBACK can be matched.
+ * 0, no packet id, when none is free: aedes is closing the connection then.
  */
 export function reservePacketId(client: Client): number {
-  const internals = clientInternals(client);
-  const id = internals._nextId;
-  internals._nextId = id >= 65535 ? 1 : id + 1;
-  return id;
+  return clientInternals(client).nextPacketId() ?? 0;
 }
 
 /**

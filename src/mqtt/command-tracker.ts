@@ -208,7 +208,7 @@ export class CommandTracker {
     return pending === undefined ? packet : this.#forwarded(client, packet, pending);
   }
 
-  #forwarded(client: Client, packet: AedesPublishPacket, pending: Pending): AedesPublishPacket {
+  #forwarded(client: Client, packet: AedesPublishPacket, pending: Pending): AedesPublishPacket | null {
     if (packet.qos === 0) {
       pending.deliveredQos0 = true;
       return packet;
@@ -219,7 +219,10 @@ export class CommandTracker {
         pending.deliveredQos0 = true;
         return packet;
       }
-      packet.messageId = reservePacketId(client);
+      const reserved = reservePacketId(client);
+      // None free: aedes is closing the connection; the copy is not sent.
+      if (reserved === 0) return null;
+      packet.messageId = reserved;
     }
     // Otherwise a copy queued in a persistent session, numbered already, sent on reconnect.
     pending.forwarded += 1;

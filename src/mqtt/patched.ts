@@ -18,7 +18,8 @@ export function assertPatched(aedes: Aedes): void {
     internals.pubackAfterStore === true &&
     typeof internals.resumeHeldLimit === 'number' &&
     internals.highestOverlappingQoS === true &&
-    internals.protocolErrorsAnswered === true;
+    internals.protocolErrorsAnswered === true &&
+    internals.uniquePacketIds === true;
   const missing = !mqttPacketPatched()
     ? 'mqtt-packet lacks patches/mqtt-packet+9.0.2.patch (a repeated MQTT 5 property crashed the broker)'
     : !aedesPatched

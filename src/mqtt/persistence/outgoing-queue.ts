@@ -167,12 +167,13 @@ export class OutgoingQueue {
    * its exchange completed. Throws "no such packet" when none matches. A copy of another broker
    * under the same packet id is left alone: aedes-persistence replaces it (a cluster's brokers
    * share a store), but this store is one gateway's, and another broker id is an earlier run of
-   * it, whose copies are messages the session has not acknowledged. aedes numbers a new
-   * connection's messages from a random packet id, so after a restart a new message can get the
-   * id of an old one still in flight: replaced, the old one was lost. A QoS 2 step resolves once
-   * on disk (its packet id must not change across a crash, or the device would take the message
-   * twice); a QoS 1 one at once: a copy sent again after a crash with another id is a duplicate
-   * QoS 1 allows.
+   * it, whose copies are messages the session has not acknowledged. aedes numbered a new
+   * connection's messages from a random packet id without skipping those in flight (the patch
+   * skips them now; a broker.db from before may still hold such copies), so after a restart a new
+   * message could get the id of an old one still in flight: replaced, the old one was lost. A
+   * QoS 2 step resolves once on disk (its packet id must not change across a crash, or the
+   * device would take the message twice); a QoS 1 one at once: a copy sent again after a crash
+   * with another id is a duplicate QoS 1 allows.
    */
   update(clientId: string, packet: StoredPacket): Promise<void> {
     const write = () => {
