@@ -57,6 +57,11 @@ export interface ClientInternals {
   readonly subscriptions: Readonly<Record<string, { readonly qos: number } | undefined>>;
   /** True from CONNECT until the connect sequence (session restore included) finished. */
   readonly connecting: boolean;
+  /**
+   * The CONNECT's will, set as the connect sequence reaches its will (storeWill): just before
+   * the persistence's delWill, and putWill stores it right after when there is one.
+   */
+  readonly will?: unknown;
   /** A CONNACK was written, accepting or refusing the connection. */
   readonly connackSent: boolean;
   /** A CONNACK accepting the connection was written (its write's callback came; set before `connected`). */

@@ -75,6 +75,6 @@ export class SessionOwners {
 }
 
 /** The owner key: a username, or the empty string for every anonymous client (no username is empty). */
-function ownerOf(identity: Pick<Identity, 'username'>): string {
+export function ownerOf(identity: Pick<Identity, 'username'>): string {
   return identity.username ?? '';
 }

@@ -104,12 +104,15 @@ export class SessionPackets {
   /**
    * Removes the client's will; resolves with it once that is on disk (committed at the end of
    * the turn, not later: a will back after a crash would be published after the restart).
+   * `alongside` is written in the same transaction (the session's record), waited for even when
+   * there is no will to remove.
    */
-  deleteWill(client: ClientRef): Promise<StoredPacket | undefined> {
+  deleteWill(client: ClientRef, alongside?: () => void): Promise<StoredPacket | undefined> {
     const will = this.will(client);
-    if (will === undefined) return Promise.resolve(undefined);
+    if (will === undefined && alongside === undefined) return Promise.resolve(undefined);
     return this.#commit.durable(() => {
-      this.#statements.deleteWill.run(client.id);
+      if (will !== undefined) this.#statements.deleteWill.run(client.id);
+      alongside?.();
       return will;
     });
   }

@@ -118,18 +118,42 @@ export class SessionRecords {
   }
 
   /**
-   * Records a persistent session's client as connected, inside the caller's write: the one
-   * that stores its will, which the CONNACK waits for (aedes' `client` comes just before the
-   * CONNACK and is not waited for). A will on disk without its session's record was taken, after
-   * a crash, for a clean session's: an MQTT 5 will published at once after the restart, past
-   * its Will Delay Interval and although its client came back within it, which was told Session
-   * Present 0 when it had no subscriptions. (A session without a will still gets its record in
-   * aedes' `client` only, committed within 10 ms.)
+   * Records a persistent session's client as connected, with `owner` (the login, when logins
+   * are on), inside the caller's write: the one that stores or removes its will as it connects,
+   * which the CONNACK waits for (aedes' `client` comes just before the CONNACK and is not waited
+   * for). Written there only, a session's record was committed up to 10 ms after its CONNACK: a
+   * crash then lost a session the client had been told about, and it was told Session Present 0
+   * when it came back (a will on disk without its record was taken for a clean session's,
+   * published at once after the restart, past its Will Delay Interval); a record without its
+   * owner let any login resume it.
    */
-  openedNow(client: SessionClient | { readonly id: string }): void {
+  openedNow(client: SessionClient | { readonly id: string }, owner?: string): void {
     // aedes' putWill gets the connecting client; another caller (aedes-persistence's own tests) may pass only an id.
     if (!('clean' in client) || typeof client.sessionExpiryInterval !== 'number' || client.clean) return;
     this.#statements.opened.run(client.id, this.#expirySeconds(client));
+    if (owner !== undefined) this.#statements.saveOwner.run(client.id, owner);
+  }
+
+  /**
+   * As a persistent session's client connects, before its CONNACK: its record, written inside
+   * the caller's write (openedNow). True when the session is new (it had no record).
+   */
+  connecting(client: SessionClient, owner: string | undefined): boolean {
+    const created = !this.stored(client.id);
+    this.openedNow(client, owner);
+    return created;
+  }
+
+  /**
+   * A client closed while `connecting` was committed, before its CONNACK: aedes did not register
+   * it, so no `clientDisconnect` follows. A session it made goes (the client was never told of
+   * it); one it resumed waits for its client again, from now. Nothing changes while another
+   * connection holds the client id: that one's end decides.
+   */
+  abandoned(client: SessionClient, created: boolean, now: number): void {
+    if (this.#hooks.connected(client.id)) return;
+    if (created) this.#forget(client.id);
+    else this.closed(client, now);
   }
 
   /**

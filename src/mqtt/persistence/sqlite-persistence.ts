@@ -8,8 +8,9 @@ import { asError } from '../../core/errors.ts';
 import { type BrokerStateLimits, type StateLimit, type StateRefusals, payloadLength } from '../state-limits.ts';
 import type { Identity } from '../acl.ts';
 import { aedesInternals } from '../aedes-internals.ts';
-import { CarriedWills, type StandingLogins, willOwnerOf } from './carried-wills.ts';
+import { CarriedWills, type StandingLogins } from './carried-wills.ts';
 import { CommandMemory } from './command-memory.ts';
+import { ConnectWrites } from './connect-writes.ts';
 import { GroupCommit } from './group-commit.ts';
 import type { ClientRef, SubscriptionRecord, TopicSubscription } from './memory-parts.ts';
 import { OutgoingQueue, type QueueCap } from './outgoing-queue.ts';
@@ -72,6 +73,7 @@ export class SqlitePersistence {
   readonly #subscriptions: SubscriptionStore;
   readonly #packets: SessionPackets;
   readonly #wills: CarriedWills;
+  readonly #connectWrites: ConnectWrites;
   readonly #queueCap: QueueCap | undefined;
   #broker: PersistenceBroker | undefined;
   #aedes: Aedes | undefined;
@@ -119,6 +121,8 @@ export class SqlitePersistence {
       failed: (error) => this.#failed(error, 'acting on saved sessions and wills of the previous run failed; trying again'),
       legacyExpirySeconds: options.limits?.sessionExpirySeconds,
     });
+    const failed = (error: Error) => this.#failed(error, 'recording the end of a connection closed before its CONNACK failed');
+    this.#connectWrites = new ConnectWrites(this.#commit, this.#packets, this.#sessions, { ...options, failed });
     const limits = options.limits;
     this.#queueCap =
       limits === undefined
@@ -289,18 +293,16 @@ export class SqlitePersistence {
   putWill(client: ClientRef, packet: StoredPacket): Promise<void> {
     packet.brokerId = this.#broker?.id;
     packet.clientId = client.id;
-    // aedes passes the connecting client.
-    if (this.#options.willAllowed !== undefined && !this.#options.willAllowed(client as Client, packet)) return Promise.resolve();
-    const owner = willOwnerOf(this.#options.logins?.identity(client as Client), (client as Client).version);
-    return this.#packets.putWill(client, packet, owner, () => this.#sessions.openedNow(client));
+    return this.#connectWrites.putWill(client, packet);
   }
 
   async getWill(client: ClientRef): Promise<StoredPacket | undefined> {
     return reportedRead(this.#options.onFailure, () => this.#packets.will(client));
   }
 
+  /** aedes removes a will when it is done with, and as a client connects (then with the session's record, connect-writes.ts, as putWill). */
   delWill(client: ClientRef): Promise<StoredPacket | undefined> {
-    return reportedRead(this.#options.onFailure, () => this.#packets.deleteWill(client));
+    return this.#connectWrites.delWill(client);
   }
 
   /** Stored wills of brokers not in `brokers` (aedes publishes those of brokers gone quiet); a will carried over from the previous run is published by this persistence instead. */
