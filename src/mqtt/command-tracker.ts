@@ -61,6 +61,7 @@ interface Pending {
   /** Where this command's packet ids are recorded, to forget them once it is settled. */
   readonly copies: { readonly sent: Map<number, Pending>; readonly id: number }[];
   readonly topic: string;
+  readonly qos: 0 | 1;
   /** MQTT 5 subscribers that answered with a PUBACK reason code of 0x80 or more, and the code (TOO_LARGE: discarded for them). */
   readonly refusals: Map<string, number>;
   readonly settle: (outcome: CommandOutcome) => void;
@@ -138,6 +139,7 @@ export class CommandTracker {
       deliveredQos0: false,
       copies: [],
       topic: command.topic,
+      qos: command.qos,
       refusals: new Map(),
       settle: (result) => {
         if (this.#pending.get(counter) !== pending) return;
@@ -240,7 +242,9 @@ export class CommandTracker {
     const pending =
       (brokerId === aedesInternals(this.#aedes).id ? this.#pending.get(brokerCounter) : undefined) ??
       (this.#adopted.size === 0 ? undefined : this.#adopted.get(`${brokerId}\n${brokerCounter}`));
-    if (pending === undefined) return;
+    // A QoS 0 command is settled `sent` once handed to the broker: a copy too large for one
+    // client does not make it unsent for the others, who were sent it.
+    if (pending === undefined || pending.qos === 0) return;
     pending.refusals.set(clientId, TOO_LARGE);
     this.#checkRefused(pending);
   }

@@ -162,9 +162,10 @@ export class PublishIntake {
     const { counters } = this.#options;
     // Only the server sets a Subscription Identifier [MQTT-3.3.4-6]: aedes passed a device's on to
     // subscribers without one of their own, and kept it with a retained message. Dropped, as
-    // Mosquitto does.
+    // Mosquitto does; also from a will carried over a restart (no client here): its properties
+    // are the ones its device sent in the CONNECT.
     const sent = packet.properties as { subscriptionIdentifier?: unknown } | undefined;
-    if (sent?.subscriptionIdentifier !== undefined && client !== null) delete sent.subscriptionIdentifier;
+    if (sent?.subscriptionIdentifier !== undefined) delete sent.subscriptionIdentifier;
     const invalid = this.#invalidTopics.get(packet.topic);
     if (invalid !== undefined) {
       counters.count('mqtt.publish.refused', { reason: 'invalid_topic' });

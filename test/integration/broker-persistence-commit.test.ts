@@ -150,3 +150,24 @@ test('when SQLite undoes a transaction holding a joined write, the rest of its c
   commit.close();
   db.close();
 });
+
+test("a failed commit at the end of a turn refuses nothing after it: the next loop iteration's writes are a new transaction", async () => {
+  const { db, commit, count, lost } = setup();
+  // SQLite checks a deferred foreign key at COMMIT: the commit itself fails, for real.
+  db.pragma('foreign_keys = ON');
+  db.exec('CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE child (id INTEGER PRIMARY KEY, p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)');
+  const insert = db.prepare('INSERT INTO t (v) VALUES (?)');
+  commit.joined(() => db.prepare('INSERT INTO child (p) VALUES (42)').run());
+  await assert.rejects(commit.settled(), /FOREIGN KEY/);
+  assert.equal(lost.length, 1);
+  // Here is the check phase, just after the failed commit. A timer due by the next iteration's
+  // timers phase (where a socket read of that iteration would be as well) runs before any
+  // setImmediate queued now: its write belongs to another client's turn.
+  const next = new Promise<unknown>((resolve, reject) => setTimeout(() => commit.durable(() => insert.run('unrelated')).then(resolve, reject), 0));
+  for (const due = Date.now() + 3; Date.now() < due; ); // the timer is due when this callback returns
+  await next;
+  assert.equal(count(), 1);
+  assert.equal(lost.length, 1);
+  commit.close();
+  db.close();
+});

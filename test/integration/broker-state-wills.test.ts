@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import type { IClientOptions } from 'mqtt';
+import { type IClientOptions, connect } from 'mqtt';
 import { deviceSchema } from '../../src/config/schema.ts';
 import { DeviceAuthenticator } from '../../src/mqtt/auth.ts';
 import { BROKER_STATE_VERSION } from '../../src/mqtt/persistence/schema.ts';
@@ -199,4 +199,40 @@ test('a will stored by an earlier version, without its login, is not published w
   await until(() => third.tapped.includes('status/old old offline'), 'the will, with logins off');
   assert.equal(third.counters.get('mqtt.wills.carried_over{result=published}'), 1);
   await stop(third);
+});
+
+// Only the server sets a Subscription Identifier [MQTT-3.3.4-6]: one a device put in its will's
+// properties is dropped whether the will is published in the run that took it or, carried over a
+// crash, in the next run; a subscriber without an identifier of its own gets it without one.
+test('a carried-over will reaches subscribers without the Subscription Identifier its device put in it', { timeout: 30_000 }, async () => {
+  const path = join(dirs(), 'broker.db');
+  const first = await start(path);
+  const session = { protocolVersion: 5 as const, clientId: 'watcher', clean: false, properties: { sessionExpiryInterval: 600 } };
+  // A persistent session that gets the will queued while it is away.
+  const away = await connectClient(first.url, session);
+  await away.client.subscribeAsync('status/#', { qos: 1 });
+  await away.client.endAsync();
+  await connectClient(first.url, {
+    protocolVersion: 5,
+    clientId: 'forger',
+    will: { topic: 'status/forger', payload: Buffer.from('forger offline'), qos: 1, retain: false, properties: { subscriptionIdentifier: 4242 } as Record<string, unknown> },
+  });
+  const crashed = await crashCopy(path);
+  await stop(first);
+
+  const second = await start(crashed);
+  await until(() => second.tapped.includes('status/forger forger offline'), 'the carried-over will');
+  // Listening before the CONNACK: the queued will may come in the same read.
+  const back = connect(second.url, { ...session, reconnectPeriod: 0 });
+  const received: { topic: string; identifier: unknown }[] = [];
+  back.on('message', (topic, _payload, packet) => received.push({ topic, identifier: packet.properties?.subscriptionIdentifier }));
+  try {
+    await until(() => received.length > 0, 'the queued will');
+    await sleep(200);
+    assert.deepEqual(received, [{ topic: 'status/forger', identifier: undefined }]);
+    assert.equal(second.counters.get('mqtt.wills.carried_over{result=published}'), 1);
+  } finally {
+    await back.endAsync(true);
+  }
+  await stop(second);
 });

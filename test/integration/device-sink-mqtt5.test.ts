@@ -81,6 +81,37 @@ test("a command larger than the device's Maximum Packet Size is not sent to it a
   }
 });
 
+// A QoS 0 command is done once the broker has it: a device whose Maximum Packet Size it exceeds
+// does not get it, and that does not make it refused for the other subscribers, who do.
+test('a QoS 0 command too large for one MQTT 5 device still reaches the other subscribers and counts as delivered, not refused', { timeout: 30_000 }, async () => {
+  const { send, events, subscription } = devicesSinkOn(broker, counters, 'v5-qos0', { topic: 'v5q0/${key}/cmd', qos: 0, expiryMs: 60_000 });
+  const key = randomName('v5q0-');
+  const topic = `v5q0/${key}/cmd`;
+  const base = { protocolVersion: 5 as const, reconnectPeriod: 0 };
+  const small = await connectAsync(url, { ...base, clientId: randomName('v5q0-small-'), properties: { maximumPacketSize: 200 } });
+  const other = await connectAsync(url, { ...base, clientId: randomName('v5q0-other-') });
+  const received: string[] = [];
+  small.on('message', () => received.push('small'));
+  other.on('message', () => received.push('other'));
+  try {
+    await small.subscribeAsync(topic, { qos: 1 });
+    await other.subscribeAsync(topic, { qos: 0 });
+    const command = send('x'.repeat(500), { key });
+    await until(() => command.outcome() === 'acked' && received.length > 0, 'settled, and received');
+    const counts = counters.snapshot();
+    assert.equal(counts['commands.delivered{bridge=v5-qos0,qos=0}'], 1);
+    assert.equal(counts['commands.refused{bridge=v5-qos0,reason=packet_too_large}'], undefined);
+    assert.deepEqual(
+      events.filter((e) => e.type === 'failed'),
+      [],
+    );
+    assert.deepEqual(received, ['other']);
+  } finally {
+    subscription.unsubscribe();
+    await Promise.all([small.endAsync(true), other.endAsync(true)]);
+  }
+});
+
 test("request/response: a device's Response Topic and Correlation Data reach the bridges as headers, and a reply carrying them back gets them as properties", {
   timeout: 30_000,
 }, async () => {

@@ -92,8 +92,11 @@ for (const [protocolVersion, qos, messages, pausedBy] of [
       // The buffer catches up: everything arrives, once, in order, on the same connection.
       for (let acked = 0; acked < messages; ) {
         await eventually(() => assert.ok(held.deliveries.length > acked));
-        for (const delivery of held.deliveries.slice(acked)) delivery.ack();
-        acked = held.deliveries.length;
+        // An ack can make the source read on at once (the next message waits in mqtt.js'
+        // Writable), so a delivery may arrive inside this loop: it is acked on the next pass.
+        const batch = held.deliveries.slice(acked);
+        acked += batch.length;
+        for (const delivery of batch) delivery.ack();
       }
       assert.deepEqual(
         payloads(held.deliveries),

@@ -129,7 +129,6 @@ export class GroupCommit {
     if (!this.#open) return;
     const waiters = this.#waiters;
     this.#waiters = [];
-    const joined = this.#joined;
     this.#open = false;
     this.#writes = 0;
     this.#joined = false;
@@ -138,7 +137,11 @@ export class GroupCommit {
     } catch (error) {
       const failure = asError(error);
       this.#onFailure?.(failure);
-      this.#abandon(failure, waiters, joined);
+      // A transaction holding joined writes is committed only after the turn that made them (in
+      // setImmediate, or by close): their chains end with their waiters' rejection, none goes on
+      // to a step to refuse. Refusing writes here would outlast this turn (the setImmediate that
+      // ends the refusal runs in the next loop iteration) and fail other clients' new writes.
+      this.#abandon(failure, waiters, false);
       return;
     }
     this.#commits += 1;
