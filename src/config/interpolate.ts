@@ -21,7 +21,17 @@ export function interpolate(text: string, env: Env): InterpolationResult {
   return { value: expand(text, env, missing), missing };
 }
 
-function expand(text: string, env: Env, missing: string[]): string {
+/**
+ * The variables `text` names, each once, in order: those of a default or word too when it is
+ * used (`${PORT:-${DEFAULT_PORT}}` names DEFAULT_PORT only while PORT is unset or empty).
+ */
+export function variablesOf(text: string, env: Env): string[] {
+  const variables = new Set<string>();
+  expand(text, env, [], variables);
+  return [...variables];
+}
+
+function expand(text: string, env: Env, missing: string[], variables?: Set<string>): string {
   let out = '';
   let from = 0;
   for (let at = text.indexOf('$', from); at !== -1; at = text.indexOf('$', from)) {
@@ -42,6 +52,7 @@ function expand(text: string, env: Env, missing: string[]): string {
       from = at + 1;
       continue;
     }
+    variables?.add(name);
     const current = env[name];
     const set = current !== undefined && current !== '';
     if (op === '}') {
@@ -51,8 +62,8 @@ function expand(text: string, env: Env, missing: string[]): string {
       continue;
     }
     const word = text.slice(VARIABLE.lastIndex, close);
-    if (op === ':-') out += set ? (current as string) : expand(word, env, missing);
-    else out += set ? expand(word, env, missing) : '';
+    if (op === ':-') out += set ? (current as string) : expand(word, env, missing, variables);
+    else out += set ? expand(word, env, missing, variables) : '';
     from = (close as number) + 1;
   }
   return out + text.slice(from);

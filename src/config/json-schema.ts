@@ -15,6 +15,14 @@ type JsonSchema = Record<string, unknown>;
 export const INTERPOLATION_PATTERN = '(^|[^$])\\$\\{[A-Z_][A-Z0-9_]*(\\}|:-|:\\+)';
 
 /**
+ * The same in a setting that takes only numbers or booleans, where Ferry reads the text as it
+ * would be unquoted: around and between the `${VAR}`s (and in a default) only what a number or
+ * boolean can hold (letters, digits, `_ + - .`, spaces), so `"${HOST}:${PORT}"` and
+ * `http://${HOST}`, which Ferry refuses whatever the variables hold, are refused here too.
+ */
+export const NUMBER_INTERPOLATION_PATTERN = '^(?=[\\s\\S]*\\$\\{)(?:[\\w\\s+.-]|\\$\\{[A-Z_][A-Z0-9_]*(?:\\}|:-|:\\+)|\\})*$';
+
+/**
  * The JSON Schema of a config file, for editors (`ferry config schema`). It is the zod schema's,
  * except that a setting with a type or constraints a `${VAR}` string does not meet (a number,
  * a boolean, an enum, a string with a pattern or a minimum length) also takes a string holding
@@ -50,7 +58,16 @@ export function acceptInterpolation(schema: JsonSchema): JsonSchema {
   if (!refusesInterpolation(out)) return out;
   const kept = Object.entries(out).filter(([key]) => ANNOTATIONS.has(key));
   const checks = Object.fromEntries(Object.entries(out).filter(([key]) => !ANNOTATIONS.has(key)));
-  return { ...Object.fromEntries(kept), anyOf: [checks, { type: 'string', pattern: INTERPOLATION_PATTERN }] };
+  const pattern = takesNumberOrBoolean(out) ? NUMBER_INTERPOLATION_PATTERN : INTERPOLATION_PATTERN;
+  return { ...Object.fromEntries(kept), anyOf: [checks, { type: 'string', pattern }] };
+}
+
+/** A setting whose values are all numbers or booleans (by type, or by its `enum` or `const`). */
+function takesNumberOrBoolean(schema: JsonSchema): boolean {
+  const types = schema['type'] === undefined ? [] : ([] as unknown[]).concat(schema['type']);
+  if (types.length > 0) return types.every((type) => type === 'number' || type === 'integer' || type === 'boolean');
+  const values = [...(Array.isArray(schema['enum']) ? schema['enum'] : []), ...('const' in schema ? [schema['const']] : [])];
+  return values.length > 0 && values.every((v) => typeof v === 'number' || typeof v === 'boolean');
 }
 
 /** A scalar setting (no sub-schemas) whose checks a `${VAR}` string may fail. */

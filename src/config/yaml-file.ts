@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { type Document, LineCounter, Scalar, isMap, isPair, isScalar, isSeq, parse, parseDocument, visit } from 'yaml';
 import type { Node } from 'yaml';
-import { type Env, hasInterpolation, interpolate } from './interpolate.ts';
+import { type Env, hasInterpolation, interpolate, variablesOf } from './interpolate.ts';
 import type { ConfigIssue } from './issues.ts';
 import { formatPath } from './issues.ts';
 
@@ -15,6 +15,12 @@ export interface YamlFile {
    * instead (`validateFile`).
    */
   readonly typedTexts?: readonly TypedText[];
+  /**
+   * The values an interpolated `${VAR}` left a string (quoted, `port: "${PORT}"`, or text YAML
+   * reads as no number, boolean or null): a number or boolean setting takes the number or
+   * boolean the text reads as (`validateFile`).
+   */
+  readonly interpolatedTexts?: readonly TypedText[];
   /** Position of a key path: the value's position, or the key's when `atKey`. */
   locate(path: readonly PropertyKey[], atKey?: boolean): { line: number; column: number };
 }
@@ -22,6 +28,8 @@ export interface YamlFile {
 export interface TypedText {
   readonly path: readonly (string | number)[];
   readonly text: string;
+  /** The variables the value was made from, in order: a setting that refuses it names them (not their values, which may be secret). */
+  readonly variables: readonly string[];
 }
 
 export interface YamlLoadResult {
@@ -42,7 +50,8 @@ const MAX_ALIAS_COUNT = 100;
  * Reads and parses a YAML file, interpolating `${VAR}` in values (not keys). A plain
  * (unquoted) scalar that is interpolated is typed again as if its result had been written
  * there (so `port: ${PORT:-1883}` is a number), and its text is kept in `typedTexts` for the
- * fields that take a string; a quoted one stays a string.
+ * fields that take a string; a quoted one stays a string, kept in `interpolatedTexts` for the
+ * fields that take a number or boolean.
  */
 export function loadYamlFile(path: string, displayPath: string, env: Env): YamlLoadResult {
   const whole = (message: string): YamlLoadResult => ({ issues: [{ file: displayPath, line: 0, column: 0, path: '', message }] });
@@ -69,10 +78,12 @@ export function loadYamlFile(path: string, displayPath: string, env: Env): YamlL
   if (issues.length > 0) return { issues };
 
   const typedTexts: TypedText[] = [];
+  const interpolatedTexts: TypedText[] = [];
   visit(doc, {
     Scalar(key, node, ancestry) {
       if (key === 'key' || typeof node.value !== 'string' || !hasInterpolation(node.value)) return;
-      const { value, missing } = interpolate(node.value, env);
+      const written = node.value;
+      const { value, missing } = interpolate(written, env);
       const at = position(node.range?.[0] ?? 0);
       const path = pathOf([...ancestry, node]);
       for (const name of missing) {
@@ -84,7 +95,10 @@ export function loadYamlFile(path: string, displayPath: string, env: Env): YamlL
         });
       }
       const typed = node.type === Scalar.PLAIN ? retype(value) : value;
-      if (typeof typed !== 'string') typedTexts.push({ path, text: value });
+      const variables = variablesOf(written, env);
+      if (typeof typed !== 'string') typedTexts.push({ path, text: value, variables });
+      // Text with only `$${` (no variable) is as written: `port: "$${PORT}"` is no number.
+      else if (variables.length > 0) interpolatedTexts.push({ path, text: value, variables });
       node.value = typed;
     },
   });
@@ -102,12 +116,14 @@ export function loadYamlFile(path: string, displayPath: string, env: Env): YamlL
     path: displayPath,
     value,
     typedTexts,
+    interpolatedTexts,
     locate: (keyPath, atKey = false) => position(offsetOf(doc, keyPath, atKey)),
   };
   return { file, issues };
 }
 
-function retype(value: string): unknown {
+/** What `value` is when written unquoted in YAML: a number, boolean or null, else the text itself. */
+export function retype(value: string): unknown {
   if (value === '') return null;
   try {
     const typed: unknown = parse(value);

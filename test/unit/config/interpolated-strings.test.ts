@@ -92,7 +92,7 @@ test('numeric and boolean settings still get numbers and booleans; a value that 
   assert.equal(config.bridgeConfigs[0]?.enabled, true);
   assert.equal(load({ ON: 'false' }).bridgeConfigs[0]?.enabled, false);
   assert.deepEqual(problems({ PORT: 'abc', FERRY_TOKEN: '12345' }), [
-    'gateway.yaml:4:9: mqtt.port: expected number, received string',
+    'gateway.yaml:4:9: mqtt.port: expected a number; ${PORT} gave text that is not one',
     'gateway.yaml:6:10: admin.token: an admin token needs at least 16 characters',
   ]);
 });
@@ -115,4 +115,53 @@ test('`ferry simulate --profile` reads a device profile the same way', (t) => {
   const profile = loadProfile(join(dir, 'sensor.yaml'));
   assert.equal(profile.name, '2024');
   assert.equal(profile.telemetry.intervalMs, 250);
+});
+
+// A quoted `port: "${PORT}"` stayed the text "1884", which the port refused ("expected number,
+// received string"), while the editor schema (`ferry config schema`) takes a `${VAR}` string in
+// a number or boolean setting, quoted or not. Now such a setting takes the number or boolean the
+// text reads as, and text that reads as neither is refused naming the variable.
+test('a quoted ${VAR} in a number or boolean setting is the number or boolean its text reads as; other text is refused naming the variable', () => {
+  const quoted = tree({
+    'gateway.yaml': GATEWAY.replace('port: ${PORT:-1883}', 'port: "${PORT:-1883}"'),
+    'bridges/ext.yaml': EXTERNAL.replace('enabled: ${ON:-true}', "enabled: '${ON:-true}'").replace('keepaliveSec: ${KEEPALIVE:-30}', 'keepaliveSec: "${KEEPALIVE}"'),
+  });
+  const loadQuoted = (env: Record<string, string>) =>
+    loadConfig(join(quoted, 'gateway.yaml'), {
+      kinds: componentKinds,
+      env: { NAME: 'gw', FERRY_TOKEN: 'x'.repeat(16), CLIENT_ID: 'c', MQTT_USER: 'u', TOPIC: 't/#', KEEPALIVE: '45', ...env },
+      cwd: quoted,
+    });
+  const config = loadQuoted({ PORT: '1884', ON: 'false' });
+  assert.equal(config.mqtt.port, 1884);
+  assert.equal(config.bridgeConfigs[0]?.enabled, false);
+  assert.equal(client(config)['keepaliveSec'], 45);
+  assert.equal(loadQuoted({}).mqtt.port, 1883, 'the default');
+  // A string setting quoted keeps its text, as before.
+  assert.equal(loadQuoted({ NAME: '2024' }).gateway.name, '2024');
+  let refused: string[] = [];
+  try {
+    loadQuoted({ PORT: '18 84', ON: 'maybe', KEEPALIVE: '' });
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    refused = error.issues.map(formatIssue);
+  }
+  assert.deepEqual(refused, [
+    'gateway.yaml:4:9: mqtt.port: expected a number; ${PORT} gave text that is not one',
+    'bridges/ext.yaml:2:10: enabled: expected true or false; ${ON} gave text that is neither',
+    'bridges/ext.yaml:9:19: from.mqttClient.keepaliveSec: expected a number; ${KEEPALIVE} gave text that is not one',
+  ]);
+});
+
+test('a number written quoted without a ${VAR} is still refused, as the editor schema refuses it', () => {
+  const literal = tree({ 'gateway.yaml': GATEWAY.replace('port: ${PORT:-1883}', 'port: "1884"'), 'bridges/ext.yaml': EXTERNAL });
+  assert.throws(
+    () =>
+      loadConfig(join(literal, 'gateway.yaml'), {
+        kinds: componentKinds,
+        env: { NAME: 'gw', FERRY_TOKEN: 'x'.repeat(16), CLIENT_ID: 'c', MQTT_USER: 'u', TOPIC: 't/#' },
+        cwd: literal,
+      }),
+    (error: unknown) => error instanceof ConfigError && error.issues.map(formatIssue).join('\n') === 'gateway.yaml:4:9: mqtt.port: expected number, received string',
+  );
 });
