@@ -25,7 +25,7 @@ import { sharedCaptures, type TopicCaptures } from './topic-captures.ts';
  *
  * Rendered as an MQTT topic (`renderTopic`), a field's value stays within the topic level it
  * stands in: device data (a payload field, a header, a key) must not add levels, wildcards or
- * control characters to the topic an MQTT sink publishes to (issue 16, item 4).
+ * control characters to the topic an MQTT sink publishes to (issue 16, item 4), nor be empty.
  */
 export type TemplateField =
   | { readonly kind: 'capture'; readonly index: number }
@@ -58,6 +58,7 @@ export interface Template {
    * `+`, `#`, NUL or control character (U+0001-U+001F, U+007F-U+009F) in it is refused with a
    * TemplateError, or with `escape` percent-encoded (as is `%`, so the encoding can be undone).
    * `${topic}` and `${#}` are MQTT topic levels already and keep their `/`; the rest applies.
+   * An empty value is refused with a TemplateError, also with `escape`.
    */
   renderTopic(message: TemplateInput | MessageFields, unsafe: UnsafeTopicValues): string;
 }
@@ -126,6 +127,12 @@ const ESCAPE_LEVEL = /[%/+#\u0000-\u001f\u007f-\u009f]/g;
 const ESCAPE_LEVELS = /[+#\u0000-\u001f\u007f-\u009f]/g;
 
 function topicValue(field: TemplateField, value: string, unsafe: UnsafeTopicValues, source: string): string {
+  // `devices/${key}/commands` with an empty key is `devices//commands`: a valid topic that
+  // addresses nothing (and that a subscriber of `devices/+/commands` still gets). Escaping
+  // cannot give an empty value a meaning, so it is refused either way.
+  if (value === '') {
+    throw new TemplateError(`template '${source}': ${describeField(field)} is empty: a value from the message must not be empty (the topic would address nothing)`);
+  }
   const levels = field.kind === 'topic' || field.kind === 'rest';
   if (unsafe === 'escape') return value.replace(levels ? ESCAPE_LEVELS : ESCAPE_LEVEL, (c) => encodeURIComponent(c));
   const bad = (levels ? NOT_IN_LEVELS : NOT_IN_LEVEL).exec(value);

@@ -8,6 +8,15 @@ import { OffsetWindow } from './offset-window.ts';
 
 const MAX_RETRY_BACKOFF_MS = 60_000;
 
+/**
+ * How many messages were refused for good with each error. A batching sink nacks every message
+ * of a batch it could not write with one error (batching-sink.ts `failBatch`), while a sink
+ * refusing messages one by one (devices, a message of a batch refused alone) gives each its own:
+ * a count above 1 is a batch refused together, whose culprit is still to be found. Kept by
+ * error, across partitions, as a batch may hold messages of several.
+ */
+const refusedWith = new WeakMap<Error, number>();
+
 /** What a partition needs from the consumption that owns it (consumption.ts). */
 export interface PartitionOwner {
   readonly subscriber: Subscriber<Delivery>;
@@ -34,6 +43,8 @@ interface Refused {
   readonly envelope: Envelope;
   readonly attempt: number;
   readonly alone: boolean;
+  /** The error it was refused for good with, not yet logged: logged when it is delivered again by itself. */
+  readonly error?: Error | undefined;
 }
 
 type Settled = 'done' | 'retry';
@@ -100,9 +111,10 @@ export class AssignedPartition {
               return;
             }
             // Refused for good, maybe for another message of its batch: delivered again by itself
-            // (with every other refused one, one at a time) to find out.
-            ctx.logger.warn(where, `${component}: message refused for good with its batch; delivering it again by itself`);
-            this.#refused(offset, { envelope, attempt, alone: true }, owner.retryBackoffMs);
+            // (with every other refused one, one at a time) to find out. Logged at the retry
+            // round, once the rest of its batch (nacked with the same error) has been refused too.
+            refusedWith.set(error, (refusedWith.get(error) ?? 0) + 1);
+            this.#refused(offset, { envelope, attempt, alone: true, error }, owner.retryBackoffMs);
             settled?.('retry');
             return;
           }
@@ -144,6 +156,7 @@ export class AssignedPartition {
     // bridges): its messages go one at a time, each waiting for the one
     // before, so that the one at fault is refused alone and committed past, and the others are
     // written. A retryable refusal on the way puts the rest back for the next round.
+    for (const [offset, refused] of again) this.#logRefusedForGood(offset, refused);
     const next = (index: number): void => {
       const entry = again[index];
       if (entry === undefined) {
@@ -157,11 +170,26 @@ export class AssignedPartition {
           next(index + 1);
           return;
         }
-        for (const [o, refused] of again.slice(index + 1)) this.#retry.set(o, { ...refused, alone: true });
+        for (const [o, { envelope: e, attempt: a }] of again.slice(index + 1)) this.#retry.set(o, { envelope: e, attempt: a, alone: true });
         if (!this.#owner.stopping()) this.#owner.later(this.#owner.retryBackoffMs, () => this.#runRetryRound());
       });
     };
     next(0);
+  }
+
+  /**
+   * Logs a message refused for good that is now delivered again by itself: a warning when its
+   * batch was refused with it (the error it was nacked with came with other messages too), only
+   * a debug line when it was refused alone (a sink that does not batch), whose own verdict the
+   * error line of its second refusal gives.
+   */
+  #logRefusedForGood(offset: bigint, { envelope, error }: Refused): void {
+    if (error === undefined) return;
+    const { ctx, component } = this.#owner;
+    const where = { id: envelope.id, topic: this.topic, partition: this.partition, offset: String(offset), err: error };
+    const batch = refusedWith.get(error) ?? 1;
+    if (batch > 1) ctx.logger.warn({ ...where, batch }, `${component}: message refused for good with its batch of ${batch}; delivering it again by itself`);
+    else ctx.logger.debug(where, `${component}: message refused for good; delivering it again by itself to tell its own refusal from its batch's`);
   }
 
   /** Hands over, in order, the messages fetched while the partition waited for a retry round. */

@@ -34,7 +34,7 @@ const topicTemplate = z
   })
   .meta({
     description:
-      "Topic each message is published to: a template (`${topic}` keeps the message's own topic; also `${clientId}`, `${username}`, `${key}`, `${header.NAME}`, `${payload.a.b}`). Each field's value must stay one topic level (see `onUnsafeTopicValue`).",
+      "Topic each message is published to: a template (`${topic}` keeps the message's own topic; also `${clientId}`, `${username}`, `${key}`, `${header.NAME}`, `${payload.a.b}`). Each field's value must not be empty and must stay one topic level (see `onUnsafeTopicValue`).",
     examples: ['${topic}', 'site-7/${clientId}/telemetry'],
   });
 
@@ -114,7 +114,7 @@ interface Connection extends PublishConnection {
  * (PUBCOMP at QoS 2) and nacked when the publish fails or the connection drops first, so the
  * buffer sends it again on a fresh connection. Under MQTT 5 the message's headers travel as
  * user properties, with its id as `ferry-id`. A message without a topic it may be published to
- * (a field without a value, a value that would leave its topic level, an invalid topic, one
+ * (a field without a value or with an empty one, a value that would leave its topic level, an invalid topic, one
  * outside `allowedTopics`) is refused alone, for good, and the rest of its batch is published,
  * and so is one the broker closes the connection for each time it is sent alone (CloseSuspects).
  */

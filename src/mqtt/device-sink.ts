@@ -4,9 +4,8 @@ import type { SinkComponent } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import type { SinkEvent } from '../core/stream.ts';
-import { compileTemplate, refineTemplate } from '../core/template.ts';
+import { refineTemplate } from '../core/template.ts';
 import type { CommandOutcome, PublishedCommand } from './command-tracker.ts';
-import { refuseEmptyFields } from './command-topic.ts';
 import type { EmbeddedBroker } from './embedded-broker.ts';
 import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
 import { type SentProperties, sentProperties } from './user-properties.ts';
@@ -99,7 +98,6 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
   create: (config, ctx, deps) => {
     const filters = ctx.sourceFilters ?? [];
     const renderTopic = sinkTopicRenderer(config, filters, TOPIC_LIMITS, false);
-    const template = compileTemplate(config.topic);
     const component = `devices sink of bridge '${ctx.bridge}'`;
     const labels = { bridge: ctx.bridge };
     const loggedHeaders = new Set<string>();
@@ -211,7 +209,6 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
           let topic: string;
           try {
             topic = renderTopic(envelope);
-            refuseEmptyFields(template, envelope, filters);
           } catch (error) {
             refuse(delivery, describeError(error));
             return;

@@ -29,7 +29,7 @@ export const sinkTopicFields = () => ({
     .default('refuse')
     .meta({
       description:
-        'A template field whose value would not stay one topic level (it has `/`, `+`, `#`, NUL or a control character): `refuse` the message, or `escape` the value, percent-encoded like a URI component (`/` as `%2F`, `%` as `%25`). `${topic}` and `${#}` keep their `/`.',
+        'A template field whose value would not stay one topic level (it has `/`, `+`, `#`, NUL or a control character): `refuse` the message, or `escape` the value, percent-encoded like a URI component (`/` as `%2F`, `%` as `%25`). `${topic}` and `${#}` keep their `/`. A message with an empty field value is refused either way.',
       examples: ['refuse'],
     }),
 });
@@ -84,7 +84,7 @@ export function noncharacterReason(topic: string): string | undefined {
 
 /**
  * Renders a message's topic for an MQTT sink; throws a TemplateError saying why a message has
- * none it may publish to: a field without a value or whose value leaves its level, a topic
+ * none it may publish to: a field without a value, with an empty one or one that leaves its level, a topic
  * that is no valid MQTT topic, one starting with `$` (unless `dollarText` and the template's
  * own text starts with it: `$aws/things/...` on AWS IoT), or one outside `allowedTopics`.
  * With `upstream` (a sink publishing to an external broker), also one with a noncharacter.

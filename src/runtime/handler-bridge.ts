@@ -239,9 +239,10 @@ export class HandlerBridge {
     this.#run = run;
     const { handle } = this.config;
     const tools = this.#context.tools;
+    // No Observable (or one that completes, #completed) is the bridge code's mistake, not Ferry's INTERNAL one.
     const outputs = defer(() => {
       const out: unknown = handle(run.input.asObservable(), tools);
-      if (!isObservable(out)) throw new FerryError('INTERNAL', `bridge '${this.config.name}': handle() returned ${describeValue(out)}, not an Observable of outputs`);
+      if (!isObservable(out)) throw new FerryError('CONFIG_INVALID', `bridge '${this.config.name}': handle() returned ${describeValue(out)}, not an Observable of outputs`);
       return out;
     });
     run.subscription = outputs.subscribe({
@@ -370,7 +371,7 @@ export class HandlerBridge {
     if (!this.#stopping) {
       this.#failed(
         run,
-        new FerryError('INTERNAL', `bridge '${this.config.name}': the handler's observable completed while the bridge runs; it must go on as long as its input does`),
+        new FerryError('CONFIG_INVALID', `bridge '${this.config.name}': the handler's observable completed while the bridge runs; it must go on as long as its input does`),
         false,
       );
       return;

@@ -70,13 +70,16 @@ export class OutputRouter {
     this.#source = `handler:${bridge}`;
   }
 
-  /** Sends one emitted value on; returns the error for a value that is no output of this bridge. */
+  /**
+   * Sends one emitted value on; returns the error for a value that is no output of this bridge
+   * (CONFIG_INVALID: the bridge's code is at fault, as for an output built wrongly).
+   */
   route(output: unknown): FerryError | undefined {
     const branded = isOutput(output);
     const sink = branded ? this.#sinks.get(output.sink) : undefined;
     if (!branded || sink === undefined) {
       const what = branded ? `an output for '${output.sink}', which is not a sink of this bridge` : describeValue(output);
-      return new FerryError('INTERNAL', `bridge '${this.#bridge}': the handler emitted ${what}; emit outputs built with tools.to(sink, from, ...)`);
+      return new FerryError('CONFIG_INVALID', `bridge '${this.#bridge}': the handler emitted ${what}; emit outputs built with tools.to(sink, from, ...)`);
     }
     const { sink: name, from } = output;
     const only = from.length === 1 ? ticketOf(from[0] as Message) : undefined;

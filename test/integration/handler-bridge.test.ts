@@ -20,6 +20,7 @@ import {
   settleGarbage,
   waitFor,
 } from '../harness/handler-gateway.ts';
+import { capturedEntries } from '../harness/log-lines.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-handler-');
@@ -180,6 +181,69 @@ test("an output the handler builds wrongly is the handler's error: dead-lettered
     assert.match(String(err.message), /an output to 'out' has both payload and json/);
     assert.equal(err.code, 'CONFIG_INVALID');
     assert.deepEqual([...new Set(history(root).map((r) => r.payload))].sort(), ['{"i":0}', '{"i":2}']);
+  } finally {
+    await gateway.stop();
+  }
+});
+
+test("a value emitted that is no output is the handler's error, logged as the bridge code's fault (CONFIG_INVALID): the message is dead-lettered, the rest written", async () => {
+  const root = tempDir();
+  const { logger, entries } = capturedEntries('warn');
+  // A bridge in JavaScript, or one past a cast, can emit an object that only looks like an output.
+  const bridge = handlerBridge(((messages, tools) =>
+    messages.pipe(map((m) => (m.json<{ i: number }>().i === 1 ? { sink: 'out', json: m.json() } : tools.to('out', m))))) as BridgeDefinition['handle']);
+  const gateway = new Gateway({ ...handlerGatewayConfig(root), bridgeConfigs: [bridge] }, logger, 'test');
+  await gateway.start();
+  try {
+    await publish(gateway, readings(3));
+    await waitFor('the buffer to drain', () => pending(gateway) === 0);
+    assert.equal(gateway.counters.get('handler.errors{bridge=h}'), 1);
+    assert.equal(gateway.counters.get('handler.rejected{bridge=h}'), 1);
+    assert.equal(gateway.status().buffer.bridges.find((b) => b.bridge === 'h')?.deadLetters, 1);
+    const failed = entries.filter((l) => String(l['msg']).startsWith('the handler failed on a message'));
+    const err = failed.map((l) => l['err'] as { code?: string; message?: string });
+    assert.deepEqual(
+      err.map((e) => e.code),
+      ['CONFIG_INVALID'],
+    );
+    assert.match(String(err[0]?.message), /the handler emitted an object \(sink, json\); emit outputs built with tools\.to/);
+    assert.deepEqual([...new Set(history(root).map((r) => r.payload))].sort(), ['{"i":0}', '{"i":2}']);
+  } finally {
+    await gateway.stop();
+  }
+});
+
+test("a handle() that returns no Observable is the bridge code's fault (CONFIG_INVALID): logged, and the handler is restarted; no message is dead-lettered for it", async () => {
+  const root = tempDir();
+  const { logger, entries } = capturedEntries('warn');
+  let calls = 0;
+  // The first call returns an array, not an Observable (past the types, as JavaScript can); the next ones a pipeline.
+  const bridge = handlerBridge(((messages, tools) => {
+    calls += 1;
+    return calls === 1 ? [] : messages.pipe(map((m) => tools.to('out', m)));
+  }) as BridgeDefinition['handle']);
+  const gateway = new Gateway({ ...handlerGatewayConfig(root), bridgeConfigs: [bridge] }, logger, 'test');
+  await gateway.start();
+  try {
+    await publish(gateway, readings(3));
+    await waitFor('the buffer to drain', () => pending(gateway) === 0);
+    assert.equal(calls, 2);
+    assert.equal(gateway.counters.get('handler.errors{bridge=h}'), 1);
+    assert.equal(gateway.counters.get('handler.rejected{bridge=h}') ?? 0, 0);
+    assert.equal(gateway.status().buffer.bridges.find((b) => b.bridge === 'h')?.deadLetters, 0);
+    const failed = entries.filter((l) => String(l['msg']).startsWith('the handler failed'));
+    const err = failed.map((l) => l['err'] as { code?: string; message?: string });
+    assert.deepEqual(
+      err.map((e) => e.code),
+      ['CONFIG_INVALID'],
+    );
+    assert.match(String(err[0]?.message), /handle\(\) returned an object \(no keys\), not an Observable of outputs/);
+    assert.deepEqual(
+      history(root)
+        .map((r) => r.payload)
+        .sort(),
+      readings(3),
+    );
   } finally {
     await gateway.stop();
   }

@@ -8,8 +8,21 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { NEVER, Subject, buffer, filter, map, merge, mergeMap, take, tap } from 'rxjs';
 import type { BridgeDefinition } from '../../src/index.ts';
+import { Gateway } from '../../src/runtime/gateway.ts';
 import { blackHole } from '../harness/black-hole.ts';
-import { bufferedAfterStop, handlerBridge, handlerGateway, handlerPending, historyRows, publishReadings, readings, settleGarbage, waitFor } from '../harness/handler-gateway.ts';
+import {
+  bufferedAfterStop,
+  handlerBridge,
+  handlerGateway,
+  handlerGatewayConfig,
+  handlerPending,
+  historyRows,
+  publishReadings,
+  readings,
+  settleGarbage,
+  waitFor,
+} from '../harness/handler-gateway.ts';
+import { capturedEntries } from '../harness/log-lines.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-handler-restarts-');
@@ -181,17 +194,20 @@ test('onHoldTimeout: ack settles the messages the handler holds, not those whose
   assert.equal(bufferedAfterStop(root), 3, 'nothing reached Kafka: its messages are still buffered');
 });
 
-test('a handler whose observable completes is restarted; the messages it handled are not dead-lettered for it', { timeout: 60_000 }, async () => {
+test("a handler whose observable completes is restarted, logged as the bridge code's fault (CONFIG_INVALID); the messages it handled are not dead-lettered for it", {
+  timeout: 60_000,
+}, async () => {
   const root = tempDir();
+  const { logger, entries } = capturedEntries('warn');
   // take(2): each run handles two messages, then completes, which a handler must not do.
-  const gateway = await handlerGateway(root, [
-    handlerBridge((messages, tools) =>
-      messages.pipe(
-        take(2),
-        map((m) => tools.to('out', m)),
-      ),
+  const bridge = handlerBridge((messages, tools) =>
+    messages.pipe(
+      take(2),
+      map((m) => tools.to('out', m)),
     ),
-  ]);
+  );
+  const gateway = new Gateway({ ...handlerGatewayConfig(root), bridgeConfigs: [bridge] }, logger, 'test');
+  await gateway.start();
   try {
     await publishReadings(gateway, readings(5));
     await waitFor('every message written', () => historyRows(root).length === 5 && handlerPending(gateway) === 0);
@@ -202,6 +218,13 @@ test('a handler whose observable completes is restarted; the messages it handled
       historyRows(root).map((r) => r.payload),
       readings(5),
     );
+    const completed = entries.filter((l) => String(l['msg']).startsWith('the handler failed: restarting it'));
+    assert.ok(completed.length >= 2, `${completed.length} completions logged`);
+    for (const line of completed) {
+      const err = line['err'] as { code?: string; message?: string };
+      assert.equal(err.code, 'CONFIG_INVALID');
+      assert.match(String(err.message), /the handler's observable completed while the bridge runs/);
+    }
   } finally {
     await gateway.stop();
   }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import type { Subscription } from 'rxjs';
 import type { Delivery } from '../../src/core/delivery.ts';
 import { isUuidV7 } from '../../src/core/envelope.ts';
@@ -11,6 +11,7 @@ import { fromKafka } from '../../src/lib/kafka.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { sourceConformance } from '../conformance/source-suite.ts';
 import { eventually } from '../harness/eventually.ts';
+import { capturedEntries } from '../harness/log-lines.ts';
 import { kafkaTestClient, type KafkaTestClient } from '../harness/kafka-group.ts';
 import { randomName, requireService } from '../harness/services.ts';
 
@@ -26,7 +27,7 @@ interface Running {
   close(): Promise<void>;
 }
 
-async function consume(options: { maxInFlight?: number; retryBackoffMs?: number; stopTimeoutMs?: number } = {}): Promise<Running> {
+async function consume(options: { maxInFlight?: number; retryBackoffMs?: number; stopTimeoutMs?: number } = {}, logger: Logger = pino({ level: 'silent' })): Promise<Running> {
   const brokers = await requireService('kafka');
   const kafka = await kafkaTestClient(brokers);
   const topic = randomName('ferry-it-source-');
@@ -34,7 +35,7 @@ async function consume(options: { maxInFlight?: number; retryBackoffMs?: number;
   await kafka.createTopic(topic);
   const counters = new CounterRegistry();
   const config = kafkaSource.schema.parse({ brokers, groupId: group, topics: [topic], fromBeginning: true, ...options });
-  const source = kafkaSource.create(config, { logger: pino({ level: 'silent' }), counters, dataDir: '/nonexistent', bridge: 'it' });
+  const source = kafkaSource.create(config, { logger, counters, dataDir: '/nonexistent', bridge: 'it' });
   const received: Delivery[] = [];
   const subscription = source.subscribe((d) => received.push(d));
   return {
@@ -95,6 +96,9 @@ sourceConformance('kafka (consumer group)', {
 });
 
 const text = (d: Delivery | undefined) => Buffer.from(d?.envelope.payload ?? []).toString();
+
+/** The log lines at `level` (pino's number: 20 debug, 40 warn, 50 error) whose message includes `text`. */
+const linesOf = (entries: readonly Record<string, unknown>[], level: number, text: string) => entries.filter((e) => e['level'] === level && String(e['msg']).includes(text));
 
 test('acks out of order: the committed offset moves only past messages that are acked with every one before them', async () => {
   const run = await consume();
@@ -167,7 +171,8 @@ test('retries keep the partition in order: refused messages come again in offset
 });
 
 test('a message refused for good is delivered again by itself; refused alone, it is counted and committed past, so its partition does not stall', async () => {
-  const run = await consume({ retryBackoffMs: 100 });
+  const { logger, entries } = capturedEntries('debug');
+  const run = await consume({ retryBackoffMs: 100 }, logger);
   try {
     await run.kafka.produce(run.topic, [{ value: 'bad' }, { value: 'good' }]);
     const [bad, good] = await run.waitFor(2);
@@ -181,21 +186,33 @@ test('a message refused for good is delivered again by itself; refused alone, it
     assert.equal(run.counters.get(`kafka.messages.invalid{bridge=it,topic=${run.topic}}`), 1);
     await sleep(300);
     assert.equal(run.received.length, 3, 'not delivered a third time');
+    // Refused by a sink that does not batch (its own error): no warning of a batch, only the error
+    // line naming where it was committed past.
+    assert.deepEqual(linesOf(entries, 40, 'refused for good'), []);
+    assert.equal(linesOf(entries, 20, 'refused for good; delivering it again by itself').length, 1);
+    const committedPast = linesOf(entries, 50, 'refused for good; committing past it');
+    assert.deepEqual(
+      committedPast.map((l) => [l['topic'], l['partition'], l['offset'], l['id']]),
+      [[run.topic, 0, '0', bad?.envelope.id]],
+    );
   } finally {
     await run.close();
   }
 });
 
 test('a batch refused for good is delivered again one message at a time: the one at fault is committed past, the others are written', async () => {
-  const run = await consume({ retryBackoffMs: 100 });
+  const { logger, entries } = capturedEntries('debug');
+  const run = await consume({ retryBackoffMs: 100 }, logger);
   try {
     await run.kafka.produce(
       run.topic,
       ['a', 'b', 'c'].map((value) => ({ key: 'k', value })),
     );
     const batch = await run.waitFor(3);
-    // A sink refuses the whole batch because of b (a record too large for the broker, say).
-    for (const d of batch) d.nack(new FerryError('SINK_WRITE_FAILED', 'batch refused', { retryable: false }));
+    // A sink refuses the whole batch because of b (a record too large for the broker, say), each
+    // message with the batch's one error, as a batching sink does.
+    const refused = new FerryError('SINK_WRITE_FAILED', 'batch refused', { retryable: false });
+    for (const d of batch) d.nack(refused);
     const [a] = (await run.waitFor(4)).slice(3);
     assert.equal(text(a), 'a');
     await sleep(300);
@@ -209,6 +226,20 @@ test('a batch refused for good is delivered again one message at a time: the one
     c?.ack();
     await run.kafka.waitForCommitted(run.group, run.topic, (o) => o[0] === '3');
     assert.equal(run.counters.get(`kafka.messages.invalid{bridge=it,topic=${run.topic}}`), 1);
+    // Each message of the batch is warned about once, with the size of its batch; b's error line names where it was.
+    const withBatch = linesOf(entries, 40, 'refused for good with its batch of 3; delivering it again by itself');
+    assert.deepEqual(
+      withBatch.map((l) => [l['offset'], l['batch']]),
+      [
+        ['0', 3],
+        ['1', 3],
+        ['2', 3],
+      ],
+    );
+    assert.deepEqual(
+      linesOf(entries, 50, 'refused for good; committing past it').map((l) => [l['topic'], l['partition'], l['offset']]),
+      [[run.topic, 0, '1']],
+    );
   } finally {
     await run.close();
   }

@@ -22,14 +22,21 @@ interface Outcome {
 }
 
 /**
- * Writes one batch of `messages` (topic, payload) through an mqttClient sink to a private
+ * Writes one batch of `messages` (topic, payload, key) through an mqttClient sink to a private
  * Mosquitto with `brokerConfig` (`$DIR` is its directory), and collects what a subscriber of
- * the sink's topics received.
+ * the sink's topics received. `topic`: the sink's topic template after its random prefix
+ * (`${topic}` unless given).
  */
-async function writeBatch(brokerConfig: (dir: string) => string, sink: Record<string, unknown>, messages: readonly (readonly [string, string])[]): Promise<Outcome> {
+async function writeBatch(
+  brokerConfig: (dir: string) => string,
+  sink: Record<string, unknown>,
+  messages: readonly (readonly [string, string, string?])[],
+  topic?: string,
+): Promise<Outcome> {
   const dir = tempDir();
   const target = await mqttClientSinkTarget(dir, brokerConfig, 'ext/refusals/', sink);
-  const { config, received } = target;
+  const { received } = target;
+  const config = topic === undefined ? target.config : { ...target.config, topic: target.config.topic.replace(/\$\{topic\}$/, topic) };
   const counters = new CounterRegistry();
   const acked: string[] = [];
   const nacked: Outcome['nacked'] = new Map();
@@ -40,8 +47,9 @@ async function writeBatch(brokerConfig: (dir: string) => string, sink: Record<st
       .pipe(toArray()),
   );
   try {
-    for (const [topic, payload] of messages) {
-      input.next(createDelivery(createEnvelope({ topic, payload, origin: { source: 'test' } }), { onAck: () => acked.push(payload), onNack: (e) => nacked.set(payload, e) }));
+    for (const [topic, payload, key] of messages) {
+      const envelope = createEnvelope({ topic, payload, origin: { source: 'test' }, ...(key === undefined ? {} : { key }) });
+      input.next(createDelivery(envelope, { onAck: () => acked.push(payload), onNack: (e) => nacked.set(payload, e) }));
     }
     input.complete();
     await done;
@@ -77,6 +85,24 @@ for (const protocolVersion of [4, 5] as const) {
     assertRefusedAlone(outcome, 'nonchar', /noncharacter U\+FFFF/);
   });
 }
+
+test('a topic field with an empty value (an empty Kafka key) is refused alone, escaped or not: it would publish to a topic with an empty level', async () => {
+  for (const onUnsafeTopicValue of ['refuse', 'escape']) {
+    // `<prefix>//data` is a valid MQTT topic the broker takes, but it addresses nothing.
+    const outcome = await writeBatch(
+      () => '',
+      { onUnsafeTopicValue },
+      [
+        ['up/a', 'first', 'k-1'],
+        ['up/b', 'empty key', ''],
+        ['up/c', 'third', 'k-3'],
+      ],
+      '${key}/data',
+    );
+    assertRefusedAlone(outcome, 'empty key', /no topic for message .*\$\{key\} is empty/);
+    assert.equal(outcome.counters.get('mqtt.client.messages.rejected{bridge=test,reason=topic}'), 1);
+  }
+});
 
 test("MQTT 5: QoS 2 is published at the broker's Maximum QoS of 1", async () => {
   const outcome = await writeBatch(() => 'max_qos 1', { protocolVersion: 5, qos: 2 }, batch(['up/b', 'second']));

@@ -136,6 +136,17 @@ test('rendered as an MQTT topic, a value from the message stays one topic level:
   assert.equal(compileTemplate('${payload.display}').render(input), 'sensor-2/commands/unlock');
 });
 
+test('rendered as an MQTT topic, an empty value from the message is refused, escaped or not: `up//data` addresses nothing', () => {
+  const input = { envelope: createEnvelope({ topic: 'a/b', payload: '{"to":""}', key: '', origin: { source: 'kafka' } }), filters: [] };
+  for (const unsafe of ['refuse', 'escape'] as const) {
+    assert.throws(() => compileTemplate('up/${key}/data').renderTopic(input, unsafe), /template 'up\/\$\{key\}\/data': \$\{key\} is empty/);
+    assert.throws(() => compileTemplate('up/${payload.to}').renderTopic(input, unsafe), /\$\{payload\.to\} is empty/);
+  }
+  // Text that is empty stays as written: it is the config's, not the message's.
+  assert.equal(compileTemplate('up//${topic}').renderTopic(input, 'refuse'), 'up//a/b');
+  assert.equal(compileTemplate('up/${key}').render(input), 'up/');
+});
+
 test('a payload number a double cannot hold renders as the device wrote it, in text and as a raw field', () => {
   const big = createEnvelope({ topic: 'a', payload: '{"serial":18446744073709551615,"ns":1733000000123456789,"small":21.5}', origin: { source: 'mqtt' } });
   assert.equal(compileTemplate('${payload.serial}/${payload.ns}/${payload.small}').render({ envelope: big, filters: [] }), '18446744073709551615/1733000000123456789/21.5');
