@@ -3,9 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describeError } from '../core/errors.ts';
 import { invalidFilterReason } from '../core/topic.ts';
 import { type HistoryQuery, HistoryReader, historyPath, type HistoryRow } from '../sqlite/history-store.ts';
-import { openSqlite } from '../sqlite/connection.ts';
 import { isCorruption, tryMarkForCheck } from '../sqlite/open-checked.ts';
-import { fail } from './buffer/open.ts';
+import { fail, notFerrys } from './buffer/open.ts';
 import { resolveDataDir } from './load.ts';
 import { jsonLine, lineText, payloadForLine, payloadText } from './payload.ts';
 
@@ -74,25 +73,15 @@ export async function historyCommand(options: HistoryOptions): Promise<void> {
  * Why the SQLite file at `path` is not a Ferry history (an empty database, or another program's),
  * or undefined: such a file failed on its first query with `no such table: history_floors`. A
  * history has the packs' tables, or the table of a row a message that earlier versions kept
- * (read as it is). A file SQLite cannot read as a database at all is left to the reader's open,
- * which marks it corrupt for the gateway's check.
+ * (read as it is).
  */
 function notAHistory(path: string): string | undefined {
-  let tables: string[];
-  try {
-    const db = openSqlite(path, { readonly: true });
-    try {
-      tables = db.prepare<[], string>("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
-    } finally {
-      db.close();
-    }
-  } catch {
-    return undefined;
-  }
-  if (tables.includes('history') || (tables.includes('history_packs') && tables.includes('history_floors'))) return undefined;
-  const shown = tables.slice(0, 5).join(', ') + (tables.length > 5 ? ', ...' : '');
-  const what = tables.length === 0 ? 'it has no tables (an empty database)' : `its tables (${shown}) are not Ferry's`;
-  return `${path} is not a Ferry history database: ${what} (is it the gateway's data directory? a bridge with a \`history\` sink writes it there)`;
+  return notFerrys(
+    path,
+    'a Ferry history database',
+    (tables) => tables.includes('history') || (tables.includes('history_packs') && tables.includes('history_floors')),
+    'a bridge with a `history` sink writes it there',
+  );
 }
 
 /**

@@ -7,10 +7,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
 import { bufferPath } from '../../src/buffer/open.ts';
 import { BufferStore } from '../../src/buffer/store.ts';
 import { CHUNK_ROWS } from '../../src/cli/buffer/chunks.ts';
@@ -18,6 +17,7 @@ import { createEnvelope } from '../../src/core/envelope.ts';
 import { openSqlite } from '../../src/sqlite/connection.ts';
 import { FERRY_BIN, REPO_ROOT, ferry } from '../harness/ferry-process.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { FOREIGN_DATABASES } from '../harness/foreign-databases.ts';
 
 const PTY_SESSION = fileURLToPath(new URL('../harness/pty-session.py', import.meta.url));
 const tempDir = tempDirs('ferry-buffer-files-');
@@ -32,18 +32,7 @@ const COMMANDS = [
   ['redrive', '--bridge', 'b'],
 ];
 
-for (const [kind, make, what] of [
-  ['an empty file', (path: string) => writeFileSync(path, ''), 'it has no tables \\(an empty database\\)'],
-  [
-    "another program's database",
-    (path: string) => {
-      const db = new Database(path);
-      db.exec('CREATE TABLE readings (at INTEGER, celsius REAL); CREATE TABLE devices (id TEXT); INSERT INTO readings VALUES (1, 20.5);');
-      db.close();
-    },
-    "its tables \\(devices, readings\\) are not Ferry's",
-  ],
-] as const) {
+for (const [kind, make, what] of FOREIGN_DATABASES) {
   test(`buffer.db that is ${kind}: every command says it is not a Ferry buffer, exits 1, and leaves it as it was`, { timeout: 60_000 }, async () => {
     const dir = tempDir();
     const path = bufferPath(dir);

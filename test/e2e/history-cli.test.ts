@@ -6,7 +6,7 @@
 // Ferry's (an empty database, another program's) said `no such table: history_floors`: now it is
 // named as not a Ferry history database, exit code 1, and left as it was.
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { createEnvelope } from '../../src/core/envelope.ts';
@@ -14,6 +14,7 @@ import { HistoryWriter, historyPath } from '../../src/sqlite/history-store.ts';
 import { eventually } from '../harness/eventually.ts';
 import { ferry, ferryWithin, spawnFerryGroup } from '../harness/ferry-process.ts';
 import { tempDirs } from '../harness/temp.ts';
+import { FOREIGN_DATABASES } from '../harness/foreign-databases.ts';
 
 const tempDir = tempDirs('ferry-history-cli-');
 
@@ -110,18 +111,7 @@ test('history --follow of a bridge with no messages yet says so and prints its m
   }
 });
 
-for (const [kind, make, what] of [
-  ['an empty file', (path: string) => writeFileSync(path, ''), 'it has no tables \\(an empty database\\)'],
-  [
-    "another program's database",
-    (path: string) => {
-      const db = new Database(path);
-      db.exec('CREATE TABLE readings (at INTEGER, celsius REAL); CREATE TABLE devices (id TEXT); INSERT INTO readings VALUES (1, 20.5);');
-      db.close();
-    },
-    "its tables \\(devices, readings\\) are not Ferry's",
-  ],
-] as const) {
+for (const [kind, make, what] of FOREIGN_DATABASES) {
   test(`history.db that is ${kind}: history says it is not a Ferry history database, exits 1, and leaves it as it was`, { timeout: 60_000 }, async () => {
     const dir = tempDir();
     const path = historyPath(dir);

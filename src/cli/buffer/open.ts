@@ -62,10 +62,19 @@ const BUFFER_TABLES = ['cursors', 'dead_letters'];
 /**
  * Why the SQLite file at `path` is not a Ferry buffer (an empty database, or another program's),
  * or undefined. Asked on a read-only connection: a writing command opened it writable, and
- * BufferStore wrote Ferry's tables into it. A file SQLite cannot read as a database at all is
- * left to the command's own open (`check` marks it corrupt, as the gateway would find it).
+ * BufferStore wrote Ferry's tables into it.
  */
 function notABuffer(path: string): string | undefined {
+  return notFerrys(path, 'a Ferry buffer', (tables) => BUFFER_TABLES.every((table) => tables.includes(table)), '`ferry run` creates the buffer there');
+}
+
+/**
+ * Why the SQLite file at `path` is not `what` (an empty database, or another program's): its
+ * tables, read on a read-only connection, do not pass `ours`. Undefined when they do, and for a
+ * file SQLite cannot read as a database at all, which is left to the command's own open (that
+ * marks it corrupt, as the gateway would find it).
+ */
+export function notFerrys(path: string, what: string, ours: (tables: readonly string[]) => boolean, where: string): string | undefined {
   let tables: string[];
   try {
     const db = openSqlite(path, { readonly: true });
@@ -77,10 +86,10 @@ function notABuffer(path: string): string | undefined {
   } catch {
     return undefined;
   }
-  if (BUFFER_TABLES.every((table) => tables.includes(table))) return undefined;
+  if (ours(tables)) return undefined;
   const shown = tables.slice(0, 5).join(', ') + (tables.length > 5 ? ', ...' : '');
-  const what = tables.length === 0 ? 'it has no tables (an empty database)' : `its tables (${shown}) are not Ferry's`;
-  return `${path} is not a Ferry buffer: ${what} (is it the gateway's data directory? \`ferry run\` creates the buffer there)`;
+  const found = tables.length === 0 ? 'it has no tables (an empty database)' : `its tables (${shown}) are not Ferry's`;
+  return `${path} is not ${what}: ${found} (is it the gateway's data directory? ${where})`;
 }
 
 /** Throws a CommandError naming the bridges there when the buffer has no bridge of that name. */
