@@ -19,6 +19,11 @@ export interface AedesInternals {
     /** Removes subscriptions from a client's saved session. */
     removeSubscriptions(client: Client, topics: readonly string[]): Promise<unknown>;
   };
+  /**
+   * Client ids a new connection is taking over from a connected one: set from the start of the
+   * takeover until the new one is registered, so while the old one's end ('clientDisconnect') runs.
+   */
+  readonly _takingOver: ReadonlySet<string>;
   /** Connected clients by id (prototype-free with patches/aedes+2.0.0-beta.1.patch). */
   readonly clients: Readonly<Record<string, Client | undefined>>;
   /** Set only by patches/aedes+2.0.0-beta.1.patch. */

@@ -9,11 +9,17 @@
 // it came back (MQTT 5 requires it to discard its session state then, messages in flight
 // included). With a will, the record was written before the CONNACK but its owner after: an
 // anonymous client could then resume the device's session.
+//
+// A Clean Start discarding a stored session had the same gap the other way: the session's
+// record was removed up to 10 ms after the CONNACK, its queue only as aedes read it after the
+// CONNACK. A crash in between brought the session back: the device, told Session Present 0,
+// was later told Session Present 1 and sent the old session's queued messages.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { type Socket, connect } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import Database from 'better-sqlite3';
 import mqttPacket from 'mqtt-packet';
 import { eventually } from '../harness/eventually.ts';
 import { type RunningFerry, startFerry } from '../harness/ferry-process.ts';
@@ -176,6 +182,86 @@ test("a device's persistent session, its gateway killed as the device read the C
   const two = await device(gw, { ...login(2), will });
   assert.equal(two.connack.sessionPresent, true, 'sensor-2: its session');
   await two.close();
+  gw.child.kill('SIGTERM');
+  assert.equal(await gw.exited, 0);
+  running.delete(gw);
+});
+
+/** A stored session (a subscription, a message queued), then a Clean Start, then a reconnection without one. */
+const DISCARDS: Record<string, { readonly stored: Partial<mqttPacket.IConnectPacket>; readonly cleanStart: Partial<mqttPacket.IConnectPacket> }> = {
+  'old-311': { stored: { protocolVersion: 4, clean: false }, cleanStart: { protocolVersion: 4, clean: true } },
+  // Clean Start 1 with a Session Expiry Interval: a new persistent session, without the old one's state.
+  'old-5': {
+    stored: { protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 600 } },
+    cleanStart: { protocolVersion: 5, clean: true, properties: { sessionExpiryInterval: 600 } },
+  },
+  'old-5-ephemeral': {
+    stored: { protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 600 } },
+    cleanStart: { protocolVersion: 5, clean: true, properties: { sessionExpiryInterval: 0 } },
+  },
+};
+
+/** What broker.db holds for the client id: its record, subscriptions and queued copies. */
+function onDisk(dbPath: string, clientId: string): { record: number; subscriptions: number; queued: number } {
+  const db = new Database(dbPath, { readonly: true });
+  try {
+    const count = (table: string) => (db.prepare(`SELECT count(*) AS n FROM ${table} WHERE client_id = ?`).get(clientId) as { n: number }).n;
+    return { record: count('sessions'), subscriptions: count('subscriptions'), queued: count('queue') };
+  } finally {
+    db.close();
+  }
+}
+
+test('a Clean Start discarding a stored session, its gateway killed as its device read the CONNACK: the session stays discarded after the restart', {
+  timeout: 120_000,
+}, async () => {
+  const root = tempDir();
+  const config = writeGatewayTree(root, '{allowAnonymous: true}', {});
+  const dataDir = join(root, 'data');
+  const args = ['--config', config, '--data-dir', dataDir];
+  let gw = await start(args);
+  for (const [clientId, { stored }] of Object.entries(DISCARDS)) {
+    const first = await device(gw, { ...stored, clientId });
+    first.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `stale/${clientId}`, qos: 1 }] });
+    await awaitPacket(first.received, 'suback', 1);
+    await first.close();
+  }
+  const publisher = await device(gw, { clientId: 'publisher', clean: true });
+  for (const [index, clientId] of Object.keys(DISCARDS).entries()) {
+    publisher.send({ cmd: 'publish', topic: `stale/${clientId}`, payload: Buffer.from('stale'), qos: 1, messageId: index + 1, retain: false, dup: false });
+    await awaitPacket(publisher.received, 'puback', index + 1);
+  }
+  await publisher.close();
+
+  const left: Record<string, ReturnType<typeof onDisk>> = {};
+  for (const [clientId, { cleanStart }] of Object.entries(DISCARDS)) {
+    const fresh = await device(gw, { ...cleanStart, clientId }, true);
+    assert.equal(fresh.connack.sessionPresent, false, `${clientId}: Clean Start`);
+    await gw.exited;
+    running.delete(gw);
+    await fresh.close();
+    // On disk as the crash left it, before the next run reads it.
+    left[clientId] = onDisk(join(dataDir, 'broker.db'), clientId);
+    gw = await start(args);
+  }
+  assert.deepEqual(
+    left,
+    {
+      'old-311': { record: 0, subscriptions: 0, queued: 0 },
+      'old-5': { record: 1, subscriptions: 0, queued: 0 },
+      'old-5-ephemeral': { record: 0, subscriptions: 0, queued: 0 },
+    },
+    'after the crash: no record of a discarded session (the new persistent one has its own), no subscription, no queued message',
+  );
+
+  const present: Record<string, boolean> = {};
+  for (const [clientId, { stored }] of Object.entries(DISCARDS)) {
+    const back = await device(gw, { ...stored, clientId });
+    present[clientId] = back.connack.sessionPresent;
+    await back.close();
+  }
+  // 'old-5' was told of its new session (its Session Expiry Interval); the others have none.
+  assert.deepEqual(present, { 'old-311': false, 'old-5': true, 'old-5-ephemeral': false }, 'Session Present after the restart');
   gw.child.kill('SIGTERM');
   assert.equal(await gw.exited, 0);
   running.delete(gw);

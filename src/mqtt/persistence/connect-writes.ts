@@ -22,7 +22,7 @@ export interface ConnectWritesOptions {
   readonly onFailure?: ((error: Error) => void) | undefined;
 }
 
-/** The session's record as it is written; `created` is known once the write ran. */
+/** The session's writes (a Clean Start's discard, a persistent session's record); `created` is known once they ran. */
 interface RecordWrite {
   readonly write: () => void;
   readonly created: () => boolean;
@@ -32,9 +32,14 @@ interface RecordWrite {
  * The writes of aedes' connect sequence at its will step (storeWill: delWill, then putWill when
  * the CONNECT has a will), which the CONNACK waits for. A persistent session's record and its
  * owner go into the same commit as the will's removal or storage, one commit per connect: the
- * client is told about its session only once the session would survive a crash. A clean
- * session's connect writes nothing here unless a will of its id is stored (no commit to wait
- * for).
+ * client is told about its session only once the session would survive a crash. A Clean Start
+ * discards the session stored under its client id in that commit too (told Session Present 0,
+ * the client never gets it back). A clean session's connect writes nothing here unless a will
+ * or a session of its id is stored (no commit to wait for).
+ *
+ * The will step comes after aedes looked up the session to restore (none on a Clean Start: it
+ * dropped the subscriptions then) and before it takes the client id over from a connection
+ * still holding it; that connection's end leaves the session to this one (sqlite-persistence.ts).
  *
  * A client that closed while its connect waited here goes no further: aedes would register it
  * as connected although its close already ran, and nothing would ever unregister it (counted
@@ -71,8 +76,8 @@ export class ConnectWrites {
   }
 
   /**
-   * Removes the client's will; as a persistent session's client connects without a will, its
-   * record is written in the same commit (with a will, putWill comes next and writes it).
+   * Removes the client's will; as a client connects without a will, its session's writes are in
+   * the same commit (with a will, putWill comes next and writes them).
    */
   delWill(client: ClientRef): Promise<StoredPacket | undefined> {
     const read = (f: () => Promise<StoredPacket | undefined>) => reportedRead(this.#options.onFailure, f);
@@ -89,15 +94,21 @@ export class ConnectWrites {
     );
   }
 
-  /** The write of a connecting persistent session's record and owner; undefined for a clean session. */
+  /**
+   * The writes of a connecting client's session: on a Clean Start, the discard of a session
+   * stored under its id; for a persistent session, its record and owner. Undefined when there
+   * is neither: a clean session's connect with nothing stored pays no commit.
+   */
   #record(client: Client): RecordWrite | undefined {
-    if (client.clean) return undefined;
+    const discard = clientInternals(client)._cleanStart && this.#sessions.held(client.id);
+    if (client.clean && !discard) return undefined;
     const identity = this.#options.logins?.identity(client);
     const owner = identity === undefined ? undefined : ownerOf(identity);
     let created = false;
     return {
       write: () => {
-        created = this.#sessions.connecting(client, owner);
+        if (discard) this.#sessions.discard(client.id);
+        if (!client.clean) created = this.#sessions.connecting(client, owner);
       },
       created: () => created,
     };

@@ -60,7 +60,7 @@ export class SessionRecords {
   readonly #commit: GroupCommit;
   readonly #hooks: SessionHooks;
   readonly #statements: Record<
-    'owner' | 'saveOwner' | 'exists' | 'opened' | 'closed' | 'closedLegacy' | 'delete' | 'dueWills' | 'dropDueWill' | 'expired' | 'next',
+    'owner' | 'saveOwner' | 'exists' | 'held' | 'opened' | 'closed' | 'closedLegacy' | 'delete' | 'dueWills' | 'dropDueWill' | 'expired' | 'next',
     Database.Statement
   >;
   readonly #db: Database.Database;
@@ -78,6 +78,7 @@ export class SessionRecords {
       owner: db.prepare('SELECT owner FROM sessions WHERE client_id = ?'),
       saveOwner: db.prepare('INSERT INTO sessions (client_id, owner) VALUES (?, ?) ON CONFLICT (client_id) DO UPDATE SET owner = excluded.owner'),
       exists: db.prepare('SELECT 1 FROM sessions WHERE client_id = ?'),
+      held: db.prepare('SELECT 1 FROM sessions WHERE client_id = ? UNION ALL SELECT 1 FROM queue WHERE client_id = ? LIMIT 1'),
       opened: db.prepare(
         `INSERT INTO sessions (client_id, expiry_seconds) VALUES (?, ?)
          ON CONFLICT (client_id) DO UPDATE SET expiry_seconds = excluded.expiry_seconds, disconnected_at = NULL, expires_at = NULL`,
@@ -101,6 +102,27 @@ export class SessionRecords {
   /** Whether the client id has a persistent session (connected or waiting for its client). */
   stored(clientId: string): boolean {
     return this.#statements.exists.get(clientId) !== undefined;
+  }
+
+  /**
+   * Whether a Clean Start under the client id has something to discard: a session's record, or
+   * a queue left without one (by an earlier version's crash). Two key lookups, no write.
+   */
+  held(clientId: string): boolean {
+    return this.#statements.held.get(clientId, clientId) !== undefined;
+  }
+
+  /**
+   * A Clean Start discards the client id's session, inside the caller's write: the one its
+   * CONNACK waits for. Its record (with its owner), subscriptions, queue and QoS 2 state go; its
+   * will goes in the same write (removed or replaced). Left to aedes, the record went up to
+   * 10 ms after the CONNACK and the queue only as aedes read it after the CONNACK: a crash then
+   * brought back a session its client had been told was gone (Session Present 0), queued
+   * messages and all.
+   */
+  discard(clientId: string): void {
+    this.#hooks.wipe(clientId);
+    this.#statements.delete.run(clientId);
   }
 
   /** Records `owner` as the owner of the client id's persistent session. */

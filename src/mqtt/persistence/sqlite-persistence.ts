@@ -166,7 +166,8 @@ export class SqlitePersistence {
       }
     };
     aedes.on('client', (client) => guarded('start', () => this.#sessions.opened(client)));
-    aedes.on('clientDisconnect', (client) => guarded('end of connection', () => this.#sessions.closed(client, Date.now())));
+    // A connection taken over leaves the session's record to the new one's connect (connect-writes.ts).
+    aedes.on('clientDisconnect', (client) => aedesInternals(aedes)._takingOver.has(client.id) || guarded('end of connection', () => this.#sessions.closed(client, Date.now())));
     aedes.on('sessionExpired', (client) => {
       this.#options.counters.count('mqtt.sessions.expired');
       guarded('expiry', () => this.#sessions.ended(client.id));

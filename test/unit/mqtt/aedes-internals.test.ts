@@ -369,3 +369,23 @@ test('onPublishDiscarded: a message larger than the Maximum Packet Size an MQTT 
     assert.deepEqual(discarded, [['sizes/big', id, 'packetTooLarge']]);
   });
 });
+
+test("_takingOver: holds a client id while the connection taken over ends ('clientDisconnect'), no longer once the new one is registered", async () => {
+  await withBroker(async ({ aedes, internals, device }) => {
+    const id = `d-${randomUUID()}`;
+    const atEnd: boolean[] = [];
+    const atRegister: boolean[] = [];
+    aedes.on('clientDisconnect', (client) => {
+      if (client.id === id) atEnd.push(internals._takingOver.has(id));
+    });
+    aedes.on('client', (client) => {
+      if (client.id === id) atRegister.push(internals._takingOver.has(id));
+    });
+    await device(id, { clean: true });
+    await device(id, { clean: false });
+    await until('the first connection ended', () => atEnd.length === 1 && atRegister.length === 2);
+    assert.deepEqual(atEnd, [true], 'during the takeover');
+    assert.deepEqual(atRegister, [false, false], 'as each connection is registered');
+    assert.equal(internals._takingOver.has(id), false);
+  });
+});
