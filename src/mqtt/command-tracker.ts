@@ -1,63 +1,17 @@
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import { type MessageNumbering, aedesInternals, clientInternals, onClientPacket, onPublishDiscarded, reservePacketId } from './aedes-internals.ts';
+import type { Command, CommandOutcome, PublishedCommand } from './command-types.ts';
 import type { CommandRecords, HeldCopy } from './persistence/command-memory.ts';
 
-/** A message the gateway publishes to devices. */
-export interface Command {
-  readonly topic: string;
-  readonly payload: Buffer;
-  readonly qos: 0 | 1;
-  readonly retain: boolean;
-  /** Epoch ms after which the command is no longer sent to a device that comes back. */
-  readonly expiresAt: number;
-  /** Sent to MQTT 5 devices as user properties (MQTT 3.1.1 has nowhere to carry them). */
-  readonly headers?: Readonly<Record<string, string>>;
-  /** MQTT 5 Response Topic and Correlation Data (request/response, MQTT 5 §4.10). */
-  readonly responseTopic?: string;
-  readonly correlationData?: Buffer;
-  /**
-   * The message's id: a QoS 1 command published again with the same id and topic (its source
-   * delivered it again) is not sent again to a session that holds it or a client that answered it.
-   */
-  readonly id?: string;
-}
-
-export type CommandOutcome =
-  /** A subscriber's PUBACK for this very message arrived. */
-  | { readonly status: 'acked'; readonly clientId: string }
-  /** An MQTT 5 subscriber answered with a PUBACK reason code of 0x80 or more: it will not take it. */
-  | { readonly status: 'refused'; readonly clientId: string; readonly reasonCode: number }
-  /** Larger than the Maximum Packet Size an MQTT 5 subscriber announced: discarded for it, never sent [MQTT-3.1.2-25]. */
-  | { readonly status: 'too_large'; readonly clientId: string }
-  /** Handed to the broker at QoS 0, or only QoS 0 subscribers took it: no acknowledgement will come. */
-  | { readonly status: 'sent' }
-  /** Nobody, connected or with a persistent session, is subscribed to the topic. */
-  | { readonly status: 'no_subscriber' }
-  /** `expiresAt` passed without a PUBACK; a persistent session still holding it drops it. */
-  | { readonly status: 'expired' }
-  /** The caller stopped waiting (its bridge stopped). */
-  | { readonly status: 'cancelled' }
-  | { readonly status: 'failed'; readonly error: Error };
-
-export interface PublishedCommand {
-  readonly outcome: Promise<CommandOutcome>;
-  /**
-   * Stops waiting: the outcome becomes `cancelled` unless it was settled already. The command is
-   * no longer waited for once every caller that published it cancelled.
-   */
-  cancel(): void;
-  /**
-   * Set when the command was published before (the same id and topic) and not sent again:
-   * `answered`, a client answered it already (the outcome is `acked` at once); `held`, sessions
-   * hold it still, or it waits for its answer here already, and that answer settles it.
-   */
-  readonly again?: 'answered' | 'held';
-}
+export type { Command, CommandOutcome, PublishedCommand } from './command-types.ts';
 
 interface Pending {
   /** Clients that were sent or will be sent the message with a packet id, for the no-subscriber check. */
   forwarded: number;
-  deliveredQos0: boolean;
+  /** Clients a QoS 0 copy went to, less those it was discarded for: it reached them, and none of them will acknowledge it. */
+  readonly sentQos0: Set<string>;
+  /** Each connected subscriber was handed its copy (the publish's callback came), or it was adopted from sessions: before, a QoS 0 copy may still follow a refusal. */
+  published: boolean;
   /** Where this command's packet ids are recorded, to forget them once it is settled. */
   readonly copies: { readonly sent: Map<number, Pending>; readonly id: number }[];
   readonly topic: string;
@@ -136,7 +90,8 @@ export class CommandTracker {
     const adopted: string[] = [];
     const pending: Pending = {
       forwarded: 0,
-      deliveredQos0: false,
+      sentQos0: new Set(),
+      published: false,
       copies: [],
       topic: command.topic,
       qos: command.qos,
@@ -168,7 +123,11 @@ export class CommandTracker {
     this.#aedes.publish(commandPacket(command, aedes.id, counter), (error) => {
       if (error) pending.settle({ status: 'failed', error });
       else if (command.qos === 0) pending.settle({ status: 'sent' });
-      else if (pending.forwarded === 0) this.#checkSubscribers(command.topic, pending);
+      else {
+        pending.published = true;
+        if (pending.forwarded === 0) this.#checkSubscribers(command.topic, pending);
+        else if (pending.refusals.size > 0) this.#checkRefused(pending);
+      }
     });
     return this.#waiter(first);
   }
@@ -212,13 +171,13 @@ export class CommandTracker {
 
   #forwarded(client: Client, packet: AedesPublishPacket, pending: Pending): AedesPublishPacket | null {
     if (packet.qos === 0) {
-      pending.deliveredQos0 = true;
+      pending.sentQos0.add(client.id);
       return packet;
     }
     if (packet.messageId === undefined) {
       // Live delivery: aedes numbers the copy after this hook, from the same counter.
       if (clientInternals(client).grantedQoS(packet.topic) === 0) {
-        pending.deliveredQos0 = true;
+        pending.sentQos0.add(client.id);
         return packet;
       }
       const reserved = reservePacketId(client);
@@ -245,6 +204,8 @@ export class CommandTracker {
     // A QoS 0 command is settled `sent` once handed to the broker: a copy too large for one
     // client does not make it unsent for the others, who were sent it.
     if (pending === undefined || pending.qos === 0) return;
+    // A QoS 0 copy discarded (the client subscribed at QoS 0) reached nobody either.
+    pending.sentQos0.delete(clientId);
     pending.refusals.set(clientId, TOO_LARGE);
     this.#checkRefused(pending);
   }
@@ -267,6 +228,7 @@ export class CommandTracker {
   #adopt(pending: Pending, held: readonly HeldCopy[], adopted: string[]): void {
     const clients = aedesInternals(this.#aedes).clients;
     pending.forwarded = held.length;
+    pending.published = true;
     for (const copy of held) {
       const numbered = `${copy.brokerId}\n${copy.brokerCounter}`;
       this.#adopted.set(numbered, pending);
@@ -312,9 +274,11 @@ export class CommandTracker {
    * A refusal is the command's outcome only when every subscriber that could acknowledge it
    * (a persistent session, connected or not, or a connected client, subscribed at QoS 1 or 2)
    * refused it (or had its copy discarded as too large): a monitoring client answering 0x80
-   * does not speak for the device.
+   * does not speak for the device. Checked once the broker delivered it to everyone connected,
+   * so that a QoS 0 copy written after a refusal counts.
    */
   #checkRefused(pending: Pending): void {
+    if (!pending.published) return;
     const aedes = aedesInternals(this.#aedes);
     aedes.persistence.subscriptionsByTopic(pending.topic).then(
       (subscriptions) => {
@@ -323,11 +287,26 @@ export class CommandTracker {
           if (client !== undefined && clientInternals(client).grantedQoS(pending.topic) > 0) candidates.add(client.id);
         }
         if (![...candidates].every((id) => pending.refusals.has(id))) return;
-        const [clientId, reasonCode] = pending.refusals.entries().next().value as [string, number];
-        pending.settle(reasonCode === TOO_LARGE ? { status: 'too_large', clientId } : { status: 'refused', clientId, reasonCode });
+        // Every client that could acknowledge it refused: their answer, whoever got a QoS 0 copy
+        // (a monitoring client does not speak for the device). None at all: the QoS 0 copies decide.
+        const refusal = [...pending.refusals].find(([id]) => candidates.has(id));
+        if (refusal === undefined) this.#unanswered(pending);
+        else pending.settle(refusalOutcome(refusal));
       },
       () => {}, // the expiry settles it
     );
+  }
+
+  /**
+   * No client could acknowledge the command (none subscribed at QoS 1 or 2): `sent` when a QoS 0
+   * copy reached a client (delivered, at most once), else the discard of a copy offered to one,
+   * else `no_subscriber`.
+   */
+  #unanswered(pending: Pending): void {
+    const refusal = pending.refusals.entries().next().value;
+    if (pending.sentQos0.size > 0) pending.settle({ status: 'sent' });
+    else if (refusal === undefined) pending.settle({ status: 'no_subscriber' });
+    else pending.settle(refusalOutcome(refusal));
   }
 
   #checkSubscribers(topic: string, pending: Pending): void {
@@ -337,7 +316,7 @@ export class CommandTracker {
       .then(
         (subscriptions) => {
           if (pending.forwarded > 0 || subscriptions.length > 0) return;
-          pending.settle(pending.deliveredQos0 ? { status: 'sent' } : { status: 'no_subscriber' });
+          this.#unanswered(pending);
         },
         (error: unknown) => pending.settle({ status: 'failed', error: error instanceof Error ? error : new Error(String(error)) }),
       );
@@ -366,4 +345,9 @@ function commandPacket(command: Command, brokerId: string, brokerCounter: number
       ...(command.correlationData === undefined ? {} : { correlationData: command.correlationData }),
     },
   };
+}
+
+/** A client's refusal (a PUBACK reason code, or TOO_LARGE for a discarded copy) as the command's outcome. */
+function refusalOutcome([clientId, reasonCode]: [string, number]): CommandOutcome {
+  return reasonCode === TOO_LARGE ? { status: 'too_large', clientId } : { status: 'refused', clientId, reasonCode };
 }

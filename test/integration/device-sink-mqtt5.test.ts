@@ -112,6 +112,120 @@ test('a QoS 0 command too large for one MQTT 5 device still reaches the other su
   }
 });
 
+// A QoS 1 command's outcome once no acknowledgement can come, by what its subscribers were sent:
+// every client that could acknowledge it (QoS 1) refused it or had its copy discarded (larger
+// than its Maximum Packet Size): their answer; none could: a copy written at QoS 0 is a delivery
+// (`sent`), and a command every copy of which was discarded reached nobody. 'small' is an
+// MQTT 5 client the 500-byte command is too large for; 'refuses', one answering PUBACK 0x83.
+interface Subscriber {
+  readonly name: string;
+  readonly qos: 0 | 1;
+  readonly small?: boolean;
+  readonly refuses?: boolean;
+}
+const QOS1_CASES: { subscribers: Subscriber[]; outcome: string; received: string[] }[] = [
+  { subscribers: [{ name: 'one', qos: 1 }], outcome: 'acked by one', received: ['one'] },
+  { subscribers: [{ name: 'one', qos: 0 }], outcome: 'sent', received: ['one'] },
+  {
+    subscribers: [
+      { name: 'small', qos: 0, small: true },
+      { name: 'other', qos: 0 },
+    ],
+    outcome: 'sent',
+    received: ['other'],
+  },
+  { subscribers: [{ name: 'small', qos: 0, small: true }], outcome: 'too_large for small', received: [] },
+  { subscribers: [{ name: 'small', qos: 1, small: true }], outcome: 'too_large for small', received: [] },
+  // The device (QoS 1) could not take it or refused it; a monitor at QoS 0 got a copy: the
+  // device's answer is the outcome.
+  {
+    subscribers: [
+      { name: 'small', qos: 1, small: true },
+      { name: 'other', qos: 0 },
+    ],
+    outcome: 'too_large for small',
+    received: ['other'],
+  },
+  {
+    subscribers: [
+      { name: 'refuses', qos: 1, refuses: true },
+      { name: 'other', qos: 0 },
+    ],
+    outcome: 'refused by refuses',
+    received: ['other', 'refuses'],
+  },
+  {
+    subscribers: [
+      { name: 'small', qos: 0, small: true },
+      { name: 'one', qos: 1 },
+    ],
+    outcome: 'acked by one',
+    received: ['one'],
+  },
+  {
+    subscribers: [
+      { name: 'small', qos: 1, small: true },
+      { name: 'small0', qos: 0, small: true },
+    ],
+    outcome: 'too_large',
+    received: [],
+  },
+  { subscribers: [], outcome: 'no_subscriber', received: [] },
+];
+
+for (const { subscribers, outcome: expected, received: expectedReceived } of QOS1_CASES) {
+  const who = subscribers.length === 0 ? 'no subscriber' : subscribers.map((s) => `${s.name} (QoS ${s.qos})`).join(', ');
+  test(`a QoS 1 command to ${who}: ${expected}`, { timeout: 30_000 }, async () => {
+    const topic = `v5q1/${randomName('t-')}/cmd`;
+    const ids = new Map<string, string>();
+    const received: string[] = [];
+    const clients = await Promise.all(
+      subscribers.map(async ({ name, qos, small, refuses }) => {
+        const clientId = randomName(`v5q1-${name}-`);
+        ids.set(clientId, name);
+        const client = await connectAsync(url, {
+          clientId,
+          protocolVersion: 5,
+          reconnectPeriod: 0,
+          ...(small ? { properties: { maximumPacketSize: 200 } } : {}),
+          // mqtt.js emits no 'message' for a message it refuses.
+          ...(refuses
+            ? {
+                customHandleAcks: (_t: string, _m: Buffer, _p: unknown, done: (code: number) => void) => {
+                  received.push(name);
+                  done(0x83);
+                },
+              }
+            : {}),
+        });
+        client.on('message', () => received.push(name));
+        return { client, qos };
+      }),
+    );
+    try {
+      // One after the other, in the table's order: the order aedes hands them their copies.
+      for (const { client, qos } of clients) await client.subscribeAsync(topic, { qos });
+      // Long enough that a command waiting for an acknowledgement that cannot come shows as `expired`.
+      const published = broker.publishCommand({ topic, payload: Buffer.alloc(500, 'x'), qos: 1, retain: false, expiresAt: Date.now() + 8000, id: randomName('c-') });
+      const outcome = await published.outcome;
+      const by = 'clientId' in outcome ? ids.get(outcome.clientId) : undefined;
+      const got =
+        outcome.status === 'acked'
+          ? `acked by ${by}`
+          : outcome.status === 'refused'
+            ? `refused by ${by}`
+            : outcome.status === 'too_large' && expected !== 'too_large'
+              ? `too_large for ${by}`
+              : outcome.status;
+      assert.equal(got, expected, JSON.stringify(outcome));
+      await until(() => received.length >= expectedReceived.length, 'the copies sent arrived');
+      assert.deepEqual(received.sort(), expectedReceived);
+    } finally {
+      await Promise.all(clients.map(({ client }) => client.endAsync(true)));
+    }
+  });
+}
+
 test("request/response: a device's Response Topic and Correlation Data reach the bridges as headers, and a reply carrying them back gets them as properties", {
   timeout: 30_000,
 }, async () => {

@@ -1,0 +1,51 @@
+/** A message the gateway publishes to devices. */
+export interface Command {
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly qos: 0 | 1;
+  readonly retain: boolean;
+  /** Epoch ms after which the command is no longer sent to a device that comes back. */
+  readonly expiresAt: number;
+  /** Sent to MQTT 5 devices as user properties (MQTT 3.1.1 has nowhere to carry them). */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** MQTT 5 Response Topic and Correlation Data (request/response, MQTT 5 §4.10). */
+  readonly responseTopic?: string;
+  readonly correlationData?: Buffer;
+  /**
+   * The message's id: a QoS 1 command published again with the same id and topic (its source
+   * delivered it again) is not sent again to a session that holds it or a client that answered it.
+   */
+  readonly id?: string;
+}
+
+export type CommandOutcome =
+  /** A subscriber's PUBACK for this very message arrived. */
+  | { readonly status: 'acked'; readonly clientId: string }
+  /** An MQTT 5 subscriber answered with a PUBACK reason code of 0x80 or more: it will not take it. */
+  | { readonly status: 'refused'; readonly clientId: string; readonly reasonCode: number }
+  /** Larger than the Maximum Packet Size an MQTT 5 subscriber announced: discarded for it, never sent [MQTT-3.1.2-25]. */
+  | { readonly status: 'too_large'; readonly clientId: string }
+  /** Handed to the broker at QoS 0, or only QoS 0 subscribers took it: no acknowledgement will come. */
+  | { readonly status: 'sent' }
+  /** Nobody, connected or with a persistent session, is subscribed to the topic. */
+  | { readonly status: 'no_subscriber' }
+  /** `expiresAt` passed without a PUBACK; a persistent session still holding it drops it. */
+  | { readonly status: 'expired' }
+  /** The caller stopped waiting (its bridge stopped). */
+  | { readonly status: 'cancelled' }
+  | { readonly status: 'failed'; readonly error: Error };
+
+export interface PublishedCommand {
+  readonly outcome: Promise<CommandOutcome>;
+  /**
+   * Stops waiting: the outcome becomes `cancelled` unless it was settled already. The command is
+   * no longer waited for once every caller that published it cancelled.
+   */
+  cancel(): void;
+  /**
+   * Set when the command was published before (the same id and topic) and not sent again:
+   * `answered`, a client answered it already (the outcome is `acked` at once); `held`, sessions
+   * hold it still, or it waits for its answer here already, and that answer settles it.
+   */
+  readonly again?: 'answered' | 'held';
+}
