@@ -13,6 +13,8 @@ export interface Pending extends AppendEntry {
   readonly delivery: Delivery;
   /** Set for a sampled message: its span ends at the commit. */
   readonly traced?: TracedMessage | undefined;
+  /** Set once it was counted as buffer.refused: held, it is tried again at each retry, and refused again it is not counted again. */
+  refusedOnce?: true;
 }
 
 /** What a QoS 0 message the buffer cannot take now is nacked with: at most once, it is not held (nobody would send it again). */
@@ -41,9 +43,11 @@ export interface Admission {
   readonly overfull: ReadonlySet<string>;
   /** Per bridge, the messages and payload bytes the commit appends. */
   readonly incoming: ReadonlyMap<string, { messages: number; bytes: number }>;
-  /** Deliveries held because their bridge is full (counted as buffer.refused). */
+  /** Deliveries held because their bridge is full, this time or again (the writer's state is `refusing`). */
   readonly refused: number;
-  /** Per bridge, deliveries nacked because their connection closed before they were stored. */
+  /** Of those, the ones refused for the first time (counted as buffer.refused): a held one is tried again at each retry. */
+  readonly firstRefused: number;
+  /** Per bridge, deliveries nacked because their connection closed before they were stored (each once: it is held no more). */
   readonly abandoned: Map<string, number> | undefined;
   /**
    * Set when a statement on the buffer failed while deciding (counting a bridge's usage met a
@@ -68,6 +72,7 @@ export function admit(batch: readonly Pending[], ctx: AdmissionContext): Admissi
   const overfull = new Set<string>();
   const incoming = new Map<string, { messages: number; bytes: number }>();
   let refused = 0;
+  let firstRefused = 0;
   let abandoned: Map<string, number> | undefined;
   const hold = (entry: Pending, counted: boolean): void => {
     if (entry.delivery.envelope.origin.qos === 0) {
@@ -77,7 +82,11 @@ export function admit(batch: readonly Pending[], ctx: AdmissionContext): Admissi
     }
     held.push(entry);
     kept.push(entry);
-    if (counted) refused += 1;
+    if (!counted) return;
+    refused += 1;
+    if (entry.refusedOnce === true) return;
+    entry.refusedOnce = true;
+    firstRefused += 1;
   };
   // One try for the batch, not one a message: what throws here is a statement on the buffer (usage).
   let index = 0;
@@ -133,7 +142,7 @@ export function admit(batch: readonly Pending[], ctx: AdmissionContext): Admissi
     }
   } catch (error) {
     for (; index < batch.length; index++) kept.push(batch[index] as Pending);
-    return { accepted: [], kept, overfull, incoming, refused, abandoned, failed: error };
+    return { accepted: [], kept, overfull, incoming, refused, firstRefused, abandoned, failed: error };
   }
-  return { accepted, kept, overfull, incoming, refused, abandoned };
+  return { accepted, kept, overfull, incoming, refused, firstRefused, abandoned };
 }

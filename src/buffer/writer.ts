@@ -193,7 +193,7 @@ export class BufferWriter {
   /** While anything is held for a bridge (or the disk is full), newer messages are held behind it, so that a device's messages are stored in the order it sent them. */
   #commit(batch: readonly Pending[], retrying: boolean): void {
     const heldBefore = this.#held.length;
-    const { accepted, kept, overfull, incoming, refused, abandoned, failed } = admit(batch, {
+    const { accepted, kept, overfull, incoming, refused, firstRefused, abandoned, failed } = admit(batch, {
       held: this.#held,
       retrying,
       storageDown: () => this.#storageDown(),
@@ -207,7 +207,7 @@ export class BufferWriter {
       },
     });
     if (abandoned !== undefined) this.#abandoned.note(abandoned, this.#held.length);
-    if (refused > 0) this.#counters.count('buffer.refused', {}, refused);
+    if (firstRefused > 0) this.#counters.count('buffer.refused', {}, firstRefused);
     if (failed !== undefined) {
       this.#storageFailed(failed, kept, heldBefore);
       return;

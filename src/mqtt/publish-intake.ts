@@ -4,11 +4,12 @@ import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { isFerryError } from '../core/errors.ts';
 import { createSharedDelivery, fanOut, fanOutAll, type Delivery, type SharedDeliveryHandlers } from '../core/delivery.ts';
-import { type Envelope, type Origin, createEnvelope } from '../core/envelope.ts';
+import { type Envelope, createEnvelope } from '../core/envelope.ts';
 import type { Source } from '../core/stream.ts';
 import { type TopicLimits, invalidTopicReason, topicMatches } from '../core/topic.ts';
 import { type Identity, mayPublish } from './acl.ts';
 import { aedesInternals } from './aedes-internals.ts';
+import { DeviceOrigins } from './device-origins.ts';
 import { type NotedMessage, ResendMemory } from './resend-memory.ts';
 import { TopicMemo } from './topic-memo.ts';
 import { payloadBytes, propertyHeaders, samePayload } from './publish-packet.ts';
@@ -67,7 +68,7 @@ export class PublishIntake {
   readonly #invalidTopics = new TopicMemo((topic) => invalidTopicReason(topic, this.#options.topicLimits));
   /** The taps each topic goes to, in their order (not to be changed), until the taps change. */
   readonly #topicTaps = new TopicMemo((topic) => this.#matchingTaps(topic));
-  readonly #origins = new WeakMap<Client, Origin[]>();
+  readonly #origins = new DeviceOrigins((client) => this.#options.identity(client));
   #inFlight = 0;
   #drained: (() => void) | undefined;
   /** Set by drain: publishes at QoS 1 and 2 are refused from then on. */
@@ -177,12 +178,18 @@ export class PublishIntake {
       callback(Object.assign(new Error(`invalid topic: ${invalid}`), { reasonCode: TOPIC_NAME_INVALID }));
       return;
     }
-    const malformed = client === null ? undefined : malformedProperties(packet.properties as StringProperties | undefined);
-    if (malformed !== undefined && client !== null) {
-      // A Malformed Packet [MQTT-1.5.4-1]: the connection is closed with DISCONNECT 0x81.
+    const malformed = malformedProperties(packet.properties as StringProperties | undefined);
+    if (malformed !== undefined) {
+      // A Malformed Packet [MQTT-1.5.4-1]: the connection is closed with DISCONNECT 0x81. A will
+      // carried over a restart (no client here) is not published either, as a live one is not.
       counters.count('mqtt.publish.refused', { reason: 'malformed' });
-      this.#refused(client, 'malformed', 'publish refused: malformed packet; closing the connection', { topic: packet.topic.slice(0, 200), detail: malformed });
-      this.#unstored.refuse(client, new Error(`malformed packet: ${malformed}`), MALFORMED_PACKET, callback, `malformed packet: ${malformed}`);
+      this.#refused(client, 'malformed', `publish refused: malformed packet; ${client === null ? 'not published' : 'closing the connection'}`, {
+        topic: packet.topic.slice(0, 200),
+        detail: malformed,
+      });
+      const error = new Error(`malformed packet: ${malformed}`);
+      if (client === null) callback(error);
+      else this.#unstored.refuse(client, error, MALFORMED_PACKET, callback, error.message);
       return;
     }
     if (client !== null && packet.topic.startsWith('$') && !this.#options.acl) {
@@ -311,7 +318,7 @@ export class PublishIntake {
     const envelope = createEnvelope({
       topic: packet.topic,
       payload,
-      origin: this.#origin(client, packet.qos, packet.retain),
+      origin: this.#origins.get(client, packet.qos, packet.retain),
       headers: properties === undefined ? undefined : propertyHeaders(properties),
     });
     // What a resend of this message would repeat: a device resends QoS 1 and 2 only.
@@ -348,25 +355,6 @@ export class PublishIntake {
         ? fanOut(upstream, matching.length)
         : fanOutAll(upstream, matching.length, (acked) => this.#resends.partlyStored(noted, new Set(matching.filter((_, i) => acked[i]).map((tap) => tap.name))));
     for (let i = 0; i < matching.length; i++) (matching[i] as Tap).subscriber.next(deliveries[i] as Delivery);
-  }
-
-  /**
-   * The origin of a client's messages: one object per client, QoS and retain flag, shared by
-   * its messages (fewer objects per message, and the buffer keeps its JSON).
-   */
-  #origin(client: Client | null, qos: 0 | 1 | 2, retain: boolean): Origin {
-    if (client === null) return { source: 'mqtt', qos, retain };
-    let origins = this.#origins.get(client);
-    if (origins === undefined) {
-      origins = [];
-      this.#origins.set(client, origins);
-    }
-    const at = qos * 2 + (retain ? 1 : 0);
-    if (origins[at] === undefined) {
-      const username = this.#options.identity(client)?.username;
-      origins[at] = Object.freeze({ source: 'mqtt', qos, retain, clientId: client.id, ...(username === undefined ? {} : { username }) });
-    }
-    return origins[at];
   }
 
   /** A QoS 1 or 2 message not taken: its device must send it again. */

@@ -4,7 +4,7 @@ import type { HandlerBridgeConfig } from '../config/bridge-module.ts';
 import type { Counters } from '../core/component.ts';
 import { backoffDelay } from '../core/backoff.ts';
 import type { Delivery } from '../core/delivery.ts';
-import { FerryError, describeError } from '../core/errors.ts';
+import { type FerryError, describeError } from '../core/errors.ts';
 import { type StreamCursor, streamCursor } from '../buffer/stream-reader.ts';
 import type { Message } from '../handler/define.ts';
 import { GcNudge } from '../handler/gc-nudge.ts';
@@ -15,7 +15,8 @@ import { type BridgeProblem, SinkSet, resolveSource, sourceStatus, takeFrom } fr
 import { BufferRegistration } from './buffer-registration.ts';
 import { HoldWatch } from './hold-watch.ts';
 import { HandlerRedis } from '../redis/handler-tools.ts';
-import { OutputRouter, culpritError, describeValue } from './output-router.ts';
+import { OutputRouter, culpritError } from './output-router.ts';
+import { completedWhileRunning, failedWhileStopping, notObservable } from './handler-faults.ts';
 
 /** The cursor name of a TypeScript bridge's handler in the buffer. */
 export const HANDLER_CURSOR = 'handler';
@@ -239,10 +240,9 @@ export class HandlerBridge {
     this.#run = run;
     const { handle } = this.config;
     const tools = this.#context.tools;
-    // No Observable (or one that completes, #completed) is the bridge code's mistake, not Ferry's INTERNAL one.
     const outputs = defer(() => {
       const out: unknown = handle(run.input.asObservable(), tools);
-      if (!isObservable(out)) throw new FerryError('CONFIG_INVALID', `bridge '${this.config.name}': handle() returned ${describeValue(out)}, not an Observable of outputs`);
+      if (!isObservable(out)) throw notObservable(this.config.name, out);
       return out;
     });
     run.subscription = outputs.subscribe({
@@ -328,9 +328,7 @@ export class HandlerBridge {
     this.#tracker.endRun();
     if (this.#stopping) {
       this.#logger.error({ err: error }, 'the handler failed while stopping; its messages stay buffered');
-      this.#tracker.failAll(
-        new FerryError('INTERNAL', `the handler of bridge '${this.config.name}' failed: ${describeError(error)}`, { bridge: this.config.name, retryable: true, cause: error }),
-      );
+      this.#tracker.failAll(failedWhileStopping(this.config.name, error));
       this.#closeSinks();
       return;
     }
@@ -369,11 +367,7 @@ export class HandlerBridge {
   #completed(run: Run): void {
     if (this.#run !== run) return;
     if (!this.#stopping) {
-      this.#failed(
-        run,
-        new FerryError('CONFIG_INVALID', `bridge '${this.config.name}': the handler's observable completed while the bridge runs; it must go on as long as its input does`),
-        false,
-      );
+      this.#failed(run, completedWhileRunning(this.config.name), false);
       return;
     }
     // The input completed and so did the pipeline: it holds nothing any more.

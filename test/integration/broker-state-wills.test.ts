@@ -236,3 +236,53 @@ test('a carried-over will reaches subscribers without the Subscription Identifie
   }
   await stop(second);
 });
+
+// A will's string properties (Content Type, Response Topic, User Properties) must be well-formed
+// UTF-8 without U+0000 [MQTT-1.5.4-1, -2]: a live will that breaks that is refused when it is
+// published, and so is one carried over a crash to the next run, which has no client to refuse it under.
+test('a carried-over will with malformed properties is refused, counted and logged, as a live one is: not sent to subscribers or bridges', { timeout: 30_000 }, async () => {
+  const path = join(dirs(), 'broker.db');
+  const first = await start(path);
+  const session = { protocolVersion: 5 as const, clientId: 'watcher', clean: false, properties: { sessionExpiryInterval: 600 } };
+  const away = await connectClient(first.url, session);
+  await away.client.subscribeAsync('status/#', { qos: 1 });
+  await away.client.endAsync();
+  const device = (name: string, properties: Record<string, unknown>) => ({
+    protocolVersion: 5 as const,
+    clientId: name,
+    will: { topic: `status/${name}`, payload: Buffer.from(`${name} offline`), qos: 1 as const, retain: false, properties },
+  });
+  await connectClient(first.url, device('nul', { userProperties: { site: 'north\u0000east' } }));
+  await connectClient(first.url, device('typed', { contentType: 'text/\u0000plain' }));
+  await connectClient(first.url, device('fine', { userProperties: { site: 'north' } }));
+  const crashed = await crashCopy(path);
+  // The live wills, for comparison: the broker's own run publishes them as their connections end.
+  const live = await connectClient(first.url, device('live', { responseTopic: 'reply/\u0000' }));
+  live.client.stream.destroy();
+  await until(() => first.counters.get('mqtt.publish.refused{reason=malformed}') === 1, 'the live will refused');
+  assert.equal(first.tapped.includes('status/live live offline'), false);
+  await stop(first);
+
+  const second = await start(crashed);
+  await until(() => second.counters.get('mqtt.wills.carried_over{result=refused}') === 2, 'the malformed wills refused');
+  await until(() => second.tapped.includes('status/fine fine offline'), 'the well-formed will');
+  await sleep(200);
+  assert.deepEqual(second.tapped, ['status/fine fine offline']);
+  const back = connect(second.url, { ...session, reconnectPeriod: 0 });
+  const received: string[] = [];
+  back.on('message', (topic) => received.push(topic));
+  try {
+    await until(() => received.length > 0, 'the queued will');
+    await sleep(200);
+    assert.deepEqual(received, ['status/fine'], 'only the well-formed will reaches the subscriber');
+  } finally {
+    await back.endAsync(true);
+  }
+  const counts = second.counters.snapshot();
+  assert.equal(counts['mqtt.publish.refused{reason=malformed}'], 2);
+  assert.equal(counts['mqtt.wills.carried_over{result=published}'], 1);
+  const refusals = second.warnings.filter((w) => /will .*not published: malformed packet/.test(w));
+  assert.deepEqual(refusals.map((w) => w.replace(/.*malformed packet: /, '')).sort(), ['User Property "site" holds NUL', 'its Content Type holds NUL'], second.warnings.join('\n'));
+  assert.deepEqual(committed(crashed, 'SELECT client_id FROM wills'), [], 'refused wills are done with too');
+  await stop(second);
+});

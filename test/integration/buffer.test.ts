@@ -135,6 +135,42 @@ test('overflow refuse: holds what does not fit unacknowledged, stores it in orde
   }
 });
 
+test('overflow refuse: buffer.refused counts each held message once, however often it is tried again', { timeout: 20_000 }, async () => {
+  const { store, writer, counters, drain, cleanup } = setup({ maxMessages: 3, overflow: 'refuse' });
+  // Each try of the held messages counts the bridge's usage once (the first held one does not fit, the rest wait behind it).
+  let usageCalls = 0;
+  const usage = store.usage.bind(store);
+  store.usage = (bridge) => {
+    usageCalls += 1;
+    return usage(bridge);
+  };
+  try {
+    // One device's 10 messages while the sink is down: 3 fit, 7 are held.
+    const tracked = trackedDeliveries(12);
+    const first = tracked.deliveries.slice(0, 10);
+    for (const d of first) writer.enqueue('b', d);
+    await until(() => tracked.acked.length === 3 && writer.held === 7, '3 stored, 7 held');
+    assert.equal(counters.get('buffer.refused'), 7);
+    let since = usageCalls;
+    await until(() => usageCalls >= since + 2, 'two retries of the held messages', 10_000);
+    // Two more arrive while the bridge is held: refused (behind the others) once each as well.
+    for (const d of tracked.deliveries.slice(10)) writer.enqueue('b', d);
+    await until(() => writer.held === 9, '9 held');
+    since = usageCalls;
+    await until(() => usageCalls >= since + 2, 'two more retries', 10_000);
+    assert.equal(writer.state, 'refusing');
+    assert.equal(counters.get('buffer.refused'), 9, 'each of the 9 messages refused counted once');
+    const out = drain('out');
+    await tracked.settled();
+    await until(() => out.seen.length === 12, 'all 12 delivered');
+    assert.deepEqual(out.seen, payloads(tracked.deliveries));
+    assert.equal(counters.get('buffer.refused'), 9);
+    assert.equal(counters.get('buffer.appended'), 12, 'the refused ones counted as appended once stored');
+  } finally {
+    cleanup();
+  }
+});
+
 test('held messages whose sender left are dropped, not stored; later ones are stored in their place (issue 16, item 9)', async () => {
   const { writer, counters, drain, cleanup } = setup({ maxMessages: 10, overflow: 'refuse' });
   try {

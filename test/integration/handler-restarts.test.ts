@@ -229,3 +229,31 @@ test("a handler whose observable completes is restarted, logged as the bridge co
     await gateway.stop();
   }
 });
+
+test("a handler that fails while the gateway stops: its messages are nacked with the handler's error, not Ferry's INTERNAL one, and stay buffered", async () => {
+  const root = tempDir();
+  const { logger, entries } = capturedEntries('warn');
+  let seen = 0;
+  // The window emits what it holds when the input completes at the stop, and building its output throws.
+  const bridge = handlerBridge((messages) =>
+    messages.pipe(
+      tap(() => (seen += 1)),
+      buffer(NEVER),
+      map((): never => {
+        throw new Error('the aggregate could not be built');
+      }),
+    ),
+  );
+  const gateway = new Gateway({ ...handlerGatewayConfig(root), bridgeConfigs: [bridge] }, logger, 'test');
+  await gateway.start();
+  await publishReadings(gateway, readings(5));
+  await waitFor('5 messages handed', () => seen === 5);
+  await gateway.stop();
+  assert.equal(entries.filter((l) => String(l['msg']).startsWith('the handler failed while stopping')).length, 1);
+  const nacked = entries.filter((l) => l['msg'] === 'not handled; will deliver again').map((l) => l['err'] as { code?: string; message?: string });
+  assert.equal(nacked.length, 1, JSON.stringify(nacked));
+  // A thrown error of the bridge's code is the handler's, classed as one it throws on a message (MESSAGE_REJECTED).
+  assert.equal(nacked[0]?.code, 'MESSAGE_REJECTED');
+  assert.match(String(nacked[0]?.message), /the handler of bridge 'h' failed while stopping: the aggregate could not be built/);
+  assert.equal(bufferedAfterStop(root), 5, 'none dead-lettered or acked: all 5 stay buffered for the next start');
+});

@@ -11,7 +11,7 @@ export const bufferMetrics = [
     type: 'counter',
     unit: 'messages',
     labels: {},
-    help: "Messages held unacknowledged because their bridge's buffer was full under `overflow: refuse` (counted at each attempt to store them).",
+    help: "Messages held unacknowledged because their bridge's buffer was full under `overflow: refuse`, each counted once, when first refused (held, it is tried again until it fits, then counted in `buffer.appended`). A message its device sends again after its connection closed (`buffer.abandoned`) is counted again.",
   },
   {
     name: 'buffer.dropped',
