@@ -5,6 +5,15 @@ export interface KeepaliveClient {
   sendPing(): void;
   /** Restarts the keepalive timer: the next PINGREQ one keepalive from now, the timeout half a keepalive after it. */
   reschedulePing(force?: boolean): void;
+  /** The connection's stream: a TCP or TLS socket (a WebSocket stream has no `bytesRead`). */
+  readonly stream?: unknown;
+}
+
+/** What a pause reads of its socket to tell whether the broker still sends anything. */
+interface CountedSocket {
+  readonly bytesRead: number;
+  readonly readableLength: number;
+  readonly readableHighWaterMark: number;
 }
 
 /**
@@ -22,6 +31,17 @@ export interface KeepaliveClient {
  * fails. When the last pause ends the keepalive timer restarts, so a PINGRESP that waited in the
  * socket is read before the next timeout. Nothing is read or held in memory beyond what a pause
  * already held (the socket's buffers); acknowledgements are untouched.
+ *
+ * A broker whose host vanished without closing (a pulled cable, a NAT that forgot the
+ * connection) fails no write: the PINGREQs sit in the kernel's send queue until TCP's
+ * retransmission timeout, 15 minutes and more on Linux, and TCP keepalive probes are not sent
+ * while data awaits its ACK. So a pause also watches the socket's byte count: the socket still
+ * reads from the kernel into its buffer, unparsed, until that buffer is full. From the second
+ * keepalive timeout of a pause on, a timeout after a whole period of 1.5 keepalives in which two
+ * PINGREQs went out, nothing came in and the buffer had room for it ends the connection, as
+ * mqtt.js would have: within 3 keepalives of the broker going silent (or of the pause's start).
+ * With the buffer full (a backlog larger than it) nothing can show the broker alive, and a pause
+ * waits as before.
  */
 export class ReadPause {
   readonly #client: KeepaliveClient;
@@ -29,12 +49,14 @@ export class ReadPause {
   #holds = 0;
   /** Bumped when a connection closes: the ends of its pauses no longer count. */
   #connection = 0;
+  /** The socket's bytes read at the last keepalive timeout of the current pause; undefined before its first. */
+  #readAtTimeout: number | undefined;
 
   constructor(client: KeepaliveClient) {
     this.#client = client;
     const timedOut = client.onKeepaliveTimeout.bind(client);
     client.onKeepaliveTimeout = () => {
-      if (this.#holds === 0) {
+      if (this.#holds === 0 || this.#silent()) {
         timedOut();
         return;
       }
@@ -61,7 +83,10 @@ export class ReadPause {
       ended = true;
       if (connection === this.#connection) {
         this.#holds -= 1;
-        if (this.#holds === 0) this.#client.reschedulePing(true);
+        if (this.#holds === 0) {
+          this.#readAtTimeout = undefined;
+          this.#client.reschedulePing(true);
+        }
       }
       read();
     };
@@ -71,5 +96,21 @@ export class ReadPause {
   closed(): void {
     this.#connection += 1;
     this.#holds = 0;
+    this.#readAtTimeout = undefined;
+  }
+
+  /**
+   * At a keepalive timeout of a pause: whether the broker sent nothing since the previous one
+   * although the socket could have read it. The first timeout of a pause only counts: bytes that
+   * came before the pause (a PINGRESP behind the packet it holds) say nothing of its period.
+   */
+  #silent(): boolean {
+    const socket = this.#client.stream as Partial<CountedSocket> | undefined;
+    const read = socket?.bytesRead;
+    const before = this.#readAtTimeout;
+    this.#readAtTimeout = typeof read === 'number' ? read : undefined;
+    if (typeof read !== 'number' || before === undefined || read !== before) return false;
+    // A full buffer stops the socket's reads from the kernel: a silent broker or a waiting one.
+    return (socket?.readableLength ?? 0) < (socket?.readableHighWaterMark ?? 0);
   }
 }

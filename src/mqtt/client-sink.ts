@@ -64,6 +64,16 @@ const schema = lazySchema(() =>
           description: 'MQTT 5: the broker discards a message not delivered within this many seconds.',
           examples: [3600],
         }),
+      maxPacketSize: z
+        .int()
+        .min(1)
+        .max(268_435_460)
+        .optional()
+        .meta({
+          description:
+            "Largest PUBLISH packet, in bytes, the broker takes (Mosquitto's `max_packet_size`). A larger message is refused alone before it is sent (dead-lettered) instead of being sent to a broker that closes the connection for it. Under MQTT 5 the smaller of this and the broker's Maximum Packet Size applies.",
+          examples: [1048576],
+        }),
       // 1,000, the buffer's default window. A batch ends once the broker acknowledged all of it, and
       // a broker without TCP_NODELAY (Mosquitto's default) holds its last PUBACK back until the
       // ACK that Linux delays by up to 40 ms: with batches of 100, 2,000 msgs/s into a local
@@ -103,8 +113,12 @@ export type MqttClientSinkConfig = z.output<ReturnType<typeof schema>>;
 interface Connection extends PublishConnection {
   /** The broker's Receive Maximum (MQTT 5), or undefined. */
   readonly receiveMaximum: number | undefined;
-  /** The broker's Maximum Packet Size in bytes (MQTT 5), or undefined: mqtt.js does not check it, and a broker disconnects on a larger PUBLISH. */
-  readonly maximumPacketSize: number | undefined;
+  /**
+   * The largest PUBLISH the broker takes, in bytes: the smaller of its Maximum Packet Size (MQTT 5)
+   * and `maxPacketSize`, with where it comes from; undefined without either. mqtt.js does not check
+   * it, and a broker disconnects on a larger PUBLISH.
+   */
+  readonly packetLimit: { readonly bytes: number; readonly what: string } | undefined;
   /** The QoS messages are published at: the configured one, lowered to the broker's Maximum QoS (MQTT 5). */
   readonly qos: 0 | 1 | 2;
 }
@@ -154,16 +168,10 @@ export const mqttClientSink: SinkComponent<ReturnType<typeof schema>> = {
             refuse(delivery, 'topic', `no topic for message ${delivery.envelope.id}`, error);
             continue;
           }
-          const size =
-            connection.maximumPacketSize === undefined
-              ? 0
-              : publishPacketSize(topic, delivery.envelope.payload.byteLength, connection.qos, publishOptions(config, delivery).properties);
-          if (size > (connection.maximumPacketSize ?? Number.POSITIVE_INFINITY)) {
-            refuse(
-              delivery,
-              'too_large',
-              `message ${delivery.envelope.id} is a PUBLISH of ${size} bytes, over the Maximum Packet Size of ${broker} (${connection.maximumPacketSize} bytes)`,
-            );
+          const sizeLimit = connection.packetLimit;
+          const size = sizeLimit === undefined ? 0 : publishPacketSize(topic, delivery.envelope.payload.byteLength, connection.qos, publishOptions(config, delivery).properties);
+          if (sizeLimit !== undefined && size > sizeLimit.bytes) {
+            refuse(delivery, 'too_large', `message ${delivery.envelope.id} is a PUBLISH of ${size} bytes, over ${sizeLimit.what} (${sizeLimit.bytes} bytes)`);
             continue;
           }
           topics.push(topic);
@@ -261,7 +269,18 @@ async function connect(config: MqttClientSinkConfig, component: string, broker: 
   const qos = maximumQoS !== undefined && maximumQoS < config.qos ? (maximumQoS as 0 | 1) : config.qos;
   if (qos !== config.qos) logger.warn({ broker, qos, configured: config.qos }, `${component}: ${broker} takes QoS ${qos} at most (its Maximum QoS): publishing at QoS ${qos}`);
   logger.info({ broker, clientId: config.clientId }, `${component}: connected`);
-  return { client, receiveMaximum, maximumPacketSize, qos, disconnect, pings };
+  return { client, receiveMaximum, packetLimit: packetLimit(config.maxPacketSize, maximumPacketSize, broker), qos, disconnect, pings };
+}
+
+/**
+ * The PUBLISH size limit of a connection: the sink's `maxPacketSize` (the only one a broker of
+ * MQTT 3.1.1 has: it closes the connection for a larger packet) and the broker's Maximum Packet
+ * Size (MQTT 5, in its CONNACK), whichever is smaller.
+ */
+function packetLimit(configured: number | undefined, announced: number | undefined, broker: string): Connection['packetLimit'] {
+  if (announced !== undefined && (configured === undefined || announced < configured)) return { bytes: announced, what: `the Maximum Packet Size of ${broker}` };
+  if (configured !== undefined) return { bytes: configured, what: `the sink's maxPacketSize for ${broker}` };
+  return undefined;
 }
 
 /** How many bytes the length of a packet part takes (MQTT's variable byte integer). */

@@ -121,3 +121,42 @@ test('MQTT 3.1.1: a broker that closes the connection for every message (QoS ove
   assert.deepEqual(outcome.failing, ['first', 'second', 'third']);
   assert.equal(outcome.counters.get('mqtt.client.messages.rejected{bridge=test,reason=broker_closed}'), 0);
 });
+
+// A broker of MQTT 3.1.1 cannot tell its packet size limit: the sink's maxPacketSize tells it,
+// and a larger message is refused before it is sent, as under MQTT 5 with the broker's Maximum
+// Packet Size, instead of costing closed connections and tries until it is found.
+test("MQTT 3.1.1, max_packet_size 2000: with the sink's maxPacketSize, the larger message is refused before it is sent and the connection stays up", {
+  timeout: 60_000,
+}, async () => {
+  // Without the setting Mosquitto closes the connection for it: the batch fails and is tried again.
+  const unset = await publishWithRetries('max_packet_size 2000', { protocolVersion: 4 }, [['first', BIG, 'third']], 8);
+  assert.ok(unset.attempts > 1, `${unset.attempts} tries`);
+
+  const outcome = await publishWithRetries('max_packet_size 2000', { protocolVersion: 4, maxPacketSize: 2000 }, [['first', BIG, 'third']], 8);
+  // One write: no close failed the batch, nothing was tried again.
+  assert.equal(outcome.attempts, 1);
+  assert.deepEqual(outcome.failing, []);
+  assert.deepEqual([...outcome.refused.keys()], [BIG]);
+  const error = outcome.refused.get(BIG);
+  assert.equal(error?.code, 'MESSAGE_INVALID');
+  assert.match(String(error?.message), /is a PUBLISH of 50\d\d bytes, over the sink's maxPacketSize for \S+ \(2000 bytes\)/);
+  assert.deepEqual(outcome.acked, ['first', 'third']);
+  assert.equal(outcome.counters.get('mqtt.client.messages.rejected{bridge=test,reason=too_large}'), 1);
+  assert.equal(outcome.counters.get('mqtt.client.messages.rejected{bridge=test,reason=broker_closed}'), 0);
+});
+
+test("MQTT 5: the smaller of the sink's maxPacketSize and the broker's Maximum Packet Size applies", { timeout: 60_000 }, async () => {
+  const MIDDLE = 'y'.repeat(1500);
+  // The broker's 2000 bytes is the smaller: BIG is refused by it, MIDDLE published.
+  const broker = await publishWithRetries('max_packet_size 2000', { protocolVersion: 5, maxPacketSize: 10_000 }, [['first', MIDDLE, BIG]], 8);
+  assert.equal(broker.attempts, 1);
+  assert.deepEqual(broker.acked, ['first', MIDDLE]);
+  assert.match(String(broker.refused.get(BIG)?.message), /over the Maximum Packet Size of \S+ \(2000 bytes\)/);
+  // The sink's 1000 bytes is the smaller: MIDDLE is refused too.
+  const sink = await publishWithRetries('max_packet_size 2000', { protocolVersion: 5, maxPacketSize: 1000 }, [['first', MIDDLE, BIG]], 8);
+  assert.equal(sink.attempts, 1);
+  assert.deepEqual(sink.acked, ['first']);
+  assert.deepEqual(new Set(sink.refused.keys()), new Set([MIDDLE, BIG]));
+  assert.match(String(sink.refused.get(MIDDLE)?.message), /over the sink's maxPacketSize for \S+ \(1000 bytes\)/);
+  assert.equal(sink.counters.get('mqtt.client.messages.rejected{bridge=test,reason=too_large}'), 2);
+});

@@ -3,6 +3,8 @@
 // stays up: it used to miss the broker's PINGRESPs and reconnect every 1.5 keepalives, and the
 // broker delivered what Ferry held again each time.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { type Socket, connect, createServer } from 'node:net';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectAsync } from 'mqtt';
@@ -31,13 +33,14 @@ interface Held {
  * them: its window (maxInFlight 5) fills under QoS 1, and the first message blocks the read under
  * QoS 2.
  */
-async function holdingSource(protocolVersion: 4 | 5, qos: 1 | 2, messages: number): Promise<Held> {
+async function holdingSource(protocolVersion: 4 | 5, qos: 1 | 2, messages: number, via?: (mosquitto: PrivateMosquitto) => Promise<string>): Promise<Held> {
   const mosquitto = await startPrivateMosquitto(tempDir());
+  const url = via === undefined ? mosquitto.url : await via(mosquitto);
   const counters = new CounterRegistry();
   const topic = randomName('ext/paused/');
   const clientId = randomName('ferry-src-');
   const config = mqttClientSource.schema.parse({
-    url: mosquitto.url,
+    url,
     clientId,
     topics: [topic],
     qos,
@@ -117,6 +120,82 @@ test('a paused source still notices a broker that went away, and reconnects', { 
     // The next PINGREQs go to a closed socket: the write fails and the connection ends.
     await eventually(() => assert.ok(held.counters.get('mqtt.client.disconnected{bridge=test}') >= 1), { timeoutMs: 10_000 });
   } finally {
+    await held.stop();
+  }
+});
+
+interface BlackHolingRelay {
+  readonly port: number;
+  /** From now on the connections open so far carry nothing either way and stay open; later ones are carried. */
+  blackHole(): void;
+  close(): void;
+}
+
+/**
+ * A TCP relay in front of the broker that can turn its open connections into black holes: the
+ * client's writes are taken and go nowhere, nothing comes back, nothing is closed (a host gone
+ * without closing, or a NAT that forgot the connection, while a new connection gets through).
+ * A pulled cable would not even acknowledge the writes at TCP level; only root could make that
+ * happen on loopback, and to the client's MQTT both are the same silence.
+ */
+async function blackHolingRelay(target: number): Promise<BlackHolingRelay> {
+  const pairs = new Set<{ readonly client: Socket; readonly upstream: Socket; dead: boolean }>();
+  const server = createServer((client) => {
+    const pair = { client, upstream: connect(target, '127.0.0.1'), dead: false };
+    pairs.add(pair);
+    const carry = (from: Socket, to: Socket) => {
+      from.on('data', (chunk: Buffer) => {
+        if (!pair.dead) to.write(chunk);
+      });
+      from.on('error', () => {});
+      from.on('close', () => {
+        if (!pair.dead) to.destroy();
+      });
+    };
+    carry(client, pair.upstream);
+    carry(pair.upstream, client);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as { port: number }).port,
+    blackHole: () => {
+      for (const pair of pairs) pair.dead = true;
+    },
+    close: () => {
+      for (const { client, upstream } of pairs) {
+        client.destroy();
+        upstream.destroy();
+      }
+      server.close();
+    },
+  };
+}
+
+// mqtt.js' own keepalive is held while reading is paused, and a PINGREQ written into a black hole
+// fails only at TCP's retransmission timeout (15 minutes and more; never, when something still
+// acknowledges it): a paused source stayed on a dead connection that long.
+test('a paused source notices a broker gone silent without closing within 3 keepalives, and reconnects', { timeout: 60_000 }, async () => {
+  let relay: BlackHolingRelay | undefined;
+  const held = await holdingSource(4, 1, 30, async (mosquitto) => {
+    relay = await blackHolingRelay(mosquitto.port);
+    return `mqtt://127.0.0.1:${relay.port}`;
+  });
+  try {
+    await eventually(() => assert.equal(held.deliveries.length, 5));
+    // Paused for a few keepalives while the broker answers: the connection stays.
+    await sleep(3_000);
+    assert.equal(held.counters.get('mqtt.client.disconnected{bridge=test}'), 0, 'the source reconnected while paused');
+    relay?.blackHole();
+    // Silent for at most 3 keepalives (keepaliveSec 1), then a reconnect (reconnectMaxMs 100) and
+    // a CONNACK; a second more for a slow machine.
+    await eventually(() => assert.equal(held.counters.get('mqtt.client.connected{bridge=test}'), 2), { timeoutMs: 3 * 1_000 + 100 + 1_000 + 1_000 });
+    assert.equal(held.counters.get('mqtt.client.disconnected{bridge=test}'), 1);
+    // The broker delivers again, on the new connection, what Ferry had not acknowledged.
+    await eventually(() => assert.equal(held.deliveries.length, 10));
+    assert.deepEqual(payloads(held.deliveries.slice(5)), ['m0', 'm1', 'm2', 'm3', 'm4']);
+  } finally {
+    relay?.close();
     await held.stop();
   }
 });
