@@ -1,8 +1,9 @@
-import type { Consumer, IHeaders, Producer, logCreator } from 'kafkajs';
+import type { Consumer, ICustomPartitioner, IHeaders, Kafka, Producer, logCreator } from 'kafkajs';
 import type { Logger } from 'pino';
 import { type Compression, useCompression } from './codecs.ts';
 import { patchKafkajs } from './kafkajs-patches.ts';
 import { memoizedDefaultPartitioner } from './partitioner.ts';
+import { recordRefusalType } from './record-refusals.ts';
 
 /** One record for Kafka; headers are strings, as Ferry keeps them. */
 export interface KafkaRecord {
@@ -49,42 +50,87 @@ export interface KafkaProducerOptions {
  * gateway without Kafka bridges does not pay for it at startup.
  */
 export function createKafkaProducer(options: KafkaProducerOptions): KafkaProducer {
-  let opened: { producer: Producer; compression: number } | undefined;
+  let opened: OpenedKafka | undefined;
+  let current: InUse<Producer> | undefined;
+  /** Producers replaced while sends were in flight on them: disconnected when the last ends. */
+  const retired = new Set<InUse<Producer>>();
+  const retire = (producer: InUse<Producer>) => {
+    if (producer.sends > 0) retired.add(producer);
+    else producer.it.disconnect().catch(() => {});
+  };
   return {
     connect: async () => {
-      opened ??= await openProducer(options);
-      await opened.producer.connect();
+      opened ??= await openKafka(options);
+      current ??= { it: newProducer(opened, options), sends: 0 };
+      await current.it.connect();
     },
     disconnect: async () => {
-      await opened?.producer.disconnect();
+      await Promise.all([...retired, ...(current === undefined ? [] : [current])].map((p) => p.it.disconnect()));
+      retired.clear();
     },
     send: async (batch) => {
-      if (opened === undefined) throw new Error('producer is not connected');
-      await opened.producer.sendBatch({
-        acks: options.acks === 'all' ? -1 : 1,
-        compression: opened.compression,
-        topicMessages: batch.map(({ topic, records }) => ({
-          topic,
-          // kafkajs only reads the headers, and takes a Buffer as it is.
-          messages: records.map((r) => ({
-            key: r.key,
-            value: Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength),
-            headers: r.headers as Record<string, string>,
-            timestamp: String(r.timestamp),
+      if (opened === undefined || current === undefined) throw new Error('producer is not connected');
+      const producer = current;
+      producer.sends += 1;
+      try {
+        await producer.it.sendBatch({
+          acks: options.acks === 'all' ? -1 : 1,
+          compression: opened.compression,
+          topicMessages: batch.map(({ topic, records }) => ({
+            topic,
+            // kafkajs only reads the headers, and takes a Buffer as it is.
+            messages: records.map((r) => ({
+              key: r.key,
+              value: Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength),
+              headers: r.headers as Record<string, string>,
+              timestamp: String(r.timestamp),
+            })),
           })),
-        })),
-      });
+        });
+      } catch (error) {
+        // A refused record fails its whole request, and kafkajs then takes back the sequence
+        // numbers of every partition in it, also of those the broker appended: an idempotent
+        // producer's next records for these would be refused as out of order (kafkajs retries
+        // none of that), and the batch retried for ever. A new producer id numbers from 0 again.
+        if (options.idempotent && current === producer && recordRefusalType(error) !== undefined) {
+          const renewed = { it: newProducer(opened, options), sends: 0 };
+          try {
+            await renewed.it.connect();
+          } catch (cause) {
+            await renewed.it.disconnect().catch(() => {});
+            throw cause;
+          }
+          current = renewed;
+          retire(producer);
+        }
+        throw error;
+      } finally {
+        producer.sends -= 1;
+        if (producer.sends === 0 && retired.delete(producer)) producer.it.disconnect().catch(() => {});
+      }
     },
   };
 }
 
-async function openProducer(options: KafkaProducerOptions): Promise<{ producer: Producer; compression: number }> {
+/** A client and the sends in flight on it. */
+interface InUse<T> {
+  readonly it: T;
+  sends: number;
+}
+
+interface OpenedKafka {
+  readonly kafka: Kafka;
+  readonly compression: number;
+  readonly defaultPartitioner: ICustomPartitioner;
+}
+
+async function openKafka(options: KafkaProducerOptions): Promise<OpenedKafka> {
   patchKafkajs();
   const kafkajs = await import('kafkajs');
-  const { Kafka, Partitioners, logLevel } = kafkajs;
+  const { logLevel } = kafkajs;
   // CompressionCodecs is not among the names Node finds in kafkajs' CommonJS exports.
   const compression = useCompression(options.compression, { CompressionTypes: kafkajs.CompressionTypes, CompressionCodecs: kafkajs.default.CompressionCodecs });
-  const kafka = new Kafka({
+  const kafka = new kafkajs.Kafka({
     clientId: options.clientId,
     brokers: [...options.brokers],
     connectionTimeout: options.connectionTimeoutMs,
@@ -93,14 +139,17 @@ async function openProducer(options: KafkaProducerOptions): Promise<{ producer: 
     logLevel: logLevel.WARN,
     logCreator: logTo(options.logger, logLevel),
   });
+  return { kafka, compression, defaultPartitioner: kafkajs.Partitioners.DefaultPartitioner };
+}
+
+function newProducer({ kafka, defaultPartitioner }: OpenedKafka, options: KafkaProducerOptions): Producer {
   // The default (murmur2) partitioner, named so kafkajs does not warn about its v2 change.
-  const producer = kafka.producer({
+  return kafka.producer({
     allowAutoTopicCreation: true,
-    createPartitioner: memoizedDefaultPartitioner(Partitioners.DefaultPartitioner),
+    createPartitioner: memoizedDefaultPartitioner(defaultPartitioner),
     idempotent: options.idempotent,
     ...(options.maxInFlightRequests === undefined ? {} : { maxInFlightRequests: options.maxInFlightRequests }),
   });
-  return { producer, compression };
 }
 
 // ---------------------------------------------------------------------------------------

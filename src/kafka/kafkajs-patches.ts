@@ -31,6 +31,8 @@
 //     timer at its deadline instead (scheduleRequestTimeoutCheck and destroy).
 // If kafkajs was loaded before (by another part of the process), the other originals stay in
 // use: slower, never wrong.
+// One fix of behaviour: consumer/consumerGroup's recoverFromOffsetOutOfRange, see
+// readFromEarliestWhenOutOfRange.
 import { createRequire } from 'node:module';
 import { type KafkajsEncoderClass, type RecordBatchDeps, recordBatchEncoder, recordBatchWriter, recordEncoder } from './record-encoding.ts';
 import { produceRequestV3, requestFrame } from './produce-encoding.ts';
@@ -60,6 +62,7 @@ const PRODUCE_V3 = 'kafkajs/src/protocol/requests/produce/v3/request.js';
 const REQUEST = 'kafkajs/src/protocol/request.js';
 const API_KEYS = 'kafkajs/src/protocol/requests/apiKeys.js';
 const REQUEST_QUEUE = 'kafkajs/src/network/requestQueue/index.js';
+const CONSUMER_GROUP = 'kafkajs/src/consumer/consumerGroup.js';
 
 /** kafkajs' wait before it looks at pending requests again when it is not throttled (its CHECK_PENDING_REQUESTS_INTERVAL). */
 const CHECK_PENDING_MS = 10;
@@ -215,6 +218,56 @@ export function ensureAvailableUnfilled(nextPowerOfTwo: (value: number) => numbe
   };
 }
 
+/** What readFromEarliestWhenOutOfRange uses of kafkajs' ConsumerGroup. */
+interface OutOfRangeGroup {
+  readonly preferredReadReplicasPerTopicPartition: Record<string, Record<number, unknown> | undefined>;
+  readonly cluster: {
+    fetchTopicsOffset(
+      topics: { topic: string; fromBeginning: boolean; partitions: { partition: number }[] }[],
+    ): Promise<{ topic: string; partitions: { partition: number; offset: string }[] }[]>;
+  };
+  readonly offsetManager: {
+    readonly groupId: string;
+    readonly memberId: string;
+    readonly generationId: number;
+    getCoordinator(): Promise<{ offsetCommit(request: object): Promise<unknown> }>;
+    clearOffsets(topicPartition: { topic: string; partition: number }): void;
+  };
+  readonly logger: { warn(message: string, extra: object): void };
+}
+
+type OutOfRange = { readonly topic: string; readonly partition: number };
+
+/**
+ * kafkajs' ConsumerGroup.recoverFromOffsetOutOfRange, resetting to the earliest offset Kafka
+ * still has rather than to `fromBeginning`'s: a group's committed offset is out of range when
+ * retention deleted the records up to it (a gateway offline longer than the topic's retention),
+ * and kafkajs then reset a consumer without `fromBeginning` to the end of the partition, skipping
+ * every record still retained after the deleted ones, unread. `fromBeginning` is for a group
+ * without a committed offset. The offset is committed as a number: kafkajs reads a committed -2
+ * ("earliest") with `fromBeginning` again.
+ */
+export function readFromEarliestWhenOutOfRange(original: (this: OutOfRangeGroup, e: OutOfRange) => Promise<void>) {
+  return async function recoverFromOffsetOutOfRange(this: OutOfRangeGroup, e: OutOfRange): Promise<void> {
+    // A follower out of range: kafkajs tries the leader first.
+    if (typeof this.preferredReadReplicasPerTopicPartition[e.topic]?.[e.partition] === 'number') return original.call(this, e);
+    const { topic, partition } = e;
+    const [found] = await this.cluster.fetchTopicsOffset([{ topic, fromBeginning: true, partitions: [{ partition }] }]);
+    const offset = found?.partitions.find((p) => p.partition === partition)?.offset;
+    if (offset === undefined) return original.call(this, e);
+    this.logger.warn('Offset out of range (retention deleted the records up to the committed offset): reading from the earliest offset Kafka has', { topic, partition, offset });
+    const manager = this.offsetManager;
+    const coordinator = await manager.getCoordinator();
+    await coordinator.offsetCommit({
+      groupId: manager.groupId,
+      memberId: manager.memberId,
+      groupGenerationId: manager.generationId,
+      topics: [{ topic, partitions: [{ partition, offset }] }],
+    });
+    manager.clearOffsets({ topic, partition });
+  };
+}
+
 let applied = false;
 
 /** Puts the replacements in Node's module cache, where kafkajs' own requires find them. Idempotent. */
@@ -245,6 +298,8 @@ export function patchKafkajs(): void {
   const RequestQueue = require(REQUEST_QUEUE) as {
     prototype: { scheduleCheckPendingRequests: unknown; scheduleRequestTimeoutCheck: unknown; destroy: (this: RequestTimeoutState) => void };
   };
+  const { prototype: group } = require(CONSUMER_GROUP) as { prototype: { recoverFromOffsetOutOfRange: Parameters<typeof readFromEarliestWhenOutOfRange>[0] } };
+  group.recoverFromOffsetOutOfRange = readFromEarliestWhenOutOfRange(group.recoverFromOffsetOutOfRange);
   RequestQueue.prototype.scheduleCheckPendingRequests = scheduleCheckPendingRequests;
   if (RequestQueue.prototype.scheduleRequestTimeoutCheck !== scheduleRequestTimeoutCheck) {
     RequestQueue.prototype.scheduleRequestTimeoutCheck = scheduleRequestTimeoutCheck;

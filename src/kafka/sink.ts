@@ -8,6 +8,7 @@ import { type KafkaRecord, createKafkaProducer } from './client.ts';
 import { COMPRESSIONS } from './codecs.ts';
 import { kafkaConnectionFields } from './connection-fields.ts';
 import { allowedTopicProblem, recordRenderer, topicAllowList, topicTemplateProblem, unwritable } from './records.ts';
+import { type RecordRefusal, describeRecordRefusal, findingRefusedRecords } from './record-refusals.ts';
 import { type TopicRefusal, TopicSender, describeRefusal } from './topic-refusals.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
@@ -177,6 +178,8 @@ export type KafkaSinkConfig = z.output<ReturnType<typeof schema>>;
  * alone as MESSAGE_INVALID, and the rest of its batch is written. So is a message whose topic,
  * rendered from message data, Kafka refuses (not created, refused name, not authorized): see
  * TopicSender. A refused fixed topic fails every batch, retried like an outage until it is fixed.
+ * A record Kafka refuses for what it is (too large for the topic, say) is found by sending the
+ * batch again in halves, and nacked alone too: see findingRefusedRecords.
  */
 export const kafkaSink: SinkComponent<ReturnType<typeof schema>> = {
   kind: 'kafka',
@@ -239,9 +242,12 @@ export const kafkaSink: SinkComponent<ReturnType<typeof schema>> = {
         const names = [...topics.keys()].join(',');
         const batchTopics = [...topics].map(([topic, { records }]) => ({ topic, records }));
         let refused: ReadonlyMap<string, TopicRefusal> = NO_REFUSALS;
+        // Records Kafka refuses for what they are (too large, say), found only when a send fails.
+        const refusedRecords = new Map<KafkaRecord, RecordRefusal>();
+        const finding = findingRefusedRecords(producer, refusedRecords);
         try {
-          if (sender === undefined) await producer.send(batchTopics);
-          else refused = await sender.send(producer, batchTopics);
+          if (sender === undefined) await finding.send(batchTopics);
+          else refused = await sender.send(finding, batchTopics);
         } catch (error) {
           throw wrapError('SINK_WRITE_FAILED', `${component}: produce to ${names} failed`, error, {
             component,
@@ -255,6 +261,17 @@ export const kafkaSink: SinkComponent<ReturnType<typeof schema>> = {
           const { deliveries } = topics.get(topic) as { readonly deliveries: Delivery[] };
           for (const delivery of deliveries) rejected.set(delivery, unwritable(component, delivery.envelope, reason, refusal.error));
           ctx.counters.count('kafka.messages.rejected', { bridge: ctx.bridge }, deliveries.length);
+        }
+        if (refusedRecords.size > 0) {
+          for (const { records, deliveries } of topics.values()) {
+            records.forEach((record, i) => {
+              const refusal = refusedRecords.get(record);
+              const delivery = deliveries[i] as Delivery;
+              if (refusal === undefined || rejected.has(delivery)) return;
+              rejected.set(delivery, unwritable(component, delivery.envelope, describeRecordRefusal(refusal, record.value.byteLength), refusal.error));
+              ctx.counters.count('kafka.messages.rejected', { bridge: ctx.bridge });
+            });
+          }
         }
         return { rejected };
       },
