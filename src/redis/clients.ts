@@ -19,7 +19,7 @@ export interface IoRedisClient {
   pipeline(): { mget(...keys: string[]): unknown; hget(key: string, field: string): unknown; exec(): Promise<[Error | null, unknown][] | null> };
   evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
   eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
-  on(event: 'ready' | 'error' | 'end' | 'close', listener: (...args: unknown[]) => void): unknown;
+  on(event: 'connect' | 'ready' | 'error' | 'end' | 'close', listener: (...args: unknown[]) => void): unknown;
   disconnect(): void;
 }
 
@@ -40,19 +40,35 @@ const ioredis: IoRedisFactory = async (settings) => {
   }) as unknown as IoRedisClient;
 };
 
-/** Error replies that say the server cannot serve anyone yet: Redis is there, but not usable. */
-const SERVER_NOT_READY = new Set(['LOADING', 'BUSY', 'MASTERDOWN', 'TRYAGAIN', 'CLUSTERDOWN', 'READONLY']);
+/**
+ * Error replies by which the server refuses this client whatever the key: not ready yet (LOADING,
+ * BUSY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, READONLY), refusing every write (OOM at maxmemory with
+ * noeviction, MISCONF after a failed save, NOREPLICAS), refusing the credentials (NOAUTH,
+ * WRONGPASS), or not holding the key at all (MOVED, ASK: a Redis Cluster node). Refusing one
+ * key's messages for them would refuse every message (a full Redis dead-lettered each one).
+ */
+const SERVER_REFUSALS = new Set(['LOADING', 'BUSY', 'MASTERDOWN', 'TRYAGAIN', 'CLUSTERDOWN', 'READONLY', 'OOM', 'MISCONF', 'NOREPLICAS', 'NOAUTH', 'WRONGPASS', 'MOVED', 'ASK']);
 
 /**
- * True for an error reply about the command itself (WRONGTYPE, NOPERM, a script's error): Redis
- * answered, and asking again will not help until someone changes the key or the ACL, so it
- * refuses what the command was for, not the whole connection. Replies saying the server is not
- * ready (LOADING, BUSY, ...) and every other failure (a timeout, a lost connection) mean Redis
- * is unavailable.
+ * True for an error reply that says Redis will not serve this client now, whatever the key:
+ * one of SERVER_REFUSALS, or NOPERM for a command the ACL forbids (`no permissions to run the
+ * 'evalsha' command`), as opposed to NOPERM for a key, which is that key's.
+ */
+export function isServerRefusal(error: unknown): error is Error {
+  if (!(error instanceof Error) || error.name !== 'ReplyError') return false;
+  const code = error.message.split(' ', 1)[0] as string;
+  return SERVER_REFUSALS.has(code) || (code === 'NOPERM' && /permissions to run the '/.test(error.message));
+}
+
+/**
+ * True for an error reply about the command itself (WRONGTYPE, NOPERM for a key, a script's
+ * error): Redis answered, and asking again will not help until someone changes the key or the
+ * ACL, so it refuses what the command was for, not the whole connection. Server refusals
+ * (isServerRefusal) and every other failure (a timeout, a lost connection) mean Redis is
+ * unavailable.
  */
 export function isCommandError(error: unknown): error is Error {
-  if (!(error instanceof Error) || error.name !== 'ReplyError') return false;
-  return !SERVER_NOT_READY.has(error.message.split(' ', 1)[0] as string);
+  return error instanceof Error && error.name === 'ReplyError' && !isServerRefusal(error);
 }
 
 /**
@@ -69,6 +85,8 @@ export class RedisConnection {
   /** Set once the first connection attempt finished, either way. */
   #settled = false;
   #lastError: unknown;
+  /** Set while the current connection runs on database 0 because Redis refused the URL's. */
+  #selectRefused: Error | undefined;
   #closed = false;
 
   constructor(settings: RedisConnectionSettings, factory: IoRedisFactory = ioredis) {
@@ -85,6 +103,12 @@ export class RedisConnection {
   async run<T>(command: (client: IoRedisClient) => Promise<T>): Promise<T> {
     if (this.#closed) throw new FerryError('SHUTDOWN', `Redis ${this.target}: connection closed`);
     const client = await this.#open();
+    if (this.#selectRefused !== undefined) {
+      throw new FerryError('UPSTREAM_UNAVAILABLE', `Redis ${this.target} refuses the URL's database: ${this.#selectRefused.message}`, {
+        retryable: true,
+        cause: this.#selectRefused,
+      });
+    }
     if (client.status !== 'ready' && this.#settled && this.settings.offline === 'fail') {
       const reason = this.#lastError instanceof Error ? `: ${this.#lastError.message}` : '';
       throw new FerryError('UPSTREAM_UNAVAILABLE', `Redis ${this.target} is unreachable (${client.status})${reason}`, { retryable: true });
@@ -92,8 +116,12 @@ export class RedisConnection {
     try {
       return await command(client);
     } catch (error) {
-      // A reply error (WRONGTYPE, a script error) is the command's fault; anything else (a
-      // timeout, the connection lost with the command in flight) means Redis was not there.
+      // A reply error (WRONGTYPE, a script error) is the command's fault; one refusing the
+      // server (OOM, LOADING, WRONGPASS) and anything else (a timeout, the connection lost with
+      // the command in flight) mean Redis was not there to serve it.
+      if (isServerRefusal(error)) {
+        throw new FerryError('UPSTREAM_UNAVAILABLE', `Redis ${this.target} refuses to serve: ${error.message}`, { retryable: true, cause: error });
+      }
       if ((error as Error | undefined)?.name === 'ReplyError' || error instanceof FerryError) throw error;
       // ioredis drops a command the connection failed under with "Reached the max retries per
       // request limit", which says nothing of why: the connection's own error (ECONNREFUSED, a
@@ -109,16 +137,33 @@ export class RedisConnection {
         this.#settled = true;
         this.#lastError = undefined;
       });
+      // Each connection selects the URL's database anew.
+      client.on('connect', () => {
+        this.#selectRefused = undefined;
+      });
       // Reported by the commands that fail; without a listener ioredis would log each attempt.
       client.on('error', (error) => {
         this.#settled = true;
         this.#lastError = error;
+        // ioredis reports a SELECT the server refused (a database beyond its `databases`) here
+        // only, and goes on with database 0: every command would read and write another
+        // database than the URL's.
+        if ((error as { command?: { name?: string } } | undefined)?.command?.name === 'select') this.#selectRefused = error as Error;
       });
       client.on('close', () => {
         this.#settled = true;
       });
       if (this.#closed) client.disconnect();
-      return client;
+      // The first commands would be sent as soon as the connection is ready, whether or not its
+      // SELECT went through: with a database in the URL, they wait for the first attempt's end
+      // (ready, or an error: bounded by connectTimeoutMs), so that a refused SELECT stops them.
+      if (!namesDatabase(this.settings.url)) return client;
+      return new Promise<IoRedisClient>((resolve) => {
+        const settle = () => resolve(client);
+        client.on('ready', settle);
+        client.on('error', settle);
+        client.on('end', settle);
+      });
     });
     return this.#client;
   }
@@ -126,6 +171,16 @@ export class RedisConnection {
   close(): void {
     this.#closed = true;
     void this.#client?.then((client) => client.disconnect()).catch(() => {});
+  }
+}
+
+/** True when `url` selects a database other than 0 (`/3`, `?db=3`). */
+function namesDatabase(url: string): boolean {
+  try {
+    const parsed = new URL(url);
+    return Number(parsed.pathname.slice(1) || parsed.searchParams.get('db') || 0) !== 0;
+  } catch {
+    return false;
   }
 }
 

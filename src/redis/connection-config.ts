@@ -5,7 +5,34 @@ import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
 /** The Redis every component uses when none is named. */
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
-const redisUrl = z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL');
+/**
+ * What keeps `url` from being a Redis URL ioredis connects with as written, or undefined. A
+ * port out of range or a stray character fails only when the connection opens (failOpen would
+ * then pass every message for ever), and a database that is not a number is sent as SELECT NaN,
+ * whose error reply nothing awaits: the process stops on an unhandled rejection. The URL is
+ * never quoted back: it may hold a password.
+ */
+export function redisUrlProblem(url: string): string | undefined {
+  if (!/^rediss?:\/\//.test(url)) return 'a redis:// or rediss:// URL';
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'not a valid URL (a port from 1 to 65535, no spaces; write special characters of a password %-encoded)';
+  }
+  const db = parsed.searchParams.get('db');
+  if (!/^\/?\d*$/.test(parsed.pathname) || (db !== null && !/^\d+$/.test(db))) return 'the database of a Redis URL is a number (redis://host:6379/0)';
+  return undefined;
+}
+
+// The pattern stays for editors' JSON Schema; the refinement checks the rest.
+const redisUrl = z
+  .string()
+  .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
+  .superRefine((url, ctx) => {
+    const problem = isRedisUrl(url) ? redisUrlProblem(url) : undefined;
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+  });
 
 /**
  * One Redis connection, as declared under `redis:` in gateway.yaml. The rate limiter, the
@@ -68,7 +95,14 @@ export const redisReference = (description: string) =>
   z
     .string()
     .min(1)
-    .refine((value) => /^rediss?:\/\//.test(value) || connectionName.safeParse(value).success, 'a redis:// URL or the name of a connection under `redis:` in gateway.yaml')
+    .superRefine((value, ctx) => {
+      if (!isRedisUrl(value)) {
+        if (!connectionName.safeParse(value).success) ctx.addIssue({ code: 'custom', message: 'a redis:// URL or the name of a connection under `redis:` in gateway.yaml' });
+        return;
+      }
+      const problem = redisUrlProblem(value);
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+    })
     .default(DEFAULT_REDIS_URL)
     .meta({ description, examples: ['cache', 'redis://redis.site-7.lan:6379'] });
 

@@ -289,7 +289,10 @@ class Lookup {
     if (!this.#outage) {
       this.#outage = true;
       const what = { hold: 'holding messages unacknowledged until it is back', pass: 'storing messages without the field', reject: 'moving messages to the dead letters' };
-      logger.warn({ err: error, bridge }, `lookup: Redis unreachable; ${what[config.onUnavailable]} (onUnavailable: ${config.onUnavailable})`);
+      logger.warn(
+        { err: error, bridge },
+        `lookup: Redis unavailable (${error instanceof Error ? error.message : String(error)}); ${what[config.onUnavailable]} (onUnavailable: ${config.onUnavailable})`,
+      );
     }
     if (config.onUnavailable === 'hold') {
       this.#blockedUntil = Date.now() + RETRY_MS;

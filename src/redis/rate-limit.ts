@@ -350,11 +350,13 @@ class Limiter {
     if (this.#outage) return;
     this.#outage = true;
     const { config, logger } = this.#options;
+    // The reason in the line itself: "unreachable" and "full" (OOM) call for different fixes.
+    const why = error instanceof Error ? error.message : String(error);
     logger.warn(
       { err: error, redis: this.#target() },
       config.failOpen
-        ? 'rate limit: Redis unreachable; letting messages through without a limit (failOpen) until it is back'
-        : 'rate limit: Redis unreachable; holding messages unacknowledged until it is back (failOpen: false)',
+        ? `rate limit: Redis unavailable (${why}); letting messages through without a limit (failOpen) until it is back`
+        : `rate limit: Redis unavailable (${why}); holding messages unacknowledged until it is back (failOpen: false)`,
     );
   }
 

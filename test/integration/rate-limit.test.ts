@@ -147,7 +147,10 @@ test('Redis unreachable: failOpen lets messages through, counted, with one warni
   assert.equal(l.counters.get('ratelimit.unavailable{bridge=test}'), 5);
   const warnings = l.logs.filter((e) => e.level === 40);
   assert.equal(warnings.length, 1);
-  assert.match(warnings[0]?.msg ?? '', /Redis unreachable; letting messages through without a limit \(failOpen\)/);
+  assert.match(
+    warnings[0]?.msg ?? '',
+    /^rate limit: Redis unavailable \(Redis redis:\/\/127\.0\.0\.1:\d+ is unreachable: .*\); letting messages through without a limit \(failOpen\)/,
+  );
   l.stop();
 });
 
