@@ -1,7 +1,7 @@
 // The embedded broker's state on SQLite (mqtt.persistence: sqlite, synchronous=FULL) against
 // the same broker with it in memory, alternating: QoS 1 ingest through `ferry run` (history
 // bridge), then in one process QoS 1 publishes queued for offline persistent sessions (committed
-// before the publisher's PUBACK), a reconnecting session's queue sent to it, SUBSCRIBE and
+// before the publisher's PUBACK), a reconnecting session's queue sent to it (QoS 1, QoS 2), SUBSCRIBE and
 // UNSUBSCRIBE churn of a persistent session (SUBACK after the commit), retained message churn
 // (PUBACK after the commit), and startup with 10,000 saved sessions and 100,000 retained messages.
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -36,7 +36,10 @@ export interface BrokerStateBenchResult {
   /** QoS 1 ingest through `ferry run` with the history bridge, 50 devices, msgs/s. */
   readonly ingest: Compared;
   readonly fanOut: Compared;
+  /** A reconnecting persistent session's queue of 3,000 QoS 1 messages sent to it (MQTT 3.1.1), msgs/s. */
   readonly drain: Compared;
+  /** The same at QoS 2 (each message's packet id, then its PUBREL state, on disk before the packet leaves), msgs/s. */
+  readonly drainQos2: Compared;
   /** SUBSCRIBE + UNSUBSCRIBE pairs of one persistent session, 20 in flight, pairs/s. */
   readonly subscribeChurn: Compared;
   /** QoS 1 retained publishes over 500 topics, 20 in flight, msgs/s. */
@@ -60,6 +63,7 @@ async function broker(mode: Mode, path: string): Promise<EmbeddedBroker> {
 interface Round {
   fanOut: number;
   drain: number;
+  drainQos2: number;
   subscribeChurn: number;
   retainedChurn: number;
 }
@@ -95,22 +99,28 @@ async function round(mode: Mode, dir: string): Promise<Round> {
     }
     await Promise.all(window);
     const fanOut = PUBLISHES / ((performance.now() - started) / 1000);
-    // Fill one more session's queue to QUEUED, then time its reconnect.
-    const one = await connectAsync(url, { clientId: 'drain', clean: false, reconnectPeriod: 0 });
-    await one.subscribeAsync('q/#', { qos: 1 });
-    await one.endAsync();
-    for (let i = 0; i < QUEUED; i++) {
-      window.push(pub.publishAsync('q/x', PAYLOAD, { qos: 1 }));
-      if (window.length >= WINDOW) await window.shift();
-    }
-    await Promise.all(window);
+    // Fill one more session's queue to QUEUED, then time its reconnect; at QoS 1, then QoS 2.
+    const drained = async (qos: 1 | 2): Promise<number> => {
+      const clientId = `drain-qos${qos}`;
+      const one = await connectAsync(url, { clientId, clean: false, reconnectPeriod: 0 });
+      await one.subscribeAsync(`q${qos}/#`, { qos });
+      await one.endAsync();
+      for (let i = 0; i < QUEUED; i++) {
+        window.push(pub.publishAsync(`q${qos}/x`, PAYLOAD, { qos }));
+        if (window.length >= WINDOW) await window.shift();
+      }
+      await Promise.all(window);
+      const reconnected = performance.now();
+      const back = connect(url, { clientId, clean: false, reconnectPeriod: 0 });
+      let received = 0;
+      await new Promise<void>((done) => back.on('message', () => (++received === QUEUED ? done() : undefined)));
+      const rate = QUEUED / ((performance.now() - reconnected) / 1000);
+      await back.endAsync();
+      return rate;
+    };
+    const drain = await drained(1);
+    const drainQos2 = await drained(2);
     await pub.endAsync();
-    const reconnected = performance.now();
-    const back = connect(url, { clientId: 'drain', clean: false, reconnectPeriod: 0 });
-    let received = 0;
-    await new Promise<void>((done) => back.on('message', () => (++received === QUEUED ? done() : undefined)));
-    const drain = QUEUED / ((performance.now() - reconnected) / 1000);
-    await back.endAsync();
     const churner = await connectAsync(url, { clientId: 'churn', clean: false, reconnectPeriod: 0 });
     const subscribeChurn = await windowed(async (i) => {
       await churner.subscribeAsync(`churn/${i}/#`, { qos: 1 });
@@ -118,7 +128,7 @@ async function round(mode: Mode, dir: string): Promise<Round> {
     });
     const retainedChurn = await windowed((i) => churner.publishAsync(`retained/${i % 500}`, PAYLOAD, { qos: 1, retain: true }));
     await churner.endAsync();
-    return { fanOut, drain, subscribeChurn, retainedChurn };
+    return { fanOut, drain, drainQos2, subscribeChurn, retainedChurn };
   } finally {
     await b.close();
   }
@@ -205,6 +215,7 @@ export async function benchBrokerState(rounds = 3): Promise<BrokerStateBenchResu
       ingest: compare(ingest),
       fanOut: of('fanOut'),
       drain: of('drain'),
+      drainQos2: of('drainQos2'),
       subscribeChurn: of('subscribeChurn'),
       retainedChurn: of('retainedChurn'),
       startup: { savedSessions: SAVED_SESSIONS, retained: SAVED_RETAINED, ms: Math.round(started.ms), emptyMs: Math.round(started.emptyMs) },

@@ -83,10 +83,15 @@ export class OutgoingQueue {
     this.#insertMessage = db.prepare('INSERT INTO queued_messages (broker_id, broker_counter, copies, payload, meta) VALUES (?, ?, ?, ?, ?)');
     this.#insertCopy = db.prepare('INSERT INTO queue (client_id, seq, message_id, bytes, expires_at, command_key) VALUES (?, ?, ?, ?, ?, ?)');
     // A copy not replaced has the queued message's broker id and counter (its seq is the message's id).
+    // Both lookups name their index: without statistics (no ANALYZE) SQLite walked the client's
+    // queue by its key instead, a row per queued message for each message sent, and a resumed
+    // queue of 10,000 messages was sent at about 1,500 a second (QoS 1, no fsync).
     this.#byCounter = db.prepare(
-      'SELECT q.seq FROM queued_messages m JOIN queue q ON q.client_id = ? AND q.seq = m.id WHERE m.broker_counter IS ? AND m.broker_id IS ? AND q.meta IS NULL ORDER BY q.seq LIMIT 1',
+      'SELECT q.seq FROM queued_messages m INDEXED BY queued_messages_counter CROSS JOIN queue q ON q.client_id = ? AND q.seq = m.id WHERE m.broker_counter IS ? AND m.broker_id IS ? AND q.meta IS NULL ORDER BY q.seq LIMIT 1',
     );
-    this.#byCounterReplaced = db.prepare('SELECT seq FROM queue WHERE client_id = ? AND meta IS NOT NULL AND own_broker_counter IS ? AND own_broker_id IS ? ORDER BY seq LIMIT 1');
+    this.#byCounterReplaced = db.prepare(
+      'SELECT seq FROM queue INDEXED BY queue_replaced WHERE client_id = ? AND meta IS NOT NULL AND own_broker_counter IS ? AND own_broker_id IS ? ORDER BY seq LIMIT 1',
+    );
     this.#sentUnder = db.prepare('SELECT seq FROM queue WHERE client_id = ? AND message_id = ? ORDER BY seq LIMIT 1');
     this.#setMessageId = db.prepare('UPDATE queue SET message_id = ? WHERE client_id = ? AND seq = ?');
     this.#replace = db.prepare(
