@@ -1,5 +1,5 @@
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
-import { type MessageNumbering, aedesInternals, clientInternals, onClientPacket, onPublishDiscarded, reservePacketId } from './aedes-internals.ts';
+import { type DiscardReason, type MessageNumbering, aedesInternals, clientInternals, onClientPacket, onPublishDiscarded, reservePacketId } from './aedes-internals.ts';
 import type { Command, CommandOutcome, PublishedCommand } from './command-types.ts';
 import type { CommandRecords, HeldCopy } from './persistence/command-memory.ts';
 
@@ -16,8 +16,8 @@ interface Pending {
   readonly copies: { readonly sent: Map<number, Pending>; readonly id: number }[];
   readonly topic: string;
   readonly qos: 0 | 1;
-  /** MQTT 5 subscribers that answered with a PUBACK reason code of 0x80 or more, and the code (TOO_LARGE: discarded for them). */
-  readonly refusals: Map<string, number>;
+  /** MQTT 5 subscribers that answered with a PUBACK reason code of 0x80 or more, and the code; or the reason the broker discarded their copy. */
+  readonly refusals: Map<string, number | DiscardReason>;
   readonly settle: (outcome: CommandOutcome) => void;
 }
 
@@ -38,9 +38,6 @@ interface Waited {
  * authorizeForward, with nothing public telling which id it got.
  */
 type TrackedPacket = AedesPublishPacket & { messageExpiry?: number; brokerId?: string; brokerCounter?: number };
-
-/** In Pending.refusals: the client's copy was discarded as larger than its Maximum Packet Size (no PUBACK carries 0x95). */
-const TOO_LARGE = 0x95;
 
 /**
  * Publishes commands through aedes and tells when the device acknowledged each one. A QoS 1
@@ -65,9 +62,7 @@ export class CommandTracker {
     this.#aedes = aedes;
     this.#records = records;
     aedes.on('client', (client: Client) => this.#watch(client));
-    onPublishDiscarded(aedes, (_topic, clientId, reason, message) => {
-      if (reason === 'packetTooLarge') this.#discarded(clientId, message);
-    });
+    onPublishDiscarded(aedes, (_topic, clientId, reason, message) => this.#discarded(clientId, reason, message));
   }
 
   publish(command: Command): PublishedCommand {
@@ -104,7 +99,7 @@ export class CommandTracker {
         for (const numbered of adopted) this.#adopted.delete(numbered);
         if (key !== undefined) {
           if (this.#waiting.get(key)?.pending === pending) this.#waiting.delete(key);
-          this.#remember(key, counter, result, command.expiresAt);
+          this.#remember(key, counter, result, command.expiresAt, pending.sentQos0);
         }
         settle(result);
       },
@@ -192,11 +187,16 @@ export class CommandTracker {
   }
 
   /**
-   * A client's copy of a command was discarded as larger than the Maximum Packet Size it
-   * announced, and out of its session: that client will never take it, as if it had refused it.
-   * Without this the command waited for its expiry, and was then reported as not acknowledged.
+   * A client's copy of a command was discarded, for good: the patched aedes reports it only when
+   * that client will never be sent it (patches/aedes+2.0.0-beta.1.patch). Larger than the
+   * Maximum Packet Size it announced, past the copies kept waiting while its Receive Maximum is
+   * reached, or past its expiry while it waited there, the copy is also out of the client's
+   * session; a shared subscription's copy with no member left to take it is reported only for a
+   * clean session (a persistent one keeps it and sends it on return). So that client answered
+   * it, as if it had refused it. Without this the command waited for its expiry, holding its
+   * Kafka partition's commit, and was then reported as not acknowledged.
    */
-  #discarded(clientId: string, { brokerId, brokerCounter }: MessageNumbering): void {
+  #discarded(clientId: string, reason: DiscardReason, { brokerId, brokerCounter }: MessageNumbering): void {
     if (brokerCounter === undefined) return;
     const pending =
       (brokerId === aedesInternals(this.#aedes).id ? this.#pending.get(brokerCounter) : undefined) ??
@@ -206,7 +206,7 @@ export class CommandTracker {
     if (pending === undefined || pending.qos === 0) return;
     // A QoS 0 copy discarded (the client subscribed at QoS 0) reached nobody either.
     pending.sentQos0.delete(clientId);
-    pending.refusals.set(clientId, TOO_LARGE);
+    pending.refusals.set(clientId, reason);
     this.#checkRefused(pending);
   }
 
@@ -238,10 +238,20 @@ export class CommandTracker {
     }
   }
 
-  /** A client's answer is kept (acked, or refused for good), so that the command is not sent again. */
-  #remember(key: string, counter: number, result: CommandOutcome, expiresAt: number): void {
+  /**
+   * A client's answer is kept (acked, or refused for good), so that the command is not sent
+   * again; so is a command sent at QoS 0 only (`sent`): it counted as delivered, at most once,
+   * and sent again a QoS 0 subscriber got it twice.
+   */
+  #remember(key: string, counter: number, result: CommandOutcome, expiresAt: number, sentTo: ReadonlySet<string>): void {
     this.#records?.forget(counter);
-    if (result.status === 'acked' || result.status === 'refused' || result.status === 'too_large') this.#remembered((records) => records.answered(key, result.clientId, expiresAt));
+    const clientId =
+      result.status === 'acked' || result.status === 'refused' || result.status === 'too_large'
+        ? result.clientId
+        : result.status === 'sent'
+          ? sentTo.values().next().value
+          : undefined;
+    if (clientId !== undefined) this.#remembered((records) => records.answered(key, clientId, expiresAt));
   }
 
   /** What is kept of commands helps, and never stops one: a failure to read or write it is a command sent as if nothing were kept. */
@@ -273,7 +283,7 @@ export class CommandTracker {
   /**
    * A refusal is the command's outcome only when every subscriber that could acknowledge it
    * (a persistent session, connected or not, or a connected client, subscribed at QoS 1 or 2)
-   * refused it (or had its copy discarded as too large): a monitoring client answering 0x80
+   * refused it (or had its copy discarded for good): a monitoring client answering 0x80
    * does not speak for the device. Checked once the broker delivered it to everyone connected,
    * so that a QoS 0 copy written after a refusal counts.
    */
@@ -347,7 +357,18 @@ function commandPacket(command: Command, brokerId: string, brokerCounter: number
   };
 }
 
-/** A client's refusal (a PUBACK reason code, or TOO_LARGE for a discarded copy) as the command's outcome. */
-function refusalOutcome([clientId, reasonCode]: [string, number]): CommandOutcome {
-  return reasonCode === TOO_LARGE ? { status: 'too_large', clientId } : { status: 'refused', clientId, reasonCode };
+/** A client's refusal (a PUBACK reason code, or why the broker discarded its copy) as the command's outcome. */
+function refusalOutcome([clientId, refusal]: [string, number | DiscardReason]): CommandOutcome {
+  switch (refusal) {
+    case 'packetTooLarge':
+      return { status: 'too_large', clientId };
+    case 'receiveQueueFull':
+      return { status: 'discarded', clientId, reason: 'receive_queue_full' };
+    case 'noShareMember':
+      return { status: 'discarded', clientId, reason: 'no_share_member' };
+    case 'expired':
+      return { status: 'expired' };
+    default:
+      return { status: 'refused', clientId, reasonCode: refusal };
+  }
 }

@@ -25,15 +25,29 @@ export type CommandOutcome =
   | { readonly status: 'refused'; readonly clientId: string; readonly reasonCode: number }
   /** Larger than the Maximum Packet Size an MQTT 5 subscriber announced: discarded for it, never sent [MQTT-3.1.2-25]. */
   | { readonly status: 'too_large'; readonly clientId: string }
+  /**
+   * The broker dropped the copy of each client that could acknowledge it, for good (out of its
+   * session too), without a refusal of the client's own: `receive_queue_full`, an MQTT 5 client's
+   * Receive Maximum was reached with as many copies as the broker keeps waiting behind it;
+   * `no_share_member`, the member of a shared subscription sent it ended its clean session before
+   * its PUBACK, and no other member was left to take it.
+   */
+  | { readonly status: 'discarded'; readonly clientId: string; readonly reason: DiscardedReason }
   /** Handed to the broker at QoS 0, or only QoS 0 subscribers took it: no acknowledgement will come. */
   | { readonly status: 'sent' }
   /** Nobody, connected or with a persistent session, is subscribed to the topic. */
   | { readonly status: 'no_subscriber' }
-  /** `expiresAt` passed without a PUBACK; a persistent session still holding it drops it. */
+  /**
+   * `expiresAt` passed without a PUBACK (or the broker dropped the copies waiting for a client's
+   * Receive Maximum as past their expiry); a persistent session still holding it drops it.
+   */
   | { readonly status: 'expired' }
   /** The caller stopped waiting (its bridge stopped). */
   | { readonly status: 'cancelled' }
   | { readonly status: 'failed'; readonly error: Error };
+
+/** Why the broker dropped a command's copies (CommandOutcome `discarded`). */
+export type DiscardedReason = 'receive_queue_full' | 'no_share_member';
 
 export interface PublishedCommand {
   readonly outcome: Promise<CommandOutcome>;
@@ -44,7 +58,8 @@ export interface PublishedCommand {
   cancel(): void;
   /**
    * Set when the command was published before (the same id and topic) and not sent again:
-   * `answered`, a client answered it already (the outcome is `acked` at once); `held`, sessions
+   * `answered`, a client answered it already, or it was sent at QoS 0 only (the outcome is
+   * `acked` at once); `held`, sessions
    * hold it still, or it waits for its answer here already, and that answer settles it.
    */
   readonly again?: 'answered' | 'held';

@@ -143,6 +143,21 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
           }
         };
 
+        // A command no device will take: counted (`commands.expired` or `commands.refused`, with
+        // `reason`), logged, and acked so that its source moves on.
+        const dropped = (delivery: Delivery, topic: string, metric: 'commands.expired' | 'commands.refused', reason: string, why: string, detail: Record<string, unknown>) => {
+          const { envelope } = delivery;
+          ctx.counters.count(metric, { ...labels, reason });
+          ctx.logger.warn({ id: envelope.id, topic, key: envelope.key, ...detail }, `${component}: command dropped: ${why}`);
+          delivery.ack();
+          subscriber.next({
+            type: 'failed',
+            count: 1,
+            error: new FerryError('MESSAGE_REJECTED', `${component}: command to ${topic} dropped: ${why}`, { component, bridge: ctx.bridge, topic }),
+            retryable: false,
+          });
+        };
+
         const settle = (delivery: Delivery, topic: string, outcome: CommandOutcome, started: number) => {
           const { envelope } = delivery;
           switch (outcome.status) {
@@ -153,37 +168,33 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
               subscriber.next({ type: 'written', count: 1, bytes: envelope.payload.byteLength, durationMs: performance.now() - started });
               return;
             case 'no_subscriber':
-            case 'expired': {
-              const reason = outcome.status === 'expired' ? `not acknowledged by a device within ${config.expiryMs} ms` : 'no device is subscribed to its topic';
-              ctx.counters.count('commands.expired', { ...labels, reason: outcome.status });
-              ctx.logger.warn({ id: envelope.id, topic, key: envelope.key, reason: outcome.status }, `${component}: command dropped: ${reason}`);
-              delivery.ack();
-              subscriber.next({
-                type: 'failed',
-                count: 1,
-                error: new FerryError('MESSAGE_REJECTED', `${component}: command to ${topic} dropped: ${reason}`, { component, bridge: ctx.bridge, topic }),
-                retryable: false,
-              });
+              dropped(delivery, topic, 'commands.expired', outcome.status, 'no device is subscribed to its topic', { reason: outcome.status });
+              return;
+            case 'expired':
+              dropped(delivery, topic, 'commands.expired', outcome.status, `not acknowledged by a device within ${config.expiryMs} ms`, { reason: outcome.status });
+              return;
+            case 'refused': {
+              // The device's final word (MQTT 5): sending it again would get the same answer.
+              const { clientId, reasonCode } = outcome;
+              const code = `0x${reasonCode.toString(16)}`;
+              dropped(delivery, topic, 'commands.refused', code, `refused by device '${clientId}' with PUBACK reason code ${code}`, { clientId, reasonCode });
               return;
             }
-            case 'refused':
             case 'too_large': {
-              // The device's final word (MQTT 5): sending it again would get the same answer.
-              const tooLarge = outcome.status === 'too_large';
-              const code = tooLarge ? 'packet_too_large' : `0x${outcome.reasonCode.toString(16)}`;
-              const reason = tooLarge
-                ? `larger (${envelope.payload.byteLength} bytes of payload) than the Maximum Packet Size device '${outcome.clientId}' accepts: not sent to it`
-                : `refused by device '${outcome.clientId}' with PUBACK reason code ${code}`;
-              ctx.counters.count('commands.refused', { ...labels, reason: code });
-              const detail = tooLarge ? { reason: code } : { reasonCode: outcome.reasonCode };
-              ctx.logger.warn({ id: envelope.id, topic, key: envelope.key, clientId: outcome.clientId, ...detail }, `${component}: command dropped: ${reason}`);
-              delivery.ack();
-              subscriber.next({
-                type: 'failed',
-                count: 1,
-                error: new FerryError('MESSAGE_REJECTED', `${component}: command to ${topic} ${reason}`, { component, bridge: ctx.bridge, topic }),
-                retryable: false,
-              });
+              const { clientId } = outcome;
+              const why = `larger (${envelope.payload.byteLength} bytes of payload) than the Maximum Packet Size device '${clientId}' accepts: not sent to it`;
+              dropped(delivery, topic, 'commands.refused', 'packet_too_large', why, { clientId, reason: 'packet_too_large' });
+              return;
+            }
+            case 'discarded': {
+              // The broker dropped the device's copy for good: the device cannot take it (its
+              // window stays full), or nobody is left to (the shared subscription's member left).
+              const { clientId, reason } = outcome;
+              const full = reason === 'receive_queue_full';
+              const why = full
+                ? `the Receive Maximum of device '${clientId}' was reached, with as many commands waiting behind it as the broker keeps: not sent to it`
+                : `device '${clientId}' left without acknowledging it and no other member of its shared subscription was there to take it`;
+              dropped(delivery, topic, full ? 'commands.refused' : 'commands.expired', reason, why, { clientId, reason });
               return;
             }
             case 'cancelled':

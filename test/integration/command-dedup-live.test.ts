@@ -132,3 +132,32 @@ for (const persistence of ['sqlite', 'memory'] as const) {
     }
   });
 }
+
+// Sent at QoS 0 only, the command counted as delivered at once, at most once: delivered again by
+// its source (a partition given back), it is not sent again. broker.db keeps that; memory keeps
+// nothing (a command answered before is sent again there too).
+test('[sqlite] a command sent at QoS 0 only (its device subscribed at QoS 0) and delivered again is not sent again', { timeout: 30_000 }, async () => {
+  const gateway = await brokerWith('sqlite');
+  const bridge = gateway.sink();
+  const clientId = randomName('horn-');
+  const filter = `devices/${clientId}/commands`;
+  const device = await connectCommandDevice(gateway.url, { clientId, filter, subscribe: false });
+  try {
+    await device.client.subscribeAsync(filter, { qos: 0 });
+    const x = newId();
+    const first = bridge.send(clientId, x, 'beep');
+    await device.waitFor(1);
+    await eventually(() => assert.ok(first.acked()));
+    const again = bridge.send(clientId, x, 'beep');
+    await eventually(() => assert.ok(again.acked()));
+    assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=answered}'), 1);
+    const next = bridge.send(clientId, newId(), 'quiet');
+    await device.waitFor(2);
+    await eventually(() => assert.ok(next.acked()));
+    assert.deepEqual(payloads(device), ['beep', 'quiet']);
+  } finally {
+    await device.end();
+    bridge.stop();
+    await gateway.close();
+  }
+});

@@ -131,6 +131,38 @@ test('a command a device acked is not sent again when its source delivers it aga
   }
 });
 
+// Its device subscribed at QoS 0 only: the command went out at QoS 0 and counted as delivered
+// (`sent`), at most once. Sent again, the device got it twice.
+test('a command sent at QoS 0 only (its device subscribed at QoS 0) is not sent again when its source delivers it again after a restart', async () => {
+  const dir = tempDir();
+  const x = newId();
+  const filter = 'devices/siren-1/commands';
+  let gateway = await gatewayOn(dir);
+  let device = await connectCommandDevice(gateway.url, { clientId: 'siren-1', filter, subscribe: false });
+  await device.client.subscribeAsync(filter, { qos: 0 });
+  const first = gateway.send('siren-1', x, 'sound');
+  await device.waitFor(1);
+  await eventually(() => assert.ok(first.acked()));
+  assert.equal(gateway.counters.get('commands.delivered{bridge=commands,qos=0}'), 1);
+  await device.end();
+  await gateway.stop();
+
+  gateway = await gatewayOn(dir);
+  device = await connectCommandDevice(gateway.url, { clientId: 'siren-1', filter, subscribe: false });
+  await device.client.subscribeAsync(filter, { qos: 0 });
+  try {
+    const again = gateway.send('siren-1', x, 'sound');
+    assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=answered}'), 1, 'known from what broker.db keeps');
+    await eventually(() => assert.ok(again.acked()));
+    // A new command after it is the first the device gets on this connection.
+    await oneMore(gateway, device, 'siren-1', 'silence', 1);
+    assert.deepEqual(payloads(device), ['silence']);
+  } finally {
+    await device.end();
+    await gateway.stop();
+  }
+});
+
 test('a command queued for an offline device and delivered again after a restart reaches the device once; its PUBACK settles the new delivery', async () => {
   const x = newId();
   const { gateway } = await queuedThenRestarted('pump-7', [[x, 'start']]);

@@ -49,8 +49,8 @@ export const kafkaMetrics = [
     name: 'commands.expired',
     type: 'counter',
     unit: 'messages',
-    labels: { bridge: BRIDGE, reason: { meaning: 'why it was dropped', values: ['no_subscriber', 'expired'] } },
-    help: 'Commands dropped and committed past: nobody was subscribed to their topic, or no device acknowledged them within `expiryMs`.',
+    labels: { bridge: BRIDGE, reason: { meaning: 'why it was dropped', values: ['no_subscriber', 'expired', 'no_share_member'] } },
+    help: 'Commands dropped and committed past: nobody was subscribed to their topic, no device acknowledged them within `expiryMs`, or the member of a shared subscription that had one left (clean session) without acknowledging it and no other member was there to take it.',
   },
   {
     name: 'commands.refused',
@@ -58,9 +58,12 @@ export const kafkaMetrics = [
     unit: 'messages',
     labels: {
       bridge: BRIDGE,
-      reason: { meaning: 'the PUBACK reason code, in hex (`0x80`, `0x87`...), or `packet_too_large`: larger than the Maximum Packet Size the device announced' },
+      reason: {
+        meaning:
+          "the PUBACK reason code, in hex (`0x80`, `0x87`...); `packet_too_large`: larger than the Maximum Packet Size the device announced; `receive_queue_full`: the device's Receive Maximum was reached with as many messages waiting behind it as the broker keeps",
+      },
     },
-    help: 'Commands every MQTT 5 client that could take them refused with a PUBACK reason code of 0x80 or more, or could not be sent as larger than its Maximum Packet Size; committed past, not sent again.',
+    help: 'Commands every MQTT 5 client that could take them refused with a PUBACK reason code of 0x80 or more, or could not be sent to (larger than its Maximum Packet Size, or its Receive Maximum window full with the queue behind it full too: the broker discarded them); committed past, not sent again.',
   },
   {
     name: 'commands.deduplicated',
@@ -69,7 +72,8 @@ export const kafkaMetrics = [
     labels: {
       bridge: BRIDGE,
       how: {
-        meaning: '`answered`: a device had acked or refused it (it counts as delivered at once); `held`: sessions still hold it (their PUBACK settles it)',
+        meaning:
+          '`answered`: a device had acked or refused it, or it was sent at QoS 0 only (it counts as delivered at once); `held`: sessions still hold it (their PUBACK settles it)',
         values: ['answered', 'held'],
       },
     },
