@@ -29,6 +29,20 @@ export function statementName(text: string): string {
 }
 
 /**
+ * The statement that begins a sink's transaction (and an outbox read's, which its heartbeat
+ * keeps busy: OutboxBatch.keepAlive). `SET LOCAL idle_in_transaction_session_timeout`
+ * has the server end the transaction (and its session) once it waits for its next statement
+ * longer than `abandonedAfterMs`: a sink sends each statement of a transaction right after the
+ * one before, so a transaction that idle was left behind by a connection the sink gave up on (a
+ * network cut off: the client timed out, the server was never told). Without it the server
+ * would keep it open, and the locks of the rows it inserted, until its TCP noticed (hours), and
+ * the same rows written again on a new connection would wait for them all that time.
+ */
+export function beginStatement(abandonedAfterMs: number, more = ''): string {
+  return `BEGIN;${more} SET LOCAL idle_in_transaction_session_timeout = ${Math.max(1, Math.round(abandonedAfterMs))}`;
+}
+
+/**
  * One batch's transaction on a connection of its own, open until `commit` or `rollback`.
  * Deferred constraints are checked at each statement (`SET CONSTRAINTS ALL IMMEDIATE`), as
  * they are in autocommit, so that a row a deferred constraint refuses is found by the
@@ -41,20 +55,23 @@ export function statementName(text: string): string {
  */
 export class BatchTransaction {
   readonly #client: PreparingClient;
+  /** `BEGIN` and the settings of the transaction (see `beginStatement`). */
+  readonly #begin: string;
   #statements = 0;
   #guarded = false;
   #broken: Error | undefined;
   #open = true;
 
-  private constructor(client: PgPoolClient) {
+  private constructor(client: PgPoolClient, abandonedAfterMs: number) {
     this.#client = client as PreparingClient;
+    this.#begin = beginStatement(abandonedAfterMs, ' SET CONSTRAINTS ALL IMMEDIATE;');
   }
 
   /** Takes a connection and begins; the connection is given back if that fails. */
-  static async begin(connect: () => Promise<PgPoolClient>): Promise<BatchTransaction> {
-    const transaction = new BatchTransaction(await connect());
+  static async begin(connect: () => Promise<PgPoolClient>, abandonedAfterMs: number): Promise<BatchTransaction> {
+    const transaction = new BatchTransaction(await connect(), abandonedAfterMs);
     try {
-      await transaction.#run('BEGIN; SET CONSTRAINTS ALL IMMEDIATE');
+      await transaction.#run(transaction.#begin);
     } catch (error) {
       await transaction.rollback();
       throw error;
@@ -79,7 +96,7 @@ export class BatchTransaction {
       return true;
     }
     if (this.#statements !== 1) return false;
-    await this.#run('ROLLBACK; BEGIN; SET CONSTRAINTS ALL IMMEDIATE');
+    await this.#run(`ROLLBACK; ${this.#begin}`);
     this.#statements = 0;
     this.#guarded = true;
     return true;

@@ -52,6 +52,11 @@ export class OutboxBatch {
   #waiting = false;
   #stopped = false;
   #done = false;
+  #heartbeat: NodeJS.Timeout | undefined;
+  /** The heartbeat's statement in flight. */
+  #beat: Promise<void> | undefined;
+  /** Why the connection is known to be gone (a heartbeat failed): the batch cannot commit. */
+  #broken: Error | undefined;
 
   constructor(client: OutboxClient, release: (error?: Error | boolean) => void, options: OutboxBatchOptions) {
     this.client = client;
@@ -67,6 +72,37 @@ export class OutboxBatch {
   /** `onSettled` was called. */
   get done(): boolean {
     return this.#done;
+  }
+
+  /**
+   * While its rows wait for their acks, a statement every `ms` keeps the transaction from
+   * being idle for `idle_in_transaction_session_timeout` (set when it began, three times `ms`):
+   * the server ends it only when these stop arriving, once the connection was cut off without
+   * either end being told. It then unlocks the rows, which are read again, instead of keeping
+   * them locked (skipped by every read) until its TCP notices, hours later. A heartbeat that
+   * fails says the connection is gone, and the batch does not try to commit on it.
+   */
+  keepAlive(ms: number): void {
+    this.#heartbeat = setInterval(() => {
+      if (this.#beat !== undefined || this.#broken !== undefined) return;
+      this.#beat = this.client.query('SELECT 1').then(
+        () => {
+          this.#beat = undefined;
+        },
+        (error: unknown) => {
+          this.#beat = undefined;
+          this.#broken = error instanceof Error ? error : new Error(String(error));
+          clearInterval(this.#heartbeat);
+        },
+      );
+    }, ms);
+  }
+
+  /** Stops the heartbeat before the batch commits (no statement of it may follow the commit); throws when one found the connection gone. */
+  async quiet(): Promise<void> {
+    clearInterval(this.#heartbeat);
+    await this.#beat;
+    if (this.#broken !== undefined) throw this.#broken;
   }
 
   /** Hands the read rows to the sinks, in order. */

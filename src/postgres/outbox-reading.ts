@@ -3,6 +3,7 @@ import { backoffDelay } from '../core/backoff.ts';
 import type { ComponentContext } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import type { PoolSettings } from './connection.ts';
+import { beginStatement } from './batch-transaction.ts';
 import { describePgError } from './errors.ts';
 import { describeTable, quoteIdentifier, quoteTable, type TableName } from './identifiers.ts';
 import { OutboxBatch } from './outbox-batch.ts';
@@ -161,7 +162,7 @@ export class OutboxReading {
     try {
       table = this.#table ??= await this.#readTable(client);
       const select = `${this.#columns}${table.outbox.rowIds === null ? '' : ', xmin, tableoid'}${this.#from}`;
-      await client.query('BEGIN');
+      await client.query(beginStatement(this.#abandonedAfterMs()));
       ({ rows, fields } = await client.query({ text: select, rowMode: 'array', types: rawTypes }));
     } catch (error) {
       release(error instanceof Error ? error : true);
@@ -184,10 +185,19 @@ export class OutboxReading {
       onRefusedWithOthers: () => this.#retryingAlone.add(batch),
     });
     batch.onSettled = () => void this.#finish(batch);
+    batch.keepAlive(this.#abandonedAfterMs() / 3);
     this.#batches.add(batch);
     batch.deliver(rows.map((row) => ({ id: row[0] as string, envelope: rowEnvelope(row, binary, table.outbox, this.#o.table) })));
     this.#o.ctx.counters.count('postgres.outbox.rows', { bridge: this.#o.ctx.bridge }, rows.length);
     return rows.length === this.#o.config.batchSize;
+  }
+
+  /**
+   * How long the server lets a read transaction wait for its next statement (see
+   * OutboxBatch.keepAlive): as long as pg waits for a reply before it gives a connection up.
+   */
+  #abandonedAfterMs(): number {
+    return this.#o.config.statementTimeoutMs + this.#o.config.connectTimeoutMs;
   }
 
   async #readTable(client: OutboxClient): Promise<{ readonly outbox: OutboxTable; readonly settle: string }> {
@@ -200,6 +210,7 @@ export class OutboxReading {
   #finish(batch: OutboxBatch): Promise<void> {
     const done = (async () => {
       try {
+        await batch.quiet();
         if (batch.settled.length > 0) await batch.client.query((this.#table as { settle: string }).settle, [batch.settled]);
         await batch.client.query('COMMIT');
         batch.release();

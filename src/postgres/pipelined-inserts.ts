@@ -1,7 +1,7 @@
 import type { BatchResult } from '../core/batching-sink.ts';
 import type { Delivery } from '../core/delivery.ts';
 import type { StagedBatch } from '../core/pipelined-sink.ts';
-import { BatchTransaction, statementName } from './batch-transaction.ts';
+import { BatchTransaction, beginStatement, statementName } from './batch-transaction.ts';
 import { type BatchWriterOptions, type RenderedBatch, type Row, batchRenderer, columnArrays, conflictKeyIsId, latestPerKey, writeAlone } from './batch-writer.ts';
 import { isFerryError } from '../core/errors.ts';
 import { connectionLost, sqlState, statementError } from './errors.ts';
@@ -52,6 +52,8 @@ interface Entry {
 export interface PipelinedInsertsOptions extends BatchWriterOptions {
   /** Most batches in flight (the pipeline's own limit): a transaction is closed at half of it, so one fills while the one before commits. */
   readonly concurrency: number;
+  /** A transaction of the sink idle this long was left behind: the server ends it (see `beginStatement`). */
+  readonly abandonedAfterMs: number;
 }
 
 /**
@@ -183,7 +185,7 @@ export class PipelinedInserts {
       group = undefined;
     }
     if (group === undefined) {
-      group = { client, entries: [], replies: [this.#settle(client, client.query('BEGIN'))], state: 'open' };
+      group = { client, entries: [], replies: [this.#settle(client, client.query(beginStatement(this.#options.abandonedAfterMs)))], state: 'open' };
       this.#open = group;
     }
     group.entries.push(entry);
@@ -327,7 +329,7 @@ export class PipelinedInserts {
             if (error instanceof Error) this.#drop(client, error);
           },
         };
-      });
+      }, this.#options.abandonedAfterMs);
     } catch (error) {
       const { component, table, bridge } = this.#options;
       throw statementError(`${component}: cannot begin the insert into ${table}`, error, { component, bridge });

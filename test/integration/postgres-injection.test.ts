@@ -135,14 +135,15 @@ test('postgres sink: topics, client ids and payloads built to inject SQL change 
 
   // Every statement is one of the fixed few: two catalog reads, the check in a rolled-back
   // transaction, and the insert in transactions (first without its ON CONFLICT clause: the
-  // conflict key is the message id), whose text comes from the config and the catalog only.
+  // conflict key is the message id), whose text comes from the config and the catalog only;
+  // they begin with a bound on how long the server keeps one that waits for its next statement.
   const plain = `INSERT INTO "${db.name}"."readings" ("id", "device", "topic", "client", "note", "body", "raw") SELECT CAST(v.c1 AS uuid), CAST(v.c2 AS text), CAST(v.c3 AS text), CAST(v.c4 AS text), CAST(v.c5 AS text), CAST(v.c6 AS jsonb), CAST(v.c7 AS bytea) FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS v(c1, c2, c3, c4, c5, c6, c7)`;
   const insert = `${plain} ON CONFLICT ("id") DO NOTHING`;
   const distinct = [...new Set(statements)];
   assert.deepEqual(
     distinct.filter((s) => !s.startsWith('SELECT to_regclass') && !s.includes('FROM pg_catalog.pg_attribute')),
-    ['BEGIN', insert, 'ROLLBACK', plain, 'COMMIT'],
+    ['BEGIN', insert, 'ROLLBACK', 'BEGIN; SET LOCAL idle_in_transaction_session_timeout = 35000', plain, 'COMMIT'],
   );
-  assert.equal(distinct.length, 7);
+  assert.equal(distinct.length, 8);
   for (const attack of ATTACKS.filter((a) => a.includes(';'))) assert.ok(!statements.some((s) => s.includes(attack)), attack);
 });
