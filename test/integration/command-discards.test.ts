@@ -42,51 +42,64 @@ async function holdingDevice(options: IClientOptions): Promise<{ client: MqttCli
 
 const count = (name: string) => counters.snapshot()[name] ?? 0;
 
-for (const clean of [true, false]) {
-  const session = clean ? 'a clean session' : 'a persistent session';
-  test(`a command discarded for ${session} whose Receive Maximum is reached and whose queue is full settles at once as refused (receive_queue_full), and is not sent later`, {
-    timeout: 60_000,
-  }, async () => {
-    const { send, events, subscription } = devicesSinkOn(broker, counters, 'rqf', { topic: 'rqf/${key}/cmd', expiryMs: EXPIRY_MS });
-    const clientId = randomName('rqf-');
-    const topic = `rqf/${clientId}/cmd`;
-    const options = { clientId, clean, properties: { receiveMaximum: 1, ...(clean ? {} : { sessionExpiryInterval: 300 }) } };
-    const device = await holdingDevice(options);
-    let back: MqttClient | undefined;
-    try {
-      await device.client.subscribeAsync(topic, { qos: 1 });
-      // One copy in flight (its PUBACK held), then as many waiting as the broker keeps.
-      for (let i = 0; i <= OUTBOUND_QUEUE_LIMIT; i++) {
-        broker.publishCommand({ topic, payload: Buffer.from(`filler-${i}`), qos: 1, retain: false, expiresAt: Date.now() + 60_000 });
-      }
-      const before = count('commands.refused{bridge=rqf,reason=receive_queue_full}');
-      const command = send('the-command', { key: clientId });
-      await until(() => command.outcome() !== 'pending', 'settled upstream', EXPIRY_MS + 5_000);
-      assert.equal(count('commands.refused{bridge=rqf,reason=receive_queue_full}'), before + 1, 'counted as refused, not as expired');
-      assert.equal(count('commands.expired{bridge=rqf,reason=expired}'), 0);
-      const failed = events.filter((e) => e.type === 'failed');
-      assert.equal(failed.length, 1);
-      assert.match(failed[0]?.type === 'failed' ? failed[0].error.message : '', new RegExp(`Receive Maximum of device '${clientId}'`));
-      assert.deepEqual(device.received, ['filler-0']);
-      if (clean) return;
-
-      // The session does not keep it either: back, the device gets every filler, then a later
-      // command, and never the discarded one.
-      await device.client.endAsync(true);
-      const received: string[] = [];
-      back = await connectAsync(url, { ...options, protocolVersion: 5, reconnectPeriod: 0, clean: false, properties: { sessionExpiryInterval: 300 } });
-      back.on('message', (_topic, payload) => received.push(payload.toString()));
-      const later = send('later', { key: clientId });
-      await until(() => later.outcome() === 'acked' && received.includes('later'), 'the later command arrived', 30_000);
-      assert.equal(received.filter((p) => p.startsWith('filler-')).length, OUTBOUND_QUEUE_LIMIT + 1);
-      assert.ok(!received.includes('the-command'), 'the discarded command was not sent on return');
-    } finally {
-      subscription.unsubscribe();
-      await device.client.endAsync(true);
-      await back?.endAsync(true);
+test('a command discarded for a clean session whose Receive Maximum is reached and whose queue is full settles at once as refused (receive_queue_full)', {
+  timeout: 60_000,
+}, async () => {
+  const { send, events, subscription } = devicesSinkOn(broker, counters, 'rqf', { topic: 'rqf/${key}/cmd', expiryMs: EXPIRY_MS });
+  const clientId = randomName('rqf-');
+  const topic = `rqf/${clientId}/cmd`;
+  const device = await holdingDevice({ clientId, clean: true, properties: { receiveMaximum: 1 } });
+  try {
+    await device.client.subscribeAsync(topic, { qos: 1 });
+    // One copy in flight (its PUBACK held), then as many waiting as the broker keeps.
+    for (let i = 0; i <= OUTBOUND_QUEUE_LIMIT; i++) {
+      broker.publishCommand({ topic, payload: Buffer.from(`filler-${i}`), qos: 1, retain: false, expiresAt: Date.now() + 60_000 });
     }
-  });
-}
+    const before = count('commands.refused{bridge=rqf,reason=receive_queue_full}');
+    const command = send('the-command', { key: clientId });
+    await until(() => command.outcome() !== 'pending', 'settled upstream', EXPIRY_MS + 5_000);
+    assert.equal(count('commands.refused{bridge=rqf,reason=receive_queue_full}'), before + 1, 'counted as refused, not as expired');
+    assert.equal(count('commands.expired{bridge=rqf,reason=expired}'), 0);
+    const failed = events.filter((e) => e.type === 'failed');
+    assert.equal(failed.length, 1);
+    assert.match(failed[0]?.type === 'failed' ? failed[0].error.message : '', new RegExp(`Receive Maximum of device '${clientId}'`));
+    assert.deepEqual(device.received, ['filler-0']);
+  } finally {
+    subscription.unsubscribe();
+    await device.client.endAsync(true);
+  }
+});
+
+test("a command past a persistent session's Receive Maximum queue stays in the session: sent once the device takes messages again, and acked", {
+  timeout: 60_000,
+}, async () => {
+  const { send, subscription } = devicesSinkOn(broker, counters, 'rqp', { topic: 'rqp/${key}/cmd', expiryMs: EXPIRY_MS });
+  const clientId = randomName('rqp-');
+  const topic = `rqp/${clientId}/cmd`;
+  const options = { clientId, clean: false, properties: { receiveMaximum: 1, sessionExpiryInterval: 300 } };
+  const device = await holdingDevice(options);
+  let back: MqttClient | undefined;
+  try {
+    await device.client.subscribeAsync(topic, { qos: 1 });
+    for (let i = 0; i <= OUTBOUND_QUEUE_LIMIT; i++) {
+      broker.publishCommand({ topic, payload: Buffer.from(`filler-${i}`), qos: 1, retain: false, expiresAt: Date.now() + 60_000 });
+    }
+    const before = count('commands.refused{bridge=rqp,reason=receive_queue_full}');
+    const command = send('the-command', { key: clientId });
+    // The device comes back acknowledging: every filler, then the command, which it acks.
+    await device.client.endAsync(true);
+    const received: string[] = [];
+    back = await connectAsync(url, { ...options, protocolVersion: 5, reconnectPeriod: 0 });
+    back.on('message', (_topic, payload) => received.push(payload.toString()));
+    await until(() => command.outcome() === 'acked' && received.includes('the-command'), 'the command arrived and was acked', 30_000);
+    assert.equal(count('commands.refused{bridge=rqp,reason=receive_queue_full}'), before, 'not refused: the session kept it');
+    assert.equal(new Set(received.filter((p) => p.startsWith('filler-'))).size, OUTBOUND_QUEUE_LIMIT + 1, 'every filler arrived');
+  } finally {
+    subscription.unsubscribe();
+    await device.client.endAsync(true);
+    await back?.endAsync(true);
+  }
+});
 
 test('a command whose shared-subscription member (clean session) disconnects before its PUBACK, with no other member, settles at once as dropped (no_share_member)', {
   timeout: 60_000,

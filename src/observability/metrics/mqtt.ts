@@ -69,7 +69,7 @@ export const mqttMetrics = [
         values: ['packet_too_large', 'receive_queue_full', 'no_share_member', 'expired'],
       },
     },
-    help: 'Messages not sent to one MQTT 5 client, which then never gets them: larger than the Maximum Packet Size it announced (MQTT 5 §3.1.2.11.4), or past the 1,000 QoS 1/2 messages kept for it while its Receive Maximum is reached (§4.9), or a message of a shared subscription it left unacknowledged when no other member of the group was left to take it (§4.8.2), or one whose Message Expiry Interval passed while it waited for the Receive Maximum of the client (§3.3.2.3.3).',
+    help: 'Messages not sent to one MQTT 5 client, which then never gets them: larger than the Maximum Packet Size it announced (MQTT 5 §3.1.2.11.4), or, for a clean session, past the 1,000 QoS 1/2 messages kept for it while its Receive Maximum is reached (§4.9; a persistent session keeps the rest in its queue on disk and is sent them as its window opens), or a message of a shared subscription it left unacknowledged when no other member of the group was left to take it (§4.8.2), or one whose Message Expiry Interval passed while it waited for the Receive Maximum of the client (§3.3.2.3.3).',
   },
   {
     name: 'mqtt.messages.received',
