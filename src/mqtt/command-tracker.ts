@@ -12,8 +12,8 @@ interface Pending {
   readonly sentQos0: Set<string>;
   /** Each connected subscriber was handed its copy (the publish's callback came), or it was adopted from sessions: before, a QoS 0 copy may still follow a refusal. */
   published: boolean;
-  /** Where this command's packet ids are recorded, to forget them once it is settled. */
-  readonly copies: { readonly sent: Map<number, Pending>; readonly id: number }[];
+  /** Where this command's packet ids are recorded, and for which client, to forget them once it is settled or its copy discarded. */
+  readonly copies: { readonly sent: Map<number, Pending>; readonly id: number; readonly clientId: string }[];
   readonly topic: string;
   readonly qos: 0 | 1;
   /** MQTT 5 subscribers that answered with a PUBACK reason code of 0x80 or more, and the code; or the reason the broker discarded their copy. */
@@ -204,6 +204,9 @@ export class CommandTracker {
     // A QoS 0 command is settled `sent` once handed to the broker: a copy too large for one
     // client does not make it unsent for the others, who were sent it.
     if (pending === undefined || pending.qos === 0) return;
+    // aedes freed the packet id of the discarded copy: the client's next message may go out
+    // under it, and that message's PUBACK is no answer to this command.
+    for (const { sent, id, clientId: to } of pending.copies) if (to === clientId && sent.get(id) === pending) sent.delete(id);
     // A QoS 0 copy discarded (the client subscribed at QoS 0) reached nobody either.
     pending.sentQos0.delete(clientId);
     pending.refusals.set(clientId, reason);
@@ -217,7 +220,7 @@ export class CommandTracker {
       this.#sent.set(client, sent);
     }
     sent.set(messageId, pending);
-    pending.copies.push({ sent, id: messageId });
+    pending.copies.push({ sent, id: messageId, clientId: client.id });
   }
 
   /**
