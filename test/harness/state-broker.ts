@@ -3,6 +3,7 @@
 // mqtt.js clients whose messages are recorded. Everything started is closed after the file's
 // tests.
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
@@ -110,4 +111,19 @@ export function committed(path: string, sql: string, ...params: unknown[]): unkn
   } finally {
     db.close();
   }
+}
+
+/**
+ * broker.db as a kill -9 of the running broker would leave it: its committed state, copied by
+ * SQLite's backup into `dir`. Returns the copy's path.
+ */
+export async function crashCopy(path: string, dir: string): Promise<string> {
+  const copy = join(dir, 'broker.db');
+  const db = new Database(path, { readonly: true });
+  try {
+    await db.backup(copy);
+  } finally {
+    db.close();
+  }
+  return copy;
 }

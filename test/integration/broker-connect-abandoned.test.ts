@@ -8,15 +8,16 @@
 // outside).
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
-import { Aedes, type Client } from 'aedes';
+import type { Client } from 'aedes';
 import mqttPacket from 'mqtt-packet';
 import pino from 'pino';
 import { openBrokerState } from '../../src/mqtt/persistence/open.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { aedesOnState } from '../harness/aedes-on-state.ts';
 import { eventually } from '../harness/eventually.ts';
 import { tempDirs } from '../harness/temp.ts';
 
@@ -24,23 +25,8 @@ const dirs = tempDirs('ferry-connect-abandoned-');
 
 async function startBroker(t: { after(f: () => Promise<void>): void }) {
   const persistence = openBrokerState({ path: join(dirs(), 'broker.db'), synchronous: 'full' }, { logger: pino({ level: 'silent' }), counters: new CounterRegistry() });
-  const aedes = await Aedes.createBroker({ persistence });
-  await persistence.watch(aedes);
-  aedes.on('clientError', () => {});
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    aedes.handle(socket);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(async () => {
-    server.close();
-    for (const socket of sockets) socket.destroy();
-    await new Promise<void>((resolve) => aedes.close(() => resolve()));
-    await persistence.destroy();
-  });
+  const { aedes, port, close } = await aedesOnState(persistence, { quiet: true });
+  t.after(close);
   // The connection of a client whose id is in `drop` ends as its connect reaches the will step.
   const drop = new Set<string>();
   const delWill = persistence.delWill.bind(persistence);
@@ -49,7 +35,7 @@ async function startBroker(t: { after(f: () => Promise<void>): void }) {
     if (connecting.connecting && drop.delete(connecting.id)) connecting.conn.destroy();
     return delWill(client);
   };
-  return { aedes, persistence, port: (server.address() as AddressInfo).port, drop };
+  return { aedes, persistence, port, drop };
 }
 
 /** Sends CONNECT; resolves with the CONNACK's Session Present, or 'closed' when the connection ended without one. */

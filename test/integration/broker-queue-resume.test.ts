@@ -8,17 +8,15 @@
 // persistence's own connection: better-sqlite3's exec and pragma wrapped around the real ones
 // (the state exposes no count of its commits).
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { type AddressInfo, type Server, type Socket, createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
-import { Aedes } from 'aedes';
 import { type IClientOptions, connect, connectAsync } from 'mqtt';
 import pino from 'pino';
 import { SqlitePersistence } from '../../src/mqtt/persistence/sqlite-persistence.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { openSqlite } from '../../src/sqlite/connection.ts';
+import { aedesOnState } from '../harness/aedes-on-state.ts';
 import { eventually } from '../harness/eventually.ts';
 import { stateBrokers } from '../harness/state-broker.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -46,23 +44,9 @@ async function countingBroker(t: { after(f: () => Promise<void>): void }) {
     return pragma(sql, options);
   }) as typeof db.pragma;
   const persistence = new SqlitePersistence(db, { logger: pino({ level: 'silent' }), counters: new CounterRegistry() });
-  const aedes = await Aedes.createBroker({ persistence });
-  await persistence.watch(aedes);
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    aedes.handle(socket);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(async () => {
-    server.close();
-    for (const socket of sockets) socket.destroy();
-    await new Promise<void>((resolve) => aedes.close(() => resolve()));
-    await persistence.destroy();
-  });
-  return { url: `mqtt://127.0.0.1:${(server.address() as AddressInfo).port}`, counted };
+  const { port, close } = await aedesOnState(persistence);
+  t.after(close);
+  return { url: `mqtt://127.0.0.1:${port}`, counted };
 }
 
 /** Publishes `count` messages 'n' to `topic` at `qos`, 100 in flight. */

@@ -6,15 +6,15 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { copyFileSync, existsSync } from 'node:fs';
-import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { Aedes } from 'aedes';
 import mqttPacket from 'mqtt-packet';
 import pino from 'pino';
 import { openBrokerState } from '../../src/mqtt/persistence/open.ts';
 import type { SqlitePersistence } from '../../src/mqtt/persistence/sqlite-persistence.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { aedesOnState } from '../harness/aedes-on-state.ts';
 import { eventually } from '../harness/eventually.ts';
 import { tempDirs } from '../harness/temp.ts';
 
@@ -28,26 +28,8 @@ interface RunningBroker {
 
 async function startBroker(path: string): Promise<RunningBroker> {
   const persistence = openBrokerState({ path, synchronous: 'full' }, { logger: pino({ level: 'silent' }), counters: new CounterRegistry() });
-  const aedes = await Aedes.createBroker({ persistence });
-  await persistence.watch(aedes);
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    aedes.handle(socket);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    persistence,
-    port: (server.address() as AddressInfo).port,
-    close: async () => {
-      server.close();
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => aedes.close(() => resolve()));
-      await persistence.destroy();
-    },
-  };
+  const { port, close } = await aedesOnState(persistence);
+  return { persistence, port, close };
 }
 
 /** broker.db as a SIGKILL at this instant leaves it: the file and its WAL, copied now. */

@@ -15,23 +15,11 @@ import { BROKER_STATE_VERSION } from '../../src/mqtt/persistence/schema.ts';
 import { hashPassword } from '../../src/mqtt/password.ts';
 import type { BrokerStateLimits } from '../../src/mqtt/state-limits.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
-import { committed, stateBrokers, until } from '../harness/state-broker.ts';
+import { committed, crashCopy, stateBrokers, until } from '../harness/state-broker.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const dirs = tempDirs('ferry-broker-wills-');
 const { start, stop, connectClient } = stateBrokers();
-
-/** broker.db as a kill -9 of the running broker would leave it: its committed state, copied by SQLite's backup. */
-async function crashCopy(path: string): Promise<string> {
-  const copy = join(dirs(), 'broker.db');
-  const db = new Database(path, { readonly: true });
-  try {
-    await db.backup(copy);
-  } finally {
-    db.close();
-  }
-  return copy;
-}
 
 const PASSWORD = 'secret';
 const hash = await hashPassword(PASSWORD);
@@ -75,7 +63,7 @@ test('after a restart a carried-over will is published only if the ACL of the ne
     { client_id: 'removed', owner: 'removed', profile: 'sensor', protocol: 4 },
     { client_id: 'revoked', owner: 'revoked', profile: 'door', protocol: 4 },
   ]);
-  const crashed = await crashCopy(path);
+  const crashed = await crashCopy(path, dirs());
   await stop(first);
 
   // The operator takes away the door profile's right to publish status and the 'removed' login.
@@ -134,7 +122,7 @@ test('a carried-over retained will past the retained limits is handled as its cl
   });
   await connectClient(first.url, anonymous('v5', 5));
   await connectClient(first.url, anonymous('v4', 4));
-  const crashed = await crashCopy(path);
+  const crashed = await crashCopy(path, dirs());
   await stop(first);
 
   const second = await start(crashed, { limits: LIMITS });
@@ -178,8 +166,8 @@ test('a will stored by an earlier version, without its login, is not published w
   const path = join(dirs(), 'broker.db');
   const first = await start(path, { auth: authenticator([{ name: 'sensor', credentials: [login('old')], acl: { publish: ['status/%u'], subscribe: [] } }]) });
   await connectClient(first.url, will('old'));
-  const withLogins = await crashCopy(path);
-  const withoutLogins = await crashCopy(path);
+  const withLogins = await crashCopy(path, dirs());
+  const withoutLogins = await crashCopy(path, dirs());
   await stop(first);
   asVersion3(withLogins);
   asVersion3(withoutLogins);
@@ -217,7 +205,7 @@ test('a carried-over will reaches subscribers without the Subscription Identifie
     clientId: 'forger',
     will: { topic: 'status/forger', payload: Buffer.from('forger offline'), qos: 1, retain: false, properties: { subscriptionIdentifier: 4242 } as Record<string, unknown> },
   });
-  const crashed = await crashCopy(path);
+  const crashed = await crashCopy(path, dirs());
   await stop(first);
 
   const second = await start(crashed);
@@ -255,7 +243,7 @@ test('a carried-over will with malformed properties is refused, counted and logg
   await connectClient(first.url, device('nul', { userProperties: { site: 'north\u0000east' } }));
   await connectClient(first.url, device('typed', { contentType: 'text/\u0000plain' }));
   await connectClient(first.url, device('fine', { userProperties: { site: 'north' } }));
-  const crashed = await crashCopy(path);
+  const crashed = await crashCopy(path, dirs());
   // The live wills, for comparison: the broker's own run publishes them as their connections end.
   const live = await connectClient(first.url, device('live', { responseTopic: 'reply/\u0000' }));
   live.client.stream.destroy();

@@ -9,15 +9,15 @@
 // a SQLite trigger on the real file records each removal of a session's record instead.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
+import { type Socket, connect } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { Aedes } from 'aedes';
 import Database from 'better-sqlite3';
 import mqttPacket from 'mqtt-packet';
 import pino from 'pino';
 import { openBrokerState } from '../../src/mqtt/persistence/open.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { aedesOnState } from '../harness/aedes-on-state.ts';
 import { eventually } from '../harness/eventually.ts';
 import { tempDirs } from '../harness/temp.ts';
 
@@ -26,26 +26,7 @@ const dirs = tempDirs('ferry-takeover-record-');
 async function startBroker(t: { after(f: () => void | Promise<void>): void }) {
   const path = join(dirs(), 'broker.db');
   const persistence = openBrokerState({ path, synchronous: 'full' }, { logger: pino({ level: 'silent' }), counters: new CounterRegistry() });
-  const aedes = await Aedes.createBroker({ persistence });
-  await persistence.watch(aedes);
-  aedes.on('clientError', () => {});
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    aedes.handle(socket);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    server.close();
-    for (const socket of sockets) socket.destroy();
-    await new Promise<void>((resolve) => aedes.close(() => resolve()));
-    await persistence.destroy();
-  };
+  const { aedes, port, close: stop } = await aedesOnState(persistence, { quiet: true });
   t.after(stop);
   // Each removal of a session's record, as the broker's own connection commits it.
   const watcher = new Database(path);
@@ -55,7 +36,7 @@ async function startBroker(t: { after(f: () => void | Promise<void>): void }) {
   t.after(() => {
     watcher.close();
   });
-  return { aedes, port: (server.address() as AddressInfo).port, stop, removed, watcher };
+  return { aedes, port, stop, removed, watcher };
 }
 
 /** Sends CONNECT and resolves with the CONNACK's Session Present; the socket stays open. */

@@ -9,23 +9,11 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
-import Database from 'better-sqlite3';
-import { committed, stateBrokers, until } from '../harness/state-broker.ts';
+import { committed, crashCopy, stateBrokers, until } from '../harness/state-broker.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const dirs = tempDirs('ferry-takeover-will-');
 const { start, stop, connectClient } = stateBrokers();
-
-async function crashCopy(path: string): Promise<string> {
-  const copy = join(dirs(), 'broker.db');
-  const db = new Database(path, { readonly: true });
-  try {
-    await db.backup(copy);
-  } finally {
-    db.close();
-  }
-  return copy;
-}
 
 const device = (will: string, protocolVersion: 4 | 5) => ({
   clientId: 'dev',
@@ -50,7 +38,7 @@ for (const protocolVersion of [4, 5] as const) {
       "the new connection's will is stored",
     );
     // The gateway crashes with the new connection open: after the restart its will is published.
-    const crashed = await crashCopy(path);
+    const crashed = await crashCopy(path, dirs());
     taking.client.end(true);
     await stop(first);
     const second = await start(crashed);
