@@ -72,7 +72,9 @@ async function device(gw: RunningFerry, hello: Partial<mqttPacket.IConnectPacket
     connack: received[0] as mqttPacket.IConnackPacket,
     send,
     close: async () => {
-      const closed = socket.closed ? Promise.resolve() : once(socket, 'close');
+      // Not once(): an ECONNRESET (a DISCONNECT to a gateway that already closed, as it does
+      // after a refused CONNACK) would reject it; the close comes all the same.
+      const closed = socket.closed ? Promise.resolve() : new Promise<void>((resolve) => socket.once('close', () => resolve()));
       if (socket.writable) send({ cmd: 'disconnect' });
       socket.end();
       await closed;
