@@ -7,33 +7,24 @@
 // sets the client's counter back to the freed id, as the counter does by itself once it wraps.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import type { Aedes, AedesOptions } from 'aedes';
+import type { Aedes } from 'aedes';
 import { type MqttClient, connectAsync } from 'mqtt';
 import pino from 'pino';
 import { aedesInternals, clientInternals } from '../../src/mqtt/aedes-internals.ts';
 import type { CommandOutcome } from '../../src/mqtt/command-types.ts';
 import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
-import { loadLeanMqttPacket } from '../../src/mqtt/lean-mqtt-packet.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { recordAedesInstances } from '../harness/aedes-instances.ts';
 import { eventually } from '../harness/eventually.ts';
 
-// aedes loads after the lean mqtt-packet, as EmbeddedBroker loads it.
-loadLeanMqttPacket();
-const { Aedes: AedesClass } = await import('aedes');
-
 // The aedes instance of the broker, to set where a connection's counter stands.
-const created: Aedes[] = [];
-const createBroker = AedesClass.createBroker;
-AedesClass.createBroker = async (options?: AedesOptions) => {
-  const aedes = await createBroker.call(AedesClass, options);
-  created.push(aedes);
-  return aedes;
-};
+const aedesInstances = await recordAedesInstances();
+const created = aedesInstances.created;
 
 const devices: MqttClient[] = [];
 let broker: EmbeddedBroker | undefined;
 after(async () => {
-  AedesClass.createBroker = createBroker;
+  aedesInstances.restore();
   for (const d of devices) d.end(true);
   await broker?.close();
 });

@@ -18,38 +18,29 @@ import { once } from 'node:events';
 import { type Socket, createConnection } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import type { Aedes, AedesOptions } from 'aedes';
+import type { Aedes } from 'aedes';
 import Database from 'better-sqlite3';
 import { type IClientOptions, type MqttClient, connect } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import pino from 'pino';
 import { aedesInternals, clientInternals } from '../../src/mqtt/aedes-internals.ts';
 import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
-import { loadLeanMqttPacket } from '../../src/mqtt/lean-mqtt-packet.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { recordAedesInstances } from '../harness/aedes-instances.ts';
 import { eventually } from '../harness/eventually.ts';
 import { connectPacket, subscribePacket } from '../harness/mqtt-wire.ts';
 import { tempDirs } from '../harness/temp.ts';
 
-// aedes loads after the lean mqtt-packet, as EmbeddedBroker loads it.
-loadLeanMqttPacket();
-const { Aedes: AedesClass } = await import('aedes');
-
 // The aedes instance of each broker started, to set where a connection's counter starts.
-const created: Aedes[] = [];
-const createBroker = AedesClass.createBroker;
-AedesClass.createBroker = async (options?: AedesOptions) => {
-  const aedes = await createBroker.call(AedesClass, options);
-  created.push(aedes);
-  return aedes;
-};
+const aedesInstances = await recordAedesInstances();
+const created = aedesInstances.created;
 
 const dirs = tempDirs('ferry-packet-ids-');
 const devices: MqttClient[] = [];
 const sockets: Socket[] = [];
 const brokers: EmbeddedBroker[] = [];
 after(async () => {
-  AedesClass.createBroker = createBroker;
+  aedesInstances.restore();
   for (const d of devices) d.end(true);
   for (const s of sockets) s.destroy();
   await Promise.all(brokers.map((b) => b.close().catch(() => {})));
