@@ -1,5 +1,5 @@
 import { readFileSync, statSync } from 'node:fs';
-import { type Document, LineCounter, Scalar, isMap, isPair, isScalar, isSeq, parse, parseDocument, visit } from 'yaml';
+import { type Alias, type Document, LineCounter, Scalar, isAlias, isMap, isPair, isScalar, isSeq, parse, parseDocument, visit } from 'yaml';
 import type { Node } from 'yaml';
 import { type Env, hasInterpolation, interpolate, variablesOf } from './interpolate.ts';
 import type { ConfigIssue } from './issues.ts';
@@ -79,7 +79,13 @@ export function loadYamlFile(path: string, displayPath: string, env: Env): YamlL
 
   const typedTexts: TypedText[] = [];
   const interpolatedTexts: TypedText[] = [];
+  // Each interpolated scalar, for the aliases that repeat it elsewhere (`b: *id`).
+  const interpolated = new Map<Node, Omit<TypedText, 'path'> & { readonly typed: boolean }>();
+  const aliases: { readonly alias: Alias; readonly path: (string | number)[] }[] = [];
   visit(doc, {
+    Alias(_key, node, ancestry) {
+      aliases.push({ alias: node, path: pathOf([...ancestry, node]) });
+    },
     Scalar(key, node, ancestry) {
       if (key === 'key' || typeof node.value !== 'string' || !hasInterpolation(node.value)) return;
       const written = node.value;
@@ -99,6 +105,7 @@ export function loadYamlFile(path: string, displayPath: string, env: Env): YamlL
       if (typeof typed !== 'string') typedTexts.push({ path, text: value, variables });
       // Text with only `$${` (no variable) is as written: `port: "$${PORT}"` is no number.
       else if (variables.length > 0) interpolatedTexts.push({ path, text: value, variables });
+      if (typeof typed !== 'string' || variables.length > 0) interpolated.set(node, { text: value, variables, typed: typeof typed !== 'string' });
       node.value = typed;
     },
   });
@@ -111,6 +118,15 @@ export function loadYamlFile(path: string, displayPath: string, env: Env): YamlL
     // that cannot be resolved; either is a problem of the file, reported like a syntax error.
     if (!(error instanceof ReferenceError)) throw error;
     return whole(`YAML: aliases expand too far (${error.message})`);
+  }
+  // After toJS, which refused an alias bomb: the walk below is as bounded as its expansion.
+  for (const { alias, path } of aliases) {
+    for (const [node, relative] of scalarsUnder(alias, doc)) {
+      const found = interpolated.get(node);
+      if (found === undefined) continue;
+      const { typed, ...text } = found;
+      (typed ? typedTexts : interpolatedTexts).push({ path: [...path, ...relative], ...text });
+    }
   }
   const file: YamlFile = {
     path: displayPath,
@@ -132,6 +148,17 @@ export function retype(value: string): unknown {
     // not a scalar on its own: keep the string
   }
   return value;
+}
+
+/** The scalars a node holds (through aliases too), each with its key path below the node. */
+function* scalarsUnder(node: unknown, doc: Document, path: (string | number)[] = []): Generator<[Node, (string | number)[]]> {
+  if (isAlias(node)) yield* scalarsUnder(node.resolve(doc), doc, path);
+  else if (isScalar(node)) yield [node, path];
+  else if (isMap(node)) {
+    for (const pair of node.items) if (isScalar(pair.key)) yield* scalarsUnder(pair.value, doc, [...path, String(pair.key.value)]);
+  } else if (isSeq(node)) {
+    for (let i = 0; i < node.items.length; i++) yield* scalarsUnder(node.items[i], doc, [...path, i]);
+  }
 }
 
 /** The key path of a node from the ancestry `visit` passes, the node itself last. */

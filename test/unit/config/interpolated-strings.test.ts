@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, test } from 'node:test';
 import { ConfigError, formatIssue } from '../../../src/config/issues.ts';
+import { type TypedText, loadYamlFile } from '../../../src/config/yaml-file.ts';
 import { type GatewayConfig, loadConfig } from '../../../src/config/load.ts';
 import { loadProfile } from '../../../src/cli/simulate/profile.ts';
 import { componentKinds } from '../../../src/runtime/registry.ts';
@@ -164,4 +165,31 @@ test('a number written quoted without a ${VAR} is still refused, as the editor s
       }),
     (error: unknown) => error instanceof ConfigError && error.issues.map(formatIssue).join('\n') === 'gateway.yaml:4:9: mqtt.port: expected number, received string',
   );
+});
+
+// An anchored value repeated through an alias (`username: *id`) is the same node in YAML: the
+// alias got the anchor's typed value, but only the anchor's place was known to have been
+// interpolated, so a string field reached through the alias got 7 for `CLIENT_ID=007`, and a
+// number setting reached through one was refused for a quoted `"${DELAY}"`.
+test('a ${VAR} repeated through a YAML alias is read at the alias as at its anchor, in a map or list anchored too', () => {
+  const aliased = tree({
+    'gateway.yaml': GATEWAY,
+    'bridges/ext.yaml': EXTERNAL.replace('clientId: ${CLIENT_ID}', 'clientId: &id ${CLIENT_ID}')
+      .replace('username: ${MQTT_USER}', 'username: *id')
+      .replace('keepaliveSec: ${KEEPALIVE:-30}', 'keepaliveSec: &delay "${DELAY}"\n    reconnectMinMs: *delay'),
+  });
+  const config = loadConfig(join(aliased, 'gateway.yaml'), {
+    kinds: componentKinds,
+    env: { NAME: 'gw', FERRY_TOKEN: 'x'.repeat(16), CLIENT_ID: '007', TOPIC: '2024', DELAY: '45' },
+    cwd: aliased,
+  }).bridgeConfigs[0];
+  assert.ok(config !== undefined);
+  const mqttClient = (config.from as { mqttClient: Record<string, unknown> }).mqttClient;
+  assert.deepEqual([mqttClient['clientId'], mqttClient['username'], mqttClient['keepaliveSec'], mqttClient['reconnectMinMs']], ['007', '007', 45, 45]);
+
+  // Aliases of a map or a list, and of an alias inside one, carry each interpolated value's place.
+  const file = loadYamlFile(join(tree({ 'a.yaml': 'a: &m\n  x: ${ID}\n  y:\n    - &q "${ID}"\nb: *m\nc:\n  - *m\n  - *q\n' }), 'a.yaml'), 'a.yaml', { ID: '007' }).file;
+  const paths = (texts: readonly TypedText[] | undefined) => (texts ?? []).map((t) => t.path.join('.')).sort();
+  assert.deepEqual(paths(file?.typedTexts), ['a.x', 'b.x', 'c.0.x']);
+  assert.deepEqual(paths(file?.interpolatedTexts), ['a.y.0', 'b.y.0', 'c.0.y.0', 'c.1']);
 });
