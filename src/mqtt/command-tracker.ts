@@ -1,7 +1,7 @@
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import { type DiscardReason, type MessageNumbering, aedesInternals, clientInternals, onClientPacket, onPublishDiscarded, reservePacketId } from './aedes-internals.ts';
 import type { Command, CommandOutcome, PublishedCommand } from './command-types.ts';
-import type { CommandRecords, HeldCopy } from './persistence/command-memory.ts';
+import type { Answer, CommandRecords, HeldCopy } from './persistence/command-memory.ts';
 
 export type { Command, CommandOutcome, PublishedCommand } from './command-types.ts';
 
@@ -74,8 +74,8 @@ export class CommandTracker {
     // got it twice, and its PUBACK settled only one of the two (the other waited for expiresAt).
     const waited = key === undefined ? undefined : this.#waiting.get(key);
     if (waited !== undefined) return this.#waiter(waited, 'held');
-    const answeredBy = key === undefined ? undefined : this.#remembered((records) => records.answeredBy(key, Date.now()));
-    if (answeredBy !== undefined) return { outcome: Promise.resolve({ status: 'acked', clientId: answeredBy }), cancel: () => {}, again: 'answered' };
+    const answer = key === undefined ? undefined : this.#remembered((records) => records.answeredBy(key, Date.now()));
+    if (answer !== undefined) return { outcome: Promise.resolve(answeredOutcome(answer)), cancel: () => {}, again: 'answered' };
     let settle: (outcome: CommandOutcome) => void = () => {};
     const outcome = new Promise<CommandOutcome>((resolve) => {
       settle = resolve;
@@ -107,9 +107,10 @@ export class CommandTracker {
     this.#pending.set(counter, pending);
     const first: Waited = { pending, outcome, waiters: 0 };
     if (key !== undefined) this.#waiting.set(key, first);
-    timer = setTimeout(() => pending.settle({ status: 'expired' }), Math.max(0, command.expiresAt - Date.now()));
-    timer.unref();
     const held = key === undefined ? [] : (this.#remembered((records) => records.held(key, Date.now())) ?? []);
+    const expiresAt = held.length > 0 ? adoptedExpiry(command.expiresAt, held) : command.expiresAt;
+    timer = setTimeout(() => pending.settle({ status: 'expired' }), Math.max(0, expiresAt - Date.now()));
+    timer.unref();
     if (held.length > 0) {
       this.#adopt(pending, held, adopted);
       return this.#waiter(first, 'held');
@@ -254,7 +255,7 @@ export class CommandTracker {
         : result.status === 'sent'
           ? sentTo.values().next().value
           : undefined;
-    if (clientId !== undefined) this.#remembered((records) => records.answered(key, clientId, expiresAt));
+    if (clientId !== undefined) this.#remembered((records) => records.answered(key, clientId, expiresAt, result.status === 'sent' ? 0 : 1));
   }
 
   /** What is kept of commands helps, and never stops one: a failure to read or write it is a command sent as if nothing were kept. */
@@ -358,6 +359,22 @@ function commandPacket(command: Command, brokerId: string, brokerCounter: number
       ...(command.correlationData === undefined ? {} : { correlationData: command.correlationData }),
     },
   };
+}
+
+/** A command answered before, read again: its outcome as it was delivered then (its QoS unknown when an earlier version kept the answer). */
+function answeredOutcome({ clientId, qos }: Answer): CommandOutcome {
+  if (qos === 0) return { status: 'sent' };
+  return qos === 1 ? { status: 'acked', clientId } : { status: 'answered', clientId };
+}
+
+/**
+ * The copies a command adopts expire as the command published before did: it waits no longer
+ * than the last of them, nor than its own expiry. A copy without an expiry leaves it its own.
+ */
+function adoptedExpiry(expiresAt: number, held: readonly HeldCopy[]): number {
+  let last = Number.NEGATIVE_INFINITY;
+  for (const copy of held) last = Math.max(last, copy.expiresAt ?? Number.POSITIVE_INFINITY);
+  return Math.min(expiresAt, last);
 }
 
 /** A client's refusal (a PUBACK reason code, or why the broker discarded its copy) as the command's outcome. */

@@ -21,6 +21,11 @@ export interface Command {
 export type CommandOutcome =
   /** A subscriber's PUBACK for this very message arrived. */
   | { readonly status: 'acked'; readonly clientId: string }
+  /**
+   * Published before and answered then, as broker.db of an earlier version kept it: without the
+   * QoS it was delivered at (a PUBACK, or a copy sent at QoS 0 only).
+   */
+  | { readonly status: 'answered'; readonly clientId: string }
   /** An MQTT 5 subscriber answered with a PUBACK reason code of 0x80 or more: it will not take it. */
   | { readonly status: 'refused'; readonly clientId: string; readonly reasonCode: number }
   /** Larger than the Maximum Packet Size an MQTT 5 subscriber announced: discarded for it, never sent [MQTT-3.1.2-25]. */
@@ -39,7 +44,9 @@ export type CommandOutcome =
   | { readonly status: 'no_subscriber' }
   /**
    * `expiresAt` passed without a PUBACK (or the broker dropped the copies waiting for a client's
-   * Receive Maximum as past their expiry); a persistent session still holding it drops it.
+   * Receive Maximum as past their expiry); a persistent session still holding it drops it. A
+   * command published again that took over the copies sessions held of it (`again: 'held'`)
+   * expires with the last of them, when it is earlier.
    */
   | { readonly status: 'expired' }
   /** The caller stopped waiting (its bridge stopped). */
@@ -58,9 +65,10 @@ export interface PublishedCommand {
   cancel(): void;
   /**
    * Set when the command was published before (the same id and topic) and not sent again:
-   * `answered`, a client answered it already, or it was sent at QoS 0 only (the outcome is
-   * `acked` at once); `held`, sessions
-   * hold it still, or it waits for its answer here already, and that answer settles it.
+   * `answered`, a client answered it already (the outcome is `acked` at once), or it was sent at
+   * QoS 0 only (`sent`), or an earlier version kept its answer without its QoS (`answered`);
+   * `held`, sessions hold it still, or it waits for its answer here already, and that answer
+   * settles it.
    */
   readonly again?: 'answered' | 'held';
 }

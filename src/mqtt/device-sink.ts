@@ -165,8 +165,10 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
           switch (outcome.status) {
             case 'acked':
             case 'sent':
+            case 'answered':
               delivery.ack();
-              ctx.counters.count('commands.delivered', { ...labels, qos: outcome.status === 'acked' ? '1' : '0' });
+              // `answered`: delivered before, as an earlier version kept it, without its QoS.
+              ctx.counters.count('commands.delivered', { ...labels, qos: outcome.status === 'acked' ? '1' : outcome.status === 'sent' ? '0' : 'unknown' });
               subscriber.next({ type: 'written', count: 1, bytes: envelope.payload.byteLength, durationMs: performance.now() - started });
               return;
             case 'no_subscriber':

@@ -154,9 +154,57 @@ test('a command sent at QoS 0 only (its device subscribed at QoS 0) is not sent 
     const again = gateway.send('siren-1', x, 'sound');
     assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=answered}'), 1, 'known from what broker.db keeps');
     await eventually(() => assert.ok(again.acked()));
+    // Counted as it was delivered: at QoS 0, not as a PUBACK.
+    assert.equal(gateway.counters.get('commands.delivered{bridge=commands,qos=0}'), 1);
+    assert.equal(gateway.counters.get('commands.delivered{bridge=commands,qos=1}') ?? 0, 0);
     // A new command after it is the first the device gets on this connection.
     await oneMore(gateway, device, 'siren-1', 'silence', 1);
     assert.deepEqual(payloads(device), ['silence']);
+  } finally {
+    await device.end();
+    await gateway.stop();
+  }
+});
+
+/** Makes broker.db in `dir` as version 4 left it: its answers keep no QoS. */
+function asVersion4(dir: string): void {
+  const db = new Database(join(dir, 'broker.db'));
+  try {
+    db.exec(`
+      CREATE TABLE answered_v4 (command_key TEXT PRIMARY KEY, client_id TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+      INSERT INTO answered_v4 SELECT command_key, client_id, expires_at FROM commands_answered;
+      DROP TABLE commands_answered;
+      ALTER TABLE answered_v4 RENAME TO commands_answered;
+      CREATE INDEX commands_answered_expiry ON commands_answered (expires_at);
+      PRAGMA user_version = 4;
+    `);
+  } finally {
+    db.close();
+  }
+}
+
+test('an answer kept by an earlier version (without its QoS) still reads: the command is not sent again, and counts as delivered at qos unknown', async () => {
+  const dir = tempDir();
+  const x = newId();
+  let gateway = await gatewayOn(dir);
+  let device = await connectCommandDevice(gateway.url, { clientId: 'horn-2', filter: 'devices/horn-2/commands' });
+  const first = gateway.send('horn-2', x, 'honk');
+  await device.waitFor(1);
+  await eventually(() => assert.ok(first.acked()));
+  await device.end();
+  await gateway.stop();
+  asVersion4(dir);
+
+  gateway = await gatewayOn(dir);
+  device = await connectCommandDevice(gateway.url, { clientId: 'horn-2', filter: 'devices/horn-2/commands' });
+  try {
+    const again = gateway.send('horn-2', x, 'honk');
+    assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=answered}'), 1, 'the old answer is read');
+    await eventually(() => assert.ok(again.acked()));
+    assert.equal(gateway.counters.get('commands.delivered{bridge=commands,qos=unknown}'), 1);
+    assert.equal(gateway.counters.get('commands.delivered{bridge=commands,qos=1}') ?? 0, 0, 'not claimed as a PUBACK it may not have been');
+    await oneMore(gateway, device, 'horn-2', 'quiet', 1);
+    assert.deepEqual(payloads(device), ['quiet']);
   } finally {
     await device.end();
     await gateway.stop();
@@ -219,6 +267,52 @@ test('a copy whose expiry passed while the gateway was down is not taken for the
   // The copy queued by the first run expires (the broker does not send it).
   await sleep(400);
   await deliveredAgainThenBack(gateway, 'bulb-9', [x, 'dim'], false);
+});
+
+// The copy the first run queued expires when that run's expiry says: the command read again and
+// adopting it waits no longer than that, not for an expiry counted again from the second read.
+test('a command delivered again after a restart that adopts a queued copy expires with that copy, not a full expiry later', async () => {
+  const x = newId();
+  const { gateway } = await queuedThenRestarted('boiler-5', [[x, 'heat']], 4000);
+  try {
+    // The second run's expiry is an hour away; the copy's, a few seconds.
+    const again = gateway.send('boiler-5', x, 'heat');
+    assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=held}'), 1, 'the copy is adopted');
+    await eventually(() => assert.ok(again.acked(), 'dropped with its copy and committed past'), { timeoutMs: 20_000 });
+    assert.equal(gateway.counters.get('commands.expired{bridge=commands,reason=expired}'), 1);
+  } finally {
+    await gateway.stop();
+  }
+});
+
+// A shared subscription's member (clean session) that left without its PUBACK answered nothing:
+// the command is dropped (no_share_member) but not remembered, so read again it is sent again
+// (at least once), to a member back by then.
+test('a command dropped as no_share_member is sent again when its source delivers it again: a member may be back', async () => {
+  const dir = tempDir();
+  const x = newId();
+  const filter = '$share/workers/devices/crane-1/commands';
+  const gateway = await gatewayOn(dir);
+  const member = await connectCommandDevice(gateway.url, { clientId: 'worker-a', filter, holdAcks: true });
+  let back: CommandDevice | undefined;
+  try {
+    const first = gateway.send('crane-1', x, 'lift');
+    await member.waitFor(1);
+    // Gone without its PUBACK (no DISCONNECT): no other member is left to take it.
+    member.client.stream.destroy();
+    await eventually(() => assert.ok(first.acked()));
+    assert.equal(gateway.counters.get('commands.expired{bridge=commands,reason=no_share_member}'), 1);
+    back = await connectCommandDevice(gateway.url, { clientId: 'worker-b', filter });
+    const again = gateway.send('crane-1', x, 'lift');
+    await back.waitFor(1);
+    await eventually(() => assert.ok(again.acked(), "the new member's PUBACK settles it"));
+    assert.equal(gateway.counters.get('commands.deduplicated{bridge=commands,how=answered}') ?? 0, 0);
+    assert.equal(gateway.counters.get('commands.delivered{bridge=commands,qos=1}'), 1);
+  } finally {
+    await member.end();
+    await back?.end();
+    await gateway.stop();
+  }
 });
 
 test('with mqtt.persistence: memory nothing is kept: a command delivered again is sent again (at least once)', async () => {

@@ -8,6 +8,14 @@ export interface HeldCopy {
   readonly brokerId: string | null;
   readonly brokerCounter: number | null;
   readonly messageId: number | null;
+  /** When the copy expires (epoch ms; the expiry of the command it was queued for); null: never. */
+  readonly expiresAt: number | null;
+}
+
+/** A client's answer to a command, and the QoS it was delivered at (null: kept by a version that did not keep it). */
+export interface Answer {
+  readonly clientId: string;
+  readonly qos: 0 | 1 | null;
 }
 
 /**
@@ -17,7 +25,7 @@ export interface HeldCopy {
  */
 export interface CommandRecords {
   /** The client that answered the command (acked it, or refused it for good) within its expiry; undefined if none did. */
-  answeredBy(key: string, now: number): string | undefined;
+  answeredBy(key: string, now: number): Answer | undefined;
   /**
    * The copies of the command that sessions still hold (queued, or sent and waiting for their
    * PUBACK), but those past their expiry: the broker sends no expired copy, so the command is
@@ -27,8 +35,8 @@ export interface CommandRecords {
   /** The message the broker queues with this number is the command `key`: its copies are kept with the key. */
   expect(brokerId: string, brokerCounter: number, key: string): void;
   forget(brokerCounter: number): void;
-  /** A client answered the command: remembered until `expiresAt`. */
-  answered(key: string, clientId: string, expiresAt: number): void;
+  /** A client answered the command, which was delivered to it at `qos`: remembered until `expiresAt`. */
+  answered(key: string, clientId: string, expiresAt: number, qos: 0 | 1): void;
 }
 
 /** CommandRecords in broker.db (tables of COMMANDS_SCHEMA). */
@@ -36,28 +44,28 @@ export class CommandMemory implements CommandRecords {
   readonly #commit: GroupCommit;
   readonly #onFailure: ((error: Error) => void) | undefined;
   readonly #expected = new Map<number, { readonly brokerId: string; readonly key: string }>();
-  readonly #answeredBy: Database.Statement<[string, number], string>;
+  readonly #answeredBy: Database.Statement<[string, number], Answer>;
   readonly #held: Database.Statement<[string, number], HeldCopy>;
-  readonly #answer: Database.Statement<[string, string, number]>;
+  readonly #answer: Database.Statement<[string, string, number, number]>;
   readonly #expired: Database.Statement<[number]>;
 
   /** `onFailure`: told of a read that failed, as the state's other reads are (writes go through `commit`). */
   constructor(db: Database.Database, commit: GroupCommit, onFailure?: (error: Error) => void) {
     this.#commit = commit;
     this.#onFailure = onFailure;
-    this.#answeredBy = db.prepare<[string, number], string>('SELECT client_id FROM commands_answered WHERE command_key = ? AND expires_at > ?').pluck();
+    this.#answeredBy = db.prepare<[string, number], Answer>('SELECT client_id AS clientId, qos FROM commands_answered WHERE command_key = ? AND expires_at > ?');
     // A copy replaced by another packet (a copy numbered by another broker) is sent as numbered there.
     this.#held = db.prepare<[string, number], HeldCopy>(
-      `SELECT q.client_id AS clientId, q.message_id AS messageId,
+      `SELECT q.client_id AS clientId, q.message_id AS messageId, q.expires_at AS expiresAt,
          CASE WHEN q.meta IS NULL THEN m.broker_id ELSE q.own_broker_id END AS brokerId,
          CASE WHEN q.meta IS NULL THEN m.broker_counter ELSE q.own_broker_counter END AS brokerCounter
        FROM queue q JOIN queued_messages m ON m.id = q.seq WHERE q.command_key = ? AND (q.expires_at IS NULL OR q.expires_at > ?)`,
     );
-    this.#answer = db.prepare('INSERT OR IGNORE INTO commands_answered (command_key, client_id, expires_at) VALUES (?, ?, ?)');
+    this.#answer = db.prepare('INSERT OR IGNORE INTO commands_answered (command_key, client_id, expires_at, qos) VALUES (?, ?, ?, ?)');
     this.#expired = db.prepare('DELETE FROM commands_answered WHERE expires_at <= ?');
   }
 
-  answeredBy(key: string, now: number): string | undefined {
+  answeredBy(key: string, now: number): Answer | undefined {
     return reportedRead(this.#onFailure, () => this.#answeredBy.get(key, now));
   }
 
@@ -81,13 +89,13 @@ export class CommandMemory implements CommandRecords {
   }
 
   /** Not waited for: an answer lost to a crash lets the command be sent once more, as QoS 1 allows. */
-  answered(key: string, clientId: string, expiresAt: number): void {
-    this.#commit.eager(() => this.#answer.run(key, clientId, expiresAt));
+  answered(key: string, clientId: string, expiresAt: number, qos: 0 | 1): void {
+    this.#commit.eager(() => this.#answer.run(key, clientId, expiresAt, qos));
   }
 
-  /** Inside the caller's transaction (a PUBACK's removal of the copy from its session's queue). */
+  /** Inside the caller's transaction (a PUBACK's removal of the copy from its session's queue: delivered at QoS 1). */
   answeredNow(key: string, clientId: string, expiresAt: number): void {
-    this.#answer.run(key, clientId, expiresAt);
+    this.#answer.run(key, clientId, expiresAt, 1);
   }
 
   /** Forgets the answers of commands past their expiry; returns how many. */

@@ -107,23 +107,26 @@ CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at) WHERE expire
 `;
 
 /** The schema version BROKER_STATE_SCHEMA, USAGE_SCHEMA and COMMANDS_SCHEMA make. */
-export const BROKER_STATE_VERSION = 4;
+export const BROKER_STATE_VERSION = 5;
 
-/** The oldest schema `ferry sessions` and `ferry retained` read: versions 3 and 4 only added what they do not read (commands, wills' logins). */
+/** The oldest schema `ferry sessions` and `ferry retained` read: versions 3 to 5 only added what they do not read (commands, wills' logins, answers' QoS). */
 export const STATE_FILE_MIN_VERSION = 2;
 
 /**
  * What keeps a command (command-memory.ts) from reaching its device twice when its source
  * delivers it again (Kafka after a restart): the key of the command a session's copy is
  * (queue.command_key, added by the migration; only commands' copies are in its index), and the
- * commands a client answered (acked, or refused for good), kept until they expire.
+ * commands a client answered (acked, or refused for good), kept until they expire, with the QoS
+ * of the answer: 1 for a PUBACK (or a refusal), 0 for a command sent at QoS 0 only, NULL for an
+ * answer kept by version 4 or older (which did not keep it).
  */
 export const COMMANDS_SCHEMA = `
 CREATE INDEX IF NOT EXISTS queue_command ON queue (command_key) WHERE command_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS commands_answered (
   command_key TEXT PRIMARY KEY,
   client_id TEXT NOT NULL,
-  expires_at INTEGER NOT NULL
+  expires_at INTEGER NOT NULL,
+  qos INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS commands_answered_expiry ON commands_answered (expires_at);
 `;
@@ -181,7 +184,8 @@ interface MigratedDatabase {
  * per session in `outgoing` (each becomes a message of its own with one copy); version 2 had no
  * commands' keys (its queued messages have none: none is taken for a command sent again);
  * version 3 kept no login with a will (its wills have none: see carried-wills.ts for what becomes
- * of them).
+ * of them); version 4 kept no QoS with a command's answer (its answers have none: read again, such
+ * a command counts as delivered at an unknown QoS).
  */
 export function migrateBrokerState(db: MigratedDatabase): void {
   db.transaction(() => {
@@ -191,6 +195,7 @@ export function migrateBrokerState(db: MigratedDatabase): void {
     if (version < 2) toVersion2(db);
     if (!hasColumn(db, 'queue', 'command_key')) db.exec('ALTER TABLE queue ADD COLUMN command_key TEXT');
     db.exec(COMMANDS_SCHEMA);
+    if (!hasColumn(db, 'commands_answered', 'qos')) db.exec('ALTER TABLE commands_answered ADD COLUMN qos INTEGER');
     for (const [column, type] of [
       ['owner', 'TEXT'],
       ['profile', 'TEXT'],

@@ -42,7 +42,13 @@ export const kafkaMetrics = [
     name: 'commands.delivered',
     type: 'counter',
     unit: 'messages',
-    labels: { bridge: BRIDGE, qos: { meaning: "1 when a device's PUBACK confirmed it, 0 when it counted as delivered once sent", values: ['0', '1'] } },
+    labels: {
+      bridge: BRIDGE,
+      qos: {
+        meaning: "1 when a device's PUBACK confirmed it, 0 when it counted as delivered once sent, unknown for one read again whose answer an earlier version kept",
+        values: ['0', '1', 'unknown'],
+      },
+    },
     help: 'Commands the `devices` sink delivered to a device.',
   },
   {
