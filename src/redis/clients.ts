@@ -20,7 +20,8 @@ export interface IoRedisClient {
   evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
   eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
   on(event: 'connect' | 'ready' | 'error' | 'end' | 'close', listener: (...args: unknown[]) => void): unknown;
-  disconnect(): void;
+  /** Closes the connection; with `reconnect`, ioredis connects again (retryStrategy) and keeps its queued commands. */
+  disconnect(reconnect?: boolean): void;
 }
 
 export type IoRedisFactory = (settings: RedisConnectionSettings) => IoRedisClient | Promise<IoRedisClient>;
@@ -50,14 +51,23 @@ const ioredis: IoRedisFactory = async (settings) => {
 const SERVER_REFUSALS = new Set(['LOADING', 'BUSY', 'MASTERDOWN', 'TRYAGAIN', 'CLUSTERDOWN', 'READONLY', 'OOM', 'MISCONF', 'NOREPLICAS', 'NOAUTH', 'WRONGPASS', 'MOVED', 'ASK']);
 
 /**
+ * A write refusal met inside a script, as Redis before 7 reports it: wrapped in the script's
+ * error, the refusal's own reply after a `-` (`ERR Error running script (call to f_<sha>):
+ * @user_script:20: @user_script: 20: -OOM command not allowed when used memory > 'maxmemory'.`).
+ * Redis 7 replies with the refusal itself (`OOM command not allowed ...`).
+ */
+const SCRIPT_REFUSAL = /^ERR Error running script \(call to [^)]*\): .*: -(OOM|MISCONF|READONLY|NOREPLICAS) /;
+
+/**
  * True for an error reply that says Redis will not serve this client now, whatever the key:
- * one of SERVER_REFUSALS, or NOPERM for a command the ACL forbids (`no permissions to run the
- * 'evalsha' command`), as opposed to NOPERM for a key, which is that key's.
+ * one of SERVER_REFUSALS (also inside a script's error, from Redis before 7), or NOPERM for a
+ * command the ACL forbids (`no permissions to run the 'evalsha' command`), as opposed to NOPERM
+ * for a key, which is that key's.
  */
 export function isServerRefusal(error: unknown): error is Error {
   if (!(error instanceof Error) || error.name !== 'ReplyError') return false;
   const code = error.message.split(' ', 1)[0] as string;
-  return SERVER_REFUSALS.has(code) || (code === 'NOPERM' && /permissions to run the '/.test(error.message));
+  return SERVER_REFUSALS.has(code) || (code === 'NOPERM' && /permissions to run the '/.test(error.message)) || SCRIPT_REFUSAL.test(error.message);
 }
 
 /**
@@ -85,7 +95,7 @@ export class RedisConnection {
   /** Set once the first connection attempt finished, either way. */
   #settled = false;
   #lastError: unknown;
-  /** Set while the current connection runs on database 0 because Redis refused the URL's. */
+  /** Set from Redis refusing the URL's database (SELECT) until a connection selects it. */
   #selectRefused: Error | undefined;
   #closed = false;
 
@@ -133,22 +143,27 @@ export class RedisConnection {
 
   #open(): Promise<IoRedisClient> {
     this.#client ??= Promise.resolve(this.#factory(this.settings)).then((client) => {
+      // A connection is ready only once its SELECT went through (see the refusal below).
       client.on('ready', () => {
         this.#settled = true;
         this.#lastError = undefined;
-      });
-      // Each connection selects the URL's database anew.
-      client.on('connect', () => {
         this.#selectRefused = undefined;
       });
       // Reported by the commands that fail; without a listener ioredis would log each attempt.
       client.on('error', (error) => {
         this.#settled = true;
         this.#lastError = error;
-        // ioredis reports a SELECT the server refused (a database beyond its `databases`) here
-        // only, and goes on with database 0: every command would read and write another
-        // database than the URL's.
-        if ((error as { command?: { name?: string } } | undefined)?.command?.name === 'select') this.#selectRefused = error as Error;
+        // ioredis reports a SELECT the server refused (a database beyond its `databases`, an ACL
+        // without SELECT) here only, and goes on with database 0: the commands that waited for
+        // the connection (offline: wait, or a reconnection) would run as soon as it is ready, on
+        // another database than the URL's. Closing it before then (nothing more can be written
+        // to it) makes the refusal an outage: ioredis connects again with its backoff and sends
+        // the waiting commands once a connection selected the URL's database, or fails them at
+        // their timeout.
+        if ((error as { command?: { name?: string } } | undefined)?.command?.name === 'select') {
+          this.#selectRefused = error as Error;
+          client.disconnect(true);
+        }
       });
       client.on('close', () => {
         this.#settled = true;

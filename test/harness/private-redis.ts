@@ -8,8 +8,11 @@ export interface PrivateRedis {
   readonly port: number;
   /** Stops it (SIGKILL by default: a crash) and waits for the exit. */
   stop(signal?: NodeJS.Signals): Promise<void>;
-  /** Starts it again on the same port, empty (nothing is saved): a restarted server, scripts flushed. */
-  start(): Promise<void>;
+  /**
+   * Starts it again on the same port, empty (nothing is saved): a restarted server, scripts
+   * flushed. `args` replace the extra server options it was first started with, for this start.
+   */
+  start(args?: readonly string[]): Promise<void>;
 }
 
 /**
@@ -26,8 +29,8 @@ export async function startPrivateRedis(args: readonly string[] = []): Promise<P
   };
   process.on('exit', kill);
 
-  const start = async () => {
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...args], {
+  const start = async (extra: readonly string[] = args) => {
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extra], {
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
