@@ -2,7 +2,8 @@ import { type GaugeName, type HostGaugeName, metricSpec } from './catalogue.ts';
 import type { CounterRegistry } from './counters.ts';
 import type { EventLoopWindow } from './event-loop.ts';
 import type { HostReading } from './host-metrics.ts';
-import { type Metric, type Sample, renderHistograms, renderPrometheus } from './prometheus.ts';
+import { type MetricsFormat, renderOpenMetrics } from './openmetrics.ts';
+import { type HistogramMetric, type Metric, type Sample, renderHistograms, renderPrometheus } from './prometheus.ts';
 
 /** The part of the gateway's status its metrics show; the runtime's `GatewayStatus` fits. */
 export interface MetricsStatus {
@@ -32,13 +33,14 @@ export interface MetricsStatus {
 /**
  * /metrics: gauges of the gateway's state (buffer depth per bridge and sink, dead letters,
  * sockets, messages awaiting their acknowledgement), of the host and the event loop, then every counter, in the Prometheus
- * text format, with HELP text from the catalogue.
+ * text format (or OpenMetrics, for a scraper that asks for it), with HELP text and units from the catalogue.
  */
-export function renderGatewayMetrics(status: MetricsStatus, counters: CounterRegistry, now = Date.now()): string {
+export function renderGatewayMetrics(status: MetricsStatus, counters: CounterRegistry, now = Date.now(), format: MetricsFormat = 'prometheus'): string {
   const all = gaugeSamples(status, now);
-  const gauges: Metric[] = Object.entries(all).map(([name, values]) => ({ name, type: 'gauge', help: helpOf(name, 'gauge'), samples: values }));
-  const counted: Metric[] = [...counters.families()].map(([name, values]) => ({ name, type: 'counter', help: helpOf(name, 'counter'), samples: values }));
-  const histograms = [...counters.histograms.families()].map(([name, series]) => ({ name, help: helpOf(name, 'histogram'), series }));
+  const gauges: Metric[] = Object.entries(all).map(([name, values]) => ({ name, type: 'gauge', ...describe(name, 'gauge'), samples: values }));
+  const counted: Metric[] = [...counters.families()].map(([name, values]) => ({ name, type: 'counter', ...describe(name, 'counter'), samples: values }));
+  const histograms: HistogramMetric[] = [...counters.histograms.families()].map(([name, series]) => ({ name, ...describe(name, 'histogram'), series }));
+  if (format === 'openmetrics') return renderOpenMetrics([...gauges, ...counted], histograms);
   return renderPrometheus([...gauges, ...counted]) + renderHistograms(histograms);
 }
 
@@ -89,8 +91,10 @@ function hostSamples(host: HostReading | null, loop: EventLoopWindow | null): Re
   };
 }
 
-function helpOf(name: string, type: Metric['type'] | 'histogram'): string {
+function describe(name: string, type: Metric['type'] | 'histogram'): { help: string; unit?: string } {
   // A name missing from the catalogue fails the catalogue test; until then it still shows.
   // HELP is plain text: the catalogue's Markdown code quotes are left out.
-  return (metricSpec(name, type)?.help ?? `Ferry ${type} ${name}.`).replace(/`/g, '');
+  const spec = metricSpec(name, type);
+  const help = (spec?.help ?? `Ferry ${type} ${name}.`).replace(/`/g, '');
+  return spec === undefined ? { help } : { help, unit: spec.unit };
 }

@@ -55,6 +55,33 @@ function randomId(bytes: 8 | 16): string {
   }
 }
 
+// A span a sink writes a message under has the message's `traceparent` as parent: this process's
+// own `receive` span (a local parent), or one from elsewhere (a remote parent): a receive span of
+// an earlier run, or the device's span when the message was stored before traces were exported.
+// Receive span ids carry a mark to tell them apart without keeping any: their last 4 hex digits
+// are a hash of the first 12 keyed with a number drawn at start. A foreign id has the mark by
+// chance once in 65,536 (its span is then flagged local).
+const MARK_KEY = randomBytes(4).readUInt32LE(0);
+
+/** FNV-1a of the first 12 hex digits of a span id, seeded with the process's key: 4 hex digits. */
+function mark(spanId: string): string {
+  let hash = (0x811c9dc5 ^ MARK_KEY) >>> 0;
+  for (let i = 0; i < 12; i++) hash = Math.imul(hash ^ spanId.charCodeAt(i), 0x01000193);
+  return ((hash ^ (hash >>> 16)) & 0xffff).toString(16).padStart(4, '0');
+}
+
+/** A span id with this process's mark, never all zero. */
+function markedSpanId(): string {
+  for (;;) {
+    const head = randomId(8).slice(0, 12);
+    const id = head + mark(head);
+    if (id !== ZERO[8]) return id;
+  }
+}
+
+/** Whether a span id was made by markedSpanId() in this process. */
+const startedHere = (spanId: string) => spanId.endsWith(mark(spanId));
+
 /** The `receive <bridge>` span of a sampled message, from its arrival to the buffer commit. */
 class IngressSpan implements TracedMessage {
   readonly envelope: Envelope;
@@ -69,7 +96,7 @@ class IngressSpan implements TracedMessage {
     this.#bridge = bridge;
     this.#parent = parent;
     this.#traceId = parent?.traceId ?? randomId(16);
-    this.#spanId = randomId(8);
+    this.#spanId = markedSpanId();
     this.envelope = { ...envelope, headers: { ...envelope.headers, traceparent: `00-${this.#traceId}-${this.#spanId}-01` } };
   }
 
@@ -106,12 +133,12 @@ function sinkTracing(spans: SpanSink, bridge: string, sink: string, logger: Logg
   const writeName = `write ${sink}`;
   return {
     batch: async (batch, write) => {
-      let sampled: { parent: Traceparent; id: string }[] | undefined;
+      let sampled: { parent: Traceparent; id: string; remote: boolean }[] | undefined;
       for (const { envelope } of batch) {
         const header = envelope.headers['traceparent'];
         if (header === undefined || !sampledTraceparent(header)) continue;
         const parent = parseTraceparent(header);
-        if (parent !== undefined) (sampled ??= []).push({ parent, id: envelope.id });
+        if (parent !== undefined) (sampled ??= []).push({ parent, id: envelope.id, remote: !startedHere(parent.spanId) });
       }
       if (sampled === undefined) return write(undefined);
       const traceId = randomId(16);
@@ -137,15 +164,15 @@ function sinkTracing(spans: SpanSink, bridge: string, sink: string, logger: Logg
           start,
           end,
           attributes: { 'ferry.bridge': bridge, 'ferry.sink': sink, 'messaging.batch.message_count': batch.length },
-          links: sampled.map(({ parent }) => ({ traceId: parent.traceId, spanId: parent.spanId })),
+          links: sampled.map(({ parent, remote }) => ({ traceId: parent.traceId, spanId: parent.spanId, remote })),
           error,
         });
-        for (const { parent, id } of sampled) {
+        for (const { parent, id, remote } of sampled) {
           spans.add({
             traceId: parent.traceId,
             spanId: randomId(8),
             parentSpanId: parent.spanId,
-            remoteParent: true,
+            remoteParent: remote,
             name: sendName,
             kind: SpanKind.producer,
             start,

@@ -10,13 +10,15 @@ export interface Metric {
   readonly name: string;
   readonly type: 'counter' | 'gauge';
   readonly help: string;
+  /** The catalogue's unit (OpenMetrics writes a base unit the name ends with as `# UNIT`). */
+  readonly unit?: string;
   readonly samples: readonly Sample[];
 }
 
 /**
  * Renders metrics in the Prometheus text exposition format (version 0.0.4), the format
  * Prometheus, VictoriaMetrics, Grafana Agent and the OpenTelemetry collector's Prometheus
- * receiver scrape.
+ * receiver scrape (openmetrics.ts writes OpenMetrics for those that ask for it).
  */
 export function renderPrometheus(metrics: readonly Metric[]): string {
   const lines: string[] = [];
@@ -33,6 +35,7 @@ export function renderPrometheus(metrics: readonly Metric[]): string {
 export interface HistogramMetric {
   readonly name: string;
   readonly help: string;
+  readonly unit?: string;
   readonly series: readonly {
     readonly labels: Readonly<Record<string, string>>;
     readonly bounds: readonly number[];
@@ -67,14 +70,14 @@ export function metricName(name: string, type: Metric['type'] | 'histogram'): st
   return type === 'counter' && !base.endsWith('_total') ? `${base}_total` : base;
 }
 
-function labelText(labels: Readonly<Record<string, string>> | undefined): string {
+export function labelText(labels: Readonly<Record<string, string>> | undefined): string {
   if (labels === undefined) return '';
   const entries = Object.entries(labels);
   if (entries.length === 0) return '';
   return `{${entries.map(([k, v]) => `${k.replace(/[^a-zA-Z0-9_]/g, '_')}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',')}}`;
 }
 
-function formatValue(value: number): string {
+export function formatValue(value: number): string {
   if (Number.isNaN(value)) return 'NaN';
   if (value === Number.POSITIVE_INFINITY) return '+Inf';
   if (value === Number.NEGATIVE_INFINITY) return '-Inf';

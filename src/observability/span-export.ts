@@ -13,7 +13,10 @@ export const SpanKind = { client: 3, producer: 4, consumer: 5 } as const;
 export interface FinishedSpan {
   readonly traceId: string;
   readonly spanId: string;
-  /** The parent span, set for a child; `remoteParent` when it came from a `traceparent` header. */
+  /**
+   * The parent span, set for a child; `remoteParent` when it was started in another process (a
+   * device's or a backend's `traceparent`), not when it is this process's own span.
+   */
   readonly parentSpanId: string | undefined;
   readonly remoteParent: boolean;
   readonly name: string;
@@ -21,7 +24,8 @@ export interface FinishedSpan {
   readonly start: number;
   readonly end: number;
   readonly attributes: Readonly<Record<string, string | number>>;
-  readonly links: readonly { readonly traceId: string; readonly spanId: string }[] | undefined;
+  /** Linked spans; `remote` as for the parent. */
+  readonly links: readonly { readonly traceId: string; readonly spanId: string; readonly remote: boolean }[] | undefined;
   /** The failure that ended it: status ERROR with this message. */
   readonly error: string | undefined;
 }
@@ -157,7 +161,8 @@ function keyValues(attributes: Readonly<Record<string, string | number>>): { key
  */
 const nanos = (ms: number): string => String(Math.round(ms * 1e6));
 
-// W3C trace flags (sampled) with OTLP's "has is_remote" bit, and "is_remote" for a remote parent.
+// W3C trace flags (sampled) with OTLP's "has is_remote" bit, and "is_remote" for a remote parent
+// (or link).
 const LOCAL_FLAGS = 0x101;
 const REMOTE_FLAGS = 0x301;
 
@@ -173,7 +178,7 @@ function otlpSpan(span: FinishedSpan): object {
     startTimeUnixNano: nanos(span.start),
     endTimeUnixNano: nanos(Math.max(span.start, span.end)),
     attributes: keyValues(span.attributes),
-    links: span.links?.map((link) => ({ traceId: link.traceId, spanId: link.spanId, flags: REMOTE_FLAGS })),
+    links: span.links?.map((link) => ({ traceId: link.traceId, spanId: link.spanId, flags: link.remote ? REMOTE_FLAGS : LOCAL_FLAGS })),
     status: span.error === undefined ? undefined : { code: 2, message: span.error },
   };
 }

@@ -3,6 +3,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
+import { CONTENT_TYPES, type MetricsFormat, negotiateMetricsFormat } from '../observability/openmetrics.ts';
 import { FerryError, describeError, wrapError } from '../core/errors.ts';
 import { isLoopbackHost } from '../core/loopback.ts';
 import { DEFAULT_REFUSAL_LOG_INTERVAL_MS, RefusalLog } from '../mqtt/refusal-log.ts';
@@ -30,8 +31,8 @@ export interface AdminHandlers {
   status(): unknown;
   /** Reads the config again and applies it (POST /api/reload). */
   reload?(): Promise<ReloadResult>;
-  /** Metrics in the Prometheus text format (GET /metrics). */
-  metrics?(): string;
+  /** Metrics in the Prometheus text format, or OpenMetrics when the scraper asks for it (GET /metrics). */
+  metrics?(format: MetricsFormat): string;
   /** The status page's chart data after a time (ms since the epoch; GET /api/series?after=). */
   series?(after: number): unknown;
 }
@@ -72,7 +73,7 @@ function hostCheck(configured: string): (header: string | undefined) => boolean 
 /**
  * GET / (the status page, its files under /ui/), GET /healthz (process alive), GET /readyz
  * (accepting traffic), GET /api/status (JSON), GET /api/series (the page's charts), GET /metrics
- * (Prometheus text format), POST /api/reload (apply the changed config: 200 with what changed,
+ * (Prometheus text format 0.0.4, or OpenMetrics 1.0.0 when the Accept header prefers it), POST /api/reload (apply the changed config: 200 with what changed,
  * 422 with its problems, 409 while the gateway starts or stops).
  *
  * Without a token (on loopback), a request whose Host is neither a loopback name nor the
@@ -175,8 +176,9 @@ export class AdminServer {
         case '/metrics': {
           if (handlers.metrics === undefined) break;
           // Rendered before the head is written, so that a failure can still be answered 500.
-          const text = handlers.metrics();
-          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+          const format = negotiateMetricsFormat(req.headers.accept);
+          const text = handlers.metrics(format);
+          res.writeHead(200, { 'content-type': CONTENT_TYPES[format], vary: 'Accept' });
           res.end(text);
           return;
         }

@@ -14,6 +14,7 @@ import { EmbeddedBroker } from '../mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../observability/counters.ts';
 import type { GatewayStatus } from './gateway-status.ts';
 import { renderGatewayMetrics } from '../observability/gateway-metrics.ts';
+import type { MetricsFormat } from '../observability/openmetrics.ts';
 import { Vitals } from '../observability/vitals.ts';
 import type { LogBridge } from '../observability/log-bridge.ts';
 import { type Observability, startObservability } from './observability.ts';
@@ -147,7 +148,7 @@ export class Gateway {
             ready: () => this.health(),
             status: () => this.status(),
             reload: () => this.reload(),
-            metrics: () => this.metrics(),
+            metrics: (format) => this.metrics(format),
             series: (after) => this.#series?.since(after),
           },
           { ...(config.adminToken === undefined ? {} : { token: config.adminToken }), openMetrics: config.admin.openMetrics },
@@ -264,9 +265,9 @@ export class Gateway {
     };
   }
 
-  /** Counters and the current state (buffer depth per bridge and sink, dead letters, devices connected, messages awaiting their acknowledgement) in the Prometheus text format. */
-  metrics(): string {
-    return renderGatewayMetrics(this.status(), this.counters);
+  /** Counters and the current state (buffer depth per bridge and sink, dead letters, devices connected, messages awaiting their acknowledgement) in the Prometheus text format, or OpenMetrics. */
+  metrics(format: MetricsFormat = 'prometheus'): string {
+    return renderGatewayMetrics(this.status(), this.counters, Date.now(), format);
   }
 
   /**

@@ -16,6 +16,17 @@ const dataDir = tempDirs('ferry-e2e-telemetry-');
 
 const hex = (bytes: number) => randomBytes(bytes).toString('hex');
 
+/** The OTLP `flags` of every span in the receiver's requests, by span id. */
+function exportedFlags(raw: readonly string[]): Map<string, number> {
+  const flags = new Map<string, number>();
+  for (const body of raw) {
+    for (const resource of JSON.parse(body).resourceSpans ?? []) {
+      for (const scope of resource.scopeSpans) for (const span of scope.spans) flags.set(span.spanId, span.flags);
+    }
+  }
+  return flags;
+}
+
 test('one trace runs from an MQTT 5 publish carrying traceparent through the Kafka record to the command sent back to the device; spans, metrics and trace ids in logs reach an OTLP receiver', async (t) => {
   const brokers = await requireService('kafka');
   const kafka = await kafkaTestClient(brokers);
@@ -94,6 +105,11 @@ test('one trace runs from an MQTT 5 publish carrying traceparent through the Kaf
   assert.equal(ingress.attributes['messaging.client.id'], 'sensor-otel');
   const send = spans.find((s) => s.name === 'send kafka' && s.parentSpanId === gatewaySpan);
   assert.ok(send, "a span for the Kafka sink's write of the message, child of its ingress span");
+  // OTLP span flags: 0x100 says whether the parent is remote, 0x200 that it is. The device's span
+  // is remote to the gateway; the send span's parent is the gateway's own receive span.
+  const spanFlags = exportedFlags(receiver.raw);
+  assert.equal(spanFlags.get(gatewaySpan ?? ''), 0x301, "the receive span's parent (the device's span) is remote");
+  assert.equal(spanFlags.get(send.spanId), 0x101, "the send span's parent (the gateway's receive span) is local");
   // The batch span is a trace of its own (a batch carries messages of many traces), linking each.
   const batch = receiver.spans.find((s) => s.name === 'write kafka');
   assert.deepEqual(batch?.links, [{ traceId, spanId: gatewaySpan }], 'the batch span links the message span it carried');

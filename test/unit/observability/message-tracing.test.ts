@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { firstValueFrom, of, toArray } from 'rxjs';
@@ -82,11 +83,12 @@ test('a sink batch with sampled messages gets a write span linking them and a se
   const [, traceId, messageSpan] = String(traced.envelope.headers['traceparent']).split('-');
   const write = spans.find((s) => s.name === 'write kafka');
   const send = spans.find((s) => s.name === 'send kafka');
-  assert.deepEqual(write?.links, [{ traceId, spanId: messageSpan }]);
+  assert.deepEqual(write?.links, [{ traceId, spanId: messageSpan, remote: false }], "the message's receive span, started here");
   assert.equal(write?.attributes['messaging.batch.message_count'], 2);
   assert.equal(write?.kind, 3);
   assert.equal(send?.traceId, traceId);
   assert.equal(send?.parentSpanId, messageSpan);
+  assert.equal(send?.remoteParent, false, 'the parent is the receive span of this process');
   assert.equal(send?.attributes['messaging.message.id'], traced.envelope.id);
   assert.equal(send?.kind, 4);
 
@@ -147,6 +149,67 @@ test("a sink's batch events and the errors it nacks with name the write span of 
   assert.deepEqual(failedSpanFields(new Error('never traced')), {});
 });
 
+/** The `flags` of each span the receiver got, by name. */
+function exportedFlags(raw: readonly string[]): Record<string, { flags: number; parentSpanId: string | undefined; links: number[] }> {
+  const out: Record<string, { flags: number; parentSpanId: string | undefined; links: number[] }> = {};
+  for (const body of raw) {
+    for (const resource of JSON.parse(body).resourceSpans) {
+      for (const scope of resource.scopeSpans) {
+        for (const s of scope.spans) out[s.name] = { flags: s.flags, parentSpanId: s.parentSpanId, links: (s.links ?? []).map((l: { flags: number }) => l.flags) };
+      }
+    }
+  }
+  return out;
+}
+
+// OTLP span flags: 0x01 sampled, 0x100 "has is_remote", 0x200 is_remote (of the parent).
+test("exported flags: a receive span's parent from the device's traceparent is remote, a send span's parent (this process's receive span) is local", async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const exporter = new SpanExport({ url: `${receiver.url}/v1/traces`, headers: {} }, {}, '1', silent, { batchSize: 100, delayMs: 60_000, maxQueue: 100 });
+  const tracing = messageTracing(exporter, 0, silent);
+  const traced = tracing.ingress('b', reading({ traceparent: device }));
+  assert.ok(traced);
+  traced.end('stored');
+  const delivery = createDelivery(traced.envelope, { onAck: () => {}, onNack: () => {} });
+  await tracing.sink('b', 'kafka').batch([delivery], async () => 'written');
+  // A message stored before traces were exported (or by an earlier run) keeps a traceparent this
+  // process did not start: its send span's parent is remote.
+  const stored = createDelivery(reading({ traceparent: device }), { onAck: () => {}, onNack: () => {} });
+  await tracing.sink('b', 'postgres').batch([stored], async () => 'written');
+  await exporter.shutdown();
+
+  const [, , receiveSpan] = String(traced.envelope.headers['traceparent']).split('-');
+  assert.deepEqual(exportedFlags(receiver.raw), {
+    'receive b': { flags: 0x301, parentSpanId: '00f067aa0ba902b7', links: [] },
+    'write kafka': { flags: 0x101, parentSpanId: undefined, links: [0x101] },
+    'send kafka': { flags: 0x101, parentSpanId: receiveSpan, links: [] },
+    'write postgres': { flags: 0x101, parentSpanId: undefined, links: [0x301] },
+    'send postgres': { flags: 0x301, parentSpanId: '00f067aa0ba902b7', links: [] },
+  });
+});
+
+test('receive span ids are marked as started here; ids from elsewhere are not (one in 65,536 would be by chance)', async () => {
+  const spans: FinishedSpan[] = [];
+  const tracing = messageTracing({ add: (s) => spans.push(s) }, 1, silent);
+  const sink = tracing.sink('b', 'kafka');
+  let foreignLocal = 0;
+  for (let i = 0; i < 200; i++) {
+    const traced = tracing.ingress('b', reading());
+    assert.ok(traced);
+    const own = createDelivery(traced.envelope, { onAck: () => {}, onNack: () => {} });
+    const foreign = createDelivery(reading({ traceparent: `00-${randomHex(16)}-${randomHex(8)}-01` }), { onAck: () => {}, onNack: () => {} });
+    spans.length = 0;
+    await sink.batch([own, foreign], async () => undefined);
+    const links = spans.find((s) => s.name === 'write kafka')?.links ?? [];
+    assert.equal(links[0]?.remote, false);
+    if (links[1]?.remote === false) foreignLocal++;
+  }
+  assert.ok(foreignLocal <= 1, `${foreignLocal} of 200 random span ids taken as started here`);
+});
+
+const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
+
 function span(i: number, extra: Partial<FinishedSpan> = {}): FinishedSpan {
   return {
     traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
@@ -173,7 +236,7 @@ test('spans go to an OTLP/HTTP receiver as JSON in batches, and shutdown sends w
     maxQueue: 100,
   });
   exporter.add(span(0, { parentSpanId: '00f067aa0ba902b7', remoteParent: true }));
-  exporter.add(span(1, { links: [{ traceId: 'a'.repeat(32), spanId: 'b'.repeat(16) }], error: 'broker down' }));
+  exporter.add(span(1, { links: [{ traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), remote: true }], error: 'broker down' }));
   exporter.add(span(2));
   // A full batch goes at once; the third waits for the delay, or for shutdown.
   for (let i = 0; i < 100 && receiver.spans.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 20));
