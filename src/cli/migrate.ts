@@ -1,5 +1,6 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { type Kysely, sql } from 'kysely';
 import { type MigrationResultSet, Migrator } from 'kysely/migration';
 import pino from 'pino';
 import type { DatabaseConfig } from '../config/databases-schema.ts';
@@ -9,11 +10,16 @@ import { CounterRegistry } from '../observability/counters.ts';
 import { Databases } from '../runtime/databases.ts';
 import { loadSettings } from './load.ts';
 import { makeDirectory } from '../runtime/make-directory.ts';
+import { poolSettings } from '../postgres/connection.ts';
+import { sqlState } from '../postgres/errors.ts';
+import { openWatchSession, watchLockWaits } from '../postgres/lock-waits.ts';
 
 export interface MigrateOptions {
   readonly config: string;
   readonly database?: string;
   readonly dir: string;
+  /** PostgreSQL's `lock_timeout` for the run, in ms: a statement waiting longer for a lock fails the run. */
+  readonly lockTimeout?: number;
 }
 
 /** Exit codes a deploy script can tell apart. */
@@ -47,6 +53,11 @@ async function migrate(action: Action, options: MigrateOptions): Promise<number>
     );
     return MIGRATE_EXIT.usage;
   }
+  const database = config.databases[name];
+  if (options.lockTimeout !== undefined && !('postgres' in database)) {
+    process.stderr.write(`ferry migrate: --lock-timeout is for PostgreSQL; database '${name}' is SQLite\n`);
+    return MIGRATE_EXIT.usage;
+  }
   const dir = resolve(options.dir);
   const files = new MigrationFiles(dir);
   try {
@@ -65,16 +76,56 @@ async function migrate(action: Action, options: MigrateOptions): Promise<number>
   try {
     await databases.load();
     const db = databases.get<unknown>(name);
-    const migrator = new Migrator({ db, provider: files });
     const target = `database '${name}'`;
-    if (action === 'status') return await status(migrator, target);
-    const result = action === 'up' ? await migrator.migrateToLatest() : await migrator.migrateDown();
-    return report(result, action, target);
+    if (action === 'status') return await status(new Migrator({ db, provider: files }), target);
+    const run = (session: Kysely<unknown>) => {
+      const migrator = new Migrator({ db: session, provider: files });
+      return action === 'up' ? migrator.migrateToLatest() : migrator.migrateDown();
+    };
+    if (!('postgres' in database)) return report(await run(db), action, target);
+    const watcher = poolSettings(database.postgres, `${config.gateway.name} (ferry migrate, lock watch)`, dirname(config.file), target);
+    const result = await db.connection().execute((session) => watched(session, run, () => openWatchSession(watcher), options.lockTimeout));
+    return report(result, action, target, options.lockTimeout);
   } catch (error) {
     process.stderr.write(`ferry migrate: ${describeError(error)}\n`);
     return MIGRATE_EXIT.failed;
   } finally {
     await databases.close();
+  }
+}
+
+/**
+ * Runs the migrations on one PostgreSQL session, under `lockTimeoutMs`, watched from another:
+ * while a statement waits for a lock held by some other session (a gateway's or a user's open
+ * transaction on the table an ALTER changes), stderr says which sessions, and how to go on,
+ * instead of nothing for as long as they keep it. Ctrl-C (or SIGTERM) ends the migrating
+ * session from the watching one, so that the run is rolled back now, and no statement of it
+ * stays queued for its lock, holding up the sessions behind it, after the process is gone.
+ */
+async function watched(
+  session: Kysely<unknown>,
+  run: (session: Kysely<unknown>) => Promise<MigrationResultSet>,
+  open: () => ReturnType<typeof openWatchSession>,
+  lockTimeoutMs?: number,
+): Promise<MigrationResultSet> {
+  if (lockTimeoutMs !== undefined) await sql`SET lock_timeout = ${sql.lit(lockTimeoutMs)}`.execute(session);
+  const { rows } = await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(session);
+  const watch = watchLockWaits({ open, pid: (rows[0] as { pid: number }).pid, report: (text) => process.stderr.write(text) });
+  let interrupted = false;
+  const interrupt = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    process.stderr.write('ferry migrate: stopping: ending the migrating session, which rolls the run back (press Ctrl-C again to exit at once)\n');
+    void watch.terminate().then((ended) => ended || process.exit(130));
+  };
+  process.on('SIGINT', interrupt).on('SIGTERM', interrupt);
+  try {
+    const result = await run(session);
+    // What failed then is the session ended here, whatever pg says of it ("connection discarded").
+    return interrupted && result.error !== undefined ? { ...result, error: new Error('stopped (Ctrl-C or SIGTERM)') } : result;
+  } finally {
+    process.off('SIGINT', interrupt).off('SIGTERM', interrupt);
+    await watch.stop();
   }
 }
 
@@ -105,13 +156,19 @@ async function status(migrator: Migrator, target: string): Promise<number> {
  * is transactional): when a migration fails, the ones before it in the same run are rolled
  * back with it, and the database is as it was before the command.
  */
-function report({ error, results = [] }: MigrationResultSet, action: 'up' | 'down', target: string): number {
+function report({ error, results = [] }: MigrationResultSet, action: 'up' | 'down', target: string, lockTimeoutMs?: number): number {
   if (error !== undefined) {
     const failed = results.find((r) => r.status === 'Error')?.migrationName;
     for (const r of results)
       process.stdout.write(`${r.status === 'Error' ? 'FAILED     ' : r.status === 'Success' ? 'rolled back' : 'not run    '}  ${r.migrationName}
 `);
-    process.stderr.write(`ferry migrate ${action}: ${failed === undefined ? '' : `migration ${failed} failed: `}${describeError(error)}; ${target} is as it was before this run\n`);
+    process.stderr.write(
+      `ferry migrate ${action}: ${failed === undefined ? '' : `migration ${failed} failed: `}${describeError(error)}; ${target} is as it was before this run${
+        sqlState(error) === '55P03' && lockTimeoutMs !== undefined
+          ? `: another session held a lock it needed longer than --lock-timeout (${lockTimeoutMs} ms); run it again once that session is done, or with a longer --lock-timeout`
+          : ''
+      }\n`,
+    );
     return MIGRATE_EXIT.failed;
   }
   for (const r of results) process.stdout.write(`${r.direction === 'Up' ? 'applied ' : 'reverted'}  ${r.migrationName}\n`);

@@ -82,7 +82,7 @@ export function createProgram(): Command {
     .description('apply, revert and list the schema migrations of a database declared in gateway.yaml (`databases:`)')
     .addHelpText(
       'after',
-      '\nMigrations are TypeScript files in --dir exporting `up(db)` and `down(db)` (a Kysely instance), applied in the order of their names, each run in one transaction under a lock so that two gateways never migrate at once.\nExit codes: 0 done (or up to date); 1 a migration failed (the run was rolled back), the database cannot be reached, or the command line cannot be parsed (an unknown option, a missing argument, as for every command); 2 `status` found pending migrations; 3 the config cannot be read or lacks what is asked for (no such database, no migrations directory), or a bad migration name.\nExample:\n  ferry migrate create create_devices\n  ferry migrate up --database main\n  ferry migrate status',
+      '\nMigrations are TypeScript files in --dir exporting `up(db)` and `down(db)` (a Kysely instance), applied in the order of their names, each run in one transaction under a lock so that two gateways never migrate at once.\nOn PostgreSQL, a migration that waits more than 3 s for a lock another session holds (an open transaction on the table it alters) prints to stderr, every 10 s while it waits, which sessions hold it (pid, application, state, how long, their last statement); commit or end them, or press Ctrl-C (the database stays as it was), or bound the wait with --lock-timeout.\nExit codes: 0 done (or up to date); 1 the run was rolled back (a migration failed, Ctrl-C, --lock-timeout), the database cannot be reached, or the command line cannot be parsed (an unknown option, a missing argument, as for every command); 2 `status` found pending migrations; 3 the config cannot be read or lacks what is asked for (no such database, no migrations directory, --lock-timeout on SQLite), or a bad migration name.\nExample:\n  ferry migrate create create_devices\n  ferry migrate up --database main\n  ferry migrate up --lock-timeout 10000\n  ferry migrate status',
     );
   const migrateOptions = (command: Command) =>
     command
@@ -94,7 +94,14 @@ export function createProgram(): Command {
     ['down', 'revert the last applied migration'],
     ['status', 'list the migrations, applied (with when) or pending; exits 2 when some are pending'],
   ] as const) {
-    migrateOptions(migrate.command(action).description(description)).action(async (options) => (await import('./migrate.ts')).migrateCommand(action, options));
+    const command = migrateOptions(migrate.command(action).description(description));
+    if (action !== 'status')
+      command.option(
+        '--lock-timeout <ms>',
+        'PostgreSQL: fail the run (and leave the database as it was) when a statement waits longer than this for a lock another session holds (`lock_timeout`); waits without end when absent, and says on stderr who holds the lock',
+        parseCount,
+      );
+    command.action(async (options) => (await import('./migrate.ts')).migrateCommand(action, options));
   }
   migrate
     .command('create')
