@@ -60,7 +60,7 @@ export class SessionRecords {
   readonly #commit: GroupCommit;
   readonly #hooks: SessionHooks;
   readonly #statements: Record<
-    'owner' | 'saveOwner' | 'exists' | 'held' | 'opened' | 'closed' | 'closedLegacy' | 'delete' | 'dueWills' | 'dropDueWill' | 'expired' | 'next',
+    'owner' | 'saveOwner' | 'exists' | 'held' | 'leftover' | 'opened' | 'closed' | 'closedLegacy' | 'delete' | 'dueWills' | 'dropDueWill' | 'expired' | 'next',
     Database.Statement
   >;
   readonly #db: Database.Database;
@@ -79,6 +79,7 @@ export class SessionRecords {
       saveOwner: db.prepare('INSERT INTO sessions (client_id, owner) VALUES (?, ?) ON CONFLICT (client_id) DO UPDATE SET owner = excluded.owner'),
       exists: db.prepare('SELECT 1 FROM sessions WHERE client_id = ?'),
       held: db.prepare('SELECT 1 FROM sessions WHERE client_id = ? UNION ALL SELECT 1 FROM queue WHERE client_id = ? LIMIT 1'),
+      leftover: db.prepare('SELECT 1 FROM queue WHERE client_id = ? UNION ALL SELECT 1 FROM incoming WHERE client_id = ? LIMIT 1'),
       opened: db.prepare(
         `INSERT INTO sessions (client_id, expiry_seconds) VALUES (?, ?)
          ON CONFLICT (client_id) DO UPDATE SET expiry_seconds = excluded.expiry_seconds, disconnected_at = NULL, expires_at = NULL`,
@@ -110,6 +111,21 @@ export class SessionRecords {
    */
   held(clientId: string): boolean {
     return this.#statements.held.get(clientId, clientId) !== undefined;
+  }
+
+  /**
+   * aedes' question for a connection without Clean Start that has no subscriptions to restore:
+   * whether a session is stored under its client id, which it answers as Session Present. When
+   * none is, a queue or QoS 2 state left under the id without a record (by an earlier version's
+   * crash between a Clean Start's removal of the record and of the queue) is no session the
+   * client is told of: it is dropped, on disk before the CONNACK (which waits for this answer),
+   * as a Clean Start drops it. Kept, it was sent to a client told Session Present 0.
+   */
+  resumable(clientId: string): Promise<boolean> {
+    // The reads throw here, not in the promise: the caller reports a failed read (reported-reads.ts).
+    if (this.stored(clientId)) return Promise.resolve(true);
+    if (this.#statements.leftover.get(clientId, clientId) === undefined) return Promise.resolve(false);
+    return this.#commit.durable(() => this.#hooks.wipe(clientId)).then(() => false);
   }
 
   /**

@@ -222,9 +222,9 @@ export class SqlitePersistence {
     return this.#subscriptions.byClient(client);
   }
 
-  /** Whether the client id has a stored session: aedes (as patched) answers Session Present with it for one without subscriptions. */
+  /** Whether the client id has a stored session: aedes (as patched) answers Session Present with it for one without subscriptions (see SessionRecords.resumable). */
   async sessionStored(clientId: string): Promise<boolean> {
-    return reportedRead(this.#options.onFailure, () => this.#sessions.stored(clientId));
+    return reportedRead(this.#options.onFailure, () => this.#sessions.resumable(clientId));
   }
 
   countOffline(): Promise<{ subsCount: number; clientsCount: number }> {
