@@ -90,7 +90,10 @@ export class DeviceAdmission {
   /** Resolves with nothing when the client may connect, else with the error aedes sends back. */
   async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<(Error & { returnCode: 2 | 3 | 4 | 5 }) | undefined> {
     const auth = this.#options.auth;
-    if (auth === undefined) return undefined;
+    if (auth === undefined) {
+      this.#sessions.loggedIn(client);
+      return undefined;
+    }
     const certName = this.#certNames.get(client.conn);
     const result =
       certName === undefined ? await auth.authenticate(client.id, username, password, this.#address(client)) : auth.authenticateCertificate(client.id, certName, username);
@@ -107,15 +110,22 @@ export class DeviceAdmission {
         return Object.assign(new Error("client id holds another login's session"), { returnCode: 2 as const });
       }
       this.#identities.set(client, result.identity);
+      this.#sessions.loggedIn(client);
       return undefined;
     }
     this.#refuse(client, result.refusal, username);
     return Object.assign(new Error(`connection refused: ${result.refusal}`), { returnCode: connackReturnCode(result.refusal) });
   }
 
-  /** aedes' authorizeSubscribe: a valid filter within the client's ACL. */
+  /** aedes' authorizeSubscribe: a valid filter within the client's ACL, from a connection not being taken over. */
   maySubscribe(client: Client, filter: string): boolean {
     const { counters, refusals } = this.#options;
+    if (this.#sessions.takenOver(client)) {
+      // Not saved into the session the newer connection has looked up already (SessionGuard.loggedIn).
+      counters.count('mqtt.subscribe.refused', { reason: 'taken_over' });
+      refusals.refused(client, { reason: 'taken_over', message: 'subscription refused: a newer connection with this client id is taking its session over', detail: { filter } });
+      return false;
+    }
     const invalid = invalidFilterWithin(filter, this.#options.topicLimits);
     if (invalid !== undefined) {
       counters.count('mqtt.subscribe.refused', { reason: 'invalid_filter' });

@@ -14,7 +14,9 @@ import type { RefusalLog } from './refusal-log.ts';
  * - a subscription restored from a session that the login's ACL no longer allows is dropped
  *   from the session;
  * - no message reaches a client outside its ACL's subscribe patterns, whether it was queued
- *   while the client was away or matched a subscription made under an older ACL.
+ *   while the client was away or matched a subscription made under an older ACL;
+ * - a connection being taken over by a newer one with its client id adds no subscription to
+ *   the session the newer one took (`loggedIn`, `takenOver`).
  */
 export class SessionGuard {
   readonly #aedes: Aedes;
@@ -26,6 +28,8 @@ export class SessionGuard {
   readonly #connects = new WeakMap<Client, ConnectPacket>();
   /** Clients told about a refused delivery already (logged once per client). */
   readonly #toldRefused = new WeakSet<Client>();
+  /** A connected client whose client id a newer connection logged in with: that connection. */
+  readonly #takingOver = new WeakMap<Client, Client>();
 
   /** With `savedOwners`, sessions keep their owners across restarts; with `refusalLog`, dropped subscriptions are logged through it. */
   constructor(aedes: Aedes, logger: Logger, counters: Counters, savedOwners?: SavedOwners, refusalLog?: RefusalLog) {
@@ -76,6 +80,26 @@ export class SessionGuard {
       clientInternals(client)._cleanStart = true;
     }
     return true;
+  }
+
+  /**
+   * The client logged in (with or without logins on): a connection holding its client id is
+   * taken over from now on. aedes looks the session up right after, in the same turn, and
+   * takes the old connection over only some turns later (once the new one's session writes are
+   * committed), while it still handles the old connection's packets: a SUBSCRIBE of the old
+   * connection in between was saved into the session the new one had already restored (not
+   * subscribed on the new connection, its messages queued for the next one) or discarded (Clean
+   * Start: kept in the new session, against MQTT-3.1.2-4).
+   */
+  loggedIn(client: Client): void {
+    const holder = aedesInternals(this.#aedes).clients[client.id];
+    if (holder !== undefined && holder !== client) this.#takingOver.set(holder, client);
+  }
+
+  /** Whether a newer connection with the client's id logged in and has not closed: this one is being taken over. */
+  takenOver(client: Client): boolean {
+    const newer = this.#takingOver.get(client);
+    return newer !== undefined && !newer.closed;
   }
 
   /**

@@ -117,8 +117,8 @@ export const mqttMetrics = [
     name: 'mqtt.subscribe.refused',
     type: 'counter',
     unit: 'subscriptions',
-    labels: { reason: { meaning: 'why the filter was refused', values: ['invalid_filter', 'acl'] } },
-    help: "Topic filters of SUBSCRIBE packets refused: malformed or over the topic limits, or outside the client's ACL.",
+    labels: { reason: { meaning: 'why the filter was refused', values: ['invalid_filter', 'acl', 'taken_over'] } },
+    help: "Topic filters of SUBSCRIBE packets refused: malformed or over the topic limits, outside the client's ACL, or sent on a connection a newer one with its client id is taking over.",
   },
   {
     name: 'mqtt.sessions.discarded',

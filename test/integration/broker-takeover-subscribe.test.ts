@@ -1,0 +1,118 @@
+// A SUBSCRIBE on a connection that a newer connection with the same client id is taking over,
+// handled after the newer one logged in. aedes looks the session up right after the login and
+// takes the old connection over only once the newer one's session writes are committed, some
+// turns later; meanwhile it still handles the old connection's packets. Its SUBSCRIBE then
+// used to be saved into the session the new connection had restored already: under Clean
+// Start 0 a subscription of the session that the new connection did not have (its messages
+// were queued and not sent, until the connection after), under Clean Start 1 a subscription of
+// the discarded session kept in the new one (told Session Present 0). It is now refused.
+//
+// Real embedded broker on SQLite, devices on raw sockets. The authenticator is the real one;
+// the subclass only tells the test when the newer connection's login succeeded, so that the
+// old connection's SUBSCRIBE is written then: a packet of a device's old connection arriving
+// while its new CONNECT is handled.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { type Socket, connect } from 'node:net';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import mqttPacket from 'mqtt-packet';
+import { type AuthResult, DeviceAuthenticator } from '../../src/mqtt/auth.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { committed, stateBrokers, until } from '../harness/state-broker.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const dirs = tempDirs('ferry-takeover-subscribe-');
+const { start, connectClient } = stateBrokers();
+const sockets = new Set<Socket>();
+after(() => {
+  for (const socket of sockets) socket.destroy();
+});
+
+/** Anonymous devices may do anything; `onLogin` is called as a login succeeds, before the broker goes on with it. */
+class ObservedAuthenticator extends DeviceAuthenticator {
+  onLogin: ((clientId: string) => void) | undefined;
+
+  constructor() {
+    super({
+      profiles: [],
+      allowAnonymous: true,
+      anonymousAcl: { publish: ['#'], subscribe: ['#'] },
+      maxConnectionsPerAddress: 100,
+      maxAuthFailures: 10,
+      counters: new CounterRegistry(),
+    });
+  }
+
+  override async authenticate(clientId: string, username: string | undefined, password: Buffer | undefined, address: string): Promise<AuthResult> {
+    const result = await super.authenticate(clientId, username, password, address);
+    if (result.ok) this.onLogin?.(clientId);
+    return result;
+  }
+}
+
+interface RawDevice {
+  readonly got: mqttPacket.Packet[];
+  send(packet: mqttPacket.Packet): void;
+}
+
+async function rawDevice(port: number, version: 4 | 5): Promise<RawDevice> {
+  const socket = connect(port, '127.0.0.1');
+  sockets.add(socket);
+  socket.on('error', () => {});
+  await once(socket, 'connect');
+  const got: mqttPacket.Packet[] = [];
+  const parser = mqttPacket.parser({ protocolVersion: version });
+  parser.on('packet', (p: mqttPacket.Packet) => got.push(p));
+  socket.on('data', (chunk: Buffer) => parser.parse(chunk));
+  return { got, send: (packet) => socket.write(mqttPacket.generate(packet, { protocolVersion: version })) };
+}
+
+const connackOf = (device: RawDevice) => device.got.find((p): p is mqttPacket.IConnackPacket => p.cmd === 'connack');
+
+const cases = [
+  { name: 'MQTT 3.1.1, Clean Session 0: the subscription is not saved into the session the new connection resumed', version: 4, cleanStart: false, present: true },
+  { name: 'MQTT 5, Clean Start 1: the subscription of the discarded session is not kept in the new one', version: 5, cleanStart: true, present: false },
+] as const;
+
+for (const { name, version, cleanStart, present } of cases) {
+  test(`a SUBSCRIBE of a connection being taken over, handled after the new connection's login. ${name}`, async () => {
+    const path = join(dirs(), 'broker.db');
+    const auth = new ObservedAuthenticator();
+    const gateway = await start(path, { auth });
+    const persistent = { cmd: 'connect', protocolId: 'MQTT', protocolVersion: version, clientId: 'dev', keepalive: 60 } as const;
+    const expiry = version === 5 ? { properties: { sessionExpiryInterval: 3600 } } : {};
+
+    const old = await rawDevice(gateway.broker.port, version);
+    old.send({ ...persistent, clean: false, ...expiry });
+    await until(() => connackOf(old) !== undefined, 'the first connection accepted');
+    old.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'kept/#', qos: 1 }] });
+    await until(() => old.got.some((p) => p.cmd === 'suback'), 'its SUBACK');
+
+    let written = false;
+    auth.onLogin = (clientId) => {
+      if (clientId !== 'dev') return;
+      auth.onLogin = undefined;
+      // A turn later: under Clean Start the new connection's discard of the session is written
+      // by then (a SUBSCRIBE handled before it was discarded with the session, as it should be).
+      setImmediate(() => {
+        old.send({ cmd: 'subscribe', messageId: 2, subscriptions: [{ topic: 'late/#', qos: 1 }] });
+        written = true;
+      });
+    };
+    const taking = await rawDevice(gateway.broker.port, version);
+    taking.send({ ...persistent, clean: cleanStart, ...expiry });
+    await until(() => connackOf(taking) !== undefined, 'the new connection accepted');
+    assert.ok(written, "the old connection's SUBSCRIBE was written after the new connection's login");
+    assert.equal(connackOf(taking)?.sessionPresent, present);
+    const expected = cleanStart ? [] : [{ topic: 'kept/#' }];
+    assert.deepEqual(committed(path, "SELECT topic FROM subscriptions WHERE client_id = 'dev' ORDER BY topic"), expected, "the session's subscriptions in broker.db");
+    // The broker handled it (refused) before the takeover closed the old connection.
+    assert.equal(gateway.counters.snapshot()['mqtt.subscribe.refused{reason=taken_over}'], 1, 'the late SUBSCRIBE refused');
+    // Nothing is queued for the session on the old connection's filter.
+    const publisher = await connectClient(gateway.url, { clientId: 'publisher' });
+    await publisher.client.publishAsync('late/1', 'late', { qos: 1 });
+    assert.deepEqual(committed(path, "SELECT seq FROM queue WHERE client_id = 'dev'"), [], 'nothing queued for the late filter');
+    await publisher.client.endAsync();
+  });
+}
