@@ -301,7 +301,8 @@ export class Gateway {
     // Loading takes a while (TypeScript bridges are imported): the gateway may have begun to stop meanwhile.
     if (this.#state !== 'running') return this.#notRunning();
     const running = this.#config;
-    const plan = planBridges(running.bridgeConfigs, next.bridgeConfigs);
+    const failed = new Set(this.#bridges.filter((b) => b.status().state === 'failed').map((b) => b.config.name));
+    const plan = planBridges(running.bridgeConfigs, next.bridgeConfigs, failed);
     const loadedMs = Math.round(performance.now() - began);
     const broker = this.#broker;
     const changes = reloadChanges(running, next);

@@ -44,9 +44,11 @@ export type ReloadResult = ReloadApplied | ReloadRefused;
 /**
  * Compares the enabled bridges of the running config and of the new one by name. A bridge
  * whose effective config (defaults filled in) is equal is unchanged, even when it moved to
- * another file.
+ * another file, unless it is one of `failed` (a sink or its source stopped with an error): that
+ * one is started again as if changed, so that a reload after its cause was fixed (a table
+ * migrated to have the column a postgres sink maps) takes it up without a restart.
  */
-export function planBridges(running: readonly AnyBridgeConfig[], next: readonly AnyBridgeConfig[]): BridgePlan {
+export function planBridges(running: readonly AnyBridgeConfig[], next: readonly AnyBridgeConfig[], failed: ReadonlySet<string> = new Set()): BridgePlan {
   const before = new Map(running.filter((b) => b.enabled).map((b) => [b.name, b]));
   const after = next.filter((b) => b.enabled);
   const names = new Set(after.map((b) => b.name));
@@ -56,7 +58,7 @@ export function planBridges(running: readonly AnyBridgeConfig[], next: readonly 
   for (const bridge of after) {
     const old = before.get(bridge.name);
     if (old === undefined) added.push(bridge);
-    else if (isDeepStrictEqual(withoutFile(old), withoutFile(bridge))) unchanged.push(bridge.name);
+    else if (!failed.has(bridge.name) && isDeepStrictEqual(withoutFile(old), withoutFile(bridge))) unchanged.push(bridge.name);
     else changed.push(bridge);
   }
   const removed = [...before.keys()].filter((name) => !names.has(name));
