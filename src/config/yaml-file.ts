@@ -83,8 +83,9 @@ export function loadYamlFile(path: string, displayPath: string, env: Env): YamlL
   const interpolated = new Map<Node, Omit<TypedText, 'path'> & { readonly typed: boolean }>();
   const aliases: { readonly alias: Alias; readonly path: (string | number)[] }[] = [];
   visit(doc, {
-    Alias(_key, node, ancestry) {
-      aliases.push({ alias: node, path: pathOf([...ancestry, node]) });
+    Alias(key, node, ancestry) {
+      // A key is not interpolated: an alias used as one is no place of the value it repeats.
+      if (key !== 'key') aliases.push({ alias: node, path: pathOf([...ancestry, node]) });
     },
     Scalar(key, node, ancestry) {
       if (key === 'key' || typeof node.value !== 'string' || !hasInterpolation(node.value)) return;

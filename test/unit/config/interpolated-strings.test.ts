@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, test } from 'node:test';
 import { ConfigError, formatIssue } from '../../../src/config/issues.ts';
+import { z } from 'zod';
+import { validateFile } from '../../../src/config/validate-file.ts';
 import { type TypedText, loadYamlFile } from '../../../src/config/yaml-file.ts';
 import { type GatewayConfig, loadConfig } from '../../../src/config/load.ts';
 import { loadProfile } from '../../../src/cli/simulate/profile.ts';
@@ -192,4 +194,23 @@ test('a ${VAR} repeated through a YAML alias is read at the alias as at its anch
   const paths = (texts: readonly TypedText[] | undefined) => (texts ?? []).map((t) => t.path.join('.')).sort();
   assert.deepEqual(paths(file?.typedTexts), ['a.x', 'b.x', 'c.0.x']);
   assert.deepEqual(paths(file?.interpolatedTexts), ['a.y.0', 'b.y.0', 'c.0.y.0', 'c.1']);
+});
+
+// Keys are not interpolated: an alias used as a key (`*id : 5`) is no place of the anchor's
+// value. Taken for one, the map holding it was the alias's place, and a string setting written
+// as such a map took the anchor's text instead of being refused.
+test('an alias used as a key is not taken for a place of the interpolated value it repeats', () => {
+  const path = join(tree({ 'k.yaml': 'a: &id ${ID}\nname:\n  *id : 5\n' }), 'k.yaml');
+  const file = loadYamlFile(path, 'k.yaml', { ID: '007' }).file;
+  assert.ok(file !== undefined);
+  const { result } = validateFile(file, z.object({ a: z.string(), name: z.string() }));
+  assert.equal(result.success, false, 'a map written for a string setting is refused');
+  assert.deepEqual(
+    result.error?.issues.map((i) => i.path.join('.')),
+    ['name'],
+  );
+  assert.deepEqual(
+    file.typedTexts?.map((t) => t.path.join('.')),
+    ['a'],
+  );
 });
