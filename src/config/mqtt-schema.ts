@@ -241,7 +241,7 @@ export const mqttSettingsSchema = lazySchema(() =>
             .default(60_000)
             .meta({
               description:
-                'Refusals (connections, subscriptions, publishes) are logged once per client or address and reason; further ones within this interval are counted and summed up in one line per interval.',
+                "Refusals (connections, subscriptions, publishes, and messages discarded for a device's full Receive Maximum wait) are logged once per client or address and reason; further ones within this interval are counted and summed up in one line per interval.",
               examples: [60000],
             }),
           disconnectAfter: z
