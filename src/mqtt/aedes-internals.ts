@@ -44,6 +44,8 @@ export interface AedesInternals {
   readonly protocolErrorsAnswered?: boolean;
   /** Set by the patch: an outgoing QoS 1/2 message never gets a packet id still in flight to its client. */
   readonly uniquePacketIds?: boolean;
+  /** Set by the patch: the authorizeUnsubscribe hook can refuse a client's UNSUBSCRIBE (nothing removed). */
+  readonly unsubscribeAuthorized?: boolean;
 }
 
 /** Why the patched aedes did not send a message to one client (its 'publishDiscarded' event). */

@@ -145,6 +145,18 @@ export class DeviceAdmission {
     return false;
   }
 
+  /**
+   * aedes' authorizeUnsubscribe (as patched): false, for a connection being taken over, leaves
+   * the filters in the session the newer connection has restored already and holds live.
+   */
+  mayUnsubscribe(client: Client, filters: readonly string[]): boolean {
+    if (!this.#sessions.takenOver(client)) return true;
+    this.#options.counters.count('mqtt.unsubscribe.refused', { reason: 'taken_over' });
+    const message = 'unsubscribe refused: a newer connection with this client id is taking its session over';
+    this.#options.refusals.refused(client, { reason: 'taken_over', message, detail: { filters: filters.slice(0, 10) } });
+    return false;
+  }
+
   /** aedes' authorizeForward, first check: false for a message outside the client's ACL. */
   mayForward(client: Client, packet: AedesPublishPacket): boolean {
     return this.#options.auth === undefined || this.#sessions.mayForward(client, this.#identities.get(client), packet);

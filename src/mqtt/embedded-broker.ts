@@ -202,6 +202,8 @@ export class EmbeddedBroker {
         else if (!self().#underSubscriptionCap(client, subscription.topic)) callback(null, QUOTA_EXCEEDED as never);
         else callback(null, subscription);
       },
+      // aedes (as patched) answers false with UNSUBACK 0x87 (a plain UNSUBACK under MQTT 3.1.1), removing nothing.
+      authorizeUnsubscribe: (client, packet, callback) => callback(null, self().#admission.mayUnsubscribe(client, packet.unsubscriptions)),
       authorizePublish: (client, packet, callback) => {
         if (self().#retainRefused(client, packet)) {
           // aedes (as patched) answers with the error's reason code in the PUBACK (MQTT 5).

@@ -19,7 +19,8 @@ export function assertPatched(aedes: Aedes): void {
     typeof internals.resumeHeldLimit === 'number' &&
     internals.highestOverlappingQoS === true &&
     internals.protocolErrorsAnswered === true &&
-    internals.uniquePacketIds === true;
+    internals.uniquePacketIds === true &&
+    internals.unsubscribeAuthorized === true;
   const missing = !mqttPacketPatched()
     ? 'mqtt-packet lacks patches/mqtt-packet+9.0.2.patch (a repeated MQTT 5 property crashed the broker)'
     : !aedesPatched

@@ -16,7 +16,7 @@ import type { RefusalLog } from './refusal-log.ts';
  * - no message reaches a client outside its ACL's subscribe patterns, whether it was queued
  *   while the client was away or matched a subscription made under an older ACL;
  * - a connection being taken over by a newer one with its client id adds no subscription to
- *   the session the newer one took (`loggedIn`, `takenOver`).
+ *   the session the newer one took, nor removes one from it (`loggedIn`, `takenOver`).
  */
 export class SessionGuard {
   readonly #aedes: Aedes;

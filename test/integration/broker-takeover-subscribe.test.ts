@@ -54,6 +54,8 @@ class ObservedAuthenticator extends DeviceAuthenticator {
 interface RawDevice {
   readonly got: mqttPacket.Packet[];
   send(packet: mqttPacket.Packet): void;
+  /** The broker closed the connection. */
+  closed(): boolean;
 }
 
 async function rawDevice(port: number, version: 4 | 5): Promise<RawDevice> {
@@ -65,10 +67,54 @@ async function rawDevice(port: number, version: 4 | 5): Promise<RawDevice> {
   const parser = mqttPacket.parser({ protocolVersion: version });
   parser.on('packet', (p: mqttPacket.Packet) => got.push(p));
   socket.on('data', (chunk: Buffer) => parser.parse(chunk));
-  return { got, send: (packet) => socket.write(mqttPacket.generate(packet, { protocolVersion: version })) };
+  let ended = false;
+  socket.on('close', () => {
+    ended = true;
+  });
+  return { got, send: (packet) => socket.write(mqttPacket.generate(packet, { protocolVersion: version })), closed: () => ended };
 }
 
 const connackOf = (device: RawDevice) => device.got.find((p): p is mqttPacket.IConnackPacket => p.cmd === 'connack');
+
+/** A broker and a device `dev` connected with a persistent session subscribed to `kept/#`, and a CONNECT taking it over. */
+async function subscribedDevice(version: 4 | 5) {
+  const path = join(dirs(), 'broker.db');
+  const auth = new ObservedAuthenticator();
+  const gateway = await start(path, { auth });
+  const expiry = version === 5 ? { properties: { sessionExpiryInterval: 3600 } } : {};
+  const connectPacket = (clean: boolean) => ({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: version, clientId: 'dev', keepalive: 60, clean, ...expiry }) as const;
+  const old = await rawDevice(gateway.broker.port, version);
+  old.send(connectPacket(false));
+  await until(() => connackOf(old) !== undefined, 'the first connection accepted');
+  old.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'kept/#', qos: 1 }] });
+  await until(() => old.got.some((p) => p.cmd === 'suback'), 'its SUBACK');
+  return { path, auth, gateway, old, connectPacket };
+}
+
+/**
+ * `late` is written on the old connection a turn after the new connection's login succeeded:
+ * under Clean Start the new connection's discard of the session is written by then (a packet
+ * handled before it was discarded with the session, as it should be). Resolves with the new
+ * connection at its CONNACK.
+ */
+async function takeOver(device: Awaited<ReturnType<typeof subscribedDevice>>, version: 4 | 5, cleanStart: boolean, late: mqttPacket.Packet) {
+  let written = false;
+  device.auth.onLogin = (clientId) => {
+    if (clientId !== 'dev') return;
+    device.auth.onLogin = undefined;
+    setImmediate(() => {
+      device.old.send(late);
+      written = true;
+    });
+  };
+  const taking = await rawDevice(device.gateway.broker.port, version);
+  taking.send(device.connectPacket(cleanStart));
+  await until(() => connackOf(taking) !== undefined, 'the new connection accepted');
+  assert.ok(written, `the old connection's ${late.cmd.toUpperCase()} was written after the new connection's login`);
+  return taking;
+}
+
+const subscriptionsOf = (path: string) => committed(path, "SELECT topic FROM subscriptions WHERE client_id = 'dev' ORDER BY topic");
 
 const cases = [
   { name: 'MQTT 3.1.1, Clean Session 0: the subscription is not saved into the session the new connection resumed', version: 4, cleanStart: false, present: true },
@@ -77,42 +123,53 @@ const cases = [
 
 for (const { name, version, cleanStart, present } of cases) {
   test(`a SUBSCRIBE of a connection being taken over, handled after the new connection's login. ${name}`, async () => {
-    const path = join(dirs(), 'broker.db');
-    const auth = new ObservedAuthenticator();
-    const gateway = await start(path, { auth });
-    const persistent = { cmd: 'connect', protocolId: 'MQTT', protocolVersion: version, clientId: 'dev', keepalive: 60 } as const;
-    const expiry = version === 5 ? { properties: { sessionExpiryInterval: 3600 } } : {};
-
-    const old = await rawDevice(gateway.broker.port, version);
-    old.send({ ...persistent, clean: false, ...expiry });
-    await until(() => connackOf(old) !== undefined, 'the first connection accepted');
-    old.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'kept/#', qos: 1 }] });
-    await until(() => old.got.some((p) => p.cmd === 'suback'), 'its SUBACK');
-
-    let written = false;
-    auth.onLogin = (clientId) => {
-      if (clientId !== 'dev') return;
-      auth.onLogin = undefined;
-      // A turn later: under Clean Start the new connection's discard of the session is written
-      // by then (a SUBSCRIBE handled before it was discarded with the session, as it should be).
-      setImmediate(() => {
-        old.send({ cmd: 'subscribe', messageId: 2, subscriptions: [{ topic: 'late/#', qos: 1 }] });
-        written = true;
-      });
-    };
-    const taking = await rawDevice(gateway.broker.port, version);
-    taking.send({ ...persistent, clean: cleanStart, ...expiry });
-    await until(() => connackOf(taking) !== undefined, 'the new connection accepted');
-    assert.ok(written, "the old connection's SUBSCRIBE was written after the new connection's login");
+    const device = await subscribedDevice(version);
+    const { path, gateway } = device;
+    const taking = await takeOver(device, version, cleanStart, { cmd: 'subscribe', messageId: 2, subscriptions: [{ topic: 'late/#', qos: 1 }] });
     assert.equal(connackOf(taking)?.sessionPresent, present);
-    const expected = cleanStart ? [] : [{ topic: 'kept/#' }];
-    assert.deepEqual(committed(path, "SELECT topic FROM subscriptions WHERE client_id = 'dev' ORDER BY topic"), expected, "the session's subscriptions in broker.db");
+    assert.deepEqual(subscriptionsOf(path), cleanStart ? [] : [{ topic: 'kept/#' }], "the session's subscriptions in broker.db");
     // The broker handled it (refused) before the takeover closed the old connection.
     assert.equal(gateway.counters.snapshot()['mqtt.subscribe.refused{reason=taken_over}'], 1, 'the late SUBSCRIBE refused');
     // Nothing is queued for the session on the old connection's filter.
     const publisher = await connectClient(gateway.url, { clientId: 'publisher' });
     await publisher.client.publishAsync('late/1', 'late', { qos: 1 });
     assert.deepEqual(committed(path, "SELECT seq FROM queue WHERE client_id = 'dev'"), [], 'nothing queued for the late filter');
+    await publisher.client.endAsync();
+  });
+}
+
+// An UNSUBSCRIBE in the same window used to remove the filter from the stored session while
+// the new connection, which had restored it, kept receiving on it: its next resume came back
+// (Session Present 1) without the filter. It is now refused, the filter left in the session.
+const unsubscribeCases = [
+  { name: 'MQTT 3.1.1: a plain UNSUBACK (no reason codes)', version: 4, granted: undefined },
+  { name: 'MQTT 5: UNSUBACK 0x87 (not authorized)', version: 5, granted: [0x87] },
+] as const;
+
+for (const { name, version, granted } of unsubscribeCases) {
+  test(`an UNSUBSCRIBE of a connection being taken over, handled after the new connection's login, leaves the filter in the session. ${name}`, async () => {
+    const device = await subscribedDevice(version);
+    const { path, gateway, old } = device;
+    const taking = await takeOver(device, version, false, { cmd: 'unsubscribe', messageId: 2, unsubscriptions: ['kept/#'] });
+    assert.equal(connackOf(taking)?.sessionPresent, true, 'the new connection resumed the session');
+    // Handled (answered) before the takeover closed the old connection.
+    await until(() => old.got.some((p) => p.cmd === 'unsuback'), "the old connection's UNSUBACK");
+    assert.deepEqual(subscriptionsOf(path), [{ topic: 'kept/#' }], "the session's subscriptions in broker.db");
+    const unsuback = old.got.find((p): p is mqttPacket.IUnsubackPacket => p.cmd === 'unsuback');
+    assert.deepEqual(unsuback?.granted, granted, "the UNSUBACK's reason codes");
+    assert.equal(gateway.counters.snapshot()['mqtt.unsubscribe.refused{reason=taken_over}'], 1, 'the late UNSUBSCRIBE refused');
+    // The new connection receives on the filter, and its next resume still has it.
+    const publisher = await connectClient(gateway.url, { clientId: 'publisher' });
+    await publisher.client.publishAsync('kept/1', 'live', { qos: 1 });
+    await until(() => taking.got.some((p) => p.cmd === 'publish' && p.topic === 'kept/1'), 'the live message on the new connection');
+    taking.send({ cmd: 'disconnect' });
+    await until(() => taking.closed(), 'the new connection closed after its DISCONNECT');
+    const next = await rawDevice(gateway.broker.port, version);
+    next.send(device.connectPacket(false));
+    await until(() => connackOf(next) !== undefined, 'the next connection accepted');
+    assert.equal(connackOf(next)?.sessionPresent, true, 'the next connection resumed the session');
+    await publisher.client.publishAsync('kept/2', 'resumed', { qos: 1 });
+    await until(() => next.got.some((p) => p.cmd === 'publish' && p.topic === 'kept/2'), 'a message on the filter at the next resume');
     await publisher.client.endAsync();
   });
 }

@@ -121,6 +121,13 @@ export const mqttMetrics = [
     help: "Topic filters of SUBSCRIBE packets refused: malformed or over the topic limits, outside the client's ACL, or sent on a connection a newer one with its client id is taking over.",
   },
   {
+    name: 'mqtt.unsubscribe.refused',
+    type: 'counter',
+    unit: 'packets',
+    labels: { reason: { meaning: 'why the UNSUBSCRIBE was refused', values: ['taken_over'] } },
+    help: 'UNSUBSCRIBE packets refused, their filters left in the session (UNSUBACK 0x87, a plain UNSUBACK under MQTT 3.1.1): sent on a connection a newer one with its client id is taking over.',
+  },
+  {
     name: 'mqtt.sessions.discarded',
     type: 'counter',
     unit: 'sessions',
