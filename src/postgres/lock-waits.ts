@@ -20,6 +20,8 @@ export interface Blocker {
   readonly seconds: number | null;
   /** The start of its last statement, on one line. */
   readonly query: string | null;
+  /** Its state and statement are another role's, which this role may not see (no pg_read_all_stats). */
+  readonly hidden: boolean;
 }
 
 /** What a session waits for, and which sessions hold it up (those holding the lock, or queued for it ahead). */
@@ -29,6 +31,9 @@ export interface LockWait {
 }
 
 const QUERY_CHARS = 100;
+
+/** What pg_stat_activity shows as the statement of another role's session to a role without pg_read_all_stats. */
+const HIDDEN_QUERY = '<insufficient privilege>';
 
 /**
  * One row per session that `pid` waits for (pg_blocking_pids), with the lock it waits for. A
@@ -70,7 +75,10 @@ export async function lockWaitOf(session: PgQueryable, pid: number): Promise<Loc
         : `${first.mode} (${first.locktype})`;
   return {
     lock,
-    blockers: rows.map((r) => ({ pid: r.pid, applicationName: r.application_name, user: r.user, state: r.state, seconds: r.seconds, query: r.query })),
+    blockers: rows.map((r) => {
+      const hidden = r.state === null && r.query === HIDDEN_QUERY;
+      return { pid: r.pid, applicationName: r.application_name, user: r.user, state: r.state, seconds: r.seconds, query: hidden ? null : r.query, hidden };
+    }),
   };
 }
 
@@ -88,7 +96,8 @@ function describeBlocker(b: Blocker): string {
   const state = b.state === null ? '' : `, ${b.state}`;
   const open = b.seconds === null ? '' : `, ${b.state === 'active' ? 'running' : 'its transaction open'} for ${duration(b.seconds)}`;
   const query = b.query === null || b.query === '' ? '' : `: ${b.query.length > QUERY_CHARS ? `${b.query.slice(0, QUERY_CHARS)}…` : b.query}`;
-  return `  ${who}${state}${open}${query}`;
+  const hidden = b.hidden ? ', its state and statement hidden from this role (a role with pg_read_all_stats sees them)' : '';
+  return `  ${who}${state}${open}${query}${hidden}`;
 }
 
 /** The lines an operator reads while `ferry migrate` waits: what for, for whom, and how to go on. */
