@@ -7,7 +7,8 @@ import { beginStatement } from './batch-transaction.ts';
 import { describePgError } from './errors.ts';
 import { describeTable, quoteIdentifier, quoteTable, type TableName } from './identifiers.ts';
 import { OutboxBatch } from './outbox-batch.ts';
-import { type OutboxClient, type OutboxTable, binaryPayload, rawTypes, readOutboxTable, rowEnvelope } from './outbox-rows.ts';
+import { OutboxListener } from './outbox-listener.ts';
+import { type OutboxClient, type OutboxTable, binaryPayload, firstReply, rawTypes, readOutboxTable, rowEnvelope } from './outbox-rows.ts';
 import type { PgPool, PoolLease, PostgresPools } from './pools.ts';
 import type { PostgresSourceConfig } from './outbox-source.ts';
 
@@ -43,7 +44,7 @@ export class OutboxReading {
   /** Batches trying a row refused for good again by itself: no new read meanwhile, so that nothing joins it. */
   readonly #retryingAlone = new Set<OutboxBatch>();
   readonly #timers = new Set<NodeJS.Timeout>();
-  #listener: OutboxClient | undefined;
+  readonly #listener: OutboxListener;
   #stopping = false;
   /** A read is running (one at a time: each starts after the one before locked its rows). */
   #reading = false;
@@ -60,6 +61,19 @@ export class OutboxReading {
     this.#lease = options.pools.acquire(options.settings, (error) => {
       options.ctx.counters.count('postgres.pool.errors', { bridge: options.ctx.bridge });
       options.ctx.logger.warn({ err: error }, `${options.component}: an idle connection to ${options.settings.description} failed`);
+    });
+    this.#listener = new OutboxListener({
+      lease: this.#lease,
+      channel: config.channel ?? table.name,
+      heartbeatMs: config.listenHeartbeatMs,
+      listenTimeoutMs: config.connectTimeoutMs,
+      retryBackoffMs: config.retryBackoffMs,
+      component: options.component,
+      ctx: options.ctx,
+      onWake: () => {
+        this.#wanted = true;
+        this.#pump();
+      },
     });
     const q = quoteIdentifier;
     const columns = [config.idColumn, config.payloadColumn, config.topicColumn, config.keyColumn, config.headersColumn].map((c) => (c === undefined ? 'NULL' : q(c)));
@@ -83,7 +97,8 @@ export class OutboxReading {
   }
 
   start(): void {
-    this.#listen();
+    this.#listener.start();
+    this.#poll();
     this.#pump();
   }
 
@@ -93,13 +108,7 @@ export class OutboxReading {
     this.#stopping = true;
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
-    const listener = this.#listener;
-    this.#listener = undefined;
-    if (listener !== undefined) {
-      listener.removeAllListeners('notification');
-      // Discarded rather than given back: it is still LISTENing.
-      listener.release(true);
-    }
+    this.#listener.stop();
     const open = [...this.#batches];
     await Promise.all(open.map((batch) => this.#finishWithin(batch, this.#o.config.stopTimeoutMs)));
     while (this.#reading) await new Promise((resolve) => setTimeout(resolve, 10));
@@ -162,7 +171,7 @@ export class OutboxReading {
     try {
       table = this.#table ??= await this.#readTable(client);
       const select = `${this.#columns}${table.outbox.rowIds === null ? '' : ', xmin, tableoid'}${this.#from}`;
-      await client.query(beginStatement(this.#abandonedAfterMs()));
+      await firstReply(client.query(beginStatement(this.#abandonedAfterMs())), this.#o.config.connectTimeoutMs, 'BEGIN');
       ({ rows, fields } = await client.query({ text: select, rowMode: 'array', types: rawTypes }));
     } catch (error) {
       release(error instanceof Error ? error : true);
@@ -253,57 +262,6 @@ export class OutboxReading {
       };
       batch.stop();
     });
-  }
-
-  /** LISTENs on a connection of its own; a notification starts a read. Reconnects with backoff. */
-  #listen(attempt = 1): void {
-    const channel = this.#o.config.channel ?? this.#o.table.name;
-    const connect = async () => {
-      const pool = await this.#lease.pool;
-      const client = (await pool.connect()) as OutboxClient;
-      if (this.#stopping) {
-        client.release(true);
-        return;
-      }
-      client.on('notification', () => {
-        this.#wanted = true;
-        this.#pump();
-      });
-      client.on('error', (error) => {
-        if (this.#listener !== client) return;
-        this.#listener = undefined;
-        client.removeAllListeners('notification');
-        client.release(error);
-        this.#o.ctx.logger.warn({ err: error }, `${this.#o.component}: the LISTEN connection failed; reconnecting`);
-        this.#later(this.#o.config.retryBackoffMs, () => this.#listen());
-      });
-      try {
-        await client.query(`LISTEN ${quoteIdentifier(channel)}`);
-      } catch (error) {
-        client.removeAllListeners('notification');
-        client.release(error instanceof Error ? error : true);
-        throw error;
-      }
-      // Stopped while the LISTEN ran: stop() found no listener to close, so this one is
-      // discarded here, or the pool would wait for it for ever as it closes.
-      if (this.#stopping) {
-        client.removeAllListeners('notification');
-        client.release(true);
-        return;
-      }
-      this.#listener = client;
-      // Rows written while nobody listened.
-      this.#wanted = true;
-      this.#pump();
-    };
-    connect().catch((error: unknown) => {
-      if (this.#stopping) return;
-      this.#o.ctx.counters.count('postgres.outbox.errors', { bridge: this.#o.ctx.bridge });
-      const delay = backoffDelay({ initialMs: this.#o.config.retryBackoffMs, maxMs: MAX_BACKOFF_MS, jitter: 0.2 }, attempt);
-      this.#o.ctx.logger.warn({ err: error, retryInMs: delay }, `${this.#o.component}: cannot LISTEN on ${channel}: ${describePgError(error)}; polling meanwhile`);
-      this.#later(delay, () => this.#listen(attempt + 1));
-    });
-    this.#poll();
   }
 
   #pollTimer: NodeJS.Timeout | undefined;

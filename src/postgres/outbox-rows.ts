@@ -91,3 +91,24 @@ function stringHeaders(text: string): Record<string, string> {
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return {};
   return Object.fromEntries(Object.entries(parsed).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
 }
+
+/**
+ * The first statement on a connection taken from the pool, which may have been cut off while
+ * idle (a network cut off tells neither end): it costs the server nothing, so it gets `ms`, as
+ * long as opening a connection may take, rather than pg's reply timeout (statementTimeoutMs
+ * plus connectTimeoutMs). Unanswered, it fails; the caller then discards the connection, which
+ * destroys its socket (pg does, for a connection with a statement waiting).
+ */
+export async function firstReply<T>(statement: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no reply to ${what} within ${ms} ms (connectTimeoutMs); the connection is given up`)), ms);
+  });
+  // Settled by the discard, after the timeout won.
+  statement.catch(() => {});
+  try {
+    return await Promise.race([statement, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -55,6 +55,16 @@ const schema = lazySchema(() =>
         .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(5000)
         .meta({ description: 'How often the outbox is read when no notification came.', examples: [5000] }),
+      listenHeartbeatMs: z
+        .int()
+        .min(100)
+        .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
+        .default(15_000)
+        .meta({
+          description:
+            'How often the LISTEN connection is asked a `SELECT 1`. One that has not answered by the next is given up, and LISTEN runs again on a new connection: a network cut off, which tells neither end, is noticed within twice this (TCP would take hours), and once the path is back notifications wake reading at once again, instead of the poll alone.',
+          examples: [15000],
+        }),
       batchSize: z
         .int()
         .min(1)
