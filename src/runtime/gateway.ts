@@ -172,7 +172,8 @@ export class Gateway {
         beforeListen: (broker) => this.#startBridges(broker, listening.promise),
       });
     } catch (error) {
-      await this.#closeAll();
+      // The sinks read the buffer only once the broker listens: none has anything to finish.
+      await this.#closeAll(Date.now(), false);
       throw error;
     }
     this.#startupMs = Math.round(performance.now() - since);
@@ -368,7 +369,7 @@ export class Gateway {
   }
 
   /** Closes everything; the sinks and the last telemetry export get until `deadline` (epoch ms). */
-  async #closeAll(deadline = Date.now()): Promise<void> {
+  async #closeAll(deadline: number, sinksRead = true): Promise<void> {
     this.#health?.stop();
     this.#series?.stop();
     this.#bufferCheck?.stop();
@@ -377,7 +378,7 @@ export class Gateway {
     const bridges = [...this.#bridges, ...this.#retiring.keys()];
     const stopping = [...this.#bridges.map((b) => b.stop()), ...this.#retiring.values()];
     const timedOut = !(await settlesWithin(Promise.all(stopping), Math.max(0, deadline - Date.now())));
-    if (timedOut) this.#logger.warn('sinks did not finish in time; their unconfirmed messages stay buffered');
+    if (timedOut && sinksRead) this.#logger.warn('sinks did not finish in time; their unconfirmed messages stay buffered');
     for (const bridge of bridges) bridge.abort();
     // The last export reads the status, which needs the buffer open. A collector that is down or
     // hangs would hold it for each exporter's retries and timeout: it gets what is left of the
