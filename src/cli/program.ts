@@ -12,7 +12,11 @@ export function createProgram(): Command {
       'Edge/IoT messaging gateway: devices publish MQTT to it, every message is kept in a durable local buffer, and bridges carry it to Kafka, PostgreSQL tables, a local history or another MQTT broker (and commands from Kafka back to the devices).',
     )
     .version(VERSION)
-    .showHelpAfterError('(run with --help for usage)');
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText(
+      'after',
+      "\n`ferry <command> --help` shows a command's options with their defaults, and for most its exit codes and an example.\nExample:\n  ferry run --mqtt-port 1884      # when another broker holds port 1883\n  ferry validate\n  ferry history --follow",
+    );
 
   const configOption = () => new Option('-c, --config <file>', 'gateway config file').default('config/gateway.yaml');
   const dataDirOption = () => new Option('--data-dir <dir>', 'data directory (overrides gateway.dataDir)');
@@ -52,7 +56,7 @@ export function createProgram(): Command {
 
   program
     .command('config')
-    .description('config tooling')
+    .description('config file tooling: `ferry config schema` prints the JSON Schema of a file kind, for editor completion')
     .command('schema')
     .description('print the JSON Schema of a config file kind, for editor completion')
     .addOption(new Option('--kind <kind>', 'which file').choices(['gateway', 'bridge', 'device']).default('gateway'))
@@ -226,7 +230,7 @@ export function createProgram(): Command {
 
   program
     .command('device')
-    .description('device tooling')
+    .description('device tooling: `ferry device hash-password` hashes a password for devices/*.yaml')
     .command('hash-password')
     .description('print the scrypt hash of a device password, for `credentials` in devices/*.yaml')
     .addHelpText('after', '\nReads the password from standard input (typed twice, hidden, in a terminal).\nExample:\n  printf %s "$DEVICE_PASSWORD" | ferry device hash-password')

@@ -46,3 +46,15 @@ test('ferry migrate --help tells the exit codes that a bad command line (1) and 
   const missingConfig = await ferry(['migrate', 'up', '--config', 'no-such-gateway.yaml']);
   assert.equal(missingConfig.code, 3);
 });
+
+// `ferry --help` listed `config` and `device` as "config tooling" and "device tooling", and said
+// nothing of where a command's options and examples are: a first reader had to open each one.
+test('ferry --help says what config and device do and where a command tells its options', { timeout: 30_000 }, async () => {
+  const help = await ferry(['--help']);
+  assert.equal(help.code, 0, help.stderr);
+  const line = (command: string) => help.stdout.slice(help.stdout.indexOf(`\n  ${command} `) + 1).split(/\n {2}\S/)[0] ?? '';
+  assert.match(line('config'), /`ferry config schema`[\s\S]*JSON\s+Schema/);
+  assert.match(line('device'), /`ferry device hash-password`/);
+  assert.match(help.stdout, /`ferry <command> --help` shows a command's options/);
+  assert.match(help.stdout, /^ {2}ferry run --mqtt-port 1884 /m);
+});

@@ -35,8 +35,8 @@ test('the packed package installs into a fresh project: every entry point import
 
   const project = join(dir, 'project');
   run('mkdir', ['-p', project], dir);
-  // The install scripts docs/library.md tells a project to allow (npm 12 runs no others).
-  const allowScripts = { ferry: true, 'better-sqlite3': true };
+  // The install scripts docs/library.md tells a project to allow (npm 12 runs no others; esbuild's comes through tsx).
+  const allowScripts = { ferry: true, 'better-sqlite3': true, esbuild: true };
   writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module', allowScripts }));
   // Dependencies from npm's cache where it has them (npm ci filled it).
   run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', join(dir, packed[0]?.filename as string)], project);
