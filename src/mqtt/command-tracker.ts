@@ -1,7 +1,7 @@
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import { type DiscardReason, type MessageNumbering, aedesInternals, clientInternals, onClientPacket, onPublishDiscarded, reservePacketId } from './aedes-internals.ts';
-import type { Command, CommandOutcome, PublishedCommand } from './command-types.ts';
-import type { Answer, CommandRecords, HeldCopy } from './persistence/command-memory.ts';
+import { type Command, type CommandOutcome, type PublishedCommand, answeredOutcome, keptAnswer } from './command-types.ts';
+import type { CommandRecords, HeldCopy } from './persistence/command-memory.ts';
 
 export type { Command, CommandOutcome, PublishedCommand } from './command-types.ts';
 
@@ -243,19 +243,14 @@ export class CommandTracker {
   }
 
   /**
-   * A client's answer is kept (acked, or refused for good), so that the command is not sent
-   * again; so is a command sent at QoS 0 only (`sent`): it counted as delivered, at most once,
-   * and sent again a QoS 0 subscriber got it twice.
+   * A client's answer is kept (acked, or refused for good, with its reason), so that the command
+   * is not sent again and, read again, has the outcome it had; so is a command sent at QoS 0 only
+   * (`sent`): it counted as delivered, at most once, and sent again a QoS 0 subscriber got it twice.
    */
   #remember(key: string, counter: number, result: CommandOutcome, expiresAt: number, sentTo: ReadonlySet<string>): void {
     this.#records?.forget(counter);
-    const clientId =
-      result.status === 'acked' || result.status === 'refused' || result.status === 'too_large'
-        ? result.clientId
-        : result.status === 'sent'
-          ? sentTo.values().next().value
-          : undefined;
-    if (clientId !== undefined) this.#remembered((records) => records.answered(key, clientId, expiresAt, result.status === 'sent' ? 0 : 1));
+    const answer = keptAnswer(result, sentTo.values().next().value);
+    if (answer !== undefined) this.#remembered((records) => records.answered(key, expiresAt, answer));
   }
 
   /** What is kept of commands helps, and never stops one: a failure to read or write it is a command sent as if nothing were kept. */
@@ -359,12 +354,6 @@ function commandPacket(command: Command, brokerId: string, brokerCounter: number
       ...(command.correlationData === undefined ? {} : { correlationData: command.correlationData }),
     },
   };
-}
-
-/** A command answered before, read again: its outcome as it was delivered then (its QoS unknown when an earlier version kept the answer). */
-function answeredOutcome({ clientId, qos }: Answer): CommandOutcome {
-  if (qos === 0) return { status: 'sent' };
-  return qos === 1 ? { status: 'acked', clientId } : { status: 'answered', clientId };
 }
 
 /**

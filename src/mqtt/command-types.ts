@@ -1,3 +1,5 @@
+import type { Answer, KeptAnswer } from './persistence/command-memory.ts';
+
 /** A message the gateway publishes to devices. */
 export interface Command {
   readonly topic: string;
@@ -65,10 +67,49 @@ export interface PublishedCommand {
   cancel(): void;
   /**
    * Set when the command was published before (the same id and topic) and not sent again:
-   * `answered`, a client answered it already (the outcome is `acked` at once), or it was sent at
-   * QoS 0 only (`sent`), or an earlier version kept its answer without its QoS (`answered`);
+   * `answered`, a client answered it already, and the outcome is that answer at once: `acked`,
+   * `refused` or `too_large` as the client answered it, `sent` when it was sent at QoS 0 only, or
+   * `answered` when an earlier version kept the answer without its QoS;
    * `held`, sessions hold it still, or it waits for its answer here already, and that answer
    * settles it.
    */
   readonly again?: 'answered' | 'held';
+}
+
+/** The `reason` of `commands.refused` for a PUBACK reason code: in hex (`0x87`). */
+export function reasonCodeText(reasonCode: number): string {
+  return `0x${reasonCode.toString(16)}`;
+}
+
+const TOO_LARGE = 'packet_too_large';
+
+/**
+ * What is kept of a command's outcome (see CommandRecords), so that read again it has the same
+ * one: a client's PUBACK or refusal, or a copy sent at QoS 0 only to `sentQos0` (a client that
+ * got one); undefined for an outcome that is no client's answer.
+ */
+export function keptAnswer(outcome: CommandOutcome, sentQos0: string | undefined): KeptAnswer | undefined {
+  switch (outcome.status) {
+    case 'acked':
+      return { clientId: outcome.clientId, qos: 1, refusal: null };
+    case 'refused':
+      return { clientId: outcome.clientId, qos: 1, refusal: reasonCodeText(outcome.reasonCode) };
+    case 'too_large':
+      return { clientId: outcome.clientId, qos: 1, refusal: TOO_LARGE };
+    case 'sent':
+      return sentQos0 === undefined ? undefined : { clientId: sentQos0, qos: 0, refusal: null };
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * A command answered before, read again: its outcome as it was then, a refusal as a refusal (its
+ * QoS unknown when an earlier version kept the answer; a refusal kept by one reads as delivered).
+ */
+export function answeredOutcome({ clientId, qos, refusal }: Answer): CommandOutcome {
+  if (refusal === TOO_LARGE) return { status: 'too_large', clientId };
+  if (refusal !== null && /^0x[0-9a-f]+$/.test(refusal)) return { status: 'refused', clientId, reasonCode: Number.parseInt(refusal, 16) };
+  if (qos === 0) return { status: 'sent' };
+  return qos === 1 ? { status: 'acked', clientId } : { status: 'answered', clientId };
 }

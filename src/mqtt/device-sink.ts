@@ -6,6 +6,7 @@ import { FerryError, describeError } from '../core/errors.ts';
 import type { SinkEvent } from '../core/stream.ts';
 import { refineTemplate } from '../core/template.ts';
 import type { CommandOutcome, PublishedCommand } from './command-tracker.ts';
+import { reasonCodeText } from './command-types.ts';
 import type { EmbeddedBroker } from './embedded-broker.ts';
 import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
 import { type SentProperties, sentProperties } from './user-properties.ts';
@@ -180,7 +181,7 @@ export const deviceSink: SinkComponent<ReturnType<typeof schema>, DeviceSinkDeps
             case 'refused': {
               // The device's final word (MQTT 5): sending it again would get the same answer.
               const { clientId, reasonCode } = outcome;
-              const code = `0x${reasonCode.toString(16)}`;
+              const code = reasonCodeText(reasonCode);
               dropped(delivery, topic, 'commands.refused', code, `refused by device '${clientId}' with PUBACK reason code ${code}`, { clientId, reasonCode });
               return;
             }

@@ -12,11 +12,20 @@ export interface HeldCopy {
   readonly expiresAt: number | null;
 }
 
-/** A client's answer to a command, and the QoS it was delivered at (null: kept by a version that did not keep it). */
+/**
+ * A client's answer to a command: the QoS it was delivered at (null: kept by a version that did
+ * not keep it), and the client's refusal, if it refused it (null: it took it, or a version that
+ * did not keep refusals kept the answer).
+ */
 export interface Answer {
   readonly clientId: string;
   readonly qos: 0 | 1 | null;
+  /** The PUBACK reason code in hex (`0x87`), or `packet_too_large`: as `commands.refused` labels it. */
+  readonly refusal: string | null;
 }
+
+/** An answer as it is kept now: with its QoS. */
+export type KeptAnswer = Answer & { readonly qos: 0 | 1 };
 
 /**
  * What the embedded broker remembers of the commands it published (CommandTracker), so that one
@@ -35,8 +44,8 @@ export interface CommandRecords {
   /** The message the broker queues with this number is the command `key`: its copies are kept with the key. */
   expect(brokerId: string, brokerCounter: number, key: string): void;
   forget(brokerCounter: number): void;
-  /** A client answered the command, which was delivered to it at `qos`: remembered until `expiresAt`. */
-  answered(key: string, clientId: string, expiresAt: number, qos: 0 | 1): void;
+  /** A client answered the command (took it at its QoS, or refused it): remembered until `expiresAt`. */
+  answered(key: string, expiresAt: number, answer: KeptAnswer): void;
 }
 
 /** CommandRecords in broker.db (tables of COMMANDS_SCHEMA). */
@@ -46,14 +55,15 @@ export class CommandMemory implements CommandRecords {
   readonly #expected = new Map<number, { readonly brokerId: string; readonly key: string }>();
   readonly #answeredBy: Database.Statement<[string, number], Answer>;
   readonly #held: Database.Statement<[string, number], HeldCopy>;
-  readonly #answer: Database.Statement<[string, string, number, number]>;
+  readonly #answer: Database.Statement<[string, string, number, number, string | null]>;
+  readonly #answerNow: Database.Statement<[string, string, number]>;
   readonly #expired: Database.Statement<[number]>;
 
   /** `onFailure`: told of a read that failed, as the state's other reads are (writes go through `commit`). */
   constructor(db: Database.Database, commit: GroupCommit, onFailure?: (error: Error) => void) {
     this.#commit = commit;
     this.#onFailure = onFailure;
-    this.#answeredBy = db.prepare<[string, number], Answer>('SELECT client_id AS clientId, qos FROM commands_answered WHERE command_key = ? AND expires_at > ?');
+    this.#answeredBy = db.prepare<[string, number], Answer>('SELECT client_id AS clientId, qos, refusal FROM commands_answered WHERE command_key = ? AND expires_at > ?');
     // A copy replaced by another packet (a copy numbered by another broker) is sent as numbered there.
     this.#held = db.prepare<[string, number], HeldCopy>(
       `SELECT q.client_id AS clientId, q.message_id AS messageId, q.expires_at AS expiresAt,
@@ -61,7 +71,13 @@ export class CommandMemory implements CommandRecords {
          CASE WHEN q.meta IS NULL THEN m.broker_counter ELSE q.own_broker_counter END AS brokerCounter
        FROM queue q JOIN queued_messages m ON m.id = q.seq WHERE q.command_key = ? AND (q.expires_at IS NULL OR q.expires_at > ?)`,
     );
-    this.#answer = db.prepare('INSERT OR IGNORE INTO commands_answered (command_key, client_id, expires_at, qos) VALUES (?, ?, ?, ?)');
+    // The command's own outcome (CommandTracker) is its answer, over the PUBACK its copy's removal
+    // from a session's queue kept first (answerNow): that PUBACK may have been a refusal.
+    this.#answer = db.prepare(
+      `INSERT INTO commands_answered (command_key, client_id, expires_at, qos, refusal) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (command_key) DO UPDATE SET client_id = excluded.client_id, qos = excluded.qos, refusal = excluded.refusal`,
+    );
+    this.#answerNow = db.prepare('INSERT OR IGNORE INTO commands_answered (command_key, client_id, expires_at, qos) VALUES (?, ?, ?, 1)');
     this.#expired = db.prepare('DELETE FROM commands_answered WHERE expires_at <= ?');
   }
 
@@ -89,13 +105,17 @@ export class CommandMemory implements CommandRecords {
   }
 
   /** Not waited for: an answer lost to a crash lets the command be sent once more, as QoS 1 allows. */
-  answered(key: string, clientId: string, expiresAt: number, qos: 0 | 1): void {
-    this.#commit.eager(() => this.#answer.run(key, clientId, expiresAt, qos));
+  answered(key: string, expiresAt: number, { clientId, qos, refusal }: KeptAnswer): void {
+    this.#commit.eager(() => this.#answer.run(key, clientId, expiresAt, qos, refusal));
   }
 
-  /** Inside the caller's transaction (a PUBACK's removal of the copy from its session's queue: delivered at QoS 1). */
+  /**
+   * Inside the caller's transaction (a PUBACK's removal of the copy from its session's queue:
+   * delivered at QoS 1). Its reason code is not known here: a refusal is kept by `answered`, once
+   * the command's outcome is (it takes every client that could acknowledge it refusing it).
+   */
   answeredNow(key: string, clientId: string, expiresAt: number): void {
-    this.#answer.run(key, clientId, expiresAt, 1);
+    this.#answerNow.run(key, clientId, expiresAt);
   }
 
   /** Forgets the answers of commands past their expiry; returns how many. */

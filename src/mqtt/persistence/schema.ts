@@ -107,9 +107,9 @@ CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at) WHERE expire
 `;
 
 /** The schema version BROKER_STATE_SCHEMA, USAGE_SCHEMA and COMMANDS_SCHEMA make. */
-export const BROKER_STATE_VERSION = 5;
+export const BROKER_STATE_VERSION = 6;
 
-/** The oldest schema `ferry sessions` and `ferry retained` read: versions 3 to 5 only added what they do not read (commands, wills' logins, answers' QoS). */
+/** The oldest schema `ferry sessions` and `ferry retained` read: versions 3 to 6 only added what they do not read (commands, wills' logins, answers' QoS and refusals). */
 export const STATE_FILE_MIN_VERSION = 2;
 
 /**
@@ -118,7 +118,9 @@ export const STATE_FILE_MIN_VERSION = 2;
  * (queue.command_key, added by the migration; only commands' copies are in its index), and the
  * commands a client answered (acked, or refused for good), kept until they expire, with the QoS
  * of the answer: 1 for a PUBACK (or a refusal), 0 for a command sent at QoS 0 only, NULL for an
- * answer kept by version 4 or older (which did not keep it).
+ * answer kept by version 4 or older (which did not keep it); and the refusal: the PUBACK reason
+ * code in hex ('0x87') or 'packet_too_large', NULL for a delivery or an answer kept by version 5
+ * or older (which did not keep it).
  */
 export const COMMANDS_SCHEMA = `
 CREATE INDEX IF NOT EXISTS queue_command ON queue (command_key) WHERE command_key IS NOT NULL;
@@ -126,7 +128,8 @@ CREATE TABLE IF NOT EXISTS commands_answered (
   command_key TEXT PRIMARY KEY,
   client_id TEXT NOT NULL,
   expires_at INTEGER NOT NULL,
-  qos INTEGER
+  qos INTEGER,
+  refusal TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS commands_answered_expiry ON commands_answered (expires_at);
 `;
@@ -185,7 +188,8 @@ interface MigratedDatabase {
  * commands' keys (its queued messages have none: none is taken for a command sent again);
  * version 3 kept no login with a will (its wills have none: see carried-wills.ts for what becomes
  * of them); version 4 kept no QoS with a command's answer (its answers have none: read again, such
- * a command counts as delivered at an unknown QoS).
+ * a command counts as delivered at an unknown QoS); version 5 kept no refusal with it (read
+ * again, a command its device refused counts as delivered, as it did then).
  */
 export function migrateBrokerState(db: MigratedDatabase): void {
   db.transaction(() => {
@@ -196,6 +200,7 @@ export function migrateBrokerState(db: MigratedDatabase): void {
     if (!hasColumn(db, 'queue', 'command_key')) db.exec('ALTER TABLE queue ADD COLUMN command_key TEXT');
     db.exec(COMMANDS_SCHEMA);
     if (!hasColumn(db, 'commands_answered', 'qos')) db.exec('ALTER TABLE commands_answered ADD COLUMN qos INTEGER');
+    if (!hasColumn(db, 'commands_answered', 'refusal')) db.exec('ALTER TABLE commands_answered ADD COLUMN refusal TEXT');
     for (const [column, type] of [
       ['owner', 'TEXT'],
       ['profile', 'TEXT'],

@@ -79,7 +79,7 @@ export const kafkaMetrics = [
       bridge: BRIDGE,
       how: {
         meaning:
-          '`answered`: a device had acked or refused it, or it was sent at QoS 0 only (it counts as delivered at once); `held`: sessions still hold it (their PUBACK settles it)',
+          '`answered`: a device had acked or refused it, or it was sent at QoS 0 only (it counts at once as it did then: delivered, or refused with the same reason); `held`: sessions still hold it (their PUBACK settles it)',
         values: ['answered', 'held'],
       },
     },
