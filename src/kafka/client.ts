@@ -4,6 +4,7 @@ import { type Compression, useCompression } from './codecs.ts';
 import { patchKafkajs } from './kafkajs-patches.ts';
 import { memoizedDefaultPartitioner } from './partitioner.ts';
 import { recordRefusalType } from './record-refusals.ts';
+import { producerStateLost } from './resend.ts';
 
 /** One record for Kafka; headers are strings, as Ferry keeps them. */
 export interface KafkaRecord {
@@ -49,7 +50,7 @@ export interface KafkaProducerOptions {
  * A kafkajs producer. kafkajs (and a compression codec) is loaded on first connect, so a
  * gateway without Kafka bridges does not pay for it at startup.
  */
-export function createKafkaProducer(options: KafkaProducerOptions): KafkaProducer {
+export function createKafkaProducer(options: KafkaProducerOptions): KafkaProducer & { renewProducerId(): Promise<void> } {
   let opened: OpenedKafka | undefined;
   let current: InUse<Producer> | undefined;
   /** Producers replaced while sends were in flight on them: disconnected when the last ends. */
@@ -58,7 +59,24 @@ export function createKafkaProducer(options: KafkaProducerOptions): KafkaProduce
     if (producer.sends > 0) retired.add(producer);
     else producer.it.disconnect().catch(() => {});
   };
+  /** A new kafkajs producer in place of the current one: a new producer id, its sequence numbers from 0. */
+  const renew = async (kafka: OpenedKafka) => {
+    const replaced = current;
+    const renewed = { it: newProducer(kafka, options), sends: 0 };
+    try {
+      await renewed.it.connect();
+    } catch (cause) {
+      await renewed.it.disconnect().catch(() => {});
+      throw cause;
+    }
+    current = renewed;
+    if (replaced !== undefined) retire(replaced);
+  };
   return {
+    renewProducerId: async () => {
+      if (opened === undefined || current === undefined) throw new Error('producer is not connected');
+      await renew(opened);
+    },
     connect: async () => {
       opened ??= await openKafka(options);
       current ??= { it: newProducer(opened, options), sends: 0 };
@@ -92,17 +110,8 @@ export function createKafkaProducer(options: KafkaProducerOptions): KafkaProduce
         // numbers of every partition in it, also of those the broker appended: an idempotent
         // producer's next records for these would be refused as out of order (kafkajs retries
         // none of that), and the batch retried for ever. A new producer id numbers from 0 again.
-        if (options.idempotent && current === producer && recordRefusalType(error) !== undefined) {
-          const renewed = { it: newProducer(opened, options), sends: 0 };
-          try {
-            await renewed.it.connect();
-          } catch (cause) {
-            await renewed.it.disconnect().catch(() => {});
-            throw cause;
-          }
-          current = renewed;
-          retire(producer);
-        }
+        // So when Kafka says the id's numbers are not its own any more (see producerStateLost).
+        if (options.idempotent && current === producer && (recordRefusalType(error) !== undefined || producerStateLost(error))) await renew(opened);
         throw error;
       } finally {
         producer.sends -= 1;

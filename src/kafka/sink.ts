@@ -4,11 +4,12 @@ import type { SinkComponent } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
 import { type FerryError, isFerryError, wrapError } from '../core/errors.ts';
 import { compileTemplate, refineTemplate } from '../core/template.ts';
-import { type KafkaRecord, createKafkaProducer } from './client.ts';
+import { type KafkaProducer, type KafkaRecord, createKafkaProducer } from './client.ts';
 import { COMPRESSIONS } from './codecs.ts';
 import { kafkaConnectionFields } from './connection-fields.ts';
 import { allowedTopicProblem, recordRenderer, topicAllowList, topicTemplateProblem, unwritable } from './records.ts';
 import { type RecordRefusal, describeRecordRefusal, findingRefusedRecords } from './record-refusals.ts';
+import { Resend } from './resend.ts';
 import { type TopicRefusal, TopicSender, describeRefusal } from './topic-refusals.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';
@@ -201,82 +202,118 @@ export const kafkaSink: SinkComponent<ReturnType<typeof schema>> = {
       maxInFlightRequests: config.idempotent ? 1 : config.maxInFlightRequests,
       logger: ctx.logger,
     };
-    return resourceSink(
-      config,
-      async () => {
-        const producer = createKafkaProducer(producerOptions);
+    /** Writes one batch; resolves with the deliveries refused alone. */
+    const writeBatch = async (producer: KafkaProducer, batch: readonly Delivery[]): Promise<Map<Delivery, FerryError>> => {
+      const rejected = new Map<Delivery, FerryError>();
+      const topics = new Map<string, { readonly records: KafkaRecord[]; readonly deliveries: Delivery[] }>();
+      for (const delivery of batch) {
+        let rendered: ReturnType<typeof render>;
         try {
-          await producer.connect();
-          return producer;
+          rendered = render(delivery.envelope);
         } catch (error) {
-          await producer.disconnect().catch(() => {});
-          throw wrapError('UPSTREAM_UNAVAILABLE', `${component}: cannot connect to ${config.brokers.join(',')}`, error, {
-            component,
-            bridge: ctx.bridge,
-            retryable: true,
-          });
+          if (!isFerryError(error, 'MESSAGE_INVALID')) throw error;
+          rejected.set(delivery, error);
+          ctx.counters.count('kafka.messages.rejected', { bridge: ctx.bridge });
+          continue;
         }
-      },
-      (producer) => {
-        producer.disconnect().catch((error: unknown) => ctx.logger.warn({ err: error }, `${component}: disconnect failed`));
-      },
-      async (producer, batch) => {
-        const rejected = new Map<Delivery, FerryError>();
-        const topics = new Map<string, { readonly records: KafkaRecord[]; readonly deliveries: Delivery[] }>();
-        for (const delivery of batch) {
-          let rendered: ReturnType<typeof render>;
-          try {
-            rendered = render(delivery.envelope);
-          } catch (error) {
-            if (!isFerryError(error, 'MESSAGE_INVALID')) throw error;
-            rejected.set(delivery, error);
+        let topic = topics.get(rendered.topic);
+        if (topic === undefined) topics.set(rendered.topic, (topic = { records: [], deliveries: [] }));
+        topic.records.push(rendered.record);
+        topic.deliveries.push(delivery);
+      }
+      if (topics.size === 0) return rejected;
+      const names = [...topics.keys()].join(',');
+      const batchTopics = [...topics].map(([topic, { records }]) => ({ topic, records }));
+      let refused: ReadonlyMap<string, TopicRefusal> = NO_REFUSALS;
+      // Records Kafka refuses for what they are (too large, say), found only when a send fails.
+      const refusedRecords = new Map<KafkaRecord, RecordRefusal>();
+      const finding = findingRefusedRecords(producer, refusedRecords);
+      try {
+        if (sender === undefined) await finding.send(batchTopics);
+        else refused = await sender.send(finding, batchTopics);
+      } catch (error) {
+        throw wrapError('SINK_WRITE_FAILED', `${component}: produce to ${names} failed`, error, {
+          component,
+          bridge: ctx.bridge,
+          topic: names,
+          retryable: !isPermanent(error),
+        });
+      }
+      for (const [topic, refusal] of refused) {
+        const reason = describeRefusal(refusal, REFUSAL_MEMORY_MS);
+        const { deliveries } = topics.get(topic) as { readonly deliveries: Delivery[] };
+        for (const delivery of deliveries) rejected.set(delivery, unwritable(component, delivery.envelope, reason, refusal.error));
+        ctx.counters.count('kafka.messages.rejected', { bridge: ctx.bridge }, deliveries.length);
+      }
+      if (refusedRecords.size > 0) {
+        for (const { records, deliveries } of topics.values()) {
+          records.forEach((record, i) => {
+            const refusal = refusedRecords.get(record);
+            const delivery = deliveries[i] as Delivery;
+            if (refusal === undefined || rejected.has(delivery)) return;
+            rejected.set(delivery, unwritable(component, delivery.envelope, describeRecordRefusal(refusal, record.value.byteLength), refusal.error));
             ctx.counters.count('kafka.messages.rejected', { bridge: ctx.bridge });
-            continue;
-          }
-          let topic = topics.get(rendered.topic);
-          if (topic === undefined) topics.set(rendered.topic, (topic = { records: [], deliveries: [] }));
-          topic.records.push(rendered.record);
-          topic.deliveries.push(delivery);
-        }
-        if (topics.size === 0) return { rejected };
-        const names = [...topics.keys()].join(',');
-        const batchTopics = [...topics].map(([topic, { records }]) => ({ topic, records }));
-        let refused: ReadonlyMap<string, TopicRefusal> = NO_REFUSALS;
-        // Records Kafka refuses for what they are (too large, say), found only when a send fails.
-        const refusedRecords = new Map<KafkaRecord, RecordRefusal>();
-        const finding = findingRefusedRecords(producer, refusedRecords);
-        try {
-          if (sender === undefined) await finding.send(batchTopics);
-          else refused = await sender.send(finding, batchTopics);
-        } catch (error) {
-          throw wrapError('SINK_WRITE_FAILED', `${component}: produce to ${names} failed`, error, {
-            component,
-            bridge: ctx.bridge,
-            topic: names,
-            retryable: !isPermanent(error),
           });
         }
-        for (const [topic, refusal] of refused) {
-          const reason = describeRefusal(refusal, REFUSAL_MEMORY_MS);
-          const { deliveries } = topics.get(topic) as { readonly deliveries: Delivery[] };
-          for (const delivery of deliveries) rejected.set(delivery, unwritable(component, delivery.envelope, reason, refusal.error));
-          ctx.counters.count('kafka.messages.rejected', { bridge: ctx.bridge }, deliveries.length);
-        }
-        if (refusedRecords.size > 0) {
-          for (const { records, deliveries } of topics.values()) {
-            records.forEach((record, i) => {
-              const refusal = refusedRecords.get(record);
-              const delivery = deliveries[i] as Delivery;
-              if (refusal === undefined || rejected.has(delivery)) return;
-              rejected.set(delivery, unwritable(component, delivery.envelope, describeRecordRefusal(refusal, record.value.byteLength), refusal.error));
-              ctx.counters.count('kafka.messages.rejected', { bridge: ctx.bridge });
+      }
+      return rejected;
+    };
+    return (input) => {
+      // An idempotent producer is kept across failed writes, disconnected and connected again:
+      // its producer id and sequence numbers are what lets Kafka drop a batch sent again that it
+      // had appended (its answer lost as a broker died), and the failed batch goes again first, as
+      // it went (see Resend). A new producer for each try wrote such a batch twice.
+      let kept: ReturnType<typeof createKafkaProducer> | undefined;
+      let closing: Promise<void> = Promise.resolve();
+      const resend = new Resend();
+      return resourceSink(
+        config,
+        async () => {
+          await closing;
+          const producer = config.idempotent ? (kept ??= createKafkaProducer(producerOptions)) : createKafkaProducer(producerOptions);
+          try {
+            await producer.connect();
+            return producer;
+          } catch (error) {
+            await producer.disconnect().catch(() => {});
+            throw wrapError('UPSTREAM_UNAVAILABLE', `${component}: cannot connect to ${config.brokers.join(',')}`, error, {
+              component,
+              bridge: ctx.bridge,
+              retryable: true,
             });
           }
-        }
-        return { rejected };
-      },
-      ctx.tracing,
-    );
+        },
+        (producer) => {
+          const closed = producer.disconnect().catch((error: unknown) => ctx.logger.warn({ err: error }, `${component}: disconnect failed`));
+          if (producer === kept) closing = closed;
+        },
+        async (producer, batch) => {
+          const rejected = new Map<Delivery, Error>();
+          const { parts, renew } = resend.plan(batch);
+          if (renew) {
+            await producer.renewProducerId().catch((error: unknown) => {
+              throw wrapError('UPSTREAM_UNAVAILABLE', `${component}: cannot renew the producer id at ${config.brokers.join(',')}`, error, {
+                component,
+                bridge: ctx.bridge,
+                retryable: true,
+              });
+            });
+            resend.written();
+          }
+          for (const part of parts) {
+            try {
+              for (const [delivery, error] of await writeBatch(producer, part)) rejected.set(delivery, error);
+            } catch (error) {
+              if (config.idempotent) resend.failed(part);
+              throw error;
+            }
+          }
+          resend.written();
+          return { rejected };
+        },
+        ctx.tracing,
+      )(input);
+    };
   },
 };
 

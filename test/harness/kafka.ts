@@ -14,6 +14,12 @@ import { canConnect, freePorts } from './net.ts';
 export interface StartKafkaOptions {
   /** Progress lines ("resolving jars...", "ready in 4.1 s"); broker output is not forwarded. */
   log?: (line: string) => void;
+  /**
+   * A relay in front of the broker: called with the broker's port before it first starts, it
+   * returns the port the broker advertises to clients (its metadata), so that every connection
+   * after the bootstrap one goes through the relay.
+   */
+  advertisedPort?: (brokerPort: number) => number | Promise<number>;
 }
 
 export interface KafkaHarness {
@@ -26,6 +32,11 @@ export interface KafkaHarness {
    * that `start` brings the same broker back with its topics and records: an outage.
    */
   halt(): Promise<void>;
+  /**
+   * Kills the broker process at once (SIGKILL: no clean shutdown, requests in flight unanswered)
+   * and keeps its data dir and ports, so that `start` brings it back with what it had flushed.
+   */
+  crash(): Promise<void>;
   /** Starts the halted broker again on the same ports and data; resolves when it answers. */
   start(): Promise<void>;
   /** Settles with the exit code (or signal name) when the current broker process ends for any reason. */
@@ -50,6 +61,7 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaHar
   const classpath = await kafkaClasspath(log);
   const [port = 0, controllerPort = 0] = await freePorts(2);
   const bootstrap = `127.0.0.1:${port}`;
+  const advertised = opts.advertisedPort === undefined ? port : await opts.advertisedPort(port);
 
   const dir = mkdtempSync(join(tmpdir(), 'ferry-kafka-'));
   const removeDir = () => rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
@@ -62,7 +74,7 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaHar
   try {
     const configFile = join(dir, 'server.properties');
     const log4jFile = join(dir, 'log4j2.properties');
-    writeFileSync(configFile, serverProperties(port, controllerPort, join(dir, 'data')));
+    writeFileSync(configFile, serverProperties(port, advertised, controllerPort, join(dir, 'data')));
     writeFileSync(log4jFile, LOG4J2_PROPERTIES);
     const log4j = `-Dlog4j2.configurationFile=${log4jFile}`;
 
@@ -107,6 +119,10 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaHar
         await broker?.stop();
         broker = undefined;
       },
+      crash: async () => {
+        await broker?.kill();
+        broker = undefined;
+      },
       start: async () => {
         if (stopping !== undefined) throw new Error('this Kafka was stopped for good');
         broker ??= await launch();
@@ -123,6 +139,8 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaHar
 
 interface SupervisedBroker {
   stop(): Promise<void>;
+  /** SIGKILL; resolves once the process is gone. */
+  kill(): Promise<void>;
   exited: Promise<number | string | null>;
   isRunning(): boolean;
   tail(): string;
@@ -169,7 +187,13 @@ function superviseBroker(child: ChildProcess): SupervisedBroker {
       process.off('exit', killOnExit);
     })());
 
-  return { stop, exited, isRunning: () => running, tail: () => lines.join('\n') };
+  const kill = async () => {
+    if (running) child.kill('SIGKILL');
+    await exited;
+    process.off('exit', killOnExit);
+  };
+
+  return { stop, kill, exited, isRunning: () => running, tail: () => lines.join('\n') };
 }
 
 async function waitUntilReady(bootstrap: string, port: number, broker: SupervisedBroker): Promise<void> {
@@ -224,13 +248,13 @@ function clusterId(): string {
   return randomBytes(16).toString('base64url');
 }
 
-function serverProperties(port: number, controllerPort: number, dataDir: string): string {
+function serverProperties(port: number, advertisedPort: number, controllerPort: number, dataDir: string): string {
   return [
     'process.roles=broker,controller',
     'node.id=1',
     `controller.quorum.voters=1@127.0.0.1:${controllerPort}`,
     `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
-    `advertised.listeners=PLAINTEXT://127.0.0.1:${port}`,
+    `advertised.listeners=PLAINTEXT://127.0.0.1:${advertisedPort}`,
     'controller.listener.names=CONTROLLER',
     'inter.broker.listener.name=PLAINTEXT',
     'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
