@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
 import type { Envelope } from '../core/envelope.ts';
+import type { AgedBounds } from './ages.ts';
 import type { BridgeUsage, CursorState, StoredMessage } from './rows.ts';
 import { type SeqRange, confirmedRanges, intersect } from './behind.ts';
 import { BUFFER_SCHEMA, hasLegacyLog, migrate } from './schema.ts';
@@ -190,6 +191,19 @@ export class BufferLog {
    */
   expire(bridge: string, before: number, limit = -1): BridgeUsage {
     return this.deleteRanges(bridge, [{ lo: Number.NEGATIVE_INFINITY, hi: this.packs.createdBeforeThrough(bridge, before, limit) }]);
+  }
+
+  /**
+   * Deletes from the front of a bridge's log what `aged` says is older than its maxAgeMs (see
+   * StoredAges), at most `limit` messages (-1: all): every message through `heldThrough`, then
+   * on, among those through `earlierThrough`, each created before `createdBefore` and not
+   * before `createdSince`. Returns what it removed.
+   */
+  expireAged(bridge: string, aged: AgedBounds, limit = -1): BridgeUsage {
+    const stamped = Math.min(aged.earlierThrough, this.packs.createdBeforeThrough(bridge, aged.createdBefore, limit, aged.createdSince));
+    const through = Math.max(stamped, aged.heldThrough);
+    const hi = limit < 0 ? through : Math.min(through, this.packs.nth(bridge, limit));
+    return this.deleteRanges(bridge, [{ lo: Number.NEGATIVE_INFINITY, hi }]);
   }
 
   /** A prepared statement, kept: #delete runs on every cursor commit, a hot path. */

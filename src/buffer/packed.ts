@@ -179,14 +179,16 @@ export class Packs {
 
   /**
    * The seq through which the bridge's log, from its front, holds messages created before
-   * `before` (ms), `limit` of them at most (-1: no limit); its floor when the first is not.
+   * `before` (ms) and not before `since`, `limit` of them at most (-1: no limit); its floor when
+   * the first is not.
    */
-  createdBeforeThrough(bridge: string, before: number, limit: number): number {
+  createdBeforeThrough(bridge: string, before: number, limit: number, since = Number.NEGATIVE_INFINITY): number {
     const floor = this.floor(bridge);
     let through = floor;
     let left = limit < 0 ? Number.POSITIVE_INFINITY : limit;
     for (const { seq, pack } of this.#messagesAfter(bridge, floor)) {
-      if (left <= 0 || timeAt(pack.meta, seq - pack.first) >= before) break;
+      const at = timeAt(pack.meta, seq - pack.first);
+      if (left <= 0 || at >= before || at < since) break;
       through = seq;
       left -= 1;
     }

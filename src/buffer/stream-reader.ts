@@ -73,6 +73,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
     let readSeq = store.cursor(bridge, sink);
     let committed = readSeq;
     const retries: Entry[] = [];
+    /** When the retries are due, by the monotonic clock: a step of the wall clock neither holds them back nor hurries them. */
     let retryAt = 0;
     let sweepQueued = false;
     // One pending wait on each signal at a time, however often the loop goes round.
@@ -191,7 +192,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
         const jittered = backoffDelay({ initialMs: policy.retryInitialMs, maxMs: policy.retryMaxMs, jitter: 0.2 }, entry.attempts);
         if (retries.length === 0) logger.warn({ err: error, attempt: entry.attempts, retryInMs: jittered, ...failedSpanFields(error) }, 'not handled; will deliver again');
         retries.push(entry);
-        retryAt = Math.max(retryAt, Date.now() + jittered);
+        retryAt = Math.max(retryAt, performance.now() + jittered);
         counters.count('buffer.retries', { bridge, sink });
         wake.notify();
       },
@@ -210,7 +211,7 @@ export function streamCursor(options: CursorSourceOptions): StreamCursor {
       await Promise.resolve();
       while (!stopping && !detached) {
         if (retries.length > 0) {
-          const wait = retryAt - Date.now();
+          const wait = retryAt - performance.now();
           if (wait > 0) {
             const timer = pause(wait);
             await Promise.race([timer.done, nextWake()]);

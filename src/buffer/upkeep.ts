@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import type { BufferPolicy } from './config.ts';
 import type { BufferStore } from './store.ts';
+import { StoredAges } from './ages.ts';
 import { isCorruption } from '../sqlite/open-checked.ts';
 
 /**
@@ -34,6 +35,7 @@ export class BufferUpkeep {
   readonly #onCorrupt: (error: unknown) => void;
   /** The steps failing now, by step (and bridge), with when their run of failures began. */
   readonly #failing = new Map<string, number>();
+  readonly #ages = new StoredAges();
 
   constructor(store: BufferStore, logger: Logger, counters: Counters, onCorrupt: (error: unknown) => void) {
     this.#store = store;
@@ -57,6 +59,7 @@ export class BufferUpkeep {
   watch(bridge: string, policy: BufferPolicy): void {
     const previous = this.#policies.get(bridge);
     this.#policies.set(bridge, policy);
+    this.#begin(bridge);
     if (previous?.maxAgeMs === policy.maxAgeMs && this.#expiry.has(bridge)) return;
     clearInterval(this.#expiry.get(bridge));
     this.#expiry.delete(bridge);
@@ -94,7 +97,9 @@ export class BufferUpkeep {
 
   #expire(bridge: string, maxAgeMs: number, expiredBefore = 0): void {
     try {
-      const removed = this.#store.expire(bridge, Date.now() - maxAgeMs, EXPIRE_STEP);
+      this.#noteStep();
+      this.#ages.begin(bridge, () => this.#store.tail(bridge));
+      const removed = this.#store.expireAged(bridge, this.#ages.aged(bridge, this.#store.tail(bridge), maxAgeMs), EXPIRE_STEP);
       if (removed.messages > 0) this.#counters.count('buffer.expired', { bridge }, removed.messages);
       const expired = expiredBefore + removed.messages;
       if (removed.messages === EXPIRE_STEP && this.#policies.get(bridge)?.maxAgeMs === maxAgeMs && this.#store.isOpen) {
@@ -106,6 +111,25 @@ export class BufferUpkeep {
     } catch (error) {
       this.#failed(`expire ${bridge}`, error, { bridge }, 'could not expire old messages');
     }
+  }
+
+  /** Notes what the bridge's log holds when first watched: what is in it then is aged by its stamps (StoredAges). Tried again at its expiry. */
+  #begin(bridge: string): void {
+    try {
+      this.#ages.begin(bridge, () => this.#store.tail(bridge));
+    } catch {
+      // Its first expiry turn reads the tail again, and reports a failure.
+    }
+  }
+
+  /** Logs a step of the wall clock once: expiry measures by the monotonic clock and is not moved by it. */
+  #noteStep(): void {
+    const step = this.#ages.stepped();
+    if (step === 0) return;
+    this.#logger.warn(
+      { stepMs: step },
+      `the wall clock was set ${step > 0 ? 'forward' : 'back'} by ${Math.round(Math.abs(step) / 1000)} s: buffer.maxAgeMs counts the time messages spent in the buffer, which the step does not change`,
+    );
   }
 
   #trimDeadLetters(): void {

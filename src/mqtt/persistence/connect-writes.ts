@@ -125,7 +125,7 @@ export class ConnectWrites {
           }
           if (record === undefined) return;
           try {
-            this.#sessions.abandoned(client, record.created(), Date.now());
+            this.#sessions.abandoned(client, record.created());
           } catch (error) {
             this.#options.failed(asError(error));
           }

@@ -2,6 +2,7 @@ import type Database from 'better-sqlite3';
 import type { WillOwner } from './carried-wills.ts';
 import type { GroupCommit } from './group-commit.ts';
 import { type StoredPacket, decodePacket } from './packet-codec.ts';
+import { steadyNow } from './steady-clock.ts';
 
 /** aedes' "never expires" Session Expiry Interval (MQTT 3.1.1 persistent sessions get it too). */
 const NEVER_EXPIRES = 0xffff_ffff;
@@ -188,7 +189,7 @@ export class SessionRecords {
    * it); one it resumed waits for its client again, from now. Nothing changes while another
    * connection holds the client id: that one's end decides.
    */
-  abandoned(client: SessionClient, created: boolean, now: number): void {
+  abandoned(client: SessionClient, created: boolean, now = steadyNow()): void {
     if (this.#hooks.connected(client.id)) return;
     if (created) this.#forget(client.id);
     else this.closed(client, now);
@@ -198,7 +199,7 @@ export class SessionRecords {
    * aedes' `clientDisconnect`: a persistent session now waits for its client, for the Session
    * Expiry Interval the client has now (an MQTT 5 DISCONNECT may change it; 0 ends the session).
    */
-  closed(client: SessionClient, now: number): void {
+  closed(client: SessionClient, now = steadyNow()): void {
     if (client.clean || client.sessionExpiryInterval === 0) {
       this.#forget(client.id);
       return;
@@ -231,7 +232,7 @@ export class SessionRecords {
    * At startup, before any client connects: every session and will left by the previous run
    * gets its deadline, and the timer that acts on them starts. Returns what was carried over.
    */
-  async carryOver(brokerId: string, now: number): Promise<{ sessions: number; expiring: number; wills: number }> {
+  async carryOver(brokerId: string, now = steadyNow()): Promise<{ sessions: number; expiring: number; wills: number }> {
     const counts = await this.#commit.durable(() => {
       // A session whose connection the previous run still had ended with that run.
       this.#db.prepare('UPDATE sessions SET disconnected_at = ? WHERE disconnected_at IS NULL').run(now);
@@ -320,7 +321,7 @@ export class SessionRecords {
   }
 
   #due(): void {
-    const now = Date.now();
+    const now = steadyNow();
     for (const row of this.#statements.dueWills.all(now, BATCH) as DueWill[]) {
       if (this.#publishing.has(row.client_id)) continue;
       if (this.#handled.has(row.client_id)) {

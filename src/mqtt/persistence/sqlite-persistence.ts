@@ -167,12 +167,12 @@ export class SqlitePersistence {
     };
     aedes.on('client', (client) => guarded('start', () => this.#sessions.opened(client)));
     // A connection taken over leaves the session's record to the new one's connect (connect-writes.ts).
-    aedes.on('clientDisconnect', (client) => aedesInternals(aedes)._takingOver.has(client.id) || guarded('end of connection', () => this.#sessions.closed(client, Date.now())));
+    aedes.on('clientDisconnect', (client) => aedesInternals(aedes)._takingOver.has(client.id) || guarded('end of connection', () => this.#sessions.closed(client)));
     aedes.on('sessionExpired', (client) => {
       this.#options.counters.count('mqtt.sessions.expired');
       guarded('expiry', () => this.#sessions.ended(client.id));
     });
-    const carried = await this.#sessions.carryOver(aedes.id, Date.now());
+    const carried = await this.#sessions.carryOver(aedes.id);
     const { subsCount } = await this.#subscriptions.count();
     this.#options.logger.info(
       { sessions: carried.sessions, expiring: carried.expiring, wills: carried.wills, subscriptions: subsCount },
