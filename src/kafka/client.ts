@@ -144,6 +144,8 @@ async function openKafka(options: KafkaProducerOptions): Promise<OpenedKafka> {
     brokers: [...options.brokers],
     connectionTimeout: options.connectionTimeoutMs,
     requestTimeout: options.requestTimeoutMs,
+    // Limited on purpose: a batch that fails goes back to the buffer, which retries it for ever
+    // with its own backoff, in order (kafkajs' default for an idempotent producer is unlimited).
     retry: { retries: options.retries },
     logLevel: logLevel.WARN,
     logCreator: logTo(options.logger, logLevel),
@@ -312,8 +314,21 @@ async function openConsumer(options: KafkaConsumerOptions): Promise<Consumer> {
  * Ferry reports the outage itself once (a sink down or stalled, a consumer retrying), so these
  * go to debug instead of filling the log at error level twice a second per bridge (issue 16).
  */
-const ROUTINE =
+const OUTAGE =
   /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|Connection (error|timeout|closed)|Failed to connect|timed out|does not host this topic-partition|no leader for this topic-partition|Not (the )?(coordinator|leader)|group is rebalancing|rebalance in progress|NumberOfRetriesExceeded|Restarting the consumer|Response (Metadata|Produce|Fetch)|disconnected|Closed connection/i;
+
+/**
+ * Routine for the way Ferry uses kafkajs, not trouble:
+ * - "Limiting retries for the idempotent producer may invalidate EoS guarantees", said for every
+ *   idempotent producer: a sink's producer retries only `retries` times on purpose (see
+ *   openKafka), since a failed batch goes back to the buffer, which retries it for ever; with
+ *   `idempotent` the sink keeps the producer id and sends that batch again first, as it went
+ *   (resend.ts), so Kafka still drops a copy it has. What kafkajs warns of is handled there.
+ * - "The coordinator is loading" (COORDINATOR_LOAD_IN_PROGRESS), answered to InitProducerId or a
+ *   group's requests for a while after a broker restart: kafkajs retries it; if it lasts, the
+ *   connect fails and Ferry reports the sink down or the consumer retrying.
+ */
+const BY_DESIGN = /Limiting retries for the idempotent producer|coordinator is loading/i;
 
 /**
  * kafkajs' log lines into pino (it logs WARN and up): routine connection trouble at debug,
@@ -325,7 +340,7 @@ export function logTo(logger: Pick<Logger, 'warn' | 'debug'>, levels: typeof imp
       const { message, ...extra } = log;
       const line = { kafkajs: namespace, kafkajsLevel: level <= levels.ERROR ? 'error' : 'warn', ...extra };
       const text = `${String(message)} ${typeof extra['error'] === 'string' ? extra['error'] : ''}`;
-      if (ROUTINE.test(text)) logger.debug(line, message);
+      if (OUTAGE.test(text) || BY_DESIGN.test(text)) logger.debug(line, message);
       else logger.warn(line, message);
     };
 }

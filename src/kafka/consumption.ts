@@ -7,6 +7,7 @@ import type { Source } from '../core/stream.ts';
 import { AssignedPartition, type PartitionOwner } from './assigned-partition.ts';
 import type { KafkaBatchControl, KafkaConsumer, KafkaInboundRecord } from './client.ts';
 import { recordId } from './record-id.ts';
+import { refusalType } from './topic-refusals.ts';
 
 export interface ConsumptionOptions {
   readonly topics: readonly string[];
@@ -47,6 +48,8 @@ class Consumption {
   #stopping = false;
   #committing: Promise<void> | undefined;
   #commitScheduled = false;
+  /** Set while a topic to read does not exist (yet): said once, until consumption starts. */
+  #waitingForTopic = false;
   /** Called whenever a window moved, while stop() waits for the windows to settle. */
   #onProgress: (() => void) | undefined;
   readonly #owner: PartitionOwner;
@@ -88,16 +91,39 @@ class Consumption {
           if (!restarting) this.#restart(consumer);
         },
       });
-      this.#ctx.logger.info({ topics: this.#options.topics }, `${this.#component}: consuming`);
+      const waited = this.#waitingForTopic;
+      this.#waitingForTopic = false;
+      this.#ctx.logger.info({ topics: this.#options.topics }, `${this.#component}: consuming${waited ? ' (the topic exists now)' : ''}`);
     };
     run().catch((error: unknown) => {
       this.#ctx.counters.count('kafka.consumer.errors', { bridge: this.#ctx.bridge });
-      this.#ctx.logger.error(
-        { err: error },
-        `${this.#component}: cannot consume ${this.#options.topics.join(',')}: ${describeError(error)}; retrying in ${RECONNECT_BACKOFF_MS} ms`,
-      );
+      if (refusalType(error) === 'UNKNOWN_TOPIC_OR_PARTITION') this.#topicMissing(error);
+      else
+        this.#ctx.logger.error(
+          { err: error },
+          `${this.#component}: cannot consume ${this.#options.topics.join(',')}: ${describeError(error)}; retrying in ${RECONNECT_BACKOFF_MS} ms`,
+        );
       this.#restart(consumer);
     });
+  }
+
+  /**
+   * A topic to read does not exist: normal on a first start, before a producer or the cluster's
+   * auto-creation made it. A warning, once until consumption starts; each retry at debug.
+   */
+  #topicMissing(error: unknown): void {
+    const topics = this.#options.topics;
+    if (this.#waitingForTopic) {
+      this.#ctx.logger.debug({ err: error, topics }, `${this.#component}: still waiting for its topic`);
+      return;
+    }
+    this.#waitingForTopic = true;
+    // kafkajs names no topic in the error: of several, any one may be the missing one.
+    const which = topics.length === 1 ? `topic ${topics[0]}` : `one of the topics ${topics.join(', ')}`;
+    this.#ctx.logger.warn(
+      { err: error, topics },
+      `${this.#component}: ${which} does not exist (yet): waiting for it; retried every ${RECONNECT_BACKOFF_MS / 1000} s (Kafka creates it on first use when auto.create.topics.enable is on; otherwise create it)`,
+    );
   }
 
   /** Unsubscribed: stop taking, let the messages in flight settle for a while, commit, disconnect. */

@@ -14,7 +14,10 @@ export interface SinkStatus {
   readonly kind: string;
   readonly written: number;
   readonly failed: number;
+  /** The failure going on: set by a failed write (or the sink stopping), cleared by the next write that succeeds. */
   readonly lastError?: string;
+  /** The latest failure and when (ms since the epoch), kept after the sink writes again. */
+  readonly lastFailure?: { readonly error: string; readonly at: number };
 }
 
 /** What the skeleton needs of a bridge's config: its name and file (for messages and paths). */
@@ -125,12 +128,19 @@ export function takeFrom(
   });
 }
 
+/** A failure of the sink: its error is the current one, and the latest with its time. */
+function failedWith(state: SinkState, error: string): void {
+  state.lastError = error;
+  state.lastFailure = { error, at: Date.now() };
+}
+
 interface SinkState {
   readonly name: string;
   readonly kind: string;
   written: number;
   failed: number;
   lastError?: string;
+  lastFailure?: { readonly error: string; readonly at: number };
   /** Set from a failed batch until a batch is written again: the upstream is down. */
   down?: { readonly since: number; attempts: number };
   /** Since when the sink holds messages without an answer, when its input can tell. */
@@ -209,7 +219,7 @@ export class SinkSet {
         next: (event) => this.#onEvent(state, event),
         error: (error: unknown) => {
           this.failed = true;
-          state.lastError = String(error);
+          failedWith(state, String(error));
           this.#logger.error({ err: error, sink: name }, `sink stopped with an error; ${onError}`);
           this.#sinkDone();
         },
@@ -252,7 +262,14 @@ export class SinkSet {
   }
 
   status(): SinkStatus[] {
-    return this.#states.map((s) => ({ name: s.name, kind: s.kind, written: s.written, failed: s.failed, ...(s.lastError === undefined ? {} : { lastError: s.lastError }) }));
+    return this.#states.map((s) => ({
+      name: s.name,
+      kind: s.kind,
+      written: s.written,
+      failed: s.failed,
+      ...(s.lastError === undefined ? {} : { lastError: s.lastError }),
+      ...(s.lastFailure === undefined ? {} : { lastFailure: s.lastFailure }),
+    }));
   }
 
   #onEvent(state: SinkState, event: SinkEvent): void {
@@ -261,6 +278,8 @@ export class SinkSet {
       state.written += event.count;
       this.#counters.count('sink.messages.written', labels, event.count);
       state.writes?.record(event.durationMs / 1000);
+      // Past: an error still shown as `lastError` would read as the sink's trouble now (lastFailure keeps it).
+      delete state.lastError;
       if (state.down !== undefined) {
         this.#logger.info(
           { sink: state.name, downForMs: Date.now() - state.down.since, attempts: state.down.attempts, ...spanFields(event.span) },
@@ -271,7 +290,7 @@ export class SinkSet {
       return;
     }
     state.failed += event.count;
-    state.lastError = event.error.message;
+    failedWith(state, event.error.message);
     this.#counters.count('sink.messages.failed', labels, event.count);
     // A message refused for good (dead-lettered) says nothing of the upstream: it is up.
     if (!event.retryable) return;

@@ -9,9 +9,13 @@ import type { Sink, SinkEvent } from '../../src/core/stream.ts';
 import { kafkaSink } from '../../src/kafka/sink.ts';
 import { type KafkaSinkConfig, toKafka } from '../../src/lib/kafka.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { SinkSet } from '../../src/runtime/bridge-parts.ts';
+import type { RuntimeDeps } from '../../src/runtime/registry.ts';
 import { sinkConformance } from '../conformance/sink-suite.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
+import { kafkaTestClient } from '../harness/kafka-group.ts';
 import { readTopic } from '../harness/kafka-read.ts';
+import { eventually } from '../harness/eventually.ts';
 import { kcatConsume } from '../harness/kcat.ts';
 import { randomName, requireService } from '../harness/services.ts';
 import { tcpProxy } from '../harness/tcp-proxy.ts';
@@ -170,4 +174,47 @@ test('kafka sink: the idempotent producer writes and acknowledges', async () => 
     (await readTopic(brokers, topic)).map((m) => m.headers['ferry-id']),
     tracked.deliveries.map((d) => d.envelope.id),
   );
+});
+
+test("kafka sink's status after an outage: `lastError` is cleared by the next write, `lastFailure` keeps the error and when", { timeout: 60_000 }, async () => {
+  const brokers = await requireService('kafka');
+  const [host, port] = (brokers[0] as string).split(':') as [string, string];
+  const proxy = await tcpProxy({ host, port: Number(port) }, { refusing: true });
+  const topic = randomName('ferry-sink-recovered-');
+  // Made beforehand: the first write after the outage is not refused for a topic being auto-created.
+  const kafka = await kafkaTestClient(brokers);
+  await kafka.createTopic(topic);
+  await kafka.close();
+  const sinks = new SinkSet('recovering', ctx.logger, new CounterRegistry());
+  const input = new Subject<Delivery>();
+  const config = kafkaSink.schema.parse({ brokers: [`127.0.0.1:${proxy.port}`], topic, batchSize: 1, batchTimeMs: 0, retries: 0, connectionTimeoutMs: 1000 });
+  // The kafka sink takes nothing of the runtime.
+  sinks.add('kafka', { kafka: config }, input, { ...ctx, bridge: 'recovering' }, {} as RuntimeDeps, 'kept');
+  const send = (n: number) =>
+    new Promise<'acked' | 'nacked'>((resolve) => {
+      const envelope = createEnvelope({ topic: 'devices/r1/telemetry/t', payload: `m${n}`, origin: { source: 'test', clientId: 'r1' } });
+      input.next(createDelivery(envelope, { onAck: () => resolve('acked'), onNack: () => resolve('nacked') }));
+    });
+  try {
+    const beforeOutage = Date.now();
+    assert.equal(await send(1), 'nacked');
+    const [down] = sinks.status();
+    assert.match(down?.lastError ?? '', /cannot connect/);
+    assert.equal(sinks.problems(Date.now(), 10_000)[0]?.problem, 'down');
+
+    proxy.forward();
+    await eventually(async () => assert.equal(await send(2), 'acked'), { timeoutMs: 30_000, intervalMs: 500 });
+    const [after] = sinks.status();
+    assert.deepEqual(sinks.problems(Date.now(), 10_000), []);
+    assert.equal(after?.lastError, undefined, "the outage's error is still shown as lastError after the sink wrote again");
+    assert.deepEqual(down?.lastFailure?.error, down?.lastError);
+    assert.ok((down?.lastFailure?.at ?? 0) >= beforeOutage, 'lastFailure.at is not the time of the failure');
+    // The outage's error, at its time, unless a later attempt failed too.
+    assert.match(after?.lastFailure?.error ?? '', /cannot connect/);
+    assert.ok((after?.lastFailure?.at ?? 0) >= (down?.lastFailure?.at ?? Number.POSITIVE_INFINITY));
+  } finally {
+    input.complete();
+    await sinks.done();
+    await proxy.close();
+  }
 });

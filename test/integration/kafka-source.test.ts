@@ -384,3 +384,56 @@ test('a partition paused for a full window, taken away by a rebalance and given 
     await kafka.close();
   }
 });
+
+/** A kafka source on `topics` logging at debug into `entries`; unsubscribe to stop it. */
+function consumeLogged(brokers: string[], topics: string[]) {
+  const { logger, entries } = capturedEntries('debug');
+  const counters = new CounterRegistry();
+  const config = kafkaSource.schema.parse({ brokers, groupId: randomName('ferry-it-source-missing-group-'), topics, fromBeginning: true });
+  const received: Delivery[] = [];
+  const subscription = kafkaSource.create(config, { logger, counters, dataDir: '/nonexistent', bridge: 'it' }).subscribe((d) => {
+    received.push(d);
+    d.ack();
+  });
+  return { entries, counters, received, subscription };
+}
+
+test('a topic that is never created is a warning said once, not an error per retry; each retry is counted', { timeout: 60_000 }, async () => {
+  const brokers = await requireService('kafka');
+  const kafka = await kafkaTestClient(brokers);
+  // To Kafka "." and "_" are one: it does not auto-create a name that collides with an existing topic's.
+  const base = randomName('ferry-it-source-missing-');
+  await kafka.createTopic(`${base}_t`);
+  const topic = `${base}.t`;
+  const run = consumeLogged(brokers, [topic]);
+  try {
+    // Retried every 5 s: the third attempt failed too.
+    await eventually(() => assert.ok((run.counters.get('kafka.consumer.errors{bridge=it}') ?? 0) >= 3, 'fewer than 3 attempts yet'), { timeoutMs: 30_000, intervalMs: 200 });
+    const warnings = linesOf(run.entries, 40, 'does not exist (yet)');
+    assert.equal(warnings.length, 1, JSON.stringify(run.entries.map((e) => [e['level'], e['msg']])));
+    assert.match(String(warnings[0]?.['msg']), new RegExp(`topic ${topic.replaceAll('.', '\\.')} does not exist \\(yet\\): waiting for it; retried every 5 s`));
+    assert.deepEqual(linesOf(run.entries, 50, ''), [], 'no error lines');
+    assert.ok(linesOf(run.entries, 20, 'still waiting for its topic').length >= 2, 'the retries are logged at debug');
+  } finally {
+    run.subscription.unsubscribe();
+    await kafka.close();
+  }
+});
+
+test('a topic that does not exist yet is waited for: one warning, then a line when consumption starts, and its messages are read', { timeout: 60_000 }, async () => {
+  const brokers = await requireService('kafka');
+  const kafka = await kafkaTestClient(brokers);
+  const topic = randomName('ferry-it-source-missing-');
+  const run = consumeLogged(brokers, [topic]);
+  try {
+    // The first attempt finds no topic; the cluster auto-creates it, and the retry consumes it.
+    await eventually(() => assert.equal(linesOf(run.entries, 30, 'consuming (the topic exists now)').length, 1), { timeoutMs: 30_000, intervalMs: 200 });
+    assert.equal(linesOf(run.entries, 40, `topic ${topic} does not exist (yet): waiting for it`).length, 1);
+    assert.deepEqual(linesOf(run.entries, 50, ''), [], 'no error lines');
+    await kafka.produce(topic, [{ value: 'first' }]);
+    await eventually(() => assert.deepEqual(run.received.map(text), ['first']), { timeoutMs: 30_000, intervalMs: 200 });
+  } finally {
+    run.subscription.unsubscribe();
+    await kafka.close();
+  }
+});

@@ -36,7 +36,7 @@ export const kafkaMetrics = [
     type: 'counter',
     unit: 'errors',
     labels: { bridge: BRIDGE },
-    help: "Failures of a `kafka` source's consumer (a crash, or no connection at start); it reconnects.",
+    help: "Failures of a `kafka` source's consumer (a crash, no connection at start, or a topic to read that does not exist yet, once per retry); it reconnects.",
   },
   {
     name: 'commands.delivered',

@@ -20,3 +20,21 @@ test("kafkajs' routine outage messages go to debug, never error; anything else i
     ['warn', 'SASL PLAIN authentication failed'],
   ]);
 });
+
+test("kafkajs' warnings about what Ferry does on purpose go to debug: limited retries of an idempotent producer, a coordinator loading after a restart", () => {
+  const seen: [string, string][] = [];
+  const logger = { warn: (_: object, m: string) => void seen.push(['warn', m]), debug: (_: object, m: string) => void seen.push(['debug', m]) };
+  const log = logTo(logger as never, logLevel)(logLevel.WARN);
+  const entry = (namespace: string, level: logLevel, message: string, error?: string) =>
+    log({ namespace, level, label: 'WARN', log: { timestamp: '', message, ...(error === undefined ? {} : { error }) } });
+  // As kafkajs logs them: a new idempotent producer whose retries are limited, and after a broker restart.
+  entry('Producer', logLevel.WARN, 'Limiting retries for the idempotent producer may invalidate EoS guarantees');
+  entry('Connection', logLevel.ERROR, 'Response InitProducerId(key: 22, version: 1)', "The coordinator is loading and hence can't process requests for this group");
+  // Another answer to the same request is no routine.
+  entry('Connection', logLevel.ERROR, 'Response InitProducerId(key: 22, version: 1)', 'Cluster authorization failed');
+  assert.deepEqual(seen, [
+    ['debug', 'Limiting retries for the idempotent producer may invalidate EoS guarantees'],
+    ['debug', 'Response InitProducerId(key: 22, version: 1)'],
+    ['warn', 'Response InitProducerId(key: 22, version: 1)'],
+  ]);
+});
