@@ -23,7 +23,8 @@ interface BridgeAges {
   readonly earlierThrough: number;
   /** Marks not yet maxAgeMs old, oldest first. */
   readonly marks: Mark[];
-  heldThrough: number;
+  /** The marks found maxAgeMs old, as one: through the highest seq they cover, at the latest of them. */
+  held: Mark | undefined;
 }
 
 /**
@@ -55,7 +56,7 @@ export class StoredAges {
 
   /** Notes `bridge`'s log as it is when first watched (`tail`, read only then); later calls do nothing. */
   begin(bridge: string, tail: () => number): void {
-    if (!this.#bridges.has(bridge)) this.#bridges.set(bridge, { earlierThrough: tail(), marks: [], heldThrough: 0 });
+    if (!this.#bridges.has(bridge)) this.#bridges.set(bridge, { earlierThrough: tail(), marks: [], held: undefined });
   }
 
   /** Marks the log's `tail` now, and says what of it is older than `maxAgeMs`. Call `begin` first. */
@@ -65,8 +66,17 @@ export class StoredAges {
     const now = performance.now();
     const { marks } = ages;
     if (marks.at(-1)?.through !== tail) marks.push({ at: now, through: tail });
-    while (marks.length > 0 && (marks[0] as Mark).at <= now - maxAgeMs) ages.heldThrough = Math.max(ages.heldThrough, (marks.shift() as Mark).through);
-    return { heldThrough: ages.heldThrough, earlierThrough: ages.earlierThrough, createdBefore: this.#origin + now - maxAgeMs, createdSince: CLOCK_SET_SINCE };
+    // Found that old under a shorter maxAgeMs (the bridge reloaded with a longer one, while a
+    // step of the expiry was still to come): not that old under this one yet.
+    if (ages.held !== undefined && ages.held.at > now - maxAgeMs) {
+      marks.unshift(ages.held);
+      ages.held = undefined;
+    }
+    while (marks.length > 0 && (marks[0] as Mark).at <= now - maxAgeMs) {
+      const mark = marks.shift() as Mark;
+      ages.held = { at: mark.at, through: Math.max(ages.held?.through ?? 0, mark.through) };
+    }
+    return { heldThrough: ages.held?.through ?? 0, earlierThrough: ages.earlierThrough, createdBefore: this.#origin + now - maxAgeMs, createdSince: CLOCK_SET_SINCE };
   }
 
   /** How far the wall clock stepped since the last call (ms, negative: set back), when by more than CLOCK_STEP_MS; else 0. */
