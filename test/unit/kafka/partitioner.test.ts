@@ -22,6 +22,22 @@ test('a record with its own partition keeps it; records without a key are spread
   const ours = memoizedDefaultPartitioner(Partitioners.DefaultPartitioner)();
   const partitionMetadata = metadata(4);
   assert.equal(ours({ topic: 't', partitionMetadata, message: { key: 'k', value: 'v', partition: 3 } }), 3);
-  const seen = new Set(Array.from({ length: 8 }, () => ours({ topic: 't', partitionMetadata, message: { key: null, value: 'v' } })));
+  const seen = new Set(Array.from({ length: 40 }, (_, i) => ours({ topic: 't', partitionMetadata, message: { key: null, value: 'v', headers: { 'ferry-id': `id-${i}` } } })));
   assert.equal(seen.size, 4);
+});
+
+// An idempotent sink sends a failed batch again as it went: Kafka drops a batch it had appended
+// by producer id and sequence numbers alone, so each record must land where it went the first
+// time. Dealt round robin, a record without a key went elsewhere the second time, and other
+// records took the appended one's numbers on its partition: dropped as duplicates, never written.
+test('a record without a key goes to the same partition each time it is sent, by its message id', () => {
+  const partitionMetadata = metadata(6);
+  const ours = memoizedDefaultPartitioner(Partitioners.DefaultPartitioner)();
+  const again = memoizedDefaultPartitioner(Partitioners.DefaultPartitioner)();
+  for (let i = 0; i < 50; i++) {
+    const message = { key: null, value: 'v', headers: { 'ferry-id': `0193c0de-0000-7000-8000-${String(i).padStart(12, '0')}` } };
+    const first = ours({ topic: 't', partitionMetadata, message });
+    assert.equal(ours({ topic: 't', partitionMetadata, message }), first, `record ${i} sent again`);
+    assert.equal(again({ topic: 't', partitionMetadata, message }), first, `record ${i} sent again by a new producer`);
+  }
 });
