@@ -1,7 +1,10 @@
+/** Keys of each kind (counted, blocked) past which those whose window or block is over are forgotten. */
+const MAX_KEYS = 10_000;
+
 /**
  * Counts events per key in a sliding window and blocks a key for `blockMs` once it reached
- * `max`. Keys are forgotten when their window is over, so memory stays bounded by the keys
- * active in one window.
+ * `max`. Keys are forgotten when their window or block is over, so memory stays bounded by the
+ * keys active in one window and those blocked in one `blockMs`.
  */
 export class WindowLimiter {
   readonly #max: number;
@@ -31,10 +34,12 @@ export class WindowLimiter {
     if (recent.length >= this.#max) {
       this.#events.delete(key);
       this.#blocked.set(key, now + this.#blockMs);
+      // A key blocked is seldom seen again (a guessed username): its block is forgotten here.
+      if (this.#blocked.size > MAX_KEYS) this.#sweep(now);
       return true;
     }
     this.#events.set(key, recent);
-    if (this.#events.size > 10_000) this.#sweep(now);
+    if (this.#events.size > MAX_KEYS) this.#sweep(now);
     return false;
   }
 
@@ -47,6 +52,11 @@ export class WindowLimiter {
     if (recent === undefined) return;
     recent.pop();
     if (recent.length === 0) this.#events.delete(key);
+  }
+
+  /** Keys remembered, counted or blocked (for tests). */
+  get size(): number {
+    return this.#events.size + this.#blocked.size;
   }
 
   #sweep(now: number): void {

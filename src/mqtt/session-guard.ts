@@ -47,9 +47,7 @@ export class SessionGuard {
         this.#logger.warn({ clientId: client.id, err: error }, "could not save the owner of the client's session");
       }
     });
-    aedes.on('clientDisconnect', (client) => {
-      if (client.clean) this.#owners.release(client.id, client);
-    });
+    aedes.on('clientDisconnect', (client) => this.#owners.closed(client.id, client, client.clean));
     // MQTT 5 sessions that outlived their connection and then expired.
     aedes.on('sessionExpired', (client) => this.#owners.release(client.id, client));
   }
@@ -66,6 +64,8 @@ export class SessionGuard {
   admit(client: Client, identity: Identity): boolean {
     const packet = this.#connects.get(client);
     this.#connects.delete(client);
+    // Closed while its password was checked: aedes goes no further with it, and it claims nothing.
+    if (client.closed) return true;
     const claim = this.#owners.claim(client.id, identity, client);
     if (claim === 'refuse') return false;
     if (claim === 'fresh') {

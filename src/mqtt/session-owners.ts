@@ -32,8 +32,13 @@ export interface SavedOwners {
  * is read from disk, and each persistent session's owner is written there (issue 17).
  */
 export class SessionOwners {
-  /** By client id: the owner, and the connection that claimed the session last. */
-  readonly #owners = new Map<string, { readonly owner: string; readonly holder: object }>();
+  /**
+   * By client id: the owner, the connection that claimed the session last, and whether the owner
+   * is saved with the session on disk. Only while the session lasts, and for a session saved on
+   * disk only while its connection is open (claim() reads the owner from disk after): a gateway
+   * sees thousands of client ids come and go in a month.
+   */
+  readonly #owners = new Map<string, { readonly owner: string; readonly holder: object; saved: boolean }>();
   readonly #saved: SavedOwners | undefined;
 
   constructor(saved?: SavedOwners) {
@@ -48,7 +53,7 @@ export class SessionOwners {
     const owner = ownerOf(identity);
     const saved = this.#owners.get(clientId)?.owner ?? this.#saved?.savedOwner(clientId);
     if (saved !== undefined && saved !== owner && identity.username === undefined) return 'refuse';
-    this.#owners.set(clientId, { owner, holder });
+    this.#owners.set(clientId, { owner, holder, saved: false });
     return saved === undefined || saved === owner ? 'own' : 'fresh';
   }
 
@@ -58,7 +63,20 @@ export class SessionOwners {
    */
   persisted(clientId: string, holder: object): void {
     const claim = this.#owners.get(clientId);
-    if (claim !== undefined && claim.holder === holder) this.#saved?.saveOwner(clientId, claim.owner);
+    if (claim === undefined || claim.holder !== holder || this.#saved === undefined) return;
+    this.#saved.saveOwner(clientId, claim.owner);
+    claim.saved = true;
+  }
+
+  /**
+   * The connection `holder` claimed the client id with closed. Its claim is forgotten when its
+   * session ended with it (`sessionEnded`), or when the owner is saved with the session on disk:
+   * the saved session's expiry, which this process may not hear of (an MQTT 3.1.1 session's,
+   * see persistence/session-records.ts), removes it there.
+   */
+  closed(clientId: string, holder: object, sessionEnded: boolean): void {
+    const claim = this.#owners.get(clientId);
+    if (claim?.holder === holder && (sessionEnded || claim.saved)) this.#owners.delete(clientId);
   }
 
   /**
