@@ -46,6 +46,8 @@ export interface AedesInternals {
   readonly uniquePacketIds?: boolean;
   /** Set by the patch: the authorizeUnsubscribe hook can refuse a client's UNSUBSCRIBE (nothing removed). */
   readonly unsubscribeAuthorized?: boolean;
+  /** Set by the patch: the clock MQTT 5 Message Expiry is stamped and checked with (the `now` option, Date.now by default). */
+  readonly now?: () => number;
 }
 
 /** Why the patched aedes did not send a message to one client (its 'publishDiscarded' event). */

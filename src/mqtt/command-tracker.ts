@@ -2,6 +2,7 @@ import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import { type DiscardReason, type MessageNumbering, aedesInternals, clientInternals, onClientPacket, onPublishDiscarded, reservePacketId } from './aedes-internals.ts';
 import { type Command, type CommandOutcome, type PublishedCommand, answeredOutcome, keptAnswer } from './command-types.ts';
 import type { CommandRecords, HeldCopy } from './persistence/command-memory.ts';
+import { steadyNow } from './persistence/steady-clock.ts';
 
 export type { Command, CommandOutcome, PublishedCommand } from './command-types.ts';
 
@@ -74,7 +75,7 @@ export class CommandTracker {
     // got it twice, and its PUBACK settled only one of the two (the other waited for expiresAt).
     const waited = key === undefined ? undefined : this.#waiting.get(key);
     if (waited !== undefined) return this.#waiter(waited, 'held');
-    const answer = key === undefined ? undefined : this.#remembered((records) => records.answeredBy(key, Date.now()));
+    const answer = key === undefined ? undefined : this.#remembered((records) => records.answeredBy(key, steadyNow()));
     if (answer !== undefined) return { outcome: Promise.resolve(answeredOutcome(answer)), cancel: () => {}, again: 'answered' };
     let settle: (outcome: CommandOutcome) => void = () => {};
     const outcome = new Promise<CommandOutcome>((resolve) => {
@@ -107,9 +108,9 @@ export class CommandTracker {
     this.#pending.set(counter, pending);
     const first: Waited = { pending, outcome, waiters: 0 };
     if (key !== undefined) this.#waiting.set(key, first);
-    const held = key === undefined ? [] : (this.#remembered((records) => records.held(key, Date.now())) ?? []);
+    const held = key === undefined ? [] : (this.#remembered((records) => records.held(key, steadyNow())) ?? []);
     const expiresAt = held.length > 0 ? adoptedExpiry(command.expiresAt, held) : command.expiresAt;
-    timer = setTimeout(() => pending.settle({ status: 'expired' }), Math.max(0, expiresAt - Date.now()));
+    timer = setTimeout(() => pending.settle({ status: 'expired' }), Math.max(0, expiresAt - steadyNow()));
     timer.unref();
     if (held.length > 0) {
       this.#adopt(pending, held, adopted);
@@ -158,7 +159,7 @@ export class CommandTracker {
     const own = tracked.brokerId === aedesInternals(this.#aedes).id;
     // A message past its expiry is not sent, except a QoS 2 one sent before (DUP): its
     // delivery is completed whatever its expiry (MQTT 5 [MQTT-4.3.3-7]).
-    if (own && tracked.messageExpiry !== undefined && tracked.messageExpiry <= Date.now() && !(packet.qos === 2 && packet.dup)) return null;
+    if (own && tracked.messageExpiry !== undefined && tracked.messageExpiry <= steadyNow() && !(packet.qos === 2 && packet.dup)) return null;
     // Else a copy queued before (an earlier run's) of a command published again.
     const pending =
       (own ? this.#pending.get(tracked.brokerCounter) : undefined) ?? (this.#adopted.size === 0 ? undefined : this.#adopted.get(`${tracked.brokerId}\n${tracked.brokerCounter}`));
@@ -348,7 +349,7 @@ function commandPacket(command: Command, brokerId: string, brokerCounter: number
     messageExpiry: command.expiresAt,
     // Written only to MQTT 5 devices.
     properties: {
-      messageExpiryInterval: Math.max(1, Math.ceil((command.expiresAt - Date.now()) / 1000)),
+      messageExpiryInterval: Math.max(1, Math.ceil((command.expiresAt - steadyNow()) / 1000)),
       ...(command.headers === undefined ? {} : { userProperties: { ...command.headers } }),
       ...(command.responseTopic === undefined ? {} : { responseTopic: command.responseTopic }),
       ...(command.correlationData === undefined ? {} : { correlationData: command.correlationData }),

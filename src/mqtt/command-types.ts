@@ -6,7 +6,10 @@ export interface Command {
   readonly payload: Buffer;
   readonly qos: 0 | 1;
   readonly retain: boolean;
-  /** Epoch ms after which the command is no longer sent to a device that comes back. */
+  /**
+   * Epoch ms, by steadyNow() (persistence/steady-clock.ts), after which the command is no longer
+   * sent to a device that comes back: the clock the broker checks it with.
+   */
   readonly expiresAt: number;
   /** Sent to MQTT 5 devices as user properties (MQTT 3.1.1 has nowhere to carry them). */
   readonly headers?: Readonly<Record<string, string>>;

@@ -18,6 +18,7 @@ import { PublishIntake } from './publish-intake.ts';
 import { mayPublish } from './acl.ts';
 import { type BrokerStateSettings, openBrokerState } from './persistence/open.ts';
 import type { SqlitePersistence } from './persistence/sqlite-persistence.ts';
+import { steadyNow } from './persistence/steady-clock.ts';
 import { DEFAULT_REFUSAL_LOG_INTERVAL_MS, RefusalLog } from './refusal-log.ts';
 import { ClientRefusals, DEFAULT_REFUSAL_LIMITS, type RefusalLimits } from './client-refusals.ts';
 import { SocketGate, type SocketRefusal } from './socket-gate.ts';
@@ -184,6 +185,8 @@ export class EmbeddedBroker {
       sessionExpiryIntervalLimit: options.maxSessionExpirySeconds ?? 0,
       keepaliveLimit: options.maxKeepAliveSeconds ?? 0,
       ...(options.resumeHeldLimit === undefined ? {} : { resumeHeldLimit: options.resumeHeldLimit }),
+      // MQTT 5 Message Expiry by the clock sessions and commands go by: a step of the wall clock expires nothing.
+      now: steadyNow,
       preConnect: (client, packet, callback) => {
         self().#connectArrived(client);
         callback(null, self().#admission.admit(client, packet));

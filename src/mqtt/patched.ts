@@ -20,7 +20,8 @@ export function assertPatched(aedes: Aedes): void {
     internals.highestOverlappingQoS === true &&
     internals.protocolErrorsAnswered === true &&
     internals.uniquePacketIds === true &&
-    internals.unsubscribeAuthorized === true;
+    internals.unsubscribeAuthorized === true &&
+    typeof internals.now === 'function';
   const missing = !mqttPacketPatched()
     ? 'mqtt-packet lacks patches/mqtt-packet+9.0.2.patch (a repeated MQTT 5 property crashed the broker)'
     : !aedesPatched

@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { GroupCommit } from './group-commit.ts';
 import { reportedRead } from './reported-reads.ts';
+import { steadyNow } from './steady-clock.ts';
 
 /** A copy of a command that a session holds from before: how it was numbered, and its packet id once it was sent. */
 export interface HeldCopy {
@@ -119,7 +120,7 @@ export class CommandMemory implements CommandRecords {
   }
 
   /** Forgets the answers of commands past their expiry; returns how many. */
-  expire(now: number): number {
+  expire(now = steadyNow()): number {
     return this.#commit.eager(() => this.#expired.run(now).changes);
   }
 }

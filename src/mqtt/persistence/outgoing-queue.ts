@@ -4,6 +4,7 @@ import type { CommandMemory } from './command-memory.ts';
 import type { GroupCommit } from './group-commit.ts';
 import { normalizedPacket } from './memory-parts.ts';
 import { type StoredPacket, decodePacket, encodePacket } from './packet-codec.ts';
+import { steadyNow } from './steady-clock.ts';
 
 /** Rows read per query while a client's queue is streamed. */
 const PAGE = 64;
@@ -225,7 +226,7 @@ export class OutgoingQueue {
     if (row === undefined) return undefined;
     this.#commit.eager(() => {
       this.#deleteCopy.run(clientId, row.seq);
-      if (row.command_key !== null) this.#commands?.answeredNow(row.command_key, clientId, row.expires_at ?? Date.now() + ANSWER_KEPT_MS);
+      if (row.command_key !== null) this.#commands?.answeredNow(row.command_key, clientId, row.expires_at ?? steadyNow() + ANSWER_KEPT_MS);
     });
     const usage = this.#usage.get(clientId);
     if (usage !== undefined) {
@@ -259,10 +260,10 @@ export class OutgoingQueue {
 
   /**
    * Removes messages past their MQTT 5 Message Expiry Interval that were never sent, from the
-   * queues of clients that are not connected (a connected client's queue may be being sent);
-   * returns how many.
+   * queues of clients that are not connected (a connected client's queue may be being sent), by
+   * the clock aedes stamps the expiry with; returns how many.
    */
-  expire(now: number, connected: (clientId: string) => boolean): number {
+  expire(connected: (clientId: string) => boolean, now = steadyNow()): number {
     const rows = (this.#expired.all(now, EXPIRE_BATCH) as { seq: number; client_id: string }[]).filter((r) => !connected(r.client_id));
     if (rows.length === 0) return 0;
     this.#commit.eager(() => {

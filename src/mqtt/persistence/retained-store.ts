@@ -4,6 +4,7 @@ import { asError } from '../../core/errors.ts';
 import { topicMatches } from '../../core/topic.ts';
 import type { GroupCommit } from './group-commit.ts';
 import { type StoredPacket, decodePacket, encodePacket } from './packet-codec.ts';
+import { steadyNow } from './steady-clock.ts';
 
 /** Rows read per query while a stream of retained messages is consumed. */
 const PAGE = 128;
@@ -123,8 +124,8 @@ export class RetainedStore {
     return Readable.from(this.#matching(filters));
   }
 
-  /** Deletes retained messages past their MQTT 5 Message Expiry Interval; returns how many. */
-  expire(now: number): number {
+  /** Deletes retained messages past their MQTT 5 Message Expiry Interval (by the clock aedes stamps it with); returns how many. */
+  expire(now = steadyNow()): number {
     return this.#commit.eager(() => this.#expired.run(now).changes);
   }
 

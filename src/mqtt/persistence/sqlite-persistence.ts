@@ -364,10 +364,9 @@ export class SqlitePersistence {
 
   #expireMessages(): void {
     try {
-      const now = Date.now();
-      const queued = this.#outgoing.expire(now, (clientId) => this.#connected(clientId));
-      const retained = this.#retained.expire(now);
-      this.commands.expire(now);
+      const queued = this.#outgoing.expire((clientId) => this.#connected(clientId));
+      const retained = this.#retained.expire();
+      this.commands.expire();
       if (queued > 0) this.#options.counters.count('mqtt.messages.expired', { where: 'queue' }, queued);
       if (retained > 0) this.#options.counters.count('mqtt.messages.expired', { where: 'retained' }, retained);
     } catch (error) {
