@@ -5,17 +5,17 @@
 // The process runs under libfaketime (its wall clock moved by rewriting a file, its monotonic
 // clock left alone): the machine's own clock is never touched.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { connectAsync } from 'mqtt';
 import { blackHole } from '../harness/black-hole.ts';
 import { fetchStatus } from '../harness/crashing-gateway.ts';
 import { eventually } from '../harness/eventually.ts';
+import { fakeClock } from '../harness/fake-clock.ts';
 import { startFerry } from '../harness/ferry-process.ts';
 import { tempDirs } from '../harness/temp.ts';
 
-const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
 const BRIDGE = 'held';
 /** The expiry then runs every 2 s. */
 const MAX_AGE_MS = 20_000;
@@ -23,12 +23,10 @@ const MAX_AGE_MS = 20_000;
 const dirs = tempDirs('ferry-e2e-clock-');
 
 test('a wall clock stepped a year forward, then a day back, expires no buffered message early; each expires maxAgeMs after it was stored', { timeout: 120_000 }, async (t) => {
-  assert.ok(existsSync(LIBFAKETIME), `${LIBFAKETIME} is missing: apt-get install faketime`);
   const hole = await blackHole();
   t.after(() => hole.close());
   const root = dirs();
-  const clock = join(root, 'faketime');
-  writeFileSync(clock, '+0\n');
+  const clock = fakeClock(root);
   mkdirSync(join(root, 'bridges'), { recursive: true });
   writeFileSync(join(root, 'gateway.yaml'), 'mqtt: {allowAnonymous: loopback}\nbridges: [bridges]\ndevices: []\n');
   // Kafka never answers: every message stays in the buffer until it expires.
@@ -36,12 +34,7 @@ test('a wall clock stepped a year forward, then a day back, expires no buffered 
     join(root, 'bridges', 'held.yaml'),
     `name: ${BRIDGE}\nfrom: {mqtt: {topics: ["d/#"]}}\nto:\n  - kafka: {brokers: "${hole.address}", topic: t, retries: 0}\nbuffer: {maxAgeMs: ${MAX_AGE_MS}}\n`,
   );
-  const gw = await startFerry(['--config', join(root, 'gateway.yaml'), '--data-dir', join(root, 'data')], {
-    LD_PRELOAD: LIBFAKETIME,
-    FAKETIME_TIMESTAMP_FILE: clock,
-    FAKETIME_CACHE_DURATION: '1',
-    DONT_FAKE_MONOTONIC: '1',
-  });
+  const gw = await startFerry(['--config', join(root, 'gateway.yaml'), '--data-dir', join(root, 'data')], clock.env);
   t.after(() => gw.child.kill('SIGKILL'));
   const device = await connectAsync(gw.mqttUrl, { clientId: 'dev', reconnectPeriod: 0 });
   t.after(() => device.end(true));
@@ -58,12 +51,12 @@ test('a wall clock stepped a year forward, then a day back, expires no buffered 
   await Promise.all(Array.from({ length: 20 }, (_, i) => device.publishAsync('d/a', `before ${i}`, { qos: 1 })));
   assert.deepEqual(await buffered(), { messages: 20, expired: 0 });
 
-  writeFileSync(clock, '+365d\n');
+  clock.set('+365d');
   await afterStep('forward');
   assert.deepEqual(await buffered(), { messages: 20, expired: 0 }, 'the clock set a year forward expired messages that were seconds old');
 
   await Promise.all(Array.from({ length: 10 }, (_, i) => device.publishAsync('d/a', `after ${i}`, { qos: 1 })));
-  writeFileSync(clock, '+364d\n');
+  clock.set('+364d');
   await afterStep('back');
   assert.deepEqual(await buffered(), { messages: 30, expired: 0 }, 'the clock set a day back expired messages');
 

@@ -4,15 +4,15 @@
 // runs under libfaketime (its wall clock moved by rewriting a file, its monotonic clock left
 // alone): the machine's own clock is never touched.
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect, type IConnackPacket, type MqttClient } from 'mqtt';
 import { eventually } from '../harness/eventually.ts';
+import { fakeClock } from '../harness/fake-clock.ts';
 import { startFerry } from '../harness/ferry-process.ts';
 import { tempDirs } from '../harness/temp.ts';
 
-const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
 const SHORT_S = 10;
 
 const dirs = tempDirs('ferry-e2e-clock-sessions-');
@@ -28,13 +28,11 @@ async function device(url: string, clientId: string, expiry: number): Promise<{ 
 }
 
 test('sessions carried over from the last run: a clock set a year forward ends only those due, not all of them', { timeout: 120_000 }, async (t) => {
-  assert.ok(existsSync(LIBFAKETIME), `${LIBFAKETIME} is missing: apt-get install faketime`);
   const root = dirs();
-  const clock = join(root, 'faketime');
-  writeFileSync(clock, '+0\n');
+  const clock = fakeClock(root);
   writeFileSync(join(root, 'gateway.yaml'), 'mqtt: {allowAnonymous: loopback}\nbridges: []\ndevices: []\n');
   const args = ['--config', join(root, 'gateway.yaml'), '--data-dir', join(root, 'data')];
-  const env = { LD_PRELOAD: LIBFAKETIME, FAKETIME_TIMESTAMP_FILE: clock, FAKETIME_CACHE_DURATION: '1', DONT_FAKE_MONOTONIC: '1' };
+  const env = clock.env;
 
   const first = await startFerry(args, env);
   t.after(() => first.child.kill('SIGKILL'));
@@ -51,7 +49,7 @@ test('sessions carried over from the last run: a clock set a year forward ends o
 
   const second = await startFerry(args, env);
   t.after(() => second.child.kill('SIGKILL'));
-  writeFileSync(clock, '+365d\n');
+  clock.set('+365d');
   const expired = () => second.logs.filter((l) => String(l['msg']).startsWith('saved session expired')).map((l) => l['clientId']);
   // The short session ends when due (SHORT_S after its client left), on the monotonic clock.
   await eventually(() => assert.ok(expired().includes('short'), 'the short session did not end'), { timeoutMs: 30_000 });
