@@ -26,7 +26,7 @@ const ANSWER_MARGIN_MS = 60_000;
 const DEFAULT_DRAIN_MS = 10_000;
 
 interface Applied {
-  readonly applied: { added: string[]; removed: string[]; changed: string[]; unchanged: string[]; devices: boolean; databases?: string[] };
+  readonly applied: { added: string[]; removed: string[]; changed: string[]; unchanged: string[]; devices: boolean; databases?: string[]; tls?: boolean };
   readonly warnings: string[];
 }
 
@@ -92,6 +92,7 @@ function printApplied({ applied, warnings }: Applied): void {
     `  unchanged: ${list(applied.unchanged)}`,
     `  device profiles: ${applied.devices ? 'changed (for new logins)' : 'unchanged'}`,
     `  databases: ${databases.length === 0 ? 'unchanged' : `${databases.join(', ')} (open anew on next use)`}`,
+    ...(applied.tls === true ? ['  mqtt.tls certificate: renewed (for new connections; connected devices stay)'] : []),
     ...warnings.map((w) => `warning: ${w}`),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

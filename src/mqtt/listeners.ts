@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { type Server, type Socket, createServer as createTcpServer } from 'node:net';
 import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
-import type { TLSSocket } from 'node:tls';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import type { WebSocketServer } from 'ws';
 import { FerryError, wrapError } from '../core/errors.ts';
 import type { SocketGate } from './socket-gate.ts';
@@ -27,6 +27,12 @@ export interface TlsSettings {
   readonly requireClientCert: boolean;
   /** A verified client certificate's subject CN is the client's username. */
   readonly identityFromCert: boolean;
+  /**
+   * Called with the TLS server once it is created, so that a reload can give it a renewed
+   * certificate, key and CA with `setSecureContext` (src/runtime/tls-reload.ts): new handshakes
+   * use them, open connections keep theirs.
+   */
+  readonly onServer?: (server: TlsServer) => void;
 }
 
 export type ListenerSpec =
@@ -244,6 +250,7 @@ function createTls(settings: TlsSettings, events: ListenerEvents): Server {
   });
   // Failed handshakes (no or untrusted certificate, plain MQTT on the TLS port) just close the socket.
   server.on('tlsClientError', (_error, socket) => socket.destroy());
+  settings.onServer?.(server);
   return server;
 }
 

@@ -27,6 +27,7 @@ import { createBridge } from './create-bridge.ts';
 import { Databases } from './databases.ts';
 import { componentKinds } from './registry.ts';
 import { retire, settlesWithin, swapBridges } from './bridge-swap.ts';
+import { ListenerCertificates } from './tls-reload.ts';
 import { type ReloadResult, applied as appliedReload, fileIssue, planBridges, refusedReload, reloadedConfig, reloadChanges } from './reload-plan.ts';
 
 export type { GatewayStatus };
@@ -60,6 +61,7 @@ export class Gateway {
   #bufferCheck: BackgroundCheck | undefined; // the buffer's integrity check, when the start left it for later
   #admin: AdminServer | undefined;
   #databases: Databases | undefined;
+  readonly #certificates = new ListenerCertificates(); // the TLS listener's, renewed by a reload
   #vitals: Vitals | undefined;
   #observability: Observability | undefined;
   readonly #logBridge: LogBridge | undefined;
@@ -157,7 +159,7 @@ export class Gateway {
       }
       // The broker listens only after the bridges tapped it, so no early message goes untapped.
       this.#broker = await EmbeddedBroker.start({
-        ...brokerSettings(config, () => this.#restartNeeded('the broker state database is corrupt')),
+        ...this.#certificates.watch(brokerSettings(config, () => this.#restartNeeded('the broker state database is corrupt'))),
         auth: (this.#auth = new DeviceAuthenticator({
           profiles: config.deviceProfiles,
           allowAnonymous: config.mqtt.allowAnonymous,
@@ -307,6 +309,8 @@ export class Gateway {
     const loadedMs = Math.round(performance.now() - began);
     const broker = this.#broker;
     const changes = reloadChanges(running, next);
+    const tls = this.#certificates.renewal(running, next);
+    if ('errors' in tls) return refusedReload({ ok: false, errors: tls.errors }, this.counters, this.#logger);
     // New bridges get the new databases; the old instances close once the bridges they served stopped.
     const databases = this.#databases?.change(next.databases, changes.databases);
     const swap = swapBridges(this.#bridges, plan, (config, startAfter, commitAfter) => this.#createBridge(config, broker, startAfter, commitAfter));
@@ -318,6 +322,7 @@ export class Gateway {
       return refusedReload({ ok: false, errors }, this.counters, this.#logger);
     }
     this.#bridges = swap.bridges;
+    tls.apply();
     for (const { bridge, stopped } of swap.retired) this.#retiring.set(bridge, stopped);
     if (changes.devices) this.#auth?.updateAccess({ profiles: next.deviceProfiles, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl });
     this.#config = reloadedConfig(running, next);
@@ -326,7 +331,7 @@ export class Gateway {
     await finished;
     await databases?.commit(finished);
     this.counters.count('config.reloads', { result: 'applied' });
-    const { result, message } = appliedReload(plan, changes);
+    const { result, message } = appliedReload(plan, { ...changes, warnings: [...changes.warnings, ...tls.warnings] });
     this.#logger[result.warnings.length === 0 ? 'info' : 'warn'](
       { reload: 'applied', ...result.applied, warnings: result.warnings, loadMs: loadedMs, ms: Math.round(performance.now() - began) },
       message,

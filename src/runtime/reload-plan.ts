@@ -26,8 +26,10 @@ export interface ReloadApplied {
     readonly devices: boolean;
     /** Databases of gateway.yaml added, removed, or changed (settings or the contents of their files): each opens anew on its next use. */
     readonly databases: readonly string[];
+    /** True when the MQTT TLS listener's certificate, key or CA changed (content or path): new connections use them, open ones keep theirs. */
+    readonly tls: boolean;
   };
-  /** Changed settings that only a restart applies. */
+  /** Changed settings that only a restart applies, and applied ones to look at (a renewed certificate already expired). */
   readonly warnings: readonly string[];
 }
 
@@ -81,6 +83,23 @@ export function databasesChanged(running: GatewayConfig, next: GatewayConfig): s
   return [...names].filter((name) => !isDeepStrictEqual(state(running, name), state(next, name))).sort();
 }
 
+/**
+ * True when the TLS listener stays on and its certificate, key or CA changed (their contents,
+ * whether or not their paths did): a reload gives them to the listener (tls-reload.ts).
+ */
+export function tlsRenewed(running: GatewayConfig, next: GatewayConfig): boolean {
+  if (running.tlsPem === undefined || next.tlsPem === undefined) return false;
+  return !isDeepStrictEqual(running.tlsPem, next.tlsPem) || !isDeepStrictEqual(tlsFiles(running), tlsFiles(next));
+}
+
+/** The `mqtt.tls` fields a reload applies in place while TLS stays on: the files of the listener. */
+const TLS_FILES = ['cert', 'key', 'ca'] as const;
+
+function tlsFiles(config: GatewayConfig): Record<string, string | undefined> {
+  const tls = config.mqtt.tls;
+  return Object.fromEntries(TLS_FILES.map((field) => [field, tls?.[field]]));
+}
+
 /** Settings a reload applies; every other difference needs a restart. */
 const APPLIED = new Set([
   'databases',
@@ -120,10 +139,8 @@ export function restartNeeded(running: GatewayConfig, next: GatewayConfig): stri
       note('gateway.dataDir', from, to);
       continue;
     }
-    if (key === 'tlsPem') {
-      warnings.push('mqtt.tls certificate files changed: not applied; restart needed');
-      continue;
-    }
+    // The listener's files, applied in place while TLS stays on; turning TLS on or off is reported as `mqtt.tls`.
+    if (key === 'tlsPem') continue;
     // Secrets are named, never shown. Named here only when `admin` itself did not change (the
     // token file's content did), which is then reported field by field.
     if (key === 'adminToken') {
@@ -143,6 +160,12 @@ export function restartNeeded(running: GatewayConfig, next: GatewayConfig): stri
     for (const field of new Set([...Object.keys(from), ...Object.keys(to)])) {
       const path = `${key}.${field}`;
       if (APPLIED.has(path) || isDeepStrictEqual(from[field], to[field])) continue;
+      const [a, b] = [from[field], to[field]];
+      if (path === 'mqtt.tls' && isPlainObject(a) && isPlainObject(b)) {
+        const fields = new Set([...Object.keys(a), ...Object.keys(b)].filter((f) => !(TLS_FILES as readonly string[]).includes(f)));
+        for (const f of fields) if (!isDeepStrictEqual(a[f], b[f])) note(`${path}.${f}`, a[f], b[f]);
+        continue;
+      }
       if (SECRET.has(path)) warnings.push(`${path} changed: not applied; restart needed`);
       else if (URLS.has(path)) note(path, shownUrl(from[field]), shownUrl(to[field]));
       else note(path, from[field], to[field]);
@@ -177,16 +200,19 @@ export interface ReloadChanges {
   readonly devices: boolean;
   /** Databases added, removed or changed. */
   readonly databases: string[];
+  /** The TLS listener's certificate, key or CA (they apply to new connections). */
+  readonly tls: boolean;
   /** Changed settings that only a restart applies. */
   readonly warnings: string[];
 }
 
 export function reloadChanges(running: GatewayConfig, next: GatewayConfig): ReloadChanges {
-  return { devices: devicesChanged(running, next), databases: databasesChanged(running, next), warnings: restartNeeded(running, next) };
+  return { devices: devicesChanged(running, next), databases: databasesChanged(running, next), tls: tlsRenewed(running, next), warnings: restartNeeded(running, next) };
 }
 
-/** The config running after a reload applied `next`: its bridges, devices, databases and access; the rest needs a restart. */
+/** The config running after a reload applied `next`: its bridges, devices, databases, access and TLS files; the rest needs a restart. */
 export function reloadedConfig(running: GatewayConfig, next: GatewayConfig): GatewayConfig {
+  const tls = renewedTls(running, next);
   return {
     ...running,
     databases: next.databases,
@@ -197,20 +223,30 @@ export function reloadedConfig(running: GatewayConfig, next: GatewayConfig): Gat
     redis: next.redis,
     bridgeConfigs: next.bridgeConfigs,
     deviceProfiles: next.deviceProfiles,
-    mqtt: { ...running.mqtt, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl },
+    mqtt: { ...running.mqtt, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl, ...(tls === undefined ? {} : { tls }) },
+    ...(tls === undefined ? {} : { tlsPem: next.tlsPem }),
   };
+}
+
+/** The running `mqtt.tls` with the files of `next`'s, when a reload renews them; undefined otherwise. */
+function renewedTls(running: GatewayConfig, next: GatewayConfig): GatewayConfig['mqtt']['tls'] {
+  const [from, to] = [running.mqtt.tls, next.mqtt.tls];
+  if (from === undefined || to === undefined || !tlsRenewed(running, next)) return undefined;
+  const { cert, key, ca } = to;
+  return { ...from, cert, key, ca };
 }
 
 /** The answer of a reload that applied `plan` and `changes`, and its log line. */
 export function applied(plan: BridgePlan, changes: ReloadChanges): { result: ReloadApplied; message: string } {
-  const { devices, databases, warnings } = changes;
+  const { devices, databases, tls, warnings } = changes;
   const names = { added: plan.added.map((b) => b.name), removed: [...plan.removed], changed: plan.changed.map((b) => b.name), unchanged: [...plan.unchanged] };
   const summary = (['added', 'removed', 'changed'] as const).map((k) => `${k} ${names[k].length === 0 ? '-' : names[k].join(', ')}`).join('; ');
   const message =
     `config reloaded: ${summary}; ${names.unchanged.length} unchanged${devices ? '; device profiles changed (for new logins)' : ''}` +
     `${databases.length === 0 ? '' : `; databases ${databases.join(', ')} changed (open anew on next use)`}` +
-    `${warnings.length === 0 ? '' : `; ${warnings.length} setting(s) need a restart`}`;
-  return { result: { ok: true, applied: { ...names, devices, databases }, warnings }, message };
+    `${tls ? '; mqtt.tls certificate renewed (for new connections)' : ''}` +
+    `${warnings.length === 0 ? '' : `; ${warnings.length === 1 ? '1 warning' : `${warnings.length} warnings`}: ${warnings.join('; ')}`}`;
+  return { result: { ok: true, applied: { ...names, devices, databases, tls }, warnings }, message };
 }
 
 /** A problem of a config file as a whole, at no line. */

@@ -131,7 +131,7 @@ test('under QoS 1 load from 20 devices: a bridge added (SIGHUP), one removed (PO
     const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
     const removed = (await response.json()) as { applied: Record<string, unknown>; warnings: string[] };
     assert.equal(response.status, 200, JSON.stringify(removed));
-    assert.deepEqual(removed.applied, { added: [], removed: ['doomed'], changed: [], unchanged: ['added', 'changing', 'kept'].sort(), devices: false, databases: [] });
+    assert.deepEqual(removed.applied, { added: [], removed: ['doomed'], changed: [], unchanged: ['added', 'changing', 'kept'].sort(), devices: false, databases: [], tls: false });
     assert.deepEqual(removed.warnings, []);
     const doomedHeld = (await bufferStats(dataDir)).get('doomed')?.pending ?? 0;
     assert.ok(doomedHeld > 0, "the removed bridge's messages stay buffered");

@@ -20,7 +20,7 @@ test('admin server without a token: a foreign Host gets 421; loopback names, add
   let reloads = 0;
   const reload = async (): Promise<ReloadResult> => {
     reloads++;
-    return { ok: true, applied: { added: [], removed: [], changed: [], unchanged: [], devices: false, databases: [] }, warnings: [] };
+    return { ok: true, applied: { added: [], removed: [], changed: [], unchanged: [], devices: false, databases: [], tls: false }, warnings: [] };
   };
   const admin = await AdminServer.start('127.0.0.1', 0, { ready: () => ({ ready: true }), status: () => ({}), reload });
   try {

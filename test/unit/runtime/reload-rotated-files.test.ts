@@ -1,7 +1,7 @@
 // A file the config names by path (a password file, a TLS certificate or key) replaced in place,
 // path unchanged, as a rotated secret is: a reload counts it as a change of what reads it. Bridges
-// and databases apply it (they read their files when they start); the MQTT listener's
-// certificate and the admin token need a restart, and say so.
+// and databases apply it (they read their files when they start), the MQTT TLS listener takes its
+// renewed certificate in place (tls-reload.ts); the admin token needs a restart, and says so.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +10,7 @@ import { after, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { type GatewayConfig, loadConfig, loadGatewayConfig } from '../../../src/config/load.ts';
 import { componentKinds } from '../../../src/runtime/registry.ts';
-import { databasesChanged, planBridges, restartNeeded } from '../../../src/runtime/reload-plan.ts';
+import { databasesChanged, planBridges, restartNeeded, tlsRenewed } from '../../../src/runtime/reload-plan.ts';
 import { makeCertificates } from '../../harness/certs.ts';
 
 const roots: string[] = [];
@@ -91,7 +91,7 @@ test('a database whose password file was replaced is changed (it opens anew), wi
   assert.doesNotMatch(JSON.stringify(next.databaseFiles), /second/);
 });
 
-test('the MQTT listener certificate and the admin token file need a restart, and a reload says so once each', () => {
+test('a renewed MQTT listener certificate is applied in place; the admin token file needs a restart, and a reload says so once', () => {
   const root = newRoot();
   mkdirSync(join(root, 'certs'));
   makeCertificates(join(root, 'certs'), []);
@@ -102,7 +102,23 @@ test('the MQTT listener certificate and the admin token file need a restart, and
   const running = load(root);
   makeCertificates(join(root, 'certs'), []);
   write(root, { 'admin-token': 'another-token-of-sixteen\n' });
-  assert.deepEqual(restartNeeded(running, load(root)), ['mqtt.tls certificate files changed: not applied; restart needed', 'the admin token changed: not applied; restart needed']);
+  const next = load(root);
+  assert.equal(tlsRenewed(running, next), true);
+  assert.deepEqual(restartNeeded(running, next), ['the admin token changed: not applied; restart needed']);
+
+  // Other files (a renewal written to a new directory) are applied too; the port needs a restart.
+  mkdirSync(join(root, 'renewed'));
+  makeCertificates(join(root, 'renewed'), []);
+  write(root, { 'gateway.yaml': 'bridges: []\ndevices: []\nmqtt:\n  tls: {port: 8884, cert: renewed/server.crt, key: renewed/server.key}\nadmin: {tokenFile: admin-token}\n' });
+  const moved = load(root);
+  assert.equal(tlsRenewed(next, moved), true);
+  assert.deepEqual(restartNeeded(next, moved), ['mqtt.tls.port changed (8883 → 8884): not applied; restart needed']);
+  // Turning TLS off is named once, by its setting.
+  write(root, { 'gateway.yaml': 'bridges: []\ndevices: []\nadmin: {tokenFile: admin-token}\n' });
+  const off = load(root);
+  assert.equal(tlsRenewed(moved, off), false);
+  assert.equal(restartNeeded(moved, off).length, 1);
+  assert.match(restartNeeded(moved, off)[0] ?? '', /^mqtt\.tls changed \(.* → unset\): not applied; restart needed$/);
 
   // A token written in gateway.yaml is named once, by its setting.
   const inline = (token: string) => {
