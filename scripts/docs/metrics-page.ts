@@ -12,7 +12,7 @@ export function metricsPage(): string {
     generatedHeader('the metrics catalogue (src/observability/metrics/)'),
     '# Metrics',
     '',
-    'Every metric Ferry keeps. `GET /metrics` on the admin server serves them in the Prometheus text format (version 0.0.4): counters as `ferry_<name>_total`, gauges as `ferry_<name>`, histograms as `ferry_<name>_bucket{le=...}`, `_sum` and `_count`, with the dots of a name as underscores. With OpenTelemetry export on, the same metrics go over OTLP as `ferry.<name>` (see [Observability](../observability.md)). `GET /api/status` lists the counters under `counters`, keyed by name and labels (`mqtt.connections.refused{reason=acl}`). A counter shows once it has counted something. See [Operations](../operations.md#metrics) for scraping and alerting.',
+    'Every metric Ferry keeps. `GET /metrics` on the admin server serves them in the Prometheus text format (version 0.0.4), or OpenMetrics 1.0.0 when the `Accept` header of the request asks for it: counters as `ferry_<name>_total`, gauges as `ferry_<name>`, histograms as `ferry_<name>_bucket{le=...}`, `_sum` and `_count`, with the dots of a name as underscores. With OpenTelemetry export on, the same metrics go over OTLP as `ferry.<name>` (see [Observability](../observability.md)). `GET /api/status` lists the counters under `counters`, keyed by name and labels (`mqtt.connections.refused{reason=acl}`). A counter shows once it has counted something. See [Operations](../operations.md#metrics) for scraping and alerting.',
     '',
     ...sections.flatMap((s) => [s, '']),
   ].join('\n');

@@ -25,7 +25,7 @@ export const bufferPolicySchema = lazySchema(() =>
         .min(0)
         .default(0)
         .meta({
-          description: 'Messages older than this are removed from the front of the log, in the order they came, and counted as expired; 0 keeps them until delivered.',
+          description: 'Messages buffered longer than this are removed from the front of the log, in the order they came, and counted as expired; 0 keeps them until delivered.',
           examples: [604800000],
         }),
       overflow: z

@@ -37,7 +37,7 @@ export function createProgram(): Command {
 
   program
     .command('reload')
-    .description('make a running gateway apply its changed bridges and device profiles, without dropping connections')
+    .description('make a running gateway apply its changed bridges, device profiles and MQTT TLS certificate, and start failed bridges again, without dropping connections')
     .option('--admin <url>', 'admin server of the gateway (default http://127.0.0.1:9180, or the address in --config)', parseAdminUrl)
     .option('-c, --config <file>', 'gateway config file to read the admin address from')
     .option('--json', "print the admin server's JSON answer")
@@ -86,7 +86,7 @@ export function createProgram(): Command {
     .description('apply, revert and list the schema migrations of a database declared in gateway.yaml (`databases:`)')
     .addHelpText(
       'after',
-      '\nMigrations are TypeScript files in --dir exporting `up(db)` and `down(db)` (a Kysely instance), applied in the order of their names, each run in one transaction under a lock so that two gateways never migrate at once.\nOn PostgreSQL, a migration that waits more than 3 s for a lock another session holds (an open transaction on the table it alters) prints to stderr, every 10 s while it waits, which sessions hold it (pid, application, state, how long, their last statement); commit or end them, or press Ctrl-C (the database stays as it was), or bound the wait with --lock-timeout.\nExit codes: 0 done (or up to date); 1 the run was rolled back (a migration failed, Ctrl-C, --lock-timeout), the database cannot be reached, or the command line cannot be parsed (an unknown option, a missing argument, as for every command); 2 `status` found pending migrations; 3 the config cannot be read or lacks what is asked for (no such database, no migrations directory, --lock-timeout on SQLite), or a bad migration name.\nExample:\n  ferry migrate create create_devices\n  ferry migrate up --database main\n  ferry migrate up --lock-timeout 10000\n  ferry migrate status',
+      '\nMigrations are TypeScript files in --dir exporting `up(db)` and `down(db)` (a Kysely instance), applied in the order of their names, each run in one transaction under a lock so that two gateways never migrate at once.\nOn PostgreSQL, a migration that waits more than 3 s for a lock another session holds (an open transaction on the table it alters) prints to stderr, every 10 s while it waits, which sessions hold it (pid, application, state, how long, their last statement); commit or end them, or press Ctrl-C (the database stays as it was), or bound the wait with --lock-timeout.\nExit codes: 0 done (or up to date); 1 the run was rolled back (a migration failed, Ctrl-C, --lock-timeout), the database cannot be reached, or the command line cannot be parsed (an unknown option, a missing argument, as for every command); 2 `status` found pending migrations; 3 the config cannot be read or lacks what is asked for (no such database, no migrations directory, --lock-timeout on SQLite), or a bad migration name; 130 a second Ctrl-C, or one that could not end the migrating session.\nExample:\n  ferry migrate create create_devices\n  ferry migrate up --database main\n  ferry migrate up --lock-timeout 10000\n  ferry migrate status',
     );
   const migrateOptions = (command: Command) =>
     command

@@ -39,7 +39,7 @@ export const bufferMetrics = [
     type: 'counter',
     unit: 'messages',
     labels: { bridge: BRIDGE },
-    help: "Messages removed undelivered because they were older than the bridge's `buffer.maxAgeMs`.",
+    help: "Messages removed undelivered because they spent longer than the bridge's `buffer.maxAgeMs` in the buffer.",
   },
   { name: 'buffer.delivered', type: 'counter', unit: 'messages', labels: { bridge: BRIDGE, sink: SINK }, help: 'Buffered messages a sink confirmed, moving its cursor past them.' },
   {
