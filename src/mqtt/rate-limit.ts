@@ -1,4 +1,9 @@
-/** Keys of each kind (counted, blocked) past which those whose window or block is over are forgotten. */
+/**
+ * Keys of each kind (counted, blocked) past which those whose window or block is over are
+ * forgotten. A sweep that leaves more (keys all still counted or blocked: a flood of guessed
+ * usernames, of addresses) puts the next one off until twice as many are held: a sweep on every
+ * new key once past this many cost O(keys) each, 19 s of event loop for 80,000 keys blocked.
+ */
 const MAX_KEYS = 10_000;
 
 /**
@@ -12,6 +17,8 @@ export class WindowLimiter {
   readonly #blockMs: number;
   readonly #events = new Map<string, number[]>();
   readonly #blocked = new Map<string, number>();
+  /** Sizes of #events and #blocked past which the next sweep runs. */
+  #sweepAt = { events: MAX_KEYS, blocked: MAX_KEYS };
 
   constructor(options: { max: number; windowMs: number; blockMs: number }) {
     this.#max = options.max;
@@ -35,11 +42,11 @@ export class WindowLimiter {
       this.#events.delete(key);
       this.#blocked.set(key, now + this.#blockMs);
       // A key blocked is seldom seen again (a guessed username): its block is forgotten here.
-      if (this.#blocked.size > MAX_KEYS) this.#sweep(now);
+      if (this.#blocked.size > this.#sweepAt.blocked) this.#sweep(now);
       return true;
     }
     this.#events.set(key, recent);
-    if (this.#events.size > MAX_KEYS) this.#sweep(now);
+    if (this.#events.size > this.#sweepAt.events) this.#sweep(now);
     return false;
   }
 
@@ -62,5 +69,6 @@ export class WindowLimiter {
   #sweep(now: number): void {
     for (const [key, times] of this.#events) if ((times.at(-1) ?? 0) <= now - this.#windowMs) this.#events.delete(key);
     for (const [key, until] of this.#blocked) if (until <= now) this.#blocked.delete(key);
+    this.#sweepAt = { events: Math.max(MAX_KEYS, 2 * this.#events.size), blocked: Math.max(MAX_KEYS, 2 * this.#blocked.size) };
   }
 }
