@@ -86,6 +86,9 @@ function hostCheck(configured: string): (header: string | undefined) => boolean 
  * takes only `Content-Type: application/json` (415 otherwise): a form on some web page cannot
  * send that without the browser asking first, so it cannot reload a gateway (no CSRF).
  *
+ * `replaceToken` (a reload of a rotated token) applies to requests that arrive from then on:
+ * one already let in, the reload's own among them, gets its answer.
+ *
  * A handler that throws (the buffer found corrupt while it is read) gets its request answered
  * 500, or 503 from /readyz, and the process runs on. Each such failure is counted
  * (admin.requests.failed) and logged once per path a minute, with a line summing up the rest:
@@ -94,10 +97,12 @@ function hostCheck(configured: string): (header: string | undefined) => boolean 
 export class AdminServer {
   readonly #server: Server;
   readonly #failures: RefusalLog | undefined;
+  readonly #token: AdminToken;
 
-  private constructor(server: Server, failures: RefusalLog | undefined) {
+  private constructor(server: Server, failures: RefusalLog | undefined, token: AdminToken) {
     this.#server = server;
     this.#failures = failures;
+    this.#token = token;
   }
 
   static async start(host: string, port: number, handlers: AdminHandlers, access: AdminAccess = {}, reporting?: AdminReporting): Promise<AdminServer> {
@@ -114,8 +119,9 @@ export class AdminServer {
         detail: { method: req.method, err: error },
       });
     };
-    const authorized = tokenCheck(access.token);
-    const hostAllowed = access.token === undefined ? hostCheck(host) : () => true;
+    const token = new AdminToken(access.token);
+    const ownHost = hostCheck(host);
+    const hostAllowed = (header: string | undefined) => token.required || ownHost(header);
     const page = lazyStatusPage();
     const answer = (req: IncomingMessage, res: ServerResponse, path: string, send: Send) => {
       if (!hostAllowed(req.headers.host)) {
@@ -125,7 +131,7 @@ export class AdminServer {
         });
       }
       const open = path === '/healthz' || path === '/readyz' || (path === '/metrics' && access.openMetrics === true);
-      if (!open && !authorized(req.headers.authorization)) {
+      if (!open && !token.passes(req.headers.authorization)) {
         req.resume();
         // Two challenges: Bearer for programs, Basic for a browser, which then asks for a user name and
         // password and sends them on with the page's own requests (same realm everywhere).
@@ -220,7 +226,12 @@ export class AdminServer {
       }
       throw wrapError('LISTEN_FAILED', `admin server cannot listen on ${host}:${port}`, error, { component: 'admin server' });
     }
-    return new AdminServer(server, failures);
+    return new AdminServer(server, failures, token);
+  }
+
+  /** The token callers must send from now on; undefined lets everyone who can reach the server call it (on loopback only: the config schema and reload-plan.ts see to it). */
+  replaceToken(token: string | undefined): void {
+    this.#token.replace(token);
   }
 
   get port(): number {
@@ -236,22 +247,37 @@ export class AdminServer {
 }
 
 /**
- * Whether an Authorization header carries the token: `Bearer <token>`, or `Basic` with the token
- * as the password. Compared in constant time. Without a token, everyone passes.
+ * The admin token, replaced in place by a reload. `passes` tells whether an Authorization header
+ * carries it: `Bearer <token>`, or `Basic` with the token as the password, compared in constant
+ * time. Without a token, everyone passes.
  */
-function tokenCheck(token: string | undefined): (header: string | undefined) => boolean {
-  if (token === undefined) return () => true;
-  const expected = Buffer.from(token);
-  const same = (given: string) => {
-    const bytes = Buffer.from(given);
-    return bytes.length === expected.length && timingSafeEqual(bytes, expected);
-  };
-  return (header) => {
+class AdminToken {
+  #expected: Buffer | undefined;
+
+  constructor(token: string | undefined) {
+    this.replace(token);
+  }
+
+  get required(): boolean {
+    return this.#expected !== undefined;
+  }
+
+  replace(token: string | undefined): void {
+    this.#expected = token === undefined ? undefined : Buffer.from(token);
+  }
+
+  passes(header: string | undefined): boolean {
+    const expected = this.#expected;
+    if (expected === undefined) return true;
+    const same = (given: string) => {
+      const bytes = Buffer.from(given);
+      return bytes.length === expected.length && timingSafeEqual(bytes, expected);
+    };
     const [scheme = '', value = ''] = (header ?? '').trim().split(/\s+/, 2);
     if (/^bearer$/i.test(scheme)) return same(value);
     if (!/^basic$/i.test(scheme)) return false;
     const decoded = Buffer.from(value, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     return colon >= 0 && same(decoded.slice(colon + 1));
-  };
+  }
 }

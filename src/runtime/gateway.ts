@@ -3,8 +3,7 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { type AnyBridgeConfig, runsHandlers } from '../config/bridge-module.ts';
 import { type GatewayConfig, loadGatewayConfig } from '../config/load.ts';
-import { ConfigError } from '../config/issues.ts';
-import { FerryError, describeError } from '../core/errors.ts';
+import { FerryError } from '../core/errors.ts';
 import { DEFER_CHECK_ABOVE_BYTES, checkBufferLater, openBuffer } from '../buffer/open.ts';
 import type { BackgroundCheck } from '../sqlite/background-check.ts';
 import type { BufferStore } from '../buffer/store.ts';
@@ -26,9 +25,9 @@ import type { GatewayBridge } from './bridge.ts';
 import { createBridge } from './create-bridge.ts';
 import { Databases } from './databases.ts';
 import { componentKinds } from './registry.ts';
-import { retire, settlesWithin, swapBridges } from './bridge-swap.ts';
-import { ListenerCertificates } from './tls-reload.ts';
-import { type ReloadResult, applied as appliedReload, fileIssue, planBridges, refusedReload, reloadedConfig, reloadChanges } from './reload-plan.ts';
+import { settlesWithin } from './bridge-swap.ts';
+import type { ReloadResult } from './reload-plan.ts';
+import { GatewayReloader } from './gateway-reload.ts';
 
 export type { GatewayStatus };
 
@@ -50,7 +49,6 @@ export class Gateway {
   readonly #logger: Logger;
   readonly #version: string;
   readonly #startedAt = Date.now();
-  readonly #load: () => Promise<GatewayConfig>;
   #config: GatewayConfig;
   #broker: EmbeddedBroker | undefined;
   #auth: DeviceAuthenticator | undefined;
@@ -61,19 +59,13 @@ export class Gateway {
   #bufferCheck: BackgroundCheck | undefined; // the buffer's integrity check, when the start left it for later
   #admin: AdminServer | undefined;
   #databases: Databases | undefined;
-  readonly #certificates = new ListenerCertificates(); // the TLS listener's, renewed by a reload
   #vitals: Vitals | undefined;
   #observability: Observability | undefined;
   readonly #logBridge: LogBridge | undefined;
   #onRestartNeeded: ((why: string) => void) | undefined;
   #series: StatusSeries | undefined;
   #bridges: GatewayBridge[] = [];
-  /** Bridges a reload replaced or removed, until their sinks finished. */
-  readonly #retiring = new Map<GatewayBridge, Promise<void>>();
-  /** The reload running (or done); the next one starts after it. */
-  #reloading: Promise<unknown> = Promise.resolve();
-  /** A reload waiting for the running one: later requests share it. */
-  #queuedReload: Promise<ReloadResult> | undefined;
+  readonly #reloader: GatewayReloader;
   #state: GatewayStatus['state'] = 'running';
   /** The start, once called: a stop waits for it, as the start would go on to open what the stop closed. */
   #starting: Promise<void> | undefined;
@@ -83,9 +75,19 @@ export class Gateway {
     this.#config = config;
     this.#logger = logger;
     this.#version = version;
-    this.#load = options.load ?? (() => loadGatewayConfig(config.file, { kinds: componentKinds }));
     this.#logBridge = options.logBridge;
     this.#onRestartNeeded = options.onRestartNeeded;
+    this.#reloader = new GatewayReloader({
+      load: options.load ?? (() => loadGatewayConfig(config.file, { kinds: componentKinds })),
+      logger,
+      counters: this.counters,
+      running: () => ({ state: this.#state, broker: this.#broker, config: this.#config, bridges: this.#bridges, databases: this.#databases, auth: this.#auth, admin: this.#admin }),
+      createBridge: (bridge, broker, startAfter, commitAfter) => this.#createBridge(bridge, broker, startAfter, commitAfter),
+      adopt: (next, bridges) => {
+        this.#config = next;
+        this.#bridges = bridges;
+      },
+    });
   }
 
   /** The config running: the one started with, with the bridges and devices of the last reload. */
@@ -159,7 +161,7 @@ export class Gateway {
       }
       // The broker listens only after the bridges tapped it, so no early message goes untapped.
       this.#broker = await EmbeddedBroker.start({
-        ...this.#certificates.watch(brokerSettings(config, () => this.#restartNeeded('the broker state database is corrupt'))),
+        ...this.#reloader.certificates.watch(brokerSettings(config, () => this.#restartNeeded('the broker state database is corrupt'))),
         auth: (this.#auth = new DeviceAuthenticator({
           profiles: config.deviceProfiles,
           allowAnonymous: config.mqtt.allowAnonymous,
@@ -273,76 +275,9 @@ export class Gateway {
     return renderGatewayMetrics(this.status(), this.counters, Date.now(), format);
   }
 
-  /**
-   * Reads the config files again and applies the bridges and device profiles that changed,
-   * without closing any device connection. A config with problems is refused with all of
-   * them and nothing changes. Gateway settings that need a restart are reported as warnings.
-   * Reloads run one at a time; requests made while one runs share the next one.
-   */
+  /** Reads the config files again and applies what changed, or refuses it with every problem found (gateway-reload.ts). */
   reload(): Promise<ReloadResult> {
-    if (this.#queuedReload !== undefined) return this.#queuedReload;
-    const next = this.#reloading.then(() => {
-      this.#queuedReload = undefined;
-      return this.#reloadNow();
-    });
-    this.#queuedReload = next;
-    this.#reloading = next.catch(() => {});
-    return next;
-  }
-
-  async #reloadNow(): Promise<ReloadResult> {
-    if (this.#state !== 'running' || this.#broker === undefined) return this.#notRunning();
-    const began = performance.now();
-    let next: GatewayConfig;
-    try {
-      next = await this.#load();
-      if (runsHandlers(next.bridgeConfigs)) await this.#databases?.load(next.databases);
-    } catch (error) {
-      const errors = error instanceof ConfigError ? error.issues : [fileIssue(this.#config.file, String(error))];
-      return refusedReload({ ok: false, errors }, this.counters, this.#logger);
-    }
-    // Loading takes a while (TypeScript bridges are imported): the gateway may have begun to stop meanwhile.
-    if (this.#state !== 'running') return this.#notRunning();
-    const running = this.#config;
-    const failed = new Set(this.#bridges.filter((b) => b.status().state === 'failed').map((b) => b.config.name));
-    const plan = planBridges(running.bridgeConfigs, next.bridgeConfigs, failed);
-    const loadedMs = Math.round(performance.now() - began);
-    const broker = this.#broker;
-    const changes = reloadChanges(running, next);
-    const tls = this.#certificates.renewal(running, next);
-    if ('errors' in tls) return refusedReload({ ok: false, errors: tls.errors }, this.counters, this.#logger);
-    // New bridges get the new databases; the old instances close once the bridges they served stopped.
-    const databases = this.#databases?.change(next.databases, changes.databases);
-    const swap = swapBridges(this.#bridges, plan, (config, startAfter, commitAfter) => this.#createBridge(config, broker, startAfter, commitAfter));
-    if ('cause' in swap) {
-      // Refused: the running bridges keep the databases as they were.
-      await databases?.revert();
-      const { config, cause } = swap;
-      const errors = [fileIssue(config.file, `bridge '${config.name}' could not start: ${describeError(cause)}`)];
-      return refusedReload({ ok: false, errors }, this.counters, this.#logger);
-    }
-    this.#bridges = swap.bridges;
-    tls.apply();
-    for (const { bridge, stopped } of swap.retired) this.#retiring.set(bridge, stopped);
-    if (changes.devices) this.#auth?.updateAccess({ profiles: next.deviceProfiles, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl });
-    this.#config = reloadedConfig(running, next);
-    // Answer once the old bridges finished, so that a second reload sees a settled gateway.
-    const finished = Promise.all(swap.retired.map((r) => retire(r, this.#config.shutdown.drainTimeoutMs, this.#logger).then(() => this.#retiring.delete(r.bridge))));
-    await finished;
-    await databases?.commit(finished);
-    this.counters.count('config.reloads', { result: 'applied' });
-    const { result, message } = appliedReload(plan, { ...changes, warnings: [...changes.warnings, ...tls.warnings] });
-    this.#logger[result.warnings.length === 0 ? 'info' : 'warn'](
-      { reload: 'applied', ...result.applied, warnings: result.warnings, loadMs: loadedMs, ms: Math.round(performance.now() - began) },
-      message,
-    );
-    return result;
-  }
-
-  /** A reload refused because the gateway is starting, draining or stopped. */
-  #notRunning(): ReloadResult {
-    const message = `the gateway is ${this.#state === 'running' ? 'starting' : this.#state}`;
-    return refusedReload({ ok: false, notRunning: true, errors: [fileIssue(this.#config.file, message)] }, this.counters, this.#logger);
+    return this.#reloader.reload();
   }
 
   #startBridges(broker: EmbeddedBroker, startAfter: Promise<void>): void {
@@ -380,8 +315,8 @@ export class Gateway {
     this.#bufferCheck?.stop();
     this.#vitals?.stop();
     this.#writer?.flushNow();
-    const bridges = [...this.#bridges, ...this.#retiring.keys()];
-    const stopping = [...this.#bridges.map((b) => b.stop()), ...this.#retiring.values()];
+    const bridges = [...this.#bridges, ...this.#reloader.retiring.keys()];
+    const stopping = [...this.#bridges.map((b) => b.stop()), ...this.#reloader.retiring.values()];
     const timedOut = !(await settlesWithin(Promise.all(stopping), Math.max(0, deadline - Date.now())));
     if (timedOut && sinksRead) this.#logger.warn('sinks did not finish in time; their unconfirmed messages stay buffered');
     for (const bridge of bridges) bridge.abort();

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import type { AnyBridgeConfig } from '../config/bridge-module.ts';
 import { withoutSecrets } from '../observability/telemetry.ts';
+import { isLoopbackHost } from '../core/loopback.ts';
 
 /** What a reload does to the bridges, by name. */
 export interface BridgePlan {
@@ -92,6 +93,20 @@ export function tlsRenewed(running: GatewayConfig, next: GatewayConfig): boolean
   return !isDeepStrictEqual(running.tlsPem, next.tlsPem) || !isDeepStrictEqual(tlsFiles(running), tlsFiles(next));
 }
 
+/**
+ * True when the admin token differs (`admin.token`, or the content of `admin.tokenFile`) and a
+ * reload applies it: the admin server checks requests from then on against the new one. Removing
+ * the token is applied only while the running admin server is on loopback: elsewhere it would
+ * open the server to other machines (a new `admin.host` takes effect only at a restart).
+ */
+export function adminTokenReplaced(running: GatewayConfig, next: GatewayConfig): boolean {
+  return running.adminToken !== next.adminToken && !adminTokenRemovalRefused(running, next);
+}
+
+function adminTokenRemovalRefused(running: GatewayConfig, next: GatewayConfig): boolean {
+  return running.adminToken !== undefined && next.adminToken === undefined && running.admin.enabled && !isLoopbackHost(running.admin.host);
+}
+
 /** The `mqtt.tls` fields a reload applies in place while TLS stays on: the files of the listener. */
 const TLS_FILES = ['cert', 'key', 'ca'] as const;
 
@@ -113,10 +128,13 @@ const APPLIED = new Set([
   'mqtt.allowAnonymous',
   'mqtt.anonymousAcl',
   'gateway.dataDir',
+  // Compared as the token they give (`adminToken`): reported there when not applied.
+  'admin.token',
+  'admin.tokenFile',
 ]);
 
 /** Settings whose values are secrets: a change is named, never shown. */
-const SECRET = new Set(['admin.token', 'telemetry.headers']);
+const SECRET = new Set(['telemetry.headers']);
 
 /** URLs that may carry a user, password or API key (docs/observability.md): shown as the startup line shows them. */
 const URLS = new Set(['telemetry.endpoint']);
@@ -141,10 +159,10 @@ export function restartNeeded(running: GatewayConfig, next: GatewayConfig): stri
     }
     // The listener's files, applied in place while TLS stays on; turning TLS on or off is reported as `mqtt.tls`.
     if (key === 'tlsPem') continue;
-    // Secrets are named, never shown. Named here only when `admin` itself did not change (the
-    // token file's content did), which is then reported field by field.
+    // Applied in place (a rotated token), but not removed while the admin server listens off loopback.
     if (key === 'adminToken') {
-      if (isDeepStrictEqual(running.admin, next.admin)) warnings.push('the admin token changed: not applied; restart needed');
+      if (adminTokenRemovalRefused(running, next))
+        warnings.push(`the admin token was removed: not applied while the admin server listens on ${running.admin.host}, reachable from other machines; restart needed`);
       continue;
     }
     // Derived from `telemetry` and OTEL_* (its headers carry API keys): named only when
@@ -202,19 +220,32 @@ export interface ReloadChanges {
   readonly databases: string[];
   /** The TLS listener's certificate, key or CA (they apply to new connections). */
   readonly tls: boolean;
+  /** The admin token (it applies to requests from then on). */
+  readonly adminToken: boolean;
   /** Changed settings that only a restart applies. */
   readonly warnings: string[];
 }
 
 export function reloadChanges(running: GatewayConfig, next: GatewayConfig): ReloadChanges {
-  return { devices: devicesChanged(running, next), databases: databasesChanged(running, next), tls: tlsRenewed(running, next), warnings: restartNeeded(running, next) };
+  return {
+    devices: devicesChanged(running, next),
+    databases: databasesChanged(running, next),
+    tls: tlsRenewed(running, next),
+    adminToken: adminTokenReplaced(running, next),
+    warnings: restartNeeded(running, next),
+  };
 }
 
-/** The config running after a reload applied `next`: its bridges, devices, databases, access and TLS files; the rest needs a restart. */
+/** The config running after a reload applied `next`: its bridges, devices, databases, access, TLS files and admin token; the rest needs a restart. */
 export function reloadedConfig(running: GatewayConfig, next: GatewayConfig): GatewayConfig {
   const tls = renewedTls(running, next);
+  const { adminToken: _token, ...rest } = running;
+  const { admin, adminToken } = adminTokenRemovalRefused(running, next) ? running : next;
+  const { token: _inline, tokenFile: _file, ...settings } = running.admin;
   return {
-    ...running,
+    ...rest,
+    admin: { ...settings, ...(admin.token === undefined ? {} : { token: admin.token }), ...(admin.tokenFile === undefined ? {} : { tokenFile: admin.tokenFile }) },
+    ...(adminToken === undefined ? {} : { adminToken }),
     databases: next.databases,
     databaseFiles: next.databaseFiles,
     bridges: next.bridges,
@@ -238,13 +269,14 @@ function renewedTls(running: GatewayConfig, next: GatewayConfig): GatewayConfig[
 
 /** The answer of a reload that applied `plan` and `changes`, and its log line. */
 export function applied(plan: BridgePlan, changes: ReloadChanges): { result: ReloadApplied; message: string } {
-  const { devices, databases, tls, warnings } = changes;
+  const { devices, databases, tls, adminToken, warnings } = changes;
   const names = { added: plan.added.map((b) => b.name), removed: [...plan.removed], changed: plan.changed.map((b) => b.name), unchanged: [...plan.unchanged] };
   const summary = (['added', 'removed', 'changed'] as const).map((k) => `${k} ${names[k].length === 0 ? '-' : names[k].join(', ')}`).join('; ');
   const message =
     `config reloaded: ${summary}; ${names.unchanged.length} unchanged${devices ? '; device profiles changed (for new logins)' : ''}` +
     `${databases.length === 0 ? '' : `; databases ${databases.join(', ')} changed (open anew on next use)`}` +
     `${tls ? '; mqtt.tls certificate renewed (for new connections)' : ''}` +
+    `${adminToken ? '; admin token replaced (the previous one no longer works)' : ''}` +
     `${warnings.length === 0 ? '' : `; ${warnings.length === 1 ? '1 warning' : `${warnings.length} warnings`}: ${warnings.join('; ')}`}`;
   return { result: { ok: true, applied: { ...names, devices, databases, tls }, warnings }, message };
 }

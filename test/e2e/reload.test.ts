@@ -313,3 +313,43 @@ test('a device profile added by a reload lets its devices log in; a connected de
   }
   assert.equal(await gw.exited, 0);
 });
+
+test('a rotated admin token file applies on reload: the reload sent with the old token is answered, then only the new token works', { timeout: 120_000 }, async () => {
+  const root = dirs();
+  const config = writeGatewayTree(root, '{}', {});
+  const [oldToken, newToken] = ['old-admin-token-0123456789', 'new-admin-token-9876543210'];
+  writeFileSync(join(root, 'admin-token'), `${oldToken}\n`);
+  writeFileSync(config, 'mqtt: {}\nbridges: [bridges]\ndevices: [devices]\nadmin: {tokenFile: admin-token}\n');
+  const gw = await startFerry(['--config', config, '--data-dir', join(root, 'data')]);
+  const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` });
+  const status = async (headers: Record<string, string>) => (await fetch(`${gw.adminUrl}/api/status`, { headers })).status;
+  const reload = async (headers: Record<string, string>) => {
+    const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers } });
+    return { status: response.status, body: (await response.json()) as { warnings?: string[] } };
+  };
+  try {
+    assert.equal(await status(bearer(oldToken)), 200);
+    assert.equal(await status(bearer(newToken)), 401);
+
+    writeFileSync(join(root, 'admin-token'), `${newToken}\n`);
+    const logs = gw.logs.length;
+    const rotated = await reload(bearer(oldToken));
+    assert.equal(rotated.status, 200, 'the reload let in with the old token gets its answer');
+    assert.deepEqual(rotated.body.warnings, []);
+    assert.match(String((await reloadLog(gw, logs))['msg']), /admin token replaced/);
+    assert.equal(await status(bearer(oldToken)), 401, 'the old token no longer works');
+    assert.equal(await status(bearer(newToken)), 200);
+
+    // On loopback the token may be removed (the server is then open to this machine only) and added again.
+    writeFileSync(config, 'mqtt: {}\nbridges: [bridges]\ndevices: [devices]\n');
+    assert.equal((await reload(bearer(newToken))).status, 200);
+    assert.equal(await status({}), 200);
+    writeFileSync(config, 'mqtt: {}\nbridges: [bridges]\ndevices: [devices]\nadmin: {tokenFile: admin-token}\n');
+    assert.equal((await reload({})).status, 200);
+    assert.equal(await status({}), 401);
+    assert.equal(await status(bearer(newToken)), 200);
+  } finally {
+    gw.child.kill('SIGTERM');
+  }
+  assert.equal(await gw.exited, 0);
+});

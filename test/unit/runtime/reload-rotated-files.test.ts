@@ -1,7 +1,7 @@
 // A file the config names by path (a password file, a TLS certificate or key) replaced in place,
 // path unchanged, as a rotated secret is: a reload counts it as a change of what reads it. Bridges
 // and databases apply it (they read their files when they start), the MQTT TLS listener takes its
-// renewed certificate in place (tls-reload.ts); the admin token needs a restart, and says so.
+// renewed certificate in place (tls-reload.ts), the admin server its rotated token.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +10,7 @@ import { after, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { type GatewayConfig, loadConfig, loadGatewayConfig } from '../../../src/config/load.ts';
 import { componentKinds } from '../../../src/runtime/registry.ts';
-import { databasesChanged, planBridges, restartNeeded, tlsRenewed } from '../../../src/runtime/reload-plan.ts';
+import { adminTokenReplaced, databasesChanged, planBridges, reloadedConfig, restartNeeded, tlsRenewed } from '../../../src/runtime/reload-plan.ts';
 import { makeCertificates } from '../../harness/certs.ts';
 
 const roots: string[] = [];
@@ -91,7 +91,7 @@ test('a database whose password file was replaced is changed (it opens anew), wi
   assert.doesNotMatch(JSON.stringify(next.databaseFiles), /second/);
 });
 
-test('a renewed MQTT listener certificate is applied in place; the admin token file needs a restart, and a reload says so once', () => {
+test('a renewed MQTT listener certificate and a rotated admin token file are applied in place', () => {
   const root = newRoot();
   mkdirSync(join(root, 'certs'));
   makeCertificates(join(root, 'certs'), []);
@@ -104,7 +104,9 @@ test('a renewed MQTT listener certificate is applied in place; the admin token f
   write(root, { 'admin-token': 'another-token-of-sixteen\n' });
   const next = load(root);
   assert.equal(tlsRenewed(running, next), true);
-  assert.deepEqual(restartNeeded(running, next), ['the admin token changed: not applied; restart needed']);
+  assert.equal(adminTokenReplaced(running, next), true);
+  assert.deepEqual(restartNeeded(running, next), []);
+  assert.equal(reloadedConfig(running, next).adminToken, 'another-token-of-sixteen');
 
   // Other files (a renewal written to a new directory) are applied too; the port needs a restart.
   mkdirSync(join(root, 'renewed'));
@@ -120,12 +122,40 @@ test('a renewed MQTT listener certificate is applied in place; the admin token f
   assert.equal(restartNeeded(moved, off).length, 1);
   assert.match(restartNeeded(moved, off)[0] ?? '', /^mqtt\.tls changed \(.* → unset\): not applied; restart needed$/);
 
-  // A token written in gateway.yaml is named once, by its setting.
+  // A token written in gateway.yaml is applied as well.
   const inline = (token: string) => {
     write(root, { 'gateway.yaml': `bridges: []\ndevices: []\nadmin: {token: ${token}}\n` });
     return load(root);
   };
-  assert.deepEqual(restartNeeded(inline('a-token-of-sixteen-characters'), inline('another-token-of-sixteen')), ['admin.token changed: not applied; restart needed']);
+  const [first, second] = [inline('a-token-of-sixteen-characters'), inline('another-token-of-sixteen')];
+  assert.equal(adminTokenReplaced(first, second), true);
+  assert.deepEqual(restartNeeded(first, second), []);
+  assert.deepEqual(reloadedConfig(first, second).admin, second.admin);
+});
+
+test('removing the admin token is applied on loopback; off loopback it needs a restart, and the token stays', () => {
+  const root = newRoot();
+  const config = (admin: string) => {
+    write(root, { 'gateway.yaml': `bridges: []\ndevices: []\nadmin: ${admin}\n`, 'admin-token': 'a-token-of-sixteen-characters\n' });
+    return load(root);
+  };
+  const loopback = config('{tokenFile: admin-token}');
+  const open = config('{}');
+  assert.equal(adminTokenReplaced(loopback, open), true);
+  assert.deepEqual(restartNeeded(loopback, open), []);
+  assert.equal(reloadedConfig(loopback, open).adminToken, undefined);
+  assert.equal(adminTokenReplaced(open, loopback), true, 'adding a token is applied');
+
+  // Bound to all interfaces with a token; the new config moves the server to loopback, which only a restart does.
+  const exposed = config('{host: 0.0.0.0, tokenFile: admin-token}');
+  assert.equal(adminTokenReplaced(exposed, open), false);
+  assert.deepEqual(restartNeeded(exposed, open), [
+    'admin.host changed ("0.0.0.0" → "127.0.0.1"): not applied; restart needed',
+    'the admin token was removed: not applied while the admin server listens on 0.0.0.0, reachable from other machines; restart needed',
+  ]);
+  const kept = reloadedConfig(exposed, open);
+  assert.equal(kept.adminToken, 'a-token-of-sixteen-characters');
+  assert.deepEqual(kept.admin, exposed.admin);
 });
 
 test('a TypeScript bridge whose sink reads a password file is changed when the file is replaced', async () => {
