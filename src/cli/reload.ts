@@ -56,6 +56,16 @@ export async function reloadCommand(options: ReloadOptions): Promise<void> {
     return;
   }
   const { text } = response;
+  if (response.status === 401) {
+    // The usual cause: the token was just rotated, and the gateway takes the new one with this very reload.
+    process.stderr.write(
+      `ferry: the gateway's admin server at ${base} refused the admin token${token === undefined ? ' (none was sent: set FERRY_ADMIN_TOKEN or pass --config FILE)' : ''}. ` +
+        'If the token was just rotated, the gateway still expects the previous one until this reload: send it with the previous token ' +
+        '(FERRY_ADMIN_TOKEN=<previous token> ferry reload ...) or send `ferry run` SIGHUP\n',
+    );
+    process.exitCode = 1;
+    return;
+  }
   if (options.json === true) process.stdout.write(text);
   let body: unknown;
   try {
