@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { FerryError } from '../core/errors.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 /** What a delivery abandoned before it was stored is nacked with. */
 export const ABANDONED = new FerryError('MESSAGE_REJECTED', "not stored: its device's connection closed before it was, so the device sends it again", {
@@ -34,7 +35,7 @@ export class AbandonedLog {
       total += count;
     }
     this.#sinceLog += total;
-    const now = Date.now();
+    const now = steadyNow();
     if (now - this.#loggedAt < ABANDONED_LOG_MS) return;
     this.#logger.info(
       { abandoned: this.#sinceLog, bridges: [...byBridge.keys()], held },

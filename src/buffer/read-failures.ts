@@ -3,6 +3,7 @@ import type { Counters } from '../core/component.ts';
 import { backoffDelay } from '../core/backoff.ts';
 import { isCorruption } from '../sqlite/open-checked.ts';
 import type { BufferPolicy } from './config.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 /**
  * A reader's statements on the buffer that fail in a row: a read, or the move of its cursor on a
@@ -41,7 +42,7 @@ export class ReadFailures {
     this.#counters.count('buffer.errors', { reason: 'read_failed' });
     const retryInMs = backoffDelay({ initialMs: this.#policy.retryInitialMs, maxMs: this.#policy.retryMaxMs, jitter: 0.2 }, this.#count);
     if (this.#count === 1) {
-      this.#since = Date.now();
+      this.#since = steadyNow();
       this.#logger.warn({ err: error, retryInMs }, 'reading the buffer or moving the cursor failed; trying again');
     }
     return retryInMs;
@@ -50,7 +51,7 @@ export class ReadFailures {
   /** A try that worked: the end of a run of failures is logged. */
   worked(): void {
     if (this.#count === 0) return;
-    this.#logger.info({ failedForMs: Date.now() - this.#since, attempts: this.#count }, 'reading the buffer works again');
+    this.#logger.info({ failedForMs: steadyNow() - this.#since, attempts: this.#count }, 'reading the buffer works again');
     this.#count = 0;
   }
 }

@@ -11,6 +11,7 @@ import type { BufferStore, StoredMessage } from './store.ts';
 import type { BufferWriter } from './writer.ts';
 import { ReadFailures } from './read-failures.ts';
 import { sinkLogger } from './sink-logger.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 export interface CursorSourceOptions {
   readonly store: BufferStore;
@@ -27,7 +28,7 @@ export interface CursorSource {
   readonly deliveries: Observable<Delivery>;
   stop(): void;
   /**
-   * Since when (Date.now()) the sink has held a window without settling all of it; undefined
+   * Since when (steadyNow()) the sink has held a window without settling all of it; undefined
    * while it holds none. A value long past means the upstream does not answer.
    */
   readonly waitingSince: number | undefined;
@@ -112,7 +113,7 @@ export function cursorSource(options: CursorSourceOptions): CursorSource {
           waitingSince = undefined;
           resolve(outcomes);
         };
-        waitingSince = Date.now();
+        waitingSince = steadyNow();
         const deliveries = createDeliveries(
           window.map((m) => m.envelope),
           {

@@ -4,6 +4,7 @@ import type { BufferPolicy } from './config.ts';
 import type { BufferStore } from './store.ts';
 import { StoredAges } from './ages.ts';
 import { isCorruption } from '../sqlite/open-checked.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 /**
  * Most messages one expiry step deletes: the next step follows in the next turn of the event
@@ -153,7 +154,7 @@ export class BufferUpkeep {
     }
     this.#counters.count('buffer.errors', { reason: 'upkeep_failed' });
     if (this.#failing.has(step)) return;
-    this.#failing.set(step, Date.now());
+    this.#failing.set(step, steadyNow());
     this.#logger.warn({ err: error, ...fields }, `${message}; trying again at each turn (logged again when it works)`);
   }
 
@@ -161,6 +162,6 @@ export class BufferUpkeep {
     const since = this.#failing.get(step);
     if (since === undefined) return;
     this.#failing.delete(step);
-    this.#logger.info({ ...fields, failedForMs: Date.now() - since }, `${what} works again`);
+    this.#logger.info({ ...fields, failedForMs: steadyNow() - since }, `${what} works again`);
   }
 }

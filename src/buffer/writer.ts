@@ -14,6 +14,7 @@ import { AckGate } from './ack-gate.ts';
 import { type Fdatasync, WalSync } from '../sqlite/wal-sync.ts';
 import { isCorruption } from '../sqlite/open-checked.ts';
 import { reportCorruptBuffer } from './open.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 /**
  * `refusing`: a bridge under `overflow: refuse` is full. `disk-full` and `write-failed`: the database
@@ -311,7 +312,7 @@ export class BufferWriter {
     const { bridge, envelope } = entry;
     const bytes = envelope.payload.byteLength;
     this.#counters.count('bridge.messages.rejected', { bridge, reason: 'too_large' });
-    const now = Date.now();
+    const now = steadyNow();
     if (now - (this.#warnedTooLarge.get(bridge) ?? Number.NEGATIVE_INFINITY) >= WARN_TOO_LARGE_MS) {
       this.#warnedTooLarge.set(bridge, now);
       this.#logger.warn(
@@ -356,7 +357,7 @@ export class BufferWriter {
 
   #setState(state: WriterState): void {
     if (state === this.#state) return;
-    const now = Date.now();
+    const now = steadyNow();
     if (state === 'ok') {
       this.#logger.info({ previous: this.#state, refusedForMs: now - this.#episodeSince }, 'buffer accepts messages again');
     } else if (state === 'refusing') {

@@ -1,5 +1,6 @@
 import type { Delivery } from '../core/delivery.ts';
 import { InFlight } from '../core/in-flight.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 /**
  * Ferry's bookkeeping for one input message of a handler. It holds the buffer's delivery,
@@ -17,7 +18,7 @@ export interface Ticket {
   /** The handler is done with the message: it said so, its object was collected, or the pipeline ended. */
   released: boolean;
   settled: boolean;
-  /** When the message was handed to the handler (Date.now()). */
+  /** When the message was handed to the handler (steadyNow()). */
   readonly since: number;
   /**
    * The Message object the message was last handed as, a number unique in the tracker:
@@ -137,7 +138,7 @@ export class InputTracker {
       kept: false,
       released: false,
       settled: false,
-      since: Date.now(),
+      since: steadyNow(),
       generation: ++this.#generations,
       routedTo: undefined,
       routed: 0,

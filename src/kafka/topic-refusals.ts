@@ -1,4 +1,5 @@
 import type { KafkaProducer, TopicRecords } from './client.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 /**
  * Kafka's answers that refuse one topic rather than the request, with what each means to an
@@ -21,7 +22,7 @@ export interface TopicRefusal {
   readonly type: RefusalType;
   /** kafkajs' error, as the send threw it. */
   readonly error: Error;
-  /** When Kafka refused it (Date.now()). */
+  /** When Kafka refused it (steadyNow()). */
   readonly at: number;
   /** True when the refusal is an earlier send's, remembered: Kafka was not asked this time. */
   readonly remembered: boolean;
@@ -38,7 +39,7 @@ export function refusalType(error: unknown): RefusalType | undefined {
 }
 
 /** Why Kafka refused the topic, for a dead letter's reason. */
-export function describeRefusal(refusal: TopicRefusal, rememberMs: number, now = Date.now()): string {
+export function describeRefusal(refusal: TopicRefusal, rememberMs: number, now = steadyNow()): string {
   const said = `Kafka refused topic '${refusal.topic}': ${REFUSALS[refusal.type]} (${refusal.type}: ${refusal.error.message})`;
   if (!refusal.remembered) return said;
   return `${said}; remembered from ${Math.round((now - refusal.at) / 1000)} s before (Kafka is asked again ${Math.round(rememberMs / 1000)} s after a refusal)`;
@@ -77,7 +78,7 @@ export class TopicSender {
     this.#rememberMs = options.rememberMs;
     this.#maxRefused = options.maxRefused ?? 1000;
     this.#maxWritten = options.maxWritten ?? 10_000;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? steadyNow;
   }
 
   /**

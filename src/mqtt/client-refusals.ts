@@ -1,6 +1,7 @@
 import type { Client } from 'aedes';
 import type { Counters } from '../core/component.ts';
 import type { Refused, RefusalLog } from './refusal-log.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 export interface RefusalLimits {
   /** Refusals within `windowMs` after which a client is disconnected. */
@@ -38,13 +39,13 @@ export class ClientRefusals {
   }
 
   /** Logs a refusal of `client` and disconnects it once it had too many; `who` defaults to its client id. */
-  refused(client: Client, refusal: Omit<Refused, 'who'> & { readonly who?: Refused['who'] }, now = Date.now()): void {
+  refused(client: Client, refusal: Omit<Refused, 'who'> & { readonly who?: Refused['who'] }, now = steadyNow()): void {
     this.#log.refused({ ...refusal, who: refusal.who ?? { clientId: client.id } });
     this.counted(client, refusal.reason, now);
   }
 
   /** Counts a refusal logged elsewhere (the broker state's limits) towards disconnecting `client`. */
-  counted(client: Client, reason: string, now = Date.now()): void {
+  counted(client: Client, reason: string, now = steadyNow()): void {
     if (this.#disconnected.has(client)) return;
     const { disconnectAfter, windowMs } = this.#limits;
     const times = (this.#recent.get(client) ?? []).filter((t) => t > now - windowMs);

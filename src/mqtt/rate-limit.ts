@@ -1,3 +1,5 @@
+import { steadyNow } from '../core/steady-clock.ts';
+
 /**
  * Keys of each kind (counted, blocked) past which those whose window or block is over are
  * forgotten. A sweep that leaves more (keys all still counted or blocked: a flood of guessed
@@ -26,7 +28,7 @@ export class WindowLimiter {
     this.#blockMs = options.blockMs;
   }
 
-  blocked(key: string, now = Date.now()): boolean {
+  blocked(key: string, now = steadyNow()): boolean {
     const until = this.#blocked.get(key);
     if (until === undefined) return false;
     if (until > now) return true;
@@ -35,7 +37,7 @@ export class WindowLimiter {
   }
 
   /** Records one event; true when that made the key reach the limit (it is now blocked). */
-  record(key: string, now = Date.now()): boolean {
+  record(key: string, now = steadyNow()): boolean {
     const recent = (this.#events.get(key) ?? []).filter((t) => t > now - this.#windowMs);
     recent.push(now);
     if (recent.length >= this.#max) {

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { steadyNow } from '../core/steady-clock.ts';
 
 /** Who a refusal is about, as it appears in the log: `{ clientId }`, `{ address }`, or both. */
 export type RefusedParty = Readonly<Record<string, string | undefined>>;
@@ -66,7 +67,7 @@ export class RefusalLog {
   refused(refusal: Refused): void {
     const key = `${refusal.reason}\u0000${refusal.message}\u0000${JSON.stringify(refusal.who)}`;
     const entry = this.#entries.get(key);
-    const now = Date.now();
+    const now = steadyNow();
     if (entry !== undefined) {
       entry.suppressed += 1;
       entry.last = now;
@@ -98,7 +99,7 @@ export class RefusalLog {
 
   #flush(closing: boolean): void {
     const every = seconds(this.#intervalMs);
-    const now = Date.now();
+    const now = steadyNow();
     for (const [key, entry] of this.#entries) {
       if (entry.suppressed === 0) {
         // Forgotten once quiet for a whole interval (the timer is shared, so not at every tick).

@@ -1,4 +1,5 @@
 import { crc32 } from 'node:zlib';
+import { steadyNow } from '../core/steady-clock.ts';
 
 export interface ResendMemoryOptions {
   /** How long after it was taken a message is remembered. */
@@ -53,7 +54,7 @@ export class ResendMemory {
 
   constructor(options: ResendMemoryOptions) {
     this.#options = options;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? steadyNow;
     this.#capacity = Math.max(1, options.maxEntries);
   }
 

@@ -7,6 +7,7 @@ import { compileTemplate, refineTemplate, templateFilterProblem } from '../core/
 import { invalidFilterReason } from '../core/topic.ts';
 import type { EmbeddedBroker } from './embedded-broker.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 const topicFilter = z.string().superRefine((filter, ctx) => {
   const reason = invalidFilterReason(filter);
@@ -87,12 +88,12 @@ export const mqttSource: SourceComponent<ReturnType<typeof schema>, MqttSourceDe
     const notDerived = (topic: string, clientId: string | undefined, reason: string) => {
       ctx.counters.count('mqtt.messages.id_not_derived', labels);
       sinceWarning += 1;
-      if (Date.now() - warnedAt < WARN_EVERY_MS) return;
+      if (steadyNow() - warnedAt < WARN_EVERY_MS) return;
       ctx.logger.warn(
         { topic, clientId, reason, since: sinceWarning },
         `mqtt source of bridge '${ctx.bridge}': messageId '${config.messageId}' not derived; the message keeps a generated id`,
       );
-      warnedAt = Date.now();
+      warnedAt = steadyNow();
       sinceWarning = 0;
     };
     return tap.pipe(

@@ -2,6 +2,7 @@ import type { Client } from 'aedes';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { clientInternals } from './aedes-internals.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 /** Bounds on what clients can make the broker keep (`mqtt.limits`, see config/mqtt-schema.ts). */
 export interface BrokerStateLimits {
@@ -47,7 +48,7 @@ export class StateRefusals {
   }
 
   /** `what` says what was refused and what happened to it, for the log line. */
-  refused(clientId: string, limit: StateLimit, value: number, what: string, now = Date.now()): void {
+  refused(clientId: string, limit: StateLimit, value: number, what: string, now = steadyNow()): void {
     this.#counters.count('mqtt.state.refused', { limit });
     this.#onRefused?.(clientId, limit);
     const key = `${limit}\u0000${clientId}`;

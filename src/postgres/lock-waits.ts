@@ -1,6 +1,7 @@
 import { describeError } from '../core/errors.ts';
 import type { PoolSettings } from './connection.ts';
 import type { PgQueryable } from './pools.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 /** A session that only reads the server's views, with the part of pg's Client it calls. */
 export interface WatchSession extends PgQueryable {
@@ -154,7 +155,7 @@ export function watchLockWaits(options: LockWatchOptions): LockWatch {
     session ??= await options.open();
     if (stopped) return;
     const wait = await lockWaitOf(session, pid);
-    const now = Date.now();
+    const now = steadyNow();
     if (wait === undefined) {
       waitingSince = undefined;
       reportedAt = undefined;

@@ -11,6 +11,7 @@ import { OutboxListener } from './outbox-listener.ts';
 import { type OutboxClient, type OutboxTable, binaryPayload, firstReply, rawTypes, readOutboxTable, rowEnvelope } from './outbox-rows.ts';
 import type { PgPool, PoolLease, PostgresPools } from './pools.ts';
 import type { PostgresSourceConfig } from './outbox-source.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 const MAX_BACKOFF_MS = 60_000;
 
@@ -121,7 +122,7 @@ export class OutboxReading {
   #pump(): void {
     if (this.#stopping || this.#reading || !this.#wanted || this.#retryingAlone.size > 0) return;
     if (this.#batches.size >= this.#o.config.maxBatches) return;
-    const wait = this.#pausedUntil - Date.now();
+    const wait = this.#pausedUntil - steadyNow();
     if (wait > 0 || (this.#pausedUntil > 0 && this.#batches.size > 0)) {
       if (wait > 0) this.#later(wait, () => this.#pump());
       return;
@@ -139,7 +140,7 @@ export class OutboxReading {
         this.#failures += 1;
         this.#wanted = true;
         const delay = backoffDelay({ initialMs: this.#o.config.retryBackoffMs, maxMs: MAX_BACKOFF_MS, jitter: 0.2 }, this.#failures);
-        this.#pausedUntil = Date.now() + delay;
+        this.#pausedUntil = steadyNow() + delay;
         this.#o.ctx.counters.count('postgres.outbox.errors', { bridge: this.#o.ctx.bridge });
         this.#o.ctx.logger.warn(
           { err: error, retryInMs: delay },
@@ -237,7 +238,7 @@ export class OutboxReading {
       if (batch.nacked > 0) {
         this.#nackRounds += 1;
         const delay = backoffDelay({ initialMs: this.#o.config.retryBackoffMs, maxMs: MAX_BACKOFF_MS }, this.#nackRounds);
-        this.#pausedUntil = Math.max(this.#pausedUntil, Date.now() + delay);
+        this.#pausedUntil = Math.max(this.#pausedUntil, steadyNow() + delay);
       } else if (batch.settled.length > 0) {
         this.#nackRounds = 0;
       }

@@ -12,6 +12,7 @@ import type { TransformContext } from '../core/transform.ts';
 import { type RedisClients, type RedisLease, isCommandError, processRedisClients } from './clients.ts';
 import { isRedisUrl, resolveRedisReference } from './connection-config.ts';
 import type { LookupConfig } from './lookup-config.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 export interface LookupOptions {
   readonly bridge: string;
@@ -133,7 +134,7 @@ class Lookup {
   #cached(key: string): { readonly value: string | null } | undefined {
     const hit = this.#cache.get(key);
     if (hit === undefined) return undefined;
-    if (hit.expires > Date.now()) return hit;
+    if (hit.expires > steadyNow()) return hit;
     this.#cache.delete(key);
     return undefined;
   }
@@ -149,7 +150,7 @@ class Lookup {
 
   #schedule(): void {
     if (this.#busy || this.#closed || this.#immediate !== undefined || this.#timer !== undefined || this.#waiting.length === 0) return;
-    const wait = this.#blockedUntil - Date.now();
+    const wait = this.#blockedUntil - steadyNow();
     if (wait > 0) {
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
@@ -174,7 +175,7 @@ class Lookup {
         this.#busy = false;
         if (this.#closed) return;
         this.#reachable();
-        const now = Date.now();
+        const now = steadyNow();
         const read = new Map<string, Read>();
         keys.forEach((key, i) => {
           const value = values[i] ?? null;
@@ -295,7 +296,7 @@ class Lookup {
       );
     }
     if (config.onUnavailable === 'hold') {
-      this.#blockedUntil = Date.now() + RETRY_MS;
+      this.#blockedUntil = steadyNow() + RETRY_MS;
       return;
     }
     const reason = `lookup: Redis unavailable: ${error instanceof Error ? error.message : String(error)}`;

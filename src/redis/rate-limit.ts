@@ -9,6 +9,7 @@ import type { RateLimitConfig } from './rate-limit-config.ts';
 import { type RedisClients, type RedisLease, processRedisClients } from './clients.ts';
 import { isRedisUrl, redactRedisUrl, resolveRedisReference } from './connection-config.ts';
 import { RedisTokenBuckets, type TokenGrant, type TokenRequest } from './token-buckets.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 export interface RateLimitOptions {
   readonly bridge: string;
@@ -166,7 +167,7 @@ class Limiter {
 
   #schedule(): void {
     if (this.#busy || this.#closed || this.#immediate !== undefined || (this.#queues.size === 0 && this.#lowLeases.size === 0)) return;
-    const now = Date.now();
+    const now = steadyNow();
     let earliest = this.#lowLeases.size > 0 ? Math.max(now, this.#redisBlockedUntil) : Number.POSITIVE_INFINITY;
     for (const key of this.#queues.keys()) earliest = Math.min(earliest, this.#notBefore.get(key) ?? 0);
     if (!this.#options.config.failOpen) earliest = Math.max(earliest, this.#redisBlockedUntil);
@@ -186,7 +187,7 @@ class Limiter {
 
   #round(): void {
     this.#immediate = undefined;
-    const now = Date.now();
+    const now = steadyNow();
     this.#sweepLeases(now);
     const keys: string[] = [];
     const waiting: number[] = [];
@@ -239,7 +240,7 @@ class Limiter {
           this.#out.error(error);
           return;
         }
-        this.#redisBlockedUntil = Date.now() + RETRY_MS;
+        this.#redisBlockedUntil = steadyNow() + RETRY_MS;
         this.#unreachable(error);
         this.#unavailable(keys, waiting);
         this.#schedule();
@@ -291,7 +292,7 @@ class Limiter {
         const reason = `rate limited: over ${config.messagesPerSecond} messages/s for key '${key}'`;
         for (const delivery of refused) this.#options.reject(delivery, reason, 'rate_limited');
       } else {
-        this.#notBefore.set(key, Date.now() + Math.max(1, waitMs));
+        this.#notBefore.set(key, steadyNow() + Math.max(1, waitMs));
       }
     }
     if (spare > 0) {

@@ -7,6 +7,7 @@ import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import type { SinkEvent, Source } from '../core/stream.ts';
 import { type RuntimeDeps, findSink, findSource } from './registry.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 /** A sink's line in a bridge's status. */
 export interface SinkStatus {
@@ -141,7 +142,7 @@ interface SinkState {
   failed: number;
   lastError?: string;
   lastFailure?: { readonly error: string; readonly at: number };
-  /** Set from a failed batch until a batch is written again: the upstream is down. */
+  /** Set from a failed batch until a batch is written again: the upstream is down (since: steadyNow()). */
   down?: { readonly since: number; attempts: number };
   /** Since when the sink holds messages without an answer, when its input can tell. */
   readonly waitingSince: () => number | undefined;
@@ -245,17 +246,25 @@ export class SinkSet {
     for (const subscription of this.#subscriptions) subscription.unsubscribe();
   }
 
-  /** Sinks that are down, or that have held messages without an answer for `stalledAfterMs`. */
+  /** Sinks that are down, or that have held messages without an answer for `stalledAfterMs` (`now`: the wall clock, for `since`). */
   problems(now: number, stalledAfterMs: number): BridgeProblem[] {
     const out: BridgeProblem[] = [];
     for (const s of this.#states) {
       if (s.down !== undefined) {
-        out.push({ bridge: this.#bridge, sink: s.name, problem: 'down', detail: `${s.down.attempts} failed attempt(s): ${s.lastError ?? 'unknown error'}`, since: s.down.since });
+        out.push({
+          bridge: this.#bridge,
+          sink: s.name,
+          problem: 'down',
+          detail: `${s.down.attempts} failed attempt(s): ${s.lastError ?? 'unknown error'}`,
+          since: now - (steadyNow() - s.down.since),
+        });
         continue;
       }
+      // Waited by the steady clock (a step of the wall clock neither stalls nor hides a sink); `since` by the wall clock.
       const waiting = s.waitingSince();
-      if (waiting !== undefined && now - waiting >= stalledAfterMs) {
-        out.push({ bridge: this.#bridge, sink: s.name, problem: 'stalled', detail: `no answer from ${s.kind} for ${Math.round((now - waiting) / 1000)} s`, since: waiting });
+      const waited = waiting === undefined ? 0 : steadyNow() - waiting;
+      if (waiting !== undefined && waited >= stalledAfterMs) {
+        out.push({ bridge: this.#bridge, sink: s.name, problem: 'stalled', detail: `no answer from ${s.kind} for ${Math.round(waited / 1000)} s`, since: now - waited });
       }
     }
     return out;
@@ -282,8 +291,8 @@ export class SinkSet {
       delete state.lastError;
       if (state.down !== undefined) {
         this.#logger.info(
-          { sink: state.name, downForMs: Date.now() - state.down.since, attempts: state.down.attempts, ...spanFields(event.span) },
-          `sink '${state.name}' writes again after ${Math.round((Date.now() - state.down.since) / 1000)} s down`,
+          { sink: state.name, downForMs: steadyNow() - state.down.since, attempts: state.down.attempts, ...spanFields(event.span) },
+          `sink '${state.name}' writes again after ${Math.round((steadyNow() - state.down.since) / 1000)} s down`,
         );
         delete state.down;
       }
@@ -299,7 +308,7 @@ export class SinkSet {
       return;
     }
     // Logged once per outage (the reader logs its retries at most once per failure streak too).
-    state.down = { since: Date.now(), attempts: 1 };
+    state.down = { since: steadyNow(), attempts: 1 };
     this.#counters.count('sink.outages', labels);
     this.#logger.warn(
       { sink: state.name, err: event.error, ...spanFields(event.span) },

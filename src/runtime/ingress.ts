@@ -12,6 +12,7 @@ import { type RejectLabel, type TransformContext, createTransformContext, decode
 import type { TransformStep } from '../core/transform-config.ts';
 import { lookupStep } from '../redis/lookup.ts';
 import { rateLimit } from '../redis/rate-limit.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 export interface IngressDeps {
   /** Records refused messages: BufferWriter.deadLetter. */
@@ -42,12 +43,12 @@ export function ingressOperators(config: BridgeConfig, deps: IngressDeps): Deliv
     deps.deadLetters.deadLetter(config.name, delivery, original, sink, reason);
     const warned = lastWarned.get(label) ?? { at: 0, since: 0 };
     warned.since += 1;
-    if (Date.now() - warned.at >= WARN_EVERY_MS) {
+    if (steadyNow() - warned.at >= WARN_EVERY_MS) {
       logger.warn(
         { reason, topic: original.topic, clientId: original.origin.clientId, rejectedSinceLastWarning: warned.since, label },
         `${sink}: message rejected and dead-lettered`,
       );
-      warned.at = Date.now();
+      warned.at = steadyNow();
       warned.since = 0;
     }
     lastWarned.set(label, warned);
