@@ -46,6 +46,12 @@ export interface AedesInternals {
   readonly uniquePacketIds?: boolean;
   /** Set by the patch: the authorizeUnsubscribe hook can refuse a client's UNSUBSCRIBE (nothing removed). */
   readonly unsubscribeAuthorized?: boolean;
+  /**
+   * Set by the patch: a client that closed while it connected (session lookup, will, takeover)
+   * is never registered nor counted in connectedClients, and its close leaves alone a
+   * connection holding its client id.
+   */
+  readonly closedConnectsDropped?: boolean;
   /** Set by the patch: the clock MQTT 5 Message Expiry is stamped and checked with (the `now` option, Date.now by default). */
   readonly now?: () => number;
 }

@@ -21,6 +21,7 @@ export function assertPatched(aedes: Aedes): void {
     internals.protocolErrorsAnswered === true &&
     internals.uniquePacketIds === true &&
     internals.unsubscribeAuthorized === true &&
+    internals.closedConnectsDropped === true &&
     typeof internals.now === 'function';
   const missing = !mqttPacketPatched()
     ? 'mqtt-packet lacks patches/mqtt-packet+9.0.2.patch (a repeated MQTT 5 property crashed the broker)'
