@@ -12,8 +12,6 @@ import { connect as connectSocket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import type { Aedes, Client } from 'aedes';
 import { connectAsync } from 'mqtt';
 import pino from 'pino';
@@ -21,12 +19,10 @@ import { aedesInternals } from '../../src/mqtt/aedes-internals.ts';
 import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { type AedesInstances, recordAedesInstances } from '../harness/aedes-instances.ts';
+import { alive, followConnections } from '../harness/connection-leaks.ts';
 import { eventually } from '../harness/eventually.ts';
 import { connectPacket, connectPacketV5 } from '../harness/mqtt-wire.ts';
 import { tempDirs } from '../harness/temp.ts';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
 
 const N = 30;
 const dirs = tempDirs('ferry-leak-closed-connect-');
@@ -58,12 +54,7 @@ async function start(): Promise<Started> {
   });
   brokers.push(broker);
   const aedes = instances.created.at(-1) as Aedes;
-  const connections: WeakRef<Client>[] = [];
-  const preConnect = aedes.preConnect;
-  aedes.preConnect = (client, packet, callback) => {
-    connections.push(new WeakRef(client));
-    preConnect.call(aedes, client, packet, callback);
-  };
+  const connections = followConnections(aedes);
   return { broker, aedes, connections };
 }
 
@@ -89,20 +80,6 @@ async function connectAndLose(port: number, clientId: string): Promise<void> {
   await new Promise((resolve) => socket.once('connect', resolve));
   socket.write(connectPacket(clientId, 60, true));
   await new Promise((resolve) => socket.once('close', resolve));
-}
-
-/**
- * Connections not garbage collected: full collections, a few turns apart, until none is left or
- * 10 s passed (as in leak-session-owners.test.ts).
- */
-async function alive(connections: readonly WeakRef<Client>[]): Promise<number> {
-  let left = connections.length;
-  for (let i = 0; i < 100 && left > 0; i++) {
-    await sleep(100);
-    gc();
-    left = connections.filter((ref) => ref.deref() !== undefined).length;
-  }
-  return left;
 }
 
 const registered = (aedes: Aedes) => Object.keys(aedesInternals(aedes).clients);

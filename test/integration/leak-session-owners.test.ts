@@ -7,9 +7,6 @@ import assert from 'node:assert/strict';
 import { connect as connectSocket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import type { Aedes, Client } from 'aedes';
 import { connectAsync } from 'mqtt';
 import pino from 'pino';
@@ -19,12 +16,10 @@ import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { hashPassword } from '../../src/mqtt/password.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { type AedesInstances, recordAedesInstances } from '../harness/aedes-instances.ts';
+import { alive, followConnections } from '../harness/connection-leaks.ts';
 import { eventually } from '../harness/eventually.ts';
 import { connectPacket } from '../harness/mqtt-wire.ts';
 import { tempDirs } from '../harness/temp.ts';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
 
 const N = 30;
 const PASSWORD = 'device-secret';
@@ -80,28 +75,8 @@ async function start(): Promise<Started> {
   });
   brokers.push(broker);
   const aedes = instances.created.at(-1) as Aedes;
-  const connections: WeakRef<Client>[] = [];
-  const preConnect = aedes.preConnect;
-  aedes.preConnect = (client, packet, callback) => {
-    connections.push(new WeakRef(client));
-    preConnect.call(aedes, client, packet, callback);
-  };
+  const connections = followConnections(aedes);
   return { broker, counters, connections };
-}
-
-/**
- * Connections not garbage collected: full collections, a few turns apart (a WeakRef target is
- * kept until the end of the job that read it, and aedes lets go of a closed connection over a
- * few turns), until none is left or 10 s passed.
- */
-async function alive(connections: readonly WeakRef<Client>[]): Promise<number> {
-  let left = connections.length;
-  for (let i = 0; i < 100 && left > 0; i++) {
-    await sleep(100);
-    gc();
-    left = connections.filter((ref) => ref.deref() !== undefined).length;
-  }
-  return left;
 }
 
 const expired = (counters: CounterRegistry) => counters.families().get('mqtt.sessions.expired')?.[0]?.value ?? 0;
