@@ -3,7 +3,7 @@ import type { Counters } from '../core/component.ts';
 import { backoffDelay } from '../core/backoff.ts';
 import { isCorruption } from '../sqlite/open-checked.ts';
 import type { BufferPolicy } from './config.ts';
-import { steadyNow } from '../core/steady-clock.ts';
+import { steadyMsSince, steadyNow } from '../core/steady-clock.ts';
 
 /**
  * A reader's statements on the buffer that fail in a row: a read, or the move of its cursor on a
@@ -51,7 +51,7 @@ export class ReadFailures {
   /** A try that worked: the end of a run of failures is logged. */
   worked(): void {
     if (this.#count === 0) return;
-    this.#logger.info({ failedForMs: steadyNow() - this.#since, attempts: this.#count }, 'reading the buffer works again');
+    this.#logger.info({ failedForMs: steadyMsSince(this.#since), attempts: this.#count }, 'reading the buffer works again');
     this.#count = 0;
   }
 }

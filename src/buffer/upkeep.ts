@@ -4,7 +4,7 @@ import type { BufferPolicy } from './config.ts';
 import type { BufferStore } from './store.ts';
 import { StoredAges } from './ages.ts';
 import { isCorruption } from '../sqlite/open-checked.ts';
-import { steadyNow } from '../core/steady-clock.ts';
+import { steadyMsSince, steadyNow } from '../core/steady-clock.ts';
 
 /**
  * Most messages one expiry step deletes: the next step follows in the next turn of the event
@@ -162,6 +162,6 @@ export class BufferUpkeep {
     const since = this.#failing.get(step);
     if (since === undefined) return;
     this.#failing.delete(step);
-    this.#logger.info({ ...fields, failedForMs: steadyNow() - since }, `${what} works again`);
+    this.#logger.info({ ...fields, failedForMs: steadyMsSince(since) }, `${what} works again`);
   }
 }

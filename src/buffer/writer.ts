@@ -359,7 +359,7 @@ export class BufferWriter {
     if (state === this.#state) return;
     const now = steadyNow();
     if (state === 'ok') {
-      this.#logger.info({ previous: this.#state, refusedForMs: now - this.#episodeSince }, 'buffer accepts messages again');
+      this.#logger.info({ previous: this.#state, refusedForMs: Math.round(now - this.#episodeSince) }, 'buffer accepts messages again');
     } else if (state === 'refusing') {
       // Once per episode: the start of refusing is as much news as its end (issue 16). Entered after
       // a commit that counted each of these bridges (admit, append): their usage is in memory.

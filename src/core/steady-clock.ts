@@ -17,3 +17,11 @@ const ORIGIN = Date.now() - performance.now();
 export function steadyNow(): number {
   return ORIGIN + performance.now();
 }
+
+/**
+ * Whole milliseconds by the steady clock since `start` (a steadyNow() value): how a duration it
+ * measured is shown (status, logs), in whole milliseconds as times by the wall clock are.
+ */
+export function steadyMsSince(start: number): number {
+  return Math.round(steadyNow() - start);
+}

@@ -7,7 +7,7 @@ import type { Delivery } from '../core/delivery.ts';
 import { FerryError, describeError } from '../core/errors.ts';
 import type { SinkEvent, Source } from '../core/stream.ts';
 import { type RuntimeDeps, findSink, findSource } from './registry.ts';
-import { steadyNow } from '../core/steady-clock.ts';
+import { steadyMsSince, steadyNow } from '../core/steady-clock.ts';
 
 /** A sink's line in a bridge's status. */
 export interface SinkStatus {
@@ -256,13 +256,13 @@ export class SinkSet {
           sink: s.name,
           problem: 'down',
           detail: `${s.down.attempts} failed attempt(s): ${s.lastError ?? 'unknown error'}`,
-          since: now - (steadyNow() - s.down.since),
+          since: now - steadyMsSince(s.down.since),
         });
         continue;
       }
       // Waited by the steady clock (a step of the wall clock neither stalls nor hides a sink); `since` by the wall clock.
       const waiting = s.waitingSince();
-      const waited = waiting === undefined ? 0 : steadyNow() - waiting;
+      const waited = waiting === undefined ? 0 : steadyMsSince(waiting);
       if (waiting !== undefined && waited >= stalledAfterMs) {
         out.push({ bridge: this.#bridge, sink: s.name, problem: 'stalled', detail: `no answer from ${s.kind} for ${Math.round(waited / 1000)} s`, since: now - waited });
       }
@@ -291,8 +291,8 @@ export class SinkSet {
       delete state.lastError;
       if (state.down !== undefined) {
         this.#logger.info(
-          { sink: state.name, downForMs: steadyNow() - state.down.since, attempts: state.down.attempts, ...spanFields(event.span) },
-          `sink '${state.name}' writes again after ${Math.round((steadyNow() - state.down.since) / 1000)} s down`,
+          { sink: state.name, downForMs: steadyMsSince(state.down.since), attempts: state.down.attempts, ...spanFields(event.span) },
+          `sink '${state.name}' writes again after ${Math.round(steadyMsSince(state.down.since) / 1000)} s down`,
         );
         delete state.down;
       }

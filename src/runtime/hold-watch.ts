@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
 import { FerryError } from '../core/errors.ts';
 import { type InputTracker, heldByHandler } from '../handler/input-tracker.ts';
-import { steadyNow } from '../core/steady-clock.ts';
+import { steadyMsSince, steadyNow } from '../core/steady-clock.ts';
 
 export interface HeldStatus {
   /** Inputs the handler holds or whose outputs are not confirmed yet. */
@@ -44,7 +44,7 @@ export class HoldWatch {
 
   status(): HeldStatus {
     const oldest = this.#tracker.oldest();
-    return { count: this.#tracker.open, oldestAgeMs: oldest === undefined ? 0 : steadyNow() - oldest.since, overdue: this.#overdue };
+    return { count: this.#tracker.open, oldestAgeMs: oldest === undefined ? 0 : steadyMsSince(oldest.since), overdue: this.#overdue };
   }
 
   /** Applies the policy to every input held too long (runs on a timer; public for tests). */
@@ -70,7 +70,7 @@ export class HoldWatch {
         maxHoldMs,
         action: onHoldTimeout,
         oldestId: oldest?.delivery.envelope.id,
-        oldestAgeMs: oldest === undefined ? 0 : steadyNow() - oldest.since,
+        oldestAgeMs: oldest === undefined ? 0 : steadyMsSince(oldest.since),
       },
       onHoldTimeout === 'warn'
         ? 'the handler holds messages longer than maxHoldMs (a cache or a window that never lets go?): they are kept; see the custom handlers guide'

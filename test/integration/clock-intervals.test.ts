@@ -9,11 +9,13 @@ import { NEVER } from 'rxjs';
 import type { BufferPolicy } from '../../src/buffer/config.ts';
 import { cursorSource } from '../../src/buffer/reader.ts';
 import type { Delivery } from '../../src/core/delivery.ts';
+import { InputTracker } from '../../src/handler/input-tracker.ts';
 import { kafkaSink } from '../../src/kafka/sink.ts';
 import { WindowLimiter } from '../../src/mqtt/rate-limit.ts';
 import { ResendMemory } from '../../src/mqtt/resend-memory.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { SinkSet } from '../../src/runtime/bridge-parts.ts';
+import { HoldWatch } from '../../src/runtime/hold-watch.ts';
 import type { RuntimeDeps } from '../../src/runtime/registry.ts';
 import { trackedDeliveries } from '../conformance/deliveries.ts';
 import { bufferSetup } from '../harness/buffer-setup.ts';
@@ -130,4 +132,26 @@ test('a hung sink is reported stalled though the wall clock was set a day back',
   const [problem] = sinks.problems(Date.now(), 200);
   // `since` is a time of day for the status page: by the wall clock as it reads now.
   assert.ok((problem?.since ?? 0) <= Date.now() && (problem?.since ?? 0) > Date.now() - 60_000, `since ${problem?.since} is not a moment ago by the wall clock`);
+});
+
+// The steady clock reads fractions of a millisecond; times and ages shown in /api/status and
+// /readyz are whole milliseconds, as they were by the wall clock (a client may read them as
+// integers). No step of the clock is needed for these.
+test("a stalled sink's since is whole milliseconds since the epoch", async (t) => {
+  const sinks = await hungSink(t);
+  const [problem] = sinks.problems(Date.now(), 0);
+  assert.equal(problem?.problem, 'stalled');
+  assert.ok(Number.isInteger(problem?.since), `since ${problem?.since} is not whole milliseconds`);
+});
+
+test('the age of the oldest message a handler holds is whole milliseconds', async (t) => {
+  const tracker = new InputTracker({ onSettle: () => {}, onRelease: () => {} });
+  const hold = new HoldWatch({ name: 'b', maxHoldMs: 60_000, onHoldTimeout: 'warn' }, tracker, capturedLogger().logger, new CounterRegistry());
+  t.after(() => hold.stop());
+  tracker.track(trackedDeliveries(1).deliveries[0] as Delivery);
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  const { count, oldestAgeMs } = hold.status();
+  assert.equal(count, 1);
+  assert.ok(oldestAgeMs > 0, 'no age measured');
+  assert.ok(Number.isInteger(oldestAgeMs), `oldestAgeMs ${oldestAgeMs} is not whole milliseconds`);
 });
