@@ -57,12 +57,12 @@ export async function reloadCommand(options: ReloadOptions): Promise<void> {
   }
   const { text } = response;
   if (response.status === 401) {
-    // The usual cause: the token was just rotated, and the gateway takes the new one with this very reload.
-    process.stderr.write(
-      `ferry: the gateway's admin server at ${base} refused the admin token${token === undefined ? ' (none was sent: set FERRY_ADMIN_TOKEN or pass --config FILE)' : ''}. ` +
-        'If the token was just rotated, the gateway still expects the previous one until this reload: send it with the previous token ' +
-        '(FERRY_ADMIN_TOKEN=<previous token> ferry reload ...) or send `ferry run` SIGHUP\n',
-    );
+    // With a token sent, the usual cause: it was just rotated, and the gateway takes the new one with this very reload.
+    const what =
+      token === undefined
+        ? 'no admin token was sent: set FERRY_ADMIN_TOKEN, or pass --config FILE to read it from the config'
+        : 'if the token was just rotated, the gateway still expects the previous one until this reload: send it with the previous token (FERRY_ADMIN_TOKEN=<previous token> ferry reload ...) or send `ferry run` SIGHUP';
+    process.stderr.write(`ferry: the gateway's admin server at ${base} refused the admin token (HTTP 401); ${what}\n`);
     process.exitCode = 1;
     return;
   }

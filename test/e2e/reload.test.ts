@@ -335,7 +335,7 @@ test('a rotated admin token file applies on reload: the reload sent with the old
     // `ferry reload` with the new token (as --config reads it from the file) is refused: it says why and what to do.
     const early = await ferry(['reload', '--admin', gw.adminUrl], { FERRY_ADMIN_TOKEN: newToken });
     assert.equal(early.code, 1);
-    assert.match(early.stderr, /refused the admin token\. If the token was just rotated, .*previous token.*SIGHUP/);
+    assert.match(early.stderr, /refused the admin token \(HTTP 401\); if the token was just rotated, .*previous token.*SIGHUP/);
     const logs = gw.logs.length;
     const rotated = await reload(bearer(oldToken));
     assert.equal(rotated.status, 200, 'the reload let in with the old token gets its answer');

@@ -49,7 +49,7 @@ test('with a token, /api/* and /metrics answer 401 without it; health and readin
     assert.equal((await ferry(['reload', '--admin', gw.adminUrl], { FERRY_ADMIN_TOKEN: TOKEN })).code, 0);
     const without = await ferry(['reload', '--admin', gw.adminUrl]);
     assert.equal(without.code, 1);
-    assert.match(without.stderr, /HTTP 401/);
+    assert.match(without.stderr, /HTTP 401\); no admin token was sent: set FERRY_ADMIN_TOKEN/);
 
     const status = await (await get('/api/status', TOKEN)).text();
     assert.ok(!status.includes(TOKEN), 'not in /api/status');
