@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { steadyNow } from '../core/steady-clock.ts';
 
 /** What of a bridge's log is older than its maxAgeMs now (see BufferLog.expireAged). */
 export interface AgedBounds {
@@ -48,11 +49,9 @@ export const CLOCK_STEP_MS = 10_000;
  * CLOCK_SET_SINCE, as one stored at the start).
  */
 export class StoredAges {
-  /** The wall clock at the monotonic clock's zero, as read when this process started. */
-  readonly #origin = Date.now() - performance.now();
   readonly #bridges = new Map<string, BridgeAges>();
   /** The wall clock's offset from the monotonic one at the last look (see stepped). */
-  #offset = this.#origin;
+  #offset = Date.now() - performance.now();
 
   /** Notes `bridge`'s log as it is when first watched (`tail`, read only then); later calls do nothing. */
   begin(bridge: string, tail: () => number): void {
@@ -63,7 +62,7 @@ export class StoredAges {
   aged(bridge: string, tail: number, maxAgeMs: number): AgedBounds {
     const ages = this.#bridges.get(bridge);
     if (ages === undefined) throw new Error(`buffer: the ages of bridge '${bridge}' are asked before it was watched`);
-    const now = performance.now();
+    const now = steadyNow();
     const { marks } = ages;
     if (marks.at(-1)?.through !== tail) marks.push({ at: now, through: tail });
     // Found that old under a shorter maxAgeMs (the bridge reloaded with a longer one, while a
@@ -76,7 +75,7 @@ export class StoredAges {
       const mark = marks.shift() as Mark;
       ages.held = { at: mark.at, through: Math.max(ages.held?.through ?? 0, mark.through) };
     }
-    return { heldThrough: ages.held?.through ?? 0, earlierThrough: ages.earlierThrough, createdBefore: this.#origin + now - maxAgeMs, createdSince: CLOCK_SET_SINCE };
+    return { heldThrough: ages.held?.through ?? 0, earlierThrough: ages.earlierThrough, createdBefore: now - maxAgeMs, createdSince: CLOCK_SET_SINCE };
   }
 
   /** How far the wall clock stepped since the last call (ms, negative: set back), when by more than CLOCK_STEP_MS; else 0. */

@@ -2,7 +2,7 @@ import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import { type DiscardReason, type MessageNumbering, aedesInternals, clientInternals, onClientPacket, onPublishDiscarded, reservePacketId } from './aedes-internals.ts';
 import { type Command, type CommandOutcome, type PublishedCommand, answeredOutcome, keptAnswer } from './command-types.ts';
 import type { CommandRecords, HeldCopy } from './persistence/command-memory.ts';
-import { steadyNow } from './persistence/steady-clock.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 export type { Command, CommandOutcome, PublishedCommand } from './command-types.ts';
 

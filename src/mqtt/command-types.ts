@@ -7,7 +7,7 @@ export interface Command {
   readonly qos: 0 | 1;
   readonly retain: boolean;
   /**
-   * Epoch ms, by steadyNow() (persistence/steady-clock.ts), after which the command is no longer
+   * Epoch ms, by steadyNow() (core/steady-clock.ts), after which the command is no longer
    * sent to a device that comes back: the clock the broker checks it with.
    */
   readonly expiresAt: number;

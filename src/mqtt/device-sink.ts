@@ -9,7 +9,7 @@ import type { CommandOutcome, PublishedCommand } from './command-tracker.ts';
 import { reasonCodeText } from './command-types.ts';
 import type { EmbeddedBroker } from './embedded-broker.ts';
 import { constantTopicProblem, sinkTopicFields, sinkTopicRenderer } from './sink-topic.ts';
-import { steadyNow } from './persistence/steady-clock.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 import { type SentProperties, sentProperties } from './user-properties.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
 import { MAX_TIMER_MESSAGE, MAX_TIMER_MS } from '../core/timer-limit.ts';

@@ -18,7 +18,7 @@ import { PublishIntake } from './publish-intake.ts';
 import { mayPublish } from './acl.ts';
 import { type BrokerStateSettings, openBrokerState } from './persistence/open.ts';
 import type { SqlitePersistence } from './persistence/sqlite-persistence.ts';
-import { steadyNow } from './persistence/steady-clock.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 import { DEFAULT_REFUSAL_LOG_INTERVAL_MS, RefusalLog } from './refusal-log.ts';
 import { ClientRefusals, DEFAULT_REFUSAL_LIMITS, type RefusalLimits } from './client-refusals.ts';
 import { SocketGate, type SocketRefusal } from './socket-gate.ts';

@@ -12,7 +12,7 @@ import { connectAsync, type MqttClient } from 'mqtt';
 import pino from 'pino';
 import type { Command } from '../../src/mqtt/command-tracker.ts';
 import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
-import { steadyNow } from '../../src/mqtt/persistence/steady-clock.ts';
+import { steadyNow } from '../../src/core/steady-clock.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { eventually } from '../harness/eventually.ts';
 import { tempDirs } from '../harness/temp.ts';

@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { GroupCommit } from './group-commit.ts';
 import { reportedRead } from './reported-reads.ts';
-import { steadyNow } from './steady-clock.ts';
+import { steadyNow } from '../../core/steady-clock.ts';
 
 /** A copy of a command that a session holds from before: how it was numbered, and its packet id once it was sent. */
 export interface HeldCopy {

@@ -4,7 +4,7 @@ import type { CommandMemory } from './command-memory.ts';
 import type { GroupCommit } from './group-commit.ts';
 import { normalizedPacket } from './memory-parts.ts';
 import { type StoredPacket, decodePacket, encodePacket } from './packet-codec.ts';
-import { steadyNow } from './steady-clock.ts';
+import { steadyNow } from '../../core/steady-clock.ts';
 
 /** Rows read per query while a client's queue is streamed. */
 const PAGE = 64;

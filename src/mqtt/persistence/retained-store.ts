@@ -4,7 +4,7 @@ import { asError } from '../../core/errors.ts';
 import { topicMatches } from '../../core/topic.ts';
 import type { GroupCommit } from './group-commit.ts';
 import { type StoredPacket, decodePacket, encodePacket } from './packet-codec.ts';
-import { steadyNow } from './steady-clock.ts';
+import { steadyNow } from '../../core/steady-clock.ts';
 
 /** Rows read per query while a stream of retained messages is consumed. */
 const PAGE = 128;

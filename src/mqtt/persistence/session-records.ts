@@ -2,7 +2,7 @@ import type Database from 'better-sqlite3';
 import type { WillOwner } from './carried-wills.ts';
 import type { GroupCommit } from './group-commit.ts';
 import { type StoredPacket, decodePacket } from './packet-codec.ts';
-import { steadyNow } from './steady-clock.ts';
+import { steadyNow } from '../../core/steady-clock.ts';
 
 /** aedes' "never expires" Session Expiry Interval (MQTT 3.1.1 persistent sessions get it too). */
 const NEVER_EXPIRES = 0xffff_ffff;

@@ -1,1 +1,0 @@
-export { steadyNow } from '../../core/steady-clock.ts';
