@@ -10,53 +10,30 @@
 import assert from 'node:assert/strict';
 import { connect as connectSocket } from 'node:net';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Aedes, Client } from 'aedes';
 import { connectAsync } from 'mqtt';
 import pino from 'pino';
 import { aedesInternals } from '../../src/mqtt/aedes-internals.ts';
-import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
-import { type AedesInstances, recordAedesInstances } from '../harness/aedes-instances.ts';
-import { alive, followConnections } from '../harness/connection-leaks.ts';
+import { type FollowedBroker, alive, followedBrokers } from '../harness/connection-leaks.ts';
 import { eventually } from '../harness/eventually.ts';
 import { connectPacket, connectPacketV5 } from '../harness/mqtt-wire.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const N = 30;
 const dirs = tempDirs('ferry-leak-closed-connect-');
-let instances: AedesInstances;
-const brokers: EmbeddedBroker[] = [];
+const startFollowed = followedBrokers();
 
-before(async () => {
-  instances = await recordAedesInstances();
-});
-after(async () => {
-  for (const broker of brokers) await broker.close();
-  instances.restore();
-});
-
-interface Started {
-  readonly broker: EmbeddedBroker;
-  readonly aedes: Aedes;
-  /** Every connection the broker saw, from its CONNECT on. */
-  readonly connections: WeakRef<Client>[];
-}
-
-async function start(): Promise<Started> {
-  const broker = await EmbeddedBroker.start({
+const start = (): Promise<FollowedBroker> =>
+  startFollowed({
     host: '127.0.0.1',
     port: 0,
     logger: pino({ level: 'silent' }),
     counters: new CounterRegistry(),
     state: { path: join(dirs(), 'broker.db'), synchronous: 'normal' },
   });
-  brokers.push(broker);
-  const aedes = instances.created.at(-1) as Aedes;
-  const connections = followConnections(aedes);
-  return { broker, aedes, connections };
-}
 
 /** The session lookup of the first connecting client with each id starting with `prefix` comes after its socket was destroyed. */
 function closeDuringLookup(aedes: Aedes, prefix: string): void {

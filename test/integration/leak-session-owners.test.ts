@@ -6,17 +6,14 @@
 import assert from 'node:assert/strict';
 import { connect as connectSocket } from 'node:net';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
-import type { Aedes, Client } from 'aedes';
+import { test } from 'node:test';
 import { connectAsync } from 'mqtt';
 import pino from 'pino';
 import { deviceSchema } from '../../src/config/schema.ts';
 import { DeviceAuthenticator } from '../../src/mqtt/auth.ts';
-import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { hashPassword } from '../../src/mqtt/password.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
-import { type AedesInstances, recordAedesInstances } from '../harness/aedes-instances.ts';
-import { alive, followConnections } from '../harness/connection-leaks.ts';
+import { type FollowedBroker, alive, followedBrokers } from '../harness/connection-leaks.ts';
 import { eventually } from '../harness/eventually.ts';
 import { connectPacket } from '../harness/mqtt-wire.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -24,25 +21,9 @@ import { tempDirs } from '../harness/temp.ts';
 const N = 30;
 const PASSWORD = 'device-secret';
 const dirs = tempDirs('ferry-leak-owners-');
-let instances: AedesInstances;
-const brokers: EmbeddedBroker[] = [];
+const startFollowed = followedBrokers();
 
-before(async () => {
-  instances = await recordAedesInstances();
-});
-after(async () => {
-  for (const broker of brokers) await broker.close();
-  instances.restore();
-});
-
-interface Started {
-  readonly broker: EmbeddedBroker;
-  readonly counters: CounterRegistry;
-  /** Every connection the broker saw, from its CONNECT on. */
-  readonly connections: WeakRef<Client>[];
-}
-
-async function start(): Promise<Started> {
+async function start(): Promise<FollowedBroker & { readonly counters: CounterRegistry }> {
   const counters = new CounterRegistry();
   const hash = await hashPassword(PASSWORD);
   const auth = new DeviceAuthenticator({
@@ -55,7 +36,7 @@ async function start(): Promise<Started> {
     loginChecks: { concurrent: 2, queued: 256, perAddress: 2 * N, perUsername: 2 * N },
     counters,
   });
-  const broker = await EmbeddedBroker.start({
+  const followed = await startFollowed({
     host: '127.0.0.1',
     port: 0,
     logger: pino({ level: 'silent' }),
@@ -73,10 +54,7 @@ async function start(): Promise<Started> {
       sessionExpirySeconds: 1,
     },
   });
-  brokers.push(broker);
-  const aedes = instances.created.at(-1) as Aedes;
-  const connections = followConnections(aedes);
-  return { broker, counters, connections };
+  return { ...followed, counters };
 }
 
 const expired = (counters: CounterRegistry) => counters.families().get('mqtt.sessions.expired')?.[0]?.value ?? 0;
