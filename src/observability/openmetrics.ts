@@ -1,4 +1,4 @@
-import { type HistogramMetric, type Metric, formatValue, labelText, metricName } from './prometheus.ts';
+import { type HistogramMetric, type Metric, bucketLines, formatValue, labelText, metricName } from './prometheus.ts';
 
 /** The exposition formats /metrics serves. */
 export type MetricsFormat = 'prometheus' | 'openmetrics';
@@ -62,12 +62,7 @@ export function renderOpenMetrics(metrics: readonly Metric[], histograms: readon
     const name = metricName(metric.name, 'histogram');
     head(lines, name, 'histogram', metric.help, metric.unit);
     for (const s of metric.series) {
-      let cumulative = 0;
-      s.bounds.forEach((bound, i) => {
-        cumulative += s.counts[i] ?? 0;
-        lines.push(`${name}_bucket${labelText({ ...s.labels, le: canonical(bound) })} ${cumulative}`);
-      });
-      lines.push(`${name}_bucket${labelText({ ...s.labels, le: '+Inf' })} ${s.count}`);
+      bucketLines(lines, name, s, canonical);
       lines.push(`${name}_count${labelText(s.labels)} ${s.count}`, `${name}_sum${labelText(s.labels)} ${formatValue(s.sum)}`);
     }
   }

@@ -53,16 +53,21 @@ export function renderHistograms(metrics: readonly HistogramMetric[]): string {
     const name = metricName(metric.name, 'histogram');
     lines.push(`# HELP ${name} ${metric.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}`, `# TYPE ${name} histogram`);
     for (const s of metric.series) {
-      let cumulative = 0;
-      s.bounds.forEach((bound, i) => {
-        cumulative += s.counts[i] ?? 0;
-        lines.push(`${name}_bucket${labelText({ ...s.labels, le: String(bound) })} ${cumulative}`);
-      });
-      lines.push(`${name}_bucket${labelText({ ...s.labels, le: '+Inf' })} ${s.count}`);
+      bucketLines(lines, name, s, String);
       lines.push(`${name}_sum${labelText(s.labels)} ${formatValue(s.sum)}`, `${name}_count${labelText(s.labels)} ${s.count}`);
     }
   }
   return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
+}
+
+/** A histogram series' cumulative `_bucket` lines, `+Inf` last; `le` writes a bound as the format wants it. */
+export function bucketLines(lines: string[], name: string, s: HistogramMetric['series'][number], le: (bound: number) => string): void {
+  let cumulative = 0;
+  s.bounds.forEach((bound, i) => {
+    cumulative += s.counts[i] ?? 0;
+    lines.push(`${name}_bucket${labelText({ ...s.labels, le: le(bound) })} ${cumulative}`);
+  });
+  lines.push(`${name}_bucket${labelText({ ...s.labels, le: '+Inf' })} ${s.count}`);
 }
 
 export function metricName(name: string, type: Metric['type'] | 'histogram'): string {
