@@ -9,10 +9,11 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connectAsync, type IPublishPacket, type MqttClient } from 'mqtt';
+import type { IPublishPacket, MqttClient } from 'mqtt';
 import { eventually } from '../harness/eventually.ts';
 import { fakeClock } from '../harness/fake-clock.ts';
 import { startFerry } from '../harness/ferry-process.ts';
+import { connectListening } from '../harness/recording-client.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const HOUR_S = 3600;
@@ -22,15 +23,10 @@ const dirs = tempDirs('ferry-e2e-clock-expiry-');
 
 /** An MQTT 5 client of `url` and each message it receives, with its properties. */
 async function client(url: string, clientId: string, persistent: boolean): Promise<{ mqtt: MqttClient; got: IPublishPacket[] }> {
-  const mqtt = await connectAsync(url, {
-    clientId,
-    protocolVersion: 5,
-    clean: !persistent,
-    reconnectPeriod: 0,
-    ...(persistent ? { properties: { sessionExpiryInterval: HOUR_S } } : {}),
-  });
   const got: IPublishPacket[] = [];
-  mqtt.on('message', (_topic, _payload, packet) => got.push(packet));
+  const options = { clientId, protocolVersion: 5 as const, clean: !persistent, reconnectPeriod: 0, ...(persistent ? { properties: { sessionExpiryInterval: HOUR_S } } : {}) };
+  // A resumed session's queue comes with the CONNACK: listen before it.
+  const mqtt = await connectListening(url, options, (mqtt) => mqtt.on('message', (_topic, _payload, packet) => got.push(packet)));
   return { mqtt, got };
 }
 

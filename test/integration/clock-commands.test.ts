@@ -8,13 +8,14 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { connectAsync, type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import pino from 'pino';
 import type { Command } from '../../src/mqtt/command-tracker.ts';
 import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { steadyNow } from '../../src/core/steady-clock.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { eventually } from '../harness/eventually.ts';
+import { connectListening } from '../harness/recording-client.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const tempDir = tempDirs('ferry-clock-commands-');
@@ -34,9 +35,9 @@ async function startBroker(t: { after: (fn: () => Promise<void> | void) => void 
 
 /** An MQTT 5 device with a persistent session, subscribed to `cmd/#`, and the payloads it got. */
 async function device(url: string, subscribe: boolean): Promise<{ client: MqttClient; got: string[] }> {
-  const client = await connectAsync(url, { clientId: 'dev', protocolVersion: 5, clean: false, reconnectPeriod: 0, properties: { sessionExpiryInterval: 3600 } });
   const got: string[] = [];
-  client.on('message', (_topic, payload) => got.push(payload.toString()));
+  const options = { clientId: 'dev', protocolVersion: 5 as const, clean: false, reconnectPeriod: 0, properties: { sessionExpiryInterval: 3600 } };
+  const client = await connectListening(url, options, (client) => client.on('message', (_topic, payload) => got.push(payload.toString())));
   if (subscribe) await client.subscribeAsync('cmd/#', { qos: 1 });
   return { client, got };
 }

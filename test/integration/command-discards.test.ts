@@ -6,6 +6,7 @@ import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
 import { devicesSinkOn } from '../harness/devices-sink.ts';
 import { eventually } from '../harness/eventually.ts';
+import { connectListening } from '../harness/recording-client.ts';
 import { randomName } from '../harness/services.ts';
 
 // A command whose copy the broker drops for a client without sending it, for a reason other than
@@ -89,8 +90,9 @@ test("a command past a persistent session's Receive Maximum queue stays in the s
     // The device comes back acknowledging: every filler, then the command, which it acks.
     await device.client.endAsync(true);
     const received: string[] = [];
-    back = await connectAsync(url, { ...options, protocolVersion: 5, reconnectPeriod: 0 });
-    back.on('message', (_topic, payload) => received.push(payload.toString()));
+    back = await connectListening(url, { ...options, protocolVersion: 5, reconnectPeriod: 0 }, (back) =>
+      back.on('message', (_topic, payload) => received.push(payload.toString())),
+    );
     await until(() => command.outcome() === 'acked' && received.includes('the-command'), 'the command arrived and was acked', 30_000);
     assert.equal(count('commands.refused{bridge=rqp,reason=receive_queue_full}'), before, 'not refused: the session kept it');
     assert.equal(new Set(received.filter((p) => p.startsWith('filler-'))).size, OUTBOUND_QUEUE_LIMIT + 1, 'every filler arrived');
@@ -139,9 +141,10 @@ test("a shared-subscription member with a persistent session keeps the command i
     const command = send('job', { key });
     await until(() => member.received.length === 1, 'the member got its copy');
     member.client.stream.destroy();
-    back = await connectAsync(url, { ...options, protocolVersion: 5, reconnectPeriod: 0 });
     const received: string[] = [];
-    back.on('message', (_topic, payload) => received.push(payload.toString()));
+    back = await connectListening(url, { ...options, protocolVersion: 5, reconnectPeriod: 0 }, (back) =>
+      back.on('message', (_topic, payload) => received.push(payload.toString())),
+    );
     await until(() => command.outcome() === 'acked', "settled by the member's PUBACK after its return");
     assert.deepEqual(received, ['job']);
     assert.equal(count('commands.delivered{bridge=share-kept,qos=1}'), 1);

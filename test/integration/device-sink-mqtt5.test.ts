@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { connectAsync } from 'mqtt';
+import { type MqttClient, connectAsync } from 'mqtt';
 import pino from 'pino';
 import type { Delivery } from '../../src/core/delivery.ts';
 import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
@@ -8,6 +8,7 @@ import { CounterRegistry } from '../../src/observability/counters.ts';
 import { devicesSinkOn } from '../harness/devices-sink.ts';
 import { eventually } from '../harness/eventually.ts';
 import { mosquittoSub } from '../harness/mosquitto.ts';
+import { connectListening } from '../harness/recording-client.ts';
 import { randomName } from '../harness/services.ts';
 
 // Commands to MQTT 5 devices as their properties shape them: headers a strict client refuses,
@@ -52,8 +53,8 @@ test("a command larger than the device's Maximum Packet Size is not sent to it a
   const clientId = randomName('v5big-');
   const options = { clientId, protocolVersion: 5 as const, clean: false, reconnectPeriod: 0, properties: { sessionExpiryInterval: 300, maximumPacketSize: 200 } };
   const received: string[] = [];
-  let device = await connectAsync(url, options);
-  device.on('message', (_topic, payload) => received.push(payload.toString()));
+  const listen = (device: MqttClient) => device.on('message', (_topic, payload) => received.push(payload.toString()));
+  let device = await connectListening(url, options, listen);
   await device.subscribeAsync(`v5big/${clientId}/cmd`, { qos: 1 });
   const refused = () => counters.snapshot()['commands.refused{bridge=v5-commands,reason=packet_too_large}'] ?? 0;
   const before = refused();
@@ -70,8 +71,8 @@ test("a command larger than the device's Maximum Packet Size is not sent to it a
     // Queued while the device is away: discarded when its session is resumed, and settled then.
     await device.endAsync();
     const queued = send('y'.repeat(500), { key: clientId });
-    device = await connectAsync(url, options);
-    device.on('message', (_topic, payload) => received.push(payload.toString()));
+    // The resumed session's queue comes with the CONNACK: listen before it.
+    device = await connectListening(url, options, listen);
     await until(() => queued.outcome() === 'acked', 'settled once the session was resumed');
     assert.equal(refused(), before + 2);
     assert.deepEqual(received, ['small']);

@@ -8,7 +8,7 @@ import { type AddressInfo, type Socket, connect, createServer } from 'node:net';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Aedes, type AedesPublishPacket, type Client, type ConnectPacket } from 'aedes';
-import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import {
   type ClientPacket,
   type DiscardReason,
@@ -20,6 +20,7 @@ import {
   reservePacketId,
 } from '../../../src/mqtt/aedes-internals.ts';
 import { connectPacket, publishPacket, publishPacketV5 } from '../../harness/mqtt-wire.ts';
+import { connectListening } from '../../harness/recording-client.ts';
 
 interface Seen {
   /** `connecting` and `_cleanStart` as authenticate saw them, by client id. */
@@ -93,9 +94,12 @@ async function startBroker() {
       assert.ok(client !== undefined, `client ${id} connected`);
       return client;
     },
-    device: async (clientId: string, options: IClientOptions = {}) => {
-      const device = await connectAsync(`mqtt://127.0.0.1:${port}`, { clientId, reconnectPeriod: 0, ...options });
-      opened.push(device);
+    /** `listen` is called before the CONNACK, with which a resumed session's queue comes. */
+    device: async (clientId: string, options: IClientOptions = {}, listen: (device: MqttClient) => void = () => {}) => {
+      const device = await connectListening(`mqtt://127.0.0.1:${port}`, { clientId, reconnectPeriod: 0, ...options }, (device) => {
+        opened.push(device);
+        listen(device);
+      });
       return device;
     },
     close: async () => {
@@ -222,8 +226,7 @@ test('a client: connecting and _cleanStart during authentication, subscriptions,
     );
     seen.startClean.add(id);
     const received: string[] = [];
-    const clean = await device(id, { clean: false });
-    clean.on('message', (topic) => received.push(topic));
+    await device(id, { clean: false }, (clean) => clean.on('message', (topic) => received.push(topic)));
     assert.equal(seen.atAuthenticate.get(id)?.cleanStart, false, 'the CONNECT asked to resume');
     await sleep(300);
     assert.deepEqual(received, [], 'the queued message of the discarded session is not sent');
