@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Counters } from '../core/component.ts';
 import { lazySchema } from '../core/lazy-schema.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 
 export const DEFAULT_DROP_COUNTER_TOPIC = '$SYS/broker/publish/messages/dropped';
 export const DEFAULT_BROKER_LOG_TOPIC = '$SYS/broker/log/N';
@@ -117,6 +118,7 @@ export class LossWatch {
   #brokerDropped = 0;
   #brokerDroppedWhileBehind = 0;
   #droppingForThisClient = 0;
+  /** When the last drop was seen, by the wall clock: only shown (intervals go by steadyNow, which a step of the wall clock does not move). */
   #lastDropAt: number | undefined;
 
   constructor(deps: LossWatchDeps) {
@@ -125,13 +127,13 @@ export class LossWatch {
     this.#logState = deps.config.brokerTopics ? 'waiting' : 'off';
   }
 
-  connection(up: boolean, now = Date.now()): void {
+  connection(up: boolean, now = steadyNow()): void {
     if (this.#connected && !up) this.#behindAt = now;
     this.#connected = up;
   }
 
   /** Reading from the broker stopped (the window is full) or went on. */
-  paused(paused: boolean, now = Date.now()): void {
+  paused(paused: boolean, now = steadyNow()): void {
     if (paused) this.#pausedSince ??= now;
     else if (this.#pausedSince !== undefined) {
       this.#pausedSince = undefined;
@@ -146,7 +148,7 @@ export class LossWatch {
   }
 
   /** A reading of the broker's drop counter (all clients, since the broker started). */
-  counter(value: number, now = Date.now()): void {
+  counter(value: number, now = steadyNow()): void {
     this.#counterState = 'watching';
     const previous = this.#lastCounter;
     this.#lastCounter = { value, at: now };
@@ -157,7 +159,7 @@ export class LossWatch {
     const behind = this.#lagging(now) || now - this.#behindAt <= lookback;
     this.#brokerDropped += dropped;
     if (behind) this.#brokerDroppedWhileBehind += dropped;
-    this.#lastDropAt = now;
+    this.#lastDropAt = Date.now();
     const { bridge, broker, clientId } = this.#deps;
     this.#deps.counters.count('mqtt.client.broker_drops', { bridge, ferry: behind ? 'behind' : 'keeping_up' }, dropped);
     const episode = this.#dropEpisode;
@@ -177,12 +179,12 @@ export class LossWatch {
   }
 
   /** A line of the broker's log topic. */
-  logLine(line: string, now = Date.now()): void {
+  logLine(line: string): void {
     this.#logState = 'watching';
     const match = /Outgoing messages are being dropped for client (.+)\.\s*$/.exec(line);
     if (match === null || match[1] !== this.#deps.clientId) return;
     this.#droppingForThisClient += 1;
-    this.#lastDropAt = now;
+    this.#lastDropAt = Date.now();
     const { bridge, broker, clientId } = this.#deps;
     this.#deps.counters.count('mqtt.client.broker_dropping', { bridge });
     this.#deps.logger.warn(
@@ -192,7 +194,7 @@ export class LossWatch {
   }
 
   /** Called every second: starts and ends the lag and drop episodes. */
-  tick(now = Date.now()): void {
+  tick(now = steadyNow()): void {
     if (this.#lagging(now)) this.#behindAt = now;
     const behind = this.#isBehind(now);
     const { bridge, broker, clientId, config } = this.#deps;
@@ -201,31 +203,31 @@ export class LossWatch {
       this.#deps.counters.count('mqtt.client.behind', { bridge });
       const { pending, oldestAt } = this.#deps.window();
       this.#deps.logger.warn(
-        { broker, clientId, inFlight: pending, maxInFlight: this.#deps.maxInFlight, oldestUnackedAgeMs: oldestAt === undefined ? 0 : now - oldestAt },
+        { broker, clientId, inFlight: pending, maxInFlight: this.#deps.maxInFlight, oldestUnackedAgeMs: oldestAt === undefined ? 0 : Math.round(now - oldestAt) },
         `this source has not kept up with the external broker for ${Math.round(config.behindAfterMs / 1000)} s (messages wait for the buffer, or the window of maxInFlight is full): the broker queues for it meanwhile and drops what exceeds its queue limit`,
       );
     } else if (!behind && this.#behindEpisode !== undefined && now - this.#behindAt >= config.behindAfterMs) {
-      this.#deps.logger.info({ broker, clientId, forMs: this.#behindAt - this.#behindEpisode }, 'this source caught up with the external broker');
+      this.#deps.logger.info({ broker, clientId, forMs: Math.round(this.#behindAt - this.#behindEpisode) }, 'this source caught up with the external broker');
       this.#behindEpisode = undefined;
     }
     const episode = this.#dropEpisode;
     if (episode !== undefined && now - episode.last >= QUIET_MS) {
       this.#dropEpisode = undefined;
       this.#deps.logger.info(
-        { broker, clientId, dropped: episode.dropped, whileBehind: episode.behind, forMs: episode.last - episode.since },
+        { broker, clientId, dropped: episode.dropped, whileBehind: episode.behind, forMs: Math.round(episode.last - episode.since) },
         `the external broker stopped dropping messages (${episode.dropped} in this episode, ${episode.behind} while this source was behind)`,
       );
     }
   }
 
-  status(now = Date.now()): LossWatchStatus {
+  status(now = steadyNow()): LossWatchStatus {
     const { pending, oldestAt } = this.#deps.window();
     return {
       connected: this.#connected,
       inFlight: pending,
       maxInFlight: this.#deps.maxInFlight,
-      ...(this.#behindEpisode === undefined ? {} : { behindForMs: now - this.#behindEpisode }),
-      oldestUnackedAgeMs: oldestAt === undefined ? 0 : now - oldestAt,
+      ...(this.#behindEpisode === undefined ? {} : { behindForMs: Math.round(now - this.#behindEpisode) }),
+      oldestUnackedAgeMs: oldestAt === undefined ? 0 : Math.round(now - oldestAt),
       brokerDropCounter: this.#counterState,
       brokerLog: this.#logState,
       brokerDropped: this.#brokerDropped,

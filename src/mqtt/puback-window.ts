@@ -1,3 +1,5 @@
+import { steadyNow } from '../core/steady-clock.ts';
+
 /** The part of a connection's socket the window writes PUBACKs to. */
 export interface PubackStream {
   readonly destroyed: boolean;
@@ -9,7 +11,7 @@ export interface PubackStream {
 export interface PendingPuback {
   readonly stream: PubackStream;
   readonly messageId: number;
-  /** When it was read (Date.now()). */
+  /** When it was read (steadyNow(): a step of the wall clock does not age it). */
   readonly at: number;
   state: 'pending' | 'acked' | 'dropped';
 }
@@ -50,7 +52,7 @@ export class PubackWindow {
   }
 
   /** Tracks a message; undefined when its connection is already closed (nothing to ack on). */
-  add(stream: PubackStream, messageId: number, at = Date.now()): PendingPuback | undefined {
+  add(stream: PubackStream, messageId: number, at = steadyNow()): PendingPuback | undefined {
     if (stream.destroyed || !stream.writable) return undefined;
     const entry: PendingPuback = { stream, messageId, at, state: 'pending' };
     this.#queue.push(entry);

@@ -5,12 +5,15 @@
 // share, and the code under test read the wall clock through Date.now only.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import pino from 'pino';
 import { NEVER } from 'rxjs';
 import type { BufferPolicy } from '../../src/buffer/config.ts';
 import { cursorSource } from '../../src/buffer/reader.ts';
 import type { Delivery } from '../../src/core/delivery.ts';
 import { InputTracker } from '../../src/handler/input-tracker.ts';
 import { kafkaSink } from '../../src/kafka/sink.ts';
+import { LossWatch, lossWatchSchema } from '../../src/mqtt/loss-watch.ts';
+import { PubackWindow } from '../../src/mqtt/puback-window.ts';
 import { WindowLimiter } from '../../src/mqtt/rate-limit.ts';
 import { ResendMemory } from '../../src/mqtt/resend-memory.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
@@ -132,6 +135,37 @@ test('a hung sink is reported stalled though the wall clock was set a day back',
   const [problem] = sinks.problems(Date.now(), 200);
   // `since` is a time of day for the status page: by the wall clock as it reads now.
   assert.ok((problem?.since ?? 0) <= Date.now() && (problem?.since ?? 0) > Date.now() - 60_000, `since ${problem?.since} is not a moment ago by the wall clock`);
+});
+
+test('an MQTT source is not reported behind its broker because the wall clock was set a day forward', (t) => {
+  const clock = wallClock(t);
+  const window = new PubackWindow();
+  const lines: { level: number; msg: string }[] = [];
+  const counters = new CounterRegistry();
+  const watch = new LossWatch({
+    config: lossWatchSchema().parse({ behindAfterMs: 5_000 }),
+    clientId: 'ferry-a',
+    broker: 'mqtt://broker',
+    bridge: 'b',
+    maxInFlight: 100,
+    logger: pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) }),
+    counters,
+    window: () => ({ pending: window.pending, oldestAt: window.oldestAt }),
+  });
+  watch.connection(true);
+  // A message read a moment ago, waiting for the buffer.
+  window.add({ destroyed: false, writable: true, write: () => true }, 1);
+  clock.step(DAY_MS);
+  watch.tick();
+  assert.deepEqual(
+    lines.filter((l) => l.level === 40).map((l) => l.msg),
+    [],
+    'warned behind after a step of the clock',
+  );
+  assert.equal(counters.get('mqtt.client.behind{bridge=b}'), 0);
+  const status = watch.status();
+  assert.equal(status.behindForMs, undefined);
+  assert.ok(status.oldestUnackedAgeMs < 60_000, `oldest unacknowledged message ${status.oldestUnackedAgeMs} ms old`);
 });
 
 // The steady clock reads fractions of a millisecond; times and ages shown in /api/status and
