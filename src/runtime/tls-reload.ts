@@ -19,10 +19,17 @@ const UNCHANGED: TlsRenewal = { apply: () => {}, warnings: [] };
  */
 export class ListenerCertificates {
   readonly #servers: TlsServer[] = [];
+  /** The listener asks devices for certificates (requireClientCert or identityFromCert): fixed until a restart. */
+  #checksClients = false;
+  /** The CA the listener checks client certificates against: its own, until a reload gives it another. */
+  #ca: Buffer | undefined;
 
   /** The broker's listener settings, with its TLS listener's server reported here once created. */
   watch<T extends { readonly tls?: ListenerOptions & TlsSettings }>(settings: T): T {
     if (settings.tls === undefined) return settings;
+    const { ca, requireClientCert, identityFromCert } = settings.tls;
+    this.#checksClients = requireClientCert || identityFromCert;
+    this.#ca = ca === undefined ? undefined : Buffer.from(ca);
     return { ...settings, tls: { ...settings.tls, onServer: (server: TlsServer) => this.#servers.push(server) } };
   }
 
@@ -36,15 +43,26 @@ export class ListenerCertificates {
     const base = dirname(next.file);
     const { cert, key, ca } = next.mqtt.tls;
     const files = { cert: resolve(base, cert), key: resolve(base, key), ...(ca === undefined ? {} : { ca: resolve(base, ca) }) };
-    const checked = checkTlsFiles(next.tlsPem, files);
+    // Without a CA, a listener that asks for client certificates (as it does until a restart)
+    // would refuse every device at the handshake: it keeps the CA it has until then.
+    const keptCa = ca === undefined && this.#checksClients ? this.#ca : undefined;
+    const pem: TlsPem = keptCa === undefined ? next.tlsPem : { ...next.tlsPem, ca: keptCa };
+    const checked = checkTlsFiles(pem, keptCa === undefined ? files : { ...files, ca: 'the CA the TLS listener has' });
     if (checked.problems.length > 0) {
       return { errors: checked.problems.map(({ field, message }) => ({ file: next.file, line: 0, column: 0, path: `mqtt.tls.${field}`, message })) };
     }
-    const options = secureContextOptions(next.tlsPem);
+    const options = secureContextOptions(pem);
+    const kept =
+      keptCa === undefined
+        ? []
+        : [
+            'mqtt.tls.ca removed: not applied while the TLS listener asks devices for certificates (requireClientCert or identityFromCert, which change only at a restart): it checks them against the CA it has; restart needed',
+          ];
     return {
-      warnings: checked.warnings,
+      warnings: [...kept, ...checked.warnings],
       apply: () => {
         for (const server of this.#servers) server.setSecureContext(options);
+        this.#ca = pem.ca;
       },
     };
   }
@@ -72,6 +90,11 @@ function checkTlsFiles(
   const problems: { field: TlsField; message: string }[] = [];
   const keep = 'the TLS listener keeps its current certificate';
   const parse = <T>(field: TlsField, what: string, read: () => T): T | undefined => {
+    // A file read while it is written: OpenSSL loads the blocks before the cut and drops the rest (the chain's intermediate, a CA).
+    if (unfinishedBlock(pem[field])) {
+      problems.push({ field, message: `${files[field]}: ends inside a PEM block, a BEGIN line without its END line (written only in part? reload once it is complete); ${keep}` });
+      return undefined;
+    }
     try {
       return read();
     } catch (error) {
@@ -105,6 +128,15 @@ function checkTlsFiles(
       warnings.push(`mqtt.tls.cert ${files.cert} is not valid before ${from.toISOString()}: applied anyway; clients that check dates refuse it until then`);
   }
   return { problems, warnings };
+}
+
+/** True when a PEM file has a BEGIN line (or the start of one) that no END line of its label closes. */
+function unfinishedBlock(pem: Buffer | undefined): boolean {
+  if (pem === undefined) return false;
+  const text = pem.toString('latin1');
+  const begun = text.match(/-----BEGIN/g)?.length ?? 0;
+  const complete = text.match(/-----BEGIN ([^\r\n-]+)-----[\s\S]*?-----END \1-----/g)?.length ?? 0;
+  return begun > complete;
 }
 
 /** The certificates of a PEM file, each with its BEGIN and END lines; throws when there is none. */

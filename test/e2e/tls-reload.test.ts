@@ -100,3 +100,74 @@ test('a renewed mqtt.tls certificate: `ferry reload` applies it to new connectio
   await device.publishAsync('tls/after-refusals', 'still here', { qos: 1 });
   assert.equal(closes, 0);
 });
+
+test('client certificates over a reload: a CA file written in part is refused; removing the CA while the listener asks for certificates keeps it until a restart', {
+  timeout: 120_000,
+}, async (t) => {
+  const root = tempDir();
+  const [certs, other] = [join(root, 'certs'), join(root, 'other-ca')];
+  mkdirSync(certs);
+  mkdirSync(other);
+  makeCertificates(certs, ['device-a']);
+  makeCertificates(other, ['device-b']);
+  const ca = readFileSync(join(certs, 'ca.crt'));
+  const otherCa = readFileSync(join(other, 'ca.crt'));
+  // Devices of two CAs, one file of both.
+  writeFileSync(join(certs, 'clients-ca.pem'), Buffer.concat([ca, otherCa]));
+  const config = join(root, 'gateway.yaml');
+  const files = 'cert: certs/server.crt, key: certs/server.key';
+  writeFileSync(config, `mqtt: {allowAnonymous: loopback, tls: {port: 0, ${files}, ca: certs/clients-ca.pem, requireClientCert: true}}\nbridges: []\ndevices: []\n`);
+  const gw = await startFerry(['--config', config, '--data-dir', tempDir()]);
+  t.after(() => gw.child.kill('SIGKILL'));
+  const status = (await (await fetch(`${gw.adminUrl}/api/status`)).json()) as { listeners: { protocol: string; port: number }[] };
+  const port = status.listeners.find((l) => l.protocol === 'mqtts')?.port;
+  assert.ok(port !== undefined && port > 0, JSON.stringify(status.listeners));
+  const reload = () => ferry(['reload', '--admin', gw.adminUrl]);
+  /** Connects over TLS with a device's certificate and publishes once. */
+  const device = async (dir: string, name: string) => {
+    const client = await connectAsync(`mqtts://127.0.0.1:${port}`, {
+      ca,
+      key: readFileSync(join(dir, `${name}.key`)),
+      cert: readFileSync(join(dir, `${name}.crt`)),
+      clientId: `${name}-${Math.random().toString(36).slice(2)}`,
+      reconnectPeriod: 0,
+      connectTimeout: 5000,
+    });
+    try {
+      await client.publishAsync('tls/client-cert', name, { qos: 1 });
+    } finally {
+      await client.endAsync(true);
+    }
+  };
+  await device(certs, 'device-a');
+  await device(other, 'device-b');
+
+  // Read while it is written: the second CA cut off. OpenSSL would load the first alone; the reload is refused.
+  writeFileSync(join(certs, 'clients-ca.pem'), Buffer.concat([ca, otherCa.subarray(0, Math.floor(otherCa.length / 2))]));
+  const partial = await reload();
+  assert.equal(partial.code, 1, partial.stdout);
+  assert.match(partial.stderr, /mqtt\.tls\.ca: .*certs\/clients-ca\.pem: ends inside a PEM block/);
+  await device(other, 'device-b');
+  writeFileSync(join(certs, 'clients-ca.pem'), Buffer.concat([ca, otherCa]));
+
+  // Client certificates turned off, and the CA with them, along with a renewed certificate:
+  // the listener asks for certificates until a restart, so it keeps checking them against its CA.
+  renewServerCertificate(certs);
+  writeFileSync(config, `mqtt: {allowAnonymous: loopback, tls: {port: 0, ${files}}}\nbridges: []\ndevices: []\n`);
+  const removed = await reload();
+  assert.equal(removed.code, 0, removed.stderr);
+  assert.match(removed.stdout, /mqtt\.tls certificate: renewed/);
+  assert.match(removed.stdout, /warning: mqtt\.tls\.ca removed: not applied .*restart needed/);
+  assert.match(removed.stdout, /warning: mqtt\.tls\.requireClientCert changed \(true → false\): not applied; restart needed/);
+  assert.equal(await presented(port, ca), fingerprint(join(certs, 'server.crt')));
+  await device(certs, 'device-a');
+  await device(other, 'device-b');
+
+  // A later renewal keeps that CA as well.
+  renewServerCertificate(certs);
+  const renewed = await reload();
+  assert.equal(renewed.code, 0, renewed.stderr);
+  assert.equal(await presented(port, ca), fingerprint(join(certs, 'server.crt')));
+  await device(certs, 'device-a');
+  await device(other, 'device-b');
+});
