@@ -287,6 +287,15 @@ export interface PoolOptions {
   readonly options?: string;
   readonly application_name: string;
   readonly keepAlive: boolean;
+  readonly keepAliveInitialDelayMillis: number;
+}
+
+/** Silence before a connection's first keepalive probe: at least this long, so that an idle connection kept open (idleTimeoutMs 0, an outbox's LISTEN) costs a metered link little. */
+const KEEPALIVE_MIN_S = 30;
+
+/** connectTimeoutMs, at least KEEPALIVE_MIN_S, in whole seconds as Linux takes them (to 32767). */
+function keepAliveDelay(connectTimeoutMs: number): number {
+  return Math.min(Math.max(Math.ceil(connectTimeoutMs / 1000), KEEPALIVE_MIN_S), 32_767) * 1000;
 }
 
 /** What a pool is made from: its options, a key equal for equal settings (a hash: it holds the password), and a description. */
@@ -352,7 +361,14 @@ export function poolSettings(config: ConnectionConfig, applicationName: string, 
     // pg sends no statement_timeout of 0, which would leave the role's or the database's.
     ...(config.statementTimeoutMs === 0 ? { options: '-c statement_timeout=0' } : {}),
     application_name: applicationName,
+    // A network cut off tells neither end. Without this the kernel's defaults apply (the first
+    // probe after two hours of silence): a statement whose reply was cut off waited for
+    // query_timeout above, for good with statementTimeoutMs 0. Silent for 30 s (or
+    // connectTimeoutMs if longer), the connection is probed every second (Node's fixed interval)
+    // and fails after ten unanswered probes. The server's kernel answers them however long its
+    // statement runs, so a long statement is not given up.
     keepAlive: true,
+    keepAliveInitialDelayMillis: keepAliveDelay(config.connectTimeoutMs),
   };
   const identity = { ...options, ssl: ssl === false ? false : { mode: config.ssl?.mode, files } };
   const key = createHash('sha256').update(JSON.stringify(identity)).digest('hex');

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
-import { FerryError } from '../core/errors.ts';
+import { FerryError, asError } from '../core/errors.ts';
 import { statementError } from './errors.ts';
+import { firstReply } from './outbox-rows.ts';
 import type { PgPool, PgQueryable } from './pools.ts';
 import { type InsertPlan, MappingError, type TableMapping, checkInsert, planInsert } from './table.ts';
 
@@ -15,6 +16,8 @@ export interface InsertPlansOptions {
   readonly server: string;
   readonly mapping: TableMapping;
   readonly pool: () => Promise<PgPool>;
+  /** How long the first statement on a connection taken from the pool may wait for its reply (connectTimeoutMs, see firstReply). */
+  readonly firstReplyMs: number;
   /** The table no longer fits the mapping (CONFIG_INVALID): the sink stops, leaving its messages buffered. */
   readonly stop: (error: FerryError) => void;
   readonly counters: Counters;
@@ -56,9 +59,7 @@ export class InsertPlans {
   current(): Promise<InsertPlan> {
     this.#current ??= (async () => {
       const { mapping } = this.#o;
-      const pool = await this.#o.pool();
-      const plan = await planInsert(pool, mapping);
-      await checkInsert(pool, plan, mapping);
+      const plan = await this.#describe();
       this.#latest = plan;
       this.#o.logger.info({ table: this.#o.table, server: this.#o.server }, `${this.#o.component}: writing to ${this.#o.table} (${mapping.columns.join(', ')})`);
       return plan;
@@ -67,6 +68,37 @@ export class InsertPlans {
       throw this.#failure(error);
     });
     return this.#current;
+  }
+
+  /**
+   * Reads the columns and checks the insert on one connection of the pool, whose first
+   * statement gets `firstReplyMs`: an idle connection cut off from the server (a network cut
+   * off tells neither end) would otherwise keep the sink's first batch waiting for pg's reply
+   * timeout. Given up, it is discarded, and the next batch reads on another.
+   */
+  async #describe(): Promise<InsertPlan> {
+    const { mapping, firstReplyMs } = this.#o;
+    const client = await (await this.#o.pool()).connect();
+    let first = true;
+    const db: PgQueryable = {
+      query: <R>(text: string, values?: unknown[]) => {
+        const reply = client.query<R>(text, values);
+        if (!first) return reply;
+        first = false;
+        return firstReply(reply, firstReplyMs, `the description of ${this.#o.table}`);
+      },
+    };
+    let broken: Error | undefined;
+    try {
+      const plan = await planInsert(db, mapping);
+      await checkInsert(db, plan, mapping);
+      return plan;
+    } catch (error) {
+      if (!(error instanceof MappingError)) broken = asError(error);
+      throw error;
+    } finally {
+      client.release(broken);
+    }
   }
 
   /** The table refused an insert as a whole: read it (and check the insert) again before the next batch. */

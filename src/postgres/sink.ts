@@ -191,6 +191,7 @@ export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentCon
         server: settings.description,
         mapping,
         pool: () => lease.pool,
+        firstReplyMs: config.connectTimeoutMs,
         stop: (error) => subscriber.error(error),
         counters: ctx.counters,
         logger: ctx.logger,

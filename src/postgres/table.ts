@@ -1,7 +1,7 @@
 import { type ColumnInfo, type Converter, converterFor } from './columns.ts';
 import { describePgError, failureKind, sqlState } from './errors.ts';
 import { type TableName, describeTable, quoteIdentifier, quoteTable } from './identifiers.ts';
-import type { PgPool, PgQueryable } from './pools.ts';
+import type { PgQueryable } from './pools.ts';
 
 /** How the rows of a batch are written: the statement, and each mapped column's converter. */
 export interface InsertPlan {
@@ -89,30 +89,23 @@ function insertStatements(mapping: TableMapping, columns: readonly ColumnInfo[])
 /**
  * Runs the insert with no rows in a transaction that is rolled back: the server checks
  * everything a real batch would need (privileges, the casts, a unique index for the conflict
- * target, generated columns) without writing anything. A refusal of class 42 is a MappingError;
- * anything else (the server is down) is thrown as it is.
+ * target, generated columns) without writing anything. A refusal of class 42 is a MappingError
+ * (the connection stays usable); anything else (the server is down) is thrown as it is, and the
+ * caller discards the connection.
  */
-export async function checkInsert(pool: PgPool, plan: InsertPlan, mapping: TableMapping): Promise<void> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
+export async function checkInsert(db: PgQueryable, plan: InsertPlan, mapping: TableMapping): Promise<void> {
+  await db.query('BEGIN');
   try {
-    await client.query('BEGIN');
-    await client.query(
+    await db.query(
       plan.statement,
       plan.columns.map(() => []),
     );
   } catch (error) {
-    if (failureKind(error) === 'config') throw new MappingError(`${describeTable(mapping.table)} refuses the insert: ${describePgError(error)}${hint(error, mapping)}`);
-    broken = error instanceof Error ? error : new Error(String(error));
-    throw error;
-  } finally {
-    try {
-      if (broken === undefined) await client.query('ROLLBACK');
-    } catch (error) {
-      broken = error instanceof Error ? error : new Error(String(error));
-    }
-    client.release(broken);
+    if (failureKind(error) !== 'config') throw error;
+    await db.query('ROLLBACK');
+    throw new MappingError(`${describeTable(mapping.table)} refuses the insert: ${describePgError(error)}${hint(error, mapping)}`);
   }
+  await db.query('ROLLBACK');
 }
 
 function hint(error: unknown, mapping: TableMapping): string {
