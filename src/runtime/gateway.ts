@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { type AnyBridgeConfig, runsHandlers } from '../config/bridge-module.ts';
 import { type GatewayConfig, loadGatewayConfig } from '../config/load.ts';
 import { FerryError } from '../core/errors.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 import { DEFER_CHECK_ABOVE_BYTES, checkBufferLater, openBuffer } from '../buffer/open.ts';
 import type { BackgroundCheck } from '../sqlite/background-check.ts';
 import type { BufferStore } from '../buffer/store.ts';
@@ -177,7 +178,7 @@ export class Gateway {
       });
     } catch (error) {
       // The sinks read the buffer only once the broker listens: none has anything to finish.
-      await this.#closeAll(Date.now(), false);
+      await this.#closeAll(steadyNow(), false);
       throw error;
     }
     this.#startupMs = Math.round(performance.now() - since);
@@ -221,11 +222,12 @@ export class Gateway {
     this.#state = 'draining';
     const timeout = this.config.shutdown.drainTimeoutMs;
     this.#logger.info({ inFlight: this.#broker?.inFlight ?? 0, timeoutMs: timeout }, 'draining');
-    const deadline = Date.now() + timeout;
+    // By the steady clock: a step of the wall clock while draining neither cuts the sinks' time nor lengthens it.
+    const deadline = steadyNow() + timeout;
     const drained = (await this.#broker?.drain(timeout)) ?? true;
     if (!drained) this.#logger.warn({ inFlight: this.#broker?.inFlight }, 'drain timed out; unacknowledged messages will be sent again by their devices');
     // Sinks finish the windows they hold; what they did not confirm stays buffered for the next start.
-    this.#health?.warnStuck(Math.max(0, deadline - Date.now()));
+    this.#health?.warnStuck(Math.max(0, Math.round(deadline - steadyNow())));
     await this.#closeAll(deadline);
     this.#state = 'stopped';
     this.#logger.info('stopped');
@@ -308,7 +310,7 @@ export class Gateway {
     });
   }
 
-  /** Closes everything; the sinks and the last telemetry export get until `deadline` (epoch ms). */
+  /** Closes everything; the sinks and the last telemetry export get until `deadline` (a steadyNow() value). */
   async #closeAll(deadline: number, sinksRead = true): Promise<void> {
     this.#health?.stop();
     this.#series?.stop();
@@ -317,13 +319,13 @@ export class Gateway {
     this.#writer?.flushNow();
     const bridges = [...this.#bridges, ...this.#reloader.retiring.keys()];
     const stopping = [...this.#bridges.map((b) => b.stop()), ...this.#reloader.retiring.values()];
-    const timedOut = !(await settlesWithin(Promise.all(stopping), Math.max(0, deadline - Date.now())));
+    const timedOut = !(await settlesWithin(Promise.all(stopping), Math.max(0, deadline - steadyNow())));
     if (timedOut && sinksRead) this.#logger.warn('sinks did not finish in time; their unconfirmed messages stay buffered');
     for (const bridge of bridges) bridge.abort();
     // The last export reads the status, which needs the buffer open. A collector that is down or
     // hangs would hold it for each exporter's retries and timeout: it gets what is left of the
     // drain deadline, or a short grace when the sinks used all of it.
-    const telemetryMs = Math.max(deadline - Date.now(), TELEMETRY_GRACE_MS);
+    const telemetryMs = Math.max(Math.round(deadline - steadyNow()), TELEMETRY_GRACE_MS);
     if (this.#observability !== undefined && !(await settlesWithin(this.#observability.stop(), telemetryMs)))
       this.#logger.warn({ timeoutMs: telemetryMs }, `the last telemetry export did not finish within ${telemetryMs} ms; the spans, metrics and logs it held are dropped`);
     this.#writer?.close();

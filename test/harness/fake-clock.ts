@@ -26,3 +26,24 @@ export function fakeClock(dir: string): FakeClock {
     set,
   };
 }
+
+/**
+ * Replaces Date.now, until the test ends, by the wall clock plus an offset that `step` moves
+ * (negative: back): a step of the wall clock in this process, for code that reads it through
+ * Date.now only (a real step cannot be made on a machine other services share). Install it
+ * before the code under test is made, so that code that keeps the function (rather than
+ * calling Date.now each time) sees the step as it would a real one.
+ */
+export function wallClock(t: { after(fn: () => void): void }): { step(ms: number): void } {
+  const realNow = Date.now;
+  let offset = 0;
+  Date.now = () => realNow() + offset;
+  t.after(() => {
+    Date.now = realNow;
+  });
+  return {
+    step: (ms) => {
+      offset += ms;
+    },
+  };
+}

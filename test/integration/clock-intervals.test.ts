@@ -24,30 +24,12 @@ import { trackedDeliveries } from '../conformance/deliveries.ts';
 import { bufferSetup } from '../harness/buffer-setup.ts';
 import { eventually } from '../harness/eventually.ts';
 import { capturedLogger } from '../harness/log-lines.ts';
+import { wallClock } from '../harness/fake-clock.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const DAY_MS = 86_400_000;
 const YEAR_MS = 365 * DAY_MS;
 const setup = bufferSetup(tempDirs('ferry-clock-intervals-'));
-
-/**
- * Replaces Date.now, until the test ends, by the wall clock plus an offset that `step` moves
- * (negative: back). Installed before the code under test is made, so that code that keeps the
- * function (rather than calling Date.now each time) sees the step as it would a real one.
- */
-function wallClock(t: { after(fn: () => void): void }): { step(ms: number): void } {
-  const realNow = Date.now;
-  let offset = 0;
-  Date.now = () => realNow() + offset;
-  t.after(() => {
-    Date.now = realNow;
-  });
-  return {
-    step: (ms) => {
-      offset += ms;
-    },
-  };
-}
 
 test('a login block is not lifted by the wall clock set a year forward', (t) => {
   const clock = wallClock(t);
