@@ -26,7 +26,17 @@ const ANSWER_MARGIN_MS = 60_000;
 const DEFAULT_DRAIN_MS = 10_000;
 
 interface Applied {
-  readonly applied: { added: string[]; removed: string[]; changed: string[]; unchanged: string[]; devices: boolean; databases?: string[]; tls?: boolean };
+  readonly applied: {
+    added: string[];
+    removed: string[];
+    changed: string[];
+    unchanged: string[];
+    devices: boolean;
+    databases?: string[];
+    tls?: boolean;
+    /** 'added', 'replaced' or 'removed'; absent when the token stayed (the token itself is never sent). */
+    adminToken?: string;
+  };
   readonly warnings: string[];
 }
 
@@ -90,6 +100,13 @@ export async function reloadCommand(options: ReloadOptions): Promise<void> {
   process.stderr.write(`ferry: reload failed (HTTP ${response.status}): ${text.trim()}\n`);
 }
 
+/** What a changed admin token means for the scripts that call the admin server. */
+const ADMIN_TOKEN_CHANGES: Record<string, string> = {
+  added: 'added (required from now on)',
+  replaced: 'replaced (required from now on; the previous one gets 401)',
+  removed: 'removed (the admin server on loopback needs none now)',
+};
+
 function printApplied({ applied, warnings }: Applied): void {
   const list = (names: string[]) => (names.length === 0 ? '-' : names.join(', '));
   // Absent from a gateway that runs an older version than this command.
@@ -103,6 +120,7 @@ function printApplied({ applied, warnings }: Applied): void {
     `  device profiles: ${applied.devices ? 'changed (for new logins)' : 'unchanged'}`,
     `  databases: ${databases.length === 0 ? 'unchanged' : `${databases.join(', ')} (open anew on next use)`}`,
     ...(applied.tls === true ? ['  mqtt.tls certificate: renewed (for new connections; connected devices stay)'] : []),
+    ...(applied.adminToken === undefined ? [] : [`  admin token: ${ADMIN_TOKEN_CHANGES[applied.adminToken] ?? applied.adminToken}`]),
     ...warnings.map((w) => `warning: ${w}`),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

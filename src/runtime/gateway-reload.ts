@@ -112,7 +112,7 @@ export class GatewayReloader {
     for (const { bridge, stopped } of swap.retired) this.retiring.set(bridge, stopped);
     if (changes.devices) auth?.updateAccess({ profiles: next.deviceProfiles, allowAnonymous: next.mqtt.allowAnonymous, anonymousAcl: next.mqtt.anonymousAcl });
     // Requests let in before (this reload's own among them) get their answers; the next ones need the new token.
-    if (changes.adminToken) admin?.replaceToken(reloaded.adminToken);
+    if (changes.adminToken !== undefined) admin?.replaceToken(reloaded.adminToken);
     // Answer once the old bridges finished, so that a second reload sees a settled gateway.
     const finished = Promise.all(swap.retired.map((r) => retire(r, reloaded.shutdown.drainTimeoutMs, logger).then(() => this.retiring.delete(r.bridge))));
     await finished;

@@ -29,6 +29,8 @@ export interface ReloadApplied {
     readonly databases: readonly string[];
     /** True when the MQTT TLS listener's certificate, key or CA changed (content or path): new connections use them, open ones keep theirs. */
     readonly tls: boolean;
+    /** How the admin token changed, when it did: requests from then on need the new one, or none (on loopback). Never the token itself. */
+    readonly adminToken?: AdminTokenChange;
   };
   /** Changed settings that only a restart applies, and applied ones to look at (a renewed certificate already expired). */
   readonly warnings: readonly string[];
@@ -93,14 +95,18 @@ export function tlsRenewed(running: GatewayConfig, next: GatewayConfig): boolean
   return !isDeepStrictEqual(running.tlsPem, next.tlsPem) || !isDeepStrictEqual(tlsFiles(running), tlsFiles(next));
 }
 
+/** How a reload changed the admin token: set where there was none, replaced by another, or removed. */
+export type AdminTokenChange = 'added' | 'replaced' | 'removed';
+
 /**
- * True when the admin token differs (`admin.token`, or the content of `admin.tokenFile`) and a
- * reload applies it: the admin server checks requests from then on against the new one. Removing
- * the token is applied only while the running admin server is on loopback: elsewhere it would
- * open the server to other machines (a new `admin.host` takes effect only at a restart).
+ * How the admin token differs (`admin.token`, or the content of `admin.tokenFile`) when a reload
+ * applies it, else undefined: the admin server checks requests from then on against the new one.
+ * Removing the token is applied only while the running admin server is on loopback: elsewhere it
+ * would open the server to other machines (a new `admin.host` takes effect only at a restart).
  */
-export function adminTokenReplaced(running: GatewayConfig, next: GatewayConfig): boolean {
-  return running.adminToken !== next.adminToken && !adminTokenRemovalRefused(running, next);
+export function adminTokenChange(running: GatewayConfig, next: GatewayConfig): AdminTokenChange | undefined {
+  if (running.adminToken === next.adminToken || adminTokenRemovalRefused(running, next)) return undefined;
+  return running.adminToken === undefined ? 'added' : next.adminToken === undefined ? 'removed' : 'replaced';
 }
 
 function adminTokenRemovalRefused(running: GatewayConfig, next: GatewayConfig): boolean {
@@ -220,8 +226,8 @@ export interface ReloadChanges {
   readonly databases: string[];
   /** The TLS listener's certificate, key or CA (they apply to new connections). */
   readonly tls: boolean;
-  /** The admin token (it applies to requests from then on). */
-  readonly adminToken: boolean;
+  /** The admin token (it applies to requests from then on), when it changed. */
+  readonly adminToken: AdminTokenChange | undefined;
   /** Changed settings that only a restart applies. */
   readonly warnings: string[];
 }
@@ -231,7 +237,7 @@ export function reloadChanges(running: GatewayConfig, next: GatewayConfig): Relo
     devices: devicesChanged(running, next),
     databases: databasesChanged(running, next),
     tls: tlsRenewed(running, next),
-    adminToken: adminTokenReplaced(running, next),
+    adminToken: adminTokenChange(running, next),
     warnings: restartNeeded(running, next),
   };
 }
@@ -276,10 +282,17 @@ export function applied(plan: BridgePlan, changes: ReloadChanges): { result: Rel
     `config reloaded: ${summary}; ${names.unchanged.length} unchanged${devices ? '; device profiles changed (for new logins)' : ''}` +
     `${databases.length === 0 ? '' : `; databases ${databases.join(', ')} changed (open anew on next use)`}` +
     `${tls ? '; mqtt.tls certificate renewed (for new connections)' : ''}` +
-    `${adminToken ? '; admin token replaced (the previous one no longer works)' : ''}` +
+    `${adminToken === undefined ? '' : `; admin token ${ADMIN_TOKEN_LOGGED[adminToken]}`}` +
     `${warnings.length === 0 ? '' : `; ${warnings.length === 1 ? '1 warning' : `${warnings.length} warnings`}: ${warnings.join('; ')}`}`;
-  return { result: { ok: true, applied: { ...names, devices, databases, tls }, warnings }, message };
+  return { result: { ok: true, applied: { ...names, devices, databases, tls, ...(adminToken === undefined ? {} : { adminToken }) }, warnings }, message };
 }
+
+/** The log line's words for a changed admin token (`ferry reload` prints its own, src/cli/reload.ts). */
+const ADMIN_TOKEN_LOGGED: Record<AdminTokenChange, string> = {
+  added: 'added (required from now on)',
+  replaced: 'replaced (the previous one no longer works)',
+  removed: 'removed (the admin server on loopback needs none now)',
+};
 
 /** A problem of a config file as a whole, at no line. */
 export function fileIssue(file: string, message: string): ConfigIssue {

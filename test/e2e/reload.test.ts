@@ -325,7 +325,12 @@ test('a rotated admin token file applies on reload: the reload sent with the old
   const status = async (headers: Record<string, string>) => (await fetch(`${gw.adminUrl}/api/status`, { headers })).status;
   const reload = async (headers: Record<string, string>) => {
     const response = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers } });
-    return { status: response.status, body: (await response.json()) as { warnings?: string[] } };
+    const text = await response.text();
+    return { status: response.status, text, body: JSON.parse(text) as { applied?: { adminToken?: string }; warnings?: string[] } };
+  };
+  /** Neither token, nor a piece of one, in what the gateway or the command printed. */
+  const holdsNoToken = (text: string, what: string) => {
+    for (const token of [oldToken, newToken]) assert.ok(!text.includes(token.slice(0, 8)) && !text.includes(token.slice(-8)), `${what} shows no token: ${text}`);
   };
   try {
     assert.equal(await status(bearer(oldToken)), 200);
@@ -337,21 +342,35 @@ test('a rotated admin token file applies on reload: the reload sent with the old
     assert.equal(early.code, 1);
     assert.match(early.stderr, /refused the admin token \(HTTP 401\); if the token was just rotated, .*previous token.*SIGHUP/);
     const logs = gw.logs.length;
-    const rotated = await reload(bearer(oldToken));
-    assert.equal(rotated.status, 200, 'the reload let in with the old token gets its answer');
-    assert.deepEqual(rotated.body.warnings, []);
-    assert.match(String((await reloadLog(gw, logs))['msg']), /admin token replaced/);
+    const rotated = await ferry(['reload', '--admin', gw.adminUrl], { FERRY_ADMIN_TOKEN: oldToken });
+    assert.equal(rotated.code, 0, `the reload let in with the old token gets its answer: ${rotated.stderr}`);
+    assert.match(rotated.stdout, /^ {2}admin token: replaced \(required from now on; the previous one gets 401\)$/m);
+    assert.doesNotMatch(rotated.stdout, /^warning:/m);
+    holdsNoToken(rotated.stdout + rotated.stderr, '`ferry reload`');
+    const line = await reloadLog(gw, logs);
+    assert.match(String(line['msg']), /admin token replaced/);
+    assert.equal(line['adminToken'], 'replaced');
+    holdsNoToken(JSON.stringify(line), 'the log line');
     assert.equal(await status(bearer(oldToken)), 401, 'the old token no longer works');
     assert.equal(await status(bearer(newToken)), 200);
 
     // On loopback the token may be removed (the server is then open to this machine only) and added again.
     writeFileSync(config, 'mqtt: {}\nbridges: [bridges]\ndevices: [devices]\n');
-    assert.equal((await reload(bearer(newToken))).status, 200);
+    const removed = await ferry(['reload', '--admin', gw.adminUrl], { FERRY_ADMIN_TOKEN: newToken });
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.match(removed.stdout, /^ {2}admin token: removed \(the admin server on loopback needs none now\)$/m);
+    holdsNoToken(removed.stdout + removed.stderr, '`ferry reload`');
     assert.equal(await status({}), 200);
     writeFileSync(config, 'mqtt: {}\nbridges: [bridges]\ndevices: [devices]\nadmin: {tokenFile: admin-token}\n');
-    assert.equal((await reload({})).status, 200);
+    const added = await reload({});
+    assert.equal(added.status, 200);
+    assert.equal(added.body.applied?.adminToken, 'added');
+    holdsNoToken(added.text, 'the answer');
     assert.equal(await status({}), 401);
     assert.equal(await status(bearer(newToken)), 200);
+    const unchanged = await reload(bearer(newToken));
+    assert.equal(unchanged.status, 200);
+    assert.equal(unchanged.body.applied?.adminToken, undefined, 'a token that stays is not named');
   } finally {
     gw.child.kill('SIGTERM');
   }

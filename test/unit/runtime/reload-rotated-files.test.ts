@@ -10,7 +10,7 @@ import { after, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { type GatewayConfig, loadConfig, loadGatewayConfig } from '../../../src/config/load.ts';
 import { componentKinds } from '../../../src/runtime/registry.ts';
-import { adminTokenReplaced, databasesChanged, planBridges, reloadedConfig, restartNeeded, tlsRenewed } from '../../../src/runtime/reload-plan.ts';
+import { adminTokenChange, applied, databasesChanged, planBridges, reloadChanges, reloadedConfig, restartNeeded, tlsRenewed } from '../../../src/runtime/reload-plan.ts';
 import { makeCertificates } from '../../harness/certs.ts';
 
 const roots: string[] = [];
@@ -104,7 +104,7 @@ test('a renewed MQTT listener certificate and a rotated admin token file are app
   write(root, { 'admin-token': 'another-token-of-sixteen\n' });
   const next = load(root);
   assert.equal(tlsRenewed(running, next), true);
-  assert.equal(adminTokenReplaced(running, next), true);
+  assert.equal(adminTokenChange(running, next), 'replaced');
   assert.deepEqual(restartNeeded(running, next), []);
   assert.equal(reloadedConfig(running, next).adminToken, 'another-token-of-sixteen');
 
@@ -128,7 +128,7 @@ test('a renewed MQTT listener certificate and a rotated admin token file are app
     return load(root);
   };
   const [first, second] = [inline('a-token-of-sixteen-characters'), inline('another-token-of-sixteen')];
-  assert.equal(adminTokenReplaced(first, second), true);
+  assert.equal(adminTokenChange(first, second), 'replaced');
   assert.deepEqual(restartNeeded(first, second), []);
   assert.deepEqual(reloadedConfig(first, second).admin, second.admin);
 });
@@ -141,14 +141,15 @@ test('removing the admin token is applied on loopback; off loopback it needs a r
   };
   const loopback = config('{tokenFile: admin-token}');
   const open = config('{}');
-  assert.equal(adminTokenReplaced(loopback, open), true);
+  assert.equal(adminTokenChange(loopback, open), 'removed');
   assert.deepEqual(restartNeeded(loopback, open), []);
   assert.equal(reloadedConfig(loopback, open).adminToken, undefined);
-  assert.equal(adminTokenReplaced(open, loopback), true, 'adding a token is applied');
+  assert.equal(adminTokenChange(open, loopback), 'added', 'adding a token is applied');
+  assert.equal(adminTokenChange(loopback, loopback), undefined);
 
   // Bound to all interfaces with a token; the new config moves the server to loopback, which only a restart does.
   const exposed = config('{host: 0.0.0.0, tokenFile: admin-token}');
-  assert.equal(adminTokenReplaced(exposed, open), false);
+  assert.equal(adminTokenChange(exposed, open), undefined);
   assert.deepEqual(restartNeeded(exposed, open), [
     'admin.host changed ("0.0.0.0" → "127.0.0.1"): not applied; restart needed',
     'the admin token was removed: not applied while the admin server listens on 0.0.0.0, reachable from other machines; restart needed',
@@ -174,4 +175,29 @@ test('a TypeScript bridge whose sink reads a password file is changed when the f
     planBridges(running.bridgeConfigs, (await loadTs()).bridgeConfigs).changed.map((b) => b.name),
     ['ts'],
   );
+});
+
+test("a reload's answer and log line name how the admin token changed, never the token", () => {
+  const root = newRoot();
+  const config = (admin: string, token = 'a-token-of-sixteen-characters') => {
+    write(root, { 'gateway.yaml': `bridges: []\ndevices: []\nadmin: ${admin}\n`, 'admin-token': `${token}\n` });
+    return load(root);
+  };
+  const answer = (running: GatewayConfig, next: GatewayConfig) => applied(planBridges([], []), reloadChanges(running, next));
+  const [open, first] = [config('{}'), config('{tokenFile: admin-token}')];
+  const second = config('{tokenFile: admin-token}', 'another-token-of-sixteen');
+  const cases = [
+    [first, second, 'replaced', /; admin token replaced \(the previous one no longer works\)$/],
+    [second, open, 'removed', /; admin token removed \(the admin server on loopback needs none now\)$/],
+    [open, first, 'added', /; admin token added \(required from now on\)$/],
+  ] as const;
+  for (const [running, next, change, logged] of cases) {
+    const { result, message } = answer(running, next);
+    assert.equal(result.applied.adminToken, change);
+    assert.match(message, logged);
+    assert.doesNotMatch(JSON.stringify({ result, message }), /sixteen/, 'no part of a token');
+  }
+  const { result, message } = answer(second, second);
+  assert.equal('adminToken' in result.applied, false, 'a token that stays is not named');
+  assert.doesNotMatch(message, /admin token/);
 });
