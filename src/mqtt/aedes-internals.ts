@@ -49,7 +49,10 @@ export interface AedesInternals {
   /**
    * Set by the patch: a client that closed while it connected (session lookup, will, takeover)
    * is never registered nor counted in connectedClients, and its close leaves alone a
-   * connection holding its client id.
+   * connection holding its client id, unless its connect changed the session stored under that
+   * id (a Clean Start's discard, the will step): then it takes that connection over. A takeover
+   * finishing while the id is held again (the connection taken over still closing, another
+   * takeover finished first) unregisters or takes that one over too.
    */
   readonly closedConnectsDropped?: boolean;
   /** Set by the patch: the clock MQTT 5 Message Expiry is stamped and checked with (the `now` option, Date.now by default). */

@@ -1,0 +1,239 @@
+// A connection that closes while it connects, and the connection already holding its client id
+// (real aedes, SQLite state, raw sockets and mqtt.js on loopback). A closed connection whose
+// connect had changed the session stored under the id (a Clean Start discarded it, the will step
+// removed the stored will) takes the id over, as any newer connection does: the holder must not
+// go on with a session no longer there. One that only looked its session up leaves the holder
+// alone. A takeover finishing while the id is held again (the connection taken over still closing,
+// another takeover of the id finished first) leaves one connection registered, counted once.
+//
+// A network cannot be made to close a connection at one exact step of the broker's connect, so
+// the test closes it from there: the persistence's session lookup or will removal (wrappers around
+// the real ones) destroys the socket first, and the takeover closes the connection taken over the
+// way aedes does when its socket closes.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect as connectSocket } from 'node:net';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Aedes, Client } from 'aedes';
+import { type IConnackPacket, type MqttClient, connect, connectAsync } from 'mqtt';
+import pino from 'pino';
+import { aedesInternals } from '../../src/mqtt/aedes-internals.ts';
+import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
+import { type AedesInstances, recordAedesInstances } from '../harness/aedes-instances.ts';
+import { eventually } from '../harness/eventually.ts';
+import { connectPacket } from '../harness/mqtt-wire.ts';
+import { tempDirs } from '../harness/temp.ts';
+
+const dirs = tempDirs('ferry-closed-connect-takeover-');
+let instances: AedesInstances;
+const brokers: EmbeddedBroker[] = [];
+
+before(async () => {
+  instances = await recordAedesInstances();
+});
+after(async () => {
+  for (const broker of brokers) await broker.close();
+  instances.restore();
+});
+
+interface Persistence {
+  cleanSubscriptions(client: Client): Promise<unknown>;
+  subscriptionsByClient(client: { id: string }): Promise<{ topic: string }[]>;
+  delWill(client: Client): Promise<unknown>;
+}
+
+interface Started {
+  readonly broker: EmbeddedBroker;
+  readonly aedes: Aedes;
+  readonly url: string;
+  readonly persistence: Persistence;
+  /** The last connection that sent a CONNECT. */
+  readonly connecting: () => Client | undefined;
+}
+
+async function start(): Promise<Started> {
+  const broker = await EmbeddedBroker.start({
+    host: '127.0.0.1',
+    port: 0,
+    logger: pino({ level: 'silent' }),
+    counters: new CounterRegistry(),
+    state: { path: join(dirs(), 'broker.db'), synchronous: 'normal' },
+  });
+  brokers.push(broker);
+  const aedes = instances.created.at(-1) as Aedes;
+  const persistence = (aedes as unknown as { persistence: Persistence }).persistence;
+  let connecting: Client | undefined;
+  const preConnect = aedes.preConnect;
+  aedes.preConnect = (client, packet, callback) => {
+    connecting = client;
+    preConnect.call(aedes, client, packet, callback);
+  };
+  return { broker, aedes, url: `mqtt://127.0.0.1:${broker.port}`, persistence, connecting: () => connecting };
+}
+
+/**
+ * The persistence's `method`, at its first call for client id `clientId` from a connecting client
+ * (`connecting`: the client as aedes started its connect), comes after that client's socket was
+ * destroyed. The session lookup gets the client id alone.
+ */
+function closeAt(persistence: Persistence, method: 'cleanSubscriptions' | 'subscriptionsByClient' | 'delWill', clientId: string, connecting: () => Client | undefined): void {
+  const real = (persistence[method] as (client: Client) => Promise<unknown>).bind(persistence);
+  let closed = false;
+  (persistence as unknown as Record<string, (client: Client) => Promise<unknown>>)[method] = async (client: Client) => {
+    const closing = connecting();
+    if (!closed && client.id === clientId && closing !== undefined && closing.id === clientId) {
+      closed = true;
+      closing.conn.destroy();
+      await sleep(20);
+    }
+    return real(client);
+  };
+}
+
+/** Opens a raw connection that sends a CONNECT (MQTT 3.1.1) and waits for it to close. */
+async function connectAndLose(port: number, clientId: string, clean: boolean): Promise<void> {
+  const socket = connectSocket(port, '127.0.0.1');
+  socket.on('error', () => {});
+  await once(socket, 'connect');
+  socket.write(connectPacket(clientId, 60, clean));
+  await once(socket, 'close');
+}
+
+/** Connects a persistent session (MQTT 3.1.1, no clean session) and returns its CONNACK's Session Present. */
+async function resume(url: string, clientId: string): Promise<{ client: MqttClient; sessionPresent: boolean }> {
+  const client = connect(url, { clientId, clean: false, reconnectPeriod: 0 });
+  const connack = await new Promise<IConnackPacket>((resolve) => client.once('connect', resolve));
+  return { client, sessionPresent: connack.sessionPresent };
+}
+
+const registered = (aedes: Aedes) => Object.keys(aedesInternals(aedes).clients);
+
+test('a connection that closes after its Clean Start discarded the session takes over the connection holding its client id', { timeout: 60_000 }, async () => {
+  const { broker, aedes, url, persistence, connecting } = await start();
+  const holder = await connectAsync(url, { clientId: 'wiped-1', clean: false, reconnectPeriod: 0 });
+  holder.on('error', () => {});
+  await holder.subscribeAsync('wiped/t', { qos: 1 });
+  closeAt(persistence, 'cleanSubscriptions', 'wiped-1', connecting);
+  await connectAndLose(broker.port, 'wiped-1', true);
+  // The holder's session is gone: it is disconnected, not left subscribed on a session no longer stored.
+  await eventually(() => assert.equal(holder.connected, false, 'the holder went on with a discarded session'));
+  await eventually(() => assert.equal(aedes.connectedClients, 0));
+  assert.deepEqual(registered(aedes), []);
+  assert.deepEqual(await persistence.subscriptionsByClient({ id: 'wiped-1' }), []);
+  holder.end(true);
+  // Told so as it comes back: Session Present 0, and it subscribes again.
+  const again = await resume(url, 'wiped-1');
+  assert.equal(again.sessionPresent, false);
+  assert.equal(aedes.connectedClients, 1);
+  await again.client.endAsync();
+  await eventually(() => assert.equal(aedes.connectedClients, 0));
+});
+
+test('a connection that closes at its will step takes over the connection holding its client id, whose will is published', { timeout: 60_000 }, async () => {
+  const { broker, aedes, url, persistence, connecting } = await start();
+  const watcher = await connectAsync(url, { clientId: 'will-watcher', reconnectPeriod: 0 });
+  const wills: string[] = [];
+  watcher.on('message', (_topic, payload) => wills.push(payload.toString()));
+  await watcher.subscribeAsync('will/t', { qos: 1 });
+  const holder = await connectAsync(url, {
+    clientId: 'will-1',
+    clean: false,
+    reconnectPeriod: 0,
+    will: { topic: 'will/t', payload: Buffer.from('holder gone'), qos: 1, retain: false },
+  });
+  holder.on('error', () => {});
+  // The will step removes the will stored under the id (the holder's) before the client closes.
+  closeAt(persistence, 'delWill', 'will-1', connecting);
+  await connectAndLose(broker.port, 'will-1', false);
+  await eventually(() => assert.equal(holder.connected, false, 'the holder went on without its stored will'));
+  await eventually(() => assert.deepEqual(wills, ['holder gone']));
+  await eventually(() => assert.equal(aedes.connectedClients, 1));
+  assert.deepEqual(registered(aedes), ['will-watcher']);
+  holder.end(true);
+  // Published once: a message sent after it comes right behind it.
+  await watcher.publishAsync('will/t', 'marker', { qos: 1 });
+  await eventually(() => assert.deepEqual(wills, ['holder gone', 'marker']));
+  await watcher.endAsync();
+  await eventually(() => assert.equal(aedes.connectedClients, 0));
+});
+
+test('a connection that closes while its session is resumed leaves the connection holding its client id and its session alone', { timeout: 60_000 }, async () => {
+  const { broker, aedes, url, persistence, connecting } = await start();
+  const holder = await connectAsync(url, { clientId: 'kept-1', clean: false, reconnectPeriod: 0 });
+  await holder.subscribeAsync('kept/t', { qos: 1 });
+  const held = aedesInternals(aedes).clients['kept-1'];
+  closeAt(persistence, 'subscriptionsByClient', 'kept-1', connecting);
+  await connectAndLose(broker.port, 'kept-1', false);
+  await sleep(200);
+  assert.equal(holder.connected, true);
+  assert.equal(aedesInternals(aedes).clients['kept-1'], held);
+  assert.equal(aedes.connectedClients, 1);
+  assert.deepEqual(
+    (await persistence.subscriptionsByClient({ id: 'kept-1' })).map((sub) => sub.topic),
+    ['kept/t'],
+  );
+  await holder.endAsync();
+  await eventually(() => assert.equal(aedes.connectedClients, 0));
+  const again = await resume(url, 'kept-1');
+  assert.equal(again.sessionPresent, true);
+  await again.client.endAsync();
+});
+
+test('a takeover that finishes while the connection taken over is still closing unregisters that one first', { timeout: 60_000 }, async () => {
+  const { aedes, url } = await start();
+  const older = await connectAsync(url, { clientId: 'closing-1', reconnectPeriod: 0 });
+  older.on('error', () => {});
+  // A subscription to remove: the close of the connection taken over does not end at once.
+  await older.subscribeAsync('closing/t', { qos: 1 });
+  const taken = aedesInternals(aedes).clients['closing-1'] as Client;
+  const events: string[] = [];
+  aedes.on('client', (client) => events.push(`client ${client === taken ? 'older' : 'newer'}`));
+  aedes.on('clientDisconnect', (client) => events.push(`clientDisconnect ${client === taken ? 'older' : 'newer'}`));
+  const registering = aedes as unknown as { registerClient: (client: Client) => void };
+  const registerClient = registering.registerClient.bind(aedes);
+  registering.registerClient = (client) => {
+    // The older connection's socket closes just as the newer one takes its client id over.
+    if (client !== taken && client.id === 'closing-1') taken.close();
+    registerClient(client);
+  };
+  const newer = await connectAsync(url, { clientId: 'closing-1', reconnectPeriod: 0 });
+  await eventually(() => assert.deepEqual(events, ['clientDisconnect older', 'client newer']));
+  assert.equal(aedes.connectedClients, 1);
+  await newer.endAsync();
+  await eventually(() => assert.equal(aedes.connectedClients, 0));
+  assert.deepEqual(registered(aedes), []);
+  assert.deepEqual(events, ['clientDisconnect older', 'client newer', 'clientDisconnect newer']);
+});
+
+test('two takeovers of one client id finishing together leave one connection registered', { timeout: 60_000 }, async () => {
+  const { aedes, url } = await start();
+  const older = await connectAsync(url, { clientId: 'twice-1', protocolVersion: 5, reconnectPeriod: 0 });
+  older.on('error', () => {});
+  const registering = aedes as unknown as { registerClient: (client: Client) => void };
+  const registerClient = registering.registerClient.bind(aedes);
+  const waiting: Client[] = [];
+  registering.registerClient = (client) => {
+    if (client.id !== 'twice-1' || waiting.length === 2) return registerClient(client);
+    // Both newer connections take the id over from the older one in the same turn.
+    waiting.push(client);
+    if (waiting.length === 2) for (const each of waiting) registerClient(each);
+  };
+  const newer = [1, 2].map(() => connect(url, { clientId: 'twice-1', protocolVersion: 5, reconnectPeriod: 0 }));
+  for (const client of newer) client.on('error', () => {});
+  await eventually(() => assert.equal(waiting.length, 2));
+  await eventually(() => assert.equal(older.connected, false));
+  // One of the two stays, the other is taken over in turn.
+  await eventually(() => assert.equal(newer.filter((client) => client.connected).length, 1));
+  await sleep(200);
+  assert.equal(newer.filter((client) => client.connected).length, 1);
+  assert.equal(aedes.connectedClients, 1);
+  const holder = aedesInternals(aedes).clients['twice-1'] as Client;
+  assert.equal(holder.closed, false);
+  older.end(true);
+  for (const client of newer) client.end(true);
+  await eventually(() => assert.equal(aedes.connectedClients, 0));
+  assert.deepEqual(registered(aedes), []);
+});
