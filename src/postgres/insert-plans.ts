@@ -94,7 +94,7 @@ export class InsertPlans {
       await checkInsert(db, plan, mapping);
       return plan;
     } catch (error) {
-      if (!(error instanceof MappingError)) broken = asError(error);
+      broken = error instanceof MappingError ? error.broken : asError(error);
       throw error;
     } finally {
       client.release(broken);

@@ -1,3 +1,4 @@
+import { asError } from '../core/errors.ts';
 import { type ColumnInfo, type Converter, converterFor } from './columns.ts';
 import { describePgError, failureKind, sqlState } from './errors.ts';
 import { type TableName, describeTable, quoteIdentifier, quoteTable } from './identifiers.ts';
@@ -30,6 +31,13 @@ export interface TableMapping {
 /** Why the mapping does not fit the database: the configuration must change (or the table). */
 export class MappingError extends Error {
   override readonly name = 'MappingError';
+  /** How the connection the refusal came on failed after it (its ROLLBACK): the caller discards it. */
+  readonly broken: Error | undefined;
+
+  constructor(message: string, broken?: Error) {
+    super(message);
+    this.broken = broken;
+  }
 }
 
 const COLUMNS_QUERY = `SELECT a.attname AS name,
@@ -90,8 +98,8 @@ function insertStatements(mapping: TableMapping, columns: readonly ColumnInfo[])
  * Runs the insert with no rows in a transaction that is rolled back: the server checks
  * everything a real batch would need (privileges, the casts, a unique index for the conflict
  * target, generated columns) without writing anything. A refusal of class 42 is a MappingError
- * (the connection stays usable); anything else (the server is down) is thrown as it is, and the
- * caller discards the connection.
+ * (the connection stays usable, unless its ROLLBACK failed: `broken`, the refusal stands);
+ * anything else (the server is down) is thrown as it is, and the caller discards the connection.
  */
 export async function checkInsert(db: PgQueryable, plan: InsertPlan, mapping: TableMapping): Promise<void> {
   await db.query('BEGIN');
@@ -102,8 +110,13 @@ export async function checkInsert(db: PgQueryable, plan: InsertPlan, mapping: Ta
     );
   } catch (error) {
     if (failureKind(error) !== 'config') throw error;
-    await db.query('ROLLBACK');
-    throw new MappingError(`${describeTable(mapping.table)} refuses the insert: ${describePgError(error)}${hint(error, mapping)}`);
+    const refusal = `${describeTable(mapping.table)} refuses the insert: ${describePgError(error)}${hint(error, mapping)}`;
+    try {
+      await db.query('ROLLBACK');
+    } catch (failure) {
+      throw new MappingError(refusal, asError(failure));
+    }
+    throw new MappingError(refusal);
   }
   await db.query('ROLLBACK');
 }
