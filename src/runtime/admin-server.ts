@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import type { Logger } from 'pino';
@@ -7,6 +8,7 @@ import { CONTENT_TYPES, type MetricsFormat, negotiateMetricsFormat } from '../ob
 import { FerryError, describeError, wrapError } from '../core/errors.ts';
 import { isLoopbackHost } from '../core/loopback.ts';
 import { DEFAULT_REFUSAL_LOG_INTERVAL_MS, RefusalLog } from '../mqtt/refusal-log.ts';
+import { SocketGate } from '../mqtt/socket-gate.ts';
 import type { ReloadResult } from './reload-plan.ts';
 import { PAGE_HEADERS, lazyStatusPage } from './status-page/assets.ts';
 
@@ -42,6 +44,19 @@ export interface AdminReporting {
   readonly logger: Logger;
   readonly counters: Counters;
 }
+
+/**
+ * Sockets one address may hold open on the admin server (a browser opens up to 6, a scraper 1
+ * or 2), and all addresses together; a socket past either is closed at once.
+ */
+const MAX_SOCKETS_PER_ADDRESS = 32;
+const MAX_SOCKETS = 256;
+/** Time a socket has for each request's head (from its accept for the first), and for a whole request with its body. */
+const HEAD_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 30_000;
+
+/** Sent with every answer: a browser must take JSON and metrics for what they are, never as a page or a script. */
+const NO_SNIFF = { 'x-content-type-options': 'nosniff' } as const;
 
 /** Answers a request with a JSON body. */
 type Send = (code: number, body: unknown, headers?: Record<string, string>) => void;
@@ -88,6 +103,11 @@ function hostCheck(configured: string): (header: string | undefined) => boolean 
  *
  * `replaceToken` (a reload of a rotated token) applies to requests that arrive from then on:
  * one already let in, the reload's own among them, gets its answer.
+ *
+ * A socket that has not sent a request's whole head within 10 s (the first from its accept), or a
+ * whole request within 30 s, is closed, and an address holds at most 32 sockets, all addresses
+ * 256: idle or slow sockets, which need no token, cannot use up the process's file descriptors
+ * and memory that device connections need. Refused sockets are logged like failures below.
  *
  * A handler that throws (the buffer found corrupt while it is read) gets its request answered
  * 500, or 503 from /readyz, and the process runs on. Each such failure is counted
@@ -184,7 +204,7 @@ export class AdminServer {
           // Rendered before the head is written, so that a failure can still be answered 500.
           const format = negotiateMetricsFormat(req.headers.accept);
           const text = handlers.metrics(format);
-          res.writeHead(200, { 'content-type': CONTENT_TYPES[format], vary: 'Accept' });
+          res.writeHead(200, { 'content-type': CONTENT_TYPES[format], vary: 'Accept', ...NO_SNIFF });
           res.end(text);
           return;
         }
@@ -192,11 +212,22 @@ export class AdminServer {
       }
       return send(404, { error: 'not found', paths: PATHS });
     };
+    // Sockets need no token to be held open: the gate bounds their number per address and the
+    // time to their first request's head; node:http bounds later heads and whole requests.
+    const refuseSocket = (reason: string, address: string) =>
+      failures?.refused({
+        who: { address },
+        reason,
+        message: reason === 'connect_timeout' ? 'admin socket closed: no request within 10 s' : 'admin socket refused: too many open',
+      });
+    const gate = new SocketGate({ maxPerAddress: MAX_SOCKETS_PER_ADDRESS, connectTimeoutMs: HEAD_TIMEOUT_MS, onRefuse: (reason, address) => refuseSocket(reason, address) });
+    const limits = { headersTimeout: HEAD_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1_000 };
     // node:http as a CommonJS module: its ES facade loads undici (~50 ms of every start; see
     // src/mqtt/listeners.ts).
-    const server = process.getBuiltinModule('node:http').createServer((req, res) => {
+    const server = process.getBuiltinModule('node:http').createServer(limits, (req, res) => {
+      gate.connected(req.socket);
       const send: Send = (code, body, headers = {}) => {
-        res.writeHead(code, { 'content-type': 'application/json', ...headers });
+        res.writeHead(code, { 'content-type': 'application/json', ...NO_SNIFF, ...headers });
         res.end(`${JSON.stringify(body)}\n`);
       };
       const path = (req.url ?? '/').split('?')[0] ?? '/';
@@ -217,6 +248,9 @@ export class AdminServer {
         else send(500, { error: describeError(error) });
       }
     });
+    server.maxConnections = MAX_SOCKETS;
+    server.on('connection', (socket: Socket) => gate.accept(socket, socket.remoteAddress ?? 'unknown', 'http'));
+    server.on('drop', (data?: { remoteAddress?: string }) => refuseSocket('too_many_sockets', data?.remoteAddress ?? 'unknown'));
     try {
       server.listen(port, host);
       await once(server, 'listening');
