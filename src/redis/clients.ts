@@ -29,7 +29,7 @@ export type IoRedisFactory = (settings: RedisConnectionSettings) => IoRedisClien
 /** ioredis, loaded on first use so that a gateway without Redis does not pay for it. */
 const ioredis: IoRedisFactory = async (settings) => {
   const { Redis } = await import('ioredis');
-  return new Redis(settings.url, {
+  const client = new Redis(settings.url, {
     commandTimeout: settings.commandTimeoutMs,
     connectTimeout: settings.connectTimeoutMs,
     // offline: fail drops what waits for a connection at the first failed attempt (the first
@@ -38,7 +38,19 @@ const ioredis: IoRedisFactory = async (settings) => {
     retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
     // Names this process's connections in CLIENT LIST.
     connectionName: `ferry-${process.pid}`,
-  }) as unknown as IoRedisClient;
+  });
+  // ioredis rejects a command at commandTimeout but keeps it: one waiting for a connection (its
+  // offline queue: `offline: wait`, or the first connection taking longer than the timeout) is
+  // written once a connection is ready, and one written before the connection closed is written
+  // again after the reconnection (autoResendUnfulfilledCommands), however long ago its caller
+  // was told that it failed (an INCR the caller retried would count twice). Both go through the
+  // instance's sendCommand, which drops a command already settled: one reported as failed before
+  // it reached Redis never runs. Pipelines write through their own stream and are left alone (the
+  // lookup's reads). A command written to a connection that stays open cannot be taken back: a
+  // slow Redis still runs it once it gets to it (docs/handlers.md).
+  const send = client.sendCommand.bind(client);
+  client.sendCommand = (command, stream) => (command.isSettled && stream === undefined ? command.promise : send(command, stream));
+  return client as unknown as IoRedisClient;
 };
 
 /**

@@ -52,7 +52,11 @@ export const redisConnectionSchema = lazySchema(() =>
         .min(10)
         .max(MAX_TIMER_MS, MAX_TIMER_MESSAGE)
         .default(1000)
-        .meta({ description: 'How long one command may take before it fails with a timeout.', examples: [1000] }),
+        .meta({
+          description:
+            'How long one command may take before it fails with a timeout. A command already written to Redis when it times out still runs once Redis gets to it (see docs/handlers.md); one that timed out before it was written is never sent.',
+          examples: [1000],
+        }),
       connectTimeoutMs: z
         .int()
         .min(10)

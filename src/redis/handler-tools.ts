@@ -20,6 +20,13 @@ export interface RedisSetOptions {
  * unreachable under `offline: fail`, a timeout, a wrong type) rejects with a FerryError
  * naming the connection and the command. Ferry opens the connection on first use, shares it
  * with the bridges naming the same settings, and closes it when the bridge stops.
+ *
+ * A timeout says that no answer came in time, not that nothing was done: a command already
+ * written to the connection runs when Redis gets to it, after its promise rejected. (One that
+ * timed out before it was written, waiting for a reconnection, is never sent, nor sent again
+ * after a reconnection once its time is up.) Retrying a failed write is therefore at least
+ * once: a retried `incr` may count twice. Write idempotently where that matters (set a value
+ * computed from the message rather than `incr`; guard with `set(marker, '1', { nx: true })`).
  */
 export interface RedisTools {
   /** The connection's name in gateway.yaml. */

@@ -264,6 +264,8 @@ class Limiter {
           eval: (...args) => connection.run((client) => client.eval(...args)),
         },
         { messagesPerSecond: config.messagesPerSecond, burst: config.burst ?? Math.ceil(config.messagesPerSecond) },
+        // The limiter gives up on a call at its own timeout, or at the connection's command timeout.
+        Math.min(config.timeoutMs, settings.commandTimeoutMs),
       );
     }
     return withTimeout(this.#buckets.take(requests), this.#options.config.timeoutMs);

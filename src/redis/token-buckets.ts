@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import { FerryError } from '../core/errors.ts';
+import { steadyNow } from '../core/steady-clock.ts';
 import { isCommandError } from './clients.ts';
 
 export interface TokenRequest {
@@ -26,7 +28,10 @@ export interface BucketShape {
 
 /**
  * Takes tokens from many buckets in one call: KEYS are the buckets, ARGV the rate (tokens per
- * ms), the size, the TTL, then one count per key. Each bucket is a hash {t: tokens, ts: ms},
+ * ms), the size, the TTL, the deadline (by Redis' clock, in ms; 0 for none), then one count per
+ * key. A call that runs past its deadline (its caller gave up on it: Redis was busy, the network
+ * stalled) takes nothing and writes nothing, and returns -2 and Redis' time; any other call
+ * returns Redis' time last. Each bucket is a hash {t: tokens, ts: ms},
  * refilled from Redis' own clock (TIME), so gateways with skewed clocks share one limit. Returns
  * granted and wait (ms) for each key, flattened; -1 and the key's type for a key that holds
  * something else than a hash. That key is checked before it is touched: a command failing on it
@@ -37,8 +42,10 @@ const SCRIPT = `
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
+local deadline = tonumber(ARGV[4])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if deadline > 0 and now > deadline then return {-2, now} end
 local out = {}
 for i, key in ipairs(KEYS) do
   local kind = redis.call('TYPE', key)['ok']
@@ -46,7 +53,7 @@ for i, key in ipairs(KEYS) do
     out[2 * i - 1] = -1
     out[2 * i] = kind
   else
-    local want = tonumber(ARGV[3 + i])
+    local want = tonumber(ARGV[4 + i])
     local state = redis.call('HMGET', key, 't', 'ts')
     local tokens = tonumber(state[1]) or burst
     local ts = tonumber(state[2]) or now
@@ -61,12 +68,19 @@ for i, key in ipairs(KEYS) do
     out[2 * i] = wait
   end
 end
+out[2 * #KEYS + 1] = now
 return out
 `;
 const SHA = createHash('sha1').update(SCRIPT).digest('hex');
 
 /** Most keys in one script call; more are split over several calls, pipelined on the connection. */
 const KEYS_PER_CALL = 500;
+
+/**
+ * How fast the clocks of this process and of Redis may drift apart (parts per unit), on top of
+ * the error of the last measure: 200 ppm, twice what a common quartz drifts.
+ */
+const DRIFT = 2e-4;
 
 /** The part of ioredis the buckets use. */
 export interface ScriptingClient {
@@ -77,14 +91,27 @@ export interface ScriptingClient {
 /**
  * Token buckets in Redis, shared by every gateway that uses the same keys. One round trip
  * (EVALSHA) decides a whole batch of keys, so the cost is per event-loop turn, not per message.
+ *
+ * A call the caller stopped waiting for (`timeoutMs`) still reaches Redis once Redis gets to it:
+ * it would take tokens no message uses. So each call carries its deadline by Redis' clock, and
+ * past it takes nothing. Redis' clock is known from the replies: each says Redis' time, and the
+ * offset to this process' steady clock is taken from the reply with the shortest round trip (its
+ * error is half of it, grown by the drift since), or from any reply that disagrees with it by
+ * more than both errors (a clock was set). The deadline is sent with that error added, so that
+ * a call still waited for is never cut short; until the first reply, calls carry none.
  */
 export class RedisTokenBuckets {
   readonly #client: ScriptingClient;
   readonly #shape: BucketShape;
+  readonly #timeoutMs: number | undefined;
+  /** Redis' clock minus this process' steady clock, and how far off it may have been when measured. */
+  #offset: { ms: number; error: number; at: number } | undefined;
 
-  constructor(client: ScriptingClient, shape: BucketShape) {
+  /** `timeoutMs`: how long the caller waits for a `take`; calls reaching Redis later take nothing. */
+  constructor(client: ScriptingClient, shape: BucketShape, timeoutMs?: number) {
     this.#client = client;
     this.#shape = shape;
+    this.#timeoutMs = timeoutMs;
   }
 
   async take(requests: readonly TokenRequest[]): Promise<TokenGrant[]> {
@@ -96,7 +123,8 @@ export class RedisTokenBuckets {
   async #call(requests: readonly TokenRequest[]): Promise<TokenGrant[]> {
     const { messagesPerSecond, burst } = this.#shape;
     const ttlMs = Math.ceil((burst / messagesPerSecond) * 1000) + 1000;
-    const args = [...requests.map((r) => r.key), messagesPerSecond / 1000, burst, ttlMs, ...requests.map((r) => r.count)];
+    const sent = steadyNow();
+    const args = [...requests.map((r) => r.key), messagesPerSecond / 1000, burst, ttlMs, this.#deadline(sent), ...requests.map((r) => r.count)];
     let reply: unknown;
     try {
       reply = await this.#run(requests.length, args);
@@ -110,11 +138,36 @@ export class RedisTokenBuckets {
       return [{ granted: 0, waitMs: 0, error: error.message }];
     }
     const flat = reply as (number | string)[];
+    this.#learnClock(sent, steadyNow(), Number(flat[flat.length - 1]));
+    if (Number(flat[0]) === -2) {
+      throw new FerryError('UPSTREAM_UNAVAILABLE', `Redis ran the token call after its deadline (${this.#timeoutMs} ms): nothing was taken`, { retryable: true });
+    }
     return requests.map((_, i) => {
       const granted = Number(flat[2 * i]);
       if (granted < 0) return { granted: 0, waitMs: 0, error: `WRONGTYPE the key holds a ${String(flat[2 * i + 1])}, not a token bucket (a hash)` };
       return { granted, waitMs: Number(flat[2 * i + 1]) };
     });
+  }
+
+  /** The deadline of a call sent at `sent`, by Redis' clock; 0 (none) while that clock is not known. */
+  #deadline(sent: number): number {
+    if (this.#timeoutMs === undefined || this.#offset === undefined) return 0;
+    const { ms, error, at } = this.#offset;
+    return Math.ceil(sent + this.#timeoutMs + ms + error + (sent - at) * DRIFT);
+  }
+
+  /** Takes Redis' clock from a reply giving `redisNow` to a call sent at `sent` and answered at `received`. */
+  #learnClock(sent: number, received: number, redisNow: number): void {
+    if (!Number.isFinite(redisNow)) return;
+    // TIME is read somewhere within the round trip, and cut to the millisecond below.
+    const measured = { ms: redisNow + 0.5 - (sent + received) / 2, error: (received - sent) / 2 + 0.5, at: received };
+    const known = this.#offset;
+    if (known === undefined) {
+      this.#offset = measured;
+      return;
+    }
+    const error = known.error + (received - known.at) * DRIFT;
+    if (measured.error <= error || Math.abs(measured.ms - known.ms) > measured.error + error) this.#offset = measured;
   }
 
   async #run(keys: number, args: (string | number)[]): Promise<unknown> {
