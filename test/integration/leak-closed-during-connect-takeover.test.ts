@@ -4,7 +4,9 @@
 // removed the stored will) takes the id over, as any newer connection does: the holder must not
 // go on with a session no longer there. One that only looked its session up leaves the holder
 // alone. A takeover finishing while the id is held again (the connection taken over still closing,
-// another takeover of the id finished first) leaves one connection registered, counted once.
+// another takeover of the id finished first) leaves one connection registered, counted once. A
+// closed connection that takes the id over has its delayed will published, and one registered and
+// gone while another takeover of the id is under way leaves that one the session.
 //
 // A network cannot be made to close a connection at one exact step of the broker's connect, so
 // the test closes it from there: the persistence's session lookup or will removal (wrappers around
@@ -236,4 +238,125 @@ test('two takeovers of one client id finishing together leave one connection reg
   for (const client of newer) client.end(true);
   await eventually(() => assert.equal(aedes.connectedClients, 0));
   assert.deepEqual(registered(aedes), []);
+});
+
+/** An MQTT 5 persistent session's connection whose will (to `topic`, `payload`) waits 1 s. */
+function delayedWillOptions(clientId: string, topic: string, payload: string) {
+  return {
+    clientId,
+    protocolVersion: 5 as const,
+    clean: false,
+    properties: { sessionExpiryInterval: 30 },
+    reconnectPeriod: 0,
+    will: { topic, payload: Buffer.from(payload), qos: 1 as const, retain: false, properties: { willDelayInterval: 1 } },
+  };
+}
+
+/** A connection subscribed to `topic` and the payloads it got there. */
+async function watch(url: string, topic: string): Promise<{ watcher: MqttClient; payloads: string[] }> {
+  const watcher = await connectAsync(url, { clientId: `${topic}-watcher`, reconnectPeriod: 0 });
+  const payloads: string[] = [];
+  watcher.on('message', (_topic, payload) => payloads.push(payload.toString()));
+  await watcher.subscribeAsync(topic, { qos: 1 });
+  return { watcher, payloads };
+}
+
+test('a connection that closes at its will step and takes over the client id has its delayed will published', { timeout: 60_000 }, async () => {
+  const { aedes, url, persistence, connecting } = await start();
+  const { watcher, payloads } = await watch(url, 'delayed-will');
+  const holder = await connectAsync(url, delayedWillOptions('delayed-1', 'delayed-will', 'holder gone'));
+  holder.on('error', () => {});
+  closeAt(persistence, 'delWill', 'delayed-1', connecting);
+  const closing = connect(url, delayedWillOptions('delayed-1', 'delayed-will', 'second gone'));
+  closing.on('error', () => {});
+  await new Promise<void>((resolve) => closing.once('close', () => resolve()));
+  closing.end(true);
+  await eventually(() => assert.equal(holder.connected, false));
+  // The id's last connection is gone, without a DISCONNECT: its will comes once its delay is over
+  // (the holder's does not: a connection to its session came within its delay).
+  await eventually(() => assert.deepEqual(payloads, ['second gone']), { timeoutMs: 5_000 });
+  await eventually(() => assert.equal(aedes.connectedClients, 1));
+  assert.deepEqual(registered(aedes), ['delayed-will-watcher']);
+  holder.end(true);
+  await watcher.endAsync();
+});
+
+test('a connection that closes while it takes the client id over has its delayed will published', { timeout: 60_000 }, async () => {
+  const { aedes, url } = await start();
+  const { watcher, payloads } = await watch(url, 'taking-will');
+  const holder = await connectAsync(url, delayedWillOptions('taking-1', 'taking-will', 'holder gone'));
+  holder.on('error', () => {});
+  // A subscription to remove: the close of the connection taken over does not end at once.
+  await holder.subscribeAsync('taking/t', { qos: 1 });
+  const taken = aedesInternals(aedes).clients['taking-1'] as Client;
+  const registering = aedes as unknown as { registerClient: (client: Client) => void };
+  const registerClient = registering.registerClient.bind(aedes);
+  registering.registerClient = (client) => {
+    registerClient(client);
+    // The newer connection's socket closes while the older one is still being closed.
+    if (client !== taken && client.id === 'taking-1') client.conn.destroy();
+  };
+  const closing = connect(url, delayedWillOptions('taking-1', 'taking-will', 'second gone'));
+  closing.on('error', () => {});
+  await new Promise<void>((resolve) => closing.once('close', () => resolve()));
+  closing.end(true);
+  await eventually(() => assert.equal(holder.connected, false));
+  await eventually(() => assert.deepEqual(payloads, ['second gone']), { timeoutMs: 5_000 });
+  await eventually(() => assert.equal(aedes.connectedClients, 1));
+  assert.deepEqual(registered(aedes), ['taking-will-watcher']);
+  holder.end(true);
+  await watcher.endAsync();
+});
+
+test('a connection registered and gone while another takes its client id over leaves that one the session', { timeout: 60_000 }, async () => {
+  const { aedes, url, persistence } = await start();
+  const v5 = (sessionExpiryInterval: number) => ({ protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval }, reconnectPeriod: 0 });
+  const holder = await connectAsync(url, { clientId: 'race-1', ...v5(30) });
+  holder.on('error', () => {});
+  await holder.subscribeAsync('race/t', { qos: 1 });
+  const taken = aedesInternals(aedes).clients['race-1'] as Client;
+  // A resume whose session ends with its connection waits at its will step...
+  let closing: Client | undefined;
+  let release = () => {};
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const delWill = persistence.delWill.bind(persistence);
+  persistence.delWill = async (client) => {
+    if (client.id === 'race-1' && client !== taken && closing === undefined) {
+      closing = client;
+      await held;
+    }
+    return delWill(client);
+  };
+  const ended = connect(url, { clientId: 'race-1', ...v5(0) });
+  ended.on('error', () => {});
+  await eventually(() => assert.ok(closing !== undefined));
+  // ...and closes as a third connection starts taking the id over: it takes the holder over
+  // first, and is gone before the third one's takeover ends.
+  const registering = aedes as unknown as { registerClient: (client: Client) => void };
+  const registerClient = registering.registerClient.bind(aedes);
+  registering.registerClient = (client) => {
+    registerClient(client);
+    if (client !== taken && client !== closing && closing !== undefined && !closing.closed) {
+      closing.conn.destroy();
+      setTimeout(release, 50);
+    }
+  };
+  const last = connect(url, { clientId: 'race-1', ...v5(30) });
+  last.on('error', () => {});
+  const connack = await new Promise<IConnackPacket>((resolve) => last.once('connect', resolve));
+  assert.equal(connack.sessionPresent, true);
+  await eventually(() => assert.equal(aedes.connectedClients, 1));
+  await sleep(200);
+  assert.equal(last.connected, true);
+  // The session it was told about is still stored: its subscription too.
+  assert.deepEqual(
+    (await persistence.subscriptionsByClient({ id: 'race-1' })).map((sub) => sub.topic),
+    ['race/t'],
+  );
+  holder.end(true);
+  ended.end(true);
+  await last.endAsync();
+  await eventually(() => assert.equal(aedes.connectedClients, 0));
 });
