@@ -5,6 +5,7 @@ import { patchKafkajs } from './kafkajs-patches.ts';
 import { memoizedDefaultPartitioner } from './partitioner.ts';
 import { recordRefusalType } from './record-refusals.ts';
 import { producerStateLost } from './resend.ts';
+import { SOURCE_RECORD, refusedPartitions } from './produce-refusals.ts';
 
 /** One record for Kafka; headers are strings, as Ferry keeps them. */
 export interface KafkaRecord {
@@ -20,14 +21,20 @@ export interface TopicRecords {
   readonly records: readonly KafkaRecord[];
 }
 
+/** Records of one partition that Kafka refused as a whole for one of them (see record-refusals.ts), with its error. */
+export interface RefusedRecords extends TopicRecords {
+  readonly error: Error;
+}
+
 /**
  * The slice of a Kafka producer that Ferry calls, so that another client can replace
  * kafkajs behind it. `send` writes every topic's records in one request per broker and
- * resolves only when the brokers acknowledged all of them.
+ * resolves when the brokers acknowledged all of them but those it resolves with: the records
+ * of the partitions Kafka refused for what is in them, not written (every other record was).
  */
 export interface KafkaProducer {
   connect(): Promise<void>;
-  send(batch: readonly TopicRecords[]): Promise<void>;
+  send(batch: readonly TopicRecords[]): Promise<readonly RefusedRecords[]>;
   disconnect(): Promise<void>;
 }
 
@@ -91,7 +98,7 @@ export function createKafkaProducer(options: KafkaProducerOptions): KafkaProduce
       const producer = current;
       producer.sends += 1;
       try {
-        await producer.it.sendBatch({
+        const results = await producer.it.sendBatch({
           acks: options.acks === 'all' ? -1 : 1,
           compression: opened.compression,
           topicMessages: batch.map(({ topic, records }) => ({
@@ -102,12 +109,19 @@ export function createKafkaProducer(options: KafkaProducerOptions): KafkaProduce
               value: Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength),
               headers: r.headers as Record<string, string>,
               timestamp: String(r.timestamp),
+              [SOURCE_RECORD]: r,
             })),
           })),
         });
+        const refused = refusedPartitions<KafkaRecord>(results);
+        // kafkajs counted the refused partitions' records in their sequence numbers, which Kafka
+        // did not: an idempotent producer's next records for these would be refused as out of order.
+        if (refused.length > 0 && options.idempotent && current === producer) await renew(opened);
+        return refused;
       } catch (error) {
-        // A refused record fails its whole request, and kafkajs then takes back the sequence
-        // numbers of every partition in it, also of those the broker appended: an idempotent
+        // A refusal thrown for a whole request (where kafkajs' own parse answers, see
+        // produce-refusals.ts) makes kafkajs take back the sequence numbers of every
+        // partition in it, also of those the broker appended: an idempotent
         // producer's next records for these would be refused as out of order (kafkajs retries
         // none of that), and the batch retried for ever. A new producer id numbers from 0 again.
         // So when Kafka says the id's numbers are not its own any more (see producerStateLost).

@@ -31,11 +31,14 @@
 //     timer at its deadline instead (scheduleRequestTimeoutCheck and destroy).
 // If kafkajs was loaded before (by another part of the process), the other originals stay in
 // use: slower, never wrong.
-// One fix of behaviour: consumer/consumerGroup's recoverFromOffsetOutOfRange, see
-// readFromEarliestWhenOutOfRange.
+// Two fixes of behaviour: consumer/consumerGroup's recoverFromOffsetOutOfRange, see
+// readFromEarliestWhenOutOfRange; and the produce response of Ferry's requests, which resolves
+// with the partitions Kafka refused records of rather than throwing for the whole request, see
+// returningRecordRefusals (a `protocol` read at each request, replaced even if kafkajs loaded before).
 import { createRequire } from 'node:module';
 import { type KafkajsEncoderClass, type RecordBatchDeps, recordBatchEncoder, recordBatchWriter, recordEncoder } from './record-encoding.ts';
 import { produceRequestV3, requestFrame } from './produce-encoding.ts';
+import { returningRecordRefusals } from './produce-refusals.ts';
 
 export type { RecordBatchInput, RecordInput } from './record-encoding.ts';
 export { recordBatchEncoder, recordBatchWriter, recordEncoder } from './record-encoding.ts';
@@ -63,6 +66,8 @@ const REQUEST = 'kafkajs/src/protocol/request.js';
 const API_KEYS = 'kafkajs/src/protocol/requests/apiKeys.js';
 const REQUEST_QUEUE = 'kafkajs/src/network/requestQueue/index.js';
 const CONSUMER_GROUP = 'kafkajs/src/consumer/consumerGroup.js';
+const PRODUCE = 'kafkajs/src/protocol/requests/produce/index.js';
+const ERROR = 'kafkajs/src/protocol/error.js';
 
 /** kafkajs' wait before it looks at pending requests again when it is not throttled (its CHECK_PENDING_REQUESTS_INTERVAL). */
 const CHECK_PENDING_MS = 10;
@@ -301,6 +306,8 @@ export function patchKafkajs(): void {
   const { prototype: group } = require(CONSUMER_GROUP) as { prototype: { recoverFromOffsetOutOfRange: Parameters<typeof readFromEarliestWhenOutOfRange>[0] } };
   group.recoverFromOffsetOutOfRange = readFromEarliestWhenOutOfRange(group.recoverFromOffsetOutOfRange);
   RequestQueue.prototype.scheduleCheckPendingRequests = scheduleCheckPendingRequests;
+  const produce = require(PRODUCE) as { protocol: Parameters<typeof returningRecordRefusals>[0] };
+  produce.protocol = returningRecordRefusals(produce.protocol, (require(ERROR) as { createErrorFromCode(code: number): Error }).createErrorFromCode);
   if (RequestQueue.prototype.scheduleRequestTimeoutCheck !== scheduleRequestTimeoutCheck) {
     RequestQueue.prototype.scheduleRequestTimeoutCheck = scheduleRequestTimeoutCheck;
     RequestQueue.prototype.destroy = destroyRequestQueue(RequestQueue.prototype.destroy);

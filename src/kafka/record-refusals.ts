@@ -1,4 +1,4 @@
-import type { KafkaProducer, KafkaRecord, TopicRecords } from './client.ts';
+import type { KafkaProducer, KafkaRecord, RefusedRecords, TopicRecords } from './client.ts';
 
 /**
  * Kafka's answers that refuse a partition's record batch for what is in it, with what each
@@ -41,30 +41,37 @@ export function describeRecordRefusal(refusal: RecordRefusal, payloadBytes: numb
 
 /**
  * A producer whose `send` finds the records Kafka refuses (see REFUSALS) rather than failing
- * the batch: when a send fails with such a refusal, the batch is sent again in halves, the first
- * half before the second (a partition's records keep their order), halved again while refused,
- * down to the records Kafka refuses alone. These are put in `refused`; every other record is
- * written. Nothing is added to a send Kafka takes. Records of the failed requests that Kafka had
- * appended (other partitions') are written again, as after any retry.
+ * the batch: the records of a partition Kafka refused (the producer's `send` resolves with
+ * them, every other record of the send written) are sent again in halves, the first half
+ * before the second (a partition's records keep their order), halved again while refused, down
+ * to the records Kafka refuses alone. These are put in `refused`; every other record is
+ * written, once. Nothing is added to a send Kafka takes. A refusal thrown for a whole send
+ * (which partitions Kafka wrote unknown) has the whole batch halved so: the records Kafka had
+ * appended of it are then written again, as after any retry.
  *
  * Any other failure rejects, as before; `refused` then means nothing (the batch is retried whole).
  */
 export function findingRefusedRecords(producer: KafkaProducer, refused: Map<KafkaRecord, RecordRefusal>): KafkaProducer {
-  const sendFinding = async (batch: readonly TopicRecords[]): Promise<void> => {
+  const sendFinding = async (batch: readonly TopicRecords[]): Promise<readonly RefusedRecords[]> => {
+    let parts: readonly { readonly batch: readonly TopicRecords[]; readonly error: unknown }[];
     try {
-      await producer.send(batch);
+      parts = (await producer.send(batch)).map((part) => ({ batch: [part], error: part.error }));
     } catch (error) {
-      const type = recordRefusalType(error);
-      if (type === undefined) throw error;
-      const [first, second] = halves(batch);
+      if (recordRefusalType(error) === undefined) throw error;
+      parts = [{ batch, error }];
+    }
+    for (const part of parts) {
+      const type = recordRefusalType(part.error) as RecordRefusalType;
+      const [first, second] = halves(part.batch);
       if (second.length === 0) {
         const { topic, records } = first[0] as TopicRecords;
-        refused.set(records[0] as KafkaRecord, { topic, type, error: error as Error });
-        return;
+        refused.set(records[0] as KafkaRecord, { topic, type, error: part.error as Error });
+        continue;
       }
       await sendFinding(first);
       await sendFinding(second);
     }
+    return [];
   };
   return { connect: () => producer.connect(), disconnect: () => producer.disconnect(), send: sendFinding };
 }

@@ -179,8 +179,8 @@ export type KafkaSinkConfig = z.output<ReturnType<typeof schema>>;
  * alone as MESSAGE_INVALID, and the rest of its batch is written. So is a message whose topic,
  * rendered from message data, Kafka refuses (not created, refused name, not authorized): see
  * TopicSender. A refused fixed topic fails every batch, retried like an outage until it is fixed.
- * A record Kafka refuses for what it is (too large for the topic, say) is found by sending the
- * batch again in halves, and nacked alone too: see findingRefusedRecords.
+ * A record Kafka refuses for what it is (too large for the topic, say) is found by sending its
+ * partition's records again in halves, and nacked alone too: see findingRefusedRecords.
  */
 export const kafkaSink: SinkComponent<ReturnType<typeof schema>> = {
   kind: 'kafka',

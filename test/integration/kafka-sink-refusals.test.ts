@@ -77,7 +77,7 @@ function assertRefusedAlone(outcome: Outcome | undefined, reason: RegExp): void 
   assert.match(error.message, reason);
 }
 
-/** The ids written to `topic`, per key, in order, each once (a refusal may write some twice, as any retry). */
+/** The ids written to `topic`, per key, in order, each once (a retry may write some twice). */
 async function idsByKey(brokers: string[], topic: string): Promise<Record<string, string[]>> {
   const out: Record<string, string[]> = {};
   for (const m of await readTopic(brokers, topic)) {
@@ -112,6 +112,28 @@ test('kafka sink: a record larger than the topic allows is refused alone; its ba
     sink.close();
   }
 });
+
+for (const idempotent of [false, true]) {
+  test(`kafka sink: a too-large record's batch-mates that Kafka wrote in other partitions are not written again while it is looked for${idempotent ? ' (idempotent)' : ''}`, async () => {
+    const brokers = await requireService('kafka');
+    const topic = randomName('ferry-sink-too-large-once-');
+    await createTopics(brokers, [{ topic, numPartitions: 3, configEntries: [{ name: 'max.message.bytes', value: '4096' }] }]);
+    const sink = openSink({ brokers, topic, idempotent });
+    try {
+      // 60 records over 7 keys in one request; Kafka refuses the big one's partition and writes the two others.
+      const messages: Message[] = Array.from({ length: 60 }, (_, i) => ({ level: `k${i % 7}`, bytes: i === 30 ? 8000 : 20 }));
+      const outcomes = await sink.send(messages);
+      assertRefusedAlone(outcomes[30], /MESSAGE_TOO_LARGE/);
+      outcomes.forEach((o, i) => i === 30 || assert.equal(o.outcome, 'acked', `message ${i}: ${String(o.outcome)}`));
+      const written = await readTopic(brokers, topic);
+      const ids = written.map((m) => m.headers['ferry-id'] as string);
+      assert.equal(ids.length - new Set(ids).size, 0, 'records written twice');
+      assert.deepEqual(await idsByKey(brokers, topic), expectedByKey(messages, outcomes));
+    } finally {
+      sink.close();
+    }
+  });
+}
 
 test('kafka sink: records that fit the topic alone but not together in one batch are all written', async () => {
   const brokers = await requireService('kafka');
