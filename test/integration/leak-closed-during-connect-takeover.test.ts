@@ -261,29 +261,37 @@ async function watch(url: string, topic: string): Promise<{ watcher: MqttClient;
   return { watcher, payloads };
 }
 
-test('a connection that closes at its will step and takes over the client id has its delayed will published', { timeout: 60_000 }, async () => {
-  const { aedes, url, persistence, connecting } = await start();
-  const { watcher, payloads } = await watch(url, 'delayed-will');
-  const holder = await connectAsync(url, delayedWillOptions('delayed-1', 'delayed-will', 'holder gone'));
-  holder.on('error', () => {});
-  closeAt(persistence, 'delWill', 'delayed-1', connecting);
-  const closing = connect(url, delayedWillOptions('delayed-1', 'delayed-will', 'second gone'));
+/**
+ * Connects a second connection of the holder's client id, with a will, and waits for the broker
+ * to close it (at the step the test holds it): it must have taken the holder over, and, the id's
+ * last connection gone without a DISCONNECT, its will comes once its delay is over (the holder's
+ * does not: a connection to its session came within its delay); only the watcher stays.
+ */
+async function closedTakeover(aedes: Aedes, url: string, holder: MqttClient, watched: { watcher: MqttClient; payloads: string[] }, clientId: string, topic: string): Promise<void> {
+  const closing = connect(url, delayedWillOptions(clientId, topic, 'second gone'));
   closing.on('error', () => {});
   await new Promise<void>((resolve) => closing.once('close', () => resolve()));
   closing.end(true);
   await eventually(() => assert.equal(holder.connected, false));
-  // The id's last connection is gone, without a DISCONNECT: its will comes once its delay is over
-  // (the holder's does not: a connection to its session came within its delay).
-  await eventually(() => assert.deepEqual(payloads, ['second gone']), { timeoutMs: 5_000 });
+  await eventually(() => assert.deepEqual(watched.payloads, ['second gone']), { timeoutMs: 5_000 });
   await eventually(() => assert.equal(aedes.connectedClients, 1));
-  assert.deepEqual(registered(aedes), ['delayed-will-watcher']);
+  assert.deepEqual(registered(aedes), [`${topic}-watcher`]);
   holder.end(true);
-  await watcher.endAsync();
+  await watched.watcher.endAsync();
+}
+
+test('a connection that closes at its will step and takes over the client id has its delayed will published', { timeout: 60_000 }, async () => {
+  const { aedes, url, persistence, connecting } = await start();
+  const watched = await watch(url, 'delayed-will');
+  const holder = await connectAsync(url, delayedWillOptions('delayed-1', 'delayed-will', 'holder gone'));
+  holder.on('error', () => {});
+  closeAt(persistence, 'delWill', 'delayed-1', connecting);
+  await closedTakeover(aedes, url, holder, watched, 'delayed-1', 'delayed-will');
 });
 
 test('a connection that closes while it takes the client id over has its delayed will published', { timeout: 60_000 }, async () => {
   const { aedes, url } = await start();
-  const { watcher, payloads } = await watch(url, 'taking-will');
+  const watched = await watch(url, 'taking-will');
   const holder = await connectAsync(url, delayedWillOptions('taking-1', 'taking-will', 'holder gone'));
   holder.on('error', () => {});
   // A subscription to remove: the close of the connection taken over does not end at once.
@@ -296,16 +304,7 @@ test('a connection that closes while it takes the client id over has its delayed
     // The newer connection's socket closes while the older one is still being closed.
     if (client !== taken && client.id === 'taking-1') client.conn.destroy();
   };
-  const closing = connect(url, delayedWillOptions('taking-1', 'taking-will', 'second gone'));
-  closing.on('error', () => {});
-  await new Promise<void>((resolve) => closing.once('close', () => resolve()));
-  closing.end(true);
-  await eventually(() => assert.equal(holder.connected, false));
-  await eventually(() => assert.deepEqual(payloads, ['second gone']), { timeoutMs: 5_000 });
-  await eventually(() => assert.equal(aedes.connectedClients, 1));
-  assert.deepEqual(registered(aedes), ['taking-will-watcher']);
-  holder.end(true);
-  await watcher.endAsync();
+  await closedTakeover(aedes, url, holder, watched, 'taking-1', 'taking-will');
 });
 
 test('a connection registered and gone while another takes its client id over leaves that one the session', { timeout: 60_000 }, async () => {
