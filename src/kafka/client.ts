@@ -6,6 +6,7 @@ import { memoizedDefaultPartitioner } from './partitioner.ts';
 import { recordRefusalType } from './record-refusals.ts';
 import { producerStateLost } from './resend.ts';
 import { SOURCE_RECORD, refusedPartitions } from './produce-refusals.ts';
+import { forgetIdleTopics } from './topic-metadata.ts';
 
 /** One record for Kafka; headers are strings, as Ferry keeps them. */
 export interface KafkaRecord {
@@ -50,8 +51,17 @@ export interface KafkaProducerOptions {
   readonly connectionTimeoutMs: number;
   readonly requestTimeoutMs: number;
   readonly retries: number;
+  /** How long a topic not written is remembered, its metadata kept and asked for; TOPIC_IDLE_MS when absent. */
+  readonly topicIdleMs?: number;
   readonly logger: Logger;
 }
+
+/**
+ * How long a producer remembers a topic it has not written (see forgetIdleTopics): written again
+ * after that, it costs a metadata request. Longer than the Java producer's 5 minutes because
+ * kafkajs asks for every topic it remembers each time a topic is new, not for the new one alone.
+ */
+export const TOPIC_IDLE_MS = 60 * 60_000;
 
 /**
  * A kafkajs producer. kafkajs (and a compression codec) is loaded on first connect, so a
@@ -164,6 +174,10 @@ async function openKafka(options: KafkaProducerOptions): Promise<OpenedKafka> {
     logLevel: logLevel.WARN,
     logCreator: logTo(options.logger, logLevel),
   });
+  // With a topic per device, devices that come and go would grow every metadata request for ever.
+  if (!forgetIdleTopics(kafka, options.topicIdleMs ?? TOPIC_IDLE_MS)) {
+    options.logger.warn('kafkajs has no cluster factory where Ferry looks for it: its producers remember every topic they wrote');
+  }
   return { kafka, compression, defaultPartitioner: kafkajs.Partitioners.DefaultPartitioner };
 }
 

@@ -29,6 +29,10 @@
 //     Each connection also looked for timed-out requests every 100 ms for as long as it was open,
 //     ten wake-ups a second (a consumer always has a fetch out): each request in flight now has a
 //     timer at its deadline instead (scheduleRequestTimeoutCheck and destroy).
+//   - cluster/brokerPool's refreshMetadataIfNecessary (before every send) and cluster's
+//     findTopicPartitionMetadata (for each topic of a send) looked topics up through the whole
+//     cached metadata, up to T×T name comparisons a send with T topics known: by an index now
+//     (topic-metadata.ts); methods of prototypes, replaced even if kafkajs loaded before.
 // If kafkajs was loaded before (by another part of the process), the other originals stay in
 // use: slower, never wrong.
 // Two fixes of behaviour: consumer/consumerGroup's recoverFromOffsetOutOfRange, see
@@ -38,6 +42,7 @@
 import { createRequire } from 'node:module';
 import { type KafkajsEncoderClass, type RecordBatchDeps, recordBatchEncoder, recordBatchWriter, recordEncoder } from './record-encoding.ts';
 import { produceRequestV3, requestFrame } from './produce-encoding.ts';
+import { findTopicPartitionMetadata, refreshMetadataIfNecessary } from './topic-metadata.ts';
 import { returningRecordRefusals } from './produce-refusals.ts';
 
 export type { RecordBatchInput, RecordInput } from './record-encoding.ts';
@@ -66,6 +71,8 @@ const REQUEST = 'kafkajs/src/protocol/request.js';
 const API_KEYS = 'kafkajs/src/protocol/requests/apiKeys.js';
 const REQUEST_QUEUE = 'kafkajs/src/network/requestQueue/index.js';
 const CONSUMER_GROUP = 'kafkajs/src/consumer/consumerGroup.js';
+const CLUSTER = 'kafkajs/src/cluster/index.js';
+const BROKER_POOL = 'kafkajs/src/cluster/brokerPool.js';
 const PRODUCE = 'kafkajs/src/protocol/requests/produce/index.js';
 const ERROR = 'kafkajs/src/protocol/error.js';
 
@@ -306,6 +313,10 @@ export function patchKafkajs(): void {
   const { prototype: group } = require(CONSUMER_GROUP) as { prototype: { recoverFromOffsetOutOfRange: Parameters<typeof readFromEarliestWhenOutOfRange>[0] } };
   group.recoverFromOffsetOutOfRange = readFromEarliestWhenOutOfRange(group.recoverFromOffsetOutOfRange);
   RequestQueue.prototype.scheduleCheckPendingRequests = scheduleCheckPendingRequests;
+  const { prototype: pool } = require(BROKER_POOL) as { prototype: { refreshMetadataIfNecessary: Parameters<typeof refreshMetadataIfNecessary>[0] } };
+  pool.refreshMetadataIfNecessary = refreshMetadataIfNecessary(pool.refreshMetadataIfNecessary);
+  const { prototype: cluster } = require(CLUSTER) as { prototype: { findTopicPartitionMetadata: Parameters<typeof findTopicPartitionMetadata>[0] } };
+  cluster.findTopicPartitionMetadata = findTopicPartitionMetadata(cluster.findTopicPartitionMetadata);
   const produce = require(PRODUCE) as { protocol: Parameters<typeof returningRecordRefusals>[0] };
   produce.protocol = returningRecordRefusals(produce.protocol, (require(ERROR) as { createErrorFromCode(code: number): Error }).createErrorFromCode);
   if (RequestQueue.prototype.scheduleRequestTimeoutCheck !== scheduleRequestTimeoutCheck) {
