@@ -264,8 +264,10 @@ class Limiter {
           eval: (...args) => connection.run((client) => client.eval(...args)),
         },
         { messagesPerSecond: config.messagesPerSecond, burst: config.burst ?? Math.ceil(config.messagesPerSecond) },
-        // The limiter gives up on a call at its own timeout, or at the connection's command timeout.
-        Math.min(config.timeoutMs, settings.commandTimeoutMs),
+        // The limiter gives up on a take at its own timeout, the client on each command at the
+        // connection's command timeout: a call reaching Redis after either takes nothing.
+        config.timeoutMs,
+        settings.commandTimeoutMs,
       );
     }
     return withTimeout(this.#buckets.take(requests), this.#options.config.timeoutMs);

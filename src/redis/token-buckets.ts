@@ -98,49 +98,62 @@ export interface ScriptingClient {
  * offset to this process' steady clock is taken from the reply with the shortest round trip (its
  * error is half of it, grown by the drift since), or from any reply that disagrees with it by
  * more than both errors (a clock was set). The deadline is sent with that error added, so that
- * a call still waited for is never cut short; until the first reply, calls carry none.
+ * a call still waited for is never cut short; until the first reply, calls carry none. A call is
+ * waited for until the take's `timeoutMs` since the take began, and each command until the
+ * client's `commandTimeoutMs` since it was sent: a command sent again within the take (EVAL
+ * after NOSCRIPT, each key alone after a refused key) keeps the take's deadline and gets its own
+ * command time, no more.
  */
 export class RedisTokenBuckets {
   readonly #client: ScriptingClient;
   readonly #shape: BucketShape;
-  readonly #timeoutMs: number | undefined;
+  readonly #timeoutMs: number;
+  readonly #commandTimeoutMs: number;
   /** Redis' clock minus this process' steady clock, and how far off it may have been when measured. */
   #offset: { ms: number; error: number; at: number } | undefined;
 
-  /** `timeoutMs`: how long the caller waits for a `take`; calls reaching Redis later take nothing. */
-  constructor(client: ScriptingClient, shape: BucketShape, timeoutMs?: number) {
+  /**
+   * `timeoutMs`: how long the caller waits for a `take`, from its start; `commandTimeoutMs`: how
+   * long the client waits for each command, from when it is sent. A call reaching Redis after
+   * either takes nothing. Without either, calls carry no deadline.
+   */
+  constructor(client: ScriptingClient, shape: BucketShape, timeoutMs = Number.POSITIVE_INFINITY, commandTimeoutMs = Number.POSITIVE_INFINITY) {
     this.#client = client;
     this.#shape = shape;
     this.#timeoutMs = timeoutMs;
+    this.#commandTimeoutMs = commandTimeoutMs;
   }
 
   async take(requests: readonly TokenRequest[]): Promise<TokenGrant[]> {
+    const started = steadyNow();
     const calls: Promise<TokenGrant[]>[] = [];
-    for (let i = 0; i < requests.length; i += KEYS_PER_CALL) calls.push(this.#call(requests.slice(i, i + KEYS_PER_CALL)));
+    for (let i = 0; i < requests.length; i += KEYS_PER_CALL) calls.push(this.#call(requests.slice(i, i + KEYS_PER_CALL), started));
     return (await Promise.all(calls)).flat();
   }
 
-  async #call(requests: readonly TokenRequest[]): Promise<TokenGrant[]> {
+  /** One script call for `requests`, within the take that began at `started`. */
+  async #call(requests: readonly TokenRequest[], started: number): Promise<TokenGrant[]> {
     const { messagesPerSecond, burst } = this.#shape;
     const ttlMs = Math.ceil((burst / messagesPerSecond) * 1000) + 1000;
+    // The arguments of a command sent at `at`: its deadline depends on when it is sent.
+    const args = (at: number) => [...requests.map((r) => r.key), messagesPerSecond / 1000, burst, ttlMs, this.#deadline(started, at), ...requests.map((r) => r.count)];
     const sent = steadyNow();
-    const args = [...requests.map((r) => r.key), messagesPerSecond / 1000, burst, ttlMs, this.#deadline(sent), ...requests.map((r) => r.count)];
     let reply: unknown;
     try {
-      reply = await this.#run(requests.length, args);
+      reply = await this.#run(requests.length, args, sent);
     } catch (error) {
       if (!isCommandError(error)) throw error;
       // Redis refused the call for one of its keys (NOPERM for a key the ACL does not allow):
       // each key is asked alone, so that only the refused key's messages are refused. Should
       // the script have failed after writing some keys, those keys are charged twice: the
       // limit errs towards fewer messages, never more.
-      if (requests.length > 1) return (await Promise.all(requests.map((request) => this.#call([request])))).flat();
+      if (requests.length > 1) return (await Promise.all(requests.map((request) => this.#call([request], started)))).flat();
       return [{ granted: 0, waitMs: 0, error: error.message }];
     }
     const flat = reply as (number | string)[];
     this.#learnClock(sent, steadyNow(), Number(flat[flat.length - 1]));
     if (Number(flat[0]) === -2) {
-      throw new FerryError('UPSTREAM_UNAVAILABLE', `Redis ran the token call after its deadline (${this.#timeoutMs} ms): nothing was taken`, { retryable: true });
+      throw new FerryError('UPSTREAM_UNAVAILABLE', 'Redis ran the token call after its caller stopped waiting for it: nothing was taken', { retryable: true });
     }
     return requests.map((_, i) => {
       const granted = Number(flat[2 * i]);
@@ -149,11 +162,16 @@ export class RedisTokenBuckets {
     });
   }
 
-  /** The deadline of a call sent at `sent`, by Redis' clock; 0 (none) while that clock is not known. */
-  #deadline(sent: number): number {
-    if (this.#timeoutMs === undefined || this.#offset === undefined) return 0;
+  /**
+   * The deadline, by Redis' clock, of a command sent at `sent` for a take that began at `started`:
+   * the earlier of the take's end and the command's own timeout. 0 (none) while Redis' clock is
+   * not known, or without timeouts.
+   */
+  #deadline(started: number, sent: number): number {
+    const end = Math.min(started + this.#timeoutMs, sent + this.#commandTimeoutMs);
+    if (this.#offset === undefined || !Number.isFinite(end)) return 0;
     const { ms, error, at } = this.#offset;
-    return Math.ceil(sent + this.#timeoutMs + ms + error + (sent - at) * DRIFT);
+    return Math.ceil(end + ms + error + (end - at) * DRIFT);
   }
 
   /** Takes Redis' clock from a reply giving `redisNow` to a call sent at `sent` and answered at `received`. */
@@ -170,12 +188,13 @@ export class RedisTokenBuckets {
     if (measured.error <= error || Math.abs(measured.ms - known.ms) > measured.error + error) this.#offset = measured;
   }
 
-  async #run(keys: number, args: (string | number)[]): Promise<unknown> {
+  /** EVALSHA sent at `sent`, or EVAL when Redis does not hold the script (its deadline from when it is sent). */
+  async #run(keys: number, args: (at: number) => (string | number)[], sent: number): Promise<unknown> {
     try {
-      return await this.#client.evalsha(SHA, keys, ...args);
+      return await this.#client.evalsha(SHA, keys, ...args(sent));
     } catch (error) {
       if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error;
-      return await this.#client.eval(SCRIPT, keys, ...args);
+      return await this.#client.eval(SCRIPT, keys, ...args(steadyNow()));
     }
   }
 }

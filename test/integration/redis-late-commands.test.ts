@@ -1,11 +1,21 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, connect as netConnect, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { Subject } from 'rxjs';
+import { type Delivery, createDelivery } from '../../src/core/delivery.ts';
+import { createEnvelope } from '../../src/core/envelope.ts';
 import { isFerryError } from '../../src/core/errors.ts';
 import { RedisClients, RedisConnection } from '../../src/redis/clients.ts';
 import { redisConnectionSchema } from '../../src/redis/connection-config.ts';
 import { redisTools } from '../../src/redis/handler-tools.ts';
+import { rateLimitSchema } from '../../src/redis/rate-limit-config.ts';
+import { rateLimit } from '../../src/redis/rate-limit.ts';
+import { CounterRegistry } from '../../src/observability/counters.ts';
 import { RedisTokenBuckets } from '../../src/redis/token-buckets.ts';
 import { tcpProxy } from '../harness/cuttable-proxy.ts';
 import { eventually } from '../harness/eventually.ts';
@@ -96,6 +106,133 @@ test('a token take that Redis runs after its caller gave up takes no tokens; one
     await sleep(20);
     assert.deepEqual(await buckets.take([{ key: 'other', count: 4 }]), [{ granted: 4, waitMs: 0 }]);
     await short;
+  } finally {
+    connection.close();
+    admin.disconnect();
+    await server.stop();
+  }
+});
+
+/**
+ * A TCP proxy that holds what the client writes for `delayMs` before passing it on, in order:
+ * a slow link towards Redis, which a server cannot be made to produce on its own.
+ */
+async function slowLink(target: { host: string; port: number }) {
+  const sockets = new Set<Socket>();
+  const link = { delayMs: 0, port: 0, close: async () => {} };
+  const server = createServer((client) => {
+    const upstream = netConnect(target.port, target.host);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    let last = 0;
+    client.on('data', (chunk) => {
+      // Never before what was written earlier, even when the delay shrinks.
+      const at = Math.max(last, Date.now() + link.delayMs);
+      last = at;
+      setTimeout(() => upstream.write(chunk), at - Date.now());
+    });
+    upstream.pipe(client);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  link.port = (server.address() as { port: number }).port;
+  link.close = async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  return link;
+}
+
+test('a token take sent again as EVAL after NOSCRIPT gets its own command time: a slow link does not make the limiter refuse it', { timeout: 30_000 }, async () => {
+  const server = await startPrivateRedis();
+  const link = await slowLink({ host: '127.0.0.1', port: server.port });
+  const admin = new Redis(server.url, { maxRetriesPerRequest: 1 });
+  const clients = new RedisClients();
+  const logs: { level: number; msg: string }[] = [];
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        logs.push(JSON.parse(chunk.toString()) as { level: number; msg: string });
+        done();
+      },
+    }),
+  );
+  const counters = new CounterRegistry();
+  const input = new Subject<Delivery>();
+  const passed: string[] = [];
+  const config = {
+    ...rateLimitSchema().parse({ redis: 'main', key: 'one', messagesPerSecond: 0.01, burst: 10, leaseMs: 0, failOpen: false, timeoutMs: 1000 }),
+    connection: redisConnectionSchema().parse({ url: `redis://127.0.0.1:${link.port}`, commandTimeoutMs: 300 }),
+  };
+  const subscription = input
+    .pipe(rateLimit({ bridge: 'test', config, keyOf: () => 'one', reject: (d) => d.ack(), logger, counters, clients }))
+    .subscribe((d) => passed.push(Buffer.from(d.envelope.payload).toString()));
+  const send = (payload: string) => input.next(createDelivery(createEnvelope({ topic: 't', payload, origin: { source: 'test' } }), { onAck: () => {}, onNack: () => {} }));
+  try {
+    // The first answers, over a quick link, make Redis' clock known.
+    send('m0');
+    await eventually(() => assert.deepEqual(passed, ['m0']));
+    send('m1');
+    await eventually(() => assert.deepEqual(passed, ['m0', 'm1']));
+    await admin.call('SCRIPT', 'FLUSH');
+    // 200 ms towards Redis: EVALSHA is answered NOSCRIPT after 200 ms, and the EVAL then sent
+    // runs 400 ms after the call began: within the limiter's 1000 ms and its own 300 ms.
+    link.delayMs = 200;
+    const sent = Date.now();
+    send('m2');
+    await eventually(() => assert.deepEqual(passed, ['m0', 'm1', 'm2']), { timeoutMs: 5000 });
+    assert.ok(Date.now() - sent < 900, `passed after ${Date.now() - sent} ms, not after a retry`);
+    assert.deepEqual(
+      logs.filter((l) => l.level >= 40).map((l) => l.msg),
+      [],
+      'Redis was not counted as unavailable',
+    );
+    assert.equal(Math.round(Number(await admin.hget('ferry:ratelimit:test:one', 't'))), 7);
+  } finally {
+    subscription.unsubscribe();
+    admin.disconnect();
+    await link.close();
+    await server.stop();
+  }
+});
+
+test('a key asked alone again after Redis refused another key of its call takes no tokens once the take gave up', { timeout: 30_000 }, async () => {
+  const server = await startPrivateRedis(['--enable-debug-command', 'yes']);
+  const admin = new Redis(server.url, { maxRetriesPerRequest: 1 });
+  await admin.call('ACL', 'SETUSER', 'limited', 'on', '>secret', '~ok-*', '+@all');
+  const url = new URL(server.url);
+  url.username = 'limited';
+  url.password = 'secret';
+  const connection = new RedisConnection(redisConnectionSchema().parse({ url: url.toString(), commandTimeoutMs: 2000 }));
+  const buckets = new RedisTokenBuckets(
+    { evalsha: (...args) => connection.run((c) => c.evalsha(...args)), eval: (...args) => connection.run((c) => c.eval(...args)) },
+    { messagesPerSecond: 0.01, burst: 10 },
+    200,
+    2000,
+  );
+  try {
+    assert.deepEqual(await buckets.take([{ key: 'ok-1', count: 0 }]), [{ granted: 0, waitMs: 0 }]);
+    assert.deepEqual(await buckets.take([{ key: 'ok-1', count: 0 }]), [{ granted: 0, waitMs: 0 }]);
+
+    // Redis busy for longer than the take waits (200 ms), not for longer than a command may take
+    // (2000 ms): the call's NOPERM comes after the take gave up, and each key is then asked alone.
+    const stall = admin.call('DEBUG', 'SLEEP', '0.6');
+    await sleep(50);
+    await assert.rejects(
+      buckets.take([
+        { key: 'ok-1', count: 10 },
+        { key: 'secret-1', count: 1 },
+      ]),
+      (error: unknown) => isFerryError(error, 'UPSTREAM_UNAVAILABLE'),
+    );
+    await stall;
+    assert.equal(Number(await admin.hget('ok-1', 't')), 10, 'the key asked alone after the take gave up took nothing');
   } finally {
     connection.close();
     admin.disconnect();
