@@ -283,6 +283,8 @@ export interface PoolOptions {
   readonly idleTimeoutMillis: number;
   readonly statement_timeout: number;
   readonly query_timeout: number;
+  /** 0 sends none: the role's or the database's applies. */
+  readonly idle_in_transaction_session_timeout: number;
   /** Settings the server applies to the session at its start, over the role's and the database's (`-c name=value`). */
   readonly options?: string;
   readonly application_name: string;
@@ -296,6 +298,20 @@ const KEEPALIVE_MIN_S = 30;
 /** connectTimeoutMs, at least KEEPALIVE_MIN_S, in whole seconds as Linux takes them (to 32767). */
 function keepAliveDelay(connectTimeoutMs: number): number {
   return Math.min(Math.max(Math.ceil(connectTimeoutMs / 1000), KEEPALIVE_MIN_S), 32_767) * 1000;
+}
+
+/**
+ * How long a session may wait for the next statement of its open transaction before the
+ * server ends it: as long as the client waits for a reply (query_timeout). A transaction idle
+ * that long was most likely left behind by a connection the client gave up on (a network cut
+ * off, which tells the server nothing): without this the server kept it, and the locks of the
+ * rows it wrote, until its TCP noticed (hours), and a handler's retry of the same write waited
+ * for them. A statement running, however long, is not idle; a handler's own pause inside a
+ * transaction is, and ends it too. The sink and the outbox source set theirs per transaction.
+ * Not set with `statementTimeoutMs: 0` (`ferry migrate`): the role's or the database's applies.
+ */
+function abandonedAfter(config: ConnectionConfig): number {
+  return config.statementTimeoutMs === 0 ? 0 : Math.min(config.statementTimeoutMs + config.connectTimeoutMs, MAX_TIMER_MS);
 }
 
 /** What a pool is made from: its options, a key equal for equal settings (a hash: it holds the password), and a description. */
@@ -360,6 +376,7 @@ export function poolSettings(config: ConnectionConfig, applicationName: string, 
     query_timeout: config.statementTimeoutMs === 0 ? 0 : config.statementTimeoutMs + config.connectTimeoutMs,
     // pg sends no statement_timeout of 0, which would leave the role's or the database's.
     ...(config.statementTimeoutMs === 0 ? { options: '-c statement_timeout=0' } : {}),
+    idle_in_transaction_session_timeout: abandonedAfter(config),
     application_name: applicationName,
     // A network cut off tells neither end. Without this the kernel's defaults apply (the first
     // probe after two hours of silence): a statement whose reply was cut off waited for
