@@ -59,9 +59,13 @@ export function forgetIdleTopics(kafka: object, idleMs: number, now: () => numbe
  * Replaces the cluster's addMultipleTargetTopics (which kafkajs' producer calls with a batch's
  * topics at the start of every attempt to send it) with one that does what kafkajs' does (adds
  * the topics under the cluster's lock, refreshes the metadata when one is new, and takes the new
- * ones back when Kafka refuses one) and also forgets the topics not written for `idleMs`. A
- * topic forgotten while a send of it is under way (a send longer than `idleMs` between two
- * attempts) fails that attempt as "without metadata", which kafkajs retries with it added again.
+ * ones back when Kafka refuses one) and also forgets the topics not written for `idleMs`. As
+ * each attempt adds its topics again, a topic is forgotten during a send of it only when one
+ * attempt waits longer than `idleMs` between adding it and looking it up, and another send's new
+ * topic refreshes the metadata meanwhile: that attempt fails as "without metadata", and kafkajs
+ * retries it, the topic added again. The idempotent producer's sequence numbers are kafkajs'
+ * eos manager's, kept for every topic: a topic written again goes on from its last number, as
+ * Kafka expects.
  */
 export function forgetting(cluster: TargetTopicsCluster, idleMs: number, now: () => number): void {
   /** When each target topic was last written, the least recently written first. */

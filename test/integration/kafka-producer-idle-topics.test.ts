@@ -85,3 +85,54 @@ test('kafka producer: a topic not written for topicIdleMs is no longer in its me
     await producer.disconnect();
   }
 });
+
+test("kafka producer: an idempotent producer's topic, forgotten and written again, goes on from its sequence numbers", async () => {
+  const brokers = await requireService('kafka');
+  const base = randomName('ferry-idle-topics-eos-');
+  const [kept, other] = [`${base}.kept`, `${base}.other`];
+  const admin = new Kafka({ brokers, logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [kept, other].map((topic) => ({ topic, numPartitions: 3 })), waitForLeaders: true });
+    const idleMs = 300;
+    const producer = createKafkaProducer({
+      brokers,
+      clientId: 'ferry-idle-topics-eos',
+      acks: 'all',
+      compression: 'none',
+      idempotent: true,
+      maxInFlightRequests: 1,
+      connectionTimeoutMs: 3000,
+      requestTimeoutMs: 30_000,
+      retries: 5,
+      topicIdleMs: idleMs,
+      logger: pino({ level: 'silent' }),
+    });
+    const recorded = recordMetadataRequests();
+    const write = (topic: string, round: number) =>
+      producer.send([{ topic, records: Array.from({ length: 20 }, (_, i) => ({ key: `dev-${i}`, value: Buffer.from(`${round}`), headers: {}, timestamp: Date.now() })) }]);
+    const rounds = 3;
+    try {
+      await producer.connect();
+      for (let round = 0; round < rounds; round++) {
+        const from = recorded.requests.length;
+        // Refused as out of order, this would throw (the producer is not renewed by a send that fails).
+        await write(kept, round);
+        assert.ok(
+          recorded.requests.slice(from).some((topics) => topics.includes(kept)),
+          `round ${round}: '${kept}', forgotten, is asked for again`,
+        );
+        await sleep(idleMs + 200);
+        await write(other, round);
+        await sleep(idleMs + 200);
+      }
+    } finally {
+      recorded.stop();
+      await producer.disconnect();
+    }
+    const written = (await admin.fetchTopicOffsets(kept)).reduce((n, { high, low }) => n + Number(high) - Number(low), 0);
+    assert.equal(written, rounds * 20, 'every record written once');
+  } finally {
+    await admin.disconnect();
+  }
+});

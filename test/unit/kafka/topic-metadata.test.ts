@@ -155,5 +155,11 @@ test("only the producers of a kafkajs client forget topics: its consumers' and a
   kafka.admin();
   const [producer, consumer, admin] = clusters as [TargetTopicsCluster, TargetTopicsCluster, TargetTopicsCluster];
   assert.ok(Object.hasOwn(producer, 'addMultipleTargetTopics'), "the producer's cluster forgets");
+  // What forgetting() uses of kafkajs' cluster: changed by an upgrade, every send would fail.
+  assert.ok(producer.targetTopics instanceof Set, 'targetTopics is a Set');
+  assert.equal(typeof producer.mutatingTargetTopics.acquire, 'function');
+  assert.equal(typeof producer.mutatingTargetTopics.release, 'function');
+  assert.ok('metadata' in producer.brokerPool, 'the broker pool keeps the metadata');
+  assert.equal(typeof producer.refreshMetadata, 'function');
   assert.ok(!Object.hasOwn(consumer, 'addMultipleTargetTopics') && !Object.hasOwn(admin, 'addMultipleTargetTopics'), "the consumer's and admin's do not");
 });
