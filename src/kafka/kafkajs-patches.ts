@@ -34,16 +34,21 @@
 //     cached metadata, up to T×T name comparisons a send with T topics known: by an index now
 //     (topic-metadata.ts); methods of prototypes, replaced even if kafkajs loaded before.
 // If kafkajs was loaded before (by another part of the process), the other originals stay in
-// use: slower, never wrong.
-// Two fixes of behaviour: consumer/consumerGroup's recoverFromOffsetOutOfRange, see
-// readFromEarliestWhenOutOfRange; and the produce response of Ferry's requests, which resolves
+// use: slower, never wrong, but for producer/sendMessages below. Ferry loads kafkajs in client.ts
+// alone, after patchKafkajs.
+// Three fixes of behaviour: consumer/consumerGroup's recoverFromOffsetOutOfRange, see
+// readFromEarliestWhenOutOfRange; the produce response of Ferry's requests, which resolves
 // with the partitions Kafka refused records of rather than throwing for the whole request, see
-// returningRecordRefusals (a `protocol` read at each request, replaced even if kafkajs loaded before).
+// returningRecordRefusals (a `protocol` read at each request, replaced even if kafkajs loaded
+// before); and producer/sendMessages, which a retry after a leader moved resolved without sending
+// some partitions' records again (kafkajs issue 1303), see send-messages.ts (bound by
+// producer/messageProducer at its load).
 import { createRequire } from 'node:module';
 import { type KafkajsEncoderClass, type RecordBatchDeps, recordBatchEncoder, recordBatchWriter, recordEncoder } from './record-encoding.ts';
 import { produceRequestV3, requestFrame } from './produce-encoding.ts';
 import { findTopicPartitionMetadata, refreshMetadataIfNecessary } from './topic-metadata.ts';
 import { returningRecordRefusals } from './produce-refusals.ts';
+import { type SendMessagesDeps, sendMessages } from './send-messages.ts';
 
 export type { RecordBatchInput, RecordInput } from './record-encoding.ts';
 export { recordBatchEncoder, recordBatchWriter, recordEncoder } from './record-encoding.ts';
@@ -75,6 +80,8 @@ const CLUSTER = 'kafkajs/src/cluster/index.js';
 const BROKER_POOL = 'kafkajs/src/cluster/brokerPool.js';
 const PRODUCE = 'kafkajs/src/protocol/requests/produce/index.js';
 const ERROR = 'kafkajs/src/protocol/error.js';
+const SEND_MESSAGES = 'kafkajs/src/producer/sendMessages.js';
+const ERRORS = 'kafkajs/src/errors.js';
 
 /** kafkajs' wait before it looks at pending requests again when it is not throttled (its CHECK_PENDING_REQUESTS_INTERVAL). */
 const CHECK_PENDING_MS = 10;
@@ -295,6 +302,12 @@ export function patchKafkajs(): void {
   const Encoder = require(ENCODER) as KafkajsEncoderClass & { nextPowerOfTwo(value: number): number; prototype: { ensureAvailable: unknown } };
   Encoder.prototype.ensureAvailable = ensureAvailableUnfilled((value) => Encoder.nextPowerOfTwo(value));
   replace(GROUP, groupMessagesPerPartition);
+  const { KafkaJSMetadataNotLoaded } = require(ERRORS) as Pick<SendMessagesDeps, 'KafkaJSMetadataNotLoaded'>;
+  const { staleMetadata } = require(ERROR) as Pick<SendMessagesDeps, 'staleMetadata'>;
+  replace(
+    SEND_MESSAGES,
+    sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata, groupMessagesPerPartition: groupMessagesPerPartition as SendMessagesDeps['groupMessagesPerPartition'] }),
+  );
   replace(RECORD, recordEncoder(Encoder));
   const crc32c = nativeCrc32c();
   // Before the record batch loads the checksum's wrapper, which binds this at its load.
