@@ -1,7 +1,7 @@
 import type { Consumer, ICustomPartitioner, IHeaders, Kafka, Producer, logCreator } from 'kafkajs';
 import type { Logger } from 'pino';
 import { type Compression, useCompression } from './codecs.ts';
-import { patchKafkajs } from './kafkajs-patches.ts';
+import { patchKafkajs, sendMessagesReplaced } from './kafkajs-patches.ts';
 import { memoizedDefaultPartitioner } from './partitioner.ts';
 import { recordRefusalType } from './record-refusals.ts';
 import { producerStateLost } from './resend.ts';
@@ -159,6 +159,11 @@ interface OpenedKafka {
 
 async function openKafka(options: KafkaProducerOptions): Promise<OpenedKafka> {
   patchKafkajs();
+  if (!sendMessagesReplaced()) {
+    options.logger.warn(
+      "kafkajs was loaded before Ferry's Kafka client: its producers keep kafkajs' own sendMessages, which can acknowledge records not written when a retry follows a partition leader's move (kafkajs issue 1303); import Ferry before anything that loads kafkajs",
+    );
+  }
   const kafkajs = await import('kafkajs');
   const { logLevel } = kafkajs;
   // CompressionCodecs is not among the names Node finds in kafkajs' CommonJS exports.

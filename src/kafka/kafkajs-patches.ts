@@ -81,6 +81,7 @@ const BROKER_POOL = 'kafkajs/src/cluster/brokerPool.js';
 const PRODUCE = 'kafkajs/src/protocol/requests/produce/index.js';
 const ERROR = 'kafkajs/src/protocol/error.js';
 const SEND_MESSAGES = 'kafkajs/src/producer/sendMessages.js';
+const MESSAGE_PRODUCER = 'kafkajs/src/producer/messageProducer.js';
 const ERRORS = 'kafkajs/src/errors.js';
 
 /** kafkajs' wait before it looks at pending requests again when it is not throttled (its CHECK_PENDING_REQUESTS_INTERVAL). */
@@ -288,11 +289,23 @@ export function readFromEarliestWhenOutOfRange(original: (this: OutOfRangeGroup,
 }
 
 let applied = false;
+/** kafkajs' producer was loaded before patchKafkajs: it keeps kafkajs' own sendMessages. */
+let producerLoadedBefore = false;
+
+/**
+ * False when kafkajs' producer had been loaded (by another part of the process) before
+ * patchKafkajs: its producers then send with kafkajs' own producer/sendMessages, whose retry
+ * after a leader moved can resolve without having written some records (kafkajs issue 1303).
+ */
+export function sendMessagesReplaced(): boolean {
+  return applied && !producerLoadedBefore;
+}
 
 /** Puts the replacements in Node's module cache, where kafkajs' own requires find them. Idempotent. */
 export function patchKafkajs(): void {
   if (applied) return;
   applied = true;
+  producerLoadedBefore = require.cache[require.resolve(MESSAGE_PRODUCER)] !== undefined;
   const replace = (id: string, exports: unknown) => {
     const path = require.resolve(id);
     require(path);

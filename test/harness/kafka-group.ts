@@ -1,3 +1,4 @@
+import './kafkajs-patched.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, Partitioners, logLevel, type Admin, type Producer } from 'kafkajs';
 import { randomName } from './services.ts';

@@ -1,3 +1,4 @@
+import './kafkajs-patched.ts';
 import { Kafka, logLevel } from 'kafkajs';
 import { randomName } from './services.ts';
 

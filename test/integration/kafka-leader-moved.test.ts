@@ -5,18 +5,16 @@
 // sink acknowledged them and the buffer dropped them. Here the producer's metadata still names
 // the old leader, which answers NOT_LEADER_OR_FOLLOWER, and the retry finds the new leader among
 // the brokers that answered.
+// Before kafkajs loads: the producer's send is bound when kafkajs loads.
+import '../harness/kafkajs-patched.ts';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { Kafka, logLevel } from 'kafkajs';
 import pino from 'pino';
 import { createKafkaProducer } from '../../src/kafka/client.ts';
-import { patchKafkajs } from '../../src/kafka/kafkajs-patches.ts';
-
-// Before the harness loads kafkajs: the producer's send is bound when kafkajs loads.
-patchKafkajs();
-const { Kafka, logLevel } = await import('kafkajs');
-const { startKafkaCluster } = await import('../harness/kafka-cluster.ts');
-const { readTopic } = await import('../harness/kafka-read.ts');
-const { randomName } = await import('../harness/services.ts');
+import { startKafkaCluster } from '../harness/kafka-cluster.ts';
+import { readTopic } from '../harness/kafka-read.ts';
+import { randomName } from '../harness/services.ts';
 
 let cluster: Awaited<ReturnType<typeof startKafkaCluster>>;
 

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
 import { randomBytes } from 'node:crypto';
@@ -132,6 +133,18 @@ test('after patching, kafkajs requires the replacements', async () => {
   assert.notEqual(patchedBatch.RecordBatch, originalBatch.RecordBatch);
   assert.equal(patchedBatch.MAGIC_BYTE, originalBatch.MAGIC_BYTE, 'the fetch decoder still finds the magic byte');
   assert.notEqual(Encoder.prototype.ensureAvailable, originalEnsureAvailable);
+});
+
+/** What sendMessagesReplaced() says in a new process that runs `before` and then patches kafkajs. */
+function replacedAfter(before: string): string {
+  const patches = new URL('../../../src/kafka/kafkajs-patches.ts', import.meta.url).href;
+  const code = `${before}\nconst { patchKafkajs, sendMessagesReplaced } = await import(${JSON.stringify(patches)});\npatchKafkajs();\nprocess.stdout.write(String(sendMessagesReplaced()));`;
+  return execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' });
+}
+
+test("kafkajs loaded before the patches is told apart: its producers keep kafkajs' sendMessages", () => {
+  assert.equal(replacedAfter(''), 'true');
+  assert.equal(replacedAfter("await import('kafkajs');"), 'false', 'kafkajs loaded first: its producer bound its own sendMessages');
 });
 
 type Queue = {
