@@ -317,10 +317,7 @@ export function patchKafkajs(): void {
   replace(GROUP, groupMessagesPerPartition);
   const { KafkaJSMetadataNotLoaded } = require(ERRORS) as Pick<SendMessagesDeps, 'KafkaJSMetadataNotLoaded'>;
   const { staleMetadata } = require(ERROR) as Pick<SendMessagesDeps, 'staleMetadata'>;
-  replace(
-    SEND_MESSAGES,
-    sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata, groupMessagesPerPartition: groupMessagesPerPartition as SendMessagesDeps['groupMessagesPerPartition'] }),
-  );
+  replace(SEND_MESSAGES, sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata }));
   replace(RECORD, recordEncoder(Encoder));
   const crc32c = nativeCrc32c();
   // Before the record batch loads the checksum's wrapper, which binds this at its load.

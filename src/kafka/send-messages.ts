@@ -70,13 +70,10 @@ interface Logger {
 
 type Partitioner = (args: { topic: string; partitionMetadata: readonly unknown[]; message: unknown }) => number;
 
-type Group = (args: { topic: string; partitionMetadata: readonly unknown[]; messages: readonly Message[]; partitioner: Partitioner }) => Record<number, Message[]>;
-
 /** What sendMessages takes of kafkajs' own modules. */
 export interface SendMessagesDeps {
   readonly KafkaJSMetadataNotLoaded: new (message: string) => Error;
   readonly staleMetadata: (error: unknown) => boolean;
-  readonly groupMessagesPerPartition: Group;
 }
 
 interface SendOptions {
@@ -96,54 +93,90 @@ interface SendArgs {
 
 type KafkaError = Error & { readonly retriable?: boolean; readonly host?: string; readonly port?: number };
 
+/** A message of the send; once a request that may have reached Kafka failed for it, the partition it went to. */
+interface Slot {
+  readonly message: Message;
+  partition: number | undefined;
+  done: boolean;
+}
+
+/** A request to one broker, and the slots of each of its partitions' messages. */
+interface Request {
+  readonly topicData: TopicData[];
+  readonly slots: Map<TopicData['partitions'][number], Slot[]>;
+}
+
 /**
  * kafkajs' producer/sendMessages module (its export, a factory per producer), sending as kafkajs
  * does but keeping the answers per partition: it resolves, once every message's partition was
  * answered for, with one entry per partition answered (written, or refused: see
- * produce-refusals.ts). Each attempt groups the messages of the partitions not answered for yet
- * by the metadata of the time and sends them to their leaders, a broker that answered before
- * included; a partition answered for is not sent again. A request that failed leaves all its
- * partitions to the next attempt, their sequence numbers taken back as kafkajs does, so that an
- * idempotent producer sends them again under the same ones. An attempt waits for all its
- * requests before the next, so that a partition is never in two requests at once.
+ * produce-refusals.ts). Each attempt sends the messages not answered for yet to the leaders of
+ * their partitions at the time, a broker that answered before included; a partition answered for
+ * is not sent again. A request that failed leaves its messages to the next attempt, in the
+ * partitions it sent them to, their sequence numbers taken back as kafkajs does, so that an
+ * idempotent producer sends each partition the same batch again under the same numbers (Kafka
+ * drops a batch it has by its numbers alone: a partitioner that deals records round robin would
+ * have dealt other records under the numbers of an appended batch, dropped, never written).
+ * Messages are told apart by their place in the send, not their identity (the same object may be
+ * sent twice). An attempt waits for all its requests before the next, so that a partition is never
+ * in two requests at once.
  */
-export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata, groupMessagesPerPartition }: SendMessagesDeps) {
+export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata }: SendMessagesDeps) {
   return ({ logger, cluster, partitioner, eosManager, retrier }: SendOptions) =>
     async ({ acks, timeout, compression, topicMessages }: SendArgs): Promise<object[]> => {
       const answered: object[] = [];
-      /** Per topic, the messages whose partition has no answer yet. */
-      const pending = new Map(topicMessages.map(({ topic, messages }) => [topic, messages]));
+      /** Per topic (kafkajs' sendBatch merges a topic's entries, merged here too), the messages not answered for yet. */
+      const pending = new Map<string, { slots: Slot[]; readonly empty: boolean }>();
+      for (const { topic, messages } of topicMessages) {
+        const slots = messages.map((message): Slot => ({ message, partition: undefined, done: false }));
+        const known = pending.get(topic);
+        if (known === undefined) pending.set(topic, { slots, empty: slots.length === 0 });
+        else pending.set(topic, { slots: known.slots.concat(slots), empty: known.empty && slots.length === 0 });
+      }
 
       /** One request per leader of the pending messages' partitions. */
-      const createRequests = async (): Promise<Map<Broker, TopicData[]>> => {
+      const createRequests = async (): Promise<Map<Broker, Request>> => {
         await cluster.refreshMetadataIfNecessary();
-        const requests = new Map<Broker, TopicData[]>();
-        for (const { topic, messages: all } of topicMessages) {
-          const messages = pending.get(topic) ?? [];
-          if (messages.length === 0 && all.length > 0) continue;
+        const requests = new Map<Broker, Request>();
+        for (const [topic, { slots, empty }] of pending) {
+          // A topic without messages is looked up all the same, as kafkajs does.
+          if (slots.length === 0 && !empty) continue;
           const partitionMetadata = cluster.findTopicPartitionMetadata(topic);
           if (partitionMetadata.length === 0) {
             logger.debug('Producing to topic without metadata', { topic, targetTopics: Array.from(cluster.targetTopics) });
             throw new KafkaJSMetadataNotLoaded('Producing to topic without metadata');
           }
-          const messagesPerPartition = groupMessagesPerPartition({ topic, partitionMetadata, messages, partitioner });
-          const partitions = Object.keys(messagesPerPartition);
+          // As kafkajs' groupMessagesPerPartition, but for messages a failed request sent to a partition.
+          const slotsPerPartition: Record<number, Slot[]> = {};
+          for (const slot of slots) {
+            const partition = slot.partition ?? partitioner({ topic, partitionMetadata, message: slot.message });
+            (slotsPerPartition[partition] ??= []).push(slot);
+          }
+          const partitions = Object.keys(slotsPerPartition);
           const partitionsPerLeader = cluster.findLeaderForPartitions(topic, partitions);
           // kafkajs leaves out, unsent, a partition the metadata does not have: it is looked up again.
           const led = Object.values(partitionsPerLeader).reduce((n, p) => n + p.length, 0);
           if (led < partitions.length) throw new KafkaJSMetadataNotLoaded('Producing to a partition without metadata');
           for (const [nodeId, leaderPartitions] of Object.entries(partitionsPerLeader)) {
             const broker = await cluster.findBroker({ nodeId });
-            const partitionsOfTopic = leaderPartitions.map((partition) => ({ partition, messages: messagesPerPartition[partition] as Message[] }));
-            const request = requests.get(broker) ?? [];
-            request.push({ topic, partitions: partitionsOfTopic });
-            requests.set(broker, request);
+            let request = requests.get(broker);
+            if (request === undefined) {
+              request = { topicData: [], slots: new Map() };
+              requests.set(broker, request);
+            }
+            const partitionsOfTopic = leaderPartitions.map((partition) => {
+              const partitionSlots = slotsPerPartition[partition] as Slot[];
+              const entry = { partition, messages: partitionSlots.map((s) => s.message) };
+              request.slots.set(entry, partitionSlots);
+              return entry;
+            });
+            request.topicData.push({ topic, partitions: partitionsOfTopic });
           }
         }
         return requests;
       };
 
-      const produce = async (broker: Broker, topicData: TopicData[]): Promise<void> => {
+      const produce = async (broker: Broker, { topicData, slots }: Request): Promise<void> => {
         await eosManager.acquireBrokerLock(broker);
         try {
           if (eosManager.isTransactional()) await eosManager.addPartitionsToTransaction(topicData);
@@ -153,7 +186,11 @@ export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata, groupMes
               eosManager.updateSequence(topic, entry.partition, entry.messages.length);
             }
           }
-          const takeBack = (topic: string, entry: TopicData['partitions'][number]) => eosManager.updateSequence(topic, entry.partition, -entry.messages.length);
+          /** The entry's sequence numbers taken back, its messages kept to its partition for the next attempt. */
+          const takeBack = (topic: string, entry: TopicData['partitions'][number]) => {
+            eosManager.updateSequence(topic, entry.partition, -entry.messages.length);
+            for (const slot of slots.get(entry) ?? []) slot.partition = entry.partition;
+          };
           let response: ProduceAnswer;
           try {
             response = await broker.produce({
@@ -172,20 +209,15 @@ export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata, groupMes
           const answers = acks === 0 ? undefined : response.topics.flatMap(({ topicName, partitions }) => partitions.map((p) => ({ topicName, ...p })));
           let unanswered = false;
           for (const { topic, partitions } of topicData) {
-            const done = new Set<Message>();
             for (const entry of partitions) {
               // Without acks nothing is answered: what was sent counts as written, as in kafkajs.
               if (answers === undefined || answers.some((a) => a.topicName === topic && a.partition === entry.partition)) {
-                for (const message of entry.messages) done.add(message);
+                for (const slot of slots.get(entry) ?? []) slot.done = true;
               } else {
                 takeBack(topic, entry);
                 unanswered = true;
               }
             }
-            pending.set(
-              topic,
-              (pending.get(topic) ?? []).filter((m) => !done.has(m)),
-            );
           }
           if (answers !== undefined) answered.push(...answers);
           if (unanswered) throw Object.assign(new Error('Kafka left partitions of a produce request out of its answer'), { retriable: true });
@@ -195,16 +227,17 @@ export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata, groupMes
       };
 
       return retrier(async (bail, retryCount, retryTime) => {
-        await cluster.addMultipleTargetTopics(topicMessages.map(({ topic }) => topic));
+        await cluster.addMultipleTargetTopics(Array.from(pending.keys()));
         try {
           const requests = await createRequests();
-          const settled = await Promise.allSettled(Array.from(requests, ([broker, topicData]) => produce(broker, topicData)));
+          const settled = await Promise.allSettled(Array.from(requests, ([broker, request]) => produce(broker, request)));
           const failures = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as KafkaError] : []));
+          if (failures.length === 0) return answered;
+          for (const topic of pending.values()) topic.slots = topic.slots.filter((s) => !s.done);
           for (const e of failures.slice(1)) {
             if (e.name === 'KafkaJSConnectionClosedError' && e.host !== undefined && e.port !== undefined) cluster.removeBroker({ host: e.host, port: e.port });
           }
-          if (failures[0] !== undefined) throw failures[0];
-          return answered;
+          throw failures[0];
         } catch (caught) {
           const e = caught as KafkaError;
           if (e.name === 'KafkaJSConnectionClosedError') cluster.removeBroker({ host: e.host as string, port: e.port as number });
