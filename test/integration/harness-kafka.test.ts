@@ -1,3 +1,5 @@
+// Before kafkajs loads, as in `ferry run`: some of Ferry's replacements are bound at kafkajs' load.
+import '../harness/kafkajs-patched.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Kafka, logLevel, type IHeaders } from 'kafkajs';

@@ -2,6 +2,8 @@
 // metadata of every device it ever wrote: kafkajs remembered each topic for good and named all of
 // them in every metadata request, so that on a gateway whose devices come and go the requests
 // (and the cost of each send) grew without end.
+// Before kafkajs loads, as in `ferry run`: some of Ferry's replacements are bound at kafkajs' load.
+import '../harness/kafkajs-patched.ts';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';

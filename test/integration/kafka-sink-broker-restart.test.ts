@@ -11,6 +11,8 @@
 // after such a batch must go under a new producer id: under the same one, Kafka would take them
 // for the appended batch and acknowledge them unwritten.
 // Runs its own Kafka (the shared one cannot be killed).
+// Before kafkajs loads, as in `ferry run`: some of Ferry's replacements are bound at kafkajs' load.
+import '../harness/kafkajs-patched.ts';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -2,6 +2,8 @@
 // a time the topic does not accept) must be refused alone: Kafka refuses its partition's whole
 // record batch, and the sink dead-lettered every message of the batch with it (records of other
 // partitions, already written, included), or retried the batch for ever (INVALID_TIMESTAMP).
+// Before kafkajs loads, as in `ferry run`: some of Ferry's replacements are bound at kafkajs' load.
+import '../harness/kafkajs-patched.ts';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Subject } from 'rxjs';

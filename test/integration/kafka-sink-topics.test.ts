@@ -1,5 +1,7 @@
 // A topic Kafka refuses, rendered for one device, must not hold back the others' (the stall found
 // in review: every batch with it failed as a whole, retried for ever, nothing dead-lettered).
+// Before kafkajs loads, as in `ferry run`: some of Ferry's replacements are bound at kafkajs' load.
+import '../harness/kafkajs-patched.ts';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Subject } from 'rxjs';

@@ -1,6 +1,8 @@
 // A group whose committed offset retention deleted (a gateway offline longer than the topic's
 // retention) must read the records Kafka still has: kafkajs reset a consumer without
 // `fromBeginning` to the end of the partition, and those commands were skipped, unread.
+// Before kafkajs loads, as in `ferry run`: some of Ferry's replacements are bound at kafkajs' load.
+import '../harness/kafkajs-patched.ts';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pino from 'pino';
