@@ -1,4 +1,5 @@
 import './kafkajs-patched.ts';
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,6 +16,11 @@ import { freePorts } from './net.ts';
 export interface KafkaCluster {
   /** Every node's "127.0.0.1:<port>"; node ids are 1, 2, ... in this order. */
   readonly brokers: readonly string[];
+  /**
+   * Creates `topic` with a partition for each entry of `leaders`, replicated on every node and
+   * led by the node the entry names (the first of its replicas). Resolves once the cluster says so.
+   */
+  createTopic(topic: string, leaders: readonly number[]): Promise<void>;
   /**
    * Moves the leadership of `partition` of `topic` to `nodeId`: its replicas are put in an order
    * that starts with it and the preferred leader is elected. Resolves once the cluster says so.
@@ -104,15 +110,28 @@ export async function startKafkaCluster(nodes: number): Promise<KafkaCluster> {
       await client.disconnect();
     }
   };
+  const replicasLedBy = (nodeId: number) => [nodeId, ...ids.filter((id) => id !== nodeId)];
   return {
     brokers,
     leaders,
+    createTopic: async (topic, wanted) => {
+      const client = admin();
+      await client.connect();
+      try {
+        await client.createTopics({
+          topics: [{ topic, replicaAssignment: wanted.map((nodeId, partition) => ({ partition, replicas: replicasLedBy(nodeId) })) }],
+          waitForLeaders: true,
+        });
+      } finally {
+        await client.disconnect();
+      }
+      assert.deepEqual([...(await leaders(topic))].sort(), [...wanted.entries()]);
+    },
     moveLeader: async (topic, partition, nodeId) => {
       const client = admin();
       await client.connect();
       try {
-        const others = ids.filter((id) => id !== nodeId);
-        await client.alterPartitionReassignments({ topics: [{ topic, partitionAssignment: [{ partition, replicas: [nodeId, ...others] }] }] });
+        await client.alterPartitionReassignments({ topics: [{ topic, partitionAssignment: [{ partition, replicas: replicasLedBy(nodeId) }] }] });
         const election = await runTool(
           java,
           [

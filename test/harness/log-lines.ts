@@ -7,10 +7,16 @@ export function capturedLogger(level: LevelWithSilent = 'debug'): { logger: Logg
   return { logger: loggerInto(level, (line) => lines.push(line)), lines };
 }
 
-/** A pino logger at `level` whose lines are kept in `entries`, each parsed as it is written. */
-export function capturedEntries(level: LevelWithSilent): { logger: Logger; entries: Record<string, unknown>[] } {
-  const entries: Record<string, unknown>[] = [];
-  return { logger: loggerInto(level, (line) => entries.push(JSON.parse(line) as Record<string, unknown>)), entries };
+/** What a test reads of a pino log line: its level (30 info, 40 warn, 50 error) and message. */
+export interface LoggedLine {
+  readonly level: number;
+  readonly msg: string;
+}
+
+/** A pino logger at `level` whose lines are kept in `entries`, each parsed as it is written (as `Entry`, when given). */
+export function capturedEntries<Entry = Record<string, unknown>>(level: LevelWithSilent): { logger: Logger; entries: Entry[] } {
+  const entries: Entry[] = [];
+  return { logger: loggerInto(level, (line) => entries.push(JSON.parse(line) as Entry)), entries };
 }
 
 function loggerInto(level: LevelWithSilent, keep: (line: string) => void): Logger {

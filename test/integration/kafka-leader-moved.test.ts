@@ -9,7 +9,6 @@
 import '../harness/kafkajs-patched.ts';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Kafka, logLevel } from 'kafkajs';
 import pino from 'pino';
 import { createKafkaProducer } from '../../src/kafka/client.ts';
 import { startKafkaCluster } from '../harness/kafka-cluster.ts';
@@ -26,37 +25,11 @@ after(async () => {
   await cluster?.stop();
 });
 
-/** Two partitions, both replicated on both nodes: partition 0 led by node 1, partition 1 by node 2. */
-async function twoLeaderTopic(): Promise<string> {
-  const topic = randomName('ferry-leader-moved-');
-  const admin = new Kafka({ brokers: [...cluster.brokers], logLevel: logLevel.NOTHING }).admin();
-  await admin.connect();
-  try {
-    await admin.createTopics({
-      topics: [
-        {
-          topic,
-          replicaAssignment: [
-            { partition: 0, replicas: [1, 2] },
-            { partition: 1, replicas: [2, 1] },
-          ],
-        },
-      ],
-      waitForLeaders: true,
-    });
-  } finally {
-    await admin.disconnect();
-  }
-  assert.deepEqual([...(await cluster.leaders(topic))].sort(), [
-    [0, 1],
-    [1, 2],
-  ]);
-  return topic;
-}
-
 for (const idempotent of [true, false]) {
   test(`kafka producer${idempotent ? ' (idempotent)' : ''}: a partition whose leader moved to a broker that answered for another partition is sent again to it`, async () => {
-    const topic = await twoLeaderTopic();
+    const topic = randomName('ferry-leader-moved-');
+    // Two partitions, both replicated on both nodes: partition 0 led by node 1, partition 1 by node 2.
+    await cluster.createTopic(topic, [1, 2]);
     const producer = createKafkaProducer({
       brokers: cluster.brokers,
       clientId: randomName('ferry-leader-moved-'),

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
 import pino from 'pino';
-import { createKafkaProducer } from '../../src/kafka/client.ts';
+import { createKafkaProducer, type KafkaProducerOptions } from '../../src/kafka/client.ts';
 import { randomName, requireService } from '../harness/services.ts';
 
 const require = createRequire(import.meta.url);
@@ -27,6 +27,19 @@ function recordMetadataRequests(): { readonly requests: string[][]; stop(): void
   return { requests, stop: () => void (prototype.metadata = original) };
 }
 
+/** A producer, acks all and no compression, that forgets a topic not written for `options.topicIdleMs`. */
+function forgettingProducer(options: Pick<KafkaProducerOptions, 'brokers' | 'clientId' | 'idempotent' | 'maxInFlightRequests' | 'topicIdleMs'>) {
+  return createKafkaProducer({
+    acks: 'all',
+    compression: 'none',
+    connectionTimeoutMs: 3000,
+    requestTimeoutMs: 30_000,
+    retries: 5,
+    logger: pino({ level: 'silent' }),
+    ...options,
+  });
+}
+
 test('kafka producer: a topic not written for topicIdleMs is no longer in its metadata requests, and is written again when it comes back', async () => {
   const brokers = await requireService('kafka');
   const base = randomName('ferry-idle-topics-');
@@ -39,18 +52,7 @@ test('kafka producer: a topic not written for topicIdleMs is no longer in its me
     await admin.disconnect();
   }
   const idleMs = 1000;
-  const producer = createKafkaProducer({
-    brokers,
-    clientId: 'ferry-idle-topics',
-    acks: 'all',
-    compression: 'none',
-    idempotent: false,
-    connectionTimeoutMs: 3000,
-    requestTimeoutMs: 30_000,
-    retries: 5,
-    topicIdleMs: idleMs,
-    logger: pino({ level: 'silent' }),
-  });
+  const producer = forgettingProducer({ brokers, clientId: 'ferry-idle-topics', idempotent: false, topicIdleMs: idleMs });
   const recorded = recordMetadataRequests();
   const write = (topics: readonly string[]) =>
     producer.send(topics.map((topic) => ({ topic, records: [{ key: 'k', value: Buffer.from(topic), headers: {}, timestamp: Date.now() }] })));
@@ -97,19 +99,7 @@ test("kafka producer: an idempotent producer's topic, forgotten and written agai
   try {
     await admin.createTopics({ topics: [kept, other].map((topic) => ({ topic, numPartitions: 3 })), waitForLeaders: true });
     const idleMs = 300;
-    const producer = createKafkaProducer({
-      brokers,
-      clientId: 'ferry-idle-topics-eos',
-      acks: 'all',
-      compression: 'none',
-      idempotent: true,
-      maxInFlightRequests: 1,
-      connectionTimeoutMs: 3000,
-      requestTimeoutMs: 30_000,
-      retries: 5,
-      topicIdleMs: idleMs,
-      logger: pino({ level: 'silent' }),
-    });
+    const producer = forgettingProducer({ brokers, clientId: 'ferry-idle-topics-eos', idempotent: true, maxInFlightRequests: 1, topicIdleMs: idleMs });
     const recorded = recordMetadataRequests();
     const write = (topic: string, round: number) =>
       producer.send([{ topic, records: Array.from({ length: 20 }, (_, i) => ({ key: `dev-${i}`, value: Buffer.from(`${round}`), headers: {}, timestamp: Date.now() })) }]);

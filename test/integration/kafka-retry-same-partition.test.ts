@@ -10,7 +10,7 @@
 import '../harness/kafkajs-patched.ts';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Kafka, logLevel, type PartitionerArgs } from 'kafkajs';
+import { Kafka, logLevel, type Message, type PartitionerArgs, type ProducerConfig } from 'kafkajs';
 import { startKafkaCluster } from '../harness/kafka-cluster.ts';
 import { readTopic } from '../harness/kafka-read.ts';
 import { randomName } from '../harness/services.ts';
@@ -28,29 +28,35 @@ after(async () => {
 /** Two partitions, both replicated on both nodes, led by the nodes given. */
 async function topicLedBy(leaders: readonly [number, number]): Promise<string> {
   const topic = randomName('ferry-retry-partition-');
-  const admin = new Kafka({ brokers: [...cluster.brokers], logLevel: logLevel.NOTHING }).admin();
-  await admin.connect();
-  try {
-    await admin.createTopics({
-      topics: [
-        {
-          topic,
-          replicaAssignment: [
-            { partition: 0, replicas: leaders[0] === 1 ? [1, 2] : [2, 1] },
-            { partition: 1, replicas: leaders[1] === 1 ? [1, 2] : [2, 1] },
-          ],
-        },
-      ],
-      waitForLeaders: true,
-    });
-  } finally {
-    await admin.disconnect();
-  }
-  assert.deepEqual([...(await cluster.leaders(topic))].sort(), [
-    [0, leaders[0]],
-    [1, leaders[1]],
-  ]);
+  await cluster.createTopic(topic, leaders);
   return topic;
+}
+
+/**
+ * Writes a record to each partition of `topic` through a producer of `config`, moves partition
+ * 1's leader to `nodeId` and sends `messages`; resolves to the values in the topic, sorted. The
+ * producer keeps the metadata it has (kafkajs refreshes it every 5 minutes, or on an error): the
+ * send after the move goes to partition 1's old leader first.
+ */
+async function sendAfterLeaderMoved(topic: string, config: ProducerConfig, nodeId: number, messages: Message[]): Promise<string[]> {
+  const kafka = new Kafka({ clientId: randomName('ferry-retry-partition-'), brokers: [...cluster.brokers], logLevel: logLevel.NOTHING, retry: { retries: 3 } });
+  const producer = kafka.producer({ maxInFlightRequests: 1, ...config });
+  await producer.connect();
+  try {
+    await producer.send({
+      topic,
+      acks: -1,
+      messages: [
+        { partition: 0, value: 'before-0' },
+        { partition: 1, value: 'before-1' },
+      ],
+    });
+    await cluster.moveLeader(topic, 1, nodeId);
+    await producer.send({ topic, acks: -1, messages });
+  } finally {
+    await producer.disconnect();
+  }
+  return (await readTopic(cluster.brokers, topic)).map((m) => m.value?.toString() ?? '').sort();
 }
 
 /** A partitioner (kafkajs' createPartitioner) that deals records without a partition `dealt`'s partitions in turn. */
@@ -63,49 +69,19 @@ test('an idempotent producer sends a failed partition the same records on a retr
   const topic = await topicLedBy([1, 1]);
   // Dealt 0, 0, 1 on the first attempt, 1, 0, 0 on a retry of the same three.
   const createPartitioner = dealing([0, 0, 1, 1, 0, 0]);
-  const kafka = new Kafka({ clientId: randomName('ferry-retry-partition-'), brokers: [...cluster.brokers], logLevel: logLevel.NOTHING, retry: { retries: 3 } });
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner });
-  await producer.connect();
-  try {
-    await producer.send({
-      topic,
-      acks: -1,
-      messages: [
-        { partition: 0, value: 'before-0' },
-        { partition: 1, value: 'before-1' },
-      ],
-    });
-    // The producer keeps the metadata it has (kafkajs refreshes it every 5 minutes, or on an error).
-    await cluster.moveLeader(topic, 1, 2);
-    await producer.send({ topic, acks: -1, messages: ['after-0', 'after-1', 'after-2'].map((value) => ({ value })) });
-  } finally {
-    await producer.disconnect();
-  }
-  const values = (await readTopic(cluster.brokers, topic)).map((m) => m.value?.toString() ?? '').sort();
+  const values = await sendAfterLeaderMoved(
+    topic,
+    { idempotent: true, createPartitioner },
+    2,
+    ['after-0', 'after-1', 'after-2'].map((value) => ({ value })),
+  );
   assert.deepEqual(values, ['after-0', 'after-1', 'after-2', 'before-0', 'before-1'], 'every record written once');
 });
 
 test('a message object sent twice is written twice when one of its partitions fails and the other is written', async () => {
   const topic = await topicLedBy([1, 2]);
-  const kafka = new Kafka({ clientId: randomName('ferry-retry-partition-'), brokers: [...cluster.brokers], logLevel: logLevel.NOTHING, retry: { retries: 3 } });
-  const producer = kafka.producer({ maxInFlightRequests: 1, createPartitioner: dealing([0, 1]) });
-  await producer.connect();
-  try {
-    await producer.send({
-      topic,
-      acks: -1,
-      messages: [
-        { partition: 0, value: 'before-0' },
-        { partition: 1, value: 'before-1' },
-      ],
-    });
-    // Partition 1's leader (node 2, as the producer has it) answers NOT_LEADER_OR_FOLLOWER; node 1 writes partition 0.
-    await cluster.moveLeader(topic, 1, 1);
-    const twice = { value: 'twice' };
-    await producer.send({ topic, acks: -1, messages: [twice, twice] });
-  } finally {
-    await producer.disconnect();
-  }
-  const values = (await readTopic(cluster.brokers, topic)).map((m) => m.value?.toString() ?? '').sort();
+  // Partition 1's leader (node 2, as the producer has it) answers NOT_LEADER_OR_FOLLOWER; node 1 writes partition 0.
+  const twice = { value: 'twice' };
+  const values = await sendAfterLeaderMoved(topic, { createPartitioner: dealing([0, 1]) }, 1, [twice, twice]);
   assert.deepEqual(values, ['before-0', 'before-1', 'twice', 'twice']);
 });

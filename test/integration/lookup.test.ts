@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { after, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -15,6 +14,7 @@ import { lookupStep } from '../../src/redis/lookup.ts';
 import { type LookupConfig, lookupSchema } from '../../src/redis/lookup-config.ts';
 import { tcpProxy } from '../harness/cuttable-proxy.ts';
 import { eventually } from '../harness/eventually.ts';
+import { capturedEntries, type LoggedLine } from '../harness/log-lines.ts';
 import { randomName, requireService } from '../harness/services.ts';
 
 const prefixes: string[] = [];
@@ -42,16 +42,7 @@ function prefix(): string {
 function step(config: Record<string, unknown>) {
   const parsed = lookupSchema().parse(config) as LookupConfig;
   const counters = new CounterRegistry();
-  const logs: { level: number; msg: string }[] = [];
-  const logger = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        logs.push(JSON.parse(chunk.toString()) as { level: number; msg: string });
-        done();
-      },
-    }),
-  );
+  const { logger, entries: logs } = capturedEntries<LoggedLine>('info');
   const clients = new RedisClients();
   const passed: string[] = [];
   const rejected: { payload: string; reason: string; label: string }[] = [];

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { after, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -17,6 +16,7 @@ import { ingressOperators } from '../../src/runtime/ingress.ts';
 import { closedPort } from '../harness/net.ts';
 import { randomName, requireService } from '../harness/services.ts';
 import { eventually } from '../harness/eventually.ts';
+import { capturedEntries, type LoggedLine } from '../harness/log-lines.ts';
 
 const prefixes: string[] = [];
 after(async () => {
@@ -37,16 +37,7 @@ async function waitFor(what: string, condition: () => boolean): Promise<void> {
 function limiter(config: Partial<RateLimitConfig> & { messagesPerSecond: number }) {
   const parsed = rateLimitSchema().parse(config);
   const counters = new CounterRegistry();
-  const logs: { level: number; msg: string }[] = [];
-  const logger = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        logs.push(JSON.parse(chunk.toString()) as { level: number; msg: string });
-        done();
-      },
-    }),
-  );
+  const { logger, entries: logs } = capturedEntries<LoggedLine>('info');
   const template = compileTemplate(parsed.key);
   const input = new Subject<Delivery>();
   const passed: string[] = [];

@@ -3,9 +3,7 @@ import { once } from 'node:events';
 import { createServer, connect as netConnect, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { Subject } from 'rxjs';
 import { type Delivery, createDelivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
@@ -19,6 +17,7 @@ import { CounterRegistry } from '../../src/observability/counters.ts';
 import { RedisTokenBuckets } from '../../src/redis/token-buckets.ts';
 import { tcpProxy } from '../harness/cuttable-proxy.ts';
 import { eventually } from '../harness/eventually.ts';
+import { capturedEntries, type LoggedLine } from '../harness/log-lines.ts';
 import { startPrivateRedis } from '../harness/private-redis.ts';
 
 // A command the caller was told had failed (it timed out) must not be run later by Ferry's own
@@ -28,6 +27,16 @@ import { startPrivateRedis } from '../harness/private-redis.ts';
 // script then takes nothing once its caller gave up.
 
 const timedOut = (error: unknown) => isFerryError(error, 'UPSTREAM_UNAVAILABLE') && /timed out/.test(error.message);
+
+/** Token buckets of 10 tokens, 0.01 a second, whose scripts run on `connection`; a take waits `timeoutMs`. */
+function bucketsOn(connection: RedisConnection, timeoutMs: number, commandTimeoutMs?: number): RedisTokenBuckets {
+  return new RedisTokenBuckets(
+    { evalsha: (...args) => connection.run((c) => c.evalsha(...args)), eval: (...args) => connection.run((c) => c.eval(...args)) },
+    { messagesPerSecond: 0.01, burst: 10 },
+    timeoutMs,
+    commandTimeoutMs,
+  );
+}
 
 test('a command that timed out waiting for the reconnection (offline: wait) is not sent once Redis is back', { timeout: 30_000 }, async () => {
   const server = await startPrivateRedis();
@@ -82,11 +91,7 @@ test('a token take that Redis runs after its caller gave up takes no tokens; one
   const server = await startPrivateRedis(['--enable-debug-command', 'yes']);
   const admin = new Redis(server.url, { maxRetriesPerRequest: 1 });
   const connection = new RedisConnection(redisConnectionSchema().parse({ url: server.url, commandTimeoutMs: 300 }));
-  const buckets = new RedisTokenBuckets(
-    { evalsha: (...args) => connection.run((c) => c.evalsha(...args)), eval: (...args) => connection.run((c) => c.eval(...args)) },
-    { messagesPerSecond: 0.01, burst: 10 },
-    300,
-  );
+  const buckets = bucketsOn(connection, 300);
   try {
     // The first answers make Redis' clock known.
     assert.deepEqual(await buckets.take([{ key: 'bucket', count: 0 }]), [{ granted: 0, waitMs: 0 }]);
@@ -153,16 +158,7 @@ test('a token take sent again as EVAL after NOSCRIPT gets its own command time: 
   const link = await slowLink({ host: '127.0.0.1', port: server.port });
   const admin = new Redis(server.url, { maxRetriesPerRequest: 1 });
   const clients = new RedisClients();
-  const logs: { level: number; msg: string }[] = [];
-  const logger = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        logs.push(JSON.parse(chunk.toString()) as { level: number; msg: string });
-        done();
-      },
-    }),
-  );
+  const { logger, entries: logs } = capturedEntries<LoggedLine>('info');
   const counters = new CounterRegistry();
   const input = new Subject<Delivery>();
   const passed: string[] = [];
@@ -210,12 +206,7 @@ test('a key asked alone again after Redis refused another key of its call takes 
   url.username = 'limited';
   url.password = 'secret';
   const connection = new RedisConnection(redisConnectionSchema().parse({ url: url.toString(), commandTimeoutMs: 2000 }));
-  const buckets = new RedisTokenBuckets(
-    { evalsha: (...args) => connection.run((c) => c.evalsha(...args)), eval: (...args) => connection.run((c) => c.eval(...args)) },
-    { messagesPerSecond: 0.01, burst: 10 },
-    200,
-    2000,
-  );
+  const buckets = bucketsOn(connection, 200, 2000);
   try {
     assert.deepEqual(await buckets.take([{ key: 'ok-1', count: 0 }]), [{ granted: 0, waitMs: 0 }]);
     assert.deepEqual(await buckets.take([{ key: 'ok-1', count: 0 }]), [{ granted: 0, waitMs: 0 }]);

@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { Subject } from 'rxjs';
 import { type Delivery, createDelivery } from '../../src/core/delivery.ts';
 import { createEnvelope } from '../../src/core/envelope.ts';
@@ -18,6 +16,7 @@ import { type LookupConfig, lookupSchema } from '../../src/redis/lookup-config.t
 import { type RateLimitConfig, rateLimitSchema } from '../../src/redis/rate-limit-config.ts';
 import { rateLimit } from '../../src/redis/rate-limit.ts';
 import { eventually } from '../harness/eventually.ts';
+import { capturedEntries, type LoggedLine } from '../harness/log-lines.ts';
 import { type PrivateRedis, startPrivateRedis } from '../harness/private-redis.ts';
 
 // Replies by which Redis refuses every command of a kind, whatever the key (a full Redis: OOM;
@@ -54,20 +53,6 @@ after(async () => {
   await server.stop();
 });
 
-function logSink() {
-  const logs: { level: number; msg: string }[] = [];
-  const logger = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        logs.push(JSON.parse(chunk.toString()) as { level: number; msg: string });
-        done();
-      },
-    }),
-  );
-  return { logs, logger };
-}
-
 function delivery(device: string, payload: string, settled: Map<string, string>): Delivery {
   const envelope = createEnvelope({ topic: `devices/${device}/telemetry`, payload, origin: { source: 'test', clientId: device } });
   return createDelivery(envelope, { onAck: () => settled.set(payload, 'ack'), onNack: (e) => settled.set(payload, `nack: ${e.message}`) });
@@ -76,7 +61,7 @@ function delivery(device: string, payload: string, settled: Map<string, string>)
 function limiter(config: Partial<RateLimitConfig> & { redis: string }) {
   const parsed = rateLimitSchema().parse({ messagesPerSecond: 0.001, burst: 1, timeoutMs: 500, ...config });
   const counters = new CounterRegistry();
-  const { logs, logger } = logSink();
+  const { logger, entries: logs } = capturedEntries<LoggedLine>('info');
   const input = new Subject<Delivery>();
   const passed: string[] = [];
   const rejected: string[] = [];
@@ -156,7 +141,7 @@ test('handler tools: a write a full Redis refuses rejects retryable UPSTREAM_UNA
 
 test('lookup: a password Redis refuses is an outage (onUnavailable: hold), not a refusal of each key', { timeout: 30_000 }, async () => {
   const parsed = lookupSchema().parse({ redis: withAuth('default', 'wrong'), key: 'site:${clientId}', field: 'site', cacheMs: 0 }) as LookupConfig;
-  const { logs, logger } = logSink();
+  const { logger, entries: logs } = capturedEntries<LoggedLine>('info');
   const rejected: string[] = [];
   const passed: string[] = [];
   const settled = new Map<string, string>();
