@@ -6,7 +6,7 @@
 // The replacement here keeps the answer of each partition instead: a retry sends every partition
 // with records not answered for yet to its leader at that time, whichever broker answered before.
 
-/** kafkajs' message, as the producer hands it on; only its identity is used here. */
+/** kafkajs' message, as the producer hands it on; handed on as it is. */
 type Message = object;
 
 interface TopicMessages {
@@ -93,17 +93,14 @@ interface SendArgs {
 
 type KafkaError = Error & { readonly retriable?: boolean; readonly host?: string; readonly port?: number };
 
-/** A message of the send; once a request that may have reached Kafka failed for it, the partition it went to. */
-interface Slot {
-  readonly message: Message;
-  partition: number | undefined;
-  done: boolean;
-}
-
-/** A request to one broker, and the slots of each of its partitions' messages. */
-interface Request {
-  readonly topicData: TopicData[];
-  readonly slots: Map<TopicData['partitions'][number], Slot[]>;
+/** A topic's messages not answered for yet. */
+interface PendingTopic {
+  /** Before the send's first attempt that sent requests: its messages in order, to be dealt to partitions. */
+  messages: readonly Message[] | undefined;
+  /** After: the messages of each partition not answered for, as they were sent to it. */
+  partitions: Record<number, readonly Message[]>;
+  /** Given without messages: looked up all the same, as kafkajs does. */
+  readonly empty: boolean;
 }
 
 /**
@@ -112,71 +109,72 @@ interface Request {
  * answered for, with one entry per partition answered (written, or refused: see
  * produce-refusals.ts). Each attempt sends the messages not answered for yet to the leaders of
  * their partitions at the time, a broker that answered before included; a partition answered for
- * is not sent again. A request that failed leaves its messages to the next attempt, in the
- * partitions it sent them to, their sequence numbers taken back as kafkajs does, so that an
- * idempotent producer sends each partition the same batch again under the same numbers (Kafka
- * drops a batch it has by its numbers alone: a partitioner that deals records round robin would
- * have dealt other records under the numbers of an appended batch, dropped, never written).
- * Messages are told apart by their place in the send, not their identity (the same object may be
- * sent twice). An attempt waits for all its requests before the next, so that a partition is never
- * in two requests at once.
+ * is not sent again. Messages are dealt to partitions once, at the first attempt that sends
+ * requests, and each partition's stay together after, in order: a request that failed leaves its
+ * partitions' messages to the next attempt, their sequence numbers taken back as kafkajs does, so
+ * that an idempotent producer sends each partition the same batch again under the same numbers
+ * (Kafka drops a batch it has by its numbers alone: a partitioner that deals records round robin
+ * would have dealt other records under the numbers of an appended batch, dropped, never written),
+ * also when another request of the attempt failed before it was sent. Messages are told apart by
+ * their place in the send, not their identity (the same object may be sent twice). An attempt
+ * waits for all its requests before the next, so that a partition is never in two requests at once.
  */
 export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata }: SendMessagesDeps) {
   return ({ logger, cluster, partitioner, eosManager, retrier }: SendOptions) =>
     async ({ acks, timeout, compression, topicMessages }: SendArgs): Promise<object[]> => {
       const answered: object[] = [];
-      /** Per topic (kafkajs' sendBatch merges a topic's entries, merged here too), the messages not answered for yet. */
-      const pending = new Map<string, { slots: Slot[]; readonly empty: boolean }>();
+      /** Per topic (kafkajs' sendBatch merges a topic's entries, merged here too). */
+      const pending = new Map<string, PendingTopic>();
       for (const { topic, messages } of topicMessages) {
-        const slots = messages.map((message): Slot => ({ message, partition: undefined, done: false }));
         const known = pending.get(topic);
-        if (known === undefined) pending.set(topic, { slots, empty: slots.length === 0 });
-        else pending.set(topic, { slots: known.slots.concat(slots), empty: known.empty && slots.length === 0 });
+        if (known === undefined) pending.set(topic, { messages, partitions: {}, empty: messages.length === 0 });
+        else pending.set(topic, { messages: (known.messages as readonly Message[]).concat(messages), partitions: {}, empty: known.empty && messages.length === 0 });
       }
 
-      /** One request per leader of the pending messages' partitions. */
-      const createRequests = async (): Promise<Map<Broker, Request>> => {
+      /** One request per leader of the pending messages' partitions; each topic's messages dealt to partitions if they were not. */
+      const createRequests = async (): Promise<Map<Broker, TopicData[]>> => {
         await cluster.refreshMetadataIfNecessary();
-        const requests = new Map<Broker, Request>();
-        for (const [topic, { slots, empty }] of pending) {
-          // A topic without messages is looked up all the same, as kafkajs does.
-          if (slots.length === 0 && !empty) continue;
+        const requests = new Map<Broker, TopicData[]>();
+        const dealt: [PendingTopic, Record<number, Message[]>][] = [];
+        for (const [topic, state] of pending) {
+          const { messages } = state;
+          if (messages === undefined && !state.empty && !hasKeys(state.partitions)) continue;
           const partitionMetadata = cluster.findTopicPartitionMetadata(topic);
           if (partitionMetadata.length === 0) {
             logger.debug('Producing to topic without metadata', { topic, targetTopics: Array.from(cluster.targetTopics) });
             throw new KafkaJSMetadataNotLoaded('Producing to topic without metadata');
           }
-          // As kafkajs' groupMessagesPerPartition, but for messages a failed request sent to a partition.
-          const slotsPerPartition: Record<number, Slot[]> = {};
-          for (const slot of slots) {
-            const partition = slot.partition ?? partitioner({ topic, partitionMetadata, message: slot.message });
-            (slotsPerPartition[partition] ??= []).push(slot);
+          let messagesPerPartition = state.partitions;
+          if (messages !== undefined) {
+            // As kafkajs' groupMessagesPerPartition.
+            const grouped: Record<number, Message[]> = {};
+            for (const message of messages) (grouped[partitioner({ topic, partitionMetadata, message })] ??= []).push(message);
+            dealt.push([state, grouped]);
+            messagesPerPartition = grouped;
           }
-          const partitions = Object.keys(slotsPerPartition);
+          const partitions = Object.keys(messagesPerPartition);
           const partitionsPerLeader = cluster.findLeaderForPartitions(topic, partitions);
           // kafkajs leaves out, unsent, a partition the metadata does not have: it is looked up again.
-          const led = Object.values(partitionsPerLeader).reduce((n, p) => n + p.length, 0);
+          let led = 0;
+          for (const nodeId in partitionsPerLeader) led += (partitionsPerLeader[nodeId] as number[]).length;
           if (led < partitions.length) throw new KafkaJSMetadataNotLoaded('Producing to a partition without metadata');
-          for (const [nodeId, leaderPartitions] of Object.entries(partitionsPerLeader)) {
+          for (const nodeId in partitionsPerLeader) {
             const broker = await cluster.findBroker({ nodeId });
-            let request = requests.get(broker);
-            if (request === undefined) {
-              request = { topicData: [], slots: new Map() };
-              requests.set(broker, request);
-            }
-            const partitionsOfTopic = leaderPartitions.map((partition) => {
-              const partitionSlots = slotsPerPartition[partition] as Slot[];
-              const entry = { partition, messages: partitionSlots.map((s) => s.message) };
-              request.slots.set(entry, partitionSlots);
-              return entry;
-            });
-            request.topicData.push({ topic, partitions: partitionsOfTopic });
+            let topicData = requests.get(broker);
+            if (topicData === undefined) requests.set(broker, (topicData = []));
+            const leaderPartitions = partitionsPerLeader[nodeId] as number[];
+            topicData.push({ topic, partitions: leaderPartitions.map((partition) => ({ partition, messages: messagesPerPartition[partition] as Message[] })) });
           }
+        }
+        // Every request is made: the messages stay in the partitions they are sent to.
+        for (const [state, grouped] of dealt) {
+          state.messages = undefined;
+          state.partitions = grouped;
         }
         return requests;
       };
 
-      const produce = async (broker: Broker, { topicData, slots }: Request): Promise<void> => {
+      const produce = async (broker: Broker, topicData: TopicData[]): Promise<void> => {
         await eosManager.acquireBrokerLock(broker);
         try {
           if (eosManager.isTransactional()) await eosManager.addPartitionsToTransaction(topicData);
@@ -186,11 +184,6 @@ export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata }: SendMe
               eosManager.updateSequence(topic, entry.partition, entry.messages.length);
             }
           }
-          /** The entry's sequence numbers taken back, its messages kept to its partition for the next attempt. */
-          const takeBack = (topic: string, entry: TopicData['partitions'][number]) => {
-            eosManager.updateSequence(topic, entry.partition, -entry.messages.length);
-            for (const slot of slots.get(entry) ?? []) slot.partition = entry.partition;
-          };
           let response: ProduceAnswer;
           try {
             response = await broker.produce({
@@ -203,18 +196,19 @@ export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata }: SendMe
               topicData,
             });
           } catch (error) {
-            for (const { topic, partitions } of topicData) for (const entry of partitions) takeBack(topic, entry);
+            for (const { topic, partitions } of topicData) for (const entry of partitions) eosManager.updateSequence(topic, entry.partition, -entry.messages.length);
             throw error;
           }
           const answers = acks === 0 ? undefined : response.topics.flatMap(({ topicName, partitions }) => partitions.map((p) => ({ topicName, ...p })));
           let unanswered = false;
           for (const { topic, partitions } of topicData) {
+            const state = pending.get(topic) as PendingTopic;
             for (const entry of partitions) {
               // Without acks nothing is answered: what was sent counts as written, as in kafkajs.
               if (answers === undefined || answers.some((a) => a.topicName === topic && a.partition === entry.partition)) {
-                for (const slot of slots.get(entry) ?? []) slot.done = true;
+                delete state.partitions[entry.partition];
               } else {
-                takeBack(topic, entry);
+                eosManager.updateSequence(topic, entry.partition, -entry.messages.length);
                 unanswered = true;
               }
             }
@@ -230,10 +224,9 @@ export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata }: SendMe
         await cluster.addMultipleTargetTopics(Array.from(pending.keys()));
         try {
           const requests = await createRequests();
-          const settled = await Promise.allSettled(Array.from(requests, ([broker, request]) => produce(broker, request)));
+          const settled = await Promise.allSettled(Array.from(requests, ([broker, topicData]) => produce(broker, topicData)));
           const failures = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as KafkaError] : []));
           if (failures.length === 0) return answered;
-          for (const topic of pending.values()) topic.slots = topic.slots.filter((s) => !s.done);
           for (const e of failures.slice(1)) {
             if (e.name === 'KafkaJSConnectionClosedError' && e.host !== undefined && e.port !== undefined) cluster.removeBroker({ host: e.host, port: e.port });
           }
@@ -266,4 +259,10 @@ export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata }: SendMe
         }
       });
     };
+}
+
+/** Whether `record` has a key of its own. */
+function hasKeys(record: object): boolean {
+  for (const _ in record) return true;
+  return false;
 }

@@ -1,0 +1,163 @@
+// A scripted cluster and brokers: a request that fails before it is sent (its broker's lock
+// timed out, adding its partitions to a transaction failed) next to one that failed on its way
+// to Kafka cannot be timed with real brokers.
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { test } from 'node:test';
+import { type SendCluster, type SendEosManager, type SendMessagesDeps, sendMessages } from '../../../src/kafka/send-messages.ts';
+
+const require = createRequire(import.meta.url);
+const deps: SendMessagesDeps = {
+  KafkaJSMetadataNotLoaded: (require('kafkajs/src/errors.js') as Pick<SendMessagesDeps, 'KafkaJSMetadataNotLoaded'>).KafkaJSMetadataNotLoaded,
+  staleMetadata: (require('kafkajs/src/protocol/error.js') as Pick<SendMessagesDeps, 'staleMetadata'>).staleMetadata,
+};
+
+interface Sent {
+  readonly nodeId: number;
+  readonly partitions: { partition: number; firstSequence: number | undefined; messages: string[] }[];
+}
+type Script = (nodeId: number, attempt: number) => 'answer' | 'fail' | 'lockFails' | 'leavesOut';
+
+/** Two brokers, partition 0 led by broker 0 and partition 1 by broker 1, each doing what `script` says at each attempt. */
+function scripted(
+  script: Script,
+  partitionMetadata = [
+    { partitionId: 0, leader: 0 },
+    { partitionId: 1, leader: 1 },
+  ],
+) {
+  const sent: Sent[] = [];
+  const sequences = new Map<number, number>();
+  let attempt = 0;
+  const broker = (nodeId: number) => ({
+    nodeId,
+    produce: async ({ topicData }: { topicData: { topic: string; partitions: { partition: number; firstSequence?: number; messages: { value: string }[] }[] }[] }) => {
+      sent.push({
+        nodeId,
+        partitions: topicData.flatMap((t) => t.partitions.map((p) => ({ partition: p.partition, firstSequence: p.firstSequence, messages: p.messages.map((m) => m.value) }))),
+      });
+      if (script(nodeId, attempt) === 'fail') throw Object.assign(new Error('Connection error'), { name: 'KafkaJSConnectionError', retriable: true });
+      const leftOut = script(nodeId, attempt) === 'leavesOut' ? 1 : 0;
+      return { topics: topicData.map((t) => ({ topicName: t.topic, partitions: t.partitions.slice(leftOut).map((p) => ({ partition: p.partition, errorCode: 0 })) })) };
+    },
+  });
+  const brokers = [broker(0), broker(1)];
+  const cluster: SendCluster = {
+    targetTopics: new Set(['t', 'u']),
+    refreshMetadataIfNecessary: async () => {},
+    refreshMetadata: async () => {},
+    findTopicPartitionMetadata: () => partitionMetadata,
+    findLeaderForPartitions: (_topic, partitions) => {
+      const led: Record<string, number[]> = {};
+      for (const id of partitions) {
+        const leader = partitionMetadata.find((p) => p.partitionId === Number(id))?.leader;
+        if (leader !== undefined) (led[leader] ??= []).push(Number(id));
+      }
+      return led;
+    },
+    findBroker: async ({ nodeId }) => brokers[Number(nodeId)] as (typeof brokers)[number],
+    addMultipleTargetTopics: async () => {},
+    removeBroker: () => {},
+    isConnected: () => true,
+    connect: async () => {},
+  };
+  const eosManager: SendEosManager = {
+    isTransactional: () => false,
+    getTransactionalId: () => undefined,
+    getProducerId: () => 7,
+    getProducerEpoch: () => 0,
+    getSequence: (_topic, partition) => sequences.get(partition) ?? 0,
+    updateSequence: (_topic, partition, increment) => void sequences.set(partition, (sequences.get(partition) ?? 0) + increment),
+    addPartitionsToTransaction: async () => {},
+    acquireBrokerLock: async ({ nodeId }) => {
+      if (script(nodeId, attempt) === 'lockFails') throw Object.assign(new Error('Timeout while acquiring lock'), { name: 'KafkaJSLockTimeout', retriable: true });
+    },
+    releaseBrokerLock: () => {},
+  };
+  /** kafkajs' retrier, without its waits: up to 5 retries, none after `bail`. */
+  const retrier = async <T>(fn: (bail: (error: Error) => void, retryCount: number, retryTime: number) => Promise<T>): Promise<T> => {
+    for (; ; attempt++) {
+      let bailed: Error | undefined;
+      try {
+        const result = await fn((error) => void (bailed = error), attempt, 0);
+        if (bailed !== undefined) throw bailed;
+        return result;
+      } catch (error) {
+        if (bailed !== undefined || attempt >= 5) throw error;
+      }
+    }
+  };
+  let dealt = 0;
+  /** Deals messages to the partitions in turn, as kafkajs' partitioner does messages without a key. */
+  const partitioner = () => dealt++ % partitionMetadata.length;
+  const logger = { debug: () => {}, error: () => {} };
+  const send = sendMessages(deps)({ logger, cluster, partitioner, eosManager, retrier });
+  return { send, sent };
+}
+
+test("a partition whose request failed is sent the same records again, also when another broker's request failed before it was sent", async () => {
+  // Broker 0's request fails on its way (it may have reached Kafka); broker 1's lock times out, its request unsent.
+  const { send, sent } = scripted((nodeId, attempt) => (attempt > 0 ? 'answer' : nodeId === 0 ? 'fail' : 'lockFails'));
+  const messages = ['a', 'b', 'c', 'd'].map((value) => ({ value }));
+  const results = await send({ acks: -1, topicMessages: [{ topic: 't', messages }] });
+  const toPartition0 = sent.flatMap((request) => request.partitions.filter((p) => p.partition === 0));
+  assert.deepEqual(toPartition0, [
+    { partition: 0, firstSequence: 0, messages: ['a', 'c'] },
+    { partition: 0, firstSequence: 0, messages: ['a', 'c'] },
+  ]);
+  const written = sent.slice(-2).flatMap((request) => request.partitions.flatMap((p) => p.messages));
+  assert.deepEqual(written.sort(), ['a', 'b', 'c', 'd']);
+  assert.deepEqual(results.map((r) => (r as { partition: number }).partition).sort(), [0, 1]);
+});
+
+test('a partition left out of an answer is sent again, the same records under the same sequence numbers, once', async () => {
+  // Broker 0 leads both partitions and leaves the first of each topic out of its first answer.
+  const { send, sent } = scripted(
+    (_nodeId, attempt) => (attempt === 0 ? 'leavesOut' : 'answer'),
+    [
+      { partitionId: 0, leader: 0 },
+      { partitionId: 1, leader: 0 },
+    ],
+  );
+  const results = await send({
+    acks: -1,
+    topicMessages: [
+      { topic: 't', messages: [{ value: 'a' }, { value: 'b' }] },
+      { topic: 'u', messages: [] },
+      { topic: 't', messages: [{ value: 'c' }] },
+    ],
+  });
+  assert.deepEqual(sent, [
+    {
+      nodeId: 0,
+      partitions: [
+        { partition: 0, firstSequence: 0, messages: ['a', 'c'] },
+        { partition: 1, firstSequence: 0, messages: ['b'] },
+      ],
+    },
+    { nodeId: 0, partitions: [{ partition: 0, firstSequence: 0, messages: ['a', 'c'] }] },
+  ]);
+  assert.deepEqual(
+    results.map((r) => (r as { partition: number }).partition),
+    [1, 0],
+  );
+});
+
+test('a partition that left the metadata after its request failed fails the send once retries run out', async () => {
+  const metadata = [
+    { partitionId: 0, leader: 0 },
+    { partitionId: 1, leader: 1 },
+  ];
+  // Broker 1's request fails, and partition 1 is gone from the metadata after (its topic made again with one).
+  const { send, sent } = scripted((nodeId) => {
+    if (nodeId !== 1) return 'answer';
+    metadata.splice(1);
+    return 'fail';
+  }, metadata);
+  const sending = send({ acks: -1, topicMessages: [{ topic: 't', messages: [{ value: 'a' }, { value: 'b' }] }] });
+  await assert.rejects(sending, { name: 'KafkaJSMetadataNotLoaded' });
+  assert.deepEqual(
+    sent.map((request) => request.partitions.map((p) => p.partition)),
+    [[0], [1]],
+  );
+});
