@@ -2,9 +2,10 @@
 // of records per second, per byte of large payloads, or while idle, replaced before kafkajs loads
 // them with functions that return exactly what the originals return (test/unit/kafka/kafkajs-patches.test.ts
 // compares the encoders byte for byte, and the request queue against what it must do):
-//   - producer/groupMessagesPerPartition copies the partition's array once per message
+//   - producer/groupMessagesPerPartition copied the partition's array once per message
 //     (`[...current, message]`): quadratic in the batch size, ~3% of the gateway's CPU at
-//     batches of 500;
+//     batches of 500; only kafkajs' sendMessages called it, and its replacement below groups in
+//     one pass (send-messages.ts groupMessagesPerPartition);
 //   - protocol/recordBatch/record/v0 and protocol/recordBatch/v0 write each varint through a
 //     new array and buffer, each varlong through BigInt-backed Longs, each record into a
 //     zero-filled 512-byte buffer (and another per header), and copy a batch's records three
@@ -56,14 +57,6 @@ export { produceRequestV3, requestFrame } from './produce-encoding.ts';
 
 const require = createRequire(import.meta.url);
 
-interface GroupInput {
-  readonly topic: string;
-  readonly partitionMetadata: readonly unknown[];
-  readonly messages: readonly unknown[];
-  readonly partitioner: (args: { topic: string; partitionMetadata: readonly unknown[]; message: unknown }) => number;
-}
-
-const GROUP = 'kafkajs/src/producer/groupMessagesPerPartition.js';
 const RECORD = 'kafkajs/src/protocol/recordBatch/record/v0/index.js';
 const CRC32C = 'kafkajs/src/protocol/recordBatch/crc32C/crc32C.js';
 const ENCODER = 'kafkajs/src/protocol/encoder.js';
@@ -207,17 +200,6 @@ interface GrowingEncoder {
   offset: number;
 }
 
-/** The replacement of kafkajs' groupMessagesPerPartition: the same result in one pass. */
-export function groupMessagesPerPartition({ topic, partitionMetadata, messages, partitioner }: GroupInput): Record<number, unknown[]> {
-  const result: Record<number, unknown[]> = {};
-  if (partitionMetadata.length === 0) return result;
-  for (const message of messages) {
-    const partition = partitioner({ topic, partitionMetadata, message });
-    (result[partition] ??= []).push(message);
-  }
-  return result;
-}
-
 /** @node-rs/crc32's CRC32C (unsigned, as kafkajs' own returns it), or undefined where its native binary does not load. */
 export function nativeCrc32c(): ((buffer: Buffer) => number) | undefined {
   try {
@@ -314,7 +296,6 @@ export function patchKafkajs(): void {
   };
   const Encoder = require(ENCODER) as KafkajsEncoderClass & { nextPowerOfTwo(value: number): number; prototype: { ensureAvailable: unknown } };
   Encoder.prototype.ensureAvailable = ensureAvailableUnfilled((value) => Encoder.nextPowerOfTwo(value));
-  replace(GROUP, groupMessagesPerPartition);
   const { KafkaJSMetadataNotLoaded } = require(ERRORS) as Pick<SendMessagesDeps, 'KafkaJSMetadataNotLoaded'>;
   const { staleMetadata } = require(ERROR) as Pick<SendMessagesDeps, 'staleMetadata'>;
   replace(SEND_MESSAGES, sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata }));

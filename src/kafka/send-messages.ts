@@ -70,6 +70,28 @@ interface Logger {
 
 type Partitioner = (args: { topic: string; partitionMetadata: readonly unknown[]; message: unknown }) => number;
 
+/**
+ * What kafkajs' producer/groupMessagesPerPartition returns, in one pass (its own copied the
+ * partition's array once per message: quadratic in the batch size, ~3% of the gateway's CPU at
+ * batches of 500).
+ */
+export function groupMessagesPerPartition<M>({
+  topic,
+  partitionMetadata,
+  messages,
+  partitioner,
+}: {
+  readonly topic: string;
+  readonly partitionMetadata: readonly unknown[];
+  readonly messages: readonly M[];
+  readonly partitioner: Partitioner;
+}): Record<number, M[]> {
+  const result: Record<number, M[]> = {};
+  if (partitionMetadata.length === 0) return result;
+  for (const message of messages) (result[partitioner({ topic, partitionMetadata, message })] ??= []).push(message);
+  return result;
+}
+
 /** What sendMessages takes of kafkajs' own modules. */
 export interface SendMessagesDeps {
   readonly KafkaJSMetadataNotLoaded: new (message: string) => Error;
@@ -146,9 +168,7 @@ export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata }: SendMe
           }
           let messagesPerPartition = state.partitions;
           if (messages !== undefined) {
-            // As kafkajs' groupMessagesPerPartition.
-            const grouped: Record<number, Message[]> = {};
-            for (const message of messages) (grouped[partitioner({ topic, partitionMetadata, message })] ??= []).push(message);
+            const grouped = groupMessagesPerPartition({ topic, partitionMetadata, messages, partitioner });
             dealt.push([state, grouped]);
             messagesPerPartition = grouped;
           }

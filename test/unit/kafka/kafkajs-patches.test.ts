@@ -5,7 +5,6 @@ import { test } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import {
   ensureAvailableUnfilled,
-  groupMessagesPerPartition,
   nativeCrc32c,
   patchKafkajs,
   type RecordBatchInput,
@@ -16,12 +15,14 @@ import {
   type RecordInput,
   requestFrame,
 } from '../../../src/kafka/kafkajs-patches.ts';
+import { groupMessagesPerPartition } from '../../../src/kafka/send-messages.ts';
 
 // The originals, loaded before the patch replaces them in the module cache.
 const require = createRequire(import.meta.url);
 const Encoder = require('kafkajs/src/protocol/encoder.js');
 const originalRecord = require('kafkajs/src/protocol/recordBatch/record/v0/index.js') as (input: RecordInput) => { buffer: Buffer };
 const originalGroup = require('kafkajs/src/producer/groupMessagesPerPartition.js') as typeof groupMessagesPerPartition;
+const originalSendMessages = require('kafkajs/src/producer/sendMessages.js') as unknown;
 const record = recordEncoder(Encoder) as unknown as (input: RecordInput) => { buffer: Buffer };
 const originalCrc32c = require('kafkajs/src/protocol/recordBatch/crc32C/crc32C.js') as (buffer: Buffer) => number;
 const originalEnsureAvailable = Encoder.prototype.ensureAvailable as (length: number) => void;
@@ -105,7 +106,7 @@ test('an encoder grown without zero-filling holds the same bytes as kafkajs grow
 
 test('after patching, kafkajs requires the replacements', async () => {
   patchKafkajs();
-  assert.equal(require('kafkajs/src/producer/groupMessagesPerPartition.js'), groupMessagesPerPartition);
+  assert.notEqual(require('kafkajs/src/producer/sendMessages.js'), originalSendMessages, 'the send, which alone groups messages, is replaced');
   const patched = require('kafkajs/src/protocol/recordBatch/record/v0/index.js') as typeof originalRecord;
   assert.notEqual(patched, originalRecord);
   const input = { key: 'k', value: Buffer.from('v'), headers: { h: 'x' } };
