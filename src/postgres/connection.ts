@@ -311,7 +311,12 @@ function keepAliveDelay(connectTimeoutMs: number): number {
  * Not set with `statementTimeoutMs: 0` (`ferry migrate`): the role's or the database's applies.
  */
 function abandonedAfter(config: ConnectionConfig): number {
-  return config.statementTimeoutMs === 0 ? 0 : Math.min(config.statementTimeoutMs + config.connectTimeoutMs, MAX_TIMER_MS);
+  return Math.min(replyTimeoutMs(config), MAX_TIMER_MS);
+}
+
+/** How long pg waits for a reply before it gives the connection up (query_timeout); 0, none, with `statementTimeoutMs: 0`. */
+export function replyTimeoutMs(config: Pick<ConnectionConfig, 'statementTimeoutMs' | 'connectTimeoutMs'>): number {
+  return config.statementTimeoutMs === 0 ? 0 : config.statementTimeoutMs + config.connectTimeoutMs;
 }
 
 /** What a pool is made from: its options, a key equal for equal settings (a hash: it holds the password), and a description. */
@@ -373,7 +378,7 @@ export function poolSettings(config: ConnectionConfig, applicationName: string, 
     idleTimeoutMillis: config.idleTimeoutMs,
     statement_timeout: config.statementTimeoutMs,
     // A server that stops answering (a cut network) fails the statement too, a little after the server's own timeout would have.
-    query_timeout: config.statementTimeoutMs === 0 ? 0 : config.statementTimeoutMs + config.connectTimeoutMs,
+    query_timeout: replyTimeoutMs(config),
     // pg sends no statement_timeout of 0, which would leave the role's or the database's.
     ...(config.statementTimeoutMs === 0 ? { options: '-c statement_timeout=0' } : {}),
     idle_in_transaction_session_timeout: abandonedAfter(config),

@@ -2,7 +2,7 @@ import type { Subscriber } from 'rxjs';
 import { backoffDelay } from '../core/backoff.ts';
 import type { ComponentContext } from '../core/component.ts';
 import type { Delivery } from '../core/delivery.ts';
-import type { PoolSettings } from './connection.ts';
+import { type PoolSettings, replyTimeoutMs } from './connection.ts';
 import { beginStatement } from './batch-transaction.ts';
 import { describePgError } from './errors.ts';
 import { describeTable, quoteIdentifier, quoteTable, type TableName } from './identifiers.ts';
@@ -207,7 +207,7 @@ export class OutboxReading {
    * OutboxBatch.keepAlive): as long as pg waits for a reply before it gives a connection up.
    */
   #abandonedAfterMs(): number {
-    return this.#o.config.statementTimeoutMs + this.#o.config.connectTimeoutMs;
+    return replyTimeoutMs(this.#o.config);
   }
 
   async #readTable(client: OutboxClient): Promise<{ readonly outbox: OutboxTable; readonly settle: string }> {

@@ -5,7 +5,7 @@ import type { ComponentContext, SinkComponent } from '../core/component.ts';
 import { isFerryError } from '../core/errors.ts';
 import type { Sink, SinkEvent } from '../core/stream.ts';
 import { compileTemplate, refineTemplate } from '../core/template.ts';
-import { type PoolSettings, connectionFields, poolSettings, refineConnection, connectionFiles } from './connection.ts';
+import { type PoolSettings, connectionFields, poolSettings, refineConnection, connectionFiles, replyTimeoutMs } from './connection.ts';
 import { type TableName, describeTable, identifierProblem, parseTableName, identifierSchema as identifier, tableNameSchema } from './identifiers.ts';
 import { PipelinedInserts, type PipelinedInsertsOptions } from './pipelined-inserts.ts';
 import { type PostgresPools, processPools } from './pools.ts';
@@ -165,7 +165,7 @@ export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentCon
     sourceFilters: ctx.sourceFilters ?? [],
     concurrency: config.concurrency,
     // As long as pg waits for a reply before it gives the connection up (the pool's query_timeout).
-    abandonedAfterMs: config.statementTimeoutMs + config.connectTimeoutMs,
+    abandonedAfterMs: replyTimeoutMs(config),
     counters: ctx.counters,
     logger: ctx.logger,
   };
