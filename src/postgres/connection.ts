@@ -301,22 +301,22 @@ function keepAliveDelay(connectTimeoutMs: number): number {
 }
 
 /**
- * How long a session may wait for the next statement of its open transaction before the
- * server ends it: as long as the client waits for a reply (query_timeout). A transaction idle
- * that long was most likely left behind by a connection the client gave up on (a network cut
- * off, which tells the server nothing): without this the server kept it, and the locks of the
- * rows it wrote, until its TCP noticed (hours), and a handler's retry of the same write waited
- * for them. A statement running, however long, is not idle; a handler's own pause inside a
- * transaction is, and ends it too. The sink and the outbox source set theirs per transaction.
- * Not set with `statementTimeoutMs: 0` (`ferry migrate`): the role's or the database's applies.
+ * How long pg waits for a reply before it gives the connection up (query_timeout); 0, none, with
+ * `statementTimeoutMs: 0`. At most MAX_TIMER_MS, though the schema takes each term up to that:
+ * Node fires a longer timer after 1 ms (every statement failed with `Query read timeout`), and
+ * PostgreSQL refuses a longer `SET LOCAL idle_in_transaction_session_timeout`.
+ *
+ * It is also how long a session may wait for the next statement of its open transaction before
+ * the server ends it (every pool's idle_in_transaction_session_timeout): a transaction idle that
+ * long was most likely left behind by a connection the client gave up on (a network cut off,
+ * which tells the server nothing): without this the server kept it, and the locks of the rows it
+ * wrote, until its TCP noticed (hours), and a handler's retry of the same write waited for them.
+ * A statement running, however long, is not idle; a handler's own pause inside a transaction
+ * is, and ends it too. The sink and the outbox source set theirs per transaction. Not set with
+ * `statementTimeoutMs: 0` (`ferry migrate`): the role's or the database's applies.
  */
-function abandonedAfter(config: ConnectionConfig): number {
-  return Math.min(replyTimeoutMs(config), MAX_TIMER_MS);
-}
-
-/** How long pg waits for a reply before it gives the connection up (query_timeout); 0, none, with `statementTimeoutMs: 0`. */
 export function replyTimeoutMs(config: Pick<ConnectionConfig, 'statementTimeoutMs' | 'connectTimeoutMs'>): number {
-  return config.statementTimeoutMs === 0 ? 0 : config.statementTimeoutMs + config.connectTimeoutMs;
+  return config.statementTimeoutMs === 0 ? 0 : Math.min(config.statementTimeoutMs + config.connectTimeoutMs, MAX_TIMER_MS);
 }
 
 /** What a pool is made from: its options, a key equal for equal settings (a hash: it holds the password), and a description. */
@@ -381,7 +381,7 @@ export function poolSettings(config: ConnectionConfig, applicationName: string, 
     query_timeout: replyTimeoutMs(config),
     // pg sends no statement_timeout of 0, which would leave the role's or the database's.
     ...(config.statementTimeoutMs === 0 ? { options: '-c statement_timeout=0' } : {}),
-    idle_in_transaction_session_timeout: abandonedAfter(config),
+    idle_in_transaction_session_timeout: replyTimeoutMs(config),
     application_name: applicationName,
     // A network cut off tells neither end. Without this the kernel's defaults apply (the first
     // probe after two hours of silence): a statement whose reply was cut off waited for

@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { poolSettings } from '../../../src/postgres/connection.ts';
+import { MAX_TIMER_MS } from '../../../src/core/timer-limit.ts';
+import { poolSettings, replyTimeoutMs } from '../../../src/postgres/connection.ts';
 import { failureKind, statementError } from '../../../src/postgres/errors.ts';
 import { identifierProblem, parseTableName, quoteTable } from '../../../src/postgres/identifiers.ts';
 import { postgresSink } from '../../../src/postgres/sink.ts';
@@ -83,6 +84,24 @@ test('pool settings: the password read from its variable or file, equal settings
   const socket = poolSettings(parse({ url: 'postgres://ferry@/telemetry?host=/var/run/postgresql' }), 'gw', dir, 'c');
   assert.deepEqual([socket.options.host, socket.description], ['/var/run/postgresql', 'postgres://ferry@/telemetry?host=/var/run/postgresql']);
   assert.equal(poolSettings(parse({ url: 'postgres://ferry@db/t', ssl: { mode: 'require' } }), 'gw', dir, 'c').options.ssl && true, true);
+});
+
+test('pool settings: the reply timeout and idle_in_transaction_session_timeout are statementTimeoutMs plus connectTimeoutMs, none without a statement timeout, at most 2^31 - 1 ms', () => {
+  const parse = (extra: Record<string, unknown>) => postgresSink.schema.parse({ ...base, url: 'postgres://ferry@db/t', ...extra });
+  const timeouts = (config: ReturnType<typeof parse>) => {
+    const { query_timeout, idle_in_transaction_session_timeout, options } = poolSettings(config, 'gw', dir, 'c').options;
+    return { query_timeout, idle_in_transaction_session_timeout, options, reply: replyTimeoutMs(config) };
+  };
+  assert.deepEqual(timeouts(parse({})), { query_timeout: 35_000, idle_in_transaction_session_timeout: 35_000, options: undefined, reply: 35_000 });
+  // `ferry migrate`: none, and the role's or the database's statement_timeout overridden.
+  assert.deepEqual(timeouts({ ...parse({}), statementTimeoutMs: 0 }), { query_timeout: 0, idle_in_transaction_session_timeout: 0, options: '-c statement_timeout=0', reply: 0 });
+  // The longest the schema takes: a timer past 2^31 - 1 fires after 1 ms, and PostgreSQL refuses the setting.
+  assert.deepEqual(timeouts(parse({ statementTimeoutMs: MAX_TIMER_MS, connectTimeoutMs: MAX_TIMER_MS })), {
+    query_timeout: MAX_TIMER_MS,
+    idle_in_transaction_session_timeout: MAX_TIMER_MS,
+    options: undefined,
+    reply: MAX_TIMER_MS,
+  });
 });
 
 test("SQLSTATE classes decide: unreachable, retry now, the row's fault, the configuration's", () => {
