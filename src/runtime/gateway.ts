@@ -49,7 +49,8 @@ export class Gateway {
   readonly counters = new CounterRegistry();
   readonly #logger: Logger;
   readonly #version: string;
-  readonly #startedAt = Date.now();
+  /** By the steady clock: a step of the wall clock moves no uptime (nor makes it negative). */
+  readonly #startedAt = steadyNow();
   #config: GatewayConfig;
   #broker: EmbeddedBroker | undefined;
   #auth: DeviceAuthenticator | undefined;
@@ -254,7 +255,7 @@ export class Gateway {
       gateway: this.config.gateway.name,
       version: this.#version,
       state: this.#state,
-      uptimeSeconds: Math.round((Date.now() - this.#startedAt) / 1000),
+      uptimeSeconds: Math.round((steadyNow() - this.#startedAt) / 1000),
       startupMs: this.#startupMs,
       dataDir: this.config.dataDirPath,
       listeners,

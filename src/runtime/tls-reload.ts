@@ -92,7 +92,10 @@ function checkTlsFiles(
   const parse = <T>(field: TlsField, what: string, read: () => T): T | undefined => {
     // A file read while it is written: OpenSSL loads the blocks before the cut and drops the rest (the chain's intermediate, a CA).
     if (unfinishedBlock(pem[field])) {
-      problems.push({ field, message: `${files[field]}: ends inside a PEM block, a BEGIN line without its END line (written only in part? reload once it is complete); ${keep}` });
+      problems.push({
+        field,
+        message: `${files[field]}: ends inside a PEM block, a BEGIN line (or the start of one) without its END line (written only in part? reload once it is complete); ${keep}`,
+      });
       return undefined;
     }
     try {
@@ -135,8 +138,17 @@ function unfinishedBlock(pem: Buffer | undefined): boolean {
   if (pem === undefined) return false;
   const text = pem.toString('latin1');
   const begun = text.match(/-----BEGIN/g)?.length ?? 0;
-  const complete = text.match(/-----BEGIN ([^\r\n-]+)-----[\s\S]*?-----END \1-----/g)?.length ?? 0;
-  return begun > complete;
+  let complete = 0;
+  let end = 0;
+  for (const block of text.matchAll(/-----BEGIN ([^\r\n-]+)-----[\s\S]*?-----END \1-----/g)) {
+    complete += 1;
+    end = block.index + block[0].length;
+  }
+  if (begun > complete) return true;
+  // Cut before its BEGIN line says BEGIN ("-----BEG"): OpenSSL takes that for text after the
+  // last block and drops the block without a word, as it does one cut further on.
+  const last = text.slice(end).trimEnd().split('\n').at(-1)?.trim() ?? '';
+  return last !== '' && '-----BEGIN'.startsWith(last);
 }
 
 /** The certificates of a PEM file, each with its BEGIN and END lines; throws when there is none. */

@@ -142,12 +142,15 @@ test('client certificates over a reload: a CA file written in part is refused; r
   await device(certs, 'device-a');
   await device(other, 'device-b');
 
-  // Read while it is written: the second CA cut off. OpenSSL would load the first alone; the reload is refused.
-  writeFileSync(join(certs, 'clients-ca.pem'), Buffer.concat([ca, otherCa.subarray(0, Math.floor(otherCa.length / 2))]));
-  const partial = await reload();
-  assert.equal(partial.code, 1, partial.stdout);
-  assert.match(partial.stderr, /mqtt\.tls\.ca: .*certs\/clients-ca\.pem: ends inside a PEM block/);
-  await device(other, 'device-b');
+  // Read while it is written: the second CA cut off, halfway or within its BEGIN line (before
+  // "BEGIN" itself). OpenSSL would load the first alone; the reload is refused.
+  for (const cut of [Math.floor(otherCa.length / 2), '-----BEG'.length]) {
+    writeFileSync(join(certs, 'clients-ca.pem'), Buffer.concat([ca, otherCa.subarray(0, cut)]));
+    const partial = await reload();
+    assert.equal(partial.code, 1, `cut after ${cut} bytes of the second CA: ${partial.stdout}`);
+    assert.match(partial.stderr, /mqtt\.tls\.ca: .*certs\/clients-ca\.pem: ends inside a PEM block/);
+    await device(other, 'device-b');
+  }
   writeFileSync(join(certs, 'clients-ca.pem'), Buffer.concat([ca, otherCa]));
 
   // Client certificates turned off, and the CA with them, along with a renewed certificate:
