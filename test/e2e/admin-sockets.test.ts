@@ -57,6 +57,9 @@ function open(localAddress: string): Promise<Held> {
 /** Whether `held` closes within `ms`. */
 const closesWithin = (held: Held, ms: number) => Promise.race([held.closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
 
+/** The milliseconds from connect to close of `held`, or Infinity when still open `limitMs` after the connect. */
+const closedAfter = (held: Held, limitMs: number) => Promise.race([held.closed, new Promise<number>((r) => setTimeout(() => r(Number.POSITIVE_INFINITY), limitMs))]);
+
 function healthz(localAddress: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port, path: '/healthz', localAddress, agent: false }, (res) => {
@@ -94,10 +97,18 @@ test('an address holds at most 32 sockets on the admin server, all addresses 256
   // Once the sockets are gone, the address is answered again.
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(await healthz('127.0.0.1'), 200);
+  // Each refusal is counted under the limit it hit: the 33rd of one address, the 257th in all.
+  const metrics = await (await fetch(`${gw.adminUrl}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+  assert.match(metrics, /^# HELP ferry_admin_sockets_refused_total /m);
+  assert.match(metrics, /^ferry_admin_sockets_refused_total\{reason="per_address"\} 1$/m);
+  assert.match(metrics, /^ferry_admin_sockets_refused_total\{reason="total"\} 1$/m);
 });
 
-test('a socket is closed without a whole request head 10 s after its accept or its last answer, or a whole request in 30 s; a client asking every second keeps its socket', async () => {
+test('a socket is closed without a whole request head 10 s after its accept or its last answer, or a whole request in 30 s, or when it takes no answer for 30 s; a client asking every second keeps its socket', async () => {
   const idle = await open('127.0.0.11');
+  // After an answer, line breaks every 2 s: node:http starts no head on them, and they kept the keep-alive timer from firing.
+  const lineBreaks = await open('127.0.0.11');
+  lineBreaks.socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
   const trickle = await open('127.0.0.11');
   trickle.socket.write(`GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\n`);
   // A second request's head sent slowly, after a first one answered on the same socket.
@@ -107,17 +118,25 @@ test('a socket is closed without a whole request head 10 s after its accept or i
   const body = await open('127.0.0.11');
   body.socket.write(`POST /api/reload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n`);
   const timers = [trickle, second, body].map((h) => setInterval(() => h.isOpen() && h.socket.write('x'), 1000));
+  timers.push(setInterval(() => lineBreaks.isOpen() && lineBreaks.socket.write('\r\n'), 2000));
+  // Answers asked for and never read: 400 of a 50 KB file, far more than the socket buffers hold.
+  // The requests, 38 KB, arrive whole in one read: none is left half parsed, which node:http would time.
+  const unread = await open('127.0.0.13');
+  unread.socket.pause();
+  unread.socket.write(`GET /ui/uplot.js HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`.repeat(400));
+  const unreadSince = Date.now();
   // A keep-alive client with a request every second.
   const steady = await open('127.0.0.12');
   let answers = 0;
   steady.socket.on('data', (chunk: Buffer) => (answers += chunk.toString().split('HTTP/1.1 200').length - 1));
   const ask = setInterval(() => steady.isOpen() && steady.socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'), 1000);
   try {
-    const [idleMs, trickleMs, secondMs] = await Promise.all([idle.closed, trickle.closed, second.closed]);
+    const [idleMs, trickleMs, secondMs, lineBreaksMs] = await Promise.all([idle.closed, trickle.closed, second.closed, closedAfter(lineBreaks, 20_000)]);
     for (const [what, ms] of [
       ['idle', idleMs],
       ['head sent a byte a second', trickleMs],
       ['second head sent a byte a second', secondMs],
+      ['line breaks after an answer', lineBreaksMs],
     ] as const) {
       assert.ok(ms >= 9_000 && ms <= 13_000, `${what}: closed after ${ms} ms`);
     }
@@ -125,10 +144,23 @@ test('a socket is closed without a whole request head 10 s after its accept or i
     assert.ok(bodyMs >= 28_000 && bodyMs <= 34_000, `body sent a byte a second: closed after ${bodyMs} ms`);
     assert.ok(steady.isOpen(), 'the steady client keeps its socket');
     assert.ok(answers >= 25, `the steady client was answered (${answers})`);
+
+    // The unread answers: 35 s on, the gateway has given up on the socket (a paused socket sees no
+    // close), so once read it ends without the answers past the one it stalled on.
+    await new Promise((r) => setTimeout(r, Math.max(0, unreadSince + 35_000 - Date.now())));
+    let taken = 0;
+    unread.socket.on('data', (chunk: Buffer) => (taken += chunk.toString('latin1').split('HTTP/1.1 200').length - 1));
+    unread.socket.resume();
+    assert.ok(await closesWithin(unread, 3_000), 'read at last, the socket ends');
+    assert.ok(taken < 400, `the answers past the stalled one were never written (${taken} of 400 taken)`);
+    assert.ok(
+      gw.logs.some((l) => l['msg'] === 'admin socket closed: answer not taken within 30 s'),
+      'the closing is logged',
+    );
   } finally {
     for (const t of timers) clearInterval(t);
     clearInterval(ask);
-    for (const h of [idle, trickle, second, body, steady]) h.socket.destroy();
+    for (const h of [idle, lineBreaks, trickle, second, body, unread, steady]) h.socket.destroy();
   }
 });
 

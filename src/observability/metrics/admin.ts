@@ -14,4 +14,16 @@ export const adminMetrics = [
     },
     help: 'Admin requests a handler failed to answer (the buffer unreadable for /metrics or /api/status, a status page file unreadable): answered 500, or 503 from /readyz; logged once per path a minute.',
   },
+  {
+    name: 'admin.sockets.refused',
+    type: 'counter',
+    unit: 'sockets',
+    labels: {
+      reason: {
+        meaning: 'the limit the socket was over: 32 sockets open from its address, or 256 in all',
+        values: ['per_address', 'total'],
+      },
+    },
+    help: 'Sockets to the admin server closed at their accept, before any request was read, because their address already held 32 or all addresses together 256; logged once per address a minute.',
+  },
 ] as const satisfies readonly MetricSpec[];
