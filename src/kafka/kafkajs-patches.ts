@@ -39,7 +39,8 @@
 // alone, after patchKafkajs.
 // Three fixes of behaviour: consumer/consumerGroup's recoverFromOffsetOutOfRange, see
 // readFromEarliestWhenOutOfRange; the produce response of Ferry's requests, which resolves
-// with the partitions Kafka refused records of rather than throwing for the whole request, see
+// with the partitions Kafka refused records of (and, for a producer without idempotence, those
+// it failed with a retriable error) rather than throwing for the whole request, see
 // returningRecordRefusals (a `protocol` read at each request, replaced even if kafkajs loaded
 // before); and producer/sendMessages, which a retry after a leader moved resolved without sending
 // some partitions' records again (kafkajs issue 1303), see send-messages.ts (bound by

@@ -7,11 +7,22 @@
 // per record of a batch of 100 over 3 partitions with one too large, halved down to it).
 // For the requests whose messages carry SOURCE_RECORD (the sink's), the parse here lets a
 // response through whose only errors are record refusals, each refused partition with its
-// messages, so that the sink sends again what Kafka refused and nothing else.
+// messages, so that the sink sends again what Kafka refused and nothing else. The same goes for
+// a partition's retriable error (NOT_LEADER_OR_FOLLOWER after its leader moved, say) in the
+// requests of Ferry's sendMessages without idempotence (send-messages.ts, which marks them): it
+// sends that partition again alone, not those of the request Kafka appended, which kafkajs'
+// retry wrote twice.
 import { recordRefusalType } from './record-refusals.ts';
 
 /** Set on each kafkajs message of a Ferry send: the record it was made from. */
 export const SOURCE_RECORD = Symbol('ferry.sourceRecord');
+
+/**
+ * The `topicData` of the produce requests that Ferry's sendMessages sends for a producer without
+ * idempotence: their response's retriable partition errors are handed on in `retriableError`
+ * rather than thrown.
+ */
+export const RETRIED_PER_PARTITION = new WeakSet<object>();
 
 interface PartitionAnswer {
   readonly partition: number;
@@ -19,6 +30,8 @@ interface PartitionAnswer {
   /** Added here to a refused partition: kafkajs' error for it, and the messages it refused. */
   refusal?: Error;
   refusedMessages?: readonly object[];
+  /** Added here to a partition of a RETRIED_PER_PARTITION request that failed retriably: kafkajs' error for it. */
+  retriableError?: Error;
 }
 
 interface ProduceAnswer {
@@ -37,11 +50,13 @@ type ProduceProtocol = (selected: { version: number | string }) => (args: Produc
 
 /**
  * kafkajs' Produce `protocol` (requests/produce/index.js), each request built as kafkajs builds
- * it; a Ferry request's response parse resolves when every partition Kafka failed refused its
+ * it. A Ferry request's response parse resolves when every partition Kafka failed refused its
  * records (see recordRefusalType), each such partition carrying `refusal` and `refusedMessages`
- * (kafkajs' sendBatch hands them on in its results). Any other error throws as in kafkajs: the
- * first that is not a refusal, so that kafkajs retries what it retries (Kafka drops for an
- * idempotent producer the partitions it had appended, sent again under the same numbers).
+ * (kafkajs' sendBatch hands them on in its results); one of Ferry's sendMessages
+ * (RETRIED_PER_PARTITION) also when others failed with a retriable error, each carrying
+ * `retriableError`, for the send to retry those alone. Any other error throws as in kafkajs: the
+ * first not handed on, so that kafkajs retries what it retries (Kafka drops for an idempotent
+ * producer the partitions it had appended, sent again under the same numbers).
  */
 export function returningRecordRefusals(protocol: ProduceProtocol, createErrorFromCode: (code: number) => Error): ProduceProtocol {
   return (selected) => {
@@ -49,19 +64,29 @@ export function returningRecordRefusals(protocol: ProduceProtocol, createErrorFr
     return (args) => {
       const built = build(args);
       const firstMessage = args.topicData?.[0]?.partitions[0]?.messages[0] as { [SOURCE_RECORD]?: unknown } | undefined;
-      if (firstMessage?.[SOURCE_RECORD] === undefined) return built;
+      const refusals = firstMessage?.[SOURCE_RECORD] !== undefined;
+      const retries = args.topicData !== undefined && RETRIED_PER_PARTITION.has(args.topicData);
+      if (!refusals && !retries) return built;
       const { parse } = built.response;
       const lenient = async (data: ProduceAnswer): Promise<unknown> => {
         const failed = data.topics.flatMap(({ topicName, partitions }) => partitions.filter((p) => p.errorCode !== 0).map((answer) => ({ topicName, answer })));
         if (failed.length === 0) return parse(data);
         const errors = failed.map(({ answer }) => createErrorFromCode(answer.errorCode));
-        const other = errors.find((error) => recordRefusalType(error) === undefined);
+        // No refusal type is retriable (kafkajs' error codes): a refusal is never retried.
+        const refused = (error: Error) => refusals && recordRefusalType(error) !== undefined;
+        const retriable = (error: Error) => retries && (error as { retriable?: unknown }).retriable === true;
+        const other = errors.find((error) => !refused(error) && !retriable(error));
         if (other !== undefined) throw other;
         const sent = failed.map(({ topicName, answer }) => args.topicData?.find((t) => t.topic === topicName)?.partitions.find((p) => p.partition === answer.partition)?.messages);
         // A partition answered that the request did not hold: nothing is known of it.
         if (sent.some((messages) => messages === undefined || messages.length === 0)) throw errors[0];
         failed.forEach(({ answer }, i) => {
-          answer.refusal = errors[i] as Error;
+          const error = errors[i] as Error;
+          if (!refused(error)) {
+            answer.retriableError = error;
+            return;
+          }
+          answer.refusal = error;
           answer.refusedMessages = sent[i] as readonly object[];
         });
         return data;

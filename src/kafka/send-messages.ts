@@ -5,6 +5,11 @@
 // again: the send resolved as if its records were written, and the sink acknowledged them, lost.
 // The replacement here keeps the answer of each partition instead: a retry sends every partition
 // with records not answered for yet to its leader at that time, whichever broker answered before.
+// A broker's answer is read per partition too (see produce-refusals.ts): kafkajs' parse threw
+// the first partition's error for the whole request, and without idempotence a retry wrote again
+// the partitions the broker had appended (one partition whose leader moved among others it still
+// leads, say).
+import { RETRIED_PER_PARTITION } from './produce-refusals.ts';
 
 /** kafkajs' message, as the producer hands it on; handed on as it is. */
 type Message = object;
@@ -23,10 +28,11 @@ interface ProduceAnswer {
   readonly topics: readonly { readonly topicName: string; readonly partitions: readonly PartitionAnswer[] }[];
 }
 
-/** A partition of kafkajs' answer (refused ones carry `refusal`, see produce-refusals.ts). */
+/** A partition of kafkajs' answer (refused ones carry `refusal`, failed ones `retriableError`: see produce-refusals.ts). */
 interface PartitionAnswer {
   readonly partition: number;
   readonly errorCode: number;
+  readonly retriableError?: Error;
 }
 
 /** What sendMessages uses of kafkajs' Cluster. */
@@ -45,6 +51,8 @@ export interface SendCluster {
 
 /** What sendMessages uses of kafkajs' EosManager. */
 export interface SendEosManager {
+  /** True for an idempotent (or transactional) producer: it has a producer id, and numbers its batches. */
+  isInitialized(): boolean;
   isTransactional(): boolean;
   getTransactionalId(): string | undefined;
   getProducerId(): number;
@@ -131,8 +139,15 @@ interface PendingTopic {
  * answered for, with one entry per partition answered (written, or refused: see
  * produce-refusals.ts). Each attempt sends the messages not answered for yet to the leaders of
  * their partitions at the time, a broker that answered before included; a partition answered for
- * is not sent again. Messages are dealt to partitions once, at the first attempt that sends
- * requests, and each partition's stay together after, in order: a request that failed leaves its
+ * is not sent again. Without idempotence, a partition that an answer failed with a retriable
+ * error (its leader moved, say) is not answered for: sent again, as after a failed request,
+ * without the answer's others. An idempotent producer's request is sent again whole, as kafkajs
+ * does: Kafka drops the batches it had appended by their numbers, so none is written twice, and
+ * when such a request fails to the end of the send its batches keep the numbers they went with,
+ * for the sink to send the failed batch again as it went (resend.ts): a partition counted past its
+ * numbers while another of its request went on failing would be written again there.
+ * Messages are dealt to partitions once, at the first attempt that sends requests, and each
+ * partition's stay together after, in order: a request that failed leaves its
  * partitions' messages to the next attempt, their sequence numbers taken back as kafkajs does, so
  * that an idempotent producer sends each partition the same batch again under the same numbers
  * (Kafka drops a batch it has by its numbers alone: a partitioner that deals records round robin
@@ -205,6 +220,7 @@ export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata }: SendMe
             }
           }
           let response: ProduceAnswer;
+          if (!eosManager.isInitialized()) RETRIED_PER_PARTITION.add(topicData);
           try {
             response = await broker.produce({
               transactionalId: eosManager.isTransactional() ? eosManager.getTransactionalId() : undefined,
@@ -221,19 +237,26 @@ export function sendMessages({ KafkaJSMetadataNotLoaded, staleMetadata }: SendMe
           }
           const answers = acks === 0 ? undefined : response.topics.flatMap(({ topicName, partitions }) => partitions.map((p) => ({ topicName, ...p })));
           let unanswered = false;
+          /** The first retriable error of a partition Kafka failed while it answered for others. */
+          let failed: Error | undefined;
           for (const { topic, partitions } of topicData) {
             const state = pending.get(topic) as PendingTopic;
             for (const entry of partitions) {
+              const answer = answers?.find((a) => a.topicName === topic && a.partition === entry.partition);
               // Without acks nothing is answered: what was sent counts as written, as in kafkajs.
-              if (answers === undefined || answers.some((a) => a.topicName === topic && a.partition === entry.partition)) {
+              if (answers === undefined || (answer !== undefined && answer.retriableError === undefined)) {
                 delete state.partitions[entry.partition];
-              } else {
-                eosManager.updateSequence(topic, entry.partition, -entry.messages.length);
-                unanswered = true;
+                continue;
               }
+              // Sent again in a later attempt, the same messages (under the same numbers, as kafkajs).
+              eosManager.updateSequence(topic, entry.partition, -entry.messages.length);
+              if (answer === undefined) unanswered = true;
+              else failed ??= answer.retriableError;
             }
           }
-          if (answers !== undefined) answered.push(...answers);
+          if (answers !== undefined) answered.push(...answers.filter((a) => a.retriableError === undefined));
+          // Kafka's own error (NOT_LEADER_OR_FOLLOWER, say), for the retry to refresh the metadata as after a failed request.
+          if (failed !== undefined) throw failed;
           if (unanswered) throw Object.assign(new Error('Kafka left partitions of a produce request out of its answer'), { retriable: true });
         } finally {
           await eosManager.releaseBrokerLock(broker);

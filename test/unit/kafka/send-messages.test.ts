@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
+import { RETRIED_PER_PARTITION } from '../../../src/kafka/produce-refusals.ts';
 import { type SendCluster, type SendEosManager, type SendMessagesDeps, sendMessages } from '../../../src/kafka/send-messages.ts';
 
 const require = createRequire(import.meta.url);
@@ -16,17 +17,25 @@ interface Sent {
   readonly nodeId: number;
   readonly partitions: { partition: number; firstSequence: number | undefined; messages: string[] }[];
 }
-type Script = (nodeId: number, attempt: number) => 'answer' | 'fail' | 'lockFails' | 'leavesOut';
+type Script = (nodeId: number, attempt: number) => 'answer' | 'fail' | 'lockFails' | 'leavesOut' | 'failsFirst';
+const { createErrorFromCode } = require('kafkajs/src/protocol/error.js') as { createErrorFromCode(code: number): Error };
+/** Kafka's NOT_LEADER_OR_FOLLOWER. */
+const NOT_LEADER = 6;
 
-/** Two brokers, partition 0 led by broker 0 and partition 1 by broker 1, each doing what `script` says at each attempt. */
+/**
+ * Two brokers, partition 0 led by broker 0 and partition 1 by broker 1, each doing what `script`
+ * says at each attempt; the producer numbers its batches when `idempotent`.
+ */
 function scripted(
   script: Script,
   partitionMetadata = [
     { partitionId: 0, leader: 0 },
     { partitionId: 1, leader: 1 },
   ],
+  idempotent = true,
 ) {
   const sent: Sent[] = [];
+  let refreshes = 0;
   const sequences = new Map<number, number>();
   let attempt = 0;
   const broker = (nodeId: number) => ({
@@ -38,14 +47,20 @@ function scripted(
       });
       if (script(nodeId, attempt) === 'fail') throw Object.assign(new Error('Connection error'), { name: 'KafkaJSConnectionError', retriable: true });
       const leftOut = script(nodeId, attempt) === 'leavesOut' ? 1 : 0;
-      return { topics: topicData.map((t) => ({ topicName: t.topic, partitions: t.partitions.slice(leftOut).map((p) => ({ partition: p.partition, errorCode: 0 })) })) };
+      // The first partition of each topic failed: thrown for the request as kafkajs' parse does,
+      // or handed on as produce-refusals.ts does for the requests marked for it.
+      const failsFirst = script(nodeId, attempt) === 'failsFirst';
+      if (failsFirst && !RETRIED_PER_PARTITION.has(topicData)) throw createErrorFromCode(NOT_LEADER);
+      const answer = (partition: number, i: number) =>
+        failsFirst && i === 0 ? { partition, errorCode: NOT_LEADER, retriableError: createErrorFromCode(NOT_LEADER) } : { partition, errorCode: 0 };
+      return { topics: topicData.map((t) => ({ topicName: t.topic, partitions: t.partitions.slice(leftOut).map((p, i) => answer(p.partition, i)) })) };
     },
   });
   const brokers = [broker(0), broker(1)];
   const cluster: SendCluster = {
     targetTopics: new Set(['t', 'u']),
     refreshMetadataIfNecessary: async () => {},
-    refreshMetadata: async () => {},
+    refreshMetadata: async () => void refreshes++,
     findTopicPartitionMetadata: () => partitionMetadata,
     findLeaderForPartitions: (_topic, partitions) => {
       const led: Record<string, number[]> = {};
@@ -66,8 +81,10 @@ function scripted(
     getTransactionalId: () => undefined,
     getProducerId: () => 7,
     getProducerEpoch: () => 0,
-    getSequence: (_topic, partition) => sequences.get(partition) ?? 0,
-    updateSequence: (_topic, partition, increment) => void sequences.set(partition, (sequences.get(partition) ?? 0) + increment),
+    // As kafkajs' eosManager: no numbers without a producer id.
+    isInitialized: () => idempotent,
+    getSequence: (_topic, partition) => (idempotent ? (sequences.get(partition) ?? 0) : 0),
+    updateSequence: (_topic, partition, increment) => void (idempotent && sequences.set(partition, (sequences.get(partition) ?? 0) + increment)),
     addPartitionsToTransaction: async () => {},
     acquireBrokerLock: async ({ nodeId }) => {
       if (script(nodeId, attempt) === 'lockFails') throw Object.assign(new Error('Timeout while acquiring lock'), { name: 'KafkaJSLockTimeout', retriable: true });
@@ -92,7 +109,7 @@ function scripted(
   const partitioner = () => dealt++ % partitionMetadata.length;
   const logger = { debug: () => {}, error: () => {} };
   const send = sendMessages(deps)({ logger, cluster, partitioner, eosManager, retrier });
-  return { send, sent };
+  return { send, sent, refreshes: () => refreshes };
 }
 
 test("a partition whose request failed is sent the same records again, also when another broker's request failed before it was sent", async () => {
@@ -160,4 +177,61 @@ test('a partition that left the metadata after its request failed fails the send
     sent.map((request) => request.partitions.map((p) => p.partition)),
     [[0], [1]],
   );
+});
+
+test("a partition an answer failed is sent again alone; the answer's written partition is not", async () => {
+  // Broker 0 leads both partitions, as the producer has it; its first answer writes partition 1
+  // and fails partition 0 (NOT_LEADER_OR_FOLLOWER: it no longer leads it). Real brokers answer so
+  // in test/integration/kafka-send-mixed-answer.test.ts; here the results and the refresh are looked at.
+  const { send, sent, refreshes } = scripted(
+    (_nodeId, attempt) => (attempt === 0 ? 'failsFirst' : 'answer'),
+    [
+      { partitionId: 0, leader: 0 },
+      { partitionId: 1, leader: 0 },
+    ],
+    false,
+  );
+  const results = await send({ acks: -1, topicMessages: [{ topic: 't', messages: ['a', 'b', 'c'].map((value) => ({ value })) }] });
+  assert.deepEqual(
+    sent.map((request) => request.partitions.map((p) => [p.partition, p.messages])),
+    [
+      [
+        [0, ['a', 'c']],
+        [1, ['b']],
+      ],
+      [[0, ['a', 'c']]],
+    ],
+  );
+  assert.equal(refreshes(), 1, 'the metadata is refreshed before the retry');
+  assert.deepEqual(
+    results.map((r) => [(r as { partition: number }).partition, (r as { errorCode: number }).errorCode]),
+    [
+      [1, 0],
+      [0, 0],
+    ],
+    'one result per partition, as written',
+  );
+});
+
+test("an idempotent producer's request that an answer failed in part is sent again whole, under the numbers it went with", async () => {
+  // Kafka drops partition 1's batch, appended, by its numbers; were they counted past it, a
+  // batch that failed to the end would not go again as it went (see resend.ts).
+  const { send, sent } = scripted(
+    (_nodeId, attempt) => (attempt === 0 ? 'failsFirst' : 'answer'),
+    [
+      { partitionId: 0, leader: 0 },
+      { partitionId: 1, leader: 0 },
+    ],
+    true,
+  );
+  const results = await send({ acks: -1, topicMessages: [{ topic: 't', messages: ['a', 'b', 'c'].map((value) => ({ value })) }] });
+  const request = {
+    nodeId: 0,
+    partitions: [
+      { partition: 0, firstSequence: 0, messages: ['a', 'c'] },
+      { partition: 1, firstSequence: 0, messages: ['b'] },
+    ],
+  };
+  assert.deepEqual(sent, [request, request]);
+  assert.deepEqual(results.map((r) => (r as { partition: number }).partition).sort(), [0, 1]);
 });
