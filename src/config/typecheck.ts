@@ -63,7 +63,8 @@ export function typecheckBridges(modules: readonly string[], display: (path: str
         files,
       }),
     );
-    const run = spawnSync(process.execPath, [tsc, '-p', join(dir, 'tsconfig.json'), '--pretty', 'false'], { encoding: 'utf8', timeout: TIMEOUT_MS });
+    // In `dir`: tsc names each file relative to its working directory, read back against `dir`.
+    const run = spawnSync(process.execPath, [tsc, '-p', join(dir, 'tsconfig.json'), '--pretty', 'false'], { cwd: dir, encoding: 'utf8', timeout: TIMEOUT_MS });
     if (run.error !== undefined) return { checked: false, reason: `the TypeScript compiler did not run: ${run.error.message}` };
     const wanted = new Set(files);
     const issues: ConfigIssue[] = [];

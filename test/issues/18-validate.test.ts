@@ -1,7 +1,7 @@
 // Issue 18, item 4: TypeScript bridges are checked before they run, wherever they are.
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { ferry } from '../harness/ferry-process.ts';
 import { tempDirs } from '../harness/temp.ts';
@@ -44,6 +44,15 @@ test('a misspelled sink name in tools.to fails ferry validate at its line, befor
   assert.equal(out.code, 1);
   assert.match(out.stderr, /bridges\/b\.ts:8:\d+: Argument of type '"outt"' is not assignable to parameter of type '"out"'/);
   assert.match(out.stderr, /bridges\/b\.ts:8:\d+: handle: 'outt' names no sink of this bridge/);
+});
+
+test('a type error is reported when ferry validate runs in the directory of the bridges, with a relative --config', async () => {
+  // tsc names files relative to its working directory: those under it were matched against the
+  // wrong directory and dropped, while validate said the bridges were type-checked.
+  const config = tree(bridge(GOOD_IMPORT, '{ history: {} }', "tools.to('outt', m)"));
+  const out = await ferry(['validate', '--config', 'gateway.yaml'], {}, dirname(config));
+  assert.equal(out.code, 1, out.stdout);
+  assert.match(out.stderr, /bridges\/b\.ts:8:\d+: Argument of type '"outt"' is not assignable to parameter of type '"out"'/);
 });
 
 test('a misspelled sink option is a type error at its line', async () => {
