@@ -114,7 +114,7 @@ export async function runCommand(options: RunOptions): Promise<void> {
     collectStartupGarbage(() => tiering?.rebase());
   } catch (error) {
     const message = hintFor(error);
-    logger.fatal({ err: error }, message);
+    logger.fatal(startErrorFields(error), message);
     process.stderr.write(`ferry: ${message}\n`);
     logger.flush();
     lock.release();
@@ -160,6 +160,16 @@ export function withOverrides(config: GatewayConfig, options: RunOptions): Gatew
     log: { ...config.log, ...(options.logLevel === undefined ? {} : { level: options.logLevel as GatewayConfig['log']['level'] }) },
     ...(options.dataDir === undefined ? {} : { dataDirPath: resolve(options.dataDir) }),
   };
+}
+
+/**
+ * The fields a failed start is logged with. A taken port is the operator's to fix and the hint
+ * says how: its code, component and cause, without the stack that pino writes for any `err`
+ * (some 25 lines of internals in a terminal, above the hint).
+ */
+function startErrorFields(error: unknown): Record<string, unknown> {
+  if (!isFerryError(error, 'PORT_IN_USE')) return { err: error };
+  return { code: error.code, component: error.component, cause: describeError(error.cause) };
 }
 
 function hintFor(error: unknown): string {

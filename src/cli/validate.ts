@@ -7,10 +7,12 @@ import { loadForCommand } from './load.ts';
 
 export async function validateCommand(options: { config: string }): Promise<void> {
   const typecheck = typecheckBridges(bridgeModules(options.config), display);
+  const typeErrors = typecheck.checked ? typecheck.issues : [];
+  // Before the config's own problems, which end with their count: every count comes last.
+  for (const issue of typeErrors) process.stderr.write(`${formatIssue(issue)}\n`);
   const config = await loadForCommand(options.config);
-  if (typecheck.checked) for (const issue of typecheck.issues) process.stderr.write(`${formatIssue(issue)}\n`);
-  if (config === undefined || (typecheck.checked && typecheck.issues.length > 0)) {
-    if (config !== undefined) process.stderr.write(`ferry: ${typecheck.checked ? typecheck.issues.length : 0} type error(s) in the TypeScript bridges\n`);
+  if (config === undefined || typeErrors.length > 0) {
+    if (typeErrors.length > 0) process.stderr.write(`ferry: ${typeErrors.length} type error(s) in the TypeScript bridges\n`);
     process.exitCode = 1;
     return;
   }
