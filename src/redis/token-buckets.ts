@@ -32,7 +32,11 @@ export interface BucketShape {
  * key. A call that runs past its deadline (its caller gave up on it: Redis was busy, the network
  * stalled) takes nothing and writes nothing, and returns -2 and Redis' time; any other call
  * returns Redis' time last. Each bucket is a hash {t: tokens, ts: ms},
- * refilled from Redis' own clock (TIME), so gateways with skewed clocks share one limit. Returns
+ * refilled from Redis' own clock (TIME), so gateways with skewed clocks share one limit. A bucket
+ * last written at a time Redis' clock has not reached (it was set back, or Redis now runs on a
+ * host whose clock is behind) gets no tokens for that call and is stamped with Redis' time, to
+ * refill from then on: kept as the bucket's time, it would leave the bucket empty until the clock
+ * caught up with it (an hour set back, an hour without tokens). Returns
  * granted and wait (ms) for each key, flattened; -1 and the key's type for a key that holds
  * something else than a hash. That key is checked before it is touched: a command failing on it
  * would end the script with the writes made for the keys before it kept (a script's writes are
@@ -62,7 +66,7 @@ for i, key in ipairs(KEYS) do
     tokens = tokens - granted
     local wait = 0
     if granted < want then wait = math.ceil((1 - tokens) / rate) end
-    redis.call('HSET', key, 't', tostring(tokens), 'ts', tostring(math.max(now, ts)))
+    redis.call('HSET', key, 't', tostring(tokens), 'ts', tostring(now))
     redis.call('PEXPIRE', key, ttl)
     out[2 * i - 1] = granted
     out[2 * i] = wait
@@ -102,7 +106,9 @@ export interface ScriptingClient {
  * waited for until the take's `timeoutMs` since the take began, and each command until the
  * client's `commandTimeoutMs` since it was sent: a command sent again within the take (EVAL
  * after NOSCRIPT, each key alone after a refused key) keeps the take's deadline and gets its own
- * command time, no more.
+ * command time, no more. A call Redis finds past its deadline while it is still waited for shows
+ * that Redis' clock moved ahead (a deadline is never earlier than the wait's end otherwise): its
+ * reply's clock replaces the one known, and the call is sent once more.
  */
 export class RedisTokenBuckets {
   readonly #client: ScriptingClient;
@@ -132,7 +138,7 @@ export class RedisTokenBuckets {
   }
 
   /** One script call for `requests`, within the take that began at `started`. */
-  async #call(requests: readonly TokenRequest[], started: number): Promise<TokenGrant[]> {
+  async #call(requests: readonly TokenRequest[], started: number, again = false): Promise<TokenGrant[]> {
     const { messagesPerSecond, burst } = this.#shape;
     const ttlMs = Math.ceil((burst / messagesPerSecond) * 1000) + 1000;
     // The arguments of a command sent at `at`: its deadline depends on when it is sent.
@@ -151,8 +157,16 @@ export class RedisTokenBuckets {
       return [{ granted: 0, waitMs: 0, error: error.message }];
     }
     const flat = reply as (number | string)[];
-    this.#learnClock(sent, steadyNow(), Number(flat[flat.length - 1]));
-    if (Number(flat[0]) === -2) {
+    const received = steadyNow();
+    const late = Number(flat[0]) === -2;
+    // Past its deadline though still waited for: not a late call but a wrong deadline, Redis'
+    // clock having moved ahead of the one learnt (set forward, or Redis restarted on a host whose
+    // clock is ahead). This reply's clock is taken, and the call sent once more. Refused, it
+    // counted Redis unavailable for a second (failOpen: a second without a limit).
+    const wrong = late && received < Math.min(started + this.#timeoutMs, sent + this.#commandTimeoutMs);
+    this.#learnClock(sent, received, Number(flat[flat.length - 1]), wrong);
+    if (wrong && !again) return this.#call(requests, started, true);
+    if (late) {
       throw new FerryError('UPSTREAM_UNAVAILABLE', 'Redis ran the token call after its caller stopped waiting for it: nothing was taken', { retryable: true });
     }
     return requests.map((_, i) => {
@@ -174,13 +188,17 @@ export class RedisTokenBuckets {
     return Math.ceil(end + ms + error + (end - at) * DRIFT);
   }
 
-  /** Takes Redis' clock from a reply giving `redisNow` to a call sent at `sent` and answered at `received`. */
-  #learnClock(sent: number, received: number, redisNow: number): void {
+  /**
+   * Takes Redis' clock from a reply giving `redisNow` to a call sent at `sent` and answered at
+   * `received`; with `wrong`, the clock known is wrong (a call was past a deadline it gave while
+   * still waited for), replaced by this reply's whatever their errors.
+   */
+  #learnClock(sent: number, received: number, redisNow: number, wrong = false): void {
     if (!Number.isFinite(redisNow)) return;
     // TIME is read somewhere within the round trip, and cut to the millisecond below.
     const measured = { ms: redisNow + 0.5 - (sent + received) / 2, error: (received - sent) / 2 + 0.5, at: received };
     const known = this.#offset;
-    if (known === undefined) {
+    if (known === undefined || wrong) {
       this.#offset = measured;
       return;
     }
