@@ -81,6 +81,10 @@ describe('ferry sessions and ferry retained on a running gateway', { timeout: 12
     assert.match(text.stdout, /^dev-a\s+\S+\s+offline since \S+\s+\S+\s+1\s+2\s+/m);
     assert.match(text.stdout, /^dev-b\s+.*connected/m);
     assert.match(text.stdout, /2 sessions\n$/);
+    // Text columns start under their headers (they were right-aligned like the figures).
+    const [header = ''] = text.stdout.split('\n');
+    const devA = text.stdout.split('\n').find((line) => line.startsWith('dev-a')) ?? '';
+    assert.equal(devA.indexOf('offline since'), header.indexOf('STATE'), text.stdout);
   });
 
   test('sessions show: one session with its subscriptions; an unknown client is an error', async () => {

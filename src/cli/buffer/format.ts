@@ -21,14 +21,14 @@ export function formatBytes(bytes: number): string {
   return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-/** Rows as text columns two spaces apart; the first column is left-aligned, the others right-aligned. */
-export function formatTable(rows: readonly (readonly string[])[]): string {
+/** Rows as text columns two spaces apart: the first `textColumns` left-aligned (text), the others right-aligned (figures). */
+export function formatTable(rows: readonly (readonly string[])[], textColumns = 1): string {
   const widths: number[] = [];
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
   return rows
     .map((row) =>
       row
-        .map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0)))
+        .map((cell, i) => (i < textColumns ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0)))
         .join('  ')
         .trimEnd(),
     )

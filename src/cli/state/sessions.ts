@@ -25,7 +25,7 @@ export function listSessionsCommand(options: SessionsOptions): Promise<void> {
       return;
     }
     const rows = [['CLIENT', 'OWNER', 'STATE', 'EXPIRES', 'SUBS', 'QUEUED', 'BYTES'], ...sessions.map(toRow)];
-    process.stdout.write(`${formatTable(rows)}\n${sessions.length} session${sessions.length === 1 ? '' : 's'}\n`);
+    process.stdout.write(`${formatTable(rows, 4)}\n${sessions.length} session${sessions.length === 1 ? '' : 's'}\n`);
   });
 }
 
