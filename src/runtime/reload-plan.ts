@@ -105,7 +105,8 @@ export type AdminTokenChange = 'added' | 'replaced' | 'removed';
  * would open the server to other machines (a new `admin.host` takes effect only at a restart).
  */
 export function adminTokenChange(running: GatewayConfig, next: GatewayConfig): AdminTokenChange | undefined {
-  if (running.adminToken === next.adminToken || adminTokenRemovalRefused(running, next)) return undefined;
+  // No admin server runs (turning it on takes a restart): no request needs the token yet.
+  if (!running.admin.enabled || running.adminToken === next.adminToken || adminTokenRemovalRefused(running, next)) return undefined;
   return running.adminToken === undefined ? 'added' : next.adminToken === undefined ? 'removed' : 'replaced';
 }
 

@@ -146,6 +146,9 @@ test('removing the admin token is applied on loopback; off loopback it needs a r
   assert.equal(reloadedConfig(loopback, open).adminToken, undefined);
   assert.equal(adminTokenChange(open, loopback), 'added', 'adding a token is applied');
   assert.equal(adminTokenChange(loopback, loopback), undefined);
+  // Without an admin server running, no token change is announced (no request needs one).
+  const off = (token: string) => config(`{enabled: false, token: ${token}}`);
+  assert.equal(adminTokenChange(off('a-token-of-sixteen-characters'), off('another-token-of-sixteen')), undefined);
 
   // Bound to all interfaces with a token; the new config moves the server to loopback, which only a restart does.
   const exposed = config('{host: 0.0.0.0, tokenFile: admin-token}');
