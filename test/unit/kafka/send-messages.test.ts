@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
-import { RETRIED_PER_PARTITION } from '../../../src/kafka/produce-refusals.ts';
+import { RETRIED_PER_PARTITION, SOURCE_RECORD, returningRecordRefusals } from '../../../src/kafka/produce-refusals.ts';
 import { type SendCluster, type SendEosManager, type SendMessagesDeps, sendMessages } from '../../../src/kafka/send-messages.ts';
 
 const require = createRequire(import.meta.url);
@@ -234,4 +234,41 @@ test("an idempotent producer's request that an answer failed in part is sent aga
   };
   assert.deepEqual(sent, [request, request]);
   assert.deepEqual(results.map((r) => (r as { partition: number }).partition).sort(), [0, 1]);
+});
+
+test('the produce parse hands on a failed partition only with its error, and fails the request for an error no retry fixes', async () => {
+  // kafkajs' own Produce protocol, wrapped as patchKafkajs does. A broker that answers one
+  // partition NOT_LEADER_OR_FOLLOWER and another TOPIC_AUTHORIZATION_FAILED needs ACLs and a
+  // leader moved at once: the answers are given to the parse directly.
+  const produce = require('kafkajs/src/protocol/requests/produce/index.js') as { protocol: Parameters<typeof returningRecordRefusals>[0] };
+  const protocol = returningRecordRefusals(produce.protocol, createErrorFromCode);
+  const answer = (...errorCodes: number[]) => ({ topics: [{ topicName: 't', partitions: errorCodes.map((errorCode, partition) => ({ partition, errorCode })) }] });
+  const parse = (marked: boolean, data: ReturnType<typeof answer>, message: object = { value: 'a' }) => {
+    const topicData = [{ topic: 't', partitions: [0, 1, 2].map((partition) => ({ partition, messages: [message] })) }];
+    if (marked) RETRIED_PER_PARTITION.add(topicData);
+    return protocol({ version: 7 })({ topicData }).response.parse(data) as Promise<typeof data>;
+  };
+  const TOPIC_AUTHORIZATION_FAILED = 29;
+  const MESSAGE_TOO_LARGE = 10;
+  // Without idempotence: the failed partition carries its error, the others nothing.
+  const parsed = await parse(true, answer(0, NOT_LEADER, 0));
+  assert.deepEqual(
+    parsed.topics[0]?.partitions.map((p) => (p as { retriableError?: { type: string } }).retriableError?.type),
+    [undefined, 'NOT_LEADER_FOR_PARTITION', undefined],
+  );
+  // An error no retry fixes fails the request, as kafkajs' parse does.
+  await assert.rejects(parse(true, answer(0, NOT_LEADER, TOPIC_AUTHORIZATION_FAILED)), { type: 'TOPIC_AUTHORIZATION_FAILED' });
+  // An idempotent producer's request (not marked) fails whole, also next to a refusal.
+  await assert.rejects(parse(false, answer(0, NOT_LEADER, 0)), { type: 'NOT_LEADER_FOR_PARTITION' });
+  await assert.rejects(parse(false, answer(0, NOT_LEADER, MESSAGE_TOO_LARGE), { value: 'a', [SOURCE_RECORD]: {} }), { type: 'NOT_LEADER_FOR_PARTITION' });
+  // A refusal and a retriable error, each on its partition.
+  const both = await parse(true, answer(MESSAGE_TOO_LARGE, NOT_LEADER, 0), { value: 'a', [SOURCE_RECORD]: {} });
+  assert.deepEqual(
+    both.topics[0]?.partitions.map((p) => [(p as { refusal?: { type: string } }).refusal?.type, (p as { retriableError?: { type: string } }).retriableError?.type]),
+    [
+      ['MESSAGE_TOO_LARGE', undefined],
+      [undefined, 'NOT_LEADER_FOR_PARTITION'],
+      [undefined, undefined],
+    ],
+  );
 });
