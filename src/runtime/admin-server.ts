@@ -9,6 +9,7 @@ import { FerryError, describeError, wrapError } from '../core/errors.ts';
 import { isLoopbackHost } from '../core/loopback.ts';
 import { DEFAULT_REFUSAL_LOG_INTERVAL_MS, RefusalLog } from '../mqtt/refusal-log.ts';
 import { SocketGate } from '../mqtt/socket-gate.ts';
+import { type DeadlineMissed, requestDeadlines } from './admin-deadlines.ts';
 import type { ReloadResult } from './reload-plan.ts';
 import { PAGE_HEADERS, lazyStatusPage } from './status-page/assets.ts';
 
@@ -54,8 +55,14 @@ const MAX_SOCKETS = 256;
 /** Time a socket has for each request's head (from its accept for the first), and for a whole request with its body. */
 const HEAD_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
-/** Time a client has to take an answer once it is written to its socket. */
+/**
+ * Time a client has to take an answer once it is written to its socket, and one more second for
+ * each 1,000 bytes of it: an operator's large answer (the status page's history, /metrics of many
+ * bridges) is taken whole over a slow link. Without the token only /healthz, /readyz and refusals
+ * are answered, all under 1 KB: a client that reads none of them is still closed after about 30 s.
+ */
 const ANSWER_TIMEOUT_MS = 30_000;
+const ANSWER_MIN_BYTES_PER_S = 1_000;
 
 /** Sent with every answer: a browser must take JSON and metrics for what they are, never as a page or a script. */
 const NO_SNIFF = { 'x-content-type-options': 'nosniff' } as const;
@@ -108,10 +115,10 @@ function hostCheck(configured: string): (header: string | undefined) => boolean 
  *
  * A socket that has not sent a request's whole head within 10 s (from its accept, or from its
  * last answer), or a whole request within 30 s, or has not taken an answer within 30 s of its
- * writing, is closed, and an address holds at most 32 sockets, all addresses 256: idle or slow
- * sockets, which need no token, cannot use up the process's file descriptors and memory that
- * device connections need. Refused sockets are counted (admin.sockets.refused) and logged like
- * failures below.
+ * writing and a second per KB of it, is closed, and an address holds at most 32 sockets, all
+ * addresses 256: idle or slow sockets, which need no token, cannot use up the process's file
+ * descriptors and memory that device connections need. Refused sockets are counted
+ * (admin.sockets.refused) and logged like failures below.
  *
  * A handler that throws (the buffer found corrupt while it is read) gets its request answered
  * 500, or 503 from /readyz, and the process runs on. Each such failure is counted
@@ -224,18 +231,20 @@ export class AdminServer {
       else reporting?.counters.count('admin.sockets.refused', { reason: 'total' });
       failures?.refused({ who: { address }, reason: limit, message: 'admin socket refused: too many open' });
     };
-    const closed = (reason: 'connect_timeout' | 'answer_timeout', address: string) =>
+    const closed = (reason: DeadlineMissed, address: string) =>
       failures?.refused({
         who: { address },
         reason,
-        message: reason === 'connect_timeout' ? 'admin socket closed: no request within 10 s' : 'admin socket closed: answer not taken within 30 s',
+        message: reason === 'connect_timeout' ? 'admin socket closed: no request within 10 s' : 'admin socket closed: answer not taken within 30 s and 1 s per KB',
       });
     const gate = new SocketGate({
       maxPerAddress: MAX_SOCKETS_PER_ADDRESS,
       connectTimeoutMs: HEAD_TIMEOUT_MS,
       onRefuse: (reason, address) => (reason === 'too_many_sockets' ? refused('per_address', address) : closed(reason, address)),
     });
-    const deadlines = requestDeadlines((reason, socket) => closed(reason, socket.remoteAddress ?? 'unknown'));
+    const deadlines = requestDeadlines({ nextRequestMs: HEAD_TIMEOUT_MS, answerMs: ANSWER_TIMEOUT_MS, answerMinBytesPerS: ANSWER_MIN_BYTES_PER_S }, (reason, socket) =>
+      closed(reason, socket.remoteAddress ?? 'unknown'),
+    );
     const limits = { headersTimeout: HEAD_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1_000 };
     // node:http as a CommonJS module: its ES facade loads undici (~50 ms of every start; see
     // src/mqtt/listeners.ts).
@@ -294,60 +303,6 @@ export class AdminServer {
     this.#server.closeAllConnections();
     await new Promise<void>((done) => this.#server.close(() => done()));
   }
-}
-
-/**
- * The deadlines of a socket between its requests, which node:http leaves open: its headersTimeout
- * runs from a head's first byte (line breaks before one do not count), and its keep-alive timeout
- * from the last byte received, so a socket sending a line break every few seconds after an answer
- * was held for good; and nothing bounds the time a client takes to read an answer, so one asking
- * for answers it never reads was held for good too. Each socket must send its next request within
- * 10 s of its last answer, and take each answer within 30 s of its writing (all of it handed to
- * the socket). A slow handler (a reload) is not timed: its socket waits for it.
- */
-function requestDeadlines(onExpire: (reason: 'connect_timeout' | 'answer_timeout', socket: Socket) => void): (req: IncomingMessage, res: ServerResponse) => void {
-  /** Per socket: requests read and not yet answered, and the deadline of its next request. */
-  const sockets = new WeakMap<Socket, { pending: number; next: NodeJS.Timeout | undefined }>();
-  const expire = (reason: 'connect_timeout' | 'answer_timeout', socket: Socket, ms: number) => {
-    const timer = setTimeout(() => {
-      if (socket.destroyed) return;
-      socket.destroy();
-      onExpire(reason, socket);
-    }, ms);
-    timer.unref();
-    return timer;
-  };
-  return (req, res) => {
-    const socket = req.socket;
-    let held = sockets.get(socket);
-    if (held === undefined) {
-      const created: { pending: number; next: NodeJS.Timeout | undefined } = { pending: 0, next: undefined };
-      sockets.set(socket, (held = created));
-      socket.once('close', () => clearTimeout(created.next));
-    }
-    const state = held;
-    state.pending += 1;
-    clearTimeout(state.next);
-    state.next = undefined;
-    // 'prefinish': the whole answer is handed to the socket; 'close': the client took it, or the
-    // socket closed. Each answer has its own deadline: the next one, pipelined, may be handed to the
-    // socket before this one's 'close'.
-    let answer: NodeJS.Timeout | undefined;
-    res.once('prefinish', () => (answer = expire('answer_timeout', socket, ANSWER_TIMEOUT_MS)));
-    res.once('close', () => clearTimeout(answer));
-    // The next request is due once this one is answered and its body read to the end (an answer
-    // may come first: the body has node:http's 30 s).
-    let left = 2;
-    const done = () => {
-      left -= 1;
-      if (left > 0) return;
-      state.pending -= 1;
-      // A pipelined request already read waits for its own answer, untimed until that is written.
-      if (state.pending === 0 && !socket.destroyed) state.next = expire('connect_timeout', socket, HEAD_TIMEOUT_MS);
-    };
-    req.once('close', done);
-    res.once('close', done);
-  };
 }
 
 /**
