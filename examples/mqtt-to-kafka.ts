@@ -10,7 +10,10 @@ import { fromMqtt } from 'ferry/mqtt';
 const env = (name: string, fallback: string) => process.env[name] ?? fallback;
 
 const pipeline = fromMqtt({ url: env('MQTT_URL', 'mqtt://localhost:1883'), clientId: env('CLIENT_ID', 'ferry-example'), topics: [env('TOPICS', 'sensors/#')] })
-  .pipe(durableBuffer({ dir: env('BUFFER_DIR', './example-buffer') }), toKafka({ brokers: env('KAFKA_BROKERS', 'localhost:9092'), topic: env('KAFKA_TOPIC', 'telemetry'), key: '${topic}' }))
+  .pipe(
+    durableBuffer({ dir: env('BUFFER_DIR', './example-buffer') }),
+    toKafka({ brokers: env('KAFKA_BROKERS', 'localhost:9092'), topic: env('KAFKA_TOPIC', 'telemetry'), key: '${topic}' }),
+  )
   .subscribe((event) => console.log(event.type === 'written' ? `written ${event.count}` : `failed ${event.count}: ${event.error.message}`));
 
 console.log('ready');
