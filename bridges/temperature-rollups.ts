@@ -1,6 +1,6 @@
 // Per-device average, minimum and maximum temperature over 10-second windows, to Kafka.
 // On when KAFKA_BROKERS is set, like telemetry-to-kafka.yaml.
-import { bufferTime, filter, groupBy, map, mergeMap } from 'rxjs';
+import { bufferTime, debounceTime, filter, groupBy, map, mergeMap } from 'rxjs';
 import { defineBridge, filterMessages, type Message } from 'ferry';
 
 interface Reading {
@@ -8,6 +8,13 @@ interface Reading {
 }
 
 const WINDOW_MS = Number(process.env.FERRY_ROLLUP_WINDOW_MS || 10_000);
+
+/**
+ * A device's group ends after this long without a reading (its last window was sent by then), so
+ * that a gateway does not keep a group and its window's timer for every device id it ever saw; a
+ * reading after that starts a new group.
+ */
+const IDLE_MS = WINDOW_MS * 3;
 
 /** The reading's temperature, or undefined when the payload has none (or is not JSON). */
 function celsius(message: Message<Reading>): number | undefined {
@@ -33,8 +40,8 @@ export default defineBridge<Reading>({
       // Readings without a temperature are not part of a rollup: dropped here, acked as handled
       // at once (filterMessages settles what it drops).
       filterMessages((m) => celsius(m) !== undefined),
-      // One group per device: the `+` of the topic filter.
-      groupBy((m) => m.captures[0] ?? 'unknown'),
+      // One group per device (the `+` of the topic filter), ended when the device is quiet for IDLE_MS.
+      groupBy((m) => m.captures[0] ?? 'unknown', { duration: (device) => device.pipe(debounceTime(IDLE_MS)) }),
       mergeMap((device) =>
         device.pipe(
           bufferTime(WINDOW_MS),
