@@ -301,8 +301,9 @@ function keepAliveDelay(connectTimeoutMs: number): number {
 }
 
 /**
- * How long pg waits for a reply before it gives the connection up (query_timeout); 0, none, with
- * `statementTimeoutMs: 0`. At most MAX_TIMER_MS, though the schema takes each term up to that:
+ * How long pg waits for a reply before it gives the connection up (query_timeout; the sink's
+ * pipelined statements count it from when the server could run them: `PipelinedConnection`);
+ * 0, none, with `statementTimeoutMs: 0`. At most MAX_TIMER_MS, though the schema takes each term up to that:
  * Node fires a longer timer after 1 ms (every statement failed with `Query read timeout`), and
  * PostgreSQL refuses a longer `SET LOCAL idle_in_transaction_session_timeout`.
  *

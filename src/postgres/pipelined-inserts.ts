@@ -6,20 +6,13 @@ import { type BatchWriterOptions, type RenderedBatch, type Row, batchRenderer, c
 import { isFerryError } from '../core/errors.ts';
 import { connectionLost, sqlState, statementError } from './errors.ts';
 import type { InsertPlans } from './insert-plans.ts';
-import type { PgPool, PgPoolClient, PgQueryable, PgResult } from './pools.ts';
+import { PipelinedConnection } from './pipelined-connection.ts';
+import type { PgPool, PgQueryable, PgResult } from './pools.ts';
 import type { InsertPlan } from './table.ts';
-
-/** pg's pooled Client as this writer drives it: pipelined, with named statements. */
-interface PipelineClient extends PgPoolClient {
-  /** pg >= 8.23: queries are written at once instead of each after the reply to the one before. */
-  pipeline: boolean;
-  query<R = Record<string, unknown>>(statement: { name: string; text: string; values: unknown[] }): Promise<PgResult<R>>;
-  query<R = Record<string, unknown>>(text: string): Promise<PgResult<R> & { command?: string }>;
-}
 
 /** One transaction of the pipeline: `BEGIN`, the inserts of its batches, then `COMMIT`. */
 interface Group {
-  readonly client: PipelineClient;
+  readonly client: PipelinedConnection;
   readonly entries: Entry[];
   readonly replies: Promise<unknown>[];
   state: 'open' | 'committing' | 'committed' | 'failed' | 'rolled back';
@@ -52,8 +45,12 @@ interface Entry {
 export interface PipelinedInsertsOptions extends BatchWriterOptions {
   /** Most batches in flight (the pipeline's own limit): a transaction is closed at half of it, so one fills while the one before commits. */
   readonly concurrency: number;
-  /** A transaction of the sink idle this long was left behind: the server ends it (see `beginStatement`). */
-  readonly abandonedAfterMs: number;
+  /**
+   * How late a reply may be, counted from when the server could run its statement (see
+   * `PipelinedConnection`), before the connection is given up; a transaction of the sink idle
+   * this long was left behind, and the server ends it (see `beginStatement`).
+   */
+  readonly replyTimeoutMs: number;
 }
 
 /**
@@ -65,7 +62,9 @@ export interface PipelinedInsertsOptions extends BatchWriterOptions {
  * commits while the next fills (and grows past half while the one before is slow to commit).
  * The server runs the statements in the order they were sent, so rows land in arrival order,
  * and while it inserts and commits one transaction Ferry converts the next batches: the
- * server's work and Ferry's overlap, and no batch waits for a round trip.
+ * server's work and Ferry's overlap, and no batch waits for a round trip. A reply is late
+ * (and the connection given up) only counted from when the server could start its statement
+ * (`PipelinedConnection`), not from when it was queued behind the others.
  *
  * A statement that fails aborts its transaction, and the ones sent after it are refused
  * (SQLSTATE 25P02) or rolled back, so nothing after a failure is written before it: every batch
@@ -83,7 +82,7 @@ export class PipelinedInserts {
   /** Writes to the connection, one after another in the order they were asked for. */
   #wire: Promise<unknown> = Promise.resolve();
   /** The connection held while batches are in flight; its failure shows in the replies (the pool hears pg's 'error' event for it). */
-  #client: PipelineClient | undefined;
+  #client: PipelinedConnection | undefined;
   #open: Group | undefined;
   #committing: Group | undefined;
   /** Batches staged and not yet settled, in order. */
@@ -143,17 +142,16 @@ export class PipelinedInserts {
     return done;
   }
 
-  async #connection(): Promise<PipelineClient> {
+  async #connection(): Promise<PipelinedConnection> {
     if (this.#client === undefined) {
-      const client = (await (await this.#pool()).connect()) as PipelineClient;
-      client.pipeline = true;
-      this.#client = client;
+      const connection: PipelinedConnection = new PipelinedConnection(await (await this.#pool()).connect(), this.#options.replyTimeoutMs, (error) => this.#drop(connection, error));
+      this.#client = connection;
     }
     return this.#client;
   }
 
   /** A reply, or the error in its place; when the error says the connection is gone, it is dropped. */
-  #settle<T>(client: PipelineClient, reply: Promise<T>): Promise<T | Error> {
+  #settle<T>(client: PipelinedConnection, reply: Promise<T>): Promise<T | Error> {
     return reply.catch((error: unknown) => {
       const failure = error instanceof Error ? error : new Error(String(error));
       if (connectionLost(error)) this.#drop(client, failure);
@@ -162,17 +160,16 @@ export class PipelinedInserts {
   }
 
   /** Gives the connection back to the pool; with an error, the pool discards it, and every batch not committed is written alone. */
-  #drop(client: PipelineClient, error?: Error): void {
+  #drop(client: PipelinedConnection, error?: Error): void {
     if (this.#client !== client) return;
     this.#client = undefined;
-    client.pipeline = false;
     client.release(error);
     if (error !== undefined) this.#writeAloneFrom(undefined);
   }
 
   async #send(entry: Entry): Promise<void> {
     if (entry.alone) return; // a failure before it was sent
-    let client: PipelineClient;
+    let client: PipelinedConnection;
     try {
       client = await this.#connection();
     } catch {
@@ -185,7 +182,7 @@ export class PipelinedInserts {
       group = undefined;
     }
     if (group === undefined) {
-      group = { client, entries: [], replies: [this.#settle(client, client.query(beginStatement(this.#options.abandonedAfterMs)))], state: 'open' };
+      group = { client, entries: [], replies: [this.#settle(client, client.query(beginStatement(this.#options.replyTimeoutMs)))], state: 'open' };
       this.#open = group;
     }
     group.entries.push(entry);
@@ -324,12 +321,12 @@ export class PipelinedInserts {
       return await BatchTransaction.begin(async () => {
         const client = await this.#connection();
         return {
-          query: client.query.bind(client) as PipelineClient['query'],
+          query: client.query.bind(client),
           release: (error?: Error | boolean) => {
             if (error instanceof Error) this.#drop(client, error);
           },
         };
-      }, this.#options.abandonedAfterMs);
+      }, this.#options.replyTimeoutMs);
     } catch (error) {
       const { component, table, bridge } = this.#options;
       throw statementError(`${component}: cannot begin the insert into ${table}`, error, { component, bridge });

@@ -164,8 +164,8 @@ export function createPostgresSink(config: PostgresSinkConfig, ctx: ComponentCon
     templates: Object.values(config.columns).map((source) => compileTemplate(source)),
     sourceFilters: ctx.sourceFilters ?? [],
     concurrency: config.concurrency,
-    // As long as pg waits for a reply before it gives the connection up (the pool's query_timeout).
-    abandonedAfterMs: replyTimeoutMs(config),
+    // As long as pg waits for a reply on the pool's other connections (query_timeout).
+    replyTimeoutMs: replyTimeoutMs(config),
     counters: ctx.counters,
     logger: ctx.logger,
   };
