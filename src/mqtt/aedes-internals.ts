@@ -52,7 +52,10 @@ export interface AedesInternals {
    * connection holding its client id, unless its connect changed the session stored under that
    * id (a Clean Start's discard, the will step): then it takes that connection over. A takeover
    * finishing while the id is held again (the connection taken over still closing, another
-   * takeover finished first) unregisters or takes that one over too.
+   * takeover finished first) unregisters or takes that one over too. Of two connections of one
+   * id whose connects overlap, the one that looked the session up later keeps the id: the other
+   * yields to it (0x8E once connected) and times no delayed will, and its will step stores its
+   * will only while the will is still its own.
    */
   readonly closedConnectsDropped?: boolean;
   /** Set by the patch: the clock MQTT 5 Message Expiry is stamped and checked with (the `now` option, Date.now by default). */
