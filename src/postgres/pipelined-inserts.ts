@@ -38,6 +38,8 @@ interface Entry {
   plain: boolean;
   /** Not (or no longer) in a pipelined transaction: written alone when its commit comes. */
   alone: boolean;
+  /** Alone only because batches before it were (not sent yet): pipelined once they are written (`#resume`). */
+  behind: boolean;
   /** Why values did not fit their columns' types, when the columns are to be read again before it is written. */
   revise: ReadonlySet<string> | undefined;
 }
@@ -70,8 +72,8 @@ export interface PipelinedInsertsOptions extends BatchWriterOptions {
  * (SQLSTATE 25P02) or rolled back, so nothing after a failure is written before it: every batch
  * of that transaction and after it is then written alone, in order, in a transaction of its
  * own, by `writeAlone` (which finds rows the server refuses and writes the rest). Batches formed
- * meanwhile wait for their turn instead of being pipelined, until those are done. A batch is
- * acked once the transaction that holds it committed.
+ * meanwhile wait for their turn, until those are written: then they are pipelined (`#resume`).
+ * A batch is acked once the transaction that holds it committed.
  */
 export class PipelinedInserts {
   readonly #pool: () => Promise<PgPool>;
@@ -119,6 +121,7 @@ export class PipelinedInserts {
     }
     if (batch.rows.length === 0 && revise === undefined) return { commit: async () => this.#result(batch), abort: async () => {} };
     this.#plain ??= conflictKeyIsId(plan, this.#options.templates);
+    const behind = this.#alone > 0 && revise === undefined;
     const entry: Entry = {
       deliveries,
       plan,
@@ -126,7 +129,8 @@ export class PipelinedInserts {
       kept: latestPerKey(this.#options.onConflict, batch.rows, plan.conflictIndexes).kept,
       sent: Promise.resolve(),
       plain: this.#plain,
-      alone: this.#alone > 0 || revise !== undefined,
+      alone: behind || revise !== undefined,
+      behind,
       revise,
     };
     this.#pending.add(entry);
@@ -247,21 +251,43 @@ export class PipelinedInserts {
   }
 
   async #commit(entry: Entry): Promise<BatchResult> {
+    let result: BatchResult | undefined;
     try {
-      await entry.sent;
-      if (!entry.alone) {
-        const group = entry.group as Group;
-        if (group.state === 'open') await this.#onWire(() => group.state === 'open' && this.#sendCommit(group));
-        if (await group.outcome) {
-          const result = (await entry.reply) as PgResult<unknown>;
-          if (!entry.plain) this.#noteConflicts(entry, result.rowCount ?? 0);
-          return this.#result(entry.batch);
-        }
-        if (!entry.alone) this.#failed(group);
-      }
-      return await this.#onWire(() => this.#writeAlone(entry));
+      return (result = await this.#write(entry));
     } finally {
       this.#settled(entry);
+      if (result !== undefined) this.#resume();
+    }
+  }
+
+  async #write(entry: Entry): Promise<BatchResult> {
+    await entry.sent;
+    if (!entry.alone) {
+      const group = entry.group as Group;
+      if (group.state === 'open') await this.#onWire(() => group.state === 'open' && this.#sendCommit(group));
+      if (await group.outcome) {
+        const result = (await entry.reply) as PgResult<unknown>;
+        if (!entry.plain) this.#noteConflicts(entry, result.rowCount ?? 0);
+        return this.#result(entry.batch);
+      }
+      if (!entry.alone) this.#failed(group);
+    }
+    return await this.#onWire(() => this.#writeAlone(entry));
+  }
+
+  /**
+   * A batch committed: the next in line, alone only for waiting behind it (`behind`), are
+   * pipelined (else, under a steady load, pipelining came back only once the sink ran dry). The
+   * batches before them are settled, and none began its commit (the sink commits in order).
+   */
+  #resume(): void {
+    for (const entry of this.#pending) {
+      if (!entry.behind) return;
+      entry.behind = false;
+      entry.alone = false;
+      this.#alone -= 1;
+      entry.plain = this.#plain ?? entry.plain;
+      entry.sent = this.#onWire(() => this.#send(entry));
     }
   }
 

@@ -97,6 +97,34 @@ test('postgres sink, batches in flight: rows the server refuses are rejected alo
   );
 });
 
+test('postgres sink, batches in flight: after a refused row, the batches that waited behind the ones written alone are pipelined again while the load goes on', async (t) => {
+  // One row refused (in the second batch): its transaction's batches are written one at a time.
+  // The batches formed meanwhile waited behind them, and every batch formed while any of those
+  // was in flight waited too: with messages always waiting (a backlog), every batch to the last
+  // was written alone, one round trip per statement, and the sink never caught up until its
+  // input ran dry. Now they are pipelined once the batches written alone are done.
+  const db = await testSchema(t);
+  await db.query(`CREATE TABLE ${db.name}.readings (n bigint GENERATED ALWAYS AS IDENTITY, id uuid PRIMARY KEY, seq int CHECK (seq <> 25))`);
+  const envelopes = Array.from({ length: 2 * COUNT }, (_, seq) =>
+    createEnvelope({ topic: 'devices/d1/telemetry/t', payload: JSON.stringify({ seq }), origin: { source: 'mqtt', clientId: 'd1', qos: 1 } }),
+  );
+  const tracked = await writeAll(sinkFor(db.url, `${db.name}.readings`, 4), envelopes);
+
+  const refused = envelopes[25] as Envelope;
+  assert.deepEqual([...tracked.nacked.keys()], [refused.id]);
+  assert.match(tracked.nacked.get(refused.id)?.message ?? '', /SQLSTATE 23514/);
+  assert.deepEqual(tracked.doubleSettles, []);
+  const rows = await db.query<{ seq: number; tx: string }>(`SELECT seq, xmin::text AS tx FROM ${db.name}.readings ORDER BY n`);
+  assert.deepEqual(
+    rows.map((r) => r.seq),
+    envelopes.flatMap((_, seq) => (seq === 25 ? [] : [seq])),
+  );
+  // The second half: 12 batches of 20, each its own transaction when written alone.
+  const tail = new Set(rows.filter((r) => r.seq >= COUNT).map((r) => r.tx)).size;
+  t.diagnostic(`the last ${COUNT / 20} batches went in ${tail} transactions`);
+  assert.ok(tail < COUNT / 20, `the last ${COUNT / 20} batches were each written alone (${tail} transactions)`);
+});
+
 test('postgres sink, batches in flight: a batch that fails as a whole fails the batches after it; nothing acked is missing, nothing nacked is written, and sent again they land in order', async (t) => {
   const db = await testSchema(t);
   // A fault the server raises for one message while the test wants it (SQLSTATE 55000: not the
