@@ -252,3 +252,39 @@ test("the newer connection keeps its will stored when an older connect's will st
   await watched0.watcher.endAsync();
   first.client.end(true);
 });
+
+test("the older connection keeping the id stores its will when the newer one's will step came after its own and it closed before either registered", {
+  timeout: 60_000,
+}, async () => {
+  const { aedes, url, path } = await start();
+  const registering = aedes as unknown as { registerClient: (client: Client) => void };
+  const registerClient = registering.registerClient.bind(aedes);
+  let older: Client | undefined;
+  let newer: Client | undefined;
+  registering.registerClient = (client) => {
+    if (client.id !== 'newer-gone') return registerClient(client);
+    // The older connect's registration waits; the newer one closes at its registration, its will
+    // step done (its delayed will stored as its delay starts, the id held by none).
+    if (older === undefined) {
+      older = client;
+      return;
+    }
+    newer = client;
+    client.close();
+  };
+  const first = watched(url, v5('newer-gone', { clean: true, willPayload: 'older gone', topic: 'newer-gone-will', delay: 30 }));
+  await eventually(() => assert.notEqual(older, undefined));
+  const second = watched(url, v5('newer-gone', { clean: true, willPayload: 'newer gone', topic: 'newer-gone-will', delay: 30 }));
+  await eventually(() => assert.equal(newer?.closed, true));
+  await eventually(() => assert.deepEqual(storedWills(path), ['newer gone']));
+  // The older connection keeps the id: it came to the session within the newer one's delay, whose
+  // will is not to be published; its own is the one on disk (published after a crash).
+  registerClient(older as Client);
+  await first.connack;
+  await sleep(300);
+  assert.equal(registered(aedes)['newer-gone'], older);
+  await eventually(() => assert.deepEqual(storedWills(path), ['older gone'], "the will stored is the newer connection's, gone, not the holder's"));
+  await first.client.endAsync();
+  await eventually(() => assert.deepEqual(storedWills(path), []));
+  second.client.end(true);
+});
