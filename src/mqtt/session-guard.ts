@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type { Aedes, AedesPublishPacket, Client, ConnectPacket } from 'aedes';
 import type { Logger } from 'pino';
 import type { Counters } from '../core/component.ts';
@@ -30,6 +31,12 @@ export class SessionGuard {
   readonly #toldRefused = new WeakSet<Client>();
   /** A connected client whose client id a newer connection logged in with: that connection. */
   readonly #takingOver = new WeakMap<Client, Client>();
+  /**
+   * By client id, its connections that logged in and whose socket is still open, in the order
+   * they logged in: one still connecting when a newer one logs in is not registered, so not
+   * marked in #takingOver. An entry leaves as its socket closes (bounded by open connections).
+   */
+  readonly #loggedIn = new Map<string, Client[]>();
 
   /** With `savedOwners`, sessions keep their owners across restarts; with `refusalLog`, dropped subscriptions are logged through it. */
   constructor(aedes: Aedes, logger: Logger, counters: Counters, savedOwners?: SavedOwners, refusalLog?: RefusalLog) {
@@ -94,12 +101,35 @@ export class SessionGuard {
   loggedIn(client: Client): void {
     const holder = aedesInternals(this.#aedes).clients[client.id];
     if (holder !== undefined && holder !== client) this.#takingOver.set(holder, client);
+    // Closed already: it takes nothing over that takenOver() would answer for, and its socket's
+    // 'close' may have been emitted (its entry would stay).
+    const conn = client.conn as Partial<Duplex>;
+    if (client.closed || conn.destroyed === true || typeof conn.once !== 'function') return;
+    const id = client.id;
+    const open = this.#loggedIn.get(id);
+    if (open === undefined) this.#loggedIn.set(id, [client]);
+    else open.push(client);
+    conn.once('close', () => {
+      const left = this.#loggedIn.get(id)?.filter((each) => each !== client) ?? [];
+      if (left.length === 0) this.#loggedIn.delete(id);
+      else this.#loggedIn.set(id, left);
+    });
   }
 
-  /** Whether a newer connection with the client's id logged in and has not closed: this one is being taken over. */
+  /**
+   * Whether a newer connection with the client's id logged in and has not closed: this one is
+   * being taken over. For a connection that was not registered yet as the newer one logged in
+   * (still connecting: aedes then registers it, sends its CONNACK and handles its packets until
+   * the newer one's takeover), from its CONNACK on: the subscriptions its own connect restores
+   * before it are in memory only, and stay its own if the newer one closes without a takeover.
+   */
   takenOver(client: Client): boolean {
     const newer = this.#takingOver.get(client);
-    return newer !== undefined && !newer.closed;
+    if (newer !== undefined && !newer.closed) return true;
+    if (!clientInternals(client).connackSent) return false;
+    const open = this.#loggedIn.get(client.id);
+    const at = open?.indexOf(client) ?? -1;
+    return open !== undefined && at >= 0 && open.slice(at + 1).some((later) => !later.closed);
   }
 
   /**

@@ -15,18 +15,26 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { type Socket, connect } from 'node:net';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { after, before, test } from 'node:test';
+import type { Aedes, Client } from 'aedes';
 import mqttPacket from 'mqtt-packet';
+import { aedesInternals } from '../../src/mqtt/aedes-internals.ts';
 import { type AuthResult, DeviceAuthenticator } from '../../src/mqtt/auth.ts';
 import { CounterRegistry } from '../../src/observability/counters.ts';
+import { type AedesInstances, recordAedesInstances } from '../harness/aedes-instances.ts';
 import { committed, stateBrokers, until } from '../harness/state-broker.ts';
 import { tempDirs } from '../harness/temp.ts';
 
 const dirs = tempDirs('ferry-takeover-subscribe-');
 const { start, connectClient } = stateBrokers();
 const sockets = new Set<Socket>();
+let instances: AedesInstances;
+before(async () => {
+  instances = await recordAedesInstances();
+});
 after(() => {
   for (const socket of sockets) socket.destroy();
+  instances.restore();
 });
 
 /** Anonymous devices may do anything; `onLogin` is called as a login succeeds, before the broker goes on with it. */
@@ -171,5 +179,81 @@ for (const { name, version, granted } of unsubscribeCases) {
     await publisher.client.publishAsync('kept/2', 'resumed', { qos: 1 });
     await until(() => next.got.some((p) => p.cmd === 'publish' && p.topic === 'kept/2'), 'a message on the filter at the next resume');
     await publisher.client.endAsync();
+  });
+}
+
+// The older connection may still be connecting (not registered) as the newer one logs in: aedes
+// then registers it, sends its CONNACK and handles its packets while the newer one's takeover
+// waits. Its SUBSCRIBE then used to be saved into the session the newer connection had looked up
+// (Clean Start 0: a filter the newer connection did not hold, its messages queued for the next
+// resume; Clean Start 1: a filter of the discarded session, brought back by the next resume).
+// The test holds the older connection's session lookup until the newer one logged in, and the
+// newer one's registration until the older one's SUBACK came.
+const connectingCases = [
+  { name: 'MQTT 3.1.1, Clean Session 0: the subscription is not saved into the session the new connection resumed', version: 4, cleanStart: false, refused: 0x80 },
+  { name: 'MQTT 5, Clean Start 1: the subscription is not saved into the new session', version: 5, cleanStart: true, refused: 0x87 },
+] as const;
+
+for (const { name, version, cleanStart, refused } of connectingCases) {
+  test(`a SUBSCRIBE after its CONNACK of a connection still connecting as a newer one logged in. ${name}`, async () => {
+    const device = await subscribedDevice(version);
+    const { path, auth, gateway, old: earlier, connectPacket } = device;
+    earlier.send({ cmd: 'disconnect' });
+    await until(() => earlier.closed(), 'the first connection closed after its DISCONNECT');
+    const aedes = instances.created.at(-1) as Aedes;
+    const persistence = (aedes as unknown as { persistence: { subscriptionsByClient(client: { id: string }): Promise<unknown> } }).persistence;
+    const registering = aedes as unknown as { registerClient: (client: Client) => void };
+    const registerClient = registering.registerClient.bind(aedes);
+    const connects: Client[] = [];
+    const preConnect = aedes.preConnect;
+    aedes.preConnect = (client, packet, callback) => {
+      connects.push(client);
+      preConnect.call(aedes, client, packet, callback);
+    };
+    // The older connection's session lookup is answered once the newer one logged in.
+    const subscriptionsByClient = persistence.subscriptionsByClient.bind(persistence);
+    let releaseLookup: (() => void) | undefined;
+    persistence.subscriptionsByClient = (client) => {
+      const subs = subscriptionsByClient(client);
+      if (client.id !== 'dev' || releaseLookup !== undefined) return subs;
+      return new Promise((resolve) => {
+        releaseLookup = () => resolve(subs);
+      });
+    };
+    auth.onLogin = () => {
+      if (connects.length === 2) releaseLookup?.();
+    };
+    // The newer connection's registration (its takeover of the older one) waits for the test.
+    let releaseRegistration: (() => void) | undefined;
+    registering.registerClient = (client) => {
+      if (client === connects[1] && releaseRegistration === undefined) releaseRegistration = () => registerClient(client);
+      else registerClient(client);
+    };
+    const older = await rawDevice(gateway.broker.port, version);
+    older.send(connectPacket(false));
+    await until(() => releaseLookup !== undefined, "the older connection's session lookup");
+    const newer = await rawDevice(gateway.broker.port, version);
+    newer.send(connectPacket(cleanStart));
+    await until(() => connackOf(older) !== undefined, 'the older connection accepted');
+    assert.equal(aedesInternals(aedes).clients.dev, connects[0], 'the older connection registered');
+    older.send({ cmd: 'subscribe', messageId: 2, subscriptions: [{ topic: 'late/#', qos: 1 }] });
+    await until(() => older.got.some((p) => p.cmd === 'suback'), "the older connection's SUBACK");
+    await until(() => releaseRegistration !== undefined, "the newer connection's registration");
+    const suback = older.got.find((p): p is mqttPacket.ISubackPacket => p.cmd === 'suback');
+    assert.deepEqual(suback?.granted, [refused], 'the late SUBSCRIBE refused');
+    assert.equal(gateway.counters.snapshot()['mqtt.subscribe.refused{reason=taken_over}'], 1);
+    releaseRegistration?.();
+    await until(() => connackOf(newer) !== undefined, 'the newer connection accepted');
+    assert.equal(connackOf(newer)?.sessionPresent, !cleanStart);
+    await until(() => older.closed(), 'the older connection taken over');
+    assert.equal(aedesInternals(aedes).clients.dev, connects[1]);
+    assert.deepEqual(subscriptionsOf(path), cleanStart ? [] : [{ topic: 'kept/#' }], "the session's subscriptions in broker.db");
+    // Nothing is queued for the session on the older connection's filter.
+    newer.send({ cmd: 'disconnect' });
+    await until(() => newer.closed(), 'the newer connection closed after its DISCONNECT');
+    const publisher = await connectClient(gateway.url, { clientId: 'publisher' });
+    await publisher.client.publishAsync('late/1', 'late', { qos: 1 });
+    await publisher.client.endAsync();
+    assert.deepEqual(committed(path, "SELECT seq FROM queue WHERE client_id = 'dev'"), [], 'nothing queued for the late filter');
   });
 }
