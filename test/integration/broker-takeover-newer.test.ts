@@ -288,3 +288,110 @@ test("the older connection keeping the id stores its will when the newer one's w
   await eventually(() => assert.deepEqual(storedWills(path), []));
   second.client.end(true);
 });
+
+test('a holder whose close is still under way as a takeover ends has no delayed will published after the newer connection left', { timeout: 60_000 }, async () => {
+  const { aedes, url, path } = await start();
+  const watched0 = await watch(url, 'closing-holder-will');
+  const holder = watched(url, v5('closing-holder', { willPayload: 'holder gone', topic: 'closing-holder-will' }));
+  await holder.connack;
+  await holder.client.subscribeAsync('closing-holder/t', { qos: 1 });
+  const taken = registered(aedes)['closing-holder'] as Client;
+  // The holder's network connection drops; its close's removal of its subscription is answered
+  // once a newer connection took the id over and left with a DISCONNECT.
+  const broker = aedes as unknown as { unsubscribe: (topic: string, func: unknown, done: () => void) => void };
+  const unsubscribe = broker.unsubscribe.bind(aedes);
+  let release: (() => void) | undefined;
+  broker.unsubscribe = (topic, func, done) => {
+    if (!taken.closed || topic !== 'closing-holder/t' || release !== undefined) return unsubscribe(topic, func, done);
+    release = () => unsubscribe(topic, func, done);
+  };
+  holder.client.stream.destroy();
+  await eventually(() => assert.notEqual(release, undefined));
+  const newer = await connectAsync(url, v5('closing-holder'));
+  assert.notEqual(registered(aedes)['closing-holder'], taken);
+  await newer.endAsync();
+  await eventually(() => assert.equal(registered(aedes)['closing-holder'], undefined));
+  release?.();
+  await eventually(() => assert.equal(aedes.connectedClients, 1)); // (the watcher)
+  // A connection came to the session within the holder's delay: its will is never published.
+  await sleep(2_000);
+  assert.deepEqual(watched0.payloads, [], 'the will of the connection taken over was published after the newer one left');
+  assert.deepEqual(storedWills(path), []);
+  await watched0.watcher.endAsync();
+  holder.client.end(true);
+});
+
+test('a connection taken over as its CONNACK is written, before the write calls back, is told 0x8E', { timeout: 60_000 }, async () => {
+  const { aedes, url, persistence, connects } = await start();
+  // The older connection starts clean: its CONNACK waits for the persistence's cleanIncoming.
+  const store = persistence as unknown as { cleanIncoming: (client: Client) => Promise<unknown> };
+  const cleanIncoming = store.cleanIncoming.bind(persistence);
+  let answer: (() => void) | undefined;
+  store.cleanIncoming = (client) => {
+    const cleaned = cleanIncoming(client);
+    if (client.id !== 'connack-written' || answer !== undefined) return cleaned;
+    return new Promise((resolve) => {
+      answer = () => resolve(cleaned);
+    });
+  };
+  const registering = aedes as unknown as { registerClient: (client: Client) => void };
+  const registerClient = registering.registerClient.bind(aedes);
+  let newer: Client | undefined;
+  registering.registerClient = (client) => {
+    if (client.id !== 'connack-written' || answer === undefined || newer !== undefined) return registerClient(client);
+    newer = client;
+  };
+  const first = watched(url, v5('connack-written', { clean: true }));
+  await eventually(() => assert.notEqual(answer, undefined));
+  const older = connects.at(-1) as Client;
+  const second = watched(url, v5('connack-written'));
+  await eventually(() => assert.notEqual(newer, undefined));
+  // The newer connection's takeover runs once the older one's CONNACK is on its socket, before
+  // the write's callback (a setImmediate later).
+  const conn = older.conn as unknown as { write: (chunk: unknown, ...rest: unknown[]) => boolean };
+  const write = conn.write;
+  conn.write = function (this: unknown, chunk, ...rest) {
+    const written = write.call(this, chunk, ...rest);
+    if (Buffer.isBuffer(chunk) && chunk[0] === 0x20) {
+      conn.write = write;
+      // (after the socket is uncorked: mqtt-packet's writeToStream corks it until a nextTick)
+      process.nextTick(() => registerClient(newer as Client));
+    }
+    return written;
+  };
+  answer?.();
+  await first.connack;
+  await eventually(() => assert.equal(older.closed, true));
+  await eventually(() => assert.deepEqual(first.disconnects, [0x8e], 'the connection taken over after its CONNACK was closed without a DISCONNECT'));
+  assert.equal(registered(aedes)['connack-written'], newer);
+  await second.connack;
+  await second.client.endAsync();
+  first.client.end(true);
+});
+
+test('a holder taken over twice before its close is sent one DISCONNECT', { timeout: 60_000 }, async () => {
+  const { aedes, url } = await start();
+  const holder = watched(url, v5('twice-taken'));
+  await holder.connack;
+  // Two newer connections' takeovers begin in one turn.
+  const registering = aedes as unknown as { registerClient: (client: Client) => void };
+  const registerClient = registering.registerClient.bind(aedes);
+  const waiting: Client[] = [];
+  registering.registerClient = (client) => {
+    if (client.id !== 'twice-taken' || waiting.length === 2) return registerClient(client);
+    waiting.push(client);
+    if (waiting.length === 2) for (const each of waiting) registerClient(each);
+  };
+  const first = watched(url, v5('twice-taken'));
+  await eventually(() => assert.equal(waiting.length, 1));
+  const second = watched(url, v5('twice-taken'));
+  await eventually(() => assert.equal(holder.client.connected, false));
+  await sleep(300);
+  assert.deepEqual(holder.disconnects, [0x8e], 'the connection taken over got packets after its DISCONNECT');
+  assert.deepEqual(first.disconnects, [0x8e]);
+  assert.equal(registered(aedes)['twice-taken'], waiting[1]);
+  assert.equal(aedes.connectedClients, 1);
+  await second.client.endAsync();
+  first.client.end(true);
+  holder.client.end(true);
+});
