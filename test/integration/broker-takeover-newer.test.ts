@@ -12,57 +12,21 @@
 // id. The test holds the real persistence's answer, or the broker's registration, of one
 // connection until the other's step, for the order needed.
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Aedes, Client } from 'aedes';
 import { type IConnackPacket, type MqttClient, connect, connectAsync } from 'mqtt';
-import pino from 'pino';
 import { aedesInternals } from '../../src/mqtt/aedes-internals.ts';
-import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
-import { CounterRegistry } from '../../src/observability/counters.ts';
-import { type AedesInstances, recordAedesInstances } from '../harness/aedes-instances.ts';
 import { eventually } from '../harness/eventually.ts';
 import { committed } from '../harness/state-broker.ts';
-import { tempDirs } from '../harness/temp.ts';
-
-const dirs = tempDirs('ferry-takeover-newer-');
-let instances: AedesInstances;
-const brokers: EmbeddedBroker[] = [];
-
-before(async () => {
-  instances = await recordAedesInstances();
-});
-after(async () => {
-  for (const broker of brokers) await broker.close();
-  instances.restore();
-});
+import { stateBrokers } from '../harness/takeover-brokers.ts';
 
 interface Persistence {
   subscriptionsByClient(client: { id: string }): Promise<{ topic: string }[]>;
   delWill(client: Client): Promise<unknown>;
 }
 
-async function start() {
-  const path = join(dirs(), 'broker.db');
-  const broker = await EmbeddedBroker.start({
-    host: '127.0.0.1',
-    port: 0,
-    logger: pino({ level: 'silent' }),
-    counters: new CounterRegistry(),
-    state: { path, synchronous: 'normal' },
-  });
-  brokers.push(broker);
-  const aedes = instances.created.at(-1) as Aedes;
-  const persistence = (aedes as unknown as { persistence: Persistence }).persistence;
-  const connects: Client[] = [];
-  const preConnect = aedes.preConnect;
-  aedes.preConnect = (client, packet, callback) => {
-    connects.push(client);
-    preConnect.call(aedes, client, packet, callback);
-  };
-  return { aedes, url: `mqtt://127.0.0.1:${broker.port}`, path, persistence, connects };
-}
+const start = stateBrokers<Persistence>('ferry-takeover-newer-');
 
 const registered = (aedes: Aedes) => aedesInternals(aedes).clients;
 const storedWills = (path: string) => (committed(path, 'SELECT payload FROM wills') as { payload: Buffer }[]).map((row) => Buffer.from(row.payload).toString());

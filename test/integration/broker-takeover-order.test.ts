@@ -9,66 +9,21 @@
 // one event-loop turn) take the id over in the same turn; the test holds the first one's takeover
 // until the second one's comes, and closes connections the way aedes does when a socket closes.
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Aedes, Client } from 'aedes';
 import { type IConnackPacket, type MqttClient, connect, connectAsync } from 'mqtt';
-import pino from 'pino';
 import { aedesInternals } from '../../src/mqtt/aedes-internals.ts';
-import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
-import { CounterRegistry } from '../../src/observability/counters.ts';
-import { type AedesInstances, recordAedesInstances } from '../harness/aedes-instances.ts';
 import { eventually } from '../harness/eventually.ts';
 import { committed } from '../harness/state-broker.ts';
-import { tempDirs } from '../harness/temp.ts';
-
-const dirs = tempDirs('ferry-takeover-order-');
-let instances: AedesInstances;
-const brokers: EmbeddedBroker[] = [];
-
-before(async () => {
-  instances = await recordAedesInstances();
-});
-after(async () => {
-  for (const broker of brokers) await broker.close();
-  instances.restore();
-});
+import { stateBrokers } from '../harness/takeover-brokers.ts';
 
 interface Persistence {
   subscriptionsByClient(client: { id: string }): Promise<{ topic: string }[]>;
   delWill(client: Client): Promise<unknown>;
 }
 
-interface Started {
-  readonly broker: EmbeddedBroker;
-  readonly aedes: Aedes;
-  readonly url: string;
-  readonly path: string;
-  readonly persistence: Persistence;
-  /** The last connection that sent a CONNECT. */
-  readonly connecting: () => Client | undefined;
-}
-
-async function start(path = join(dirs(), 'broker.db')): Promise<Started> {
-  const broker = await EmbeddedBroker.start({
-    host: '127.0.0.1',
-    port: 0,
-    logger: pino({ level: 'silent' }),
-    counters: new CounterRegistry(),
-    state: { path, synchronous: 'normal' },
-  });
-  brokers.push(broker);
-  const aedes = instances.created.at(-1) as Aedes;
-  const persistence = (aedes as unknown as { persistence: Persistence }).persistence;
-  let connecting: Client | undefined;
-  const preConnect = aedes.preConnect;
-  aedes.preConnect = (client, packet, callback) => {
-    connecting = client;
-    preConnect.call(aedes, client, packet, callback);
-  };
-  return { broker, aedes, url: `mqtt://127.0.0.1:${broker.port}`, path, persistence, connecting: () => connecting };
-}
+const start = stateBrokers<Persistence>('ferry-takeover-order-');
 
 const registered = (aedes: Aedes) => aedesInternals(aedes).clients;
 const v5 = (clientId: string, sessionExpiryInterval: number) => ({
@@ -206,7 +161,7 @@ test('a connection closed while it takes its client id over does not take over t
 test('a connection closed at its will step that takes its client id over has its delayed will on disk: published after a restart within the delay', {
   timeout: 60_000,
 }, async () => {
-  const { broker, aedes, url, path, persistence, connecting } = await start();
+  const { aedes, url, path, persistence, connecting, close } = await start();
   const holder = await connectAsync(url, delayedWillOptions('stored-1', 'stored-will', 'holder gone', 2));
   holder.on('error', () => {});
   // The connection closes while its will step removes the will stored under the id (the holder's).
@@ -230,8 +185,7 @@ test('a connection closed at its will step that takes its client id over has its
   // Its will waits its 2 s, on disk.
   await eventually(() => assert.deepEqual(committed(path, 'SELECT client_id FROM wills'), [{ client_id: 'stored-1' }]));
   holder.end(true);
-  await broker.close();
-  brokers.splice(brokers.indexOf(broker), 1);
+  await close();
 
   const restarted = await start(path);
   const watcher = await connectAsync(restarted.url, { clientId: 'stored-watcher', reconnectPeriod: 0 });

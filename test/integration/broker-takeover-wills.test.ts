@@ -7,31 +7,14 @@
 // The test holds the real persistence's answer to the newer connect's session change until its
 // network connection dropped: its connect goes no further, it is never registered.
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Aedes, Client } from 'aedes';
 import { type MqttClient, connect, connectAsync } from 'mqtt';
-import pino from 'pino';
 import { aedesInternals } from '../../src/mqtt/aedes-internals.ts';
-import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
-import { CounterRegistry } from '../../src/observability/counters.ts';
-import { type AedesInstances, recordAedesInstances } from '../harness/aedes-instances.ts';
 import { eventually } from '../harness/eventually.ts';
 import { committed } from '../harness/state-broker.ts';
-import { tempDirs } from '../harness/temp.ts';
-
-const dirs = tempDirs('ferry-takeover-wills-');
-let instances: AedesInstances;
-const brokers: EmbeddedBroker[] = [];
-
-before(async () => {
-  instances = await recordAedesInstances();
-});
-after(async () => {
-  for (const broker of brokers) await broker.close();
-  instances.restore();
-});
+import { stateBrokers } from '../harness/takeover-brokers.ts';
 
 type Change = (client: Client) => Promise<unknown>;
 interface Persistence {
@@ -39,20 +22,7 @@ interface Persistence {
   cleanSubscriptions: Change;
 }
 
-async function start() {
-  const path = join(dirs(), 'broker.db');
-  const broker = await EmbeddedBroker.start({
-    host: '127.0.0.1',
-    port: 0,
-    logger: pino({ level: 'silent' }),
-    counters: new CounterRegistry(),
-    state: { path, synchronous: 'normal' },
-  });
-  brokers.push(broker);
-  const aedes = instances.created.at(-1) as Aedes;
-  const persistence = (aedes as unknown as { persistence: Persistence }).persistence;
-  return { aedes, url: `mqtt://127.0.0.1:${broker.port}`, path, persistence };
-}
+const start = stateBrokers<Persistence>('ferry-takeover-wills-');
 
 const registered = (aedes: Aedes) => aedesInternals(aedes).clients;
 const storedWills = (path: string) => (committed(path, 'SELECT payload FROM wills') as { payload: Buffer }[]).map((row) => Buffer.from(row.payload).toString());

@@ -15,31 +15,14 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect as connectSocket } from 'node:net';
-import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Aedes, Client } from 'aedes';
 import { type IConnackPacket, type MqttClient, connect, connectAsync } from 'mqtt';
-import pino from 'pino';
 import { aedesInternals } from '../../src/mqtt/aedes-internals.ts';
-import { EmbeddedBroker } from '../../src/mqtt/embedded-broker.ts';
-import { CounterRegistry } from '../../src/observability/counters.ts';
-import { type AedesInstances, recordAedesInstances } from '../harness/aedes-instances.ts';
 import { eventually } from '../harness/eventually.ts';
 import { connectPacket } from '../harness/mqtt-wire.ts';
-import { tempDirs } from '../harness/temp.ts';
-
-const dirs = tempDirs('ferry-closed-connect-takeover-');
-let instances: AedesInstances;
-const brokers: EmbeddedBroker[] = [];
-
-before(async () => {
-  instances = await recordAedesInstances();
-});
-after(async () => {
-  for (const broker of brokers) await broker.close();
-  instances.restore();
-});
+import { stateBrokers } from '../harness/takeover-brokers.ts';
 
 interface Persistence {
   cleanSubscriptions(client: Client): Promise<unknown>;
@@ -47,34 +30,7 @@ interface Persistence {
   delWill(client: Client): Promise<unknown>;
 }
 
-interface Started {
-  readonly broker: EmbeddedBroker;
-  readonly aedes: Aedes;
-  readonly url: string;
-  readonly persistence: Persistence;
-  /** The last connection that sent a CONNECT. */
-  readonly connecting: () => Client | undefined;
-}
-
-async function start(): Promise<Started> {
-  const broker = await EmbeddedBroker.start({
-    host: '127.0.0.1',
-    port: 0,
-    logger: pino({ level: 'silent' }),
-    counters: new CounterRegistry(),
-    state: { path: join(dirs(), 'broker.db'), synchronous: 'normal' },
-  });
-  brokers.push(broker);
-  const aedes = instances.created.at(-1) as Aedes;
-  const persistence = (aedes as unknown as { persistence: Persistence }).persistence;
-  let connecting: Client | undefined;
-  const preConnect = aedes.preConnect;
-  aedes.preConnect = (client, packet, callback) => {
-    connecting = client;
-    preConnect.call(aedes, client, packet, callback);
-  };
-  return { broker, aedes, url: `mqtt://127.0.0.1:${broker.port}`, persistence, connecting: () => connecting };
-}
+const start = stateBrokers<Persistence>('ferry-closed-connect-takeover-');
 
 /**
  * The persistence's `method`, at its first call for client id `clientId` from a connecting client
